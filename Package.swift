@@ -65,13 +65,19 @@ let package = Package(
       ]),
 
     // Scripted scenarios shared by the fixture generator, the tests and the benchmark.
-    .target(name: "Scenarios", dependencies: ["EventLog", "Projections"]),
+    .target(
+      name: "Scenarios",
+      dependencies: [
+        "EventLog", "Projections", "OpenShellAPI",
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+      ]),
 
     // verify / rebuild / state / audit / export / import / restore, as a library.
     .target(
       name: "LogTools",
       dependencies: [
-        "EventLog", "Projections",
+        "EventLog", "Projections", "OpenShellAPI",
         .product(name: "Yams", package: "Yams"),
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       ]),
@@ -80,7 +86,7 @@ let package = Package(
     .target(
       name: "Gateway",
       dependencies: [
-        "EventLog", "Projections", "OpenShellAPI",
+        "EventLog", "Projections", "OpenShellAPI", "LogTools",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

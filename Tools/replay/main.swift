@@ -1,1 +1,183 @@
-print("not built yet")
+import ArgumentParser
+import EventLog
+import Foundation
+import LogTools
+import Projections
+
+/// `openshell-replay`: verify, rebuild, inspect, audit, export and import a gateway's event log.
+@main
+struct Replay: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "openshell-replay",
+    abstract: "Rebuild, audit, verify or restore an OpenShell gateway from its event log.",
+    discussion: "DIR is a gateway log directory (e.g. ~/.local/state/openshell/gateways/openshell/log) or an archived copy.",
+    subcommands: [Verify.self, Rebuild.self, State.self, AuditCommand.self, Export.self, Import.self])
+}
+
+/// Opens a log for the tools, turning storage errors into one readable line.
+func openLog(_ dir: String, readOnly: Bool) throws -> EventLog {
+  guard FileManager.default.fileExists(atPath: dir) else { throw ValidationError("no such log directory: \(dir)") }
+  var options = EventLog.Options()
+  options.readOnly = readOnly
+  do {
+    return try EventLog.open(directory: dir, options: options)
+  } catch let e as EventLogError {
+    throw ValidationError("cannot open log \(dir): \(e.message)")
+  }
+}
+
+/// Runs `body`, mapping known errors to one line on stderr and exit code 1.
+func run(_ body: () throws -> Void) throws {
+  do {
+    try body()
+  } catch let e as EventLogError {
+    FileHandle.standardError.write(Data("error: \(e.message)\n".utf8))
+    throw ExitCode(1)
+  } catch let e as ProjectionError {
+    FileHandle.standardError.write(Data("error: \(e)\n".utf8))
+    throw ExitCode(1)
+  } catch let e as LogArchive.ArchiveError {
+    FileHandle.standardError.write(Data("error: \(e.message)\n".utf8))
+    throw ExitCode(1)
+  }
+}
+
+func parsePoint(_ at: String?, to: UInt64?) throws -> ReplayPoint {
+  if let to { return .seq(to) }
+  guard let at else { return .head }
+  if let seq = UInt64(at) { return .seq(seq) }
+  guard let ns = parseTime(at) else { throw ValidationError("--at takes a seq, an RFC 3339 time or a duration ago like 5m: \(at)") }
+  return .time(ns)
+}
+
+struct Verify: ParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Check checksums, the hash chain, every payload, and the newest snapshot.")
+  @Argument(help: "Log directory.") var dir: String
+  @Option(name: .shortAndLong, help: "Output: text or json.") var output: String = "text"
+
+  func run() throws {
+    try LogTools_run {
+      let log = try openLog(dir, readOnly: true)
+      defer { log.close() }
+      let result = try LogVerifier.verify(log, progress: ProgressBar(label: "verify").callback)
+      if output == "json" {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        print(String(decoding: try e.encode(result), as: UTF8.self))
+      } else if result.ok {
+        print("OK: \(result.records) records, head seq \(result.headSeq), head hash \(result.headHash.prefix(16))…"
+              + (result.snapshotSeq > 0 ? ", snapshot at seq \(result.snapshotSeq) matches" : ", no snapshot"))
+      } else {
+        let at = result.firstBadSeq.map { "seq \($0): " } ?? ""
+        print("FAILED: \(at)\(result.problem ?? "unknown problem")")
+      }
+      if !result.ok { throw ExitCode(2) }
+    }
+  }
+}
+
+struct Rebuild: ParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Recompute the projections from the log and write a fresh snapshot.")
+  @Argument(help: "Log directory.") var dir: String
+  @Option(help: "Stop at this seq.") var to: UInt64?
+  @Option(help: "Stop at this time (RFC 3339 or a duration ago, e.g. 10m).") var at: String?
+
+  func run() throws {
+    try LogTools_run {
+      let point = try parsePoint(at, to: to)
+      let log = try openLog(dir, readOnly: false)
+      defer { log.close() }
+      let state = try StateLoader.replay(log, through: point, progress: ProgressBar(label: "rebuild").callback)
+      try log.saveSnapshot(name: SnapshotCodec.projectionName, seq: state.lastSeq, bytes: SnapshotCodec.encode(state))
+      print("snapshot written at seq \(state.lastSeq) (\(state.sandboxes.count) sandboxes, \(state.providers.count) providers)")
+    }
+  }
+}
+
+struct State: ParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Print the projected state at a point in the log (secrets redacted).")
+  @Argument(help: "Log directory.") var dir: String
+  @Option(help: "A seq, an RFC 3339 time, or a duration ago (5m).") var at: String?
+  @Option(name: .shortAndLong, help: "Output: json or yaml.") var output: String = "json"
+
+  func run() throws {
+    try LogTools_run {
+      guard ["json", "yaml"].contains(output) else { throw ValidationError("--output must be json or yaml") }
+      let log = try openLog(dir, readOnly: true)
+      defer { log.close() }
+      let state = try StateLoader.replay(log, through: try parsePoint(at, to: nil), progress: ProgressBar(label: "replay").callback)
+      let view = StateView(state)
+      print(output == "yaml" ? try view.yaml() : view.json())
+    }
+  }
+}
+
+struct AuditCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "audit", abstract: "A readable timeline of who did what, with secrets redacted.")
+  @Argument(help: "Log directory.") var dir: String
+  @Option(help: "Only events of this sandbox (name or id).") var sandbox: String?
+  @Option(help: "Only events of this provider (name or id).") var provider: String?
+  @Option(help: "Only events by this actor.") var actor: String?
+  @Option(help: "Only this event type (repeatable; a prefix ending in '.' matches a family).") var type: [String] = []
+  @Option(help: "From this time (RFC 3339 or a duration ago).") var since: String?
+  @Option(help: "Until this time (RFC 3339 or a duration ago).") var until: String?
+  @Option(name: .shortAndLong, help: "Output: table, json or jsonl.") var output: String = "table"
+
+  func run() throws {
+    try LogTools_run {
+      guard ["table", "json", "jsonl"].contains(output) else { throw ValidationError("--output must be table, json or jsonl") }
+      var q = AuditQuery()
+      q.sandbox = sandbox
+      q.provider = provider
+      q.actor = actor
+      q.types = type
+      if let since { guard let ns = parseTime(since) else { throw ValidationError("bad --since: \(since)") }; q.sinceNs = ns }
+      if let until { guard let ns = parseTime(until) else { throw ValidationError("bad --until: \(until)") }; q.untilNs = ns }
+      let log = try openLog(dir, readOnly: true)
+      defer { log.close() }
+      let entries = try Audit.timeline(log, query: q)
+      let e = JSONEncoder()
+      e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+      switch output {
+      case "json":
+        e.outputFormatting.insert(.prettyPrinted)
+        print(String(decoding: try e.encode(entries), as: UTF8.self))
+      case "jsonl":
+        for entry in entries { print(String(decoding: try e.encode(entry), as: UTF8.self)) }
+      default:
+        print(Audit.table(entries))
+      }
+    }
+  }
+}
+
+struct Export: ParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Write a portable, verifiable archive of a log.")
+  @Argument(help: "Log directory.") var dir: String
+  @Argument(help: "Archive file to write.") var file: String
+
+  func run() throws {
+    try LogTools_run {
+      let log = try openLog(dir, readOnly: true)
+      defer { log.close() }
+      let n = try LogArchive.export(log, to: file, progress: ProgressBar(label: "export").callback)
+      print("exported \(n) records to \(file)")
+    }
+  }
+}
+
+struct Import: ParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Create a log directory from an archive, checking every hash.")
+  @Argument(help: "Archive file.") var file: String
+  @Argument(help: "New log directory.") var dir: String
+
+  func run() throws {
+    try LogTools_run {
+      let head = try LogArchive.importArchive(from: file, into: dir, progress: ProgressBar(label: "import").callback)
+      print("imported \(head) records into \(dir)")
+    }
+  }
+}
+
+// `run` is shadowed inside commands by their own `run()`; keep a distinct name for the helper.
+func LogTools_run(_ body: () throws -> Void) throws { try run(body) }

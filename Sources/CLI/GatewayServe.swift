@@ -1,0 +1,54 @@
+import ArgumentParser
+import EventLog
+import Foundation
+import Gateway
+
+/// `openshell gateway serve`: runs the gateway in the foreground (the lifecycle commands start it
+/// as a daemon).
+struct GatewayServe: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "serve",
+    abstract: "Run a gateway in the foreground: gRPC and HTTP on one port, mTLS by default.")
+
+  @Option(help: "Data directory (event log and PKI).") var dataDir: String
+  @Option(help: "Port for gRPC and HTTP.") var port: Int = 8080
+  @Option(help: "Listen address.") var bind: String = "127.0.0.1"
+  @Flag(help: "No TLS (only behind a TLS-terminating proxy).") var plaintext = false
+  @Flag(help: "TLS without client certificates.") var disableGatewayAuth = false
+  @Option(help: "Extra host name or IP for the server certificate (repeatable).") var gatewayHost: [String] = []
+  @Option(help: "Gateway name recorded in the log.") var name: String = "openshell"
+  @Flag(help: "Request GPU passthrough for sandboxes (recorded; needs a driver that supports it).") var gpu = false
+  @Option(help: "Container registry user name.") var registryUsername: String?
+  @Option(help: "Container registry token (only its fingerprint is stored).") var registryToken: String?
+  @Option(help: "Graceful shutdown deadline in seconds.") var shutdownTimeout: Int = 10
+
+  func validate() throws {
+    guard (1...65535).contains(port) || port == 0 else { throw ValidationError("--port must be 1-65535") }
+    if plaintext && disableGatewayAuth { throw ValidationError("--plaintext and --disable-gateway-auth are exclusive") }
+  }
+
+  func run() async throws {
+    var c = GatewayConfiguration(dataDirectory: dataDir)
+    c.port = port
+    c.bindAddress = bind
+    c.security = plaintext ? .plaintext : (disableGatewayAuth ? .tls : .mutualTLS)
+    c.gatewayHosts = gatewayHost
+    c.gatewayName = name
+    c.gpu = gpu
+    c.registryUsername = registryUsername ?? ProcessInfo.processInfo.environment["OPENSHELL_REGISTRY_USERNAME"] ?? ""
+    c.registryToken = registryToken ?? ProcessInfo.processInfo.environment["OPENSHELL_REGISTRY_TOKEN"] ?? ""
+    c.shutdownGracePeriod = .seconds(shutdownTimeout)
+    let config = c
+    do {
+      try await serve(config) { _, port in
+        FileHandle.standardOutput.write(Data("gateway \(config.gatewayName) listening on \(config.bindAddress):\(port) (\(config.security))\n".utf8))
+      }
+    } catch let e as GatewayServerError {
+      throw fail(e.description)
+    } catch let e as EventLogError {
+      throw fail(e.message)
+    } catch let e as GatewayPKIError {
+      throw fail(e.description)
+    }
+  }
+}

@@ -1,0 +1,104 @@
+// Big-endian integer encoding/decoding with bounds checks, and CRC-32C.
+
+extension Array where Element == UInt8 {
+  mutating func appendBE(_ v: UInt64) {
+    for shift in stride(from: 56, through: 0, by: -8) { append(UInt8(truncatingIfNeeded: v >> UInt64(shift))) }
+  }
+  mutating func appendBE(_ v: UInt32) {
+    for shift in stride(from: 24, through: 0, by: -8) { append(UInt8(truncatingIfNeeded: v >> UInt32(shift))) }
+  }
+  mutating func appendBE(_ v: UInt16) {
+    append(UInt8(truncatingIfNeeded: v >> 8))
+    append(UInt8(truncatingIfNeeded: v))
+  }
+}
+
+/// An 8-byte big-endian key for `seq` (so LMDB's default memcmp order is numeric order).
+func seqKey(_ seq: UInt64) -> [UInt8] {
+  var k = [UInt8]()
+  k.reserveCapacity(8)
+  k.appendBE(seq)
+  return k
+}
+
+/// A bounds-checked big-endian reader over raw bytes. Every read returns nil past the end: stored data is
+/// never trusted.
+struct ByteReader {
+  let buf: UnsafeRawBufferPointer
+  var offset: Int = 0
+
+  init(_ buf: UnsafeRawBufferPointer, offset: Int = 0) {
+    self.buf = buf
+    self.offset = offset
+  }
+
+  var remaining: Int { buf.count - offset }
+
+  mutating func u8() -> UInt8? {
+    guard remaining >= 1 else { return nil }
+    defer { offset += 1 }
+    return buf[offset]
+  }
+  mutating func u16() -> UInt16? {
+    guard remaining >= 2 else { return nil }
+    defer { offset += 2 }
+    return UInt16(buf[offset]) << 8 | UInt16(buf[offset + 1])
+  }
+  mutating func u32() -> UInt32? {
+    guard remaining >= 4 else { return nil }
+    var v: UInt32 = 0
+    for i in 0..<4 { v = v << 8 | UInt32(buf[offset + i]) }
+    offset += 4
+    return v
+  }
+  mutating func u64() -> UInt64? {
+    guard remaining >= 8 else { return nil }
+    var v: UInt64 = 0
+    for i in 0..<8 { v = v << 8 | UInt64(buf[offset + i]) }
+    offset += 8
+    return v
+  }
+  mutating func bytes(_ n: Int) -> UnsafeRawBufferPointer? {
+    guard n >= 0, remaining >= n else { return nil }
+    defer { offset += n }
+    return UnsafeRawBufferPointer(rebasing: buf[offset..<(offset + n)])
+  }
+  mutating func string(_ n: Int) -> String? {
+    guard let b = bytes(n) else { return nil }
+    return String(validating: b, as: UTF8.self)
+  }
+}
+
+/// Decodes an 8-byte big-endian value; nil for any other length.
+func decodeBE64(_ b: UnsafeRawBufferPointer) -> UInt64? {
+  guard b.count == 8 else { return nil }
+  var r = ByteReader(b)
+  return r.u64()
+}
+
+func decodeBE64(_ b: [UInt8]) -> UInt64? { b.withUnsafeBytes { decodeBE64($0) } }
+
+func decodeBE32(_ b: [UInt8]) -> UInt32? {
+  guard b.count == 4 else { return nil }
+  return b.withUnsafeBytes { var r = ByteReader($0); return r.u32() }
+}
+
+/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as used by iSCSI, ext4 and etcd's WAL.
+/// Check value: crc32c("123456789") == 0xE3069283.
+enum CRC32C {
+  static let table: [UInt32] = (0..<256).map { i -> UInt32 in
+    var c = UInt32(i)
+    for _ in 0..<8 { c = (c & 1) != 0 ? (c >> 1) ^ 0x82F6_3B78 : c >> 1 }
+    return c
+  }
+
+  static func checksum(_ buf: UnsafeRawBufferPointer) -> UInt32 {
+    var crc: UInt32 = 0xFFFF_FFFF
+    table.withUnsafeBufferPointer { t in
+      for b in buf { crc = t[Int((crc ^ UInt32(b)) & 0xFF)] ^ (crc >> 8) }
+    }
+    return crc ^ 0xFFFF_FFFF
+  }
+
+  static func checksum(_ bytes: [UInt8]) -> UInt32 { bytes.withUnsafeBytes { checksum($0) } }
+}

@@ -1,0 +1,227 @@
+import CLMDB
+import Foundation
+import Logging
+import Synchronization
+
+/// An append-only, LMDB-backed, zstd-compressed, hash-chained event log.
+///
+/// One log is one directory holding a standard LMDB environment (`data.mdb`, `lock.mdb`; `mdb_stat` and
+/// `mdb_dump` from lmdb-utils can read it) with the named databases `events` (8-byte big-endian seq → record,
+/// layout in ``RecordFormat``), `meta` (format version, head seq, head hash, active dictionary),
+/// `snapshots`, `checkpoints`, `dicts` (zstd dictionaries by u32 id) and `aggregates` (aggregate → version),
+/// plus `writer.lock` (see below).
+///
+/// Exactly one process may open a directory for writing (an exclusive `flock` on `DIR/writer.lock`; a second
+/// writer gets `.locked`). Any number of processes may open it with `Options.readOnly` at the same time
+/// (LMDB supports multi-process readers). All methods are thread-safe.
+public final class EventLog: Sendable {
+  /// Largest accepted payload in bytes (uncompressed).
+  public static let maxPayloadBytes = 1 << 30
+
+  /// How durable a commit is before `append` returns (LMDB environment flags).
+  public enum Durability: Sendable, Hashable {
+    /// Default LMDB behaviour: data and meta page are flushed (fdatasync) before `mdb_txn_commit` returns.
+    case sync
+    /// `MDB_NOMETASYNC` relaxation: the meta page is not flushed per commit. A system crash may lose the last
+    /// transactions but keeps the database consistent (LMDB docs). A process crash loses nothing.
+    case noMetaSync
+    /// `MDB_NOSYNC` relaxation: no flushes at all; the OS decides. A system crash may lose recent
+    /// transactions (and with some file systems, integrity); a process crash loses nothing.
+    case noSync
+
+    var envFlags: Int32 {
+      switch self {
+      case .sync: return 0
+      case .noMetaSync: return MDB_NOMETASYNC
+      case .noSync: return MDB_NOSYNC
+      }
+    }
+  }
+
+  /// Open options. Sizes are bytes.
+  public struct Options: Sendable {
+    /// Initial LMDB map size in bytes (rounded up to 4 KiB). The map grows by doubling on `MDB_MAP_FULL`.
+    public var initialMapSize: Int = 64 << 20
+    /// Upper bound for map growth in bytes; beyond it appends fail with `.mapFull`.
+    public var maxMapSize: Int = 1 << 40
+    public var durability: Durability = .sync
+    /// zstd compression level for payloads and snapshots.
+    public var compressionLevel: Int32 = 3
+    /// Group-commit bound: at most this many events per write transaction (a larger single call runs alone).
+    public var maxBatchEvents: Int = 4096
+    /// Open without the writer lock in a read-only LMDB environment (`MDB_RDONLY`); writes throw `.readOnly`.
+    public var readOnly: Bool = false
+    /// Maximum records buffered per live subscriber before it is told it fell behind.
+    public var subscriberBufferSize: Int = 1024
+    /// Logger for operational messages (never payloads).
+    public var logger: Logger = Logger(label: "openshell.eventlog")
+
+    public init() {}
+  }
+
+  /// One event of a catch-up subscription.
+  public enum SubscriptionEvent: Sendable, Hashable {
+    case record(EventRecord)
+    /// The subscriber was too slow; records after `lastDelivered` follow again from history.
+    case fellBehind(lastDelivered: UInt64)
+  }
+
+  /// The log directory.
+  public let directory: String
+  let shared: LogShared
+  let writer: Writer?
+  private let lock: WriterLockFile?
+  private let closedFlag = Atomic<Bool>(false)
+
+  private init(directory: String, shared: LogShared, writer: Writer?, lock: WriterLockFile?) {
+    self.directory = directory
+    self.shared = shared
+    self.writer = writer
+    self.lock = lock
+  }
+
+  deinit { close() }
+
+  /// Opens (creating it unless read-only) the log in `directory`.
+  ///
+  /// Throws `.locked` if another writer holds `DIR/writer.lock`, `.notFound` if `readOnly` and the log does
+  /// not exist, `.corrupt` for an unknown format version, or LMDB/OS errors.
+  public static func open(directory: String, options: Options = .init()) throws -> EventLog {
+    var opts = options
+    opts.initialMapSize = (max(opts.initialMapSize, 64 << 10) + 4095) & ~4095
+    opts.maxMapSize = max(opts.maxMapSize, opts.initialMapSize)
+    opts.maxBatchEvents = max(1, opts.maxBatchEvents)
+    let fm = FileManager.default
+    if opts.readOnly {
+      guard fm.fileExists(atPath: directory + "/data.mdb") else {
+        throw EventLogError(code: .notFound, message: "no event log at \(directory) (data.mdb missing)")
+      }
+    } else {
+      do {
+        try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
+      } catch {
+        throw EventLogError(code: .io, message: "cannot create \(directory): \(error)")
+      }
+    }
+    let lock = opts.readOnly ? nil : try WriterLockFile(directory: directory)
+    do {
+      let env = try LMDBEnvironment(
+        path: directory, mapSize: opts.initialMapSize, flags: opts.durability.envFlags, readOnly: opts.readOnly)
+      do {
+        let head = try initialize(env, readOnly: opts.readOnly)
+        let shared = LogShared(env: env, directory: directory, options: opts, head: head, logger: opts.logger)
+        var writer: Writer?
+        if !opts.readOnly {
+          let dict = head.activeDictionaryID == 0 ? nil : try shared.dictionary(head.activeDictionaryID)
+          writer = try Writer(shared: shared, head: head, activeDictionary: dict)
+          writer?.start()
+        }
+        opts.logger.info(
+          "event log opened",
+          metadata: ["directory": "\(directory)", "headSeq": "\(head.headSeq)", "readOnly": "\(opts.readOnly)"])
+        return EventLog(directory: directory, shared: shared, writer: writer, lock: lock)
+      } catch {
+        env.close()
+        throw error
+      }
+    } catch {
+      lock?.release()
+      throw error
+    }
+  }
+
+  /// Opens the named databases (creating them and the format marker for a writer) and reads the head.
+  private static func initialize(_ env: LMDBEnvironment, readOnly: Bool) throws -> PublishedState {
+    // Handles from a committed transaction stay valid for the environment's lifetime (LMDB docs), so even
+    // the read-only open commits its transaction.
+    let (dbs, head) = try env.withTransaction(readOnly: readOnly) { txn -> (Databases, PublishedState) in
+      var d = Databases()
+      let handles = try Databases.names.map { name -> MDB_dbi in
+        do { return try txn.openDatabase(name, create: !readOnly) } catch let e as EventLogError
+          where e.code == .notFound
+        {
+          throw EventLogError(code: .notFound, message: "event log has no '\(name)' database", lmdbCode: e.lmdbCode)
+        }
+      }
+      (d.events, d.meta, d.snapshots, d.checkpoints, d.dicts, d.aggregates) =
+        (handles[0], handles[1], handles[2], handles[3], handles[4], handles[5])
+      if let v = try txn.get(d.meta, MetaKey.format) {
+        guard let f = decodeBE32(v), f == UInt32(RecordFormat.formatVersion) else {
+          throw EventLogError.corrupt(nil, "unsupported log format \(v)")
+        }
+      } else if !readOnly {
+        var f = [UInt8]()
+        f.appendBE(UInt32(RecordFormat.formatVersion))
+        try txn.put(d.meta, MetaKey.format, f)
+      }
+      return (d, try readHeadState(txn, d))
+    }
+    env.dbs = dbs
+    return head
+  }
+
+  /// Sequence number of the newest record (0 for an empty log). For a read-only open this reads the current
+  /// value written by the writer process.
+  public var headSeq: UInt64 { currentHead().headSeq }
+
+  /// Chain hash of the newest record (32 bytes; zeros for an empty log).
+  public var headHash: [UInt8] { currentHead().headHash }
+
+  /// Id of the zstd dictionary used for new appends (0 = none).
+  public var activeDictionaryID: UInt32 { currentHead().activeDictionaryID }
+
+  /// True if opened with `Options.readOnly`.
+  public var isReadOnly: Bool { writer == nil }
+
+  func currentHead() -> PublishedState {
+    if isReadOnly, !closedFlag.load(ordering: .acquiring), let h = try? shared.readHead() { return h }
+    return shared.state.withLock { $0 }
+  }
+
+  /// Stops the writer (queued appends finish first), ends subscriptions, closes LMDB and releases the writer
+  /// lock. Idempotent; afterwards every call throws `.closed`.
+  public func close() {
+    if closedFlag.exchange(true, ordering: .acquiringAndReleasing) { return }
+    writer?.stop()
+    shared.hub.closeAll()
+    shared.env.close()
+    lock?.release()
+    shared.logger.info("event log closed", metadata: ["directory": "\(directory)"])
+  }
+
+  func checkOpen() throws {
+    if closedFlag.load(ordering: .acquiring) { throw EventLogError.closed() }
+  }
+
+  func requireWriter() throws -> Writer {
+    try checkOpen()
+    guard let writer else { throw EventLogError(code: .readOnly, message: "the event log was opened read-only") }
+    return writer
+  }
+
+  /// The number of events stored for `ref` (its version; 0 if none).
+  public func aggregateVersion(_ ref: AggregateRef) throws -> UInt64 {
+    try checkOpen()
+    return try shared.env.withRead { try readAggregateVersion($0, shared.env.dbs, ref) }
+  }
+}
+
+extension LMDBEnvironment {
+  /// Runs `body` in a transaction that is committed (used at open so database handles persist).
+  func withTransaction<T>(readOnly ro: Bool, _ body: (Transaction) throws -> T) throws -> T {
+    if !ro { return try withWrite(body) }
+    return try resizeLock.withShared {
+      var t: OpaquePointer?
+      try check(mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &t), "mdb_txn_begin(read)")
+      guard let t else { throw EventLogError(code: .storage, message: "mdb_txn_begin returned no txn") }
+      let txn = Transaction(ptr: t)
+      let v: T
+      do { v = try body(txn) } catch {
+        txn.abort()
+        throw error
+      }
+      try txn.commit()
+      return v
+    }
+  }
+}

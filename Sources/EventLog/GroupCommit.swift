@@ -1,0 +1,170 @@
+import CLMDB
+import Logging
+
+/// Keys of the `meta` database.
+enum MetaKey {
+  static let format = Array("format".utf8)  // u32: RecordFormat.formatVersion of the log
+  static let headSeq = Array("head.seq".utf8)  // u64
+  static let headHash = Array("head.hash".utf8)  // 32 bytes
+  static let activeDictionary = Array("dict.active".utf8)  // u32
+}
+
+/// Key of an aggregate in the `aggregates` database: u16 BE length of kind, kind, id (UTF-8).
+func aggregateKey(_ a: AggregateRef) -> [UInt8] {
+  let k = Array(a.kind.utf8)
+  var out = [UInt8]()
+  out.appendBE(UInt16(truncatingIfNeeded: k.count))
+  out += k
+  out += Array(a.id.utf8)
+  return out
+}
+
+/// Reads an aggregate's version (event count) inside `txn`; 0 if it has none.
+func readAggregateVersion(_ txn: Transaction, _ dbs: Databases, _ a: AggregateRef) throws -> UInt64 {
+  guard let v = try txn.get(dbs.aggregates, aggregateKey(a)) else { return 0 }
+  guard let n = decodeBE64(v) else {
+    throw EventLogError.corrupt(nil, "aggregate version of \(a) is not 8 bytes")
+  }
+  return n
+}
+
+/// Checks a checkpoint name: non-empty, at most 500 bytes (LMDB's default maximum key size is 511 bytes).
+func validateName(_ name: String, what: String) throws {
+  let n = name.utf8.count
+  guard n > 0 && n <= 500 else { throw EventLogError.invalid("\(what) must be 1-500 bytes, got \(n)") }
+  guard !name.utf8.contains(0) else { throw EventLogError.invalid("\(what) must not contain NUL") }
+}
+
+extension Writer {
+  /// A validated request with its payloads already compressed (reused across map-growth retries).
+  private struct Prepared {
+    var request: AppendRequest
+    var stored: [(bytes: [UInt8], raw: Bool)]
+  }
+
+  /// Writes one group of append calls in one write transaction (group commit).
+  ///
+  /// Each call's expectations are checked in order against the versions in the `aggregates` database plus
+  /// the events of earlier calls in the same transaction; a failing call gets `.conflict` and writes nothing,
+  /// the others proceed. After `mdb_txn_commit` returns, the head is published, subscribers are fed and
+  /// every caller is resumed. If the commit fails (e.g. `ENOSPC`), every call in the group fails and nothing
+  /// of the group is stored (the transaction is aborted as a whole).
+  func runAppends(_ batch: [AppendRequest]) {
+    var results = [Result<ClosedRange<UInt64>, EventLogError>?](repeating: nil, count: batch.count)
+    var prepared: [(Int, Prepared)] = []
+    let dictID = activeDictionary?.id ?? 0
+    for (i, r) in batch.enumerated() {
+      do {
+        guard !r.events.isEmpty else { throw EventLogError.invalid("append needs at least one event") }
+        for e in r.events { try RecordFormat.validate(e) }
+        if let cp = r.checkpoint { try validateName(cp.name, what: "checkpoint name") }
+        let stored = try r.events.map { try compressor.compress($0.payload, dict: activeDictionary) }
+        prepared.append((i, Prepared(request: r, stored: stored)))
+      } catch let e as EventLogError {
+        results[i] = .failure(e)
+      } catch {
+        results[i] = .failure(EventLogError(code: .storage, message: "\(error)"))
+      }
+    }
+
+    struct Outcome {
+      var head: PublishedState
+      var records: [EventRecord] = []
+      var ranges: [Int: Result<ClosedRange<UInt64>, EventLogError>] = [:]
+    }
+    let dbs = shared.env.dbs
+    let start = head
+    do {
+      let outcome: Outcome = try withMapGrowth {
+        try shared.env.withWrite { txn -> Outcome in
+          var out = Outcome(head: start)
+          var versions: [AggregateRef: UInt64] = [:]
+          var touched = Set<AggregateRef>()
+          func version(_ a: AggregateRef) throws -> UInt64 {
+            if let v = versions[a] { return v }
+            let v = try readAggregateVersion(txn, dbs, a)
+            versions[a] = v
+            return v
+          }
+          requests: for (i, p) in prepared {
+            for (agg, exp) in p.request.expecting {
+              let actual = try version(agg)
+              if !exp.accepts(actual) {
+                out.ranges[i] = .failure(
+                  EventLogError(
+                    code: .conflict,
+                    message: "aggregate \(agg) is at version \(actual), expected \(exp)",
+                    aggregate: agg, expected: exp, actual: actual))
+                continue requests
+              }
+            }
+            let first = out.head.headSeq + 1
+            for (e, s) in zip(p.request.events, p.stored) {
+              let seq = out.head.headSeq + 1
+              let ts = e.timestampNs ?? 0
+              let prev = out.head.headHash
+              let hash = RecordFormat.chainHash(previousHash: prev, seq: seq, timestampNs: ts, event: e)
+              let value = RecordFormat.encode(
+                seq: seq, timestampNs: ts, event: e, dictionaryID: dictID, storedPayload: s.bytes, raw: s.raw,
+                previousHash: prev)
+              try txn.put(dbs.events, seqKey(seq), value, flags: MDB_APPEND)
+              versions[e.aggregate] = try version(e.aggregate) + 1
+              touched.insert(e.aggregate)
+              out.records.append(
+                EventRecord(
+                  seq: seq, timestampNs: ts, type: e.type, aggregate: e.aggregate, actor: e.actor,
+                  requestID: e.requestID, payloadVersion: e.payloadVersion, dictionaryID: s.raw ? 0 : dictID,
+                  payload: e.payload, hash: hash, previousHash: prev, storedSize: value.count))
+              out.head.headSeq = seq
+              out.head.headHash = hash
+            }
+            if let cp = p.request.checkpoint {
+              try txn.put(dbs.checkpoints, Array(cp.name.utf8), seqKey(cp.seq))
+            }
+            out.ranges[i] = .success(first...out.head.headSeq)
+          }
+          if !out.records.isEmpty {
+            for agg in touched { try txn.put(dbs.aggregates, aggregateKey(agg), seqKey(versions[agg] ?? 0)) }
+            try txn.put(dbs.meta, MetaKey.headSeq, seqKey(out.head.headSeq))
+            try txn.put(dbs.meta, MetaKey.headHash, out.head.headHash)
+          }
+          return out
+        }
+      }
+      // Durable: publish the new head, then feed subscribers, then resume the callers.
+      head = outcome.head
+      let newHead = outcome.head
+      shared.state.withLock {
+        $0.headSeq = newHead.headSeq
+        $0.headHash = newHead.headHash
+      }
+      if !outcome.records.isEmpty {
+        shared.counters.commits.add(1, ordering: .relaxed)
+        shared.counters.appendedEvents.add(UInt64(outcome.records.count), ordering: .relaxed)
+        shared.hub.publish(outcome.records)
+      }
+      for (i, r) in outcome.ranges { results[i] = r }
+    } catch let raw as EventLogError {
+      let bytes = prepared.reduce(0) { $0 + $1.1.stored.reduce(0) { $0 + $1.bytes.count + 200 } }
+      let e = classifyWriteError(raw, approximateBytes: bytes)
+      if e.code == .diskFull {
+        shared.logger.error("event log append failed: disk full", metadata: ["error": "\(e)"])
+      } else {
+        shared.logger.error("event log append failed", metadata: ["error": "\(e)"])
+      }
+      for (i, _) in prepared { results[i] = .failure(e) }
+    } catch {
+      for (i, _) in prepared { results[i] = .failure(EventLogError(code: .storage, message: "\(error)")) }
+    }
+
+    shared.counters.appendCalls.add(UInt64(batch.count), ordering: .relaxed)
+    _ = shared.counters.largestBatchCalls.max(UInt64(batch.count), ordering: .relaxed)
+    for (i, r) in batch.enumerated() {
+      let result = results[i] ?? .failure(EventLogError(code: .storage, message: "append produced no result"))
+      if case .failure(let e) = result, e.code == .conflict {
+        shared.counters.conflicts.add(1, ordering: .relaxed)
+      }
+      r.completion(result)
+    }
+  }
+}

@@ -1,0 +1,158 @@
+import CLMDB
+import Logging
+import Synchronization
+
+/// State shared by the log facade, the writer thread and subscriptions.
+final class LogShared: Sendable {
+  let env: LMDBEnvironment
+  let options: EventLog.Options
+  let dicts: DictionaryCache
+  let decompressors = DecompressorPool()
+  let hub = SubscriptionHub()
+  let state: Mutex<PublishedState>
+  let counters = WriterCounters()
+  let logger: Logger
+  let directory: String
+
+  init(env: LMDBEnvironment, directory: String, options: EventLog.Options, head: PublishedState, logger: Logger) {
+    self.env = env
+    self.directory = directory
+    self.options = options
+    self.dicts = DictionaryCache(level: options.compressionLevel)
+    self.state = Mutex(head)
+    self.logger = logger
+  }
+
+  /// Loads dictionary `id` (cached) using `txn`.
+  func dictionary(_ id: UInt32, txn: Transaction) throws -> ZstdDictionary {
+    try dicts.dictionary(id) { try txn.get(env.dbs.dicts, dictKey(id)) }
+  }
+
+  /// Loads dictionary `id` (cached) in its own read transaction.
+  func dictionary(_ id: UInt32) throws -> ZstdDictionary {
+    try dicts.dictionary(id) { try env.withRead { try $0.get(env.dbs.dicts, dictKey(id)) } }
+  }
+
+  /// Decompresses and hashes a parsed record. Failures are `.corrupt` naming the record.
+  func decode(_ h: RecordFormat.Header, txn: Transaction) throws -> EventRecord {
+    let payload: [UInt8]
+    if h.isRaw {
+      payload = Array(h.storedPayload)
+    } else {
+      let dict: ZstdDictionary?
+      do {
+        dict = h.dictionaryID == 0 ? nil : try dictionary(h.dictionaryID, txn: txn)
+      } catch let e as EventLogError where e.code == .corrupt {
+        throw EventLogError.corrupt(h.seq, "record \(h.seq): \(e.message)")
+      }
+      switch decompressors.decompress(h.storedPayload, length: h.uncompressedLength, dict: dict) {
+      case .success(let p): payload = p
+      case .failure(let f): throw EventLogError.corrupt(h.seq, "record \(h.seq): payload: \(f.description)")
+      }
+    }
+    let hash = payload.withUnsafeBytes {
+      RecordFormat.chainHash(
+        previousHash: h.previousHash, seq: h.seq, timestampNs: h.timestampNs, payloadVersion: h.payloadVersion,
+        type: h.type, kind: h.kind, id: h.id, actor: h.actor, requestID: h.requestID, payload: $0)
+    }
+    return EventRecord(
+      seq: h.seq, timestampNs: h.timestampNs, type: h.type, aggregate: AggregateRef(kind: h.kind, id: h.id),
+      actor: h.actor, requestID: h.requestID, payloadVersion: h.payloadVersion, dictionaryID: h.dictionaryID,
+      payload: payload, hash: hash, previousHash: h.previousHash, storedSize: h.storedSize)
+  }
+
+  /// Reads one chunk in ONE short read transaction: scans at most `limit` records with seq in
+  /// `from...through`, returns those matching `filter` and the last seq scanned (nil if none).
+  func readChunk(from: UInt64, through: UInt64, filter: EventFilter, limit: Int) throws
+    -> (records: [EventRecord], lastScanned: UInt64?)
+  {
+    guard from <= through, limit > 0 else { return ([], nil) }
+    return try env.withRead { txn in
+      let cursor = try txn.cursor(env.dbs.events)
+      defer { cursor.close() }
+      var out: [EventRecord] = []
+      var last: UInt64?
+      var scanned = 0
+      var op = MDB_SET_RANGE
+      var key: [UInt8]? = seqKey(from)
+      while scanned < limit {
+        let more: Bool? = try cursor.get(op, key: key) { k, v in
+          guard let seq = decodeBE64(k) else { throw EventLogError.corrupt(nil, "events key of \(k.count) bytes") }
+          if seq > through { return false }
+          let h = try RecordFormat.parse(v, key: seq)
+          if filter.isAll || filter.matches(type: h.type, kind: h.kind, id: h.id, timestampNs: h.timestampNs) {
+            out.append(try decode(h, txn: txn))
+          }
+          last = seq
+          return true
+        }
+        guard more == true else { break }
+        scanned += 1
+        op = MDB_NEXT
+        key = nil
+      }
+      return (out, last)
+    }
+  }
+
+  /// Current head from the `meta` database (used by read-only opens, where another process writes).
+  func readHead() throws -> PublishedState {
+    try env.withRead { txn in try readHeadState(txn, env.dbs) }
+  }
+}
+
+/// Key of a dictionary in the `dicts` database: u32 big-endian id.
+func dictKey(_ id: UInt32) -> [UInt8] {
+  var k = [UInt8]()
+  k.appendBE(id)
+  return k
+}
+
+/// Reads head seq, head hash and the active dictionary id from `meta`.
+func readHeadState(_ txn: Transaction, _ dbs: Databases) throws -> PublishedState {
+  var s = PublishedState()
+  if let v = try txn.get(dbs.meta, MetaKey.headSeq) {
+    guard let n = decodeBE64(v) else { throw EventLogError.corrupt(nil, "meta head.seq is not 8 bytes") }
+    s.headSeq = n
+  }
+  if let v = try txn.get(dbs.meta, MetaKey.headHash) {
+    guard v.count == 32 else { throw EventLogError.corrupt(nil, "meta head.hash is not 32 bytes") }
+    s.headHash = v
+  }
+  if let v = try txn.get(dbs.meta, MetaKey.activeDictionary) {
+    guard let n = decodeBE32(v) else { throw EventLogError.corrupt(nil, "meta dict.active is not 4 bytes") }
+    s.activeDictionaryID = n
+  }
+  return s
+}
+
+/// A pull-based, chunked reader: each refill is one short read transaction of at most `chunkSize` records.
+/// Use `while let r = try reader.next() { … }`.
+public struct EventLogReader: Sendable {
+  let shared: LogShared
+  var nextSeq: UInt64
+  let through: UInt64
+  let filter: EventFilter
+  let chunkSize: Int
+  var buffer: [EventRecord] = []
+  var index = 0
+  var done = false
+
+  /// The next matching record, or nil at the end. Throws `.corrupt` (with the record's seq) on bad bytes,
+  /// `.closed` if the log was closed.
+  public mutating func next() throws -> EventRecord? {
+    while index >= buffer.count {
+      if done { return nil }
+      let (records, last) = try shared.readChunk(from: nextSeq, through: through, filter: filter, limit: chunkSize)
+      guard let last else {
+        done = true
+        return nil
+      }
+      buffer = records
+      index = 0
+      if last >= through || last == .max { done = true } else { nextSeq = last + 1 }
+    }
+    defer { index += 1 }
+    return buffer[index]
+  }
+}

@@ -1,0 +1,53 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Cross-process writer exclusivity: an exclusive, non-blocking `flock(2)` on `DIR/writer.lock`, held for
+/// the lifetime of the open log. The holder writes its pid into the file so a second opener can name it.
+/// flock locks belong to the open file description, so a second open in the same process conflicts too.
+/// The lock is released by `close` or by the kernel when the process dies (also on SIGKILL).
+final class WriterLockFile: Sendable {
+  let path: String
+  private let fd: Int32
+
+  /// Acquires the lock or throws `.locked` (naming the holder's pid when known) or `.io`.
+  init(directory: String) throws {
+    path = directory + "/writer.lock"
+    let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw EventLogError.posix("open(\(path))") }
+    if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+      let e = currentErrno()
+      var buf = [UInt8](repeating: 0, count: 32)
+      let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+      close(fd)
+      if e == EWOULDBLOCK || e == EAGAIN {
+        let holder = n > 0 ? String(decoding: buf[0..<n], as: UTF8.self).trimmingWhitespace : ""
+        let who = holder.isEmpty ? "another writer" : "another writer (pid \(holder))"
+        throw EventLogError(
+          code: .locked, message: "event log \(directory) is locked by \(who); open it read-only or stop that writer",
+          errno: e)
+      }
+      throw EventLogError(code: .io, message: "flock(\(path)) failed", errno: e)
+    }
+    // Record our pid (best effort: a full disk must not prevent opening the log).
+    let pid = Array("\(getpid())\n".utf8)
+    if ftruncate(fd, 0) == 0 {
+      _ = pid.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+    }
+    self.fd = fd
+  }
+
+  /// Releases the lock (closing the descriptor drops the flock).
+  func release() {
+    close(fd)
+  }
+}
+
+extension String {
+  var trimmingWhitespace: String {
+    var s = Substring(self)
+    while let c = s.first, c.isWhitespace { s.removeFirst() }
+    while let c = s.last, c.isWhitespace { s.removeLast() }
+    return String(s)
+  }
+}

@@ -1,0 +1,29 @@
+import EventLog
+import GRPCCore
+import GRPCProtobuf
+
+/// Constructors for the gateway's gRPC errors. Each carries a readable message; invalid arguments
+/// also carry `google.rpc.BadRequest` field violations (sent in `grpc-status-details-bin`, which the
+/// openshell SDK decodes into `GatewayError.field_violations`).
+enum RPCErrors {
+  static func invalidArgument(field: String, _ description: String) -> GoogleRPCStatus {
+    GoogleRPCStatus(
+      code: .invalidArgument, message: "\(field): \(description)",
+      details: [.badRequest(violations: [.init(field: field, description: description)])])
+  }
+
+  static func notFound(_ what: String) -> RPCError { RPCError(code: .notFound, message: "\(what) not found") }
+  static func alreadyExists(_ what: String) -> RPCError { RPCError(code: .alreadyExists, message: "\(what) already exists") }
+  static func failedPrecondition(_ message: String) -> RPCError { RPCError(code: .failedPrecondition, message: message) }
+  static func permissionDenied(_ message: String) -> RPCError { RPCError(code: .permissionDenied, message: message) }
+
+  /// Maps log failures: a full disk or map is RESOURCE_EXHAUSTED, an optimistic-concurrency
+  /// conflict ABORTED (retry), anything else UNAVAILABLE. Never leaks payload bytes.
+  static func from(_ error: EventLogError) -> RPCError {
+    switch error.code {
+    case .diskFull, .mapFull: return RPCError(code: .resourceExhausted, message: "event log: \(error.message)")
+    case .conflict: return RPCError(code: .aborted, message: "concurrent modification, retry: \(error.message)")
+    default: return RPCError(code: .unavailable, message: "event log: \(error.message)")
+    }
+  }
+}

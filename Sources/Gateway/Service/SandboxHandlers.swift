@@ -1,0 +1,159 @@
+import EventLog
+import Foundation
+import GRPCCore
+import OpenShellAPI
+import Projections
+
+extension OpenShellService {
+  public func createSandbox(request: Openshell_V1_CreateSandboxRequest, context: ServerContext) async throws -> Openshell_V1_SandboxResponse {
+    let caller = try userCaller("CreateSandbox")
+    // A retried request returns what the first attempt created.
+    if let prior = await existingSandbox(forRequest: request.requestID) { return prior }
+    let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
+      let ws = try workspace(request.workspaceScope, state)
+      var name = request.name
+      if name.isEmpty {
+        name = NameGenerator.generate { state.sandbox(named: $0, workspace: ws) != nil }
+      } else if let v = NameRule.violation(name) {
+        throw RPCErrors.invalidArgument(field: "name", "sandbox name \(name.debugDescription) \(v)")
+      }
+      guard state.sandbox(named: name, workspace: ws) == nil else { throw RPCErrors.alreadyExists("sandbox \(ws)/\(name)") }
+      for (k, v) in request.labels { if let m = LabelRule.violation(key: k, value: v) { throw RPCErrors.invalidArgument(field: "labels", m) } }
+      for (k, v) in request.annotations { if let m = LabelRule.violation(key: k, value: v) { throw RPCErrors.invalidArgument(field: "annotations", m) } }
+      var templateVersion: UInt64 = 0
+      if !request.workloadTemplate.isEmpty {
+        guard let t = state.template(named: request.workloadTemplate, workspace: ws) else {
+          throw RPCErrors.failedPrecondition("sandbox template \(ws)/\(request.workloadTemplate) does not exist")
+        }
+        templateVersion = t.resourceVersion
+      }
+      for provider in request.spec.providers where state.provider(named: provider, workspace: ws) == nil {
+        throw RPCErrors.failedPrecondition("provider \(provider) does not exist in workspace \(ws)")
+      }
+      for (i, e) in request.serviceExposures.enumerated() {
+        if e.targetPort == 0 || e.targetPort > 65535 {
+          throw RPCErrors.invalidArgument(field: "service_exposures[\(i)].target_port", "must be 1-65535")
+        }
+      }
+      let spec = Wire.deterministicBytes(request.spec)
+      if let driver, let why = driver.unsupported(spec: spec) { throw RPCErrors.failedPrecondition(why) }
+      let id = UUID().uuidString.lowercased()
+      let requested = GatewayEvent(.sandboxRequested(.with {
+        $0.id = id
+        $0.name = name
+        $0.workspace = ws
+        $0.labels = request.labels
+        $0.annotations = request.annotations
+        $0.spec = spec
+        $0.templateName = request.workloadTemplate
+        $0.templateVersion = templateVersion
+        $0.providers = request.spec.providers
+        $0.serviceExposures = request.serviceExposures.map { e in
+          .with { $0.service = e.service; $0.targetPort = e.targetPort; $0.authorizationMode = Int32(e.authorizationMode.rawValue) }
+        }
+      }))
+      return Decision(events: [requested], claims: ["sandbox/\(ws)/\(name)"], expecting: [.sandbox(id): .noStream])
+    }
+    guard let seqs = result.seqs, let record = try store.log.record(at: seqs.lowerBound),
+      case .sandboxRequested(let e)? = try GatewayEvent.decode(record).kind,
+      let sandbox = result.state.sandboxes[e.id]
+    else { throw RPCError(code: .internalError, message: "sandbox was recorded but is not in the projection") }
+    return .with { $0.sandbox = Wire.sandbox(sandbox, state: result.state) }
+  }
+
+  /// The sandbox created by an earlier request with this request id, if any.
+  func existingSandbox(forRequest requestID: String) async -> Openshell_V1_SandboxResponse? {
+    guard !requestID.isEmpty else { return nil }
+    let state = await store.state
+    guard let seq = state.requests[requestID], let record = try? store.log.record(at: seq),
+      record.aggregate.kind == "sandbox", let s = state.sandboxes[record.aggregate.id]
+    else { return nil }
+    return .with { $0.sandbox = Wire.sandbox(s, state: state) }
+  }
+
+  public func getSandbox(request: Openshell_V1_GetSandboxRequest, context: ServerContext) async throws -> Openshell_V1_SandboxResponse {
+    _ = try userCaller("GetSandbox")
+    let state = await store.state
+    let ws = try workspace(request.workspaceScope, state)
+    guard let s = state.sandbox(named: request.name, workspace: ws) else { throw RPCErrors.notFound("sandbox \(ws)/\(request.name)") }
+    return .with { $0.sandbox = Wire.sandbox(s, state: state) }
+  }
+
+  public func listSandboxes(request: Openshell_V1_ListSandboxesRequest, context: ServerContext) async throws -> Openshell_V1_ListSandboxesResponse {
+    _ = try userCaller("ListSandboxes")
+    let state = await store.state
+    let scope = try listScope(request.workspaceScope, state)
+    let sel = try selector(request.labelSelector)
+    let items = state.sandboxList(workspace: scope).filter { sel.matches($0.labels) }
+    let page = try Pagination.page(items, key: { "\($0.workspace)/\($0.name)/\($0.id)" }, pageSize: request.pageSize, pageToken: request.pageToken)
+    return .with {
+      $0.sandboxes = page.items.map { Wire.sandbox($0, state: state) }
+      $0.nextPageToken = page.next
+    }
+  }
+
+  public func deleteSandbox(request: Openshell_V1_DeleteSandboxRequest, context: ServerContext) async throws -> Openshell_V1_DeleteSandboxResponse {
+    let caller = try userCaller("DeleteSandbox")
+    let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
+      let ws = try workspace(request.workspaceScope, state)
+      guard let s = state.sandbox(named: request.name, workspace: ws) else {
+        if request.allowMissing { return Decision(events: []) }
+        throw RPCErrors.notFound("sandbox \(ws)/\(request.name)")
+      }
+      if s.phase == .deleting { return Decision(events: [], target: s.id, noop: true) }
+      // The events carry the id resolved here, so a newer sandbox that later reuses the name is never touched.
+      var events = [GatewayEvent(.sandboxDeleting(.with { $0.id = s.id }))]
+      if driver == nil { events.append(GatewayEvent(.sandboxDeleted(.with { $0.id = s.id }))) }
+      return Decision(events: events, claims: ["sandbox-id/\(s.id)"], target: s.id)
+    }
+    let targetID = result.decision.target
+    return .with {
+      $0.sandboxID = targetID
+      if targetID.isEmpty {
+        $0.outcome = .alreadyAbsent
+      } else if result.decision.noop || result.state.sandboxes[targetID] != nil {
+        $0.outcome = .accepted
+      } else {
+        $0.outcome = .completed
+      }
+    }
+  }
+
+  public func stopSandbox(request: Openshell_V1_StopSandboxRequest, context: ServerContext) async throws -> Openshell_V1_SandboxResponse {
+    let caller = try userCaller("StopSandbox")
+    let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
+      let ws = try workspace(request.workspaceScope, state)
+      guard let s = state.sandbox(named: request.name, workspace: ws) else { throw RPCErrors.notFound("sandbox \(ws)/\(request.name)") }
+      switch s.phase {
+      case .stopped, .stopping: return Decision(events: [], target: s.id, noop: true)
+      case .deleting: throw RPCErrors.failedPrecondition("sandbox \(ws)/\(s.name) is being deleted")
+      default: break
+      }
+      var events = [GatewayEvent(.sandboxStopping(.with { $0.id = s.id; $0.reason = "requested by \(caller.actor)" }))]
+      if driver == nil { events.append(GatewayEvent(.sandboxStopped(.with { $0.id = s.id }))) }
+      return Decision(events: events, claims: ["sandbox-id/\(s.id)"], target: s.id)
+    }
+    guard let s = result.state.sandboxes[result.decision.target] else { throw RPCErrors.notFound("sandbox \(request.name)") }
+    return .with { $0.sandbox = Wire.sandbox(s, state: result.state) }
+  }
+
+  public func startSandbox(request: Openshell_V1_StartSandboxRequest, context: ServerContext) async throws -> Openshell_V1_SandboxResponse {
+    let caller = try userCaller("StartSandbox")
+    let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
+      let ws = try workspace(request.workspaceScope, state)
+      guard let s = state.sandbox(named: request.name, workspace: ws) else { throw RPCErrors.notFound("sandbox \(ws)/\(request.name)") }
+      switch s.phase {
+      case .stopped, .error, .completed: break
+      case .ready, .starting, .provisioning: return Decision(events: [], target: s.id, noop: true)
+      default: throw RPCErrors.failedPrecondition("sandbox \(ws)/\(s.name) is \(s.phase.name.lowercased()); only a stopped sandbox can be started")
+      }
+      var events = [GatewayEvent(.sandboxStarting(.with { $0.id = s.id }))]
+      if driver == nil {
+        events.append(GatewayEvent(.sandboxProvisioning(.with { $0.id = s.id; $0.message = "no compute driver configured" })))
+      }
+      return Decision(events: events, claims: ["sandbox-id/\(s.id)"], target: s.id)
+    }
+    guard let s = result.state.sandboxes[result.decision.target] else { throw RPCErrors.notFound("sandbox \(request.name)") }
+    return .with { $0.sandbox = Wire.sandbox(s, state: result.state) }
+  }
+}

@@ -1,0 +1,104 @@
+import Foundation
+
+/// Object naming rule, the same for every object (sandboxes, workspaces, templates, providers):
+/// an RFC 1123 DNS label — 1 to 63 characters of lowercase ASCII letters, digits and '-',
+/// starting and ending with a letter or digit. (Kubernetes uses the same rule for most names, and
+/// OpenShell sandbox names become pod names.)
+public enum NameRule {
+  /// Maximum length in characters (RFC 1123 label).
+  public static let maxLength = 63
+
+  /// - Returns: nil when valid, else a description of the violation.
+  public static func violation(_ name: String) -> String? {
+    if name.isEmpty { return "must not be empty" }
+    if name.utf8.count > maxLength { return "must be at most \(maxLength) characters (got \(name.utf8.count))" }
+    let bytes = Array(name.utf8)
+    for b in bytes where !(b >= 0x61 && b <= 0x7a) && !(b >= 0x30 && b <= 0x39) && b != 0x2d {
+      return "must consist of lowercase letters, digits and '-' (RFC 1123 label); found \(String(UnicodeScalar(b)).debugDescription)"
+    }
+    if bytes.first == 0x2d || bytes.last == 0x2d { return "must start and end with a letter or digit" }
+    return nil
+  }
+}
+
+/// Label keys and values: keys 1–253 characters of letters, digits, '.', '_', '-', '/', starting and
+/// ending alphanumeric; values up to 256 characters with no control characters.
+enum LabelRule {
+  static func violation(key: String, value: String) -> String? {
+    if key.isEmpty || key.utf8.count > 253 { return "label key must be 1-253 characters" }
+    let ok = key.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "._-/".unicodeScalars.contains($0)) }
+    if !ok { return "label key \(key.debugDescription) may contain only letters, digits, '.', '_', '-' and '/'" }
+    if value.utf8.count > 256 { return "label value for \(key) must be at most 256 characters" }
+    if value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) { return "label value for \(key) contains control characters" }
+    return nil
+  }
+}
+
+/// Kubernetes-style label selector: comma-separated `k=v`, `k==v`, `k!=v`, `k` (exists), `!k` (absent).
+struct LabelSelector: Sendable {
+  enum Term: Sendable { case equals(String, String), notEquals(String, String), exists(String), absent(String) }
+  let terms: [Term]
+
+  /// - Returns: nil for a syntactically invalid selector.
+  init?(_ text: String) {
+    var terms: [Term] = []
+    for raw in text.split(separator: ",", omittingEmptySubsequences: false) {
+      let part = raw.trimmingCharacters(in: .whitespaces)
+      if part.isEmpty { if text.trimmingCharacters(in: .whitespaces).isEmpty { continue } else { return nil } }
+      if let r = part.range(of: "!=") {
+        let k = part[..<r.lowerBound].trimmingCharacters(in: .whitespaces)
+        guard !k.isEmpty else { return nil }
+        terms.append(.notEquals(k, part[r.upperBound...].trimmingCharacters(in: .whitespaces)))
+      } else if let r = part.range(of: "==") ?? part.range(of: "=") {
+        let k = part[..<r.lowerBound].trimmingCharacters(in: .whitespaces)
+        guard !k.isEmpty else { return nil }
+        terms.append(.equals(k, part[r.upperBound...].trimmingCharacters(in: .whitespaces)))
+      } else if part.hasPrefix("!") {
+        let k = part.dropFirst().trimmingCharacters(in: .whitespaces)
+        guard !k.isEmpty else { return nil }
+        terms.append(.absent(k))
+      } else {
+        guard !part.contains(" ") else { return nil }
+        terms.append(.exists(part))
+      }
+    }
+    self.terms = terms
+  }
+
+  func matches(_ labels: [String: String]) -> Bool {
+    terms.allSatisfy {
+      switch $0 {
+      case .equals(let k, let v): labels[k] == v
+      case .notEquals(let k, let v): labels[k] != v
+      case .exists(let k): labels[k] != nil
+      case .absent(let k): labels[k] == nil
+      }
+    }
+  }
+}
+
+/// Offset pagination over a stably sorted list. The page token is the opaque base64 of
+/// `v1:<sort key of the last item>`; the next page starts after that key, so concurrent inserts or
+/// deletes never repeat an item.
+enum Pagination {
+  /// Default and maximum page sizes.
+  static let defaultPageSize = 100
+  static let maxPageSize = 1000
+
+  static func page<T>(_ items: [T], key: (T) -> String, pageSize: Int32, pageToken: String) throws -> (items: [T], next: String) {
+    guard pageSize >= 0 else { throw RPCErrors.invalidArgument(field: "page_size", "must not be negative") }
+    let size = pageSize == 0 ? defaultPageSize : min(Int(pageSize), maxPageSize)
+    var start = 0
+    if !pageToken.isEmpty {
+      guard let data = Data(base64Encoded: pageToken), let text = String(data: data, encoding: .utf8), text.hasPrefix("v1:") else {
+        throw RPCErrors.invalidArgument(field: "page_token", "is not a token returned by this gateway")
+      }
+      let after = String(text.dropFirst(3))
+      start = items.firstIndex { key($0) > after } ?? items.count
+    }
+    let slice = Array(items[start..<min(items.count, start + size)])
+    let more = start + size < items.count
+    let next = more ? Data("v1:\(key(slice[slice.count - 1]))".utf8).base64EncodedString() : ""
+    return (slice, next)
+  }
+}

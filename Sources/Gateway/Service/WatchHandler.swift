@@ -1,0 +1,82 @@
+import EventLog
+import Foundation
+import GRPCCore
+import OpenShellAPI
+import Projections
+
+extension OpenShellService {
+  /// WatchSandbox: a server stream fed by a catch-up subscription on the log.
+  ///
+  /// Sends the current sandbox first (when `follow_status`), then — from `resume_after_cursor`
+  /// (a seq) or the current head — one `sandbox` message per status change and one `event`
+  /// (PlatformEvent) per lifecycle event (when `follow_events`); `event_tail` replays the last N
+  /// lifecycle events first. Every message carries `cursor` = the seq it reflects, so a client can
+  /// resume after a gateway restart without gaps. The stream ends when the sandbox is deleted, or
+  /// at a terminal phase when `stop_on_terminal` is set. Log lines (`follow_logs`) come with the
+  /// compute driver; sandbox log lines are not stored in the event log.
+  public func watchSandbox(request: Openshell_V1_WatchSandboxRequest, response: RPCWriter<Openshell_V1_SandboxStreamEvent>, context: ServerContext) async throws {
+    _ = try userCaller("WatchSandbox")
+    let state = await store.state
+    let ws = try workspace(request.workspaceScope, state)
+    guard let current = state.sandbox(named: request.sandbox, workspace: ws) else {
+      throw RPCErrors.notFound("sandbox \(ws)/\(request.sandbox)")
+    }
+    let id = current.id
+    var local = GatewayState()
+    local.sandboxes[id] = current
+    local.policies[id] = state.policies[id]
+    var from = state.lastSeq + 1
+    if !request.resumeAfterCursor.isEmpty {
+      guard let cursor = UInt64(request.resumeAfterCursor) else {
+        throw RPCErrors.invalidArgument(field: "resume_after_cursor", "is not a cursor returned by this gateway")
+      }
+      from = cursor + 1
+    }
+    if request.eventTail > 0 {
+      let history = try store.log.records(from: 1, through: state.lastSeq, filter: EventFilter(aggregate: .sandbox(id)))
+      for record in history.suffix(Int(request.eventTail)) {
+        try await response.write(.with { $0.event = platformEvent(record); $0.cursor = String(record.seq) })
+      }
+    }
+    if request.followStatus || request.resumeAfterCursor.isEmpty {
+      try await response.write(.with { $0.sandbox = Wire.sandbox(current, state: local); $0.cursor = String(state.lastSeq) })
+    }
+    if isTerminal(current.phase), request.stopOnTerminal { return }
+    for try await item in store.log.subscribe(from: from, filter: EventFilter(aggregate: .sandbox(id))) {
+      guard case .record(let record) = item else { continue }
+      let event = try GatewayEvent.decode(record)
+      local.apply(event, seq: record.seq, timestampNs: record.timestampNs)
+      if request.followEvents {
+        try await response.write(.with { $0.event = platformEvent(record, event); $0.cursor = String(record.seq) })
+      }
+      guard let s = local.sandboxes[id] else {
+        // Deleted: a final status message (phase DELETING) then the stream ends.
+        if request.followStatus {
+          var gone = Wire.sandbox(current, state: local)
+          gone.status.phase = .deleting
+          try await response.write(.with { $0.sandbox = gone; $0.cursor = String(record.seq) })
+        }
+        return
+      }
+      if request.followStatus {
+        try await response.write(.with { $0.sandbox = Wire.sandbox(s, state: local); $0.cursor = String(record.seq) })
+      }
+      if request.stopOnTerminal, isTerminal(s.phase) { return }
+    }
+  }
+
+  func isTerminal(_ phase: SandboxPhase) -> Bool {
+    phase == .error || phase == .completed || phase == .stopped
+  }
+
+  func platformEvent(_ record: EventRecord, _ decoded: GatewayEvent? = nil) -> Openshell_V1_PlatformEvent {
+    let event = decoded ?? (try? GatewayEvent.decode(record))
+    return .with {
+      $0.eventTime = Wire.timestamp(ns: record.timestampNs)
+      $0.source = record.actor == "system" ? "gateway" : record.actor
+      $0.type = record.type
+      if case .sandboxFailed(let f)? = event?.kind { $0.reason = f.reason; $0.message = f.message }
+      $0.metadata = ["seq": String(record.seq), "request_id": record.requestID]
+    }
+  }
+}

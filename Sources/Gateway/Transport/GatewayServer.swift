@@ -1,0 +1,207 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Synchronization
+
+/// Errors thrown by ``GatewayServer``.
+public enum GatewayServerError: Error, Sendable, Equatable, CustomStringConvertible {
+  /// The port is already bound by another process (EADDRINUSE).
+  case portInUse(Int)
+  /// Binding failed for another reason.
+  case bindFailed(host: String, port: Int, reason: String)
+  /// A TLS mode was requested without a ``GatewayPKI``, or the TLS context could not be built.
+  case tlsConfiguration(String)
+  /// ``GatewayServer/run()`` was called more than once.
+  case alreadyRunning
+
+  public var description: String {
+    switch self {
+    case .portInUse(let port): return "port \(port) is already in use"
+    case .bindFailed(let host, let port, let reason): return "cannot listen on \(host):\(port): \(reason)"
+    case .tlsConfiguration(let reason): return "TLS configuration error: \(reason)"
+    case .alreadyRunning: return "the gateway server is already running"
+    }
+  }
+}
+
+/// The gateway's one port: gRPC (`openshell.v1.OpenShell` and any other registered service) and the
+/// HTTP/1.1 endpoints of ``HTTPEndpoints`` on a single listener, secured per ``GatewaySecurityMode``
+/// (DESIGN.md §4, swift-build-notes.md §6.3; OpenShell serves the same mix on one port,
+/// openshell-behavior.md §3).
+///
+/// Interceptors are exactly those passed in. Pass ``IdentityInterceptor`` (so handlers can read
+/// ``CallerIdentity/current``) and ``MetricsInterceptor`` (RPC counts and latencies on `/metrics`);
+/// the server does not add them itself.
+///
+/// Shutdown: ``requestShutdown()``, SIGTERM or SIGINT (when ``Configuration/handleSignals``) start a
+/// graceful shutdown: the listener closes, in-flight RPCs finish, idle and undecided connections are
+/// closed; after ``Configuration/shutdownGracePeriod`` whatever is left is cancelled. Cancelling the task
+/// running ``run()`` stops the server at once.
+public final class GatewayServer: Sendable {
+  /// Listener settings.
+  public struct Configuration: Sendable {
+    /// Address to bind, e.g. `127.0.0.1`, `0.0.0.0` or `::`.
+    public var host: String
+    /// TCP port; 0 binds an ephemeral port (see ``GatewayServer/listeningPort``).
+    public var port: Int
+    /// TLS and client-certificate policy.
+    public var security: GatewaySecurityMode
+    /// In TLS modes, also answer plaintext HTTP/1.1 `/healthz` and `/readyz` on the port (`/metrics` is
+    /// refused with 403; plaintext gRPC is refused). Default false.
+    public var allowPlaintextProbes: Bool = false
+    /// Time from a shutdown request to cancellation of what is still running. Default 10 s.
+    public var shutdownGracePeriod: Duration = .seconds(10)
+    /// How long a connection may take for the TLS handshake plus its first bytes. Default 10 s.
+    public var handshakeTimeout: Duration = .seconds(10)
+    /// How long an HTTP/1.1 keep-alive connection may stay silent. Default 60 s.
+    public var httpIdleTimeout: Duration = .seconds(60)
+    /// Largest accepted gRPC request message in bytes. Default 4 MiB (grpc-swift's default; OpenShell
+    /// v0.0.30 uses 1 MiB).
+    public var maxRequestMessageBytes: Int = 4 * 1024 * 1024
+    /// Install SIGTERM/SIGINT handlers for the duration of ``GatewayServer/run()``. Default true.
+    public var handleSignals: Bool = true
+
+    public init(host: String, port: Int, security: GatewaySecurityMode = .mutualTLS) {
+      self.host = host
+      self.port = port
+      self.security = security
+    }
+  }
+
+  /// The configuration the server was created with.
+  public let configuration: Configuration
+  /// Verified client certificates of live connections (see ``CallerIdentity``).
+  public let peerRegistry: PeerCertificateRegistry
+  /// The metrics served on `/metrics` and fed by ``MetricsInterceptor``.
+  public let metrics: GatewayMetrics
+
+  private let transport: HTTP2ServerTransport.Custom<OnePortListenerFactory>
+  private let services: [any RegistrableRPCService]
+  private let interceptors: [any ServerInterceptor]
+  private let logger: Logger
+  private let shutdown = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+  private let started = Mutex(false)
+
+  /// Prepares the server; nothing is bound until ``run()``.
+  ///
+  /// - Parameters:
+  ///   - pki: required for ``GatewaySecurityMode/mutualTLS`` and ``GatewaySecurityMode/tls``.
+  ///   - services: the gRPC services to serve.
+  ///   - interceptors: server interceptors in order, typically
+  ///     `[IdentityInterceptor(registry: peerRegistry), MetricsInterceptor(metrics: metrics)]`.
+  ///   - readiness: called for every `GET /readyz`.
+  /// - Throws: ``GatewayServerError/tlsConfiguration(_:)`` if TLS is requested without a PKI or the
+  ///   certificate files cannot be loaded.
+  public init(
+    configuration: Configuration,
+    pki: GatewayPKI?,
+    services: [any RegistrableRPCService],
+    interceptors: [any ServerInterceptor] = [],
+    readiness: @escaping @Sendable () -> ReadinessInfo,
+    metrics: GatewayMetrics,
+    peerRegistry: PeerCertificateRegistry = PeerCertificateRegistry(),
+    logger: Logger = Logger(label: "openshell.gateway.server")
+  ) throws {
+    var sslContext: NIOSSLContext?
+    if configuration.security.usesTLS {
+      guard let pki else { throw GatewayServerError.tlsConfiguration("\(configuration.security) requires a PKI") }
+      do {
+        sslContext = try GatewayTLS.makeContext(mode: configuration.security, pki: pki)
+      } catch {
+        throw GatewayServerError.tlsConfiguration(String(describing: error))
+      }
+    }
+    let settings = ProtocolSniffer.Settings(
+      endpoints: HTTPEndpoints(readiness: readiness, metrics: metrics),
+      registry: configuration.security == .mutualTLS ? peerRegistry : nil,
+      handshakeTimeout: TimeAmount(configuration.handshakeTimeout),
+      httpIdleTimeout: TimeAmount(configuration.httpIdleTimeout))
+    let factory = OnePortListenerFactory(
+      host: configuration.host, port: configuration.port, sslContext: sslContext,
+      allowPlaintextProbes: configuration.allowPlaintextProbes, sniffer: settings,
+      eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+    var transportConfig = HTTP2ServerTransport.Custom<OnePortListenerFactory>.Config.defaults
+    transportConfig.rpc.maxRequestPayloadSize = configuration.maxRequestMessageBytes
+    self.transport = HTTP2ServerTransport.Custom(listenerFactory: factory, config: transportConfig)
+    self.configuration = configuration
+    self.peerRegistry = peerRegistry
+    self.metrics = metrics
+    self.services = services
+    self.interceptors = interceptors
+    self.logger = logger
+  }
+
+  /// The bound TCP port. Suspends until the listener is bound; nil if binding failed or the server has
+  /// stopped.
+  public var listeningPort: Int? {
+    get async {
+      guard let address = await transport.listeningAddress else { return nil }
+      return address.ipv4?.port ?? address.ipv6?.port
+    }
+  }
+
+  /// Asks the server to shut down gracefully (idempotent; safe from any thread, also before ``run()``).
+  public func requestShutdown() {
+    shutdown.continuation.yield()
+  }
+
+  /// Serves until a shutdown completes or the calling task is cancelled.
+  ///
+  /// - Throws: ``GatewayServerError/portInUse(_:)`` or ``GatewayServerError/bindFailed(host:port:reason:)``
+  ///   when the port cannot be bound, ``GatewayServerError/alreadyRunning`` on a second call, or the
+  ///   transport's error.
+  public func run() async throws {
+    let first = started.withLock { value -> Bool in
+      defer { value = true }
+      return !value
+    }
+    guard first else { throw GatewayServerError.alreadyRunning }
+
+    let server = GRPCServer(transport: transport, services: services, interceptors: interceptors)
+    let signals = configuration.handleSignals
+      ? SignalWatcher(signals: [SIGTERM, SIGINT]) { [logger, shutdown] signal in
+        logger.info("received signal \(signal), shutting down gracefully")
+        shutdown.continuation.yield()
+      } : nil
+    defer { signals?.cancel() }
+
+    let grace = configuration.shutdownGracePeriod
+    let logger = self.logger
+    let requests = shutdown.stream
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask { try await server.serve() }
+      group.addTask {
+        for await _ in requests { break }
+        guard !Task.isCancelled else { return }
+        logger.info("graceful shutdown started", metadata: ["grace": "\(grace)"])
+        server.beginGracefulShutdown()
+        try? await Task.sleep(for: grace)
+        if !Task.isCancelled {
+          logger.warning("graceful shutdown deadline passed; cancelling remaining connections")
+        }
+      }
+      do {
+        _ = try await group.next()
+      } catch {
+        group.cancelAll()
+        throw Self.unwrap(error)
+      }
+      group.cancelAll()
+    }
+  }
+
+  /// grpc-swift wraps transport errors in `RuntimeError(.transportError, cause:)`; surface ours.
+  private static func unwrap(_ error: any Error) -> any Error {
+    var current: any Error = error
+    for _ in 0..<4 {
+      if current is GatewayServerError { return current }
+      guard let runtime = current as? RuntimeError, let cause = runtime.cause else { break }
+      current = cause
+    }
+    return current is GatewayServerError ? current : error
+  }
+}

@@ -1,0 +1,141 @@
+import Crypto
+import EventLog
+import Foundation
+
+/// Portable, verifiable archive of a log (`openshell-replay export` / `import`), for backups and
+/// disaster recovery.
+///
+/// Format (JSON Lines, UTF-8): line 1 is the header
+/// `{"format":"openshell-log-archive","version":1,"records":N,"head_seq":N,"head_hash":"<hex>"}`;
+/// then one line per record in seq order (`ArchiveRecord`, payload base64, hashes hex); the last
+/// line is the trailer `{"end":true,"records":N,"digest":"<hex SHA-256 of all record lines>"}`.
+/// Import re-appends every record with its original timestamp and checks that the log recomputes
+/// the same chain hash for each, so a tampered or truncated archive is rejected.
+public enum LogArchive {
+  public static let format = "openshell-log-archive"
+
+  public struct Header: Codable, Sendable {
+    public var format: String
+    public var version: Int
+    public var records: UInt64
+    public var head_seq: UInt64
+    public var head_hash: String
+  }
+
+  public struct ArchiveRecord: Codable, Sendable {
+    public var seq: UInt64
+    public var ts: UInt64
+    public var type: String
+    public var agg_kind: String
+    public var agg_id: String
+    public var actor: String
+    public var request_id: String
+    public var payload_version: UInt16
+    public var payload: String
+    public var hash: String
+  }
+
+  public struct Trailer: Codable, Sendable {
+    public var end: Bool
+    public var records: UInt64
+    public var digest: String
+  }
+
+  public struct ArchiveError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public var description: String { message }
+  }
+
+  /// Writes the whole log to `file` (created or truncated). Returns the number of records.
+  /// - Throws: `EventLogError` on read failure, `ArchiveError` on write failure.
+  @discardableResult
+  public static func export(_ log: EventLog, to file: String, progress: ((UInt64, UInt64) -> Void)? = nil) throws -> UInt64 {
+    let head = log.headSeq
+    guard FileManager.default.createFile(atPath: file, contents: nil),
+      let handle = FileHandle(forWritingAtPath: file)
+    else { throw ArchiveError(message: "cannot create \(file)") }
+    defer { try? handle.close() }
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    let header = Header(format: format, version: 1, records: head, head_seq: head, head_hash: hexString(log.headHash))
+    try handle.write(contentsOf: encoder.encode(header) + Data("\n".utf8))
+    var digest = SHA256()
+    var count: UInt64 = 0
+    var buffer = Data()
+    try log.forEach(from: 1, through: head) { r in
+      let line = try encoder.encode(ArchiveRecord(
+        seq: r.seq, ts: r.timestampNs, type: r.type, agg_kind: r.aggregate.kind, agg_id: r.aggregate.id,
+        actor: r.actor, request_id: r.requestID, payload_version: r.payloadVersion,
+        payload: Data(r.payload).base64EncodedString(), hash: hexString(r.hash))) + Data("\n".utf8)
+      digest.update(data: line)
+      buffer.append(line)
+      count += 1
+      if buffer.count > 1 << 20 {
+        try handle.write(contentsOf: buffer)
+        buffer.removeAll(keepingCapacity: true)
+        progress?(count, head)
+      }
+    }
+    try handle.write(contentsOf: buffer)
+    let trailer = Trailer(end: true, records: count, digest: hexString(digest.finalize()))
+    try handle.write(contentsOf: encoder.encode(trailer) + Data("\n".utf8))
+    progress?(count, head)
+    return count
+  }
+
+  /// Creates a new log in `directory` (which must not hold a log yet) from an archive.
+  /// - Throws: `ArchiveError` for a malformed, truncated or tampered archive (naming the line/seq),
+  ///   `EventLogError` from the log.
+  @discardableResult
+  public static func importArchive(from file: String, into directory: String, options: EventLog.Options = .init(), progress: ((UInt64, UInt64) -> Void)? = nil) throws -> UInt64 {
+    guard let data = FileManager.default.contents(atPath: file) else { throw ArchiveError(message: "cannot read \(file)") }
+    if FileManager.default.fileExists(atPath: directory + "/data.mdb") {
+      throw ArchiveError(message: "\(directory) already holds a log; import into a new directory")
+    }
+    let decoder = JSONDecoder()
+    var lines = data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: true)
+    guard let first = lines.first, let header = try? decoder.decode(Header.self, from: Data(first)), header.format == format else {
+      throw ArchiveError(message: "\(file) is not an \(format)")
+    }
+    guard header.version == 1 else { throw ArchiveError(message: "unsupported archive version \(header.version)") }
+    guard let last = lines.last, let trailer = try? decoder.decode(Trailer.self, from: Data(last)), trailer.end else {
+      throw ArchiveError(message: "archive is truncated: no trailer line")
+    }
+    lines = Array(lines.dropFirst().dropLast())
+    guard UInt64(lines.count) == trailer.records, trailer.records == header.records else {
+      throw ArchiveError(message: "archive is truncated: header says \(header.records) records, found \(lines.count)")
+    }
+    var digest = SHA256()
+    for line in lines { digest.update(data: Data(line) + Data("\n".utf8)) }
+    guard hexString(digest.finalize()) == trailer.digest else {
+      throw ArchiveError(message: "archive digest mismatch: the file was modified or damaged")
+    }
+    let log = try EventLog.open(directory: directory, options: options)
+    defer { log.close() }
+    var pending: [(NewEvent, ArchiveRecord)] = []
+    func flush() throws {
+      guard !pending.isEmpty else { return }
+      let range = try log.appendSync(pending.map(\.0))
+      let written = try log.records(from: range.lowerBound, through: range.upperBound)
+      for (record, (_, original)) in zip(written, pending) {
+        guard record.seq == original.seq, hexString(record.hash) == original.hash else {
+          throw ArchiveError(message: "seq \(original.seq): hash chain mismatch on import (archive tampered)")
+        }
+      }
+      progress?(range.upperBound, header.records)
+      pending.removeAll(keepingCapacity: true)
+    }
+    for (i, line) in lines.enumerated() {
+      guard let r = try? decoder.decode(ArchiveRecord.self, from: Data(line)), let payload = Data(base64Encoded: r.payload) else {
+        throw ArchiveError(message: "archive line \(i + 2) is not a record")
+      }
+      let event = NewEvent(
+        type: r.type, aggregate: AggregateRef(kind: r.agg_kind, id: r.agg_id), actor: r.actor, requestID: r.request_id,
+        payloadVersion: r.payload_version, payload: Array(payload), timestampNs: r.ts)
+      pending.append((event, r))
+      if pending.count >= 1024 { try flush() }
+    }
+    try flush()
+    return log.headSeq
+  }
+}

@@ -1,0 +1,69 @@
+import Foundation
+import Projections
+
+/// One-line, human-readable descriptions of events for the audit timeline. Secrets are never
+/// rendered: sealed credential values appear only as their key names.
+public enum EventSummary {
+  public static func describe(_ event: GatewayEvent) -> String {
+    guard let kind = event.kind else { return "" }
+    switch kind {
+    case .gatewayInitialized(let e): return "gateway \(e.gatewayName) initialised (id \(e.gatewayID), version \(e.serverVersion))"
+    case .gatewayConfigured(let e):
+      var s = "port \(e.port), auth \(e.authMode)"
+      if e.gpu { s += ", gpu" }
+      if !e.registryUsername.isEmpty { s += ", registry user \(e.registryUsername)" }
+      if !e.gatewayHosts.isEmpty { s += ", hosts \(e.gatewayHosts.joined(separator: ","))" }
+      return s
+    case .certificateIssued(let e): return "\(e.role) certificate \(e.subject) sha256:\(e.fingerprintSha256.prefix(16))…"
+    case .workspaceCreated(let e): return "workspace \(e.name)\(labels(e.labels))"
+    case .workspaceDeleted(let e): return "workspace \(e.name)"
+    case .sandboxTemplateCreated(let e): return "template \(e.workspace)/\(e.name)"
+    case .sandboxTemplateDeleted(let e): return "template \(e.workspace)/\(e.name)"
+    case .sandboxRequested(let e):
+      var s = "sandbox \(e.workspace)/\(e.name) id \(e.id)\(labels(e.labels))"
+      if !e.templateName.isEmpty { s += " from template \(e.templateName)" }
+      if !e.providers.isEmpty { s += " providers \(e.providers.joined(separator: ","))" }
+      return s
+    case .sandboxProvisioning(let e): return "driver \(e.driver)\(e.message.isEmpty ? "" : ": \(e.message)")"
+    case .sandboxReady: return "ready"
+    case .sandboxFailed(let e): return "\(e.reason): \(e.message)"
+    case .sandboxStopping(let e): return e.reason.isEmpty ? "stopping" : "stopping (\(e.reason))"
+    case .sandboxStopped: return "stopped"
+    case .sandboxStarting: return "starting"
+    case .sandboxDeleting: return "deleting"
+    case .sandboxDeleted: return "deleted"
+    case .sandboxMainProcessExited(let e): return "main process exited with code \(e.exitCode)\(e.signal != 0 ? " (signal \(e.signal))" : "")"
+    case .sandboxConditionSet(let e): return "condition \(e.type)=\(e.status) \(e.reason): \(e.message)"
+    case .providerCreated(let e):
+      return "provider \(e.workspace)/\(e.name) type \(e.type) credentials [\(e.credentials.map(\.key).sorted().joined(separator: ","))] (values sealed)"
+    case .providerUpdated(let e):
+      var parts: [String] = []
+      if !e.setConfig.isEmpty { parts.append("config set \(e.setConfig.keys.sorted().joined(separator: ","))") }
+      if !e.removedConfig.isEmpty { parts.append("config removed \(e.removedConfig.joined(separator: ","))") }
+      if !e.setCredentials.isEmpty { parts.append("credentials set \(e.setCredentials.map(\.key).sorted().joined(separator: ",")) (values sealed)") }
+      if !e.removedCredentials.isEmpty { parts.append("credentials removed \(e.removedCredentials.joined(separator: ","))") }
+      return parts.joined(separator: "; ")
+    case .providerCredentialRotated(let e): return "credential \(e.credential.key) rotated (value sealed)"
+    case .providerDeleted(let e): return "provider \(e.workspace)/\(e.name) deleted; data key destroyed"
+    case .sandboxProviderAttached(let e): return "provider \(e.provider) attached"
+    case .sandboxProviderDetached(let e): return "provider \(e.provider) detached"
+    case .policyRevisionSubmitted(let e): return "policy v\(e.version) submitted (sha256:\(e.contentSha256.prefix(12)))"
+    case .policyRevisionLoaded(let e): return "policy v\(e.version) loaded"
+    case .policyRevisionFailed(let e): return "policy v\(e.version) failed: \(e.message)"
+    case .policyRevisionSuperseded(let e): return "policy v\(e.version) superseded by v\(e.supersededBy)"
+    case .globalPolicySet(let e): return "global policy v\(e.version) set (sha256:\(e.contentSha256.prefix(12)))"
+    case .globalPolicyDeleted(let e): return "global policy v\(e.version) deleted"
+    case .settingSet(let e): return "\(e.scope): \(e.key) = \(e.value)"
+    case .settingDeleted(let e): return "\(e.scope): \(e.key) deleted"
+    case .inferenceRouteSet(let e): return "route \(e.route) → \(e.provider) model \(e.model) timeout \(e.timeoutSeconds)s\(e.verified ? "" : " (not verified)")"
+    case .inferenceRouteDeleted(let e): return "route \(e.route) deleted"
+    case .inferenceBundlePublished(let e): return "bundle \(e.revision) routes \(e.routes.joined(separator: ","))"
+    case .sshSessionCreated(let e): return "ssh session \(e.id) for sandbox \(e.sandboxID)"
+    case .sshSessionRevoked(let e): return "ssh session \(e.id) revoked"
+    }
+  }
+
+  static func labels(_ l: [String: String]) -> String {
+    l.isEmpty ? "" : " labels " + l.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+  }
+}

@@ -1,0 +1,229 @@
+import EventLog
+import Foundation
+
+extension GatewayState {
+  /// Applies one stored record: decodes its payload and folds it into the state.
+  ///
+  /// Pure and deterministic: no clock, no randomness, no I/O; every timestamp and id comes from
+  /// the record. Records must be applied in seq order; a record at or below `lastSeq` is ignored
+  /// (so a snapshot plus an overlapping tail is safe).
+  /// - Throws: `ProjectionError` when the payload cannot be decoded.
+  public mutating func apply(_ record: EventRecord) throws {
+    guard record.seq > lastSeq else { return }
+    let event = try GatewayEvent.decode(record)
+    apply(event, seq: record.seq, timestampNs: record.timestampNs)
+    if !record.requestID.isEmpty, requests[record.requestID] == nil {
+      requests[record.requestID] = record.seq
+    }
+    lastSeq = record.seq
+  }
+
+  /// Folds one decoded event into the state (`seq` and `timestampNs` from its record).
+  public mutating func apply(_ event: GatewayEvent, seq: UInt64, timestampNs: UInt64) {
+    guard let kind = event.kind else { return }
+    switch kind {
+    case .gatewayInitialized(let e):
+      gateway = GatewayRecord(name: e.gatewayName, id: e.gatewayID, serverVersion: e.serverVersion, initializedNs: timestampNs)
+    case .gatewayConfigured(let e):
+      var g = gateway ?? GatewayRecord(name: "", id: "", serverVersion: "", initializedNs: timestampNs)
+      g.port = e.port
+      g.authMode = e.authMode
+      g.gpu = e.gpu
+      g.registryUsername = e.registryUsername
+      g.gatewayHosts = e.gatewayHosts
+      gateway = g
+    case .certificateIssued(let e):
+      certificates[e.fingerprintSha256] = CertificateRecord(
+        role: e.role, subject: e.subject, fingerprint: e.fingerprintSha256, serialHex: e.serialHex,
+        notBeforeNs: e.notBeforeNs, notAfterNs: e.notAfterNs, subjectAltNames: e.subjectAltNames,
+        sandboxID: e.sandboxID, issuedNs: timestampNs)
+      activeCertificates[e.role == "sandbox" ? "sandbox:\(e.sandboxID)" : e.role] = e.fingerprintSha256
+
+    case .workspaceCreated(let e):
+      workspaces[e.name] = WorkspaceRecord(id: e.id, name: e.name, labels: e.labels, createdNs: timestampNs, resourceVersion: seq)
+    case .workspaceDeleted(let e):
+      workspaces[e.name] = nil
+
+    case .sandboxTemplateCreated(let e):
+      templates[e.id] = TemplateRecord(
+        id: e.id, name: e.name, workspace: e.workspace, labels: e.labels, annotations: e.annotations,
+        spec: e.spec, createdNs: timestampNs, resourceVersion: seq)
+    case .sandboxTemplateDeleted(let e):
+      templates[e.id] = nil
+
+    case .sandboxRequested(let e):
+      sandboxes[e.id] = SandboxRecord(
+        id: e.id, name: e.name, workspace: e.workspace, labels: e.labels, annotations: e.annotations,
+        spec: e.spec, templateName: e.templateName, templateVersion: e.templateVersion,
+        serviceExposures: e.serviceExposures.map {
+          ServiceExposureRecord(service: $0.service, targetPort: $0.targetPort, authorizationMode: $0.authorizationMode)
+        },
+        providers: Array(Set(e.providers)).sorted(), phase: .provisioning, conditions: [],
+        createdNs: timestampNs, resourceVersion: seq, deletionRequestedNs: nil, exitCode: nil,
+        mainProcessStartedNs: nil, restartCount: 0, hostKeyFingerprint: "", driver: "", createdBy: "")
+    case .sandboxProvisioning(let e):
+      updateSandbox(e.id, seq) { s in
+        s.phase = .provisioning
+        s.driver = e.driver
+        s.setCondition("Ready", "False", "Provisioning", e.message, timestampNs)
+      }
+    case .sandboxReady(let e):
+      updateSandbox(e.id, seq) { s in
+        s.phase = .ready
+        s.hostKeyFingerprint = e.hostKeyFingerprint
+        s.exitCode = nil
+        if e.mainProcessStartedNs != 0 { s.mainProcessStartedNs = e.mainProcessStartedNs }
+        s.setCondition("Ready", "True", "SupervisorReady", "", timestampNs)
+      }
+    case .sandboxFailed(let e):
+      updateSandbox(e.id, seq) { s in
+        s.phase = .error
+        s.setCondition("Ready", "False", e.reason, e.message, timestampNs)
+      }
+    case .sandboxStopping(let e):
+      updateSandbox(e.id, seq) { s in s.phase = .stopping }
+    case .sandboxStopped(let e):
+      updateSandbox(e.id, seq) { s in
+        s.phase = .stopped
+        s.setCondition("Ready", "False", "Stopped", "", timestampNs)
+      }
+    case .sandboxStarting(let e):
+      updateSandbox(e.id, seq) { s in
+        s.phase = .starting
+        s.restartCount += 1
+      }
+    case .sandboxDeleting(let e):
+      updateSandbox(e.id, seq) { s in
+        s.phase = .deleting
+        s.deletionRequestedNs = timestampNs
+      }
+    case .sandboxDeleted(let e):
+      sandboxes[e.id] = nil
+      policies[e.id] = nil
+      settings[e.id] = nil
+    case .sandboxMainProcessExited(let e):
+      updateSandbox(e.id, seq) { s in s.exitCode = e.exitCode }
+    case .sandboxConditionSet(let e):
+      updateSandbox(e.id, seq) { s in s.setCondition(e.type, e.status, e.reason, e.message, timestampNs) }
+    case .sandboxProviderAttached(let e):
+      updateSandbox(e.sandboxID, seq) { s in
+        if !s.providers.contains(e.provider) { s.providers = (s.providers + [e.provider]).sorted() }
+      }
+    case .sandboxProviderDetached(let e):
+      updateSandbox(e.sandboxID, seq) { s in s.providers.removeAll { $0 == e.provider } }
+
+    case .providerCreated(let e):
+      var creds: [String: Data] = [:]
+      for c in e.credentials { creds[c.key] = c.sealed }
+      providers[e.id] = ProviderRecord(
+        id: e.id, name: e.name, workspace: e.workspace, type: e.type, config: e.config,
+        credentials: creds, dataKeyID: e.dataKeyID, createdNs: timestampNs, updatedNs: timestampNs,
+        resourceVersion: seq, rotations: [:])
+    case .providerUpdated(let e):
+      guard var p = providers[e.id] else { return }
+      for (k, v) in e.setConfig { p.config[k] = v }
+      for k in e.removedConfig { p.config[k] = nil }
+      for c in e.setCredentials { p.credentials[c.key] = c.sealed }
+      for k in e.removedCredentials { p.credentials[k] = nil; p.rotations[k] = nil }
+      p.updatedNs = timestampNs
+      p.resourceVersion = seq
+      providers[e.id] = p
+    case .providerCredentialRotated(let e):
+      guard var p = providers[e.id] else { return }
+      p.credentials[e.credential.key] = e.credential.sealed
+      p.rotations[e.credential.key] = seq
+      p.updatedNs = timestampNs
+      p.resourceVersion = seq
+      providers[e.id] = p
+    case .providerDeleted(let e):
+      providers[e.id] = nil
+
+    case .policyRevisionSubmitted(let e):
+      let revision = PolicyRevisionRecord(
+        version: e.version, contentSHA256: e.contentSha256, policy: e.policy, status: .pending,
+        message: "", submittedNs: timestampNs, loadedNs: nil)
+      if e.sandboxID.isEmpty {
+        globalPolicy.revisions.append(revision)
+      } else {
+        policies[e.sandboxID, default: PolicyHistory()].revisions.append(revision)
+      }
+    case .policyRevisionLoaded(let e):
+      updatePolicy(e.sandboxID) { h in
+        guard let i = h.revisions.firstIndex(where: { $0.version == e.version }) else { return }
+        h.revisions[i].status = .loaded
+        h.revisions[i].message = ""
+        h.revisions[i].loadedNs = timestampNs
+        if e.version > h.activeVersion { h.activeVersion = e.version }
+      }
+    case .policyRevisionFailed(let e):
+      updatePolicy(e.sandboxID) { h in
+        guard let i = h.revisions.firstIndex(where: { $0.version == e.version }) else { return }
+        h.revisions[i].status = .failed
+        h.revisions[i].message = e.message
+      }
+    case .policyRevisionSuperseded(let e):
+      updatePolicy(e.sandboxID) { h in
+        guard let i = h.revisions.firstIndex(where: { $0.version == e.version }) else { return }
+        h.revisions[i].status = .superseded
+      }
+    case .globalPolicySet(let e):
+      globalPolicy.revisions.append(PolicyRevisionRecord(
+        version: e.version, contentSHA256: e.contentSha256, policy: e.policy, status: .loaded,
+        message: "", submittedNs: timestampNs, loadedNs: timestampNs))
+      globalPolicy.activeVersion = e.version
+      globalPolicyActive = true
+    case .globalPolicyDeleted:
+      globalPolicyActive = false
+      globalPolicy.activeVersion = 0
+
+    case .settingSet(let e):
+      settings[e.scope, default: [:]][e.key] = e.value
+    case .settingDeleted(let e):
+      settings[e.scope]?[e.key] = nil
+      if settings[e.scope]?.isEmpty == true { settings[e.scope] = nil }
+
+    case .inferenceRouteSet(let e):
+      inferenceRoutes[e.route] = InferenceRouteRecord(
+        route: e.route, provider: e.provider, model: e.model, timeoutSeconds: e.timeoutSeconds,
+        verified: e.verified, updatedNs: timestampNs)
+    case .inferenceRouteDeleted(let e):
+      inferenceRoutes[e.route] = nil
+    case .inferenceBundlePublished(let e):
+      inferenceBundleRevision = e.revision
+
+    case .sshSessionCreated(let e):
+      sshSessions[e.id] = SshSessionRecord(id: e.id, sandboxID: e.sandboxID, tokenSHA256: e.tokenSha256, expiresNs: e.expiresNs, revoked: false)
+    case .sshSessionRevoked(let e):
+      sshSessions[e.id]?.revoked = true
+    }
+  }
+
+  private mutating func updateSandbox(_ id: String, _ seq: UInt64, _ body: (inout SandboxRecord) -> Void) {
+    guard var s = sandboxes[id] else { return }
+    body(&s)
+    s.resourceVersion = seq
+    sandboxes[id] = s
+  }
+
+  private mutating func updatePolicy(_ sandboxID: String, _ body: (inout PolicyHistory) -> Void) {
+    if sandboxID.isEmpty {
+      body(&globalPolicy)
+    } else if var h = policies[sandboxID] {
+      body(&h)
+      policies[sandboxID] = h
+    }
+  }
+}
+
+extension SandboxRecord {
+  /// Sets (or replaces) the condition of this type; keeps conditions sorted by type.
+  mutating func setCondition(_ type: String, _ status: String, _ reason: String, _ message: String, _ ns: UInt64) {
+    let c = ConditionRecord(type: type, status: status, reason: reason, message: message, transitionNs: ns)
+    if let i = conditions.firstIndex(where: { $0.type == type }) {
+      conditions[i] = c
+    } else {
+      conditions.append(c)
+      conditions.sort { $0.type < $1.type }
+    }
+  }
+}

@@ -1,0 +1,115 @@
+import CLMDB
+import Foundation
+import Testing
+
+@testable import EventLog
+
+@Suite struct CorruptionTests {
+  /// Flips bytes of one record's payload directly in data.mdb; verify() names exactly that seq.
+  @Test(arguments: [120, 3000])  // 120 bytes: inside a leaf page; 3000 bytes: an overflow page
+  func byteFlipInDataFileIsFoundAtItsSeq(payloadSize: Int) async throws {
+    let tmp = TempDir()
+    defer { tmp.remove() }
+    let marker = Array("@@CORRUPT-ME-\(payloadSize)@@".utf8)
+    let target: UInt64 = 37
+    do {
+      let log = try openLog(tmp.log)
+      try await log.append((1..<target).map { event(payload: "ordinary \($0)") })
+      // Incompressible payload, so it is stored raw and the marker appears verbatim in the file.
+      #expect(try await log.append([event(payload: "")].map { var e = $0; e.payload = marker + noise(payloadSize, seed: 7); return e }) == target...target)
+      try await log.append((0..<20).map { event(payload: "later \($0)") })
+      #expect(try log.verify().isOK)
+      log.close()
+    }
+    let path = tmp.log + "/data.mdb"
+    var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+    var hits = 0
+    var i = 0
+    while i + marker.count <= bytes.count {
+      if bytes[i] == marker[0] && Array(bytes[i..<(i + marker.count)]) == marker {
+        // Flip two bytes inside the payload, after the marker (copy-on-write may have left stale copies of
+        // the page; flipping those too is harmless).
+        let at = i + marker.count + payloadSize / 2
+        if at < bytes.count { bytes[at] ^= 0xFF; bytes[at - 1] ^= 0x5A; hits += 1 }
+        i += marker.count
+      } else {
+        i += 1
+      }
+    }
+    #expect(hits >= 1)
+    try Data(bytes).write(to: URL(fileURLWithPath: path))
+
+    let log = try openLog(tmp.log)
+    defer { log.close() }
+    let report = try log.verify()
+    #expect(report.firstBad?.seq == target, "\(String(describing: report.firstBad))")
+    #expect(report.firstBad?.reason.contains("checksum") == true)
+    #expect(report.records == target - 1)
+    let e = expectEventLogError(.corrupt) { _ = try log.record(at: target) }
+    #expect(e?.seq == target)
+    #expect(try log.record(at: target - 1)?.payload == Array("ordinary \(target - 1)".utf8))
+    #expect(try log.record(at: target + 1)?.payload == Array("later 0".utf8))
+    _ = expectEventLogError(.corrupt) { _ = try log.records(from: 1) }
+  }
+
+  /// Writes raw values through LMDB (bypassing the record encoder): garbage, a truncated record, a
+  /// re-encoded record with a valid checksum but different content (breaks the chain at the next seq), a gap.
+  @Test func rawValueDamage() async throws {
+    let tmp = TempDir()
+    defer { tmp.remove() }
+    let log = try openLog(tmp.log)
+    defer { log.close() }
+    try await log.append((0..<30).map { event(payload: "value \($0)") })
+    let dbs = log.shared.env.dbs
+    func rawPut(_ seq: UInt64, _ value: [UInt8]) throws {
+      try log.shared.env.withWrite { try $0.put(dbs.events, seqKey(seq), value) }
+    }
+    func rawValue(_ seq: UInt64) throws -> [UInt8] {
+      try #require(try log.shared.env.withRead { try $0.get(dbs.events, seqKey(seq)) })
+    }
+    let original10 = try rawValue(10)
+
+    // 1. Garbage (too short).
+    try rawPut(10, [1, 2, 3])
+    var r = try log.verify()
+    #expect(r.firstBad?.seq == 10)
+    #expect(r.firstBad?.reason.contains("too short") == true)
+
+    // 2. Truncated record (length fields no longer add up; checksum catches it first).
+    try rawPut(10, Array(original10.dropLast(9)))
+    r = try log.verify()
+    #expect(r.firstBad?.seq == 10)
+
+    // 3. Bad length field with a recomputed checksum: bounds checks, no crash.
+    var lying = original10
+    lying[28] = 0xFF  // uncompressed length high byte
+    lying.removeLast(4)
+    lying.appendBE(CRC32C.checksum(lying))
+    try rawPut(10, lying)
+    r = try log.verify()
+    #expect(r.firstBad?.seq == 10, "\(String(describing: r.firstBad))")
+
+    // 4. A well-formed record with different content: its own checksum is fine, the chain breaks at 11.
+    let prev = try #require(try log.record(at: 9)).hash
+    let forged = RecordFormat.encode(
+      seq: 10, timestampNs: 1, event: event(payload: "forged"), dictionaryID: 0,
+      storedPayload: Array("forged".utf8), raw: true, previousHash: prev)
+    try rawPut(10, forged)
+    r = try log.verify()
+    #expect(r.firstBad?.seq == 11)
+    #expect(r.firstBad?.reason.contains("chain") == true)
+
+    // 5. Restore, then delete a record in the middle: a gap is reported at the missing seq.
+    try rawPut(10, original10)
+    #expect(try log.verify().isOK)
+    try log.shared.env.withWrite { txn in
+      try seqKey(20).withUnsafeBytes { kb in
+        var k = MDB_val(mv_size: kb.count, mv_data: UnsafeMutableRawPointer(mutating: kb.baseAddress))
+        try check(mdb_del(txn.ptr, dbs.events, &k, nil), "mdb_del")
+      }
+    }
+    r = try log.verify()
+    #expect(r.firstBad?.seq == 20)
+    #expect(r.firstBad?.reason.contains("missing") == true)
+  }
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build, the tests and the main job need (idempotent).
+# Fresh Debian 12 with only the Swift toolchain is enough; runs apt-get through sudo when not root.
+set -euo pipefail
+pkgs=(liblmdb-dev libzstd-dev libssl-dev pkg-config lmdb-utils protobuf-compiler curl openssl python3-venv bubblewrap)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+echo "system packages ready: ${pkgs[*]}"
