@@ -127,6 +127,15 @@ final class DecompressorPool: @unchecked Sendable {
       if !kept { ZSTD_freeDCtx(dctx) }
     }
     if length == 0 && src.isEmpty { return .success([]) }
+    // Our frames always carry their content size; check it before allocating `length` bytes, so a damaged
+    // length field cannot make us allocate memory the frame does not need.
+    let frameSize = ZSTD_getFrameContentSize(src.baseAddress, src.count)
+    if frameSize == UInt64.max || frameSize == UInt64.max - 1 {
+      return .failure(ZstdFailure("not a zstd frame with a known content size"))
+    }
+    guard frameSize == UInt64(length) else {
+      return .failure(ZstdFailure("zstd frame holds \(frameSize) bytes, header says \(length)"))
+    }
     var out = [UInt8](repeating: 0, count: length)
     let n: Int = out.withUnsafeMutableBytes { o in
       // A zero-capacity buffer still needs a valid pointer for zstd.

@@ -38,7 +38,9 @@ public struct EventLogError: Error, Sendable, CustomStringConvertible, Equatable
     case readOnly
   }
 
+  /// The kind of failure.
   public let code: Code
+  /// Human-readable explanation (never contains payload bytes).
   public let message: String
   /// Raw LMDB return code of the failing call, if an LMDB call failed.
   public let lmdbCode: Int32?

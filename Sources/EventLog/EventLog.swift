@@ -51,7 +51,9 @@ public final class EventLog: Sendable {
     public var maxBatchEvents: Int = 4096
     /// Open without the writer lock in a read-only LMDB environment (`MDB_RDONLY`); writes throw `.readOnly`.
     public var readOnly: Bool = false
-    /// Maximum records buffered per live subscriber before it is told it fell behind.
+    /// Maximum records buffered per live subscriber before it is told it fell behind (a single commit with
+    /// more matching records than this overflows the buffer by itself; the subscriber then catches up from
+    /// history, so nothing is lost).
     public var subscriberBufferSize: Int = 1024
     /// Logger for operational messages (never payloads).
     public var logger: Logger = Logger(label: "openshell.eventlog")
@@ -116,7 +118,7 @@ public final class EventLog: Sendable {
           writer = try Writer(shared: shared, head: head, activeDictionary: dict)
           writer?.start()
         }
-        opts.logger.info(
+        opts.logger.debug(
           "event log opened",
           metadata: ["directory": "\(directory)", "headSeq": "\(head.headSeq)", "readOnly": "\(opts.readOnly)"])
         return EventLog(directory: directory, shared: shared, writer: writer, lock: lock)
@@ -186,7 +188,7 @@ public final class EventLog: Sendable {
     shared.hub.closeAll()
     shared.env.close()
     lock?.release()
-    shared.logger.info("event log closed", metadata: ["directory": "\(directory)"])
+    shared.logger.debug("event log closed", metadata: ["directory": "\(directory)"])
   }
 
   func checkOpen() throws {

@@ -99,10 +99,19 @@ final class LMDBEnvironment: @unchecked Sendable {
   }
 
   /// Current map size in bytes (`mdb_env_info`).
-  var mapSize: Int {
-    var info = MDB_envinfo()
-    mdb_env_info(env, &info)
-    return info.me_mapsize
+  var mapSize: Int { info().mapSize }
+
+  /// Map size and bytes in use ((last page + 1) × page size), from `mdb_env_info`/`mdb_env_stat`;
+  /// zeros once closed.
+  func info() -> (mapSize: Int, usedBytes: Int) {
+    resizeLock.withShared {
+      if closed { return (0, 0) }
+      var info = MDB_envinfo()
+      var st = MDB_stat()
+      mdb_env_info(env, &info)
+      mdb_env_stat(env, &st)
+      return (info.me_mapsize, (info.me_last_pgno + 1) * Int(st.ms_psize))
+    }
   }
 
   /// Sets the map size (bytes); `0` adopts the size another process set. Takes the resize lock exclusively.

@@ -193,7 +193,3 @@ func hex32(_ v: UInt32) -> String {
   let s = String(v, radix: 16)
   return "0x" + String(repeating: "0", count: max(0, 8 - s.count)) + s
 }
-
-func hexString(_ bytes: [UInt8]) -> String {
-  bytes.map { b in (b < 16 ? "0" : "") + String(b, radix: 16) }.joined()
-}

@@ -33,17 +33,15 @@ extension EventLog {
   public func stats() throws -> LogStats {
     try checkOpen()
     var s = LogStats(
-      records: 0, headSeq: 0, fileBytes: 0, mapSize: shared.env.mapSize, usedBytes: 0, storedBytes: 0,
+      records: 0, headSeq: 0, fileBytes: 0, mapSize: 0, usedBytes: 0, storedBytes: 0,
       storedPayloadBytes: 0, uncompressedPayloadBytes: 0, recordsPerDictionary: [:],
       storedPayloadBytesPerDictionary: [:], activeDictionaryID: 0, writer: writerStats)
     let head = currentHead()
     s.headSeq = head.headSeq
     s.activeDictionaryID = head.activeDictionaryID
-    var info = MDB_envinfo()
-    var st = MDB_stat()
-    mdb_env_info(shared.env.env, &info)
-    mdb_env_stat(shared.env.env, &st)
-    s.usedBytes = (info.me_last_pgno + 1) * Int(st.ms_psize)
+    let info = shared.env.info()
+    s.mapSize = info.mapSize
+    s.usedBytes = info.usedBytes
     if let attrs = try? FileManager.default.attributesOfItem(atPath: directory + "/data.mdb"),
       let size = attrs[.size] as? NSNumber
     {

@@ -2,7 +2,9 @@
 /// id `"<uuid>"`. Limits: `kind` and `id` are at most 65,535 bytes of UTF-8 each and `kind` must not be
 /// empty.
 public struct AggregateRef: Hashable, Sendable, Codable, CustomStringConvertible {
+  /// Aggregate kind, e.g. `"sandbox"`.
   public var kind: String
+  /// Aggregate id within its kind.
   public var id: String
   public init(kind: String, id: String) {
     self.kind = kind
@@ -19,6 +21,7 @@ public struct AggregateRef: Hashable, Sendable, Codable, CustomStringConvertible
 public struct NewEvent: Sendable, Hashable {
   /// Event type name, e.g. `"sandbox.requested"`.
   public var type: String
+  /// The aggregate the event belongs to; its version grows by one per event.
   public var aggregate: AggregateRef
   /// Authenticated identity that caused the event, or `"system"`.
   public var actor: String
@@ -51,10 +54,14 @@ public struct EventRecord: Sendable, Hashable {
   public let seq: UInt64
   /// ns since the Unix epoch, UTC.
   public let timestampNs: UInt64
+  /// Event type name.
   public let type: String
   public let aggregate: AggregateRef
+  /// Identity that caused the event.
   public let actor: String
+  /// Request id that caused the event.
   public let requestID: String
+  /// Payload encoding/schema version.
   public let payloadVersion: UInt16
   /// zstd dictionary the payload was compressed with; 0 = none.
   public let dictionaryID: UInt32
@@ -117,10 +124,15 @@ public enum ExpectedVersion: Sendable, Hashable, CustomStringConvertible {
 /// Selects records during reads and subscriptions. All set criteria must hold (AND); `nil` means "any".
 /// Times are ns since the Unix epoch (UTC); `sinceNs` is inclusive, `untilNs` exclusive.
 public struct EventFilter: Sendable, Hashable {
+  /// Only this aggregate.
   public var aggregate: AggregateRef?
+  /// Only aggregates of this kind.
   public var aggregateKind: String?
+  /// Only these event types.
   public var types: Set<String>?
+  /// Only records with `timestampNs >= sinceNs`.
   public var sinceNs: UInt64?
+  /// Only records with `timestampNs < untilNs`.
   public var untilNs: UInt64?
 
   public init(

@@ -43,6 +43,7 @@ public enum LogArchive {
 
   public struct ArchiveError: Error, CustomStringConvertible, Sendable {
     public let message: String
+    public init(message: String) { self.message = message }
     public var description: String { message }
   }
 

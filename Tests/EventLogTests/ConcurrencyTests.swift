@@ -76,7 +76,7 @@ import Testing
         return out
       }
       #expect(results.filter(\.0).count == 1, "round \(round)")
-      #expect(results.allSatisfy(\.1), "round \(round)")
+      #expect(results.allSatisfy { $0.1 }, "round \(round)")
     }
     #expect(try log.aggregateVersion(agg) == 8)
     // A multi-event batch that fails its expectation writes nothing (atomic).

@@ -42,7 +42,7 @@ final class StressProcess: @unchecked Sendable {
     process.executableURL = URL(fileURLWithPath: binary)
     process.arguments = arguments
     process.standardOutput = pipe
-    FileManager.default.createFile(atPath: stderrPath, contents: nil)
+    _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
     process.standardError = FileHandle(forWritingAtPath: stderrPath)
     try process.run()
     let handle = pipe.fileHandleForReading

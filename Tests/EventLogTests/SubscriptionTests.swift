@@ -55,6 +55,7 @@ import Testing
     defer { log.close() }
     let total: UInt64 = 300
     let stream = log.subscribe(from: 1)
+    let (firstSeen, firstSeenCont) = AsyncStream<Void>.makeStream()
     let consumer = Task { () throws -> ([UInt64], [UInt64]) in
       var seqs: [UInt64] = []
       var behind: [UInt64] = []
@@ -62,6 +63,7 @@ import Testing
         switch ev {
         case .record(let r):
           seqs.append(r.seq)
+          if r.seq == 1 { firstSeenCont.yield() }
           try await Task.sleep(nanoseconds: 2_000_000)
           if r.seq == total { return (seqs, behind) }
         case .fellBehind(let last):
@@ -70,9 +72,14 @@ import Testing
       }
       return (seqs, behind)
     }
-    var written: UInt64 = 0
+    // Let the consumer reach the live phase first (overflow while catching up from history is silent).
+    try await log.append([event(payload: "e0")])
+    for await _ in firstSeen { break }
+    try await Task.sleep(nanoseconds: 50_000_000)
+    var written: UInt64 = 1
     while written < total {
-      let n = min(UInt64(1 + written % 5), total - written)
+      // Batches of up to 9 events: one commit larger than the 4-record buffer overflows it for certain.
+      let n = min(UInt64(1 + written % 9), total - written)
       try await log.append((0..<n).map { event(payload: "e\(written + $0)") })
       written += n
     }

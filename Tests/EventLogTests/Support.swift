@@ -56,6 +56,8 @@ func jsonPayload(_ i: Int) -> [UInt8] {
 
 func openLog(_ dir: String, _ configure: (inout EventLog.Options) -> Void = { _ in }) throws -> EventLog {
   var o = EventLog.Options()
+  // Tests provoke corruption and full disks on purpose; keep their operational log lines quiet.
+  o.logger.logLevel = .critical
   configure(&o)
   return try EventLog.open(directory: dir, options: o)
 }

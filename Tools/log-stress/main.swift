@@ -71,7 +71,10 @@ final class Output: @unchecked Sendable {
     var bytes = Array((s + "\n").utf8)
     var off = 0
     while off < bytes.count {
-      let n = bytes.withUnsafeMutableBytes { write(1, $0.baseAddress! + off, $0.count - off) }
+      let n = bytes.withUnsafeMutableBytes { b -> Int in
+        guard let base = b.baseAddress else { return -1 }
+        return write(1, base + off, b.count - off)
+      }
       if n <= 0 { exit(1) }
       off += n
     }
@@ -86,7 +89,10 @@ func payload(task: Int, counter: Int, index: Int, maxLength: Int) -> String {
   let extra = Int(x >> 40) % max(1, maxLength - prefix.count)
   let letters = Array("abcdefghijklmnopqrstuvwxyz")
   var s = prefix
-  for i in 0..<extra { s.append(letters[(Int(x >> 20) &+ i &* 7) % letters.count]) }
+  for _ in 0..<extra {  // pseudo-random letters: compress to roughly 60%, so the map really fills
+    x = x &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+    s.append(letters[Int(x >> 33) % letters.count])
+  }
   return s
 }
 

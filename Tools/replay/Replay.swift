@@ -11,7 +11,7 @@ struct Replay: ParsableCommand {
     commandName: "openshell-replay",
     abstract: "Rebuild, audit, verify or restore an OpenShell gateway from its event log.",
     discussion: "DIR is a gateway log directory (e.g. ~/.local/state/openshell/gateways/openshell/log) or an archived copy.",
-    subcommands: [Verify.self, Rebuild.self, State.self, AuditCommand.self, Export.self, Import.self])
+    subcommands: [Verify.self, Rebuild.self, State.self, AuditCommand.self, Export.self, Import.self, Restore.self])
 }
 
 /// Opens a log for the tools, turning storage errors into one readable line.

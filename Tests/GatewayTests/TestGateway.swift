@@ -1,0 +1,82 @@
+import EventLog
+import Foundation
+import Gateway
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import OpenShellAPI
+import Testing
+
+/// A real gateway (real LMDB log, real mTLS) started in-process on 127.0.0.1:<ephemeral port>.
+final class TestGateway: @unchecked Sendable {
+  let dataDirectory: String
+  let running: RunningGateway
+  let port: Int
+  let task: Task<Void, Error>
+
+  static func start(dataDirectory: String? = nil, security: GatewaySecurityMode = .mutualTLS) async throws -> TestGateway {
+    let dir = dataDirectory ?? FileManager.default.temporaryDirectory.appendingPathComponent("gw-\(UUID().uuidString)").path
+    var config = GatewayConfiguration(dataDirectory: dir)
+    config.port = 0
+    config.security = security
+    config.handleSignals = false
+    config.shutdownGracePeriod = .seconds(2)
+    let (stream, continuation) = AsyncStream<(RunningGateway, Int)>.makeStream()
+    let task = Task { try await serve(config) { running, port in continuation.yield((running, port)) } }
+    for await (running, port) in stream {
+      return TestGateway(dataDirectory: dir, running: running, port: port, task: task)
+    }
+    _ = try await task.value
+    throw CancellationError()
+  }
+
+  private init(dataDirectory: String, running: RunningGateway, port: Int, task: Task<Void, Error>) {
+    self.dataDirectory = dataDirectory
+    self.running = running
+    self.port = port
+    self.task = task
+  }
+
+  /// Stops the gateway and waits until `serve` returned (log closed).
+  func stop() async {
+    running.shutdown()
+    _ = try? await task.value
+  }
+
+  var pki: String { dataDirectory + "/pki" }
+
+  /// Runs `body` with a client using the operator certificate.
+  func withClient<R: Sendable>(_ body: (Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>) async throws -> R) async throws -> R {
+    try await withClient(certificate: pki + "/client.crt", key: pki + "/client.key", body)
+  }
+
+  func withClient<R: Sendable>(certificate: String, key: String, _ body: (Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>) async throws -> R) async throws -> R {
+    let transport = try HTTP2ClientTransport.Posix(
+      target: .ipv4(address: "127.0.0.1", port: port),
+      transportSecurity: .mTLS(
+        certificateChain: [.file(path: certificate, format: .pem)],
+        privateKey: .file(path: key, format: .pem)
+      ) { c in
+        c.trustRoots = .certificates([.file(path: pki + "/ca.crt", format: .pem)])
+      })
+    return try await withGRPCClient(transport: transport) { client in
+      try await body(Openshell_V1_OpenShell.Client(wrapping: client))
+    }
+  }
+}
+
+extension Openshell_Datamodel_V1_WorkspaceSelector {
+  static func ws(_ name: String) -> Self { .with { $0.workspace = name } }
+  static var all: Self { .with { $0.allWorkspaces = .init() } }
+}
+
+/// The RPC error code a throwing call produced (nil if it succeeded).
+func rpcCode(_ body: () async throws -> Void) async -> RPCError.Code? {
+  do {
+    try await body()
+    return nil
+  } catch let e as RPCError {
+    return e.code
+  } catch {
+    return nil
+  }
+}

@@ -1,0 +1,175 @@
+import ArgumentParser
+import EventLog
+import Foundation
+import LogTools
+import Projections
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// `openshell-replay restore ARCHIVE --gateway N`: rebuild a stopped local gateway's state from an
+/// archived data dir (`…/archive/<name>/<ts>/`), a log directory, or an exported archive file.
+///
+/// - The gateway must be stopped (its pid file names no live daemon and its log's writer lock is free).
+/// - The archive's records are re-appended, with their original timestamps and checked hash chain, into
+///   a new log that replaces `<data dir>/log`. The gateway's previous log is moved (never deleted) to
+///   `$XDG_STATE_HOME/openshell/archive/<name>/<UTC ts>-before-restore/`.
+/// - Sandboxes the restored gateway cannot resume (any not stopped, failed or completed: their processes
+///   are gone) get a `sandbox.failed` event with reason `NotResumedAfterRestore`; none is dropped.
+/// - PKI: the gateway's **current** `pki/` is kept, so clients holding its current bundle keep working.
+///   Only when the data dir has no PKI yet (restoring into a new gateway) is the archived data dir's
+///   `pki/` copied (its CA then comes back).
+struct Restore: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Rebuild a stopped gateway's state from an archived data dir, log dir or exported archive.")
+  @Argument(help: "Archived data dir, log dir, or archive file from 'export'.") var archive: String
+  @Option(help: "Gateway name.") var gateway: String
+  @Option(help: "The gateway's data dir (default: from its registration, else $XDG_STATE_HOME/openshell/gateways/<name>).")
+  var dataDir: String?
+
+  func run() throws {
+    try LogTools_run {
+      do { try restore() } catch let e as ValidationError { throw LogArchive.ArchiveError(message: e.message) }
+    }
+  }
+
+  private func restore() throws {
+    let fm = FileManager.default
+    let env = ProcessInfo.processInfo.environment
+    let home = fm.homeDirectoryForCurrentUser.path
+    let configHome = env["XDG_CONFIG_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? home + "/.config"
+    let stateHome = env["XDG_STATE_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? home + "/.local/state"
+    let safe = String(gateway.map { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) ? $0 : "_" })
+    var dir = dataDir
+    if dir == nil, let data = fm.contents(atPath: "\(configHome)/openshell/gateways/\(safe)/metadata.json"),
+      let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let d = obj["data_dir"] as? String
+    {
+      dir = d
+    }
+    let data = URL(fileURLWithPath: dir ?? "\(stateHome)/openshell/gateways/\(safe)").standardizedFileURL
+    let source = URL(fileURLWithPath: archive).standardizedFileURL
+    guard source.path != data.path, !data.path.hasPrefix(source.path + "/"), !source.path.hasPrefix(data.appendingPathComponent("log").path) else {
+      throw ValidationError("the archive \(source.path) is inside the gateway's data dir; restore from an archived copy")
+    }
+
+    // 1. The gateway must be stopped.
+    if let s = try? String(contentsOfFile: data.appendingPathComponent("gateway.pid").path, encoding: .utf8),
+      let pid = Int32(s.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0, kill(pid, 0) == 0,
+      let cmd = fm.contents(atPath: "/proc/\(pid)/cmdline"), String(decoding: cmd, as: UTF8.self).contains(data.path)
+    {
+      throw ValidationError("gateway '\(gateway)' is running (pid \(pid)); stop it first: openshell gateway stop --name \(gateway)")
+    }
+    let logDir = data.appendingPathComponent("log")
+    if fm.fileExists(atPath: logDir.appendingPathComponent("data.mdb").path) {
+      do {
+        let probe = try EventLog.open(directory: logDir.path)
+        probe.close()
+      } catch let e as EventLogError where e.code == .locked {
+        throw ValidationError("gateway '\(gateway)' is running (its log is locked); stop it first: openshell gateway stop --name \(gateway)")
+      }
+    }
+
+    // 2. What the archive is.
+    var isDir: ObjCBool = false
+    guard fm.fileExists(atPath: source.path, isDirectory: &isDir) else { throw ValidationError("no such archive: \(source.path)") }
+    var sourceLog: URL?
+    var sourcePKI: URL?
+    var sourceConfig: URL?
+    if isDir.boolValue {
+      if fm.fileExists(atPath: source.appendingPathComponent("data.mdb").path) {
+        sourceLog = source
+      } else if fm.fileExists(atPath: source.appendingPathComponent("log/data.mdb").path) {
+        sourceLog = source.appendingPathComponent("log")
+        if fm.fileExists(atPath: source.appendingPathComponent("pki/ca.crt").path) { sourcePKI = source.appendingPathComponent("pki") }
+        if fm.fileExists(atPath: source.appendingPathComponent("gateway.json").path) { sourceConfig = source.appendingPathComponent("gateway.json") }
+      } else {
+        throw ValidationError("\(source.path) holds no event log (expected data.mdb or log/data.mdb)")
+      }
+    }
+
+    // 3. Build the new log next to the old one.
+    try fm.createDirectory(at: data, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    let stamp = Self.stamp()
+    let staging = data.appendingPathComponent("log.restore-\(getpid())")
+    try? fm.removeItem(at: staging)
+    var exported: URL?
+    defer {
+      if let exported { try? fm.removeItem(at: exported) }
+    }
+    var failedSandboxes: [String] = []
+    do {
+      var archiveFile = source
+      if let sourceLog {
+        let tmp = data.appendingPathComponent(".restore-\(getpid()).archive")
+        let log = try openLog(sourceLog.path, readOnly: true)
+        defer { log.close() }
+        let result = try LogVerifier.verify(log)
+        guard result.ok else {
+          throw ValidationError("the archived log does not verify: \((result.firstBadSeq.map { "seq \($0): " } ?? "") + (result.problem ?? "unknown problem"))")
+        }
+        try LogArchive.export(log, to: tmp.path)
+        exported = tmp
+        archiveFile = tmp
+      }
+      let head = try LogArchive.importArchive(from: archiveFile.path, into: staging.path)
+      let log = try EventLog.open(directory: staging.path)
+      defer { log.close() }
+      let state = try StateLoader.replay(log)
+      let resumable: Set<SandboxPhase> = [.stopped, .error, .completed]
+      var events: [NewEvent] = []
+      for s in state.sandboxes.values.sorted(by: { $0.name < $1.name }) where !resumable.contains(s.phase) {
+        failedSandboxes.append("\(s.workspace)/\(s.name)")
+        let e = GatewayEvent(.sandboxFailed(.with {
+          $0.id = s.id
+          $0.reason = "NotResumedAfterRestore"
+          $0.message = "restored from archive \(source.lastPathComponent) at seq \(head) while \(s.phase.name); its processes did not survive, delete or recreate it"
+        }))
+        events.append(e.newEvent(actor: "openshell-replay restore", requestID: "restore-\(stamp)"))
+      }
+      if !events.isEmpty { _ = try log.appendSync(events) }
+      print("restored \(head) records from \(source.path) (\(state.sandboxes.count) sandboxes, \(state.workspaces.count) workspaces, \(state.providers.count) providers)")
+    } catch {
+      try? fm.removeItem(at: staging)
+      throw error
+    }
+
+    // 4. Swap it in; the previous log is archived, never deleted.
+    if fm.fileExists(atPath: logDir.path) {
+      let archiveRoot = URL(fileURLWithPath: "\(stateHome)/openshell/archive/\(safe)")
+      try fm.createDirectory(at: archiveRoot, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+      let previous = archiveRoot.appendingPathComponent("\(stamp)-before-restore")
+      try fm.createDirectory(at: previous, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+      guard rename(logDir.path, previous.appendingPathComponent("log").path) == 0 else {
+        try? fm.removeItem(at: staging)
+        throw ValidationError("cannot move the current log aside: \(String(cString: strerror(errno)))")
+      }
+      print("previous log archived to \(previous.appendingPathComponent("log").path)")
+    }
+    guard rename(staging.path, logDir.path) == 0 else {
+      throw ValidationError("cannot install the restored log: \(String(cString: strerror(errno))) (it is in \(staging.path))")
+    }
+    let pkiDir = data.appendingPathComponent("pki")
+    if fm.fileExists(atPath: pkiDir.appendingPathComponent("ca.crt").path) {
+      print("PKI: kept the gateway's current certificates (\(pkiDir.path))")
+    } else if let sourcePKI {
+      try fm.copyItem(at: sourcePKI, to: pkiDir)
+      print("PKI: restored the archived certificates (the archived CA is back)")
+    } else {
+      print("PKI: none yet; a new CA is created at start")
+    }
+    if let sourceConfig, !fm.fileExists(atPath: data.appendingPathComponent("gateway.json").path) {
+      try fm.copyItem(at: sourceConfig, to: data.appendingPathComponent("gateway.json"))
+    }
+    for s in failedSandboxes { print("sandbox \(s): marked failed (NotResumedAfterRestore)") }
+    print("gateway '\(gateway)' restored; start it with: openshell gateway start --name \(gateway)")
+  }
+
+  static func stamp() -> String {
+    let f = DateFormatter()
+    f.locale = Locale(identifier: "en_US_POSIX")
+    f.timeZone = TimeZone(identifier: "UTC")
+    f.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
+    return f.string(from: Date())
+  }
+}
