@@ -2,6 +2,10 @@ import Foundation
 
 /// The gateway's current state: a pure function of the event log (see `GatewayState.apply`).
 ///
+/// Sandbox log lines are deliberately *not* events: they are high-volume, short-lived and not part
+/// of the gateway's state. They are kept per sandbox, bounded, outside the main log (see the compute
+/// driver's log store). The main log holds only state changes.
+///
 /// Every collection is keyed so that encoding with sorted keys (`SnapshotCodec`) is byte-identical
 /// for the same log on any machine. Timestamps are ns since the Unix epoch (UTC) taken from the
 /// events, never from a clock.
@@ -202,6 +206,8 @@ public struct InferenceRouteRecord: Codable, Equatable, Sendable {
   public var timeoutSeconds: UInt32
   public var verified: Bool
   public var updatedNs: UInt64
+  /// 1 for a new route, +1 on every set (nil in snapshots written before versions were tracked).
+  public var version: UInt64?
 }
 
 public struct SshSessionRecord: Codable, Equatable, Sendable {

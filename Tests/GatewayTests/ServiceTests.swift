@@ -274,6 +274,23 @@ import Testing
     await gw.stop()
   }
 
+  @Test func oversizedMessagesAreResourceExhausted() async throws {
+    let gw = try await TestGateway.start()
+    try await gw.withClient { api in
+      // The documented limit is 4 MiB per request message (GatewayServer.Configuration.maxRequestMessageBytes).
+      let big = String(repeating: "x", count: 5 << 20)
+      do {
+        _ = try await api.createSandbox(.with { $0.name = "big"; $0.annotations = ["blob": big] })
+        Issue.record("an oversized request was accepted")
+      } catch {
+        #expect((error as? RPCError)?.code == .resourceExhausted, "got \(error)")
+      }
+      let listed = try await api.listSandboxes(.init())
+      #expect(listed.sandboxes.isEmpty, "nothing was recorded")
+    }
+    await gw.stop()
+  }
+
   @Test func unimplementedRPCsSayWhich() async throws {
     let gw = try await TestGateway.start()
     try await gw.withClient { api in

@@ -111,7 +111,7 @@ extension OpenShellService {
       $0.sandboxID = targetID
       if targetID.isEmpty {
         $0.outcome = .alreadyAbsent
-      } else if result.decision.noop || result.state.sandboxes[targetID] != nil {
+      } else if result.state.sandboxes[targetID] != nil {
         $0.outcome = .accepted
       } else {
         $0.outcome = .completed

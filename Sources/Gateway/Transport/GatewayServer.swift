@@ -62,6 +62,9 @@ public final class GatewayServer: Sendable {
     /// Largest accepted gRPC request message in bytes. Default 4 MiB (grpc-swift's default; OpenShell
     /// v0.0.30 uses 1 MiB).
     public var maxRequestMessageBytes: Int = 4 * 1024 * 1024
+    /// The transport's hard frame limit (bytes); above it grpc-swift resets the stream. Kept above
+    /// `maxRequestMessageBytes`, which `MessageSizeInterceptor` enforces with RESOURCE_EXHAUSTED.
+    public var transportMaxRequestBytes: Int = 16 * 1024 * 1024
     /// Install SIGTERM/SIGINT handlers for the duration of ``GatewayServer/run()``. Default true.
     public var handleSignals: Bool = true
 
@@ -125,7 +128,7 @@ public final class GatewayServer: Sendable {
       allowPlaintextProbes: configuration.allowPlaintextProbes, sniffer: settings,
       eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
     var transportConfig = HTTP2ServerTransport.Custom<OnePortListenerFactory>.Config.defaults
-    transportConfig.rpc.maxRequestPayloadSize = configuration.maxRequestMessageBytes
+    transportConfig.rpc.maxRequestPayloadSize = max(configuration.transportMaxRequestBytes, configuration.maxRequestMessageBytes)
     self.transport = HTTP2ServerTransport.Custom(listenerFactory: factory, config: transportConfig)
     self.configuration = configuration
     self.peerRegistry = peerRegistry
