@@ -1,6 +1,6 @@
 // swift-tools-version:6.1
 // The OpenShell gateway in Swift: an event-sourced control plane for agent sandboxes.
-// Layout and module responsibilities: README.md and DESIGN notes in Sources/*/README-free doc comments.
+// Layout and module responsibilities: README.md.
 import PackageDescription
 
 let package = Package(
@@ -12,6 +12,9 @@ let package = Package(
     .executable(name: "openshell-fixtures", targets: ["FixtureGen"]),
     .executable(name: "openshell-bench", targets: ["Bench"]),
     .executable(name: "openshell-log-stress", targets: ["LogStress"]),
+    .executable(name: "openshell-loadgen", targets: ["LoadGen"]),
+    .executable(name: "openshell-sandbox", targets: ["Supervisor"]),
+    .executable(name: "openshell-sandbox-bench", targets: ["SandboxBench"]),
     .library(name: "EventLog", targets: ["EventLog"]),
     .library(name: "Projections", targets: ["Projections"]),
     .library(name: "Gateway", targets: ["Gateway"]),
@@ -82,11 +85,33 @@ let package = Package(
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       ]),
 
+    // The OpenShell policy YAML ↔ SandboxPolicy, and the policy rules (CLI, gateway, supervisor).
+    .target(
+      name: "PolicyKit",
+      dependencies: [
+        "OpenShellAPI", .product(name: "Yams", package: "Yams"), .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+      ]),
+
+    // What the gateway and the in-sandbox supervisor share: protocol constants, process spawning.
+    .target(name: "SandboxProtocol"),
+
+    // The in-sandbox supervisor `openshell-sandbox`: a gRPC client of the gateway with its own identity.
+    .executableTarget(
+      name: "Supervisor",
+      dependencies: [
+        "SandboxProtocol", "OpenShellAPI", "PolicyKit",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+      ]),
+
     // The gateway server: one port (TLS, gRPC, HTTP/1.1), PKI, handlers, reactors.
     .target(
       name: "Gateway",
       dependencies: [
-        "EventLog", "Projections", "OpenShellAPI", "LogTools",
+        "EventLog", "Projections", "OpenShellAPI", "LogTools", "SandboxProtocol", "PolicyKit",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -107,9 +132,16 @@ let package = Package(
     .executableTarget(
       name: "CLI",
       dependencies: [
-        "Gateway", "OpenShellAPI",
+        "Gateway", "OpenShellAPI", "LogTools", "EventLog", "Projections", "PolicyKit",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Yams", package: "Yams"),
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        .product(name: "X509", package: "swift-certificates"),
+        .product(name: "Crypto", package: "swift-crypto"),
       ]),
 
     .executableTarget(
@@ -133,17 +165,44 @@ let package = Package(
         .product(name: "GRDB", package: "GRDB.swift"),
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
-      path: "Tools/bench"),
+      path: "Tools/bench",
+      exclude: ["README.md"]),
     .executableTarget(
       name: "LogStress",
       dependencies: ["EventLog"],
       path: "Tools/log-stress"),
+    .executableTarget(
+      name: "LoadGen",
+      dependencies: [
+        "Gateway", "OpenShellAPI",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
+      path: "Tools/loadgen"),
+    .executableTarget(
+      name: "SandboxBench",
+      dependencies: [
+        "Gateway", "OpenShellAPI",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
+      path: "Tools/sandbox-bench"),
 
-    .testTarget(name: "EventLogTests", dependencies: ["EventLog"]),
+    .testTarget(name: "EventLogTests", dependencies: ["EventLog", "CLMDB", "LogStress"]),
     .testTarget(name: "ProjectionsTests", dependencies: ["Projections", "Scenarios", "EventLog"]),
     .testTarget(
       name: "LogToolsTests", dependencies: ["LogTools", "Scenarios", "EventLog", "Projections"]),
-    .testTarget(name: "GatewayTests", dependencies: ["Gateway", "OpenShellAPI"]),
+    .testTarget(name: "GatewayTests", dependencies: ["Gateway", "OpenShellAPI", "SandboxProtocol", "PolicyKit"]),
+    .testTarget(name: "PolicyKitTests", dependencies: ["PolicyKit", "OpenShellAPI"]),
+    .testTarget(
+      name: "CLITests",
+      dependencies: [
+        "OpenShellAPI",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+      ]),
   ],
   swiftLanguageModes: [.v6]
 )

@@ -45,13 +45,16 @@ extension GatewayState {
       workspaces[e.name] = nil
 
     case .sandboxTemplateCreated(let e):
+      nameIndex["template/\(e.workspace)/\(e.name)"] = e.id
       templates[e.id] = TemplateRecord(
         id: e.id, name: e.name, workspace: e.workspace, labels: e.labels, annotations: e.annotations,
         spec: e.spec, createdNs: timestampNs, resourceVersion: seq)
     case .sandboxTemplateDeleted(let e):
+      if let t = templates[e.id] { nameIndex["template/\(t.workspace)/\(t.name)"] = nil }
       templates[e.id] = nil
 
     case .sandboxRequested(let e):
+      nameIndex["sandbox/\(e.workspace)/\(e.name)"] = e.id
       sandboxes[e.id] = SandboxRecord(
         id: e.id, name: e.name, workspace: e.workspace, labels: e.labels, annotations: e.annotations,
         spec: e.spec, templateName: e.templateName, templateVersion: e.templateVersion,
@@ -98,6 +101,7 @@ extension GatewayState {
         s.deletionRequestedNs = timestampNs
       }
     case .sandboxDeleted(let e):
+      if let s = sandboxes[e.id], nameIndex["sandbox/\(s.workspace)/\(s.name)"] == e.id { nameIndex["sandbox/\(s.workspace)/\(s.name)"] = nil }
       sandboxes[e.id] = nil
       policies[e.id] = nil
       settings[e.id] = nil
@@ -115,6 +119,7 @@ extension GatewayState {
     case .providerCreated(let e):
       var creds: [String: Data] = [:]
       for c in e.credentials { creds[c.key] = c.sealed }
+      nameIndex["provider/\(e.workspace)/\(e.name)"] = e.id
       providers[e.id] = ProviderRecord(
         id: e.id, name: e.name, workspace: e.workspace, type: e.type, config: e.config,
         credentials: creds, dataKeyID: e.dataKeyID, createdNs: timestampNs, updatedNs: timestampNs,
@@ -136,6 +141,7 @@ extension GatewayState {
       p.resourceVersion = seq
       providers[e.id] = p
     case .providerDeleted(let e):
+      if let p = providers[e.id] { nameIndex["provider/\(p.workspace)/\(p.name)"] = nil }
       providers[e.id] = nil
 
     case .policyRevisionSubmitted(let e):
@@ -185,7 +191,7 @@ extension GatewayState {
     case .inferenceRouteSet(let e):
       inferenceRoutes[e.route] = InferenceRouteRecord(
         route: e.route, provider: e.provider, model: e.model, timeoutSeconds: e.timeoutSeconds,
-        verified: e.verified, updatedNs: timestampNs)
+        verified: e.verified, updatedNs: timestampNs, version: (inferenceRoutes[e.route]?.version ?? 0) + 1)
     case .inferenceRouteDeleted(let e):
       inferenceRoutes[e.route] = nil
     case .inferenceBundlePublished(let e):

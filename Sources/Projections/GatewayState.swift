@@ -39,6 +39,9 @@ public struct GatewayState: Codable, Equatable, Sendable {
   public var inferenceBundleRevision = ""
   /// SSH sessions by id (token hashes only).
   public var sshSessions: [String: SshSessionRecord] = [:]
+  /// Name index: `sandbox/<workspace>/<name>`, `template/…`, `provider/…` → id of the live object.
+  /// Derived from the same events as the objects, so lookups by name are O(1).
+  public var nameIndex: [String: String] = [:]
   /// Request ids already applied, with the first seq they produced; makes retried mutations idempotent.
   public var requests: [String: UInt64] = [:]
 
@@ -230,15 +233,15 @@ extension GatewayState {
 
   /// The live sandbox with this name in this workspace, if any.
   public func sandbox(named name: String, workspace: String) -> SandboxRecord? {
-    sandboxes.values.first { $0.name == name && $0.workspace == workspace }
+    nameIndex["sandbox/\(workspace)/\(name)"].flatMap { sandboxes[$0] }
   }
 
   public func template(named name: String, workspace: String) -> TemplateRecord? {
-    templates.values.first { $0.name == name && $0.workspace == workspace }
+    nameIndex["template/\(workspace)/\(name)"].flatMap { templates[$0] }
   }
 
   public func provider(named name: String, workspace: String) -> ProviderRecord? {
-    providers.values.first { $0.name == name && $0.workspace == workspace }
+    nameIndex["provider/\(workspace)/\(name)"].flatMap { providers[$0] }
   }
 
   /// Sandboxes of a workspace (nil = all) ordered by (workspace, name) for stable pagination.

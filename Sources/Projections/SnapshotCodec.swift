@@ -8,7 +8,9 @@ import Foundation
 /// per-process random order, hence no unsorted encoding anywhere). `Data` fields are base64.
 public enum SnapshotCodec {
   /// Name under which the gateway projection's snapshots and checkpoint are stored.
-  public static let projectionName = "gateway-state.v1"
+  /// Bumped whenever `GatewayState`'s shape changes, so an older snapshot is never decoded as a newer
+  /// state (opening then replays from the log, which is always the source of truth).
+  public static let projectionName = "gateway-state.v2"
 
   /// - Returns: the canonical bytes of `state`.
   public static func encode(_ state: GatewayState) -> [UInt8] {

@@ -1,0 +1,169 @@
+import ArgumentParser
+import Foundation
+import Gateway
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import OpenShellAPI
+import Synchronization
+
+/// Starts a gateway in-process (mTLS on 127.0.0.1, ephemeral port, no compute driver) and drives it
+/// over one HTTP/2 connection with the operator certificate: GetSandbox and CreateSandbox at several
+/// concurrency levels, reporting req/s and latency percentiles.
+@main
+struct LoadGen: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "openshell-loadgen",
+    abstract: "gRPC load against an in-process gateway over mTLS on loopback.")
+
+  @Option(help: "Concurrent in-flight requests per cell, comma separated.")
+  var concurrency: String = "1,16,64"
+
+  @Option(help: "Seconds per cell (one RPC at one concurrency).")
+  var duration: Double = 5
+
+  @Option(help: "Gateway data directory (default: a fresh temporary directory, removed afterwards).")
+  var dataDir: String?
+
+  @Option(help: "HTTP/2 connections (clients); requests are spread over them round-robin.")
+  var connections: Int = 1
+
+  func run() async throws {
+    let levels = concurrency.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+    guard !levels.isEmpty, levels.allSatisfy({ $0 > 0 }), duration > 0, connections > 0 else {
+      throw ValidationError("bad --concurrency, --duration or --connections")
+    }
+    let temporary = dataDir == nil
+    let dir = dataDir ?? NSTemporaryDirectory() + "openshell-loadgen-\(getpid())"
+    defer { if temporary { try? FileManager.default.removeItem(atPath: dir) } }
+
+    var config = GatewayConfiguration(dataDirectory: dir)
+    config.port = 0
+    config.handleSignals = false
+    config.shutdownGracePeriod = .seconds(2)
+    let (ready, readyContinuation) = AsyncStream<(RunningGateway, Int)>.makeStream()
+    let server = Task {
+      defer { readyContinuation.finish() }
+      try await serve(config) { running, port in readyContinuation.yield((running, port)) }
+    }
+    var gateway: (RunningGateway, Int)?
+    for await r in ready {
+      gateway = r
+      break
+    }
+    guard let (running, port) = gateway else {
+      _ = try await server.value
+      throw ValidationError("the gateway stopped before it was ready")
+    }
+
+    print(header(dir: dir, port: port, levels: levels))
+    var rows: [[String]] = []
+    do {
+      let log = running.store.log
+      rows = try await measure(port: port, pki: dir + "/pki", levels: levels) {
+        let w = log.writerStats
+        return (w.commits, w.appendCalls)
+      }
+    } catch {
+      running.shutdown()
+      _ = try? await server.value
+      throw error
+    }
+    running.shutdown()
+    _ = try? await server.value
+    print(Table.render(
+      ["rpc", "concurrency", "requests", "errors", "req/s", "p50 ms", "p99 ms", "max ms", "calls/commit"], rows))
+    print("(calls/commit: CreateSandbox append calls per fsync'd log commit — group commit at work)")
+  }
+
+  func header(dir: String, port: Int, levels: [Int]) -> String {
+    let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3)
+      .joined(separator: " ") ?? "?"
+    return """
+      openshell-loadgen
+      machine: nproc=\(ProcessInfo.processInfo.activeProcessorCount), load average \(load) at start
+      gateway: in-process, 127.0.0.1:\(port), mTLS (operator client certificate), no compute driver, \
+      log durability .sync, data dir \(dir)
+      client: grpc-swift-2 HTTP2ClientTransport.Posix, \(connections) connection(s), \(duration) s per cell, \
+      concurrency \(levels.map(String.init).joined(separator: ","))
+      """
+  }
+
+  /// `commitCounters`: the gateway log's (commits, append calls) so far.
+  func measure(
+    port: Int, pki: String, levels: [Int], commitCounters: @escaping @Sendable () -> (UInt64, UInt64)
+  ) async throws -> [[String]] {
+    let duration = self.duration
+    return try await withClients(port: port, pki: pki, count: connections) { apis in
+      let scope = Openshell_Datamodel_V1_WorkspaceSelector.with { $0.workspace = "default" }
+      // The sandbox GetSandbox reads, and a warm-up of both RPCs (TLS handshake, first allocations).
+      _ = try await apis[0].createSandbox(.with { $0.name = "loadgen-target"; $0.workspaceScope = scope })
+      let names = Ticket()
+      let runID = String(UInt32(truncatingIfNeeded: getpid()), radix: 36)
+      for api in apis {
+        for _ in 0..<50 { _ = try await api.getSandbox(.with { $0.name = "loadgen-target"; $0.workspaceScope = scope }) }
+        for _ in 0..<10 {
+          let n = names.next()
+          _ = try await api.createSandbox(.with { $0.name = "lg-\(runID)-\(n)"; $0.workspaceScope = scope })
+        }
+      }
+      let apiTicket = Ticket()
+      var rows: [[String]] = []
+      for level in levels {
+        let get = try await runConcurrent(concurrency: level, seconds: duration) {
+          let api = apis[apiTicket.next() % apis.count]
+          _ = try await api.getSandbox(.with { $0.name = "loadgen-target"; $0.workspaceScope = scope })
+        }
+        rows.append(get.row("GetSandbox", level))
+        let before = commitCounters()
+        var create = try await runConcurrent(concurrency: level, seconds: duration) {
+          let api = apis[apiTicket.next() % apis.count]
+          let n = names.next()
+          _ = try await api.createSandbox(.with {
+            $0.name = "lg-\(runID)-\(n)"
+            $0.workspaceScope = scope
+            $0.labels = ["bench": "loadgen"]
+          })
+        }
+        let after = commitCounters()
+        let commits = after.0 - before.0
+        let calls = after.1 - before.1
+        create.note = commits > 0 ? String(format: "%.1f", Double(calls) / Double(commits)) : "-"
+        rows.append(create.row("CreateSandbox", level))
+      }
+      return rows
+    }
+  }
+
+  /// Runs `body` with `count` clients, each its own connection.
+  func withClients<R: Sendable>(
+    port: Int, pki: String, count: Int,
+    _ body: @escaping @Sendable ([Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>]) async throws -> R
+  ) async throws -> R {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      var clients: [GRPCClient<HTTP2ClientTransport.Posix>] = []
+      for _ in 0..<count {
+        let transport = try HTTP2ClientTransport.Posix(
+          target: .ipv4(address: "127.0.0.1", port: port),
+          transportSecurity: .mTLS(
+            certificateChain: [.file(path: pki + "/client.crt", format: .pem)],
+            privateKey: .file(path: pki + "/client.key", format: .pem)
+          ) { c in
+            c.trustRoots = .certificates([.file(path: pki + "/ca.crt", format: .pem)])
+          })
+        let client = GRPCClient(transport: transport)
+        clients.append(client)
+        group.addTask { try await client.runConnections() }
+      }
+      do {
+        let r = try await body(clients.map { Openshell_V1_OpenShell.Client(wrapping: $0) })
+        for c in clients { c.beginGracefulShutdown() }
+        try await group.waitForAll()
+        return r
+      } catch {
+        for c in clients { c.beginGracefulShutdown() }
+        group.cancelAll()
+        throw error
+      }
+    }
+  }
+}
