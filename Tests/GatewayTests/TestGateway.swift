@@ -20,6 +20,7 @@ final class TestGateway: @unchecked Sendable {
     config.security = security
     config.handleSignals = false
     config.shutdownGracePeriod = .seconds(2)
+    config.computeDriver = "none"  // these tests cover the service without running sandboxes
     let (stream, continuation) = AsyncStream<(RunningGateway, Int)>.makeStream()
     let task = Task { try await serve(config) { running, port in continuation.yield((running, port)) } }
     for await (running, port) in stream {

@@ -138,11 +138,17 @@ struct Restore: ParsableCommand {
     if fm.fileExists(atPath: logDir.path) {
       let archiveRoot = URL(fileURLWithPath: "\(stateHome)/openshell/archive/\(safe)")
       try fm.createDirectory(at: archiveRoot, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-      let previous = archiveRoot.appendingPathComponent("\(stamp)-before-restore")
+      var previous = archiveRoot.appendingPathComponent("\(stamp)-before-restore")
+      var n = 1
+      while fm.fileExists(atPath: previous.path) {
+        n += 1
+        previous = archiveRoot.appendingPathComponent("\(stamp)-before-restore-\(n)")
+      }
       try fm.createDirectory(at: previous, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
       guard rename(logDir.path, previous.appendingPathComponent("log").path) == 0 else {
+        let reason = String(cString: strerror(errno))
         try? fm.removeItem(at: staging)
-        throw ValidationError("cannot move the current log aside: \(String(cString: strerror(errno)))")
+        throw ValidationError("cannot move the current log aside: \(reason)")
       }
       print("previous log archived to \(previous.appendingPathComponent("log").path)")
     }

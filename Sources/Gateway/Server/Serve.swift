@@ -31,6 +31,11 @@ public struct GatewayConfiguration: Sendable {
   /// Handle SIGTERM/SIGINT (off in tests that run several gateways in one process).
   public var handleSignals = true
   public var logOptions = EventLog.Options()
+  /// Compute driver: `local` (default; sandboxes run as supervised processes in bubblewrap namespaces,
+  /// see `LocalComputeDriver`) or `none` (sandboxes stay PROVISIONING).
+  public var computeDriver: String = "local"
+  /// Path of the supervisor binary (`openshell-sandbox`); nil = next to this executable.
+  public var supervisorBinary: String?
 
   public init(dataDirectory: String) {
     self.dataDirectory = dataDirectory
@@ -50,11 +55,14 @@ public final class RunningGateway: Sendable {
   public let store: GatewayStore
   public let server: GatewayServer
   public let pki: GatewayPKI?
+  /// The local compute driver, when configured.
+  public let driver: LocalComputeDriver?
 
-  init(store: GatewayStore, server: GatewayServer, pki: GatewayPKI?) {
+  init(store: GatewayStore, server: GatewayServer, pki: GatewayPKI?, driver: LocalComputeDriver? = nil) {
     self.store = store
     self.server = server
     self.pki = pki
+    self.driver = driver
   }
 
   /// Begins a graceful shutdown (same as SIGTERM).
@@ -82,31 +90,64 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
   try await recordStartup(store: store, configuration: configuration, pki: pki)
   metrics.setHeadSeq(log.headSeq)
 
-  let service = OpenShellService(store: store, driver: nil, version: gatewayVersion)
+  let hub = try SupervisorHub(
+    logDirectory: configuration.dataDirectory + "/sandbox-logs",
+    tokenKeyPath: configuration.dataDirectory + "/pki/sandbox-token.key")
+  let driver: LocalComputeDriver? = configuration.computeDriver == "local"
+    ? LocalComputeDriver(
+      dataDirectory: configuration.dataDirectory, pki: pki, hub: hub,
+      usesTLS: configuration.security.usesTLS, supervisorBinary: configuration.supervisorBinary)
+    : nil
+  // Provider credentials: master key in DATA/keys (outside the log dir); orphaned data keys are shredded.
+  let vault = try SecretVault(directory: configuration.dataDirectory + "/keys")
+  ProviderKeyJanitor.shredOrphans(vault: vault, state: await store.state)
+  let providerEvents = ProviderEvents()
+  let delivery = ProviderDelivery(store: store, vault: vault, hub: hub, events: providerEvents)
+  let service = OpenShellService(store: store, driver: driver, version: gatewayVersion, hub: hub, vault: vault, providerEvents: providerEvents)
+  let inference = InferenceService(store: store, vault: vault, hub: hub, providerEvents: providerEvents)
   let registry = PeerCertificateRegistry()
   var serverConfig = GatewayServer.Configuration(host: configuration.bindAddress, port: configuration.port, security: configuration.security)
   serverConfig.shutdownGracePeriod = configuration.shutdownGracePeriod
   serverConfig.handleSignals = configuration.handleSignals
   let server = try GatewayServer(
-    configuration: serverConfig, pki: pki, services: [service],
-    interceptors: [IdentityInterceptor(registry: registry), MetricsInterceptor(metrics: metrics)],
+    configuration: serverConfig, pki: pki, services: [service, inference],
+    interceptors: [IdentityInterceptor(registry: registry), SandboxTokenInterceptor(), MetricsInterceptor(metrics: metrics), MessageSizeInterceptor(limit: serverConfig.maxRequestMessageBytes)],
     readiness: { .ready(version: gatewayVersion, headSeq: log.headSeq) },
     metrics: metrics, peerRegistry: registry, logger: logger)
-  let running = RunningGateway(store: store, server: server, pki: pki)
-  try await withThrowingTaskGroup(of: Void.self) { group in
-    group.addTask { try await server.run() }
-    if let onReady {
-      group.addTask {
-        for _ in 0..<500 {
-          if let port = await server.listeningPort {
-            onReady(running, port)
-            return
-          }
-          try await Task.sleep(for: .milliseconds(10))
-        }
-      }
+  let running = RunningGateway(store: store, server: server, pki: pki, driver: driver)
+  try await withThrowingTaskGroup(of: Bool.self) { group in
+    group.addTask {
+      try await server.run()
+      return true
     }
-    try await group.waitForAll()
+    group.addTask {
+      await delivery.run()
+      return false
+    }
+    group.addTask {
+      await inference.run()
+      return false
+    }
+    group.addTask {
+      for _ in 0..<500 {
+        if let port = await server.listeningPort {
+          if let driver {
+            let host = ["0.0.0.0", "::", ""].contains(configuration.bindAddress) ? "127.0.0.1" : configuration.bindAddress
+            let scheme = configuration.security.usesTLS ? "https" : "http"
+            driver.setEndpoint("\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(port)")
+          }
+          onReady?(running, port)
+          break
+        }
+        try await Task.sleep(for: .milliseconds(10))
+      }
+      if let driver { try await driver.run(store: store) }
+      return false
+    }
+    // The server ending ends the gateway (the driver stops reacting; sandboxes keep running).
+    while let serverDone = try await group.next() {
+      if serverDone { group.cancelAll(); break }
+    }
   }
   await store.snapshot()
   logger.info("gateway stopped at seq \(log.headSeq)")

@@ -11,14 +11,26 @@ public struct OpenShellService: Openshell_V1_OpenShell.SimpleServiceProtocol, Se
   let store: GatewayStore
   let driver: (any ComputeDriver)?
   let version: String
+  /// Supervisor sessions, relays and sandbox logs (nil: no sandbox ever runs, e.g. in unit tests).
+  let hub: SupervisorHub?
+  /// Envelope encryption of provider credentials (nil: provider RPCs that need secrets fail).
+  let vault: SecretVault?
+  /// Provider changes that affect sandbox environments (delivery to supervisors subscribes).
+  public let providerEvents: ProviderEvents
 
   /// - Parameters:
   ///   - driver: the compute driver; nil = none configured (sandboxes stay PROVISIONING; stop,
   ///     start and delete complete at once because nothing runs).
-  public init(store: GatewayStore, driver: (any ComputeDriver)?, version: String) {
+  public init(
+    store: GatewayStore, driver: (any ComputeDriver)?, version: String, hub: SupervisorHub? = nil,
+    vault: SecretVault? = nil, providerEvents: ProviderEvents = ProviderEvents()
+  ) {
     self.store = store
     self.driver = driver
     self.version = version
+    self.hub = hub
+    self.vault = vault
+    self.providerEvents = providerEvents
   }
 
   // MARK: identity

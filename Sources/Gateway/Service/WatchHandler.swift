@@ -14,14 +14,50 @@ extension OpenShellService {
   /// resume after a gateway restart without gaps. The stream ends when the sandbox is deleted, or
   /// at a terminal phase when `stop_on_terminal` is set. Log lines (`follow_logs`) come with the
   /// compute driver; sandbox log lines are not stored in the event log.
-  public func watchSandbox(request: Openshell_V1_WatchSandboxRequest, response: RPCWriter<Openshell_V1_SandboxStreamEvent>, context: ServerContext) async throws {
+  public func watchSandbox(request: Openshell_V1_WatchSandboxRequest, response writer: RPCWriter<Openshell_V1_SandboxStreamEvent>, context: ServerContext) async throws {
     _ = try userCaller("WatchSandbox")
+    // Status/events and log lines come from two tasks; one writer task serializes them.
+    let (merged, sink) = AsyncStream<Openshell_V1_SandboxStreamEvent>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
+    let response = WatchSink(sink: sink)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask {
+        for await event in merged { try await writer.write(event) }
+      }
+      group.addTask {
+        defer { sink.finish() }
+        try await watchBody(request: request, response: response)
+      }
+      try await group.waitForAll()
+    }
+  }
+
+  /// `follow_logs`: the last `log_tail_lines` lines, then live lines (filtered by `log_sources`,
+  /// `log_min_level` and `since_time`), until the watch ends.
+  func followLogs(_ id: String, _ request: Openshell_V1_WatchSandboxRequest, _ response: WatchSink) -> Task<Void, Never>? {
+    guard request.followLogs, let hub else { return nil }
+    let since = request.hasSinceTime ? request.sinceTime.date : nil
+    let live = hub.logs.follow(id)
+    if request.logTailLines > 0 {
+      for line in hub.logs.lines(id, limit: Int(request.logTailLines), since: since, sources: request.logSources, minLevel: request.logMinLevel).lines {
+        response.sink.yield(.with { $0.log = line })
+      }
+    }
+    return Task {
+      for await line in live where SandboxLogStore.matches(line, since: since, sources: request.logSources, minLevel: request.logMinLevel) {
+        response.sink.yield(.with { $0.log = line })
+      }
+    }
+  }
+
+  func watchBody(request: Openshell_V1_WatchSandboxRequest, response: WatchSink) async throws {
     let state = await store.state
     let ws = try workspace(request.workspaceScope, state)
     guard let current = state.sandbox(named: request.sandbox, workspace: ws) else {
       throw RPCErrors.notFound("sandbox \(ws)/\(request.sandbox)")
     }
     let id = current.id
+    let logTask = followLogs(id, request, response)
+    defer { logTask?.cancel() }
     var local = GatewayState()
     local.sandboxes[id] = current
     local.policies[id] = state.policies[id]
@@ -79,4 +115,10 @@ extension OpenShellService {
       $0.metadata = ["seq": String(record.seq), "request_id": record.requestID]
     }
   }
+}
+
+/// The write side of a WatchSandbox stream, shared by the status and the log producers.
+struct WatchSink: Sendable {
+  let sink: AsyncStream<Openshell_V1_SandboxStreamEvent>.Continuation
+  func write(_ event: Openshell_V1_SandboxStreamEvent) async throws { sink.yield(event) }
 }

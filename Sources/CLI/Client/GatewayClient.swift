@@ -1,0 +1,68 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import OpenShellAPI
+
+/// gRPC access to a gateway (`openshell.v1.OpenShell`) with the registration's TLS files.
+enum GatewayClient {
+  static func transportSecurity(_ t: Target) -> HTTP2ClientTransport.Posix.TransportSecurity {
+    guard t.tls else { return .plaintext }
+    let roots: TLSConfig.TrustRootsSource =
+      t.caPath.map { .certificates([.file(path: $0, format: .pem)]) } ?? .systemDefault
+    if let cert = t.certPath, let key = t.keyPath {
+      return .mTLS(certificateChain: [.file(path: cert, format: .pem)], privateKey: .file(path: key, format: .pem)) { c in
+        c.trustRoots = roots
+        c.serverCertificateVerification = .noHostnameVerification
+      }
+    }
+    return .tls { c in
+      c.trustRoots = roots
+      c.serverCertificateVerification = .noHostnameVerification
+    }
+  }
+
+  static func withClient<R: Sendable>(_ t: Target, _ body: @Sendable (Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>) async throws -> R) async throws -> R {
+    let transport =
+      t.host.allSatisfy({ $0.isNumber || $0 == "." })
+      ? try HTTP2ClientTransport.Posix(target: .ipv4(address: t.host, port: t.port), transportSecurity: transportSecurity(t))
+      : try HTTP2ClientTransport.Posix(target: .dns(host: t.host, port: t.port), transportSecurity: transportSecurity(t))
+    return try await withGRPCClient(transport: transport) { client in
+      try await body(Openshell_V1_OpenShell.Client(wrapping: client))
+    }
+  }
+
+  static func options(timeout: Duration = .seconds(5)) -> CallOptions {
+    var o = CallOptions.defaults
+    o.timeout = timeout
+    o.waitForReady = false
+    return o
+  }
+
+  /// gRPC Health: (serving?, version).
+  static func health(_ t: Target, timeout: Duration = .seconds(5)) async throws -> (Bool, String) {
+    try await withClient(t) { c in
+      let r = try await c.health(Openshell_V1_HealthRequest(), options: options(timeout: timeout))
+      return (r.status == .healthy, r.version)
+    }
+  }
+
+  /// Before talking to an https gateway with a stored CA: if the server's certificate is not signed by
+  /// that CA, the gateway's CA changed (e.g. `gateway start --recreate`); say so with the fix, instead
+  /// of the generic TLS failure the call would produce. Returns nil when the CA matches or the server
+  /// cannot be reached (the caller's own call then reports that).
+  static func caChangeMessage(_ t: Target, type: String?) async -> String? {
+    guard t.tls, let caPath = t.caPath, let stored = try? CertInfo.load(caPath) else { return nil }
+    guard let chain = try? await HTTPProbe.serverChain(host: t.host, port: t.port),
+      let leafDER = chain.first, let leaf = try? CertInfo(der: leafDER)
+    else { return nil }
+    if stored.signed(leaf) || chain.contains(stored.der) { return nil }
+    var serverCA = ""
+    if chain.count > 1, let ca = try? CertInfo(der: chain[chain.count - 1]) { serverCA = ", server's CA \(shortFingerprint(ca.fingerprint))" }
+    let fix =
+      type == "local" || type == nil
+      ? "openshell gateway add \(t.endpoint) --name \(t.name) --local --force"
+      : "openshell gateway add \(t.endpoint) --name \(t.name) --force"
+    return "gateway '\(t.name)' (\(t.endpoint)) CA changed: the server's certificate is not signed by the stored CA "
+      + "\(shortFingerprint(stored.fingerprint))\(serverCA) (was the gateway recreated?); refresh the stored certificates with: \(fix)"
+  }
+}

@@ -1,0 +1,166 @@
+import ArgumentParser
+import Foundation
+
+/// `openshell gateway start`: deploy-or-resume a local gateway daemon and register it.
+struct GatewayStart: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "start",
+    abstract: "Start (or resume) a local gateway in the background and make it the active gateway.",
+    discussion: """
+      Data, PKI, daemon log and pid file live in $XDG_STATE_HOME/openshell/gateways/<name>/. A stopped gateway \
+      resumes with the same data, certificates and port. --recreate moves the old data dir to \
+      $XDG_STATE_HOME/openshell/archive/<name>/<UTC timestamp>/ (never deletes it) and starts a fresh gateway.
+      """)
+
+  @OptionGroup var global: GatewayOptions
+  @Option(help: "Gateway name (default: -g, $OPENSHELL_GATEWAY, else 'openshell').") var name: String?
+  @Option(help: "Port for gRPC and HTTP (default: the stored port, else 8080).") var port: Int?
+  @Option(help: "Host name or IP clients use to reach the gateway (repeatable; the first one goes into the endpoint).")
+  var gatewayHost: [String] = []
+  @Option(help: "Listen address (default 127.0.0.1).") var bind: String?
+  @Flag(help: "Archive the existing data dir and start a fresh gateway (new CA, empty log).") var recreate = false
+  @Flag(help: "Listen on plain HTTP (only behind a TLS-terminating proxy).") var plaintext = false
+  @Flag(help: "TLS without client certificate checks.") var disableGatewayAuth = false
+  @Flag(help: "Enable GPU passthrough for sandboxes (recorded; needs a driver that supports it).") var gpu = false
+  @Option(help: "Container registry user name (env OPENSHELL_REGISTRY_USERNAME; default __token__ with a token).")
+  var registryUsername: String?
+  @Option(help: "Container registry token (env OPENSHELL_REGISTRY_TOKEN; only its fingerprint is stored).")
+  var registryToken: String?
+  @Option(help: "Rebuild the (stopped) gateway's state from an archived data dir, log dir or exported archive first.")
+  var restoreFrom: String?
+  @Option(help: "Seconds to wait for the gateway to become healthy.") var timeout: Double = 60
+
+  func validate() throws {
+    if let port, !(1...65535).contains(port) { throw ValidationError("--port must be 1-65535, got \(port)") }
+    if plaintext && disableGatewayAuth { throw ValidationError("--plaintext and --disable-gateway-auth cannot be combined") }
+    if recreate && restoreFrom != nil { throw ValidationError("--recreate and --restore-from cannot be combined") }
+    for h in gatewayHost where h.isEmpty || h.contains(where: { $0.isWhitespace || $0 == "/" }) {
+      throw ValidationError("invalid --gateway-host '\(h)'")
+    }
+  }
+
+  func run() async throws {
+    try await cliRun { try await start() }
+  }
+
+  private func start() async throws {
+    let env = ProcessInfo.processInfo.environment
+    let name = global.name(self.name, useActive: false)
+    try ClientRegistry.validateName(name)
+    let registry = ClientRegistry.default
+    if let m = registry.metadata(name), m.type != "local" {
+      throw CLIError("gateway '\(name)' is a \(m.type) registration (\(m.gateway_endpoint)), not a local gateway; pick another --name or remove it: openshell gateway destroy --name \(name)")
+    }
+    let gw = LocalGateway(name: name)
+
+    // Registry credentials: flags, then environment; validated before anything is touched.
+    let token = registryToken ?? env["OPENSHELL_REGISTRY_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+    var username = registryUsername ?? env["OPENSHELL_REGISTRY_USERNAME"].flatMap { $0.isEmpty ? nil : $0 }
+    if let t = token {
+      if t.contains(where: { $0.isWhitespace }) { throw CLIError("--registry-token must not contain whitespace") }
+      if username == nil { username = "__token__" }
+    } else if username != nil {
+      throw CLIError("--registry-username needs a token too (--registry-token or OPENSHELL_REGISTRY_TOKEN)")
+    }
+    if let u = username, u.isEmpty || u.contains(where: { $0.isWhitespace || $0 == ":" }) {
+      throw CLIError("invalid --registry-username '\(u)'")
+    }
+
+    switch gw.processState {
+    case .stale(let pid):
+      print("Removing stale pid file \(gw.pidFile.path) (pid \(pid) is not this gateway's daemon).")
+      gw.removePIDFile()
+    case .running(let pid):
+      if restoreFrom != nil {
+        throw CLIError("gateway '\(name)' is running (pid \(pid)); stop it first: openshell gateway stop --name \(name)")
+      }
+      if !recreate {
+        guard let c = gw.launchConfig else { throw CLIError("gateway '\(name)' is running (pid \(pid)) but \(gw.configFile.path) is missing") }
+        if !DaemonControl.registrationCurrent(gw, c) { _ = try DaemonControl.register(gw, c) }
+        try registry.setActive(name)
+        print("\(Style.check) Gateway '\(name)' is already running (pid \(pid)).")
+        print("  Endpoint: \(c.endpoint)")
+        return
+      }
+      print("• Stopping gateway \(name) (pid \(pid))...")
+      _ = DaemonControl.stop(gw)
+    case .stopped:
+      break
+    }
+
+    let stored = gw.launchConfig
+    let authMode = plaintext ? "plaintext" : disableGatewayAuth ? "tls" : (stored?.authMode ?? "mtls")
+    var config = LaunchConfig(
+      name: name, port: port ?? stored?.port ?? 8080, bind: bind ?? stored?.bind ?? "127.0.0.1", authMode: authMode,
+      gatewayHosts: gatewayHost.isEmpty ? (stored?.gatewayHosts ?? []) : gatewayHost,
+      gpu: gpu || (stored?.gpu ?? false), registryUsername: username ?? stored?.registryUsername,
+      registryTokenSHA256: token.map(DaemonControl.sha256Hex) ?? stored?.registryTokenSHA256)
+    if recreate {
+      config.gpu = gpu
+      if username == nil { config.registryUsername = nil; config.registryTokenSHA256 = nil }
+    }
+
+    // Nothing is written before the port is known to be free.
+    try DaemonControl.ensurePortFree(config.port, bind: config.bind)
+
+    var archived: URL?
+    if recreate && gw.exists {
+      archived = try gw.archive()
+    }
+    if let source = restoreFrom {
+      try runRestore(source: source, gateway: gw)
+    }
+    let fresh = !gw.hasLog
+    let createdDir = !gw.exists
+    try FileManager.default.createDirectory(at: gw.dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    try gw.saveLaunchConfig(config)
+
+    print(fresh ? "Deploying local gateway \(name)..." : "Resuming local gateway \(name)...")
+    let pid = try DaemonControl.launch(gw, config, registryToken: token)
+    do {
+      try await DaemonControl.waitHealthy(gw, config, pid: pid, timeout: timeout)
+    } catch {
+      if ProcessTable.isAlive(pid) { ProcessTable.terminate(pid, timeout: 10) }
+      _ = ProcessTable.reap(pid)
+      gw.removePIDFile()
+      if fresh && createdDir && restoreFrom == nil {
+        // A failed fresh deploy leaves nothing behind except its log, kept in the archive for diagnosis.
+        if let a = try? gw.archive(suffix: "-failed-start") { printErr("note: the failed start's files are in \(a.path)") }
+      }
+      throw error
+    }
+
+    let meta = try DaemonControl.register(gw, config)
+    try registry.setActive(name)
+    print("\(Style.check) Gateway ready")
+    print("  Name:     \(name)")
+    print("  Endpoint: \(meta.gateway_endpoint)")
+    print("  Auth:     \(meta.auth_mode)")
+    if let f = meta.ca_fingerprint { print("  CA:       \(shortFingerprint(f))") }
+    print("\(Style.check) Active gateway set to '\(name)'")
+    if let archived {
+      print("")
+      print("The previous gateway's data was archived (not deleted) to:")
+      print("  \(archived.path)")
+      print("Audit it:    openshell-replay audit \(archived.appendingPathComponent("log").path)")
+      print("Verify it:   openshell-replay verify \(archived.appendingPathComponent("log").path)")
+      print("Restore it:  openshell gateway stop --name \(name) && openshell gateway start --name \(name) --restore-from \(archived.path)")
+      print("         or: openshell-replay restore \(archived.path) --gateway \(name)")
+    }
+  }
+
+  /// Runs `openshell-replay restore` (installed next to this binary, or $OPENSHELL_REPLAY_BIN).
+  private func runRestore(source: String, gateway gw: LocalGateway) throws {
+    let env = ProcessInfo.processInfo.environment
+    let replay = env["OPENSHELL_REPLAY_BIN"] ?? URL(fileURLWithPath: ProcessTable.selfExecutable).deletingLastPathComponent().appendingPathComponent("openshell-replay").path
+    guard FileManager.default.isExecutableFile(atPath: replay) else {
+      throw CLIError("openshell-replay not found at \(replay) (set OPENSHELL_REPLAY_BIN)")
+    }
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: replay)
+    p.arguments = ["restore", source, "--gateway", gw.name, "--data-dir", gw.dataDir.path]
+    try p.run()
+    p.waitUntilExit()
+    guard p.terminationStatus == 0 else { throw CLIError("restore from \(source) failed (see the message above)", code: p.terminationStatus) }
+  }
+}

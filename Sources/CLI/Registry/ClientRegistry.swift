@@ -1,0 +1,199 @@
+import Foundation
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// `gateways/<name>/metadata.json`: the fields the OpenShell CLI and the Python SDK read
+/// (openshell-behavior.md §2.1, wire-contract.md §7) plus our own (`type`, `data_dir`,
+/// `ca_fingerprint`, …). Optional fields are omitted when nil.
+struct GatewayMetadata: Codable, Equatable {
+  var name: String
+  var gateway_endpoint: String
+  var is_remote: Bool
+  var gateway_port: Int
+  /// `mtls` | `tls` (server TLS, no client certificate) | `plaintext` | later `cloudflare_jwt` / `oidc`.
+  var auth_mode: String
+  /// `local` (started by this CLI, data dir on this machine) | `remote` | `cloud`.
+  var type: String
+  var remote_host: String?
+  var resolved_host: String?
+  /// Local gateways: the daemon's data directory.
+  var data_dir: String?
+  /// Lower-case hex SHA-256 of the stored `mtls/ca.crt` (DER).
+  var ca_fingerprint: String?
+  var bind_address: String?
+  var gpu: Bool?
+  var registry_username: String?
+  /// SHA-256 (hex) of the registry token; the token itself is never stored here.
+  var registry_token_sha256: String?
+  var created_at: String?
+  var updated_at: String?
+}
+
+/// The client registry under `$XDG_CONFIG_HOME/openshell` (default `~/.config/openshell`), mode 0700.
+///
+/// Layout: `active_gateway` (name, no newline), `gateways/<name>/metadata.json`,
+/// `gateways/<name>/mtls/{ca.crt,tls.crt,tls.key}` (key 0600). A gateway's directory is replaced as a
+/// whole: the new one is written to `gateways/.<name>.tmp-<pid>/`, then renamed into place (the old
+/// one is renamed aside first and removed afterwards), so readers see the old or the new bundle, never
+/// a mix. Other files in the old directory (`last_sandbox`, `edge_token`) are carried over.
+struct ClientRegistry {
+  let root: URL
+
+  static func configHome() -> URL {
+    let env = ProcessInfo.processInfo.environment
+    if let x = env["XDG_CONFIG_HOME"], !x.isEmpty { return URL(fileURLWithPath: x) }
+    return FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".config")
+  }
+
+  static var `default`: ClientRegistry { ClientRegistry(root: configHome().appendingPathComponent("openshell")) }
+
+  var gatewaysDir: URL { root.appendingPathComponent("gateways") }
+  func gatewayDir(_ name: String) -> URL { gatewaysDir.appendingPathComponent(Self.sanitize(name)) }
+  func mtlsDir(_ name: String) -> URL { gatewayDir(name).appendingPathComponent("mtls") }
+  var activeFile: URL { root.appendingPathComponent("active_gateway") }
+
+  /// Characters outside `[A-Za-z0-9._-]` become `_` (as OpenShell does for TLS directories).
+  static func sanitize(_ name: String) -> String {
+    String(name.map { c in c.isASCII && (c.isLetter || c.isNumber || c == "." || c == "_" || c == "-") ? c : "_" })
+  }
+
+  static func validateName(_ name: String) throws {
+    guard !name.isEmpty, name.count <= 63, sanitize(name) == name, !name.hasPrefix(".") else {
+      throw CLIError("invalid gateway name '\(name)': use 1-63 characters from A-Z a-z 0-9 . _ - (not starting with '.')")
+    }
+  }
+
+  // MARK: reading
+
+  func metadata(_ name: String) -> GatewayMetadata? {
+    let url = gatewayDir(name).appendingPathComponent("metadata.json")
+    guard let data = try? Data(contentsOf: url) else { return nil }
+    return try? JSONDecoder().decode(GatewayMetadata.self, from: data)
+  }
+
+  /// All registered gateways (those whose metadata.json parses), sorted by name.
+  func all() -> [GatewayMetadata] {
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: gatewaysDir.path)) ?? []
+    return names.filter { !$0.hasPrefix(".") }.sorted().compactMap { metadata($0) }
+  }
+
+  var active: String? {
+    guard let s = try? String(contentsOf: activeFile, encoding: .utf8) else { return nil }
+    let t = s.trimmingCharacters(in: .whitespacesAndNewlines)
+    return t.isEmpty ? nil : t
+  }
+
+  // MARK: writing
+
+  /// TLS material to store with a registration (PEM strings). nil members are not written.
+  struct Bundle {
+    var ca: String?
+    var cert: String?
+    var key: String?
+    var isEmpty: Bool { ca == nil && cert == nil && key == nil }
+  }
+
+  /// Atomically writes (or replaces) the registration of `meta.name`.
+  func write(_ meta: GatewayMetadata, bundle: Bundle) throws {
+    let fm = FileManager.default
+    try ensureDir(root)
+    try ensureDir(gatewaysDir)
+    let name = Self.sanitize(meta.name)
+    let final = gatewayDir(meta.name)
+    let tmp = gatewaysDir.appendingPathComponent(".\(name).tmp-\(getpid())")
+    let old = gatewaysDir.appendingPathComponent(".\(name).old-\(getpid())")
+    try? fm.removeItem(at: tmp)
+    try? fm.removeItem(at: old)
+    do {
+      try ensureDir(tmp)
+      let enc = JSONEncoder()
+      enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+      try writeFile(tmp.appendingPathComponent("metadata.json"), enc.encode(meta), mode: 0o600)
+      if !bundle.isEmpty {
+        let m = tmp.appendingPathComponent("mtls")
+        try ensureDir(m)
+        if let ca = bundle.ca { try writeFile(m.appendingPathComponent("ca.crt"), Data(ca.utf8), mode: 0o644) }
+        if let cert = bundle.cert { try writeFile(m.appendingPathComponent("tls.crt"), Data(cert.utf8), mode: 0o644) }
+        if let key = bundle.key { try writeFile(m.appendingPathComponent("tls.key"), Data(key.utf8), mode: 0o600) }
+      }
+      // Carry over files we do not own (last_sandbox, edge_token, …).
+      if let items = try? fm.contentsOfDirectory(atPath: final.path) {
+        for item in items where !["metadata.json", "mtls", "mtls.bak", "mtls.tmp"].contains(item) {
+          try? fm.copyItem(at: final.appendingPathComponent(item), to: tmp.appendingPathComponent(item))
+        }
+      }
+      fsyncDir(tmp)
+      if fm.fileExists(atPath: final.path) {
+        guard rename(final.path, old.path) == 0 else { throw CLIError("cannot replace \(final.path): \(errnoString())") }
+        guard rename(tmp.path, final.path) == 0 else {
+          let reason = errnoString()
+          _ = rename(old.path, final.path)
+          throw CLIError("cannot replace \(final.path): \(reason)")
+        }
+        try? fm.removeItem(at: old)
+      } else {
+        guard rename(tmp.path, final.path) == 0 else { throw CLIError("cannot write \(final.path): \(errnoString())") }
+      }
+      fsyncDir(gatewaysDir)
+    } catch {
+      try? fm.removeItem(at: tmp)
+      throw error
+    }
+  }
+
+  /// Removes the registration: metadata.json and the mTLS bundle go to `<root>/removed/<name>-<ts>/`
+  /// (never silently deleted), the active gateway is cleared if it named `name`.
+  func remove(_ name: String) throws {
+    let fm = FileManager.default
+    let dir = gatewayDir(name)
+    guard fm.fileExists(atPath: dir.path) else { return }
+    let removed = root.appendingPathComponent("removed")
+    try ensureDir(removed)
+    let dest = removed.appendingPathComponent("\(Self.sanitize(name))-\(utcStamp())-\(getpid())")
+    guard rename(dir.path, dest.path) == 0 else { throw CLIError("cannot remove registration \(dir.path): \(errnoString())") }
+    if active == name { try? fm.removeItem(at: activeFile) }
+  }
+
+  func setActive(_ name: String) throws {
+    try ensureDir(root)
+    try writeFile(activeFile, Data(name.utf8), mode: 0o644)
+  }
+
+  private func ensureDir(_ url: URL) throws {
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    _ = chmod(url.path, 0o700)
+  }
+}
+
+/// Writes `data` to `url` through a temporary file, fsync and rename.
+func writeFile(_ url: URL, _ data: Data, mode: mode_t) throws {
+  let tmp = url.path + ".tmp-\(getpid())"
+  let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+  guard fd >= 0 else { throw CLIError("cannot write \(url.path): \(errnoString())") }
+  _ = fchmod(fd, mode)
+  let ok = data.withUnsafeBytes { raw -> Bool in
+    var off = 0
+    while off < raw.count {
+      let n = Glibc.write(fd, raw.baseAddress! + off, raw.count - off)
+      if n < 0 { if errno == EINTR { continue }; return false }
+      off += n
+    }
+    return true
+  }
+  let synced = fsync(fd) == 0
+  close(fd)
+  guard ok, synced, rename(tmp, url.path) == 0 else {
+    let reason = errnoString()
+    unlink(tmp)
+    throw CLIError("cannot write \(url.path): \(reason)")
+  }
+}
+
+func fsyncDir(_ url: URL) {
+  let fd = open(url.path, O_RDONLY | O_DIRECTORY)
+  if fd >= 0 { _ = fsync(fd); close(fd) }
+}
+
+func errnoString() -> String { String(cString: strerror(errno)) }

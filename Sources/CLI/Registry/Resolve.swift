@@ -1,0 +1,85 @@
+import ArgumentParser
+import Foundation
+
+/// Global gateway selection, accepted by every command that targets a gateway (also before the
+/// subcommand: `openshell -g dev status`).
+struct GatewayOptions: ParsableArguments {
+  @Option(name: [.short, .customLong("gateway")], help: "Gateway to use (env OPENSHELL_GATEWAY; default: the active gateway).")
+  var gateway: String?
+
+  @Option(name: .customLong("gateway-endpoint"), help: "Talk to this URL directly (env OPENSHELL_GATEWAY_ENDPOINT).")
+  var gatewayEndpoint: String?
+
+  /// The gateway name from `-g`, then `$OPENSHELL_GATEWAY`.
+  var explicitName: String? {
+    if let g = gateway, !g.isEmpty { return g }
+    if let e = ProcessInfo.processInfo.environment["OPENSHELL_GATEWAY"], !e.isEmpty { return e }
+    return nil
+  }
+
+  /// A gateway name for lifecycle commands: `--name`, `-g`, `$OPENSHELL_GATEWAY`, the active gateway
+  /// (unless `useActive` is false), then `openshell`.
+  func name(_ flag: String?, useActive: Bool = true) -> String {
+    if let f = flag, !f.isEmpty { return f }
+    if let n = explicitName { return n }
+    if useActive, let a = ClientRegistry.default.active { return a }
+    return "openshell"
+  }
+
+  /// Resolves the gateway to contact (openshell-behavior.md §1.0): `--gateway-endpoint`, `-g`,
+  /// `$OPENSHELL_GATEWAY`, then `active_gateway`.
+  func resolve() throws -> Resolved {
+    let registry = ClientRegistry.default
+    let env = ProcessInfo.processInfo.environment
+    if let url = gatewayEndpoint ?? env["OPENSHELL_GATEWAY_ENDPOINT"].flatMap({ $0.isEmpty ? nil : $0 }) {
+      let norm = url.hasSuffix("/") ? String(url.dropLast()) : url
+      let meta = gateway.flatMap { registry.metadata($0) } ?? registry.all().first { $0.gateway_endpoint == norm }
+      let name = gateway ?? meta?.name ?? norm
+      let target = try Target(name: name, endpoint: norm, authMode: meta?.auth_mode, mtlsDir: meta.map { registry.mtlsDir($0.name) })
+      return Resolved(name: name, metadata: meta, target: target)
+    }
+    guard let name = explicitName ?? registry.active else {
+      throw CLIError("no active gateway; set one with 'openshell gateway select <name>' or deploy one with 'openshell gateway start'")
+    }
+    guard let meta = registry.metadata(name) else {
+      throw CLIError("unknown gateway '\(name)'; deploy it first: openshell gateway start --name \(name)")
+    }
+    let target = try Target(name: name, endpoint: meta.gateway_endpoint, authMode: meta.auth_mode, mtlsDir: registry.mtlsDir(name))
+    return Resolved(name: name, metadata: meta, target: target)
+  }
+
+  struct Resolved {
+    var name: String
+    var metadata: GatewayMetadata?
+    var target: Target
+  }
+}
+
+/// Moves global options given before the subcommand (`openshell -g dev status`) after it, so that
+/// the subcommand's `GatewayOptions` parses them. Everything after `--` is left alone.
+func hoistGlobalOptions(_ args: [String]) -> [String] {
+  var hoisted: [String] = []
+  var rest: [String] = []
+  var i = 0
+  var seenSubcommand = false
+  while i < args.count {
+    let a = args[i]
+    if a == "--" { rest += args[i...]; break }
+    if !seenSubcommand, ["-g", "--gateway", "--gateway-endpoint"].contains(a), i + 1 < args.count {
+      hoisted += [a, args[i + 1]]
+      i += 2
+      continue
+    }
+    if !seenSubcommand, a.hasPrefix("--gateway=") || a.hasPrefix("--gateway-endpoint=") {
+      hoisted.append(a)
+      i += 1
+      continue
+    }
+    if !a.hasPrefix("-") { seenSubcommand = true }
+    rest.append(a)
+    i += 1
+  }
+  guard !hoisted.isEmpty else { return args }
+  if let dd = rest.firstIndex(of: "--") { rest.insert(contentsOf: hoisted, at: dd) } else { rest += hoisted }
+  return rest
+}

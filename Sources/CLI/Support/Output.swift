@@ -1,0 +1,138 @@
+import ArgumentParser
+import Foundation
+import Yams
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// A CLI failure: printed as one line `error: <message>` on stderr, exit code `code` (never 0).
+struct CLIError: Error, CustomStringConvertible {
+  var message: String
+  var code: Int32 = 1
+  init(_ message: String, code: Int32 = 1) {
+    self.message = message
+    self.code = code
+  }
+  var description: String { message }
+}
+
+/// Runs a command body, turning every error into one readable line and a non-zero exit code.
+func cliRun(_ body: () async throws -> Void) async throws {
+  do {
+    try await body()
+  } catch let e as CLIError {
+    throw fail(e.message, code: e.code)
+  } catch let e as ExitCode {
+    throw e
+  } catch let e as ValidationError {
+    throw fail(e.message)
+  } catch let e as CleanExit {
+    throw e
+  } catch {
+    throw fail(oneLine("\(error)"))
+  }
+}
+
+/// Collapses a multi-line description to one line.
+func oneLine(_ s: String) -> String {
+  s.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
+}
+
+/// Terminal styling: colours only when stdout is a terminal and `NO_COLOR` is unset.
+enum Style {
+  static let enabled: Bool = {
+    let env = ProcessInfo.processInfo.environment
+    if let v = env["NO_COLOR"], !v.isEmpty { return false }
+    if env["TERM"] == "dumb" { return false }
+    return isatty(STDOUT_FILENO) == 1
+  }()
+
+  static func paint(_ s: String, _ code: String) -> String { enabled ? "\u{1B}[\(code)m\(s)\u{1B}[0m" : s }
+  static func green(_ s: String) -> String { paint(s, "32") }
+  static func red(_ s: String) -> String { paint(s, "31") }
+  static func yellow(_ s: String) -> String { paint(s, "33") }
+  static func bold(_ s: String) -> String { paint(s, "1") }
+  static func dim(_ s: String) -> String { paint(s, "2") }
+  static var check: String { green("✓") }
+}
+
+var stdinIsTerminal: Bool { isatty(STDIN_FILENO) == 1 }
+var stdoutIsTerminal: Bool { isatty(STDOUT_FILENO) == 1 }
+
+func printErr(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+
+/// `-o table|json|yaml` for commands whose output is data.
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+  case table, json, yaml
+}
+
+struct OutputOptions: ParsableArguments {
+  @Option(name: [.short, .customLong("output")], help: "Output format: table, json or yaml.")
+  var output: OutputFormat = .table
+}
+
+/// An ordered list of key/value pairs, rendered as aligned text, JSON or YAML.
+struct Record {
+  var pairs: [(String, Any?)]
+
+  func render(_ format: OutputFormat, title: String? = nil) throws -> String {
+    switch format {
+    case .table:
+      let width = (pairs.map { $0.0.count }.max() ?? 0) + 1
+      var lines: [String] = []
+      if let title { lines.append(Style.bold(title)) }
+      for (k, v) in pairs where v != nil {
+        lines.append("  " + (k + ":").padding(toLength: width + 1, withPad: " ", startingAt: 0) + describe(v!))
+      }
+      return lines.joined(separator: "\n")
+    case .json:
+      return try jsonString(dictionary())
+    case .yaml:
+      return try Yams.dump(object: dictionary(), sortKeys: false).trimmingCharacters(in: .newlines)
+    }
+  }
+
+  func dictionary() -> [String: Any] {
+    var d: [String: Any] = [:]
+    for (k, v) in pairs { if let v { d[key(k)] = v } }
+    return d
+  }
+
+  private func key(_ k: String) -> String { k.lowercased().replacingOccurrences(of: " ", with: "_") }
+  private func describe(_ v: Any) -> String {
+    if let b = v as? Bool { return b ? "yes" : "no" }
+    return "\(v)"
+  }
+}
+
+func jsonString(_ object: Any) throws -> String {
+  let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+  return String(decoding: data, as: UTF8.self)
+}
+
+/// Renders rows as an aligned table with a header.
+func renderTable(header: [String], rows: [[String]]) -> String {
+  var widths = header.map(\.count)
+  for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
+  func line(_ cells: [String]) -> String {
+    cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+      .joined(separator: "  ")
+  }
+  return ([Style.bold(line(header))] + rows.map(line)).joined(separator: "\n")
+}
+
+/// UTC timestamp for archive directory names: `20260130T041500Z`.
+func utcStamp(_ date: Date = Date()) -> String {
+  let f = DateFormatter()
+  f.locale = Locale(identifier: "en_US_POSIX")
+  f.timeZone = TimeZone(identifier: "UTC")
+  f.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
+  return f.string(from: date)
+}
+
+func iso8601(_ date: Date) -> String {
+  let f = ISO8601DateFormatter()
+  f.formatOptions = [.withInternetDateTime]
+  return f.string(from: date)
+}

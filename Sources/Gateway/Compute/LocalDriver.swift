@@ -1,0 +1,482 @@
+import EventLog
+import Foundation
+import GRPCCore
+import Logging
+import OpenShellAPI
+import Projections
+import SandboxProtocol
+import Synchronization
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// The `local` compute driver: each sandbox is the supervisor `openshell-sandbox` started by the
+/// gateway inside bubblewrap namespaces on this host (isolation: ``BubblewrapCommand``).
+///
+/// It is a level-triggered reactor: every sandbox event (and every supervisor connect/exit) makes it
+/// compare the projected phase of that sandbox with what runs, serially per sandbox:
+///
+/// | phase | action |
+/// |---|---|
+/// | PROVISIONING / STARTING | ensure a supervisor runs (record `sandbox.provisioning`, issue a sandbox certificate, start bwrap); READY is recorded when it connects |
+/// | READY | ensure a supervisor runs (restarts one that is gone, e.g. after a host reboot) |
+/// | STOPPING | stop it (SIGTERM to the supervisor, SIGKILL to the namespace after 3 s), record `sandbox.stopped` |
+/// | STOPPED / ERROR | ensure nothing runs |
+/// | DELETING | stop it, remove its directory and logs, record `sandbox.deleted` |
+/// | (absent) | orphan: stop whatever runs, remove the directory |
+///
+/// Idempotence: the running start of a sandbox is recorded in `<sandbox dir>/instance.json` (bwrap pid,
+/// its start time, the instance id) before anything else happens, and "ensure running" adopts a live
+/// instance instead of starting another, so replaying events after a crash never starts a sandbox twice.
+/// The reactor's checkpoint (`local-driver`) is the last seq it handled.
+///
+/// Gateway restart: supervisors keep running (they are not tied to the gateway process) and reconnect
+/// with backoff capped at 1 s, so READY sandboxes are READY and usable again about a second after the
+/// gateway is back. At start-up the driver adopts live instances, restarts READY sandboxes whose
+/// supervisor is gone (or was given another endpoint), and kills processes of sandboxes that were
+/// deleted meanwhile (orphans).
+///
+/// Layout per sandbox: `<data>/sandboxes/<id>/{workspace/, run/ (credentials, launch.json), instance.json,
+/// bwrap-info.json, supervisor.log}`.
+public final class LocalComputeDriver: ComputeDriver, Sendable {
+  public let name = "local"
+  public static let checkpointName = "local-driver"
+  /// How long a started supervisor may take to connect before the sandbox turns ERROR.
+  public static let readyTimeout: Duration = .seconds(30)
+
+  let root: String
+  let pki: GatewayPKI?
+  public let hub: SupervisorHub
+  let supervisorBinary: String
+  let usesTLS: Bool
+  let runAsRoot = geteuid() == 0
+  let runtimeDirectories = BubblewrapCommand.runtimeLibraryDirectories()
+  private let endpoint = Mutex<String?>(nil)
+  private let instances = Mutex<[String: SandboxInstance]>([:])
+  /// Instances being stopped on purpose (their exit is not a failure).
+  private let stopping = Mutex<Set<String>>([])
+  private let queue = KeyedSerialQueue()
+  private let logger = Logger(label: "openshell.driver.local")
+
+  /// - Parameters:
+  ///   - dataDirectory: the gateway data directory (sandboxes live in `<dir>/sandboxes`).
+  ///   - pki: issues each sandbox's client certificate (nil in plaintext-only setups: token only).
+  ///   - supervisorBinary: path of `openshell-sandbox`; default `$OPENSHELL_SUPERVISOR_BIN`, else next
+  ///     to the running executable.
+  public init(dataDirectory: String, pki: GatewayPKI?, hub: SupervisorHub, usesTLS: Bool, supervisorBinary: String? = nil) {
+    root = dataDirectory + "/sandboxes"
+    self.pki = pki
+    self.hub = hub
+    self.usesTLS = usesTLS
+    self.supervisorBinary = supervisorBinary ?? Self.defaultSupervisorBinary()
+    try? FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o711])
+  }
+
+  static func defaultSupervisorBinary() -> String {
+    if let p = ProcessInfo.processInfo.environment["OPENSHELL_SUPERVISOR_BIN"], !p.isEmpty { return p }
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    return ((exe as NSString).deletingLastPathComponent as NSString).appendingPathComponent("openshell-sandbox")
+  }
+
+  /// The endpoint supervisors dial, e.g. `https://127.0.0.1:8080`; set once the port is bound.
+  public func setEndpoint(_ url: String) { endpoint.withLock { $0 = url } }
+
+  // MARK: spec validation
+
+  public func unsupported(spec: Data) -> String? {
+    guard let s = try? Openshell_V1_SandboxSpec(serializedBytes: spec) else { return "the sandbox spec does not decode" }
+    let t = s.template
+    if !t.image.isEmpty {
+      return "the local driver runs sandboxes from the host root filesystem; OCI images (template.image \(t.image.debugDescription)) need the podman driver"
+    }
+    if !t.runtimeClassName.isEmpty { return "the local driver has no runtime classes (template.runtime_class_name)" }
+    if s.hasResourceRequirements, s.resourceRequirements.hasGpu { return "the local driver does not support GPUs" }
+    if t.hasResources, !t.resources.fields.isEmpty {
+      if FileManager.default.isWritableFile(atPath: "/sys/fs/cgroup/cgroup.subtree_control") {
+        return "cpu/memory limits (template.resources) are not implemented by the local driver yet"
+      }
+      return "cpu/memory limits (template.resources) need a writable cgroup v2 hierarchy at /sys/fs/cgroup, which this host does not provide"
+    }
+    if t.hasDriverConfig, !t.driverConfig.fields.isEmpty { return "the local driver takes no driver_config" }
+    if s.command.contains(where: { $0.utf8.contains(0) }) { return "spec.command contains NUL" }
+    return nil
+  }
+
+  // MARK: reactor
+
+  public func run(store: GatewayStore) async throws {
+    while endpoint.withLock({ $0 }) == nil { try await Task.sleep(for: .milliseconds(20)) }
+    hub.setListener { [weak self] event in
+      guard let self else { return }
+      switch event {
+      case .connected(let id, _): self.schedule(id, store)
+      case .disconnected, .mainProcessExited: break
+      }
+    }
+    defer { hub.setListener(nil) }
+    try await store.catchUp()
+    let state = await store.state
+    // Start-up sweep: adopt or restart what should run, clean up orphans.
+    var ids = Set(state.sandboxes.keys)
+    if let dirs = try? FileManager.default.contentsOfDirectory(atPath: root) { ids.formUnion(dirs) }
+    let current = endpoint.withLock { $0 } ?? ""
+    for id in ids {
+      if let instance = loadInstance(id), HostProcess.exitStatus(instance) == nil {
+        if instance.endpoint == current {
+          instances.withLock { $0[id] = instance }
+        } else {
+          // It was told another endpoint and cannot reconnect: replace it.
+          queue.enqueue(id) { [self] in await stop(id) }
+        }
+      }
+      schedule(id, store)
+    }
+    let from = min((try store.log.checkpoint(Self.checkpointName) ?? 0) + 1, state.lastSeq + 1)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask { try await self.monitor(store) }
+      group.addTask { try await self.resync(store) }
+      group.addTask {
+        var handled = from - 1
+        var saved = handled
+        var lastSave = ContinuousClock.now
+        // Resubscribes when the subscription ends or fails (it must never stop silently).
+        while !Task.isCancelled {
+          do {
+            for try await item in store.log.subscribe(from: handled + 1, filter: EventFilter(aggregateKind: "sandbox")) {
+              guard case .record(let record) = item else { continue }
+              self.schedule(record.aggregate.id, store)
+              handled = record.seq
+              if handled > saved, ContinuousClock.now - lastSave > .seconds(1) {
+                try? store.log.setCheckpoint(Self.checkpointName, seq: handled)
+                saved = handled
+                lastSave = .now
+              }
+            }
+          } catch is CancellationError {
+            return
+          } catch {
+            self.logger.warning("sandbox event subscription failed, resubscribing: \(error)")
+          }
+          try await Task.sleep(for: .milliseconds(200))
+        }
+      }
+      _ = try await group.next()
+      group.cancelAll()
+    }
+  }
+
+  /// Every 2 s, re-examines sandboxes in a transitional phase (a safety net: reconciling is idempotent).
+  func resync(_ store: GatewayStore) async throws {
+    while !Task.isCancelled {
+      try await Task.sleep(for: .seconds(2))
+      let state = await store.state
+      for s in state.sandboxes.values where [.provisioning, .starting, .stopping, .deleting].contains(s.phase) {
+        schedule(s.id, store)
+      }
+    }
+  }
+
+  /// Appends driver outcome events only if the sandbox is still in one of `phases` (optimistic
+  /// concurrency on the sandbox aggregate: a user's stop/delete in between wins, never overwritten).
+  @discardableResult
+  func transition(_ id: String, from phases: Set<SandboxPhase>, _ events: [GatewayEvent], _ store: GatewayStore) async throws -> Bool {
+    for _ in 0..<10 {
+      try await store.catchUp()
+      guard let s = await store.state.sandboxes[id], phases.contains(s.phase) else { return false }
+      let version = try store.log.aggregateVersion(.sandbox(id))
+      do {
+        _ = try await store.execute(actor: "system", requestID: "") { _ in
+          Decision(events: events, expecting: [.sandbox(id): .exact(version)])
+        }
+        return true
+      } catch let e as RPCError where e.code == .aborted {
+        continue
+      }
+    }
+    return false
+  }
+
+  func schedule(_ id: String, _ store: GatewayStore) {
+    queue.enqueue(id) { [self] in
+      do { try await reconcile(id, store) } catch { logger.warning("sandbox \(id): \(error)") }
+    }
+  }
+
+  /// Watches running instances; an exit that nobody asked for turns the sandbox to ERROR.
+  func monitor(_ store: GatewayStore) async throws {
+    while !Task.isCancelled {
+      try await Task.sleep(for: .milliseconds(200))
+      let running = instances.withLock { $0 }
+      for (id, instance) in running {
+        guard !stopping.withLock({ $0.contains(id) }), let status = HostProcess.exitStatus(instance) else { continue }
+        let gone = instances.withLock { all -> Bool in
+          guard all[id] == instance else { return false }
+          all[id] = nil
+          return true
+        }
+        guard gone else { continue }
+        queue.enqueue(id) { [self] in
+          do { try await supervisorExited(id, instance, status: status, store) } catch { logger.warning("sandbox \(id): \(error)") }
+        }
+      }
+    }
+  }
+
+  func supervisorExited(_ id: String, _ instance: SandboxInstance, status: Int32, _ store: GatewayStore) async throws {
+    hub.disconnect(id)
+    try await store.catchUp()
+    guard let s = await store.state.sandboxes[id], [.provisioning, .starting, .ready].contains(s.phase) else { return }
+    _ = s
+    let detail = status < 0 ? "supervisor process disappeared" : status > 128 ? "supervisor was killed by signal \(status - 128)" : "supervisor exited with status \(status)"
+    let tail = lastLines(of: dir(id) + "/supervisor.log", 3)
+    let message = tail.isEmpty ? detail : "\(detail): \(tail)"
+    if try await transition(id, from: [.provisioning, .starting, .ready], [GatewayEvent(.sandboxFailed(.with { $0.id = id; $0.reason = "SupervisorExited"; $0.message = message }))], store) {
+      hub.logs.gateway(id, message, level: "ERROR")
+    }
+  }
+
+  func reconcile(_ id: String, _ store: GatewayStore) async throws {
+    try await store.catchUp()
+    let state = await store.state
+    guard let s = state.sandboxes[id] else {
+      // Deleted (or never known): nothing may run, nothing may stay on disk.
+      await stop(id)
+      removeDirectory(id)
+      return
+    }
+    switch s.phase {
+    case .provisioning, .starting, .ready:
+      if let instance = instances.withLock({ $0[id] }) {
+        if s.phase != .ready, hub.connectedInstance(id) == instance.instanceID {
+          if try await transition(id, from: [.provisioning, .starting], [GatewayEvent(.sandboxReady(.with { $0.id = id; $0.mainProcessStartedNs = instance.startedNs }))], store) {
+            hub.logs.gateway(id, "supervisor connected; sandbox ready")
+          }
+        }
+        return
+      }
+      if s.phase == .ready, hub.connectedInstance(id) != nil { return }
+      try await start(s, state, store)
+    case .stopping:
+      await stop(id)
+      if try await transition(id, from: [.stopping], [GatewayEvent(.sandboxStopped(.with { $0.id = id }))], store) {
+        hub.logs.gateway(id, "sandbox stopped")
+      }
+    case .deleting:
+      await stop(id)
+      removeDirectory(id)
+      hub.logs.remove(id)
+      try await transition(id, from: [.deleting], [GatewayEvent(.sandboxDeleted(.with { $0.id = id }))], store)
+    case .stopped, .error, .completed, .unknown, .unspecified:
+      await stop(id)
+    }
+  }
+
+  // MARK: start and stop
+
+  func dir(_ id: String) -> String { "\(root)/\(id)" }
+
+  func loadInstance(_ id: String) -> SandboxInstance? {
+    guard let data = FileManager.default.contents(atPath: dir(id) + "/instance.json") else { return nil }
+    return try? JSONDecoder().decode(SandboxInstance.self, from: data)
+  }
+
+  func start(_ s: SandboxRecord, _ state: GatewayState, _ store: GatewayStore) async throws {
+    guard let endpoint = endpoint.withLock({ $0 }) else { return }
+    if let why = unsupported(spec: s.spec) {
+      try await transition(s.id, from: [.provisioning, .starting, .ready], [GatewayEvent(.sandboxFailed(.with { $0.id = s.id; $0.reason = "Unsupported"; $0.message = why }))], store)
+      return
+    }
+    var events: [GatewayEvent] = []
+    if s.driver.isEmpty {
+      events.append(GatewayEvent(.sandboxProvisioning(.with { $0.id = s.id; $0.driver = name; $0.message = "starting the supervisor in bubblewrap namespaces" })))
+    }
+    do {
+      let (instance, issued) = try launch(s, endpoint: endpoint)
+      instances.withLock { $0[s.id] = instance }
+      if let i = issued {
+        events.append(GatewayEvent(.certificateIssued(.with {
+          $0.role = "sandbox"
+          $0.sandboxID = s.id
+          $0.subject = i.subject
+          $0.fingerprintSha256 = i.fingerprintSHA256
+          $0.serialHex = i.serialHex
+          $0.notBeforeNs = Int64(i.notBefore.timeIntervalSince1970 * 1e9)
+          $0.notAfterNs = Int64(i.notAfter.timeIntervalSince1970 * 1e9)
+        })))
+      }
+      hub.logs.gateway(s.id, "supervisor started (pid \(instance.pid), instance \(instance.instanceID))")
+      if !events.isEmpty, try await !transition(s.id, from: [s.phase], events, store) {
+        // A stop or delete arrived meanwhile: the reconcile queued for it stops what was just started.
+        return
+      }
+      let id = s.id
+      Task { [self] in
+        try? await Task.sleep(for: Self.readyTimeout)
+        queue.enqueue(id) { [self] in
+          guard instances.withLock({ $0[id] }) == instance, hub.connectedInstance(id) != instance.instanceID,
+            let cur = await store.state.sandboxes[id], cur.phase == .provisioning || cur.phase == .starting
+          else { return }
+          await stop(id)
+          let tail = lastLines(of: dir(id) + "/supervisor.log", 3)
+          _ = try? await transition(id, from: [.provisioning, .starting], [GatewayEvent(.sandboxFailed(.with {
+            $0.id = id; $0.reason = "SupervisorNotReady"
+            $0.message = "the supervisor did not connect within \(Self.readyTimeout)" + (tail.isEmpty ? "" : ": \(tail)")
+          }))], store)
+        }
+      }
+    } catch {
+      events.append(GatewayEvent(.sandboxFailed(.with { $0.id = s.id; $0.reason = "SupervisorStartFailed"; $0.message = "\(error)" })))
+      hub.logs.gateway(s.id, "cannot start the supervisor: \(error)", level: "ERROR")
+      try await transition(s.id, from: [s.phase], events, store)
+    }
+  }
+
+  /// Prepares the sandbox directory and starts bwrap. Writes instance.json before returning.
+  func launch(_ s: SandboxRecord, endpoint: String) throws -> (SandboxInstance, CertificateIssuance?) {
+    let fm = FileManager.default
+    let base = dir(s.id)
+    let workspace = base + "/workspace"
+    let run = base + "/run"
+    guard fm.isExecutableFile(atPath: supervisorBinary) else {
+      throw SpawnError("supervisor binary \(supervisorBinary) not found (build the openshell-sandbox product or set OPENSHELL_SUPERVISOR_BIN)")
+    }
+    guard fm.isExecutableFile(atPath: "/usr/bin/bwrap") else { throw SpawnError("bubblewrap (/usr/bin/bwrap) is not installed (apt-get install bubblewrap)") }
+    try fm.createDirectory(atPath: base, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    let fresh = !fm.fileExists(atPath: workspace)
+    try fm.createDirectory(atPath: workspace, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+    if runAsRoot, fresh { _ = chown(workspace, 65534, 65534) }
+    try? fm.removeItem(atPath: run)
+    try fm.createDirectory(atPath: run, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+    func write(_ name: String, _ text: String, _ mode: Int) throws {
+      guard fm.createFile(atPath: run + "/" + name, contents: Data(text.utf8), attributes: [.posixPermissions: mode]) else {
+        throw SpawnError("cannot write \(run)/\(name)")
+      }
+    }
+    var issuance: CertificateIssuance?
+    if let pki, usesTLS {
+      let cert = try pki.issueSandboxCertificate(sandboxID: s.id)
+      try write("tls.crt", cert.certificatePEM, 0o644)
+      try write("tls.key", cert.privateKeyPEM, 0o600)
+      try write("ca.crt", cert.caCertificatePEM, 0o644)
+      issuance = cert.issuance
+    }
+    try write("token", hub.token(for: s.id), 0o600)
+    let spec = (try? Openshell_V1_SandboxSpec(serializedBytes: s.spec)) ?? .init()
+    var env = spec.template.environment
+    env.merge(spec.environment) { _, b in b }
+    let instanceID = UUID().uuidString.lowercased()
+    let launch = SupervisorLaunch(
+      command: spec.command, environment: env, workloadUID: runAsRoot ? 65534 : nil,
+      workloadGID: runAsRoot ? 65534 : nil, instanceID: instanceID)
+    try write("launch.json", String(decoding: try JSONEncoder().encode(launch), as: UTF8.self), 0o644)
+
+    let hostname = String(s.name.prefix(63))
+    let command = BubblewrapCommand(
+      hostname: hostname, workspace: workspace, credentials: run, supervisorBinary: supervisorBinary,
+      runtimeLibraryDirectories: runtimeDirectories, runAsRoot: runAsRoot)
+    let creds = SandboxProtocol.credentialsDirectory
+    var environment = [
+      "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": SandboxProtocol.workspace, "LANG": "C.UTF-8",
+      SandboxProtocol.envSandboxID: s.id, SandboxProtocol.envSandboxName: s.name,
+      SandboxProtocol.envEndpoint: endpoint, SandboxProtocol.envTokenFile: creds + "/token",
+      SandboxProtocol.envLaunchFile: creds + "/launch.json",
+    ]
+    if issuance != nil {
+      environment[SandboxProtocol.envTLSCA] = creds + "/ca.crt"
+      environment[SandboxProtocol.envTLSCert] = creds + "/tls.crt"
+      environment[SandboxProtocol.envTLSKey] = creds + "/tls.key"
+    } else if usesTLS, let pki {
+      try write("ca.crt", pki.caCertificatePEM, 0o644)
+      environment[SandboxProtocol.envTLSCA] = creds + "/ca.crt"
+    }
+    let process = try Spawner.spawn(
+      command.bwrapPath, command.arguments, environment: environment,
+      stdout: .appendFile(base + "/supervisor.log"), stderr: .appendFile(base + "/supervisor.log"),
+      newSession: true, fd3File: base + "/bwrap-info.json")
+    let ticks = HostProcess.stat(process.pid)?.startTicks ?? 0
+    let instance = SandboxInstance(
+      pid: process.pid, startTicks: ticks, instanceID: instanceID, endpoint: endpoint,
+      startedNs: Int64(Date().timeIntervalSince1970 * 1e9))
+    try JSONEncoder().encode(instance).write(to: URL(fileURLWithPath: base + "/instance.json"))
+    return (instance, issuance)
+  }
+
+  /// Stops whatever runs for `id`: SIGTERM to the supervisor, SIGKILL to the PID namespace after 3 s.
+  func stop(_ id: String) async {
+    let instance = instances.withLock { $0[id] } ?? loadInstance(id)
+    hub.disconnect(id)
+    guard let instance, HostProcess.exitStatus(instance) == nil else {
+      instances.withLock { $0[id] = nil }
+      return
+    }
+    stopping.withLock { _ = $0.insert(id) }
+    defer { stopping.withLock { _ = $0.remove(id) } }
+    // bwrap writes the namespace init's pid right after it started; killing only the outer bwrap
+    // would leave the sandbox running, so wait for it (briefly) first.
+    var nsInit = HostProcess.namespaceInit(infoFile: dir(id) + "/bwrap-info.json")
+    for _ in 0..<100 where nsInit == nil && HostProcess.exitStatus(instance) == nil {
+      try? await Task.sleep(for: .milliseconds(10))
+      nsInit = HostProcess.namespaceInit(infoFile: dir(id) + "/bwrap-info.json")
+    }
+    if let nsInit {
+      let supervisors = HostProcess.children(nsInit)
+      if supervisors.isEmpty { kill(nsInit, SIGKILL) }
+      for child in supervisors { kill(child, SIGTERM) }
+    } else {
+      kill(instance.pid, SIGKILL)
+    }
+    for _ in 0..<30 {
+      if HostProcess.exitStatus(instance) != nil { break }
+      try? await Task.sleep(for: .milliseconds(100))
+    }
+    if HostProcess.exitStatus(instance) == nil {
+      if let nsInit { kill(nsInit, SIGKILL) }
+      kill(instance.pid, SIGKILL)
+      for _ in 0..<50 {
+        if HostProcess.exitStatus(instance) != nil { break }
+        try? await Task.sleep(for: .milliseconds(20))
+      }
+    }
+    instances.withLock { $0[id] = nil }
+    try? FileManager.default.removeItem(atPath: dir(id) + "/instance.json")
+  }
+
+  func removeDirectory(_ id: String) {
+    guard FileManager.default.fileExists(atPath: dir(id)) else { return }
+    try? FileManager.default.removeItem(atPath: dir(id))
+  }
+
+  func lastLines(of path: String, _ n: Int) -> String {
+    guard let data = FileManager.default.contents(atPath: path) else { return "" }
+    return String(decoding: data.suffix(4096), as: UTF8.self).split(separator: "\n").suffix(n).joined(separator: " | ")
+  }
+
+  /// Test support: stops every sandbox this driver runs (the gateway itself leaves them running).
+  public func stopAll() async {
+    let ids = Array(instances.withLock { $0.keys })
+    for id in ids { await stop(id) }
+  }
+
+  /// Test support: the host pid of a sandbox's supervisor process, if it runs.
+  public func supervisorPID(_ id: String) -> Int32? {
+    guard let nsInit = HostProcess.namespaceInit(infoFile: dir(id) + "/bwrap-info.json") else { return nil }
+    return HostProcess.children(nsInit).first
+  }
+}
+
+/// Runs operations one after another per key (different keys run concurrently).
+final class KeyedSerialQueue: Sendable {
+  private let tails = Mutex<[String: Task<Void, Never>]>([:])
+
+  func enqueue(_ key: String, _ body: @escaping @Sendable () async -> Void) {
+    tails.withLock { all in
+      let previous = all[key]
+      let task = Task {
+        await previous?.value
+        await body()
+      }
+      all[key] = task
+    }
+  }
+}

@@ -1,0 +1,178 @@
+import Crypto
+import Foundation
+import GRPCCore
+import OpenShellAPI
+import SandboxProtocol
+import Synchronization
+
+/// The gateway's side of its connections to sandbox supervisors (whatever driver started them):
+/// live `ConnectSupervisor` sessions, relay channels being opened, the sandbox log store and the
+/// per-sandbox tokens used when the gateway does not verify client certificates.
+public final class SupervisorHub: Sendable {
+  /// Something that happened to a supervisor session.
+  public enum Event: Sendable {
+    case connected(sandboxID: String, instanceID: String)
+    case disconnected(sandboxID: String, instanceID: String)
+    case mainProcessExited(sandboxID: String, exitCode: Int32)
+  }
+
+  /// One relay channel: frames from the supervisor, and a way to send frames to it.
+  public struct RelayChannel: Sendable {
+    public let incoming: AsyncThrowingStream<Data, any Error>
+    let outgoing: AsyncStream<Data>.Continuation
+    public func send(_ data: Data) { outgoing.yield(data) }
+    /// Ends the gateway → supervisor direction (the supervisor treats it as "stop").
+    public func finish() { outgoing.finish() }
+  }
+
+  struct Session {
+    let token: UUID
+    let instanceID: String
+    let outbound: AsyncStream<Openshell_V1_GatewayMessage>.Continuation
+  }
+
+  struct PendingRelay {
+    let sandboxID: String
+    let continuation: CheckedContinuation<RelayChannel, any Error>
+  }
+
+  public let logs: SandboxLogStore
+  private let sessions = Mutex<[String: Session]>([:])
+  private let pending = Mutex<[String: PendingRelay]>([:])
+  private let listener = Mutex<(@Sendable (Event) -> Void)?>(nil)
+  private let tokenKey: SymmetricKey
+
+  /// - Parameters:
+  ///   - logDirectory: where sandbox logs live (`<data dir>/sandbox-logs`).
+  ///   - tokenKeyPath: a 32-byte secret (created 0600 when missing) from which sandbox tokens are derived.
+  public init(logDirectory: String, tokenKeyPath: String) throws {
+    logs = SandboxLogStore(directory: logDirectory)
+    if let existing = FileManager.default.contents(atPath: tokenKeyPath), existing.count == 32 {
+      tokenKey = SymmetricKey(data: existing)
+    } else {
+      let key = SymmetricKey(size: .bits256)
+      let data = key.withUnsafeBytes { Data($0) }
+      guard FileManager.default.createFile(atPath: tokenKeyPath, contents: data, attributes: [.posixPermissions: 0o600]) else {
+        throw SpawnError("cannot write \(tokenKeyPath)")
+      }
+      tokenKey = key
+    }
+  }
+
+  /// Receives session events (the compute driver uses them to mark sandboxes READY).
+  public func setListener(_ body: (@Sendable (Event) -> Void)?) { listener.withLock { $0 = body } }
+
+  func emit(_ event: Event) { listener.withLock { $0 }?(event) }
+
+  // MARK: tokens
+
+  /// The bearer token of one sandbox: hex HMAC-SHA256(secret, "sandbox:<id>").
+  public func token(for sandboxID: String) -> String {
+    HMAC<SHA256>.authenticationCode(for: Data("sandbox:\(sandboxID)".utf8), using: tokenKey)
+      .map { String(format: "%02x", $0) }.joined()
+  }
+
+  /// Whether `token` is the token of `claimedSandboxID` (constant-time comparison).
+  func verify(token: String, claimedSandboxID: String) -> Bool {
+    guard !token.isEmpty, !claimedSandboxID.isEmpty else { return false }
+    let expected = Array(self.token(for: claimedSandboxID).utf8)
+    let given = Array(token.utf8)
+    guard expected.count == given.count else { return false }
+    var diff: UInt8 = 0
+    for i in 0..<expected.count { diff |= expected[i] ^ given[i] }
+    return diff == 0
+  }
+
+  // MARK: sessions
+
+  /// Registers a session; a newer session of the same sandbox replaces (and ends) the older one.
+  func register(sandboxID: String, instanceID: String) -> (UUID, AsyncStream<Openshell_V1_GatewayMessage>) {
+    let (stream, continuation) = AsyncStream<Openshell_V1_GatewayMessage>.makeStream()
+    let token = UUID()
+    let old = sessions.withLock { s -> Session? in
+      let old = s[sandboxID]
+      s[sandboxID] = Session(token: token, instanceID: instanceID, outbound: continuation)
+      return old
+    }
+    old?.outbound.finish()
+    return (token, stream)
+  }
+
+  func unregister(sandboxID: String, token: UUID) {
+    let removed = sessions.withLock { s -> Session? in
+      guard s[sandboxID]?.token == token else { return nil }
+      return s.removeValue(forKey: sandboxID)
+    }
+    if let removed {
+      removed.outbound.finish()
+      emit(.disconnected(sandboxID: sandboxID, instanceID: removed.instanceID))
+    }
+  }
+
+  /// The instance id of the connected supervisor of a sandbox, if one is connected.
+  public func connectedInstance(_ sandboxID: String) -> String? {
+    sessions.withLock { $0[sandboxID]?.instanceID }
+  }
+
+  /// Ends a sandbox's session (the driver calls this when it stops the sandbox).
+  public func disconnect(_ sandboxID: String) {
+    let s = sessions.withLock { $0.removeValue(forKey: sandboxID) }
+    s?.outbound.finish()
+  }
+
+  /// Sends a message on the sandbox's live session (e.g. a provider-environment `ConfigUpdate`).
+  /// - Returns: false when no supervisor of that sandbox is connected.
+  @discardableResult
+  public func send(_ message: Openshell_V1_GatewayMessage, to sandboxID: String) -> Bool {
+    guard let session = sessions.withLock({ $0[sandboxID] }) else { return false }
+    session.outbound.yield(message)
+    return true
+  }
+
+  // MARK: relays
+
+  /// Asks the sandbox's supervisor to open a relay channel for `service` and waits (≤ `timeout`) until
+  /// it has dialled `RelayStream`.
+  /// - Throws: UNAVAILABLE when no supervisor is connected or it does not answer in time.
+  public func openRelay(sandboxID: String, service: String, timeout: Duration = .seconds(10)) async throws -> RelayChannel {
+    guard let session = sessions.withLock({ $0[sandboxID] }) else {
+      throw RPCError(code: .unavailable, message: "the supervisor of sandbox \(sandboxID) is not connected")
+    }
+    let channelID = UUID().uuidString.lowercased()
+    let timer = Task {
+      try await Task.sleep(for: timeout)
+      self.failRelay(channelID, RPCError(code: .unavailable, message: "the supervisor of sandbox \(sandboxID) did not open relay channel in time"))
+    }
+    defer { timer.cancel() }
+    return try await withCheckedThrowingContinuation { c in
+      pending.withLock { $0[channelID] = PendingRelay(sandboxID: sandboxID, continuation: c) }
+      session.outbound.yield(.with { $0.relayOpen = .with { $0.channelID = channelID; $0.serviceID = service } })
+    }
+  }
+
+  func failRelay(_ channelID: String, _ error: any Error) {
+    pending.withLock { $0.removeValue(forKey: channelID) }?.continuation.resume(throwing: error)
+  }
+
+  /// Called by the `RelayStream` handler: pairs the supervisor's stream with the waiting requester.
+  /// - Throws: PERMISSION_DENIED when the channel belongs to another sandbox, NOT_FOUND when unknown.
+  func accept(channelID: String, from sandboxID: String) throws -> (AsyncThrowingStream<Data, any Error>.Continuation, AsyncStream<Data>) {
+    let p = try pending.withLock { all -> PendingRelay in
+      guard let p = all[channelID] else { throw RPCErrors.notFound("relay channel \(channelID)") }
+      guard p.sandboxID == sandboxID else {
+        throw RPCErrors.permissionDenied("relay channel \(channelID) does not belong to sandbox \(sandboxID)")
+      }
+      all.removeValue(forKey: channelID)
+      return p
+    }
+    let (incoming, inCont) = AsyncThrowingStream<Data, any Error>.makeStream()
+    let (outgoing, outCont) = AsyncStream<Data>.makeStream()
+    p.continuation.resume(returning: RelayChannel(incoming: incoming, outgoing: outCont))
+    return (inCont, outgoing)
+  }
+}
+
+extension SupervisorHub {
+  /// The sandbox a pending relay channel was opened for.
+  func pendingOwner(_ channelID: String) -> String? { pending.withLock { $0[channelID]?.sandboxID } }
+}

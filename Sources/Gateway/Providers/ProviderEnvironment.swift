@@ -1,0 +1,121 @@
+import Foundation
+import GRPCCore
+import Logging
+import OpenShellAPI
+import Projections
+
+/// The credentials a sandbox receives: the merged `credentials` of the providers attached to it.
+public struct ProviderEnvironment: Sendable, Equatable {
+  /// Variable → plaintext value. Never log this.
+  public var values: [String: String]
+  /// Monotonic revision (the projection's seq when it was resolved).
+  public var revision: UInt64
+  /// Provider names in merge order.
+  public var providers: [String]
+}
+
+/// Resolves a sandbox's provider environment (openshell-behavior.md §1D "Delivery to the sandbox"):
+/// providers in `spec.providers` order, then any attached later (sorted); a missing provider is
+/// FAILED_PRECONDITION naming it; on duplicate keys the first provider wins; keys that are not
+/// `[A-Za-z_][A-Za-z0-9_]*` are skipped.
+enum ProviderEnvironmentResolver {
+  static func resolve(sandboxID: String, state: GatewayState, vault: SecretVault) throws -> ProviderEnvironment {
+    guard let sandbox = state.sandboxes[sandboxID] else { throw RPCErrors.notFound("sandbox \(sandboxID)") }
+    let specOrder = (try? Openshell_V1_SandboxSpec(serializedBytes: sandbox.spec))?.providers ?? []
+    var names: [String] = []
+    for n in specOrder where sandbox.providers.contains(n) && !names.contains(n) { names.append(n) }
+    for n in sandbox.providers where !names.contains(n) { names.append(n) }
+    var values: [String: String] = [:]
+    for name in names {
+      guard let p = state.provider(named: name, workspace: sandbox.workspace) else {
+        throw RPCErrors.failedPrecondition("provider \(name) attached to sandbox \(sandbox.workspace)/\(sandbox.name) does not exist")
+      }
+      for key in p.credentials.keys.sorted() where values[key] == nil && ProviderCatalog.isEnvironmentName(key) {
+        do {
+          values[key] = try vault.open(p.credentials[key]!, keyID: p.dataKeyID, name: key)
+        } catch {
+          throw RPCError(code: .internalError, message: "credential \(key) of provider \(p.workspace)/\(p.name) cannot be decrypted")
+        }
+      }
+    }
+    return ProviderEnvironment(values: values, revision: state.lastSeq, providers: names)
+  }
+
+  /// The sandboxes (ids, sorted) of `workspace` that use provider `name`.
+  static func users(of name: String, workspace: String, in state: GatewayState) -> [SandboxRecord] {
+    state.sandboxList(workspace: workspace).filter { $0.providers.contains(name) }
+  }
+}
+
+/// Pushes provider-environment changes to running sandboxes: for every ``ProviderChange`` it sends
+/// each affected sandbox's connected supervisor a `ConfigUpdate{provider_environment}` with the full,
+/// freshly resolved environment (no polling; delivery is immediate). Sandboxes without a connected
+/// supervisor are skipped: they fetch the environment with `GetSandboxProviderEnvironment` when their
+/// supervisor (re)starts.
+public struct ProviderDelivery: Sendable {
+  let store: GatewayStore
+  let vault: SecretVault
+  let hub: SupervisorHub
+  let changes: AsyncStream<ProviderChange>
+  private let logger = Logger(label: "openshell.gateway.providers")
+
+  /// Subscribes at once, so no change published after `init` is missed.
+  public init(store: GatewayStore, vault: SecretVault, hub: SupervisorHub, events: ProviderEvents) {
+    self.store = store
+    self.vault = vault
+    self.hub = hub
+    self.changes = events.subscribe()
+  }
+
+  /// Runs until the task is cancelled.
+  public func run() async {
+    for await change in changes {
+      if Task.isCancelled { return }
+      let state = await store.state
+      for id in change.sandboxIDs { push(id, state: state) }
+    }
+  }
+
+  /// Sends the current environment to the sandbox's supervisor, if one is connected.
+  /// - Returns: whether a message was sent.
+  @discardableResult
+  public func push(_ sandboxID: String, state: GatewayState) -> Bool {
+    guard hub.connectedInstance(sandboxID) != nil else { return false }
+    let env: ProviderEnvironment
+    do {
+      env = try ProviderEnvironmentResolver.resolve(sandboxID: sandboxID, state: state, vault: vault)
+    } catch {
+      logger.warning("provider environment of sandbox \(sandboxID) not delivered: \(error)")
+      return false
+    }
+    let message = Openshell_V1_GatewayMessage.with {
+      $0.configUpdate = .with {
+        $0.updateID = "provider-env-\(env.revision)"
+        $0.providerEnvironment = .with {
+          $0.providerEnvRevision = env.revision
+          $0.values = env.values.keys.sorted().map { key in .with { $0.name = key; $0.value = env.values[key]! } }
+        }
+      }
+    }
+    return hub.send(message, to: sandboxID)
+  }
+}
+
+/// Crypto-shredding leftovers: data keys that no live provider references (a crash between a
+/// `provider.deleted` append and the key's destruction, or a create that failed after its key was
+/// made). Run at start-up, before the gateway serves.
+enum ProviderKeyJanitor {
+  /// - Returns: the key ids destroyed.
+  @discardableResult
+  static func shredOrphans(vault: SecretVault, state: GatewayState) -> [String] {
+    let live = Set(state.providers.values.map(\.dataKeyID))
+    let files = (try? FileManager.default.contentsOfDirectory(atPath: vault.directory + "/data")) ?? []
+    var destroyed: [String] = []
+    for f in files where f.hasPrefix("dk-") && f.hasSuffix(".key") {
+      let id = String(f.dropLast(4))
+      guard !live.contains(id) else { continue }
+      if (try? vault.destroyDataKey(id)) != nil { destroyed.append(id) }
+    }
+    return destroyed
+  }
+}

@@ -1,0 +1,94 @@
+import Foundation
+import GRPCCore
+import OpenShellAPI
+import Projections
+import SandboxProtocol
+import SwiftProtobuf
+
+extension OpenShellService {
+  /// Limits as OpenShell's exec (openshell-behavior.md §1C): at most 1024 arguments of at most 32 KiB,
+  /// 256 KiB in total, workdir at most 4096 bytes, stdin at most 4 MiB; NUL is rejected.
+  static let maxExecArguments = 1024
+  static let maxExecArgumentBytes = 32 << 10
+  static let maxExecTotalBytes = 256 << 10
+  static let maxExecStdin = 4 << 20
+
+  /// ExecSandbox: runs one command in a READY sandbox through its supervisor (a relay channel, see
+  /// `SandboxProtocol`) and streams stdout/stderr chunks as produced, then `exit`, then OK.
+  /// `execution_timeout` expiry kills the command's process group; the exit code is then 124.
+  public func execSandbox(request: Openshell_V1_ExecSandboxRequest, response: RPCWriter<Openshell_V1_ExecSandboxEvent>, context: ServerContext) async throws {
+    _ = try userCaller("ExecSandbox")
+    let hub = try requireHub("ExecSandbox")
+    let state = await store.state
+    let ws = try workspace(request.workspaceScope, state)
+    guard let sandbox = state.sandbox(named: request.sandbox, workspace: ws) else {
+      throw RPCErrors.notFound("sandbox \(ws)/\(request.sandbox)")
+    }
+    guard sandbox.phase == .ready else {
+      throw RPCErrors.failedPrecondition("sandbox \(ws)/\(sandbox.name) is not ready (phase \(sandbox.phase.name.lowercased()))")
+    }
+    try Self.validateExec(request)
+    var resolved = request
+    resolved.sandbox = sandbox.id
+    if resolved.workdir.isEmpty { resolved.workdir = SandboxProtocol.workspace }
+    let channel = try await hub.openRelay(sandboxID: sandbox.id, service: SandboxProtocol.execService)
+    defer { channel.finish() }
+    channel.send(try resolved.serializedData())
+    var exitSeen = false
+    for try await data in channel.incoming {
+      let event = try Openshell_V1_ExecSandboxEvent(serializedBytes: data)
+      try await response.write(event)
+      if case .exit? = event.payload {
+        exitSeen = true
+        break
+      }
+    }
+    guard exitSeen else {
+      throw RPCError(code: .unavailable, message: "the supervisor of sandbox \(ws)/\(sandbox.name) went away before the command finished")
+    }
+  }
+
+  static func validateExec(_ r: Openshell_V1_ExecSandboxRequest) throws {
+    guard !r.command.isEmpty, !r.command[0].isEmpty else { throw RPCErrors.invalidArgument(field: "command", "must not be empty") }
+    guard r.command.count <= maxExecArguments else { throw RPCErrors.invalidArgument(field: "command", "at most \(maxExecArguments) arguments") }
+    var total = 0
+    for (i, a) in r.command.enumerated() {
+      guard a.utf8.count <= maxExecArgumentBytes else { throw RPCErrors.invalidArgument(field: "command[\(i)]", "longer than 32 KiB") }
+      guard !a.utf8.contains(0) else { throw RPCErrors.invalidArgument(field: "command[\(i)]", "contains NUL") }
+      total += a.utf8.count
+    }
+    for (k, v) in r.environment {
+      guard !k.isEmpty, !k.contains("="), !k.utf8.contains(0), !v.utf8.contains(0) else {
+        throw RPCErrors.invalidArgument(field: "environment", "invalid variable \(k.debugDescription)")
+      }
+      total += k.utf8.count + v.utf8.count
+    }
+    guard total <= maxExecTotalBytes else { throw RPCErrors.invalidArgument(field: "command", "command and environment exceed 256 KiB") }
+    guard r.workdir.utf8.count <= 4096, !r.workdir.utf8.contains(0) else { throw RPCErrors.invalidArgument(field: "workdir", "invalid") }
+    guard r.stdin.count <= maxExecStdin else { throw RPCErrors.invalidArgument(field: "stdin", "larger than 4 MiB") }
+    if r.hasExecutionTimeout, r.executionTimeout.seconds < 0 {
+      throw RPCErrors.invalidArgument(field: "execution_timeout", "must not be negative")
+    }
+    if r.tty { throw RPCErrors.invalidArgument(field: "tty", "TTY exec is not supported yet (use ExecSandbox without tty)") }
+  }
+
+  /// GetSandboxLogs: the newest `lines` (default 2000) lines kept for the sandbox, filtered by
+  /// `since_time`, `sources` and `min_level`.
+  public func getSandboxLogs(request: Openshell_V1_GetSandboxLogsRequest, context: ServerContext) async throws -> Openshell_V1_GetSandboxLogsResponse {
+    _ = try userCaller("GetSandboxLogs")
+    let hub = try requireHub("GetSandboxLogs")
+    let state = await store.state
+    let ws = try workspace(request.workspaceScope, state)
+    guard let sandbox = state.sandbox(named: request.sandbox, workspace: ws) else {
+      throw RPCErrors.notFound("sandbox \(ws)/\(request.sandbox)")
+    }
+    let limit = request.lines == 0 ? 2000 : Int(request.lines)
+    let result = hub.logs.lines(
+      sandbox.id, limit: limit, since: request.hasSinceTime ? request.sinceTime.date : nil,
+      sources: request.sources, minLevel: request.minLevel)
+    return .with {
+      $0.logs = result.lines
+      $0.bufferTotal = UInt32(clamping: result.bufferTotal)
+    }
+  }
+}

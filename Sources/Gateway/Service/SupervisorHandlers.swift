@@ -1,0 +1,119 @@
+import Foundation
+import GRPCCore
+import OpenShellAPI
+import Projections
+import SandboxProtocol
+import SwiftProtobuf
+
+/// Supervisor-facing RPCs (a sandbox identity, for itself only; see `sandboxCaller`). The protocol
+/// and where it departs from OpenShell: `SandboxProtocol` (Sources/SandboxProtocol).
+extension OpenShellService {
+  func requireHub(_ rpc: String) throws -> SupervisorHub {
+    guard let hub else { throw RPCError(code: .unimplemented, message: "\(rpc): this gateway runs no sandboxes") }
+    return hub
+  }
+
+  /// ConnectSupervisor: `hello` first; the session lives until either side ends the stream. The gateway
+  /// sends `SessionAccepted`, then `RelayOpen` requests; the supervisor may send heartbeats and
+  /// `RelayOpenResult` failures.
+  public func connectSupervisor(request: RPCAsyncSequence<Openshell_V1_SupervisorMessage, any Error>, response: RPCWriter<Openshell_V1_GatewayMessage>, context: ServerContext) async throws {
+    let hub = try requireHub("ConnectSupervisor")
+    var iterator = request.makeAsyncIterator()
+    guard let first = try await iterator.next(), case .hello(let hello)? = first.payload else {
+      throw RPCError(code: .invalidArgument, message: "ConnectSupervisor: the first message must be hello")
+    }
+    let id = try sandboxCaller("ConnectSupervisor", claimed: hello.sandboxID)
+    let state = await store.state
+    guard let sandbox = state.sandboxes[id] else { throw RPCErrors.notFound("sandbox \(id)") }
+    guard [.provisioning, .starting, .ready].contains(sandbox.phase) else {
+      throw RPCErrors.failedPrecondition("sandbox \(id) is \(sandbox.phase.name.lowercased()); its supervisor may not connect")
+    }
+    let (token, outbound) = hub.register(sandboxID: id, instanceID: hello.instanceID)
+    defer { hub.unregister(sandboxID: id, token: token) }
+    try await response.write(.with {
+      $0.sessionAccepted = .with { $0.sessionID = token.uuidString.lowercased(); $0.heartbeatInterval = .init(seconds: 10) }
+    })
+    hub.emit(.connected(sandboxID: id, instanceID: hello.instanceID))
+    let writer = Task {
+      for await message in outbound { try await response.write(message) }
+    }
+    do {
+      while let message = try await iterator.next() {
+        if case .relayOpenResult(let r)? = message.payload, !r.success {
+          hub.failRelay(r.channelID, RPCError(code: .unavailable, message: "sandbox \(id) refused relay: \(r.error)"))
+        }
+      }
+    } catch {
+      hub.unregister(sandboxID: id, token: token)
+      _ = await writer.result
+      throw error
+    }
+    hub.unregister(sandboxID: id, token: token)
+    _ = await writer.result
+  }
+
+  /// RelayStream: the supervisor dials it for a channel the gateway asked for; first frame `init`.
+  public func relayStream(request: RPCAsyncSequence<Openshell_V1_RelayFrame, any Error>, response: RPCWriter<Openshell_V1_RelayFrame>, context: ServerContext) async throws {
+    let hub = try requireHub("RelayStream")
+    var iterator = request.makeAsyncIterator()
+    guard let first = try await iterator.next(), case .init_p(let initFrame)? = first.payload else {
+      throw RPCError(code: .invalidArgument, message: "RelayStream: the first frame must be init")
+    }
+    let caller = CallerIdentity.current
+    let id: String
+    if let sid = caller.sandboxID {
+      id = sid
+    } else {
+      // Token callers name their sandbox in the channel id's pending entry; the token must match it.
+      guard let owner = hub.pendingOwner(initFrame.channelID) else { throw RPCErrors.notFound("relay channel \(initFrame.channelID)") }
+      id = try sandboxCaller("RelayStream", claimed: owner)
+    }
+    let (incoming, outgoing) = try hub.accept(channelID: initFrame.channelID, from: id)
+    let writer = Task {
+      for await data in outgoing { try await response.write(.with { $0.data = data }) }
+    }
+    do {
+      while let frame = try await iterator.next() {
+        if case .data(let d)? = frame.payload { incoming.yield(d) }
+      }
+      incoming.finish()
+    } catch {
+      incoming.finish(throwing: error)
+    }
+    // The relay ends when the gateway side finished sending (after the exchange completed).
+    _ = await writer.result
+  }
+
+  /// PushSandboxLogs: batches of lines for the caller's own sandbox, kept outside the event log.
+  public func pushSandboxLogs(request: RPCAsyncSequence<Openshell_V1_PushSandboxLogsRequest, any Error>, context: ServerContext) async throws -> Openshell_V1_PushSandboxLogsResponse {
+    let hub = try requireHub("PushSandboxLogs")
+    var authorized: String?
+    for try await batch in request {
+      let id = try sandboxCaller("PushSandboxLogs", claimed: batch.sandboxID)
+      if authorized == nil {
+        guard await store.state.sandboxes[id] != nil else { throw RPCErrors.notFound("sandbox \(id)") }
+        authorized = id
+      }
+      for line in batch.logs where !line.sandboxID.isEmpty && line.sandboxID != id {
+        throw RPCErrors.permissionDenied("sandbox \(id) may not push log lines for sandbox \(line.sandboxID)")
+      }
+      hub.logs.append(id, batch.logs.map { var l = $0; if l.source.isEmpty || l.source == "gateway" { l.source = "sandbox" }; return l })
+    }
+    return .init()
+  }
+
+  /// ReportMainProcessExit: records `sandbox.main_process_exited` (actor `sandbox:<id>`).
+  public func reportMainProcessExit(request: Openshell_V1_ReportMainProcessExitRequest, context: ServerContext) async throws -> Openshell_V1_ReportMainProcessExitResponse {
+    let hub = try requireHub("ReportMainProcessExit")
+    let id = try sandboxCaller("ReportMainProcessExit", claimed: request.sandboxID)
+    let caller = CallerIdentity.current
+    try await store.execute(actor: caller.sandboxID != nil ? caller.actor : "sandbox:\(id)", requestID: "") { state in
+      guard let s = state.sandboxes[id] else { throw RPCErrors.notFound("sandbox \(id)") }
+      guard s.phase == .ready || s.phase == .provisioning || s.phase == .starting else { return Decision(events: []) }
+      return Decision(events: [GatewayEvent(.sandboxMainProcessExited(.with { $0.id = id; $0.exitCode = request.exitCode }))])
+    }
+    hub.logs.gateway(id, "main process exited with code \(request.exitCode)")
+    hub.emit(.mainProcessExited(sandboxID: id, exitCode: request.exitCode))
+    return .init()
+  }
+}

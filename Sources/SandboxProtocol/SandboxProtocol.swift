@@ -1,0 +1,75 @@
+import Foundation
+
+/// What the gateway and the in-sandbox supervisor (`openshell-sandbox`) agree on.
+///
+/// ## Start-up (local driver)
+/// The driver starts the supervisor inside the sandbox's namespaces with these environment variables
+/// (names follow OpenShell's, openshell-behavior.md §5.1) and a private, read-only directory mounted at
+/// ``credentialsDirectory`` holding the sandbox's own client certificate (`tls.crt`/`tls.key`, issued by
+/// the gateway CA for `CN=sandbox:<id>, OU=sandbox`), the CA (`ca.crt`), the sandbox token (`token`,
+/// used only when the gateway does not verify client certificates) and `launch.json`
+/// (``SupervisorLaunch``: the main command, environment and workload user).
+///
+/// ## Supervisor → gateway RPCs (all checked against the caller's own sandbox id)
+/// - `ConnectSupervisor` (bidi, long-lived): `SupervisorHello{sandbox_id, instance_id}` first; the
+///   gateway answers `SessionAccepted` and the sandbox becomes READY. The gateway sends `RelayOpen` to
+///   ask for a relay channel. The supervisor reconnects with backoff (200 ms doubling to 1 s) whenever the
+///   stream ends, so a restarted gateway sees it again within about a second.
+/// - `RelayStream` (bidi, one per channel, dialled by the supervisor): first frame `RelayInit{channel_id}`.
+/// - `PushSandboxLogs` (client stream): batches of log lines (its own and the main process's output).
+/// - `ReportMainProcessExit`: the main process's exit code.
+///
+/// ## Departure from OpenShell: exec over the relay
+/// OpenShell runs SSH over relay channels and executes commands through the sandbox's SSH server.
+/// We have no SSH server yet, so for `RelayOpen.service_id == "exec"` each `RelayFrame.data` carries
+/// exactly one serialized protobuf message of the public contract: the gateway's first data frame is
+/// the `ExecSandboxRequest` (fields resolved by the gateway), and the supervisor answers with
+/// `ExecSandboxEvent` frames (stdout/stderr chunks as produced, then exactly one `exit`), then ends the
+/// stream.
+public enum SandboxProtocol {
+  public static let envSandboxID = "OPENSHELL_SANDBOX_ID"
+  public static let envSandboxName = "OPENSHELL_SANDBOX"
+  /// `https://127.0.0.1:PORT` (TLS/mTLS) or `http://127.0.0.1:PORT` (plaintext).
+  public static let envEndpoint = "OPENSHELL_ENDPOINT"
+  public static let envTLSCA = "OPENSHELL_TLS_CA"
+  public static let envTLSCert = "OPENSHELL_TLS_CERT"
+  public static let envTLSKey = "OPENSHELL_TLS_KEY"
+  public static let envTokenFile = "OPENSHELL_SANDBOX_TOKEN_FILE"
+  public static let envLaunchFile = "OPENSHELL_LAUNCH_FILE"
+  /// gRPC metadata carrying the sandbox token (only consulted when the caller has no certificate).
+  public static let tokenHeader = "x-openshell-sandbox-token"
+
+  /// Mount point of the private credentials directory inside the sandbox.
+  public static let credentialsDirectory = "/run/openshell"
+  /// Where the supervisor binary is mounted inside the sandbox.
+  public static let supervisorPath = "/opt/openshell/bin/openshell-sandbox"
+  /// The workspace mount point.
+  public static let workspace = "/sandbox"
+
+  /// `RelayOpen.service_id` for exec channels.
+  public static let execService = "exec"
+  /// Exit code reported when `execution_timeout` expires (the process group was killed), as timeout(1).
+  public static let timeoutExitCode: Int32 = 124
+}
+
+/// The supervisor's launch description, written by the driver as `launch.json`.
+public struct SupervisorLaunch: Codable, Sendable {
+  /// `spec.command` (empty = no main process; the sandbox just serves exec).
+  public var command: [String]
+  /// Environment for the main process and every exec (spec template env, then spec env).
+  public var environment: [String: String]
+  /// Host uid/gid the workload runs as (via setpriv) when the supervisor runs as root; nil = as the
+  /// supervisor's own user.
+  public var workloadUID: UInt32?
+  public var workloadGID: UInt32?
+  /// A random id of this start of the sandbox (a new one per start).
+  public var instanceID: String
+
+  public init(command: [String], environment: [String: String], workloadUID: UInt32?, workloadGID: UInt32?, instanceID: String) {
+    self.command = command
+    self.environment = environment
+    self.workloadUID = workloadUID
+    self.workloadGID = workloadGID
+    self.instanceID = instanceID
+  }
+}

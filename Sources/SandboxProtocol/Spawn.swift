@@ -1,0 +1,210 @@
+import Foundation
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// A child process started with posix_spawn(3): used by the gateway's local driver (to start
+/// `bwrap`) and by the supervisor (to start the main process and exec commands).
+///
+/// File descriptors: 0, 1, 2 are what `stdin`/`stdout`/`stderr` say; every other inherited descriptor
+/// is closed in the child (posix_spawn_file_actions_addclosefrom_np), so a sandbox never holds the
+/// gateway's sockets or its event-log lock.
+public struct SpawnedProcess: Sendable {
+  public let pid: pid_t
+  /// Write end of the child's stdin (when `.pipe`), else nil.
+  public let stdin: Int32?
+  /// Read ends of the child's stdout/stderr (when `.pipe`), else nil.
+  public let stdout: Int32?
+  public let stderr: Int32?
+}
+
+/// Where one standard stream of a spawned child goes.
+public enum SpawnIO: Sendable {
+  case null
+  case pipe
+  /// Opened for appending (created 0600 if missing).
+  case appendFile(String)
+  /// An existing descriptor of the parent, duplicated.
+  case fd(Int32)
+}
+
+public struct SpawnError: Error, CustomStringConvertible, Sendable {
+  public let message: String
+  public init(_ message: String) { self.message = message }
+  public var description: String { message }
+}
+
+public enum Spawner {
+  /// glibc's POSIX_SPAWN_SETSID (not exported to Swift).
+  static let setsidFlag: Int32 = 0x80
+
+  private typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+  private static let closeFrom: CloseFrom? = {
+    guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+    return unsafeBitCast(sym, to: CloseFrom.self)
+  }()
+
+  private typealias AddChdir = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>) -> Int32
+  private static let addChdir: AddChdir? = {
+    guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addchdir_np") else { return nil }
+    return unsafeBitCast(sym, to: AddChdir.self)
+  }()
+
+  /// Starts `path` with `arguments` (argv[0] = path) and `environment`.
+  /// - Parameters:
+  ///   - newSession: setsid(2) in the child (a new session and process group: the child survives the
+  ///     parent's terminal and can be signalled as a group with `kill(-pid, …)`).
+  ///   - newProcessGroup: setpgid(0, 0) in the child (when not `newSession`).
+  ///   - extraFD: an additional file opened for writing as descriptor 3 in the child.
+  ///   - searchPath: resolve `path` via PATH (posix_spawnp).
+  public static func spawn(
+    _ path: String, _ arguments: [String], environment: [String: String],
+    stdin: SpawnIO = .null, stdout: SpawnIO = .null, stderr: SpawnIO = .null,
+    workingDirectory: String? = nil, newSession: Bool = false, newProcessGroup: Bool = false,
+    fd3File: String? = nil, searchPath: Bool = false
+  ) throws -> SpawnedProcess {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+
+    var parentEnds: [Int32?] = [nil, nil, nil]
+    var closeInParent: [Int32] = []
+    func cleanup() { for fd in closeInParent { close(fd) }; for case let fd? in parentEnds { close(fd) } }
+    for (target, io) in [(Int32(0), stdin), (1, stdout), (2, stderr)] {
+      switch io {
+      case .null:
+        posix_spawn_file_actions_addopen(&actions, target, "/dev/null", target == 0 ? O_RDONLY : O_WRONLY, 0)
+      case .appendFile(let file):
+        posix_spawn_file_actions_addopen(&actions, target, file, O_WRONLY | O_APPEND | O_CREAT, 0o600)
+      case .fd(let fd):
+        posix_spawn_file_actions_adddup2(&actions, fd, target)
+      case .pipe:
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { cleanup(); throw SpawnError("pipe: \(String(cString: strerror(errno)))") }
+        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+        let (childEnd, parentEnd) = target == 0 ? (fds[0], fds[1]) : (fds[1], fds[0])
+        posix_spawn_file_actions_adddup2(&actions, childEnd, target)
+        closeInParent.append(childEnd)
+        parentEnds[Int(target)] = parentEnd
+      }
+    }
+    if let fd3File { posix_spawn_file_actions_addopen(&actions, 3, fd3File, O_WRONLY | O_CREAT | O_TRUNC, 0o600) }
+    if let closeFrom { _ = closeFrom(&actions, fd3File == nil ? 3 : 4) }
+    if let workingDirectory {
+      guard let addChdir else { throw SpawnError("posix_spawn_file_actions_addchdir_np is not available") }
+      _ = addChdir(&actions, workingDirectory)
+    }
+
+    var flags: Int32 = Int32(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)
+    if newSession { flags |= setsidFlag } else if newProcessGroup {
+      flags |= Int32(POSIX_SPAWN_SETPGROUP)
+      posix_spawnattr_setpgroup(&attributes, 0)
+    }
+    posix_spawnattr_setflags(&attributes, Int16(truncatingIfNeeded: flags))
+    var empty = sigset_t()
+    sigemptyset(&empty)
+    posix_spawnattr_setsigmask(&attributes, &empty)
+    var defaults = sigset_t()
+    sigemptyset(&defaults)
+    for s in [SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGQUIT] { sigaddset(&defaults, s) }
+    posix_spawnattr_setsigdefault(&attributes, &defaults)
+
+    let argv = ([path] + arguments).map { strdup($0) } + [nil]
+    defer { for p in argv { free(p) } }
+    let envp = environment.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { for p in envp { free(p) } }
+    var pid: pid_t = 0
+    let rc = searchPath
+      ? posix_spawnp(&pid, path, &actions, &attributes, argv, envp)
+      : posix_spawn(&pid, path, &actions, &attributes, argv, envp)
+    for fd in closeInParent { close(fd) }
+    guard rc == 0 else {
+      for case let fd? in parentEnds { close(fd) }
+      throw SpawnError("cannot start \(path): \(String(cString: strerror(rc)))")
+    }
+    return SpawnedProcess(pid: pid, stdin: parentEnds[0], stdout: parentEnds[1], stderr: parentEnds[2])
+  }
+
+  /// Blocks the calling thread until `pid` exits; returns the shell-style status
+  /// (exit code, or 128 + signal number).
+  public static func waitBlocking(_ pid: pid_t) -> Int32 {
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 {
+      if errno != EINTR { return -1 }
+    }
+    return decode(status)
+  }
+
+  /// Non-blocking wait: nil while running; the status once exited (the child is reaped).
+  /// Returns -1 when `pid` is not a child of this process.
+  public static func poll(_ pid: pid_t) -> Int32? {
+    var status: Int32 = 0
+    let r = waitpid(pid, &status, WNOHANG)
+    if r == 0 { return nil }
+    if r < 0 { return -1 }
+    return decode(status)
+  }
+
+  /// Exit code, or 128 + signal for a signalled process.
+  public static func decode(_ status: Int32) -> Int32 {
+    let sig = status & 0x7f
+    if sig == 0 { return (status >> 8) & 0xff }
+    return 128 + sig
+  }
+
+  /// Waits for `pid` on a background thread.
+  public static func wait(_ pid: pid_t) async -> Int32 {
+    await withCheckedContinuation { c in
+      Thread.detachNewThread { c.resume(returning: waitBlocking(pid)) }
+    }
+  }
+}
+
+/// Reads a descriptor to EOF on a background thread, yielding chunks as they arrive; closes it at EOF.
+public func readChunks(_ fd: Int32, chunkSize: Int = 65536) -> AsyncStream<Data> {
+  AsyncStream { continuation in
+    Thread.detachNewThread {
+      var buffer = [UInt8](repeating: 0, count: chunkSize)
+      while true {
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, chunkSize) }
+        if n > 0 {
+          continuation.yield(Data(buffer[0..<n]))
+        } else if n < 0 && errno == EINTR {
+          continue
+        } else {
+          break
+        }
+      }
+      close(fd)
+      continuation.finish()
+    }
+  }
+}
+
+/// Writes all of `data` to `fd` (blocking), then closes it. Errors (EPIPE) are ignored.
+public func writeAllAndClose(_ fd: Int32, _ data: Data) {
+  Thread.detachNewThread {
+    data.withUnsafeBytes { raw in
+      var offset = 0
+      while offset < raw.count {
+        let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
+        if n > 0 { offset += n } else if n < 0 && errno == EINTR { continue } else { break }
+      }
+    }
+    close(fd)
+  }
+}
+
+/// A boolean shared between tasks.
+public final class SharedFlag: @unchecked Sendable {
+  private let lock = NSLock()
+  private var value = false
+  public init() {}
+  public func set() { lock.lock(); value = true; lock.unlock() }
+  public var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
+}

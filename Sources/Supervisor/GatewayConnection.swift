@@ -1,0 +1,73 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import OpenShellAPI
+import SandboxProtocol
+
+/// The supervisor's configuration, from the environment the driver set (SandboxProtocol).
+struct SupervisorConfig {
+  var sandboxID: String
+  var endpoint: String
+  var caPath: String?
+  var certPath: String?
+  var keyPath: String?
+  var token: String
+  var launch: SupervisorLaunch
+
+  static func fromEnvironment() throws -> SupervisorConfig {
+    let env = ProcessInfo.processInfo.environment
+    guard let id = env[SandboxProtocol.envSandboxID], !id.isEmpty, let endpoint = env[SandboxProtocol.envEndpoint], !endpoint.isEmpty else {
+      throw SpawnError("\(SandboxProtocol.envSandboxID) and \(SandboxProtocol.envEndpoint) must be set (the gateway's compute driver starts openshell-sandbox)")
+    }
+    var launch = SupervisorLaunch(command: [], environment: [:], workloadUID: nil, workloadGID: nil, instanceID: UUID().uuidString.lowercased())
+    if let path = env[SandboxProtocol.envLaunchFile], let data = FileManager.default.contents(atPath: path) {
+      launch = try JSONDecoder().decode(SupervisorLaunch.self, from: data)
+    }
+    let token = env[SandboxProtocol.envTokenFile].flatMap { FileManager.default.contents(atPath: $0) }
+      .map { String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
+    return SupervisorConfig(
+      sandboxID: id, endpoint: endpoint, caPath: env[SandboxProtocol.envTLSCA], certPath: env[SandboxProtocol.envTLSCert],
+      keyPath: env[SandboxProtocol.envTLSKey], token: token, launch: launch)
+  }
+
+  /// Metadata sent with every call: the sandbox token, only when there is no client certificate.
+  var metadata: Metadata {
+    var m = Metadata()
+    if certPath == nil, !token.isEmpty { m.addString(token, forKey: SandboxProtocol.tokenHeader) }
+    return m
+  }
+
+  func makeTransport() throws -> HTTP2ClientTransport.Posix {
+    guard let url = URLComponents(string: endpoint), let host = url.host, let port = url.port else {
+      throw SpawnError("bad endpoint \(endpoint)")
+    }
+    let bare = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+    let security: HTTP2ClientTransport.Posix.TransportSecurity
+    if url.scheme == "http" {
+      security = .plaintext
+    } else if let certPath, let keyPath {
+      security = .mTLS(certificateChain: [.file(path: certPath, format: .pem)], privateKey: .file(path: keyPath, format: .pem)) { c in
+        if let ca = caPath { c.trustRoots = .certificates([.file(path: ca, format: .pem)]) }
+        c.serverCertificateVerification = .noHostnameVerification
+      }
+    } else {
+      security = .tls { c in
+        if let ca = caPath { c.trustRoots = .certificates([.file(path: ca, format: .pem)]) }
+        c.serverCertificateVerification = .noHostnameVerification
+      }
+    }
+    let config = HTTP2ClientTransport.Posix.Config.defaults { c in
+      // Reconnect quickly after a gateway restart (READY again within about a second).
+      c.backoff = .init(initial: .milliseconds(100), max: .seconds(1), multiplier: 1.6, jitter: 0.1)
+      c.connection.keepalive = .init(time: .seconds(10), timeout: .seconds(20), allowWithoutCalls: true)
+    }
+    // IP literals as IP targets: a DNS target would put the IP into TLS SNI, which TLS forbids.
+    if bare.contains(":") {
+      return try HTTP2ClientTransport.Posix(target: .ipv6(address: bare, port: port), transportSecurity: security, config: config)
+    }
+    if bare.allSatisfy({ $0.isNumber || $0 == "." }) {
+      return try HTTP2ClientTransport.Posix(target: .ipv4(address: bare, port: port), transportSecurity: security, config: config)
+    }
+    return try HTTP2ClientTransport.Posix(target: .dns(host: bare, port: port), transportSecurity: security, config: config)
+  }
+}

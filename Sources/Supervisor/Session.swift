@@ -1,0 +1,121 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import OpenShellAPI
+import SandboxProtocol
+import Synchronization
+
+/// The long-lived ConnectSupervisor session and the relay channels it opens.
+struct Session: Sendable {
+  let config: SupervisorConfig
+  let workload: Workload
+  let logs: LogPusher
+  let client: Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>
+  let metadata: Metadata
+  /// Set when the gateway accepted a session for the first time.
+  let ready: SharedFlag
+
+  func run() async {
+    var backoff = Duration.milliseconds(200)
+    var epoch: UInt64 = 0
+    var lastContact = ContinuousClock.now
+    // A supervisor whose gateway stays unreachable this long (default 10 min) exits, so sandboxes of a
+    // gateway that is gone for good do not run forever; a gateway that comes back later restarts it.
+    let orphanTimeout = Duration.seconds(Int64(ProcessInfo.processInfo.environment["OPENSHELL_SUPERVISOR_ORPHAN_TIMEOUT"] ?? "") ?? 600)
+    while !Task.isCancelled {
+      epoch += 1
+      let accepted = SharedFlag()
+      let hello = Openshell_V1_SupervisorMessage.with {
+        $0.hello = .with {
+          $0.sandboxID = config.sandboxID
+          $0.instanceID = config.launch.instanceID
+          $0.connectionEpoch = epoch
+        }
+      }
+      do {
+        try await client.connectSupervisor(
+          request: StreamingClientRequest(metadata: metadata) { writer in
+            try await writer.write(hello)
+            while true {
+              try await Task.sleep(for: .seconds(10))
+              try await writer.write(.with { $0.heartbeat = .init() })
+            }
+          }
+        ) { response in
+          for try await message in response.messages {
+            switch message.payload {
+            case .sessionAccepted:
+              accepted.set()
+              ready.set()
+              ConfigAgent.refresh()
+              ProviderEnvironmentAgent.refresh()
+              logs.log("connected to the gateway; sandbox ready")
+            case .relayOpen(let open):
+              Task { await relay(open) }
+            case .configUpdate(let update):
+              ConfigAgent.deliver(update)
+              ProviderEnvironmentAgent.deliver(update)
+            case .sessionRejected(let r):
+              logs.log("gateway rejected the session: \(r.reason)", level: "WARN")
+            default:
+              break
+            }
+          }
+        }
+      } catch {
+        FileHandle.standardError.write(Data("openshell-sandbox: session: \(error)\n".utf8))
+      }
+      if accepted.isSet {
+        backoff = .milliseconds(200)
+        lastContact = .now
+      } else if ContinuousClock.now - lastContact > orphanTimeout {
+        FileHandle.standardError.write(Data("openshell-sandbox: gateway unreachable for \(orphanTimeout); exiting\n".utf8))
+        workload.killAll()
+        exit(0)
+      }
+      try? await Task.sleep(for: backoff)
+      backoff = min(backoff * 2, .seconds(1))
+    }
+  }
+
+  /// One relay channel. Only the `exec` service exists today.
+  func relay(_ open: Openshell_V1_RelayOpen) async {
+    guard open.serviceID == SandboxProtocol.execService else {
+      logs.log("relay for unknown service \(open.serviceID.debugDescription) refused", level: "WARN")
+      return
+    }
+    let (events, sink) = AsyncStream<Data>.makeStream()
+    let gatewayDone = SharedFlag()
+    do {
+      try await client.relayStream(
+        request: StreamingClientRequest(metadata: metadata) { writer in
+          try await writer.write(.with { $0.init_p = .with { $0.channelID = open.channelID } })
+          for await data in events { try await writer.write(.with { $0.data = data }) }
+        }
+      ) { response in
+        var iterator = response.messages.makeAsyncIterator()
+        var request: Openshell_V1_ExecSandboxRequest?
+        while request == nil, let frame = try await iterator.next() {
+          if case .data(let d)? = frame.payload { request = try Openshell_V1_ExecSandboxRequest(serializedBytes: d) }
+        }
+        guard let request else {
+          sink.finish()
+          return
+        }
+        let exec = Task {
+          await workload.exec(request, cancelled: { gatewayDone.isSet }) { event in
+            if let data = try? event.serializedData() { sink.yield(data) }
+          }
+          sink.finish()
+        }
+        // The gateway ends its side after the exit event, or early when its caller went away.
+        while let _ = try await iterator.next() {}
+        gatewayDone.set()
+        _ = await exec.value
+      }
+    } catch {
+      sink.finish()
+      FileHandle.standardError.write(Data("openshell-sandbox: relay \(open.channelID): \(error)\n".utf8))
+    }
+  }
+}

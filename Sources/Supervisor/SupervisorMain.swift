@@ -1,0 +1,120 @@
+import Dispatch
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import OpenShellAPI
+import SandboxProtocol
+import Synchronization
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// `openshell-sandbox`: the supervisor inside a sandbox (started by the gateway's compute driver).
+///
+/// 1. Starts pushing its log lines (PushSandboxLogs) — before anything else, as OpenShell's does.
+/// 2. Once the first session is accepted (READY), starts the main process (`spec.command`, if any) as the workload user; its stdout/stderr lines
+///    become log lines (target `main`); its exit is reported with ReportMainProcessExit.
+/// 3. Keeps `ConnectSupervisor` open (the hello is the "ready" report), reconnecting with backoff
+///    (200 ms doubling to 1 s), and answers `RelayOpen{service_id: "exec"}` by dialling `RelayStream`
+///    and running the command (protocol: SandboxProtocol).
+/// SIGTERM: kills every workload process group and exits 0.
+@main
+struct SupervisorMain {
+  static func main() async {
+    signal(SIGPIPE, SIG_IGN)
+    let config: SupervisorConfig
+    do { config = try SupervisorConfig.fromEnvironment() } catch {
+      FileHandle.standardError.write(Data("openshell-sandbox: \(error)\n".utf8))
+      exit(2)
+    }
+    let workload = Workload(launch: config.launch)
+    let term = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
+    signal(SIGTERM, SIG_IGN)
+    term.setEventHandler {
+      workload.killAll()
+      exit(0)
+    }
+    term.resume()
+
+    let logs = LogPusher(sandboxID: config.sandboxID)
+    let transport: HTTP2ClientTransport.Posix
+    do { transport = try config.makeTransport() } catch {
+      FileHandle.standardError.write(Data("openshell-sandbox: \(error)\n".utf8))
+      exit(2)
+    }
+    let grpc = GRPCClient(transport: transport)
+    let client = Openshell_V1_OpenShell.Client(wrapping: grpc)
+    let metadata = config.metadata
+    logs.log("supervisor starting (sandbox \(config.sandboxID), instance \(config.launch.instanceID), pid \(getpid()), uid \(getuid()))")
+
+    // The main process starts once the gateway accepted the first session (the sandbox is READY), so
+    // its exit is never reported before READY.
+    let ready = SharedFlag()
+    await withTaskGroup(of: Void.self) { group in
+      group.addTask { try? await grpc.runConnections() }
+      let agent = ConfigAgent(config: config, logs: logs, grpc: grpc, metadata: metadata)
+      let providerEnvironment = ProviderEnvironmentAgent(config: config, logs: logs, client: client, metadata: metadata)
+      group.addTask { await providerEnvironment.run() }
+      group.addTask { await agent.run() }
+      group.addTask { await logs.run(client, metadata: metadata) }
+      if !config.launch.command.isEmpty {
+        group.addTask {
+          while !ready.isSet { try? await Task.sleep(for: .milliseconds(20)) }
+          await runMainProcess(config, workload, logs, client, metadata)
+        }
+      }
+      group.addTask { await Session(config: config, workload: workload, logs: logs, client: client, metadata: metadata, ready: ready).run() }
+      await group.waitForAll()
+    }
+  }
+
+  static func runMainProcess(
+    _ config: SupervisorConfig, _ workload: Workload, _ logs: LogPusher,
+    _ client: Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>, _ metadata: Metadata
+  ) async {
+    let command = config.launch.command
+    logs.log("starting main process: \(command.joined(separator: " "))")
+    let code: Int32
+    do {
+      await ProviderEnvironmentAgent.waitUntilFetched(timeout: .seconds(5))
+      let p = try workload.spawn(command, environment: [:], workdir: SandboxProtocol.workspace)
+      close(p.stdin!)
+      async let out: Void = forwardLines(p.stdout!, logs, level: "INFO")
+      async let err: Void = forwardLines(p.stderr!, logs, level: "WARN")
+      code = await Spawner.wait(p.pid)
+      workload.finished(p.pid)
+      _ = await (out, err)
+    } catch {
+      logs.log("cannot start the main process: \(error)", level: "ERROR")
+      code = 127
+    }
+    logs.log("main process exited with code \(code)")
+    var backoff = Duration.milliseconds(200)
+    for _ in 0..<60 {
+      do {
+        _ = try await client.reportMainProcessExit(
+          .with { $0.sandboxID = config.sandboxID; $0.instanceID = config.launch.instanceID; $0.exitCode = code }, metadata: metadata)
+        return
+      } catch {
+        try? await Task.sleep(for: backoff)
+        backoff = min(backoff * 2, .seconds(2))
+      }
+    }
+  }
+
+  static func forwardLines(_ fd: Int32, _ logs: LogPusher, level: String) async {
+    var partial = Data()
+    for await chunk in readChunks(fd) {
+      partial.append(chunk)
+      while let nl = partial.firstIndex(of: 0x0a) {
+        let line = String(decoding: partial[partial.startIndex..<nl], as: UTF8.self)
+        partial.removeSubrange(partial.startIndex...nl)
+        logs.add(.with { $0.level = level; $0.target = "main"; $0.message = line; $0.source = "sandbox"; $0.eventTime = .init(date: Date()) })
+      }
+    }
+    if !partial.isEmpty {
+      logs.add(.with { $0.level = level; $0.target = "main"; $0.message = String(decoding: partial, as: UTF8.self); $0.source = "sandbox"; $0.eventTime = .init(date: Date()) })
+    }
+  }
+}

@@ -1,0 +1,118 @@
+import Foundation
+import OpenShellAPI
+import SandboxProtocol
+import Synchronization
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Starts workload processes (the main command and exec commands) as the sandbox's workload user.
+///
+/// Each workload runs in its own process group (so a timeout or a stop kills its whole tree). When the
+/// supervisor runs as root, the command is prefixed with `setpriv --reuid --regid --clear-groups
+/// --no-new-privs` (util-linux), dropping to the unprivileged workload user. Enforcement seam: Landlock
+/// and seccomp (a later issue) are applied here, between fork and exec of the workload, as OpenShell's
+/// supervisor does.
+final class Workload: Sendable {
+  let launch: SupervisorLaunch
+  private let groups = Mutex<Set<pid_t>>([])
+
+  init(launch: SupervisorLaunch) { self.launch = launch }
+
+  /// The environment of every workload process: defaults, then the spec's, then the request's.
+  func environment(_ extra: [String: String]) -> [String: String] {
+    var env = [
+      "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": SandboxProtocol.workspace, "LANG": "C.UTF-8",
+      "USER": "sandbox", "LOGNAME": "sandbox", "SHELL": "/bin/sh", "TERM": "dumb",
+      SandboxProtocol.envSandboxName: ProcessInfo.processInfo.environment[SandboxProtocol.envSandboxName] ?? "",
+      SandboxProtocol.envSandboxID: ProcessInfo.processInfo.environment[SandboxProtocol.envSandboxID] ?? "",
+    ]
+    env.merge(launch.environment) { _, b in b }
+    env.merge(ProviderEnvironmentAgent.values) { _, b in b }
+    env.merge(extra) { _, b in b }
+    return env
+  }
+
+  func argv(_ command: [String]) -> (String, [String]) {
+    if let uid = launch.workloadUID, let gid = launch.workloadGID {
+      return ("/usr/bin/setpriv", ["--reuid=\(uid)", "--regid=\(gid)", "--clear-groups", "--no-new-privs", "--"] + command)
+    }
+    return (command[0], Array(command.dropFirst()))
+  }
+
+  /// Starts a workload process with piped stdio in its own process group.
+  func spawn(_ command: [String], environment: [String: String], workdir: String) throws -> SpawnedProcess {
+    let (path, args) = argv(command)
+    let p = try Spawner.spawn(
+      path, args, environment: self.environment(environment), stdin: .pipe, stdout: .pipe, stderr: .pipe,
+      workingDirectory: workdir, newProcessGroup: true, searchPath: true)
+    groups.withLock { _ = $0.insert(p.pid) }
+    return p
+  }
+
+  func finished(_ pid: pid_t) { groups.withLock { _ = $0.remove(pid) } }
+
+  /// Kills every workload process group (supervisor shutdown).
+  func killAll() {
+    for g in groups.withLock({ $0 }) { kill(-g, SIGKILL) }
+  }
+
+  /// Runs one ExecSandbox request; emits stdout/stderr chunks as produced and finally `exit`.
+  /// - Returns: the exit code (124 when `execution_timeout` expired).
+  func exec(_ r: Openshell_V1_ExecSandboxRequest, cancelled: @escaping @Sendable () -> Bool = { false }, emit: @escaping @Sendable (Openshell_V1_ExecSandboxEvent) -> Void) async -> Int32 {
+    let workdir = r.workdir.isEmpty ? SandboxProtocol.workspace : r.workdir
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: workdir, isDirectory: &isDir), isDir.boolValue else {
+      emit(.with { $0.stderr = .with { $0.data = Data("openshell-sandbox: workdir \(workdir): no such directory\n".utf8) } })
+      emit(.with { $0.exit = .with { $0.exitCode = 1 } })
+      return 1
+    }
+    let process: SpawnedProcess
+    do {
+      process = try spawn(r.command, environment: r.environment, workdir: workdir)
+    } catch {
+      emit(.with { $0.stderr = .with { $0.data = Data("openshell-sandbox: \(error)\n".utf8) } })
+      emit(.with { $0.exit = .with { $0.exitCode = 127 } })
+      return 127
+    }
+    defer { finished(process.pid) }
+    writeAllAndClose(process.stdin!, r.stdin)
+    let timedOut = SharedFlag()
+    let timeout = r.hasExecutionTimeout && r.executionTimeout.seconds > 0 ? Duration.seconds(r.executionTimeout.seconds) : nil
+    let pid = process.pid
+    let killer = Task {
+      let started = ContinuousClock.now
+      while !Task.isCancelled {
+        try await Task.sleep(for: .milliseconds(100))
+        if let timeout, ContinuousClock.now - started >= timeout {
+          timedOut.set()
+          kill(-pid, SIGKILL)
+          return
+        }
+        if cancelled() {
+          kill(-pid, SIGKILL)
+          return
+        }
+      }
+    }
+    let out = Task { for await chunk in readChunks(process.stdout!) { emit(.with { $0.stdout = .with { $0.data = chunk } }) } }
+    let err = Task { for await chunk in readChunks(process.stderr!) { emit(.with { $0.stderr = .with { $0.data = chunk } }) } }
+    let status = await Spawner.wait(pid)
+    // Descendants that keep the pipes open get one second, then the group is killed.
+    let drained = Task {
+      await out.value
+      await err.value
+    }
+    let grace = Task {
+      try await Task.sleep(for: .seconds(1))
+      kill(-pid, SIGKILL)
+    }
+    await drained.value
+    grace.cancel()
+    killer.cancel()
+    let code = timedOut.isSet ? SandboxProtocol.timeoutExitCode : status
+    emit(.with { $0.exit = .with { $0.exitCode = code } })
+    return code
+  }
+}

@@ -1,0 +1,203 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import OpenShellAPI
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Runs the built `openshell` / `openshell-replay` binaries with a private XDG_CONFIG_HOME and
+/// XDG_STATE_HOME.
+struct CLIEnv {
+  let root: URL
+  var config: URL
+  let state: URL
+  var extraEnv: [String: String] = [:]
+
+  init(_ label: String) throws {
+    root = FileManager.default.temporaryDirectory.appendingPathComponent("openshell-cli-\(label)-\(UUID().uuidString.prefix(8))")
+    config = root.appendingPathComponent("config")
+    state = root.appendingPathComponent("state")
+    try FileManager.default.createDirectory(at: config, withIntermediateDirectories: true)
+    try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
+  }
+
+  struct Result: CustomStringConvertible {
+    var code: Int32
+    var out: String
+    var err: String
+    var seconds: Double
+    var description: String { "exit \(code)\n--- stdout\n\(out)--- stderr\n\(err)" }
+  }
+
+  static let binDir: URL = {
+    let env = ProcessInfo.processInfo.environment
+    if let b = env["OPENSHELL_BIN"] { return URL(fileURLWithPath: b).deletingLastPathComponent() }
+    var candidates: [URL] = []
+    if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+      var u = URL(fileURLWithPath: exe).deletingLastPathComponent()
+      for _ in 0..<4 {
+        candidates.append(u)
+        u.deleteLastPathComponent()
+      }
+    }
+    candidates.append(Bundle.main.bundleURL.deletingLastPathComponent())
+    let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    candidates += [repo.appendingPathComponent(".build-cli/debug"), repo.appendingPathComponent(".build/debug")]
+    return candidates.first { FileManager.default.isExecutableFile(atPath: $0.appendingPathComponent("openshell").path) }
+      ?? repo.appendingPathComponent(".build/debug")
+  }()
+
+  static var openshell: String {
+    ProcessInfo.processInfo.environment["OPENSHELL_BIN"] ?? binDir.appendingPathComponent("openshell").path
+  }
+  static var replay: String { binDir.appendingPathComponent("openshell-replay").path }
+
+  var environment: [String: String] {
+    var env = ProcessInfo.processInfo.environment
+    for k in ["OPENSHELL_GATEWAY", "OPENSHELL_GATEWAY_ENDPOINT", "OPENSHELL_REGISTRY_TOKEN", "OPENSHELL_REGISTRY_USERNAME"] {
+      env.removeValue(forKey: k)
+    }
+    env["XDG_CONFIG_HOME"] = config.path
+    env["XDG_STATE_HOME"] = state.path
+    env["NO_COLOR"] = "1"
+    env["OPENSHELL_REPLAY_BIN"] = Self.replay
+    env["no_proxy"] = "127.0.0.1,localhost"
+    env["NO_PROXY"] = "127.0.0.1,localhost"
+    env.merge(extraEnv) { _, n in n }
+    return env
+  }
+
+  /// Runs a binary with posix_spawn and waitpid (Foundation's Process can miss the exit of children
+  /// started concurrently from several test tasks); stdout/stderr go to files, stdin is /dev/null.
+  @discardableResult
+  func run(_ args: [String], binary: String = CLIEnv.openshell, env extra: [String: String] = [:]) throws -> Result {
+    let outPath = root.appendingPathComponent("out-\(UUID().uuidString)").path
+    let errPath = root.appendingPathComponent("err-\(UUID().uuidString)").path
+    defer {
+      unlink(outPath)
+      unlink(errPath)
+    }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    let argv = ([binary] + args).map { strdup($0) }
+    defer { argv.forEach { free($0) } }
+    let envp = environment.merging(extra) { _, n in n }.map { strdup("\($0.key)=\($0.value)") }
+    defer { envp.forEach { free($0) } }
+    var pid: pid_t = 0
+    let start = Date()
+    let rc = (argv + [nil]).withUnsafeBufferPointer { a in
+      (envp + [nil]).withUnsafeBufferPointer { e in
+        posix_spawn(&pid, binary, &actions, nil, UnsafeMutablePointer(mutating: a.baseAddress!), UnsafeMutablePointer(mutating: e.baseAddress!))
+      }
+    }
+    guard rc == 0 else { throw CocoaError(.fileNoSuchFile, userInfo: [NSFilePathErrorKey: binary]) }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    let seconds = Date().timeIntervalSince(start)
+    let code: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    return Result(
+      code: code,
+      out: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
+      err: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "", seconds: seconds)
+  }
+
+  func replay(_ args: [String]) throws -> Result { try run(args, binary: Self.replay) }
+
+  func dataDir(_ name: String) -> URL { state.appendingPathComponent("openshell/gateways/\(name)") }
+  func archiveDir(_ name: String) -> URL { state.appendingPathComponent("openshell/archive/\(name)") }
+  func registryDir(_ name: String) -> URL { config.appendingPathComponent("openshell/gateways/\(name)") }
+
+  func metadata(_ name: String) -> [String: Any]? {
+    guard let d = FileManager.default.contents(atPath: registryDir(name).appendingPathComponent("metadata.json").path) else { return nil }
+    return try? JSONSerialization.jsonObject(with: d) as? [String: Any]
+  }
+
+  func json(_ r: Result) -> [String: Any] {
+    (try? JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any]) ?? [:]
+  }
+
+  /// Stops every gateway started under this environment (by its pid file) and removes the temp dirs.
+  func cleanup() {
+    let gws = state.appendingPathComponent("openshell/gateways")
+    for name in (try? FileManager.default.contentsOfDirectory(atPath: gws.path)) ?? [] {
+      if let s = try? String(contentsOf: gws.appendingPathComponent("\(name)/gateway.pid"), encoding: .utf8),
+        let pid = Int32(s.trimmingCharacters(in: .whitespacesAndNewlines)),
+        let cmd = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"),
+        String(decoding: cmd, as: UTF8.self).contains(gws.path)
+      {
+        kill(pid, SIGKILL)
+      }
+    }
+    try? FileManager.default.removeItem(at: root)
+  }
+
+  // MARK: gRPC with the registry's bundle
+
+  func withClient<R: Sendable>(_ name: String, _ body: @Sendable (Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>) async throws -> R) async throws -> R {
+    let meta = metadata(name) ?? [:]
+    let port = meta["gateway_port"] as? Int ?? 0
+    let mtls = registryDir(name).appendingPathComponent("mtls")
+    let security: HTTP2ClientTransport.Posix.TransportSecurity = .mTLS(
+      certificateChain: [.file(path: mtls.appendingPathComponent("tls.crt").path, format: .pem)],
+      privateKey: .file(path: mtls.appendingPathComponent("tls.key").path, format: .pem)
+    ) { c in
+      c.trustRoots = .certificates([.file(path: mtls.appendingPathComponent("ca.crt").path, format: .pem)])
+    }
+    let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: security)
+    return try await withGRPCClient(transport: transport) { client in
+      try await body(Openshell_V1_OpenShell.Client(wrapping: client))
+    }
+  }
+
+  func createWorkspace(_ gateway: String, _ name: String) async throws {
+    try await withClient(gateway) { c in
+      var o = CallOptions.defaults
+      o.timeout = .seconds(10)
+      _ = try await c.createWorkspace(.with { $0.name = name }, options: o)
+    }
+  }
+
+  func workspaces(_ gateway: String) async throws -> [String] {
+    try await withClient(gateway) { c in
+      var o = CallOptions.defaults
+      o.timeout = .seconds(10)
+      return try await c.listWorkspaces(.init(), options: o).workspaces.map(\.metadata.name)
+    }
+  }
+}
+
+/// A TCP port that was free a moment ago (distinct per call).
+func freePort() -> Int {
+  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+  defer { close(fd) }
+  var a = sockaddr_in()
+  a.sin_family = sa_family_t(AF_INET)
+  a.sin_port = 0
+  a.sin_addr.s_addr = inet_addr("127.0.0.1")
+  _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+  var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+  _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+  return Int(UInt16(bigEndian: a.sin_port))
+}
+
+/// Listens on `port` until closed (to occupy it).
+func listenOn(_ port: Int) -> Int32 {
+  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+  var a = sockaddr_in()
+  a.sin_family = sa_family_t(AF_INET)
+  a.sin_port = in_port_t(UInt16(port)).bigEndian
+  a.sin_addr.s_addr = inet_addr("127.0.0.1")
+  _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+  listen(fd, 4)
+  return fd
+}
+
+func fileMode(_ path: String) -> Int {
+  ((try? FileManager.default.attributesOfItem(atPath: path)[.posixPermissions]) as? Int) ?? -1
+}

@@ -1,0 +1,85 @@
+import ArgumentParser
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Gateway
+import OpenShellAPI
+
+/// `openshell-sandbox-bench`: CreateSandbox → READY latency and the round trip of `exec true`, over N
+/// sandboxes created one after another on an in-process gateway with the local driver (bubblewrap +
+/// the `openshell-sandbox` supervisor next to this binary). Prints p50/p90/p99/max.
+@main
+struct SandboxBench: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "openshell-sandbox-bench")
+  @Option(help: "Number of sandboxes.") var count = 50
+  @Option(help: "exec round trips per sandbox.") var execs = 3
+  @Option(help: "Data directory (default: a fresh temporary directory).") var dataDir: String?
+
+  func run() async throws {
+    let dir = dataDir ?? NSTemporaryDirectory() + "sandbox-bench-\(UUID().uuidString.prefix(8))"
+    var config = GatewayConfiguration(dataDirectory: dir)
+    config.port = 0
+    config.handleSignals = false
+    config.logOptions.durability = .sync
+    final class Box: @unchecked Sendable { var value: (RunningGateway, Int)?; let lock = NSLock() }
+    let box = Box()
+    let server = Task { try await serve(config) { r, p in box.lock.withLock { box.value = (r, p) } } }
+    var started: (RunningGateway, Int)?
+    while started == nil {
+      try await Task.sleep(for: .milliseconds(10))
+      started = box.lock.withLock { box.value }
+    }
+    let (gateway, port) = started!
+    let pki = gateway.pki!
+    let security = HTTP2ClientTransport.Posix.TransportSecurity.mTLS(
+      certificateChain: [.file(path: pki.clientCertificatePath, format: .pem)], privateKey: .file(path: pki.clientKeyPath, format: .pem)
+    ) { $0.trustRoots = .certificates([.file(path: pki.caCertificatePath, format: .pem)]) }
+    let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: security)
+    let (ready, exec) = try await withGRPCClient(transport: transport) { grpc in
+      let c = Openshell_V1_OpenShell.Client(wrapping: grpc)
+      var ready: [Double] = []
+      var exec: [Double] = []
+      let ws = Openshell_Datamodel_V1_WorkspaceSelector.with { $0.workspace = "default" }
+      for i in 0..<count {
+        let name = "bench-\(i)"
+        let t0 = ContinuousClock.now
+        _ = try await c.createSandbox(.with { $0.name = name; $0.workspaceScope = ws })
+        while try await c.getSandbox(.with { $0.name = name; $0.workspaceScope = ws }).sandbox.status.phase != .ready {
+          try await Task.sleep(for: .milliseconds(5))
+        }
+        ready.append((ContinuousClock.now - t0).ms)
+        for _ in 0..<execs {
+          let t1 = ContinuousClock.now
+          let code = try await c.execSandbox(.with { $0.sandbox = name; $0.command = ["true"]; $0.workspaceScope = ws }) { r in
+            var code: Int32 = -1
+            for try await e in r.messages { if case .exit(let x)? = e.payload { code = x.exitCode } }
+            return code
+          }
+          precondition(code == 0, "exec true exited \(code)")
+          exec.append((ContinuousClock.now - t1).ms)
+        }
+        _ = try await c.deleteSandbox(.with { $0.name = name; $0.workspaceScope = ws })
+      }
+      // Wait for the deletions to finish.
+      while try await !c.listSandboxes(.with { $0.workspaceScope = ws }).sandboxes.isEmpty { try await Task.sleep(for: .milliseconds(50)) }
+      return (ready, exec)
+    }
+    print("sandboxes: \(count) (sequential), exec round trips: \(exec.count)")
+    print(Self.summary("CreateSandbox → READY", ready))
+    print(Self.summary("exec `true` round trip", exec))
+    await gateway.driver?.stopAll()
+    gateway.shutdown()
+    _ = try? await server.value
+    if dataDir == nil { try? FileManager.default.removeItem(atPath: dir) }
+  }
+
+  static func summary(_ label: String, _ values: [Double]) -> String {
+    let s = values.sorted()
+    func p(_ q: Double) -> Double { s[min(s.count - 1, Int((Double(s.count) * q).rounded(.up)) - 1)] }
+    return String(format: "%@: p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms", label, p(0.5), p(0.9), p(0.99), s.last ?? 0)
+  }
+}
+
+extension Duration {
+  var ms: Double { Double(components.seconds) * 1000 + Double(components.attoseconds) / 1e15 }
+}
