@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: build, write a scripted gateway history into a fresh
-# LMDB/zstd event log, then print `openshell-replay audit` and `verify` of it.
+# The main job on the embedded default (local compute driver): install packages, build, start a local
+# gateway, create a sandbox that runs a command and prints its output, then print the sandbox's audit
+# timeline from the event log with `openshell-replay`, verify the log, and stop the gateway.
+#   PORT=9090 scripts/main-job.sh     # another port if 8080 is taken
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-swift build -c release --product openshell-replay --product openshell-fixtures 2>&1 | tail -n 3
-bin=$(swift build -c release --show-bin-path)
-work=$(mktemp -d)
-"$bin/openshell-fixtures" generate --out "$work" --scenario provider-rotation
-echo "== openshell-replay audit $work/provider-rotation/log"
-"$bin/openshell-replay" audit "$work/provider-rotation/log"
+echo "== building (debug; first build takes several minutes)"
+swift build 2>&1 | tail -n 2
+bin=$(swift build --show-bin-path)
+state="${XDG_STATE_HOME:-$HOME/.local/state}/openshell/gateways/openshell"
+echo "== openshell gateway start"
+"$bin/openshell" gateway start --port "${PORT:-8080}"
+"$bin/openshell" status
+echo "== openshell sandbox create demo-job --no-keep -- sh -c '…'"
+"$bin/openshell" sandbox create demo-job --no-keep -- sh -c 'echo "hello from $(hostname), uid $(id -u), workspace $(pwd)"'
+echo "== openshell-replay audit --sandbox demo-job"
+"$bin/openshell-replay" audit "$state/log" --sandbox demo-job
 echo "== openshell-replay verify"
-"$bin/openshell-replay" verify "$work/provider-rotation/log"
+"$bin/openshell-replay" verify "$state/log"
+"$bin/openshell" gateway stop
