@@ -290,6 +290,21 @@ struct SandboxLifecycleTests {
         #expect(e.code == .failedPrecondition)
         #expect(e.message.contains("podman"))
       }
+      // The same rule for an image that comes from a workload template.
+      _ = try await c.createSandboxTemplate(.with {
+        $0.template.metadata.name = "ubuntu"
+        $0.template.spec.workload.image = "ubuntu:24.04"
+      })
+      do {
+        _ = try await c.createSandbox(.with { $0.name = "from-image"; $0.workloadTemplate = "ubuntu" })
+        Issue.record("template image accepted")
+      } catch let e as RPCError {
+        #expect(e.code == .failedPrecondition)
+        #expect(e.message.contains("podman"))
+        #expect(e.message.contains("ubuntu"))
+      }
+      let listed = try await c.listSandboxes(.init())
+      #expect(listed.sandboxes.isEmpty, "a refused create leaves nothing behind")
     }
     await gw.stopEverything()
   }

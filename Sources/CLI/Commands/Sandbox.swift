@@ -32,6 +32,7 @@ struct SandboxCreate: AsyncParsableCommand {
   @Flag(help: "Delete the sandbox when CMD exits.") var noKeep = false
   @Flag(help: "Do not start a local gateway when none is configured.") var noBootstrap = false
   @Option(help: "Policy YAML file (env OPENSHELL_SANDBOX_POLICY).") var policy: String?
+  @Option(name: .customLong("provider"), help: "Attach a provider; its credentials are delivered to the sandbox (repeatable).") var providers: [String] = []
   @Argument(parsing: .postTerminator, help: "Command to run in the sandbox.") var command: [String] = []
 
   func run() async throws {
@@ -47,7 +48,11 @@ struct SandboxCreate: AsyncParsableCommand {
         let created = try await c.createSandbox(.with {
           $0.name = name ?? ""
           $0.labels = labelMap
-          $0.spec = .with { $0.environment = envMap; if let policySpec { $0.policy = policySpec } }
+          $0.spec = .with {
+            $0.environment = envMap
+            $0.providers = providers
+            if let policySpec { $0.policy = policySpec }
+          }
           $0.workspaceScope = SandboxCLI.scope(workspace)
         }, options: SandboxCLI.options()).sandbox
         let n = created.metadata.name

@@ -3,6 +3,7 @@ import Foundation
 import GRPCCore
 import OpenShellAPI
 import Projections
+import SwiftProtobuf
 
 extension OpenShellService {
   public func createSandbox(request: Openshell_V1_CreateSandboxRequest, context: ServerContext) async throws -> Openshell_V1_SandboxResponse {
@@ -26,6 +27,10 @@ extension OpenShellService {
           throw RPCErrors.failedPrecondition("sandbox template \(ws)/\(request.workloadTemplate) does not exist")
         }
         templateVersion = t.resourceVersion
+        // What the template asks of the compute driver is checked like the sandbox's own spec.
+        if let driver, let why = driver.unsupported(spec: Wire.deterministicBytes(Self.effectiveSpec(template: t))) {
+          throw RPCErrors.failedPrecondition("sandbox template \(ws)/\(t.name): \(why)")
+        }
       }
       for provider in request.spec.providers where state.provider(named: provider, workspace: ws) == nil {
         throw RPCErrors.failedPrecondition("provider \(provider) does not exist in workspace \(ws)")
@@ -59,6 +64,19 @@ extension OpenShellService {
       let sandbox = result.state.sandboxes[e.id]
     else { throw RPCError(code: .internalError, message: "sandbox was recorded but is not in the projection") }
     return .with { $0.sandbox = Wire.sandbox(sandbox, state: result.state) }
+  }
+
+  /// A sandbox spec carrying a workload template's image, GPU and resource requests, for the driver check.
+  static func effectiveSpec(template t: TemplateRecord) -> Openshell_V1_SandboxSpec {
+    var spec = Openshell_V1_SandboxSpec()
+    guard let ts = try? Openshell_V1_SandboxWorkloadTemplateSpec(serializedBytes: t.spec) else { return spec }
+    let w = ts.workload
+    if !w.image.isEmpty { spec.template.image = w.image }
+    if !w.resources.cpu.isEmpty { spec.template.resources.fields["cpu"] = .init(stringValue: w.resources.cpu) }
+    if !w.resources.memory.isEmpty { spec.template.resources.fields["memory"] = .init(stringValue: w.resources.memory) }
+    if w.resources.hasGpu { spec.resourceRequirements.gpu = w.resources.gpu }
+    if ts.hasDriverConfig { spec.template.driverConfig = ts.driverConfig }
+    return spec
   }
 
   /// The sandbox created by an earlier request with this request id, if any.
