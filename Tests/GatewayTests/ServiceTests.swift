@@ -59,6 +59,16 @@ import Testing
       #expect(await rpcCode { _ = try await api.createSandbox(.with { $0.name = "x"; $0.spec.providers = ["missing"] }) } == .failedPrecondition)
       #expect(await rpcCode { _ = try await api.createSandbox(.with { $0.name = "y"; $0.workloadTemplate = "missing" }) } == .failedPrecondition)
       #expect(await rpcCode { _ = try await api.createSandbox(.with { $0.name = String(repeating: "a", count: 64) }) } == .invalidArgument)
+      // An unsafe creation policy (OpenShell's gateway safety rules) is refused, naming the field.
+      do {
+        _ = try await api.createSandbox(.with { $0.name = "unsafe"; $0.spec.policy.process.runAsUser = "root" })
+        Issue.record("unsafe policy accepted")
+      } catch let e as RPCError {
+        #expect(e.code == .invalidArgument)
+        #expect(e.message.contains("run_as_user"))
+        let fields = try e.unpackGoogleRPCStatus()?.details.compactMap(\.badRequest).flatMap { $0.violations.map(\.field) } ?? []
+        #expect(fields.contains("spec.policy.process.run_as_user"))
+      }
 
       // Stop / start without a compute driver.
       let stopped = try await api.stopSandbox(.with { $0.name = "happy-otter" }).sandbox

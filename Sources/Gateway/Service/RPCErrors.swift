@@ -12,6 +12,13 @@ enum RPCErrors {
       details: [.badRequest(violations: [.init(field: field, description: description)])])
   }
 
+  /// INVALID_ARGUMENT with one field violation per `(field, description)`.
+  static func invalidArgument(message: String, violations: [(field: String, description: String)]) -> GoogleRPCStatus {
+    GoogleRPCStatus(
+      code: .invalidArgument, message: message,
+      details: [.badRequest(violations: violations.map { .init(field: $0.field, description: $0.description) })])
+  }
+
   static func notFound(_ what: String) -> RPCError { RPCError(code: .notFound, message: "\(what) not found") }
   static func alreadyExists(_ what: String) -> RPCError { RPCError(code: .alreadyExists, message: "\(what) already exists") }
   static func failedPrecondition(_ message: String) -> RPCError { RPCError(code: .failedPrecondition, message: message) }

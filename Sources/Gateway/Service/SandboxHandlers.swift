@@ -2,6 +2,7 @@ import EventLog
 import Foundation
 import GRPCCore
 import OpenShellAPI
+import PolicyKit
 import Projections
 import SwiftProtobuf
 
@@ -38,6 +39,15 @@ extension OpenShellService {
       for (i, e) in request.serviceExposures.enumerated() {
         if e.targetPort == 0 || e.targetPort > 65535 {
           throw RPCErrors.invalidArgument(field: "service_exposures[\(i)].target_port", "must be 1-65535")
+        }
+      }
+      // The gateway's policy safety rules (OpenShell): the same check as UpdateConfig.
+      if request.spec.hasPolicy {
+        let issues = PolicyRules.safetyIssues(request.spec.policy)
+        if !issues.isEmpty {
+          throw RPCErrors.invalidArgument(
+            message: PolicyRules.unsafeMessage(issues),
+            violations: issues.map { (field: "spec.policy.\($0.path)", description: $0.message) })
         }
       }
       let spec = Wire.deterministicBytes(request.spec)
