@@ -69,9 +69,15 @@ public enum Audit {
   /// Renders entries as an aligned text table with a header row.
   public static func table(_ entries: [AuditEntry]) -> String {
     let header = ["SEQ", "TIME", "ACTOR", "TYPE", "AGGREGATE", "DETAILS"]
-    let rows = entries.map { [String($0.seq), $0.time, $0.actor, $0.type, $0.aggregate, $0.summary] }
+    let rows = entries.map { [String($0.seq), $0.time, abbreviateFingerprint($0.actor), $0.type, $0.aggregate, $0.summary] }
     return TextTable.render(header: header, rows: rows)
   }
+}
+
+/// Shortens `…/sha256:<64 hex>` in an actor to its first 12 hex digits for tables (JSON keeps it whole).
+func abbreviateFingerprint(_ actor: String) -> String {
+  guard let r = actor.range(of: "/sha256:"), actor.distance(from: r.upperBound, to: actor.endIndex) > 12 else { return actor }
+  return String(actor[..<r.upperBound]) + actor[r.upperBound...].prefix(12) + "…"
 }
 
 /// RFC 3339 UTC time with millisecond precision for a ns timestamp.

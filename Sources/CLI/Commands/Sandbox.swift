@@ -65,7 +65,8 @@ struct SandboxCreate: AsyncParsableCommand {
         }
         let code = try await SandboxCLI.exec(c, name: n, workspace: workspace, command: command, workdir: nil, timeout: 0, stdin: stdin)
         if noKeep {
-          _ = try await c.deleteSandbox(.with { $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace) }, options: SandboxCLI.options())
+          let d = try await c.deleteSandbox(.with { $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace) }, options: SandboxCLI.options())
+          try await SandboxCLI.waitDeleted(c, name: n, id: d.sandboxID, workspace: workspace, timeout: 60)
           printErr("Deleted sandbox \(n)")
         }
         return code
@@ -195,6 +196,7 @@ struct SandboxDelete: AsyncParsableCommand {
         }
         for n in targets {
           let d = try await c.deleteSandbox(.with { $0.name = n; $0.allowMissing = true; $0.workspaceScope = SandboxCLI.scope(workspace) }, options: SandboxCLI.options())
+          if d.outcome == .accepted { try await SandboxCLI.waitDeleted(c, name: n, id: d.sandboxID, workspace: workspace, timeout: 60) }
           if d.outcome == .alreadyAbsent { print("\(Style.yellow("!")) Sandbox \(n) not found") } else { print("\(Style.green("✓")) Deleted sandbox \(n)") }
           SandboxCLI.forget(n, gateway: r.name)
         }

@@ -107,6 +107,22 @@ enum SandboxCLI {
   }
 
   /// Polls until READY (printing phase changes); fails on ERROR/STOPPED or after `timeout`.
+  /// Polls GetSandbox until the sandbox `id` is gone (NOT_FOUND, or the name now belongs to a newer
+  /// sandbox), as the SDK does after an ACCEPTED deletion. Throws `CLIError` after `timeout` seconds.
+  static func waitDeleted(_ c: ShellClient, name: String, id: String, workspace: String, timeout: Double) async throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+      do {
+        let s = try await c.getSandbox(.with { $0.name = name; $0.workspaceScope = scope(workspace) }, options: options()).sandbox
+        if !id.isEmpty && s.metadata.id != id { return }
+      } catch let e as RPCError where e.code == .notFound {
+        return
+      }
+      try await Task.sleep(for: .milliseconds(100))
+    }
+    throw CLIError("sandbox \(name) is still being deleted after \(Int(timeout))s")
+  }
+
   static func waitReady(_ c: ShellClient, name: String, workspace: String, timeout: Double, progress: Bool) async throws {
     let deadline = Date().addingTimeInterval(timeout)
     var last: Openshell_V1_SandboxPhase?
