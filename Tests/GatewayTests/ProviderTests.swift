@@ -10,80 +10,8 @@ import Testing
 
 @testable import Gateway
 
-/// A real in-process gateway without a compute driver (sandboxes stay PROVISIONING, nothing runs),
-/// so that provider tests do not start sandbox processes.
-final class ProviderGateway: @unchecked Sendable {
-  let dataDirectory: String
-  let running: RunningGateway
-  let port: Int
-  let task: Task<Void, Error>
-
-  static func start(dataDirectory: String? = nil, security: GatewaySecurityMode = .mutualTLS) async throws -> ProviderGateway {
-    let dir = dataDirectory ?? FileManager.default.temporaryDirectory.appendingPathComponent("gw-prov-\(UUID().uuidString)").path
-    var config = GatewayConfiguration(dataDirectory: dir)
-    config.port = 0
-    config.security = security
-    config.handleSignals = false
-    config.shutdownGracePeriod = .seconds(2)
-    config.computeDriver = "none"
-    let (stream, continuation) = AsyncStream<(RunningGateway, Int)>.makeStream()
-    let task = Task { try await serve(config) { running, port in continuation.yield((running, port)) } }
-    for await (running, port) in stream {
-      return ProviderGateway(dataDirectory: dir, running: running, port: port, task: task)
-    }
-    _ = try await task.value
-    throw CancellationError()
-  }
-
-  private init(dataDirectory: String, running: RunningGateway, port: Int, task: Task<Void, Error>) {
-    self.dataDirectory = dataDirectory
-    self.running = running
-    self.port = port
-    self.task = task
-  }
-
-  func stop() async {
-    running.shutdown()
-    _ = try? await task.value
-  }
-
-  var pki: String { dataDirectory + "/pki" }
-
-  /// Operator client (or the given certificate).
-  func withClient<R: Sendable>(
-    certificate: String? = nil, key: String? = nil,
-    _ body: @Sendable (Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>) async throws -> R
-  ) async throws -> R {
-    let cert = certificate ?? pki + "/client.crt"
-    let key = key ?? pki + "/client.key"
-    let pki = self.pki
-    let security: HTTP2ClientTransport.Posix.TransportSecurity
-    switch running.server.configuration.security {
-    case .mutualTLS:
-      security = .mTLS(certificateChain: [.file(path: cert, format: .pem)], privateKey: .file(path: key, format: .pem)) {
-        $0.trustRoots = .certificates([.file(path: pki + "/ca.crt", format: .pem)])
-      }
-    case .tls:
-      security = .tls { $0.trustRoots = .certificates([.file(path: pki + "/ca.crt", format: .pem)]) }
-    case .plaintext:
-      security = .plaintext
-    }
-    let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: security)
-    return try await withGRPCClient(transport: transport) { client in
-      try await body(Openshell_V1_OpenShell.Client(wrapping: client))
-    }
-  }
-
-  /// Writes a sandbox client certificate (`CN=sandbox:<id>, OU=sandbox`); returns (cert, key) paths.
-  func sandboxCertificate(_ sandboxID: String) throws -> (String, String) {
-    let issued = try running.pki!.issueSandboxCertificate(sandboxID: sandboxID)
-    let dir = dataDirectory + "/test-certs"
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    try issued.certificatePEM.write(toFile: "\(dir)/\(sandboxID).crt", atomically: true, encoding: .utf8)
-    try issued.privateKeyPEM.write(toFile: "\(dir)/\(sandboxID).key", atomically: true, encoding: .utf8)
-    return ("\(dir)/\(sandboxID).crt", "\(dir)/\(sandboxID).key")
-  }
-}
+/// Provider tests run against the shared in-process gateway harness (no compute driver).
+typealias ProviderGateway = TestGateway
 
 /// The RPC error a call produced (nil on success).
 func providerRPCError(_ body: () async throws -> Void) async -> RPCError? {

@@ -45,23 +45,40 @@ final class TestGateway: @unchecked Sendable {
 
   var pki: String { dataDirectory + "/pki" }
 
-  /// Runs `body` with a client using the operator certificate.
-  func withClient<R: Sendable>(_ body: (Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>) async throws -> R) async throws -> R {
-    try await withClient(certificate: pki + "/client.crt", key: pki + "/client.key", body)
-  }
-
-  func withClient<R: Sendable>(certificate: String, key: String, _ body: (Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>) async throws -> R) async throws -> R {
-    let transport = try HTTP2ClientTransport.Posix(
-      target: .ipv4(address: "127.0.0.1", port: port),
-      transportSecurity: .mTLS(
-        certificateChain: [.file(path: certificate, format: .pem)],
-        privateKey: .file(path: key, format: .pem)
-      ) { c in
-        c.trustRoots = .certificates([.file(path: pki + "/ca.crt", format: .pem)])
-      })
+  /// Runs `body` with a client: the operator certificate unless `certificate`/`key` are given; the
+  /// transport follows the gateway's security mode (mTLS, TLS without client certificate, plaintext).
+  func withClient<R: Sendable>(
+    certificate: String? = nil, key: String? = nil,
+    _ body: (Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>) async throws -> R
+  ) async throws -> R {
+    let cert = certificate ?? pki + "/client.crt"
+    let key = key ?? pki + "/client.key"
+    let pki = self.pki
+    let security: HTTP2ClientTransport.Posix.TransportSecurity
+    switch running.server.configuration.security {
+    case .mutualTLS:
+      security = .mTLS(certificateChain: [.file(path: cert, format: .pem)], privateKey: .file(path: key, format: .pem)) {
+        $0.trustRoots = .certificates([.file(path: pki + "/ca.crt", format: .pem)])
+      }
+    case .tls:
+      security = .tls { $0.trustRoots = .certificates([.file(path: pki + "/ca.crt", format: .pem)]) }
+    case .plaintext:
+      security = .plaintext
+    }
+    let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: security)
     return try await withGRPCClient(transport: transport) { client in
       try await body(Openshell_V1_OpenShell.Client(wrapping: client))
     }
+  }
+
+  /// Writes a sandbox client certificate (`CN=sandbox:<id>, OU=sandbox`); returns (cert, key) paths.
+  func sandboxCertificate(_ sandboxID: String) throws -> (String, String) {
+    let issued = try running.pki!.issueSandboxCertificate(sandboxID: sandboxID)
+    let dir = dataDirectory + "/test-certs"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    try issued.certificatePEM.write(toFile: "\(dir)/\(sandboxID).crt", atomically: true, encoding: .utf8)
+    try issued.privateKeyPEM.write(toFile: "\(dir)/\(sandboxID).key", atomically: true, encoding: .utf8)
+    return ("\(dir)/\(sandboxID).crt", "\(dir)/\(sandboxID).key")
   }
 }
 
