@@ -1,4 +1,5 @@
 import CLMDB
+import Foundation
 import Synchronization
 
 #if canImport(Glibc)
@@ -79,12 +80,29 @@ final class LMDBEnvironment: @unchecked Sendable {
       var f = UInt32(flags) | UInt32(MDB_NOTLS)
       if readOnly { f |= UInt32(MDB_RDONLY) }
       try check(mdb_env_open(e, path, f, 0o644), "mdb_env_open(\(path))")
+      try Self.checkNotTruncated(e, path: path)
     } catch {
       mdb_env_close(e)
       throw error
     }
     env = e
     self.readOnly = readOnly
+  }
+
+  /// LMDB maps data.mdb and trusts its meta page: reading a page past the end of a truncated file
+  /// raises SIGBUS. So the file must hold at least `(me_last_pgno + 1) × page size` bytes
+  /// (`mdb_env_info`, `mdb_env_stat`), else the log is reported corrupt instead of crashing.
+  static func checkNotTruncated(_ e: OpaquePointer, path: String) throws {
+    var info = MDB_envinfo()
+    var stat = MDB_stat()
+    guard mdb_env_info(e, &info) == 0, mdb_env_stat(e, &stat) == 0 else { return }
+    let needed = (UInt64(info.me_last_pgno) + 1) * UInt64(stat.ms_psize)
+    guard let size = (try? FileManager.default.attributesOfItem(atPath: path + "/data.mdb"))?[.size] as? UInt64 else { return }
+    if size < needed {
+      throw EventLogError(
+        code: .corrupt,
+        message: "\(path)/data.mdb is truncated: \(size) bytes, but its meta page references \(needed) bytes")
+    }
   }
 
   var closed: Bool { isClosed.load(ordering: .acquiring) }

@@ -107,7 +107,7 @@ extension EventLog {
       }
     }
     if let bad = report.firstBad {
-      shared.logger.warning("event log verification failed", metadata: ["seq": "\(bad.seq)", "reason": "\(bad.reason)"])
+      shared.logger.debug("event log verification failed", metadata: ["seq": "\(bad.seq)", "reason": "\(bad.reason)"])
     }
     return report
   }

@@ -30,6 +30,8 @@ if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$WANT" ]]; then
   echo "$WANT" > "$STAMP"
 fi
 
+# A relative --gateway-bin is relative to the caller's directory (the script changes directory below).
+[[ "$GATEWAY_BIN" = /* ]] || GATEWAY_BIN="$PWD/$GATEWAY_BIN"
 if [[ ! -x "$GATEWAY_BIN" ]]; then
   echo "warning: gateway binary not found or not executable: $GATEWAY_BIN (build it with 'swift build')" >&2
 fi

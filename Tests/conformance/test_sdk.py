@@ -317,7 +317,8 @@ def test_sandbox_template_get_missing_is_not_found(templates, uid):
 
 def test_create_sandbox_from_template_records_provenance(client, templates, uid):
     tpl_name, sb_name = f"conf-tplsrc-{uid}", f"conf-fromtpl-{uid}"
-    templates.create(workspace="default", name=tpl_name, image="docker.io/library/python:3.12")
+    # The local driver runs sandboxes from the host root filesystem: a template without an OCI image.
+    templates.create(workspace="default", name=tpl_name)
     try:
         sb = client.create_from_template(workspace="default", workload_template=tpl_name,
                                          name=sb_name)

@@ -16,20 +16,29 @@ struct Replay: ParsableCommand {
 
 /// Opens a log for the tools, turning storage errors into one readable line.
 func openLog(_ dir: String, readOnly: Bool) throws -> EventLog {
-  guard FileManager.default.fileExists(atPath: dir) else { throw ValidationError("no such log directory: \(dir)") }
+  guard FileManager.default.fileExists(atPath: dir) else { throw ToolError("no such log directory: \(dir)") }
   var options = EventLog.Options()
   options.readOnly = readOnly
   do {
     return try EventLog.open(directory: dir, options: options)
   } catch let e as EventLogError {
-    throw ValidationError("cannot open log \(dir): \(e.message)")
+    throw ToolError("cannot open log \(dir): \(e.message)")
   }
+}
+
+/// A failure of the tool's work (not of its arguments): one line on stderr, exit code 1.
+struct ToolError: Error {
+  let message: String
+  init(_ message: String) { self.message = message }
 }
 
 /// Runs `body`, mapping known errors to one line on stderr and exit code 1.
 func run(_ body: () throws -> Void) throws {
   do {
     try body()
+  } catch let e as ToolError {
+    FileHandle.standardError.write(Data("error: \(e.message)\n".utf8))
+    throw ExitCode(1)
   } catch let e as EventLogError {
     FileHandle.standardError.write(Data("error: \(e.message)\n".utf8))
     throw ExitCode(1)
@@ -85,6 +94,8 @@ struct Rebuild: ParsableCommand {
   func run() throws {
     try LogTools_run {
       let point = try parsePoint(at, to: to)
+      // Rebuild writes a snapshot into an existing log; it never creates one.
+      guard FileManager.default.fileExists(atPath: dir + "/data.mdb") else { throw ToolError("no event log at \(dir) (data.mdb missing)") }
       let log = try openLog(dir, readOnly: false)
       defer { log.close() }
       let state = try StateLoader.replay(log, through: point, progress: ProgressBar(label: "rebuild").callback)

@@ -129,6 +129,11 @@ public final class GatewayServer: Sendable {
       eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
     var transportConfig = HTTP2ServerTransport.Custom<OnePortListenerFactory>.Config.defaults
     transportConfig.rpc.maxRequestPayloadSize = max(configuration.transportMaxRequestBytes, configuration.maxRequestMessageBytes)
+    // Supervisors hold long-lived streams and ping every 10 s (also between calls) to notice a dead
+    // gateway quickly. gRFC A8/A9's defaults (5 min, not without calls) would make the server close
+    // their connections after three "too early" pings (~40 s), cutting long execs. Allow one per 5 s.
+    transportConfig.connection.keepalive.clientBehavior.minPingIntervalWithoutCalls = .seconds(5)
+    transportConfig.connection.keepalive.clientBehavior.allowWithoutCalls = true
     self.transport = HTTP2ServerTransport.Custom(listenerFactory: factory, config: transportConfig)
     self.configuration = configuration
     self.peerRegistry = peerRegistry
