@@ -1,4 +1,5 @@
 import Foundation
+import Gateway
 
 #if canImport(Glibc)
   import Glibc
@@ -113,6 +114,9 @@ struct LocalGateway {
   /// Moves the whole data dir to `archive/<name>/<UTC timestamp>/` and returns the new location.
   func archive(suffix: String = "") throws -> URL {
     let fm = FileManager.default
+    // A retired gateway never comes back for its sandboxes: end their processes first.
+    let ended = SandboxReaper.terminateAll(dataDirectory: dataDir.path)
+    if ended > 0 { printErr("Stopped \(ended) sandbox process(es) of the archived gateway") }
     try fm.createDirectory(at: archiveRoot, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
     var dest = archiveRoot.appendingPathComponent(utcStamp() + suffix)
     var n = 1

@@ -1,0 +1,37 @@
+import Foundation
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Ends every sandbox process a (stopped) local gateway left running, for the lifecycle commands that
+/// retire its data directory (`gateway start --recreate`, `gateway destroy`). Supervisors normally
+/// outlive their gateway so that a restart finds them again; a retired gateway never comes back, so
+/// its sandboxes must not linger (they would retry an unreachable gateway until the orphan timeout).
+public enum SandboxReaper {
+  /// Kills the PID namespace of each sandbox recorded in `<data dir>/sandboxes/<id>/instance.json`
+  /// whose process is still the one recorded (pid and start time match, so a reused pid is never hit).
+  /// - Returns: the number of sandboxes that were still running.
+  @discardableResult
+  public static func terminateAll(dataDirectory: String) -> Int {
+    let root = dataDirectory + "/sandboxes"
+    guard let ids = try? FileManager.default.contentsOfDirectory(atPath: root) else { return 0 }
+    var killed: [SandboxInstance] = []
+    for id in ids {
+      let dir = "\(root)/\(id)"
+      guard let data = FileManager.default.contents(atPath: dir + "/instance.json"),
+        let instance = try? JSONDecoder().decode(SandboxInstance.self, from: data),
+        let s = HostProcess.stat(instance.pid), s.startTicks == instance.startTicks, s.state != "Z"
+      else { continue }
+      // SIGKILL to the namespace's init ends every process in it (pid_namespaces(7)); then the bwrap parent.
+      if let nsInit = HostProcess.namespaceInit(infoFile: dir + "/bwrap-info.json") { kill(nsInit, SIGKILL) }
+      kill(instance.pid, SIGKILL)
+      killed.append(instance)
+    }
+    for _ in 0..<100 {
+      if killed.allSatisfy({ HostProcess.stat($0.pid).map { $0.state == "Z" } ?? true }) { break }
+      usleep(20_000)
+    }
+    return killed.count
+  }
+}
