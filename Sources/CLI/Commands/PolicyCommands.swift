@@ -229,6 +229,27 @@ struct SettingsGet: AsyncParsableCommand {
   }
 }
 
+/// One settings change through UpdateConfig, for a sandbox (default: the last used) or, with
+/// `isGlobal`, the whole gateway (after confirmation). Returns the response and the sandbox name ("" if global).
+func updateSetting(
+  _ global: GatewayOptions, name: String?, isGlobal: Bool, workspace: String, key: String, yes: Bool,
+  confirm: (String) -> String, _ change: @escaping @Sendable (inout Openshell_V1_UpdateConfigRequest) -> Void
+) async throws -> (Openshell_V1_UpdateConfigResponse, String) {
+  let r = try global.resolve()
+  if isGlobal { try PolicyCLI.confirm(confirm(r.name), yes: yes) }
+  let n = isGlobal ? "" : try SandboxCLI.name(name, gateway: r.name)
+  let resp = try await PolicyCLI.withClients(r.target) { c, _ in
+    try await c.updateConfig(.with {
+      $0.sandbox = n
+      $0.global = isGlobal
+      $0.settingKey = key
+      $0.workspaceScope = SandboxCLI.scope(workspace)
+      change(&$0)
+    }, options: SandboxCLI.options())
+  }
+  return (resp, n)
+}
+
 struct SettingsSet: AsyncParsableCommand {
   static let configuration = CommandConfiguration(commandName: "set", abstract: "Set a setting (bools accept 1/true/yes/y/on and 0/false/no/n/off).")
   @OptionGroup var global: GatewayOptions
@@ -241,18 +262,10 @@ struct SettingsSet: AsyncParsableCommand {
 
   func run() async throws {
     try await PolicyCLI.run {
-      let r = try global.resolve()
-      if isGlobal { try PolicyCLI.confirm("Set '\(key)' for every sandbox on gateway '\(r.name)'?", yes: yes) }
-      let n = isGlobal ? "" : try SandboxCLI.name(name, gateway: r.name)
-      let resp = try await PolicyCLI.withClients(r.target) { c, _ in
-        try await c.updateConfig(.with {
-          $0.sandbox = n
-          $0.global = isGlobal
-          $0.settingKey = key
-          $0.settingValue = .with { $0.stringValue = value }
-          $0.workspaceScope = SandboxCLI.scope(workspace)
-        }, options: SandboxCLI.options())
-      }
+      let value = self.value
+      let (resp, n) = try await updateSetting(
+        global, name: name, isGlobal: isGlobal, workspace: workspace, key: key, yes: yes,
+        confirm: { "Set '\(key)' for every sandbox on gateway '\($0)'?" }) { $0.settingValue = .with { $0.stringValue = value } }
       print("\(Style.check) Setting \(key) set (\(isGlobal ? "global" : "sandbox \(n)"), settings revision: \(resp.settingsRevision))")
     }
   }
@@ -269,18 +282,9 @@ struct SettingsDelete: AsyncParsableCommand {
 
   func run() async throws {
     try await PolicyCLI.run {
-      let r = try global.resolve()
-      if isGlobal { try PolicyCLI.confirm("Delete the global setting '\(key)'?", yes: yes) }
-      let n = isGlobal ? "" : try SandboxCLI.name(name, gateway: r.name)
-      let resp = try await PolicyCLI.withClients(r.target) { c, _ in
-        try await c.updateConfig(.with {
-          $0.sandbox = n
-          $0.global = isGlobal
-          $0.settingKey = key
-          $0.deleteSetting = true
-          $0.workspaceScope = SandboxCLI.scope(workspace)
-        }, options: SandboxCLI.options())
-      }
+      let (resp, _) = try await updateSetting(
+        global, name: name, isGlobal: isGlobal, workspace: workspace, key: key, yes: yes,
+        confirm: { _ in "Delete the global setting '\(key)'?" }) { $0.deleteSetting = true }
       print(resp.deleted ? "\(Style.check) Setting \(key) deleted" : "· Setting \(key) was not set")
     }
   }

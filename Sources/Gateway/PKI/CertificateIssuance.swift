@@ -60,7 +60,7 @@ public struct CertificateIssuance: Sendable, Hashable, Codable {
 public struct IssuedCertificate: Sendable {
   /// The leaf certificate, PEM (`-----BEGIN CERTIFICATE-----`).
   public var certificatePEM: String
-  /// The leaf's private key, PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`). Secret: never log it.
+  /// The leaf's private key as a PKCS#8 PEM document. Secret: never log it.
   public var privateKeyPEM: String
   /// The CA certificate the leaf chains to, PEM (for the holder's trust store).
   public var caCertificatePEM: String
