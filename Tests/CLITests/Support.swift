@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import OpenShellAPI
@@ -172,18 +173,29 @@ struct CLIEnv {
   }
 }
 
-/// A TCP port that was free a moment ago (distinct per call).
+/// Ports already handed out by `freePort()` in this test process.
+private let handedOutPorts = Mutex<Set<Int>>([])
+
+/// A TCP port on 127.0.0.1 that was free a moment ago, distinct per call.
+///
+/// Chosen at random from 20000–32767, below Linux's default ephemeral range (32768–60999,
+/// `net.ipv4.ip_local_port_range`): a port the kernel hands out with `bind(0)` can be taken a moment later
+/// as the source port of some outgoing connection (the tests open many), which made a gateway start fail
+/// with "port already in use" in CI.
 func freePort() -> Int {
-  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-  defer { close(fd) }
-  var a = sockaddr_in()
-  a.sin_family = sa_family_t(AF_INET)
-  a.sin_port = 0
-  a.sin_addr.s_addr = inet_addr("127.0.0.1")
-  _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-  var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-  _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-  return Int(UInt16(bigEndian: a.sin_port))
+  while true {
+    let candidate = Int.random(in: 20000...32767)
+    let fresh = handedOutPorts.withLock { $0.insert(candidate).inserted }
+    guard fresh else { continue }
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var a = sockaddr_in()
+    a.sin_family = sa_family_t(AF_INET)
+    a.sin_port = in_port_t(UInt16(candidate)).bigEndian
+    a.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let rc = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    close(fd)
+    if rc == 0 { return candidate }
+  }
 }
 
 /// Listens on `port` until closed (to occupy it).

@@ -94,10 +94,28 @@ class Gateway:
         return "\n".join(text.splitlines()[-lines:])
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral range.
+
+    A port from bind(0) lies in the ephemeral range (32768-60999) and can be taken a moment later as the
+    source port of an outgoing connection, so pick from 20000-32767 instead.
+    """
+    import random
+
+    while True:
+        port = random.randint(20000, 32767)
+        if port in _HANDED_OUT:
+            continue
+        _HANDED_OUT.add(port)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def _required_pki(mode: str) -> tuple[str, ...]:
