@@ -132,7 +132,7 @@ let package = Package(
     .executableTarget(
       name: "CLI",
       dependencies: [
-        "Gateway", "OpenShellAPI", "LogTools", "EventLog", "Projections", "PolicyKit",
+        "Gateway", "OpenShellAPI", "LogTools", "EventLog", "Projections", "PolicyKit", "SandboxProtocol",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Yams", package: "Yams"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -147,7 +147,7 @@ let package = Package(
     .executableTarget(
       name: "Replay",
       dependencies: [
-        "LogTools", "EventLog", "Projections",
+        "LogTools", "EventLog", "Projections", "Gateway",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Tools/replay"),
@@ -199,7 +199,7 @@ let package = Package(
     .testTarget(
       name: "CLITests",
       dependencies: [
-        "OpenShellAPI",
+        "OpenShellAPI", "SandboxProtocol",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
       ]),

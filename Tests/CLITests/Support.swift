@@ -3,6 +3,7 @@ import Synchronization
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import OpenShellAPI
+import SandboxProtocol
 
 #if canImport(Glibc)
   import Glibc
@@ -80,28 +81,19 @@ struct CLIEnv {
       unlink(outPath)
       unlink(errPath)
     }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-    posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-    let argv = ([binary] + args).map { strdup($0) }
-    defer { argv.forEach { free($0) } }
-    let envp = environment.merging(extra) { _, n in n }.map { strdup("\($0.key)=\($0.value)") }
-    defer { envp.forEach { free($0) } }
-    var pid: pid_t = 0
     let start = Date()
-    let rc = (argv + [nil]).withUnsafeBufferPointer { a in
-      (envp + [nil]).withUnsafeBufferPointer { e in
-        posix_spawn(&pid, binary, &actions, nil, UnsafeMutablePointer(mutating: a.baseAddress!), UnsafeMutablePointer(mutating: e.baseAddress!))
-      }
+    // Spawner closes every descriptor above 2 in the child: a concurrently running test's socket (e.g.
+    // one probing a port) must not leak into a gateway daemon and hold that port.
+    let child: SpawnedProcess
+    do {
+      child = try Spawner.spawn(
+        binary, args, environment: environment.merging(extra) { _, n in n },
+        stdin: .null, stdout: .appendFile(outPath), stderr: .appendFile(errPath))
+    } catch {
+      throw CocoaError(.fileNoSuchFile, userInfo: [NSFilePathErrorKey: binary])
     }
-    guard rc == 0 else { throw CocoaError(.fileNoSuchFile, userInfo: [NSFilePathErrorKey: binary]) }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    let code = Spawner.waitBlocking(child.pid)
     let seconds = Date().timeIntervalSince(start)
-    let code: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
     return Result(
       code: code,
       out: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
@@ -187,7 +179,7 @@ func freePort() -> Int {
     let candidate = Int.random(in: 20000...32767)
     let fresh = handedOutPorts.withLock { $0.insert(candidate).inserted }
     guard fresh else { continue }
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     var a = sockaddr_in()
     a.sin_family = sa_family_t(AF_INET)
     a.sin_port = in_port_t(UInt16(candidate)).bigEndian
@@ -200,7 +192,7 @@ func freePort() -> Int {
 
 /// Listens on `port` until closed (to occupy it).
 func listenOn(_ port: Int) -> Int32 {
-  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
   var a = sockaddr_in()
   a.sin_family = sa_family_t(AF_INET)
   a.sin_port = in_port_t(UInt16(port)).bigEndian

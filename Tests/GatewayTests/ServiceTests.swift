@@ -257,6 +257,37 @@ import Testing
     await again.stop()
   }
 
+  /// A graceful shutdown does not wait out its grace period for subscriptions: an open watch ends with
+  /// UNAVAILABLE "shutting down" (clients reconnect), and the gateway stops long before the 120 s deadline.
+  @Test func shutdownEndsSubscriptionsInsteadOfWaitingForTheDeadline() async throws {
+    let gw = try await TestGateway.start(shutdownGracePeriod: .seconds(120))
+    let started = ContinuousClock.now
+    let ended: RPCError? = try await gw.withClient { api in
+      _ = try await api.createSandbox(.with { $0.name = "watched" })
+      return try await withThrowingTaskGroup(of: RPCError?.self) { group in
+        group.addTask {
+          do {
+            try await api.watchSandbox(.with { $0.sandbox = "watched"; $0.followStatus = true }) { response in
+              for try await _ in response.messages {}
+            }
+            return nil
+          } catch let e as RPCError {
+            return e
+          }
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        gw.running.shutdown()
+        let result = try await group.next() ?? nil
+        return result
+      }
+    }
+    _ = try? await gw.task.value
+    #expect(ended?.code == .unavailable, "\(String(describing: ended))")
+    #expect(ended?.message.contains("shutting down") == true, "\(String(describing: ended))")
+    // Not a timing benchmark: without draining, serve() would only return after the 120 s grace period.
+    #expect(ContinuousClock.now - started < .seconds(60))
+  }
+
   @Test func watchStreamsStatusChangesFromTheLog() async throws {
     let gw = try await TestGateway.start()
     try await gw.withClient { api in

@@ -1,6 +1,7 @@
 import ArgumentParser
 import EventLog
 import Foundation
+import Gateway
 import LogTools
 import Projections
 
@@ -17,6 +18,7 @@ import Projections
 ///   `$XDG_STATE_HOME/openshell/archive/<name>/<UTC ts>-before-restore/`.
 /// - Sandboxes the restored gateway cannot resume (any not stopped, failed or completed: their processes
 ///   are gone) get a `sandbox.failed` event with reason `NotResumedAfterRestore`; none is dropped.
+/// - Sandbox processes still running from the replaced log are ended (``SandboxReaper``).
 /// - PKI: the gateway's **current** `pki/` is kept, so clients holding its current bundle keep working.
 ///   Only when the data dir has no PKI yet (restoring into a new gateway) is the archived data dir's
 ///   `pki/` copied (its CA then comes back).
@@ -155,6 +157,10 @@ struct Restore: ParsableCommand {
     guard rename(staging.path, logDir.path) == 0 else {
       throw ValidationError("cannot install the restored log: \(String(cString: strerror(errno))) (it is in \(staging.path))")
     }
+    // The replaced log's sandboxes may still run (supervisors outlive a stopped gateway); the restored
+    // state does not know them, so they are ended instead of retrying until their orphan timeout.
+    let ended = SandboxReaper.terminateAll(dataDirectory: data.path)
+    if ended > 0 { print("ended \(ended) sandbox process\(ended == 1 ? "" : "es") of the replaced log") }
     let pkiDir = data.appendingPathComponent("pki")
     if fm.fileExists(atPath: pkiDir.appendingPathComponent("ca.crt").path) {
       print("PKI: kept the gateway's current certificates (\(pkiDir.path))")

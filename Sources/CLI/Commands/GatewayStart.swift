@@ -76,6 +76,15 @@ struct GatewayStart: AsyncParsableCommand {
       }
       if !recreate {
         guard let c = gw.launchConfig else { throw CLIError("gateway '\(name)' is running (pid \(pid)) but \(gw.configFile.path) is missing") }
+        // Settings that need a restart are not silently ignored on a running gateway.
+        var changes: [String] = []
+        if let port, port != c.port { changes.append("port \(c.port) → \(port)") }
+        if let bind, bind != c.bind { changes.append("listen address \(c.bind) → \(bind)") }
+        let wantedAuth = plaintext ? "plaintext" : disableGatewayAuth ? "tls" : nil
+        if let wantedAuth, wantedAuth != c.authMode { changes.append("auth mode \(c.authMode) → \(wantedAuth)") }
+        if !changes.isEmpty {
+          throw CLIError("gateway '\(name)' is already running (pid \(pid)) with other settings (\(changes.joined(separator: ", "))); stop it first: openshell gateway stop --name \(name)")
+        }
         if !DaemonControl.registrationCurrent(gw, c) { _ = try DaemonControl.register(gw, c) }
         try registry.setActive(name)
         print("\(Style.check) Gateway '\(name)' is already running (pid \(pid)).")

@@ -1,4 +1,5 @@
 import Foundation
+import SandboxProtocol
 
 #if canImport(Glibc)
   import Glibc
@@ -103,43 +104,23 @@ enum ProcessTable {
   }
 
   /// Starts `argv` in a new session (setsid), stdin from /dev/null, stdout and stderr appended to
-  /// `logPath`. Returns the child's pid; it outlives this process.
+  /// `logPath`, in `workingDirectory`. Returns the child's pid; it outlives this process.
+  ///
+  /// No other descriptor of this process is inherited (`Spawner` closes every descriptor above 2 in the
+  /// child): a long-lived daemon must not keep the caller's sockets or pipes open — an inherited bound
+  /// socket would hold its port for the daemon's lifetime, and an inherited pipe would make
+  /// `$(openshell gateway start)` wait for the daemon to exit.
+  /// - Throws: `CLIError` when the executable cannot be started.
   static func spawnDaemon(executable: String, arguments: [String], environment: [String: String], logPath: String, workingDirectory: String) throws -> Int32 {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    var attr = posix_spawnattr_t()
-    posix_spawnattr_init(&attr)
-    defer { posix_spawnattr_destroy(&attr) }
-    // POSIX_SPAWN_SETSID (glibc ≥ 2.26) | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF
-    var empty = sigset_t()
-    sigemptyset(&empty)
-    posix_spawnattr_setsigmask(&attr, &empty)
-    var defaults = sigset_t()
-    sigemptyset(&defaults)
-    for s in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGCHLD] { sigaddset(&defaults, s) }
-    posix_spawnattr_setsigdefault(&attr, &defaults)
-    posix_spawnattr_setflags(&attr, Int16(0x80 | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-
-    let argv = ([executable] + arguments).map { strdup($0) }
-    defer { argv.forEach { free($0) } }
-    let envp = environment.map { strdup("\($0.key)=\($0.value)") }
-    defer { envp.forEach { free($0) } }
-    var pid: pid_t = 0
-    // The child starts in `workingDirectory` (posix_spawn_file_actions_addchdir_np is not exported).
-    let previous = FileManager.default.currentDirectoryPath
-    _ = chdir(workingDirectory)
-    defer { _ = chdir(previous) }
-    let rc = (argv + [nil]).withUnsafeBufferPointer { a in
-      (envp + [nil]).withUnsafeBufferPointer { e in
-        posix_spawn(&pid, executable, &actions, &attr, UnsafeMutablePointer(mutating: a.baseAddress!), UnsafeMutablePointer(mutating: e.baseAddress!))
-      }
+    do {
+      return try Spawner.spawn(
+        executable, arguments, environment: environment,
+        stdin: .null, stdout: .appendFile(logPath), stderr: .appendFile(logPath),
+        workingDirectory: workingDirectory, newSession: true
+      ).pid
+    } catch let e as SpawnError {
+      throw CLIError(e.message)
     }
-    guard rc == 0 else { throw CLIError("cannot start \(executable): \(String(cString: strerror(rc)))") }
-    return pid
   }
 
   /// Reaps `pid` if it is our exited child; returns its exit status when it has exited.

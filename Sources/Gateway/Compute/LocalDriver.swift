@@ -438,6 +438,14 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
         try? await Task.sleep(for: .milliseconds(20))
       }
     }
+    // Whatever still runs in the sandbox's PID namespace (commands orphaned by the supervisor's exit keep
+    // bwrap's init alive) ends with the init.
+    if let nsInit = HostProcess.liveNamespaceInit(infoFile: dir(id) + "/bwrap-info.json") {
+      kill(nsInit, SIGKILL)
+      for _ in 0..<50 where HostProcess.liveNamespaceInit(infoFile: dir(id) + "/bwrap-info.json") != nil {
+        try? await Task.sleep(for: .milliseconds(20))
+      }
+    }
     instances.withLock { $0[id] = nil }
     try? FileManager.default.removeItem(atPath: dir(id) + "/instance.json")
   }

@@ -49,6 +49,24 @@ enum HostProcess {
     return text.split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
   }
 
+  /// The sandbox's PID-namespace init if it still runs: bwrap's `child-pid` from its --info-fd file, only
+  /// when that process is still in the PID namespace the file names (`pid-namespace` inode), so a reused
+  /// pid is never returned.
+  ///
+  /// bwrap's init outlives the supervisor while any other process of the sandbox runs (it reaps until no
+  /// child is left), and the outer bwrap exits with the supervisor: a stopped sandbox can leave its init
+  /// and orphaned commands behind. Killing this init with SIGKILL ends every process in the namespace
+  /// (pid_namespaces(7)).
+  static func liveNamespaceInit(infoFile: String) -> Int32? {
+    guard let data = FileManager.default.contents(atPath: infoFile),
+      let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+      let pid = json["child-pid"] as? Int, let ns = json["pid-namespace"] as? Int,
+      let link = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/pid"),
+      link == "pid:[\(ns)]", let s = stat(Int32(pid)), s.state != "Z"
+    else { return nil }
+    return Int32(pid)
+  }
+
   /// The sandbox's PID-namespace init (bwrap's `child-pid` from its --info-fd file).
   static func namespaceInit(infoFile: String) -> Int32? {
     guard let data = FileManager.default.contents(atPath: infoFile),

@@ -19,6 +19,8 @@ public enum SandboxReaper {
     var killed: [SandboxInstance] = []
     for id in ids {
       let dir = "\(root)/\(id)"
+      // An init left behind by an exited supervisor (with orphaned commands) is ended too.
+      if let nsInit = HostProcess.liveNamespaceInit(infoFile: dir + "/bwrap-info.json") { kill(nsInit, SIGKILL) }
       guard let data = FileManager.default.contents(atPath: dir + "/instance.json"),
         let instance = try? JSONDecoder().decode(SandboxInstance.self, from: data),
         let s = HostProcess.stat(instance.pid), s.startTicks == instance.startTicks, s.state != "Z"

@@ -114,6 +114,19 @@ public final class SupervisorHub: Sendable {
     sessions.withLock { $0[sandboxID]?.instanceID }
   }
 
+  /// Waits (polling every 50 ms, at most `timeout`) until a supervisor of the sandbox is connected.
+  /// After a gateway restart, sandboxes that kept running are READY in the log a moment before their
+  /// supervisors have reconnected (they retry with ≤ 1 s backoff); callers wait here instead of failing.
+  /// - Returns: whether a supervisor is connected.
+  public func waitForSession(_ sandboxID: String, timeout: Duration) async -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while connectedInstance(sandboxID) == nil {
+      guard ContinuousClock.now < deadline, !Task.isCancelled else { return false }
+      try? await Task.sleep(for: .milliseconds(50))
+    }
+    return true
+  }
+
   /// Ends a sandbox's session (the driver calls this when it stops the sandbox).
   public func disconnect(_ sandboxID: String) {
     let s = sessions.withLock { $0.removeValue(forKey: sandboxID) }
@@ -132,9 +145,10 @@ public final class SupervisorHub: Sendable {
   // MARK: relays
 
   /// Asks the sandbox's supervisor to open a relay channel for `service` and waits (≤ `timeout`) until
-  /// it has dialled `RelayStream`.
+  /// it has dialled `RelayStream`; a supervisor that is not connected yet is waited for (≤ `timeout`).
   /// - Throws: UNAVAILABLE when no supervisor is connected or it does not answer in time.
   public func openRelay(sandboxID: String, service: String, timeout: Duration = .seconds(10)) async throws -> RelayChannel {
+    _ = await waitForSession(sandboxID, timeout: timeout)
     guard let session = sessions.withLock({ $0[sandboxID] }) else {
       throw RPCError(code: .unavailable, message: "the supervisor of sandbox \(sandboxID) is not connected")
     }

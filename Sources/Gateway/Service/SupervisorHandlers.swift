@@ -87,6 +87,16 @@ extension OpenShellService {
   /// PushSandboxLogs: batches of lines for the caller's own sandbox, kept outside the event log.
   public func pushSandboxLogs(request: RPCAsyncSequence<Openshell_V1_PushSandboxLogsRequest, any Error>, context: ServerContext) async throws -> Openshell_V1_PushSandboxLogsResponse {
     let hub = try requireHub("PushSandboxLogs")
+    // A supervisor keeps this stream open for its lifetime; a gateway shutdown ends it (see SubscriptionDrain).
+    // The unstructured task `run` uses inherits the caller's task-locals (CallerIdentity).
+    let consume: @Sendable () async throws -> Openshell_V1_PushSandboxLogsResponse = {
+      try await self.consumeLogs(request, hub: hub)
+    }
+    if let drain = SubscriptionDrain.current { return try await drain.run(consume) }
+    return try await consume()
+  }
+
+  func consumeLogs(_ request: RPCAsyncSequence<Openshell_V1_PushSandboxLogsRequest, any Error>, hub: SupervisorHub) async throws -> Openshell_V1_PushSandboxLogsResponse {
     var authorized: String?
     for try await batch in request {
       let id = try sandboxCaller("PushSandboxLogs", claimed: batch.sandboxID)

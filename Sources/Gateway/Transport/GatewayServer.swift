@@ -38,8 +38,8 @@ public enum GatewayServerError: Error, Sendable, Equatable, CustomStringConverti
 /// the server does not add them itself.
 ///
 /// Shutdown: ``requestShutdown()``, SIGTERM or SIGINT (when ``Configuration/handleSignals``) start a
-/// graceful shutdown: the listener closes, in-flight RPCs finish, idle and undecided connections are
-/// closed; after ``Configuration/shutdownGracePeriod`` whatever is left is cancelled. Cancelling the task
+/// graceful shutdown: the listener closes, subscription streams end with UNAVAILABLE (see
+/// ``SubscriptionDrain``), in-flight RPCs finish, idle and undecided connections are closed; after ``Configuration/shutdownGracePeriod`` whatever is left is cancelled. Cancelling the task
 /// running ``run()`` stops the server at once.
 public final class GatewayServer: Sendable {
   /// Listener settings.
@@ -81,6 +81,9 @@ public final class GatewayServer: Sendable {
   public let peerRegistry: PeerCertificateRegistry
   /// The metrics served on `/metrics` and fed by ``MetricsInterceptor``.
   public let metrics: GatewayMetrics
+  /// Ends subscription streams when a graceful shutdown begins (see ``SubscriptionDrain``); applied by a
+  /// ``SubscriptionDrainInterceptor`` the server appends to the interceptors it is given.
+  public let subscriptionDrain = SubscriptionDrain()
 
   private let transport: HTTP2ServerTransport.Custom<OnePortListenerFactory>
   private let services: [any RegistrableRPCService]
@@ -139,7 +142,7 @@ public final class GatewayServer: Sendable {
     self.peerRegistry = peerRegistry
     self.metrics = metrics
     self.services = services
-    self.interceptors = interceptors
+    self.interceptors = interceptors + [SubscriptionDrainInterceptor(drain: subscriptionDrain)]
     self.logger = logger
   }
 
@@ -180,6 +183,7 @@ public final class GatewayServer: Sendable {
     let grace = configuration.shutdownGracePeriod
     let logger = self.logger
     let requests = shutdown.stream
+    let subscriptionDrain = self.subscriptionDrain
     try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask { try await server.serve() }
       group.addTask {
@@ -187,6 +191,7 @@ public final class GatewayServer: Sendable {
         guard !Task.isCancelled else { return }
         logger.info("graceful shutdown started", metadata: ["grace": "\(grace)"])
         server.beginGracefulShutdown()
+        subscriptionDrain.begin()
         try? await Task.sleep(for: grace)
         if !Task.isCancelled {
           logger.warning("graceful shutdown deadline passed; cancelling remaining connections")
