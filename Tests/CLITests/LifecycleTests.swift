@@ -39,6 +39,14 @@ struct LifecycleTests {
     #expect(r.code == 0, "\(r)")
     #expect(r.out.contains("Connected") && r.out.contains("life") && r.out.contains("mtls"), "\(r)")
 
+    // Starting it again: the same settings → "already running", exit 0; another port → refused, not ignored.
+    r = try env.run(["gateway", "start", "--name", "life", "--port", "\(port)"])
+    #expect(r.code == 0 && r.out.contains("already running"), "\(r)")
+    r = try env.run(["gateway", "start", "--name", "life", "--port", "\(port + 1)"])
+    #expect(r.code == 1, "\(r)")
+    #expect(r.err.contains("port \(port) → \(port + 1)") && r.err.contains("openshell gateway stop --name life"), "\(r)")
+    #expect(env.metadata("life")?["gateway_port"] as? Int == port)
+
     r = try env.run(["gateway", "info", "-o", "json"])
     #expect(r.code == 0, "\(r)")
     let info = env.json(r)
@@ -284,5 +292,40 @@ struct LifecycleTests {
     #expect(r.code == 0, "\(r)")
     r = try env.run(["status"])
     #expect(r.code == 0, "\(r)")
+  }
+  @Test("the gateway daemon inherits no descriptor of the command that started it")
+  func daemonInheritsNoDescriptors() async throws {
+    let env = try CLIEnv("fds")
+    defer {
+      _ = try? env.run(["gateway", "stop", "--name", "fds"])
+      env.cleanup()
+    }
+    // A descriptor without FD_CLOEXEC, as a shell or script would pass down (e.g. `exec 7>file`).
+    let marker = env.root.appendingPathComponent("inherited-marker").path
+    let fd = open(marker, O_WRONLY | O_CREAT, 0o600)
+    try #require(fd >= 0)
+    defer { close(fd) }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+    let args = [CLIEnv.openshell, "gateway", "start", "--name", "fds", "--port", "\(freePort())"]
+    let argv = args.map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    let envp = env.environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { envp.forEach { free($0) } }
+    var pid: pid_t = 0
+    try #require(posix_spawn(&pid, CLIEnv.openshell, &actions, nil, argv, envp) == 0)
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    try #require(status == 0, "gateway start exited with status \(status)")
+    let pidText = try String(contentsOf: env.dataDir("fds").appendingPathComponent("gateway.pid"), encoding: .utf8)
+    let daemon = try #require(Int32(pidText.trimmingCharacters(in: .whitespacesAndNewlines)))
+    let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(daemon)/fd")
+    let targets = fds.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(daemon)/fd/\($0)") }
+    #expect(!targets.isEmpty)
+    #expect(!targets.contains(marker), "the daemon holds \(marker): \(targets)")
   }
 }

@@ -103,8 +103,15 @@ struct SandboxLifecycleTests {
       _ = try await c.create("stop-test")
       try await c.wait("stop-test", .ready)
       _ = try await c.exec("stop-test", ["sh", "-c", "echo kept > /sandbox/note"])
+      // A command that escapes its exec's process group keeps running after the exec (and the supervisor)
+      // ended; stopping the sandbox must still end it.
+      let marker = "\(Int.random(in: 100_000...999_999))"
+      let r0 = try await c.exec("stop-test", ["sh", "-c", "setsid sleep \(marker) </dev/null >/dev/null 2>&1 & echo started"])
+      #expect(r0.out == "started\n")
+      #expect(!hostProcesses(containing: "sleep\0\(marker)").isEmpty, "the orphan runs before the stop")
       _ = try await c.stopSandbox(.with { $0.name = "stop-test" })
       try await c.wait("stop-test", .stopped)
+      #expect(hostProcesses(containing: "sleep\0\(marker)") == [], "no process of the stopped sandbox is left")
       await #expect(throws: RPCError.self) { _ = try await c.exec("stop-test", ["true"]) }
       do { _ = try await c.exec("stop-test", ["true"]) } catch let e as RPCError { #expect(e.code == .failedPrecondition) }
       _ = try await c.startSandbox(.with { $0.name = "stop-test" })
@@ -307,5 +314,14 @@ struct SandboxLifecycleTests {
       #expect(listed.sandboxes.isEmpty, "a refused create leaves nothing behind")
     }
     await gw.stopEverything()
+  }
+}
+
+/// Host pids whose NUL-separated command line contains `fragment` (e.g. `sleep\0123`); zombies excluded.
+func hostProcesses(containing fragment: String) -> [Int32] {
+  guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+  return entries.compactMap(Int32.init).filter { pid in
+    guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"), !data.isEmpty else { return false }
+    return String(decoding: data, as: UTF8.self).contains(fragment)
   }
 }
