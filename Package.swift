@@ -194,7 +194,12 @@ let package = Package(
     .testTarget(name: "ProjectionsTests", dependencies: ["Projections", "Scenarios", "EventLog"]),
     .testTarget(
       name: "LogToolsTests", dependencies: ["LogTools", "Scenarios", "EventLog", "Projections"]),
-    .testTarget(name: "GatewayTests", dependencies: ["Gateway", "OpenShellAPI", "SandboxProtocol", "PolicyKit"]),
+    .testTarget(
+      name: "GatewayTests",
+      dependencies: [
+        "Gateway", "OpenShellAPI", "SandboxProtocol", "PolicyKit",
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+      ]),
     .testTarget(name: "PolicyKitTests", dependencies: ["PolicyKit", "OpenShellAPI"]),
     .testTarget(
       name: "CLITests",

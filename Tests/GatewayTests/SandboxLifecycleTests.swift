@@ -285,6 +285,62 @@ struct SandboxLifecycleTests {
     await gw.stopEverything()
   }
 
+  @Test("cpu/memory limits are enforced with cgroups where the host has them, else refused at create")
+  func resourceLimits() async throws {
+    let gw = try await SandboxGateway.start()
+    defer { Task { await gw.stopEverything() } }
+    let cgroups = gw.running.driver?.cgroups
+    try await gw.withClient { c in
+      let request = Openshell_V1_CreateSandboxRequest.with {
+        $0.name = "limited"
+        $0.spec.template.resources.fields = ["cpu": .init(stringValue: "200m"), "memory": .init(stringValue: "64Mi")]
+        $0.workspaceScope = .with { $0.workspace = "default" }
+      }
+      guard let cgroups else {
+        do {
+          _ = try await c.createSandbox(request)
+          Issue.record("limits accepted on a host without cgroups")
+        } catch let e as RPCError {
+          #expect(e.code == .failedPrecondition)
+          #expect(e.message.contains("cgroup"), "\(e)")
+        }
+        return
+      }
+      _ = try await c.createSandbox(request)
+      let s = try await c.wait("limited", .ready)
+      let dirs = cgroups.directories(sandboxID: s.metadata.id)
+      let supervisor = try #require(gw.running.driver?.supervisorPID(s.metadata.id))
+      for dir in dirs {
+        let procs = try String(contentsOfFile: dir + "/cgroup.procs", encoding: .utf8)
+        #expect(procs.split(separator: "\n").contains(Substring(String(supervisor))), "the supervisor is in \(dir)")
+      }
+      switch cgroups.layout {
+      case .legacy(let memory, let cpu):
+        if memory != nil {
+          let limit = try String(contentsOfFile: dirs[0] + "/memory.limit_in_bytes", encoding: .utf8)
+          #expect(limit.trimmingCharacters(in: .whitespacesAndNewlines) == String(64 << 20))
+        }
+        if let cpu {
+          let quota = try String(contentsOfFile: cpu + "/openshell/\(s.metadata.id)/cpu.cfs_quota_us", encoding: .utf8)
+          #expect(quota.trimmingCharacters(in: .whitespacesAndNewlines) == "20000")
+        }
+      case .unified:
+        let max = try String(contentsOfFile: dirs[0] + "/memory.max", encoding: .utf8)
+        #expect(max.trimmingCharacters(in: .whitespacesAndNewlines) == String(64 << 20))
+      }
+      // Allocating ~200 MB in a 64 MiB sandbox: the kernel's OOM killer ends it (SIGKILL → 137).
+      let hog = try await c.exec("limited", ["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived ${#x}"])
+      #expect(hog.exitCode == 137, "\(hog.exitCode as Any) \(hog.out) \(hog.err)")
+      #expect(!hog.out.contains("survived"))
+      // The sandbox itself is still usable, and its cgroups go away with it.
+      let ok = try await c.exec("limited", ["echo", "alive"])
+      #expect(ok.out == "alive\n")
+      try await c.deleteAndWait("limited")
+      for dir in dirs { #expect(!FileManager.default.fileExists(atPath: dir), "\(dir) removed") }
+    }
+    await gw.stopEverything()
+  }
+
   @Test("unsupported specs are refused at create with FAILED_PRECONDITION")
   func unsupportedSpec() async throws {
     let gw = try await SandboxGateway.start()

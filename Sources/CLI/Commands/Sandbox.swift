@@ -33,6 +33,8 @@ struct SandboxCreate: AsyncParsableCommand {
   @Flag(help: "Do not start a local gateway when none is configured.") var noBootstrap = false
   @Option(help: "Policy YAML file (env OPENSHELL_SANDBOX_POLICY).") var policy: String?
   @Option(name: .customLong("provider"), help: "Attach a provider; its credentials are delivered to the sandbox (repeatable).") var providers: [String] = []
+  @Option(help: "CPU limit, e.g. 2, 0.5 or 500m (cgroups; the gateway refuses it where it cannot enforce it).") var cpu: String?
+  @Option(help: "Memory limit, e.g. 512Mi or 2Gi (cgroups; the gateway refuses it where it cannot enforce it).") var memory: String?
   @Argument(parsing: .postTerminator, help: "Command to run in the sandbox.") var command: [String] = []
 
   func run() async throws {
@@ -52,6 +54,8 @@ struct SandboxCreate: AsyncParsableCommand {
             $0.environment = envMap
             $0.providers = providers
             if let policySpec { $0.policy = policySpec }
+            if let cpu { $0.template.resources.fields["cpu"] = .init(stringValue: cpu) }
+            if let memory { $0.template.resources.fields["memory"] = .init(stringValue: memory) }
           }
           $0.workspaceScope = SandboxCLI.scope(workspace)
         }, options: SandboxCLI.options()).sandbox

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GRPCCore
 
 /// `openshell status`: is the gateway reachable, and what does it run.
 ///
@@ -43,7 +44,7 @@ struct Status: AsyncParsableCommand {
             errorText = "GET /healthz answered HTTP \(h.status)"
           }
         } catch {
-          errorText = oneLine("\(grpcError)")
+          errorText = (grpcError as? RPCError).flatMap(connectionFailure) ?? oneLine("\(grpcError)")
         }
       }
       let record = Record(pairs: [
@@ -60,7 +61,10 @@ struct Status: AsyncParsableCommand {
         print(try record.render(out.output))
       }
       if code != 0 {
-        if code == 1 { printErr("error: gateway '\(r.name)' at \(t.endpoint) is not reachable: \(errorText ?? "no answer")") }
+        if code == 1 {
+          let hint = r.metadata?.type == "local" ? "; is it running? start it with: openshell gateway start --name \(r.name)" : ""
+          printErr("error: gateway '\(r.name)' at \(t.endpoint) is not reachable: \(errorText ?? "no answer")\(hint)")
+        }
         throw ExitCode(code)
       }
     }

@@ -36,6 +36,7 @@ struct GatewayOptions: ParsableArguments {
       let meta = gateway.flatMap { registry.metadata($0) } ?? registry.all().first { $0.gateway_endpoint == norm }
       let name = gateway ?? meta?.name ?? norm
       let target = try Target(name: name, endpoint: norm, authMode: meta?.auth_mode, mtlsDir: meta.map { registry.mtlsDir($0.name) })
+      ResolvedGateway.last = (name, norm, meta?.type)
       return Resolved(name: name, metadata: meta, target: target)
     }
     guard let name = explicitName ?? registry.active else {
@@ -45,6 +46,7 @@ struct GatewayOptions: ParsableArguments {
       throw CLIError("unknown gateway '\(name)'; deploy it first: openshell gateway start --name \(name)")
     }
     let target = try Target(name: name, endpoint: meta.gateway_endpoint, authMode: meta.auth_mode, mtlsDir: registry.mtlsDir(name))
+    ResolvedGateway.last = (name, meta.gateway_endpoint, meta.type)
     return Resolved(name: name, metadata: meta, target: target)
   }
 
@@ -82,4 +84,11 @@ func hoistGlobalOptions(_ args: [String]) -> [String] {
   guard !hoisted.isEmpty else { return args }
   if let dd = rest.firstIndex(of: "--") { rest.insert(contentsOf: hoisted, at: dd) } else { rest += hoisted }
   return rest
+}
+
+/// The gateway the running command resolved last (name, endpoint, registration type), so that a
+/// connection failure can be reported with the gateway's name and the command that helps.
+/// The CLI resolves its gateway once, on the main task, before any RPC.
+enum ResolvedGateway {
+  nonisolated(unsafe) static var last: (name: String, endpoint: String, type: String?)?
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GRPCCore
 import Yams
 
 #if canImport(Glibc)
@@ -29,9 +30,42 @@ func cliRun(_ body: () async throws -> Void) async throws {
     throw fail(e.message)
   } catch let e as CleanExit {
     throw e
+  } catch let e as RPCError {
+    throw fail(describe(e))
   } catch {
     throw fail(oneLine("\(error)"))
   }
+}
+
+/// One line for an RPC error. A failed connection names the gateway and says what to try instead of
+/// printing grpc-swift's transport error (`unavailable: "Could not establish a connection…" (cause: …)`).
+func describe(_ e: RPCError) -> String {
+  if let reason = connectionFailure(e) {
+    guard let g = ResolvedGateway.last else { return "cannot reach the gateway: \(reason)" }
+    let hint = g.type == "local"
+      ? "is it running? start it with: openshell gateway start --name \(g.name)"
+      : "check the endpoint and your network (openshell gateway info --name \(g.name))"
+    if g.name == g.endpoint { return "cannot reach the gateway at \(g.endpoint): \(reason)" }
+    return "cannot reach gateway '\(g.name)' at \(g.endpoint): \(reason); \(hint)"
+  }
+  return oneLine("\(e)")
+}
+
+/// The reason a call never reached a gateway (connection refused, unknown host, timeout), or nil when
+/// the error came from a gateway.
+func connectionFailure(_ e: RPCError) -> String? {
+  guard e.code == .unavailable || e.code == .deadlineExceeded else { return nil }
+  let text = oneLine("\(e)")
+  guard text.contains("Could not establish a connection") || text.contains("transient failure")
+    || text.contains("Failed to resolve server name")
+  else { return nil }
+  if text.contains("Connection refused") { return "connection refused" }
+  if text.contains("No address") || text.contains("resolve") || text.contains("getaddrinfo") { return "host name not found" }
+  if text.contains("timed out") || text.contains("Timed out") { return "connection timed out" }
+  if let range = text.range(of: "cause: ") {
+    return String(text[range.upperBound...]).trimmingCharacters(in: CharacterSet(charactersIn: "\")\" "))
+  }
+  return "no connection"
 }
 
 /// Collapses a multi-line description to one line.

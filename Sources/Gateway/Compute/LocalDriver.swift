@@ -52,6 +52,8 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
   let usesTLS: Bool
   let runAsRoot = geteuid() == 0
   let runtimeDirectories = BubblewrapCommand.runtimeLibraryDirectories()
+  /// Where per-sandbox cpu/memory limits go; nil on a host without a writable cgroup hierarchy.
+  let cgroups = SandboxCgroups.detect()
   private let endpoint = Mutex<String?>(nil)
   private let instances = Mutex<[String: SandboxInstance]>([:])
   /// Instances being stopped on purpose (their exit is not a failure).
@@ -93,10 +95,14 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     if !t.runtimeClassName.isEmpty { return "the local driver has no runtime classes (template.runtime_class_name)" }
     if s.hasResourceRequirements, s.resourceRequirements.hasGpu { return "the local driver does not support GPUs" }
     if t.hasResources, !t.resources.fields.isEmpty {
-      if FileManager.default.isWritableFile(atPath: "/sys/fs/cgroup/cgroup.subtree_control") {
-        return "cpu/memory limits (template.resources) are not implemented by the local driver yet"
+      let limits: ResourceLimits
+      do { limits = try ResourceLimits.parse(t.resources) } catch { return "template.resources: \(error.message)" }
+      if !limits.isEmpty {
+        guard let cgroups else {
+          return "cpu/memory limits (template.resources) need a writable cgroup hierarchy (v2 at /sys/fs/cgroup, or v1 memory/cpu), which this host does not provide"
+        }
+        if let why = cgroups.unsupported(limits) { return why }
       }
-      return "cpu/memory limits (template.resources) need a writable cgroup v2 hierarchy at /sys/fs/cgroup, which this host does not provide"
     }
     if t.hasDriverConfig, !t.driverConfig.fields.isEmpty { return "the local driver takes no driver_config" }
     if s.command.contains(where: { $0.utf8.contains(0) }) { return "spec.command contains NUL" }
@@ -390,8 +396,27 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
       try write("ca.crt", pki.caCertificatePEM, 0o644)
       environment[SandboxProtocol.envTLSCA] = creds + "/ca.crt"
     }
+    // cpu/memory limits: the process joins the sandbox's cgroup(s) and then execs bwrap, so that every
+    // process of the sandbox starts inside (a pid moved after bwrap forked would leave its children out).
+    var executable = command.bwrapPath
+    var arguments = command.arguments
+    if hasLimits(spec), let cgroups {
+      let limits: ResourceLimits
+      let procs: [String]
+      do {
+        limits = try ResourceLimits.parse(spec.template.resources)
+        procs = try cgroups.prepare(sandboxID: s.id, limits: limits)
+      } catch {
+        throw SpawnError("cannot apply the resource limits: \(error.message)")
+      }
+      if !procs.isEmpty {
+        let script = #"while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#
+        arguments = ["-c", script, "openshell-cgroup-join"] + procs + ["--", executable] + arguments
+        executable = "/bin/sh"
+      }
+    }
     let process = try Spawner.spawn(
-      command.bwrapPath, command.arguments, environment: environment,
+      executable, arguments, environment: environment,
       stdout: .appendFile(base + "/supervisor.log"), stderr: .appendFile(base + "/supervisor.log"),
       newSession: true, fd3File: base + "/bwrap-info.json")
     let ticks = HostProcess.stat(process.pid)?.startTicks ?? 0
@@ -408,6 +433,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     hub.disconnect(id)
     guard let instance, HostProcess.exitStatus(instance) == nil else {
       instances.withLock { $0[id] = nil }
+      cgroups?.remove(sandboxID: id)
       return
     }
     stopping.withLock { _ = $0.insert(id) }
@@ -448,6 +474,12 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     }
     instances.withLock { $0[id] = nil }
     try? FileManager.default.removeItem(atPath: dir(id) + "/instance.json")
+    cgroups?.remove(sandboxID: id)
+  }
+
+  /// Whether the spec asks for cpu/memory limits (validated at create by `unsupported(spec:)`).
+  func hasLimits(_ spec: Openshell_V1_SandboxSpec) -> Bool {
+    spec.template.hasResources && !spec.template.resources.fields.isEmpty
   }
 
   func removeDirectory(_ id: String) {
