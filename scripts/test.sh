@@ -9,6 +9,11 @@ scripts/setup.sh
 echo "== build"
 swift build --build-tests 2>&1 | tail -n 5
 bin=$(swift build --show-bin-path)
+# Everything the tests create under $TMPDIR (gateway data dirs, sandboxes, archives, registries) goes
+# into one directory that is removed at the end, pass or fail.
+TMPDIR=$(mktemp -d /tmp/openshell-tests.XXXXXX)
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
 failed=()
 for target in ProjectionsTests LogToolsTests PolicyKitTests EventLogTests GatewayTests CLITests; do
   echo "== swift test: $target"
