@@ -19,6 +19,8 @@ struct Session: Sendable {
     var backoff = Duration.milliseconds(200)
     var epoch: UInt64 = 0
     var lastContact = ContinuousClock.now
+    var lastError = ""
+    var lastErrorLogged = ContinuousClock.now
     // A supervisor whose gateway stays unreachable this long (default 10 min) exits, so sandboxes of a
     // gateway that is gone for good do not run forever; a gateway that comes back later restarts it.
     let orphanTimeout = Duration.seconds(Int64(ProcessInfo.processInfo.environment["OPENSHELL_SUPERVISOR_ORPHAN_TIMEOUT"] ?? "") ?? 600)
@@ -63,7 +65,14 @@ struct Session: Sendable {
           }
         }
       } catch {
-        FileHandle.standardError.write(Data("openshell-sandbox: session: \(error)\n".utf8))
+        // While the gateway is away the same error repeats about once a second: log it when it changes
+        // and then once a minute.
+        let text = "\(error)"
+        if text != lastError || ContinuousClock.now - lastErrorLogged > .seconds(60) {
+          FileHandle.standardError.write(Data("openshell-sandbox: session: \(text)\n".utf8))
+          lastError = text
+          lastErrorLogged = .now
+        }
       }
       if accepted.isSet {
         backoff = .milliseconds(200)
