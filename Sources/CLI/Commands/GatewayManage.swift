@@ -18,18 +18,20 @@ struct GatewayStop: AsyncParsableCommand {
       guard gw.exists || ClientRegistry.default.metadata(name) != nil else {
         throw CLIError("unknown gateway '\(name)'; deploy it first: openshell gateway start --name \(name)")
       }
-      if case .stale(let pid) = gw.processState {
-        gw.removePIDFile()
-        print("Gateway \(name) is not running (removed stale pid file naming pid \(pid)).")
-        return
+      try await gw.withLifecycleLock {
+        if case .stale(let pid) = gw.processState {
+          gw.removePIDFile()
+          print("Gateway \(name) is not running (removed stale pid file naming pid \(pid)).")
+          return
+        }
+        guard let pid = gw.runningPID else {
+          print("Gateway \(name) is not running.")
+          return
+        }
+        print("• Stopping gateway \(name) (pid \(pid))...")
+        let r = DaemonControl.stop(gw, timeout: timeout)
+        print("\(Style.check) Gateway \(name) stopped\(r.killed ? " (killed after \(Int(timeout)) s)" : "").")
       }
-      guard let pid = gw.runningPID else {
-        print("Gateway \(name) is not running.")
-        return
-      }
-      print("• Stopping gateway \(name) (pid \(pid))...")
-      let r = DaemonControl.stop(gw, timeout: timeout)
-      print("\(Style.check) Gateway \(name) stopped\(r.killed ? " (killed after \(Int(timeout)) s)" : "").")
     }
   }
 }
@@ -67,9 +69,10 @@ struct GatewayDestroy: AsyncParsableCommand {
         return
       }
       print("• Destroying gateway \(name)...")
-      _ = DaemonControl.stop(gw)
-      var archived: URL?
-      if gw.exists { archived = try gw.archive(suffix: "-destroyed") }
+      let archived: URL? = try await gw.withLifecycleLock {
+        _ = DaemonControl.stop(gw)
+        return gw.exists ? try gw.archive(suffix: "-destroyed") : nil
+      }
       try registry.remove(name)
       print("\(Style.check) Gateway \(name) destroyed.")
       if let archived {

@@ -40,7 +40,11 @@ struct GatewayStart: AsyncParsableCommand {
   }
 
   func run() async throws {
-    try await cliRun { try await start() }
+    try await cliRun {
+      let name = global.name(self.name, useActive: false)
+      try ClientRegistry.validateName(name)
+      try await LocalGateway(name: name).withLifecycleLock { try await start() }
+    }
   }
 
   private func start() async throws {
@@ -97,6 +101,10 @@ struct GatewayStart: AsyncParsableCommand {
       break
     }
 
+    // A daemon can hold the data dir without a pid file naming it (e.g. the file was removed by hand).
+    if !recreate, let holder = gw.logWriterPID {
+      throw CLIError("gateway '\(name)''s data dir is in use by \(holder > 0 ? ProcessTable.describe(holder) : "another process") although no pid file names it; stop that process first")
+    }
     let stored = gw.launchConfig
     let authMode = plaintext ? "plaintext" : disableGatewayAuth ? "tls" : (stored?.authMode ?? "mtls")
     var config = LaunchConfig(
@@ -134,7 +142,9 @@ struct GatewayStart: AsyncParsableCommand {
       gw.removePIDFile()
       if fresh && createdDir && restoreFrom == nil {
         // A failed fresh deploy leaves nothing behind except its log, kept in the archive for diagnosis.
-        if let a = try? gw.archive(suffix: "-failed-start") { printErr("note: the failed start's files are in \(a.path)") }
+        if gw.logWriterPID == nil, let a = try? gw.archive(suffix: "-failed-start") {
+          printErr("note: the failed start's files are in \(a.path)")
+        }
       }
       throw error
     }

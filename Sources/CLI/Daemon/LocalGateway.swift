@@ -111,9 +111,51 @@ struct LocalGateway {
 
   func removePIDFile() { try? FileManager.default.removeItem(at: pidFile) }
 
+  /// The pid of a process holding the event log's writer lock (`log/writer.lock`, see EventLog), i.e. a
+  /// live gateway daemon using this data dir, whatever its pid file says; nil when the log is not in use.
+  var logWriterPID: Int32? {
+    let path = logDir.appendingPathComponent("writer.lock").path
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    guard flock(fd, LOCK_SH | LOCK_NB) != 0, errno == EWOULDBLOCK else { return nil }
+    let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+    return Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+  }
+
+  /// Runs `body` holding this gateway's lifecycle lock: an exclusive flock(2) on
+  /// `$XDG_STATE_HOME/openshell/locks/<name>.lock`, outside the data dir (which `--recreate` and `destroy`
+  /// move). `gateway start`, `stop` and `destroy` of one gateway thus run one at a time: a second
+  /// concurrent `start` waits and then finds the gateway running, instead of racing the first one.
+  /// - Throws: `CLIError` when the lock cannot be had within `timeout` seconds.
+  func withLifecycleLock<T>(timeout: Double = 180, _ body: () async throws -> T) async throws -> T {
+    let dir = Self.stateRoot.appendingPathComponent("locks")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    let path = dir.appendingPathComponent(ClientRegistry.sanitize(name) + ".lock").path
+    let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+    guard fd >= 0 else { throw CLIError("cannot open \(path): \(errnoString())") }
+    defer { close(fd) }
+    if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+      guard errno == EWOULDBLOCK else { throw CLIError("cannot lock \(path): \(errnoString())") }
+      printErr("• Waiting for another openshell command on gateway \(name) to finish...")
+      let deadline = Date().addingTimeInterval(timeout)
+      while flock(fd, LOCK_EX | LOCK_NB) != 0 {
+        guard Date() < deadline else {
+          throw CLIError("another openshell command has held gateway '\(name)' for \(Int(timeout)) s (lock \(path)); try again when it has finished")
+        }
+        try await Task.sleep(for: .milliseconds(100))
+      }
+    }
+    return try await body()
+  }
+
   /// Moves the whole data dir to `archive/<name>/<UTC timestamp>/` and returns the new location.
+  /// - Throws: `CLIError` when a live daemon still uses the data dir (its log is locked), or the move fails.
   func archive(suffix: String = "") throws -> URL {
     let fm = FileManager.default
+    if let pid = logWriterPID {
+      throw CLIError("gateway '\(name)' is still running (\(pid > 0 ? "pid \(pid)" : "its log is in use")); its data dir \(dataDir.path) was left in place")
+    }
     // A retired gateway never comes back for its sandboxes: end their processes first.
     let ended = SandboxReaper.terminateAll(dataDirectory: dataDir.path)
     if ended > 0 { printErr("Stopped \(ended) sandbox process(es) of the archived gateway") }
