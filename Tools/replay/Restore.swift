@@ -19,6 +19,10 @@ import Projections
 /// - Sandboxes the restored gateway cannot resume (any not stopped, failed or completed: their processes
 ///   are gone) get a `sandbox.failed` event with reason `NotResumedAfterRestore`; none is dropped.
 /// - Sandbox processes still running from the replaced log are ended (``SandboxReaper``).
+/// - Provider credentials: the archived data dir's `keys/` data keys are re-wrapped under this gateway's
+///   master key (``SecretVault/importDataKeys(fromVaultAt:)``), so restored providers keep working; the
+///   replaced log's `keys/` are copied into its archive. An exported archive file carries no key material:
+///   providers with credentials are then named in a warning (they must be re-created).
 /// - PKI: the gateway's **current** `pki/` is kept, so clients holding its current bundle keep working.
 ///   Only when the data dir has no PKI yet (restoring into a new gateway) is the archived data dir's
 ///   `pki/` copied (its CA then comes back).
@@ -78,13 +82,18 @@ struct Restore: ParsableCommand {
     var sourceLog: URL?
     var sourcePKI: URL?
     var sourceConfig: URL?
+    var sourceKeys: URL?
     if isDir.boolValue {
       if fm.fileExists(atPath: source.appendingPathComponent("data.mdb").path) {
         sourceLog = source
+        // An archived data dir's log/ was named: its keys/ are next to it.
+        let parentKeys = source.deletingLastPathComponent().appendingPathComponent("keys")
+        if fm.fileExists(atPath: parentKeys.appendingPathComponent("master.key").path) { sourceKeys = parentKeys }
       } else if fm.fileExists(atPath: source.appendingPathComponent("log/data.mdb").path) {
         sourceLog = source.appendingPathComponent("log")
         if fm.fileExists(atPath: source.appendingPathComponent("pki/ca.crt").path) { sourcePKI = source.appendingPathComponent("pki") }
         if fm.fileExists(atPath: source.appendingPathComponent("gateway.json").path) { sourceConfig = source.appendingPathComponent("gateway.json") }
+        if fm.fileExists(atPath: source.appendingPathComponent("keys/master.key").path) { sourceKeys = source.appendingPathComponent("keys") }
       } else {
         throw ValidationError("\(source.path) holds no event log (expected data.mdb or log/data.mdb)")
       }
@@ -100,6 +109,7 @@ struct Restore: ParsableCommand {
       if let exported { try? fm.removeItem(at: exported) }
     }
     var failedSandboxes: [String] = []
+    var restoredProviders: [(name: String, dataKeyID: String, hasCredentials: Bool)] = []
     do {
       var archiveFile = source
       if let sourceLog {
@@ -130,6 +140,7 @@ struct Restore: ParsableCommand {
         events.append(e.newEvent(actor: "openshell-replay restore", requestID: "restore-\(stamp)"))
       }
       if !events.isEmpty { _ = try log.appendSync(events) }
+      restoredProviders = state.providers.values.sorted { $0.name < $1.name }.map { ($0.name, $0.dataKeyID, !$0.credentials.isEmpty) }
       print("restored \(head) records from \(source.path) (\(state.sandboxes.count) sandboxes, \(state.workspaces.count) workspaces, \(state.providers.count) providers)")
     } catch {
       try? fm.removeItem(at: staging)
@@ -152,6 +163,10 @@ struct Restore: ParsableCommand {
         try? fm.removeItem(at: staging)
         throw ValidationError("cannot move the current log aside: \(reason)")
       }
+      // Its credentials stay readable there: a copy of the key material goes along (the restored gateway's
+      // start-up shreds data keys its own log does not use).
+      let keys = data.appendingPathComponent("keys")
+      if fm.fileExists(atPath: keys.path) { try? fm.copyItem(at: keys, to: previous.appendingPathComponent("keys")) }
       print("previous log archived to \(previous.appendingPathComponent("log").path)")
     }
     guard rename(staging.path, logDir.path) == 0 else {
@@ -169,6 +184,17 @@ struct Restore: ParsableCommand {
       print("PKI: restored the archived certificates (the archived CA is back)")
     } else {
       print("PKI: none yet; a new CA is created at start")
+    }
+    // Provider credentials: the archive's data keys are re-wrapped under this gateway's master key.
+    let vault = try SecretVault(directory: data.appendingPathComponent("keys").path)
+    if let sourceKeys {
+      let imported = try vault.importDataKeys(fromVaultAt: sourceKeys.path)
+      print("keys: \(imported.count) provider data key\(imported.count == 1 ? "" : "s") imported from \(sourceKeys.path)")
+    }
+    let unreadable = restoredProviders.filter { $0.hasCredentials && !vault.hasDataKey($0.dataKeyID) }.map(\.name)
+    if !unreadable.isEmpty {
+      FileHandle.standardError.write(Data(("warning: the credentials of provider\(unreadable.count == 1 ? "" : "s") \(unreadable.joined(separator: ", ")) cannot be decrypted: "
+        + "the archive has no key material (keys/ of an archived data dir); re-create \(unreadable.count == 1 ? "it" : "them") after the start\n").utf8))
     }
     if let sourceConfig, !fm.fileExists(atPath: data.appendingPathComponent("gateway.json").path) {
       try fm.copyItem(at: sourceConfig, to: data.appendingPathComponent("gateway.json"))

@@ -168,7 +168,7 @@ public final class InferenceService: Openshell_Inference_V1_Inference.SimpleServ
     for r in routes {
       let key: String
       do { key = try vault.open(r.sealedKey, keyID: r.provider.dataKeyID, name: r.keyName) } catch {
-        throw RPCError(code: .internalError, message: "credential \(r.keyName) of provider \(r.provider.name) cannot be decrypted")
+        throw RPCErrors.undecryptable(key: r.keyName, provider: r.provider.name, error)
       }
       out.routes.append(.with {
         $0.name = r.name
@@ -233,7 +233,10 @@ public final class InferenceService: Openshell_Inference_V1_Inference.SimpleServ
     var validated: [Openshell_Inference_V1_ValidatedEndpoint] = []
     if !request.noVerify {
       guard let vault else { throw RPCError(code: .failedPrecondition, message: "this gateway has no secret vault") }
-      let key = try vault.open(resolved.sealedKey, keyID: resolved.provider.dataKeyID, name: resolved.keyName)
+      let key: String
+      do { key = try vault.open(resolved.sealedKey, keyID: resolved.provider.dataKeyID, name: resolved.keyName) } catch {
+        throw RPCErrors.undecryptable(key: resolved.keyName, provider: resolved.provider.name, error)
+      }
       let url = resolved.baseURL + "/models"
       if let problem = await Self.probe(url: url, type: resolved.providerType, key: key, timeout: probeTimeout) {
         throw RPCErrors.failedPrecondition(

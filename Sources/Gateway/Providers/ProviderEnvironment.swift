@@ -34,7 +34,7 @@ enum ProviderEnvironmentResolver {
         do {
           values[key] = try vault.open(p.credentials[key]!, keyID: p.dataKeyID, name: key)
         } catch {
-          throw RPCError(code: .internalError, message: "credential \(key) of provider \(p.workspace)/\(p.name) cannot be decrypted")
+          throw RPCErrors.undecryptable(key: key, provider: p.name, error)
         }
       }
     }

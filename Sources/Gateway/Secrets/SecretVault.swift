@@ -88,6 +88,38 @@ public final class SecretVault: @unchecked Sendable {
     try FileManager.default.removeItem(atPath: path)
   }
 
+  /// Re-wraps the data keys of another vault (e.g. the `keys/` directory of an archived data dir) under
+  /// this vault's master key, so that a log restored from that archive opens its credentials here.
+  /// Data keys this vault already has are left alone; the other vault is only read.
+  /// - Returns: the ids imported.
+  /// - Throws: `VaultError` when the other vault's master key is missing or damaged, or one of its data
+  ///   keys does not unwrap under it.
+  public func importDataKeys(fromVaultAt source: String) throws -> [String] {
+    let fm = FileManager.default
+    guard let masterData = fm.contents(atPath: source + "/master.key"), masterData.count == 32 else {
+      throw VaultError(message: "\(source)/master.key is missing or damaged")
+    }
+    let sourceMaster = SymmetricKey(data: masterData)
+    var imported: [String] = []
+    let files = ((try? fm.contentsOfDirectory(atPath: source + "/data")) ?? []).sorted()
+    for f in files where f.hasPrefix("dk-") && f.hasSuffix(".key") {
+      let id = String(f.dropLast(4))
+      guard !hasDataKey(id), let wrapped = fm.contents(atPath: "\(source)/data/\(f)") else { continue }
+      let key: Data
+      do {
+        key = try AES.GCM.open(AES.GCM.SealedBox(combined: wrapped), using: sourceMaster, authenticating: Data(id.utf8))
+      } catch {
+        throw VaultError(message: "data key \(id) in \(source) does not unwrap under that vault's master key")
+      }
+      guard let rewrapped = try AES.GCM.seal(key, using: masterKey, authenticating: Data(id.utf8)).combined else {
+        throw VaultError(message: "cannot wrap data key \(id)")
+      }
+      try Self.writePrivate(rewrapped, to: keyPath(id))
+      imported.append(id)
+    }
+    return imported
+  }
+
   /// Whether the data key still exists.
   public func hasDataKey(_ keyID: String) -> Bool { FileManager.default.fileExists(atPath: keyPath(keyID)) }
 

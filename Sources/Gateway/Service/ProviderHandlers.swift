@@ -314,7 +314,7 @@ extension OpenShellService {
         let value = try vault.open(p.credentials[k]!, keyID: p.dataKeyID, name: k)
         out[k] = .with { $0.value = value }
       } catch {
-        throw RPCError(code: .internalError, message: "credential \(k) of provider \(ws)/\(p.name) cannot be decrypted")
+        throw RPCErrors.undecryptable(key: k, provider: p.name, error)
       }
     }
     return .with { $0.credentials = out }

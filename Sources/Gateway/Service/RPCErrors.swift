@@ -33,4 +33,17 @@ enum RPCErrors {
     default: return RPCError(code: .unavailable, message: "event log: \(error.message)")
     }
   }
+
+  /// FAILED_PRECONDITION for a credential whose sealed value cannot be opened (its data key was destroyed,
+  /// or the log was restored without the archive's key material); says how to recover.
+  public static func undecryptable(key: String, provider: String, _ error: any Error) -> RPCError {
+    RPCError(
+      code: .failedPrecondition,
+      message: "credential \(key) of provider \(provider) cannot be decrypted (\(error)); \(recreateHint(provider))")
+  }
+
+  /// How to recover a provider whose credentials cannot be opened any more.
+  public static func recreateHint(_ provider: String) -> String {
+    "re-create the provider with its credentials: openshell provider delete \(provider), then openshell provider create --name \(provider) …"
+  }
 }

@@ -33,8 +33,15 @@ extension OpenShellService {
           throw RPCErrors.failedPrecondition("sandbox template \(ws)/\(t.name): \(why)")
         }
       }
-      for provider in request.spec.providers where state.provider(named: provider, workspace: ws) == nil {
-        throw RPCErrors.failedPrecondition("provider \(provider) does not exist in workspace \(ws)")
+      for provider in request.spec.providers {
+        guard let p = state.provider(named: provider, workspace: ws) else {
+          throw RPCErrors.failedPrecondition("provider \(provider) does not exist in workspace \(ws)")
+        }
+        // Credentials that can no longer be opened would silently be missing in the sandbox.
+        if let vault, !p.credentials.isEmpty, !vault.hasDataKey(p.dataKeyID) {
+          throw RPCErrors.failedPrecondition(
+            "the credentials of provider \(provider) cannot be decrypted (its data key \(p.dataKeyID) is missing, e.g. after a restore without the archive's keys/); \(RPCErrors.recreateHint(provider))")
+        }
       }
       for (i, e) in request.serviceExposures.enumerated() {
         if e.targetPort == 0 || e.targetPort > 65535 {

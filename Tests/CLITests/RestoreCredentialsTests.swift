@@ -1,0 +1,49 @@
+import Foundation
+import Testing
+
+/// `--recreate` then restore brings providers back with working credentials (the archive's data keys are
+/// re-wrapped under the gateway's master key); a restore without key material names the providers it
+/// cannot decrypt, and using them fails with a clear message instead of an empty environment.
+@Suite struct RestoreCredentialsTests {
+  @Test func restoredProvidersKeepTheirCredentials() throws {
+    let env = try CLIEnv("rkeys")
+    defer {
+      _ = try? env.run(["gateway", "stop", "--name", "rk"])
+      _ = try? env.run(["gateway", "stop", "--name", "rk2"])
+      env.cleanup()
+    }
+    let canary = "sk-canary-\(UUID().uuidString.prefix(8))"
+    var r = try env.run(["gateway", "start", "--name", "rk", "--port", "\(freePort())"])
+    try #require(r.code == 0, "\(r)")
+    r = try env.run(["provider", "create", "--name", "p1", "--type", "openai", "--from-existing"], env: ["OPENAI_API_KEY": canary])
+    try #require(r.code == 0, "\(r)")
+    r = try env.run(["gateway", "start", "--name", "rk", "--recreate"])
+    try #require(r.code == 0, "\(r)")
+    let archiveRoot = env.state.appendingPathComponent("openshell/archive/rk")
+    let archive = try #require(try FileManager.default.contentsOfDirectory(atPath: archiveRoot.path).first)
+    r = try env.run(["gateway", "stop", "--name", "rk"])
+    r = try env.replay(["restore", archiveRoot.appendingPathComponent(archive).path, "--gateway", "rk"])
+    #expect(r.code == 0, "\(r)")
+    #expect(r.out.contains("keys: 1 provider data key imported"), "\(r)")
+    r = try env.run(["gateway", "start", "--name", "rk"])
+    try #require(r.code == 0, "\(r)")
+    r = try env.run(["sandbox", "create", "withkey", "--no-keep", "--provider", "p1", "--", "printenv", "OPENAI_API_KEY"])
+    #expect(r.code == 0, "\(r)")
+    #expect(r.out == canary + "\n", "the restored credential reaches the sandbox")
+    r = try env.run(["gateway", "stop", "--name", "rk"])
+
+    // An exported log carries no keys: the restore warns, and the provider fails loudly when used.
+    let exported = env.root.appendingPathComponent("rk.oslog").path
+    r = try env.replay(["export", env.dataDir("rk").appendingPathComponent("log").path, exported])
+    try #require(r.code == 0, "\(r)")
+    r = try env.replay(["restore", exported, "--gateway", "rk2", "--data-dir", env.dataDir("rk2").path])
+    #expect(r.code == 0, "\(r)")
+    #expect(r.err.contains("warning: the credentials of provider p1 cannot be decrypted"), "\(r)")
+    r = try env.run(["gateway", "start", "--name", "rk2", "--port", "\(freePort())"])
+    try #require(r.code == 0, "\(r)")
+    r = try env.run(["sandbox", "create", "nokey", "--provider", "p1"])
+    #expect(r.code == 1, "\(r)")
+    #expect(r.err.contains("the credentials of provider p1 cannot be decrypted") && r.err.contains("openshell provider delete p1"), "\(r)")
+    #expect(!(r.out + r.err).contains(canary))
+  }
+}
