@@ -44,13 +44,9 @@ enum PolicyCLI {
     }
   }
 
-  /// Runs a command body; RPC errors become `error: <message>`.
+  /// Runs a command body; RPC errors become `error: <message>` (see `describe(_:)`).
   static func run(_ body: () async throws -> Void) async throws {
-    try await cliRun {
-      do { try await body() } catch let e as RPCError {
-        throw CLIError(e.message.isEmpty ? "\(e.code)" : e.message)
-      }
-    }
+    try await cliRun(body)
   }
 
   static func confirm(_ question: String, yes: Bool) throws {

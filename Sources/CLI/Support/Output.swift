@@ -48,7 +48,19 @@ func describe(_ e: RPCError) -> String {
     if g.name == g.endpoint { return "cannot reach the gateway at \(g.endpoint): \(reason)" }
     return "cannot reach gateway '\(g.name)' at \(g.endpoint): \(reason); \(hint)"
   }
-  return oneLine("\(e)")
+  if streamClosed(e) {
+    guard let g = ResolvedGateway.last else { return "the connection to the gateway closed (was it stopped?)" }
+    if g.name == g.endpoint { return "the connection to the gateway at \(g.endpoint) closed (was it stopped?)" }
+    return "the connection to gateway '\(g.name)' closed (was it stopped?)"
+  }
+  // A gateway's answer: its message is written for people; the status code name adds nothing.
+  let message = oneLine(e.message)
+  return message.isEmpty ? "the gateway answered \(e.code) without a message" : message
+}
+
+/// Whether the call's stream was reset or closed under it (the gateway stopped or restarted mid-call).
+func streamClosed(_ e: RPCError) -> Bool {
+  e.code == .unavailable && (e.message.contains("Stream unexpectedly closed") || e.message.contains("RST_STREAM"))
 }
 
 /// The reason a call never reached a gateway (connection refused, unknown host, timeout), or nil when

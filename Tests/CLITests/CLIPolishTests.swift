@@ -1,0 +1,174 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Error lines, argument checks and table output of the CLI: what a person reads.
+@Suite("CLI messages and output", .serialized, .timeLimit(.minutes(10)))
+struct CLIPolishTests {
+  static let nameRule = "use 1-63 characters from A-Z a-z 0-9 . _ - (not starting with '.')"
+
+  /// A started local gateway in its own environment; `stop()` deletes its sandboxes and stops it.
+  struct RunningGateway {
+    let env: CLIEnv
+    let name: String
+    init(_ label: String) throws {
+      env = try CLIEnv(label)
+      name = label
+      let r = try env.run(["gateway", "start", "--name", label, "--port", "\(freePort())"])
+      if r.code != 0 {
+        env.cleanup()
+        throw SetupError("gateway start failed: \(r)")
+      }
+    }
+    func stop() {
+      _ = try? env.run(["sandbox", "delete", "--all"])
+      _ = try? env.run(["gateway", "stop", "--name", name])
+      env.cleanup()
+    }
+  }
+
+  struct SetupError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+  }
+
+  @Test("a call cut off by a reset stream names the gateway and asks whether it was stopped")
+  func streamReset() throws {
+    let env = try CLIEnv("rst")
+    defer { env.cleanup() }
+    let server = try ResettingHTTP2Server()
+    defer { server.close() }
+    let dir = env.registryDir("fake")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    let meta: [String: Any] = [
+      "name": "fake", "gateway_endpoint": "http://127.0.0.1:\(server.port)", "is_remote": true, "gateway_port": server.port,
+      "auth_mode": "plaintext", "type": "remote",
+    ]
+    try JSONSerialization.data(withJSONObject: meta).write(to: dir.appendingPathComponent("metadata.json"))
+
+    var r = try env.run(["sandbox", "list", "-g", "fake"])
+    #expect(r.code == 1, "\(r)")
+    #expect(r.err == "error: the connection to gateway 'fake' closed (was it stopped?)\n", "\(r)")
+    r = try env.run(["policy", "get", "sb", "-g", "fake"])
+    #expect(r.code == 1, "\(r)")
+    #expect(r.err == "error: the connection to gateway 'fake' closed (was it stopped?)\n", "\(r)")
+    #expect(server.resets > 0)
+  }
+
+  @Test("a gateway's error is printed as its message: no status code name, no added quotes")
+  func gatewayErrorMessages() throws {
+    let gw = try RunningGateway("errmsg")
+    defer { gw.stop() }
+    let env = gw.env
+    var r = try env.run(["sandbox", "create", "BadName", "--no-bootstrap"])
+    #expect(r.code == 1, "\(r)")
+    #expect(r.err == "error: name: sandbox name \"BadName\" must consist of lowercase letters, digits and '-' (RFC 1123 label); found \"B\"\n", "\(r)")
+    r = try env.run(["sandbox", "get", "nosuch"])
+    #expect(r.code == 1 && r.err == "error: sandbox default/nosuch not found\n", "\(r)")
+    r = try env.run(["policy", "get", "nosuch"])
+    #expect(r.code == 1 && r.err == "error: sandbox default/nosuch not found\n", "\(r)")
+  }
+
+  /// The value of `  Key:   value` in a record printed as a table.
+  static func field(_ key: String, _ out: String) -> String? {
+    for line in out.split(separator: "\n") {
+      let t = line.trimmingCharacters(in: .whitespaces)
+      if t.hasPrefix(key + ":") { return t.dropFirst(key.count + 1).trimmingCharacters(in: .whitespaces) }
+    }
+    return nil
+  }
+
+  func iso(_ d: Date) -> String {
+    let f = ISO8601DateFormatter()
+    f.formatOptions = [.withInternetDateTime]
+    return f.string(from: d)
+  }
+}
+
+/// A plaintext HTTP/2 "gateway" on 127.0.0.1 that resets every stream a client opens (RST_STREAM,
+/// INTERNAL_ERROR), as a gateway that goes away in the middle of a call does.
+final class ResettingHTTP2Server: @unchecked Sendable {
+  let port: Int
+  private let fd: Int32
+  private let lock = NSLock()
+  private var _resets = 0
+  var resets: Int { lock.withLock { _resets } }
+
+  init() throws {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    self.fd = fd
+    var one: Int32 = 1
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+    var chosen = 0
+    for _ in 0..<20 {
+      let p = freePort()
+      var a = sockaddr_in()
+      a.sin_family = sa_family_t(AF_INET)
+      a.sin_port = in_port_t(UInt16(p)).bigEndian
+      a.sin_addr.s_addr = inet_addr("127.0.0.1")
+      let rc = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+      if rc == 0 { chosen = p; break }
+    }
+    guard chosen != 0, listen(fd, 16) == 0 else { throw POSIXError(.EADDRINUSE) }
+    port = chosen
+    let listener = fd
+    Thread.detachNewThread { [self] in
+      while true {
+        let c = accept(listener, nil, nil)
+        if c < 0 { if errno == EINTR { continue }; return }
+        Thread.detachNewThread { [self] in serve(c) }
+      }
+    }
+  }
+
+  func close() {
+    shutdown(fd, Int32(SHUT_RDWR))
+    Glibc.close(fd)
+  }
+
+  private func serve(_ c: Int32) {
+    defer { Glibc.close(c) }
+    func readExactly(_ n: Int) -> [UInt8]? {
+      var buf = [UInt8](repeating: 0, count: n)
+      var got = 0
+      while got < n {
+        let k = buf.withUnsafeMutableBytes { read(c, $0.baseAddress! + got, n - got) }
+        if k < 0 && errno == EINTR { continue }
+        if k <= 0 { return nil }
+        got += k
+      }
+      return buf
+    }
+    func send(_ type: UInt8, flags: UInt8, stream: UInt32, _ payload: [UInt8]) {
+      let n = payload.count
+      var frame: [UInt8] = [UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF), type, flags]
+      frame += [UInt8(stream >> 24 & 0x7F), UInt8(stream >> 16 & 0xFF), UInt8(stream >> 8 & 0xFF), UInt8(stream & 0xFF)]
+      frame += payload
+      _ = frame.withUnsafeBytes { write(c, $0.baseAddress!, $0.count) }
+    }
+    guard readExactly(24) != nil else { return }  // the client connection preface
+    send(0x4, flags: 0, stream: 0, [])  // SETTINGS
+    while let header = readExactly(9) {
+      let length = Int(header[0]) << 16 | Int(header[1]) << 8 | Int(header[2])
+      let type = header[3]
+      let flags = header[4]
+      let stream = UInt32(header[5] & 0x7F) << 24 | UInt32(header[6]) << 16 | UInt32(header[7]) << 8 | UInt32(header[8])
+      var payload: [UInt8] = []
+      if length > 0 {
+        guard let p = readExactly(length) else { return }
+        payload = p
+      }
+      switch type {
+      case 0x4 where flags & 0x1 == 0: send(0x4, flags: 0x1, stream: 0, [])  // SETTINGS → ACK
+      case 0x6 where flags & 0x1 == 0: send(0x6, flags: 0x1, stream: 0, payload)  // PING → ACK
+      case 0x1:  // HEADERS: reset the new stream
+        send(0x3, flags: 0, stream: stream, [0, 0, 0, 2])
+        lock.withLock { _resets += 1 }
+      default: break
+      }
+    }
+  }
+}
