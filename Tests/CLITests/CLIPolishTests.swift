@@ -72,6 +72,52 @@ struct CLIPolishTests {
     #expect(r.code == 1 && r.err == "error: sandbox default/nosuch not found\n", "\(r)")
   }
 
+  @Test("an unreadable, non-UTF-8 or control-character policy file is reported in one line with its path")
+  func policyFileErrors() throws {
+    let env = try CLIEnv("polfile")
+    defer { env.cleanup() }
+    let missing = env.root.appendingPathComponent("missing.yaml").path
+    var r = try env.run(["policy", "set", "sb", "--policy", missing])
+    #expect(r.code == 1 && r.err == "error: cannot read policy file \(missing): No such file or directory\n", "\(r)")
+    r = try env.run(["sandbox", "create", "--no-bootstrap", "--policy", missing])
+    #expect(r.code == 1 && r.err == "error: cannot read policy file \(missing): No such file or directory\n", "\(r)")
+
+    r = try env.run(["policy", "set", "sb", "--policy", env.root.path])
+    #expect(r.code == 1 && r.err == "error: cannot read policy file \(env.root.path): Is a directory\n", "\(r)")
+
+    let binary = env.root.appendingPathComponent("binary.yaml").path
+    var bytes: [UInt8] = Array("version: 1\n".utf8)
+    for i in 0..<4096 { bytes.append(UInt8((i * 131 + 7) % 256)) }
+    try Data(bytes).write(to: URL(fileURLWithPath: binary))
+    r = try env.run(["policy", "set", "sb", "--policy", binary])
+    #expect(r.code == 1 && r.err == "error: policy file \(binary) is not UTF-8 text\n", "\(r)")
+
+    // Valid UTF-8 with control characters: libyaml's reader error, without the offending bytes.
+    let control = env.root.appendingPathComponent("control.yaml").path
+    try Data("version: 1\nfilesystem_policy:\n  read_only: [/usr\u{01}\u{02}\u{1B}[31m]\n".utf8).write(to: URL(fileURLWithPath: control))
+    r = try env.run(["policy", "set", "sb", "--policy", control])
+    #expect(r.code == 1, "\(r)")
+    #expect(r.err == "error: \(control): failed to parse sandbox policy YAML: invalid YAML: control characters are not allowed (character U+0001) (line 3)\n", "\(r)")
+
+    // A syntax error names line and column; the YAML text itself is not echoed.
+    let syntax = env.root.appendingPathComponent("syntax.yaml").path
+    try Data("version: 1\nfilesystem_policy:\n  read_only: [/usr\n  secret-looking-text: x\n".utf8).write(to: URL(fileURLWithPath: syntax))
+    r = try env.run(["policy", "set", "sb", "--policy", syntax])
+    #expect(r.code == 1, "\(r)")
+    #expect(r.err.split(separator: "\n").count == 1 && r.err.hasPrefix("error: \(syntax): failed to parse sandbox policy YAML: invalid YAML: "), "\(r)")
+    #expect(!r.err.contains("secret-looking-text") && r.err.contains("(line "), "\(r)")
+
+    // A quoted key holding line breaks and a very long one: escaped and shortened, one line.
+    let keys = env.root.appendingPathComponent("keys.yaml").path
+    let long = String(repeating: "k", count: 1000)
+    try Data("version: 1\n\"a\\nb\": 1\n\(long): 2\n".utf8).write(to: URL(fileURLWithPath: keys))
+    r = try env.run(["policy", "set", "sb", "--policy", keys])
+    #expect(r.code == 1, "\(r)")
+    #expect(r.err.split(separator: "\n").count == 1, "\(r)")
+    #expect(r.err.contains("a\\nb (line 2): unknown field `a\\nb`"), "\(r)")
+    #expect(r.err.count < 1000, "\(r.err.count) characters")
+  }
+
   /// The value of `  Key:   value` in a record printed as a table.
   static func field(_ key: String, _ out: String) -> String? {
     for line in out.split(separator: "\n") {

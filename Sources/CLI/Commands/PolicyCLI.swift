@@ -16,6 +16,8 @@ enum PolicyCLI {
     let parsed: ParsedPolicy
     do {
       parsed = try PolicyYAML.parse(contentsOf: path)
+    } catch let e as PolicyFileError {
+      throw CLIError(e.description)
     } catch let e as PolicyParseError {
       throw CLIError("\(path): \(e.description)")
     }
