@@ -118,6 +118,48 @@ struct CLIPolishTests {
     #expect(r.err.count < 1000, "\(r.err.count) characters")
   }
 
+  @Test("policy get shows UTC date and time, policy list the whole load error")
+  func policyTimesAndErrors() throws {
+    let gw = try RunningGateway("poltime")
+    defer { gw.stop() }
+    let env = gw.env
+    let base = env.root.appendingPathComponent("base.yaml").path
+    try PolicyWaitTests.base.write(toFile: base, atomically: true, encoding: .utf8)
+    let before = Date()
+    var r = try env.run(["sandbox", "create", "pol", "--policy", base])
+    try #require(r.code == 0, "\(r)")
+    r = try env.run(["policy", "get", "pol"])
+    #expect(r.code == 0, "\(r)")
+    let created = try #require(Self.field("Created", r.out), "\(r)")
+    let f = DateFormatter()
+    f.locale = Locale(identifier: "en_US_POSIX")
+    f.timeZone = TimeZone(identifier: "UTC")
+    f.dateFormat = "yyyy-MM-dd HH:mm:ss"
+    let date = try #require(f.date(from: created), "Created: \(created)")
+    #expect(f.string(from: date) == created)
+    #expect(date >= before.addingTimeInterval(-2) && date <= Date().addingTimeInterval(2), "\(created)")
+    r = try env.run(["policy", "get", "pol", "-o", "json"])
+    let createdJSON = try #require(env.json(r)["created"] as? String, "\(r)")
+    #expect(createdJSON == iso(date), "\(r)")
+
+    let bad = env.root.appendingPathComponent("bad.yaml").path
+    try PolicyWaitTests.network(host: "*").write(toFile: bad, atomically: true, encoding: .utf8)
+    r = try env.run(["policy", "set", "pol", "--policy", bad, "--wait", "--timeout", "30"])
+    #expect(r.code == 1, "\(r)")
+    r = try env.run(["policy", "get", "pol", "--rev", "2", "-o", "json"])
+    let loadError = try #require(env.json(r)["error"] as? String, "\(r)")
+    #expect(loadError.count > 40, "a message long enough to have been cut: \(loadError)")
+    r = try env.run(["policy", "list", "pol"])
+    #expect(r.code == 0, "\(r)")
+    let lines = r.out.split(separator: "\n").map(String.init)
+    #expect(lines.first?.split(separator: " ", omittingEmptySubsequences: true) == ["VERSION", "HASH", "STATUS", "CREATED", "ERROR"], "\(r)")
+    let row = try #require(lines.first { $0.hasPrefix("2 ") }, "\(r)")
+    #expect(row.contains(" failed ") && row.hasSuffix("  " + loadError), "\(r)")
+    #expect(lines.allSatisfy { !$0.hasSuffix(" ") }, "no trailing blanks: \(r)")
+    let cells = row.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+    #expect(cells.count > 4 && f.date(from: cells[3] + " " + cells[4]) != nil, "CREATED is YYYY-MM-DD HH:MM:SS: \(row)")
+  }
+
   /// The value of `  Key:   value` in a record printed as a table.
   static func field(_ key: String, _ out: String) -> String? {
     for line in out.split(separator: "\n") {

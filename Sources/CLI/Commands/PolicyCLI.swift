@@ -68,6 +68,4 @@ enum PolicyCLI {
     default: "unspecified"
     }
   }
-
-  static func ms(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
 }

@@ -140,11 +140,8 @@ struct SandboxList: AsyncParsableCommand {
         print("No sandboxes found.")
         return
       }
-      let df = DateFormatter()
-      df.dateFormat = "yyyy-MM-dd HH:mm:ss"
-      df.timeZone = TimeZone(identifier: "UTC")
       print(renderTable(header: ["NAME", "WORKSPACE", "CREATED", "PHASE"], rows: all.map {
-        [$0.metadata.name, $0.metadata.workspace, df.string(from: $0.metadata.createdTime.date), SandboxCLI.colored($0.status.phase)]
+        [$0.metadata.name, $0.metadata.workspace, utcDateTime($0.metadata.createdTime.date), SandboxCLI.colored($0.status.phase)]
       }))
     }
   }

@@ -162,8 +162,10 @@ func renderTable(header: [String], rows: [[String]]) -> String {
   var widths = header.map(\.count)
   for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
   func line(_ cells: [String]) -> String {
-    cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+    var s = cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
       .joined(separator: "  ")
+    while s.hasSuffix(" ") { s.removeLast() }  // an empty last cell
+    return s
   }
   return ([Style.bold(line(header))] + rows.map(line)).joined(separator: "\n")
 }
@@ -174,6 +176,15 @@ func utcStamp(_ date: Date = Date()) -> String {
   f.locale = Locale(identifier: "en_US_POSIX")
   f.timeZone = TimeZone(identifier: "UTC")
   f.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
+  return f.string(from: date)
+}
+
+/// UTC time for tables: `2026-01-30 04:15:00`.
+func utcDateTime(_ date: Date) -> String {
+  let f = DateFormatter()
+  f.locale = Locale(identifier: "en_US_POSIX")
+  f.timeZone = TimeZone(identifier: "UTC")
+  f.dateFormat = "yyyy-MM-dd HH:mm:ss"
   return f.string(from: date)
 }
 
