@@ -160,6 +160,31 @@ struct CLIPolishTests {
     #expect(cells.count > 4 && f.date(from: cells[3] + " " + cells[4]) != nil, "CREATED is YYYY-MM-DD HH:MM:SS: \(row)")
   }
 
+  @Test("sandbox get shows the cpu/memory limits (where the host can enforce them)")
+  func sandboxLimits() throws {
+    let gw = try RunningGateway("limits")
+    defer { gw.stop() }
+    let env = gw.env
+    var r = try env.run(["sandbox", "create", "plain"])
+    try #require(r.code == 0, "\(r)")
+    r = try env.run(["sandbox", "get", "plain"])
+    #expect(r.code == 0 && Self.field("Limits", r.out) == nil, "\(r)")
+    #expect(env.json(try env.run(["sandbox", "get", "plain", "-o", "json"]))["limits"] == nil)
+    r = try env.run(["sandbox", "create", "lim", "--cpu", "250m", "--memory", "64Mi"])
+    if r.code != 0 {
+      #expect(r.err.contains("cgroup"), "refused only for want of cgroups: \(r)")
+      print("note: cpu/memory limits not supported on this host; the Limits line was not checked")
+      return
+    }
+    r = try env.run(["sandbox", "get", "lim"])
+    #expect(r.code == 0, "\(r)")
+    #expect(Self.field("Limits", r.out) == "cpu 250m, memory 64Mi", "\(r)")
+    r = try env.run(["sandbox", "get", "lim", "-o", "json"])
+    #expect(env.json(r)["limits"] as? [String: String] == ["cpu": "250m", "memory": "64Mi"], "\(r)")
+    r = try env.run(["sandbox", "get", "lim", "-o", "yaml"])
+    #expect(r.out.contains("limits:\n  cpu: 250m\n  memory: 64Mi\n"), "\(r)")
+  }
+
   /// The value of `  Key:   value` in a record printed as a table.
   static func field(_ key: String, _ out: String) -> String? {
     for line in out.split(separator: "\n") {

@@ -169,6 +169,9 @@ struct SandboxGet: AsyncParsableCommand {
         ("Reason", ready.map { $0.reason }), ("Message", ready?.message.nilIfEmpty),
         ("Exit code", s.status.hasExitCode ? String(s.status.exitCode) : nil),
         ("Policy version", s.status.currentPolicyVersion > 0 ? Int(s.status.currentPolicyVersion) : nil),
+        ("Limits", SandboxCLI.limits(s.spec).map { l in
+          out.output == .table ? l.map { "\($0.key) \($0.value)" }.joined(separator: ", ") as Any : Dictionary(uniqueKeysWithValues: l) as Any
+        }),
       ])
       print(try record.render(out.output, title: "Sandbox:"))
     }

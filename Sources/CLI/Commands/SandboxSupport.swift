@@ -37,6 +37,24 @@ enum SandboxCLI {
     return last
   }
 
+  /// The cpu and memory limits of `spec.template.resources` (`{"cpu": "250m", "memory": "64Mi"}`, or the
+  /// same under `limits`), in that order; nil when it sets none.
+  static func limits(_ spec: Openshell_V1_SandboxSpec) -> [(key: String, value: String)]? {
+    let fields = spec.template.resources.fields
+    var out: [(key: String, value: String)] = []
+    for key in ["cpu", "memory"] {
+      var value = fields[key]
+      if value == nil, case .structValue(let l)? = fields["limits"]?.kind { value = l.fields[key] }
+      guard let v = value else { continue }
+      switch v.kind {
+      case .stringValue(let s)?: out.append((key, s))
+      case .numberValue(let n)?: out.append((key, n == n.rounded() && abs(n) < 1e15 ? String(Int64(n)) : String(n)))
+      default: continue
+      }
+    }
+    return out.isEmpty ? nil : out
+  }
+
   static func options(_ seconds: Int64 = 30) -> CallOptions {
     var o = CallOptions.defaults
     o.timeout = .seconds(seconds)
