@@ -185,6 +185,25 @@ struct CLIPolishTests {
     #expect(r.out.contains("limits:\n  cpu: 250m\n  memory: 64Mi\n"), "\(r)")
   }
 
+  @Test("sandbox create --env checks variable names before contacting a gateway")
+  func envNames() throws {
+    let env = try CLIEnv("envname")
+    defer { env.cleanup() }
+    for (arg, name) in [("A B=x", "A B"), ("1A=x", "1A"), ("A-B=x", "A-B"), ("A.B=", "A.B"), ("É=x", "É")] {
+      // --no-bootstrap: were the name accepted, no gateway (and no sandbox) is started by this test.
+      let r = try env.run(["sandbox", "create", "--no-bootstrap", "--env", "GOOD_1=ok", "--env", arg])
+      #expect(r.code == 1, "\(arg): \(r)")
+      #expect(r.err == "error: invalid --env name '\(name)': use letters, digits and '_', not starting with a digit\n", "\(arg): \(r)")
+    }
+    var r = try env.run(["sandbox", "create", "--no-bootstrap", "--env", "=x"])
+    #expect(r.code == 1 && r.err == "error: --env expects KEY=VALUE, got '=x'\n", "\(r)")
+    r = try env.run(["sandbox", "create", "--no-bootstrap", "--env", "A\nB=x"])
+    #expect(r.code == 1 && r.err == "error: invalid --env name 'A\\nB': use letters, digits and '_', not starting with a digit\n", "\(r)")
+    // A valid name gets as far as looking for a gateway.
+    r = try env.run(["sandbox", "create", "--no-bootstrap", "--env", "_Ok9=1"])
+    #expect(r.code == 1 && r.err.hasPrefix("error: no active gateway"), "\(r)")
+  }
+
   /// The value of `  Key:   value` in a record printed as a table.
   static func field(_ key: String, _ out: String) -> String? {
     for line in out.split(separator: "\n") {

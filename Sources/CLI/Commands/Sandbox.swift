@@ -40,10 +40,11 @@ struct SandboxCreate: AsyncParsableCommand {
   func run() async throws {
     var code: Int32 = 0
     try await cliRun {
-      let r = try await resolveOrBootstrap(global, bootstrap: !noBootstrap)
+      // Arguments are checked before a gateway is contacted (or started).
       let labelMap = try keyValues(labels, flag: "--label")
-      let envMap = try keyValues(env, flag: "--env")
+      let envMap = try environmentVariables(env, flag: "--env")
       let policySpec = try PolicyCLI.creationPolicy(policy)
+      let r = try await resolveOrBootstrap(global, bootstrap: !noBootstrap)
       let timeout = Double(ProcessInfo.processInfo.environment["OPENSHELL_PROVISION_TIMEOUT"] ?? "") ?? 300
       let stdin = command.isEmpty ? Data() : try SandboxCLI.pipedStdin()
       code = try await GatewayClient.withClient(r.target) { c in

@@ -3,6 +3,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import OpenShellAPI
+import PolicyKit
 
 typealias ShellClient = Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>
 
@@ -173,4 +174,25 @@ func keyValues(_ items: [String], flag: String) throws -> [String: String] {
     out[String(item[..<eq])] = String(item[item.index(after: eq)...])
   }
   return out
+}
+
+/// Parses `NAME=VALUE` environment variables; NAME must be a POSIX name (`[A-Za-z_][A-Za-z0-9_]*`).
+func environmentVariables(_ items: [String], flag: String) throws -> [String: String] {
+  let vars = try keyValues(items, flag: flag)
+  for item in items {
+    let name = String(item.prefix { $0 != "=" })
+    if !isPOSIXName(name) {
+      throw CLIError("invalid \(flag) name '\(PolicyYAML.escaped(name, limit: 60))': use letters, digits and '_', not starting with a digit")
+    }
+  }
+  return vars
+}
+
+func isPOSIXName(_ s: String) -> Bool {
+  guard let first = s.utf8.first, first == UInt8(ascii: "_") || isASCIILetter(first) else { return false }
+  return s.utf8.allSatisfy { $0 == UInt8(ascii: "_") || isASCIILetter($0) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }
+}
+
+private func isASCIILetter(_ b: UInt8) -> Bool {
+  (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(b) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(b)
 }
