@@ -204,6 +204,31 @@ struct CLIPolishTests {
     #expect(r.code == 1 && r.err.hasPrefix("error: no active gateway"), "\(r)")
   }
 
+  @Test("an explicitly empty gateway name (--name \"\", -g \"\") is an error, not the default gateway")
+  func emptyGatewayName() throws {
+    let env = try CLIEnv("noname")
+    defer { env.cleanup() }
+    let expected = "error: invalid gateway name '': \(Self.nameRule)\n"
+    for args in [
+      ["gateway", "info", "--name", ""], ["gateway", "stop", "--name", ""], ["gateway", "destroy", "--name", "", "--yes"],
+      ["gateway", "start", "--name", ""], ["doctor", "logs", "--name", ""], ["doctor", "check", "--name", ""],
+      ["status", "-g", ""], ["-g", "", "sandbox", "list"], ["gateway", "info", "--gateway", ""],
+    ] {
+      let r = try env.run(args)
+      #expect(r.code == 1, "\(args): \(r)")
+      #expect(r.err == expected, "\(args): \(r)")
+      #expect(r.out.isEmpty, "\(args): \(r)")
+    }
+    // Nothing was started or registered.
+    #expect(!FileManager.default.fileExists(atPath: env.config.appendingPathComponent("openshell/gateways").path))
+    #expect(!FileManager.default.fileExists(atPath: env.state.appendingPathComponent("openshell/gateways").path))
+    // A bad non-empty name is refused the same way; no name still means the default.
+    var r = try env.run(["gateway", "stop", "--name", "a/b"])
+    #expect(r.code == 1 && r.err == "error: invalid gateway name 'a/b': \(Self.nameRule)\n", "\(r)")
+    r = try env.run(["gateway", "stop"])
+    #expect(r.code == 1 && r.err == "error: unknown gateway 'openshell'; deploy it first: openshell gateway start --name openshell\n", "\(r)")
+  }
+
   /// The value of `  Key:   value` in a record printed as a table.
   static func field(_ key: String, _ out: String) -> String? {
     for line in out.split(separator: "\n") {
