@@ -18,6 +18,7 @@ struct OpenShell: AsyncParsableCommand {
     let args = hoistGlobalOptions(Array(CommandLine.arguments.dropFirst()))
     do {
       var command = try parseAsRoot(args)
+      do { try checkGatewayNames(command) } catch let e as CLIError { throw fail(e.message, code: e.code) }
       if var asyncCommand = command as? AsyncParsableCommand {
         try await asyncCommand.run()
       } else {

@@ -2,6 +2,10 @@ import Foundation
 import OpenShellAPI
 import Yams
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// One problem found in a sandbox policy: the field path (`network_policies.api.endpoints[0].port`),
 /// the YAML line when the policy came from YAML, and what is wrong.
 public struct PolicyIssue: Error, Sendable, Equatable, CustomStringConvertible {
@@ -15,9 +19,29 @@ public struct PolicyIssue: Error, Sendable, Equatable, CustomStringConvertible {
     self.message = message
   }
 
+  /// One line: control characters (a quoted key may hold a newline) are escaped and a very long
+  /// field path is shortened.
   public var description: String {
     let at = line.map { " (line \($0))" } ?? ""
-    return path.isEmpty ? "\(message)\(at)" : "\(path)\(at): \(message)"
+    let shownPath = PolicyYAML.escaped(path, limit: 160)
+    return path.isEmpty ? "\(PolicyYAML.escaped(message, limit: 600))\(at)" : "\(shownPath)\(at): \(PolicyYAML.escaped(message, limit: 600))"
+  }
+}
+
+/// A policy file that cannot be used as text: it cannot be read, or is not UTF-8.
+public struct PolicyFileError: Error, Sendable, Equatable, CustomStringConvertible {
+  public var path: String
+  /// Why it cannot be read (`strerror`), or nil when it was read but is not UTF-8 text.
+  public var reason: String?
+
+  public init(path: String, reason: String?) {
+    self.path = path
+    self.reason = reason
+  }
+
+  public var description: String {
+    if let reason { return "cannot read policy file \(path): \(reason)" }
+    return "policy file \(path) is not UTF-8 text"
   }
 }
 
@@ -72,7 +96,7 @@ public enum PolicyYAML {
     do {
       node = try Yams.compose(yaml: text)
     } catch let e as YamlError {
-      throw PolicyParseError([PolicyIssue(path: "", message: "invalid YAML: \(e)")])
+      throw PolicyParseError([yamlIssue(e)])
     }
     guard let node else { throw PolicyParseError([PolicyIssue(path: "", message: "the policy is empty")]) }
     var p = Parser()
@@ -82,11 +106,93 @@ public enum PolicyYAML {
   }
 
   /// Parses the file at `path` (the CLI's `--policy FILE`).
+  /// - Throws: `PolicyFileError` when the file cannot be read or is not UTF-8 text, else as `parse(_:)`.
   public static func parse(contentsOf path: String) throws -> ParsedPolicy {
-    guard let data = FileManager.default.contents(atPath: path) else {
-      throw PolicyParseError([PolicyIssue(path: "", message: "cannot read policy file \(path)")])
+    try parse(readText(path))
+  }
+
+  /// The UTF-8 text of the file at `path`.
+  /// - Throws: `PolicyFileError` naming the path and the reason (`No such file or directory`, …).
+  public static func readText(_ path: String) throws(PolicyFileError) -> String {
+    let data: Data
+    do {
+      data = try Data(contentsOf: URL(fileURLWithPath: path), options: .uncached)
+    } catch {
+      throw PolicyFileError(path: path, reason: readFailure(path, error))
     }
-    return try parse(String(decoding: data, as: UTF8.self))
+    guard let text = String(data: data, encoding: .utf8) else { throw PolicyFileError(path: path, reason: nil) }
+    return text
+  }
+
+  /// `strerror` of the failed read (Foundation's error text varies between platforms and versions).
+  static func readFailure(_ path: String, _ error: any Error) -> String {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return String(cString: strerror(errno)) }
+    defer { close(fd) }
+    var byte: UInt8 = 0
+    if read(fd, &byte, 1) < 0 { return String(cString: strerror(errno)) }
+    let ns = error as NSError
+    if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+      return String(cString: strerror(Int32(underlying.code)))
+    }
+    return escaped(ns.localizedDescription, limit: 200)
+  }
+
+  /// A YAML syntax error as one short issue: where, and what libyaml says (never the offending text).
+  static func yamlIssue(_ e: YamlError) -> PolicyIssue {
+    func located(_ context: YamlError.Context?, _ problem: String, _ mark: Mark) -> PolicyIssue {
+      var message = "invalid YAML: \(problem) at column \(mark.column)"
+      if let context { message += " (\(context.text) at line \(context.mark.line))" }
+      return PolicyIssue(path: "", line: mark.line, message: message)
+    }
+    switch e {
+    case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+      .composer(let context, let problem, let mark, _):
+      return located(context, problem, mark)
+    case .reader(let problem, let offset, let value, let yaml):
+      var message = "invalid YAML: \(problem)"
+      if value >= 0 {
+        let hex = String(UInt32(bitPattern: value), radix: 16, uppercase: true)
+        message += " (character U+\(String(repeating: "0", count: max(0, 4 - hex.count)) + hex))"
+      }
+      let line = offset.map { o in 1 + yaml.prefix(o).reduce(0) { $1.isNewline ? $0 + 1 : $0 } }
+      return PolicyIssue(path: "", line: line, message: message)
+    case .duplicatedKeysInMapping(let duplicates, let context):
+      let keys = duplicates.sorted().prefix(5).map { escaped($0, limit: 40, quoted: true) }.joined(separator: ", ")
+      return PolicyIssue(path: "", line: context.mark.line, message: "invalid YAML: duplicate keys \(keys)")
+    default:
+      return PolicyIssue(path: "", message: "invalid YAML: \(escaped("\(e)", limit: 200))")
+    }
+  }
+
+  /// `s` on one line and short: control characters and line breaks escaped (`\n`, `\u{1}`), at most
+  /// `limit` characters (then `…`), optionally in double quotes.
+  public static func escaped(_ s: String, limit: Int, quoted: Bool = false) -> String {
+    var out = ""
+    var count = 0
+    for c in s.unicodeScalars {
+      if count >= limit {
+        out += "…"
+        break
+      }
+      switch c {
+      case "\n": out += "\\n"
+      case "\r": out += "\\r"
+      case "\t": out += "\\t"
+      case "\"" where quoted: out += "\\\""
+      case "\\" where quoted: out += "\\\\"
+      default:
+        if c.properties.generalCategory == .control || c.properties.generalCategory == .format
+          || c.properties.generalCategory == .lineSeparator || c.properties.generalCategory == .paragraphSeparator
+        {
+          out += "\\u{\(String(c.value, radix: 16))}"
+        } else {
+          out.unicodeScalars.append(c)
+        }
+      }
+      count += 1
+    }
+    return quoted ? "\"\(out)\"" : out
   }
 
   /// Every problem: structural, gateway safety rules and the supervisor's L7 rules, with lines.
@@ -251,11 +357,11 @@ private struct Parser {
       lines[child] = k.mark?.line
       if let allowed, !allowed.contains(key) {
         let known = allowed.sorted().joined(separator: ", ")
-        fail(child, k, "unknown field `\(key)`, expected one of \(known)")
+        fail(child, k, "unknown field `\(PolicyYAML.escaped(key, limit: 40))`, expected one of \(known)")
         continue
       }
       if !seen.insert(key).inserted {
-        fail(child, k, "duplicate field `\(key)`")
+        fail(child, k, "duplicate field `\(PolicyYAML.escaped(key, limit: 40))`")
         continue
       }
       out.append((key, v))
@@ -315,7 +421,7 @@ private struct Parser {
   mutating func choice<T>(_ node: Node, _ path: String, _ table: [String: T]) -> T? {
     guard let s = string(node, path) else { return nil }
     guard let v = table[s] else {
-      fail(path, node, "unknown value \(s.debugDescription), expected one of \(table.keys.sorted().joined(separator: ", "))")
+      fail(path, node, "unknown value \(PolicyYAML.escaped(s, limit: 40, quoted: true)), expected one of \(table.keys.sorted().joined(separator: ", "))")
       return nil
     }
     return v
@@ -349,7 +455,7 @@ private struct Parser {
           let path = join(key, k)
           if let s = string(lv, path) {
             if Names.compatibility.contains(s) { l.compatibility = s } else {
-              fail(path, lv, "unknown value \(s.debugDescription), expected one of \(Names.compatibility.joined(separator: ", "))")
+              fail(path, lv, "unknown value \(PolicyYAML.escaped(s, limit: 40, quoted: true)), expected one of \(Names.compatibility.joined(separator: ", "))")
             }
           }
         }
@@ -417,7 +523,7 @@ private struct Parser {
       case "protocol":
         if let s = string(v, p) {
           if s.isEmpty || Names.protocols.contains(s) { e.protocol = s } else {
-            fail(p, v, "unknown value \(s.debugDescription), expected one of rest, sql (or omit it for L4 passthrough)")
+            fail(p, v, "unknown value \(PolicyYAML.escaped(s, limit: 40, quoted: true)), expected one of rest, sql (or omit it for L4 passthrough)")
           }
         }
       case "tls":

@@ -390,6 +390,34 @@ enum Examples {
     #expect(PolicyRules.liveUpdateIssues(baseline: base, proposed: removed).map(\.message).first == "filesystem policy cannot be removed on a live sandbox")
   }
 
+  @Test func unreadableAndBinaryFilesAreNamedInOneLine() throws {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("policykit-\(UUID().uuidString.prefix(8))")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let missing = dir.appendingPathComponent("missing.yaml").path
+    #expect(throws: PolicyFileError(path: missing, reason: "No such file or directory")) { try PolicyYAML.parse(contentsOf: missing) }
+    #expect(PolicyFileError(path: missing, reason: "No such file or directory").description == "cannot read policy file \(missing): No such file or directory")
+    #expect(throws: PolicyFileError(path: dir.path, reason: "Is a directory")) { try PolicyYAML.parse(contentsOf: dir.path) }
+    let binary = dir.appendingPathComponent("binary.yaml")
+    try Data([0x76, 0x3A, 0x20, 0xFF, 0xFE, 0x00, 0x0A]).write(to: binary)
+    #expect(throws: PolicyFileError(path: binary.path, reason: nil)) { try PolicyYAML.parse(contentsOf: binary.path) }
+    #expect(PolicyFileError(path: binary.path, reason: nil).description == "policy file \(binary.path) is not UTF-8 text")
+  }
+
+  @Test func yamlSyntaxErrorsAreShortAndHoldNoControlCharacters() {
+    let reader = parseIssues("version: 1\nfilesystem_policy: \u{07}\u{1B}[2J\n")
+    #expect(reader == [PolicyIssue(path: "", line: 2, message: "invalid YAML: control characters are not allowed (character U+0007)")])
+    let scanner = parseIssues("version: 1\nfilesystem_policy:\n  read_only: [/usr\n  x: \"\u{0085}y\n")
+    #expect(scanner.count == 1 && scanner[0].line != nil && scanner[0].message.hasPrefix("invalid YAML: "), "\(scanner)")
+    #expect(!scanner[0].description.contains("read_only") && !scanner[0].description.contains("\n"), "\(scanner)")
+    let key = parseIssues("version: 1\n\"a\\nb\\u0001\": 1\n")
+    #expect(key.map(\.description) == [
+      "a\\nb\\u{1} (line 2): unknown field `a\\nb\\u{1}`, expected one of filesystem_policy, landlock, network_policies, process, version"
+    ])
+    #expect(PolicyYAML.escaped("ab\u{1}\u{2028}cd", limit: 4) == "ab\\u{1}\\u{2028}…")
+    #expect(PolicyYAML.escaped("say \"hi\"", limit: 40, quoted: true) == "\"say \\\"hi\\\"\"")
+  }
+
   @Test func restrictiveDefaultIsValid() {
     let d = PolicyRules.restrictiveDefault
     #expect(PolicyRules.safetyIssues(d) == [])

@@ -16,6 +16,8 @@ enum PolicyCLI {
     let parsed: ParsedPolicy
     do {
       parsed = try PolicyYAML.parse(contentsOf: path)
+    } catch let e as PolicyFileError {
+      throw CLIError(e.description)
     } catch let e as PolicyParseError {
       throw CLIError("\(path): \(e.description)")
     }
@@ -44,13 +46,9 @@ enum PolicyCLI {
     }
   }
 
-  /// Runs a command body; RPC errors become `error: <message>`.
+  /// Runs a command body; RPC errors become `error: <message>` (see `describe(_:)`).
   static func run(_ body: () async throws -> Void) async throws {
-    try await cliRun {
-      do { try await body() } catch let e as RPCError {
-        throw CLIError(e.message.isEmpty ? "\(e.code)" : e.message)
-      }
-    }
+    try await cliRun(body)
   }
 
   static func confirm(_ question: String, yes: Bool) throws {
@@ -70,6 +68,4 @@ enum PolicyCLI {
     default: "unspecified"
     }
   }
-
-  static func ms(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
 }

@@ -103,10 +103,12 @@ struct PolicyGet: AsyncParsableCommand {
         }, options: SandboxCLI.options())
       }
       let rv = s.revision
+      // Tables show UTC `YYYY-MM-DD HH:MM:SS` (as `sandbox list`); JSON and YAML show RFC 3339.
+      let time = { (d: Date) in out.output == .table ? utcDateTime(d) : iso8601(d) }
       var pairs: [(String, Any?)] = [
         ("Version", Int(rv.version)), ("Hash", rv.policyHash), ("Status", PolicyCLI.statusName(rv.status)),
-        ("Active", Int(s.activeVersion)), ("Created", PolicyCLI.ms(rv.createdTime.date)),
-        ("Loaded", rv.hasLoadedTime ? PolicyCLI.ms(rv.loadedTime.date) : nil), ("Error", rv.loadError.isEmpty ? nil : rv.loadError),
+        ("Active", Int(s.activeVersion)), ("Created", time(rv.createdTime.date)),
+        ("Loaded", rv.hasLoadedTime ? time(rv.loadedTime.date) : nil), ("Error", rv.loadError.isEmpty ? nil : rv.loadError),
       ]
       if full && out.output != .table { pairs.append(("Policy", PolicyYAML.render(rv.policy))) }
       print(try Record(pairs: pairs).render(out.output, title: isGlobal ? "Global policy:" : "Policy:"))
@@ -143,7 +145,7 @@ struct PolicyList: AsyncParsableCommand {
         return
       }
       print(renderTable(header: ["VERSION", "HASH", "STATUS", "CREATED", "ERROR"], rows: list.revisions.map {
-        [String($0.version), String($0.policyHash.prefix(12)), PolicyCLI.statusName($0.status), iso8601($0.createdTime.date), String(oneLine($0.loadError).prefix(40))]
+        [String($0.version), String($0.policyHash.prefix(12)), PolicyCLI.statusName($0.status), utcDateTime($0.createdTime.date), oneLine($0.loadError)]
       }))
     }
   }

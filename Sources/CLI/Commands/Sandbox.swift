@@ -40,10 +40,11 @@ struct SandboxCreate: AsyncParsableCommand {
   func run() async throws {
     var code: Int32 = 0
     try await cliRun {
-      let r = try await resolveOrBootstrap(global, bootstrap: !noBootstrap)
+      // Arguments are checked before a gateway is contacted (or started).
       let labelMap = try keyValues(labels, flag: "--label")
-      let envMap = try keyValues(env, flag: "--env")
+      let envMap = try environmentVariables(env, flag: "--env")
       let policySpec = try PolicyCLI.creationPolicy(policy)
+      let r = try await resolveOrBootstrap(global, bootstrap: !noBootstrap)
       let timeout = Double(ProcessInfo.processInfo.environment["OPENSHELL_PROVISION_TIMEOUT"] ?? "") ?? 300
       let stdin = command.isEmpty ? Data() : try SandboxCLI.pipedStdin()
       code = try await GatewayClient.withClient(r.target) { c in
@@ -140,11 +141,8 @@ struct SandboxList: AsyncParsableCommand {
         print("No sandboxes found.")
         return
       }
-      let df = DateFormatter()
-      df.dateFormat = "yyyy-MM-dd HH:mm:ss"
-      df.timeZone = TimeZone(identifier: "UTC")
       print(renderTable(header: ["NAME", "WORKSPACE", "CREATED", "PHASE"], rows: all.map {
-        [$0.metadata.name, $0.metadata.workspace, df.string(from: $0.metadata.createdTime.date), SandboxCLI.colored($0.status.phase)]
+        [$0.metadata.name, $0.metadata.workspace, utcDateTime($0.metadata.createdTime.date), SandboxCLI.colored($0.status.phase)]
       }))
     }
   }
@@ -172,6 +170,9 @@ struct SandboxGet: AsyncParsableCommand {
         ("Reason", ready.map { $0.reason }), ("Message", ready?.message.nilIfEmpty),
         ("Exit code", s.status.hasExitCode ? String(s.status.exitCode) : nil),
         ("Policy version", s.status.currentPolicyVersion > 0 ? Int(s.status.currentPolicyVersion) : nil),
+        ("Limits", SandboxCLI.limits(s.spec).map { l in
+          out.output == .table ? l.map { "\($0.key) \($0.value)" }.joined(separator: ", ") as Any : Dictionary(uniqueKeysWithValues: l) as Any
+        }),
       ])
       print(try record.render(out.output, title: "Sandbox:"))
     }

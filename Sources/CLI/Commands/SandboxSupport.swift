@@ -3,6 +3,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import OpenShellAPI
+import PolicyKit
 
 typealias ShellClient = Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>
 
@@ -35,6 +36,24 @@ enum SandboxCLI {
     if let given, !given.isEmpty { return given }
     guard let last = lastSandbox(gateway) else { throw CLIError("no sandbox name given and no last used sandbox for gateway '\(gateway)'") }
     return last
+  }
+
+  /// The cpu and memory limits of `spec.template.resources` (`{"cpu": "250m", "memory": "64Mi"}`, or the
+  /// same under `limits`), in that order; nil when it sets none.
+  static func limits(_ spec: Openshell_V1_SandboxSpec) -> [(key: String, value: String)]? {
+    let fields = spec.template.resources.fields
+    var out: [(key: String, value: String)] = []
+    for key in ["cpu", "memory"] {
+      var value = fields[key]
+      if value == nil, case .structValue(let l)? = fields["limits"]?.kind { value = l.fields[key] }
+      guard let v = value else { continue }
+      switch v.kind {
+      case .stringValue(let s)?: out.append((key, s))
+      case .numberValue(let n)?: out.append((key, n == n.rounded() && abs(n) < 1e15 ? String(Int64(n)) : String(n)))
+      default: continue
+      }
+    }
+    return out.isEmpty ? nil : out
   }
 
   static func options(_ seconds: Int64 = 30) -> CallOptions {
@@ -155,4 +174,25 @@ func keyValues(_ items: [String], flag: String) throws -> [String: String] {
     out[String(item[..<eq])] = String(item[item.index(after: eq)...])
   }
   return out
+}
+
+/// Parses `NAME=VALUE` environment variables; NAME must be a POSIX name (`[A-Za-z_][A-Za-z0-9_]*`).
+func environmentVariables(_ items: [String], flag: String) throws -> [String: String] {
+  let vars = try keyValues(items, flag: flag)
+  for item in items {
+    let name = String(item.prefix { $0 != "=" })
+    if !isPOSIXName(name) {
+      throw CLIError("invalid \(flag) name '\(PolicyYAML.escaped(name, limit: 60))': use letters, digits and '_', not starting with a digit")
+    }
+  }
+  return vars
+}
+
+func isPOSIXName(_ s: String) -> Bool {
+  guard let first = s.utf8.first, first == UInt8(ascii: "_") || isASCIILetter(first) else { return false }
+  return s.utf8.allSatisfy { $0 == UInt8(ascii: "_") || isASCIILetter($0) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }
+}
+
+private func isASCIILetter(_ b: UInt8) -> Bool {
+  (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(b) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(b)
 }

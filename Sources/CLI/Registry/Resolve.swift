@@ -18,9 +18,10 @@ struct GatewayOptions: ParsableArguments {
   }
 
   /// A gateway name for lifecycle commands: `--name`, `-g`, `$OPENSHELL_GATEWAY`, the active gateway
-  /// (unless `useActive` is false), then `openshell`.
+  /// (unless `useActive` is false), then `openshell`. A given `--name` is returned as given, even empty
+  /// (never replaced by the default); `checkGatewayNames` rejects an invalid one before the command runs.
   func name(_ flag: String?, useActive: Bool = true) -> String {
-    if let f = flag, !f.isEmpty { return f }
+    if let f = flag { return f }
     if let n = explicitName { return n }
     if useActive, let a = ClientRegistry.default.active { return a }
     return "openshell"
@@ -54,6 +55,31 @@ struct GatewayOptions: ParsableArguments {
     var name: String
     var metadata: GatewayMetadata?
     var target: Target
+  }
+}
+
+/// Commands whose `--name` option names a gateway (not a sandbox or provider).
+protocol GatewayNameOption {
+  var name: String? { get }
+}
+
+extension GatewayStart: GatewayNameOption {}
+extension GatewayStop: GatewayNameOption {}
+extension GatewayDestroy: GatewayNameOption {}
+extension GatewayInfo: GatewayNameOption {}
+extension DoctorLogs: GatewayNameOption {}
+extension DoctorExec: GatewayNameOption {}
+extension DoctorCheck: GatewayNameOption {}
+
+/// Rejects an explicitly given gateway name that no gateway can have, before the command runs: a
+/// gateway command's `--name` and the global `-g`/`--gateway` (`--name ""` is an error, not the default
+/// gateway). `$OPENSHELL_GATEWAY` set to the empty string still means unset.
+func checkGatewayNames(_ command: ParsableCommand) throws {
+  if let c = command as? GatewayNameOption, let n = c.name { try ClientRegistry.validateName(n) }
+  for child in Mirror(reflecting: command).children {
+    if let group = child.value as? OptionGroup<GatewayOptions>, let g = group.wrappedValue.gateway {
+      try ClientRegistry.validateName(g)
+    }
   }
 }
 

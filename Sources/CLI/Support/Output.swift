@@ -48,7 +48,19 @@ func describe(_ e: RPCError) -> String {
     if g.name == g.endpoint { return "cannot reach the gateway at \(g.endpoint): \(reason)" }
     return "cannot reach gateway '\(g.name)' at \(g.endpoint): \(reason); \(hint)"
   }
-  return oneLine("\(e)")
+  if streamClosed(e) {
+    guard let g = ResolvedGateway.last else { return "the connection to the gateway closed (was it stopped?)" }
+    if g.name == g.endpoint { return "the connection to the gateway at \(g.endpoint) closed (was it stopped?)" }
+    return "the connection to gateway '\(g.name)' closed (was it stopped?)"
+  }
+  // A gateway's answer: its message is written for people; the status code name adds nothing.
+  let message = oneLine(e.message)
+  return message.isEmpty ? "the gateway answered \(e.code) without a message" : message
+}
+
+/// Whether the call's stream was reset or closed under it (the gateway stopped or restarted mid-call).
+func streamClosed(_ e: RPCError) -> Bool {
+  e.code == .unavailable && (e.message.contains("Stream unexpectedly closed") || e.message.contains("RST_STREAM"))
 }
 
 /// The reason a call never reached a gateway (connection refused, unknown host, timeout), or nil when
@@ -150,8 +162,10 @@ func renderTable(header: [String], rows: [[String]]) -> String {
   var widths = header.map(\.count)
   for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
   func line(_ cells: [String]) -> String {
-    cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+    var s = cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
       .joined(separator: "  ")
+    while s.hasSuffix(" ") { s.removeLast() }  // an empty last cell
+    return s
   }
   return ([Style.bold(line(header))] + rows.map(line)).joined(separator: "\n")
 }
@@ -162,6 +176,15 @@ func utcStamp(_ date: Date = Date()) -> String {
   f.locale = Locale(identifier: "en_US_POSIX")
   f.timeZone = TimeZone(identifier: "UTC")
   f.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
+  return f.string(from: date)
+}
+
+/// UTC time for tables: `2026-01-30 04:15:00`.
+func utcDateTime(_ date: Date) -> String {
+  let f = DateFormatter()
+  f.locale = Locale(identifier: "en_US_POSIX")
+  f.timeZone = TimeZone(identifier: "UTC")
+  f.dateFormat = "yyyy-MM-dd HH:mm:ss"
   return f.string(from: date)
 }
 
