@@ -34,14 +34,22 @@ extension OpenShellService {
     let channel = try await hub.openRelay(sandboxID: sandbox.id, service: SandboxProtocol.execService)
     defer { channel.finish() }
     channel.send(try resolved.serializedData())
-    var exitSeen = false
-    for try await data in channel.incoming {
-      let event = try Openshell_V1_ExecSandboxEvent(serializedBytes: data)
-      try await response.write(event)
-      if case .exit? = event.payload {
-        exitSeen = true
-        break
+    // gRPC reports a cancelled RPC (the client went away, its deadline passed) through the context's
+    // cancellation handle, not by cancelling this task: without the handler this loop would wait for the
+    // command's next output for as long as the command runs. Cancelling the channel ends the loop and the
+    // relay; the supervisor then kills the command's process group. A graceful shutdown cancels every RPC
+    // too, but execs are left to finish within its grace period (see SubscriptionDrain); after it, this
+    // task is cancelled, which ends the loop as well.
+    let drain = SubscriptionDrain.server
+    let exitSeen = try await withRPCCancellationHandler {
+      for try await data in channel.incoming {
+        let event = try Openshell_V1_ExecSandboxEvent(serializedBytes: data)
+        try await response.write(event)
+        if case .exit? = event.payload { return true }
       }
+      return false
+    } onCancelRPC: {
+      if drain?.isDraining != true { channel.cancel() }
     }
     guard exitSeen else {
       throw RPCError(code: .unavailable, message: "the supervisor of sandbox \(ws)/\(sandbox.name) went away before the command finished")

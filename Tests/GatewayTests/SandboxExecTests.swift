@@ -1,0 +1,84 @@
+import Foundation
+import GRPCCore
+import GRPCProtobuf
+import OpenShellAPI
+import SwiftProtobuf
+import Testing
+
+@testable import Gateway
+
+/// Exec edge cases and spec validation, run with the other local-driver tests (same suite, serialized).
+extension SandboxLifecycleTests {
+  @Test("exec: a cancelled ExecSandbox (client gone, client deadline) kills the command")
+  func execCancelled() async throws {
+    let gw = try await SandboxGateway.start()
+    defer { Task { await gw.stopEverything() } }
+    try await gw.withClient { c in
+      _ = try await c.create("exec-cancel")
+      try await c.wait("exec-cancel", .ready)
+
+      // The client's task is cancelled while the command runs (as when the CLI is interrupted).
+      let marker = "4242\(Int.random(in: 100_000...999_999))"
+      let client = Task { try await c.exec("exec-cancel", ["sh", "-c", "sleep \(marker)"]) }
+      try await waitForProcess("sleep\0\(marker)", running: true, timeout: .seconds(10))
+      client.cancel()
+      _ = await client.result
+      try await waitForProcess("sleep\0\(marker)", running: false, timeout: .seconds(5))
+
+      // The client's deadline passes while the command runs.
+      let marker2 = "4242\(Int.random(in: 100_000...999_999))"
+      let deadline = Task {
+        var options = CallOptions.defaults
+        options.timeout = .seconds(3)
+        let request = Openshell_V1_ExecSandboxRequest.with {
+          $0.sandbox = "exec-cancel"
+          $0.command = ["sh", "-c", "sleep \(marker2)"]
+          $0.workspaceScope = .with { $0.workspace = "default" }
+        }
+        return try await c.execSandbox(request, options: options) { response in
+          for try await _ in response.messages {}
+        }
+      }
+      try await waitForProcess("sleep\0\(marker2)", running: true, timeout: .seconds(3))
+      let outcome = await deadline.result
+      #expect(throws: RPCError.self) { try outcome.get() }
+      try await waitForProcess("sleep\0\(marker2)", running: false, timeout: .seconds(5))
+
+      // The sandbox is still usable.
+      let ok = try await c.exec("exec-cancel", ["echo", "ok"])
+      #expect(ok.out == "ok\n")
+      try await c.deleteAndWait("exec-cancel")
+    }
+    await gw.stopEverything()
+  }
+
+  @Test("exec: a graceful gateway shutdown lets a running exec finish within the grace period")
+  func execDuringGracefulShutdown() async throws {
+    let gw = try await SandboxGateway.start()
+    defer { Task { await gw.stopEverything() } }
+    try await gw.withClient { c in
+      _ = try await c.create("exec-drain")
+      try await c.wait("exec-drain", .ready)
+      let marker = "4243\(Int.random(in: 100_000...999_999))"
+      let exec = Task { try await c.exec("exec-drain", ["sh", "-c", "sleep 0.\(marker); echo done"]) }
+      try await waitForProcess("sleep\00.\(marker)", running: true, timeout: .seconds(10))
+      gw.running.shutdown()  // grace period 2 s
+      let r = try await exec.value
+      #expect(r.exitCode == 0)
+      #expect(r.out == "done\n")
+    }
+    await gw.stopEverything()
+  }
+}
+
+/// Polls /proc until a process whose command line contains `fragment` runs (or no longer runs).
+func waitForProcess(_ fragment: String, running: Bool, timeout: Duration, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+  let deadline = ContinuousClock.now + timeout
+  while hostProcesses(containing: fragment).isEmpty == running {
+    guard ContinuousClock.now < deadline else {
+      Issue.record("\(fragment.replacingOccurrences(of: "\0", with: " ")) \(running ? "did not start" : "still runs") after \(timeout)", sourceLocation: sourceLocation)
+      return
+    }
+    try await Task.sleep(for: .milliseconds(50))
+  }
+}
