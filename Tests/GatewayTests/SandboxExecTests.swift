@@ -69,6 +69,49 @@ extension SandboxLifecycleTests {
     }
     await gw.stopEverything()
   }
+
+  @Test("exec: a command that is not found (127) or not executable (126) is reported like a shell does")
+  func execCommandNotFound() async throws {
+    let gw = try await SandboxGateway.start()
+    defer { Task { await gw.stopEverything() } }
+    try await gw.withClient { c in
+      _ = try await c.create("exec-notfound")
+      try await c.wait("exec-notfound", .ready)
+
+      let missing = try await c.exec("exec-notfound", ["nonexistentcmd", "arg"])
+      #expect(missing.exitCode == 127)
+      #expect(missing.err == "openshell-sandbox: nonexistentcmd: command not found\n")
+      #expect(missing.out == "")
+
+      let missingPath = try await c.exec("exec-notfound", ["/sandbox/nope/cmd"])
+      #expect(missingPath.exitCode == 127)
+      #expect(missingPath.err == "openshell-sandbox: /sandbox/nope/cmd: no such file or directory\n")
+
+      let setup = try await c.exec("exec-notfound", ["sh", "-c", "printf '#!/bin/sh\\necho ran\\n' > /sandbox/not-executable && chmod 644 /sandbox/not-executable"])
+      #expect(setup.exitCode == 0, "\(setup.err)")
+      let denied = try await c.exec("exec-notfound", ["/sandbox/not-executable"])
+      #expect(denied.exitCode == 126)
+      #expect(denied.err == "openshell-sandbox: /sandbox/not-executable: permission denied\n")
+      // Relative to the workdir, and found in the sandbox's PATH (the request's PATH).
+      let relative = try await c.exec("exec-notfound", ["./not-executable"], workdir: "/sandbox")
+      #expect(relative.exitCode == 126)
+      #expect(relative.err == "openshell-sandbox: ./not-executable: permission denied\n")
+      let viaPath = try await c.exec("exec-notfound", ["not-executable"], env: ["PATH": "/sandbox:/usr/bin:/bin"])
+      #expect(viaPath.exitCode == 126)
+      #expect(viaPath.err == "openshell-sandbox: not-executable: permission denied\n")
+      let directory = try await c.exec("exec-notfound", ["/sandbox"])
+      #expect(directory.exitCode == 126)
+      #expect(directory.err == "openshell-sandbox: /sandbox: is a directory\n")
+
+      // Once executable, the same command runs, also when found through PATH.
+      _ = try await c.exec("exec-notfound", ["chmod", "755", "/sandbox/not-executable"])
+      let ran = try await c.exec("exec-notfound", ["not-executable"], env: ["PATH": "/sandbox:/usr/bin:/bin"])
+      #expect(ran.exitCode == 0)
+      #expect(ran.out == "ran\n")
+      try await c.deleteAndWait("exec-notfound")
+    }
+    await gw.stopEverything()
+  }
 }
 
 /// Polls /proc until a process whose command line contains `fragment` runs (or no longer runs).
