@@ -112,6 +112,37 @@ extension SandboxLifecycleTests {
     }
     await gw.stopEverything()
   }
+
+  @Test("invalid environment variable names are refused with INVALID_ARGUMENT naming the field")
+  func invalidEnvironment() async throws {
+    let gw = try await SandboxGateway.start()
+    defer { Task { await gw.stopEverything() } }
+    try await gw.withClient { c in
+      for (name, spec, field) in [
+        ("env-a", Openshell_V1_SandboxSpec.with { $0.environment = ["A B": "x"] }, "spec.environment"),
+        ("env-b", .with { $0.environment = ["1X": "x"] }, "spec.environment"),
+        ("env-c", .with { $0.environment = ["X": "ok"]; $0.template.environment = ["A-B": "x"] }, "spec.template.environment"),
+        ("env-d", .with { $0.template.environment = ["": "x"] }, "spec.template.environment"),
+      ] {
+        let e = await rpcError { _ = try await c.createSandbox(.with { $0.name = name; $0.spec = spec }) }
+        #expect(e?.code == .invalidArgument, "\(name): \(String(describing: e))")
+        #expect(try fieldViolations(e) == [field], "\(name)")
+      }
+      #expect(try await c.listSandboxes(.init()).sandboxes.isEmpty, "a refused create leaves nothing behind")
+
+      _ = try await c.create("env-ok", env: ["GOOD_1": "x"])
+      try await c.wait("env-ok", .ready)
+      for bad in ["A B", "1X", "A=B", "A-B", ""] {
+        let e = await rpcError { _ = try await c.exec("env-ok", ["true"], env: [bad: "x"]) }
+        #expect(e?.code == .invalidArgument, "\(bad.debugDescription): \(String(describing: e))")
+        #expect(try fieldViolations(e) == ["environment"], "\(bad.debugDescription)")
+      }
+      let good = try await c.exec("env-ok", ["sh", "-c", "echo $GOOD_1 $_under"], env: ["_under": "y"])
+      #expect(good.out == "x y\n")
+      try await c.deleteAndWait("env-ok")
+    }
+    await gw.stopEverything()
+  }
 }
 
 /// Polls /proc until a process whose command line contains `fragment` runs (or no longer runs).
@@ -124,4 +155,10 @@ func waitForProcess(_ fragment: String, running: Bool, timeout: Duration, source
     }
     try await Task.sleep(for: .milliseconds(50))
   }
+}
+
+/// The fields named by the google.rpc.BadRequest details of `error`.
+func fieldViolations(_ error: RPCError?) throws -> [String] {
+  guard let error else { return [] }
+  return try error.unpackGoogleRPCStatus()?.details.compactMap(\.badRequest).flatMap { $0.violations.map(\.field) } ?? []
 }

@@ -19,6 +19,7 @@ extension OpenShellService {
   public func execSandbox(request: Openshell_V1_ExecSandboxRequest, response: RPCWriter<Openshell_V1_ExecSandboxEvent>, context: ServerContext) async throws {
     _ = try userCaller("ExecSandbox")
     let hub = try requireHub("ExecSandbox")
+    try Self.validateExec(request)
     let state = await store.state
     let ws = try workspace(request.workspaceScope, state)
     guard let sandbox = state.sandbox(named: request.sandbox, workspace: ws) else {
@@ -27,7 +28,6 @@ extension OpenShellService {
     guard sandbox.phase == .ready else {
       throw RPCErrors.failedPrecondition("sandbox \(ws)/\(sandbox.name) is not ready (phase \(sandbox.phase.name.lowercased()))")
     }
-    try Self.validateExec(request)
     var resolved = request
     resolved.sandbox = sandbox.id
     if resolved.workdir.isEmpty { resolved.workdir = SandboxProtocol.workspace }
@@ -65,12 +65,8 @@ extension OpenShellService {
       guard !a.utf8.contains(0) else { throw RPCErrors.invalidArgument(field: "command[\(i)]", "contains NUL") }
       total += a.utf8.count
     }
-    for (k, v) in r.environment {
-      guard !k.isEmpty, !k.contains("="), !k.utf8.contains(0), !v.utf8.contains(0) else {
-        throw RPCErrors.invalidArgument(field: "environment", "invalid variable \(k.debugDescription)")
-      }
-      total += k.utf8.count + v.utf8.count
-    }
+    try EnvironmentRule.check(r.environment, field: "environment")
+    for (k, v) in r.environment { total += k.utf8.count + v.utf8.count }
     guard total <= maxExecTotalBytes else { throw RPCErrors.invalidArgument(field: "command", "command and environment exceed 256 KiB") }
     guard r.workdir.utf8.count <= 4096, !r.workdir.utf8.contains(0) else { throw RPCErrors.invalidArgument(field: "workdir", "invalid") }
     guard r.stdin.count <= maxExecStdin else { throw RPCErrors.invalidArgument(field: "stdin", "larger than 4 MiB") }

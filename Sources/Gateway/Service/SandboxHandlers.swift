@@ -11,6 +11,7 @@ extension OpenShellService {
     let caller = try userCaller("CreateSandbox")
     // A retried request returns what the first attempt created.
     if let prior = await existingSandbox(forRequest: request.requestID) { return prior }
+    try Self.validateSpec(request.spec)
     let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
       let ws = try workspace(request.workspaceScope, state)
       var name = request.name
@@ -74,6 +75,12 @@ extension OpenShellService {
       let sandbox = result.state.sandboxes[e.id]
     else { throw RPCError(code: .internalError, message: "sandbox was recorded but is not in the projection") }
     return .with { $0.sandbox = Wire.sandbox(sandbox, state: result.state) }
+  }
+
+  /// Checks of the request's spec that need no state and no compute driver: environment variable names.
+  static func validateSpec(_ spec: Openshell_V1_SandboxSpec) throws {
+    try EnvironmentRule.check(spec.environment, field: "spec.environment")
+    try EnvironmentRule.check(spec.template.environment, field: "spec.template.environment")
   }
 
   /// A sandbox spec carrying a workload template's image, GPU and resource requests, for the driver check.

@@ -34,6 +34,28 @@ enum LabelRule {
   }
 }
 
+/// Environment variables given to sandbox processes (CreateSandbox `spec.environment` and
+/// `spec.template.environment`, ExecSandbox `environment`): POSIX names (`[A-Za-z_][A-Za-z0-9_]*`,
+/// IEEE Std 1003.1 "Environment Variables"), values without NUL.
+enum EnvironmentRule {
+  /// - Returns: nil when valid, else a description of the violation.
+  static func violation(name: String, value: String) -> String? {
+    if !ProviderCatalog.isEnvironmentName(name) {
+      return "invalid variable name \(name.debugDescription): must match [A-Za-z_][A-Za-z0-9_]*"
+    }
+    if value.utf8.contains(0) { return "the value of \(name) contains NUL" }
+    return nil
+  }
+
+  /// - Throws: INVALID_ARGUMENT with a field violation naming `field`, for the first invalid variable
+  ///   in name order.
+  static func check(_ environment: [String: String], field: String) throws {
+    for name in environment.keys.sorted() {
+      if let v = violation(name: name, value: environment[name]!) { throw RPCErrors.invalidArgument(field: field, v) }
+    }
+  }
+}
+
 /// Kubernetes-style label selector: comma-separated `k=v`, `k==v`, `k!=v`, `k` (exists), `!k` (absent).
 struct LabelSelector: Sendable {
   enum Term: Sendable { case equals(String, String), notEquals(String, String), exists(String), absent(String) }
