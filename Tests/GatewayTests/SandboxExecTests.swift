@@ -143,6 +143,43 @@ extension SandboxLifecycleTests {
     }
     await gw.stopEverything()
   }
+
+  @Test("malformed resource quantities are INVALID_ARGUMENT; what the host cannot enforce is FAILED_PRECONDITION")
+  func malformedResources() async throws {
+    let gw = try await SandboxGateway.start()
+    defer { Task { await gw.stopEverything() } }
+    try await gw.withClient { c async throws in
+      func create(_ resources: [String: Google_Protobuf_Value]) async -> RPCError? {
+        await rpcError {
+          _ = try await c.createSandbox(.with {
+            $0.name = "res"
+            $0.spec.template.resources = Google_Protobuf_Struct(fields: resources)
+          })
+        }
+      }
+      for resources: [String: Google_Protobuf_Value] in [
+        ["memory": "1x"], ["cpu": "1m"], ["cpu": "lots"], ["memory": "-5Mi"], ["memory": "1Mi"],
+        ["limits": .init(structValue: .init(fields: ["memory": "12 parsecs"]))], ["limits": "2"],
+      ] {
+        let e = await create(resources)
+        #expect(e?.code == .invalidArgument, "\(resources): \(String(describing: e))")
+        #expect(try fieldViolations(e) == ["spec.template.resources"], "\(resources)")
+        var expected = ""
+        do { _ = try ResourceLimits.parse(Google_Protobuf_Struct(fields: resources)) } catch let error as ResourceLimitsError { expected = error.message } catch {}
+        #expect(e?.message == "spec.template.resources: \(expected)", "the message of ResourceLimits.parse")
+      }
+      // Well formed, but not something the local driver supports: refused by the driver's check.
+      let unknown = await create(["ephemeral-storage": "1Gi"])
+      #expect(unknown?.code == .failedPrecondition, "\(String(describing: unknown))")
+      if gw.running.driver?.cgroups == nil {
+        let e = await create(["memory": "64Mi"])
+        #expect(e?.code == .failedPrecondition, "\(String(describing: e))")
+        #expect(e?.message.contains("cgroup") == true, "\(String(describing: e))")
+      }
+      #expect(try await c.listSandboxes(.init()).sandboxes.isEmpty, "a refused create leaves nothing behind")
+    }
+    await gw.stopEverything()
+  }
 }
 
 /// Polls /proc until a process whose command line contains `fragment` runs (or no longer runs).

@@ -77,10 +77,14 @@ extension OpenShellService {
     return .with { $0.sandbox = Wire.sandbox(sandbox, state: result.state) }
   }
 
-  /// Checks of the request's spec that need no state and no compute driver: environment variable names.
+  /// Checks of the request's spec that need no state and no compute driver: environment variable names,
+  /// well-formed resource quantities (what the driver can enforce is its own check, FAILED_PRECONDITION).
   static func validateSpec(_ spec: Openshell_V1_SandboxSpec) throws {
     try EnvironmentRule.check(spec.environment, field: "spec.environment")
     try EnvironmentRule.check(spec.template.environment, field: "spec.template.environment")
+    if spec.template.hasResources, let v = ResourcesRule.violation(spec.template.resources) {
+      throw RPCErrors.invalidArgument(field: "spec.template.resources", v)
+    }
   }
 
   /// A sandbox spec carrying a workload template's image, GPU and resource requests, for the driver check.

@@ -1,4 +1,5 @@
 import Foundation
+import SwiftProtobuf
 
 /// Object naming rule, the same for every object (sandboxes, workspaces, templates, providers):
 /// an RFC 1123 DNS label — 1 to 63 characters of lowercase ASCII letters, digits and '-',
@@ -52,6 +53,35 @@ enum EnvironmentRule {
   static func check(_ environment: [String: String], field: String) throws {
     for name in environment.keys.sorted() {
       if let v = violation(name: name, value: environment[name]!) { throw RPCErrors.invalidArgument(field: field, v) }
+    }
+  }
+}
+
+/// Resource quantities of a sandbox spec (`spec.template.resources`).
+enum ResourcesRule {
+  /// The first malformed cpu/memory quantity (`cpu`, `memory`, and those under `limits`/`requests`), as
+  /// `ResourceLimits.parse` describes it, e.g. a quantity that does not parse or one below the smallest
+  /// accepted. Keys it does not know are left for the compute driver to accept or refuse.
+  /// - Returns: nil when the quantities are well formed.
+  static func violation(_ resources: Google_Protobuf_Struct) -> String? {
+    let quantities: Set<String> = ["cpu", "memory"]
+    var known = Google_Protobuf_Struct()
+    for (key, value) in resources.fields {
+      if quantities.contains(key) {
+        known.fields[key] = value
+      } else if key == "limits" || key == "requests" {
+        if case .structValue(let s)? = value.kind {
+          known.fields[key] = Google_Protobuf_Value(structValue: Google_Protobuf_Struct(fields: s.fields.filter { quantities.contains($0.key) }))
+        } else {
+          known.fields[key] = value
+        }
+      }
+    }
+    do {
+      _ = try ResourceLimits.parse(known)
+      return nil
+    } catch {
+      return error.message
     }
   }
 }
