@@ -25,7 +25,9 @@ import Foundation
 /// exactly one serialized protobuf message of the public contract: the gateway's first data frame is
 /// the `ExecSandboxRequest` (fields resolved by the gateway), and the supervisor answers with
 /// `ExecSandboxEvent` frames (stdout/stderr chunks as produced, then exactly one `exit`), then ends the
-/// stream.
+/// stream. The gateway ends the channel (its `RelayStream` call returns) once it is done with it: after
+/// the `exit`, or early when the ExecSandbox caller went away (cancelled, deadline passed); the
+/// supervisor then kills the command's process group if it still runs, as it does when the relay breaks.
 public enum SandboxProtocol {
   public static let envSandboxID = "OPENSHELL_SANDBOX_ID"
   public static let envSandboxName = "OPENSHELL_SANDBOX"

@@ -117,8 +117,15 @@ struct Session: Sendable {
           }
           sink.finish()
         }
-        // The gateway ends its side after the exit event, or early when its caller went away.
-        while let _ = try await iterator.next() {}
+        // The gateway ends its side after the exit event, or early when its caller went away; a broken
+        // stream means the same (nobody is left to read the output): either way a command still running
+        // is killed.
+        do {
+          while let _ = try await iterator.next() {}
+        } catch {
+          gatewayDone.set()
+          throw error
+        }
         gatewayDone.set()
         _ = await exec.value
       }

@@ -87,7 +87,7 @@ struct SupervisorMain {
       _ = await (out, err)
     } catch {
       logs.log("cannot start the main process: \(error)", level: "ERROR")
-      code = 127
+      code = (error as? Workload.CommandError)?.exitCode ?? 127
     }
     logs.log("main process exited with code \(code)")
     var backoff = Duration.milliseconds(200)

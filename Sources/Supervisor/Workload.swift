@@ -42,13 +42,78 @@ final class Workload: Sendable {
   }
 
   /// Starts a workload process with piped stdio in its own process group.
+  /// - Throws: `CommandError` when the command cannot be run (see `check`), `SpawnError` when spawning fails.
   func spawn(_ command: [String], environment: [String: String], workdir: String) throws -> SpawnedProcess {
     let (path, args) = argv(command)
+    let env = self.environment(environment)
+    if let problem = check(command[0], searchPath: env["PATH"] ?? "/usr/bin:/bin", workdir: workdir) { throw problem }
     let p = try Spawner.spawn(
-      path, args, environment: self.environment(environment), stdin: .pipe, stdout: .pipe, stderr: .pipe,
+      path, args, environment: env, stdin: .pipe, stdout: .pipe, stderr: .pipe,
       workingDirectory: workdir, newProcessGroup: true, searchPath: true)
     groups.withLock { _ = $0.insert(p.pid) }
     return p
+  }
+
+  /// A command that cannot be run, with a shell's wording and exit code.
+  struct CommandError: Error, CustomStringConvertible {
+    let description: String
+    /// 127: nothing by that name; 126: found, but the workload user cannot execute it.
+    let exitCode: Int32
+  }
+
+  /// Resolves `name` as execvp(3) will in the workload (a name without '/' in the workload's `PATH`,
+  /// relative paths from `workdir`) and checks that the workload user may execute it, so that a
+  /// missing command is reported as such instead of by setpriv ("failed to execute …").
+  /// - Returns: nil when it can be run.
+  func check(_ name: String, searchPath: String, workdir: String) -> CommandError? {
+    func absolute(_ p: String) -> String { p.hasPrefix("/") ? p : (workdir as NSString).appendingPathComponent(p) }
+    if name.contains("/") {
+      switch executable(absolute(name)) {
+      case .yes: return nil
+      case .missing: return CommandError(description: "\(name): no such file or directory", exitCode: 127)
+      case .directory: return CommandError(description: "\(name): is a directory", exitCode: 126)
+      case .denied: return CommandError(description: "\(name): permission denied", exitCode: 126)
+      }
+    }
+    var denied = false
+    for dir in searchPath.split(separator: ":", omittingEmptySubsequences: false) {
+      switch executable(absolute((dir.isEmpty ? "." : String(dir)) + "/" + name)) {
+      case .yes: return nil
+      case .denied: denied = true
+      case .missing, .directory: continue
+      }
+    }
+    return denied
+      ? CommandError(description: "\(name): permission denied", exitCode: 126)
+      : CommandError(description: "\(name): command not found", exitCode: 127)
+  }
+
+  enum Executable { case yes, missing, directory, denied }
+
+  /// Whether the workload user may execute the file at `path`: a regular file on a mount without
+  /// `noexec` whose mode grants it execute permission (as owner, group or other).
+  func executable(_ path: String) -> Executable {
+    var st = stat()
+    guard stat(path, &st) == 0 else { return errno == EACCES ? .denied : .missing }
+    if (st.st_mode & S_IFMT) == S_IFDIR { return .directory }
+    guard (st.st_mode & S_IFMT) == S_IFREG else { return .denied }
+    var fs = statvfs()
+    if statvfs(path, &fs) == 0, fs.f_flag & 8 != 0 { return .denied }  // ST_NOEXEC (sys/statvfs.h)
+    guard let uid = launch.workloadUID, let gid = launch.workloadGID else {
+      return access(path, X_OK) == 0 ? .yes : .denied
+    }
+    let mode = st.st_mode
+    let allowed: Bool
+    if uid == 0 {
+      allowed = mode & (S_IXUSR | S_IXGRP | S_IXOTH) != 0
+    } else if st.st_uid == uid {
+      allowed = mode & S_IXUSR != 0
+    } else if st.st_gid == gid {
+      allowed = mode & S_IXGRP != 0
+    } else {
+      allowed = mode & S_IXOTH != 0
+    }
+    return allowed ? .yes : .denied
   }
 
   func finished(_ pid: pid_t) { groups.withLock { _ = $0.remove(pid) } }
@@ -72,9 +137,10 @@ final class Workload: Sendable {
     do {
       process = try spawn(r.command, environment: r.environment, workdir: workdir)
     } catch {
+      let code = (error as? CommandError)?.exitCode ?? 127
       emit(.with { $0.stderr = .with { $0.data = Data("openshell-sandbox: \(error)\n".utf8) } })
-      emit(.with { $0.exit = .with { $0.exitCode = 127 } })
-      return 127
+      emit(.with { $0.exit = .with { $0.exitCode = code } })
+      return code
     }
     defer { finished(process.pid) }
     writeAllAndClose(process.stdin!, r.stdin)

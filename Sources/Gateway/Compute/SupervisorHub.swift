@@ -19,10 +19,18 @@ public final class SupervisorHub: Sendable {
   /// One relay channel: frames from the supervisor, and a way to send frames to it.
   public struct RelayChannel: Sendable {
     public let incoming: AsyncThrowingStream<Data, any Error>
+    let incomingContinuation: AsyncThrowingStream<Data, any Error>.Continuation
     let outgoing: AsyncStream<Data>.Continuation
     public func send(_ data: Data) { outgoing.yield(data) }
-    /// Ends the gateway → supervisor direction (the supervisor treats it as "stop").
+    /// Ends the gateway → supervisor direction: the `RelayStream` call then ends, which the supervisor
+    /// treats as "stop" (an exec command still running is killed).
     public func finish() { outgoing.finish() }
+    /// Gives up on the channel (the requester's caller went away): ends both directions, so whoever
+    /// iterates `incoming` stops waiting for the supervisor and the supervisor is told to stop.
+    public func cancel() {
+      outgoing.finish()
+      incomingContinuation.finish(throwing: CancellationError())
+    }
   }
 
   struct Session {
@@ -181,7 +189,7 @@ public final class SupervisorHub: Sendable {
     }
     let (incoming, inCont) = AsyncThrowingStream<Data, any Error>.makeStream()
     let (outgoing, outCont) = AsyncStream<Data>.makeStream()
-    p.continuation.resume(returning: RelayChannel(incoming: incoming, outgoing: outCont))
+    p.continuation.resume(returning: RelayChannel(incoming: incoming, incomingContinuation: inCont, outgoing: outCont))
     return (inCont, outgoing)
   }
 }

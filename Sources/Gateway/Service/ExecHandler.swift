@@ -19,6 +19,7 @@ extension OpenShellService {
   public func execSandbox(request: Openshell_V1_ExecSandboxRequest, response: RPCWriter<Openshell_V1_ExecSandboxEvent>, context: ServerContext) async throws {
     _ = try userCaller("ExecSandbox")
     let hub = try requireHub("ExecSandbox")
+    try Self.validateExec(request)
     let state = await store.state
     let ws = try workspace(request.workspaceScope, state)
     guard let sandbox = state.sandbox(named: request.sandbox, workspace: ws) else {
@@ -27,21 +28,28 @@ extension OpenShellService {
     guard sandbox.phase == .ready else {
       throw RPCErrors.failedPrecondition("sandbox \(ws)/\(sandbox.name) is not ready (phase \(sandbox.phase.name.lowercased()))")
     }
-    try Self.validateExec(request)
     var resolved = request
     resolved.sandbox = sandbox.id
     if resolved.workdir.isEmpty { resolved.workdir = SandboxProtocol.workspace }
     let channel = try await hub.openRelay(sandboxID: sandbox.id, service: SandboxProtocol.execService)
     defer { channel.finish() }
     channel.send(try resolved.serializedData())
-    var exitSeen = false
-    for try await data in channel.incoming {
-      let event = try Openshell_V1_ExecSandboxEvent(serializedBytes: data)
-      try await response.write(event)
-      if case .exit? = event.payload {
-        exitSeen = true
-        break
+    // gRPC reports a cancelled RPC (the client went away, its deadline passed) through the context's
+    // cancellation handle, not by cancelling this task: without the handler this loop would wait for the
+    // command's next output for as long as the command runs. Cancelling the channel ends the loop and the
+    // relay; the supervisor then kills the command's process group. A graceful shutdown cancels every RPC
+    // too, but execs are left to finish within its grace period (see SubscriptionDrain); after it, this
+    // task is cancelled, which ends the loop as well.
+    let drain = SubscriptionDrain.server
+    let exitSeen = try await withRPCCancellationHandler {
+      for try await data in channel.incoming {
+        let event = try Openshell_V1_ExecSandboxEvent(serializedBytes: data)
+        try await response.write(event)
+        if case .exit? = event.payload { return true }
       }
+      return false
+    } onCancelRPC: {
+      if drain?.isDraining != true { channel.cancel() }
     }
     guard exitSeen else {
       throw RPCError(code: .unavailable, message: "the supervisor of sandbox \(ws)/\(sandbox.name) went away before the command finished")
@@ -57,12 +65,8 @@ extension OpenShellService {
       guard !a.utf8.contains(0) else { throw RPCErrors.invalidArgument(field: "command[\(i)]", "contains NUL") }
       total += a.utf8.count
     }
-    for (k, v) in r.environment {
-      guard !k.isEmpty, !k.contains("="), !k.utf8.contains(0), !v.utf8.contains(0) else {
-        throw RPCErrors.invalidArgument(field: "environment", "invalid variable \(k.debugDescription)")
-      }
-      total += k.utf8.count + v.utf8.count
-    }
+    try EnvironmentRule.check(r.environment, field: "environment")
+    for (k, v) in r.environment { total += k.utf8.count + v.utf8.count }
     guard total <= maxExecTotalBytes else { throw RPCErrors.invalidArgument(field: "command", "command and environment exceed 256 KiB") }
     guard r.workdir.utf8.count <= 4096, !r.workdir.utf8.contains(0) else { throw RPCErrors.invalidArgument(field: "workdir", "invalid") }
     guard r.stdin.count <= maxExecStdin else { throw RPCErrors.invalidArgument(field: "stdin", "larger than 4 MiB") }

@@ -11,6 +11,7 @@ extension OpenShellService {
     let caller = try userCaller("CreateSandbox")
     // A retried request returns what the first attempt created.
     if let prior = await existingSandbox(forRequest: request.requestID) { return prior }
+    try Self.validateSpec(request.spec)
     let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
       let ws = try workspace(request.workspaceScope, state)
       var name = request.name
@@ -81,6 +82,16 @@ extension OpenShellService {
       let sandbox = result.state.sandboxes[e.id]
     else { throw RPCError(code: .internalError, message: "sandbox was recorded but is not in the projection") }
     return .with { $0.sandbox = Wire.sandbox(sandbox, state: result.state) }
+  }
+
+  /// Checks of the request's spec that need no state and no compute driver: environment variable names,
+  /// well-formed resource quantities (what the driver can enforce is its own check, FAILED_PRECONDITION).
+  static func validateSpec(_ spec: Openshell_V1_SandboxSpec) throws {
+    try EnvironmentRule.check(spec.environment, field: "spec.environment")
+    try EnvironmentRule.check(spec.template.environment, field: "spec.template.environment")
+    if spec.template.hasResources, let v = ResourcesRule.violation(spec.template.resources) {
+      throw RPCErrors.invalidArgument(field: "spec.template.resources", v)
+    }
   }
 
   /// A sandbox spec carrying a workload template's image, GPU and resource requests, for the driver check.

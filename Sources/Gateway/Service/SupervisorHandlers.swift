@@ -69,19 +69,26 @@ extension OpenShellService {
       id = try sandboxCaller("RelayStream", claimed: owner)
     }
     let (incoming, outgoing) = try hub.accept(channelID: initFrame.channelID, from: id)
-    let writer = Task {
-      for await data in outgoing { try await response.write(.with { $0.data = data }) }
-    }
-    do {
-      while let frame = try await iterator.next() {
-        if case .data(let d)? = frame.payload { incoming.yield(d) }
+    // The relay ends when the gateway side finished sending: after the exchange completed, or early when
+    // the requester gave up (its caller went away). Returning ends the response stream, which is how
+    // the supervisor learns to stop; so the supervisor's frames are read only until then, never waited
+    // for (a command that keeps running sends nothing).
+    let frames = IteratorTransfer(iterator)  // not used by this task from here on
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask {
+        var frames = frames.iterator
+        do {
+          while let frame = try await frames.next() {
+            if case .data(let d)? = frame.payload { incoming.yield(d) }
+          }
+          incoming.finish()
+        } catch {
+          incoming.finish(throwing: error)
+        }
       }
-      incoming.finish()
-    } catch {
-      incoming.finish(throwing: error)
+      for await data in outgoing { try await response.write(.with { $0.data = data }) }
+      group.cancelAll()
     }
-    // The relay ends when the gateway side finished sending (after the exchange completed).
-    _ = await writer.result
   }
 
   /// PushSandboxLogs: batches of lines for the caller's own sandbox, kept outside the event log.
@@ -126,4 +133,10 @@ extension OpenShellService {
     hub.emit(.mainProcessExited(sandboxID: id, exitCode: request.exitCode))
     return .init()
   }
+}
+
+/// Moves a request stream's iterator (not `Sendable`) to the one task that reads it from then on.
+private struct IteratorTransfer<Iterator>: @unchecked Sendable {
+  let iterator: Iterator
+  init(_ iterator: Iterator) { self.iterator = iterator }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import SwiftProtobuf
 
 /// Object naming rule, the same for every object (sandboxes, workspaces, templates, providers):
 /// an RFC 1123 DNS label — 1 to 63 characters of lowercase ASCII letters, digits and '-',
@@ -31,6 +32,57 @@ enum LabelRule {
     if value.utf8.count > 256 { return "label value for \(key) must be at most 256 characters" }
     if value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) { return "label value for \(key) contains control characters" }
     return nil
+  }
+}
+
+/// Environment variables given to sandbox processes (CreateSandbox `spec.environment` and
+/// `spec.template.environment`, ExecSandbox `environment`): POSIX names (`[A-Za-z_][A-Za-z0-9_]*`,
+/// IEEE Std 1003.1 "Environment Variables"), values without NUL.
+enum EnvironmentRule {
+  /// - Returns: nil when valid, else a description of the violation.
+  static func violation(name: String, value: String) -> String? {
+    if !ProviderCatalog.isEnvironmentName(name) {
+      return "invalid variable name \(name.debugDescription): must match [A-Za-z_][A-Za-z0-9_]*"
+    }
+    if value.utf8.contains(0) { return "the value of \(name) contains NUL" }
+    return nil
+  }
+
+  /// - Throws: INVALID_ARGUMENT with a field violation naming `field`, for the first invalid variable
+  ///   in name order.
+  static func check(_ environment: [String: String], field: String) throws {
+    for name in environment.keys.sorted() {
+      if let v = violation(name: name, value: environment[name]!) { throw RPCErrors.invalidArgument(field: field, v) }
+    }
+  }
+}
+
+/// Resource quantities of a sandbox spec (`spec.template.resources`).
+enum ResourcesRule {
+  /// The first malformed cpu/memory quantity (`cpu`, `memory`, and those under `limits`/`requests`), as
+  /// `ResourceLimits.parse` describes it, e.g. a quantity that does not parse or one below the smallest
+  /// accepted. Keys it does not know are left for the compute driver to accept or refuse.
+  /// - Returns: nil when the quantities are well formed.
+  static func violation(_ resources: Google_Protobuf_Struct) -> String? {
+    let quantities: Set<String> = ["cpu", "memory"]
+    var known = Google_Protobuf_Struct()
+    for (key, value) in resources.fields {
+      if quantities.contains(key) {
+        known.fields[key] = value
+      } else if key == "limits" || key == "requests" {
+        if case .structValue(let s)? = value.kind {
+          known.fields[key] = Google_Protobuf_Value(structValue: Google_Protobuf_Struct(fields: s.fields.filter { quantities.contains($0.key) }))
+        } else {
+          known.fields[key] = value
+        }
+      }
+    }
+    do {
+      _ = try ResourceLimits.parse(known)
+      return nil
+    } catch {
+      return error.message
+    }
   }
 }
 

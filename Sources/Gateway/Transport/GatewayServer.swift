@@ -190,8 +190,11 @@ public final class GatewayServer: Sendable {
         for await _ in requests { break }
         guard !Task.isCancelled else { return }
         logger.info("graceful shutdown started", metadata: ["grace": "\(grace)"])
-        server.beginGracefulShutdown()
+        // Draining first: gRPC's graceful shutdown cancels every running RPC (its RPC cancellation handle),
+        // and handlers that let in-flight work finish anyway (ExecSandbox) tell it from a client that went
+        // away by `isDraining`, which must already be true then.
         subscriptionDrain.begin()
+        server.beginGracefulShutdown()
         try? await Task.sleep(for: grace)
         if !Task.isCancelled {
           logger.warning("graceful shutdown deadline passed; cancelling remaining connections")

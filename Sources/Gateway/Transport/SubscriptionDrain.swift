@@ -59,6 +59,12 @@ public final class SubscriptionDrain: Sendable {
   /// subscription methods), for handlers whose work happens before a response exists (client streaming).
   @TaskLocal public static var current: SubscriptionDrain?
 
+  /// The drain of the server handling the current RPC, for every RPC (set by ``SubscriptionDrainInterceptor``).
+  /// gRPC cancels every running RPC when a graceful shutdown begins; a handler that lets in-flight work
+  /// finish within the grace period (ExecSandbox) checks ``isDraining`` to tell that from a client that
+  /// went away.
+  @TaskLocal public static var server: SubscriptionDrain?
+
   /// Runs `body` in its own (unstructured) task until it finishes or draining begins, whichever is first.
   ///
   /// A body blocked reading a gRPC request stream does not react to cancellation, so it is not awaited
@@ -115,15 +121,26 @@ public struct SubscriptionDrainInterceptor: ServerInterceptor {
     context: ServerContext,
     next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
   ) async throws -> StreamingServerResponse<Output> {
-    guard methods.contains(context.descriptor.fullyQualifiedMethod) else { return try await next(request, context) }
+    guard methods.contains(context.descriptor.fullyQualifiedMethod) else {
+      // Streaming responses are produced after `next` returned: the producer needs the value too.
+      let response = try await SubscriptionDrain.$server.withValue(drain) { try await next(request, context) }
+      guard case .success(var contents) = response.accepted else { return response }
+      let producer = contents.producer
+      contents.producer = { writer in try await SubscriptionDrain.$server.withValue(drain) { try await producer(writer) } }
+      return StreamingServerResponse(accepted: .success(contents))
+    }
     guard !drain.isDraining else { throw SubscriptionDrain.shuttingDown }
     // Client-streaming handlers consume their request inside `next`; they find the drain as `current`.
-    let response = try await SubscriptionDrain.$current.withValue(drain) { try await next(request, context) }
+    let response = try await SubscriptionDrain.$server.withValue(drain) {
+      try await SubscriptionDrain.$current.withValue(drain) { try await next(request, context) }
+    }
     guard case .success(var contents) = response.accepted else { return response }
     let producer = contents.producer
     contents.producer = { writer in
-      try await SubscriptionDrain.$current.withValue(drain) {
-        try await drain.run { try await producer(writer) }
+      try await SubscriptionDrain.$server.withValue(drain) {
+        try await SubscriptionDrain.$current.withValue(drain) {
+          try await drain.run { try await producer(writer) }
+        }
       }
     }
     return StreamingServerResponse(accepted: .success(contents))
