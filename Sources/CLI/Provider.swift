@@ -117,6 +117,7 @@ struct ProviderCreate: AsyncParsableCommand {
       let env = ProcessInfo.processInfo.environment
       if fromExisting && !credentials.isEmpty { throw CLIError("--from-existing and --credential are exclusive") }
       let creds = fromExisting ? try ProviderCLI.discover(type: t, environment: env) : try ProviderCLI.credentials(credentials, environment: env)
+      if let name, name.isEmpty { throw CLIError("the provider name is empty; leave --name out to get a generated name") }
       if creds.isEmpty { throw CLIError("no credentials given; use --from-existing or --credential KEY[=VALUE]") }
       if let k = creds.first(where: { $0.value.isEmpty })?.key { throw CLIError("--credential \(k): empty value") }
       let cfg = try ProviderCLI.config(config)

@@ -27,6 +27,9 @@ struct Target {
     self.host = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
     self.tls = scheme == "https"
     self.port = url.port ?? (tls ? 443 : 80)
+    guard (1...65535).contains(port) else {
+      throw CLIError("invalid gateway endpoint '\(endpoint)': port \(port) is outside 1-65535")
+    }
     if let dir = mtlsDir, tls {
       func file(_ f: String) -> String? {
         let p = dir.appendingPathComponent(f).path

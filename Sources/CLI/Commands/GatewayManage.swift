@@ -18,8 +18,11 @@ struct GatewayStop: AsyncParsableCommand {
       guard gw.exists || ClientRegistry.default.metadata(name) != nil else {
         throw CLIError("unknown gateway '\(name)'; deploy it first: openshell gateway start --name \(name)")
       }
+      if let owner = gw.owner, owner != name {
+        throw CLIError("gateway '\(name)' is a registration of the local gateway '\(owner)'; stop it with: openshell gateway stop --name \(owner)")
+      }
       try await gw.withLifecycleLock {
-        if case .stale(let pid) = gw.processState {
+        if gw.runningPID == nil, case .stale(let pid) = gw.processState {
           gw.removePIDFile()
           print("Gateway \(name) is not running (removed stale pid file naming pid \(pid)).")
           return
@@ -66,6 +69,13 @@ struct GatewayDestroy: AsyncParsableCommand {
       guard local else {
         try registry.remove(name)
         print("Gateway registration \(name) removed.")
+        return
+      }
+      // A registration added for another local gateway (`gateway add --local`) shares that gateway's data
+      // dir: destroying the registration must not stop or archive the other gateway.
+      if let owner = gw.owner, owner != name {
+        try registry.remove(name)
+        print("Gateway registration \(name) removed (the local gateway '\(owner)' it pointed to is untouched).")
         return
       }
       print("• Destroying gateway \(name)...")

@@ -140,6 +140,8 @@ struct GatewayStart: AsyncParsableCommand {
       if ProcessTable.isAlive(pid) { ProcessTable.terminate(pid, timeout: 10) }
       _ = ProcessTable.reap(pid)
       gw.removePIDFile()
+      // The settings of a failed start are not kept: the next plain start uses the last good ones.
+      if let stored, !recreate { try? gw.saveLaunchConfig(stored) }
       if fresh && createdDir && restoreFrom == nil {
         // A failed fresh deploy leaves nothing behind except its log, kept in the archive for diagnosis.
         if gw.logWriterPID == nil, let a = try? gw.archive(suffix: "-failed-start") {

@@ -44,6 +44,7 @@ struct SandboxCreate: AsyncParsableCommand {
       let labelMap = try keyValues(labels, flag: "--label")
       let envMap = try environmentVariables(env, flag: "--env")
       let policySpec = try PolicyCLI.creationPolicy(policy)
+      if let name, name.isEmpty { throw CLIError("the sandbox name is empty; leave it out to get a generated name") }
       let r = try await resolveOrBootstrap(global, bootstrap: !noBootstrap)
       let timeout = Double(ProcessInfo.processInfo.environment["OPENSHELL_PROVISION_TIMEOUT"] ?? "") ?? 300
       let stdin = command.isEmpty ? Data() : try SandboxCLI.pipedStdin()
@@ -188,6 +189,7 @@ struct SandboxDelete: AsyncParsableCommand {
 
   func validate() throws {
     if all == !names.isEmpty { throw ValidationError("give sandbox names or --all") }
+    if names.contains("") { throw ValidationError("a sandbox name is empty") }
   }
 
   func run() async throws {

@@ -32,8 +32,12 @@ enum SandboxCLI {
   }
 
   /// The sandbox name: the argument, else the gateway's last used sandbox.
+  /// An explicitly empty name (e.g. an unset `$NAME` in a script) is an error, never the last used sandbox.
   static func name(_ given: String?, gateway: String) throws -> String {
-    if let given, !given.isEmpty { return given }
+    if let given {
+      guard !given.isEmpty else { throw CLIError("the sandbox name is empty; give a name or leave it out to use the last used sandbox") }
+      return given
+    }
     guard let last = lastSandbox(gateway) else { throw CLIError("no sandbox name given and no last used sandbox for gateway '\(gateway)'") }
     return last
   }

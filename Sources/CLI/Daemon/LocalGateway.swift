@@ -55,6 +55,11 @@ struct LocalGateway {
     self.init(name: metadata.name, dataDir: metadata.data_dir.map { URL(fileURLWithPath: $0) })
   }
 
+  /// The name of the gateway that owns this data dir (from its launch config `gateway.json`), nil when
+  /// unknown. A registration made with `gateway add --local` points at another gateway's data dir: its
+  /// owner then differs from `name`, and lifecycle commands must leave that gateway alone.
+  var owner: String? { launchConfig?.name }
+
   var archiveRoot: URL { Self.stateRoot.appendingPathComponent("archive").appendingPathComponent(ClientRegistry.sanitize(name)) }
   var pidFile: URL { dataDir.appendingPathComponent("gateway.pid") }
   var logFile: URL { dataDir.appendingPathComponent("gateway.log") }
@@ -96,8 +101,11 @@ struct LocalGateway {
     return isOurDaemon(pid) ? .running(pid: pid) : .stale(pid: pid)
   }
 
+  /// The running daemon: the one the pid file names, else the daemon holding the log's writer lock (the
+  /// pid file can be missing or wrong, e.g. removed by hand).
   var runningPID: Int32? {
     if case .running(let pid) = processState { return pid }
+    if let pid = logWriterPID, pid > 0, isOurDaemon(pid) { return pid }
     return nil
   }
 

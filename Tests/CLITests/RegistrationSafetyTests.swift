@@ -1,0 +1,37 @@
+import Foundation
+import Testing
+
+/// Lifecycle commands never act on the wrong gateway: an alias registration (`gateway add --local`) is not
+/// its target; a daemon without a pid file is still found; endpoints with impossible ports are refused.
+@Suite struct RegistrationSafetyTests {
+  @Test func aliasesPidFilesAndEndpoints() throws {
+    let env = try CLIEnv("regsafe")
+    defer {
+      _ = try? env.run(["gateway", "stop", "--name", "g1"])
+      env.cleanup()
+    }
+    let port = freePort()
+    var r = try env.run(["gateway", "start", "--name", "g1", "--port", "\(port)"])
+    try #require(r.code == 0, "\(r)")
+    r = try env.run(["gateway", "add", "https://127.0.0.1:\(port)", "--local", "--name", "alias1"])
+    try #require(r.code == 0, "\(r)")
+    r = try env.run(["gateway", "stop", "--name", "alias1"])
+    #expect(r.code == 1 && r.err.contains("registration of the local gateway 'g1'"), "\(r)")
+    r = try env.run(["gateway", "destroy", "--name", "alias1", "--yes"])
+    #expect(r.code == 0 && r.out.contains("'g1' it pointed to is untouched"), "\(r)")
+    r = try env.run(["status", "-g", "g1"])
+    #expect(r.code == 0, "g1 still runs after its alias was destroyed: \(r)")
+    #expect(FileManager.default.fileExists(atPath: env.dataDir("g1").appendingPathComponent("log/data.mdb").path))
+
+    // Without its pid file the daemon is found through its log's writer lock and stopped.
+    try FileManager.default.removeItem(at: env.dataDir("g1").appendingPathComponent("gateway.pid"))
+    r = try env.run(["gateway", "stop", "--name", "g1"])
+    #expect(r.code == 0 && r.out.contains("stopped"), "\(r)")
+    r = try env.run(["status", "-g", "g1"])
+    #expect(r.code == 1, "\(r)")
+
+    r = try env.run(["sandbox", "list", "--gateway-endpoint", "https://127.0.0.1:99999"])
+    #expect(r.code == 1, "\(r)")
+    #expect(r.err == "error: invalid gateway endpoint 'https://127.0.0.1:99999': port 99999 is outside 1-65535\n", "\(r)")
+  }
+}
