@@ -17,6 +17,8 @@ import Testing
     try #require(r.code == 0, "\(r)")
     r = try env.run(["provider", "create", "--name", "p1", "--type", "openai", "--from-existing"], env: ["OPENAI_API_KEY": canary])
     try #require(r.code == 0, "\(r)")
+    r = try env.run(["sandbox", "create", "keeper", "--", "sh", "-c", "echo precious > /sandbox/f.txt"])
+    try #require(r.code == 0, "\(r)")
     r = try env.run(["gateway", "start", "--name", "rk", "--recreate"])
     try #require(r.code == 0, "\(r)")
     let archiveRoot = env.state.appendingPathComponent("openshell/archive/rk")
@@ -30,6 +32,11 @@ import Testing
     r = try env.run(["sandbox", "create", "withkey", "--no-keep", "--provider", "p1", "--", "printenv", "OPENAI_API_KEY"])
     #expect(r.code == 0, "\(r)")
     #expect(r.out == canary + "\n", "the restored credential reaches the sandbox")
+    // The workspace of a restored sandbox comes back from the archived data dir.
+    r = try env.run(["sandbox", "start", "keeper"])
+    #expect(r.code == 0, "\(r)")
+    r = try env.run(["sandbox", "exec", "keeper", "--", "cat", "/sandbox/f.txt"])
+    #expect(r.out == "precious\n", "\(r)")
     r = try env.run(["gateway", "stop", "--name", "rk"])
 
     // An exported log carries no keys: the restore warns, and the provider fails loudly when used.

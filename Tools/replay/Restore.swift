@@ -18,7 +18,8 @@ import Projections
 ///   `$XDG_STATE_HOME/openshell/archive/<name>/<UTC ts>-before-restore/`.
 /// - Sandboxes the restored gateway cannot resume (any not stopped, failed or completed: their processes
 ///   are gone) get a `sandbox.failed` event with reason `NotResumedAfterRestore`; none is dropped.
-/// - Sandbox processes still running from the replaced log are ended (``SandboxReaper``).
+/// - Sandbox processes still running from the replaced log are ended (``SandboxReaper``); the restored
+///   sandboxes' workspaces are copied back from an archived data dir (`sandboxes/<id>/workspace`).
 /// - Provider credentials: the archived data dir's `keys/` data keys are re-wrapped under this gateway's
 ///   master key (``SecretVault/importDataKeys(fromVaultAt:)``), so restored providers keep working; the
 ///   replaced log's `keys/` are copied into its archive. An exported archive file carries no key material:
@@ -110,6 +111,7 @@ struct Restore: ParsableCommand {
     }
     var failedSandboxes: [String] = []
     var restoredProviders: [(name: String, dataKeyID: String, hasCredentials: Bool)] = []
+    var restoredSandboxIDs: [String] = []
     do {
       var archiveFile = source
       if let sourceLog {
@@ -140,6 +142,7 @@ struct Restore: ParsableCommand {
         events.append(e.newEvent(actor: "openshell-replay restore", requestID: "restore-\(stamp)"))
       }
       if !events.isEmpty { _ = try log.appendSync(events) }
+      restoredSandboxIDs = state.sandboxes.keys.sorted()
       restoredProviders = state.providers.values.sorted { $0.name < $1.name }.map { ($0.name, $0.dataKeyID, !$0.credentials.isEmpty) }
       print("restored \(head) records from \(source.path) (\(state.sandboxes.count) sandboxes, \(state.workspaces.count) workspaces, \(state.providers.count) providers)")
     } catch {
@@ -148,6 +151,10 @@ struct Restore: ParsableCommand {
     }
 
     // 4. Swap it in; the previous log is archived, never deleted.
+    // The replaced log's sandboxes may still run (supervisors outlive a stopped gateway); the restored
+    // state does not know them, so they are ended instead of retrying until their orphan timeout.
+    let ended = SandboxReaper.terminateAll(dataDirectory: data.path)
+    if ended > 0 { print("ended \(ended) sandbox process\(ended == 1 ? "" : "es") of the replaced log") }
     if fm.fileExists(atPath: logDir.path) {
       let archiveRoot = URL(fileURLWithPath: "\(stateHome)/openshell/archive/\(safe)")
       try fm.createDirectory(at: archiveRoot, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -167,15 +174,18 @@ struct Restore: ParsableCommand {
       // start-up shreds data keys its own log does not use).
       let keys = data.appendingPathComponent("keys")
       if fm.fileExists(atPath: keys.path) { try? fm.copyItem(at: keys, to: previous.appendingPathComponent("keys")) }
+      // So do its sandboxes' directories (workspaces): the restored gateway would remove them as orphans.
+      let sandboxes = data.appendingPathComponent("sandboxes")
+      let keep = Set(restoredSandboxIDs)
+      for id in ((try? fm.contentsOfDirectory(atPath: sandboxes.path)) ?? []).sorted() where !keep.contains(id) {
+        try? fm.createDirectory(at: previous.appendingPathComponent("sandboxes"), withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        _ = rename(sandboxes.appendingPathComponent(id).path, previous.appendingPathComponent("sandboxes").appendingPathComponent(id).path)
+      }
       print("previous log archived to \(previous.appendingPathComponent("log").path)")
     }
     guard rename(staging.path, logDir.path) == 0 else {
       throw ValidationError("cannot install the restored log: \(String(cString: strerror(errno))) (it is in \(staging.path))")
     }
-    // The replaced log's sandboxes may still run (supervisors outlive a stopped gateway); the restored
-    // state does not know them, so they are ended instead of retrying until their orphan timeout.
-    let ended = SandboxReaper.terminateAll(dataDirectory: data.path)
-    if ended > 0 { print("ended \(ended) sandbox process\(ended == 1 ? "" : "es") of the replaced log") }
     let pkiDir = data.appendingPathComponent("pki")
     if fm.fileExists(atPath: pkiDir.appendingPathComponent("ca.crt").path) {
       print("PKI: kept the gateway's current certificates (\(pkiDir.path))")
@@ -185,6 +195,27 @@ struct Restore: ParsableCommand {
     } else {
       print("PKI: none yet; a new CA is created at start")
     }
+    // Sandbox workspaces: an archived data dir still holds them; copies (owners and modes kept) come back
+    // for the restored sandboxes whose workspace this data dir does not have.
+    var workspaces = 0
+    if let sourceLog {
+      let sourceSandboxes = sourceLog.deletingLastPathComponent().appendingPathComponent("sandboxes")
+      for id in restoredSandboxIDs {
+        let from = sourceSandboxes.appendingPathComponent(id).appendingPathComponent("workspace")
+        let toDir = data.appendingPathComponent("sandboxes").appendingPathComponent(id)
+        let to = toDir.appendingPathComponent("workspace")
+        guard fm.fileExists(atPath: from.path), !fm.fileExists(atPath: to.path) else { continue }
+        try fm.createDirectory(at: toDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let cp = Process()
+        cp.executableURL = URL(fileURLWithPath: "/bin/cp")
+        cp.arguments = ["-a", "--", from.path, to.path]
+        try cp.run()
+        cp.waitUntilExit()
+        guard cp.terminationStatus == 0 else { throw ValidationError("cannot copy the workspace of sandbox \(id) from \(from.path)") }
+        workspaces += 1
+      }
+    }
+    if workspaces > 0 { print("workspaces: \(workspaces) sandbox workspace\(workspaces == 1 ? "" : "s") copied from the archive") }
     // Provider credentials: the archive's data keys are re-wrapped under this gateway's master key.
     let vault = try SecretVault(directory: data.appendingPathComponent("keys").path)
     if let sourceKeys {
