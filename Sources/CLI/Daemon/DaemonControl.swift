@@ -9,7 +9,10 @@ import Foundation
 enum DaemonControl {
   /// Fails with one line naming the port (and its holder when known) unless `port` can be bound.
   static func ensurePortFree(_ port: Int, bind: String) throws {
-    guard !ProcessTable.portIsFree(port, host: bind == "0.0.0.0" ? "0.0.0.0" : bind) else { return }
+    guard let error = ProcessTable.bindError(port, host: bind == "0.0.0.0" ? "0.0.0.0" : bind) else { return }
+    if error == EADDRNOTAVAIL {
+      throw CLIError("cannot listen on \(bind): it is not an address of this machine (use 127.0.0.1, 0.0.0.0 or one of its addresses)")
+    }
     if let pid = ProcessTable.listener(port: port) {
       throw CLIError("port \(port) is already in use by \(ProcessTable.describe(pid)); stop that process or choose another port with --port")
     }

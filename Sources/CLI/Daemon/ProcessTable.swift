@@ -41,10 +41,14 @@ enum ProcessTable {
   // MARK: ports
 
   /// True when `host:port` can be bound right now (SO_REUSEADDR, so TIME_WAIT does not count).
-  static func portIsFree(_ port: Int, host: String = "127.0.0.1") -> Bool {
+  static func portIsFree(_ port: Int, host: String = "127.0.0.1") -> Bool { bindError(port, host: host) == nil }
+
+  /// The errno of binding a TCP socket (SO_REUSEADDR) to `host:port`, nil when the bind succeeds:
+  /// EADDRINUSE when something holds the port, EADDRNOTAVAIL when `host` is not an address of this machine.
+  static func bindError(_ port: Int, host: String = "127.0.0.1") -> Int32? {
     let v6 = host.contains(":")
-    let fd = socket(v6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { return true }
+    let fd = socket(v6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { return nil }
     defer { close(fd) }
     var one: Int32 = 1
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
@@ -53,17 +57,19 @@ enum ProcessTable {
       a.sin6_family = sa_family_t(AF_INET6)
       a.sin6_port = in_port_t(UInt16(port)).bigEndian
       _ = inet_pton(AF_INET6, host, &a.sin6_addr)
-      return withUnsafePointer(to: &a) {
+      let rc = withUnsafePointer(to: &a) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
-      } == 0
+      }
+      return rc == 0 ? nil : errno
     }
     var a = sockaddr_in()
     a.sin_family = sa_family_t(AF_INET)
     a.sin_port = in_port_t(UInt16(port)).bigEndian
     a.sin_addr.s_addr = inet_addr(host == "localhost" ? "127.0.0.1" : host)
-    return withUnsafePointer(to: &a) {
+    let rc = withUnsafePointer(to: &a) {
       $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    } == 0
+    }
+    return rc == 0 ? nil : errno
   }
 
   /// The pid of the process listening on TCP `port` (any address), from /proc/net/tcp{,6} and
