@@ -69,7 +69,33 @@ struct SandboxCreate: AsyncParsableCommand {
           print(n)
           return 0
         }
-        let code = try await SandboxCLI.exec(c, name: n, workspace: workspace, command: command, workdir: nil, timeout: 0, stdin: stdin)
+        var code: Int32
+        if noKeep {
+          // An interrupted --no-keep run still deletes its sandbox: SIGINT/SIGTERM cancel the exec (the
+          // gateway then kills the command), the deletion below runs, and the exit code is 128 + signal.
+          let interrupted = SignalFlag()
+          let execTask = Task { try await SandboxCLI.exec(c, name: n, workspace: workspace, command: command, workdir: nil, timeout: 0, stdin: stdin) }
+          let sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+              interrupted.set(sig)
+              execTask.cancel()
+            }
+            source.resume()
+            return source
+          }
+          let result = await execTask.result
+          for source in sources { source.cancel() }
+          if let sig = interrupted.value {
+            code = 128 + sig
+            printErr("Interrupted; deleting sandbox \(n)")
+          } else {
+            code = try result.get()
+          }
+        } else {
+          code = try await SandboxCLI.exec(c, name: n, workspace: workspace, command: command, workdir: nil, timeout: 0, stdin: stdin)
+        }
         if noKeep {
           let d = try await c.deleteSandbox(.with { $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace) }, options: SandboxCLI.options())
           try await SandboxCLI.waitDeleted(c, name: n, id: d.sandboxID, workspace: workspace, timeout: 60)
@@ -280,4 +306,12 @@ struct SandboxStart: AsyncParsableCommand {
       print("\(Style.green("✓")) Started sandbox \(n)")
     }
   }
+}
+
+/// The first signal received, set from a signal source's handler.
+final class SignalFlag: @unchecked Sendable {
+  private let lock = NSLock()
+  private var signal: Int32?
+  func set(_ s: Int32) { lock.lock(); if signal == nil { signal = s }; lock.unlock() }
+  var value: Int32? { lock.lock(); defer { lock.unlock() }; return signal }
 }
