@@ -8,8 +8,9 @@ import Testing
   @Test func restoredProvidersKeepTheirCredentials() throws {
     let env = try CLIEnv("rkeys")
     defer {
-      _ = try? env.run(["gateway", "stop", "--name", "rk"])
-      _ = try? env.run(["gateway", "stop", "--name", "rk2"])
+      // destroy (not stop): it also ends the sandboxes' processes, which outlive a stopped gateway.
+      _ = try? env.run(["gateway", "destroy", "--name", "rk", "--yes"])
+      _ = try? env.run(["gateway", "destroy", "--name", "rk2", "--yes"])
       env.cleanup()
     }
     let canary = "sk-canary-\(UUID().uuidString.prefix(8))"
