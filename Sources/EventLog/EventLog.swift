@@ -88,6 +88,10 @@ public final class EventLog: Sendable {
   ///
   /// Throws `.locked` if another writer holds `DIR/writer.lock`, `.notFound` if `readOnly` and the log does
   /// not exist, `.corrupt` for an unknown format version, or LMDB/OS errors.
+  /// The pid of the process that has the log in `directory` open for writing (-1 when it holds the lock but
+  /// recorded no pid), or nil when no writer has it open. Used to find a gateway daemon by its data.
+  public static func writerPID(directory: String) -> Int32? { WriterLockFile.holder(directory: directory) }
+
   public static func open(directory: String, options: Options = .init()) throws -> EventLog {
     var opts = options
     opts.initialMapSize = (max(opts.initialMapSize, 64 << 10) + 4095) & ~4095

@@ -37,6 +37,19 @@ final class WriterLockFile: Sendable {
     self.fd = fd
   }
 
+  /// Whether a process holds the writer lock of `directory`, and its pid when it recorded one (-1 when not).
+  /// Probes with a shared non-blocking flock, which conflicts only with a writer's exclusive lock.
+  static func holder(directory: String) -> Int32? {
+    let path = directory + "/writer.lock"
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    guard flock(fd, LOCK_SH | LOCK_NB) != 0, currentErrno() == EWOULDBLOCK else { return nil }
+    var buf = [UInt8](repeating: 0, count: 32)
+    let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+    return n > 0 ? Int32(String(decoding: buf[0..<n], as: UTF8.self).trimmingWhitespace) ?? -1 : -1
+  }
+
   /// Releases the lock (closing the descriptor drops the flock).
   func release() {
     close(fd)

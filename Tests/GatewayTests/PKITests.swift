@@ -61,7 +61,10 @@ struct PKITests {
     #expect(try GatewayTestSupport.mode(dir) == 0o700)
     for key in ["ca.key", "server.key", "client.key"] {
       #expect(try GatewayTestSupport.mode(dir + "/" + key) == 0o600, "\(key)")
-      #expect(try String(contentsOfFile: dir + "/" + key, encoding: .utf8).hasPrefix("-----BEGIN PRIVATE KEY-----"))
+      // A PKCS#8 PEM key that parses, and belongs to the certificate of the same name.
+      let privateKey = try Certificate.PrivateKey(pemEncoded: String(contentsOfFile: dir + "/" + key, encoding: .utf8))
+      let cert = try Certificate(pemEncoded: String(contentsOfFile: dir + "/" + key.replacingOccurrences(of: ".key", with: ".crt"), encoding: .utf8))
+      #expect(privateKey.publicKey == cert.publicKey, "\(key)")
     }
     for cert in ["ca.crt", "server.crt", "client.crt"] {
       #expect(try String(contentsOfFile: dir + "/" + cert, encoding: .utf8).hasPrefix("-----BEGIN CERTIFICATE-----"))
@@ -135,8 +138,8 @@ struct PKITests {
     let issued = try pki.issueSandboxCertificate(sandboxID: "my-sandbox_01")
     #expect(issued.issuance.role == .sandbox)
     #expect(issued.issuance.subject == "CN=sandbox:my-sandbox_01,OU=sandbox,O=openshell")
-    #expect(issued.privateKeyPEM.hasPrefix("-----BEGIN PRIVATE KEY-----"))
     let certificate = try Certificate(pemEncoded: issued.certificatePEM)
+    #expect(try Certificate.PrivateKey(pemEncoded: issued.privateKeyPEM).publicKey == certificate.publicKey)
     let identity = CallerIdentity(verifiedClientCertificate: certificate)
     #expect(identity.kind == .sandbox(id: "my-sandbox_01"))
     #expect(identity.actor == "sandbox:my-sandbox_01")

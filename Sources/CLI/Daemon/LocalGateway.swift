@@ -1,3 +1,4 @@
+import EventLog
 import Foundation
 import Gateway
 
@@ -121,15 +122,7 @@ struct LocalGateway {
 
   /// The pid of a process holding the event log's writer lock (`log/writer.lock`, see EventLog), i.e. a
   /// live gateway daemon using this data dir, whatever its pid file says; nil when the log is not in use.
-  var logWriterPID: Int32? {
-    let path = logDir.appendingPathComponent("writer.lock").path
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    guard flock(fd, LOCK_SH | LOCK_NB) != 0, errno == EWOULDBLOCK else { return nil }
-    let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
-    return Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
-  }
+  var logWriterPID: Int32? { EventLog.writerPID(directory: logDir.path) }
 
   /// Runs `body` holding this gateway's lifecycle lock: an exclusive flock(2) on
   /// `$XDG_STATE_HOME/openshell/locks/<name>.lock`, outside the data dir (which `--recreate` and `destroy`

@@ -58,21 +58,22 @@ enum HostProcess {
   /// and orphaned commands behind. Killing this init with SIGKILL ends every process in the namespace
   /// (pid_namespaces(7)).
   static func liveNamespaceInit(infoFile: String) -> Int32? {
-    guard let data = FileManager.default.contents(atPath: infoFile),
-      let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-      let pid = json["child-pid"] as? Int, let ns = json["pid-namespace"] as? Int,
-      let link = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/pid"),
-      link == "pid:[\(ns)]", let s = stat(Int32(pid)), s.state != "Z"
+    guard let info = bwrapInfo(infoFile), let ns = info.pidNamespace,
+      let link = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(info.childPID)/ns/pid"),
+      link == "pid:[\(ns)]", let s = stat(info.childPID), s.state != "Z"
     else { return nil }
-    return Int32(pid)
+    return info.childPID
   }
 
   /// The sandbox's PID-namespace init (bwrap's `child-pid` from its --info-fd file).
-  static func namespaceInit(infoFile: String) -> Int32? {
+  static func namespaceInit(infoFile: String) -> Int32? { bwrapInfo(infoFile)?.childPID }
+
+  /// bwrap's --info-fd JSON: `child-pid` and (bwrap ≥ 0.4) `pid-namespace`, the namespace's inode number.
+  private static func bwrapInfo(_ infoFile: String) -> (childPID: Int32, pidNamespace: Int?)? {
     guard let data = FileManager.default.contents(atPath: infoFile),
       let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
       let pid = json["child-pid"] as? Int
     else { return nil }
-    return Int32(pid)
+    return (Int32(pid), json["pid-namespace"] as? Int)
   }
 }
