@@ -68,13 +68,9 @@ struct Restore: ParsableCommand {
       throw ValidationError("gateway '\(gateway)' is running (pid \(pid)); stop it first: openshell gateway stop --name \(gateway)")
     }
     let logDir = data.appendingPathComponent("log")
-    if fm.fileExists(atPath: logDir.appendingPathComponent("data.mdb").path) {
-      do {
-        let probe = try EventLog.open(directory: logDir.path)
-        probe.close()
-      } catch let e as EventLogError where e.code == .locked {
-        throw ValidationError("gateway '\(gateway)' is running (its log is locked); stop it first: openshell gateway stop --name \(gateway)")
-      }
+    // (Probing the writer lock, not opening the log: a damaged current log must not prevent its restore.)
+    if let holder = EventLog.writerPID(directory: logDir.path) {
+      throw ValidationError("gateway '\(gateway)' is running (\(holder > 0 ? "pid \(holder) holds its log" : "its log is locked")); stop it first: openshell gateway stop --name \(gateway)")
     }
 
     // 2. What the archive is.
