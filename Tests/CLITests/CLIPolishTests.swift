@@ -185,6 +185,31 @@ struct CLIPolishTests {
     #expect(r.out.contains("limits:\n  cpu: 250m\n  memory: 64Mi\n"), "\(r)")
   }
 
+  @Test("sandbox logs is openshell logs; sandbox stop reports Stopped once the sandbox is stopped; policy example")
+  func sandboxLogsAliasAndStop() throws {
+    let gw = try RunningGateway("alias")
+    defer { gw.stop() }
+    let env = gw.env
+    var r = try env.run(["sandbox", "create", "talk"])
+    try #require(r.code == 0, "\(r)")
+    var viaSandbox = ""
+    for _ in 0..<50 {
+      r = try env.run(["sandbox", "logs", "talk", "--source", "sandbox"])
+      viaSandbox = r.out
+      if r.out.contains("supervisor starting") { break }
+      Thread.sleep(forTimeInterval: 0.2)
+    }
+    #expect(r.code == 0 && viaSandbox.contains("supervisor starting"), "\(r)")
+    let direct = try env.run(["logs", "talk", "--source", "sandbox"])
+    #expect(direct.code == 0 && direct.out.contains("supervisor starting"), "\(direct)")
+    r = try env.run(["sandbox", "stop", "talk"])
+    #expect(r.code == 0 && r.out.contains("Stopped sandbox talk"), "\(r)")
+    r = try env.run(["sandbox", "get", "talk", "-o", "json"])
+    #expect((env.json(r)["phase"] as? String)?.lowercased() == "stopped", "\(r)")
+    r = try env.run(["policy", "example"])
+    #expect(r.code == 0 && r.out.hasPrefix("# OpenShell sandbox policy") && r.out.contains("network_policies:"), "\(r)")
+  }
+
   @Test("sandbox create --env checks variable names before contacting a gateway")
   func envNames() throws {
     let env = try CLIEnv("envname")

@@ -424,4 +424,18 @@ enum Examples {
     #expect(PolicyRules.l7Issues(d) == [])
     #expect(PolicyYAML.check(PolicyYAML.render(d)) == [])
   }
+
+  /// `openshell policy example` prints a policy that passes every check and means what its comments say.
+  @Test func shippedExampleIsValid() throws {
+    let parsed = try PolicyYAML.parse(PolicyExample.yaml)
+    let p = parsed.policy
+    #expect(parsed.warnings.isEmpty)
+    #expect(PolicyRules.safetyIssues(p) == [])
+    #expect(PolicyRules.l7Issues(p) == [])
+    #expect(p.filesystem.readWrite == ["/sandbox", "/tmp", "/dev/null"])
+    #expect(p.landlock.compatibility == "best_effort")
+    #expect(p.networkPolicies.keys.sorted() == ["github", "pypi"])
+    #expect(p.networkPolicies["github"]?.endpoints.map(\.ports) == [[443], [443]])
+    #expect(p.networkPolicies["pypi"]?.endpoints.first?.access == .readOnly)
+  }
 }

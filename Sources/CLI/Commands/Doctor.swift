@@ -54,6 +54,8 @@ struct DoctorLogs: AsyncParsableCommand {
       }
       FileHandle.standardOutput.write(Data(text.utf8))
       guard tail else { return }
+      // On stderr, so that piping the log keeps only log lines.
+      FileHandle.standardError.write(Data(Style.dim("… following \(gw.logFile.path) (Ctrl-C to stop)\n").utf8))
       signal(SIGINT, SIG_DFL)
       while true {
         let more = handle.readDataToEndOfFile()

@@ -6,6 +6,22 @@ import OpenShellAPI
 /// `openshell logs NAME [-n N] [--tail] [--since 5m] [--source S] [--level L]`.
 struct Logs: AsyncParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Print a sandbox's log lines (gateway and sandbox sources).")
+  @OptionGroup var options: LogsOptions
+
+  func run() async throws { try await options.execute() }
+}
+
+/// `openshell sandbox logs NAME …`: the same command as `openshell logs`, where users of the `sandbox`
+/// group look for it.
+struct SandboxLogs: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "logs", abstract: "Print a sandbox's log lines (same as `openshell logs`).")
+  @OptionGroup var options: LogsOptions
+
+  func run() async throws { try await options.execute() }
+}
+
+/// The arguments of `openshell logs` and `openshell sandbox logs`, and what they do.
+struct LogsOptions: ParsableArguments {
   @OptionGroup var global: GatewayOptions
   @Argument(help: "Sandbox name (default: the last used).") var name: String?
   @Option(name: .short, help: "Number of lines.") var n: UInt32 = 200
@@ -29,7 +45,7 @@ struct Logs: AsyncParsableCommand {
     return "\(Style.dim(ts)) \(l.level.padding(toLength: 5, withPad: " ", startingAt: 0)) [\(l.source)] \(l.message)"
   }
 
-  func run() async throws {
+  func execute() async throws {
     try await cliRun {
       let r = try global.resolve()
       let sandbox = try SandboxCLI.name(name, gateway: r.name)
@@ -69,3 +85,4 @@ struct Logs: AsyncParsableCommand {
     }
   }
 }
+

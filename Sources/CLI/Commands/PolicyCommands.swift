@@ -9,7 +9,7 @@ struct PolicyCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "policy",
     abstract: "Manage sandbox and global policies.",
-    subcommands: [PolicySet.self, PolicyGet.self, PolicyList.self, PolicyDelete.self])
+    subcommands: [PolicySet.self, PolicyGet.self, PolicyList.self, PolicyDelete.self, PolicyExampleCommand.self])
 }
 
 struct PolicySet: AsyncParsableCommand {
@@ -414,4 +414,12 @@ struct InferenceDelete: AsyncParsableCommand {
       print(resp.deleted ? "\(Style.check) Inference route \(route) deleted" : "· Inference route \(route) was not configured")
     }
   }
+}
+
+/// `openshell policy example`: prints a commented, valid example policy to start from.
+struct PolicyExampleCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "example", abstract: "Print a commented example policy (openshell policy example > policy.yaml).")
+
+  func run() throws { print(PolicyExample.yaml) }
 }

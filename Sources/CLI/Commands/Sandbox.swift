@@ -14,7 +14,7 @@ struct SandboxCommand: AsyncParsableCommand {
     abstract: "Create and manage sandboxes.",
     subcommands: [
       SandboxCreate.self, SandboxList.self, SandboxGet.self, SandboxDelete.self, SandboxExec.self,
-      SandboxStop.self, SandboxStart.self,
+      SandboxStop.self, SandboxStart.self, SandboxLogs.self,
     ],
     aliases: ["sb"])
 }
@@ -278,10 +278,15 @@ struct SandboxStop: AsyncParsableCommand {
       let n = try SandboxCLI.name(name, gateway: r.name)
       try await GatewayClient.withClient(r.target) { c in
         _ = try await c.stopSandbox(.with { $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace) }, options: SandboxCLI.options())
+        // Success is printed only once the gateway reports STOPPED; after 30 s the phase it is in is the error.
+        var phase = Openshell_V1_SandboxPhase.unspecified
         for _ in 0..<300 {
-          let s = try await c.getSandbox(.with { $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace) }, options: SandboxCLI.options()).sandbox
-          if s.status.phase == .stopped { break }
+          phase = try await c.getSandbox(.with { $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace) }, options: SandboxCLI.options()).sandbox.status.phase
+          if phase == .stopped { break }
           try await Task.sleep(for: .milliseconds(100))
+        }
+        guard phase == .stopped else {
+          throw CLIError("sandbox \(n) did not stop within 30s (phase \(SandboxCLI.phaseName(phase))); check it with: openshell sandbox get \(n)")
         }
       }
       print("\(Style.green("✓")) Stopped sandbox \(n)")
