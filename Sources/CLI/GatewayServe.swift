@@ -17,9 +17,9 @@ struct GatewayServe: AsyncParsableCommand {
   @Flag(help: "TLS without client certificates.") var disableGatewayAuth = false
   @Option(help: "Extra host name or IP for the server certificate (repeatable).") var gatewayHost: [String] = []
   @Option(help: "Gateway name recorded in the log.") var name: String = "openshell"
-  @Flag(help: "Request GPU passthrough for sandboxes (recorded; needs a driver that supports it).") var gpu = false
-  @Option(help: "Container registry user name.") var registryUsername: String?
-  @Option(help: "Container registry token (only its fingerprint is stored).") var registryToken: String?
+  @Flag(help: "GPU passthrough (refused: not supported yet).") var gpu = false
+  @Option(help: "Container registry user name (refused: no image-pulling driver yet).") var registryUsername: String?
+  @Option(help: "Container registry token (refused: no image-pulling driver yet).") var registryToken: String?
   @Option(help: "Graceful shutdown deadline in seconds.") var shutdownTimeout: Int = 10
 
   func validate() throws {
@@ -28,15 +28,18 @@ struct GatewayServe: AsyncParsableCommand {
   }
 
   func run() async throws {
+    do {
+      try Unsupported.check(gpu: gpu, registryUsername: registryUsername, registryToken: registryToken)
+    } catch let e as CLIError {
+      throw fail(e.message)
+    }
+    Unsupported.warnAboutEnvironment()
     var c = GatewayConfiguration(dataDirectory: dataDir)
     c.port = port
     c.bindAddress = bind
     c.security = plaintext ? .plaintext : (disableGatewayAuth ? .tls : .mutualTLS)
     c.gatewayHosts = gatewayHost
     c.gatewayName = name
-    c.gpu = gpu
-    c.registryUsername = registryUsername ?? ProcessInfo.processInfo.environment["OPENSHELL_REGISTRY_USERNAME"] ?? ""
-    c.registryToken = registryToken ?? ProcessInfo.processInfo.environment["OPENSHELL_REGISTRY_TOKEN"] ?? ""
     c.shutdownGracePeriod = .seconds(shutdownTimeout)
     let config = c
     do {

@@ -21,10 +21,10 @@ struct GatewayStart: AsyncParsableCommand {
   @Flag(help: "Archive the existing data dir and start a fresh gateway (new CA, empty log).") var recreate = false
   @Flag(help: "Listen on plain HTTP (only behind a TLS-terminating proxy).") var plaintext = false
   @Flag(help: "TLS without client certificate checks.") var disableGatewayAuth = false
-  @Flag(help: "Enable GPU passthrough for sandboxes (recorded; needs a driver that supports it).") var gpu = false
-  @Option(help: "Container registry user name (env OPENSHELL_REGISTRY_USERNAME; default __token__ with a token).")
+  @Flag(help: "GPU passthrough (OpenShell's flag; refused: not supported yet).") var gpu = false
+  @Option(help: "Container registry user name (OpenShell's flag; refused: no image-pulling driver yet).")
   var registryUsername: String?
-  @Option(help: "Container registry token (env OPENSHELL_REGISTRY_TOKEN; only its fingerprint is stored).")
+  @Option(help: "Container registry token (OpenShell's flag; refused: no image-pulling driver yet).")
   var registryToken: String?
   @Option(help: "Rebuild the (stopped) gateway's state from an archived data dir, log dir or exported archive first.")
   var restoreFrom: String?
@@ -57,18 +57,9 @@ struct GatewayStart: AsyncParsableCommand {
     }
     let gw = LocalGateway(name: name)
 
-    // Registry credentials: flags, then environment; validated before anything is touched.
-    let token = registryToken ?? env["OPENSHELL_REGISTRY_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
-    var username = registryUsername ?? env["OPENSHELL_REGISTRY_USERNAME"].flatMap { $0.isEmpty ? nil : $0 }
-    if let t = token {
-      if t.contains(where: { $0.isWhitespace }) { throw CLIError("--registry-token must not contain whitespace") }
-      if username == nil { username = "__token__" }
-    } else if username != nil {
-      throw CLIError("--registry-username needs a token too (--registry-token or OPENSHELL_REGISTRY_TOKEN)")
-    }
-    if let u = username, u.isEmpty || u.contains(where: { $0.isWhitespace || $0 == ":" }) {
-      throw CLIError("invalid --registry-username '\(u)'")
-    }
+    // Options this gateway cannot honour are refused before anything is touched.
+    try Unsupported.check(gpu: gpu, registryUsername: registryUsername, registryToken: registryToken)
+    Unsupported.warnAboutEnvironment()
 
     switch gw.processState {
     case .stale(let pid):
@@ -107,14 +98,12 @@ struct GatewayStart: AsyncParsableCommand {
     }
     let stored = gw.launchConfig
     let authMode = plaintext ? "plaintext" : disableGatewayAuth ? "tls" : (stored?.authMode ?? "mtls")
-    var config = LaunchConfig(
+    let config = LaunchConfig(
       name: name, port: port ?? stored?.port ?? 8080, bind: bind ?? stored?.bind ?? "127.0.0.1", authMode: authMode,
       gatewayHosts: gatewayHost.isEmpty ? (stored?.gatewayHosts ?? []) : gatewayHost,
-      gpu: gpu || (stored?.gpu ?? false), registryUsername: username ?? stored?.registryUsername,
-      registryTokenSHA256: token.map(DaemonControl.sha256Hex) ?? stored?.registryTokenSHA256)
-    if recreate {
-      config.gpu = gpu
-      if username == nil { config.registryUsername = nil; config.registryTokenSHA256 = nil }
+      gpu: false, registryUsername: nil, registryTokenSHA256: nil)
+    if let stored, stored.gpu || stored.registryUsername != nil {
+      print("Note: this gateway's stored GPU/registry settings are no longer applied (not supported yet).")
     }
 
     // Nothing is written before the port is known to be free.
@@ -133,7 +122,7 @@ struct GatewayStart: AsyncParsableCommand {
     try gw.saveLaunchConfig(config)
 
     print(fresh ? "Deploying local gateway \(name)..." : "Resuming local gateway \(name)...")
-    let pid = try DaemonControl.launch(gw, config, registryToken: token)
+    let pid = try DaemonControl.launch(gw, config)
     do {
       try await DaemonControl.waitHealthy(gw, config, pid: pid, timeout: timeout)
     } catch {

@@ -20,7 +20,7 @@ enum DaemonControl {
   }
 
   /// Launches `openshell gateway serve` for `gw` in the background and records its pid.
-  static func launch(_ gw: LocalGateway, _ c: LaunchConfig, registryToken: String?) throws -> Int32 {
+  static func launch(_ gw: LocalGateway, _ c: LaunchConfig) throws -> Int32 {
     var args = ["gateway", "serve", "--data-dir", gw.dataDir.path, "--port", String(c.port), "--bind", c.bind, "--name", c.name]
     switch c.authMode {
     case "plaintext": args.append("--plaintext")
@@ -28,13 +28,9 @@ enum DaemonControl {
     default: break
     }
     for h in c.gatewayHosts { args += ["--gateway-host", h] }
-    if c.gpu { args.append("--gpu") }
-    if let u = c.registryUsername { args += ["--registry-username", u] }
     var env = ProcessInfo.processInfo.environment
     env.removeValue(forKey: "OPENSHELL_REGISTRY_TOKEN")
     env.removeValue(forKey: "OPENSHELL_REGISTRY_USERNAME")
-    // The token travels in the environment (not visible in /proc/<pid>/cmdline to other users).
-    if let t = registryToken { env["OPENSHELL_REGISTRY_TOKEN"] = t }
     let header = "\n--- \(iso8601(Date())) openshell gateway start: \(c.name) on \(c.bind):\(c.port) (\(c.authMode)) ---\n"
     if let h = FileHandle(forWritingAtPath: gw.logFile.path) ?? {
       FileManager.default.createFile(atPath: gw.logFile.path, contents: nil, attributes: [.posixPermissions: 0o600])
