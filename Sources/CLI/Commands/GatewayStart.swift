@@ -55,6 +55,12 @@ struct GatewayStart: AsyncParsableCommand {
     if let m = registry.metadata(name), m.type != "local" {
       throw CLIError("gateway '\(name)' is a \(m.type) registration (\(m.gateway_endpoint)), not a local gateway; pick another --name or remove it: openshell gateway destroy --name \(name)")
     }
+    if let m = registry.metadata(name), LocalGateway.isRegistrationOfAnother(m) {
+      if let owner = LocalGateway(metadata: m).owner {
+        throw CLIError("gateway '\(name)' is a registration of the local gateway '\(owner)'; start that one: openshell gateway start --name \(owner)")
+      }
+      throw CLIError("gateway '\(name)' is a registration of \(m.gateway_endpoint) (gateway add), not a gateway deployed here; start the gateway behind it, or pick another --name")
+    }
     let gw = LocalGateway(name: name)
 
     // Options this gateway cannot honour are refused before anything is touched.

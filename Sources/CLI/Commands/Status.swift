@@ -62,7 +62,9 @@ struct Status: AsyncParsableCommand {
       }
       if code != 0 {
         if code == 1 {
-          let hint = r.metadata?.type == "local" ? "; is it running? start it with: openshell gateway start --name \(r.name)" : ""
+          let hint = r.metadata?.type == "local"
+            ? (LocalGateway.startCommand(registration: r.name).map { "; is it running? start it with: \($0)" } ?? "; is the gateway behind it running?")
+            : ""
           printErr("error: gateway '\(r.name)' at \(t.endpoint) is not reachable: \(errorText ?? "no answer")\(hint)")
         }
         throw ExitCode(code)

@@ -61,6 +61,22 @@ struct LocalGateway {
   /// owner then differs from `name`, and lifecycle commands must leave that gateway alone.
   var owner: String? { launchConfig?.name }
 
+  /// Whether registration `m` was made by `gateway add` for a gateway that is not this machine's gateway
+  /// of the same name (another local gateway's data dir, or a bare loopback endpoint): lifecycle commands
+  /// for that name must act on the gateway it points to, never deploy a new one over the registration.
+  static func isRegistrationOfAnother(_ m: GatewayMetadata) -> Bool {
+    m.type == "local" && m.data_dir != LocalGateway(name: m.name).dataDir.path
+  }
+
+  /// The command that starts the gateway behind registration `name` (the owner's name for a
+  /// `gateway add --local` registration), or nil when nothing on this machine can start it.
+  static func startCommand(registration name: String) -> String? {
+    guard let m = ClientRegistry.default.metadata(name) else { return "openshell gateway start --name \(name)" }
+    guard m.type == "local" else { return nil }
+    guard isRegistrationOfAnother(m) else { return "openshell gateway start --name \(name)" }
+    return LocalGateway(metadata: m).owner.map { "openshell gateway start --name \($0)" }
+  }
+
   var archiveRoot: URL { Self.stateRoot.appendingPathComponent("archive").appendingPathComponent(ClientRegistry.sanitize(name)) }
   var pidFile: URL { dataDir.appendingPathComponent("gateway.pid") }
   var logFile: URL { dataDir.appendingPathComponent("gateway.log") }

@@ -43,7 +43,7 @@ func describe(_ e: RPCError) -> String {
   if let reason = connectionFailure(e) {
     guard let g = ResolvedGateway.last else { return "cannot reach the gateway: \(reason)" }
     let hint = g.type == "local"
-      ? "is it running? start it with: openshell gateway start --name \(g.name)"
+      ? (LocalGateway.startCommand(registration: g.name).map { "is it running? start it with: \($0)" } ?? "is the gateway behind it running?")
       : "check the endpoint and your network (openshell gateway info --name \(g.name))"
     if g.name == g.endpoint { return "cannot reach the gateway at \(g.endpoint): \(reason)" }
     return "cannot reach gateway '\(g.name)' at \(g.endpoint): \(reason); \(hint)"
