@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Gateway
 
 /// `openshell gateway start`: deploy-or-resume a local gateway daemon and register it.
 struct GatewayStart: AsyncParsableCommand {
@@ -19,6 +20,7 @@ struct GatewayStart: AsyncParsableCommand {
   var gatewayHost: [String] = []
   @Option(help: "Listen address (default 127.0.0.1).") var bind: String?
   @Flag(help: "Archive the existing data dir and start a fresh gateway (new CA, empty log).") var recreate = false
+  @Flag(help: "With --recreate: end the old gateway's running sandboxes without asking.") var yes = false
   @Flag(help: "Listen on plain HTTP (only behind a TLS-terminating proxy).") var plaintext = false
   @Flag(help: "TLS without client certificate checks.") var disableGatewayAuth = false
   @Flag(help: "GPU passthrough (OpenShell's flag; refused: not supported yet).") var gpu = false
@@ -66,6 +68,15 @@ struct GatewayStart: AsyncParsableCommand {
     // Options this gateway cannot honour are refused before anything is touched.
     try Unsupported.check(gpu: gpu, registryUsername: registryUsername, registryToken: registryToken)
     Unsupported.warnAboutEnvironment()
+
+    // --recreate ends the old gateway's sandboxes: say which, and ask (or require --yes).
+    if recreate, !yes {
+      let live = SandboxReaper.liveSandboxes(dataDirectory: gw.dataDir.path)
+      if !live.isEmpty {
+        try PolicyCLI.confirm(
+          "--recreate ends \(live.count) running sandbox(es) of gateway '\(name)': \(live.joined(separator: ", ")). Continue?", yes: false)
+      }
+    }
 
     switch gw.processState {
     case .stale(let pid):

@@ -37,3 +37,24 @@ public enum SandboxReaper {
     return killed.count
   }
 }
+
+extension SandboxReaper {
+  /// The sandboxes of a local gateway's data directory whose processes still run (pid and start time as
+  /// recorded in `instance.json`), by name (the namespace's host name, bwrap's `--hostname`), or by id
+  /// when the name cannot be read. For the lifecycle commands that warn before ending them.
+  public static func liveSandboxes(dataDirectory: String) -> [String] {
+    let root = dataDirectory + "/sandboxes"
+    guard let ids = try? FileManager.default.contentsOfDirectory(atPath: root) else { return [] }
+    var names: [String] = []
+    for id in ids.sorted() {
+      guard let data = FileManager.default.contents(atPath: "\(root)/\(id)/instance.json"),
+        let instance = try? JSONDecoder().decode(SandboxInstance.self, from: data),
+        let s = HostProcess.stat(instance.pid), s.startTicks == instance.startTicks, s.state != "Z"
+      else { continue }
+      let argv = (FileManager.default.contents(atPath: "/proc/\(instance.pid)/cmdline") ?? Data())
+        .split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+      if let i = argv.firstIndex(of: "--hostname"), i + 1 < argv.count { names.append(argv[i + 1]) } else { names.append(id) }
+    }
+    return names
+  }
+}
