@@ -516,7 +516,7 @@ struct InferenceTests {
     }
     #expect(!rotated.isEmpty && rotated != first)
 
-    try await g.withClients { _, inf in
+    try await g.withClients { c, inf in
       let del1 = try await inf.deleteInferenceRoute(.with { $0.routeName = "sandbox-system" })
       #expect(del1.deleted)
       let del2 = try await inf.deleteInferenceRoute(.with { $0.routeName = "sandbox-system" })
@@ -524,6 +524,16 @@ struct InferenceTests {
       let nf = await rpcError { _ = try await inf.getInferenceRoute(.with { $0.routeName = "sandbox-system" }) }
       #expect(nf?.code == .notFound)
       #expect(nf?.message.contains("is not configured") == true)
+      // A provider that an inference route uses is not deleted under it; --force deletes both, as events.
+      let inUse = await rpcError { _ = try await c.deleteProvider(.with { $0.name = "good"; $0.workspaceScope = .ws("default") }) }
+      #expect(inUse?.code == .failedPrecondition)
+      #expect(inUse?.message.hasPrefix("provider default/good is used by inference route inference.local; ") == true, "\(String(describing: inUse))")
+      _ = try await inf.getInferenceRoute(.with { $0.routeName = "inference.local" })
+      let forced = try await c.deleteProvider(
+        .with { $0.name = "good"; $0.workspaceScope = .ws("default") }, metadata: [OpenShellService.forceDeleteHeader: "true"])
+      #expect(forced.outcome == .completed)
+      let gone = await rpcError { _ = try await inf.getInferenceRoute(.with { $0.routeName = "inference.local" }) }
+      #expect(gone?.code == .notFound)
     }
 
     // Every publication is an event, and no event carries a key in plaintext.

@@ -247,10 +247,26 @@ extension OpenShellService {
           "provider \(ws)/\(p.name) is used by sandbox\(users.count == 1 ? "" : "es") \(users.map(\.name).joined(separator: ", ")); "
             + "detach it or delete the sandboxes first, or delete with --force (which detaches it)")
       }
+      // Inference routes name providers of the default workspace; a route must not outlive its provider.
+      let routes = ws == InferenceService.providerWorkspace
+        ? state.inferenceRoutes.values.filter { $0.provider == p.name }.map(\.route).sorted() : []
+      if !routes.isEmpty && !force {
+        throw RPCErrors.failedPrecondition(
+          "provider \(ws)/\(p.name) is used by inference route\(routes.count == 1 ? "" : "s") \(routes.joined(separator: ", ")); "
+            + "point the route at another provider (openshell inference set) or delete it (openshell inference delete) first, or delete with --force (which deletes the route)")
+      }
       var events = users.map { s in GatewayEvent(.sandboxProviderDetached(.with { $0.sandboxID = s.id; $0.provider = p.name })) }
+      events += routes.map { r in GatewayEvent(.inferenceRouteDeleted(.with { $0.route = r })) }
       events.append(GatewayEvent(.providerDeleted(.with { $0.id = p.id; $0.name = p.name; $0.workspace = p.workspace })))
+      if !routes.isEmpty {
+        var next = state
+        for (i, e) in events.enumerated() { next.apply(e, seq: state.lastSeq + UInt64(i) + 1, timestampNs: 0) }
+        events += InferenceService.publication(next)
+      }
       return Decision(
-        events: events, claims: ["provider/\(ws)/\(p.name)", "provider-id/\(p.id)"] + users.map { "sandbox-id/\($0.id)" }, target: p.id)
+        events: events,
+        claims: ["provider/\(ws)/\(p.name)", "provider-id/\(p.id)"] + users.map { "sandbox-id/\($0.id)" } + routes.map { "inference-route/\($0)" },
+        target: p.id)
     }
     let id = result.decision.target
     guard result.seqs != nil || result.decision.noop else { return .with { $0.outcome = .alreadyAbsent } }
