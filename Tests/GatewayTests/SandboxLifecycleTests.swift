@@ -341,6 +341,31 @@ struct SandboxLifecycleTests {
     await gw.stopEverything()
   }
 
+  @Test("a workload template's environment reaches sandboxes created from it; the request's variables win")
+  func templateEnvironment() async throws {
+    let gw = try await SandboxGateway.start()
+    defer { Task { await gw.stopEverything() } }
+    try await gw.withClient { c in
+      _ = try await c.createSandboxTemplate(.with {
+        $0.template.metadata.name = "envtpl"
+        $0.template.spec.workload.environment = ["TPL_ONLY": "from-template", "BOTH": "template"]
+      })
+      _ = try await c.createSandbox(.with {
+        $0.name = "tplenv"
+        $0.workloadTemplate = "envtpl"
+        $0.spec = .with { $0.template.environment = ["BOTH": "request"] }
+        $0.workspaceScope = .with { $0.workspace = "default" }
+      })
+      try await c.wait("tplenv", .ready)
+      let r = try await c.exec("tplenv", ["sh", "-c", "echo $TPL_ONLY $BOTH"])
+      #expect(r.exitCode == 0 && r.out == "from-template request\n", "\(r.out) \(r.err)")
+      // A later change of the template does not change the sandbox created from the earlier version.
+      let recorded = try await c.get("tplenv")
+      #expect(recorded.spec.template.environment == ["TPL_ONLY": "from-template", "BOTH": "request"])
+    }
+    await gw.stopEverything()
+  }
+
   @Test("unsupported specs are refused at create with FAILED_PRECONDITION")
   func unsupportedSpec() async throws {
     let gw = try await SandboxGateway.start()

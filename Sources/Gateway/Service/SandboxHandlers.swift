@@ -24,11 +24,13 @@ extension OpenShellService {
       for (k, v) in request.labels { if let m = LabelRule.violation(key: k, value: v) { throw RPCErrors.invalidArgument(field: "labels", m) } }
       for (k, v) in request.annotations { if let m = LabelRule.violation(key: k, value: v) { throw RPCErrors.invalidArgument(field: "annotations", m) } }
       var templateVersion: UInt64 = 0
+      var template: TemplateRecord?
       if !request.workloadTemplate.isEmpty {
         guard let t = state.template(named: request.workloadTemplate, workspace: ws) else {
           throw RPCErrors.failedPrecondition("sandbox template \(ws)/\(request.workloadTemplate) does not exist")
         }
         templateVersion = t.resourceVersion
+        template = t
         // What the template asks of the compute driver is checked like the sandbox's own spec.
         if let driver, let why = driver.unsupported(spec: Wire.deterministicBytes(Self.effectiveSpec(template: t))) {
           throw RPCErrors.failedPrecondition("sandbox template \(ws)/\(t.name): \(why)")
@@ -58,7 +60,10 @@ extension OpenShellService {
             violations: issues.map { (field: "spec.policy.\($0.path)", description: $0.message) })
         }
       }
-      let spec = Wire.deterministicBytes(request.spec)
+      // The template's workload is folded into the recorded spec, so that the sandbox gets it (and a later
+      // change of the template does not change a sandbox created from an earlier version).
+      let effective = template.map { Self.merged(request.spec, template: $0) } ?? request.spec
+      let spec = Wire.deterministicBytes(effective)
       if let driver, let why = driver.unsupported(spec: spec) { throw RPCErrors.failedPrecondition(why) }
       let id = UUID().uuidString.lowercased()
       let requested = GatewayEvent(.sandboxRequested(.with {
@@ -105,6 +110,25 @@ extension OpenShellService {
     if w.resources.hasGpu { spec.resourceRequirements.gpu = w.resources.gpu }
     if ts.hasDriverConfig { spec.template.driverConfig = ts.driverConfig }
     return spec
+  }
+
+  /// `spec` with what workload template `t` provides and the request does not: its environment (the
+  /// request's variables win), image, cpu/memory/GPU requests and driver config.
+  static func merged(_ spec: Openshell_V1_SandboxSpec, template t: TemplateRecord) -> Openshell_V1_SandboxSpec {
+    guard let ts = try? Openshell_V1_SandboxWorkloadTemplateSpec(serializedBytes: t.spec) else { return spec }
+    var out = spec
+    let w = ts.workload
+    out.template.environment = w.environment.merging(spec.template.environment) { _, request in request }
+    if out.template.image.isEmpty { out.template.image = w.image }
+    let fromTemplate = effectiveSpec(template: t)
+    if !(out.template.hasResources && !out.template.resources.fields.isEmpty), fromTemplate.template.hasResources {
+      out.template.resources = fromTemplate.template.resources
+    }
+    if !out.hasResourceRequirements, fromTemplate.hasResourceRequirements { out.resourceRequirements = fromTemplate.resourceRequirements }
+    if !(out.template.hasDriverConfig && !out.template.driverConfig.fields.isEmpty), ts.hasDriverConfig {
+      out.template.driverConfig = ts.driverConfig
+    }
+    return out
   }
 
   /// The sandbox created by an earlier request with this request id, if any.
