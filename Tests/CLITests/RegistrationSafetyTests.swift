@@ -47,4 +47,26 @@ import Testing
     #expect(r.code == 1, "\(r)")
     #expect(r.err == "error: invalid gateway endpoint 'https://127.0.0.1:99999': port 99999 is outside 1-65535\n", "\(r)")
   }
+
+  /// The CLI verifies the gateway's certificate against the host it dials (it used to skip host names).
+  @Test func serverNameIsVerified() throws {
+    let env = try CLIEnv("tlsname")
+    defer {
+      _ = try? env.run(["gateway", "stop", "--name", "tn"])
+      env.cleanup()
+    }
+    let port = freePort()
+    var r = try env.run(["gateway", "start", "--name", "tn", "--port", "\(port)", "--bind", "0.0.0.0"])
+    try #require(r.code == 0, "\(r)")
+    r = try env.run(["sandbox", "list", "-g", "tn"])
+    #expect(r.code == 0, "127.0.0.1 is in the certificate: \(r)")
+    // 127.0.0.2 reaches the same listener, but the certificate does not name it.
+    r = try env.run(["gateway", "add", "https://127.0.0.2:\(port)", "--local", "--name", "other"])
+    try #require(r.code == 0, "\(r)")
+    r = try env.run(["sandbox", "list", "-g", "other"])
+    #expect(r.code == 1, "\(r)")
+    #expect(r.err == "error: cannot trust gateway 'other' at https://127.0.0.2:\(port): the gateway's certificate is not issued for this host or address (`openshell gateway start --gateway-host H` adds a name to it)\n", "\(r)")
+    r = try env.run(["status", "-g", "other"])
+    #expect(r.code == 1 && r.out.contains("certificate is not issued for this host"), "\(r)")
+  }
 }

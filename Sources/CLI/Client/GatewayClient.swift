@@ -5,19 +5,26 @@ import OpenShellAPI
 
 /// gRPC access to a gateway (`openshell.v1.OpenShell`) with the registration's TLS files.
 enum GatewayClient {
-  static func transportSecurity(_ t: Target) -> HTTP2ClientTransport.Posix.TransportSecurity {
+  /// TLS of a registration: the server certificate must chain to the registration's CA and name the
+  /// host dialled (a DNS name, or an IP address SAN). An mTLS registration never falls back to the
+  /// system's trust roots: a missing `ca.crt` is an error (only a TLS registration without a stored CA,
+  /// e.g. a gateway behind a public reverse proxy, uses the system roots).
+  /// - Throws: `CLIError` when an mTLS registration has no CA file.
+  static func transportSecurity(_ t: Target) throws -> HTTP2ClientTransport.Posix.TransportSecurity {
     guard t.tls else { return .plaintext }
-    let roots: TLSConfig.TrustRootsSource =
-      t.caPath.map { .certificates([.file(path: $0, format: .pem)]) } ?? .systemDefault
     if let cert = t.certPath, let key = t.keyPath {
+      guard let ca = t.caPath else {
+        throw CLIError("the registration of \(t.endpoint) has a client certificate but no ca.crt; add the gateway again (openshell gateway add … --local, or gateway start)")
+      }
       return .mTLS(certificateChain: [.file(path: cert, format: .pem)], privateKey: .file(path: key, format: .pem)) { c in
-        c.trustRoots = roots
-        c.serverCertificateVerification = .noHostnameVerification
+        c.trustRoots = .certificates([.file(path: ca, format: .pem)])
+        c.serverCertificateVerification = .fullVerification
       }
     }
+    let roots: TLSConfig.TrustRootsSource = t.caPath.map { .certificates([.file(path: $0, format: .pem)]) } ?? .systemDefault
     return .tls { c in
       c.trustRoots = roots
-      c.serverCertificateVerification = .noHostnameVerification
+      c.serverCertificateVerification = .fullVerification
     }
   }
 

@@ -54,8 +54,10 @@ enum HTTPProbe {
     if t.tls {
       var c = TLSConfiguration.makeClientConfiguration()
       c.applicationProtocols = ["http/1.1"]
-      c.certificateVerification = .noHostnameVerification
+      // Full verification: the chain and the host name (or IP address SAN), as the gRPC client checks.
+      c.certificateVerification = .fullVerification
       if let ca = t.caPath { c.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca)) }
+      else if t.certPath != nil { throw CLIError("the registration of \(t.endpoint) has a client certificate but no ca.crt") }
       if let cert = t.certPath, let key = t.keyPath {
         c.certificateChain = try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) }
         c.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))

@@ -62,7 +62,7 @@ struct Status: AsyncParsableCommand {
       }
       if code != 0 {
         if code == 1 {
-          let hint = r.metadata?.type == "local"
+          let hint = errorText.flatMap(tlsFailure) != nil || errorText?.hasPrefix("the gateway's certificate") == true ? "" : r.metadata?.type == "local"
             ? (LocalGateway.startCommand(registration: r.name).map { "; is it running? start it with: \($0)" } ?? "; is the gateway behind it running?")
             : ""
           printErr("error: gateway '\(r.name)' at \(t.endpoint) is not reachable: \(errorText ?? "no answer")\(hint)")

@@ -40,6 +40,10 @@ func cliRun(_ body: () async throws -> Void) async throws {
 /// One line for an RPC error. A failed connection names the gateway and says what to try instead of
 /// printing grpc-swift's transport error (`unavailable: "Could not establish a connection…" (cause: …)`).
 func describe(_ e: RPCError) -> String {
+  if let tls = tlsFailure(oneLine("\(e)")) {
+    guard let g = ResolvedGateway.last, g.name != g.endpoint else { return "cannot trust the gateway: \(tls)" }
+    return "cannot trust gateway '\(g.name)' at \(g.endpoint): \(tls)"
+  }
   if let reason = connectionFailure(e) {
     guard let g = ResolvedGateway.last else { return "cannot reach the gateway: \(reason)" }
     let hint = g.type == "local"
@@ -68,6 +72,7 @@ func streamClosed(_ e: RPCError) -> Bool {
 func connectionFailure(_ e: RPCError) -> String? {
   guard e.code == .unavailable || e.code == .deadlineExceeded else { return nil }
   let text = oneLine("\(e)")
+  if let tls = tlsFailure(text) { return tls }
   guard text.contains("Could not establish a connection") || text.contains("transient failure")
     || text.contains("Failed to resolve server name")
   else { return nil }
@@ -78,6 +83,17 @@ func connectionFailure(_ e: RPCError) -> String? {
     return String(text[range.upperBound...]).trimmingCharacters(in: CharacterSet(charactersIn: "\")\" "))
   }
   return "no connection"
+}
+
+/// A failed TLS verification of the gateway, in words (grpc-swift reports it only as text in the cause).
+func tlsFailure(_ text: String) -> String? {
+  if text.contains("failedToValidateHostname") {
+    return "the gateway's certificate is not issued for this host or address (`openshell gateway start --gateway-host H` adds a name to it)"
+  }
+  if text.contains("CERTIFICATE_VERIFY_FAILED") || text.contains("certificate verify failed") {
+    return "the gateway's certificate is not signed by the CA stored for this gateway"
+  }
+  return nil
 }
 
 /// Collapses a multi-line description to one line.
