@@ -149,13 +149,24 @@ struct PolicyConfigTests {
         $0.workspaceScope = .ws("default")
       }).sandbox.metadata.id
     }
+    // Revision 1 is the creation policy, recorded with the sandbox and pending until its supervisor
+    // reports it loaded (the gateway never claims that on its own); reads never append events.
+    let seqBefore = g.gw.running.store.log.headSeq
     try await g.withClients { c, _ in
-      // Revision 1 is the creation policy, loaded.
       let v1 = try await c.policyStatus("pol")
       #expect(v1.revision.version == 1)
+      #expect(v1.revision.status == .pending)
+      #expect(v1.activeVersion == 0)
+      #expect(v1.revision.policyHash == PolicyRules.hash(base))
+      _ = try await c.getSandboxConfig(.with { $0.name = "pol"; $0.workspaceScope = .ws("default") })
+      _ = try await c.listSandboxPolicies(.with { $0.sandbox = "pol"; $0.workspaceScope = .ws("default") })
+    }
+    #expect(g.gw.running.store.log.headSeq == seqBefore, "reads appended events")
+    try await g.asSandbox(id) { c, _ in try await c.report(id, 1, .loaded) }
+    try await g.withClients { c, _ in
+      let v1 = try await c.policyStatus("pol")
       #expect(v1.revision.status == .loaded)
       #expect(v1.activeVersion == 1)
-      #expect(v1.revision.policyHash == PolicyRules.hash(base))
 
       let r2 = try await c.setPolicy("pol", try PolicyFixtures.grown())
       #expect(r2.version == 2)

@@ -62,14 +62,14 @@ extension OpenShellService {
     return s
   }
 
-  /// Appends revision 1 from `spec.policy` when the sandbox has no revision yet (OpenShell's lazy backfill).
-  func ensureInitialRevision(_ sandboxID: String) async throws -> GatewayState {
-    let state = await store.state
-    guard let s = state.sandboxes[sandboxID], !ConfigModel.initialRevisionEvents(s, state).isEmpty else { return state }
-    return try await store.execute(actor: "system", requestID: "") { state in
-      guard let s = state.sandboxes[sandboxID] else { return Decision(events: []) }
-      return Decision(events: ConfigModel.initialRevisionEvents(s, state), expecting: [:])
-    }.state
+  /// The state with revision 1 derived from `spec.policy` for a sandbox recorded without it (older
+  /// logs), for reads: nothing is written (reads never append events).
+  func withInitialRevision(_ sandboxID: String) async -> GatewayState {
+    var state = await store.state
+    guard let s = state.sandboxes[sandboxID] else { return state }
+    let seq = state.lastSeq
+    for e in ConfigModel.initialRevisionEvents(s, state) { state.apply(e, seq: seq, timestampNs: 0) }
+    return state
   }
 
   // MARK: UpdateConfig
@@ -226,7 +226,7 @@ extension OpenShellService {
   public func getSandboxConfig(request: Openshell_Sandbox_V1_GetSandboxConfigRequest, context: ServerContext) async throws -> Openshell_Sandbox_V1_GetSandboxConfigResponse {
     let sandbox = try configSandbox(request.name, request.workspaceScope, await store.state, field: "name")
     _ = try dualCaller("GetSandboxConfig", for: sandbox)
-    let state = try await ensureInitialRevision(sandbox.id)
+    let state = await withInitialRevision(sandbox.id)
     guard let s = state.sandboxes[sandbox.id] else { throw RPCErrors.notFound("sandbox \(sandbox.id)") }
     return ConfigModel.response(ConfigModel.snapshot(s, state))
   }
@@ -249,7 +249,7 @@ extension OpenShellService {
     _ = try userCaller(rpc)
     if global { return await store.state.globalPolicy }
     let sandbox = try configSandbox(name, scope, await store.state, field: "sandbox")
-    let state = try await ensureInitialRevision(sandbox.id)
+    let state = await withInitialRevision(sandbox.id)
     return state.policies[sandbox.id] ?? PolicyHistory()
   }
 
@@ -285,27 +285,31 @@ extension OpenShellService {
       throw RPCErrors.invalidArgument(field: "status", "status must be LOADED or FAILED")
     }
     let actor = CallerIdentity.current.sandboxID != nil ? CallerIdentity.current.actor : "sandbox:\(id)"
-    try await store.execute(actor: actor, requestID: "") { state in
-      guard state.sandboxes[id] != nil else { throw RPCErrors.notFound("sandbox \(id)") }
+    try await store.execute(actor: actor, requestID: "") { recorded in
+      guard let sandbox = recorded.sandboxes[id] else { throw RPCErrors.notFound("sandbox \(id)") }
+      // A sandbox recorded without its initial revision (older logs): recorded with this acknowledgement.
+      let initial = ConfigModel.initialRevisionEvents(sandbox, recorded)
+      var state = recorded
+      for e in initial { state.apply(e, seq: recorded.lastSeq, timestampNs: 0) }
       let history = state.policies[id] ?? PolicyHistory()
       guard let r = history.revision(request.version) else {
         throw RPCError(code: .notFound, message: "policy revision \(request.version) of sandbox \(id) not found")
       }
       if request.status == .failed {
-        guard r.status != .failed || r.message != request.loadError else { return Decision(events: [], noop: true) }
-        return Decision(events: [GatewayEvent(.policyRevisionFailed(.with { $0.sandboxID = id; $0.version = r.version; $0.message = request.loadError }))])
+        guard r.status != .failed || r.message != request.loadError else { return initial.isEmpty ? Decision(events: [], noop: true) : Decision(events: initial) }
+        return Decision(events: initial + [GatewayEvent(.policyRevisionFailed(.with { $0.sandboxID = id; $0.version = r.version; $0.message = request.loadError }))])
       }
-      if r.status == .loaded { return Decision(events: [], noop: true) }
+      if r.status == .loaded { return initial.isEmpty ? Decision(events: [], noop: true) : Decision(events: initial) }
       if r.version < history.activeVersion {
         // A late acknowledgement of an older revision: it is already replaced.
-        guard r.status != .superseded else { return Decision(events: [], noop: true) }
-        return Decision(events: [GatewayEvent(.policyRevisionSuperseded(.with { $0.sandboxID = id; $0.version = r.version; $0.supersededBy = history.activeVersion }))])
+        guard r.status != .superseded else { return initial.isEmpty ? Decision(events: [], noop: true) : Decision(events: initial) }
+        return Decision(events: initial + [GatewayEvent(.policyRevisionSuperseded(.with { $0.sandboxID = id; $0.version = r.version; $0.supersededBy = history.activeVersion }))])
       }
       var events = [GatewayEvent(.policyRevisionLoaded(.with { $0.sandboxID = id; $0.version = r.version }))]
       for old in history.revisions where old.version < r.version && (old.status == .pending || old.status == .loaded) {
         events.append(GatewayEvent(.policyRevisionSuperseded(.with { $0.sandboxID = id; $0.version = old.version; $0.supersededBy = r.version })))
       }
-      return Decision(events: events)
+      return Decision(events: initial + events)
     }
     return .init()
   }

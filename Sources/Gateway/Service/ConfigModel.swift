@@ -77,22 +77,26 @@ struct ConfigModel {
     return state.policies[sandbox.id]?.revisions.first.map(policy)
   }
 
-  /// Revision 1 from `spec.policy`, written (loaded) the first time the sandbox's policy is needed,
-  /// as OpenShell does. Empty when the sandbox already has revisions or no creation policy.
+  /// Revision 1 from `spec.policy` (OpenShell's initial revision), pending until the supervisor reports
+  /// it loaded or failed. `CreateSandbox` records it with the sandbox; for a sandbox recorded without it
+  /// (logs written before that) reads derive it without writing, and `ReportPolicyStatus` records it
+  /// together with the acknowledgement. Empty when the sandbox already has revisions or no creation policy.
   static func initialRevisionEvents(_ sandbox: SandboxRecord, _ state: GatewayState) -> [GatewayEvent] {
     guard state.policies[sandbox.id]?.revisions.isEmpty ?? true,
       let spec = try? Openshell_V1_SandboxSpec(serializedBytes: sandbox.spec), spec.hasPolicy
     else { return [] }
-    let p = PolicyRules.normalized(spec.policy)
-    return [
-      GatewayEvent(.policyRevisionSubmitted(.with {
-        $0.sandboxID = sandbox.id
-        $0.version = 1
-        $0.contentSha256 = PolicyRules.hash(p)
-        $0.policy = PolicyRules.canonicalBytes(p)
-      })),
-      GatewayEvent(.policyRevisionLoaded(.with { $0.sandboxID = sandbox.id; $0.version = 1 })),
-    ]
+    return [initialRevision(sandboxID: sandbox.id, spec.policy)]
+  }
+
+  /// The `policy.revision_submitted` event of revision 1 for a creation policy.
+  static func initialRevision(sandboxID: String, _ policy: Openshell_Sandbox_V1_SandboxPolicy) -> GatewayEvent {
+    let p = PolicyRules.normalized(policy)
+    return GatewayEvent(.policyRevisionSubmitted(.with {
+      $0.sandboxID = sandboxID
+      $0.version = 1
+      $0.contentSha256 = PolicyRules.hash(p)
+      $0.policy = PolicyRules.canonicalBytes(p)
+    }))
   }
 
   /// Effective settings: global keys win (a key set globally cannot be set per sandbox).

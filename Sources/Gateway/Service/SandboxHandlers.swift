@@ -80,7 +80,9 @@ extension OpenShellService {
           .with { $0.service = e.service; $0.targetPort = e.targetPort; $0.authorizationMode = Int32(e.authorizationMode.rawValue) }
         }
       }))
-      return Decision(events: [requested], claims: ["sandbox/\(ws)/\(name)"], expecting: [.sandbox(id): .noStream])
+      // Revision 1 (the creation policy) is recorded with the sandbox, pending until its supervisor loads it.
+      let initial = request.spec.hasPolicy ? [ConfigModel.initialRevision(sandboxID: id, request.spec.policy)] : []
+      return Decision(events: [requested] + initial, claims: ["sandbox/\(ws)/\(name)"], expecting: [.sandbox(id): .noStream])
     }
     guard let seqs = result.seqs, let record = try store.log.record(at: seqs.lowerBound),
       case .sandboxRequested(let e)? = try GatewayEvent.decode(record).kind,
