@@ -148,3 +148,119 @@ struct ConfinementTests {
     await gw.stopEverything()
   }
 }
+
+extension ConfinementTests {
+  func create(_ c: OSClient, _ name: String, policy: Openshell_Sandbox_V1_SandboxPolicy, command: [String] = []) async throws {
+    _ = try await c.createSandbox(.with {
+      $0.name = name
+      $0.spec = .with { $0.policy = policy; $0.command = command }
+      $0.workspaceScope = .with { $0.workspace = "default" }
+    })
+  }
+
+  func logText(_ gw: SandboxGateway, _ c: OSClient, _ name: String) async throws -> String {
+    gw.running.driver!.hub.logs.lines(try await c.get(name).metadata.id, limit: 0).lines.map { "\($0.level) \($0.message)" }.joined(separator: "\n")
+  }
+
+  @Test("no Landlock in the kernel (test switch): best_effort runs without filesystem limits and says so loudly; hard_requirement fails naming the kernel", .enabled(if: isRoot))
+  func landlockUnavailable() async throws {
+    let gw = try await SandboxGateway.start { $0.simulateNoLandlock = true }
+    defer { Task { await gw.stopEverything() } }
+    let kernel = LandlockProbe.kernelRelease()
+    try await gw.withClient { c in
+      try await create(c, "ll-soft", policy: PolicyRules.restrictiveDefault)
+      var hard = PolicyRules.restrictiveDefault
+      hard.landlock.compatibility = "hard_requirement"
+      try await create(c, "ll-hard", policy: hard)
+
+      let soft = try await c.wait("ll-soft", .ready)
+      let cond = soft.status.conditions.first { $0.type == "Confinement" }
+      #expect(cond?.status == "False" && cond?.reason == "LandlockUnavailable", "\(soft.status.conditions)")
+      #expect(cond?.message.contains("kernel \(kernel)") == true && cond?.message.contains("WITHOUT filesystem limits") == true)
+      #expect(cond?.message.contains("seccomp on") == true)
+      // No filesystem limits (as reported), but the rest of the confinement holds.
+      let w = try await sh(c, "ll-soft", "touch /var/tmp/x && echo wrote; id -un; unshare -U true; echo rc=$?")
+      #expect(w.out.hasPrefix("wrote\nsandbox\n") && w.out.contains("Operation not permitted") && w.out.hasSuffix("rc=1\n"), "\(w)")
+      let log = try await logText(gw, c, "ll-soft")
+      #expect(log.contains("ERROR SECURITY (high):") && log.contains("WITHOUT filesystem limits"), "\(log)")
+
+      let failed = try await c.wait("ll-hard", .error)
+      let ready = failed.status.conditions.first { $0.type == "Ready" }
+      #expect(ready?.reason == "LandlockUnavailable", "\(failed.status.conditions)")
+      #expect(ready?.message.contains("hard_requirement") == true && ready?.message.contains("kernel \(kernel)") == true, "\(String(describing: ready))")
+      try await c.deleteAndWait("ll-soft")
+      try await c.deleteAndWait("ll-hard")
+    }
+    await gw.stopEverything()
+  }
+
+  @Test("startup-only sections: a live change is refused naming the section; network stays live; stop + start applies a new filesystem policy", .enabled(if: isRoot))
+  func startupOnlySections() async throws {
+    let gw = try await SandboxGateway.start()
+    defer { Task { await gw.stopEverything() } }
+    try await gw.withClient { c in
+      let base = PolicyRules.restrictiveDefault
+      try await create(c, "live", policy: base)
+      try await c.wait("live", .ready)
+
+      var landlock = base
+      landlock.landlock.compatibility = "hard_requirement"
+      let e1 = await rpcError { _ = try await c.setPolicy("live", landlock) }
+      #expect(e1?.code == .invalidArgument)
+      #expect(e1?.message.contains("landlock policy cannot be changed on a live sandbox (applied at startup; `sandbox stop` + `sandbox start` applies it)") == true, "\(String(describing: e1))")
+      var wider = base
+      wider.filesystem.readWrite.append("/var/tmp")
+      let e2 = await rpcError { _ = try await c.setPolicy("live", wider) }
+      #expect(e2?.code == .invalidArgument)
+      #expect(e2?.message.contains("filesystem read_write path '/var/tmp' cannot be added on a live sandbox") == true, "\(String(describing: e2))")
+      var process = base
+      process.process.runAsGroup = "sandbox"
+      process.process.runAsUser = "sandbox"
+      process.filesystem.includeWorkdir = false
+      let e3 = await rpcError { _ = try await c.setPolicy("live", process) }
+      #expect(e3?.message.contains("filesystem include_workdir cannot be changed on a live sandbox") == true)
+
+      // A network-only change is live, and the supervisor loads it.
+      var network = base
+      network.networkPolicies["pypi"] = .with { $0.name = "pypi"; $0.endpoints = [.with { $0.host = "pypi.org"; $0.ports = [443] }] }
+      let v = try await c.setPolicy("live", network).version
+      let deadline = ContinuousClock.now + .seconds(10)
+      var status = try await c.policyStatus("live", v).revision.status
+      while status != .loaded && ContinuousClock.now < deadline {
+        try await Task.sleep(for: .milliseconds(50))
+        status = try await c.policyStatus("live", v).revision.status
+      }
+      #expect(status == .loaded)
+      #expect(try await sh(c, "live", "touch /var/tmp/x; echo rc=$?").out.contains("Permission denied"))
+
+      // Stopped, the sandbox takes the new filesystem policy at its next start.
+      _ = try await c.stopSandbox(.with { $0.name = "live" })
+      try await c.wait("live", .stopped)
+      wider.networkPolicies = network.networkPolicies
+      _ = try await c.setPolicy("live", wider)
+      _ = try await c.startSandbox(.with { $0.name = "live" })
+      try await c.wait("live", .ready)
+      #expect(try await sh(c, "live", "touch /var/tmp/x && echo wrote").out == "wrote\n")
+      try await c.deleteAndWait("live")
+    }
+    await gw.stopEverything()
+  }
+
+  @Test("fail closed: a filesystem policy none of whose paths exists refuses to run commands (126, one line)", .enabled(if: isRoot))
+  func emptyRulesetFailsClosed() async throws {
+    let gw = try await SandboxGateway.start()
+    defer { Task { await gw.stopEverything() } }
+    try await gw.withClient { c in
+      var policy = PolicyRules.restrictiveDefault
+      policy.filesystem = .with { $0.readOnly = ["/nonexistent-a"]; $0.readWrite = ["/nonexistent-b"]; $0.includeWorkdir = false }
+      try await create(c, "empty-rules", policy: policy)
+      try await c.wait("empty-rules", .ready)
+      let r = try await c.exec("empty-rules", ["sh", "-c", "echo ran"])
+      #expect(r.exitCode == 126)
+      #expect(r.out.isEmpty)
+      #expect(r.err == "openshell-sandbox: confinement failed: no filesystem_policy path could be opened; an empty Landlock ruleset is refused; the command was not run\n")
+      try await c.deleteAndWait("empty-rules")
+    }
+    await gw.stopEverything()
+  }
+}
