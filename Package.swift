@@ -37,9 +37,12 @@ let package = Package(
     .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
   ],
   targets: [
-    // System libraries (Debian: liblmdb-dev, libzstd-dev).
+    // System libraries (Debian: liblmdb-dev, libzstd-dev, libseccomp-dev).
     .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
     .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+    .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
+    // Thin C wrappers for the sandbox launcher (variadic syscall/prctl, capget/capset, Landlock structs).
+    .target(name: "CConfine"),
 
     // The append-only, LMDB-backed, zstd-compressed event log. Knows no gateway event type.
     .target(
@@ -93,14 +96,15 @@ let package = Package(
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       ]),
 
-    // What the gateway and the in-sandbox supervisor share: protocol constants, process spawning.
-    .target(name: "SandboxProtocol"),
+    // What the gateway and the in-sandbox supervisor share: protocol constants, process spawning,
+    // the confinement plan and the Landlock probe.
+    .target(name: "SandboxProtocol", dependencies: ["CConfine"]),
 
     // The in-sandbox supervisor `openshell-sandbox`: a gRPC client of the gateway with its own identity.
     .executableTarget(
       name: "Supervisor",
       dependencies: [
-        "SandboxProtocol", "OpenShellAPI", "PolicyKit",
+        "SandboxProtocol", "OpenShellAPI", "PolicyKit", "CConfine", "CSeccomp",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

@@ -60,6 +60,12 @@ public enum PolicyRules {
     }
   }
 
+  /// The filesystem section a sandbox starts with: the policy's own, else the restrictive default's
+  /// (a policy without `filesystem_policy` never means "no filesystem limits").
+  public static func startupFilesystem(_ policy: Openshell_Sandbox_V1_SandboxPolicy) -> Openshell_Sandbox_V1_FilesystemPolicy {
+    policy.hasFilesystem ? policy.filesystem : restrictiveDefault.filesystem
+  }
+
   // MARK: gateway safety
 
   /// The gateway's safety validation; the RPC error is `policy contains unsafe content: <m1>; <m2>…`.
@@ -116,29 +122,40 @@ public enum PolicyRules {
 
   // MARK: live updates
 
-  /// What may not change on a running sandbox: the filesystem may only grow; `include_workdir`,
-  /// landlock and process are fixed at start.
+  /// Why a live change of a startup-only section is refused, and what applies it.
+  public static let restartHint = "applied at startup; `sandbox stop` + `sandbox start` applies it"
+
+  /// What may not change on a running sandbox: `filesystem_policy`, `landlock` and `process` are
+  /// applied once, at start (Landlock cannot be widened or replaced on a running process), so any change
+  /// is refused — OpenShell's messages for removals, and the same wording for additions, which OpenShell
+  /// accepts but cannot apply; each names the section and says that a stop + start applies it. Network
+  /// policies stay live.
   public static func liveUpdateIssues(baseline: Openshell_Sandbox_V1_SandboxPolicy, proposed: Openshell_Sandbox_V1_SandboxPolicy) -> [PolicyIssue] {
     let b = normalized(baseline), n = normalized(proposed)
     var out: [PolicyIssue] = []
+    func issue(_ path: String, _ m: String) { out.append(PolicyIssue(path: path, message: "\(m) (\(restartHint))")) }
     if b.hasFilesystem && !n.hasFilesystem {
-      out.append(PolicyIssue(path: "filesystem_policy", message: "filesystem policy cannot be removed on a live sandbox"))
+      issue("filesystem_policy", "filesystem policy cannot be removed on a live sandbox")
+    } else if !b.hasFilesystem && n.hasFilesystem {
+      issue("filesystem_policy", "filesystem policy cannot be added on a live sandbox")
     } else if b.hasFilesystem {
       if b.filesystem.includeWorkdir != n.filesystem.includeWorkdir {
-        out.append(PolicyIssue(path: "filesystem_policy.include_workdir", message: "filesystem include_workdir cannot be changed on a live sandbox"))
+        issue("filesystem_policy.include_workdir", "filesystem include_workdir cannot be changed on a live sandbox")
       }
-      for p in b.filesystem.readOnly where !n.filesystem.readOnly.contains(p) {
-        out.append(PolicyIssue(path: "filesystem_policy.read_only", message: "filesystem read_only path '\(p)' cannot be removed on a live sandbox"))
-      }
-      for p in b.filesystem.readWrite where !n.filesystem.readWrite.contains(p) {
-        out.append(PolicyIssue(path: "filesystem_policy.read_write", message: "filesystem read_write path '\(p)' cannot be removed on a live sandbox"))
+      for (name, old, new) in [("read_only", b.filesystem.readOnly, n.filesystem.readOnly), ("read_write", b.filesystem.readWrite, n.filesystem.readWrite)] {
+        for p in old where !new.contains(p) {
+          issue("filesystem_policy.\(name)", "filesystem \(name) path '\(p)' cannot be removed on a live sandbox")
+        }
+        for p in new where !old.contains(p) {
+          issue("filesystem_policy.\(name)", "filesystem \(name) path '\(p)' cannot be added on a live sandbox")
+        }
       }
     }
     if b.landlock != n.landlock {
-      out.append(PolicyIssue(path: "landlock", message: "landlock policy cannot be changed on a live sandbox (applied at startup)"))
+      issue("landlock", "landlock policy cannot be changed on a live sandbox")
     }
     if b.process != n.process {
-      out.append(PolicyIssue(path: "process", message: "process policy cannot be changed on a live sandbox (applied at startup)"))
+      issue("process", "process policy cannot be changed on a live sandbox")
     }
     return out
   }

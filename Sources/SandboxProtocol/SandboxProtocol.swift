@@ -8,7 +8,7 @@ import Foundation
 /// ``credentialsDirectory`` holding the sandbox's own client certificate (`tls.crt`/`tls.key`, issued by
 /// the gateway CA for `CN=sandbox:<id>, OU=sandbox`), the CA (`ca.crt`), the sandbox token (`token`,
 /// used only when the gateway does not verify client certificates) and `launch.json`
-/// (``SupervisorLaunch``: the main command, environment and workload user).
+/// (``SupervisorLaunch``: the main command, environment and the workloads' ``ConfinementPlan``).
 ///
 /// ## Supervisor → gateway RPCs (all checked against the caller's own sandbox id)
 /// - `ConnectSupervisor` (bidi, long-lived): `SupervisorHello{sandbox_id, instance_id}` first; the
@@ -60,18 +60,16 @@ public struct SupervisorLaunch: Codable, Sendable {
   public var command: [String]
   /// Environment for the main process and every exec (spec template env, then spec env).
   public var environment: [String: String]
-  /// Host uid/gid the workload runs as (via setpriv) when the supervisor runs as root; nil = as the
-  /// supervisor's own user.
-  public var workloadUID: UInt32?
-  public var workloadGID: UInt32?
+  /// How every workload process is confined (user, Landlock, seccomp), fixed at start from the
+  /// effective policy. nil (a launch description without it): the supervisor starts no workload.
+  public var confinement: ConfinementPlan?
   /// A random id of this start of the sandbox (a new one per start).
   public var instanceID: String
 
-  public init(command: [String], environment: [String: String], workloadUID: UInt32?, workloadGID: UInt32?, instanceID: String) {
+  public init(command: [String], environment: [String: String], confinement: ConfinementPlan?, instanceID: String) {
     self.command = command
     self.environment = environment
-    self.workloadUID = workloadUID
-    self.workloadGID = workloadGID
+    self.confinement = confinement
     self.instanceID = instanceID
   }
 }

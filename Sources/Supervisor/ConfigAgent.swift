@@ -10,7 +10,8 @@ import Synchronization
 ///
 /// - at start, and each time the `ConnectSupervisor` session is (re)accepted, it fetches
 ///   `GetSandboxConfig`; in between, the gateway pushes `ConfigUpdate{sandbox_config}` on the session;
-/// - a new sandbox policy (by version and hash) is validated with the L7 rules (`PolicyKit`); the
+/// - a new sandbox policy (by version and hash) is validated with the L7 rules (`PolicyKit`) and its
+///   startup-only sections are compared with the confinement in force (``ConfinementStatus``); the
 ///   result goes back with `ReportPolicyStatus` (LOADED, or FAILED with the message, keeping the last
 ///   good policy active). Global policies are applied but never acknowledged, as OpenShell's;
 /// - the inference bundle arrives over `Inference/WatchInferenceBundle` (the current one, then each new
@@ -110,7 +111,8 @@ final class ConfigAgent: Sendable {
       return true
     }
     guard isNew, s.hasPolicy else { return }
-    let issues = PolicyRules.l7Issues(s.policy)
+    // Startup-only sections are what the sandbox started with, or the revision cannot be loaded here.
+    let issues = ConfinementStatus.startupMismatch(config.launch.confinement, s.policy) + PolicyRules.l7Issues(s.policy)
     for w in PolicyRules.l7Warnings(s.policy) { logs.log("policy warning: \(w)", level: "WARN") }
     let global = s.policySource == .global
     let label = global ? "global policy v\(s.globalPolicyVersion)" : "policy v\(s.version)"

@@ -19,7 +19,7 @@ struct SupervisorConfig {
     guard let id = env[SandboxProtocol.envSandboxID], !id.isEmpty, let endpoint = env[SandboxProtocol.envEndpoint], !endpoint.isEmpty else {
       throw SpawnError("\(SandboxProtocol.envSandboxID) and \(SandboxProtocol.envEndpoint) must be set (the gateway's compute driver starts openshell-sandbox)")
     }
-    var launch = SupervisorLaunch(command: [], environment: [:], workloadUID: nil, workloadGID: nil, instanceID: UUID().uuidString.lowercased())
+    var launch = SupervisorLaunch(command: [], environment: [:], confinement: nil, instanceID: UUID().uuidString.lowercased())
     if let path = env[SandboxProtocol.envLaunchFile], let data = FileManager.default.contents(atPath: path) {
       launch = try JSONDecoder().decode(SupervisorLaunch.self, from: data)
     }

@@ -19,9 +19,21 @@ import Synchronization
 ///    (200 ms doubling to 1 s), and answers `RelayOpen{service_id: "exec"}` by dialling `RelayStream`
 ///    and running the command (protocol: SandboxProtocol).
 /// SIGTERM: kills every workload process group and exits 0.
+///
+/// Launcher mode (`openshell-sandbox --confine …`, ``Launcher``) is dispatched first, synchronously,
+/// before any Swift concurrency starts: the confinement steps run single-threaded.
 @main
 struct SupervisorMain {
-  static func main() async {
+  static func main() {
+    Launcher.runIfRequested()
+    Task {
+      await run()
+      exit(0)
+    }
+    dispatchMain()
+  }
+
+  static func run() async {
     signal(SIGPIPE, SIG_IGN)
     let config: SupervisorConfig
     do { config = try SupervisorConfig.fromEnvironment() } catch {
@@ -47,6 +59,12 @@ struct SupervisorMain {
     let client = Openshell_V1_OpenShell.Client(wrapping: grpc)
     let metadata = config.metadata
     logs.log("supervisor starting (sandbox \(config.sandboxID), instance \(config.launch.instanceID), pid \(getpid()), uid \(getuid()))")
+    let confinement = ConfinementStatus.startup(config.launch.confinement)
+    logs.log(confinement.line, level: confinement.level)
+    if confinement.fatal {
+      FileHandle.standardError.write(Data("openshell-sandbox: \(confinement.line)\n".utf8))
+      exit(3)
+    }
 
     // The main process starts once the gateway accepted the first session (the sandbox is READY), so
     // its exit is never reported before READY.

@@ -7,18 +7,28 @@ import Synchronization
   import Glibc
 #endif
 
-/// Starts workload processes (the main command and exec commands) as the sandbox's workload user.
+/// Starts workload processes (the main command and exec commands), confined.
 ///
-/// Each workload runs in its own process group (so a timeout or a stop kills its whole tree). When the
-/// supervisor runs as root, the command is prefixed with `setpriv --reuid --regid --clear-groups
-/// --no-new-privs` (util-linux), dropping to the unprivileged workload user. Enforcement seam: Landlock
-/// and seccomp (a later issue) are applied here, between fork and exec of the workload, as OpenShell's
-/// supervisor does.
+/// Each workload runs in its own process group (so a timeout or a stop kills its whole tree) and is
+/// started through the supervisor's own launcher mode (`openshell-sandbox --confine <plan> -- CMD…`,
+/// ``Launcher``), which applies the sandbox's ``ConfinementPlan`` (user `sandbox`, no capabilities,
+/// no_new_privs, Landlock, seccomp) and then executes the command. Exec and the main process get the
+/// same plan; there is no way to ask for another user.
+///
+/// Fail closed: without a plan (a launch description from an older gateway) nothing is started.
 final class Workload: Sendable {
   let launch: SupervisorLaunch
+  /// The plan as the launcher's argument (JSON), encoded once.
+  let planArgument: String?
+  /// This executable (the launcher), as the kernel knows it.
+  let launcherPath: String
   private let groups = Mutex<Set<pid_t>>([])
 
-  init(launch: SupervisorLaunch) { self.launch = launch }
+  init(launch: SupervisorLaunch) {
+    self.launch = launch
+    planArgument = launch.confinement.flatMap { try? JSONEncoder().encode($0) }.map { String(decoding: $0, as: UTF8.self) }
+    launcherPath = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? SandboxProtocol.supervisorPath
+  }
 
   /// The environment of every workload process: defaults, then the spec's, then the request's.
   func environment(_ extra: [String: String]) -> [String: String] {
@@ -34,22 +44,24 @@ final class Workload: Sendable {
     return env
   }
 
-  func argv(_ command: [String]) -> (String, [String]) {
-    if let uid = launch.workloadUID, let gid = launch.workloadGID {
-      return ("/usr/bin/setpriv", ["--reuid=\(uid)", "--regid=\(gid)", "--clear-groups", "--no-new-privs", "--"] + command)
+  /// The launcher command line for `command`.
+  /// - Throws: `CommandError` (126) when there is no confinement plan.
+  func argv(_ command: [String]) throws -> (String, [String]) {
+    guard let planArgument else {
+      throw CommandError(description: "no confinement plan in the launch description; the command was not run (restart the sandbox)", exitCode: ConfinementPlan.failureExitCode)
     }
-    return (command[0], Array(command.dropFirst()))
+    return (launcherPath, [ConfinementPlan.launcherFlag, planArgument, "--"] + command)
   }
 
   /// Starts a workload process with piped stdio in its own process group.
   /// - Throws: `CommandError` when the command cannot be run (see `check`), `SpawnError` when spawning fails.
   func spawn(_ command: [String], environment: [String: String], workdir: String) throws -> SpawnedProcess {
-    let (path, args) = argv(command)
+    let (path, args) = try argv(command)
     let env = self.environment(environment)
     if let problem = check(command[0], searchPath: env["PATH"] ?? "/usr/bin:/bin", workdir: workdir) { throw problem }
     let p = try Spawner.spawn(
       path, args, environment: env, stdin: .pipe, stdout: .pipe, stderr: .pipe,
-      workingDirectory: workdir, newProcessGroup: true, searchPath: true)
+      workingDirectory: workdir, newProcessGroup: true)
     groups.withLock { _ = $0.insert(p.pid) }
     return p
   }
@@ -63,7 +75,7 @@ final class Workload: Sendable {
 
   /// Resolves `name` as execvp(3) will in the workload (a name without '/' in the workload's `PATH`,
   /// relative paths from `workdir`) and checks that the workload user may execute it, so that a
-  /// missing command is reported as such instead of by setpriv ("failed to execute …").
+  /// missing command is reported as such before the launcher runs.
   /// - Returns: nil when it can be run.
   func check(_ name: String, searchPath: String, workdir: String) -> CommandError? {
     func absolute(_ p: String) -> String { p.hasPrefix("/") ? p : (workdir as NSString).appendingPathComponent(p) }
@@ -99,7 +111,7 @@ final class Workload: Sendable {
     guard (st.st_mode & S_IFMT) == S_IFREG else { return .denied }
     var fs = statvfs()
     if statvfs(path, &fs) == 0, fs.f_flag & 8 != 0 { return .denied }  // ST_NOEXEC (sys/statvfs.h)
-    guard let uid = launch.workloadUID, let gid = launch.workloadGID else {
+    guard let uid = launch.confinement?.uid, let gid = launch.confinement?.gid else {
       return access(path, X_OK) == 0 ? .yes : .denied
     }
     let mode = st.st_mode

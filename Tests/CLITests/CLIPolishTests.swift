@@ -160,7 +160,7 @@ struct CLIPolishTests {
     #expect(cells.count > 4 && f.date(from: cells[3] + " " + cells[4]) != nil, "CREATED is YYYY-MM-DD HH:MM:SS: \(row)")
   }
 
-  @Test("sandbox get shows the cpu/memory limits (where the host can enforce them)")
+  @Test("sandbox get shows the effective confinement and the cpu/memory limits (where the host can enforce them)")
   func sandboxLimits() throws {
     let gw = try RunningGateway("limits")
     defer { gw.stop() }
@@ -169,6 +169,10 @@ struct CLIPolishTests {
     try #require(r.code == 0, "\(r)")
     r = try env.run(["sandbox", "get", "plain"])
     #expect(r.code == 0 && Self.field("Limits", r.out) == nil, "\(r)")
+    // The effective confinement (issue 15): user, Landlock ABI and mode, seccomp.
+    let confinement = Self.field("Confinement", r.out) ?? ""
+    #expect(confinement.contains("landlock ABI") && confinement.contains("best_effort") && confinement.contains("seccomp on"), "\(r)")
+    if geteuid() == 0 { #expect(confinement.hasPrefix("user sandbox (uid "), "\(r)") }
     #expect(env.json(try env.run(["sandbox", "get", "plain", "-o", "json"]))["limits"] == nil)
     r = try env.run(["sandbox", "create", "lim", "--cpu", "250m", "--memory", "64Mi"])
     if r.code != 0 {

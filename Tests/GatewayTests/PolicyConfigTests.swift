@@ -91,7 +91,6 @@ enum PolicyFixtures {
   /// `base` plus another network rule and a read-only path (a valid live update).
   static func grown() throws -> Openshell_Sandbox_V1_SandboxPolicy {
     var p = try policy(base)
-    p.filesystem.readOnly.append("/opt")
     p.networkPolicies["github"] = .with { $0.name = "github"; $0.endpoints = [.with { $0.host = "api.github.com"; $0.ports = [443] }] }
     return p
   }
@@ -205,14 +204,19 @@ struct PolicyConfigTests {
       #expect(try await c.policyStatus("pol", 4).revision.status == .loaded)
       #expect(try await c.get("pol").status.currentPolicyVersion == 4)
 
-      // Live updates: the filesystem may only grow; landlock and process are fixed.
+      // Live updates: filesystem, landlock and process are fixed at start (any change is refused).
+      var added = try PolicyFixtures.grown()
+      added.filesystem.readOnly.append("/opt")
+      let grow = await rpcError { _ = try await c.setPolicy("pol", added) }
+      #expect(grow?.code == .invalidArgument)
+      #expect(grow?.message.contains("filesystem read_only path '/opt' cannot be added on a live sandbox (applied at startup; `sandbox stop` + `sandbox start` applies it)") == true)
       var shrunk = base
       shrunk.filesystem.readOnly.removeAll { $0 == "/usr" }
       shrunk.landlock.compatibility = "hard_requirement"
       let live = await rpcError { _ = try await c.setPolicy("pol", shrunk) }
       #expect(live?.code == .invalidArgument)
       #expect(live?.message.contains("filesystem read_only path '/usr' cannot be removed on a live sandbox") == true)
-      #expect(live?.message.contains("landlock policy cannot be changed on a live sandbox (applied at startup)") == true)
+      #expect(live?.message.contains("landlock policy cannot be changed on a live sandbox (applied at startup; `sandbox stop` + `sandbox start` applies it)") == true)
       var unsafe = try PolicyFixtures.grown()
       unsafe.filesystem.readWrite.append("/")
       unsafe.networkPolicies["tld"] = .with { $0.endpoints = [.with { $0.host = "*.com"; $0.ports = [443] }] }

@@ -13,12 +13,16 @@ struct SandboxGateway {
   let running: RunningGateway
   let task: Task<Void, any Error>
 
-  static func start(dataDirectory: String? = nil, port: Int = 0) async throws -> SandboxGateway {
+  /// - Parameter configure: adjusts the configuration (e.g. the test-only `simulateNoLandlock`).
+  static func start(
+    dataDirectory: String? = nil, port: Int = 0, configure: (inout GatewayConfiguration) -> Void = { _ in }
+  ) async throws -> SandboxGateway {
     let dir = try dataDirectory ?? GatewayTestSupport.temporaryDirectory("sbx")
     var c = GatewayConfiguration(dataDirectory: dir)
     c.port = port
     c.handleSignals = false
     c.shutdownGracePeriod = .seconds(2)
+    configure(&c)
     let box = Box()
     let task = Task { try await serve(c) { running, port in box.set(running, port) } }
     for _ in 0..<1000 {

@@ -368,10 +368,18 @@ enum Examples {
 
   @Test func liveUpdateRules() throws {
     let base = try PolicyYAML.parse(Examples.defaultPolicy).policy
+    // Network policies stay live.
     var grown = base
-    grown.filesystem.readOnly.append("/opt")
     grown.networkPolicies["more"] = .with { $0.endpoints = [.with { $0.host = "x.example.com"; $0.ports = [443] }] }
     #expect(PolicyRules.liveUpdateIssues(baseline: base, proposed: grown) == [])
+    // Startup-only sections: every change is refused (removals, additions), naming the section and
+    // saying that a stop + start applies it.
+    let hint = " (applied at startup; `sandbox stop` + `sandbox start` applies it)"
+    var added = base
+    added.filesystem.readOnly.append("/opt")
+    #expect(PolicyRules.liveUpdateIssues(baseline: base, proposed: added).map(\.message) == [
+      "filesystem read_only path '/opt' cannot be added on a live sandbox" + hint
+    ])
     var shrunk = base
     shrunk.filesystem.readOnly.removeAll { $0 == "/usr" }
     shrunk.filesystem.readWrite.removeAll { $0 == "/tmp" }
@@ -379,15 +387,21 @@ enum Examples {
     shrunk.landlock.compatibility = "hard_requirement"
     shrunk.process.runAsUser = "other"
     #expect(PolicyRules.liveUpdateIssues(baseline: base, proposed: shrunk).map(\.message) == [
-      "filesystem include_workdir cannot be changed on a live sandbox",
-      "filesystem read_only path '/usr' cannot be removed on a live sandbox",
-      "filesystem read_write path '/tmp' cannot be removed on a live sandbox",
-      "landlock policy cannot be changed on a live sandbox (applied at startup)",
-      "process policy cannot be changed on a live sandbox (applied at startup)",
+      "filesystem include_workdir cannot be changed on a live sandbox" + hint,
+      "filesystem read_only path '/usr' cannot be removed on a live sandbox" + hint,
+      "filesystem read_write path '/tmp' cannot be removed on a live sandbox" + hint,
+      "landlock policy cannot be changed on a live sandbox" + hint,
+      "process policy cannot be changed on a live sandbox" + hint,
+    ])
+    #expect(PolicyRules.liveUpdateIssues(baseline: base, proposed: shrunk).map(\.path) == [
+      "filesystem_policy.include_workdir", "filesystem_policy.read_only", "filesystem_policy.read_write", "landlock", "process",
     ])
     var removed = base
     removed.clearFilesystem()
-    #expect(PolicyRules.liveUpdateIssues(baseline: base, proposed: removed).map(\.message).first == "filesystem policy cannot be removed on a live sandbox")
+    #expect(PolicyRules.liveUpdateIssues(baseline: base, proposed: removed).map(\.message).first == "filesystem policy cannot be removed on a live sandbox" + hint)
+    var none = base
+    none.clearFilesystem()
+    #expect(PolicyRules.liveUpdateIssues(baseline: none, proposed: base).map(\.message).first == "filesystem policy cannot be added on a live sandbox" + hint)
   }
 
   @Test func unreadableAndBinaryFilesAreNamedInOneLine() throws {

@@ -190,6 +190,8 @@ struct SandboxGet: AsyncParsableCommand {
         try await c.getSandbox(.with { $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace) }, options: SandboxCLI.options()).sandbox
       }
       let ready = s.status.conditions.first { $0.type == "Ready" }
+      // What the local driver recorded at the last start: user, Landlock ABI and mode, seccomp.
+      let confinement = s.status.conditions.first { $0.type == "Confinement" }
       let record = Record(pairs: [
         ("Id", s.metadata.id), ("Name", s.metadata.name), ("Workspace", s.metadata.workspace),
         ("Phase", SandboxCLI.phaseName(s.status.phase)), ("Created", iso8601(s.metadata.createdTime.date)),
@@ -197,6 +199,7 @@ struct SandboxGet: AsyncParsableCommand {
         ("Reason", ready.map { $0.reason }), ("Message", ready?.message.nilIfEmpty),
         ("Exit code", s.status.hasExitCode ? String(s.status.exitCode) : nil),
         ("Policy version", s.status.currentPolicyVersion > 0 ? Int(s.status.currentPolicyVersion) : nil),
+        ("Confinement", confinement.map { c in c.status == "True" ? c.message : "\(c.reason): \(c.message)" }),
         ("Limits", SandboxCLI.limits(s.spec).map { l in
           out.output == .table ? l.map { "\($0.key) \($0.value)" }.joined(separator: ", ") as Any : Dictionary(uniqueKeysWithValues: l) as Any
         }),

@@ -13,18 +13,25 @@ import SandboxProtocol
 ///   `/run/openshell`; the supervisor binary read-only at `/opt/openshell/bin/openshell-sandbox`.
 /// - Its own hostname (the sandbox name).
 /// - Users: when the gateway runs as root, the supervisor runs as root inside the namespaces with only
-///   CAP_SETUID, CAP_SETGID and CAP_KILL (everything else dropped), and starts every workload process
-///   (main command, exec) as the unprivileged host user `nobody` (65534:65534) through `setpriv` with
-///   no_new_privs; the workspace is owned by that user and the sandbox key (0600 root) is unreadable to
-///   the workload. When the gateway is not root, bwrap uses an unprivileged user namespace and
-///   everything runs as the gateway's user.
+///   ``supervisorCapabilities`` (everything else dropped). It starts every workload process (main
+///   command, exec) through its launcher mode, which switches to the `sandbox` user (``SandboxUser``:
+///   `/etc/passwd` and `/etc/group` are replaced by ``identityFiles``), clears every capability,
+///   sets no_new_privs and applies Landlock and seccomp (`Supervisor/Confinement/Launcher.swift`). The
+///   workspace is owned by `sandbox`; the sandbox key (0600 root) is unreadable to the workload. When the
+///   gateway is not root, bwrap uses an unprivileged user namespace, there is no user switch, and the
+///   launcher still applies no_new_privs, Landlock and seccomp (it refuses to run a workload if a
+///   capability remains).
 ///
-/// Seam for later enforcement (network namespace + CONNECT proxy, Landlock, seccomp): ``network``
-/// selects the network setup (today only the host network, which the supervisor needs to reach the
-/// gateway on loopback); Landlock and seccomp belong in the supervisor, applied just before it execs a
-/// workload process (`Supervisor/Workload.swift`), as OpenShell does.
+/// Network: ``network`` selects the setup (today only the host network, which the supervisor needs to
+/// reach the gateway on loopback); the network enforcement gives the launcher a namespace to enter
+/// (``ConfinementPlan/networkNamespacePath``).
 struct BubblewrapCommand {
   enum Network { case host }
+
+  /// Capabilities the supervisor keeps when the gateway runs as root — the one list to extend:
+  /// SETUID/SETGID (the launcher's user switch), KILL (workload process groups of another uid),
+  /// SETPCAP (the launcher clears the bounding set before executing a workload).
+  static let supervisorCapabilities = ["CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_SETPCAP"]
 
   var bwrapPath = "/usr/bin/bwrap"
   var hostname: String
@@ -33,6 +40,8 @@ struct BubblewrapCommand {
   var supervisorBinary: String
   var runtimeLibraryDirectories: [String] = []
   var runAsRoot: Bool
+  /// Generated `/etc/passwd` and `/etc/group` (host paths) mounted read-only over the host's.
+  var identityFiles: (passwd: String, group: String)?
   var network: Network = .host
 
   var arguments: [String] {
@@ -51,6 +60,9 @@ struct BubblewrapCommand {
         a += ["--ro-bind", path, path]
       }
     }
+    if let identityFiles {
+      a += ["--ro-bind", identityFiles.passwd, "/etc/passwd", "--ro-bind", identityFiles.group, "/etc/group"]
+    }
     for dir in runtimeLibraryDirectories where !dir.hasPrefix("/usr/") {
       a += ["--ro-bind", dir, dir]
     }
@@ -60,7 +72,7 @@ struct BubblewrapCommand {
     a += ["--ro-bind", credentials, SandboxProtocol.credentialsDirectory]
     a += ["--ro-bind", supervisorBinary, SandboxProtocol.supervisorPath]
     if runAsRoot {
-      a += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_KILL"]
+      a += ["--cap-drop", "ALL"] + Self.supervisorCapabilities.flatMap { ["--cap-add", $0] }
     }
     a += ["--chdir", SandboxProtocol.workspace, "--info-fd", "3", "--", SandboxProtocol.supervisorPath]
     return a

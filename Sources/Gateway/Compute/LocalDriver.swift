@@ -52,6 +52,8 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
   let usesTLS: Bool
   let runAsRoot = geteuid() == 0
   let runtimeDirectories = BubblewrapCommand.runtimeLibraryDirectories()
+  /// Test-only: behave as on a kernel without Landlock (``GatewayConfiguration/simulateNoLandlock``).
+  let simulateNoLandlock: Bool
   /// Where per-sandbox cpu/memory limits go; nil on a host without a writable cgroup hierarchy.
   let cgroups = SandboxCgroups.detect()
   private let endpoint = Mutex<String?>(nil)
@@ -66,8 +68,13 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
   ///   - pki: issues each sandbox's client certificate (nil in plaintext-only setups: token only).
   ///   - supervisorBinary: path of `openshell-sandbox`; default `$OPENSHELL_SUPERVISOR_BIN`, else next
   ///     to the running executable.
-  public init(dataDirectory: String, pki: GatewayPKI?, hub: SupervisorHub, usesTLS: Bool, supervisorBinary: String? = nil) {
+  ///   - simulateNoLandlock: test-only, see ``GatewayConfiguration/simulateNoLandlock``.
+  public init(
+    dataDirectory: String, pki: GatewayPKI?, hub: SupervisorHub, usesTLS: Bool, supervisorBinary: String? = nil,
+    simulateNoLandlock: Bool = false
+  ) {
     root = dataDirectory + "/sandboxes"
+    self.simulateNoLandlock = simulateNoLandlock
     self.pki = pki
     self.hub = hub
     self.usesTLS = usesTLS
@@ -298,7 +305,26 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
       events.append(GatewayEvent(.sandboxProvisioning(.with { $0.id = s.id; $0.driver = name; $0.message = "starting the supervisor in bubblewrap namespaces" })))
     }
     do {
-      let (instance, issued) = try launch(s, endpoint: endpoint)
+      // Confinement (startup-only sections of the effective policy), decided before anything runs.
+      let (policy, source) = ConfinementPlanner.startupPolicy(s, state)
+      let user = runAsRoot ? try SandboxUser.resolve() : nil
+      let plan = ConfinementPlanner.plan(policy, user: user, simulateNoLandlock: simulateNoLandlock)
+      let landlock = LandlockProbe.probe(simulateAbsent: plan.simulateNoLandlock)
+      if case .unavailable(let reason, let kernel) = landlock, plan.landlockCompatibility == "hard_requirement" {
+        let message = "landlock.compatibility is hard_requirement (\(source)) but kernel \(kernel) offers no Landlock: \(reason)"
+        hub.logs.gateway(s.id, message, level: "ERROR")
+        try await transition(s.id, from: [s.phase], events + [GatewayEvent(.sandboxFailed(.with { $0.id = s.id; $0.reason = "LandlockUnavailable"; $0.message = message }))], store)
+        return
+      }
+      let condition = ConfinementPlanner.condition(plan, landlock, source: source)
+      let current = s.conditions.first { $0.type == "Confinement" }
+      if current?.status != condition.status || current?.reason != condition.reason || current?.message != condition.message {
+        events.append(GatewayEvent(.sandboxConditionSet(.with {
+          $0.id = s.id; $0.type = "Confinement"; $0.status = condition.status; $0.reason = condition.reason; $0.message = condition.message
+        })))
+      }
+      if condition.status != "True" { hub.logs.gateway(s.id, "SECURITY (high): \(condition.message)", level: "ERROR") }
+      let (instance, issued) = try launch(s, endpoint: endpoint, plan: plan, user: user)
       instances.withLock { $0[s.id] = instance }
       if let i = issued {
         events.append(GatewayEvent(.certificateIssued(.with {
@@ -339,7 +365,10 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
   }
 
   /// Prepares the sandbox directory and starts bwrap. Writes instance.json before returning.
-  func launch(_ s: SandboxRecord, endpoint: String) throws -> (SandboxInstance, CertificateIssuance?) {
+  /// - Parameters:
+  ///   - plan: the workloads' confinement, written into launch.json.
+  ///   - user: the host identity of `sandbox` (nil when the gateway is not root).
+  func launch(_ s: SandboxRecord, endpoint: String, plan: ConfinementPlan, user: SandboxUser?) throws -> (SandboxInstance, CertificateIssuance?) {
     let fm = FileManager.default
     let base = dir(s.id)
     let workspace = base + "/workspace"
@@ -349,9 +378,8 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     }
     guard fm.isExecutableFile(atPath: "/usr/bin/bwrap") else { throw SpawnError("bubblewrap (/usr/bin/bwrap) is not installed (apt-get install bubblewrap)") }
     try fm.createDirectory(atPath: base, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-    let fresh = !fm.fileExists(atPath: workspace)
     try fm.createDirectory(atPath: workspace, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
-    if runAsRoot, fresh { _ = chown(workspace, 65534, 65534) }
+    user?.own(workspace: workspace)
     try? fm.removeItem(atPath: run)
     try fm.createDirectory(atPath: run, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
     func write(_ name: String, _ text: String, _ mode: Int) throws {
@@ -372,15 +400,24 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     var env = spec.template.environment
     env.merge(spec.environment) { _, b in b }
     let instanceID = UUID().uuidString.lowercased()
-    let launch = SupervisorLaunch(
-      command: spec.command, environment: env, workloadUID: runAsRoot ? 65534 : nil,
-      workloadGID: runAsRoot ? 65534 : nil, instanceID: instanceID)
+    let launch = SupervisorLaunch(command: spec.command, environment: env, confinement: plan, instanceID: instanceID)
     try write("launch.json", String(decoding: try JSONEncoder().encode(launch), as: UTF8.self), 0o644)
+    // The sandbox's /etc/passwd and /etc/group (SandboxUser), outside the credentials directory.
+    var identityFiles: (passwd: String, group: String)?
+    if let user {
+      let etc = base + "/etc"
+      try? fm.removeItem(atPath: etc)
+      try fm.createDirectory(atPath: etc, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+      guard fm.createFile(atPath: etc + "/passwd", contents: Data(user.passwd.utf8), attributes: [.posixPermissions: 0o644]),
+        fm.createFile(atPath: etc + "/group", contents: Data(user.group.utf8), attributes: [.posixPermissions: 0o644])
+      else { throw SpawnError("cannot write \(etc)/passwd and group") }
+      identityFiles = (etc + "/passwd", etc + "/group")
+    }
 
     let hostname = String(s.name.prefix(63))
     let command = BubblewrapCommand(
       hostname: hostname, workspace: workspace, credentials: run, supervisorBinary: supervisorBinary,
-      runtimeLibraryDirectories: runtimeDirectories, runAsRoot: runAsRoot)
+      runtimeLibraryDirectories: runtimeDirectories, runAsRoot: runAsRoot, identityFiles: identityFiles)
     let creds = SandboxProtocol.credentialsDirectory
     var environment = [
       "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": SandboxProtocol.workspace, "LANG": "C.UTF-8",

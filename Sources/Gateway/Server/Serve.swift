@@ -4,6 +4,7 @@ import Foundation
 import GRPCCore
 import Logging
 import Projections
+import SandboxProtocol
 
 /// Version string reported by Health, GetGatewayInfo and /readyz.
 public let gatewayVersion = "0.1.0"
@@ -36,6 +37,9 @@ public struct GatewayConfiguration: Sendable {
   public var computeDriver: String = "local"
   /// Path of the supervisor binary (`openshell-sandbox`); nil = next to this executable.
   public var supervisorBinary: String?
+  /// Test-only: the local driver behaves as on a kernel without Landlock (documented switch
+  /// `OPENSHELL_TEST_DISABLE_LANDLOCK=1` in the gateway's environment; tests set this property).
+  public var simulateNoLandlock = ProcessInfo.processInfo.environment[ConfinementPlan.testDisableLandlockVariable] == "1"
 
   public init(dataDirectory: String) {
     self.dataDirectory = dataDirectory
@@ -96,7 +100,8 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
   let driver: LocalComputeDriver? = configuration.computeDriver == "local"
     ? LocalComputeDriver(
       dataDirectory: configuration.dataDirectory, pki: pki, hub: hub,
-      usesTLS: configuration.security.usesTLS, supervisorBinary: configuration.supervisorBinary)
+      usesTLS: configuration.security.usesTLS, supervisorBinary: configuration.supervisorBinary,
+      simulateNoLandlock: configuration.simulateNoLandlock)
     : nil
   // Provider credentials: master key in DATA/keys (outside the log dir); orphaned data keys are shredded.
   let vault = try SecretVault(directory: configuration.dataDirectory + "/keys")

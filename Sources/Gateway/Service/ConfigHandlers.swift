@@ -109,7 +109,9 @@ extension OpenShellService {
       if state.globalPolicyActive {
         throw RPCErrors.failedPrecondition("policy is managed globally; delete global policy before sandbox policy update")
       }
-      if let base = ConfigModel.baseline(s, state) {
+      // Startup-only sections cannot change while the sandbox runs; a stopped sandbox takes the new
+      // ones at its next start (`sandbox stop` + `sandbox start`).
+      if ConfigModel.isRunning(s), let base = ConfigModel.startupBaseline(s, state) {
         let live = PolicyRules.liveUpdateIssues(baseline: base, proposed: policy)
         if !live.isEmpty {
           throw RPCErrors.invalidArgument(field: "policy", live.map(\.message).joined(separator: "; "))

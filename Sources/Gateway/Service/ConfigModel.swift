@@ -77,6 +77,19 @@ struct ConfigModel {
     return state.policies[sandbox.id]?.revisions.first.map(policy)
   }
 
+  /// The policy whose startup-only sections (`filesystem_policy`, `landlock`, `process`) a running
+  /// sandbox started with: its latest revision (the local driver starts a sandbox with the latest one,
+  /// and a running sandbox refuses changes of those sections, so they are the same), else `spec.policy`.
+  static func startupBaseline(_ sandbox: SandboxRecord, _ state: GatewayState) -> Openshell_Sandbox_V1_SandboxPolicy? {
+    if let latest = state.policies[sandbox.id]?.latest { return policy(latest) }
+    return baseline(sandbox, state)
+  }
+
+  /// Whether the sandbox runs (or is being started or stopped): its startup-only policy sections are fixed.
+  static func isRunning(_ sandbox: SandboxRecord) -> Bool {
+    [.provisioning, .starting, .ready, .stopping].contains(sandbox.phase)
+  }
+
   /// Revision 1 from `spec.policy` (OpenShell's initial revision), pending until the supervisor reports
   /// it loaded or failed. `CreateSandbox` records it with the sandbox; for a sandbox recorded without it
   /// (logs written before that) reads derive it without writing, and `ReportPolicyStatus` records it

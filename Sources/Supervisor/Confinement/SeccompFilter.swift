@@ -1,0 +1,78 @@
+import CSeccomp
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// The seccomp filter of a workload process (launcher step 7), built with libseccomp: default allow,
+/// blocked calls fail with EPERM, OpenShell's set (enforcement-and-ssh.md §1.4, "Syscalls"):
+///
+/// - `clone3` fails with ENOSYS, so glibc falls back to `clone`, whose flags a filter can inspect;
+/// - unconditionally: ``blocked`` (ptrace, bpf, mount and the new mount API, setns, io_uring, …);
+/// - `socket` with domain AF_PACKET, AF_BLUETOOTH or AF_VSOCK; raw IP sockets (AF_INET/AF_INET6 of
+///   type SOCK_RAW or SOCK_PACKET); AF_NETLINK only with protocol 0 (NETLINK_ROUTE, which `getifaddrs`
+///   opens as a SOCK_RAW netlink socket, so SOCK_RAW is filtered per domain);
+/// - `unshare` and `clone` with any CLONE_NEW* namespace flag (user namespaces above all);
+/// - `execveat` with AT_EMPTY_PATH (executing an anonymous file descriptor);
+/// - `seccomp(SECCOMP_SET_MODE_FILTER)`.
+///
+/// System calls unknown to this architecture are skipped. libseccomp sets no_new_privs itself when
+/// loading (already set by ``Privileges/harden()``).
+enum SeccompFilter {
+  static let blocked = [
+    "memfd_create", "ptrace", "bpf", "process_vm_readv", "process_vm_writev", "pidfd_open", "pidfd_getfd",
+    "pidfd_send_signal", "io_uring_setup", "mount", "fsopen", "fsconfig", "fsmount", "fspick", "move_mount",
+    "open_tree", "mount_setattr", "setns", "umount2", "pivot_root", "userfaultfd", "perf_event_open",
+  ]
+  // linux/socket.h, linux/sched.h, fcntl.h, linux/seccomp.h
+  static let afInet: UInt64 = 2, afInet6: UInt64 = 10, afNetlink: UInt64 = 16, afPacket: UInt64 = 17, afBluetooth: UInt64 = 31, afVsock: UInt64 = 40
+  static let sockRaw: UInt64 = 3, sockPacket: UInt64 = 10, sockTypeMask: UInt64 = 0xf
+  static let namespaceFlags: [UInt64] = [
+    0x1000_0000 /* NEWUSER */, 0x0002_0000 /* NEWNS */, 0x2000_0000 /* NEWPID */, 0x4000_0000 /* NEWNET */,
+    0x0400_0000 /* NEWUTS */, 0x0800_0000 /* NEWIPC */, 0x0200_0000 /* NEWCGROUP */,
+  ]
+  /// CLONE_NEWTIME: an unshare flag only (for clone it overlaps the exit-signal byte).
+  static let cloneNewTime: UInt64 = 0x80
+  static let atEmptyPath: UInt64 = 0x1000
+  static let setModeFilter: UInt64 = 1
+
+  static let allow: UInt32 = 0x7fff_0000
+  static func errno(_ e: Int32) -> UInt32 { 0x0005_0000 | (UInt32(e) & 0xffff) }
+
+  static func eq(_ arg: UInt32, _ value: UInt64) -> scmp_arg_cmp {
+    scmp_arg_cmp(arg: arg, op: SCMP_CMP_EQ, datum_a: value, datum_b: 0)
+  }
+  static func ne(_ arg: UInt32, _ value: UInt64) -> scmp_arg_cmp {
+    scmp_arg_cmp(arg: arg, op: SCMP_CMP_NE, datum_a: value, datum_b: 0)
+  }
+  static func masked(_ arg: UInt32, _ mask: UInt64, _ value: UInt64) -> scmp_arg_cmp {
+    scmp_arg_cmp(arg: arg, op: SCMP_CMP_MASKED_EQ, datum_a: mask, datum_b: value)
+  }
+
+  /// Builds and loads the filter into the calling thread.
+  /// - Throws: when libseccomp cannot build or load it (the spawn is aborted).
+  static func install() throws {
+    guard let ctx = seccomp_init(allow) else { throw Launcher.Failure("seccomp_init failed") }
+    defer { seccomp_release(ctx) }
+    func add(_ name: String, _ action: UInt32, _ conditions: [scmp_arg_cmp] = []) throws {
+      let nr = seccomp_syscall_resolve_name(name)
+      guard nr != __NR_SCMP_ERROR else { return }  // not on this architecture
+      let r = conditions.withUnsafeBufferPointer { seccomp_rule_add_array(ctx, action, nr, UInt32($0.count), $0.baseAddress) }
+      guard r == 0 else { throw Launcher.Failure("seccomp rule for \(name): \(String(cString: strerror(-r)))") }
+    }
+    let eperm = errno(EPERM)
+    try add("clone3", errno(ENOSYS))
+    for name in blocked { try add(name, eperm) }
+    for domain in [afPacket, afBluetooth, afVsock] { try add("socket", eperm, [eq(0, domain)]) }
+    for domain in [afInet, afInet6] {
+      for type in [sockRaw, sockPacket] { try add("socket", eperm, [eq(0, domain), masked(1, sockTypeMask, type)]) }
+    }
+    try add("socket", eperm, [eq(0, afNetlink), ne(2, 0)])
+    for flag in namespaceFlags + [cloneNewTime] { try add("unshare", eperm, [masked(0, flag, flag)]) }
+    for flag in namespaceFlags { try add("clone", eperm, [masked(0, flag, flag)]) }
+    try add("execveat", eperm, [masked(4, atEmptyPath, atEmptyPath)])
+    try add("seccomp", eperm, [eq(0, setModeFilter)])
+    let r = seccomp_load(ctx)
+    guard r == 0 else { throw Launcher.Failure("seccomp_load: \(String(cString: strerror(-r)))") }
+  }
+}
