@@ -44,7 +44,7 @@ public final class SecretVault: @unchecked Sendable {
 
   /// Creates a new data key and returns its id (`dk-<uuid>`).
   public func createDataKey() throws -> String {
-    let id = "dk-" + UUID().uuidString.lowercased()
+    let id = "dk-" + RandomID.uuid()
     let key = SymmetricKey(size: .bits256)
     let wrapped = try AES.GCM.seal(key.withUnsafeBytes { Data($0) }, using: masterKey, authenticating: Data(id.utf8))
     guard let combined = wrapped.combined else { throw VaultError(message: "cannot wrap data key") }

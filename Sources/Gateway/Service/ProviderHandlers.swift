@@ -118,7 +118,7 @@ extension OpenShellService {
           repeat { name = Self.randomProviderName() } while state.provider(named: name, workspace: ws) != nil
         }
         guard state.provider(named: name, workspace: ws) == nil else { throw RPCErrors.alreadyExists("provider \(ws)/\(name)") }
-        let id = UUID().uuidString.lowercased()
+        let id = RandomID.uuid()
         let sealed = try sealAll(vault, p.credentials.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, keyID: keyID)
         let event = GatewayEvent(.providerCreated(.with {
           $0.id = id

@@ -60,7 +60,7 @@ extension OpenShellService {
       }
       let spec = Wire.deterministicBytes(request.spec)
       if let driver, let why = driver.unsupported(spec: spec) { throw RPCErrors.failedPrecondition(why) }
-      let id = UUID().uuidString.lowercased()
+      let id = RandomID.uuid()
       let requested = GatewayEvent(.sandboxRequested(.with {
         $0.id = id
         $0.name = name

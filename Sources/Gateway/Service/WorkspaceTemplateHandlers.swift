@@ -13,7 +13,8 @@ extension OpenShellService {
       if let v = NameRule.violation(request.name) { throw RPCErrors.invalidArgument(field: "name", "workspace name \(request.name.debugDescription) \(v)") }
       guard state.workspace(named: request.name) == nil else { throw RPCErrors.alreadyExists("workspace \(request.name)") }
       for (k, v) in request.labels { if let m = LabelRule.violation(key: k, value: v) { throw RPCErrors.invalidArgument(field: "labels", m) } }
-      let event = GatewayEvent(.workspaceCreated(.with { $0.id = UUID().uuidString.lowercased(); $0.name = request.name; $0.labels = request.labels }))
+      let workspaceID = RandomID.uuid()
+      let event = GatewayEvent(.workspaceCreated(.with { $0.id = workspaceID; $0.name = request.name; $0.labels = request.labels }))
       return Decision(events: [event], claims: ["workspace/\(request.name)"], expecting: [AggregateRef(kind: "workspace", id: request.name): .any], target: request.name)
     }
     guard let w = result.state.workspace(named: request.name) else { throw RPCErrors.notFound("workspace \(request.name)") }
@@ -71,7 +72,7 @@ extension OpenShellService {
       if let v = NameRule.violation(meta.name) { throw RPCErrors.invalidArgument(field: "template.metadata.name", "template name \(meta.name.debugDescription) \(v)") }
       guard state.template(named: meta.name, workspace: ws) == nil else { throw RPCErrors.alreadyExists("sandbox template \(ws)/\(meta.name)") }
       for (k, v) in meta.labels { if let m = LabelRule.violation(key: k, value: v) { throw RPCErrors.invalidArgument(field: "template.metadata.labels", m) } }
-      let id = UUID().uuidString.lowercased()
+      let id = RandomID.uuid()
       let event = GatewayEvent(.sandboxTemplateCreated(.with {
         $0.id = id
         $0.name = meta.name
