@@ -9,6 +9,7 @@ extension OpenShellService {
 
   public func createWorkspace(request: Openshell_V1_CreateWorkspaceRequest, context: ServerContext) async throws -> Openshell_V1_CreateWorkspaceResponse {
     let caller = try userCaller("CreateWorkspace")
+    try ObjectLimits.checkCount(request.labels, field: "labels")
     let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
       if let v = NameRule.violation(request.name) { throw RPCErrors.invalidArgument(field: "name", "workspace name \(request.name.debugDescription) \(v)") }
       guard state.workspace(named: request.name) == nil else { throw RPCErrors.alreadyExists("workspace \(request.name)") }
@@ -66,6 +67,8 @@ extension OpenShellService {
 
   public func createSandboxTemplate(request: Openshell_V1_CreateSandboxTemplateRequest, context: ServerContext) async throws -> Openshell_V1_SandboxTemplateResponse {
     let caller = try userCaller("CreateSandboxTemplate")
+    try ObjectLimits.checkCount(request.template.metadata.labels, field: "template.metadata.labels")
+    try ObjectLimits.checkSpecTotal(request.template, field: "template")
     let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
       let ws = try workspace(request.workspaceScope, state)
       let meta = request.template.metadata
@@ -102,7 +105,9 @@ extension OpenShellService {
     let sel = try selector(request.labelSelector)
     let items = state.templates.values.filter { (scope == nil || $0.workspace == scope) && sel.matches($0.labels) }
       .sorted { ($0.workspace, $0.name) < ($1.workspace, $1.name) }
-    let page = try Pagination.page(items, key: { "\($0.workspace)/\($0.name)" }, pageSize: request.pageSize, pageToken: request.pageToken)
+    let page = try Pagination.page(
+      items, key: { "\($0.workspace)/\($0.name)" }, pageSize: request.pageSize, pageToken: request.pageToken,
+      measure: { ((try? Wire.template($0).serializedBytes()) as [UInt8]?)?.count ?? 0 })
     return .with { $0.templates = page.items.map(Wire.template); $0.nextPageToken = page.next }
   }
 
