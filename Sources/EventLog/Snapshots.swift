@@ -1,5 +1,9 @@
 import CLMDB
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// Snapshot value layout in the `snapshots` database (integers big-endian):
 /// ```
 /// offset size field
@@ -30,12 +34,23 @@ extension EventLog {
   /// Stores a snapshot (opaque projection state, `bytes` uncompressed) taken at `seq`, compressed with zstd,
   /// and sets checkpoint `name` = `seq` in the same write transaction. `name`: 1–500 bytes, no NUL.
   /// Blocks until committed. Throws `.invalidArgument`, `.diskFull`, `.readOnly`, `.closed`.
+  ///
+  /// A snapshot is an optimisation, so on a nearly full disk it is skipped before anything is written: when the
+  /// file system holding the log has less free space than twice the stored size plus 1 MiB (new B-tree pages
+  /// are written copy-on-write before the old ones are freed), `.diskFull` is thrown and the file does not
+  /// grow (issue 17: a failed snapshot grew data.mdb into the space an operator had just freed).
   public func saveSnapshot(name: String, seq: UInt64, bytes: [UInt8]) throws {
     try validateName(name, what: "snapshot name")
     guard bytes.count <= Int(UInt32.max) else { throw EventLogError.invalid("snapshot exceeds 4 GiB") }
     let chainHash = seq == 0 ? nil : try record(at: seq)?.hash
     try performWrite { [shared] txn, compressor in
       let (stored, raw) = try compressor.compress(bytes, dict: nil)
+      let needed = UInt64(stored.count) * 2 + (1 << 20)
+      if let free = freeBytes(shared.directory), free < needed {
+        throw EventLogError(
+          code: .diskFull,
+          message: "not enough free space for a snapshot at seq \(seq): it needs about \(needed) bytes, \(free) are free; skipped (the log is unchanged)")
+      }
       var v = SnapshotFormat.magic
       v.append(chainHash == nil ? 1 : 2)
       v.append(raw ? 1 : 0)
@@ -149,4 +164,12 @@ public struct SavedSnapshot: Sendable, Hashable {
   public var bytes: [UInt8]
   /// Chain hash of the record at `seq` when the snapshot was taken (nil for version-1 snapshots).
   public var chainHash: [UInt8]?
+}
+
+/// Bytes available to this process on the file system holding `path` (`statvfs(3)`: `f_bavail × f_frsize`),
+/// or nil when it cannot be read.
+func freeBytes(_ path: String) -> UInt64? {
+  var st = statvfs()
+  guard statvfs(path, &st) == 0 else { return nil }
+  return UInt64(st.f_bavail) * UInt64(st.f_frsize)
 }
