@@ -100,6 +100,8 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
       dataDirectory: configuration.dataDirectory, pki: pki, hub: hub,
       usesTLS: configuration.security.usesTLS, supervisorBinary: configuration.supervisorBinary)
     : nil
+  // The genuine supervisor of each sandbox is the instance the driver launched (session takeovers, issue 17).
+  if let driver { hub.setExpectedInstance { id in driver.loadInstance(id)?.instanceID } }
   // Provider credentials: master key in DATA/keys (outside the log dir); orphaned data keys are shredded.
   let vault = try SecretVault(directory: configuration.dataDirectory + "/keys")
   ProviderKeyJanitor.shredOrphans(vault: vault, state: await store.state)
