@@ -48,6 +48,8 @@ struct GatewayServe: AsyncParsableCommand {
       }
     } catch let e as GatewayServerError {
       throw fail(e.description)
+    } catch let e as GatewayStartupError {
+      throw fail(e.description)
     } catch let e as EventLogError {
       throw fail(e.message)
     } catch let e as GatewayPKIError {

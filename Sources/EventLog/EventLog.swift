@@ -57,6 +57,10 @@ public final class EventLog: Sendable {
     public var subscriberBufferSize: Int = 1024
     /// Logger for operational messages (never payloads).
     public var logger: Logger = Logger(label: "openshell.eventlog")
+    /// Walk `data.mdb` with bounds checks (``LMDBFileCheck``) before liblmdb maps it, so a damaged file is
+    /// refused as `.corrupt` (naming the page) instead of crashing the process or opening as a new log. Skipped
+    /// for a read-only open while another process writes the log (its pages change under the walk).
+    public var checkFileStructure: Bool = true
 
     public init() {}
   }
@@ -74,8 +78,11 @@ public final class EventLog: Sendable {
   let writer: Writer?
   private let lock: WriterLockFile?
   private let closedFlag = Atomic<Bool>(false)
+  /// What the structural walk of `data.mdb` found at open (nil when it was skipped or the file was new).
+  public let fileReport: LMDBFileReport?
 
-  private init(directory: String, shared: LogShared, writer: Writer?, lock: WriterLockFile?) {
+  private init(directory: String, shared: LogShared, writer: Writer?, lock: WriterLockFile?, fileReport: LMDBFileReport?) {
+    self.fileReport = fileReport
     self.directory = directory
     self.shared = shared
     self.writer = writer
@@ -84,14 +91,16 @@ public final class EventLog: Sendable {
 
   deinit { close() }
 
-  /// Opens (creating it unless read-only) the log in `directory`.
-  ///
-  /// Throws `.locked` if another writer holds `DIR/writer.lock`, `.notFound` if `readOnly` and the log does
-  /// not exist, `.corrupt` for an unknown format version, or LMDB/OS errors.
   /// The pid of the process that has the log in `directory` open for writing (-1 when it holds the lock but
   /// recorded no pid), or nil when no writer has it open. Used to find a gateway daemon by its data.
   public static func writerPID(directory: String) -> Int32? { WriterLockFile.holder(directory: directory) }
 
+  /// Opens (creating it unless read-only) the log in `directory`.
+  ///
+  /// Throws `.locked` if another writer holds `DIR/writer.lock`, `.notFound` if `readOnly` and the log does
+  /// not exist, `.corrupt` for an unknown format version or a `data.mdb` that fails the structural walk
+  /// (``LMDBFileCheck``: an empty, truncated or damaged file; the message names the file and page), or
+  /// LMDB/OS errors.
   public static func open(directory: String, options: Options = .init()) throws -> EventLog {
     var opts = options
     opts.initialMapSize = (max(opts.initialMapSize, 64 << 10) + 4095) & ~4095
@@ -110,7 +119,13 @@ public final class EventLog: Sendable {
       }
     }
     let lock = opts.readOnly ? nil : try WriterLockFile(directory: directory)
+    var fileReport: LMDBFileReport?
     do {
+      let data = directory + "/data.mdb"
+      // An existing data.mdb (even 0 bytes) is checked; only a missing one starts a new log.
+      if opts.checkFileStructure, fm.fileExists(atPath: data), !(opts.readOnly && WriterLockFile.holder(directory: directory) != nil) {
+        fileReport = try LMDBFileCheck.check(path: data)
+      }
       let env = try LMDBEnvironment(
         path: directory, mapSize: opts.initialMapSize, flags: opts.durability.envFlags, readOnly: opts.readOnly)
       do {
@@ -125,7 +140,7 @@ public final class EventLog: Sendable {
         opts.logger.debug(
           "event log opened",
           metadata: ["directory": "\(directory)", "headSeq": "\(head.headSeq)", "readOnly": "\(opts.readOnly)"])
-        return EventLog(directory: directory, shared: shared, writer: writer, lock: lock)
+        return EventLog(directory: directory, shared: shared, writer: writer, lock: lock, fileReport: fileReport)
       } catch {
         env.close()
         throw error

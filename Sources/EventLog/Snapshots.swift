@@ -1,16 +1,23 @@
 import CLMDB
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// Snapshot value layout in the `snapshots` database (integers big-endian):
 /// ```
 /// offset size field
 ///      0    4 magic "OSSN"
-///      4    1 format version (1)
+///      4    1 format version (1 or 2)
 ///      5    1 flags: bit 0 = stored raw (not compressed)
 ///      6    8 U = uncompressed length in bytes (u64)
-///     14    4 CRC-32C of the stored bytes that follow
-///     18    . stored bytes (one zstd frame, no dictionary, or raw)
+///     14    4 CRC-32C of every byte that follows
+///  v2: 18  32 chain hash of the record at the snapshot's seq (binds the snapshot to the log it covers)
+///     18/50 . stored bytes (one zstd frame, no dictionary, or raw)
 /// ```
-/// Key: snapshot name (UTF-8, no NUL) || 0x00 || seq (u64 big-endian), so a name's snapshots sort by seq.
+/// Version 2 is written whenever the record at the snapshot's seq exists; version 1 (no hash) otherwise and
+/// by older builds. Key: snapshot name (UTF-8, no NUL) || 0x00 || seq (u64 big-endian), so a name's snapshots
+/// sort by seq.
 enum SnapshotFormat {
   static let magic: [UInt8] = [0x4F, 0x53, 0x53, 0x4E]
   static let headerSize = 18
@@ -27,17 +34,30 @@ extension EventLog {
   /// Stores a snapshot (opaque projection state, `bytes` uncompressed) taken at `seq`, compressed with zstd,
   /// and sets checkpoint `name` = `seq` in the same write transaction. `name`: 1–500 bytes, no NUL.
   /// Blocks until committed. Throws `.invalidArgument`, `.diskFull`, `.readOnly`, `.closed`.
+  ///
+  /// A snapshot is an optimisation, so on a nearly full disk it is skipped before anything is written: when the
+  /// file system holding the log has less free space than twice the stored size plus 1 MiB (new B-tree pages
+  /// are written copy-on-write before the old ones are freed), `.diskFull` is thrown and the file does not
+  /// grow (issue 17: a failed snapshot grew data.mdb into the space an operator had just freed).
   public func saveSnapshot(name: String, seq: UInt64, bytes: [UInt8]) throws {
     try validateName(name, what: "snapshot name")
     guard bytes.count <= Int(UInt32.max) else { throw EventLogError.invalid("snapshot exceeds 4 GiB") }
+    let chainHash = seq == 0 ? nil : try record(at: seq)?.hash
     try performWrite { [shared] txn, compressor in
       let (stored, raw) = try compressor.compress(bytes, dict: nil)
+      let needed = UInt64(stored.count) * 2 + (1 << 20)
+      if let free = freeBytes(shared.directory), free < needed {
+        throw EventLogError(
+          code: .diskFull,
+          message: "not enough free space for a snapshot at seq \(seq): it needs about \(needed) bytes, \(free) are free; skipped (the log is unchanged)")
+      }
       var v = SnapshotFormat.magic
-      v.append(1)
+      v.append(chainHash == nil ? 1 : 2)
       v.append(raw ? 1 : 0)
       v.appendBE(UInt64(bytes.count))
-      v.appendBE(CRC32C.checksum(stored))
-      v += stored
+      let body = (chainHash ?? []) + stored
+      v.appendBE(CRC32C.checksum(body))
+      v += body
       try txn.put(shared.env.dbs.snapshots, SnapshotFormat.key(name, seq), v)
       try txn.put(shared.env.dbs.checkpoints, Array(name.utf8), seqKey(seq))
     }
@@ -46,41 +66,71 @@ extension EventLog {
   /// The newest snapshot (highest seq) saved under `name`, decompressed, or nil. Throws `.corrupt` if its
   /// bytes fail the checksum or decompression.
   public func latestSnapshot(name: String) throws -> (seq: UInt64, bytes: [UInt8])? {
+    guard let seq = try snapshotSeqs(name: name).first, let s = try snapshot(name: name, seq: seq) else { return nil }
+    return (s.seq, s.bytes)
+  }
+
+  /// The seqs of every snapshot saved under `name`, newest first (keys only; nothing is decoded).
+  public func snapshotSeqs(name: String) throws -> [UInt64] {
     try checkOpen()
     try validateName(name, what: "snapshot name")
     let prefix = Array(name.utf8) + [0]
-    // Position after the last key with this prefix: name || 0x01 sorts right after name || 0x00 || *.
-    let after = Array(name.utf8) + [1]
-    return try shared.env.withRead { txn -> (seq: UInt64, bytes: [UInt8])? in
+    return try shared.env.withRead { txn -> [UInt64] in
       let c = try txn.cursor(shared.env.dbs.snapshots)
       defer { c.close() }
-      let found = try c.get(MDB_SET_RANGE, key: after) { _, _ in true } ?? false
-      let parse: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> (seq: UInt64, bytes: [UInt8])? = {
-        k, v in
-        guard k.count == prefix.count + 8, Array(k[0..<prefix.count]) == prefix else { return nil }
-        guard let seq = decodeBE64(UnsafeRawBufferPointer(rebasing: k[prefix.count...])) else { return nil }
-        return (seq, try self.decodeSnapshot(v, name: name, seq: seq))
+      var out: [UInt64] = []
+      var op = MDB_SET_RANGE
+      var key: [UInt8]? = prefix
+      while true {
+        let more: Bool? = try c.get(op, key: key) { k, _ in
+          guard k.count == prefix.count + 8, Array(k[0..<prefix.count]) == prefix,
+            let seq = decodeBE64(UnsafeRawBufferPointer(rebasing: k[prefix.count...]))
+          else { return false }
+          out.append(seq)
+          return true
+        }
+        guard more == true else { break }
+        op = MDB_NEXT
+        key = nil
       }
-      let r = try c.get(found ? MDB_PREV : MDB_LAST, parse)
-      return r ?? nil
+      return out.reversed()
     }
   }
 
-  private func decodeSnapshot(_ v: UnsafeRawBufferPointer, name: String, seq: UInt64) throws -> [UInt8] {
+  /// The snapshot saved under `name` at `seq`, decompressed, or nil. Throws `.corrupt` (with `seq`) if its
+  /// bytes fail the header, checksum or decompression.
+  public func snapshot(name: String, seq: UInt64) throws -> SavedSnapshot? {
+    try checkOpen()
+    try validateName(name, what: "snapshot name")
+    return try shared.env.withRead { txn in
+      try txn.withValue(shared.env.dbs.snapshots, SnapshotFormat.key(name, seq)) { v in
+        try decodeSnapshot(v, name: name, seq: seq)
+      }
+    }
+  }
+
+  private func decodeSnapshot(_ v: UnsafeRawBufferPointer, name: String, seq: UInt64) throws -> SavedSnapshot {
     func bad(_ why: String) -> EventLogError { .corrupt(seq, "snapshot \(name)@\(seq): \(why)") }
     var r = ByteReader(v)
-    guard let m = r.bytes(4), Array(m) == SnapshotFormat.magic, r.u8() == 1, let flags = r.u8(),
-      let ulen = r.u64(), let crc = r.u32()
+    guard let m = r.bytes(4), Array(m) == SnapshotFormat.magic, let version = r.u8(), version == 1 || version == 2,
+      let flags = r.u8(), let ulen = r.u64(), let crc = r.u32()
     else { throw bad("bad header") }
-    let stored = UnsafeRawBufferPointer(rebasing: v[SnapshotFormat.headerSize...])
-    guard CRC32C.checksum(stored) == crc else { throw bad("checksum mismatch") }
+    let body = UnsafeRawBufferPointer(rebasing: v[SnapshotFormat.headerSize...])
+    guard CRC32C.checksum(body) == crc else { throw bad("checksum mismatch") }
+    var chainHash: [UInt8]?
+    var stored = body
+    if version == 2 {
+      guard body.count >= 32 else { throw bad("too short for its chain hash") }
+      chainHash = Array(body[0..<32])
+      stored = UnsafeRawBufferPointer(rebasing: body[32...])
+    }
     guard ulen <= UInt64(UInt32.max) else { throw bad("length \(ulen) out of range") }
     if flags & 1 != 0 {
       guard UInt64(stored.count) == ulen else { throw bad("raw length mismatch") }
-      return Array(stored)
+      return SavedSnapshot(seq: seq, bytes: Array(stored), chainHash: chainHash)
     }
     switch shared.decompressors.decompress(stored, length: Int(ulen), dict: nil) {
-    case .success(let b): return b
+    case .success(let b): return SavedSnapshot(seq: seq, bytes: b, chainHash: chainHash)
     case .failure(let f): throw bad(f.description)
     }
   }
@@ -104,4 +154,22 @@ extension EventLog {
       try txn.put(shared.env.dbs.checkpoints, Array(name.utf8), seqKey(seq))
     }
   }
+}
+
+/// One stored snapshot, decompressed.
+public struct SavedSnapshot: Sendable, Hashable {
+  /// The seq of the last record the snapshot covers.
+  public var seq: UInt64
+  /// The opaque projection state.
+  public var bytes: [UInt8]
+  /// Chain hash of the record at `seq` when the snapshot was taken (nil for version-1 snapshots).
+  public var chainHash: [UInt8]?
+}
+
+/// Bytes available to this process on the file system holding `path` (`statvfs(3)`: `f_bavail × f_frsize`),
+/// or nil when it cannot be read.
+func freeBytes(_ path: String) -> UInt64? {
+  var st = statvfs()
+  guard statvfs(path, &st) == 0 else { return nil }
+  return UInt64(st.f_bavail) * UInt64(st.f_frsize)
 }

@@ -47,18 +47,20 @@ public enum LogArchive {
     public var description: String { message }
   }
 
-  /// Writes the whole log to `file` (created or truncated). Returns the number of records.
+  /// Writes the log (records 1...`through`, default the head) to `file` (created or truncated). Returns
+  /// the number of records.
   /// - Throws: `EventLogError` on read failure, `ArchiveError` on write failure.
   @discardableResult
-  public static func export(_ log: EventLog, to file: String, progress: ((UInt64, UInt64) -> Void)? = nil) throws -> UInt64 {
-    let head = log.headSeq
+  public static func export(_ log: EventLog, to file: String, through: UInt64? = nil, progress: ((UInt64, UInt64) -> Void)? = nil) throws -> UInt64 {
+    let head = min(through ?? log.headSeq, log.headSeq)
+    let headHash = head == log.headSeq ? log.headHash : (try log.record(at: head)?.hash ?? [UInt8](repeating: 0, count: 32))
     guard FileManager.default.createFile(atPath: file, contents: nil),
       let handle = FileHandle(forWritingAtPath: file)
     else { throw ArchiveError(message: "cannot create \(file)") }
     defer { try? handle.close() }
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-    let header = Header(format: format, version: 1, records: head, head_seq: head, head_hash: hexString(log.headHash))
+    let header = Header(format: format, version: 1, records: head, head_seq: head, head_hash: hexString(headHash))
     try handle.write(contentsOf: encoder.encode(header) + Data("\n".utf8))
     var digest = SHA256()
     var count: UInt64 = 0

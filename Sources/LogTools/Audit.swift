@@ -13,6 +13,8 @@ public struct AuditQuery: Sendable {
   /// Inclusive bounds, ns since the Unix epoch (UTC).
   public var sinceNs: UInt64?
   public var untilNs: UInt64?
+  /// Last seq to read (nil = the head); `--salvage` sets it to the record before the first bad one.
+  public var throughSeq: UInt64?
   public init() {}
 }
 
@@ -35,7 +37,7 @@ public enum Audit {
     var sandboxIDs: Set<String> = []
     var providerIDs: Set<String> = []
     if query.sandbox != nil || query.provider != nil {
-      try log.forEach(from: 1, filter: EventFilter(types: ["sandbox.requested", "provider.created"])) { record in
+      try log.forEach(from: 1, through: query.throughSeq, filter: EventFilter(types: ["sandbox.requested", "provider.created"])) { record in
         let event = try GatewayEvent.decode(record)
         switch event.kind {
         case .sandboxRequested(let e) where e.name == query.sandbox || e.id == query.sandbox: sandboxIDs.insert(e.id)
@@ -48,7 +50,7 @@ public enum Audit {
     filter.sinceNs = query.sinceNs
     filter.untilNs = query.untilNs
     var entries: [AuditEntry] = []
-    try log.forEach(from: 1, filter: filter) { record in
+    try log.forEach(from: 1, through: query.throughSeq, filter: filter) { record in
       if let actor = query.actor, record.actor != actor, !record.actor.contains(actor) { return }
       if !query.types.isEmpty, !query.types.contains(where: { record.type == $0 || ($0.hasSuffix(".") && record.type.hasPrefix($0)) }) { return }
       if query.sandbox != nil || query.provider != nil {

@@ -14,24 +14,74 @@ public enum ReplayPoint: Sendable, Equatable {
 
 /// Rebuilds `GatewayState` from a log: from scratch, or from the newest snapshot plus the tail.
 public enum StateLoader {
-  /// Opening path: newest snapshot (if any) plus the records after it.
+  /// Opening path of a server (issue 17: never serve a log it cannot trust): the newest usable snapshot plus
+  /// the records after it, after checking what that relies on —
+  /// 1. every record's checksum, header and seq (gapless 1...head; ``EventLog/verify(checksumsOnly:progress:)``),
+  /// 2. the head record: its chain hash equals `meta` head.hash and it links to the record before it,
+  /// 3. the snapshot: it decodes, covers exactly its seq, and (version 2) holds the chain hash of the record at
+  ///    its seq; a snapshot that fails falls back to the next older one, then to a replay from seq 1, and each
+  ///    fallback is reported in `warnings` (the log stays the source of truth),
+  /// 4. every replayed record links to the one before it and decodes.
   /// - Returns: the state and the seq the snapshot covered (0 if none was used).
-  /// - Throws: `EventLogError` from the log, `ProjectionError` for undecodable records; a snapshot
-  ///   that does not decode is ignored (the full replay is the source of truth) and reported in `warnings`.
+  /// - Throws: `EventLogError` (`.corrupt` naming the seq for damaged records), `ProjectionError` for
+  ///   undecodable events.
   public static func load(_ log: EventLog, progress: ((UInt64, UInt64) -> Void)? = nil) throws -> (state: GatewayState, snapshotSeq: UInt64, warnings: [String]) {
+    let head = log.headSeq
+    let quick = try log.verify(checksumsOnly: true)
+    if let bad = quick.firstBad { throw EventLogError(code: .corrupt, message: bad.reason, seq: bad.seq) }
+    var headHash = [UInt8](repeating: 0, count: 32)
+    if head > 0 {
+      guard let rec = try log.record(at: head) else { throw EventLogError(code: .corrupt, message: "head record \(head) is missing", seq: head) }
+      guard rec.hash == log.headHash else {
+        throw EventLogError(code: .corrupt, message: "meta head.hash does not match the chain hash of record \(head)", seq: head)
+      }
+      let before = head > 1 ? try log.record(at: head - 1)?.hash : headHash
+      guard rec.previousHash == before else {
+        throw EventLogError(code: .corrupt, message: "hash chain broken: record \(head) does not link to record \(head - 1)", seq: head)
+      }
+      headHash = rec.hash
+    }
     var state = GatewayState()
     var warnings: [String] = []
     var snapshotSeq: UInt64 = 0
-    if let snap = try log.latestSnapshot(name: SnapshotCodec.projectionName) {
+    var chain = [UInt8](repeating: 0, count: 32)
+    var rejected: [String] = []
+    for seq in try log.snapshotSeqs(name: SnapshotCodec.projectionName) {
+      guard seq <= head, seq > 0 else {
+        rejected.append("snapshot at seq \(seq) lies beyond the head \(head)")
+        continue
+      }
+      // Record errors are the log's damage (refused); snapshot errors only cost a longer replay.
+      guard let rec = try log.record(at: seq) else { throw EventLogError(code: .corrupt, message: "record \(seq) is missing", seq: seq) }
       do {
-        state = try SnapshotCodec.decode(snap.bytes)
-        snapshotSeq = snap.seq
+        guard let snap = try log.snapshot(name: SnapshotCodec.projectionName, seq: seq) else { continue }
+        if let h = snap.chainHash, h != rec.hash {
+          rejected.append("snapshot at seq \(seq) does not match the chain hash of record \(seq)")
+          continue
+        }
+        let decoded = try SnapshotCodec.decode(snap.bytes)
+        guard decoded.lastSeq == seq else {
+          rejected.append("snapshot at seq \(seq) holds the state of seq \(decoded.lastSeq)")
+          continue
+        }
+        state = decoded
+        snapshotSeq = seq
+        chain = rec.hash
+        break
+      } catch let e as EventLogError {
+        rejected.append("snapshot at seq \(seq) is damaged (\(e.message))")
       } catch {
-        warnings.append("snapshot at seq \(snap.seq) does not decode (\(error)); replaying from seq 1")
-        state = GatewayState()
+        rejected.append("snapshot at seq \(seq) does not decode (\(error))")
       }
     }
-    try replay(log, into: &state, through: .head, progress: progress)
+    if !rejected.isEmpty {
+      let from = snapshotSeq > 0 ? "the snapshot at seq \(snapshotSeq) and the records after it" : "every record from seq 1"
+      warnings.append(rejected.joined(separator: "; ") + "; the state was rebuilt from \(from) (`openshell-replay rebuild` writes a fresh snapshot)")
+    }
+    try replay(log, into: &state, through: .head, chain: chain, progress: progress)
+    guard state.lastSeq == head else {
+      throw EventLogError(code: .corrupt, message: "the replay ended at seq \(state.lastSeq), not at the head \(head)", seq: state.lastSeq + 1)
+    }
     return (state, snapshotSeq, warnings)
   }
 
@@ -43,7 +93,10 @@ public enum StateLoader {
   }
 
   /// Applies records after `state.lastSeq` up to `point`, reading the log in chunks.
-  public static func replay(_ log: EventLog, into state: inout GatewayState, through point: ReplayPoint, progress: ((UInt64, UInt64) -> Void)? = nil) throws {
+  /// With `chain` (the chain hash of the record at `state.lastSeq`) every record must follow the one before
+  /// it (seq + 1, previous hash) or `.corrupt` is thrown naming it.
+  public static func replay(_ log: EventLog, into state: inout GatewayState, through point: ReplayPoint, chain: [UInt8]? = nil, progress: ((UInt64, UInt64) -> Void)? = nil) throws {
+    var chain = chain
     let head = log.headSeq
     var limit: UInt64? = nil
     if case .seq(let s) = point { limit = min(s, head) }
@@ -55,6 +108,15 @@ public enum StateLoader {
       if case .time(let t) = point, record.timestampNs > t {
         stop = true
         return
+      }
+      if let prev = chain {
+        guard record.seq == state.lastSeq + 1, record.previousHash == prev else {
+          applyError = EventLogError(
+            code: .corrupt, message: "hash chain broken: record \(record.seq) does not link to record \(state.lastSeq)", seq: record.seq)
+          stop = true
+          return
+        }
+        chain = record.hash
       }
       do {
         try state.apply(record)

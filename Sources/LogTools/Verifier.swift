@@ -33,7 +33,16 @@ public enum LogVerifier {
       return result
     }
     // Decode and apply every record; compare with the newest snapshot at its seq.
-    let snapshot = try log.latestSnapshot(name: SnapshotCodec.projectionName)
+    let snapshot: (seq: UInt64, bytes: [UInt8])?
+    do {
+      snapshot = try log.latestSnapshot(name: SnapshotCodec.projectionName)
+    } catch let e as EventLogError where e.code == .corrupt {
+      // The records are sound; only the snapshot is damaged (the gateway falls back to an older one).
+      result.snapshotSeq = e.seq ?? 0
+      result.snapshotMatches = false
+      result.problem = "\(e.message); `openshell-replay rebuild` writes a fresh snapshot"
+      return result
+    }
     var state = GatewayState()
     do {
       if let snapshot, snapshot.seq <= log.headSeq {
@@ -41,7 +50,7 @@ public enum LogVerifier {
         result.snapshotSeq = snapshot.seq
         result.snapshotMatches = SnapshotCodec.encode(state) == snapshot.bytes
         if result.snapshotMatches == false {
-          result.problem = "snapshot at seq \(snapshot.seq) differs from the state rebuilt from the log"
+          result.problem = "snapshot at seq \(snapshot.seq) differs from the state rebuilt from the log; `openshell-replay rebuild` writes a fresh snapshot"
           result.firstBadSeq = nil
         }
       }

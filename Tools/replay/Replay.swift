@@ -15,13 +15,13 @@ struct Replay: ParsableCommand {
 }
 
 /// Opens a log for the tools, turning storage errors into one readable line.
-func openLog(_ dir: String, readOnly: Bool) throws -> EventLog {
+func openLog(_ dir: String, readOnly: Bool, rawErrors: Bool = false) throws -> EventLog {
   guard FileManager.default.fileExists(atPath: dir) else { throw ToolError("no such log directory: \(dir)") }
   var options = EventLog.Options()
   options.readOnly = readOnly
   do {
     return try EventLog.open(directory: dir, options: options)
-  } catch let e as EventLogError {
+  } catch let e as EventLogError where !rawErrors {
     throw ToolError("cannot open log \(dir): \(e.message)")
   }
 }
@@ -51,6 +51,22 @@ func run(_ body: () throws -> Void) throws {
   }
 }
 
+/// `--salvage`: the last seq before the first record that fails verification (nil = use everything: the
+/// whole log verifies, or salvage is off). What is kept and what is left out is reported on stderr.
+func salvageLimit(_ log: EventLog, _ enabled: Bool) throws -> UInt64? {
+  guard enabled else { return nil }
+  let report = try log.verify()
+  guard let bad = report.firstBad else {
+    FileHandle.standardError.write(Data("salvage: all \(report.records) records verify; nothing left out\n".utf8))
+    return nil
+  }
+  let keep = bad.seq > report.lastSeq ? report.lastSeq : bad.seq - 1
+  let head = max(report.headSeq, bad.seq)
+  FileHandle.standardError.write(Data(
+    "salvage: using records 1...\(keep), which verify; left out seq \(keep + 1)...\(head) (\(head - keep) records) after the first bad record: seq \(bad.seq): \(bad.reason)\n".utf8))
+  return keep
+}
+
 func parsePoint(_ at: String?, to: UInt64?) throws -> ReplayPoint {
   if let to { return .seq(to) }
   guard let at else { return .head }
@@ -66,7 +82,18 @@ struct Verify: ParsableCommand {
 
   func run() throws {
     try LogTools_run {
-      let log = try openLog(dir, readOnly: true)
+      let log: EventLog
+      do {
+        log = try openLog(dir, readOnly: true, rawErrors: true)
+      } catch let e as EventLogError where e.code == .corrupt {
+        // The structural walk refused the file before liblmdb read it (a damaged page never crashes verify).
+        if output == "json" {
+          print("{\"ok\": false, \"problem\": \(String(decoding: try JSONEncoder().encode(e.message), as: UTF8.self))}")
+        } else {
+          print("FAILED: \(e.seq.map { "seq \($0): " } ?? "")\(e.message)")
+        }
+        throw ExitCode(2)
+      }
       defer { log.close() }
       let result = try LogVerifier.verify(log, progress: ProgressBar(label: "verify").callback)
       if output == "json" {
@@ -75,7 +102,8 @@ struct Verify: ParsableCommand {
         print(String(decoding: try e.encode(result), as: UTF8.self))
       } else if result.ok {
         print("OK: \(result.records) records, head seq \(result.headSeq), head hash \(result.headHash.prefix(16))…"
-              + (result.snapshotSeq > 0 ? ", snapshot at seq \(result.snapshotSeq) matches" : ", no snapshot"))
+              + (result.snapshotSeq > 0 ? ", snapshot at seq \(result.snapshotSeq) matches" : ", no snapshot")
+              + (log.fileReport.map { ", \($0.treePages) pages in use and \($0.freePages) free checked" } ?? ", file structure not walked (a live writer has the log open)"))
       } else {
         let at = result.firstBadSeq.map { "seq \($0): " } ?? ""
         print("FAILED: \(at)\(result.problem ?? "unknown problem")")
@@ -90,14 +118,16 @@ struct Rebuild: ParsableCommand {
   @Argument(help: "Log directory.") var dir: String
   @Option(help: "Stop at this seq.") var to: UInt64?
   @Option(help: "Stop at this time (RFC 3339 or a duration ago, e.g. 10m).") var at: String?
+  @Flag(help: "Use only the records before the first one that fails verification (reported on stderr).") var salvage = false
 
   func run() throws {
     try LogTools_run {
-      let point = try parsePoint(at, to: to)
+      var point = try parsePoint(at, to: to)
       // Rebuild writes a snapshot into an existing log; it never creates one.
       guard FileManager.default.fileExists(atPath: dir + "/data.mdb") else { throw ToolError("no event log at \(dir) (data.mdb missing)") }
       let log = try openLog(dir, readOnly: false)
       defer { log.close() }
+      if let keep = try salvageLimit(log, salvage) { point = try clamp(point, keep) }
       let state = try StateLoader.replay(log, through: point, progress: ProgressBar(label: "rebuild").callback)
       try log.saveSnapshot(name: SnapshotCodec.projectionName, seq: state.lastSeq, bytes: SnapshotCodec.encode(state))
       print("snapshot written at seq \(state.lastSeq) (\(state.sandboxes.count) sandboxes, \(state.providers.count) providers)")
@@ -110,13 +140,16 @@ struct State: ParsableCommand {
   @Argument(help: "Log directory.") var dir: String
   @Option(help: "A seq, an RFC 3339 time, or a duration ago (5m).") var at: String?
   @Option(name: .shortAndLong, help: "Output: json or yaml.") var output: String = "json"
+  @Flag(help: "Use only the records before the first one that fails verification (reported on stderr).") var salvage = false
 
   func run() throws {
     try LogTools_run {
       guard ["json", "yaml"].contains(output) else { throw ValidationError("--output must be json or yaml") }
       let log = try openLog(dir, readOnly: true)
       defer { log.close() }
-      let state = try StateLoader.replay(log, through: try parsePoint(at, to: nil), progress: ProgressBar(label: "replay").callback)
+      var point = try parsePoint(at, to: nil)
+      if let keep = try salvageLimit(log, salvage) { point = try clamp(point, keep) }
+      let state = try StateLoader.replay(log, through: point, progress: ProgressBar(label: "replay").callback)
       let view = StateView(state)
       print(output == "yaml" ? try view.yaml() : view.json())
     }
@@ -133,6 +166,7 @@ struct AuditCommand: ParsableCommand {
   @Option(help: "From this time (RFC 3339 or a duration ago).") var since: String?
   @Option(help: "Until this time (RFC 3339 or a duration ago).") var until: String?
   @Option(name: .shortAndLong, help: "Output: table, json or jsonl.") var output: String = "table"
+  @Flag(help: "Use only the records before the first one that fails verification (reported on stderr).") var salvage = false
 
   func run() throws {
     try LogTools_run {
@@ -146,6 +180,7 @@ struct AuditCommand: ParsableCommand {
       if let until { guard let ns = parseTime(until) else { throw ValidationError("bad --until: \(until)") }; q.untilNs = ns }
       let log = try openLog(dir, readOnly: true)
       defer { log.close() }
+      q.throughSeq = try salvageLimit(log, salvage)
       let entries = try Audit.timeline(log, query: q)
       let e = JSONEncoder()
       e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
@@ -166,12 +201,14 @@ struct Export: ParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Write a portable, verifiable archive of a log.")
   @Argument(help: "Log directory.") var dir: String
   @Argument(help: "Archive file to write.") var file: String
+  @Flag(help: "Export only the records before the first one that fails verification (reported on stderr); the archive imports and restores.") var salvage = false
 
   func run() throws {
     try LogTools_run {
       let log = try openLog(dir, readOnly: true)
       defer { log.close() }
-      let n = try LogArchive.export(log, to: file, progress: ProgressBar(label: "export").callback)
+      let keep = try salvageLimit(log, salvage)
+      let n = try LogArchive.export(log, to: file, through: keep, progress: ProgressBar(label: "export").callback)
       print("exported \(n) records to \(file)")
     }
   }
@@ -187,6 +224,15 @@ struct Import: ParsableCommand {
       let head = try LogArchive.importArchive(from: file, into: dir, progress: ProgressBar(label: "import").callback)
       print("imported \(head) records into \(dir)")
     }
+  }
+}
+
+/// The earlier of `point` and seq `keep` (a time point is refused with `--salvage`: give a seq instead).
+func clamp(_ point: ReplayPoint, _ keep: UInt64) throws -> ReplayPoint {
+  switch point {
+  case .seq(let s): return .seq(min(s, keep))
+  case .time: throw ToolError("--salvage takes a seq with --at/--to, not a time (the log is damaged after seq \(keep))")
+  case .head: return .seq(keep)
   }
 }
 

@@ -87,10 +87,19 @@ enum DaemonControl {
     throw CLIError("gateway \(gw.name) did not become healthy within \(Int(timeout)) s; see \(gw.logFile.path) or run: openshell doctor logs --name \(gw.name)")
   }
 
-  /// The last `error:` line the daemon wrote, if any.
+  /// The last `error:` line the daemon wrote during the latest start (after the newest `--- … openshell
+  /// gateway start: …` header that ``launch`` writes), else that start's last line; nil when it wrote nothing.
+  /// An earlier start's error is never reported for this one (issue 17).
   static func lastError(_ gw: LocalGateway) -> String? {
     guard let text = try? String(contentsOf: gw.logFile, encoding: .utf8) else { return nil }
-    let lines = text.split(separator: "\n")
+    return lastError(inLog: text)
+  }
+
+  /// ``lastError(_:)`` over the daemon log's text.
+  static func lastError(inLog text: String) -> String? {
+    let all = text.split(separator: "\n")
+    let start = all.lastIndex(where: { $0.hasPrefix("--- ") && $0.contains(" openshell gateway start: ") }).map { $0 + 1 } ?? all.startIndex
+    let lines = all[start...]
     if let e = lines.last(where: { $0.hasPrefix("error:") }) { return String(e.dropFirst(6)).trimmingCharacters(in: .whitespaces) }
     return lines.last.map(String.init)
   }

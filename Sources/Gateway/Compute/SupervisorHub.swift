@@ -36,7 +36,29 @@ public final class SupervisorHub: Sendable {
   struct Session {
     let token: UUID
     let instanceID: String
+    let epoch: UInt64
     let outbound: AsyncStream<Openshell_V1_GatewayMessage>.Continuation
+    /// Monotonic time of the last message received on the session (ns, `ContinuousClock` based).
+    let lastHeard: SessionClock
+  }
+
+  /// A session's "last heard" time, shared by the hub and the session's handler.
+  final class SessionClock: Sendable {
+    private let ns = Atomic<Int64>(0)
+    init() { touch() }
+    func touch() { ns.store(Self.now(), ordering: .relaxed) }
+    var silentFor: Duration { .nanoseconds(Self.now() - ns.load(ordering: .relaxed)) }
+    private static let origin = ContinuousClock.now
+    static func now() -> Int64 {
+      let d = ContinuousClock.now - origin
+      return d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000
+    }
+  }
+
+  /// What `register` decided.
+  enum Registration {
+    case accepted(token: UUID, outbound: AsyncStream<Openshell_V1_GatewayMessage>, clock: SessionClock)
+    case refused(RPCError)
   }
 
   struct PendingRelay {
@@ -48,13 +70,19 @@ public final class SupervisorHub: Sendable {
   private let sessions = Mutex<[String: Session]>([:])
   private let pending = Mutex<[String: PendingRelay]>([:])
   private let listener = Mutex<(@Sendable (Event) -> Void)?>(nil)
+  /// Sessions ended because another one took the sandbox over: token → reason (read once by the handler).
+  private let superseded = Mutex<[UUID: String]>([:])
+  private let expectedInstance = Mutex<(@Sendable (String) -> String?)?>(nil)
+  /// A session silent this long may be superseded (supervisors send a heartbeat every 10 s).
+  let staleAfter: Duration
   private let tokenKey: SymmetricKey
 
   /// - Parameters:
   ///   - logDirectory: where sandbox logs live (`<data dir>/sandbox-logs`).
   ///   - tokenKeyPath: a 32-byte secret (created 0600 when missing) from which sandbox tokens are derived.
-  public init(logDirectory: String, tokenKeyPath: String) throws {
+  public init(logDirectory: String, tokenKeyPath: String, staleAfter: Duration = .seconds(25)) throws {
     logs = SandboxLogStore(directory: logDirectory)
+    self.staleAfter = staleAfter
     if let existing = FileManager.default.contents(atPath: tokenKeyPath), existing.count == 32 {
       tokenKey = SymmetricKey(data: existing)
     } else {
@@ -93,18 +121,43 @@ public final class SupervisorHub: Sendable {
 
   // MARK: sessions
 
-  /// Registers a session; a newer session of the same sandbox replaces (and ends) the older one.
-  func register(sandboxID: String, instanceID: String) -> (UUID, AsyncStream<Openshell_V1_GatewayMessage>) {
+  /// Tells the hub which supervisor instance the compute driver launched for a sandbox (nil = unknown).
+  public func setExpectedInstance(_ lookup: (@Sendable (String) -> String?)?) { expectedInstance.withLock { $0 = lookup } }
+
+  /// Registers a session unless ``SessionArbitration`` refuses it; a superseded session's outbound stream
+  /// is finished and ``supersededReason(_:)`` then names why.
+  func register(sandboxID: String, instanceID: String, epoch: UInt64) -> Registration {
+    let expected = expectedInstance.withLock { $0 }?(sandboxID)
     let (stream, continuation) = AsyncStream<Openshell_V1_GatewayMessage>.makeStream()
     let token = UUID()
-    let old = sessions.withLock { s -> Session? in
+    let clock = SessionClock()
+    let outcome = sessions.withLock { s -> (SessionArbitration.Verdict, Session?) in
       let old = s[sandboxID]
-      s[sandboxID] = Session(token: token, instanceID: instanceID, outbound: continuation)
-      return old
+      let verdict = SessionArbitration.decide(
+        sandboxID: sandboxID, newInstance: instanceID, newEpoch: epoch, expectedInstance: expected,
+        incumbent: old.map { ($0.instanceID, $0.epoch, $0.lastHeard.silentFor) }, staleAfter: staleAfter)
+      if case .refuse = verdict { return (verdict, nil) }
+      s[sandboxID] = Session(token: token, instanceID: instanceID, epoch: epoch, outbound: continuation, lastHeard: clock)
+      return (verdict, old)
     }
-    old?.outbound.finish()
-    return (token, stream)
+    switch outcome.0 {
+    case .refuse(let code, let reason):
+      continuation.finish()
+      logs.gateway(sandboxID, "refused a supervisor session: \(reason)")
+      return .refused(RPCError(code: code == .failedPrecondition ? .failedPrecondition : .alreadyExists, message: reason))
+    case .accept, .supersede:
+      if let old = outcome.1 {
+        let why = "superseded by a newer session of sandbox \(sandboxID) (instance \(instanceID), epoch \(epoch))"
+        superseded.withLock { $0[old.token] = why }
+        old.outbound.finish()
+        logs.gateway(sandboxID, "supervisor session of instance \(old.instanceID) (epoch \(old.epoch)) \(why)")
+      }
+      return .accepted(token: token, outbound: stream, clock: clock)
+    }
   }
+
+  /// Why the session `token` was superseded (once), or nil if it was not.
+  func supersededReason(_ token: UUID) -> String? { superseded.withLock { $0.removeValue(forKey: token) } }
 
   func unregister(sandboxID: String, token: UUID) {
     let removed = sessions.withLock { s -> Session? in

@@ -36,6 +36,8 @@ public actor GatewayStore {
   public let snapshotInterval: UInt64
   private let logger = Logger(label: "openshell.gateway.store")
   private let metrics: GatewayMetrics?
+  /// What start-up had to work around (e.g. a damaged snapshot it fell back from); also logged as warnings.
+  public nonisolated let startupWarnings: [String]
 
   /// Opens the projection: newest snapshot plus the tail of the log.
   /// - Throws: `EventLogError`, `ProjectionError`.
@@ -46,6 +48,7 @@ public actor GatewayStore {
     lastSnapshotSeq = loaded.snapshotSeq
     self.snapshotInterval = snapshotInterval
     self.metrics = metrics
+    startupWarnings = loaded.warnings
     for w in loaded.warnings { Logger(label: "openshell.gateway.store").warning("\(w)") }
   }
 
@@ -66,7 +69,7 @@ public actor GatewayStore {
     }
     claims.formUnion(decision.claims)
     defer { claims.subtract(decision.claims) }
-    let rid = requestID.isEmpty ? UUID().uuidString.lowercased() : requestID
+    let rid = requestID.isEmpty ? RandomID.uuid() : requestID
     let events = decision.events.map { $0.newEvent(actor: actor, requestID: rid) }
     let started = ContinuousClock.now
     let range: ClosedRange<UInt64>

@@ -1,6 +1,10 @@
 import Crypto
 import Foundation
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// Envelope encryption for provider credentials, so that secrets enter the event log only sealed.
 ///
 /// - The **master key** (256-bit, `keys/master.key`, mode 0600) lives in the gateway data directory
@@ -17,6 +21,8 @@ public final class SecretVault: @unchecked Sendable {
   /// Errors: missing or damaged key files, a destroyed data key, or a value that fails authentication.
   public struct VaultError: Error, CustomStringConvertible, Sendable {
     public let message: String
+    /// The OS error when a file operation failed (e.g. `ENOSPC`).
+    public var errno: Int32? = nil
     public var description: String { message }
   }
 
@@ -44,7 +50,7 @@ public final class SecretVault: @unchecked Sendable {
 
   /// Creates a new data key and returns its id (`dk-<uuid>`).
   public func createDataKey() throws -> String {
-    let id = "dk-" + UUID().uuidString.lowercased()
+    let id = "dk-" + RandomID.uuid()
     let key = SymmetricKey(size: .bits256)
     let wrapped = try AES.GCM.seal(key.withUnsafeBytes { Data($0) }, using: masterKey, authenticating: Data(id.utf8))
     guard let combined = wrapped.combined else { throw VaultError(message: "cannot wrap data key") }
@@ -139,14 +145,32 @@ public final class SecretVault: @unchecked Sendable {
   private func aad(_ keyID: String, _ name: String) -> Data { Data("\(keyID)\u{0}\(name)".utf8) }
 
   /// Writes `data` to `path` with mode 0600 atomically (temp file + rename).
+  /// Writes `data` to `path` (mode 0600) through a temporary file, fsync and rename: all or nothing; a failed
+  /// write (e.g. `ENOSPC`) leaves no partial file. The error carries the errno.
   static func writePrivate(_ data: Data, to path: String) throws {
     let tmp = path + ".tmp-\(getpid())"
-    guard FileManager.default.createFile(atPath: tmp, contents: data, attributes: [.posixPermissions: 0o600]) else {
-      throw VaultError(message: "cannot write \(path)")
-    }
-    guard rename(tmp, path) == 0 else {
+    func fail(_ what: String) -> VaultError {
+      let e = errno
       unlink(tmp)
-      throw VaultError(message: "cannot write \(path): errno \(errno)")
+      return VaultError(message: "cannot \(what) \(path): \(String(cString: strerror(e)))", errno: e)
     }
+    let fd = Glibc.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    guard fd >= 0 else { throw fail("create") }
+    var written = 0
+    let ok = data.withUnsafeBytes { buf -> Bool in
+      while written < buf.count {
+        let n = write(fd, buf.baseAddress! + written, buf.count - written)
+        if n < 0 { if errno == EINTR { continue }; return false }
+        written += n
+      }
+      return fsync(fd) == 0
+    }
+    if !ok {
+      let e = fail("write")
+      close(fd)
+      throw e
+    }
+    guard close(fd) == 0 else { throw fail("write") }
+    guard rename(tmp, path) == 0 else { throw fail("write") }
   }
 }

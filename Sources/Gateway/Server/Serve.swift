@@ -79,18 +79,20 @@ public final class RunningGateway: Sendable {
 /// and every certificate issuance (public parts only). Restart: the state is the newest snapshot
 /// plus the log's tail, and the same CA is reused.
 /// - Parameter onReady: called once the port is bound, with the running gateway and the port.
-/// - Throws: `GatewayServerError.portInUse`, `EventLogError` (e.g. `.locked` when another gateway
-///   uses the data dir), `GatewayPKIError`.
+/// - Throws: `GatewayServerError.portInUse`, ``GatewayStartupError`` (a damaged or missing log, see
+///   ``LogStartup``), `EventLogError` (e.g. `.locked` when another gateway uses the data dir), `GatewayPKIError`.
 public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (RunningGateway, Int) -> Void)? = nil) async throws {
   let logger = Logger(label: "openshell.gateway")
   let fm = FileManager.default
   try fm.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-  let log = try EventLog.open(directory: configuration.dataDirectory + "/log", options: configuration.logOptions)
+  DescriptorLimit.raiseToHard(logger: logger)
+  let metrics = GatewayMetrics()
+  // Checked before anything else: a damaged, empty or missing log is refused with one message.
+  let (log, store) = try LogStartup.open(
+    dataDirectory: configuration.dataDirectory, options: configuration.logOptions, metrics: metrics, logger: logger)
   defer { log.close() }
   // The PKI exists in every mode so that switching modes keeps the same CA.
   let pki = try GatewayPKI.loadOrCreate(directory: configuration.dataDirectory + "/pki", gatewayHosts: configuration.gatewayHosts)
-  let metrics = GatewayMetrics()
-  let store = try GatewayStore(log: log, metrics: metrics)
   try await recordStartup(store: store, configuration: configuration, pki: pki)
   metrics.setHeadSeq(log.headSeq)
 
@@ -103,6 +105,8 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
       usesTLS: configuration.security.usesTLS, supervisorBinary: configuration.supervisorBinary,
       simulateNoLandlock: configuration.simulateNoLandlock)
     : nil
+  // The genuine supervisor of each sandbox is the instance the driver launched (session takeovers, issue 17).
+  if let driver { hub.setExpectedInstance { id in driver.loadInstance(id)?.instanceID } }
   // Provider credentials: master key in DATA/keys (outside the log dir); orphaned data keys are shredded.
   let vault = try SecretVault(directory: configuration.dataDirectory + "/keys")
   ProviderKeyJanitor.shredOrphans(vault: vault, state: await store.state)
@@ -163,9 +167,10 @@ func recordStartup(store: GatewayStore, configuration c: GatewayConfiguration, p
   let state = await store.state
   var events: [GatewayEvent] = []
   if state.gateway == nil {
+    let gatewayID = RandomID.uuid()
     events.append(GatewayEvent(.gatewayInitialized(.with {
       $0.gatewayName = c.gatewayName
-      $0.gatewayID = UUID().uuidString.lowercased()
+      $0.gatewayID = gatewayID
       $0.serverVersion = gatewayVersion
     })))
   }

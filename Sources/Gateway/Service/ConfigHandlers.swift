@@ -81,6 +81,7 @@ extension OpenShellService {
     if !request.mergeOperations.isEmpty {
       throw RPCErrors.invalidArgument(field: "merge_operations", "incremental merge operations are not supported by this gateway; send the complete policy")
     }
+    if request.hasPolicy { try ObjectLimits.checkPolicy(request.policy, field: "policy") }
     if !request.hasPolicy && request.settingKey.isEmpty {
       throw RPCErrors.invalidArgument(field: "policy", "either policy or setting_key must be provided")
     }

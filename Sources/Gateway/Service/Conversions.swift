@@ -85,6 +85,6 @@ enum NameGenerator {
       if attempt >= 20 { name += "-\(String(UInt32.random(in: 0..<0xffff), radix: 16))" }
       if !taken(name) { return name }
     }
-    return "sandbox-\(UUID().uuidString.prefix(8).lowercased())"
+    return "sandbox-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
   }
 }

@@ -1,6 +1,7 @@
 import EventLog
 import Foundation
 import GRPCCore
+import Logging
 import OpenShellAPI
 import Projections
 
@@ -108,7 +109,14 @@ extension OpenShellService {
     try checkCredentials(p.credentials, field: "provider.credentials", update: false)
     try checkConfig(p.config, field: "provider.config")
     let keyID: String
-    do { keyID = try vault.createDataKey() } catch { throw RPCError(code: .internalError, message: "cannot create a data key: \(error)") }
+    do {
+      keyID = try vault.createDataKey()
+    } catch let e as SecretVault.VaultError where e.errno == ENOSPC || e.errno == EDQUOT {
+      throw RPCError(code: .resourceExhausted, message: "the gateway's disk is full: cannot store the provider's data key; nothing was recorded; free space on the gateway host and retry")
+    } catch {
+      Logger(label: "openshell.gateway.providers").error("CreateProvider: cannot create a data key: \(error)")
+      throw RPCError(code: .internalError, message: "cannot create a data key for the provider (see the gateway log)")
+    }
     let result: (state: GatewayState, seqs: ClosedRange<UInt64>?, decision: Decision)
     do {
       result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
@@ -118,7 +126,7 @@ extension OpenShellService {
           repeat { name = Self.randomProviderName() } while state.provider(named: name, workspace: ws) != nil
         }
         guard state.provider(named: name, workspace: ws) == nil else { throw RPCErrors.alreadyExists("provider \(ws)/\(name)") }
-        let id = UUID().uuidString.lowercased()
+        let id = RandomID.uuid()
         let sealed = try sealAll(vault, p.credentials.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, keyID: keyID)
         let event = GatewayEvent(.providerCreated(.with {
           $0.id = id

@@ -2,6 +2,10 @@ import EventLog
 import GRPCCore
 import GRPCProtobuf
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// Constructors for the gateway's gRPC errors. Each carries a readable message; invalid arguments
 /// also carry `google.rpc.BadRequest` field violations (sent in `grpc-status-details-bin`, which the
 /// openshell SDK decodes into `GatewayError.field_violations`).
@@ -28,8 +32,12 @@ enum RPCErrors {
   /// conflict ABORTED (retry), anything else UNAVAILABLE. Never leaks payload bytes.
   static func from(_ error: EventLogError) -> RPCError {
     switch error.code {
-    case .diskFull, .mapFull: return RPCError(code: .resourceExhausted, message: "event log: \(error.message)")
+    case .diskFull:
+      return RPCError(code: .resourceExhausted, message: "the gateway's disk is full: nothing was recorded; free space on the gateway host and retry")
+    case .mapFull: return RPCError(code: .resourceExhausted, message: "event log: \(error.message)")
     case .conflict: return RPCError(code: .aborted, message: "concurrent modification, retry: \(error.message)")
+    case _ where error.errno == EMFILE || error.errno == ENFILE:
+      return RPCError(code: .resourceExhausted, message: "the gateway is out of file descriptors; retry later")
     default: return RPCError(code: .unavailable, message: "event log: \(error.message)")
     }
   }

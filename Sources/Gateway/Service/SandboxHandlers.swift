@@ -11,6 +11,7 @@ extension OpenShellService {
     let caller = try userCaller("CreateSandbox")
     // A retried request returns what the first attempt created.
     if let prior = await existingSandbox(forRequest: request.requestID) { return prior }
+    try ObjectLimits.checkSandbox(request)
     try Self.validateSpec(request.spec)
     let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
       let ws = try workspace(request.workspaceScope, state)
@@ -65,7 +66,7 @@ extension OpenShellService {
       let effective = template.map { Self.merged(request.spec, template: $0) } ?? request.spec
       let spec = Wire.deterministicBytes(effective)
       if let driver, let why = driver.unsupported(spec: spec) { throw RPCErrors.failedPrecondition(why) }
-      let id = UUID().uuidString.lowercased()
+      let id = RandomID.uuid()
       let requested = GatewayEvent(.sandboxRequested(.with {
         $0.id = id
         $0.name = name
@@ -157,7 +158,9 @@ extension OpenShellService {
     let scope = try listScope(request.workspaceScope, state)
     let sel = try selector(request.labelSelector)
     let items = state.sandboxList(workspace: scope).filter { sel.matches($0.labels) }
-    let page = try Pagination.page(items, key: { "\($0.workspace)/\($0.name)/\($0.id)" }, pageSize: request.pageSize, pageToken: request.pageToken)
+    let page = try Pagination.page(
+      items, key: { "\($0.workspace)/\($0.name)/\($0.id)" }, pageSize: request.pageSize, pageToken: request.pageToken,
+      measure: { ((try? Wire.sandbox($0, state: state).serializedBytes()) as [UInt8]?)?.count ?? 0 })
     return .with {
       $0.sandboxes = page.items.map { Wire.sandbox($0, state: state) }
       $0.nextPageToken = page.next

@@ -15,7 +15,9 @@ extension OpenShellService {
 
   /// ConnectSupervisor: `hello` first; the session lives until either side ends the stream. The gateway
   /// sends `SessionAccepted`, then `RelayOpen` requests; the supervisor may send heartbeats and
-  /// `RelayOpenResult` failures.
+  /// `RelayOpenResult` failures. A second session presenting the sandbox's identity is arbitrated by
+  /// ``SessionArbitration`` (refused, or it supersedes this one); a superseded session's stream ends with
+  /// ABORTED naming why, so its supervisor reconnects.
   public func connectSupervisor(request: RPCAsyncSequence<Openshell_V1_SupervisorMessage, any Error>, response: RPCWriter<Openshell_V1_GatewayMessage>, context: ServerContext) async throws {
     let hub = try requireHub("ConnectSupervisor")
     var iterator = request.makeAsyncIterator()
@@ -28,28 +30,42 @@ extension OpenShellService {
     guard [.provisioning, .starting, .ready].contains(sandbox.phase) else {
       throw RPCErrors.failedPrecondition("sandbox \(id) is \(sandbox.phase.name.lowercased()); its supervisor may not connect")
     }
-    let (token, outbound) = hub.register(sandboxID: id, instanceID: hello.instanceID)
+    let token: UUID
+    let outbound: AsyncStream<Openshell_V1_GatewayMessage>
+    let clock: SupervisorHub.SessionClock
+    switch hub.register(sandboxID: id, instanceID: hello.instanceID, epoch: hello.connectionEpoch) {
+    case .refused(let error): throw error
+    case .accepted(let t, let o, let c): (token, outbound, clock) = (t, o, c)
+    }
     defer { hub.unregister(sandboxID: id, token: token) }
     try await response.write(.with {
       $0.sessionAccepted = .with { $0.sessionID = token.uuidString.lowercased(); $0.heartbeatInterval = .init(seconds: 10) }
     })
     hub.emit(.connected(sandboxID: id, instanceID: hello.instanceID))
-    let writer = Task {
-      for await message in outbound { try await response.write(message) }
-    }
-    do {
-      while let message = try await iterator.next() {
+    // The supervisor's messages are read by a child task; ending (or failing) it unregisters the session,
+    // which finishes `outbound` and so ends the loop below. Being superseded finishes `outbound` too.
+    let frames = IteratorTransfer(iterator)
+    let reader = Task {
+      var frames = frames.iterator
+      defer { hub.unregister(sandboxID: id, token: token) }
+      while let message = try await frames.next() {
+        clock.touch()
         if case .relayOpenResult(let r)? = message.payload, !r.success {
           hub.failRelay(r.channelID, RPCError(code: .unavailable, message: "sandbox \(id) refused relay: \(r.error)"))
         }
       }
+    }
+    do {
+      for await message in outbound { try await response.write(message) }
     } catch {
-      hub.unregister(sandboxID: id, token: token)
-      _ = await writer.result
+      reader.cancel()
       throw error
     }
-    hub.unregister(sandboxID: id, token: token)
-    _ = await writer.result
+    if let why = hub.supersededReason(token) {
+      reader.cancel()
+      throw RPCError(code: .aborted, message: why)
+    }
+    try await reader.value
   }
 
   /// RelayStream: the supervisor dials it for a channel the gateway asked for; first frame `init`.

@@ -131,13 +131,19 @@ struct LabelSelector: Sendable {
 
 /// Offset pagination over a stably sorted list. The page token is the opaque base64 of
 /// `v1:<sort key of the last item>`; the next page starts after that key, so concurrent inserts or
-/// deletes never repeat an item.
+/// deletes never repeat an item. A page is bounded by count (`page_size`, at most ``maxPageSize``) and, when
+/// `measure` gives each item's serialized size, by bytes (`maxBytes`, default
+/// ``ObjectLimits/maxListResponseBytes``): it ends before the item that would exceed the budget (a page holds
+/// at least one item) and the token continues from there.
 enum Pagination {
   /// Default and maximum page sizes.
   static let defaultPageSize = 100
   static let maxPageSize = 1000
 
-  static func page<T>(_ items: [T], key: (T) -> String, pageSize: Int32, pageToken: String) throws -> (items: [T], next: String) {
+  static func page<T>(
+    _ items: [T], key: (T) -> String, pageSize: Int32, pageToken: String,
+    measure: ((T) -> Int)? = nil, maxBytes: Int = ObjectLimits.maxListResponseBytes
+  ) throws -> (items: [T], next: String) {
     guard pageSize >= 0 else { throw RPCErrors.invalidArgument(field: "page_size", "must not be negative") }
     let size = pageSize == 0 ? defaultPageSize : min(Int(pageSize), maxPageSize)
     var start = 0
@@ -148,8 +154,18 @@ enum Pagination {
       let after = String(text.dropFirst(3))
       start = items.firstIndex { key($0) > after } ?? items.count
     }
-    let slice = Array(items[start..<min(items.count, start + size)])
-    let more = start + size < items.count
+    var end = start
+    var bytes = 0
+    while end < min(items.count, start + size) {
+      if let measure {
+        let b = measure(items[end])
+        if end > start && bytes + b > maxBytes { break }
+        bytes += b
+      }
+      end += 1
+    }
+    let slice = Array(items[start..<end])
+    let more = end < items.count
     let next = more ? Data("v1:\(key(slice[slice.count - 1]))".utf8).base64EncodedString() : ""
     return (slice, next)
   }

@@ -9,11 +9,13 @@ extension OpenShellService {
 
   public func createWorkspace(request: Openshell_V1_CreateWorkspaceRequest, context: ServerContext) async throws -> Openshell_V1_CreateWorkspaceResponse {
     let caller = try userCaller("CreateWorkspace")
+    try ObjectLimits.checkCount(request.labels, field: "labels")
     let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
       if let v = NameRule.violation(request.name) { throw RPCErrors.invalidArgument(field: "name", "workspace name \(request.name.debugDescription) \(v)") }
       guard state.workspace(named: request.name) == nil else { throw RPCErrors.alreadyExists("workspace \(request.name)") }
       for (k, v) in request.labels { if let m = LabelRule.violation(key: k, value: v) { throw RPCErrors.invalidArgument(field: "labels", m) } }
-      let event = GatewayEvent(.workspaceCreated(.with { $0.id = UUID().uuidString.lowercased(); $0.name = request.name; $0.labels = request.labels }))
+      let workspaceID = RandomID.uuid()
+      let event = GatewayEvent(.workspaceCreated(.with { $0.id = workspaceID; $0.name = request.name; $0.labels = request.labels }))
       return Decision(events: [event], claims: ["workspace/\(request.name)"], expecting: [AggregateRef(kind: "workspace", id: request.name): .any], target: request.name)
     }
     guard let w = result.state.workspace(named: request.name) else { throw RPCErrors.notFound("workspace \(request.name)") }
@@ -65,13 +67,15 @@ extension OpenShellService {
 
   public func createSandboxTemplate(request: Openshell_V1_CreateSandboxTemplateRequest, context: ServerContext) async throws -> Openshell_V1_SandboxTemplateResponse {
     let caller = try userCaller("CreateSandboxTemplate")
+    try ObjectLimits.checkCount(request.template.metadata.labels, field: "template.metadata.labels")
+    try ObjectLimits.checkSpecTotal(request.template, field: "template")
     let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
       let ws = try workspace(request.workspaceScope, state)
       let meta = request.template.metadata
       if let v = NameRule.violation(meta.name) { throw RPCErrors.invalidArgument(field: "template.metadata.name", "template name \(meta.name.debugDescription) \(v)") }
       guard state.template(named: meta.name, workspace: ws) == nil else { throw RPCErrors.alreadyExists("sandbox template \(ws)/\(meta.name)") }
       for (k, v) in meta.labels { if let m = LabelRule.violation(key: k, value: v) { throw RPCErrors.invalidArgument(field: "template.metadata.labels", m) } }
-      let id = UUID().uuidString.lowercased()
+      let id = RandomID.uuid()
       let event = GatewayEvent(.sandboxTemplateCreated(.with {
         $0.id = id
         $0.name = meta.name
@@ -101,7 +105,9 @@ extension OpenShellService {
     let sel = try selector(request.labelSelector)
     let items = state.templates.values.filter { (scope == nil || $0.workspace == scope) && sel.matches($0.labels) }
       .sorted { ($0.workspace, $0.name) < ($1.workspace, $1.name) }
-    let page = try Pagination.page(items, key: { "\($0.workspace)/\($0.name)" }, pageSize: request.pageSize, pageToken: request.pageToken)
+    let page = try Pagination.page(
+      items, key: { "\($0.workspace)/\($0.name)" }, pageSize: request.pageSize, pageToken: request.pageToken,
+      measure: { ((try? Wire.template($0).serializedBytes()) as [UInt8]?)?.count ?? 0 })
     return .with { $0.templates = page.items.map(Wire.template); $0.nextPageToken = page.next }
   }
 

@@ -89,6 +89,8 @@ public final class GatewayServer: Sendable {
   private let services: [any RegistrableRPCService]
   private let interceptors: [any ServerInterceptor]
   private let logger: Logger
+  /// Counts (and logs, once a minute) `accept` failures for want of descriptors.
+  let acceptFailures: AcceptFailureLogger
   private let shutdown = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
   private let started = Mutex(false)
 
@@ -126,10 +128,11 @@ public final class GatewayServer: Sendable {
       registry: configuration.security == .mutualTLS ? peerRegistry : nil,
       handshakeTimeout: TimeAmount(configuration.handshakeTimeout),
       httpIdleTimeout: TimeAmount(configuration.httpIdleTimeout))
+    acceptFailures = AcceptFailureLogger(logger: logger)
     let factory = OnePortListenerFactory(
       host: configuration.host, port: configuration.port, sslContext: sslContext,
       allowPlaintextProbes: configuration.allowPlaintextProbes, sniffer: settings,
-      eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+      eventLoopGroup: MultiThreadedEventLoopGroup.singleton, acceptFailures: acceptFailures)
     var transportConfig = HTTP2ServerTransport.Custom<OnePortListenerFactory>.Config.defaults
     transportConfig.rpc.maxRequestPayloadSize = max(configuration.transportMaxRequestBytes, configuration.maxRequestMessageBytes)
     // Supervisors hold long-lived streams and ping every 10 s (also between calls) to notice a dead

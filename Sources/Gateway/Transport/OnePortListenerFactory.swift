@@ -27,6 +27,8 @@ struct OnePortListenerFactory: HTTP2ServerTransport.ListenerFactory {
   let allowPlaintextProbes: Bool
   let sniffer: ProtocolSniffer.Settings
   let eventLoopGroup: any EventLoopGroup
+  /// Logs descriptor exhaustion on `accept` (added to the listening channel).
+  let acceptFailures: AcceptFailureLogger
 
   func makeListeningChannel(
     listenerConfigurator: HTTP2ServerTransport.ListenerConfigurator,
@@ -35,12 +37,15 @@ struct OnePortListenerFactory: HTTP2ServerTransport.ListenerFactory {
     let sslContext = self.sslContext
     let allowPlaintextProbes = self.allowPlaintextProbes
     let settings = self.sniffer
+    let acceptFailures = self.acceptFailures
     do {
       return try await ServerBootstrap(group: eventLoopGroup)
         .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
         .serverChannelOption(.backlog, value: 256)
         .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-        .serverChannelInitializer { channel in listenerConfigurator.configure(channel: channel) }
+        .serverChannelInitializer { channel in
+          channel.pipeline.addHandler(acceptFailures).flatMap { listenerConfigurator.configure(channel: channel) }
+        }
         .bind(host: host, port: port) { channel in
           channel.eventLoop.makeCompletedFuture {
             let sync = channel.pipeline.syncOperations

@@ -1,0 +1,60 @@
+import EventLog
+import Foundation
+import LogTools
+import Logging
+import Projections
+
+/// The gateway refused to start; `description` is one line naming the file, the seq or page and the remedy.
+public struct GatewayStartupError: Error, CustomStringConvertible, Sendable {
+  public let description: String
+}
+
+/// Opening the event log a gateway serves (issue 17: a gateway never serves a log it cannot trust).
+///
+/// `EventLog.open` walks `data.mdb`'s pages with bounds checks before liblmdb maps it (``LMDBFileCheck``: an
+/// empty or truncated file is refused, never started as a new gateway); ``GatewayStore`` then checks every
+/// record's checksum, the head record and its chain link, the newest usable snapshot against the record it
+/// covers (falling back to an older one or to a full replay, with a warning) and the chain of every replayed
+/// record (``StateLoader/load(_:progress:)``). Any failure becomes one ``GatewayStartupError``.
+enum LogStartup {
+  /// Opens `DATA/log` and builds the store. Throws ``GatewayStartupError`` for a damaged or missing log,
+  /// and other `EventLogError`s (e.g. `.locked`) unchanged.
+  static func open(dataDirectory: String, options: EventLog.Options, metrics: GatewayMetrics, logger: Logger) throws -> (EventLog, GatewayStore) {
+    let logDir = dataDirectory + "/log"
+    let file = logDir + "/data.mdb"
+    let fm = FileManager.default
+    if !fm.fileExists(atPath: file), fm.fileExists(atPath: dataDirectory + "/pki/ca.crt") {
+      throw GatewayStartupError(description:
+        "refusing to start: the gateway in \(dataDirectory) was initialised (pki/ca.crt exists) but its event log \(file) is missing; a lost log never starts as a new gateway — restore it with `openshell-replay restore ARCHIVE --gateway NAME`, or start a new gateway with `openshell gateway start --recreate`")
+    }
+    let log: EventLog
+    do {
+      log = try EventLog.open(directory: logDir, options: options)
+    } catch let e as EventLogError where e.code == .corrupt {
+      throw damaged(file: file, logDir: logDir, e.seq, e.message)
+    }
+    do {
+      let store = try GatewayStore(log: log, metrics: metrics)
+      if let r = log.fileReport {
+        logger.info("event log checked: \(r.treePages) pages in use, \(r.freePages) free, head seq \(log.headSeq)")
+      }
+      return (log, store)
+    } catch let e as EventLogError where e.code == .corrupt {
+      log.close()
+      throw damaged(file: file, logDir: logDir, e.seq, e.message)
+    } catch let e as ProjectionError {
+      log.close()
+      throw damaged(file: file, logDir: logDir, e.seq, e.message)
+    } catch {
+      log.close()
+      throw error
+    }
+  }
+
+  static func damaged(file: String, logDir: String, _ seq: UInt64?, _ message: String) -> GatewayStartupError {
+    let at = seq.map { " at seq \($0)" } ?? ""
+    let what = message.hasPrefix(file) ? message : "\(file)\(at): \(message)"
+    return GatewayStartupError(description:
+      "refusing to serve a damaged event log: \(what); nothing was served or changed — run `openshell-replay verify \(logDir)` for a full report, then `openshell-replay restore ARCHIVE --gateway NAME` from a backup")
+  }
+}

@@ -1,0 +1,78 @@
+import Foundation
+import GRPCCore
+import OpenShellAPI
+import SwiftProtobuf
+import Testing
+
+@testable import Gateway
+
+/// Issue 17: documented limits per field and per object, and list pages bounded by bytes.
+@Suite struct ObjectLimitsTests {
+  static func error(_ body: () async throws -> Void) async -> RPCError? {
+    do {
+      try await body()
+      return nil
+    } catch let e as RPCError {
+      return e
+    } catch {
+      return nil
+    }
+  }
+
+  @Test func oversizedFieldsAndSpecsAreRefusedNamingTheLimit() async throws {
+    let gw = try await TestGateway.start()
+    defer { Task { await gw.stop() } }
+    try await gw.withClient { api in
+      let labels = Dictionary(uniqueKeysWithValues: (0..<65).map { ("k\($0)", "v") })
+      var e = await Self.error { _ = try await api.createSandbox(.with { $0.name = "many-labels"; $0.labels = labels }) }
+      #expect(e?.code == .invalidArgument && e?.message.contains("at most 64") == true, "\(String(describing: e))")
+
+      e = await Self.error { _ = try await api.createSandbox(.with { $0.name = "big-env"; $0.spec.environment = ["BIG": String(repeating: "v", count: 40_000)] }) }
+      #expect(e?.code == .invalidArgument && e?.message.contains("32768 bytes per variable") == true, "\(String(describing: e))")
+
+      let manyVars = Dictionary(uniqueKeysWithValues: (0..<8).map { ("V\($0)", String(repeating: "v", count: 30_000)) })
+      e = await Self.error { _ = try await api.createSandbox(.with { $0.name = "env-total"; $0.spec.template.environment = manyVars }) }
+      #expect(e?.code == .invalidArgument && e?.message.contains("131072 bytes per environment") == true, "\(String(describing: e))")
+
+      e = await Self.error { _ = try await api.createSandbox(.with { $0.name = "huge-spec"; $0.spec.template.driverConfig = Self.blob(600_000) }) }
+      #expect(e?.code == .resourceExhausted && e?.message.contains("524288 bytes per object") == true, "\(String(describing: e))")
+
+      e = await Self.error { _ = try await api.createWorkspace(.with { $0.name = "labelled"; $0.labels = labels }) }
+      #expect(e?.code == .invalidArgument, "\(String(describing: e))")
+      // Nothing of the refused requests was recorded.
+      let listed = try await api.listSandboxes(.with { $0.workspaceScope = .ws("default") })
+      #expect(listed.sandboxes.isEmpty)
+    }
+  }
+
+  static func blob(_ bytes: Int) -> Google_Protobuf_Struct {
+    Google_Protobuf_Struct(fields: ["blob": Google_Protobuf_Value(stringValue: String(repeating: "b", count: bytes))])
+  }
+
+  /// 12 sandboxes with 400 KB specs (4.8 MB in all): the default list answers pages under the byte budget and
+  /// page tokens continue until every sandbox was listed once. Unbounded, one answer would exceed the 4 MiB a
+  /// gRPC client accepts.
+  @Test func listPagesAreBoundedByBytes() async throws {
+    let gw = try await TestGateway.start()
+    defer { Task { await gw.stop() } }
+    try await gw.withClient { api in
+      for i in 0..<12 {
+        _ = try await api.createSandbox(.with { $0.name = "wide-\(i)"; $0.spec.template.driverConfig = Self.blob(400_000) })
+      }
+      var names: [String] = []
+      var token = ""
+      var pages = 0
+      repeat {
+        let page = try await api.listSandboxes(.with { $0.workspaceScope = .ws("default"); $0.pageToken = token })
+        let size = (try page.serializedBytes() as [UInt8]).count
+        #expect(size <= ObjectLimits.maxListResponseBytes + 64 * 1024, "page of \(size) bytes")
+        #expect(!page.sandboxes.isEmpty)
+        names += page.sandboxes.map(\.metadata.name)
+        token = page.nextPageToken
+        pages += 1
+      } while !token.isEmpty && pages < 20
+      #expect(pages >= 3, "4.8 MB cannot fit in fewer than three 2 MiB pages")
+      #expect(names.sorted() == (0..<12).map { "wide-\($0)" }.sorted())
+    }
+  }
+}

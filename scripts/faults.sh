@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Long fault campaigns against the built gateway (issue 17). The test suite runs small, fast versions of each
+# (GatewayTests.DamagedLogStartupTests, DiskFullTests, SupervisorTakeoverTests; CLITests.DamagedLogToolTests,
+# DescriptorLimitTests); this script runs them at scale and prints counts.
+#
+#   scripts/faults.sh flips      # FLIPS byte flips + truncations of a real log: start-up and verify outcomes
+#   scripts/faults.sh crash      # CRASHES gateway SIGKILLs during writes: acknowledged creates lost, verify
+#   scripts/faults.sh diskfull   # 16 MiB tmpfs data dir filled up: RPC status codes, data.mdb growth (root)
+#   scripts/faults.sh fdlimit    # gateway under prlimit --nofile=64: connections held, EMFILE reports, recovery
+#   scripts/faults.sh churn      # CYCLES sandbox create/delete cycles: gateway RSS before and after
+#   scripts/faults.sh all
+#
+# Environment: BIN (default .build/debug), FLIPS (330), CRASHES (50), CYCLES (300), PORT (18480).
+# Everything happens under a scratch directory (printed) on 127.0.0.1; nothing outside it is touched.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.build/debug}
+FLIPS=${FLIPS:-330}
+CRASHES=${CRASHES:-50}
+CYCLES=${CYCLES:-300}
+PORT=${PORT:-18480}
+ROOT=$(mktemp -d /tmp/openshell-faults.XXXXXX)
+export XDG_CONFIG_HOME=$ROOT/config XDG_STATE_HOME=$ROOT/state NO_COLOR=1 no_proxy=127.0.0.1 NO_PROXY=127.0.0.1
+echo "scratch: $ROOT"
+[ -x "$BIN/openshell" ] && [ -x "$BIN/openshell-replay" ] || { echo "build first (swift build), or set BIN" >&2; exit 1; }
+
+flips() {
+  echo "== byte-flip campaign: $FLIPS flips and 40 truncations"
+  local base=$ROOT/flips-base
+  mkdir -p "$base"
+  cp -r Fixtures/sandbox-lifecycle/log "$base/log"
+  # Give it a gateway's own records and snapshot on top of the fixture.
+  timeout 20 "$BIN/openshell" gateway serve --data-dir "$base" --port "$PORT" --plaintext >"$ROOT/base.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 100); do grep -q "listening on" "$ROOT/base.log" 2>/dev/null && break; sleep 0.1; done
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null
+  "$BIN/openshell-replay" state "$base/log" >"$ROOT/expected.json" 2>/dev/null
+  local size; size=$(stat -c %s "$base/log/data.mdb")
+  local refused=0 identical=0 fellback=0 crashed=0 silent=0 verify_detected=0 verify_passed=0 verify_crashed=0
+  for n in $(seq 1 $((FLIPS + 40))); do
+    local d=$ROOT/f; rm -rf "$d"; mkdir -p "$d/log"; cp -r "$base/pki" "$base/keys" "$d/" 2>/dev/null
+    if [ "$n" -le "$FLIPS" ]; then
+      python3 - "$base/log/data.mdb" "$d/log/data.mdb" "$n" <<'EOF'
+import sys, random
+src, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+b = bytearray(open(src, 'rb').read()); r = random.Random(n)
+i = r.randrange(len(b)); b[i] ^= 1 << r.randrange(8)
+open(dst, 'wb').write(b)
+EOF
+    else
+      head -c $(( (n - FLIPS) * size / 41 )) "$base/log/data.mdb" >"$d/log/data.mdb"
+    fi
+    "$BIN/openshell-replay" verify "$d/log" >/dev/null 2>&1; local v=$?
+    case $v in 0) verify_passed=$((verify_passed + 1)) ;; 2) verify_detected=$((verify_detected + 1)) ;; *) verify_crashed=$((verify_crashed + 1)) ;; esac
+    timeout 20 "$BIN/openshell" gateway serve --data-dir "$d" --port "$PORT" --plaintext >"$ROOT/serve.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 100); do grep -q "listening on\|error:" "$ROOT/serve.log" 2>/dev/null && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    if grep -q "listening on" "$ROOT/serve.log"; then
+      kill -TERM "$pid"; wait "$pid" 2>/dev/null; local rc=$?
+      if [ "$rc" -ge 128 ]; then crashed=$((crashed + 1));
+      elif [ "$v" -eq 0 ] && "$BIN/openshell-replay" state "$d/log" 2>/dev/null | cmp -s - "$ROOT/expected.json"; then identical=$((identical + 1));
+      elif grep -q "rebuilt from" "$ROOT/serve.log" && "$BIN/openshell-replay" state "$d/log" 2>/dev/null | cmp -s - "$ROOT/expected.json"; then fellback=$((fellback + 1));
+      else silent=$((silent + 1)); echo "  silently accepted: case $n (verify exit $v)"; fi
+    else
+      wait "$pid" 2>/dev/null; local rc=$?
+      if [ "$rc" -ge 128 ]; then crashed=$((crashed + 1)); echo "  start-up crashed: case $n (exit $rc)";
+      elif grep -q "refusing to serve\|refusing to start" "$ROOT/serve.log"; then refused=$((refused + 1));
+      else crashed=$((crashed + 1)); echo "  start-up failed otherwise: case $n: $(tail -1 "$ROOT/serve.log")"; fi
+    fi
+  done
+  echo "start-up: $refused refused with the message, $identical started with identical state (verify passes), $fellback fell back from a damaged snapshot with a warning (same state), $silent silently accepted, $crashed crashed"
+  echo "verify:   $verify_detected detected, $verify_passed passed, $verify_crashed crashed"
+}
+
+crash() {
+  echo "== crash loop: $CRASHES SIGKILLs of a gateway during CreateProvider calls"
+  local d=$ROOT/crash lost=0 acked_total=0 bad=0
+  mkdir -p "$d"
+  for n in $(seq 1 "$CRASHES"); do
+    "$BIN/openshell" gateway serve --data-dir "$d" --port "$PORT" --plaintext >"$ROOT/crash.log" 2>&1 &
+    local pid=$!
+    for _ in $(seq 100); do grep -q "listening on\|error:" "$ROOT/crash.log" 2>/dev/null && break; sleep 0.05; done
+    grep -q "listening on" "$ROOT/crash.log" || { echo "  start $n failed: $(tail -1 "$ROOT/crash.log")"; bad=$((bad + 1)); kill -9 "$pid" 2>/dev/null; continue; }
+    : >"$ROOT/acked"
+    for i in $(seq 1 10); do
+      ( "$BIN/openshell" provider create --gateway-endpoint "http://127.0.0.1:$PORT" --name "c$n-$i" --type gh --credential GITHUB_TOKEN=t >/dev/null 2>&1 && echo "c$n-$i" >>"$ROOT/acked" ) &
+    done
+    sleep 0.$((RANDOM % 5 + 1))
+    kill -9 "$pid"; wait 2>/dev/null
+    acked_total=$((acked_total + $(wc -l <"$ROOT/acked")))
+    "$BIN/openshell-replay" state "$d/log" >"$ROOT/state.json" 2>/dev/null || { bad=$((bad + 1)); continue; }
+    while read -r name; do grep -q "\"$name\"" "$ROOT/state.json" || lost=$((lost + 1)); done <"$ROOT/acked"
+  done
+  "$BIN/openshell-replay" verify "$d/log" >/dev/null 2>&1 && v=ok || v=FAILED
+  echo "crash loop: $CRASHES kills, $acked_total acknowledged creates, $lost lost, $bad starts or replays failed, final verify $v"
+}
+
+diskfull() {
+  echo "== full disk: 16 MiB tmpfs"
+  local m=$ROOT/tmpfs
+  mkdir -p "$m"
+  if ! mount -t tmpfs -o size=16m tmpfs "$m" 2>/dev/null; then echo "SKIPPED: cannot mount a tmpfs (needs root)"; return; fi
+  "$BIN/openshell" gateway serve --data-dir "$m/gw" --port "$PORT" --plaintext >"$ROOT/df.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 100); do grep -q "listening on" "$ROOT/df.log" 2>/dev/null && break; sleep 0.1; done
+  local ep="--gateway-endpoint http://127.0.0.1:$PORT"
+  for i in $(seq 1 20); do "$BIN/openshell" provider create $ep --name "pre-$i" --type gh --credential GITHUB_TOKEN=t >/dev/null 2>&1; done
+  dd if=/dev/zero of="$m/filler" bs=64k 2>/dev/null
+  local before; before=$(stat -c %s "$m/gw/log/data.mdb")
+  local codes=""
+  for i in $(seq 1 20); do
+    "$BIN/openshell" provider create $ep --name "df-$i" --type gh --credential GITHUB_TOKEN=t >"$ROOT/prov.out" 2>&1 && codes+="OK " \
+      || codes+="$(grep -o "disk is full\|INTERNAL\|UNAVAILABLE\|No space" "$ROOT/prov.out" | head -1 | tr ' ' '_') "
+  done
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null
+  local after; after=$(stat -c %s "$m/gw/log/data.mdb")
+  echo "CreateProvider x20 on a full disk: $(echo "$codes" | tr ' ' '\n' | sort | uniq -c | tr '\n' ' ')"
+  echo "last answer: $(tail -1 "$ROOT/prov.out")"
+  echo "data.mdb: $before bytes before, $after after the shutdown snapshot; paths in errors: $(grep -c "$m" "$ROOT/prov.out")"
+  umount -l "$m"
+}
+
+fdlimit() {
+  echo "== descriptor limit: gateway under prlimit --nofile=64:64, 200 connections held"
+  local d=$ROOT/fd
+  prlimit --nofile=64:64 -- "$BIN/openshell" gateway serve --data-dir "$d" --port "$PORT" --plaintext >"$ROOT/fd.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 100); do grep -q "listening on" "$ROOT/fd.log" 2>/dev/null && break; sleep 0.1; done
+  python3 - "$PORT" <<'EOF'
+import socket, sys, time, urllib.request
+port = int(sys.argv[1]); held = []
+for _ in range(200):
+    try: held.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+    except OSError: pass
+print(f"held {len(held)} connections"); time.sleep(5)
+for s in held: s.close()
+for _ in range(40):
+    try:
+        print("after release: /healthz", urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).status); break
+    except Exception: time.sleep(0.25)
+EOF
+  echo "EMFILE reports logged: $(grep -c "RESOURCE_EXHAUSTED: cannot accept" "$ROOT/fd.log") (at most one a minute)"
+  grep "descriptor limit" "$ROOT/fd.log" | head -1
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null
+}
+
+churn() {
+  echo "== churn soak: $CYCLES sandbox create/delete cycles (real sandboxes)"
+  "$BIN/openshell" gateway start --port "$PORT" >/dev/null 2>&1 || { echo "gateway start failed"; return; }
+  local pid; pid=$(cat "$XDG_STATE_HOME/openshell/gateways/openshell/gateway.pid" 2>/dev/null)
+  rss() { awk '/VmRSS/ {print $2}' "/proc/$pid/status"; }
+  for i in $(seq 1 20); do "$BIN/openshell" sandbox create "warm-$i" --no-keep -- true >/dev/null 2>&1; done
+  local warm; warm=$(rss)
+  for i in $(seq 1 "$CYCLES"); do "$BIN/openshell" sandbox create "churn-$i" --no-keep -- true >/dev/null 2>&1; done
+  local end; end=$(rss)
+  echo "RSS after warm-up ${warm} KiB, after $CYCLES cycles ${end} KiB ($(( (end - warm) * 100 / warm ))%)"
+  "$BIN/openshell" gateway destroy --yes >/dev/null 2>&1
+}
+
+case ${1:-all} in
+  flips) flips ;; crash) crash ;; diskfull) diskfull ;; fdlimit) fdlimit ;; churn) churn ;;
+  all) flips; crash; diskfull; fdlimit; churn ;;
+  *) sed -n 2,14p "$0"; exit 2 ;;
+esac
