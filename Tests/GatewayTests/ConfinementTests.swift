@@ -2,6 +2,7 @@ import Foundation
 import GRPCCore
 import OpenShellAPI
 import PolicyKit
+import SandboxConfinement
 import SandboxProtocol
 import Testing
 
