@@ -265,3 +265,28 @@ extension ConfinementTests {
     await gw.stopEverything()
   }
 }
+
+extension ConfinementTests {
+  @Test("the plan survives the launcher's command line (any path), and bad options are refused with one line")
+  func planOptions() throws {
+    let plan = ConfinementPlan(
+      user: "sandbox", uid: 10001, gid: 10002, groups: [10002, 7], readOnly: ["/usr", "/with space", "/--rw"],
+      readWrite: ["/tmp", "/dev/null"], includeWorkdir: true, workdir: "/sandbox", landlockCompatibility: "hard_requirement",
+      simulateNoLandlock: true, networkNamespacePath: "/run/netns/x")
+    let (parsed, command) = try ConfinementPlan.parse(ArraySlice(plan.launcherArguments + ["--", "sh", "-c", "echo --ro"]))
+    #expect(parsed == plan)
+    #expect(command == ["sh", "-c", "echo --ro"])
+    let rootless = ConfinementPlan(user: "sandbox", uid: nil, gid: nil, groups: [], readOnly: [], readWrite: ["/tmp"], includeWorkdir: false, landlockCompatibility: "best_effort")
+    #expect(try ConfinementPlan.parse(ArraySlice(rootless.launcherArguments + ["--", "true"])).0 == rootless)
+
+    func failure(_ args: [String]) -> String {
+      do { _ = try ConfinementPlan.parse(ArraySlice(args)); return "" } catch { return "\(error)" }
+    }
+    #expect(failure(["--bogus", "--", "true"]) == "unknown option '--bogus'")
+    #expect(failure(["--user", "sandbox", "--landlock", "best_effort", "--"]) == "no command after '--'")
+    #expect(failure(["--user", "sandbox", "--landlock", "maybe", "--", "true"]) == "--landlock must be best_effort or hard_requirement, got 'maybe'")
+    #expect(failure(["--uid", "x", "--", "true"]) == "--uid expects a number, got 'x'")
+    #expect(failure(["--uid", "1", "--landlock", "best_effort", "--", "true"]) == "--uid and --gid go together")
+    #expect(failure(["--ro"]) == "--ro needs a value")
+  }
+}
