@@ -72,9 +72,10 @@ struct ConfinementTests {
       let w = try await sh(c, "conf-a", "touch /var/tmp/x; echo rc=$?; mkdir /var/tmp/d; echo rc=$?")
       #expect(w.out.contains("Permission denied") && w.out.contains("rc=1\n"), "\(w)")
       #expect(!w.out.contains("rc=0"), "\(w)")
-      // Reads outside read_only: the credentials directory (world-readable files) and /opt.
-      let r = try await sh(c, "conf-a", "cat /run/openshell/ca.crt >/dev/null; echo rc=$?; ls /opt; echo rc=$?; cat /run/openshell/tls.key; echo rc=$?")
-      #expect(r.out.components(separatedBy: "Permission denied").count - 1 == 3 && !r.out.contains("rc=0"), "\(r)")
+      // Reads outside read_only: world-readable /dev/zero, the root directory and /dev listings (only
+      // Landlock denies these), and the credentials directory (also closed to the user by its mode).
+      let r = try await sh(c, "conf-a", "head -c1 /dev/zero >/dev/null; echo rc=$?; ls /; echo rc=$?; ls /dev; echo rc=$?; cat /run/openshell/ca.crt; echo rc=$?")
+      #expect(r.out.components(separatedBy: "Permission denied").count - 1 == 4 && !r.out.contains("rc=0"), "\(r)")
       // The gateway's data directory and the other sandbox's workspace are not reachable.
       let other = "\(gw.dataDirectory)/sandboxes/\(b.metadata.id)/workspace"
       let hostPaths = try await sh(c, "conf-a", "ls \(gw.dataDirectory)/pki; echo rc=$?; ls \(other); echo rc=$?")
@@ -122,7 +123,11 @@ struct ConfinementTests {
       let expected = "ptrace=1 raw=1 packet=1 vsock=1 netlink_audit=1 netlink_route=0 memfd=1 io_uring_setup=1 mount=1 clone3=38 bpf=1 userfaultfd=1 setns=1"
       #expect(probes == expected)
 
-      // Ordinary work: python scripts, git in /sandbox.
+      // Ordinary work: a compiler where installed, python scripts, git in /sandbox.
+      if FileManager.default.isExecutableFile(atPath: "/usr/bin/cc") {
+        let cc = try await sh(c, "conf-a", "cd /sandbox && printf 'int main(){return 7;}' > m.c && cc -o m m.c && ./m; echo rc=$?")
+        #expect(cc.out == "rc=7\n", "\(cc)")
+      }
       let script = try await c.exec("conf-a", ["python3", "-c", "import json,pathlib; pathlib.Path('/sandbox/p.json').write_text(json.dumps({'a': 1})); print(open('/sandbox/p.json').read())"])
       #expect(script.out == "{\"a\": 1}\n", "\(script.err)")
       let git = try await sh(c, "conf-a", """
