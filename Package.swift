@@ -14,6 +14,7 @@ let package = Package(
     .executable(name: "openshell-log-stress", targets: ["LogStress"]),
     .executable(name: "openshell-loadgen", targets: ["LoadGen"]),
     .executable(name: "openshell-sandbox", targets: ["Supervisor"]),
+    .executable(name: "openshell-sandbox-launch", targets: ["SandboxLauncher"]),
     .executable(name: "openshell-sandbox-bench", targets: ["SandboxBench"]),
     .library(name: "EventLog", targets: ["EventLog"]),
     .library(name: "Projections", targets: ["Projections"]),
@@ -96,15 +97,24 @@ let package = Package(
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       ]),
 
-    // What the gateway and the in-sandbox supervisor share: protocol constants, process spawning,
-    // the confinement plan and the Landlock probe.
-    .target(name: "SandboxProtocol", dependencies: ["CConfine"]),
+    // What the gateway and the in-sandbox supervisor share: protocol constants, process spawning.
+    .target(name: "SandboxProtocol", dependencies: ["SandboxConfinement"]),
+
+    // Confinement of workload processes (user switch, capabilities, Landlock, seccomp) and the plan the
+    // driver writes; no Foundation, so that the launcher starts fast.
+    .target(name: "SandboxConfinement", dependencies: ["CConfine", "CSeccomp"]),
+    // `openshell-sandbox-launch`: the launcher the supervisor starts every workload process through.
+    // Linked with the Swift standard library statically: it is started for every exec, and that halves
+    // its start-up time (dynamic loading of libswiftCore dominates it).
+    .executableTarget(
+      name: "SandboxLauncher", dependencies: ["SandboxConfinement"],
+      linkerSettings: [.unsafeFlags(["-static-stdlib"])]),
 
     // The in-sandbox supervisor `openshell-sandbox`: a gRPC client of the gateway with its own identity.
     .executableTarget(
       name: "Supervisor",
       dependencies: [
-        "SandboxProtocol", "OpenShellAPI", "PolicyKit", "CConfine", "CSeccomp",
+        "SandboxProtocol", "SandboxConfinement", "OpenShellAPI", "PolicyKit",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -115,7 +125,7 @@ let package = Package(
     .target(
       name: "Gateway",
       dependencies: [
-        "EventLog", "Projections", "OpenShellAPI", "LogTools", "SandboxProtocol", "PolicyKit",
+        "EventLog", "Projections", "OpenShellAPI", "LogTools", "SandboxProtocol", "SandboxConfinement", "PolicyKit",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -201,7 +211,7 @@ let package = Package(
     .testTarget(
       name: "GatewayTests",
       dependencies: [
-        "Gateway", "OpenShellAPI", "SandboxProtocol", "PolicyKit",
+        "Gateway", "OpenShellAPI", "SandboxProtocol", "SandboxConfinement", "PolicyKit",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       ]),
     .testTarget(name: "PolicyKitTests", dependencies: ["PolicyKit", "OpenShellAPI"]),

@@ -1,4 +1,5 @@
 import Foundation
+import SandboxConfinement
 
 /// What the gateway and the in-sandbox supervisor (`openshell-sandbox`) agree on.
 ///
@@ -45,6 +46,10 @@ public enum SandboxProtocol {
   public static let credentialsDirectory = "/run/openshell"
   /// Where the supervisor binary is mounted inside the sandbox.
   public static let supervisorPath = "/opt/openshell/bin/openshell-sandbox"
+  /// Where the launcher (`openshell-sandbox-launch`, which confines and starts every workload process)
+  /// is mounted inside the sandbox; on the host it lives next to the supervisor binary.
+  public static let launcherPath = "/opt/openshell/bin/openshell-sandbox-launch"
+  public static let launcherName = "openshell-sandbox-launch"
   /// The workspace mount point.
   public static let workspace = "/sandbox"
 

@@ -19,21 +19,10 @@ import Synchronization
 ///    (200 ms doubling to 1 s), and answers `RelayOpen{service_id: "exec"}` by dialling `RelayStream`
 ///    and running the command (protocol: SandboxProtocol).
 /// SIGTERM: kills every workload process group and exits 0.
-///
-/// Launcher mode (`openshell-sandbox --confine …`, ``Launcher``) is dispatched first, synchronously,
-/// before any Swift concurrency starts: the confinement steps run single-threaded.
+/// Workload processes are started through the launcher `openshell-sandbox-launch` (``Workload``).
 @main
 struct SupervisorMain {
-  static func main() {
-    Launcher.runIfRequested()
-    Task {
-      await run()
-      exit(0)
-    }
-    dispatchMain()
-  }
-
-  static func run() async {
+  static func main() async {
     signal(SIGPIPE, SIG_IGN)
     let config: SupervisorConfig
     do { config = try SupervisorConfig.fromEnvironment() } catch {

@@ -1,5 +1,6 @@
 import Foundation
 import OpenShellAPI
+import SandboxConfinement
 import SandboxProtocol
 import Synchronization
 
@@ -10,24 +11,21 @@ import Synchronization
 /// Starts workload processes (the main command and exec commands), confined.
 ///
 /// Each workload runs in its own process group (so a timeout or a stop kills its whole tree) and is
-/// started through the supervisor's own launcher mode (`openshell-sandbox --confine <plan> -- CMD…`,
-/// ``Launcher``), which applies the sandbox's ``ConfinementPlan`` (user `sandbox`, no capabilities,
-/// no_new_privs, Landlock, seccomp) and then executes the command. Exec and the main process get the
-/// same plan; there is no way to ask for another user.
+/// started through the launcher (`openshell-sandbox-launch <plan options> -- CMD…`, `Launcher` in
+/// SandboxConfinement), which applies the sandbox's ``ConfinementPlan`` (user `sandbox`, no
+/// capabilities, no_new_privs, Landlock, seccomp) and then executes the command. Exec and the main
+/// process get the same plan; there is no way to ask for another user.
 ///
 /// Fail closed: without a plan (a launch description from an older gateway) nothing is started.
 final class Workload: Sendable {
   let launch: SupervisorLaunch
-  /// The plan as the launcher's argument (JSON), encoded once.
-  let planArgument: String?
-  /// This executable (the launcher), as the kernel knows it.
-  let launcherPath: String
+  /// The plan as the launcher's options, computed once.
+  let planArguments: [String]?
   private let groups = Mutex<Set<pid_t>>([])
 
   init(launch: SupervisorLaunch) {
     self.launch = launch
-    planArgument = launch.confinement.flatMap { try? JSONEncoder().encode($0) }.map { String(decoding: $0, as: UTF8.self) }
-    launcherPath = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? SandboxProtocol.supervisorPath
+    planArguments = launch.confinement?.launcherArguments
   }
 
   /// The environment of every workload process: defaults, then the spec's, then the request's.
@@ -47,10 +45,10 @@ final class Workload: Sendable {
   /// The launcher command line for `command`.
   /// - Throws: `CommandError` (126) when there is no confinement plan.
   func argv(_ command: [String]) throws -> (String, [String]) {
-    guard let planArgument else {
+    guard let planArguments else {
       throw CommandError(description: "no confinement plan in the launch description; the command was not run (restart the sandbox)", exitCode: ConfinementPlan.failureExitCode)
     }
-    return (launcherPath, [ConfinementPlan.launcherFlag, planArgument, "--"] + command)
+    return (SandboxProtocol.launcherPath, planArguments + ["--"] + command)
   }
 
   /// Starts a workload process with piped stdio in its own process group.

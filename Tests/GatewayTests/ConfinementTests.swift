@@ -2,6 +2,7 @@ import Foundation
 import GRPCCore
 import OpenShellAPI
 import PolicyKit
+import SandboxConfinement
 import SandboxProtocol
 import Testing
 
@@ -71,9 +72,10 @@ struct ConfinementTests {
       let w = try await sh(c, "conf-a", "touch /var/tmp/x; echo rc=$?; mkdir /var/tmp/d; echo rc=$?")
       #expect(w.out.contains("Permission denied") && w.out.contains("rc=1\n"), "\(w)")
       #expect(!w.out.contains("rc=0"), "\(w)")
-      // Reads outside read_only: the credentials directory (world-readable files) and /opt.
-      let r = try await sh(c, "conf-a", "cat /run/openshell/ca.crt >/dev/null; echo rc=$?; ls /opt; echo rc=$?; cat /run/openshell/tls.key; echo rc=$?")
-      #expect(r.out.components(separatedBy: "Permission denied").count - 1 == 3 && !r.out.contains("rc=0"), "\(r)")
+      // Reads outside read_only: world-readable /dev/zero, the root directory and /dev listings (only
+      // Landlock denies these), and the credentials directory (also closed to the user by its mode).
+      let r = try await sh(c, "conf-a", "head -c1 /dev/zero >/dev/null; echo rc=$?; ls /; echo rc=$?; ls /dev; echo rc=$?; cat /run/openshell/ca.crt; echo rc=$?")
+      #expect(r.out.components(separatedBy: "Permission denied").count - 1 == 4 && !r.out.contains("rc=0"), "\(r)")
       // The gateway's data directory and the other sandbox's workspace are not reachable.
       let other = "\(gw.dataDirectory)/sandboxes/\(b.metadata.id)/workspace"
       let hostPaths = try await sh(c, "conf-a", "ls \(gw.dataDirectory)/pki; echo rc=$?; ls \(other); echo rc=$?")
@@ -121,7 +123,11 @@ struct ConfinementTests {
       let expected = "ptrace=1 raw=1 packet=1 vsock=1 netlink_audit=1 netlink_route=0 memfd=1 io_uring_setup=1 mount=1 clone3=38 bpf=1 userfaultfd=1 setns=1"
       #expect(probes == expected)
 
-      // Ordinary work: python scripts, git in /sandbox.
+      // Ordinary work: a compiler where installed, python scripts, git in /sandbox.
+      if FileManager.default.isExecutableFile(atPath: "/usr/bin/cc") {
+        let cc = try await sh(c, "conf-a", "cd /sandbox && printf 'int main(){return 7;}' > m.c && cc -o m m.c && ./m; echo rc=$?")
+        #expect(cc.out == "rc=7\n", "\(cc)")
+      }
       let script = try await c.exec("conf-a", ["python3", "-c", "import json,pathlib; pathlib.Path('/sandbox/p.json').write_text(json.dumps({'a': 1})); print(open('/sandbox/p.json').read())"])
       #expect(script.out == "{\"a\": 1}\n", "\(script.err)")
       let git = try await sh(c, "conf-a", """
@@ -262,5 +268,30 @@ extension ConfinementTests {
       try await c.deleteAndWait("empty-rules")
     }
     await gw.stopEverything()
+  }
+}
+
+extension ConfinementTests {
+  @Test("the plan survives the launcher's command line (any path), and bad options are refused with one line")
+  func planOptions() throws {
+    let plan = ConfinementPlan(
+      user: "sandbox", uid: 10001, gid: 10002, groups: [10002, 7], readOnly: ["/usr", "/with space", "/--rw"],
+      readWrite: ["/tmp", "/dev/null"], includeWorkdir: true, workdir: "/sandbox", landlockCompatibility: "hard_requirement",
+      simulateNoLandlock: true, networkNamespacePath: "/run/netns/x")
+    let (parsed, command) = try ConfinementPlan.parse(ArraySlice(plan.launcherArguments + ["--", "sh", "-c", "echo --ro"]))
+    #expect(parsed == plan)
+    #expect(command == ["sh", "-c", "echo --ro"])
+    let rootless = ConfinementPlan(user: "sandbox", uid: nil, gid: nil, groups: [], readOnly: [], readWrite: ["/tmp"], includeWorkdir: false, landlockCompatibility: "best_effort")
+    #expect(try ConfinementPlan.parse(ArraySlice(rootless.launcherArguments + ["--", "true"])).0 == rootless)
+
+    func failure(_ args: [String]) -> String {
+      do { _ = try ConfinementPlan.parse(ArraySlice(args)); return "" } catch { return "\(error)" }
+    }
+    #expect(failure(["--bogus", "--", "true"]) == "unknown option '--bogus'")
+    #expect(failure(["--user", "sandbox", "--landlock", "best_effort", "--"]) == "no command after '--'")
+    #expect(failure(["--user", "sandbox", "--landlock", "maybe", "--", "true"]) == "--landlock must be best_effort or hard_requirement, got 'maybe'")
+    #expect(failure(["--uid", "x", "--", "true"]) == "--uid expects a number, got 'x'")
+    #expect(failure(["--uid", "1", "--landlock", "best_effort", "--", "true"]) == "--uid and --gid go together")
+    #expect(failure(["--ro"]) == "--ro needs a value")
   }
 }

@@ -10,13 +10,14 @@ import SandboxProtocol
 ///   runtime directory when it lives outside `/usr` (toolchain installs under `/opt`).
 /// - Fresh `/proc`, a minimal `/dev`, private tmpfs `/tmp` and `/var/tmp` (mode 1777).
 /// - The private writable workspace at `/sandbox`; the sandbox's credentials read-only at
-///   `/run/openshell`; the supervisor binary read-only at `/opt/openshell/bin/openshell-sandbox`.
+///   `/run/openshell`; the supervisor binary read-only at `/opt/openshell/bin/openshell-sandbox`, the
+///   launcher next to it (`openshell-sandbox-launch`).
 /// - Its own hostname (the sandbox name).
 /// - Users: when the gateway runs as root, the supervisor runs as root inside the namespaces with only
 ///   ``supervisorCapabilities`` (everything else dropped). It starts every workload process (main
-///   command, exec) through its launcher mode, which switches to the `sandbox` user (``SandboxUser``:
+///   command, exec) through the launcher, which switches to the `sandbox` user (``SandboxUser``:
 ///   `/etc/passwd` and `/etc/group` are replaced by ``identityFiles``), clears every capability,
-///   sets no_new_privs and applies Landlock and seccomp (`Supervisor/Confinement/Launcher.swift`). The
+///   sets no_new_privs and applies Landlock and seccomp (`SandboxConfinement/Launcher.swift`). The
 ///   workspace is owned by `sandbox`; the sandbox key (0600 root) is unreadable to the workload. When the
 ///   gateway is not root, bwrap uses an unprivileged user namespace, there is no user switch, and the
 ///   launcher still applies no_new_privs, Landlock and seccomp (it refuses to run a workload if a
@@ -38,6 +39,8 @@ struct BubblewrapCommand {
   var workspace: String
   var credentials: String
   var supervisorBinary: String
+  /// `openshell-sandbox-launch` (host path), mounted read-only at `SandboxProtocol.launcherPath`.
+  var launcherBinary: String
   var runtimeLibraryDirectories: [String] = []
   var runAsRoot: Bool
   /// Generated `/etc/passwd` and `/etc/group` (host paths) mounted read-only over the host's.
@@ -71,6 +74,7 @@ struct BubblewrapCommand {
     a += ["--bind", workspace, SandboxProtocol.workspace]
     a += ["--ro-bind", credentials, SandboxProtocol.credentialsDirectory]
     a += ["--ro-bind", supervisorBinary, SandboxProtocol.supervisorPath]
+    a += ["--ro-bind", launcherBinary, SandboxProtocol.launcherPath]
     if runAsRoot {
       a += ["--cap-drop", "ALL"] + Self.supervisorCapabilities.flatMap { ["--cap-add", $0] }
     }

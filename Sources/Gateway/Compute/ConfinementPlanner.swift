@@ -2,6 +2,7 @@ import Foundation
 import OpenShellAPI
 import PolicyKit
 import Projections
+import SandboxConfinement
 import SandboxProtocol
 
 /// Derives a sandbox's ``ConfinementPlan`` from its effective policy when the local driver starts it,
@@ -34,7 +35,7 @@ enum ConfinementPlanner {
     let fs = PolicyRules.startupFilesystem(p)
     return ConfinementPlan(
       user: p.process.runAsUser, uid: user?.uid, gid: user?.gid, groups: user.map { [$0.gid] } ?? [],
-      readOnly: fs.readOnly, readWrite: fs.readWrite, includeWorkdir: fs.includeWorkdir,
+      readOnly: fs.readOnly, readWrite: fs.readWrite, includeWorkdir: fs.includeWorkdir, workdir: SandboxProtocol.workspace,
       landlockCompatibility: p.landlock.compatibility.isEmpty ? "best_effort" : p.landlock.compatibility,
       simulateNoLandlock: simulateNoLandlock)
   }

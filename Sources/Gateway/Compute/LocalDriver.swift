@@ -4,6 +4,7 @@ import GRPCCore
 import Logging
 import OpenShellAPI
 import Projections
+import SandboxConfinement
 import SandboxProtocol
 import Synchronization
 
@@ -376,6 +377,10 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     guard fm.isExecutableFile(atPath: supervisorBinary) else {
       throw SpawnError("supervisor binary \(supervisorBinary) not found (build the openshell-sandbox product or set OPENSHELL_SUPERVISOR_BIN)")
     }
+    let launcherBinary = ((supervisorBinary as NSString).deletingLastPathComponent as NSString).appendingPathComponent(SandboxProtocol.launcherName)
+    guard fm.isExecutableFile(atPath: launcherBinary) else {
+      throw SpawnError("launcher binary \(launcherBinary) not found (build the openshell-sandbox-launch product next to openshell-sandbox)")
+    }
     guard fm.isExecutableFile(atPath: "/usr/bin/bwrap") else { throw SpawnError("bubblewrap (/usr/bin/bwrap) is not installed (apt-get install bubblewrap)") }
     try fm.createDirectory(atPath: base, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
     try fm.createDirectory(atPath: workspace, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
@@ -416,7 +421,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
 
     let hostname = String(s.name.prefix(63))
     let command = BubblewrapCommand(
-      hostname: hostname, workspace: workspace, credentials: run, supervisorBinary: supervisorBinary,
+      hostname: hostname, workspace: workspace, credentials: run, supervisorBinary: supervisorBinary, launcherBinary: launcherBinary,
       runtimeLibraryDirectories: runtimeDirectories, runAsRoot: runAsRoot, identityFiles: identityFiles)
     let creds = SandboxProtocol.credentialsDirectory
     var environment = [

@@ -14,8 +14,8 @@ import Foundation
 /// - inside the sandbox, `/etc/passwd` and `/etc/group` are replaced (read-only bind mounts) by the
 ///   files ``passwd`` and ``group`` generate, so `id`, `whoami`, git and python resolve the name; the
 ///   home directory is the workspace `/sandbox`, owned by that user.
-/// The workload never runs as root: the launcher refuses nothing else (see the supervisor's
-/// `Confinement/Launcher.swift`).
+/// The workload never runs as root: the gateway accepts no other `run_as_user`, and the launcher
+/// (`SandboxConfinement/Launcher.swift`) verifies that uid 0 cannot be regained.
 struct SandboxUser: Equatable {
   static let name = "sandbox"
   static let fixedID: UInt32 = 10001

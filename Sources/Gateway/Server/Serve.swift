@@ -4,6 +4,7 @@ import Foundation
 import GRPCCore
 import Logging
 import Projections
+import SandboxConfinement
 import SandboxProtocol
 
 /// Version string reported by Health, GetGatewayInfo and /readyz.

@@ -1,6 +1,7 @@
 import Foundation
 import OpenShellAPI
 import PolicyKit
+import SandboxConfinement
 import SandboxProtocol
 
 /// What the supervisor tells about the confinement of its workloads, and how it keeps policy status

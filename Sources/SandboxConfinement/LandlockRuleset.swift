@@ -1,5 +1,4 @@
 import CConfine
-import SandboxProtocol
 
 #if canImport(Glibc)
   import Glibc
@@ -10,7 +9,7 @@ import SandboxProtocol
 ///
 /// - Handled rights: every filesystem right of the kernel's ABI (probed; 13 rights in ABI 1, REFER from
 ///   ABI 2, TRUNCATE from 3, IOCTL_DEV from 5), so anything not granted is denied.
-/// - `read_only` paths get EXECUTE | READ_FILE | READ_DIR; `read_write` paths (plus `/sandbox` when
+/// - `read_only` paths get EXECUTE | READ_FILE | READ_DIR; `read_write` paths (plus the workdir when
 ///   `include_workdir`) get every handled right. On a path that is not a directory the rights are trimmed
 ///   to the file rights (EXECUTE, WRITE_FILE, READ_FILE, TRUNCATE, IOCTL_DEV), as the kernel requires.
 /// - Paths that do not exist (or cannot be opened) are skipped; when no path at all could be opened the
@@ -18,7 +17,7 @@ import SandboxProtocol
 ///   "nothing by accident").
 /// - No Landlock in the kernel: `best_effort` → no ruleset (the driver has recorded the high-severity
 ///   condition and the supervisor logged it); `hard_requirement` → an error naming the kernel.
-struct LandlockRuleset {
+public struct LandlockRuleset {
   static let execute: UInt64 = 1 << 0, writeFile: UInt64 = 1 << 1, readFile: UInt64 = 1 << 2, readDir: UInt64 = 1 << 3
   static let truncate: UInt64 = 1 << 14, ioctlDev: UInt64 = 1 << 15
   static let read = execute | readFile | readDir
@@ -34,9 +33,9 @@ struct LandlockRuleset {
   }
 
   /// Every path and the rights it gets, in plan order (read_only, then read_write, then the workdir).
-  static func rules(_ plan: ConfinementPlan) -> [(path: String, writable: Bool)] {
+  public static func rules(_ plan: ConfinementPlan) -> [(path: String, writable: Bool)] {
     var out = plan.readOnly.map { ($0, false) } + plan.readWrite.map { ($0, true) }
-    if plan.includeWorkdir { out.append((SandboxProtocol.workspace, true)) }
+    if plan.includeWorkdir { out.append((plan.workdir, true)) }
     return out
   }
 

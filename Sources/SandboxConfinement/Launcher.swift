@@ -1,17 +1,15 @@
 import CConfine
-import Foundation
-import SandboxProtocol
 
 #if canImport(Glibc)
   import Glibc
 #endif
 
-/// The supervisor's launcher mode: `openshell-sandbox --confine <plan JSON> -- COMMAND [ARG…]`.
+/// The launcher `openshell-sandbox-launch <plan options> -- COMMAND [ARG…]` (``ConfinementPlan/parse(_:)``).
 ///
-/// The supervisor starts every workload process (main command, exec) through this mode instead of
-/// executing the command directly. Running single-threaded, before any Swift concurrency starts
-/// (``SupervisorMain/main()`` dispatches here first), it applies the ``ConfinementPlan`` to itself in
-/// OpenShell's order (enforcement-and-ssh.md §1.4, "Child setup order") and then `execvp`s the command:
+/// The supervisor starts every workload process (main command, exec) through it instead of executing
+/// the command directly. A small single-threaded program without Foundation or Swift concurrency (its
+/// start-up costs about what `setpriv` did), it applies the ``ConfinementPlan`` to itself in OpenShell's
+/// order (enforcement-and-ssh.md §1.4, "Child setup order") and then `execvp`s the command:
 ///
 /// 1. enter the sandbox's network namespace (`setns(CLONE_NEWNET)`) when the plan names one;
 /// 2. open the Landlock path descriptors while still privileged (root-only paths open too);
@@ -27,24 +25,22 @@ import SandboxProtocol
 /// failed: …; the command was not run` goes to stderr and the exit code is
 /// ``ConfinementPlan/failureExitCode`` (126). A command that cannot be executed exits 127 (not found)
 /// or 126, as a shell does.
-enum Launcher {
-  struct Failure: Error, CustomStringConvertible {
-    let description: String
-    init(_ d: String) { description = d }
+public enum Launcher {
+  /// Why a step failed (the one-line message).
+  public struct Failure: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
   }
 
-  /// Runs launcher mode when the arguments ask for it; otherwise returns at once.
-  static func runIfRequested(_ args: [String] = CommandLine.arguments) {
-    guard args.count >= 2, args[1] == ConfinementPlan.launcherFlag else { return }
-    guard args.count >= 5, args[3] == "--" else {
-      fail("usage: openshell-sandbox \(ConfinementPlan.launcherFlag) <plan JSON> -- COMMAND [ARG...]")
-    }
+  /// The launcher's entry point: parses, confines, executes; never returns.
+  public static func main(_ args: [String]) -> Never {
     let plan: ConfinementPlan
-    do { plan = try JSONDecoder().decode(ConfinementPlan.self, from: Data(args[2].utf8)) } catch {
-      fail("the confinement plan does not decode: \(error)")
+    let command: [String]
+    do { (plan, command) = try ConfinementPlan.parse(args.dropFirst()) } catch {
+      fail("\(error) (usage: openshell-sandbox-launch <plan options> -- COMMAND [ARG...])")
     }
     do { try apply(plan) } catch { fail("\(error)") }
-    execute(Array(args[4...]))
+    execute(command)
   }
 
   /// Applies every step of the plan to the calling process (see the type's documentation).
@@ -65,7 +61,7 @@ enum Launcher {
   static func enterNetworkNamespace(_ path: String) throws {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { throw Failure("cannot open the network namespace \(path): \(String(cString: strerror(errno)))") }
-    defer { Glibc.close(fd) }
+    defer { close(fd) }
     let r = cconfine_setns_net(fd)
     guard r == 0 else { throw Failure("cannot enter the network namespace \(path): \(String(cString: strerror(-r)))") }
   }
@@ -75,12 +71,22 @@ enum Launcher {
     let argv = command.map { strdup($0) } + [nil]
     execvp(command[0], argv)
     let e = errno
-    FileHandle.standardError.write(Data("openshell-sandbox: \(command[0]): \(String(cString: strerror(e)))\n".utf8))
+    printError("openshell-sandbox: \(command[0]): \(String(cString: strerror(e)))\n")
     exit(e == ENOENT ? 127 : 126)
   }
 
   static func fail(_ message: String) -> Never {
-    FileHandle.standardError.write(Data("openshell-sandbox: confinement failed: \(message); the command was not run\n".utf8))
+    printError("openshell-sandbox: confinement failed: \(message); the command was not run\n")
     exit(ConfinementPlan.failureExitCode)
+  }
+
+  static func printError(_ text: String) {
+    var bytes = Array(text.utf8)
+    var offset = 0
+    while offset < bytes.count {
+      let n = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress! + offset, $0.count - offset) }
+      if n <= 0 { return }
+      offset += n
+    }
   }
 }

@@ -65,7 +65,7 @@ enum Privileges {
     let r = cconfine_capget(&e, &p, &i)
     guard r == 0 else { throw Launcher.Failure("capget: \(String(cString: strerror(-r)))") }
     guard e == 0, p == 0, i == 0 else {
-      throw Launcher.Failure(String(format: "capabilities remain (effective %llx, permitted %llx, inheritable %llx)", e, p, i))
+      throw Launcher.Failure("capabilities remain (effective \(String(e, radix: 16)), permitted \(String(p, radix: 16)), inheritable \(String(i, radix: 16)))")
     }
     for cap in knownCapabilities {
       if cconfine_prctl(capbsetRead, cap, 0, 0, 0) != 0 { throw Launcher.Failure("capability \(cap) remains in the bounding set") }
