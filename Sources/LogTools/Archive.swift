@@ -2,6 +2,10 @@ import Crypto
 import EventLog
 import Foundation
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// Portable, verifiable archive of a log (`openshell-replay export` / `import`), for backups and
 /// disaster recovery.
 ///
@@ -51,13 +55,37 @@ public enum LogArchive {
   /// the number of records.
   /// - Throws: `EventLogError` on read failure, `ArchiveError` on write failure.
   @discardableResult
-  public static func export(_ log: EventLog, to file: String, through: UInt64? = nil, progress: ((UInt64, UInt64) -> Void)? = nil) throws -> UInt64 {
+  public static func export(
+    _ log: EventLog, to file: String, through: UInt64? = nil, overwrite: Bool = false, progress: ((UInt64, UInt64) -> Void)? = nil
+  ) throws -> UInt64 {
     let head = min(through ?? log.headSeq, log.headSeq)
     let headHash = head == log.headSeq ? log.headHash : (try log.record(at: head)?.hash ?? [UInt8](repeating: 0, count: 32))
-    guard FileManager.default.createFile(atPath: file, contents: nil),
-      let handle = FileHandle(forWritingAtPath: file)
-    else { throw ArchiveError(message: "cannot create \(file)") }
-    defer { try? handle.close() }
+    // An archive holds every record (sealed secrets included): owner-only (0600), written beside the
+    // target and renamed into place, so a failed export leaves no partial archive and never clobbers one.
+    if !overwrite, FileManager.default.fileExists(atPath: file) {
+      throw ArchiveError(message: "\(file) already exists; remove it first (or pass --force)")
+    }
+    let partial = file + ".partial"
+    unlink(partial)
+    let fd = open(partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+    guard fd >= 0 else { throw ArchiveError(message: "cannot create \(partial): \(String(cString: strerror(errno)))") }
+    let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+    var done = false
+    defer {
+      try? handle.close()
+      if !done { unlink(partial) }
+    }
+    let count = try write(log, head: head, headHash: headHash, to: handle, progress: progress)
+    try handle.synchronize()
+    guard rename(partial, file) == 0 else { throw ArchiveError(message: "cannot write \(file): \(String(cString: strerror(errno)))") }
+    done = true
+    return count
+  }
+
+  /// Writes header, records 1...`head` and trailer to `handle`; returns the number of records.
+  private static func write(
+    _ log: EventLog, head: UInt64, headHash: [UInt8], to handle: FileHandle, progress: ((UInt64, UInt64) -> Void)?
+  ) throws -> UInt64 {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     let header = Header(format: format, version: 1, records: head, head_seq: head, head_hash: hexString(headHash))

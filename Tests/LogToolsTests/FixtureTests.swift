@@ -67,6 +67,12 @@ func openReadOnly(_ dir: String) throws -> EventLog {
     let archive = temporaryDirectory("archive") + "/log.archive"
     let n = try LogArchive.export(log, to: archive)
     #expect(n == log.headSeq)
+    // Owner-only, never clobbered without asking, no partial file left behind.
+    let mode = (try FileManager.default.attributesOfItem(atPath: archive)[.posixPermissions] as? NSNumber)?.intValue
+    #expect(mode == 0o600)
+    #expect(throws: LogArchive.ArchiveError.self) { try LogArchive.export(log, to: archive) }
+    #expect(try LogArchive.export(log, to: archive, overwrite: true) == n)
+    #expect(!FileManager.default.fileExists(atPath: archive + ".partial"))
     let restoredDir = temporaryDirectory("restored")
     let head = try LogArchive.importArchive(from: archive, into: restoredDir)
     #expect(head == log.headSeq)

@@ -202,13 +202,14 @@ struct Export: ParsableCommand {
   @Argument(help: "Log directory.") var dir: String
   @Argument(help: "Archive file to write.") var file: String
   @Flag(help: "Export only the records before the first one that fails verification (reported on stderr); the archive imports and restores.") var salvage = false
+  @Flag(help: "Replace an existing archive file.") var force = false
 
   func run() throws {
     try LogTools_run {
       let log = try openLog(dir, readOnly: true)
       defer { log.close() }
       let keep = try salvageLimit(log, salvage)
-      let n = try LogArchive.export(log, to: file, through: keep, progress: ProgressBar(label: "export").callback)
+      let n = try LogArchive.export(log, to: file, through: keep, overwrite: force, progress: ProgressBar(label: "export").callback)
       print("exported \(n) records to \(file)")
     }
   }

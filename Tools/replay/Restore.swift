@@ -118,7 +118,7 @@ struct Restore: ParsableCommand {
         guard result.ok else {
           throw ValidationError("the archived log does not verify: \((result.firstBadSeq.map { "seq \($0): " } ?? "") + (result.problem ?? "unknown problem"))")
         }
-        try LogArchive.export(log, to: tmp.path)
+        try LogArchive.export(log, to: tmp.path, overwrite: true)
         exported = tmp
         archiveFile = tmp
       }
