@@ -29,16 +29,37 @@ final class Workload: Sendable {
       SandboxProtocol.envSandboxID: ProcessInfo.processInfo.environment[SandboxProtocol.envSandboxID] ?? "",
     ]
     env.merge(launch.environment) { _, b in b }
+    if let proxy = launch.proxyAddress { env.merge(Self.proxyEnvironment(proxy)) { _, b in b } }
     env.merge(ProviderEnvironmentAgent.values) { _, b in b }
     env.merge(extra) { _, b in b }
     return env
   }
 
+  /// The proxy variables every workload gets, as OpenShell sets them (enforcement-and-ssh.md §1.4,
+  /// row "Proxy"): `proxy` is `host:port` of the sandbox's policy proxy.
+  static func proxyEnvironment(_ proxy: String) -> [String: String] {
+    let url = "http://\(proxy)"
+    let noProxy = "127.0.0.1,localhost,::1"
+    return [
+      "HTTP_PROXY": url, "HTTPS_PROXY": url, "ALL_PROXY": url, "http_proxy": url, "https_proxy": url, "all_proxy": url,
+      "grpc_proxy": url, "NO_PROXY": noProxy, "no_proxy": noProxy, "NODE_USE_ENV_PROXY": "1",
+    ]
+  }
+
   func argv(_ command: [String]) -> (String, [String]) {
+    var (path, args) = (command[0], Array(command.dropFirst()))
     if let uid = launch.workloadUID, let gid = launch.workloadGID {
-      return ("/usr/bin/setpriv", ["--reuid=\(uid)", "--regid=\(gid)", "--clear-groups", "--no-new-privs", "--"] + command)
+      (path, args) = ("/usr/bin/setpriv", ["--reuid=\(uid)", "--regid=\(gid)", "--clear-groups", "--no-new-privs", "--"] + command)
     }
-    return (command[0], Array(command.dropFirst()))
+    return enterNetworkNamespace(path, args)
+  }
+
+  /// NETWORK NAMESPACE ENTRY (interim, replaced by the launcher's setns when that lands): prefixes the
+  /// command line with `nsenter --net=<launch.networkNamespacePath>` (util-linux), so the workload joins
+  /// the sandbox's network namespace first, before setpriv drops privileges.
+  func enterNetworkNamespace(_ path: String, _ args: [String]) -> (String, [String]) {
+    guard let ns = launch.networkNamespacePath else { return (path, args) }
+    return ("/usr/bin/nsenter", ["--net=\(ns)", "--", path] + args)
   }
 
   /// Starts a workload process with piped stdio in its own process group.

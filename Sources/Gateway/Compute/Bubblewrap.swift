@@ -13,18 +13,29 @@ import SandboxProtocol
 ///   `/run/openshell`; the supervisor binary read-only at `/opt/openshell/bin/openshell-sandbox`.
 /// - Its own hostname (the sandbox name).
 /// - Users: when the gateway runs as root, the supervisor runs as root inside the namespaces with only
-///   CAP_SETUID, CAP_SETGID and CAP_KILL (everything else dropped), and starts every workload process
+///   CAP_SETUID, CAP_SETGID and CAP_KILL (plus, with network confinement, CAP_SYS_ADMIN,
+///   CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH; everything else dropped), and starts every workload process
 ///   (main command, exec) as the unprivileged host user `nobody` (65534:65534) through `setpriv` with
 ///   no_new_privs; the workspace is owned by that user and the sandbox key (0600 root) is unreadable to
 ///   the workload. When the gateway is not root, bwrap uses an unprivileged user namespace and
 ///   everything runs as the gateway's user.
 ///
-/// Seam for later enforcement (network namespace + CONNECT proxy, Landlock, seccomp): ``network``
-/// selects the network setup (today only the host network, which the supervisor needs to reach the
-/// gateway on loopback); Landlock and seccomp belong in the supervisor, applied just before it execs a
-/// workload process (`Supervisor/Workload.swift`), as OpenShell does.
+/// Network: the supervisor itself stays in the host network namespace (it dials the gateway on
+/// loopback and runs the sandbox's policy proxy on the host side of the veth pair); with
+/// ``Network/confined(namespaceFile:)`` the sandbox's own network namespace (``SandboxNetworks``) is
+/// bind-mounted read-only at `SandboxProtocol.networkNamespaceMount`, and the supervisor enters it for
+/// every workload process before dropping privileges. For that the supervisor keeps CAP_SYS_ADMIN
+/// (setns), CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (listing `/proc/<pid>/fd`, mode 0500 of the workload
+/// user, and reading `/proc/<pid>/exe` of the non-dumpable workload processes, to identify which
+/// binary opened a proxy connection). Landlock and seccomp belong
+/// in the supervisor, applied just before it execs a workload process (`Supervisor/Workload.swift`).
 struct BubblewrapCommand {
-  enum Network { case host }
+  enum Network {
+    /// No network confinement (only used where the driver was told it may not confine: never by default).
+    case host
+    /// The sandbox's named network namespace (its nsfs file, e.g. `/run/netns/openshell-<id>`).
+    case confined(namespaceFile: String)
+  }
 
   var bwrapPath = "/usr/bin/bwrap"
   var hostname: String
@@ -38,8 +49,10 @@ struct BubblewrapCommand {
   var arguments: [String] {
     var a = ["--unshare-pid", "--unshare-uts", "--unshare-ipc", "--unshare-cgroup-try", "--new-session"]
     if !runAsRoot { a += ["--unshare-user"] }
+    var networkMount: [String] = []
     switch network {
     case .host: break
+    case .confined(let file): networkMount = ["--ro-bind", file, SandboxProtocol.networkNamespaceMount]
     }
     a += ["--hostname", hostname]
     let fm = FileManager.default
@@ -59,8 +72,12 @@ struct BubblewrapCommand {
     a += ["--bind", workspace, SandboxProtocol.workspace]
     a += ["--ro-bind", credentials, SandboxProtocol.credentialsDirectory]
     a += ["--ro-bind", supervisorBinary, SandboxProtocol.supervisorPath]
+    a += networkMount
     if runAsRoot {
       a += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_KILL"]
+      if case .confined = network {
+        a += ["--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_SYS_PTRACE", "--cap-add", "CAP_DAC_READ_SEARCH"]
+      }
     }
     a += ["--chdir", SandboxProtocol.workspace, "--info-fd", "3", "--", SandboxProtocol.supervisorPath]
     return a
