@@ -281,6 +281,59 @@ struct NetworkEnforcementTests {
     }
   }
 
+  @Test("a binary is pinned by SHA-256 on first use; a failed revision keeps the last good policy")
+  func pinningAndFailedRevision() async throws {
+    let up = try Upstream.start("http")
+    defer { up.stop() }
+    try await withSandboxGateway { gw in
+      let p = up.port
+      let policy = try NetworkPolicies.policy(
+        """
+          local:
+            endpoints:
+              - host: localhost
+                port: \(p)
+                allowed_ips: [127.0.0.1]
+            binaries:
+              - path: /sandbox/tool
+        """)
+      try await gw.withClient { c in
+        try await c.createWithPolicy("net6", policy)
+        try await c.wait("net6", .ready)
+        try await c.waitLoaded("net6")
+        let url = "http://localhost:\(p)/hello.txt"
+        _ = try await c.exec("net6", ["/bin/sh", "-c", "cp /usr/bin/curl /sandbox/tool"])
+        let first = try await c.exec("net6", ["/sandbox/tool", "-sS", url], env: viaProxy)
+        #expect(first.out == "hello-from-upstream\n", "\(first.out) \(first.err)")
+        // Same path, other bytes (still a working curl: trailing bytes after the ELF image).
+        _ = try await c.exec("net6", ["/bin/sh", "-c", "cat /usr/bin/curl > /sandbox/tool.new && echo tampered >> /sandbox/tool.new && chmod 755 /sandbox/tool.new && mv /sandbox/tool.new /sandbox/tool"])
+        let changed = try await c.exec("net6", ["/sandbox/tool", "-sS", "-w", "%{http_code}", url], env: viaProxy)
+        #expect(changed.out.hasSuffix("403"), "\(changed.out) \(changed.err)")
+        #expect(changed.out.contains("binary /sandbox/tool changed since its first use"))
+
+        // A revision the supervisor rejects (rules and access together) leaves the last good one in force.
+        var broken = policy
+        broken.networkPolicies["bad"] = .with {
+          $0.endpoints = [.with {
+            $0.host = "x.example.com"; $0.ports = [443]; $0.protocol = "rest"; $0.access = .full
+            $0.rules = [.with { $0.allow = .with { $0.method = "GET" } }]
+          }]
+          $0.binaries = [.with { $0.path = "/usr/bin/curl" }]
+        }
+        broken.networkPolicies["local"]!.binaries.append(.with { $0.path = "/usr/bin/curl" })
+        let v = try await c.updatePolicy("net6", broken)
+        var status = Openshell_V1_PolicyStatus.pending
+        for _ in 0..<100 where status != .failed {
+          status = try await c.getSandboxPolicyStatus(.with { $0.sandbox = "net6"; $0.version = v; $0.workspaceScope = .with { $0.workspace = "default" } }).revision.status
+          try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(status == .failed)
+        let curl = try await c.exec("net6", [Self.curl, "-sS", "-w", "%{http_code}", url], env: viaProxy)
+        #expect(curl.out.contains("binary /usr/bin/curl is not listed in the binaries of network policy local"), "\(curl.out)")
+      }
+    }
+  }
+
   @Test("sandbox network namespaces and veth pairs are removed on delete")
   func cleanup() async throws {
     try await withSandboxGateway { gw in
