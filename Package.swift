@@ -119,6 +119,9 @@ let package = Package(
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "Crypto", package: "swift-crypto"),
       ]),
 
     // The gateway server: one port (TLS, gRPC, HTTP/1.1), PKI, handlers, reactors.
@@ -211,7 +214,7 @@ let package = Package(
     .testTarget(
       name: "GatewayTests",
       dependencies: [
-        "Gateway", "OpenShellAPI", "SandboxProtocol", "SandboxConfinement", "PolicyKit",
+        "Gateway", "OpenShellAPI", "SandboxProtocol", "SandboxConfinement", "PolicyKit", "LogTools",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       ]),
     .testTarget(name: "PolicyKitTests", dependencies: ["PolicyKit", "OpenShellAPI"]),

@@ -34,6 +34,10 @@ public enum EventSummary {
     case .sandboxDeleted: return "deleted"
     case .sandboxMainProcessExited(let e): return "main process exited with code \(e.exitCode)\(e.signal != 0 ? " (signal \(e.signal))" : "")"
     case .sandboxConditionSet(let e): return "condition \(e.type)=\(e.status) \(e.reason): \(e.message)"
+    case .sandboxNetworkDenials(let e):
+      let total = e.denials.reduce(0) { $0 + Int($1.count) }
+      let items = e.denials.map { "\($0.host):\($0.port) by \($0.binary.isEmpty ? "(unidentified)" : $0.binary) ×\($0.count): \($0.reason)" }
+      return "network denied \(total) request(s): " + items.joined(separator: "; ")
     case .providerCreated(let e):
       return "provider \(e.workspace)/\(e.name) type \(e.type) credentials [\(e.credentials.map(\.key).sorted().joined(separator: ","))] (values sealed)"
     case .providerUpdated(let e):

@@ -107,6 +107,8 @@ extension GatewayState {
       settings[e.id] = nil
     case .sandboxMainProcessExited(let e):
       updateSandbox(e.id, seq) { s in s.exitCode = e.exitCode }
+    case .sandboxNetworkDenials:
+      break  // audit only: no state (the log keeps them; `openshell-replay audit` shows them)
     case .sandboxConditionSet(let e):
       updateSandbox(e.id, seq) { s in s.setCondition(e.type, e.status, e.reason, e.message, timestampNs) }
     case .sandboxProviderAttached(let e):

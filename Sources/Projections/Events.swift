@@ -49,6 +49,7 @@ extension GatewayEvent {
     case .sandboxDeleted: return "sandbox.deleted"
     case .sandboxMainProcessExited: return "sandbox.main_process_exited"
     case .sandboxConditionSet: return "sandbox.condition_set"
+    case .sandboxNetworkDenials: return "sandbox.network_denials"
     case .providerCreated: return "provider.created"
     case .providerUpdated: return "provider.updated"
     case .providerCredentialRotated: return "provider.credential_rotated"
@@ -94,6 +95,7 @@ extension GatewayEvent {
     case .sandboxDeleted(let e): return .sandbox(e.id)
     case .sandboxMainProcessExited(let e): return .sandbox(e.id)
     case .sandboxConditionSet(let e): return .sandbox(e.id)
+    case .sandboxNetworkDenials(let e): return .network(e.id)
     case .sandboxProviderAttached(let e): return .sandbox(e.sandboxID)
     case .sandboxProviderDetached(let e): return .sandbox(e.sandboxID)
     case .providerCreated(let e): return .provider(e.id)
@@ -160,6 +162,9 @@ extension BinaryEncodingOptions {
 extension AggregateRef {
   public static func sandbox(_ id: String) -> AggregateRef { AggregateRef(kind: "sandbox", id: id) }
   public static func provider(_ id: String) -> AggregateRef { AggregateRef(kind: "provider", id: id) }
+  /// Network activity reports of one sandbox (`id` = sandbox id): kept apart from the sandbox aggregate
+  /// so that reports never contend with lifecycle transitions.
+  public static func network(_ sandboxID: String) -> AggregateRef { AggregateRef(kind: "network", id: sandboxID) }
   /// Policy revisions of one sandbox (`id` = sandbox id) or the global policy (`id` = "").
   public static func policy(_ sandboxID: String) -> AggregateRef {
     AggregateRef(kind: "policy", id: sandboxID.isEmpty ? "global" : sandboxID)

@@ -53,6 +53,12 @@ public enum SandboxProtocol {
   /// The workspace mount point.
   public static let workspace = "/sandbox"
 
+  /// Where the driver bind-mounts the sandbox's network namespace file (nsfs) inside the sandbox; the
+  /// supervisor enters it (setns) for every workload process. Its own process stays on the host side.
+  public static let networkNamespaceMount = "/run/openshell-netns"
+  /// Port of the sandbox's policy proxy on the host side of its veth pair (OpenShell's default).
+  public static let proxyPort: UInt16 = 3128
+
   /// `RelayOpen.service_id` for exec channels.
   public static let execService = "exec"
   /// Exit code reported when `execution_timeout` expires (the process group was killed), as timeout(1).
@@ -70,11 +76,23 @@ public struct SupervisorLaunch: Codable, Sendable {
   public var confinement: ConfinementPlan?
   /// A random id of this start of the sandbox (a new one per start).
   public var instanceID: String
+  /// Path (inside the sandbox) of the network namespace every workload process must enter before it
+  /// drops privileges (setns CLONE_NEWNET). nil only for launches written by drivers that do not confine
+  /// the network; the local driver refuses to start a sandbox it cannot confine (LocalComputeDriver).
+  public var networkNamespacePath: String?
+  /// `host:port` of the sandbox's policy proxy (e.g. `10.200.0.1:3128`), reachable from inside the
+  /// namespace; the supervisor listens there and the workload gets it as HTTP(S)_PROXY.
+  public var proxyAddress: String?
 
-  public init(command: [String], environment: [String: String], confinement: ConfinementPlan?, instanceID: String) {
+  public init(
+    command: [String], environment: [String: String], confinement: ConfinementPlan?, instanceID: String,
+    networkNamespacePath: String? = nil, proxyAddress: String? = nil
+  ) {
     self.command = command
     self.environment = environment
     self.confinement = confinement
     self.instanceID = instanceID
+    self.networkNamespacePath = networkNamespacePath
+    self.proxyAddress = proxyAddress
   }
 }

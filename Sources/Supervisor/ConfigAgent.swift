@@ -13,7 +13,9 @@ import Synchronization
 /// - a new sandbox policy (by version and hash) is validated with the L7 rules (`PolicyKit`) and its
 ///   startup-only sections are compared with the confinement in force (``ConfinementStatus``); the
 ///   result goes back with `ReportPolicyStatus` (LOADED, or FAILED with the message, keeping the last
-///   good policy active). Global policies are applied but never acknowledged, as OpenShell's;
+///   good policy active). A valid policy is installed in the sandbox's policy proxy (``ProxyPolicy``)
+///   *before* LOADED is reported, so `policy set --wait` returns only once the proxy enforces it.
+///   Global policies are applied but never acknowledged, as OpenShell's;
 /// - the inference bundle arrives over `Inference/WatchInferenceBundle` (the current one, then each new
 ///   revision); the routes are kept for the proxy (enforcement is the next wave).
 final class ConfigAgent: Sendable {
@@ -33,6 +35,8 @@ final class ConfigAgent: Sendable {
   let client: Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>
   let inference: Openshell_Inference_V1_Inference.Client<HTTP2ClientTransport.Posix>
   let metadata: Metadata
+  /// The proxy's policy holder (nil when the sandbox has no network confinement).
+  let proxyPolicy: ProxyPolicy?
   let state = Mutex(Active())
   /// Last (version, hash, source) examined, so a repeated snapshot is not re-validated or re-reported.
   private let seen = Mutex<String>("")
@@ -42,8 +46,9 @@ final class ConfigAgent: Sendable {
   /// The agent of this process (the session hands pushed updates to it).
   static let current = Mutex<ConfigAgent?>(nil)
 
-  init(config: SupervisorConfig, logs: LogPusher, grpc: GRPCClient<HTTP2ClientTransport.Posix>, metadata: Metadata) {
+  init(config: SupervisorConfig, logs: LogPusher, grpc: GRPCClient<HTTP2ClientTransport.Posix>, metadata: Metadata, proxyPolicy: ProxyPolicy? = nil) {
     self.config = config
+    self.proxyPolicy = proxyPolicy
     self.logs = logs
     self.client = Openshell_V1_OpenShell.Client(wrapping: grpc)
     self.inference = Openshell_Inference_V1_Inference.Client(wrapping: grpc)
@@ -123,7 +128,8 @@ final class ConfigAgent: Sendable {
         $0.source = s.policySource
         $0.policy = s.policy
       }
-      logs.log("\(label) loaded (hash \(s.policyHash.prefix(12)))")
+      let generation = proxyPolicy?.install(s.policy, label: label)
+      logs.log("\(label) loaded (hash \(s.policyHash.prefix(12)))" + (generation.map { ", proxy generation \($0)" } ?? ""))
     } else {
       let active = state.withLock { $0.version }
       logs.log("\(label) failed to load; keeping policy v\(active): \(issues.map(\.description).joined(separator: "; "))", level: "WARN")

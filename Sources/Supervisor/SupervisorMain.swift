@@ -18,6 +18,8 @@ import Synchronization
 /// 3. Keeps `ConnectSupervisor` open (the hello is the "ready" report), reconnecting with backoff
 ///    (200 ms doubling to 1 s), and answers `RelayOpen{service_id: "exec"}` by dialling `RelayStream`
 ///    and running the command (protocol: SandboxProtocol).
+/// 4. With network confinement (launch.json names a namespace and a proxy address), runs the sandbox's
+///    policy proxy (``NetworkEnforcement``) before anything else starts a workload.
 /// SIGTERM: kills every workload process group and exits 0.
 /// Workload processes are started through the launcher `openshell-sandbox-launch` (``Workload``).
 @main
@@ -54,13 +56,20 @@ struct SupervisorMain {
       FileHandle.standardError.write(Data("openshell-sandbox: \(confinement.line)\n".utf8))
       exit(3)
     }
+    let network: NetworkEnforcement?
+    do { network = try await NetworkEnforcement.start(config.launch, sandboxID: config.sandboxID, logs: logs) } catch {
+      logs.log("cannot start network enforcement: \(error)", level: "ERROR")
+      FileHandle.standardError.write(Data("openshell-sandbox: cannot start network enforcement: \(error)\n".utf8))
+      exit(3)
+    }
 
     // The main process starts once the gateway accepted the first session (the sandbox is READY), so
     // its exit is never reported before READY.
     let ready = SharedFlag()
     await withTaskGroup(of: Void.self) { group in
       group.addTask { try? await grpc.runConnections() }
-      let agent = ConfigAgent(config: config, logs: logs, grpc: grpc, metadata: metadata)
+      let agent = ConfigAgent(config: config, logs: logs, grpc: grpc, metadata: metadata, proxyPolicy: network?.policy)
+      if let network { group.addTask { await network.denials.run(client, metadata: metadata) } }
       let providerEnvironment = ProviderEnvironmentAgent(config: config, logs: logs, client: client, metadata: metadata)
       group.addTask { await providerEnvironment.run() }
       group.addTask { await agent.run() }

@@ -37,12 +37,25 @@ final class Workload: Sendable {
       SandboxProtocol.envSandboxID: ProcessInfo.processInfo.environment[SandboxProtocol.envSandboxID] ?? "",
     ]
     env.merge(launch.environment) { _, b in b }
+    if let proxy = launch.proxyAddress { env.merge(Self.proxyEnvironment(proxy)) { _, b in b } }
     env.merge(ProviderEnvironmentAgent.values) { _, b in b }
     env.merge(extra) { _, b in b }
     return env
   }
 
-  /// The launcher command line for `command`.
+  /// The proxy variables every workload gets, as OpenShell sets them (enforcement-and-ssh.md §1.4,
+  /// row "Proxy"): `proxy` is `host:port` of the sandbox's policy proxy.
+  static func proxyEnvironment(_ proxy: String) -> [String: String] {
+    let url = "http://\(proxy)"
+    let noProxy = "127.0.0.1,localhost,::1"
+    return [
+      "HTTP_PROXY": url, "HTTPS_PROXY": url, "ALL_PROXY": url, "http_proxy": url, "https_proxy": url, "all_proxy": url,
+      "grpc_proxy": url, "NO_PROXY": noProxy, "no_proxy": noProxy, "NODE_USE_ENV_PROXY": "1",
+    ]
+  }
+
+  /// The launcher command line for `command` (the launcher enters the network namespace named in the
+  /// plan first, then drops privileges and confines).
   /// - Throws: `CommandError` (126) when there is no confinement plan.
   func argv(_ command: [String]) throws -> (String, [String]) {
     guard let planArguments else {

@@ -15,24 +15,37 @@ import SandboxProtocol
 /// - Its own hostname (the sandbox name).
 /// - Users: when the gateway runs as root, the supervisor runs as root inside the namespaces with only
 ///   ``supervisorCapabilities`` (everything else dropped). It starts every workload process (main
-///   command, exec) through the launcher, which switches to the `sandbox` user (``SandboxUser``:
-///   `/etc/passwd` and `/etc/group` are replaced by ``identityFiles``), clears every capability,
-///   sets no_new_privs and applies Landlock and seccomp (`SandboxConfinement/Launcher.swift`). The
-///   workspace is owned by `sandbox`; the sandbox key (0600 root) is unreadable to the workload. When the
-///   gateway is not root, bwrap uses an unprivileged user namespace, there is no user switch, and the
-///   launcher still applies no_new_privs, Landlock and seccomp (it refuses to run a workload if a
-///   capability remains).
+///   command, exec) through the launcher, which enters the sandbox's network namespace, switches to the
+///   `sandbox` user (``SandboxUser``: `/etc/passwd` and `/etc/group` are replaced by ``identityFiles``),
+///   clears every capability, sets no_new_privs and applies Landlock and seccomp
+///   (`SandboxConfinement/Launcher.swift`). The workspace is owned by `sandbox`; the sandbox key (0600
+///   root) is unreadable to the workload. When the gateway is not root, bwrap uses an unprivileged user
+///   namespace, there is no user switch, and the launcher still applies no_new_privs, Landlock and seccomp
+///   (it refuses to run a workload if a capability remains).
 ///
-/// Network: ``network`` selects the setup (today only the host network, which the supervisor needs to
-/// reach the gateway on loopback); the network enforcement gives the launcher a namespace to enter
-/// (``ConfinementPlan/networkNamespacePath``).
+/// Network: the supervisor itself stays in the host network namespace (it dials the gateway on
+/// loopback and runs the sandbox's policy proxy on the host side of the veth pair); with
+/// ``Network/confined(namespaceFile:)`` the sandbox's own network namespace (``SandboxNetworks``) is
+/// bind-mounted read-only at `SandboxProtocol.networkNamespaceMount`, and the launcher enters it for
+/// every workload process before dropping privileges. For that the supervisor keeps
+/// ``networkCapabilities``: CAP_SYS_ADMIN (setns), CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (listing
+/// `/proc/<pid>/fd` of the workload user and reading `/proc/<pid>/exe` of the non-dumpable workload
+/// processes, to identify which binary opened a proxy connection).
 struct BubblewrapCommand {
-  enum Network { case host }
+  enum Network {
+    /// No network confinement (only used where the driver was told it may not confine: never by default).
+    case host
+    /// The sandbox's named network namespace (its nsfs file, e.g. `/run/netns/openshell-<id>`).
+    case confined(namespaceFile: String)
+  }
 
   /// Capabilities the supervisor keeps when the gateway runs as root — the one list to extend:
   /// SETUID/SETGID (the launcher's user switch), KILL (workload process groups of another uid),
   /// SETPCAP (the launcher clears the bounding set before executing a workload).
   static let supervisorCapabilities = ["CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_SETPCAP"]
+  /// Added with network confinement: SYS_ADMIN (the launcher's setns), SYS_PTRACE and DAC_READ_SEARCH
+  /// (the proxy's caller identification through `/proc/<pid>/{fd,exe}`).
+  static let networkCapabilities = ["CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"]
 
   var bwrapPath = "/usr/bin/bwrap"
   var hostname: String
@@ -50,8 +63,10 @@ struct BubblewrapCommand {
   var arguments: [String] {
     var a = ["--unshare-pid", "--unshare-uts", "--unshare-ipc", "--unshare-cgroup-try", "--new-session"]
     if !runAsRoot { a += ["--unshare-user"] }
+    var networkMount: [String] = []
     switch network {
     case .host: break
+    case .confined(let file): networkMount = ["--ro-bind", file, SandboxProtocol.networkNamespaceMount]
     }
     a += ["--hostname", hostname]
     let fm = FileManager.default
@@ -75,8 +90,10 @@ struct BubblewrapCommand {
     a += ["--ro-bind", credentials, SandboxProtocol.credentialsDirectory]
     a += ["--ro-bind", supervisorBinary, SandboxProtocol.supervisorPath]
     a += ["--ro-bind", launcherBinary, SandboxProtocol.launcherPath]
+    a += networkMount
     if runAsRoot {
       a += ["--cap-drop", "ALL"] + Self.supervisorCapabilities.flatMap { ["--cap-add", $0] }
+      if case .confined = network { a += Self.networkCapabilities.flatMap { ["--cap-add", $0] } }
     }
     a += ["--chdir", SandboxProtocol.workspace, "--info-fd", "3", "--", SandboxProtocol.supervisorPath]
     return a

@@ -38,8 +38,16 @@ import Synchronization
 /// supervisor is gone (or was given another endpoint), and kills processes of sandboxes that were
 /// deleted meanwhile (orphans).
 ///
+/// Network: every sandbox gets its own network namespace whose only way out is its policy proxy (run by
+/// the supervisor on the host side of a veth pair); rationale, addresses and lifecycle in
+/// ``SandboxNetworks``. It is created before bwrap starts and removed when the sandbox stops, is deleted
+/// or is found orphaned (also at gateway start, for every sandbox directory of this gateway; namespaces of
+/// sandboxes unknown to this gateway may belong to another gateway on the host and are left alone). A gateway that cannot confine (not root, or `ip`/`nft`
+/// missing) fails the sandbox with reason `NetworkConfinementUnavailable` instead of starting it with an
+/// open network.
+///
 /// Layout per sandbox: `<data>/sandboxes/<id>/{workspace/, run/ (credentials, launch.json), instance.json,
-/// bwrap-info.json, supervisor.log}`.
+/// bwrap-info.json, supervisor.log, network.json, nftables.conf}`.
 public final class LocalComputeDriver: ComputeDriver, Sendable {
   public let name = "local"
   public static let checkpointName = "local-driver"
@@ -57,6 +65,8 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
   let simulateNoLandlock: Bool
   /// Where per-sandbox cpu/memory limits go; nil on a host without a writable cgroup hierarchy.
   let cgroups = SandboxCgroups.detect()
+  /// Per-sandbox network namespaces (allocation, setup, teardown).
+  let networks: SandboxNetworks
   private let endpoint = Mutex<String?>(nil)
   private let instances = Mutex<[String: SandboxInstance]>([:])
   /// Instances being stopped on purpose (their exit is not a failure).
@@ -80,6 +90,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     self.hub = hub
     self.usesTLS = usesTLS
     self.supervisorBinary = supervisorBinary ?? Self.defaultSupervisorBinary()
+    networks = SandboxNetworks(sandboxesDirectory: root)
     try? FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o711])
   }
 
@@ -301,6 +312,11 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
       try await transition(s.id, from: [.provisioning, .starting, .ready], [GatewayEvent(.sandboxFailed(.with { $0.id = s.id; $0.reason = "Unsupported"; $0.message = why }))], store)
       return
     }
+    if let why = SandboxNetworks.unavailable(runAsRoot: runAsRoot) {
+      hub.logs.gateway(s.id, "cannot start the sandbox: \(why)", level: "ERROR")
+      try await transition(s.id, from: [.provisioning, .starting, .ready], [GatewayEvent(.sandboxFailed(.with { $0.id = s.id; $0.reason = "NetworkConfinementUnavailable"; $0.message = why }))], store)
+      return
+    }
     var events: [GatewayEvent] = []
     if s.driver.isEmpty {
       events.append(GatewayEvent(.sandboxProvisioning(.with { $0.id = s.id; $0.driver = name; $0.message = "starting the supervisor in bubblewrap namespaces" })))
@@ -405,7 +421,14 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     var env = spec.template.environment
     env.merge(spec.environment) { _, b in b }
     let instanceID = UUID().uuidString.lowercased()
-    let launch = SupervisorLaunch(command: spec.command, environment: env, confinement: plan, instanceID: instanceID)
+    let allocation = try networks.setUp(s.id)
+    // The launcher enters the sandbox's network namespace first (ConfinementPlan.networkNamespacePath).
+    var confinement = plan
+    confinement.networkNamespacePath = SandboxProtocol.networkNamespaceMount
+    let launch = SupervisorLaunch(
+      command: spec.command, environment: env, confinement: confinement, instanceID: instanceID,
+      networkNamespacePath: SandboxProtocol.networkNamespaceMount,
+      proxyAddress: "\(allocation.hostAddress):\(SandboxProtocol.proxyPort)")
     try write("launch.json", String(decoding: try JSONEncoder().encode(launch), as: UTF8.self), 0o644)
     // The sandbox's /etc/passwd and /etc/group (SandboxUser), outside the credentials directory.
     var identityFiles: (passwd: String, group: String)?
@@ -422,7 +445,8 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     let hostname = String(s.name.prefix(63))
     let command = BubblewrapCommand(
       hostname: hostname, workspace: workspace, credentials: run, supervisorBinary: supervisorBinary, launcherBinary: launcherBinary,
-      runtimeLibraryDirectories: runtimeDirectories, runAsRoot: runAsRoot, identityFiles: identityFiles)
+      runtimeLibraryDirectories: runtimeDirectories, runAsRoot: runAsRoot, identityFiles: identityFiles,
+      network: .confined(namespaceFile: SandboxNetworks.namespaceFile(s.id)))
     let creds = SandboxProtocol.credentialsDirectory
     var environment = [
       "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": SandboxProtocol.workspace, "LANG": "C.UTF-8",
@@ -476,6 +500,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     guard let instance, HostProcess.exitStatus(instance) == nil else {
       instances.withLock { $0[id] = nil }
       cgroups?.remove(sandboxID: id)
+      networks.tearDown(id)
       return
     }
     stopping.withLock { _ = $0.insert(id) }
@@ -517,6 +542,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     instances.withLock { $0[id] = nil }
     try? FileManager.default.removeItem(atPath: dir(id) + "/instance.json")
     cgroups?.remove(sandboxID: id)
+    networks.tearDown(id)
   }
 
   /// Whether the spec asks for cpu/memory limits (validated at create by `unsupported(spec:)`).

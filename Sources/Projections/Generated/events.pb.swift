@@ -376,6 +376,49 @@ public nonisolated struct Openshell_Events_V1_SandboxConditionSet: Sendable {
   public init() {}
 }
 
+/// Network requests a sandbox's policy proxy denied, as its supervisor aggregated them (at most one
+/// event per sandbox per 10 s; one entry per distinct host, port, binary and reason, with a count).
+public nonisolated struct Openshell_Events_V1_SandboxNetworkDenials: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var firstSeenNs: Int64 = 0
+
+  public var lastSeenNs: Int64 = 0
+
+  public var denials: [Openshell_Events_V1_NetworkDenial] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Openshell_Events_V1_NetworkDenial: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var host: String = String()
+
+  public var port: UInt32 = 0
+
+  /// executable path inside the sandbox ("" when not identified)
+  public var binary: String = String()
+
+  public var binarySha256: String = String()
+
+  public var reason: String = String()
+
+  public var count: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// A secret value sealed with AES-GCM (nonce || ciphertext || tag) under the provider's data key.
 public nonisolated struct Openshell_Events_V1_SealedValue: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -859,6 +902,14 @@ public nonisolated struct Openshell_Events_V1_GatewayEvent: Sendable {
     set {kind = .sandboxConditionSet(newValue)}
   }
 
+  public var sandboxNetworkDenials: Openshell_Events_V1_SandboxNetworkDenials {
+    get {
+      if case .sandboxNetworkDenials(let v)? = kind {return v}
+      return Openshell_Events_V1_SandboxNetworkDenials()
+    }
+    set {kind = .sandboxNetworkDenials(newValue)}
+  }
+
   public var providerCreated: Openshell_Events_V1_ProviderCreated {
     get {
       if case .providerCreated(let v)? = kind {return v}
@@ -1032,6 +1083,7 @@ public nonisolated struct Openshell_Events_V1_GatewayEvent: Sendable {
     case sandboxDeleted(Openshell_Events_V1_SandboxDeleted)
     case sandboxMainProcessExited(Openshell_Events_V1_SandboxMainProcessExited)
     case sandboxConditionSet(Openshell_Events_V1_SandboxConditionSet)
+    case sandboxNetworkDenials(Openshell_Events_V1_SandboxNetworkDenials)
     case providerCreated(Openshell_Events_V1_ProviderCreated)
     case providerUpdated(Openshell_Events_V1_ProviderUpdated)
     case providerCredentialRotated(Openshell_Events_V1_ProviderCredentialRotated)
@@ -1881,6 +1933,106 @@ nonisolated extension Openshell_Events_V1_SandboxConditionSet: SwiftProtobuf.Mes
   }
 }
 
+nonisolated extension Openshell_Events_V1_SandboxNetworkDenials: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SandboxNetworkDenials"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}first_seen_ns\0\u{3}last_seen_ns\0\u{1}denials\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.firstSeenNs) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.lastSeenNs) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.denials) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if self.firstSeenNs != 0 {
+      try visitor.visitSingularInt64Field(value: self.firstSeenNs, fieldNumber: 2)
+    }
+    if self.lastSeenNs != 0 {
+      try visitor.visitSingularInt64Field(value: self.lastSeenNs, fieldNumber: 3)
+    }
+    if !self.denials.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.denials, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Events_V1_SandboxNetworkDenials, rhs: Openshell_Events_V1_SandboxNetworkDenials) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.firstSeenNs != rhs.firstSeenNs {return false}
+    if lhs.lastSeenNs != rhs.lastSeenNs {return false}
+    if lhs.denials != rhs.denials {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Openshell_Events_V1_NetworkDenial: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NetworkDenial"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}host\0\u{1}port\0\u{1}binary\0\u{3}binary_sha256\0\u{1}reason\0\u{1}count\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.host) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.port) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.binary) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.binarySha256) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.count) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.host.isEmpty {
+      try visitor.visitSingularStringField(value: self.host, fieldNumber: 1)
+    }
+    if self.port != 0 {
+      try visitor.visitSingularUInt32Field(value: self.port, fieldNumber: 2)
+    }
+    if !self.binary.isEmpty {
+      try visitor.visitSingularStringField(value: self.binary, fieldNumber: 3)
+    }
+    if !self.binarySha256.isEmpty {
+      try visitor.visitSingularStringField(value: self.binarySha256, fieldNumber: 4)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 5)
+    }
+    if self.count != 0 {
+      try visitor.visitSingularUInt32Field(value: self.count, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Events_V1_NetworkDenial, rhs: Openshell_Events_V1_NetworkDenial) -> Bool {
+    if lhs.host != rhs.host {return false}
+    if lhs.port != rhs.port {return false}
+    if lhs.binary != rhs.binary {return false}
+    if lhs.binarySha256 != rhs.binarySha256 {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.count != rhs.count {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Openshell_Events_V1_SealedValue: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SealedValue"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}sealed\0")
@@ -2672,7 +2824,7 @@ nonisolated extension Openshell_Events_V1_SshSessionRevoked: SwiftProtobuf.Messa
 
 nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GatewayEvent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gateway_initialized\0\u{3}gateway_configured\0\u{3}certificate_issued\0\u{4}\u{7}workspace_created\0\u{3}workspace_deleted\0\u{4}\u{4}sandbox_template_created\0\u{3}sandbox_template_deleted\0\u{4}\u{4}sandbox_requested\0\u{3}sandbox_provisioning\0\u{3}sandbox_ready\0\u{3}sandbox_failed\0\u{3}sandbox_stopping\0\u{3}sandbox_stopped\0\u{3}sandbox_starting\0\u{3}sandbox_deleting\0\u{3}sandbox_deleted\0\u{3}sandbox_main_process_exited\0\u{3}sandbox_condition_set\0\u{4}\u{a}provider_created\0\u{3}provider_updated\0\u{3}provider_credential_rotated\0\u{3}provider_deleted\0\u{3}sandbox_provider_attached\0\u{3}sandbox_provider_detached\0\u{4}\u{5}policy_revision_submitted\0\u{3}policy_revision_loaded\0\u{3}policy_revision_failed\0\u{3}policy_revision_superseded\0\u{3}global_policy_set\0\u{3}global_policy_deleted\0\u{4}\u{5}setting_set\0\u{3}setting_deleted\0\u{4}\u{9}inference_route_set\0\u{3}inference_route_deleted\0\u{3}inference_bundle_published\0\u{4}\u{8}ssh_session_created\0\u{3}ssh_session_revoked\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gateway_initialized\0\u{3}gateway_configured\0\u{3}certificate_issued\0\u{4}\u{7}workspace_created\0\u{3}workspace_deleted\0\u{4}\u{4}sandbox_template_created\0\u{3}sandbox_template_deleted\0\u{4}\u{4}sandbox_requested\0\u{3}sandbox_provisioning\0\u{3}sandbox_ready\0\u{3}sandbox_failed\0\u{3}sandbox_stopping\0\u{3}sandbox_stopped\0\u{3}sandbox_starting\0\u{3}sandbox_deleting\0\u{3}sandbox_deleted\0\u{3}sandbox_main_process_exited\0\u{3}sandbox_condition_set\0\u{3}sandbox_network_denials\0\u{4}\u{9}provider_created\0\u{3}provider_updated\0\u{3}provider_credential_rotated\0\u{3}provider_deleted\0\u{3}sandbox_provider_attached\0\u{3}sandbox_provider_detached\0\u{4}\u{5}policy_revision_submitted\0\u{3}policy_revision_loaded\0\u{3}policy_revision_failed\0\u{3}policy_revision_superseded\0\u{3}global_policy_set\0\u{3}global_policy_deleted\0\u{4}\u{5}setting_set\0\u{3}setting_deleted\0\u{4}\u{9}inference_route_set\0\u{3}inference_route_deleted\0\u{3}inference_bundle_published\0\u{4}\u{8}ssh_session_created\0\u{3}ssh_session_revoked\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2912,6 +3064,19 @@ nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, S
         if let v = v {
           if hadOneofValue {try decoder.handleConflictingOneOf()}
           self.kind = .sandboxConditionSet(v)
+        }
+      }()
+      case 31: try {
+        var v: Openshell_Events_V1_SandboxNetworkDenials?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .sandboxNetworkDenials(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .sandboxNetworkDenials(v)
         }
       }()
       case 40: try {
@@ -3243,6 +3408,10 @@ nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, S
     case .sandboxConditionSet?: try {
       guard case .sandboxConditionSet(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 30)
+    }()
+    case .sandboxNetworkDenials?: try {
+      guard case .sandboxNetworkDenials(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 31)
     }()
     case .providerCreated?: try {
       guard case .providerCreated(let v)? = self.kind else { preconditionFailure() }

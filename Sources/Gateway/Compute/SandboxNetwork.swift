@@ -1,0 +1,185 @@
+import Foundation
+import SandboxProtocol
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Network confinement of local sandboxes (issue 10; OpenShell: enforcement-and-ssh.md §1.4, rows
+/// "Network namespace" and "Proxy").
+///
+/// ## Why a veth pair and nftables (and only as root)
+/// Each sandbox gets a named network namespace `openshell-<sandbox id>` (iproute2 `ip netns`), a veth
+/// pair `osh<N>h` (host side, `10.200.x.y+1/30`) / `osh<N>s` (sandbox side, `+2/30`, default route via
+/// the host side) from a per-sandbox /30 of `10.200.0.0/16` (N = 0..<16384), `lo` up, and an nftables
+/// table `inet openshell` whose `output` chain accepts only `lo`, the sandbox's proxy
+/// (`<host side>:3128`) and established/related traffic, and rejects everything else at once: TCP with a
+/// reset, the rest (UDP, ICMP, IPv6) with an ICMP(v6) administratively-prohibited error, so a direct
+/// connection fails immediately (curl exit 7) instead of hanging. This is OpenShell's own mechanism
+/// (`netns/mod.rs`, `nft_ruleset.rs`), uses only Debian's `ip` and `nft`, and keeps the supervisor (and
+/// so the proxy) on the host side where the agent cannot reach, kill or reconfigure it.
+/// Creating namespaces and veth pairs needs CAP_NET_ADMIN/CAP_SYS_ADMIN in the host namespace: a
+/// gateway that is not root cannot confine, so ``LocalComputeDriver`` fails such a sandbox with a
+/// condition saying so (never a silently open network). The unprivileged variant (bwrap `--unshare-net`
+/// with the proxy reached through a bind-mounted Unix socket) is not built yet.
+///
+/// Lifecycle: set up before bwrap starts (after the sandbox's start was recorded), torn down when the
+/// sandbox stops, is deleted or turns out to be an orphan (the driver's start-up sweep covers every
+/// sandbox directory of the gateway; several gateways may share a host, so a namespace is only ever
+/// removed by the gateway that owns the sandbox).
+/// The claimed index is kept in `<sandbox dir>/network.json`; a restart tries the same one first.
+final class SandboxNetworks: Sendable {
+  /// Namespace name prefix (`ip netns list`).
+  static let prefix = "openshell-"
+  static let ipPath = "/usr/sbin/ip"
+  static let nftPath = "/usr/sbin/nft"
+  /// Number of /30 subnets in 10.200.0.0/16.
+  static let capacity = 16384
+
+  /// One sandbox's allocation.
+  struct Allocation: Codable, Equatable, Sendable {
+    var index: Int
+    /// Host-side address (the proxy listens here), e.g. `10.200.0.1`.
+    var hostAddress: String { Self.address(index, 1) }
+    /// Sandbox-side address, e.g. `10.200.0.2`.
+    var sandboxAddress: String { Self.address(index, 2) }
+    var hostInterface: String { "osh\(index)h" }
+    var sandboxInterface: String { "osh\(index)s" }
+    static func address(_ index: Int, _ offset: Int) -> String {
+      let base = index * 4
+      return "10.200.\(base / 256).\(base % 256 + offset)"
+    }
+  }
+
+  let root: String
+
+  init(sandboxesDirectory: String) { root = sandboxesDirectory }
+
+  static func namespaceName(_ id: String) -> String { prefix + id }
+  static func namespaceFile(_ id: String) -> String { "/run/netns/" + namespaceName(id) }
+
+  /// Why this host cannot confine sandboxes, nil when it can.
+  static func unavailable(runAsRoot: Bool) -> String? {
+    guard runAsRoot else {
+      return "network confinement needs a root gateway on this host (network namespace, veth pair and nftables); the unprivileged variant (bwrap --unshare-net with a Unix-socket proxy) is not built yet, and a sandbox never runs with an open network"
+    }
+    for tool in [ipPath, nftPath] where !FileManager.default.isExecutableFile(atPath: tool) {
+      return "network confinement needs \(tool) (apt-get install iproute2 nftables)"
+    }
+    return nil
+  }
+
+  /// Creates the namespace, claims a subnet, and sets up the veth pair, addresses, route and nftables
+  /// ruleset (after removing any leftover namespace of a previous start).
+  ///
+  /// Subnet claim, host-wide (several gateways may share a host): index N is taken by creating the
+  /// host-side interface `osh<N>h`, which the kernel refuses when it exists, so two starts never share
+  /// an index; the search starts at the previously recorded index, else at a hash of the sandbox id.
+  /// - Returns: the allocation (also recorded in `<sandbox dir>/network.json`).
+  /// - Throws: `SpawnError` naming the command that failed and its stderr, or when every subnet is taken.
+  func setUp(_ id: String) throws -> Allocation {
+    try Self.exclusively { try setUpLocked(id) }
+  }
+
+  private func setUpLocked(_ id: String) throws -> Allocation {
+    tearDownLocked(id)
+    let ns = Self.namespaceName(id)
+    let record = "\(root)/\(id)/network.json"
+    let previous = FileManager.default.contents(atPath: record).flatMap { try? JSONDecoder().decode(Allocation.self, from: $0) }
+    let start = previous?.index ?? Int(id.utf8.reduce(UInt32(2_166_136_261)) { ($0 ^ UInt32($1)) &* 16_777_619 } % UInt32(Self.capacity))
+    try Self.run(Self.ipPath, ["netns", "add", ns])
+    do {
+      var claimed: Allocation?
+      for offset in 0..<Self.capacity {
+        let a = Allocation(index: (start + offset) % Self.capacity)
+        do {
+          try Self.run(Self.ipPath, ["link", "add", a.hostInterface, "type", "veth", "peer", "name", a.sandboxInterface, "netns", ns])
+          claimed = a
+          break
+        } catch let e as SpawnError where e.message.contains("File exists") {
+          continue
+        }
+      }
+      guard let a = claimed else { throw SpawnError("no free sandbox subnet in 10.200.0.0/16 (all \(Self.capacity) are in use)") }
+      try JSONEncoder().encode(a).write(to: URL(fileURLWithPath: record))
+      try Self.run(Self.ipPath, ["addr", "add", a.hostAddress + "/30", "dev", a.hostInterface])
+      try Self.run(Self.ipPath, ["link", "set", a.hostInterface, "up"])
+      try Self.run(Self.ipPath, ["-n", ns, "link", "set", "lo", "up"])
+      try Self.run(Self.ipPath, ["-n", ns, "addr", "add", a.sandboxAddress + "/30", "dev", a.sandboxInterface])
+      try Self.run(Self.ipPath, ["-n", ns, "link", "set", a.sandboxInterface, "up"])
+      try Self.run(Self.ipPath, ["-n", ns, "route", "add", "default", "via", a.hostAddress])
+      let rules = "\(root)/\(id)/nftables.conf"
+      guard FileManager.default.createFile(atPath: rules, contents: Data(Self.ruleset(a).utf8), attributes: [.posixPermissions: 0o600]) else {
+        throw SpawnError("cannot write \(rules)")
+      }
+      try Self.run(Self.ipPath, ["netns", "exec", ns, Self.nftPath, "-f", rules])
+      return a
+    } catch {
+      tearDownLocked(id)
+      throw error
+    }
+  }
+
+  /// The sandbox namespace's nftables ruleset (output only: nothing leaves but to the proxy).
+  static func ruleset(_ a: Allocation) -> String {
+    """
+    table inet openshell {
+      chain output {
+        type filter hook output priority filter; policy drop;
+        oifname "lo" accept
+        ip daddr \(a.hostAddress) tcp dport \(SandboxProtocol.proxyPort) accept
+        ct state established,related accept
+        meta l4proto tcp reject with tcp reset
+        reject with icmpx type admin-prohibited
+      }
+    }
+
+    """
+  }
+
+  /// Removes the sandbox's namespace (idempotent). The veth pair goes with it: deleting the namespace's
+  /// last reference (its processes are gone by then) destroys its end, and the kernel removes the peer.
+  /// The host side is never deleted by name, since after a stop its index may belong to another sandbox.
+  func tearDown(_ id: String) {
+    try? Self.exclusively { tearDownLocked(id) }
+  }
+
+  private func tearDownLocked(_ id: String) {
+    if FileManager.default.fileExists(atPath: Self.namespaceFile(id)) {
+      try? Self.run(Self.ipPath, ["netns", "del", Self.namespaceName(id)])
+    }
+  }
+
+  /// Host-wide lock file: concurrent `ip netns add` runs race while iproute2 prepares the shared
+  /// `/run/netns` mount (a namespace file then reads "Invalid argument"), so every gateway on the host
+  /// serializes its namespace setup and teardown with flock(2) on this file.
+  static let lockFile = "/run/openshell-netns.lock"
+
+  static func exclusively<T>(_ body: () throws -> T) throws -> T {
+    let fd = open(lockFile, O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
+    guard fd >= 0 else { throw SpawnError("cannot open \(lockFile): \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    while flock(fd, LOCK_EX) != 0 {
+      guard errno == EINTR else { throw SpawnError("cannot lock \(lockFile): \(String(cString: strerror(errno)))") }
+    }
+    return try body()
+  }
+
+  /// Runs a trusted system tool and waits; throws with its stderr when it fails.
+  static func run(_ path: String, _ args: [String]) throws {
+    let p = try Spawner.spawn(path, args, environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"], stderr: .pipe)
+    var err = Data()
+    var buf = [UInt8](repeating: 0, count: 4096)
+    while true {
+      let n = read(p.stderr!, &buf, buf.count)
+      if n <= 0 { break }
+      err.append(contentsOf: buf[0..<n])
+    }
+    close(p.stderr!)
+    let status = Spawner.waitBlocking(p.pid)
+    guard status == 0 else {
+      let text = String(decoding: err, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+      throw SpawnError("\((path as NSString).lastPathComponent) \(args.joined(separator: " ")) failed (status \(status)): \(text)")
+    }
+  }
+}

@@ -1,0 +1,113 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import OpenShellAPI
+import Synchronization
+
+/// Records every network denial of the proxy (enforcement-and-ssh.md §1.4, rows "Denials → proposals"
+/// and "Audit inside the sandbox"):
+///
+/// - at once, a WARN line in the sandbox's log (`openshell logs NAME`), target `openshell_sandbox::network`,
+///   with fields `host`, `port`, `binary`, `reason`;
+/// - aggregated by (host, port, binary, reason) with counts, flushed at most every 10 s to the gateway
+///   with `SubmitPolicyAnalysis` (summaries only), which records one durable event per report. A failed
+///   report is merged back and retried at the next flush (at most 200 distinct entries are kept).
+final class DenialReporter: Sendable {
+  static let flushInterval = Duration.seconds(10)
+  static let maxEntries = 200
+
+  struct Key: Hashable, Sendable {
+    var host: String
+    var port: Int
+    var binary: String
+    var reason: String
+  }
+
+  struct Entry: Sendable {
+    var count: UInt32
+    var first: Date
+    var last: Date
+    var sha256: String
+    var ancestors: [String]
+    var cmdline: String
+  }
+
+  let sandboxID: String
+  let logs: LogPusher
+  private let pending = Mutex<[Key: Entry]>([:])
+
+  init(sandboxID: String, logs: LogPusher) {
+    self.sandboxID = sandboxID
+    self.logs = logs
+  }
+
+  /// A denial (new request refused, or an open connection closed by a policy change).
+  func record(method: String, host: String, port: Int, binary: CallerBinary?, reason: String) {
+    let who = binary.map { "\($0.path) (pid \($0.pid))" } ?? "an unidentified process"
+    logs.log(
+      "network denied: \(method) \(host):\(port) from \(who): \(reason)", level: "WARN", target: "openshell_sandbox::network",
+      fields: ["host": host, "port": String(port), "binary": binary?.path ?? "", "reason": reason, "method": method])
+    let key = Key(host: host, port: port, binary: binary?.path ?? "", reason: reason)
+    let now = Date()
+    pending.withLock { p in
+      if var e = p[key] {
+        e.count += 1
+        e.last = now
+        p[key] = e
+      } else if p.count < Self.maxEntries {
+        p[key] = Entry(
+          count: 1, first: now, last: now, sha256: binary?.sha256 ?? "", ancestors: binary?.ancestors ?? [],
+          cmdline: binary?.cmdlinePaths.joined(separator: " ") ?? "")
+      }
+    }
+  }
+
+  func run(_ client: Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>, metadata: Metadata) async {
+    while !Task.isCancelled {
+      try? await Task.sleep(for: Self.flushInterval)
+      let batch = pending.withLock { p -> [Key: Entry] in
+        let all = p
+        p = [:]
+        return all
+      }
+      guard !batch.isEmpty else { continue }
+      let request = Openshell_V1_SubmitPolicyAnalysisRequest.with { r in
+        r.name = ProcessInfo.processInfo.environment["OPENSHELL_SANDBOX"] ?? ""
+        r.analysisMode = "denials"
+        r.summaries = batch.sorted { $0.value.first < $1.value.first }.prefix(200).map { k, e in
+          .with {
+            $0.sandboxID = sandboxID
+            $0.host = k.host
+            $0.port = UInt32(k.port)
+            $0.binary = k.binary
+            $0.ancestors = e.ancestors
+            $0.denyReason = k.reason
+            $0.firstSeenTime = .init(date: e.first)
+            $0.lastSeenTime = .init(date: e.last)
+            $0.count = e.count
+            $0.totalCount = e.count
+            $0.binarySha256 = e.sha256
+            if !e.cmdline.isEmpty { $0.sampleCmdlines = [e.cmdline] }
+            $0.denialStage = "l4"
+          }
+        }
+      }
+      do {
+        _ = try await client.submitPolicyAnalysis(request, metadata: metadata)
+      } catch {
+        logs.log("denial report not delivered (retrying in 10 s): \(error)", level: "WARN")
+        pending.withLock { p in
+          for (k, e) in batch {
+            if var cur = p[k] {
+              cur.count += e.count
+              cur.first = min(cur.first, e.first)
+              p[k] = cur
+            } else if p.count < Self.maxEntries {
+              p[k] = e
+            }
+          }
+        }
+      }
+    }
+  }
+}

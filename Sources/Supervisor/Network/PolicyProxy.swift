@@ -1,0 +1,190 @@
+import Foundation
+import NIOCore
+import NIOPosix
+
+/// The sandbox's policy proxy (enforcement-and-ssh.md §1.4, row "Proxy"): an explicit HTTP proxy on the
+/// host side of the sandbox's veth pair (`10.200.x.y:3128`), the only address the sandbox's nftables
+/// rules let its processes reach.
+///
+/// Per accepted connection: read one request head (at most 64 KiB); `CONNECT host:port` opens a tunnel,
+/// an absolute-form request (`GET http://host[:port]/path HTTP/1.1`) is forwarded in origin form with
+/// `Connection: close` (one request per connection, so a later request cannot reach another host on a
+/// connection decided for this one). Anything else gets `400`. The decision (off the event loop):
+/// identify the calling binary (``CallerResolver``), decide against one policy generation
+/// (``ProxyPolicy``), resolve DNS once and check the addresses (``AddressGuard``), then dial exactly
+/// those addresses. A denial answers `403 Forbidden` with the reason (for CONNECT too: the tunnel is
+/// refused) and is reported to ``onDenied``. Every socket has TCP_NODELAY.
+final class PolicyProxy: Sendable {
+  /// One denial: what was asked, by whom, why.
+  struct Denial: Sendable {
+    var method: String
+    var host: String
+    var port: Int
+    var binary: CallerBinary?
+    var reason: String
+  }
+
+  let policy: ProxyPolicy
+  let resolver: CallerResolver
+  let onDenied: @Sendable (Denial) -> Void
+  let group: MultiThreadedEventLoopGroup
+  let pool: NIOThreadPool
+
+  init(policy: ProxyPolicy, resolver: CallerResolver, onDenied: @escaping @Sendable (Denial) -> Void) {
+    self.policy = policy
+    self.resolver = resolver
+    self.onDenied = onDenied
+    group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+    pool = NIOThreadPool(numberOfThreads: 4)
+    pool.start()
+  }
+
+  /// Binds `host:port` and serves until the process ends.
+  /// - Throws: when the address cannot be bound.
+  func start(host: String, port: Int) async throws -> Channel {
+    try await ServerBootstrap(group: group)
+      .serverChannelOption(.backlog, value: 256)
+      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+      .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+      .childChannelOption(.autoRead, value: true)
+      .childChannelInitializer { [self] channel in
+        channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.addHandler(ProxyRequestHandler(proxy: self))
+        }
+      }
+      .bind(host: host, port: port).get()
+  }
+
+  /// The decision for one request (blocking: runs on the thread pool).
+  struct Admission: Sendable {
+    var verdict: Result<(addresses: [IPAddress], generation: UInt64, binary: CallerBinary), Denied>
+  }
+
+  struct Denied: Error, Sendable {
+    var binary: CallerBinary?
+    var reason: String
+  }
+
+  func admit(host: String, port: Int, peer: SocketAddress?, local: SocketAddress?) -> Admission {
+    var binary: CallerBinary?
+    var identityError: String?
+    if let peer, let local, let pip = peer.ipAddress.flatMap(IPAddress.init), let lip = local.ipAddress.flatMap(IPAddress.init),
+      let pport = peer.port, let lport = local.port
+    {
+      do { binary = try resolver.resolve(peer: (pip, pport), local: (lip, lport)) } catch { identityError = "\(error)" }
+    } else {
+      identityError = "the connection has no IP peer address"
+    }
+    let (snap, verdict) = policy.decide(host: host, port: port, binary: binary)
+    switch verdict {
+    case .deny(let reason):
+      let why = identityError.map { "\(reason) [caller: \($0)]" } ?? reason
+      return Admission(verdict: .failure(Denied(binary: binary, reason: why)))
+    case .allow(_, let allowedIPs):
+      guard let binary else { return Admission(verdict: .failure(Denied(binary: nil, reason: identityError ?? "caller unknown"))) }
+      let addresses: [IPAddress]
+      do { addresses = try AddressGuard.resolve(host) } catch {
+        return Admission(verdict: .failure(Denied(binary: binary, reason: "\(error)")))
+      }
+      switch AddressGuard.check(addresses, allowedIPs: allowedIPs) {
+      case .failure(let e): return Admission(verdict: .failure(Denied(binary: binary, reason: e.message)))
+      case .success(let ok): return Admission(verdict: .success((ok, snap.generation, binary)))
+      }
+    }
+  }
+
+  /// Dials the first reachable address of `addresses` (in order), with TCP_NODELAY.
+  func dial(_ addresses: [IPAddress], port: Int, on loop: EventLoop) -> EventLoopFuture<Channel> {
+    dial(addresses[...], port: port, on: loop, lastError: nil)
+  }
+
+  private func dial(_ rest: ArraySlice<IPAddress>, port: Int, on loop: EventLoop, lastError: Error?) -> EventLoopFuture<Channel> {
+    guard let ip = rest.first else {
+      return loop.makeFailedFuture(lastError ?? AddressGuard.GuardError(message: "no address to dial"))
+    }
+    do {
+      let address = try SocketAddress(ipAddress: ip.description, port: port)
+      return ClientBootstrap(group: loop)
+        .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+        .channelOption(.autoRead, value: false)
+        .connectTimeout(.seconds(10))
+        .connect(to: address)
+        .flatMapError { self.dial(rest.dropFirst(), port: port, on: loop, lastError: $0) }
+    } catch {
+      return dial(rest.dropFirst(), port: port, on: loop, lastError: error)
+    }
+  }
+}
+
+/// A parsed request head.
+struct ProxyRequestHead: Sendable {
+  var method: String
+  var target: String
+  var version: String
+  var headers: [(String, String)]
+  var host: String
+  var port: Int
+  var isConnect: Bool { method == "CONNECT" }
+
+  enum ParseError: Error { case malformed(String) }
+
+  /// Parses the head text (without the final blank line).
+  static func parse(_ text: String) throws -> ProxyRequestHead {
+    var lines = text.components(separatedBy: "\r\n")
+    let first = lines.removeFirst().split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+    guard first.count == 3, first[2].hasPrefix("HTTP/1.") else { throw ParseError.malformed("malformed request line") }
+    var headers: [(String, String)] = []
+    for line in lines where !line.isEmpty {
+      guard let colon = line.firstIndex(of: ":") else { throw ParseError.malformed("malformed header line") }
+      headers.append((String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
+    }
+    let method = first[0].uppercased()
+    var authority: String
+    var defaultPort = 80
+    if method == "CONNECT" {
+      authority = first[1]
+      defaultPort = -1
+    } else {
+      let lower = first[1].lowercased()
+      guard lower.hasPrefix("http://") else {
+        throw ParseError.malformed(lower.hasPrefix("https://") ? "absolute-form https:// requests are not supported; use CONNECT" : "only CONNECT and absolute-form http:// requests are proxied")
+      }
+      let rest = first[1].dropFirst(7)
+      authority = String(rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" })
+    }
+    if let at = authority.lastIndex(of: "@") { authority = String(authority[authority.index(after: at)...]) }
+    var host = authority
+    var port = defaultPort
+    if authority.hasPrefix("[") {
+      guard let close = authority.firstIndex(of: "]") else { throw ParseError.malformed("malformed IPv6 authority") }
+      host = String(authority[authority.index(after: authority.startIndex)..<close])
+      let after = authority[authority.index(after: close)...]
+      if after.hasPrefix(":") { port = Int(after.dropFirst()) ?? -2 }
+    } else if let colon = authority.lastIndex(of: ":") {
+      host = String(authority[..<colon])
+      port = Int(authority[authority.index(after: colon)...]) ?? -2
+    }
+    guard !host.isEmpty, (1...65535).contains(port) else { throw ParseError.malformed("the request names no valid host:port") }
+    host = host.lowercased()  // DNS names are case-insensitive; decisions, DNS and logs use one spelling
+    return ProxyRequestHead(method: method, target: first[1], version: first[2], headers: headers, host: host, port: port)
+  }
+
+  /// The head to send upstream for an absolute-form request: origin-form target, hop-by-hop and proxy
+  /// headers removed, `Connection: close`.
+  func upstreamHead() -> String {
+    let rest = target.dropFirst(7)
+    let pathStart = rest.firstIndex { $0 == "/" || $0 == "?" }
+    var path = pathStart.map { String(rest[$0...]) } ?? "/"
+    if path.hasPrefix("?") { path = "/" + path }
+    let drop: Set<String> = ["proxy-connection", "proxy-authorization", "connection", "keep-alive"]
+    var out = "\(method) \(path) \(version)\r\n"
+    var hasHost = false
+    for (name, value) in headers where !drop.contains(name.lowercased()) {
+      if name.lowercased() == "host" { hasHost = true }
+      out += "\(name): \(value)\r\n"
+    }
+    if !hasHost { out += "Host: \(host)\(port == 80 ? "" : ":\(port)")\r\n" }
+    out += "Connection: close\r\n\r\n"
+    return out
+  }
+}

@@ -1,0 +1,178 @@
+import Foundation
+import NIOCore
+import NIOPosix
+
+/// Reads one request head, has it admitted, then splices the client to the upstream connection.
+final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
+  typealias InboundIn = ByteBuffer
+  typealias OutboundOut = ByteBuffer
+  static let maxHead = 64 * 1024
+
+  let proxy: PolicyProxy
+  private var buffered: ByteBuffer?
+  private var deciding = false
+
+  init(proxy: PolicyProxy) { self.proxy = proxy }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    var chunk = unwrapInboundIn(data)
+    if buffered == nil { buffered = chunk } else { buffered!.writeBuffer(&chunk) }
+    guard !deciding else { return }
+    let view = buffered!.readableBytesView
+    guard let end = Self.headEnd(view) else {
+      if view.count > Self.maxHead { respond(context, 431, "Request Header Fields Too Large", "openshell: request head exceeds 64 KiB") }
+      return
+    }
+    let headText = String(decoding: view[view.startIndex..<(view.startIndex + end)], as: UTF8.self)
+    buffered!.moveReaderIndex(forwardBy: end + 4)
+    let head: ProxyRequestHead
+    do { head = try ProxyRequestHead.parse(headText) } catch ProxyRequestHead.ParseError.malformed(let why) {
+      respond(context, 400, "Bad Request", "openshell: \(why)")
+      return
+    } catch {
+      respond(context, 400, "Bad Request", "openshell: malformed request")
+      return
+    }
+    deciding = true
+    context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
+    let proxy = self.proxy
+    let peer = context.channel.remoteAddress, local = context.channel.localAddress
+    proxy.pool.runIfActive(eventLoop: context.eventLoop) {
+      proxy.admit(host: head.host, port: head.port, peer: peer, local: local)
+    }.assumeIsolated().whenComplete { result in
+      switch result {
+      case .failure(let error):
+        self.deny(context, head, PolicyProxy.Denied(binary: nil, reason: "\(error)"))
+      case .success(let admission):
+        switch admission.verdict {
+        case .failure(let denied): self.deny(context, head, denied)
+        case .success(let ok): self.connect(context, head, ok.addresses, ok.generation, ok.binary)
+        }
+      }
+    }
+  }
+
+  /// Offset of the `\r\n\r\n` ending the head, if present.
+  static func headEnd(_ view: ByteBufferView) -> Int? {
+    guard view.count >= 4 else { return nil }
+    var i = view.startIndex
+    while i + 3 < view.endIndex {
+      if view[i] == 13, view[i + 1] == 10, view[i + 2] == 13, view[i + 3] == 10 { return i - view.startIndex }
+      i += 1
+    }
+    return nil
+  }
+
+  private func deny(_ context: ChannelHandlerContext, _ head: ProxyRequestHead, _ denied: PolicyProxy.Denied) {
+    proxy.onDenied(.init(method: head.method, host: head.host, port: head.port, binary: denied.binary, reason: denied.reason))
+    let target = "\(head.host):\(head.port)"
+    let verb = head.isConnect ? "CONNECT \(target) refused" : "\(head.method) to \(target) denied"
+    respond(context, 403, "Forbidden", "openshell: \(verb): \(denied.reason)")
+  }
+
+  private func respond(_ context: ChannelHandlerContext, _ code: Int, _ phrase: String, _ body: String) {
+    let text = body + "\n"
+    let reason = body.replacingOccurrences(of: "\r", with: " ").replacingOccurrences(of: "\n", with: " ")
+    let response = "HTTP/1.1 \(code) \(phrase)\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: \(text.utf8.count)\r\nX-OpenShell-Reason: \(reason)\r\nConnection: close\r\n\r\n\(text)"
+    context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: response))).assumeIsolated().whenComplete { _ in
+      context.close(promise: nil)
+    }
+  }
+
+  private func connect(_ context: ChannelHandlerContext, _ head: ProxyRequestHead, _ addresses: [IPAddress], _ generation: UInt64, _ binary: CallerBinary) {
+    proxy.dial(addresses, port: head.port, on: context.eventLoop).assumeIsolated().whenComplete { result in
+      switch result {
+      case .failure(let error):
+        self.respond(context, 502, "Bad Gateway", "openshell: cannot connect to \(head.host):\(head.port): \(error)")
+      case .success(let upstream):
+        self.splice(context, head, upstream, addresses, generation, binary)
+      }
+    }
+  }
+
+  private func splice(_ context: ChannelHandlerContext, _ head: ProxyRequestHead, _ upstream: Channel, _ addresses: [IPAddress], _ generation: UInt64, _ binary: CallerBinary) {
+    let client = context.channel
+    guard client.isActive else {
+      upstream.close(promise: nil)
+      return
+    }
+    let id = proxy.policy.opened(.init(host: head.host, port: head.port, binary: binary, addresses: addresses, channels: [client, upstream]), generation: generation)
+    let policy = proxy.policy
+    client.closeFuture.whenComplete { _ in policy.closed(id) }
+    let (a, b) = GlueHandler.pair()
+    do {
+      try client.pipeline.syncOperations.addHandler(a)
+      try upstream.pipeline.syncOperations.addHandler(b)
+    } catch {
+      client.close(promise: nil)
+      upstream.close(promise: nil)
+      return
+    }
+    if head.isConnect {
+      client.writeAndFlush(client.allocator.buffer(string: "HTTP/1.1 200 Connection Established\r\n\r\n"), promise: nil)
+    } else {
+      upstream.write(upstream.allocator.buffer(string: head.upstreamHead()), promise: nil)
+    }
+    if let rest = buffered, rest.readableBytes > 0 { upstream.write(rest, promise: nil) }
+    upstream.flush()
+    buffered = nil
+    context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    client.setOption(.autoRead, value: true).whenComplete { _ in }
+    upstream.setOption(.autoRead, value: true).whenComplete { _ in }
+  }
+
+  func errorCaught(context: ChannelHandlerContext, error: Error) { context.close(promise: nil) }
+}
+
+/// Copies bytes between two channels on the same event loop, with backpressure: a side stops
+/// reading while its partner is not writable. Closing either side closes both.
+final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
+  typealias InboundIn = ByteBuffer
+  typealias OutboundIn = ByteBuffer
+  typealias OutboundOut = ByteBuffer
+
+  private var partner: GlueHandler?
+  private var context: ChannelHandlerContext?
+  private var pendingRead = false
+
+  static func pair() -> (GlueHandler, GlueHandler) {
+    let a = GlueHandler(), b = GlueHandler()
+    a.partner = b
+    b.partner = a
+    return (a, b)
+  }
+
+  func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+  func handlerRemoved(context: ChannelHandlerContext) {
+    self.context = nil
+    partner = nil
+  }
+
+  private func partnerWrite(_ data: NIOAny) { context?.write(data, promise: nil) }
+  private func partnerFlush() { context?.flush() }
+  private func partnerClose() { context?.close(promise: nil) }
+  private var partnerWritable: Bool { context?.channel.isWritable ?? false }
+  private func partnerBecameWritable() {
+    if pendingRead {
+      pendingRead = false
+      context?.read()
+    }
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) { partner?.partnerWrite(data) }
+  func channelReadComplete(context: ChannelHandlerContext) { partner?.partnerFlush() }
+  func channelInactive(context: ChannelHandlerContext) { partner?.partnerClose() }
+  func errorCaught(context: ChannelHandlerContext, error: Error) { context.close(promise: nil) }
+  func channelWritabilityChanged(context: ChannelHandlerContext) {
+    if context.channel.isWritable { partner?.partnerBecameWritable() }
+    context.fireChannelWritabilityChanged()
+  }
+
+  func read(context: ChannelHandlerContext) {
+    if let partner, partner.partnerWritable {
+      context.read()
+    } else {
+      pendingRead = true
+    }
+  }
+}
