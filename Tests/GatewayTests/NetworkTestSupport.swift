@@ -136,3 +136,33 @@ func withSandboxGateway(_ body: (SandboxGateway) async throws -> Void) async thr
   }
   await gw.stopEverything()
 }
+
+/// Test host names for the loopback upstreams: lines appended to the host's /etc/hosts for the duration
+/// of a test (the sandbox's proxy resolves through it, "hosts: files dns"), so a resolved name never
+/// becomes a DNS query that leaves the machine. `remove()` takes exactly those lines out again.
+struct TestHosts {
+  let marker = "# openshell-test-\(UUID().uuidString)"
+  let names: [String]
+
+  init(_ names: [String]) throws {
+    self.names = names
+    let lines = names.map { "127.0.0.1 \($0) \(marker)\n" }.joined()
+    guard let h = FileHandle(forWritingAtPath: "/etc/hosts") else { throw RPCError(code: .internalError, message: "cannot open /etc/hosts") }
+    defer { try? h.close() }
+    h.seekToEndOfFile()
+    h.write(Data(lines.utf8))
+  }
+
+  func remove() {
+    guard let text = try? String(contentsOfFile: "/etc/hosts", encoding: .utf8) else { return }
+    let kept = text.split(separator: "\n", omittingEmptySubsequences: false).filter { !$0.hasSuffix(marker) }
+    // In place (not a rename): /etc/hosts may be a bind mount.
+    if let h = FileHandle(forWritingAtPath: "/etc/hosts") {
+      let data = Data(kept.joined(separator: "\n").utf8)
+      h.write(data)
+      h.truncateFile(atOffset: UInt64(data.count))
+      try? h.close()
+    }
+  }
+}
+
