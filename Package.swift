@@ -200,7 +200,9 @@ let package = Package(
     .executableTarget(
       name: "SandboxBench",
       dependencies: [
-        "Gateway", "OpenShellAPI",
+        "Gateway", "OpenShellAPI", "PolicyKit", "SandboxProtocol",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "ArgumentParser", package: "swift-argument-parser"),

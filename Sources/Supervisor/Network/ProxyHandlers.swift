@@ -150,7 +150,13 @@ final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
   private func partnerWrite(_ data: NIOAny) { context?.write(data, promise: nil) }
   private func partnerFlush() { context?.flush() }
-  private func partnerClose() { context?.close(promise: nil) }
+  /// The other side ended: deliver what is still queued for this side, then close it (a plain close
+  /// would drop the pending writes, truncating a response whose upstream already finished).
+  private func partnerClose() {
+    guard let context else { return }
+    let channel = context.channel
+    context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(capacity: 0))).whenComplete { _ in channel.close(promise: nil) }
+  }
   private var partnerWritable: Bool { context?.channel.isWritable ?? false }
   private func partnerBecameWritable() {
     if pendingRead {

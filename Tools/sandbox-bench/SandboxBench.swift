@@ -7,13 +7,16 @@ import OpenShellAPI
 
 /// `openshell-sandbox-bench`: CreateSandbox → READY latency and the round trip of `exec true`, over N
 /// sandboxes created one after another on an in-process gateway with the local driver (bubblewrap +
-/// the `openshell-sandbox` supervisor next to this binary). Prints p50/p90/p99/max.
+/// the `openshell-sandbox` supervisor next to this binary). Prints p50/p90/p99/max. With `--proxy`, the
+/// policy proxy's added latency and throughput instead (``ProxyBench``).
 @main
 struct SandboxBench: AsyncParsableCommand {
   static let configuration = CommandConfiguration(commandName: "openshell-sandbox-bench")
   @Option(help: "Number of sandboxes.") var count = 50
   @Option(help: "exec round trips per sandbox.") var execs = 3
   @Option(help: "Data directory (default: a fresh temporary directory).") var dataDir: String?
+  @Flag(help: "Measure the policy proxy instead (added latency of a small request, 100 MB throughput).") var proxy = false
+  @Option(help: "Small requests per side for --proxy.") var requests = 1000
 
   func run() async throws {
     let dir = dataDir ?? NSTemporaryDirectory() + "sandbox-bench-\(UUID().uuidString.prefix(8))"
@@ -35,6 +38,23 @@ struct SandboxBench: AsyncParsableCommand {
       certificateChain: [.file(path: pki.clientCertificatePath, format: .pem)], privateKey: .file(path: pki.clientKeyPath, format: .pem)
     ) { $0.trustRoots = .certificates([.file(path: pki.caCertificatePath, format: .pem)]) }
     let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: security)
+    if proxy {
+      let requests = self.requests
+      var failure: Error?
+      do {
+        try await withGRPCClient(transport: transport) { grpc in
+          try await ProxyBench.run(Openshell_V1_OpenShell.Client(wrapping: grpc), requests: requests)
+        }
+      } catch {
+        failure = error
+      }
+      await gateway.driver?.stopAll()
+      gateway.shutdown()
+      _ = try? await server.value
+      if dataDir == nil { try? FileManager.default.removeItem(atPath: dir) }
+      if let failure { throw failure }
+      return
+    }
     let (ready, exec) = try await withGRPCClient(transport: transport) { grpc in
       let c = Openshell_V1_OpenShell.Client(wrapping: grpc)
       var ready: [Double] = []
