@@ -50,11 +50,15 @@ public enum LMDBFileCheck {
 
   /// Walks `path` (a `data.mdb`). Throws `.corrupt` naming the first bad page, `.io` if it cannot be read.
   public static func check(path: String) throws -> LMDBFileReport {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    // O_NONBLOCK: a FIFO in data.mdb's place must not block the open.
+    let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
     guard fd >= 0 else { throw EventLogError.posix("open \(path)") }
     defer { close(fd) }
     var st = stat()
     guard fstat(fd, &st) == 0 else { throw EventLogError.posix("stat \(path)") }
+    guard st.st_mode & S_IFMT == S_IFREG else {
+      throw EventLogError(code: .corrupt, message: "\(path) is damaged at header: it is not a regular file")
+    }
     var walker = Walker(fd: fd, path: path, fileBytes: UInt64(st.st_size))
     return try walker.run()
   }
