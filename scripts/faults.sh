@@ -56,10 +56,11 @@ EOF
     timeout 60 "$BIN/openshell" gateway serve --data-dir "$d" --port "$PORT" --plaintext >"$slog" 2>&1 &
     pid=$!
     for _ in $(seq 400); do grep -q "listening on\|error:" "$slog" 2>/dev/null && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-    cp "$slog" "$ROOT/serve.log"; rm -f "$slog"
+    cp "$slog" "$ROOT/serve.log"
     if grep -q "listening on" "$ROOT/serve.log"; then
-      kill -TERM "$pid"; wait "$pid" 2>/dev/null; local rc=$?
-      if [ "$rc" -ge 128 ]; then crashed=$((crashed + 1));
+      kill -TERM "$pid"; wait "$pid" 2>/dev/null; local rc=$?; cp "$slog" "$ROOT/serve.log"
+      if [ "$rc" -ge 128 ]; then crashed=$((crashed + 1)); cp "$d/log/data.mdb" "$ROOT/crash-$n.mdb"; cp "$ROOT/serve.log" "$ROOT/crash-$n.log"
+        echo "  crashed at shutdown: case $n (exit $rc; $ROOT/crash-$n.{mdb,log})";
       elif [ "$v" -eq 0 ] && "$BIN/openshell-replay" state "$d/log" 2>/dev/null | cmp -s - "$ROOT/expected.json"; then identical=$((identical + 1));
       elif grep -q "rebuilt from" "$ROOT/serve.log" && "$BIN/openshell-replay" state "$d/log" 2>/dev/null | cmp -s - "$ROOT/expected.json"; then fellback=$((fellback + 1));
       else silent=$((silent + 1)); echo "  silently accepted: case $n (verify exit $v)"; fi
@@ -69,6 +70,7 @@ EOF
       elif grep -q "refusing to serve\|refusing to start" "$ROOT/serve.log"; then refused=$((refused + 1));
       else other=$((other + 1)); echo "  start-up failed otherwise: case $n: $(grep -m1 "error:" "$ROOT/serve.log" || tail -1 "$ROOT/serve.log")"; fi
     fi
+    rm -f "$slog"
   done
   echo "start-up: $refused refused with the message, $identical started with identical state (verify passes), $fellback fell back from a damaged snapshot with a warning (same state), $silent silently accepted, $crashed crashed, $other failed otherwise"
   echo "verify:   $verify_detected detected, $verify_passed passed, $verify_crashed crashed"
