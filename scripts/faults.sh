@@ -53,9 +53,11 @@ EOF
     "$BIN/openshell-replay" verify "$d/log" >/dev/null 2>&1; local v=$?
     case $v in 0) verify_passed=$((verify_passed + 1)) ;; 2) verify_detected=$((verify_detected + 1)) ;; *) verify_crashed=$((verify_crashed + 1)) ;; esac
     local slog=$ROOT/serve-$n.log
-    timeout 60 "$BIN/openshell" gateway serve --data-dir "$d" --port "$PORT" --plaintext >"$slog" 2>&1 &
+    # Not under timeout(1): it would deliver a second SIGTERM after the gateway's clean stop.
+    "$BIN/openshell" gateway serve --data-dir "$d" --port "$PORT" --plaintext >"$slog" 2>&1 &
     pid=$!
     for _ in $(seq 400); do grep -q "listening on\|error:" "$slog" 2>/dev/null && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -0 "$pid" 2>/dev/null && ! grep -q "listening on\|error:" "$slog" && { echo "  start-up hung: case $n"; kill -9 "$pid"; }
     cp "$slog" "$ROOT/serve.log"
     if grep -q "listening on" "$ROOT/serve.log"; then
       kill -TERM "$pid"; wait "$pid" 2>/dev/null; local rc=$?; cp "$slog" "$ROOT/serve.log"

@@ -19,7 +19,11 @@ public struct LMDBFileReport: Sendable, Hashable {
   /// Pages listed on LMDB's free list.
   public var freePages: Int
   /// Named databases found in the main tree.
-  public var databases: Int
+  public var databases: Int { databaseNames.count }
+  /// Their names, in key order.
+  public var databaseNames: [String]
+  /// Root page of the main tree (which names the databases).
+  public var mainTreeRoot: UInt64
 }
 
 /// A bounds-checked structural walk of an LMDB 0.9 data file, done with plain `pread` before liblmdb maps it.
@@ -174,7 +178,7 @@ public enum LMDBFileCheck {
       }
       return LMDBFileReport(
         fileBytes: fileBytes, pageSize: ps, lastPage: lastPage, txnID: cur.txnid, treePages: pages,
-        freePages: freeSeen.count, databases: subDBs.count)
+        freePages: freeSeen.count, databaseNames: subDBs.map(\.0), mainTreeRoot: cur.main.root)
     }
 
     /// Walks one tree; `leafData` validates each plain (non-sub-database) value. Returns the pages it uses.
