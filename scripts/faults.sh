@@ -36,7 +36,7 @@ flips() {
   kill -TERM "$pid"; wait "$pid" 2>/dev/null
   "$BIN/openshell-replay" state "$base/log" >"$ROOT/expected.json" 2>/dev/null
   local size; size=$(stat -c %s "$base/log/data.mdb")
-  local refused=0 identical=0 fellback=0 crashed=0 silent=0 verify_detected=0 verify_passed=0 verify_crashed=0
+  local refused=0 identical=0 fellback=0 crashed=0 other=0 silent=0 verify_detected=0 verify_passed=0 verify_crashed=0
   for n in $(seq 1 $((FLIPS + 40))); do
     local d=$ROOT/f; rm -rf "$d"; mkdir -p "$d/log"; cp -r "$base/pki" "$base/keys" "$d/" 2>/dev/null
     if [ "$n" -le "$FLIPS" ]; then
@@ -52,12 +52,17 @@ EOF
     fi
     "$BIN/openshell-replay" verify "$d/log" >/dev/null 2>&1; local v=$?
     case $v in 0) verify_passed=$((verify_passed + 1)) ;; 2) verify_detected=$((verify_detected + 1)) ;; *) verify_crashed=$((verify_crashed + 1)) ;; esac
-    timeout 20 "$BIN/openshell" gateway serve --data-dir "$d" --port "$PORT" --plaintext >"$ROOT/serve.log" 2>&1 &
+    local slog=$ROOT/serve-$n.log
+    # Not under timeout(1): it would deliver a second SIGTERM after the gateway's clean stop.
+    "$BIN/openshell" gateway serve --data-dir "$d" --port "$PORT" --plaintext >"$slog" 2>&1 &
     pid=$!
-    for _ in $(seq 100); do grep -q "listening on\|error:" "$ROOT/serve.log" 2>/dev/null && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    for _ in $(seq 400); do grep -q "listening on\|error:" "$slog" 2>/dev/null && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -0 "$pid" 2>/dev/null && ! grep -q "listening on\|error:" "$slog" && { echo "  start-up hung: case $n"; kill -9 "$pid"; }
+    cp "$slog" "$ROOT/serve.log"
     if grep -q "listening on" "$ROOT/serve.log"; then
-      kill -TERM "$pid"; wait "$pid" 2>/dev/null; local rc=$?
-      if [ "$rc" -ge 128 ]; then crashed=$((crashed + 1));
+      kill -TERM "$pid"; wait "$pid" 2>/dev/null; local rc=$?; cp "$slog" "$ROOT/serve.log"
+      if [ "$rc" -ge 128 ]; then crashed=$((crashed + 1)); cp "$d/log/data.mdb" "$ROOT/crash-$n.mdb"; cp "$ROOT/serve.log" "$ROOT/crash-$n.log"
+        echo "  crashed at shutdown: case $n (exit $rc; $ROOT/crash-$n.{mdb,log})";
       elif [ "$v" -eq 0 ] && "$BIN/openshell-replay" state "$d/log" 2>/dev/null | cmp -s - "$ROOT/expected.json"; then identical=$((identical + 1));
       elif grep -q "rebuilt from" "$ROOT/serve.log" && "$BIN/openshell-replay" state "$d/log" 2>/dev/null | cmp -s - "$ROOT/expected.json"; then fellback=$((fellback + 1));
       else silent=$((silent + 1)); echo "  silently accepted: case $n (verify exit $v)"; fi
@@ -65,10 +70,11 @@ EOF
       wait "$pid" 2>/dev/null; local rc=$?
       if [ "$rc" -ge 128 ]; then crashed=$((crashed + 1)); echo "  start-up crashed: case $n (exit $rc)";
       elif grep -q "refusing to serve\|refusing to start" "$ROOT/serve.log"; then refused=$((refused + 1));
-      else crashed=$((crashed + 1)); echo "  start-up failed otherwise: case $n: $(tail -1 "$ROOT/serve.log")"; fi
+      else other=$((other + 1)); echo "  start-up failed otherwise: case $n: $(grep -m1 "error:" "$ROOT/serve.log" || tail -1 "$ROOT/serve.log")"; fi
     fi
+    rm -f "$slog"
   done
-  echo "start-up: $refused refused with the message, $identical started with identical state (verify passes), $fellback fell back from a damaged snapshot with a warning (same state), $silent silently accepted, $crashed crashed"
+  echo "start-up: $refused refused with the message, $identical started with identical state (verify passes), $fellback fell back from a damaged snapshot with a warning (same state), $silent silently accepted, $crashed crashed, $other failed otherwise"
   echo "verify:   $verify_detected detected, $verify_passed passed, $verify_crashed crashed"
 }
 

@@ -124,7 +124,16 @@ public final class EventLog: Sendable {
       let data = directory + "/data.mdb"
       // An existing data.mdb (even 0 bytes) is checked; only a missing one starts a new log.
       if opts.checkFileStructure, fm.fileExists(atPath: data), !(opts.readOnly && WriterLockFile.holder(directory: directory) != nil) {
-        fileReport = try LMDBFileCheck.check(path: data)
+        let report = try LMDBFileCheck.check(path: data)
+        fileReport = report
+        // An initialised log has every database; a missing one means a damaged name in the main tree, and
+        // opening it would silently create an empty database in its place (a flipped "meta" = a new log).
+        let missing = Databases.names.filter { !report.databaseNames.contains($0) }
+        if !report.databaseNames.isEmpty, !missing.isEmpty {
+          throw EventLogError(
+            code: .corrupt,
+            message: "\(data) is damaged at page \(report.mainTreeRoot) (main tree): it has no \(missing.map { "'\($0)'" }.joined(separator: ", ")) database (its main tree names \(report.databaseNames.map { "'\($0)'" }.joined(separator: ", ")))")
+        }
       }
       let env = try LMDBEnvironment(
         path: directory, mapSize: opts.initialMapSize, flags: opts.durability.envFlags, readOnly: opts.readOnly)

@@ -19,7 +19,11 @@ public struct LMDBFileReport: Sendable, Hashable {
   /// Pages listed on LMDB's free list.
   public var freePages: Int
   /// Named databases found in the main tree.
-  public var databases: Int
+  public var databases: Int { databaseNames.count }
+  /// Their names, in key order.
+  public var databaseNames: [String]
+  /// Root page of the main tree (which names the databases).
+  public var mainTreeRoot: UInt64
 }
 
 /// A bounds-checked structural walk of an LMDB 0.9 data file, done with plain `pread` before liblmdb maps it.
@@ -50,11 +54,15 @@ public enum LMDBFileCheck {
 
   /// Walks `path` (a `data.mdb`). Throws `.corrupt` naming the first bad page, `.io` if it cannot be read.
   public static func check(path: String) throws -> LMDBFileReport {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    // O_NONBLOCK: a FIFO in data.mdb's place must not block the open.
+    let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
     guard fd >= 0 else { throw EventLogError.posix("open \(path)") }
     defer { close(fd) }
     var st = stat()
     guard fstat(fd, &st) == 0 else { throw EventLogError.posix("stat \(path)") }
+    guard st.st_mode & S_IFMT == S_IFREG else {
+      throw EventLogError(code: .corrupt, message: "\(path) is damaged at header: it is not a regular file")
+    }
     var walker = Walker(fd: fd, path: path, fileBytes: UInt64(st.st_size))
     return try walker.run()
   }
@@ -170,7 +178,7 @@ public enum LMDBFileCheck {
       }
       return LMDBFileReport(
         fileBytes: fileBytes, pageSize: ps, lastPage: lastPage, txnID: cur.txnid, treePages: pages,
-        freePages: freeSeen.count, databases: subDBs.count)
+        freePages: freeSeen.count, databaseNames: subDBs.map(\.0), mainTreeRoot: cur.main.root)
     }
 
     /// Walks one tree; `leafData` validates each plain (non-sub-database) value. Returns the pages it uses.

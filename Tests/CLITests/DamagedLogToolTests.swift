@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// Issue 17: `openshell-replay` on damaged logs never crashes, and `--salvage` saves what precedes the damage.
 @Suite struct DamagedLogToolTests {
   static let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -44,6 +48,13 @@ import Testing
       #expect(r.code == 2, "\(what): \(r)")
       #expect(r.out.hasPrefix("FAILED:") && r.out.contains("data.mdb"), "\(what): \(r)")
     }
+
+    // A FIFO in data.mdb's place: refused at once, never a hang.
+    let fifoDir = env.root.appendingPathComponent("fifo").path
+    try FileManager.default.createDirectory(atPath: fifoDir, withIntermediateDirectories: true)
+    #expect(mkfifo(fifoDir + "/data.mdb", 0o600) == 0)
+    let fifo = try env.replay(["verify", fifoDir])
+    #expect(fifo.code == 2 && fifo.out.contains("not a regular file"), "\(fifo)")
 
     var detected = 0, passed = 0, crashed: [String] = []
     var x: UInt64 = 0xD1B5_4A32_D192_ED03

@@ -103,7 +103,7 @@ public final class SandboxLogStore: Sendable {
   /// Live lines of one sandbox from now on; the stream ends when the sandbox's logs are removed.
   public func follow(_ id: String) -> AsyncStream<Openshell_V1_SandboxLogLine> {
     let (stream, continuation) = AsyncStream<Openshell_V1_SandboxLogLine>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
-    let key = UUID()
+    let key = RandomID.make()
     buffers.withLock { all in
       var b = loaded(id, &all)
       b.watchers[key] = continuation

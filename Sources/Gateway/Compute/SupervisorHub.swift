@@ -129,7 +129,7 @@ public final class SupervisorHub: Sendable {
   func register(sandboxID: String, instanceID: String, epoch: UInt64) -> Registration {
     let expected = expectedInstance.withLock { $0 }?(sandboxID)
     let (stream, continuation) = AsyncStream<Openshell_V1_GatewayMessage>.makeStream()
-    let token = UUID()
+    let token = RandomID.make()
     let clock = SessionClock()
     let outcome = sessions.withLock { s -> (SessionArbitration.Verdict, Session?) in
       let old = s[sandboxID]
@@ -213,7 +213,7 @@ public final class SupervisorHub: Sendable {
     guard let session = sessions.withLock({ $0[sandboxID] }) else {
       throw RPCError(code: .unavailable, message: "the supervisor of sandbox \(sandboxID) is not connected")
     }
-    let channelID = UUID().uuidString.lowercased()
+    let channelID = RandomID.uuid()
     let timer = Task {
       try await Task.sleep(for: timeout)
       self.failRelay(channelID, RPCError(code: .unavailable, message: "the supervisor of sandbox \(sandboxID) did not open relay channel in time"))

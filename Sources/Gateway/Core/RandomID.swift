@@ -1,3 +1,5 @@
+import Foundation
+
 /// Random ids for new objects (sandboxes, providers, workspaces, templates, data keys, request ids).
 ///
 /// The bytes come from the standard library's `SystemRandomNumberGenerator`, which on Linux reads
@@ -6,6 +8,9 @@
 /// failed for want of descriptors, returned the constant `00000000-0000-4000-8000-000000000000`, after which
 /// every create collided (issue 17). Nothing here falls back to a constant.
 enum RandomID {
+  /// A random version-4 `UUID` value (for in-memory keys: sessions, subscribers, relay channels).
+  static func make() -> UUID { UUID(uuidString: uuid())! }
+
   /// A random (version 4, RFC 9562 §5.4) UUID in lowercase, e.g. `3f2a9c1e-…`.
   static func uuid() -> String {
     var g = SystemRandomNumberGenerator()

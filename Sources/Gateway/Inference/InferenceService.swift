@@ -301,7 +301,7 @@ public final class InferenceService: Openshell_Inference_V1_Inference.SimpleServ
   public func watchInferenceBundle(request: Openshell_Inference_V1_GetInferenceBundleRequest, response: RPCWriter<Openshell_Inference_V1_GetInferenceBundleResponse>, context: ServerContext) async throws {
     _ = try sandboxCaller("WatchInferenceBundle", claimed: request.sandboxID)
     let (wakeups, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-    let id = UUID()
+    let id = RandomID.make()
     watchers.withLock { $0[id] = continuation }
     defer { _ = watchers.withLock { $0.removeValue(forKey: id) } }
     var last: String?

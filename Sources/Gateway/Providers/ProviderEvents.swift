@@ -43,7 +43,7 @@ public final class ProviderEvents: Sendable {
   /// A stream of every change published after this call; it ends when the consumer stops iterating.
   public func subscribe() -> AsyncStream<ProviderChange> {
     let (stream, continuation) = AsyncStream<ProviderChange>.makeStream()
-    let id = UUID()
+    let id = RandomID.make()
     subscribers.withLock { $0[id] = continuation }
     continuation.onTermination = { [weak self] _ in self?.subscribers.withLock { _ = $0.removeValue(forKey: id) } }
     return stream
