@@ -24,6 +24,10 @@ export XDG_CONFIG_HOME=$ROOT/config XDG_STATE_HOME=$ROOT/state NO_COLOR=1 no_pro
 echo "scratch: $ROOT"
 [ -x "$BIN/openshell" ] && [ -x "$BIN/openshell-replay" ] || { echo "build first (swift build), or set BIN" >&2; exit 1; }
 
+# The fixture's READY sandbox is started by each case's gateway (sandboxes outlive their gateway by design):
+# end those processes of this scratch dir, by pid, after each case.
+reap() { for p in $(pgrep -f "$1/sandboxes/" || true); do kill -9 "$p" 2>/dev/null; done; }
+
 flips() {
   echo "== byte-flip campaign: $FLIPS flips and 40 truncations"
   local base=$ROOT/flips-base
@@ -73,7 +77,9 @@ EOF
       else other=$((other + 1)); echo "  start-up failed otherwise: case $n: $(grep -m1 "error:" "$ROOT/serve.log" || tail -1 "$ROOT/serve.log")"; fi
     fi
     rm -f "$slog"
+    reap "$d"
   done
+  reap "$base"
   echo "start-up: $refused refused with the message, $identical started with identical state (verify passes), $fellback fell back from a damaged snapshot with a warning (same state), $silent silently accepted, $crashed crashed, $other failed otherwise"
   echo "verify:   $verify_detected detected, $verify_passed passed, $verify_crashed crashed"
 }
