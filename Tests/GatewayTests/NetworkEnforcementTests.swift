@@ -176,6 +176,15 @@ struct NetworkEnforcementTests {
                 allowed_ips: [127.0.0.1]
             binaries:
               - path: /usr/**/curl
+          l7:
+            endpoints:
+              - host: api.l7.test
+                port: \(up.port)
+                protocol: rest
+                access: read-only
+                allowed_ips: [127.0.0.1]
+            binaries:
+              - path: /usr/bin/curl
         """)
       try await gw.withClient { c in
         try await c.createWithPolicy("net3", policy)
@@ -193,6 +202,8 @@ struct NetworkEnforcementTests {
         #expect(try await fetch("http://one.test:\(p)/").contains("no network policy has an endpoint for one.test:\(p)"))
         #expect(try await fetch("http://deep.test:\(p)/").contains("no network policy has an endpoint for deep.test:\(p)"))
         #expect(try await fetch("http://a.one.test:\(p + 1)/").contains("no network policy has an endpoint for a.one.test:\(p + 1)"))
+        // L7 rules cannot be inspected yet: such an endpoint denies (fail closed), never tunnels uninspected.
+        #expect(try await fetch("http://api.l7.test:\(p)/hello.txt").contains("network policy l7 allows api.l7.test:\(p) only with L7 rules (protocol: rest), which this proxy cannot inspect yet: denied (fail closed)"))
       }
     }
   }

@@ -38,15 +38,21 @@ enum NetworkDecision {
     guard let policy else { return .deny(reason: "no valid network policy has been loaded (fail closed)") }
     let host = rawHost.lowercased()
     var hostPortMatched: [String] = []
+    var needInspection: [String] = []
     for name in policy.networkPolicies.keys.sorted() {
       let rule = policy.networkPolicies[name]!
-      guard let endpoint = rule.endpoints.first(where: { endpointMatches($0, host: host, port: port) }) else { continue }
+      let matching = rule.endpoints.filter { endpointMatches($0, host: host, port: port) }
+      if !matching.isEmpty, matching.allSatisfy(needsInspection) { needInspection.append(name) }
+      guard let endpoint = matching.first(where: { !needsInspection($0) }) else { continue }
       hostPortMatched.append(name)
       guard let binary else { continue }
       let candidates = [binary.path] + binary.ancestors
       if rule.binaries.contains(where: { b in candidates.contains { pathMatches(b.path, $0) } }) {
         return .allow(policy: name, allowedIPs: endpoint.allowedIps)
       }
+    }
+    if hostPortMatched.isEmpty, !needInspection.isEmpty {
+      return .deny(reason: "network policy \(needInspection.joined(separator: ", ")) allows \(host):\(port) only with L7 rules (protocol: rest), which this proxy cannot inspect yet: denied (fail closed)")
     }
     if hostPortMatched.isEmpty {
       return .deny(reason: "no network policy has an endpoint for \(host):\(port)")
@@ -55,6 +61,15 @@ enum NetworkDecision {
       return .deny(reason: "the calling process could not be identified (policies \(hostPortMatched.joined(separator: ", ")) allow \(host):\(port) only to listed binaries)")
     }
     return .deny(reason: "binary \(binary.path) is not listed in the binaries of network policy \(hostPortMatched.joined(separator: ", ")) for \(host):\(port)")
+  }
+
+  /// Whether `e` asks for L7 inspection (a `protocol` with method/path rules, deny rules or a restricted
+  /// `access` preset, enforced) — which this proxy does not do yet. Such an endpoint never allows a
+  /// connection: passing it through uninspected would allow more than the policy says (fail closed).
+  /// `access: full` without rules and `enforcement: audit` ask for nothing the tunnel would not give.
+  static func needsInspection(_ e: Openshell_Sandbox_V1_NetworkEndpoint) -> Bool {
+    guard !e.protocol.isEmpty, e.enforcement != .audit else { return false }
+    return !(e.access == .full && e.rules.isEmpty && e.denyRules.isEmpty)
   }
 
   static func endpointMatches(_ e: Openshell_Sandbox_V1_NetworkEndpoint, host: String, port: Int) -> Bool {
