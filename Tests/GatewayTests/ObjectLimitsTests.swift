@@ -8,36 +8,26 @@ import Testing
 
 /// Issue 17: documented limits per field and per object, and list pages bounded by bytes.
 @Suite struct ObjectLimitsTests {
-  static func error(_ body: () async throws -> Void) async -> RPCError? {
-    do {
-      try await body()
-      return nil
-    } catch let e as RPCError {
-      return e
-    } catch {
-      return nil
-    }
-  }
 
   @Test func oversizedFieldsAndSpecsAreRefusedNamingTheLimit() async throws {
     let gw = try await TestGateway.start()
     defer { Task { await gw.stop() } }
     try await gw.withClient { api in
       let labels = Dictionary(uniqueKeysWithValues: (0..<65).map { ("k\($0)", "v") })
-      var e = await Self.error { _ = try await api.createSandbox(.with { $0.name = "many-labels"; $0.labels = labels }) }
+      var e = await rpcError { _ = try await api.createSandbox(.with { $0.name = "many-labels"; $0.labels = labels }) }
       #expect(e?.code == .invalidArgument && e?.message.contains("at most 64") == true, "\(String(describing: e))")
 
-      e = await Self.error { _ = try await api.createSandbox(.with { $0.name = "big-env"; $0.spec.environment = ["BIG": String(repeating: "v", count: 40_000)] }) }
+      e = await rpcError { _ = try await api.createSandbox(.with { $0.name = "big-env"; $0.spec.environment = ["BIG": String(repeating: "v", count: 40_000)] }) }
       #expect(e?.code == .invalidArgument && e?.message.contains("32768 bytes per variable") == true, "\(String(describing: e))")
 
       let manyVars = Dictionary(uniqueKeysWithValues: (0..<8).map { ("V\($0)", String(repeating: "v", count: 30_000)) })
-      e = await Self.error { _ = try await api.createSandbox(.with { $0.name = "env-total"; $0.spec.template.environment = manyVars }) }
+      e = await rpcError { _ = try await api.createSandbox(.with { $0.name = "env-total"; $0.spec.template.environment = manyVars }) }
       #expect(e?.code == .invalidArgument && e?.message.contains("131072 bytes per environment") == true, "\(String(describing: e))")
 
-      e = await Self.error { _ = try await api.createSandbox(.with { $0.name = "huge-spec"; $0.spec.template.driverConfig = Self.blob(600_000) }) }
+      e = await rpcError { _ = try await api.createSandbox(.with { $0.name = "huge-spec"; $0.spec.template.driverConfig = Self.blob(600_000) }) }
       #expect(e?.code == .resourceExhausted && e?.message.contains("524288 bytes per object") == true, "\(String(describing: e))")
 
-      e = await Self.error { _ = try await api.createWorkspace(.with { $0.name = "labelled"; $0.labels = labels }) }
+      e = await rpcError { _ = try await api.createWorkspace(.with { $0.name = "labelled"; $0.labels = labels }) }
       #expect(e?.code == .invalidArgument, "\(String(describing: e))")
       // Nothing of the refused requests was recorded.
       let listed = try await api.listSandboxes(.with { $0.workspaceScope = .ws("default") })

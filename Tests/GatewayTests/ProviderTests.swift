@@ -13,18 +13,6 @@ import Testing
 /// Provider tests run against the shared in-process gateway harness (no compute driver).
 typealias ProviderGateway = TestGateway
 
-/// The RPC error a call produced (nil on success).
-func providerRPCError(_ body: () async throws -> Void) async -> RPCError? {
-  do {
-    try await body()
-    return nil
-  } catch let e as RPCError {
-    return e
-  } catch {
-    return RPCError(code: .unknown, message: "\(error)")
-  }
-}
-
 /// Every byte of every file under `dir` contains `needle`? Returns the offending paths.
 func filesContaining(_ needle: String, under dir: String) -> [String] {
   let bytes = Array(needle.utf8)
@@ -112,15 +100,15 @@ let providerCallOptions: CallOptions = {
       #expect(gh.metadata.name.count == 6 && gh.metadata.name.allSatisfy { $0.isLowercase })
 
       // Errors.
-      #expect(await providerRPCError { _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = "claude-main"; $0.type = "claude"; $0.credentials = ["K": "v"] } }) }?.code == .alreadyExists)
-      #expect(await providerRPCError { _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = "x"; $0.credentials = ["K": "v"] } }) }?.code == .invalidArgument)
-      #expect(await providerRPCError { _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = "x"; $0.type = "claude" } }) }?.code == .invalidArgument)
-      #expect(await providerRPCError { _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = "x"; $0.type = "claude"; $0.credentials = ["BAD-KEY": "v"] } }) }?.code == .invalidArgument)
-      #expect(await providerRPCError { _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = "Bad_Name"; $0.type = "claude"; $0.credentials = ["K": "v"] } }) }?.code == .invalidArgument)
+      #expect(await rpcError { _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = "claude-main"; $0.type = "claude"; $0.credentials = ["K": "v"] } }) }?.code == .alreadyExists)
+      #expect(await rpcError { _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = "x"; $0.credentials = ["K": "v"] } }) }?.code == .invalidArgument)
+      #expect(await rpcError { _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = "x"; $0.type = "claude" } }) }?.code == .invalidArgument)
+      #expect(await rpcError { _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = "x"; $0.type = "claude"; $0.credentials = ["BAD-KEY": "v"] } }) }?.code == .invalidArgument)
+      #expect(await rpcError { _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = "Bad_Name"; $0.type = "claude"; $0.credentials = ["K": "v"] } }) }?.code == .invalidArgument)
 
       let got = try await api.getProvider(.with { $0.name = "claude-main" }).provider
       #expect(got == created)
-      #expect(await providerRPCError { _ = try await api.getProvider(.with { $0.name = "nope" }) }?.code == .notFound)
+      #expect(await rpcError { _ = try await api.getProvider(.with { $0.name = "nope" }) }?.code == .notFound)
 
       // Pagination.
       for i in 0..<3 {
@@ -155,7 +143,7 @@ let providerCallOptions: CallOptions = {
       // An empty update changes nothing.
       let same = try await api.updateProvider(.with { $0.provider = .with { $0.metadata.name = "claude-main" } }).provider
       #expect(same.metadata.resourceVersion == removed.metadata.resourceVersion)
-      let typeChange = await providerRPCError { _ = try await api.updateProvider(.with { $0.provider = .with { $0.metadata.name = "claude-main"; $0.type = "openai" } }) }
+      let typeChange = await rpcError { _ = try await api.updateProvider(.with { $0.provider = .with { $0.metadata.name = "claude-main"; $0.type = "openai" } }) }
       #expect(typeChange?.code == .invalidArgument)
       #expect(typeChange?.message.contains("provider type cannot be changed; delete and recreate the provider") == true)
 
@@ -163,13 +151,13 @@ let providerCallOptions: CallOptions = {
       #expect(creds.credentials.mapValues(\.value) == ["ANTHROPIC_API_KEY": secret + "-2"])
 
       // RotateProviderCredential: static credentials have no refresh strategy.
-      let rotate = await providerRPCError { _ = try await api.rotateProviderCredential(.with { $0.provider = "claude-main"; $0.credentialKey = "ANTHROPIC_API_KEY" }) }
+      let rotate = await rpcError { _ = try await api.rotateProviderCredential(.with { $0.provider = "claude-main"; $0.credentialKey = "ANTHROPIC_API_KEY" }) }
       #expect(rotate?.code == .failedPrecondition)
 
       // Delete.
       #expect(try await api.deleteProvider(.with { $0.name = "p0" }).outcome == .completed)
       #expect(try await api.deleteProvider(.with { $0.name = "p0"; $0.allowMissing = true }).outcome == .alreadyAbsent)
-      #expect(await providerRPCError { _ = try await api.deleteProvider(.with { $0.name = "p0" }) }?.code == .notFound)
+      #expect(await rpcError { _ = try await api.deleteProvider(.with { $0.name = "p0" }) }?.code == .notFound)
     }
     await gw.stop()
   }
@@ -184,24 +172,24 @@ let providerCallOptions: CallOptions = {
       #expect(one.credentials.mapValues(\.value) == ["GITLAB_TOKEN": "g1"])
       let both = try await api.getProviderCredentials(.with { $0.name = "gl"; $0.credentialKeys = ["GITLAB_TOKEN", "CI_JOB_TOKEN"] })
       #expect(both.credentials.mapValues(\.value) == ["GITLAB_TOKEN": "g1", "CI_JOB_TOKEN": "c1"])
-      let missing = await providerRPCError { _ = try await api.getProviderCredentials(.with { $0.name = "gl"; $0.credentialKeys = ["GITLAB_TOKEN", "NOPE"] }) }
+      let missing = await rpcError { _ = try await api.getProviderCredentials(.with { $0.name = "gl"; $0.credentialKeys = ["GITLAB_TOKEN", "NOPE"] }) }
       #expect(missing?.code == .notFound)
       #expect(missing?.message.contains("NOPE") == true)
-      #expect(await providerRPCError { _ = try await api.getProviderCredentials(.with { $0.name = "gl"; $0.credentialKeys = [] }) }?.code == .invalidArgument)
-      #expect(await providerRPCError { _ = try await api.getProviderCredentials(.with { $0.name = "gl"; $0.credentialKeys = ["A", "A"] }) }?.code == .invalidArgument)
-      #expect(await providerRPCError { _ = try await api.getProviderCredentials(.with { $0.name = "gl"; $0.credentialKeys = ["bad-key"] }) }?.code == .invalidArgument)
+      #expect(await rpcError { _ = try await api.getProviderCredentials(.with { $0.name = "gl"; $0.credentialKeys = [] }) }?.code == .invalidArgument)
+      #expect(await rpcError { _ = try await api.getProviderCredentials(.with { $0.name = "gl"; $0.credentialKeys = ["A", "A"] }) }?.code == .invalidArgument)
+      #expect(await rpcError { _ = try await api.getProviderCredentials(.with { $0.name = "gl"; $0.credentialKeys = ["bad-key"] }) }?.code == .invalidArgument)
     }
     // A sandbox identity is refused, for credentials and for user RPCs.
     try await gw.withClient(certificate: cert, key: key) { api in
-      let e = await providerRPCError { _ = try await api.getProviderCredentials(.with { $0.name = "gl"; $0.credentialKeys = ["GITLAB_TOKEN"] }) }
+      let e = await rpcError { _ = try await api.getProviderCredentials(.with { $0.name = "gl"; $0.credentialKeys = ["GITLAB_TOKEN"] }) }
       #expect(e?.code == .permissionDenied)
-      #expect(await providerRPCError { _ = try await api.getProvider(.with { $0.name = "gl" }) }?.code == .permissionDenied)
+      #expect(await rpcError { _ = try await api.getProvider(.with { $0.name = "gl" }) }?.code == .permissionDenied)
     }
     await gw.stop()
     // Without client certificates nobody is the operator.
     let tls = try await ProviderGateway.start(dataDirectory: gw.dataDirectory, security: .tls)
     try await tls.withClient { api in
-      let e = await providerRPCError { _ = try await api.getProviderCredentials(.with { $0.name = "gl"; $0.credentialKeys = ["GITLAB_TOKEN"] }) }
+      let e = await rpcError { _ = try await api.getProviderCredentials(.with { $0.name = "gl"; $0.credentialKeys = ["GITLAB_TOKEN"] }) }
       #expect(e?.code == .permissionDenied)
     }
     await tls.stop()
@@ -213,14 +201,14 @@ let providerCallOptions: CallOptions = {
     let result = try await gw.withClient { api -> (String, String) in
       _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = "anth"; $0.type = "anthropic"; $0.credentials = ["ANTHROPIC_API_KEY": "a-1", "SHARED": "from-anth"] } })
       _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = "nv"; $0.type = "nvidia"; $0.credentials = ["NVIDIA_API_KEY": "n-1", "SHARED": "from-nv"] } })
-      let unknown = await providerRPCError { _ = try await api.createSandbox(.with { $0.name = "bad"; $0.spec.providers = ["anth", "ghost-provider"] }) }
+      let unknown = await rpcError { _ = try await api.createSandbox(.with { $0.name = "bad"; $0.spec.providers = ["anth", "ghost-provider"] }) }
       #expect(unknown?.code == .failedPrecondition)
       #expect(unknown?.message.contains("ghost-provider") == true)
       let a = try await api.createSandbox(.with { $0.name = "sa"; $0.spec.providers = ["nv", "anth"] }).sandbox
       let b = try await api.createSandbox(.with { $0.name = "sb" }).sandbox
 
       // Delete refused while used, naming the sandbox.
-      let refused = await providerRPCError { _ = try await api.deleteProvider(.with { $0.name = "anth" }) }
+      let refused = await rpcError { _ = try await api.deleteProvider(.with { $0.name = "anth" }) }
       #expect(refused?.code == .failedPrecondition)
       #expect(refused?.message.contains("sa") == true)
 
@@ -228,7 +216,7 @@ let providerCallOptions: CallOptions = {
       let attached = try await api.attachSandboxProvider(.with { $0.sandbox = "sb"; $0.provider = "anth" })
       #expect(attached.attached)
       #expect(try await api.listSandboxProviders(.with { $0.sandbox = "sb" }).providers.map(\.metadata.name) == ["anth"])
-      #expect(await providerRPCError { _ = try await api.attachSandboxProvider(.with { $0.sandbox = "sb"; $0.provider = "nope" }) }?.code == .failedPrecondition)
+      #expect(await rpcError { _ = try await api.attachSandboxProvider(.with { $0.sandbox = "sb"; $0.provider = "nope" }) }?.code == .failedPrecondition)
       let detached = try await api.detachSandboxProvider(.with { $0.sandbox = "sb"; $0.provider = "anth" })
       #expect(detached.detached)
       #expect(try await api.listSandboxProviders(.with { $0.sandbox = "sb" }).providers.isEmpty)
@@ -241,7 +229,7 @@ let providerCallOptions: CallOptions = {
       // spec order nv, anth: the first provider wins on duplicate keys.
       #expect(env.environment == ["NVIDIA_API_KEY": "n-1", "ANTHROPIC_API_KEY": "a-1", "SHARED": "from-nv"])
       #expect(env.providerEnvRevision > 0)
-      let other = await providerRPCError { _ = try await api.getSandboxProviderEnvironment(.with { $0.sandboxID = bID }) }
+      let other = await rpcError { _ = try await api.getSandboxProviderEnvironment(.with { $0.sandboxID = bID }) }
       #expect(other?.code == .permissionDenied)
     }
     // Sandbox B (no providers) gets an empty environment; the operator cannot call the sandbox RPC.
@@ -251,7 +239,7 @@ let providerCallOptions: CallOptions = {
       #expect(env.environment.isEmpty)
     }
     try await gw.withClient { api in
-      #expect(await providerRPCError { _ = try await api.getSandboxProviderEnvironment(.with { $0.sandboxID = aID }) }?.code == .permissionDenied)
+      #expect(await rpcError { _ = try await api.getSandboxProviderEnvironment(.with { $0.sandboxID = aID }) }?.code == .permissionDenied)
       // Forced delete (metadata x-openshell-force) detaches it from the sandboxes.
       let r = try await api.deleteProvider(.with { $0.name = "anth" }, metadata: [OpenShellService.forceDeleteHeader: "true"], options: providerCallOptions)
       #expect(r.outcome == .completed)
@@ -362,9 +350,9 @@ let providerCallOptions: CallOptions = {
       out.append("\(try await api.getProvider(.with { $0.name = "cn" }))")
       out.append("\(try await api.listProviders(.init()))")
       // Errors never echo values.
-      if let e = await providerRPCError({ _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = "cn"; $0.type = "codex"; $0.credentials = ["OPENAI_API_KEY": canary + "-4"] } }) }) { out.append("\(e)") }
-      if let e = await providerRPCError({ _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = "cn2"; $0.type = "codex"; $0.credentials = ["bad key": canary + "-5"] } }) }) { out.append("\(e)") }
-      if let e = await providerRPCError({ _ = try await api.updateProvider(.with { $0.provider = .with { $0.metadata.name = "cn"; $0.type = "claude"; $0.credentials = ["OPENAI_API_KEY": canary + "-6"] } }) }) { out.append("\(e)") }
+      if let e = await rpcError({ _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = "cn"; $0.type = "codex"; $0.credentials = ["OPENAI_API_KEY": canary + "-4"] } }) }) { out.append("\(e)") }
+      if let e = await rpcError({ _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = "cn2"; $0.type = "codex"; $0.credentials = ["bad key": canary + "-5"] } }) }) { out.append("\(e)") }
+      if let e = await rpcError({ _ = try await api.updateProvider(.with { $0.provider = .with { $0.metadata.name = "cn"; $0.type = "claude"; $0.credentials = ["OPENAI_API_KEY": canary + "-6"] } }) }) { out.append("\(e)") }
       return out
     }
     texts += responses
