@@ -187,3 +187,45 @@ struct SandboxPhaseTests {
     await second.stopEverything()
   }
 }
+
+/// ``MainProcessRestart/decide(_:nowNs:)`` (pure): the policy table and the crash-loop window.
+@Suite struct MainProcessRestartDecisionTests {
+  func record(_ policy: Openshell_V1_SandboxRestartPolicy, exit: Int32, starts: [UInt64] = []) -> SandboxRecord {
+    let spec = (try? Openshell_V1_SandboxSpec.with { $0.command = ["x"]; $0.restartPolicy = policy }.serializedData()) ?? Data()
+    let reason = exit == 0 ? SandboxRecord.mainProcessCompleted : SandboxRecord.mainProcessFailed
+    // SandboxRecord's memberwise initializer is internal to Projections: build it from its Codable form.
+    let json: [String: Any] = [
+      "id": "s", "name": "s", "workspace": "default", "labels": [String: String](), "annotations": [String: String](),
+      "spec": spec.base64EncodedString(), "templateName": "", "templateVersion": 0, "serviceExposures": [Any](),
+      "providers": [String](), "phase": (exit == 0 ? SandboxPhase.completed : .error).rawValue,
+      "conditions": [["type": "Ready", "status": "False", "reason": reason, "message": "", "transitionNs": 0]],
+      "createdNs": 0, "resourceVersion": 1, "exitCode": exit, "restartCount": starts.count, "recentStartsNs": starts,
+      "hostKeyFingerprint": "", "driver": "local", "createdBy": "",
+    ]
+    let data = (try? JSONSerialization.data(withJSONObject: json)) ?? Data()
+    return try! JSONDecoder().decode(SandboxRecord.self, from: data)
+  }
+
+  @Test func policyTable() {
+    let now: UInt64 = 1_000 * 1_000_000_000
+    #expect(MainProcessRestart.decide(record(.unspecified, exit: 3), nowNs: now) == .none)
+    #expect(MainProcessRestart.decide(record(.never, exit: 3), nowNs: now) == .none)
+    #expect(MainProcessRestart.decide(record(.onFailure, exit: 0), nowNs: now) == .none)
+    #expect(MainProcessRestart.decide(record(.onFailure, exit: 3), nowNs: now) == .restart(message: "restart 1: the main process exited with code 3 (restart_policy ON_FAILURE)"))
+    #expect(MainProcessRestart.decide(record(.always, exit: 0), nowNs: now) == .restart(message: "restart 1: the main process exited with code 0 (restart_policy ALWAYS)"))
+  }
+
+  @Test func crashLoopWindow() {
+    let now: UInt64 = 1_000 * 1_000_000_000
+    let second: UInt64 = 1_000_000_000
+    let recent = (1...5).map { now - UInt64($0) * second }
+    guard case .giveUp(let m) = MainProcessRestart.decide(record(.always, exit: 1, starts: recent), nowNs: now) else {
+      Issue.record("5 starts within a minute must stop the restarts")
+      return
+    }
+    #expect(m.hasPrefix("restarting too often: 5 starts within 60 s"))
+    // Four recent starts and one older than the window: still restarted.
+    let older = Array(recent.prefix(4)) + [now - 61 * second]
+    #expect(MainProcessRestart.decide(record(.always, exit: 1, starts: older), nowNs: now) == .restart(message: "restart 6: the main process exited with code 1 (restart_policy ALWAYS)"))
+  }
+}
