@@ -19,7 +19,9 @@ import Projections
 ///
 /// Crash-loop cap: at most ``limit`` starts within ``window``; the next exit turns the sandbox ERROR with
 /// reason `RestartLimit` ("restarting too often") instead of restarting, so a crash loop appends at most
-/// about 3 × ``limit`` events per minute. `sandbox start` starts it again (and counts as a start).
+/// about 5 events per start (exit, `Restarted`, starting, certificate issued, ready), about 30 a minute, and
+/// then stops. `sandbox start` starts it again (and counts as a start). Starts are counted from
+/// `SandboxRecord.recentStartsNs` (the projection), so the cap holds across gateway restarts.
 enum MainProcessRestart: Equatable {
   /// Nothing to do (no main-process exit, or the policy keeps the sandbox ended).
   case none
