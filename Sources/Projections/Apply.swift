@@ -94,6 +94,7 @@ extension GatewayState {
       updateSandbox(e.id, seq) { s in
         s.phase = .starting
         s.restartCount += 1
+        s.recentStartsNs = Array(((s.recentStartsNs ?? []) + [timestampNs]).suffix(SandboxRecord.recentStartsKept))
       }
     case .sandboxDeleting(let e):
       updateSandbox(e.id, seq) { s in
@@ -106,7 +107,20 @@ extension GatewayState {
       policies[e.id] = nil
       settings[e.id] = nil
     case .sandboxMainProcessExited(let e):
-      updateSandbox(e.id, seq) { s in s.exitCode = e.exitCode }
+      // OpenShell's phases: the main process ending ends the sandbox (COMPLETED for exit 0, ERROR
+      // otherwise); the driver then stops what still runs and applies `restart_policy`.
+      updateSandbox(e.id, seq) { s in
+        s.exitCode = e.exitCode
+        guard [.provisioning, .starting, .ready].contains(s.phase) else { return }
+        if e.exitCode == 0, e.signal == 0 {
+          s.phase = .completed
+          s.setCondition("Ready", "False", SandboxRecord.mainProcessCompleted, "the main process exited with code 0", timestampNs)
+        } else {
+          s.phase = .error
+          let how = e.signal != 0 ? "was killed by signal \(e.signal) (code \(e.exitCode))" : "exited with code \(e.exitCode)"
+          s.setCondition("Ready", "False", SandboxRecord.mainProcessFailed, "the main process \(how)", timestampNs)
+        }
+      }
     case .sandboxNetworkDenials:
       break  // audit only: no state (the log keeps them; `openshell-replay audit` shows them)
     case .sandboxConditionSet(let e):

@@ -140,9 +140,23 @@ public struct SandboxRecord: Codable, Equatable, Sendable {
   public var exitCode: Int32?
   public var mainProcessStartedNs: Int64?
   public var restartCount: UInt32
+  /// Wall-clock times (ns) of the newest `sandbox.starting` events, at most ``recentStartsKept``:
+  /// the local driver caps automatic restarts with them (nil in snapshots written before it existed).
+  public var recentStartsNs: [UInt64]?
   public var hostKeyFingerprint: String
   public var driver: String
   public var createdBy: String
+}
+
+extension SandboxRecord {
+  /// Ready-condition reason after the main process exited with code 0 (phase COMPLETED).
+  public static let mainProcessCompleted = "MainProcessCompleted"
+  /// Ready-condition reason after the main process failed (phase ERROR); the message names the code.
+  public static let mainProcessFailed = "MainProcessExited"
+  /// Ready-condition reason when the main process was ended by the OOM killer (phase ERROR).
+  public static let mainProcessOOMKilled = "OOMKilled"
+  /// How many start times ``recentStartsNs`` keeps.
+  public static let recentStartsKept = 8
 }
 
 public struct TemplateRecord: Codable, Equatable, Sendable {

@@ -9,6 +9,8 @@ import Synchronization
 /// the gateway is unreachable — older ones are dropped).
 final class LogPusher: Sendable {
   private let pending = Mutex<[Openshell_V1_SandboxLogLine]>([])
+  /// Lines taken from `pending` whose write has not returned yet (changed under `pending`'s lock).
+  private let inFlight = Mutex<Int>(0)
   let sandboxID: String
 
   init(sandboxID: String) { self.sandboxID = sandboxID }
@@ -32,12 +34,23 @@ final class LogPusher: Sendable {
     pending.withLock { p in
       let batch = Array(p.prefix(n))
       p.removeFirst(batch.count)
+      inFlight.withLock { $0 += batch.count }
       return batch
     }
   }
 
   private func putBack(_ lines: [Openshell_V1_SandboxLogLine]) {
     pending.withLock { $0.insert(contentsOf: lines, at: 0) }
+  }
+
+  /// Waits (at most `timeout`) until every buffered line has been written to the gateway's stream, e.g.
+  /// before reporting the main process's exit, after which the gateway may stop this sandbox.
+  func drain(timeout: Duration) async {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+      if pending.withLock({ p in p.isEmpty && inFlight.withLock { $0 } == 0 }) { return }
+      try? await Task.sleep(for: .milliseconds(20))
+    }
   }
 
   func run(_ client: Openshell_V1_OpenShell.Client<some ClientTransport>, metadata: Metadata) async {
@@ -55,8 +68,10 @@ final class LogPusher: Sendable {
               }
               do {
                 try await writer.write(.with { $0.sandboxID = id; $0.logs = batch })
+                self.inFlight.withLock { $0 -= batch.count }
               } catch {
                 self.putBack(batch)
+                self.inFlight.withLock { $0 -= batch.count }
                 throw error
               }
             }

@@ -106,6 +106,8 @@ struct SupervisorMain {
       code = (error as? Workload.CommandError)?.exitCode ?? 127
     }
     logs.log("main process exited with code \(code)")
+    // Its output reaches the gateway before the exit does (the gateway then stops the sandbox).
+    await logs.drain(timeout: .seconds(3))
     var backoff = Duration.milliseconds(200)
     for _ in 0..<60 {
       do {

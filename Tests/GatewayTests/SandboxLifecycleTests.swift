@@ -67,13 +67,14 @@ struct SandboxLifecycleTests {
     await gw.stopEverything()
   }
 
-  @Test("main process output reaches GetSandboxLogs; its exit code is reported")
+  @Test("main process output reaches GetSandboxLogs; its exit code is reported and ends the sandbox (ERROR)")
   func logsAndMainProcess() async throws {
     let gw = try await SandboxGateway.start()
     defer { Task { await gw.stopEverything() } }
     try await gw.withClient { c in
       _ = try await c.create("logs-test", command: ["sh", "-c", "echo from-main; echo to-stderr >&2; exit 7"])
-      try await c.wait("logs-test", .ready)
+      let ended = try await c.wait("logs-test", .error)
+      #expect(ended.status.conditions.first { $0.type == "Ready" }?.message == "the main process exited with code 7")
       var messages: [String] = []
       var exitCode: Int32?
       for _ in 0..<100 {
@@ -86,7 +87,7 @@ struct SandboxLifecycleTests {
       }
       #expect(messages.contains("from-main"))
       #expect(messages.contains("to-stderr"))
-      #expect(messages.contains { $0.contains("sandbox ready") })
+      #expect(messages.contains { $0.contains("supervisor started") })
       #expect(exitCode == 7)
       let onlyGateway = try await c.getSandboxLogs(.with { $0.sandbox = "logs-test"; $0.sources = ["gateway"] })
       #expect(!onlyGateway.logs.isEmpty && onlyGateway.logs.allSatisfy { $0.source == "gateway" })
@@ -332,6 +333,7 @@ struct SandboxLifecycleTests {
       let hog = try await c.exec("limited", ["sh", "-c", "x=$(yes a | head -c 200000000); echo survived ${#x}"])
       #expect(hog.exitCode == 137, "\(hog.exitCode as Any) \(hog.out) \(hog.err)")
       #expect(!hog.out.contains("survived"))
+      #expect(hog.err.contains("killed: out of memory (limit 64Mi)"), "\(hog.err)")
       // The sandbox itself is still usable, and its cgroups go away with it.
       let ok = try await c.exec("limited", ["echo", "alive"])
       #expect(ok.out == "alive\n")

@@ -159,6 +159,7 @@ enum SandboxCLI {
         let c = s.status.conditions.first { $0.type == "Ready" }
         throw CLIError("sandbox entered error phase while provisioning: \(c?.reason ?? "Error"): \(c?.message ?? "")")
       case .stopped: throw CLIError("sandbox \(name) is stopped")
+      case .completed: throw CLIError("sandbox \(name) completed before it was ready: its main process exited with code 0")
       default: try await Task.sleep(for: .milliseconds(100))
       }
     }

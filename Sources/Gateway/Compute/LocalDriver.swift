@@ -23,7 +23,7 @@ import Synchronization
 /// | PROVISIONING / STARTING | ensure a supervisor runs (record `sandbox.provisioning`, issue a sandbox certificate, start bwrap); READY is recorded when it connects |
 /// | READY | ensure a supervisor runs (restarts one that is gone, e.g. after a host reboot) |
 /// | STOPPING | stop it (SIGTERM to the supervisor, SIGKILL to the namespace after 3 s), record `sandbox.stopped` |
-/// | STOPPED / ERROR | ensure nothing runs |
+/// | STOPPED / ERROR / COMPLETED | ensure nothing runs; after a main-process exit, apply `restart_policy` (``MainProcessRestart``) |
 /// | DELETING | stop it, remove its directory and logs, record `sandbox.deleted` |
 /// | (absent) | orphan: stop whatever runs, remove the directory |
 ///
@@ -294,6 +294,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
       try await transition(id, from: [.deleting], [GatewayEvent(.sandboxDeleted(.with { $0.id = id }))], store)
     case .stopped, .error, .completed, .unknown, .unspecified:
       await stop(id)
+      if s.phase == .error || s.phase == .completed { try await applyRestartPolicy(s, store) }
     }
   }
 
@@ -320,6 +321,12 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     var events: [GatewayEvent] = []
     if s.driver.isEmpty {
       events.append(GatewayEvent(.sandboxProvisioning(.with { $0.id = s.id; $0.driver = name; $0.message = "starting the supervisor in bubblewrap namespaces" })))
+    }
+    if s.phase == .ready {
+      // READY with no supervisor: its processes ended while the gateway was down (or the host rebooted).
+      let message = "the sandbox's processes ended while the gateway was down; relaunched"
+      events.append(GatewayEvent(.sandboxConditionSet(.with { $0.id = s.id; $0.type = "Relaunched"; $0.status = "True"; $0.reason = "ProcessesEnded"; $0.message = message })))
+      hub.logs.gateway(s.id, message, level: "WARN")
     }
     do {
       // Confinement (startup-only sections of the effective policy), decided before anything runs.

@@ -31,6 +31,10 @@ extension OpenShellService {
     var resolved = request
     resolved.sandbox = sandbox.id
     if resolved.workdir.isEmpty { resolved.workdir = SandboxProtocol.workspace }
+    // An OOM kill of the command (exit 137 while the sandbox's memory cgroup counts a new OOM kill) is
+    // said on stderr before the exit: "killed: out of memory (limit 64Mi)".
+    let local = driver as? LocalComputeDriver
+    let oomKillsBefore = local?.oomKills(sandboxID: sandbox.id)
     let channel = try await hub.openRelay(sandboxID: sandbox.id, service: SandboxProtocol.execService)
     defer { channel.finish() }
     channel.send(try resolved.serializedData())
@@ -44,6 +48,11 @@ extension OpenShellService {
     let exitSeen = try await withRPCCancellationHandler {
       for try await data in channel.incoming {
         let event = try Openshell_V1_ExecSandboxEvent(serializedBytes: data)
+        if case .exit(let x)? = event.payload,
+          let note = local?.outOfMemoryNote(sandboxID: sandbox.id, spec: sandbox.spec, exitCode: x.exitCode, oomKillsBefore: oomKillsBefore ?? 0)
+        {
+          try await response.write(.with { $0.stderr = .with { $0.data = Data((note + "\n").utf8) } })
+        }
         try await response.write(event)
         if case .exit? = event.payload { return true }
       }

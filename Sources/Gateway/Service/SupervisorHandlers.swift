@@ -135,17 +135,32 @@ extension OpenShellService {
     return .init()
   }
 
-  /// ReportMainProcessExit: records `sandbox.main_process_exited` (actor `sandbox:<id>`).
+  /// ReportMainProcessExit: records `sandbox.main_process_exited` (actor `sandbox:<id>`), which ends the
+  /// sandbox (COMPLETED / ERROR, see the projection). When the sandbox's memory cgroup recorded an OOM
+  /// kill and the code is 137, a `sandbox.condition_set` follows that replaces the Ready condition with
+  /// reason `OOMKilled` and "… killed: out of memory (limit 64Mi)".
   public func reportMainProcessExit(request: Openshell_V1_ReportMainProcessExitRequest, context: ServerContext) async throws -> Openshell_V1_ReportMainProcessExitResponse {
     let hub = try requireHub("ReportMainProcessExit")
     let id = try sandboxCaller("ReportMainProcessExit", claimed: request.sandboxID)
     let caller = CallerIdentity.current
-    try await store.execute(actor: caller.sandboxID != nil ? caller.actor : "sandbox:\(id)", requestID: "") { state in
+    let local = driver as? LocalComputeDriver
+    let result = try await store.execute(actor: caller.sandboxID != nil ? caller.actor : "sandbox:\(id)", requestID: "") { state in
       guard let s = state.sandboxes[id] else { throw RPCErrors.notFound("sandbox \(id)") }
       guard s.phase == .ready || s.phase == .provisioning || s.phase == .starting else { return Decision(events: []) }
-      return Decision(events: [GatewayEvent(.sandboxMainProcessExited(.with { $0.id = id; $0.exitCode = request.exitCode }))])
+      var events = [GatewayEvent(.sandboxMainProcessExited(.with { $0.id = id; $0.exitCode = request.exitCode }))]
+      if let note = local?.outOfMemoryNote(sandboxID: id, spec: s.spec, exitCode: request.exitCode) {
+        events.append(GatewayEvent(.sandboxConditionSet(.with {
+          $0.id = id; $0.type = "Ready"; $0.status = "False"; $0.reason = SandboxRecord.mainProcessOOMKilled
+          $0.message = "the main process exited with code \(request.exitCode): \(note)"
+        })))
+      }
+      return Decision(events: events)
     }
-    hub.logs.gateway(id, "main process exited with code \(request.exitCode)")
+    let oom = result.decision.events.lazy.compactMap { e -> String? in
+      if case .sandboxConditionSet(let c) = e.kind, c.reason == SandboxRecord.mainProcessOOMKilled { return c.message }
+      return nil
+    }.first
+    hub.logs.gateway(id, oom ?? "main process exited with code \(request.exitCode)", level: oom == nil ? "INFO" : "ERROR")
     hub.emit(.mainProcessExited(sandboxID: id, exitCode: request.exitCode))
     return .init()
   }
