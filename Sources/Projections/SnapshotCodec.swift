@@ -10,7 +10,7 @@ public enum SnapshotCodec {
   /// Name under which the gateway projection's snapshots and checkpoint are stored.
   /// Bumped whenever `GatewayState`'s shape changes, so an older snapshot is never decoded as a newer
   /// state (opening then replays from the log, which is always the source of truth).
-  public static let projectionName = "gateway-state.v2"
+  public static let projectionName = "gateway-state.v3"
 
   /// - Returns: the canonical bytes of `state`.
   public static func encode(_ state: GatewayState) -> [UInt8] {
