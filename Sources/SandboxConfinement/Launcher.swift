@@ -34,6 +34,7 @@ public enum Launcher {
 
   /// The launcher's entry point: parses, confines, executes; never returns.
   public static func main(_ args: [String]) -> Never {
+    do { try adoptEnvironment() } catch { fail("\(error)") }
     let plan: ConfinementPlan
     let command: [String]
     do { (plan, command) = try ConfinementPlan.parse(args.dropFirst()) } catch {
@@ -55,6 +56,33 @@ public enum Launcher {
     try Privileges.harden()
     try ruleset?.restrictSelf()
     try SeccompFilter.install()
+  }
+
+  /// Replaces the launcher's environment (only `OPENSHELL_LAUNCH_ENV_FD`) with the workload's, read
+  /// from that descriptor (`KEY=VALUE\0`…, to EOF), so that execvp searches the workload's `PATH` and
+  /// passes its environment on. The supervisor never starts the launcher with the workload's environment:
+  /// `LD_PRELOAD` and friends must not reach a process that runs as root (finding of a newcomer's attack).
+  /// Without the variable the environment is left as it is (a launcher started by hand).
+  /// - Throws: `Failure` when the descriptor cannot be read.
+  static func adoptEnvironment() throws {
+    guard let raw = getenv("OPENSHELL_LAUNCH_ENV_FD"), let fd = Int32(String(cString: raw)), fd >= 3 else { return }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+      let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+      if n > 0 { bytes += chunk[0..<n]; continue }
+      if n < 0 && errno == EINTR { continue }
+      if n < 0 { throw Failure("cannot read the workload environment (descriptor \(fd)): \(String(cString: strerror(errno)))") }
+      break
+    }
+    close(fd)
+    guard clearenv() == 0 else { throw Failure("cannot clear the environment") }
+    for entry in bytes.split(separator: 0) {
+      guard let eq = entry.firstIndex(of: UInt8(ascii: "=")), eq > entry.startIndex else { continue }
+      let key = String(decoding: entry[entry.startIndex..<eq], as: UTF8.self)
+      let value = String(decoding: entry[(eq + 1)...], as: UTF8.self)
+      guard setenv(key, value, 1) == 0 else { throw Failure("cannot set \(key) in the environment") }
+    }
   }
 
   /// `setns(open(path), CLONE_NEWNET)`.

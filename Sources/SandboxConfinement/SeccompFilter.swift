@@ -23,6 +23,9 @@ enum SeccompFilter {
     "memfd_create", "ptrace", "bpf", "process_vm_readv", "process_vm_writev", "pidfd_open", "pidfd_getfd",
     "pidfd_send_signal", "io_uring_setup", "mount", "fsopen", "fsconfig", "fsmount", "fspick", "move_mount",
     "open_tree", "mount_setattr", "setns", "umount2", "pivot_root", "userfaultfd", "perf_event_open",
+    // Beyond OpenShell's set: the kernel keyring is not namespaced per sandbox (every sandbox runs as the
+    // same uid), so keys would be a channel between sandboxes that outlives them (Docker blocks these too).
+    "add_key", "keyctl", "request_key",
   ]
   // linux/socket.h, linux/sched.h, fcntl.h, linux/seccomp.h
   static let afInet: UInt64 = 2, afInet6: UInt64 = 10, afNetlink: UInt64 = 16, afPacket: UInt64 = 17, afBluetooth: UInt64 = 31, afVsock: UInt64 = 40

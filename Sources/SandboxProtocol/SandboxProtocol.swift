@@ -59,6 +59,10 @@ public enum SandboxProtocol {
   /// Port of the sandbox's policy proxy on the host side of its veth pair (OpenShell's default).
   public static let proxyPort: UInt16 = 3128
 
+  /// The launcher's only environment variable: the descriptor (3) from which it reads the workload's
+  /// environment (`KEY=VALUE\0`…). The launcher itself never runs with the workload's environment.
+  public static let launchEnvironmentFDVariable = "OPENSHELL_LAUNCH_ENV_FD"
+
   /// `RelayOpen.service_id` for exec channels.
   public static let execService = "exec"
   /// Exit code reported when `execution_timeout` expires (the process group was killed), as timeout(1).

@@ -56,13 +56,15 @@ public enum Spawner {
   ///   - newSession: setsid(2) in the child (a new session and process group: the child survives the
   ///     parent's terminal and can be signalled as a group with `kill(-pid, …)`).
   ///   - newProcessGroup: setpgid(0, 0) in the child (when not `newSession`).
-  ///   - extraFD: an additional file opened for writing as descriptor 3 in the child.
+  ///   - fd3File: a file opened for writing as descriptor 3 in the child.
+  ///   - fd3Data: bytes the child reads from descriptor 3 (a pipe, written by a background thread and
+  ///     closed at the end), e.g. the workload environment for the launcher.
   ///   - searchPath: resolve `path` via PATH (posix_spawnp).
   public static func spawn(
     _ path: String, _ arguments: [String], environment: [String: String],
     stdin: SpawnIO = .null, stdout: SpawnIO = .null, stderr: SpawnIO = .null,
     workingDirectory: String? = nil, newSession: Bool = false, newProcessGroup: Bool = false,
-    fd3File: String? = nil, searchPath: Bool = false
+    fd3File: String? = nil, fd3Data: [UInt8]? = nil, searchPath: Bool = false
   ) throws -> SpawnedProcess {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
@@ -94,7 +96,17 @@ public enum Spawner {
       }
     }
     if let fd3File { posix_spawn_file_actions_addopen(&actions, 3, fd3File, O_WRONLY | O_CREAT | O_TRUNC, 0o600) }
-    if let closeFrom { _ = closeFrom(&actions, fd3File == nil ? 3 : 4) }
+    // fd3Data: the read end of a pipe as descriptor 3; the parent writes the bytes after the spawn.
+    var fd3Pipe: [Int32]?
+    if fd3Data != nil, fd3File == nil {
+      var fds: [Int32] = [0, 0]
+      guard pipe(&fds) == 0 else { cleanup(); throw SpawnError("pipe: \(String(cString: strerror(errno)))") }
+      _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+      _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+      posix_spawn_file_actions_adddup2(&actions, fds[0], 3)
+      fd3Pipe = fds
+    }
+    if let closeFrom { _ = closeFrom(&actions, fd3File == nil && fd3Pipe == nil ? 3 : 4) }
     if let workingDirectory {
       guard let addChdir else { throw SpawnError("posix_spawn_file_actions_addchdir_np is not available") }
       _ = addChdir(&actions, workingDirectory)
@@ -123,10 +135,13 @@ public enum Spawner {
       ? posix_spawnp(&pid, path, &actions, &attributes, argv, envp)
       : posix_spawn(&pid, path, &actions, &attributes, argv, envp)
     for fd in closeInParent { close(fd) }
+    if let fd3Pipe { close(fd3Pipe[0]) }
     guard rc == 0 else {
       for case let fd? in parentEnds { close(fd) }
+      if let fd3Pipe { close(fd3Pipe[1]) }
       throw SpawnError("cannot start \(path): \(String(cString: strerror(rc)))")
     }
+    if let fd3Pipe, let fd3Data { writeAllAndClose(fd3Pipe[1], Data(fd3Data)) }
     return SpawnedProcess(pid: pid, stdin: parentEnds[0], stdout: parentEnds[1], stderr: parentEnds[2])
   }
 

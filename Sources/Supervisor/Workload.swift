@@ -70,11 +70,24 @@ final class Workload: Sendable {
     let (path, args) = try argv(command)
     let env = self.environment(environment)
     if let problem = check(command[0], searchPath: env["PATH"] ?? "/usr/bin:/bin", workdir: workdir) { throw problem }
+    // The launcher runs as root with the supervisor's capabilities until it confines itself: it must
+    // never see the workload's environment (LD_PRELOAD, LD_AUDIT, … would run agent code as root before
+    // its main). It gets only the descriptor number; the environment travels on a pipe (descriptor 3)
+    // and becomes the command's environment at execvp (`Launcher.adoptEnvironment`).
     let p = try Spawner.spawn(
-      path, args, environment: env, stdin: .pipe, stdout: .pipe, stderr: .pipe,
-      workingDirectory: workdir, newProcessGroup: true)
+      path, args, environment: [SandboxProtocol.launchEnvironmentFDVariable: "3"], stdin: .pipe, stdout: .pipe, stderr: .pipe,
+      workingDirectory: workdir, newProcessGroup: true, fd3Data: Self.encodeEnvironment(env))
     groups.withLock { _ = $0.insert(p.pid) }
     return p
+  }
+
+  /// `KEY=VALUE` entries, each followed by a NUL byte (the launcher's environment pipe format).
+  static func encodeEnvironment(_ env: [String: String]) -> [UInt8] {
+    var out: [UInt8] = []
+    for (k, v) in env.sorted(by: { $0.key < $1.key }) where !k.isEmpty && !k.contains("=") && !k.utf8.contains(0) && !v.utf8.contains(0) {
+      out += Array("\(k)=\(v)".utf8) + [0]
+    }
+    return out
   }
 
   /// A command that cannot be run, with a shell's wording and exit code.

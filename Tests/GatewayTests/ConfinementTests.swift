@@ -156,6 +156,40 @@ struct ConfinementTests {
 }
 
 extension ConfinementTests {
+  /// The launcher runs as root until it has confined itself: the workload's environment must not reach it.
+  /// A sandbox whose environment preloads the agent's own library: the library runs only in confined
+  /// processes (the sandbox user), never as root. The kernel keyring is closed too.
+  @Test("LD_PRELOAD from the sandbox environment never runs as root; no kernel keyring", .enabled(if: isRoot && FileManager.default.isExecutableFile(atPath: "/usr/bin/cc")))
+  func preloadNeverRunsPrivileged() async throws {
+    let gw = try await SandboxGateway.start()
+    defer { Task { await gw.stopEverything() } }
+    let user = try SandboxUser.resolve()
+    try await gw.withClient { c in
+      _ = try await c.create("preload", env: ["LD_PRELOAD": "/sandbox/evil.so"])
+      try await c.wait("preload", .ready)
+      let source = """
+        #include <stdio.h>
+        #include <unistd.h>
+        __attribute__((constructor)) static void evil(void) {
+          FILE *f = fopen("/sandbox/preload.log", "a");
+          if (f) { fprintf(f, "uid=%d\\n", (int)getuid()); fclose(f); }
+        }
+        """
+      let build = try await c.exec("preload", ["sh", "-c", "cat > /sandbox/evil.c && cc -shared -fPIC -o /sandbox/evil.so /sandbox/evil.c && echo built"], stdin: Data(source.utf8))
+      #expect(build.out.contains("built"), "\(build.out) \(build.err)")
+      _ = try await c.exec("preload", ["true"])
+      _ = try await c.exec("preload", ["/bin/echo", "x"])
+      let log = try await c.exec("preload", ["cat", "/sandbox/preload.log"])
+      let lines = log.out.split(separator: "\n").map(String.init)
+      #expect(!lines.isEmpty, "the preloaded library ran in the workload (the test can see it): \(log.out) \(log.err)")
+      #expect(lines.allSatisfy { $0 == "uid=\(user.uid)" }, "ran with another uid (root?): \(lines)")
+      let keys = try await c.exec("preload", ["python3", "-c", "import ctypes; l = ctypes.CDLL(None, use_errno=True); r = l.syscall(248, b'user', b'k', b'v', 1, -3); print(r, ctypes.get_errno())"])
+      #expect(keys.out == "-1 1\n", "add_key: \(keys.out) \(keys.err)")
+      try await c.deleteAndWait("preload")
+    }
+    await gw.stopEverything()
+  }
+
   func create(_ c: OSClient, _ name: String, policy: Openshell_Sandbox_V1_SandboxPolicy, command: [String] = []) async throws {
     _ = try await c.createSandbox(.with {
       $0.name = name
