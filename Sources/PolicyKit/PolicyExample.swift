@@ -7,8 +7,8 @@ public enum PolicyExample {
     # OpenShell sandbox policy (schema version 1).
     # Apply at creation:  openshell sandbox create --policy policy.yaml -- CMD
     # Or live:            openshell policy set NAME --policy policy.yaml --wait
-    # filesystem_policy, landlock and process are fixed when a sandbox starts: a live update may only
-    # add filesystem paths. network_policies can change at any time.
+    # filesystem_policy, landlock and process are fixed when a sandbox starts: a running sandbox refuses
+    # changes to them (sandbox stop + sandbox start applies them). network_policies change at any time.
     version: 1
 
     # Landlock: paths the agent may read (read_only) or read and write (read_write). Everything else
@@ -50,7 +50,8 @@ public enum PolicyExample {
           - path: /usr/bin/python3*
           - path: "/usr/local/bin/**"
         endpoints:
-          # L7: the proxy inspects the HTTP requests and allows only what the rules say.
+          # L7: method/path rules. Not inspected by this gateway's proxy yet: such an endpoint is
+          # denied (fail closed) until L7 inspection lands; `access: full` passes as plain TLS.
           - host: pypi.org
             port: 443
             protocol: rest

@@ -202,6 +202,17 @@ struct NetworkEnforcementTests {
         #expect(try await fetch("http://one.test:\(p)/").contains("no network policy has an endpoint for one.test:\(p)"))
         #expect(try await fetch("http://deep.test:\(p)/").contains("no network policy has an endpoint for deep.test:\(p)"))
         #expect(try await fetch("http://a.one.test:\(p + 1)/").contains("no network policy has an endpoint for a.one.test:\(p + 1)"))
+        // A host with control characters is refused as malformed: nothing the agent sends forges log lines.
+        let raw = try await c.exec("net3", ["/usr/bin/python3", "-c", """
+          import os, socket
+          host, port = os.environ['HTTP_PROXY'][7:].rsplit(':', 1)
+          s = socket.create_connection((host, int(port)))
+          s.sendall(b'CONNECT a\\x1b[31mb\\nforged:443 HTTP/1.1\\r\\n\\r\\n')
+          print(s.recv(200).split(b'\\r\\n')[0].decode())
+          """])
+        #expect(raw.out.hasPrefix("HTTP/1.1 400"), "\(raw.out) \(raw.err)")
+        let lines = gw.running.driver!.hub.logs.lines(try await c.get("net3").metadata.id, limit: 0).lines.map(\.message)
+        #expect(!lines.contains { $0.unicodeScalars.contains { $0.value == 0x1b || $0.value == 0x0a } }, "\(lines)")
         // L7 rules cannot be inspected yet: such an endpoint denies (fail closed), never tunnels uninspected.
         #expect(try await fetch("http://api.l7.test:\(p)/hello.txt").contains("network policy l7 allows api.l7.test:\(p) only with L7 rules (protocol: rest), which this proxy cannot inspect yet: denied (fail closed)"))
       }

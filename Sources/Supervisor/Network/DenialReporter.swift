@@ -41,8 +41,22 @@ final class DenialReporter: Sendable {
     self.logs = logs
   }
 
+  /// `text` with C0/C1 control characters and DEL written as `\u{XX}`.
+  static func printable(_ text: String) -> String {
+    var out = ""
+    for u in text.unicodeScalars {
+      if u.value < 0x20 || (0x7f...0x9f).contains(u.value) { out += "\\u{\(String(u.value, radix: 16))}" } else { out.unicodeScalars.append(u) }
+    }
+    return out
+  }
+
   /// A denial (new request refused, or an open connection closed by a policy change).
-  func record(method: String, host: String, port: Int, binary: CallerBinary?, reason: String) {
+  func record(method rawMethod: String, host rawHost: String, port: Int, binary rawBinary: CallerBinary?, reason rawReason: String) {
+    // Everything here can be chosen by the agent (a binary's path, a host, a method): control
+    // characters are escaped so that a denial can never forge lines in the log or the audit.
+    let method = Self.printable(rawMethod), host = Self.printable(rawHost), reason = Self.printable(rawReason)
+    var binary = rawBinary
+    if let b = rawBinary { binary?.path = Self.printable(b.path) }
     let who = binary.map { "\($0.path) (pid \($0.pid))" } ?? "an unidentified process"
     logs.log(
       "network denied: \(method) \(host):\(port) from \(who): \(reason)", level: "WARN", target: "openshell_sandbox::network",

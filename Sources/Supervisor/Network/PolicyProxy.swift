@@ -162,9 +162,17 @@ struct ProxyRequestHead: Sendable {
       if after.hasPrefix(":") { port = Int(after.dropFirst()) ?? -2 }
     } else if let colon = authority.lastIndex(of: ":") {
       host = String(authority[..<colon])
-      port = Int(authority[authority.index(after: colon)...]) ?? -2
+      let digits = authority[authority.index(after: colon)...]
+      port = !digits.isEmpty && digits.allSatisfy(\.isASCII) && digits.allSatisfy(\.isNumber) ? Int(digits) ?? -2 : -2
     }
     guard !host.isEmpty, (1...65535).contains(port) else { throw ParseError.malformed("the request names no valid host:port") }
+    // A host is a DNS name or an IP literal: letters, digits, '-', '.', '_' (and ':' in IPv6). Anything
+    // else (control characters, spaces, ESC …) is refused, so a request can never forge lines in the
+    // sandbox's log or the audit through the host it names.
+    let hostBytes = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._:%".utf8)
+    guard host.utf8.count <= 253, host.utf8.allSatisfy(hostBytes.contains) else {
+      throw ParseError.malformed("the request names an invalid host")
+    }
     host = host.lowercased()  // DNS names are case-insensitive; decisions, DNS and logs use one spelling
     return ProxyRequestHead(method: method, target: first[1], version: first[2], headers: headers, host: host, port: port)
   }
