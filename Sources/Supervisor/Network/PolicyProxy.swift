@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import NIOCore
 import NIOPosix
 
@@ -29,6 +30,10 @@ final class PolicyProxy: Sendable {
   let onDenied: @Sendable (Denial) -> Void
   let group: MultiThreadedEventLoopGroup
   let pool: NIOThreadPool
+  /// Client connections open now (at most ``maxConnections``).
+  let connections = Mutex(0)
+  /// Simultaneous client connections per sandbox (each holds two descriptors in the supervisor).
+  static let maxConnections = 1024
 
   init(policy: ProxyPolicy, resolver: CallerResolver, onDenied: @escaping @Sendable (Denial) -> Void) {
     self.policy = policy
@@ -48,7 +53,15 @@ final class PolicyProxy: Sendable {
       .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
       .childChannelOption(.autoRead, value: true)
       .childChannelInitializer { [self] channel in
-        channel.eventLoop.makeCompletedFuture {
+        // A cap on simultaneous client connections, so an agent holding idle connections cannot exhaust
+        // the supervisor's descriptors (exec would fail); over it, new connections are closed at once.
+        guard self.connections.withLock({ n -> Bool in
+          guard n < Self.maxConnections else { return false }
+          n += 1
+          return true
+        }) else { return channel.close() }
+        channel.closeFuture.whenComplete { _ in self.connections.withLock { $0 -= 1 } }
+        return channel.eventLoop.makeCompletedFuture {
           try channel.pipeline.syncOperations.addHandler(ProxyRequestHandler(proxy: self))
         }
       }

@@ -14,6 +14,18 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
 
   init(proxy: PolicyProxy) { self.proxy = proxy }
 
+  /// Seconds a client has to send its request head; then the connection is closed (an idle connection
+  /// must not hold the proxy's resources).
+  static let headTimeout: Int64 = 10
+
+  func channelActive(context: ChannelHandlerContext) {
+    let channel = context.channel
+    context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(Self.headTimeout)) {
+      if !self.deciding { channel.close(promise: nil) }
+    }
+    context.fireChannelActive()
+  }
+
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     var chunk = unwrapInboundIn(data)
     if buffered == nil { buffered = chunk } else { buffered!.writeBuffer(&chunk) }
@@ -21,6 +33,10 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     let view = buffered!.readableBytesView
     guard let end = Self.headEnd(view) else {
       if view.count > Self.maxHead { respond(context, 431, "Request Header Fields Too Large", "openshell: request head exceeds 64 KiB") }
+      return
+    }
+    guard end <= Self.maxHead else {
+      respond(context, 431, "Request Header Fields Too Large", "openshell: request head exceeds 64 KiB")
       return
     }
     let headText = String(decoding: view[view.startIndex..<(view.startIndex + end)], as: UTF8.self)
