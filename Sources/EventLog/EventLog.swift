@@ -240,18 +240,34 @@ extension LMDBEnvironment {
   /// Runs `body` in a transaction that is committed (used at open so database handles persist).
   func withTransaction<T>(readOnly ro: Bool, _ body: (Transaction) throws -> T) throws -> T {
     if !ro { return try withWrite(body) }
-    return try resizeLock.withShared {
-      var t: OpaquePointer?
-      try check(mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &t), "mdb_txn_begin(read)")
-      guard let t else { throw EventLogError(code: .storage, message: "mdb_txn_begin returned no txn") }
-      let txn = Transaction(ptr: t)
-      let v: T
-      do { v = try body(txn) } catch {
-        txn.abort()
-        throw error
+    // Another process may grow the map meanwhile (MDB_MAP_RESIZED): adopt its size and retry, as reads do.
+    var resized = 0
+    while true {
+      let outcome: Result<T, any Error> = resizeLock.withShared {
+        var t: OpaquePointer?
+        let rc = mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &t)
+        if rc == MDB_MAP_RESIZED { return .failure(MapResizedRetry()) }
+        do {
+          try check(rc, "mdb_txn_begin(read)")
+          guard let t else { throw EventLogError(code: .storage, message: "mdb_txn_begin returned no txn") }
+          let txn = Transaction(ptr: t)
+          let v: T
+          do { v = try body(txn) } catch {
+            txn.abort()
+            throw error
+          }
+          try txn.commit()
+          return .success(v)
+        } catch { return .failure(error) }
       }
-      try txn.commit()
-      return v
+      switch outcome {
+      case .success(let v): return v
+      case .failure(let e as MapResizedRetry) where resized < 5:
+        _ = e
+        resized += 1
+        try setMapSize(0)
+      case .failure(let e): throw e
+      }
     }
   }
 }

@@ -195,7 +195,7 @@ final class LMDBEnvironment: @unchecked Sendable {
   }
 }
 
-private struct MapResizedRetry: Error {}
+struct MapResizedRetry: Error {}
 
 /// An open LMDB transaction (value type wrapping `MDB_txn*`).
 struct Transaction {
