@@ -82,7 +82,7 @@ final class SandboxNetworks: Sendable {
   }
 
   private func setUpLocked(_ id: String) throws -> Allocation {
-    tearDownLocked(id)
+    Self.removeNamespaceLocked(id)
     let ns = Self.namespaceName(id)
     let record = "\(root)/\(id)/network.json"
     let previous = FileManager.default.contents(atPath: record).flatMap { try? JSONDecoder().decode(Allocation.self, from: $0) }
@@ -115,7 +115,7 @@ final class SandboxNetworks: Sendable {
       try Self.run(Self.ipPath, ["netns", "exec", ns, Self.nftPath, "-f", rules])
       return a
     } catch {
-      tearDownLocked(id)
+      Self.removeNamespaceLocked(id)
       throw error
     }
   }
@@ -140,13 +140,17 @@ final class SandboxNetworks: Sendable {
   /// Removes the sandbox's namespace (idempotent). The veth pair goes with it: deleting the namespace's
   /// last reference (its processes are gone by then) destroys its end, and the kernel removes the peer.
   /// The host side is never deleted by name, since after a stop its index may belong to another sandbox.
-  func tearDown(_ id: String) {
-    try? Self.exclusively { tearDownLocked(id) }
+  func tearDown(_ id: String) { Self.removeNamespace(id) }
+
+  /// ``tearDown(_:)`` without a driver: for the tools that retire a whole data directory
+  /// (``SandboxReaper``).
+  static func removeNamespace(_ id: String) {
+    try? exclusively { removeNamespaceLocked(id) }
   }
 
-  private func tearDownLocked(_ id: String) {
-    if FileManager.default.fileExists(atPath: Self.namespaceFile(id)) {
-      try? Self.run(Self.ipPath, ["netns", "del", Self.namespaceName(id)])
+  private static func removeNamespaceLocked(_ id: String) {
+    if FileManager.default.fileExists(atPath: namespaceFile(id)) {
+      try? run(ipPath, ["netns", "del", namespaceName(id)])
     }
   }
 

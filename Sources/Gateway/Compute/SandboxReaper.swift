@@ -4,7 +4,8 @@ import Foundation
   import Glibc
 #endif
 
-/// Ends every sandbox process a (stopped) local gateway left running, for the lifecycle commands that
+/// Ends every sandbox process a (stopped) local gateway left running, and removes their network
+/// namespaces, for the lifecycle commands that
 /// retire its data directory (`gateway start --recreate`, `gateway destroy`). Supervisors normally
 /// outlive their gateway so that a restart finds them again; a retired gateway never comes back, so
 /// its sandboxes must not linger (they would retry an unreachable gateway until the orphan timeout).
@@ -34,6 +35,8 @@ public enum SandboxReaper {
       if killed.allSatisfy({ HostProcess.stat($0.pid).map { $0.state == "Z" } ?? true }) { break }
       usleep(20_000)
     }
+    // Their network namespaces (and with them the veth pairs) go too: nobody will stop these sandboxes.
+    for id in ids { SandboxNetworks.removeNamespace(id) }
     return killed.count
   }
 }
