@@ -204,6 +204,8 @@ struct CLIPolishTests {
       Thread.sleep(forTimeInterval: 0.2)
     }
     #expect(r.code == 0 && viaSandbox.contains("supervisor starting"), "\(r)")
+    let badLevel = try env.run(["logs", "talk", "--level", "LOUD"])
+    #expect(badLevel.code != 0 && badLevel.err.contains("--level must be one of DEBUG, INFO, WARN, ERROR (got 'LOUD')"), "\(badLevel)")
     let direct = try env.run(["logs", "talk", "--source", "sandbox"])
     #expect(direct.code == 0 && direct.out.contains("supervisor starting"), "\(direct)")
     r = try env.run(["sandbox", "stop", "talk"])

@@ -29,6 +29,12 @@ struct LogsOptions: ParsableArguments {
   @Option(help: "Only lines newer than this (e.g. 30s, 5m, 2h).") var since: String?
   @Option(help: "Only these sources (gateway, sandbox; repeatable).") var source: [String] = []
   @Option(help: "Minimum level (DEBUG, INFO, WARN, ERROR).") var level: String = ""
+
+  func validate() throws {
+    if !level.isEmpty, !["TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR"].contains(level.uppercased()) {
+      throw ValidationError("--level must be one of DEBUG, INFO, WARN, ERROR (got '\(level)')")
+    }
+  }
   @Option(help: "Workspace.") var workspace = "default"
 
   static func parseDuration(_ s: String) throws -> TimeInterval {
