@@ -85,10 +85,8 @@ public enum Spawner {
       case .fd(let fd):
         posix_spawn_file_actions_adddup2(&actions, fd, target)
       case .pipe:
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { cleanup(); throw SpawnError("pipe: \(String(cString: strerror(errno)))") }
-        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
-        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+        let fds: [Int32]
+        do { fds = try cloexecPipe() } catch { cleanup(); throw error }
         let (childEnd, parentEnd) = target == 0 ? (fds[0], fds[1]) : (fds[1], fds[0])
         posix_spawn_file_actions_adddup2(&actions, childEnd, target)
         closeInParent.append(childEnd)
@@ -99,10 +97,8 @@ public enum Spawner {
     // fd3Data: the read end of a pipe as descriptor 3; the parent writes the bytes after the spawn.
     var fd3Pipe: [Int32]?
     if fd3Data != nil, fd3File == nil {
-      var fds: [Int32] = [0, 0]
-      guard pipe(&fds) == 0 else { cleanup(); throw SpawnError("pipe: \(String(cString: strerror(errno)))") }
-      _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
-      _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+      let fds: [Int32]
+      do { fds = try cloexecPipe() } catch { cleanup(); throw error }
       posix_spawn_file_actions_adddup2(&actions, fds[0], 3)
       fd3Pipe = fds
     }
@@ -143,6 +139,15 @@ public enum Spawner {
     }
     if let fd3Pipe, let fd3Data { writeAllAndClose(fd3Pipe[1], Data(fd3Data)) }
     return SpawnedProcess(pid: pid, stdin: parentEnds[0], stdout: parentEnds[1], stderr: parentEnds[2])
+  }
+
+  /// A pipe whose ends are both close-on-exec (the child gets only what is dup2'ed to 0–3): [read, write].
+  static func cloexecPipe() throws -> [Int32] {
+    var fds: [Int32] = [0, 0]
+    guard pipe(&fds) == 0 else { throw SpawnError("pipe: \(String(cString: strerror(errno)))") }
+    _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+    _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+    return fds
   }
 
   /// Blocks the calling thread until `pid` exits; returns the shell-style status

@@ -180,11 +180,7 @@ func freePort() -> Int {
     let fresh = handedOutPorts.withLock { $0.insert(candidate).inserted }
     guard fresh else { continue }
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    var a = sockaddr_in()
-    a.sin_family = sa_family_t(AF_INET)
-    a.sin_port = in_port_t(UInt16(candidate)).bigEndian
-    a.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let rc = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    let rc = withLoopbackAddress(candidate) { bind(fd, $0, $1) }
     close(fd)
     if rc == 0 { return candidate }
   }
@@ -204,4 +200,13 @@ func listenOn(_ port: Int) -> Int32 {
 
 func fileMode(_ path: String) -> Int {
   ((try? FileManager.default.attributesOfItem(atPath: path)[.posixPermissions]) as? Int) ?? -1
+}
+
+/// Calls `body` with 127.0.0.1:`port` as a `sockaddr` and its length (for bind/connect).
+func withLoopbackAddress(_ port: Int, _ body: (UnsafePointer<sockaddr>, socklen_t) -> Int32) -> Int32 {
+  var a = sockaddr_in()
+  a.sin_family = sa_family_t(AF_INET)
+  a.sin_port = in_port_t(UInt16(port)).bigEndian
+  a.sin_addr.s_addr = inet_addr("127.0.0.1")
+  return withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
 }
