@@ -87,6 +87,8 @@ let package = Package(
         "EventLog", "Projections", "OpenShellAPI",
         .product(name: "Yams", package: "Yams"),
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "X509", package: "swift-certificates"),
       ]),
 
     // The OpenShell policy YAML ↔ SandboxPolicy, and the policy rules (CLI, gateway, supervisor).
@@ -212,7 +214,8 @@ let package = Package(
     .testTarget(name: "EventLogTests", dependencies: ["EventLog", "CLMDB", "LogStress"]),
     .testTarget(name: "ProjectionsTests", dependencies: ["Projections", "Scenarios", "EventLog"]),
     .testTarget(
-      name: "LogToolsTests", dependencies: ["LogTools", "Scenarios", "EventLog", "Projections"]),
+      name: "LogToolsTests",
+      dependencies: ["LogTools", "Scenarios", "EventLog", "Projections", .product(name: "Crypto", package: "swift-crypto")]),
     .testTarget(
       name: "GatewayTests",
       dependencies: [

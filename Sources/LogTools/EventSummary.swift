@@ -64,6 +64,7 @@ public enum EventSummary {
     case .inferenceBundlePublished(let e): return "bundle \(e.revision) routes \(e.routes.joined(separator: ","))"
     case .sshSessionCreated(let e): return "ssh session \(e.id) for sandbox \(e.sandboxID)"
     case .sshSessionRevoked(let e): return "ssh session \(e.id) revoked"
+    case .auditCheckpoint(let e): return "checkpoint: records 1…\(e.coversSeq) signed by key \(e.keySha256.prefix(16))…"
     }
   }
 

@@ -13,6 +13,8 @@ public struct VerificationResult: Sendable, Codable {
   /// First problem found: seq and reason. nil = the log is sound.
   public var firstBadSeq: UInt64?
   public var problem: String?
+  /// Signed-checkpoint check, when a public key was given (`verify --public-key`).
+  public var checkpoints: CheckpointReport?
 
   public var ok: Bool { firstBadSeq == nil && problem == nil && snapshotMatches != false }
 }

@@ -217,6 +217,9 @@ extension GatewayState {
       sshSessions[e.id] = SshSessionRecord(id: e.id, sandboxID: e.sandboxID, tokenSHA256: e.tokenSha256, expiresNs: e.expiresNs, revoked: false)
     case .sshSessionRevoked(let e):
       sshSessions[e.id]?.revoked = true
+
+    case .auditCheckpoint:
+      break  // tamper evidence only; verified by `openshell-replay verify --public-key`
     }
   }
 

@@ -69,6 +69,7 @@ extension GatewayEvent {
     case .inferenceBundlePublished: return "inference.bundle_published"
     case .sshSessionCreated: return "ssh.session_created"
     case .sshSessionRevoked: return "ssh.session_revoked"
+    case .auditCheckpoint: return "audit.checkpoint"
     }
   }
 
@@ -113,6 +114,7 @@ extension GatewayEvent {
       return AggregateRef(kind: "inference", id: "inference")
     case .sshSessionCreated(let e): return AggregateRef(kind: "ssh_session", id: e.id)
     case .sshSessionRevoked(let e): return AggregateRef(kind: "ssh_session", id: e.id)
+    case .auditCheckpoint: return AggregateRef(kind: "audit", id: "checkpoint")
     }
   }
 

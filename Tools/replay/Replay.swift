@@ -79,9 +79,15 @@ struct Verify: ParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Check checksums, the hash chain, every payload, and the newest snapshot.")
   @Argument(help: "Log directory.") var dir: String
   @Option(name: .shortAndLong, help: "Output: text or json.") var output: String = "text"
+  @Option(help: ArgumentHelp(
+    "Also check the signed audit checkpoints against this Ed25519 public key (PEM; the gateway writes it as keys/audit-checkpoint.pub.pem — use a copy kept off the host). Fails when a checkpoint does not match or none is signed by this key.",
+    valueName: "FILE")) var publicKey: String?
 
   func run() throws {
     try LogTools_run {
+      let key = try publicKey.map { path in
+        do { return try CheckpointSignature.loadPublicKey(path: path) } catch let e as CheckpointKeyError { throw ToolError(e.description) }
+      }
       let log: EventLog
       do {
         log = try openLog(dir, readOnly: true, rawErrors: true)
@@ -95,7 +101,15 @@ struct Verify: ParsableCommand {
         throw ExitCode(2)
       }
       defer { log.close() }
-      let result = try LogVerifier.verify(log, progress: ProgressBar(label: "verify").callback)
+      var result = try LogVerifier.verify(log, progress: ProgressBar(label: "verify").callback)
+      if let key, result.firstBadSeq == nil {
+        let report = try CheckpointVerifier.verify(log, key: key)
+        result.checkpoints = report
+        if !report.ok, result.problem == nil {
+          result.problem = report.problem ?? "no audit checkpoint in this log is signed by the given public key (\(report.otherKey) by other keys)"
+          result.firstBadSeq = report.badCheckpointSeq
+        }
+      }
       if output == "json" {
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -104,6 +118,11 @@ struct Verify: ParsableCommand {
         print("OK: \(result.records) records, head seq \(result.headSeq), head hash \(result.headHash.prefix(16))…"
               + (result.snapshotSeq > 0 ? ", snapshot at seq \(result.snapshotSeq) matches" : ", no snapshot")
               + (log.fileReport.map { ", \($0.treePages) pages in use and \($0.freePages) free checked" } ?? ", file structure not walked (a live writer has the log open)"))
+        if let c = result.checkpoints {
+          // The record right after the newest covered one is normally that checkpoint itself.
+          let newer = result.headSeq > c.coveredThrough + 1 ? "; records \(c.coveredThrough + 2)…\(result.headSeq) are newer than the last checkpoint (not yet signed)" : ""
+          print("signed: \(c.valid) checkpoint(s) verified; records 1…\(c.coveredThrough) vouched for by the key\(newer)")
+        }
       } else {
         let at = result.firstBadSeq.map { "seq \($0): " } ?? ""
         print("FAILED: \(at)\(result.problem ?? "unknown problem")")

@@ -40,6 +40,11 @@ public struct GatewayConfiguration: Sendable {
   public var supervisorBinary: String?
   /// Test-only: the local driver behaves as on a kernel without Landlock (documented switch
   /// `OPENSHELL_TEST_DISABLE_LANDLOCK=1` in the gateway's environment; tests set this property).
+  /// Ed25519 key that signs audit checkpoints (issue 12); nil = `DATA/keys/audit-checkpoint.key`.
+  /// Its public key is written beside it as `audit-checkpoint.pub.pem`.
+  public var checkpointKeyPath: String?
+  /// Records between signed checkpoints (one more is signed at shutdown); 0 turns signing off.
+  public var checkpointInterval: UInt64 = 1000
   public var simulateNoLandlock = ProcessInfo.processInfo.environment[ConfinementPlan.testDisableLandlockVariable] == "1"
 
   public init(dataDirectory: String) {
@@ -125,6 +130,10 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
     readiness: { .ready(version: gatewayVersion, headSeq: log.headSeq) },
     metrics: metrics, peerRegistry: registry, logger: logger)
   let running = RunningGateway(store: store, server: server, pki: pki, driver: driver)
+  let signer = try configuration.checkpointInterval == 0 ? nil : CheckpointSigner(
+    store: store,
+    key: CheckpointKey.loadOrCreate(path: configuration.checkpointKeyPath ?? configuration.dataDirectory + "/keys/audit-checkpoint.key"),
+    interval: configuration.checkpointInterval)
   try await withThrowingTaskGroup(of: Bool.self) { group in
     group.addTask {
       try await server.run()
@@ -137,6 +146,12 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
     group.addTask {
       await inference.run()
       return false
+    }
+    if let signer {
+      group.addTask {
+        await signer.run()
+        return false
+      }
     }
     group.addTask {
       for _ in 0..<500 {
@@ -159,6 +174,7 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
       if serverDone { group.cancelAll(); break }
     }
   }
+  await signer?.signHead()
   await store.snapshot()
   logger.info("gateway stopped at seq \(log.headSeq)")
 }

@@ -751,6 +751,29 @@ public nonisolated struct Openshell_Events_V1_SshSessionRevoked: Sendable {
   public init() {}
 }
 
+/// A signed checkpoint (issue 12): the gateway's Ed25519 key signs "seq covers_seq has chain hash
+/// chain_hash" (message layout: LogTools/CheckpointSignature.swift). Changes no projection state.
+public nonisolated struct Openshell_Events_V1_AuditCheckpoint: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var coversSeq: UInt64 = 0
+
+  /// 32-byte SHA-256 chain hash of record covers_seq
+  public var chainHash: Data = Data()
+
+  /// 64-byte Ed25519 signature
+  public var signature: Data = Data()
+
+  /// SHA-256 (hex) of the raw 32-byte public key that signed
+  public var keySha256: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Openshell_Events_V1_GatewayEvent: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1062,6 +1085,14 @@ public nonisolated struct Openshell_Events_V1_GatewayEvent: Sendable {
     set {kind = .sshSessionRevoked(newValue)}
   }
 
+  public var auditCheckpoint: Openshell_Events_V1_AuditCheckpoint {
+    get {
+      if case .auditCheckpoint(let v)? = kind {return v}
+      return Openshell_Events_V1_AuditCheckpoint()
+    }
+    set {kind = .auditCheckpoint(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -1103,6 +1134,7 @@ public nonisolated struct Openshell_Events_V1_GatewayEvent: Sendable {
     case inferenceBundlePublished(Openshell_Events_V1_InferenceBundlePublished)
     case sshSessionCreated(Openshell_Events_V1_SshSessionCreated)
     case sshSessionRevoked(Openshell_Events_V1_SshSessionRevoked)
+    case auditCheckpoint(Openshell_Events_V1_AuditCheckpoint)
 
   }
 
@@ -2822,9 +2854,54 @@ nonisolated extension Openshell_Events_V1_SshSessionRevoked: SwiftProtobuf.Messa
   }
 }
 
+nonisolated extension Openshell_Events_V1_AuditCheckpoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AuditCheckpoint"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}covers_seq\0\u{3}chain_hash\0\u{1}signature\0\u{3}key_sha256\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.coversSeq) }()
+      case 2: try { try decoder.decodeSingularBytesField(value: &self.chainHash) }()
+      case 3: try { try decoder.decodeSingularBytesField(value: &self.signature) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.keySha256) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.coversSeq != 0 {
+      try visitor.visitSingularUInt64Field(value: self.coversSeq, fieldNumber: 1)
+    }
+    if !self.chainHash.isEmpty {
+      try visitor.visitSingularBytesField(value: self.chainHash, fieldNumber: 2)
+    }
+    if !self.signature.isEmpty {
+      try visitor.visitSingularBytesField(value: self.signature, fieldNumber: 3)
+    }
+    if !self.keySha256.isEmpty {
+      try visitor.visitSingularStringField(value: self.keySha256, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Events_V1_AuditCheckpoint, rhs: Openshell_Events_V1_AuditCheckpoint) -> Bool {
+    if lhs.coversSeq != rhs.coversSeq {return false}
+    if lhs.chainHash != rhs.chainHash {return false}
+    if lhs.signature != rhs.signature {return false}
+    if lhs.keySha256 != rhs.keySha256 {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GatewayEvent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gateway_initialized\0\u{3}gateway_configured\0\u{3}certificate_issued\0\u{4}\u{7}workspace_created\0\u{3}workspace_deleted\0\u{4}\u{4}sandbox_template_created\0\u{3}sandbox_template_deleted\0\u{4}\u{4}sandbox_requested\0\u{3}sandbox_provisioning\0\u{3}sandbox_ready\0\u{3}sandbox_failed\0\u{3}sandbox_stopping\0\u{3}sandbox_stopped\0\u{3}sandbox_starting\0\u{3}sandbox_deleting\0\u{3}sandbox_deleted\0\u{3}sandbox_main_process_exited\0\u{3}sandbox_condition_set\0\u{3}sandbox_network_denials\0\u{4}\u{9}provider_created\0\u{3}provider_updated\0\u{3}provider_credential_rotated\0\u{3}provider_deleted\0\u{3}sandbox_provider_attached\0\u{3}sandbox_provider_detached\0\u{4}\u{5}policy_revision_submitted\0\u{3}policy_revision_loaded\0\u{3}policy_revision_failed\0\u{3}policy_revision_superseded\0\u{3}global_policy_set\0\u{3}global_policy_deleted\0\u{4}\u{5}setting_set\0\u{3}setting_deleted\0\u{4}\u{9}inference_route_set\0\u{3}inference_route_deleted\0\u{3}inference_bundle_published\0\u{4}\u{8}ssh_session_created\0\u{3}ssh_session_revoked\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gateway_initialized\0\u{3}gateway_configured\0\u{3}certificate_issued\0\u{4}\u{7}workspace_created\0\u{3}workspace_deleted\0\u{4}\u{4}sandbox_template_created\0\u{3}sandbox_template_deleted\0\u{4}\u{4}sandbox_requested\0\u{3}sandbox_provisioning\0\u{3}sandbox_ready\0\u{3}sandbox_failed\0\u{3}sandbox_stopping\0\u{3}sandbox_stopped\0\u{3}sandbox_starting\0\u{3}sandbox_deleting\0\u{3}sandbox_deleted\0\u{3}sandbox_main_process_exited\0\u{3}sandbox_condition_set\0\u{3}sandbox_network_denials\0\u{4}\u{9}provider_created\0\u{3}provider_updated\0\u{3}provider_credential_rotated\0\u{3}provider_deleted\0\u{3}sandbox_provider_attached\0\u{3}sandbox_provider_detached\0\u{4}\u{5}policy_revision_submitted\0\u{3}policy_revision_loaded\0\u{3}policy_revision_failed\0\u{3}policy_revision_superseded\0\u{3}global_policy_set\0\u{3}global_policy_deleted\0\u{4}\u{5}setting_set\0\u{3}setting_deleted\0\u{4}\u{9}inference_route_set\0\u{3}inference_route_deleted\0\u{3}inference_bundle_published\0\u{4}\u{8}ssh_session_created\0\u{3}ssh_session_revoked\0\u{4}\u{9}audit_checkpoint\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3326,6 +3403,19 @@ nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, S
           self.kind = .sshSessionRevoked(v)
         }
       }()
+      case 90: try {
+        var v: Openshell_Events_V1_AuditCheckpoint?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .auditCheckpoint(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .auditCheckpoint(v)
+        }
+      }()
       default: break
       }
     }
@@ -3488,6 +3578,10 @@ nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, S
     case .sshSessionRevoked?: try {
       guard case .sshSessionRevoked(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 81)
+    }()
+    case .auditCheckpoint?: try {
+      guard case .auditCheckpoint(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 90)
     }()
     case nil: break
     }
