@@ -55,7 +55,7 @@ public enum Audit {
       if !query.types.isEmpty, !query.types.contains(where: { record.type == $0 || ($0.hasSuffix(".") && record.type.hasPrefix($0)) }) { return }
       if query.sandbox != nil || query.provider != nil {
         let agg = record.aggregate
-        let matchesSandbox = query.sandbox != nil && (agg.kind == "sandbox" || agg.kind == "policy" || agg.kind == "settings" || agg.kind == "network") && sandboxIDs.contains(agg.id)
+        let matchesSandbox = query.sandbox != nil && ["sandbox", "policy", "settings", "network", "exec", "credentials"].contains(agg.kind) && sandboxIDs.contains(agg.id)
         let matchesProvider = query.provider != nil && agg.kind == "provider" && providerIDs.contains(agg.id)
         if !matchesSandbox && !matchesProvider { return }
       }

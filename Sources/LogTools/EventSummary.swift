@@ -65,6 +65,10 @@ public enum EventSummary {
     case .sshSessionCreated(let e): return "ssh session \(e.id) for sandbox \(e.sandboxID)"
     case .sshSessionRevoked(let e): return "ssh session \(e.id) revoked"
     case .auditCheckpoint(let e): return "checkpoint: records 1…\(e.coversSeq) signed by key \(e.keySha256.prefix(16))…"
+    case .accessRefused(let e): return "refused \(e.count)× \(e.rpc) for \(e.identity) from \(e.peer): \(e.code) \(e.reason)"
+    case .credentialsDisclosed(let e): return "credentials \(e.keys.joined(separator: ",")) of \(e.providers.joined(separator: ",")) to \(e.recipient) via \(e.rpc)"
+    case .execStarted(let e): return "exec \(e.execID)\(e.tty ? " (tty)" : ""): \(e.command.joined(separator: " "))"
+    case .execEnded(let e): return "exec \(e.execID) ended: " + (e.error.isEmpty ? "exit \(e.exitCode)" : e.error) + " after \(e.durationMs) ms"
     }
   }
 

@@ -218,8 +218,8 @@ extension GatewayState {
     case .sshSessionRevoked(let e):
       sshSessions[e.id]?.revoked = true
 
-    case .auditCheckpoint:
-      break  // tamper evidence only; verified by `openshell-replay verify --public-key`
+    case .auditCheckpoint, .accessRefused, .credentialsDisclosed, .execStarted, .execEnded:
+      break  // audit records only (issue 12): read by `openshell-replay audit` and the audit API, no state
     }
   }
 

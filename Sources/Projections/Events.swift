@@ -70,6 +70,10 @@ extension GatewayEvent {
     case .sshSessionCreated: return "ssh.session_created"
     case .sshSessionRevoked: return "ssh.session_revoked"
     case .auditCheckpoint: return "audit.checkpoint"
+    case .accessRefused: return "audit.access_refused"
+    case .credentialsDisclosed: return "audit.credentials_disclosed"
+    case .execStarted: return "exec.started"
+    case .execEnded: return "exec.ended"
     }
   }
 
@@ -115,6 +119,10 @@ extension GatewayEvent {
     case .sshSessionCreated(let e): return AggregateRef(kind: "ssh_session", id: e.id)
     case .sshSessionRevoked(let e): return AggregateRef(kind: "ssh_session", id: e.id)
     case .auditCheckpoint: return AggregateRef(kind: "audit", id: "checkpoint")
+    case .accessRefused: return AggregateRef(kind: "audit", id: "access")
+    case .credentialsDisclosed(let e): return AggregateRef(kind: "credentials", id: e.sandboxID.isEmpty ? e.recipient : e.sandboxID)
+    case .execStarted(let e): return AggregateRef(kind: "exec", id: e.sandboxID)
+    case .execEnded(let e): return AggregateRef(kind: "exec", id: e.sandboxID)
     }
   }
 

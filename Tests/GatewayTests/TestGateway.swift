@@ -13,7 +13,10 @@ final class TestGateway: @unchecked Sendable {
   let port: Int
   let task: Task<Void, Error>
 
-  static func start(dataDirectory: String? = nil, security: GatewaySecurityMode = .mutualTLS, shutdownGracePeriod: Duration = .seconds(2)) async throws -> TestGateway {
+  static func start(
+    dataDirectory: String? = nil, security: GatewaySecurityMode = .mutualTLS, shutdownGracePeriod: Duration = .seconds(2),
+    configure: (inout GatewayConfiguration) -> Void = { _ in }
+  ) async throws -> TestGateway {
     let dir = dataDirectory ?? FileManager.default.temporaryDirectory.appendingPathComponent("gw-\(UUID().uuidString)").path
     var config = GatewayConfiguration(dataDirectory: dir)
     config.port = 0
@@ -21,6 +24,7 @@ final class TestGateway: @unchecked Sendable {
     config.handleSignals = false
     config.shutdownGracePeriod = shutdownGracePeriod
     config.computeDriver = "none"  // these tests cover the service without running sandboxes
+    configure(&config)
     let (stream, continuation) = AsyncStream<(RunningGateway, Int)>.makeStream()
     let task = Task { try await serve(config) { running, port in continuation.yield((running, port)) } }
     for await (running, port) in stream {

@@ -294,12 +294,23 @@ public final class InferenceService: Openshell_Inference_V1_Inference.SimpleServ
   }
 
   public func getInferenceBundle(request: Openshell_Inference_V1_GetInferenceBundleRequest, context: ServerContext) async throws -> Openshell_Inference_V1_GetInferenceBundleResponse {
-    _ = try sandboxCaller("GetInferenceBundle", claimed: request.sandboxID)
-    return try bundle(await store.state)
+    let id = try sandboxCaller("GetInferenceBundle", claimed: request.sandboxID)
+    let b = try bundle(await store.state)
+    try await recordDisclosure(b, rpc: "GetInferenceBundle", sandboxID: id)
+    return b
+  }
+
+  /// Records which providers' API keys a bundle hands to sandbox `sandboxID` (names only; issue 12).
+  func recordDisclosure(_ b: Openshell_Inference_V1_GetInferenceBundleResponse, rpc: String, sandboxID: String) async throws {
+    let state = await store.state
+    let routes = (try? Self.resolveAll(state)) ?? []
+    try await AuditRecorder(store: store).disclosed(
+      rpc: rpc, recipient: "sandbox:\(sandboxID)", sandboxID: sandboxID,
+      providers: Array(Set(routes.map(\.provider.name))).sorted(), keys: Array(Set(routes.map(\.keyName))))
   }
 
   public func watchInferenceBundle(request: Openshell_Inference_V1_GetInferenceBundleRequest, response: RPCWriter<Openshell_Inference_V1_GetInferenceBundleResponse>, context: ServerContext) async throws {
-    _ = try sandboxCaller("WatchInferenceBundle", claimed: request.sandboxID)
+    let sandboxID = try sandboxCaller("WatchInferenceBundle", claimed: request.sandboxID)
     let (wakeups, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     let id = RandomID.make()
     watchers.withLock { $0[id] = continuation }
@@ -310,6 +321,7 @@ public final class InferenceService: Openshell_Inference_V1_Inference.SimpleServ
       // An unresolvable bundle keeps the sandbox on its cached routes (as OpenShell's refresh errors).
       guard let b = try? bundle(await store.state) else { continue }
       if b.revision == last { continue }
+      try await recordDisclosure(b, rpc: "WatchInferenceBundle", sandboxID: sandboxID)
       try await response.write(b)
       last = b.revision
     }

@@ -72,20 +72,29 @@ public struct ProviderDelivery: Sendable {
     for await change in changes {
       if Task.isCancelled { return }
       let state = await store.state
-      for id in change.sandboxIDs { push(id, state: state) }
+      for id in change.sandboxIDs { await push(id, state: state) }
     }
   }
 
-  /// Sends the current environment to the sandbox's supervisor, if one is connected.
+  /// Sends the current environment to the sandbox's supervisor, if one is connected, after recording the
+  /// disclosure (key names only) in the log; nothing is sent when that record cannot be written.
   /// - Returns: whether a message was sent.
   @discardableResult
-  public func push(_ sandboxID: String, state: GatewayState) -> Bool {
+  public func push(_ sandboxID: String, state: GatewayState) async -> Bool {
     guard hub.connectedInstance(sandboxID) != nil else { return false }
     let env: ProviderEnvironment
     do {
       env = try ProviderEnvironmentResolver.resolve(sandboxID: sandboxID, state: state, vault: vault)
     } catch {
       logger.warning("provider environment of sandbox \(sandboxID) not delivered: \(error)")
+      return false
+    }
+    do {
+      try await AuditRecorder(store: store).disclosed(
+        rpc: "ConfigUpdate.provider_environment", recipient: "sandbox:\(sandboxID)", sandboxID: sandboxID,
+        providers: env.providers, keys: Array(env.values.keys))
+    } catch {
+      logger.warning("provider environment of sandbox \(sandboxID) not delivered: its disclosure record failed: \(error)")
       return false
     }
     let message = Openshell_V1_GatewayMessage.with {

@@ -45,6 +45,9 @@ public struct GatewayConfiguration: Sendable {
   public var checkpointKeyPath: String?
   /// Records between signed checkpoints (one more is signed at shutdown); 0 turns signing off.
   public var checkpointInterval: UInt64 = 1000
+  /// Refused calls with the same identity, RPC, code and reason within this window become one
+  /// `audit.access_refused` event with a count (issue 12).
+  public var refusalWindow: Duration = .seconds(10)
   public var simulateNoLandlock = ProcessInfo.processInfo.environment[ConfinementPlan.testDisableLandlockVariable] == "1"
 
   public init(dataDirectory: String) {
@@ -121,12 +124,17 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
   let service = OpenShellService(store: store, driver: driver, version: gatewayVersion, hub: hub, vault: vault, providerEvents: providerEvents)
   let inference = InferenceService(store: store, vault: vault, hub: hub, providerEvents: providerEvents)
   let registry = PeerCertificateRegistry()
+  // Refused calls are aggregated per (identity, RPC, code, reason) per window before they are logged.
+  let refusals = RefusalAggregator(log: log, window: configuration.refusalWindow)
   var serverConfig = GatewayServer.Configuration(host: configuration.bindAddress, port: configuration.port, security: configuration.security)
   serverConfig.shutdownGracePeriod = configuration.shutdownGracePeriod
   serverConfig.handleSignals = configuration.handleSignals
   let server = try GatewayServer(
     configuration: serverConfig, pki: pki, services: [service, inference],
-    interceptors: [IdentityInterceptor(registry: registry), SandboxTokenInterceptor(), MetricsInterceptor(metrics: metrics), MessageSizeInterceptor(limit: serverConfig.maxRequestMessageBytes)],
+    interceptors: [
+      IdentityInterceptor(registry: registry), SandboxTokenInterceptor(), AuditInterceptor(refusals: refusals),
+      MetricsInterceptor(metrics: metrics), MessageSizeInterceptor(limit: serverConfig.maxRequestMessageBytes),
+    ],
     readiness: { .ready(version: gatewayVersion, headSeq: log.headSeq) },
     metrics: metrics, peerRegistry: registry, logger: logger)
   let running = RunningGateway(store: store, server: server, pki: pki, driver: driver)
@@ -174,6 +182,7 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
       if serverDone { group.cancelAll(); break }
     }
   }
+  await refusals.flush()
   await signer?.signHead()
   await store.snapshot()
   logger.info("gateway stopped at seq \(log.headSeq)")

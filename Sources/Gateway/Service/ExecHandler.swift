@@ -37,6 +37,12 @@ extension OpenShellService {
     let oomKillsBefore = local?.oomKills(sandboxID: sandbox.id)
     let channel = try await hub.openRelay(sandboxID: sandbox.id, service: SandboxProtocol.execService)
     defer { channel.finish() }
+    // The session is on record before the command runs (issue 12); provider secrets in arguments are redacted.
+    let actor = CallerIdentity.current.actor
+    let execID = RandomID.uuid()
+    let started = ContinuousClock.now
+    let secrets = vault.flatMap { try? ProviderEnvironmentResolver.resolve(sandboxID: sandbox.id, state: state, vault: $0) }.map { Array($0.values.values) } ?? []
+    try await audit.execStarted(sandboxID: sandbox.id, execID: execID, command: request.command, tty: request.tty, secrets: secrets, actor: actor)
     channel.send(try resolved.serializedData())
     // gRPC reports a cancelled RPC (the client went away, its deadline passed) through the context's
     // cancellation handle, not by cancelling this task: without the handler this loop would wait for the
@@ -45,22 +51,33 @@ extension OpenShellService {
     // too, but execs are left to finish within its grace period (see SubscriptionDrain); after it, this
     // task is cancelled, which ends the loop as well.
     let drain = SubscriptionDrain.server
-    let exitSeen = try await withRPCCancellationHandler {
-      for try await data in channel.incoming {
-        let event = try Openshell_V1_ExecSandboxEvent(serializedBytes: data)
-        if case .exit(let x)? = event.payload,
-          let note = local?.outOfMemoryNote(sandboxID: sandbox.id, spec: sandbox.spec, exitCode: x.exitCode, oomKillsBefore: oomKillsBefore ?? 0)
-        {
-          try await response.write(.with { $0.stderr = .with { $0.data = Data((note + "\n").utf8) } })
-        }
-        try await response.write(event)
-        if case .exit? = event.payload { return true }
-      }
-      return false
-    } onCancelRPC: {
-      if drain?.isDraining != true { channel.cancel() }
+    @Sendable func ended(_ code: Int32?, _ error: String) async {
+      let ms = UInt64(max(0, (ContinuousClock.now - started).seconds * 1000))
+      await audit.execEnded(sandboxID: sandbox.id, execID: execID, exitCode: code ?? -1, durationMs: ms, error: error, actor: actor)
     }
-    guard exitSeen else {
+    let exitCode: Int32?
+    do {
+      exitCode = try await withRPCCancellationHandler {
+        for try await data in channel.incoming {
+          let event = try Openshell_V1_ExecSandboxEvent(serializedBytes: data)
+          if case .exit(let x)? = event.payload,
+            let note = local?.outOfMemoryNote(sandboxID: sandbox.id, spec: sandbox.spec, exitCode: x.exitCode, oomKillsBefore: oomKillsBefore ?? 0)
+          {
+            try await response.write(.with { $0.stderr = .with { $0.data = Data((note + "\n").utf8) } })
+          }
+          try await response.write(event)
+          if case .exit(let x)? = event.payload { return x.exitCode }
+        }
+        return nil
+      } onCancelRPC: {
+        if drain?.isDraining != true { channel.cancel() }
+      }
+    } catch {
+      await ended(nil, "ended without an exit status: \(error is CancellationError ? "cancelled" : String(describing: error).prefix(200))")
+      throw error
+    }
+    await ended(exitCode, exitCode == nil ? "the supervisor went away before the command finished" : "")
+    guard exitCode != nil else {
       throw RPCError(code: .unavailable, message: "the supervisor of sandbox \(ws)/\(sandbox.name) went away before the command finished")
     }
   }

@@ -17,6 +17,8 @@ public struct OpenShellService: Openshell_V1_OpenShell.SimpleServiceProtocol, Se
   let vault: SecretVault?
   /// Provider changes that affect sandbox environments (delivery to supervisors subscribes).
   public let providerEvents: ProviderEvents
+  /// Audit records of reads and sessions (credential disclosures, exec sessions).
+  var audit: AuditRecorder { AuditRecorder(store: store) }
 
   /// - Parameters:
   ///   - driver: the compute driver; nil = none configured (sandboxes stay PROVISIONING; stop,

@@ -341,6 +341,7 @@ extension OpenShellService {
         throw RPCErrors.undecryptable(key: k, provider: p.name, error)
       }
     }
+    try await audit.disclosed(rpc: "GetProviderCredentials", recipient: CallerIdentity.current.actor, sandboxID: "", providers: [p.name], keys: keys)
     return .with { $0.credentials = out }
   }
 
@@ -360,6 +361,9 @@ extension OpenShellService {
     let id = try sandboxCaller("GetSandboxProviderEnvironment", claimed: request.sandboxID)
     let vault = try requireVault("GetSandboxProviderEnvironment")
     let env = try ProviderEnvironmentResolver.resolve(sandboxID: id, state: await store.state, vault: vault)
+    try await audit.disclosed(
+      rpc: "GetSandboxProviderEnvironment", recipient: "sandbox:\(id)", sandboxID: id, providers: env.providers,
+      keys: Array(env.values.keys))
     return .with {
       $0.environment = env.values
       $0.providerEnvRevision = env.revision

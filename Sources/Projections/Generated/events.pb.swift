@@ -774,6 +774,102 @@ public nonisolated struct Openshell_Events_V1_AuditCheckpoint: Sendable {
   public init() {}
 }
 
+/// Refused calls, aggregated: at most one event per (identity, rpc, code, reason) per window
+/// (Gateway/Audit/RefusalAggregator.swift); `count` calls between first_ns and last_ns.
+public nonisolated struct Openshell_Events_V1_AccessRefused: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// e.g. operator, sandbox:<id>, anonymous
+  public var identity: String = String()
+
+  /// remote address of the first refused call of the window
+  public var peer: String = String()
+
+  /// fully qualified method
+  public var rpc: String = String()
+
+  /// PERMISSION_DENIED, UNAUTHENTICATED
+  public var code: String = String()
+
+  public var reason: String = String()
+
+  public var count: UInt64 = 0
+
+  public var firstNs: Int64 = 0
+
+  public var lastNs: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Secrets handed out: who received which keys of which providers (never a value).
+public nonisolated struct Openshell_Events_V1_CredentialsDisclosed: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// the RPC or push that carried them
+  public var rpc: String = String()
+
+  /// identity that received them
+  public var recipient: String = String()
+
+  /// empty for operator reads
+  public var sandboxID: String = String()
+
+  public var providers: [String] = []
+
+  public var keys: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// An exec session in a sandbox; arguments that contain a provider secret are redacted.
+public nonisolated struct Openshell_Events_V1_ExecStarted: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var sandboxID: String = String()
+
+  public var execID: String = String()
+
+  public var command: [String] = []
+
+  public var tty: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Openshell_Events_V1_ExecEnded: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var sandboxID: String = String()
+
+  public var execID: String = String()
+
+  public var exitCode: Int32 = 0
+
+  public var durationMs: UInt64 = 0
+
+  /// why it ended without an exit code (empty otherwise)
+  public var error: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Openshell_Events_V1_GatewayEvent: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1093,6 +1189,38 @@ public nonisolated struct Openshell_Events_V1_GatewayEvent: Sendable {
     set {kind = .auditCheckpoint(newValue)}
   }
 
+  public var accessRefused: Openshell_Events_V1_AccessRefused {
+    get {
+      if case .accessRefused(let v)? = kind {return v}
+      return Openshell_Events_V1_AccessRefused()
+    }
+    set {kind = .accessRefused(newValue)}
+  }
+
+  public var credentialsDisclosed: Openshell_Events_V1_CredentialsDisclosed {
+    get {
+      if case .credentialsDisclosed(let v)? = kind {return v}
+      return Openshell_Events_V1_CredentialsDisclosed()
+    }
+    set {kind = .credentialsDisclosed(newValue)}
+  }
+
+  public var execStarted: Openshell_Events_V1_ExecStarted {
+    get {
+      if case .execStarted(let v)? = kind {return v}
+      return Openshell_Events_V1_ExecStarted()
+    }
+    set {kind = .execStarted(newValue)}
+  }
+
+  public var execEnded: Openshell_Events_V1_ExecEnded {
+    get {
+      if case .execEnded(let v)? = kind {return v}
+      return Openshell_Events_V1_ExecEnded()
+    }
+    set {kind = .execEnded(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -1135,6 +1263,10 @@ public nonisolated struct Openshell_Events_V1_GatewayEvent: Sendable {
     case sshSessionCreated(Openshell_Events_V1_SshSessionCreated)
     case sshSessionRevoked(Openshell_Events_V1_SshSessionRevoked)
     case auditCheckpoint(Openshell_Events_V1_AuditCheckpoint)
+    case accessRefused(Openshell_Events_V1_AccessRefused)
+    case credentialsDisclosed(Openshell_Events_V1_CredentialsDisclosed)
+    case execStarted(Openshell_Events_V1_ExecStarted)
+    case execEnded(Openshell_Events_V1_ExecEnded)
 
   }
 
@@ -2899,9 +3031,219 @@ nonisolated extension Openshell_Events_V1_AuditCheckpoint: SwiftProtobuf.Message
   }
 }
 
+nonisolated extension Openshell_Events_V1_AccessRefused: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AccessRefused"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}identity\0\u{1}peer\0\u{1}rpc\0\u{1}code\0\u{1}reason\0\u{1}count\0\u{3}first_ns\0\u{3}last_ns\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.identity) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.peer) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.rpc) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.code) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.count) }()
+      case 7: try { try decoder.decodeSingularInt64Field(value: &self.firstNs) }()
+      case 8: try { try decoder.decodeSingularInt64Field(value: &self.lastNs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.identity.isEmpty {
+      try visitor.visitSingularStringField(value: self.identity, fieldNumber: 1)
+    }
+    if !self.peer.isEmpty {
+      try visitor.visitSingularStringField(value: self.peer, fieldNumber: 2)
+    }
+    if !self.rpc.isEmpty {
+      try visitor.visitSingularStringField(value: self.rpc, fieldNumber: 3)
+    }
+    if !self.code.isEmpty {
+      try visitor.visitSingularStringField(value: self.code, fieldNumber: 4)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 5)
+    }
+    if self.count != 0 {
+      try visitor.visitSingularUInt64Field(value: self.count, fieldNumber: 6)
+    }
+    if self.firstNs != 0 {
+      try visitor.visitSingularInt64Field(value: self.firstNs, fieldNumber: 7)
+    }
+    if self.lastNs != 0 {
+      try visitor.visitSingularInt64Field(value: self.lastNs, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Events_V1_AccessRefused, rhs: Openshell_Events_V1_AccessRefused) -> Bool {
+    if lhs.identity != rhs.identity {return false}
+    if lhs.peer != rhs.peer {return false}
+    if lhs.rpc != rhs.rpc {return false}
+    if lhs.code != rhs.code {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.count != rhs.count {return false}
+    if lhs.firstNs != rhs.firstNs {return false}
+    if lhs.lastNs != rhs.lastNs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Openshell_Events_V1_CredentialsDisclosed: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CredentialsDisclosed"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rpc\0\u{1}recipient\0\u{3}sandbox_id\0\u{1}providers\0\u{1}keys\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.rpc) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.recipient) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.sandboxID) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.providers) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.keys) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.rpc.isEmpty {
+      try visitor.visitSingularStringField(value: self.rpc, fieldNumber: 1)
+    }
+    if !self.recipient.isEmpty {
+      try visitor.visitSingularStringField(value: self.recipient, fieldNumber: 2)
+    }
+    if !self.sandboxID.isEmpty {
+      try visitor.visitSingularStringField(value: self.sandboxID, fieldNumber: 3)
+    }
+    if !self.providers.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.providers, fieldNumber: 4)
+    }
+    if !self.keys.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.keys, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Events_V1_CredentialsDisclosed, rhs: Openshell_Events_V1_CredentialsDisclosed) -> Bool {
+    if lhs.rpc != rhs.rpc {return false}
+    if lhs.recipient != rhs.recipient {return false}
+    if lhs.sandboxID != rhs.sandboxID {return false}
+    if lhs.providers != rhs.providers {return false}
+    if lhs.keys != rhs.keys {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Openshell_Events_V1_ExecStarted: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExecStarted"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sandbox_id\0\u{3}exec_id\0\u{1}command\0\u{1}tty\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.sandboxID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.execID) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.command) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.tty) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.sandboxID.isEmpty {
+      try visitor.visitSingularStringField(value: self.sandboxID, fieldNumber: 1)
+    }
+    if !self.execID.isEmpty {
+      try visitor.visitSingularStringField(value: self.execID, fieldNumber: 2)
+    }
+    if !self.command.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.command, fieldNumber: 3)
+    }
+    if self.tty != false {
+      try visitor.visitSingularBoolField(value: self.tty, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Events_V1_ExecStarted, rhs: Openshell_Events_V1_ExecStarted) -> Bool {
+    if lhs.sandboxID != rhs.sandboxID {return false}
+    if lhs.execID != rhs.execID {return false}
+    if lhs.command != rhs.command {return false}
+    if lhs.tty != rhs.tty {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Openshell_Events_V1_ExecEnded: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExecEnded"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sandbox_id\0\u{3}exec_id\0\u{3}exit_code\0\u{3}duration_ms\0\u{1}error\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.sandboxID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.execID) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.exitCode) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.durationMs) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.error) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.sandboxID.isEmpty {
+      try visitor.visitSingularStringField(value: self.sandboxID, fieldNumber: 1)
+    }
+    if !self.execID.isEmpty {
+      try visitor.visitSingularStringField(value: self.execID, fieldNumber: 2)
+    }
+    if self.exitCode != 0 {
+      try visitor.visitSingularInt32Field(value: self.exitCode, fieldNumber: 3)
+    }
+    if self.durationMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.durationMs, fieldNumber: 4)
+    }
+    if !self.error.isEmpty {
+      try visitor.visitSingularStringField(value: self.error, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Events_V1_ExecEnded, rhs: Openshell_Events_V1_ExecEnded) -> Bool {
+    if lhs.sandboxID != rhs.sandboxID {return false}
+    if lhs.execID != rhs.execID {return false}
+    if lhs.exitCode != rhs.exitCode {return false}
+    if lhs.durationMs != rhs.durationMs {return false}
+    if lhs.error != rhs.error {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GatewayEvent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gateway_initialized\0\u{3}gateway_configured\0\u{3}certificate_issued\0\u{4}\u{7}workspace_created\0\u{3}workspace_deleted\0\u{4}\u{4}sandbox_template_created\0\u{3}sandbox_template_deleted\0\u{4}\u{4}sandbox_requested\0\u{3}sandbox_provisioning\0\u{3}sandbox_ready\0\u{3}sandbox_failed\0\u{3}sandbox_stopping\0\u{3}sandbox_stopped\0\u{3}sandbox_starting\0\u{3}sandbox_deleting\0\u{3}sandbox_deleted\0\u{3}sandbox_main_process_exited\0\u{3}sandbox_condition_set\0\u{3}sandbox_network_denials\0\u{4}\u{9}provider_created\0\u{3}provider_updated\0\u{3}provider_credential_rotated\0\u{3}provider_deleted\0\u{3}sandbox_provider_attached\0\u{3}sandbox_provider_detached\0\u{4}\u{5}policy_revision_submitted\0\u{3}policy_revision_loaded\0\u{3}policy_revision_failed\0\u{3}policy_revision_superseded\0\u{3}global_policy_set\0\u{3}global_policy_deleted\0\u{4}\u{5}setting_set\0\u{3}setting_deleted\0\u{4}\u{9}inference_route_set\0\u{3}inference_route_deleted\0\u{3}inference_bundle_published\0\u{4}\u{8}ssh_session_created\0\u{3}ssh_session_revoked\0\u{4}\u{9}audit_checkpoint\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gateway_initialized\0\u{3}gateway_configured\0\u{3}certificate_issued\0\u{4}\u{7}workspace_created\0\u{3}workspace_deleted\0\u{4}\u{4}sandbox_template_created\0\u{3}sandbox_template_deleted\0\u{4}\u{4}sandbox_requested\0\u{3}sandbox_provisioning\0\u{3}sandbox_ready\0\u{3}sandbox_failed\0\u{3}sandbox_stopping\0\u{3}sandbox_stopped\0\u{3}sandbox_starting\0\u{3}sandbox_deleting\0\u{3}sandbox_deleted\0\u{3}sandbox_main_process_exited\0\u{3}sandbox_condition_set\0\u{3}sandbox_network_denials\0\u{4}\u{9}provider_created\0\u{3}provider_updated\0\u{3}provider_credential_rotated\0\u{3}provider_deleted\0\u{3}sandbox_provider_attached\0\u{3}sandbox_provider_detached\0\u{4}\u{5}policy_revision_submitted\0\u{3}policy_revision_loaded\0\u{3}policy_revision_failed\0\u{3}policy_revision_superseded\0\u{3}global_policy_set\0\u{3}global_policy_deleted\0\u{4}\u{5}setting_set\0\u{3}setting_deleted\0\u{4}\u{9}inference_route_set\0\u{3}inference_route_deleted\0\u{3}inference_bundle_published\0\u{4}\u{8}ssh_session_created\0\u{3}ssh_session_revoked\0\u{4}\u{9}audit_checkpoint\0\u{3}access_refused\0\u{3}credentials_disclosed\0\u{3}exec_started\0\u{3}exec_ended\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3416,6 +3758,58 @@ nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, S
           self.kind = .auditCheckpoint(v)
         }
       }()
+      case 91: try {
+        var v: Openshell_Events_V1_AccessRefused?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .accessRefused(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .accessRefused(v)
+        }
+      }()
+      case 92: try {
+        var v: Openshell_Events_V1_CredentialsDisclosed?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .credentialsDisclosed(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .credentialsDisclosed(v)
+        }
+      }()
+      case 93: try {
+        var v: Openshell_Events_V1_ExecStarted?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .execStarted(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .execStarted(v)
+        }
+      }()
+      case 94: try {
+        var v: Openshell_Events_V1_ExecEnded?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .execEnded(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .execEnded(v)
+        }
+      }()
       default: break
       }
     }
@@ -3582,6 +3976,22 @@ nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, S
     case .auditCheckpoint?: try {
       guard case .auditCheckpoint(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 90)
+    }()
+    case .accessRefused?: try {
+      guard case .accessRefused(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 91)
+    }()
+    case .credentialsDisclosed?: try {
+      guard case .credentialsDisclosed(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 92)
+    }()
+    case .execStarted?: try {
+      guard case .execStarted(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 93)
+    }()
+    case .execEnded?: try {
+      guard case .execEnded(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 94)
     }()
     case nil: break
     }

@@ -1,0 +1,109 @@
+import EventLog
+import Foundation
+import Logging
+import Projections
+
+/// Records refused calls (issue 12: authentication and authorisation outcomes) without letting a
+/// flood fill the disk.
+///
+/// Aggregation rule: refusals are keyed by (identity, RPC, status code, reason). The first refusal of
+/// a key opens a window of `window` (default 10 s); every refusal of that key inside the window only
+/// increments a counter; when the window closes, exactly one `audit.access_refused` event is appended
+/// with the count, the first and last times and the peer of the first call. A key refused again later
+/// opens a new window. So a key produces at most one event per window, and the number of keys alive at
+/// once is bounded by `maxKeys` (further distinct keys in the same window are counted under one
+/// overflow key with reason "distinct refusals beyond the aggregation limit"). Open windows are flushed
+/// at shutdown (``flush()``).
+actor RefusalAggregator {
+  private struct Key: Hashable {
+    var identity: String
+    var rpc: String
+    var code: String
+    var reason: String
+  }
+  private struct Window {
+    var peer: String
+    var count: UInt64
+    var firstNs: Int64
+    var lastNs: Int64
+  }
+
+  private let log: EventLog
+  let window: Duration
+  let maxKeys: Int
+  private var open: [Key: Window] = [:]
+  private var order: [Key] = []
+  private var flushTask: Task<Void, Never>?
+  private let logger = Logger(label: "openshell.gateway.audit")
+
+  init(log: EventLog, window: Duration = .seconds(10), maxKeys: Int = 1024) {
+    self.log = log
+    self.window = window
+    self.maxKeys = maxKeys
+  }
+
+  /// Notes one refused call. Never throws and never waits for the disk: the event is written when its
+  /// window closes.
+  func refused(identity: String, peer: String, rpc: String, code: String, reason: String) {
+    let now = Int64(Date().timeIntervalSince1970 * 1e9)
+    var key = Key(identity: identity, rpc: rpc, code: code, reason: String(reason.prefix(512)))
+    if open[key] == nil, open.count >= maxKeys {
+      key = Key(identity: "*", rpc: "*", code: code, reason: "distinct refusals beyond the aggregation limit")
+    }
+    if var w = open[key] {
+      w.count += 1
+      w.lastNs = now
+      open[key] = w
+      return
+    }
+    open[key] = Window(peer: peer, count: 1, firstNs: now, lastNs: now)
+    order.append(key)
+    scheduleClose(key)
+  }
+
+  private func scheduleClose(_ key: Key) {
+    let window = self.window
+    Task { [weak self] in
+      try? await Task.sleep(for: window)
+      await self?.close(key)
+    }
+  }
+
+  private func close(_ key: Key) async {
+    guard let w = open.removeValue(forKey: key) else { return }
+    order.removeAll { $0 == key }
+    await append([(key, w)])
+  }
+
+  /// Writes every open window now (at shutdown); returns when they are durable.
+  func flush() async {
+    let pending = order.compactMap { k in open[k].map { (k, $0) } }
+    open.removeAll()
+    order.removeAll()
+    await append(pending)
+  }
+
+  private func append(_ windows: [(Key, Window)]) async {
+    guard !windows.isEmpty else { return }
+    let events = windows.map { key, w in
+      GatewayEvent(.accessRefused(.with {
+        $0.identity = key.identity
+        $0.peer = w.peer
+        $0.rpc = key.rpc
+        $0.code = key.code
+        $0.reason = key.reason
+        $0.count = w.count
+        $0.firstNs = w.firstNs
+        $0.lastNs = w.lastNs
+      })).newEvent(actor: key.identity, requestID: "")
+    }
+    do {
+      _ = try await log.append(events)
+    } catch {
+      logger.warning("\(windows.count) refusal record(s) not written: \(error)")
+    }
+  }
+
+  /// Number of open windows (for tests and metrics).
+  var openWindows: Int { open.count }
+}
