@@ -28,42 +28,32 @@ public struct AuditEntry: Codable, Sendable, Equatable {
   public var type: String
   public var aggregate: String
   public var summary: String
+
+  public init(seq: UInt64, time: String, timestampNs: UInt64, actor: String, requestID: String, type: String, aggregate: String, summary: String) {
+    self.seq = seq
+    self.time = time
+    self.timestampNs = timestampNs
+    self.actor = actor
+    self.requestID = requestID
+    self.type = type
+    self.aggregate = aggregate
+    self.summary = summary
+  }
 }
 
 /// Builds the redacted audit timeline.
 public enum Audit {
+  /// The matching entries with seq in `fromSeq…query.throughSeq`, at most `limit` of them.
   /// - Throws: `EventLogError` on read failure, `ProjectionError` on an undecodable record.
-  public static func timeline(_ log: EventLog, query: AuditQuery) throws -> [AuditEntry] {
-    var sandboxIDs: Set<String> = []
-    var providerIDs: Set<String> = []
-    if query.sandbox != nil || query.provider != nil {
-      try log.forEach(from: 1, through: query.throughSeq, filter: EventFilter(types: ["sandbox.requested", "provider.created"])) { record in
-        let event = try GatewayEvent.decode(record)
-        switch event.kind {
-        case .sandboxRequested(let e) where e.name == query.sandbox || e.id == query.sandbox: sandboxIDs.insert(e.id)
-        case .providerCreated(let e) where e.name == query.provider || e.id == query.provider: providerIDs.insert(e.id)
-        default: break
-        }
-      }
-    }
-    var filter = EventFilter.all
-    filter.sinceNs = query.sinceNs
-    filter.untilNs = query.untilNs
+  public static func timeline(_ log: EventLog, query: AuditQuery, fromSeq: UInt64 = 1, limit: Int = .max) throws -> [AuditEntry] {
+    var matcher = try AuditMatcher(log, query: query)
     var entries: [AuditEntry] = []
-    try log.forEach(from: 1, through: query.throughSeq, filter: filter) { record in
-      if let actor = query.actor, record.actor != actor, !record.actor.contains(actor) { return }
-      if !query.types.isEmpty, !query.types.contains(where: { record.type == $0 || ($0.hasSuffix(".") && record.type.hasPrefix($0)) }) { return }
-      if query.sandbox != nil || query.provider != nil {
-        let agg = record.aggregate
-        let matchesSandbox = query.sandbox != nil && ["sandbox", "policy", "settings", "network", "exec", "credentials"].contains(agg.kind) && sandboxIDs.contains(agg.id)
-        let matchesProvider = query.provider != nil && agg.kind == "provider" && providerIDs.contains(agg.id)
-        if !matchesSandbox && !matchesProvider { return }
-      }
-      let event = try GatewayEvent.decode(record)
-      entries.append(AuditEntry(
-        seq: record.seq, time: rfc3339(ns: record.timestampNs), timestampNs: record.timestampNs, actor: record.actor,
-        requestID: record.requestID, type: record.type, aggregate: "\(record.aggregate.kind)/\(record.aggregate.id)",
-        summary: EventSummary.describe(event)))
+    guard limit > 0 else { return entries }
+    var reader = log.read(from: fromSeq, through: query.throughSeq, filter: matcher.logFilter)
+    while let record = try reader.next() {
+      guard let entry = try matcher.entry(record) else { continue }
+      entries.append(entry)
+      if entries.count >= limit { break }
     }
     return entries
   }

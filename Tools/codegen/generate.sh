@@ -42,6 +42,13 @@ protoc --descriptor_set_in="$desc" \
   openshell.proto sandbox.proto datamodel.proto options.proto \
   google/rpc/status.proto google/rpc/error_details.proto
 cp "$desc" "$root/Sources/OpenShellAPI/openshell-0.1.5.desc.bin" 2>/dev/null || true
+# Our own services beside the contract: inference (Protos/inference.proto) and audit (Protos/audit.proto).
+protoc -I "$root/Protos" \
+  --plugin=protoc-gen-swift="$swift_plugin" \
+  --plugin=protoc-gen-grpc-swift="$grpc_plugin" \
+  --swift_out="$api" --swift_opt=Visibility=Public \
+  --grpc-swift_out="$api" --grpc-swift_opt=Visibility=Public,Client=true,Server=true \
+  inference.proto audit.proto
 
 events="$root/Sources/Projections/Generated"
 rm -rf "$events" && mkdir -p "$events"

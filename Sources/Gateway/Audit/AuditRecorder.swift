@@ -46,6 +46,13 @@ struct AuditRecorder: Sendable {
     })), actor: actor)
   }
 
+  /// Every credential value of the providers in `workspace` (for redaction only; never stored).
+  static func providerSecrets(workspace: String, state: GatewayState, vault: SecretVault) -> [String] {
+    state.providers.values.filter { $0.workspace == workspace }.flatMap { p in
+      p.credentials.compactMap { key, sealed in try? vault.open(sealed, keyID: p.dataKeyID, name: key) }
+    }
+  }
+
   /// Replaces every argument that contains one of `secrets` (values of at least 4 bytes) with
   /// `[REDACTED]`.
   static func redact(_ command: [String], secrets: [String]) -> [String] {

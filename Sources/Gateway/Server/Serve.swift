@@ -130,7 +130,7 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
   serverConfig.shutdownGracePeriod = configuration.shutdownGracePeriod
   serverConfig.handleSignals = configuration.handleSignals
   let server = try GatewayServer(
-    configuration: serverConfig, pki: pki, services: [service, inference],
+    configuration: serverConfig, pki: pki, services: [service, inference, AuditService(log: log)],
     interceptors: [
       IdentityInterceptor(registry: registry), SandboxTokenInterceptor(), AuditInterceptor(refusals: refusals),
       MetricsInterceptor(metrics: metrics), MessageSizeInterceptor(limit: serverConfig.maxRequestMessageBytes),

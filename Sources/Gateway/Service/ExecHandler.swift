@@ -37,11 +37,12 @@ extension OpenShellService {
     let oomKillsBefore = local?.oomKills(sandboxID: sandbox.id)
     let channel = try await hub.openRelay(sandboxID: sandbox.id, service: SandboxProtocol.execService)
     defer { channel.finish() }
-    // The session is on record before the command runs (issue 12); provider secrets in arguments are redacted.
+    // The session is on record before the command runs (issue 12); arguments holding any provider secret of
+    // the workspace are redacted.
     let actor = CallerIdentity.current.actor
     let execID = RandomID.uuid()
     let started = ContinuousClock.now
-    let secrets = vault.flatMap { try? ProviderEnvironmentResolver.resolve(sandboxID: sandbox.id, state: state, vault: $0) }.map { Array($0.values.values) } ?? []
+    let secrets = vault.map { AuditRecorder.providerSecrets(workspace: sandbox.workspace, state: state, vault: $0) } ?? []
     try await audit.execStarted(sandboxID: sandbox.id, execID: execID, command: request.command, tty: request.tty, secrets: secrets, actor: actor)
     channel.send(try resolved.serializedData())
     // gRPC reports a cancelled RPC (the client went away, its deadline passed) through the context's

@@ -1,0 +1,116 @@
+import ArgumentParser
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import LogTools
+import OpenShellAPI
+
+/// `openshell audit [--sandbox N] [--provider N] [--actor A] [--type T] [--since 1h] [--until …]
+/// [--follow] [-o table|json|jsonl]`: the audit trail of the active gateway, read through its audit API
+/// (`openshell.audit.v1.AuditService`, operator identity). The same lines as `openshell-replay audit`
+/// on the gateway's data directory; secrets are never in them.
+struct AuditCLI: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "audit", abstract: "Show the gateway's audit trail: who did what, who was refused, who read which secret.")
+  @OptionGroup var global: GatewayOptions
+  @Option(help: "Only events of this sandbox (name or id; deleted sandboxes included).") var sandbox: String?
+  @Option(help: "Only events of this provider (name or id).") var provider: String?
+  @Option(help: "Only events by this actor (exact, or part of it).") var actor: String?
+  @Option(help: "Only this event type (repeatable; a family prefix ending in '.', e.g. audit.).") var type: [String] = []
+  @Option(help: "From this time (RFC 3339, or a duration ago: 90s, 5m, 1h, 2d).") var since: String?
+  @Option(help: "Until this time (RFC 3339, or a duration ago).") var until: String?
+  @Flag(name: .shortAndLong, help: "After the history, keep printing new events as they happen.") var follow = false
+  @Option(name: .shortAndLong, help: "Output: table, json or jsonl.") var output: String = "table"
+
+  func validate() throws {
+    guard ["table", "json", "jsonl"].contains(output) else { throw ValidationError("--output must be table, json or jsonl (got '\(output)')") }
+    if follow, output == "json" { throw ValidationError("--follow prints one event per line: use -o table or -o jsonl") }
+    if let since, parseTime(since) == nil { throw ValidationError("--since expects an RFC 3339 time or a duration like 90s, 5m, 1h (got '\(since)')") }
+    if let until, parseTime(until) == nil { throw ValidationError("--until expects an RFC 3339 time or a duration like 90s, 5m, 1h (got '\(until)')") }
+  }
+
+  var filter: Openshell_Audit_V1_AuditFilter {
+    .with {
+      $0.sandbox = sandbox ?? ""
+      $0.provider = provider ?? ""
+      $0.actor = actor ?? ""
+      $0.types = type
+      $0.sinceNs = since.flatMap { parseTime($0) } ?? 0
+      $0.untilNs = until.flatMap { parseTime($0) } ?? 0
+    }
+  }
+
+  func run() async throws {
+    try await cliRun {
+      let target = try global.resolve().target
+      try await Self.withAudit(target) { api in
+        if follow {
+          try await followEvents(api)
+        } else {
+          try await printHistory(api)
+        }
+      }
+    }
+  }
+
+  private func printHistory(_ api: Openshell_Audit_V1_AuditService.Client<HTTP2ClientTransport.Posix>) async throws {
+    var entries: [AuditEntry] = []
+    var token = ""
+    repeat {
+      let page = try await api.queryEvents(.with {
+        $0.filter = filter
+        $0.pageSize = 5000
+        $0.pageToken = token
+      }, options: GatewayClient.options(timeout: .seconds(60)))
+      entries += page.events.map(Self.entry)
+      if output == "jsonl" {
+        for e in page.events { print(try Self.jsonLine(Self.entry(e))) }
+      }
+      token = page.nextPageToken
+    } while !token.isEmpty
+    switch output {
+    case "jsonl": break
+    case "json":
+      let e = JSONEncoder()
+      e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes, .prettyPrinted]
+      print(String(decoding: try e.encode(entries), as: UTF8.self))
+    default:
+      print(Audit.table(entries))
+    }
+  }
+
+  private func followEvents(_ api: Openshell_Audit_V1_AuditService.Client<HTTP2ClientTransport.Posix>) async throws {
+    var options = CallOptions.defaults
+    options.timeout = nil
+    try await api.watchEvents(.with { $0.filter = filter; $0.fromSeq = 1 }, options: options) { response in
+      for try await event in response.messages {
+        let entry = Self.entry(event)
+        print(output == "jsonl" ? try Self.jsonLine(entry) : Audit.table([entry]).split(separator: "\n").dropFirst().joined(separator: "\n"))
+        fflush(nil)
+      }
+    }
+  }
+
+  static func entry(_ e: Openshell_Audit_V1_AuditEvent) -> AuditEntry {
+    AuditEntry(seq: e.seq, time: rfc3339(ns: e.timestampNs), timestampNs: e.timestampNs, actor: e.actor, requestID: e.requestID,
+      type: e.type, aggregate: e.aggregate, summary: e.summary)
+  }
+
+  static func jsonLine(_ entry: AuditEntry) throws -> String {
+    let e = JSONEncoder()
+    e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    return String(decoding: try e.encode(entry), as: UTF8.self)
+  }
+
+  static func withAudit<R: Sendable>(
+    _ t: Target, _ body: @Sendable (Openshell_Audit_V1_AuditService.Client<HTTP2ClientTransport.Posix>) async throws -> R
+  ) async throws -> R {
+    let transport =
+      t.host.allSatisfy({ $0.isNumber || $0 == "." })
+      ? try HTTP2ClientTransport.Posix(target: .ipv4(address: t.host, port: t.port), transportSecurity: GatewayClient.transportSecurity(t))
+      : try HTTP2ClientTransport.Posix(target: .dns(host: t.host, port: t.port), transportSecurity: GatewayClient.transportSecurity(t))
+    return try await withGRPCClient(transport: transport) { client in
+      try await body(Openshell_Audit_V1_AuditService.Client(wrapping: client))
+    }
+  }
+}

@@ -1,0 +1,116 @@
+import EventLog
+import Foundation
+import GRPCCore
+import LogTools
+import OpenShellAPI
+import Projections
+
+/// `openshell.audit.v1.AuditService` (Protos/audit.proto, issue 12): the event log read as an audit
+/// trail from a running gateway — a paginated query and a watch (history, then live). Operator
+/// identity only. Entries are the redacted lines of `openshell-replay audit` (``AuditMatcher``).
+public struct AuditService: Openshell_Audit_V1_AuditService.SimpleServiceProtocol, Sendable {
+  let log: EventLog
+  /// Default and largest page of ``queryEvents(request:context:)``.
+  static let defaultPageSize = 500
+  static let maxPageSize = 5000
+  /// The oldest seq this gateway holds. The log keeps every record, so it is 1; a log that is ever
+  /// compacted raises it, and a request below it is answered OUT_OF_RANGE, never with a silent gap.
+  var floorSeq: UInt64 { 1 }
+
+  public init(log: EventLog) {
+    self.log = log
+  }
+
+  public func queryEvents(request: Openshell_Audit_V1_QueryEventsRequest, context: ServerContext) async throws -> Openshell_Audit_V1_QueryEventsResponse {
+    try Self.operatorOnly("QueryEvents")
+    guard request.pageSize <= Self.maxPageSize else {
+      throw RPCErrors.invalidArgument(field: "page_size", "at most \(Self.maxPageSize)")
+    }
+    let head = log.headSeq
+    var from = max(request.fromSeq, 1)
+    if !request.pageToken.isEmpty {
+      guard let seq = UInt64(request.pageToken), seq >= 1 else {
+        throw RPCErrors.invalidArgument(field: "page_token", "not a token returned by QueryEvents")
+      }
+      from = seq
+    }
+    try checkFloor(from, field: "from_seq")
+    var query = try Self.query(request.filter)
+    query.throughSeq = request.toSeq == 0 ? head : min(request.toSeq, head)
+    let size = request.pageSize == 0 ? Self.defaultPageSize : Int(request.pageSize)
+    // One extra entry tells whether another page follows.
+    let entries = try read { try Audit.timeline(log, query: query, fromSeq: from, limit: size + 1) }
+    var response = Openshell_Audit_V1_QueryEventsResponse()
+    response.events = entries.prefix(size).map(Self.wire)
+    if entries.count > size, let last = entries.prefix(size).last { response.nextPageToken = String(last.seq + 1) }
+    response.headSeq = head
+    response.floorSeq = floorSeq
+    return response
+  }
+
+  public func watchEvents(request: Openshell_Audit_V1_WatchEventsRequest, response: RPCWriter<Openshell_Audit_V1_AuditEvent>, context: ServerContext) async throws {
+    try Self.operatorOnly("WatchEvents")
+    let from = max(request.fromSeq, 1)
+    try checkFloor(from, field: "from_seq")
+    var matcher = try read { try AuditMatcher(log, query: try Self.query(request.filter)) }
+    // The catch-up subscription delivers history then live records exactly once, in seq order; a
+    // subscriber that falls behind is fed again from history by the log itself.
+    for try await item in log.subscribe(from: from, filter: matcher.logFilter) {
+      guard case .record(let record) = item else { continue }
+      guard let entry = try read({ try matcher.entry(record) }) else { continue }
+      try await response.write(Self.wire(entry))
+    }
+  }
+
+  // MARK: helpers
+
+  static func operatorOnly(_ rpc: String) throws {
+    let caller = CallerIdentity.current
+    guard caller.isOperator else {
+      throw RPCErrors.permissionDenied("\(rpc) is only available to the operator identity (mTLS client certificate with OU=operator), not to \(caller.actor)")
+    }
+  }
+
+  func checkFloor(_ seq: UInt64, field: String) throws {
+    guard seq >= floorSeq else {
+      throw RPCError(code: .outOfRange, message: "\(field) \(seq) is below the oldest record this gateway holds (seq \(floorSeq))")
+    }
+  }
+
+  static func query(_ f: Openshell_Audit_V1_AuditFilter) throws -> AuditQuery {
+    var q = AuditQuery()
+    q.sandbox = f.sandbox.isEmpty ? nil : f.sandbox
+    q.provider = f.provider.isEmpty ? nil : f.provider
+    q.actor = f.actor.isEmpty ? nil : f.actor
+    q.types = f.types
+    q.sinceNs = f.sinceNs == 0 ? nil : f.sinceNs
+    q.untilNs = f.untilNs == 0 ? nil : f.untilNs
+    if let s = q.sinceNs, let u = q.untilNs, u <= s {
+      throw RPCErrors.invalidArgument(field: "filter.until_ns", "must be after since_ns")
+    }
+    return q
+  }
+
+  static func wire(_ e: AuditEntry) -> Openshell_Audit_V1_AuditEvent {
+    .with {
+      $0.seq = e.seq
+      $0.timestampNs = e.timestampNs
+      $0.type = e.type
+      $0.aggregate = e.aggregate
+      $0.actor = e.actor
+      $0.requestID = e.requestID
+      $0.summary = e.summary
+    }
+  }
+
+  /// Maps read failures to statuses without paths or payload bytes.
+  func read<T>(_ body: () throws -> T) throws -> T {
+    do {
+      return try body()
+    } catch let e as EventLogError {
+      throw RPCErrors.from(e)
+    } catch let e as ProjectionError {
+      throw RPCError(code: .dataLoss, message: "record \(e.seq) cannot be decoded; run `openshell-replay verify` on the gateway host")
+    }
+  }
+}
