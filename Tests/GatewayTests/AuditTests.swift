@@ -59,11 +59,11 @@ import Testing
   /// A window closes on its own: the event is written while the gateway runs, and a later refusal of the
   /// same kind opens a new window.
   @Test func aClosedWindowIsWrittenAndANewOneOpens() async throws {
-    let gw = try await TestGateway.start { $0.refusalWindow = .milliseconds(300) }
+    let gw = try await TestGateway.start { $0.refusalWindow = .seconds(2) }
     let (cert, key) = try gw.sandboxCertificate("sb-window")
     try await gw.withClient(certificate: cert, key: key) { api in
       for _ in 0..<3 { _ = await rpcError { _ = try await api.listProviders(.init()) } }
-      try await Task.sleep(for: .milliseconds(900))
+      try await Task.sleep(for: .seconds(3))
       let head = gw.running.store.log.headSeq
       let last = try #require(try gw.running.store.log.record(at: head))
       #expect(last.type == "audit.access_refused", "the window's event is written when it closes")

@@ -14,7 +14,8 @@ import Testing
   /// A real gateway log: 12 sandboxes and 4 workspaces created over the API, a shutdown snapshot, then a tail
   /// of records after it (so start-up replays records too). Returns the data dir and the trusted state.
   static func makeLog() async throws -> (dir: String, state: [UInt8]) {
-    let gw = try await TestGateway.start()
+    // Without shutdown checkpoints: the flip campaign's thresholds assume this exact record layout.
+    let gw = try await TestGateway.start { $0.checkpointInterval = 0 }
     try await gw.withClient { api in
       for w in 0..<4 { _ = try await api.createWorkspace(.with { $0.name = "team-\(w)" }) }
       for i in 0..<12 {
@@ -26,7 +27,7 @@ import Testing
       }
     }
     await gw.stop()  // writes the snapshot
-    let again = try await TestGateway.start(dataDirectory: gw.dataDirectory)
+    let again = try await TestGateway.start(dataDirectory: gw.dataDirectory) { $0.checkpointInterval = 0 }
     try await again.withClient { api in
       for i in 0..<5 { _ = try await api.deleteSandbox(.with { $0.name = "box-\(i)"; $0.workspaceScope = .ws("team-\(i % 4)") }) }
     }
