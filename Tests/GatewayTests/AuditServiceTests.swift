@@ -79,6 +79,34 @@ import Testing
     }
   }
 
+  /// Point-in-time view: a deleted sandbox is shown as it was, with the seq it is as of.
+  @Test func getSandboxAtShowsThePast() async throws {
+    let gw = try await TestGateway.start()
+    defer { Task { await gw.stop() } }
+    let id = try await gw.withClient { api in
+      try await api.createSandbox(.with { $0.name = "past"; $0.labels = ["team": "a"] }).sandbox.metadata.id
+    }
+    let createdAt = gw.running.store.log.headSeq
+    try await gw.withClient { api in _ = try await api.deleteSandbox(.with { $0.name = "past" }) }
+    try await withAudit(gw) { audit in
+      let then = try await audit.getSandboxAt(.with { $0.name = "past"; $0.atSeq = createdAt })
+      #expect(then.seq == createdAt)
+      let view = try JSONSerialization.jsonObject(with: Data(then.sandboxJson.utf8)) as? [String: Any]
+      #expect(view?["id"] as? String == id)
+      #expect((view?["labels"] as? [String: String]) == ["team": "a"])
+      // By time (the create record's own timestamp) and by id.
+      let createdNs = try #require(try gw.running.store.log.record(at: createdAt)).timestampNs
+      let byTime = try await audit.getSandboxAt(.with { $0.name = id; $0.atTimeNs = createdNs })
+      #expect(byTime.seq == createdAt)
+      let now = await rpcError { _ = try await audit.getSandboxAt(.with { $0.name = "past"; $0.atSeq = gw.running.store.log.headSeq }) }
+      #expect(now?.code == .notFound, "deleted by then")
+      let both = await rpcError { _ = try await audit.getSandboxAt(.with { $0.name = "past"; $0.atSeq = 1; $0.atTimeNs = 1 }) }
+      #expect(both?.code == .invalidArgument)
+      let beyond = await rpcError { _ = try await audit.getSandboxAt(.with { $0.name = "past"; $0.atSeq = 1_000_000 }) }
+      #expect(beyond?.code == .outOfRange)
+    }
+  }
+
   /// WatchEvents from the start while writers append: every seq exactly once, in order, history then live.
   @Test func watchDeliversEverySeqOnceDuringConcurrentWrites() async throws {
     let gw = try await TestGateway.start()

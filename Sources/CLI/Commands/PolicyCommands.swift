@@ -89,11 +89,29 @@ struct PolicyGet: AsyncParsableCommand {
   @Flag(help: "Also print the policy YAML.") var full = false
   @Flag(name: .customLong("global"), help: "The global policy.") var isGlobal = false
   @Option(help: "Workspace.") var workspace = "default"
+  @Option(help: "The policy as it was at this point: a seq, an RFC 3339 time or a duration ago (5m); rebuilt from the gateway's log.")
+  var at: String?
 
   func run() async throws {
     try await PolicyCLI.run {
       let r = try global.resolve()
       let n = isGlobal ? "" : try SandboxCLI.name(name, gateway: r.name)
+      if let at {
+        guard !isGlobal else { throw CLIError("--at shows a sandbox's policy; for the global policy use openshell-replay state --at on the gateway host") }
+        let (seq, view) = try await PointInTime.sandbox(r.target, name: n, workspace: workspace, at: at)
+        let rv = try PointInTime.revision(view, rev: rev)
+        var pairs: [(String, Any?)] = [
+          ("As of seq", Int(seq)), ("Version", Int(rv.version)), ("Hash", rv.sha256), ("Status", rv.status),
+          ("Active", view.policy.map { Int($0.activeVersion) }), ("Message", rv.message.isEmpty ? nil : rv.message),
+        ]
+        if full && out.output != .table { pairs.append(("Policy", PointInTime.policyYAML(rv))) }
+        print(try Record(pairs: pairs).render(out.output, title: "Policy (as of seq \(seq)):"))
+        if full && out.output == .table {
+          print("---")
+          print(PointInTime.policyYAML(rv), terminator: "")
+        }
+        return
+      }
       let s = try await PolicyCLI.withClients(r.target) { c, _ in
         try await c.getSandboxPolicyStatus(.with {
           $0.sandbox = n

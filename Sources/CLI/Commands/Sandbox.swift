@@ -181,11 +181,18 @@ struct SandboxGet: AsyncParsableCommand {
   @OptionGroup var out: OutputOptions
   @Argument(help: "Sandbox name (default: the last used).") var name: String?
   @Option(help: "Workspace.") var workspace = "default"
+  @Option(help: "Show the sandbox as it was at this point: a seq, an RFC 3339 time or a duration ago (5m); rebuilt from the gateway's log.")
+  var at: String?
 
   func run() async throws {
     try await cliRun {
       let r = try global.resolve()
       let n = try SandboxCLI.name(name, gateway: r.name)
+      if let at {
+        let (seq, view) = try await PointInTime.sandbox(r.target, name: n, workspace: workspace, at: at)
+        print(try PointInTime.sandboxRecord(seq, view).render(out.output, title: "Sandbox (as of seq \(seq)):"))
+        return
+      }
       let s = try await GatewayClient.withClient(r.target) { c in
         try await c.getSandbox(.with { $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace) }, options: SandboxCLI.options()).sandbox
       }

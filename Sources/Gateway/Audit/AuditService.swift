@@ -62,6 +62,31 @@ public struct AuditService: Openshell_Audit_V1_AuditService.SimpleServiceProtoco
     }
   }
 
+  public func getSandboxAt(request: Openshell_Audit_V1_GetSandboxAtRequest, context: ServerContext) async throws -> Openshell_Audit_V1_GetSandboxAtResponse {
+    try Self.operatorOnly("GetSandboxAt")
+    guard !request.name.isEmpty else { throw RPCErrors.invalidArgument(field: "name", "the sandbox name is required") }
+    guard (request.atSeq == 0) != (request.atTimeNs == 0) else {
+      throw RPCErrors.invalidArgument(field: "at_seq", "give exactly one of at_seq and at_time_ns")
+    }
+    let head = log.headSeq
+    if request.atSeq > head { throw RPCError(code: .outOfRange, message: "at_seq \(request.atSeq) is beyond the head of the log (seq \(head))") }
+    try checkFloor(request.atSeq == 0 ? floorSeq : request.atSeq, field: "at_seq")
+    let point: ReplayPoint = request.atSeq > 0 ? .seq(request.atSeq) : .time(request.atTimeNs)
+    // A full replay up to the point (the projection is pure, so this is the state the gateway had then).
+    let state = try read { try StateLoader.replay(log, through: point) }
+    let workspace = request.workspace.isEmpty ? GatewayState.defaultWorkspace : request.workspace
+    let view = StateView(state)
+    guard let sandbox = view.sandboxes.first(where: { ($0.name == request.name || $0.id == request.name) && $0.workspace == workspace }) else {
+      throw RPCErrors.notFound("sandbox \(workspace)/\(request.name) at seq \(state.lastSeq)")
+    }
+    let e = JSONEncoder()
+    e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    return .with {
+      $0.seq = state.lastSeq
+      $0.sandboxJson = String(decoding: (try? e.encode(sandbox)) ?? Data("{}".utf8), as: UTF8.self)
+    }
+  }
+
   // MARK: helpers
 
   static func operatorOnly(_ rpc: String) throws {

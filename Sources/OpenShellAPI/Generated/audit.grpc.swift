@@ -50,10 +50,24 @@ public enum Openshell_Audit_V1_AuditService: Sendable {
                 type: .serverStreaming
             )
         }
+        /// Namespace for "GetSandboxAt" metadata.
+        public enum GetSandboxAt: Sendable {
+            /// Request type for "GetSandboxAt".
+            public typealias Input = Openshell_Audit_V1_GetSandboxAtRequest
+            /// Response type for "GetSandboxAt".
+            public typealias Output = Openshell_Audit_V1_GetSandboxAtResponse
+            /// Descriptor for "GetSandboxAt".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "openshell.audit.v1.AuditService"),
+                method: "GetSandboxAt",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "openshell.audit.v1.AuditService" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             QueryEvents.descriptor,
-            WatchEvents.descriptor
+            WatchEvents.descriptor,
+            GetSandboxAt.descriptor
         ]
     }
 }
@@ -115,6 +129,24 @@ extension Openshell_Audit_V1_AuditService {
             request: GRPCCore.StreamingServerRequest<Openshell_Audit_V1_WatchEventsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Openshell_Audit_V1_AuditEvent>
+
+        /// Handle the "GetSandboxAt" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The sandbox (and its policy revisions) as it was at a seq or a time.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Openshell_Audit_V1_GetSandboxAtRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Openshell_Audit_V1_GetSandboxAtResponse` messages.
+        func getSandboxAt(
+            request: GRPCCore.StreamingServerRequest<Openshell_Audit_V1_GetSandboxAtRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Openshell_Audit_V1_GetSandboxAtResponse>
     }
 
     /// Service protocol for the "openshell.audit.v1.AuditService" service.
@@ -160,6 +192,24 @@ extension Openshell_Audit_V1_AuditService {
             request: GRPCCore.ServerRequest<Openshell_Audit_V1_WatchEventsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Openshell_Audit_V1_AuditEvent>
+
+        /// Handle the "GetSandboxAt" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The sandbox (and its policy revisions) as it was at a seq or a time.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Openshell_Audit_V1_GetSandboxAtRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Openshell_Audit_V1_GetSandboxAtResponse` message.
+        func getSandboxAt(
+            request: GRPCCore.ServerRequest<Openshell_Audit_V1_GetSandboxAtRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Openshell_Audit_V1_GetSandboxAtResponse>
     }
 
     /// Simple service protocol for the "openshell.audit.v1.AuditService" service.
@@ -204,6 +254,24 @@ extension Openshell_Audit_V1_AuditService {
             response: GRPCCore.RPCWriter<Openshell_Audit_V1_AuditEvent>,
             context: GRPCCore.ServerContext
         ) async throws
+
+        /// Handle the "GetSandboxAt" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The sandbox (and its policy revisions) as it was at a seq or a time.
+        ///
+        /// - Parameters:
+        ///   - request: A `Openshell_Audit_V1_GetSandboxAtRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Openshell_Audit_V1_GetSandboxAtResponse` to respond with.
+        func getSandboxAt(
+            request: Openshell_Audit_V1_GetSandboxAtRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Openshell_Audit_V1_GetSandboxAtResponse
     }
 }
 
@@ -228,6 +296,17 @@ extension Openshell_Audit_V1_AuditService.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Openshell_Audit_V1_AuditEvent>(),
             handler: { request, context in
                 try await self.watchEvents(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Openshell_Audit_V1_AuditService.Method.GetSandboxAt.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Openshell_Audit_V1_GetSandboxAtRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Openshell_Audit_V1_GetSandboxAtResponse>(),
+            handler: { request, context in
+                try await self.getSandboxAt(
                     request: request,
                     context: context
                 )
@@ -259,6 +338,17 @@ extension Openshell_Audit_V1_AuditService.ServiceProtocol {
             context: context
         )
         return response
+    }
+
+    public func getSandboxAt(
+        request: GRPCCore.StreamingServerRequest<Openshell_Audit_V1_GetSandboxAtRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Openshell_Audit_V1_GetSandboxAtResponse> {
+        let response = try await self.getSandboxAt(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
     }
 }
 
@@ -292,6 +382,19 @@ extension Openshell_Audit_V1_AuditService.SimpleServiceProtocol {
                 )
                 return [:]
             }
+        )
+    }
+
+    public func getSandboxAt(
+        request: GRPCCore.ServerRequest<Openshell_Audit_V1_GetSandboxAtRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Openshell_Audit_V1_GetSandboxAtResponse> {
+        return GRPCCore.ServerResponse<Openshell_Audit_V1_GetSandboxAtResponse>(
+            message: try await self.getSandboxAt(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
         )
     }
 }
@@ -349,6 +452,29 @@ extension Openshell_Audit_V1_AuditService {
             deserializer: some GRPCCore.MessageDeserializer<Openshell_Audit_V1_AuditEvent>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Openshell_Audit_V1_AuditEvent>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetSandboxAt" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The sandbox (and its policy revisions) as it was at a seq or a time.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Openshell_Audit_V1_GetSandboxAtRequest` message.
+        ///   - serializer: A serializer for `Openshell_Audit_V1_GetSandboxAtRequest` messages.
+        ///   - deserializer: A deserializer for `Openshell_Audit_V1_GetSandboxAtResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getSandboxAt<Result>(
+            request: GRPCCore.ClientRequest<Openshell_Audit_V1_GetSandboxAtRequest>,
+            serializer: some GRPCCore.MessageSerializer<Openshell_Audit_V1_GetSandboxAtRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Openshell_Audit_V1_GetSandboxAtResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Openshell_Audit_V1_GetSandboxAtResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -433,6 +559,40 @@ extension Openshell_Audit_V1_AuditService {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "GetSandboxAt" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The sandbox (and its policy revisions) as it was at a seq or a time.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Openshell_Audit_V1_GetSandboxAtRequest` message.
+        ///   - serializer: A serializer for `Openshell_Audit_V1_GetSandboxAtRequest` messages.
+        ///   - deserializer: A deserializer for `Openshell_Audit_V1_GetSandboxAtResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getSandboxAt<Result>(
+            request: GRPCCore.ClientRequest<Openshell_Audit_V1_GetSandboxAtRequest>,
+            serializer: some GRPCCore.MessageSerializer<Openshell_Audit_V1_GetSandboxAtRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Openshell_Audit_V1_GetSandboxAtResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Openshell_Audit_V1_GetSandboxAtResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Openshell_Audit_V1_AuditService.Method.GetSandboxAt.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -490,6 +650,35 @@ extension Openshell_Audit_V1_AuditService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Openshell_Audit_V1_WatchEventsRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Openshell_Audit_V1_AuditEvent>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetSandboxAt" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The sandbox (and its policy revisions) as it was at a seq or a time.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Openshell_Audit_V1_GetSandboxAtRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getSandboxAt<Result>(
+        request: GRPCCore.ClientRequest<Openshell_Audit_V1_GetSandboxAtRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Openshell_Audit_V1_GetSandboxAtResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getSandboxAt(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Openshell_Audit_V1_GetSandboxAtRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Openshell_Audit_V1_GetSandboxAtResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -557,6 +746,39 @@ extension Openshell_Audit_V1_AuditService.ClientProtocol {
             metadata: metadata
         )
         return try await self.watchEvents(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetSandboxAt" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The sandbox (and its policy revisions) as it was at a seq or a time.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getSandboxAt<Result>(
+        _ message: Openshell_Audit_V1_GetSandboxAtRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Openshell_Audit_V1_GetSandboxAtResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Openshell_Audit_V1_GetSandboxAtRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getSandboxAt(
             request: request,
             options: options,
             onResponse: handleResponse

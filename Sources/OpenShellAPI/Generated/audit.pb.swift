@@ -159,6 +159,45 @@ public nonisolated struct Openshell_Audit_V1_WatchEventsRequest: Sendable {
   fileprivate var _filter: Openshell_Audit_V1_AuditFilter? = nil
 }
 
+/// A sandbox as it was at a point in the log (point-in-time view; secrets redacted).
+public nonisolated struct Openshell_Audit_V1_GetSandboxAtRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// sandbox name (or id)
+  public var name: String = String()
+
+  /// default "default"
+  public var workspace: String = String()
+
+  /// the state after this record; or
+  public var atSeq: UInt64 = 0
+
+  /// the state after the last record at or before this time
+  public var atTimeNs: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Openshell_Audit_V1_GetSandboxAtResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// the record the view is as of
+  public var seq: UInt64 = 0
+
+  /// the sandbox view of `openshell-replay state` (spec, phase, policy revisions)
+  public var sandboxJson: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "openshell.audit.v1"
@@ -411,6 +450,86 @@ nonisolated extension Openshell_Audit_V1_WatchEventsRequest: SwiftProtobuf.Messa
   public static func ==(lhs: Openshell_Audit_V1_WatchEventsRequest, rhs: Openshell_Audit_V1_WatchEventsRequest) -> Bool {
     if lhs._filter != rhs._filter {return false}
     if lhs.fromSeq != rhs.fromSeq {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Openshell_Audit_V1_GetSandboxAtRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetSandboxAtRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}workspace\0\u{3}at_seq\0\u{3}at_time_ns\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.workspace) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.atSeq) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.atTimeNs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.workspace.isEmpty {
+      try visitor.visitSingularStringField(value: self.workspace, fieldNumber: 2)
+    }
+    if self.atSeq != 0 {
+      try visitor.visitSingularUInt64Field(value: self.atSeq, fieldNumber: 3)
+    }
+    if self.atTimeNs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.atTimeNs, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Audit_V1_GetSandboxAtRequest, rhs: Openshell_Audit_V1_GetSandboxAtRequest) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.workspace != rhs.workspace {return false}
+    if lhs.atSeq != rhs.atSeq {return false}
+    if lhs.atTimeNs != rhs.atTimeNs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Openshell_Audit_V1_GetSandboxAtResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetSandboxAtResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}seq\0\u{3}sandbox_json\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.seq) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.sandboxJson) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.seq != 0 {
+      try visitor.visitSingularUInt64Field(value: self.seq, fieldNumber: 1)
+    }
+    if !self.sandboxJson.isEmpty {
+      try visitor.visitSingularStringField(value: self.sandboxJson, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Audit_V1_GetSandboxAtResponse, rhs: Openshell_Audit_V1_GetSandboxAtResponse) -> Bool {
+    if lhs.seq != rhs.seq {return false}
+    if lhs.sandboxJson != rhs.sandboxJson {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
