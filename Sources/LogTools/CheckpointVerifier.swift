@@ -21,37 +21,77 @@ public struct CheckpointReport: Sendable, Codable, Equatable {
   public var ok: Bool { problem == nil && valid > 0 }
 }
 
-/// `openshell-replay verify --public-key`: every `audit.checkpoint` record is checked against the key
-/// and against the chain hash of the record it covers (threat model: ``CheckpointSignature``).
+/// One `audit.checkpoint` record as the log holds it, with the hash its covered record has now.
+public struct CheckpointEntry: Sendable, Equatable {
+  /// Seq of the checkpoint record itself.
+  public var seq: UInt64
+  public var coversSeq: UInt64
+  /// The signed chain hash (32 bytes).
+  public var chainHash: [UInt8]
+  /// Ed25519 signature (64 bytes) over ``CheckpointSignature/message(seq:chainHash:)``.
+  public var signature: [UInt8]
+  public var keySHA256: String
+  /// Chain hash of record `coversSeq` in the log now; nil when the log holds no such record before `seq`.
+  public var coveredHashNow: [UInt8]?
+
+  public init(seq: UInt64, coversSeq: UInt64, chainHash: [UInt8], signature: [UInt8], keySHA256: String, coveredHashNow: [UInt8]?) {
+    self.seq = seq
+    self.coversSeq = coversSeq
+    self.chainHash = chainHash
+    self.signature = signature
+    self.keySHA256 = keySHA256
+    self.coveredHashNow = coveredHashNow
+  }
+}
+
+/// `openshell-replay verify --public-key` and `openshell audit verify`: every `audit.checkpoint` record is
+/// checked against the key and against the chain hash of the record it covers (threat model:
+/// ``CheckpointSignature``).
 public enum CheckpointVerifier {
   /// - Parameters:
   ///   - log: an open log (verify its chain first: this check trusts the stored hashes only as far as
   ///     the signatures vouch for them).
   ///   - key: the gateway's checkpoint public key, obtained out of band.
-  /// - Throws: `EventLogError` when records cannot be read at all.
+  /// - Throws: `EventLogError` when records cannot be read at all, `ProjectionError` for a checkpoint
+  ///   record that does not decode.
   public static func verify(_ log: EventLog, key: Curve25519.Signing.PublicKey) throws -> CheckpointReport {
+    check(try collect(log), key: key)
+  }
+
+  /// Every checkpoint record of the log, in seq order (a header filter: other records are not decompressed).
+  public static func collect(_ log: EventLog) throws -> [CheckpointEntry] {
+    var entries: [CheckpointEntry] = []
+    try log.forEach(from: 1, through: log.headSeq, filter: EventFilter(types: ["audit.checkpoint"])) { record in
+      guard case .auditCheckpoint(let c)? = try GatewayEvent.decode(record).kind else {
+        throw ProjectionError(seq: record.seq, message: "an audit.checkpoint record holds another event")
+      }
+      let covered = c.coversSeq < record.seq ? try log.record(at: c.coversSeq)?.hash : nil
+      entries.append(CheckpointEntry(
+        seq: record.seq, coversSeq: c.coversSeq, chainHash: [UInt8](c.chainHash), signature: [UInt8](c.signature),
+        keySHA256: c.keySha256, coveredHashNow: covered))
+    }
+    return entries
+  }
+
+  /// Checks entries against `key`; stops at the first failure.
+  public static func check(_ entries: [CheckpointEntry], key: Curve25519.Signing.PublicKey) -> CheckpointReport {
     var report = CheckpointReport()
     let keyID = CheckpointSignature.keyID(key)
-    // Read only the checkpoint records (a header filter: other records are not decompressed).
-    try log.forEach(from: 1, through: log.headSeq, filter: EventFilter(types: ["audit.checkpoint"])) { record in
-      guard report.problem == nil else { return }
-      guard case .auditCheckpoint(let c)? = try? GatewayEvent.decode(record).kind else {
-        return fail(&report, at: record.seq, "checkpoint record at seq \(record.seq) cannot be decoded")
-      }
-      guard c.keySha256 == keyID else {
+    for c in entries {
+      guard c.keySHA256 == keyID else {
         report.otherKey += 1
-        return
+        continue
       }
-      let message = CheckpointSignature.message(seq: c.coversSeq, chainHash: [UInt8](c.chainHash))
+      let message = CheckpointSignature.message(seq: c.coversSeq, chainHash: c.chainHash)
       guard key.isValidSignature(c.signature, for: message) else {
-        return fail(&report, at: record.seq, "checkpoint at seq \(record.seq) has an invalid signature (forged or altered)")
+        return fail(report, at: c.seq, "checkpoint at seq \(c.seq) has an invalid signature (forged or altered)")
       }
-      guard c.coversSeq < record.seq, let covered = try log.record(at: c.coversSeq) else {
-        return fail(&report, at: record.seq, "checkpoint at seq \(record.seq) vouches for seq \(c.coversSeq), which the log does not hold before it")
+      guard let now = c.coveredHashNow else {
+        return fail(report, at: c.seq, "checkpoint at seq \(c.seq) vouches for seq \(c.coversSeq), which the log does not hold before it")
       }
-      guard covered.hash == [UInt8](c.chainHash) else {
-        return fail(&report, at: record.seq,
-          "records 1…\(c.coversSeq) were rewritten: the chain hash at seq \(c.coversSeq) is not the one signed by the checkpoint at seq \(record.seq)")
+      guard now == c.chainHash else {
+        return fail(report, at: c.seq,
+          "records 1…\(c.coversSeq) were rewritten: the chain hash at seq \(c.coversSeq) is not the one signed by the checkpoint at seq \(c.seq)")
       }
       report.valid += 1
       report.coveredThrough = max(report.coveredThrough, c.coversSeq)
@@ -59,8 +99,10 @@ public enum CheckpointVerifier {
     return report
   }
 
-  private static func fail(_ report: inout CheckpointReport, at seq: UInt64, _ problem: String) {
-    report.problem = problem
-    report.badCheckpointSeq = seq
+  private static func fail(_ report: CheckpointReport, at seq: UInt64, _ problem: String) -> CheckpointReport {
+    var r = report
+    r.problem = problem
+    r.badCheckpointSeq = seq
+    return r
   }
 }

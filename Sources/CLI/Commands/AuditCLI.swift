@@ -11,7 +11,27 @@ import OpenShellAPI
 /// on the gateway's data directory; secrets are never in them.
 struct AuditCLI: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "audit", abstract: "Show the gateway's audit trail: who did what, who was refused, who read which secret.")
+    commandName: "audit", abstract: "The gateway's audit trail: who did what, who was refused, who read which secret.",
+    subcommands: [AuditShow.self, AuditVerify.self], defaultSubcommand: AuditShow.self)
+
+  /// Runs `body` with a client of the gateway's audit API (`openshell.audit.v1.AuditService`).
+  static func withAudit<R: Sendable>(
+    _ t: Target, _ body: @Sendable (Openshell_Audit_V1_AuditService.Client<HTTP2ClientTransport.Posix>) async throws -> R
+  ) async throws -> R {
+    let transport =
+      t.host.allSatisfy({ $0.isNumber || $0 == "." })
+      ? try HTTP2ClientTransport.Posix(target: .ipv4(address: t.host, port: t.port), transportSecurity: GatewayClient.transportSecurity(t))
+      : try HTTP2ClientTransport.Posix(target: .dns(host: t.host, port: t.port), transportSecurity: GatewayClient.transportSecurity(t))
+    return try await withGRPCClient(transport: transport) { client in
+      try await body(Openshell_Audit_V1_AuditService.Client(wrapping: client))
+    }
+  }
+}
+
+/// `openshell audit [show] …`: the events, filtered, as a table, JSON or JSON lines; `-f` follows.
+struct AuditShow: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "show", abstract: "Show the audit trail (the default: `openshell audit --since 1h` is `openshell audit show --since 1h`).")
   @OptionGroup var global: GatewayOptions
   @Option(help: "Only events of this sandbox (name or id; deleted sandboxes included).") var sandbox: String?
   @Option(help: "Only events of this provider (name or id).") var provider: String?
@@ -43,7 +63,7 @@ struct AuditCLI: AsyncParsableCommand {
   func run() async throws {
     try await cliRun {
       let target = try global.resolve().target
-      try await Self.withAudit(target) { api in
+      try await AuditCLI.withAudit(target) { api in
         if follow {
           try await followEvents(api)
         } else {
@@ -100,17 +120,5 @@ struct AuditCLI: AsyncParsableCommand {
     let e = JSONEncoder()
     e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     return String(decoding: try e.encode(entry), as: UTF8.self)
-  }
-
-  static func withAudit<R: Sendable>(
-    _ t: Target, _ body: @Sendable (Openshell_Audit_V1_AuditService.Client<HTTP2ClientTransport.Posix>) async throws -> R
-  ) async throws -> R {
-    let transport =
-      t.host.allSatisfy({ $0.isNumber || $0 == "." })
-      ? try HTTP2ClientTransport.Posix(target: .ipv4(address: t.host, port: t.port), transportSecurity: GatewayClient.transportSecurity(t))
-      : try HTTP2ClientTransport.Posix(target: .dns(host: t.host, port: t.port), transportSecurity: GatewayClient.transportSecurity(t))
-    return try await withGRPCClient(transport: transport) { client in
-      try await body(Openshell_Audit_V1_AuditService.Client(wrapping: client))
-    }
   }
 }

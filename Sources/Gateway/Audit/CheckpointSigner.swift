@@ -8,7 +8,7 @@ import Projections
 /// The reactor that signs checkpoints of the log (issue 12; format and threat model:
 /// `LogTools.CheckpointSignature`).
 ///
-/// Every `interval` records, and once more at shutdown, it signs the chain hash of the head record
+/// At start, every `interval` records, and once more at shutdown, it signs the chain hash of the head record
 /// with the gateway's Ed25519 checkpoint key and appends an `audit.checkpoint` event (actor `system`,
 /// no request id). Signing never blocks a command: it runs beside the server and appends like any
 /// reactor, after the records it vouches for are durable.
@@ -29,6 +29,8 @@ actor CheckpointSigner {
   /// Signs whenever `interval` records have been appended since the last checkpoint; polls the head seq
   /// every `poll` (a cheap read of the log's head) until cancelled.
   func run(poll: Duration = .milliseconds(500)) async {
+    // At start: vouch for everything recorded so far (after a crash, the records since the last checkpoint).
+    await signHead()
     while !Task.isCancelled {
       if store.log.headSeq >= lastCovered + interval { await signHead() }
       try? await Task.sleep(for: poll)

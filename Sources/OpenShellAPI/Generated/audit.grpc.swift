@@ -63,11 +63,25 @@ public enum Openshell_Audit_V1_AuditService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "VerifyLog" metadata.
+        public enum VerifyLog: Sendable {
+            /// Request type for "VerifyLog".
+            public typealias Input = Openshell_Audit_V1_VerifyLogRequest
+            /// Response type for "VerifyLog".
+            public typealias Output = Openshell_Audit_V1_VerifyLogResponse
+            /// Descriptor for "VerifyLog".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "openshell.audit.v1.AuditService"),
+                method: "VerifyLog",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "openshell.audit.v1.AuditService" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             QueryEvents.descriptor,
             WatchEvents.descriptor,
-            GetSandboxAt.descriptor
+            GetSandboxAt.descriptor,
+            VerifyLog.descriptor
         ]
     }
 }
@@ -147,6 +161,25 @@ extension Openshell_Audit_V1_AuditService {
             request: GRPCCore.StreamingServerRequest<Openshell_Audit_V1_GetSandboxAtRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Openshell_Audit_V1_GetSandboxAtResponse>
+
+        /// Handle the "VerifyLog" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The gateway verifies its own log and returns every signed checkpoint for the caller to check
+        /// > against its copy of the public key (`openshell audit verify --public-key`).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Openshell_Audit_V1_VerifyLogRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Openshell_Audit_V1_VerifyLogResponse` messages.
+        func verifyLog(
+            request: GRPCCore.StreamingServerRequest<Openshell_Audit_V1_VerifyLogRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Openshell_Audit_V1_VerifyLogResponse>
     }
 
     /// Service protocol for the "openshell.audit.v1.AuditService" service.
@@ -210,6 +243,25 @@ extension Openshell_Audit_V1_AuditService {
             request: GRPCCore.ServerRequest<Openshell_Audit_V1_GetSandboxAtRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Openshell_Audit_V1_GetSandboxAtResponse>
+
+        /// Handle the "VerifyLog" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The gateway verifies its own log and returns every signed checkpoint for the caller to check
+        /// > against its copy of the public key (`openshell audit verify --public-key`).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Openshell_Audit_V1_VerifyLogRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Openshell_Audit_V1_VerifyLogResponse` message.
+        func verifyLog(
+            request: GRPCCore.ServerRequest<Openshell_Audit_V1_VerifyLogRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Openshell_Audit_V1_VerifyLogResponse>
     }
 
     /// Simple service protocol for the "openshell.audit.v1.AuditService" service.
@@ -272,6 +324,25 @@ extension Openshell_Audit_V1_AuditService {
             request: Openshell_Audit_V1_GetSandboxAtRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Openshell_Audit_V1_GetSandboxAtResponse
+
+        /// Handle the "VerifyLog" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The gateway verifies its own log and returns every signed checkpoint for the caller to check
+        /// > against its copy of the public key (`openshell audit verify --public-key`).
+        ///
+        /// - Parameters:
+        ///   - request: A `Openshell_Audit_V1_VerifyLogRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Openshell_Audit_V1_VerifyLogResponse` to respond with.
+        func verifyLog(
+            request: Openshell_Audit_V1_VerifyLogRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Openshell_Audit_V1_VerifyLogResponse
     }
 }
 
@@ -312,6 +383,17 @@ extension Openshell_Audit_V1_AuditService.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Openshell_Audit_V1_AuditService.Method.VerifyLog.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Openshell_Audit_V1_VerifyLogRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Openshell_Audit_V1_VerifyLogResponse>(),
+            handler: { request, context in
+                try await self.verifyLog(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -345,6 +427,17 @@ extension Openshell_Audit_V1_AuditService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Openshell_Audit_V1_GetSandboxAtResponse> {
         let response = try await self.getSandboxAt(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func verifyLog(
+        request: GRPCCore.StreamingServerRequest<Openshell_Audit_V1_VerifyLogRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Openshell_Audit_V1_VerifyLogResponse> {
+        let response = try await self.verifyLog(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -391,6 +484,19 @@ extension Openshell_Audit_V1_AuditService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Openshell_Audit_V1_GetSandboxAtResponse> {
         return GRPCCore.ServerResponse<Openshell_Audit_V1_GetSandboxAtResponse>(
             message: try await self.getSandboxAt(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func verifyLog(
+        request: GRPCCore.ServerRequest<Openshell_Audit_V1_VerifyLogRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Openshell_Audit_V1_VerifyLogResponse> {
+        return GRPCCore.ServerResponse<Openshell_Audit_V1_VerifyLogResponse>(
+            message: try await self.verifyLog(
                 request: request.message,
                 context: context
             ),
@@ -475,6 +581,30 @@ extension Openshell_Audit_V1_AuditService {
             deserializer: some GRPCCore.MessageDeserializer<Openshell_Audit_V1_GetSandboxAtResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Openshell_Audit_V1_GetSandboxAtResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "VerifyLog" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The gateway verifies its own log and returns every signed checkpoint for the caller to check
+        /// > against its copy of the public key (`openshell audit verify --public-key`).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Openshell_Audit_V1_VerifyLogRequest` message.
+        ///   - serializer: A serializer for `Openshell_Audit_V1_VerifyLogRequest` messages.
+        ///   - deserializer: A deserializer for `Openshell_Audit_V1_VerifyLogResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func verifyLog<Result>(
+            request: GRPCCore.ClientRequest<Openshell_Audit_V1_VerifyLogRequest>,
+            serializer: some GRPCCore.MessageSerializer<Openshell_Audit_V1_VerifyLogRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Openshell_Audit_V1_VerifyLogResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Openshell_Audit_V1_VerifyLogResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -593,6 +723,41 @@ extension Openshell_Audit_V1_AuditService {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "VerifyLog" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The gateway verifies its own log and returns every signed checkpoint for the caller to check
+        /// > against its copy of the public key (`openshell audit verify --public-key`).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Openshell_Audit_V1_VerifyLogRequest` message.
+        ///   - serializer: A serializer for `Openshell_Audit_V1_VerifyLogRequest` messages.
+        ///   - deserializer: A deserializer for `Openshell_Audit_V1_VerifyLogResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func verifyLog<Result>(
+            request: GRPCCore.ClientRequest<Openshell_Audit_V1_VerifyLogRequest>,
+            serializer: some GRPCCore.MessageSerializer<Openshell_Audit_V1_VerifyLogRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Openshell_Audit_V1_VerifyLogResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Openshell_Audit_V1_VerifyLogResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Openshell_Audit_V1_AuditService.Method.VerifyLog.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -679,6 +844,36 @@ extension Openshell_Audit_V1_AuditService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Openshell_Audit_V1_GetSandboxAtRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Openshell_Audit_V1_GetSandboxAtResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "VerifyLog" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The gateway verifies its own log and returns every signed checkpoint for the caller to check
+    /// > against its copy of the public key (`openshell audit verify --public-key`).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Openshell_Audit_V1_VerifyLogRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func verifyLog<Result>(
+        request: GRPCCore.ClientRequest<Openshell_Audit_V1_VerifyLogRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Openshell_Audit_V1_VerifyLogResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.verifyLog(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Openshell_Audit_V1_VerifyLogRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Openshell_Audit_V1_VerifyLogResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -779,6 +974,40 @@ extension Openshell_Audit_V1_AuditService.ClientProtocol {
             metadata: metadata
         )
         return try await self.getSandboxAt(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "VerifyLog" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The gateway verifies its own log and returns every signed checkpoint for the caller to check
+    /// > against its copy of the public key (`openshell audit verify --public-key`).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func verifyLog<Result>(
+        _ message: Openshell_Audit_V1_VerifyLogRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Openshell_Audit_V1_VerifyLogResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Openshell_Audit_V1_VerifyLogRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.verifyLog(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -12,6 +12,11 @@
 /// for operator identities only. Every record of the event log is an audit event; secrets are never in
 /// the log, and `summary` is the same redacted line `openshell-replay audit` prints.
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 import SwiftProtobuf
 
 // If the compiler emits an error on this type, it is because this file
@@ -192,6 +197,66 @@ public nonisolated struct Openshell_Audit_V1_GetSandboxAtResponse: Sendable {
 
   /// the sandbox view of `openshell-replay state` (spec, phase, policy revisions)
   public var sandboxJson: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Openshell_Audit_V1_VerifyLogRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One signed checkpoint as the log holds it, and the hash the covered record has now.
+public nonisolated struct Openshell_Audit_V1_SignedCheckpoint: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// the checkpoint record
+  public var seq: UInt64 = 0
+
+  public var coversSeq: UInt64 = 0
+
+  /// the signed hash
+  public var chainHash: Data = Data()
+
+  /// Ed25519 over the message of LogTools/CheckpointSignature.swift
+  public var signature: Data = Data()
+
+  public var keySha256: String = String()
+
+  /// chain hash of record covers_seq in the log today
+  public var coveredHashNow: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Openshell_Audit_V1_VerifyLogResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var headSeq: UInt64 = 0
+
+  public var headHash: Data = Data()
+
+  /// checksums, chain, payloads and snapshot (as openshell-replay verify)
+  public var ok: Bool = false
+
+  public var problem: String = String()
+
+  public var firstBadSeq: UInt64 = 0
+
+  public var checkpoints: [Openshell_Audit_V1_SignedCheckpoint] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -530,6 +595,135 @@ nonisolated extension Openshell_Audit_V1_GetSandboxAtResponse: SwiftProtobuf.Mes
   public static func ==(lhs: Openshell_Audit_V1_GetSandboxAtResponse, rhs: Openshell_Audit_V1_GetSandboxAtResponse) -> Bool {
     if lhs.seq != rhs.seq {return false}
     if lhs.sandboxJson != rhs.sandboxJson {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Openshell_Audit_V1_VerifyLogRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".VerifyLogRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Audit_V1_VerifyLogRequest, rhs: Openshell_Audit_V1_VerifyLogRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Openshell_Audit_V1_SignedCheckpoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SignedCheckpoint"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}seq\0\u{3}covers_seq\0\u{3}chain_hash\0\u{1}signature\0\u{3}key_sha256\0\u{3}covered_hash_now\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.seq) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.coversSeq) }()
+      case 3: try { try decoder.decodeSingularBytesField(value: &self.chainHash) }()
+      case 4: try { try decoder.decodeSingularBytesField(value: &self.signature) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.keySha256) }()
+      case 6: try { try decoder.decodeSingularBytesField(value: &self.coveredHashNow) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.seq != 0 {
+      try visitor.visitSingularUInt64Field(value: self.seq, fieldNumber: 1)
+    }
+    if self.coversSeq != 0 {
+      try visitor.visitSingularUInt64Field(value: self.coversSeq, fieldNumber: 2)
+    }
+    if !self.chainHash.isEmpty {
+      try visitor.visitSingularBytesField(value: self.chainHash, fieldNumber: 3)
+    }
+    if !self.signature.isEmpty {
+      try visitor.visitSingularBytesField(value: self.signature, fieldNumber: 4)
+    }
+    if !self.keySha256.isEmpty {
+      try visitor.visitSingularStringField(value: self.keySha256, fieldNumber: 5)
+    }
+    if !self.coveredHashNow.isEmpty {
+      try visitor.visitSingularBytesField(value: self.coveredHashNow, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Audit_V1_SignedCheckpoint, rhs: Openshell_Audit_V1_SignedCheckpoint) -> Bool {
+    if lhs.seq != rhs.seq {return false}
+    if lhs.coversSeq != rhs.coversSeq {return false}
+    if lhs.chainHash != rhs.chainHash {return false}
+    if lhs.signature != rhs.signature {return false}
+    if lhs.keySha256 != rhs.keySha256 {return false}
+    if lhs.coveredHashNow != rhs.coveredHashNow {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Openshell_Audit_V1_VerifyLogResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".VerifyLogResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}head_seq\0\u{3}head_hash\0\u{1}ok\0\u{1}problem\0\u{3}first_bad_seq\0\u{1}checkpoints\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.headSeq) }()
+      case 2: try { try decoder.decodeSingularBytesField(value: &self.headHash) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.ok) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.problem) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.firstBadSeq) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.checkpoints) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.headSeq != 0 {
+      try visitor.visitSingularUInt64Field(value: self.headSeq, fieldNumber: 1)
+    }
+    if !self.headHash.isEmpty {
+      try visitor.visitSingularBytesField(value: self.headHash, fieldNumber: 2)
+    }
+    if self.ok != false {
+      try visitor.visitSingularBoolField(value: self.ok, fieldNumber: 3)
+    }
+    if !self.problem.isEmpty {
+      try visitor.visitSingularStringField(value: self.problem, fieldNumber: 4)
+    }
+    if self.firstBadSeq != 0 {
+      try visitor.visitSingularUInt64Field(value: self.firstBadSeq, fieldNumber: 5)
+    }
+    if !self.checkpoints.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.checkpoints, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Audit_V1_VerifyLogResponse, rhs: Openshell_Audit_V1_VerifyLogResponse) -> Bool {
+    if lhs.headSeq != rhs.headSeq {return false}
+    if lhs.headHash != rhs.headHash {return false}
+    if lhs.ok != rhs.ok {return false}
+    if lhs.problem != rhs.problem {return false}
+    if lhs.firstBadSeq != rhs.firstBadSeq {return false}
+    if lhs.checkpoints != rhs.checkpoints {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,51 @@
+import Foundation
+import Testing
+
+/// `openshell audit`, `audit verify`, `sandbox get --at` against a real daemon, and the signed checkpoints
+/// checked by `openshell-replay verify --public-key` (issue 12).
+@Suite("CLI audit", .serialized, .timeLimit(.minutes(10)))
+struct AuditCLITests {
+  @Test("audit lists and filters; audit verify and replay verify accept the gateway's key and refuse another")
+  func auditAndSignedCheckpoints() async throws {
+    let env = try CLIEnv("audit")
+    defer { env.cleanup() }
+    let port = freePort()
+    var r = try env.run(["gateway", "start", "--name", "aud", "--port", "\(port)"])
+    try #require(r.code == 0, "\(r)")
+    defer { _ = try? env.run(["gateway", "destroy", "--name", "aud", "--yes"]) }
+    r = try env.run(["provider", "create", "--name", "p1", "--type", "generic", "--credential", "TOKEN=v1"])
+    #expect(r.code == 0, "\(r)")
+
+    // The operator's copy of the public key, taken before anything could tamper with the data dir.
+    let keyCopy = env.root.appendingPathComponent("checkpoint.pub.pem").path
+    try FileManager.default.copyItem(atPath: env.dataDir("aud").appendingPathComponent("keys/audit-checkpoint.pub.pem").path, toPath: keyCopy)
+
+    r = try env.run(["audit", "--type", "provider.", "-o", "jsonl"])
+    #expect(r.code == 0, "\(r)")
+    let lines = r.out.split(separator: "\n")
+    #expect(lines.count == 1 && lines[0].contains("\"type\":\"provider.created\"") && lines[0].contains("p1"), "\(r)")
+    #expect(!r.out.contains("v1\""), "no credential value")
+    r = try env.run(["audit", "--since", "yesterday"])
+    #expect(r.code != 0 && r.err.contains("--since"), "\(r)")
+
+    // The start-up checkpoint already vouches for the log.
+    r = try env.run(["audit", "verify", "--public-key", keyCopy])
+    #expect(r.code == 0 && r.out.hasPrefix("OK: "), "\(r)")
+    let stranger = env.root.appendingPathComponent("stranger.pem").path
+    let gen = try env.run(["-c", "openssl genpkey -algorithm ed25519 | openssl pkey -pubout > \(stranger)"], binary: "/bin/sh")
+    try #require(gen.code == 0, "\(gen)")
+    r = try env.run(["audit", "verify", "--public-key", stranger])
+    #expect(r.code != 0 && r.err.contains("no checkpoint") && r.err.contains("by other keys"), "\(r)")
+    r = try env.run(["audit", "verify", "--public-key", "/nonexistent.pem"])
+    #expect(r.code != 0 && r.err.contains("/nonexistent.pem"), "\(r)")
+
+    // The same proof offline, from the data dir after a stop (the shutdown checkpoint covers the rest).
+    r = try env.run(["gateway", "stop", "--name", "aud"])
+    #expect(r.code == 0, "\(r)")
+    let log = env.dataDir("aud").appendingPathComponent("log").path
+    r = try env.replay(["verify", log, "--public-key", keyCopy])
+    #expect(r.code == 0 && r.out.contains("signed: ") && r.out.contains("vouched for by the key"), "\(r)")
+    r = try env.replay(["verify", log, "--public-key", stranger])
+    #expect(r.code != 0 && r.out.contains("FAILED"), "\(r)")
+  }
+}
