@@ -26,11 +26,9 @@ actor CheckpointSigner {
     self.interval = max(1, interval)
   }
 
-  /// Signs whenever `interval` records have been appended since the last checkpoint; polls the head seq
+  /// Signs whenever `interval` records (the start-up checkpoint is signed by `serve` before it listens) have been appended since the last checkpoint; polls the head seq
   /// every `poll` (a cheap read of the log's head) until cancelled.
   func run(poll: Duration = .milliseconds(500)) async {
-    // At start: vouch for everything recorded so far (after a crash, the records since the last checkpoint).
-    await signHead()
     while !Task.isCancelled {
       if store.log.headSeq >= lastCovered + interval { await signHead() }
       try? await Task.sleep(for: poll)

@@ -142,6 +142,8 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
     store: store,
     key: CheckpointKey.loadOrCreate(path: configuration.checkpointKeyPath ?? configuration.dataDirectory + "/keys/audit-checkpoint.key"),
     interval: configuration.checkpointInterval)
+  // Before serving: vouch for everything recorded so far (after a crash, the records since the last checkpoint).
+  await signer?.signHead()
   try await withThrowingTaskGroup(of: Bool.self) { group in
     group.addTask {
       try await server.run()
