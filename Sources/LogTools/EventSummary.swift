@@ -64,6 +64,10 @@ public enum EventSummary {
     case .inferenceBundlePublished(let e): return "bundle \(e.revision) routes \(e.routes.joined(separator: ","))"
     case .sshSessionCreated(let e): return "ssh session \(e.id) for sandbox \(e.sandboxID)"
     case .sshSessionRevoked(let e): return "ssh session \(e.id) revoked"
+    case .gatewayRestored(let e):
+      return "restored as gateway \(e.gatewayName) from \(e.source) (\(e.records) records)"
+        + (e.droppedSandboxes.isEmpty ? "" : "; dropped sandboxes \(e.droppedSandboxes.joined(separator: ","))")
+        + (e.failedSandboxes.isEmpty ? "" : "; marked failed \(e.failedSandboxes.joined(separator: ","))")
     case .auditCheckpoint(let e): return "checkpoint: records 1…\(e.coversSeq) signed by key \(e.keySha256.prefix(16))…"
     case .accessRefused(let e): return "refused \(e.count)× \(e.rpc) for \(e.identity) from \(e.peer): \(e.code) \(e.reason)"
     case .credentialsDisclosed(let e): return "credentials \(e.keys.joined(separator: ",")) of \(e.providers.joined(separator: ",")) to \(e.recipient) via \(e.rpc)"

@@ -32,6 +32,8 @@ extension GatewayState {
       g.registryUsername = e.registryUsername
       g.gatewayHosts = e.gatewayHosts
       gateway = g
+    case .gatewayRestored(let e):
+      if !e.gatewayName.isEmpty { gateway?.name = e.gatewayName }
     case .certificateIssued(let e):
       certificates[e.fingerprintSha256] = CertificateRecord(
         role: e.role, subject: e.subject, fingerprint: e.fingerprintSha256, serialHex: e.serialHex,

@@ -74,6 +74,7 @@ extension GatewayEvent {
     case .credentialsDisclosed: return "audit.credentials_disclosed"
     case .execStarted: return "exec.started"
     case .execEnded: return "exec.ended"
+    case .gatewayRestored: return "gateway.restored"
     }
   }
 
@@ -83,7 +84,7 @@ extension GatewayEvent {
   public var aggregate: AggregateRef {
     guard let kind else { return AggregateRef(kind: "unknown", id: "") }
     switch kind {
-    case .gatewayInitialized, .gatewayConfigured: return AggregateRef(kind: "gateway", id: "gateway")
+    case .gatewayInitialized, .gatewayConfigured, .gatewayRestored: return AggregateRef(kind: "gateway", id: "gateway")
     case .certificateIssued(let e): return AggregateRef(kind: "certificate", id: e.role == "sandbox" ? "sandbox:\(e.sandboxID)" : e.role)
     case .workspaceCreated(let e): return AggregateRef(kind: "workspace", id: e.name)
     case .workspaceDeleted(let e): return AggregateRef(kind: "workspace", id: e.name)

@@ -24,6 +24,9 @@ import Projections
 ///   master key (``SecretVault/importDataKeys(fromVaultAt:)``), so restored providers keep working; the
 ///   replaced log's `keys/` are copied into its archive. An exported archive file carries no key material:
 ///   providers with credentials are then named in a warning (they must be re-created).
+/// - The restore itself is an event (`gateway.restored`: the gateway name, the archive, the records taken,
+///   the sandboxes marked failed and those of the replaced log that the archive lacks, which are dropped and
+///   printed). The gateway records its current certificates at its next start.
 /// - PKI: the gateway's **current** `pki/` is kept, so clients holding its current bundle keep working.
 ///   Only when the data dir has no PKI yet (restoring into a new gateway) is the archived data dir's
 ///   `pki/` copied (its CA then comes back).
@@ -106,6 +109,7 @@ struct Restore: ParsableCommand {
       if let exported { try? fm.removeItem(at: exported) }
     }
     var failedSandboxes: [String] = []
+    var dropped: [String] = []
     var restoredProviders: [(name: String, dataKeyID: String, hasCredentials: Bool)] = []
     var restoredSandboxIDs: [String] = []
     do {
@@ -137,7 +141,16 @@ struct Restore: ParsableCommand {
         }))
         events.append(e.newEvent(actor: "openshell-replay restore", requestID: "restore-\(stamp)"))
       }
-      if !events.isEmpty { _ = try log.appendSync(events) }
+      // Sandboxes of the log being replaced that the archive does not have are dropped: say which.
+      dropped = Self.sandboxes(ofLogAt: logDir.path, excluding: Set(state.sandboxes.keys))
+      events.append(GatewayEvent(.gatewayRestored(.with {
+        $0.gatewayName = gateway
+        $0.source = source.path
+        $0.records = head
+        $0.droppedSandboxes = dropped
+        $0.failedSandboxes = failedSandboxes
+      })).newEvent(actor: "openshell-replay restore", requestID: "restore-\(stamp)"))
+      _ = try log.appendSync(events)
       restoredSandboxIDs = state.sandboxes.keys.sorted()
       restoredProviders = state.providers.values.sorted { $0.name < $1.name }.map { ($0.name, $0.dataKeyID, !$0.credentials.isEmpty) }
       print("restored \(head) records from \(source.path) (\(state.sandboxes.count) sandboxes, \(state.workspaces.count) workspaces, \(state.providers.count) providers)")
@@ -227,7 +240,17 @@ struct Restore: ParsableCommand {
       try fm.copyItem(at: sourceConfig, to: data.appendingPathComponent("gateway.json"))
     }
     for s in failedSandboxes { print("sandbox \(s): marked failed (NotResumedAfterRestore)") }
+    for s in dropped { print("sandbox \(s): dropped (created after the archive; its directory is kept with the previous log)") }
     print("gateway '\(gateway)' restored; start it with: openshell gateway start --name \(gateway)")
+  }
+
+  /// `workspace/name` of the sandboxes in the log at `path` whose ids are not in `excluding` (empty when
+  /// there is no such log or it cannot be read: a damaged log being replaced names nothing).
+  static func sandboxes(ofLogAt path: String, excluding: Set<String>) -> [String] {
+    guard FileManager.default.fileExists(atPath: path + "/data.mdb"), let log = try? openLog(path, readOnly: true) else { return [] }
+    defer { log.close() }
+    guard let state = try? StateLoader.replay(log) else { return [] }
+    return state.sandboxes.values.filter { !excluding.contains($0.id) }.map { "\($0.workspace)/\($0.name)" }.sorted()
   }
 
   static func stamp() -> String {

@@ -50,6 +50,18 @@ public struct GatewayPKI: Sendable {
   /// `<directory>/client.key` (0600): the operator client key.
   public var clientKeyPath: String { Self.path(directory, "client.key") }
 
+  /// The CA, server and operator certificates this gateway uses now (whether issued this start or
+  /// earlier, e.g. by another gateway whose log was restored here), described for the log.
+  /// - Throws: when a certificate file cannot be read or parsed.
+  public func certificatesInUse() throws -> [CertificateIssuance] {
+    let client = try Certificate(pemEncoded: PKIFileStore.read(clientCertificatePath))
+    return [
+      try CertificateFactory.describe(caCertificate, role: .certificateAuthority),
+      try CertificateFactory.describe(serverCertificate, role: .server),
+      try CertificateFactory.describe(client, role: .operator),
+    ]
+  }
+
   /// Loads the PKI from `directory`, creating whatever is missing.
   ///
   /// - First start: creates the directory (0700), the CA, the server certificate and the operator

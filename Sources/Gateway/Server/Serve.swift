@@ -217,7 +217,11 @@ func recordStartup(store: GatewayStore, configuration c: GatewayConfiguration, p
     || g!.registryUsername != configured.registryUsername || g!.gatewayHosts != configured.gatewayHosts {
     events.append(GatewayEvent(.gatewayConfigured(configured)))
   }
-  for issuance in pki.issuedThisStart where state.certificates[issuance.fingerprintSHA256] == nil {
+  // Every certificate in use that the log does not know: those issued this start, and after a restore the
+  // current PKI, which the restored log has never seen.
+  let inUse = (try? pki.certificatesInUse()) ?? pki.issuedThisStart
+  for issuance in Set(inUse + pki.issuedThisStart) .sorted(by: { $0.notBefore < $1.notBefore || ($0.notBefore == $1.notBefore && $0.role.rawValue < $1.role.rawValue) })
+  where state.certificates[issuance.fingerprintSHA256] == nil {
     events.append(GatewayEvent(.certificateIssued(.with {
       $0.role = issuance.role.rawValue
       $0.subject = issuance.subject

@@ -751,6 +751,32 @@ public nonisolated struct Openshell_Events_V1_SshSessionRevoked: Sendable {
   public init() {}
 }
 
+/// `openshell-replay restore` rebuilt this gateway from an archive; appended to the restored log.
+public nonisolated struct Openshell_Events_V1_GatewayRestored: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// the gateway the log now belongs to
+  public var gatewayName: String = String()
+
+  /// the archive it came from (path)
+  public var source: String = String()
+
+  /// records taken from the archive
+  public var records: UInt64 = 0
+
+  /// workspace/name of sandboxes of the replaced log that the archive lacks
+  public var droppedSandboxes: [String] = []
+
+  /// restored sandboxes marked failed (NotResumedAfterRestore)
+  public var failedSandboxes: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// A signed checkpoint (issue 12): the gateway's Ed25519 key signs "seq covers_seq has chain hash
 /// chain_hash" (message layout: LogTools/CheckpointSignature.swift). Changes no projection state.
 public nonisolated struct Openshell_Events_V1_AuditCheckpoint: Sendable {
@@ -1221,6 +1247,14 @@ public nonisolated struct Openshell_Events_V1_GatewayEvent: Sendable {
     set {kind = .execEnded(newValue)}
   }
 
+  public var gatewayRestored: Openshell_Events_V1_GatewayRestored {
+    get {
+      if case .gatewayRestored(let v)? = kind {return v}
+      return Openshell_Events_V1_GatewayRestored()
+    }
+    set {kind = .gatewayRestored(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -1267,6 +1301,7 @@ public nonisolated struct Openshell_Events_V1_GatewayEvent: Sendable {
     case credentialsDisclosed(Openshell_Events_V1_CredentialsDisclosed)
     case execStarted(Openshell_Events_V1_ExecStarted)
     case execEnded(Openshell_Events_V1_ExecEnded)
+    case gatewayRestored(Openshell_Events_V1_GatewayRestored)
 
   }
 
@@ -2986,6 +3021,56 @@ nonisolated extension Openshell_Events_V1_SshSessionRevoked: SwiftProtobuf.Messa
   }
 }
 
+nonisolated extension Openshell_Events_V1_GatewayRestored: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GatewayRestored"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gateway_name\0\u{1}source\0\u{1}records\0\u{3}dropped_sandboxes\0\u{3}failed_sandboxes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.gatewayName) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.source) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.records) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.droppedSandboxes) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.failedSandboxes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.gatewayName.isEmpty {
+      try visitor.visitSingularStringField(value: self.gatewayName, fieldNumber: 1)
+    }
+    if !self.source.isEmpty {
+      try visitor.visitSingularStringField(value: self.source, fieldNumber: 2)
+    }
+    if self.records != 0 {
+      try visitor.visitSingularUInt64Field(value: self.records, fieldNumber: 3)
+    }
+    if !self.droppedSandboxes.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.droppedSandboxes, fieldNumber: 4)
+    }
+    if !self.failedSandboxes.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.failedSandboxes, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Events_V1_GatewayRestored, rhs: Openshell_Events_V1_GatewayRestored) -> Bool {
+    if lhs.gatewayName != rhs.gatewayName {return false}
+    if lhs.source != rhs.source {return false}
+    if lhs.records != rhs.records {return false}
+    if lhs.droppedSandboxes != rhs.droppedSandboxes {return false}
+    if lhs.failedSandboxes != rhs.failedSandboxes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Openshell_Events_V1_AuditCheckpoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AuditCheckpoint"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}covers_seq\0\u{3}chain_hash\0\u{1}signature\0\u{3}key_sha256\0")
@@ -3243,7 +3328,7 @@ nonisolated extension Openshell_Events_V1_ExecEnded: SwiftProtobuf.Message, Swif
 
 nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GatewayEvent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gateway_initialized\0\u{3}gateway_configured\0\u{3}certificate_issued\0\u{4}\u{7}workspace_created\0\u{3}workspace_deleted\0\u{4}\u{4}sandbox_template_created\0\u{3}sandbox_template_deleted\0\u{4}\u{4}sandbox_requested\0\u{3}sandbox_provisioning\0\u{3}sandbox_ready\0\u{3}sandbox_failed\0\u{3}sandbox_stopping\0\u{3}sandbox_stopped\0\u{3}sandbox_starting\0\u{3}sandbox_deleting\0\u{3}sandbox_deleted\0\u{3}sandbox_main_process_exited\0\u{3}sandbox_condition_set\0\u{3}sandbox_network_denials\0\u{4}\u{9}provider_created\0\u{3}provider_updated\0\u{3}provider_credential_rotated\0\u{3}provider_deleted\0\u{3}sandbox_provider_attached\0\u{3}sandbox_provider_detached\0\u{4}\u{5}policy_revision_submitted\0\u{3}policy_revision_loaded\0\u{3}policy_revision_failed\0\u{3}policy_revision_superseded\0\u{3}global_policy_set\0\u{3}global_policy_deleted\0\u{4}\u{5}setting_set\0\u{3}setting_deleted\0\u{4}\u{9}inference_route_set\0\u{3}inference_route_deleted\0\u{3}inference_bundle_published\0\u{4}\u{8}ssh_session_created\0\u{3}ssh_session_revoked\0\u{4}\u{9}audit_checkpoint\0\u{3}access_refused\0\u{3}credentials_disclosed\0\u{3}exec_started\0\u{3}exec_ended\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gateway_initialized\0\u{3}gateway_configured\0\u{3}certificate_issued\0\u{4}\u{7}workspace_created\0\u{3}workspace_deleted\0\u{4}\u{4}sandbox_template_created\0\u{3}sandbox_template_deleted\0\u{4}\u{4}sandbox_requested\0\u{3}sandbox_provisioning\0\u{3}sandbox_ready\0\u{3}sandbox_failed\0\u{3}sandbox_stopping\0\u{3}sandbox_stopped\0\u{3}sandbox_starting\0\u{3}sandbox_deleting\0\u{3}sandbox_deleted\0\u{3}sandbox_main_process_exited\0\u{3}sandbox_condition_set\0\u{3}sandbox_network_denials\0\u{4}\u{9}provider_created\0\u{3}provider_updated\0\u{3}provider_credential_rotated\0\u{3}provider_deleted\0\u{3}sandbox_provider_attached\0\u{3}sandbox_provider_detached\0\u{4}\u{5}policy_revision_submitted\0\u{3}policy_revision_loaded\0\u{3}policy_revision_failed\0\u{3}policy_revision_superseded\0\u{3}global_policy_set\0\u{3}global_policy_deleted\0\u{4}\u{5}setting_set\0\u{3}setting_deleted\0\u{4}\u{9}inference_route_set\0\u{3}inference_route_deleted\0\u{3}inference_bundle_published\0\u{4}\u{8}ssh_session_created\0\u{3}ssh_session_revoked\0\u{4}\u{9}audit_checkpoint\0\u{3}access_refused\0\u{3}credentials_disclosed\0\u{3}exec_started\0\u{3}exec_ended\0\u{3}gateway_restored\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3810,6 +3895,19 @@ nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, S
           self.kind = .execEnded(v)
         }
       }()
+      case 95: try {
+        var v: Openshell_Events_V1_GatewayRestored?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .gatewayRestored(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .gatewayRestored(v)
+        }
+      }()
       default: break
       }
     }
@@ -3992,6 +4090,10 @@ nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, S
     case .execEnded?: try {
       guard case .execEnded(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 94)
+    }()
+    case .gatewayRestored?: try {
+      guard case .gatewayRestored(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 95)
     }()
     case nil: break
     }
