@@ -219,9 +219,9 @@ func recordStartup(store: GatewayStore, configuration c: GatewayConfiguration, p
   }
   // Every certificate in use that the log does not know: those issued this start, and after a restore the
   // current PKI, which the restored log has never seen.
-  let inUse = (try? pki.certificatesInUse()) ?? pki.issuedThisStart
-  for issuance in Set(inUse + pki.issuedThisStart) .sorted(by: { $0.notBefore < $1.notBefore || ($0.notBefore == $1.notBefore && $0.role.rawValue < $1.role.rawValue) })
-  where state.certificates[issuance.fingerprintSHA256] == nil {
+  let issued = Set(pki.issuedThisStart.map(\.fingerprintSHA256))
+  let inUse = ((try? pki.certificatesInUse()) ?? []).filter { !issued.contains($0.fingerprintSHA256) }
+  for issuance in pki.issuedThisStart + inUse where state.certificates[issuance.fingerprintSHA256] == nil {
     events.append(GatewayEvent(.certificateIssued(.with {
       $0.role = issuance.role.rawValue
       $0.subject = issuance.subject
