@@ -5,12 +5,15 @@ import NIOPosix
 /// Reads one request head, has it admitted, then splices the client to the upstream connection.
 final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
   typealias InboundIn = ByteBuffer
+  typealias InboundOut = ByteBuffer
   typealias OutboundOut = ByteBuffer
   static let maxHead = 64 * 1024
 
   let proxy: PolicyProxy
   private var buffered: ByteBuffer?
   private var deciding = false
+  /// The request head as read (an inspected absolute-form request is parsed again by the HTTP decoder).
+  private var rawHead = ""
 
   init(proxy: PolicyProxy) { self.proxy = proxy }
 
@@ -41,6 +44,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     }
     let headText = String(decoding: view[view.startIndex..<(view.startIndex + end)], as: UTF8.self)
     buffered!.moveReaderIndex(forwardBy: end + 4)
+    rawHead = headText + "\r\n\r\n"
     let head: ProxyRequestHead
     do { head = try ProxyRequestHead.parse(headText) } catch ProxyRequestHead.ParseError.malformed(let why) {
       respond(context, 400, "Bad Request", "openshell: \(why)")
@@ -62,6 +66,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       case .success(let admission):
         switch admission.verdict {
         case .failure(let denied): self.deny(context, head, denied)
+        case .success(let ok) where ok.inspection != nil: self.inspect(context, head, ok.addresses, ok.generation, ok.binary)
         case .success(let ok): self.connect(context, head, ok.addresses, ok.generation, ok.binary)
         }
       }
@@ -93,6 +98,38 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: response))).assumeIsolated().whenComplete { _ in
       context.close(promise: nil)
     }
+  }
+
+  /// Hands an admitted connection to L7 inspection (``InspectedConnection``): a CONNECT is answered
+  /// `200` and its tunnel sniffed for TLS; an absolute-form request is fed to the HTTP decoder again.
+  private func inspect(_ context: ChannelHandlerContext, _ head: ProxyRequestHead, _ addresses: [IPAddress], _ generation: UInt64, _ binary: CallerBinary) {
+    let client = context.channel
+    guard client.isActive else { return }
+    if head.isConnect, proxy.tls == nil {
+      return deny(context, head, PolicyProxy.Denied(binary: binary, reason: "TLS termination is unavailable in this sandbox (see its log): an L7 endpoint is never tunnelled uninspected (fail closed)"))
+    }
+    let policy = proxy.policy
+    let id = policy.opened(.init(host: head.host, port: head.port, binary: binary, addresses: addresses, channels: [client]), generation: generation)
+    client.closeFuture.whenComplete { _ in policy.closed(id) }
+    let target = InspectedTarget(host: head.host, port: head.port, addresses: addresses, binary: binary, tls: false)
+    var feed = client.allocator.buffer(capacity: 0)
+    do {
+      if head.isConnect {
+        context.writeAndFlush(wrapOutboundOut(client.allocator.buffer(string: "HTTP/1.1 200 Connection Established\r\n\r\n")), promise: nil)
+        try InspectedConnection.startTunnel(client, proxy: proxy, target: target)
+      } else {
+        try InspectedConnection.startPlain(client, proxy: proxy, target: target)
+        feed.writeString(rawHead)
+      }
+    } catch {
+      client.close(promise: nil)
+      return
+    }
+    if var rest = buffered { feed.writeBuffer(&rest) }
+    buffered = nil
+    if feed.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(feed)) }
+    context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    client.setOption(.autoRead, value: true).whenComplete { _ in }
   }
 
   private func connect(_ context: ChannelHandlerContext, _ head: ProxyRequestHead, _ addresses: [IPAddress], _ generation: UInt64, _ binary: CallerBinary) {
