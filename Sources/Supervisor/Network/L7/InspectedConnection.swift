@@ -1,16 +1,29 @@
 import NIOCore
 import NIOHTTP1
 import NIOSSL
+import OpenShellAPI
 
 /// Where an inspected connection goes, fixed when its CONNECT (or absolute-form request) was admitted.
 struct InspectedTarget: Sendable {
+  /// The upstream host and port (for policy endpoints, the CONNECT target).
   var host: String
   var port: Int
   /// The addresses the SSRF guard checked; the upstream dial uses exactly these.
   var addresses: [IPAddress]
-  var binary: CallerBinary
-  /// TLS towards the upstream (the client spoke TLS inside the tunnel).
+  /// The calling binary (nil only for `inference.local`, which no policy governs, when unidentified).
+  var binary: CallerBinary?
+  /// TLS towards the upstream (for policy endpoints: the client spoke TLS inside the tunnel).
   var tls: Bool
+  /// The name the client asked for (the leaf presented to it is for this name).
+  var clientHost: String
+  /// Set for `inference.local`: requests go to this route instead of being decided by the policy.
+  var inference: InferenceTarget?
+}
+
+/// The inference route an `inference.local` connection forwards to.
+struct InferenceTarget: Sendable {
+  var route: Openshell_Inference_V1_ResolvedRoute
+  var endpoint: InferenceRouter.Endpoint
 }
 
 /// Turns an admitted client connection into an inspected one (enforcement-and-ssh.md §1.4, row
@@ -74,17 +87,20 @@ final class TLSSniffHandler: ChannelInboundHandler, RemovableChannelHandler {
     guard buffer.readableBytes > 0 else { return }
     configured = true
     var t = target
-    t.tls = Self.looksLikeTLS(buffer)
+    let clientTLS = Self.looksLikeTLS(buffer)
+    if t.inference == nil { t.tls = clientTLS }
     do {
       var handlers: [ChannelHandler] = []
-      if t.tls {
+      if clientTLS {
         guard let tls = proxy.tls else { throw TLSSetupError(message: "TLS termination is unavailable") }
-        handlers.append(NIOSSLServerHandler(context: try tls.ca.serverContext(for: target.host)))
+        handlers.append(NIOSSLServerHandler(context: try tls.ca.serverContext(for: target.clientHost)))
+      } else if t.inference != nil {
+        throw TLSSetupError(message: "inference.local is served over HTTPS only")
       }
       handlers += InspectedConnection.httpHandlers(proxy: proxy, target: t)
       try context.pipeline.syncOperations.addHandlers(handlers)
     } catch {
-      proxy.onDenied(.init(method: "CONNECT", host: target.host, port: target.port, binary: target.binary, reason: "cannot inspect the tunnel: \(error)"))
+      proxy.onDenied(.init(method: "CONNECT", host: target.clientHost, port: target.port, binary: target.binary, reason: "cannot inspect the tunnel: \(error)"))
       context.close(promise: nil)
       return
     }

@@ -28,6 +28,8 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
   enum State {
     case idle, forwarding, awaitingResponse, closing
     case rejecting(Rejection)
+    /// An inference request whose body is collected, rewritten, then sent.
+    case buffering(HTTPRequestHead, ByteBuffer)
   }
 
   let proxy: PolicyProxy
@@ -70,6 +72,46 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
   private func handle(_ part: HTTPServerRequestPart) {
     switch (part, state) {
+    case (.head(let head), .idle) where target.inference != nil:
+      closeAfterResponse = !head.isKeepAlive
+      responseStarted = false
+      let inference = target.inference!
+      switch InferenceRouter.admit(head, route: inference.route, endpoint: inference.endpoint) {
+      case .failure(let r):
+        report(head.method.rawValue, r.message)
+        state = .rejecting(r)
+      case .success(let (forwarded, rewrite)):
+        if rewrite {
+          state = .buffering(forwarded, context!.channel.allocator.buffer(capacity: 0))
+        } else {
+          state = .forwarding
+          upstreamConnection().send(.head(forwarded))
+        }
+      }
+    case (.body(var bytes), .buffering(let head, var body)):
+      guard body.readableBytes + bytes.readableBytes <= InferenceRouter.maxBody else {
+        let r = Rejection(status: .payloadTooLarge, message: "openshell: inference.local: request body over \(InferenceRouter.maxBody) bytes")
+        report(head.method.rawValue, r.message)
+        state = .rejecting(r)
+        return
+      }
+      body.writeBuffer(&bytes)
+      state = .buffering(head, body)
+    case (.end(let trailers), .buffering(var head, let body)):
+      do {
+        let rewritten = try InferenceRouter.rewriteBody(body, model: target.inference!.route.modelID)
+        head.headers.replaceOrAdd(name: "content-length", value: "\(rewritten.readableBytes)")
+        state = .awaitingResponse
+        let u = upstreamConnection()
+        u.send(.head(head))
+        u.send(.body(.byteBuffer(rewritten)))
+        u.send(.end(trailers))
+      } catch let r as Rejection {
+        report(head.method.rawValue, r.message)
+        respondAndClose(r.status, r.message)
+      } catch {
+        respondAndClose(.internalServerError, "openshell: inference.local: \(error)")
+      }
     case (.head(let head), .idle):
       closeAfterResponse = !head.isKeepAlive
       responseStarted = false
@@ -89,6 +131,11 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
   }
 
+  /// Records an inference.local refusal as a denial (policy refusals are recorded by ``L7Admission``).
+  private func report(_ method: String, _ message: String) {
+    proxy.onDenied(.init(method: method, host: target.clientHost, port: 443, binary: target.binary, reason: message))
+  }
+
   private func upstreamConnection() -> L7Upstream {
     if let upstream { return upstream }
     let u = L7Upstream(client: self, proxy: proxy, target: target, loop: context!.eventLoop)
@@ -100,7 +147,7 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
   private var wantsRead: Bool {
     switch state {
-    case .idle, .rejecting: return true
+    case .idle, .rejecting, .buffering: return true
     case .forwarding: return upstream?.isWritable ?? true
     case .awaitingResponse, .closing: return false
     }
