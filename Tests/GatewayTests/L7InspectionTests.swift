@@ -115,6 +115,21 @@ struct L7InspectionTests {
           #expect(pyLines[2].hasPrefix("(403,") && pyLines[2].contains("POST /v1/admin not permitted by policy (network policy api, L7)"), "\(pyLines[2])")
         }
 
+        // `Expect: 100-continue`: the upstream's 100 reaches the client before it sends the body.
+        let expect = try await c.exec("l7a", ["/usr/bin/python3", "-c", """
+          import os, socket, ssl
+          ph, pp = os.environ['HTTPS_PROXY'][7:].rsplit(':', 1)
+          s = socket.create_connection((ph, int(pp)), timeout=5)
+          s.sendall(b'CONNECT api.l7.test:\(p) HTTP/1.1\\r\\nHost: api.l7.test:\(p)\\r\\n\\r\\n')
+          assert b' 200 ' in s.recv(4096)
+          t = ssl.create_default_context().wrap_socket(s, server_hostname='api.l7.test')
+          t.sendall(b'POST /v1/items HTTP/1.1\\r\\nHost: api.l7.test\\r\\nContent-Length: 5\\r\\nExpect: 100-continue\\r\\n\\r\\n')
+          print(t.recv(4096).split(b'\\r\\n')[0].decode())
+          t.sendall(b'hello')
+          print(t.recv(4096).split(b'\\r\\n')[0].decode())
+          """])
+        #expect(expect.out == "HTTP/1.1 100 Continue\nHTTP/1.1 200 OK\n", "\(expect.out) \(expect.err)")
+
         // Denied: a method the rules do not list, a deny rule, a path escaping /v1 by dot segments.
         for (args, reason) in [
           (["-X", "DELETE", base + "/v1/items"], "DELETE /v1/items not permitted by policy"),

@@ -184,13 +184,9 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if closeAfterResponse { head.headers.replaceOrAdd(name: "connection", value: "close") }
       }
       context.write(wrapOutboundOut(.head(head)), promise: nil)
+      if informational { context.flush() }
     case .body(let bytes): context.write(wrapOutboundOut(.body(.byteBuffer(bytes))), promise: nil)
     case .end(let trailers):
-      if informational {
-        informational = false
-        context.flush()
-        return
-      }
       let channel = context.channel
       if closeAfterResponse {
         state = .closing

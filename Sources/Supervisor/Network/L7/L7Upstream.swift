@@ -52,7 +52,9 @@ final class L7Upstream {
         let name = IPAddress(target.host) == nil ? target.host : nil
         try sync.addHandler(try NIOSSLClientHandler(context: tls.upstream, serverHostname: name))
       }
-      try sync.addHTTPClientHandlers()
+      // Informational responses (100 Continue) are forwarded, so a client waiting for one is not stalled.
+      try sync.addHandler(HTTPRequestEncoder())
+      try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .forward)))
       let handler = L7UpstreamHandler(owner: self)
       try sync.addHandler(handler)
       self.handler = handler

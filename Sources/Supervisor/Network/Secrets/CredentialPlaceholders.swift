@@ -44,9 +44,21 @@ enum CredentialPlaceholders {
     return (out, true)
   }
 
+  /// A resolved header value would contain CR, LF or NUL (it could forge headers): refused.
+  struct UnsafeValue: Error, CustomStringConvertible {
+    var header: String
+    var description: String { "the credential for header \(header) contains a line break or NUL; refused" }
+  }
+
   /// Resolves a header value; `Basic` credentials are decoded, resolved and re-encoded.
-  /// - Throws: ``Unresolved``.
+  /// - Throws: ``Unresolved``, ``UnsafeValue``.
   static func resolveHeader(name: String, value: String, _ values: [String: String]) throws -> String {
+    let resolved = try resolveHeaderValue(name: name, value: value, values)
+    guard !resolved.utf8.contains(where: { $0 == 13 || $0 == 10 || $0 == 0 }) else { throw UnsafeValue(header: name) }
+    return resolved
+  }
+
+  private static func resolveHeaderValue(name: String, value: String, _ values: [String: String]) throws -> String {
     let lower = name.lowercased()
     if lower == "authorization" || lower == "proxy-authorization", value.lowercased().hasPrefix("basic ") {
       let encoded = value.dropFirst(6).trimmingCharacters(in: .whitespaces)
