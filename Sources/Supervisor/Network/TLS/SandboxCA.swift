@@ -11,12 +11,16 @@ import X509
 /// written for the workload to trust (``writeTrustFiles(directory:systemBundle:)``).
 ///
 /// For each host a workload reaches through an inspected CONNECT, the proxy presents a leaf for that
-/// host signed by this CA (``serverContext(for:)``: P-256, SAN = the host, valid 1 day back-dated by 1
-/// hour, cached for at most ``maxCachedHosts`` hosts; the cache is emptied when full, as upstream does).
+/// host signed by this CA (``serverContext(for:)``: P-256, SAN = the host, valid 30 days back-dated by 1
+/// hour, reused for at most ``leafReuse`` and for at most ``maxCachedHosts`` hosts; the cache is emptied
+/// when full, as upstream does). The CA is valid 10 years (upstream's never expires in practice): a
+/// long-running sandbox never sees it lapse.
 final class SandboxCA: Sendable {
   static let commonName = "OpenShell Sandbox CA"
   static let organization = "OpenShell"
   static let maxCachedHosts = 256
+  /// How long a host's leaf is reused before a fresh one is made (well inside its 30-day validity).
+  static let leafReuse: TimeInterval = 86400
 
   /// File names in the trust directory (upstream's): the CA alone (`NODE_EXTRA_CA_CERTS`, additive) and
   /// the system roots followed by the CA (`SSL_CERT_FILE` and the others, which replace the defaults).
@@ -31,9 +35,9 @@ final class SandboxCA: Sendable {
   let certificate: Certificate
   let certificatePEM: String
   private let key: P256.Signing.PrivateKey
-  private let contexts = Mutex<[String: NIOSSLContext]>([:])
+  private let contexts = Mutex<[String: (context: NIOSSLContext, made: Date)]>([:])
 
-  /// Generates a fresh CA (P-256, CA:TRUE path length 0, keyCertSign/cRLSign, valid 30 days).
+  /// Generates a fresh CA (P-256, CA:TRUE path length 0, keyCertSign/cRLSign, valid 10 years).
   /// - Throws: when the certificate cannot be built or encoded (not expected).
   init(now: Date = Date()) throws {
     let key = P256.Signing.PrivateKey()
@@ -49,7 +53,7 @@ final class SandboxCA: Sendable {
     }
     certificate = try Certificate(
       version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: privateKey.publicKey,
-      notValidBefore: now - 3600, notValidAfter: now + 30 * 86400, issuer: name, subject: name,
+      notValidBefore: now - 3600, notValidAfter: now + 3650 * 86400, issuer: name, subject: name,
       signatureAlgorithm: .ecdsaWithSHA256, extensions: extensions, issuerPrivateKey: privateKey)
     certificatePEM = try certificate.serializeAsPEM().pemString + "\n"
     self.key = key
@@ -85,7 +89,8 @@ final class SandboxCA: Sendable {
   /// The server-side TLS context presenting a leaf for `host` (DNS name or IP literal), ALPN http/1.1.
   /// - Throws: when the leaf cannot be made or loaded.
   func serverContext(for host: String) throws -> NIOSSLContext {
-    if let c = contexts.withLock({ $0[host] }) { return c }
+    let now = Date()
+    if let c = contexts.withLock({ $0[host] }), now.timeIntervalSince(c.made) < Self.leafReuse { return c.context }
     let (leaf, leafKey) = try makeLeaf(host)
     var config = TLSConfiguration.makeServerConfiguration(
       certificateChain: [.certificate(leaf), .certificate(try NIOSSLCertificate(bytes: Array(certificatePEM.utf8), format: .pem))],
@@ -94,7 +99,7 @@ final class SandboxCA: Sendable {
     let context = try NIOSSLContext(configuration: config)
     contexts.withLock {
       if $0.count >= Self.maxCachedHosts { $0.removeAll() }
-      $0[host] = context
+      $0[host] = (context, now)
     }
     return context
   }
@@ -120,7 +125,7 @@ final class SandboxCA: Sendable {
     let subject = try DistinguishedName { CommonName(String(host.prefix(64))) }
     let leaf = try Certificate(
       version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: publicKey,
-      notValidBefore: now - 3600, notValidAfter: now + 86400, issuer: certificate.subject, subject: subject,
+      notValidBefore: now - 3600, notValidAfter: now + 30 * 86400, issuer: certificate.subject, subject: subject,
       signatureAlgorithm: .ecdsaWithSHA256, extensions: extensions, issuerPrivateKey: Certificate.PrivateKey(key))
     let pem = try leaf.serializeAsPEM().pemString
     return (
