@@ -61,7 +61,7 @@ public enum SandboxProtocol {
   /// (`openshell-ca.pem`) and the system roots plus that CA (`ca-bundle.pem`) there at every start.
   /// OpenShell uses `/etc/openshell-tls`; our sandboxes see the host's `/etc` read-only, so it is here
   /// (not under `/run`, which stays 0700 so that workloads cannot even list `/run/openshell`).
-  public static let trustDirectory = "/var/lib/openshell-tls"
+  public static let trustDirectory = ConfinementPlan.trustDirectory
   /// Extra roots the proxy trusts for upstream TLS besides the system ones (PEM), when the operator
   /// configured some (`GatewayConfiguration.upstreamTrustFile`); absent otherwise.
   public static let upstreamTrustFile = credentialsDirectory + "/upstream-ca.pem"
