@@ -123,6 +123,10 @@ let package = Package(
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        .product(name: "X509", package: "swift-certificates"),
+        .product(name: "SwiftASN1", package: "swift-asn1"),
         .product(name: "Crypto", package: "swift-crypto"),
       ]),
 
@@ -221,6 +225,8 @@ let package = Package(
       dependencies: [
         "Gateway", "OpenShellAPI", "SandboxProtocol", "SandboxConfinement", "PolicyKit", "LogTools",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "X509", package: "swift-certificates"),
+        .product(name: "Crypto", package: "swift-crypto"),
       ]),
     .testTarget(name: "PolicyKitTests", dependencies: ["PolicyKit", "OpenShellAPI"]),
     .testTarget(

@@ -8,6 +8,11 @@
 /// those sections is refused by the gateway; `sandbox stop` + `sandbox start` applies a new one. Because
 /// the plan is part of the launch description, no workload can start before it is known (fail closed).
 public struct ConfinementPlan: Codable, Sendable, Equatable {
+  /// The sandbox's trust directory (the proxy's CA certificate and bundle), which the driver adds to
+  /// every plan's `readOnly` beyond the policy's paths (OpenShell's baseline enrichment). It never
+  /// counts as a policy path: a policy none of whose own paths opens is still refused.
+  public static let trustDirectory = "/var/lib/openshell-tls"
+
   /// The workload user: name shown by `id`/`whoami` (the policy's `process.run_as_user`, always
   /// `sandbox`), host uid/gid and supplementary groups. nil uid/gid: the supervisor does not run as
   /// root (rootless gateway), so the workload keeps the supervisor's own (unprivileged) user.

@@ -72,7 +72,7 @@ public struct LandlockRuleset {
         Glibc.close(fd)
         throw Launcher.Failure("landlock_add_rule(\(path)): \(String(cString: strerror(-r)))")
       }
-      added += 1
+      if path != ConfinementPlan.trustDirectory { added += 1 }
     }
     guard added > 0 else {
       Glibc.close(fd)

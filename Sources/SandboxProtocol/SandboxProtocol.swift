@@ -56,6 +56,15 @@ public enum SandboxProtocol {
   /// Where the driver bind-mounts the sandbox's network namespace file (nsfs) inside the sandbox; the
   /// supervisor enters it (setns) for every workload process. Its own process stays on the host side.
   public static let networkNamespaceMount = "/run/openshell-netns"
+  /// Where the sandbox's trust files live (a directory the driver bind-mounts writable for the
+  /// supervisor, readable by workloads): the supervisor writes its ephemeral CA's certificate
+  /// (`openshell-ca.pem`) and the system roots plus that CA (`ca-bundle.pem`) there at every start.
+  /// OpenShell uses `/etc/openshell-tls`; our sandboxes see the host's `/etc` read-only, so it is here
+  /// (not under `/run`, which stays 0700 so that workloads cannot even list `/run/openshell`).
+  public static let trustDirectory = ConfinementPlan.trustDirectory
+  /// Extra roots the proxy trusts for upstream TLS besides the system ones (PEM), when the operator
+  /// configured some (`GatewayConfiguration.upstreamTrustFile`); absent otherwise.
+  public static let upstreamTrustFile = credentialsDirectory + "/upstream-ca.pem"
   /// Port of the sandbox's policy proxy on the host side of its veth pair (OpenShell's default).
   public static let proxyPort: UInt16 = 3128
 

@@ -17,7 +17,8 @@ import Synchronization
 ///   *before* LOADED is reported, so `policy set --wait` returns only once the proxy enforces it.
 ///   Global policies are applied but never acknowledged, as OpenShell's;
 /// - the inference bundle arrives over `Inference/WatchInferenceBundle` (the current one, then each new
-///   revision); the routes are kept for the proxy (enforcement is the next wave).
+///   revision); the proxy serves `https://inference.local` with the `inference.local` route
+///   (``InferenceRouter``).
 final class ConfigAgent: Sendable {
   struct Active: Sendable {
     var version: UInt32 = 0

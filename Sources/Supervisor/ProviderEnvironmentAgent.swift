@@ -8,12 +8,12 @@ import Synchronization
 /// restart): fetched with `GetSandboxProviderEnvironment` at start and each time the
 /// `ConnectSupervisor` session is (re)accepted; in between, the gateway pushes
 /// `ConfigUpdate{provider_environment}` on the session when a provider the sandbox uses is rotated,
-/// updated, attached, detached or deleted. Every workload process started afterwards (exec, the main
-/// process) gets the current values in its environment; running processes keep theirs.
+/// updated, attached, detached or deleted.
 ///
-/// Departure from OpenShell: values are given to processes directly (OpenShell gives placeholders
-/// `openshell:resolve:env:<KEY>` that its HTTP proxy resolves; we have no proxy yet). Values are
-/// never logged: log lines name keys only.
+/// The values never enter the sandbox: every workload process gets ``placeholders``
+/// (`openshell:resolve:env:<KEY>`, ``CredentialPlaceholders``), and the policy proxy resolves them
+/// with the current ``values`` in the requests it inspects and allows — so a rotation reaches the very
+/// next request, also of processes already running. Values are never logged: log lines name keys only.
 final class ProviderEnvironmentAgent: Sendable {
   let config: SupervisorConfig
   let logs: LogPusher
@@ -35,8 +35,11 @@ final class ProviderEnvironmentAgent: Sendable {
     Self.current.withLock { $0 = self }
   }
 
-  /// The provider variables for a new workload process (empty before the first fetch).
+  /// The current provider values (for the proxy only; empty before the first fetch).
   static var values: [String: String] { current.withLock { $0 }?.state.withLock { $0.values } ?? [:] }
+
+  /// The provider variables for a new workload process: each key with its placeholder.
+  static var placeholders: [String: String] { CredentialPlaceholders.environment(values) }
 
   /// A pushed `ConfigUpdate` (from the session); updates without a provider environment are ignored.
   static func deliver(_ update: Openshell_V1_ConfigUpdate) {

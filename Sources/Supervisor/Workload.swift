@@ -38,7 +38,8 @@ final class Workload: Sendable {
     ]
     env.merge(launch.environment) { _, b in b }
     if let proxy = launch.proxyAddress { env.merge(Self.proxyEnvironment(proxy)) { _, b in b } }
-    env.merge(ProviderEnvironmentAgent.values) { _, b in b }
+    if let tls = NetworkEnforcement.trustFiles { env.merge(Self.trustEnvironment(ca: tls.ca, bundle: tls.bundle)) { _, b in b } }
+    env.merge(ProviderEnvironmentAgent.placeholders) { _, b in b }
     env.merge(extra) { _, b in b }
     return env
   }
@@ -51,6 +52,17 @@ final class Workload: Sendable {
     return [
       "HTTP_PROXY": url, "HTTPS_PROXY": url, "ALL_PROXY": url, "http_proxy": url, "https_proxy": url, "all_proxy": url,
       "grpc_proxy": url, "NO_PROXY": noProxy, "no_proxy": noProxy, "NODE_USE_ENV_PROXY": "1",
+    ]
+  }
+
+  /// The CA variables every workload gets once the sandbox CA exists, as OpenShell sets them
+  /// (upstream `child_env.rs`): the CA alone for the additive `NODE_EXTRA_CA_CERTS` and `DENO_CERT`;
+  /// the system roots plus the CA for `SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE` and
+  /// `GIT_SSL_CAINFO` (git built on GnuTLS ignores `SSL_CERT_FILE`).
+  static func trustEnvironment(ca: String, bundle: String) -> [String: String] {
+    [
+      "NODE_EXTRA_CA_CERTS": ca, "DENO_CERT": ca, "SSL_CERT_FILE": bundle, "REQUESTS_CA_BUNDLE": bundle,
+      "CURL_CA_BUNDLE": bundle, "GIT_SSL_CAINFO": bundle,
     ]
   }
 

@@ -36,7 +36,8 @@ import Testing
     try #require(r.code == 0, "\(r)")
     r = try env.run(["sandbox", "create", "withkey", "--no-keep", "--provider", "p1", "--", "printenv", "OPENAI_API_KEY"])
     #expect(r.code == 0, "\(r)")
-    #expect(r.out == canary + "\n", "the restored credential reaches the sandbox")
+    // The sandbox holds the placeholder (the proxy resolves it); its creation needed the decrypted value.
+    #expect(r.out == "openshell:resolve:env:OPENAI_API_KEY\n", "the restored credential reaches the sandbox's supervisor")
     // The workspace of a restored sandbox comes back from the archived data dir.
     r = try env.run(["sandbox", "start", "keeper"])
     #expect(r.code == 0, "\(r)")

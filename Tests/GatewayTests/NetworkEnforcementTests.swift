@@ -157,7 +157,7 @@ struct NetworkEnforcementTests {
     let up = try Upstream.start("http")
     defer { up.stop() }
     // Every name the proxy resolves here is in /etc/hosts: no DNS query leaves the machine.
-    let hosts = try TestHosts(["a.one.test", "a.b.deep.test"])
+    let hosts = try TestHosts(["a.one.test", "a.b.deep.test", "api.l7.test"])
     defer { hosts.remove() }
     try await withSandboxGateway { gw in
       let policy = try NetworkPolicies.policy(
@@ -213,8 +213,11 @@ struct NetworkEnforcementTests {
         #expect(raw.out.hasPrefix("HTTP/1.1 400"), "\(raw.out) \(raw.err)")
         let lines = gw.running.driver!.hub.logs.lines(try await c.get("net3").metadata.id, limit: 0).lines.map(\.message)
         #expect(!lines.contains { $0.unicodeScalars.contains { $0.value == 0x1b || $0.value == 0x0a } }, "\(lines)")
-        // L7 rules cannot be inspected yet: such an endpoint denies (fail closed), never tunnels uninspected.
-        #expect(try await fetch("http://api.l7.test:\(p)/hello.txt").contains("network policy l7 allows api.l7.test:\(p) only with L7 rules (protocol: rest), which this proxy cannot inspect yet: denied (fail closed)"))
+        // An absolute-form request to an L7 endpoint is inspected: read-only admits GET, refuses POST
+        // (which would otherwise reach the upstream: its answer to POST is 501).
+        #expect(try await fetch("http://api.l7.test:\(p)/hello.txt") == "hello-from-upstream\n")
+        let post = try await c.exec("net3", [Self.curl, "-sS", "-w", "\n%{http_code}", "-X", "POST", "-d", "x", "http://api.l7.test:\(p)/hello.txt"])
+        #expect(post.out.hasSuffix("\n403") && post.out.contains("POST /hello.txt not permitted by policy (network policy l7, L7)"), "\(post.out)")
       }
     }
   }

@@ -5,8 +5,9 @@ import GRPCNIOTransportHTTP2
 import OpenShellAPI
 import Testing
 
-/// Credentials reach only the sandboxes that attach the provider, through the real supervisor, and a
-/// rotation reaches a running sandbox without a restart.
+/// Credentials reach only the sandboxes that attach the provider, through the real supervisor, as
+/// placeholders (the values stay in the supervisor), and a change reaches a running sandbox without a
+/// restart.
 @Suite(.serialized) struct ProviderDeliveryTests {
   @Test func credentialsReachOnlyAttachedSandboxesAndRotationsArePushed() async throws {
     let gw = try await SandboxGateway.start()
@@ -24,25 +25,28 @@ import Testing
       try await c.wait("with-key", .ready)
       try await c.wait("without-key", .ready)
 
+      // The sandbox holds the placeholder, never the value (the proxy resolves it: L7InspectionTests).
       let seen = try await c.exec("with-key", ["sh", "-c", "printf %s \"$ANTHROPIC_API_KEY\""])
       #expect(seen.exitCode == 0)
-      #expect(seen.out == "sk-delivery-1")
+      #expect(seen.out == "openshell:resolve:env:ANTHROPIC_API_KEY")
+      let environ = try await c.exec("with-key", ["sh", "-c", "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c sk-delivery || true"])
+      #expect(environ.out == "0\n", "\(environ.out)")
       let unseen = try await c.exec("without-key", ["sh", "-c", "printf %s \"${ANTHROPIC_API_KEY:-unset}\""])
       #expect(unseen.out == "unset")
 
-      // Rotate (UpdateProvider with a new value for the key): new processes see it within 1 s.
-      _ = try await c.updateProvider(.with { $0.provider = .with { $0.metadata.name = "claude"; $0.credentials = ["ANTHROPIC_API_KEY": "sk-delivery-2"] } })
+      // A key added to the provider is pushed: new processes get its placeholder within 1 s.
+      _ = try await c.updateProvider(.with { $0.provider = .with { $0.metadata.name = "claude"; $0.credentials = ["CLAUDE_API_KEY": "sk-delivery-2"] } })
       let rotatedAt = ContinuousClock.now
       var latest = ""
       while ContinuousClock.now - rotatedAt < .seconds(3) {
-        latest = try await c.exec("with-key", ["sh", "-c", "printf %s \"$ANTHROPIC_API_KEY\""]).out
-        if latest == "sk-delivery-2" { break }
+        latest = try await c.exec("with-key", ["sh", "-c", "printf %s \"$CLAUDE_API_KEY\""]).out
+        if latest == "openshell:resolve:env:CLAUDE_API_KEY" { break }
         try await Task.sleep(for: .milliseconds(50))
       }
       let elapsed = ContinuousClock.now - rotatedAt
-      #expect(latest == "sk-delivery-2")
-      #expect(elapsed < .seconds(1), "rotation took \(elapsed)")
-      let stillUnset = try await c.exec("without-key", ["sh", "-c", "printf %s \"${ANTHROPIC_API_KEY:-unset}\""])
+      #expect(latest == "openshell:resolve:env:CLAUDE_API_KEY")
+      #expect(elapsed < .seconds(1), "the push took \(elapsed)")
+      let stillUnset = try await c.exec("without-key", ["sh", "-c", "printf %s \"${CLAUDE_API_KEY:-unset}\""])
       #expect(stillUnset.out == "unset")
     }
     await gw.stopEverything()

@@ -12,7 +12,9 @@ import SandboxProtocol
 /// runs inside the sandbox (through the proxy: a new connection and CONNECT per request, so every
 /// request pays the full decision — caller identification, policy, DNS/SSRF check, upstream dial) and on
 /// the host (directly). Reports p50/p99 of a small request and the throughput of a 100 MB download,
-/// side by side, in the same run.
+/// side by side, in the same run. The same through an L7-inspected endpoint (`protocol: rest`, the
+/// name `localhost`): every request is parsed, decided by the L7 rules and re-encoded by the proxy
+/// (plaintext HTTP inside the tunnel; TLS termination itself is not part of this figure).
 enum ProxyBench {
   static let bigBytes = 100 << 20
 
@@ -66,7 +68,9 @@ enum ProxyBench {
       process: {run_as_user: sandbox, run_as_group: sandbox}
       network_policies:
         bench:
-          endpoints: [{host: 127.0.0.1, port: \(port), allowed_ips: [127.0.0.1]}]
+          endpoints:
+            - {host: 127.0.0.1, port: \(port), allowed_ips: [127.0.0.1]}
+            - {host: localhost, port: \(port), allowed_ips: [127.0.0.1], protocol: rest, access: read-only}
           binaries: [{path: "/usr/bin/python3*"}]
       """).policy
     _ = try await c.createSandbox(.with { $0.name = "proxy-bench"; $0.spec = .with { $0.policy = policy }; $0.workspaceScope = ws })
@@ -78,6 +82,7 @@ enum ProxyBench {
     }
     let proxyAddress = try await execOut(c, ["/bin/sh", "-c", "printf %s \"$HTTP_PROXY\""]).replacingOccurrences(of: "http://", with: "")
     let viaProxy = try decode(try await execOut(c, ["/usr/bin/python3", "-c", client, "127.0.0.1", String(port), String(requests), proxyAddress]))
+    let inspected = try decode(try await execOut(c, ["/usr/bin/python3", "-c", client, "localhost", String(port), String(requests), proxyAddress]))
     let direct = try decode(try hostOut(["/usr/bin/python3", "-c", client, "127.0.0.1", String(port), String(requests)]))
     _ = try await c.deleteSandbox(.with { $0.name = "proxy-bench"; $0.workspaceScope = ws })
     while try await !c.listSandboxes(.with { $0.workspaceScope = ws }).sandboxes.isEmpty { try await Task.sleep(for: .milliseconds(50)) }
@@ -91,6 +96,9 @@ enum ProxyBench {
     let p99 = percentile(viaProxy.lat, 0.99) - percentile(direct.lat, 0.99)
     print(String(format: "added latency: p50 %.2f ms, p99 %.2f ms", p50, p99))
     print(String(format: "100 MB download: direct %.0f MB/s, via proxy %.0f MB/s (%.0f%% of direct)", direct.mbps, viaProxy.mbps, 100 * viaProxy.mbps / direct.mbps))
+    print(SandboxBench.summary("small request, L7       ", inspected.lat))
+    print(String(format: "L7 added latency: p50 %.2f ms, p99 %.2f ms", percentile(inspected.lat, 0.5) - percentile(direct.lat, 0.5), percentile(inspected.lat, 0.99) - percentile(direct.lat, 0.99)))
+    print(String(format: "100 MB download, L7: %.0f MB/s (%.0f%% of direct)", inspected.mbps, 100 * inspected.mbps / direct.mbps))
   }
 
   struct Result: Decodable { var lat: [Double]; var mbps: Double; var bytes: Int }

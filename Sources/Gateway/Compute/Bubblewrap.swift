@@ -59,6 +59,10 @@ struct BubblewrapCommand {
   /// Generated `/etc/passwd` and `/etc/group` (host paths) mounted read-only over the host's.
   var identityFiles: (passwd: String, group: String)?
   var network: Network = .host
+  /// The sandbox's trust directory (host path), bound writable at `SandboxProtocol.trustDirectory`: the
+  /// supervisor writes its CA certificate there (root-owned 0755 on the host, so the workload user
+  /// only reads it). nil: not mounted.
+  var trustDirectory: String?
 
   var arguments: [String] {
     var a = ["--unshare-pid", "--unshare-uts", "--unshare-ipc", "--unshare-cgroup-try", "--new-session"]
@@ -91,6 +95,12 @@ struct BubblewrapCommand {
     a += ["--ro-bind", supervisorBinary, SandboxProtocol.supervisorPath]
     a += ["--ro-bind", launcherBinary, SandboxProtocol.launcherPath]
     a += networkMount
+    if let trustDirectory {
+      // Created explicitly 0755 (directories bwrap creates on its own are 0700: the workload user
+      // could not reach the files).
+      a += ["--perms", "0755", "--dir", (SandboxProtocol.trustDirectory as NSString).deletingLastPathComponent]
+      a += ["--bind", trustDirectory, SandboxProtocol.trustDirectory]
+    }
     if runAsRoot {
       a += ["--cap-drop", "ALL"] + Self.supervisorCapabilities.flatMap { ["--cap-add", $0] }
       if case .confined = network { a += Self.networkCapabilities.flatMap { ["--cap-add", $0] } }

@@ -63,6 +63,8 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
   let runtimeDirectories = BubblewrapCommand.runtimeLibraryDirectories()
   /// Test-only: behave as on a kernel without Landlock (``GatewayConfiguration/simulateNoLandlock``).
   let simulateNoLandlock: Bool
+  /// Extra upstream roots for the sandboxes' proxies (``GatewayConfiguration/upstreamTrustFile``).
+  let upstreamTrustFile: String?
   /// Where per-sandbox cpu/memory limits go; nil on a host without a writable cgroup hierarchy.
   let cgroups = SandboxCgroups.detect()
   /// Per-sandbox network namespaces (allocation, setup, teardown).
@@ -80,12 +82,14 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
   ///   - supervisorBinary: path of `openshell-sandbox`; default `$OPENSHELL_SUPERVISOR_BIN`, else next
   ///     to the running executable.
   ///   - simulateNoLandlock: test-only, see ``GatewayConfiguration/simulateNoLandlock``.
+  ///   - upstreamTrustFile: see ``GatewayConfiguration/upstreamTrustFile``.
   public init(
     dataDirectory: String, pki: GatewayPKI?, hub: SupervisorHub, usesTLS: Bool, supervisorBinary: String? = nil,
-    simulateNoLandlock: Bool = false
+    simulateNoLandlock: Bool = false, upstreamTrustFile: String? = nil
   ) {
     root = dataDirectory + "/sandboxes"
     self.simulateNoLandlock = simulateNoLandlock
+    self.upstreamTrustFile = upstreamTrustFile
     self.pki = pki
     self.hub = hub
     self.usesTLS = usesTLS
@@ -424,6 +428,16 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
       issuance = cert.issuance
     }
     try write("token", hub.token(for: s.id), 0o600)
+    if let upstreamTrustFile {
+      guard let pem = try? String(contentsOfFile: upstreamTrustFile, encoding: .utf8) else {
+        throw SpawnError("cannot read the upstream trust file \(upstreamTrustFile)")
+      }
+      try write((SandboxProtocol.upstreamTrustFile as NSString).lastPathComponent, pem, 0o644)
+    }
+    // The sandbox's trust directory: the supervisor writes its CA certificate and bundle there.
+    let trust = base + "/tls"
+    try? fm.removeItem(atPath: trust)
+    try fm.createDirectory(atPath: trust, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
     let spec = (try? Openshell_V1_SandboxSpec(serializedBytes: s.spec)) ?? .init()
     var env = spec.template.environment
     env.merge(spec.environment) { _, b in b }
@@ -432,6 +446,8 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     // The launcher enters the sandbox's network namespace first (ConfinementPlan.networkNamespacePath).
     var confinement = plan
     confinement.networkNamespacePath = SandboxProtocol.networkNamespaceMount
+    // Baseline enrichment (OpenShell adds the proxy's trust paths): workloads read the CA files.
+    confinement.readOnly.append(SandboxProtocol.trustDirectory)
     let launch = SupervisorLaunch(
       command: spec.command, environment: env, confinement: confinement, instanceID: instanceID,
       networkNamespacePath: SandboxProtocol.networkNamespaceMount,
@@ -453,7 +469,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     let command = BubblewrapCommand(
       hostname: hostname, workspace: workspace, credentials: run, supervisorBinary: supervisorBinary, launcherBinary: launcherBinary,
       runtimeLibraryDirectories: runtimeDirectories, runAsRoot: runAsRoot, identityFiles: identityFiles,
-      network: .confined(namespaceFile: SandboxNetworks.namespaceFile(s.id)))
+      network: .confined(namespaceFile: SandboxNetworks.namespaceFile(s.id)), trustDirectory: trust)
     let creds = SandboxProtocol.credentialsDirectory
     var environment = [
       "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": SandboxProtocol.workspace, "LANG": "C.UTF-8",

@@ -49,6 +49,10 @@ public struct GatewayConfiguration: Sendable {
   /// `audit.access_refused` event with a count (issue 12).
   public var refusalWindow: Duration = .seconds(10)
   public var simulateNoLandlock = ProcessInfo.processInfo.environment[ConfinementPlan.testDisableLandlockVariable] == "1"
+  /// A PEM file of extra roots every sandbox's proxy trusts for upstream TLS, besides the system roots
+  /// (the analogue of OpenShell's operator-installed CAs in the supervisor's trust store: private or
+  /// corporate CAs, and tests' own CA). Default: `$OPENSHELL_UPSTREAM_CA_FILE`; nil = system roots only.
+  public var upstreamTrustFile: String? = ProcessInfo.processInfo.environment["OPENSHELL_UPSTREAM_CA_FILE"].flatMap { $0.isEmpty ? nil : $0 }
 
   public init(dataDirectory: String) {
     self.dataDirectory = dataDirectory
@@ -112,7 +116,7 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
     ? LocalComputeDriver(
       dataDirectory: configuration.dataDirectory, pki: pki, hub: hub,
       usesTLS: configuration.security.usesTLS, supervisorBinary: configuration.supervisorBinary,
-      simulateNoLandlock: configuration.simulateNoLandlock)
+      simulateNoLandlock: configuration.simulateNoLandlock, upstreamTrustFile: configuration.upstreamTrustFile)
     : nil
   // The genuine supervisor of each sandbox is the instance the driver launched (session takeovers, issue 17).
   if let driver { hub.setExpectedInstance { id in driver.loadInstance(id)?.instanceID } }

@@ -35,7 +35,9 @@ enum ConfinementStatus {
     let fs = PolicyRules.startupFilesystem(p)
     var out: [PolicyIssue] = []
     let restart = PolicyRules.restartHint
-    if fs.readOnly != plan.readOnly || fs.readWrite != plan.readWrite || fs.includeWorkdir != plan.includeWorkdir {
+    // The driver's baseline enrichment (the trust directory) is not part of the policy.
+    let planReadOnly = plan.readOnly.filter { $0 != SandboxProtocol.trustDirectory }
+    if fs.readOnly != planReadOnly || fs.readWrite != plan.readWrite || fs.includeWorkdir != plan.includeWorkdir {
       out.append(PolicyIssue(path: "filesystem_policy", message: "filesystem policy differs from the one this sandbox started with (\(restart))"))
     }
     let compatibility = p.landlock.compatibility.isEmpty ? "best_effort" : p.landlock.compatibility

@@ -17,10 +17,21 @@ struct CallerBinary: Sendable, Equatable {
 
 /// The outcome of one decision.
 enum NetworkVerdict: Sendable, Equatable {
-  /// Allowed by `network_policies[policy]`; `allowedIPs` are that endpoint's `allowed_ips` (CIDRs)
-  /// that may let internal addresses through the SSRF guard.
-  case allow(policy: String, allowedIPs: [String])
+  /// Allowed by `network_policies[policy]`; `allowedIPs` are the matching endpoints' `allowed_ips`
+  /// (CIDRs) that may let internal addresses through the SSRF guard. `inspection` is non-nil when the
+  /// connection must be inspected at L7 (every matching endpoint is `protocol: rest` without
+  /// `tls: skip`): its requests are then decided one by one by ``L7Rules``.
+  case allow(policy: String, allowedIPs: [String], inspection: L7Inspection?)
   case deny(reason: String)
+}
+
+/// The L7 scope of an inspected connection: the matching `protocol: rest` endpoints of every policy
+/// that allows the host, port and binary (a request is allowed when one of them allows it and none
+/// denies it, as upstream's `allow_request`).
+struct L7Inspection: Sendable, Equatable {
+  var endpoints: [Openshell_Sandbox_V1_NetworkEndpoint]
+  /// `enforcement: audit` on every endpoint: L7 denials are recorded but the request goes through.
+  var auditOnly: Bool { endpoints.allSatisfy { $0.enforcement == .audit } }
 }
 
 /// The L4 decision of OpenShell's policy engine (enforcement-and-ssh.md §1.4, row "Decision engine";
@@ -31,6 +42,10 @@ enum NetworkVerdict: Sendable, Equatable {
 /// within one path segment, `**` across segments) matching the executable or one of its ancestors.
 /// Policies are tried by name in lexicographic order; the first match is recorded. A nil policy (none
 /// ever loaded) denies everything. Deny reasons name the missing rule.
+///
+/// L7: when every allowing endpoint is `protocol: rest` (and not `tls: skip`), the verdict carries an
+/// ``L7Inspection``; when any allowing endpoint is plain L4 (no protocol, `sql`, or `tls: skip`), the
+/// connection is tunnelled uninspected, as that endpoint allows all of it anyway.
 enum NetworkDecision {
   static func decide(
     _ policy: Openshell_Sandbox_V1_SandboxPolicy?, host rawHost: String, port: Int, binary: CallerBinary?
@@ -38,21 +53,25 @@ enum NetworkDecision {
     guard let policy else { return .deny(reason: "no valid network policy has been loaded (fail closed)") }
     let host = rawHost.lowercased()
     var hostPortMatched: [String] = []
-    var needInspection: [String] = []
+    var allowing: [(name: String, endpoints: [Openshell_Sandbox_V1_NetworkEndpoint])] = []
     for name in policy.networkPolicies.keys.sorted() {
       let rule = policy.networkPolicies[name]!
       let matching = rule.endpoints.filter { endpointMatches($0, host: host, port: port) }
-      if !matching.isEmpty, matching.allSatisfy(needsInspection) { needInspection.append(name) }
-      guard let endpoint = matching.first(where: { !needsInspection($0) }) else { continue }
+      guard !matching.isEmpty else { continue }
       hostPortMatched.append(name)
       guard let binary else { continue }
       let candidates = [binary.path] + binary.ancestors
       if rule.binaries.contains(where: { b in candidates.contains { pathMatches(b.path, $0) } }) {
-        return .allow(policy: name, allowedIPs: endpoint.allowedIps)
+        allowing.append((name, matching))
       }
     }
-    if hostPortMatched.isEmpty, !needInspection.isEmpty {
-      return .deny(reason: "network policy \(needInspection.joined(separator: ", ")) allows \(host):\(port) only with L7 rules (protocol: rest), which this proxy cannot inspect yet: denied (fail closed)")
+    if let first = allowing.first {
+      if let l4 = allowing.first(where: { $0.endpoints.contains { !inspected($0) } }) {
+        let e = l4.endpoints.first { !inspected($0) }!
+        return .allow(policy: l4.name, allowedIPs: e.allowedIps, inspection: nil)
+      }
+      let endpoints = allowing.flatMap(\.endpoints)
+      return .allow(policy: first.name, allowedIPs: endpoints.flatMap(\.allowedIps), inspection: L7Inspection(endpoints: endpoints))
     }
     if hostPortMatched.isEmpty {
       return .deny(reason: "no network policy has an endpoint for \(host):\(port)")
@@ -63,13 +82,11 @@ enum NetworkDecision {
     return .deny(reason: "binary \(binary.path) is not listed in the binaries of network policy \(hostPortMatched.joined(separator: ", ")) for \(host):\(port)")
   }
 
-  /// Whether `e` asks for L7 inspection (a `protocol` with method/path rules, deny rules or a restricted
-  /// `access` preset, enforced) — which this proxy does not do yet. Such an endpoint never allows a
-  /// connection: passing it through uninspected would allow more than the policy says (fail closed).
-  /// `access: full` without rules and `enforcement: audit` ask for nothing the tunnel would not give.
-  static func needsInspection(_ e: Openshell_Sandbox_V1_NetworkEndpoint) -> Bool {
-    guard !e.protocol.isEmpty, e.enforcement != .audit else { return false }
-    return !(e.access == .full && e.rules.isEmpty && e.denyRules.isEmpty)
+  /// Whether connections through `e` are inspected at L7: `protocol: rest` without `tls: skip`
+  /// (openshell-behavior.md §7: "TLS is detected automatically and terminated for rest"). `sql` has no
+  /// inspection (the validator only admits it with `enforcement: audit`), so it is L4.
+  static func inspected(_ e: Openshell_Sandbox_V1_NetworkEndpoint) -> Bool {
+    e.protocol == "rest" && e.tls != .skip
   }
 
   static func endpointMatches(_ e: Openshell_Sandbox_V1_NetworkEndpoint, host: String, port: Int) -> Bool {

@@ -1,15 +1,22 @@
 import Foundation
 import NIOCore
+import NIOSSL
 import SandboxProtocol
+import Synchronization
 
 /// The supervisor's network enforcement, wired together: the policy holder (``ProxyPolicy``), the
-/// caller resolver (``CallerResolver``), the proxy (``PolicyProxy``) listening on the launch's
-/// `proxyAddress`, and the denial reporter (``DenialReporter``).
+/// caller resolver (``CallerResolver``), the sandbox CA and upstream trust (``ProxyTLS``), the proxy
+/// (``PolicyProxy``) listening on the launch's `proxyAddress`, and the denial reporter
+/// (``DenialReporter``).
 struct NetworkEnforcement: Sendable {
   let policy: ProxyPolicy
   let denials: DenialReporter
   let proxy: PolicyProxy
   let channel: Channel
+
+  /// The trust files written for workloads (nil until the CA exists, or when it could not be written).
+  static var trustFiles: (ca: String, bundle: String)? { written.withLock { $0 } }
+  private static let written = Mutex<(ca: String, bundle: String)?>(nil)
 
   /// Starts the proxy when `launch` asks for confinement; nil when it does not.
   /// - Throws: when the namespace cannot be examined or the proxy address cannot be bound (the
@@ -25,11 +32,49 @@ struct NetworkEnforcement: Sendable {
       denials.record(method: "CLOSE", host: c.host, port: c.port, binary: c.binary, reason: "open connection closed: \(why)")
     }
     let resolver = try CallerResolver(namespacePath: ns)
-    let proxy = PolicyProxy(policy: policy, resolver: resolver) { d in
+    let tls = makeTLS(logs)
+    let proxy = PolicyProxy(policy: policy, resolver: resolver, tls: tls) { d in
       denials.record(method: d.method, host: d.host, port: d.port, binary: d.binary, reason: d.reason)
     }
     let channel = try await proxy.start(host: host, port: port)
     logs.log("network policy proxy listening on \(address) (namespace \(ns)); all egress denied until a policy loads")
     return NetworkEnforcement(policy: policy, denials: denials, proxy: proxy, channel: channel)
+  }
+
+  /// Generates the sandbox CA and writes its trust files; nil (logged at ERROR) when that fails: the
+  /// proxy then refuses every connection that needs inspection (fail closed).
+  static func makeTLS(_ logs: LogPusher) -> ProxyTLS? {
+    do {
+      let ca = try SandboxCA()
+      let files = try ca.writeTrustFiles(directory: SandboxProtocol.trustDirectory, systemBundle: SandboxCA.systemBundle())
+      let extra = FileManager.default.fileExists(atPath: SandboxProtocol.upstreamTrustFile) ? SandboxProtocol.upstreamTrustFile : nil
+      let tls = try ProxyTLS(ca: ca, extraUpstreamRoots: extra)
+      written.withLock { $0 = files }
+      logs.log("TLS termination enabled: ephemeral sandbox CA generated (\(files.ca))" + (extra.map { "; upstream also trusts \($0)" } ?? ""))
+      return tls
+    } catch {
+      logs.log("TLS termination disabled, L7 endpoints will be refused: \(error)", level: "ERROR")
+      return nil
+    }
+  }
+}
+
+/// TLS for inspected connections: the sandbox CA (client side) and the upstream client context that
+/// verifies upstream servers against the system roots (plus the operator's extra roots, the analogue
+/// of upstream's operator-installed CAs in the supervisor's trust store), ALPN http/1.1.
+struct ProxyTLS: Sendable {
+  let ca: SandboxCA
+  let upstream: NIOSSLContext
+
+  /// - Throws: when the upstream context cannot be built (e.g. an unreadable extra roots file).
+  init(ca: SandboxCA, extraUpstreamRoots: String?) throws {
+    self.ca = ca
+    var config = TLSConfiguration.makeClientConfiguration()
+    config.trustRoots = .default
+    if let extraUpstreamRoots {
+      config.additionalTrustRoots = [.certificates(try NIOSSLCertificate.fromPEMFile(extraUpstreamRoots))]
+    }
+    config.applicationProtocols = ["http/1.1"]
+    upstream = try NIOSSLContext(configuration: config)
   }
 }

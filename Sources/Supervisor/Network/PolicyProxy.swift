@@ -27,6 +27,8 @@ final class PolicyProxy: Sendable {
 
   let policy: ProxyPolicy
   let resolver: CallerResolver
+  /// TLS for inspected connections; nil when the sandbox CA could not be set up (they are refused).
+  let tls: ProxyTLS?
   let onDenied: @Sendable (Denial) -> Void
   let group: MultiThreadedEventLoopGroup
   let pool: NIOThreadPool
@@ -35,9 +37,10 @@ final class PolicyProxy: Sendable {
   /// Simultaneous client connections per sandbox (each holds two descriptors in the supervisor).
   static let maxConnections = 1024
 
-  init(policy: ProxyPolicy, resolver: CallerResolver, onDenied: @escaping @Sendable (Denial) -> Void) {
+  init(policy: ProxyPolicy, resolver: CallerResolver, tls: ProxyTLS?, onDenied: @escaping @Sendable (Denial) -> Void) {
     self.policy = policy
     self.resolver = resolver
+    self.tls = tls
     self.onDenied = onDenied
     group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
     pool = NIOThreadPool(numberOfThreads: 4)
@@ -70,7 +73,7 @@ final class PolicyProxy: Sendable {
 
   /// The decision for one request (blocking: runs on the thread pool).
   struct Admission: Sendable {
-    var verdict: Result<(addresses: [IPAddress], generation: UInt64, binary: CallerBinary), Denied>
+    var verdict: Result<(addresses: [IPAddress], generation: UInt64, binary: CallerBinary, inspection: L7Inspection?), Denied>
   }
 
   struct Denied: Error, Sendable {
@@ -93,7 +96,7 @@ final class PolicyProxy: Sendable {
     case .deny(let reason):
       let why = identityError.map { "\(reason) [caller: \($0)]" } ?? reason
       return Admission(verdict: .failure(Denied(binary: binary, reason: why)))
-    case .allow(_, let allowedIPs):
+    case .allow(_, let allowedIPs, let inspection):
       guard let binary else { return Admission(verdict: .failure(Denied(binary: nil, reason: identityError ?? "caller unknown"))) }
       let addresses: [IPAddress]
       do { addresses = try AddressGuard.resolve(host) } catch {
@@ -101,7 +104,7 @@ final class PolicyProxy: Sendable {
       }
       switch AddressGuard.check(addresses, allowedIPs: allowedIPs) {
       case .failure(let e): return Admission(verdict: .failure(Denied(binary: binary, reason: e.message)))
-      case .success(let ok): return Admission(verdict: .success((ok, snap.generation, binary)))
+      case .success(let ok): return Admission(verdict: .success((ok, snap.generation, binary, inspection)))
       }
     }
   }
@@ -152,7 +155,7 @@ struct ProxyRequestHead: Sendable {
       headers.append((String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
     }
     let method = first[0].uppercased()
-    var authority: String
+    let authority: String
     var defaultPort = 80
     if method == "CONNECT" {
       authority = first[1]
@@ -165,11 +168,24 @@ struct ProxyRequestHead: Sendable {
       let rest = first[1].dropFirst(7)
       authority = String(rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" })
     }
+    guard let (host, port) = splitAuthority(authority, defaultPort: defaultPort) else {
+      throw ParseError.malformed("the request names no valid host:port")
+    }
+    return ProxyRequestHead(method: method, target: first[1], version: first[2], headers: headers, host: host, port: port)
+  }
+
+  /// `host[:port]` (or `[v6]:port`, userinfo dropped) → (lower-cased host, port); nil when the host is
+  /// empty or invalid or the port is not in 1…65535 (`defaultPort` -1 = a port is required). A host is
+  /// a DNS name or an IP literal: letters, digits, '-', '.', '_' (and ':' '%' in IPv6). Anything else
+  /// (control characters, spaces, ESC …) is refused, so a request can never forge lines in the
+  /// sandbox's log or the audit through the host it names.
+  static func splitAuthority(_ raw: String, defaultPort: Int) -> (host: String, port: Int)? {
+    var authority = raw
     if let at = authority.lastIndex(of: "@") { authority = String(authority[authority.index(after: at)...]) }
     var host = authority
     var port = defaultPort
     if authority.hasPrefix("[") {
-      guard let close = authority.firstIndex(of: "]") else { throw ParseError.malformed("malformed IPv6 authority") }
+      guard let close = authority.firstIndex(of: "]") else { return nil }
       host = String(authority[authority.index(after: authority.startIndex)..<close])
       let after = authority[authority.index(after: close)...]
       if after.hasPrefix(":") { port = Int(after.dropFirst()) ?? -2 }
@@ -178,16 +194,9 @@ struct ProxyRequestHead: Sendable {
       let digits = authority[authority.index(after: colon)...]
       port = !digits.isEmpty && digits.allSatisfy(\.isASCII) && digits.allSatisfy(\.isNumber) ? Int(digits) ?? -2 : -2
     }
-    guard !host.isEmpty, (1...65535).contains(port) else { throw ParseError.malformed("the request names no valid host:port") }
-    // A host is a DNS name or an IP literal: letters, digits, '-', '.', '_' (and ':' in IPv6). Anything
-    // else (control characters, spaces, ESC …) is refused, so a request can never forge lines in the
-    // sandbox's log or the audit through the host it names.
     let hostBytes = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._:%".utf8)
-    guard host.utf8.count <= 253, host.utf8.allSatisfy(hostBytes.contains) else {
-      throw ParseError.malformed("the request names an invalid host")
-    }
-    host = host.lowercased()  // DNS names are case-insensitive; decisions, DNS and logs use one spelling
-    return ProxyRequestHead(method: method, target: first[1], version: first[2], headers: headers, host: host, port: port)
+    guard !host.isEmpty, (1...65535).contains(port), host.utf8.count <= 253, host.utf8.allSatisfy(hostBytes.contains) else { return nil }
+    return (host.lowercased(), port)
   }
 
   /// The head to send upstream for an absolute-form request: origin-form target, hop-by-hop and proxy

@@ -5,12 +5,15 @@ import NIOPosix
 /// Reads one request head, has it admitted, then splices the client to the upstream connection.
 final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
   typealias InboundIn = ByteBuffer
+  typealias InboundOut = ByteBuffer
   typealias OutboundOut = ByteBuffer
   static let maxHead = 64 * 1024
 
   let proxy: PolicyProxy
   private var buffered: ByteBuffer?
   private var deciding = false
+  /// The request head as read (an inspected absolute-form request is parsed again by the HTTP decoder).
+  private var rawHead = ""
 
   init(proxy: PolicyProxy) { self.proxy = proxy }
 
@@ -41,6 +44,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     }
     let headText = String(decoding: view[view.startIndex..<(view.startIndex + end)], as: UTF8.self)
     buffered!.moveReaderIndex(forwardBy: end + 4)
+    rawHead = headText + "\r\n\r\n"
     let head: ProxyRequestHead
     do { head = try ProxyRequestHead.parse(headText) } catch ProxyRequestHead.ParseError.malformed(let why) {
       respond(context, 400, "Bad Request", "openshell: \(why)")
@@ -53,6 +57,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
     let proxy = self.proxy
     let peer = context.channel.remoteAddress, local = context.channel.localAddress
+    if head.host == InferenceRouter.host { return routeInference(context, head, peer: peer, local: local) }
     proxy.pool.runIfActive(eventLoop: context.eventLoop) {
       proxy.admit(host: head.host, port: head.port, peer: peer, local: local)
     }.assumeIsolated().whenComplete { result in
@@ -62,6 +67,10 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       case .success(let admission):
         switch admission.verdict {
         case .failure(let denied): self.deny(context, head, denied)
+        case .success(let ok) where ok.inspection != nil:
+          let target = InspectedTarget(
+            host: head.host, port: head.port, addresses: ok.addresses, binary: ok.binary, tls: false, clientHost: head.host, inference: nil)
+          self.inspect(context, head, target, generation: ok.generation)
         case .success(let ok): self.connect(context, head, ok.addresses, ok.generation, ok.binary)
         }
       }
@@ -79,20 +88,55 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     return nil
   }
 
-  private func deny(_ context: ChannelHandlerContext, _ head: ProxyRequestHead, _ denied: PolicyProxy.Denied) {
+  func deny(_ context: ChannelHandlerContext, _ head: ProxyRequestHead, _ denied: PolicyProxy.Denied) {
     proxy.onDenied(.init(method: head.method, host: head.host, port: head.port, binary: denied.binary, reason: denied.reason))
     let target = "\(head.host):\(head.port)"
     let verb = head.isConnect ? "CONNECT \(target) refused" : "\(head.method) to \(target) denied"
     respond(context, 403, "Forbidden", "openshell: \(verb): \(denied.reason)")
   }
 
-  private func respond(_ context: ChannelHandlerContext, _ code: Int, _ phrase: String, _ body: String) {
+  func respond(_ context: ChannelHandlerContext, _ code: Int, _ phrase: String, _ body: String) {
     let text = body + "\n"
     let reason = body.replacingOccurrences(of: "\r", with: " ").replacingOccurrences(of: "\n", with: " ")
     let response = "HTTP/1.1 \(code) \(phrase)\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: \(text.utf8.count)\r\nX-OpenShell-Reason: \(reason)\r\nConnection: close\r\n\r\n\(text)"
     context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: response))).assumeIsolated().whenComplete { _ in
       context.close(promise: nil)
     }
+  }
+
+  /// Hands an admitted connection to L7 inspection (``InspectedConnection``): a CONNECT is answered
+  /// `200` and its tunnel sniffed for TLS; an absolute-form request is fed to the HTTP decoder again.
+  /// - Parameter generation: the policy generation it was admitted under (nil for `inference.local`,
+  ///   which no policy governs); the connection is then registered for re-decision on policy swaps.
+  func inspect(_ context: ChannelHandlerContext, _ head: ProxyRequestHead, _ target: InspectedTarget, generation: UInt64?) {
+    let client = context.channel
+    guard client.isActive else { return }
+    if head.isConnect, proxy.tls == nil {
+      return deny(context, head, PolicyProxy.Denied(binary: target.binary, reason: "TLS termination is unavailable in this sandbox (see its log): an L7 endpoint is never tunnelled uninspected (fail closed)"))
+    }
+    if let generation, let binary = target.binary {
+      let policy = proxy.policy
+      let id = policy.opened(.init(host: head.host, port: head.port, binary: binary, addresses: target.addresses, channels: [client]), generation: generation)
+      client.closeFuture.whenComplete { _ in policy.closed(id) }
+    }
+    var feed = client.allocator.buffer(capacity: 0)
+    do {
+      if head.isConnect {
+        context.writeAndFlush(wrapOutboundOut(client.allocator.buffer(string: "HTTP/1.1 200 Connection Established\r\n\r\n")), promise: nil)
+        try InspectedConnection.startTunnel(client, proxy: proxy, target: target)
+      } else {
+        try InspectedConnection.startPlain(client, proxy: proxy, target: target)
+        feed.writeString(rawHead)
+      }
+    } catch {
+      client.close(promise: nil)
+      return
+    }
+    if var rest = buffered { feed.writeBuffer(&rest) }
+    buffered = nil
+    if feed.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(feed)) }
+    context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    client.setOption(.autoRead, value: true).whenComplete { _ in }
   }
 
   private func connect(_ context: ChannelHandlerContext, _ head: ProxyRequestHead, _ addresses: [IPAddress], _ generation: UInt64, _ binary: CallerBinary) {

@@ -86,7 +86,7 @@ final class ProxyPolicy: Sendable {
   private func stillDenied(_ c: OpenConnection, _ snap: Snapshot) -> String? {
     switch NetworkDecision.decide(snap.policy, host: c.host, port: c.port, binary: c.binary) {
     case .deny(let reason): return "\(snap.label): \(reason)"
-    case .allow(_, let allowedIPs):
+    case .allow(_, let allowedIPs, _):
       if case .failure(let e) = AddressGuard.check(c.addresses, allowedIPs: allowedIPs) { return "\(snap.label): \(e.message)" }
       return nil
     }

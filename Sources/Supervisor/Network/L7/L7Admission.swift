@@ -1,0 +1,69 @@
+import Foundation
+import NIOHTTP1
+
+/// The decision on one request of an inspected connection and the head that goes upstream
+/// (see ``L7ClientHandler``). Denials are reported to the proxy's denial reporter with the method,
+/// the canonical path and the rule that was missing.
+enum L7Admission {
+  /// - Returns: the head to forward (origin-form target, placeholders resolved, proxy headers removed),
+  ///   or the rejection to answer.
+  static func admit(_ head: HTTPRequestHead, target: InspectedTarget, proxy: PolicyProxy) -> Result<HTTPRequestHead, L7ClientHandler.Rejection> {
+    let method = head.method.rawValue
+    func reject(_ status: HTTPResponseStatus, _ reason: String) -> Result<HTTPRequestHead, L7ClientHandler.Rejection> {
+      proxy.onDenied(.init(method: method, host: target.host, port: target.port, binary: target.binary, reason: reason))
+      return .failure(.init(status: status, message: "openshell: \(method) \(target.host):\(target.port) denied: \(reason)"))
+    }
+    // The target: origin-form; an absolute-form one must name the admitted host and port.
+    var uri = head.uri
+    let lower = uri.lowercased()
+    if lower.hasPrefix("http://") || lower.hasPrefix("https://") {
+      let scheme = lower.hasPrefix("https://") ? 8 : 7
+      let rest = uri.dropFirst(scheme)
+      let authority = String(rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" })
+      let named = ProxyRequestHead.splitAuthority(authority, defaultPort: scheme == 8 ? 443 : 80)
+      guard let named, named.host == target.host, named.port == target.port else {
+        return reject(.forbidden, "absolute-form request for \(authority.prefix(100)) on a connection admitted for \(target.host):\(target.port)")
+      }
+      uri = String(rest.dropFirst(authority.count))
+      if uri.isEmpty || uri.hasPrefix("?") { uri = "/" + uri }
+    }
+    // The current generation decides: the host, port and binary, then the endpoints' L7 rules.
+    let (_, verdict) = proxy.policy.decide(host: target.host, port: target.port, binary: target.binary)
+    switch verdict {
+    case .deny(let reason): return reject(.forbidden, reason)
+    case .allow(let policyName, _, let inspection):
+      if let inspection {
+        let request: L7Request
+        do {
+          request = try L7Request.parse(method: method, target: uri, allowEncodedSlash: inspection.endpoints.contains { $0.allowEncodedSlash })
+        } catch L7Request.TargetError.invalid(let why) {
+          return reject(.badRequest, why)
+        } catch {
+          return reject(.badRequest, "malformed request target")
+        }
+        if case .deny(let why) = L7Rules.evaluate(request, endpoints: inspection.endpoints) {
+          let reason = "\(why) (network policy \(policyName), L7)"
+          if !inspection.auditOnly { return reject(.forbidden, reason) }
+          proxy.onDenied(.init(method: method, host: target.host, port: target.port, binary: target.binary, reason: "audit only, forwarded: \(reason)"))
+        }
+      }
+    }
+    // Credentials: placeholders become the current values, only here (allowed, inspected).
+    let values = ProviderEnvironmentAgent.values
+    var headers = HTTPHeaders()
+    do {
+      uri = try CredentialPlaceholders.resolveTarget(uri, values)
+      for (name, value) in head.headers {
+        let lowerName = name.lowercased()
+        if lowerName == "proxy-connection" || lowerName == "proxy-authorization" { continue }
+        headers.add(name: name, value: try CredentialPlaceholders.resolveHeader(name: name, value: value, values))
+      }
+    } catch {
+      return reject(.internalServerError, "\(error)")
+    }
+    if !headers.contains(name: "host") {
+      headers.add(name: "host", value: target.port == (target.tls ? 443 : 80) ? target.host : "\(target.host):\(target.port)")
+    }
+    return .success(HTTPRequestHead(version: head.version, method: head.method, uri: uri, headers: headers))
+  }
+}
