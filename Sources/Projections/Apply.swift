@@ -217,6 +217,8 @@ extension GatewayState {
       sshSessions[e.id] = SshSessionRecord(id: e.id, sandboxID: e.sandboxID, tokenSHA256: e.tokenSha256, expiresNs: e.expiresNs, revoked: false)
     case .sshSessionRevoked(let e):
       sshSessions[e.id]?.revoked = true
+    case .sshTunnelOpened, .sshTunnelClosed:
+      break  // audit only
     }
   }
 

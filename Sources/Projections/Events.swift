@@ -69,6 +69,8 @@ extension GatewayEvent {
     case .inferenceBundlePublished: return "inference.bundle_published"
     case .sshSessionCreated: return "ssh.session_created"
     case .sshSessionRevoked: return "ssh.session_revoked"
+    case .sshTunnelOpened: return "ssh.tunnel_opened"
+    case .sshTunnelClosed: return "ssh.tunnel_closed"
     }
   }
 
@@ -113,6 +115,8 @@ extension GatewayEvent {
       return AggregateRef(kind: "inference", id: "inference")
     case .sshSessionCreated(let e): return AggregateRef(kind: "ssh_session", id: e.id)
     case .sshSessionRevoked(let e): return AggregateRef(kind: "ssh_session", id: e.id)
+    case .sshTunnelOpened(let e): return AggregateRef(kind: "ssh_tunnel", id: e.tunnelID)
+    case .sshTunnelClosed(let e): return AggregateRef(kind: "ssh_tunnel", id: e.tunnelID)
     }
   }
 

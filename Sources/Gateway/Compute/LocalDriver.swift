@@ -424,6 +424,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
       issuance = cert.issuance
     }
     try write("token", hub.token(for: s.id), 0o600)
+    try SandboxSSHHostKey.generate(in: run, comment: "openshell-sandbox-\(s.id)", owner: user)
     let spec = (try? Openshell_V1_SandboxSpec(serializedBytes: s.spec)) ?? .init()
     var env = spec.template.environment
     env.merge(spec.environment) { _, b in b }

@@ -208,7 +208,9 @@ public final class SupervisorHub: Sendable {
   /// Asks the sandbox's supervisor to open a relay channel for `service` and waits (≤ `timeout`) until
   /// it has dialled `RelayStream`; a supervisor that is not connected yet is waited for (≤ `timeout`).
   /// - Throws: UNAVAILABLE when no supervisor is connected or it does not answer in time.
-  public func openRelay(sandboxID: String, service: String, timeout: Duration = .seconds(10)) async throws -> RelayChannel {
+  public func openRelay(
+    sandboxID: String, service: String, target: Openshell_V1_RelayOpen.OneOf_Target? = nil, timeout: Duration = .seconds(10)
+  ) async throws -> RelayChannel {
     _ = await waitForSession(sandboxID, timeout: timeout)
     guard let session = sessions.withLock({ $0[sandboxID] }) else {
       throw RPCError(code: .unavailable, message: "the supervisor of sandbox \(sandboxID) is not connected")
@@ -221,7 +223,7 @@ public final class SupervisorHub: Sendable {
     defer { timer.cancel() }
     return try await withCheckedThrowingContinuation { c in
       pending.withLock { $0[channelID] = PendingRelay(sandboxID: sandboxID, continuation: c) }
-      session.outbound.yield(.with { $0.relayOpen = .with { $0.channelID = channelID; $0.serviceID = service } })
+      session.outbound.yield(.with { $0.relayOpen = .with { $0.channelID = channelID; $0.serviceID = service; $0.target = target } })
     }
   }
 

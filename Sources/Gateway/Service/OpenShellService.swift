@@ -17,14 +17,17 @@ public struct OpenShellService: Openshell_V1_OpenShell.SimpleServiceProtocol, Se
   let vault: SecretVault?
   /// Provider changes that affect sandbox environments (delivery to supervisors subscribes).
   public let providerEvents: ProviderEvents
+  /// SSH session lifetime and the address CreateSshSession returns.
+  public let ssh: SSHTunnelSettings
 
   /// - Parameters:
   ///   - driver: the compute driver; nil = none configured (sandboxes stay PROVISIONING; stop,
   ///     start and delete complete at once because nothing runs).
   public init(
     store: GatewayStore, driver: (any ComputeDriver)?, version: String, hub: SupervisorHub? = nil,
-    vault: SecretVault? = nil, providerEvents: ProviderEvents = ProviderEvents()
+    vault: SecretVault? = nil, providerEvents: ProviderEvents = ProviderEvents(), ssh: SSHTunnelSettings = SSHTunnelSettings()
   ) {
+    self.ssh = ssh
     self.store = store
     self.driver = driver
     self.version = version

@@ -167,7 +167,7 @@ extension OpenShellService {
 }
 
 /// Moves a request stream's iterator (not `Sendable`) to the one task that reads it from then on.
-private struct IteratorTransfer<Iterator>: @unchecked Sendable {
+struct IteratorTransfer<Iterator>: @unchecked Sendable {
   let iterator: Iterator
   init(_ iterator: Iterator) { self.iterator = iterator }
 }
