@@ -17,7 +17,7 @@ import SandboxProtocol
 /// sandbox's plan (user `sandbox`, no capabilities, no_new_privs, Landlock, seccomp, the sandbox's
 /// network namespace), so the shell, `scp`, `sftp-server` and everything a session starts inherit
 /// exactly that. The SSH server's plan adds only: read access to the host key file, and read-write
-/// access to `/dev/null`, `/dev/ptmx` and `/dev/pts` (the sandbox's own devpts instance) so that a
+/// access to `/dev/null`, `/dev/tty`, `/dev/ptmx` and `/dev/pts` (the sandbox's own devpts instance) so that a
 /// session can have a terminal.
 ///
 /// Authentication: the gateway's session token (checked by ForwardTcp) is the credential; sshd
@@ -54,7 +54,7 @@ enum SSHServer {
   static let user = "sandbox"
 
   /// Extra launcher options for the SSH server (before `--`): see the type's documentation.
-  static let planExtras = ["--ro", hostKey, "--rw", "/dev/null", "--rw", "/dev/ptmx", "--rw", "/dev/pts"]
+  static let planExtras = ["--ro", hostKey, "--rw", "/dev/null", "--rw", "/dev/tty", "--rw", "/dev/ptmx", "--rw", "/dev/pts"]
 }
 
 extension Session {
