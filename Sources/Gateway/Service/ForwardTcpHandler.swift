@@ -56,7 +56,7 @@ extension OpenShellService {
         channel.cancel()
       }
     } catch is CancellationError {
-      reason = "cancelled"
+      reason = "closed by the client"
     } catch {
       reason = "\(error)"
     }
@@ -101,7 +101,7 @@ extension OpenShellService {
           try await response.write(.with { $0.data = data })
         }
       } catch is CancellationError where clientDone.isSet {
-        // The client closed its side first: a normal end.
+        throw CancellationError()  // the client closed its side first
       }
       group.cancelAll()
       // A client that broke the protocol is reported; its task's other errors (the stream was cut
