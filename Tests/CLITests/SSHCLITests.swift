@@ -79,6 +79,10 @@ struct SSHCLITests {
     let pub = try String(contentsOfFile: "\(sandboxes)/\(ids[0])/run/ssh_host_ed25519_key.pub", encoding: .utf8).split(separator: " ")
     #expect(knownHosts == "\(host) ssh-ed25519 \(pub[1])\n", "\(knownHosts)")
 
+    // The agent (any other workload process) cannot read the SSH host key.
+    r = try env.run(["sandbox", "exec", "box", "--", "cat", "/run/openshell/ssh_host_ed25519_key"])
+    #expect(r.code != 0 && r.err.contains("Permission denied") && !r.out.contains("PRIVATE KEY"), "\(r)")
+
     // scp up, sftp down: the same bytes.
     let local = env.root.appendingPathComponent("payload.bin").path
     var bytes = [UInt8](repeating: 0, count: 3 << 20)
