@@ -148,4 +148,79 @@ struct SSHCLITests {
     #expect(r.code == 0, "\(r)")
     _ = try env.run(["gateway", "stop", "--name", "sshgw"])
   }
+
+  @Test("upload/download (0 B, 20 MB, a directory) checked by sha256; forward start/list/stop to a python http.server in the sandbox")
+  func transfersAndForwards() async throws {
+    let env = try CLIEnv("sshfwd")
+    defer { env.cleanup() }
+    var r = try env.run(["gateway", "start", "--name", "fwd", "--port", "\(freePort())"])
+    try #require(r.code == 0, "\(r)")
+    r = try env.run(["sandbox", "create", "box"])
+    try #require(r.code == 0, "\(r)")
+    defer { _ = try? env.run(["sandbox", "delete", "box"]) }
+
+    let root = env.root.path
+    FileManager.default.createFile(atPath: root + "/empty.bin", contents: Data())
+    var big = [UInt8](repeating: 0, count: 20_000_000)
+    for i in stride(from: 0, to: big.count, by: 8) { withUnsafeBytes(of: UInt64.random(in: 0...UInt64.max)) { for j in 0..<8 { big[i + j] = $0[j] } } }
+    FileManager.default.createFile(atPath: root + "/big.bin", contents: Data(big))
+    try FileManager.default.createDirectory(atPath: root + "/tree/sub", withIntermediateDirectories: true)
+    try "a\n".write(toFile: root + "/tree/a", atomically: true, encoding: .utf8)
+    try "bb\n".write(toFile: root + "/tree/sub/b", atomically: true, encoding: .utf8)
+
+    r = try env.run(["sandbox", "upload", "box", root + "/empty.bin", "/sandbox/in"])
+    #expect(r.code == 0 && r.out.contains("Uploaded 0 bytes (1 file, checked)"), "\(r)")
+    r = try env.run(["sandbox", "upload", "box", root + "/big.bin", "/sandbox/in"])
+    #expect(r.code == 0 && r.out.contains("Uploaded 20000000 bytes"), "\(r)")
+    r = try env.run(["sandbox", "upload", "box", root + "/tree", "/sandbox/in"])
+    #expect(r.code == 0 && r.out.contains("Uploaded 5 bytes (2 files, checked)"), "\(r)")
+    // Owned by the sandbox user inside.
+    r = try env.run(["sandbox", "exec", "box", "--", "stat", "-c", "%U %s", "/sandbox/in/big.bin"])
+    #expect(r.out == "sandbox 20000000\n", "\(r)")
+
+    let back = root + "/back"
+    for path in ["/sandbox/in/empty.bin", "/sandbox/in/big.bin", "in/tree"] {
+      r = try env.run(["sandbox", "download", "box", path, back])
+      #expect(r.code == 0 && r.out.contains("checked"), "\(r)")
+    }
+    #expect(try Self.sha256(env, back + "/big.bin") == Self.sha256(env, root + "/big.bin"))
+    #expect(try Self.sha256(env, back + "/empty.bin") == Self.sha256(env, root + "/empty.bin"))
+    #expect((try? String(contentsOfFile: back + "/tree/sub/b", encoding: .utf8)) == "bb\n")
+    r = try env.run(["sandbox", "download", "box", "/sandbox/nope", back])
+    #expect(r.code == 1 && r.err.contains("no such file or directory") && !r.out.contains("✓"), "\(r)")
+    try FileManager.default.createDirectory(atPath: root + "/hollow", withIntermediateDirectories: true)
+    r = try env.run(["sandbox", "upload", "box", root + "/hollow"])
+    #expect(r.code == 1 && r.err.contains("nothing was copied") && !r.out.contains("✓"), "\(r)")
+
+    // A web server on the sandbox's loopback, reached from here through a background forward.
+    let port = freePort()
+    r = try env.run(["sandbox", "connect", "box", "--", "cd /sandbox/in && echo from-sandbox > hello.txt && setsid python3 -m http.server \(port) --bind 127.0.0.1 >/dev/null 2>&1 </dev/null &"])
+    #expect(r.code == 0, "\(r)")
+    r = try env.run(["forward", "start", "\(port)", "box", "--background"])
+    #expect(r.code == 0 && r.out.contains("Forwarding 127.0.0.1:\(port)"), "\(r)")
+    var body = ""
+    for _ in 0..<50 {
+      let c = try env.run(["-s", "-m", "2", "--noproxy", "*", "http://127.0.0.1:\(port)/hello.txt"], binary: "/usr/bin/curl")
+      if c.code == 0, !c.out.isEmpty { body = c.out; break }
+      try await Task.sleep(for: .milliseconds(200))
+    }
+    #expect(body == "from-sandbox\n")
+    r = try env.run(["forward", "list"])
+    #expect(r.out.contains("box") && r.out.contains("127.0.0.1:\(port)") && r.out.contains("running"), "\(r)")
+    r = try env.run(["forward", "start", "\(port)", "box", "--background"])
+    #expect(r.code == 1 && r.err.contains("already forwarded"), "\(r)")
+    r = try env.run(["forward", "stop", "\(port)"])
+    #expect(r.code == 0, "\(r)")
+    try await Task.sleep(for: .milliseconds(300))
+    let after = try env.run(["-s", "-m", "2", "--noproxy", "*", "http://127.0.0.1:\(port)/hello.txt"], binary: "/usr/bin/curl")
+    #expect(after.code != 0, "\(after)")
+    r = try env.run(["forward", "list"])
+    #expect(r.out.contains("No active forwards"), "\(r)")
+    r = try env.run(["forward", "start", "99999", "box"])
+    #expect(r.code != 0 && r.err.contains("invalid port"), "\(r)")
+
+    r = try env.run(["sandbox", "delete", "box"])
+    #expect(r.code == 0, "\(r)")
+    _ = try env.run(["gateway", "stop", "--name", "fwd"])
+  }
 }

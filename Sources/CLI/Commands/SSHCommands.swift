@@ -139,6 +139,16 @@ enum SSHCommandLine {
     r.metadata != nil ? ["-g", r.name] : ["--gateway-endpoint", r.target.endpoint]
   }
 
+  /// `ssh` options for a sandbox in name mode (a session per connection, key pinned in the shared
+  /// known_hosts file), non-interactive; the host argument is ``SSHTunnel/alias(_:workspace:)``.
+  static func nameModeOptions(_ r: GatewayOptions.Resolved, name: String, workspace: String) -> [String] {
+    let alias = SSHTunnel.alias(name, workspace: workspace)
+    let proxy = [executable(), "ssh-proxy"] + gatewayArguments(r) + ["--name", name, "--workspace", workspace]
+    var args = SSHTunnel.options(alias: alias, knownHostsFile: SSHTunnel.knownHosts).flatMap { ["-o", "\($0.0)=\($0.1)"] }
+    args += ["-o", "ProxyCommand=" + proxy.map(quote).joined(separator: " "), "-o", "BatchMode=yes"]
+    return args
+  }
+
   /// Single-quotes a word for the shell `ssh` runs ProxyCommand with.
   static func quote(_ s: String) -> String {
     if !s.isEmpty, s.allSatisfy({ $0.isLetter || $0.isNumber || "-_./:=@%+".contains($0) }) { return s }
