@@ -85,11 +85,15 @@ extension Session {
       try await client.relayStream(
         request: StreamingClientRequest(metadata: metadata) { writer in
           try await writer.write(.with { $0.init_p = .with { $0.channelID = open.channelID } })
-          for await chunk in readChunks(process.stdout!) { try await writer.write(.with { $0.data = chunk }) }
+          let output = BoundedPipeReader(fd: process.stdout!)
+          for await chunk in output.chunks {
+            try await writer.write(.with { $0.data = chunk })
+            output.consumed()
+          }
         }
       ) { response in
         for try await frame in response.messages {
-          if case .data(let d)? = frame.payload { input.write(d) }
+          if case .data(let d)? = frame.payload { await input.write(d) }
         }
         // The gateway ended the channel: sshd sees EOF on stdin; a session that keeps running is
         // ended below, so its stdout closes and the request side finishes too.
@@ -116,16 +120,21 @@ extension Session {
   }
 }
 
-/// Writes to a pipe in order on its own serial queue, so a full pipe never blocks a concurrency thread.
+/// Writes to a pipe in order on its own serial queue, so a full pipe never blocks a concurrency thread;
+/// at most 1 MiB waits in the queue (the caller is suspended beyond that, which in turn stops reading
+/// the relay and lets HTTP/2 flow control hold the sender).
 final class PipeWriter: @unchecked Sendable {
   private let fd: Int32
   private let queue = DispatchQueue(label: "openshell.pipe-writer")
+  private let credit = ByteCredit(limit: 1 << 20)
   private var broken = false
 
   init(fd: Int32) { self.fd = fd }
 
-  func write(_ data: Data) {
+  func write(_ data: Data) async {
+    await credit.acquire(data.count)
     queue.async {
+      defer { self.credit.release(data.count) }
       guard !self.broken else { return }
       data.withUnsafeBytes { raw in
         var offset = 0
@@ -137,5 +146,46 @@ final class PipeWriter: @unchecked Sendable {
     }
   }
 
-  func close() { queue.async { _ = Glibc.close(self.fd) } }
+  func close() {
+    credit.close()
+    queue.async { _ = Glibc.close(self.fd) }
+  }
+}
+
+/// Reads a pipe on its own thread, at most 16 chunks (≤ 1 MiB) ahead of the consumer, which calls
+/// ``consumed()`` after handling each chunk. Closes the descriptor at end of file.
+final class BoundedPipeReader: Sendable {
+  let chunks: AsyncStream<Data>
+  private let slots = DispatchSemaphore(value: 16)
+
+  init(fd: Int32, chunkSize: Int = 65536) {
+    let (stream, continuation) = AsyncStream<Data>.makeStream()
+    chunks = stream
+    let slots = self.slots
+    // Once nobody reads the stream any more, the thread reads (and drops) until end of file unthrottled.
+    let abandoned = SharedFlag()
+    continuation.onTermination = { _ in
+      abandoned.set()
+      slots.signal()
+    }
+    Thread.detachNewThread {
+      var buffer = [UInt8](repeating: 0, count: chunkSize)
+      while true {
+        if !abandoned.isSet { slots.wait() }
+        let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, chunkSize) }
+        if n > 0 {
+          continuation.yield(Data(buffer[0..<n]))
+        } else if n < 0 && errno == EINTR {
+          slots.signal()
+          continue
+        } else {
+          break
+        }
+      }
+      Glibc.close(fd)
+      continuation.finish()
+    }
+  }
+
+  func consumed() { slots.signal() }
 }

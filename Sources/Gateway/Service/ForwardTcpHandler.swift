@@ -39,7 +39,7 @@ extension OpenShellService {
     guard sandbox.phase == .ready else {
       throw RPCErrors.failedPrecondition("sandbox \(sandbox.workspace)/\(sandbox.name) is not ready (phase \(sandbox.phase.name.lowercased()))")
     }
-    let channel = try await hub.openRelay(sandboxID: sandbox.id, service: SandboxProtocol.sshService, target: .ssh(.init()))
+    let channel = try await hub.openRelay(sandboxID: sandbox.id, service: SandboxProtocol.sshService, target: .ssh(.init()), flowControl: true)
     let tunnelID = RandomID.uuid()
     _ = try await store.execute(actor: caller.actor, requestID: "") { _ in
       Decision(events: [GatewayEvent(.sshTunnelOpened(.with {
@@ -92,13 +92,14 @@ extension OpenShellService {
             throw RPCErrors.invalidArgument(field: "data", "only data frames may follow init")
           }
           counter.addUp(d.count)
-          if !d.isEmpty { channel.send(d) }
+          if !d.isEmpty { await channel.sendWaiting(d) }
         }
       }
       do {
         for try await data in channel.incoming {
           counter.addDown(data.count)
           try await response.write(.with { $0.data = data })
+          channel.consumed(data.count)
         }
       } catch is CancellationError where clientDone.isSet {
         throw CancellationError()  // the client closed its side first
