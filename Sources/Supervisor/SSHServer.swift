@@ -156,9 +156,12 @@ final class PipeWriter: @unchecked Sendable {
 /// ``consumed()`` after handling each chunk. Closes the descriptor at end of file.
 final class BoundedPipeReader: Sendable {
   let chunks: AsyncStream<Data>
-  private let slots = DispatchSemaphore(value: 16)
+  /// Created at 0 and signalled 16 times: libdispatch traps when a semaphore is released while its
+  /// value is below the value it was created with, which a reader abandoned mid-stream would be.
+  private let slots = DispatchSemaphore(value: 0)
 
   init(fd: Int32, chunkSize: Int = 65536) {
+    for _ in 0..<16 { slots.signal() }
     let (stream, continuation) = AsyncStream<Data>.makeStream()
     chunks = stream
     let slots = self.slots

@@ -63,6 +63,44 @@ extension SandboxLifecycleTests {
       // By name works as well.
       #expect(try await Self.sshBanner(c, sandbox: "ssh-tok", token: valid.token).hasPrefix("SSH-2.0-OpenSSH"))
 
+      // At most 3 tunnels per session at once: a 4th is RESOURCE_EXHAUSTED; a slot frees when one closes.
+      // (A tunnel's slot is freed when the gateway has finished with it, a moment after the client.)
+      let established = Counter()
+      let holders = (0..<3).map { _ in
+        Task {
+          while true {
+            do {
+              try await c.forwardTcp(
+                request: StreamingClientRequest { writer in
+                  try await writer.write(.with { $0.init_p = .with { $0.sandbox = s.metadata.id; $0.ssh = .init(); $0.authorizationToken = valid.token } })
+                  try await Task.sleep(for: .seconds(30))
+                }
+              ) { response in
+                var counted = false
+                for try await _ in response.messages where !counted {
+                  counted = true
+                  established.add()  // the SSH server's first bytes arrived: the tunnel is open
+                }
+              }
+              return
+            } catch let e as RPCError where e.code == .resourceExhausted {
+              try await Task.sleep(for: .milliseconds(100))
+            }
+          }
+        }
+      }
+      for _ in 0..<200 where established.value < 3 { try await Task.sleep(for: .milliseconds(50)) }
+      #expect(established.value == 3)
+      let full = await Self.refusal(c, sandbox: s.metadata.id, token: valid.token)
+      #expect(full?.code == .resourceExhausted && full?.message.contains("per session") == true, "\(String(describing: full))")
+      for h in holders { h.cancel() }
+      var reopened = false
+      for _ in 0..<50 where !reopened {
+        reopened = (try? await Self.sshBanner(c, sandbox: s.metadata.id, token: valid.token))?.hasPrefix("SSH-2.0-OpenSSH") == true
+        if !reopened { try await Task.sleep(for: .milliseconds(100)) }
+      }
+      #expect(reopened)
+
       let revoked = try await Self.session(c, "ssh-tok")
       let r = try await c.revokeSshSession(.with { $0.token = revoked.token })
       #expect(r.outcome == .completed)
@@ -93,8 +131,9 @@ extension SandboxLifecycleTests {
       if case .sshTunnelClosed(let e)? = event.kind { closed.append(e) }
     }
     #expect(created == 2)
-    #expect(closed.count == 2, "one per successful tunnel")
-    #expect(closed.allSatisfy { $0.bytesFromSandbox >= 20 && $0.bytesToSandbox == 23 && $0.sandboxID == sandboxID }, "\(closed)")
+    #expect(closed.count == 6, "one per tunnel that opened: \(closed.count)")
+    #expect(closed.filter { $0.bytesToSandbox == 23 }.count == 3, "\(closed)")
+    #expect(closed.allSatisfy { $0.bytesFromSandbox >= 20 && $0.sandboxID == sandboxID }, "\(closed)")
 
     // Restart (sandboxes keep running) with a 2 s TTL: the valid token still works, the revoked one
     // stays refused; a new token expires.
@@ -142,4 +181,12 @@ extension SandboxLifecycleTests {
     #expect(try SSHSessionToken.authorize(token, sandboxID: "A", state: state, nowNs: 99).id == "s1")
     #expect(throws: RPCError.self) { try SSHSessionToken.authorize(token, sandboxID: "A", state: state, nowNs: 100) }
   }
+}
+
+/// A counter shared between test tasks.
+final class Counter: @unchecked Sendable {
+  private let lock = NSLock()
+  private var n = 0
+  func add() { lock.lock(); n += 1; lock.unlock() }
+  var value: Int { lock.lock(); defer { lock.unlock() }; return n }
 }

@@ -14,7 +14,8 @@ extension OpenShellService {
   /// PERMISSION_DENIED revoked/other sandbox) and that the sandbox is READY (FAILED_PRECONDITION),
   /// then opens a relay channel (`RelayOpen{service_id: "ssh", target: ssh}` → the supervisor dials
   /// `RelayStream`) and copies bytes both ways until either side ends. `ssh.tunnel_opened` and
-  /// `ssh.tunnel_closed` (bytes each way, duration) are appended to the log.
+  /// `ssh.tunnel_closed` (bytes each way, duration) are appended to the log. At most 3 tunnels per
+  /// session and 20 per sandbox are open at once (RESOURCE_EXHAUSTED beyond).
   /// `target.tcp` (port forwarding to a sandbox port) is not implemented yet: UNIMPLEMENTED.
   public func forwardTcp(request: RPCAsyncSequence<Openshell_V1_TcpForwardFrame, any Error>, response: RPCWriter<Openshell_V1_TcpForwardFrame>, context: ServerContext) async throws {
     let caller = try userCaller("ForwardTcp")
@@ -39,6 +40,8 @@ extension OpenShellService {
     guard sandbox.phase == .ready else {
       throw RPCErrors.failedPrecondition("sandbox \(sandbox.workspace)/\(sandbox.name) is not ready (phase \(sandbox.phase.name.lowercased()))")
     }
+    try ssh.acquireTunnel(session: session.id, sandbox: sandbox.id)
+    defer { ssh.releaseTunnel(session: session.id, sandbox: sandbox.id) }
     let channel = try await hub.openRelay(sandboxID: sandbox.id, service: SandboxProtocol.sshService, target: .ssh(.init()), flowControl: true)
     let tunnelID = RandomID.uuid()
     _ = try await store.execute(actor: caller.actor, requestID: "") { _ in

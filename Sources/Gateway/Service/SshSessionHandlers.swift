@@ -12,12 +12,41 @@ public final class SSHTunnelSettings: Sendable {
   /// `openshell gateway serve --ssh-session-ttl SECONDS`.
   public let sessionTTLSeconds: Int64
   private let endpoint = Mutex<(host: String, port: UInt32, scheme: String)?>(nil)
+  /// Open tunnels per session and per sandbox.
+  private let open = Mutex<(sessions: [String: Int], sandboxes: [String: Int])>(([:], [:]))
+  /// At most this many tunnels at once per session token and per sandbox (OpenShell's limits:
+  /// 3 and 20, enforcement-and-ssh.md §1.5; upstream `acquire_ssh_connection_slots`).
+  public static let maxTunnelsPerSession = 3
+  public static let maxTunnelsPerSandbox = 20
 
   public init(sessionTTLSeconds: Int64 = 86_400) { self.sessionTTLSeconds = max(0, sessionTTLSeconds) }
 
   /// Where clients reach the gateway (filled in once the server listens): returned by CreateSshSession.
   public func setEndpoint(host: String, port: Int, scheme: String) { endpoint.withLock { $0 = (host, UInt32(port), scheme) } }
   var currentEndpoint: (host: String, port: UInt32, scheme: String)? { endpoint.withLock { $0 } }
+
+  /// Takes a tunnel slot. - Throws: RESOURCE_EXHAUSTED naming which limit was reached.
+  func acquireTunnel(session: String, sandbox: String) throws {
+    try open.withLock { o in
+      if o.sessions[session, default: 0] >= Self.maxTunnelsPerSession {
+        throw RPCError(code: .resourceExhausted, message: "ssh session \(session) already has \(Self.maxTunnelsPerSession) open tunnels (the limit per session)")
+      }
+      if o.sandboxes[sandbox, default: 0] >= Self.maxTunnelsPerSandbox {
+        throw RPCError(code: .resourceExhausted, message: "sandbox \(sandbox) already has \(Self.maxTunnelsPerSandbox) open tunnels (the limit per sandbox)")
+      }
+      o.sessions[session, default: 0] += 1
+      o.sandboxes[sandbox, default: 0] += 1
+    }
+  }
+
+  func releaseTunnel(session: String, sandbox: String) {
+    open.withLock { o in
+      o.sessions[session, default: 1] -= 1
+      if o.sessions[session] == 0 { o.sessions[session] = nil }
+      o.sandboxes[sandbox, default: 1] -= 1
+      if o.sandboxes[sandbox] == 0 { o.sandboxes[sandbox] = nil }
+    }
+  }
 }
 
 /// SSH session tokens: what CreateSshSession hands out and what ForwardTcp accepts.
