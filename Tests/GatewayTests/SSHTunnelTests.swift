@@ -48,7 +48,8 @@ extension SandboxLifecycleTests {
   func sshTokens() async throws {
     let dir = try GatewayTestSupport.temporaryDirectory("ssh")
     var gw = try await SandboxGateway.start(dataDirectory: dir) { $0.sshSessionTTLSeconds = 0 }
-    defer { Task { [gw] in await gw.stopEverything() } }
+    let current = GatewayBox(gw)  // the gateway running now, stopped with its sandboxes whatever happens
+    defer { Task { await current.value.stopEverything() } }
     let port = gw.port
     let (sandboxID, valid, revoked) = try await gw.withClient { c in
       let s = try await c.create("ssh-tok")
@@ -139,6 +140,7 @@ extension SandboxLifecycleTests {
     // stays refused; a new token expires.
     await gw.stop()
     gw = try await SandboxGateway.start(dataDirectory: dir) { $0.sshSessionTTLSeconds = 2 }
+    current.value = gw
     try await gw.withClient { c in
       _ = try await c.wait("ssh-tok", .ready)
       let banner = try await Self.sshBanner(c, sandbox: sandboxID, token: valid)
@@ -189,4 +191,15 @@ final class Counter: @unchecked Sendable {
   private var n = 0
   func add() { lock.lock(); n += 1; lock.unlock() }
   var value: Int { lock.lock(); defer { lock.unlock() }; return n }
+}
+
+/// The gateway a test runs now (it is replaced by a restart).
+final class GatewayBox: @unchecked Sendable {
+  private let lock = NSLock()
+  private var gateway: SandboxGateway
+  init(_ g: SandboxGateway) { gateway = g }
+  var value: SandboxGateway {
+    get { lock.lock(); defer { lock.unlock() }; return gateway }
+    set { lock.lock(); gateway = newValue; lock.unlock() }
+  }
 }
