@@ -21,9 +21,11 @@ struct GatewayServe: AsyncParsableCommand {
   @Option(help: "Container registry user name (refused: no image-pulling driver yet).") var registryUsername: String?
   @Option(help: "Container registry token (refused: no image-pulling driver yet).") var registryToken: String?
   @Option(help: "Graceful shutdown deadline in seconds.") var shutdownTimeout: Int = 10
+  @Option(help: "Lifetime of SSH session tokens in seconds (0 = no expiry).") var sshSessionTtl: Int64 = 86_400
 
   func validate() throws {
     guard (1...65535).contains(port) || port == 0 else { throw ValidationError("--port must be 1-65535") }
+    guard sshSessionTtl >= 0 else { throw ValidationError("--ssh-session-ttl must be 0 (no expiry) or a number of seconds") }
     if plaintext && disableGatewayAuth { throw ValidationError("--plaintext and --disable-gateway-auth are exclusive") }
   }
 
@@ -41,6 +43,7 @@ struct GatewayServe: AsyncParsableCommand {
     c.gatewayHosts = gatewayHost
     c.gatewayName = name
     c.shutdownGracePeriod = .seconds(shutdownTimeout)
+    c.sshSessionTTLSeconds = sshSessionTtl
     let config = c
     do {
       try await serve(config) { _, port in

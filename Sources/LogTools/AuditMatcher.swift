@@ -15,7 +15,7 @@ public struct AuditMatcher: Sendable {
   private var providerIDs: Set<String> = []
 
   /// Aggregate kinds that belong to a sandbox (their aggregate id is the sandbox id).
-  static let sandboxKinds: Set<String> = ["sandbox", "policy", "settings", "network", "exec", "credentials"]
+  static let sandboxKinds: Set<String> = ["sandbox", "policy", "settings", "network", "exec", "credentials", "ssh_tunnel"]
 
   /// - Throws: `EventLogError`, `ProjectionError` while resolving names.
   public init(_ log: EventLog, query: AuditQuery) throws {

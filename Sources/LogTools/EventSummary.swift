@@ -62,7 +62,12 @@ public enum EventSummary {
     case .inferenceRouteSet(let e): return "route \(e.route) → \(e.provider) model \(e.model) timeout \(e.timeoutSeconds)s\(e.verified ? "" : " (not verified)")"
     case .inferenceRouteDeleted(let e): return "route \(e.route) deleted"
     case .inferenceBundlePublished(let e): return "bundle \(e.revision) routes \(e.routes.joined(separator: ","))"
-    case .sshSessionCreated(let e): return "ssh session \(e.id) for sandbox \(e.sandboxID)"
+    case .sshSessionCreated(let e):
+      let expiry = e.expiresNs == 0 ? "never expires" : "expires \(Date(timeIntervalSince1970: Double(e.expiresNs) / 1e9).formatted(.iso8601))"
+      return "ssh session \(e.id) for sandbox \(e.sandboxID) (\(expiry), host key \(e.hostKeyFingerprint))"
+    case .sshTunnelOpened(let e): return "tunnel \(e.tunnelID) (\(e.target)) opened on ssh session \(e.sessionID) to sandbox \(e.sandboxID)"
+    case .sshTunnelClosed(let e):
+      return "tunnel \(e.tunnelID) closed after \(e.durationMs) ms: \(e.bytesToSandbox) B to sandbox, \(e.bytesFromSandbox) B from sandbox\(e.reason.isEmpty ? "" : " (\(e.reason))")"
     case .sshSessionRevoked(let e): return "ssh session \(e.id) revoked"
     case .gatewayRestored(let e):
       return "restored as gateway \(e.gatewayName) from \(e.source) (\(e.records) records)"

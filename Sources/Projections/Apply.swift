@@ -222,6 +222,8 @@ extension GatewayState {
 
     case .auditCheckpoint, .accessRefused, .credentialsDisclosed, .execStarted, .execEnded:
       break  // audit records only (issue 12): read by `openshell-replay audit` and the audit API, no state
+    case .sshTunnelOpened, .sshTunnelClosed:
+      break  // audit only
     }
   }
 

@@ -75,6 +75,8 @@ extension GatewayEvent {
     case .execStarted: return "exec.started"
     case .execEnded: return "exec.ended"
     case .gatewayRestored: return "gateway.restored"
+    case .sshTunnelOpened: return "ssh.tunnel_opened"
+    case .sshTunnelClosed: return "ssh.tunnel_closed"
     }
   }
 
@@ -124,6 +126,8 @@ extension GatewayEvent {
     case .credentialsDisclosed(let e): return AggregateRef(kind: "credentials", id: e.sandboxID.isEmpty ? e.recipient : e.sandboxID)
     case .execStarted(let e): return AggregateRef(kind: "exec", id: e.sandboxID)
     case .execEnded(let e): return AggregateRef(kind: "exec", id: e.sandboxID)
+    case .sshTunnelOpened(let e): return AggregateRef(kind: "ssh_tunnel", id: e.sandboxID)
+    case .sshTunnelClosed(let e): return AggregateRef(kind: "ssh_tunnel", id: e.sandboxID)
     }
   }
 

@@ -233,6 +233,14 @@ public struct SshSessionRecord: Codable, Equatable, Sendable {
   public var tokenSHA256: String
   public var expiresNs: Int64
   public var revoked: Bool
+
+  public init(id: String, sandboxID: String, tokenSHA256: String, expiresNs: Int64, revoked: Bool) {
+    self.id = id
+    self.sandboxID = sandboxID
+    self.tokenSHA256 = tokenSHA256
+    self.expiresNs = expiresNs
+    self.revoked = revoked
+  }
 }
 
 extension GatewayState {

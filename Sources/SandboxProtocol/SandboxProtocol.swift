@@ -74,6 +74,10 @@ public enum SandboxProtocol {
 
   /// `RelayOpen.service_id` for exec channels.
   public static let execService = "exec"
+  /// `RelayOpen.service_id` (with `target.ssh`) for SSH channels: the supervisor starts the sandbox's
+  /// SSH server for the channel and relays raw bytes (each `RelayFrame.data` is a slice of the SSH
+  /// byte stream, in order); either side ending its stream ends the connection.
+  public static let sshService = "ssh"
   /// Exit code reported when `execution_timeout` expires (the process group was killed), as timeout(1).
   public static let timeoutExitCode: Int32 = 124
 }

@@ -87,8 +87,12 @@ struct Session: Sendable {
     }
   }
 
-  /// One relay channel. Only the `exec` service exists today.
+  /// One relay channel: `exec` (below) or `ssh` (``relaySSH(_:)``).
   func relay(_ open: Openshell_V1_RelayOpen) async {
+    if open.serviceID == SandboxProtocol.sshService {
+      await relaySSH(open)
+      return
+    }
     guard open.serviceID == SandboxProtocol.execService else {
       logs.log("relay for unknown service \(open.serviceID.debugDescription) refused", level: "WARN")
       return

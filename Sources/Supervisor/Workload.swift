@@ -93,6 +93,21 @@ final class Workload: Sendable {
     return p
   }
 
+  /// Starts a service process of the sandbox (the SSH server) with the workloads' plan plus
+  /// `extraPlan` launcher options (e.g. `--ro FILE`), piped stdio, in its own process group.
+  /// - Throws: `CommandError` (126) without a plan, `SpawnError` when spawning fails.
+  func spawnServer(_ command: [String], extraPlan: [String]) throws -> SpawnedProcess {
+    guard let planArguments else {
+      throw CommandError(description: "no confinement plan in the launch description; the server was not started", exitCode: ConfinementPlan.failureExitCode)
+    }
+    let p = try Spawner.spawn(
+      SandboxProtocol.launcherPath, planArguments + extraPlan + ["--"] + command,
+      environment: [SandboxProtocol.launchEnvironmentFDVariable: "3"], stdin: .pipe, stdout: .pipe, stderr: .pipe,
+      workingDirectory: SandboxProtocol.workspace, newProcessGroup: true, fd3Data: Self.encodeEnvironment(environment([:])))
+    groups.withLock { _ = $0.insert(p.pid) }
+    return p
+  }
+
   /// `KEY=VALUE` entries, each followed by a NUL byte (the launcher's environment pipe format).
   static func encodeEnvironment(_ env: [String: String]) -> [UInt8] {
     var out: [UInt8] = []

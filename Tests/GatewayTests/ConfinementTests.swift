@@ -73,7 +73,8 @@ struct ConfinementTests {
       #expect(w.out.contains("Permission denied") && w.out.contains("rc=1\n"), "\(w)")
       #expect(!w.out.contains("rc=0"), "\(w)")
       // Reads outside read_only: world-readable /dev/zero, the root directory and /dev listings (only
-      // Landlock denies these), and the credentials directory (also closed to the user by its mode).
+      // Landlock denies these), and the credentials directory (/run is only searchable, 0711, so that the
+      // SSH server can open its host key; Landlock closes the directory to every other workload process).
       let r = try await sh(c, "conf-a", "head -c1 /dev/zero >/dev/null; echo rc=$?; ls /; echo rc=$?; ls /dev; echo rc=$?; cat /run/openshell/ca.crt; echo rc=$?")
       #expect(r.out.components(separatedBy: "Permission denied").count - 1 == 4 && !r.out.contains("rc=0"), "\(r)")
       // The gateway's data directory and the other sandbox's workspace are not reachable.

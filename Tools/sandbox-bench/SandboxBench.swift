@@ -8,7 +8,8 @@ import OpenShellAPI
 /// `openshell-sandbox-bench`: CreateSandbox → READY latency and the round trip of `exec true`, over N
 /// sandboxes created one after another on an in-process gateway with the local driver (bubblewrap +
 /// the `openshell-sandbox` supervisor next to this binary). Prints p50/p90/p99/max. With `--proxy`, the
-/// policy proxy's added latency and throughput instead (``ProxyBench``).
+/// policy proxy's added latency and throughput instead (``ProxyBench``); with `--ssh`, the SSH tunnel's
+/// connect time and throughput beside plain OpenSSH (``SSHBench``).
 @main
 struct SandboxBench: AsyncParsableCommand {
   static let configuration = CommandConfiguration(commandName: "openshell-sandbox-bench")
@@ -17,8 +18,20 @@ struct SandboxBench: AsyncParsableCommand {
   @Option(help: "Data directory (default: a fresh temporary directory).") var dataDir: String?
   @Flag(help: "Measure the policy proxy instead (added latency of a small request, 100 MB throughput).") var proxy = false
   @Option(help: "Small requests per side for --proxy.") var requests = 1000
+  @Flag(help: "Measure the SSH tunnel instead (connect p50/p99, throughput; beside plain ssh to a local sshd).") var ssh = false
+  @Option(help: "ssh connects per side for --ssh.") var sshConnects = 50
+  @Option(help: "MiB sent through ssh for --ssh.") var sshMegabytes = 200
+  // The ProxyCommand mode of --ssh (this binary runs itself; not for direct use).
+  @Option(help: .hidden) var sshProxyPort: Int?
+  @Option(help: .hidden) var sshProxySandbox: String?
+  @Option(help: .hidden) var sshProxyCert: String?
+  @Option(help: .hidden) var sshProxyKey: String?
+  @Option(help: .hidden) var sshProxyCa: String?
 
   func run() async throws {
+    if let sshProxyPort, let sshProxySandbox, let sshProxyCert, let sshProxyKey, let sshProxyCa {
+      try await SSHBench.proxy(port: sshProxyPort, sandboxID: sshProxySandbox, cert: sshProxyCert, key: sshProxyKey, ca: sshProxyCa)
+    }
     let dir = dataDir ?? NSTemporaryDirectory() + "sandbox-bench-\(UUID().uuidString.prefix(8))"
     var config = GatewayConfiguration(dataDirectory: dir)
     config.port = 0
@@ -38,6 +51,24 @@ struct SandboxBench: AsyncParsableCommand {
       certificateChain: [.file(path: pki.clientCertificatePath, format: .pem)], privateKey: .file(path: pki.clientKeyPath, format: .pem)
     ) { $0.trustRoots = .certificates([.file(path: pki.caCertificatePath, format: .pem)]) }
     let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: security)
+    if ssh {
+      let (connects, megabytes) = (sshConnects, sshMegabytes)
+      var failure: Error?
+      do {
+        try await withGRPCClient(transport: transport) { grpc in
+          try await SSHBench.run(
+            Openshell_V1_OpenShell.Client(wrapping: grpc), gateway: gateway, port: port, dataDir: dir, connects: connects, megabytes: megabytes)
+        }
+      } catch {
+        failure = error
+      }
+      await gateway.driver?.stopAll()
+      gateway.shutdown()
+      _ = try? await server.value
+      if dataDir == nil { try? FileManager.default.removeItem(atPath: dir) }
+      if let failure { throw failure }
+      return
+    }
     if proxy {
       let requests = self.requests
       var failure: Error?

@@ -14,7 +14,7 @@ struct SandboxCommand: AsyncParsableCommand {
     abstract: "Create and manage sandboxes.",
     subcommands: [
       SandboxCreate.self, SandboxList.self, SandboxGet.self, SandboxDelete.self, SandboxExec.self,
-      SandboxStop.self, SandboxStart.self, SandboxLogs.self,
+      SandboxStop.self, SandboxStart.self, SandboxLogs.self, SandboxConnect.self, SandboxSSHConfig.self, SandboxUpload.self, SandboxDownload.self,
     ],
     aliases: ["sb"])
 }

@@ -91,6 +91,10 @@ struct BubblewrapCommand {
     a += ["--proc", "/proc", "--dev", "/dev"]
     a += ["--perms", "1777", "--tmpfs", "/tmp", "--dir", "/var", "--perms", "1777", "--tmpfs", "/var/tmp"]
     a += ["--bind", workspace, SandboxProtocol.workspace]
+    // /run is searchable but not listable (0711) so that the sandbox's SSH server, which runs as the
+    // sandbox user, can open its host key in the credentials directory; Landlock keeps every other
+    // workload process out of /run/openshell (issue 11).
+    a += ["--perms", "0711", "--dir", "/run"]
     a += ["--ro-bind", credentials, SandboxProtocol.credentialsDirectory]
     a += ["--ro-bind", supervisorBinary, SandboxProtocol.supervisorPath]
     a += ["--ro-bind", launcherBinary, SandboxProtocol.launcherPath]

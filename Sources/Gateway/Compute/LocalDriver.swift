@@ -438,6 +438,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     let trust = base + "/tls"
     try? fm.removeItem(atPath: trust)
     try fm.createDirectory(atPath: trust, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+    try SandboxSSHHostKey.generate(in: run, comment: "openshell-sandbox-\(s.id)", owner: user)
     let spec = (try? Openshell_V1_SandboxSpec(serializedBytes: s.spec)) ?? .init()
     var env = spec.template.environment
     env.merge(spec.environment) { _, b in b }

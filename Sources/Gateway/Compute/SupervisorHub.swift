@@ -21,15 +21,31 @@ public final class SupervisorHub: Sendable {
     public let incoming: AsyncThrowingStream<Data, any Error>
     let incomingContinuation: AsyncThrowingStream<Data, any Error>.Continuation
     let outgoing: AsyncStream<Data>.Continuation
+    /// Flow control (byte streams only, see ``openRelay(sandboxID:service:target:flowControl:timeout:)``):
+    /// bytes sent but not yet written to the supervisor, and bytes received but not yet consumed.
+    public let toSupervisor: ByteCredit?
+    public let fromSupervisor: ByteCredit?
     public func send(_ data: Data) { outgoing.yield(data) }
+    /// Sends once fewer than the limit's bytes are still on their way to the supervisor.
+    public func sendWaiting(_ data: Data) async {
+      await toSupervisor?.acquire(data.count)
+      outgoing.yield(data)
+    }
+    /// Tells the channel that `count` received bytes were consumed (flow-controlled channels).
+    public func consumed(_ count: Int) { fromSupervisor?.release(count) }
     /// Ends the gateway → supervisor direction: the `RelayStream` call then ends, which the supervisor
     /// treats as "stop" (an exec command still running is killed).
-    public func finish() { outgoing.finish() }
+    public func finish() {
+      outgoing.finish()
+      toSupervisor?.close()
+    }
     /// Gives up on the channel (the requester's caller went away): ends both directions, so whoever
     /// iterates `incoming` stops waiting for the supervisor and the supervisor is told to stop.
     public func cancel() {
       outgoing.finish()
       incomingContinuation.finish(throwing: CancellationError())
+      toSupervisor?.close()
+      fromSupervisor?.close()
     }
   }
 
@@ -63,6 +79,7 @@ public final class SupervisorHub: Sendable {
 
   struct PendingRelay {
     let sandboxID: String
+    let flowControl: Bool
     let continuation: CheckedContinuation<RelayChannel, any Error>
   }
 
@@ -208,7 +225,10 @@ public final class SupervisorHub: Sendable {
   /// Asks the sandbox's supervisor to open a relay channel for `service` and waits (≤ `timeout`) until
   /// it has dialled `RelayStream`; a supervisor that is not connected yet is waited for (≤ `timeout`).
   /// - Throws: UNAVAILABLE when no supervisor is connected or it does not answer in time.
-  public func openRelay(sandboxID: String, service: String, timeout: Duration = .seconds(10)) async throws -> RelayChannel {
+  public func openRelay(
+    sandboxID: String, service: String, target: Openshell_V1_RelayOpen.OneOf_Target? = nil, flowControl: Bool = false,
+    timeout: Duration = .seconds(10)
+  ) async throws -> RelayChannel {
     _ = await waitForSession(sandboxID, timeout: timeout)
     guard let session = sessions.withLock({ $0[sandboxID] }) else {
       throw RPCError(code: .unavailable, message: "the supervisor of sandbox \(sandboxID) is not connected")
@@ -220,8 +240,8 @@ public final class SupervisorHub: Sendable {
     }
     defer { timer.cancel() }
     return try await withCheckedThrowingContinuation { c in
-      pending.withLock { $0[channelID] = PendingRelay(sandboxID: sandboxID, continuation: c) }
-      session.outbound.yield(.with { $0.relayOpen = .with { $0.channelID = channelID; $0.serviceID = service } })
+      pending.withLock { $0[channelID] = PendingRelay(sandboxID: sandboxID, flowControl: flowControl, continuation: c) }
+      session.outbound.yield(.with { $0.relayOpen = .with { $0.channelID = channelID; $0.serviceID = service; $0.target = target } })
     }
   }
 
@@ -229,9 +249,18 @@ public final class SupervisorHub: Sendable {
     pending.withLock { $0.removeValue(forKey: channelID) }?.continuation.resume(throwing: error)
   }
 
+  /// The `RelayStream` handler's side of a channel.
+  struct AcceptedRelay {
+    let incoming: AsyncThrowingStream<Data, any Error>.Continuation
+    let outgoing: AsyncStream<Data>
+    /// Flow-controlled channels: release after writing to the supervisor / acquire after receiving.
+    let toSupervisor: ByteCredit?
+    let fromSupervisor: ByteCredit?
+  }
+
   /// Called by the `RelayStream` handler: pairs the supervisor's stream with the waiting requester.
   /// - Throws: PERMISSION_DENIED when the channel belongs to another sandbox, NOT_FOUND when unknown.
-  func accept(channelID: String, from sandboxID: String) throws -> (AsyncThrowingStream<Data, any Error>.Continuation, AsyncStream<Data>) {
+  func accept(channelID: String, from sandboxID: String) throws -> AcceptedRelay {
     let p = try pending.withLock { all -> PendingRelay in
       guard let p = all[channelID] else { throw RPCErrors.notFound("relay channel \(channelID)") }
       guard p.sandboxID == sandboxID else {
@@ -242,8 +271,11 @@ public final class SupervisorHub: Sendable {
     }
     let (incoming, inCont) = AsyncThrowingStream<Data, any Error>.makeStream()
     let (outgoing, outCont) = AsyncStream<Data>.makeStream()
-    p.continuation.resume(returning: RelayChannel(incoming: incoming, incomingContinuation: inCont, outgoing: outCont))
-    return (inCont, outgoing)
+    let toSupervisor = p.flowControl ? ByteCredit() : nil
+    let fromSupervisor = p.flowControl ? ByteCredit() : nil
+    p.continuation.resume(returning: RelayChannel(
+      incoming: incoming, incomingContinuation: inCont, outgoing: outCont, toSupervisor: toSupervisor, fromSupervisor: fromSupervisor))
+    return AcceptedRelay(incoming: inCont, outgoing: outgoing, toSupervisor: toSupervisor, fromSupervisor: fromSupervisor)
   }
 }
 

@@ -38,6 +38,8 @@ public struct GatewayConfiguration: Sendable {
   public var computeDriver: String = "local"
   /// Path of the supervisor binary (`openshell-sandbox`); nil = next to this executable.
   public var supervisorBinary: String?
+  /// Lifetime of SSH session tokens in seconds (0 = none; default 24 h as OpenShell).
+  public var sshSessionTTLSeconds: Int64 = 86_400
   /// Test-only: the local driver behaves as on a kernel without Landlock (documented switch
   /// `OPENSHELL_TEST_DISABLE_LANDLOCK=1` in the gateway's environment; tests set this property).
   /// Ed25519 key that signs audit checkpoints (issue 12); nil = `DATA/keys/audit-checkpoint.key`.
@@ -125,7 +127,9 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
   ProviderKeyJanitor.shredOrphans(vault: vault, state: await store.state)
   let providerEvents = ProviderEvents()
   let delivery = ProviderDelivery(store: store, vault: vault, hub: hub, events: providerEvents)
-  let service = OpenShellService(store: store, driver: driver, version: gatewayVersion, hub: hub, vault: vault, providerEvents: providerEvents)
+  let sshSettings = SSHTunnelSettings(sessionTTLSeconds: configuration.sshSessionTTLSeconds)
+  let service = OpenShellService(
+    store: store, driver: driver, version: gatewayVersion, hub: hub, vault: vault, providerEvents: providerEvents, ssh: sshSettings)
   let inference = InferenceService(store: store, vault: vault, hub: hub, providerEvents: providerEvents)
   let registry = PeerCertificateRegistry()
   // Refused calls are aggregated per (identity, RPC, code, reason) per window before they are logged.
@@ -170,9 +174,10 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
     group.addTask {
       for _ in 0..<500 {
         if let port = await server.listeningPort {
+          let host = ["0.0.0.0", "::", ""].contains(configuration.bindAddress) ? "127.0.0.1" : configuration.bindAddress
+          let scheme = configuration.security.usesTLS ? "https" : "http"
+          sshSettings.setEndpoint(host: host, port: port, scheme: scheme)
           if let driver {
-            let host = ["0.0.0.0", "::", ""].contains(configuration.bindAddress) ? "127.0.0.1" : configuration.bindAddress
-            let scheme = configuration.security.usesTLS ? "https" : "http"
             driver.setEndpoint("\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(port)")
           }
           onReady?(running, port)

@@ -19,14 +19,17 @@ public struct OpenShellService: Openshell_V1_OpenShell.SimpleServiceProtocol, Se
   public let providerEvents: ProviderEvents
   /// Audit records of reads and sessions (credential disclosures, exec sessions).
   var audit: AuditRecorder { AuditRecorder(store: store) }
+  /// SSH session lifetime and the address CreateSshSession returns.
+  public let ssh: SSHTunnelSettings
 
   /// - Parameters:
   ///   - driver: the compute driver; nil = none configured (sandboxes stay PROVISIONING; stop,
   ///     start and delete complete at once because nothing runs).
   public init(
     store: GatewayStore, driver: (any ComputeDriver)?, version: String, hub: SupervisorHub? = nil,
-    vault: SecretVault? = nil, providerEvents: ProviderEvents = ProviderEvents()
+    vault: SecretVault? = nil, providerEvents: ProviderEvents = ProviderEvents(), ssh: SSHTunnelSettings = SSHTunnelSettings()
   ) {
+    self.ssh = ssh
     self.store = store
     self.driver = driver
     self.version = version

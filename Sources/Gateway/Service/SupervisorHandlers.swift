@@ -84,7 +84,8 @@ extension OpenShellService {
       guard let owner = hub.pendingOwner(initFrame.channelID) else { throw RPCErrors.notFound("relay channel \(initFrame.channelID)") }
       id = try sandboxCaller("RelayStream", claimed: owner)
     }
-    let (incoming, outgoing) = try hub.accept(channelID: initFrame.channelID, from: id)
+    let relay = try hub.accept(channelID: initFrame.channelID, from: id)
+    let incoming = relay.incoming
     // The relay ends when the gateway side finished sending: after the exchange completed, or early when
     // the requester gave up (its caller went away). Returning ends the response stream, which is how
     // the supervisor learns to stop; so the supervisor's frames are read only until then, never waited
@@ -95,14 +96,22 @@ extension OpenShellService {
         var frames = frames.iterator
         do {
           while let frame = try await frames.next() {
-            if case .data(let d)? = frame.payload { incoming.yield(d) }
+            if case .data(let d)? = frame.payload {
+              incoming.yield(d)
+              await relay.fromSupervisor?.acquire(d.count)
+            }
           }
           incoming.finish()
         } catch {
           incoming.finish(throwing: error)
         }
       }
-      for await data in outgoing { try await response.write(.with { $0.data = data }) }
+      for await data in relay.outgoing {
+        try await response.write(.with { $0.data = data })
+        relay.toSupervisor?.release(data.count)
+      }
+      relay.toSupervisor?.close()
+      relay.fromSupervisor?.close()
       group.cancelAll()
     }
   }
@@ -167,7 +176,7 @@ extension OpenShellService {
 }
 
 /// Moves a request stream's iterator (not `Sendable`) to the one task that reads it from then on.
-private struct IteratorTransfer<Iterator>: @unchecked Sendable {
+struct IteratorTransfer<Iterator>: @unchecked Sendable {
   let iterator: Iterator
   init(_ iterator: Iterator) { self.iterator = iterator }
 }

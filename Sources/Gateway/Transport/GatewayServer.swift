@@ -140,6 +140,9 @@ public final class GatewayServer: Sendable {
     // their connections after three "too early" pings (~40 s), cutting long execs. Allow one per 5 s.
     transportConfig.connection.keepalive.clientBehavior.minPingIntervalWithoutCalls = .seconds(5)
     transportConfig.connection.keepalive.clientBehavior.allowWithoutCalls = true
+    // Byte streams (SSH tunnels: ForwardTcp in, RelayStream from supervisors) need more than HTTP/2's
+    // 64 KiB default receive window, or each stream moves at most 64 KiB per round trip (issue 11).
+    transportConfig.http2.targetWindowSize = 4 << 20
     self.transport = HTTP2ServerTransport.Custom(listenerFactory: factory, config: transportConfig)
     self.configuration = configuration
     self.peerRegistry = peerRegistry

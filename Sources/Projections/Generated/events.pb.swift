@@ -732,7 +732,11 @@ public nonisolated struct Openshell_Events_V1_SshSessionCreated: Sendable {
   /// the token itself is never stored
   public var tokenSha256: String = String()
 
+  /// 0 = never expires
   public var expiresNs: Int64 = 0
+
+  /// "SHA256:…" of the sandbox's SSH host key returned to the client
+  public var hostKeyFingerprint: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -890,6 +894,51 @@ public nonisolated struct Openshell_Events_V1_ExecEnded: Sendable {
 
   /// why it ended without an exit code (empty otherwise)
   public var error: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One ForwardTcp tunnel through a sandbox's supervisor (audit only; the projection keeps no state).
+public nonisolated struct Openshell_Events_V1_SshTunnelOpened: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tunnelID: String = String()
+
+  public var sessionID: String = String()
+
+  public var sandboxID: String = String()
+
+  /// "ssh" | "tcp:<host>:<port>"
+  public var target: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Openshell_Events_V1_SshTunnelClosed: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tunnelID: String = String()
+
+  public var sessionID: String = String()
+
+  public var sandboxID: String = String()
+
+  public var bytesToSandbox: UInt64 = 0
+
+  public var bytesFromSandbox: UInt64 = 0
+
+  public var durationMs: Int64 = 0
+
+  /// empty = closed normally
+  public var reason: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1255,6 +1304,22 @@ public nonisolated struct Openshell_Events_V1_GatewayEvent: Sendable {
     set {kind = .gatewayRestored(newValue)}
   }
 
+  public var sshTunnelOpened: Openshell_Events_V1_SshTunnelOpened {
+    get {
+      if case .sshTunnelOpened(let v)? = kind {return v}
+      return Openshell_Events_V1_SshTunnelOpened()
+    }
+    set {kind = .sshTunnelOpened(newValue)}
+  }
+
+  public var sshTunnelClosed: Openshell_Events_V1_SshTunnelClosed {
+    get {
+      if case .sshTunnelClosed(let v)? = kind {return v}
+      return Openshell_Events_V1_SshTunnelClosed()
+    }
+    set {kind = .sshTunnelClosed(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -1302,6 +1367,8 @@ public nonisolated struct Openshell_Events_V1_GatewayEvent: Sendable {
     case execStarted(Openshell_Events_V1_ExecStarted)
     case execEnded(Openshell_Events_V1_ExecEnded)
     case gatewayRestored(Openshell_Events_V1_GatewayRestored)
+    case sshTunnelOpened(Openshell_Events_V1_SshTunnelOpened)
+    case sshTunnelClosed(Openshell_Events_V1_SshTunnelClosed)
 
   }
 
@@ -2948,7 +3015,7 @@ nonisolated extension Openshell_Events_V1_InferenceBundlePublished: SwiftProtobu
 
 nonisolated extension Openshell_Events_V1_SshSessionCreated: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SshSessionCreated"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}sandbox_id\0\u{3}token_sha256\0\u{3}expires_ns\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}sandbox_id\0\u{3}token_sha256\0\u{3}expires_ns\0\u{3}host_key_fingerprint\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2960,6 +3027,7 @@ nonisolated extension Openshell_Events_V1_SshSessionCreated: SwiftProtobuf.Messa
       case 2: try { try decoder.decodeSingularStringField(value: &self.sandboxID) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.tokenSha256) }()
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.expiresNs) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.hostKeyFingerprint) }()
       default: break
       }
     }
@@ -2978,6 +3046,9 @@ nonisolated extension Openshell_Events_V1_SshSessionCreated: SwiftProtobuf.Messa
     if self.expiresNs != 0 {
       try visitor.visitSingularInt64Field(value: self.expiresNs, fieldNumber: 4)
     }
+    if !self.hostKeyFingerprint.isEmpty {
+      try visitor.visitSingularStringField(value: self.hostKeyFingerprint, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2986,6 +3057,7 @@ nonisolated extension Openshell_Events_V1_SshSessionCreated: SwiftProtobuf.Messa
     if lhs.sandboxID != rhs.sandboxID {return false}
     if lhs.tokenSha256 != rhs.tokenSha256 {return false}
     if lhs.expiresNs != rhs.expiresNs {return false}
+    if lhs.hostKeyFingerprint != rhs.hostKeyFingerprint {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3326,9 +3398,114 @@ nonisolated extension Openshell_Events_V1_ExecEnded: SwiftProtobuf.Message, Swif
   }
 }
 
+nonisolated extension Openshell_Events_V1_SshTunnelOpened: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SshTunnelOpened"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tunnel_id\0\u{3}session_id\0\u{3}sandbox_id\0\u{1}target\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tunnelID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.sessionID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.sandboxID) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.target) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tunnelID.isEmpty {
+      try visitor.visitSingularStringField(value: self.tunnelID, fieldNumber: 1)
+    }
+    if !self.sessionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.sessionID, fieldNumber: 2)
+    }
+    if !self.sandboxID.isEmpty {
+      try visitor.visitSingularStringField(value: self.sandboxID, fieldNumber: 3)
+    }
+    if !self.target.isEmpty {
+      try visitor.visitSingularStringField(value: self.target, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Events_V1_SshTunnelOpened, rhs: Openshell_Events_V1_SshTunnelOpened) -> Bool {
+    if lhs.tunnelID != rhs.tunnelID {return false}
+    if lhs.sessionID != rhs.sessionID {return false}
+    if lhs.sandboxID != rhs.sandboxID {return false}
+    if lhs.target != rhs.target {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Openshell_Events_V1_SshTunnelClosed: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SshTunnelClosed"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tunnel_id\0\u{3}session_id\0\u{3}sandbox_id\0\u{3}bytes_to_sandbox\0\u{3}bytes_from_sandbox\0\u{3}duration_ms\0\u{1}reason\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tunnelID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.sessionID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.sandboxID) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.bytesToSandbox) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.bytesFromSandbox) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.durationMs) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tunnelID.isEmpty {
+      try visitor.visitSingularStringField(value: self.tunnelID, fieldNumber: 1)
+    }
+    if !self.sessionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.sessionID, fieldNumber: 2)
+    }
+    if !self.sandboxID.isEmpty {
+      try visitor.visitSingularStringField(value: self.sandboxID, fieldNumber: 3)
+    }
+    if self.bytesToSandbox != 0 {
+      try visitor.visitSingularUInt64Field(value: self.bytesToSandbox, fieldNumber: 4)
+    }
+    if self.bytesFromSandbox != 0 {
+      try visitor.visitSingularUInt64Field(value: self.bytesFromSandbox, fieldNumber: 5)
+    }
+    if self.durationMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.durationMs, fieldNumber: 6)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Events_V1_SshTunnelClosed, rhs: Openshell_Events_V1_SshTunnelClosed) -> Bool {
+    if lhs.tunnelID != rhs.tunnelID {return false}
+    if lhs.sessionID != rhs.sessionID {return false}
+    if lhs.sandboxID != rhs.sandboxID {return false}
+    if lhs.bytesToSandbox != rhs.bytesToSandbox {return false}
+    if lhs.bytesFromSandbox != rhs.bytesFromSandbox {return false}
+    if lhs.durationMs != rhs.durationMs {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GatewayEvent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gateway_initialized\0\u{3}gateway_configured\0\u{3}certificate_issued\0\u{4}\u{7}workspace_created\0\u{3}workspace_deleted\0\u{4}\u{4}sandbox_template_created\0\u{3}sandbox_template_deleted\0\u{4}\u{4}sandbox_requested\0\u{3}sandbox_provisioning\0\u{3}sandbox_ready\0\u{3}sandbox_failed\0\u{3}sandbox_stopping\0\u{3}sandbox_stopped\0\u{3}sandbox_starting\0\u{3}sandbox_deleting\0\u{3}sandbox_deleted\0\u{3}sandbox_main_process_exited\0\u{3}sandbox_condition_set\0\u{3}sandbox_network_denials\0\u{4}\u{9}provider_created\0\u{3}provider_updated\0\u{3}provider_credential_rotated\0\u{3}provider_deleted\0\u{3}sandbox_provider_attached\0\u{3}sandbox_provider_detached\0\u{4}\u{5}policy_revision_submitted\0\u{3}policy_revision_loaded\0\u{3}policy_revision_failed\0\u{3}policy_revision_superseded\0\u{3}global_policy_set\0\u{3}global_policy_deleted\0\u{4}\u{5}setting_set\0\u{3}setting_deleted\0\u{4}\u{9}inference_route_set\0\u{3}inference_route_deleted\0\u{3}inference_bundle_published\0\u{4}\u{8}ssh_session_created\0\u{3}ssh_session_revoked\0\u{4}\u{9}audit_checkpoint\0\u{3}access_refused\0\u{3}credentials_disclosed\0\u{3}exec_started\0\u{3}exec_ended\0\u{3}gateway_restored\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gateway_initialized\0\u{3}gateway_configured\0\u{3}certificate_issued\0\u{4}\u{7}workspace_created\0\u{3}workspace_deleted\0\u{4}\u{4}sandbox_template_created\0\u{3}sandbox_template_deleted\0\u{4}\u{4}sandbox_requested\0\u{3}sandbox_provisioning\0\u{3}sandbox_ready\0\u{3}sandbox_failed\0\u{3}sandbox_stopping\0\u{3}sandbox_stopped\0\u{3}sandbox_starting\0\u{3}sandbox_deleting\0\u{3}sandbox_deleted\0\u{3}sandbox_main_process_exited\0\u{3}sandbox_condition_set\0\u{3}sandbox_network_denials\0\u{4}\u{9}provider_created\0\u{3}provider_updated\0\u{3}provider_credential_rotated\0\u{3}provider_deleted\0\u{3}sandbox_provider_attached\0\u{3}sandbox_provider_detached\0\u{4}\u{5}policy_revision_submitted\0\u{3}policy_revision_loaded\0\u{3}policy_revision_failed\0\u{3}policy_revision_superseded\0\u{3}global_policy_set\0\u{3}global_policy_deleted\0\u{4}\u{5}setting_set\0\u{3}setting_deleted\0\u{4}\u{9}inference_route_set\0\u{3}inference_route_deleted\0\u{3}inference_bundle_published\0\u{4}\u{8}ssh_session_created\0\u{3}ssh_session_revoked\0\u{3}ssh_tunnel_opened\0\u{3}ssh_tunnel_closed\0\u{4}\u{7}audit_checkpoint\0\u{3}access_refused\0\u{3}credentials_disclosed\0\u{3}exec_started\0\u{3}exec_ended\0\u{3}gateway_restored\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3830,6 +4007,32 @@ nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, S
           self.kind = .sshSessionRevoked(v)
         }
       }()
+      case 82: try {
+        var v: Openshell_Events_V1_SshTunnelOpened?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .sshTunnelOpened(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .sshTunnelOpened(v)
+        }
+      }()
+      case 83: try {
+        var v: Openshell_Events_V1_SshTunnelClosed?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .sshTunnelClosed(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .sshTunnelClosed(v)
+        }
+      }()
       case 90: try {
         var v: Openshell_Events_V1_AuditCheckpoint?
         var hadOneofValue = false
@@ -4070,6 +4273,14 @@ nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, S
     case .sshSessionRevoked?: try {
       guard case .sshSessionRevoked(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 81)
+    }()
+    case .sshTunnelOpened?: try {
+      guard case .sshTunnelOpened(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 82)
+    }()
+    case .sshTunnelClosed?: try {
+      guard case .sshTunnelClosed(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 83)
     }()
     case .auditCheckpoint?: try {
       guard case .auditCheckpoint(let v)? = self.kind else { preconditionFailure() }

@@ -1,0 +1,194 @@
+import Dispatch
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import OpenShellAPI
+import SandboxProtocol
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// The sandbox's SSH server: Debian's OpenSSH `sshd` in inetd mode (`sshd -i`), one per relay channel
+/// (`RelayOpen{service_id: "ssh"}`), its stdin/stdout bridged to the channel's `RelayStream`
+/// (OpenShell: enforcement-and-ssh.md §1.5 steps 4–5; why sshd and not swift-nio-ssh: DESIGN.md).
+///
+/// Confinement: `sshd` is a workload process like any other — started by the launcher with the
+/// sandbox's plan (user `sandbox`, no capabilities, no_new_privs, Landlock, seccomp, the sandbox's
+/// network namespace), so the shell, `scp`, `sftp-server` and everything a session starts inherit
+/// exactly that. The SSH server's plan adds only: read access to the host key file, and read-write
+/// access to `/dev/null`, `/dev/tty`, `/dev/ptmx` and `/dev/pts` (the sandbox's own devpts instance) so that a
+/// session can have a terminal.
+///
+/// Authentication: the gateway's session token (checked by ForwardTcp) is the credential; sshd
+/// accepts any public key (`AuthorizedKeysCommand /bin/echo %t %k`), as OpenShell's server does, and
+/// can only ever log in the sandbox user (it runs as that user). The host key is the one the gateway
+/// generated for this start (`/run/openshell/ssh_host_ed25519_key`); its fingerprint is what clients pin.
+enum SSHServer {
+  static let sshd = "/usr/sbin/sshd"
+  static let sftpServer = "/usr/lib/openssh/sftp-server"
+  static let hostKey = SandboxProtocol.credentialsDirectory + "/ssh_host_ed25519_key"
+
+  /// The `sshd` command line: no config file, every option given with `-o`; the workload environment
+  /// (proxy variables, provider placeholders, spec env) reaches sessions through `SetEnv`. Entries
+  /// whose value cannot be quoted safely for sshd's parser (a `"`, `\` or control character) are left out.
+  static func command(environment: [String: String]) -> [String] {
+    var pairs: [String] = []
+    for (k, v) in environment.sorted(by: { $0.key < $1.key }) {
+      guard !k.isEmpty, k.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }),
+        !v.contains(where: { $0 == "\"" || $0 == "\\" || $0.asciiValue.map { $0 < 0x20 || $0 == 0x7f } ?? false })
+      else { continue }
+      pairs.append("\"\(k)=\(v)\"")
+    }
+    var options = [
+      "HostKey=\(hostKey)", "UsePAM=no", "PubkeyAuthentication=yes", "AuthenticationMethods=publickey",
+      "AuthorizedKeysFile=none", "AuthorizedKeysCommand=/bin/echo %t %k", "AuthorizedKeysCommandUser=\(SSHServer.user)",
+      "PasswordAuthentication=no", "KbdInteractiveAuthentication=no", "PermitRootLogin=no", "PidFile=none",
+      "StrictModes=no", "PrintMotd=no", "PrintLastLog=no", "UseDNS=no", "LogLevel=ERROR", "X11Forwarding=no",
+      "Subsystem=sftp \(sftpServer)",
+    ]
+    if !pairs.isEmpty { options.append("SetEnv=" + pairs.joined(separator: " ")) }
+    return [sshd, "-i", "-e", "-f", "/dev/null"] + options.flatMap { ["-o", $0] }
+  }
+
+  static let user = "sandbox"
+
+  /// Extra launcher options for the SSH server (before `--`): see the type's documentation.
+  static let planExtras = ["--ro", hostKey, "--rw", "/dev/null", "--rw", "/dev/tty", "--rw", "/dev/ptmx", "--rw", "/dev/pts"]
+}
+
+extension Session {
+  /// One SSH relay channel: starts `sshd -i` through the launcher, copies the channel's bytes to its
+  /// stdin and its stdout to the channel. The channel ends when sshd exits (its stdout closes) or when
+  /// the gateway ends the stream (the client went away): sshd's process group is then killed.
+  func relaySSH(_ open: Openshell_V1_RelayOpen) async {
+    let process: SpawnedProcess
+    do {
+      process = try workload.spawnServer(SSHServer.command(environment: workload.environment([:])), extraPlan: SSHServer.planExtras)
+    } catch {
+      logs.log("ssh: cannot start the SSH server: \(error)", level: "ERROR")
+      _ = try? await client.relayStream(request: StreamingClientRequest(metadata: metadata) { writer in
+        try await writer.write(.with { $0.init_p = .with { $0.channelID = open.channelID } })
+      }) { _ in }
+      return
+    }
+    let pid = process.pid
+    let input = PipeWriter(fd: process.stdin!)
+    let stderrTask = Task {
+      for await chunk in readChunks(process.stderr!) {
+        for line in String(decoding: chunk, as: UTF8.self).split(separator: "\n") where !line.isEmpty {
+          logs.log("sshd: \(line)", level: "WARN")
+        }
+      }
+    }
+    do {
+      try await client.relayStream(
+        request: StreamingClientRequest(metadata: metadata) { writer in
+          try await writer.write(.with { $0.init_p = .with { $0.channelID = open.channelID } })
+          let output = BoundedPipeReader(fd: process.stdout!)
+          for await chunk in output.chunks {
+            try await writer.write(.with { $0.data = chunk })
+            output.consumed()
+          }
+        }
+      ) { response in
+        for try await frame in response.messages {
+          if case .data(let d)? = frame.payload { await input.write(d) }
+        }
+        // The gateway ended the channel: sshd sees EOF on stdin; a session that keeps running is
+        // ended below, so its stdout closes and the request side finishes too.
+        input.close()
+        Task {
+          try await Task.sleep(for: .seconds(2))
+          kill(-pid, SIGKILL)
+        }
+      }
+    } catch {
+      FileHandle.standardError.write(Data("openshell-sandbox: ssh relay \(open.channelID): \(error)\n".utf8))
+    }
+    input.close()
+    // The client is gone or sshd ended: give it a moment to exit by itself, then end its group.
+    let reaper = Task {
+      try await Task.sleep(for: .seconds(2))
+      kill(-pid, SIGKILL)
+    }
+    _ = await Spawner.wait(pid)
+    reaper.cancel()
+    kill(-pid, SIGKILL)
+    workload.finished(pid)
+    stderrTask.cancel()
+  }
+}
+
+/// Writes to a pipe in order on its own serial queue, so a full pipe never blocks a concurrency thread;
+/// at most 1 MiB waits in the queue (the caller is suspended beyond that, which in turn stops reading
+/// the relay and lets HTTP/2 flow control hold the sender).
+final class PipeWriter: @unchecked Sendable {
+  private let fd: Int32
+  private let queue = DispatchQueue(label: "openshell.pipe-writer")
+  private let credit = ByteCredit(limit: 1 << 20)
+  private var broken = false
+
+  init(fd: Int32) { self.fd = fd }
+
+  func write(_ data: Data) async {
+    await credit.acquire(data.count)
+    queue.async {
+      defer { self.credit.release(data.count) }
+      guard !self.broken else { return }
+      data.withUnsafeBytes { raw in
+        var offset = 0
+        while offset < raw.count {
+          let n = Glibc.write(self.fd, raw.baseAddress! + offset, raw.count - offset)
+          if n > 0 { offset += n } else if n < 0 && errno == EINTR { continue } else { self.broken = true; return }
+        }
+      }
+    }
+  }
+
+  func close() {
+    credit.close()
+    queue.async { _ = Glibc.close(self.fd) }
+  }
+}
+
+/// Reads a pipe on its own thread, at most 16 chunks (≤ 1 MiB) ahead of the consumer, which calls
+/// ``consumed()`` after handling each chunk. Closes the descriptor at end of file.
+final class BoundedPipeReader: Sendable {
+  let chunks: AsyncStream<Data>
+  /// Created at 0 and signalled 16 times: libdispatch traps when a semaphore is released while its
+  /// value is below the value it was created with, which a reader abandoned mid-stream would be.
+  private let slots = DispatchSemaphore(value: 0)
+
+  init(fd: Int32, chunkSize: Int = 65536) {
+    for _ in 0..<16 { slots.signal() }
+    let (stream, continuation) = AsyncStream<Data>.makeStream()
+    chunks = stream
+    let slots = self.slots
+    // Once nobody reads the stream any more, the thread reads (and drops) until end of file unthrottled.
+    let abandoned = SharedFlag()
+    continuation.onTermination = { _ in
+      abandoned.set()
+      slots.signal()
+    }
+    Thread.detachNewThread {
+      var buffer = [UInt8](repeating: 0, count: chunkSize)
+      while true {
+        if !abandoned.isSet { slots.wait() }
+        let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, chunkSize) }
+        if n > 0 {
+          continuation.yield(Data(buffer[0..<n]))
+        } else if n < 0 && errno == EINTR {
+          slots.signal()
+          continue
+        } else {
+          break
+        }
+      }
+      Glibc.close(fd)
+      continuation.finish()
+    }
+  }
+
+  func consumed() { slots.signal() }
+}

@@ -1,0 +1,113 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Gateway
+import OpenShellAPI
+import SandboxProtocol
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// `openshell-sandbox-bench --ssh`: the SSH tunnel (issue 11) beside plain OpenSSH.
+/// - connect: `ssh HOST true` N times through the tunnel (this binary as `ProxyCommand`, which opens
+///   ForwardTcp with a session token, as `openshell ssh-proxy` does) and N times to a local `sshd -i`
+///   started directly as the `ProxyCommand`; p50/p99 of each.
+/// - throughput: `ssh HOST 'cat > /dev/null'` fed a file of `--ssh-megabytes` MB, both ways of reaching sshd.
+enum SSHBench {
+  static let tokenVariable = "OPENSHELL_SSH_TOKEN"
+
+  static func run(_ c: Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>, gateway: RunningGateway, port: Int, dataDir: String, connects: Int, megabytes: Int) async throws {
+    let ws = Openshell_Datamodel_V1_WorkspaceSelector.with { $0.workspace = "default" }
+    _ = try await c.createSandbox(.with { $0.name = "ssh-bench"; $0.workspaceScope = ws })
+    while try await c.getSandbox(.with { $0.name = "ssh-bench"; $0.workspaceScope = ws }).sandbox.status.phase != .ready {
+      try await Task.sleep(for: .milliseconds(20))
+    }
+    let session = try await c.createSshSession(.with { $0.sandbox = "ssh-bench"; $0.workspaceScope = ws })
+    let scratch = dataDir + "/ssh-bench"
+    try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+    _ = try ProxyBench.hostOut(["/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", scratch + "/id"])
+    _ = try ProxyBench.hostOut(["/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", scratch + "/hk"])
+    let sandboxKey = try String(contentsOfFile: "\(dataDir)/sandboxes/\(session.sandboxID)/run/ssh_host_ed25519_key.pub", encoding: .utf8)
+    let localKey = try String(contentsOfFile: scratch + "/hk.pub", encoding: .utf8)
+    try "tunnel \(sandboxKey)local \(localKey)".write(toFile: scratch + "/known_hosts", atomically: true, encoding: .utf8)
+    let pki = gateway.pki!
+    let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    let tunnelProxy = [me, "--ssh-proxy-port", String(port), "--ssh-proxy-sandbox", session.sandboxID, "--ssh-proxy-cert", pki.clientCertificatePath,
+      "--ssh-proxy-key", pki.clientKeyPath, "--ssh-proxy-ca", pki.caCertificatePath].joined(separator: " ")
+    // The baseline: OpenSSH's sshd in inetd mode as the ProxyCommand (root; privilege separation needs /run/sshd).
+    try? FileManager.default.createDirectory(atPath: "/run/sshd", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+    let localProxy = "/usr/sbin/sshd -i -f /dev/null -o HostKey=\(scratch)/hk -o UsePAM=no -o AuthenticationMethods=publickey "
+      + "-o AuthorizedKeysFile=\(scratch)/id.pub -o PermitRootLogin=prohibit-password -o StrictModes=no -o PidFile=none -o LogLevel=ERROR"
+    let user = getpwuid(getuid()).map { String(cString: $0.pointee.pw_name) } ?? "root"
+    func ssh(_ alias: String, _ proxy: String, _ login: String, _ command: String, stdin: SpawnIO = .null) throws -> Int32 {
+      let args = ["-F", "/dev/null", "-i", scratch + "/id", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+        "-o", "UserKnownHostsFile=\(scratch)/known_hosts", "-o", "HostKeyAlias=\(alias)", "-o", "ProxyCommand=\(proxy)", "\(login)@\(alias)", command]
+      var env = ProcessInfo.processInfo.environment
+      env[tokenVariable] = session.token
+      let p = try Spawner.spawn("/usr/bin/ssh", args, environment: env, stdin: stdin, stdout: .null, stderr: .appendFile(scratch + "/ssh.err"))
+      return Spawner.waitBlocking(p.pid)
+    }
+    func timed(_ body: () throws -> Int32) throws -> Double {
+      let t = ContinuousClock.now
+      let code = try body()
+      guard code == 0 else { throw RPCError(code: .internalError, message: "ssh exited \(code); see \(scratch)/ssh.err") }
+      return (ContinuousClock.now - t).ms
+    }
+    var tunnel: [Double] = []
+    var local: [Double] = []
+    for _ in 0..<connects {
+      tunnel.append(try timed { try ssh("tunnel", tunnelProxy, "sandbox", "true") })
+      local.append(try timed { try ssh("local", localProxy, user, "true") })
+    }
+    print("ssh connect (`ssh HOST true`, \(connects) each, alternating):")
+    print(SandboxBench.summary("  through the gateway tunnel", tunnel))
+    print(SandboxBench.summary("  plain ssh to a local sshd -i", local))
+    // Throughput: a sparse file of zeros (ssh does not compress by default).
+    let file = scratch + "/payload"
+    let fd = open(file, O_CREAT | O_WRONLY | O_TRUNC, 0o600)
+    ftruncate(fd, off_t(megabytes) << 20)
+    close(fd)
+    func feed(_ alias: String, _ proxy: String, _ login: String) throws -> Double {
+      let input = open(file, O_RDONLY)
+      defer { close(input) }
+      let ms = try timed { try ssh(alias, proxy, login, "cat > /dev/null", stdin: .fd(input)) }
+      return Double(megabytes) / (ms / 1000)
+    }
+    let up = try feed("tunnel", tunnelProxy, "sandbox")
+    let base = try feed("local", localProxy, user)
+    print(String(format: "throughput (%d MiB into `cat > /dev/null`): tunnel %.1f MiB/s, plain ssh %.1f MiB/s", megabytes, up, base))
+    _ = try await c.deleteSandbox(.with { $0.name = "ssh-bench"; $0.workspaceScope = ws })
+  }
+
+  /// The `ProxyCommand` side: ForwardTcp with the token from the environment, stdin/stdout bridged.
+  static func proxy(port: Int, sandboxID: String, cert: String, key: String, ca: String) async throws -> Never {
+    let token = ProcessInfo.processInfo.environment[tokenVariable] ?? ""
+    let security = HTTP2ClientTransport.Posix.TransportSecurity.mTLS(
+      certificateChain: [.file(path: cert, format: .pem)], privateKey: .file(path: key, format: .pem)
+    ) { $0.trustRoots = .certificates([.file(path: ca, format: .pem)]) }
+    let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: security)
+    try await withGRPCClient(transport: transport) { grpc in
+      let c = Openshell_V1_OpenShell.Client(wrapping: grpc)
+      try await c.forwardTcp(
+        request: StreamingClientRequest { writer in
+          try await writer.write(.with { $0.init_p = .with { $0.sandbox = sandboxID; $0.ssh = .init(); $0.authorizationToken = token } })
+          for await chunk in readChunks(0) { try await writer.write(.with { $0.data = chunk }) }
+        }
+      ) { response in
+        for try await frame in response.messages {
+          guard case .data(let d)? = frame.payload else { continue }
+          d.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+              let n = write(1, raw.baseAddress! + offset, raw.count - offset)
+              if n > 0 { offset += n } else if n < 0 && errno == EINTR { continue } else { exit(0) }
+            }
+          }
+        }
+      }
+      exit(0)
+    }
+    exit(0)
+  }
+}
