@@ -146,6 +146,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     var ids = Set(state.sandboxes.keys)
     if let dirs = try? FileManager.default.contentsOfDirectory(atPath: root) { ids.formUnion(dirs) }
     let current = endpoint.withLock { $0 } ?? ""
+    reapStrays(keepingInstancesOf: ids)
     for id in ids {
       if let instance = loadInstance(id), HostProcess.exitStatus(instance) == nil {
         if instance.endpoint == current {
@@ -496,7 +497,15 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     let instance = SandboxInstance(
       pid: process.pid, startTicks: ticks, instanceID: instanceID, endpoint: endpoint,
       startedNs: Int64(Date().timeIntervalSince1970 * 1e9))
-    try JSONEncoder().encode(instance).write(to: URL(fileURLWithPath: base + "/instance.json"))
+    do {
+      try JSONEncoder().encode(instance).write(to: URL(fileURLWithPath: base + "/instance.json"))
+    } catch {
+      // Unrecorded, it would run unknown to any later gateway (e.g. on a full disk): end it now.
+      kill(process.pid, SIGKILL)
+      _ = Spawner.waitBlocking(process.pid)
+      reapStrays(s.id)
+      throw error
+    }
     return (instance, issuance)
   }
 
@@ -506,6 +515,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     hub.disconnect(id)
     guard let instance, HostProcess.exitStatus(instance) == nil else {
       instances.withLock { $0[id] = nil }
+      reapStrays(id)
       cgroups?.remove(sandboxID: id)
       networks.tearDown(id)
       return
@@ -547,6 +557,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
       }
     }
     instances.withLock { $0[id] = nil }
+    reapStrays(id)
     try? FileManager.default.removeItem(atPath: dir(id) + "/instance.json")
     cgroups?.remove(sandboxID: id)
     networks.tearDown(id)
