@@ -590,19 +590,3 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     return HostProcess.children(nsInit).first
   }
 }
-
-/// Runs operations one after another per key (different keys run concurrently).
-final class KeyedSerialQueue: Sendable {
-  private let tails = Mutex<[String: Task<Void, Never>]>([:])
-
-  func enqueue(_ key: String, _ body: @escaping @Sendable () async -> Void) {
-    tails.withLock { all in
-      let previous = all[key]
-      let task = Task {
-        await previous?.value
-        await body()
-      }
-      all[key] = task
-    }
-  }
-}
