@@ -41,6 +41,9 @@ public struct GatewayConfiguration: Sendable {
   /// Test-only: the local driver behaves as on a kernel without Landlock (documented switch
   /// `OPENSHELL_TEST_DISABLE_LANDLOCK=1` in the gateway's environment; tests set this property).
   public var simulateNoLandlock = ProcessInfo.processInfo.environment[ConfinementPlan.testDisableLandlockVariable] == "1"
+  /// How long a supervisor session may stay silent before another session of the same instance may supersede
+  /// it (``SessionArbitration``); supervisors send a heartbeat every 10 s. Default 25 s.
+  public var supervisorStaleAfter: Duration = .seconds(25)
 
   public init(dataDirectory: String) {
     self.dataDirectory = dataDirectory
@@ -99,7 +102,7 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
 
   let hub = try SupervisorHub(
     logDirectory: configuration.dataDirectory + "/sandbox-logs",
-    tokenKeyPath: configuration.dataDirectory + "/pki/sandbox-token.key")
+    tokenKeyPath: configuration.dataDirectory + "/pki/sandbox-token.key", staleAfter: configuration.supervisorStaleAfter)
   let driver: LocalComputeDriver? = configuration.computeDriver == "local"
     ? LocalComputeDriver(
       dataDirectory: configuration.dataDirectory, pki: pki, hub: hub,
