@@ -428,7 +428,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     let spec = (try? Openshell_V1_SandboxSpec(serializedBytes: s.spec)) ?? .init()
     var env = spec.template.environment
     env.merge(spec.environment) { _, b in b }
-    let instanceID = UUID().uuidString.lowercased()
+    let instanceID = RandomID.uuid()  // getrandom(2): no descriptor needed, never a constant (issue 17)
     let allocation = try networks.setUp(s.id)
     // The launcher enters the sandbox's network namespace first (ConfinementPlan.networkNamespacePath).
     var confinement = plan
