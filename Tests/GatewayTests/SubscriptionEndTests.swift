@@ -32,13 +32,18 @@ struct SubscriptionEndTests {
     // Three supervisors' watches: each client leaves while its watch waits for the next change.
     for _ in 0..<3 {
       try await g.asSandbox(id) { _, inf in
-        let watch = Task { try await inf.watchInferenceBundle(.init()) { response in for try await _ in response.messages {} } }
-        try await Task.sleep(for: .milliseconds(300))
+        // The watch is running on the server once its first bundle arrived.
+        let (first, arrived) = AsyncStream<Void>.makeStream()
+        let watch = Task {
+          try await inf.watchInferenceBundle(.init()) { response in for try await _ in response.messages { arrived.yield() } }
+        }
+        var it = first.makeAsyncIterator()
+        _ = await it.next()
         watch.cancel()
         _ = await watch.result
       }
     }
-    let deadline = ContinuousClock.now + .seconds(5)
+    let deadline = ContinuousClock.now + .seconds(15)
     while ContinuousClock.now < deadline, Self.finished(metrics, method) < 3 { try await Task.sleep(for: .milliseconds(50)) }
     #expect(Self.finished(metrics, method) == 3, "the server-side watches still run after their clients left")
   }
