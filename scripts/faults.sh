@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # Long fault campaigns against the built gateway (issue 17). The test suite runs small, fast versions of each
-# (GatewayTests.DamagedLogStartupTests, DiskFullTests, SupervisorTakeoverTests; CLITests.DamagedLogToolTests,
-# DescriptorLimitTests); this script runs them at scale and prints counts.
+# (GatewayTests.DamagedLogStartupTests, DiskFullTests, SupervisorTakeoverTests, SandboxOrphanTests,
+# SubscriptionEndTests, KeyedSerialQueueTests, ObjectLimitsTests; CLITests.DamagedLogToolTests, DescriptorLimitTests,
+# StartErrorTests); this script runs them at scale and prints counts.
 #
 #   scripts/faults.sh flips      # FLIPS byte flips + truncations of a real log: start-up and verify outcomes
 #   scripts/faults.sh crash      # CRASHES gateway SIGKILLs during writes: acknowledged creates lost, verify
 #   scripts/faults.sh diskfull   # 16 MiB tmpfs data dir filled up: RPC status codes, data.mdb growth (root)
 #   scripts/faults.sh fdlimit    # gateway under prlimit --nofile=64: connections held, EMFILE reports, recovery
-#   scripts/faults.sh churn      # CYCLES sandbox create/delete cycles: gateway RSS before and after
+#   scripts/faults.sh churn      # WARM + CYCLES sandbox create/delete cycles: RSS after warm-up and at the end;
+#                                # fails when it grew more than 20 % or a sandbox process is left over
 #   scripts/faults.sh all
 #
-# Environment: BIN (default .build/debug), FLIPS (330), CRASHES (50), CYCLES (300), PORT (18480).
+# Environment: BIN (default .build/debug), FLIPS (330), CRASHES (50), WARM (50), CYCLES (300), PORT (18480).
 # Everything happens under a scratch directory (printed) on 127.0.0.1; nothing outside it is touched.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.build/debug}
 FLIPS=${FLIPS:-330}
 CRASHES=${CRASHES:-50}
+WARM=${WARM:-50}
 CYCLES=${CYCLES:-300}
 PORT=${PORT:-18480}
 ROOT=$(mktemp -d /tmp/openshell-faults.XXXXXX)
@@ -157,20 +160,36 @@ EOF
 }
 
 churn() {
-  echo "== churn soak: $CYCLES sandbox create/delete cycles (real sandboxes)"
-  "$BIN/openshell" gateway start --port "$PORT" >/dev/null 2>&1 || { echo "gateway start failed"; return; }
-  local pid; pid=$(cat "$XDG_STATE_HOME/openshell/gateways/openshell/gateway.pid" 2>/dev/null)
+  echo "== churn soak: $WARM warm-up and $CYCLES measured sandbox create/delete cycles (real sandboxes)"
+  local d=$ROOT/churn ep="--gateway-endpoint http://127.0.0.1:$PORT"
+  "$BIN/openshell" gateway serve --data-dir "$d" --port "$PORT" --plaintext >"$ROOT/churn.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 300); do grep -q "listening on" "$ROOT/churn.log" 2>/dev/null && break; sleep 0.1; done
+  grep -q "listening on" "$ROOT/churn.log" || { echo "FAILED: the gateway did not start: $(tail -1 "$ROOT/churn.log")"; kill -9 "$pid"; return 1; }
   rss() { awk '/VmRSS/ {print $2}' "/proc/$pid/status"; }
-  for i in $(seq 1 20); do "$BIN/openshell" sandbox create "warm-$i" --no-keep -- true >/dev/null 2>&1; done
+  local start failed=0; start=$(rss)
+  for i in $(seq 1 "$WARM"); do "$BIN/openshell" sandbox create $ep "warm-$i" --no-keep -- true >/dev/null 2>&1 || failed=$((failed + 1)); done
   local warm; warm=$(rss)
-  for i in $(seq 1 "$CYCLES"); do "$BIN/openshell" sandbox create "churn-$i" --no-keep -- true >/dev/null 2>&1; done
+  for i in $(seq 1 "$CYCLES"); do
+    "$BIN/openshell" sandbox create $ep "churn-$i" --no-keep -- true >"$ROOT/churn-create.out" 2>&1 \
+      || { failed=$((failed + 1)); [ -s "$ROOT/churn-fail.txt" ] || cp "$ROOT/churn-create.out" "$ROOT/churn-fail.txt"; }
+    [ $((i % 100)) -eq 0 ] && echo "  cycle $i: RSS $(rss) KiB"
+  done
   local end; end=$(rss)
-  echo "RSS after warm-up ${warm} KiB, after $CYCLES cycles ${end} KiB ($(( (end - warm) * 100 / warm ))%)"
-  "$BIN/openshell" gateway destroy --yes >/dev/null 2>&1
+  local left; left=$("$BIN/openshell" sandbox list $ep 2>/dev/null | grep -c "churn-\|warm-")
+  local fds; fds=$(ls "/proc/$pid/fd" | wc -l)
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null
+  local orphans; orphans=$(pgrep -f "$d/sandboxes/" | wc -l)
+  reap "$d"
+  local growth=$(( (end - warm) * 100 / warm ))
+  echo "RSS at start ${start} KiB, after $WARM warm-up cycles ${warm} KiB, after $CYCLES more ${end} KiB: ${growth}% growth (limit 20%)"
+  echo "failed creates: $failed; sandboxes left listed: $left; gateway descriptors at the end: $fds; orphan processes after stop: $orphans"
+  [ -s "$ROOT/churn-fail.txt" ] && echo "first failed create: $(tail -1 "$ROOT/churn-fail.txt")"
+  [ "$growth" -le 20 ] && [ "$orphans" -eq 0 ] || { echo "FAILED"; return 1; }
 }
 
 case ${1:-all} in
-  flips) flips ;; crash) crash ;; diskfull) diskfull ;; fdlimit) fdlimit ;; churn) churn ;;
-  all) flips; crash; diskfull; fdlimit; churn ;;
-  *) sed -n 2,14p "$0"; exit 2 ;;
+  flips) flips ;; crash) crash ;; diskfull) diskfull ;; fdlimit) fdlimit ;; churn) churn || exit 1 ;;
+  all) flips; crash; diskfull; fdlimit; churn || exit 1 ;;
+  *) sed -n 2,15p "$0"; exit 2 ;;
 esac

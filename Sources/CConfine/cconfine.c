@@ -59,3 +59,7 @@ int cconfine_capset_clear(void) {
 int cconfine_open_path(const char *path) { return result(open(path, O_PATH | O_CLOEXEC)); }
 
 int cconfine_setns_net(int fd) { return result(setns(fd, CLONE_NEWNET)); }
+
+int cconfine_pidfd_open(int pid) { return result(syscall(SYS_pidfd_open, pid, 0)); }
+
+int cconfine_pidfd_send_signal(int pidfd, int sig) { return result(syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0)); }

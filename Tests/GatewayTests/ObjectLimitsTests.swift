@@ -35,6 +35,28 @@ import Testing
     }
   }
 
+  /// Before: a message over the transport's 16 MiB limit got the stream reset (UNAVAILABLE, no reason).
+  @Test func messagesOverEveryLimitAreAnsweredWithAStatusNamingIt() async throws {
+    let gw = try await TestGateway.start()
+    defer { Task { await gw.stop() } }
+    try await gw.withClient { api in
+      for size in [17 << 20, 5 << 20] {
+        let e = await rpcError { _ = try await api.createSandbox(.with { $0.name = "huge"; $0.annotations = ["blob": String(repeating: "x", count: size)] }) }
+        #expect(e?.code == .resourceExhausted, "\(size) bytes: \(String(describing: e))")
+        #expect(e?.message.contains("CreateSandbox: request message of") == true, "\(String(describing: e))")
+        #expect(e?.message.contains("exceeds the 4194304-byte limit") == true, "\(String(describing: e))")
+      }
+      // Under the message limit the request reaches the handler (whose per-object limit answers instead).
+      let e = await rpcError { _ = try await api.createSandbox(.with { $0.name = "big"; $0.spec.template.driverConfig = Self.blob(3 << 20) }) }
+      #expect(e?.code == .resourceExhausted && e?.message.contains("524288 bytes per object") == true, "\(String(describing: e))")
+      // The same connection still serves requests, and nothing of the refused ones was recorded.
+      let ok = try await api.createSandbox(.with { $0.name = "small" })
+      #expect(ok.sandbox.metadata.name == "small")
+      let listed = try await api.listSandboxes(.with { $0.workspaceScope = .ws("default") })
+      #expect(listed.sandboxes.map(\.metadata.name) == ["small"])
+    }
+  }
+
   static func blob(_ bytes: Int) -> Google_Protobuf_Struct {
     Google_Protobuf_Struct(fields: ["blob": Google_Protobuf_Value(stringValue: String(repeating: "b", count: bytes))])
   }

@@ -1,6 +1,7 @@
 import Foundation
 import GRPCCore
 import OpenShellAPI
+import Synchronization
 import Testing
 
 @testable import Gateway
@@ -70,6 +71,56 @@ import Testing
       let r = try await c.exec("takeover", ["echo", "still-mine"])
       #expect(r.out == "still-mine\n")
       try await c.deleteAndWait("takeover")
+    }
+  }
+
+  /// End to end (real sandbox, real supervisor): a session superseded by another is told — its stream ends
+  /// ABORTED naming why — and the genuine supervisor, superseded first, reconnects and wins the sandbox
+  /// back within seconds. Before issue 17 the genuine supervisor was stranded.
+  @Test func supersededSessionsAreToldAndTheGenuineSupervisorWinsBack() async throws {
+    // Sessions silent for 2 s may be superseded (supervisors send a heartbeat every 10 s).
+    let gw = try await SandboxGateway.start { $0.supervisorStaleAfter = .seconds(2) }
+    defer { Task { await gw.stopEverything() } }
+    let id = try await gw.withClient { c in
+      let s = try await c.create("takeback")
+      try await c.wait("takeback", .ready)
+      return s.metadata.id
+    }
+    let hub = try #require(gw.running.driver?.hub)
+    let genuine = try #require(hub.connectedInstance(id))
+    let supervisor = try #require(gw.running.driver?.supervisorPID(id))
+    let (cert, key) = try gw.sandboxCertificate(id)
+    try await Task.sleep(for: .seconds(3))
+
+    // A copy of the genuine instance id takes the now silent session over...
+    final class Seen: Sendable { let accepted = Atomic<Bool>(false) }
+    let seen = Seen()
+    let started = ContinuousClock.now
+    let ended: RPCError? = try await gw.withClient(cert: cert, key: key) { c in
+      do {
+        try await c.connectSupervisor(request: StreamingClientRequest { w in
+          try await w.write(.with { $0.hello = .with { $0.sandboxID = id; $0.instanceID = genuine; $0.connectionEpoch = 1_000_000 } })
+          try await Task.sleep(for: .seconds(30))
+        }) { r in
+          for try await m in r.messages { if case .sessionAccepted? = m.payload { seen.accepted.store(true, ordering: .relaxed) } }
+        }
+        return nil
+      } catch let e as RPCError {
+        return e
+      }
+    }
+    // ...and is superseded in turn by the genuine supervisor, which was told and reconnected.
+    let accepted = seen.accepted.load(ordering: .relaxed)
+    #expect(accepted, "the copy was accepted over the silent session")
+    #expect(ended?.code == .aborted, "\(String(describing: ended))")
+    #expect(ended?.message.contains("superseded by a newer session of sandbox \(id)") == true, "\(String(describing: ended))")
+    #expect(ContinuousClock.now - started < .seconds(10), "the genuine supervisor won back within seconds")
+    #expect(hub.connectedInstance(id) == genuine)
+    #expect(gw.running.driver?.supervisorPID(id) == supervisor, "the same supervisor process reconnected")
+    try await gw.withClient { c in
+      let r = try await c.exec("takeback", ["echo", "mine-again"])
+      #expect(r.out == "mine-again\n")
+      try await c.deleteAndWait("takeback")
     }
   }
 }

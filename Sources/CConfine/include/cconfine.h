@@ -28,5 +28,9 @@ int cconfine_capset_clear(void);
 int cconfine_open_path(const char *path);
 /// setns(fd, CLONE_NEWNET): enters the network namespace `fd` refers to.
 int cconfine_setns_net(int fd);
+/// pidfd_open(pid, 0) (Linux ≥ 5.3): a descriptor that keeps naming this process even if its pid is reused; -errno on failure.
+int cconfine_pidfd_open(int pid);
+/// pidfd_send_signal(pidfd, sig, NULL, 0) (Linux ≥ 5.1): signals exactly the process the pidfd names; -errno on failure.
+int cconfine_pidfd_send_signal(int pidfd, int sig);
 
 #endif

@@ -150,6 +150,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     var ids = Set(state.sandboxes.keys)
     if let dirs = try? FileManager.default.contentsOfDirectory(atPath: root) { ids.formUnion(dirs) }
     let current = endpoint.withLock { $0 } ?? ""
+    reapStrays(keepingInstancesOf: ids)
     for id in ids {
       if let instance = loadInstance(id), HostProcess.exitStatus(instance) == nil {
         if instance.endpoint == current {
@@ -442,7 +443,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     let spec = (try? Openshell_V1_SandboxSpec(serializedBytes: s.spec)) ?? .init()
     var env = spec.template.environment
     env.merge(spec.environment) { _, b in b }
-    let instanceID = UUID().uuidString.lowercased()
+    let instanceID = RandomID.uuid()  // getrandom(2): no descriptor needed, never a constant (issue 17)
     let allocation = try networks.setUp(s.id)
     // The launcher enters the sandbox's network namespace first (ConfinementPlan.networkNamespacePath).
     var confinement = plan
@@ -513,7 +514,15 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     let instance = SandboxInstance(
       pid: process.pid, startTicks: ticks, instanceID: instanceID, endpoint: endpoint,
       startedNs: Int64(Date().timeIntervalSince1970 * 1e9))
-    try JSONEncoder().encode(instance).write(to: URL(fileURLWithPath: base + "/instance.json"))
+    do {
+      try JSONEncoder().encode(instance).write(to: URL(fileURLWithPath: base + "/instance.json"))
+    } catch {
+      // Unrecorded, it would run unknown to any later gateway (e.g. on a full disk): end it now.
+      kill(process.pid, SIGKILL)
+      _ = Spawner.waitBlocking(process.pid)
+      reapStrays(s.id)
+      throw error
+    }
     return (instance, issuance)
   }
 
@@ -523,6 +532,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     hub.disconnect(id)
     guard let instance, HostProcess.exitStatus(instance) == nil else {
       instances.withLock { $0[id] = nil }
+      reapStrays(id)
       cgroups?.remove(sandboxID: id)
       networks.tearDown(id)
       return
@@ -564,6 +574,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
       }
     }
     instances.withLock { $0[id] = nil }
+    reapStrays(id)
     try? FileManager.default.removeItem(atPath: dir(id) + "/instance.json")
     cgroups?.remove(sandboxID: id)
     networks.tearDown(id)
@@ -594,21 +605,5 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
   public func supervisorPID(_ id: String) -> Int32? {
     guard let nsInit = HostProcess.namespaceInit(infoFile: dir(id) + "/bwrap-info.json") else { return nil }
     return HostProcess.children(nsInit).first
-  }
-}
-
-/// Runs operations one after another per key (different keys run concurrently).
-final class KeyedSerialQueue: Sendable {
-  private let tails = Mutex<[String: Task<Void, Never>]>([:])
-
-  func enqueue(_ key: String, _ body: @escaping @Sendable () async -> Void) {
-    tails.withLock { all in
-      let previous = all[key]
-      let task = Task {
-        await previous?.value
-        await body()
-      }
-      all[key] = task
-    }
   }
 }

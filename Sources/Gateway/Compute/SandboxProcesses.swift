@@ -70,7 +70,14 @@ enum HostProcess {
 
   /// bwrap's --info-fd JSON: `child-pid` and (bwrap ≥ 0.4) `pid-namespace`, the namespace's inode number.
   private static func bwrapInfo(_ infoFile: String) -> (childPID: Int32, pidNamespace: Int?)? {
-    guard let data = FileManager.default.contents(atPath: infoFile),
+    // At most 64 KiB of a regular file: the path could name a device (a full disk was simulated by
+    // pointing it at /dev/full, which reads as endless zeros).
+    guard let attributes = try? FileManager.default.attributesOfItem(atPath: infoFile),
+      attributes[.type] as? FileAttributeType == .typeRegular,
+      let handle = FileHandle(forReadingAtPath: infoFile)
+    else { return nil }
+    defer { try? handle.close() }
+    guard let data = try? handle.read(upToCount: 64 << 10),
       let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
       let pid = json["child-pid"] as? Int
     else { return nil }

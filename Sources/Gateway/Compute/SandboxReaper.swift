@@ -12,7 +12,8 @@ import Foundation
 public enum SandboxReaper {
   /// Kills the PID namespace of each sandbox recorded in `<data dir>/sandboxes/<id>/instance.json`
   /// whose process is still the one recorded (pid and start time match, so a reused pid is never hit).
-  /// - Returns: the number of sandboxes that were still running.
+  /// Then ends every other process marked with one of its sandboxes (``StrayProcesses``).
+  /// - Returns: the number of recorded sandboxes that were still running.
   @discardableResult
   public static func terminateAll(dataDirectory: String) -> Int {
     let root = dataDirectory + "/sandboxes"
@@ -35,6 +36,8 @@ public enum SandboxReaper {
       if killed.allSatisfy({ HostProcess.stat($0.pid).map { $0.state == "Z" } ?? true }) { break }
       usleep(20_000)
     }
+    // Processes no instance.json names (a start that failed half-way, a lost start): by their mark.
+    StrayProcesses.reap(root: root)
     // Their network namespaces (and with them the veth pairs) go too: nobody will stop these sandboxes.
     for id in ids { SandboxNetworks.removeNamespace(id) }
     return killed.count

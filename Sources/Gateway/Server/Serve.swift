@@ -55,6 +55,9 @@ public struct GatewayConfiguration: Sendable {
   /// (the analogue of OpenShell's operator-installed CAs in the supervisor's trust store: private or
   /// corporate CAs, and tests' own CA). Default: `$OPENSHELL_UPSTREAM_CA_FILE`; nil = system roots only.
   public var upstreamTrustFile: String? = ProcessInfo.processInfo.environment["OPENSHELL_UPSTREAM_CA_FILE"].flatMap { $0.isEmpty ? nil : $0 }
+  /// How long a supervisor session may stay silent before another session of the same instance may supersede
+  /// it (``SessionArbitration``); supervisors send a heartbeat every 10 s. Default 25 s.
+  public var supervisorStaleAfter: Duration = .seconds(25)
 
   public init(dataDirectory: String) {
     self.dataDirectory = dataDirectory
@@ -113,7 +116,7 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
 
   let hub = try SupervisorHub(
     logDirectory: configuration.dataDirectory + "/sandbox-logs",
-    tokenKeyPath: configuration.dataDirectory + "/pki/sandbox-token.key")
+    tokenKeyPath: configuration.dataDirectory + "/pki/sandbox-token.key", staleAfter: configuration.supervisorStaleAfter)
   let driver: LocalComputeDriver? = configuration.computeDriver == "local"
     ? LocalComputeDriver(
       dataDirectory: configuration.dataDirectory, pki: pki, hub: hub,

@@ -124,7 +124,7 @@ extension OpenShellService {
     let consume: @Sendable () async throws -> Openshell_V1_PushSandboxLogsResponse = {
       try await self.consumeLogs(request, hub: hub)
     }
-    if let drain = SubscriptionDrain.current { return try await drain.run(consume) }
+    if let drain = SubscriptionDrain.current { return try await drain.run(rpc: context.cancellation, consume) }
     return try await consume()
   }
 

@@ -62,8 +62,9 @@ public final class GatewayServer: Sendable {
     /// Largest accepted gRPC request message in bytes. Default 4 MiB (grpc-swift's default; OpenShell
     /// v0.0.30 uses 1 MiB).
     public var maxRequestMessageBytes: Int = 4 * 1024 * 1024
-    /// The transport's hard frame limit (bytes); above it grpc-swift resets the stream. Kept above
-    /// `maxRequestMessageBytes`, which `MessageSizeInterceptor` enforces with RESOURCE_EXHAUSTED.
+    /// The transport's hard message limit (bytes); above it grpc-swift would reset the stream. Kept above
+    /// `maxRequestMessageBytes`, which `OversizedMessageGuard` (from the wire length prefix) and
+    /// `MessageSizeInterceptor` (decoded size) enforce with RESOURCE_EXHAUSTED, so it is never reached.
     public var transportMaxRequestBytes: Int = 16 * 1024 * 1024
     /// Install SIGTERM/SIGINT handlers for the duration of ``GatewayServer/run()``. Default true.
     public var handleSignals: Bool = true
@@ -135,6 +136,8 @@ public final class GatewayServer: Sendable {
       eventLoopGroup: MultiThreadedEventLoopGroup.singleton, acceptFailures: acceptFailures)
     var transportConfig = HTTP2ServerTransport.Custom<OnePortListenerFactory>.Config.defaults
     transportConfig.rpc.maxRequestPayloadSize = max(configuration.transportMaxRequestBytes, configuration.maxRequestMessageBytes)
+    // A message over the limit is answered RESOURCE_EXHAUSTED from its length prefix, before it is buffered.
+    OversizedMessageGuard.install(limit: configuration.maxRequestMessageBytes, on: &transportConfig)
     // Supervisors hold long-lived streams and ping every 10 s (also between calls) to notice a dead
     // gateway quickly. gRFC A8/A9's defaults (5 min, not without calls) would make the server close
     // their connections after three "too early" pings (~40 s), cutting long execs. Allow one per 5 s.

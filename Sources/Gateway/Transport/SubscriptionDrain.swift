@@ -65,14 +65,22 @@ public final class SubscriptionDrain: Sendable {
   /// went away.
   @TaskLocal public static var server: SubscriptionDrain?
 
-  /// Runs `body` in its own (unstructured) task until it finishes or draining begins, whichever is first.
+  /// Runs `body` in its own (unstructured) task until it finishes, draining begins, or the RPC is
+  /// cancelled (`rpc`: its client went away), whichever is first.
   ///
   /// A body blocked reading a gRPC request stream does not react to cancellation, so it is not awaited
   /// once draining begins: it is cancelled and left to finish on its own (ending the RPC ends its request
   /// stream too). Cancelling the calling task cancels the body and returns at once.
+  ///
+  /// grpc-swift 2 does not cancel a handler's task when the client resets the stream or its connection
+  /// closes: it only marks the RPC cancelled (`ServerContext.cancellation`). A subscription waiting for the
+  /// next change (`WatchInferenceBundle` of a deleted sandbox) therefore ran forever and held its whole
+  /// HTTP/2 connection's memory (issue 17: RSS grew ~90 KB per sandbox create/delete cycle); `rpc` ends it.
   /// - Throws: UNAVAILABLE "gateway is shutting down" when draining began first, `CancellationError` when
-  ///   the caller was cancelled, else whatever `body` throws.
-  public func run<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+  ///   the caller was cancelled, CANCELLED when the RPC was, else whatever `body` throws.
+  public func run<T: Sendable>(
+    rpc: ServerContext.RPCCancellationHandle? = nil, _ body: @escaping @Sendable () async throws -> T
+  ) async throws -> T {
     let outcome = OneShot<Result<T, any Error>>()
     let work = Task {
       do { outcome.deliver(.success(try await body())) } catch { outcome.deliver(.failure(error)) }
@@ -83,7 +91,18 @@ public final class SubscriptionDrain: Sendable {
       outcome.deliver(.failure(Self.shuttingDown))
       work.cancel()
     }
-    defer { watcher.cancel() }
+    let rpcWatcher = rpc.map { handle in
+      Task {
+        // Returns when the RPC is cancelled; throws when this watcher is cancelled (the body finished).
+        guard (try? await handle.cancelled) != nil else { return }
+        outcome.deliver(.failure(Self.clientGone))
+        work.cancel()
+      }
+    }
+    defer {
+      watcher.cancel()
+      rpcWatcher?.cancel()
+    }
     let result = await withTaskCancellationHandler {
       await outcome.value
     } onCancel: {
@@ -92,6 +111,9 @@ public final class SubscriptionDrain: Sendable {
     }
     return try result.get()
   }
+
+  /// The error a subscription whose client went away ends with (nobody receives it; metrics count it).
+  static var clientGone: RPCError { RPCError(code: .cancelled, message: "the client cancelled the call or went away") }
 
   /// The error a drained subscription ends with.
   static var shuttingDown: RPCError { RPCError(code: .unavailable, message: "gateway is shutting down; reconnect later") }
@@ -139,7 +161,7 @@ public struct SubscriptionDrainInterceptor: ServerInterceptor {
     contents.producer = { writer in
       try await SubscriptionDrain.$server.withValue(drain) {
         try await SubscriptionDrain.$current.withValue(drain) {
-          try await drain.run { try await producer(writer) }
+          try await drain.run(rpc: context.cancellation) { try await producer(writer) }
         }
       }
     }
