@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
 #include <linux/landlock.h>
+#include <linux/seccomp.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -59,3 +61,8 @@ int cconfine_capset_clear(void) {
 int cconfine_open_path(const char *path) { return result(open(path, O_PATH | O_CLOEXEC)); }
 
 int cconfine_setns_net(int fd) { return result(setns(fd, CLONE_NEWNET)); }
+
+int cconfine_seccomp_set_filter(const void *program, unsigned short instructions) {
+  struct sock_fprog fprog = { .len = instructions, .filter = (struct sock_filter *)program };
+  return result(syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fprog));
+}

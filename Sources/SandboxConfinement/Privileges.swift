@@ -16,15 +16,15 @@ enum Privileges {
   static let capbsetRead: Int32 = 23, capbsetDrop: Int32 = 24, setNoNewPrivs: Int32 = 38, setDumpable: Int32 = 4
   static let getNoNewPrivs: Int32 = 39, capAmbient: Int32 = 47, ambientIsSet: UInt = 1, ambientClearAll: UInt = 4
 
-  /// Capability numbers the kernel knows (0 … cap_last_cap).
-  static var knownCapabilities: [UInt] {
+  /// Capability numbers the kernel knows (0 … cap_last_cap), probed once per launcher.
+  static let knownCapabilities: [UInt] = {
     var caps: [UInt] = []
     for cap in UInt(0)..<64 {
       if cconfine_prctl(capbsetRead, cap, 0, 0, 0) == -EINVAL { break }
       caps.append(cap)
     }
     return caps
-  }
+  }()
 
   /// Drops every capability from the bounding set (needs CAP_SETPCAP).
   /// - Throws: when one stays (the spawn is aborted).

@@ -8,7 +8,8 @@ import OpenShellAPI
 /// `openshell-sandbox-bench`: CreateSandbox → READY latency and the round trip of `exec true`, over N
 /// sandboxes created one after another on an in-process gateway with the local driver (bubblewrap +
 /// the `openshell-sandbox` supervisor next to this binary). Prints p50/p90/p99/max. With `--proxy`, the
-/// policy proxy's added latency and throughput instead (``ProxyBench``).
+/// policy proxy's added latency and throughput instead (``ProxyBench``); with `--launcher`, the cost of
+/// the confinement launcher per process start next to setpriv and a direct start (``LauncherBench``).
 @main
 struct SandboxBench: AsyncParsableCommand {
   static let configuration = CommandConfiguration(commandName: "openshell-sandbox-bench")
@@ -17,8 +18,10 @@ struct SandboxBench: AsyncParsableCommand {
   @Option(help: "Data directory (default: a fresh temporary directory).") var dataDir: String?
   @Flag(help: "Measure the policy proxy instead (added latency of a small request, 100 MB throughput).") var proxy = false
   @Option(help: "Small requests per side for --proxy.") var requests = 1000
+  @Flag(help: "Measure what confinement adds to one process start instead (launcher vs setpriv vs direct, --count starts each).") var launcher = false
 
   func run() async throws {
+    if launcher { return try LauncherBench.run(count: count) }
     let dir = dataDir ?? NSTemporaryDirectory() + "sandbox-bench-\(UUID().uuidString.prefix(8))"
     var config = GatewayConfiguration(dataDirectory: dir)
     config.port = 0

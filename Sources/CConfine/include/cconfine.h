@@ -29,4 +29,9 @@ int cconfine_open_path(const char *path);
 /// setns(fd, CLONE_NEWNET): enters the network namespace `fd` refers to.
 int cconfine_setns_net(int fd);
 
+/// seccomp(SECCOMP_SET_MODE_FILTER, 0, {instructions, program}): installs a classic-BPF program
+/// (`instructions` × 8-byte `struct sock_filter`, as libseccomp's seccomp_export_bpf writes it) on the
+/// calling thread. Needs no_new_privs (or CAP_SYS_ADMIN).
+int cconfine_seccomp_set_filter(const void *program, unsigned short instructions);
+
 #endif
