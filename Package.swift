@@ -107,6 +107,8 @@ let package = Package(
     // The workload seccomp filter, compiled with libseccomp (once per supervisor) into the BPF program
     // the launcher installs.
     .target(name: "SandboxSeccomp", dependencies: ["SandboxConfinement", "CSeccomp"]),
+    // NETLINK_SOCK_DIAG lookups for the proxy's caller resolution.
+    .target(name: "CSockDiag"),
     // `openshell-sandbox-launch`: the launcher the supervisor starts every workload process through.
     // A fully static executable (Swift runtime and glibc linked in): it is started for every exec, and
     // dynamic loading and symbol binding were most of its start-up (openshell-sandbox-bench --launcher).
@@ -118,7 +120,7 @@ let package = Package(
     .executableTarget(
       name: "Supervisor",
       dependencies: [
-        "SandboxProtocol", "SandboxConfinement", "SandboxSeccomp", "OpenShellAPI", "PolicyKit",
+        "SandboxProtocol", "SandboxConfinement", "SandboxSeccomp", "CSockDiag", "OpenShellAPI", "PolicyKit",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
