@@ -103,21 +103,27 @@ let package = Package(
     // What the gateway and the in-sandbox supervisor share: protocol constants, process spawning.
     .target(name: "SandboxProtocol", dependencies: ["SandboxConfinement"]),
 
-    // Confinement of workload processes (user switch, capabilities, Landlock, seccomp) and the plan the
-    // driver writes; no Foundation, so that the launcher starts fast.
-    .target(name: "SandboxConfinement", dependencies: ["CConfine", "CSeccomp"]),
+    // Confinement of workload processes (user switch, capabilities, Landlock, installing the compiled
+    // seccomp program) and the plan the driver writes; no Foundation and no libseccomp, so that the
+    // launcher starts fast.
+    .target(name: "SandboxConfinement", dependencies: ["CConfine"]),
+    // The workload seccomp filter, compiled with libseccomp (once per supervisor) into the BPF program
+    // the launcher installs.
+    .target(name: "SandboxSeccomp", dependencies: ["SandboxConfinement", "CSeccomp"]),
+    // NETLINK_SOCK_DIAG lookups for the proxy's caller resolution.
+    .target(name: "CSockDiag"),
     // `openshell-sandbox-launch`: the launcher the supervisor starts every workload process through.
-    // Linked with the Swift standard library statically: it is started for every exec, and that halves
-    // its start-up time (dynamic loading of libswiftCore dominates it).
+    // A fully static executable (Swift runtime and glibc linked in): it is started for every exec, and
+    // dynamic loading and symbol binding were most of its start-up (openshell-sandbox-bench --launcher).
     .executableTarget(
       name: "SandboxLauncher", dependencies: ["SandboxConfinement"],
-      linkerSettings: [.unsafeFlags(["-static-stdlib"])]),
+      linkerSettings: [.unsafeFlags(["-static-executable"])]),
 
     // The in-sandbox supervisor `openshell-sandbox`: a gRPC client of the gateway with its own identity.
     .executableTarget(
       name: "Supervisor",
       dependencies: [
-        "SandboxProtocol", "SandboxConfinement", "OpenShellAPI", "PolicyKit",
+        "SandboxProtocol", "SandboxConfinement", "SandboxSeccomp", "CSockDiag", "OpenShellAPI", "PolicyKit",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -209,7 +215,7 @@ let package = Package(
     .executableTarget(
       name: "SandboxBench",
       dependencies: [
-        "Gateway", "OpenShellAPI", "PolicyKit", "SandboxProtocol",
+        "Gateway", "OpenShellAPI", "PolicyKit", "SandboxProtocol", "SandboxConfinement", "SandboxSeccomp",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -226,7 +232,7 @@ let package = Package(
     .testTarget(
       name: "GatewayTests",
       dependencies: [
-        "Gateway", "OpenShellAPI", "SandboxProtocol", "SandboxConfinement", "PolicyKit", "LogTools",
+        "Gateway", "OpenShellAPI", "SandboxProtocol", "SandboxConfinement", "SandboxSeccomp", "PolicyKit", "LogTools",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "X509", package: "swift-certificates"),
         .product(name: "Crypto", package: "swift-crypto"),

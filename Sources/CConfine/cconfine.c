@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
 #include <linux/landlock.h>
+#include <linux/seccomp.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -63,3 +65,8 @@ int cconfine_setns_net(int fd) { return result(setns(fd, CLONE_NEWNET)); }
 int cconfine_pidfd_open(int pid) { return result(syscall(SYS_pidfd_open, pid, 0)); }
 
 int cconfine_pidfd_send_signal(int pidfd, int sig) { return result(syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0)); }
+
+int cconfine_seccomp_set_filter(const void *program, unsigned short instructions) {
+  struct sock_fprog fprog = { .len = instructions, .filter = (struct sock_filter *)program };
+  return result(syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fprog));
+}

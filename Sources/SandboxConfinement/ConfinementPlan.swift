@@ -80,6 +80,16 @@ public struct ConfinementPlan: Codable, Sendable, Equatable {
   /// - Returns: the plan and the command (at least one word).
   /// - Throws: ``Launcher/Failure`` naming the bad option.
   public static func parse(_ args: ArraySlice<String>) throws -> (ConfinementPlan, [String]) {
+    let (plan, _, command) = try parseLaunch(args)
+    return (plan, command)
+  }
+
+  /// Parses the launcher's whole command line: ``launcherArguments``, optionally `--seccomp-bpf HEX`
+  /// (the compiled filter, ``SeccompProgram/hex``), `--` and the command.
+  /// - Returns: the plan, the seccomp program when given, and the command (at least one word).
+  /// - Throws: ``Launcher/Failure`` naming the bad option.
+  public static func parseLaunch(_ args: ArraySlice<String>) throws -> (ConfinementPlan, SeccompProgram?, [String]) {
+    var seccomp: SeccompProgram?
     var plan = ConfinementPlan(user: "", uid: nil, gid: nil, groups: [], readOnly: [], readWrite: [], includeWorkdir: false, workdir: "", landlockCompatibility: "")
     var i = args.startIndex
     func value(_ flag: String) throws -> String {
@@ -106,6 +116,7 @@ public struct ConfinementPlan: Codable, Sendable, Equatable {
       case "--landlock": plan.landlockCompatibility = try value(flag)
       case "--simulate-no-landlock": plan.simulateNoLandlock = true
       case "--netns": plan.networkNamespacePath = try value(flag)
+      case "--seccomp-bpf": seccomp = try SeccompProgram(hex: try value(flag))
       default: throw Launcher.Failure("unknown option '\(flag)'")
       }
       i += 1
@@ -115,6 +126,6 @@ public struct ConfinementPlan: Codable, Sendable, Equatable {
     guard ["best_effort", "hard_requirement"].contains(plan.landlockCompatibility) else {
       throw Launcher.Failure("--landlock must be best_effort or hard_requirement, got '\(plan.landlockCompatibility)'")
     }
-    return (plan, Array(args[(i + 1)...]))
+    return (plan, seccomp, Array(args[(i + 1)...]))
   }
 }

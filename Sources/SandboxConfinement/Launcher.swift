@@ -18,7 +18,9 @@ import CConfine
 ///    capabilities, and verify every capability set is empty;
 /// 5. `PR_SET_NO_NEW_PRIVS`, `PR_SET_DUMPABLE` 0, `RLIMIT_CORE` 0;
 /// 6. Landlock `restrict_self`;
-/// 7. the seccomp filter (``SeccompFilter``);
+/// 7. the seccomp filter: the BPF program the supervisor compiled once with libseccomp
+///    (`SandboxSeccomp.SeccompFilter`), passed as `--seccomp-bpf HEX` (``SeccompProgram``); without
+///    it nothing runs;
 /// 8. `execvp` the command.
 ///
 /// Fail closed: when any step fails, nothing is executed; one line `openshell-sandbox: confinement
@@ -36,16 +38,18 @@ public enum Launcher {
   public static func main(_ args: [String]) -> Never {
     do { try adoptEnvironment() } catch { fail("\(error)") }
     let plan: ConfinementPlan
+    let seccomp: SeccompProgram?
     let command: [String]
-    do { (plan, command) = try ConfinementPlan.parse(args.dropFirst()) } catch {
-      fail("\(error) (usage: openshell-sandbox-launch <plan options> -- COMMAND [ARG...])")
+    do { (plan, seccomp, command) = try ConfinementPlan.parseLaunch(args.dropFirst()) } catch {
+      fail("\(error) (usage: openshell-sandbox-launch <plan options> --seccomp-bpf HEX -- COMMAND [ARG...])")
     }
-    do { try apply(plan) } catch { fail("\(error)") }
+    guard let seccomp else { fail("no seccomp program (--seccomp-bpf) was given") }
+    do { try apply(plan, seccomp: seccomp) } catch { fail("\(error)") }
     execute(command)
   }
 
   /// Applies every step of the plan to the calling process (see the type's documentation).
-  static func apply(_ plan: ConfinementPlan) throws {
+  static func apply(_ plan: ConfinementPlan, seccomp: SeccompProgram) throws {
     if let path = plan.networkNamespacePath { try enterNetworkNamespace(path) }
     let ruleset = try LandlockRuleset.prepare(plan)
     defer { ruleset?.close() }
@@ -55,7 +59,7 @@ public enum Launcher {
     try Privileges.verifyNone()
     try Privileges.harden()
     try ruleset?.restrictSelf()
-    try SeccompFilter.install()
+    try seccomp.install()
   }
 
   /// Replaces the launcher's environment (only `OPENSHELL_LAUNCH_ENV_FD`) with the workload's, read

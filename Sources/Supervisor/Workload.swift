@@ -2,6 +2,7 @@ import Foundation
 import OpenShellAPI
 import SandboxConfinement
 import SandboxProtocol
+import SandboxSeccomp
 import Synchronization
 
 #if canImport(Glibc)
@@ -19,13 +20,28 @@ import Synchronization
 /// Fail closed: without a plan (a launch description from an older gateway) nothing is started.
 final class Workload: Sendable {
   let launch: SupervisorLaunch
-  /// The plan as the launcher's options, computed once.
-  let planArguments: [String]?
+  /// The plan as the launcher's options plus the compiled seccomp filter (`--seccomp-bpf HEX`),
+  /// computed once; or why no workload can be started.
+  let planArguments: Result<[String], CommandError>
+
   private let groups = Mutex<Set<pid_t>>([])
 
   init(launch: SupervisorLaunch) {
     self.launch = launch
-    planArguments = launch.confinement?.launcherArguments
+    planArguments = Self.launcherOptions(launch.confinement)
+  }
+
+  /// The launcher's options for `plan`: the plan's, then the seccomp program libseccomp compiles here,
+  /// once per supervisor (every launch installs the same program; the launcher does not link libseccomp).
+  static func launcherOptions(_ plan: ConfinementPlan?) -> Result<[String], CommandError> {
+    guard let plan else {
+      return .failure(CommandError(description: "no confinement plan in the launch description; the command was not run (restart the sandbox)", exitCode: ConfinementPlan.failureExitCode))
+    }
+    do {
+      return .success(plan.launcherArguments + ["--seccomp-bpf", try SeccompFilter.compile().hex])
+    } catch {
+      return .failure(CommandError(description: "openshell-sandbox: confinement failed: \(error); the command was not run", exitCode: ConfinementPlan.failureExitCode))
+    }
   }
 
   /// The environment of every workload process: defaults, then the spec's, then the request's.
@@ -68,12 +84,10 @@ final class Workload: Sendable {
 
   /// The launcher command line for `command` (the launcher enters the network namespace named in the
   /// plan first, then drops privileges and confines).
-  /// - Throws: `CommandError` (126) when there is no confinement plan.
+  /// - Throws: `CommandError` (126) when there is no confinement plan or no seccomp filter.
   func argv(_ command: [String]) throws -> (String, [String]) {
-    guard let planArguments else {
-      throw CommandError(description: "no confinement plan in the launch description; the command was not run (restart the sandbox)", exitCode: ConfinementPlan.failureExitCode)
-    }
-    return (SandboxProtocol.launcherPath, planArguments + ["--"] + command)
+    let options = try planArguments.get()
+    return (SandboxProtocol.launcherPath, options + ["--"] + command)
   }
 
   /// Starts a workload process with piped stdio in its own process group.

@@ -9,7 +9,8 @@ import OpenShellAPI
 /// sandboxes created one after another on an in-process gateway with the local driver (bubblewrap +
 /// the `openshell-sandbox` supervisor next to this binary). Prints p50/p90/p99/max. With `--proxy`, the
 /// policy proxy's added latency and throughput instead (``ProxyBench``); with `--ssh`, the SSH tunnel's
-/// connect time and throughput beside plain OpenSSH (``SSHBench``).
+/// connect time and throughput beside plain OpenSSH (``SSHBench``); with `--launcher`, the cost of the
+/// confinement launcher per process start next to setpriv and a direct start (``LauncherBench``).
 @main
 struct SandboxBench: AsyncParsableCommand {
   static let configuration = CommandConfiguration(commandName: "openshell-sandbox-bench")
@@ -28,7 +29,10 @@ struct SandboxBench: AsyncParsableCommand {
   @Option(help: .hidden) var sshProxyKey: String?
   @Option(help: .hidden) var sshProxyCa: String?
 
+  @Flag(help: "Measure what confinement adds to one process start instead (launcher vs setpriv vs direct, --count starts each).") var launcher = false
+
   func run() async throws {
+    if launcher { return try LauncherBench.run(count: count) }
     if let sshProxyPort, let sshProxySandbox, let sshProxyCert, let sshProxyKey, let sshProxyCa {
       try await SSHBench.proxy(port: sshProxyPort, sandboxID: sshProxySandbox, cert: sshProxyCert, key: sshProxyKey, ca: sshProxyCa)
     }

@@ -33,4 +33,9 @@ int cconfine_pidfd_open(int pid);
 /// pidfd_send_signal(pidfd, sig, NULL, 0) (Linux ≥ 5.1): signals exactly the process the pidfd names; -errno on failure.
 int cconfine_pidfd_send_signal(int pidfd, int sig);
 
+/// seccomp(SECCOMP_SET_MODE_FILTER, 0, {instructions, program}): installs a classic-BPF program
+/// (`instructions` × 8-byte `struct sock_filter`, as libseccomp's seccomp_export_bpf writes it) on the
+/// calling thread. Needs no_new_privs (or CAP_SYS_ADMIN).
+int cconfine_seccomp_set_filter(const void *program, unsigned short instructions);
+
 #endif

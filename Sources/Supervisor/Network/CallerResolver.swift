@@ -9,12 +9,15 @@ import Synchronization
 /// Maps an accepted proxy connection to the binary that opened it (enforcement-and-ssh.md §1.4, row
 /// "Caller identity"), from kernel state only:
 ///
-/// 1. the peer's 4-tuple (sandbox address:port → proxy address:port) is looked up in
-///    `/proc/<pid>/net/tcp` and `tcp6` of a process inside the sandbox's network namespace, giving the
-///    socket inode;
-/// 2. the process holding `socket:[inode]` among `/proc/*/fd` (the supervisor's PID namespace holds only
-///    this sandbox's processes) is the caller; its `/proc/<pid>/exe`, its ancestors' (up to the
-///    supervisor) and the absolute paths on its command line are collected;
+/// 1. the peer's 4-tuple (sandbox address:port → proxy address:port) is looked up in the sandbox's
+///    network namespace with an exact NETLINK_SOCK_DIAG request (``SocketDiag``), giving the socket
+///    inode; when the kernel offers no sock_diag or does not find it there, in `/proc/<pid>/net/tcp` and
+///    `tcp6` of a process inside that namespace (the same answer, but reading those tables walks the
+///    kernel's whole connection hash: milliseconds per connection);
+/// 2. the lowest pid holding `socket:[inode]` among the `/proc/<pid>/fd` of the processes in the
+///    sandbox's network namespace (the supervisor's PID namespace holds only this sandbox's processes)
+///    is the caller; its `/proc/<pid>/exe`, its ancestors' (up to the supervisor) and the absolute paths
+///    on its command line are collected;
 /// 3. the executable is hashed (SHA-256) through `/proc/<pid>/exe` itself; the hash is cached by
 ///    (dev, inode, size, mtime, ctime) so a binary is not re-hashed per connection, and pinned per path
 ///    on first use (trust on first use): a later different hash for the same path is refused.
@@ -23,6 +26,10 @@ import Synchronization
 final class CallerResolver: Sendable {
   /// Inode of the sandbox's network namespace (`stat` of its nsfs file).
   let namespaceInode: UInt64
+  /// The sock_diag socket in the sandbox's namespace; nil when unavailable (the `/proc` tables serve).
+  let diag: SocketDiag?
+  /// Why ``diag`` is nil (for the start-up log line).
+  let diagProblem: String?
   private let hashes = Mutex<[String: String]>([:])
   private let pins = Mutex<[String: String]>([:])
 
@@ -33,6 +40,13 @@ final class CallerResolver: Sendable {
       throw ResolveError(message: "cannot stat the network namespace \(namespacePath): \(String(cString: strerror(errno)))")
     }
     namespaceInode = UInt64(st.st_ino)
+    do {
+      diag = try SocketDiag(namespacePath: namespacePath)
+      diagProblem = nil
+    } catch {
+      diag = nil
+      diagProblem = "\(error)"
+    }
   }
 
   struct ResolveError: Error, CustomStringConvertible {
@@ -45,26 +59,23 @@ final class CallerResolver: Sendable {
   func resolve(peer: (IPAddress, Int), local: (IPAddress, Int)) throws -> CallerBinary {
     let pids = sandboxPIDs()
     guard let reader = pids.first else { throw ResolveError(message: "no process runs in the sandbox network namespace") }
-    var inode: UInt64?
+    // A refused sock_diag request (e.g. tcp_diag missing) falls back to the tables, as does a miss.
+    var inode: UInt64? = try? diag?.tcpInode(local: peer, remote: local)
     for file in ["tcp", "tcp6"] where inode == nil {
       inode = Self.socketInode(procText("/proc/\(reader)/net/\(file)"), peer: peer, local: local)
     }
     guard let inode else { throw ResolveError(message: "connection \(peer.0):\(peer.1) not found in the sandbox's socket table") }
-    let target = "socket:[\(inode)]"
-    for pid in pids {
-      guard let fds = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd") else { continue }
-      for fd in fds where (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)")) == target {
-        return try identify(pid)
-      }
+    let target = Array("socket:[\(inode)]".utf8)
+    for pid in pids where ProcDirectory.holds(pid: pid, link: target) {
+      return try identify(pid)
     }
     throw ResolveError(message: "no sandbox process holds socket \(inode)")
   }
 
-  /// Pids of this PID namespace's processes that live in the sandbox's network namespace.
+  /// Pids of this PID namespace's processes that live in the sandbox's network namespace, ascending.
   func sandboxPIDs() -> [Int32] {
     let me = getpid()
-    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-    return entries.compactMap { Int32($0) }.filter { pid in
+    return ProcDirectory.pids().filter { pid in
       guard pid != me else { return false }
       var st = stat()
       return stat("/proc/\(pid)/ns/net", &st) == 0 && UInt64(st.st_ino) == namespaceInode

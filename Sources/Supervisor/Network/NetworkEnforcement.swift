@@ -37,7 +37,8 @@ struct NetworkEnforcement: Sendable {
       denials.record(method: d.method, host: d.host, port: d.port, binary: d.binary, reason: d.reason)
     }
     let channel = try await proxy.start(host: host, port: port)
-    logs.log("network policy proxy listening on \(address) (namespace \(ns)); all egress denied until a policy loads")
+    let lookup = resolver.diag != nil ? "sock_diag" : "the /proc socket tables (\(resolver.diagProblem ?? "no sock_diag"))"
+    logs.log("network policy proxy listening on \(address) (namespace \(ns)); callers identified through \(lookup); all egress denied until a policy loads")
     return NetworkEnforcement(policy: policy, denials: denials, proxy: proxy, channel: channel)
   }
 

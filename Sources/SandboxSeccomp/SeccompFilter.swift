@@ -1,4 +1,5 @@
 import CSeccomp
+import SandboxConfinement
 
 #if canImport(Glibc)
   import Glibc
@@ -16,9 +17,13 @@ import CSeccomp
 /// - `execveat` with AT_EMPTY_PATH (executing an anonymous file descriptor);
 /// - `seccomp(SECCOMP_SET_MODE_FILTER)`.
 ///
-/// System calls unknown to this architecture are skipped. libseccomp sets no_new_privs itself when
-/// loading (already set by ``Privileges/harden()``).
-enum SeccompFilter {
+/// System calls unknown to this architecture are skipped.
+///
+/// Compiled once per supervisor (``compile()``: libseccomp generates the BPF program and
+/// `seccomp_export_bpf` writes it out); every launcher start installs that program
+/// (`SandboxConfinement.SeccompProgram`) after no_new_privs, instead of linking libseccomp and
+/// rebuilding the same filter for each exec.
+public enum SeccompFilter {
   static let blocked = [
     "memfd_create", "ptrace", "bpf", "process_vm_readv", "process_vm_writev", "pidfd_open", "pidfd_getfd",
     "pidfd_send_signal", "io_uring_setup", "mount", "fsopen", "fsconfig", "fsmount", "fspick", "move_mount",
@@ -52,9 +57,10 @@ enum SeccompFilter {
     scmp_arg_cmp(arg: arg, op: SCMP_CMP_MASKED_EQ, datum_a: mask, datum_b: value)
   }
 
-  /// Builds and loads the filter into the calling thread.
-  /// - Throws: when libseccomp cannot build or load it (the spawn is aborted).
-  static func install() throws {
+  /// Builds the filter and exports the BPF program libseccomp generates for it (what `seccomp_load`
+  /// would install).
+  /// - Throws: `Launcher.Failure` when libseccomp cannot build or export it (no workload may start then).
+  public static func compile() throws -> SeccompProgram {
     guard let ctx = seccomp_init(allow) else { throw Launcher.Failure("seccomp_init failed") }
     defer { seccomp_release(ctx) }
     func add(_ name: String, _ action: UInt32, _ conditions: [scmp_arg_cmp] = []) throws {
@@ -75,7 +81,28 @@ enum SeccompFilter {
     for flag in namespaceFlags { try add("clone", eperm, [masked(0, flag, flag)]) }
     try add("execveat", eperm, [masked(4, atEmptyPath, atEmptyPath)])
     try add("seccomp", eperm, [eq(0, setModeFilter)])
-    let r = seccomp_load(ctx)
-    guard r == 0 else { throw Launcher.Failure("seccomp_load: \(String(cString: strerror(-r)))") }
+    return try export(ctx)
+  }
+
+  /// `seccomp_export_bpf` into a pipe (libseccomp 2.5 exports only to a descriptor; a program is at
+  /// most 4096 × 8 bytes, less than a pipe's buffer), read back whole.
+  static func export(_ ctx: scmp_filter_ctx) throws -> SeccompProgram {
+    var fds: [Int32] = [0, 0]
+    guard pipe(&fds) == 0 else { throw Launcher.Failure("pipe: \(String(cString: strerror(Glibc.errno)))") }
+    defer { close(fds[0]) }
+    for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+    let r = seccomp_export_bpf(ctx, fds[1])
+    close(fds[1])
+    guard r == 0 else { throw Launcher.Failure("seccomp_export_bpf: \(String(cString: strerror(-r)))") }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+      let n = chunk.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, $0.count) }
+      if n > 0 { bytes += chunk[0..<n]; continue }
+      if n < 0 && Glibc.errno == EINTR { continue }
+      if n < 0 { throw Launcher.Failure("reading the exported seccomp program: \(String(cString: strerror(Glibc.errno)))") }
+      break
+    }
+    return try SeccompProgram(bytes: bytes)
   }
 }
