@@ -111,11 +111,14 @@ final class Workload: Sendable {
   /// `extraPlan` launcher options (e.g. `--ro FILE`), piped stdio, in its own process group.
   /// - Throws: `CommandError` (126) without a plan, `SpawnError` when spawning fails.
   func spawnServer(_ command: [String], extraPlan: [String]) throws -> SpawnedProcess {
-    guard let planArguments else {
-      throw CommandError(description: "no confinement plan in the launch description; the server was not started", exitCode: ConfinementPlan.failureExitCode)
+    let options: [String]
+    switch planArguments {
+    case .success(let o): options = o
+    case .failure(let e):
+      throw CommandError(description: e.description.replacingOccurrences(of: "the command was not run", with: "the server was not started"), exitCode: e.exitCode)
     }
     let p = try Spawner.spawn(
-      SandboxProtocol.launcherPath, planArguments + extraPlan + ["--"] + command,
+      SandboxProtocol.launcherPath, options + extraPlan + ["--"] + command,
       environment: [SandboxProtocol.launchEnvironmentFDVariable: "3"], stdin: .pipe, stdout: .pipe, stderr: .pipe,
       workingDirectory: SandboxProtocol.workspace, newProcessGroup: true, fd3Data: Self.encodeEnvironment(environment([:])))
     groups.withLock { _ = $0.insert(p.pid) }
