@@ -10,5 +10,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  # The tests run `sshd -i` per connection inside sandboxes; a system sshd on port 22 that this install
+  # may have started is not wanted (only when this script installed openssh-server).
+  if [[ " ${missing[*]} " == *" openssh-server "* ]]; then
+    $SUDO systemctl disable --now ssh.service >/dev/null 2>&1 || $SUDO service ssh stop >/dev/null 2>&1 || true
+  fi
 fi
 echo "system packages ready: ${pkgs[*]}"
