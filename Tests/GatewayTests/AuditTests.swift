@@ -56,24 +56,36 @@ import Testing
     #expect(events.map(\.0.actor).contains("sandbox:sb-flood"))
   }
 
-  /// A window closes on its own: the event is written while the gateway runs, and a later refusal of the
-  /// same kind opens a new window.
+  /// A window closes on its own: its event is written while the gateway runs (not only at shutdown), and a
+  /// later refusal of the same kind opens a new window. (How many windows the first calls span depends on the
+  /// machine's speed; the flood test above pins the one-event-per-window rule.)
   @Test func aClosedWindowIsWrittenAndANewOneOpens() async throws {
-    let gw = try await TestGateway.start { $0.refusalWindow = .seconds(2) }
+    let gw = try await TestGateway.start { $0.refusalWindow = .seconds(1) }
     let (cert, key) = try gw.sandboxCertificate("sb-window")
+    func counts(_ log: EventLog) throws -> [UInt64] {
+      try log.records(from: 1, filter: EventFilter(types: ["audit.access_refused"])).compactMap { r -> UInt64? in
+        if case .accessRefused(let a)? = try GatewayEvent.decode(r).kind { return a.count } else { return nil }
+      }
+    }
     try await gw.withClient(certificate: cert, key: key) { api in
       for _ in 0..<3 { _ = await rpcError { _ = try await api.listProviders(.init()) } }
-      try await Task.sleep(for: .seconds(3))
-      let head = gw.running.store.log.headSeq
-      let last = try #require(try gw.running.store.log.record(at: head))
-      #expect(last.type == "audit.access_refused", "the window's event is written when it closes")
+      // Written while running: poll (up to 20 s) until the three refusals are on record.
+      var written: [UInt64] = []
+      for _ in 0..<200 {
+        written = try counts(gw.running.store.log)
+        if written.reduce(0, +) == 3 { break }
+        try await Task.sleep(for: .milliseconds(100))
+      }
+      #expect(written.reduce(0, +) == 3, "the closed windows' events are written while the gateway runs: \(written)")
       _ = await rpcError { _ = try await api.listProviders(.init()) }
     }
+    let before = try counts(gw.running.store.log).count
     await gw.stop()
-    let counts = try Self.auditEvents(gw.dataDirectory, type: "audit.access_refused").compactMap { _, e -> UInt64? in
+    let all = try Self.auditEvents(gw.dataDirectory, type: "audit.access_refused").compactMap { _, e -> UInt64? in
       if case .accessRefused(let a)? = e.kind { return a.count } else { return nil }
     }
-    #expect(counts == [3, 1])
+    #expect(all.reduce(0, +) == 4)
+    #expect(all.count == before + 1 && all.last == 1, "the later refusal opened a new window: \(all)")
   }
 
   /// Every credential read is on record with recipient, provider and key names — never a value.
