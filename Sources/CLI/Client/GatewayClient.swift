@@ -29,13 +29,17 @@ enum GatewayClient {
   }
 
   static func withClient<R: Sendable>(_ t: Target, _ body: @Sendable (Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>) async throws -> R) async throws -> R {
+    try await withConnection(t) { client in try await body(Openshell_V1_OpenShell.Client(wrapping: client)) }
+  }
+
+  /// Runs `body` with one HTTP/2 connection to the registration's endpoint (any service on the port:
+  /// `openshell.v1`, inference, audit), with the registration's TLS.
+  static func withConnection<R: Sendable>(_ t: Target, _ body: @Sendable (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> R) async throws -> R {
     let transport =
       t.host.allSatisfy({ $0.isNumber || $0 == "." })
       ? try HTTP2ClientTransport.Posix(target: .ipv4(address: t.host, port: t.port), transportSecurity: transportSecurity(t))
       : try HTTP2ClientTransport.Posix(target: .dns(host: t.host, port: t.port), transportSecurity: transportSecurity(t))
-    return try await withGRPCClient(transport: transport) { client in
-      try await body(Openshell_V1_OpenShell.Client(wrapping: client))
-    }
+    return try await withGRPCClient(transport: transport) { client in try await body(client) }
   }
 
   static func options(timeout: Duration = .seconds(5)) -> CallOptions {

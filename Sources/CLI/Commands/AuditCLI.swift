@@ -18,13 +18,7 @@ struct AuditCLI: AsyncParsableCommand {
   static func withAudit<R: Sendable>(
     _ t: Target, _ body: @Sendable (Openshell_Audit_V1_AuditService.Client<HTTP2ClientTransport.Posix>) async throws -> R
   ) async throws -> R {
-    let transport =
-      t.host.allSatisfy({ $0.isNumber || $0 == "." })
-      ? try HTTP2ClientTransport.Posix(target: .ipv4(address: t.host, port: t.port), transportSecurity: GatewayClient.transportSecurity(t))
-      : try HTTP2ClientTransport.Posix(target: .dns(host: t.host, port: t.port), transportSecurity: GatewayClient.transportSecurity(t))
-    return try await withGRPCClient(transport: transport) { client in
-      try await body(Openshell_Audit_V1_AuditService.Client(wrapping: client))
-    }
+    try await GatewayClient.withConnection(t) { client in try await body(Openshell_Audit_V1_AuditService.Client(wrapping: client)) }
   }
 }
 

@@ -37,11 +37,7 @@ enum PolicyCLI {
   }
 
   static func withClients<R: Sendable>(_ t: Target, _ body: @Sendable (ShellClient, InferenceClient) async throws -> R) async throws -> R {
-    let transport =
-      t.host.allSatisfy({ $0.isNumber || $0 == "." })
-      ? try HTTP2ClientTransport.Posix(target: .ipv4(address: t.host, port: t.port), transportSecurity: GatewayClient.transportSecurity(t))
-      : try HTTP2ClientTransport.Posix(target: .dns(host: t.host, port: t.port), transportSecurity: GatewayClient.transportSecurity(t))
-    return try await withGRPCClient(transport: transport) { client in
+    try await GatewayClient.withConnection(t) { client in
       try await body(Openshell_V1_OpenShell.Client(wrapping: client), Openshell_Inference_V1_Inference.Client(wrapping: client))
     }
   }
