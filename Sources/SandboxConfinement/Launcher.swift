@@ -51,6 +51,10 @@ public enum Launcher {
   /// Applies every step of the plan to the calling process (see the type's documentation).
   static func apply(_ plan: ConfinementPlan, seccomp: SeccompProgram) throws {
     if let path = plan.networkNamespacePath { try enterNetworkNamespace(path) }
+    // A workload that exhausts the sandbox's memory is the OOM killer's first choice, never its supervisor:
+    // every workload process raises its own score to the maximum (raising needs no privilege; lowering the
+    // supervisor's instead is refused on some hosts, e.g. in containers).
+    preferForOOMKill()
     let ruleset = try LandlockRuleset.prepare(plan)
     defer { ruleset?.close() }
     if plan.uid != nil { try Privileges.clearBoundingSet() }
@@ -60,6 +64,15 @@ public enum Launcher {
     try Privileges.harden()
     try ruleset?.restrictSelf()
     try seccomp.install()
+  }
+
+  /// Writes 1000 to `/proc/self/oom_score_adj` (best effort: without it the workload keeps the score it
+  /// inherited, and the supervisor is no longer protected — nothing else depends on it).
+  static func preferForOOMKill() {
+    let fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC)
+    guard fd >= 0 else { return }
+    _ = "1000\n".withCString { write(fd, $0, 5) }
+    close(fd)
   }
 
   /// Replaces the launcher's environment (only `OPENSHELL_LAUNCH_ENV_FD`) with the workload's, read

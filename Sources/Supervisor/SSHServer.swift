@@ -45,6 +45,12 @@ enum SSHServer {
       "AuthorizedKeysFile=none", "AuthorizedKeysCommand=/bin/echo %t %k", "AuthorizedKeysCommandUser=\(SSHServer.user)",
       "PasswordAuthentication=no", "KbdInteractiveAuthentication=no", "PermitRootLogin=no", "PidFile=none",
       "StrictModes=no", "PrintMotd=no", "PrintLastLog=no", "UseDNS=no", "LogLevel=ERROR", "X11Forwarding=no",
+      // The agent controls the sandbox user's home: no ~/.ssh/rc run in front of an operator's session (its
+      // output would lead the session's stdout, e.g. a download's tar stream), no environment from there,
+      // and no forwarding of the operator's ssh-agent or of Unix sockets into the sandbox. TCP forwarding
+      // stays (`openshell forward`).
+      "PermitUserRC=no", "PermitUserEnvironment=no", "AllowAgentForwarding=no", "AllowStreamLocalForwarding=no",
+      "PermitTunnel=no",
       "Subsystem=sftp \(sftpServer)",
     ]
     if !pairs.isEmpty { options.append("SetEnv=" + pairs.joined(separator: " ")) }

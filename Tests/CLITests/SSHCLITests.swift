@@ -71,6 +71,10 @@ struct SSHCLITests {
     #expect(r.out.contains("NoNewPrivs:\t1") && r.out.contains("Seccomp:\t2") && r.out.contains("CapEff:\t0000000000000000"), "\(r)")
     #expect(r.err.contains("Permission denied"), "\(r)")
 
+    // The operator's ssh-agent is not forwarded into the sandbox, even when the client asks (ssh -A, as VS Code does).
+    r = try env.run(["-c", "eval $(ssh-agent -s) >/dev/null; ssh -A -F '\(config)' \(host) 'echo agent=${SSH_AUTH_SOCK:-none}'; kill $SSH_AGENT_PID"], binary: "/bin/sh")
+    #expect(r.out.contains("agent=none"), "\(r)")
+
     // The pinned key is the sandbox's host key (the public half the gateway wrote).
     let knownHosts = try String(contentsOfFile: env.config.appendingPathComponent("openshell/ssh/known_hosts").path, encoding: .utf8)
     let sandboxes = env.dataDir("sshgw").appendingPathComponent("sandboxes").path
@@ -188,6 +192,23 @@ struct SSHCLITests {
     #expect((try? String(contentsOfFile: back + "/tree/sub/b", encoding: .utf8)) == "bb\n")
     r = try env.run(["sandbox", "download", "box", "/sandbox/nope", back])
     #expect(r.code == 1 && r.err.contains("no such file or directory") && !r.out.contains("✓"), "\(r)")
+
+    // The agent attacks the operator's download (run as root here): a ~/.ssh/rc whose output would lead the
+    // tar stream is never run, and a set-user-ID file it made is refused with nothing left behind.
+    r = try env.run(["sandbox", "exec", "box", "--", "sh", "-c",
+      "mkdir -p /sandbox/.ssh && printf '#!/bin/sh\\ntouch /sandbox/rc-ran\\necho injected\\n' > /sandbox/.ssh/rc && chmod +x /sandbox/.ssh/rc && mkdir -p /sandbox/loot && echo x > /sandbox/loot/su && chmod 4755 /sandbox/loot/su"])
+    #expect(r.code == 0, "\(r)")
+    r = try env.run(["sandbox", "download", "box", "/sandbox/loot", back])
+    #expect(r.code == 0 && r.out.contains("checked") && !r.out.contains("injected"), "\(r)")
+    // Extracted as the caller's own files without the set-user-ID bit (tar --no-same-owner --no-same-permissions).
+    let attributes = try FileManager.default.attributesOfItem(atPath: back + "/loot/su")
+    let mode = (attributes[.posixPermissions] as? NSNumber)?.intValue ?? -1
+    #expect(mode >= 0 && mode & 0o7000 == 0, "mode \(String(mode, radix: 8))")
+    #expect((attributes[.ownerAccountID] as? NSNumber)?.intValue == Int(getuid()))
+    #expect(((try? FileManager.default.contentsOfDirectory(atPath: back)) ?? []).allSatisfy { !$0.hasPrefix(".openshell-download-") })
+    r = try env.run(["sandbox", "exec", "box", "--", "sh", "-c", "test -e /sandbox/rc-ran && echo RAN || echo clean"])
+    #expect(r.out == "clean\n", "~/.ssh/rc must not run: \(r)")
+
     try FileManager.default.createDirectory(atPath: root + "/hollow", withIntermediateDirectories: true)
     r = try env.run(["sandbox", "upload", "box", root + "/hollow"])
     #expect(r.code == 1 && r.err.contains("nothing was copied") && !r.out.contains("✓"), "\(r)")

@@ -135,11 +135,13 @@ struct L7InspectionTests {
           (["-X", "DELETE", base + "/v1/items"], "DELETE /v1/items not permitted by policy"),
           ([base + "/v1/secret/k"], "GET /v1/secret/k blocked by deny rule"),
           (["--path-as-is", base + "/v1/../admin"], "GET /admin not permitted by policy"),
+          // Another virtual host behind the admitted connection (with a placeholder to resolve): refused.
+          (["-H", "Host: evil.l7.test:\(p)", "-H", "X-Leak: openshell:resolve:env:SVC_TOKEN", base + "/v1/items/leak"], "Host header evil.l7.test"),
         ] {
           let r = try await c.exec("l7a", [Self.curl, "-sS", "-w", "\\n%{http_code}"] + args)
           #expect(r.out.hasSuffix("\n403") && r.out.contains(reason), "\(args): \(r.out) \(r.err)")
         }
-        #expect(!up.requests.contains { $0.contains("/admin") || $0.hasPrefix("DELETE") || $0.contains("/secret") }, "\(up.requests)")
+        #expect(!up.requests.contains { $0.contains("/admin") || $0.hasPrefix("DELETE") || $0.contains("/secret") || $0.contains("/leak") }, "\(up.requests)")
 
         // The proxy verifies the upstream: a certificate not valid for the host is never forwarded to.
         let bad = try await c.exec("l7a", [Self.curl, "-sS", "-w", "\\n%{http_code}", "https://bad.l7.test:\(p)/v1/x"])

@@ -82,6 +82,8 @@ struct Verify: ParsableCommand {
   @Option(help: ArgumentHelp(
     "Also check the signed audit checkpoints against this Ed25519 public key (PEM; the gateway writes it as keys/audit-checkpoint.pub.pem — use a copy kept off the host). Fails when a checkpoint does not match or none is signed by this key.",
     valueName: "FILE")) var publicKey: String?
+  @Flag(help: "With --public-key: accept records newer than the last signed checkpoint (a live gateway's log, or one that crashed and was not started since). Without it they fail the check: removing the newest checkpoints is how a rewrite of the recent records would hide.")
+  var allowUnsignedTail = false
 
   func run() throws {
     try LogTools_run {
@@ -108,6 +110,11 @@ struct Verify: ParsableCommand {
         if !report.ok, result.problem == nil {
           result.problem = report.problem ?? "no audit checkpoint in this log is signed by the given public key (\(report.otherKey) by other keys)"
           result.firstBadSeq = report.badCheckpointSeq
+        } else if report.ok, result.headSeq > report.coveredThrough + 1, !allowUnsignedTail, result.problem == nil {
+          // A stopped gateway's log ends with its shutdown checkpoint (covering all but itself).
+          result.problem = "records \(report.coveredThrough + 2)…\(result.headSeq) are not covered by a signed checkpoint: the gateway is running or crashed "
+            + "(start it once: it signs at start), or checkpoints after seq \(report.coveredThrough + 1) were removed; --allow-unsigned-tail accepts them"
+          result.firstBadSeq = report.coveredThrough + 2
         }
       }
       if output == "json" {

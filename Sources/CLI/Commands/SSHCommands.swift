@@ -74,8 +74,7 @@ struct SandboxConnect: AsyncParsableCommand {
       let ws = workspace
       let session = try await GatewayClient.withClient(r.target) { c in try await SSHTunnel.createSession(c, name: n, workspace: ws) }
       SandboxCLI.remember(n, gateway: r.name)
-      let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("openshell-ssh-\(getpid())").path
-      try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+      let scratch = try PrivateDirectory.make(in: FileManager.default.temporaryDirectory.path, prefix: "openshell-ssh-")
       defer { try? FileManager.default.removeItem(atPath: scratch) }
       let known = scratch + "/known_hosts"
       let alias = SSHTunnel.alias(n, workspace: ws)

@@ -121,12 +121,21 @@ struct SandboxDownload: AsyncParsableCommand {
       try FileManager.default.createDirectory(atPath: dest, withIntermediateDirectories: true)
       let parent = (path as NSString).deletingLastPathComponent
       let base = (path as NSString).lastPathComponent
+      // The stream is untrusted: extracted into a private staging directory, checked, then moved (SafeExtract).
+      let staging = try PrivateDirectory.make(in: dest, prefix: ".openshell-download-")
+      defer { try? FileManager.default.removeItem(atPath: staging) }
       let (sshStatus, tarStatus) = try await SandboxTransfer.pipeline(
-        ["/usr/bin/ssh"] + ssh + ["tar -C \(SSHCommandLine.quote(parent)) -cf - -- \(SSHCommandLine.quote(base))"], ["/usr/bin/tar", "-C", dest, "-xf", "-"])
-      guard tarStatus == 0, sshStatus == 0 else { throw CLIError("download failed (ssh exit \(sshStatus), tar exit \(tarStatus))") }
-      let local = URL(fileURLWithPath: dest).appendingPathComponent(base).standardizedFileURL.path
-      let summary = try SandboxTransfer.localSummary(local)
+        ["/usr/bin/ssh"] + ssh + ["tar -C \(SSHCommandLine.quote(parent)) -cf - -- \(SSHCommandLine.quote(base))"],
+        ["/usr/bin/tar", "-C", staging] + SafeExtract.tarFlags + ["-xf", "-"])
+      guard tarStatus == 0, sshStatus == 0 else { throw CLIError("download failed (ssh exit \(sshStatus), tar exit \(tarStatus)); nothing was written") }
+      let extracted = try FileManager.default.contentsOfDirectory(atPath: staging)
+      guard extracted == [base] else {
+        throw CLIError("download failed: the sandbox sent \(extracted.count) top-level entries instead of \(base); nothing was written")
+      }
+      try SafeExtract.check(staging)
+      let summary = try SandboxTransfer.localSummary((staging as NSString).appendingPathComponent(base))
       let (files, bytes) = try SandboxTransfer.verify(summary, remote: remote, what: "download of \(name):\(path)")
+      let local = try SafeExtract.install(staging: staging, base: base, dest: URL(fileURLWithPath: dest).standardizedFileURL.path)
       print("✓ Downloaded \(bytes) bytes (\(files) file\(files == 1 ? "" : "s"), checked) to \(local)")
     }
   }

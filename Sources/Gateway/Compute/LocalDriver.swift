@@ -501,7 +501,9 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
         throw SpawnError("cannot apply the resource limits: \(error.message)")
       }
       if !procs.isEmpty {
-        let script = #"while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#
+        // Also: bwrap and the supervisor ask to be exempt from the OOM killer (-1000, inherited; each workload's
+        // launcher raises its own score to 1000). Hosts that refuse the lowering (some containers) keep 0.
+        let script = #"echo -1000 2>/dev/null > /proc/self/oom_score_adj; while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#
         arguments = ["-c", script, "openshell-cgroup-join"] + procs + ["--", executable] + arguments
         executable = "/bin/sh"
       }

@@ -27,6 +27,18 @@ enum L7Admission {
       uri = String(rest.dropFirst(authority.count))
       if uri.isEmpty || uri.hasPrefix("?") { uri = "/" + uri }
     }
+    // The Host header must name the admitted host and port too: it is forwarded as sent, and a different
+    // one would take the request (with resolved credentials) to another virtual host of the same upstream.
+    let hosts = head.headers["host"]
+    guard hosts.count <= 1 else { return reject(.badRequest, "more than one Host header") }
+    if let host = hosts.first {
+      // A Host without a port names the same host (clients omit it, rightly or not); one with a port must match.
+      let raw = host.trimmingCharacters(in: .whitespaces)
+      let named = ProxyRequestHead.splitAuthority(raw, defaultPort: target.port)
+      guard let named, named.host.lowercased() == target.host.lowercased(), named.port == target.port else {
+        return reject(.forbidden, "Host header \(host.prefix(100)) differs from the admitted \(target.host):\(target.port)")
+      }
+    }
     // The current generation decides: the host, port and binary, then the endpoints' L7 rules.
     let (_, verdict) = proxy.policy.decide(host: target.host, port: target.port, binary: target.binary)
     switch verdict {
