@@ -19,8 +19,11 @@ import X509
 /// - a forged or altered checkpoint (signature check) and checkpoints signed by another key;
 /// - a log without any valid checkpoint when one is required (`verify` fails).
 ///
-/// What it cannot detect: changes after the newest checkpoint (at most N records, or the records
-/// since the last clean shutdown after a crash); truncation of the log back to an earlier checkpoint
+/// - records after the newest checkpoint, when `verify` is not told to accept them (`--allow-unsigned-tail`):
+///   a stopped gateway's log ends with its shutdown checkpoint, and a start signs the head first, so an
+///   unsigned tail means a live or crashed gateway — or that the newest checkpoints were removed.
+///
+/// What it cannot detect: changes in an accepted unsigned tail; truncation of the log back to an earlier checkpoint
 /// (compare the newest covered seq with one you recorded, e.g. from `openshell audit verify`); and
 /// anything done by someone who holds the private key — root on the gateway host can read it, so
 /// keep a copy of the public key and of recent checkpoint seqs off the host.
