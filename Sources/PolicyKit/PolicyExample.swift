@@ -50,8 +50,8 @@ public enum PolicyExample {
           - path: /usr/bin/python3*
           - path: "/usr/local/bin/**"
         endpoints:
-          # L7: method/path rules. Not inspected by this gateway's proxy yet: such an endpoint is
-          # denied (fail closed) until L7 inspection lands; `access: full` passes as plain TLS.
+          # L7: the proxy terminates TLS with the sandbox's CA and checks every request's method and path
+          # (access or rules; deny_rules win); `tls: skip` tunnels without inspection.
           - host: pypi.org
             port: 443
             protocol: rest
