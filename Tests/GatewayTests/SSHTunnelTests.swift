@@ -141,6 +141,7 @@ extension SandboxLifecycleTests {
     await gw.stop()
     gw = try await SandboxGateway.start(dataDirectory: dir) { $0.sshSessionTTLSeconds = 2 }
     current.value = gw
+    let restarted = gw
     try await gw.withClient { c in
       _ = try await c.wait("ssh-tok", .ready)
       let banner = try await Self.sshBanner(c, sandbox: sandboxID, token: valid)
@@ -150,8 +151,25 @@ extension SandboxLifecycleTests {
 
       let short = try await Self.session(c, "ssh-tok")
       #expect(short.hasExpirationTime)
-      #expect(try await Self.sshBanner(c, sandbox: sandboxID, token: short.token).hasPrefix("SSH-2.0-OpenSSH"))
-      try await Task.sleep(for: .milliseconds(2300))
+      // A tunnel open when its session expires is ended by the gateway (the client would keep it 10 s).
+      let opened = ContinuousClock.now
+      let banner2 = try await c.forwardTcp(
+        request: StreamingClientRequest { writer in
+          try await writer.write(.with { $0.init_p = .with { $0.sandbox = sandboxID; $0.ssh = .init(); $0.authorizationToken = short.token } })
+          try await writer.write(.with { $0.data = Data("SSH-2.0-OpenShellTest\r\n".utf8) })
+          try await Task.sleep(for: .seconds(10))
+        }
+      ) { response in
+        var bytes = Data()
+        for try await frame in response.messages { if case .data(let d)? = frame.payload { bytes.append(d) } }
+        return String(decoding: bytes, as: UTF8.self)
+      }
+      #expect(banner2.hasPrefix("SSH-2.0-OpenSSH"), "\(banner2)")
+      #expect(ContinuousClock.now - opened < .seconds(8), "the expired session's tunnel was ended")
+      let reasons = try restarted.running.store.log.records(from: 1, filter: EventFilter(types: ["ssh.tunnel_closed"])).compactMap { r -> String? in
+        if case .sshTunnelClosed(let e)? = try GatewayEvent.decode(r).kind { return e.reason } else { return nil }
+      }
+      #expect(reasons.last == "session expired", "\(reasons)")
       let e2 = await Self.refusal(c, sandbox: sandboxID, token: short.token)
       #expect(e2?.code == .unauthenticated && e2?.message.contains("expired") == true, "\(String(describing: e2))")
 

@@ -52,6 +52,24 @@ extension OpenShellService {
     let started = ContinuousClock.now
     let counter = ByteCounter()
     var reason = ""
+    // A revoked or expired session ends its open tunnels too (checked every second), not only new ones.
+    let ended = SessionEnd()
+    let store = self.store
+    let watcher = Task {
+      while !Task.isCancelled {
+        try? await Task.sleep(for: .seconds(1))
+        let current = await store.state.sshSessions[session.id]
+        let why: String? =
+          current == nil || current!.revoked ? "session revoked"
+          : (current!.expiresNs > 0 && SSHSessionToken.nowNs() >= current!.expiresNs) ? "session expired" : nil
+        if let why, !Task.isCancelled {
+          ended.set(why)
+          channel.cancel()
+          return
+        }
+      }
+    }
+    defer { watcher.cancel() }
     do {
       try await withRPCCancellationHandler {
         try await Self.pump(IteratorTransfer(iterator), channel: channel, response: response, counter: counter)
@@ -64,6 +82,7 @@ extension OpenShellService {
       reason = "\(error)"
     }
     channel.finish()
+    if let why = ended.value { reason = why }
     let duration = ContinuousClock.now - started
     let closed = GatewayEvent(.sshTunnelClosed(.with {
       $0.tunnelID = tunnelID; $0.sessionID = session.id; $0.sandboxID = sandbox.id
@@ -124,4 +143,11 @@ final class ByteCounter: Sendable {
   func addDown(_ n: Int) { counts.withLock { $0.down += UInt64(n) } }
   var up: UInt64 { counts.withLock { $0.up } }
   var down: UInt64 { counts.withLock { $0.down } }
+}
+
+/// Why a tunnel's session ended while the tunnel was open (set once by its watcher).
+final class SessionEnd: Sendable {
+  private let reason = Mutex<String?>(nil)
+  func set(_ why: String) { reason.withLock { $0 = why } }
+  var value: String? { reason.withLock { $0 } }
 }
