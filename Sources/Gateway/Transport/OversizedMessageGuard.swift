@@ -98,7 +98,10 @@ final class OversizedMessageGuard: ChannelDuplexHandler, RemovableChannelHandler
     trailers.add(name: "grpc-status", value: "8")
     trailers.add(name: "grpc-message", value: Self.percentEncoded(message))
     let frame = HTTP2Frame.FramePayload.headers(.init(headers: trailers, endStream: true))
-    context.writeAndFlush(wrapOutboundOut(frame)).whenComplete { _ in context.close(promise: nil) }
+    // RST_STREAM NO_ERROR after the complete response asks the client to stop sending its body (RFC 9113
+    // §8.1); a plain close would reset with CANCEL, which clients report instead of the status.
+    context.write(wrapOutboundOut(frame), promise: nil)
+    context.writeAndFlush(wrapOutboundOut(.rstStream(.noError))).whenComplete { _ in context.close(promise: nil) }
   }
 
   /// gRPC's `grpc-message` encoding: bytes outside 0x20–0x7E and `%` as `%XX`.
