@@ -55,6 +55,14 @@ struct SandboxBench: AsyncParsableCommand {
       certificateChain: [.file(path: pki.clientCertificatePath, format: .pem)], privateKey: .file(path: pki.clientKeyPath, format: .pem)
     ) { $0.trustRoots = .certificates([.file(path: pki.caCertificatePath, format: .pem)]) }
     let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: security)
+    /// Stops the sandboxes and the gateway, removes a temporary data dir, then rethrows a measurement's failure.
+    @Sendable func finish(_ failure: Error?) async throws {
+      await gateway.driver?.stopAll()
+      gateway.shutdown()
+      _ = try? await server.value
+      if dataDir == nil { try? FileManager.default.removeItem(atPath: dir) }
+      if let failure { throw failure }
+    }
     if ssh {
       let (connects, megabytes) = (sshConnects, sshMegabytes)
       var failure: Error?
@@ -66,11 +74,7 @@ struct SandboxBench: AsyncParsableCommand {
       } catch {
         failure = error
       }
-      await gateway.driver?.stopAll()
-      gateway.shutdown()
-      _ = try? await server.value
-      if dataDir == nil { try? FileManager.default.removeItem(atPath: dir) }
-      if let failure { throw failure }
+      try await finish(failure)
       return
     }
     if proxy {
@@ -83,11 +87,7 @@ struct SandboxBench: AsyncParsableCommand {
       } catch {
         failure = error
       }
-      await gateway.driver?.stopAll()
-      gateway.shutdown()
-      _ = try? await server.value
-      if dataDir == nil { try? FileManager.default.removeItem(atPath: dir) }
-      if let failure { throw failure }
+      try await finish(failure)
       return
     }
     let (ready, exec) = try await withGRPCClient(transport: transport) { grpc in

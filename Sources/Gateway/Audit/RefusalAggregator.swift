@@ -32,7 +32,6 @@ actor RefusalAggregator {
   let window: Duration
   let maxKeys: Int
   private var open: [Key: Window] = [:]
-  private var order: [Key] = []
   private var flushTask: Task<Void, Never>?
   private let logger = Logger(label: "openshell.gateway.audit")
 
@@ -57,7 +56,6 @@ actor RefusalAggregator {
       return
     }
     open[key] = Window(peer: peer, count: 1, firstNs: now, lastNs: now)
-    order.append(key)
     scheduleClose(key)
   }
 
@@ -71,15 +69,14 @@ actor RefusalAggregator {
 
   private func close(_ key: Key) async {
     guard let w = open.removeValue(forKey: key) else { return }
-    order.removeAll { $0 == key }
     await append([(key, w)])
   }
 
   /// Writes every open window now (at shutdown); returns when they are durable.
   func flush() async {
-    let pending = order.compactMap { k in open[k].map { (k, $0) } }
+    // Oldest window first.
+    let pending = open.sorted { $0.value.firstNs < $1.value.firstNs }.map { ($0.key, $0.value) }
     open.removeAll()
-    order.removeAll()
     await append(pending)
   }
 

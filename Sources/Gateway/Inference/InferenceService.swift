@@ -162,7 +162,11 @@ public final class InferenceService: Openshell_Inference_V1_Inference.SimpleServ
   }
 
   func bundle(_ state: GatewayState) throws -> Openshell_Inference_V1_GetInferenceBundleResponse {
-    let routes = try Self.resolveAll(state)
+    try bundle(routes: try Self.resolveAll(state))
+  }
+
+  /// The bundle of already resolved `routes` (API keys decrypted here).
+  func bundle(routes: [Resolved]) throws -> Openshell_Inference_V1_GetInferenceBundleResponse {
     guard let vault else { throw RPCError(code: .failedPrecondition, message: "this gateway has no secret vault") }
     var out = Openshell_Inference_V1_GetInferenceBundleResponse()
     for r in routes {
@@ -295,15 +299,14 @@ public final class InferenceService: Openshell_Inference_V1_Inference.SimpleServ
 
   public func getInferenceBundle(request: Openshell_Inference_V1_GetInferenceBundleRequest, context: ServerContext) async throws -> Openshell_Inference_V1_GetInferenceBundleResponse {
     let id = try sandboxCaller("GetInferenceBundle", claimed: request.sandboxID)
-    let b = try bundle(await store.state)
-    try await recordDisclosure(b, rpc: "GetInferenceBundle", sandboxID: id)
+    let routes = try Self.resolveAll(await store.state)
+    let b = try bundle(routes: routes)
+    try await recordDisclosure(routes, rpc: "GetInferenceBundle", sandboxID: id)
     return b
   }
 
-  /// Records which providers' API keys a bundle hands to sandbox `sandboxID` (names only; issue 12).
-  func recordDisclosure(_ b: Openshell_Inference_V1_GetInferenceBundleResponse, rpc: String, sandboxID: String) async throws {
-    let state = await store.state
-    let routes = (try? Self.resolveAll(state)) ?? []
+  /// Records which providers' API keys the bundle of `routes` hands to sandbox `sandboxID` (names only; issue 12).
+  func recordDisclosure(_ routes: [Resolved], rpc: String, sandboxID: String) async throws {
     try await AuditRecorder(store: store).disclosed(
       rpc: rpc, recipient: "sandbox:\(sandboxID)", sandboxID: sandboxID,
       providers: Array(Set(routes.map(\.provider.name))).sorted(), keys: Array(Set(routes.map(\.keyName))))
@@ -319,9 +322,9 @@ public final class InferenceService: Openshell_Inference_V1_Inference.SimpleServ
     continuation.yield()
     for await _ in wakeups {
       // An unresolvable bundle keeps the sandbox on its cached routes (as OpenShell's refresh errors).
-      guard let b = try? bundle(await store.state) else { continue }
+      guard let routes = try? Self.resolveAll(await store.state), let b = try? bundle(routes: routes) else { continue }
       if b.revision == last { continue }
-      try await recordDisclosure(b, rpc: "WatchInferenceBundle", sandboxID: sandboxID)
+      try await recordDisclosure(routes, rpc: "WatchInferenceBundle", sandboxID: sandboxID)
       try await response.write(b)
       last = b.revision
     }
