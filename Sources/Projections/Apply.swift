@@ -65,7 +65,9 @@ extension GatewayState {
         },
         providers: Array(Set(e.providers)).sorted(), phase: .provisioning, conditions: [],
         createdNs: timestampNs, resourceVersion: seq, deletionRequestedNs: nil, exitCode: nil,
-        mainProcessStartedNs: nil, restartCount: 0, hostKeyFingerprint: "", driver: "", createdBy: "")
+        mainProcessStartedNs: nil, restartCount: 0, hostKeyFingerprint: "", driver: "", createdBy: "",
+        sealedEnvironment: e.envKeyID.isEmpty ? nil : SealedEnvironmentRecord(
+          keyID: e.envKeyID, environment: e.sealedEnvironment, templateEnvironment: e.sealedTemplateEnvironment))
     case .sandboxProvisioning(let e):
       updateSandbox(e.id, seq) { s in
         s.phase = .provisioning

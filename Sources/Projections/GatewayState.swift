@@ -146,6 +146,26 @@ public struct SandboxRecord: Codable, Equatable, Sendable {
   public var hostKeyFingerprint: String
   public var driver: String
   public var createdBy: String
+  /// The spec's environment values, sealed under the sandbox's own data key (`spec` keeps the names with
+  /// empty values); nil for sandboxes recorded before values were sealed, or without environment.
+  public var sealedEnvironment: SealedEnvironmentRecord?
+}
+
+/// Environment values of a sandbox spec sealed with a per-sandbox data key (AES-GCM, see the gateway's
+/// `SecretVault`); the key is destroyed with the sandbox (crypto-shredding). Source: issue 16.
+public struct SealedEnvironmentRecord: Codable, Equatable, Sendable {
+  /// Data key id in the gateway's vault (`dk-…`).
+  public var keyID: String
+  /// `spec.environment`: variable name → sealed value.
+  public var environment: [String: Data]
+  /// `spec.template.environment`: variable name → sealed value.
+  public var templateEnvironment: [String: Data]
+
+  public init(keyID: String, environment: [String: Data], templateEnvironment: [String: Data]) {
+    self.keyID = keyID
+    self.environment = environment
+    self.templateEnvironment = templateEnvironment
+  }
 }
 
 extension SandboxRecord {

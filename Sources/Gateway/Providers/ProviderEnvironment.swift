@@ -109,22 +109,3 @@ public struct ProviderDelivery: Sendable {
     return hub.send(message, to: sandboxID)
   }
 }
-
-/// Crypto-shredding leftovers: data keys that no live provider references (a crash between a
-/// `provider.deleted` append and the key's destruction, or a create that failed after its key was
-/// made). Run at start-up, before the gateway serves.
-enum ProviderKeyJanitor {
-  /// - Returns: the key ids destroyed.
-  @discardableResult
-  static func shredOrphans(vault: SecretVault, state: GatewayState) -> [String] {
-    let live = Set(state.providers.values.map(\.dataKeyID))
-    let files = (try? FileManager.default.contentsOfDirectory(atPath: vault.directory + "/data")) ?? []
-    var destroyed: [String] = []
-    for f in files where f.hasPrefix("dk-") && f.hasSuffix(".key") {
-      let id = String(f.dropLast(4))
-      guard !live.contains(id) else { continue }
-      if (try? vault.destroyDataKey(id)) != nil { destroyed.append(id) }
-    }
-    return destroyed
-  }
-}

@@ -117,17 +117,18 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
   let hub = try SupervisorHub(
     logDirectory: configuration.dataDirectory + "/sandbox-logs",
     tokenKeyPath: configuration.dataDirectory + "/pki/sandbox-token.key", staleAfter: configuration.supervisorStaleAfter)
+  // Provider credentials and sandbox environments: master key in DATA/keys (outside the log dir);
+  // orphaned data keys are shredded.
+  let vault = try SecretVault(directory: configuration.dataDirectory + "/keys")
+  DataKeyJanitor.shredOrphans(vault: vault, state: await store.state)
   let driver: LocalComputeDriver? = configuration.computeDriver == "local"
     ? LocalComputeDriver(
-      dataDirectory: configuration.dataDirectory, pki: pki, hub: hub,
+      dataDirectory: configuration.dataDirectory, pki: pki, hub: hub, vault: vault,
       usesTLS: configuration.security.usesTLS, supervisorBinary: configuration.supervisorBinary,
       simulateNoLandlock: configuration.simulateNoLandlock, upstreamTrustFile: configuration.upstreamTrustFile)
     : nil
   // The genuine supervisor of each sandbox is the instance the driver launched (session takeovers, issue 17).
   if let driver { hub.setExpectedInstance { id in driver.loadInstance(id)?.instanceID } }
-  // Provider credentials: master key in DATA/keys (outside the log dir); orphaned data keys are shredded.
-  let vault = try SecretVault(directory: configuration.dataDirectory + "/keys")
-  ProviderKeyJanitor.shredOrphans(vault: vault, state: await store.state)
   let providerEvents = ProviderEvents()
   let delivery = ProviderDelivery(store: store, vault: vault, hub: hub, events: providerEvents)
   let sshSettings = SSHTunnelSettings(sessionTTLSeconds: configuration.sshSessionTTLSeconds)
@@ -166,6 +167,10 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
     }
     group.addTask {
       await inference.run()
+      return false
+    }
+    group.addTask {
+      await SandboxEnvironmentShredder(store: store, vault: vault).run()
       return false
     }
     if let signer {

@@ -1,6 +1,7 @@
 import EventLog
 import Foundation
 import GRPCCore
+import Logging
 import OpenShellAPI
 import PolicyKit
 import Projections
@@ -64,9 +65,12 @@ extension OpenShellService {
       // The template's workload is folded into the recorded spec, so that the sandbox gets it (and a later
       // change of the template does not change a sandbox created from an earlier version).
       let effective = template.map { Self.merged(request.spec, template: $0) } ?? request.spec
-      let spec = Wire.deterministicBytes(effective)
-      if let driver, let why = driver.unsupported(spec: spec) { throw RPCErrors.failedPrecondition(why) }
+      if let driver, let why = driver.unsupported(spec: Wire.deterministicBytes(effective)) { throw RPCErrors.failedPrecondition(why) }
       let id = RandomID.uuid()
+      // Environment values are sealed under the sandbox's own data key, never recorded in plain text. A key
+      // made here for an event that is then not appended is an orphan the start-up janitor destroys.
+      let sealed = try Self.sealEnvironment(effective, sandboxID: id, vault: vault)
+      let spec = Wire.deterministicBytes(sealed.spec)
       let requested = GatewayEvent(.sandboxRequested(.with {
         $0.id = id
         $0.name = name
@@ -77,6 +81,9 @@ extension OpenShellService {
         $0.templateName = request.workloadTemplate
         $0.templateVersion = templateVersion
         $0.providers = request.spec.providers
+        $0.envKeyID = sealed.keyID
+        $0.sealedEnvironment = sealed.environment
+        $0.sealedTemplateEnvironment = sealed.templateEnvironment
         $0.serviceExposures = request.serviceExposures.map { e in
           .with { $0.service = e.service; $0.targetPort = e.targetPort; $0.authorizationMode = Int32(e.authorizationMode.rawValue) }
         }
@@ -90,6 +97,26 @@ extension OpenShellService {
       let sandbox = result.state.sandboxes[e.id]
     else { throw RPCError(code: .internalError, message: "sandbox was recorded but is not in the projection") }
     return .with { $0.sandbox = Wire.sandbox(sandbox, state: result.state) }
+  }
+
+  /// `spec` with its environment values sealed for sandbox `sandboxID` (``SandboxEnvironmentSecrets``).
+  /// - Throws: FAILED_PRECONDITION when values are given and the gateway has no vault; RESOURCE_EXHAUSTED
+  ///   when the disk is full; INTERNAL (details in the gateway log, never the values) otherwise.
+  static func sealEnvironment(_ spec: Openshell_V1_SandboxSpec, sandboxID: String, vault: SecretVault?) throws -> SandboxEnvironmentSecrets.Sealed {
+    guard let vault else {
+      if spec.environment.values.contains(where: { !$0.isEmpty }) || spec.template.environment.values.contains(where: { !$0.isEmpty }) {
+        throw RPCErrors.failedPrecondition("this gateway has no secret vault, so it cannot store environment values; nothing was recorded")
+      }
+      return .init(spec: spec, keyID: "", environment: [:], templateEnvironment: [:])
+    }
+    do {
+      return try SandboxEnvironmentSecrets.seal(spec, sandboxID: sandboxID, vault: vault)
+    } catch let e as SecretVault.VaultError where e.errno == ENOSPC || e.errno == EDQUOT {
+      throw RPCError(code: .resourceExhausted, message: "the gateway's disk is full: cannot store the sandbox's environment key; nothing was recorded; free space on the gateway host and retry")
+    } catch {
+      Logger(label: "openshell.gateway.sandboxes").error("CreateSandbox: cannot seal the environment: \(error)")
+      throw RPCError(code: .internalError, message: "cannot seal the sandbox's environment values (see the gateway log); nothing was recorded")
+    }
   }
 
   /// Checks of the request's spec that need no state and no compute driver: environment variable names,

@@ -222,6 +222,18 @@ public nonisolated struct Openshell_Events_V1_SandboxRequested: Sendable {
   /// provider names attached at creation
   public var providers: [String] = []
 
+  /// Environment values sealed with the sandbox's own data key (issue 16: never plaintext in the log).
+  /// `spec` then carries the variable names with empty values; the key is `env_key_id` in the gateway's
+  /// vault (DATA/keys), destroyed when the sandbox is deleted (crypto-shredding). Logs written before
+  /// this field existed carry the values in `spec` (still honoured).
+  public var envKeyID: String = String()
+
+  /// spec.environment
+  public var sealedEnvironment: Dictionary<String,Data> = [:]
+
+  /// spec.template.environment
+  public var sealedTemplateEnvironment: Dictionary<String,Data> = [:]
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1761,7 +1773,7 @@ nonisolated extension Openshell_Events_V1_ServiceExposure: SwiftProtobuf.Message
 
 nonisolated extension Openshell_Events_V1_SandboxRequested: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SandboxRequested"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}workspace\0\u{1}labels\0\u{1}annotations\0\u{1}spec\0\u{3}template_name\0\u{3}template_version\0\u{3}service_exposures\0\u{1}providers\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}workspace\0\u{1}labels\0\u{1}annotations\0\u{1}spec\0\u{3}template_name\0\u{3}template_version\0\u{3}service_exposures\0\u{1}providers\0\u{3}env_key_id\0\u{3}sealed_environment\0\u{3}sealed_template_environment\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1779,6 +1791,9 @@ nonisolated extension Openshell_Events_V1_SandboxRequested: SwiftProtobuf.Messag
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.templateVersion) }()
       case 9: try { try decoder.decodeRepeatedMessageField(value: &self.serviceExposures) }()
       case 10: try { try decoder.decodeRepeatedStringField(value: &self.providers) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.envKeyID) }()
+      case 12: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: &self.sealedEnvironment) }()
+      case 13: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: &self.sealedTemplateEnvironment) }()
       default: break
       }
     }
@@ -1815,6 +1830,15 @@ nonisolated extension Openshell_Events_V1_SandboxRequested: SwiftProtobuf.Messag
     if !self.providers.isEmpty {
       try visitor.visitRepeatedStringField(value: self.providers, fieldNumber: 10)
     }
+    if !self.envKeyID.isEmpty {
+      try visitor.visitSingularStringField(value: self.envKeyID, fieldNumber: 11)
+    }
+    if !self.sealedEnvironment.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: self.sealedEnvironment, fieldNumber: 12)
+    }
+    if !self.sealedTemplateEnvironment.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: self.sealedTemplateEnvironment, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1829,6 +1853,9 @@ nonisolated extension Openshell_Events_V1_SandboxRequested: SwiftProtobuf.Messag
     if lhs.templateVersion != rhs.templateVersion {return false}
     if lhs.serviceExposures != rhs.serviceExposures {return false}
     if lhs.providers != rhs.providers {return false}
+    if lhs.envKeyID != rhs.envKeyID {return false}
+    if lhs.sealedEnvironment != rhs.sealedEnvironment {return false}
+    if lhs.sealedTemplateEnvironment != rhs.sealedTemplateEnvironment {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
