@@ -43,7 +43,11 @@ public struct GatewayState: Codable, Equatable, Sendable {
   /// Derived from the same events as the objects, so lookups by name are O(1).
   public var nameIndex: [String: String] = [:]
   /// Request ids already applied, with the first seq they produced; makes retried mutations idempotent.
+  /// Bounded: the newest ``requestWindow`` ids are kept (a retry older than that is a new request).
   public var requests: [String: UInt64] = [:]
+  /// How many request ids ``requests`` keeps: 100,000 (pruned to this when it exceeds it by 10 %). Clients
+  /// retry within seconds (the SDK and CLI retry an RPC they did not get an answer to), far inside it.
+  public static let requestWindow = 100_000
 
   public init() {}
 

@@ -119,7 +119,7 @@ extension OpenShellService {
     }
     let result: (state: GatewayState, seqs: ClosedRange<UInt64>?, decision: Decision)
     do {
-      result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
+      result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "CreateProvider", target: Self.requestTarget(request.workspaceScope, request.provider.metadata.name)) { state in
         let ws = try workspace(request.workspaceScope, state)
         var name = p.metadata.name
         if name.isEmpty {
@@ -137,7 +137,8 @@ extension OpenShellService {
           $0.credentials = sealed
           $0.dataKeyID = keyID
         }))
-        return Decision(events: [event], claims: ["provider/\(ws)/\(name)"], expecting: [.provider(id): .noStream], target: id)
+        return Decision(
+          events: [event], claims: ["provider/\(ws)/\(name)"], sharedClaims: ["workspace/\(ws)"], expecting: [.provider(id): .noStream], target: id)
       }
     } catch {
       try? vault.destroyDataKey(keyID)
@@ -177,7 +178,7 @@ extension OpenShellService {
     try checkCredentials(p.credentials, field: "provider.credentials", update: true)
     try checkConfig(p.config, field: "provider.config")
     let requestedType = p.type.isEmpty ? nil : try providerType(p.type)
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
+    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "UpdateProvider", target: Self.requestTarget(request.workspaceScope, request.provider.metadata.name)) { state in
       let ws = try workspace(request.workspaceScope, state)
       guard let cur = state.provider(named: name, workspace: ws) else { throw RPCErrors.notFound("provider \(ws)/\(name)") }
       if let requestedType, requestedType != cur.type {
@@ -243,7 +244,7 @@ extension OpenShellService {
     let vault = try requireVault("DeleteProvider")
     let force = ProviderCall.force
     let before = await store.state
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
+    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "DeleteProvider", target: Self.requestTarget(request.workspaceScope, request.name)) { state in
       let ws = try workspace(request.workspaceScope, state)
       guard let p = state.provider(named: request.name, workspace: ws) else {
         if request.allowMissing { return Decision(events: []) }
@@ -387,7 +388,7 @@ extension OpenShellService {
 
   public func attachSandboxProvider(request: Openshell_V1_AttachSandboxProviderRequest, context: ServerContext) async throws -> Openshell_V1_AttachSandboxProviderResponse {
     let caller = try userCaller("AttachSandboxProvider")
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
+    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "AttachSandboxProvider", target: Self.requestTarget(request.workspaceScope, "\(request.sandbox)/\(request.provider)")) { state in
       let (s, ws) = try attachmentTarget(state, request.workspaceScope, request.sandbox, request.expectedResourceVersion)
       guard state.provider(named: request.provider, workspace: ws) != nil else {
         throw RPCErrors.failedPrecondition("provider \(request.provider) does not exist in workspace \(ws)")
@@ -409,7 +410,7 @@ extension OpenShellService {
 
   public func detachSandboxProvider(request: Openshell_V1_DetachSandboxProviderRequest, context: ServerContext) async throws -> Openshell_V1_DetachSandboxProviderResponse {
     let caller = try userCaller("DetachSandboxProvider")
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
+    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "DetachSandboxProvider", target: Self.requestTarget(request.workspaceScope, "\(request.sandbox)/\(request.provider)")) { state in
       let (s, _) = try attachmentTarget(state, request.workspaceScope, request.sandbox, request.expectedResourceVersion)
       guard s.providers.contains(request.provider) else { return Decision(events: [], target: s.id, noop: true) }
       let event = GatewayEvent(.sandboxProviderDetached(.with { $0.sandboxID = s.id; $0.provider = request.provider }))

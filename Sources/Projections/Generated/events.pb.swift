@@ -962,6 +962,13 @@ public nonisolated struct Openshell_Events_V1_GatewayEvent: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The command that appended this event, set on the first event of a command that carried a request
+  /// id: the RPC name and the target as the request named it. Idempotency is keyed on (request id, RPC,
+  /// target) (issue 16); records written before these fields existed match by request id alone.
+  public var requestRpc: String = String()
+
+  public var requestTarget: String = String()
+
   public var kind: Openshell_Events_V1_GatewayEvent.OneOf_Kind? = nil
 
   public var gatewayInitialized: Openshell_Events_V1_GatewayInitialized {
@@ -3532,7 +3539,7 @@ nonisolated extension Openshell_Events_V1_SshTunnelClosed: SwiftProtobuf.Message
 
 nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GatewayEvent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gateway_initialized\0\u{3}gateway_configured\0\u{3}certificate_issued\0\u{4}\u{7}workspace_created\0\u{3}workspace_deleted\0\u{4}\u{4}sandbox_template_created\0\u{3}sandbox_template_deleted\0\u{4}\u{4}sandbox_requested\0\u{3}sandbox_provisioning\0\u{3}sandbox_ready\0\u{3}sandbox_failed\0\u{3}sandbox_stopping\0\u{3}sandbox_stopped\0\u{3}sandbox_starting\0\u{3}sandbox_deleting\0\u{3}sandbox_deleted\0\u{3}sandbox_main_process_exited\0\u{3}sandbox_condition_set\0\u{3}sandbox_network_denials\0\u{4}\u{9}provider_created\0\u{3}provider_updated\0\u{3}provider_credential_rotated\0\u{3}provider_deleted\0\u{3}sandbox_provider_attached\0\u{3}sandbox_provider_detached\0\u{4}\u{5}policy_revision_submitted\0\u{3}policy_revision_loaded\0\u{3}policy_revision_failed\0\u{3}policy_revision_superseded\0\u{3}global_policy_set\0\u{3}global_policy_deleted\0\u{4}\u{5}setting_set\0\u{3}setting_deleted\0\u{4}\u{9}inference_route_set\0\u{3}inference_route_deleted\0\u{3}inference_bundle_published\0\u{4}\u{8}ssh_session_created\0\u{3}ssh_session_revoked\0\u{3}ssh_tunnel_opened\0\u{3}ssh_tunnel_closed\0\u{4}\u{7}audit_checkpoint\0\u{3}access_refused\0\u{3}credentials_disclosed\0\u{3}exec_started\0\u{3}exec_ended\0\u{3}gateway_restored\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gateway_initialized\0\u{3}gateway_configured\0\u{3}certificate_issued\0\u{4}\u{7}workspace_created\0\u{3}workspace_deleted\0\u{4}\u{4}sandbox_template_created\0\u{3}sandbox_template_deleted\0\u{4}\u{4}sandbox_requested\0\u{3}sandbox_provisioning\0\u{3}sandbox_ready\0\u{3}sandbox_failed\0\u{3}sandbox_stopping\0\u{3}sandbox_stopped\0\u{3}sandbox_starting\0\u{3}sandbox_deleting\0\u{3}sandbox_deleted\0\u{3}sandbox_main_process_exited\0\u{3}sandbox_condition_set\0\u{3}sandbox_network_denials\0\u{4}\u{9}provider_created\0\u{3}provider_updated\0\u{3}provider_credential_rotated\0\u{3}provider_deleted\0\u{3}sandbox_provider_attached\0\u{3}sandbox_provider_detached\0\u{4}\u{5}policy_revision_submitted\0\u{3}policy_revision_loaded\0\u{3}policy_revision_failed\0\u{3}policy_revision_superseded\0\u{3}global_policy_set\0\u{3}global_policy_deleted\0\u{4}\u{5}setting_set\0\u{3}setting_deleted\0\u{4}\u{9}inference_route_set\0\u{3}inference_route_deleted\0\u{3}inference_bundle_published\0\u{4}\u{8}ssh_session_created\0\u{3}ssh_session_revoked\0\u{3}ssh_tunnel_opened\0\u{3}ssh_tunnel_closed\0\u{4}\u{7}audit_checkpoint\0\u{3}access_refused\0\u{3}credentials_disclosed\0\u{3}exec_started\0\u{3}exec_ended\0\u{3}gateway_restored\0\u{4}I\u{e}request_rpc\0\u{3}request_target\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4138,6 +4145,8 @@ nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, S
           self.kind = .gatewayRestored(v)
         }
       }()
+      case 1000: try { try decoder.decodeSingularStringField(value: &self.requestRpc) }()
+      case 1001: try { try decoder.decodeSingularStringField(value: &self.requestTarget) }()
       default: break
       }
     }
@@ -4335,10 +4344,18 @@ nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, S
     }()
     case nil: break
     }
+    if !self.requestRpc.isEmpty {
+      try visitor.visitSingularStringField(value: self.requestRpc, fieldNumber: 1000)
+    }
+    if !self.requestTarget.isEmpty {
+      try visitor.visitSingularStringField(value: self.requestTarget, fieldNumber: 1001)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Openshell_Events_V1_GatewayEvent, rhs: Openshell_Events_V1_GatewayEvent) -> Bool {
+    if lhs.requestRpc != rhs.requestRpc {return false}
+    if lhs.requestTarget != rhs.requestTarget {return false}
     if lhs.kind != rhs.kind {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
