@@ -39,6 +39,8 @@ public actor GatewayStore {
   /// Commands waiting for a conflicting claim to be released.
   private var claimWaiters: [CheckedContinuation<Void, Never>] = []
   private var lastSnapshotSeq: UInt64
+  /// The periodic snapshot being written, if any (``snapshotInBackground()``).
+  private var backgroundSnapshot: Task<Void, Never>?
   /// A snapshot is written every this many records (and at shutdown).
   public let snapshotInterval: UInt64
   private let logger = Logger(label: "openshell.gateway.store")
@@ -165,15 +167,37 @@ public actor GatewayStore {
       throw RPCErrors.from(e)
     }
     metrics?.setHeadSeq(state.lastSeq)
-    if state.lastSeq - lastSnapshotSeq >= snapshotInterval { snapshot() }
+    if state.lastSeq - lastSnapshotSeq >= snapshotInterval { snapshotInBackground() }
   }
 
-  /// Writes a snapshot of the current state (errors are logged; the log stays the source of truth).
-  public func snapshot() {
+  /// Takes a periodic snapshot off the command path (issue 16: encoding and the fsync'd write blocked every
+  /// command while the actor waited): the state is a value, so a copy is encoded and written by a detached
+  /// task while commands go on. At most one such task runs; a due snapshot while one runs waits for the next.
+  private func snapshotInBackground() {
+    guard state.lastSeq > lastSnapshotSeq, backgroundSnapshot == nil else { return }
+    let copy = state
+    lastSnapshotSeq = copy.lastSeq
+    let (log, logger) = (self.log, self.logger)
+    backgroundSnapshot = Task.detached(priority: .utility) { [weak self] in
+      Self.write(copy, to: log, logger: logger)
+      await self?.backgroundSnapshotEnded()
+    }
+  }
+
+  private func backgroundSnapshotEnded() { backgroundSnapshot = nil }
+
+  /// Writes a snapshot of the current state now, after any background snapshot has finished (shutdown,
+  /// tests). Errors are logged; the log stays the source of truth.
+  public func snapshot() async {
+    await backgroundSnapshot?.value
     guard state.lastSeq > lastSnapshotSeq else { return }
+    lastSnapshotSeq = state.lastSeq
+    Self.write(state, to: log, logger: logger)
+  }
+
+  private static func write(_ state: GatewayState, to log: EventLog, logger: Logger) {
     do {
       try log.saveSnapshot(name: SnapshotCodec.projectionName, seq: state.lastSeq, bytes: SnapshotCodec.encode(state))
-      lastSnapshotSeq = state.lastSeq
     } catch {
       logger.warning("snapshot at seq \(state.lastSeq) failed: \(error)")
     }
