@@ -129,12 +129,11 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
     : nil
   // The genuine supervisor of each sandbox is the instance the driver launched (session takeovers, issue 17).
   if let driver { hub.setExpectedInstance { id in driver.loadInstance(id)?.instanceID } }
-  let providerEvents = ProviderEvents()
-  let delivery = ProviderDelivery(store: store, vault: vault, hub: hub, events: providerEvents)
+  let delivery = ProviderDelivery(store: store, vault: vault, hub: hub)
   let sshSettings = SSHTunnelSettings(sessionTTLSeconds: configuration.sshSessionTTLSeconds)
   let service = OpenShellService(
-    store: store, driver: driver, version: gatewayVersion, hub: hub, vault: vault, providerEvents: providerEvents, ssh: sshSettings)
-  let inference = InferenceService(store: store, vault: vault, hub: hub, providerEvents: providerEvents)
+    store: store, driver: driver, version: gatewayVersion, hub: hub, vault: vault, ssh: sshSettings)
+  let inference = InferenceService(store: store, vault: vault, hub: hub)
   let registry = PeerCertificateRegistry()
   // Refused calls are aggregated per (identity, RPC, code, reason) per window before they are logged.
   let refusals = RefusalAggregator(log: log, window: configuration.refusalWindow)

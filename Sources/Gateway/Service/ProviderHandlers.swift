@@ -224,11 +224,6 @@ extension OpenShellService {
       return Decision(events: events, claims: ["provider-id/\(cur.id)"], target: cur.id)
     }
     guard let updated = result.state.providers[result.decision.target] else { throw RPCErrors.notFound("provider \(name)") }
-    if let seqs = result.seqs {
-      let changedKeys = p.credentials.keys.sorted()
-      publishProviderChange(
-        changedKeys.isEmpty ? .updated : .rotated, provider: updated, keys: changedKeys, state: result.state, seq: seqs.upperBound)
-    }
     return .with { $0.provider = Wire.provider(updated) }
   }
 
@@ -284,10 +279,6 @@ extension OpenShellService {
     let known = before.providers[id].map { (name: $0.name, workspace: $0.workspace, keyID: $0.dataKeyID) }
     if let p = known ?? (try? priorProvider(id)) {
       do { try vault.destroyDataKey(p.keyID) } catch { throw RPCError(code: .internalError, message: "provider deleted but its data key could not be destroyed: \(error)") }
-      if let seqs = result.seqs {
-        let detached = before.sandboxList(workspace: p.workspace).filter { $0.providers.contains(p.name) }.map(\.id)
-        providerEvents.publish(ProviderChange(kind: .deleted, providerID: id, provider: p.name, workspace: p.workspace, credentialKeys: [], sandboxIDs: detached, seq: seqs.upperBound))
-      }
     }
     return .with { $0.outcome = .completed }
   }
@@ -399,9 +390,6 @@ extension OpenShellService {
       return Decision(events: [event], claims: ["sandbox-id/\(s.id)"], target: s.id)
     }
     guard let s = result.state.sandboxes[result.decision.target] else { throw RPCErrors.notFound("sandbox \(request.sandbox)") }
-    if let seqs = result.seqs, let p = result.state.provider(named: request.provider, workspace: s.workspace) {
-      providerEvents.publish(ProviderChange(kind: .attached, providerID: p.id, provider: p.name, workspace: p.workspace, credentialKeys: [], sandboxIDs: [s.id], seq: seqs.upperBound))
-    }
     return .with {
       $0.sandbox = Wire.sandbox(s, state: result.state)
       $0.attached = s.providers.contains(request.provider)
@@ -417,10 +405,6 @@ extension OpenShellService {
       return Decision(events: [event], claims: ["sandbox-id/\(s.id)"], target: s.id)
     }
     guard let s = result.state.sandboxes[result.decision.target] else { throw RPCErrors.notFound("sandbox \(request.sandbox)") }
-    if let seqs = result.seqs {
-      let p = result.state.provider(named: request.provider, workspace: s.workspace)
-      providerEvents.publish(ProviderChange(kind: .detached, providerID: p?.id ?? "", provider: request.provider, workspace: s.workspace, credentialKeys: [], sandboxIDs: [s.id], seq: seqs.upperBound))
-    }
     return .with {
       $0.sandbox = Wire.sandbox(s, state: result.state)
       $0.detached = !s.providers.contains(request.provider)
@@ -436,11 +420,6 @@ extension OpenShellService {
       throw RPCError(code: .aborted, message: "sandbox \(ws)/\(name) is at resource version \(s.resourceVersion), not \(expected); re-read it and retry")
     }
     return (s, ws)
-  }
-
-  func publishProviderChange(_ kind: ProviderChange.Kind, provider p: ProviderRecord, keys: [String], state: GatewayState, seq: UInt64) {
-    let users = ProviderEnvironmentResolver.users(of: p.name, workspace: p.workspace, in: state).map(\.id)
-    providerEvents.publish(ProviderChange(kind: kind, providerID: p.id, provider: p.name, workspace: p.workspace, credentialKeys: keys, sandboxIDs: users, seq: seq))
   }
 }
 
