@@ -104,3 +104,46 @@ import Testing
     await gw.stop()
   }
 }
+
+/// WatchSandbox never drops a message (issue 16: it buffered 10,000 and silently dropped the oldest; now
+/// every write awaits the transport). Note: this in-process client buffers whatever arrives, so it does not
+/// reproduce a client too slow to drain HTTP/2 windows; it checks completeness and order under volume.
+@Suite struct WatchBackpressureTests {
+  @Test func aSlowWatcherGetsEveryEventInOrder() async throws {
+    let gw = try await TestGateway.start()
+    try await gw.withClient { api in
+      let s = try await api.createSandbox(.with { $0.name = "watched" }).sandbox
+      let total = 6_000
+      let cursors = try await api.watchSandbox(.with { $0.sandbox = "watched"; $0.followEvents = true }) { response in
+        var cursors: [UInt64] = []
+        var iterator = response.messages.makeAsyncIterator()
+        // The first message (current status) arrives, then the client stops reading while 6,000 events land.
+        guard let first = try await iterator.next() else { return cursors }
+        #expect(first.sandbox.metadata.id == s.metadata.id)
+        for batch in 0..<(total / 1000) {
+          let events = (0..<1000).map { i in
+            GatewayEvent((batch * 1000 + i) % 2 == 0
+              ? .sandboxProviderAttached(.with { $0.sandboxID = s.metadata.id; $0.provider = "p" })
+              : .sandboxProviderDetached(.with { $0.sandboxID = s.metadata.id; $0.provider = "p" }))
+          }
+          try await gw.running.store.record(events)
+        }
+        let last = try #require(try gw.running.store.log.records(from: 1, filter: EventFilter(aggregate: .sandbox(s.metadata.id))).last?.seq)
+        try await Task.sleep(for: .milliseconds(500))
+        // Read up to the last record (a dropping server would still deliver the newest ones, then stop).
+        while let m = try await iterator.next() {
+          guard case .event? = m.payload, let c = UInt64(m.cursor) else { continue }
+          cursors.append(c)
+          if c >= last { break }
+        }
+        return cursors
+      }
+      #expect(cursors.count == total, "got \(cursors.count) of \(total) events")
+      // Exactly the sandbox's records, in seq order (other records, e.g. audit checkpoints, lie in between).
+      let expected = try gw.running.store.log.records(from: 1, filter: EventFilter(aggregate: .sandbox(s.metadata.id)))
+        .map(\.seq).filter { $0 >= cursors.first ?? 0 }
+      #expect(cursors == expected, "a gap or reordering in the cursors")
+    }
+    await gw.stop()
+  }
+}

@@ -3,6 +3,7 @@ import Foundation
 import GRPCCore
 import OpenShellAPI
 import Projections
+import Synchronization
 
 extension OpenShellService {
   /// WatchSandbox: a server stream fed by a catch-up subscription on the log.
@@ -16,35 +17,26 @@ extension OpenShellService {
   /// compute driver; sandbox log lines are not stored in the event log.
   public func watchSandbox(request: Openshell_V1_WatchSandboxRequest, response writer: RPCWriter<Openshell_V1_SandboxStreamEvent>, context: ServerContext) async throws {
     _ = try userCaller("WatchSandbox")
-    // Status/events and log lines come from two tasks; one writer task serializes them.
-    let (merged, sink) = AsyncStream<Openshell_V1_SandboxStreamEvent>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
-    let response = WatchSink(sink: sink)
-    try await withThrowingTaskGroup(of: Void.self) { group in
-      group.addTask {
-        for await event in merged { try await writer.write(event) }
-      }
-      group.addTask {
-        defer { sink.finish() }
-        try await watchBody(request: request, response: response)
-      }
-      try await group.waitForAll()
-    }
+    // Status/events and log lines come from two tasks; each write waits for the previous one (no buffer in
+    // between, so nothing is dropped: a slow client slows the log subscription, which resumes from history
+    // when it falls behind, never skipping a record — issue 16).
+    try await watchBody(request: request, response: WatchSink(writer: writer))
   }
 
   /// `follow_logs`: the last `log_tail_lines` lines, then live lines (filtered by `log_sources`,
   /// `log_min_level` and `since_time`), until the watch ends.
-  func followLogs(_ id: String, _ request: Openshell_V1_WatchSandboxRequest, _ response: WatchSink) -> Task<Void, Never>? {
+  func followLogs(_ id: String, _ request: Openshell_V1_WatchSandboxRequest, _ response: WatchSink) async -> Task<Void, Never>? {
     guard request.followLogs, let hub else { return nil }
     let since = request.hasSinceTime ? request.sinceTime.date : nil
     let live = hub.logs.follow(id)
     if request.logTailLines > 0 {
       for line in hub.logs.lines(id, limit: Int(request.logTailLines), since: since, sources: request.logSources, minLevel: request.logMinLevel).lines {
-        response.sink.yield(.with { $0.log = line })
+        try? await response.write(.with { $0.log = line })
       }
     }
     return Task {
       for await line in live where SandboxLogStore.matches(line, since: since, sources: request.logSources, minLevel: request.logMinLevel) {
-        response.sink.yield(.with { $0.log = line })
+        do { try await response.write(.with { $0.log = line }) } catch { return }
       }
     }
   }
@@ -56,8 +48,23 @@ extension OpenShellService {
       throw RPCErrors.notFound("sandbox \(ws)/\(request.sandbox)")
     }
     let id = current.id
-    let logTask = followLogs(id, request, response)
-    defer { logTask?.cancel() }
+    let logTask = await followLogs(id, request, response)
+    // The log producer ends with the watch, before the handler returns (no write after the RPC ended).
+    do {
+      try await follow(id, current: current, state: state, request: request, response: response)
+    } catch {
+      logTask?.cancel()
+      await logTask?.value
+      throw error
+    }
+    logTask?.cancel()
+    await logTask?.value
+  }
+
+  /// The status/event part of a watch (``watchBody(request:response:)``).
+  private func follow(
+    _ id: String, current: SandboxRecord, state: GatewayState, request: Openshell_V1_WatchSandboxRequest, response: WatchSink
+  ) async throws {
     var local = GatewayState()
     local.sandboxes[id] = current
     local.policies[id] = state.policies[id]
@@ -117,8 +124,46 @@ extension OpenShellService {
   }
 }
 
-/// The write side of a WatchSandbox stream, shared by the status and the log producers.
+/// The write side of a WatchSandbox stream, shared by the status and the log producers: one write at a time,
+/// in the order the producers arrive, each awaiting the transport (backpressure end to end).
 struct WatchSink: Sendable {
-  let sink: AsyncStream<Openshell_V1_SandboxStreamEvent>.Continuation
-  func write(_ event: Openshell_V1_SandboxStreamEvent) async throws { sink.yield(event) }
+  let writer: RPCWriter<Openshell_V1_SandboxStreamEvent>
+  let lock = AsyncSerialLock()
+
+  func write(_ event: Openshell_V1_SandboxStreamEvent) async throws {
+    await lock.lock()
+    defer { lock.unlock() }
+    try await writer.write(event)
+  }
+}
+
+/// A lock held across an `await` (first come, first served), for serialising writes to one stream.
+final class AsyncSerialLock: Sendable {
+  private let state = Mutex<(locked: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+  func lock() async {
+    await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+      let acquired = state.withLock { s -> Bool in
+        if !s.locked {
+          s.locked = true
+          return true
+        }
+        s.waiters.append(c)
+        return false
+      }
+      if acquired { c.resume() }
+    }
+  }
+
+  /// Hands the lock to the next waiter, if any.
+  func unlock() {
+    let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
+      guard !s.waiters.isEmpty else {
+        s.locked = false
+        return nil
+      }
+      return s.waiters.removeFirst()
+    }
+    next?.resume()
+  }
 }
