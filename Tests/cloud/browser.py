@@ -55,7 +55,7 @@ def authorize(url: str, username: str, password: str, *, stop_at: str = "http://
         method, data = "GET", None
         if r.is_redirect or r.status_code in (301, 302, 303, 307, 308):
             nxt = urllib.parse.urljoin(target, r.headers["Location"])
-            if nxt.startswith(stop_at) and "/callback" in nxt:
+            if nxt.startswith(stop_at) and urllib.parse.urlparse(nxt).path == "/callback":
                 return s.get(nxt, timeout=10)
             target = nxt
             continue
