@@ -167,3 +167,16 @@ def test_mtls_and_bearer_together(binary, work, idp):
         ch.close()
     finally:
         stop(gw.proc)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--oidc-issuer", "http://idp.example.com/o", "--oidc-audience", "a"], "https://"),
+    (["--oidc-issuer", "https://idp.example.com/o"], "--oidc-audience is required"),
+    (["--oidc-audience", "a"], "need --oidc-issuer"),
+    (["--oidc-issuer", "not a url", "--oidc-audience", "a"], "is not a URL"),
+])
+def test_bad_oidc_configuration_is_one_line(binary, tmp_path, args, needle):
+    r = subprocess.run([str(binary), "gateway", "serve", "--data-dir", str(tmp_path / "d"), "--port", "0", "--plaintext", *args],
+                       capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode != 0 and len(lines) == 1 and needle in lines[0], r.stderr
