@@ -196,3 +196,24 @@ def test_wrong_password_leaves_nothing(cli, proxied_plaintext, proxy_pki):
     assert proc.returncode != 0
     assert "did not finish" in proc.stderr.read()
     no_registration(cli, "nope")
+
+
+def test_gateway_start_keeps_its_oidc_settings(cli, idp):
+    """`gateway start --plaintext --oidc-…` stores the OIDC settings: a later plain `gateway start` (no flags,
+    no OPENSHELL_OIDC_*) must not bring the gateway back without authentication."""
+    from conftest import free_port
+
+    port = str(free_port())
+    try:
+        cli.run("gateway", "start", "--name", "oidc-local", "--plaintext", "--port", port,
+                "--oidc-issuer", idp.issuer, "--oidc-audience", "openshell-test-gateway", timeout=120)
+        url = f"http://127.0.0.1:{port}/auth/config"
+        assert requests.get(url, timeout=5).json()["auth_mode"] == "oidc"
+        cli.run("gateway", "stop", "--name", "oidc-local", timeout=60)
+        cli.run("gateway", "start", "--name", "oidc-local", timeout=120)
+        d = requests.get(url, timeout=5).json()
+        assert d["auth_mode"] == "oidc" and d["oidc"]["issuer"] == idp.issuer
+        r = cli.run("gateway", "start", "--name", "oidc-local", "--oidc-issuer", "https://other.example.com", "--oidc-audience", "x", check=False)
+        assert r.returncode != 0 and "OIDC issuer" in r.stderr
+    finally:
+        cli.run("gateway", "stop", "--name", "oidc-local", check=False, timeout=60)
