@@ -180,3 +180,11 @@ def test_bad_oidc_configuration_is_one_line(binary, tmp_path, args, needle):
                        capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert r.returncode != 0 and len(lines) == 1 and needle in lines[0], r.stderr
+
+
+def test_clock_skew_tolerance(stub, idp):
+    """60 s of tolerance for exp/nbf: 30 s past expiry is accepted, 120 s past is not."""
+    now = int(time.time())
+    call(stub, mint(idp.keys[0], iss=idp.issuer, exp=now - 30, iat=now - 300, nbf=now - 300))
+    assert "expired" in refused(stub, mint(idp.keys[0], iss=idp.issuer, exp=now - 120, iat=now - 300, nbf=now - 300))
+    call(stub, mint(idp.keys[0], iss=idp.issuer, nbf=now + 30))
