@@ -3,7 +3,8 @@
 # Fresh Debian 12 with only the Swift toolchain is enough; runs apt-get through sudo when not root.
 set -euo pipefail
 pkgs=(liblmdb-dev libzstd-dev libssl-dev pkg-config lmdb-utils protobuf-compiler curl openssl python3-venv bubblewrap
-  libseccomp-dev python3 git strace util-linux iproute2 nftables openssh-client openssh-server openssh-sftp-server)
+  libseccomp-dev python3 git strace util-linux iproute2 nftables openssh-client openssh-server openssh-sftp-server
+  nginx)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -14,6 +15,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   # may have started is not wanted (only when this script installed openssh-server).
   if [[ " ${missing[*]} " == *" openssh-server "* ]]; then
     $SUDO systemctl disable --now ssh.service >/dev/null 2>&1 || $SUDO service ssh stop >/dev/null 2>&1 || true
+  fi
+  # nginx is the reverse proxy of the cloud-gateway tests, which start their own instances on loopback
+  # ports; the system instance on port 80 that the package may have started is not wanted.
+  if [[ " ${missing[*]} " == *" nginx "* ]]; then
+    $SUDO systemctl disable --now nginx.service >/dev/null 2>&1 || $SUDO service nginx stop >/dev/null 2>&1 || true
   fi
 fi
 echo "system packages ready: ${pkgs[*]}"

@@ -31,6 +31,8 @@ echo "== fixtures"
 "$bin/openshell-fixtures" check --out Fixtures
 echo "== Python SDK conformance (openshell==0.1.5)"
 Tests/conformance/run.sh --gateway-bin "$bin/openshell" -q || failed+=("conformance")
+echo "== cloud gateways: OIDC provider, nginx, CLI login, SDK bearer tokens"
+Tests/cloud/run.sh --gateway-bin "$bin/openshell" -q || failed+=("cloud")
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED: ${failed[*]}"
   exit 1

@@ -22,6 +22,10 @@ struct GatewayServe: AsyncParsableCommand {
   @Option(help: "Container registry token (refused: no image-pulling driver yet).") var registryToken: String?
   @Option(help: "Graceful shutdown deadline in seconds.") var shutdownTimeout: Int = 10
   @Option(help: "Lifetime of SSH session tokens in seconds (0 = no expiry).") var sshSessionTtl: Int64 = 86_400
+  @Option(help: "Accept OIDC bearer tokens from this issuer (env OPENSHELL_OIDC_ISSUER).") var oidcIssuer: String?
+  @Option(help: "Audience every bearer token must carry (env OPENSHELL_OIDC_AUDIENCE).") var oidcAudience: String?
+  @Option(help: "Public client id the CLI logs in with (env OPENSHELL_OIDC_CLIENT_ID).") var oidcClientId: String?
+  @Option(help: "Scopes the CLI requests, space separated (env OPENSHELL_OIDC_SCOPES; default openid).") var oidcScopes: String?
 
   func validate() throws {
     guard (1...65535).contains(port) || port == 0 else { throw ValidationError("--port must be 1-65535") }
@@ -44,10 +48,16 @@ struct GatewayServe: AsyncParsableCommand {
     c.gatewayName = name
     c.shutdownGracePeriod = .seconds(shutdownTimeout)
     c.sshSessionTTLSeconds = sshSessionTtl
+    c.oidc = OIDCSettings.resolve(issuer: oidcIssuer, audience: oidcAudience, clientID: oidcClientId, scopes: oidcScopes)
+    if c.oidc == nil, oidcAudience != nil || oidcClientId != nil || oidcScopes != nil {
+      throw fail("--oidc-audience, --oidc-client-id and --oidc-scopes need --oidc-issuer (or OPENSHELL_OIDC_ISSUER)")
+    }
+    do { try c.oidc?.validate() } catch { throw fail("\(error)") }
     let config = c
     do {
       try await serve(config) { _, port in
-        FileHandle.standardOutput.write(Data("gateway \(config.gatewayName) listening on \(config.bindAddress):\(port) (\(config.security))\n".utf8))
+        let auth = config.oidc.map { ", OIDC bearer tokens from \($0.issuer)" } ?? ""
+        FileHandle.standardOutput.write(Data("gateway \(config.gatewayName) listening on \(config.bindAddress):\(port) (\(config.security)\(auth))\n".utf8))
       }
     } catch let e as GatewayServerError {
       throw fail(e.description)

@@ -30,10 +30,13 @@ struct SupervisorConfig {
       keyPath: env[SandboxProtocol.envTLSKey], token: token, launch: launch)
   }
 
-  /// Metadata sent with every call: the sandbox token, only when there is no client certificate.
+  /// Metadata sent with every call: the sandbox token, also next to a client certificate. A gateway that
+  /// does not verify client certificates (`--disable-gateway-auth`) sees no certificate and identifies
+  /// the supervisor by the token alone (with OIDC on, a call without either is refused); a gateway that
+  /// verifies the certificate ignores the token.
   var metadata: Metadata {
     var m = Metadata()
-    if certPath == nil, !token.isEmpty { m.addString(token, forKey: SandboxProtocol.tokenHeader) }
+    if !token.isEmpty { m.addString(token, forKey: SandboxProtocol.tokenHeader) }
     return m
   }
 

@@ -34,12 +34,19 @@ enum GatewayClient {
 
   /// Runs `body` with one HTTP/2 connection to the registration's endpoint (any service on the port:
   /// `openshell.v1`, inference, audit), with the registration's TLS.
-  static func withConnection<R: Sendable>(_ t: Target, _ body: @Sendable (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> R) async throws -> R {
+  /// `bearer` overrides the registration's stored token (used to check a new token before it is stored).
+  static func withConnection<R: Sendable>(
+    _ t: Target, bearer: String? = nil, _ body: @Sendable (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> R
+  ) async throws -> R {
     let transport =
       t.host.allSatisfy({ $0.isNumber || $0 == "." })
       ? try HTTP2ClientTransport.Posix(target: .ipv4(address: t.host, port: t.port), transportSecurity: transportSecurity(t))
       : try HTTP2ClientTransport.Posix(target: .dns(host: t.host, port: t.port), transportSecurity: transportSecurity(t))
-    return try await withGRPCClient(transport: transport) { client in try await body(client) }
+    // OIDC registrations present their access token (refreshed first when it is about to expire).
+    var token = bearer
+    if token == nil, t.authMode == "oidc" { token = try await BearerTokens.current(gateway: t.name) }
+    let interceptors: [any ClientInterceptor] = token.map { [BearerClientInterceptor(token: $0)] } ?? []
+    return try await withGRPCClient(transport: transport, interceptors: interceptors) { client in try await body(client) }
   }
 
   static func options(timeout: Duration = .seconds(5)) -> CallOptions {

@@ -8,8 +8,12 @@ struct GatewayAdd: AsyncParsableCommand {
     abstract: "Register an existing gateway and make it active.",
     discussion: """
       http:// registers a plaintext gateway. https:// with --local registers a gateway running on this machine \
-      with the operator certificates from its data dir. An existing name is refused unless --force, which \
-      prints the old and the new CA fingerprints.
+      with the operator certificates from its data dir. Any other URL is asked how it authenticates \
+      (GET /auth/config): an OIDC gateway (a cloud gateway, e.g. behind a TLS-terminating proxy) is logged in \
+      to with the browser (authorization code with PKCE and a loopback redirect) or, with --device, the \
+      device-code flow; its tokens are stored in gateways/NAME/oidc_token.json (mode 0600). Nothing is \
+      registered unless the login succeeds and the gateway accepts the token. An existing name is refused \
+      unless --force, which prints the old and the new CA fingerprints.
       """)
   @OptionGroup var global: GatewayOptions
   @Argument(help: "Gateway endpoint, e.g. https://127.0.0.1:8080 (no scheme means https).") var endpoint: String
@@ -18,6 +22,9 @@ struct GatewayAdd: AsyncParsableCommand {
   @Option(help: "Data dir of the local gateway (default: found by name or port under $XDG_STATE_HOME/openshell/gateways).")
   var dataDir: String?
   @Flag(help: "Replace an existing registration of the same name.") var force = false
+  @Option(help: "PEM CA certificate that signs the server's (or its proxy's) certificate, for https:// gateways whose certificate no system root signs; stored with the registration.")
+  var caFile: String?
+  @OptionGroup var login: LoginOptions
 
   func run() async throws {
     try await cliRun {
@@ -26,7 +33,7 @@ struct GatewayAdd: AsyncParsableCommand {
       while raw.hasSuffix("/") { raw.removeLast() }
       if !raw.contains("://") { raw = "https://" + raw }
       if raw.hasPrefix("ssh://") { throw CLIError("ssh:// registrations (remote gateways) are not supported yet") }
-      let probe = try Target(name: "", endpoint: raw, mtlsDir: nil)
+      var probe = try Target(name: "", endpoint: raw, mtlsDir: nil)
       let loopback = ["127.0.0.1", "localhost", "::1"].contains(probe.host)
       let name = self.name ?? probe.host
       try ClientRegistry.validateName(name)
@@ -39,8 +46,45 @@ struct GatewayAdd: AsyncParsableCommand {
 
       var meta: GatewayMetadata
       var bundle = ClientRegistry.Bundle()
+      var secrets: [String: Data] = [:]
       let now = iso8601(Date())
-      if !probe.tls {
+      var caPEM: String?
+      if let caFile {
+        guard let pem = try? String(contentsOfFile: caFile, encoding: .utf8), (try? CertInfo(pem: pem)) != nil else {
+          throw CLIError("--ca-file \(caFile) is not a readable PEM certificate")
+        }
+        caPEM = pem
+        probe.caPath = caFile
+      }
+      // Not --local: ask the gateway how it authenticates (an http:// gateway that does not answer keeps the
+      // plain registration it always had).
+      let description: [String: Any]? = local ? nil : probe.tls ? try await CloudGateway.describe(probe) : try? await CloudGateway.describe(probe)
+      if let description, description["auth_mode"] as? String == "oidc" {
+        guard let oidc = description["oidc"] as? [String: Any], let issuer = oidc["issuer"] as? String else {
+          throw CLIError("\(raw) says it uses OIDC but names no issuer")
+        }
+        let scopes = oidc["scopes"] as? String ?? "openid"
+        let clientID = oidc["client_id"] as? String ?? "openshell-cli"
+        let tokens = try await OIDCLogin.login(issuer: issuer, login.options(clientID: clientID, scopes: scopes))
+        var target = probe
+        target.name = name
+        try await CloudGateway.check(target, token: tokens.access_token)
+        secrets[OIDCTokenBundle.fileName] = try tokens.encoded()
+        bundle = .init(ca: caPEM)
+        meta = GatewayMetadata(
+          name: name, gateway_endpoint: raw, is_remote: !loopback, gateway_port: 0, auth_mode: "oidc", type: "cloud",
+          ca_fingerprint: try caPEM.map { try CertInfo(pem: $0).fingerprint }, created_at: now, updated_at: now,
+          oidc_issuer: issuer, oidc_client_id: tokens.client_id, oidc_audience: oidc["audience"] as? String, oidc_scopes: scopes)
+      } else if let description, probe.tls {
+        let mode = description["auth_mode"] as? String ?? "mtls"
+        guard mode == "tls" else {
+          throw CLIError("\(raw) requires client certificates (mTLS); register a gateway on this machine with --local, or ask its operator for a certificate bundle")
+        }
+        bundle = .init(ca: caPEM)
+        meta = GatewayMetadata(
+          name: name, gateway_endpoint: raw, is_remote: !loopback, gateway_port: 0, auth_mode: "tls", type: loopback ? "local" : "remote",
+          ca_fingerprint: try caPEM.map { try CertInfo(pem: $0).fingerprint }, created_at: now, updated_at: now)
+      } else if !probe.tls {
         meta = GatewayMetadata(
           name: name, gateway_endpoint: raw, is_remote: !(local || loopback), gateway_port: 0, auth_mode: "plaintext",
           type: local || loopback ? "local" : "remote", created_at: now, updated_at: now)
@@ -59,7 +103,7 @@ struct GatewayAdd: AsyncParsableCommand {
           type: "local", data_dir: gw.dataDir.path, ca_fingerprint: try CertInfo(pem: bundle.ca!).fingerprint,
           created_at: now, updated_at: now)
       } else {
-        throw CLIError("https:// registrations of remote or cloud gateways (browser login) are not supported yet; for a gateway on this machine pass --local")
+        throw CLIError("\(raw) could not be registered")
       }
 
       if old != nil {
@@ -69,12 +113,14 @@ struct GatewayAdd: AsyncParsableCommand {
         print("  new: \(meta.gateway_endpoint), CA \(newFP)")
         if let o = oldCA, o.fingerprint != newFP { print("  \(Style.yellow("!")) the CA changed: certificates stored for '\(name)' are replaced") }
       }
-      try registry.write(meta, bundle: bundle)
+      try registry.write(meta, bundle: bundle, secrets: secrets)
       try registry.setActive(name)
       print("\(Style.check) Gateway '\(name)' added and set as active")
       print("  Endpoint: \(meta.gateway_endpoint)")
       print("  Type:     \(meta.type)")
-      print("  Auth:     \(meta.auth_mode)")
+      print("  Auth:     \(meta.auth_mode == "oidc" ? "Bearer (OIDC)" : meta.auth_mode)")
+      if let issuer = meta.oidc_issuer { print("  Issuer:   \(issuer)") }
+      if let e = registry.oidcToken(name)?.expires_at { print("  Token expires: \(CloudGateway.expiry(e))") }
       if let f = meta.ca_fingerprint { print("  CA:       \(f)") }
     }
   }

@@ -31,6 +31,10 @@ struct GatewayStart: AsyncParsableCommand {
   @Option(help: "Rebuild the (stopped) gateway's state from an archived data dir, log dir or exported archive first.")
   var restoreFrom: String?
   @Option(help: "Seconds to wait for the gateway to become healthy.") var timeout: Double = 60
+  @Option(help: "Accept OIDC bearer tokens from this issuer (env OPENSHELL_OIDC_ISSUER; kept for later starts).") var oidcIssuer: String?
+  @Option(help: "Audience every bearer token must carry (env OPENSHELL_OIDC_AUDIENCE).") var oidcAudience: String?
+  @Option(help: "Public client id the CLI logs in with (env OPENSHELL_OIDC_CLIENT_ID).") var oidcClientId: String?
+  @Option(help: "Scopes the CLI requests (env OPENSHELL_OIDC_SCOPES).") var oidcScopes: String?
 
   func validate() throws {
     if let port, !(1...65535).contains(port) { throw ValidationError("--port must be 1-65535, got \(port)") }
@@ -94,6 +98,11 @@ struct GatewayStart: AsyncParsableCommand {
         if let bind, bind != c.bind { changes.append("listen address \(c.bind) → \(bind)") }
         let wantedAuth = plaintext ? "plaintext" : disableGatewayAuth ? "tls" : nil
         if let wantedAuth, wantedAuth != c.authMode { changes.append("auth mode \(c.authMode) → \(wantedAuth)") }
+        if let oidc = OIDCSettings.resolve(issuer: oidcIssuer, audience: oidcAudience, clientID: oidcClientId, scopes: oidcScopes),
+          oidc.issuer != c.oidcIssuer || oidc.audience != c.oidcAudience
+        {
+          changes.append("OIDC issuer \(c.oidcIssuer ?? "none") → \(oidc.issuer)")
+        }
         if !changes.isEmpty {
           throw CLIError("gateway '\(name)' is already running (pid \(pid)) with other settings (\(changes.joined(separator: ", "))); stop it first: openshell gateway stop --name \(name)")
         }
@@ -115,10 +124,25 @@ struct GatewayStart: AsyncParsableCommand {
     }
     let stored = gw.launchConfig
     let authMode = plaintext ? "plaintext" : disableGatewayAuth ? "tls" : (stored?.authMode ?? "mtls")
-    let config = LaunchConfig(
+    var config = LaunchConfig(
       name: name, port: port ?? stored?.port ?? 8080, bind: bind ?? stored?.bind ?? "127.0.0.1", authMode: authMode,
       gatewayHosts: gatewayHost.isEmpty ? (stored?.gatewayHosts ?? []) : gatewayHost,
       gpu: false, registryUsername: nil, registryTokenSHA256: nil)
+    // OIDC: flags or OPENSHELL_OIDC_* replace the stored settings; without either the stored ones stay.
+    if let oidc = OIDCSettings.resolve(issuer: oidcIssuer, audience: oidcAudience, clientID: oidcClientId, scopes: oidcScopes) {
+      do { try oidc.validate() } catch { throw CLIError("\(error)") }
+      config.oidcIssuer = oidc.issuer
+      config.oidcAudience = oidc.audience
+      config.oidcClientID = oidc.clientID
+      config.oidcScopes = oidc.scopes
+    } else if oidcAudience != nil || oidcClientId != nil || oidcScopes != nil {
+      throw CLIError("--oidc-audience, --oidc-client-id and --oidc-scopes need --oidc-issuer (or OPENSHELL_OIDC_ISSUER)")
+    } else if let stored, stored.oidcIssuer != nil {
+      config.oidcIssuer = stored.oidcIssuer
+      config.oidcAudience = stored.oidcAudience
+      config.oidcClientID = stored.oidcClientID
+      config.oidcScopes = stored.oidcScopes
+    }
     if let stored, stored.gpu || stored.registryUsername != nil {
       print("Note: this gateway's stored GPU/registry settings are no longer applied (not supported yet).")
     }

@@ -20,6 +20,18 @@ struct Status: AsyncParsableCommand {
       if let message = await GatewayClient.caChangeMessage(t, type: r.metadata?.type) {
         throw CLIError(message)
       }
+      // OIDC gateways: the token (refreshed here when it is about to expire) and its expiry.
+      var authLine: String?
+      var tokenLine: String?
+      if t.authMode == "oidc" {
+        authLine = "Bearer (OIDC)"
+        do {
+          _ = try await BearerTokens.current(gateway: r.name)
+          tokenLine = ClientRegistry.default.oidcToken(r.name)?.expires_at.map { CloudGateway.expiry($0) } ?? "no expiry"
+        } catch let e as CLIError {
+          tokenLine = e.message
+        }
+      }
       var status = "Disconnected"
       var version: String?
       var errorText: String?
@@ -49,7 +61,7 @@ struct Status: AsyncParsableCommand {
       }
       let record = Record(pairs: [
         ("Gateway", r.name), ("Server", t.endpoint), ("Status", status), ("Version", version),
-        ("Auth mode", t.authMode), ("Error", errorText),
+        ("Auth mode", t.authMode), ("Auth", authLine), ("Token expires", tokenLine), ("Error", errorText),
       ])
       if out.output == .table {
         var lines = try record.render(.table, title: "Server Status").split(separator: "\n").map(String.init)

@@ -28,6 +28,11 @@ enum DaemonControl {
     default: break
     }
     for h in c.gatewayHosts { args += ["--gateway-host", h] }
+    if let issuer = c.oidcIssuer {
+      args += ["--oidc-issuer", issuer, "--oidc-audience", c.oidcAudience ?? ""]
+      if let id = c.oidcClientID { args += ["--oidc-client-id", id] }
+      if let sc = c.oidcScopes { args += ["--oidc-scopes", sc] }
+    }
     var env = ProcessInfo.processInfo.environment
     env.removeValue(forKey: "OPENSHELL_REGISTRY_TOKEN")
     env.removeValue(forKey: "OPENSHELL_REGISTRY_USERNAME")

@@ -19,6 +19,12 @@ struct LaunchConfig: Codable, Equatable {
   var registryUsername: String?
   /// Only the SHA-256 of the registry token; the token is passed to the daemon in its environment.
   var registryTokenSHA256: String?
+  /// OIDC bearer tokens (`--oidc-*` of `gateway start`, issue 13), kept so that a resume never starts the
+  /// gateway without the authentication it had.
+  var oidcIssuer: String?
+  var oidcAudience: String?
+  var oidcClientID: String?
+  var oidcScopes: String?
 
   /// Host clients dial: the first `--gateway-host`, else 127.0.0.1 (or the bind address if specific).
   var advertisedHost: String {

@@ -29,6 +29,12 @@ struct GatewayMetadata: Codable, Equatable {
   var registry_token_sha256: String?
   var created_at: String?
   var updated_at: String?
+  /// OIDC gateways (`auth_mode: "oidc"`, issue 13): the fields the openshell SDK reads to log in and
+  /// refresh (`SandboxClient.from_active_cluster`, `ClientCredentialsAuth`).
+  var oidc_issuer: String?
+  var oidc_client_id: String?
+  var oidc_audience: String?
+  var oidc_scopes: String?
 }
 
 /// The client registry under `$XDG_CONFIG_HOME/openshell` (default `~/.config/openshell`), mode 0700.
@@ -95,8 +101,9 @@ struct ClientRegistry {
     var isEmpty: Bool { ca == nil && cert == nil && key == nil }
   }
 
-  /// Atomically writes (or replaces) the registration of `meta.name`.
-  func write(_ meta: GatewayMetadata, bundle: Bundle) throws {
+  /// Atomically writes (or replaces) the registration of `meta.name`, with `secrets` (file name → content,
+  /// written mode 0600 in the same directory, e.g. `oidc_token.json`) in the same atomic replacement.
+  func write(_ meta: GatewayMetadata, bundle: Bundle, secrets: [String: Data] = [:]) throws {
     let fm = FileManager.default
     try ensureDir(root)
     try ensureDir(gatewaysDir)
@@ -118,9 +125,10 @@ struct ClientRegistry {
         if let cert = bundle.cert { try writeFile(m.appendingPathComponent("tls.crt"), Data(cert.utf8), mode: 0o644) }
         if let key = bundle.key { try writeFile(m.appendingPathComponent("tls.key"), Data(key.utf8), mode: 0o600) }
       }
+      for (file, content) in secrets { try writeFile(tmp.appendingPathComponent(file), content, mode: 0o600) }
       // Carry over files we do not own (last_sandbox, edge_token, …).
       if let items = try? fm.contentsOfDirectory(atPath: final.path) {
-        for item in items where !["metadata.json", "mtls", "mtls.bak", "mtls.tmp"].contains(item) {
+        for item in items where !["metadata.json", "mtls", "mtls.bak", "mtls.tmp"].contains(item) && secrets[item] == nil {
           try? fm.copyItem(at: final.appendingPathComponent(item), to: tmp.appendingPathComponent(item))
         }
       }
@@ -149,6 +157,8 @@ struct ClientRegistry {
     let fm = FileManager.default
     let dir = gatewayDir(name)
     guard fm.fileExists(atPath: dir.path) else { return }
+    // Credentials are deleted, not archived: a removed registration must not keep a usable token.
+    for secret in [OIDCTokenBundle.fileName, "edge_token"] { unlink(dir.appendingPathComponent(secret).path) }
     let removed = root.appendingPathComponent("removed")
     try ensureDir(removed)
     let dest = removed.appendingPathComponent("\(Self.sanitize(name))-\(utcStamp())-\(getpid())")

@@ -35,6 +35,7 @@ public struct ReadinessInfo: Sendable, Hashable {
 /// | `GET /healthz`, `GET /health` | 200 `text/plain` `ok` (liveness) |
 /// | `GET /readyz` | 200 `{"status":"ready","version":"…","head_seq":N}`, or 503 `{"status":"starting","version":"…"}` |
 /// | `GET /metrics` | 200 Prometheus text format 0.0.4; 403 on a plaintext connection to a TLS port |
+/// | `GET /auth/config` | 200 JSON describing how to authenticate (``GatewayAuthDescription``); public |
 /// | other method on a known path | 405 with `Allow: GET, HEAD` |
 /// | anything else | 404 |
 ///
@@ -55,10 +56,12 @@ struct HTTPEndpoints: Sendable {
     }
   }
 
-  static let routes: Set<String> = ["/healthz", "/health", "/readyz", "/metrics"]
+  static let routes: Set<String> = ["/healthz", "/health", "/readyz", "/metrics", GatewayAuthDescription.path]
 
   let readiness: @Sendable () -> ReadinessInfo
   let metrics: GatewayMetrics?
+  /// The body of `GET /auth/config`.
+  var authDescription = GatewayAuthDescription(security: .mutualTLS, oidc: nil)
 
   /// Routes one request. `restricted` marks plaintext HTTP on a TLS port: only the probes are served.
   func respond(method: String, uri: String, restricted: Bool) -> Response {
@@ -84,6 +87,8 @@ struct HTTPEndpoints: Sendable {
       }
       return Response(
         status: info.isReady ? 200 : 503, contentType: "application/json", body: body, route: path)
+    case GatewayAuthDescription.path:
+      return Response(status: 200, contentType: "application/json", body: authDescription.json, route: path)
     default:  // /metrics
       guard !restricted else {
         return Response(

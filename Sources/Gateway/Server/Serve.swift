@@ -20,6 +20,8 @@ public struct GatewayConfiguration: Sendable {
   public var port: Int = 8080
   /// mTLS (default), TLS without client certificates (`--disable-gateway-auth`) or plaintext (`--plaintext`).
   public var security: GatewaySecurityMode = .mutualTLS
+  /// OIDC bearer tokens (`--oidc-issuer` …; issue 13); nil = none. Combines with every ``security`` mode.
+  public var oidc: OIDCSettings?
   /// Extra host names or IPs the server certificate must cover (`--gateway-host`).
   public var gatewayHosts: [String] = []
   public var gatewayName: String = "openshell"
@@ -63,12 +65,11 @@ public struct GatewayConfiguration: Sendable {
     self.dataDirectory = dataDirectory
   }
 
+  /// `mtls`, `tls` or `plaintext`, with `+oidc` when bearer tokens are accepted (recorded in
+  /// `gateway.configured`, so switching OIDC on or off is in the log).
   var authModeName: String {
-    switch security {
-    case .mutualTLS: "mtls"
-    case .tls: "tls"
-    case .plaintext: "plaintext"
-    }
+    let base = GatewayAuthDescription(security: security, oidc: nil).transport
+    return oidc == nil ? base : base + "+oidc"
   }
 }
 
@@ -140,10 +141,22 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
   var serverConfig = GatewayServer.Configuration(host: configuration.bindAddress, port: configuration.port, security: configuration.security)
   serverConfig.shutdownGracePeriod = configuration.shutdownGracePeriod
   serverConfig.handleSignals = configuration.handleSignals
+  serverConfig.oidc = configuration.oidc
+  var authentication: [any ServerInterceptor] = [IdentityInterceptor(registry: registry), SandboxTokenInterceptor()]
+  if let oidc = configuration.oidc {
+    let verifier = BearerVerifier(settings: oidc)
+    authentication.append(BearerAuthInterceptor(verifier: verifier, refusals: refusals))
+    // Early word on a misconfigured or unreachable issuer; the gateway serves anyway and fetches again later.
+    if let problem = await verifier.prefetch() {
+      logger.warning("OIDC issuer \(oidc.issuer) not usable yet (bearer tokens are refused until it is): \(problem)")
+    } else {
+      logger.info("OIDC bearer tokens accepted from \(oidc.issuer) for audience \(oidc.audience)")
+    }
+  }
   let server = try GatewayServer(
     configuration: serverConfig, pki: pki, services: [service, inference, AuditService(log: log)],
-    interceptors: [
-      IdentityInterceptor(registry: registry), SandboxTokenInterceptor(), AuditInterceptor(refusals: refusals),
+    interceptors: authentication + [
+      AuditInterceptor(refusals: refusals),
       MetricsInterceptor(metrics: metrics), MessageSizeInterceptor(limit: serverConfig.maxRequestMessageBytes),
     ],
     readiness: { .ready(version: gatewayVersion, headSeq: log.headSeq) },

@@ -29,6 +29,9 @@ public struct CallerIdentity: Sendable, Hashable, CustomStringConvertible {
   public var fingerprint: String?
   /// The certificate's common name, if any.
   public var commonName: String?
+  /// The `sub` of the verified OIDC bearer token the caller presented (issue 13); nil without one.
+  /// Such a caller is an operator (kind ``Kind-swift.enum/operator``) whose actor is `oidc:<sub>`.
+  public var oidcSubject: String?
 
   public init(kind: Kind, subject: String, fingerprint: String?, commonName: String? = nil) {
     self.kind = kind
@@ -37,13 +40,21 @@ public struct CallerIdentity: Sendable, Hashable, CustomStringConvertible {
     self.commonName = commonName
   }
 
+  /// A caller authenticated by a verified OIDC bearer token (``BearerAuthInterceptor``): an operator
+  /// without certificate details, whose actor is `oidc:<sub>`.
+  public init(oidcSubject: String) {
+    self.init(kind: .operator, subject: "", fingerprint: nil)
+    self.oidcSubject = oidcSubject
+  }
+
   /// The unauthenticated caller.
   public static let anonymous = CallerIdentity(kind: .anonymous, subject: "", fingerprint: nil)
 
   /// The actor string recorded in every event the caller causes (DESIGN.md §1):
   /// `operator:CN=<cn>/sha256:<fingerprint>`, `sandbox:<id>`, `user:CN=<cn>/sha256:<fingerprint>`,
-  /// or `anonymous`. The fingerprint is the full 64-hex-digit SHA-256.
+  /// `oidc:<sub>` (bearer token), or `anonymous`. The fingerprint is the full 64-hex-digit SHA-256.
   public var actor: String {
+    if let oidcSubject { return "oidc:\(oidcSubject)" }
     switch kind {
     case .operator: return "operator:CN=\(commonName ?? "")/sha256:\(fingerprint ?? "")"
     case .sandbox(let id): return "sandbox:\(id)"

@@ -68,6 +68,9 @@ public final class GatewayServer: Sendable {
     public var transportMaxRequestBytes: Int = 16 * 1024 * 1024
     /// Install SIGTERM/SIGINT handlers for the duration of ``GatewayServer/run()``. Default true.
     public var handleSignals: Bool = true
+    /// OIDC bearer-token authentication, published on `GET /auth/config` (the interceptor that enforces
+    /// it is passed in with the others). Default nil.
+    public var oidc: OIDCSettings?
 
     public init(host: String, port: Int, security: GatewaySecurityMode = .mutualTLS) {
       self.host = host
@@ -125,7 +128,9 @@ public final class GatewayServer: Sendable {
       }
     }
     let settings = ProtocolSniffer.Settings(
-      endpoints: HTTPEndpoints(readiness: readiness, metrics: metrics),
+      endpoints: HTTPEndpoints(
+        readiness: readiness, metrics: metrics,
+        authDescription: GatewayAuthDescription(security: configuration.security, oidc: configuration.oidc)),
       registry: configuration.security == .mutualTLS ? peerRegistry : nil,
       handshakeTimeout: TimeAmount(configuration.handshakeTimeout),
       httpIdleTimeout: TimeAmount(configuration.httpIdleTimeout))
