@@ -48,7 +48,10 @@ struct Status: AsyncParsableCommand {
         }
       }
       let record = Record(pairs: [
-        ("Gateway", r.name), ("Server", t.endpoint), ("Status", status), ("Version", version),
+        ("Gateway", r.name), ("Server", t.endpoint),
+        ("Remote host", r.metadata?.remote_host.map { h in r.metadata?.resolved_host.map { "\(h) (\($0))" } ?? h }),
+        ("SSH tunnel", r.metadata?.ssh.flatMap { $0.tunnel ? "to \(r.metadata!.resolved_host ?? "host"):\(r.metadata!.gateway_port)" : nil }),
+        ("Status", status), ("Version", version),
         ("Auth mode", t.authMode), ("Error", errorText),
       ])
       if out.output == .table {

@@ -29,6 +29,8 @@ struct GatewayMetadata: Codable, Equatable {
   var registry_token_sha256: String?
   var created_at: String?
   var updated_at: String?
+  /// Gateways deployed with `gateway start --remote`: how to reach the host over SSH.
+  var ssh: RemoteSSH?
 }
 
 /// The client registry under `$XDG_CONFIG_HOME/openshell` (default `~/.config/openshell`), mode 0700.
