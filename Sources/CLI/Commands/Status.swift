@@ -67,7 +67,7 @@ struct Status: AsyncParsableCommand {
         if code == 1 {
           let hint = errorText.flatMap(tlsFailure) != nil || errorText?.hasPrefix("the gateway's certificate") == true ? "" : r.metadata?.type == "local"
             ? (LocalGateway.startCommand(registration: r.name).map { "; is it running? start it with: \($0)" } ?? "; is the gateway behind it running?")
-            : ""
+            : r.metadata?.ssh.map { "; is it running on \($0.destination)? start it with: openshell gateway start --name \(r.name)" } ?? ""
           printErr("error: gateway '\(r.name)' at \(t.endpoint) is not reachable: \(errorText ?? "no answer")\(hint)")
         }
         throw ExitCode(code)
