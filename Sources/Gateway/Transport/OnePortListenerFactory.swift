@@ -42,8 +42,6 @@ struct OnePortListenerFactory: HTTP2ServerTransport.ListenerFactory {
       return try await ServerBootstrap(group: eventLoopGroup)
         .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
         .serverChannelOption(.backlog, value: 256)
-        // tcpOption, not socketOption: the latter sets level SOL_SOCKET, where option 1 is SO_DEBUG
-        // (CAP_NET_ADMIN), so every accepted connection failed with EACCES on a non-root gateway.
         .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
         .serverChannelInitializer { channel in
           channel.pipeline.addHandler(acceptFailures).flatMap { listenerConfigurator.configure(channel: channel) }
