@@ -21,7 +21,7 @@ struct RemoteGatewayTests {
     return env
   }
 
-  @Test("errors name the failing step and register nothing: wrong key, refused, unreachable, port taken")
+  @Test("errors name the failing step and register nothing: wrong key, refused, unreachable, host key, permission, health timeout, port taken")
   func failures() async throws {
     guard let host = try SSHHostFixture.make() else { return }
     defer { host.destroy() }
@@ -44,6 +44,29 @@ struct RemoteGatewayTests {
     #expect(r.code != 0 && r.err.contains("step 'ssh connection' failed") && r.err.contains("unreachable"), "\(r)")
     #expect(r.seconds < 30, "\(r)")
     #expect(env.metadata("unreach") == nil)
+
+    // An unknown host key is never accepted: named, with the command that verifies it.
+    let strict = host.dir + "/ssh_config_strict"
+    try "Host *\n  UserKnownHostsFile \(host.dir)/empty_known_hosts\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n"
+      .write(toFile: strict, atomically: true, encoding: .utf8)
+    r = try env.run(["gateway", "start", "--remote", "\(host.user)@\(host.address)", "--ssh-key", host.userKey, "--name", "hostkey"],
+      env: ["OPENSHELL_SSH_CONFIG": strict])
+    #expect(r.code != 0 && r.err.contains("step 'ssh host key' failed") && r.err.contains("ssh \(host.user)@\(host.address) true"), "\(r)")
+    #expect(env.metadata("hostkey") == nil)
+
+    // No write permission where the binaries go (a root-owned directory in the user's home).
+    try SSHHostFixture.sh(
+      "install -d -o \(host.user) -g \(host.user) \(host.home)/.local \(host.home)/.local/share && install -d -o root -m 755 \(host.home)/.local/share/openshell")
+    r = try env.run(["gateway", "start", "--remote", SSHHostFixture.alias, "--name", "perm"])
+    #expect(r.code != 0 && r.err.contains("step 'install binaries' failed") && r.err.contains("needs write permission in \(host.home)/.local/share/openshell/remote"), "\(r)")
+    #expect(env.metadata("perm") == nil)
+    try SSHHostFixture.sh("rm -rf \(host.home)/.local/share/openshell")
+
+    // The gateway does not become healthy in time: named, nothing registered, nothing left running.
+    r = try env.run(["gateway", "start", "--remote", SSHHostFixture.alias, "--name", "slow", "--port", "\(freePort())", "--timeout", "0"])
+    #expect(r.code != 0 && r.err.contains("step 'wait for health' failed") && r.err.contains("doctor logs --name slow"), "\(r)")
+    #expect(env.metadata("slow") == nil)
+    #expect(!FileManager.default.fileExists(atPath: host.home + "/.local/state/openshell/gateways/slow/gateway.pid"))
 
     // A port taken on the host (by a listener in its namespace): named, with the fix, nothing registered.
     let port = freePort()
@@ -109,8 +132,12 @@ struct RemoteGatewayTests {
     r = try env.run(["provider", "create", "--name", "keepme", "--type", "generic", "--credential", "TOKEN=abc"])
     #expect(r.code == 0, "\(r)")
 
+    // A sandbox (and a file in its workspace) that must survive stop/start too.
+    r = try env.run(["sandbox", "create", "keep-sb", "--", "sh", "-c", "echo kept > /sandbox/f"])
+    #expect(r.code == 0, "\(r)")
+
     // A sandbox from the local CLI.
-    try sandboxFromCLI(env)
+    try sandboxFromCLI(env, host)
     // And from the official Python SDK (through the same registry).
     try sandboxFromSDK(env)
 
@@ -130,6 +157,13 @@ struct RemoteGatewayTests {
     #expect(r.code == 0, "\(r)")
     r = try env.run(["provider", "list", "--names"])
     #expect(r.code == 0 && r.out.contains("keepme"), "\(r)")
+    // The sandbox's supervisor reconnects to the restarted gateway.
+    for _ in 0..<60 {
+      r = try env.run(["sandbox", "exec", "keep-sb", "--", "cat", "/sandbox/f"])
+      if r.code == 0 { break }
+      usleep(500_000)
+    }
+    #expect(r.code == 0 && r.out == "kept\n", "\(r)")
 
     // --recreate: the old data dir is archived on the host, a new CA comes back.
     let oldCA = env.metadata("rgw")?["ca_fingerprint"] as? String
@@ -203,11 +237,17 @@ struct RemoteGatewayTests {
     return !stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
   }
 
-  /// `sandbox create` on the remote gateway from the local CLI. A gateway running as an unprivileged
-  /// user cannot confine a sandbox's network yet: the sandbox must fail closed with that reason.
-  func sandboxFromCLI(_ env: CLIEnv) throws {
+  /// `sandbox create` + `sandbox exec` on the remote gateway from the local CLI: the sandbox runs on
+  /// the host (its hostname, the host's unprivileged user), confined (no_new_privs, no network but
+  /// its proxy: a direct connection to the sshd listening on the host fails).
+  func sandboxFromCLI(_ env: CLIEnv, _ host: SSHHostFixture) throws {
     let r = try env.run(["sandbox", "create", "remote-sb", "--", "sh", "-c", "echo made-on-$(hostname)"])
-    #expect(r.code != 0 && r.err.contains("NetworkConfinementUnavailable") && !r.out.contains("made-on"), "\(r)")
+    #expect(r.code == 0 && r.out.contains("made-on-remote-sb"), "\(r)")
+    let e = try env.run(["sandbox", "exec", "remote-sb", "--", "sh", "-c", "id -u; grep NoNewPrivs /proc/self/status"])
+    #expect(e.code == 0 && e.out == "\(host.userID ?? 0)\nNoNewPrivs:\t1\n", "\(e)")
+    let direct = try env.run(["sandbox", "exec", "remote-sb", "--", "python3", "-c",
+      "import socket; socket.create_connection(('\(host.address)', 22), timeout=5)"])
+    #expect(direct.code != 0 && direct.err.contains("Network is unreachable"), "\(direct)")
     let d = try env.run(["sandbox", "delete", "remote-sb"])
     #expect(d.code == 0, "\(d)")
   }
@@ -223,15 +263,13 @@ struct RemoteGatewayTests {
       import openshell
       with openshell.SandboxClient.from_active_cluster(timeout=30) as c:
           print("HEALTH", c.health())
-          ref = c.create(workspace="default")
-          try:
-              c.wait_ready(ref.name, workspace="default", timeout_seconds=120)
-              print("READY")
-          except Exception as e:
-              print("FAILED", c.get(ref.name, workspace="default").status.conditions[0].reason)
-          c.delete(ref.name, workspace="default", allow_missing=True)
+      with openshell.Sandbox(workspace="default", ready_timeout_seconds=120) as sb:
+          r = sb.exec(["sh", "-c", "echo sdk-$((6*7)) on $(hostname)"], timeout_seconds=60)
+          print("EXEC", r.exit_code, r.stdout.strip(), sb.sandbox.name)
       """
     let r = try env.run(["-c", script], binary: python)
-    #expect(r.code == 0 && r.out.contains("HEALTH") && r.out.contains("FAILED NetworkConfinementUnavailable"), "\(r)")
+    #expect(r.code == 0 && r.out.contains("HEALTH") && r.out.contains("EXEC 0 sdk-42 on "), "\(r)")
+    let words = r.out.split(separator: "\n").first { $0.hasPrefix("EXEC") }?.split(separator: " ") ?? []
+    #expect(words.count == 6 && words[4] == words[5], "the command ran in the sandbox (its hostname is its name): \(r)")
   }
 }
