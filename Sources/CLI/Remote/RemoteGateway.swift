@@ -51,7 +51,8 @@ enum RemoteGateway {
     let install = try RemoteInstall.local()
     let host = try HostFacts.probe(ssh, install: install)
     let dir = host.home + "/" + install.relativeDirectory
-    if host.installed == install.version {
+    let installedNow = host.installed != install.version
+    if !installedNow {
       print("\(Style.check) openshell \(install.version) is installed on the host (\(dir))")
     } else {
       let staged = try install.stage(remoteLibrary: dir + "/lib")
@@ -79,6 +80,9 @@ enum RemoteGateway {
     print("• Starting gateway \(o.name) on \(destination)...")
     let started = try remote(ssh, step: "start gateway", args.map(shellQuote).joined(separator: " "), echo: true)
     let wasRunning = started.text.contains("is already running")
+    if wasRunning && installedNow {
+      print("note: gateway \(o.name) was already running with an earlier openshell on the host; it uses \(install.version) after a restart: openshell gateway stop --name \(o.name) && openshell gateway start --name \(o.name)")
+    }
 
     do {
       let b = try remote(ssh, step: "fetch client bundle", [bin, "gateway", "bundle", "--name", o.name].map(shellQuote).joined(separator: " "))
