@@ -147,6 +147,8 @@ struct RemoteGatewayTests {
     #expect(r.code == 0 && r.out == "\(host.user)\nrgw\n", "\(r)")
     r = try env.run(["doctor", "exec", "--", "sh", "-c", "exit 7"])
     #expect(r.code == 7, "\(r)")
+    r = try env.run(["doctor", "check"])
+    #expect(r.code == 0 && r.out.contains("Gateway rgw (\(host.home)/.local/state/openshell/gateways/rgw)") && r.out.contains("All checks passed."), "\(r)")
 
     r = try env.run(["gateway", "stop"])
     #expect(r.code == 0 && r.out.contains("stopped"), "\(r)")

@@ -115,6 +115,11 @@ struct DoctorCheck: AsyncParsableCommand {
       let registry = ClientRegistry.default
       let name = global.name(self.name)
       let meta = registry.metadata(name)
+      if let m = meta, m.ssh != nil {
+        let code = try RemoteOperations.check(m, output: out.output)
+        if code != 0 { throw ExitCode(code) }
+        return
+      }
       let gw = meta.flatMap { $0.type == "local" ? LocalGateway(metadata: $0) : nil } ?? LocalGateway(name: name)
       var checks: [Check] = []
       checks.append(libraries())

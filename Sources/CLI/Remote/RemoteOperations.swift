@@ -63,6 +63,12 @@ enum RemoteOperations {
     return try attached(s, [s.openshell_path, "doctor", "exec", "--name", meta.name, "--"] + command, tty: stdinIsTerminal && stdoutIsTerminal)
   }
 
+  /// `doctor check`: the host's checks of its gateway (libraries, data dir, port, certificates, log).
+  static func check(_ meta: GatewayMetadata, output: OutputFormat) throws -> Int32 {
+    guard let s = meta.ssh else { return 1 }
+    return try attached(s, [s.openshell_path, "doctor", "check", "--name", meta.name, "-o", output.rawValue], tty: false)
+  }
+
   private static func attached(_ s: RemoteSSH, _ args: [String], tty: Bool) throws -> Int32 {
     let ssh = try s.connection()
     try ssh.open()
