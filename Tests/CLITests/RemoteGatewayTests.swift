@@ -229,8 +229,14 @@ struct RemoteGatewayTests {
     #expect((fb["gateway_endpoint"] as? String)?.hasPrefix("https://127.0.0.1:") == true, "\(fb)")
     r = try env.run(["status"])
     #expect(r.code == 0 && r.out.contains("Connected"), "\(r)")
-    r = try env.run(["gateway", "destroy", "--name", "fallback", "--yes"])
-    #expect(r.code == 0, "\(r)")
+
+    // --keep-remote forgets the registration and leaves the host alone (its gateway keeps running).
+    let pidFile = host.home + "/.local/state/openshell/gateways/fallback/gateway.pid"
+    let pid = try #require(Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+    r = try env.run(["gateway", "destroy", "--name", "fallback", "--yes", "--keep-remote"])
+    #expect(r.code == 0 && r.out.contains("registration only"), "\(r)")
+    #expect(env.metadata("fallback") == nil)
+    #expect(Self.running(pid), "the host's gateway was left running")
   }
 
   /// Alive and not a zombie (an exited daemon whose parent is gone may wait for init to reap it).

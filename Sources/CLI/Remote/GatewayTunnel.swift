@@ -79,6 +79,15 @@ enum GatewayTunnel {
   static func ensure(_ meta: GatewayMetadata) throws {
     guard let s = meta.ssh, s.tunnel, let local = s.tunnel_local_port else { return }
     if runningPID(meta.name, local: local) != nil, accepts(local) { return }
+    // Concurrent commands (two CLIs, the SDK's user running scripts) restart it once: the first holds
+    // `tunnels/<name>.lock`, the others wait and then find it running.
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    let lockPath = directory.appendingPathComponent(ClientRegistry.sanitize(meta.name) + ".lock").path
+    let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+    guard fd >= 0 else { throw CLIError("cannot open \(lockPath): \(errnoString())") }
+    defer { Glibc.close(fd) }
+    _ = flock(fd, LOCK_EX)
+    if runningPID(meta.name, local: local) != nil, accepts(local) { return }
     let ssh = try SSHConnection(destination: s.destination, identityFile: s.identity_file, configFile: s.config_file)
     do {
       try start(name: meta.name, ssh: ssh, local: local, remotePort: meta.gateway_port)
