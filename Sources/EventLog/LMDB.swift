@@ -240,6 +240,18 @@ struct Transaction {
     }
   }
 
+  /// `mdb_del` of `key` (all values). - Returns: false when the key did not exist.
+  @discardableResult
+  func delete(_ dbi: MDB_dbi, _ key: [UInt8]) throws -> Bool {
+    try key.withUnsafeBytes { kb in
+      var k = MDB_val(mv_size: kb.count, mv_data: UnsafeMutableRawPointer(mutating: kb.baseAddress))
+      let rc = mdb_del(ptr, dbi, &k, nil)
+      if rc == MDB_NOTFOUND { return false }
+      try check(rc, "mdb_del")
+      return true
+    }
+  }
+
   func cursor(_ dbi: MDB_dbi) throws -> Cursor {
     var c: OpaquePointer?
     try check(mdb_cursor_open(ptr, dbi, &c), "mdb_cursor_open")

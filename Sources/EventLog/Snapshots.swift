@@ -39,10 +39,17 @@ extension EventLog {
   /// file system holding the log has less free space than twice the stored size plus 1 MiB (new B-tree pages
   /// are written copy-on-write before the old ones are freed), `.diskFull` is thrown and the file does not
   /// grow (issue 17: a failed snapshot grew data.mdb into the space an operator had just freed).
-  public func saveSnapshot(name: String, seq: UInt64, bytes: [UInt8]) throws {
+  ///
+  /// Bounded: only the newest `keep` snapshots of `name` (this one included) stay; older ones are deleted in
+  /// the same transaction (issue 16: snapshots were never deleted). Keeping a few lets opening fall back to
+  /// an older one when the newest is damaged. `keep` ≥ 1.
+  public func saveSnapshot(name: String, seq: UInt64, bytes: [UInt8], keep: Int = EventLog.snapshotsKept) throws {
     try validateName(name, what: "snapshot name")
     guard bytes.count <= Int(UInt32.max) else { throw EventLogError.invalid("snapshot exceeds 4 GiB") }
+    guard keep >= 1 else { throw EventLogError.invalid("keep must be at least 1") }
     let chainHash = seq == 0 ? nil : try record(at: seq)?.hash
+    // Snapshots are written by one writer per name (the projection's owner), so this list is current.
+    let older = try snapshotSeqs(name: name).filter { $0 != seq }.sorted(by: >).dropFirst(keep - 1)
     try performWrite { [shared] txn, compressor in
       let (stored, raw) = try compressor.compress(bytes, dict: nil)
       let needed = UInt64(stored.count) * 2 + (1 << 20)
@@ -59,9 +66,13 @@ extension EventLog {
       v.appendBE(CRC32C.checksum(body))
       v += body
       try txn.put(shared.env.dbs.snapshots, SnapshotFormat.key(name, seq), v)
+      for old in older { try txn.delete(shared.env.dbs.snapshots, SnapshotFormat.key(name, old)) }
       try txn.put(shared.env.dbs.checkpoints, Array(name.utf8), seqKey(seq))
     }
   }
+
+  /// How many snapshots of a name ``saveSnapshot(name:seq:bytes:keep:)`` keeps by default: 3.
+  public static let snapshotsKept = 3
 
   /// The newest snapshot (highest seq) saved under `name`, decompressed, or nil. Throws `.corrupt` if its
   /// bytes fail the checksum or decompression.

@@ -14,8 +14,18 @@ extension GatewayState {
     apply(event, seq: record.seq, timestampNs: record.timestampNs)
     if !record.requestID.isEmpty, requests[record.requestID] == nil {
       requests[record.requestID] = record.seq
+      if requests.count > Self.requestWindow + Self.requestWindow / 10 { pruneRequests() }
     }
     lastSeq = record.seq
+  }
+
+  /// Keeps the newest ``requestWindow`` request ids (by the seq they first produced). Runs when the map
+  /// has grown 10 % past the window, so its cost (a sort) is spread over 10,000 requests; deterministic
+  /// (a function of the records alone), so every replica and replay keeps the same ids.
+  mutating func pruneRequests() {
+    let seqs = requests.values.sorted()
+    let cutoff = seqs[seqs.count - Self.requestWindow]
+    requests = requests.filter { $0.value >= cutoff }
   }
 
   /// Folds one decoded event into the state (`seq` and `timestampNs` from its record).
@@ -65,7 +75,9 @@ extension GatewayState {
         },
         providers: Array(Set(e.providers)).sorted(), phase: .provisioning, conditions: [],
         createdNs: timestampNs, resourceVersion: seq, deletionRequestedNs: nil, exitCode: nil,
-        mainProcessStartedNs: nil, restartCount: 0, hostKeyFingerprint: "", driver: "", createdBy: "")
+        mainProcessStartedNs: nil, restartCount: 0, hostKeyFingerprint: "", driver: "", createdBy: "",
+        sealedEnvironment: e.envKeyID.isEmpty ? nil : SealedEnvironmentRecord(
+          keyID: e.envKeyID, environment: e.sealedEnvironment, templateEnvironment: e.sealedTemplateEnvironment))
     case .sandboxProvisioning(let e):
       updateSandbox(e.id, seq) { s in
         s.phase = .provisioning

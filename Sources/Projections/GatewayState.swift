@@ -43,7 +43,11 @@ public struct GatewayState: Codable, Equatable, Sendable {
   /// Derived from the same events as the objects, so lookups by name are O(1).
   public var nameIndex: [String: String] = [:]
   /// Request ids already applied, with the first seq they produced; makes retried mutations idempotent.
+  /// Bounded: the newest ``requestWindow`` ids are kept (a retry older than that is a new request).
   public var requests: [String: UInt64] = [:]
+  /// How many request ids ``requests`` keeps: 100,000 (pruned to this when it exceeds it by 10 %). Clients
+  /// retry within seconds (the SDK and CLI retry an RPC they did not get an answer to), far inside it.
+  public static let requestWindow = 100_000
 
   public init() {}
 
@@ -146,6 +150,26 @@ public struct SandboxRecord: Codable, Equatable, Sendable {
   public var hostKeyFingerprint: String
   public var driver: String
   public var createdBy: String
+  /// The spec's environment values, sealed under the sandbox's own data key (`spec` keeps the names with
+  /// empty values); nil for sandboxes recorded before values were sealed, or without environment.
+  public var sealedEnvironment: SealedEnvironmentRecord?
+}
+
+/// Environment values of a sandbox spec sealed with a per-sandbox data key (AES-GCM, see the gateway's
+/// `SecretVault`); the key is destroyed with the sandbox (crypto-shredding). Source: issue 16.
+public struct SealedEnvironmentRecord: Codable, Equatable, Sendable {
+  /// Data key id in the gateway's vault (`dk-…`).
+  public var keyID: String
+  /// `spec.environment`: variable name → sealed value.
+  public var environment: [String: Data]
+  /// `spec.template.environment`: variable name → sealed value.
+  public var templateEnvironment: [String: Data]
+
+  public init(keyID: String, environment: [String: Data], templateEnvironment: [String: Data]) {
+    self.keyID = keyID
+    self.environment = environment
+    self.templateEnvironment = templateEnvironment
+  }
 }
 
 extension SandboxRecord {

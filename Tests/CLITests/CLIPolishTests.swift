@@ -233,6 +233,12 @@ struct CLIPolishTests {
     // A valid name gets as far as looking for a gateway.
     r = try env.run(["sandbox", "create", "--no-bootstrap", "--env", "_Ok9=1"])
     #expect(r.code == 1 && r.err.hasPrefix("error: no active gateway"), "\(r)")
+    // A value that looks like a credential is warned about (names only, never the value), not refused.
+    let value = "sk-warn-\(UUID().uuidString)"
+    r = try env.run(["sandbox", "create", "--no-bootstrap", "--env", "MY_API_KEY=x1", "--env", "PLAIN=\(value)", "--env", "EDITOR=vi"])
+    #expect(r.err.hasPrefix("warning: --env MY_API_KEY, PLAIN looks like a credential"), "\(r)")
+    #expect(!r.err.contains(value) && !r.out.contains(value) && !r.err.contains("EDITOR"), "\(r)")
+    #expect(r.code == 1 && r.err.contains("error: no active gateway"), "\(r)")
   }
 
   @Test("an explicitly empty gateway name (--name \"\", -g \"\") is an error, not the default gateway")

@@ -194,6 +194,23 @@ import Testing
     _ = expectEventLogError(.invalidArgument) { try log.setCheckpoint("", seq: 1) }
   }
 
+  @Test func onlyTheNewestSnapshotsOfANameAreKept() throws {
+    let tmp = TempDir()
+    defer { tmp.remove() }
+    let log = try openLog(tmp.log)
+    defer { log.close() }
+    for seq in UInt64(1)...6 { try log.saveSnapshot(name: "many", seq: seq, bytes: [UInt8(seq)]) }
+    try log.saveSnapshot(name: "other", seq: 1, bytes: [0])
+    #expect(EventLog.snapshotsKept == 3)
+    #expect(try log.snapshotSeqs(name: "many") == [6, 5, 4])
+    #expect(try log.snapshot(name: "many", seq: 3) == nil)
+    #expect(try log.snapshot(name: "many", seq: 4)?.bytes == [4])
+    #expect(try log.snapshotSeqs(name: "other") == [1], "another name's snapshots are left alone")
+    try log.saveSnapshot(name: "many", seq: 7, bytes: [7], keep: 1)
+    #expect(try log.snapshotSeqs(name: "many") == [7])
+    _ = expectEventLogError(.invalidArgument) { try log.saveSnapshot(name: "many", seq: 8, bytes: [], keep: 0) }
+  }
+
   @Test func writerLockAndReadOnly() async throws {
     let tmp = TempDir()
     defer { tmp.remove() }

@@ -94,4 +94,21 @@ import Testing
     #expect(throws: ProjectionError.self) { try state.apply(future) }
     #expect(state.lastSeq == 0)
   }
+
+  @Test func requestIDsAreKeptForABoundedWindowOfTheNewest() throws {
+    var state = GatewayState()
+    let event = GatewayEvent(.workspaceCreated(.with { $0.id = "w"; $0.name = "w" })).newEvent(actor: "system", requestID: "")
+    let total = GatewayState.requestWindow + GatewayState.requestWindow / 10 + 1
+    for seq in 1...UInt64(total) {
+      try state.apply(EventRecord(
+        seq: seq, timestampNs: seq, type: event.type, aggregate: event.aggregate, actor: "system", requestID: "r\(seq)",
+        payloadVersion: event.payloadVersion, dictionaryID: 0, payload: event.payload, hash: [], previousHash: [], storedSize: 0))
+    }
+    // Pruned once it grew 10 % past the window: exactly the newest `requestWindow` ids remain.
+    #expect(state.requests.count == GatewayState.requestWindow)
+    #expect(state.requests["r\(total)"] == UInt64(total))
+    #expect(state.requests["r\(total - GatewayState.requestWindow + 1)"] != nil)
+    #expect(state.requests["r\(total - GatewayState.requestWindow)"] == nil)
+    #expect(state.requests["r1"] == nil)
+  }
 }

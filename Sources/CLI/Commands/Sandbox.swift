@@ -43,6 +43,7 @@ struct SandboxCreate: AsyncParsableCommand {
       // Arguments are checked before a gateway is contacted (or started).
       let labelMap = try keyValues(labels, flag: "--label")
       let envMap = try environmentVariables(env, flag: "--env")
+      SecretLookingValues.warn(envMap)
       let policySpec = try PolicyCLI.creationPolicy(policy)
       if let name, name.isEmpty { throw CLIError("the sandbox name is empty; leave it out to get a generated name") }
       let r = try await resolveOrBootstrap(global, bootstrap: !noBootstrap)

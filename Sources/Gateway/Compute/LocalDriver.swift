@@ -58,6 +58,8 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
 
   let root: String
   let pki: GatewayPKI?
+  /// Opens the sandboxes' sealed environment values at launch (nil: sandboxes with sealed values fail).
+  let vault: SecretVault?
   public let hub: SupervisorHub
   let supervisorBinary: String
   let usesTLS: Bool
@@ -83,16 +85,18 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
   ///   - pki: issues each sandbox's client certificate (nil in plaintext-only setups: token only).
   ///   - supervisorBinary: path of `openshell-sandbox`; default `$OPENSHELL_SUPERVISOR_BIN`, else next
   ///     to the running executable.
+  ///   - vault: opens sealed environment values (``SandboxEnvironmentSecrets``).
   ///   - simulateNoLandlock: test-only, see ``GatewayConfiguration/simulateNoLandlock``.
   ///   - upstreamTrustFile: see ``GatewayConfiguration/upstreamTrustFile``.
   public init(
-    dataDirectory: String, pki: GatewayPKI?, hub: SupervisorHub, usesTLS: Bool, supervisorBinary: String? = nil,
+    dataDirectory: String, pki: GatewayPKI?, hub: SupervisorHub, vault: SecretVault? = nil, usesTLS: Bool, supervisorBinary: String? = nil,
     simulateNoLandlock: Bool = false, upstreamTrustFile: String? = nil
   ) {
     root = dataDirectory + "/sandboxes"
     self.simulateNoLandlock = simulateNoLandlock
     self.upstreamTrustFile = upstreamTrustFile
     self.pki = pki
+    self.vault = vault
     self.hub = hub
     self.usesTLS = usesTLS
     self.supervisorBinary = supervisorBinary ?? Self.defaultSupervisorBinary()
@@ -443,8 +447,10 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     try fm.createDirectory(atPath: trust, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
     try SandboxSSHHostKey.generate(in: run, comment: "openshell-sandbox-\(s.id)", owner: user)
     let spec = (try? Openshell_V1_SandboxSpec(serializedBytes: s.spec)) ?? .init()
-    var env = spec.template.environment
-    env.merge(spec.environment) { _, b in b }
+    let env: [String: String]
+    do { env = try SandboxEnvironmentSecrets.environment(of: s, vault: vault) } catch {
+      throw SpawnError("cannot open the sandbox's environment values: \(error)")
+    }
     let instanceID = RandomID.uuid()  // getrandom(2): no descriptor needed, never a constant (issue 17)
     // Root: a veth pair + nftables namespace made here. Otherwise the supervisor makes a private one.
     let allocation = runAsRoot ? try networks.setUp(s.id) : nil

@@ -9,9 +9,12 @@ import Projections
 /// its append is in flight, and optimistic-concurrency expectations per aggregate.
 struct Decision: Sendable {
   var events: [GatewayEvent]
-  /// Keys such as `sandbox/default/happy-otter`; a second in-flight command claiming the same key
-  /// fails with ALREADY_EXISTS instead of racing (two concurrent creates: exactly one wins).
+  /// Keys such as `sandbox/default/happy-otter`, held exclusively while the append is in flight; a second
+  /// command claiming the same key waits for it and decides again (two concurrent creates: exactly one wins).
   var claims: [String] = []
+  /// Keys held shared (e.g. `workspace/<name>` by a create in that workspace): any number of commands may
+  /// hold one at once, but not while another command holds it exclusively (deleting that workspace).
+  var sharedClaims: [String] = []
   var expecting: [AggregateRef: ExpectedVersion] = [:]
   /// Id of the object the command acted on (e.g. the sandbox a delete resolved), for the response.
   var target: String = ""
@@ -31,7 +34,13 @@ public actor GatewayStore {
   /// The projection: every record up to `state.lastSeq` applied.
   public private(set) var state: GatewayState
   private var claims: Set<String> = []
+  /// Shared claims held by in-flight commands, with counts (e.g. creates in a workspace).
+  private var sharedClaims: [String: Int] = [:]
+  /// Commands waiting for a conflicting claim to be released.
+  private var claimWaiters: [CheckedContinuation<Void, Never>] = []
   private var lastSnapshotSeq: UInt64
+  /// The periodic snapshot being written, if any (``snapshotInBackground()``).
+  private var backgroundSnapshot: Task<Void, Never>?
   /// A snapshot is written every this many records (and at shutdown).
   public let snapshotInterval: UInt64
   private let logger = Logger(label: "openshell.gateway.store")
@@ -54,33 +63,92 @@ public actor GatewayStore {
 
   /// Decides and appends a command. `decide` runs on the current state and throws the RPC error
   /// to return when the command is invalid; nothing is appended then.
+  ///
+  /// Every decision is taken on a state that includes every earlier accepted command (issue 16): when a
+  /// command claims a key that an in-flight command holds (the same object, the same request id, or a
+  /// workspace that one deletes while another creates in it), it waits until that append has landed and
+  /// decides again on the new state, so two creates of one name answer OK and ALREADY_EXISTS (from
+  /// `decide`), a Stop racing a Delete answers as it would one after the other, and a retry racing its
+  /// first attempt returns what that attempt did. `decide` may therefore run more than once.
+  ///
+  /// Idempotency is keyed on (request id, `rpc`, `target`): a request id seen before under the same RPC
+  /// and target returns what that request did; under another RPC or target it is INVALID_ARGUMENT (a
+  /// reused request id, never a silent no-op). Records written before the RPC was stamped only match by id.
+  /// - Parameters:
+  ///   - rpc: the RPC name (e.g. `CreateSandbox`); stamped on the command's first event with `target`.
+  ///   - target: the object as the request names it (e.g. `default/my-sandbox`; `""` for a generated name).
   /// - Returns: the state after the command's records were applied, and the seqs appended.
   @discardableResult
-  func execute(actor: String, requestID: String, _ decide: @Sendable (GatewayState) throws -> Decision) async throws -> (state: GatewayState, seqs: ClosedRange<UInt64>?, decision: Decision) {
-    // A retried request (same request id) does not act twice: it returns the object it acted on.
-    if !requestID.isEmpty, let seq = state.requests[requestID], let prior = try? log.record(at: seq) {
-      return (state, nil, Decision(events: [], target: prior.aggregate.id, noop: true))
+  func execute(
+    actor: String, requestID: String, rpc: String = "", target: String = "", _ decide: @Sendable (GatewayState) throws -> Decision
+  ) async throws -> (state: GatewayState, seqs: ClosedRange<UInt64>?, decision: Decision) {
+    while true {
+      // A retried request (same request id) does not act twice: it returns the object it acted on.
+      if !requestID.isEmpty, let seq = state.requests[requestID], let prior = try? log.record(at: seq) {
+        try Self.checkRetry(prior, requestID: requestID, rpc: rpc, target: target)
+        return (state, nil, Decision(events: [], target: prior.aggregate.id, noop: true))
+      }
+      var decision = try decide(state)
+      guard !decision.events.isEmpty else { return (state, nil, decision) }
+      if !requestID.isEmpty { decision.claims.append("request/\(requestID)") }
+      if claimsConflict(decision) {
+        await claimReleased()
+        continue
+      }
+      claims.formUnion(decision.claims)
+      for c in decision.sharedClaims { sharedClaims[c, default: 0] += 1 }
+      defer { release(decision) }
+      let rid = requestID.isEmpty ? RandomID.uuid() : requestID
+      var stamped = decision.events
+      if !requestID.isEmpty, !rpc.isEmpty {
+        stamped[0].requestRpc = rpc
+        stamped[0].requestTarget = target
+      }
+      let events = stamped.map { $0.newEvent(actor: actor, requestID: rid) }
+      let started = ContinuousClock.now
+      let range: ClosedRange<UInt64>
+      do {
+        range = try await log.append(events, expecting: decision.expecting)
+      } catch let e as EventLogError {
+        throw RPCErrors.from(e)
+      }
+      metrics?.recordAppend(seconds: (ContinuousClock.now - started).seconds)
+      try catchUp()
+      return (state, range, decision)
     }
-    var decision = try decide(state)
-    guard !decision.events.isEmpty else { return (state, nil, decision) }
-    if !requestID.isEmpty { decision.claims.append("request/\(requestID)") }
-    for claim in decision.claims where claims.contains(claim) {
-      throw RPCErrors.alreadyExists(claim.split(separator: "/").dropFirst().joined(separator: "/"))
+  }
+
+  /// INVALID_ARGUMENT when the record a request id first produced came from another RPC or target.
+  static func checkRetry(_ prior: EventRecord, requestID: String, rpc: String, target: String) throws {
+    guard !rpc.isEmpty, let event = try? GatewayEvent.decode(prior), !event.requestRpc.isEmpty else { return }
+    guard event.requestRpc != rpc || event.requestTarget != target else { return }
+    let earlier = event.requestTarget.isEmpty ? event.requestRpc : "\(event.requestRpc) of \(event.requestTarget)"
+    throw RPCErrors.invalidArgument(
+      field: "request_id",
+      "request id \(requestID.debugDescription) was already used by \(earlier) (seq \(prior.seq)); a different request needs a new request id")
+  }
+
+  /// Whether `decision` claims a key an in-flight command holds (exclusive against anything, shared
+  /// against exclusive).
+  private func claimsConflict(_ decision: Decision) -> Bool {
+    decision.claims.contains { claims.contains($0) || sharedClaims[$0] != nil }
+      || decision.sharedClaims.contains { claims.contains($0) }
+  }
+
+  /// Suspends until some in-flight command releases its claims.
+  private func claimReleased() async {
+    await withCheckedContinuation { claimWaiters.append($0) }
+  }
+
+  private func release(_ decision: Decision) {
+    claims.subtract(decision.claims)
+    for c in decision.sharedClaims {
+      let n = (sharedClaims[c] ?? 1) - 1
+      sharedClaims[c] = n > 0 ? n : nil
     }
-    claims.formUnion(decision.claims)
-    defer { claims.subtract(decision.claims) }
-    let rid = requestID.isEmpty ? RandomID.uuid() : requestID
-    let events = decision.events.map { $0.newEvent(actor: actor, requestID: rid) }
-    let started = ContinuousClock.now
-    let range: ClosedRange<UInt64>
-    do {
-      range = try await log.append(events, expecting: decision.expecting)
-    } catch let e as EventLogError {
-      throw RPCErrors.from(e)
-    }
-    metrics?.recordAppend(seconds: (ContinuousClock.now - started).seconds)
-    try catchUp()
-    return (state, range, decision)
+    let waiters = claimWaiters
+    claimWaiters.removeAll()
+    for w in waiters { w.resume() }
   }
 
   /// Appends events decided by a reactor (actor `system` unless given), e.g. driver outcomes.
@@ -99,15 +167,37 @@ public actor GatewayStore {
       throw RPCErrors.from(e)
     }
     metrics?.setHeadSeq(state.lastSeq)
-    if state.lastSeq - lastSnapshotSeq >= snapshotInterval { snapshot() }
+    if state.lastSeq - lastSnapshotSeq >= snapshotInterval { snapshotInBackground() }
   }
 
-  /// Writes a snapshot of the current state (errors are logged; the log stays the source of truth).
-  public func snapshot() {
+  /// Takes a periodic snapshot off the command path (issue 16: encoding and the fsync'd write blocked every
+  /// command while the actor waited): the state is a value, so a copy is encoded and written by a detached
+  /// task while commands go on. At most one such task runs; a due snapshot while one runs waits for the next.
+  private func snapshotInBackground() {
+    guard state.lastSeq > lastSnapshotSeq, backgroundSnapshot == nil else { return }
+    let copy = state
+    lastSnapshotSeq = copy.lastSeq
+    let (log, logger) = (self.log, self.logger)
+    backgroundSnapshot = Task.detached(priority: .utility) { [weak self] in
+      Self.write(copy, to: log, logger: logger)
+      await self?.backgroundSnapshotEnded()
+    }
+  }
+
+  private func backgroundSnapshotEnded() { backgroundSnapshot = nil }
+
+  /// Writes a snapshot of the current state now, after any background snapshot has finished (shutdown,
+  /// tests). Errors are logged; the log stays the source of truth.
+  public func snapshot() async {
+    await backgroundSnapshot?.value
     guard state.lastSeq > lastSnapshotSeq else { return }
+    lastSnapshotSeq = state.lastSeq
+    Self.write(state, to: log, logger: logger)
+  }
+
+  private static func write(_ state: GatewayState, to log: EventLog, logger: Logger) {
     do {
       try log.saveSnapshot(name: SnapshotCodec.projectionName, seq: state.lastSeq, bytes: SnapshotCodec.encode(state))
-      lastSnapshotSeq = state.lastSeq
     } catch {
       logger.warning("snapshot at seq \(state.lastSeq) failed: \(error)")
     }

@@ -22,30 +22,30 @@ public final class InferenceService: Openshell_Inference_V1_Inference.SimpleServ
   let store: GatewayStore
   let vault: SecretVault?
   let hub: SupervisorHub?
-  let providerChanges: AsyncStream<ProviderChange>
   /// Verification timeout of `SetInferenceRoute` (OpenShell: 30 s).
   let probeTimeout: TimeInterval
   private let watchers = Mutex<[UUID: AsyncStream<Void>.Continuation]>([:])
   private let logger = Logger(label: "openshell.gateway.inference")
 
-  /// Subscribes to provider changes at once (``run()`` consumes them).
-  public init(store: GatewayStore, vault: SecretVault?, hub: SupervisorHub?, providerEvents: ProviderEvents, probeTimeout: TimeInterval = 30) {
+  /// The republisher's checkpoint in the log (``ProviderChangeFeed``).
+  public static let checkpointName = "inference-republish"
+
+  public init(store: GatewayStore, vault: SecretVault?, hub: SupervisorHub?, probeTimeout: TimeInterval = 30) {
     self.store = store
     self.vault = vault
     self.hub = hub
-    self.providerChanges = providerEvents.subscribe()
     self.probeTimeout = probeTimeout
   }
 
   /// Republishes the bundle after provider changes (credential rotation, base URL, deletion) and
   /// wakes bundle watchers. Runs until cancelled.
   public func run() async {
-    // A gateway restart may have missed nothing (publication is part of each command), but a crash
-    // between a provider change and its publication would; publish once at start if stale.
+    // Publication is part of each inference command; provider changes (a rotated key, a new base URL)
+    // follow the log from a checkpoint, so a crash between a change and its republication is caught up at
+    // start. Once more at start in case the bundle is stale for another reason (an older gateway's log).
     await republishIfChanged()
-    for await _ in providerChanges {
-      if Task.isCancelled { return }
-      await republishIfChanged()
+    await ProviderChangeFeed.follow(store: store, checkpoint: Self.checkpointName) { _ in
+      await self.republishIfChanged()
     }
   }
 

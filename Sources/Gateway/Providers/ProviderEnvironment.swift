@@ -47,30 +47,29 @@ enum ProviderEnvironmentResolver {
   }
 }
 
-/// Pushes provider-environment changes to running sandboxes: for every ``ProviderChange`` it sends
-/// each affected sandbox's connected supervisor a `ConfigUpdate{provider_environment}` with the full,
-/// freshly resolved environment (no polling; delivery is immediate). Sandboxes without a connected
-/// supervisor are skipped: they fetch the environment with `GetSandboxProviderEnvironment` when their
-/// supervisor (re)starts.
+/// Pushes provider-environment changes to running sandboxes: for every ``ProviderChange`` (followed from the
+/// log, ``ProviderChangeFeed``, checkpoint ``checkpointName``) it sends each affected sandbox's connected
+/// supervisor a `ConfigUpdate{provider_environment}` with the full, freshly resolved environment (no
+/// polling; delivery is immediate, and after a crash the changes not yet handled are pushed at start).
+/// Sandboxes without a connected supervisor are skipped: they fetch the environment with
+/// `GetSandboxProviderEnvironment` when their supervisor (re)starts.
 public struct ProviderDelivery: Sendable {
+  /// The delivery's checkpoint in the log.
+  public static let checkpointName = "provider-delivery"
   let store: GatewayStore
   let vault: SecretVault
   let hub: SupervisorHub
-  let changes: AsyncStream<ProviderChange>
   private let logger = Logger(label: "openshell.gateway.providers")
 
-  /// Subscribes at once, so no change published after `init` is missed.
-  public init(store: GatewayStore, vault: SecretVault, hub: SupervisorHub, events: ProviderEvents) {
+  public init(store: GatewayStore, vault: SecretVault, hub: SupervisorHub) {
     self.store = store
     self.vault = vault
     self.hub = hub
-    self.changes = events.subscribe()
   }
 
   /// Runs until the task is cancelled.
   public func run() async {
-    for await change in changes {
-      if Task.isCancelled { return }
+    await ProviderChangeFeed.follow(store: store, checkpoint: Self.checkpointName) { change in
       let state = await store.state
       for id in change.sandboxIDs { await push(id, state: state) }
     }
@@ -107,24 +106,5 @@ public struct ProviderDelivery: Sendable {
       }
     }
     return hub.send(message, to: sandboxID)
-  }
-}
-
-/// Crypto-shredding leftovers: data keys that no live provider references (a crash between a
-/// `provider.deleted` append and the key's destruction, or a create that failed after its key was
-/// made). Run at start-up, before the gateway serves.
-enum ProviderKeyJanitor {
-  /// - Returns: the key ids destroyed.
-  @discardableResult
-  static func shredOrphans(vault: SecretVault, state: GatewayState) -> [String] {
-    let live = Set(state.providers.values.map(\.dataKeyID))
-    let files = (try? FileManager.default.contentsOfDirectory(atPath: vault.directory + "/data")) ?? []
-    var destroyed: [String] = []
-    for f in files where f.hasPrefix("dk-") && f.hasSuffix(".key") {
-      let id = String(f.dropLast(4))
-      guard !live.contains(id) else { continue }
-      if (try? vault.destroyDataKey(id)) != nil { destroyed.append(id) }
-    }
-    return destroyed
   }
 }

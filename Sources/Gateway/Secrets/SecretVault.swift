@@ -51,11 +51,21 @@ public final class SecretVault: @unchecked Sendable {
   /// Creates a new data key and returns its id (`dk-<uuid>`).
   public func createDataKey() throws -> String {
     let id = "dk-" + RandomID.uuid()
+    try createDataKey(id: id)
+    return id
+  }
+
+  /// Creates a new data key under a caller-chosen id (`dk-` followed by letters, digits and `-`; e.g. a
+  /// sandbox's environment key). A key that already exists is replaced: values sealed under it are lost.
+  /// - Throws: `VaultError` for a malformed id or when the key file cannot be written.
+  public func createDataKey(id: String) throws {
+    guard id.hasPrefix("dk-"), id.count <= 100, id.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }) else {
+      throw VaultError(message: "malformed data key id \(id.debugDescription)")
+    }
     let key = SymmetricKey(size: .bits256)
     let wrapped = try AES.GCM.seal(key.withUnsafeBytes { Data($0) }, using: masterKey, authenticating: Data(id.utf8))
     guard let combined = wrapped.combined else { throw VaultError(message: "cannot wrap data key") }
     try Self.writePrivate(combined, to: keyPath(id))
-    return id
   }
 
   /// Seals `value` under the data key `keyID`, bound to the credential `name`.

@@ -117,23 +117,23 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
   let hub = try SupervisorHub(
     logDirectory: configuration.dataDirectory + "/sandbox-logs",
     tokenKeyPath: configuration.dataDirectory + "/pki/sandbox-token.key", staleAfter: configuration.supervisorStaleAfter)
+  // Provider credentials and sandbox environments: master key in DATA/keys (outside the log dir);
+  // orphaned data keys are shredded.
+  let vault = try SecretVault(directory: configuration.dataDirectory + "/keys")
+  DataKeyJanitor.shredOrphans(vault: vault, state: await store.state)
   let driver: LocalComputeDriver? = configuration.computeDriver == "local"
     ? LocalComputeDriver(
-      dataDirectory: configuration.dataDirectory, pki: pki, hub: hub,
+      dataDirectory: configuration.dataDirectory, pki: pki, hub: hub, vault: vault,
       usesTLS: configuration.security.usesTLS, supervisorBinary: configuration.supervisorBinary,
       simulateNoLandlock: configuration.simulateNoLandlock, upstreamTrustFile: configuration.upstreamTrustFile)
     : nil
   // The genuine supervisor of each sandbox is the instance the driver launched (session takeovers, issue 17).
   if let driver { hub.setExpectedInstance { id in driver.loadInstance(id)?.instanceID } }
-  // Provider credentials: master key in DATA/keys (outside the log dir); orphaned data keys are shredded.
-  let vault = try SecretVault(directory: configuration.dataDirectory + "/keys")
-  ProviderKeyJanitor.shredOrphans(vault: vault, state: await store.state)
-  let providerEvents = ProviderEvents()
-  let delivery = ProviderDelivery(store: store, vault: vault, hub: hub, events: providerEvents)
+  let delivery = ProviderDelivery(store: store, vault: vault, hub: hub)
   let sshSettings = SSHTunnelSettings(sessionTTLSeconds: configuration.sshSessionTTLSeconds)
   let service = OpenShellService(
-    store: store, driver: driver, version: gatewayVersion, hub: hub, vault: vault, providerEvents: providerEvents, ssh: sshSettings)
-  let inference = InferenceService(store: store, vault: vault, hub: hub, providerEvents: providerEvents)
+    store: store, driver: driver, version: gatewayVersion, hub: hub, vault: vault, ssh: sshSettings)
+  let inference = InferenceService(store: store, vault: vault, hub: hub)
   let registry = PeerCertificateRegistry()
   // Refused calls are aggregated per (identity, RPC, code, reason) per window before they are logged.
   let refusals = RefusalAggregator(log: log, window: configuration.refusalWindow)
@@ -166,6 +166,10 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
     }
     group.addTask {
       await inference.run()
+      return false
+    }
+    group.addTask {
+      await SandboxEnvironmentShredder(store: store, vault: vault).run()
       return false
     }
     if let signer {

@@ -104,7 +104,7 @@ extension OpenShellService {
     let policy = PolicyRules.normalized(request.policy)
     let hash = PolicyRules.hash(policy)
     let (actor, _) = try dualCaller("UpdateConfig", for: await store.state.sandboxes[sandboxID])
-    let result = try await store.execute(actor: actor, requestID: request.requestID) { state in
+    let result = try await store.execute(actor: actor, requestID: request.requestID, rpc: "UpdateConfig", target: Self.configTarget(request)) { state in
       guard let s = state.sandboxes[sandboxID] else { throw RPCErrors.notFound("sandbox \(sandboxID)") }
       guard s.phase != .deleting else { throw RPCErrors.failedPrecondition("sandbox \(s.workspace)/\(s.name) is being deleted") }
       if state.globalPolicyActive {
@@ -152,7 +152,7 @@ extension OpenShellService {
     if !unsafe.isEmpty { throw RPCErrors.invalidArgument(field: "policy", PolicyRules.unsafeMessage(unsafe)) }
     let policy = PolicyRules.normalized(request.policy)
     let hash = PolicyRules.hash(policy)
-    let result = try await store.execute(actor: CallerIdentity.current.actor, requestID: request.requestID) { state in
+    let result = try await store.execute(actor: CallerIdentity.current.actor, requestID: request.requestID, rpc: "UpdateConfig", target: Self.configTarget(request)) { state in
       let g = state.globalPolicy
       if state.globalPolicyActive, let active = g.revision(g.activeVersion), active.contentSHA256 == hash {
         return Decision(events: [], target: "\(active.version)", noop: true)
@@ -194,7 +194,7 @@ extension OpenShellService {
     var actor = CallerIdentity.current.actor
     if let sandbox { actor = try dualCaller("UpdateConfig", for: await store.state.sandboxes[sandbox]).actor }
     let storedValue = stored
-    let result = try await store.execute(actor: actor, requestID: request.requestID) { state in
+    let result = try await store.execute(actor: actor, requestID: request.requestID, rpc: "UpdateConfig", target: Self.configTarget(request)) { state in
       if key == SettingsRegistry.reservedPolicyKey {
         guard state.globalPolicyActive else { return Decision(events: [], noop: true) }
         let v = state.globalPolicy.activeVersion
@@ -332,5 +332,13 @@ extension OpenShellService {
         }
       }, to: id)
     }
+  }
+}
+
+extension OpenShellService {
+  /// UpdateConfig's idempotency target: the sandbox (or `(global)`) and the setting key, as requested.
+  static func configTarget(_ r: Openshell_V1_UpdateConfigRequest) -> String {
+    let scope = r.global ? "(global)" : r.sandbox
+    return requestTarget(r.workspaceScope, r.settingKey.isEmpty ? scope : "\(scope):\(r.settingKey)")
   }
 }

@@ -20,6 +20,7 @@ enum Wire {
     out.metadata.resourceVersion = s.resourceVersion
     if let d = s.deletionRequestedNs { out.metadata.deletionTime = timestamp(ns: d) }
     out.spec = (try? Openshell_V1_SandboxSpec(serializedBytes: s.spec)) ?? Openshell_V1_SandboxSpec()
+    SandboxEnvironmentSecrets.redact(&out.spec, s.sealedEnvironment)
     out.status.phase = Openshell_V1_SandboxPhase(rawValue: s.phase.rawValue) ?? .unknown
     out.status.conditions = s.conditions.map { c in
       var w = Openshell_V1_SandboxCondition()

@@ -38,11 +38,13 @@ extension OpenShellService {
     let channel = try await hub.openRelay(sandboxID: sandbox.id, service: SandboxProtocol.execService)
     defer { channel.finish() }
     // The session is on record before the command runs (issue 12); arguments holding any provider secret of
-    // the workspace are redacted.
+    // the workspace or any of this sandbox's sealed environment values are redacted.
     let actor = CallerIdentity.current.actor
     let execID = RandomID.uuid()
     let started = ContinuousClock.now
-    let secrets = vault.map { AuditRecorder.providerSecrets(workspace: sandbox.workspace, state: state, vault: $0) } ?? []
+    let secrets = vault.map {
+      AuditRecorder.providerSecrets(workspace: sandbox.workspace, state: state, vault: $0) + SandboxEnvironmentSecrets.sealedValues(of: sandbox, vault: $0)
+    } ?? []
     try await audit.execStarted(sandboxID: sandbox.id, execID: execID, command: request.command, tty: request.tty, secrets: secrets, actor: actor)
     channel.send(try resolved.serializedData())
     // gRPC reports a cancelled RPC (the client went away, its deadline passed) through the context's

@@ -16,7 +16,6 @@ public struct OpenShellService: Openshell_V1_OpenShell.SimpleServiceProtocol, Se
   /// Envelope encryption of provider credentials (nil: provider RPCs that need secrets fail).
   let vault: SecretVault?
   /// Provider changes that affect sandbox environments (delivery to supervisors subscribes).
-  public let providerEvents: ProviderEvents
   /// Audit records of reads and sessions (credential disclosures, exec sessions).
   var audit: AuditRecorder { AuditRecorder(store: store) }
   /// SSH session lifetime and the address CreateSshSession returns.
@@ -27,7 +26,7 @@ public struct OpenShellService: Openshell_V1_OpenShell.SimpleServiceProtocol, Se
   ///     start and delete complete at once because nothing runs).
   public init(
     store: GatewayStore, driver: (any ComputeDriver)?, version: String, hub: SupervisorHub? = nil,
-    vault: SecretVault? = nil, providerEvents: ProviderEvents = ProviderEvents(), ssh: SSHTunnelSettings = SSHTunnelSettings()
+    vault: SecretVault? = nil, ssh: SSHTunnelSettings = SSHTunnelSettings()
   ) {
     self.ssh = ssh
     self.store = store
@@ -35,7 +34,6 @@ public struct OpenShellService: Openshell_V1_OpenShell.SimpleServiceProtocol, Se
     self.version = version
     self.hub = hub
     self.vault = vault
-    self.providerEvents = providerEvents
   }
 
   // MARK: identity

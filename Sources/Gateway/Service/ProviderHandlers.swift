@@ -119,7 +119,7 @@ extension OpenShellService {
     }
     let result: (state: GatewayState, seqs: ClosedRange<UInt64>?, decision: Decision)
     do {
-      result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
+      result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "CreateProvider", target: Self.requestTarget(request.workspaceScope, request.provider.metadata.name)) { state in
         let ws = try workspace(request.workspaceScope, state)
         var name = p.metadata.name
         if name.isEmpty {
@@ -137,7 +137,8 @@ extension OpenShellService {
           $0.credentials = sealed
           $0.dataKeyID = keyID
         }))
-        return Decision(events: [event], claims: ["provider/\(ws)/\(name)"], expecting: [.provider(id): .noStream], target: id)
+        return Decision(
+          events: [event], claims: ["provider/\(ws)/\(name)"], sharedClaims: ["workspace/\(ws)"], expecting: [.provider(id): .noStream], target: id)
       }
     } catch {
       try? vault.destroyDataKey(keyID)
@@ -177,7 +178,7 @@ extension OpenShellService {
     try checkCredentials(p.credentials, field: "provider.credentials", update: true)
     try checkConfig(p.config, field: "provider.config")
     let requestedType = p.type.isEmpty ? nil : try providerType(p.type)
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
+    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "UpdateProvider", target: Self.requestTarget(request.workspaceScope, request.provider.metadata.name)) { state in
       let ws = try workspace(request.workspaceScope, state)
       guard let cur = state.provider(named: name, workspace: ws) else { throw RPCErrors.notFound("provider \(ws)/\(name)") }
       if let requestedType, requestedType != cur.type {
@@ -223,11 +224,6 @@ extension OpenShellService {
       return Decision(events: events, claims: ["provider-id/\(cur.id)"], target: cur.id)
     }
     guard let updated = result.state.providers[result.decision.target] else { throw RPCErrors.notFound("provider \(name)") }
-    if let seqs = result.seqs {
-      let changedKeys = p.credentials.keys.sorted()
-      publishProviderChange(
-        changedKeys.isEmpty ? .updated : .rotated, provider: updated, keys: changedKeys, state: result.state, seq: seqs.upperBound)
-    }
     return .with { $0.provider = Wire.provider(updated) }
   }
 
@@ -243,7 +239,7 @@ extension OpenShellService {
     let vault = try requireVault("DeleteProvider")
     let force = ProviderCall.force
     let before = await store.state
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
+    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "DeleteProvider", target: Self.requestTarget(request.workspaceScope, request.name)) { state in
       let ws = try workspace(request.workspaceScope, state)
       guard let p = state.provider(named: request.name, workspace: ws) else {
         if request.allowMissing { return Decision(events: []) }
@@ -283,10 +279,6 @@ extension OpenShellService {
     let known = before.providers[id].map { (name: $0.name, workspace: $0.workspace, keyID: $0.dataKeyID) }
     if let p = known ?? (try? priorProvider(id)) {
       do { try vault.destroyDataKey(p.keyID) } catch { throw RPCError(code: .internalError, message: "provider deleted but its data key could not be destroyed: \(error)") }
-      if let seqs = result.seqs {
-        let detached = before.sandboxList(workspace: p.workspace).filter { $0.providers.contains(p.name) }.map(\.id)
-        providerEvents.publish(ProviderChange(kind: .deleted, providerID: id, provider: p.name, workspace: p.workspace, credentialKeys: [], sandboxIDs: detached, seq: seqs.upperBound))
-      }
     }
     return .with { $0.outcome = .completed }
   }
@@ -387,7 +379,7 @@ extension OpenShellService {
 
   public func attachSandboxProvider(request: Openshell_V1_AttachSandboxProviderRequest, context: ServerContext) async throws -> Openshell_V1_AttachSandboxProviderResponse {
     let caller = try userCaller("AttachSandboxProvider")
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
+    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "AttachSandboxProvider", target: Self.requestTarget(request.workspaceScope, "\(request.sandbox)/\(request.provider)")) { state in
       let (s, ws) = try attachmentTarget(state, request.workspaceScope, request.sandbox, request.expectedResourceVersion)
       guard state.provider(named: request.provider, workspace: ws) != nil else {
         throw RPCErrors.failedPrecondition("provider \(request.provider) does not exist in workspace \(ws)")
@@ -398,9 +390,6 @@ extension OpenShellService {
       return Decision(events: [event], claims: ["sandbox-id/\(s.id)"], target: s.id)
     }
     guard let s = result.state.sandboxes[result.decision.target] else { throw RPCErrors.notFound("sandbox \(request.sandbox)") }
-    if let seqs = result.seqs, let p = result.state.provider(named: request.provider, workspace: s.workspace) {
-      providerEvents.publish(ProviderChange(kind: .attached, providerID: p.id, provider: p.name, workspace: p.workspace, credentialKeys: [], sandboxIDs: [s.id], seq: seqs.upperBound))
-    }
     return .with {
       $0.sandbox = Wire.sandbox(s, state: result.state)
       $0.attached = s.providers.contains(request.provider)
@@ -409,17 +398,13 @@ extension OpenShellService {
 
   public func detachSandboxProvider(request: Openshell_V1_DetachSandboxProviderRequest, context: ServerContext) async throws -> Openshell_V1_DetachSandboxProviderResponse {
     let caller = try userCaller("DetachSandboxProvider")
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
+    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "DetachSandboxProvider", target: Self.requestTarget(request.workspaceScope, "\(request.sandbox)/\(request.provider)")) { state in
       let (s, _) = try attachmentTarget(state, request.workspaceScope, request.sandbox, request.expectedResourceVersion)
       guard s.providers.contains(request.provider) else { return Decision(events: [], target: s.id, noop: true) }
       let event = GatewayEvent(.sandboxProviderDetached(.with { $0.sandboxID = s.id; $0.provider = request.provider }))
       return Decision(events: [event], claims: ["sandbox-id/\(s.id)"], target: s.id)
     }
     guard let s = result.state.sandboxes[result.decision.target] else { throw RPCErrors.notFound("sandbox \(request.sandbox)") }
-    if let seqs = result.seqs {
-      let p = result.state.provider(named: request.provider, workspace: s.workspace)
-      providerEvents.publish(ProviderChange(kind: .detached, providerID: p?.id ?? "", provider: request.provider, workspace: s.workspace, credentialKeys: [], sandboxIDs: [s.id], seq: seqs.upperBound))
-    }
     return .with {
       $0.sandbox = Wire.sandbox(s, state: result.state)
       $0.detached = !s.providers.contains(request.provider)
@@ -435,11 +420,6 @@ extension OpenShellService {
       throw RPCError(code: .aborted, message: "sandbox \(ws)/\(name) is at resource version \(s.resourceVersion), not \(expected); re-read it and retry")
     }
     return (s, ws)
-  }
-
-  func publishProviderChange(_ kind: ProviderChange.Kind, provider p: ProviderRecord, keys: [String], state: GatewayState, seq: UInt64) {
-    let users = ProviderEnvironmentResolver.users(of: p.name, workspace: p.workspace, in: state).map(\.id)
-    providerEvents.publish(ProviderChange(kind: kind, providerID: p.id, provider: p.name, workspace: p.workspace, credentialKeys: keys, sandboxIDs: users, seq: seq))
   }
 }
 

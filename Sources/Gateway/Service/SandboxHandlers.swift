@@ -1,6 +1,7 @@
 import EventLog
 import Foundation
 import GRPCCore
+import Logging
 import OpenShellAPI
 import PolicyKit
 import Projections
@@ -10,10 +11,12 @@ extension OpenShellService {
   public func createSandbox(request: Openshell_V1_CreateSandboxRequest, context: ServerContext) async throws -> Openshell_V1_SandboxResponse {
     let caller = try userCaller("CreateSandbox")
     // A retried request returns what the first attempt created.
-    if let prior = await existingSandbox(forRequest: request.requestID) { return prior }
+    if let prior = try await existingSandbox(forRequest: request.requestID, target: Self.requestTarget(request.workspaceScope, request.name)) {
+      return prior
+    }
     try ObjectLimits.checkSandbox(request)
     try Self.validateSpec(request.spec)
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
+    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "CreateSandbox", target: Self.requestTarget(request.workspaceScope, request.name)) { state in
       let ws = try workspace(request.workspaceScope, state)
       var name = request.name
       if name.isEmpty {
@@ -64,9 +67,12 @@ extension OpenShellService {
       // The template's workload is folded into the recorded spec, so that the sandbox gets it (and a later
       // change of the template does not change a sandbox created from an earlier version).
       let effective = template.map { Self.merged(request.spec, template: $0) } ?? request.spec
-      let spec = Wire.deterministicBytes(effective)
-      if let driver, let why = driver.unsupported(spec: spec) { throw RPCErrors.failedPrecondition(why) }
+      if let driver, let why = driver.unsupported(spec: Wire.deterministicBytes(effective)) { throw RPCErrors.failedPrecondition(why) }
       let id = RandomID.uuid()
+      // Environment values are sealed under the sandbox's own data key, never recorded in plain text. A key
+      // made here for an event that is then not appended is an orphan the start-up janitor destroys.
+      let sealed = try Self.sealEnvironment(effective, sandboxID: id, vault: vault)
+      let spec = Wire.deterministicBytes(sealed.spec)
       let requested = GatewayEvent(.sandboxRequested(.with {
         $0.id = id
         $0.name = name
@@ -77,19 +83,53 @@ extension OpenShellService {
         $0.templateName = request.workloadTemplate
         $0.templateVersion = templateVersion
         $0.providers = request.spec.providers
+        $0.envKeyID = sealed.keyID
+        $0.sealedEnvironment = sealed.environment
+        $0.sealedTemplateEnvironment = sealed.templateEnvironment
         $0.serviceExposures = request.serviceExposures.map { e in
           .with { $0.service = e.service; $0.targetPort = e.targetPort; $0.authorizationMode = Int32(e.authorizationMode.rawValue) }
         }
       }))
       // Revision 1 (the creation policy) is recorded with the sandbox, pending until its supervisor loads it.
       let initial = request.spec.hasPolicy ? [ConfigModel.initialRevision(sandboxID: id, request.spec.policy)] : []
-      return Decision(events: [requested] + initial, claims: ["sandbox/\(ws)/\(name)"], expecting: [.sandbox(id): .noStream])
+      return Decision(
+        events: [requested] + initial, claims: ["sandbox/\(ws)/\(name)"], sharedClaims: ["workspace/\(ws)"], expecting: [.sandbox(id): .noStream])
+    }
+    // A retry that raced its first attempt (it waited for that append) returns what the attempt created.
+    if result.seqs == nil, let prior = try await existingSandbox(forRequest: request.requestID, target: Self.requestTarget(request.workspaceScope, request.name)) {
+      return prior
     }
     guard let seqs = result.seqs, let record = try store.log.record(at: seqs.lowerBound),
       case .sandboxRequested(let e)? = try GatewayEvent.decode(record).kind,
       let sandbox = result.state.sandboxes[e.id]
     else { throw RPCError(code: .internalError, message: "sandbox was recorded but is not in the projection") }
     return .with { $0.sandbox = Wire.sandbox(sandbox, state: result.state) }
+  }
+
+  /// The object a request names, for idempotency (``GatewayStore/execute(actor:requestID:rpc:target:_:)``):
+  /// `<workspace as requested>/<name as requested>` (either may be empty: the default workspace, a generated name).
+  static func requestTarget(_ scope: Openshell_Datamodel_V1_WorkspaceSelector, _ name: String) -> String {
+    "\(scope.workspace)/\(name)"
+  }
+
+  /// `spec` with its environment values sealed for sandbox `sandboxID` (``SandboxEnvironmentSecrets``).
+  /// - Throws: FAILED_PRECONDITION when values are given and the gateway has no vault; RESOURCE_EXHAUSTED
+  ///   when the disk is full; INTERNAL (details in the gateway log, never the values) otherwise.
+  static func sealEnvironment(_ spec: Openshell_V1_SandboxSpec, sandboxID: String, vault: SecretVault?) throws -> SandboxEnvironmentSecrets.Sealed {
+    guard let vault else {
+      if spec.environment.values.contains(where: { !$0.isEmpty }) || spec.template.environment.values.contains(where: { !$0.isEmpty }) {
+        throw RPCErrors.failedPrecondition("this gateway has no secret vault, so it cannot store environment values; nothing was recorded")
+      }
+      return .init(spec: spec, keyID: "", environment: [:], templateEnvironment: [:])
+    }
+    do {
+      return try SandboxEnvironmentSecrets.seal(spec, sandboxID: sandboxID, vault: vault)
+    } catch let e as SecretVault.VaultError where e.errno == ENOSPC || e.errno == EDQUOT {
+      throw RPCError(code: .resourceExhausted, message: "the gateway's disk is full: cannot store the sandbox's environment key; nothing was recorded; free space on the gateway host and retry")
+    } catch {
+      Logger(label: "openshell.gateway.sandboxes").error("CreateSandbox: cannot seal the environment: \(error)")
+      throw RPCError(code: .internalError, message: "cannot seal the sandbox's environment values (see the gateway log); nothing was recorded")
+    }
   }
 
   /// Checks of the request's spec that need no state and no compute driver: environment variable names,
@@ -135,12 +175,18 @@ extension OpenShellService {
   }
 
   /// The sandbox created by an earlier request with this request id, if any.
-  func existingSandbox(forRequest requestID: String) async -> Openshell_V1_SandboxResponse? {
+  /// - Throws: INVALID_ARGUMENT when the request id was used by another request
+  ///   (``GatewayStore/checkRetry(_:requestID:rpc:target:)``); NOT_FOUND when the sandbox that request
+  ///   created has been deleted since.
+  func existingSandbox(forRequest requestID: String, target: String) async throws -> Openshell_V1_SandboxResponse? {
     guard !requestID.isEmpty else { return nil }
     let state = await store.state
-    guard let seq = state.requests[requestID], let record = try? store.log.record(at: seq),
-      record.aggregate.kind == "sandbox", let s = state.sandboxes[record.aggregate.id]
-    else { return nil }
+    guard let seq = state.requests[requestID], let record = try? store.log.record(at: seq) else { return nil }
+    try GatewayStore.checkRetry(record, requestID: requestID, rpc: "CreateSandbox", target: target)
+    guard record.aggregate.kind == "sandbox" else { return nil }
+    guard let s = state.sandboxes[record.aggregate.id] else {
+      throw RPCError(code: .notFound, message: "the sandbox created by request \(requestID.debugDescription) (id \(record.aggregate.id)) has been deleted since")
+    }
     return .with { $0.sandbox = Wire.sandbox(s, state: state) }
   }
 
@@ -169,7 +215,7 @@ extension OpenShellService {
 
   public func deleteSandbox(request: Openshell_V1_DeleteSandboxRequest, context: ServerContext) async throws -> Openshell_V1_DeleteSandboxResponse {
     let caller = try userCaller("DeleteSandbox")
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
+    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "DeleteSandbox", target: Self.requestTarget(request.workspaceScope, request.name)) { state in
       let ws = try workspace(request.workspaceScope, state)
       guard let s = state.sandbox(named: request.name, workspace: ws) else {
         if request.allowMissing { return Decision(events: []) }
@@ -196,7 +242,7 @@ extension OpenShellService {
 
   public func stopSandbox(request: Openshell_V1_StopSandboxRequest, context: ServerContext) async throws -> Openshell_V1_SandboxResponse {
     let caller = try userCaller("StopSandbox")
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
+    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "StopSandbox", target: Self.requestTarget(request.workspaceScope, request.name)) { state in
       let ws = try workspace(request.workspaceScope, state)
       guard let s = state.sandbox(named: request.name, workspace: ws) else { throw RPCErrors.notFound("sandbox \(ws)/\(request.name)") }
       switch s.phase {
@@ -214,7 +260,7 @@ extension OpenShellService {
 
   public func startSandbox(request: Openshell_V1_StartSandboxRequest, context: ServerContext) async throws -> Openshell_V1_SandboxResponse {
     let caller = try userCaller("StartSandbox")
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
+    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "StartSandbox", target: Self.requestTarget(request.workspaceScope, request.name)) { state in
       let ws = try workspace(request.workspaceScope, state)
       guard let s = state.sandbox(named: request.name, workspace: ws) else { throw RPCErrors.notFound("sandbox \(ws)/\(request.name)") }
       switch s.phase {

@@ -10,7 +10,7 @@ extension OpenShellService {
   public func createWorkspace(request: Openshell_V1_CreateWorkspaceRequest, context: ServerContext) async throws -> Openshell_V1_CreateWorkspaceResponse {
     let caller = try userCaller("CreateWorkspace")
     try ObjectLimits.checkCount(request.labels, field: "labels")
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
+    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "CreateWorkspace", target: request.name) { state in
       if let v = NameRule.violation(request.name) { throw RPCErrors.invalidArgument(field: "name", "workspace name \(request.name.debugDescription) \(v)") }
       guard state.workspace(named: request.name) == nil else { throw RPCErrors.alreadyExists("workspace \(request.name)") }
       for (k, v) in request.labels { if let m = LabelRule.violation(key: k, value: v) { throw RPCErrors.invalidArgument(field: "labels", m) } }
@@ -42,7 +42,7 @@ extension OpenShellService {
 
   public func deleteWorkspace(request: Openshell_V1_DeleteWorkspaceRequest, context: ServerContext) async throws -> Openshell_V1_DeleteWorkspaceResponse {
     let caller = try userCaller("DeleteWorkspace")
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
+    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "DeleteWorkspace", target: request.name) { state in
       if request.name == GatewayState.defaultWorkspace { throw RPCErrors.failedPrecondition("the default workspace cannot be deleted") }
       guard let w = state.workspaces[request.name] else {
         if request.allowMissing { return Decision(events: []) }
@@ -69,7 +69,7 @@ extension OpenShellService {
     let caller = try userCaller("CreateSandboxTemplate")
     try ObjectLimits.checkCount(request.template.metadata.labels, field: "template.metadata.labels")
     try ObjectLimits.checkSpecTotal(request.template, field: "template")
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
+    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "CreateSandboxTemplate", target: Self.requestTarget(request.workspaceScope, request.template.metadata.name)) { state in
       let ws = try workspace(request.workspaceScope, state)
       let meta = request.template.metadata
       if let v = NameRule.violation(meta.name) { throw RPCErrors.invalidArgument(field: "template.metadata.name", "template name \(meta.name.debugDescription) \(v)") }
@@ -84,7 +84,7 @@ extension OpenShellService {
         $0.annotations = meta.annotations
         $0.spec = Wire.deterministicBytes(request.template.spec)
       }))
-      return Decision(events: [event], claims: ["template/\(ws)/\(meta.name)"], target: id)
+      return Decision(events: [event], claims: ["template/\(ws)/\(meta.name)"], sharedClaims: ["workspace/\(ws)"], target: id)
     }
     guard let t = result.state.templates[result.decision.target] else { throw RPCErrors.notFound("sandbox template") }
     return .with { $0.template = Wire.template(t) }
@@ -113,7 +113,7 @@ extension OpenShellService {
 
   public func deleteSandboxTemplate(request: Openshell_V1_DeleteSandboxTemplateRequest, context: ServerContext) async throws -> Openshell_V1_DeleteSandboxTemplateResponse {
     let caller = try userCaller("DeleteSandboxTemplate")
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID) { state in
+    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "DeleteSandboxTemplate", target: Self.requestTarget(request.workspaceScope, request.name)) { state in
       let ws = try workspace(request.workspaceScope, state)
       guard let t = state.template(named: request.name, workspace: ws) else {
         if request.allowMissing { return Decision(events: []) }

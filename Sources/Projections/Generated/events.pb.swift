@@ -222,6 +222,18 @@ public nonisolated struct Openshell_Events_V1_SandboxRequested: Sendable {
   /// provider names attached at creation
   public var providers: [String] = []
 
+  /// Environment values sealed with the sandbox's own data key (issue 16: never plaintext in the log).
+  /// `spec` then carries the variable names with empty values; the key is `env_key_id` in the gateway's
+  /// vault (DATA/keys), destroyed when the sandbox is deleted (crypto-shredding). Logs written before
+  /// this field existed carry the values in `spec` (still honoured).
+  public var envKeyID: String = String()
+
+  /// spec.environment
+  public var sealedEnvironment: Dictionary<String,Data> = [:]
+
+  /// spec.template.environment
+  public var sealedTemplateEnvironment: Dictionary<String,Data> = [:]
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -949,6 +961,13 @@ public nonisolated struct Openshell_Events_V1_GatewayEvent: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
+
+  /// The command that appended this event, set on the first event of a command that carried a request
+  /// id: the RPC name and the target as the request named it. Idempotency is keyed on (request id, RPC,
+  /// target) (issue 16); records written before these fields existed match by request id alone.
+  public var requestRpc: String = String()
+
+  public var requestTarget: String = String()
 
   public var kind: Openshell_Events_V1_GatewayEvent.OneOf_Kind? = nil
 
@@ -1761,7 +1780,7 @@ nonisolated extension Openshell_Events_V1_ServiceExposure: SwiftProtobuf.Message
 
 nonisolated extension Openshell_Events_V1_SandboxRequested: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SandboxRequested"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}workspace\0\u{1}labels\0\u{1}annotations\0\u{1}spec\0\u{3}template_name\0\u{3}template_version\0\u{3}service_exposures\0\u{1}providers\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}workspace\0\u{1}labels\0\u{1}annotations\0\u{1}spec\0\u{3}template_name\0\u{3}template_version\0\u{3}service_exposures\0\u{1}providers\0\u{3}env_key_id\0\u{3}sealed_environment\0\u{3}sealed_template_environment\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1779,6 +1798,9 @@ nonisolated extension Openshell_Events_V1_SandboxRequested: SwiftProtobuf.Messag
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.templateVersion) }()
       case 9: try { try decoder.decodeRepeatedMessageField(value: &self.serviceExposures) }()
       case 10: try { try decoder.decodeRepeatedStringField(value: &self.providers) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.envKeyID) }()
+      case 12: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: &self.sealedEnvironment) }()
+      case 13: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: &self.sealedTemplateEnvironment) }()
       default: break
       }
     }
@@ -1815,6 +1837,15 @@ nonisolated extension Openshell_Events_V1_SandboxRequested: SwiftProtobuf.Messag
     if !self.providers.isEmpty {
       try visitor.visitRepeatedStringField(value: self.providers, fieldNumber: 10)
     }
+    if !self.envKeyID.isEmpty {
+      try visitor.visitSingularStringField(value: self.envKeyID, fieldNumber: 11)
+    }
+    if !self.sealedEnvironment.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: self.sealedEnvironment, fieldNumber: 12)
+    }
+    if !self.sealedTemplateEnvironment.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: self.sealedTemplateEnvironment, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1829,6 +1860,9 @@ nonisolated extension Openshell_Events_V1_SandboxRequested: SwiftProtobuf.Messag
     if lhs.templateVersion != rhs.templateVersion {return false}
     if lhs.serviceExposures != rhs.serviceExposures {return false}
     if lhs.providers != rhs.providers {return false}
+    if lhs.envKeyID != rhs.envKeyID {return false}
+    if lhs.sealedEnvironment != rhs.sealedEnvironment {return false}
+    if lhs.sealedTemplateEnvironment != rhs.sealedTemplateEnvironment {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3505,7 +3539,7 @@ nonisolated extension Openshell_Events_V1_SshTunnelClosed: SwiftProtobuf.Message
 
 nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GatewayEvent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gateway_initialized\0\u{3}gateway_configured\0\u{3}certificate_issued\0\u{4}\u{7}workspace_created\0\u{3}workspace_deleted\0\u{4}\u{4}sandbox_template_created\0\u{3}sandbox_template_deleted\0\u{4}\u{4}sandbox_requested\0\u{3}sandbox_provisioning\0\u{3}sandbox_ready\0\u{3}sandbox_failed\0\u{3}sandbox_stopping\0\u{3}sandbox_stopped\0\u{3}sandbox_starting\0\u{3}sandbox_deleting\0\u{3}sandbox_deleted\0\u{3}sandbox_main_process_exited\0\u{3}sandbox_condition_set\0\u{3}sandbox_network_denials\0\u{4}\u{9}provider_created\0\u{3}provider_updated\0\u{3}provider_credential_rotated\0\u{3}provider_deleted\0\u{3}sandbox_provider_attached\0\u{3}sandbox_provider_detached\0\u{4}\u{5}policy_revision_submitted\0\u{3}policy_revision_loaded\0\u{3}policy_revision_failed\0\u{3}policy_revision_superseded\0\u{3}global_policy_set\0\u{3}global_policy_deleted\0\u{4}\u{5}setting_set\0\u{3}setting_deleted\0\u{4}\u{9}inference_route_set\0\u{3}inference_route_deleted\0\u{3}inference_bundle_published\0\u{4}\u{8}ssh_session_created\0\u{3}ssh_session_revoked\0\u{3}ssh_tunnel_opened\0\u{3}ssh_tunnel_closed\0\u{4}\u{7}audit_checkpoint\0\u{3}access_refused\0\u{3}credentials_disclosed\0\u{3}exec_started\0\u{3}exec_ended\0\u{3}gateway_restored\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gateway_initialized\0\u{3}gateway_configured\0\u{3}certificate_issued\0\u{4}\u{7}workspace_created\0\u{3}workspace_deleted\0\u{4}\u{4}sandbox_template_created\0\u{3}sandbox_template_deleted\0\u{4}\u{4}sandbox_requested\0\u{3}sandbox_provisioning\0\u{3}sandbox_ready\0\u{3}sandbox_failed\0\u{3}sandbox_stopping\0\u{3}sandbox_stopped\0\u{3}sandbox_starting\0\u{3}sandbox_deleting\0\u{3}sandbox_deleted\0\u{3}sandbox_main_process_exited\0\u{3}sandbox_condition_set\0\u{3}sandbox_network_denials\0\u{4}\u{9}provider_created\0\u{3}provider_updated\0\u{3}provider_credential_rotated\0\u{3}provider_deleted\0\u{3}sandbox_provider_attached\0\u{3}sandbox_provider_detached\0\u{4}\u{5}policy_revision_submitted\0\u{3}policy_revision_loaded\0\u{3}policy_revision_failed\0\u{3}policy_revision_superseded\0\u{3}global_policy_set\0\u{3}global_policy_deleted\0\u{4}\u{5}setting_set\0\u{3}setting_deleted\0\u{4}\u{9}inference_route_set\0\u{3}inference_route_deleted\0\u{3}inference_bundle_published\0\u{4}\u{8}ssh_session_created\0\u{3}ssh_session_revoked\0\u{3}ssh_tunnel_opened\0\u{3}ssh_tunnel_closed\0\u{4}\u{7}audit_checkpoint\0\u{3}access_refused\0\u{3}credentials_disclosed\0\u{3}exec_started\0\u{3}exec_ended\0\u{3}gateway_restored\0\u{4}I\u{e}request_rpc\0\u{3}request_target\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4111,6 +4145,8 @@ nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, S
           self.kind = .gatewayRestored(v)
         }
       }()
+      case 1000: try { try decoder.decodeSingularStringField(value: &self.requestRpc) }()
+      case 1001: try { try decoder.decodeSingularStringField(value: &self.requestTarget) }()
       default: break
       }
     }
@@ -4308,10 +4344,18 @@ nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, S
     }()
     case nil: break
     }
+    if !self.requestRpc.isEmpty {
+      try visitor.visitSingularStringField(value: self.requestRpc, fieldNumber: 1000)
+    }
+    if !self.requestTarget.isEmpty {
+      try visitor.visitSingularStringField(value: self.requestTarget, fieldNumber: 1001)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Openshell_Events_V1_GatewayEvent, rhs: Openshell_Events_V1_GatewayEvent) -> Bool {
+    if lhs.requestRpc != rhs.requestRpc {return false}
+    if lhs.requestTarget != rhs.requestTarget {return false}
     if lhs.kind != rhs.kind {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

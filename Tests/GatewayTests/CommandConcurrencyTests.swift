@@ -1,0 +1,106 @@
+import EventLog
+import Foundation
+import Gateway
+import GRPCCore
+import OpenShellAPI
+import Projections
+import Testing
+
+/// Exact answers under concurrency (issue 16): decisions on a state that includes every earlier accepted
+/// command, idempotency keyed on (request id, RPC, target).
+@Suite struct CommandConcurrencyTests {
+  @Test func aRequestIDReusedByAnotherRPCOrTargetIsInvalidAndChangesNothing() async throws {
+    let gw = try await TestGateway.start()
+    try await gw.withClient { api in
+      let created = try await api.createSandbox(.with { $0.name = "once"; $0.requestID = "r1" }).sandbox
+      // A Delete that reuses the Create's id used to report ACCEPTED and delete nothing.
+      do {
+        _ = try await api.deleteSandbox(.with { $0.name = "once"; $0.requestID = "r1" })
+        Issue.record("a Delete reusing a Create's request id was accepted")
+      } catch let e as RPCError {
+        #expect(e.code == .invalidArgument && e.message.contains("already used by CreateSandbox of /once"), "\(e)")
+      }
+      #expect(try await api.getSandbox(.with { $0.name = "once" }).sandbox.metadata.id == created.metadata.id)
+      // The same request again is a retry.
+      #expect(try await api.createSandbox(.with { $0.name = "once"; $0.requestID = "r1" }).sandbox.metadata.id == created.metadata.id)
+      // A Create that reuses a Delete's id used to answer INTERNAL ("recorded", though nothing was).
+      _ = try await api.createSandbox(.with { $0.name = "gone" })
+      _ = try await api.deleteSandbox(.with { $0.name = "gone"; $0.requestID = "d1" })
+      #expect(await rpcCode { _ = try await api.createSandbox(.with { $0.name = "fresh"; $0.requestID = "d1" }) } == .invalidArgument)
+      #expect(await rpcCode { _ = try await api.getSandbox(.with { $0.name = "fresh" }) } == .notFound)
+
+      // CreateProvider reusing an id for another provider used to answer OK with the first provider.
+      func provider(_ name: String) -> Openshell_V1_CreateProviderRequest {
+        .with {
+          $0.provider = .with { $0.metadata.name = name; $0.type = "claude"; $0.credentials = ["ANTHROPIC_API_KEY": "k-\(name)"] }
+          $0.requestID = "p1"
+        }
+      }
+      let a = try await api.createProvider(provider("alpha")).provider
+      #expect(try await api.createProvider(provider("alpha")).provider.metadata.id == a.metadata.id)
+      #expect(await rpcCode { _ = try await api.createProvider(provider("beta")) } == .invalidArgument)
+      #expect(await rpcCode { _ = try await api.getProvider(.with { $0.name = "beta" }) } == .notFound)
+    }
+    await gw.stop()
+  }
+
+  @Test func concurrentRetriesOfOneRequestReturnWhatTheFirstDid() async throws {
+    let gw = try await TestGateway.start()
+    try await gw.withClient { api in
+      let ids = try await withThrowingTaskGroup(of: String.self) { group in
+        for _ in 0..<8 {
+          group.addTask { try await api.createSandbox(.with { $0.name = "same"; $0.requestID = "r-same" }).sandbox.metadata.id }
+        }
+        return try await group.reduce(into: [String]()) { $0.append($1) }
+      }
+      #expect(ids.count == 8 && Set(ids).count == 1, "\(ids)")
+      let requested = try gw.running.store.log.records(from: 1, filter: EventFilter(types: ["sandbox.requested"]))
+      #expect(requested.count == 1)
+    }
+    await gw.stop()
+  }
+
+  @Test func stopAndDeleteRacingAnswerAsIfOneAfterTheOther() async throws {
+    let gw = try await TestGateway.start()
+    try await gw.withClient { api in
+      for i in 0..<12 {
+        let name = "race-\(i)"
+        _ = try await api.createSandbox(.with { $0.name = name })
+        async let stop = rpcCode { _ = try await api.stopSandbox(.with { $0.name = name }) }
+        async let delete = rpcCode { _ = try await api.deleteSandbox(.with { $0.name = name }) }
+        let (s, d) = await (stop, delete)
+        #expect(d == nil, "delete of \(name): \(String(describing: d))")
+        // Stop either ran first (OK) or found the sandbox deleted (NOT_FOUND) — never ALREADY_EXISTS.
+        #expect(s == nil || s == .notFound, "stop of \(name): \(String(describing: s))")
+        #expect(await rpcCode { _ = try await api.getSandbox(.with { $0.name = name }) } == .notFound)
+      }
+    }
+    await gw.stop()
+  }
+
+  @Test func deleteWorkspaceNeverLeavesObjectsInADeletedWorkspace() async throws {
+    let gw = try await TestGateway.start()
+    try await gw.withClient { api in
+      var outcomes: Set<String> = []
+      for i in 0..<16 {
+        let ws = "w\(i)"
+        _ = try await api.createWorkspace(.with { $0.name = ws })
+        async let create = rpcCode { _ = try await api.createSandbox(.with { $0.name = "s"; $0.workspaceScope = .ws(ws) }) }
+        async let delete = rpcCode { _ = try await api.deleteWorkspace(.with { $0.name = ws }) }
+        let (c, d) = await (create, delete)
+        let state = await gw.running.store.state
+        let sandboxes = state.sandboxes.values.filter { $0.workspace == ws }
+        if state.workspaces[ws] == nil {
+          #expect(sandboxes.isEmpty, "workspace \(ws) deleted with sandboxes in it")
+          #expect(d == nil && c != nil, "create \(String(describing: c)) delete \(String(describing: d))")
+          outcomes.insert("deleted first")
+        } else {
+          #expect(sandboxes.count == 1 && c == nil && d == .failedPrecondition, "create \(String(describing: c)) delete \(String(describing: d))")
+          outcomes.insert("created first")
+        }
+      }
+      #expect(!outcomes.isEmpty)
+    }
+    await gw.stop()
+  }
+}

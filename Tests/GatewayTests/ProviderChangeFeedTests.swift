@@ -1,0 +1,79 @@
+import EventLog
+import Foundation
+@testable import Gateway
+import GRPCCore
+import OpenShellAPI
+import Projections
+import Testing
+
+/// Provider deliveries and inference republication follow the log from checkpoints (issue 16), so a change
+/// appended just before a crash is handled when the gateway starts again.
+@Suite(.serialized) struct ProviderChangeFeedTests {
+  @Test func aChangeAppendedBeforeACrashIsHandledAtTheNextStart() async throws {
+    let gw = try await TestGateway.start()
+    let dir = gw.dataDirectory
+    try await gw.withClient { api in
+      _ = try await api.createProvider(.with {
+        $0.provider = .with { $0.metadata.name = "feed"; $0.type = "claude"; $0.credentials = ["ANTHROPIC_API_KEY": "k-feed"] }
+      })
+      _ = try await api.createSandbox(.with { $0.name = "feed-user" })
+      // The consumers keep up with the log while it runs.
+      let attached = try await api.attachSandboxProvider(.with { $0.sandbox = "feed-user"; $0.provider = "feed" })
+      #expect(attached.attached)
+    }
+    let log = gw.running.store.log
+    let head = log.headSeq
+    try await waitFor { (try? log.checkpoint(ProviderDelivery.checkpointName)) ?? nil ?? 0 >= head }
+    try await waitFor { (try? log.checkpoint(InferenceService.checkpointName)) ?? nil ?? 0 >= head }
+    await gw.stop()
+
+    // A detachment lands in the log, and the gateway dies before anything acts on it.
+    let offline = try EventLog.open(directory: dir + "/log", options: .init())
+    let store = try GatewayStore(log: offline)
+    let sandboxID = try #require(await store.state.sandbox(named: "feed-user", workspace: "default")?.id)
+    try await store.record([GatewayEvent(.sandboxProviderDetached(.with { $0.sandboxID = sandboxID; $0.provider = "feed" }))])
+    let detachSeq = offline.headSeq
+    #expect(try offline.checkpoint(ProviderDelivery.checkpointName) ?? 0 < detachSeq)
+    offline.close()
+
+    // The next start resumes each consumer from its checkpoint and handles the change.
+    let again = try await TestGateway.start(dataDirectory: dir)
+    let log2 = again.running.store.log
+    try await waitFor { (try? log2.checkpoint(ProviderDelivery.checkpointName)) ?? nil ?? 0 >= detachSeq }
+    try await waitFor { (try? log2.checkpoint(InferenceService.checkpointName)) ?? nil ?? 0 >= detachSeq }
+    await again.stop()
+  }
+
+  @Test func recordsMapToChangesNamingTheSandboxesAffected() async throws {
+    var state = GatewayState()
+    let events: [GatewayEvent] = [
+      GatewayEvent(.providerCreated(.with { $0.id = "p1"; $0.name = "gh"; $0.workspace = "default"; $0.type = "github"; $0.dataKeyID = "dk-1" })),
+      GatewayEvent(.sandboxRequested(.with { $0.id = "s1"; $0.name = "a"; $0.workspace = "default"; $0.providers = ["gh"] })),
+      GatewayEvent(.sandboxRequested(.with { $0.id = "s2"; $0.name = "b"; $0.workspace = "default" })),
+      GatewayEvent(.providerCredentialRotated(.with { $0.id = "p1" })),
+      GatewayEvent(.sandboxProviderAttached(.with { $0.sandboxID = "s2"; $0.provider = "gh" })),
+      GatewayEvent(.policyRevisionLoaded(.with { $0.sandboxID = "s1"; $0.version = 1 })),
+    ]
+    var changes: [ProviderChange?] = []
+    for (i, e) in events.enumerated() {
+      let n = e.newEvent(actor: "system", requestID: "")
+      let record = EventRecord(
+        seq: UInt64(i + 1), timestampNs: 1, type: n.type, aggregate: n.aggregate, actor: n.actor, requestID: "",
+        payloadVersion: n.payloadVersion, dictionaryID: 0, payload: n.payload, hash: [], previousHash: [], storedSize: 0)
+      try state.apply(record)
+      changes.append(ProviderChangeFeed.change(record, state: state))
+    }
+    #expect(changes[0]?.kind == .created && changes[0]?.sandboxIDs == [])
+    #expect(changes[1] == nil && changes[2] == nil && changes[5] == nil)
+    #expect(changes[3]?.kind == .rotated && changes[3]?.sandboxIDs == ["s1"] && changes[3]?.provider == "gh")
+    #expect(changes[4]?.kind == .attached && changes[4]?.sandboxIDs == ["s2"] && changes[4]?.providerID == "p1")
+  }
+
+  private func waitFor(_ condition: () -> Bool) async throws {
+    for _ in 0..<100 {
+      if condition() { return }
+      try await Task.sleep(for: .milliseconds(50))
+    }
+    Issue.record("condition not met within 5 s")
+  }
+}

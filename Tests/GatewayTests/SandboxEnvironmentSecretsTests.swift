@@ -1,0 +1,92 @@
+import EventLog
+import Foundation
+@testable import Gateway
+import GRPCCore
+import OpenShellAPI
+import Projections
+import Testing
+
+/// `sandbox create --env` values are sealed per sandbox, never in the log in plain text, redacted in every
+/// response, delivered to the sandbox's processes, and crypto-shredded with the sandbox (issue 16).
+@Suite(.serialized) struct SandboxEnvironmentSecretsTests {
+  @Test func environmentValuesAreSealedRedactedDeliveredAndShredded() async throws {
+    let canary = "sk-env-\(UUID().uuidString)"
+    let templateCanary = "tpl-\(UUID().uuidString)"
+    let gw = try await SandboxGateway.start()
+    defer { Task { await gw.stopEverything() } }
+    let keys = gw.dataDirectory + "/keys/data"
+    try await gw.withClient { c in
+      let created = try await c.createSandbox(.with {
+        $0.name = "envsecret"
+        $0.spec = .with {
+          $0.environment = ["API_TOKEN": canary, "EMPTY": ""]
+          $0.template.environment = ["FROM_TEMPLATE": templateCanary]
+        }
+        $0.workspaceScope = .with { $0.workspace = "default" }
+      }).sandbox
+      let id = created.metadata.id
+      // Responses show the names, never the values.
+      #expect(created.spec.environment == ["API_TOKEN": "REDACTED", "EMPTY": ""])
+      #expect(created.spec.template.environment == ["FROM_TEMPLATE": "REDACTED"])
+      try await c.wait("envsecret", .ready)
+      let listed = try await c.listSandboxes(.with { $0.workspaceScope = .with { $0.workspace = "default" } }).sandboxes
+      #expect(listed.first { $0.metadata.id == id }?.spec.environment["API_TOKEN"] == "REDACTED")
+
+      // The sandbox's processes get the real values.
+      let r = try await c.exec("envsecret", ["sh", "-c", "printf '%s|%s|%s' \"$API_TOKEN\" \"$FROM_TEMPLATE\" \"${EMPTY-unset}\""])
+      #expect(r.exitCode == 0 && r.out == "\(canary)|\(templateCanary)|", "\(r.out) \(r.err)")
+      // An exec whose arguments carry the value is recorded redacted.
+      let echo = try await c.exec("envsecret", ["echo", canary])
+      #expect(echo.out == canary + "\n")
+
+      // No record of the log holds either value; sandbox.requested carries them sealed.
+      let log = gw.running.store.log
+      var requested: Openshell_Events_V1_SandboxRequested?
+      try log.forEach(from: 1) { rec in
+        let text = String(decoding: rec.payload, as: UTF8.self)
+        #expect(!text.contains(canary) && !text.contains(templateCanary), "seq \(rec.seq) \(rec.type) holds an environment value")
+        if case .sandboxRequested(let e)? = try? GatewayEvent.decode(rec).kind, e.id == id { requested = e }
+      }
+      let event = try #require(requested)
+      #expect(event.envKeyID == SandboxEnvironmentSecrets.keyID(sandboxID: id))
+      #expect(Set(event.sealedEnvironment.keys) == ["API_TOKEN"] && Set(event.sealedTemplateEnvironment.keys) == ["FROM_TEMPLATE"])
+      let spec = try Openshell_V1_SandboxSpec(serializedBytes: event.spec)
+      #expect(spec.environment == ["API_TOKEN": "", "EMPTY": ""] && spec.template.environment == ["FROM_TEMPLATE": ""])
+      #expect(FileManager.default.fileExists(atPath: "\(keys)/\(event.envKeyID).key"))
+
+      // Deleting the sandbox destroys its key: the sealed values can never be opened again.
+      try await c.deleteAndWait("envsecret")
+      let vault = try SecretVault(directory: gw.dataDirectory + "/keys")
+      var gone = false
+      for _ in 0..<100 where !gone {
+        gone = !vault.hasDataKey(event.envKeyID)
+        if !gone { try await Task.sleep(for: .milliseconds(50)) }
+      }
+      #expect(gone, "the environment key outlived its sandbox")
+      #expect(throws: SecretVault.VaultError.self) {
+        try vault.open(event.sealedEnvironment["API_TOKEN"]!, keyID: event.envKeyID, name: "env/API_TOKEN")
+      }
+    }
+    await gw.stopEverything()
+  }
+
+  @Test func aSandboxWithoutValuesGetsNoKeyAndOrphanKeysAreShreddedAtStart() async throws {
+    let dir = try GatewayTestSupport.temporaryDirectory("envjanitor")
+    // An orphan: a key made for a create whose event never landed (a crash between the two).
+    let vault = try SecretVault(directory: dir + "/keys")
+    let orphan = SandboxEnvironmentSecrets.keyID(sandboxID: UUID().uuidString.lowercased())
+    try vault.createDataKey(id: orphan)
+    #expect(vault.hasDataKey(orphan))
+    #expect(throws: SecretVault.VaultError.self) { try vault.createDataKey(id: "dk-../escape") }
+    let gw = try await SandboxGateway.start(dataDirectory: dir)
+    defer { Task { await gw.stopEverything() } }
+    #expect(!vault.hasDataKey(orphan), "the start-up janitor left an orphan environment key")
+    try await gw.withClient { c in
+      let s = try await c.create("noenv", env: ["EMPTY": ""])
+      #expect(!vault.hasDataKey(SandboxEnvironmentSecrets.keyID(sandboxID: s.metadata.id)))
+      try await c.wait("noenv", .ready)
+      try await c.deleteAndWait("noenv")
+    }
+    await gw.stopEverything()
+  }
+}
