@@ -68,7 +68,8 @@ enum RemoteGateway {
     let bin = dir + "/bin/openshell"
 
     // The gateway itself: the installed CLI's own start (port check, daemon, health, archive).
-    let tunnelWanted = o.tunnel || (o.destination == nil && old?.ssh?.tunnel == true && old?.ssh?.bind_address == "127.0.0.1")
+    // A gateway deployed with --tunnel stays on the host's loopback when resumed (as a local gateway keeps its settings).
+    let tunnelWanted = o.tunnel || old?.ssh?.bind_address == "127.0.0.1"
     let bind = tunnelWanted ? "127.0.0.1" : "0.0.0.0"
     var hosts = o.gatewayHosts
     for h in [resolved.hostname, ssh.alias] where !hosts.contains(h) { hosts.append(h) }
