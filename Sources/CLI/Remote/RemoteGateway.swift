@@ -71,7 +71,14 @@ enum RemoteGateway {
     // A gateway deployed with --tunnel stays on the host's loopback when resumed (as a local gateway keeps its settings).
     let tunnelWanted = o.tunnel || old?.ssh?.bind_address == "127.0.0.1"
     let bind = tunnelWanted ? "127.0.0.1" : "0.0.0.0"
-    var hosts = o.gatewayHosts
+    // Without --gateway-host, a resume keeps the host name the endpoint was registered with (OpenShell §1A).
+    var userHosts = o.gatewayHosts
+    if userHosts.isEmpty, let old, old.ssh?.tunnel == false, let t = try? Target(name: o.name, endpoint: old.gateway_endpoint, mtlsDir: nil),
+      t.host != resolved.hostname, t.host != "127.0.0.1"
+    {
+      userHosts = [t.host]
+    }
+    var hosts = userHosts
     for h in [resolved.hostname, ssh.alias] where !hosts.contains(h) { hosts.append(h) }
     var args = [bin, "gateway", "start", "--name", o.name, "--bind", bind, "--timeout", String(Int(o.timeout))]
     if let p = o.port { args += ["--port", String(p)] }
@@ -98,7 +105,7 @@ enum RemoteGateway {
       try writeFile(URL(fileURLWithPath: probeDir + "/tls.crt"), Data(bundle.cert.utf8), mode: 0o600)
       try writeFile(URL(fileURLWithPath: probeDir + "/tls.key"), Data(bundle.key.utf8), mode: 0o600)
 
-      let advertised = o.gatewayHosts.first ?? resolved.hostname
+      let advertised = userHosts.first ?? resolved.hostname
       var endpoint = "https://\(advertised.contains(":") ? "[\(advertised)]" : advertised):\(bundle.port)"
       var tunnelPort: Int?
       var useTunnel = tunnelWanted
