@@ -36,7 +36,7 @@ struct GatewayCommand: AsyncParsableCommand {
     abstract: "Run and manage gateways.",
     subcommands: [
       GatewayStart.self, GatewayStop.self, GatewayDestroy.self, GatewaySelect.self, GatewayInfo.self,
-      GatewayAdd.self, GatewayLogin.self, GatewayServe.self,
+      GatewayAdd.self, GatewayLogin.self, GatewayServe.self, GatewayBundle.self,
     ],
     aliases: ["gw"])
 }

@@ -57,7 +57,9 @@ public enum Launcher {
     preferForOOMKill()
     let ruleset = try LandlockRuleset.prepare(plan)
     defer { ruleset?.close() }
-    if plan.uid != nil { try Privileges.clearBoundingSet() }
+    // Also without a user switch: a supervisor without root keeps capabilities of its user namespace
+    // (its private network namespace), which must not reach the workload (only those present are dropped).
+    try Privileges.clearBoundingSet()
     if let uid = plan.uid, let gid = plan.gid { try Privileges.switchUser(uid: uid, gid: gid, groups: plan.groups) }
     try Privileges.clearRemaining()
     try Privileges.verifyNone()

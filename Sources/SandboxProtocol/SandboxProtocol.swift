@@ -100,11 +100,17 @@ public struct SupervisorLaunch: Codable, Sendable {
   /// `host:port` of the sandbox's policy proxy (e.g. `10.200.0.1:3128`), reachable from inside the
   /// namespace; the supervisor listens there and the workload gets it as HTTP(S)_PROXY.
   public var proxyAddress: String?
+  /// true: the driver could not make a namespace (a gateway without root); the supervisor creates a
+  /// private one itself at start, with only `lo`, and serves the proxy at `127.0.0.1:3128` inside it
+  /// (Supervisor `PrivateNetwork`); it then sets ``networkNamespacePath`` and ``proxyAddress``.
+  /// nil/false: the driver's namespace (``networkNamespacePath``) or none.
+  public var privateNetwork: Bool?
 
   public init(
     command: [String], environment: [String: String], confinement: ConfinementPlan?, instanceID: String,
-    networkNamespacePath: String? = nil, proxyAddress: String? = nil
+    networkNamespacePath: String? = nil, proxyAddress: String? = nil, privateNetwork: Bool? = nil
   ) {
+    self.privateNetwork = privateNetwork
     self.command = command
     self.environment = environment
     self.confinement = confinement

@@ -60,7 +60,10 @@ public enum SeccompFilter {
   /// Builds the filter and exports the BPF program libseccomp generates for it (what `seccomp_load`
   /// would install).
   /// - Throws: `Launcher.Failure` when libseccomp cannot build or export it (no workload may start then).
-  public static func compile() throws -> SeccompProgram {
+  /// - Parameter protecting: pids (in the workloads' PID namespace) no workload may signal, re-limit or
+  ///   join the process group of (``addProtection(of:_:)``); empty with a root supervisor, whose
+  ///   workloads run as another user and cannot do any of it anyway.
+  public static func compile(protecting: [Int32] = []) throws -> SeccompProgram {
     guard let ctx = seccomp_init(allow) else { throw Launcher.Failure("seccomp_init failed") }
     defer { seccomp_release(ctx) }
     func add(_ name: String, _ action: UInt32, _ conditions: [scmp_arg_cmp] = []) throws {
@@ -81,7 +84,41 @@ public enum SeccompFilter {
     for flag in namespaceFlags { try add("clone", eperm, [masked(0, flag, flag)]) }
     try add("execveat", eperm, [masked(4, atEmptyPath, atEmptyPath)])
     try add("seccomp", eperm, [eq(0, setModeFilter)])
+    if !protecting.isEmpty { try addProtection(of: protecting, add) }
     return try export(ctx)
+  }
+
+  // fcntl.h, asm-generic/sockios.h
+  static let fSetOwn: UInt64 = 8, fSetOwnEx: UInt64 = 15, fioSetOwn: UInt64 = 0x8901, siocSPgrp: UInt64 = 0x8902
+  static let low32: UInt64 = 0xffff_ffff
+  static func pidArgument(_ pid: Int32) -> UInt64 { UInt64(UInt32(bitPattern: pid)) }
+
+  /// Rules that keep workloads of the supervisor's own user (a gateway without root) away from the
+  /// supervisor (and bubblewrap's init), which runs their policy proxy: with the same uid, the kernel
+  /// would let them signal it (kill, tgkill, rt_(tg)sigqueueinfo; kill(-1); its process group; a SIGIO
+  /// or F_SETSIG signal through a descriptor owned by it), lower its resource limits (prlimit64) or
+  /// join its process group (setpgid, then kill(0)). Each fails with EPERM. Pid arguments are compared
+  /// on their low 32 bits (the kernel reads them as int). `tkill` (obsolete; thread ids of the
+  /// supervisor are not known in advance), `F_SETOWN_EX`, `FIOSETOWN` and `SIOCSPGRP` (their target is
+  /// behind a pointer the filter cannot read) are refused outright.
+  /// Not covered (denial of service only, never an opening): scheduling and I/O priority of the
+  /// supervisor's threads (`setpriority(PRIO_USER)`, `sched_setaffinity`).
+  static func addProtection(of pids: [Int32], _ add: (String, UInt32, [scmp_arg_cmp]) throws -> Void) throws {
+    let eperm = errno(EPERM)
+    try add("kill", eperm, [masked(0, low32, pidArgument(-1))])
+    try add("tkill", eperm, [])
+    try add("fcntl", eperm, [eq(1, fSetOwnEx)])
+    for request in [fioSetOwn, siocSPgrp] { try add("ioctl", eperm, [masked(1, low32, request)]) }
+    for pid in pids {
+      for target in [pid, -pid] {
+        try add("kill", eperm, [masked(0, low32, pidArgument(target))])
+        try add("fcntl", eperm, [eq(1, fSetOwn), masked(2, low32, pidArgument(target))])
+      }
+      for name in ["tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "prlimit64"] {
+        try add(name, eperm, [masked(0, low32, pidArgument(pid))])
+      }
+      try add("setpgid", eperm, [masked(1, low32, pidArgument(pid))])
+    }
   }
 
   /// `seccomp_export_bpf` into a pipe (libseccomp 2.5 exports only to a descriptor; a program is at

@@ -1,3 +1,4 @@
+import CSockDiag
 import Dispatch
 import Foundation
 import GRPCCore
@@ -18,19 +19,43 @@ import Synchronization
 /// 3. Keeps `ConnectSupervisor` open (the hello is the "ready" report), reconnecting with backoff
 ///    (200 ms doubling to 1 s), and answers `RelayOpen{service_id: "exec"}` by dialling `RelayStream`
 ///    and running the command (protocol: SandboxProtocol).
-/// 4. With network confinement (launch.json names a namespace and a proxy address), runs the sandbox's
-///    policy proxy (``NetworkEnforcement``) before anything else starts a workload.
+/// 4. With network confinement (launch.json names a namespace and a proxy address, or asks for a
+///    private namespace: ``PrivateNetwork``), runs the sandbox's policy proxy (``NetworkEnforcement``)
+///    before anything else starts a workload.
 /// SIGTERM: kills every workload process group and exits 0.
 /// Workload processes are started through the launcher `openshell-sandbox-launch` (``Workload``).
 @main
 struct SupervisorMain {
   static func main() async {
     signal(SIGPIPE, SIG_IGN)
-    let config: SupervisorConfig
-    do { config = try SupervisorConfig.fromEnvironment() } catch {
+    var loaded: SupervisorConfig
+    do { loaded = try SupervisorConfig.fromEnvironment() } catch {
       FileHandle.standardError.write(Data("openshell-sandbox: \(error)\n".utf8))
       exit(2)
     }
+    // Without root the supervisor makes the workloads' network namespace itself, before any workload
+    // can start (PrivateNetwork); every launch then enters it.
+    var privateNetwork: PrivateNetwork?
+    if loaded.launch.privateNetwork == true {
+      // Same user as the workloads: not dumpable, so that they cannot read its memory or descriptors
+      // through /proc (real credential values, the sandbox CA key) even where Landlock is missing.
+      let r = csockdiag_set_dumpable(0)
+      if r != 0 {
+        FileHandle.standardError.write(Data("openshell-sandbox: PR_SET_DUMPABLE 0: \(String(cString: strerror(-r)))\n".utf8))
+        exit(3)
+      }
+      do {
+        let p = try PrivateNetwork.create()
+        loaded.launch.networkNamespacePath = p.namespacePath
+        loaded.launch.confinement?.networkNamespacePath = p.namespacePath
+        loaded.launch.proxyAddress = p.proxyAddress
+        privateNetwork = p
+      } catch {
+        FileHandle.standardError.write(Data("openshell-sandbox: \(error)\n".utf8))
+        exit(3)
+      }
+    }
+    let config = loaded
     let workload = Workload(launch: config.launch)
     let term = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
     signal(SIGTERM, SIG_IGN)
@@ -57,7 +82,7 @@ struct SupervisorMain {
       exit(3)
     }
     let network: NetworkEnforcement?
-    do { network = try await NetworkEnforcement.start(config.launch, sandboxID: config.sandboxID, logs: logs) } catch {
+    do { network = try await NetworkEnforcement.start(config.launch, privateNetwork: privateNetwork, sandboxID: config.sandboxID, logs: logs) } catch {
       logs.log("cannot start network enforcement: \(error)", level: "ERROR")
       FileHandle.standardError.write(Data("openshell-sandbox: cannot start network enforcement: \(error)\n".utf8))
       exit(3)

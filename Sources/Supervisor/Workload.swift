@@ -28,17 +28,19 @@ final class Workload: Sendable {
 
   init(launch: SupervisorLaunch) {
     self.launch = launch
-    planArguments = Self.launcherOptions(launch.confinement)
+    // Without root the workloads run as the supervisor's user: the filter keeps them from signalling it
+    // (or bubblewrap's init, pid 1), which would end the sandbox's proxy (SeccompFilter.addProtection).
+    planArguments = Self.launcherOptions(launch.confinement, protecting: launch.privateNetwork == true ? [getpid(), 1] : [])
   }
 
   /// The launcher's options for `plan`: the plan's, then the seccomp program libseccomp compiles here,
   /// once per supervisor (every launch installs the same program; the launcher does not link libseccomp).
-  static func launcherOptions(_ plan: ConfinementPlan?) -> Result<[String], CommandError> {
+  static func launcherOptions(_ plan: ConfinementPlan?, protecting: [Int32] = []) -> Result<[String], CommandError> {
     guard let plan else {
       return .failure(CommandError(description: "no confinement plan in the launch description; the command was not run (restart the sandbox)", exitCode: ConfinementPlan.failureExitCode))
     }
     do {
-      return .success(plan.launcherArguments + ["--seccomp-bpf", try SeccompFilter.compile().hex])
+      return .success(plan.launcherArguments + ["--seccomp-bpf", try SeccompFilter.compile(protecting: protecting).hex])
     } catch {
       return .failure(CommandError(description: "openshell-sandbox: confinement failed: \(error); the command was not run", exitCode: ConfinementPlan.failureExitCode))
     }

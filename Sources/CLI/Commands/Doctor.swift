@@ -10,7 +10,7 @@ import LogTools
 /// `openshell doctor`: diagnose a local gateway (hidden from the root help, alias `dr`).
 struct Doctor: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Diagnose a local gateway: its log, its environment, prerequisites.",
+    abstract: "Diagnose a gateway: its log, its environment, prerequisites (logs and exec also on a --remote host, over SSH).",
     shouldDisplay: false,
     subcommands: [DoctorLogs.self, DoctorExec.self, DoctorCheck.self],
     aliases: ["dr"])
@@ -39,6 +39,11 @@ struct DoctorLogs: AsyncParsableCommand {
   func run() async throws {
     try await cliRun {
       if let lines, lines < 0 { throw CLIError("--lines must be >= 0") }
+      if let m = ClientRegistry.default.metadata(global.name(name)), m.ssh != nil {
+        let code = try RemoteOperations.logs(m, lines: lines, tail: tail)
+        if code != 0 { throw ExitCode(code) }
+        return
+      }
       let (gw, _) = try localGateway(global, name)
       guard let handle = FileHandle(forReadingAtPath: gw.logFile.path) else {
         throw CLIError("no daemon log yet at \(gw.logFile.path)")
@@ -77,6 +82,11 @@ struct DoctorExec: AsyncParsableCommand {
   func run() async throws {
     try await cliRun {
       guard !command.isEmpty else { throw CLIError("no command given; usage: openshell doctor exec [--name N] -- CMD [ARGS...]") }
+      if let m = ClientRegistry.default.metadata(global.name(name)), m.ssh != nil {
+        let code = try RemoteOperations.exec(m, command: command)
+        if code != 0 { throw ExitCode(code) }
+        return
+      }
       let (gw, meta) = try localGateway(global, name)
       let p = Process()
       p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -105,6 +115,11 @@ struct DoctorCheck: AsyncParsableCommand {
       let registry = ClientRegistry.default
       let name = global.name(self.name)
       let meta = registry.metadata(name)
+      if let m = meta, m.ssh != nil {
+        let code = try RemoteOperations.check(m, output: out.output)
+        if code != 0 { throw ExitCode(code) }
+        return
+      }
       let gw = meta.flatMap { $0.type == "local" ? LocalGateway(metadata: $0) : nil } ?? LocalGateway(name: name)
       var checks: [Check] = []
       checks.append(libraries())

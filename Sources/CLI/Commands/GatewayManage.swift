@@ -11,6 +11,10 @@ struct GatewayStop: AsyncParsableCommand {
   func run() async throws {
     try await cliRun {
       let name = global.name(self.name)
+      if let m = ClientRegistry.default.metadata(name), m.ssh != nil {
+        try await LocalGateway(name: name).withLifecycleLock { try RemoteOperations.stop(m, timeout: timeout) }
+        return
+      }
       if let m = ClientRegistry.default.metadata(name), m.type != "local" {
         throw CLIError("gateway '\(name)' is a \(m.type) registration; it is not managed from this machine")
       }
@@ -47,6 +51,8 @@ struct GatewayDestroy: AsyncParsableCommand {
   @OptionGroup var global: GatewayOptions
   @Option(help: "Gateway name (default: -g, $OPENSHELL_GATEWAY, the active gateway, else 'openshell').") var name: String?
   @Flag(name: [.short, .long], help: "Do not ask for confirmation (required when stdin is not a terminal).") var yes = false
+  @Flag(help: "For a gateway deployed with --remote: remove only this machine's registration, do not contact the host.")
+  var keepRemote = false
 
   func run() async throws {
     try await cliRun {
@@ -60,11 +66,18 @@ struct GatewayDestroy: AsyncParsableCommand {
         guard stdinIsTerminal else {
           throw CLIError("refusing to destroy gateway '\(name)' without confirmation; pass --yes")
         }
-        print("Destroy gateway '\(name)'? \(local ? "It is stopped and its data dir is moved to the archive. " : "")[y/N] ", terminator: "")
+        let what = meta?.ssh != nil && !keepRemote
+          ? "It is stopped on \(meta!.ssh!.destination) and its data dir there is moved to the host's archive. "
+          : local ? "It is stopped and its data dir is moved to the archive. " : ""
+        print("Destroy gateway '\(name)'? \(what)[y/N] ", terminator: "")
         fflush(nil)
         guard let answer = readLine(), ["y", "yes"].contains(answer.lowercased()) else {
           throw CLIError("destroy of gateway '\(name)' cancelled")
         }
+      }
+      if let m = meta, m.ssh != nil {
+        try await LocalGateway(name: name).withLifecycleLock { try RemoteOperations.destroy(m, keepRemote: keepRemote) }
+        return
       }
       guard local else {
         try registry.remove(name)
@@ -185,6 +198,10 @@ struct GatewayInfo: AsyncParsableCommand {
         ("Gateway", name),
         ("Endpoint", meta?.gateway_endpoint ?? config?.endpoint),
         ("Type", meta?.type ?? "local"),
+        ("Remote host", meta?.remote_host),
+        ("Resolved host", meta?.resolved_host),
+        ("SSH tunnel", meta?.ssh.map { $0.tunnel ? "127.0.0.1:\($0.tunnel_local_port ?? 0) → \(meta!.resolved_host ?? "host"):\(meta!.gateway_port)" : "no" }),
+        ("Installed", meta?.ssh.map { $0.openshell_path }),
         ("Auth mode", meta?.auth_mode ?? config?.authMode),
         ("Port", meta?.gateway_port ?? config?.port),
         ("Active", registry.active == name),

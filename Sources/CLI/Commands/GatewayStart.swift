@@ -11,6 +11,13 @@ struct GatewayStart: AsyncParsableCommand {
       Data, PKI, daemon log and pid file live in $XDG_STATE_HOME/openshell/gateways/<name>/. A stopped gateway \
       resumes with the same data, certificates and port. --recreate moves the old data dir to \
       $XDG_STATE_HOME/openshell/archive/<name>/<UTC timestamp>/ (never deletes it) and starts a fresh gateway.
+
+      --remote user@host deploys the gateway on another machine over SSH (the system ssh client, ~/.ssh/config; \
+      $OPENSHELL_SSH_CONFIG names another config file): our binaries go to ~/.local/share/openshell/remote/<version>/ \
+      of the SSH user (copied when that version is missing), the gateway runs there as that user (data in its \
+      ~/.local/state/openshell/gateways/<name>/), and the endpoint is https://<host>:<port>. When that port cannot \
+      be reached from here, or with --tunnel, the CLI carries mTLS through a managed `ssh -L` tunnel instead \
+      (endpoint https://127.0.0.1:<local port>; --tunnel also keeps the gateway off the host's network).
       """)
 
   @OptionGroup var global: GatewayOptions
@@ -35,11 +42,25 @@ struct GatewayStart: AsyncParsableCommand {
   @Option(help: "Audience every bearer token must carry (env OPENSHELL_OIDC_AUDIENCE).") var oidcAudience: String?
   @Option(help: "Public client id the CLI logs in with (env OPENSHELL_OIDC_CLIENT_ID).") var oidcClientId: String?
   @Option(help: "Scopes the CLI requests (env OPENSHELL_OIDC_SCOPES).") var oidcScopes: String?
+  @Option(help: "Deploy on this SSH destination (user@host or a ~/.ssh/config alias) instead of this machine.")
+  var remote: String?
+  @Option(help: "SSH private key for --remote (default: ssh's own choice: agent, ~/.ssh/config, default keys).")
+  var sshKey: String?
+  @Flag(help: "With --remote: listen on the host's loopback only and reach it through an SSH tunnel managed by the CLI.")
+  var tunnel = false
 
   func validate() throws {
     if let port, !(1...65535).contains(port) { throw ValidationError("--port must be 1-65535, got \(port)") }
     if plaintext && disableGatewayAuth { throw ValidationError("--plaintext and --disable-gateway-auth cannot be combined") }
     if recreate && restoreFrom != nil { throw ValidationError("--recreate and --restore-from cannot be combined") }
+    if remote != nil {
+      if plaintext || disableGatewayAuth { throw ValidationError("--remote gateways use mTLS; --plaintext and --disable-gateway-auth cannot be combined with it") }
+      if bind != nil { throw ValidationError("--bind cannot be combined with --remote (the host listens on 0.0.0.0, or 127.0.0.1 with --tunnel)") }
+      if restoreFrom != nil { throw ValidationError("--restore-from cannot be combined with --remote") }
+      if oidcIssuer != nil || oidcAudience != nil || oidcClientId != nil || oidcScopes != nil {
+        throw ValidationError("--oidc-* options are not supported with --remote yet: start the gateway on the host with them (openshell gateway start --oidc-issuer …) and add it with openshell gateway add https://…")
+      }
+    }
     for h in gatewayHost where h.isEmpty || h.contains(where: { $0.isWhitespace || $0 == "/" }) {
       throw ValidationError("invalid --gateway-host '\(h)'")
     }
@@ -58,6 +79,17 @@ struct GatewayStart: AsyncParsableCommand {
     let name = global.name(self.name, useActive: false)
     try ClientRegistry.validateName(name)
     let registry = ClientRegistry.default
+    if remote != nil || registry.metadata(name)?.ssh != nil {
+      if plaintext || disableGatewayAuth || bind != nil || restoreFrom != nil {
+        throw CLIError("gateway '\(name)' runs on \(registry.metadata(name)?.remote_host ?? "a remote host"); --plaintext, --disable-gateway-auth, --bind and --restore-from do not apply to it")
+      }
+      try Unsupported.check(gpu: gpu, registryUsername: registryUsername, registryToken: registryToken)
+      try await RemoteGateway.start(.init(
+        name: name, destination: remote, sshKey: sshKey, port: port, gatewayHosts: gatewayHost, recreate: recreate, yes: yes,
+        tunnel: tunnel, timeout: timeout))
+      return
+    }
+    if sshKey != nil || tunnel { throw CLIError("--ssh-key and --tunnel need --remote user@host") }
     if let m = registry.metadata(name), m.type != "local" {
       throw CLIError("gateway '\(name)' is a \(m.type) registration (\(m.gateway_endpoint)), not a local gateway; pick another --name or remove it: openshell gateway destroy --name \(name)")
     }

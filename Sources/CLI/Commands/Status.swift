@@ -60,7 +60,10 @@ struct Status: AsyncParsableCommand {
         }
       }
       let record = Record(pairs: [
-        ("Gateway", r.name), ("Server", t.endpoint), ("Status", status), ("Version", version),
+        ("Gateway", r.name), ("Server", t.endpoint),
+        ("Remote host", r.metadata?.remote_host.map { h in r.metadata?.resolved_host.map { "\(h) (\($0))" } ?? h }),
+        ("SSH tunnel", r.metadata?.ssh.flatMap { $0.tunnel ? "to \(r.metadata!.resolved_host ?? "host"):\(r.metadata!.gateway_port)" : nil }),
+        ("Status", status), ("Version", version),
         ("Auth mode", t.authMode), ("Auth", authLine), ("Token expires", tokenLine), ("Error", errorText),
       ])
       if out.output == .table {
@@ -76,7 +79,7 @@ struct Status: AsyncParsableCommand {
         if code == 1 {
           let hint = errorText.flatMap(tlsFailure) != nil || errorText?.hasPrefix("the gateway's certificate") == true ? "" : r.metadata?.type == "local"
             ? (LocalGateway.startCommand(registration: r.name).map { "; is it running? start it with: \($0)" } ?? "; is the gateway behind it running?")
-            : ""
+            : r.metadata?.ssh.map { "; is it running on \($0.destination)? start it with: openshell gateway start --name \(r.name)" } ?? ""
           printErr("error: gateway '\(r.name)' at \(t.endpoint) is not reachable: \(errorText ?? "no answer")\(hint)")
         }
         throw ExitCode(code)

@@ -35,6 +35,8 @@ struct GatewayMetadata: Codable, Equatable {
   var oidc_client_id: String?
   var oidc_audience: String?
   var oidc_scopes: String?
+  /// Gateways deployed with `gateway start --remote`: how to reach the host over SSH.
+  var ssh: RemoteSSH?
 }
 
 /// The client registry under `$XDG_CONFIG_HOME/openshell` (default `~/.config/openshell`), mode 0700.

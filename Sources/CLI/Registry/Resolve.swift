@@ -46,6 +46,7 @@ struct GatewayOptions: ParsableArguments {
     guard let meta = registry.metadata(name) else {
       throw CLIError("unknown gateway '\(name)'; deploy it first: openshell gateway start --name \(name)")
     }
+    try GatewayTunnel.ensure(meta)
     let target = try Target(name: name, endpoint: meta.gateway_endpoint, authMode: meta.auth_mode, mtlsDir: registry.mtlsDir(name))
     ResolvedGateway.last = (name, meta.gateway_endpoint, meta.type)
     return Resolved(name: name, metadata: meta, target: target)

@@ -48,7 +48,8 @@ func describe(_ e: RPCError) -> String {
     guard let g = ResolvedGateway.last else { return "cannot reach the gateway: \(reason)" }
     let hint = g.type == "local"
       ? (LocalGateway.startCommand(registration: g.name).map { "is it running? start it with: \($0)" } ?? "is the gateway behind it running?")
-      : "check the endpoint and your network (openshell gateway info --name \(g.name))"
+      : ClientRegistry.default.metadata(g.name)?.ssh.map { "is it running on \($0.destination)? start it with: openshell gateway start --name \(g.name)" }
+        ?? "check the endpoint and your network (openshell gateway info --name \(g.name))"
     if g.name == g.endpoint { return "cannot reach the gateway at \(g.endpoint): \(reason)" }
     return "cannot reach gateway '\(g.name)' at \(g.endpoint): \(reason); \(hint)"
   }

@@ -18,4 +18,17 @@ int csockdiag_open_in_netns(int netns_fd);
 int csockdiag_tcp_lookup(int fd, int family, const uint8_t *src, uint16_t sport, const uint8_t *dst, uint16_t dport,
                          uint32_t *inode, uint32_t *uid);
 
+/// A private network namespace for the sandbox's workloads when the supervisor has no root on the host
+/// (its capabilities are those of bubblewrap's user namespace): a new thread unshares CLONE_NEWNET,
+/// brings `lo` up, binds a listening TCP socket to 127.0.0.1:`port` and opens a NETLINK_SOCK_DIAG
+/// socket, both inside the new namespace, and then stays parked in it for the life of the process
+/// (every signal blocked), so that `/proc/<pid>/task/<tid>/ns/net` names the namespace. Needs
+/// CAP_SYS_ADMIN and CAP_NET_ADMIN in the current user namespace. On success `*listen_fd` (bound, listening),
+/// `*diag_fd` (-errno when the kernel has no sock_diag) and `*tid` are set; close-on-exec descriptors.
+int csockdiag_private_netns(uint16_t port, int *listen_fd, int *diag_fd, int *tid);
+
+/// prctl(PR_SET_DUMPABLE, dumpable) for the calling process (the supervisor without root makes itself
+/// non-dumpable: its workloads run as the same user).
+int csockdiag_set_dumpable(int dumpable);
+
 #endif

@@ -23,7 +23,8 @@ import SandboxProtocol
 ///   namespace, there is no user switch, and the launcher still applies no_new_privs, Landlock and seccomp
 ///   (it refuses to run a workload if a capability remains).
 ///
-/// Network: the supervisor itself stays in the host network namespace (it dials the gateway on
+/// Network (without root: ``Network/private``, the supervisor makes the namespace itself and keeps
+/// ``privateNetworkCapabilities`` of bubblewrap's user namespace, none of the host's). With root: the supervisor itself stays in the host network namespace (it dials the gateway on
 /// loopback and runs the sandbox's policy proxy on the host side of the veth pair); with
 /// ``Network/confined(namespaceFile:)`` the sandbox's own network namespace (``SandboxNetworks``) is
 /// bind-mounted read-only at `SandboxProtocol.networkNamespaceMount`, and the launcher enters it for
@@ -37,6 +38,9 @@ struct BubblewrapCommand {
     case host
     /// The sandbox's named network namespace (its nsfs file, e.g. `/run/netns/openshell-<id>`).
     case confined(namespaceFile: String)
+    /// A gateway without root: the supervisor creates the sandbox's namespace itself (Supervisor
+    /// `PrivateNetwork`) with ``privateNetworkCapabilities`` of bubblewrap's user namespace.
+    case `private`
   }
 
   /// Capabilities the supervisor keeps when the gateway runs as root — the one list to extend:
@@ -46,6 +50,13 @@ struct BubblewrapCommand {
   /// Added with network confinement: SYS_ADMIN (the launcher's setns), SYS_PTRACE and DAC_READ_SEARCH
   /// (the proxy's caller identification through `/proc/<pid>/{fd,exe}`).
   static let networkCapabilities = ["CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"]
+
+  /// Capabilities of bubblewrap's user namespace (none on the host) the supervisor gets without root,
+  /// for ``Network/private``: SYS_ADMIN and NET_ADMIN (unshare CLONE_NEWNET, `lo` up; the launcher's
+  /// setns), SYS_PTRACE (the launcher opens the non-dumpable supervisor's `/proc/<pid>/task/<tid>/ns/net`;
+  /// the proxy reads workloads' `/proc/<pid>/{fd,exe}`), SETPCAP (the launcher clears the bounding set
+  /// before a workload runs; it verifies that no capability remains).
+  static let privateNetworkCapabilities = ["CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SYS_PTRACE", "CAP_SETPCAP"]
 
   var bwrapPath = "/usr/bin/bwrap"
   var hostname: String
@@ -69,7 +80,7 @@ struct BubblewrapCommand {
     if !runAsRoot { a += ["--unshare-user"] }
     var networkMount: [String] = []
     switch network {
-    case .host: break
+    case .host, .private: break
     case .confined(let file): networkMount = ["--ro-bind", file, SandboxProtocol.networkNamespaceMount]
     }
     a += ["--hostname", hostname]
@@ -108,6 +119,8 @@ struct BubblewrapCommand {
     if runAsRoot {
       a += ["--cap-drop", "ALL"] + Self.supervisorCapabilities.flatMap { ["--cap-add", $0] }
       if case .confined = network { a += Self.networkCapabilities.flatMap { ["--cap-add", $0] } }
+    } else if case .private = network {
+      a += Self.privateNetworkCapabilities.flatMap { ["--cap-add", $0] }
     }
     a += ["--chdir", SandboxProtocol.workspace, "--info-fd", "3", "--", SandboxProtocol.supervisorPath]
     return a

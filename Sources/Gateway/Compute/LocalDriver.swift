@@ -42,9 +42,11 @@ import Synchronization
 /// the supervisor on the host side of a veth pair); rationale, addresses and lifecycle in
 /// ``SandboxNetworks``. It is created before bwrap starts and removed when the sandbox stops, is deleted
 /// or is found orphaned (also at gateway start, for every sandbox directory of this gateway; namespaces of
-/// sandboxes unknown to this gateway may belong to another gateway on the host and are left alone). A gateway that cannot confine (not root, or `ip`/`nft`
-/// missing) fails the sandbox with reason `NetworkConfinementUnavailable` instead of starting it with an
-/// open network.
+/// sandboxes unknown to this gateway may belong to another gateway on the host and are left alone). Without
+/// root the supervisor makes a private namespace itself (``BubblewrapCommand/Network/private``). A gateway
+/// that cannot confine (root without `ip`/`nft`, or no root on a host that refuses unprivileged user or
+/// network namespaces) fails the sandbox with reason `NetworkConfinementUnavailable` instead of starting
+/// it with an open network.
 ///
 /// Layout per sandbox: `<data>/sandboxes/<id>/{workspace/, run/ (credentials, launch.json), instance.json,
 /// bwrap-info.json, supervisor.log, network.json, nftables.conf}`.
@@ -450,16 +452,19 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
       throw SpawnError("cannot open the sandbox's environment values: \(error)")
     }
     let instanceID = RandomID.uuid()  // getrandom(2): no descriptor needed, never a constant (issue 17)
-    let allocation = try networks.setUp(s.id)
-    // The launcher enters the sandbox's network namespace first (ConfinementPlan.networkNamespacePath).
+    // Root: a veth pair + nftables namespace made here. Otherwise the supervisor makes a private one.
+    let allocation = runAsRoot ? try networks.setUp(s.id) : nil
+    // The launcher enters the sandbox's network namespace first (ConfinementPlan.networkNamespacePath;
+    // for a private namespace the supervisor fills it in).
     var confinement = plan
-    confinement.networkNamespacePath = SandboxProtocol.networkNamespaceMount
+    if allocation != nil { confinement.networkNamespacePath = SandboxProtocol.networkNamespaceMount }
     // Baseline enrichment (OpenShell adds the proxy's trust paths): workloads read the CA files.
     confinement.readOnly.append(SandboxProtocol.trustDirectory)
     let launch = SupervisorLaunch(
       command: spec.command, environment: env, confinement: confinement, instanceID: instanceID,
-      networkNamespacePath: SandboxProtocol.networkNamespaceMount,
-      proxyAddress: "\(allocation.hostAddress):\(SandboxProtocol.proxyPort)")
+      networkNamespacePath: allocation != nil ? SandboxProtocol.networkNamespaceMount : nil,
+      proxyAddress: allocation.map { "\($0.hostAddress):\(SandboxProtocol.proxyPort)" },
+      privateNetwork: allocation == nil ? true : nil)
     try write("launch.json", String(decoding: try JSONEncoder().encode(launch), as: UTF8.self), 0o644)
     // The sandbox's /etc/passwd and /etc/group (SandboxUser), outside the credentials directory.
     var identityFiles: (passwd: String, group: String)?
@@ -477,7 +482,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     let command = BubblewrapCommand(
       hostname: hostname, workspace: workspace, credentials: run, supervisorBinary: supervisorBinary, launcherBinary: launcherBinary,
       runtimeLibraryDirectories: runtimeDirectories, runAsRoot: runAsRoot, identityFiles: identityFiles,
-      network: .confined(namespaceFile: SandboxNetworks.namespaceFile(s.id)), trustDirectory: trust)
+      network: allocation != nil ? .confined(namespaceFile: SandboxNetworks.namespaceFile(s.id)) : .private, trustDirectory: trust)
     let creds = SandboxProtocol.credentialsDirectory
     var environment = [
       "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": SandboxProtocol.workspace, "LANG": "C.UTF-8",

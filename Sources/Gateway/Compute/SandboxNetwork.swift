@@ -18,10 +18,17 @@ import SandboxProtocol
 /// connection fails immediately (curl exit 7) instead of hanging. This is OpenShell's own mechanism
 /// (`netns/mod.rs`, `nft_ruleset.rs`), uses only Debian's `ip` and `nft`, and keeps the supervisor (and
 /// so the proxy) on the host side where the agent cannot reach, kill or reconfigure it.
-/// Creating namespaces and veth pairs needs CAP_NET_ADMIN/CAP_SYS_ADMIN in the host namespace: a
-/// gateway that is not root cannot confine, so ``LocalComputeDriver`` fails such a sandbox with a
-/// condition saying so (never a silently open network). The unprivileged variant (bwrap `--unshare-net`
-/// with the proxy reached through a bind-mounted Unix socket) is not built yet.
+/// Creating namespaces and veth pairs needs CAP_NET_ADMIN/CAP_SYS_ADMIN in the host namespace.
+///
+/// ## Without root: a private namespace made by the supervisor
+/// A gateway that is not root uses the second mechanism the issue names: an unshared network namespace
+/// inside bubblewrap's (unprivileged) user namespace. The supervisor, given CAP_SYS_ADMIN/NET_ADMIN of
+/// that user namespace only (``BubblewrapCommand/privateNetworkCapabilities``), creates it at start
+/// with only `lo` and binds the proxy's socket to `127.0.0.1:3128` inside it (Supervisor
+/// `PrivateNetwork`); nothing here runs per sandbox. No route leaves that namespace, so every direct
+/// connection fails at once (ENETUNREACH, or ECONNREFUSED on its own empty loopback). Where the host
+/// refuses unprivileged user or network namespaces (``privateNamespaceProblem``), ``LocalComputeDriver``
+/// fails the sandbox with `NetworkConfinementUnavailable` saying so — never a silently open network.
 ///
 /// Lifecycle: set up before bwrap starts (after the sandbox's start was recorded), torn down when the
 /// sandbox stops, is deleted or turns out to be an orphan (the driver's start-up sweep covers every
@@ -58,16 +65,29 @@ final class SandboxNetworks: Sendable {
   static func namespaceName(_ id: String) -> String { prefix + id }
   static func namespaceFile(_ id: String) -> String { "/run/netns/" + namespaceName(id) }
 
-  /// Why this host cannot confine sandboxes, nil when it can.
+  /// Why this host cannot confine sandboxes, nil when it can (a root gateway: veth + nftables; any
+  /// other: a private namespace made by the supervisor, see ``privateNamespaceProblem``).
   static func unavailable(runAsRoot: Bool) -> String? {
-    guard runAsRoot else {
-      return "network confinement needs a root gateway on this host (network namespace, veth pair and nftables); the unprivileged variant (bwrap --unshare-net with a Unix-socket proxy) is not built yet, and a sandbox never runs with an open network"
-    }
+    guard runAsRoot else { return privateNamespaceProblem }
     for tool in [ipPath, nftPath] where !FileManager.default.isExecutableFile(atPath: tool) {
       return "network confinement needs \(tool) (apt-get install iproute2 nftables)"
     }
     return nil
   }
+
+  /// Why a gateway without root cannot give a sandbox a private network namespace, nil when it can.
+  /// Probed once per process by doing what the supervisor does: bubblewrap with an unprivileged user
+  /// namespace and ``BubblewrapCommand/privateNetworkCapabilities``, and in it `unshare --net`.
+  static let privateNamespaceProblem: String? = {
+    let args = ["--unshare-user", "--unshare-pid", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+      + BubblewrapCommand.privateNetworkCapabilities.flatMap { ["--cap-add", $0] } + ["--", "/usr/bin/unshare", "--net", "/bin/true"]
+    do {
+      try run("/usr/bin/bwrap", args)
+      return nil
+    } catch {
+      return "network confinement without root needs an unprivileged user namespace with its own network namespace, which this host refuses (\(error)); run the gateway as root (veth pair + nftables) or allow them (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces and user.max_net_namespaces > 0); a sandbox never runs with an open network"
+    }
+  }()
 
   /// Creates the namespace, claims a subnet, and sets up the veth pair, addresses, route and nftables
   /// ruleset (after removing any leftover namespace of a previous start).

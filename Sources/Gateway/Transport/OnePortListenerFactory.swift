@@ -42,7 +42,7 @@ struct OnePortListenerFactory: HTTP2ServerTransport.ListenerFactory {
       return try await ServerBootstrap(group: eventLoopGroup)
         .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
         .serverChannelOption(.backlog, value: 256)
-        .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+        .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
         .serverChannelInitializer { channel in
           channel.pipeline.addHandler(acceptFailures).flatMap { listenerConfigurator.configure(channel: channel) }
         }

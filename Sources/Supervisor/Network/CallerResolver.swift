@@ -22,7 +22,11 @@ import Synchronization
 ///    (dev, inode, size, mtime, ctime) so a binary is not re-hashed per connection, and pinned per path
 ///    on first use (trust on first use): a later different hash for the same path is refused.
 ///
-/// Needs CAP_SYS_PTRACE (the workload runs as another user and is not dumpable).
+/// Needs CAP_SYS_PTRACE (the workload runs as another user and is not dumpable) with a root gateway;
+/// without root (``PrivateNetwork``) workloads run as the supervisor's own user and are dumpable after
+/// their exec, so the same reads need no capability (the supervisor keeps CAP_SYS_PTRACE of its user
+/// namespace anyway, for workloads that made themselves non-dumpable: fail closed otherwise, the
+/// connection is denied with "cannot read the executable").
 final class CallerResolver: Sendable {
   /// Inode of the sandbox's network namespace (`stat` of its nsfs file).
   let namespaceInode: UInt64
@@ -33,19 +37,21 @@ final class CallerResolver: Sendable {
   private let hashes = Mutex<[String: String]>([:])
   private let pins = Mutex<[String: String]>([:])
 
+  /// - Parameters:
+  ///   - namespacePath: the sandbox's network namespace (nsfs file or `/proc/.../ns/net`).
+  ///   - diag: a sock_diag socket already open in that namespace (``PrivateNetwork``), or why there is
+  ///     none; nil: one is opened here (entering the namespace from a short-lived thread).
   /// - Throws: when the namespace file cannot be examined.
-  init(namespacePath: String) throws {
+  init(namespacePath: String, diag: Result<SocketDiag, ResolveError>? = nil) throws {
     var st = stat()
     guard stat(namespacePath, &st) == 0 else {
       throw ResolveError(message: "cannot stat the network namespace \(namespacePath): \(String(cString: strerror(errno)))")
     }
     namespaceInode = UInt64(st.st_ino)
-    do {
-      diag = try SocketDiag(namespacePath: namespacePath)
-      diagProblem = nil
-    } catch {
-      diag = nil
-      diagProblem = "\(error)"
+    let d = diag ?? Result { try SocketDiag(namespacePath: namespacePath) }.mapError { $0 as? ResolveError ?? ResolveError(message: "\($0)") }
+    switch d {
+    case .success(let s): (self.diag, diagProblem) = (s, nil)
+    case .failure(let e): (self.diag, diagProblem) = (nil, e.message)
     }
   }
 

@@ -21,7 +21,9 @@ struct NetworkEnforcement: Sendable {
   /// Starts the proxy when `launch` asks for confinement; nil when it does not.
   /// - Throws: when the namespace cannot be examined or the proxy address cannot be bound (the
   ///   supervisor then exits: a sandbox never runs with a confinement it cannot enforce).
-  static func start(_ launch: SupervisorLaunch, sandboxID: String, logs: LogPusher) async throws -> NetworkEnforcement? {
+  /// - Parameter privateNetwork: the namespace the supervisor created itself (a gateway without root):
+  ///   the proxy serves its listening socket instead of binding `proxyAddress` on the host side.
+  static func start(_ launch: SupervisorLaunch, privateNetwork: PrivateNetwork? = nil, sandboxID: String, logs: LogPusher) async throws -> NetworkEnforcement? {
     guard let ns = launch.networkNamespacePath, let address = launch.proxyAddress else { return nil }
     guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
       throw CallerResolver.ResolveError(message: "malformed proxy address \(address)")
@@ -31,14 +33,20 @@ struct NetworkEnforcement: Sendable {
     let policy = ProxyPolicy { c, why in
       denials.record(method: "CLOSE", host: c.host, port: c.port, binary: c.binary, reason: "open connection closed: \(why)")
     }
-    let resolver = try CallerResolver(namespacePath: ns)
+    let resolver = try CallerResolver(namespacePath: ns, diag: privateNetwork?.diag)
     let tls = makeTLS(logs)
     let proxy = PolicyProxy(policy: policy, resolver: resolver, tls: tls) { d in
       denials.record(method: d.method, host: d.host, port: d.port, binary: d.binary, reason: d.reason)
     }
-    let channel = try await proxy.start(host: host, port: port)
+    let channel: Channel
+    if let privateNetwork {
+      channel = try await proxy.start(boundSocket: privateNetwork.listenSocket)
+    } else {
+      channel = try await proxy.start(host: host, port: port)
+    }
     let lookup = resolver.diag != nil ? "sock_diag" : "the /proc socket tables (\(resolver.diagProblem ?? "no sock_diag"))"
-    logs.log("network policy proxy listening on \(address) (namespace \(ns)); callers identified through \(lookup); all egress denied until a policy loads")
+    let kind = privateNetwork != nil ? "private namespace without root: loopback only, the proxy's socket inside it" : "veth pair + nftables"
+    logs.log("network policy proxy listening on \(address) (namespace \(ns), \(kind)); callers identified through \(lookup); all egress denied until a policy loads")
     return NetworkEnforcement(policy: policy, denials: denials, proxy: proxy, channel: channel)
   }
 

@@ -50,7 +50,18 @@ final class PolicyProxy: Sendable {
   /// Binds `host:port` and serves until the process ends.
   /// - Throws: when the address cannot be bound.
   func start(host: String, port: Int) async throws -> Channel {
-    try await ServerBootstrap(group: group)
+    try await bootstrap().bind(host: host, port: port).get()
+  }
+
+  /// Serves an already bound socket (``PrivateNetwork``: created inside the sandbox's namespace) until
+  /// the process ends.
+  /// - Throws: when the socket cannot be adopted (not a bound stream socket).
+  func start(boundSocket: Int32) async throws -> Channel {
+    try await bootstrap().withBoundSocket(boundSocket).get()
+  }
+
+  private func bootstrap() -> ServerBootstrap {
+    ServerBootstrap(group: group)
       .serverChannelOption(.backlog, value: 256)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
       .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
@@ -68,7 +79,6 @@ final class PolicyProxy: Sendable {
           try channel.pipeline.syncOperations.addHandler(ProxyRequestHandler(proxy: self))
         }
       }
-      .bind(host: host, port: port).get()
   }
 
   /// The decision for one request (blocking: runs on the thread pool).

@@ -31,6 +31,9 @@ final class SocketDiag: Sendable {
     fd = Mutex(s)
   }
 
+  /// Adopts a NETLINK_SOCK_DIAG socket already created inside the namespace (``PrivateNetwork``).
+  init(descriptor: Int32) { fd = Mutex(descriptor) }
+
   deinit { fd.withLock { close($0) } }
 
   /// The inode of the TCP socket whose local end is `local` and remote end `remote`, as the workload
