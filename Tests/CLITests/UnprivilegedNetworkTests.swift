@@ -183,6 +183,15 @@ struct UnprivilegedNetworkTests {
     // Denials are in the sandbox's log with host, port, binary and reason.
     r = try Self.asNobody(env, ["logs", "box", "-n", "500"])
     #expect(r.out.contains("python3") && r.out.contains("127.0.0.1:\(port)"), "\(r)")
+    // ... and, aggregated (one event per sandbox per 10 s window), in the audit of the gateway's log.
+    let log = env.dataDir("unpriv").appendingPathComponent("log").path
+    var audit = CLIEnv.Result(code: -1, out: "", err: "", seconds: 0)
+    for _ in 0..<60 {
+      audit = try env.replay(["audit", log, "--sandbox", "box"])
+      if audit.out.contains("network denied") && audit.out.contains("python3") { break }
+      usleep(500_000)
+    }
+    #expect(audit.out.contains("network denied") && audit.out.contains("127.0.0.1:\(up) by /usr/bin/python3"), "\(audit)")
     r = try Self.asNobody(env, ["gateway", "stop", "--name", "unpriv"])
   }
 }
