@@ -5,7 +5,8 @@ import NIOPosix
 
 /// The sandbox's policy proxy (enforcement-and-ssh.md §1.4, row "Proxy"): an explicit HTTP proxy on the
 /// host side of the sandbox's veth pair (`10.200.x.y:3128`), the only address the sandbox's nftables
-/// rules let its processes reach.
+/// rules let its processes reach; or, with a gateway without root, on `127.0.0.1:3128` inside the
+/// sandbox's private namespace, whose socket the supervisor created there (``PrivateNetwork``).
 ///
 /// Per accepted connection: read one request head (at most 64 KiB); `CONNECT host:port` opens a tunnel,
 /// an absolute-form request (`GET http://host[:port]/path HTTP/1.1`) is forwarded in origin form with
