@@ -183,6 +183,36 @@ struct UnprivilegedNetworkTests {
     // Denials are in the sandbox's log with host, port, binary and reason.
     r = try Self.asNobody(env, ["logs", "box", "-n", "500"])
     #expect(r.out.contains("python3") && r.out.contains("127.0.0.1:\(port)"), "\(r)")
+    // ... and, aggregated (one event per sandbox per 10 s window), in the audit of the gateway's log.
+    let log = env.dataDir("unpriv").appendingPathComponent("log").path
+    var audit = CLIEnv.Result(code: -1, out: "", err: "", seconds: 0)
+    for _ in 0..<60 {
+      audit = try env.replay(["audit", log, "--sandbox", "box"])
+      if audit.out.contains("network denied") && audit.out.contains("python3") { break }
+      usleep(500_000)
+    }
+    #expect(audit.out.contains("network denied") && audit.out.contains("127.0.0.1:\(up) by /usr/bin/python3"), "\(audit)")
     r = try Self.asNobody(env, ["gateway", "stop", "--name", "unpriv"])
+  }
+
+  @Test("a host that refuses unprivileged user namespaces: the sandbox fails with NetworkConfinementUnavailable, never runs open")
+  func refusedHostFailsClosed() throws {
+    let env = try CLIEnv("unpriv-refused")
+    defer { env.cleanup() }
+    for d in [env.root.path, env.config.path, env.state.path] { #expect(chown(d, Self.nobody, Self.nobody) == 0) }
+    // The gateway runs as nobody inside a user namespace that allows no further user namespaces
+    // (bwrap --disable-userns: max_user_namespaces 0 below it), as on a host with them switched off.
+    let port = freePort()
+    var r = try env.run(
+      ["--reuid", "\(Self.nobody)", "--regid", "\(Self.nobody)", "--clear-groups", "--", "/usr/bin/bwrap", "--unshare-user", "--disable-userns",
+       "--dev-bind", "/", "/", "--", CLIEnv.openshell, "gateway", "start", "--name", "refused", "--port", "\(port)"],
+      binary: "/usr/bin/setpriv", env: ["HOME": env.root.path])
+    try #require(r.code == 0, "\(r)")
+    r = try Self.asNobody(env, ["sandbox", "create", "box", "--", "/bin/true"])
+    #expect(r.code != 0, "\(r)")
+    r = try Self.asNobody(env, ["sandbox", "get", "box"])
+    #expect(r.out.contains("NetworkConfinementUnavailable") && r.out.contains("user namespace") && r.out.contains("never runs with an open network"), "\(r)")
+    #expect(!r.out.contains("Ready"), "\(r)")
+    _ = try Self.asNobody(env, ["gateway", "stop", "--name", "refused"])
   }
 }

@@ -4,6 +4,7 @@
 // -errno on failure.
 #ifndef CSOCKDIAG_H
 #define CSOCKDIAG_H
+#include <stddef.h>
 #include <stdint.h>
 
 /// A NETLINK_SOCK_DIAG socket created inside the network namespace `netns_fd` (a short-lived thread
@@ -30,5 +31,30 @@ int csockdiag_private_netns(uint16_t port, int *listen_fd, int *diag_fd, int *ti
 /// prctl(PR_SET_DUMPABLE, dumpable) for the calling process (the supervisor without root makes itself
 /// non-dumpable: its workloads run as the same user).
 int csockdiag_set_dumpable(int dumpable);
+
+/// A listening IPv4 TCP socket bound to `address`:`port` (SO_REUSEADDR, backlog 256). Returns it or -errno.
+int csockdiag_listen_tcp4(const char *address, uint16_t port);
+
+/// accept4(2) (close-on-exec, blocking; EINTR/ECONNABORTED retried), TCP_NODELAY on the new socket.
+int csockdiag_accept(int listen_fd);
+
+/// A TCP connection to `address` (4 or 16 bytes by `family`, network order):`port` within `timeout_ms`;
+/// the socket is non-blocking, close-on-exec, TCP_NODELAY. Returns it or -errno (-ETIMEDOUT).
+int csockdiag_dial(int family, const uint8_t *address, uint16_t port, int timeout_ms);
+
+/// Writes all `count` bytes to `fd` (blocking or not), waiting at most `timeout_ms` per stall. 0 or -errno.
+int csockdiag_write_all(int fd, const uint8_t *bytes, size_t count, int timeout_ms);
+
+/// A relay between two connected sockets (it owns both descriptors from now on). Two references: one
+/// for csockdiag_relay_run, one for the caller (csockdiag_relay_release).
+struct csockdiag_relay;
+struct csockdiag_relay *csockdiag_relay_new(int a, int b);
+/// Moves bytes both ways with splice(2) through a pipe per direction (never through user memory) until
+/// both directions ended (each end's EOF is passed on with shutdown(SHUT_WR)) or one fails; then closes
+/// both sockets, reports the bytes moved a→b and b→a and drops its reference. Blocks the calling thread.
+void csockdiag_relay_run(struct csockdiag_relay *r, uint64_t *bytes_ab, uint64_t *bytes_ba);
+/// Ends a running relay (shutdown of both sockets), unless it already closed them. Thread-safe.
+void csockdiag_relay_cancel(struct csockdiag_relay *r);
+void csockdiag_relay_release(struct csockdiag_relay *r);
 
 #endif

@@ -42,6 +42,11 @@ final class SandboxNetworks: Sendable {
   static let nftPath = "/usr/sbin/nft"
   /// Number of /30 subnets in 10.200.0.0/16.
   static let capacity = 16384
+  /// MTU of both ends of the veth pair: the largest veth allows, as loopback's. The pair only carries the
+  /// sandbox's connections to its proxy (which ends them), never traffic to the outside, so no path MTU
+  /// is affected; with 1500 a bulk transfer through the proxy cost about a third of its rate in
+  /// per-packet work (measured: ~0.9 GB/s over the pair at 1500, ~1.2–1.4 GB/s at 65535, host loopback ~1.4).
+  static let mtu = "65535"
 
   /// One sandbox's allocation.
   struct Allocation: Codable, Equatable, Sendable {
@@ -113,7 +118,9 @@ final class SandboxNetworks: Sendable {
       for offset in 0..<Self.capacity {
         let a = Allocation(index: (start + offset) % Self.capacity)
         do {
-          try Self.run(Self.ipPath, ["link", "add", a.hostInterface, "type", "veth", "peer", "name", a.sandboxInterface, "netns", ns])
+          try Self.run(Self.ipPath, [
+            "link", "add", a.hostInterface, "mtu", Self.mtu, "type", "veth", "peer", "name", a.sandboxInterface, "mtu", Self.mtu, "netns", ns,
+          ])
           claimed = a
           break
         } catch let e as SpawnError where e.message.contains("File exists") {

@@ -12,7 +12,6 @@ struct NetworkEnforcement: Sendable {
   let policy: ProxyPolicy
   let denials: DenialReporter
   let proxy: PolicyProxy
-  let channel: Channel
 
   /// The trust files written for workloads (nil until the CA exists, or when it could not be written).
   static var trustFiles: (ca: String, bundle: String)? { written.withLock { $0 } }
@@ -38,16 +37,15 @@ struct NetworkEnforcement: Sendable {
     let proxy = PolicyProxy(policy: policy, resolver: resolver, tls: tls) { d in
       denials.record(method: d.method, host: d.host, port: d.port, binary: d.binary, reason: d.reason)
     }
-    let channel: Channel
     if let privateNetwork {
-      channel = try await proxy.start(boundSocket: privateNetwork.listenSocket)
+      proxy.start(boundSocket: privateNetwork.listenSocket)
     } else {
-      channel = try await proxy.start(host: host, port: port)
+      try proxy.start(host: host, port: port)
     }
     let lookup = resolver.diag != nil ? "sock_diag" : "the /proc socket tables (\(resolver.diagProblem ?? "no sock_diag"))"
     let kind = privateNetwork != nil ? "private namespace without root: loopback only, the proxy's socket inside it" : "veth pair + nftables"
     logs.log("network policy proxy listening on \(address) (namespace \(ns), \(kind)); callers identified through \(lookup); all egress denied until a policy loads")
-    return NetworkEnforcement(policy: policy, denials: denials, proxy: proxy, channel: channel)
+    return NetworkEnforcement(policy: policy, denials: denials, proxy: proxy)
   }
 
   /// Generates the sandbox CA and writes its trust files; nil (logged at ERROR) when that fails: the

@@ -1,3 +1,4 @@
+import CSockDiag
 import Foundation
 import Synchronization
 import NIOCore
@@ -5,7 +6,8 @@ import NIOPosix
 
 /// The sandbox's policy proxy (enforcement-and-ssh.md §1.4, row "Proxy"): an explicit HTTP proxy on the
 /// host side of the sandbox's veth pair (`10.200.x.y:3128`), the only address the sandbox's nftables
-/// rules let its processes reach.
+/// rules let its processes reach; or, with a gateway without root, on `127.0.0.1:3128` inside the
+/// sandbox's private namespace, whose socket the supervisor created there (``PrivateNetwork``).
 ///
 /// Per accepted connection: read one request head (at most 64 KiB); `CONNECT host:port` opens a tunnel,
 /// an absolute-form request (`GET http://host[:port]/path HTTP/1.1`) is forwarded in origin form with
@@ -47,38 +49,73 @@ final class PolicyProxy: Sendable {
     pool.start()
   }
 
-  /// Binds `host:port` and serves until the process ends.
+  /// Binds `host:port` (IPv4) and serves until the process ends.
   /// - Throws: when the address cannot be bound.
-  func start(host: String, port: Int) async throws -> Channel {
-    try await bootstrap().bind(host: host, port: port).get()
+  func start(host: String, port: Int) throws {
+    let fd = csockdiag_listen_tcp4(host, UInt16(clamping: port))
+    guard fd >= 0 else { throw AddressGuard.GuardError(message: "cannot listen on \(host):\(port): \(String(cString: strerror(-fd)))") }
+    serve(fd)
   }
 
   /// Serves an already bound socket (``PrivateNetwork``: created inside the sandbox's namespace) until
   /// the process ends.
-  /// - Throws: when the socket cannot be adopted (not a bound stream socket).
-  func start(boundSocket: Int32) async throws -> Channel {
-    try await bootstrap().withBoundSocket(boundSocket).get()
-  }
+  func start(boundSocket: Int32) { serve(boundSocket) }
 
-  private func bootstrap() -> ServerBootstrap {
-    ServerBootstrap(group: group)
-      .serverChannelOption(.backlog, value: 256)
-      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-      .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-      .childChannelOption(.autoRead, value: true)
-      .childChannelInitializer { [self] channel in
-        // A cap on simultaneous client connections, so an agent holding idle connections cannot exhaust
-        // the supervisor's descriptors (exec would fail); over it, new connections are closed at once.
-        guard self.connections.withLock({ n -> Bool in
+  /// The accept loop (its own thread): each connection is counted against ``maxConnections`` (over it,
+  /// closed at once, so an agent holding idle connections cannot exhaust the supervisor's descriptors)
+  /// and handed to NIO with its descriptor number, so that an admitted uninspected connection can leave
+  /// NIO for a splice relay (``ProxyRequestHandler``, ``SpliceRelay``).
+  private func serve(_ listenFD: Int32) {
+    let thread = Thread { [self] in
+      while true {
+        let fd = csockdiag_accept(listenFD)
+        if fd < 0 {
+          if fd == -EBADF || fd == -EINVAL || fd == -ENOTSOCK { return }
+          usleep(10_000)  // EMFILE, ENFILE, ENOBUFS, ENOMEM: let descriptors or memory free up
+          continue
+        }
+        guard connections.withLock({ n -> Bool in
           guard n < Self.maxConnections else { return false }
           n += 1
           return true
-        }) else { return channel.close() }
-        channel.closeFuture.whenComplete { _ in self.connections.withLock { $0 -= 1 } }
-        return channel.eventLoop.makeCompletedFuture {
-          try channel.pipeline.syncOperations.addHandler(ProxyRequestHandler(proxy: self))
+        }) else {
+          close(fd)
+          continue
         }
+        let counted = CountedOnce()
+        ClientBootstrap(group: group)
+          .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+          .channelOption(.autoRead, value: true)
+          .channelInitializer { channel in
+            channel.closeFuture.whenComplete { _ in
+              if counted.take() { self.connections.withLock { $0 -= 1 } }
+            }
+            return channel.eventLoop.makeCompletedFuture {
+              try channel.pipeline.syncOperations.addHandler(ProxyRequestHandler(proxy: self, socket: fd))
+            }
+          }
+          .withConnectedSocket(fd)
+          .whenFailure { _ in
+            if counted.take() { self.connections.withLock { $0 -= 1 } }
+          }
       }
+    }
+    thread.name = "openshell-proxy-accept"
+    thread.start()
+  }
+
+  /// Dials the first reachable address of `addresses` (in order) outside NIO, for a splice relay:
+  /// a non-blocking socket with TCP_NODELAY (blocking call: runs on the thread pool).
+  /// - Throws: the last address's error when none answers within 10 s each.
+  static func dialRaw(_ addresses: [IPAddress], port: Int) throws -> Int32 {
+    var last = "no address to dial"
+    for ip in addresses {
+      let bytes = ip.bytes
+      let fd = bytes.withUnsafeBufferPointer { csockdiag_dial(bytes.count == 4 ? AF_INET : AF_INET6, $0.baseAddress, UInt16(clamping: port), 10_000) }
+      if fd >= 0 { return fd }
+      last = "\(ip): \(String(cString: strerror(-fd)))"
+    }
+    throw AddressGuard.GuardError(message: last)
   }
 
   /// The decision for one request (blocking: runs on the thread pool).
@@ -140,6 +177,13 @@ final class PolicyProxy: Sendable {
       return dial(rest.dropFirst(), port: port, on: loop, lastError: error)
     }
   }
+}
+
+/// A connection's slot in ``PolicyProxy/connections``, given back once.
+final class CountedOnce: Sendable {
+  private let held = Mutex(true)
+  /// true the first time only.
+  func take() -> Bool { held.withLock { h in defer { h = false }; return h } }
 }
 
 /// A parsed request head.

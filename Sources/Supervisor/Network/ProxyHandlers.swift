@@ -1,8 +1,10 @@
+import CSockDiag
 import Foundation
 import NIOCore
 import NIOPosix
 
-/// Reads one request head, has it admitted, then splices the client to the upstream connection.
+/// Reads one request head, has it admitted, then joins the client to the upstream connection: a
+/// ``SpliceRelay`` for uninspected connections, L7 inspection (``InspectedConnection``) for the rest.
 final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
   typealias InboundIn = ByteBuffer
   typealias InboundOut = ByteBuffer
@@ -15,7 +17,14 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   /// The request head as read (an inspected absolute-form request is parsed again by the HTTP decoder).
   private var rawHead = ""
 
-  init(proxy: PolicyProxy) { self.proxy = proxy }
+  /// The client connection's descriptor (NIO's): duplicated when the connection leaves NIO for a
+  /// ``SpliceRelay``, never used otherwise.
+  let socket: Int32
+
+  init(proxy: PolicyProxy, socket: Int32) {
+    self.proxy = proxy
+    self.socket = socket
+  }
 
   /// Seconds a client has to send its request head; then the connection is closed (an idle connection
   /// must not hold the proxy's resources).
@@ -140,105 +149,60 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   }
 
   private func connect(_ context: ChannelHandlerContext, _ head: ProxyRequestHead, _ addresses: [IPAddress], _ generation: UInt64, _ binary: CallerBinary) {
-    proxy.dial(addresses, port: head.port, on: context.eventLoop).assumeIsolated().whenComplete { result in
+    let port = head.port
+    proxy.pool.runIfActive(eventLoop: context.eventLoop) {
+      try PolicyProxy.dialRaw(addresses, port: port)
+    }.assumeIsolated().whenComplete { result in
       switch result {
       case .failure(let error):
         self.respond(context, 502, "Bad Gateway", "openshell: cannot connect to \(head.host):\(head.port): \(error)")
       case .success(let upstream):
-        self.splice(context, head, upstream, addresses, generation, binary)
+        self.relay(context, head, upstream, addresses, generation, binary)
       }
     }
   }
 
-  private func splice(_ context: ChannelHandlerContext, _ head: ProxyRequestHead, _ upstream: Channel, _ addresses: [IPAddress], _ generation: UInt64, _ binary: CallerBinary) {
+  /// Moves the admitted connection out of NIO into a ``SpliceRelay`` with the upstream socket: the
+  /// `200` of a CONNECT (or the request head upstream) and any bytes read past the head are written
+  /// first, then the relay owns both sockets; NIO's channel is closed (its descriptor only: the socket
+  /// lives on in the relay's duplicate). The connection stays counted and registered for re-decision.
+  private func relay(_ context: ChannelHandlerContext, _ head: ProxyRequestHead, _ upstream: Int32, _ addresses: [IPAddress], _ generation: UInt64, _ binary: CallerBinary) {
     let client = context.channel
     guard client.isActive else {
-      upstream.close(promise: nil)
+      close(upstream)
       return
     }
-    let id = proxy.policy.opened(.init(host: head.host, port: head.port, binary: binary, addresses: addresses, channels: [client, upstream]), generation: generation)
-    let policy = proxy.policy
-    client.closeFuture.whenComplete { _ in policy.closed(id) }
-    let (a, b) = GlueHandler.pair()
-    do {
-      try client.pipeline.syncOperations.addHandler(a)
-      try upstream.pipeline.syncOperations.addHandler(b)
-    } catch {
-      client.close(promise: nil)
-      upstream.close(promise: nil)
+    let clientFD = dup(socket)
+    guard clientFD >= 0 else {
+      close(upstream)
+      respond(context, 502, "Bad Gateway", "openshell: cannot relay to \(head.host):\(head.port): out of descriptors")
       return
     }
-    if head.isConnect {
-      client.writeAndFlush(client.allocator.buffer(string: "HTTP/1.1 200 Connection Established\r\n\r\n"), promise: nil)
-    } else {
-      upstream.write(upstream.allocator.buffer(string: head.upstreamHead()), promise: nil)
+    func send(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+      bytes.isEmpty || bytes.withUnsafeBufferPointer { csockdiag_write_all(fd, $0.baseAddress, $0.count, 10_000) } == 0
     }
-    if let rest = buffered, rest.readableBytes > 0 { upstream.write(rest, promise: nil) }
-    upstream.flush()
+    var toUpstream: [UInt8] = head.isConnect ? [] : Array(head.upstreamHead().utf8)
+    if let rest = buffered, rest.readableBytes > 0 { toUpstream += rest.readableBytesView }
     buffered = nil
+    let ok = (head.isConnect ? send(clientFD, Array("HTTP/1.1 200 Connection Established\r\n\r\n".utf8)) : true) && send(upstream, toUpstream)
+    guard ok, let relay = SpliceRelay(client: clientFD, upstream: upstream) else {
+      close(clientFD)
+      close(upstream)
+      client.close(promise: nil)
+      return
+    }
+    let proxy = self.proxy
+    let policy = proxy.policy
+    // The relay's own slot (the NIO channel gives its slot back when it closes below).
+    proxy.connections.withLock { $0 += 1 }
+    let id = policy.opened(.init(host: head.host, port: head.port, binary: binary, addresses: addresses, channels: [], cancel: { relay.cancel() }), generation: generation)
+    relay.start {
+      policy.closed(id)
+      proxy.connections.withLock { $0 -= 1 }
+    }
     context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-    client.setOption(.autoRead, value: true).whenComplete { _ in }
-    upstream.setOption(.autoRead, value: true).whenComplete { _ in }
+    client.close(promise: nil)
   }
 
   func errorCaught(context: ChannelHandlerContext, error: Error) { context.close(promise: nil) }
-}
-
-/// Copies bytes between two channels on the same event loop, with backpressure: a side stops
-/// reading while its partner is not writable. Closing either side closes both.
-final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
-  typealias InboundIn = ByteBuffer
-  typealias OutboundIn = ByteBuffer
-  typealias OutboundOut = ByteBuffer
-
-  private var partner: GlueHandler?
-  private var context: ChannelHandlerContext?
-  private var pendingRead = false
-
-  static func pair() -> (GlueHandler, GlueHandler) {
-    let a = GlueHandler(), b = GlueHandler()
-    a.partner = b
-    b.partner = a
-    return (a, b)
-  }
-
-  func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-  func handlerRemoved(context: ChannelHandlerContext) {
-    self.context = nil
-    partner = nil
-  }
-
-  private func partnerWrite(_ data: NIOAny) { context?.write(data, promise: nil) }
-  private func partnerFlush() { context?.flush() }
-  /// The other side ended: deliver what is still queued for this side, then close it (a plain close
-  /// would drop the pending writes, truncating a response whose upstream already finished).
-  private func partnerClose() {
-    guard let context else { return }
-    let channel = context.channel
-    context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(capacity: 0))).whenComplete { _ in channel.close(promise: nil) }
-  }
-  private var partnerWritable: Bool { context?.channel.isWritable ?? false }
-  private func partnerBecameWritable() {
-    if pendingRead {
-      pendingRead = false
-      context?.read()
-    }
-  }
-
-  func channelRead(context: ChannelHandlerContext, data: NIOAny) { partner?.partnerWrite(data) }
-  func channelReadComplete(context: ChannelHandlerContext) { partner?.partnerFlush() }
-  func channelInactive(context: ChannelHandlerContext) { partner?.partnerClose() }
-  func errorCaught(context: ChannelHandlerContext, error: Error) { context.close(promise: nil) }
-  func channelWritabilityChanged(context: ChannelHandlerContext) {
-    if context.channel.isWritable { partner?.partnerBecameWritable() }
-    context.fireChannelWritabilityChanged()
-  }
-
-  func read(context: ChannelHandlerContext) {
-    if let partner, partner.partnerWritable {
-      context.read()
-    } else {
-      pendingRead = true
-    }
-  }
 }

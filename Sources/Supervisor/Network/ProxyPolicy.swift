@@ -27,6 +27,8 @@ final class ProxyPolicy: Sendable {
     var binary: CallerBinary
     var addresses: [IPAddress]
     var channels: [Channel]
+    /// Ends a connection that is not (or no longer) a NIO channel: a splice relay (``SpliceRelay``).
+    var cancel: (@Sendable () -> Void)? = nil
   }
 
   private let current = Mutex(Snapshot(generation: 0, policy: nil, label: "none"))
@@ -94,6 +96,7 @@ final class ProxyPolicy: Sendable {
 
   private func close(_ c: OpenConnection, _ why: String) {
     for ch in c.channels { ch.close(promise: nil) }
+    c.cancel?()
     onRevoked(c, why)
   }
 }
