@@ -18,4 +18,10 @@ int csockdiag_open_in_netns(int netns_fd);
 int csockdiag_tcp_lookup(int fd, int family, const uint8_t *src, uint16_t sport, const uint8_t *dst, uint16_t dport,
                          uint32_t *inode, uint32_t *uid);
 
+/// A TCP connection to 127.0.0.1:`port` inside the network namespace `netns_fd` (a short-lived thread
+/// enters it and connects; the socket stays in that namespace), with TCP_NODELAY. Used for exposed
+/// services (the supervisor reaches a sandbox's loopback service). Needs CAP_SYS_ADMIN. Returns the
+/// connected descriptor (close-on-exec); -ECONNREFUSED when nothing listens there.
+int csockdiag_connect_loopback_in_netns(int netns_fd, uint16_t port);
+
 #endif
