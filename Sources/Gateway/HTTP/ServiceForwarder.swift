@@ -117,6 +117,8 @@ final class ServiceForwarder: @unchecked Sendable {
     for (name, value) in head.headers {
       let lower = name.lowercased()
       if Self.dropped.contains(lower) || (strip && lower == "authorization") { continue }
+      // A chunked request is sent chunked only: never both framings (request smuggling).
+      if chunked && lower == "content-length" { continue }
       text += "\(name): \(value)\r\n"
     }
     text += "Connection: close\r\nX-Forwarded-Prefix: \(prefix)\r\nX-Forwarded-Proto: \(secure ? "https" : "http")\r\n"
