@@ -96,7 +96,7 @@ def test_service_exposures_give_a_working_url(mtls_gateway):
                 f"http.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\n"
             )
             started = client.exec(
-                name, ["sh", "-c", "cat > /sandbox/srv.py && setsid python3 /sandbox/srv.py >/dev/null 2>&1 </dev/null &"],
+                name, ["sh", "-c", "cat > /sandbox/srv.py; setsid python3 /sandbox/srv.py >/dev/null 2>&1 </dev/null &"],
                 workspace="default", stdin=server.encode())
             assert started.exit_code == 0, repr(started)
             context = ssl.create_default_context(cafile=str(mtls_gateway.pki / "ca.crt"))
