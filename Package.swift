@@ -114,6 +114,8 @@ let package = Package(
     .target(name: "SandboxSeccomp", dependencies: ["SandboxConfinement", "CSeccomp"]),
     // NETLINK_SOCK_DIAG lookups for the proxy's caller resolution.
     .target(name: "CSockDiag"),
+    // Pseudo-terminals and window sizes (interactive exec in the supervisor, `sandbox exec -t` in the CLI).
+    .target(name: "CTerminal"),
     // `openshell-sandbox-launch`: the launcher the supervisor starts every workload process through.
     // A fully static executable (Swift runtime and glibc linked in): it is started for every exec, and
     // dynamic loading and symbol binding were most of its start-up (openshell-sandbox-bench --launcher).
@@ -125,7 +127,7 @@ let package = Package(
     .executableTarget(
       name: "Supervisor",
       dependencies: [
-        "SandboxProtocol", "SandboxConfinement", "SandboxSeccomp", "CSockDiag", "OpenShellAPI", "PolicyKit",
+        "SandboxProtocol", "SandboxConfinement", "SandboxSeccomp", "CSockDiag", "CTerminal", "OpenShellAPI", "PolicyKit",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -167,7 +169,7 @@ let package = Package(
     .executableTarget(
       name: "CLI",
       dependencies: [
-        "Gateway", "OpenShellAPI", "LogTools", "EventLog", "Projections", "PolicyKit", "SandboxProtocol",
+        "Gateway", "OpenShellAPI", "LogTools", "EventLog", "Projections", "PolicyKit", "SandboxProtocol", "CTerminal",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Yams", package: "Yams"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),

@@ -86,3 +86,28 @@ int csockdiag_tcp_lookup(int fd, int family, const uint8_t *src, uint16_t sport,
     }
   }
 }
+
+struct connect_args { int netns_fd; uint16_t port; int result; };
+
+static void *connect_thread(void *p) {
+  struct connect_args *a = p;
+  if (setns(a->netns_fd, CLONE_NEWNET) != 0) { a->result = -errno; return NULL; }
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) { a->result = -errno; return NULL; }
+  struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(a->port) };
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, (struct sockaddr *)&sin, sizeof sin) != 0) { a->result = -errno; close(fd); return NULL; }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  a->result = fd;
+  return NULL;
+}
+
+int csockdiag_connect_loopback_in_netns(int netns_fd, uint16_t port) {
+  struct connect_args a = { netns_fd, port, -EINVAL };
+  pthread_t t;
+  int r = pthread_create(&t, NULL, connect_thread, &a);
+  if (r != 0) return -r;
+  pthread_join(t, NULL);
+  return a.result;
+}

@@ -69,6 +69,9 @@ public enum EventSummary {
     case .sshTunnelClosed(let e):
       return "tunnel \(e.tunnelID) closed after \(e.durationMs) ms: \(e.bytesToSandbox) B to sandbox, \(e.bytesFromSandbox) B from sandbox\(e.reason.isEmpty ? "" : " (\(e.reason))")"
     case .sshSessionRevoked(let e): return "ssh session \(e.id) revoked"
+    case .serviceExposed(let e):
+      return "service \(e.service.isEmpty ? "(unnamed)" : e.service) of sandbox \(e.sandboxID) exposed: port \(e.targetPort), authorization \(e.authorizationMode == 2 ? "bearer passthrough" : "strip")"
+    case .serviceDeleted(let e): return "service \(e.service.isEmpty ? "(unnamed)" : e.service) of sandbox \(e.sandboxID) deleted"
     case .gatewayRestored(let e):
       return "restored as gateway \(e.gatewayName) from \(e.source) (\(e.records) records)"
         + (e.droppedSandboxes.isEmpty ? "" : "; dropped sandboxes \(e.droppedSandboxes.joined(separator: ","))")

@@ -234,6 +234,14 @@ extension GatewayState {
 
     case .auditCheckpoint, .accessRefused, .credentialsDisclosed, .execStarted, .execEnded:
       break  // audit records only (issue 12): read by `openshell-replay audit` and the audit API, no state
+    case .serviceExposed(let e):
+      updateSandbox(e.sandboxID, seq) { s in
+        s.serviceExposures.removeAll { $0.service == e.service }
+        s.serviceExposures.append(ServiceExposureRecord(service: e.service, targetPort: e.targetPort, authorizationMode: e.authorizationMode))
+        s.serviceExposures.sort { $0.service < $1.service }
+      }
+    case .serviceDeleted(let e):
+      updateSandbox(e.sandboxID, seq) { s in s.serviceExposures.removeAll { $0.service == e.service } }
     case .sshTunnelOpened, .sshTunnelClosed:
       break  // audit only
     }

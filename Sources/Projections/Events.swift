@@ -77,6 +77,8 @@ extension GatewayEvent {
     case .gatewayRestored: return "gateway.restored"
     case .sshTunnelOpened: return "ssh.tunnel_opened"
     case .sshTunnelClosed: return "ssh.tunnel_closed"
+    case .serviceExposed: return "service.exposed"
+    case .serviceDeleted: return "service.deleted"
     }
   }
 
@@ -128,6 +130,8 @@ extension GatewayEvent {
     case .execEnded(let e): return AggregateRef(kind: "exec", id: e.sandboxID)
     case .sshTunnelOpened(let e): return AggregateRef(kind: "ssh_tunnel", id: e.sandboxID)
     case .sshTunnelClosed(let e): return AggregateRef(kind: "ssh_tunnel", id: e.sandboxID)
+    case .serviceExposed(let e): return .sandbox(e.sandboxID)
+    case .serviceDeleted(let e): return .sandbox(e.sandboxID)
     }
   }
 

@@ -36,6 +36,7 @@ public enum Launcher {
 
   /// The launcher's entry point: parses, confines, executes; never returns.
   public static func main(_ args: [String]) -> Never {
+    if args.count > 1, args[1] == sshSessionFlag { sshSession(args.dropFirst(2)) }
     do { try adoptEnvironment() } catch { fail("\(error)") }
     let plan: ConfinementPlan
     let seccomp: SeccompProgram?

@@ -78,6 +78,17 @@ public enum SandboxProtocol {
   /// SSH server for the channel and relays raw bytes (each `RelayFrame.data` is a slice of the SSH
   /// byte stream, in order); either side ending its stream ends the connection.
   public static let sshService = "ssh"
+  /// `RelayOpen.service_id` for ExecSandboxInteractive channels. Each `RelayFrame.data` carries one
+  /// serialized message: gateway → supervisor an `ExecSandboxInput` (first `start`, the request with
+  /// its fields resolved by the gateway; then `stdin` chunks and `resize`), or an empty frame meaning
+  /// "the caller's stdin ended"; supervisor → gateway `ExecSandboxEvent`s (output, then one `exit`).
+  /// With `start.tty` the command runs on a new pseudo-terminal (its controlling terminal, window size
+  /// `cols` × `rows`); its output is all `stdout`. The gateway ending its stream kills the command.
+  public static let interactiveExecService = "exec-interactive"
+  /// `RelayOpen.service_id` (with `target.tcp{port}`) for exposed services: the supervisor connects to
+  /// 127.0.0.1:`port` inside the sandbox's network namespace and relays raw bytes (as for ``sshService``).
+  /// Nothing listening there: the supervisor ends the stream without sending a byte.
+  public static let serviceRelay = "service"
   /// Exit code reported when `execution_timeout` expires (the process group was killed), as timeout(1).
   public static let timeoutExitCode: Int32 = 124
 }

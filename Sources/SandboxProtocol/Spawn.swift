@@ -27,6 +27,11 @@ public enum SpawnIO: Sendable {
   case appendFile(String)
   /// An existing descriptor of the parent, duplicated.
   case fd(Int32)
+  /// A terminal device opened read-write in the child (no O_NOCTTY): with `newSession` the child is
+  /// a session leader without a controlling terminal, so this open makes it the controlling terminal
+  /// (glibc's posix_spawn runs setsid before the file actions). Later streams can name `.fd(0)`, which
+  /// then refers to the child's descriptor 0 (the actions run in order 0, 1, 2).
+  case terminal(String)
 }
 
 public struct SpawnError: Error, CustomStringConvertible, Sendable {
@@ -84,6 +89,8 @@ public enum Spawner {
         posix_spawn_file_actions_addopen(&actions, target, file, O_WRONLY | O_APPEND | O_CREAT, 0o600)
       case .fd(let fd):
         posix_spawn_file_actions_adddup2(&actions, fd, target)
+      case .terminal(let path):
+        posix_spawn_file_actions_addopen(&actions, target, path, O_RDWR, 0)
       case .pipe:
         let fds: [Int32]
         do { fds = try cloexecPipe() } catch { cleanup(); throw error }

@@ -3,6 +3,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import OpenShellAPI
+import SandboxConfinement
 import SandboxProtocol
 
 #if canImport(Glibc)
@@ -24,6 +25,8 @@ import SandboxProtocol
 /// accepts any public key (`AuthorizedKeysCommand /bin/echo %t %k`), as OpenShell's server does, and
 /// can only ever log in the sandbox user (it runs as that user). The host key is the one the gateway
 /// generated for this start (`/run/openshell/ssh_host_ed25519_key`); its fingerprint is what clients pin.
+/// Sessions cannot read it: each one starts through the launcher's `--ssh-session` mode
+/// (`ForceCommand`), which adds a Landlock layer without the key (SandboxConfinement/SSHSessionShell.swift).
 enum SSHServer {
   static let sshd = "/usr/sbin/sshd"
   static let sftpServer = "/usr/lib/openssh/sftp-server"
@@ -32,7 +35,8 @@ enum SSHServer {
   /// The `sshd` command line: no config file, every option given with `-o`; the workload environment
   /// (proxy variables, provider placeholders, spec env) reaches sessions through `SetEnv`. Entries
   /// whose value cannot be quoted safely for sshd's parser (a `"`, `\` or control character) are left out.
-  static func command(environment: [String: String]) -> [String] {
+  /// - Parameter session: the session's own launcher options (``sessionPlan(_:)``), run as `ForceCommand`.
+  static func command(environment: [String: String], session: [String]) -> [String] {
     var pairs: [String] = []
     for (k, v) in environment.sorted(by: { $0.key < $1.key }) {
       guard !k.isEmpty, k.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }),
@@ -52,6 +56,9 @@ enum SSHServer {
       "PermitUserRC=no", "PermitUserEnvironment=no", "AllowAgentForwarding=no", "AllowStreamLocalForwarding=no",
       "PermitTunnel=no",
       "Subsystem=sftp \(sftpServer)",
+      // Every session first drops the host key (SSHSessionShell in SandboxConfinement); sshd runs the
+      // command with `sh -c`, so each word is single-quoted.
+      "ForceCommand=" + ([SandboxProtocol.launcherPath, "--ssh-session"] + session).map(shellQuote).joined(separator: " "),
     ]
     if !pairs.isEmpty { options.append("SetEnv=" + pairs.joined(separator: " ")) }
     return [sshd, "-i", "-e", "-f", "/dev/null"] + options.flatMap { ["-o", $0] }
@@ -59,8 +66,26 @@ enum SSHServer {
 
   static let user = "sandbox"
 
-  /// Extra launcher options for the SSH server (before `--`): see the type's documentation.
-  static let planExtras = ["--ro", hostKey, "--rw", "/dev/null", "--rw", "/dev/tty", "--rw", "/dev/ptmx", "--rw", "/dev/pts"]
+  /// The terminal devices a session may use.
+  static let terminalDevices = ["--rw", "/dev/null", "--rw", "/dev/tty", "--rw", "/dev/ptmx", "--rw", "/dev/pts"]
+
+  /// Extra launcher options for the SSH server (before `--`): see the type's documentation. The launcher
+  /// itself is executable, for the sessions' ForceCommand.
+  static let planExtras = ["--ro", hostKey, "--ro", SandboxProtocol.launcherPath] + terminalDevices
+
+  /// The options of a session's own layer: the workloads' plan without user and network namespace (the
+  /// session already runs as that user, in that namespace) plus the terminal devices, no host key.
+  static func sessionPlan(_ plan: ConfinementPlan?) -> [String] {
+    guard var p = plan else { return [] }
+    p.uid = nil
+    p.gid = nil
+    p.groups = []
+    p.networkNamespacePath = nil
+    return p.launcherArguments + terminalDevices
+  }
+
+  /// One word for `sh -c`: single-quoted (a `'` inside becomes `'\''`).
+  static func shellQuote(_ word: String) -> String { "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'" }
 }
 
 extension Session {
@@ -70,7 +95,9 @@ extension Session {
   func relaySSH(_ open: Openshell_V1_RelayOpen) async {
     let process: SpawnedProcess
     do {
-      process = try workload.spawnServer(SSHServer.command(environment: workload.environment([:])), extraPlan: SSHServer.planExtras)
+      process = try workload.spawnServer(
+        SSHServer.command(environment: workload.environment([:]), session: SSHServer.sessionPlan(workload.launch.confinement)),
+        extraPlan: SSHServer.planExtras)
     } catch {
       logs.log("ssh: cannot start the SSH server: \(error)", level: "ERROR")
       _ = try? await client.relayStream(request: StreamingClientRequest(metadata: metadata) { writer in

@@ -87,10 +87,18 @@ struct Session: Sendable {
     }
   }
 
-  /// One relay channel: `exec` (below) or `ssh` (``relaySSH(_:)``).
+  /// One relay channel: `exec` (below), `ssh` (``relaySSH(_:)``) or `exec-interactive` (``relayInteractive(_:)``).
   func relay(_ open: Openshell_V1_RelayOpen) async {
     if open.serviceID == SandboxProtocol.sshService {
       await relaySSH(open)
+      return
+    }
+    if open.serviceID == SandboxProtocol.serviceRelay {
+      await relayService(open)
+      return
+    }
+    if open.serviceID == SandboxProtocol.interactiveExecService {
+      await relayInteractive(open)
       return
     }
     guard open.serviceID == SandboxProtocol.execService else {

@@ -87,15 +87,22 @@ final class Workload: Sendable {
   /// The launcher command line for `command` (the launcher enters the network namespace named in the
   /// plan first, then drops privileges and confines).
   /// - Throws: `CommandError` (126) when there is no confinement plan or no seccomp filter.
-  func argv(_ command: [String]) throws -> (String, [String]) {
+  func argv(_ command: [String], extraPlan: [String] = []) throws -> (String, [String]) {
     let options = try planArguments.get()
-    return (SandboxProtocol.launcherPath, options + ["--"] + command)
+    return (SandboxProtocol.launcherPath, options + extraPlan + ["--"] + command)
   }
 
-  /// Starts a workload process with piped stdio in its own process group.
+  /// Starts a workload process, by default with piped stdio in its own process group.
+  /// - Parameters:
+  ///   - extraPlan: launcher options added to the plan (e.g. `--rw /dev/pts` for a terminal).
+  ///   - stdio: stdin, stdout, stderr (a terminal: `.terminal(path)`, `.fd(0)`, `.fd(0)` with `newSession`).
+  ///   - newSession: setsid instead of a new process group (the group id is the pid either way).
   /// - Throws: `CommandError` when the command cannot be run (see `check`), `SpawnError` when spawning fails.
-  func spawn(_ command: [String], environment: [String: String], workdir: String) throws -> SpawnedProcess {
-    let (path, args) = try argv(command)
+  func spawn(
+    _ command: [String], environment: [String: String], workdir: String, extraPlan: [String] = [],
+    stdio: (SpawnIO, SpawnIO, SpawnIO) = (.pipe, .pipe, .pipe), newSession: Bool = false
+  ) throws -> SpawnedProcess {
+    let (path, args) = try argv(command, extraPlan: extraPlan)
     let env = self.environment(environment)
     if let problem = check(command[0], searchPath: env["PATH"] ?? "/usr/bin:/bin", workdir: workdir) { throw problem }
     // The launcher runs as root with the supervisor's capabilities until it confines itself: it must
@@ -103,8 +110,8 @@ final class Workload: Sendable {
     // its main). It gets only the descriptor number; the environment travels on a pipe (descriptor 3)
     // and becomes the command's environment at execvp (`Launcher.adoptEnvironment`).
     let p = try Spawner.spawn(
-      path, args, environment: [SandboxProtocol.launchEnvironmentFDVariable: "3"], stdin: .pipe, stdout: .pipe, stderr: .pipe,
-      workingDirectory: workdir, newProcessGroup: true, fd3Data: Self.encodeEnvironment(env))
+      path, args, environment: [SandboxProtocol.launchEnvironmentFDVariable: "3"], stdin: stdio.0, stdout: stdio.1, stderr: stdio.2,
+      workingDirectory: workdir, newSession: newSession, newProcessGroup: !newSession, fd3Data: Self.encodeEnvironment(env))
     groups.withLock { _ = $0.insert(p.pid) }
     return p
   }

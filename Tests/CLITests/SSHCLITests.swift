@@ -86,6 +86,18 @@ struct SSHCLITests {
     // The agent (any other workload process) cannot read the SSH host key.
     r = try env.run(["sandbox", "exec", "box", "--", "cat", "/run/openshell/ssh_host_ed25519_key"])
     #expect(r.code != 0 && r.err.contains("Permission denied") && !r.out.contains("PRIVATE KEY"), "\(r)")
+    // Nor can an SSH session, whatever it runs: a command, sftp, or a login shell whose profile the agent wrote.
+    r = try env.run(["-F", config, host, "cat /run/openshell/ssh_host_ed25519_key"], binary: "/usr/bin/ssh")
+    #expect(r.code != 0 && r.err.contains("Permission denied") && !r.out.contains("PRIVATE KEY"), "\(r)")
+    let keyBatch = env.root.appendingPathComponent("key.batch").path
+    try "get /run/openshell/ssh_host_ed25519_key \(env.root.path)/stolen\n".write(toFile: keyBatch, atomically: true, encoding: .utf8)
+    r = try env.run(["-F", config, "-b", keyBatch, host], binary: "/usr/bin/sftp")
+    #expect(r.code != 0 && !FileManager.default.fileExists(atPath: env.root.path + "/stolen"), "\(r)")
+    r = try env.run(["sandbox", "exec", "box", "--", "sh", "-c", "echo 'cat /run/openshell/ssh_host_ed25519_key > /sandbox/stolen 2>&1' > /sandbox/.profile"])
+    #expect(r.code == 0, "\(r)")
+    _ = try env.run(["10", "/usr/bin/ssh", "-F", config, "-tt", host], binary: "/usr/bin/timeout")
+    r = try env.run(["sandbox", "exec", "box", "--", "sh", "-c", "cat /sandbox/stolen; rm -f /sandbox/stolen /sandbox/.profile"])
+    #expect(r.out.contains("Permission denied") && !r.out.contains("PRIVATE KEY"), "\(r)")
 
     // scp up, sftp down: the same bytes.
     let local = env.root.appendingPathComponent("payload.bin").path

@@ -14,6 +14,7 @@ import SandboxProtocol
 ///   ForwardTcp with a session token, as `openshell ssh-proxy` does) and N times to a local `sshd -i`
 ///   started directly as the `ProxyCommand`; p50/p99 of each.
 /// - throughput: `ssh HOST 'cat > /dev/null'` fed a file of `--ssh-megabytes` MB, both ways of reaching sshd.
+/// - keystroke round trip and forwarded HTTP latency (``LatencyBench``).
 enum SSHBench {
   static let tokenVariable = "OPENSHELL_SSH_TOKEN"
 
@@ -77,6 +78,57 @@ enum SSHBench {
     let up = try feed("tunnel", tunnelProxy, "sandbox")
     let base = try feed("local", localProxy, user)
     print(String(format: "throughput (%d MiB into `cat > /dev/null`): tunnel %.1f MiB/s, plain ssh %.1f MiB/s", megabytes, up, base))
+
+    // One keystroke's round trip (one byte into `cat` and back), through the tunnel, to a local sshd,
+    // and through ExecSandboxInteractive.
+    func sshArgv(_ alias: String, _ proxy: String, _ login: String, _ command: String) -> [String] {
+      ["/usr/bin/ssh", "-F", "/dev/null", "-i", scratch + "/id", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+        "-o", "UserKnownHostsFile=\(scratch)/known_hosts", "-o", "HostKeyAlias=\(alias)", "-o", "ProxyCommand=\(proxy)", "\(login)@\(alias)", command]
+    }
+    var env = ProcessInfo.processInfo.environment
+    env[tokenVariable] = session.token
+    let keys = 200
+    let tunnelKeys = try LatencyBench.keystrokes(sshArgv("tunnel", tunnelProxy, "sandbox", "cat"), environment: env, count: keys)
+    let localKeys = try LatencyBench.keystrokes(sshArgv("local", localProxy, user, "cat"), environment: env, count: keys)
+    let execKeys = try await LatencyBench.interactiveExec(c, sandbox: "ssh-bench", count: keys)
+    print("keystroke round trip (1 byte into `cat` and back, \(keys) each):")
+    print(SandboxBench.summary("  ssh through the gateway tunnel", tunnelKeys))
+    print(SandboxBench.summary("  plain ssh to a local sshd -i", localKeys))
+    print(SandboxBench.summary("  ExecSandboxInteractive", execKeys))
+
+    // One HTTP request to a python http.server on the sandbox's loopback: through its exposed-service URL
+    // (TLS with a client certificate, a new connection per request), through `ssh -L` over the tunnel
+    // (what `openshell forward` runs), and to the same server on the host's loopback directly.
+    let servicePort = 18_000 + Int.random(in: 0..<2000)
+    try await LatencyBench.exec(c, sandbox: "ssh-bench", ["sh", "-c", "echo ok > /sandbox/index.html; cd /sandbox && setsid python3 -m http.server \(servicePort) --bind 127.0.0.1 >/dev/null 2>&1 </dev/null &"])
+    let exposed = try await c.exposeService(.with { $0.sandbox = "ssh-bench"; $0.workspaceScope = ws; $0.targetPort = UInt32(servicePort) })
+    let tls = ["--cacert", pki.caCertificatePath, "--cert", pki.clientCertificatePath, "--key", pki.clientKeyPath]
+    try await LatencyBench.waitFor(exposed.url + "index.html", extra: tls)
+    let requests = 100
+    let viaService = try LatencyBench.curl(Array(repeating: exposed.url + "index.html", count: requests), extra: tls)
+    let forwardPort = servicePort + 2000
+    let forward = try Spawner.spawn(
+      "/usr/bin/ssh", Array(sshArgv("tunnel", tunnelProxy, "sandbox", "").dropFirst().dropLast()) + ["-N", "-L", "127.0.0.1:\(forwardPort):127.0.0.1:\(servicePort)"],
+      environment: env, stdin: .null, stdout: .null, stderr: .null)
+    defer {
+      kill(forward.pid, SIGTERM)
+      _ = Spawner.waitBlocking(forward.pid)
+    }
+    try await LatencyBench.waitFor("http://127.0.0.1:\(forwardPort)/index.html", extra: [])
+    let viaForward = try LatencyBench.curl(Array(repeating: "http://127.0.0.1:\(forwardPort)/index.html", count: requests), extra: [])
+    try "ok\n".write(toFile: scratch + "/index.html", atomically: true, encoding: .utf8)
+    let directPort = forwardPort + 1
+    let direct = try LatencyBench.hostServer(port: directPort, directory: scratch)
+    defer {
+      kill(direct, SIGTERM)
+      _ = Spawner.waitBlocking(direct)
+    }
+    try await LatencyBench.waitFor("http://127.0.0.1:\(directPort)/index.html", extra: [])
+    let viaDirect = try LatencyBench.curl(Array(repeating: "http://127.0.0.1:\(directPort)/index.html", count: requests), extra: [])
+    print("HTTP GET of a small file from a python http.server (\(requests) each, one curl process):")
+    print(SandboxBench.summary("  exposed service URL (TLS + client cert, new connection each)", viaService))
+    print(SandboxBench.summary("  ssh -L through the gateway tunnel (openshell forward)", viaForward))
+    print(SandboxBench.summary("  the same server on the host loopback, direct", viaDirect))
     _ = try await c.deleteSandbox(.with { $0.name = "ssh-bench"; $0.workspaceScope = ws })
   }
 

@@ -13,6 +13,8 @@ enum SSHTunnel {
   /// Environment variable that carries the session token from `sandbox connect` to its `ssh-proxy`
   /// (so the token is never on a command line, where `ps` would show it).
   static let tokenVariable = "OPENSHELL_SSH_TOKEN"
+  /// The OpenSSH client `sandbox connect` and `forward` run: `$OPENSHELL_SSH`, else `/usr/bin/ssh`.
+  static var sshClient: String { ProcessInfo.processInfo.environment["OPENSHELL_SSH"].flatMap { $0.isEmpty ? nil : $0 } ?? "/usr/bin/ssh" }
 
   /// `~/.config/openshell/ssh`: the client key and the pinned host keys.
   static var directory: String { ClientRegistry.default.root.appendingPathComponent("ssh").path }

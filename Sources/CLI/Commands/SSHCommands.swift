@@ -70,6 +70,18 @@ struct SandboxConnect: AsyncParsableCommand {
     try await cliRun {
       let r = try global.resolve()
       let n = try SandboxCLI.name(name, gateway: r.name)
+      // Without an OpenSSH client: a login shell (or the command) on a terminal through
+      // ExecSandboxInteractive, as OpenShell's exec path does; the exit code is the same.
+      guard FileManager.default.isExecutableFile(atPath: SSHTunnel.sshClient) else {
+        FileHandle.standardError.write(Data("openshell: no ssh client at \(SSHTunnel.sshClient); using interactive exec (no port forwarding, scp or sftp)\n".utf8))
+        let ws = workspace
+        let argv = command.isEmpty ? ["/bin/sh", "-l"] : ["/bin/sh", "-c", command.joined(separator: " ")]
+        code = try await GatewayClient.withClient(r.target) { c in
+          try await SandboxCLI.execInteractive(c, name: n, workspace: ws, command: argv, workdir: nil, timeout: 0, tty: isatty(0) == 1 || command.isEmpty)
+        }
+        SandboxCLI.remember(n, gateway: r.name)
+        return
+      }
       try SSHTunnel.ensureIdentity()
       let ws = workspace
       let session = try await GatewayClient.withClient(r.target) { c in try await SSHTunnel.createSession(c, name: n, workspace: ws) }
@@ -90,7 +102,7 @@ struct SandboxConnect: AsyncParsableCommand {
       // ^C and friends belong to the remote shell while ssh runs.
       signal(SIGINT, SIG_IGN)
       signal(SIGQUIT, SIG_IGN)
-      let p = try Spawner.spawn("/usr/bin/ssh", args, environment: env, stdin: .fd(0), stdout: .fd(1), stderr: .fd(2))
+      let p = try Spawner.spawn(SSHTunnel.sshClient, args, environment: env, stdin: .fd(0), stdout: .fd(1), stderr: .fd(2))
       code = await Spawner.wait(p.pid)
     }
     if code != 0 { throw ExitCode(code) }

@@ -250,16 +250,19 @@ struct SandboxDelete: AsyncParsableCommand {
 }
 
 struct SandboxExec: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "exec", abstract: "Run a command in a sandbox (stdin is piped through; exit code = the command's).")
+  static let configuration = CommandConfiguration(commandName: "exec", abstract: "Run a command in a sandbox (stdin is piped through, -t for a terminal; exit code = the command's).")
   @OptionGroup var global: GatewayOptions
   @Argument(help: "Sandbox name (default: the last used).") var name: String?
   @Option(help: "Working directory in the sandbox (default /sandbox).") var workdir: String?
   @Option(help: "Seconds before the command is killed (0 = none; exit code 124).") var timeout: Int64 = 0
   @Option(help: "Workspace.") var workspace = "default"
+  @Flag(name: [.customShort("t"), .long], help: "Run on a terminal in the sandbox (raw keystrokes, window size, ^C to the command).") var tty = false
+  @Flag(name: .customLong("no-tty"), help: "No terminal (the default): stdin is read to the end and sent with the command.") var noTTY = false
   @Argument(parsing: .postTerminator, help: "The command.") var command: [String] = []
 
   func validate() throws {
     if command.isEmpty { throw ValidationError("give the command after --, e.g. openshell sandbox exec NAME -- ls -l") }
+    if tty && noTTY { throw ValidationError("--tty and --no-tty exclude each other") }
   }
 
   func run() async throws {
@@ -267,6 +270,13 @@ struct SandboxExec: AsyncParsableCommand {
     try await cliRun {
       let r = try global.resolve()
       let n = try SandboxCLI.name(name, gateway: r.name)
+      if tty {
+        code = try await GatewayClient.withClient(r.target) { c in
+          try await SandboxCLI.execInteractive(c, name: n, workspace: workspace, command: command, workdir: workdir, timeout: timeout, tty: true)
+        }
+        SandboxCLI.remember(n, gateway: r.name)
+        return
+      }
       let stdin = try SandboxCLI.pipedStdin()
       code = try await GatewayClient.withClient(r.target) { c in
         try await SandboxCLI.exec(c, name: n, workspace: workspace, command: command, workdir: workdir, timeout: timeout, stdin: stdin)

@@ -8,22 +8,62 @@ import SandboxProtocol
 
 /// `openshell sandbox upload|download`: tar over the SSH tunnel (as OpenShell), then a check that the
 /// far side holds the same bytes: SHA-256 of a file, file count and total size of a directory. Success
-/// is printed only after that check; a path that moved nothing is an error.
+/// is printed only after that check; a path that moved nothing is an error. The stream passes through
+/// the CLI (``TransferMeter``): a progress bar on a terminal, and `--max-size` (default 8 GiB), checked
+/// against both sides' measurements before anything moves and against the stream while it flows.
 enum SandboxTransfer {
-  /// Runs `producer | consumer` (two argv arrays); returns both exit statuses.
-  static func pipeline(_ producer: [String], _ consumer: [String]) async throws -> (Int32, Int32) {
+  /// The default of `--max-size`: the most payload bytes one upload or download moves.
+  static let defaultLimit = "8G"
+
+  /// Runs `producer | openshell | consumer` (two argv arrays): the stream passes through `meter`
+  /// (counted, limited, progress bar); both are ended when the limit is exceeded.
+  /// - Returns: both exit statuses.
+  /// - Throws: `CLIError` naming the limit when it was exceeded, or saying that nothing moved.
+  static func pipeline(_ producer: [String], _ consumer: [String], meter: TransferMeter, what: String) async throws -> (Int32, Int32) {
     let env = ProcessInfo.processInfo.environment
+    signal(SIGPIPE, SIG_IGN)  // a consumer that ends early is an exit status, not a signal to us
     let first = try Spawner.spawn(producer[0], Array(producer.dropFirst()), environment: env, stdin: .null, stdout: .pipe, stderr: .fd(2))
-    let second = try Spawner.spawn(consumer[0], Array(consumer.dropFirst()), environment: env, stdin: .fd(first.stdout!), stdout: .null, stderr: .fd(2))
-    close(first.stdout!)
+    let second: SpawnedProcess
+    do {
+      second = try Spawner.spawn(consumer[0], Array(consumer.dropFirst()), environment: env, stdin: .pipe, stdout: .null, stderr: .fd(2))
+    } catch {
+      kill(first.pid, SIGKILL)
+      _ = await Spawner.wait(first.pid)
+      throw error
+    }
+    let within = await meter.pump(from: first.stdout!, to: second.stdin!)
+    if !within {
+      kill(first.pid, SIGTERM)
+      kill(second.pid, SIGTERM)
+    }
     async let a = Spawner.wait(first.pid)
     async let b = Spawner.wait(second.pid)
-    return await (a, b)
+    let statuses = await (a, b)
+    guard within else {
+      throw CLIError("\(what): the stream exceeded the transfer limit of \(TransferMeter.size(meter.limit)) (--max-size) and was cut")
+    }
+    if meter.moved == 0, statuses.0 == 0, statuses.1 == 0 { throw CLIError("\(what): nothing was transferred") }
+    return statuses
+  }
+
+  /// The `--max-size` value in bytes.
+  static func limit(_ text: String) throws -> UInt64 {
+    guard let n = TransferMeter.parseSize(text), n > 0 else { throw CLIError("--max-size \(text): not a size (e.g. 500M, 8G)") }
+    return n
+  }
+
+  /// Refuses a transfer whose payload (from a summary) is over the limit before anything moves.
+  static func checkLimit(_ summary: String, limit: UInt64, what: String) throws -> UInt64 {
+    let bytes = summary.split(separator: " ").last.flatMap { UInt64($0) } ?? 0
+    if bytes > limit {
+      throw CLIError("\(what): \(TransferMeter.size(bytes)) is more than the transfer limit of \(TransferMeter.size(limit)) (--max-size); nothing was copied")
+    }
+    return bytes
   }
 
   /// Runs `ssh … host CMD` and returns its stdout (trimmed) and status.
   static func remote(_ ssh: [String], _ command: String) async throws -> (String, Int32) {
-    let p = try Spawner.spawn("/usr/bin/ssh", ssh + [command], environment: ProcessInfo.processInfo.environment, stdin: .null, stdout: .pipe, stderr: .fd(2))
+    let p = try Spawner.spawn(SSHTunnel.sshClient, ssh + [command], environment: ProcessInfo.processInfo.environment, stdin: .null, stdout: .pipe, stderr: .fd(2))
     var out = Data()
     for await chunk in readChunks(p.stdout!) { out.append(chunk) }
     let status = await Spawner.wait(p.pid)
@@ -79,11 +119,15 @@ struct SandboxUpload: AsyncParsableCommand {
   @Argument(help: "Local file or directory.") var localPath: String
   @Argument(help: "Directory in the sandbox (default /sandbox).") var dest: String = SandboxProtocol.workspace
   @Option(help: "Workspace.") var workspace = "default"
+  @Option(help: "The most bytes to copy (e.g. 500M, 8G); a larger transfer is refused naming this limit.") var maxSize = SandboxTransfer.defaultLimit
 
   func run() async throws {
     try await cliRun {
       let local = URL(fileURLWithPath: localPath).standardizedFileURL.path
+      let limit = try SandboxTransfer.limit(maxSize)
       let summary = try SandboxTransfer.localSummary(local)
+      let what = "upload of \(local)"
+      let expected = try SandboxTransfer.checkLimit(summary, limit: limit, what: what)
       let r = try global.resolve()
       try SSHTunnel.ensureIdentity()
       let ssh = SSHCommandLine.nameModeOptions(r, name: name, workspace: workspace) + [SSHTunnel.alias(name, workspace: workspace)]
@@ -91,7 +135,8 @@ struct SandboxUpload: AsyncParsableCommand {
       let base = (local as NSString).lastPathComponent
       let q = SSHCommandLine.quote(dest)
       let (tarStatus, sshStatus) = try await SandboxTransfer.pipeline(
-        ["/usr/bin/tar", "-C", parent, "-cf", "-", "--", base], ["/usr/bin/ssh"] + ssh + ["mkdir -p -- \(q) && tar -C \(q) -xf -"])
+        ["/usr/bin/tar", "-C", parent, "-cf", "-", "--", base], [SSHTunnel.sshClient] + ssh + ["mkdir -p -- \(q) && tar -C \(q) -xf -"],
+        meter: TransferMeter(label: "Uploading \(base)", expected: expected, limit: limit), what: what)
       guard tarStatus == 0, sshStatus == 0 else { throw CLIError("upload failed (tar exit \(tarStatus), ssh exit \(sshStatus))") }
       let target = (dest as NSString).appendingPathComponent(base)
       let (remote, _) = try await SandboxTransfer.remote(ssh, SandboxTransfer.summaryCommand(target))
@@ -108,9 +153,11 @@ struct SandboxDownload: AsyncParsableCommand {
   @Argument(help: "Path in the sandbox.") var sandboxPath: String
   @Argument(help: "Local directory (default .).") var dest: String = "."
   @Option(help: "Workspace.") var workspace = "default"
+  @Option(help: "The most bytes to copy (e.g. 500M, 8G); a larger transfer is refused naming this limit.") var maxSize = SandboxTransfer.defaultLimit
 
   func run() async throws {
     try await cliRun {
+      let limit = try SandboxTransfer.limit(maxSize)
       let r = try global.resolve()
       try SSHTunnel.ensureIdentity()
       let ssh = SSHCommandLine.nameModeOptions(r, name: name, workspace: workspace) + [SSHTunnel.alias(name, workspace: workspace)]
@@ -118,6 +165,8 @@ struct SandboxDownload: AsyncParsableCommand {
       let (remote, status) = try await SandboxTransfer.remote(ssh, SandboxTransfer.summaryCommand(path))
       guard status == 0 else { throw CLIError("cannot reach sandbox \(name) (ssh exit \(status))") }
       guard remote != "missing" else { throw CLIError("\(name):\(path): no such file or directory") }
+      let what = "download of \(name):\(path)"
+      let expected = try SandboxTransfer.checkLimit(remote, limit: limit, what: what)
       try FileManager.default.createDirectory(atPath: dest, withIntermediateDirectories: true)
       let parent = (path as NSString).deletingLastPathComponent
       let base = (path as NSString).lastPathComponent
@@ -125,8 +174,9 @@ struct SandboxDownload: AsyncParsableCommand {
       let staging = try PrivateDirectory.make(in: dest, prefix: ".openshell-download-")
       defer { try? FileManager.default.removeItem(atPath: staging) }
       let (sshStatus, tarStatus) = try await SandboxTransfer.pipeline(
-        ["/usr/bin/ssh"] + ssh + ["tar -C \(SSHCommandLine.quote(parent)) -cf - -- \(SSHCommandLine.quote(base))"],
-        ["/usr/bin/tar", "-C", staging] + SafeExtract.tarFlags + ["-xf", "-"])
+        [SSHTunnel.sshClient] + ssh + ["tar -C \(SSHCommandLine.quote(parent)) -cf - -- \(SSHCommandLine.quote(base))"],
+        ["/usr/bin/tar", "-C", staging] + SafeExtract.tarFlags + ["-xf", "-"],
+        meter: TransferMeter(label: "Downloading \(base)", expected: expected, limit: limit), what: what)
       guard tarStatus == 0, sshStatus == 0 else { throw CLIError("download failed (ssh exit \(sshStatus), tar exit \(tarStatus)); nothing was written") }
       let extracted = try FileManager.default.contentsOfDirectory(atPath: staging)
       guard extracted == [base] else {

@@ -57,4 +57,10 @@ void csockdiag_relay_run(struct csockdiag_relay *r, uint64_t *bytes_ab, uint64_t
 void csockdiag_relay_cancel(struct csockdiag_relay *r);
 void csockdiag_relay_release(struct csockdiag_relay *r);
 
+/// A TCP connection to 127.0.0.1:`port` inside the network namespace `netns_fd` (a short-lived thread
+/// enters it and connects; the socket stays in that namespace), with TCP_NODELAY. Used for exposed
+/// services (the supervisor reaches a sandbox's loopback service). Needs CAP_SYS_ADMIN. Returns the
+/// connected descriptor (close-on-exec); -ECONNREFUSED when nothing listens there.
+int csockdiag_connect_loopback_in_netns(int netns_fd, uint16_t port);
+
 #endif

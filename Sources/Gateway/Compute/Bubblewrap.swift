@@ -96,6 +96,10 @@ struct BubblewrapCommand {
     if let identityFiles {
       a += ["--ro-bind", identityFiles.passwd, "/etc/passwd", "--ro-bind", identityFiles.group, "/etc/group"]
     }
+    // Searchable, not listable (0711): SSH sessions run the launcher as the sandbox user (its
+    // `--ssh-session` mode, the SSH server's ForceCommand); bwrap would create these 0700
+    // (before anything else creates /opt).
+    for dir in ["/opt", "/opt/openshell", "/opt/openshell/bin"] { a += ["--perms", "0711", "--dir", dir] }
     for dir in runtimeLibraryDirectories where !dir.hasPrefix("/usr/") {
       a += ["--ro-bind", dir, dir]
     }

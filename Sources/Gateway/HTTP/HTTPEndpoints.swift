@@ -62,6 +62,10 @@ struct HTTPEndpoints: Sendable {
   let metrics: GatewayMetrics?
   /// The body of `GET /auth/config`.
   var authDescription = GatewayAuthDescription(security: .mutualTLS, oidc: nil)
+  /// Exposed services under ``ServiceURL/prefix`` (nil: none, those paths answer 404).
+  var services: ServiceRouter? = nil
+  /// Whether the port speaks TLS (for `X-Forwarded-Proto`).
+  var secure = true
 
   /// Routes one request. `restricted` marks plaintext HTTP on a TLS port: only the probes are served.
   func respond(method: String, uri: String, restricted: Bool) -> Response {

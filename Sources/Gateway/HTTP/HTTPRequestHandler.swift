@@ -1,7 +1,8 @@
 import NIOCore
 import NIOHTTP1
 
-/// Serves ``HTTPEndpoints`` on an HTTP/1.1 connection chosen by ``ProtocolSniffer``.
+/// Serves ``HTTPEndpoints`` on an HTTP/1.1 connection chosen by ``ProtocolSniffer``, and hands
+/// requests under ``ServiceURL/prefix`` to a ``ServiceForwarder`` (exposed services).
 ///
 /// Sits behind NIO's `HTTPServerPipelineHandler`, which serialises pipelined requests and implements
 /// quiescing (`ChannelShouldQuiesceEvent`): an idle keep-alive connection is closed at once, an in-flight
@@ -15,6 +16,8 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
   private let restricted: Bool
   private var head: HTTPRequestHead?
   private var inFlight = false
+  /// Set when the connection's request went to an exposed service.
+  private var forward: ServiceForwarder?
 
   init(endpoints: HTTPEndpoints, restricted: Bool) {
     self.endpoints = endpoints
@@ -22,8 +25,25 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
   }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    switch unwrapInboundIn(data) {
+    let part = unwrapInboundIn(data)
+    // A connection that carries a service request belongs to it until it closes.
+    if let forward {
+      switch part {
+      case .head: break  // a pipelined second request is not served
+      case .body(let b): forward.body(b)
+      case .end: forward.end()
+      }
+      return
+    }
+    switch part {
     case .head(let requestHead):
+      if let router = endpoints.services, requestHead.uri.hasPrefix(ServiceURL.prefix) {
+        inFlight = true
+        let f = ServiceForwarder(context: context, head: requestHead, router: router, secure: endpoints.secure)
+        forward = f
+        f.start(restricted: restricted)
+        return
+      }
       head = requestHead
       inFlight = true
     case .body:
@@ -65,6 +85,11 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
       return
     }
     context.fireUserInboundEventTriggered(event)
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    forward?.clientGone()
+    context.fireChannelInactive()
   }
 
   func errorCaught(context: ChannelHandlerContext, error: any Error) {

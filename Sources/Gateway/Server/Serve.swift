@@ -160,7 +160,9 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
       MetricsInterceptor(metrics: metrics), MessageSizeInterceptor(limit: serverConfig.maxRequestMessageBytes),
     ],
     readiness: { .ready(version: gatewayVersion, headSeq: log.headSeq) },
-    metrics: metrics, peerRegistry: registry, logger: logger)
+    metrics: metrics, peerRegistry: registry,
+    serviceRouter: ServiceRouter(store: store, hub: hub, registry: registry, requireCertificate: configuration.security == .mutualTLS),
+    logger: logger)
   let running = RunningGateway(store: store, server: server, pki: pki, driver: driver)
   let signer = try configuration.checkpointInterval == 0 ? nil : CheckpointSigner(
     store: store,

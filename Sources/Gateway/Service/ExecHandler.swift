@@ -12,6 +12,8 @@ extension OpenShellService {
   static let maxExecArgumentBytes = 32 << 10
   static let maxExecTotalBytes = 256 << 10
   static let maxExecStdin = 4 << 20
+  /// Largest terminal width or height accepted (columns, rows).
+  static let maxTerminalSide: UInt32 = 10_000
 
   /// ExecSandbox: runs one command in a READY sandbox through its supervisor (a relay channel, see
   /// `SandboxProtocol`) and streams stdout/stderr chunks as produced, then `exit`, then OK.
@@ -85,7 +87,8 @@ extension OpenShellService {
     }
   }
 
-  static func validateExec(_ r: Openshell_V1_ExecSandboxRequest) throws {
+  /// - Parameter interactive: ExecSandboxInteractive's `start` (which may ask for a TTY).
+  static func validateExec(_ r: Openshell_V1_ExecSandboxRequest, interactive: Bool = false) throws {
     guard !r.command.isEmpty, !r.command[0].isEmpty else { throw RPCErrors.invalidArgument(field: "command", "must not be empty") }
     guard r.command.count <= maxExecArguments else { throw RPCErrors.invalidArgument(field: "command", "at most \(maxExecArguments) arguments") }
     var total = 0
@@ -102,7 +105,10 @@ extension OpenShellService {
     if r.hasExecutionTimeout, r.executionTimeout.seconds < 0 {
       throw RPCErrors.invalidArgument(field: "execution_timeout", "must not be negative")
     }
-    if r.tty { throw RPCErrors.invalidArgument(field: "tty", "TTY exec is not supported yet (use ExecSandbox without tty)") }
+    if r.tty, !interactive { throw RPCErrors.invalidArgument(field: "tty", "a terminal needs ExecSandboxInteractive (openshell sandbox exec -t)") }
+    if interactive, r.tty, r.cols > maxTerminalSide || r.rows > maxTerminalSide {
+      throw RPCErrors.invalidArgument(field: "cols/rows", "at most \(maxTerminalSide) each")
+    }
   }
 
   /// GetSandboxLogs: the newest `lines` (default 2000) lines kept for the sandbox, filtered by

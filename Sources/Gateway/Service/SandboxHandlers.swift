@@ -50,9 +50,11 @@ extension OpenShellService {
             "the credentials of provider \(provider) cannot be decrypted (its data key \(p.dataKeyID) is missing, e.g. after a restore without the archive's keys/); \(RPCErrors.recreateHint(provider))")
         }
       }
+      var serviceNames = Set<String>()
       for (i, e) in request.serviceExposures.enumerated() {
-        if e.targetPort == 0 || e.targetPort > 65535 {
-          throw RPCErrors.invalidArgument(field: "service_exposures[\(i)].target_port", "must be 1-65535")
+        try Self.validateExposure(service: e.service, port: e.targetPort, mode: e.authorizationMode, field: "service_exposures[\(i)]")
+        guard serviceNames.insert(e.service).inserted else {
+          throw RPCErrors.invalidArgument(field: "service_exposures[\(i)].service", "\(e.service.isEmpty ? "the unnamed service" : e.service) is given twice")
         }
       }
       // The gateway's policy safety rules (OpenShell): the same check as UpdateConfig.
@@ -87,7 +89,7 @@ extension OpenShellService {
         $0.sealedEnvironment = sealed.environment
         $0.sealedTemplateEnvironment = sealed.templateEnvironment
         $0.serviceExposures = request.serviceExposures.map { e in
-          .with { $0.service = e.service; $0.targetPort = e.targetPort; $0.authorizationMode = Int32(e.authorizationMode.rawValue) }
+          .with { $0.service = e.service; $0.targetPort = e.targetPort; $0.authorizationMode = e.authorizationMode == .bearerPassthrough ? 2 : 1 }
         }
       }))
       // Revision 1 (the creation policy) is recorded with the sandbox, pending until its supervisor loads it.
@@ -103,7 +105,10 @@ extension OpenShellService {
       case .sandboxRequested(let e)? = try GatewayEvent.decode(record).kind,
       let sandbox = result.state.sandboxes[e.id]
     else { throw RPCError(code: .internalError, message: "sandbox was recorded but is not in the projection") }
-    return .with { $0.sandbox = Wire.sandbox(sandbox, state: result.state) }
+    return .with {
+      $0.sandbox = Wire.sandbox(sandbox, state: result.state)
+      $0.serviceUrls = serviceURLs(sandbox)
+    }
   }
 
   /// The object a request names, for idempotency (``GatewayStore/execute(actor:requestID:rpc:target:_:)``):
@@ -187,7 +192,10 @@ extension OpenShellService {
     guard let s = state.sandboxes[record.aggregate.id] else {
       throw RPCError(code: .notFound, message: "the sandbox created by request \(requestID.debugDescription) (id \(record.aggregate.id)) has been deleted since")
     }
-    return .with { $0.sandbox = Wire.sandbox(s, state: state) }
+    return .with {
+      $0.sandbox = Wire.sandbox(s, state: state)
+      $0.serviceUrls = serviceURLs(s)
+    }
   }
 
   public func getSandbox(request: Openshell_V1_GetSandboxRequest, context: ServerContext) async throws -> Openshell_V1_SandboxResponse {

@@ -106,6 +106,7 @@ public final class GatewayServer: Sendable {
   ///   - interceptors: server interceptors in order, typically
   ///     `[IdentityInterceptor(registry: peerRegistry), MetricsInterceptor(metrics: metrics)]`.
   ///   - readiness: called for every `GET /readyz`.
+  ///   - serviceRouter: exposed services on the port (``ServiceURL``); nil = none.
   /// - Throws: ``GatewayServerError/tlsConfiguration(_:)`` if TLS is requested without a PKI or the
   ///   certificate files cannot be loaded.
   public init(
@@ -116,6 +117,7 @@ public final class GatewayServer: Sendable {
     readiness: @escaping @Sendable () -> ReadinessInfo,
     metrics: GatewayMetrics,
     peerRegistry: PeerCertificateRegistry = PeerCertificateRegistry(),
+    serviceRouter: ServiceRouter? = nil,
     logger: Logger = Logger(label: "openshell.gateway.server")
   ) throws {
     var sslContext: NIOSSLContext?
@@ -130,7 +132,8 @@ public final class GatewayServer: Sendable {
     let settings = ProtocolSniffer.Settings(
       endpoints: HTTPEndpoints(
         readiness: readiness, metrics: metrics,
-        authDescription: GatewayAuthDescription(security: configuration.security, oidc: configuration.oidc)),
+        authDescription: GatewayAuthDescription(security: configuration.security, oidc: configuration.oidc),
+        services: serviceRouter, secure: configuration.security.usesTLS),
       registry: configuration.security == .mutualTLS ? peerRegistry : nil,
       handshakeTimeout: TimeAmount(configuration.handshakeTimeout),
       httpIdleTimeout: TimeAmount(configuration.httpIdleTimeout))

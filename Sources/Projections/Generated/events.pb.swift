@@ -957,6 +957,43 @@ public nonisolated struct Openshell_Events_V1_SshTunnelClosed: Sendable {
   public init() {}
 }
 
+/// ExposeService: an HTTP service on the sandbox's loopback made reachable through the gateway's port
+/// (path-based URL); replaces an exposure of the same name. The projection keeps it on the sandbox.
+public nonisolated struct Openshell_Events_V1_ServiceExposed: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var sandboxID: String = String()
+
+  /// "" = the sandbox's unnamed service
+  public var service: String = String()
+
+  public var targetPort: UInt32 = 0
+
+  /// openshell.v1.ServiceAuthorizationMode: 1 strip, 2 bearer passthrough
+  public var authorizationMode: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// DeleteService.
+public nonisolated struct Openshell_Events_V1_ServiceDeleted: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var sandboxID: String = String()
+
+  public var service: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Openshell_Events_V1_GatewayEvent: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1339,6 +1376,22 @@ public nonisolated struct Openshell_Events_V1_GatewayEvent: Sendable {
     set {kind = .sshTunnelClosed(newValue)}
   }
 
+  public var serviceExposed: Openshell_Events_V1_ServiceExposed {
+    get {
+      if case .serviceExposed(let v)? = kind {return v}
+      return Openshell_Events_V1_ServiceExposed()
+    }
+    set {kind = .serviceExposed(newValue)}
+  }
+
+  public var serviceDeleted: Openshell_Events_V1_ServiceDeleted {
+    get {
+      if case .serviceDeleted(let v)? = kind {return v}
+      return Openshell_Events_V1_ServiceDeleted()
+    }
+    set {kind = .serviceDeleted(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -1388,6 +1441,8 @@ public nonisolated struct Openshell_Events_V1_GatewayEvent: Sendable {
     case gatewayRestored(Openshell_Events_V1_GatewayRestored)
     case sshTunnelOpened(Openshell_Events_V1_SshTunnelOpened)
     case sshTunnelClosed(Openshell_Events_V1_SshTunnelClosed)
+    case serviceExposed(Openshell_Events_V1_ServiceExposed)
+    case serviceDeleted(Openshell_Events_V1_ServiceDeleted)
 
   }
 
@@ -3537,9 +3592,89 @@ nonisolated extension Openshell_Events_V1_SshTunnelClosed: SwiftProtobuf.Message
   }
 }
 
+nonisolated extension Openshell_Events_V1_ServiceExposed: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServiceExposed"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sandbox_id\0\u{1}service\0\u{3}target_port\0\u{3}authorization_mode\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.sandboxID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.service) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.targetPort) }()
+      case 4: try { try decoder.decodeSingularInt32Field(value: &self.authorizationMode) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.sandboxID.isEmpty {
+      try visitor.visitSingularStringField(value: self.sandboxID, fieldNumber: 1)
+    }
+    if !self.service.isEmpty {
+      try visitor.visitSingularStringField(value: self.service, fieldNumber: 2)
+    }
+    if self.targetPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.targetPort, fieldNumber: 3)
+    }
+    if self.authorizationMode != 0 {
+      try visitor.visitSingularInt32Field(value: self.authorizationMode, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Events_V1_ServiceExposed, rhs: Openshell_Events_V1_ServiceExposed) -> Bool {
+    if lhs.sandboxID != rhs.sandboxID {return false}
+    if lhs.service != rhs.service {return false}
+    if lhs.targetPort != rhs.targetPort {return false}
+    if lhs.authorizationMode != rhs.authorizationMode {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Openshell_Events_V1_ServiceDeleted: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServiceDeleted"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sandbox_id\0\u{1}service\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.sandboxID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.service) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.sandboxID.isEmpty {
+      try visitor.visitSingularStringField(value: self.sandboxID, fieldNumber: 1)
+    }
+    if !self.service.isEmpty {
+      try visitor.visitSingularStringField(value: self.service, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Events_V1_ServiceDeleted, rhs: Openshell_Events_V1_ServiceDeleted) -> Bool {
+    if lhs.sandboxID != rhs.sandboxID {return false}
+    if lhs.service != rhs.service {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GatewayEvent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gateway_initialized\0\u{3}gateway_configured\0\u{3}certificate_issued\0\u{4}\u{7}workspace_created\0\u{3}workspace_deleted\0\u{4}\u{4}sandbox_template_created\0\u{3}sandbox_template_deleted\0\u{4}\u{4}sandbox_requested\0\u{3}sandbox_provisioning\0\u{3}sandbox_ready\0\u{3}sandbox_failed\0\u{3}sandbox_stopping\0\u{3}sandbox_stopped\0\u{3}sandbox_starting\0\u{3}sandbox_deleting\0\u{3}sandbox_deleted\0\u{3}sandbox_main_process_exited\0\u{3}sandbox_condition_set\0\u{3}sandbox_network_denials\0\u{4}\u{9}provider_created\0\u{3}provider_updated\0\u{3}provider_credential_rotated\0\u{3}provider_deleted\0\u{3}sandbox_provider_attached\0\u{3}sandbox_provider_detached\0\u{4}\u{5}policy_revision_submitted\0\u{3}policy_revision_loaded\0\u{3}policy_revision_failed\0\u{3}policy_revision_superseded\0\u{3}global_policy_set\0\u{3}global_policy_deleted\0\u{4}\u{5}setting_set\0\u{3}setting_deleted\0\u{4}\u{9}inference_route_set\0\u{3}inference_route_deleted\0\u{3}inference_bundle_published\0\u{4}\u{8}ssh_session_created\0\u{3}ssh_session_revoked\0\u{3}ssh_tunnel_opened\0\u{3}ssh_tunnel_closed\0\u{4}\u{7}audit_checkpoint\0\u{3}access_refused\0\u{3}credentials_disclosed\0\u{3}exec_started\0\u{3}exec_ended\0\u{3}gateway_restored\0\u{4}I\u{e}request_rpc\0\u{3}request_target\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gateway_initialized\0\u{3}gateway_configured\0\u{3}certificate_issued\0\u{4}\u{7}workspace_created\0\u{3}workspace_deleted\0\u{4}\u{4}sandbox_template_created\0\u{3}sandbox_template_deleted\0\u{4}\u{4}sandbox_requested\0\u{3}sandbox_provisioning\0\u{3}sandbox_ready\0\u{3}sandbox_failed\0\u{3}sandbox_stopping\0\u{3}sandbox_stopped\0\u{3}sandbox_starting\0\u{3}sandbox_deleting\0\u{3}sandbox_deleted\0\u{3}sandbox_main_process_exited\0\u{3}sandbox_condition_set\0\u{3}sandbox_network_denials\0\u{4}\u{9}provider_created\0\u{3}provider_updated\0\u{3}provider_credential_rotated\0\u{3}provider_deleted\0\u{3}sandbox_provider_attached\0\u{3}sandbox_provider_detached\0\u{4}\u{5}policy_revision_submitted\0\u{3}policy_revision_loaded\0\u{3}policy_revision_failed\0\u{3}policy_revision_superseded\0\u{3}global_policy_set\0\u{3}global_policy_deleted\0\u{4}\u{5}setting_set\0\u{3}setting_deleted\0\u{4}\u{9}inference_route_set\0\u{3}inference_route_deleted\0\u{3}inference_bundle_published\0\u{4}\u{8}ssh_session_created\0\u{3}ssh_session_revoked\0\u{3}ssh_tunnel_opened\0\u{3}ssh_tunnel_closed\0\u{4}\u{3}service_exposed\0\u{3}service_deleted\0\u{4}\u{3}audit_checkpoint\0\u{3}access_refused\0\u{3}credentials_disclosed\0\u{3}exec_started\0\u{3}exec_ended\0\u{3}gateway_restored\0\u{4}I\u{e}request_rpc\0\u{3}request_target\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4067,6 +4202,32 @@ nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, S
           self.kind = .sshTunnelClosed(v)
         }
       }()
+      case 86: try {
+        var v: Openshell_Events_V1_ServiceExposed?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .serviceExposed(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .serviceExposed(v)
+        }
+      }()
+      case 87: try {
+        var v: Openshell_Events_V1_ServiceDeleted?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .serviceDeleted(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .serviceDeleted(v)
+        }
+      }()
       case 90: try {
         var v: Openshell_Events_V1_AuditCheckpoint?
         var hadOneofValue = false
@@ -4317,6 +4478,14 @@ nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, S
     case .sshTunnelClosed?: try {
       guard case .sshTunnelClosed(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 83)
+    }()
+    case .serviceExposed?: try {
+      guard case .serviceExposed(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 86)
+    }()
+    case .serviceDeleted?: try {
+      guard case .serviceDeleted(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 87)
     }()
     case .auditCheckpoint?: try {
       guard case .auditCheckpoint(let v)? = self.kind else { preconditionFailure() }
