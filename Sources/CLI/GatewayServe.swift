@@ -22,11 +22,16 @@ struct GatewayServe: AsyncParsableCommand {
   @Option(help: "Container registry token (refused: no image-pulling driver yet).") var registryToken: String?
   @Option(help: "Graceful shutdown deadline in seconds.") var shutdownTimeout: Int = 10
   @Option(help: "Lifetime of SSH session tokens in seconds (0 = no expiry).") var sshSessionTtl: Int64 = 86_400
+  @Option(help: "Export the audit trail as OTLP log records (OCSF bodies) to this OTLP/gRPC collector, e.g. http://127.0.0.1:4317 (default: $OPENSHELL_OTLP_ENDPOINT; OTEL_EXPORTER_OTLP_* variables apply).")
+  var otlpEndpoint: String?
 
   func validate() throws {
     guard (1...65535).contains(port) || port == 0 else { throw ValidationError("--port must be 1-65535") }
     guard sshSessionTtl >= 0 else { throw ValidationError("--ssh-session-ttl must be 0 (no expiry) or a number of seconds") }
     if plaintext && disableGatewayAuth { throw ValidationError("--plaintext and --disable-gateway-auth are exclusive") }
+    if let otlpEndpoint {
+      do { try OTLPExportSettings(endpoint: otlpEndpoint).validate() } catch { throw ValidationError("--otlp-endpoint: \(error)") }
+    }
   }
 
   func run() async throws {
@@ -44,6 +49,7 @@ struct GatewayServe: AsyncParsableCommand {
     c.gatewayName = name
     c.shutdownGracePeriod = .seconds(shutdownTimeout)
     c.sshSessionTTLSeconds = sshSessionTtl
+    if let otlpEndpoint { c.otlpExport = OTLPExportSettings(endpoint: otlpEndpoint) }
     let config = c
     do {
       try await serve(config) { _, port in
@@ -56,6 +62,8 @@ struct GatewayServe: AsyncParsableCommand {
     } catch let e as EventLogError {
       throw fail(e.message)
     } catch let e as GatewayPKIError {
+      throw fail(e.description)
+    } catch let e as GatewayConfigurationError {
       throw fail(e.description)
     }
   }
