@@ -39,6 +39,10 @@ let package = Package(
     .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     // OIDC bearer tokens: JWS verification against the issuer's JWKS (issue 13).
     .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
+    // OTLP log export of the audit trail; OTLP/gRPC only (no HTTP client). Exact: the drop accounting reads
+    // its diagnostic messages (Sources/Gateway/Audit/OTLPAuditExport.swift).
+    .package(url: "https://github.com/swift-otel/swift-otel.git", exact: "1.6.0", traits: ["OTLPGRPC"]),
+    .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
   ],
   targets: [
     // System libraries (Debian: liblmdb-dev, libzstd-dev, libseccomp-dev).
@@ -164,6 +168,8 @@ let package = Package(
         .product(name: "Metrics", package: "swift-metrics"),
         .product(name: "Prometheus", package: "swift-prometheus"),
         .product(name: "JWTKit", package: "jwt-kit"),
+        .product(name: "OTel", package: "swift-otel"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
       ]),
 
     .executableTarget(
@@ -212,7 +218,7 @@ let package = Package(
     .executableTarget(
       name: "LoadGen",
       dependencies: [
-        "Gateway", "OpenShellAPI",
+        "Gateway", "OpenShellAPI", "EventLog", "Projections",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -234,7 +240,10 @@ let package = Package(
     .testTarget(name: "ProjectionsTests", dependencies: ["Projections", "Scenarios", "EventLog"]),
     .testTarget(
       name: "LogToolsTests",
-      dependencies: ["LogTools", "Scenarios", "EventLog", "Projections", .product(name: "Crypto", package: "swift-crypto")]),
+      dependencies: [
+        "LogTools", "Scenarios", "EventLog", "Projections", .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+      ]),
     .testTarget(
       name: "GatewayTests",
       dependencies: [

@@ -23,3 +23,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 echo "system packages ready: ${pkgs[*]}"
+
+# Python packages of the audit tests (OCSF schema validation, the OTLP/gRPC logs receiver): a venv at
+# .build-venv-audit from Tests/audit-tools/requirements.txt, reinstalled only when that file changes.
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv="$root/.build-venv-audit"
+req="$root/Tests/audit-tools/requirements.txt"
+want=$(sha256sum "$req" | cut -d' ' -f1)
+if [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --disable-pip-version-check -q -r "$req"
+  echo "$want" > "$venv/.requirements.sha256"
+fi
+echo "python packages ready: $venv ($(grep -cE '^[a-z]' "$req") packages)"

@@ -26,11 +26,16 @@ struct GatewayServe: AsyncParsableCommand {
   @Option(help: "Audience every bearer token must carry (env OPENSHELL_OIDC_AUDIENCE).") var oidcAudience: String?
   @Option(help: "Public client id the CLI logs in with (env OPENSHELL_OIDC_CLIENT_ID).") var oidcClientId: String?
   @Option(help: "Scopes the CLI requests, space separated (env OPENSHELL_OIDC_SCOPES; default openid).") var oidcScopes: String?
+  @Option(help: "Export the audit trail as OTLP log records (OCSF bodies) to this OTLP/gRPC collector, e.g. http://127.0.0.1:4317 (default: $OPENSHELL_OTLP_ENDPOINT; OTEL_EXPORTER_OTLP_* variables apply).")
+  var otlpEndpoint: String?
 
   func validate() throws {
     guard (1...65535).contains(port) || port == 0 else { throw ValidationError("--port must be 1-65535") }
     guard sshSessionTtl >= 0 else { throw ValidationError("--ssh-session-ttl must be 0 (no expiry) or a number of seconds") }
     if plaintext && disableGatewayAuth { throw ValidationError("--plaintext and --disable-gateway-auth are exclusive") }
+    if let otlpEndpoint {
+      do { try OTLPExportSettings(endpoint: otlpEndpoint).validate() } catch { throw ValidationError("--otlp-endpoint: \(error)") }
+    }
   }
 
   func run() async throws {
@@ -53,6 +58,7 @@ struct GatewayServe: AsyncParsableCommand {
       throw fail("--oidc-audience, --oidc-client-id and --oidc-scopes need --oidc-issuer (or OPENSHELL_OIDC_ISSUER)")
     }
     do { try c.oidc?.validate() } catch { throw fail("\(error)") }
+    if let otlpEndpoint { c.otlpExport = OTLPExportSettings(endpoint: otlpEndpoint) }
     let config = c
     do {
       try await serve(config) { _, port in
@@ -66,6 +72,8 @@ struct GatewayServe: AsyncParsableCommand {
     } catch let e as EventLogError {
       throw fail(e.message)
     } catch let e as GatewayPKIError {
+      throw fail(e.description)
+    } catch let e as GatewayConfigurationError {
       throw fail(e.description)
     }
   }

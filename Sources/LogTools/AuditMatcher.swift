@@ -11,6 +11,8 @@ import Projections
 /// watch runs is followed too).
 public struct AuditMatcher: Sendable {
   public let query: AuditQuery
+  /// Whether ``entry(_:)`` also renders the record's OCSF events (``AuditEntry/ocsf``).
+  public var includeOCSF = false
   private var sandboxIDs: Set<String> = []
   private var providerIDs: Set<String> = []
 
@@ -54,7 +56,7 @@ public struct AuditMatcher: Sendable {
     return AuditEntry(
       seq: record.seq, time: rfc3339(ns: record.timestampNs), timestampNs: record.timestampNs, actor: record.actor,
       requestID: record.requestID, type: record.type, aggregate: "\(record.aggregate.kind)/\(record.aggregate.id)",
-      summary: EventSummary.describe(event))
+      summary: EventSummary.describe(event), ocsf: includeOCSF ? OCSF.events(record, event).map(OCSF.encode) : nil)
   }
 
   private mutating func observe(_ record: EventRecord) throws {

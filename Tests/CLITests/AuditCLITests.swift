@@ -25,6 +25,11 @@ struct AuditCLITests {
     let lines = r.out.split(separator: "\n")
     #expect(lines.count == 1 && lines[0].contains("\"type\":\"provider.created\"") && lines[0].contains("p1"), "\(r)")
     #expect(!r.out.contains("v1\""), "no credential value")
+    // OCSF: every event of the live trail validates against the OCSF schema; no credential value in it.
+    r = try env.run(["audit", "-o", "ocsf"])
+    #expect(r.code == 0 && r.out.contains("\"event_code\":\"provider.created\"") && r.out.contains("\"class_uid\":6003"), "\(r)")
+    #expect(!r.out.contains("v1\""), "no credential value")
+    try expectValidOCSF(env, r.out, "live")
     r = try env.run(["audit", "--since", "yesterday"])
     #expect(r.code != 0 && r.err.contains("--since"), "\(r)")
 
@@ -54,5 +59,20 @@ struct AuditCLITests {
     #expect(r.code == 0 && r.out.contains("signed: ") && r.out.contains("vouched for by the key"), "\(r)")
     r = try env.replay(["verify", log, "--public-key", stranger])
     #expect(r.code != 0 && r.out.contains("FAILED"), "\(r)")
+    // The same OCSF export offline, from the data dir.
+    r = try env.replay(["audit", log, "-o", "ocsf"])
+    #expect(r.code == 0 && r.out.contains("\"class_uid\":6003") && !r.out.contains("v1\""), "\(r)")
+    try expectValidOCSF(env, r.out, "offline")
+    r = try env.replay(["audit", log, "-o", "xml"])
+    #expect(r.code != 0 && r.err.contains("ocsf"), "\(r)")
+  }
+
+  /// Validates OCSF lines with Tests/audit-tools/validate_ocsf.py (the venv scripts/setup.sh makes).
+  func expectValidOCSF(_ env: CLIEnv, _ lines: String, _ label: String) throws {
+    let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    let file = env.root.appendingPathComponent("\(label).ocsf.jsonl").path
+    try lines.write(toFile: file, atomically: true, encoding: .utf8)
+    let v = try env.run([repo + "/Tests/audit-tools/validate_ocsf.py", file], binary: repo + "/.build-venv-audit/bin/python")
+    #expect(v.code == 0 && v.out.contains(" 0 invalid"), "\(label): \(v)")
   }
 }

@@ -4,6 +4,7 @@ import Gateway
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import OpenShellAPI
+import Projections
 import Testing
 
 /// The audit API on a running gateway (issue 12): paginated history, watch without gap or duplicate,
@@ -139,6 +140,45 @@ import Testing
     #expect(seen.first == 1)
     #expect(seen == Array(1...(seen.last ?? 0)), "every seq exactly once and in order")
     #expect(seen.count >= 110)
+  }
+
+  /// A history longer than WatchEvents' catch-up chunks (read and written a chunk at a time) hands over to the
+  /// live subscription without a gap or a duplicate, while writers append.
+  @Test func watchCatchesUpThroughChunksWithoutGapOrDuplicate() async throws {
+    let gw = try await TestGateway.start()
+    defer { Task { await gw.stop() } }
+    let log = gw.running.store.log
+    for b in 0..<7 {  // 3,500 exec records: three full chunks and a partial one behind the head
+      let batch = (0..<500).map { i in
+        GatewayEvent(.execStarted(.with { $0.sandboxID = "sb"; $0.execID = "e\(b)-\(i)"; $0.command = ["true"] }))
+          .newEvent(actor: "system", requestID: "")
+      }
+      _ = try await log.append(batch)
+    }
+    let finalHead = DoneFlag()
+    let writers = Task {
+      try await withThrowingTaskGroup(of: Void.self) { group in
+        for w in 0..<3 {
+          group.addTask { try await createProviders(gw, (0..<20).map { "c\(w)-\($0)" }) }
+        }
+        try await group.waitForAll()
+      }
+      finalHead.set(gw.running.store.log.headSeq + 1)
+      try await createProviders(gw, ["last"])
+    }
+    let seen: [UInt64] = try await withAudit(gw) { audit in
+      try await audit.watchEvents(.with { $0.fromSeq = 1 }) { response in
+        var seqs: [UInt64] = []
+        for try await event in response.messages {
+          seqs.append(event.seq)
+          if let head = finalHead.value, event.seq >= head { break }
+        }
+        return seqs
+      }
+    }
+    try await writers.value
+    #expect(seen.count >= 3500 + 61)
+    #expect(seen == Array(1...(seen.last ?? 0)), "every seq exactly once and in order")
   }
 }
 

@@ -27,10 +27,27 @@ struct LoadGen: AsyncParsableCommand {
   @Option(help: "HTTP/2 connections (clients); requests are spread over them round-robin.")
   var connections: Int = 1
 
+  @Flag(help: "Audit overhead: GetSandbox, CreateSandbox and refused calls against a gateway auditing refusals and one not, interleaved (first --concurrency level).")
+  var auditOverhead = false
+
+  @Option(help: "Rounds of the --audit-overhead comparison (each: every RPC against both gateways).")
+  var rounds: Int = 3
+
+  @Option(help: "WatchEvents benchmark: catch-up rate from a log of this many events, then live lag (e.g. 1000000).")
+  var watchEvents: Int?
+
+  @Option(help: "Events appended per second during the live-lag phase of --watch-events.")
+  var liveRate: Int = 1000
+
   func run() async throws {
     let levels = concurrency.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-    guard !levels.isEmpty, levels.allSatisfy({ $0 > 0 }), duration > 0, connections > 0 else {
-      throw ValidationError("bad --concurrency, --duration or --connections")
+    guard !levels.isEmpty, levels.allSatisfy({ $0 > 0 }), duration > 0, connections > 0, rounds > 0, liveRate > 0 else {
+      throw ValidationError("bad --concurrency, --duration, --connections, --rounds or --live-rate")
+    }
+    if auditOverhead { return try await auditOverhead() }
+    if let watchEvents {
+      guard watchEvents > 0 else { throw ValidationError("--watch-events must be positive") }
+      return try await watchBenchmark(events: watchEvents)
     }
     let temporary = dataDir == nil
     let dir = dataDir ?? NSTemporaryDirectory() + "openshell-loadgen-\(getpid())"
@@ -134,10 +151,21 @@ struct LoadGen: AsyncParsableCommand {
     }
   }
 
-  /// Runs `body` with `count` clients, each its own connection.
+  /// Runs `body` with `count` clients, each its own connection; `certificate` (cert, key files) replaces the
+  /// operator's.
   func withClients<R: Sendable>(
-    port: Int, pki: String, count: Int,
+    port: Int, pki: String, count: Int, certificate: (cert: String, key: String)? = nil,
     _ body: @escaping @Sendable ([Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>]) async throws -> R
+  ) async throws -> R {
+    try await withGRPCClients(port: port, pki: pki, count: count, certificate: certificate) { clients in
+      try await body(clients.map { Openshell_V1_OpenShell.Client(wrapping: $0) })
+    }
+  }
+
+  /// Runs `body` with `count` gRPC clients over mTLS to 127.0.0.1:`port`, each its own connection.
+  func withGRPCClients<R: Sendable>(
+    port: Int, pki: String, count: Int, certificate: (cert: String, key: String)? = nil,
+    _ body: @escaping @Sendable ([GRPCClient<HTTP2ClientTransport.Posix>]) async throws -> R
   ) async throws -> R {
     try await withThrowingTaskGroup(of: Void.self) { group in
       var clients: [GRPCClient<HTTP2ClientTransport.Posix>] = []
@@ -145,8 +173,8 @@ struct LoadGen: AsyncParsableCommand {
         let transport = try HTTP2ClientTransport.Posix(
           target: .ipv4(address: "127.0.0.1", port: port),
           transportSecurity: .mTLS(
-            certificateChain: [.file(path: pki + "/client.crt", format: .pem)],
-            privateKey: .file(path: pki + "/client.key", format: .pem)
+            certificateChain: [.file(path: certificate?.cert ?? pki + "/client.crt", format: .pem)],
+            privateKey: .file(path: certificate?.key ?? pki + "/client.key", format: .pem)
           ) { c in
             c.trustRoots = .certificates([.file(path: pki + "/ca.crt", format: .pem)])
           })
@@ -155,7 +183,7 @@ struct LoadGen: AsyncParsableCommand {
         group.addTask { try await client.runConnections() }
       }
       do {
-        let r = try await body(clients.map { Openshell_V1_OpenShell.Client(wrapping: $0) })
+        let r = try await body(clients)
         for c in clients { c.beginGracefulShutdown() }
         try await group.waitForAll()
         return r

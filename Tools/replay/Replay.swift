@@ -191,12 +191,12 @@ struct AuditCommand: ParsableCommand {
   @Option(help: "Only this event type (repeatable; a prefix ending in '.' matches a family).") var type: [String] = []
   @Option(help: "From this time (RFC 3339 or a duration ago).") var since: String?
   @Option(help: "Until this time (RFC 3339 or a duration ago).") var until: String?
-  @Option(name: .shortAndLong, help: "Output: table, json or jsonl.") var output: String = "table"
+  @Option(name: .shortAndLong, help: "Output: table, json, jsonl, or ocsf (OCSF 1.5.0 events, one JSON object a line; docs/audit-ocsf.md).") var output: String = "table"
   @Flag(help: "Use only the records before the first one that fails verification (reported on stderr).") var salvage = false
 
   func run() throws {
     try LogTools_run {
-      guard ["table", "json", "jsonl"].contains(output) else { throw ValidationError("--output must be table, json or jsonl") }
+      guard ["table", "json", "jsonl", "ocsf"].contains(output) else { throw ValidationError("--output must be table, json, jsonl or ocsf") }
       var q = AuditQuery()
       q.sandbox = sandbox
       q.provider = provider
@@ -207,7 +207,7 @@ struct AuditCommand: ParsableCommand {
       let log = try openLog(dir, readOnly: true)
       defer { log.close() }
       q.throughSeq = try salvageLimit(log, salvage)
-      let entries = try Audit.timeline(log, query: q)
+      let entries = try Audit.timeline(log, query: q, ocsf: output == "ocsf")
       let e = JSONEncoder()
       e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
       switch output {
@@ -216,6 +216,8 @@ struct AuditCommand: ParsableCommand {
         print(String(decoding: try e.encode(entries), as: UTF8.self))
       case "jsonl":
         for entry in entries { print(String(decoding: try e.encode(entry), as: UTF8.self)) }
+      case "ocsf":
+        for entry in entries { for line in entry.ocsf ?? [] { print(line) } }
       default:
         print(Audit.table(entries))
       }

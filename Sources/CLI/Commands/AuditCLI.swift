@@ -6,9 +6,10 @@ import LogTools
 import OpenShellAPI
 
 /// `openshell audit [--sandbox N] [--provider N] [--actor A] [--type T] [--since 1h] [--until …]
-/// [--follow] [-o table|json|jsonl]`: the audit trail of the active gateway, read through its audit API
+/// [--follow] [-o table|json|jsonl|ocsf]`: the audit trail of the active gateway, read through its audit API
 /// (`openshell.audit.v1.AuditService`, operator identity). The same lines as `openshell-replay audit`
-/// on the gateway's data directory; secrets are never in them.
+/// on the gateway's data directory; secrets are never in them. `-o ocsf` prints OCSF 1.5.0 events, one JSON
+/// object a line (docs/audit-ocsf.md).
 struct AuditCLI: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "audit", abstract: "The gateway's audit trail: who did what, who was refused, who read which secret.",
@@ -34,10 +35,10 @@ struct AuditShow: AsyncParsableCommand {
   @Option(help: "From this time (RFC 3339, or a duration ago: 90s, 5m, 1h, 2d).") var since: String?
   @Option(help: "Until this time (RFC 3339, or a duration ago).") var until: String?
   @Flag(name: .shortAndLong, help: "After the history, keep printing new events as they happen.") var follow = false
-  @Option(name: .shortAndLong, help: "Output: table, json or jsonl.") var output: String = "table"
+  @Option(name: .shortAndLong, help: "Output: table, json, jsonl, or ocsf (OCSF 1.5.0 events, one JSON object a line).") var output: String = "table"
 
   func validate() throws {
-    guard ["table", "json", "jsonl"].contains(output) else { throw ValidationError("--output must be table, json or jsonl (got '\(output)')") }
+    guard ["table", "json", "jsonl", "ocsf"].contains(output) else { throw ValidationError("--output must be table, json, jsonl or ocsf (got '\(output)')") }
     if follow, output == "json" { throw ValidationError("--follow prints one event per line: use -o table or -o jsonl") }
     if let since, parseTime(since) == nil { throw ValidationError("--since expects an RFC 3339 time or a duration like 90s, 5m, 1h (got '\(since)')") }
     if let until, parseTime(until) == nil { throw ValidationError("--until expects an RFC 3339 time or a duration like 90s, 5m, 1h (got '\(until)')") }
@@ -75,15 +76,18 @@ struct AuditShow: AsyncParsableCommand {
         $0.filter = filter
         $0.pageSize = 5000
         $0.pageToken = token
+        $0.includeOcsf = output == "ocsf"
       }, options: GatewayClient.options(timeout: .seconds(60)))
       entries += page.events.map(Self.entry)
       if output == "jsonl" {
         for e in page.events { print(try Self.jsonLine(Self.entry(e))) }
+      } else if output == "ocsf" {
+        for e in page.events { for line in e.ocsf { print(line) } }
       }
       token = page.nextPageToken
     } while !token.isEmpty
     switch output {
-    case "jsonl": break
+    case "jsonl", "ocsf": break
     case "json":
       let e = JSONEncoder()
       e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes, .prettyPrinted]
@@ -96,10 +100,14 @@ struct AuditShow: AsyncParsableCommand {
   private func followEvents(_ api: Openshell_Audit_V1_AuditService.Client<HTTP2ClientTransport.Posix>) async throws {
     var options = CallOptions.defaults
     options.timeout = nil
-    try await api.watchEvents(.with { $0.filter = filter; $0.fromSeq = 1 }, options: options) { response in
+    try await api.watchEvents(.with { $0.filter = filter; $0.fromSeq = 1; $0.includeOcsf = output == "ocsf" }, options: options) { response in
       for try await event in response.messages {
         let entry = Self.entry(event)
-        print(output == "jsonl" ? try Self.jsonLine(entry) : Audit.table([entry]).split(separator: "\n").dropFirst().joined(separator: "\n"))
+        switch output {
+        case "ocsf": for line in event.ocsf { print(line) }
+        case "jsonl": print(try Self.jsonLine(entry))
+        default: print(Audit.table([entry]).split(separator: "\n").dropFirst().joined(separator: "\n"))
+        }
         fflush(nil)
       }
     }

@@ -39,7 +39,7 @@ public struct AuditService: Openshell_Audit_V1_AuditService.SimpleServiceProtoco
     query.throughSeq = request.toSeq == 0 ? head : min(request.toSeq, head)
     let size = request.pageSize == 0 ? Self.defaultPageSize : Int(request.pageSize)
     // One extra entry tells whether another page follows.
-    let entries = try read { try Audit.timeline(log, query: query, fromSeq: from, limit: size + 1) }
+    let entries = try read { try Audit.timeline(log, query: query, fromSeq: from, limit: size + 1, ocsf: request.includeOcsf) }
     var response = Openshell_Audit_V1_QueryEventsResponse()
     response.events = entries.prefix(size).map(Self.wire)
     if entries.count > size, let last = entries.prefix(size).last { response.nextPageToken = String(last.seq + 1) }
@@ -53,14 +53,34 @@ public struct AuditService: Openshell_Audit_V1_AuditService.SimpleServiceProtoco
     let from = max(request.fromSeq, 1)
     try checkFloor(from, field: "from_seq")
     var matcher = try read { try AuditMatcher(log, query: try Self.query(request.filter)) }
-    // The catch-up subscription delivers history then live records exactly once, in seq order; a
+    matcher.includeOCSF = request.includeOcsf
+    // History far behind the head is read in chunks and written a chunk at a time (one hand-off to the
+    // transport per chunk instead of per event: the catch-up rate, openshell-loadgen --watch-events).
+    var next = from
+    while log.headSeq >= next + UInt64(Self.watchChunk) {
+      let through = next + UInt64(Self.watchChunk) - 1
+      var batch: [Openshell_Audit_V1_AuditEvent] = []
+      batch.reserveCapacity(Self.watchChunk)
+      try read {
+        var reader = log.read(from: next, through: through, filter: matcher.logFilter)
+        while let record = try reader.next() {
+          if let entry = try matcher.entry(record) { batch.append(Self.wire(entry)) }
+        }
+      }
+      next = through + 1
+      if !batch.isEmpty { try await response.write(contentsOf: batch) }
+    }
+    // The rest: the catch-up subscription delivers history then live records exactly once, in seq order; a
     // subscriber that falls behind is fed again from history by the log itself.
-    for try await item in log.subscribe(from: from, filter: matcher.logFilter) {
+    for try await item in log.subscribe(from: next, filter: matcher.logFilter) {
       guard case .record(let record) = item else { continue }
       guard let entry = try read({ try matcher.entry(record) }) else { continue }
       try await response.write(Self.wire(entry))
     }
   }
+
+  /// Records per chunk of WatchEvents' catch-up phase.
+  static let watchChunk = 1024
 
   public func getSandboxAt(request: Openshell_Audit_V1_GetSandboxAtRequest, context: ServerContext) async throws -> Openshell_Audit_V1_GetSandboxAtResponse {
     try Self.operatorOnly("GetSandboxAt")
@@ -125,6 +145,7 @@ public struct AuditService: Openshell_Audit_V1_AuditService.SimpleServiceProtoco
       $0.actor = e.actor
       $0.requestID = e.requestID
       $0.summary = e.summary
+      $0.ocsf = e.ocsf ?? []
     }
   }
 

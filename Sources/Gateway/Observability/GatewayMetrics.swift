@@ -12,6 +12,8 @@ import Synchronization
 /// | `openshell_http_requests_total` | counter | `path` (known routes, else `other`), `status` | requests |
 /// | `openshell_log_head_seq` | gauge | — | sequence number of the newest durable event |
 /// | `openshell_log_append_seconds` | histogram | — | seconds per durable append (commit included) |
+/// | `openshell_audit_export_queued_total` | counter | — | OTLP log records handed to the exporter (``OTLPAuditExporter``) |
+/// | `openshell_audit_export_dropped_total` | counter | `reason` (`queue_full`, `export_failed`, `undecodable`) | OTLP log records lost (the log keeps them) |
 ///
 /// Metrics from libraries using swift-metrics land in the same registry after
 /// ``bootstrapMetricsSystem()``.
@@ -38,7 +40,12 @@ public final class GatewayMetrics: Sendable {
     descriptor("openshell_http_requests_total", "HTTP/1.1 requests by path and status.")
   }
 
+  private static var exportDropped: MetricNameDescriptor {
+    descriptor("openshell_audit_export_dropped_total", "Audit OTLP log records dropped (queue full, failed export), by reason.")
+  }
+
   private let headSeq: Prometheus.Gauge
+  private let exportQueued: Prometheus.Counter
   private let appendSeconds: ValueHistogram
   private static let bootstrapped = Mutex(false)
 
@@ -50,6 +57,18 @@ public final class GatewayMetrics: Sendable {
     appendSeconds = registry.makeValueHistogram(
       descriptor: Self.descriptor("openshell_log_append_seconds", "Durable event-log append latency in seconds."),
       buckets: Self.appendBuckets)
+    exportQueued = registry.makeCounter(
+      descriptor: Self.descriptor("openshell_audit_export_queued_total", "Audit OTLP log records handed to the exporter."))
+  }
+
+  /// Counts one audit log record handed to the OTLP exporter.
+  public func recordAuditExportQueued() {
+    exportQueued.increment()
+  }
+
+  /// Counts `count` audit log records the OTLP export lost; `reason` is one of a fixed set.
+  public func recordAuditExportDropped(reason: String, count: Int) {
+    registry.makeCounter(descriptor: Self.exportDropped, labels: [("reason", reason)]).increment(by: Int64(count))
   }
 
   /// Records one finished RPC. `method` is the fully qualified method (`openshell.v1.OpenShell/Health`),

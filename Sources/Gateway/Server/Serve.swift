@@ -52,6 +52,12 @@ public struct GatewayConfiguration: Sendable {
   /// Refused calls with the same identity, RPC, code and reason within this window become one
   /// `audit.access_refused` event with a count (issue 12).
   public var refusalWindow: Duration = .seconds(10)
+  /// Export of the audit trail as OTLP log records (``OTLPAuditExporter``); nil = none. Default:
+  /// `$OPENSHELL_OTLP_ENDPOINT`.
+  public var otlpExport: OTLPExportSettings? = OTLPExportSettings.fromEnvironment()
+  /// Whether refused calls are recorded (``AuditInterceptor``). Only the audit benchmark turns it off, to
+  /// measure its cost (`openshell-loadgen --audit-overhead`); a gateway without it is not auditable.
+  public var recordRefusals = true
   public var simulateNoLandlock = ProcessInfo.processInfo.environment[ConfinementPlan.testDisableLandlockVariable] == "1"
   /// A PEM file of extra roots every sandbox's proxy trusts for upstream TLS, besides the system roots
   /// (the analogue of OpenShell's operator-installed CAs in the supervisor's trust store: private or
@@ -106,10 +112,12 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
   try fm.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
   DescriptorLimit.raiseToHard(logger: logger)
   let metrics = GatewayMetrics()
+  try configuration.otlpExport?.validate()
   // Checked before anything else: a damaged, empty or missing log is refused with one message.
   let (log, store) = try LogStartup.open(
     dataDirectory: configuration.dataDirectory, options: configuration.logOptions, metrics: metrics, logger: logger)
   defer { log.close() }
+  let exportFrom = log.headSeq + 1
   // The PKI exists in every mode so that switching modes keeps the same CA.
   let pki = try GatewayPKI.loadOrCreate(directory: configuration.dataDirectory + "/pki", gatewayHosts: configuration.gatewayHosts)
   try await recordStartup(store: store, configuration: configuration, pki: pki)
@@ -142,10 +150,10 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
   serverConfig.shutdownGracePeriod = configuration.shutdownGracePeriod
   serverConfig.handleSignals = configuration.handleSignals
   serverConfig.oidc = configuration.oidc
-  var authentication: [any ServerInterceptor] = [IdentityInterceptor(registry: registry), SandboxTokenInterceptor()]
+  var interceptors: [any ServerInterceptor] = [IdentityInterceptor(registry: registry), SandboxTokenInterceptor()]
   if let oidc = configuration.oidc {
     let verifier = BearerVerifier(settings: oidc)
-    authentication.append(BearerAuthInterceptor(verifier: verifier, refusals: refusals))
+    interceptors.append(BearerAuthInterceptor(verifier: verifier, refusals: refusals))
     // Early word on a misconfigured or unreachable issuer; the gateway serves anyway and fetches again later.
     if let problem = await verifier.prefetch() {
       logger.warning("OIDC issuer \(oidc.issuer) not usable yet (bearer tokens are refused until it is): \(problem)")
@@ -153,12 +161,11 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
       logger.info("OIDC bearer tokens accepted from \(oidc.issuer) for audience \(oidc.audience)")
     }
   }
+  if configuration.recordRefusals { interceptors.append(AuditInterceptor(refusals: refusals)) }
+  interceptors += [MetricsInterceptor(metrics: metrics), MessageSizeInterceptor(limit: serverConfig.maxRequestMessageBytes)]
   let server = try GatewayServer(
     configuration: serverConfig, pki: pki, services: [service, inference, AuditService(log: log)],
-    interceptors: authentication + [
-      AuditInterceptor(refusals: refusals),
-      MetricsInterceptor(metrics: metrics), MessageSizeInterceptor(limit: serverConfig.maxRequestMessageBytes),
-    ],
+    interceptors: interceptors,
     readiness: { .ready(version: gatewayVersion, headSeq: log.headSeq) },
     metrics: metrics, peerRegistry: registry,
     serviceRouter: ServiceRouter(store: store, hub: hub, registry: registry, requireCertificate: configuration.security == .mutualTLS),
@@ -190,6 +197,12 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
     if let signer {
       group.addTask {
         await signer.run()
+        return false
+      }
+    }
+    if let otlp = configuration.otlpExport {
+      group.addTask {
+        await OTLPAuditExporter(log: log, settings: otlp, metrics: metrics, from: exportFrom).run()
         return false
       }
     }

@@ -53,6 +53,9 @@ public nonisolated struct Openshell_Audit_V1_AuditEvent: Sendable {
   /// one readable line, secrets redacted
   public var summary: String = String()
 
+  /// with include_ocsf: the record's OCSF 1.5.0 events, one JSON object each
+  public var ocsf: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -113,6 +116,9 @@ public nonisolated struct Openshell_Audit_V1_QueryEventsRequest: Sendable {
   /// next_page_token of the previous page
   public var pageToken: String = String()
 
+  /// fill AuditEvent.ocsf
+  public var includeOcsf: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -156,6 +162,9 @@ public nonisolated struct Openshell_Audit_V1_WatchEventsRequest: Sendable {
 
   /// history from here, then live; below floor_seq = OUT_OF_RANGE
   public var fromSeq: UInt64 = 0
+
+  /// fill AuditEvent.ocsf
+  public var includeOcsf: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -269,7 +278,7 @@ fileprivate nonisolated let _protobuf_package = "openshell.audit.v1"
 
 nonisolated extension Openshell_Audit_V1_AuditEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AuditEvent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}seq\0\u{3}timestamp_ns\0\u{1}type\0\u{1}aggregate\0\u{1}actor\0\u{3}request_id\0\u{1}summary\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}seq\0\u{3}timestamp_ns\0\u{1}type\0\u{1}aggregate\0\u{1}actor\0\u{3}request_id\0\u{1}summary\0\u{1}ocsf\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -284,6 +293,7 @@ nonisolated extension Openshell_Audit_V1_AuditEvent: SwiftProtobuf.Message, Swif
       case 5: try { try decoder.decodeSingularStringField(value: &self.actor) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.summary) }()
+      case 8: try { try decoder.decodeRepeatedStringField(value: &self.ocsf) }()
       default: break
       }
     }
@@ -311,6 +321,9 @@ nonisolated extension Openshell_Audit_V1_AuditEvent: SwiftProtobuf.Message, Swif
     if !self.summary.isEmpty {
       try visitor.visitSingularStringField(value: self.summary, fieldNumber: 7)
     }
+    if !self.ocsf.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.ocsf, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -322,6 +335,7 @@ nonisolated extension Openshell_Audit_V1_AuditEvent: SwiftProtobuf.Message, Swif
     if lhs.actor != rhs.actor {return false}
     if lhs.requestID != rhs.requestID {return false}
     if lhs.summary != rhs.summary {return false}
+    if lhs.ocsf != rhs.ocsf {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -384,7 +398,7 @@ nonisolated extension Openshell_Audit_V1_AuditFilter: SwiftProtobuf.Message, Swi
 
 nonisolated extension Openshell_Audit_V1_QueryEventsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".QueryEventsRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}filter\0\u{3}from_seq\0\u{3}to_seq\0\u{3}page_size\0\u{3}page_token\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}filter\0\u{3}from_seq\0\u{3}to_seq\0\u{3}page_size\0\u{3}page_token\0\u{3}include_ocsf\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -397,6 +411,7 @@ nonisolated extension Openshell_Audit_V1_QueryEventsRequest: SwiftProtobuf.Messa
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.toSeq) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.pageSize) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.pageToken) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.includeOcsf) }()
       default: break
       }
     }
@@ -422,6 +437,9 @@ nonisolated extension Openshell_Audit_V1_QueryEventsRequest: SwiftProtobuf.Messa
     if !self.pageToken.isEmpty {
       try visitor.visitSingularStringField(value: self.pageToken, fieldNumber: 5)
     }
+    if self.includeOcsf != false {
+      try visitor.visitSingularBoolField(value: self.includeOcsf, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -431,6 +449,7 @@ nonisolated extension Openshell_Audit_V1_QueryEventsRequest: SwiftProtobuf.Messa
     if lhs.toSeq != rhs.toSeq {return false}
     if lhs.pageSize != rhs.pageSize {return false}
     if lhs.pageToken != rhs.pageToken {return false}
+    if lhs.includeOcsf != rhs.includeOcsf {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -483,7 +502,7 @@ nonisolated extension Openshell_Audit_V1_QueryEventsResponse: SwiftProtobuf.Mess
 
 nonisolated extension Openshell_Audit_V1_WatchEventsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".WatchEventsRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}filter\0\u{3}from_seq\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}filter\0\u{3}from_seq\0\u{3}include_ocsf\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -493,6 +512,7 @@ nonisolated extension Openshell_Audit_V1_WatchEventsRequest: SwiftProtobuf.Messa
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._filter) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.fromSeq) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.includeOcsf) }()
       default: break
       }
     }
@@ -509,12 +529,16 @@ nonisolated extension Openshell_Audit_V1_WatchEventsRequest: SwiftProtobuf.Messa
     if self.fromSeq != 0 {
       try visitor.visitSingularUInt64Field(value: self.fromSeq, fieldNumber: 2)
     }
+    if self.includeOcsf != false {
+      try visitor.visitSingularBoolField(value: self.includeOcsf, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Openshell_Audit_V1_WatchEventsRequest, rhs: Openshell_Audit_V1_WatchEventsRequest) -> Bool {
     if lhs._filter != rhs._filter {return false}
     if lhs.fromSeq != rhs.fromSeq {return false}
+    if lhs.includeOcsf != rhs.includeOcsf {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,119 @@
+import Foundation
+import Gateway
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import OpenShellAPI
+
+/// A gateway served in-process on 127.0.0.1 (ephemeral port, mTLS, no compute driver).
+struct InProcessGateway: Sendable {
+  let running: RunningGateway
+  let port: Int
+  let task: Task<Void, Error>
+  let dir: String
+
+  static func start(dir: String, configure: (inout GatewayConfiguration) -> Void = { _ in }) async throws -> InProcessGateway {
+    var config = GatewayConfiguration(dataDirectory: dir)
+    config.port = 0
+    config.handleSignals = false
+    config.shutdownGracePeriod = .seconds(2)
+    config.computeDriver = "none"
+    configure(&config)
+    let (ready, continuation) = AsyncStream<(RunningGateway, Int)>.makeStream()
+    let frozen = config
+    let task = Task {
+      defer { continuation.finish() }
+      try await serve(frozen) { running, port in continuation.yield((running, port)) }
+    }
+    for await (running, port) in ready {
+      return InProcessGateway(running: running, port: port, task: task, dir: dir)
+    }
+    _ = try await task.value
+    throw CancellationError()
+  }
+
+  func stop() async {
+    running.shutdown()
+    _ = try? await task.value
+  }
+
+  /// A sandbox identity's client certificate and key files (for refused calls).
+  func sandboxCertificate(_ id: String) throws -> (cert: String, key: String) {
+    let issued = try running.pki!.issueSandboxCertificate(sandboxID: id)
+    try issued.certificatePEM.write(toFile: dir + "/\(id).crt", atomically: true, encoding: .utf8)
+    try issued.privateKeyPEM.write(toFile: dir + "/\(id).key", atomically: true, encoding: .utf8)
+    return (dir + "/\(id).crt", dir + "/\(id).key")
+  }
+}
+
+extension LoadGen {
+  /// Audit overhead (issue 12): GetSandbox, CreateSandbox and refused calls (a sandbox identity calling
+  /// GetSandbox: PERMISSION_DENIED, recorded as `audit.access_refused` windows) against two gateways of the
+  /// same build in the same process, one auditing refusals (the default) and one not
+  /// (`GatewayConfiguration.recordRefusals = false`), cells interleaved on/off/off/on… over `rounds`.
+  func auditOverhead() async throws {
+    let base = dataDir ?? NSTemporaryDirectory() + "openshell-loadgen-audit-\(getpid())"
+    defer { if dataDir == nil { try? FileManager.default.removeItem(atPath: base) } }
+    let on = try await InProcessGateway.start(dir: base + "/audit-on")
+    let off = try await InProcessGateway.start(dir: base + "/audit-off") { $0.recordRefusals = false }
+    let level = concurrency.split(separator: ",").compactMap { Int($0) }.first ?? 16
+    print(header(dir: base, port: on.port, levels: [level]))
+    print("audit overhead: two gateways (auditing of refusals on / off), \(rounds) rounds, cells interleaved\n")
+    var rows: [[String]] = []
+    var rates: [String: [Double]] = [:]
+    for round in 0..<rounds {
+      for rpc in ["GetSandbox", "CreateSandbox", "refused GetSandbox"] {
+        let order = round % 2 == 0 ? [(on, "on"), (off, "off")] : [(off, "off"), (on, "on")]
+        for (gw, label) in order {
+          let r = try await cell(gw, rpc: rpc, level: level, round: round)
+          rows.append(r.row("\(rpc) [audit \(label)]", level))
+          rates["\(rpc)|\(label)", default: []].append(Double(r.ok) / r.seconds)
+        }
+      }
+    }
+    await on.stop()
+    await off.stop()
+    print(Table.render(["rpc", "concurrency", "requests", "errors", "req/s", "p50 ms", "p99 ms", "max ms", "note"], rows))
+    print("\nmean req/s over rounds, overhead = (off - on) / off:")
+    for rpc in ["GetSandbox", "CreateSandbox", "refused GetSandbox"] {
+      let a = mean(rates["\(rpc)|on"] ?? []), b = mean(rates["\(rpc)|off"] ?? [])
+      print("  " + rpc.padding(toLength: 20, withPad: " ", startingAt: 0)
+        + String(format: "audit on %8.0f   off %8.0f   overhead %+.1f %%", a, b, b > 0 ? (b - a) / b * 100 : 0))
+    }
+  }
+
+  private func mean(_ v: [Double]) -> Double { v.isEmpty ? 0 : v.reduce(0, +) / Double(v.count) }
+
+  /// One measured cell against `gw`: a fresh connection, a warm-up, then `duration` seconds of load.
+  private func cell(_ gw: InProcessGateway, rpc: String, level: Int, round: Int) async throws -> RunResult {
+    let duration = self.duration
+    let scope = Openshell_Datamodel_V1_WorkspaceSelector.with { $0.workspace = "default" }
+    let sandboxCert = rpc.hasPrefix("refused") ? try gw.sandboxCertificate("loadgen-sb") : nil
+    return try await withClients(port: gw.port, pki: gw.dir + "/pki", count: connections, certificate: sandboxCert) { apis in
+      let ticket = Ticket()
+      let tag = "r\(round)-\(UInt32(truncatingIfNeeded: getpid()))"
+      switch rpc {
+      case "GetSandbox":
+        if round == 0 { _ = try? await apis[0].createSandbox(.with { $0.name = "loadgen-target"; $0.workspaceScope = scope }) }
+        for _ in 0..<50 { _ = try await apis[0].getSandbox(.with { $0.name = "loadgen-target"; $0.workspaceScope = scope }) }
+        return try await runConcurrent(concurrency: level, seconds: duration) {
+          _ = try await apis[ticket.next() % apis.count].getSandbox(.with { $0.name = "loadgen-target"; $0.workspaceScope = scope })
+        }
+      case "CreateSandbox":
+        for i in 0..<10 { _ = try await apis[0].createSandbox(.with { $0.name = "warm-\(tag)-\(i)"; $0.workspaceScope = scope }) }
+        return try await runConcurrent(concurrency: level, seconds: duration) {
+          let n = ticket.next()
+          _ = try await apis[n % apis.count].createSandbox(.with { $0.name = "lg-\(tag)-\(n)"; $0.workspaceScope = scope })
+        }
+      default:
+        @Sendable func refused(_ api: Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>) async throws {
+          do {
+            _ = try await api.getSandbox(.with { $0.name = "loadgen-target"; $0.workspaceScope = scope })
+            throw RPCError(code: .internalError, message: "a sandbox identity was allowed to call GetSandbox")
+          } catch let e as RPCError where e.code == .permissionDenied {}
+        }
+        for _ in 0..<50 { try await refused(apis[0]) }
+        return try await runConcurrent(concurrency: level, seconds: duration) { try await refused(apis[ticket.next() % apis.count]) }
+      }
+    }
+  }
+}
