@@ -135,12 +135,12 @@ class Gateway:
         return self.log.read_text(errors="replace")
 
 
-def start_gateway(binary, work: pathlib.Path, name: str, mode: str, issuer: str, audience: str = AUDIENCE) -> Gateway:
+def start_gateway(binary, work: pathlib.Path, name: str, mode: str, issuer: str, audience: str = AUDIENCE, bind: str = "127.0.0.1") -> Gateway:
     port = free_port()
     data = work / f"{name}-data"
     log = work / f"{name}.log"
     flags = {"plaintext": ["--plaintext"], "tls": ["--disable-gateway-auth"], "mtls": []}[mode]
-    cmd = [str(binary), "gateway", "serve", "--data-dir", str(data), "--port", str(port), "--bind", "127.0.0.1", *flags,
+    cmd = [str(binary), "gateway", "serve", "--data-dir", str(data), "--port", str(port), "--bind", bind, *flags,
            "--oidc-issuer", issuer, "--oidc-audience", audience, "--oidc-client-id", "openshell-cli"]
     env = dict(os.environ, XDG_STATE_HOME=str(work / f"{name}-state"))
     with open(log, "wb") as f:

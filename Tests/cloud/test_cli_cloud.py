@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import stat
+import subprocess
 import threading
 import time
 
@@ -158,6 +159,35 @@ def test_not_a_gateway(cli, work, proxy_pki):
         no_registration(cli, "nothing")
     finally:
         web.stop()
+
+
+def test_http_server_that_is_not_a_gateway_is_refused(cli, idp):
+    # The IdP answers HTTP (404 on /auth/config): not a gateway, so nothing is registered.
+    base = idp.issuer.rsplit("/o", 1)[0]
+    r = cli.run("gateway", "add", base, "--name", "idphttp", "--no-browser", check=False)
+    assert "is not an OpenShell gateway" in one_error_line(r)
+    no_registration(cli, "idphttp")
+
+
+def test_bearer_tokens_never_in_cleartext_beyond_loopback(cli, binary, work, idp):
+    # A plaintext OIDC gateway on a non-loopback address (the host side of a veth pair this test creates).
+    ns, host_if, peer_if, addr = "osh-cloudtest", "oshct0", "oshct1", "10.254.77.1"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", peer_if, "netns", ns], check=True)
+        subprocess.run(["ip", "addr", "add", addr + "/30", "dev", host_if], check=True)
+        subprocess.run(["ip", "link", "set", host_if, "up"], check=True)
+        gw = start_gateway(binary, work, "cleartext", "plaintext", idp.issuer, bind=addr)
+        try:
+            assert "cleartext" in gw.log_text(), gw.log_text()
+            r = cli.run("gateway", "add", f"http://{addr}:{gw.port}", "--name", "clear", "--no-browser", check=False)
+            assert "refusing to send bearer tokens in cleartext" in one_error_line(r)
+            no_registration(cli, "clear")
+        finally:
+            stop(gw.proc)
+    finally:
+        subprocess.run(["ip", "link", "del", host_if], check=False)
+        subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
 def test_identity_provider_down(cli, binary, work, proxy_pki):

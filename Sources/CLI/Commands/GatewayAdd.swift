@@ -56,10 +56,22 @@ struct GatewayAdd: AsyncParsableCommand {
         caPEM = pem
         probe.caPath = caFile
       }
-      // Not --local: ask the gateway how it authenticates (an http:// gateway that does not answer keeps the
-      // plain registration it always had).
-      let description: [String: Any]? = local ? nil : probe.tls ? try await CloudGateway.describe(probe) : try? await CloudGateway.describe(probe)
+      // Not --local: ask the gateway how it authenticates. An http:// gateway that cannot be reached keeps the
+      // plain registration it always had; a server that answers but is not a gateway is refused.
+      let description: [String: Any]?
+      do {
+        description = local ? nil : try await CloudGateway.describe(probe)
+      } catch let e as CloudGateway.NotAGateway {
+        throw CLIError(e.message)
+      } catch where !probe.tls {
+        description = nil
+      }
       if let description, description["auth_mode"] as? String == "oidc" {
+        // A bearer token is a replayable operator credential: never over cleartext beyond this machine.
+        if !probe.tls && !loopback {
+          throw CLIError(
+            "refusing to send bearer tokens in cleartext to \(raw): register the gateway through https:// (a TLS-terminating proxy in front of it), or reach it on this machine's loopback; nothing was registered")
+        }
         guard let oidc = description["oidc"] as? [String: Any], let issuer = oidc["issuer"] as? String else {
           throw CLIError("\(raw) says it uses OIDC but names no issuer")
         }

@@ -64,9 +64,16 @@ enum CloudGateway {
       let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
       object["service"] as? String == "openshell-gateway"
     else {
-      throw CLIError("\(probe.endpoint) is not an OpenShell gateway (GET /auth/config answered HTTP \(r.status) without a gateway description); check the URL")
+      throw NotAGateway("\(probe.endpoint) is not an OpenShell gateway (GET /auth/config answered HTTP \(r.status) without a gateway description); check the URL; nothing was registered")
     }
     return object
+  }
+
+  /// A server answered, but not as an OpenShell gateway (as opposed to one that could not be reached).
+  struct NotAGateway: Error, CustomStringConvertible {
+    let message: String
+    init(_ message: String) { self.message = message }
+    var description: String { message }
   }
 
   /// Calls `GetGatewayInfo` with `token`, so that a registration is written only when the gateway accepts

@@ -92,7 +92,7 @@ func tlsFailure(_ text: String) -> String? {
     return "the gateway's certificate is not issued for this host or address (`openshell gateway start --gateway-host H` adds a name to it)"
   }
   if text.contains("CERTIFICATE_VERIFY_FAILED") || text.contains("certificate verify failed") {
-    return "the gateway's certificate is not signed by the CA stored for this gateway"
+    return "the gateway's certificate is not signed by a CA this registration trusts (the CA stored for it, or for a new one the system's roots: pass --ca-file with the CA that signed it)"
   }
   return nil
 }

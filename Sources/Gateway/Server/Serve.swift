@@ -154,6 +154,12 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
   if let oidc = configuration.oidc {
     let verifier = BearerVerifier(settings: oidc)
     interceptors.append(BearerAuthInterceptor(verifier: verifier, refusals: refusals))
+    // Bearer tokens are replayable operator credentials: say loudly when they would cross a network in clear
+    // (the CLI refuses to send them to a non-loopback http:// gateway).
+    if configuration.security == .plaintext, !["127.0.0.1", "::1", "localhost"].contains(configuration.bindAddress) {
+      logger.warning(
+        "SECURITY: bearer tokens reach this --plaintext gateway in cleartext on \(configuration.bindAddress); put a TLS-terminating proxy in front of it and bind it to 127.0.0.1")
+    }
     // Early word on a misconfigured or unreachable issuer; the gateway serves anyway and fetches again later.
     if let problem = await verifier.prefetch() {
       logger.warning("OIDC issuer \(oidc.issuer) not usable yet (bearer tokens are refused until it is): \(problem)")
