@@ -79,6 +79,16 @@ def test_add_login_use_refresh_destroy_through_nginx(cli, idp, proxied_plaintext
     assert renewed["access_token"] != tokens["access_token"] and renewed["expires_at"] > time.time()
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
 
+    # Several commands at once with an expired token: one refreshes, the others use what it wrote (refresh
+    # tokens rotate, so a second refresh with the old one would fail and tell the user to log in).
+    renewed["expires_at"] = int(time.time()) - 10
+    token_file.write_text(json.dumps(renewed))
+    procs = [cli.popen("provider", "list") for _ in range(4)]
+    results = [(p.wait(timeout=60), p.stderr.read()) for p in procs]
+    assert all(code == 0 for code, _ in results), results
+    renewed = json.loads(token_file.read_text())
+    assert renewed["expires_at"] > time.time()
+
     # A refresh the provider refuses: one line that says to log in again, exit != 0.
     renewed["expires_at"] = int(time.time()) - 10
     renewed["refresh_token"] = "revoked-" + renewed["refresh_token"]

@@ -14,6 +14,11 @@ enum BearerTokens {
       throw CLIError("gateway '\(name)' has no stored login; log in with: \(login)")
     }
     if stored.isFresh() { return stored.access_token }
+    // One refresh at a time across CLI processes (refresh tokens may rotate: a second refresh with the old
+    // one fails); whoever waited uses the token the first one wrote.
+    let lock = RefreshLock(registry.gatewayDir(name).appendingPathComponent(".oidc-refresh.lock").path)
+    defer { lock.release() }
+    if let again = registry.oidcToken(name), again.isFresh() { return again.access_token }
     guard let refresh = stored.refresh_token, !refresh.isEmpty else {
       throw CLIError("the access token of gateway '\(name)' has expired and there is no refresh token; log in again with: \(login)")
     }
@@ -25,11 +30,32 @@ enum BearerTokens {
       let renewed = response.bundle(issuer: stored.issuer, clientID: stored.client_id, previousRefresh: refresh)
       try registry.writeOIDCToken(name, renewed)
       return renewed.access_token
-    } catch let e as CLIError {
-      throw CLIError("the access token of gateway '\(name)' has expired and could not be refreshed (\(e.message)); log in again with: \(login)")
     } catch {
-      throw CLIError("the access token of gateway '\(name)' has expired and could not be refreshed (\(error)); log in again with: \(login)")
+      // Another client (e.g. the SDK, which does not take this lock) may have refreshed meanwhile.
+      if let other = registry.oidcToken(name), other.access_token != stored.access_token, other.isFresh() { return other.access_token }
+      guard let e = error as? CLIError else {
+        throw CLIError("the access token of gateway '\(name)' has expired and could not be refreshed (\(error)); log in again with: \(login)")
+      }
+      throw CLIError("the access token of gateway '\(name)' has expired and could not be refreshed (\(e.message)); log in again with: \(login)")
     }
+  }
+}
+
+/// An exclusive `flock(2)` on a file, held until ``release()`` (or the process exits). Best effort: when the
+/// file cannot be opened the caller proceeds unlocked (as before) rather than failing.
+final class RefreshLock {
+  private var fd: Int32
+
+  init(_ path: String) {
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+    if fd >= 0 { _ = flock(fd, LOCK_EX) }
+  }
+
+  func release() {
+    guard fd >= 0 else { return }
+    _ = flock(fd, LOCK_UN)
+    close(fd)
+    fd = -1
   }
 }
 
