@@ -71,6 +71,15 @@ def test_add_login_use_refresh_destroy_through_nginx(cli, idp, proxied_plaintext
     status = cli.run("status").stdout
     assert "Bearer (OIDC)" in status and "Token expires" in status and "Connected" in status, status
 
+    # A token the gateway refuses (tampered signature): status names the refusal and says to log in again.
+    good = token_file.read_text()
+    bad = json.loads(good)
+    bad["access_token"] = bad["access_token"][:-5] + ("AAAAA" if not bad["access_token"].endswith("AAAAA") else "BBBBB")
+    token_file.write_text(json.dumps(bad))
+    r = cli.run("status", check=False)
+    assert r.returncode != 0 and "refused" in r.stdout and "openshell gateway login cloud" in r.stdout, r.stdout + r.stderr
+    token_file.write_text(good)
+
     # Expired access token: refreshed automatically and written back.
     tokens["expires_at"] = int(time.time()) - 10
     token_file.write_text(json.dumps(tokens))

@@ -47,6 +47,11 @@ struct Status: AsyncParsableCommand {
           if h.status == 200 {
             status = "Connected (HTTP)"
             code = 3
+            // Reached over HTTP but gRPC refused: a refused bearer token is the usual reason; name it.
+            if let e = grpcError as? RPCError, e.code == .unauthenticated || e.code == .permissionDenied {
+              errorText = "the gateway refused this client: \(oneLine(e.message))"
+                + (t.authMode == "oidc" ? "; log in again with: openshell gateway login \(r.name)" : "")
+            }
             if let rz = try? await HTTPProbe.get(t, path: "/readyz"), let data = rz.body.data(using: .utf8),
               let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
             {
