@@ -99,6 +99,9 @@ def test_bad_tokens_are_refused_with_the_reason(stub, idp):
     assert "not accepted" in refused(stub, b64({"alg": "none"}) + "." + b64({"iss": idp.issuer, "sub": "x", "aud": AUDIENCE, "exp": now + 60}) + ".x")
     assert "not accepted" in refused(stub, b64({"alg": "HS256", "kid": "k"}) + "." + b64({"sub": "x"}) + ".c2ln")
     assert "not a signed JWT" in refused(stub, "garbage")
+    # A good token with junk appended: malformed, in words (not the JWT library's internal error).
+    junk = refused(stub, good + " extra")
+    assert "malformed" in junk and "DecodingError" not in junk, junk
     # Missing claims.
     assert "claim" in refused(stub, mint(key, iss=idp.issuer, exp=None))
 

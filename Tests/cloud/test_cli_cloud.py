@@ -174,10 +174,18 @@ def test_not_a_gateway(cli, work, proxy_pki):
         assert "is not an OpenShell gateway" in one_error_line(r)
         no_registration(cli, "web")
         r = cli.run("gateway", "add", "https://127.0.0.1:9", "--name", "nothing", "--no-browser", check=False)
-        assert "cannot reach" in one_error_line(r)
+        line = one_error_line(r)
+        assert "cannot reach" in line and "connection refused" in line and "SingleConnectionFailure" not in line, line
         no_registration(cli, "nothing")
     finally:
         web.stop()
+
+
+def test_https_to_a_plaintext_port_says_so(cli, plaintext_gateway):
+    r = cli.run("gateway", "add", f"https://127.0.0.1:{plaintext_gateway.port}", "--name", "wrongscheme", "--no-browser", check=False)
+    line = one_error_line(r)
+    assert "does not speak TLS" in line and "BoringSSL" not in line and ".build" not in line, line
+    no_registration(cli, "wrongscheme")
 
 
 def test_http_server_that_is_not_a_gateway_is_refused(cli, idp):

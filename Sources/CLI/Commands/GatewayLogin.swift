@@ -57,7 +57,7 @@ enum CloudGateway {
     } catch {
       var reason = oneLine("\(error)")
       if let e = error as? CLIError { reason = e.message }
-      throw CLIError("cannot reach \(probe.endpoint): \(tlsFailure(reason) ?? reason) (is the gateway up? a gateway that requires client certificates is registered with --local)")
+      throw CLIError("cannot reach \(probe.endpoint): \(tlsFailure(reason) ?? Self.transportReason(reason)) (is the gateway up? a gateway that requires client certificates is registered with --local)")
     }
     let body = r.body.firstIndex(of: "{").map { String(r.body[$0...]) } ?? r.body
     guard r.status == 200, let data = body.data(using: .utf8),
@@ -67,6 +67,17 @@ enum CloudGateway {
       throw NotAGateway("\(probe.endpoint) is not an OpenShell gateway (GET /auth/config answered HTTP \(r.status) without a gateway description); check the URL; nothing was registered")
     }
     return object
+  }
+
+  /// A transport failure in words (the networking library's description names its types and build paths).
+  static func transportReason(_ text: String) -> String {
+    if text.contains("Connection refused") || text.contains("errno: 111") { return "connection refused" }
+    if text.contains("WRONG_VERSION_NUMBER") { return "the server does not speak TLS on that port (an http:// endpoint?)" }
+    if text.contains("CERTIFICATE_REQUIRED") { return "the gateway requires a client certificate (mTLS)" }
+    if text.contains("timed out") || text.contains("Timed out") { return "connection timed out" }
+    if text.contains("resolve") || text.contains("getaddrinfo") || text.contains("No address") { return "host name not found" }
+    if text.contains("handshakeFailed") { return "the TLS handshake failed" }
+    return text
   }
 
   /// A server answered, but not as an OpenShell gateway (as opposed to one that could not be reached).

@@ -99,7 +99,9 @@ public final class BearerVerifier: Sendable {
     } catch is DecodingError {
       throw BearerRefusal("the token lacks a required claim (iss, sub, aud and exp are required)")
     } catch {
-      throw BearerRefusal("the token was refused: \(error)")
+      // Anything else the JWT library throws (bad base64, a truncated segment) is a malformed token; the
+      // library's description names internals, not the token's problem.
+      throw BearerRefusal("the token is malformed (not three base64url segments of a signed JWT)")
     }
     return try check(claims, now: now)
   }
