@@ -104,9 +104,12 @@ actor OIDCKeyStore {
     guard advertised == settings.normalizedIssuer else {
       throw FetchError(description: "the discovery document at \(discoveryURL) names issuer '\(discovery["issuer"] as? String ?? "")', not '\(settings.issuer)'")
     }
+    // The key set decides which tokens are genuine: fetched over https, or http only from a loopback host
+    // (the rule of the issuer itself), never downgraded by a discovery document.
     guard let jwksString = discovery["jwks_uri"] as? String, let jwksURL = URL(string: jwksString),
-      ["https", "http"].contains(jwksURL.scheme?.lowercased() ?? "")
-    else { throw FetchError(description: "the discovery document at \(discoveryURL) has no usable jwks_uri") }
+      let scheme = jwksURL.scheme?.lowercased(),
+      scheme == "https" || (scheme == "http" && OIDCSettings.isLoopback(jwksURL.host ?? ""))
+    else { throw FetchError(description: "the discovery document at \(discoveryURL) has no usable jwks_uri (https://, or http:// on a loopback host)") }
     let jwks = try await getJSON(jwksURL, what: "key set")
     guard let keys = jwks["keys"] as? [[String: Any]] else {
       throw FetchError(description: "the key set at \(jwksURL) has no \"keys\" array")

@@ -57,13 +57,23 @@ public struct OIDCSettings: Sendable, Hashable {
     guard c.user == nil, c.password == nil, c.query == nil, c.fragment == nil else {
       throw OIDCSettingsError("--oidc-issuer must not contain user info, a query or a fragment")
     }
-    let loopback = ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host.lowercased()) || host.hasPrefix("127.")
+    let loopback = Self.isLoopback(host)
     guard scheme == "https" || (scheme == "http" && loopback) else {
       throw OIDCSettingsError("--oidc-issuer must use https:// (http:// is accepted only for a loopback issuer)")
     }
     guard !audience.trimmingCharacters(in: .whitespaces).isEmpty else {
       throw OIDCSettingsError("--oidc-audience is required with --oidc-issuer (the `aud` every token must carry)")
     }
+  }
+
+  /// Whether `host` is `localhost` or a loopback address literal (127.0.0.0/8, ::1) — parsed as an address,
+  /// so a name such as `127.evil.example` is not loopback.
+  public static func isLoopback(_ host: String) -> Bool {
+    let h = host.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+    if h == "localhost" || h == "::1" { return true }
+    var addr = in_addr()
+    guard inet_pton(AF_INET, h, &addr) == 1 else { return false }
+    return UInt32(bigEndian: addr.s_addr) >> 24 == 127
   }
 
   /// Settings from `OPENSHELL_OIDC_ISSUER`, `OPENSHELL_OIDC_AUDIENCE`, `OPENSHELL_OIDC_CLIENT_ID` and
