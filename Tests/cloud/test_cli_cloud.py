@@ -71,6 +71,12 @@ def test_add_login_use_refresh_destroy_through_nginx(cli, idp, proxied_plaintext
     status = cli.run("status").stdout
     assert "Bearer (OIDC)" in status and "Token expires" in status and "Connected" in status, status
 
+    # A loosened token file still works, with one warning naming it (never the token).
+    token_file.chmod(0o644)
+    r = cli.run("provider", "list")
+    assert "readable by others" in r.stderr and "chmod 600" in r.stderr and r.stderr.count("warning:") == 1, r.stderr
+    token_file.chmod(0o600)
+
     # A token the gateway refuses (tampered signature): status names the refusal and says to log in again.
     good = token_file.read_text()
     bad = json.loads(good)

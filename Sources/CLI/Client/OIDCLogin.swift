@@ -46,7 +46,7 @@ enum OIDCLogin {
     let opened = !o.noBrowser && openBrowser(link)
     printErr(opened ? "Opened a browser to log in. If it did not open, visit:" : "To log in, open this URL in a browser:")
     printErr("  \(link)")
-    printErr("Waiting for the login to finish (up to \(o.timeout.components.seconds / 60) minutes)...")
+    printErr("Waiting for the login to finish (up to \(Self.span(o.timeout.components.seconds)))...")
     guard let query = await listener.wait(timeout: o.timeout) else {
       throw CLIError("the login did not finish within \(o.timeout.components.seconds) s; run the command again")
     }
@@ -110,4 +110,9 @@ enum OIDCLogin {
     do { try p.run() } catch { return false }
     return true
   }
+}
+
+extension OIDCLogin {
+  /// `90 s`, `5 min`: a wait in the unit that reads best (a 3 s timeout is not "0 minutes").
+  static func span(_ seconds: Int64) -> String { seconds < 120 ? "\(seconds) s" : "\(seconds / 60) min" }
 }

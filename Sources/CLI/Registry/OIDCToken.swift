@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// `gateways/<name>/oidc_token.json` (mode 0600): the OIDC tokens of a cloud gateway, in the shape the
 /// openshell SDK 0.1.5 reads and writes back (`_OidcRefresher`: `access_token`, `refresh_token`,
@@ -32,7 +33,13 @@ extension ClientRegistry {
 
   /// The stored tokens of `name`, or nil when there are none (or the file does not parse).
   func oidcToken(_ name: String) -> OIDCTokenBundle? {
-    guard let data = try? Data(contentsOf: oidcTokenFile(name)) else { return nil }
+    let file = oidcTokenFile(name)
+    guard let data = try? Data(contentsOf: file) else { return nil }
+    // The tokens are operator credentials: say so when someone loosened the file's mode (it is still used).
+    var st = stat()
+    if stat(file.path, &st) == 0, st.st_mode & 0o077 != 0 {
+      Self.warnOnce("warning: \(file.path) is readable by others (mode \(String(st.st_mode & 0o777, radix: 8))); it holds the gateway's login tokens: chmod 600 it\n")
+    }
     return try? JSONDecoder().decode(OIDCTokenBundle.self, from: data)
   }
 
@@ -41,5 +48,15 @@ extension ClientRegistry {
   func writeOIDCToken(_ name: String, _ bundle: OIDCTokenBundle) throws {
     guard metadata(name) != nil else { throw CLIError("unknown gateway '\(name)'") }
     try writeFile(oidcTokenFile(name), bundle.encoded(), mode: 0o600)
+  }
+}
+
+extension ClientRegistry {
+  private static let warned = Mutex<Set<String>>([])
+
+  /// Prints `line` to stderr once per process.
+  static func warnOnce(_ line: String) {
+    guard warned.withLock({ $0.insert(line).inserted }) else { return }
+    FileHandle.standardError.write(Data(line.utf8))
   }
 }
