@@ -73,6 +73,8 @@ enum AllEventKinds {
       (op, .sandboxStarting(.with { $0.id = sandbox })),
       (op, .sandboxDeleting(.with { $0.id = sandbox })),
       ("system", .sandboxDeleted(.with { $0.id = sandbox })),
+      (op, .serviceExposed(.with { $0.sandboxID = sandbox; $0.service = "web"; $0.targetPort = 8000; $0.authorizationMode = 1 })),
+      (op, .serviceDeleted(.with { $0.sandboxID = sandbox; $0.service = "web" })),
       (op, .providerDeleted(.with { $0.id = "p1"; $0.name = "gh"; $0.workspace = "default" })),
       (op, .sandboxTemplateDeleted(.with { $0.id = "t1"; $0.name = "tpl"; $0.workspace = "team" })),
       (op, .workspaceDeleted(.with { $0.id = "w1"; $0.name = "team" })),
