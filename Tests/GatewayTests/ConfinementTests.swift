@@ -287,6 +287,27 @@ extension ConfinementTests {
     await gw.stopEverything()
   }
 
+  @Test("a host account change (useradd renames /etc/passwd) leaves a running sandbox's identity as it was; host account files stay out", .enabled(if: isRoot && FileManager.default.isExecutableFile(atPath: "/usr/sbin/useradd")))
+  func hostAccountChangeKeepsSandboxIdentity() async throws {
+    let gw = try await SandboxGateway.start()
+    defer { Task { await gw.stopEverything() } }
+    let account = "oshid\(UInt32.random(in: 10000...99999))"
+    try await gw.withClient { c in
+      _ = try await c.create("ident")
+      try await c.wait("ident", .ready)
+      let before = try await sh(c, "ident", "whoami; grep -c . /etc/passwd; ls /etc/shadow /etc/subuid")
+      #expect(before.out.hasPrefix("sandbox\n3\n") && before.out.contains("No such file"), "\(before)")
+      // What a host administrator does while sandboxes run: useradd writes a new /etc/passwd and
+      // renames it over the old one.
+      #expect(SmallDisk.run("/usr/sbin/useradd", ["--no-create-home", account]) == 0)
+      defer { _ = SmallDisk.run("/usr/sbin/userdel", [account]) }
+      let after = try await sh(c, "ident", "whoami; id -un; grep -c . /etc/passwd; grep -c \(account) /etc/passwd")
+      #expect(after.out == "sandbox\nsandbox\n3\n0\n", "\(after)")
+      try await c.deleteAndWait("ident")
+    }
+    await gw.stopEverything()
+  }
+
   @Test("fail closed: a filesystem policy none of whose paths exists refuses to run commands (126, one line)", .enabled(if: isRoot))
   func emptyRulesetFailsClosed() async throws {
     let gw = try await SandboxGateway.start()

@@ -5,7 +5,8 @@ import SandboxProtocol
 /// line that starts the supervisor.
 ///
 /// - New mount, PID, UTS, IPC (and, where allowed, cgroup) namespaces; the root is an empty tmpfs.
-/// - Host system directories read-only: `/usr`, `/etc` and the top-level `/bin`, `/sbin`, `/lib*`
+/// - Host system directories read-only: `/usr`, `/etc` (its entries, under a private `/etc`, when the
+///   sandbox has its own identity files: ``privateEtc(_:hostEtc:)``) and the top-level `/bin`, `/sbin`, `/lib*`
 ///   (re-created as the same symlinks when they are symlinks, as on merged-/usr Debian); the Swift
 ///   runtime directory when it lives outside `/usr` (toolchain installs under `/opt`).
 /// - Fresh `/proc`, a minimal `/dev`, private tmpfs `/tmp` and `/var/tmp` (mode 1777).
@@ -85,7 +86,7 @@ struct BubblewrapCommand {
     }
     a += ["--hostname", hostname]
     let fm = FileManager.default
-    for top in ["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc"] {
+    for top in ["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"] + (identityFiles == nil ? ["etc"] : []) {
       let path = "/" + top
       if let target = try? fm.destinationOfSymbolicLink(atPath: path) {
         a += ["--symlink", target, path]
@@ -93,9 +94,7 @@ struct BubblewrapCommand {
         a += ["--ro-bind", path, path]
       }
     }
-    if let identityFiles {
-      a += ["--ro-bind", identityFiles.passwd, "/etc/passwd", "--ro-bind", identityFiles.group, "/etc/group"]
-    }
+    if let identityFiles { a += Self.privateEtc(identityFiles) }
     // Searchable, not listable (0711): SSH sessions run the launcher as the sandbox user (its
     // `--ssh-session` mode, the SSH server's ForceCommand); bwrap would create these 0700
     // (before anything else creates /opt).
@@ -128,6 +127,37 @@ struct BubblewrapCommand {
     }
     a += ["--chdir", SandboxProtocol.workspace, "--info-fd", "3", "--", SandboxProtocol.supervisorPath]
     return a
+  }
+
+  /// Host files in `/etc` that a sandbox with its own identity files never sees: its `passwd`/`group`
+  /// are generated, and the host's account databases (and their backups) are nobody's business inside.
+  static let hiddenEtcEntries: Set<String> = [
+    "passwd", "group", "passwd-", "group-", "shadow", "shadow-", "gshadow", "gshadow-", "subuid", "subuid-",
+    "subgid", "subgid-", ".pwd.lock",
+  ]
+
+  /// `/etc` for a sandbox with generated identity files: a tmpfs holding one read-only bind mount (or
+  /// the same symlink) per host entry, the generated `passwd` and `group`, then made read-only.
+  ///
+  /// Why not `--ro-bind /etc /etc` with the two files bound over it: a file bind mount sits on the
+  /// host's dentry, and when the host replaces `/etc/passwd` by rename (`useradd`, `passwd`, `vipw` all
+  /// do) the kernel detaches mounts on the old dentry in every namespace — the running sandbox would then
+  /// read the host's account database and lose its `sandbox` user (no `whoami`, no SSH login). Here the
+  /// mount points live on the sandbox's own tmpfs, so a host change leaves the sandbox's view as it was.
+  /// Host entries created after the start are not visible.
+  static func privateEtc(_ identityFiles: (passwd: String, group: String), hostEtc: String = "/etc") -> [String] {
+    let fm = FileManager.default
+    var a = ["--perms", "0755", "--tmpfs", "/etc"]
+    for entry in ((try? fm.contentsOfDirectory(atPath: hostEtc)) ?? []).sorted() where !hiddenEtcEntries.contains(entry) {
+      let path = hostEtc + "/" + entry
+      if let target = try? fm.destinationOfSymbolicLink(atPath: path) {
+        a += ["--symlink", target, "/etc/" + entry]
+      } else {
+        a += ["--ro-bind", path, "/etc/" + entry]
+      }
+    }
+    a += ["--ro-bind", identityFiles.passwd, "/etc/passwd", "--ro-bind", identityFiles.group, "/etc/group"]
+    return a + ["--remount-ro", "/etc"]
   }
 
   /// Directories of the Swift runtime libraries this process uses (from /proc/self/maps), so that the
