@@ -29,10 +29,7 @@ echo "system packages ready: ${pkgs[*]}"
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.build-venv-audit"
 req="$root/Tests/audit-tools/requirements.txt"
-want=$(sha256sum "$req" | cut -d' ' -f1)
-if [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
-  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install --disable-pip-version-check -q -r "$req"
-  echo "$want" > "$venv/.requirements.sha256"
-fi
+# shellcheck source=scripts/venv.sh
+. "$root/scripts/venv.sh"
+ensure_venv "$venv" "$req"
 echo "python packages ready: $venv ($(grep -cE '^[a-z]' "$req") packages)"
