@@ -226,7 +226,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
           Decision(events: events, expecting: [.sandbox(id): .exact(version)])
         }
         return true
-      } catch let e as RPCError where e.code == .aborted {
+      } catch let e as EventLogError where e.code == .conflict {
         continue
       }
     }

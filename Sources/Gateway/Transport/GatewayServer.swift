@@ -159,7 +159,8 @@ public final class GatewayServer: Sendable {
     self.peerRegistry = peerRegistry
     self.metrics = metrics
     self.services = services
-    self.interceptors = interceptors + [SubscriptionDrainInterceptor(drain: subscriptionDrain)]
+    // The error funnel is innermost, so every interceptor before it sees the final status code.
+    self.interceptors = interceptors + [SubscriptionDrainInterceptor(drain: subscriptionDrain), ErrorFunnelInterceptor()]
     self.logger = logger
   }
 
