@@ -123,7 +123,7 @@ public struct GatewayPKI: Sendable {
   }
 
   /// Validity of a sandbox client certificate unless configured otherwise
-  /// (``GatewayConfiguration/sandboxCertificateLifetime``): 30 days, as OpenShell's.
+  /// (``GatewayConfiguration/sandboxCertificateLifetime``): 30 days.
   public static let defaultSandboxCertificateLifetime: TimeInterval = 30 * 86_400
 
   /// Issues a client certificate for one sandbox: `O=openshell, OU=sandbox, CN=sandbox:<id>`, EKU

@@ -72,6 +72,9 @@ public enum ErrorFunnel {
   /// so every status the gateway sends says it came from the gateway.
   public static func rpcError(_ error: any Error, rpc: String) -> RPCError {
     switch error {
+    case let e as RPCError where e.code == .unknown && e.cause != nil && !(e.cause is RPCError):
+      // grpc-swift wraps what an inner interceptor threw as UNKNOWN with the error as its cause.
+      return rpcError(e.cause!, rpc: rpc)
     case let e as RPCError: return withDetails(e)
     case let e as any RPCErrorConvertible: return withDetails(RPCError(e))
     case is CancellationError:
@@ -96,8 +99,9 @@ public enum ErrorFunnel {
 }
 
 /// Converts every error a handler, a later interceptor or a streaming producer throws with
-/// ``ErrorFunnel/rpcError(_:rpc:)``. Installed innermost (after every other interceptor) by
-/// ``GatewayServer``, so the metrics, audit and refusal interceptors see the final status code.
+/// ``ErrorFunnel/rpcError(_:rpc:)``. ``GatewayServer`` installs it after the interceptors it is given, so the
+/// metrics, audit and refusal interceptors see the final status code, and before its subscription-drain
+/// interceptor, whose "shutting down" answer is funnelled too.
 struct ErrorFunnelInterceptor: ServerInterceptor {
   func intercept<Input: Sendable, Output: Sendable>(
     request: StreamingServerRequest<Input>,
@@ -111,7 +115,11 @@ struct ErrorFunnelInterceptor: ServerInterceptor {
     } catch {
       throw ErrorFunnel.rpcError(error, rpc: rpc)
     }
-    if case .success(var contents) = response.accepted {
+    switch response.accepted {
+    case .failure(let error):
+      // What a later interceptor or the handler threw, as grpc-swift passes it up between interceptors.
+      response.accepted = .failure(ErrorFunnel.rpcError(error, rpc: rpc))
+    case .success(var contents):
       let producer = contents.producer
       contents.producer = { writer in
         do {
