@@ -10,7 +10,7 @@ struct Session: Sendable {
   let config: SupervisorConfig
   let workload: Workload
   let logs: LogPusher
-  let client: Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>
+  let client: Openshell_V1_OpenShell.Client<RenewingTransport>
   let metadata: Metadata
   /// Set when the gateway accepted a session for the first time.
   let ready: SharedFlag

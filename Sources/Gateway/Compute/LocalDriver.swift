@@ -75,10 +75,12 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
   let networks: SandboxNetworks
   private let endpoint = Mutex<String?>(nil)
   private let instances = Mutex<[String: SandboxInstance]>([:])
+  /// Validity of the sandboxes' client certificates (renewed at 2/3 of it: ``SandboxCertificateRenewal``).
+  let sandboxCertificateLifetime: TimeInterval
   /// Instances being stopped on purpose (their exit is not a failure).
   private let stopping = Mutex<Set<String>>([])
-  private let queue = KeyedSerialQueue()
-  private let logger = Logger(label: "openshell.driver.local")
+  let queue = KeyedSerialQueue()
+  let logger = Logger(label: "openshell.driver.local")
 
   /// - Parameters:
   ///   - dataDirectory: the gateway data directory (sandboxes live in `<dir>/sandboxes`).
@@ -88,10 +90,13 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
   ///   - vault: opens sealed environment values (``SandboxEnvironmentSecrets``).
   ///   - simulateNoLandlock: test-only, see ``GatewayConfiguration/simulateNoLandlock``.
   ///   - upstreamTrustFile: see ``GatewayConfiguration/upstreamTrustFile``.
+  ///   - sandboxCertificateLifetime: see ``GatewayConfiguration/sandboxCertificateLifetime``.
   public init(
     dataDirectory: String, pki: GatewayPKI?, hub: SupervisorHub, vault: SecretVault? = nil, usesTLS: Bool, supervisorBinary: String? = nil,
-    simulateNoLandlock: Bool = false, upstreamTrustFile: String? = nil
+    simulateNoLandlock: Bool = false, upstreamTrustFile: String? = nil,
+    sandboxCertificateLifetime: TimeInterval = GatewayPKI.defaultSandboxCertificateLifetime
   ) {
+    self.sandboxCertificateLifetime = sandboxCertificateLifetime
     root = dataDirectory + "/sandboxes"
     self.simulateNoLandlock = simulateNoLandlock
     self.upstreamTrustFile = upstreamTrustFile
@@ -172,6 +177,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask { try await self.monitor(store) }
       group.addTask { try await self.resync(store) }
+      group.addTask { try await self.renewCertificates(store) }
       group.addTask {
         var handled = from - 1
         var saved = handled
@@ -226,7 +232,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
           Decision(events: events, expecting: [.sandbox(id): .exact(version)])
         }
         return true
-      } catch let e as RPCError where e.code == .aborted {
+      } catch let e as EventLogError where e.code == .conflict {
         continue
       }
     }
@@ -313,6 +319,9 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
 
   func dir(_ id: String) -> String { "\(root)/\(id)" }
 
+  /// Sandboxes with a supervisor this driver started or adopted.
+  func runningSandboxIDs() -> Set<String> { instances.withLock { Set($0.keys) } }
+
   func loadInstance(_ id: String) -> SandboxInstance? {
     guard let data = FileManager.default.contents(atPath: dir(id) + "/instance.json") else { return nil }
     return try? JSONDecoder().decode(SandboxInstance.self, from: data)
@@ -361,17 +370,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
       if condition.status != "True" { hub.logs.gateway(s.id, "SECURITY (high): \(condition.message)", level: "ERROR") }
       let (instance, issued) = try launch(s, endpoint: endpoint, plan: plan, user: user)
       instances.withLock { $0[s.id] = instance }
-      if let i = issued {
-        events.append(GatewayEvent(.certificateIssued(.with {
-          $0.role = "sandbox"
-          $0.sandboxID = s.id
-          $0.subject = i.subject
-          $0.fingerprintSha256 = i.fingerprintSHA256
-          $0.serialHex = i.serialHex
-          $0.notBeforeNs = Int64(i.notBefore.timeIntervalSince1970 * 1e9)
-          $0.notAfterNs = Int64(i.notAfter.timeIntervalSince1970 * 1e9)
-        })))
-      }
+      if let i = issued { events.append(Self.certificateIssued(sandboxID: s.id, i)) }
       hub.logs.gateway(s.id, "supervisor started (pid \(instance.pid), instance \(instance.instanceID))")
       if !events.isEmpty, try await !transition(s.id, from: [s.phase], events, store) {
         // A stop or delete arrived meanwhile: the reconcile queued for it stops what was just started.
@@ -428,7 +427,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     }
     var issuance: CertificateIssuance?
     if let pki, usesTLS {
-      let cert = try pki.issueSandboxCertificate(sandboxID: s.id)
+      let cert = try pki.issueSandboxCertificate(sandboxID: s.id, lifetime: sandboxCertificateLifetime)
       try write("tls.crt", cert.certificatePEM, 0o644)
       try write("tls.key", cert.privateKeyPEM, 0o600)
       try write("ca.crt", cert.caCertificatePEM, 0o644)
