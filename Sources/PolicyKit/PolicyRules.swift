@@ -195,6 +195,11 @@ public enum PolicyRules {
         if e.protocol == "sql" && e.enforcement == .enforce {
           issue("SQL enforcement requires full SQL parsing (not available in v1). Use enforcement: audit.")
         }
+        // Placeholders are resolved in bodies only where the proxy sees plaintext (policy-schema: "on a
+        // protocol: rest endpoint"); elsewhere the flag would promise what cannot happen.
+        if e.requestBodyCredentialRewrite && (e.protocol != "rest" || e.tls == .skip) {
+          issue("request_body_credential_rewrite requires protocol: rest without tls: skip (bodies are rewritten only where the proxy inspects them)", "request_body_credential_rewrite")
+        }
         if !e.denyRules.isEmpty {
           if e.protocol.isEmpty { issue("deny_rules require protocol (L7 inspection must be enabled)") }
           if !hasRules && !hasAccess { issue("deny_rules require rules or access to define the base allow set") }

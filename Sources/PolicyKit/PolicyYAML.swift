@@ -86,7 +86,8 @@ public struct ParsedPolicy: Sendable {
 /// `landlock{compatibility}`, `process{run_as_user, run_as_group}`,
 /// `network_policies{<key>: {name, binaries[{path, harness}], endpoints[…]}}`; endpoint keys `host`,
 /// `port`, `ports`, `protocol`, `tls`, `enforcement`, `access`, `rules[{allow{method, path, command,
-/// query}}]`, `deny_rules[{method, path, command, query}]`, `allowed_ips`, `allow_encoded_slash`.
+/// query}}]`, `deny_rules[{method, path, command, query}]`, `allowed_ips`, `allow_encoded_slash`,
+/// `request_body_credential_rewrite` (a later schema's key, in the contract's proto).
 /// YAML `filesystem_policy` is proto `filesystem`; `port` is normalized into `ports`.
 public enum PolicyYAML {
   /// Parses and normalizes; structural problems (and the YAML-only rules that the proto cannot
@@ -250,6 +251,7 @@ public enum PolicyYAML {
     if let t = Names.enforcement.first(where: { $0.value == e.enforcement })?.key { lines.append("enforcement: \(t)") }
     if let t = Names.access.first(where: { $0.value == e.access })?.key { lines.append("access: \(t)") }
     if e.allowEncodedSlash { lines.append("allow_encoded_slash: true") }
+    if e.requestBodyCredentialRewrite { lines.append("request_body_credential_rewrite: true") }
     if !e.rules.isEmpty {
       lines.append("rules:")
       for r in e.rules {
@@ -506,7 +508,7 @@ private struct Parser {
 
   mutating func endpoint(_ node: Node, _ path: String) -> Openshell_Sandbox_V1_NetworkEndpoint {
     var e = Openshell_Sandbox_V1_NetworkEndpoint()
-    let allowed: Set<String> = ["host", "port", "ports", "protocol", "tls", "enforcement", "access", "rules", "deny_rules", "allowed_ips", "allow_encoded_slash"]
+    let allowed: Set<String> = ["host", "port", "ports", "protocol", "tls", "enforcement", "access", "rules", "deny_rules", "allowed_ips", "allow_encoded_slash", "request_body_credential_rewrite"]
     var sawPort = false, sawPorts = false
     for (k, v) in mapping(node, path, allowed: allowed) ?? [] {
       let p = join(path, k)
@@ -535,6 +537,7 @@ private struct Parser {
       case "access": if let t = choice(v, p, Names.access) { e.access = t }
       case "allowed_ips": e.allowedIps = strings(v, p)
       case "allow_encoded_slash": e.allowEncodedSlash = bool(v, p) ?? false
+      case "request_body_credential_rewrite": e.requestBodyCredentialRewrite = bool(v, p) ?? false
       case "rules":
         let items = sequence(v, p) ?? []
         if items.isEmpty, sequence(v, p) != nil {

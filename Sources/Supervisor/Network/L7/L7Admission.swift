@@ -5,11 +5,22 @@ import NIOHTTP1
 /// (see ``L7ClientHandler``). Denials are reported to the proxy's denial reporter with the method,
 /// the canonical path and the rule that was missing.
 enum L7Admission {
-  /// - Returns: the head to forward (origin-form target, placeholders resolved, proxy headers removed),
-  ///   or the rejection to answer.
-  static func admit(_ head: HTTPRequestHead, target: InspectedTarget, proxy: PolicyProxy) -> Result<HTTPRequestHead, L7ClientHandler.Rejection> {
+  /// What happens to an admitted request's body (``BodyCredentials``).
+  enum BodyMode: Equatable {
+    /// Forwarded as it comes (the sandbox holds no credentials).
+    case stream
+    /// Forwarded as it comes through a ``MarkerGuard``: a placeholder refuses the request.
+    case guarded
+    /// Buffered (up to ``BodyCredentials/maxRewriteBytes``) and its placeholders resolved: every
+    /// matching endpoint sets `request_body_credential_rewrite`.
+    case rewrite
+  }
+
+  /// - Returns: the head to forward (origin-form target, placeholders resolved, proxy headers removed)
+  ///   and what to do with its body, or the rejection to answer.
+  static func admit(_ head: HTTPRequestHead, target: InspectedTarget, proxy: PolicyProxy) -> Result<(HTTPRequestHead, BodyMode), L7ClientHandler.Rejection> {
     let method = head.method.rawValue
-    func reject(_ status: HTTPResponseStatus, _ reason: String) -> Result<HTTPRequestHead, L7ClientHandler.Rejection> {
+    func reject(_ status: HTTPResponseStatus, _ reason: String) -> Result<(HTTPRequestHead, BodyMode), L7ClientHandler.Rejection> {
       proxy.onDenied(.init(method: method, host: target.host, port: target.port, binary: target.binary, reason: reason))
       return .failure(.init(status: status, message: "openshell: \(method) \(target.host):\(target.port) denied: \(reason)"))
     }
@@ -41,10 +52,12 @@ enum L7Admission {
     }
     // The current generation decides: the host, port and binary, then the endpoints' L7 rules.
     let (_, verdict) = proxy.policy.decide(host: target.host, port: target.port, binary: target.binary)
+    var rewriteBody = false
     switch verdict {
     case .deny(let reason): return reject(.forbidden, reason)
     case .allow(let policyName, _, let inspection):
       if let inspection {
+        rewriteBody = inspection.endpoints.allSatisfy(\.requestBodyCredentialRewrite)
         let request: L7Request
         do {
           request = try L7Request.parse(method: method, target: uri, allowEncodedSlash: inspection.endpoints.contains { $0.allowEncodedSlash })
@@ -76,6 +89,7 @@ enum L7Admission {
     if !headers.contains(name: "host") {
       headers.add(name: "host", value: target.port == (target.tls ? 443 : 80) ? target.host : "\(target.host):\(target.port)")
     }
-    return .success(HTTPRequestHead(version: head.version, method: head.method, uri: uri, headers: headers))
+    let mode: BodyMode = values.isEmpty ? .stream : rewriteBody ? .rewrite : .guarded
+    return .success((HTTPRequestHead(version: head.version, method: head.method, uri: uri, headers: headers), mode))
   }
 }

@@ -11,7 +11,9 @@ import NIOSSL
 /// (``L7Rules``). A denied request is answered `403` with the reason (body and `X-OpenShell-Reason`),
 /// reported to the denial reporter, and the connection is closed after its body was read; it never
 /// reaches the upstream. An allowed request gets its credential placeholders resolved
-/// (``CredentialPlaceholders``; an unknown one is answered `500`), proxy headers removed, and is
+/// (``CredentialPlaceholders``; an unknown one is answered `500`; in bodies as ``BodyCredentials``
+/// says: resolved where the endpoint opts in, else a placeholder refuses the request before its bytes
+/// leave), proxy headers removed, and is
 /// forwarded over one upstream connection per client connection (dialled on first use, to the
 /// addresses admitted at CONNECT time; TLS verified against the system roots when the client spoke
 /// TLS). `enforcement: audit` endpoints report L7 denials but forward the request.
@@ -30,6 +32,8 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     case rejecting(Rejection)
     /// An inference request whose body is collected, rewritten, then sent.
     case buffering(HTTPRequestHead, ByteBuffer)
+    /// A request whose body is collected for credential placeholders (``BodyCredentials``).
+    case rewriting(HTTPRequestHead, [UInt8])
   }
 
   let proxy: PolicyProxy
@@ -42,6 +46,8 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
   private var closeAfterResponse = false
   private var responseStarted = false
   private var informational = false
+  /// The body guard of the request being forwarded (``L7Admission/BodyMode/guarded``).
+  private var bodyGuard: MarkerGuard?
 
   init(proxy: PolicyProxy, target: InspectedTarget) {
     self.proxy = proxy
@@ -117,18 +123,94 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
       responseStarted = false
       switch L7Admission.admit(head, target: target, proxy: proxy) {
       case .failure(let r): state = .rejecting(r)
-      case .success(let forwarded):
-        state = .forwarding
-        upstreamConnection().send(.head(forwarded))
+      case .success(let (forwarded, mode)):
+        bodyGuard = mode == .guarded ? MarkerGuard() : nil
+        if mode == .rewrite {
+          startRewrite(forwarded)
+        } else {
+          state = .forwarding
+          upstreamConnection().send(.head(forwarded))
+        }
       }
-    case (.body(let bytes), .forwarding): upstreamConnection().send(.body(.byteBuffer(bytes)))
+    case (.body(let bytes), .rewriting(let head, var body)):
+      body.append(contentsOf: bytes.readableBytesView)
+      guard body.count > BodyCredentials.maxRewriteBytes else {
+        state = .rewriting(head, body)
+        return
+      }
+      // Over the buffer bound: sent as it came, through the guard (a placeholder refuses it).
+      var g = MarkerGuard()
+      do {
+        let out = try g.pass(body)
+        bodyGuard = g
+        state = .forwarding
+        upstreamConnection().send(.head(head))
+        send(out)
+      } catch {
+        refuseBody(head.method.rawValue, error)
+      }
+    case (.end(let trailers), .rewriting(let head, let body)):
+      finishRewrite(head, body, trailers)
+    case (.body(let bytes), .forwarding):
+      guard bodyGuard != nil else { return upstreamConnection().send(.body(.byteBuffer(bytes))) }
+      do { send(try bodyGuard!.pass(bytes.readableBytesView)) } catch {
+        // Part of the body may be upstream already, never the placeholder: the request is cut off.
+        upstream?.close()
+        upstream = nil
+        refuseBody(nil, error)
+      }
     case (.end(let trailers), .forwarding):
+      if bodyGuard != nil { send(bodyGuard!.finish()) }
+      bodyGuard = nil
       state = .awaitingResponse
       upstreamConnection().send(.end(trailers))
     case (.end, .rejecting(let r)): respondAndClose(r.status, r.message)
     case (.body, .rejecting): break
     default: fail(.badRequest, "openshell: unexpected request part")
     }
+  }
+
+  /// Collects the body of `head` (a `100 Continue` the client waits for is answered here).
+  private func startRewrite(_ head: HTTPRequestHead) {
+    var head = head
+    if head.headers["expect"].contains(where: { $0.lowercased() == "100-continue" }), let context {
+      head.headers.remove(name: "expect")
+      context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+    }
+    state = .rewriting(head, [])
+  }
+
+  /// Resolves the collected body's placeholders and sends the request with its new length.
+  private func finishRewrite(_ head: HTTPRequestHead, _ body: [UInt8], _ trailers: HTTPHeaders?) {
+    var head = head
+    do {
+      let out = try BodyCredentials.rewrite(body, contentType: head.headers.first(name: "content-type"), values: ProviderEnvironmentAgent.values)
+      let framed = head.headers.contains(name: "content-length") || head.headers.contains(name: "transfer-encoding")
+      head.headers.remove(name: "transfer-encoding")
+      head.headers.remove(name: "trailer")
+      if framed || !out.isEmpty { head.headers.replaceOrAdd(name: "content-length", value: "\(out.count)") }
+      state = .awaitingResponse
+      let u = upstreamConnection()
+      u.send(.head(head))
+      if !out.isEmpty { send(out) }
+      u.send(.end(nil))
+    } catch {
+      refuseBody(head.method.rawValue, error)
+    }
+  }
+
+  private func send(_ bytes: [UInt8]) {
+    guard !bytes.isEmpty, let context else { return }
+    upstreamConnection().send(.body(.byteBuffer(context.channel.allocator.buffer(bytes: bytes))))
+  }
+
+  /// Refuses the current request for its body (``BodyCredentials/Refusal``), recorded as a denial.
+  private func refuseBody(_ method: String?, _ error: Error) {
+    bodyGuard = nil
+    let r = error as? BodyCredentials.Refusal ?? .init(status: 500, description: "\(error)")
+    let message = "openshell: request to \(target.host):\(target.port) denied: \(r.description)"
+    proxy.onDenied(.init(method: method ?? "request", host: target.host, port: target.port, binary: target.binary, reason: r.description))
+    fail(HTTPResponseStatus(statusCode: r.status), message)
   }
 
   /// Records an inference.local refusal as a denial (policy refusals are recorded by ``L7Admission``).
@@ -147,7 +229,7 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
   private var wantsRead: Bool {
     switch state {
-    case .idle, .rejecting, .buffering: return true
+    case .idle, .rejecting, .buffering, .rewriting: return true
     case .forwarding: return upstream?.isWritable ?? true
     case .awaitingResponse, .closing: return false
     }
