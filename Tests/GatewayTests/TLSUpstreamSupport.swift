@@ -19,8 +19,11 @@ final class TLSUpstream: Sendable {
   var caPath: String { directory + "/test-ca.pem" }
   var requestLog: String { directory + "/requests.log" }
 
-  /// - Parameter names: the DNS names the server certificate holds.
-  static func start(names: [String]) throws -> TLSUpstream {
+  /// - Parameters:
+  ///   - names: the DNS names the server certificate holds.
+  ///   - server: another python3 server (argv: directory with `server.pem`/`server.key`, port file to
+  ///     write); the default is the HTTPS echo server described above.
+  static func start(names: [String], server: String? = nil) throws -> TLSUpstream {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tls-upstream-\(UUID().uuidString)").path
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     let now = Date()
@@ -71,7 +74,7 @@ final class TLSUpstream: Sendable {
       s.serve_forever()
       """
     let portFile = dir + "/port.tmp"
-    let p = try Spawner.spawn("/usr/bin/python3", ["-c", script, dir, portFile], environment: ["PATH": "/usr/bin:/bin"])
+    let p = try Spawner.spawn("/usr/bin/python3", ["-c", server ?? script, dir, portFile], environment: ["PATH": "/usr/bin:/bin"])
     for _ in 0..<500 {
       if let text = try? String(contentsOfFile: portFile, encoding: .utf8), let n = Int(text) {
         return TLSUpstream(pid: p.pid, port: n, directory: dir)

@@ -16,11 +16,18 @@ enum L7Admission {
     case rewrite
   }
 
-  /// - Returns: the head to forward (origin-form target, placeholders resolved, proxy headers removed)
-  ///   and what to do with its body, or the rejection to answer.
-  static func admit(_ head: HTTPRequestHead, target: InspectedTarget, proxy: PolicyProxy) -> Result<(HTTPRequestHead, BodyMode), L7ClientHandler.Rejection> {
+  /// An admitted request: the head to forward, what to do with its body, and its upgrade.
+  struct Admitted {
+    var head: HTTPRequestHead
+    var body: BodyMode
+    var upgrade: WebSocketUpgrade.Kind
+  }
+
+  /// - Returns: the head to forward (origin-form target, placeholders resolved, proxy headers removed,
+  ///   upgrade headers as ``WebSocketUpgrade`` allows) and what to do with its body, or the rejection.
+  static func admit(_ head: HTTPRequestHead, target: InspectedTarget, proxy: PolicyProxy) -> Result<Admitted, L7ClientHandler.Rejection> {
     let method = head.method.rawValue
-    func reject(_ status: HTTPResponseStatus, _ reason: String) -> Result<(HTTPRequestHead, BodyMode), L7ClientHandler.Rejection> {
+    func reject(_ status: HTTPResponseStatus, _ reason: String) -> Result<Admitted, L7ClientHandler.Rejection> {
       proxy.onDenied(.init(method: method, host: target.host, port: target.port, binary: target.binary, reason: reason))
       return .failure(.init(status: status, message: "openshell: \(method) \(target.host):\(target.port) denied: \(reason)"))
     }
@@ -90,6 +97,10 @@ enum L7Admission {
       headers.add(name: "host", value: target.port == (target.tls ? 443 : 80) ? target.host : "\(target.host):\(target.port)")
     }
     let mode: BodyMode = values.isEmpty ? .stream : rewriteBody ? .rewrite : .guarded
-    return .success((HTTPRequestHead(version: head.version, method: head.method, uri: uri, headers: headers), mode))
+    var forwarded = HTTPRequestHead(version: head.version, method: head.method, uri: uri, headers: headers)
+    switch WebSocketUpgrade.admit(&forwarded) {
+    case .failure(let r): return reject(r.status, r.message)
+    case .success(let kind): return .success(Admitted(head: forwarded, body: mode, upgrade: kind))
+    }
   }
 }

@@ -48,6 +48,9 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
   private var informational = false
   /// The body guard of the request being forwarded (``L7Admission/BodyMode/guarded``).
   private var bodyGuard: MarkerGuard?
+  /// The upgrade the request being forwarded asked for, and whether its `101` was accepted.
+  private var upgrade = WebSocketUpgrade.Kind.none
+  private var switching = false
 
   init(proxy: PolicyProxy, target: InspectedTarget) {
     self.proxy = proxy
@@ -123,7 +126,11 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
       responseStarted = false
       switch L7Admission.admit(head, target: target, proxy: proxy) {
       case .failure(let r): state = .rejecting(r)
-      case .success(let (forwarded, mode)):
+      case .success(let admitted):
+        let forwarded = admitted.head, mode = admitted.body
+        upgrade = admitted.upgrade
+        // The client's decoder stops at an upgrade request: unless it switches, the connection ends.
+        if head.headers.contains(name: "upgrade") { closeAfterResponse = true }
         bodyGuard = mode == .guarded ? MarkerGuard() : nil
         if mode == .rewrite {
           startRewrite(forwarded)
@@ -258,6 +265,17 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
   func upstreamResponse(_ part: HTTPClientResponsePart) {
     guard let context else { return }
     switch part {
+    case .head(let head) where head.status == .switchingProtocols:
+      if let why = WebSocketUpgrade.check(head, for: upgrade) {
+        upstream?.close()
+        upstream = nil
+        return fail(.badGateway, "openshell: upstream \(target.host):\(target.port): \(why)")
+      }
+      switching = true
+      responseStarted = true
+      context.write(wrapOutboundOut(.head(head)), promise: nil)
+    case .end where switching:
+      switchToRelay(context)
     case .head(var head):
       informational = head.status.code < 200 && head.status != .switchingProtocols
       if !informational {
@@ -282,6 +300,28 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
   }
 
   func flushResponse() { context?.flush() }
+
+  /// After an accepted `101`: the connection becomes a byte relay (``WebSocketUpgrade``), on the next
+  /// turn of the event loop (not from inside the upstream decoder's read).
+  private func switchToRelay(_ context: ChannelHandlerContext) {
+    state = .closing
+    let client = context.channel
+    guard let up = upstream?.rawChannel else {
+      client.close(promise: nil)
+      return
+    }
+    context.eventLoop.assumeIsolated().execute {
+      do {
+        try WebSocketUpgrade.switchToRelay(client: client, upstream: up)
+        client.flush()
+        client.read()
+        up.read()
+      } catch {
+        client.close(promise: nil)
+        up.close(promise: nil)
+      }
+    }
+  }
 
   /// The upstream connection ended or failed (`error` when it failed before a response).
   func upstreamEnded(_ error: String?) {
