@@ -8,8 +8,8 @@ import Testing
 /// WebSocket through an L7-inspected endpoint, from inside a real sandbox with python3-websockets
 /// (issue 10; upstream `l7/rest.rs` upgrade handling): the upgrade request is decided by the L7 rules,
 /// its header placeholders resolved; after the upstream's `101` frames flow both ways (also right
-/// after the handshake, binary, and a 2 MB message); a denied path, an h2c upgrade and a malformed
-/// WebSocket request are refused; a policy revision that drops the host closes the open WebSocket.
+/// after the handshake, binary, and a 2 MB message); a denied path, an h2c upgrade, HTTP/2 with prior
+/// knowledge and a malformed WebSocket request are refused; a policy revision that drops the host closes the open WebSocket.
 extension L7InspectionTests {
   /// A TLS WebSocket echo server: greets each connection with `hello`, answers text `m` with `echo:m`
   /// and binary as is; logs `OPEN path | X-Api-Key` and `WS path | message` to `requests.log`.
@@ -126,8 +126,10 @@ extension L7InspectionTests {
               print(t.recv(4096).split(b'\\r\\n')[0].decode())
           send(b'GET /ws/x HTTP/1.1\\r\\nHost: ws.l7.test:\(p)\\r\\nConnection: Upgrade, HTTP2-Settings\\r\\nUpgrade: h2c\\r\\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\\r\\n\\r\\n')
           send(b'GET /ws/x HTTP/1.1\\r\\nHost: ws.l7.test:\(p)\\r\\nConnection: Upgrade\\r\\nUpgrade: websocket\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n')
+          send(b'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n')
           """])
-        #expect(raw.out == "HTTP/1.1 403 Forbidden\nHTTP/1.1 400 Bad Request\n", "\(raw.out) \(raw.err)")
+        // (HTTP/2 with prior knowledge is refused too: upstream's L7 speaks HTTP/1.1 only.)
+        #expect(raw.out == "HTTP/1.1 403 Forbidden\nHTTP/1.1 400 Bad Request\nHTTP/1.1 400 Bad Request\n", "\(raw.out) \(raw.err)")
 
         // An open WebSocket is closed when a revision no longer allows its host.
         async let held = c.exec("l7ws", ["/usr/bin/python3", "-c", client, "/ws/held", "hold"])
