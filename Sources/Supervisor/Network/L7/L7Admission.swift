@@ -14,6 +14,8 @@ enum L7Admission {
     /// Buffered (up to ``BodyCredentials/maxRewriteBytes``) and its placeholders resolved: every
     /// matching endpoint sets `request_body_credential_rewrite`.
     case rewrite
+    /// Re-signed with SigV4 (``SigV4Signer``): buffered first when the payload is signed.
+    case sign(SigV4Signer)
   }
 
   /// An admitted request: the head to forward, what to do with its body, and its upgrade.
@@ -60,6 +62,7 @@ enum L7Admission {
     // The current generation decides: the host, port and binary, then the endpoints' L7 rules.
     let (_, verdict) = proxy.policy.decide(host: target.host, port: target.port, binary: target.binary)
     var rewriteBody = false
+    var signer: SigV4Signer?
     switch verdict {
     case .deny(let reason): return reject(.forbidden, reason)
     case .allow(let policyName, _, let inspection):
@@ -72,6 +75,13 @@ enum L7Admission {
           return reject(.badRequest, why)
         } catch {
           return reject(.badRequest, "malformed request target")
+        }
+        do {
+          signer = try SigV4Signer.forRequest(head, endpoints: inspection.endpoints, host: target.host)
+        } catch let r as SigV4Signer.Refusal {
+          return reject(r.status, r.description)
+        } catch {
+          return reject(.internalServerError, "\(error)")
         }
         if case .deny(let why) = L7Rules.evaluate(request, endpoints: inspection.endpoints) {
           let reason = "\(why) (network policy \(policyName), L7)"
@@ -96,7 +106,7 @@ enum L7Admission {
     if !headers.contains(name: "host") {
       headers.add(name: "host", value: target.port == (target.tls ? 443 : 80) ? target.host : "\(target.host):\(target.port)")
     }
-    let mode: BodyMode = values.isEmpty ? .stream : rewriteBody ? .rewrite : .guarded
+    let mode: BodyMode = signer.map { .sign($0) } ?? (values.isEmpty ? .stream : rewriteBody ? .rewrite : .guarded)
     var forwarded = HTTPRequestHead(version: head.version, method: head.method, uri: uri, headers: headers)
     switch WebSocketUpgrade.admit(&forwarded) {
     case .failure(let r): return reject(r.status, r.message)

@@ -34,6 +34,8 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     case buffering(HTTPRequestHead, ByteBuffer)
     /// A request whose body is collected for credential placeholders (``BodyCredentials``).
     case rewriting(HTTPRequestHead, [UInt8])
+    /// A request whose body is collected to be hashed for its SigV4 signature.
+    case signing(HTTPRequestHead, [UInt8], SigV4Signer)
   }
 
   let proxy: PolicyProxy
@@ -134,6 +136,8 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
         bodyGuard = mode == .guarded ? MarkerGuard() : nil
         if mode == .rewrite {
           startRewrite(forwarded)
+        } else if case .sign(let signer) = mode {
+          startSigning(forwarded, signer)
         } else {
           state = .forwarding
           upstreamConnection().send(.head(forwarded))
@@ -158,6 +162,28 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
       }
     case (.end(let trailers), .rewriting(let head, let body)):
       finishRewrite(head, body, trailers)
+    case (.body(let bytes), .signing(let head, var body, let signer)):
+      body.append(contentsOf: bytes.readableBytesView)
+      guard body.count <= SigV4Signer.maxBodyBytes else {
+        return refuseBody(head.method.rawValue, BodyCredentials.Refusal(status: 413, description: "a SigV4-signed payload is buffered up to \(SigV4Signer.maxBodyBytes) bytes; use sigv4:no_body for larger ones"))
+      }
+      state = .signing(head, body, signer)
+    case (.end, .signing(var head, let body, let signer)):
+      do {
+        try signer.sign(&head, body: body, values: ProviderEnvironmentAgent.values)
+      } catch {
+        let r = error as? SigV4Signer.Refusal
+        return refuseBody(head.method.rawValue, BodyCredentials.Refusal(status: Int(r?.status.code ?? 500), description: r?.description ?? "\(error)"))
+      }
+      let framed = head.headers.contains(name: "content-length") || head.headers.contains(name: "transfer-encoding")
+      head.headers.remove(name: "transfer-encoding")
+      head.headers.remove(name: "trailer")
+      if framed || !body.isEmpty { head.headers.replaceOrAdd(name: "content-length", value: "\(body.count)") }
+      state = .awaitingResponse
+      let u = upstreamConnection()
+      u.send(.head(head))
+      send(body)
+      u.send(.end(nil))
     case (.body(let bytes), .forwarding):
       guard bodyGuard != nil else { return upstreamConnection().send(.body(.byteBuffer(bytes))) }
       do { send(try bodyGuard!.pass(bytes.readableBytesView)) } catch {
@@ -185,6 +211,30 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
       context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
     }
     state = .rewriting(head, [])
+  }
+
+  /// Signs `head` now (unsigned payload, the body streams through the guard) or collects its body.
+  private func startSigning(_ head: HTTPRequestHead, _ signer: SigV4Signer) {
+    var head = head
+    if signer.signBody {
+      if head.headers["expect"].contains(where: { $0.lowercased() == "100-continue" }), let context {
+        head.headers.remove(name: "expect")
+        context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+      }
+      state = .signing(head, [], signer)
+      return
+    }
+    do {
+      try signer.sign(&head, body: [], values: ProviderEnvironmentAgent.values)
+    } catch {
+      let r = error as? SigV4Signer.Refusal
+      state = .rejecting(.init(status: r?.status ?? .internalServerError, message: "openshell: request to \(target.host):\(target.port) denied: \(r?.description ?? "\(error)")"))
+      proxy.onDenied(.init(method: head.method.rawValue, host: target.host, port: target.port, binary: target.binary, reason: r?.description ?? "\(error)"))
+      return
+    }
+    bodyGuard = MarkerGuard()
+    state = .forwarding
+    upstreamConnection().send(.head(head))
   }
 
   /// Resolves the collected body's placeholders and sends the request with its new length.
@@ -236,7 +286,7 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
   private var wantsRead: Bool {
     switch state {
-    case .idle, .rejecting, .buffering, .rewriting: return true
+    case .idle, .rejecting, .buffering, .rewriting, .signing: return true
     case .forwarding: return upstream?.isWritable ?? true
     case .awaitingResponse, .closing: return false
     }
