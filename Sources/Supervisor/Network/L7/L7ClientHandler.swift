@@ -40,19 +40,19 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
   let proxy: PolicyProxy
   let target: InspectedTarget
-  private var context: ChannelHandlerContext?
-  private var state = State.idle
+  var context: ChannelHandlerContext?
+  var state = State.idle
   private var queue = CircularBuffer<HTTPServerRequestPart>()
-  private var upstream: L7Upstream?
+  var upstream: L7Upstream?
   private var heldRead = false
-  private var closeAfterResponse = false
-  private var responseStarted = false
+  var closeAfterResponse = false
+  var responseStarted = false
   private var informational = false
   /// The body guard of the request being forwarded (``L7Admission/BodyMode/guarded``).
-  private var bodyGuard: MarkerGuard?
+  var bodyGuard: MarkerGuard?
   /// The upgrade the request being forwarded asked for, and whether its `101` was accepted.
-  private var upgrade = WebSocketUpgrade.Kind.none
-  private var switching = false
+  var upgrade = WebSocketUpgrade.Kind.none
+  var switching = false
 
   init(proxy: PolicyProxy, target: InspectedTarget) {
     self.proxy = proxy
@@ -143,47 +143,9 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
           upstreamConnection().send(.head(forwarded))
         }
       }
-    case (.body(let bytes), .rewriting(let head, var body)):
-      body.append(contentsOf: bytes.readableBytesView)
-      guard body.count > BodyCredentials.maxRewriteBytes else {
-        state = .rewriting(head, body)
-        return
-      }
-      // Over the buffer bound: sent as it came, through the guard (a placeholder refuses it).
-      var g = MarkerGuard()
-      do {
-        let out = try g.pass(body)
-        bodyGuard = g
-        state = .forwarding
-        upstreamConnection().send(.head(head))
-        send(out)
-      } catch {
-        refuseBody(head.method.rawValue, error)
-      }
-    case (.end(let trailers), .rewriting(let head, let body)):
-      finishRewrite(head, body, trailers)
-    case (.body(let bytes), .signing(let head, var body, let signer)):
-      body.append(contentsOf: bytes.readableBytesView)
-      guard body.count <= SigV4Signer.maxBodyBytes else {
-        return refuseBody(head.method.rawValue, BodyCredentials.Refusal(status: 413, description: "a SigV4-signed payload is buffered up to \(SigV4Signer.maxBodyBytes) bytes; use sigv4:no_body for larger ones"))
-      }
-      state = .signing(head, body, signer)
-    case (.end, .signing(var head, let body, let signer)):
-      do {
-        try signer.sign(&head, body: body, values: ProviderEnvironmentAgent.values)
-      } catch {
-        let r = error as? SigV4Signer.Refusal
-        return refuseBody(head.method.rawValue, BodyCredentials.Refusal(status: Int(r?.status.code ?? 500), description: r?.description ?? "\(error)"))
-      }
-      let framed = head.headers.contains(name: "content-length") || head.headers.contains(name: "transfer-encoding")
-      head.headers.remove(name: "transfer-encoding")
-      head.headers.remove(name: "trailer")
-      if framed || !body.isEmpty { head.headers.replaceOrAdd(name: "content-length", value: "\(body.count)") }
-      state = .awaitingResponse
-      let u = upstreamConnection()
-      u.send(.head(head))
-      send(body)
-      u.send(.end(nil))
+    case (.body(let bytes), .rewriting), (.body(let bytes), .signing): collect(bytes)
+    case (.end, .rewriting(let head, let body)): finishRewrite(head, body)
+    case (.end, .signing(let head, let body, let signer)): finishSigned(head, body, signer)
     case (.body(let bytes), .forwarding):
       guard bodyGuard != nil else { return upstreamConnection().send(.body(.byteBuffer(bytes))) }
       do { send(try bodyGuard!.pass(bytes.readableBytesView)) } catch {
@@ -203,79 +165,12 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
   }
 
-  /// Collects the body of `head` (a `100 Continue` the client waits for is answered here).
-  private func startRewrite(_ head: HTTPRequestHead) {
-    var head = head
-    if head.headers["expect"].contains(where: { $0.lowercased() == "100-continue" }), let context {
-      head.headers.remove(name: "expect")
-      context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
-    }
-    state = .rewriting(head, [])
-  }
-
-  /// Signs `head` now (unsigned payload, the body streams through the guard) or collects its body.
-  private func startSigning(_ head: HTTPRequestHead, _ signer: SigV4Signer) {
-    var head = head
-    if signer.signBody {
-      if head.headers["expect"].contains(where: { $0.lowercased() == "100-continue" }), let context {
-        head.headers.remove(name: "expect")
-        context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
-      }
-      state = .signing(head, [], signer)
-      return
-    }
-    do {
-      try signer.sign(&head, body: [], values: ProviderEnvironmentAgent.values)
-    } catch {
-      let r = error as? SigV4Signer.Refusal
-      state = .rejecting(.init(status: r?.status ?? .internalServerError, message: "openshell: request to \(target.host):\(target.port) denied: \(r?.description ?? "\(error)")"))
-      proxy.onDenied(.init(method: head.method.rawValue, host: target.host, port: target.port, binary: target.binary, reason: r?.description ?? "\(error)"))
-      return
-    }
-    bodyGuard = MarkerGuard()
-    state = .forwarding
-    upstreamConnection().send(.head(head))
-  }
-
-  /// Resolves the collected body's placeholders and sends the request with its new length.
-  private func finishRewrite(_ head: HTTPRequestHead, _ body: [UInt8], _ trailers: HTTPHeaders?) {
-    var head = head
-    do {
-      let out = try BodyCredentials.rewrite(body, contentType: head.headers.first(name: "content-type"), values: ProviderEnvironmentAgent.values)
-      let framed = head.headers.contains(name: "content-length") || head.headers.contains(name: "transfer-encoding")
-      head.headers.remove(name: "transfer-encoding")
-      head.headers.remove(name: "trailer")
-      if framed || !out.isEmpty { head.headers.replaceOrAdd(name: "content-length", value: "\(out.count)") }
-      state = .awaitingResponse
-      let u = upstreamConnection()
-      u.send(.head(head))
-      if !out.isEmpty { send(out) }
-      u.send(.end(nil))
-    } catch {
-      refuseBody(head.method.rawValue, error)
-    }
-  }
-
-  private func send(_ bytes: [UInt8]) {
-    guard !bytes.isEmpty, let context else { return }
-    upstreamConnection().send(.body(.byteBuffer(context.channel.allocator.buffer(bytes: bytes))))
-  }
-
-  /// Refuses the current request for its body (``BodyCredentials/Refusal``), recorded as a denial.
-  private func refuseBody(_ method: String?, _ error: Error) {
-    bodyGuard = nil
-    let r = error as? BodyCredentials.Refusal ?? .init(status: 500, description: "\(error)")
-    let message = "openshell: request to \(target.host):\(target.port) denied: \(r.description)"
-    proxy.onDenied(.init(method: method ?? "request", host: target.host, port: target.port, binary: target.binary, reason: r.description))
-    fail(HTTPResponseStatus(statusCode: r.status), message)
-  }
-
   /// Records an inference.local refusal as a denial (policy refusals are recorded by ``L7Admission``).
   private func report(_ method: String, _ message: String) {
     proxy.onDenied(.init(method: method, host: target.clientHost, port: 443, binary: target.binary, reason: message))
   }
 
-  private func upstreamConnection() -> L7Upstream {
+  func upstreamConnection() -> L7Upstream {
     if let upstream { return upstream }
     let u = L7Upstream(client: self, proxy: proxy, target: target, loop: context!.eventLoop)
     upstream = u
@@ -350,28 +245,6 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
   }
 
   func flushResponse() { context?.flush() }
-
-  /// After an accepted `101`: the connection becomes a byte relay (``WebSocketUpgrade``), on the next
-  /// turn of the event loop (not from inside the upstream decoder's read).
-  private func switchToRelay(_ context: ChannelHandlerContext) {
-    state = .closing
-    let client = context.channel
-    guard let up = upstream?.rawChannel else {
-      client.close(promise: nil)
-      return
-    }
-    context.eventLoop.assumeIsolated().execute {
-      do {
-        try WebSocketUpgrade.switchToRelay(client: client, upstream: up)
-        client.flush()
-        client.read()
-        up.read()
-      } catch {
-        client.close(promise: nil)
-        up.close(promise: nil)
-      }
-    }
-  }
 
   /// The upstream connection ended or failed (`error` when it failed before a response).
   func upstreamEnded(_ error: String?) {
