@@ -200,6 +200,9 @@ public enum PolicyRules {
         if e.requestBodyCredentialRewrite && (e.protocol != "rest" || e.tls == .skip) {
           issue("request_body_credential_rewrite requires protocol: rest without tls: skip (bodies are rewritten only where the proxy inspects them)", "request_body_credential_rewrite")
         }
+        if e.websocketCredentialRewrite && (e.protocol != "rest" || e.tls == .skip) {
+          issue("websocket_credential_rewrite requires protocol: rest without tls: skip (messages are rewritten only where the proxy inspects them)", "websocket_credential_rewrite")
+        }
         if !e.credentialSigning.isEmpty {
           if !["sigv4", "sigv4:body", "sigv4:no_body"].contains(e.credentialSigning) {
             issue("credential_signing must be sigv4, sigv4:body or sigv4:no_body", "credential_signing")

@@ -8,7 +8,8 @@ import Testing
 /// WebSocket through an L7-inspected endpoint, from inside a real sandbox with python3-websockets
 /// (issue 10; upstream `l7/rest.rs` upgrade handling): the upgrade request is decided by the L7 rules,
 /// its header placeholders resolved; after the upstream's `101` frames flow both ways (also right
-/// after the handshake, binary, and a 2 MB message); a denied path, an h2c upgrade, HTTP/2 with prior
+/// after the handshake, binary, and a 2 MB message; placeholders in text messages resolved only with
+/// `websocket_credential_rewrite`); a denied path, an h2c upgrade, HTTP/2 with prior
 /// knowledge and a malformed WebSocket request are refused; a policy revision that drops the host closes the open WebSocket.
 extension L7InspectionTests {
   /// A TLS WebSocket echo server: greets each connection with `hello`, answers text `m` with `echo:m`
@@ -34,21 +35,21 @@ extension L7InspectionTests {
     """
 
   /// The sandbox-side client: CONNECT through the proxy, then websockets over that socket.
-  /// argv: path, then what to do ("talk" or "hold").
+  /// argv: path, what to do ("talk" or "hold"), host.
   static func wsClient(_ port: Int) -> String {
     """
     import asyncio, os, socket, ssl, sys, time, websockets
-    async def main(path, mode):
+    async def main(path, mode, host):
         ph, pp = os.environ['HTTPS_PROXY'][7:].rsplit(':', 1)
         s = socket.create_connection((ph, int(pp)), timeout=5)
-        s.sendall(b'CONNECT ws.l7.test:\(port) HTTP/1.1\\r\\nHost: ws.l7.test:\(port)\\r\\n\\r\\n')
+        s.sendall(b'CONNECT %s:\(port) HTTP/1.1\\r\\nHost: %s:\(port)\\r\\n\\r\\n' % (host.encode(), host.encode()))
         resp = b''
         while b'\\r\\n\\r\\n' not in resp: resp += s.recv(1)
         assert b' 200 ' in resp.split(b'\\r\\n')[0], resp
         s.setblocking(False)
         try:
-            ws = await websockets.connect('wss://ws.l7.test:\(port)' + path, sock=s, ssl=ssl.create_default_context(),
-                server_hostname='ws.l7.test', max_size=None, extra_headers={'X-Api-Key': os.environ['SVC_TOKEN']})
+            ws = await websockets.connect('wss://%s:\(port)%s' % (host, path), sock=s, ssl=ssl.create_default_context(),
+                server_hostname=host, max_size=None, extra_headers={'X-Api-Key': os.environ['SVC_TOKEN']})
         except websockets.exceptions.InvalidStatusCode as e:
             print('refused', e.status_code); return
         print(await ws.recv())
@@ -56,21 +57,23 @@ extension L7InspectionTests {
         if mode == 'talk':
             await ws.send(b'\\x00\\x01\\xff'); print((await ws.recv()).hex())
             await ws.send('y' * 2000000); print(len(await ws.recv()))
+            await ws.send('tok=' + os.environ['SVC_TOKEN']); await ws.recv()
+            await ws.send(['frag-', os.environ['SVC_TOKEN'], '-end']); await ws.recv(); print('tok')
             await ws.close(); return
         t = time.monotonic()
         try:
             await asyncio.wait_for(ws.recv(), 30); print('still open')
         except websockets.exceptions.ConnectionClosed:
             print('closed after %.1f s' % (time.monotonic() - t))
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else 'ws.l7.test'))
     """
   }
 
   @Test("WebSocket through an inspected endpoint: rules decide the upgrade, frames relayed both ways, revocation closes it")
   func webSocket() async throws {
-    let up = try TLSUpstream.start(names: ["ws.l7.test"], server: Self.wsServer)
+    let up = try TLSUpstream.start(names: ["ws.l7.test", "ws2.l7.test"], server: Self.wsServer)
     defer { up.stop() }
-    let hosts = try TestHosts(["ws.l7.test"])
+    let hosts = try TestHosts(["ws.l7.test", "ws2.l7.test"])
     defer { hosts.remove() }
     let canary = "canary-\(UUID().uuidString)"
     try await withTLSGateway(trusting: up.caPath) { gw in
@@ -86,6 +89,12 @@ extension L7InspectionTests {
                   allowed_ips: [127.0.0.1]
                   rules:
                     - allow: {method: GET, path: "/ws/**"}
+                - host: ws2.l7.test
+                  port: \(p)
+                  protocol: rest
+                  allowed_ips: [127.0.0.1]
+                  websocket_credential_rewrite: true
+                  access: read-only
               binaries:
                 - path: /usr/bin/python3*
           """)
@@ -104,9 +113,17 @@ extension L7InspectionTests {
 
         // Allowed: greeting right after the 101, text, binary and 2 MB both ways; header placeholder resolved.
         let talk = try await c.exec("l7ws", ["/usr/bin/python3", "-c", client, "/ws/chat", "talk"])
-        #expect(talk.out == "hello\necho:ping-1\n0001ff\n2000005\n", "\(talk.out) \(talk.err)")
+        #expect(talk.out == "hello\necho:ping-1\n0001ff\n2000005\ntok\n", "\(talk.out) \(talk.err)")
         #expect(up.requests.contains("OPEN /ws/chat | \(canary)"), "\(up.requests)")
         #expect(up.requests.contains("WS /ws/chat | bin:0001ff"), "\(up.requests)")
+        // Without websocket_credential_rewrite a placeholder in a message stays a placeholder ...
+        #expect(up.requests.contains("WS /ws/chat | tok=openshell:resolve:env:SVC_TOKEN"), "\(up.requests)")
+        #expect(up.requests.contains("WS /ws/chat | frag-openshell:resolve:env:SVC_TOKEN-end"), "\(up.requests)")
+        // ... with it, text messages (also a fragment) carry the value; the 2 MB frame passes unparsed.
+        let talk2 = try await c.exec("l7ws", ["/usr/bin/python3", "-c", client, "/ws/two", "talk", "ws2.l7.test"])
+        #expect(talk2.out == "hello\necho:ping-1\n0001ff\n2000005\ntok\n", "\(talk2.out) \(talk2.err)")
+        #expect(up.requests.contains("WS /ws/two | tok=\(canary)"), "\(up.requests)")
+        #expect(up.requests.contains("WS /ws/two | frag-\(canary)-end"), "\(up.requests)")
 
         // Denied by the L7 rules: never reaches the server.
         let denied = try await c.exec("l7ws", ["/usr/bin/python3", "-c", client, "/admin", "talk"])

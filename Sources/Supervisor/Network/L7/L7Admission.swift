@@ -63,11 +63,13 @@ enum L7Admission {
     let (_, verdict) = proxy.policy.decide(host: target.host, port: target.port, binary: target.binary)
     var rewriteBody = false
     var signer: SigV4Signer?
+    var rewriteWebSocket = false
     switch verdict {
     case .deny(let reason): return reject(.forbidden, reason)
     case .allow(let policyName, _, let inspection):
       if let inspection {
         rewriteBody = inspection.endpoints.allSatisfy(\.requestBodyCredentialRewrite)
+        rewriteWebSocket = inspection.endpoints.allSatisfy(\.websocketCredentialRewrite)
         let request: L7Request
         do {
           request = try L7Request.parse(method: method, target: uri, allowEncodedSlash: inspection.endpoints.contains { $0.allowEncodedSlash })
@@ -108,7 +110,7 @@ enum L7Admission {
     }
     let mode: BodyMode = signer.map { .sign($0) } ?? (values.isEmpty ? .stream : rewriteBody ? .rewrite : .guarded)
     var forwarded = HTTPRequestHead(version: head.version, method: head.method, uri: uri, headers: headers)
-    switch WebSocketUpgrade.admit(&forwarded) {
+    switch WebSocketUpgrade.admit(&forwarded, rewrite: rewriteWebSocket) {
     case .failure(let r): return reject(r.status, r.message)
     case .success(let kind): return .success(Admitted(head: forwarded, body: mode, upgrade: kind))
     }

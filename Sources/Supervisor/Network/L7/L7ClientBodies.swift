@@ -131,9 +131,11 @@ extension L7ClientHandler {
       client.close(promise: nil)
       return
     }
+    var rewrite = false
+    if case .websocket(_, let r) = upgrade { rewrite = r }
     context.eventLoop.assumeIsolated().execute {
       do {
-        try WebSocketUpgrade.switchToRelay(client: client, upstream: up)
+        try WebSocketUpgrade.switchToRelay(client: client, upstream: up, rewrite: rewrite)
         client.flush()
         client.read()
         up.read()

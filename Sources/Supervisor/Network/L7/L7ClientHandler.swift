@@ -244,7 +244,11 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
   }
 
-  func flushResponse() { context?.flush() }
+  /// Flushes what the upstream's last read produced; a `101` waits for the switch to the relay, so the
+  /// client cannot send frames while the HTTP handlers are still in place.
+  func flushResponse() {
+    if !switching { context?.flush() }
+  }
 
   /// The upstream connection ended or failed (`error` when it failed before a response).
   func upstreamEnded(_ error: String?) {

@@ -23,8 +23,9 @@ enum WebSocketUpgrade {
   /// What an admitted request asks for.
   enum Kind: Equatable {
     case none
-    /// A valid WebSocket upgrade with this `Sec-WebSocket-Key`.
-    case websocket(key: String)
+    /// A valid WebSocket upgrade with this `Sec-WebSocket-Key`; `rewrite`: placeholders in the client's
+    /// text messages are resolved (``WebSocketCredentialRewriter``).
+    case websocket(key: String, rewrite: Bool)
   }
 
   static let guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -35,7 +36,9 @@ enum WebSocketUpgrade {
 
   /// Classifies `head` and rewrites its upgrade headers.
   /// - Returns: the kind, or the refusal (`400` malformed WebSocket attempt, `403` h2c).
-  static func admit(_ head: inout HTTPRequestHead) -> Result<Kind, L7ClientHandler.Rejection> {
+  /// - Parameter rewrite: every matching endpoint sets `websocket_credential_rewrite` (then the request
+  ///   goes without `Sec-WebSocket-Extensions`: compressed frames could not be rewritten).
+  static func admit(_ head: inout HTTPRequestHead, rewrite: Bool = false) -> Result<Kind, L7ClientHandler.Rejection> {
     let upgrade = tokens(head.headers, "upgrade")
     let connectionUpgrade = tokens(head.headers, "connection").contains("upgrade")
     let keys = head.headers["sec-websocket-key"]
@@ -68,7 +71,8 @@ enum WebSocketUpgrade {
     head.headers.remove(name: "connection")
     head.headers.add(name: "connection", value: "Upgrade")
     head.headers.add(name: "upgrade", value: "websocket")
-    return .success(.websocket(key: key))
+    if rewrite { head.headers.remove(name: "sec-websocket-extensions") }
+    return .success(.websocket(key: key, rewrite: rewrite))
   }
 
   /// The `Sec-WebSocket-Accept` for `key` (RFC 6455 §4.2.2: base64 of SHA-1 of key + GUID).
@@ -79,7 +83,7 @@ enum WebSocketUpgrade {
   /// Checks the upstream's `101` for a request of `kind`.
   /// - Returns: nil when the switch may happen, else why not.
   static func check(_ head: HTTPResponseHead, for kind: Kind) -> String? {
-    guard case .websocket(let key) = kind else { return "101 Switching Protocols without an upgrade request" }
+    guard case .websocket(let key, _) = kind else { return "101 Switching Protocols without an upgrade request" }
     guard tokens(head.headers, "upgrade").contains("websocket") else { return "WebSocket 101 without Upgrade: websocket" }
     guard tokens(head.headers, "connection").contains("upgrade") else { return "WebSocket 101 without Connection: Upgrade" }
     guard head.headers["sec-websocket-accept"].map({ $0.trimmingCharacters(in: .whitespaces) }) == [accept(key)] else {
@@ -90,11 +94,14 @@ enum WebSocketUpgrade {
 
   /// Replaces the HTTP handlers of `client` and `upstream` (same event loop) by a byte relay between
   /// them; bytes the upstream sent right after its `101` (held by its decoder) are relayed first.
-  static func switchToRelay(client: Channel, upstream: Channel) throws {
+  static func switchToRelay(client: Channel, upstream: Channel, rewrite: Bool) throws {
     let c = RawRelayHandler(), u = RawRelayHandler()
     c.partner = u
     u.partner = c
     let cs = client.pipeline.syncOperations, us = upstream.pipeline.syncOperations
+    if rewrite {
+      try cs.addHandler(ByteToMessageHandler(WebSocketCredentialRewriter(values: { ProviderEnvironmentAgent.values })))
+    }
     try cs.addHandler(c)
     try us.addHandler(u)
     try us.removeHandler(try us.handler(type: L7UpstreamHandler.self), promise: nil)
