@@ -16,9 +16,9 @@ import NIOHTTP1
 ///   `Connection: Upgrade` and the `Sec-WebSocket-Accept` derived from the key; otherwise `502`.
 /// - After the `101`, both sides are relayed as bytes (``RawRelayHandler``) for the connection's life:
 ///   L7 rules no longer apply to it (as upstream's "raw bidirectional relay"), the policy generation
-///   still does (a revision that no longer allows the host closes it). Placeholders in WebSocket
-///   messages are not rewritten (upstream's opt-in `websocket_credential_rewrite` is not implemented):
-///   a placeholder sent in a frame stays a placeholder.
+///   still does (a revision that no longer allows the host closes it). Placeholders in the client's
+///   text messages are resolved only where every matching endpoint sets `websocket_credential_rewrite`
+///   (``WebSocketCredentialRewriter``); elsewhere a placeholder sent in a frame stays a placeholder.
 enum WebSocketUpgrade {
   /// What an admitted request asks for.
   enum Kind: Equatable {
