@@ -86,7 +86,9 @@ public struct ParsedPolicy: Sendable {
 /// `landlock{compatibility}`, `process{run_as_user, run_as_group}`,
 /// `network_policies{<key>: {name, binaries[{path, harness}], endpoints[…]}}`; endpoint keys `host`,
 /// `port`, `ports`, `protocol`, `tls`, `enforcement`, `access`, `rules[{allow{method, path, command,
-/// query}}]`, `deny_rules[{method, path, command, query}]`, `allowed_ips`, `allow_encoded_slash`.
+/// query}}]`, `deny_rules[{method, path, command, query}]`, `allowed_ips`, `allow_encoded_slash`,
+/// `request_body_credential_rewrite`, `websocket_credential_rewrite`, `credential_signing`, `signing_service`, `signing_region` (a later
+/// schema's keys, in the contract's proto).
 /// YAML `filesystem_policy` is proto `filesystem`; `port` is normalized into `ports`.
 public enum PolicyYAML {
   /// Parses and normalizes; structural problems (and the YAML-only rules that the proto cannot
@@ -250,6 +252,11 @@ public enum PolicyYAML {
     if let t = Names.enforcement.first(where: { $0.value == e.enforcement })?.key { lines.append("enforcement: \(t)") }
     if let t = Names.access.first(where: { $0.value == e.access })?.key { lines.append("access: \(t)") }
     if e.allowEncodedSlash { lines.append("allow_encoded_slash: true") }
+    if e.requestBodyCredentialRewrite { lines.append("request_body_credential_rewrite: true") }
+    if e.websocketCredentialRewrite { lines.append("websocket_credential_rewrite: true") }
+    if !e.credentialSigning.isEmpty { lines.append("credential_signing: \(q(e.credentialSigning))") }
+    if !e.signingService.isEmpty { lines.append("signing_service: \(q(e.signingService))") }
+    if !e.signingRegion.isEmpty { lines.append("signing_region: \(q(e.signingRegion))") }
     if !e.rules.isEmpty {
       lines.append("rules:")
       for r in e.rules {
@@ -506,7 +513,7 @@ private struct Parser {
 
   mutating func endpoint(_ node: Node, _ path: String) -> Openshell_Sandbox_V1_NetworkEndpoint {
     var e = Openshell_Sandbox_V1_NetworkEndpoint()
-    let allowed: Set<String> = ["host", "port", "ports", "protocol", "tls", "enforcement", "access", "rules", "deny_rules", "allowed_ips", "allow_encoded_slash"]
+    let allowed: Set<String> = ["host", "port", "ports", "protocol", "tls", "enforcement", "access", "rules", "deny_rules", "allowed_ips", "allow_encoded_slash", "request_body_credential_rewrite", "websocket_credential_rewrite", "credential_signing", "signing_service", "signing_region"]
     var sawPort = false, sawPorts = false
     for (k, v) in mapping(node, path, allowed: allowed) ?? [] {
       let p = join(path, k)
@@ -535,6 +542,11 @@ private struct Parser {
       case "access": if let t = choice(v, p, Names.access) { e.access = t }
       case "allowed_ips": e.allowedIps = strings(v, p)
       case "allow_encoded_slash": e.allowEncodedSlash = bool(v, p) ?? false
+      case "request_body_credential_rewrite": e.requestBodyCredentialRewrite = bool(v, p) ?? false
+      case "websocket_credential_rewrite": e.websocketCredentialRewrite = bool(v, p) ?? false
+      case "credential_signing": e.credentialSigning = string(v, p) ?? ""
+      case "signing_service": e.signingService = string(v, p) ?? ""
+      case "signing_region": e.signingRegion = string(v, p) ?? ""
       case "rules":
         let items = sequence(v, p) ?? []
         if items.isEmpty, sequence(v, p) != nil {
