@@ -198,7 +198,13 @@ enum SSHBench {
       try await c.forwardTcp(
         request: StreamingClientRequest { writer in
           try await writer.write(.with { $0.init_p = .with { $0.sandbox = sandboxID; $0.ssh = .init(); $0.authorizationToken = token } })
-          for await chunk in readChunks(0) { try await writer.write(.with { $0.data = chunk }) }
+          // stdin is read at most 16 × 64 KiB ahead of what gRPC accepted (bounded; the gateway's
+          // flow control then holds `ssh` itself).
+          let input = BoundedPipeReader(fd: 0)
+          for await chunk in input.chunks {
+            try await writer.write(.with { $0.data = chunk })
+            input.consumed()
+          }
         }
       ) { response in
         for try await frame in response.messages {
