@@ -161,6 +161,8 @@ final class PipeWriter: @unchecked Sendable {
   private let queue = DispatchQueue(label: "openshell.pipe-writer")
   private let credit = ByteCredit(limit: 1 << 20)
   private var broken = false
+  /// Only touched on `queue`.
+  private var closed = false
 
   init(fd: Int32) { self.fd = fd }
 
@@ -168,7 +170,8 @@ final class PipeWriter: @unchecked Sendable {
     await credit.acquire(data.count)
     queue.async {
       defer { self.credit.release(data.count) }
-      guard !self.broken else { return }
+      // Never after close: the number may belong to another channel's descriptor by then.
+      guard !self.broken, !self.closed else { return }
       data.withUnsafeBytes { raw in
         var offset = 0
         while offset < raw.count {
@@ -179,8 +182,15 @@ final class PipeWriter: @unchecked Sendable {
     }
   }
 
+  /// Closes the descriptor once, after the queued writes. Idempotent: a relay closes its input both when
+  /// the gateway ends the channel and when the stream returns, and a second `close(2)` of the same number
+  /// would close whatever descriptor another channel got since (its sshd would see end of file).
   func close() {
     credit.close()
-    queue.async { _ = Glibc.close(self.fd) }
+    queue.async {
+      guard !self.closed else { return }
+      self.closed = true
+      _ = Glibc.close(self.fd)
+    }
   }
 }
