@@ -8,19 +8,30 @@ import PolicyKit
 import SandboxProtocol
 
 /// The policy proxy's cost (issue 10, "Benchmark"): one sandbox whose policy lets python3 reach a
-/// loopback upstream (an in-process NIO HTTP server on the host's 127.0.0.1); the same python3 client
-/// runs inside the sandbox (through the proxy: a new connection and CONNECT per request, so every
-/// request pays the full decision — caller identification, policy, DNS/SSRF check, upstream dial) and on
-/// the host (directly). Reports p50/p99 of a small request and the throughput of a 100 MB download,
-/// side by side, in the same run. The same through an L7-inspected endpoint (`protocol: rest`, the
-/// name `localhost`): every request is parsed, decided by the L7 rules and re-encoded by the proxy
+/// loopback upstream (an in-process NIO HTTP server on the host's 127.0.0.1, one event-loop thread);
+/// the same python3 client runs inside the sandbox (its own network namespace: veth → the proxy in the
+/// supervisor on the host side → loopback; a new connection and CONNECT per request, so every request
+/// pays the full decision — caller identification, policy, DNS/SSRF check, upstream dial) and on the
+/// host (directly to 127.0.0.1). Reports p50/p99 of a small request and the throughput of a 100 MB
+/// download, side by side. The same through an L7-inspected endpoint (`protocol: rest`, the name
+/// `localhost`): every request is parsed, decided by the L7 rules and re-encoded by the proxy
 /// (plaintext HTTP inside the tunnel; TLS termination itself is not part of this figure).
+///
+/// Throughput: `rounds` rounds of direct, tunnel and L7 back to back, each `downloads` downloads of
+/// 100 MB (so ≥ 1 GB per sample: one 100 MB download lasts ~40 ms, too short to time alone on a shared
+/// machine); a mode's rate is the median of its 100 MB downloads. Beside each, the CPU time per 100 MB
+/// of the three parties — upstream server (its event-loop thread), proxy (the supervisor process,
+/// including relay threads that already ended) and client (python's own process time) — whose sum
+/// bounds the rate a machine with N cores can reach: N × 100 MB / sum.
 enum ProxyBench {
   static let bigBytes = 100 << 20
 
+  /// argv: host port small-requests proxy("-" for none) downloads. Prints JSON: small-request
+  /// latencies (ms), per-download rate (MB/s) and process CPU (ms).
   static let client = #"""
     import json, socket, sys, time
-    host, port, n, proxy = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), (sys.argv[4] if len(sys.argv) > 4 else "")
+    host, port, n, proxy, big = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+    if proxy == "-": proxy = ""
     buf = bytearray(1 << 20)
     def request(path):
         if proxy:
@@ -46,18 +57,25 @@ enum ProxyBench {
         s.close()
         return total
     lat = []
-    for i in range(n + 20):
+    for i in range(n + 20 if n else 0):
         t = time.perf_counter(); request("/small"); d = time.perf_counter() - t
         if i >= 20: lat.append(d * 1000)
-    rates = []
-    for _ in range(3):
-        t = time.perf_counter(); got = request("/big"); d = time.perf_counter() - t
-        rates.append(got / d / 1e6)
-    print(json.dumps({"lat": lat, "mbps": max(rates), "bytes": got}))  # bytes include the response head
+    rates, cpu, got = [], [], 0
+    for _ in range(big):
+        c = time.process_time(); t = time.perf_counter(); got = request("/big"); d = time.perf_counter() - t
+        rates.append(got / d / 1e6); cpu.append((time.process_time() - c) * 1000)
+    print(json.dumps({"lat": lat, "rates": rates, "cpu": cpu, "bytes": got}))  # bytes include the response head
     """#
 
+  /// One mode's downloads in one round: rates (MB/s) and CPU per 100 MB (ms) of server, proxy, client.
+  struct Batch {
+    var rates: [Double]
+    var server, proxy, client: Double
+    var cpu: Double { server + proxy + client }
+  }
+
   /// Runs the benchmark with `c` on a gateway whose sandboxes the local driver runs.
-  static func run(_ c: Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>, requests: Int) async throws {
+  static func run(_ c: Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>, requests: Int, rounds: Int, downloads: Int) async throws {
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     let upstream = try await UpstreamServer.start(group: group, bigBytes: bigBytes)
     let port = upstream.localAddress!.port!
@@ -81,47 +99,61 @@ enum ProxyBench {
       try await Task.sleep(for: .milliseconds(20))
     }
     let proxyAddress = try await execOut(c, ["/bin/sh", "-c", "printf %s \"$HTTP_PROXY\""]).replacingOccurrences(of: "http://", with: "")
-    let viaProxy = try decode(try await execOut(c, ["/usr/bin/python3", "-c", client, "127.0.0.1", String(port), String(requests), proxyAddress]))
-    let inspected = try decode(try await execOut(c, ["/usr/bin/python3", "-c", client, "localhost", String(port), String(requests), proxyAddress]))
-    let direct = try decode(try hostOut(["/usr/bin/python3", "-c", client, "127.0.0.1", String(port), String(requests)]))
-    // Throughput again, interleaved (direct, tunnel, L7; three rounds, each the best of 3 downloads), with
-    // the proxy's CPU time per 100 MB: on a shared machine the rates swing with the load, the CPU cost
-    // of relaying does much less.
+    let viaProxy = try decode(try await execOut(c, ["/usr/bin/python3", "-c", client, "127.0.0.1", String(port), String(requests), proxyAddress, "0"]))
+    let inspected = try decode(try await execOut(c, ["/usr/bin/python3", "-c", client, "localhost", String(port), String(requests), proxyAddress, "0"]))
+    let direct = try decode(try hostOut(["/usr/bin/python3", "-c", client, "127.0.0.1", String(port), String(requests), "-", "0"]))
+
+    // Throughput, interleaved: on a shared machine the rates swing with the load; the CPU cost of each
+    // party does much less.
     let supervisor = Self.supervisorPID(hostname: "proxy-bench")
-    var rounds: [(direct: Double, tunnel: Double, l7: Double, tunnelCPU: Double, l7CPU: Double)] = []
-    for _ in 0..<3 {
-      let d = try decode(try hostOut(["/usr/bin/python3", "-c", client, "127.0.0.1", String(port), "1"]))
-      var cpu = Self.cpuNanoseconds(supervisor)
-      let t = try decode(try await execOut(c, ["/usr/bin/python3", "-c", client, "127.0.0.1", String(port), "1", proxyAddress]))
-      let tunnelCPU = Double(Self.cpuNanoseconds(supervisor) - cpu) / 1e6 / 3
-      cpu = Self.cpuNanoseconds(supervisor)
-      let l = try decode(try await execOut(c, ["/usr/bin/python3", "-c", client, "localhost", String(port), "1", proxyAddress]))
-      let l7CPU = Double(Self.cpuNanoseconds(supervisor) - cpu) / 1e6 / 3
-      rounds.append((d.mbps, t.mbps, l.mbps, tunnelCPU, l7CPU))
+    let loop = upstream.eventLoop
+    func batch(host: String, proxy: String, inSandbox: Bool) async throws -> Batch {
+      let (server0, proxy0) = (try await UpstreamServer.cpuNanoseconds(loop), Self.processCPUNanoseconds(supervisor))
+      let args = ["/usr/bin/python3", "-c", client, host, String(port), "0", proxy, String(downloads)]
+      let r = try decode(try inSandbox ? await execOut(c, args) : hostOut(args), downloads: downloads)
+      let (server1, proxy1) = (try await UpstreamServer.cpuNanoseconds(loop), Self.processCPUNanoseconds(supervisor))
+      let n = Double(r.rates.count)
+      return Batch(rates: r.rates, server: Double(server1 - server0) / 1e6 / n, proxy: Double(proxy1 - proxy0) / 1e6 / n, client: r.cpu.reduce(0, +) / n)
+    }
+    var table: [(direct: Batch, tunnel: Batch, l7: Batch)] = []
+    for _ in 0..<rounds {
+      let d = try await batch(host: "127.0.0.1", proxy: "-", inSandbox: false)
+      let t = try await batch(host: "127.0.0.1", proxy: proxyAddress, inSandbox: true)
+      let l = try await batch(host: "localhost", proxy: proxyAddress, inSandbox: true)
+      table.append((d, t, l))
     }
     _ = try await c.deleteSandbox(.with { $0.name = "proxy-bench"; $0.workspaceScope = ws })
     while try await !c.listSandboxes(.with { $0.workspaceScope = ws }).sandboxes.isEmpty { try await Task.sleep(for: .milliseconds(50)) }
     try await upstream.close()
     try await group.shutdownGracefully()
 
-    print("policy proxy: \(requests) small requests (new connection each; via proxy = CONNECT + decision per request), 100 MB download (best of 3)")
+    print("policy proxy: \(requests) small requests (new connection each; via proxy = CONNECT + decision per request)")
     print(SandboxBench.summary("small request, direct   ", direct.lat))
     print(SandboxBench.summary("small request, via proxy", viaProxy.lat))
-    let p50 = percentile(viaProxy.lat, 0.5) - percentile(direct.lat, 0.5)
-    let p99 = percentile(viaProxy.lat, 0.99) - percentile(direct.lat, 0.99)
-    print(String(format: "added latency: p50 %.2f ms, p99 %.2f ms", p50, p99))
-    print(String(format: "100 MB download: direct %.0f MB/s, via proxy %.0f MB/s (%.0f%% of direct)", direct.mbps, viaProxy.mbps, 100 * viaProxy.mbps / direct.mbps))
+    print(String(format: "added latency: p50 %.2f ms, p99 %.2f ms", percentile(viaProxy.lat, 0.5) - percentile(direct.lat, 0.5), percentile(viaProxy.lat, 0.99) - percentile(direct.lat, 0.99)))
     print(SandboxBench.summary("small request, L7       ", inspected.lat))
     print(String(format: "L7 added latency: p50 %.2f ms, p99 %.2f ms", percentile(inspected.lat, 0.5) - percentile(direct.lat, 0.5), percentile(inspected.lat, 0.99) - percentile(direct.lat, 0.99)))
-    print(String(format: "100 MB download, L7: %.0f MB/s (%.0f%% of direct)", inspected.mbps, 100 * inspected.mbps / direct.mbps))
-    print("interleaved rounds (direct, tunnel, L7 back to back; best of 3 downloads each; proxy CPU per 100 MB incl. 20 small requests):")
-    for (i, r) in rounds.enumerated() {
-      print(String(format: "  round %d: direct %.0f MB/s, tunnel %.0f MB/s (%.0f%%, proxy CPU %.0f ms), L7 %.0f MB/s (%.0f%%, proxy CPU %.0f ms)",
-        i + 1, r.direct, r.tunnel, 100 * r.tunnel / r.direct, r.tunnelCPU, r.l7, 100 * r.l7 / r.direct, r.l7CPU))
+    let all = { (f: ((direct: Batch, tunnel: Batch, l7: Batch)) -> Batch) in table.flatMap { f($0).rates } }
+    let (d, t, l) = (percentile(all { $0.direct }, 0.5), percentile(all { $0.tunnel }, 0.5), percentile(all { $0.l7 }, 0.5))
+    print("100 MB downloads: \(rounds) rounds of direct, tunnel, L7 back to back, \(downloads) downloads each; rate = median download; CPU ms per 100 MB: server + proxy + client")
+    for (i, r) in table.enumerated() {
+      func cell(_ b: Batch, _ base: Batch?) -> String {
+        let m = percentile(b.rates, 0.5)
+        let share = base.map { String(format: " (%.0f%%)", 100 * m / percentile($0.rates, 0.5)) } ?? ""
+        return String(format: "%.0f MB/s%@, CPU %.0f+%.0f+%.0f = %.0f", m, share, b.server, b.proxy, b.client, b.cpu)
+      }
+      print("  round \(i + 1): direct \(cell(r.direct, nil)); tunnel \(cell(r.tunnel, r.direct)); L7 \(cell(r.l7, r.direct))")
     }
-    let median = { (f: ((direct: Double, tunnel: Double, l7: Double, tunnelCPU: Double, l7CPU: Double)) -> Double) in rounds.map(f).sorted()[rounds.count / 2] }
-    print(String(format: "median of rounds: tunnel %.0f%% of direct (proxy CPU %.0f ms / 100 MB), L7 %.0f%% of direct (proxy CPU %.0f ms / 100 MB)",
-      median { 100 * $0.tunnel / $0.direct }, median { $0.tunnelCPU }, median { 100 * $0.l7 / $0.direct }, median { $0.l7CPU }))
+    let cpu = { (f: ((direct: Batch, tunnel: Batch, l7: Batch)) -> Batch) in percentile(table.map { f($0).cpu }, 0.5) }
+    let (cd, ct, cl) = (cpu { $0.direct }, cpu { $0.tunnel }, cpu { $0.l7 })
+    print(String(format: "100 MB download (median of %d each): direct %.0f MB/s, via proxy %.0f MB/s (%.0f%% of direct), L7 %.0f MB/s (%.0f%% of direct)",
+      rounds * downloads, d, t, 100 * t / d, l, 100 * l / d))
+    print(String(format: "median of rounds: tunnel %.0f%% of direct, L7 %.0f%% of direct",
+      percentile(table.map { 100 * percentile($0.tunnel.rates, 0.5) / percentile($0.direct.rates, 0.5) }, 0.5),
+      percentile(table.map { 100 * percentile($0.l7.rates, 0.5) / percentile($0.direct.rates, 0.5) }, 0.5)))
+    let cores = Double(ProcessInfo.processInfo.activeProcessorCount)
+    print(String(format: "CPU per 100 MB, all parties (median of rounds): direct %.0f ms, tunnel %.0f ms (%.2f×), L7 %.0f ms (%.2f×); with %.0f cores the tunnel cannot exceed %.0f MB/s (%.0f MB × cores / CPU)",
+      cd, ct, ct / cd, cl, cl / cd, cores, cores * Double(bigBytes) / 1e6 / (ct / 1000), Double(bigBytes) / 1e6))
   }
 
   /// The pid of the supervisor of the sandbox whose bwrap runs with `--hostname NAME` (0 if none).
@@ -146,19 +178,25 @@ enum ProxyBench {
     return 0
   }
 
-  /// CPU time of every thread of `pid` so far (`/proc/<pid>/task/*/schedstat`, nanoseconds).
-  static func cpuNanoseconds(_ pid: Int32) -> Int64 {
-    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
-    return tasks.reduce(0) { sum, tid in
-      let text = String(decoding: FileManager.default.contents(atPath: "/proc/\(pid)/task/\(tid)/schedstat") ?? Data(), as: UTF8.self)
-      return sum + (Int64(text.split(separator: " ").first ?? "") ?? 0)
-    }
+  /// CPU time (user + system) of process `pid` so far, in nanoseconds: `/proc/<pid>/stat` fields 14
+  /// and 15, which also count threads that already ended (a tunnel's relay thread ends with its
+  /// connection, so summing the live threads' counters missed it). Clock-tick resolution (10 ms): read
+  /// around a batch of downloads, not one.
+  static func processCPUNanoseconds(_ pid: Int32) -> Int64 {
+    let stat = String(decoding: FileManager.default.contents(atPath: "/proc/\(pid)/stat") ?? Data(), as: UTF8.self)
+    guard let close = stat.lastIndex(of: ")") else { return 0 }
+    // Fields after the command: state is field 3, utime 14, stime 15.
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    guard fields.count > 12, let user = Int64(fields[11]), let system = Int64(fields[12]) else { return 0 }
+    return (user + system) * 1_000_000_000 / Int64(sysconf(Int32(_SC_CLK_TCK)))
   }
 
-  struct Result: Decodable { var lat: [Double]; var mbps: Double; var bytes: Int }
+  struct Result: Decodable { var lat: [Double]; var rates: [Double]; var cpu: [Double]; var bytes: Int }
 
-  static func decode(_ text: String) throws -> Result {
-    guard let r = try? JSONDecoder().decode(Result.self, from: Data(text.utf8)), r.bytes >= bigBytes, !r.lat.isEmpty else {
+  static func decode(_ text: String, downloads: Int = 0) throws -> Result {
+    guard let r = try? JSONDecoder().decode(Result.self, from: Data(text.utf8)), r.rates.count == downloads, downloads == 0 || r.bytes >= bigBytes,
+      downloads > 0 || !r.lat.isEmpty
+    else {
       throw RPCError(code: .internalError, message: "benchmark client failed: \(text)")
     }
     return r
@@ -198,43 +236,5 @@ enum ProxyBench {
     close(p.stdout!)
     _ = Spawner.waitBlocking(p.pid)
     return String(decoding: out, as: UTF8.self)
-  }
-}
-
-/// A minimal HTTP/1.1 server: `GET /small` → 2 bytes, `GET /big` → `bigBytes` bytes; one request per
-/// connection (`Connection: close`), TCP_NODELAY.
-final class UpstreamServer: ChannelInboundHandler, Sendable {
-  typealias InboundIn = ByteBuffer
-  typealias OutboundOut = ByteBuffer
-  let chunk: ByteBuffer
-  let bigBytes: Int
-
-  init(bigBytes: Int) {
-    self.bigBytes = bigBytes
-    chunk = ByteBuffer(repeating: 0x61, count: 1 << 20)
-  }
-
-  static func start(group: EventLoopGroup, bigBytes: Int) async throws -> Channel {
-    let handler = UpstreamServer(bigBytes: bigBytes)
-    return try await ServerBootstrap(group: group)
-      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-      .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-      .childChannelInitializer { ch in ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(handler) } }
-      .bind(host: "127.0.0.1", port: 0).get()
-  }
-
-  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    let request = String(buffer: unwrapInboundIn(data))
-    guard request.contains("\r\n\r\n") else { return }  // the client sends the head in one write
-    let big = request.hasPrefix("GET /big ")
-    let length = big ? bigBytes : 2
-    context.write(wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 200 OK\r\nContent-Length: \(length)\r\nConnection: close\r\n\r\n")), promise: nil)
-    if big {
-      for _ in 0..<(bigBytes / chunk.readableBytes) { context.write(wrapOutboundOut(chunk), promise: nil) }
-    } else {
-      context.write(wrapOutboundOut(ByteBuffer(string: "ok")), promise: nil)
-    }
-    context.writeAndFlush(wrapOutboundOut(ByteBuffer()), promise: nil)
-    context.close(mode: .output, promise: nil)
   }
 }

@@ -19,6 +19,8 @@ struct SandboxBench: AsyncParsableCommand {
   @Option(help: "Data directory (default: a fresh temporary directory).") var dataDir: String?
   @Flag(help: "Measure the policy proxy instead (added latency of a small request, 100 MB throughput).") var proxy = false
   @Option(help: "Small requests per side for --proxy.") var requests = 1000
+  @Option(help: "Rounds of direct, tunnel and L7 downloads for --proxy.") var proxyRounds = 5
+  @Option(help: "100 MB downloads per mode and round for --proxy.") var proxyDownloads = 10
   @Flag(help: "Measure the SSH tunnel instead (connect p50/p99, throughput; beside plain ssh to a local sshd).") var ssh = false
   @Option(help: "ssh connects per side for --ssh.") var sshConnects = 50
   @Option(help: "MiB sent through ssh for --ssh.") var sshMegabytes = 200
@@ -78,11 +80,11 @@ struct SandboxBench: AsyncParsableCommand {
       return
     }
     if proxy {
-      let requests = self.requests
+      let (requests, rounds, downloads) = (self.requests, proxyRounds, proxyDownloads)
       var failure: Error?
       do {
         try await withGRPCClient(transport: transport) { grpc in
-          try await ProxyBench.run(Openshell_V1_OpenShell.Client(wrapping: grpc), requests: requests)
+          try await ProxyBench.run(Openshell_V1_OpenShell.Client(wrapping: grpc), requests: requests, rounds: rounds, downloads: downloads)
         }
       } catch {
         failure = error
