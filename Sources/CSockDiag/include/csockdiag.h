@@ -45,8 +45,9 @@ int csockdiag_dial(int family, const uint8_t *address, uint16_t port, int timeou
 /// Writes all `count` bytes to `fd` (blocking or not), waiting at most `timeout_ms` per stall. 0 or -errno.
 int csockdiag_write_all(int fd, const uint8_t *bytes, size_t count, int timeout_ms);
 
-/// A relay between two connected sockets (it owns both descriptors from now on). Two references: one
-/// for csockdiag_relay_run, one for the caller (csockdiag_relay_release).
+/// A relay between two connected sockets (it owns both descriptors from now on): `a` is the client's
+/// end (the sandbox's local hop; the relay bounds what it queues toward it, see crelay.c), `b` the
+/// upstream's. Two references: one for csockdiag_relay_run, one for the caller (csockdiag_relay_release).
 struct csockdiag_relay;
 struct csockdiag_relay *csockdiag_relay_new(int a, int b);
 /// Moves bytes both ways with splice(2) through a pipe per direction (never through user memory) until
