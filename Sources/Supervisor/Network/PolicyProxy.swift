@@ -156,6 +156,10 @@ final class PolicyProxy: Sendable {
     }
   }
 
+  /// Reads of an inspected upstream connection: NIO's adaptive sizes, up to 256 KiB instead of 64 KiB,
+  /// so a large response body takes a quarter of the reads, pipeline passes and writes to the client.
+  static let upstreamReads = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: 256 << 10)
+
   /// Dials the first reachable address of `addresses` (in order), with TCP_NODELAY.
   func dial(_ addresses: [IPAddress], port: Int, on loop: EventLoop) -> EventLoopFuture<Channel> {
     dial(addresses[...], port: port, on: loop, lastError: nil)
@@ -170,6 +174,7 @@ final class PolicyProxy: Sendable {
       return ClientBootstrap(group: loop)
         .channelOption(.tcpOption(.tcp_nodelay), value: 1)
         .channelOption(.autoRead, value: false)
+        .channelOption(.recvAllocator, value: Self.upstreamReads)
         .connectTimeout(.seconds(10))
         .connect(to: address)
         .flatMapError { self.dial(rest.dropFirst(), port: port, on: loop, lastError: $0) }
