@@ -48,15 +48,24 @@ struct SupervisorConfig {
     let security: HTTP2ClientTransport.Posix.TransportSecurity
     if url.scheme == "http" {
       security = .plaintext
-    } else if let certPath, let keyPath {
-      security = .mTLS(certificateChain: [.file(path: certPath, format: .pem)], privateKey: .file(path: keyPath, format: .pem)) { c in
-        if let ca = caPath { c.trustRoots = .certificates([.file(path: ca, format: .pem)]) }
-        c.serverCertificateVerification = .noHostnameVerification
-      }
     } else {
-      security = .tls { c in
-        if let ca = caPath { c.trustRoots = .certificates([.file(path: ca, format: .pem)]) }
-        c.serverCertificateVerification = .noHostnameVerification
+      // The gateway's own CA only: never the system's trust roots (the driver always writes ca.crt).
+      // Full verification: the chain and the name dialled (the endpoint's host, as a DNS or IP SAN;
+      // the gateway's server certificate names the address it gives supervisors). Issue 16, TLS.
+      guard let caPath else {
+        throw SpawnError("\(endpoint) is https but \(SandboxProtocol.envTLSCA) is not set: refusing to trust the system's roots for the gateway")
+      }
+      let roots: TLSConfig.TrustRootsSource = .certificates([.file(path: caPath, format: .pem)])
+      if let certPath, let keyPath {
+        security = .mTLS(certificateChain: [.file(path: certPath, format: .pem)], privateKey: .file(path: keyPath, format: .pem)) { c in
+          c.trustRoots = roots
+          c.serverCertificateVerification = .fullVerification
+        }
+      } else {
+        security = .tls { c in
+          c.trustRoots = roots
+          c.serverCertificateVerification = .fullVerification
+        }
       }
     }
     let config = HTTP2ClientTransport.Posix.Config.defaults { c in
