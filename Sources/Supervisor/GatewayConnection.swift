@@ -1,6 +1,7 @@
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import NIOSSL
 import OpenShellAPI
 import SandboxProtocol
 
@@ -81,5 +82,23 @@ struct SupervisorConfig {
       return try HTTP2ClientTransport.Posix(target: .ipv4(address: bare, port: port), transportSecurity: security, config: config)
     }
     return try HTTP2ClientTransport.Posix(target: .dns(host: bare, port: port), transportSecurity: security, config: config)
+  }
+
+  /// A failed session in words: a refused gateway certificate says why (typed NIOSSL errors under the
+  /// transport's status), anything else is the error's own description.
+  func describeConnectionError(_ error: any Error) -> String {
+    var next: (any Error)? = error
+    var depth = 0
+    while let current = next, depth < 16 {
+      if let x = current as? NIOSSLExtraError, x == .failedToValidateHostname {
+        return "the gateway's certificate does not name the host of \(SandboxProtocol.envEndpoint) (\(endpoint)); TLS host name verification refused the connection"
+      }
+      if let x = current as? NIOSSLError, case .handshakeFailed = x {
+        return "the gateway's certificate was refused (\(x)); it must be signed by the CA in \(SandboxProtocol.envTLSCA)"
+      }
+      next = (current as? RPCError)?.cause ?? (current as? RuntimeError)?.cause
+      depth += 1
+    }
+    return "\(error)"
   }
 }

@@ -12,14 +12,16 @@ import X509
 /// the handshake (swift-nio-ssl checks the host name once the handshake is done).
 @Suite(.serialized) struct SupervisorTLSTests {
   /// Handshake outcomes the server recorded after the supervisor ran for a while, and its stderr.
-  func dial(sans: [GeneralName], withCA: Bool = true) throws -> (handshakes: [String], stderr: String, exited: Int32?) {
+  func dial(sans: [GeneralName], withCA: Bool = true, otherCA: Bool = false) throws -> (handshakes: [String], stderr: String, exited: Int32?) {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sup-tls-\(UUID().uuidString)").path
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: dir) }
     let now = Date()
     let ca = try CertificateFactory.makeCA(now: now)
     let leaf = try CertificateFactory.makeLeaf(.server(sans: sans), ca: ca.certificate, caKey: ca.key, now: now)
-    try (try ca.certificate.serializeAsPEM().pemString + "\n").write(toFile: dir + "/ca.pem", atomically: true, encoding: .utf8)
+    // otherCA: the supervisor is given a CA that did not sign the server's certificate.
+    let given = otherCA ? try CertificateFactory.makeCA(now: now).certificate : ca.certificate
+    try (try given.serializeAsPEM().pemString + "\n").write(toFile: dir + "/ca.pem", atomically: true, encoding: .utf8)
     try (try leaf.certificate.serializeAsPEM().pemString + "\n").write(toFile: dir + "/server.pem", atomically: true, encoding: .utf8)
     try leaf.key.pemRepresentation.write(toFile: dir + "/server.key", atomically: true, encoding: .utf8)
     let script = """
@@ -87,7 +89,18 @@ import X509
     let r = try dial(sans: [.dnsName("elsewhere.invalid"), HostAddress.generalName(for: "127.0.0.2")!])
     #expect(!r.handshakes.isEmpty, "the supervisor dialled: \(r)")
     #expect(!r.handshakes.contains("trusted"), "no connection may be used: \(r)")
-    #expect(r.stderr.contains("openshell-sandbox: session:") && r.stderr.contains("ailedToValidateHostname"), "\(r.stderr)")
+    #expect(
+      r.stderr.contains(
+        "openshell-sandbox: session: the gateway's certificate does not name the host of OPENSHELL_ENDPOINT (https://127.0.0.1:"),
+      "\(r.stderr)")
+  }
+
+  @Test("a gateway certificate naming the address but signed by another CA is refused, with the reason")
+  func otherCAIsRefused() throws {
+    let r = try dial(sans: [HostAddress.generalName(for: "127.0.0.1")!], otherCA: true)
+    #expect(!r.handshakes.isEmpty && !r.handshakes.contains("trusted"), "\(r)")
+    #expect(r.stderr.contains("openshell-sandbox: session: the gateway's certificate was refused ("), "\(r.stderr)")
+    #expect(r.stderr.contains("it must be signed by the CA in OPENSHELL_TLS_CA"), "\(r.stderr)")
   }
 
   @Test("an https endpoint without the gateway's CA is refused at start (never the system's roots)")
