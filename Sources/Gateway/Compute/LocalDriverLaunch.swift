@@ -225,7 +225,10 @@ extension LocalComputeDriver {
       pid: process.pid, startTicks: ticks, instanceID: instanceID, endpoint: endpoint,
       startedNs: Int64(Date().timeIntervalSince1970 * 1e9))
     do {
-      try JSONEncoder().encode(instance).write(to: URL(fileURLWithPath: base + "/instance.json"))
+      // Atomically (a temporary file renamed over it): a crash mid-write leaves the previous record or
+      // none, never a truncated one that a restarted gateway could not read (its processes would then be
+      // known only by their marks, StrayProcesses).
+      try JSONEncoder().encode(instance).write(to: URL(fileURLWithPath: base + "/instance.json"), options: .atomic)
     } catch {
       // Unrecorded, it would run unknown to any later gateway (e.g. on a full disk): end it now.
       kill(process.pid, SIGKILL)
