@@ -43,6 +43,10 @@ let package = Package(
     // its diagnostic messages (Sources/Gateway/Audit/OTLPAuditExport.swift).
     .package(url: "https://github.com/swift-otel/swift-otel.git", exact: "1.6.0", traits: ["OTLPGRPC"]),
     .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    // Short-lived child processes that are run to completion (the CLI's ChildProcess, the gateway's
+    // ssh-keygen); where it does not fit: docs/DESIGN.md, "Child processes and process lifecycle".
+    .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.2"),
+    .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
   ],
   targets: [
     // System libraries (Debian: liblmdb-dev, libzstd-dev, libseccomp-dev).
@@ -170,6 +174,9 @@ let package = Package(
         .product(name: "JWTKit", package: "jwt-kit"),
         .product(name: "OTel", package: "swift-otel"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+        .product(name: "Subprocess", package: "swift-subprocess"),
+        .product(name: "SystemPackage", package: "swift-system"),
       ]),
 
     .executableTarget(
@@ -186,6 +193,8 @@ let package = Package(
         .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "X509", package: "swift-certificates"),
         .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "Subprocess", package: "swift-subprocess"),
+        .product(name: "SystemPackage", package: "swift-system"),
       ]),
 
     .executableTarget(

@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# Formatting drift fails the run before anything is built (scripts/format.sh --fix repairs it).
+echo "== format"
+scripts/format.sh --check
 echo "== build"
 swift build --build-tests 2>&1 | tail -n 5
 bin=$(swift build --show-bin-path)

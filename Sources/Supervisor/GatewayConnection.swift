@@ -1,6 +1,7 @@
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import NIOSSL
 import OpenShellAPI
 import SandboxProtocol
 
@@ -48,15 +49,24 @@ struct SupervisorConfig {
     let security: HTTP2ClientTransport.Posix.TransportSecurity
     if url.scheme == "http" {
       security = .plaintext
-    } else if let certPath, let keyPath {
-      security = .mTLS(certificateChain: [.file(path: certPath, format: .pem)], privateKey: .file(path: keyPath, format: .pem)) { c in
-        if let ca = caPath { c.trustRoots = .certificates([.file(path: ca, format: .pem)]) }
-        c.serverCertificateVerification = .noHostnameVerification
-      }
     } else {
-      security = .tls { c in
-        if let ca = caPath { c.trustRoots = .certificates([.file(path: ca, format: .pem)]) }
-        c.serverCertificateVerification = .noHostnameVerification
+      // The gateway's own CA only: never the system's trust roots (the driver always writes ca.crt).
+      // Full verification: the chain and the name dialled (the endpoint's host, as a DNS or IP SAN;
+      // the gateway's server certificate names the address it gives supervisors). Issue 16, TLS.
+      guard let caPath else {
+        throw SpawnError("\(endpoint) is https but \(SandboxProtocol.envTLSCA) is not set: refusing to trust the system's roots for the gateway")
+      }
+      let roots: TLSConfig.TrustRootsSource = .certificates([.file(path: caPath, format: .pem)])
+      if let certPath, let keyPath {
+        security = .mTLS(certificateChain: [.file(path: certPath, format: .pem)], privateKey: .file(path: keyPath, format: .pem)) { c in
+          c.trustRoots = roots
+          c.serverCertificateVerification = .fullVerification
+        }
+      } else {
+        security = .tls { c in
+          c.trustRoots = roots
+          c.serverCertificateVerification = .fullVerification
+        }
       }
     }
     let config = HTTP2ClientTransport.Posix.Config.defaults { c in
@@ -72,5 +82,23 @@ struct SupervisorConfig {
       return try HTTP2ClientTransport.Posix(target: .ipv4(address: bare, port: port), transportSecurity: security, config: config)
     }
     return try HTTP2ClientTransport.Posix(target: .dns(host: bare, port: port), transportSecurity: security, config: config)
+  }
+
+  /// A failed session in words: a refused gateway certificate says why (typed NIOSSL errors under the
+  /// transport's status), anything else is the error's own description.
+  func describeConnectionError(_ error: any Error) -> String {
+    var next: (any Error)? = error
+    var depth = 0
+    while let current = next, depth < 16 {
+      if let x = current as? NIOSSLExtraError, x == .failedToValidateHostname {
+        return "the gateway's certificate does not name the host of \(SandboxProtocol.envEndpoint) (\(endpoint)); TLS host name verification refused the connection"
+      }
+      if let x = current as? NIOSSLError, case .handshakeFailed = x {
+        return "the gateway's certificate was refused (\(x)); it must be signed by the CA in \(SandboxProtocol.envTLSCA)"
+      }
+      next = (current as? RPCError)?.cause ?? (current as? RuntimeError)?.cause
+      depth += 1
+    }
+    return "\(error)"
   }
 }

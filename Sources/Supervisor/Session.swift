@@ -78,7 +78,7 @@ struct Session: Sendable {
       } catch {
         // While the gateway is away the same error repeats about once a second: log it when it changes
         // and then once a minute.
-        let text = "\(error)"
+        let text = config.describeConnectionError(error)
         if text != lastError || ContinuousClock.now - lastErrorLogged > .seconds(60) {
           FileHandle.standardError.write(Data("openshell-sandbox: session: \(text)\n".utf8))
           lastError = text

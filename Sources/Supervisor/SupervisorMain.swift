@@ -68,7 +68,7 @@ struct SupervisorMain {
     let logs = LogPusher(sandboxID: config.sandboxID)
     let transport: RenewingTransport
     do {
-      transport = try RenewingTransport(certificatePath: config.certPath, note: { logs.log($0) }) { try config.makeTransport() }
+      transport = try RenewingTransport(certificatePath: config.certPath, note: { logs.log($0) }, make: { try config.makeTransport() })
     } catch {
       FileHandle.standardError.write(Data("openshell-sandbox: \(error)\n".utf8))
       exit(2)

@@ -232,6 +232,14 @@ struct LifecycleTests {
     r = try env.run(["doctor", "exec", "--", "sh", "-c", "pwd; echo gw=$OPENSHELL_GATEWAY; test -f \"$OPENSHELL_CA_CERT\" && echo ca-ok; exit 7"])
     #expect(r.code == 7, "\(r)")
     #expect(r.out.contains(env.dataDir("doc").path) && r.out.contains("gw=doc") && r.out.contains("ca-ok"), "\(r)")
+    // A command ended by a signal exits 128 + N, as a shell reports it (here SIGTERM: 143).
+    r = try env.run(["doctor", "exec", "--", "sh", "-c", "kill -TERM $$"])
+    #expect(r.code == 143, "\(r)")
+    r = try env.run(["doctor", "exec", "--", "/nonexistent-tool"])
+    #expect(r.code == 127, "\(r)")
+    // doctor is listed in the help (OpenShell hides it), under GATEWAY COMMANDS.
+    r = try env.run(["--help"])
+    #expect(r.out.contains("GATEWAY COMMANDS: gateway (gw), status, doctor (dr)."), "\(r)")
 
     r = try env.run(["doctor", "check"])
     #expect(r.code == 0 && r.out.contains("All checks passed."), "\(r)")

@@ -348,29 +348,36 @@ struct PolicyConfigTests {
           $0.workspaceScope = .ws("default")
         })
       }
-      let r1 = try await set("ocsf_json_enabled", "yes", global: true)
+      let r1 = try await set("dummy_bool", "yes", global: true)
       #expect(r1.settingsRevision != 0)
       let gw = try await c.getGatewayConfig(.init())
-      #expect(gw.settings["ocsf_json_enabled"]?.boolValue == true)
+      #expect(gw.settings["dummy_bool"]?.boolValue == true)
       #expect(gw.settingsRevision == r1.settingsRevision)
-      let managed = await rpcError { _ = try await set("ocsf_json_enabled", "off") }
+      let managed = await rpcError { _ = try await set("dummy_bool", "off") }
       #expect(managed?.code == .failedPrecondition)
-      #expect(managed?.message.hasPrefix("setting 'ocsf_json_enabled' is managed globally") == true)
+      #expect(managed?.message.hasPrefix("setting 'dummy_bool' is managed globally") == true)
       _ = try await set("dummy_int", "42")
       let cfg = try await c.getSandboxConfig(.with { $0.name = "s"; $0.workspaceScope = .ws("default") })
       #expect(cfg.settings["dummy_int"]?.value.intValue == 42)
       #expect(cfg.settings["dummy_int"]?.scope == .sandbox)
-      #expect(cfg.settings["ocsf_json_enabled"]?.scope == .global)
+      #expect(cfg.settings["dummy_bool"]?.scope == .global)
       #expect(cfg.version == 0 && !cfg.hasPolicy)
-      let err9 = await rpcError { _ = try await set("dummy_bool", "maybe") }
+      let err9 = await rpcError { _ = try await set("dummy_int", "maybe") }
       #expect(err9?.code == .invalidArgument)
       let err10 = await rpcError { _ = try await set("nope", "1") }
       #expect(err10?.code == .invalidArgument)
       let err11 = await rpcError { _ = try await set("policy", "x", global: true) }
       #expect(err11?.code == .invalidArgument)
-      let del = try await c.updateConfig(.with { $0.global = true; $0.settingKey = "ocsf_json_enabled"; $0.deleteSetting = true })
+      let del = try await c.updateConfig(.with { $0.global = true; $0.settingKey = "dummy_bool"; $0.deleteSetting = true })
       #expect(del.deleted)
       #expect(del.settingsRevision == 0)
+      // ocsf_json_enabled = true would ask for OCSF files the supervisor does not write: refused, not stored.
+      for global in [true, false] {
+        let ocsf = await rpcError { _ = try await set("ocsf_json_enabled", "yes", global: global) }
+        #expect(ocsf?.code == .failedPrecondition, "global \(global)")
+        #expect(ocsf?.message.hasPrefix("setting 'ocsf_json_enabled' = true is not supported yet") == true, "\(String(describing: ocsf))")
+      }
+      #expect(try await c.getGatewayConfig(.init()).settings["ocsf_json_enabled"] == nil)
       _ = try await set("ocsf_json_enabled", "0")
       #expect(try await c.getSandboxConfig(.with { $0.name = "s"; $0.workspaceScope = .ws("default") }).settings["ocsf_json_enabled"]?.value.boolValue == false)
     }

@@ -105,6 +105,15 @@ let providerCallOptions: CallOptions = {
       #expect(await rpcError { _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = "x"; $0.type = "claude" } }) }?.code == .invalidArgument)
       #expect(await rpcError { _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = "x"; $0.type = "claude"; $0.credentials = ["BAD-KEY": "v"] } }) }?.code == .invalidArgument)
       #expect(await rpcError { _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = "Bad_Name"; $0.type = "claude"; $0.credentials = ["K": "v"] } }) }?.code == .invalidArgument)
+      // Labels are not stored yet: refused with the field named, never answered OK without them.
+      let labelled = await rpcError {
+        _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = "lab"; $0.metadata.labels = ["team": "a"]; $0.type = "claude"; $0.credentials = ["K": "v"] } })
+      }
+      #expect(labelled?.code == .invalidArgument)
+      #expect(labelled?.message.contains("provider labels are not supported yet (got team)") == true, "\(String(describing: labelled))")
+      #expect(await rpcError { _ = try await api.getProvider(.with { $0.name = "lab" }) }?.code == .notFound)
+      let relabel = await rpcError { _ = try await api.updateProvider(.with { $0.provider = .with { $0.metadata.name = "claude-main"; $0.metadata.labels = ["team": "a"] } }) }
+      #expect(relabel?.code == .invalidArgument)
 
       let got = try await api.getProvider(.with { $0.name = "claude-main" }).provider
       #expect(got == created)

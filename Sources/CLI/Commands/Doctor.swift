@@ -88,15 +88,9 @@ struct DoctorExec: AsyncParsableCommand {
         return
       }
       let (gw, meta) = try localGateway(global, name)
-      let p = Process()
-      p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-      p.arguments = command
-      p.currentDirectoryURL = gw.dataDir
-      p.environment = ProcessInfo.processInfo.environment.merging(
+      let environment = ProcessInfo.processInfo.environment.merging(
         gw.environment(endpoint: meta?.gateway_endpoint ?? gw.launchConfig?.endpoint)) { _, new in new }
-      do { try p.run() } catch { throw CLIError("cannot run \(command[0]): \(error)") }
-      p.waitUntilExit()
-      let code = p.terminationReason == .uncaughtSignal ? 128 + p.terminationStatus : p.terminationStatus
+      let code = try await ChildProcess.run("/usr/bin/env", command, environment: environment, workingDirectory: gw.dataDir.path)
       if code != 0 { throw ExitCode(code) }
     }
   }

@@ -187,7 +187,7 @@ struct GatewayStart: AsyncParsableCommand {
       archived = try gw.archive()
     }
     if let source = restoreFrom {
-      try runRestore(source: source, gateway: gw)
+      try await runRestore(source: source, gateway: gw)
     }
     let fresh = !gw.hasLog
     let createdDir = !gw.exists
@@ -233,17 +233,13 @@ struct GatewayStart: AsyncParsableCommand {
   }
 
   /// Runs `openshell-replay restore` (installed next to this binary, or $OPENSHELL_REPLAY_BIN).
-  private func runRestore(source: String, gateway gw: LocalGateway) throws {
+  private func runRestore(source: String, gateway gw: LocalGateway) async throws {
     let env = ProcessInfo.processInfo.environment
     let replay = env["OPENSHELL_REPLAY_BIN"] ?? URL(fileURLWithPath: ProcessTable.selfExecutable).deletingLastPathComponent().appendingPathComponent("openshell-replay").path
     guard FileManager.default.isExecutableFile(atPath: replay) else {
       throw CLIError("openshell-replay not found at \(replay) (set OPENSHELL_REPLAY_BIN)")
     }
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: replay)
-    p.arguments = ["restore", source, "--gateway", gw.name, "--data-dir", gw.dataDir.path]
-    try p.run()
-    p.waitUntilExit()
-    guard p.terminationStatus == 0 else { throw CLIError("restore from \(source) failed (see the message above)", code: p.terminationStatus) }
+    let code = try await ChildProcess.run(replay, ["restore", source, "--gateway", gw.name, "--data-dir", gw.dataDir.path])
+    guard code == 0 else { throw CLIError("restore from \(source) failed (see the message above)", code: code) }
   }
 }

@@ -116,13 +116,8 @@ func resolveOrBootstrap(_ global: GatewayOptions, bootstrap: Bool) async throws 
   }
   printErr("No gateway configured; starting a local gateway 'openshell'…")
   let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-  let p = Process()
-  p.executableURL = URL(fileURLWithPath: exe)
-  p.arguments = ["gateway", "start", "--name", "openshell"]
-  p.standardOutput = FileHandle.standardError
-  try p.run()
-  p.waitUntilExit()
-  guard p.terminationStatus == 0 else { throw CLIError("could not start a local gateway (openshell gateway start exited \(p.terminationStatus))") }
+  let code = try await ChildProcess.run(exe, ["gateway", "start", "--name", "openshell"], stdout: .toStandardError)
+  guard code == 0 else { throw CLIError("could not start a local gateway (openshell gateway start exited \(code))") }
   return try global.resolve()
 }
 

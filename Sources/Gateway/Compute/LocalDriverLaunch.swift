@@ -66,7 +66,7 @@ extension LocalComputeDriver {
         })))
       }
       if condition.status != "True" { hub.logs.gateway(s.id, "SECURITY (high): \(condition.message)", level: "ERROR") }
-      let (instance, issued) = try launch(s, endpoint: endpoint, plan: plan, user: user)
+      let (instance, issued) = try await launch(s, endpoint: endpoint, plan: plan, user: user)
       instances.withLock { $0[s.id] = instance }
       if let i = issued { events.append(Self.certificateIssued(sandboxID: s.id, i)) }
       hub.logs.gateway(s.id, "supervisor started (pid \(instance.pid), instance \(instance.instanceID))")
@@ -100,7 +100,7 @@ extension LocalComputeDriver {
   /// - Parameters:
   ///   - plan: the workloads' confinement, written into launch.json.
   ///   - user: the host identity of `sandbox` (nil when the gateway is not root).
-  func launch(_ s: SandboxRecord, endpoint: String, plan: ConfinementPlan, user: SandboxUser?) throws -> (SandboxInstance, CertificateIssuance?) {
+  func launch(_ s: SandboxRecord, endpoint: String, plan: ConfinementPlan, user: SandboxUser?) async throws -> (SandboxInstance, CertificateIssuance?) {
     let fm = FileManager.default
     let base = dir(s.id)
     let workspace = base + "/workspace"
@@ -142,7 +142,7 @@ extension LocalComputeDriver {
     let trust = base + "/tls"
     try? fm.removeItem(atPath: trust)
     try fm.createDirectory(atPath: trust, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
-    try SandboxSSHHostKey.generate(in: run, comment: "openshell-sandbox-\(s.id)", owner: user)
+    try await SandboxSSHHostKey.generate(in: run, comment: "openshell-sandbox-\(s.id)", owner: user)
     let spec = (try? Openshell_V1_SandboxSpec(serializedBytes: s.spec)) ?? .init()
     let env: [String: String]
     do { env = try SandboxEnvironmentSecrets.environment(of: s, vault: vault) } catch {
@@ -225,7 +225,10 @@ extension LocalComputeDriver {
       pid: process.pid, startTicks: ticks, instanceID: instanceID, endpoint: endpoint,
       startedNs: Int64(Date().timeIntervalSince1970 * 1e9))
     do {
-      try JSONEncoder().encode(instance).write(to: URL(fileURLWithPath: base + "/instance.json"))
+      // Atomically (a temporary file renamed over it): a crash mid-write leaves the previous record or
+      // none, never a truncated one that a restarted gateway could not read (its processes would then be
+      // known only by their marks, StrayProcesses).
+      try JSONEncoder().encode(instance).write(to: URL(fileURLWithPath: base + "/instance.json"), options: .atomic)
     } catch {
       // Unrecorded, it would run unknown to any later gateway (e.g. on a full disk): end it now.
       kill(process.pid, SIGKILL)

@@ -1,6 +1,8 @@
 import Crypto
 import Foundation
 import SandboxProtocol
+import Subprocess
+import SystemPackage
 
 #if canImport(Glibc)
   import Glibc
@@ -23,7 +25,7 @@ enum SandboxSSHHostKey {
   /// Generates a new Ed25519 pair in `directory` (replacing an old one).
   /// - Parameter owner: the sandbox user (nil when the gateway is not root: the key keeps our uid).
   /// - Throws: `SpawnError` when ssh-keygen is missing or fails.
-  static func generate(in directory: String, comment: String, owner: SandboxUser?) throws {
+  static func generate(in directory: String, comment: String, owner: SandboxUser?) async throws {
     let keygen = "/usr/bin/ssh-keygen"
     guard FileManager.default.isExecutableFile(atPath: keygen) else {
       throw SpawnError("\(keygen) not found (apt-get install openssh-client): a sandbox needs an SSH host key")
@@ -31,19 +33,13 @@ enum SandboxSSHHostKey {
     let path = directory + "/" + privateName
     unlink(path)
     unlink(path + ".pub")
-    let p = try Spawner.spawn(keygen, ["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path], environment: [:], stderr: .pipe)
-    var message = Data()
-    if let fd = p.stderr {
-      var buffer = [UInt8](repeating: 0, count: 4096)
-      while true {
-        let n = read(fd, &buffer, buffer.count)
-        if n > 0 { message.append(contentsOf: buffer[0..<n]) } else if n < 0 && errno == EINTR { continue } else { break }
-      }
-      close(fd)
-    }
-    let status = Spawner.waitBlocking(p.pid)
-    guard status == 0 else {
-      throw SpawnError("ssh-keygen failed (exit \(status)): \(String(decoding: message, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))")
+    // swift-subprocess: an empty environment, stdin and stdout /dev/null, descriptors above 2 closed.
+    let result = try await Subprocess.run(
+      .path(FilePath(keygen)), arguments: ["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path], environment: .custom([:]),
+      output: .discarded, error: .string(limit: 64 * 1024))
+    guard result.terminationStatus.isSuccess else {
+      let message = result.standardError.trimmingCharacters(in: .whitespacesAndNewlines)
+      throw SpawnError("ssh-keygen failed (\(result.terminationStatus)): \(message)")
     }
     if let owner {
       guard chown(path, owner.uid, owner.gid) == 0 else { throw SpawnError("cannot give \(path) to the sandbox user: errno \(errno)") }

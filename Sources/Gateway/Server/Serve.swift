@@ -24,6 +24,12 @@ public struct GatewayConfiguration: Sendable {
   public var oidc: OIDCSettings?
   /// Extra host names or IPs the server certificate must cover (`--gateway-host`).
   public var gatewayHosts: [String] = []
+  /// The host sandbox supervisors dial (and the SSH endpoint the gateway hands out): 127.0.0.1 for a
+  /// wildcard bind (`0.0.0.0`, `::`), else the bind address itself. The server certificate always names
+  /// it (IP or DNS SAN), because supervisors verify the gateway's host name (issue 16, TLS).
+  public var supervisorDialHost: String {
+    ["0.0.0.0", "::", "[::]", ""].contains(bindAddress) ? "127.0.0.1" : bindAddress
+  }
   public var gatewayName: String = "openshell"
   /// Recorded in the gateway's configuration events; GPU passthrough comes with the drivers.
   public var gpu = false
@@ -122,7 +128,9 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
   defer { log.close() }
   let exportFrom = log.headSeq + 1
   // The PKI exists in every mode so that switching modes keeps the same CA.
-  let pki = try GatewayPKI.loadOrCreate(directory: configuration.dataDirectory + "/pki", gatewayHosts: configuration.gatewayHosts)
+  // The server certificate also names the address sandbox supervisors dial (they verify it).
+  let pki = try GatewayPKI.loadOrCreate(
+    directory: configuration.dataDirectory + "/pki", gatewayHosts: configuration.gatewayHosts + [configuration.supervisorDialHost])
   try await recordStartup(store: store, configuration: configuration, pki: pki)
   metrics.setHeadSeq(log.headSeq)
 
@@ -219,7 +227,7 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
     group.addTask {
       for _ in 0..<500 {
         if let port = await server.listeningPort {
-          let host = ["0.0.0.0", "::", ""].contains(configuration.bindAddress) ? "127.0.0.1" : configuration.bindAddress
+          let host = configuration.supervisorDialHost
           let scheme = configuration.security.usesTLS ? "https" : "http"
           sshSettings.setEndpoint(host: host, port: port, scheme: scheme)
           if let driver {

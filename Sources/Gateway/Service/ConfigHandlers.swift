@@ -188,6 +188,9 @@ extension OpenShellService {
       case .success(let v): stored = v
       case .failure(let m): throw RPCErrors.invalidArgument(field: "setting_key", m.message)
       }
+      if let refusal = SettingsRegistry.unsupported(key: key, stored) {
+        throw RPCErrors.failedPrecondition(refusal)
+      }
     } else if SettingsRegistry.keys[key] == nil {
       throw RPCErrors.invalidArgument(field: "setting_key", "unknown setting key '\(key)' (registered: \(SettingsRegistry.keys.keys.sorted().joined(separator: ", ")))")
     }

@@ -40,6 +40,16 @@ enum SettingsRegistry {
     }
   }
 
+  /// Why a value is refused although it is well-formed, or nil: values whose effect this gateway does
+  /// not have yet are refused, never stored and ignored (issue 16). `ocsf_json_enabled=true` asks the
+  /// supervisor for OCSF JSONL files inside the sandbox (openshell-behavior.md §1E, "Files inside the
+  /// sandbox"), which it does not write; `false`, the default, is accepted.
+  static func unsupported(key: String, _ stored: String) -> String? {
+    guard key == "ocsf_json_enabled", stored == "true" else { return nil }
+    return "setting 'ocsf_json_enabled' = true is not supported yet: supervisors write no OCSF JSONL files in sandboxes; "
+      + "the gateway's audit trail is available as OCSF events with `openshell audit -o ocsf`"
+  }
+
   static func wire(key: String, _ stored: String) -> Openshell_Sandbox_V1_SettingValue {
     switch keys[key] {
     case .bool?: return .with { $0.boolValue = stored == "true" }

@@ -95,6 +95,16 @@ extension OpenShellService {
     }
   }
 
+  /// Provider labels are not stored (the provider events have no labels yet), so a request that sets
+  /// them is refused rather than answered OK with the labels dropped (issue 16). A label selector on
+  /// ListProviders matches providers as label-less.
+  /// - Throws: INVALID_ARGUMENT naming `provider.metadata.labels`.
+  static func refuseLabels(_ p: Openshell_Datamodel_V1_Provider) throws {
+    guard !p.metadata.labels.isEmpty else { return }
+    throw RPCErrors.invalidArgument(
+      field: "provider.metadata.labels", "provider labels are not supported yet (got \(p.metadata.labels.keys.sorted().joined(separator: ", "))); create the provider without labels")
+  }
+
   // MARK: CRUD
 
   public func createProvider(request: Openshell_V1_CreateProviderRequest, context: ServerContext) async throws -> Openshell_V1_ProviderResponse {
@@ -105,6 +115,7 @@ extension OpenShellService {
     if !p.metadata.name.isEmpty, let v = NameRule.violation(p.metadata.name) {
       throw RPCErrors.invalidArgument(field: "provider.metadata.name", "provider name \(p.metadata.name.debugDescription) \(v)")
     }
+    try Self.refuseLabels(p)
     if p.credentials.isEmpty { throw RPCErrors.invalidArgument(field: "provider.credentials", "at least one credential is required") }
     try checkCredentials(p.credentials, field: "provider.credentials", update: false)
     try checkConfig(p.config, field: "provider.config")
@@ -175,6 +186,7 @@ extension OpenShellService {
     let p = request.provider
     let name = p.metadata.name
     if name.isEmpty { throw RPCErrors.invalidArgument(field: "provider.metadata.name", "is required") }
+    try Self.refuseLabels(p)
     try checkCredentials(p.credentials, field: "provider.credentials", update: true)
     try checkConfig(p.config, field: "provider.config")
     let requestedType = p.type.isEmpty ? nil : try providerType(p.type)

@@ -6,6 +6,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import Synchronization
+import UnixSignals
 
 /// Errors thrown by ``GatewayServer``.
 public enum GatewayServerError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -192,12 +193,9 @@ public final class GatewayServer: Sendable {
     guard first else { throw GatewayServerError.alreadyRunning }
 
     let server = GRPCServer(transport: transport, services: services, interceptors: interceptors)
-    let signals = configuration.handleSignals
-      ? SignalWatcher(signals: [SIGTERM, SIGINT]) { [logger, shutdown] signal in
-        logger.info("received signal \(signal), shutting down gracefully")
-        shutdown.continuation.yield()
-      } : nil
-    defer { signals?.cancel() }
+    // SIGTERM/SIGINT start the graceful shutdown (swift-service-lifecycle's UnixSignals; its sequence is
+    // registered before serving starts, so no early signal takes the default action).
+    let signals = configuration.handleSignals ? await UnixSignalsSequence(trapping: .sigterm, .sigint) : nil
 
     let grace = configuration.shutdownGracePeriod
     let logger = self.logger
@@ -205,6 +203,14 @@ public final class GatewayServer: Sendable {
     let subscriptionDrain = self.subscriptionDrain
     try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask { try await server.serve() }
+      if let signals {
+        group.addTask { [logger, shutdown] in
+          for await signal in signals {
+            logger.info("received signal \(signal), shutting down gracefully")
+            shutdown.continuation.yield()
+          }
+        }
+      }
       group.addTask {
         for await _ in requests { break }
         guard !Task.isCancelled else { return }
