@@ -100,6 +100,12 @@ extension LocalComputeDriver {
   /// - Parameters:
   ///   - plan: the workloads' confinement, written into launch.json.
   ///   - user: the host identity of `sandbox` (nil when the gateway is not root).
+  /// Environment variable of the test-only crash point: `1` ends the gateway process right after it spawned a
+  /// supervisor and before it recorded `instance.json` (exit status ``testExitAfterSpawnStatus``). Tests only.
+  static let testExitAfterSpawnVariable = "OPENSHELL_TEST_EXIT_AFTER_SPAWN"
+  /// Exit status of the test-only crash point.
+  static let testExitAfterSpawnStatus: Int32 = 86
+
   func launch(_ s: SandboxRecord, endpoint: String, plan: ConfinementPlan, user: SandboxUser?) async throws -> (SandboxInstance, CertificateIssuance?) {
     let fm = FileManager.default
     let base = dir(s.id)
@@ -220,6 +226,9 @@ extension LocalComputeDriver {
       executable, arguments, environment: environment,
       stdout: .appendFile(base + "/supervisor.log"), stderr: .appendFile(base + "/supervisor.log"),
       newSession: true, fd3File: base + "/bwrap-info.json")
+    // Test switch (tests only): the gateway process ends here, between the spawn and its record, as a
+    // kill -9 at the worst moment would (SandboxOrphanTests.gatewayKilledBetweenSpawnAndRecord).
+    if ProcessInfo.processInfo.environment[Self.testExitAfterSpawnVariable] == "1" { _exit(Self.testExitAfterSpawnStatus) }
     let ticks = HostProcess.stat(process.pid)?.startTicks ?? 0
     let instance = SandboxInstance(
       pid: process.pid, startTicks: ticks, instanceID: instanceID, endpoint: endpoint,
