@@ -55,18 +55,25 @@ struct SandboxSpawnCrashTests {
     #expect(!FileManager.default.fileExists(atPath: "\(dir)/sandboxes/\(id)/instance.json"), "nothing recorded it")
 
     let second = try await SandboxGateway.start(dataDirectory: dir, port: port)
-    defer { Task { await second.stopEverything() } }
-    try await second.withClient { c in
-      try await c.wait("spawn-crash", .ready)
-      let r = try await c.exec("spawn-crash", ["echo", "one"])
-      #expect(r.out == "one\n")
+    do {
+      try await second.withClient { c in
+        try await c.wait("spawn-crash", .ready)
+        let r = try await c.exec("spawn-crash", ["echo", "one"])
+        #expect(r.out == "one\n")
+      }
+      let now = SandboxOrphanTests.marked(dir, id)
+      #expect(now.count == 2, "exactly one instance: its outer bwrap and namespace init (\(now))")
+      #expect(Set(now).isDisjoint(with: orphans), "the unrecorded supervisor was ended, not adopted (\(orphans) → \(now))")
+      let recorded = second.running.driver?.supervisorPID(id)
+      #expect(recorded != nil && !orphans.contains(recorded!), "the running supervisor is the recorded one")
+      #expect(FileManager.default.fileExists(atPath: "\(dir)/sandboxes/\(id)/instance.json"))
+    } catch {
+      Issue.record(error)
     }
-    let now = SandboxOrphanTests.marked(dir, id)
-    #expect(now.count == 2, "exactly one instance: its outer bwrap and namespace init (\(now))")
-    #expect(Set(now).isDisjoint(with: orphans), "the unrecorded supervisor was ended, not adopted (\(orphans) → \(now))")
-    let recorded = second.running.driver?.supervisorPID(id)
-    #expect(recorded != nil && !orphans.contains(recorded!), "the running supervisor is the recorded one")
-    #expect(FileManager.default.fileExists(atPath: "\(dir)/sandboxes/\(id)/instance.json"))
+    // Deleted and stopped before returning (a deferred stop may not run before the test process exits,
+    // which would leave the sandbox's network namespace behind).
+    try await second.withClient { c in try await c.deleteAndWait("spawn-crash") }
+    await second.stopEverything()
   }
 
   /// A client of the out-of-process gateway with the operator certificate it wrote to `dir/pki`.
