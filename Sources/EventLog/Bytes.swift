@@ -7,6 +7,15 @@ extension Array where Element == UInt8 {
   mutating func appendBE(_ v: UInt32) {
     for shift in stride(from: 24, through: 0, by: -8) { append(UInt8(truncatingIfNeeded: v >> UInt32(shift))) }
   }
+  /// Appends `v` as an unsigned LEB128 varint (7 bits per byte, low group first, high bit = more follow).
+  mutating func appendVarint(_ v: UInt64) {
+    var v = v
+    while v >= 0x80 {
+      append(UInt8(truncatingIfNeeded: v) | 0x80)
+      v >>= 7
+    }
+    append(UInt8(v))
+  }
   mutating func appendBE(_ v: UInt16) {
     append(UInt8(truncatingIfNeeded: v >> 8))
     append(UInt8(truncatingIfNeeded: v))
@@ -63,6 +72,21 @@ struct ByteReader {
     defer { offset += n }
     return UnsafeRawBufferPointer(rebasing: buf[offset..<(offset + n)])
   }
+  /// An unsigned LEB128 varint of at most 10 bytes; nil past the end or if it overflows 64 bits.
+  mutating func varint() -> UInt64? {
+    var v: UInt64 = 0
+    var shift: UInt64 = 0
+    while offset < buf.count {
+      let b = buf[offset]
+      offset += 1
+      if shift == 63 && b > 1 { return nil }
+      v |= UInt64(b & 0x7F) << shift
+      if b & 0x80 == 0 { return v }
+      shift += 7
+      if shift > 63 { return nil }
+    }
+    return nil
+  }
   mutating func string(_ n: Int) -> String? {
     guard let b = bytes(n) else { return nil }
     return String(validating: b, as: UTF8.self)
@@ -92,12 +116,21 @@ enum CRC32C {
     return c
   }
 
-  static func checksum(_ buf: UnsafeRawBufferPointer) -> UInt32 {
-    var crc: UInt32 = 0xFFFF_FFFF
+  static func checksum(_ buf: UnsafeRawBufferPointer) -> UInt32 { checksum(buf, continuing: 0) }
+
+  /// The checksum of `previous`'s input followed by `buf` (`continuing: 0` starts afresh).
+  static func checksum(_ buf: UnsafeRawBufferPointer, continuing previous: UInt32) -> UInt32 {
+    var crc: UInt32 = previous ^ 0xFFFF_FFFF
     table.withUnsafeBufferPointer { t in
       for b in buf { crc = t[Int((crc ^ UInt32(b)) & 0xFF)] ^ (crc >> 8) }
     }
     return crc ^ 0xFFFF_FFFF
+  }
+
+  /// CRC-32C of the 8-byte big-endian `key` followed by `buf` (v2 records and chain checkpoints).
+  static func checksum(key: UInt64, _ buf: UnsafeRawBufferPointer) -> UInt32 {
+    let k = seqKey(key)
+    return checksum(buf, continuing: k.withUnsafeBytes { checksum($0) })
   }
 
   static func checksum(_ bytes: [UInt8]) -> UInt32 { bytes.withUnsafeBytes { checksum($0) } }

@@ -69,7 +69,7 @@ func zstdErrorName(_ code: Int) -> String { String(cString: ZSTD_getErrorName(co
 
 /// Compresses payloads on one thread (the writer's), reusing one `ZSTD_CCtx`.
 final class Compressor {
-  private let cctx: OpaquePointer
+  let cctx: OpaquePointer
   let level: Int32
 
   init(level: Int32) throws {
@@ -103,6 +103,38 @@ final class Compressor {
   }
 }
 
+extension Compressor {
+  /// The zstd frame magic number as it starts every frame (0xFD2FB528, little-endian).
+  static let frameMagic: [UInt8] = [0x28, 0xB5, 0x2F, 0xFD]
+
+  /// Compresses a v2 record body (``RecordFormat``): one zstd frame without dictionary id, with content size,
+  /// its 4-byte magic number removed. Returns the raw bytes (`raw == true`) when that is not smaller.
+  func compressBody(_ src: [UInt8], dict: ZstdDictionary?) throws -> (bytes: [UInt8], raw: Bool) {
+    if src.isEmpty { return ([], true) }
+    var out = [UInt8](repeating: 0, count: ZSTD_compressBound(src.count))
+    let n: Int = src.withUnsafeBytes { s in
+      out.withUnsafeMutableBytes { o in
+        _ = ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters)
+        var rc: Int
+        if let dict {
+          rc = dict.withCDict { ZSTD_CCtx_refCDict(cctx, $0) }
+        } else {
+          rc = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level)
+        }
+        if ZSTD_isError(rc) != 0 { return rc }
+        rc = ZSTD_CCtx_setParameter(cctx, ZSTD_c_dictIDFlag, 0)
+        if ZSTD_isError(rc) != 0 { return rc }
+        return ZSTD_compress2(cctx, o.baseAddress, o.count, s.baseAddress, s.count)
+      }
+    }
+    if ZSTD_isError(n) != 0 {
+      throw EventLogError(code: .storage, message: "zstd compression failed: \(zstdErrorName(n))")
+    }
+    guard n > 4, Array(out[0..<4]) == Self.frameMagic, n - 4 < src.count else { return (src, true) }
+    return (Array(out[4..<n]), false)
+  }
+}
+
 /// A pool of `ZSTD_DCtx` for readers on any thread.
 final class DecompressorPool: @unchecked Sendable {
   /// A context not in use by any thread.
@@ -112,6 +144,14 @@ final class DecompressorPool: @unchecked Sendable {
 
   deinit {
     pool.withLock { for d in $0 { ZSTD_freeDCtx(d.ptr) } }
+  }
+
+  /// Decompresses a v2 body frame stored without its magic number (see ``Compressor/compressBody``).
+  func decompressBody(_ src: UnsafeRawBufferPointer, length: Int, dict: ZstdDictionary?) -> Result<[UInt8], ZstdFailure> {
+    var frame = Compressor.frameMagic
+    frame.reserveCapacity(src.count + 4)
+    frame.append(contentsOf: src)
+    return frame.withUnsafeBytes { decompress($0, length: length, dict: dict) }
   }
 
   /// Decompresses one zstd frame that must expand to exactly `length` bytes. Returns a reason on failure.

@@ -39,7 +39,7 @@ extension Writer {
   /// A validated request with its payloads already compressed (reused across map-growth retries).
   private struct Prepared {
     var request: AppendRequest
-    var stored: [(bytes: [UInt8], raw: Bool)]
+    var stored: [(bytes: [UInt8], raw: Bool, bodyLength: Int)]
   }
 
   /// Writes one group of append calls in one write transaction (group commit).
@@ -58,7 +58,11 @@ extension Writer {
         guard !r.events.isEmpty else { throw EventLogError.invalid("append needs at least one event") }
         for e in r.events { try RecordFormat.validate(e) }
         if let cp = r.checkpoint { try validateName(cp.name, what: "checkpoint name") }
-        let stored = try r.events.map { try compressor.compress($0.payload, dict: activeDictionary) }
+        let stored = try r.events.map { e in
+          let body = RecordFormat.body(of: e)
+          let c = try compressor.compressBody(body, dict: activeDictionary)
+          return (bytes: c.bytes, raw: c.raw, bodyLength: body.count)
+        }
         prepared.append((i, Prepared(request: r, stored: stored)))
       } catch let e as EventLogError {
         results[i] = .failure(e)
@@ -69,15 +73,28 @@ extension Writer {
 
     struct Outcome {
       var head: PublishedState
+      var lastCheckpoint: UInt64
       var records: [EventRecord] = []
       var ranges: [Int: Result<ClosedRange<UInt64>, EventLogError>] = [:]
     }
     let dbs = shared.env.dbs
     let start = head
+    let startCheckpoint = lastCheckpoint
+    let interval = ChainCheckpoints.interval
     do {
       let outcome: Outcome = try withMapGrowth {
         try shared.env.withWrite { txn -> Outcome in
-          var out = Outcome(head: start)
+          var out = Outcome(head: start, lastCheckpoint: startCheckpoint)
+          guard let chainDB = dbs.chain else { throw EventLogError(code: .storage, message: "no chain database") }
+          func checkpoint(_ seq: UInt64, _ hash: [UInt8]) throws {
+            try txn.put(chainDB, seqKey(seq), ChainCheckpoints.value(seq: seq, hash: hash))
+            out.lastCheckpoint = seq
+          }
+          // A log last written by an older build has no checkpoint near its head: anchor the chain there, so
+          // no read of a v2 record walks back further than one interval.
+          if start.headSeq > 0, start.headSeq - startCheckpoint >= interval, !prepared.isEmpty {
+            try checkpoint(start.headSeq, start.headHash)
+          }
           var versions: [AggregateRef: UInt64] = [:]
           var touched = Set<AggregateRef>()
           func version(_ a: AggregateRef) throws -> UInt64 {
@@ -104,10 +121,11 @@ extension Writer {
               let ts = e.timestampNs ?? 0
               let prev = out.head.headHash
               let hash = RecordFormat.chainHash(previousHash: prev, seq: seq, timestampNs: ts, event: e)
-              let value = RecordFormat.encode(
-                seq: seq, timestampNs: ts, event: e, dictionaryID: dictID, storedPayload: s.bytes, raw: s.raw,
-                previousHash: prev)
+              let value = RecordFormat.encodeV2(
+                seq: seq, timestampNs: ts, dictionaryID: dictID, stored: s.bytes, raw: s.raw,
+                bodyLength: s.bodyLength)
               try txn.put(dbs.events, seqKey(seq), value, flags: MDB_APPEND)
+              if seq % interval == 0 { try checkpoint(seq, hash) }
               versions[e.aggregate] = try version(e.aggregate) + 1
               touched.insert(e.aggregate)
               out.records.append(
@@ -133,6 +151,7 @@ extension Writer {
       }
       // Durable: publish the new head, then feed subscribers, then resume the callers.
       head = outcome.head
+      lastCheckpoint = outcome.lastCheckpoint
       let newHead = outcome.head
       shared.state.withLock {
         $0.headSeq = newHead.headSeq

@@ -26,7 +26,10 @@ struct Databases: Sendable {
   var checkpoints: MDB_dbi = 0
   var dicts: MDB_dbi = 0
   var aggregates: MDB_dbi = 0
+  /// Chain checkpoints (``ChainCheckpoints``); nil in a log no writer of format 2 has opened yet (read-only).
+  var chain: MDB_dbi?
 
+  /// Databases every initialised log has (`chain` is created by the first writer of format 2).
   static let names = ["events", "meta", "snapshots", "checkpoints", "dicts", "aggregates"]
 }
 

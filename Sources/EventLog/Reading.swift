@@ -33,11 +33,13 @@ final class LogShared: Sendable {
     try dicts.dictionary(id) { try env.withRead { try $0.get(env.dbs.dicts, dictKey(id)) } }
   }
 
-  /// Decompresses and hashes a parsed record. Failures are `.corrupt` naming the record.
-  func decode(_ h: RecordFormat.Header, txn: Transaction) throws -> EventRecord {
-    let payload: [UInt8]
+  /// Decompresses and hashes a parsed record of either version. `previousHash` is the chain hash of the
+  /// record before: a v1 record carries its own (the argument is ignored); for a v2 record nil means "look it
+  /// up" (``hashBefore(_:txn:)``). Failures are `.corrupt` naming the record.
+  func decode(_ h: RecordFormat.Header, txn: Transaction, previousHash: [UInt8]?) throws -> EventRecord {
+    let bytes: [UInt8]
     if h.isRaw {
-      payload = Array(h.storedPayload)
+      bytes = Array(h.stored)
     } else {
       let dict: ZstdDictionary?
       do {
@@ -45,28 +47,47 @@ final class LogShared: Sendable {
       } catch let e as EventLogError where e.code == .corrupt {
         throw EventLogError.corrupt(h.seq, "record \(h.seq): \(e.message)")
       }
-      switch decompressors.decompress(h.storedPayload, length: h.uncompressedLength, dict: dict) {
-      case .success(let p): payload = p
-      case .failure(let f): throw EventLogError.corrupt(h.seq, "record \(h.seq): payload: \(f.description)")
+      let result = h.version == 1
+        ? decompressors.decompress(h.stored, length: h.uncompressedLength, dict: dict)
+        : decompressors.decompressBody(h.stored, length: h.uncompressedLength, dict: dict)
+      switch result {
+      case .success(let p): bytes = p
+      case .failure(let f):
+        throw EventLogError.corrupt(h.seq, "record \(h.seq): \(h.version == 1 ? "payload" : "body"): \(f.description)")
       }
     }
-    let hash = payload.withUnsafeBytes {
+    let f: RecordFormat.Fields
+    let prev: [UInt8]
+    if let v = h.v1 {
+      f = RecordFormat.Fields(
+        payloadVersion: v.payloadVersion, type: v.type, kind: v.kind, id: v.id, actor: v.actor,
+        requestID: v.requestID, payload: bytes)
+      prev = v.previousHash
+    } else {
+      f = try bytes.withUnsafeBytes { try RecordFormat.parseBody($0, seq: h.seq) }
+      prev = try previousHash ?? hashBefore(h.seq, txn: txn)
+    }
+    let hash = f.payload.withUnsafeBytes {
       RecordFormat.chainHash(
-        previousHash: h.previousHash, seq: h.seq, timestampNs: h.timestampNs, payloadVersion: h.payloadVersion,
-        type: h.type, kind: h.kind, id: h.id, actor: h.actor, requestID: h.requestID, payload: $0)
+        previousHash: prev, seq: h.seq, timestampNs: h.timestampNs, payloadVersion: f.payloadVersion,
+        type: f.type, kind: f.kind, id: f.id, actor: f.actor, requestID: f.requestID, payload: $0)
     }
     return EventRecord(
-      seq: h.seq, timestampNs: h.timestampNs, type: h.type, aggregate: AggregateRef(kind: h.kind, id: h.id),
-      actor: h.actor, requestID: h.requestID, payloadVersion: h.payloadVersion, dictionaryID: h.dictionaryID,
-      payload: payload, hash: hash, previousHash: h.previousHash, storedSize: h.storedSize)
+      seq: h.seq, timestampNs: h.timestampNs, type: f.type, aggregate: AggregateRef(kind: f.kind, id: f.id),
+      actor: f.actor, requestID: f.requestID, payloadVersion: f.payloadVersion, dictionaryID: h.dictionaryID,
+      payload: f.payload, hash: hash, previousHash: prev, storedSize: h.storedSize)
   }
 
   /// Reads one chunk in ONE short read transaction: scans at most `limit` records with seq in
-  /// `from...through`, returns those matching `filter` and the last seq scanned (nil if none).
-  func readChunk(from: UInt64, through: UInt64, filter: EventFilter, limit: Int) throws
-    -> (records: [EventRecord], lastScanned: UInt64?)
-  {
-    guard from <= through, limit > 0 else { return ([], nil) }
+  /// `from...through`, returns those matching `filter`, the last seq scanned (nil if none) and the chain
+  /// position after it (pass it back as `chain` for the next chunk so v2 records need no checkpoint lookup).
+  ///
+  /// A v2 record's header strings are inside its compressed body, so every v2 record scanned is decoded (and
+  /// hashed, to carry the chain); a v1 record is decoded only when it matches.
+  func readChunk(
+    from: UInt64, through: UInt64, filter: EventFilter, limit: Int, chain: ChainPosition? = nil
+  ) throws -> (records: [EventRecord], lastScanned: UInt64?, chain: ChainPosition?) {
+    guard from <= through, limit > 0 else { return ([], nil, chain) }
     return try env.withRead { txn in
       let cursor = try txn.cursor(env.dbs.events)
       defer { cursor.close() }
@@ -75,13 +96,21 @@ final class LogShared: Sendable {
       var scanned = 0
       var op = MDB_SET_RANGE
       var key: [UInt8]? = seqKey(from)
+      var position = chain
       while scanned < limit {
         let more: Bool? = try cursor.get(op, key: key) { k, v in
           guard let seq = decodeBE64(k) else { throw EventLogError.corrupt(nil, "events key of \(k.count) bytes") }
           if seq > through { return false }
           let h = try RecordFormat.parse(v, key: seq)
-          if filter.isAll || filter.matches(type: h.type, kind: h.kind, id: h.id, timestampNs: h.timestampNs) {
-            out.append(try decode(h, txn: txn))
+          if let f = h.v1, !filter.isAll,
+            !filter.matches(type: f.type, kind: f.kind, id: f.id, timestampNs: h.timestampNs)
+          {
+            position = nil
+          } else {
+            let prev = position.flatMap { $0.seq == seq - 1 ? $0.hash : nil }
+            let r = try decode(h, txn: txn, previousHash: prev)
+            position = ChainPosition(seq: seq, hash: r.hash)
+            if filter.isAll || filter.matches(r) { out.append(r) }
           }
           last = seq
           return true
@@ -91,7 +120,7 @@ final class LogShared: Sendable {
         op = MDB_NEXT
         key = nil
       }
-      return (out, last)
+      return (out, last, position)
     }
   }
 
@@ -99,6 +128,12 @@ final class LogShared: Sendable {
   func readHead() throws -> PublishedState {
     try env.withRead { txn in try readHeadState(txn, env.dbs) }
   }
+}
+
+/// A record's seq and chain hash, carried between chunks of a sequential read.
+struct ChainPosition: Sendable {
+  var seq: UInt64
+  var hash: [UInt8]
 }
 
 /// Key of a dictionary in the `dicts` database: u32 big-endian id.
@@ -135,6 +170,7 @@ public struct EventLogReader: Sendable {
   let filter: EventFilter
   let chunkSize: Int
   var buffer: [EventRecord] = []
+  var chain: ChainPosition?
   var index = 0
   var done = false
 
@@ -143,7 +179,9 @@ public struct EventLogReader: Sendable {
   public mutating func next() throws -> EventRecord? {
     while index >= buffer.count {
       if done { return nil }
-      let (records, last) = try shared.readChunk(from: nextSeq, through: through, filter: filter, limit: chunkSize)
+      let (records, last, position) = try shared.readChunk(
+        from: nextSeq, through: through, filter: filter, limit: chunkSize, chain: chain)
+      chain = position
       guard let last else {
         done = true
         return nil

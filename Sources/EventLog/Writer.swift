@@ -47,9 +47,12 @@ final class Writer: @unchecked Sendable {
   var head: PublishedState
   var activeDictionary: ZstdDictionary?
   var compressor: Compressor
+  /// Seq of the newest chain checkpoint (``ChainCheckpoints``).
+  var lastCheckpoint: UInt64
 
   init(shared: LogShared, head: PublishedState, activeDictionary: ZstdDictionary?) throws {
     self.shared = shared
+    lastCheckpoint = try shared.env.withRead { try ChainCheckpoints.lastSeq($0, shared.env.dbs) }
     self.head = head
     self.activeDictionary = activeDictionary
     compressor = try Compressor(level: shared.options.compressionLevel)
