@@ -49,6 +49,7 @@ struct LogCommand: AsyncParsableCommand {
       FileHandle.standardError.write(Data("  … \(msg)\n".utf8))
     }
     print(LogReport.render(res, settings))
+    print(LogTargets.render(res))
     print(String(format: "total wall time: %.1f s", Double(nowNs() - started) / 1e9))
     if !keep { try? fm.removeItem(atPath: base) }
   }
