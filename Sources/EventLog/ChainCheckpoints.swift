@@ -6,6 +6,12 @@ import CLMDB
 /// Value: `hash(seq)` (32 bytes) || CRC-32C of the 8-byte key followed by the hash (u32 big-endian), so a
 /// damaged checkpoint is recognised as such (readers fall back to an earlier one; `verify` names it). A log
 /// written only by older builds has no `chain` database until a writer opens it.
+///
+/// Cost of dropping the per-record link: a record's chain hash needs every record since the checkpoint before
+/// it, so a damaged record also makes the records after it, up to the next checkpoint, unreadable through
+/// `record(at:)` (`.corrupt` naming the damaged seq; their bytes are intact and `verify` names the first bad
+/// seq). A reader opened read-only before a writer first created `chain` sees no checkpoints and recomputes
+/// from seq 1 (correct, slower) until it reopens.
 enum ChainCheckpoints {
   /// A checkpoint every this many seqs: a random read recomputes at most `interval - 1` predecessors, and
   /// the checkpoints cost about 50 / 32 ≈ 1.6 bytes per event in LMDB pages.
