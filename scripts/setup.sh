@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(liblmdb-dev libzstd-dev libssl-dev pkg-config lmdb-utils protobuf-compiler curl openssl python3-venv bubblewrap
   libseccomp-dev python3 git strace util-linux iproute2 nftables openssh-client openssh-server openssh-sftp-server
-  nginx patchelf)
+  nginx patchelf python3-websockets python3-botocore)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -29,10 +29,7 @@ echo "system packages ready: ${pkgs[*]}"
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.build-venv-audit"
 req="$root/Tests/audit-tools/requirements.txt"
-want=$(sha256sum "$req" | cut -d' ' -f1)
-if [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
-  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install --disable-pip-version-check -q -r "$req"
-  echo "$want" > "$venv/.requirements.sha256"
-fi
+# shellcheck source=scripts/venv.sh
+. "$root/scripts/venv.sh"
+ensure_venv "$venv" "$req"
 echo "python packages ready: $venv ($(grep -cE '^[a-z]' "$req") packages)"

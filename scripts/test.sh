@@ -31,18 +31,21 @@ run_tests() {
   fi
   rm -f "$log"
 }
-for target in ProjectionsTests LogToolsTests PolicyKitTests EventLogTests GatewayTests; do
+for target in ProjectionsTests LogToolsTests PolicyKitTests EventLogTests; do
   echo "== swift test: $target"
   run_tests "$target" "^$target\."
 done
-# The CLI tests drive real daemons, sandboxes, ssh and unprivileged users through synchronous process
-# calls; run together, they hold Swift's cooperative threads (one per core) and starve each other's
-# gRPC deadlines. One suite at a time.
-cli_suites=$(swift test list --skip-build 2>/dev/null | grep '^CLITests\.' | sed 's|/.*||' | sort -u || true)
-[ -n "$cli_suites" ] || { echo "no CLITests suites listed"; failed+=("CLITests"); }
-for suite in $cli_suites; do
-  echo "== swift test: $suite"
-  run_tests "$suite" "^$suite/"
+# The gateway and CLI tests drive real daemons, sandboxes, ssh and unprivileged users, partly through
+# synchronous process calls; run together, their suites hold Swift's cooperative threads (one per core)
+# and starve each other's gRPC deadlines and timed checks. One suite at a time.
+all_tests=$(swift test list --skip-build 2>/dev/null || true)
+for target in GatewayTests CLITests; do
+  suites=$(grep "^$target\." <<<"$all_tests" | sed 's|/.*||' | sort -u || true)
+  [ -n "$suites" ] || { echo "no $target suites listed"; failed+=("$target"); }
+  for suite in $suites; do
+    echo "== swift test: $suite"
+    run_tests "$suite" "^$suite/"
+  done
 done
 echo "== fixtures"
 "$bin/openshell-fixtures" check --out Fixtures

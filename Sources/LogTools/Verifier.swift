@@ -50,7 +50,7 @@ public enum LogVerifier {
       if let snapshot, snapshot.seq <= log.headSeq {
         try StateLoader.replay(log, into: &state, through: .seq(snapshot.seq))
         result.snapshotSeq = snapshot.seq
-        result.snapshotMatches = SnapshotCodec.encode(state) == snapshot.bytes
+        result.snapshotMatches = SnapshotCodec.encode(state, as: SnapshotCodec.format(of: snapshot.bytes)) == snapshot.bytes
         if result.snapshotMatches == false {
           result.problem = "snapshot at seq \(snapshot.seq) differs from the state rebuilt from the log; `openshell-replay rebuild` writes a fresh snapshot"
           result.firstBadSeq = nil

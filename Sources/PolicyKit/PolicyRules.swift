@@ -195,6 +195,26 @@ public enum PolicyRules {
         if e.protocol == "sql" && e.enforcement == .enforce {
           issue("SQL enforcement requires full SQL parsing (not available in v1). Use enforcement: audit.")
         }
+        // Placeholders are resolved in bodies only where the proxy sees plaintext (policy-schema: "on a
+        // protocol: rest endpoint"); elsewhere the flag would promise what cannot happen.
+        if e.requestBodyCredentialRewrite && (e.protocol != "rest" || e.tls == .skip) {
+          issue("request_body_credential_rewrite requires protocol: rest without tls: skip (bodies are rewritten only where the proxy inspects them)", "request_body_credential_rewrite")
+        }
+        if e.websocketCredentialRewrite && (e.protocol != "rest" || e.tls == .skip) {
+          issue("websocket_credential_rewrite requires protocol: rest without tls: skip (messages are rewritten only where the proxy inspects them)", "websocket_credential_rewrite")
+        }
+        if !e.credentialSigning.isEmpty {
+          if !["sigv4", "sigv4:body", "sigv4:no_body"].contains(e.credentialSigning) {
+            issue("credential_signing must be sigv4, sigv4:body or sigv4:no_body", "credential_signing")
+          }
+          if e.signingService.isEmpty { issue("signing_service is required when credential_signing is set", "signing_service") }
+          if e.protocol != "rest" || e.tls == .skip {
+            issue("credential_signing requires protocol: rest without tls: skip (requests are re-signed only where the proxy inspects them)", "credential_signing")
+          }
+          if e.requestBodyCredentialRewrite {
+            issue("credential_signing and request_body_credential_rewrite are mutually exclusive", "credential_signing")
+          }
+        }
         if !e.denyRules.isEmpty {
           if e.protocol.isEmpty { issue("deny_rules require protocol (L7 inspection must be enabled)") }
           if !hasRules && !hasAccess { issue("deny_rules require rules or access to define the base allow set") }

@@ -89,6 +89,11 @@ public enum SandboxProtocol {
   /// 127.0.0.1:`port` inside the sandbox's network namespace and relays raw bytes (as for ``sshService``).
   /// Nothing listening there: the supervisor ends the stream without sending a byte.
   public static let serviceRelay = "service"
+  /// `RelayOpen.service_id` (with `target.tcp{port}`) for ForwardTcp's `tcp` targets (port forwarding):
+  /// relayed as ``serviceRelay``, but a port nobody listens on is answered with
+  /// `RelayOpenResult{success: false, error}` on the ConnectSupervisor stream, so the gateway can refuse
+  /// the ForwardTcp call with a status instead of an empty stream.
+  public static let tcpForwardService = "tcp-forward"
   /// Exit code reported when `execution_timeout` expires (the process group was killed), as timeout(1).
   public static let timeoutExitCode: Int32 = 124
 }

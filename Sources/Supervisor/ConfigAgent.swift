@@ -33,8 +33,8 @@ final class ConfigAgent: Sendable {
 
   let config: SupervisorConfig
   let logs: LogPusher
-  let client: Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>
-  let inference: Openshell_Inference_V1_Inference.Client<HTTP2ClientTransport.Posix>
+  let client: Openshell_V1_OpenShell.Client<RenewingTransport>
+  let inference: Openshell_Inference_V1_Inference.Client<RenewingTransport>
   let metadata: Metadata
   /// The proxy's policy holder (nil when the sandbox has no network confinement).
   let proxyPolicy: ProxyPolicy?
@@ -47,7 +47,7 @@ final class ConfigAgent: Sendable {
   /// The agent of this process (the session hands pushed updates to it).
   static let current = Mutex<ConfigAgent?>(nil)
 
-  init(config: SupervisorConfig, logs: LogPusher, grpc: GRPCClient<HTTP2ClientTransport.Posix>, metadata: Metadata, proxyPolicy: ProxyPolicy? = nil) {
+  init(config: SupervisorConfig, logs: LogPusher, grpc: GRPCClient<RenewingTransport>, metadata: Metadata, proxyPolicy: ProxyPolicy? = nil) {
     self.config = config
     self.proxyPolicy = proxyPolicy
     self.logs = logs

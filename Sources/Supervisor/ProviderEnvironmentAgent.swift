@@ -17,7 +17,7 @@ import Synchronization
 final class ProviderEnvironmentAgent: Sendable {
   let config: SupervisorConfig
   let logs: LogPusher
-  let client: Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>
+  let client: Openshell_V1_OpenShell.Client<RenewingTransport>
   let metadata: Metadata
   private let state = Mutex<(revision: UInt64, values: [String: String], fetched: Bool)>((0, [:], false))
   private let requests: AsyncStream<Void>
@@ -26,7 +26,7 @@ final class ProviderEnvironmentAgent: Sendable {
   /// The agent of this process (the session and the workload reach it through the statics).
   static let current = Mutex<ProviderEnvironmentAgent?>(nil)
 
-  init(config: SupervisorConfig, logs: LogPusher, client: Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>, metadata: Metadata) {
+  init(config: SupervisorConfig, logs: LogPusher, client: Openshell_V1_OpenShell.Client<RenewingTransport>, metadata: Metadata) {
     self.config = config
     self.logs = logs
     self.client = client

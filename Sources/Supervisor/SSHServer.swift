@@ -161,6 +161,8 @@ final class PipeWriter: @unchecked Sendable {
   private let queue = DispatchQueue(label: "openshell.pipe-writer")
   private let credit = ByteCredit(limit: 1 << 20)
   private var broken = false
+  /// Only touched on `queue`.
+  private var closed = false
 
   init(fd: Int32) { self.fd = fd }
 
@@ -168,7 +170,8 @@ final class PipeWriter: @unchecked Sendable {
     await credit.acquire(data.count)
     queue.async {
       defer { self.credit.release(data.count) }
-      guard !self.broken else { return }
+      // Never after close: the number may belong to another channel's descriptor by then.
+      guard !self.broken, !self.closed else { return }
       data.withUnsafeBytes { raw in
         var offset = 0
         while offset < raw.count {
@@ -179,49 +182,15 @@ final class PipeWriter: @unchecked Sendable {
     }
   }
 
+  /// Closes the descriptor once, after the queued writes. Idempotent: a relay closes its input both when
+  /// the gateway ends the channel and when the stream returns, and a second `close(2)` of the same number
+  /// would close whatever descriptor another channel got since (its sshd would see end of file).
   func close() {
     credit.close()
-    queue.async { _ = Glibc.close(self.fd) }
-  }
-}
-
-/// Reads a pipe on its own thread, at most 16 chunks (≤ 1 MiB) ahead of the consumer, which calls
-/// ``consumed()`` after handling each chunk. Closes the descriptor at end of file.
-final class BoundedPipeReader: Sendable {
-  let chunks: AsyncStream<Data>
-  /// Created at 0 and signalled 16 times: libdispatch traps when a semaphore is released while its
-  /// value is below the value it was created with, which a reader abandoned mid-stream would be.
-  private let slots = DispatchSemaphore(value: 0)
-
-  init(fd: Int32, chunkSize: Int = 65536) {
-    for _ in 0..<16 { slots.signal() }
-    let (stream, continuation) = AsyncStream<Data>.makeStream()
-    chunks = stream
-    let slots = self.slots
-    // Once nobody reads the stream any more, the thread reads (and drops) until end of file unthrottled.
-    let abandoned = SharedFlag()
-    continuation.onTermination = { _ in
-      abandoned.set()
-      slots.signal()
-    }
-    Thread.detachNewThread {
-      var buffer = [UInt8](repeating: 0, count: chunkSize)
-      while true {
-        if !abandoned.isSet { slots.wait() }
-        let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, chunkSize) }
-        if n > 0 {
-          continuation.yield(Data(buffer[0..<n]))
-        } else if n < 0 && errno == EINTR {
-          slots.signal()
-          continue
-        } else {
-          break
-        }
-      }
-      Glibc.close(fd)
-      continuation.finish()
+    queue.async {
+      guard !self.closed else { return }
+      self.closed = true
+      _ = Glibc.close(self.fd)
     }
   }
-
-  func consumed() { slots.signal() }
 }

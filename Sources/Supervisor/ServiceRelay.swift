@@ -15,9 +15,15 @@ extension Session {
   /// bytes both ways until either side ends. Only loopback is dialled, whatever host the target names
   /// besides `127.0.0.1`/`localhost`/empty (those are refused); nothing listening ends the channel at
   /// once without a byte, which the gateway answers with 502.
-  func relayService(_ open: Openshell_V1_RelayOpen) async {
+  /// With `reply` (ForwardTcp's ``SandboxProtocol/tcpForwardService``) a refusal is a `RelayOpenResult`
+  /// failure naming the reason instead.
+  func relayService(_ open: Openshell_V1_RelayOpen, reply: RelayReplies?) async {
     func refuse(_ why: String) async {
       logs.log("service: \(why)", level: "WARN")
+      if let reply {
+        reply.refuse(open.channelID, why)
+        return
+      }
       _ = try? await client.relayStream(request: StreamingClientRequest(metadata: metadata) { writer in
         try await writer.write(.with { $0.init_p = .with { $0.channelID = open.channelID } })
       }) { _ in }

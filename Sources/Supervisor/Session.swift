@@ -10,7 +10,7 @@ struct Session: Sendable {
   let config: SupervisorConfig
   let workload: Workload
   let logs: LogPusher
-  let client: Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>
+  let client: Openshell_V1_OpenShell.Client<RenewingTransport>
   let metadata: Metadata
   /// Set when the gateway accepted a session for the first time.
   let ready: SharedFlag
@@ -27,6 +27,19 @@ struct Session: Sendable {
     while !Task.isCancelled {
       epoch += 1
       let accepted = SharedFlag()
+      // What the supervisor sends on the session besides hello: heartbeats and relay refusals
+      // (``RelayReplies``); bounded, a refusal that does not fit is dropped (the gateway's open times out).
+      let (control, replies) = AsyncStream<Openshell_V1_SupervisorMessage>.makeStream(bufferingPolicy: .bufferingOldest(64))
+      let heartbeat = Task {
+        while !Task.isCancelled {
+          try await Task.sleep(for: .seconds(10))
+          replies.yield(.with { $0.heartbeat = .init() })
+        }
+      }
+      defer {
+        heartbeat.cancel()
+        replies.finish()
+      }
       let hello = Openshell_V1_SupervisorMessage.with {
         $0.hello = .with {
           $0.sandboxID = config.sandboxID
@@ -38,10 +51,7 @@ struct Session: Sendable {
         try await client.connectSupervisor(
           request: StreamingClientRequest(metadata: metadata) { writer in
             try await writer.write(hello)
-            while true {
-              try await Task.sleep(for: .seconds(10))
-              try await writer.write(.with { $0.heartbeat = .init() })
-            }
+            for await message in control { try await writer.write(message) }
           }
         ) { response in
           for try await message in response.messages {
@@ -53,7 +63,8 @@ struct Session: Sendable {
               ProviderEnvironmentAgent.refresh()
               logs.log("connected to the gateway; sandbox ready")
             case .relayOpen(let open):
-              Task { await relay(open) }
+              let reply = RelayReplies(replies)
+              Task { await relay(open, reply: reply) }
             case .configUpdate(let update):
               ConfigAgent.deliver(update)
               ProviderEnvironmentAgent.deliver(update)
@@ -88,13 +99,17 @@ struct Session: Sendable {
   }
 
   /// One relay channel: `exec` (below), `ssh` (``relaySSH(_:)``) or `exec-interactive` (``relayInteractive(_:)``).
-  func relay(_ open: Openshell_V1_RelayOpen) async {
+  func relay(_ open: Openshell_V1_RelayOpen, reply: RelayReplies) async {
     if open.serviceID == SandboxProtocol.sshService {
       await relaySSH(open)
       return
     }
     if open.serviceID == SandboxProtocol.serviceRelay {
-      await relayService(open)
+      await relayService(open, reply: nil)
+      return
+    }
+    if open.serviceID == SandboxProtocol.tcpForwardService {
+      await relayService(open, reply: reply)
       return
     }
     if open.serviceID == SandboxProtocol.interactiveExecService {
@@ -145,5 +160,14 @@ struct Session: Sendable {
       sink.finish()
       FileHandle.standardError.write(Data("openshell-sandbox: relay \(open.channelID): \(error)\n".utf8))
     }
+  }
+}
+
+/// How a relay handler refuses a channel on the ConnectSupervisor stream (`RelayOpenResult`).
+struct RelayReplies: Sendable {
+  let continuation: AsyncStream<Openshell_V1_SupervisorMessage>.Continuation
+  init(_ continuation: AsyncStream<Openshell_V1_SupervisorMessage>.Continuation) { self.continuation = continuation }
+  func refuse(_ channelID: String, _ why: String) {
+    continuation.yield(.with { $0.relayOpenResult = .with { $0.channelID = channelID; $0.success = false; $0.error = why } })
   }
 }

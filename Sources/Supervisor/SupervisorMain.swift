@@ -66,8 +66,10 @@ struct SupervisorMain {
     term.resume()
 
     let logs = LogPusher(sandboxID: config.sandboxID)
-    let transport: HTTP2ClientTransport.Posix
-    do { transport = try config.makeTransport() } catch {
+    let transport: RenewingTransport
+    do {
+      transport = try RenewingTransport(certificatePath: config.certPath, note: { logs.log($0) }) { try config.makeTransport() }
+    } catch {
       FileHandle.standardError.write(Data("openshell-sandbox: \(error)\n".utf8))
       exit(2)
     }
@@ -112,7 +114,7 @@ struct SupervisorMain {
 
   static func runMainProcess(
     _ config: SupervisorConfig, _ workload: Workload, _ logs: LogPusher,
-    _ client: Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>, _ metadata: Metadata
+    _ client: Openshell_V1_OpenShell.Client<RenewingTransport>, _ metadata: Metadata
   ) async {
     let command = config.launch.command
     logs.log("starting main process: \(command.joined(separator: " "))")

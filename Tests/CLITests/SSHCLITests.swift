@@ -57,6 +57,8 @@ struct SSHCLITests {
     try #require(r.code == 0, "\(r)")
     #expect(r.out.contains("Host openshell-box.default") && r.out.contains("StrictHostKeyChecking yes") && !r.out.contains("StrictHostKeyChecking no"), "\(r)")
     #expect(r.out.contains("ssh-proxy -g sshgw --name box --workspace default"), "\(r)")
+    // The fast key exchange and AES-GCM first (connect time and throughput, issue 11 benchmark).
+    #expect(r.out.contains("KexAlgorithms curve25519-sha256,") && r.out.contains("Ciphers aes256-gcm@openssh.com,"), "\(r)")
     let config = env.root.appendingPathComponent("ssh_config").path
     try r.out.write(toFile: config, atomically: true, encoding: .utf8)
     let host = "openshell-box.default"

@@ -108,26 +108,23 @@ import Testing
     }
   }
 
-  /// WatchEvents from the start while writers append: every seq exactly once, in order, history then live.
-  @Test func watchDeliversEverySeqOnceDuringConcurrentWrites() async throws {
-    let gw = try await TestGateway.start()
-    defer { Task { await gw.stop() } }
-    try await createProviders(gw, (0..<10).map { "before\($0)" })
+  /// Runs `writers` tasks that each create `perWriter` providers (named `<prefix><w>-<i>`), then one last
+  /// provider once they all finished, while a WatchEvents from `fromSeq` collects seqs; the watch stops once
+  /// it has delivered that last event (nothing else writes by then). Returns the seqs in delivery order.
+  func watchDuringWrites(_ gw: TestGateway, fromSeq: UInt64, writers: Int, perWriter: Int, prefix: String) async throws -> [UInt64] {
     let finalHead = DoneFlag()
-    let writers = Task {
+    let writing = Task {
       try await withThrowingTaskGroup(of: Void.self) { group in
-        for w in 0..<4 {
-          group.addTask { try await createProviders(gw, (0..<25).map { "w\(w)-\($0)" }) }
+        for w in 0..<writers {
+          group.addTask { try await createProviders(gw, (0..<perWriter).map { "\(prefix)\(w)-\($0)" }) }
         }
         try await group.waitForAll()
       }
-      // A last event after every writer finished (nothing else writes now): the watch stops once it has
-      // delivered it.
       finalHead.set(gw.running.store.log.headSeq + 1)
       try await createProviders(gw, ["last"])
     }
     let seen: [UInt64] = try await withAudit(gw) { audit in
-      try await audit.watchEvents(.with { $0.fromSeq = 0 }) { response in
+      try await audit.watchEvents(.with { $0.fromSeq = fromSeq }) { response in
         var seqs: [UInt64] = []
         for try await event in response.messages {
           seqs.append(event.seq)
@@ -136,7 +133,16 @@ import Testing
         return seqs
       }
     }
-    try await writers.value
+    try await writing.value
+    return seen
+  }
+
+  /// WatchEvents from the start while writers append: every seq exactly once, in order, history then live.
+  @Test func watchDeliversEverySeqOnceDuringConcurrentWrites() async throws {
+    let gw = try await TestGateway.start()
+    defer { Task { await gw.stop() } }
+    try await createProviders(gw, (0..<10).map { "before\($0)" })
+    let seen = try await watchDuringWrites(gw, fromSeq: 0, writers: 4, perWriter: 25, prefix: "w")
     #expect(seen.first == 1)
     #expect(seen == Array(1...(seen.last ?? 0)), "every seq exactly once and in order")
     #expect(seen.count >= 110)
@@ -155,28 +161,7 @@ import Testing
       }
       _ = try await log.append(batch)
     }
-    let finalHead = DoneFlag()
-    let writers = Task {
-      try await withThrowingTaskGroup(of: Void.self) { group in
-        for w in 0..<3 {
-          group.addTask { try await createProviders(gw, (0..<20).map { "c\(w)-\($0)" }) }
-        }
-        try await group.waitForAll()
-      }
-      finalHead.set(gw.running.store.log.headSeq + 1)
-      try await createProviders(gw, ["last"])
-    }
-    let seen: [UInt64] = try await withAudit(gw) { audit in
-      try await audit.watchEvents(.with { $0.fromSeq = 1 }) { response in
-        var seqs: [UInt64] = []
-        for try await event in response.messages {
-          seqs.append(event.seq)
-          if let head = finalHead.value, event.seq >= head { break }
-        }
-        return seqs
-      }
-    }
-    try await writers.value
+    let seen = try await watchDuringWrites(gw, fromSeq: 1, writers: 3, perWriter: 20, prefix: "c")
     #expect(seen.count >= 3500 + 61)
     #expect(seen == Array(1...(seen.last ?? 0)), "every seq exactly once and in order")
   }

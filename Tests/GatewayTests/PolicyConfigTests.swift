@@ -604,6 +604,10 @@ struct PolicyDeliveryTests {
       #expect(failed.activeVersion == v2.version)
       #expect(t2 < .seconds(1), "failed after \(t2)")
       #expect(try await c.get("deliver").status.currentPolicyVersion == v2.version)
+      // Deleted and stopped before the test returns (the deferred stop may not run before the process
+      // exits, which left the sandbox's network namespace behind).
+      try await c.deleteAndWait("deliver")
     }
+    await gw.stopEverything()
   }
 }

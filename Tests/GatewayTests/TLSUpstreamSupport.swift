@@ -9,8 +9,9 @@ import X509
 /// A test CA and an HTTPS upstream on 127.0.0.1 signed by it (a python3 `ssl` server started and
 /// ended by the test). The server answers every method with JSON `{method, path, body,
 /// authorization_sha256, api_key_sha256}` (digests, so the credential never travels back into the
-/// sandbox) and appends each request as one line `METHOD PATH | Authorization | X-Api-Key | body` to
-/// `requestLog` on the host, where the test reads what really arrived.
+/// sandbox) and appends each request as one line `METHOD PATH | Authorization | X-Api-Key | body |
+/// cl=<Content-Length> te=<Transfer-Encoding>` to `requestLog` on the host (a chunked body de-chunked,
+/// line breaks as `\n`), where the test reads what really arrived.
 final class TLSUpstream: Sendable {
   let pid: Int32
   let port: Int
@@ -18,8 +19,11 @@ final class TLSUpstream: Sendable {
   var caPath: String { directory + "/test-ca.pem" }
   var requestLog: String { directory + "/requests.log" }
 
-  /// - Parameter names: the DNS names the server certificate holds.
-  static func start(names: [String]) throws -> TLSUpstream {
+  /// - Parameters:
+  ///   - names: the DNS names the server certificate holds.
+  ///   - server: another python3 server (argv: directory with `server.pem`/`server.key`, port file to
+  ///     write); the default is the HTTPS echo server described above.
+  static func start(names: [String], server: String? = nil) throws -> TLSUpstream {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tls-upstream-\(UUID().uuidString)").path
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     let now = Date()
@@ -37,11 +41,23 @@ final class TLSUpstream: Sendable {
           protocol_version = 'HTTP/1.1'
           def log_message(self, *a): pass
           def reply(self):
-              n = int(self.headers.get('Content-Length') or 0)
-              body = self.rfile.read(n).decode() if n else ''
+              te = self.headers.get('Transfer-Encoding', '')
+              if te.lower() == 'chunked':
+                  raw = b''
+                  while True:
+                      size = int(self.rfile.readline().split(b';')[0], 16)
+                      if size == 0:
+                          while self.rfile.readline() not in (b'\\r\\n', b''): pass
+                          break
+                      raw += self.rfile.read(size); self.rfile.readline()
+              else:
+                  n = int(self.headers.get('Content-Length') or 0)
+                  raw = self.rfile.read(n) if n else b''
+              body = raw.decode(errors='replace')
               auth, key = self.headers.get('Authorization', ''), self.headers.get('X-Api-Key', '')
               with open(d + '/requests.log', 'a') as f:
-                  f.write('%s %s | %s | %s | %s\\n' % (self.command, self.path, auth, key, body))
+                  f.write('%s %s | %s | %s | %s | cl=%s te=%s\\n' % (self.command, self.path, auth, key,
+                          body.replace('\\n', '\\\\n'), self.headers.get('Content-Length', ''), te))
               out = json.dumps({'method': self.command, 'path': self.path, 'body': body,
                                 'authorization_sha256': sha(auth), 'api_key_sha256': sha(key)}).encode()
               self.send_response(200)
@@ -58,7 +74,7 @@ final class TLSUpstream: Sendable {
       s.serve_forever()
       """
     let portFile = dir + "/port.tmp"
-    let p = try Spawner.spawn("/usr/bin/python3", ["-c", script, dir, portFile], environment: ["PATH": "/usr/bin:/bin"])
+    let p = try Spawner.spawn("/usr/bin/python3", ["-c", server ?? script, dir, portFile], environment: ["PATH": "/usr/bin:/bin"])
     for _ in 0..<500 {
       if let text = try? String(contentsOfFile: portFile, encoding: .utf8), let n = Int(text) {
         return TLSUpstream(pid: p.pid, port: n, directory: dir)

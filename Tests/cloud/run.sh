@@ -17,13 +17,8 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 command -v nginx >/dev/null || { echo "nginx is missing: run scripts/setup.sh" >&2; exit 2; }
-[[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
-STAMP="$VENV/.requirements.sha256"
-WANT="$(sha256sum "$HERE/requirements.txt" | cut -d' ' -f1)"
-if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$WANT" ]]; then
-  "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$HERE/requirements.txt"
-  echo "$WANT" > "$STAMP"
-fi
+. "$REPO/scripts/venv.sh"
+ensure_venv "$VENV" "$HERE/requirements.txt"
 [[ "$GATEWAY_BIN" = /* ]] || GATEWAY_BIN="$PWD/$GATEWAY_BIN"
 cd "$HERE"
 export no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}" NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"

@@ -19,16 +19,9 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-if [[ ! -x "$VENV/bin/python" ]]; then
-  python3 -m venv "$VENV"
-fi
-# Reinstall only when requirements.txt changed (keeps repeated runs offline and fast).
-STAMP="$VENV/.conformance-requirements.sha256"
-WANT="$(sha256sum "$HERE/requirements.txt" | cut -d' ' -f1)"
-if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$WANT" ]]; then
-  "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$HERE/requirements.txt"
-  echo "$WANT" > "$STAMP"
-fi
+# Reinstalls only when requirements.txt changed (keeps repeated runs offline and fast).
+. "$REPO/scripts/venv.sh"
+ensure_venv "$VENV" "$HERE/requirements.txt"
 
 # A relative --gateway-bin is relative to the caller's directory (the script changes directory below).
 [[ "$GATEWAY_BIN" = /* ]] || GATEWAY_BIN="$PWD/$GATEWAY_BIN"

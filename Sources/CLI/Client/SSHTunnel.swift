@@ -39,7 +39,7 @@ enum SSHTunnel {
     [
       ("User", "sandbox"), ("HostKeyAlias", alias), ("UserKnownHostsFile", knownHostsFile), ("GlobalKnownHostsFile", "/dev/null"),
       ("StrictHostKeyChecking", "yes"), ("HostKeyAlgorithms", SSHHostKeyPin.hostKeyAlgorithms),
-      ("KexAlgorithms", SSHHostKeyPin.kexAlgorithms), ("IdentityFile", identity), ("IdentitiesOnly", "yes"),
+      ("KexAlgorithms", SSHHostKeyPin.kexAlgorithms), ("Ciphers", SSHHostKeyPin.ciphers), ("IdentityFile", identity), ("IdentitiesOnly", "yes"),
       ("ServerAliveInterval", "15"), ("ServerAliveCountMax", "3"), ("LogLevel", "ERROR"),
     ]
   }
@@ -68,7 +68,13 @@ enum SSHTunnel {
     try await c.forwardTcp(
       request: StreamingClientRequest { writer in
         try await writer.write(initFrame)
-        for await chunk in readChunks(0) { try await writer.write(.with { $0.data = chunk }) }
+        // stdin is read at most 16 × 64 KiB ahead of what gRPC accepted (bounded; the gateway's
+        // flow control then holds `ssh` itself).
+        let input = BoundedPipeReader(fd: 0)
+        for await chunk in input.chunks {
+          try await writer.write(.with { $0.data = chunk })
+          input.consumed()
+        }
       }, options: options
     ) { response in
       for try await frame in response.messages {

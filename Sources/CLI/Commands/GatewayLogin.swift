@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GRPCCore
+import Gateway
 import OpenShellAPI
 
 /// Login options shared by `gateway add` (cloud gateways) and `gateway login`.
@@ -95,7 +96,7 @@ enum CloudGateway {
         try await Openshell_V1_OpenShell.Client(wrapping: client).getGatewayInfo(.init(), options: GatewayClient.options(timeout: .seconds(10)))
       }
     } catch let e as RPCError {
-      if e.code == .unauthenticated, e.message.hasPrefix("missing bearer token") {
+      if e.code == .unauthenticated, e.gatewayReason == GatewayErrorReason.bearerTokenMissing {
         throw CLIError("the gateway at \(t.endpoint) did not receive the access token: a proxy in front of it may strip the authorization header (\(oneLine(e.message)))")
       }
       if e.code == .unauthenticated { throw CLIError("the gateway at \(t.endpoint) refused the new access token: \(oneLine(e.message))") }

@@ -1,6 +1,10 @@
 import ArgumentParser
 import Foundation
 import GRPCCore
+import Gateway
+import NIOCore
+import NIOPosix
+import NIOSSL
 import Yams
 
 #if canImport(Glibc)
@@ -40,7 +44,7 @@ func cliRun(_ body: () async throws -> Void) async throws {
 /// One line for an RPC error. A failed connection names the gateway and says what to try instead of
 /// printing grpc-swift's transport error (`unavailable: "Could not establish a connection…" (cause: …)`).
 func describe(_ e: RPCError) -> String {
-  if let tls = tlsFailure(oneLine("\(e)")) {
+  if !fromGateway(e), let tls = tlsFailure(transportCauses(e)) {
     guard let g = ResolvedGateway.last, g.name != g.endpoint else { return "cannot trust the gateway: \(tls)" }
     return "cannot trust gateway '\(g.name)' at \(g.endpoint): \(tls)"
   }
@@ -63,27 +67,66 @@ func describe(_ e: RPCError) -> String {
   return message.isEmpty ? "the gateway answered \(e.code) without a message" : message
 }
 
-/// Whether the call's stream was reset or closed under it (the gateway stopped or restarted mid-call).
+/// Whether a status came from a gateway: every status the gateway sends carries a `google.rpc.ErrorInfo`
+/// in its domain (``ErrorFunnel``); one without came from this client's transport.
+func fromGateway(_ e: RPCError) -> Bool { e.gatewayReason != nil }
+
+/// Whether the call's stream was reset or closed under it (the gateway stopped or restarted mid-call):
+/// UNAVAILABLE made up by the transport without an underlying connection error.
 func streamClosed(_ e: RPCError) -> Bool {
-  e.code == .unavailable && (e.message.contains("Stream unexpectedly closed") || e.message.contains("RST_STREAM"))
+  e.code == .unavailable && !fromGateway(e) && transportCauses(e).isEmpty
 }
 
 /// The reason a call never reached a gateway (connection refused, unknown host, timeout), or nil when
-/// the error came from a gateway.
+/// the error came from a gateway. Decided on the status code and the types of the transport's
+/// underlying errors (`IOError`'s errno, `NIOConnectionError`, `ChannelError`, NIOSSL's errors).
 func connectionFailure(_ e: RPCError) -> String? {
-  guard e.code == .unavailable || e.code == .deadlineExceeded else { return nil }
-  let text = oneLine("\(e)")
-  if let tls = tlsFailure(text) { return tls }
-  guard text.contains("Could not establish a connection") || text.contains("transient failure")
-    || text.contains("Failed to resolve server name")
-  else { return nil }
-  if text.contains("Connection refused") { return "connection refused" }
-  if text.contains("No address") || text.contains("resolve") || text.contains("getaddrinfo") { return "host name not found" }
-  if text.contains("timed out") || text.contains("Timed out") { return "connection timed out" }
-  if let range = text.range(of: "cause: ") {
-    return String(text[range.upperBound...]).trimmingCharacters(in: CharacterSet(charactersIn: "\")\" "))
+  guard e.code == .unavailable || e.code == .deadlineExceeded, !fromGateway(e) else { return nil }
+  let causes = transportCauses(e)
+  guard !causes.isEmpty else { return nil }
+  if let tls = tlsFailure(causes) { return tls }
+  for cause in causes {
+    if let io = cause as? IOError {
+      switch io.errnoCode {
+      case ECONNREFUSED: return "connection refused"
+      case ETIMEDOUT: return "connection timed out"
+      case EHOSTUNREACH, ENETUNREACH: return "no route to the host"
+      default: continue
+      }
+    }
+    if let c = cause as? NIOConnectionError, c.connectionErrors.isEmpty, c.dnsAError != nil || c.dnsAAAAError != nil {
+      return "host name not found"
+    }
+    if cause is SocketAddressError { return "host name not found" }
+    if let c = cause as? ChannelError, case .connectTimeout = c { return "connection timed out" }
   }
-  return "no connection"
+  return "no connection (\(oneLine("\(causes.last!)")))"
+}
+
+/// The errors under a transport-made status: its cause, that cause's cause, and the per-address
+/// failures of a `NIOConnectionError`, outermost first.
+func transportCauses(_ e: RPCError) -> [any Error] {
+  var out: [any Error] = []
+  var next = e.cause
+  while let cause = next, out.count < 16 {
+    out.append(cause)
+    if let c = cause as? NIOConnectionError {
+      out += c.connectionErrors.map(\.error) + [c.dnsAError, c.dnsAAAAError].compactMap { $0 }
+    }
+    next = (cause as? RPCError)?.cause
+  }
+  return out
+}
+
+/// A failed TLS verification among a transport's errors: a host name mismatch is NIOSSL's typed
+/// `failedToValidateHostname`; a chain BoringSSL refused is a `handshakeFailed` whose BoringSSL reason is
+/// exposed only in its description (NIOSSL keeps the numeric code private).
+func tlsFailure(_ causes: [any Error]) -> String? {
+  for cause in causes {
+    if let x = cause as? NIOSSLExtraError, x == .failedToValidateHostname { return tlsFailure("failedToValidateHostname") }
+    if let x = cause as? NIOSSLError, case .handshakeFailed = x, let tls = tlsFailure("\(x)") { return tls }
+  }
+  return nil
 }
 
 /// A failed TLS verification of the gateway, in words (grpc-swift reports it only as text in the cause).

@@ -62,10 +62,6 @@ struct AuditRecorder: Sendable {
   }
 
   private func append(_ event: GatewayEvent, actor: String) async throws {
-    do {
-      _ = try await store.log.append([event.newEvent(actor: actor, requestID: "")])
-    } catch let e as EventLogError {
-      throw RPCErrors.from(e)
-    }
+    _ = try await store.log.append([event.newEvent(actor: actor, requestID: "")])
   }
 }

@@ -149,14 +149,8 @@ public struct AuditService: Openshell_Audit_V1_AuditService.SimpleServiceProtoco
     }
   }
 
-  /// Maps read failures to statuses without paths or payload bytes.
+  /// Runs a read; its `EventLogError`/`ProjectionError` carry their own status (``ErrorFunnel``).
   func read<T>(_ body: () throws -> T) throws -> T {
-    do {
-      return try body()
-    } catch let e as EventLogError {
-      throw RPCErrors.from(e)
-    } catch let e as ProjectionError {
-      throw RPCError(code: .dataLoss, message: "record \(e.seq) cannot be decoded; run `openshell-replay verify` on the gateway host")
-    }
+    try body()
   }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import GRPCCore
+import GRPCProtobuf
 
 /// Authenticates callers by OIDC bearer tokens (`authorization: Bearer <JWT>` metadata, RFC 6750 §2.1)
 /// when the gateway runs with ``OIDCSettings`` (issue 13).
@@ -48,21 +49,21 @@ struct BearerAuthInterceptor: ServerInterceptor {
     guard let header else {
       if caller.kind != .anonymous || Self.publicMethods.contains(rpc) { return try await next(request, context) }
       if Self.supervisorMethods.contains(rpc), !SandboxTokenInterceptor.current.isEmpty { return try await next(request, context) }
-      throw await refuse(rpc, context, caller, .unauthenticated, "missing bearer token: this gateway requires an OIDC access token (authorization: Bearer …); \(Self.loginHint)")
+      throw await refuse(rpc, context, caller, .unauthenticated, reason: GatewayErrorReason.bearerTokenMissing, "missing bearer token: this gateway requires an OIDC access token (authorization: Bearer …); \(Self.loginHint)")
     }
     if caller.sandboxID != nil { return try await next(request, context) }
     let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
     guard parts.count == 2, parts[0].lowercased() == "bearer" else {
-      throw await refuse(rpc, context, caller, .unauthenticated, "the authorization metadata is not a Bearer token")
+      throw await refuse(rpc, context, caller, .unauthenticated, reason: GatewayErrorReason.bearerTokenInvalid, "the authorization metadata is not a Bearer token")
     }
     let verified: VerifiedBearer
     do throws(BearerRefusal) {
       verified = try await verifier.verify(String(parts[1]).trimmingCharacters(in: .whitespaces))
     } catch {
       if error.issuerUnavailable {
-        throw await refuse(rpc, context, caller, .unavailable, "cannot verify the bearer token: \(error.description)")
+        throw await refuse(rpc, context, caller, .unavailable, reason: GatewayErrorReason.bearerTokenInvalid, "cannot verify the bearer token: \(error.description)")
       }
-      throw await refuse(rpc, context, caller, .unauthenticated, "invalid bearer token: \(error.description); \(Self.loginHint)")
+      throw await refuse(rpc, context, caller, .unauthenticated, reason: GatewayErrorReason.bearerTokenInvalid, "invalid bearer token: \(error.description); \(Self.loginHint)")
     }
     let identity = CallerIdentity(oidcSubject: verified.subject)
     var response = try await CallerIdentity.$current.withValue(identity) { try await next(request, context) }
@@ -76,9 +77,13 @@ struct BearerAuthInterceptor: ServerInterceptor {
     return response
   }
 
-  private func refuse(_ rpc: String, _ context: ServerContext, _ caller: CallerIdentity, _ code: RPCError.Code, _ reason: String) async -> RPCError {
+  /// Reports the refusal and returns the status, with a `google.rpc.ErrorInfo` naming `reason` (a
+  /// ``GatewayErrorReason``) so clients decide on it rather than on the message.
+  private func refuse(
+    _ rpc: String, _ context: ServerContext, _ caller: CallerIdentity, _ code: RPCError.Code, reason: String, _ message: String
+  ) async -> RPCError {
     await refusals.refused(
-      identity: caller.actor, peer: context.remotePeer, rpc: rpc, code: MetricsInterceptor.name(code), reason: reason)
-    return RPCError(code: code, message: reason)
+      identity: caller.actor, peer: context.remotePeer, rpc: rpc, code: MetricsInterceptor.name(code), reason: message)
+    return RPCError(GoogleRPCStatus.gateway(code, reason: reason, message))
   }
 }

@@ -73,12 +73,14 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
   let cgroups = SandboxCgroups.detect()
   /// Per-sandbox network namespaces (allocation, setup, teardown).
   let networks: SandboxNetworks
-  private let endpoint = Mutex<String?>(nil)
-  private let instances = Mutex<[String: SandboxInstance]>([:])
+  let endpoint = Mutex<String?>(nil)
+  let instances = Mutex<[String: SandboxInstance]>([:])
+  /// Validity of the sandboxes' client certificates (renewed at 2/3 of it: ``SandboxCertificateRenewal``).
+  let sandboxCertificateLifetime: TimeInterval
   /// Instances being stopped on purpose (their exit is not a failure).
-  private let stopping = Mutex<Set<String>>([])
-  private let queue = KeyedSerialQueue()
-  private let logger = Logger(label: "openshell.driver.local")
+  let stopping = Mutex<Set<String>>([])
+  let queue = KeyedSerialQueue()
+  let logger = Logger(label: "openshell.driver.local")
 
   /// - Parameters:
   ///   - dataDirectory: the gateway data directory (sandboxes live in `<dir>/sandboxes`).
@@ -88,10 +90,13 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
   ///   - vault: opens sealed environment values (``SandboxEnvironmentSecrets``).
   ///   - simulateNoLandlock: test-only, see ``GatewayConfiguration/simulateNoLandlock``.
   ///   - upstreamTrustFile: see ``GatewayConfiguration/upstreamTrustFile``.
+  ///   - sandboxCertificateLifetime: see ``GatewayConfiguration/sandboxCertificateLifetime``.
   public init(
     dataDirectory: String, pki: GatewayPKI?, hub: SupervisorHub, vault: SecretVault? = nil, usesTLS: Bool, supervisorBinary: String? = nil,
-    simulateNoLandlock: Bool = false, upstreamTrustFile: String? = nil
+    simulateNoLandlock: Bool = false, upstreamTrustFile: String? = nil,
+    sandboxCertificateLifetime: TimeInterval = GatewayPKI.defaultSandboxCertificateLifetime
   ) {
+    self.sandboxCertificateLifetime = sandboxCertificateLifetime
     root = dataDirectory + "/sandboxes"
     self.simulateNoLandlock = simulateNoLandlock
     self.upstreamTrustFile = upstreamTrustFile
@@ -172,6 +177,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask { try await self.monitor(store) }
       group.addTask { try await self.resync(store) }
+      group.addTask { try await self.renewCertificates(store) }
       group.addTask {
         var handled = from - 1
         var saved = handled
@@ -226,7 +232,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
           Decision(events: events, expecting: [.sandbox(id): .exact(version)])
         }
         return true
-      } catch let e as RPCError where e.code == .aborted {
+      } catch let e as EventLogError where e.code == .conflict {
         continue
       }
     }
@@ -307,316 +313,5 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
       await stop(id)
       if s.phase == .error || s.phase == .completed { try await applyRestartPolicy(s, store) }
     }
-  }
-
-  // MARK: start and stop
-
-  func dir(_ id: String) -> String { "\(root)/\(id)" }
-
-  func loadInstance(_ id: String) -> SandboxInstance? {
-    guard let data = FileManager.default.contents(atPath: dir(id) + "/instance.json") else { return nil }
-    return try? JSONDecoder().decode(SandboxInstance.self, from: data)
-  }
-
-  func start(_ s: SandboxRecord, _ state: GatewayState, _ store: GatewayStore) async throws {
-    guard let endpoint = endpoint.withLock({ $0 }) else { return }
-    if let why = unsupported(spec: s.spec) {
-      try await transition(s.id, from: [.provisioning, .starting, .ready], [GatewayEvent(.sandboxFailed(.with { $0.id = s.id; $0.reason = "Unsupported"; $0.message = why }))], store)
-      return
-    }
-    if let why = SandboxNetworks.unavailable(runAsRoot: runAsRoot) {
-      hub.logs.gateway(s.id, "cannot start the sandbox: \(why)", level: "ERROR")
-      try await transition(s.id, from: [.provisioning, .starting, .ready], [GatewayEvent(.sandboxFailed(.with { $0.id = s.id; $0.reason = "NetworkConfinementUnavailable"; $0.message = why }))], store)
-      return
-    }
-    var events: [GatewayEvent] = []
-    if s.driver.isEmpty {
-      events.append(GatewayEvent(.sandboxProvisioning(.with { $0.id = s.id; $0.driver = name; $0.message = "starting the supervisor in bubblewrap namespaces" })))
-    }
-    if s.phase == .ready {
-      // READY with no supervisor: its processes ended while the gateway was down (or the host rebooted).
-      let message = "the sandbox's processes ended while the gateway was down; relaunched"
-      events.append(GatewayEvent(.sandboxConditionSet(.with { $0.id = s.id; $0.type = "Relaunched"; $0.status = "True"; $0.reason = "ProcessesEnded"; $0.message = message })))
-      hub.logs.gateway(s.id, message, level: "WARN")
-    }
-    do {
-      // Confinement (startup-only sections of the effective policy), decided before anything runs.
-      let (policy, source) = ConfinementPlanner.startupPolicy(s, state)
-      let user = runAsRoot ? try SandboxUser.resolve() : nil
-      let plan = ConfinementPlanner.plan(policy, user: user, simulateNoLandlock: simulateNoLandlock)
-      let landlock = LandlockProbe.probe(simulateAbsent: plan.simulateNoLandlock)
-      if case .unavailable(let reason, let kernel) = landlock, plan.landlockCompatibility == "hard_requirement" {
-        let message = "landlock.compatibility is hard_requirement (\(source)) but kernel \(kernel) offers no Landlock: \(reason)"
-        hub.logs.gateway(s.id, message, level: "ERROR")
-        try await transition(s.id, from: [s.phase], events + [GatewayEvent(.sandboxFailed(.with { $0.id = s.id; $0.reason = "LandlockUnavailable"; $0.message = message }))], store)
-        return
-      }
-      let condition = ConfinementPlanner.condition(plan, landlock, source: source)
-      let current = s.conditions.first { $0.type == "Confinement" }
-      if current?.status != condition.status || current?.reason != condition.reason || current?.message != condition.message {
-        events.append(GatewayEvent(.sandboxConditionSet(.with {
-          $0.id = s.id; $0.type = "Confinement"; $0.status = condition.status; $0.reason = condition.reason; $0.message = condition.message
-        })))
-      }
-      if condition.status != "True" { hub.logs.gateway(s.id, "SECURITY (high): \(condition.message)", level: "ERROR") }
-      let (instance, issued) = try launch(s, endpoint: endpoint, plan: plan, user: user)
-      instances.withLock { $0[s.id] = instance }
-      if let i = issued {
-        events.append(GatewayEvent(.certificateIssued(.with {
-          $0.role = "sandbox"
-          $0.sandboxID = s.id
-          $0.subject = i.subject
-          $0.fingerprintSha256 = i.fingerprintSHA256
-          $0.serialHex = i.serialHex
-          $0.notBeforeNs = Int64(i.notBefore.timeIntervalSince1970 * 1e9)
-          $0.notAfterNs = Int64(i.notAfter.timeIntervalSince1970 * 1e9)
-        })))
-      }
-      hub.logs.gateway(s.id, "supervisor started (pid \(instance.pid), instance \(instance.instanceID))")
-      if !events.isEmpty, try await !transition(s.id, from: [s.phase], events, store) {
-        // A stop or delete arrived meanwhile: the reconcile queued for it stops what was just started.
-        return
-      }
-      let id = s.id
-      Task { [self] in
-        try? await Task.sleep(for: Self.readyTimeout)
-        queue.enqueue(id) { [self] in
-          guard instances.withLock({ $0[id] }) == instance, hub.connectedInstance(id) != instance.instanceID,
-            let cur = await store.state.sandboxes[id], cur.phase == .provisioning || cur.phase == .starting
-          else { return }
-          await stop(id)
-          let tail = lastLines(of: dir(id) + "/supervisor.log", 3)
-          _ = try? await transition(id, from: [.provisioning, .starting], [GatewayEvent(.sandboxFailed(.with {
-            $0.id = id; $0.reason = "SupervisorNotReady"
-            $0.message = "the supervisor did not connect within \(Self.readyTimeout)" + (tail.isEmpty ? "" : ": \(tail)")
-          }))], store)
-        }
-      }
-    } catch {
-      events.append(GatewayEvent(.sandboxFailed(.with { $0.id = s.id; $0.reason = "SupervisorStartFailed"; $0.message = "\(error)" })))
-      hub.logs.gateway(s.id, "cannot start the supervisor: \(error)", level: "ERROR")
-      try await transition(s.id, from: [s.phase], events, store)
-    }
-  }
-
-  /// Prepares the sandbox directory and starts bwrap. Writes instance.json before returning.
-  /// - Parameters:
-  ///   - plan: the workloads' confinement, written into launch.json.
-  ///   - user: the host identity of `sandbox` (nil when the gateway is not root).
-  func launch(_ s: SandboxRecord, endpoint: String, plan: ConfinementPlan, user: SandboxUser?) throws -> (SandboxInstance, CertificateIssuance?) {
-    let fm = FileManager.default
-    let base = dir(s.id)
-    let workspace = base + "/workspace"
-    let run = base + "/run"
-    guard fm.isExecutableFile(atPath: supervisorBinary) else {
-      throw SpawnError("supervisor binary \(supervisorBinary) not found (build the openshell-sandbox product or set OPENSHELL_SUPERVISOR_BIN)")
-    }
-    let launcherBinary = ((supervisorBinary as NSString).deletingLastPathComponent as NSString).appendingPathComponent(SandboxProtocol.launcherName)
-    guard fm.isExecutableFile(atPath: launcherBinary) else {
-      throw SpawnError("launcher binary \(launcherBinary) not found (build the openshell-sandbox-launch product next to openshell-sandbox)")
-    }
-    guard fm.isExecutableFile(atPath: "/usr/bin/bwrap") else { throw SpawnError("bubblewrap (/usr/bin/bwrap) is not installed (apt-get install bubblewrap)") }
-    try fm.createDirectory(atPath: base, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-    try fm.createDirectory(atPath: workspace, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
-    user?.own(workspace: workspace)
-    try? fm.removeItem(atPath: run)
-    try fm.createDirectory(atPath: run, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
-    func write(_ name: String, _ text: String, _ mode: Int) throws {
-      guard fm.createFile(atPath: run + "/" + name, contents: Data(text.utf8), attributes: [.posixPermissions: mode]) else {
-        throw SpawnError("cannot write \(run)/\(name)")
-      }
-    }
-    var issuance: CertificateIssuance?
-    if let pki, usesTLS {
-      let cert = try pki.issueSandboxCertificate(sandboxID: s.id)
-      try write("tls.crt", cert.certificatePEM, 0o644)
-      try write("tls.key", cert.privateKeyPEM, 0o600)
-      try write("ca.crt", cert.caCertificatePEM, 0o644)
-      issuance = cert.issuance
-    }
-    try write("token", hub.token(for: s.id), 0o600)
-    if let upstreamTrustFile {
-      guard let pem = try? String(contentsOfFile: upstreamTrustFile, encoding: .utf8) else {
-        throw SpawnError("cannot read the upstream trust file \(upstreamTrustFile)")
-      }
-      try write((SandboxProtocol.upstreamTrustFile as NSString).lastPathComponent, pem, 0o644)
-    }
-    // The sandbox's trust directory: the supervisor writes its CA certificate and bundle there.
-    let trust = base + "/tls"
-    try? fm.removeItem(atPath: trust)
-    try fm.createDirectory(atPath: trust, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
-    try SandboxSSHHostKey.generate(in: run, comment: "openshell-sandbox-\(s.id)", owner: user)
-    let spec = (try? Openshell_V1_SandboxSpec(serializedBytes: s.spec)) ?? .init()
-    let env: [String: String]
-    do { env = try SandboxEnvironmentSecrets.environment(of: s, vault: vault) } catch {
-      throw SpawnError("cannot open the sandbox's environment values: \(error)")
-    }
-    let instanceID = RandomID.uuid()  // getrandom(2): no descriptor needed, never a constant (issue 17)
-    // Root: a veth pair + nftables namespace made here. Otherwise the supervisor makes a private one.
-    let allocation = runAsRoot ? try networks.setUp(s.id) : nil
-    // The launcher enters the sandbox's network namespace first (ConfinementPlan.networkNamespacePath;
-    // for a private namespace the supervisor fills it in).
-    var confinement = plan
-    if allocation != nil { confinement.networkNamespacePath = SandboxProtocol.networkNamespaceMount }
-    // Baseline enrichment (OpenShell adds the proxy's trust paths): workloads read the CA files.
-    confinement.readOnly.append(SandboxProtocol.trustDirectory)
-    let launch = SupervisorLaunch(
-      command: spec.command, environment: env, confinement: confinement, instanceID: instanceID,
-      networkNamespacePath: allocation != nil ? SandboxProtocol.networkNamespaceMount : nil,
-      proxyAddress: allocation.map { "\($0.hostAddress):\(SandboxProtocol.proxyPort)" },
-      privateNetwork: allocation == nil ? true : nil)
-    try write("launch.json", String(decoding: try JSONEncoder().encode(launch), as: UTF8.self), 0o644)
-    // The sandbox's /etc/passwd and /etc/group (SandboxUser), outside the credentials directory.
-    var identityFiles: (passwd: String, group: String)?
-    if let user {
-      let etc = base + "/etc"
-      try? fm.removeItem(atPath: etc)
-      try fm.createDirectory(atPath: etc, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
-      guard fm.createFile(atPath: etc + "/passwd", contents: Data(user.passwd.utf8), attributes: [.posixPermissions: 0o644]),
-        fm.createFile(atPath: etc + "/group", contents: Data(user.group.utf8), attributes: [.posixPermissions: 0o644])
-      else { throw SpawnError("cannot write \(etc)/passwd and group") }
-      identityFiles = (etc + "/passwd", etc + "/group")
-    }
-
-    let hostname = String(s.name.prefix(63))
-    let command = BubblewrapCommand(
-      hostname: hostname, workspace: workspace, credentials: run, supervisorBinary: supervisorBinary, launcherBinary: launcherBinary,
-      runtimeLibraryDirectories: runtimeDirectories, runAsRoot: runAsRoot, identityFiles: identityFiles,
-      network: allocation != nil ? .confined(namespaceFile: SandboxNetworks.namespaceFile(s.id)) : .private, trustDirectory: trust)
-    let creds = SandboxProtocol.credentialsDirectory
-    var environment = [
-      "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": SandboxProtocol.workspace, "LANG": "C.UTF-8",
-      SandboxProtocol.envSandboxID: s.id, SandboxProtocol.envSandboxName: s.name,
-      SandboxProtocol.envEndpoint: endpoint, SandboxProtocol.envTokenFile: creds + "/token",
-      SandboxProtocol.envLaunchFile: creds + "/launch.json",
-    ]
-    if issuance != nil {
-      environment[SandboxProtocol.envTLSCA] = creds + "/ca.crt"
-      environment[SandboxProtocol.envTLSCert] = creds + "/tls.crt"
-      environment[SandboxProtocol.envTLSKey] = creds + "/tls.key"
-    } else if usesTLS, let pki {
-      try write("ca.crt", pki.caCertificatePEM, 0o644)
-      environment[SandboxProtocol.envTLSCA] = creds + "/ca.crt"
-    }
-    // cpu/memory limits: the process joins the sandbox's cgroup(s) and then execs bwrap, so that every
-    // process of the sandbox starts inside (a pid moved after bwrap forked would leave its children out).
-    var executable = command.bwrapPath
-    var arguments = command.arguments
-    if hasLimits(spec), let cgroups {
-      let limits: ResourceLimits
-      let procs: [String]
-      do {
-        limits = try ResourceLimits.parse(spec.template.resources)
-        procs = try cgroups.prepare(sandboxID: s.id, limits: limits)
-      } catch {
-        throw SpawnError("cannot apply the resource limits: \(error.message)")
-      }
-      if !procs.isEmpty {
-        // Also: bwrap and the supervisor ask to be exempt from the OOM killer (-1000, inherited; each workload's
-        // launcher raises its own score to 1000). Hosts that refuse the lowering (some containers) keep 0.
-        let script = #"echo -1000 2>/dev/null > /proc/self/oom_score_adj; while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#
-        arguments = ["-c", script, "openshell-cgroup-join"] + procs + ["--", executable] + arguments
-        executable = "/bin/sh"
-      }
-    }
-    let process = try Spawner.spawn(
-      executable, arguments, environment: environment,
-      stdout: .appendFile(base + "/supervisor.log"), stderr: .appendFile(base + "/supervisor.log"),
-      newSession: true, fd3File: base + "/bwrap-info.json")
-    let ticks = HostProcess.stat(process.pid)?.startTicks ?? 0
-    let instance = SandboxInstance(
-      pid: process.pid, startTicks: ticks, instanceID: instanceID, endpoint: endpoint,
-      startedNs: Int64(Date().timeIntervalSince1970 * 1e9))
-    do {
-      try JSONEncoder().encode(instance).write(to: URL(fileURLWithPath: base + "/instance.json"))
-    } catch {
-      // Unrecorded, it would run unknown to any later gateway (e.g. on a full disk): end it now.
-      kill(process.pid, SIGKILL)
-      _ = Spawner.waitBlocking(process.pid)
-      reapStrays(s.id)
-      throw error
-    }
-    return (instance, issuance)
-  }
-
-  /// Stops whatever runs for `id`: SIGTERM to the supervisor, SIGKILL to the PID namespace after 3 s.
-  func stop(_ id: String) async {
-    let instance = instances.withLock { $0[id] } ?? loadInstance(id)
-    hub.disconnect(id)
-    guard let instance, HostProcess.exitStatus(instance) == nil else {
-      instances.withLock { $0[id] = nil }
-      reapStrays(id)
-      cgroups?.remove(sandboxID: id)
-      networks.tearDown(id)
-      return
-    }
-    stopping.withLock { _ = $0.insert(id) }
-    defer { stopping.withLock { _ = $0.remove(id) } }
-    // bwrap writes the namespace init's pid right after it started; killing only the outer bwrap
-    // would leave the sandbox running, so wait for it (briefly) first.
-    var nsInit = HostProcess.namespaceInit(infoFile: dir(id) + "/bwrap-info.json")
-    for _ in 0..<100 where nsInit == nil && HostProcess.exitStatus(instance) == nil {
-      try? await Task.sleep(for: .milliseconds(10))
-      nsInit = HostProcess.namespaceInit(infoFile: dir(id) + "/bwrap-info.json")
-    }
-    if let nsInit {
-      let supervisors = HostProcess.children(nsInit)
-      if supervisors.isEmpty { kill(nsInit, SIGKILL) }
-      for child in supervisors { kill(child, SIGTERM) }
-    } else {
-      kill(instance.pid, SIGKILL)
-    }
-    for _ in 0..<30 {
-      if HostProcess.exitStatus(instance) != nil { break }
-      try? await Task.sleep(for: .milliseconds(100))
-    }
-    if HostProcess.exitStatus(instance) == nil {
-      if let nsInit { kill(nsInit, SIGKILL) }
-      kill(instance.pid, SIGKILL)
-      for _ in 0..<50 {
-        if HostProcess.exitStatus(instance) != nil { break }
-        try? await Task.sleep(for: .milliseconds(20))
-      }
-    }
-    // Whatever still runs in the sandbox's PID namespace (commands orphaned by the supervisor's exit keep
-    // bwrap's init alive) ends with the init.
-    if let nsInit = HostProcess.liveNamespaceInit(infoFile: dir(id) + "/bwrap-info.json") {
-      kill(nsInit, SIGKILL)
-      for _ in 0..<50 where HostProcess.liveNamespaceInit(infoFile: dir(id) + "/bwrap-info.json") != nil {
-        try? await Task.sleep(for: .milliseconds(20))
-      }
-    }
-    instances.withLock { $0[id] = nil }
-    reapStrays(id)
-    try? FileManager.default.removeItem(atPath: dir(id) + "/instance.json")
-    cgroups?.remove(sandboxID: id)
-    networks.tearDown(id)
-  }
-
-  /// Whether the spec asks for cpu/memory limits (validated at create by `unsupported(spec:)`).
-  func hasLimits(_ spec: Openshell_V1_SandboxSpec) -> Bool {
-    spec.template.hasResources && !spec.template.resources.fields.isEmpty
-  }
-
-  func removeDirectory(_ id: String) {
-    guard FileManager.default.fileExists(atPath: dir(id)) else { return }
-    try? FileManager.default.removeItem(atPath: dir(id))
-  }
-
-  func lastLines(of path: String, _ n: Int) -> String {
-    guard let data = FileManager.default.contents(atPath: path) else { return "" }
-    return String(decoding: data.suffix(4096), as: UTF8.self).split(separator: "\n").suffix(n).joined(separator: " | ")
-  }
-
-  /// Test support: stops every sandbox this driver runs (the gateway itself leaves them running).
-  public func stopAll() async {
-    let ids = Array(instances.withLock { $0.keys })
-    for id in ids { await stop(id) }
-  }
-
-  /// Test support: the host pid of a sandbox's supervisor process, if it runs.
-  public func supervisorPID(_ id: String) -> Int32? {
-    guard let nsInit = HostProcess.namespaceInit(infoFile: dir(id) + "/bwrap-info.json") else { return nil }
-    return HostProcess.children(nsInit).first
   }
 }

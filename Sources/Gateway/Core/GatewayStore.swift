@@ -106,12 +106,8 @@ public actor GatewayStore {
       }
       let events = stamped.map { $0.newEvent(actor: actor, requestID: rid) }
       let started = ContinuousClock.now
-      let range: ClosedRange<UInt64>
-      do {
-        range = try await log.append(events, expecting: decision.expecting)
-      } catch let e as EventLogError {
-        throw RPCErrors.from(e)
-      }
+      // An `EventLogError` carries its own status (ABORTED for a conflict; ``ErrorFunnel``).
+      let range = try await log.append(events, expecting: decision.expecting)
       metrics?.recordAppend(seconds: (ContinuousClock.now - started).seconds)
       try catchUp()
       return (state, range, decision)
@@ -161,11 +157,7 @@ public actor GatewayStore {
   public func catchUp() throws {
     let head = log.headSeq
     guard head > state.lastSeq else { return }
-    do {
-      try StateLoader.replay(log, into: &state, through: .head)
-    } catch let e as EventLogError {
-      throw RPCErrors.from(e)
-    }
+    try StateLoader.replay(log, into: &state, through: .head)
     metrics?.setHeadSeq(state.lastSeq)
     if state.lastSeq - lastSnapshotSeq >= snapshotInterval { snapshotInBackground() }
   }

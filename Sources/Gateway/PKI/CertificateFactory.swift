@@ -12,8 +12,6 @@ enum CertificateFactory {
   /// Validity of the server and operator leaves: 825 days (the CA/Browser Forum's former maximum for
   /// TLS leaves, accepted by every TLS client we target).
   static let leafValidity: TimeInterval = 825 * 86_400
-  /// Validity of sandbox client certificates: 30 days.
-  static let sandboxValidity: TimeInterval = 30 * 86_400
   /// Every certificate starts 5 minutes before "now" to tolerate clock skew between hosts.
   static let backdating: TimeInterval = 5 * 60
 
@@ -54,7 +52,7 @@ enum CertificateFactory {
   enum LeafProfile {
     case server(sans: [GeneralName])
     case operatorClient
-    case sandboxClient(id: String)
+    case sandboxClient(id: String, lifetime: TimeInterval)
   }
 
   /// Issues a leaf signed by the CA: critical BasicConstraints not-CA, critical KeyUsage
@@ -85,14 +83,14 @@ enum CertificateFactory {
       }
       usage = .clientAuth
       validity = leafValidity
-    case .sandboxClient(let id):
+    case .sandboxClient(let id, let lifetime):
       subject = try DistinguishedName {
         OrganizationName(organization)
         OrganizationalUnitName("sandbox")
         CommonName("sandbox:\(id)")
       }
       usage = .clientAuth
-      validity = sandboxValidity
+      validity = lifetime
     }
     let caSKI = try ca.extensions.subjectKeyIdentifier?.keyIdentifier
       ?? SubjectKeyIdentifier(hash: ca.publicKey).keyIdentifier

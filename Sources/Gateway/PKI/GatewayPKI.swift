@@ -122,18 +122,27 @@ public struct GatewayPKI: Sendable {
       serverCertificate: server, issuedThisStart: issued, caKey: caKey)
   }
 
+  /// Validity of a sandbox client certificate unless configured otherwise
+  /// (``GatewayConfiguration/sandboxCertificateLifetime``): 30 days.
+  public static let defaultSandboxCertificateLifetime: TimeInterval = 30 * 86_400
+
   /// Issues a client certificate for one sandbox: `O=openshell, OU=sandbox, CN=sandbox:<id>`, EKU
-  /// clientAuth, valid 30 days from 5 minutes before `now`. Nothing is written to disk.
+  /// clientAuth, valid from 5 minutes before `now` until `now + lifetime` (default 30 days; the local
+  /// driver renews it at 2/3 of its lifetime, ``SandboxCertificateRenewal``). Nothing is written to disk.
   ///
-  /// - Parameter sandboxID: 1–128 characters from `[A-Za-z0-9._-]`.
+  /// - Parameters:
+  ///   - sandboxID: 1–128 characters from `[A-Za-z0-9._-]`.
+  ///   - lifetime: seconds from `now` to the end of validity.
   /// - Throws: ``GatewayPKIError/invalidSandboxID(_:)``; swift-certificates errors on signing failure.
-  public func issueSandboxCertificate(sandboxID: String, now: Date = Date()) throws -> IssuedCertificate {
+  public func issueSandboxCertificate(
+    sandboxID: String, now: Date = Date(), lifetime: TimeInterval = GatewayPKI.defaultSandboxCertificateLifetime
+  ) throws -> IssuedCertificate {
     let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
     guard (1...128).contains(sandboxID.count), sandboxID.allSatisfy(allowed.contains) else {
       throw GatewayPKIError.invalidSandboxID(sandboxID)
     }
     let made = try CertificateFactory.makeLeaf(
-      .sandboxClient(id: sandboxID), ca: caCertificate, caKey: caKey, now: now)
+      .sandboxClient(id: sandboxID, lifetime: lifetime), ca: caCertificate, caKey: caKey, now: now)
     return IssuedCertificate(
       certificatePEM: try made.certificate.serializeAsPEM().pemString,
       privateKeyPEM: made.key.pemRepresentation,

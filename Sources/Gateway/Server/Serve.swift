@@ -66,6 +66,9 @@ public struct GatewayConfiguration: Sendable {
   /// How long a supervisor session may stay silent before another session of the same instance may supersede
   /// it (``SessionArbitration``); supervisors send a heartbeat every 10 s. Default 25 s.
   public var supervisorStaleAfter: Duration = .seconds(25)
+  /// Validity of each sandbox's client certificate, in seconds; the local driver renews it at 2/3 of this
+  /// without restarting the sandbox (``SandboxCertificateRenewal``). Default 30 days; tests use seconds.
+  public var sandboxCertificateLifetime: TimeInterval = GatewayPKI.defaultSandboxCertificateLifetime
 
   public init(dataDirectory: String) {
     self.dataDirectory = dataDirectory
@@ -134,7 +137,8 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
     ? LocalComputeDriver(
       dataDirectory: configuration.dataDirectory, pki: pki, hub: hub, vault: vault,
       usesTLS: configuration.security.usesTLS, supervisorBinary: configuration.supervisorBinary,
-      simulateNoLandlock: configuration.simulateNoLandlock, upstreamTrustFile: configuration.upstreamTrustFile)
+      simulateNoLandlock: configuration.simulateNoLandlock, upstreamTrustFile: configuration.upstreamTrustFile,
+      sandboxCertificateLifetime: configuration.sandboxCertificateLifetime)
     : nil
   // The genuine supervisor of each sandbox is the instance the driver launched (session takeovers, issue 17).
   if let driver { hub.setExpectedInstance { id in driver.loadInstance(id)?.instanceID } }

@@ -6,7 +6,7 @@ import SandboxProtocol
 import Synchronization
 
 extension OpenShellService {
-  /// ForwardTcp: a byte tunnel to a sandbox's SSH server through its supervisor (OpenShell:
+  /// ForwardTcp: a byte tunnel to a sandbox's SSH server (or a TCP port on its loopback) through its supervisor (OpenShell:
   /// enforcement-and-ssh.md §1.5 steps 3–4). The first frame is `init` with `sandbox` (the sandbox id,
   /// or a name in `workspace`), `target.ssh` and `authorization_token` (from CreateSshSession); every
   /// later frame is `data`. The gateway checks the caller (a user, never a sandbox identity), the
@@ -16,7 +16,9 @@ extension OpenShellService {
   /// `RelayStream`) and copies bytes both ways until either side ends. `ssh.tunnel_opened` and
   /// `ssh.tunnel_closed` (bytes each way, duration) are appended to the log. At most 3 tunnels per
   /// session and 20 per sandbox are open at once (RESOURCE_EXHAUSTED beyond).
-  /// `target.tcp` (port forwarding to a sandbox port) is not implemented yet: UNIMPLEMENTED.
+  /// `target.tcp{host, port}` forwards to 127.0.0.1:`port` inside the sandbox's network namespace with the
+  /// same token and checks (``relayTarget(_:)``: INVALID_ARGUMENT for a port outside 1-65535 or a host
+  /// that is not loopback); nothing listening there is UNAVAILABLE naming the port.
   public func forwardTcp(request: RPCAsyncSequence<Openshell_V1_TcpForwardFrame, any Error>, response: RPCWriter<Openshell_V1_TcpForwardFrame>, context: ServerContext) async throws {
     let caller = try userCaller("ForwardTcp")
     let hub = try requireHub("ForwardTcp")
@@ -24,11 +26,7 @@ extension OpenShellService {
     guard let first = try await iterator.next(), case .init_p(let initFrame)? = first.payload else {
       throw RPCErrors.invalidArgument(field: "init", "the first ForwardTcp frame must be init")
     }
-    switch initFrame.target {
-    case .ssh?: break
-    case .tcp?: throw RPCError(code: .unimplemented, message: "ForwardTcp: tcp targets (port forwarding) are not implemented by this gateway yet; only ssh")
-    case nil: throw RPCErrors.invalidArgument(field: "init.target", "is required (ssh)")
-    }
+    let target = try Self.relayTarget(initFrame.target)
     guard !initFrame.sandbox.isEmpty else { throw RPCErrors.invalidArgument(field: "init.sandbox", "is required") }
     let state = await store.state
     let ws = initFrame.workspace.isEmpty ? GatewayState.defaultWorkspace : initFrame.workspace
@@ -42,11 +40,17 @@ extension OpenShellService {
     }
     try ssh.acquireTunnel(session: session.id, sandbox: sandbox.id)
     defer { ssh.releaseTunnel(session: session.id, sandbox: sandbox.id) }
-    let channel = try await hub.openRelay(sandboxID: sandbox.id, service: SandboxProtocol.sshService, target: .ssh(.init()), flowControl: true)
+    let channel: SupervisorHub.RelayChannel
+    do {
+      channel = try await hub.openRelay(sandboxID: sandbox.id, service: target.service, target: target.relay, flowControl: true)
+    } catch let e as RPCError where e.code == .unavailable && e.message.contains("refused relay") {
+      // The supervisor could not connect to the port (RelayOpenResult): nothing listens there.
+      throw RPCError(code: .unavailable, message: "ForwardTcp \(target.name) in sandbox \(sandbox.workspace)/\(sandbox.name): \(e.message)")
+    }
     let tunnelID = RandomID.uuid()
     _ = try await store.execute(actor: caller.actor, requestID: "") { _ in
       Decision(events: [GatewayEvent(.sshTunnelOpened(.with {
-        $0.tunnelID = tunnelID; $0.sessionID = session.id; $0.sandboxID = sandbox.id; $0.target = "ssh"
+        $0.tunnelID = tunnelID; $0.sessionID = session.id; $0.sandboxID = sandbox.id; $0.target = target.name
       }))])
     }
     let started = ContinuousClock.now
@@ -91,6 +95,36 @@ extension OpenShellService {
       $0.reason = String(reason.prefix(500))
     }))
     _ = try? await store.execute(actor: caller.actor, requestID: "") { _ in Decision(events: [closed]) }
+  }
+
+  /// Where a ForwardTcp tunnel goes: the relay's service id and target, and the audit name
+  /// (`ssh` | `tcp:127.0.0.1:<port>`).
+  struct ForwardTarget {
+    let service: String
+    let relay: Openshell_V1_RelayOpen.OneOf_Target
+    let name: String
+  }
+
+  /// Validates `init.target`: `ssh`, or `tcp` to a port on the sandbox's own loopback (host empty,
+  /// `127.0.0.1` or `localhost`; the contract's phase 1 is loopback only, and the supervisor dials IPv4
+  /// loopback inside the sandbox's network namespace). - Throws: INVALID_ARGUMENT naming the field.
+  static func relayTarget(_ target: Openshell_V1_TcpForwardInit.OneOf_Target?) throws -> ForwardTarget {
+    switch target {
+    case .ssh?:
+      return ForwardTarget(service: SandboxProtocol.sshService, relay: .ssh(.init()), name: "ssh")
+    case .tcp(let t)?:
+      guard (1...65535).contains(t.port) else {
+        throw RPCErrors.invalidArgument(field: "init.tcp.port", "must be 1-65535, got \(t.port)")
+      }
+      guard ["", "127.0.0.1", "localhost"].contains(t.host.lowercased()) else {
+        throw RPCErrors.invalidArgument(
+          field: "init.tcp.host", "only the sandbox's own loopback can be forwarded to (127.0.0.1 or localhost), not \(String(t.host.prefix(100)).debugDescription)")
+      }
+      return ForwardTarget(
+        service: SandboxProtocol.tcpForwardService, relay: .tcp(.with { $0.host = "127.0.0.1"; $0.port = t.port }), name: "tcp:127.0.0.1:\(t.port)")
+    case nil:
+      throw RPCErrors.invalidArgument(field: "init.target", "is required (ssh or tcp)")
+    }
   }
 
   /// Copies client `data` frames to the channel and the channel's bytes to the client until the

@@ -28,20 +28,6 @@ enum RPCErrors {
   static func failedPrecondition(_ message: String) -> RPCError { RPCError(code: .failedPrecondition, message: message) }
   static func permissionDenied(_ message: String) -> RPCError { RPCError(code: .permissionDenied, message: message) }
 
-  /// Maps log failures: a full disk or map is RESOURCE_EXHAUSTED, an optimistic-concurrency
-  /// conflict ABORTED (retry), anything else UNAVAILABLE. Never leaks payload bytes.
-  static func from(_ error: EventLogError) -> RPCError {
-    switch error.code {
-    case .diskFull:
-      return RPCError(code: .resourceExhausted, message: "the gateway's disk is full: nothing was recorded; free space on the gateway host and retry")
-    case .mapFull: return RPCError(code: .resourceExhausted, message: "event log: \(error.message)")
-    case .conflict: return RPCError(code: .aborted, message: "concurrent modification, retry: \(error.message)")
-    case _ where error.errno == EMFILE || error.errno == ENFILE:
-      return RPCError(code: .resourceExhausted, message: "the gateway is out of file descriptors; retry later")
-    default: return RPCError(code: .unavailable, message: "event log: \(error.message)")
-    }
-  }
-
   /// FAILED_PRECONDITION for a credential whose sealed value cannot be opened (its data key was destroyed,
   /// or the log was restored without the archive's key material); says how to recover.
   public static func undecryptable(key: String, provider: String, _ error: any Error) -> RPCError {

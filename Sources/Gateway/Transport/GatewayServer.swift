@@ -159,7 +159,9 @@ public final class GatewayServer: Sendable {
     self.peerRegistry = peerRegistry
     self.metrics = metrics
     self.services = services
-    self.interceptors = interceptors + [SubscriptionDrainInterceptor(drain: subscriptionDrain)]
+    // The error funnel comes after the given interceptors, so they (metrics, audit) see the final status
+    // code, and before the drain interceptor, so its "shutting down" answer is funnelled too.
+    self.interceptors = interceptors + [ErrorFunnelInterceptor(), SubscriptionDrainInterceptor(drain: subscriptionDrain)]
     self.logger = logger
   }
 

@@ -76,7 +76,7 @@ final class DenialReporter: Sendable {
     }
   }
 
-  func run(_ client: Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>, metadata: Metadata) async {
+  func run(_ client: Openshell_V1_OpenShell.Client<RenewingTransport>, metadata: Metadata) async {
     while !Task.isCancelled {
       try? await Task.sleep(for: Self.flushInterval)
       let batch = pending.withLock { p -> [Key: Entry] in

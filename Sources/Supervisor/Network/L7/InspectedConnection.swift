@@ -36,7 +36,8 @@ enum InspectedConnection {
   /// The handlers that inspect plaintext HTTP on a client channel (after TLS termination, if any).
   static func httpHandlers(proxy: PolicyProxy, target: InspectedTarget) -> [ChannelHandler] {
     [
-      ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
+      // After an upgrade, bytes the decoder held reach the relay as its `leftoverDataWhenDone` error.
+      ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .fireError)),
       HTTPResponseEncoder(),
       L7ClientHandler(proxy: proxy, target: target),
     ]

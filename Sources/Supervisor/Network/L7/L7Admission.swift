@@ -5,11 +5,31 @@ import NIOHTTP1
 /// (see ``L7ClientHandler``). Denials are reported to the proxy's denial reporter with the method,
 /// the canonical path and the rule that was missing.
 enum L7Admission {
-  /// - Returns: the head to forward (origin-form target, placeholders resolved, proxy headers removed),
-  ///   or the rejection to answer.
-  static func admit(_ head: HTTPRequestHead, target: InspectedTarget, proxy: PolicyProxy) -> Result<HTTPRequestHead, L7ClientHandler.Rejection> {
+  /// What happens to an admitted request's body (``BodyCredentials``).
+  enum BodyMode: Equatable {
+    /// Forwarded as it comes (the sandbox holds no credentials).
+    case stream
+    /// Forwarded as it comes through a ``MarkerGuard``: a placeholder refuses the request.
+    case guarded
+    /// Buffered (up to ``BodyCredentials/maxRewriteBytes``) and its placeholders resolved: every
+    /// matching endpoint sets `request_body_credential_rewrite`.
+    case rewrite
+    /// Re-signed with SigV4 (``SigV4Signer``): buffered first when the payload is signed.
+    case sign(SigV4Signer)
+  }
+
+  /// An admitted request: the head to forward, what to do with its body, and its upgrade.
+  struct Admitted {
+    var head: HTTPRequestHead
+    var body: BodyMode
+    var upgrade: WebSocketUpgrade.Kind
+  }
+
+  /// - Returns: the head to forward (origin-form target, placeholders resolved, proxy headers removed,
+  ///   upgrade headers as ``WebSocketUpgrade`` allows) and what to do with its body, or the rejection.
+  static func admit(_ head: HTTPRequestHead, target: InspectedTarget, proxy: PolicyProxy) -> Result<Admitted, L7ClientHandler.Rejection> {
     let method = head.method.rawValue
-    func reject(_ status: HTTPResponseStatus, _ reason: String) -> Result<HTTPRequestHead, L7ClientHandler.Rejection> {
+    func reject(_ status: HTTPResponseStatus, _ reason: String) -> Result<Admitted, L7ClientHandler.Rejection> {
       proxy.onDenied(.init(method: method, host: target.host, port: target.port, binary: target.binary, reason: reason))
       return .failure(.init(status: status, message: "openshell: \(method) \(target.host):\(target.port) denied: \(reason)"))
     }
@@ -41,10 +61,15 @@ enum L7Admission {
     }
     // The current generation decides: the host, port and binary, then the endpoints' L7 rules.
     let (_, verdict) = proxy.policy.decide(host: target.host, port: target.port, binary: target.binary)
+    var rewriteBody = false
+    var signer: SigV4Signer?
+    var rewriteWebSocket = false
     switch verdict {
     case .deny(let reason): return reject(.forbidden, reason)
     case .allow(let policyName, _, let inspection):
       if let inspection {
+        rewriteBody = inspection.endpoints.allSatisfy(\.requestBodyCredentialRewrite)
+        rewriteWebSocket = inspection.endpoints.allSatisfy(\.websocketCredentialRewrite)
         let request: L7Request
         do {
           request = try L7Request.parse(method: method, target: uri, allowEncodedSlash: inspection.endpoints.contains { $0.allowEncodedSlash })
@@ -52,6 +77,13 @@ enum L7Admission {
           return reject(.badRequest, why)
         } catch {
           return reject(.badRequest, "malformed request target")
+        }
+        do {
+          signer = try SigV4Signer.forRequest(head, endpoints: inspection.endpoints, host: target.host)
+        } catch let r as SigV4Signer.Refusal {
+          return reject(r.status, r.description)
+        } catch {
+          return reject(.internalServerError, "\(error)")
         }
         if case .deny(let why) = L7Rules.evaluate(request, endpoints: inspection.endpoints) {
           let reason = "\(why) (network policy \(policyName), L7)"
@@ -76,6 +108,11 @@ enum L7Admission {
     if !headers.contains(name: "host") {
       headers.add(name: "host", value: target.port == (target.tls ? 443 : 80) ? target.host : "\(target.host):\(target.port)")
     }
-    return .success(HTTPRequestHead(version: head.version, method: head.method, uri: uri, headers: headers))
+    let mode: BodyMode = signer.map { .sign($0) } ?? (values.isEmpty ? .stream : rewriteBody ? .rewrite : .guarded)
+    var forwarded = HTTPRequestHead(version: head.version, method: head.method, uri: uri, headers: headers)
+    switch WebSocketUpgrade.admit(&forwarded, rewrite: rewriteWebSocket) {
+    case .failure(let r): return reject(r.status, r.message)
+    case .success(let kind): return .success(Admitted(head: forwarded, body: mode, upgrade: kind))
+    }
   }
 }

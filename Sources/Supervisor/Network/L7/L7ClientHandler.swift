@@ -11,7 +11,9 @@ import NIOSSL
 /// (``L7Rules``). A denied request is answered `403` with the reason (body and `X-OpenShell-Reason`),
 /// reported to the denial reporter, and the connection is closed after its body was read; it never
 /// reaches the upstream. An allowed request gets its credential placeholders resolved
-/// (``CredentialPlaceholders``; an unknown one is answered `500`), proxy headers removed, and is
+/// (``CredentialPlaceholders``; an unknown one is answered `500`; in bodies as ``BodyCredentials``
+/// says: resolved where the endpoint opts in, else a placeholder refuses the request before its bytes
+/// leave), proxy headers removed, and is
 /// forwarded over one upstream connection per client connection (dialled on first use, to the
 /// addresses admitted at CONNECT time; TLS verified against the system roots when the client spoke
 /// TLS). `enforcement: audit` endpoints report L7 denials but forward the request.
@@ -30,18 +32,27 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     case rejecting(Rejection)
     /// An inference request whose body is collected, rewritten, then sent.
     case buffering(HTTPRequestHead, ByteBuffer)
+    /// A request whose body is collected for credential placeholders (``BodyCredentials``).
+    case rewriting(HTTPRequestHead, [UInt8])
+    /// A request whose body is collected to be hashed for its SigV4 signature.
+    case signing(HTTPRequestHead, [UInt8], SigV4Signer)
   }
 
   let proxy: PolicyProxy
   let target: InspectedTarget
-  private var context: ChannelHandlerContext?
-  private var state = State.idle
+  var context: ChannelHandlerContext?
+  var state = State.idle
   private var queue = CircularBuffer<HTTPServerRequestPart>()
-  private var upstream: L7Upstream?
+  var upstream: L7Upstream?
   private var heldRead = false
-  private var closeAfterResponse = false
-  private var responseStarted = false
+  var closeAfterResponse = false
+  var responseStarted = false
   private var informational = false
+  /// The body guard of the request being forwarded (``L7Admission/BodyMode/guarded``).
+  var bodyGuard: MarkerGuard?
+  /// The upgrade the request being forwarded asked for, and whether its `101` was accepted.
+  var upgrade = WebSocketUpgrade.Kind.none
+  var switching = false
 
   init(proxy: PolicyProxy, target: InspectedTarget) {
     self.proxy = proxy
@@ -117,12 +128,35 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
       responseStarted = false
       switch L7Admission.admit(head, target: target, proxy: proxy) {
       case .failure(let r): state = .rejecting(r)
-      case .success(let forwarded):
-        state = .forwarding
-        upstreamConnection().send(.head(forwarded))
+      case .success(let admitted):
+        let forwarded = admitted.head, mode = admitted.body
+        upgrade = admitted.upgrade
+        // The client's decoder stops at an upgrade request: unless it switches, the connection ends.
+        if head.headers.contains(name: "upgrade") { closeAfterResponse = true }
+        bodyGuard = mode == .guarded ? MarkerGuard() : nil
+        if mode == .rewrite {
+          startRewrite(forwarded)
+        } else if case .sign(let signer) = mode {
+          startSigning(forwarded, signer)
+        } else {
+          state = .forwarding
+          upstreamConnection().send(.head(forwarded))
+        }
       }
-    case (.body(let bytes), .forwarding): upstreamConnection().send(.body(.byteBuffer(bytes)))
+    case (.body(let bytes), .rewriting), (.body(let bytes), .signing): collect(bytes)
+    case (.end, .rewriting(let head, let body)): finishRewrite(head, body)
+    case (.end, .signing(let head, let body, let signer)): finishSigned(head, body, signer)
+    case (.body(let bytes), .forwarding):
+      guard bodyGuard != nil else { return upstreamConnection().send(.body(.byteBuffer(bytes))) }
+      do { send(try bodyGuard!.pass(bytes.readableBytesView)) } catch {
+        // Part of the body may be upstream already, never the placeholder: the request is cut off.
+        upstream?.close()
+        upstream = nil
+        refuseBody(nil, error)
+      }
     case (.end(let trailers), .forwarding):
+      if bodyGuard != nil { send(bodyGuard!.finish()) }
+      bodyGuard = nil
       state = .awaitingResponse
       upstreamConnection().send(.end(trailers))
     case (.end, .rejecting(let r)): respondAndClose(r.status, r.message)
@@ -136,7 +170,7 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     proxy.onDenied(.init(method: method, host: target.clientHost, port: 443, binary: target.binary, reason: message))
   }
 
-  private func upstreamConnection() -> L7Upstream {
+  func upstreamConnection() -> L7Upstream {
     if let upstream { return upstream }
     let u = L7Upstream(client: self, proxy: proxy, target: target, loop: context!.eventLoop)
     upstream = u
@@ -147,7 +181,7 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
   private var wantsRead: Bool {
     switch state {
-    case .idle, .rejecting, .buffering: return true
+    case .idle, .rejecting, .buffering, .rewriting, .signing: return true
     case .forwarding: return upstream?.isWritable ?? true
     case .awaitingResponse, .closing: return false
     }
@@ -176,6 +210,17 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
   func upstreamResponse(_ part: HTTPClientResponsePart) {
     guard let context else { return }
     switch part {
+    case .head(let head) where head.status == .switchingProtocols:
+      if let why = WebSocketUpgrade.check(head, for: upgrade) {
+        upstream?.close()
+        upstream = nil
+        return fail(.badGateway, "openshell: upstream \(target.host):\(target.port): \(why)")
+      }
+      switching = true
+      responseStarted = true
+      context.write(wrapOutboundOut(.head(head)), promise: nil)
+    case .end where switching:
+      switchToRelay(context)
     case .head(var head):
       informational = head.status.code < 200 && head.status != .switchingProtocols
       if !informational {
@@ -199,7 +244,11 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
   }
 
-  func flushResponse() { context?.flush() }
+  /// Flushes what the upstream's last read produced; a `101` waits for the switch to the relay, so the
+  /// client cannot send frames while the HTTP handlers are still in place.
+  func flushResponse() {
+    if !switching { context?.flush() }
+  }
 
   /// The upstream connection ended or failed (`error` when it failed before a response).
   func upstreamEnded(_ error: String?) {

@@ -27,6 +27,9 @@ final class L7Upstream {
 
   var isWritable: Bool { channel?.isWritable ?? false }
 
+  /// The connection, once dialled (for the switch to a byte relay after a `101`).
+  var rawChannel: Channel? { channel }
+
   func send(_ part: HTTPClientRequestPart) {
     guard let channel else {
       pending.append(part)
@@ -54,7 +57,7 @@ final class L7Upstream {
       }
       // Informational responses (100 Continue) are forwarded, so a client waiting for one is not stalled.
       try sync.addHandler(HTTPRequestEncoder())
-      try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .forward)))
+      try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .fireError, informationalResponseStrategy: .forward)))
       let handler = L7UpstreamHandler(owner: self)
       try sync.addHandler(handler)
       self.handler = handler
@@ -92,7 +95,7 @@ final class L7Upstream {
 
 /// Forwards response parts to the client; reads from the upstream only while the client can take
 /// more (backpressure for large downloads).
-final class L7UpstreamHandler: ChannelDuplexHandler {
+final class L7UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
   typealias InboundIn = HTTPClientResponsePart
   typealias OutboundIn = HTTPClientRequestPart
   typealias OutboundOut = HTTPClientRequestPart

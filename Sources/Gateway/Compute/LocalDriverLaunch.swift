@@ -1,0 +1,238 @@
+import EventLog
+import Foundation
+import GRPCCore
+import Logging
+import OpenShellAPI
+import Projections
+import SandboxConfinement
+import SandboxProtocol
+import Synchronization
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Starting a sandbox: its directory, identity, confinement plan and the bubblewrap command that runs its
+/// supervisor (``LocalComputeDriver/launch(_:endpoint:plan:user:)``).
+extension LocalComputeDriver {
+  func dir(_ id: String) -> String { "\(root)/\(id)" }
+
+  /// Sandboxes with a supervisor this driver started or adopted.
+  func runningSandboxIDs() -> Set<String> { instances.withLock { Set($0.keys) } }
+
+  func loadInstance(_ id: String) -> SandboxInstance? {
+    guard let data = FileManager.default.contents(atPath: dir(id) + "/instance.json") else { return nil }
+    return try? JSONDecoder().decode(SandboxInstance.self, from: data)
+  }
+
+  func start(_ s: SandboxRecord, _ state: GatewayState, _ store: GatewayStore) async throws {
+    guard let endpoint = endpoint.withLock({ $0 }) else { return }
+    if let why = unsupported(spec: s.spec) {
+      try await transition(s.id, from: [.provisioning, .starting, .ready], [GatewayEvent(.sandboxFailed(.with { $0.id = s.id; $0.reason = "Unsupported"; $0.message = why }))], store)
+      return
+    }
+    if let why = SandboxNetworks.unavailable(runAsRoot: runAsRoot) {
+      hub.logs.gateway(s.id, "cannot start the sandbox: \(why)", level: "ERROR")
+      try await transition(s.id, from: [.provisioning, .starting, .ready], [GatewayEvent(.sandboxFailed(.with { $0.id = s.id; $0.reason = "NetworkConfinementUnavailable"; $0.message = why }))], store)
+      return
+    }
+    var events: [GatewayEvent] = []
+    if s.driver.isEmpty {
+      events.append(GatewayEvent(.sandboxProvisioning(.with { $0.id = s.id; $0.driver = name; $0.message = "starting the supervisor in bubblewrap namespaces" })))
+    }
+    if s.phase == .ready {
+      // READY with no supervisor: its processes ended while the gateway was down (or the host rebooted).
+      let message = "the sandbox's processes ended while the gateway was down; relaunched"
+      events.append(GatewayEvent(.sandboxConditionSet(.with { $0.id = s.id; $0.type = "Relaunched"; $0.status = "True"; $0.reason = "ProcessesEnded"; $0.message = message })))
+      hub.logs.gateway(s.id, message, level: "WARN")
+    }
+    do {
+      // Confinement (startup-only sections of the effective policy), decided before anything runs.
+      let (policy, source) = ConfinementPlanner.startupPolicy(s, state)
+      let user = runAsRoot ? try SandboxUser.resolve() : nil
+      let plan = ConfinementPlanner.plan(policy, user: user, simulateNoLandlock: simulateNoLandlock)
+      let landlock = LandlockProbe.probe(simulateAbsent: plan.simulateNoLandlock)
+      if case .unavailable(let reason, let kernel) = landlock, plan.landlockCompatibility == "hard_requirement" {
+        let message = "landlock.compatibility is hard_requirement (\(source)) but kernel \(kernel) offers no Landlock: \(reason)"
+        hub.logs.gateway(s.id, message, level: "ERROR")
+        try await transition(s.id, from: [s.phase], events + [GatewayEvent(.sandboxFailed(.with { $0.id = s.id; $0.reason = "LandlockUnavailable"; $0.message = message }))], store)
+        return
+      }
+      let condition = ConfinementPlanner.condition(plan, landlock, source: source)
+      let current = s.conditions.first { $0.type == "Confinement" }
+      if current?.status != condition.status || current?.reason != condition.reason || current?.message != condition.message {
+        events.append(GatewayEvent(.sandboxConditionSet(.with {
+          $0.id = s.id; $0.type = "Confinement"; $0.status = condition.status; $0.reason = condition.reason; $0.message = condition.message
+        })))
+      }
+      if condition.status != "True" { hub.logs.gateway(s.id, "SECURITY (high): \(condition.message)", level: "ERROR") }
+      let (instance, issued) = try launch(s, endpoint: endpoint, plan: plan, user: user)
+      instances.withLock { $0[s.id] = instance }
+      if let i = issued { events.append(Self.certificateIssued(sandboxID: s.id, i)) }
+      hub.logs.gateway(s.id, "supervisor started (pid \(instance.pid), instance \(instance.instanceID))")
+      if !events.isEmpty, try await !transition(s.id, from: [s.phase], events, store) {
+        // A stop or delete arrived meanwhile: the reconcile queued for it stops what was just started.
+        return
+      }
+      let id = s.id
+      Task { [self] in
+        try? await Task.sleep(for: Self.readyTimeout)
+        queue.enqueue(id) { [self] in
+          guard instances.withLock({ $0[id] }) == instance, hub.connectedInstance(id) != instance.instanceID,
+            let cur = await store.state.sandboxes[id], cur.phase == .provisioning || cur.phase == .starting
+          else { return }
+          await stop(id)
+          let tail = lastLines(of: dir(id) + "/supervisor.log", 3)
+          _ = try? await transition(id, from: [.provisioning, .starting], [GatewayEvent(.sandboxFailed(.with {
+            $0.id = id; $0.reason = "SupervisorNotReady"
+            $0.message = "the supervisor did not connect within \(Self.readyTimeout)" + (tail.isEmpty ? "" : ": \(tail)")
+          }))], store)
+        }
+      }
+    } catch {
+      events.append(GatewayEvent(.sandboxFailed(.with { $0.id = s.id; $0.reason = "SupervisorStartFailed"; $0.message = "\(error)" })))
+      hub.logs.gateway(s.id, "cannot start the supervisor: \(error)", level: "ERROR")
+      try await transition(s.id, from: [s.phase], events, store)
+    }
+  }
+
+  /// Prepares the sandbox directory and starts bwrap. Writes instance.json before returning.
+  /// - Parameters:
+  ///   - plan: the workloads' confinement, written into launch.json.
+  ///   - user: the host identity of `sandbox` (nil when the gateway is not root).
+  func launch(_ s: SandboxRecord, endpoint: String, plan: ConfinementPlan, user: SandboxUser?) throws -> (SandboxInstance, CertificateIssuance?) {
+    let fm = FileManager.default
+    let base = dir(s.id)
+    let workspace = base + "/workspace"
+    let run = base + "/run"
+    guard fm.isExecutableFile(atPath: supervisorBinary) else {
+      throw SpawnError("supervisor binary \(supervisorBinary) not found (build the openshell-sandbox product or set OPENSHELL_SUPERVISOR_BIN)")
+    }
+    let launcherBinary = ((supervisorBinary as NSString).deletingLastPathComponent as NSString).appendingPathComponent(SandboxProtocol.launcherName)
+    guard fm.isExecutableFile(atPath: launcherBinary) else {
+      throw SpawnError("launcher binary \(launcherBinary) not found (build the openshell-sandbox-launch product next to openshell-sandbox)")
+    }
+    guard fm.isExecutableFile(atPath: "/usr/bin/bwrap") else { throw SpawnError("bubblewrap (/usr/bin/bwrap) is not installed (apt-get install bubblewrap)") }
+    try fm.createDirectory(atPath: base, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    try fm.createDirectory(atPath: workspace, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+    user?.own(workspace: workspace)
+    try? fm.removeItem(atPath: run)
+    try fm.createDirectory(atPath: run, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+    func write(_ name: String, _ text: String, _ mode: Int) throws {
+      guard fm.createFile(atPath: run + "/" + name, contents: Data(text.utf8), attributes: [.posixPermissions: mode]) else {
+        throw SpawnError("cannot write \(run)/\(name)")
+      }
+    }
+    var issuance: CertificateIssuance?
+    if let pki, usesTLS {
+      let cert = try pki.issueSandboxCertificate(sandboxID: s.id, lifetime: sandboxCertificateLifetime)
+      try write("tls.crt", cert.certificatePEM, 0o644)
+      try write("tls.key", cert.privateKeyPEM, 0o600)
+      try write("ca.crt", cert.caCertificatePEM, 0o644)
+      issuance = cert.issuance
+    }
+    try write("token", hub.token(for: s.id), 0o600)
+    if let upstreamTrustFile {
+      guard let pem = try? String(contentsOfFile: upstreamTrustFile, encoding: .utf8) else {
+        throw SpawnError("cannot read the upstream trust file \(upstreamTrustFile)")
+      }
+      try write((SandboxProtocol.upstreamTrustFile as NSString).lastPathComponent, pem, 0o644)
+    }
+    // The sandbox's trust directory: the supervisor writes its CA certificate and bundle there.
+    let trust = base + "/tls"
+    try? fm.removeItem(atPath: trust)
+    try fm.createDirectory(atPath: trust, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+    try SandboxSSHHostKey.generate(in: run, comment: "openshell-sandbox-\(s.id)", owner: user)
+    let spec = (try? Openshell_V1_SandboxSpec(serializedBytes: s.spec)) ?? .init()
+    let env: [String: String]
+    do { env = try SandboxEnvironmentSecrets.environment(of: s, vault: vault) } catch {
+      throw SpawnError("cannot open the sandbox's environment values: \(error)")
+    }
+    let instanceID = RandomID.uuid()  // getrandom(2): no descriptor needed, never a constant (issue 17)
+    // Root: a veth pair + nftables namespace made here. Otherwise the supervisor makes a private one.
+    let allocation = runAsRoot ? try networks.setUp(s.id) : nil
+    // The launcher enters the sandbox's network namespace first (ConfinementPlan.networkNamespacePath;
+    // for a private namespace the supervisor fills it in).
+    var confinement = plan
+    if allocation != nil { confinement.networkNamespacePath = SandboxProtocol.networkNamespaceMount }
+    // Baseline enrichment (OpenShell adds the proxy's trust paths): workloads read the CA files.
+    confinement.readOnly.append(SandboxProtocol.trustDirectory)
+    let launch = SupervisorLaunch(
+      command: spec.command, environment: env, confinement: confinement, instanceID: instanceID,
+      networkNamespacePath: allocation != nil ? SandboxProtocol.networkNamespaceMount : nil,
+      proxyAddress: allocation.map { "\($0.hostAddress):\(SandboxProtocol.proxyPort)" },
+      privateNetwork: allocation == nil ? true : nil)
+    try write("launch.json", String(decoding: try JSONEncoder().encode(launch), as: UTF8.self), 0o644)
+    // The sandbox's /etc/passwd and /etc/group (SandboxUser), outside the credentials directory.
+    var identityFiles: (passwd: String, group: String)?
+    if let user {
+      let etc = base + "/etc"
+      try? fm.removeItem(atPath: etc)
+      try fm.createDirectory(atPath: etc, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+      guard fm.createFile(atPath: etc + "/passwd", contents: Data(user.passwd.utf8), attributes: [.posixPermissions: 0o644]),
+        fm.createFile(atPath: etc + "/group", contents: Data(user.group.utf8), attributes: [.posixPermissions: 0o644])
+      else { throw SpawnError("cannot write \(etc)/passwd and group") }
+      identityFiles = (etc + "/passwd", etc + "/group")
+    }
+
+    let hostname = String(s.name.prefix(63))
+    let command = BubblewrapCommand(
+      hostname: hostname, workspace: workspace, credentials: run, supervisorBinary: supervisorBinary, launcherBinary: launcherBinary,
+      runtimeLibraryDirectories: runtimeDirectories, runAsRoot: runAsRoot, identityFiles: identityFiles,
+      network: allocation != nil ? .confined(namespaceFile: SandboxNetworks.namespaceFile(s.id)) : .private, trustDirectory: trust)
+    let creds = SandboxProtocol.credentialsDirectory
+    var environment = [
+      "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": SandboxProtocol.workspace, "LANG": "C.UTF-8",
+      SandboxProtocol.envSandboxID: s.id, SandboxProtocol.envSandboxName: s.name,
+      SandboxProtocol.envEndpoint: endpoint, SandboxProtocol.envTokenFile: creds + "/token",
+      SandboxProtocol.envLaunchFile: creds + "/launch.json",
+    ]
+    if issuance != nil {
+      environment[SandboxProtocol.envTLSCA] = creds + "/ca.crt"
+      environment[SandboxProtocol.envTLSCert] = creds + "/tls.crt"
+      environment[SandboxProtocol.envTLSKey] = creds + "/tls.key"
+    } else if usesTLS, let pki {
+      try write("ca.crt", pki.caCertificatePEM, 0o644)
+      environment[SandboxProtocol.envTLSCA] = creds + "/ca.crt"
+    }
+    // cpu/memory limits: the process joins the sandbox's cgroup(s) and then execs bwrap, so that every
+    // process of the sandbox starts inside (a pid moved after bwrap forked would leave its children out).
+    var executable = command.bwrapPath
+    var arguments = command.arguments
+    if hasLimits(spec), let cgroups {
+      let limits: ResourceLimits
+      let procs: [String]
+      do {
+        limits = try ResourceLimits.parse(spec.template.resources)
+        procs = try cgroups.prepare(sandboxID: s.id, limits: limits)
+      } catch {
+        throw SpawnError("cannot apply the resource limits: \(error.message)")
+      }
+      if !procs.isEmpty {
+        // Also: bwrap and the supervisor ask to be exempt from the OOM killer (-1000, inherited; each workload's
+        // launcher raises its own score to 1000). Hosts that refuse the lowering (some containers) keep 0.
+        let script = #"echo -1000 2>/dev/null > /proc/self/oom_score_adj; while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#
+        arguments = ["-c", script, "openshell-cgroup-join"] + procs + ["--", executable] + arguments
+        executable = "/bin/sh"
+      }
+    }
+    let process = try Spawner.spawn(
+      executable, arguments, environment: environment,
+      stdout: .appendFile(base + "/supervisor.log"), stderr: .appendFile(base + "/supervisor.log"),
+      newSession: true, fd3File: base + "/bwrap-info.json")
+    let ticks = HostProcess.stat(process.pid)?.startTicks ?? 0
+    let instance = SandboxInstance(
+      pid: process.pid, startTicks: ticks, instanceID: instanceID, endpoint: endpoint,
+      startedNs: Int64(Date().timeIntervalSince1970 * 1e9))
+    do {
+      try JSONEncoder().encode(instance).write(to: URL(fileURLWithPath: base + "/instance.json"))
+    } catch {
+      // Unrecorded, it would run unknown to any later gateway (e.g. on a full disk): end it now.
+      kill(process.pid, SIGKILL)
+      _ = Spawner.waitBlocking(process.pid)
+      reapStrays(s.id)
+      throw error
+    }
+    return (instance, issuance)
+  }
+}
