@@ -84,13 +84,14 @@ extension LogShared {
     if start.seq == target { return running }
     let c = try txn.cursor(env.dbs.events)
     defer { c.close() }
+    let ctx = RecordDecoder(shared: self)
     var expected = start.seq + 1
     var op = MDB_SET_RANGE
     var key: [UInt8]? = seqKey(expected)
     while expected <= target {
       let found: UInt64? = try c.get(op, key: key) { k, v in
         guard let s = decodeBE64(k), s == expected else { return decodeBE64(k) ?? .max }
-        running = try decode(RecordFormat.parse(v, key: s), txn: txn, previousHash: running).hash
+        running = try decode(RecordFormat.parse(v, key: s), txn: txn, previousHash: running, context: ctx).hash
         return s
       }
       guard found == expected else {

@@ -71,6 +71,11 @@ func zstdErrorName(_ code: Int) -> String { String(cString: ZSTD_getErrorName(co
 final class Compressor {
   let cctx: OpaquePointer
   let level: Int32
+  /// What the context's sticky parameters are set up for (``compressBody(_:dict:)``): nil = not set up,
+  /// 0 = no dictionary, else the dictionary id (dictionaries are immutable once stored).
+  var configuredFor: Int?
+  /// Output buffer of ``compressBody(_:dict:)``, reused between records.
+  var scratch = ScratchBuffer()
 
   init(level: Int32) throws {
     guard let c = ZSTD_createCCtx() else { throw EventLogError(code: .storage, message: "ZSTD_createCCtx failed") }
@@ -78,12 +83,16 @@ final class Compressor {
     self.level = level
   }
 
-  deinit { ZSTD_freeCCtx(cctx) }
+  deinit {
+    ZSTD_freeCCtx(cctx)
+    scratch.free()
+  }
 
   /// Compresses `src` (with `dict` if given). Returns the raw bytes instead (`raw == true`) when compression
   /// does not make them smaller.
   func compress(_ src: [UInt8], dict: ZstdDictionary?) throws -> (bytes: [UInt8], raw: Bool) {
     if src.isEmpty { return ([], true) }
+    configuredFor = nil  // the one-shot API below may leave other parameters behind
     let bound = ZSTD_compressBound(src.count)
     var out = [UInt8](repeating: 0, count: bound)
     let n: Int = src.withUnsafeBytes { s in
@@ -103,55 +112,28 @@ final class Compressor {
   }
 }
 
-extension Compressor {
-  /// The zstd frame magic number as it starts every frame (0xFD2FB528, little-endian).
-  static let frameMagic: [UInt8] = [0x28, 0xB5, 0x2F, 0xFD]
-
-  /// Compresses a v2 record body (``RecordFormat``): one zstd frame without dictionary id, with content size,
-  /// its 4-byte magic number removed. Returns the raw bytes (`raw == true`) when that is not smaller.
-  func compressBody(_ src: [UInt8], dict: ZstdDictionary?) throws -> (bytes: [UInt8], raw: Bool) {
-    if src.isEmpty { return ([], true) }
-    var out = [UInt8](repeating: 0, count: ZSTD_compressBound(src.count))
-    let n: Int = src.withUnsafeBytes { s in
-      out.withUnsafeMutableBytes { o in
-        _ = ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters)
-        var rc: Int
-        if let dict {
-          rc = dict.withCDict { ZSTD_CCtx_refCDict(cctx, $0) }
-        } else {
-          rc = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level)
-        }
-        if ZSTD_isError(rc) != 0 { return rc }
-        rc = ZSTD_CCtx_setParameter(cctx, ZSTD_c_dictIDFlag, 0)
-        if ZSTD_isError(rc) != 0 { return rc }
-        return ZSTD_compress2(cctx, o.baseAddress, o.count, s.baseAddress, s.count)
-      }
-    }
-    if ZSTD_isError(n) != 0 {
-      throw EventLogError(code: .storage, message: "zstd compression failed: \(zstdErrorName(n))")
-    }
-    guard n > 4, Array(out[0..<4]) == Self.frameMagic, n - 4 < src.count else { return (src, true) }
-    return (Array(out[4..<n]), false)
-  }
-}
-
 /// A pool of `ZSTD_DCtx` for readers on any thread.
 final class DecompressorPool: @unchecked Sendable {
   /// A context not in use by any thread.
   private struct Idle: @unchecked Sendable { let ptr: OpaquePointer }
   private let pool = Mutex<[Idle]>([])  // freed in deinit
+
+  /// Takes an idle context (or creates one); give it back with ``giveBack(_:)``.
+  func borrow() -> OpaquePointer? { pool.withLock({ $0.popLast() })?.ptr ?? ZSTD_createDCtx() }
+
+  /// Returns a context taken with ``borrow()``, its parameters reset.
+  func giveBack(_ dctx: OpaquePointer) {
+    _ = ZSTD_DCtx_reset(dctx, ZSTD_reset_session_and_parameters)
+    let kept = pool.withLock { p -> Bool in
+      if p.count < maxPooled { p.append(Idle(ptr: dctx)); return true }
+      return false
+    }
+    if !kept { ZSTD_freeDCtx(dctx) }
+  }
   private let maxPooled = 16
 
   deinit {
     pool.withLock { for d in $0 { ZSTD_freeDCtx(d.ptr) } }
-  }
-
-  /// Decompresses a v2 body frame stored without its magic number (see ``Compressor/compressBody``).
-  func decompressBody(_ src: UnsafeRawBufferPointer, length: Int, dict: ZstdDictionary?) -> Result<[UInt8], ZstdFailure> {
-    var frame = Compressor.frameMagic
-    frame.reserveCapacity(src.count + 4)
-    frame.append(contentsOf: src)
-    return frame.withUnsafeBytes { decompress($0, length: length, dict: dict) }
   }
 
   /// Decompresses one zstd frame that must expand to exactly `length` bytes. Returns a reason on failure.

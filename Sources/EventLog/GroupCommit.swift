@@ -36,10 +36,11 @@ func validateName(_ name: String, what: String) throws {
 }
 
 extension Writer {
-  /// A validated request with its payloads already compressed (reused across map-growth retries).
+  /// A validated request with its records already encoded (reused across map-growth retries).
   private struct Prepared {
     var request: AppendRequest
-    var stored: [(bytes: [UInt8], raw: Bool, bodyLength: Int)]
+    /// Per event: the v2 value without its CRC (``RecordFormat/unsealedV2``) and whether the body is raw.
+    var values: [(unsealed: [UInt8], raw: Bool)]
   }
 
   /// Writes one group of append calls in one write transaction (group commit).
@@ -58,12 +59,22 @@ extension Writer {
         guard !r.events.isEmpty else { throw EventLogError.invalid("append needs at least one event") }
         for e in r.events { try RecordFormat.validate(e) }
         if let cp = r.checkpoint { try validateName(cp.name, what: "checkpoint name") }
-        let stored = try r.events.map { e in
-          let body = RecordFormat.body(of: e)
-          let c = try compressor.compressBody(body, dict: activeDictionary)
-          return (bytes: c.bytes, raw: c.raw, bodyLength: body.count)
+        var values: [(unsealed: [UInt8], raw: Bool)] = []
+        values.reserveCapacity(r.events.count)
+        for e in r.events {
+          bodyScratch.removeAll(keepingCapacity: true)
+          RecordFormat.appendBody(of: e, to: &bodyScratch)
+          let v = try bodyScratch.withUnsafeBytes { b in
+            let c = try compressor.compressBody(b, dict: activeDictionary)
+            return (
+              unsealed: RecordFormat.unsealedV2(
+                timestampNs: e.timestampNs ?? 0, dictionaryID: dictID, stored: c ?? b, raw: c == nil,
+                bodyLength: b.count),
+              raw: c == nil)
+          }
+          values.append(v)
         }
-        prepared.append((i, Prepared(request: r, stored: stored)))
+        prepared.append((i, Prepared(request: r, values: values)))
       } catch let e as EventLogError {
         results[i] = .failure(e)
       } catch {
@@ -85,6 +96,7 @@ extension Writer {
       let outcome: Outcome = try withMapGrowth {
         try shared.env.withWrite { txn -> Outcome in
           var out = Outcome(head: start, lastCheckpoint: startCheckpoint)
+          var hasher = ChainHasher()
           guard let chainDB = dbs.chain else { throw EventLogError(code: .storage, message: "no chain database") }
           func checkpoint(_ seq: UInt64, _ hash: [UInt8]) throws {
             try txn.put(chainDB, seqKey(seq), ChainCheckpoints.value(seq: seq, hash: hash))
@@ -116,15 +128,17 @@ extension Writer {
               }
             }
             let first = out.head.headSeq + 1
-            for (e, s) in zip(p.request.events, p.stored) {
+            for (e, s) in zip(p.request.events, p.values) {
               let seq = out.head.headSeq + 1
               let ts = e.timestampNs ?? 0
               let prev = out.head.headHash
-              let hash = RecordFormat.chainHash(previousHash: prev, seq: seq, timestampNs: ts, event: e)
-              let value = RecordFormat.encodeV2(
-                seq: seq, timestampNs: ts, dictionaryID: dictID, stored: s.bytes, raw: s.raw,
-                bodyLength: s.bodyLength)
-              try txn.put(dbs.events, seqKey(seq), value, flags: MDB_APPEND)
+              let hash = hasher.hash(previousHash: prev, seq: seq, timestampNs: ts, event: e)
+              let size = s.unsealed.count + RecordFormat.checksumSize
+              try s.unsealed.withUnsafeBytes { u in
+                try txn.putReserved(dbs.events, seq: seq, count: size, flags: MDB_APPEND) {
+                  RecordFormat.sealV2(u, seq: seq, into: $0)
+                }
+              }
               if seq % interval == 0 { try checkpoint(seq, hash) }
               versions[e.aggregate] = try version(e.aggregate) + 1
               touched.insert(e.aggregate)
@@ -132,7 +146,7 @@ extension Writer {
                 EventRecord(
                   seq: seq, timestampNs: ts, type: e.type, aggregate: e.aggregate, actor: e.actor,
                   requestID: e.requestID, payloadVersion: e.payloadVersion, dictionaryID: s.raw ? 0 : dictID,
-                  payload: e.payload, hash: hash, previousHash: prev, storedSize: value.count))
+                  payload: e.payload, hash: hash, previousHash: prev, storedSize: size))
               out.head.headSeq = seq
               out.head.headHash = hash
             }
@@ -164,7 +178,7 @@ extension Writer {
       }
       for (i, r) in outcome.ranges { results[i] = r }
     } catch let raw as EventLogError {
-      let bytes = prepared.reduce(0) { $0 + $1.1.stored.reduce(0) { $0 + $1.bytes.count + 200 } }
+      let bytes = prepared.reduce(0) { $0 + $1.1.values.reduce(0) { $0 + $1.unsealed.count + 200 } }
       let e = classifyWriteError(raw, approximateBytes: bytes)
       if e.code == .diskFull {
         shared.logger.error("event log append failed: disk full", metadata: ["error": "\(e)"])

@@ -243,6 +243,20 @@ struct Transaction {
     }
   }
 
+  /// `mdb_put` of `count` bytes under the 8-byte big-endian key `seq` with `MDB_RESERVE` (plus `flags`, e.g.
+  /// `MDB_APPEND`): `fill` writes the value straight into the database page (no intermediate copy).
+  func putReserved(
+    _ dbi: MDB_dbi, seq: UInt64, count: Int, flags: Int32 = 0, _ fill: (UnsafeMutableRawBufferPointer) -> Void
+  ) throws {
+    var key = seq.bigEndian
+    try withUnsafeMutableBytes(of: &key) { kb in
+      var k = MDB_val(mv_size: 8, mv_data: kb.baseAddress)
+      var v = MDB_val(mv_size: count, mv_data: nil)
+      try check(mdb_put(ptr, dbi, &k, &v, UInt32(flags | MDB_RESERVE)), "mdb_put")
+      fill(UnsafeMutableRawBufferPointer(start: v.mv_data, count: count))
+    }
+  }
+
   /// `mdb_del` of `key` (all values). - Returns: false when the key did not exist.
   @discardableResult
   func delete(_ dbi: MDB_dbi, _ key: [UInt8]) throws -> Bool {

@@ -35,40 +35,54 @@ final class LogShared: Sendable {
 
   /// Decompresses and hashes a parsed record of either version. `previousHash` is the chain hash of the
   /// record before: a v1 record carries its own (the argument is ignored); for a v2 record nil means "look it
-  /// up" (``hashBefore(_:txn:)``). Failures are `.corrupt` naming the record.
-  func decode(_ h: RecordFormat.Header, txn: Transaction, previousHash: [UInt8]?) throws -> EventRecord {
-    let bytes: [UInt8]
-    if h.isRaw {
-      bytes = Array(h.stored)
+  /// up" (``hashBefore(_:txn:)``). `context` carries buffers between the records of one read (a fresh one
+  /// when nil). Failures are `.corrupt` naming the record.
+  func decode(
+    _ h: RecordFormat.Header, txn: Transaction, previousHash: [UInt8]?, context: RecordDecoder? = nil
+  ) throws -> EventRecord {
+    let ctx = context ?? RecordDecoder(shared: self)
+    let dict: ZstdDictionary?
+    if h.isRaw || h.dictionaryID == 0 {
+      dict = nil
+    } else if let d = ctx.dictionary, d.id == h.dictionaryID {
+      dict = d
     } else {
-      let dict: ZstdDictionary?
       do {
-        dict = h.dictionaryID == 0 ? nil : try dictionary(h.dictionaryID, txn: txn)
+        dict = try dictionary(h.dictionaryID, txn: txn)
       } catch let e as EventLogError where e.code == .corrupt {
         throw EventLogError.corrupt(h.seq, "record \(h.seq): \(e.message)")
       }
-      let result = h.version == 1
-        ? decompressors.decompress(h.stored, length: h.uncompressedLength, dict: dict)
-        : decompressors.decompressBody(h.stored, length: h.uncompressedLength, dict: dict)
-      switch result {
-      case .success(let p): bytes = p
-      case .failure(let f):
-        throw EventLogError.corrupt(h.seq, "record \(h.seq): \(h.version == 1 ? "payload" : "body"): \(f.description)")
-      }
+      ctx.dictionary = dict
     }
     let f: RecordFormat.Fields
     let prev: [UInt8]
     if let v = h.v1 {
+      let payload: [UInt8]
+      if h.isRaw {
+        payload = Array(h.stored)
+      } else {
+        switch decompressors.decompress(h.stored, length: h.uncompressedLength, dict: dict) {
+        case .success(let p): payload = p
+        case .failure(let e): throw EventLogError.corrupt(h.seq, "record \(h.seq): payload: \(e.description)")
+        }
+      }
       f = RecordFormat.Fields(
         payloadVersion: v.payloadVersion, type: v.type, kind: v.kind, id: v.id, actor: v.actor,
-        requestID: v.requestID, payload: bytes)
+        requestID: v.requestID, payload: payload)
       prev = v.previousHash
     } else {
-      f = try bytes.withUnsafeBytes { try RecordFormat.parseBody($0, seq: h.seq) }
+      if h.isRaw {
+        f = try RecordFormat.parseBody(h.stored, seq: h.seq)
+      } else {
+        switch ctx.body.decompressBody(h.stored, length: h.uncompressedLength, dict: dict) {
+        case .success(let b): f = try RecordFormat.parseBody(b, seq: h.seq)
+        case .failure(let e): throw EventLogError.corrupt(h.seq, "record \(h.seq): body: \(e.description)")
+        }
+      }
       prev = try previousHash ?? hashBefore(h.seq, txn: txn)
     }
     let hash = f.payload.withUnsafeBytes {
-      RecordFormat.chainHash(
+      ctx.hasher.hash(
         previousHash: prev, seq: h.seq, timestampNs: h.timestampNs, payloadVersion: f.payloadVersion,
         type: f.type, kind: f.kind, id: f.id, actor: f.actor, requestID: f.requestID, payload: $0)
     }
@@ -97,6 +111,7 @@ final class LogShared: Sendable {
       var op = MDB_SET_RANGE
       var key: [UInt8]? = seqKey(from)
       var position = chain
+      let ctx = RecordDecoder(shared: self)
       while scanned < limit {
         let more: Bool? = try cursor.get(op, key: key) { k, v in
           guard let seq = decodeBE64(k) else { throw EventLogError.corrupt(nil, "events key of \(k.count) bytes") }
@@ -108,7 +123,7 @@ final class LogShared: Sendable {
             position = nil
           } else {
             let prev = position.flatMap { $0.seq == seq - 1 ? $0.hash : nil }
-            let r = try decode(h, txn: txn, previousHash: prev)
+            let r = try decode(h, txn: txn, previousHash: prev, context: ctx)
             position = ChainPosition(seq: seq, hash: r.hash)
             if filter.isAll || filter.matches(r) { out.append(r) }
           }
@@ -128,6 +143,16 @@ final class LogShared: Sendable {
   func readHead() throws -> PublishedState {
     try env.withRead { txn in try readHeadState(txn, env.dbs) }
   }
+}
+
+/// State reused between the records of one read: a zstd context with its buffers, the chain hasher's buffer
+/// and the last dictionary used. One thread at a time.
+final class RecordDecoder {
+  let body: BodyDecoder
+  var hasher = ChainHasher()
+  var dictionary: ZstdDictionary?
+
+  init(shared: LogShared) { body = BodyDecoder(pool: shared.decompressors) }
 }
 
 /// A record's seq and chain hash, carried between chunks of a sequential read.

@@ -142,29 +142,15 @@ public enum RecordFormat {
     previousHash: [UInt8], seq: UInt64, timestampNs: UInt64, payloadVersion: UInt16, type: String,
     kind: String, id: String, actor: String, requestID: String, payload: UnsafeRawBufferPointer
   ) -> [UInt8] {
-    var h = SHA256()
-    var fixed = previousHash
-    fixed.appendBE(seq)
-    fixed.appendBE(timestampNs)
-    fixed.appendBE(payloadVersion)
-    for s in [type, kind, id, actor, requestID] {
-      let u = Array(s.utf8)
-      fixed.appendBE(UInt32(u.count))
-      fixed += u
-    }
-    fixed.appendBE(UInt64(payload.count))
-    fixed.withUnsafeBytes { h.update(bufferPointer: $0) }
-    h.update(bufferPointer: payload)
-    return Array(h.finalize())
+    var hasher = ChainHasher()
+    return hasher.hash(
+      previousHash: previousHash, seq: seq, timestampNs: timestampNs, payloadVersion: payloadVersion, type: type,
+      kind: kind, id: id, actor: actor, requestID: requestID, payload: payload)
   }
 
   static func chainHash(previousHash: [UInt8], seq: UInt64, timestampNs: UInt64, event: NewEvent) -> [UInt8] {
-    event.payload.withUnsafeBytes {
-      chainHash(
-        previousHash: previousHash, seq: seq, timestampNs: timestampNs, payloadVersion: event.payloadVersion,
-        type: event.type, kind: event.aggregate.kind, id: event.aggregate.id, actor: event.actor,
-        requestID: event.requestID, payload: $0)
-    }
+    var hasher = ChainHasher()
+    return hasher.hash(previousHash: previousHash, seq: seq, timestampNs: timestampNs, event: event)
   }
 
   /// Checks the limits documented on ``NewEvent``.
@@ -172,10 +158,13 @@ public enum RecordFormat {
     let t = e.type.utf8.count
     guard t >= 1 && t <= 255 else { throw EventLogError.invalid("event type must be 1-255 bytes, got \(t)") }
     guard !e.aggregate.kind.isEmpty else { throw EventLogError.invalid("aggregate kind must not be empty") }
-    for (name, s) in [("aggregate kind", e.aggregate.kind), ("aggregate id", e.aggregate.id),
-                      ("actor", e.actor), ("request id", e.requestID)] where s.utf8.count > 65_535 {
-      throw EventLogError.invalid("\(name) exceeds 65535 bytes")
+    func check(_ name: @autoclosure () -> String, _ s: String) throws {
+      if s.utf8.count > 65_535 { throw EventLogError.invalid("\(name()) exceeds 65535 bytes") }
     }
+    try check("aggregate kind", e.aggregate.kind)
+    try check("aggregate id", e.aggregate.id)
+    try check("actor", e.actor)
+    try check("request id", e.requestID)
     guard e.payload.count <= EventLog.maxPayloadBytes else {
       throw EventLogError.invalid("payload of \(e.payload.count) bytes exceeds \(EventLog.maxPayloadBytes)")
     }
@@ -185,4 +174,46 @@ public enum RecordFormat {
 func hex32(_ v: UInt32) -> String {
   let s = String(v, radix: 16)
   return "0x" + String(repeating: "0", count: max(0, 8 - s.count)) + s
+}
+
+/// Computes chain hashes (``RecordFormat``) reusing one buffer for the fixed-size part of the input, so a
+/// sequential reader or the writer allocates only the 32-byte result per record.
+struct ChainHasher {
+  private var buf: [UInt8] = []
+
+  mutating func hash(
+    previousHash: [UInt8], seq: UInt64, timestampNs: UInt64, payloadVersion: UInt16, type: String,
+    kind: String, id: String, actor: String, requestID: String, payload: UnsafeRawBufferPointer
+  ) -> [UInt8] {
+    buf.removeAll(keepingCapacity: true)
+    buf.append(contentsOf: previousHash)
+    buf.appendBE(seq)
+    buf.appendBE(timestampNs)
+    buf.appendBE(payloadVersion)
+    append(type)
+    append(kind)
+    append(id)
+    append(actor)
+    append(requestID)
+    buf.appendBE(UInt64(payload.count))
+    var h = SHA256()
+    buf.withUnsafeBytes { h.update(bufferPointer: $0) }
+    h.update(bufferPointer: payload)
+    return h.finalize().withUnsafeBytes { Array($0) }
+  }
+
+  mutating func hash(previousHash: [UInt8], seq: UInt64, timestampNs: UInt64, event: NewEvent) -> [UInt8] {
+    event.payload.withUnsafeBytes {
+      hash(
+        previousHash: previousHash, seq: seq, timestampNs: timestampNs, payloadVersion: event.payloadVersion,
+        type: event.type, kind: event.aggregate.kind, id: event.aggregate.id, actor: event.actor,
+        requestID: event.requestID, payload: $0)
+    }
+  }
+
+  private mutating func append(_ s: String) {
+    let u = s.utf8
+    buf.appendBE(UInt32(u.count))
+    buf.append(contentsOf: u)
+  }
 }

@@ -5,20 +5,29 @@ extension RecordFormat {
   /// Largest accepted uncompressed v2 body: the payload limit plus the header strings and their varints.
   static let maxBodyBytes = EventLog.maxPayloadBytes + 255 + 4 * 65_535 + 60
 
-  /// The uncompressed v2 body of `event`.
-  static func body(of event: NewEvent) -> [UInt8] {
+  /// Appends the uncompressed v2 body of `event` to `out`.
+  static func appendBody(of event: NewEvent, to out: inout [UInt8]) {
     let t = event.type.utf8, k = event.aggregate.kind.utf8, i = event.aggregate.id.utf8
     let a = event.actor.utf8, r = event.requestID.utf8
-    var out = [UInt8]()
-    out.reserveCapacity(16 + t.count + k.count + i.count + a.count + r.count + event.payload.count)
+    out.reserveCapacity(out.count + 16 + t.count + k.count + i.count + a.count + r.count + event.payload.count)
     out.appendVarint(UInt64(event.payloadVersion))
-    for n in [t.count, k.count, i.count, a.count, r.count] { out.appendVarint(UInt64(n)) }
-    out += t
-    out += k
-    out += i
-    out += a
-    out += r
-    out += event.payload
+    out.appendVarint(UInt64(t.count))
+    out.appendVarint(UInt64(k.count))
+    out.appendVarint(UInt64(i.count))
+    out.appendVarint(UInt64(a.count))
+    out.appendVarint(UInt64(r.count))
+    out.append(contentsOf: t)
+    out.append(contentsOf: k)
+    out.append(contentsOf: i)
+    out.append(contentsOf: a)
+    out.append(contentsOf: r)
+    out.append(contentsOf: event.payload)
+  }
+
+  /// The uncompressed v2 body of `event`.
+  static func body(of event: NewEvent) -> [UInt8] {
+    var out = [UInt8]()
+    appendBody(of: event, to: &out)
     return out
   }
 
@@ -30,22 +39,41 @@ extension RecordFormat {
         payloadVersion: r.payloadVersion, payload: r.payload))
   }
 
-  /// Encodes one v2 value stored under `seq`. `stored` is ``Compressor/compressBody`` output (raw when `raw`),
-  /// `bodyLength` the uncompressed body length.
-  static func encodeV2(
-    seq: UInt64, timestampNs: UInt64, dictionaryID: UInt32, stored: [UInt8], raw: Bool, bodyLength: Int
+  /// A v2 value without its trailing CRC (the CRC covers the key, known only inside the write transaction):
+  /// seal it with ``sealV2(_:seq:into:)``. `stored` is the body frame without magic (``Compressor/
+  /// compressBody(_:dict:)``) or, when `raw`, the body itself; `bodyLength` the uncompressed body length.
+  static func unsealedV2(
+    timestampNs: UInt64, dictionaryID: UInt32, stored: UnsafeRawBufferPointer, raw: Bool, bodyLength: Int
   ) -> [UInt8] {
     var out = [UInt8]()
-    out.reserveCapacity(24 + stored.count)
+    out.reserveCapacity(24 + stored.count + checksumSize)
     out.append(2)
     out.append(raw ? flagRaw : 0)
     out.appendBE(timestampNs)
     out.appendVarint(UInt64(raw ? 0 : dictionaryID))
     out.appendVarint(UInt64(bodyLength))
-    out += stored
-    let crc = out.withUnsafeBytes { CRC32C.checksum(key: seq, $0) }
-    out.appendBE(crc)
+    out.append(contentsOf: stored)
     return out
+  }
+
+  /// Writes `unsealed` followed by its CRC-32C under `seq` into `dst` (exactly `unsealed.count + 4` bytes).
+  static func sealV2(_ unsealed: UnsafeRawBufferPointer, seq: UInt64, into dst: UnsafeMutableRawBufferPointer) {
+    dst.copyMemory(from: unsealed)
+    let crc = CRC32C.checksum(key: seq, unsealed)
+    dst.storeBytes(of: crc.bigEndian, toByteOffset: unsealed.count, as: UInt32.self)
+  }
+
+  /// Encodes one complete v2 value stored under `seq` (see ``unsealedV2(timestampNs:dictionaryID:stored:raw:bodyLength:)``).
+  static func encodeV2(
+    seq: UInt64, timestampNs: UInt64, dictionaryID: UInt32, stored: [UInt8], raw: Bool, bodyLength: Int
+  ) -> [UInt8] {
+    let u = stored.withUnsafeBytes {
+      unsealedV2(timestampNs: timestampNs, dictionaryID: dictionaryID, stored: $0, raw: raw, bodyLength: bodyLength)
+    }
+    return [UInt8](unsafeUninitializedCapacity: u.count + checksumSize) { buf, n in
+      u.withUnsafeBytes { sealV2($0, seq: seq, into: UnsafeMutableRawBufferPointer(buf)) }
+      n = u.count + checksumSize
+    }
   }
 
   /// Parses and checksums a v2 value (see ``parse(_:key:)``); the body is not decompressed.
@@ -81,14 +109,12 @@ extension RecordFormat {
     func bad(_ reason: String) -> EventLogError { .corrupt(seq, "record \(seq): body: \(reason)") }
     var r = ByteReader(b)
     guard let pv = r.varint(), pv <= UInt64(UInt16.max) else { throw bad("bad payload version") }
-    var lens = [Int]()
-    for limit in [255, 65_535, 65_535, 65_535, 65_535] {
-      guard let n = r.varint(), n <= UInt64(limit) else { throw bad("bad string length") }
-      lens.append(Int(n))
-    }
-    guard lens[0] > 0, lens[1] > 0 else { throw bad("empty event type or aggregate kind") }
-    guard let type = r.string(lens[0]), let kind = r.string(lens[1]), let id = r.string(lens[2]),
-      let actor = r.string(lens[3]), let req = r.string(lens[4])
+    guard let t = r.varint(), t <= 255, let k = r.varint(), k <= 65_535, let i = r.varint(), i <= 65_535,
+      let a = r.varint(), a <= 65_535, let q = r.varint(), q <= 65_535
+    else { throw bad("bad string length") }
+    guard t > 0, k > 0 else { throw bad("empty event type or aggregate kind") }
+    guard let type = r.string(Int(t)), let kind = r.string(Int(k)), let id = r.string(Int(i)),
+      let actor = r.string(Int(a)), let req = r.string(Int(q))
     else { throw bad("truncated or invalid UTF-8 header strings") }
     return Fields(
       payloadVersion: UInt16(pv), type: type, kind: kind, id: id, actor: actor, requestID: req,

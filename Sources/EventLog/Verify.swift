@@ -56,6 +56,7 @@ extension EventLog {
           defer { c.close() }
           let checkpoints = try CheckpointWalk(txn, shared.env.dbs, from: expected)
           defer { checkpoints.close() }
+          let ctx = RecordDecoder(shared: shared)
           var op = MDB_SET_RANGE
           var key: [UInt8]? = seqKey(expected)
           for _ in 0..<chunk {
@@ -87,7 +88,7 @@ extension EventLog {
                 }
                 anchor = seq - 1
               }
-              let r = try shared.decode(h, txn: txn, previousHash: report.lastHash)
+              let r = try shared.decode(h, txn: txn, previousHash: report.lastHash, context: ctx)
               switch try checkpoints.check(seq: seq, hash: r.hash) {
               case .none: break
               case .matches: anchor = seq

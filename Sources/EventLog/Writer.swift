@@ -47,6 +47,8 @@ final class Writer: @unchecked Sendable {
   var head: PublishedState
   var activeDictionary: ZstdDictionary?
   var compressor: Compressor
+  /// Uncompressed body of the record being encoded, reused between records.
+  var bodyScratch: [UInt8] = []
   /// Seq of the newest chain checkpoint (``ChainCheckpoints``).
   var lastCheckpoint: UInt64
 
