@@ -43,6 +43,9 @@ enum LogReport {
         ["bulk load, \(s.bulkBatch)-event transactions", f(r.bulkOurs), f(r.bulkSQLite), ratio(r.bulkOurs, r.bulkSQLite)],
         ["replay: read only (decompress, checksum, chain hash)", f(r.readOurs), "-", "-"],
         ["replay: read + decode + GatewayState.apply", f(r.replayOurs), f(r.replaySQLite), ratio(r.replayOurs, r.replaySQLite)],
+        ["bulk load, per CPU-second (all threads)", f(r.bulkOursCPU), f(r.bulkSQLiteCPU), ratio(r.bulkOursCPU, r.bulkSQLiteCPU)],
+        ["replay: read only, per CPU-second", f(r.readOursCPU), "-", "-"],
+        ["replay: read + decode + apply, per CPU-second", f(r.replayOursCPU), f(r.replaySQLiteCPU), ratio(r.replayOursCPU, r.replaySQLiteCPU)],
       ])
     out += "\nfinal state: \(r.replayCheck)\n"
 
