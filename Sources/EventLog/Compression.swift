@@ -77,10 +77,18 @@ final class Compressor {
   /// Output buffer of ``compressBody(_:dict:)``, reused between records.
   var scratch = ScratchBuffer()
 
-  init(level: Int32) throws {
+  /// Level of ``compressBody(_:dict:)`` without a dictionary (``EventLog/Options/compressionLevelWithoutDictionary``).
+  let bodyLevelWithoutDictionary: Int32
+
+  init(level: Int32, bodyLevelWithoutDictionary: Int32? = nil) throws {
     guard let c = ZSTD_createCCtx() else { throw EventLogError(code: .storage, message: "ZSTD_createCCtx failed") }
     cctx = c
     self.level = level
+    self.bodyLevelWithoutDictionary = bodyLevelWithoutDictionary ?? level
+  }
+
+  convenience init(options: EventLog.Options) throws {
+    try self.init(level: options.compressionLevel, bodyLevelWithoutDictionary: options.compressionLevelWithoutDictionary)
   }
 
   deinit {

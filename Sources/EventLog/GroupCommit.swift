@@ -40,7 +40,7 @@ extension Writer {
   private struct Prepared {
     var request: AppendRequest
     /// Per event: the v2 value without its CRC (``RecordFormat/unsealedV2``) and whether the body is raw.
-    var values: [(unsealed: [UInt8], raw: Bool)]
+    var values: [EncodedRecord]
   }
 
   /// Writes one group of append calls in one write transaction (group commit).
@@ -59,21 +59,7 @@ extension Writer {
         guard !r.events.isEmpty else { throw EventLogError.invalid("append needs at least one event") }
         for e in r.events { try RecordFormat.validate(e) }
         if let cp = r.checkpoint { try validateName(cp.name, what: "checkpoint name") }
-        var values: [(unsealed: [UInt8], raw: Bool)] = []
-        values.reserveCapacity(r.events.count)
-        for e in r.events {
-          bodyScratch.removeAll(keepingCapacity: true)
-          RecordFormat.appendBody(of: e, to: &bodyScratch)
-          let v = try bodyScratch.withUnsafeBytes { b in
-            let c = try compressor.compressBody(b, dict: activeDictionary)
-            return (
-              unsealed: RecordFormat.unsealedV2(
-                timestampNs: e.timestampNs ?? 0, dictionaryID: dictID, stored: c ?? b, raw: c == nil,
-                bodyLength: b.count),
-              raw: c == nil)
-          }
-          values.append(v)
-        }
+        let values = try encodeRecords(r.events, dictionaryID: dictID)
         prepared.append((i, Prepared(request: r, values: values)))
       } catch let e as EventLogError {
         results[i] = .failure(e)

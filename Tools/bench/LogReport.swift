@@ -54,8 +54,8 @@ enum LogReport {
       ["store", "record bytes", "stored body bytes", "on disk (B-tree pages)"],
       [
         ["uncompressed payload (mix mean)", "-", f(r.payloadRaw, 1), "-"],
-        ["ours, zstd-3, no dictionary", f(r.bytesNoDict, 1), f(r.payloadNoDict, 1), f(r.bytesFileNoDict, 1)],
-        ["ours, zstd-3, trained dictionary", f(r.bytesDict, 1), f(r.payloadDict, 1), f(r.bytesFileDict, 1)],
+        ["ours, zstd -1, no dictionary", f(r.bytesNoDict, 1), f(r.payloadNoDict, 1), f(r.bytesFileNoDict, 1)],
+        ["ours, zstd 3, trained dictionary", f(r.bytesDict, 1), f(r.payloadDict, 1), f(r.bytesFileDict, 1)],
         ["SQLite (uncompressed payload, checkpointed file)", "-", "-", f(r.bytesSQLite, 1)],
       ])
     out += "\n(record = framing \(f(r.headerBytes, 1)) B (format v2: version, flags, timestamp, dictionary id, length, "
