@@ -212,8 +212,10 @@ struct ChainHasher {
   }
 
   private mutating func append(_ s: String) {
-    let u = s.utf8
-    buf.appendBE(UInt32(u.count))
-    buf.append(contentsOf: u)
+    var s = s
+    s.withUTF8 { u in  // contiguous for native strings: one copy, no per-byte iteration
+      buf.appendBE(UInt32(u.count))
+      buf.append(contentsOf: u)
+    }
   }
 }
