@@ -2,10 +2,19 @@
 
 extension Array where Element == UInt8 {
   mutating func appendBE(_ v: UInt64) {
-    for shift in stride(from: 56, through: 0, by: -8) { append(UInt8(truncatingIfNeeded: v >> UInt64(shift))) }
+    Swift.withUnsafeBytes(of: v.bigEndian) { append(contentsOf: $0) }
   }
   mutating func appendBE(_ v: UInt32) {
-    for shift in stride(from: 24, through: 0, by: -8) { append(UInt8(truncatingIfNeeded: v >> UInt32(shift))) }
+    Swift.withUnsafeBytes(of: v.bigEndian) { append(contentsOf: $0) }
+  }
+  /// Appends `v` as an unsigned LEB128 varint (7 bits per byte, low group first, high bit = more follow).
+  mutating func appendVarint(_ v: UInt64) {
+    var v = v
+    while v >= 0x80 {
+      append(UInt8(truncatingIfNeeded: v) | 0x80)
+      v >>= 7
+    }
+    append(UInt8(v))
   }
   mutating func appendBE(_ v: UInt16) {
     append(UInt8(truncatingIfNeeded: v >> 8))
@@ -63,6 +72,21 @@ struct ByteReader {
     defer { offset += n }
     return UnsafeRawBufferPointer(rebasing: buf[offset..<(offset + n)])
   }
+  /// An unsigned LEB128 varint of at most 10 bytes; nil past the end or if it overflows 64 bits.
+  mutating func varint() -> UInt64? {
+    var v: UInt64 = 0
+    var shift: UInt64 = 0
+    while offset < buf.count {
+      let b = buf[offset]
+      offset += 1
+      if shift == 63 && b > 1 { return nil }
+      v |= UInt64(b & 0x7F) << shift
+      if b & 0x80 == 0 { return v }
+      shift += 7
+      if shift > 63 { return nil }
+    }
+    return nil
+  }
   mutating func string(_ n: Int) -> String? {
     guard let b = bytes(n) else { return nil }
     return String(validating: b, as: UTF8.self)
@@ -85,19 +109,65 @@ func decodeBE32(_ b: [UInt8]) -> UInt32? {
 
 /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as used by iSCSI, ext4 and etcd's WAL.
 /// Check value: crc32c("123456789") == 0xE3069283.
+///
+/// Slicing-by-8 (8 table lookups per 8 input bytes; Intel's "slicing-by-8" of Kounavis and Berry): about
+/// 4× fewer instructions per byte than the byte-wise table (issue 14: the checksum of every record read).
 enum CRC32C {
-  static let table: [UInt32] = (0..<256).map { i -> UInt32 in
-    var c = UInt32(i)
-    for _ in 0..<8 { c = (c & 1) != 0 ? (c >> 1) ^ 0x82F6_3B78 : c >> 1 }
-    return c
+  /// `tables[k * 256 + b]`: the CRC of byte `b` followed by `k` zero bytes (k = 0...7).
+  static let tables: [UInt32] = {
+    var t = [UInt32](repeating: 0, count: 8 * 256)
+    for i in 0..<256 {
+      var c = UInt32(i)
+      for _ in 0..<8 { c = (c & 1) != 0 ? (c >> 1) ^ 0x82F6_3B78 : c >> 1 }
+      t[i] = c
+    }
+    for k in 1..<8 {
+      for i in 0..<256 {
+        let prev = t[(k - 1) * 256 + i]
+        t[k * 256 + i] = t[Int(prev & 0xFF)] ^ (prev >> 8)
+      }
+    }
+    return t
+  }()
+
+  static func checksum(_ buf: UnsafeRawBufferPointer) -> UInt32 { checksum(buf, continuing: 0) }
+
+  /// The checksum of `previous`'s input followed by `buf` (`continuing: 0` starts afresh).
+  static func checksum(_ buf: UnsafeRawBufferPointer, continuing previous: UInt32) -> UInt32 {
+    tables.withUnsafeBufferPointer { t in
+      ~update(~previous, buf, t.baseAddress!)
+    }
   }
 
-  static func checksum(_ buf: UnsafeRawBufferPointer) -> UInt32 {
-    var crc: UInt32 = 0xFFFF_FFFF
-    table.withUnsafeBufferPointer { t in
-      for b in buf { crc = t[Int((crc ^ UInt32(b)) & 0xFF)] ^ (crc >> 8) }
+  /// Runs the register `crc` (not inverted) over `buf`.
+  @inline(__always)
+  static func update(_ crc: UInt32, _ buf: UnsafeRawBufferPointer, _ t: UnsafePointer<UInt32>) -> UInt32 {
+    var crc = crc
+    guard let base = buf.baseAddress else { return crc }
+    let n = buf.count
+    var i = 0
+    while i + 8 <= n {
+      let w = UInt64(littleEndian: base.loadUnaligned(fromByteOffset: i, as: UInt64.self)) ^ UInt64(crc)
+      let lo = UInt32(truncatingIfNeeded: w), hi = UInt32(truncatingIfNeeded: w >> 32)
+      crc = t[7 * 256 + Int(lo & 0xFF)] ^ t[6 * 256 + Int((lo >> 8) & 0xFF)]
+        ^ t[5 * 256 + Int((lo >> 16) & 0xFF)] ^ t[4 * 256 + Int(lo >> 24)]
+        ^ t[3 * 256 + Int(hi & 0xFF)] ^ t[2 * 256 + Int((hi >> 8) & 0xFF)]
+        ^ t[1 * 256 + Int((hi >> 16) & 0xFF)] ^ t[Int(hi >> 24)]
+      i += 8
     }
-    return crc ^ 0xFFFF_FFFF
+    while i < n {
+      crc = t[Int((crc ^ UInt32(base.load(fromByteOffset: i, as: UInt8.self))) & 0xFF)] ^ (crc >> 8)
+      i += 1
+    }
+    return crc
+  }
+
+  /// CRC-32C of the 8-byte big-endian `key` followed by `buf` (v2 records and chain checkpoints).
+  static func checksum(key: UInt64, _ buf: UnsafeRawBufferPointer) -> UInt32 {
+    var k = key.bigEndian
+    return tables.withUnsafeBufferPointer { t in
+      withUnsafeBytes(of: &k) { kb in ~update(update(0xFFFF_FFFF, kb, t.baseAddress!), buf, t.baseAddress!) }
+    }
   }
 
   static func checksum(_ bytes: [UInt8]) -> UInt32 { bytes.withUnsafeBytes { checksum($0) } }

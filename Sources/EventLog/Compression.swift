@@ -69,21 +69,38 @@ func zstdErrorName(_ code: Int) -> String { String(cString: ZSTD_getErrorName(co
 
 /// Compresses payloads on one thread (the writer's), reusing one `ZSTD_CCtx`.
 final class Compressor {
-  private let cctx: OpaquePointer
+  let cctx: OpaquePointer
   let level: Int32
+  /// What the context's sticky parameters are set up for (``compressBody(_:dict:)``): nil = not set up,
+  /// 0 = no dictionary, else the dictionary id (dictionaries are immutable once stored).
+  var configuredFor: Int?
+  /// Output buffer of ``compressBody(_:dict:)``, reused between records.
+  var scratch = ScratchBuffer()
 
-  init(level: Int32) throws {
+  /// Level of ``compressBody(_:dict:)`` without a dictionary (``EventLog/Options/compressionLevelWithoutDictionary``).
+  let bodyLevelWithoutDictionary: Int32
+
+  init(level: Int32, bodyLevelWithoutDictionary: Int32? = nil) throws {
     guard let c = ZSTD_createCCtx() else { throw EventLogError(code: .storage, message: "ZSTD_createCCtx failed") }
     cctx = c
     self.level = level
+    self.bodyLevelWithoutDictionary = bodyLevelWithoutDictionary ?? level
   }
 
-  deinit { ZSTD_freeCCtx(cctx) }
+  convenience init(options: EventLog.Options) throws {
+    try self.init(level: options.compressionLevel, bodyLevelWithoutDictionary: options.compressionLevelWithoutDictionary)
+  }
+
+  deinit {
+    ZSTD_freeCCtx(cctx)
+    scratch.free()
+  }
 
   /// Compresses `src` (with `dict` if given). Returns the raw bytes instead (`raw == true`) when compression
   /// does not make them smaller.
   func compress(_ src: [UInt8], dict: ZstdDictionary?) throws -> (bytes: [UInt8], raw: Bool) {
     if src.isEmpty { return ([], true) }
+    configuredFor = nil  // the one-shot API below may leave other parameters behind
     let bound = ZSTD_compressBound(src.count)
     var out = [UInt8](repeating: 0, count: bound)
     let n: Int = src.withUnsafeBytes { s in
@@ -108,6 +125,19 @@ final class DecompressorPool: @unchecked Sendable {
   /// A context not in use by any thread.
   private struct Idle: @unchecked Sendable { let ptr: OpaquePointer }
   private let pool = Mutex<[Idle]>([])  // freed in deinit
+
+  /// Takes an idle context (or creates one); give it back with ``giveBack(_:)``.
+  func borrow() -> OpaquePointer? { pool.withLock({ $0.popLast() })?.ptr ?? ZSTD_createDCtx() }
+
+  /// Returns a context taken with ``borrow()``, its parameters reset.
+  func giveBack(_ dctx: OpaquePointer) {
+    _ = ZSTD_DCtx_reset(dctx, ZSTD_reset_session_and_parameters)
+    let kept = pool.withLock { p -> Bool in
+      if p.count < maxPooled { p.append(Idle(ptr: dctx)); return true }
+      return false
+    }
+    if !kept { ZSTD_freeDCtx(dctx) }
+  }
   private let maxPooled = 16
 
   deinit {

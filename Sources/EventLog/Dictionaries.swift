@@ -2,8 +2,8 @@ import CLMDB
 import Synchronization
 
 extension EventLog {
-  /// Trains a zstd dictionary (`ZDICT_trainFromBuffer`, at most `dictionarySize` bytes) on the payloads of
-  /// the newest `sampleLimit` records, stores it in `dicts` under the next id (ids start at 1; 0 means no
+  /// Trains a zstd dictionary (`ZDICT_trainFromBuffer`, at most `dictionarySize` bytes) on the v2 bodies
+  /// (header strings + payload, what new records compress) of the newest `sampleLimit` records, stores it in `dicts` under the next id (ids start at 1; 0 means no
   /// dictionary) and makes it the active dictionary for new appends, in one write transaction.
   ///
   /// Records keep the id of the dictionary they were written with and dictionaries are never deleted, so old
@@ -19,7 +19,7 @@ extension EventLog {
     let from = head > UInt64(sampleLimit) ? head - UInt64(sampleLimit) + 1 : 1
     var samples: [[UInt8]] = []
     try forEach(from: from, through: head) { r in
-      if !r.payload.isEmpty { samples.append(r.payload) }
+      samples.append(RecordFormat.body(of: r))
     }
     let dict = try trainZstdDictionary(samples: samples, capacity: dictionarySize)
     let result = ResultBox()

@@ -36,10 +36,11 @@ func validateName(_ name: String, what: String) throws {
 }
 
 extension Writer {
-  /// A validated request with its payloads already compressed (reused across map-growth retries).
+  /// A validated request with its records already encoded (reused across map-growth retries).
   private struct Prepared {
     var request: AppendRequest
-    var stored: [(bytes: [UInt8], raw: Bool)]
+    /// Per event: the v2 value without its CRC (``RecordFormat/unsealedV2``) and whether the body is raw.
+    var values: [EncodedRecord]
   }
 
   /// Writes one group of append calls in one write transaction (group commit).
@@ -58,8 +59,8 @@ extension Writer {
         guard !r.events.isEmpty else { throw EventLogError.invalid("append needs at least one event") }
         for e in r.events { try RecordFormat.validate(e) }
         if let cp = r.checkpoint { try validateName(cp.name, what: "checkpoint name") }
-        let stored = try r.events.map { try compressor.compress($0.payload, dict: activeDictionary) }
-        prepared.append((i, Prepared(request: r, stored: stored)))
+        let values = try encodeRecords(r.events, dictionaryID: dictID)
+        prepared.append((i, Prepared(request: r, values: values)))
       } catch let e as EventLogError {
         results[i] = .failure(e)
       } catch {
@@ -69,15 +70,29 @@ extension Writer {
 
     struct Outcome {
       var head: PublishedState
+      var lastCheckpoint: UInt64
       var records: [EventRecord] = []
       var ranges: [Int: Result<ClosedRange<UInt64>, EventLogError>] = [:]
     }
     let dbs = shared.env.dbs
     let start = head
+    let startCheckpoint = lastCheckpoint
+    let interval = ChainCheckpoints.interval
     do {
       let outcome: Outcome = try withMapGrowth {
         try shared.env.withWrite { txn -> Outcome in
-          var out = Outcome(head: start)
+          var out = Outcome(head: start, lastCheckpoint: startCheckpoint)
+          var hasher = ChainHasher()
+          guard let chainDB = dbs.chain else { throw EventLogError(code: .storage, message: "no chain database") }
+          func checkpoint(_ seq: UInt64, _ hash: [UInt8]) throws {
+            try txn.put(chainDB, seqKey(seq), ChainCheckpoints.value(seq: seq, hash: hash))
+            out.lastCheckpoint = seq
+          }
+          // A log last written by an older build has no checkpoint near its head: anchor the chain there, so
+          // no read of a v2 record walks back further than one interval.
+          if start.headSeq > 0, start.headSeq - startCheckpoint >= interval, !prepared.isEmpty {
+            try checkpoint(start.headSeq, start.headHash)
+          }
           var versions: [AggregateRef: UInt64] = [:]
           var touched = Set<AggregateRef>()
           func version(_ a: AggregateRef) throws -> UInt64 {
@@ -99,22 +114,25 @@ extension Writer {
               }
             }
             let first = out.head.headSeq + 1
-            for (e, s) in zip(p.request.events, p.stored) {
+            for (e, s) in zip(p.request.events, p.values) {
               let seq = out.head.headSeq + 1
               let ts = e.timestampNs ?? 0
               let prev = out.head.headHash
-              let hash = RecordFormat.chainHash(previousHash: prev, seq: seq, timestampNs: ts, event: e)
-              let value = RecordFormat.encode(
-                seq: seq, timestampNs: ts, event: e, dictionaryID: dictID, storedPayload: s.bytes, raw: s.raw,
-                previousHash: prev)
-              try txn.put(dbs.events, seqKey(seq), value, flags: MDB_APPEND)
+              let hash = hasher.hash(previousHash: prev, seq: seq, timestampNs: ts, event: e)
+              let size = s.unsealed.count + RecordFormat.checksumSize
+              try s.unsealed.withUnsafeBytes { u in
+                try txn.putReserved(dbs.events, seq: seq, count: size, flags: MDB_APPEND) {
+                  RecordFormat.sealV2(u, seq: seq, into: $0)
+                }
+              }
+              if seq % interval == 0 { try checkpoint(seq, hash) }
               versions[e.aggregate] = try version(e.aggregate) + 1
               touched.insert(e.aggregate)
               out.records.append(
                 EventRecord(
                   seq: seq, timestampNs: ts, type: e.type, aggregate: e.aggregate, actor: e.actor,
                   requestID: e.requestID, payloadVersion: e.payloadVersion, dictionaryID: s.raw ? 0 : dictID,
-                  payload: e.payload, hash: hash, previousHash: prev, storedSize: value.count))
+                  payload: e.payload, hash: hash, previousHash: prev, storedSize: size))
               out.head.headSeq = seq
               out.head.headHash = hash
             }
@@ -133,6 +151,7 @@ extension Writer {
       }
       // Durable: publish the new head, then feed subscribers, then resume the callers.
       head = outcome.head
+      lastCheckpoint = outcome.lastCheckpoint
       let newHead = outcome.head
       shared.state.withLock {
         $0.headSeq = newHead.headSeq
@@ -145,7 +164,7 @@ extension Writer {
       }
       for (i, r) in outcome.ranges { results[i] = r }
     } catch let raw as EventLogError {
-      let bytes = prepared.reduce(0) { $0 + $1.1.stored.reduce(0) { $0 + $1.bytes.count + 200 } }
+      let bytes = prepared.reduce(0) { $0 + $1.1.values.reduce(0) { $0 + $1.unsealed.count + 200 } }
       let e = classifyWriteError(raw, approximateBytes: bytes)
       if e.code == .diskFull {
         shared.logger.error("event log append failed: disk full", metadata: ["error": "\(e)"])

@@ -26,7 +26,10 @@ struct Databases: Sendable {
   var checkpoints: MDB_dbi = 0
   var dicts: MDB_dbi = 0
   var aggregates: MDB_dbi = 0
+  /// Chain checkpoints (``ChainCheckpoints``); nil in a log no writer of format 2 has opened yet (read-only).
+  var chain: MDB_dbi?
 
+  /// Databases every initialised log has (`chain` is created by the first writer of format 2).
   static let names = ["events", "meta", "snapshots", "checkpoints", "dicts", "aggregates"]
 }
 
@@ -237,6 +240,20 @@ struct Transaction {
         var v = MDB_val(mv_size: vb.count, mv_data: UnsafeMutableRawPointer(mutating: vb.baseAddress))
         try check(mdb_put(ptr, dbi, &k, &v, UInt32(flags)), "mdb_put")
       }
+    }
+  }
+
+  /// `mdb_put` of `count` bytes under the 8-byte big-endian key `seq` with `MDB_RESERVE` (plus `flags`, e.g.
+  /// `MDB_APPEND`): `fill` writes the value straight into the database page (no intermediate copy).
+  func putReserved(
+    _ dbi: MDB_dbi, seq: UInt64, count: Int, flags: Int32 = 0, _ fill: (UnsafeMutableRawBufferPointer) -> Void
+  ) throws {
+    var key = seq.bigEndian
+    try withUnsafeMutableBytes(of: &key) { kb in
+      var k = MDB_val(mv_size: 8, mv_data: kb.baseAddress)
+      var v = MDB_val(mv_size: count, mv_data: nil)
+      try check(mdb_put(ptr, dbi, &k, &v, UInt32(flags | MDB_RESERVE)), "mdb_put")
+      fill(UnsafeMutableRawBufferPointer(start: v.mv_data, count: count))
     }
   }
 

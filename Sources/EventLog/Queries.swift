@@ -45,7 +45,7 @@ extension EventLog {
     try checkOpen()
     return try shared.env.withRead { txn in
       try txn.withValue(shared.env.dbs.events, seqKey(seq)) { v in
-        try shared.decode(RecordFormat.parse(v, key: seq), txn: txn)
+        try shared.decode(RecordFormat.parse(v, key: seq), txn: txn, previousHash: nil)
       }
     }
   }

@@ -33,40 +33,75 @@ final class LogShared: Sendable {
     try dicts.dictionary(id) { try env.withRead { try $0.get(env.dbs.dicts, dictKey(id)) } }
   }
 
-  /// Decompresses and hashes a parsed record. Failures are `.corrupt` naming the record.
-  func decode(_ h: RecordFormat.Header, txn: Transaction) throws -> EventRecord {
-    let payload: [UInt8]
-    if h.isRaw {
-      payload = Array(h.storedPayload)
+  /// Decompresses and hashes a parsed record of either version. `previousHash` is the chain hash of the
+  /// record before: a v1 record carries its own (the argument is ignored); for a v2 record nil means "look it
+  /// up" (``hashBefore(_:txn:)``). `context` carries buffers between the records of one read (a fresh one
+  /// when nil). Failures are `.corrupt` naming the record.
+  func decode(
+    _ h: RecordFormat.Header, txn: Transaction, previousHash: [UInt8]?, context: RecordDecoder? = nil
+  ) throws -> EventRecord {
+    let ctx = context ?? RecordDecoder(shared: self)
+    let dict: ZstdDictionary?
+    if h.isRaw || h.dictionaryID == 0 {
+      dict = nil
+    } else if let d = ctx.dictionary, d.id == h.dictionaryID {
+      dict = d
     } else {
-      let dict: ZstdDictionary?
       do {
-        dict = h.dictionaryID == 0 ? nil : try dictionary(h.dictionaryID, txn: txn)
+        dict = try dictionary(h.dictionaryID, txn: txn)
       } catch let e as EventLogError where e.code == .corrupt {
         throw EventLogError.corrupt(h.seq, "record \(h.seq): \(e.message)")
       }
-      switch decompressors.decompress(h.storedPayload, length: h.uncompressedLength, dict: dict) {
-      case .success(let p): payload = p
-      case .failure(let f): throw EventLogError.corrupt(h.seq, "record \(h.seq): payload: \(f.description)")
-      }
+      ctx.dictionary = dict
     }
-    let hash = payload.withUnsafeBytes {
-      RecordFormat.chainHash(
-        previousHash: h.previousHash, seq: h.seq, timestampNs: h.timestampNs, payloadVersion: h.payloadVersion,
-        type: h.type, kind: h.kind, id: h.id, actor: h.actor, requestID: h.requestID, payload: $0)
+    let f: RecordFormat.Fields
+    let prev: [UInt8]
+    if let v = h.v1 {
+      let payload: [UInt8]
+      if h.isRaw {
+        payload = Array(h.stored)
+      } else {
+        switch decompressors.decompress(h.stored, length: h.uncompressedLength, dict: dict) {
+        case .success(let p): payload = p
+        case .failure(let e): throw EventLogError.corrupt(h.seq, "record \(h.seq): payload: \(e.description)")
+        }
+      }
+      f = RecordFormat.Fields(
+        payloadVersion: v.payloadVersion, type: v.type, kind: v.kind, id: v.id, actor: v.actor,
+        requestID: v.requestID, payload: payload)
+      prev = v.previousHash
+    } else {
+      if h.isRaw {
+        f = try RecordFormat.parseBody(h.stored, seq: h.seq)
+      } else {
+        switch ctx.body.decompressBody(h.stored, length: h.uncompressedLength, dict: dict) {
+        case .success(let b): f = try RecordFormat.parseBody(b, seq: h.seq)
+        case .failure(let e): throw EventLogError.corrupt(h.seq, "record \(h.seq): body: \(e.description)")
+        }
+      }
+      prev = try previousHash ?? hashBefore(h.seq, txn: txn)
+    }
+    let hash = f.payload.withUnsafeBytes {
+      ctx.hasher.hash(
+        previousHash: prev, seq: h.seq, timestampNs: h.timestampNs, payloadVersion: f.payloadVersion,
+        type: f.type, kind: f.kind, id: f.id, actor: f.actor, requestID: f.requestID, payload: $0)
     }
     return EventRecord(
-      seq: h.seq, timestampNs: h.timestampNs, type: h.type, aggregate: AggregateRef(kind: h.kind, id: h.id),
-      actor: h.actor, requestID: h.requestID, payloadVersion: h.payloadVersion, dictionaryID: h.dictionaryID,
-      payload: payload, hash: hash, previousHash: h.previousHash, storedSize: h.storedSize)
+      seq: h.seq, timestampNs: h.timestampNs, type: f.type, aggregate: AggregateRef(kind: f.kind, id: f.id),
+      actor: f.actor, requestID: f.requestID, payloadVersion: f.payloadVersion, dictionaryID: h.dictionaryID,
+      payload: f.payload, hash: hash, previousHash: prev, storedSize: h.storedSize)
   }
 
   /// Reads one chunk in ONE short read transaction: scans at most `limit` records with seq in
-  /// `from...through`, returns those matching `filter` and the last seq scanned (nil if none).
-  func readChunk(from: UInt64, through: UInt64, filter: EventFilter, limit: Int) throws
-    -> (records: [EventRecord], lastScanned: UInt64?)
-  {
-    guard from <= through, limit > 0 else { return ([], nil) }
+  /// `from...through`, returns those matching `filter`, the last seq scanned (nil if none) and the chain
+  /// position after it (pass it back as `chain` for the next chunk so v2 records need no checkpoint lookup).
+  ///
+  /// A v2 record's header strings are inside its compressed body, so every v2 record scanned is decoded (and
+  /// hashed, to carry the chain); a v1 record is decoded only when it matches.
+  func readChunk(
+    from: UInt64, through: UInt64, filter: EventFilter, limit: Int, chain: ChainPosition? = nil
+  ) throws -> (records: [EventRecord], lastScanned: UInt64?, chain: ChainPosition?) {
+    guard from <= through, limit > 0 else { return ([], nil, chain) }
     return try env.withRead { txn in
       let cursor = try txn.cursor(env.dbs.events)
       defer { cursor.close() }
@@ -75,13 +110,22 @@ final class LogShared: Sendable {
       var scanned = 0
       var op = MDB_SET_RANGE
       var key: [UInt8]? = seqKey(from)
+      var position = chain
+      let ctx = RecordDecoder(shared: self)
       while scanned < limit {
         let more: Bool? = try cursor.get(op, key: key) { k, v in
           guard let seq = decodeBE64(k) else { throw EventLogError.corrupt(nil, "events key of \(k.count) bytes") }
           if seq > through { return false }
           let h = try RecordFormat.parse(v, key: seq)
-          if filter.isAll || filter.matches(type: h.type, kind: h.kind, id: h.id, timestampNs: h.timestampNs) {
-            out.append(try decode(h, txn: txn))
+          if let f = h.v1, !filter.isAll,
+            !filter.matches(type: f.type, kind: f.kind, id: f.id, timestampNs: h.timestampNs)
+          {
+            position = nil
+          } else {
+            let prev = position.flatMap { $0.seq == seq - 1 ? $0.hash : nil }
+            let r = try decode(h, txn: txn, previousHash: prev, context: ctx)
+            position = ChainPosition(seq: seq, hash: r.hash)
+            if filter.isAll || filter.matches(r) { out.append(r) }
           }
           last = seq
           return true
@@ -91,7 +135,7 @@ final class LogShared: Sendable {
         op = MDB_NEXT
         key = nil
       }
-      return (out, last)
+      return (out, last, position)
     }
   }
 
@@ -99,6 +143,22 @@ final class LogShared: Sendable {
   func readHead() throws -> PublishedState {
     try env.withRead { txn in try readHeadState(txn, env.dbs) }
   }
+}
+
+/// State reused between the records of one read: a zstd context with its buffers, the chain hasher's buffer
+/// and the last dictionary used. One thread at a time.
+final class RecordDecoder {
+  let body: BodyDecoder
+  var hasher = ChainHasher()
+  var dictionary: ZstdDictionary?
+
+  init(shared: LogShared) { body = BodyDecoder(pool: shared.decompressors) }
+}
+
+/// A record's seq and chain hash, carried between chunks of a sequential read.
+struct ChainPosition: Sendable {
+  var seq: UInt64
+  var hash: [UInt8]
 }
 
 /// Key of a dictionary in the `dicts` database: u32 big-endian id.
@@ -135,6 +195,7 @@ public struct EventLogReader: Sendable {
   let filter: EventFilter
   let chunkSize: Int
   var buffer: [EventRecord] = []
+  var chain: ChainPosition?
   var index = 0
   var done = false
 
@@ -143,7 +204,9 @@ public struct EventLogReader: Sendable {
   public mutating func next() throws -> EventRecord? {
     while index >= buffer.count {
       if done { return nil }
-      let (records, last) = try shared.readChunk(from: nextSeq, through: through, filter: filter, limit: chunkSize)
+      let (records, last, position) = try shared.readChunk(
+        from: nextSeq, through: through, filter: filter, limit: chunkSize, chain: chain)
+      chain = position
       guard let last else {
         done = true
         return nil

@@ -1,8 +1,12 @@
 import Crypto
 
-/// The stored record format (format version 1). One record is one LMDB value in the `events` database under
-/// its 8-byte big-endian `seq` key. All integers are big-endian; strings are UTF-8 without terminator.
+/// The stored record formats. One record is one LMDB value in the `events` database under its 8-byte
+/// big-endian `seq` key. New appends write version 2; version 1 records (written by older builds) stay
+/// readable next to them — the reader dispatches on the first byte (v1 starts with the magic "O" = 0x4F, v2
+/// with 0x02) — and are never rewritten. The `meta` key `format` is 2 once a build that writes v2 opened the
+/// log for writing (older builds then refuse it instead of misreading it).
 ///
+/// **Version 1** (integers big-endian, strings UTF-8 without terminator):
 /// ```
 /// offset  size  field
 ///      0     4  magic "OSEV" (0x4F 0x53 0x45 0x56)
@@ -31,7 +35,29 @@ import Crypto
 /// ```
 /// The value's length must be exactly `77 + T + K + I + A + R + P + 4`.
 ///
-/// Chain hash (SHA-256), independent of compression so records may be re-encoded without breaking the chain:
+/// **Version 2** (issue 14: ~4× smaller). No stored seq (it is the key) and no per-record previous hash
+/// (the chain is anchored by checkpoints, below); every header string is compressed together with the
+/// payload, with the trained dictionary. `varint` = unsigned LEB128 (7 bits per byte, low group first).
+/// ```
+/// offset  size  field
+///      0     1  format version (0x02)
+///      1     1  flags: bit 0 = body stored raw (not zstd-compressed); bits 1-7 must be 0
+///      2     8  timestamp, ns since the Unix epoch, UTC (u64 big-endian; outside the body so time filters
+///               and `stats` need no decompression)
+///     10     v  zstd dictionary id (varint, u32 range; 0 = none; always 0 when raw)
+///      .     v  U = body length in bytes, uncompressed (varint)
+///      .     P  stored body: a zstd frame WITHOUT its 4-byte magic number (0xFD2FB528, re-added on read;
+///               no dictionary id and no checksum in the frame header, content size present) that
+///               decompresses to exactly U bytes, or, when flag bit 0 is set, the raw body (P == U)
+///  end-4     4  CRC-32C (Castagnoli) of the 8-byte key followed by every preceding byte of this value (so a
+///               value moved under another key fails its checksum)
+/// ```
+/// Body (uncompressed): `varint payload schema version (u16 range) || varint T || varint K || varint I ||
+/// varint A || varint R || type (T, 1...255) || aggregate kind (K, ≥ 1) || aggregate id (I) || actor (A) ||
+/// request id (R) || payload (the rest)`.
+///
+/// Chain hash (SHA-256). Its definition is independent of the encoding, so v1 and v2 records chain the same
+/// and records may be re-encoded without breaking the chain:
 /// ```
 /// hash(n) = SHA256( hash(n-1)            32 bytes; zeros for seq 1
 ///                 || seq                 u64
@@ -45,103 +71,70 @@ import Crypto
 ///                 || len(payload) u64 || uncompressed payload )
 /// ```
 /// The `meta` database keeps `head.seq` (u64) and `head.hash` (32 bytes) of the newest record, updated in the
-/// same transaction as the records. `verify()` recomputes both the checksums and the chain.
+/// same transaction as the records. The `chain` database keeps chain checkpoints (see ``ChainCheckpoints``):
+/// `seq` (u64 big-endian) → `hash(seq)` (32 bytes) || CRC-32C of key and hash (u32 big-endian), written for
+/// every seq that is a multiple of ``ChainCheckpoints/interval`` (and once for the head when a log without
+/// checkpoints is first appended to), in the same transaction as the record. A v2 record's previous hash is
+/// recomputed from the nearest checkpoint (or v1 record) before it — at most `interval` records away.
+/// `verify()` recomputes the whole chain from seq 1 and compares it with every checkpoint, every v1
+/// previous-hash link and `meta` head.hash.
 public enum RecordFormat {
   public static let magic: [UInt8] = [0x4F, 0x53, 0x45, 0x56]
-  public static let formatVersion: UInt8 = 1
+  /// The version new records are written in.
+  public static let formatVersion: UInt8 = 2
+  /// Log format versions (`meta` `format`) this build reads.
+  static let readableLogFormats: ClosedRange<UInt32> = 1...2
   static let fixedHeaderSize = 77
   static let checksumSize = 4
   static let flagRaw: UInt8 = 1
   static let zeroHash = [UInt8](repeating: 0, count: 32)
 
-  /// Header fields of one stored record; `storedPayload` points into the transaction's memory.
-  struct Header {
-    var seq: UInt64
-    var flags: UInt8
+  /// Header strings stored outside the payload frame (version 1 only).
+  struct V1Fields {
     var payloadVersion: UInt16
-    var timestampNs: UInt64
-    var dictionaryID: UInt32
-    var uncompressedLength: Int
     var type: String
     var kind: String
     var id: String
     var actor: String
     var requestID: String
     var previousHash: [UInt8]
-    var storedPayload: UnsafeRawBufferPointer
+  }
+
+  /// Framing of one stored record, checksum-verified; `stored` points into the transaction's memory and is
+  /// the payload (v1) or the body (v2), compressed unless `isRaw`.
+  struct Header {
+    var version: UInt8
+    var seq: UInt64
+    var flags: UInt8
+    var timestampNs: UInt64
+    var dictionaryID: UInt32
+    /// Uncompressed length of `stored`: the payload (v1) or the body (v2).
+    var uncompressedLength: Int
+    var stored: UnsafeRawBufferPointer
+    /// Size of the whole LMDB value.
     var storedSize: Int
+    /// Header strings and the previous-hash link (v1 only; in v2 they are inside the body).
+    var v1: V1Fields?
     var isRaw: Bool { flags & RecordFormat.flagRaw != 0 }
   }
 
-  /// Encodes one record. `storedPayload` is the zstd frame (or the raw payload when `raw`).
-  static func encode(
-    seq: UInt64, timestampNs: UInt64, event: NewEvent, dictionaryID: UInt32, storedPayload: [UInt8],
-    raw: Bool, previousHash: [UInt8]
-  ) -> [UInt8] {
-    let t = Array(event.type.utf8), k = Array(event.aggregate.kind.utf8), i = Array(event.aggregate.id.utf8)
-    let a = Array(event.actor.utf8), r = Array(event.requestID.utf8)
-    var out = [UInt8]()
-    out.reserveCapacity(fixedHeaderSize + t.count + k.count + i.count + a.count + r.count + storedPayload.count + 4)
-    out += magic
-    out.append(formatVersion)
-    out.append(raw ? flagRaw : 0)
-    out.appendBE(event.payloadVersion)
-    out.appendBE(seq)
-    out.appendBE(timestampNs)
-    out.appendBE(raw ? 0 : dictionaryID)
-    out.appendBE(UInt32(event.payload.count))
-    out.appendBE(UInt32(storedPayload.count))
-    out.append(UInt8(t.count))
-    out.appendBE(UInt16(k.count))
-    out.appendBE(UInt16(i.count))
-    out.appendBE(UInt16(a.count))
-    out.appendBE(UInt16(r.count))
-    out += previousHash
-    out += t
-    out += k
-    out += i
-    out += a
-    out += r
-    out += storedPayload
-    out.appendBE(CRC32C.checksum(out))
-    return out
+  /// The fields of a decoded record besides seq and timestamp.
+  struct Fields {
+    var payloadVersion: UInt16
+    var type: String
+    var kind: String
+    var id: String
+    var actor: String
+    var requestID: String
+    var payload: [UInt8]
   }
 
-  /// Parses and checksums a stored value. Never traps: every length is bounds-checked and a failure is
-  /// `.corrupt` naming `key` (the seq the value is stored under).
+  /// Parses and checksums a stored value of either version. Never traps: every length is bounds-checked and
+  /// a failure is `.corrupt` naming `key` (the seq the value is stored under).
   static func parse(_ value: UnsafeRawBufferPointer, key: UInt64) throws -> Header {
-    func bad(_ reason: String) -> EventLogError { .corrupt(key, "record \(key): \(reason)") }
-    guard value.count >= fixedHeaderSize + 1 + checksumSize else { throw bad("too short (\(value.count) bytes)") }
-    let body = UnsafeRawBufferPointer(rebasing: value[0..<(value.count - checksumSize)])
-    var tail = ByteReader(value, offset: value.count - checksumSize)
-    guard let stored = tail.u32() else { throw bad("missing checksum") }
-    let computed = CRC32C.checksum(body)
-    guard stored == computed else {
-      throw bad("checksum mismatch (stored \(hex32(stored)), computed \(hex32(computed)))")
-    }
-    var r = ByteReader(body)
-    guard let m = r.bytes(4), Array(m) == magic else { throw bad("bad magic") }
-    guard let version = r.u8(), version == formatVersion else { throw bad("unknown format version") }
-    guard let flags = r.u8(), flags & ~flagRaw == 0 else { throw bad("unknown flags") }
-    guard let pv = r.u16(), let seq = r.u64(), let ts = r.u64(), let dict = r.u32(), let ulen = r.u32(),
-      let plen = r.u32(), let tl = r.u8(), let kl = r.u16(), let il = r.u16(), let al = r.u16(),
-      let rl = r.u16(), let prev = r.bytes(32)
-    else { throw bad("truncated header") }
-    guard seq == key else { throw bad("seq field \(seq) does not match key") }
-    guard tl > 0 else { throw bad("empty event type") }
-    let expected = fixedHeaderSize + Int(tl) + Int(kl) + Int(il) + Int(al) + Int(rl) + Int(plen)
-    guard expected == body.count else { throw bad("length fields do not add up (\(expected) vs \(body.count))") }
-    guard let type = r.string(Int(tl)), let kind = r.string(Int(kl)), let id = r.string(Int(il)),
-      let actor = r.string(Int(al)), let req = r.string(Int(rl))
-    else { throw bad("invalid UTF-8 in header strings") }
-    guard let payload = r.bytes(Int(plen)) else { throw bad("truncated payload") }
-    let raw = flags & flagRaw != 0
-    if raw && (plen != ulen || dict != 0) { throw bad("raw payload with inconsistent lengths or dictionary") }
-    guard Int(ulen) <= EventLog.maxPayloadBytes else { throw bad("uncompressed length \(ulen) exceeds limit") }
-    return Header(
-      seq: seq, flags: flags, payloadVersion: pv, timestampNs: ts, dictionaryID: dict,
-      uncompressedLength: Int(ulen), type: type, kind: kind, id: id, actor: actor, requestID: req,
-      previousHash: Array(prev), storedPayload: payload, storedSize: value.count)
+    guard let first = value.first else { throw EventLogError.corrupt(key, "record \(key): too short (0 bytes)") }
+    if first == 2 { return try parseV2(value, key: key) }
+    return try parseV1(value, key: key)
   }
 
   /// The chain hash of a record (see the type's documentation for the exact input).
@@ -149,29 +142,15 @@ public enum RecordFormat {
     previousHash: [UInt8], seq: UInt64, timestampNs: UInt64, payloadVersion: UInt16, type: String,
     kind: String, id: String, actor: String, requestID: String, payload: UnsafeRawBufferPointer
   ) -> [UInt8] {
-    var h = SHA256()
-    var fixed = previousHash
-    fixed.appendBE(seq)
-    fixed.appendBE(timestampNs)
-    fixed.appendBE(payloadVersion)
-    for s in [type, kind, id, actor, requestID] {
-      let u = Array(s.utf8)
-      fixed.appendBE(UInt32(u.count))
-      fixed += u
-    }
-    fixed.appendBE(UInt64(payload.count))
-    fixed.withUnsafeBytes { h.update(bufferPointer: $0) }
-    h.update(bufferPointer: payload)
-    return Array(h.finalize())
+    var hasher = ChainHasher()
+    return hasher.hash(
+      previousHash: previousHash, seq: seq, timestampNs: timestampNs, payloadVersion: payloadVersion, type: type,
+      kind: kind, id: id, actor: actor, requestID: requestID, payload: payload)
   }
 
   static func chainHash(previousHash: [UInt8], seq: UInt64, timestampNs: UInt64, event: NewEvent) -> [UInt8] {
-    event.payload.withUnsafeBytes {
-      chainHash(
-        previousHash: previousHash, seq: seq, timestampNs: timestampNs, payloadVersion: event.payloadVersion,
-        type: event.type, kind: event.aggregate.kind, id: event.aggregate.id, actor: event.actor,
-        requestID: event.requestID, payload: $0)
-    }
+    var hasher = ChainHasher()
+    return hasher.hash(previousHash: previousHash, seq: seq, timestampNs: timestampNs, event: event)
   }
 
   /// Checks the limits documented on ``NewEvent``.
@@ -179,10 +158,13 @@ public enum RecordFormat {
     let t = e.type.utf8.count
     guard t >= 1 && t <= 255 else { throw EventLogError.invalid("event type must be 1-255 bytes, got \(t)") }
     guard !e.aggregate.kind.isEmpty else { throw EventLogError.invalid("aggregate kind must not be empty") }
-    for (name, s) in [("aggregate kind", e.aggregate.kind), ("aggregate id", e.aggregate.id),
-                      ("actor", e.actor), ("request id", e.requestID)] where s.utf8.count > 65_535 {
-      throw EventLogError.invalid("\(name) exceeds 65535 bytes")
+    func check(_ name: @autoclosure () -> String, _ s: String) throws {
+      if s.utf8.count > 65_535 { throw EventLogError.invalid("\(name()) exceeds 65535 bytes") }
     }
+    try check("aggregate kind", e.aggregate.kind)
+    try check("aggregate id", e.aggregate.id)
+    try check("actor", e.actor)
+    try check("request id", e.requestID)
     guard e.payload.count <= EventLog.maxPayloadBytes else {
       throw EventLogError.invalid("payload of \(e.payload.count) bytes exceeds \(EventLog.maxPayloadBytes)")
     }
@@ -192,4 +174,48 @@ public enum RecordFormat {
 func hex32(_ v: UInt32) -> String {
   let s = String(v, radix: 16)
   return "0x" + String(repeating: "0", count: max(0, 8 - s.count)) + s
+}
+
+/// Computes chain hashes (``RecordFormat``) reusing one buffer for the fixed-size part of the input, so a
+/// sequential reader or the writer allocates only the 32-byte result per record.
+struct ChainHasher {
+  private var buf: [UInt8] = []
+
+  mutating func hash(
+    previousHash: [UInt8], seq: UInt64, timestampNs: UInt64, payloadVersion: UInt16, type: String,
+    kind: String, id: String, actor: String, requestID: String, payload: UnsafeRawBufferPointer
+  ) -> [UInt8] {
+    buf.removeAll(keepingCapacity: true)
+    buf.append(contentsOf: previousHash)
+    buf.appendBE(seq)
+    buf.appendBE(timestampNs)
+    buf.appendBE(payloadVersion)
+    append(type)
+    append(kind)
+    append(id)
+    append(actor)
+    append(requestID)
+    buf.appendBE(UInt64(payload.count))
+    var h = SHA256()
+    buf.withUnsafeBytes { h.update(bufferPointer: $0) }
+    h.update(bufferPointer: payload)
+    return h.finalize().withUnsafeBytes { Array($0) }
+  }
+
+  mutating func hash(previousHash: [UInt8], seq: UInt64, timestampNs: UInt64, event: NewEvent) -> [UInt8] {
+    event.payload.withUnsafeBytes {
+      hash(
+        previousHash: previousHash, seq: seq, timestampNs: timestampNs, payloadVersion: event.payloadVersion,
+        type: event.type, kind: event.aggregate.kind, id: event.aggregate.id, actor: event.actor,
+        requestID: event.requestID, payload: $0)
+    }
+  }
+
+  private mutating func append(_ s: String) {
+    var s = s
+    s.withUTF8 { u in  // contiguous for native strings: one copy, no per-byte iteration
+      buf.appendBE(UInt32(u.count))
+      buf.append(contentsOf: u)
+    }
+  }
 }

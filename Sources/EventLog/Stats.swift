@@ -14,9 +14,10 @@ public struct LogStats: Sendable, Hashable {
   public var usedBytes: Int
   /// Sum of stored record value sizes (headers, compressed payloads, checksums).
   public var storedBytes: UInt64
-  /// Sum of stored (compressed or raw) payload sizes.
+  /// Sum of stored (compressed or raw) payload sizes; for v2 records the stored body (header strings and
+  /// payload, compressed together).
   public var storedPayloadBytes: UInt64
-  /// Sum of uncompressed payload sizes.
+  /// Sum of uncompressed payload sizes (v2: body sizes).
   public var uncompressedPayloadBytes: UInt64
   /// Records per dictionary id (0 = no dictionary, including raw payloads).
   public var recordsPerDictionary: [UInt32: UInt64]
@@ -61,10 +62,10 @@ extension EventLog {
             let h = try RecordFormat.parse(v, key: seq)
             s.records += 1
             s.storedBytes += UInt64(v.count)
-            s.storedPayloadBytes += UInt64(h.storedPayload.count)
+            s.storedPayloadBytes += UInt64(h.stored.count)
             s.uncompressedPayloadBytes += UInt64(h.uncompressedLength)
             s.recordsPerDictionary[h.dictionaryID, default: 0] += 1
-            s.storedPayloadBytesPerDictionary[h.dictionaryID, default: 0] += UInt64(h.storedPayload.count)
+            s.storedPayloadBytesPerDictionary[h.dictionaryID, default: 0] += UInt64(h.stored.count)
             return seq
           }
           guard let seq else { break }

@@ -128,6 +128,7 @@ final class Subscription: @unchecked Sendable {
   private var nextSeq: UInt64  // every matching seq below this was delivered
   private var pending: [EventRecord] = []
   private var pendingIndex = 0
+  private var chain: ChainPosition?  // chain hash after the last history chunk (saves a checkpoint lookup)
   private var pendingFloor: UInt64 = 0  // nextSeq may advance to this once `pending` is drained
   private var mode = Mode.history
   private static let historyChunk = 256
@@ -174,8 +175,9 @@ final class Subscription: @unchecked Sendable {
       nextSeq = max(nextSeq, pendingFloor)
       switch mode {
       case .history:
-        let (records, last) = try shared.readChunk(
-          from: nextSeq, through: .max, filter: filter, limit: Self.historyChunk)
+        let (records, last, position) = try shared.readChunk(
+          from: nextSeq, through: .max, filter: filter, limit: Self.historyChunk, chain: chain)
+        chain = position
         if let last {
           pending = records
           pendingIndex = 0

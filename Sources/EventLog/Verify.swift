@@ -25,9 +25,13 @@ public struct VerifyReport: Sendable, Hashable {
 
 extension EventLog {
   /// Verifies the whole log in chunks (each one short read transaction of at most 1,024 records): per
-  /// record the CRC-32C, header bounds, seq = key, gapless seqs from 1, the previous-hash link, successful
-  /// decompression (with the referenced dictionary) to the recorded length; finally that `meta` head seq and
-  /// hash equal the last record's. Stops at and reports the first bad seq with a reason (`firstBad`).
+  /// record the CRC-32C, header bounds, seq = key, gapless seqs from 1, successful decompression (with the
+  /// referenced dictionary) to the recorded length; the chain hash recomputed from seq 1 and compared with
+  /// every v1 record's previous-hash link, every chain checkpoint (``ChainCheckpoints``; a damaged one is
+  /// named by its seq) and finally `meta` head seq and hash. Stops at and reports the first bad seq with a
+  /// reason (`firstBad`). A record altered with a recomputed checksum is found where the chain next meets a
+  /// checkpoint, a v1 link or the head: v2 records carry no link of their own, so the reason names the range
+  /// (at most one checkpoint interval) and `seq` is its first record.
   ///
   /// With `checksumsOnly` (the quick pass a gateway runs at start-up) records are parsed and their checksums
   /// checked but not decompressed, so neither the chain nor `meta` head hash is checked (`lastHash` stays
@@ -43,12 +47,16 @@ extension EventLog {
       lastHash: RecordFormat.zeroHash, firstBad: nil)
     let chunk = 1024
     var expected: UInt64 = 1
+    var anchor: UInt64 = 0  // newest seq whose chain hash was confirmed (checkpoint or v1 link)
     var done = false
     while !done && report.firstBad == nil {
       do {
         try shared.env.withRead { txn in
           let c = try txn.cursor(shared.env.dbs.events)
           defer { c.close() }
+          let checkpoints = try CheckpointWalk(txn, shared.env.dbs, from: expected)
+          defer { checkpoints.close() }
+          let ctx = RecordDecoder(shared: shared)
           var op = MDB_SET_RANGE
           var key: [UInt8]? = seqKey(expected)
           for _ in 0..<chunk {
@@ -70,12 +78,30 @@ extension EventLog {
                 expected = seq + 1
                 return true
               }
-              guard h.previousHash == report.lastHash else {
+              if let link = h.v1?.previousHash {
+                guard link == report.lastHash else {
+                  report.firstBad = VerifyFailure(
+                    seq: anchor + 1,
+                    reason: "hash chain broken: record \(seq)'s previous hash does not match the chain recomputed through record \(seq - 1)"
+                      + (anchor + 1 < seq ? " (one of records \(anchor + 1)...\(seq - 1) was altered)" : ""))
+                  return false
+                }
+                anchor = seq - 1
+              }
+              let r = try shared.decode(h, txn: txn, previousHash: report.lastHash, context: ctx)
+              switch try checkpoints.check(seq: seq, hash: r.hash) {
+              case .none: break
+              case .matches: anchor = seq
+              case .damaged:
                 report.firstBad = VerifyFailure(
-                  seq: seq, reason: "hash chain broken: previous hash does not match record \(seq - 1)")
+                  seq: seq, reason: "chain checkpoint at seq \(seq) is damaged (length or checksum)")
+                return false
+              case .differs:
+                report.firstBad = VerifyFailure(
+                  seq: anchor + 1,
+                  reason: "hash chain broken: the chain hash of record \(seq) does not match its checkpoint (one of records \(anchor + 1)...\(seq) was altered, or the checkpoint was)")
                 return false
               }
-              let r = try shared.decode(h, txn: txn)
               report.records += 1
               report.lastSeq = seq
               report.lastHash = r.hash
@@ -102,7 +128,9 @@ extension EventLog {
           reason: "meta head.seq is \(meta.headSeq) but the log ends at \(report.lastSeq)")
       } else if !checksumsOnly, meta.headHash != report.lastHash {
         report.firstBad = VerifyFailure(
-          seq: report.lastSeq, reason: "meta head.hash does not match the chain hash of record \(report.lastSeq)")
+          seq: min(anchor + 1, report.lastSeq),
+          reason: "meta head.hash does not match the chain hash of record \(report.lastSeq)"
+            + (anchor + 1 < report.lastSeq ? " (one of records \(anchor + 1)...\(report.lastSeq) was altered, or meta was)" : ""))
       } else {
         // A record past the head that meta names, in one snapshot (a live writer updates both together).
         let stray: UInt64? = try shared.env.withRead { txn in
@@ -121,4 +149,32 @@ extension EventLog {
     }
     return report
   }
+}
+
+/// Walks the `chain` database alongside `verify`'s record walk.
+private final class CheckpointWalk {
+  enum Outcome { case none, matches, damaged, differs }
+  private let cursor: Cursor?
+  private var next: (seq: UInt64, hash: [UInt8]?)?
+
+  init(_ txn: Transaction, _ dbs: Databases, from: UInt64) throws {
+    cursor = try dbs.chain.map { try txn.cursor($0) }
+    next = try cursor?.get(MDB_SET_RANGE, key: seqKey(from), Self.entry) ?? nil
+  }
+
+  private static func entry(_ k: UnsafeRawBufferPointer, _ v: UnsafeRawBufferPointer) -> (UInt64, [UInt8]?) {
+    let s = decodeBE64(k) ?? 0
+    return (s, ChainCheckpoints.hash(v, seq: s))
+  }
+
+  /// Compares record `seq`'s chain hash with the checkpoint stored for `seq`, if any.
+  func check(seq: UInt64, hash: [UInt8]) throws -> Outcome {
+    while let n = next, n.seq < seq { next = try cursor?.get(MDB_NEXT, Self.entry) ?? nil }
+    guard let n = next, n.seq == seq else { return .none }
+    next = try cursor?.get(MDB_NEXT, Self.entry) ?? nil
+    guard let stored = n.hash else { return .damaged }
+    return stored == hash ? .matches : .differs
+  }
+
+  func close() { cursor?.close() }
 }

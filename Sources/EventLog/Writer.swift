@@ -47,12 +47,21 @@ final class Writer: @unchecked Sendable {
   var head: PublishedState
   var activeDictionary: ZstdDictionary?
   var compressor: Compressor
+  /// Encodes records on the writer thread (with ``compressor``).
+  let encoder: RecordEncoder
+  /// Extra encoders for large calls, one per further core (``encodeRecords(_:dictionaryID:)``), made on
+  /// first use.
+  var encoders: [RecordEncoder] = []
+  /// Seq of the newest chain checkpoint (``ChainCheckpoints``).
+  var lastCheckpoint: UInt64
 
   init(shared: LogShared, head: PublishedState, activeDictionary: ZstdDictionary?) throws {
     self.shared = shared
+    lastCheckpoint = try shared.env.withRead { try ChainCheckpoints.lastSeq($0, shared.env.dbs) }
     self.head = head
     self.activeDictionary = activeDictionary
-    compressor = try Compressor(level: shared.options.compressionLevel)
+    compressor = try Compressor(options: shared.options)
+    encoder = RecordEncoder(compressor: compressor)
   }
 
   func start() {

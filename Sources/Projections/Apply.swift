@@ -12,9 +12,10 @@ extension GatewayState {
     guard record.seq > lastSeq else { return }
     let event = try GatewayEvent.decode(record)
     apply(event, seq: record.seq, timestampNs: record.timestampNs)
-    if !record.requestID.isEmpty, requests[record.requestID] == nil {
-      requests[record.requestID] = record.seq
-      if requests.count > Self.requestWindow + Self.requestWindow / 10 { pruneRequests() }
+    if !record.requestID.isEmpty {
+      // One hash lookup (the dictionary's modify accessor) instead of a read and a write.
+      let added = Self.insertIfAbsent(&requests[record.requestID], record.seq)
+      if added && requests.count > Self.requestWindow + Self.requestWindow / 10 { pruneRequests() }
     }
     lastSeq = record.seq
   }
@@ -25,7 +26,15 @@ extension GatewayState {
   mutating func pruneRequests() {
     let seqs = requests.values.sorted()
     let cutoff = seqs[seqs.count - Self.requestWindow]
-    requests = requests.filter { $0.value >= cutoff }
+    // Removed in place: the map keeps its capacity instead of regrowing after every prune.
+    let old = requests.compactMap { $0.value < cutoff ? $0.key : nil }
+    for k in old { requests.removeValue(forKey: k) }
+  }
+
+  private static func insertIfAbsent(_ slot: inout UInt64?, _ seq: UInt64) -> Bool {
+    guard slot == nil else { return false }
+    slot = seq
+    return true
   }
 
   /// Folds one decoded event into the state (`seq` and `timestampNs` from its record).

@@ -23,7 +23,7 @@ struct LogCommand: AsyncParsableCommand {
   @Option(help: "Seconds per append cell (default 4; 1 with --quick).")
   var seconds: Double?
 
-  @Option(help: "Concurrent appenders, comma separated.")
+  @Option(help: "Concurrent appenders, comma separated (0 alone: skip the append tables, e.g. for profiling).")
   var concurrency: String = "1,8,64"
 
   @Option(help: "Work directory (default .build-bench/bench-work, or /tmp if .build-bench is absent).")
@@ -39,9 +39,10 @@ struct LogCommand: AsyncParsableCommand {
     let replay = events ?? (quick ? 100_000 : 1_000_000)
     let settings = LogBenchSettings(
       replayEvents: replay, appendSeconds: seconds ?? (quick ? 1 : 4),
-      concurrencies: concurrency.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) },
+      concurrencies: concurrency.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        .filter { $0 > 0 },
       bulkBatch: 4096, dictEvents: min(100_000, max(10_000, replay / 10)), workDir: base)
-    guard !settings.concurrencies.isEmpty, replay > 0 else { throw ValidationError("nothing to run") }
+    guard replay > 0 else { throw ValidationError("nothing to run") }
     let mix = EventMix()
     let started = nowNs()
     print(header(settings, mix: mix, base: base))
@@ -49,6 +50,7 @@ struct LogCommand: AsyncParsableCommand {
       FileHandle.standardError.write(Data("  … \(msg)\n".utf8))
     }
     print(LogReport.render(res, settings))
+    print(LogTargets.render(res))
     print(String(format: "total wall time: %.1f s", Double(nowNs() - started) / 1e9))
     if !keep { try? fm.removeItem(atPath: base) }
   }
@@ -65,7 +67,7 @@ struct LogCommand: AsyncParsableCommand {
       event mix: Scenarios.all cycled (\(mix.templates.count) events per cycle, fresh ids/request ids per cycle), \
       mean payload \(String(format: "%.0f", mix.meanPayload)) B uncompressed
       appends: 1 event per call, \(s.appendSeconds) s per cell, appenders \(s.concurrencies.map(String.init).joined(separator: ",")); \
-      ours: EventLog default options (durability .sync, zstd level 3, group commit ≤ 4096 events); \
+      ours: EventLog default options (durability .sync, zstd level -1 without a dictionary, 3 with one, group commit ≤ 4096 events); \
       SQLite: GRDB DatabasePool (WAL), one transaction per append
       replay: \(s.replayEvents) events bulk-loaded in batches of \(s.bulkBatch) (one transaction each), chunked reads of 4096
       """

@@ -81,6 +81,14 @@ final class Ticket: Sendable {
 /// Monotonic nanoseconds.
 @inline(__always) func nowNs() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
+/// CPU time of the whole process (all threads, user + system) in ns, `CLOCK_PROCESS_CPUTIME_ID`. On a shared
+/// machine, events per CPU-second are steadier than events per wall-clock second.
+func cpuNs() -> UInt64 {
+  var ts = timespec()
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+  return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
 /// Wall clock ns since the Unix epoch.
 func wallNs() -> UInt64 {
   var ts = timespec()

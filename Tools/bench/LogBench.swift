@@ -25,6 +25,8 @@ struct LogBenchResults: Sendable {
   var appends: [AppendRow] = []
   var bulkOurs = 0.0, bulkSQLite = 0.0
   var replayOurs = 0.0, readOurs = 0.0, replaySQLite = 0.0
+  /// The same measures in events per CPU-second of the process (all threads).
+  var bulkOursCPU = 0.0, bulkSQLiteCPU = 0.0, replayOursCPU = 0.0, readOursCPU = 0.0, replaySQLiteCPU = 0.0
   var replayCheck = ""
   var bytesNoDict = 0.0, bytesDict = 0.0, bytesFileNoDict = 0.0, bytesFileDict = 0.0
   var payloadRaw = 0.0, payloadNoDict = 0.0, payloadDict = 0.0, headerBytes = 0.0
@@ -105,7 +107,7 @@ enum LogBench {
     let log = try EventLog.open(directory: logDir, options: quietOptions)
     defer { log.close() }
     let db = try SQLitePeer(path: sqlDir + "/events.sqlite", synchronous: .full)
-    var oursNs: UInt64 = 0, sqlNs: UInt64 = 0
+    var oursNs: UInt64 = 0, sqlNs: UInt64 = 0, oursCPU: UInt64 = 0, sqlCPU: UInt64 = 0
     var i = 0
     var nextReport = 0
     while i < s.replayEvents {
@@ -116,13 +118,15 @@ enum LogBench {
         e.timestampNs = ts + UInt64(k)
         return e
       }
-      let t0 = nowNs()
+      let (t0, c0) = (nowNs(), cpuNs())
       try log.appendSync(batch)
-      let t1 = nowNs()
+      let (t1, c1) = (nowNs(), cpuNs())
       try db.appendSync(batch)
-      let t2 = nowNs()
+      let (t2, c2) = (nowNs(), cpuNs())
       oursNs += t1 - t0
       sqlNs += t2 - t1
+      oursCPU += c1 - c0
+      sqlCPU += c2 - c1
       i += n
       if i >= nextReport {
         progress("bulk load: \(i)/\(s.replayEvents)")
@@ -131,6 +135,8 @@ enum LogBench {
     }
     res.bulkOurs = Double(s.replayEvents) / (Double(oursNs) / 1e9)
     res.bulkSQLite = Double(s.replayEvents) / (Double(sqlNs) / 1e9)
+    res.bulkOursCPU = Double(s.replayEvents) / (Double(oursCPU) / 1e9)
+    res.bulkSQLiteCPU = Double(s.replayEvents) / (Double(sqlCPU) / 1e9)
 
     // Stats of the replay log (no dictionary); the header scan also warms the page cache for all
     // replay passes alike.
@@ -141,6 +147,7 @@ enum LogBench {
     // 3. Replay: read only, then read + decode + apply; SQLite read + decode + apply.
     progress("replay: ours, read only")
     var t0 = nowNs()
+    var c0 = cpuNs()
     var count = 0
     var bytes = 0
     try log.forEach(from: 1, chunkSize: 4096) { r in
@@ -148,16 +155,21 @@ enum LogBench {
       bytes &+= r.payload.count
     }
     res.readOurs = Double(count) / (Double(nowNs() - t0) / 1e9)
+    res.readOursCPU = Double(count) / (Double(cpuNs() - c0) / 1e9)
     progress("replay: ours, decode + apply")
     t0 = nowNs()
+    c0 = cpuNs()
     var state = GatewayState()
     try log.forEach(from: 1, chunkSize: 4096) { r in try state.apply(r) }
     res.replayOurs = Double(state.lastSeq) / (Double(nowNs() - t0) / 1e9)
+    res.replayOursCPU = Double(state.lastSeq) / (Double(cpuNs() - c0) / 1e9)
     progress("replay: SQLite, decode + apply")
     t0 = nowNs()
+    c0 = cpuNs()
     var peerState = GatewayState()
     try db.forEach { r in try peerState.apply(r) }
     res.replaySQLite = Double(peerState.lastSeq) / (Double(nowNs() - t0) / 1e9)
+    res.replaySQLiteCPU = Double(peerState.lastSeq) / (Double(cpuNs() - c0) / 1e9)
     res.replayCheck =
       "\(state.sandboxes.count) sandboxes, \(state.providers.count) providers; SQLite replay "
       + (peerState.sandboxes.count == state.sandboxes.count && peerState.providers.count == state.providers.count

@@ -1,0 +1,119 @@
+import CZstd
+
+// zstd for v2 record bodies (``RecordFormat``) without per-record allocation (issue 14): the writer's
+// ``Compressor`` keeps its parameters and dictionary reference between records and compresses into a reused
+// buffer; a ``BodyDecoder`` (one per read transaction or chunk) holds one `ZSTD_DCtx` and reused input and
+// output buffers, and decompresses straight from the LMDB value.
+
+/// A growable raw byte buffer reused between records. Not thread-safe; `free()` it exactly once.
+struct ScratchBuffer {
+  private(set) var base: UnsafeMutableRawPointer?
+  private(set) var capacity = 0
+
+  /// Makes room for at least `n` bytes (contents are not kept) and returns the start.
+  mutating func reserve(_ n: Int) -> UnsafeMutableRawPointer {
+    if let base, capacity >= n { return base }
+    base?.deallocate()
+    let c = max(n, 1024, capacity * 2)
+    let p = UnsafeMutableRawPointer.allocate(byteCount: c, alignment: 16)
+    base = p
+    capacity = c
+    return p
+  }
+
+  mutating func free() {
+    base?.deallocate()
+    base = nil
+    capacity = 0
+  }
+}
+
+extension Compressor {
+  /// The zstd frame magic number as it starts every frame (0xFD2FB528, little-endian).
+  static let frameMagic: [UInt8] = [0x28, 0xB5, 0x2F, 0xFD]
+
+  /// Compresses a v2 record body: one zstd frame without dictionary id, with content size. Returns the frame
+  /// WITHOUT its 4-byte magic number, pointing into this compressor's buffer (valid until the next call), or
+  /// nil when that is not smaller than `src` (store the body raw).
+  func compressBody(_ src: UnsafeRawBufferPointer, dict: ZstdDictionary?) throws -> UnsafeRawBufferPointer? {
+    if src.isEmpty { return nil }
+    let wanted = dict.map { Int($0.id) } ?? 0
+    if configuredFor != wanted {
+      // Sticky parameters: set once per dictionary, not per record (ZSTD_compress2 starts a new frame and
+      // keeps them).
+      var rc = ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters)
+      if ZSTD_isError(rc) == 0 {
+        rc = dict.map { d in d.withCDict { ZSTD_CCtx_refCDict(cctx, $0) } }
+          ?? ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, bodyLevelWithoutDictionary)
+      }
+      if ZSTD_isError(rc) == 0 { rc = ZSTD_CCtx_setParameter(cctx, ZSTD_c_dictIDFlag, 0) }
+      if ZSTD_isError(rc) != 0 {
+        configuredFor = nil
+        throw EventLogError(code: .storage, message: "zstd parameters: \(zstdErrorName(rc))")
+      }
+      configuredFor = wanted
+    }
+    let bound = ZSTD_compressBound(src.count)
+    let out = scratch.reserve(bound)
+    let n = ZSTD_compress2(cctx, out, bound, src.baseAddress, src.count)
+    if ZSTD_isError(n) != 0 {
+      configuredFor = nil
+      throw EventLogError(code: .storage, message: "zstd compression failed: \(zstdErrorName(n))")
+    }
+    guard n > 4, out.loadUnaligned(as: UInt32.self) == UInt32(littleEndian: 0xFD2F_B528), n - 4 < src.count
+    else { return nil }
+    return UnsafeRawBufferPointer(start: out + 4, count: n - 4)
+  }
+}
+
+/// Decompresses v2 bodies on one thread, reusing one `ZSTD_DCtx` (borrowed from the pool, given back by
+/// ``close()``) and its buffers. Results point into the decoder and stay valid until the next call.
+final class BodyDecoder {
+  private let pool: DecompressorPool
+  private var dctx: OpaquePointer?
+  private var input = ScratchBuffer()
+  private var output = ScratchBuffer()
+
+  init(pool: DecompressorPool) { self.pool = pool }
+
+  deinit { close() }
+
+  /// Gives the context back and frees the buffers (idempotent).
+  func close() {
+    if let d = dctx { pool.giveBack(d) }
+    dctx = nil
+    input.free()
+    output.free()
+  }
+
+  /// Decompresses a v2 body frame stored without its magic number that must expand to exactly `length`
+  /// bytes (at most ``RecordFormat/maxBodyBytes``, checked by the caller). The frame's content size is
+  /// checked before anything is written.
+  func decompressBody(_ src: UnsafeRawBufferPointer, length: Int, dict: ZstdDictionary?)
+    -> Result<UnsafeRawBufferPointer, ZstdFailure>
+  {
+    if dctx == nil { dctx = pool.borrow() }
+    guard let dctx else { return .failure(ZstdFailure("ZSTD_createDCtx failed")) }
+    let inLen = src.count + 4
+    let inp = input.reserve(inLen)
+    inp.storeBytes(of: UInt32(0xFD2F_B528).littleEndian, as: UInt32.self)
+    if let b = src.baseAddress { (inp + 4).copyMemory(from: b, byteCount: src.count) }
+    let frameSize = ZSTD_getFrameContentSize(inp, inLen)
+    if frameSize == UInt64.max || frameSize == UInt64.max - 1 {
+      return .failure(ZstdFailure("not a zstd frame with a known content size"))
+    }
+    guard frameSize == UInt64(length) else {
+      return .failure(ZstdFailure("zstd frame holds \(frameSize) bytes, header says \(length)"))
+    }
+    let out = output.reserve(max(length, 1))
+    let n: Int
+    if let dict {
+      n = dict.withDDict { ZSTD_decompress_usingDDict(dctx, out, length, inp, inLen, $0) }
+    } else {
+      n = ZSTD_decompressDCtx(dctx, out, length, inp, inLen)
+    }
+    if ZSTD_isError(n) != 0 { return .failure(ZstdFailure("zstd: \(zstdErrorName(n))")) }
+    guard n == length else { return .failure(ZstdFailure("decompressed \(n) bytes, header says \(length)")) }
+    return .success(UnsafeRawBufferPointer(start: out, count: length))
+  }
+}

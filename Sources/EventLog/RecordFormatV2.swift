@@ -1,0 +1,123 @@
+// Version 2 records: the body (header strings + payload, compressed together) and the value framing.
+// Layout in ``RecordFormat``.
+
+extension RecordFormat {
+  /// Largest accepted uncompressed v2 body: the payload limit plus the header strings and their varints.
+  static let maxBodyBytes = EventLog.maxPayloadBytes + 255 + 4 * 65_535 + 60
+
+  /// Appends the uncompressed v2 body of `event` to `out`.
+  static func appendBody(of event: NewEvent, to out: inout [UInt8]) {
+    let t = event.type.utf8, k = event.aggregate.kind.utf8, i = event.aggregate.id.utf8
+    let a = event.actor.utf8, r = event.requestID.utf8
+    out.reserveCapacity(out.count + 16 + t.count + k.count + i.count + a.count + r.count + event.payload.count)
+    out.appendVarint(UInt64(event.payloadVersion))
+    out.appendVarint(UInt64(t.count))
+    out.appendVarint(UInt64(k.count))
+    out.appendVarint(UInt64(i.count))
+    out.appendVarint(UInt64(a.count))
+    out.appendVarint(UInt64(r.count))
+    out.append(contentsOf: t)
+    out.append(contentsOf: k)
+    out.append(contentsOf: i)
+    out.append(contentsOf: a)
+    out.append(contentsOf: r)
+    out.append(contentsOf: event.payload)
+  }
+
+  /// The uncompressed v2 body of `event`.
+  static func body(of event: NewEvent) -> [UInt8] {
+    var out = [UInt8]()
+    appendBody(of: event, to: &out)
+    return out
+  }
+
+  /// The v2 body of a decoded record (used to train dictionaries on what v2 compresses).
+  static func body(of r: EventRecord) -> [UInt8] {
+    body(
+      of: NewEvent(
+        type: r.type, aggregate: r.aggregate, actor: r.actor, requestID: r.requestID,
+        payloadVersion: r.payloadVersion, payload: r.payload))
+  }
+
+  /// A v2 value without its trailing CRC (the CRC covers the key, known only inside the write transaction):
+  /// seal it with ``sealV2(_:seq:into:)``. `stored` is the body frame without magic (``Compressor/
+  /// compressBody(_:dict:)``) or, when `raw`, the body itself; `bodyLength` the uncompressed body length.
+  static func unsealedV2(
+    timestampNs: UInt64, dictionaryID: UInt32, stored: UnsafeRawBufferPointer, raw: Bool, bodyLength: Int
+  ) -> [UInt8] {
+    var out = [UInt8]()
+    out.reserveCapacity(24 + stored.count + checksumSize)
+    out.append(2)
+    out.append(raw ? flagRaw : 0)
+    out.appendBE(timestampNs)
+    out.appendVarint(UInt64(raw ? 0 : dictionaryID))
+    out.appendVarint(UInt64(bodyLength))
+    out.append(contentsOf: stored)
+    return out
+  }
+
+  /// Writes `unsealed` followed by its CRC-32C under `seq` into `dst` (exactly `unsealed.count + 4` bytes).
+  static func sealV2(_ unsealed: UnsafeRawBufferPointer, seq: UInt64, into dst: UnsafeMutableRawBufferPointer) {
+    dst.copyMemory(from: unsealed)
+    let crc = CRC32C.checksum(key: seq, unsealed)
+    dst.storeBytes(of: crc.bigEndian, toByteOffset: unsealed.count, as: UInt32.self)
+  }
+
+  /// Encodes one complete v2 value stored under `seq` (see ``unsealedV2(timestampNs:dictionaryID:stored:raw:bodyLength:)``).
+  static func encodeV2(
+    seq: UInt64, timestampNs: UInt64, dictionaryID: UInt32, stored: [UInt8], raw: Bool, bodyLength: Int
+  ) -> [UInt8] {
+    let u = stored.withUnsafeBytes {
+      unsealedV2(timestampNs: timestampNs, dictionaryID: dictionaryID, stored: $0, raw: raw, bodyLength: bodyLength)
+    }
+    return [UInt8](unsafeUninitializedCapacity: u.count + checksumSize) { buf, n in
+      u.withUnsafeBytes { sealV2($0, seq: seq, into: UnsafeMutableRawBufferPointer(buf)) }
+      n = u.count + checksumSize
+    }
+  }
+
+  /// Parses and checksums a v2 value (see ``parse(_:key:)``); the body is not decompressed.
+  static func parseV2(_ value: UnsafeRawBufferPointer, key: UInt64) throws -> Header {
+    func bad(_ reason: String) -> EventLogError { .corrupt(key, "record \(key): \(reason)") }
+    guard value.count >= 12 + checksumSize else { throw bad("too short (\(value.count) bytes)") }
+    let body = UnsafeRawBufferPointer(rebasing: value[0..<(value.count - checksumSize)])
+    var tail = ByteReader(value, offset: value.count - checksumSize)
+    guard let stored = tail.u32() else { throw bad("missing checksum") }
+    let computed = CRC32C.checksum(key: key, body)
+    guard stored == computed else {
+      throw bad("checksum mismatch (stored \(hex32(stored)), computed \(hex32(computed)))")
+    }
+    var r = ByteReader(body)
+    guard r.u8() == 2 else { throw bad("unknown format version") }
+    guard let flags = r.u8(), flags & ~flagRaw == 0 else { throw bad("unknown flags") }
+    guard let ts = r.u64(), let dict = r.varint(), let ulen = r.varint() else { throw bad("truncated header") }
+    guard dict <= UInt64(UInt32.max) else { throw bad("dictionary id \(dict) out of range") }
+    guard ulen <= UInt64(maxBodyBytes) else { throw bad("body length \(ulen) exceeds limit") }
+    let payload = UnsafeRawBufferPointer(rebasing: body[r.offset...])
+    let raw = flags & flagRaw != 0
+    if raw && (payload.count != Int(ulen) || dict != 0) {
+      throw bad("raw body with inconsistent lengths or dictionary")
+    }
+    if !raw && payload.isEmpty { throw bad("empty compressed body") }
+    return Header(
+      version: 2, seq: key, flags: flags, timestampNs: ts, dictionaryID: UInt32(dict),
+      uncompressedLength: Int(ulen), stored: payload, storedSize: value.count, v1: nil)
+  }
+
+  /// Splits an uncompressed v2 body into its fields. Throws `.corrupt` naming `seq`.
+  static func parseBody(_ b: UnsafeRawBufferPointer, seq: UInt64) throws -> Fields {
+    func bad(_ reason: String) -> EventLogError { .corrupt(seq, "record \(seq): body: \(reason)") }
+    var r = ByteReader(b)
+    guard let pv = r.varint(), pv <= UInt64(UInt16.max) else { throw bad("bad payload version") }
+    guard let t = r.varint(), t <= 255, let k = r.varint(), k <= 65_535, let i = r.varint(), i <= 65_535,
+      let a = r.varint(), a <= 65_535, let q = r.varint(), q <= 65_535
+    else { throw bad("bad string length") }
+    guard t > 0, k > 0 else { throw bad("empty event type or aggregate kind") }
+    guard let type = r.string(Int(t)), let kind = r.string(Int(k)), let id = r.string(Int(i)),
+      let actor = r.string(Int(a)), let req = r.string(Int(q))
+    else { throw bad("truncated or invalid UTF-8 header strings") }
+    return Fields(
+      payloadVersion: UInt16(pv), type: type, kind: kind, id: id, actor: actor, requestID: req,
+      payload: Array(UnsafeRawBufferPointer(rebasing: b[r.offset...])))
+  }
+}
