@@ -155,7 +155,7 @@ let package = Package(
     .target(
       name: "Gateway",
       dependencies: [
-        "EventLog", "Projections", "OpenShellAPI", "LogTools", "SandboxProtocol", "SandboxConfinement", "CConfine", "PolicyKit",
+        "EventLog", "Projections", "OpenShellAPI", "LogTools", "SandboxProtocol", "SandboxConfinement", "CConfine", "PolicyKit", "RelayTransport",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

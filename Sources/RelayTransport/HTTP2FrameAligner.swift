@@ -19,8 +19,9 @@ import NIOSSL
 /// Memory held: at most one partial frame (≤ 9 + 2^24 − 1 bytes by the frame format; in practice the
 /// max frame size the transport advertises).
 ///
-/// Install it between TLS and the HTTP/2 handler of a client connection (``install(on:)``). Inbound
-/// bytes on a client connection are frames only (the connection preface is sent by the client).
+/// Install it between TLS and the HTTP/2 handler: on a client connection with ``install(on:)`` (its
+/// inbound bytes are frames only), on a server connection with `prefaceLength` 24 (the client's
+/// connection preface, RFC 9113 §3.4, is passed on as it comes, then frames).
 public final class HTTP2FrameAligner: ChannelInboundHandler, RemovableChannelHandler {
   public typealias InboundIn = ByteBuffer
   public typealias InboundOut = ByteBuffer
@@ -30,8 +31,15 @@ public final class HTTP2FrameAligner: ChannelInboundHandler, RemovableChannelHan
 
   /// The start of a frame that has not fully arrived yet (its own storage, sized to the frame).
   private var pending: ByteBuffer?
+  /// Bytes of the connection preface still to pass on before the first frame.
+  private var prefaceRemaining: Int
 
-  public init() {}
+  /// - Parameter prefaceLength: bytes passed on unchanged before the first frame (24 on a server
+  ///   connection: `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`; 0 on a client connection).
+  public init(prefaceLength: Int = 0) { prefaceRemaining = prefaceLength }
+
+  /// The length of the HTTP/2 client connection preface (RFC 9113 §3.4).
+  public static let serverPrefaceLength = 24
 
   /// The total size (header + payload) of the frame at `buffer`'s reader index, if its header is there.
   static func frameSize(_ buffer: ByteBuffer) -> Int? {
@@ -44,6 +52,12 @@ public final class HTTP2FrameAligner: ChannelInboundHandler, RemovableChannelHan
 
   public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     var incoming = unwrapInboundIn(data)
+    if prefaceRemaining > 0 {
+      let n = min(prefaceRemaining, incoming.readableBytes)
+      prefaceRemaining -= n
+      context.fireChannelRead(wrapInboundOut(incoming.readSlice(length: n)!))
+      if incoming.readableBytes == 0 { return }
+    }
     if var partial = pending {
       // Complete the header first (it says how long the frame is), then the frame.
       if partial.readableBytes < Self.headerLength {

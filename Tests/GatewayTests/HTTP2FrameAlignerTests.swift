@@ -37,6 +37,24 @@ struct HTTP2FrameAlignerTests {
     }
   }
 
+  @Test("server side: the 24-byte connection preface is passed on first (however it is split), then whole frames")
+  func prefaceThenFrames() throws {
+    let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+    let frames = [Self.frame(length: 6, fill: 1), Self.frame(length: 16_384, fill: 2), Self.frame(length: 0, fill: 3)]
+    let stream = preface + frames.flatMap { $0 }
+    for cut in [1, 10, 24, 25, 33, 40, 5000] {
+      let channel = EmbeddedChannel(handler: HTTP2FrameAligner(prefaceLength: HTTP2FrameAligner.serverPrefaceLength))
+      try channel.writeInbound(ByteBuffer(bytes: stream[0..<cut]))
+      try channel.writeInbound(ByteBuffer(bytes: stream[cut...]))
+      var received: [[UInt8]] = []
+      while let b = try channel.readInbound(as: ByteBuffer.self) { received.append(Array(b.readableBytesView)) }
+      // The preface arrives in one or two pieces (as cut), never mixed with frame bytes.
+      let prefaceParts = cut < 24 ? 2 : 1
+      #expect(received.prefix(prefaceParts).flatMap { $0 } == preface, "cut \(cut)")
+      #expect(Array(received.dropFirst(prefaceParts)) == frames, "cut \(cut)")
+    }
+  }
+
   @Test("a frame split across reads gets its own buffer, sized to the frame, not to the read")
   func splitFrameOwnStorage() throws {
     let channel = EmbeddedChannel(handler: HTTP2FrameAligner())
