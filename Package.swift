@@ -112,6 +112,12 @@ let package = Package(
 
     // What the gateway and the in-sandbox supervisor share: protocol constants, process spawning.
     .target(name: "SandboxProtocol", dependencies: ["SandboxConfinement"]),
+    // gRPC client transport tuning for relayed byte streams (the supervisor and the CLI's ssh-proxy).
+    .target(
+      name: "RelayTransport",
+      dependencies: ["CMalloc", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl")]),
+    // glibc's mallopt (not exported by Swift's Glibc module).
+    .target(name: "CMalloc"),
 
     // Confinement of workload processes (user switch, capabilities, Landlock, installing the compiled
     // seccomp program) and the plan the driver writes; no Foundation and no libseccomp, so that the
@@ -135,7 +141,7 @@ let package = Package(
     .executableTarget(
       name: "Supervisor",
       dependencies: [
-        "SandboxProtocol", "SandboxConfinement", "SandboxSeccomp", "CSockDiag", "CTerminal", "OpenShellAPI", "PolicyKit",
+        "SandboxProtocol", "SandboxConfinement", "SandboxSeccomp", "CSockDiag", "CTerminal", "OpenShellAPI", "PolicyKit", "RelayTransport",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -153,7 +159,7 @@ let package = Package(
     .target(
       name: "Gateway",
       dependencies: [
-        "EventLog", "Projections", "OpenShellAPI", "LogTools", "SandboxProtocol", "SandboxConfinement", "CConfine", "PolicyKit",
+        "EventLog", "Projections", "OpenShellAPI", "LogTools", "SandboxProtocol", "SandboxConfinement", "CConfine", "PolicyKit", "RelayTransport",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -182,7 +188,7 @@ let package = Package(
     .executableTarget(
       name: "CLI",
       dependencies: [
-        "Gateway", "OpenShellAPI", "LogTools", "EventLog", "Projections", "PolicyKit", "SandboxProtocol", "CTerminal",
+        "Gateway", "OpenShellAPI", "LogTools", "EventLog", "Projections", "PolicyKit", "SandboxProtocol", "CTerminal", "RelayTransport",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Yams", package: "Yams"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -256,7 +262,8 @@ let package = Package(
     .testTarget(
       name: "GatewayTests",
       dependencies: [
-        "Gateway", "OpenShellAPI", "SandboxProtocol", "SandboxConfinement", "SandboxSeccomp", "PolicyKit", "LogTools",
+        "Gateway", "OpenShellAPI", "SandboxProtocol", "SandboxConfinement", "SandboxSeccomp", "PolicyKit", "LogTools", "RelayTransport",
+        .product(name: "NIOEmbedded", package: "swift-nio"),
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "X509", package: "swift-certificates"),
         .product(name: "Crypto", package: "swift-crypto"),

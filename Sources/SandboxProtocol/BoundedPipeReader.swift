@@ -17,9 +17,13 @@ public final class BoundedPipeReader: Sendable {
   private let slots = DispatchSemaphore(value: 0)
 
   /// - Parameters: fd: the descriptor (closed at end of file); chunkSize: bytes per read; depth:
-  ///   chunks read ahead of the consumer (memory bound: `depth` × `chunkSize`).
-  public init(fd: Int32, chunkSize: Int = 65536, depth: Int = 16) {
+  ///   chunks read ahead of the consumer (memory bound: `depth` × `chunkSize`); resizePipe: with a
+  ///   chunk over 64 KiB, grow a pipe's kernel buffer to one chunk (≤ 1 MiB) so reads return whole chunks.
+  public init(fd: Int32, chunkSize: Int = 65536, depth: Int = 16, resizePipe: Bool = true) {
     for _ in 0..<depth { slots.signal() }
+    // A pipe as large as one chunk (best effort; sockets and other descriptors refuse): a bulk writer
+    // then fills whole chunks, so a stream moves in fewer, larger relay messages.
+    if resizePipe, chunkSize > 65536 { _ = fcntl(fd, Self.pipeSizeCommand, Int32(min(chunkSize, 1 << 20))) }
     let (stream, continuation) = AsyncStream<Data>.makeStream()
     chunks = stream
     let slots = self.slots
@@ -50,4 +54,7 @@ public final class BoundedPipeReader: Sendable {
 
   /// Called after each chunk is handled: lets the reader read one more.
   public func consumed() { slots.signal() }
+
+  /// Linux's `F_SETPIPE_SZ` (fcntl.h, `_GNU_SOURCE`; not exported to Swift): resizes a pipe's buffer.
+  public static let pipeSizeCommand: Int32 = 1031
 }

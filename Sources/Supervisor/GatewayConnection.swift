@@ -3,6 +3,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import NIOSSL
 import OpenShellAPI
+import RelayTransport
 import SandboxProtocol
 
 /// The supervisor's configuration, from the environment the driver set (SandboxProtocol).
@@ -73,6 +74,8 @@ struct SupervisorConfig {
       // Reconnect quickly after a gateway restart (READY again within about a second).
       c.backoff = .init(initial: .milliseconds(100), max: .seconds(1), multiplier: 1.6, jitter: 0.1)
       c.connection.keepalive = .init(time: .seconds(10), timeout: .seconds(20), allowWithoutCalls: true)
+      // Whole HTTP/2 frames per read: relay streams (SSH tunnels) otherwise cost a page fault per 4 KiB.
+      c.channelDebuggingCallbacks.onCreateTCPConnection = { HTTP2FrameAligner.install(on: $0) }
     }
     // IP literals as IP targets: a DNS target would put the IP into TLS SNI, which TLS forbids.
     if bare.contains(":") {

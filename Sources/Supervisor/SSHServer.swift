@@ -118,7 +118,9 @@ extension Session {
       try await client.relayStream(
         request: StreamingClientRequest(metadata: metadata) { writer in
           try await writer.write(.with { $0.init_p = .with { $0.channelID = open.channelID } })
-          let output = BoundedPipeReader(fd: process.stdout!)
+          // sshd's output in chunks of up to 256 KiB (its pipe grown to one chunk), at most 4 ahead (1 MiB).
+          // (Idle sessions that ended early with the grown pipe were PipeWriter's double close, 9c001a4.)
+          let output = BoundedPipeReader(fd: process.stdout!, chunkSize: 256 << 10, depth: 4)
           for await chunk in output.chunks {
             try await writer.write(.with { $0.data = chunk })
             output.consumed()

@@ -4,6 +4,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import OpenShellAPI
+import RelayTransport
 import SandboxProtocol
 import Synchronization
 
@@ -28,6 +29,8 @@ import Synchronization
 struct SupervisorMain {
   static func main() async {
     signal(SIGPIPE, SIG_IGN)
+    // SSH relay messages (256 KiB) reuse freed heap memory instead of faulting in fresh pages.
+    MallocTuning.forByteStreams()
     var loaded: SupervisorConfig
     do { loaded = try SupervisorConfig.fromEnvironment() } catch {
       FileHandle.standardError.write(Data("openshell-sandbox: \(error)\n".utf8))

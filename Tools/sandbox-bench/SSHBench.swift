@@ -13,7 +13,8 @@ import SandboxProtocol
 /// - connect: `ssh HOST true` N times through the tunnel (this binary as `ProxyCommand`, which opens
 ///   ForwardTcp with a session token, as `openshell ssh-proxy` does) and N times to a local `sshd -i`
 ///   started directly as the `ProxyCommand`; p50/p99 of each.
-/// - throughput: `ssh HOST 'cat > /dev/null'` fed a file of `--ssh-megabytes` MB, both ways of reaching sshd.
+/// - throughput: `ssh HOST 'cat > /dev/null'` fed a file of `--ssh-megabytes` MiB (up) and `ssh HOST 'yes |
+///   head -c N'` into /dev/null (down), and `scp` of such a file each way, both ways of reaching sshd.
 /// - keystroke round trip and forwarded HTTP latency (``LatencyBench``).
 enum SSHBench {
   static let tokenVariable = "OPENSHELL_SSH_TOKEN"
@@ -39,7 +40,8 @@ enum SSHBench {
     // The baseline: OpenSSH's sshd in inetd mode as the ProxyCommand (root; privilege separation needs /run/sshd).
     try? FileManager.default.createDirectory(atPath: "/run/sshd", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
     let localProxy = "/usr/sbin/sshd -i -f /dev/null -o HostKey=\(scratch)/hk -o UsePAM=no -o AuthenticationMethods=publickey "
-      + "-o AuthorizedKeysFile=\(scratch)/id.pub -o PermitRootLogin=prohibit-password -o StrictModes=no -o PidFile=none -o LogLevel=ERROR"
+      + "-o AuthorizedKeysFile=\(scratch)/id.pub -o PermitRootLogin=prohibit-password -o StrictModes=no -o PidFile=none -o LogLevel=ERROR "
+      + "-o 'Subsystem=sftp internal-sftp'"
     let user = getpwuid(getuid()).map { String(cString: $0.pointee.pw_name) } ?? "root"
     // The real client path: `openshell sandbox ssh-config` (the CLI next to this binary, registered with
     // this gateway in a scratch config home) and `ssh -F` that block: name mode, one CreateSshSession
@@ -108,7 +110,49 @@ enum SSHBench {
     }
     let up = rates.map(\.0).sorted()[1]
     let base = rates.map(\.1).sorted()[1]
-    print(String(format: "throughput (%d MiB into `cat > /dev/null`, median of 3 alternating): ssh-config tunnel %.1f MiB/s, plain ssh %.1f MiB/s", megabytes, up, base))
+    print(String(format: "throughput up (%d MiB into `cat > /dev/null`, median of 3 alternating): ssh-config tunnel %.1f MiB/s, plain ssh %.1f MiB/s", megabytes, up, base))
+    // The other direction: the remote side writes bytes that ssh copies to /dev/null (a download; the
+    // sandbox may not open /dev/zero).
+    let produce = "yes | head -c \(megabytes << 20)"
+    var downRates: [(Double, Double)] = []
+    for _ in 0..<3 {
+      let tunnelMs = try timed { try viaConfig(produce) }
+      let localMs = try timed { try ssh("local", localProxy, user, produce) }
+      downRates.append((Double(megabytes) / (tunnelMs / 1000), Double(megabytes) / (localMs / 1000)))
+    }
+    let down = downRates.map(\.0).sorted()[1]
+    let downBase = downRates.map(\.1).sorted()[1]
+    print(String(format: "throughput down (`yes | head -c` %d MiB to /dev/null, median of 3 alternating): ssh-config tunnel %.1f MiB/s, plain ssh %.1f MiB/s", megabytes, down, downBase))
+    // scp itself (OpenSSH 9: the SFTP protocol), both directions: the file to the far side's
+    // /dev/null, and a file of the same size on the far side (the sandbox's /sandbox, the scratch
+    // directory for plain ssh) to /dev/null here.
+    guard try viaConfig("yes | head -c \(megabytes << 20) > /sandbox/scp-payload") == 0 else {
+      throw RPCError(code: .internalError, message: "cannot write /sandbox/scp-payload; see \(scratch)/ssh.err")
+    }
+    func scpConfig(_ from: String, _ to: String) throws -> Int32 {
+      let p = try Spawner.spawn(
+        "/usr/bin/scp", ["-q", "-F", scratch + "/ssh_config", "-o", "BatchMode=yes", from, to], environment: cliEnv, stdin: .null, stdout: .null,
+        stderr: .appendFile(scratch + "/ssh.err"))
+      return Spawner.waitBlocking(p.pid)
+    }
+    func scpLocal(_ from: String, _ to: String) throws -> Int32 {
+      let args = ["-q", "-F", "/dev/null", "-i", scratch + "/id", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+        "-o", "UserKnownHostsFile=\(scratch)/known_hosts", "-o", "HostKeyAlias=local"] + shared + ["-o", "ProxyCommand=\(localProxy)", from, to]
+      let p = try Spawner.spawn("/usr/bin/scp", args, environment: ProcessInfo.processInfo.environment, stdin: .null, stdout: .null, stderr: .appendFile(scratch + "/ssh.err"))
+      return Spawner.waitBlocking(p.pid)
+    }
+    var scpRates: [(up: Double, down: Double, baseUp: Double, baseDown: Double)] = []
+    for _ in 0..<3 {
+      let a = try timed { try scpConfig(file, "\(alias):/dev/null") }
+      let b = try timed { try scpLocal(file, "\(user)@local:/dev/null") }
+      let c = try timed { try scpConfig("\(alias):/sandbox/scp-payload", "/dev/null") }
+      let d = try timed { try scpLocal("\(user)@local:\(file)", "/dev/null") }
+      scpRates.append((Double(megabytes) / (a / 1000), Double(megabytes) / (c / 1000), Double(megabytes) / (b / 1000), Double(megabytes) / (d / 1000)))
+    }
+    func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
+    print(String(format: "scp %d MiB (median of 3 alternating): up ssh-config tunnel %.1f MiB/s, plain ssh %.1f MiB/s; down ssh-config tunnel %.1f MiB/s, plain ssh %.1f MiB/s",
+      megabytes, median(scpRates.map(\.up)), median(scpRates.map(\.baseUp)), median(scpRates.map(\.down)), median(scpRates.map(\.baseDown))))
+    _ = try viaConfig("rm -f /sandbox/scp-payload")
 
     // One keystroke's round trip (one byte into `cat` and back), through the tunnel, to a local sshd,
     // and through ExecSandboxInteractive.

@@ -2,6 +2,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import OpenShellAPI
+import RelayTransport
 
 /// gRPC access to a gateway (`openshell.v1.OpenShell`) with the registration's TLS files.
 enum GatewayClient {
@@ -38,10 +39,12 @@ enum GatewayClient {
   static func withConnection<R: Sendable>(
     _ t: Target, bearer: String? = nil, _ body: @Sendable (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> R
   ) async throws -> R {
+    // Whole HTTP/2 frames per read: a bulk stream (`ssh-proxy`, downloads) otherwise costs a page fault per 4 KiB.
+    let config = HTTP2ClientTransport.Posix.Config.defaults { $0.channelDebuggingCallbacks.onCreateTCPConnection = { HTTP2FrameAligner.install(on: $0) } }
     let transport =
       t.host.allSatisfy({ $0.isNumber || $0 == "." })
-      ? try HTTP2ClientTransport.Posix(target: .ipv4(address: t.host, port: t.port), transportSecurity: transportSecurity(t))
-      : try HTTP2ClientTransport.Posix(target: .dns(host: t.host, port: t.port), transportSecurity: transportSecurity(t))
+      ? try HTTP2ClientTransport.Posix(target: .ipv4(address: t.host, port: t.port), transportSecurity: transportSecurity(t), config: config)
+      : try HTTP2ClientTransport.Posix(target: .dns(host: t.host, port: t.port), transportSecurity: transportSecurity(t), config: config)
     // OIDC registrations present their access token (refreshed first when it is about to expire).
     var token = bearer
     if token == nil, t.authMode == "oidc" { token = try await BearerTokens.current(gateway: t.name) }

@@ -68,9 +68,9 @@ enum SSHTunnel {
     try await c.forwardTcp(
       request: StreamingClientRequest { writer in
         try await writer.write(initFrame)
-        // stdin is read at most 16 × 64 KiB ahead of what gRPC accepted (bounded; the gateway's
+        // stdin is read at most 4 × 256 KiB ahead of what gRPC accepted (bounded; the gateway's
         // flow control then holds `ssh` itself).
-        let input = BoundedPipeReader(fd: 0)
+        let input = BoundedPipeReader(fd: 0, chunkSize: 256 << 10, depth: 4)
         for await chunk in input.chunks {
           try await writer.write(.with { $0.data = chunk })
           input.consumed()

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GRPCCore
 import OpenShellAPI
+import RelayTransport
 import SandboxProtocol
 
 #if canImport(Glibc)
@@ -30,6 +31,8 @@ struct SshProxy: AsyncParsableCommand {
   }
 
   func run() async throws {
+    // The tunnel's 256 KiB messages reuse freed heap memory instead of faulting in fresh pages.
+    MallocTuning.forByteStreams()
     try await cliRun {
       var options = global
       if let gatewayName { options.gateway = gatewayName }

@@ -2,6 +2,7 @@ import NIOCore
 import NIOHTTP1
 import NIOSSL
 import NIOTLS
+import RelayTransport
 import X509
 
 /// Decides per connection whether it carries gRPC (HTTP/2) or HTTP/1.1, after TLS if any
@@ -150,6 +151,13 @@ final class ProtocolSniffer: ChannelDuplexHandler, RemovableChannelHandler {
     }
     state = .grpc
     cancelDeadline()
+    // Whole HTTP/2 frames per read for the HTTP/2 handler (SSH tunnel throughput, issue 11; see HTTP2FrameAligner).
+    do {
+      try context.pipeline.syncOperations.addHandler(HTTP2FrameAligner(prefaceLength: HTTP2FrameAligner.serverPrefaceLength), position: .after(self))
+    } catch {
+      context.close(promise: nil)
+      return
+    }
     let writes = heldWrites
     heldWrites = []
     for (data, promise) in writes { context.write(data, promise: promise) }
