@@ -3,7 +3,7 @@ import GRPCCore
 import Testing
 
 /// `sandbox ssh-config`, `sandbox connect` and `ssh-proxy` against a real daemon and a real sandbox,
-/// driven by Debian's OpenSSH client (`ssh`, `scp`, `sftp`) and a pseudo-terminal (issue 11).
+/// driven by Debian's OpenSSH client (`ssh`, `scp`, `sftp`, and `rsync` over ssh) and a pseudo-terminal (issue 11).
 @Suite("CLI SSH tunnel", .serialized, .timeLimit(.minutes(10)))
 struct SSHCLITests {
   static func sha256(_ env: CLIEnv, _ path: String) throws -> String {
@@ -41,7 +41,7 @@ struct SSHCLITests {
     sys.stdout.write("\\nEXIT %d\\n" % os.waitstatus_to_exitcode(status))
     """
 
-  @Test("ssh/scp/sftp through ssh-config, connect on a pty and with a command, pinned host key, audit without tokens")
+  @Test("ssh/scp/sftp/rsync through ssh-config, connect on a pty and with a command, pinned host key, audit without tokens")
   func sshTunnelEndToEnd() async throws {
     let env = try CLIEnv("ssh")
     defer { env.cleanup() }
@@ -118,6 +118,22 @@ struct SSHCLITests {
     r = try env.run(["-F", config, "-b", batch, host], binary: "/usr/bin/sftp")
     #expect(r.code == 0, "\(r)")
     #expect(try Self.sha256(env, back) == digest)
+
+    // rsync over the same ssh-config (rsync runs on both ends): a directory up, and back down.
+    let tree = env.root.appendingPathComponent("tree").path
+    try FileManager.default.createDirectory(atPath: tree + "/sub", withIntermediateDirectories: true)
+    FileManager.default.createFile(atPath: tree + "/sub/a.bin", contents: Data(bytes.prefix(1 << 20)))
+    try "hello rsync\n".write(toFile: tree + "/b.txt", atomically: true, encoding: .utf8)
+    let treeDigest = try Self.sha256(env, tree + "/sub/a.bin")
+    r = try env.run(["-a", "-e", "ssh -F \(config)", tree + "/", "\(host):/sandbox/tree/"], binary: "/usr/bin/rsync")
+    #expect(r.code == 0, "\(r)")
+    r = try env.run(["-F", config, host, "cat /sandbox/tree/b.txt; sha256sum /sandbox/tree/sub/a.bin"], binary: "/usr/bin/ssh")
+    #expect(r.out.hasPrefix("hello rsync\n") && r.out.contains(treeDigest), "\(r)")
+    let treeBack = env.root.appendingPathComponent("tree-back").path
+    r = try env.run(["-a", "-e", "ssh -F \(config)", "\(host):/sandbox/tree/", treeBack + "/"], binary: "/usr/bin/rsync")
+    #expect(r.code == 0, "\(r)")
+    #expect(try Self.sha256(env, treeBack + "/sub/a.bin") == treeDigest)
+    #expect((try? String(contentsOfFile: treeBack + "/b.txt", encoding: .utf8)) == "hello rsync\n")
 
     // connect with a command: its exit code; on a pseudo-terminal: a shell with a tty.
     r = try env.run(["sandbox", "connect", "box", "--", "echo via-connect; exit 7"])
