@@ -26,7 +26,10 @@ struct GatewayServe: AsyncParsableCommand {
   @Option(help: "Audience every bearer token must carry (env OPENSHELL_OIDC_AUDIENCE).") var oidcAudience: String?
   @Option(help: "Public client id the CLI logs in with (env OPENSHELL_OIDC_CLIENT_ID).") var oidcClientId: String?
   @Option(help: "Scopes the CLI requests, space separated (env OPENSHELL_OIDC_SCOPES; default openid).") var oidcScopes: String?
-  @Option(help: "Export the audit trail as OTLP log records (OCSF bodies) to this OTLP/gRPC collector, e.g. http://127.0.0.1:4317 (default: $OPENSHELL_OTLP_ENDPOINT; OTEL_EXPORTER_OTLP_* variables apply).")
+  @Option(
+    help:
+      "Export the audit trail as OTLP log records (OCSF bodies) to this OTLP/gRPC collector, e.g. http://127.0.0.1:4317 (default: $OPENSHELL_OTLP_ENDPOINT; OTEL_EXPORTER_OTLP_* variables apply)."
+  )
   var otlpEndpoint: String?
 
   func validate() throws {

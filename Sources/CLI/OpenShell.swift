@@ -12,7 +12,10 @@ struct OpenShell: AsyncParsableCommand {
     abstract: "OpenShell: sandboxes for AI agents, managed by an event-sourced gateway.",
     discussion: "GATEWAY COMMANDS: gateway (gw), status, doctor (dr). ADDITIONAL: completions.",
     version: "0.1.0",
-    subcommands: [GatewayCommand.self, Status.self, Doctor.self, Completions.self, SandboxCommand.self, Logs.self, ProviderCommand.self, PolicyCommand.self, SettingsCommand.self, InferenceCommand.self, ForwardCommand.self, ServiceCommand.self, SshProxy.self, AuditCLI.self])
+    subcommands: [
+      GatewayCommand.self, Status.self, Doctor.self, Completions.self, SandboxCommand.self, Logs.self, ProviderCommand.self, PolicyCommand.self,
+      SettingsCommand.self, InferenceCommand.self, ForwardCommand.self, ServiceCommand.self, SshProxy.self, AuditCLI.self,
+    ])
 
   static func main() async {
     let args = hoistGlobalOptions(Array(CommandLine.arguments.dropFirst()))

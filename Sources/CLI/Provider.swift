@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
-import Gateway
 import GRPCCore
+import Gateway
 import OpenShellAPI
 
 /// `openshell provider …`: credentials for agents (openshell-behavior.md §1D). Credential values are
@@ -123,15 +123,17 @@ struct ProviderCreate: AsyncParsableCommand {
       let cfg = try ProviderCLI.config(config)
       let r = try global.resolve()
       let created = try await GatewayClient.withClient(r.target) { c in
-        try await c.createProvider(.with {
-          $0.workspaceScope = ProviderCLI.scope(workspace)
-          $0.provider = .with {
-            $0.metadata.name = name ?? ""
-            $0.type = t
-            $0.credentials = creds
-            $0.config = cfg
-          }
-        }, options: ProviderCLI.options()).provider
+        try await c.createProvider(
+          .with {
+            $0.workspaceScope = ProviderCLI.scope(workspace)
+            $0.provider = .with {
+              $0.metadata.name = name ?? ""
+              $0.type = t
+              $0.credentials = creds
+              $0.config = cfg
+            }
+          }, options: ProviderCLI.options()
+        ).provider
       }
       print("\(Style.check) Created provider \(created.metadata.name)")
     }
@@ -149,7 +151,11 @@ struct ProviderGet: AsyncParsableCommand {
     try await cliRun {
       let r = try global.resolve()
       let p = try await GatewayClient.withClient(r.target) { c in
-        try await c.getProvider(.with { $0.name = name; $0.workspaceScope = ProviderCLI.scope(workspace) }, options: ProviderCLI.options()).provider
+        try await c.getProvider(
+          .with {
+            $0.name = name; $0.workspaceScope = ProviderCLI.scope(workspace)
+          }, options: ProviderCLI.options()
+        ).provider
       }
       print(try ProviderCLI.render(p, out.output))
     }
@@ -173,11 +179,12 @@ struct ProviderList: AsyncParsableCommand {
         var items: [Openshell_Datamodel_V1_Provider] = []
         var token = ""
         repeat {
-          let page = try await c.listProviders(.with {
-            $0.pageSize = 1000
-            $0.pageToken = token
-            $0.workspaceScope = ProviderCLI.scope(workspace)
-          }, options: ProviderCLI.options())
+          let page = try await c.listProviders(
+            .with {
+              $0.pageSize = 1000
+              $0.pageToken = token
+              $0.workspaceScope = ProviderCLI.scope(workspace)
+            }, options: ProviderCLI.options())
           items += page.providers
           token = page.nextPageToken
         } while !token.isEmpty && items.count < offset + limit
@@ -197,9 +204,12 @@ struct ProviderList: AsyncParsableCommand {
         print("No providers found.")
         return
       }
-      print(renderTable(header: ["NAME", "TYPE", "CREDENTIAL_KEYS", "CONFIG_KEYS"], rows: shown.map {
-        [$0.metadata.name, $0.type, String($0.credentials.count), String($0.config.count)]
-      }))
+      print(
+        renderTable(
+          header: ["NAME", "TYPE", "CREDENTIAL_KEYS", "CONFIG_KEYS"],
+          rows: shown.map {
+            [$0.metadata.name, $0.type, String($0.credentials.count), String($0.config.count)]
+          }))
     }
   }
 }
@@ -226,17 +236,23 @@ struct ProviderUpdate: AsyncParsableCommand {
       let updated = try await GatewayClient.withClient(r.target) { c in
         var creds = explicit
         if fromExisting {
-          let current = try await c.getProvider(.with { $0.name = name; $0.workspaceScope = ProviderCLI.scope(workspace) }, options: ProviderCLI.options()).provider
+          let current = try await c.getProvider(
+            .with {
+              $0.name = name; $0.workspaceScope = ProviderCLI.scope(workspace)
+            }, options: ProviderCLI.options()
+          ).provider
           creds = try ProviderCLI.discover(type: current.type, environment: env)
         }
-        return try await c.updateProvider(.with {
-          $0.workspaceScope = ProviderCLI.scope(workspace)
-          $0.provider = .with {
-            $0.metadata.name = name
-            $0.credentials = creds
-            $0.config = cfg
-          }
-        }, options: ProviderCLI.options()).provider
+        return try await c.updateProvider(
+          .with {
+            $0.workspaceScope = ProviderCLI.scope(workspace)
+            $0.provider = .with {
+              $0.metadata.name = name
+              $0.credentials = creds
+              $0.config = cfg
+            }
+          }, options: ProviderCLI.options()
+        ).provider
       }
       print("\(Style.check) Updated provider \(updated.metadata.name)")
     }
@@ -262,7 +278,9 @@ struct ProviderDelete: AsyncParsableCommand {
       try await GatewayClient.withClient(r.target) { c in
         for n in names {
           let response = try await c.deleteProvider(
-            .with { $0.name = n; $0.allowMissing = true; $0.workspaceScope = ProviderCLI.scope(workspace) },
+            .with {
+              $0.name = n; $0.allowMissing = true; $0.workspaceScope = ProviderCLI.scope(workspace)
+            },
             metadata: metadata, options: ProviderCLI.options())
           let deleted = response.outcome != .alreadyAbsent
           print(deleted ? "\(Style.check) Deleted provider \(n)" : "\(Style.yellow("!")) Provider \(n) not found")

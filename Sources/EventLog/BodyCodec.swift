@@ -43,7 +43,8 @@ extension Compressor {
       // keeps them).
       var rc = ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters)
       if ZSTD_isError(rc) == 0 {
-        rc = dict.map { d in d.withCDict { ZSTD_CCtx_refCDict(cctx, $0) } }
+        rc =
+          dict.map { d in d.withCDict { ZSTD_CCtx_refCDict(cctx, $0) } }
           ?? ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, bodyLevelWithoutDictionary)
       }
       if ZSTD_isError(rc) == 0 { rc = ZSTD_CCtx_setParameter(cctx, ZSTD_c_dictIDFlag, 0) }

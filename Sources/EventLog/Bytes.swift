@@ -104,7 +104,9 @@ func decodeBE64(_ b: [UInt8]) -> UInt64? { b.withUnsafeBytes { decodeBE64($0) } 
 
 func decodeBE32(_ b: [UInt8]) -> UInt32? {
   guard b.count == 4 else { return nil }
-  return b.withUnsafeBytes { var r = ByteReader($0); return r.u32() }
+  return b.withUnsafeBytes {
+    var r = ByteReader($0); return r.u32()
+  }
 }
 
 /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as used by iSCSI, ext4 and etcd's WAL.
@@ -148,8 +150,10 @@ enum CRC32C {
     var i = 0
     while i + 8 <= n {
       let w = UInt64(littleEndian: base.loadUnaligned(fromByteOffset: i, as: UInt64.self)) ^ UInt64(crc)
-      let lo = UInt32(truncatingIfNeeded: w), hi = UInt32(truncatingIfNeeded: w >> 32)
-      crc = t[7 * 256 + Int(lo & 0xFF)] ^ t[6 * 256 + Int((lo >> 8) & 0xFF)]
+      let lo = UInt32(truncatingIfNeeded: w)
+      let hi = UInt32(truncatingIfNeeded: w >> 32)
+      crc =
+        t[7 * 256 + Int(lo & 0xFF)] ^ t[6 * 256 + Int((lo >> 8) & 0xFF)]
         ^ t[5 * 256 + Int((lo >> 16) & 0xFF)] ^ t[4 * 256 + Int(lo >> 24)]
         ^ t[3 * 256 + Int(hi & 0xFF)] ^ t[2 * 256 + Int((hi >> 8) & 0xFF)]
         ^ t[1 * 256 + Int((hi >> 16) & 0xFF)] ^ t[Int(hi >> 24)]

@@ -25,10 +25,11 @@ extension EventLog {
     let result = ResultBox()
     try performWrite { [shared] txn, _ in
       let c = try txn.cursor(shared.env.dbs.dicts)
-      let lastID: UInt32 = try c.get(MDB_LAST) { k, _ in
-        var r = ByteReader(k)
-        return k.count == 4 ? r.u32() ?? 0 : 0
-      } ?? 0
+      let lastID: UInt32 =
+        try c.get(MDB_LAST) { k, _ in
+          var r = ByteReader(k)
+          return k.count == 4 ? r.u32() ?? 0 : 0
+        } ?? 0
       c.close()
       guard lastID < UInt32.max else { throw EventLogError.invalid("dictionary ids exhausted") }
       let id = lastID + 1
@@ -51,10 +52,13 @@ extension EventLog {
       defer { c.close() }
       var out: [(id: UInt32, bytes: Int)] = []
       var op = MDB_FIRST
-      while let item = try c.get(op, { k, v -> (UInt32, Int) in
-        var r = ByteReader(k)
-        return (k.count == 4 ? r.u32() ?? 0 : 0, v.count)
-      }) {
+      while let item = try c.get(
+        op,
+        { k, v -> (UInt32, Int) in
+          var r = ByteReader(k)
+          return (k.count == 4 ? r.u32() ?? 0 : 0, v.count)
+        })
+      {
         out.append((id: item.0, bytes: item.1))
         op = MDB_NEXT
       }

@@ -138,7 +138,9 @@ public final class EventLog: Sendable {
         if !report.databaseNames.isEmpty, !missing.isEmpty {
           throw EventLogError(
             code: .corrupt,
-            message: "\(data) is damaged at page \(report.mainTreeRoot) (main tree): it has no \(missing.map { "'\($0)'" }.joined(separator: ", ")) database (its main tree names \(report.databaseNames.map { "'\($0)'" }.joined(separator: ", ")))")
+            message:
+              "\(data) is damaged at page \(report.mainTreeRoot) (main tree): it has no \(missing.map { "'\($0)'" }.joined(separator: ", ")) database (its main tree names \(report.databaseNames.map { "'\($0)'" }.joined(separator: ", ")))"
+          )
         }
       }
       let env = try LMDBEnvironment(

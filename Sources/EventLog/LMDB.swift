@@ -3,7 +3,7 @@ import Foundation
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+  import Glibc
 #endif
 
 // A thin, throwing wrapper around the LMDB C API (http://www.lmdb.tech/doc/group__mdb.html).

@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+  import Glibc
 #endif
 
 /// What ``LMDBFileCheck/check(path:)`` found in a sound `data.mdb`.
@@ -121,7 +121,8 @@ public enum LMDBFileCheck {
       guard le64(p, 0) == UInt64(i), le16(p, 10) & pMeta != 0 else { throw bad(UInt64(i), "not a meta page") }
       guard le32(p, 16) == 0xBEEF_C0DE else { throw bad(UInt64(i), "meta page has a wrong magic number") }
       guard le32(p, 20) == 1 else { throw bad(UInt64(i), "unsupported LMDB data version \(le32(p, 20))") }
-      let free = DB(p, at: 16 + 24), main = DB(p, at: 16 + 72)
+      let free = DB(p, at: 16 + 24)
+      let main = DB(p, at: 16 + 72)
       return Meta(psize: Int(free.pad), free: free, main: main, lastPage: le64(p, 16 + 120), txnid: le64(p, 16 + 128))
     }
 
@@ -196,7 +197,10 @@ public enum LMDBFileCheck {
       counts = (0, 0, 0, 0)
       try walkPage(db.root, depth: 1, tree: db, name: name, lo: nil, hi: nil, integerKeys: integerKeys, subDB: subDB, leafData: leafData)
       guard counts.branch == db.branch, counts.leaf == db.leaf, counts.overflow == db.overflow, counts.entries == db.entries else {
-        throw bad(db.root, "\(name) records \(db.branch)/\(db.leaf)/\(db.overflow) branch/leaf/overflow pages and \(db.entries) entries, but holds \(counts.branch)/\(counts.leaf)/\(counts.overflow) and \(counts.entries)")
+        throw bad(
+          db.root,
+          "\(name) records \(db.branch)/\(db.leaf)/\(db.overflow) branch/leaf/overflow pages and \(db.entries) entries, but holds \(counts.branch)/\(counts.leaf)/\(counts.overflow) and \(counts.entries)"
+        )
       }
       return Int(db.branch + db.leaf + db.overflow)
     }
@@ -218,7 +222,8 @@ public enum LMDBFileCheck {
       let isBranch = kind == pBranch
       guard isBranch || kind == pLeaf else { throw bad(p, "\(name): page kind \(le16(page, 10)) where a branch or leaf page belongs") }
       guard isBranch == (depth < Int(tree.depth)) else { throw bad(p, "\(name): a \(isBranch ? "branch" : "leaf") page at depth \(depth) of \(tree.depth)") }
-      let lower = Int(le16(page, 12)), upper = Int(le16(page, 14))
+      let lower = Int(le16(page, 12))
+      let upper = Int(le16(page, 14))
       guard lower >= headerSize, lower <= upper, upper <= psize, (lower - headerSize) % 2 == 0 else {
         throw bad(p, "\(name): free-space bounds \(lower)..\(upper) are invalid")
       }
@@ -229,7 +234,9 @@ public enum LMDBFileCheck {
       for i in 0..<n {
         let off = Int(le16(page, headerSize + 2 * i))
         guard off >= upper, off % 2 == 0, off + 8 <= psize else { throw bad(p, "\(name): entry \(i) at offset \(off) lies outside the page's data") }
-        let nlo = UInt64(le16(page, off)), nhi = UInt64(le16(page, off + 2)), nflags = le16(page, off + 4)
+        let nlo = UInt64(le16(page, off))
+        let nhi = UInt64(le16(page, off + 2))
+        let nflags = le16(page, off + 4)
         let ksize = Int(le16(page, off + 6))
         guard off + 8 + ksize <= psize else { throw bad(p, "\(name): entry \(i)'s key runs past the page") }
         let key = Array(page[(off + 8)..<(off + 8 + ksize)])
@@ -290,7 +297,8 @@ public enum LMDBFileCheck {
 
     func compare(_ a: [UInt8], _ b: [UInt8], _ integer: Bool) -> Int {
       if integer {
-        let x = le64(a, 0), y = le64(b, 0)
+        let x = le64(a, 0)
+        let y = le64(b, 0)
         return x < y ? -1 : (x == y ? 0 : 1)
       }
       for (x, y) in zip(a, b) where x != y { return x < y ? -1 : 1 }

@@ -22,7 +22,8 @@ final class RecordEncoder {
         unsealed: RecordFormat.unsealedV2(
           timestampNs: e.timestampNs ?? 0, dictionaryID: dictionaryID, stored: c ?? b, raw: c == nil,
           bodyLength: b.count),
-        raw: c == nil)
+        raw: c == nil
+      )
     }
   }
 }
@@ -75,7 +76,8 @@ private final class ParallelEncode: @unchecked Sendable {
   }
 
   func run(worker w: Int, events: [NewEvent], dict: ZstdDictionary?, dictionaryID: UInt32) {
-    let lo = w * per, hi = min(events.count, lo + per)
+    let lo = w * per
+    let hi = min(events.count, lo + per)
     guard lo < hi else { return }
     do {
       for k in lo..<hi { slots[k] = try encoders[w].encode(events[k], dict: dict, dictionaryID: dictionaryID) }

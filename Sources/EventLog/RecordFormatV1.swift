@@ -6,8 +6,11 @@ extension RecordFormat {
     seq: UInt64, timestampNs: UInt64, event: NewEvent, dictionaryID: UInt32, storedPayload: [UInt8],
     raw: Bool, previousHash: [UInt8]
   ) -> [UInt8] {
-    let t = Array(event.type.utf8), k = Array(event.aggregate.kind.utf8), i = Array(event.aggregate.id.utf8)
-    let a = Array(event.actor.utf8), r = Array(event.requestID.utf8)
+    let t = Array(event.type.utf8)
+    let k = Array(event.aggregate.kind.utf8)
+    let i = Array(event.aggregate.id.utf8)
+    let a = Array(event.actor.utf8)
+    let r = Array(event.requestID.utf8)
     var out = [UInt8]()
     out.reserveCapacity(fixedHeaderSize + t.count + k.count + i.count + a.count + r.count + storedPayload.count + 4)
     out += magic

@@ -7,8 +7,11 @@ extension RecordFormat {
 
   /// Appends the uncompressed v2 body of `event` to `out`.
   static func appendBody(of event: NewEvent, to out: inout [UInt8]) {
-    let t = event.type.utf8, k = event.aggregate.kind.utf8, i = event.aggregate.id.utf8
-    let a = event.actor.utf8, r = event.requestID.utf8
+    let t = event.type.utf8
+    let k = event.aggregate.kind.utf8
+    let i = event.aggregate.id.utf8
+    let a = event.actor.utf8
+    let r = event.requestID.utf8
     out.reserveCapacity(out.count + 16 + t.count + k.count + i.count + a.count + r.count + event.payload.count)
     out.appendVarint(UInt64(event.payloadVersion))
     out.appendVarint(UInt64(t.count))

@@ -200,7 +200,11 @@ final class Subscription: @unchecked Sendable {
         if !reset { mode = .live }
       case .live:
         guard let buffer else { mode = .history; continue }
-        enum Take { case items([EventRecord], UInt64), fellBehind, closed, empty(UInt64) }
+        enum Take {
+          case items([EventRecord], UInt64)
+          case fellBehind, closed
+          case empty(UInt64)
+        }
         let take = buffer.state.withLock { s -> Take in
           if s.overflowed {
             s.overflowed = false

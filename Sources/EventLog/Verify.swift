@@ -99,7 +99,9 @@ extension EventLog {
               case .differs:
                 report.firstBad = VerifyFailure(
                   seq: anchor + 1,
-                  reason: "hash chain broken: the chain hash of record \(seq) does not match its checkpoint (one of records \(anchor + 1)...\(seq) was altered, or the checkpoint was)")
+                  reason:
+                    "hash chain broken: the chain hash of record \(seq) does not match its checkpoint (one of records \(anchor + 1)...\(seq) was altered, or the checkpoint was)"
+                )
                 return false
               }
               report.records += 1

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+  import Glibc
 #endif
 
 /// Cross-process writer exclusivity: an exclusive, non-blocking `flock(2)` on `DIR/writer.lock`, held for

@@ -94,10 +94,12 @@ public enum LogArchive {
     var count: UInt64 = 0
     var buffer = Data()
     try log.forEach(from: 1, through: head) { r in
-      let line = try encoder.encode(ArchiveRecord(
-        seq: r.seq, ts: r.timestampNs, type: r.type, agg_kind: r.aggregate.kind, agg_id: r.aggregate.id,
-        actor: r.actor, request_id: r.requestID, payload_version: r.payloadVersion,
-        payload: Data(r.payload).base64EncodedString(), hash: hexString(r.hash))) + Data("\n".utf8)
+      let line =
+        try encoder.encode(
+          ArchiveRecord(
+            seq: r.seq, ts: r.timestampNs, type: r.type, agg_kind: r.aggregate.kind, agg_id: r.aggregate.id,
+            actor: r.actor, request_id: r.requestID, payload_version: r.payloadVersion,
+            payload: Data(r.payload).base64EncodedString(), hash: hexString(r.hash))) + Data("\n".utf8)
       digest.update(data: line)
       buffer.append(line)
       count += 1
@@ -118,7 +120,9 @@ public enum LogArchive {
   /// - Throws: `ArchiveError` for a malformed, truncated or tampered archive (naming the line/seq),
   ///   `EventLogError` from the log.
   @discardableResult
-  public static func importArchive(from file: String, into directory: String, options: EventLog.Options = .init(), progress: ((UInt64, UInt64) -> Void)? = nil) throws -> UInt64 {
+  public static func importArchive(from file: String, into directory: String, options: EventLog.Options = .init(), progress: ((UInt64, UInt64) -> Void)? = nil)
+    throws -> UInt64
+  {
     guard let data = FileManager.default.contents(atPath: file) else { throw ArchiveError(message: "cannot read \(file)") }
     if FileManager.default.fileExists(atPath: directory + "/data.mdb") {
       throw ArchiveError(message: "\(directory) already holds a log; import into a new directory")

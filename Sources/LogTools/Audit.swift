@@ -31,7 +31,9 @@ public struct AuditEntry: Codable, Sendable, Equatable {
   /// The record's OCSF events (JSON objects, ``OCSF``) when they were asked for; nil otherwise.
   public var ocsf: [String]?
 
-  public init(seq: UInt64, time: String, timestampNs: UInt64, actor: String, requestID: String, type: String, aggregate: String, summary: String, ocsf: [String]? = nil) {
+  public init(
+    seq: UInt64, time: String, timestampNs: UInt64, actor: String, requestID: String, type: String, aggregate: String, summary: String, ocsf: [String]? = nil
+  ) {
     self.seq = seq
     self.time = time
     self.timestampNs = timestampNs

@@ -48,12 +48,14 @@ public enum CheckpointSignature {
   /// - Throws: `CryptoKitError` if signing fails.
   public static func checkpoint(seq: UInt64, chainHash: [UInt8], key: Curve25519.Signing.PrivateKey) throws -> GatewayEvent {
     let signature = try key.signature(for: message(seq: seq, chainHash: chainHash))
-    return GatewayEvent(.auditCheckpoint(.with {
-      $0.coversSeq = seq
-      $0.chainHash = Data(chainHash)
-      $0.signature = Data(signature)
-      $0.keySha256 = keyID(key.publicKey)
-    }))
+    return GatewayEvent(
+      .auditCheckpoint(
+        .with {
+          $0.coversSeq = seq
+          $0.chainHash = Data(chainHash)
+          $0.signature = Data(signature)
+          $0.keySha256 = keyID(key.publicKey)
+        }))
   }
 
   /// Reads an Ed25519 public key from a PEM file (`-----BEGIN PUBLIC KEY-----`, SubjectPublicKeyInfo,

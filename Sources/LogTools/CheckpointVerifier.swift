@@ -66,9 +66,10 @@ public enum CheckpointVerifier {
         throw ProjectionError(seq: record.seq, message: "an audit.checkpoint record holds another event")
       }
       let covered = c.coversSeq < record.seq ? try log.record(at: c.coversSeq)?.hash : nil
-      entries.append(CheckpointEntry(
-        seq: record.seq, coversSeq: c.coversSeq, chainHash: [UInt8](c.chainHash), signature: [UInt8](c.signature),
-        keySHA256: c.keySha256, coveredHashNow: covered))
+      entries.append(
+        CheckpointEntry(
+          seq: record.seq, coversSeq: c.coversSeq, chainHash: [UInt8](c.chainHash), signature: [UInt8](c.signature),
+          keySHA256: c.keySha256, coveredHashNow: covered))
     }
     return entries
   }
@@ -90,7 +91,8 @@ public enum CheckpointVerifier {
         return fail(report, at: c.seq, "checkpoint at seq \(c.seq) vouches for seq \(c.coversSeq), which the log does not hold before it")
       }
       guard now == c.chainHash else {
-        return fail(report, at: c.seq,
+        return fail(
+          report, at: c.seq,
           "records 1…\(c.coversSeq) were rewritten: the chain hash at seq \(c.coversSeq) is not the one signed by the checkpoint at seq \(c.seq)")
       }
       report.valid += 1

@@ -59,7 +59,8 @@ public enum EventSummary {
     case .globalPolicyDeleted(let e): return "global policy v\(e.version) deleted"
     case .settingSet(let e): return "\(e.scope): \(e.key) = \(e.value)"
     case .settingDeleted(let e): return "\(e.scope): \(e.key) deleted"
-    case .inferenceRouteSet(let e): return "route \(e.route) → \(e.provider) model \(e.model) timeout \(e.timeoutSeconds)s\(e.verified ? "" : " (not verified)")"
+    case .inferenceRouteSet(let e):
+      return "route \(e.route) → \(e.provider) model \(e.model) timeout \(e.timeoutSeconds)s\(e.verified ? "" : " (not verified)")"
     case .inferenceRouteDeleted(let e): return "route \(e.route) deleted"
     case .inferenceBundlePublished(let e): return "bundle \(e.revision) routes \(e.routes.joined(separator: ","))"
     case .sshSessionCreated(let e):
@@ -67,10 +68,12 @@ public enum EventSummary {
       return "ssh session \(e.id) for sandbox \(e.sandboxID) (\(expiry), host key \(e.hostKeyFingerprint))"
     case .sshTunnelOpened(let e): return "tunnel \(e.tunnelID) (\(e.target)) opened on ssh session \(e.sessionID) to sandbox \(e.sandboxID)"
     case .sshTunnelClosed(let e):
-      return "tunnel \(e.tunnelID) closed after \(e.durationMs) ms: \(e.bytesToSandbox) B to sandbox, \(e.bytesFromSandbox) B from sandbox\(e.reason.isEmpty ? "" : " (\(e.reason))")"
+      return
+        "tunnel \(e.tunnelID) closed after \(e.durationMs) ms: \(e.bytesToSandbox) B to sandbox, \(e.bytesFromSandbox) B from sandbox\(e.reason.isEmpty ? "" : " (\(e.reason))")"
     case .sshSessionRevoked(let e): return "ssh session \(e.id) revoked"
     case .serviceExposed(let e):
-      return "service \(e.service.isEmpty ? "(unnamed)" : e.service) of sandbox \(e.sandboxID) exposed: port \(e.targetPort), authorization \(e.authorizationMode == 2 ? "bearer passthrough" : "strip")"
+      return
+        "service \(e.service.isEmpty ? "(unnamed)" : e.service) of sandbox \(e.sandboxID) exposed: port \(e.targetPort), authorization \(e.authorizationMode == 2 ? "bearer passthrough" : "strip")"
     case .serviceDeleted(let e): return "service \(e.service.isEmpty ? "(unnamed)" : e.service) of sandbox \(e.sandboxID) deleted"
     case .gatewayRestored(let e):
       return "restored as gateway \(e.gatewayName) from \(e.source) (\(e.records) records)"
@@ -78,7 +81,8 @@ public enum EventSummary {
         + (e.failedSandboxes.isEmpty ? "" : "; marked failed \(e.failedSandboxes.joined(separator: ","))")
     case .auditCheckpoint(let e): return "checkpoint: records 1…\(e.coversSeq) signed by key \(e.keySha256.prefix(16))…"
     case .accessRefused(let e): return "refused \(e.count)× \(e.rpc) for \(e.identity) from \(e.peer): \(e.code) \(e.reason)"
-    case .credentialsDisclosed(let e): return "credentials \(e.keys.joined(separator: ",")) of \(e.providers.joined(separator: ",")) to \(e.recipient) via \(e.rpc)"
+    case .credentialsDisclosed(let e):
+      return "credentials \(e.keys.joined(separator: ",")) of \(e.providers.joined(separator: ",")) to \(e.recipient) via \(e.rpc)"
     case .execStarted(let e): return "exec \(e.execID)\(e.tty ? " (tty)" : ""): \(e.command.joined(separator: " "))"
     case .execEnded(let e): return "exec \(e.execID) ended: " + (e.error.isEmpty ? "exit \(e.exitCode)" : e.error) + " after \(e.durationMs) ms"
     }

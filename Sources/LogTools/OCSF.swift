@@ -53,7 +53,10 @@ struct OCSFClass {
 
 /// OCSF `severity_id` values (captions in ``name``).
 enum OCSFSeverity: Int {
-  case informational = 1, low = 2, medium = 3, high = 4
+  case informational = 1
+  case low = 2
+  case medium = 3
+  case high = 4
   var name: String {
     switch self {
     case .informational: "Informational"

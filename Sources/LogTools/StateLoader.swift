@@ -25,7 +25,8 @@ public enum StateLoader {
   /// - Returns: the state and the seq the snapshot covered (0 if none was used).
   /// - Throws: `EventLogError` (`.corrupt` naming the seq for damaged records), `ProjectionError` for
   ///   undecodable events.
-  public static func load(_ log: EventLog, progress: ((UInt64, UInt64) -> Void)? = nil) throws -> (state: GatewayState, snapshotSeq: UInt64, warnings: [String]) {
+  public static func load(_ log: EventLog, progress: ((UInt64, UInt64) -> Void)? = nil) throws -> (state: GatewayState, snapshotSeq: UInt64, warnings: [String])
+  {
     let head = log.headSeq
     let quick = try log.verify(checksumsOnly: true)
     if let bad = quick.firstBad { throw EventLogError(code: .corrupt, message: bad.reason, seq: bad.seq) }
@@ -95,7 +96,9 @@ public enum StateLoader {
   /// Applies records after `state.lastSeq` up to `point`, reading the log in chunks.
   /// With `chain` (the chain hash of the record at `state.lastSeq`) every record must follow the one before
   /// it (seq + 1, previous hash) or `.corrupt` is thrown naming it.
-  public static func replay(_ log: EventLog, into state: inout GatewayState, through point: ReplayPoint, chain: [UInt8]? = nil, progress: ((UInt64, UInt64) -> Void)? = nil) throws {
+  public static func replay(
+    _ log: EventLog, into state: inout GatewayState, through point: ReplayPoint, chain: [UInt8]? = nil, progress: ((UInt64, UInt64) -> Void)? = nil
+  ) throws {
     var chain = chain
     let head = log.headSeq
     var limit: UInt64? = nil

@@ -75,8 +75,9 @@ public struct StateView: Codable, Sendable {
         policy: s.policies[sb.id].map(Self.policyView))
     }
     templates = s.templates.values.sorted { ($0.workspace, $0.name) < ($1.workspace, $1.name) }.map {
-      TemplateView(id: $0.id, name: $0.name, workspace: $0.workspace, labels: $0.labels,
-                   spec: JSONValue.decode(Openshell_V1_SandboxWorkloadTemplateSpec.self, $0.spec))
+      TemplateView(
+        id: $0.id, name: $0.name, workspace: $0.workspace, labels: $0.labels,
+        spec: JSONValue.decode(Openshell_V1_SandboxWorkloadTemplateSpec.self, $0.spec))
     }
     providers = s.providers.values.sorted { ($0.workspace, $0.name) < ($1.workspace, $1.name) }.map { p in
       ProviderView(
@@ -91,10 +92,13 @@ public struct StateView: Codable, Sendable {
   }
 
   static func policyView(_ h: PolicyHistory) -> PolicyView {
-    PolicyView(activeVersion: h.activeVersion, revisions: h.revisions.map {
-      .init(version: $0.version, status: "\($0.status)", sha256: $0.contentSHA256, message: $0.message,
-            policy: JSONValue.decode(Openshell_Sandbox_V1_SandboxPolicy.self, $0.policy))
-    })
+    PolicyView(
+      activeVersion: h.activeVersion,
+      revisions: h.revisions.map {
+        .init(
+          version: $0.version, status: "\($0.status)", sha256: $0.contentSHA256, message: $0.message,
+          policy: JSONValue.decode(Openshell_Sandbox_V1_SandboxPolicy.self, $0.policy))
+      })
   }
 
   /// Pretty JSON with sorted keys.
@@ -112,7 +116,12 @@ public struct StateView: Codable, Sendable {
 
 /// A JSON value, used to embed decoded protobuf messages in state views.
 public indirect enum JSONValue: Codable, Sendable, Equatable {
-  case null, bool(Bool), number(Double), string(String), array([JSONValue]), object([String: JSONValue])
+  case null
+  case bool(Bool)
+  case number(Double)
+  case string(String)
+  case array([JSONValue])
+  case object([String: JSONValue])
 
   /// Decodes serialized `M` bytes and converts its protobuf JSON form; `{}` for empty bytes,
   /// `{"undecodable": "<n> bytes"}` for bytes that are not an `M`.
@@ -137,12 +146,19 @@ public indirect enum JSONValue: Codable, Sendable, Equatable {
 
   public init(from decoder: any Swift.Decoder) throws {
     let c = try decoder.singleValueContainer()
-    if c.decodeNil() { self = .null }
-    else if let b = try? c.decode(Bool.self) { self = .bool(b) }
-    else if let n = try? c.decode(Double.self) { self = .number(n) }
-    else if let s = try? c.decode(String.self) { self = .string(s) }
-    else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
-    else { self = .object(try c.decode([String: JSONValue].self)) }
+    if c.decodeNil() {
+      self = .null
+    } else if let b = try? c.decode(Bool.self) {
+      self = .bool(b)
+    } else if let n = try? c.decode(Double.self) {
+      self = .number(n)
+    } else if let s = try? c.decode(String.self) {
+      self = .string(s)
+    } else if let a = try? c.decode([JSONValue].self) {
+      self = .array(a)
+    } else {
+      self = .object(try c.decode([String: JSONValue].self))
+    }
   }
 
   public func encode(to encoder: any Swift.Encoder) throws {

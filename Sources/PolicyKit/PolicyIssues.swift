@@ -70,6 +70,8 @@ public struct ParsedPolicy: Sendable {
 
   /// Attaches YAML lines to issues produced by the validators.
   public func locate(_ issues: [PolicyIssue]) -> [PolicyIssue] {
-    issues.map { var i = $0; if i.line == nil { i.line = line(of: i.path) }; return i }
+    issues.map {
+      var i = $0; if i.line == nil { i.line = line(of: i.path) }; return i
+    }
   }
 }

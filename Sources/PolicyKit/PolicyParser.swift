@@ -24,7 +24,9 @@ struct Parser {
   func join(_ base: String, _ key: String) -> String { base.isEmpty ? key : "\(base).\(key)" }
 
   func isNull(_ node: Node) -> Bool {
-    if case .scalar(let s) = node { return s.tag.description == Tag.Name.null.rawValue || (s.style == .plain && ["", "~", "null", "Null", "NULL"].contains(s.string)) }
+    if case .scalar(let s) = node {
+      return s.tag.description == Tag.Name.null.rawValue || (s.style == .plain && ["", "~", "null", "Null", "NULL"].contains(s.string))
+    }
     return false
   }
 
@@ -145,7 +147,9 @@ struct Parser {
         for (k, lv) in mapping(v, key, allowed: ["compatibility"]) ?? [] {
           let path = join(key, k)
           if let s = string(lv, path) {
-            if Names.compatibility.contains(s) { l.compatibility = s } else {
+            if Names.compatibility.contains(s) {
+              l.compatibility = s
+            } else {
               fail(path, lv, "unknown value \(PolicyYAML.escaped(s, limit: 40, quoted: true)), expected one of \(Names.compatibility.joined(separator: ", "))")
             }
           }
@@ -179,7 +183,9 @@ struct Parser {
           let bp = "\(p)[\(i)]"
           var bin = Openshell_Sandbox_V1_NetworkBinary()
           for (bk, bv) in mapping(b, bp, allowed: ["path", "harness"]) ?? [] {
-            if bk == "path" { bin.path = string(bv, join(bp, bk)) ?? "" } else {
+            if bk == "path" {
+              bin.path = string(bv, join(bp, bk)) ?? ""
+            } else {
               _ = bool(bv, join(bp, bk))
               warnings.append(PolicyIssue(path: join(bp, bk), line: bv.mark?.line, message: "harness is deprecated and ignored"))
             }
@@ -197,8 +203,12 @@ struct Parser {
 
   mutating func endpoint(_ node: Node, _ path: String) -> Openshell_Sandbox_V1_NetworkEndpoint {
     var e = Openshell_Sandbox_V1_NetworkEndpoint()
-    let allowed: Set<String> = ["host", "port", "ports", "protocol", "tls", "enforcement", "access", "rules", "deny_rules", "allowed_ips", "allow_encoded_slash", "request_body_credential_rewrite", "websocket_credential_rewrite", "credential_signing", "signing_service", "signing_region"]
-    var sawPort = false, sawPorts = false
+    let allowed: Set<String> = [
+      "host", "port", "ports", "protocol", "tls", "enforcement", "access", "rules", "deny_rules", "allowed_ips", "allow_encoded_slash",
+      "request_body_credential_rewrite", "websocket_credential_rewrite", "credential_signing", "signing_service", "signing_region",
+    ]
+    var sawPort = false
+    var sawPorts = false
     for (k, v) in mapping(node, path, allowed: allowed) ?? [] {
       let p = join(path, k)
       switch k {
@@ -213,14 +223,20 @@ struct Parser {
         }
       case "protocol":
         if let s = string(v, p) {
-          if s.isEmpty || Names.protocols.contains(s) { e.protocol = s } else {
+          if s.isEmpty || Names.protocols.contains(s) {
+            e.protocol = s
+          } else {
             fail(p, v, "unknown value \(PolicyYAML.escaped(s, limit: 40, quoted: true)), expected one of rest, sql (or omit it for L4 passthrough)")
           }
         }
       case "tls":
         if let t = choice(v, p, Names.tls) {
           e.tls = t
-          if t != .skip { warnings.append(PolicyIssue(path: p, line: v.mark?.line, message: "tls: \(t == .terminate ? "terminate" : "passthrough") is deprecated; TLS is detected automatically")) }
+          if t != .skip {
+            warnings.append(
+              PolicyIssue(
+                path: p, line: v.mark?.line, message: "tls: \(t == .terminate ? "terminate" : "passthrough") is deprecated; TLS is detected automatically"))
+          }
         }
       case "enforcement": if let t = choice(v, p, Names.enforcement) { e.enforcement = t }
       case "access": if let t = choice(v, p, Names.access) { e.access = t }
@@ -241,7 +257,9 @@ struct Parser {
           var rule = Openshell_Sandbox_V1_L7Rule()
           for (rk, rv) in mapping(item, rp, allowed: ["allow"]) ?? [] {
             let m = matcher(rv, join(rp, rk))
-            rule.allow = .with { $0.method = m.method; $0.path = m.path; $0.command = m.command; $0.query = m.query }
+            rule.allow = .with {
+              $0.method = m.method; $0.path = m.path; $0.command = m.command; $0.query = m.query
+            }
           }
           if !rule.hasAllow { fail(rp, item, "missing field `allow`") }
           e.rules.append(rule)
@@ -253,7 +271,10 @@ struct Parser {
         }
         for (i, item) in items.enumerated() {
           let m = matcher(item, "\(p)[\(i)]")
-          e.denyRules.append(.with { $0.method = m.method; $0.path = m.path; $0.command = m.command; $0.query = m.query })
+          e.denyRules.append(
+            .with {
+              $0.method = m.method; $0.path = m.path; $0.command = m.command; $0.query = m.query
+            })
         }
       }
     }
@@ -284,7 +305,8 @@ struct Parser {
           case .scalar(let s): m.query[param] = .with { $0.glob = s.string }
           case .mapping:
             var q = Openshell_Sandbox_V1_L7QueryMatcher()
-            var sawGlob = false, sawAny = false
+            var sawGlob = false
+            var sawAny = false
             for (mk, mv) in mapping(qv, qp, allowed: nil) ?? [] {
               switch mk {
               case "glob":

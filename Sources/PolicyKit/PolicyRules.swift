@@ -56,7 +56,9 @@ public enum PolicyRules {
         $0.readWrite = ["/sandbox", "/tmp", "/dev/null"]
       }
       $0.landlock = .with { $0.compatibility = "best_effort" }
-      $0.process = .with { $0.runAsUser = sandboxUser; $0.runAsGroup = sandboxUser }
+      $0.process = .with {
+        $0.runAsUser = sandboxUser; $0.runAsGroup = sandboxUser
+      }
     }
   }
 
@@ -103,9 +105,10 @@ public enum PolicyRules {
     for key in p.networkPolicies.keys.sorted() {
       let rule = p.networkPolicies[key]!
       for (i, e) in rule.endpoints.enumerated() where isTLDWildcard(e.host) {
-        out.append(PolicyIssue(
-          path: "network_policies.\(key).endpoints[\(i)].host",
-          message: "network policy '\(rule.name)': TLD wildcard '\(e.host)' is not allowed; use subdomain wildcards like '*.example.com' instead"))
+        out.append(
+          PolicyIssue(
+            path: "network_policies.\(key).endpoints[\(i)].host",
+            message: "network policy '\(rule.name)': TLD wildcard '\(e.host)' is not allowed; use subdomain wildcards like '*.example.com' instead"))
       }
     }
     return out
@@ -131,7 +134,8 @@ public enum PolicyRules {
   /// accepts but cannot apply; each names the section and says that a stop + start applies it. Network
   /// policies stay live.
   public static func liveUpdateIssues(baseline: Openshell_Sandbox_V1_SandboxPolicy, proposed: Openshell_Sandbox_V1_SandboxPolicy) -> [PolicyIssue] {
-    let b = normalized(baseline), n = normalized(proposed)
+    let b = normalized(baseline)
+    let n = normalized(proposed)
     var out: [PolicyIssue] = []
     func issue(_ path: String, _ m: String) { out.append(PolicyIssue(path: path, message: "\(m) (\(restartHint))")) }
     if b.hasFilesystem && !n.hasFilesystem {
@@ -198,10 +202,14 @@ public enum PolicyRules {
         // Placeholders are resolved in bodies only where the proxy sees plaintext (policy-schema: "on a
         // protocol: rest endpoint"); elsewhere the flag would promise what cannot happen.
         if e.requestBodyCredentialRewrite && (e.protocol != "rest" || e.tls == .skip) {
-          issue("request_body_credential_rewrite requires protocol: rest without tls: skip (bodies are rewritten only where the proxy inspects them)", "request_body_credential_rewrite")
+          issue(
+            "request_body_credential_rewrite requires protocol: rest without tls: skip (bodies are rewritten only where the proxy inspects them)",
+            "request_body_credential_rewrite")
         }
         if e.websocketCredentialRewrite && (e.protocol != "rest" || e.tls == .skip) {
-          issue("websocket_credential_rewrite requires protocol: rest without tls: skip (messages are rewritten only where the proxy inspects them)", "websocket_credential_rewrite")
+          issue(
+            "websocket_credential_rewrite requires protocol: rest without tls: skip (messages are rewritten only where the proxy inspects them)",
+            "websocket_credential_rewrite")
         }
         if !e.credentialSigning.isEmpty {
           if !["sigv4", "sigv4:body", "sigv4:no_body"].contains(e.credentialSigning) {
@@ -209,7 +217,8 @@ public enum PolicyRules {
           }
           if e.signingService.isEmpty { issue("signing_service is required when credential_signing is set", "signing_service") }
           if e.protocol != "rest" || e.tls == .skip {
-            issue("credential_signing requires protocol: rest without tls: skip (requests are re-signed only where the proxy inspects them)", "credential_signing")
+            issue(
+              "credential_signing requires protocol: rest without tls: skip (requests are re-signed only where the proxy inspects them)", "credential_signing")
           }
           if e.requestBodyCredentialRewrite {
             issue("credential_signing and request_body_credential_rewrite are mutually exclusive", "credential_signing")
@@ -247,7 +256,8 @@ public enum PolicyRules {
       for (i, e) in policy.networkPolicies[key]!.endpoints.enumerated() {
         let at = "network_policies.\(key).endpoints[\(i)]"
         if e.tls == .terminate || e.tls == .passthrough {
-          out.append(PolicyIssue(path: "\(at).tls", message: "tls: \(e.tls == .terminate ? "terminate" : "passthrough") is deprecated; TLS is detected automatically"))
+          out.append(
+            PolicyIssue(path: "\(at).tls", message: "tls: \(e.tls == .terminate ? "terminate" : "passthrough") is deprecated; TLS is detected automatically"))
         }
         if e.tls == .skip && !e.protocol.isEmpty && (e.ports.contains(443) || e.port == 443) {
           out.append(PolicyIssue(path: "\(at).tls", message: "tls: skip with L7 inspection on port 443 cannot inspect encrypted traffic"))
@@ -260,7 +270,8 @@ public enum PolicyRules {
   static func isIPOrCIDR(_ s: String) -> Bool {
     let parts = s.split(separator: "/", omittingEmptySubsequences: false)
     guard parts.count <= 2, let addr = parts.first else { return false }
-    let isV4 = addr.split(separator: ".", omittingEmptySubsequences: false).count == 4
+    let isV4 =
+      addr.split(separator: ".", omittingEmptySubsequences: false).count == 4
       && addr.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { UInt8($0) != nil }
     let isV6 = !isV4 && addr.contains(":") && addr.allSatisfy { $0.isHexDigit || $0 == ":" || $0 == "." }
     guard isV4 || isV6 else { return false }

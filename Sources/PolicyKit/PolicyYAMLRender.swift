@@ -91,9 +91,11 @@ extension PolicyYAML {
 
   /// A YAML scalar: plain when that reads back as the same string, else double-quoted.
   static func q(_ s: String) -> String {
-    let plainSafe = !s.isEmpty && s.unicodeScalars.allSatisfy { c in
-      CharacterSet.alphanumerics.contains(c) || "/_.-".unicodeScalars.contains(c)
-    } && !["true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"].contains(s.lowercased())
+    let plainSafe =
+      !s.isEmpty
+      && s.unicodeScalars.allSatisfy { c in
+        CharacterSet.alphanumerics.contains(c) || "/_.-".unicodeScalars.contains(c)
+      } && !["true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"].contains(s.lowercased())
       && Double(s) == nil && !s.hasPrefix("-")
     if plainSafe { return s }
     var e = "\""

@@ -85,8 +85,10 @@ extension GatewayState {
         providers: Array(Set(e.providers)).sorted(), phase: .provisioning, conditions: [],
         createdNs: timestampNs, resourceVersion: seq, deletionRequestedNs: nil, exitCode: nil,
         mainProcessStartedNs: nil, restartCount: 0, hostKeyFingerprint: "", driver: "", createdBy: "",
-        sealedEnvironment: e.envKeyID.isEmpty ? nil : SealedEnvironmentRecord(
-          keyID: e.envKeyID, environment: e.sealedEnvironment, templateEnvironment: e.sealedTemplateEnvironment))
+        sealedEnvironment: e.envKeyID.isEmpty
+          ? nil
+          : SealedEnvironmentRecord(
+            keyID: e.envKeyID, environment: e.sealedEnvironment, templateEnvironment: e.sealedTemplateEnvironment))
     case .sandboxProvisioning(let e):
       updateSandbox(e.id, seq) { s in
         s.phase = .provisioning
@@ -212,9 +214,10 @@ extension GatewayState {
         h.revisions[i].status = .superseded
       }
     case .globalPolicySet(let e):
-      globalPolicy.revisions.append(PolicyRevisionRecord(
-        version: e.version, contentSHA256: e.contentSha256, policy: e.policy, status: .loaded,
-        message: "", submittedNs: timestampNs, loadedNs: timestampNs))
+      globalPolicy.revisions.append(
+        PolicyRevisionRecord(
+          version: e.version, contentSHA256: e.contentSha256, policy: e.policy, status: .loaded,
+          message: "", submittedNs: timestampNs, loadedNs: timestampNs))
       globalPolicy.activeVersion = e.version
       globalPolicyActive = true
     case .globalPolicyDeleted:

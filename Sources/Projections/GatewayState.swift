@@ -89,8 +89,16 @@ public struct WorkspaceRecord: Codable, Equatable, Sendable {
 
 /// `openshell.v1.SandboxPhase` numbers (wire contract §6).
 public enum SandboxPhase: Int, Codable, Sendable, CaseIterable {
-  case unspecified = 0, provisioning = 1, ready = 2, error = 3, deleting = 4, unknown = 5
-  case stopping = 6, stopped = 7, starting = 8, completed = 9
+  case unspecified = 0
+  case provisioning = 1
+  case ready = 2
+  case error = 3
+  case deleting = 4
+  case unknown = 5
+  case stopping = 6
+  case stopped = 7
+  case starting = 8
+  case completed = 9
 
   public var name: String {
     switch self {
@@ -213,7 +221,11 @@ public struct ProviderRecord: Codable, Equatable, Sendable {
 
 /// `openshell.v1.PolicyStatus` numbers.
 public enum PolicyStatus: Int, Codable, Sendable {
-  case unspecified = 0, pending = 1, loaded = 2, failed = 3, superseded = 4
+  case unspecified = 0
+  case pending = 1
+  case loaded = 2
+  case failed = 3
+  case superseded = 4
 }
 
 public struct PolicyRevisionRecord: Codable, Equatable, Sendable {

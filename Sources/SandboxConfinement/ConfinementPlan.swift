@@ -90,7 +90,8 @@ public struct ConfinementPlan: Codable, Sendable, Equatable {
   /// - Throws: ``Launcher/Failure`` naming the bad option.
   public static func parseLaunch(_ args: ArraySlice<String>) throws -> (ConfinementPlan, SeccompProgram?, [String]) {
     var seccomp: SeccompProgram?
-    var plan = ConfinementPlan(user: "", uid: nil, gid: nil, groups: [], readOnly: [], readWrite: [], includeWorkdir: false, workdir: "", landlockCompatibility: "")
+    var plan = ConfinementPlan(
+      user: "", uid: nil, gid: nil, groups: [], readOnly: [], readWrite: [], includeWorkdir: false, workdir: "", landlockCompatibility: "")
     var i = args.startIndex
     func value(_ flag: String) throws -> String {
       i += 1

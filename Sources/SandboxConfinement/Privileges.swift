@@ -63,7 +63,9 @@ enum Privileges {
 
   /// Verifies that the bounding, effective, permitted, inheritable and ambient sets are all empty.
   static func verifyNone() throws {
-    var e: UInt64 = 0, p: UInt64 = 0, i: UInt64 = 0
+    var e: UInt64 = 0
+    var p: UInt64 = 0
+    var i: UInt64 = 0
     let r = cconfine_capget(&e, &p, &i)
     guard r == 0 else { throw Launcher.Failure("capget: \(String(cString: strerror(-r)))") }
     guard e == 0, p == 0, i == 0 else {

@@ -116,7 +116,9 @@ public enum Spawner {
     }
 
     var flags: Int32 = Int32(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)
-    if newSession { flags |= setsidFlag } else if newProcessGroup {
+    if newSession {
+      flags |= setsidFlag
+    } else if newProcessGroup {
       flags |= Int32(POSIX_SPAWN_SETPGROUP)
       posix_spawnattr_setpgroup(&attributes, 0)
     }
@@ -134,7 +136,8 @@ public enum Spawner {
     let envp = environment.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil]
     defer { for p in envp { free(p) } }
     var pid: pid_t = 0
-    let rc = searchPath
+    let rc =
+      searchPath
       ? posix_spawnp(&pid, path, &actions, &attributes, argv, envp)
       : posix_spawn(&pid, path, &actions, &attributes, argv, envp)
     for fd in closeInParent { close(fd) }

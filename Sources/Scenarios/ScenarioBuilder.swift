@@ -27,8 +27,9 @@ public struct ScenarioBuilder: Sendable {
     counter += 1
     clockNs += stepNs
     let event = GatewayEvent(kind)
-    events.append(event.newEvent(
-      actor: actor ?? self.actor, requestID: requestID ?? String(format: "req-%06d", counter), timestampNs: clockNs))
+    events.append(
+      event.newEvent(
+        actor: actor ?? self.actor, requestID: requestID ?? String(format: "req-%06d", counter), timestampNs: clockNs))
     return events.count - 1
   }
 

@@ -109,7 +109,9 @@ final class ConfigAgent: Sendable {
   }
 
   func apply(_ s: Openshell_Sandbox_V1_SandboxConfigSnapshot) async {
-    state.withLock { $0.settings = s.settings; $0.configRevision = s.configRevision }
+    state.withLock {
+      $0.settings = s.settings; $0.configRevision = s.configRevision
+    }
     let key = "\(s.policySource.rawValue)/\(s.globalPolicyVersion)/\(s.version)/\(s.policyHash)"
     let isNew = seen.withLock { old -> Bool in
       guard old != key else { return false }

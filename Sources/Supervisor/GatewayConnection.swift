@@ -25,7 +25,8 @@ struct SupervisorConfig {
     if let path = env[SandboxProtocol.envLaunchFile], let data = FileManager.default.contents(atPath: path) {
       launch = try JSONDecoder().decode(SupervisorLaunch.self, from: data)
     }
-    let token = env[SandboxProtocol.envTokenFile].flatMap { FileManager.default.contents(atPath: $0) }
+    let token =
+      env[SandboxProtocol.envTokenFile].flatMap { FileManager.default.contents(atPath: $0) }
       .map { String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
     return SupervisorConfig(
       sandboxID: id, endpoint: endpoint, caPath: env[SandboxProtocol.envTLSCA], certPath: env[SandboxProtocol.envTLSCert],
@@ -94,7 +95,8 @@ struct SupervisorConfig {
     var depth = 0
     while let current = next, depth < 16 {
       if let x = current as? NIOSSLExtraError, x == .failedToValidateHostname {
-        return "the gateway's certificate does not name the host of \(SandboxProtocol.envEndpoint) (\(endpoint)); TLS host name verification refused the connection"
+        return
+          "the gateway's certificate does not name the host of \(SandboxProtocol.envEndpoint) (\(endpoint)); TLS host name verification refused the connection"
       }
       if let x = current as? NIOSSLError, case .handshakeFailed = x {
         return "the gateway's certificate was refused (\(x)); it must be signed by the CA in \(SandboxProtocol.envTLSCA)"

@@ -122,7 +122,7 @@ extension Session {
           emit(.with { $0.stderr = .with { $0.data = Data("openshell-sandbox: \(error)\n".utf8) } })
           emit(.with { $0.exit = .with { $0.exitCode = code } })
           sink.finish()
-          while let _ = try await frames.next() {}
+          while (try await frames.next()) != nil {}
           return
         }
         let pid = command.process.pid
@@ -131,7 +131,11 @@ extension Session {
         if !start.stdin.isEmpty { await command.write(start.stdin) }
         let runner = Task {
           let output = command.output()
-          let drained = Task { for await (isErr, chunk) in output { emit(isErr ? .with { $0.stderr = .with { $0.data = chunk } } : .with { $0.stdout = .with { $0.data = chunk } }) } }
+          let drained = Task {
+            for await (isErr, chunk) in output {
+              emit(isErr ? .with { $0.stderr = .with { $0.data = chunk } } : .with { $0.stdout = .with { $0.data = chunk } })
+            }
+          }
           let status = await Spawner.wait(pid)
           exited.set()
           // Descendants that keep the terminal or pipes open get one second, then the group is killed;

@@ -17,10 +17,11 @@ final class LogPusher: Sendable {
 
   func log(_ message: String, level: String = "INFO", target: String = "openshell_sandbox", fields: [String: String] = [:]) {
     FileHandle.standardError.write(Data("[\(level)] \(message)\n".utf8))
-    add(.with {
-      $0.sandboxID = sandboxID; $0.level = level; $0.target = target; $0.message = message
-      $0.source = "sandbox"; $0.fields = fields; $0.eventTime = .init(date: Date())
-    })
+    add(
+      .with {
+        $0.sandboxID = sandboxID; $0.level = level; $0.target = target; $0.message = message
+        $0.source = "sandbox"; $0.fields = fields; $0.eventTime = .init(date: Date())
+      })
   }
 
   func add(_ line: Openshell_V1_SandboxLogLine) {
@@ -67,7 +68,10 @@ final class LogPusher: Sendable {
                 continue
               }
               do {
-                try await writer.write(.with { $0.sandboxID = id; $0.logs = batch })
+                try await writer.write(
+                  .with {
+                    $0.sandboxID = id; $0.logs = batch
+                  })
                 self.inFlight.withLock { $0 -= batch.count }
               } catch {
                 self.putBack(batch)

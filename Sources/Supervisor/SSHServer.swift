@@ -100,9 +100,11 @@ extension Session {
         extraPlan: SSHServer.planExtras)
     } catch {
       logs.log("ssh: cannot start the SSH server: \(error)", level: "ERROR")
-      _ = try? await client.relayStream(request: StreamingClientRequest(metadata: metadata) { writer in
-        try await writer.write(.with { $0.init_p = .with { $0.channelID = open.channelID } })
-      }) { _ in }
+      _ = try? await client.relayStream(
+        request: StreamingClientRequest(metadata: metadata) { writer in
+          try await writer.write(.with { $0.init_p = .with { $0.channelID = open.channelID } })
+        }
+      ) { _ in }
       return
     }
     let pid = process.pid

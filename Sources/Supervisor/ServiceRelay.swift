@@ -24,9 +24,11 @@ extension Session {
         reply.refuse(open.channelID, why)
         return
       }
-      _ = try? await client.relayStream(request: StreamingClientRequest(metadata: metadata) { writer in
-        try await writer.write(.with { $0.init_p = .with { $0.channelID = open.channelID } })
-      }) { _ in }
+      _ = try? await client.relayStream(
+        request: StreamingClientRequest(metadata: metadata) { writer in
+          try await writer.write(.with { $0.init_p = .with { $0.channelID = open.channelID } })
+        }
+      ) { _ in }
     }
     guard case .tcp(let target)? = open.target, (1...65535).contains(target.port), ["", "127.0.0.1", "localhost"].contains(target.host) else {
       await refuse("relay for an invalid service target refused")

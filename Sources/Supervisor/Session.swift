@@ -148,7 +148,7 @@ struct Session: Sendable {
         // stream means the same (nobody is left to read the output): either way a command still running
         // is killed.
         do {
-          while let _ = try await iterator.next() {}
+          while (try await iterator.next()) != nil {}
         } catch {
           gatewayDone.set()
           throw error
@@ -168,6 +168,11 @@ struct RelayReplies: Sendable {
   let continuation: AsyncStream<Openshell_V1_SupervisorMessage>.Continuation
   init(_ continuation: AsyncStream<Openshell_V1_SupervisorMessage>.Continuation) { self.continuation = continuation }
   func refuse(_ channelID: String, _ why: String) {
-    continuation.yield(.with { $0.relayOpenResult = .with { $0.channelID = channelID; $0.success = false; $0.error = why } })
+    continuation.yield(
+      .with {
+        $0.relayOpenResult = .with {
+          $0.channelID = channelID; $0.success = false; $0.error = why
+        }
+      })
   }
 }

@@ -142,7 +142,9 @@ struct SupervisorMain {
     for _ in 0..<60 {
       do {
         _ = try await client.reportMainProcessExit(
-          .with { $0.sandboxID = config.sandboxID; $0.instanceID = config.launch.instanceID; $0.exitCode = code }, metadata: metadata)
+          .with {
+            $0.sandboxID = config.sandboxID; $0.instanceID = config.launch.instanceID; $0.exitCode = code
+          }, metadata: metadata)
         return
       } catch {
         try? await Task.sleep(for: backoff)
@@ -158,11 +160,17 @@ struct SupervisorMain {
       while let nl = partial.firstIndex(of: 0x0a) {
         let line = String(decoding: partial[partial.startIndex..<nl], as: UTF8.self)
         partial.removeSubrange(partial.startIndex...nl)
-        logs.add(.with { $0.level = level; $0.target = "main"; $0.message = line; $0.source = "sandbox"; $0.eventTime = .init(date: Date()) })
+        logs.add(
+          .with {
+            $0.level = level; $0.target = "main"; $0.message = line; $0.source = "sandbox"; $0.eventTime = .init(date: Date())
+          })
       }
     }
     if !partial.isEmpty {
-      logs.add(.with { $0.level = level; $0.target = "main"; $0.message = String(decoding: partial, as: UTF8.self); $0.source = "sandbox"; $0.eventTime = .init(date: Date()) })
+      logs.add(
+        .with {
+          $0.level = level; $0.target = "main"; $0.message = String(decoding: partial, as: UTF8.self); $0.source = "sandbox"; $0.eventTime = .init(date: Date())
+        })
     }
   }
 }

@@ -37,12 +37,16 @@ final class Workload: Sendable {
   /// once per supervisor (every launch installs the same program; the launcher does not link libseccomp).
   static func launcherOptions(_ plan: ConfinementPlan?, protecting: [Int32] = []) -> Result<[String], CommandError> {
     guard let plan else {
-      return .failure(CommandError(description: "no confinement plan in the launch description; the command was not run (restart the sandbox)", exitCode: ConfinementPlan.failureExitCode))
+      return .failure(
+        CommandError(
+          description: "no confinement plan in the launch description; the command was not run (restart the sandbox)", exitCode: ConfinementPlan.failureExitCode
+        ))
     }
     do {
       return .success(plan.launcherArguments + ["--seccomp-bpf", try SeccompFilter.compile(protecting: protecting).hex])
     } catch {
-      return .failure(CommandError(description: "openshell-sandbox: confinement failed: \(error); the command was not run", exitCode: ConfinementPlan.failureExitCode))
+      return .failure(
+        CommandError(description: "openshell-sandbox: confinement failed: \(error); the command was not run", exitCode: ConfinementPlan.failureExitCode))
     }
   }
 
@@ -124,7 +128,8 @@ final class Workload: Sendable {
     switch planArguments {
     case .success(let o): options = o
     case .failure(let e):
-      throw CommandError(description: e.description.replacingOccurrences(of: "the command was not run", with: "the server was not started"), exitCode: e.exitCode)
+      throw CommandError(
+        description: e.description.replacingOccurrences(of: "the command was not run", with: "the server was not started"), exitCode: e.exitCode)
     }
     let p = try Spawner.spawn(
       SandboxProtocol.launcherPath, options + extraPlan + ["--"] + command,
@@ -214,7 +219,10 @@ final class Workload: Sendable {
 
   /// Runs one ExecSandbox request; emits stdout/stderr chunks as produced and finally `exit`.
   /// - Returns: the exit code (124 when `execution_timeout` expired).
-  func exec(_ r: Openshell_V1_ExecSandboxRequest, cancelled: @escaping @Sendable () -> Bool = { false }, emit: @escaping @Sendable (Openshell_V1_ExecSandboxEvent) -> Void) async -> Int32 {
+  func exec(
+    _ r: Openshell_V1_ExecSandboxRequest, cancelled: @escaping @Sendable () -> Bool = { false },
+    emit: @escaping @Sendable (Openshell_V1_ExecSandboxEvent) -> Void
+  ) async -> Int32 {
     let workdir = r.workdir.isEmpty ? SandboxProtocol.workspace : r.workdir
     var isDir: ObjCBool = false
     guard FileManager.default.fileExists(atPath: workdir, isDirectory: &isDir), isDir.boolValue else {

@@ -97,7 +97,8 @@ struct CLIPolishTests {
     try Data("version: 1\nfilesystem_policy:\n  read_only: [/usr\u{01}\u{02}\u{1B}[31m]\n".utf8).write(to: URL(fileURLWithPath: control))
     r = try env.run(["policy", "set", "sb", "--policy", control])
     #expect(r.code == 1, "\(r)")
-    #expect(r.err == "error: \(control): failed to parse sandbox policy YAML: invalid YAML: control characters are not allowed (character U+0001) (line 3)\n", "\(r)")
+    #expect(
+      r.err == "error: \(control): failed to parse sandbox policy YAML: invalid YAML: control characters are not allowed (character U+0001) (line 3)\n", "\(r)")
 
     // A syntax error names line and column; the YAML text itself is not echoed.
     let syntax = env.root.appendingPathComponent("syntax.yaml").path

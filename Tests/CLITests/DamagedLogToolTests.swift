@@ -56,7 +56,9 @@ import Testing
     let fifo = try env.replay(["verify", fifoDir])
     #expect(fifo.code == 2 && fifo.out.contains("not a regular file"), "\(fifo)")
 
-    var detected = 0, passed = 0, crashed: [String] = []
+    var detected = 0
+    var passed = 0
+    var crashed: [String] = []
     var x: UInt64 = 0xD1B5_4A32_D192_ED03
     for i in 0..<60 {
       x ^= x << 13; x ^= x >> 7; x ^= x << 17

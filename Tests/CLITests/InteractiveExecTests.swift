@@ -69,15 +69,20 @@ struct InteractiveExecTests {
     #expect(r.out.contains("EXIT 7"), "\(r)")
 
     // ^C typed on the local terminal reaches the remote terminal as a byte and interrupts the command there.
-    r = try env.run([script, "ready\r\n", "\u{3}", CLIEnv.openshell, "sandbox", "exec", "-t", "box", "--", "sh", "-c", "echo ready; sleep 30; echo not-interrupted"], binary: "/usr/bin/python3")
+    r = try env.run(
+      [script, "ready\r\n", "\u{3}", CLIEnv.openshell, "sandbox", "exec", "-t", "box", "--", "sh", "-c", "echo ready; sleep 30; echo not-interrupted"],
+      binary: "/usr/bin/python3")
     #expect(r.out.contains("EXIT 130") && !r.out.contains("not-interrupted"), "\(r)")
 
     // connect without an OpenSSH client: a login shell on a terminal through interactive exec.
-    r = try env.run([script, "$ ", "echo marker-$((6*7)); tty; exit 3", CLIEnv.openshell, "sandbox", "connect", "box"], binary: "/usr/bin/python3", env: ["OPENSHELL_SSH": "/nonexistent/ssh"])
+    r = try env.run(
+      [script, "$ ", "echo marker-$((6*7)); tty; exit 3", CLIEnv.openshell, "sandbox", "connect", "box"], binary: "/usr/bin/python3",
+      env: ["OPENSHELL_SSH": "/nonexistent/ssh"])
     #expect(r.out.contains("no ssh client") && r.out.contains("marker-42") && r.out.contains("/dev/pts/"), "\(r)")
     #expect(r.out.contains("EXIT 3"), "\(r)")
     // ... and with a command and piped stdin: no terminal, stdin streamed to its end.
-    r = try env.run(["-c", "printf 'a\\nb\\n' | OPENSHELL_SSH=/nonexistent/ssh '\(CLIEnv.openshell)' sandbox connect box -- 'wc -l; tty; exit 5'"], binary: "/bin/sh")
+    r = try env.run(
+      ["-c", "printf 'a\\nb\\n' | OPENSHELL_SSH=/nonexistent/ssh '\(CLIEnv.openshell)' sandbox connect box -- 'wc -l; tty; exit 5'"], binary: "/bin/sh")
     #expect(r.code == 5 && r.out.hasPrefix("2\nnot a tty\n"), "\(r)")
 
     // The contract's errors: the first message must be start; the sandbox must exist.
@@ -91,8 +96,12 @@ struct InteractiveExecTests {
     let codes = try await env.withClient("ittygw") { c -> [RPCError.Code] in
       var out: [RPCError.Code] = []
       for start in [
-        Openshell_V1_ExecSandboxRequest.with { $0.sandbox = "box"; $0.command = ["true"]; $0.tty = true; $0.cols = 20000 },
-        Openshell_V1_ExecSandboxRequest.with { $0.sandbox = "nope"; $0.command = ["true"] },
+        Openshell_V1_ExecSandboxRequest.with {
+          $0.sandbox = "box"; $0.command = ["true"]; $0.tty = true; $0.cols = 20000
+        },
+        Openshell_V1_ExecSandboxRequest.with {
+          $0.sandbox = "nope"; $0.command = ["true"]
+        },
       ] {
         do {
           try await c.execSandboxInteractive(request: StreamingClientRequest { w in try await w.write(.with { $0.start = start }) }) { response in

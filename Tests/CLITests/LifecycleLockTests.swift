@@ -28,7 +28,8 @@ import Testing
     // The running daemon is the one the pid file names, and it answers.
     let r = try env.run(["status", "-g", "race"])
     #expect(r.code == 0, "\(r)")
-    let pid = try #require(Int32(String(contentsOf: env.dataDir("race").appendingPathComponent("gateway.pid"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+    let pid = try #require(
+      Int32(String(contentsOf: env.dataDir("race").appendingPathComponent("gateway.pid"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
     let daemons = try FileManager.default.contentsOfDirectory(atPath: "/proc").compactMap(Int32.init).filter { p in
       guard let d = FileManager.default.contents(atPath: "/proc/\(p)/cmdline") else { return false }
       let cmd = String(decoding: d, as: UTF8.self)

@@ -81,7 +81,10 @@ struct LifecycleTests {
     #expect(r.out.contains("connection refused") && !r.out.contains("errno"), "a short reason, not the transport dump: \(r)")
     r = try env.run(["sandbox", "list"])
     #expect(r.code == 1, "\(r)")
-    #expect(r.err == "error: cannot reach gateway 'life' at https://127.0.0.1:\(port): connection refused; is it running? start it with: openshell gateway start --name life\n", "\(r)")
+    #expect(
+      r.err
+        == "error: cannot reach gateway 'life' at https://127.0.0.1:\(port): connection refused; is it running? start it with: openshell gateway start --name life\n",
+      "\(r)")
 
     // Resume: no --port, the stored one wins over the default.
     r = try env.run(["gateway", "start", "--name", "life"])

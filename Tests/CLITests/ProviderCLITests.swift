@@ -7,10 +7,11 @@ import Testing
 @Suite("CLI providers", .serialized, .timeLimit(.minutes(10)))
 struct ProviderCLITests {
   /// Discovery variables of every type, emptied (an empty variable counts as unset).
-  static let cleared: [String: String] = Dictionary(uniqueKeysWithValues: [
-    "ANTHROPIC_API_KEY", "CLAUDE_API_KEY", "OPENAI_API_KEY", "OPENCODE_API_KEY", "OPENROUTER_API_KEY", "COPILOT_GITHUB_TOKEN",
-    "GH_TOKEN", "GITHUB_TOKEN", "GITLAB_TOKEN", "GLAB_TOKEN", "CI_JOB_TOKEN", "NVIDIA_API_KEY",
-  ].map { ($0, "") })
+  static let cleared: [String: String] = Dictionary(
+    uniqueKeysWithValues: [
+      "ANTHROPIC_API_KEY", "CLAUDE_API_KEY", "OPENAI_API_KEY", "OPENCODE_API_KEY", "OPENROUTER_API_KEY", "COPILOT_GITHUB_TOKEN",
+      "GH_TOKEN", "GITHUB_TOKEN", "GITLAB_TOKEN", "GLAB_TOKEN", "CI_JOB_TOKEN", "NVIDIA_API_KEY",
+    ].map { ($0, "") })
 
   @Test("create (--from-existing, --credential KEY[=VALUE]) / get / list / update / delete; canary never printed or stored")
   func providerLifecycle() async throws {
@@ -60,7 +61,11 @@ struct ProviderCLITests {
     #expect(r.code != 0 && r.err.contains("\(v) is not set"), "\(r)")
     r = try run(["provider", "create", "--name", "gen", "--type", "generic", "--credential", v], [v: ""])
     #expect(r.code != 0 && r.err.contains("\(v) is empty"), "\(r)")
-    r = try run(["provider", "create", "--name", "gen", "--type", "generic", "--credential", v, "--credential", "API_KEY=\(canary)k", "--config", "base_url=https://example.test"], [v: canary + "v"])
+    r = try run(
+      [
+        "provider", "create", "--name", "gen", "--type", "generic", "--credential", v, "--credential", "API_KEY=\(canary)k", "--config",
+        "base_url=https://example.test",
+      ], [v: canary + "v"])
     #expect(r.code == 0, "\(r)")
     r = try run(["provider", "get", "gen"])
     #expect(r.code == 0 && r.out.contains("API_KEY") && r.out.contains("base_url"), "\(r)")
@@ -82,7 +87,11 @@ struct ProviderCLITests {
     #expect(env.json(r)["config_keys"] as? [String] == ["base_url", "model"], "\(r)")
     // The operator can read the rotated value back.
     let value = try await env.withClient("prov") { c in
-      try await c.getProviderCredentials(.with { $0.name = "gen"; $0.credentialKeys = ["API_KEY"] }).credentials["API_KEY"]?.value
+      try await c.getProviderCredentials(
+        .with {
+          $0.name = "gen"; $0.credentialKeys = ["API_KEY"]
+        }
+      ).credentials["API_KEY"]?.value
     }
     #expect(value == canary + "rotated")
 

@@ -19,7 +19,9 @@ import Testing
     #expect(r.code == 1 && r.err.contains("registration of the local gateway 'g1'"), "\(r)")
     // Starting an alias never deploys a new gateway over it; the hint for an unreachable alias names g1.
     r = try env.run(["gateway", "start", "--name", "alias1"])
-    #expect(r.code == 1 && r.err == "error: gateway 'alias1' is a registration of the local gateway 'g1'; start that one: openshell gateway start --name g1\n", "\(r)")
+    #expect(
+      r.code == 1 && r.err == "error: gateway 'alias1' is a registration of the local gateway 'g1'; start that one: openshell gateway start --name g1\n", "\(r)"
+    )
     #expect(!FileManager.default.fileExists(atPath: env.dataDir("alias1").path))
     #expect(env.metadata("alias1")?["data_dir"] as? String == env.dataDir("g1").path)
     r = try env.run(["gateway", "stop", "--name", "g1"])
@@ -65,7 +67,10 @@ import Testing
     try #require(r.code == 0, "\(r)")
     r = try env.run(["sandbox", "list", "-g", "other"])
     #expect(r.code == 1, "\(r)")
-    #expect(r.err == "error: cannot trust gateway 'other' at https://127.0.0.2:\(port): the gateway's certificate is not issued for this host or address (`openshell gateway start --gateway-host H` adds a name to it)\n", "\(r)")
+    #expect(
+      r.err
+        == "error: cannot trust gateway 'other' at https://127.0.0.2:\(port): the gateway's certificate is not issued for this host or address (`openshell gateway start --gateway-host H` adds a name to it)\n",
+      "\(r)")
     r = try env.run(["status", "-g", "other"])
     #expect(r.code == 1 && r.out.contains("certificate is not issued for this host"), "\(r)")
   }

@@ -49,16 +49,20 @@ struct RemoteGatewayTests {
     let strict = host.dir + "/ssh_config_strict"
     try "Host *\n  UserKnownHostsFile \(host.dir)/empty_known_hosts\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n"
       .write(toFile: strict, atomically: true, encoding: .utf8)
-    r = try env.run(["gateway", "start", "--remote", "\(host.user)@\(host.address)", "--ssh-key", host.userKey, "--name", "hostkey"],
+    r = try env.run(
+      ["gateway", "start", "--remote", "\(host.user)@\(host.address)", "--ssh-key", host.userKey, "--name", "hostkey"],
       env: ["OPENSHELL_SSH_CONFIG": strict])
     #expect(r.code != 0 && r.err.contains("step 'ssh host key' failed") && r.err.contains("ssh \(host.user)@\(host.address) true"), "\(r)")
     #expect(env.metadata("hostkey") == nil)
 
     // No write permission where the binaries go (a root-owned directory in the user's home).
     try SSHHostFixture.sh(
-      "install -d -o \(host.user) -g \(host.user) \(host.home)/.local \(host.home)/.local/share && install -d -o root -m 755 \(host.home)/.local/share/openshell")
+      "install -d -o \(host.user) -g \(host.user) \(host.home)/.local \(host.home)/.local/share && install -d -o root -m 755 \(host.home)/.local/share/openshell"
+    )
     r = try env.run(["gateway", "start", "--remote", SSHHostFixture.alias, "--name", "perm"])
-    #expect(r.code != 0 && r.err.contains("step 'install binaries' failed") && r.err.contains("needs write permission in \(host.home)/.local/share/openshell/remote"), "\(r)")
+    #expect(
+      r.code != 0 && r.err.contains("step 'install binaries' failed") && r.err.contains("needs write permission in \(host.home)/.local/share/openshell/remote"),
+      "\(r)")
     #expect(env.metadata("perm") == nil)
     try SSHHostFixture.sh("rm -rf \(host.home)/.local/share/openshell")
 
@@ -71,7 +75,8 @@ struct RemoteGatewayTests {
     // A port taken on the host (by a listener in its namespace): named, with the fix, nothing registered.
     let port = freePort()
     let holder = try Spawner.spawn(
-      "/usr/sbin/ip", ["netns", "exec", host.namespace, "python3", "-c", "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', \(port))); s.listen(); time.sleep(600)"],
+      "/usr/sbin/ip",
+      ["netns", "exec", host.namespace, "python3", "-c", "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', \(port))); s.listen(); time.sleep(600)"],
       environment: ["PATH": "/usr/bin:/bin"])
     defer { kill(holder.pid, SIGKILL); _ = Spawner.waitBlocking(holder.pid) }
     usleep(500_000)
@@ -221,7 +226,8 @@ struct RemoteGatewayTests {
     // Automatic fallback: the host's firewall rejects the port from outside.
     let port2 = freePort()
     try SSHHostFixture.sh(
-      "ip netns exec \(host.namespace) nft -f - <<'EOF'\ntable inet rtest {\n chain input {\n  type filter hook input priority 0;\n  iifname != \"lo\" tcp dport \(port2) reject with tcp reset\n }\n}\nEOF")
+      "ip netns exec \(host.namespace) nft -f - <<'EOF'\ntable inet rtest {\n chain input {\n  type filter hook input priority 0;\n  iifname != \"lo\" tcp dport \(port2) reject with tcp reset\n }\n}\nEOF"
+    )
     r = try env.run(["gateway", "start", "--remote", SSHHostFixture.alias, "--name", "fallback", "--port", "\(port2)"])
     try #require(r.code == 0, "\(r)")
     #expect(r.out.contains("is not reachable from this machine") && r.out.contains("SSH tunnel"), "\(r)")
@@ -253,8 +259,10 @@ struct RemoteGatewayTests {
     #expect(r.code == 0 && r.out.contains("made-on-remote-sb"), "\(r)")
     let e = try env.run(["sandbox", "exec", "remote-sb", "--", "sh", "-c", "id -u; grep NoNewPrivs /proc/self/status"])
     #expect(e.code == 0 && e.out == "\(host.userID ?? 0)\nNoNewPrivs:\t1\n", "\(e)")
-    let direct = try env.run(["sandbox", "exec", "remote-sb", "--", "python3", "-c",
-      "import socket; socket.create_connection(('\(host.address)', 22), timeout=5)"])
+    let direct = try env.run([
+      "sandbox", "exec", "remote-sb", "--", "python3", "-c",
+      "import socket; socket.create_connection(('\(host.address)', 22), timeout=5)",
+    ])
     #expect(direct.code != 0 && direct.err.contains("Network is unreachable"), "\(direct)")
     let d = try env.run(["sandbox", "delete", "remote-sb"])
     #expect(d.code == 0, "\(d)")

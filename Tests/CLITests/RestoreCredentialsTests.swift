@@ -22,7 +22,10 @@ import Testing
     try #require(r.code == 0, "\(r)")
     // --recreate would end the running sandbox: without a terminal it needs --yes, and says which.
     r = try env.run(["gateway", "start", "--name", "rk", "--recreate"])
-    #expect(r.code == 1 && r.err == "error: --recreate ends 1 running sandbox(es) of gateway 'rk': keeper. Continue? Refusing without a terminal; pass --yes to confirm\n", "\(r)")
+    #expect(
+      r.code == 1
+        && r.err == "error: --recreate ends 1 running sandbox(es) of gateway 'rk': keeper. Continue? Refusing without a terminal; pass --yes to confirm\n",
+      "\(r)")
     #expect(!FileManager.default.fileExists(atPath: env.state.appendingPathComponent("openshell/archive/rk").path))
     r = try env.run(["gateway", "start", "--name", "rk", "--recreate", "--yes"])
     try #require(r.code == 0, "\(r)")

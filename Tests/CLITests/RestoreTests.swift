@@ -70,4 +70,3 @@ import Testing
     #expect(r.out.contains("\"name\" : \"again\"") || r.out.contains("\"name\": \"again\""), "the gateway's name after the restore")
   }
 }
-

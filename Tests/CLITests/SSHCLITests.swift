@@ -64,7 +64,8 @@ struct SSHCLITests {
     let host = "openshell-box.default"
 
     // A command as the sandbox user, confined like every workload process.
-    r = try env.run(["-F", config, host, "id -un; id -u; echo hi; grep -E '^(NoNewPrivs|Seccomp|CapEff):' /proc/self/status; cat /etc/shadow"], binary: "/usr/bin/ssh")
+    r = try env.run(
+      ["-F", config, host, "id -un; id -u; echo hi; grep -E '^(NoNewPrivs|Seccomp|CapEff):' /proc/self/status; cat /etc/shadow"], binary: "/usr/bin/ssh")
     #expect(r.code == 1, "cat /etc/shadow fails last (the host's account files are not in the sandbox): \(r)")
     let lines = r.out.split(separator: "\n").map(String.init)
     #expect(lines.first == "sandbox", "\(r)")
@@ -74,7 +75,8 @@ struct SSHCLITests {
     #expect(r.err.contains("/etc/shadow: No such file or directory"), "\(r)")
 
     // The operator's ssh-agent is not forwarded into the sandbox, even when the client asks (ssh -A, as VS Code does).
-    r = try env.run(["-c", "eval $(ssh-agent -s) >/dev/null; ssh -A -F '\(config)' \(host) 'echo agent=${SSH_AUTH_SOCK:-none}'; kill $SSH_AGENT_PID"], binary: "/bin/sh")
+    r = try env.run(
+      ["-c", "eval $(ssh-agent -s) >/dev/null; ssh -A -F '\(config)' \(host) 'echo agent=${SSH_AUTH_SOCK:-none}'; kill $SSH_AGENT_PID"], binary: "/bin/sh")
     #expect(r.out.contains("agent=none"), "\(r)")
 
     // The pinned key is the sandbox's host key (the public half the gateway wrote).
@@ -146,23 +148,31 @@ struct SSHCLITests {
 
     // A host key other than the recorded one is refused before ssh trusts it.
     let session = try await env.withClient("sshgw") { c in
-      try await c.createSshSession(.with { $0.sandbox = "box"; $0.workspaceScope = .with { $0.workspace = "default" } })
+      try await c.createSshSession(
+        .with {
+          $0.sandbox = "box"; $0.workspaceScope = .with { $0.workspace = "default" }
+        })
     }
     let wrongFingerprint = "SHA256:" + String(repeating: "A", count: 43)
     let scratchKnown = env.root.appendingPathComponent("kh").path
-    let proxy = "\(CLIEnv.openshell) ssh-proxy -g sshgw --sandbox-id \(session.sandboxID) --host-key-fingerprint \(wrongFingerprint) --known-hosts \(scratchKnown) --host-alias x"
+    let proxy =
+      "\(CLIEnv.openshell) ssh-proxy -g sshgw --sandbox-id \(session.sandboxID) --host-key-fingerprint \(wrongFingerprint) --known-hosts \(scratchKnown) --host-alias x"
     r = try env.run(
-      ["-F", "/dev/null", "-o", "ProxyCommand=\(proxy)", "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=\(scratchKnown)",
-       "-o", "HostKeyAlias=x", "-o", "BatchMode=yes", "sandbox@x", "true"],
+      [
+        "-F", "/dev/null", "-o", "ProxyCommand=\(proxy)", "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=\(scratchKnown)",
+        "-o", "HostKeyAlias=x", "-o", "BatchMode=yes", "sandbox@x", "true",
+      ],
       binary: "/usr/bin/ssh", env: ["OPENSHELL_SSH_TOKEN": session.token])
     #expect(r.code == 255 && r.err.contains("is not the one the gateway recorded"), "\(r)")
     #expect(!FileManager.default.fileExists(atPath: scratchKnown))
     // The right one works with the same token; the token never reaches the output.
     let good = proxy.replacingOccurrences(of: wrongFingerprint, with: session.hostKeyFingerprint)
     r = try env.run(
-      ["-F", "/dev/null", "-o", "ProxyCommand=\(good)", "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=\(scratchKnown)",
-       "-o", "HostKeyAlias=x", "-o", "BatchMode=yes", "-i", env.config.appendingPathComponent("openshell/ssh/id_ed25519").path,
-       "sandbox@x", "echo ok"],
+      [
+        "-F", "/dev/null", "-o", "ProxyCommand=\(good)", "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=\(scratchKnown)",
+        "-o", "HostKeyAlias=x", "-o", "BatchMode=yes", "-i", env.config.appendingPathComponent("openshell/ssh/id_ed25519").path,
+        "sandbox@x", "echo ok",
+      ],
       binary: "/usr/bin/ssh", env: ["OPENSHELL_SSH_TOKEN": session.token])
     #expect(r.code == 0 && r.out == "ok\n", "\(r)")
 
@@ -225,8 +235,10 @@ struct SSHCLITests {
 
     // The agent attacks the operator's download (run as root here): a ~/.ssh/rc whose output would lead the
     // tar stream is never run, and a set-user-ID file it made is refused with nothing left behind.
-    r = try env.run(["sandbox", "exec", "box", "--", "sh", "-c",
-      "mkdir -p /sandbox/.ssh && printf '#!/bin/sh\\ntouch /sandbox/rc-ran\\necho injected\\n' > /sandbox/.ssh/rc && chmod +x /sandbox/.ssh/rc && mkdir -p /sandbox/loot && echo x > /sandbox/loot/su && chmod 4755 /sandbox/loot/su"])
+    r = try env.run([
+      "sandbox", "exec", "box", "--", "sh", "-c",
+      "mkdir -p /sandbox/.ssh && printf '#!/bin/sh\\ntouch /sandbox/rc-ran\\necho injected\\n' > /sandbox/.ssh/rc && chmod +x /sandbox/.ssh/rc && mkdir -p /sandbox/loot && echo x > /sandbox/loot/su && chmod 4755 /sandbox/loot/su",
+    ])
     #expect(r.code == 0, "\(r)")
     r = try env.run(["sandbox", "download", "box", "/sandbox/loot", back])
     #expect(r.code == 0 && r.out.contains("checked") && !r.out.contains("injected"), "\(r)")
@@ -245,7 +257,10 @@ struct SSHCLITests {
 
     // A web server on the sandbox's loopback, reached from here through a background forward.
     let port = freePort()
-    r = try env.run(["sandbox", "connect", "box", "--", "cd /sandbox/in && echo from-sandbox > hello.txt && setsid python3 -m http.server \(port) --bind 127.0.0.1 >/dev/null 2>&1 </dev/null &"])
+    r = try env.run([
+      "sandbox", "connect", "box", "--",
+      "cd /sandbox/in && echo from-sandbox > hello.txt && setsid python3 -m http.server \(port) --bind 127.0.0.1 >/dev/null 2>&1 </dev/null &",
+    ])
     #expect(r.code == 0, "\(r)")
     r = try env.run(["forward", "start", "\(port)", "box", "--background"])
     #expect(r.code == 0 && r.out.contains("Forwarding 127.0.0.1:\(port)"), "\(r)")

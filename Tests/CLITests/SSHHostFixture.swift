@@ -33,7 +33,8 @@ final class SSHHostFixture {
   /// Skips (returns nil) when not root or a tool is missing; throws when the setup itself fails.
   static func make() throws -> SSHHostFixture? {
     guard getuid() == 0 else { print("skipped: needs root (network namespaces, a test user)"); return nil }
-    for tool in ["/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keygen", "/usr/sbin/useradd", "/usr/bin/patchelf"] where !FileManager.default.isExecutableFile(atPath: tool) {
+    for tool in ["/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keygen", "/usr/sbin/useradd", "/usr/bin/patchelf"]
+    where !FileManager.default.isExecutableFile(atPath: tool) {
       print("skipped: \(tool) missing (scripts/setup.sh)")
       return nil
     }
@@ -60,37 +61,38 @@ final class SSHHostFixture {
       try Self.sh("useradd --create-home --home-dir \(home) --shell /bin/sh \(user) && usermod -p '*' \(user)")
       try Self.sh("ssh-keygen -q -t ed25519 -N '' -f \(dir)/id_user -C test && ssh-keygen -q -t ed25519 -N '' -f \(dir)/id_wrong -C wrong")
       try Self.sh("ssh-keygen -q -t ed25519 -N '' -f \(dir)/host_key -C host")
-      try Self.sh("install -d -m 700 -o \(user) -g \(user) \(home)/.ssh && install -m 600 -o \(user) -g \(user) \(dir)/id_user.pub \(home)/.ssh/authorized_keys")
+      try Self.sh(
+        "install -d -m 700 -o \(user) -g \(user) \(home)/.ssh && install -m 600 -o \(user) -g \(user) \(dir)/id_user.pub \(home)/.ssh/authorized_keys")
       let hostKey = try String(contentsOfFile: dir + "/host_key.pub", encoding: .utf8).split(separator: " ").prefix(2).joined(separator: " ")
       try "\(address) \(hostKey)\n\(unreachable) \(hostKey)\n".write(toFile: dir + "/known_hosts", atomically: true, encoding: .utf8)
       try """
-        Port 22
-        ListenAddress \(address)
-        HostKey \(dir)/host_key
-        PidFile none
-        UsePAM no
-        PasswordAuthentication no
-        KbdInteractiveAuthentication no
-        PubkeyAuthentication yes
-        AuthenticationMethods publickey
-        PermitRootLogin no
-        AllowUsers \(user)
-        AuthorizedKeysFile .ssh/authorized_keys
-        LogLevel VERBOSE
+      Port 22
+      ListenAddress \(address)
+      HostKey \(dir)/host_key
+      PidFile none
+      UsePAM no
+      PasswordAuthentication no
+      KbdInteractiveAuthentication no
+      PubkeyAuthentication yes
+      AuthenticationMethods publickey
+      PermitRootLogin no
+      AllowUsers \(user)
+      AuthorizedKeysFile .ssh/authorized_keys
+      LogLevel VERBOSE
 
-        """.write(toFile: dir + "/sshd_config", atomically: true, encoding: .utf8)
+      """.write(toFile: dir + "/sshd_config", atomically: true, encoding: .utf8)
       try """
-        Host \(Self.alias)
-          HostName \(address)
-          User \(user)
-          IdentityFile \(dir)/id_user
-          IdentitiesOnly yes
-        Host *
-          UserKnownHostsFile \(dir)/known_hosts
-          StrictHostKeyChecking yes
-          GlobalKnownHostsFile /dev/null
+      Host \(Self.alias)
+        HostName \(address)
+        User \(user)
+        IdentityFile \(dir)/id_user
+        IdentitiesOnly yes
+      Host *
+        UserKnownHostsFile \(dir)/known_hosts
+        StrictHostKeyChecking yes
+        GlobalKnownHostsFile /dev/null
 
-        """.write(toFile: sshConfig, atomically: true, encoding: .utf8)
+      """.write(toFile: sshConfig, atomically: true, encoding: .utf8)
       try Self.sh("install -d -m 755 /run/sshd")
       let p = try Spawner.spawn(
         "/usr/sbin/ip", ["netns", "exec", namespace, "/usr/sbin/sshd", "-D", "-e", "-f", dir + "/sshd_config"],
@@ -122,7 +124,8 @@ final class SSHHostFixture {
 
   /// The network namespace inode of `pid` equals the fixture's namespace's.
   func inNamespace(_ pid: Int32) -> Bool {
-    var a = stat(), b = stat()
+    var a = stat()
+    var b = stat()
     return stat("/proc/\(pid)/ns/net", &a) == 0 && stat("/run/netns/\(namespace)", &b) == 0 && a.st_ino == b.st_ino
   }
 

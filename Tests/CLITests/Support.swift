@@ -1,9 +1,9 @@
 import Foundation
-import Synchronization
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import OpenShellAPI
 import SandboxProtocol
+import Synchronization
 
 #if canImport(Glibc)
   import Glibc
@@ -132,7 +132,9 @@ struct CLIEnv {
 
   // MARK: gRPC with the registry's bundle
 
-  func withClient<R: Sendable>(_ name: String, _ body: @Sendable (Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>) async throws -> R) async throws -> R {
+  func withClient<R: Sendable>(_ name: String, _ body: @Sendable (Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>) async throws -> R) async throws
+    -> R
+  {
     let meta = metadata(name) ?? [:]
     let port = meta["gateway_port"] as? Int ?? 0
     let mtls = registryDir(name).appendingPathComponent("mtls")

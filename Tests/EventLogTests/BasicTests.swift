@@ -94,8 +94,9 @@ import Testing
     defer { log.close() }
     for i in 0..<60 {
       try await log.append([
-        event(i % 2 == 0 ? "a.created" : "a.updated", kind: i % 3 == 0 ? "sandbox" : "provider", id: "id-\(i % 4)",
-              payload: "\(i)", ts: 1_000 + UInt64(i) * 10)
+        event(
+          i % 2 == 0 ? "a.created" : "a.updated", kind: i % 3 == 0 ? "sandbox" : "provider", id: "id-\(i % 4)",
+          payload: "\(i)", ts: 1_000 + UInt64(i) * 10)
       ])
     }
     let all = try log.records(from: 1)
@@ -112,8 +113,9 @@ import Testing
     try check(EventFilter(aggregateKind: "sandbox", types: ["a.updated"], sinceNs: 1_100))
     // Spot-check the semantics directly.
     #expect(try log.records(from: 1, filter: EventFilter(sinceNs: 1_200, untilNs: 1_300)).map(\.seq) == Array(21...30))
-    #expect(try log.records(from: 1, filter: EventFilter(aggregate: .init(kind: "sandbox", id: "id-0"))).map(\.seq)
-      == [1, 13, 25, 37, 49])
+    #expect(
+      try log.records(from: 1, filter: EventFilter(aggregate: .init(kind: "sandbox", id: "id-0"))).map(\.seq)
+        == [1, 13, 25, 37, 49])
     #expect(try log.records(from: 1, filter: EventFilter(types: ["nope"])).isEmpty)
     #expect(try log.records(from: 1, limit: 5).map(\.seq) == [1, 2, 3, 4, 5])
   }

@@ -18,7 +18,11 @@ import Testing
       let log = try openLog(tmp.log)
       try await log.append((1..<target).map { event(payload: "ordinary \($0)") })
       // Incompressible payload, so it is stored raw and the marker appears verbatim in the file.
-      #expect(try await log.append([event(payload: "")].map { var e = $0; e.payload = marker + noise(payloadSize, seed: 7); return e }) == target...target)
+      #expect(
+        try await log.append(
+          [event(payload: "")].map {
+            var e = $0; e.payload = marker + noise(payloadSize, seed: 7); return e
+          }) == target...target)
       try await log.append((0..<40).map { event(payload: "later \($0)") })
       #expect(try log.verify().isOK)
       let stored = try #require(try log.shared.env.withRead { try $0.get(log.shared.env.dbs.events, seqKey(target)) })

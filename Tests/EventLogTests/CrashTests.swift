@@ -4,7 +4,7 @@ import Testing
 @testable import EventLog
 
 #if canImport(Glibc)
-import Glibc
+  import Glibc
 #endif
 
 @Suite struct CrashTests {
@@ -77,7 +77,9 @@ import Glibc
       }
     }
     let secs = Date().timeIntervalSince(started)
-    print("crash test: \(iterations) SIGKILLs (\(killedWithAcks) after acknowledged appends), \(totalAcked) acknowledged events checked, \(String(format: "%.1f", secs)) s")
+    print(
+      "crash test: \(iterations) SIGKILLs (\(killedWithAcks) after acknowledged appends), \(totalAcked) acknowledged events checked, \(String(format: "%.1f", secs)) s"
+    )
     #expect(killedWithAcks >= iterations / 2)
   }
 

@@ -13,11 +13,12 @@ import Testing
     defer { log.close() }
     #expect(try log.stats().mapSize == 256 << 10)
     for b in 0..<120 {
-      try await log.append((0..<10).map { i in
-        var e = event(payload: "")
-        e.payload = noise(4096, seed: UInt64(b * 10 + i + 1))
-        return e
-      })
+      try await log.append(
+        (0..<10).map { i in
+          var e = event(payload: "")
+          e.payload = noise(4096, seed: UInt64(b * 10 + i + 1))
+          return e
+        })
     }
     var huge = event(payload: "")
     huge.payload = noise(3 << 20, seed: 99)

@@ -2,7 +2,7 @@ import Foundation
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+  import Glibc
 #endif
 
 /// Finds the built `openshell-log-stress` executable: `$OPENSHELL_LOG_STRESS`, else next to the test

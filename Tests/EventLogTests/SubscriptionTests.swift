@@ -12,7 +12,8 @@ import Testing
     let log = try openLog(tmp.log)
     defer { log.close() }
     try await log.append((0..<500).map { event(payload: "pre \($0)") })
-    let writers = 4, perWriter = 250
+    let writers = 4
+    let perWriter = 250
     let final = UInt64(500 + writers * perWriter)
     let stream = log.subscribe(from: 200)
     let consumer = Task { () throws -> ([UInt64], Int) in

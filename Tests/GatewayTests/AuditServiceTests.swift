@@ -1,8 +1,8 @@
 import EventLog
 import Foundation
-import Gateway
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import Gateway
 import OpenShellAPI
 import Projections
 import Testing
@@ -24,7 +24,12 @@ import Testing
   func createProviders(_ gw: TestGateway, _ names: [String]) async throws {
     try await gw.withClient { api in
       for n in names {
-        _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = n; $0.type = "generic"; $0.credentials = ["TOKEN": "t-\(n)"] } })
+        _ = try await api.createProvider(
+          .with {
+            $0.provider = .with {
+              $0.metadata.name = n; $0.type = "generic"; $0.credentials = ["TOKEN": "t-\(n)"]
+            }
+          })
       }
     }
   }
@@ -40,11 +45,12 @@ import Testing
       var token = ""
       var pages = 0
       repeat {
-        let page = try await audit.queryEvents(.with {
-          $0.filter.types = ["provider.created"]
-          $0.pageSize = 7
-          $0.pageToken = token
-        })
+        let page = try await audit.queryEvents(
+          .with {
+            $0.filter.types = ["provider.created"]
+            $0.pageSize = 7
+            $0.pageToken = token
+          })
         pages += 1
         #expect(page.events.count <= 7)
         #expect(page.floorSeq == 1)
@@ -56,9 +62,15 @@ import Testing
       #expect(seqs == seqs.sorted() && Set(seqs).count == 20)
       #expect(summaries.count == 20 && zip(summaries, names).allSatisfy { $0.contains($1) })
       // A family prefix and the actor filter.
-      let byOperator = try await audit.queryEvents(.with { $0.filter.types = ["provider."]; $0.filter.actor = "operator:" })
+      let byOperator = try await audit.queryEvents(
+        .with {
+          $0.filter.types = ["provider."]; $0.filter.actor = "operator:"
+        })
       #expect(byOperator.events.count == 20)
-      let nobody = try await audit.queryEvents(.with { $0.filter.types = ["provider."]; $0.filter.actor = "user:CN=nobody" })
+      let nobody = try await audit.queryEvents(
+        .with {
+          $0.filter.types = ["provider."]; $0.filter.actor = "user:CN=nobody"
+        })
       #expect(nobody.events.isEmpty && nobody.nextPageToken.isEmpty)
       // Bad input names the field.
       let big = await rpcError { _ = try await audit.queryEvents(.with { $0.pageSize = 6000 }) }
@@ -85,25 +97,50 @@ import Testing
     let gw = try await TestGateway.start()
     defer { Task { await gw.stop() } }
     let id = try await gw.withClient { api in
-      try await api.createSandbox(.with { $0.name = "past"; $0.labels = ["team": "a"] }).sandbox.metadata.id
+      try await api.createSandbox(
+        .with {
+          $0.name = "past"; $0.labels = ["team": "a"]
+        }
+      ).sandbox.metadata.id
     }
     let createdAt = gw.running.store.log.headSeq
     try await gw.withClient { api in _ = try await api.deleteSandbox(.with { $0.name = "past" }) }
     try await withAudit(gw) { audit in
-      let then = try await audit.getSandboxAt(.with { $0.name = "past"; $0.atSeq = createdAt })
+      let then = try await audit.getSandboxAt(
+        .with {
+          $0.name = "past"; $0.atSeq = createdAt
+        })
       #expect(then.seq == createdAt)
       let view = try JSONSerialization.jsonObject(with: Data(then.sandboxJson.utf8)) as? [String: Any]
       #expect(view?["id"] as? String == id)
       #expect((view?["labels"] as? [String: String]) == ["team": "a"])
       // By time (the create record's own timestamp) and by id.
       let createdNs = try #require(try gw.running.store.log.record(at: createdAt)).timestampNs
-      let byTime = try await audit.getSandboxAt(.with { $0.name = id; $0.atTimeNs = createdNs })
+      let byTime = try await audit.getSandboxAt(
+        .with {
+          $0.name = id; $0.atTimeNs = createdNs
+        })
       #expect(byTime.seq == createdAt)
-      let now = await rpcError { _ = try await audit.getSandboxAt(.with { $0.name = "past"; $0.atSeq = gw.running.store.log.headSeq }) }
+      let now = await rpcError {
+        _ = try await audit.getSandboxAt(
+          .with {
+            $0.name = "past"; $0.atSeq = gw.running.store.log.headSeq
+          })
+      }
       #expect(now?.code == .notFound, "deleted by then")
-      let both = await rpcError { _ = try await audit.getSandboxAt(.with { $0.name = "past"; $0.atSeq = 1; $0.atTimeNs = 1 }) }
+      let both = await rpcError {
+        _ = try await audit.getSandboxAt(
+          .with {
+            $0.name = "past"; $0.atSeq = 1; $0.atTimeNs = 1
+          })
+      }
       #expect(both?.code == .invalidArgument)
-      let beyond = await rpcError { _ = try await audit.getSandboxAt(.with { $0.name = "past"; $0.atSeq = 1_000_000 }) }
+      let beyond = await rpcError {
+        _ = try await audit.getSandboxAt(
+          .with {
+            $0.name = "past"; $0.atSeq = 1_000_000
+          })
+      }
       #expect(beyond?.code == .outOfRange)
     }
   }
@@ -156,8 +193,13 @@ import Testing
     let log = gw.running.store.log
     for b in 0..<7 {  // 3,500 exec records: three full chunks and a partial one behind the head
       let batch = (0..<500).map { i in
-        GatewayEvent(.execStarted(.with { $0.sandboxID = "sb"; $0.execID = "e\(b)-\(i)"; $0.command = ["true"] }))
-          .newEvent(actor: "system", requestID: "")
+        GatewayEvent(
+          .execStarted(
+            .with {
+              $0.sandboxID = "sb"; $0.execID = "e\(b)-\(i)"; $0.command = ["true"]
+            })
+        )
+        .newEvent(actor: "system", requestID: "")
       }
       _ = try await log.append(batch)
     }

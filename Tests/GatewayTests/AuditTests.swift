@@ -1,7 +1,7 @@
 import EventLog
 import Foundation
-import Gateway
 import GRPCCore
+import Gateway
 import LogTools
 import OpenShellAPI
 import Projections
@@ -93,8 +93,16 @@ import Testing
     let canary = "canary-\(UUID().uuidString)"
     let gw = try await TestGateway.start()
     try await gw.withClient { api in
-      _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = "gl"; $0.type = "gitlab"; $0.credentials = ["GITLAB_TOKEN": canary] } })
-      let got = try await api.getProviderCredentials(.with { $0.name = "gl"; $0.credentialKeys = ["GITLAB_TOKEN"] })
+      _ = try await api.createProvider(
+        .with {
+          $0.provider = .with {
+            $0.metadata.name = "gl"; $0.type = "gitlab"; $0.credentials = ["GITLAB_TOKEN": canary]
+          }
+        })
+      let got = try await api.getProviderCredentials(
+        .with {
+          $0.name = "gl"; $0.credentialKeys = ["GITLAB_TOKEN"]
+        })
       #expect(got.credentials["GITLAB_TOKEN"]?.value == canary)
     }
     await gw.stop()

@@ -1,7 +1,7 @@
 import EventLog
 import Foundation
-import Gateway
 import GRPCCore
+import Gateway
 import OpenShellAPI
 import Projections
 import Testing
@@ -12,27 +12,50 @@ import Testing
   @Test func aRequestIDReusedByAnotherRPCOrTargetIsInvalidAndChangesNothing() async throws {
     let gw = try await TestGateway.start()
     try await gw.withClient { api in
-      let created = try await api.createSandbox(.with { $0.name = "once"; $0.requestID = "r1" }).sandbox
+      let created = try await api.createSandbox(
+        .with {
+          $0.name = "once"; $0.requestID = "r1"
+        }
+      ).sandbox
       // A Delete that reuses the Create's id used to report ACCEPTED and delete nothing.
       do {
-        _ = try await api.deleteSandbox(.with { $0.name = "once"; $0.requestID = "r1" })
+        _ = try await api.deleteSandbox(
+          .with {
+            $0.name = "once"; $0.requestID = "r1"
+          })
         Issue.record("a Delete reusing a Create's request id was accepted")
       } catch let e as RPCError {
         #expect(e.code == .invalidArgument && e.message.contains("already used by CreateSandbox of /once"), "\(e)")
       }
       #expect(try await api.getSandbox(.with { $0.name = "once" }).sandbox.metadata.id == created.metadata.id)
       // The same request again is a retry.
-      #expect(try await api.createSandbox(.with { $0.name = "once"; $0.requestID = "r1" }).sandbox.metadata.id == created.metadata.id)
+      #expect(
+        try await api.createSandbox(
+          .with {
+            $0.name = "once"; $0.requestID = "r1"
+          }
+        ).sandbox.metadata.id == created.metadata.id)
       // A Create that reuses a Delete's id used to answer INTERNAL ("recorded", though nothing was).
       _ = try await api.createSandbox(.with { $0.name = "gone" })
-      _ = try await api.deleteSandbox(.with { $0.name = "gone"; $0.requestID = "d1" })
-      #expect(await rpcCode { _ = try await api.createSandbox(.with { $0.name = "fresh"; $0.requestID = "d1" }) } == .invalidArgument)
+      _ = try await api.deleteSandbox(
+        .with {
+          $0.name = "gone"; $0.requestID = "d1"
+        })
+      #expect(
+        await rpcCode {
+          _ = try await api.createSandbox(
+            .with {
+              $0.name = "fresh"; $0.requestID = "d1"
+            })
+        } == .invalidArgument)
       #expect(await rpcCode { _ = try await api.getSandbox(.with { $0.name = "fresh" }) } == .notFound)
 
       // CreateProvider reusing an id for another provider used to answer OK with the first provider.
       func provider(_ name: String) -> Openshell_V1_CreateProviderRequest {
         .with {
-          $0.provider = .with { $0.metadata.name = name; $0.type = "claude"; $0.credentials = ["ANTHROPIC_API_KEY": "k-\(name)"] }
+          $0.provider = .with {
+            $0.metadata.name = name; $0.type = "claude"; $0.credentials = ["ANTHROPIC_API_KEY": "k-\(name)"]
+          }
           $0.requestID = "p1"
         }
       }
@@ -49,7 +72,13 @@ import Testing
     try await gw.withClient { api in
       let ids = try await withThrowingTaskGroup(of: String.self) { group in
         for _ in 0..<8 {
-          group.addTask { try await api.createSandbox(.with { $0.name = "same"; $0.requestID = "r-same" }).sandbox.metadata.id }
+          group.addTask {
+            try await api.createSandbox(
+              .with {
+                $0.name = "same"; $0.requestID = "r-same"
+              }
+            ).sandbox.metadata.id
+          }
         }
         return try await group.reduce(into: [String]()) { $0.append($1) }
       }
@@ -85,7 +114,12 @@ import Testing
       for i in 0..<16 {
         let ws = "w\(i)"
         _ = try await api.createWorkspace(.with { $0.name = ws })
-        async let create = rpcCode { _ = try await api.createSandbox(.with { $0.name = "s"; $0.workspaceScope = .ws(ws) }) }
+        async let create = rpcCode {
+          _ = try await api.createSandbox(
+            .with {
+              $0.name = "s"; $0.workspaceScope = .ws(ws)
+            })
+        }
         async let delete = rpcCode { _ = try await api.deleteWorkspace(.with { $0.name = ws }) }
         let (c, d) = await (create, delete)
         let state = await gw.running.store.state
@@ -114,7 +148,11 @@ import Testing
     try await gw.withClient { api in
       let s = try await api.createSandbox(.with { $0.name = "watched" }).sandbox
       let total = 6_000
-      let cursors = try await api.watchSandbox(.with { $0.sandbox = "watched"; $0.followEvents = true }) { response in
+      let cursors = try await api.watchSandbox(
+        .with {
+          $0.sandbox = "watched"; $0.followEvents = true
+        }
+      ) { response in
         var cursors: [UInt64] = []
         var iterator = response.messages.makeAsyncIterator()
         // The first message (current status) arrives, then the client stops reading while 6,000 events land.
@@ -122,9 +160,16 @@ import Testing
         #expect(first.sandbox.metadata.id == s.metadata.id)
         for batch in 0..<(total / 1000) {
           let events = (0..<1000).map { i in
-            GatewayEvent((batch * 1000 + i) % 2 == 0
-              ? .sandboxProviderAttached(.with { $0.sandboxID = s.metadata.id; $0.provider = "p" })
-              : .sandboxProviderDetached(.with { $0.sandboxID = s.metadata.id; $0.provider = "p" }))
+            GatewayEvent(
+              (batch * 1000 + i) % 2 == 0
+                ? .sandboxProviderAttached(
+                  .with {
+                    $0.sandboxID = s.metadata.id; $0.provider = "p"
+                  })
+                : .sandboxProviderDetached(
+                  .with {
+                    $0.sandboxID = s.metadata.id; $0.provider = "p"
+                  }))
           }
           try await gw.running.store.record(events)
         }

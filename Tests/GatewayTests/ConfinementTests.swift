@@ -57,10 +57,11 @@ struct ConfinementTests {
 
       // Capabilities all empty, no_new_privs, seccomp filter mode.
       let status = try await sh(c, "conf-a", "grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):' /proc/self/status")
-      let fields = Dictionary(uniqueKeysWithValues: status.out.split(separator: "\n").map { line -> (String, String) in
-        let parts = line.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-        return (parts[0], parts.count > 1 ? parts[1] : "")
-      })
+      let fields = Dictionary(
+        uniqueKeysWithValues: status.out.split(separator: "\n").map { line -> (String, String) in
+          let parts = line.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+          return (parts[0], parts.count > 1 ? parts[1] : "")
+        })
       for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
         #expect(fields[cap] == "0000000000000000", "\(cap): \(status.out)")
       }
@@ -75,7 +76,8 @@ struct ConfinementTests {
       // Reads outside read_only: world-readable /dev/zero, the root directory and /dev listings (only
       // Landlock denies these), and the credentials directory (/run is only searchable, 0711, so that the
       // SSH server can open its host key; Landlock closes the directory to every other workload process).
-      let r = try await sh(c, "conf-a", "head -c1 /dev/zero >/dev/null; echo rc=$?; ls /; echo rc=$?; ls /dev; echo rc=$?; cat /run/openshell/ca.crt; echo rc=$?")
+      let r = try await sh(
+        c, "conf-a", "head -c1 /dev/zero >/dev/null; echo rc=$?; ls /; echo rc=$?; ls /dev; echo rc=$?; cat /run/openshell/ca.crt; echo rc=$?")
       #expect(r.out.components(separatedBy: "Permission denied").count - 1 == 4 && !r.out.contains("rc=0"), "\(r)")
       // The gateway's data directory and the other sandbox's workspace are not reachable.
       let other = "\(gw.dataDirectory)/sandboxes/\(b.metadata.id)/workspace"
@@ -84,7 +86,8 @@ struct ConfinementTests {
       _ = try await c.exec("conf-b", ["sh", "-c", "echo secret > /sandbox/b.txt"])
       #expect(try await sh(c, "conf-a", "cat /sandbox/b.txt; echo rc=$?").out.contains("rc=1"))
       // Allowed: /sandbox and /tmp, reads of /usr and /etc.
-      let ok = try await sh(c, "conf-a", "echo x > /sandbox/f && echo x > /tmp/f && mkdir -p /tmp/d/e && cat /etc/hostname >/dev/null && ls /usr/bin >/dev/null && echo fine")
+      let ok = try await sh(
+        c, "conf-a", "echo x > /sandbox/f && echo x > /tmp/f && mkdir -p /tmp/d/e && cat /etc/hostname >/dev/null && ls /usr/bin >/dev/null && echo fine")
       #expect(ok.out == "fine\n", "\(ok)")
 
       // seccomp (and the missing capabilities): every escape attempt fails.
@@ -92,7 +95,9 @@ struct ConfinementTests {
       #expect(trace.out.contains("Operation not permitted") && !trace.out.contains("rc=0"), "\(trace)")
       let userns = try await sh(c, "conf-a", "unshare -U true; echo rc=$?; unshare -n true; echo rc=$?")
       #expect(userns.out.contains("Operation not permitted") && !userns.out.contains("rc=0"), "\(userns)")
-      let probes = try await py(c, "conf-a", """
+      let probes = try await py(
+        c, "conf-a",
+        """
         import ctypes, os, socket
         libc = ctypes.CDLL(None, use_errno=True)
         def sc(nr, *args):
@@ -129,9 +134,13 @@ struct ConfinementTests {
         let cc = try await sh(c, "conf-a", "cd /sandbox && printf 'int main(){return 7;}' > m.c && cc -o m m.c && ./m; echo rc=$?")
         #expect(cc.out == "rc=7\n", "\(cc)")
       }
-      let script = try await c.exec("conf-a", ["python3", "-c", "import json,pathlib; pathlib.Path('/sandbox/p.json').write_text(json.dumps({'a': 1})); print(open('/sandbox/p.json').read())"])
+      let script = try await c.exec(
+        "conf-a",
+        ["python3", "-c", "import json,pathlib; pathlib.Path('/sandbox/p.json').write_text(json.dumps({'a': 1})); print(open('/sandbox/p.json').read())"])
       #expect(script.out == "{\"a\": 1}\n", "\(script.err)")
-      let git = try await sh(c, "conf-a", """
+      let git = try await sh(
+        c, "conf-a",
+        """
         set -e; cd /sandbox; git init -q repo; cd repo; git config user.email a@b.c; git config user.name Agent
         echo hi > f; git add f; git commit -qm first; git log --oneline | wc -l
         """)
@@ -160,7 +169,9 @@ extension ConfinementTests {
   /// The launcher runs as root until it has confined itself: the workload's environment must not reach it.
   /// A sandbox whose environment preloads the agent's own library: the library runs only in confined
   /// processes (the sandbox user), never as root. The kernel keyring is closed too.
-  @Test("LD_PRELOAD from the sandbox environment never runs as root; no kernel keyring", .enabled(if: isRoot && FileManager.default.isExecutableFile(atPath: "/usr/bin/cc")))
+  @Test(
+    "LD_PRELOAD from the sandbox environment never runs as root; no kernel keyring",
+    .enabled(if: isRoot && FileManager.default.isExecutableFile(atPath: "/usr/bin/cc")))
   func preloadNeverRunsPrivileged() async throws {
     let gw = try await SandboxGateway.start()
     defer { Task { await gw.stopEverything() } }
@@ -176,7 +187,8 @@ extension ConfinementTests {
           if (f) { fprintf(f, "uid=%d\\n", (int)getuid()); fclose(f); }
         }
         """
-      let build = try await c.exec("preload", ["sh", "-c", "cat > /sandbox/evil.c && cc -shared -fPIC -o /sandbox/evil.so /sandbox/evil.c && echo built"], stdin: Data(source.utf8))
+      let build = try await c.exec(
+        "preload", ["sh", "-c", "cat > /sandbox/evil.c && cc -shared -fPIC -o /sandbox/evil.so /sandbox/evil.c && echo built"], stdin: Data(source.utf8))
       #expect(build.out.contains("built"), "\(build.out) \(build.err)")
       _ = try await c.exec("preload", ["true"])
       _ = try await c.exec("preload", ["/bin/echo", "x"])
@@ -184,7 +196,9 @@ extension ConfinementTests {
       let lines = log.out.split(separator: "\n").map(String.init)
       #expect(!lines.isEmpty, "the preloaded library ran in the workload (the test can see it): \(log.out) \(log.err)")
       #expect(lines.allSatisfy { $0 == "uid=\(user.uid)" }, "ran with another uid (root?): \(lines)")
-      let keys = try await c.exec("preload", ["python3", "-c", "import ctypes; l = ctypes.CDLL(None, use_errno=True); r = l.syscall(248, b'user', b'k', b'v', 1, -3); print(r, ctypes.get_errno())"])
+      let keys = try await c.exec(
+        "preload",
+        ["python3", "-c", "import ctypes; l = ctypes.CDLL(None, use_errno=True); r = l.syscall(248, b'user', b'k', b'v', 1, -3); print(r, ctypes.get_errno())"])
       #expect(keys.out == "-1 1\n", "add_key: \(keys.out) \(keys.err)")
       try await c.deleteAndWait("preload")
     }
@@ -192,18 +206,23 @@ extension ConfinementTests {
   }
 
   func create(_ c: OSClient, _ name: String, policy: Openshell_Sandbox_V1_SandboxPolicy, command: [String] = []) async throws {
-    _ = try await c.createSandbox(.with {
-      $0.name = name
-      $0.spec = .with { $0.policy = policy; $0.command = command }
-      $0.workspaceScope = .with { $0.workspace = "default" }
-    })
+    _ = try await c.createSandbox(
+      .with {
+        $0.name = name
+        $0.spec = .with {
+          $0.policy = policy; $0.command = command
+        }
+        $0.workspaceScope = .with { $0.workspace = "default" }
+      })
   }
 
   func logText(_ gw: SandboxGateway, _ c: OSClient, _ name: String) async throws -> String {
     gw.running.driver!.hub.logs.lines(try await c.get(name).metadata.id, limit: 0).lines.map { "\($0.level) \($0.message)" }.joined(separator: "\n")
   }
 
-  @Test("no Landlock in the kernel (test switch): best_effort runs without filesystem limits and says so loudly; hard_requirement fails naming the kernel", .enabled(if: isRoot))
+  @Test(
+    "no Landlock in the kernel (test switch): best_effort runs without filesystem limits and says so loudly; hard_requirement fails naming the kernel",
+    .enabled(if: isRoot))
   func landlockUnavailable() async throws {
     let gw = try await SandboxGateway.start { $0.simulateNoLandlock = true }
     defer { Task { await gw.stopEverything() } }
@@ -235,7 +254,9 @@ extension ConfinementTests {
     await gw.stopEverything()
   }
 
-  @Test("startup-only sections: a live change is refused naming the section; network stays live; stop + start applies a new filesystem policy", .enabled(if: isRoot))
+  @Test(
+    "startup-only sections: a live change is refused naming the section; network stays live; stop + start applies a new filesystem policy", .enabled(if: isRoot)
+  )
   func startupOnlySections() async throws {
     let gw = try await SandboxGateway.start()
     defer { Task { await gw.stopEverything() } }
@@ -248,7 +269,9 @@ extension ConfinementTests {
       landlock.landlock.compatibility = "hard_requirement"
       let e1 = await rpcError { _ = try await c.setPolicy("live", landlock) }
       #expect(e1?.code == .invalidArgument)
-      #expect(e1?.message.contains("landlock policy cannot be changed on a live sandbox (applied at startup; `sandbox stop` + `sandbox start` applies it)") == true, "\(String(describing: e1))")
+      #expect(
+        e1?.message.contains("landlock policy cannot be changed on a live sandbox (applied at startup; `sandbox stop` + `sandbox start` applies it)") == true,
+        "\(String(describing: e1))")
       var wider = base
       wider.filesystem.readWrite.append("/var/tmp")
       let e2 = await rpcError { _ = try await c.setPolicy("live", wider) }
@@ -263,7 +286,14 @@ extension ConfinementTests {
 
       // A network-only change is live, and the supervisor loads it.
       var network = base
-      network.networkPolicies["pypi"] = .with { $0.name = "pypi"; $0.endpoints = [.with { $0.host = "pypi.org"; $0.ports = [443] }] }
+      network.networkPolicies["pypi"] = .with {
+        $0.name = "pypi";
+        $0.endpoints = [
+          .with {
+            $0.host = "pypi.org"; $0.ports = [443]
+          }
+        ]
+      }
       let v = try await c.setPolicy("live", network).version
       let deadline = ContinuousClock.now + .seconds(10)
       var status = try await c.policyStatus("live", v).revision.status
@@ -287,7 +317,9 @@ extension ConfinementTests {
     await gw.stopEverything()
   }
 
-  @Test("a host account change (useradd renames /etc/passwd) leaves a running sandbox's identity as it was; host account files stay out", .enabled(if: isRoot && FileManager.default.isExecutableFile(atPath: "/usr/sbin/useradd")))
+  @Test(
+    "a host account change (useradd renames /etc/passwd) leaves a running sandbox's identity as it was; host account files stay out",
+    .enabled(if: isRoot && FileManager.default.isExecutableFile(atPath: "/usr/sbin/useradd")))
   func hostAccountChangeKeepsSandboxIdentity() async throws {
     let gw = try await SandboxGateway.start()
     defer { Task { await gw.stopEverything() } }
@@ -314,13 +346,18 @@ extension ConfinementTests {
     defer { Task { await gw.stopEverything() } }
     try await gw.withClient { c in
       var policy = PolicyRules.restrictiveDefault
-      policy.filesystem = .with { $0.readOnly = ["/nonexistent-a"]; $0.readWrite = ["/nonexistent-b"]; $0.includeWorkdir = false }
+      policy.filesystem = .with {
+        $0.readOnly = ["/nonexistent-a"]; $0.readWrite = ["/nonexistent-b"]; $0.includeWorkdir = false
+      }
       try await create(c, "empty-rules", policy: policy)
       try await c.wait("empty-rules", .ready)
       let r = try await c.exec("empty-rules", ["sh", "-c", "echo ran"])
       #expect(r.exitCode == 126)
       #expect(r.out.isEmpty)
-      #expect(r.err == "openshell-sandbox: confinement failed: no filesystem_policy path could be opened; an empty Landlock ruleset is refused; the command was not run\n")
+      #expect(
+        r.err
+          == "openshell-sandbox: confinement failed: no filesystem_policy path could be opened; an empty Landlock ruleset is refused; the command was not run\n"
+      )
       try await c.deleteAndWait("empty-rules")
     }
     await gw.stopEverything()
@@ -337,7 +374,8 @@ extension ConfinementTests {
     let (parsed, command) = try ConfinementPlan.parse(ArraySlice(plan.launcherArguments + ["--", "sh", "-c", "echo --ro"]))
     #expect(parsed == plan)
     #expect(command == ["sh", "-c", "echo --ro"])
-    let rootless = ConfinementPlan(user: "sandbox", uid: nil, gid: nil, groups: [], readOnly: [], readWrite: ["/tmp"], includeWorkdir: false, landlockCompatibility: "best_effort")
+    let rootless = ConfinementPlan(
+      user: "sandbox", uid: nil, gid: nil, groups: [], readOnly: [], readWrite: ["/tmp"], includeWorkdir: false, landlockCompatibility: "best_effort")
     #expect(try ConfinementPlan.parse(ArraySlice(rootless.launcherArguments + ["--", "true"])).0 == rootless)
 
     func failure(_ args: [String]) -> String {

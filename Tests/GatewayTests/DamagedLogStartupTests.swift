@@ -19,24 +19,42 @@ import Testing
     try await gw.withClient { api in
       for w in 0..<4 { _ = try await api.createWorkspace(.with { $0.name = "team-\(w)" }) }
       for i in 0..<12 {
-        _ = try await api.createSandbox(.with {
-          $0.name = "box-\(i)"
-          $0.labels = ["n": "\(i)", "purpose": String(repeating: "x", count: 20 * i)]
-          $0.workspaceScope = .ws("team-\(i % 4)")
-        })
+        _ = try await api.createSandbox(
+          .with {
+            $0.name = "box-\(i)"
+            $0.labels = ["n": "\(i)", "purpose": String(repeating: "x", count: 20 * i)]
+            $0.workspaceScope = .ws("team-\(i % 4)")
+          })
       }
     }
     await gw.stop()  // writes the snapshot
     let again = try await TestGateway.start(dataDirectory: gw.dataDirectory) { $0.checkpointInterval = 0 }
     try await again.withClient { api in
-      for i in 0..<5 { _ = try await api.deleteSandbox(.with { $0.name = "box-\(i)"; $0.workspaceScope = .ws("team-\(i % 4)") }) }
+      for i in 0..<5 {
+        _ = try await api.deleteSandbox(
+          .with {
+            $0.name = "box-\(i)"; $0.workspaceScope = .ws("team-\(i % 4)")
+          })
+      }
     }
     await again.stop()  // a second, newer snapshot; the first one stays as an older fallback
     // Records after the newest snapshot, so that start-up replays a tail.
     let (log, store) = try open(gw.dataDirectory)
     defer { log.close() }
-    _ = try await store.record([GatewayEvent(.gatewayConfigured(.with { $0.port = 1; $0.authMode = "mtls" }))])
-    _ = try await store.record([GatewayEvent(.gatewayConfigured(.with { $0.port = 2; $0.authMode = "mtls" }))])
+    _ = try await store.record([
+      GatewayEvent(
+        .gatewayConfigured(
+          .with {
+            $0.port = 1; $0.authMode = "mtls"
+          }))
+    ])
+    _ = try await store.record([
+      GatewayEvent(
+        .gatewayConfigured(
+          .with {
+            $0.port = 2; $0.authMode = "mtls"
+          }))
+    ])
     return (gw.dataDirectory, SnapshotCodec.encode(await store.state))
   }
 
@@ -56,7 +74,13 @@ import Testing
   /// damaged copy passes too (the flip hit bytes the log does not use); `identicalButVerifyFails`: started
   /// although verification finds damage.
   /// `fellBack`: a damaged snapshot was skipped with a warning and the state rebuilt from older data.
-  enum Outcome: Equatable { case refused(String), identical, fellBack(String), identicalButVerifyFails(String), different }
+  enum Outcome: Equatable {
+    case refused(String)
+    case identical
+    case fellBack(String)
+    case identicalButVerifyFails(String)
+    case different
+  }
 
   static func start(_ bytes: [UInt8], expected: [UInt8]) async throws -> Outcome {
     let dir = try damagedCopy(bytes)
@@ -91,7 +115,11 @@ import Testing
     #expect(try await Self.start(original, expected: expected) == .identical, "the check changes nothing")
     let report = try LMDBFileCheck.check(path: dir + "/log/data.mdb")
     print("log file: \(original.count) bytes, \(report.lastPage + 1) pages, \(report.treePages) in trees, \(report.freePages) free")
-    var refused = 0, identical = 0, fellBack = 0, different: [Int] = [], unverified: [String] = []
+    var refused = 0
+    var identical = 0
+    var fellBack = 0
+    var different: [Int] = []
+    var unverified: [String] = []
     var x: UInt64 = 0x9E37_79B9_7F4A_7C15
     let flips = 30
     for i in 0..<flips {
@@ -112,7 +140,9 @@ import Testing
       case .different: different.append(at)
       }
     }
-    print("byte flips: \(flips) tried, \(refused) refused, \(identical) started with identical state (verify passes too: unused bytes), \(fellBack) fell back from a damaged snapshot with a warning, \(unverified.count) started although verify finds damage, \(different.count) silently different")
+    print(
+      "byte flips: \(flips) tried, \(refused) refused, \(identical) started with identical state (verify passes too: unused bytes), \(fellBack) fell back from a damaged snapshot with a warning, \(unverified.count) started although verify finds damage, \(different.count) silently different"
+    )
     #expect(different.isEmpty, "flips at \(different) started with a different state")
     #expect(unverified.isEmpty, "started on a log that verify rejects: \(unverified)")
     #expect(refused >= 2, "flips that hit the log's pages are refused (got \(refused); the file is half free pages)")
@@ -120,7 +150,8 @@ import Testing
     // is checked at start-up, so each is refused — unless it hit a stale copy on a free page (then harmless).
     let magic = Array("OSEV".utf8)
     let starts = (0..<(original.count - 200)).filter { original[$0] == magic[0] && Array(original[$0..<($0 + 4)]) == magic }
-    var recordRefused = 0, recordHarmless = 0
+    var recordRefused = 0
+    var recordHarmless = 0
     for (n, s) in starts.enumerated() where n % max(1, starts.count / 20) == 0 {
       x ^= x << 13; x ^= x >> 7; x ^= x << 17
       var bytes = original
@@ -155,8 +186,10 @@ import Testing
       var bytes = original
       var hits = 0
       // A sub-database node in the main tree: flags F_SUBDATA (2), key size, then the name.
-      for i in 8..<(bytes.count - key.count) where Array(bytes[i..<(i + key.count)]) == key
-        && bytes[i - 4] == 2 && bytes[i - 3] == 0 && Int(bytes[i - 2]) == key.count && bytes[i - 1] == 0 {
+      for i in 8..<(bytes.count - key.count)
+      where Array(bytes[i..<(i + key.count)]) == key
+        && bytes[i - 4] == 2 && bytes[i - 3] == 0 && Int(bytes[i - 2]) == key.count && bytes[i - 1] == 0
+      {
         bytes[i] ^= 0x01
         hits += 1
       }

@@ -90,7 +90,10 @@ enum SmallDisk {
     try await gw.withClient { api in
       // State worth a ~1.5 MB snapshot.
       for i in 0..<20 {
-        _ = try await api.createSandbox(.with { $0.name = "heavy-\(i)"; $0.spec.template.driverConfig = Self.incompressible(60_000) })
+        _ = try await api.createSandbox(
+          .with {
+            $0.name = "heavy-\(i)"; $0.spec.template.driverConfig = Self.incompressible(60_000)
+          })
       }
       // Nearly full: 800 KiB left, less than the snapshot needs. It is skipped and the file does not grow.
       SmallDisk.fill(filler)
@@ -119,7 +122,12 @@ enum SmallDisk {
       }
       for i in 0..<30 { await check("CreateSandbox \(i)") { _ = try await api.createSandbox(.with { $0.name = "more-\(i)" }) } }
       await check("CreateProvider") {
-        _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = "gh"; $0.type = "gh"; $0.credentials = ["GITHUB_TOKEN": "t"] } })
+        _ = try await api.createProvider(
+          .with {
+            $0.provider = .with {
+              $0.metadata.name = "gh"; $0.type = "gh"; $0.credentials = ["GITHUB_TOKEN": "t"]
+            }
+          })
       }
       await check("CreateWorkspace") { _ = try await api.createWorkspace(.with { $0.name = "extra" }) }
       await check("DeleteSandbox") { _ = try await api.deleteSandbox(.with { $0.name = "heavy-0" }) }

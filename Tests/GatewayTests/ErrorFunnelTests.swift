@@ -1,8 +1,8 @@
 import EventLog
 import Foundation
-import Gateway
 import GRPCCore
 import GRPCProtobuf
+import Gateway
 import Projections
 import Testing
 
@@ -33,7 +33,11 @@ import Testing
     try await gw.withClient { api in
       let s = try await api.createSandbox(.with { $0.name = "watched" }).sandbox
       let failure = await Self.failure {
-        try await api.watchSandbox(.with { $0.sandbox = "watched"; $0.followEvents = true }) { response in
+        try await api.watchSandbox(
+          .with {
+            $0.sandbox = "watched"; $0.followEvents = true
+          }
+        ) { response in
           var iterator = response.messages.makeAsyncIterator()
           _ = try await iterator.next()  // the current status
           _ = try await gw.running.store.log.append([Self.undecodable(.sandbox(s.metadata.id))])
@@ -69,7 +73,11 @@ import Testing
       gw.running.store.log.close()
       let f = try #require(
         await Self.failure {
-          try await api.watchSandbox(.with { $0.sandbox = "closing"; $0.eventTail = 5 }) { response in
+          try await api.watchSandbox(
+            .with {
+              $0.sandbox = "closing"; $0.eventTail = 5
+            }
+          ) { response in
             for try await _ in response.messages {}
           }
         })

@@ -1,7 +1,7 @@
 import EventLog
 import Foundation
-import Gateway
 import GRPCCore
+import Gateway
 import OpenShellAPI
 import Projections
 import Testing
@@ -13,14 +13,19 @@ extension ProviderDeliveryTests {
     let gw = try await SandboxGateway.start()
     defer { Task { await gw.stopEverything() } }
     try await gw.withClient { c in
-      _ = try await c.createProvider(.with {
-        $0.provider = .with { $0.metadata.name = "audited"; $0.type = "claude"; $0.credentials = ["ANTHROPIC_API_KEY": canary] }
-      })
-      let sandbox = try await c.createSandbox(.with {
-        $0.name = "exec-audit"
-        $0.spec = .with { $0.providers = ["audited"] }
-        $0.workspaceScope = .with { $0.workspace = "default" }
-      }).sandbox
+      _ = try await c.createProvider(
+        .with {
+          $0.provider = .with {
+            $0.metadata.name = "audited"; $0.type = "claude"; $0.credentials = ["ANTHROPIC_API_KEY": canary]
+          }
+        })
+      let sandbox = try await c.createSandbox(
+        .with {
+          $0.name = "exec-audit"
+          $0.spec = .with { $0.providers = ["audited"] }
+          $0.workspaceScope = .with { $0.workspace = "default" }
+        }
+      ).sandbox
       try await c.wait("exec-audit", .ready)
       let ok = try await c.exec("exec-audit", ["sh", "-c", "echo ran", "--token=\(canary)"])
       #expect(ok.exitCode == 0 && ok.out == "ran\n")

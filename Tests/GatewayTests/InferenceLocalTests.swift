@@ -31,22 +31,28 @@ struct InferenceLocalTests {
         let none = try await c.exec("inf1", ["/usr/bin/curl", "-sS", "https://inference.local/v1/models"])
         #expect(none.exitCode == 56 && none.err.contains("403"), "\(none.err)")
 
-        _ = try await c.createProvider(.with {
-          $0.provider = .with {
-            $0.metadata.name = "llm"; $0.type = "openai"; $0.credentials = ["OPENAI_API_KEY": key]
-            $0.config = ["OPENAI_BASE_URL": "https://llm.l7.test:\(up.port)/v1"]
-          }
-        })
+        _ = try await c.createProvider(
+          .with {
+            $0.provider = .with {
+              $0.metadata.name = "llm"; $0.type = "openai"; $0.credentials = ["OPENAI_API_KEY": key]
+              $0.config = ["OPENAI_BASE_URL": "https://llm.l7.test:\(up.port)/v1"]
+            }
+          })
         try await gw.withInference { inf in
-          _ = try await inf.setInferenceRoute(.with { $0.providerName = "llm"; $0.modelID = "route-model"; $0.noVerify = true })
+          _ = try await inf.setInferenceRoute(
+            .with {
+              $0.providerName = "llm"; $0.modelID = "route-model"; $0.noVerify = true
+            })
         }
         let body = #"{"model": "agent-choice", "messages": [{"role": "user", "content": "hi"}]}"#
         var chat = Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>.ExecResult()
         for _ in 0..<50 {
-          chat = try await c.exec("inf1", [
-            "/usr/bin/curl", "-sS", "-w", "\\n%{http_code}", "-H", "Authorization: Bearer agent-own-key", "-H", "Content-Type: application/json",
-            "-d", body, "https://inference.local/v1/chat/completions",
-          ])
+          chat = try await c.exec(
+            "inf1",
+            [
+              "/usr/bin/curl", "-sS", "-w", "\\n%{http_code}", "-H", "Authorization: Bearer agent-own-key", "-H", "Content-Type: application/json",
+              "-d", body, "https://inference.local/v1/chat/completions",
+            ])
           if chat.out.hasSuffix("\n200") { break }
           try await Task.sleep(for: .milliseconds(100))
         }
@@ -58,10 +64,15 @@ struct InferenceLocalTests {
         #expect(arrived.contains("| Bearer \(key) |") && !arrived.contains("agent-own-key"), "\(arrived)")
 
         // Python (urllib, SSL_CERT_FILE) and model discovery.
-        let py = try await c.exec("inf1", ["/usr/bin/python3", "-c", """
-          import urllib.request
-          print(urllib.request.urlopen('https://inference.local/v1/models', timeout=10).read().decode())
-          """])
+        let py = try await c.exec(
+          "inf1",
+          [
+            "/usr/bin/python3", "-c",
+            """
+            import urllib.request
+            print(urllib.request.urlopen('https://inference.local/v1/models', timeout=10).read().decode())
+            """,
+          ])
         #expect(py.out.contains("\"method\": \"GET\"") && py.out.contains("/v1/models"), "\(py.out) \(py.err)")
 
         // Anything but an inference request is refused; the agent's environment holds no key.

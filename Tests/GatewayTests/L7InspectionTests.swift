@@ -58,12 +58,20 @@ struct L7InspectionTests {
               - path: /usr/bin/curl
         """)
       try await gw.withClient { c in
-        _ = try await c.createProvider(.with { $0.provider = .with { $0.metadata.name = "svc"; $0.type = "generic"; $0.credentials = ["SVC_TOKEN": canary] } })
-        _ = try await c.createSandbox(.with {
-          $0.name = "l7a"
-          $0.spec = .with { $0.policy = policy; $0.providers = ["svc"] }
-          $0.workspaceScope = .with { $0.workspace = "default" }
-        })
+        _ = try await c.createProvider(
+          .with {
+            $0.provider = .with {
+              $0.metadata.name = "svc"; $0.type = "generic"; $0.credentials = ["SVC_TOKEN": canary]
+            }
+          })
+        _ = try await c.createSandbox(
+          .with {
+            $0.name = "l7a"
+            $0.spec = .with {
+              $0.policy = policy; $0.providers = ["svc"]
+            }
+            $0.workspaceScope = .with { $0.workspace = "default" }
+          })
         try await c.wait("l7a", .ready)
         try await c.waitLoaded("l7a")
         let base = "https://api.l7.test:\(p)"
@@ -77,7 +85,12 @@ struct L7InspectionTests {
         ] {
           #expect(env.contains(v + "\n"), "\(v)")
         }
-        let trust = try await c.exec("l7a", ["/bin/sh", "-c", "ls /var/lib/openshell-tls; grep -c 'BEGIN CERTIFICATE' /var/lib/openshell-tls/ca-bundle.pem; grep -l 'PRIVATE KEY' /var/lib/openshell-tls/* || echo no-key; touch /var/lib/openshell-tls/x 2>&1 || true"])
+        let trust = try await c.exec(
+          "l7a",
+          [
+            "/bin/sh", "-c",
+            "ls /var/lib/openshell-tls; grep -c 'BEGIN CERTIFICATE' /var/lib/openshell-tls/ca-bundle.pem; grep -l 'PRIVATE KEY' /var/lib/openshell-tls/* || echo no-key; touch /var/lib/openshell-tls/x 2>&1 || true",
+          ])
         let lines = trust.out.split(separator: "\n").map(String.init)
         #expect(lines.prefix(2) == ["ca-bundle.pem", "openshell-ca.pem"], "\(trust.out) \(trust.err)")
         #expect((lines.count > 2 ? Int(lines[2]) ?? 0 : 0) > 1, "the bundle holds the system roots and the sandbox CA: \(trust.out)")
@@ -91,21 +104,28 @@ struct L7InspectionTests {
         #expect(get.out.hasSuffix("\n200 0"), "\(get.out)")
         // The leaf is issued by the sandbox CA for the requested host.
         let issuer = try await c.exec("l7a", [Self.curl, "-sS", "-v", "-o", "/dev/null", base + "/v1/x"])
-        #expect(issuer.err.contains("issuer: O=OpenShell; CN=OpenShell Sandbox CA") || issuer.err.contains("issuer: O = OpenShell, CN = OpenShell Sandbox CA"), "\(issuer.err)")
+        #expect(
+          issuer.err.contains("issuer: O=OpenShell; CN=OpenShell Sandbox CA") || issuer.err.contains("issuer: O = OpenShell, CN = OpenShell Sandbox CA"),
+          "\(issuer.err)")
         #expect(issuer.err.contains("subject: CN=api.l7.test") || issuer.err.contains("subject: CN = api.l7.test"), "\(issuer.err)")
 
         // python3 (urllib: SSL_CERT_FILE) allowed too; an allowed POST carries its body.
-        let py = try await c.exec("l7a", ["/usr/bin/python3", "-c", """
-          import json, urllib.request, urllib.error
-          def call(method, path, data=None):
-              req = urllib.request.Request('\(base)' + path, data=data, method=method)
-              try:
-                  with urllib.request.urlopen(req, timeout=10) as r: return r.status, r.read().decode()
-              except urllib.error.HTTPError as e: return e.code, e.read().decode()
-          print(call('GET', '/v1/hello'))
-          print(call('POST', '/v1/items', b'new-item'))
-          print(call('POST', '/v1/admin', b'x'))
-          """])
+        let py = try await c.exec(
+          "l7a",
+          [
+            "/usr/bin/python3", "-c",
+            """
+            import json, urllib.request, urllib.error
+            def call(method, path, data=None):
+                req = urllib.request.Request('\(base)' + path, data=data, method=method)
+                try:
+                    with urllib.request.urlopen(req, timeout=10) as r: return r.status, r.read().decode()
+                except urllib.error.HTTPError as e: return e.code, e.read().decode()
+            print(call('GET', '/v1/hello'))
+            print(call('POST', '/v1/items', b'new-item'))
+            print(call('POST', '/v1/admin', b'x'))
+            """,
+          ])
         #expect(py.exitCode == 0, "\(py.err)")
         let pyLines = py.out.split(separator: "\n").map(String.init)
         #expect(pyLines.count == 3, "\(py.out) \(py.err)")
@@ -116,18 +136,23 @@ struct L7InspectionTests {
         }
 
         // `Expect: 100-continue`: the upstream's 100 reaches the client before it sends the body.
-        let expect = try await c.exec("l7a", ["/usr/bin/python3", "-c", """
-          import os, socket, ssl
-          ph, pp = os.environ['HTTPS_PROXY'][7:].rsplit(':', 1)
-          s = socket.create_connection((ph, int(pp)), timeout=5)
-          s.sendall(b'CONNECT api.l7.test:\(p) HTTP/1.1\\r\\nHost: api.l7.test:\(p)\\r\\n\\r\\n')
-          assert b' 200 ' in s.recv(4096)
-          t = ssl.create_default_context().wrap_socket(s, server_hostname='api.l7.test')
-          t.sendall(b'POST /v1/items HTTP/1.1\\r\\nHost: api.l7.test\\r\\nContent-Length: 5\\r\\nExpect: 100-continue\\r\\n\\r\\n')
-          print(t.recv(4096).split(b'\\r\\n')[0].decode())
-          t.sendall(b'hello')
-          print(t.recv(4096).split(b'\\r\\n')[0].decode())
-          """])
+        let expect = try await c.exec(
+          "l7a",
+          [
+            "/usr/bin/python3", "-c",
+            """
+            import os, socket, ssl
+            ph, pp = os.environ['HTTPS_PROXY'][7:].rsplit(':', 1)
+            s = socket.create_connection((ph, int(pp)), timeout=5)
+            s.sendall(b'CONNECT api.l7.test:\(p) HTTP/1.1\\r\\nHost: api.l7.test:\(p)\\r\\n\\r\\n')
+            assert b' 200 ' in s.recv(4096)
+            t = ssl.create_default_context().wrap_socket(s, server_hostname='api.l7.test')
+            t.sendall(b'POST /v1/items HTTP/1.1\\r\\nHost: api.l7.test\\r\\nContent-Length: 5\\r\\nExpect: 100-continue\\r\\n\\r\\n')
+            print(t.recv(4096).split(b'\\r\\n')[0].decode())
+            t.sendall(b'hello')
+            print(t.recv(4096).split(b'\\r\\n')[0].decode())
+            """,
+          ])
         #expect(expect.out == "HTTP/1.1 100 Continue\nHTTP/1.1 200 OK\n", "\(expect.out) \(expect.err)")
 
         // Denied: a method the rules do not list, a deny rule, a path escaping /v1 by dot segments.
@@ -152,7 +177,12 @@ struct L7InspectionTests {
         #expect(printed.out == "openshell:resolve:env:SVC_TOKEN\n")
         let environ = try await c.exec("l7a", ["/bin/sh", "-c", "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c '\(canary)' || true"])
         #expect(environ.out == "0\n", "\(environ.out)")
-        let authed = try await c.exec("l7a", ["/bin/sh", "-c", "curl -sS -H \"Authorization: Bearer $SVC_TOKEN\" -u \"bot:$SVC_TOKEN\" -H \"X-Api-Key: $SVC_TOKEN\" '\(base)/v1/auth?k='\"$SVC_TOKEN\""])
+        let authed = try await c.exec(
+          "l7a",
+          [
+            "/bin/sh", "-c",
+            "curl -sS -H \"Authorization: Bearer $SVC_TOKEN\" -u \"bot:$SVC_TOKEN\" -H \"X-Api-Key: $SVC_TOKEN\" '\(base)/v1/auth?k='\"$SVC_TOKEN\"",
+          ])
         #expect(authed.out.contains(TLSUpstream.sha256(canary)), "\(authed.out) \(authed.err)")
         let arrived = up.requests.last { $0.contains("/v1/auth") } ?? ""
         #expect(arrived.contains("| \(canary) |"), "X-Api-Key resolved: \(arrived)")
@@ -164,13 +194,19 @@ struct L7InspectionTests {
 
         // tls: skip: tunnelled uninspected (end-to-end TLS with the upstream's own CA), placeholder untouched.
         _ = try await c.exec("l7a", ["/bin/sh", "-c", "cat > /tmp/upstream-ca.pem"], stdin: try Data(contentsOf: URL(fileURLWithPath: up.caPath)))
-        let raw = try await c.exec("l7a", ["/bin/sh", "-c", "curl -sS --cacert /tmp/upstream-ca.pem -X POST -H \"X-Api-Key: $SVC_TOKEN\" https://raw.l7.test:\(p)/anything"])
+        let raw = try await c.exec(
+          "l7a", ["/bin/sh", "-c", "curl -sS --cacert /tmp/upstream-ca.pem -X POST -H \"X-Api-Key: $SVC_TOKEN\" https://raw.l7.test:\(p)/anything"])
         #expect(raw.out.contains("\"method\": \"POST\""), "\(raw.out) \(raw.err)")
         #expect(up.requests.last { $0.contains("/anything") }?.contains("| openshell:resolve:env:SVC_TOKEN |") == true, "\(up.requests)")
 
         // Rotation: the next request carries the new value, without restarting the sandbox.
         let rotated = canary + "-rotated"
-        _ = try await c.updateProvider(.with { $0.provider = .with { $0.metadata.name = "svc"; $0.credentials = ["SVC_TOKEN": rotated] } })
+        _ = try await c.updateProvider(
+          .with {
+            $0.provider = .with {
+              $0.metadata.name = "svc"; $0.credentials = ["SVC_TOKEN": rotated]
+            }
+          })
         var seen = ""
         for _ in 0..<50 {
           _ = try await c.exec("l7a", ["/bin/sh", "-c", "curl -sS -H \"X-Api-Key: $SVC_TOKEN\" \(base)/v1/rot"])
@@ -187,7 +223,9 @@ struct L7InspectionTests {
           if denied.contains(where: { $0.contains("DELETE /v1/items") }) { break }
           try await Task.sleep(for: .milliseconds(100))
         }
-        #expect(denied.contains { $0.contains("api.l7.test:\(p)") && $0.contains("/usr/bin/curl") && $0.contains("DELETE /v1/items not permitted by policy") }, "\(denied)")
+        #expect(
+          denied.contains { $0.contains("api.l7.test:\(p)") && $0.contains("/usr/bin/curl") && $0.contains("DELETE /v1/items not permitted by policy") },
+          "\(denied)")
         #expect(!denied.contains { $0.contains(canary) })
       }
     }

@@ -60,7 +60,9 @@ extension L7InspectionTests {
   @Test("SigV4: requests signed with placeholders are re-signed with the real credentials, only where the endpoint says so")
   func sigV4() async throws {
     let id = UUID().uuidString.replacingOccurrences(of: "-", with: "")
-    let key = "AKIA" + id.prefix(16), secret = "secret/" + id, token = "token-" + id
+    let key = "AKIA" + id.prefix(16)
+    let secret = "secret/" + id
+    let token = "token-" + id
     let up = try TLSUpstream.start(names: ["api.sig.test", "nosig.sig.test"], server: Self.sigServer(key: key, secret: secret, token: token))
     defer { up.stop() }
     let hosts = try TestHosts(["api.sig.test", "nosig.sig.test"])
@@ -77,33 +79,46 @@ extension L7InspectionTests {
             binaries: [{path: /usr/bin/curl}]
         """)
       #expect(PolicyRules.l7Issues(policy).isEmpty)
-      let bad = try NetworkPolicies.policy("  x:\n    endpoints:\n      - {host: a.test, port: 443, protocol: rest, access: full, credential_signing: sigv4}\n    binaries: [{path: /usr/bin/curl}]\n")
+      let bad = try NetworkPolicies.policy(
+        "  x:\n    endpoints:\n      - {host: a.test, port: 443, protocol: rest, access: full, credential_signing: sigv4}\n    binaries: [{path: /usr/bin/curl}]\n"
+      )
       #expect(PolicyRules.l7Issues(bad).map(\.message).contains("signing_service is required when credential_signing is set"))
       try await gw.withClient { c in
-        _ = try await c.createProvider(.with { $0.provider = .with {
-          $0.metadata.name = "aws"; $0.type = "generic"
-          $0.credentials = ["AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret, "AWS_SESSION_TOKEN": token]
-        } })
-        _ = try await c.createSandbox(.with {
-          $0.name = "l7sig"
-          $0.spec = .with { $0.policy = policy; $0.providers = ["aws"] }
-          $0.workspaceScope = .with { $0.workspace = "default" }
-        })
+        _ = try await c.createProvider(
+          .with {
+            $0.provider = .with {
+              $0.metadata.name = "aws"; $0.type = "generic"
+              $0.credentials = ["AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret, "AWS_SESSION_TOKEN": token]
+            }
+          })
+        _ = try await c.createSandbox(
+          .with {
+            $0.name = "l7sig"
+            $0.spec = .with {
+              $0.policy = policy; $0.providers = ["aws"]
+            }
+            $0.workspaceScope = .with { $0.workspace = "default" }
+          })
         try await c.wait("l7sig", .ready)
         try await c.waitLoaded("l7sig")
         func sig(_ path: String) -> String { up.requests.last { $0.hasPrefix("SIG \(path) ") } ?? "" }
-        let curl = "curl -sS -o /dev/null -w '%{http_code}' --aws-sigv4 aws:amz:eu-west-3:execute-api --user \"$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY\" -H \"X-Amz-Security-Token: $AWS_SESSION_TOKEN\""
+        let curl =
+          "curl -sS -o /dev/null -w '%{http_code}' --aws-sigv4 aws:amz:eu-west-3:execute-api --user \"$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY\" -H \"X-Amz-Security-Token: $AWS_SESSION_TOKEN\""
 
         // Signed payload (sigv4 picks it: curl sends the body's hash): re-signed, verified by botocore.
-        let post = try await c.exec("l7sig", ["/bin/sh", "-c", curl + " -H 'Content-Type: application/json' --data '{\"a\": 1}' 'https://api.sig.test:\(p)/v1/a%20b/items?z=1&a=x%2Fy'"])
+        let post = try await c.exec(
+          "l7sig", ["/bin/sh", "-c", curl + " -H 'Content-Type: application/json' --data '{\"a\": 1}' 'https://api.sig.test:\(p)/v1/a%20b/items?z=1&a=x%2Fy'"])
         #expect(post.out == "200", "\(post.out) \(post.err) \(up.requests)")
-        #expect(sig("/v1/a%20b/items?z=1&a=x%2Fy") == "SIG /v1/a%20b/items?z=1&a=x%2Fy | ok | \(key) | \(TLSUpstream.sha256("{\"a\": 1}")) | True", "\(up.requests)")
+        #expect(
+          sig("/v1/a%20b/items?z=1&a=x%2Fy") == "SIG /v1/a%20b/items?z=1&a=x%2Fy | ok | \(key) | \(TLSUpstream.sha256("{\"a\": 1}")) | True", "\(up.requests)")
         // Unsigned payload requested by the client: signed as UNSIGNED-PAYLOAD, body streamed.
-        let unsigned = try await c.exec("l7sig", ["/bin/sh", "-c", curl + " -H 'X-Amz-Content-Sha256: UNSIGNED-PAYLOAD' -X PUT --data 'blob' https://api.sig.test:\(p)/v1/put"])
+        let unsigned = try await c.exec(
+          "l7sig", ["/bin/sh", "-c", curl + " -H 'X-Amz-Content-Sha256: UNSIGNED-PAYLOAD' -X PUT --data 'blob' https://api.sig.test:\(p)/v1/put"])
         #expect(unsigned.out == "200", "\(unsigned.out) \(unsigned.err)")
         #expect(sig("/v1/put") == "SIG /v1/put | ok | \(key) | UNSIGNED-PAYLOAD | True", "\(up.requests)")
         // AWS chunk-signed streaming cannot be re-signed: refused, never forwarded.
-        let streaming = try await c.exec("l7sig", ["/bin/sh", "-c", curl + " -H 'X-Amz-Content-Sha256: STREAMING-AWS4-HMAC-SHA256-PAYLOAD' --data x https://api.sig.test:\(p)/v1/stream"])
+        let streaming = try await c.exec(
+          "l7sig", ["/bin/sh", "-c", curl + " -H 'X-Amz-Content-Sha256: STREAMING-AWS4-HMAC-SHA256-PAYLOAD' --data x https://api.sig.test:\(p)/v1/stream"])
         #expect(streaming.out == "400", "\(streaming.out)")
         #expect(sig("/v1/stream").isEmpty)
 

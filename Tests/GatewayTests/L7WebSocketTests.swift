@@ -99,14 +99,23 @@ extension L7InspectionTests {
                 - path: /usr/bin/python3*
           """)
       }
-      let initial = try policy("ws.l7.test"), revised = try policy("other.l7.test")
+      let initial = try policy("ws.l7.test")
+      let revised = try policy("other.l7.test")
       try await gw.withClient { c in
-        _ = try await c.createProvider(.with { $0.provider = .with { $0.metadata.name = "svc"; $0.type = "generic"; $0.credentials = ["SVC_TOKEN": canary] } })
-        _ = try await c.createSandbox(.with {
-          $0.name = "l7ws"
-          $0.spec = .with { $0.policy = initial; $0.providers = ["svc"] }
-          $0.workspaceScope = .with { $0.workspace = "default" }
-        })
+        _ = try await c.createProvider(
+          .with {
+            $0.provider = .with {
+              $0.metadata.name = "svc"; $0.type = "generic"; $0.credentials = ["SVC_TOKEN": canary]
+            }
+          })
+        _ = try await c.createSandbox(
+          .with {
+            $0.name = "l7ws"
+            $0.spec = .with {
+              $0.policy = initial; $0.providers = ["svc"]
+            }
+            $0.workspaceScope = .with { $0.workspace = "default" }
+          })
         try await c.wait("l7ws", .ready)
         try await c.waitLoaded("l7ws")
         let client = Self.wsClient(p)
@@ -131,20 +140,25 @@ extension L7InspectionTests {
         #expect(!up.requests.contains { $0.contains("/admin") })
 
         // h2c (HTTP/2 is not inspected) and a malformed WebSocket request are refused by the proxy.
-        let raw = try await c.exec("l7ws", ["/usr/bin/python3", "-c", """
-          import os, socket, ssl
-          def send(req):
-              ph, pp = os.environ['HTTPS_PROXY'][7:].rsplit(':', 1)
-              s = socket.create_connection((ph, int(pp)), timeout=5)
-              s.sendall(b'CONNECT ws.l7.test:\(p) HTTP/1.1\\r\\nHost: ws.l7.test:\(p)\\r\\n\\r\\n')
-              assert b' 200 ' in s.recv(4096)
-              t = ssl.create_default_context().wrap_socket(s, server_hostname='ws.l7.test')
-              t.sendall(req)
-              print(t.recv(4096).split(b'\\r\\n')[0].decode())
-          send(b'GET /ws/x HTTP/1.1\\r\\nHost: ws.l7.test:\(p)\\r\\nConnection: Upgrade, HTTP2-Settings\\r\\nUpgrade: h2c\\r\\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\\r\\n\\r\\n')
-          send(b'GET /ws/x HTTP/1.1\\r\\nHost: ws.l7.test:\(p)\\r\\nConnection: Upgrade\\r\\nUpgrade: websocket\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n')
-          send(b'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n')
-          """])
+        let raw = try await c.exec(
+          "l7ws",
+          [
+            "/usr/bin/python3", "-c",
+            """
+            import os, socket, ssl
+            def send(req):
+                ph, pp = os.environ['HTTPS_PROXY'][7:].rsplit(':', 1)
+                s = socket.create_connection((ph, int(pp)), timeout=5)
+                s.sendall(b'CONNECT ws.l7.test:\(p) HTTP/1.1\\r\\nHost: ws.l7.test:\(p)\\r\\n\\r\\n')
+                assert b' 200 ' in s.recv(4096)
+                t = ssl.create_default_context().wrap_socket(s, server_hostname='ws.l7.test')
+                t.sendall(req)
+                print(t.recv(4096).split(b'\\r\\n')[0].decode())
+            send(b'GET /ws/x HTTP/1.1\\r\\nHost: ws.l7.test:\(p)\\r\\nConnection: Upgrade, HTTP2-Settings\\r\\nUpgrade: h2c\\r\\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\\r\\n\\r\\n')
+            send(b'GET /ws/x HTTP/1.1\\r\\nHost: ws.l7.test:\(p)\\r\\nConnection: Upgrade\\r\\nUpgrade: websocket\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n')
+            send(b'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n')
+            """,
+          ])
         // (HTTP/2 with prior knowledge is refused too: upstream's L7 speaks HTTP/1.1 only.)
         #expect(raw.out == "HTTP/1.1 403 Forbidden\nHTTP/1.1 400 Bad Request\nHTTP/1.1 400 Bad Request\n", "\(raw.out) \(raw.err)")
 

@@ -203,13 +203,18 @@ struct NetworkEnforcementTests {
         #expect(try await fetch("http://deep.test:\(p)/").contains("no network policy has an endpoint for deep.test:\(p)"))
         #expect(try await fetch("http://a.one.test:\(p + 1)/").contains("no network policy has an endpoint for a.one.test:\(p + 1)"))
         // A host with control characters is refused as malformed: nothing the agent sends forges log lines.
-        let raw = try await c.exec("net3", ["/usr/bin/python3", "-c", """
-          import os, socket
-          host, port = os.environ['HTTP_PROXY'][7:].rsplit(':', 1)
-          s = socket.create_connection((host, int(port)))
-          s.sendall(b'CONNECT a\\x1b[31mb\\nforged:443 HTTP/1.1\\r\\n\\r\\n')
-          print(s.recv(200).split(b'\\r\\n')[0].decode())
-          """])
+        let raw = try await c.exec(
+          "net3",
+          [
+            "/usr/bin/python3", "-c",
+            """
+            import os, socket
+            host, port = os.environ['HTTP_PROXY'][7:].rsplit(':', 1)
+            s = socket.create_connection((host, int(port)))
+            s.sendall(b'CONNECT a\\x1b[31mb\\nforged:443 HTTP/1.1\\r\\n\\r\\n')
+            print(s.recv(200).split(b'\\r\\n')[0].decode())
+            """,
+          ])
         #expect(raw.out.hasPrefix("HTTP/1.1 400"), "\(raw.out) \(raw.err)")
         let lines = gw.running.driver!.hub.logs.lines(try await c.get("net3").metadata.id, limit: 0).lines.map(\.message)
         #expect(!lines.contains { $0.unicodeScalars.contains { $0.value == 0x1b || $0.value == 0x0a } }, "\(lines)")
@@ -340,7 +345,12 @@ struct NetworkEnforcementTests {
         let first = try await c.exec("net6", ["/sandbox/tool", "-sS", url], env: viaProxy)
         #expect(first.out == "hello-from-upstream\n", "\(first.out) \(first.err)")
         // Same path, other bytes (still a working curl: trailing bytes after the ELF image).
-        _ = try await c.exec("net6", ["/bin/sh", "-c", "cat /usr/bin/curl > /sandbox/tool.new && echo tampered >> /sandbox/tool.new && chmod 755 /sandbox/tool.new && mv /sandbox/tool.new /sandbox/tool"])
+        _ = try await c.exec(
+          "net6",
+          [
+            "/bin/sh", "-c",
+            "cat /usr/bin/curl > /sandbox/tool.new && echo tampered >> /sandbox/tool.new && chmod 755 /sandbox/tool.new && mv /sandbox/tool.new /sandbox/tool",
+          ])
         let changed = try await c.exec("net6", ["/sandbox/tool", "-sS", "-w", "%{http_code}", url], env: viaProxy)
         #expect(changed.out.hasSuffix("403"), "\(changed.out) \(changed.err)")
         #expect(changed.out.contains("binary /sandbox/tool changed since its first use"))
@@ -348,17 +358,23 @@ struct NetworkEnforcementTests {
         // A revision the supervisor rejects (rules and access together) leaves the last good one in force.
         var broken = policy
         broken.networkPolicies["bad"] = .with {
-          $0.endpoints = [.with {
-            $0.host = "x.example.com"; $0.ports = [443]; $0.protocol = "rest"; $0.access = .full
-            $0.rules = [.with { $0.allow = .with { $0.method = "GET" } }]
-          }]
+          $0.endpoints = [
+            .with {
+              $0.host = "x.example.com"; $0.ports = [443]; $0.protocol = "rest"; $0.access = .full
+              $0.rules = [.with { $0.allow = .with { $0.method = "GET" } }]
+            }
+          ]
           $0.binaries = [.with { $0.path = "/usr/bin/curl" }]
         }
         broken.networkPolicies["local"]!.binaries.append(.with { $0.path = "/usr/bin/curl" })
         let v = try await c.updatePolicy("net6", broken)
         var status = Openshell_V1_PolicyStatus.pending
         for _ in 0..<100 where status != .failed {
-          status = try await c.getSandboxPolicyStatus(.with { $0.sandbox = "net6"; $0.version = v; $0.workspaceScope = .with { $0.workspace = "default" } }).revision.status
+          status = try await c.getSandboxPolicyStatus(
+            .with {
+              $0.sandbox = "net6"; $0.version = v; $0.workspaceScope = .with { $0.workspace = "default" }
+            }
+          ).revision.status
           try await Task.sleep(for: .milliseconds(50))
         }
         #expect(status == .failed)

@@ -23,7 +23,8 @@ final class Upstream: Sendable {
     if bigMiB > 0 {
       FileManager.default.createFile(atPath: dir + "/big.bin", contents: Data(count: bigMiB << 20))
     }
-    let script = kind == "http"
+    let script =
+      kind == "http"
       ? """
       import http.server, os, sys
       os.chdir(sys.argv[1])
@@ -92,18 +93,22 @@ enum NetworkPolicies {
 
 extension Openshell_V1_OpenShell.Client where Transport == HTTP2ClientTransport.Posix {
   func createWithPolicy(_ name: String, _ policy: Openshell_Sandbox_V1_SandboxPolicy) async throws {
-    _ = try await createSandbox(.with {
-      $0.name = name
-      $0.spec = .with { $0.policy = policy }
-      $0.workspaceScope = .with { $0.workspace = "default" }
-    })
+    _ = try await createSandbox(
+      .with {
+        $0.name = name
+        $0.spec = .with { $0.policy = policy }
+        $0.workspaceScope = .with { $0.workspace = "default" }
+      })
   }
 
   /// Waits until the sandbox's latest policy revision is LOADED (the proxy enforces it then).
   func waitLoaded(_ name: String, version: UInt32? = nil, timeout: Duration = .seconds(20)) async throws {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
-      if let r = try? await getSandboxPolicyStatus(.with { $0.sandbox = name; $0.workspaceScope = .with { $0.workspace = "default" } }),
+      if let r = try? await getSandboxPolicyStatus(
+        .with {
+          $0.sandbox = name; $0.workspaceScope = .with { $0.workspace = "default" }
+        }),
         r.revision.status == .loaded, version == nil || r.revision.version == version!
       {
         return
@@ -114,12 +119,20 @@ extension Openshell_V1_OpenShell.Client where Transport == HTTP2ClientTransport.
   }
 
   func updatePolicy(_ name: String, _ policy: Openshell_Sandbox_V1_SandboxPolicy) async throws -> UInt32 {
-    try await updateConfig(.with { $0.sandbox = name; $0.policy = policy; $0.workspaceScope = .with { $0.workspace = "default" } }).version
+    try await updateConfig(
+      .with {
+        $0.sandbox = name; $0.policy = policy; $0.workspaceScope = .with { $0.workspace = "default" }
+      }
+    ).version
   }
 
   /// The sandbox's log lines (what `openshell logs NAME` prints).
   func logLines(_ name: String) async throws -> [Openshell_V1_SandboxLogLine] {
-    try await getSandboxLogs(.with { $0.sandbox = name; $0.lines = 2000; $0.workspaceScope = .with { $0.workspace = "default" } }).logs
+    try await getSandboxLogs(
+      .with {
+        $0.sandbox = name; $0.lines = 2000; $0.workspaceScope = .with { $0.workspace = "default" }
+      }
+    ).logs
   }
 }
 
@@ -165,4 +178,3 @@ struct TestHosts {
     }
   }
 }
-

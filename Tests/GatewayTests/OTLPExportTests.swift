@@ -1,6 +1,6 @@
 import Foundation
-import Gateway
 import GRPCCore
+import Gateway
 import OpenShellAPI
 import Testing
 
@@ -77,8 +77,16 @@ struct OTLPExportTests {
       c.refusalWindow = .seconds(2)
     }
     try await gw.withClient { api in
-      _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = "gl"; $0.type = "gitlab"; $0.credentials = ["GITLAB_TOKEN": canary] } })
-      _ = try await api.getProviderCredentials(.with { $0.name = "gl"; $0.credentialKeys = ["GITLAB_TOKEN"] })
+      _ = try await api.createProvider(
+        .with {
+          $0.provider = .with {
+            $0.metadata.name = "gl"; $0.type = "gitlab"; $0.credentials = ["GITLAB_TOKEN": canary]
+          }
+        })
+      _ = try await api.getProviderCredentials(
+        .with {
+          $0.name = "gl"; $0.credentialKeys = ["GITLAB_TOKEN"]
+        })
     }
     let (cert, key) = try gw.sandboxCertificate("sb-otlp")
     try await gw.withClient(certificate: cert, key: key) { api in
@@ -145,7 +153,12 @@ struct OTLPExportTests {
     try await gw.withClient { api in
       for i in 0..<writes {
         let t0 = clock.now
-        _ = try await api.createProvider(.with { $0.provider = .with { $0.metadata.name = "p\(i)"; $0.type = "generic"; $0.credentials = ["K": "v"] } })
+        _ = try await api.createProvider(
+          .with {
+            $0.provider = .with {
+              $0.metadata.name = "p\(i)"; $0.type = "generic"; $0.credentials = ["K": "v"]
+            }
+          })
         slowest = max(slowest, clock.now - t0)
       }
     }

@@ -14,20 +14,45 @@ import Testing
     defer { Task { await gw.stop() } }
     try await gw.withClient { api in
       let labels = Dictionary(uniqueKeysWithValues: (0..<65).map { ("k\($0)", "v") })
-      var e = await rpcError { _ = try await api.createSandbox(.with { $0.name = "many-labels"; $0.labels = labels }) }
+      var e = await rpcError {
+        _ = try await api.createSandbox(
+          .with {
+            $0.name = "many-labels"; $0.labels = labels
+          })
+      }
       #expect(e?.code == .invalidArgument && e?.message.contains("at most 64") == true, "\(String(describing: e))")
 
-      e = await rpcError { _ = try await api.createSandbox(.with { $0.name = "big-env"; $0.spec.environment = ["BIG": String(repeating: "v", count: 40_000)] }) }
+      e = await rpcError {
+        _ = try await api.createSandbox(
+          .with {
+            $0.name = "big-env"; $0.spec.environment = ["BIG": String(repeating: "v", count: 40_000)]
+          })
+      }
       #expect(e?.code == .invalidArgument && e?.message.contains("32768 bytes per variable") == true, "\(String(describing: e))")
 
       let manyVars = Dictionary(uniqueKeysWithValues: (0..<8).map { ("V\($0)", String(repeating: "v", count: 30_000)) })
-      e = await rpcError { _ = try await api.createSandbox(.with { $0.name = "env-total"; $0.spec.template.environment = manyVars }) }
+      e = await rpcError {
+        _ = try await api.createSandbox(
+          .with {
+            $0.name = "env-total"; $0.spec.template.environment = manyVars
+          })
+      }
       #expect(e?.code == .invalidArgument && e?.message.contains("131072 bytes per environment") == true, "\(String(describing: e))")
 
-      e = await rpcError { _ = try await api.createSandbox(.with { $0.name = "huge-spec"; $0.spec.template.driverConfig = Self.blob(600_000) }) }
+      e = await rpcError {
+        _ = try await api.createSandbox(
+          .with {
+            $0.name = "huge-spec"; $0.spec.template.driverConfig = Self.blob(600_000)
+          })
+      }
       #expect(e?.code == .resourceExhausted && e?.message.contains("524288 bytes per object") == true, "\(String(describing: e))")
 
-      e = await rpcError { _ = try await api.createWorkspace(.with { $0.name = "labelled"; $0.labels = labels }) }
+      e = await rpcError {
+        _ = try await api.createWorkspace(
+          .with {
+            $0.name = "labelled"; $0.labels = labels
+          })
+      }
       #expect(e?.code == .invalidArgument, "\(String(describing: e))")
       // Nothing of the refused requests was recorded.
       let listed = try await api.listSandboxes(.with { $0.workspaceScope = .ws("default") })
@@ -41,13 +66,23 @@ import Testing
     defer { Task { await gw.stop() } }
     try await gw.withClient { api in
       for size in [17 << 20, 5 << 20] {
-        let e = await rpcError { _ = try await api.createSandbox(.with { $0.name = "huge"; $0.annotations = ["blob": String(repeating: "x", count: size)] }) }
+        let e = await rpcError {
+          _ = try await api.createSandbox(
+            .with {
+              $0.name = "huge"; $0.annotations = ["blob": String(repeating: "x", count: size)]
+            })
+        }
         #expect(e?.code == .resourceExhausted, "\(size) bytes: \(String(describing: e))")
         #expect(e?.message.contains("CreateSandbox: request message of") == true, "\(String(describing: e))")
         #expect(e?.message.contains("exceeds the 4194304-byte limit") == true, "\(String(describing: e))")
       }
       // Under the message limit the request reaches the handler (whose per-object limit answers instead).
-      let e = await rpcError { _ = try await api.createSandbox(.with { $0.name = "big"; $0.spec.template.driverConfig = Self.blob(3 << 20) }) }
+      let e = await rpcError {
+        _ = try await api.createSandbox(
+          .with {
+            $0.name = "big"; $0.spec.template.driverConfig = Self.blob(3 << 20)
+          })
+      }
       #expect(e?.code == .resourceExhausted && e?.message.contains("524288 bytes per object") == true, "\(String(describing: e))")
       // The same connection still serves requests, and nothing of the refused ones was recorded.
       let ok = try await api.createSandbox(.with { $0.name = "small" })
@@ -69,13 +104,19 @@ import Testing
     defer { Task { await gw.stop() } }
     try await gw.withClient { api in
       for i in 0..<12 {
-        _ = try await api.createSandbox(.with { $0.name = "wide-\(i)"; $0.spec.template.driverConfig = Self.blob(400_000) })
+        _ = try await api.createSandbox(
+          .with {
+            $0.name = "wide-\(i)"; $0.spec.template.driverConfig = Self.blob(400_000)
+          })
       }
       var names: [String] = []
       var token = ""
       var pages = 0
       repeat {
-        let page = try await api.listSandboxes(.with { $0.workspaceScope = .ws("default"); $0.pageToken = token })
+        let page = try await api.listSandboxes(
+          .with {
+            $0.workspaceScope = .ws("default"); $0.pageToken = token
+          })
         let size = (try page.serializedBytes() as [UInt8]).count
         #expect(size <= ObjectLimits.maxListResponseBytes + 64 * 1024, "page of \(size) bytes")
         #expect(!page.sandboxes.isEmpty)

@@ -57,7 +57,9 @@ struct ConfigGateway {
     }
   }
 
-  func asSandbox<R: Sendable>(_ id: String, _ body: @Sendable (OSClient, Openshell_Inference_V1_Inference.Client<HTTP2ClientTransport.Posix>) async throws -> R) async throws -> R {
+  func asSandbox<R: Sendable>(_ id: String, _ body: @Sendable (OSClient, Openshell_Inference_V1_Inference.Client<HTTP2ClientTransport.Posix>) async throws -> R)
+    async throws -> R
+  {
     try await withClients(cert: try gw.sandboxCertificate(id), body)
   }
 }
@@ -91,7 +93,14 @@ enum PolicyFixtures {
   /// `base` plus another network rule and a read-only path (a valid live update).
   static func grown() throws -> Openshell_Sandbox_V1_SandboxPolicy {
     var p = try policy(base)
-    p.networkPolicies["github"] = .with { $0.name = "github"; $0.endpoints = [.with { $0.host = "api.github.com"; $0.ports = [443] }] }
+    p.networkPolicies["github"] = .with {
+      $0.name = "github";
+      $0.endpoints = [
+        .with {
+          $0.host = "api.github.com"; $0.ports = [443]
+        }
+      ]
+    }
     return p
   }
 
@@ -99,10 +108,12 @@ enum PolicyFixtures {
   static func l7Broken() throws -> Openshell_Sandbox_V1_SandboxPolicy {
     var p = try grown()
     p.networkPolicies["bad"] = .with {
-      $0.endpoints = [.with {
-        $0.host = "x.example.com"; $0.ports = [443]; $0.protocol = "rest"; $0.access = .full
-        $0.rules = [.with { $0.allow = .with { $0.method = "GET" } }]
-      }]
+      $0.endpoints = [
+        .with {
+          $0.host = "x.example.com"; $0.ports = [443]; $0.protocol = "rest"; $0.access = .full
+          $0.rules = [.with { $0.allow = .with { $0.method = "GET" } }]
+        }
+      ]
     }
     return p
   }
@@ -110,15 +121,24 @@ enum PolicyFixtures {
 
 extension Openshell_V1_OpenShell.Client where Transport == HTTP2ClientTransport.Posix {
   func setPolicy(_ sandbox: String, _ p: Openshell_Sandbox_V1_SandboxPolicy) async throws -> Openshell_V1_UpdateConfigResponse {
-    try await updateConfig(.with { $0.sandbox = sandbox; $0.policy = p; $0.workspaceScope = .ws("default") })
+    try await updateConfig(
+      .with {
+        $0.sandbox = sandbox; $0.policy = p; $0.workspaceScope = .ws("default")
+      })
   }
 
   func policyStatus(_ sandbox: String, _ version: UInt32 = 0) async throws -> Openshell_V1_GetSandboxPolicyStatusResponse {
-    try await getSandboxPolicyStatus(.with { $0.sandbox = sandbox; $0.version = version; $0.workspaceScope = .ws("default") })
+    try await getSandboxPolicyStatus(
+      .with {
+        $0.sandbox = sandbox; $0.version = version; $0.workspaceScope = .ws("default")
+      })
   }
 
   func report(_ id: String, _ version: UInt32, _ status: Openshell_V1_PolicyStatus, _ error: String = "") async throws {
-    _ = try await reportPolicyStatus(.with { $0.sandboxID = id; $0.version = version; $0.status = status; $0.loadError = error })
+    _ = try await reportPolicyStatus(
+      .with {
+        $0.sandboxID = id; $0.version = version; $0.status = status; $0.loadError = error
+      })
   }
 }
 
@@ -142,11 +162,13 @@ struct PolicyConfigTests {
     defer { Task { await g.stop() } }
     let base = try PolicyFixtures.policy(PolicyFixtures.base)
     let id = try await g.withClients { c, _ in
-      try await c.createSandbox(.with {
-        $0.name = "pol"
-        $0.spec = .with { $0.policy = base }
-        $0.workspaceScope = .ws("default")
-      }).sandbox.metadata.id
+      try await c.createSandbox(
+        .with {
+          $0.name = "pol"
+          $0.spec = .with { $0.policy = base }
+          $0.workspaceScope = .ws("default")
+        }
+      ).sandbox.metadata.id
     }
     // Revision 1 is the creation policy, recorded with the sandbox and pending until its supervisor
     // reports it loaded (the gateway never claims that on its own); reads never append events.
@@ -157,8 +179,14 @@ struct PolicyConfigTests {
       #expect(v1.revision.status == .pending)
       #expect(v1.activeVersion == 0)
       #expect(v1.revision.policyHash == PolicyRules.hash(base))
-      _ = try await c.getSandboxConfig(.with { $0.name = "pol"; $0.workspaceScope = .ws("default") })
-      _ = try await c.listSandboxPolicies(.with { $0.sandbox = "pol"; $0.workspaceScope = .ws("default") })
+      _ = try await c.getSandboxConfig(
+        .with {
+          $0.name = "pol"; $0.workspaceScope = .ws("default")
+        })
+      _ = try await c.listSandboxPolicies(
+        .with {
+          $0.sandbox = "pol"; $0.workspaceScope = .ws("default")
+        })
     }
     #expect(g.gw.running.store.log.headSeq == seqBefore, "reads appended events")
     try await g.asSandbox(id) { c, _ in try await c.report(id, 1, .loaded) }
@@ -209,42 +237,73 @@ struct PolicyConfigTests {
       added.filesystem.readOnly.append("/opt")
       let grow = await rpcError { _ = try await c.setPolicy("pol", added) }
       #expect(grow?.code == .invalidArgument)
-      #expect(grow?.message.contains("filesystem read_only path '/opt' cannot be added on a live sandbox (applied at startup; `sandbox stop` + `sandbox start` applies it)") == true)
+      #expect(
+        grow?.message.contains(
+          "filesystem read_only path '/opt' cannot be added on a live sandbox (applied at startup; `sandbox stop` + `sandbox start` applies it)") == true)
       var shrunk = base
       shrunk.filesystem.readOnly.removeAll { $0 == "/usr" }
       shrunk.landlock.compatibility = "hard_requirement"
       let live = await rpcError { _ = try await c.setPolicy("pol", shrunk) }
       #expect(live?.code == .invalidArgument)
       #expect(live?.message.contains("filesystem read_only path '/usr' cannot be removed on a live sandbox") == true)
-      #expect(live?.message.contains("landlock policy cannot be changed on a live sandbox (applied at startup; `sandbox stop` + `sandbox start` applies it)") == true)
+      #expect(
+        live?.message.contains("landlock policy cannot be changed on a live sandbox (applied at startup; `sandbox stop` + `sandbox start` applies it)") == true)
       var unsafe = try PolicyFixtures.grown()
       unsafe.filesystem.readWrite.append("/")
-      unsafe.networkPolicies["tld"] = .with { $0.endpoints = [.with { $0.host = "*.com"; $0.ports = [443] }] }
+      unsafe.networkPolicies["tld"] = .with {
+        $0.endpoints = [
+          .with {
+            $0.host = "*.com"; $0.ports = [443]
+          }
+        ]
+      }
       let bad = await rpcError { _ = try await c.setPolicy("pol", unsafe) }
       #expect(bad?.code == .invalidArgument)
-      #expect(bad?.message.contains("policy contains unsafe content: read-write path is overly broad: /; network policy 'tld': TLD wildcard '*.com' is not allowed") == true)
+      #expect(
+        bad?.message.contains("policy contains unsafe content: read-write path is overly broad: /; network policy 'tld': TLD wildcard '*.com' is not allowed")
+          == true)
       let both = await rpcError {
-        _ = try await c.updateConfig(.with { $0.sandbox = "pol"; $0.policy = base; $0.settingKey = "dummy_int"; $0.workspaceScope = .ws("default") })
+        _ = try await c.updateConfig(
+          .with {
+            $0.sandbox = "pol"; $0.policy = base; $0.settingKey = "dummy_int"; $0.workspaceScope = .ws("default")
+          })
       }
       #expect(both?.message.contains("policy and setting_key cannot be set in the same request") == true)
-      let neither = await rpcError { _ = try await c.updateConfig(.with { $0.sandbox = "pol"; $0.workspaceScope = .ws("default") }) }
+      let neither = await rpcError {
+        _ = try await c.updateConfig(
+          .with {
+            $0.sandbox = "pol"; $0.workspaceScope = .ws("default")
+          })
+      }
       #expect(neither?.message.contains("either policy or setting_key must be provided") == true)
       let noName = await rpcError { _ = try await c.updateConfig(.with { $0.policy = base }) }
       #expect(noName?.message.contains("name is required for sandbox-scoped updates") == true)
       let err1 = await rpcError { _ = try await c.setPolicy("missing", base) }
       #expect(err1?.code == .notFound)
 
-      let list = try await c.listSandboxPolicies(.with { $0.sandbox = "pol"; $0.workspaceScope = .ws("default") })
+      let list = try await c.listSandboxPolicies(
+        .with {
+          $0.sandbox = "pol"; $0.workspaceScope = .ws("default")
+        })
       #expect(list.revisions.map(\.version) == [5, 4, 3, 2, 1])
       #expect(list.revisions.map(\.status) == [.failed, .loaded, .superseded, .superseded, .superseded])
       #expect(!list.revisions[0].hasPolicy)
-      let page = try await c.listSandboxPolicies(.with { $0.sandbox = "pol"; $0.pageSize = 2; $0.workspaceScope = .ws("default") })
+      let page = try await c.listSandboxPolicies(
+        .with {
+          $0.sandbox = "pol"; $0.pageSize = 2; $0.workspaceScope = .ws("default")
+        })
       #expect(page.revisions.map(\.version) == [5, 4])
-      let next = try await c.listSandboxPolicies(.with { $0.sandbox = "pol"; $0.pageSize = 2; $0.pageToken = page.nextPageToken; $0.workspaceScope = .ws("default") })
+      let next = try await c.listSandboxPolicies(
+        .with {
+          $0.sandbox = "pol"; $0.pageSize = 2; $0.pageToken = page.nextPageToken; $0.workspaceScope = .ws("default")
+        })
       #expect(next.revisions.map(\.version) == [3, 2])
 
       // The sandbox's config: latest revision (what the supervisor should load).
-      let cfg = try await c.getSandboxConfig(.with { $0.name = "pol"; $0.workspaceScope = .ws("default") })
+      let cfg = try await c.getSandboxConfig(
+        .with {
+          $0.name = "pol"; $0.workspaceScope = .ws("default")
+        })
       #expect(cfg.version == 5)
       #expect(cfg.policySource == .sandbox)
       #expect(cfg.configRevision != 0)
@@ -260,14 +319,28 @@ struct PolicyConfigTests {
     defer { Task { await g.stop() } }
     let base = try PolicyFixtures.policy(PolicyFixtures.base)
     try await g.withClients { c, _ in
-      _ = try await c.createSandbox(.with { $0.name = "a"; $0.spec = .with { $0.policy = base }; $0.workspaceScope = .ws("default") })
-      let set = try await c.updateConfig(.with { $0.global = true; $0.policy = try PolicyFixtures.grown() })
+      _ = try await c.createSandbox(
+        .with {
+          $0.name = "a"; $0.spec = .with { $0.policy = base }; $0.workspaceScope = .ws("default")
+        })
+      let set = try await c.updateConfig(
+        .with {
+          $0.global = true; $0.policy = try PolicyFixtures.grown()
+        })
       #expect(set.version == 1)
-      #expect(try await c.updateConfig(.with { $0.global = true; $0.policy = try PolicyFixtures.grown() }).version == 1)
+      #expect(
+        try await c.updateConfig(
+          .with {
+            $0.global = true; $0.policy = try PolicyFixtures.grown()
+          }
+        ).version == 1)
       let blocked = await rpcError { _ = try await c.setPolicy("a", try PolicyFixtures.grown()) }
       #expect(blocked?.code == .failedPrecondition)
       #expect(blocked?.message == "policy is managed globally; delete global policy before sandbox policy update")
-      let cfg = try await c.getSandboxConfig(.with { $0.name = "a"; $0.workspaceScope = .ws("default") })
+      let cfg = try await c.getSandboxConfig(
+        .with {
+          $0.name = "a"; $0.workspaceScope = .ws("default")
+        })
       #expect(cfg.policySource == .global)
       #expect(cfg.globalPolicyVersion == 1)
       #expect(cfg.policyHash == PolicyRules.hash(try PolicyFixtures.grown()))
@@ -276,17 +349,38 @@ struct PolicyConfigTests {
       #expect(gs.activeVersion == 1)
       let gw = try await c.getGatewayConfig(.init())
       #expect(gw.settings["policy"] != nil)
-      let unsafe = await rpcError { _ = try await c.updateConfig(.with { $0.global = true; $0.policy = .with { $0.process.runAsUser = "root" } }) }
+      let unsafe = await rpcError {
+        _ = try await c.updateConfig(
+          .with {
+            $0.global = true; $0.policy = .with { $0.process.runAsUser = "root" }
+          })
+      }
       #expect(unsafe?.code == .invalidArgument)
-      let v2 = try await c.updateConfig(.with { $0.global = true; $0.policy = base })
+      let v2 = try await c.updateConfig(
+        .with {
+          $0.global = true; $0.policy = base
+        })
       #expect(v2.version == 2)
 
-      let deleted = try await c.updateConfig(.with { $0.global = true; $0.settingKey = "policy"; $0.deleteSetting = true })
+      let deleted = try await c.updateConfig(
+        .with {
+          $0.global = true; $0.settingKey = "policy"; $0.deleteSetting = true
+        })
       #expect(deleted.deleted)
-      #expect(try await c.updateConfig(.with { $0.global = true; $0.settingKey = "policy"; $0.deleteSetting = true }).deleted == false)
+      #expect(
+        try await c.updateConfig(
+          .with {
+            $0.global = true; $0.settingKey = "policy"; $0.deleteSetting = true
+          }
+        ).deleted == false)
       let list = try await c.listSandboxPolicies(.with { $0.global = true })
       #expect(list.revisions.map(\.status) == [.superseded, .superseded])
-      #expect(try await c.getSandboxConfig(.with { $0.name = "a"; $0.workspaceScope = .ws("default") }).policySource == .sandbox)
+      #expect(
+        try await c.getSandboxConfig(
+          .with {
+            $0.name = "a"; $0.workspaceScope = .ws("default")
+          }
+        ).policySource == .sandbox)
       #expect(try await c.setPolicy("a", try PolicyFixtures.grown()).version == 2)
     }
   }
@@ -297,8 +391,16 @@ struct PolicyConfigTests {
     defer { Task { await g.stop() } }
     let base = try PolicyFixtures.policy(PolicyFixtures.base)
     let (a, b) = try await g.withClients { c, _ in
-      let a = try await c.createSandbox(.with { $0.name = "a"; $0.spec = .with { $0.policy = base }; $0.workspaceScope = .ws("default") }).sandbox.metadata.id
-      let b = try await c.createSandbox(.with { $0.name = "b"; $0.spec = .with { $0.policy = base }; $0.workspaceScope = .ws("default") }).sandbox.metadata.id
+      let a = try await c.createSandbox(
+        .with {
+          $0.name = "a"; $0.spec = .with { $0.policy = base }; $0.workspaceScope = .ws("default")
+        }
+      ).sandbox.metadata.id
+      let b = try await c.createSandbox(
+        .with {
+          $0.name = "b"; $0.spec = .with { $0.policy = base }; $0.workspaceScope = .ws("default")
+        }
+      ).sandbox.metadata.id
       _ = try await c.setPolicy("b", try PolicyFixtures.grown())
       return (a, b)
     }
@@ -311,14 +413,24 @@ struct PolicyConfigTests {
       #expect(err3?.code == .invalidArgument)
       let err4 = await rpcError { try await c.report(a, 9, .loaded) }
       #expect(err4?.code == .notFound)
-      let cfgB = await rpcError { _ = try await c.getSandboxConfig(.with { $0.name = "b"; $0.workspaceScope = .ws("default") }) }
+      let cfgB = await rpcError {
+        _ = try await c.getSandboxConfig(
+          .with {
+            $0.name = "b"; $0.workspaceScope = .ws("default")
+          })
+      }
       #expect(cfgB?.code == .permissionDenied)
       let own = try await c.getSandboxConfig(.init())
       #expect(own.version == 1)
       #expect(own.policy.networkPolicies["pypi"] != nil)
       let err5 = await rpcError { _ = try await c.setPolicy("b", base) }
       #expect(err5?.code == .permissionDenied)
-      let err6 = await rpcError { _ = try await c.updateConfig(.with { $0.global = true; $0.policy = base }) }
+      let err6 = await rpcError {
+        _ = try await c.updateConfig(
+          .with {
+            $0.global = true; $0.policy = base
+          })
+      }
       #expect(err6?.code == .permissionDenied)
       let err7 = await rpcError { _ = try await c.policyStatus("a") }
       #expect(err7?.code == .permissionDenied)
@@ -341,12 +453,16 @@ struct PolicyConfigTests {
     let g = try await ConfigGateway.start()
     defer { Task { await g.stop() } }
     try await g.withClients { c, _ in
-      _ = try await c.createSandbox(.with { $0.name = "s"; $0.workspaceScope = .ws("default") })
-      func set(_ key: String, _ value: String, global: Bool = false) async throws -> Openshell_V1_UpdateConfigResponse {
-        try await c.updateConfig(.with {
-          $0.sandbox = global ? "" : "s"; $0.global = global; $0.settingKey = key; $0.settingValue = .with { $0.stringValue = value }
-          $0.workspaceScope = .ws("default")
+      _ = try await c.createSandbox(
+        .with {
+          $0.name = "s"; $0.workspaceScope = .ws("default")
         })
+      func set(_ key: String, _ value: String, global: Bool = false) async throws -> Openshell_V1_UpdateConfigResponse {
+        try await c.updateConfig(
+          .with {
+            $0.sandbox = global ? "" : "s"; $0.global = global; $0.settingKey = key; $0.settingValue = .with { $0.stringValue = value }
+            $0.workspaceScope = .ws("default")
+          })
       }
       let r1 = try await set("dummy_bool", "yes", global: true)
       #expect(r1.settingsRevision != 0)
@@ -357,7 +473,10 @@ struct PolicyConfigTests {
       #expect(managed?.code == .failedPrecondition)
       #expect(managed?.message.hasPrefix("setting 'dummy_bool' is managed globally") == true)
       _ = try await set("dummy_int", "42")
-      let cfg = try await c.getSandboxConfig(.with { $0.name = "s"; $0.workspaceScope = .ws("default") })
+      let cfg = try await c.getSandboxConfig(
+        .with {
+          $0.name = "s"; $0.workspaceScope = .ws("default")
+        })
       #expect(cfg.settings["dummy_int"]?.value.intValue == 42)
       #expect(cfg.settings["dummy_int"]?.scope == .sandbox)
       #expect(cfg.settings["dummy_bool"]?.scope == .global)
@@ -368,7 +487,10 @@ struct PolicyConfigTests {
       #expect(err10?.code == .invalidArgument)
       let err11 = await rpcError { _ = try await set("policy", "x", global: true) }
       #expect(err11?.code == .invalidArgument)
-      let del = try await c.updateConfig(.with { $0.global = true; $0.settingKey = "dummy_bool"; $0.deleteSetting = true })
+      let del = try await c.updateConfig(
+        .with {
+          $0.global = true; $0.settingKey = "dummy_bool"; $0.deleteSetting = true
+        })
       #expect(del.deleted)
       #expect(del.settingsRevision == 0)
       // ocsf_json_enabled = true would ask for OCSF files the supervisor does not write: refused, not stored.
@@ -379,7 +501,12 @@ struct PolicyConfigTests {
       }
       #expect(try await c.getGatewayConfig(.init()).settings["ocsf_json_enabled"] == nil)
       _ = try await set("ocsf_json_enabled", "0")
-      #expect(try await c.getSandboxConfig(.with { $0.name = "s"; $0.workspaceScope = .ws("default") }).settings["ocsf_json_enabled"]?.value.boolValue == false)
+      #expect(
+        try await c.getSandboxConfig(
+          .with {
+            $0.name = "s"; $0.workspaceScope = .ws("default")
+          }
+        ).settings["ocsf_json_enabled"]?.value.boolValue == false)
     }
   }
 }
@@ -438,19 +565,21 @@ final class FakeOpenAI: @unchecked Sendable {
   }
 }
 
-@Suite("Inference routes", .serialized, .timeLimit(.minutes(3)),
+@Suite(
+  "Inference routes", .serialized, .timeLimit(.minutes(3)),
   .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "needs python3 for the fake endpoint"))
 struct InferenceTests {
   func provider(_ c: OSClient, _ name: String, type: String = "openai", key: String, base: String) async throws {
-    _ = try await c.createProvider(.with {
-      $0.provider = .with {
-        $0.metadata.name = name
-        $0.type = type
-        $0.credentials = [type == "anthropic" ? "ANTHROPIC_API_KEY" : type == "github" ? "GITHUB_TOKEN" : "OPENAI_API_KEY": key]
-        $0.config = type == "anthropic" ? ["ANTHROPIC_BASE_URL": base] : ["OPENAI_BASE_URL": base]
-      }
-      $0.workspaceScope = .ws("default")
-    })
+    _ = try await c.createProvider(
+      .with {
+        $0.provider = .with {
+          $0.metadata.name = name
+          $0.type = type
+          $0.credentials = [type == "anthropic" ? "ANTHROPIC_API_KEY" : type == "github" ? "GITHUB_TOKEN" : "OPENAI_API_KEY": key]
+          $0.config = type == "anthropic" ? ["ANTHROPIC_BASE_URL": base] : ["OPENAI_BASE_URL": base]
+        }
+        $0.workspaceScope = .ws("default")
+      })
   }
 
   @Test("set/get/update/delete, verification with the --no-verify hint, bundles for sandboxes only, rotation, no key in events")
@@ -464,41 +593,79 @@ struct InferenceTests {
       try await provider(c, "badkey", key: "sk-wrong-key-123", base: server.baseURL)
       try await provider(c, "gh", type: "github", key: "ghp-x", base: server.baseURL)
 
-      let set = try await inf.setInferenceRoute(.with { $0.providerName = "good"; $0.modelID = "m1"; $0.timeoutSecs = 30 })
+      let set = try await inf.setInferenceRoute(
+        .with {
+          $0.providerName = "good"; $0.modelID = "m1"; $0.timeoutSecs = 30
+        })
       #expect(set.route.name == "inference.local")
       #expect(set.route.version == 1)
       #expect(set.validationPerformed)
       #expect(set.validatedEndpoints.map(\.url) == [server.baseURL + "/models"])
-      let again = try await inf.setInferenceRoute(.with { $0.providerName = "good"; $0.modelID = "m2" })
+      let again = try await inf.setInferenceRoute(
+        .with {
+          $0.providerName = "good"; $0.modelID = "m2"
+        })
       #expect(again.route.version == 2)
       let got = try await inf.getInferenceRoute(.init())
       #expect(got.route.modelID == "m2")
       #expect(got.route.providerName == "good")
 
-      let failed = await rpcError { _ = try await inf.setInferenceRoute(.with { $0.providerName = "badkey"; $0.modelID = "m1" }) }
+      let failed = await rpcError {
+        _ = try await inf.setInferenceRoute(
+          .with {
+            $0.providerName = "badkey"; $0.modelID = "m1"
+          })
+      }
       #expect(failed?.code == .failedPrecondition)
       #expect(failed?.message.contains("failed to verify inference endpoint for provider 'badkey' and model 'm1' at '\(server.baseURL)/models'") == true)
       #expect(failed?.message.contains("HTTP 401") == true)
       #expect(failed?.message.contains("--no-verify") == true)
       #expect(failed?.message.contains("sk-wrong-key-123") == false)
-      let unreachable = await rpcError { _ = try await inf.setInferenceRoute(.with { $0.providerName = "good"; $0.modelID = "m"; $0.routeName = "sandbox-system" }) }
+      let unreachable = await rpcError {
+        _ = try await inf.setInferenceRoute(
+          .with {
+            $0.providerName = "good"; $0.modelID = "m"; $0.routeName = "sandbox-system"
+          })
+      }
       #expect(unreachable == nil)
-      let sys = try await inf.setInferenceRoute(.with { $0.providerName = "badkey"; $0.modelID = "small"; $0.routeName = "sandbox-system"; $0.noVerify = true })
+      let sys = try await inf.setInferenceRoute(
+        .with {
+          $0.providerName = "badkey"; $0.modelID = "small"; $0.routeName = "sandbox-system"; $0.noVerify = true
+        })
       #expect(sys.route.name == "sandbox-system")
       #expect(!sys.validationPerformed)
       #expect(!sys.route.verified)
 
-      let unsupported = await rpcError { _ = try await inf.setInferenceRoute(.with { $0.providerName = "gh"; $0.modelID = "m"; $0.noVerify = true }) }
+      let unsupported = await rpcError {
+        _ = try await inf.setInferenceRoute(
+          .with {
+            $0.providerName = "gh"; $0.modelID = "m"; $0.noVerify = true
+          })
+      }
       #expect(unsupported?.code == .invalidArgument)
       #expect(unsupported?.message.contains("(supported: openai, anthropic, nvidia)") == true)
-      let err12 = await rpcError { _ = try await inf.setInferenceRoute(.with { $0.providerName = "nope"; $0.modelID = "m" }) }
+      let err12 = await rpcError {
+        _ = try await inf.setInferenceRoute(
+          .with {
+            $0.providerName = "nope"; $0.modelID = "m"
+          })
+      }
       #expect(err12?.code == .failedPrecondition)
-      let err13 = await rpcError { _ = try await inf.setInferenceRoute(.with { $0.providerName = "good"; $0.modelID = "m"; $0.routeName = "other" }) }
+      let err13 = await rpcError {
+        _ = try await inf.setInferenceRoute(
+          .with {
+            $0.providerName = "good"; $0.modelID = "m"; $0.routeName = "other"
+          })
+      }
       #expect(err13?.code == .invalidArgument)
       // Bundles carry keys: not for users.
       let err14 = await rpcError { _ = try await inf.getInferenceBundle(.init()) }
       #expect(err14?.code == .permissionDenied)
-      return try await c.createSandbox(.with { $0.name = "inf"; $0.workspaceScope = .ws("default") }).sandbox.metadata.id
+      return try await c.createSandbox(
+        .with {
+          $0.name = "inf"; $0.workspaceScope = .ws("default")
+        }
+      ).sandbox.metadata.id
     }
 
     let (first, rotated) = try await g.asSandbox(sandboxID) { c, inf in
@@ -521,10 +688,13 @@ struct InferenceTests {
           if revisions.count == 1 {
             // Rotate the provider's key through the operator.
             try await g.withClients { c, _ in
-              _ = try await c.updateProvider(.with {
-                $0.provider = .with { $0.metadata.name = "good"; $0.credentials = ["OPENAI_API_KEY": "sk-rotated"] }
-                $0.workspaceScope = .ws("default")
-              })
+              _ = try await c.updateProvider(
+                .with {
+                  $0.provider = .with {
+                    $0.metadata.name = "good"; $0.credentials = ["OPENAI_API_KEY": "sk-rotated"]
+                  }
+                  $0.workspaceScope = .ws("default")
+                })
             }
           } else {
             #expect(bundle.routes[0].apiKey == "sk-rotated")
@@ -547,12 +717,19 @@ struct InferenceTests {
       #expect(nf?.code == .notFound)
       #expect(nf?.message.contains("is not configured") == true)
       // A provider that an inference route uses is not deleted under it; --force deletes both, as events.
-      let inUse = await rpcError { _ = try await c.deleteProvider(.with { $0.name = "good"; $0.workspaceScope = .ws("default") }) }
+      let inUse = await rpcError {
+        _ = try await c.deleteProvider(
+          .with {
+            $0.name = "good"; $0.workspaceScope = .ws("default")
+          })
+      }
       #expect(inUse?.code == .failedPrecondition)
       #expect(inUse?.message.hasPrefix("provider default/good is used by inference route inference.local; ") == true, "\(String(describing: inUse))")
       _ = try await inf.getInferenceRoute(.with { $0.routeName = "inference.local" })
       let forced = try await c.deleteProvider(
-        .with { $0.name = "good"; $0.workspaceScope = .ws("default") }, metadata: [OpenShellService.forceDeleteHeader: "true"])
+        .with {
+          $0.name = "good"; $0.workspaceScope = .ws("default")
+        }, metadata: [OpenShellService.forceDeleteHeader: "true"])
       #expect(forced.outcome == .completed)
       let gone = await rpcError { _ = try await inf.getInferenceRoute(.with { $0.routeName = "inference.local" }) }
       #expect(gone?.code == .notFound)
@@ -574,11 +751,14 @@ struct InferenceTests {
   }
 }
 
-@Suite("Policy delivery to a real supervisor", .serialized, .timeLimit(.minutes(3)),
+@Suite(
+  "Policy delivery to a real supervisor", .serialized, .timeLimit(.minutes(3)),
   .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/bwrap"), "needs bubblewrap"))
 struct PolicyDeliveryTests {
   /// Polls until revision `version` leaves `pending`; returns the status and how long it took.
-  func awaitStatus(_ c: OSClient, _ name: String, _ version: UInt32, timeout: Duration = .seconds(10)) async throws -> (Openshell_V1_GetSandboxPolicyStatusResponse, Duration) {
+  func awaitStatus(_ c: OSClient, _ name: String, _ version: UInt32, timeout: Duration = .seconds(10)) async throws -> (
+    Openshell_V1_GetSandboxPolicyStatusResponse, Duration
+  ) {
     let started = ContinuousClock.now
     while ContinuousClock.now - started < timeout {
       let s = try await c.policyStatus(name, version)
@@ -594,7 +774,10 @@ struct PolicyDeliveryTests {
     defer { Task { await gw.stopEverything() } }
     let base = try PolicyFixtures.policy(PolicyFixtures.base)
     try await gw.withClient { c in
-      _ = try await c.createSandbox(.with { $0.name = "deliver"; $0.spec = .with { $0.policy = base }; $0.workspaceScope = .ws("default") })
+      _ = try await c.createSandbox(
+        .with {
+          $0.name = "deliver"; $0.spec = .with { $0.policy = base }; $0.workspaceScope = .ws("default")
+        })
       try await c.wait("deliver", .ready)
       // Give the supervisor's start-up fetch a moment, then measure pushes.
       try await Task.sleep(for: .milliseconds(300))

@@ -1,10 +1,11 @@
 import EventLog
 import Foundation
-@testable import Gateway
 import GRPCCore
 import OpenShellAPI
 import Projections
 import Testing
+
+@testable import Gateway
 
 /// Provider deliveries and inference republication follow the log from checkpoints (issue 16), so a change
 /// appended just before a crash is handled when the gateway starts again.
@@ -13,12 +14,18 @@ import Testing
     let gw = try await TestGateway.start()
     let dir = gw.dataDirectory
     try await gw.withClient { api in
-      _ = try await api.createProvider(.with {
-        $0.provider = .with { $0.metadata.name = "feed"; $0.type = "claude"; $0.credentials = ["ANTHROPIC_API_KEY": "k-feed"] }
-      })
+      _ = try await api.createProvider(
+        .with {
+          $0.provider = .with {
+            $0.metadata.name = "feed"; $0.type = "claude"; $0.credentials = ["ANTHROPIC_API_KEY": "k-feed"]
+          }
+        })
       _ = try await api.createSandbox(.with { $0.name = "feed-user" })
       // The consumers keep up with the log while it runs.
-      let attached = try await api.attachSandboxProvider(.with { $0.sandbox = "feed-user"; $0.provider = "feed" })
+      let attached = try await api.attachSandboxProvider(
+        .with {
+          $0.sandbox = "feed-user"; $0.provider = "feed"
+        })
       #expect(attached.attached)
     }
     let log = gw.running.store.log
@@ -31,7 +38,13 @@ import Testing
     let offline = try EventLog.open(directory: dir + "/log", options: .init())
     let store = try GatewayStore(log: offline)
     let sandboxID = try #require(await store.state.sandbox(named: "feed-user", workspace: "default")?.id)
-    try await store.record([GatewayEvent(.sandboxProviderDetached(.with { $0.sandboxID = sandboxID; $0.provider = "feed" }))])
+    try await store.record([
+      GatewayEvent(
+        .sandboxProviderDetached(
+          .with {
+            $0.sandboxID = sandboxID; $0.provider = "feed"
+          }))
+    ])
     let detachSeq = offline.headSeq
     #expect(try offline.checkpoint(ProviderDelivery.checkpointName) ?? 0 < detachSeq)
     offline.close()
@@ -47,12 +60,32 @@ import Testing
   @Test func recordsMapToChangesNamingTheSandboxesAffected() async throws {
     var state = GatewayState()
     let events: [GatewayEvent] = [
-      GatewayEvent(.providerCreated(.with { $0.id = "p1"; $0.name = "gh"; $0.workspace = "default"; $0.type = "github"; $0.dataKeyID = "dk-1" })),
-      GatewayEvent(.sandboxRequested(.with { $0.id = "s1"; $0.name = "a"; $0.workspace = "default"; $0.providers = ["gh"] })),
-      GatewayEvent(.sandboxRequested(.with { $0.id = "s2"; $0.name = "b"; $0.workspace = "default" })),
+      GatewayEvent(
+        .providerCreated(
+          .with {
+            $0.id = "p1"; $0.name = "gh"; $0.workspace = "default"; $0.type = "github"; $0.dataKeyID = "dk-1"
+          })),
+      GatewayEvent(
+        .sandboxRequested(
+          .with {
+            $0.id = "s1"; $0.name = "a"; $0.workspace = "default"; $0.providers = ["gh"]
+          })),
+      GatewayEvent(
+        .sandboxRequested(
+          .with {
+            $0.id = "s2"; $0.name = "b"; $0.workspace = "default"
+          })),
       GatewayEvent(.providerCredentialRotated(.with { $0.id = "p1" })),
-      GatewayEvent(.sandboxProviderAttached(.with { $0.sandboxID = "s2"; $0.provider = "gh" })),
-      GatewayEvent(.policyRevisionLoaded(.with { $0.sandboxID = "s1"; $0.version = 1 })),
+      GatewayEvent(
+        .sandboxProviderAttached(
+          .with {
+            $0.sandboxID = "s2"; $0.provider = "gh"
+          })),
+      GatewayEvent(
+        .policyRevisionLoaded(
+          .with {
+            $0.sandboxID = "s1"; $0.version = 1
+          })),
     ]
     var changes: [ProviderChange?] = []
     for (i, e) in events.enumerated() {

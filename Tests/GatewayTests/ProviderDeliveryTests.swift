@@ -1,7 +1,7 @@
 import Foundation
-import Gateway
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import Gateway
 import OpenShellAPI
 import Testing
 
@@ -13,14 +13,18 @@ import Testing
     let gw = try await SandboxGateway.start()
     defer { Task { await gw.stopEverything() } }
     try await gw.withClient { c in
-      _ = try await c.createProvider(.with {
-        $0.provider = .with { $0.metadata.name = "claude"; $0.type = "claude"; $0.credentials = ["ANTHROPIC_API_KEY": "sk-delivery-1"] }
-      })
-      _ = try await c.createSandbox(.with {
-        $0.name = "with-key"
-        $0.spec = .with { $0.providers = ["claude"] }
-        $0.workspaceScope = .with { $0.workspace = "default" }
-      })
+      _ = try await c.createProvider(
+        .with {
+          $0.provider = .with {
+            $0.metadata.name = "claude"; $0.type = "claude"; $0.credentials = ["ANTHROPIC_API_KEY": "sk-delivery-1"]
+          }
+        })
+      _ = try await c.createSandbox(
+        .with {
+          $0.name = "with-key"
+          $0.spec = .with { $0.providers = ["claude"] }
+          $0.workspaceScope = .with { $0.workspace = "default" }
+        })
       _ = try await c.create("without-key")
       try await c.wait("with-key", .ready)
       try await c.wait("without-key", .ready)
@@ -35,7 +39,12 @@ import Testing
       #expect(unseen.out == "unset")
 
       // A key added to the provider is pushed: new processes get its placeholder within 1 s.
-      _ = try await c.updateProvider(.with { $0.provider = .with { $0.metadata.name = "claude"; $0.credentials = ["CLAUDE_API_KEY": "sk-delivery-2"] } })
+      _ = try await c.updateProvider(
+        .with {
+          $0.provider = .with {
+            $0.metadata.name = "claude"; $0.credentials = ["CLAUDE_API_KEY": "sk-delivery-2"]
+          }
+        })
       let rotatedAt = ContinuousClock.now
       var latest = ""
       while ContinuousClock.now - rotatedAt < .seconds(3) {

@@ -23,10 +23,11 @@ import Testing
     let number = try ResourceLimits.parse(Self.resources(["memory": .init(numberValue: 67_108_864)]))
     #expect(number.memoryBytes == 64 << 20)
     // Kubernetes style: limits win, requests are only validated.
-    let nested = try ResourceLimits.parse(Self.resources([
-      "limits": .init(structValue: Self.resources(["cpu": .init(stringValue: "1"), "memory": .init(stringValue: "1Gi")])),
-      "requests": .init(structValue: Self.resources(["cpu": .init(stringValue: "100m")])),
-    ]))
+    let nested = try ResourceLimits.parse(
+      Self.resources([
+        "limits": .init(structValue: Self.resources(["cpu": .init(stringValue: "1"), "memory": .init(stringValue: "1Gi")])),
+        "requests": .init(structValue: Self.resources(["cpu": .init(stringValue: "100m")])),
+      ]))
     #expect(nested == ResourceLimits(cpuMillicores: 1000, memoryBytes: 1 << 30))
   }
 

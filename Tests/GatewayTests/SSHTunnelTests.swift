@@ -16,9 +16,12 @@ extension SandboxLifecycleTests {
   static func sshBanner(_ c: OSClient, sandbox: String, token: String) async throws -> String {
     try await c.forwardTcp(
       request: StreamingClientRequest { writer in
-        try await writer.write(.with {
-          $0.init_p = .with { $0.sandbox = sandbox; $0.ssh = .init(); $0.authorizationToken = token }
-        })
+        try await writer.write(
+          .with {
+            $0.init_p = .with {
+              $0.sandbox = sandbox; $0.ssh = .init(); $0.authorizationToken = token
+            }
+          })
         // The client's own version line, then the tunnel stays open until the answer is read.
         try await writer.write(.with { $0.data = Data("SSH-2.0-OpenShellTest\r\n".utf8) })
         try await Task.sleep(for: .seconds(10))
@@ -34,7 +37,10 @@ extension SandboxLifecycleTests {
   }
 
   static func session(_ c: OSClient, _ name: String) async throws -> Openshell_V1_CreateSshSessionResponse {
-    try await c.createSshSession(.with { $0.sandbox = name; $0.workspaceScope = .with { $0.workspace = "default" } })
+    try await c.createSshSession(
+      .with {
+        $0.sandbox = name; $0.workspaceScope = .with { $0.workspace = "default" }
+      })
   }
 
   static func refusal(_ c: OSClient, sandbox: String, token: String) async -> RPCError? {
@@ -73,7 +79,12 @@ extension SandboxLifecycleTests {
             do {
               try await c.forwardTcp(
                 request: StreamingClientRequest { writer in
-                  try await writer.write(.with { $0.init_p = .with { $0.sandbox = s.metadata.id; $0.ssh = .init(); $0.authorizationToken = valid.token } })
+                  try await writer.write(
+                    .with {
+                      $0.init_p = .with {
+                        $0.sandbox = s.metadata.id; $0.ssh = .init(); $0.authorizationToken = valid.token
+                      }
+                    })
                   try await Task.sleep(for: .seconds(30))
                 }
               ) { response in
@@ -107,7 +118,12 @@ extension SandboxLifecycleTests {
       #expect(r.outcome == .completed)
       #expect(try await c.revokeSshSession(.with { $0.token = revoked.token }).outcome == .alreadyAbsent)
       await #expect(throws: RPCError.self) { try await c.revokeSshSession(.with { $0.token = "nope" }) }
-      #expect(try await c.revokeSshSession(.with { $0.token = "nope"; $0.allowMissing = true }).outcome == .alreadyAbsent)
+      #expect(
+        try await c.revokeSshSession(
+          .with {
+            $0.token = "nope"; $0.allowMissing = true
+          }
+        ).outcome == .alreadyAbsent)
 
       let e1 = await Self.refusal(c, sandbox: s.metadata.id, token: revoked.token)
       #expect(e1?.code == .permissionDenied && e1?.message.contains("revoked") == true, "\(String(describing: e1))")
@@ -155,7 +171,12 @@ extension SandboxLifecycleTests {
       let opened = ContinuousClock.now
       let banner2 = try await c.forwardTcp(
         request: StreamingClientRequest { writer in
-          try await writer.write(.with { $0.init_p = .with { $0.sandbox = sandboxID; $0.ssh = .init(); $0.authorizationToken = short.token } })
+          try await writer.write(
+            .with {
+              $0.init_p = .with {
+                $0.sandbox = sandboxID; $0.ssh = .init(); $0.authorizationToken = short.token
+              }
+            })
           try await writer.write(.with { $0.data = Data("SSH-2.0-OpenShellTest\r\n".utf8) })
           try await Task.sleep(for: .seconds(10))
         }
@@ -174,7 +195,10 @@ extension SandboxLifecycleTests {
       #expect(e2?.code == .unauthenticated && e2?.message.contains("expired") == true, "\(String(describing: e2))")
 
       // Not ready → FAILED_PRECONDITION (the token itself is still valid).
-      _ = try await c.stopSandbox(.with { $0.name = "ssh-tok"; $0.workspaceScope = .with { $0.workspace = "default" } })
+      _ = try await c.stopSandbox(
+        .with {
+          $0.name = "ssh-tok"; $0.workspaceScope = .with { $0.workspace = "default" }
+        })
       _ = try await c.wait("ssh-tok", .stopped)
       let e3 = await Self.refusal(c, sandbox: sandboxID, token: valid)
       #expect(e3?.code == .failedPrecondition, "\(String(describing: e3))")

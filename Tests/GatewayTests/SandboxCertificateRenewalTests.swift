@@ -10,7 +10,8 @@ import X509
 
 /// Sandbox certificates are renewed before they expire, recorded as events, and taken into use by the
 /// running supervisor without restarting the sandbox (issue 16). Lifetime 15 s: renewal at 10 s.
-@Suite("Sandbox certificate renewal", .serialized, .timeLimit(.minutes(3)),
+@Suite(
+  "Sandbox certificate renewal", .serialized, .timeLimit(.minutes(3)),
   .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/bwrap"), "needs bubblewrap"))
 struct SandboxCertificateRenewalTests {
   static let lifetime: TimeInterval = 15

@@ -1,10 +1,11 @@
 import EventLog
 import Foundation
-@testable import Gateway
 import GRPCCore
 import OpenShellAPI
 import Projections
 import Testing
+
+@testable import Gateway
 
 /// `sandbox create --env` values are sealed per sandbox, never in the log in plain text, redacted in every
 /// response, delivered to the sandbox's processes, and crypto-shredded with the sandbox (issue 16).
@@ -16,14 +17,16 @@ import Testing
     defer { Task { await gw.stopEverything() } }
     let keys = gw.dataDirectory + "/keys/data"
     try await gw.withClient { c in
-      let created = try await c.createSandbox(.with {
-        $0.name = "envsecret"
-        $0.spec = .with {
-          $0.environment = ["API_TOKEN": canary, "EMPTY": ""]
-          $0.template.environment = ["FROM_TEMPLATE": templateCanary]
+      let created = try await c.createSandbox(
+        .with {
+          $0.name = "envsecret"
+          $0.spec = .with {
+            $0.environment = ["API_TOKEN": canary, "EMPTY": ""]
+            $0.template.environment = ["FROM_TEMPLATE": templateCanary]
+          }
+          $0.workspaceScope = .with { $0.workspace = "default" }
         }
-        $0.workspaceScope = .with { $0.workspace = "default" }
-      }).sandbox
+      ).sandbox
       let id = created.metadata.id
       // Responses show the names, never the values.
       #expect(created.spec.environment == ["API_TOKEN": "REDACTED", "EMPTY": ""])

@@ -87,7 +87,8 @@ extension SandboxLifecycleTests {
       #expect(missingPath.exitCode == 127)
       #expect(missingPath.err == "openshell-sandbox: /sandbox/nope/cmd: no such file or directory\n")
 
-      let setup = try await c.exec("exec-notfound", ["sh", "-c", "printf '#!/bin/sh\\necho ran\\n' > /sandbox/not-executable && chmod 644 /sandbox/not-executable"])
+      let setup = try await c.exec(
+        "exec-notfound", ["sh", "-c", "printf '#!/bin/sh\\necho ran\\n' > /sandbox/not-executable && chmod 644 /sandbox/not-executable"])
       #expect(setup.exitCode == 0, "\(setup.err)")
       let denied = try await c.exec("exec-notfound", ["/sandbox/not-executable"])
       #expect(denied.exitCode == 126)
@@ -121,10 +122,20 @@ extension SandboxLifecycleTests {
       for (name, spec, field) in [
         ("env-a", Openshell_V1_SandboxSpec.with { $0.environment = ["A B": "x"] }, "spec.environment"),
         ("env-b", .with { $0.environment = ["1X": "x"] }, "spec.environment"),
-        ("env-c", .with { $0.environment = ["X": "ok"]; $0.template.environment = ["A-B": "x"] }, "spec.template.environment"),
+        (
+          "env-c",
+          .with {
+            $0.environment = ["X": "ok"]; $0.template.environment = ["A-B": "x"]
+          }, "spec.template.environment"
+        ),
         ("env-d", .with { $0.template.environment = ["": "x"] }, "spec.template.environment"),
       ] {
-        let e = await rpcError { _ = try await c.createSandbox(.with { $0.name = name; $0.spec = spec }) }
+        let e = await rpcError {
+          _ = try await c.createSandbox(
+            .with {
+              $0.name = name; $0.spec = spec
+            })
+        }
         #expect(e?.code == .invalidArgument, "\(name): \(String(describing: e))")
         #expect(try fieldViolations(e) == [field], "\(name)")
       }
@@ -151,10 +162,11 @@ extension SandboxLifecycleTests {
     try await gw.withClient { c async throws in
       func create(_ resources: [String: Google_Protobuf_Value]) async -> RPCError? {
         await rpcError {
-          _ = try await c.createSandbox(.with {
-            $0.name = "res"
-            $0.spec.template.resources = Google_Protobuf_Struct(fields: resources)
-          })
+          _ = try await c.createSandbox(
+            .with {
+              $0.name = "res"
+              $0.spec.template.resources = Google_Protobuf_Struct(fields: resources)
+            })
         }
       }
       for resources: [String: Google_Protobuf_Value] in [
@@ -165,7 +177,8 @@ extension SandboxLifecycleTests {
         #expect(e?.code == .invalidArgument, "\(resources): \(String(describing: e))")
         #expect(try fieldViolations(e) == ["spec.template.resources"], "\(resources)")
         var expected = ""
-        do { _ = try ResourceLimits.parse(Google_Protobuf_Struct(fields: resources)) } catch let error as ResourceLimitsError { expected = error.message } catch {}
+        do { _ = try ResourceLimits.parse(Google_Protobuf_Struct(fields: resources)) } catch let error as ResourceLimitsError { expected = error.message } catch
+        {}
         #expect(e?.message == "spec.template.resources: \(expected)", "the message of ResourceLimits.parse")
       }
       // Well formed, but not something the local driver supports: refused by the driver's check.
@@ -187,7 +200,8 @@ func waitForProcess(_ fragment: String, running: Bool, timeout: Duration, source
   let deadline = ContinuousClock.now + timeout
   while hostProcesses(containing: fragment).isEmpty == running {
     guard ContinuousClock.now < deadline else {
-      Issue.record("\(fragment.replacingOccurrences(of: "\0", with: " ")) \(running ? "did not start" : "still runs") after \(timeout)", sourceLocation: sourceLocation)
+      Issue.record(
+        "\(fragment.replacingOccurrences(of: "\0", with: " ")) \(running ? "did not start" : "still runs") after \(timeout)", sourceLocation: sourceLocation)
       return
     }
     try await Task.sleep(for: .milliseconds(50))

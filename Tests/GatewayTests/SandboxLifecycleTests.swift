@@ -12,7 +12,8 @@ import Testing
 
 /// End to end with the local driver: bubblewrap sandboxes, the real `openshell-sandbox` supervisor
 /// (built next to the test binary), exec, logs, stop/start, failures, restarts, authorization.
-@Suite("Sandboxes (local driver)", .serialized, .timeLimit(.minutes(5)),
+@Suite(
+  "Sandboxes (local driver)", .serialized, .timeLimit(.minutes(5)),
   .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/bwrap"), "needs bubblewrap"))
 struct SandboxLifecycleTests {
   @Test("exec: output streamed as produced, exit code, stdin, env, isolation, timeout → 124")
@@ -39,7 +40,8 @@ struct SandboxLifecycleTests {
       #expect(env.out == "42\n/sandbox\nexec-test\n")
 
       // Isolation: own PID namespace, unprivileged workload user, writable /sandbox, read-only /usr.
-      let iso = try await c.exec("exec-test", ["sh", "-c", "id -u; touch /sandbox/f && echo rw; touch /usr/x 2>/dev/null || echo ro; ls /proc | grep -c '^[0-9]'"])
+      let iso = try await c.exec(
+        "exec-test", ["sh", "-c", "id -u; touch /sandbox/f && echo rw; touch /usr/x 2>/dev/null || echo ro; ls /proc | grep -c '^[0-9]'"])
       let lines = iso.out.split(separator: "\n").map(String.init)
       #expect(lines.count == 4)
       if geteuid() == 0 { #expect(lines.first == String(try SandboxUser.resolve().uid)) }
@@ -78,7 +80,10 @@ struct SandboxLifecycleTests {
       var messages: [String] = []
       var exitCode: Int32?
       for _ in 0..<100 {
-        let r = try await c.getSandboxLogs(.with { $0.sandbox = "logs-test"; $0.workspaceScope = .with { $0.workspace = "default" } })
+        let r = try await c.getSandboxLogs(
+          .with {
+            $0.sandbox = "logs-test"; $0.workspaceScope = .with { $0.workspace = "default" }
+          })
         messages = r.logs.map(\.message)
         let s = try await c.get("logs-test")
         exitCode = s.status.hasExitCode ? s.status.exitCode : nil
@@ -89,7 +94,10 @@ struct SandboxLifecycleTests {
       #expect(messages.contains("to-stderr"))
       #expect(messages.contains { $0.contains("supervisor started") })
       #expect(exitCode == 7)
-      let onlyGateway = try await c.getSandboxLogs(.with { $0.sandbox = "logs-test"; $0.sources = ["gateway"] })
+      let onlyGateway = try await c.getSandboxLogs(
+        .with {
+          $0.sandbox = "logs-test"; $0.sources = ["gateway"]
+        })
       #expect(!onlyGateway.logs.isEmpty && onlyGateway.logs.allSatisfy { $0.source == "gateway" })
       try await c.deleteAndWait("logs-test")
     }
@@ -212,23 +220,40 @@ struct SandboxLifecycleTests {
       await denied { _ = try await c.exec("auth-b", ["true"]) }
       await denied { _ = try await c.delete("auth-b") }
       await denied { _ = try await c.getSandboxLogs(.with { $0.sandbox = "auth-b" }) }
-      await denied { _ = try await c.reportMainProcessExit(.with { $0.sandboxID = b; $0.exitCode = 1 }) }
       await denied {
-        _ = try await c.pushSandboxLogs(request: StreamingClientRequest { w in
-          try await w.write(.with { $0.sandboxID = b; $0.logs = [.with { $0.message = "forged" }] })
-        })
+        _ = try await c.reportMainProcessExit(
+          .with {
+            $0.sandboxID = b; $0.exitCode = 1
+          })
       }
       await denied {
-        try await c.connectSupervisor(request: StreamingClientRequest { w in
-          try await w.write(.with { $0.hello = .with { $0.sandboxID = b } })
-        }) { r in for try await _ in r.messages {} }
+        _ = try await c.pushSandboxLogs(
+          request: StreamingClientRequest { w in
+            try await w.write(
+              .with {
+                $0.sandboxID = b; $0.logs = [.with { $0.message = "forged" }]
+              })
+          })
+      }
+      await denied {
+        try await c.connectSupervisor(
+          request: StreamingClientRequest { w in
+            try await w.write(.with { $0.hello = .with { $0.sandboxID = b } })
+          }
+        ) { r in for try await _ in r.messages {} }
       }
       // Its own sandbox is fine.
-      _ = try await c.reportMainProcessExit(.with { $0.sandboxID = a; $0.exitCode = 0 })
+      _ = try await c.reportMainProcessExit(
+        .with {
+          $0.sandboxID = a; $0.exitCode = 0
+        })
     }
     try await gw.withClient { c in
       do {
-        _ = try await c.reportMainProcessExit(.with { $0.sandboxID = b; $0.exitCode = 1 })
+        _ = try await c.reportMainProcessExit(
+          .with {
+            $0.sandboxID = b; $0.exitCode = 1
+          })
         Issue.record("operator called a supervisor RPC")
       } catch let e as RPCError { #expect(e.code == .permissionDenied) }
       let logs = try await c.getSandboxLogs(.with { $0.sandbox = "auth-b" })
@@ -348,16 +373,18 @@ struct SandboxLifecycleTests {
     let gw = try await SandboxGateway.start()
     defer { Task { await gw.stopEverything() } }
     try await gw.withClient { c in
-      _ = try await c.createSandboxTemplate(.with {
-        $0.template.metadata.name = "envtpl"
-        $0.template.spec.workload.environment = ["TPL_ONLY": "from-template", "BOTH": "template"]
-      })
-      _ = try await c.createSandbox(.with {
-        $0.name = "tplenv"
-        $0.workloadTemplate = "envtpl"
-        $0.spec = .with { $0.template.environment = ["BOTH": "request"] }
-        $0.workspaceScope = .with { $0.workspace = "default" }
-      })
+      _ = try await c.createSandboxTemplate(
+        .with {
+          $0.template.metadata.name = "envtpl"
+          $0.template.spec.workload.environment = ["TPL_ONLY": "from-template", "BOTH": "template"]
+        })
+      _ = try await c.createSandbox(
+        .with {
+          $0.name = "tplenv"
+          $0.workloadTemplate = "envtpl"
+          $0.spec = .with { $0.template.environment = ["BOTH": "request"] }
+          $0.workspaceScope = .with { $0.workspace = "default" }
+        })
       try await c.wait("tplenv", .ready)
       let r = try await c.exec("tplenv", ["sh", "-c", "echo $TPL_ONLY $BOTH"])
       #expect(r.exitCode == 0 && r.out == "from-template request\n", "\(r.out) \(r.err)")
@@ -382,12 +409,16 @@ struct SandboxLifecycleTests {
         #expect(e.message.contains("podman"))
       }
       // The same rule for an image that comes from a workload template.
-      _ = try await c.createSandboxTemplate(.with {
-        $0.template.metadata.name = "ubuntu"
-        $0.template.spec.workload.image = "ubuntu:24.04"
-      })
+      _ = try await c.createSandboxTemplate(
+        .with {
+          $0.template.metadata.name = "ubuntu"
+          $0.template.spec.workload.image = "ubuntu:24.04"
+        })
       do {
-        _ = try await c.createSandbox(.with { $0.name = "from-image"; $0.workloadTemplate = "ubuntu" })
+        _ = try await c.createSandbox(
+          .with {
+            $0.name = "from-image"; $0.workloadTemplate = "ubuntu"
+          })
         Issue.record("template image accepted")
       } catch let e as RPCError {
         #expect(e.code == .failedPrecondition)

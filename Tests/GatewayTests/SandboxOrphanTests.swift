@@ -13,7 +13,8 @@ import Testing
 /// Issue 17: "No sandbox process may outlive the gateway's knowledge of it." A start that fails after
 /// bubblewrap forked (here: its `--info-fd` file cannot be written, as on a full disk) leaves nothing
 /// running, and processes of sandbox starts a previous gateway run lost track of are ended at start-up.
-@Suite("Sandbox orphans (local driver)", .serialized, .timeLimit(.minutes(3)),
+@Suite(
+  "Sandbox orphans (local driver)", .serialized, .timeLimit(.minutes(3)),
   .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/bwrap"), "needs bubblewrap"))
 struct SandboxOrphanTests {
   /// Host processes whose command line carries sandbox `id`'s workspace under `dataDirectory`.

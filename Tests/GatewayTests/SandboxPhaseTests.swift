@@ -14,15 +14,20 @@ import Testing
 
 /// The main process's exit drives the sandbox's phase (COMPLETED / ERROR), `restart_policy` restarts it
 /// (each restart an event, crash loops capped), and a relaunch after a gateway restart is recorded.
-@Suite("Sandbox phases after the main process exits (local driver)", .serialized, .timeLimit(.minutes(5)),
+@Suite(
+  "Sandbox phases after the main process exits (local driver)", .serialized, .timeLimit(.minutes(5)),
   .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/bwrap"), "needs bubblewrap"))
 struct SandboxPhaseTests {
   func create(_ c: OSClient, _ name: String, _ command: [String], policy: Openshell_V1_SandboxRestartPolicy = .unspecified) async throws -> String {
-    try await c.createSandbox(.with {
-      $0.name = name
-      $0.spec = .with { $0.command = command; $0.restartPolicy = policy }
-      $0.workspaceScope = .with { $0.workspace = "default" }
-    }).sandbox.metadata.id
+    try await c.createSandbox(
+      .with {
+        $0.name = name
+        $0.spec = .with {
+          $0.command = command; $0.restartPolicy = policy
+        }
+        $0.workspaceScope = .with { $0.workspace = "default" }
+      }
+    ).sandbox.metadata.id
   }
 
   /// The sandbox's events of `types`, decoded, in log order.
@@ -54,7 +59,10 @@ struct SandboxPhaseTests {
       for _ in 0..<50 where gw.running.driver?.supervisorPID(done) != nil { try await Task.sleep(for: .milliseconds(100)) }
       #expect(gw.running.driver?.supervisorPID(done) == nil)
       // A COMPLETED sandbox can be started again: it runs its main process again and completes again.
-      _ = try await c.startSandbox(.with { $0.name = "main-true"; $0.workspaceScope = .with { $0.workspace = "default" } })
+      _ = try await c.startSandbox(
+        .with {
+          $0.name = "main-true"; $0.workspaceScope = .with { $0.workspace = "default" }
+        })
       var again = try await c.get("main-true")
       for _ in 0..<300 where !(again.status.phase == .completed && again.status.restartCount == 1) {
         try await Task.sleep(for: .milliseconds(100))
@@ -124,18 +132,20 @@ struct SandboxPhaseTests {
     await gw.stopEverything()
   }
 
-  @Test("a main process killed by the OOM killer: ERROR, Ready reason OOMKilled naming the limit",
+  @Test(
+    "a main process killed by the OOM killer: ERROR, Ready reason OOMKilled naming the limit",
     .enabled(if: SandboxCgroups.detect() != nil, "needs a writable cgroup hierarchy"))
   func outOfMemory() async throws {
     let gw = try await SandboxGateway.start()
     defer { Task { await gw.stopEverything() } }
     try await gw.withClient { c in
-      _ = try await c.createSandbox(.with {
-        $0.name = "oom-main"
-        $0.spec.command = ["sh", "-c", "sleep 1; x=$(yes a | head -c 200000000); echo survived ${#x}"]
-        $0.spec.template.resources.fields = ["memory": .init(stringValue: "64Mi")]
-        $0.workspaceScope = .with { $0.workspace = "default" }
-      })
+      _ = try await c.createSandbox(
+        .with {
+          $0.name = "oom-main"
+          $0.spec.command = ["sh", "-c", "sleep 1; x=$(yes a | head -c 200000000); echo survived ${#x}"]
+          $0.spec.template.resources.fields = ["memory": .init(stringValue: "64Mi")]
+          $0.workspaceScope = .with { $0.workspace = "default" }
+        })
       let s = try await c.wait("oom-main", .error, timeout: .seconds(60))
       #expect(s.status.exitCode == 137)
       #expect(ready(s)?.reason == "OOMKilled")
@@ -191,7 +201,10 @@ struct SandboxPhaseTests {
 /// ``MainProcessRestart/decide(_:nowNs:)`` (pure): the policy table and the crash-loop window.
 @Suite struct MainProcessRestartDecisionTests {
   func record(_ policy: Openshell_V1_SandboxRestartPolicy, exit: Int32, starts: [UInt64] = []) -> SandboxRecord {
-    let spec = (try? Openshell_V1_SandboxSpec.with { $0.command = ["x"]; $0.restartPolicy = policy }.serializedData()) ?? Data()
+    let spec =
+      (try? Openshell_V1_SandboxSpec.with {
+        $0.command = ["x"]; $0.restartPolicy = policy
+      }.serializedData()) ?? Data()
     let reason = exit == 0 ? SandboxRecord.mainProcessCompleted : SandboxRecord.mainProcessFailed
     // SandboxRecord's memberwise initializer is internal to Projections: build it from its Codable form.
     let json: [String: Any] = [
@@ -211,8 +224,12 @@ struct SandboxPhaseTests {
     #expect(MainProcessRestart.decide(record(.unspecified, exit: 3), nowNs: now) == .none)
     #expect(MainProcessRestart.decide(record(.never, exit: 3), nowNs: now) == .none)
     #expect(MainProcessRestart.decide(record(.onFailure, exit: 0), nowNs: now) == .none)
-    #expect(MainProcessRestart.decide(record(.onFailure, exit: 3), nowNs: now) == .restart(message: "restart 1: the main process exited with code 3 (restart_policy ON_FAILURE)"))
-    #expect(MainProcessRestart.decide(record(.always, exit: 0), nowNs: now) == .restart(message: "restart 1: the main process exited with code 0 (restart_policy ALWAYS)"))
+    #expect(
+      MainProcessRestart.decide(record(.onFailure, exit: 3), nowNs: now)
+        == .restart(message: "restart 1: the main process exited with code 3 (restart_policy ON_FAILURE)"))
+    #expect(
+      MainProcessRestart.decide(record(.always, exit: 0), nowNs: now)
+        == .restart(message: "restart 1: the main process exited with code 0 (restart_policy ALWAYS)"))
   }
 
   @Test func crashLoopWindow() {
@@ -226,6 +243,8 @@ struct SandboxPhaseTests {
     #expect(m.hasPrefix("restarting too often: 5 starts within 60 s"))
     // Four recent starts and one older than the window: still restarted.
     let older = Array(recent.prefix(4)) + [now - 61 * second]
-    #expect(MainProcessRestart.decide(record(.always, exit: 1, starts: older), nowNs: now) == .restart(message: "restart 6: the main process exited with code 1 (restart_policy ALWAYS)"))
+    #expect(
+      MainProcessRestart.decide(record(.always, exit: 1, starts: older), nowNs: now)
+        == .restart(message: "restart 6: the main process exited with code 1 (restart_policy ALWAYS)"))
   }
 }

@@ -16,7 +16,8 @@ import Testing
 /// process ends (the test-only crash point `OPENSHELL_TEST_EXIT_AFTER_SPAWN`) right after it spawned a
 /// supervisor and before `instance.json` records it; the next gateway on the same data directory ends that
 /// unrecorded supervisor and runs exactly one of its own.
-@Suite("Gateway killed between spawn and record", .serialized, .timeLimit(.minutes(3)),
+@Suite(
+  "Gateway killed between spawn and record", .serialized, .timeLimit(.minutes(3)),
   .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/bwrap"), "needs bubblewrap"))
 struct SandboxSpawnCrashTests {
   /// The `openshell` binary built next to the test runner (and the supervisor).

@@ -82,15 +82,23 @@ typealias OSClient = Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>
 
 extension Openshell_V1_OpenShell.Client where Transport == HTTP2ClientTransport.Posix {
   func create(_ name: String = "", command: [String] = [], env: [String: String] = [:]) async throws -> Openshell_V1_Sandbox {
-    try await createSandbox(.with {
-      $0.name = name
-      $0.spec = .with { $0.command = command; $0.environment = env }
-      $0.workspaceScope = .with { $0.workspace = "default" }
-    }).sandbox
+    try await createSandbox(
+      .with {
+        $0.name = name
+        $0.spec = .with {
+          $0.command = command; $0.environment = env
+        }
+        $0.workspaceScope = .with { $0.workspace = "default" }
+      }
+    ).sandbox
   }
 
   func get(_ name: String) async throws -> Openshell_V1_Sandbox {
-    try await getSandbox(.with { $0.name = name; $0.workspaceScope = .with { $0.workspace = "default" } }).sandbox
+    try await getSandbox(
+      .with {
+        $0.name = name; $0.workspaceScope = .with { $0.workspace = "default" }
+      }
+    ).sandbox
   }
 
   /// Polls until the phase is `phase` (fails on timeout).
@@ -116,7 +124,9 @@ extension Openshell_V1_OpenShell.Client where Transport == HTTP2ClientTransport.
     var err: String { String(decoding: stderr, as: UTF8.self) }
   }
 
-  func exec(_ name: String, _ command: [String], stdin: Data = Data(), timeout: Int64? = nil, env: [String: String] = [:], workdir: String = "") async throws -> ExecResult {
+  func exec(_ name: String, _ command: [String], stdin: Data = Data(), timeout: Int64? = nil, env: [String: String] = [:], workdir: String = "") async throws
+    -> ExecResult
+  {
     let request = Openshell_V1_ExecSandboxRequest.with {
       $0.sandbox = name
       $0.command = command
@@ -142,7 +152,10 @@ extension Openshell_V1_OpenShell.Client where Transport == HTTP2ClientTransport.
   }
 
   func delete(_ name: String) async throws -> Openshell_V1_DeleteSandboxResponse {
-    try await deleteSandbox(.with { $0.name = name; $0.workspaceScope = .with { $0.workspace = "default" } })
+    try await deleteSandbox(
+      .with {
+        $0.name = name; $0.workspaceScope = .with { $0.workspace = "default" }
+      })
   }
 
   /// Deletes and waits until GetSandbox says NOT_FOUND.

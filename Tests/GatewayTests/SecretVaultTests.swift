@@ -38,11 +38,21 @@ import Testing
     let canary = "canary-\(UUID().uuidString)"
     let sealed = try vault.seal(canary, keyID: key, name: "TOKEN")
     let log = try EventLog.open(directory: dir + "/log")
-    let created = GatewayEvent(.providerCreated(.with {
-      $0.id = "p1"; $0.name = "github"; $0.workspace = "default"; $0.type = "github"; $0.dataKeyID = key
-      $0.credentials = [.with { $0.key = "TOKEN"; $0.sealed = sealed }]
-    }))
-    let deleted = GatewayEvent(.providerDeleted(.with { $0.id = "p1"; $0.name = "github"; $0.workspace = "default" }))
+    let created = GatewayEvent(
+      .providerCreated(
+        .with {
+          $0.id = "p1"; $0.name = "github"; $0.workspace = "default"; $0.type = "github"; $0.dataKeyID = key
+          $0.credentials = [
+            .with {
+              $0.key = "TOKEN"; $0.sealed = sealed
+            }
+          ]
+        }))
+    let deleted = GatewayEvent(
+      .providerDeleted(
+        .with {
+          $0.id = "p1"; $0.name = "github"; $0.workspace = "default"
+        }))
     try log.appendSync([created.newEvent(actor: "operator", requestID: "r1")])
     try vault.destroyDataKey(key)
     try log.appendSync([deleted.newEvent(actor: "operator", requestID: "r2")])

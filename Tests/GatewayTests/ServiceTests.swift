@@ -1,9 +1,9 @@
 import EventLog
 import Foundation
-import Gateway
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import GRPCProtobuf
+import Gateway
 import OpenShellAPI
 import Projections
 import Testing
@@ -25,15 +25,21 @@ import Testing
   @Test func sandboxCrudAndErrors() async throws {
     let gw = try await TestGateway.start()
     try await gw.withClient { api in
-      let created = try await api.createSandbox(.with {
-        $0.name = "happy-otter"
-        $0.labels = ["app": "agent"]
-        $0.workspaceScope = .ws("default")
-      }).sandbox
+      let created = try await api.createSandbox(
+        .with {
+          $0.name = "happy-otter"
+          $0.labels = ["app": "agent"]
+          $0.workspaceScope = .ws("default")
+        }
+      ).sandbox
       #expect(!created.metadata.id.isEmpty)
       #expect(created.metadata.workspace == "default")
       #expect(created.status.phase == .provisioning, "no compute driver: the phase stays PROVISIONING")
-      let got = try await api.getSandbox(.with { $0.name = "happy-otter"; $0.workspaceScope = .ws("default") }).sandbox
+      let got = try await api.getSandbox(
+        .with {
+          $0.name = "happy-otter"; $0.workspaceScope = .ws("default")
+        }
+      ).sandbox
       #expect(got.metadata.id == created.metadata.id)
       #expect(got.metadata.labels == ["app": "agent"])
 
@@ -54,14 +60,41 @@ import Testing
         #expect(violations == ["name"])
       }
       #expect(await rpcCode { _ = try await api.getSandbox(.with { $0.name = "nope" }) } == .notFound)
-      #expect(await rpcCode { _ = try await api.getSandbox(.with { $0.name = "happy-otter"; $0.workspaceScope = .ws("ghost") }) } == .notFound)
-      #expect(await rpcCode { _ = try await api.getSandbox(.with { $0.name = "happy-otter"; $0.workspaceScope = .all }) } == .invalidArgument)
-      #expect(await rpcCode { _ = try await api.createSandbox(.with { $0.name = "x"; $0.spec.providers = ["missing"] }) } == .failedPrecondition)
-      #expect(await rpcCode { _ = try await api.createSandbox(.with { $0.name = "y"; $0.workloadTemplate = "missing" }) } == .failedPrecondition)
+      #expect(
+        await rpcCode {
+          _ = try await api.getSandbox(
+            .with {
+              $0.name = "happy-otter"; $0.workspaceScope = .ws("ghost")
+            })
+        } == .notFound)
+      #expect(
+        await rpcCode {
+          _ = try await api.getSandbox(
+            .with {
+              $0.name = "happy-otter"; $0.workspaceScope = .all
+            })
+        } == .invalidArgument)
+      #expect(
+        await rpcCode {
+          _ = try await api.createSandbox(
+            .with {
+              $0.name = "x"; $0.spec.providers = ["missing"]
+            })
+        } == .failedPrecondition)
+      #expect(
+        await rpcCode {
+          _ = try await api.createSandbox(
+            .with {
+              $0.name = "y"; $0.workloadTemplate = "missing"
+            })
+        } == .failedPrecondition)
       #expect(await rpcCode { _ = try await api.createSandbox(.with { $0.name = String(repeating: "a", count: 64) }) } == .invalidArgument)
       // An unsafe creation policy (OpenShell's gateway safety rules) is refused, naming the field.
       do {
-        _ = try await api.createSandbox(.with { $0.name = "unsafe"; $0.spec.policy.process.runAsUser = "root" })
+        _ = try await api.createSandbox(
+          .with {
+            $0.name = "unsafe"; $0.spec.policy.process.runAsUser = "root"
+          })
         Issue.record("unsafe policy accepted")
       } catch let e as RPCError {
         #expect(e.code == .invalidArgument)
@@ -81,7 +114,10 @@ import Testing
       let deleted = try await api.deleteSandbox(.with { $0.name = "happy-otter" })
       #expect(deleted.outcome == .completed)
       #expect(deleted.sandboxID == created.metadata.id)
-      let again = try await api.deleteSandbox(.with { $0.name = "happy-otter"; $0.allowMissing = true })
+      let again = try await api.deleteSandbox(
+        .with {
+          $0.name = "happy-otter"; $0.allowMissing = true
+        })
       #expect(again.outcome == .alreadyAbsent)
       #expect(await rpcCode { _ = try await api.deleteSandbox(.with { $0.name = "happy-otter" }) } == .notFound)
 
@@ -96,13 +132,19 @@ import Testing
     let gw = try await TestGateway.start()
     try await gw.withClient { api in
       for i in 0..<7 {
-        _ = try await api.createSandbox(.with { $0.name = "box-\(i)"; $0.labels = ["tier": i % 2 == 0 ? "even" : "odd"] })
+        _ = try await api.createSandbox(
+          .with {
+            $0.name = "box-\(i)"; $0.labels = ["tier": i % 2 == 0 ? "even" : "odd"]
+          })
       }
       var names: [String] = []
       var token = ""
       var pages = 0
       repeat {
-        let page = try await api.listSandboxes(.with { $0.pageSize = 3; $0.pageToken = token })
+        let page = try await api.listSandboxes(
+          .with {
+            $0.pageSize = 3; $0.pageToken = token
+          })
         names += page.sandboxes.map(\.metadata.name)
         token = page.nextPageToken
         pages += 1
@@ -125,7 +167,11 @@ import Testing
     try await gw.withClient { api in
       let def = try await api.getWorkspace(.with { $0.name = "default" }).workspace
       #expect(def.status.phase == .active)
-      let ws = try await api.createWorkspace(.with { $0.name = "research"; $0.labels = ["team": "ml"] }).workspace
+      let ws = try await api.createWorkspace(
+        .with {
+          $0.name = "research"; $0.labels = ["team": "ml"]
+        }
+      ).workspace
       #expect(ws.metadata.name == "research")
       #expect(await rpcCode { _ = try await api.createWorkspace(.with { $0.name = "research" }) } == .alreadyExists)
       #expect(await rpcCode { _ = try await api.createWorkspace(.with { $0.name = "default" }) } == .alreadyExists)
@@ -133,8 +179,14 @@ import Testing
       let list = try await api.listWorkspaces(.init())
       #expect(list.workspaces.map(\.metadata.name) == ["default", "research"])
 
-      _ = try await api.createSandbox(.with { $0.name = "same"; $0.workspaceScope = .ws("default") })
-      _ = try await api.createSandbox(.with { $0.name = "same"; $0.workspaceScope = .ws("research") })
+      _ = try await api.createSandbox(
+        .with {
+          $0.name = "same"; $0.workspaceScope = .ws("default")
+        })
+      _ = try await api.createSandbox(
+        .with {
+          $0.name = "same"; $0.workspaceScope = .ws("research")
+        })
       let inResearch = try await api.listSandboxes(.with { $0.workspaceScope = .ws("research") })
       #expect(inResearch.sandboxes.map(\.metadata.workspace) == ["research"])
       let everywhere = try await api.listSandboxes(.with { $0.workspaceScope = .all })
@@ -142,9 +194,17 @@ import Testing
 
       #expect(await rpcCode { _ = try await api.deleteWorkspace(.with { $0.name = "research" }) } == .failedPrecondition)
       #expect(await rpcCode { _ = try await api.deleteWorkspace(.with { $0.name = "default" }) } == .failedPrecondition)
-      _ = try await api.deleteSandbox(.with { $0.name = "same"; $0.workspaceScope = .ws("research") })
+      _ = try await api.deleteSandbox(
+        .with {
+          $0.name = "same"; $0.workspaceScope = .ws("research")
+        })
       #expect(try await api.deleteWorkspace(.with { $0.name = "research" }).outcome == .completed)
-      #expect(try await api.deleteWorkspace(.with { $0.name = "research"; $0.allowMissing = true }).outcome == .alreadyAbsent)
+      #expect(
+        try await api.deleteWorkspace(
+          .with {
+            $0.name = "research"; $0.allowMissing = true
+          }
+        ).outcome == .alreadyAbsent)
       #expect(await rpcCode { _ = try await api.getWorkspace(.with { $0.name = "research" }) } == .notFound)
     }
     await gw.stop()
@@ -153,20 +213,31 @@ import Testing
   @Test func templates() async throws {
     let gw = try await TestGateway.start()
     try await gw.withClient { api in
-      let t = try await api.createSandboxTemplate(.with {
-        $0.template.metadata.name = "python-dev"
-        $0.template.metadata.labels = ["lang": "python"]
-        $0.template.spec.workload.environment = ["PYTHONUNBUFFERED": "1"]
-      }).template
+      let t = try await api.createSandboxTemplate(
+        .with {
+          $0.template.metadata.name = "python-dev"
+          $0.template.metadata.labels = ["lang": "python"]
+          $0.template.spec.workload.environment = ["PYTHONUNBUFFERED": "1"]
+        }
+      ).template
       #expect(t.metadata.workspace == "default")
       #expect(t.spec.workload.environment == ["PYTHONUNBUFFERED": "1"])
       #expect(await rpcCode { _ = try await api.createSandboxTemplate(.with { $0.template.metadata.name = "python-dev" }) } == .alreadyExists)
       #expect(try await api.getSandboxTemplate(.with { $0.name = "python-dev" }).template.metadata.id == t.metadata.id)
       #expect(try await api.listSandboxTemplates(.with { $0.labelSelector = "lang=python" }).templates.count == 1)
-      let sb = try await api.createSandbox(.with { $0.name = "from-tpl"; $0.workloadTemplate = "python-dev" }).sandbox
+      let sb = try await api.createSandbox(
+        .with {
+          $0.name = "from-tpl"; $0.workloadTemplate = "python-dev"
+        }
+      ).sandbox
       #expect(sb.createdFromWorkloadTemplate.name == "python-dev")
       #expect(try await api.deleteSandboxTemplate(.with { $0.name = "python-dev" }).outcome == .completed)
-      #expect(try await api.deleteSandboxTemplate(.with { $0.name = "python-dev"; $0.allowMissing = true }).outcome == .alreadyAbsent)
+      #expect(
+        try await api.deleteSandboxTemplate(
+          .with {
+            $0.name = "python-dev"; $0.allowMissing = true
+          }
+        ).outcome == .alreadyAbsent)
       #expect(await rpcCode { _ = try await api.getSandboxTemplate(.with { $0.name = "python-dev" }) } == .notFound)
     }
     await gw.stop()
@@ -185,7 +256,13 @@ import Testing
       #expect(codes.compactMap { $0 }.allSatisfy { $0 == .alreadyExists })
       #expect(try await api.listSandboxes(.init()).sandboxes.count == 1)
       // A failed create does not leave its name taken.
-      #expect(await rpcCode { _ = try await api.createSandbox(.with { $0.name = "later"; $0.spec.providers = ["missing"] }) } == .failedPrecondition)
+      #expect(
+        await rpcCode {
+          _ = try await api.createSandbox(
+            .with {
+              $0.name = "later"; $0.spec.providers = ["missing"]
+            })
+        } == .failedPrecondition)
       _ = try await api.createSandbox(.with { $0.name = "later" })
     }
     await gw.stop()
@@ -194,11 +271,25 @@ import Testing
   @Test func requestIDMakesRetriesIdempotent() async throws {
     let gw = try await TestGateway.start()
     try await gw.withClient { api in
-      let a = try await api.createSandbox(.with { $0.name = "once"; $0.requestID = "req-1" }).sandbox
-      let b = try await api.createSandbox(.with { $0.name = "once"; $0.requestID = "req-1" }).sandbox
+      let a = try await api.createSandbox(
+        .with {
+          $0.name = "once"; $0.requestID = "req-1"
+        }
+      ).sandbox
+      let b = try await api.createSandbox(
+        .with {
+          $0.name = "once"; $0.requestID = "req-1"
+        }
+      ).sandbox
       #expect(a.metadata.id == b.metadata.id)
-      let d1 = try await api.deleteSandbox(.with { $0.name = "once"; $0.requestID = "req-2" })
-      let d2 = try await api.deleteSandbox(.with { $0.name = "once"; $0.requestID = "req-2" })
+      let d1 = try await api.deleteSandbox(
+        .with {
+          $0.name = "once"; $0.requestID = "req-2"
+        })
+      let d2 = try await api.deleteSandbox(
+        .with {
+          $0.name = "once"; $0.requestID = "req-2"
+        })
       #expect(d1.outcome == .completed)
       #expect(d2.sandboxID == d1.sandboxID)
       #expect(d2.outcome == .completed)
@@ -242,17 +333,28 @@ import Testing
     let ca = try String(contentsOfFile: gw.pki + "/ca.crt", encoding: .utf8)
     try await gw.withClient { api in
       _ = try await api.createWorkspace(.with { $0.name = "kept" })
-      _ = try await api.createSandbox(.with { $0.name = "survivor"; $0.workspaceScope = .ws("kept") })
+      _ = try await api.createSandbox(
+        .with {
+          $0.name = "survivor"; $0.workspaceScope = .ws("kept")
+        })
     }
     await gw.stop()
     let again = try await TestGateway.start(dataDirectory: dir)
     #expect(try String(contentsOfFile: again.pki + "/ca.crt", encoding: .utf8) == ca)
     try await again.withClient { api in
-      let s = try await api.getSandbox(.with { $0.name = "survivor"; $0.workspaceScope = .ws("kept") }).sandbox
+      let s = try await api.getSandbox(
+        .with {
+          $0.name = "survivor"; $0.workspaceScope = .ws("kept")
+        }
+      ).sandbox
       #expect(s.metadata.workspace == "kept")
     }
     // The gateway's initialisation is recorded once; the restart re-recorded nothing but needed changes.
-    let initialized = try again.running.store.log.records(from: 1, filter: { var f = EventFilter.all; f.types = ["gateway.initialized"]; return f }())
+    let initialized = try again.running.store.log.records(
+      from: 1,
+      filter: {
+        var f = EventFilter.all; f.types = ["gateway.initialized"]; return f
+      }())
     #expect(initialized.count == 1)
     await again.stop()
   }
@@ -267,7 +369,11 @@ import Testing
       return try await withThrowingTaskGroup(of: RPCError?.self) { group in
         group.addTask {
           do {
-            try await api.watchSandbox(.with { $0.sandbox = "watched"; $0.followStatus = true }) { response in
+            try await api.watchSandbox(
+              .with {
+                $0.sandbox = "watched"; $0.followStatus = true
+              }
+            ) { response in
               for try await _ in response.messages {}
             }
             return nil
@@ -294,7 +400,11 @@ import Testing
       _ = try await api.createSandbox(.with { $0.name = "watched" })
       let phases = try await withThrowingTaskGroup(of: [Openshell_V1_SandboxPhase].self) { group in
         group.addTask {
-          try await api.watchSandbox(.with { $0.sandbox = "watched"; $0.followStatus = true; $0.followEvents = true }) { response in
+          try await api.watchSandbox(
+            .with {
+              $0.sandbox = "watched"; $0.followStatus = true; $0.followEvents = true
+            }
+          ) { response in
             var seen: [Openshell_V1_SandboxPhase] = []
             for try await message in response.messages {
               if case .sandbox(let s)? = message.payload { seen.append(s.status.phase) }
@@ -321,7 +431,10 @@ import Testing
       // The documented limit is 4 MiB per request message (GatewayServer.Configuration.maxRequestMessageBytes).
       let big = String(repeating: "x", count: 5 << 20)
       do {
-        _ = try await api.createSandbox(.with { $0.name = "big"; $0.annotations = ["blob": big] })
+        _ = try await api.createSandbox(
+          .with {
+            $0.name = "big"; $0.annotations = ["blob": big]
+          })
         Issue.record("an oversized request was accepted")
       } catch {
         #expect((error as? RPCError)?.code == .resourceExhausted, "got \(error)")

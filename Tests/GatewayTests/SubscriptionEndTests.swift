@@ -24,7 +24,11 @@ struct SubscriptionEndTests {
     let g = try await ConfigGateway.start()
     defer { Task { await g.stop() } }
     let id = try await g.withClients { c, _ in
-      try await c.createSandbox(.with { $0.name = "watcher"; $0.workspaceScope = .ws("default") }).sandbox.metadata.id
+      try await c.createSandbox(
+        .with {
+          $0.name = "watcher"; $0.workspaceScope = .ws("default")
+        }
+      ).sandbox.metadata.id
     }
     let method = "openshell.inference.v1.Inference/WatchInferenceBundle"
     let metrics = g.gw.running.server.metrics

@@ -35,10 +35,17 @@ import Testing
   static func attempt(_ gw: SandboxGateway, cert: String, key: String, sandboxID: String, instance: String, epoch: UInt64) async throws -> RPCError.Code? {
     try await gw.withClient(cert: cert, key: key) { c in
       do {
-        try await c.connectSupervisor(request: StreamingClientRequest { w in
-          try await w.write(.with { $0.hello = .with { $0.sandboxID = sandboxID; $0.instanceID = instance; $0.connectionEpoch = epoch } })
-          try await Task.sleep(for: .seconds(5))
-        }) { r in
+        try await c.connectSupervisor(
+          request: StreamingClientRequest { w in
+            try await w.write(
+              .with {
+                $0.hello = .with {
+                  $0.sandboxID = sandboxID; $0.instanceID = instance; $0.connectionEpoch = epoch
+                }
+              })
+            try await Task.sleep(for: .seconds(5))
+          }
+        ) { r in
           for try await m in r.messages { if case .sessionAccepted? = m.payload { return } }
         }
         return nil
@@ -98,10 +105,17 @@ import Testing
     let started = ContinuousClock.now
     let ended: RPCError? = try await gw.withClient(cert: cert, key: key) { c in
       do {
-        try await c.connectSupervisor(request: StreamingClientRequest { w in
-          try await w.write(.with { $0.hello = .with { $0.sandboxID = id; $0.instanceID = genuine; $0.connectionEpoch = 1_000_000 } })
-          try await Task.sleep(for: .seconds(30))
-        }) { r in
+        try await c.connectSupervisor(
+          request: StreamingClientRequest { w in
+            try await w.write(
+              .with {
+                $0.hello = .with {
+                  $0.sandboxID = id; $0.instanceID = genuine; $0.connectionEpoch = 1_000_000
+                }
+              })
+            try await Task.sleep(for: .seconds(30))
+          }
+        ) { r in
           for try await m in r.messages { if case .sessionAccepted? = m.payload { seen.accepted.store(true, ordering: .relaxed) } }
         }
         return nil

@@ -15,9 +15,15 @@ extension SandboxLifecycleTests {
   static func forwardGet(_ c: OSClient, sandbox: String, token: String, host: String = "127.0.0.1", port: UInt32, path: String) async throws -> String {
     try await c.forwardTcp(
       request: StreamingClientRequest { writer in
-        try await writer.write(.with {
-          $0.init_p = .with { $0.sandbox = sandbox; $0.tcp = .with { $0.host = host; $0.port = port }; $0.authorizationToken = token }
-        })
+        try await writer.write(
+          .with {
+            $0.init_p = .with {
+              $0.sandbox = sandbox;
+              $0.tcp = .with {
+                $0.host = host; $0.port = port
+              }; $0.authorizationToken = token
+            }
+          })
         try await writer.write(.with { $0.data = Data("GET \(path) HTTP/1.0\r\nHost: localhost\r\n\r\n".utf8) })
         try await Task.sleep(for: .seconds(10))
       }
@@ -28,7 +34,9 @@ extension SandboxLifecycleTests {
     }
   }
 
-  @Test("ForwardTcp tcp target: host → gateway → python http.server in the sandbox; bad host/port INVALID_ARGUMENT, closed port UNAVAILABLE, bad token refused; audited")
+  @Test(
+    "ForwardTcp tcp target: host → gateway → python http.server in the sandbox; bad host/port INVALID_ARGUMENT, closed port UNAVAILABLE, bad token refused; audited"
+  )
   func tcpForward() async throws {
     let dir = try GatewayTestSupport.temporaryDirectory("tcpfwd")
     let gw = try await SandboxGateway.start(dataDirectory: dir)
@@ -39,11 +47,13 @@ extension SandboxLifecycleTests {
       let s = try await c.create("tcp-fwd")
       try await c.wait("tcp-fwd", .ready)
       let session = try await Self.session(c, "tcp-fwd")
-      let started = try await c.exec("tcp-fwd", [
-        "sh", "-c",
-        "mkdir -p /sandbox/www && echo \(marker) > /sandbox/www/index.html && cd /sandbox/www && "
-          + "setsid python3 -m http.server \(port) --bind 127.0.0.1 >/dev/null 2>&1 </dev/null &",
-      ])
+      let started = try await c.exec(
+        "tcp-fwd",
+        [
+          "sh", "-c",
+          "mkdir -p /sandbox/www && echo \(marker) > /sandbox/www/index.html && cd /sandbox/www && "
+            + "setsid python3 -m http.server \(port) --bind 127.0.0.1 >/dev/null 2>&1 </dev/null &",
+        ])
       #expect(started.exitCode == 0, "\(started)")
 
       // Until the server listens, the supervisor refuses: UNAVAILABLE naming the port.

@@ -1,8 +1,8 @@
 import EventLog
 import Foundation
-import Gateway
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import Gateway
 import OpenShellAPI
 import Testing
 

@@ -201,8 +201,10 @@ struct TransportTests {
     let running = try await RunningServer.start(.mutualTLS, pki: pki)
     let result = try await GatewayTestSupport.run(
       "/usr/bin/timeout",
-      ["10", "/usr/bin/openssl", "s_client", "-connect", "127.0.0.1:\(running.port)", "-CAfile", pki.caCertificatePath,
-       "-cert", pki.clientCertificatePath, "-key", pki.clientKeyPath, "-alpn", "h2"], stdin: "")
+      [
+        "10", "/usr/bin/openssl", "s_client", "-connect", "127.0.0.1:\(running.port)", "-CAfile", pki.caCertificatePath,
+        "-cert", pki.clientCertificatePath, "-key", pki.clientKeyPath, "-alpn", "h2",
+      ], stdin: "")
     #expect(result.stdout.contains("ALPN protocol: h2"), "\(result.stdout)\n\(result.stderr)")
     #expect(result.stdout.contains("Verify return code: 0 (ok)"))
     try await running.stop()

@@ -15,71 +15,342 @@ enum AllEventKinds {
     let op = operatorActor
     let sb = "sandbox:\(sandbox)"
     let list: [(String, GatewayEvent.OneOf_Kind)] = [
-      ("system", .gatewayInitialized(.with { $0.gatewayName = "gw"; $0.gatewayID = "gw-1"; $0.serverVersion = "0.1.5" })),
-      ("system", .gatewayConfigured(.with { $0.port = 8080; $0.authMode = "mtls"; $0.registryUsername = "bot"; $0.registryTokenSha256 = "00" })),
-      ("system", .certificateIssued(.with { $0.role = "operator"; $0.subject = "CN=openshell-operator"; $0.fingerprintSha256 = "ab" })),
-      (op, .workspaceCreated(.with { $0.id = "w1"; $0.name = "team"; $0.labels = ["env": "dev"] })),
-      (op, .sandboxTemplateCreated(.with { $0.id = "t1"; $0.name = "tpl"; $0.workspace = "team" })),
-      (op, .sandboxRequested(.with { $0.id = sandbox; $0.name = "box"; $0.workspace = "default"; $0.providers = ["gh"] })),
-      ("system", .sandboxProvisioning(.with { $0.id = sandbox; $0.driver = "local" })),
+      (
+        "system",
+        .gatewayInitialized(
+          .with {
+            $0.gatewayName = "gw"; $0.gatewayID = "gw-1"; $0.serverVersion = "0.1.5"
+          })
+      ),
+      (
+        "system",
+        .gatewayConfigured(
+          .with {
+            $0.port = 8080; $0.authMode = "mtls"; $0.registryUsername = "bot"; $0.registryTokenSha256 = "00"
+          })
+      ),
+      (
+        "system",
+        .certificateIssued(
+          .with {
+            $0.role = "operator"; $0.subject = "CN=openshell-operator"; $0.fingerprintSha256 = "ab"
+          })
+      ),
+      (
+        op,
+        .workspaceCreated(
+          .with {
+            $0.id = "w1"; $0.name = "team"; $0.labels = ["env": "dev"]
+          })
+      ),
+      (
+        op,
+        .sandboxTemplateCreated(
+          .with {
+            $0.id = "t1"; $0.name = "tpl"; $0.workspace = "team"
+          })
+      ),
+      (
+        op,
+        .sandboxRequested(
+          .with {
+            $0.id = sandbox; $0.name = "box"; $0.workspace = "default"; $0.providers = ["gh"]
+          })
+      ),
+      (
+        "system",
+        .sandboxProvisioning(
+          .with {
+            $0.id = sandbox; $0.driver = "local"
+          })
+      ),
       ("system", .sandboxReady(.with { $0.id = sandbox })),
-      ("system", .sandboxConditionSet(.with { $0.id = sandbox; $0.type = "Ready"; $0.status = "True"; $0.reason = "Started" })),
-      (sb, .sandboxNetworkDenials(.with {
-        $0.id = sandbox
-        $0.firstSeenNs = 1_700_000_000_000_000_000
-        $0.lastSeenNs = 1_700_000_005_000_000_000
-        $0.denials = [
-          .with { $0.host = "evil.example"; $0.port = 443; $0.binary = "/usr/bin/curl"; $0.binarySha256 = "cd"; $0.reason = "no policy allows it"; $0.count = 7 },
-          .with { $0.host = "169.254.169.254"; $0.port = 80; $0.reason = "metadata address"; $0.count = 1 },
-        ]
-      })),
-      (op, .providerCreated(.with { $0.id = "p1"; $0.name = "gh"; $0.workspace = "default"; $0.type = "github"; $0.credentials = [.with { $0.key = "GITHUB_TOKEN"; $0.sealed = sealed }] })),
-      (op, .providerUpdated(.with { $0.id = "p1"; $0.setCredentials = [.with { $0.key = "GITHUB_TOKEN"; $0.sealed = sealed }]; $0.removedConfig = ["x"] })),
-      (op, .providerCredentialRotated(.with { $0.id = "p1"; $0.credential = .with { $0.key = "GITHUB_TOKEN"; $0.sealed = sealed } })),
-      (op, .sandboxProviderAttached(.with { $0.sandboxID = sandbox; $0.provider = "gh" })),
-      (op, .sandboxProviderDetached(.with { $0.sandboxID = sandbox; $0.provider = "gh" })),
-      (op, .policyRevisionSubmitted(.with { $0.sandboxID = sandbox; $0.version = 2; $0.contentSha256 = "ef" })),
-      ("system", .policyRevisionLoaded(.with { $0.sandboxID = sandbox; $0.version = 2 })),
-      ("system", .policyRevisionFailed(.with { $0.sandboxID = sandbox; $0.version = 3; $0.message = "bad" })),
-      ("system", .policyRevisionSuperseded(.with { $0.sandboxID = sandbox; $0.version = 2; $0.supersededBy = 3 })),
-      (op, .globalPolicySet(.with { $0.version = 1; $0.contentSha256 = "01" })),
+      (
+        "system",
+        .sandboxConditionSet(
+          .with {
+            $0.id = sandbox; $0.type = "Ready"; $0.status = "True"; $0.reason = "Started"
+          })
+      ),
+      (
+        sb,
+        .sandboxNetworkDenials(
+          .with {
+            $0.id = sandbox
+            $0.firstSeenNs = 1_700_000_000_000_000_000
+            $0.lastSeenNs = 1_700_000_005_000_000_000
+            $0.denials = [
+              .with {
+                $0.host = "evil.example"; $0.port = 443; $0.binary = "/usr/bin/curl"; $0.binarySha256 = "cd"; $0.reason = "no policy allows it"; $0.count = 7
+              },
+              .with {
+                $0.host = "169.254.169.254"; $0.port = 80; $0.reason = "metadata address"; $0.count = 1
+              },
+            ]
+          })
+      ),
+      (
+        op,
+        .providerCreated(
+          .with {
+            $0.id = "p1"; $0.name = "gh"; $0.workspace = "default"; $0.type = "github";
+            $0.credentials = [
+              .with {
+                $0.key = "GITHUB_TOKEN"; $0.sealed = sealed
+              }
+            ]
+          })
+      ),
+      (
+        op,
+        .providerUpdated(
+          .with {
+            $0.id = "p1";
+            $0.setCredentials = [
+              .with {
+                $0.key = "GITHUB_TOKEN"; $0.sealed = sealed
+              }
+            ]; $0.removedConfig = ["x"]
+          })
+      ),
+      (
+        op,
+        .providerCredentialRotated(
+          .with {
+            $0.id = "p1";
+            $0.credential = .with {
+              $0.key = "GITHUB_TOKEN"; $0.sealed = sealed
+            }
+          })
+      ),
+      (
+        op,
+        .sandboxProviderAttached(
+          .with {
+            $0.sandboxID = sandbox; $0.provider = "gh"
+          })
+      ),
+      (
+        op,
+        .sandboxProviderDetached(
+          .with {
+            $0.sandboxID = sandbox; $0.provider = "gh"
+          })
+      ),
+      (
+        op,
+        .policyRevisionSubmitted(
+          .with {
+            $0.sandboxID = sandbox; $0.version = 2; $0.contentSha256 = "ef"
+          })
+      ),
+      (
+        "system",
+        .policyRevisionLoaded(
+          .with {
+            $0.sandboxID = sandbox; $0.version = 2
+          })
+      ),
+      (
+        "system",
+        .policyRevisionFailed(
+          .with {
+            $0.sandboxID = sandbox; $0.version = 3; $0.message = "bad"
+          })
+      ),
+      (
+        "system",
+        .policyRevisionSuperseded(
+          .with {
+            $0.sandboxID = sandbox; $0.version = 2; $0.supersededBy = 3
+          })
+      ),
+      (
+        op,
+        .globalPolicySet(
+          .with {
+            $0.version = 1; $0.contentSha256 = "01"
+          })
+      ),
       (op, .globalPolicyDeleted(.with { $0.version = 1 })),
-      (op, .settingSet(.with { $0.scope = "global"; $0.key = "log_level"; $0.value = "debug" })),
-      (op, .settingDeleted(.with { $0.scope = "global"; $0.key = "log_level" })),
-      (op, .inferenceRouteSet(.with { $0.route = "inference.local"; $0.provider = "gh"; $0.model = "m"; $0.timeoutSeconds = 30 })),
-      ("system", .inferenceBundlePublished(.with { $0.revision = "r1"; $0.routes = ["inference.local"] })),
+      (
+        op,
+        .settingSet(
+          .with {
+            $0.scope = "global"; $0.key = "log_level"; $0.value = "debug"
+          })
+      ),
+      (
+        op,
+        .settingDeleted(
+          .with {
+            $0.scope = "global"; $0.key = "log_level"
+          })
+      ),
+      (
+        op,
+        .inferenceRouteSet(
+          .with {
+            $0.route = "inference.local"; $0.provider = "gh"; $0.model = "m"; $0.timeoutSeconds = 30
+          })
+      ),
+      (
+        "system",
+        .inferenceBundlePublished(
+          .with {
+            $0.revision = "r1"; $0.routes = ["inference.local"]
+          })
+      ),
       (op, .inferenceRouteDeleted(.with { $0.route = "inference.local" })),
-      (op, .sshSessionCreated(.with { $0.id = "s1"; $0.sandboxID = sandbox; $0.tokenSha256 = "12"; $0.expiresNs = 1_800_000_000_000_000_000; $0.hostKeyFingerprint = "SHA256:x" })),
-      (op, .sshTunnelOpened(.with { $0.tunnelID = "tn1"; $0.sessionID = "s1"; $0.sandboxID = sandbox; $0.target = "ssh" })),
-      (op, .sshTunnelClosed(.with { $0.tunnelID = "tn1"; $0.sessionID = "s1"; $0.sandboxID = sandbox; $0.bytesToSandbox = 10; $0.bytesFromSandbox = 20; $0.durationMs = 5 })),
+      (
+        op,
+        .sshSessionCreated(
+          .with {
+            $0.id = "s1"; $0.sandboxID = sandbox; $0.tokenSha256 = "12"; $0.expiresNs = 1_800_000_000_000_000_000; $0.hostKeyFingerprint = "SHA256:x"
+          })
+      ),
+      (
+        op,
+        .sshTunnelOpened(
+          .with {
+            $0.tunnelID = "tn1"; $0.sessionID = "s1"; $0.sandboxID = sandbox; $0.target = "ssh"
+          })
+      ),
+      (
+        op,
+        .sshTunnelClosed(
+          .with {
+            $0.tunnelID = "tn1"; $0.sessionID = "s1"; $0.sandboxID = sandbox; $0.bytesToSandbox = 10; $0.bytesFromSandbox = 20; $0.durationMs = 5
+          })
+      ),
       (op, .sshSessionRevoked(.with { $0.id = "s1" })),
-      ("anonymous", .accessRefused(.with {
-        $0.identity = "anonymous"; $0.peer = "ipv4:127.0.0.1:50123"; $0.rpc = "openshell.v1.OpenShell/ListSandboxes"
-        $0.code = "UNAUTHENTICATED"; $0.reason = "no client certificate"; $0.count = 1000; $0.firstNs = 1_700_000_000_000_000_000; $0.lastNs = 1_700_000_009_000_000_000
-      })),
-      (sb, .accessRefused(.with {
-        $0.identity = sb; $0.peer = "ipv6:[::1]:50124"; $0.rpc = "openshell.v1.OpenShell/ListSandboxes"
-        $0.code = "PERMISSION_DENIED"; $0.reason = "not available to sandbox identities"; $0.count = 3; $0.firstNs = 1_700_000_000_000_000_000; $0.lastNs = 1_700_000_001_000_000_000
-      })),
-      (op, .credentialsDisclosed(.with { $0.rpc = "GetProviderCredentials"; $0.recipient = op; $0.providers = ["gh"]; $0.keys = ["GITHUB_TOKEN"] })),
-      (sb, .credentialsDisclosed(.with { $0.rpc = "GetSandboxProviderEnvironment"; $0.recipient = sb; $0.sandboxID = sandbox; $0.providers = ["gh"]; $0.keys = ["GITHUB_TOKEN"] })),
-      (op, .execStarted(.with { $0.sandboxID = sandbox; $0.execID = "e1"; $0.command = ["sh", "-c", "echo hi", "[REDACTED]"] })),
-      (op, .execEnded(.with { $0.sandboxID = sandbox; $0.execID = "e1"; $0.exitCode = 3; $0.durationMs = 12 })),
-      (op, .execEnded(.with { $0.sandboxID = sandbox; $0.execID = "e2"; $0.durationMs = 10_000; $0.error = "supervisor disconnected" })),
-      ("system", .sandboxMainProcessExited(.with { $0.id = sandbox; $0.exitCode = 1 })),
-      ("system", .sandboxFailed(.with { $0.id = sandbox; $0.reason = "SupervisorExited"; $0.message = "exit 1" })),
-      (op, .sandboxStopping(.with { $0.id = sandbox; $0.reason = "requested" })),
+      (
+        "anonymous",
+        .accessRefused(
+          .with {
+            $0.identity = "anonymous"; $0.peer = "ipv4:127.0.0.1:50123"; $0.rpc = "openshell.v1.OpenShell/ListSandboxes"
+            $0.code = "UNAUTHENTICATED"; $0.reason = "no client certificate"; $0.count = 1000; $0.firstNs = 1_700_000_000_000_000_000;
+            $0.lastNs = 1_700_000_009_000_000_000
+          })
+      ),
+      (
+        sb,
+        .accessRefused(
+          .with {
+            $0.identity = sb; $0.peer = "ipv6:[::1]:50124"; $0.rpc = "openshell.v1.OpenShell/ListSandboxes"
+            $0.code = "PERMISSION_DENIED"; $0.reason = "not available to sandbox identities"; $0.count = 3; $0.firstNs = 1_700_000_000_000_000_000;
+            $0.lastNs = 1_700_000_001_000_000_000
+          })
+      ),
+      (
+        op,
+        .credentialsDisclosed(
+          .with {
+            $0.rpc = "GetProviderCredentials"; $0.recipient = op; $0.providers = ["gh"]; $0.keys = ["GITHUB_TOKEN"]
+          })
+      ),
+      (
+        sb,
+        .credentialsDisclosed(
+          .with {
+            $0.rpc = "GetSandboxProviderEnvironment"; $0.recipient = sb; $0.sandboxID = sandbox; $0.providers = ["gh"]; $0.keys = ["GITHUB_TOKEN"]
+          })
+      ),
+      (
+        op,
+        .execStarted(
+          .with {
+            $0.sandboxID = sandbox; $0.execID = "e1"; $0.command = ["sh", "-c", "echo hi", "[REDACTED]"]
+          })
+      ),
+      (
+        op,
+        .execEnded(
+          .with {
+            $0.sandboxID = sandbox; $0.execID = "e1"; $0.exitCode = 3; $0.durationMs = 12
+          })
+      ),
+      (
+        op,
+        .execEnded(
+          .with {
+            $0.sandboxID = sandbox; $0.execID = "e2"; $0.durationMs = 10_000; $0.error = "supervisor disconnected"
+          })
+      ),
+      (
+        "system",
+        .sandboxMainProcessExited(
+          .with {
+            $0.id = sandbox; $0.exitCode = 1
+          })
+      ),
+      (
+        "system",
+        .sandboxFailed(
+          .with {
+            $0.id = sandbox; $0.reason = "SupervisorExited"; $0.message = "exit 1"
+          })
+      ),
+      (
+        op,
+        .sandboxStopping(
+          .with {
+            $0.id = sandbox; $0.reason = "requested"
+          })
+      ),
       ("system", .sandboxStopped(.with { $0.id = sandbox })),
       (op, .sandboxStarting(.with { $0.id = sandbox })),
       (op, .sandboxDeleting(.with { $0.id = sandbox })),
       ("system", .sandboxDeleted(.with { $0.id = sandbox })),
-      (op, .serviceExposed(.with { $0.sandboxID = sandbox; $0.service = "web"; $0.targetPort = 8000; $0.authorizationMode = 1 })),
-      (op, .serviceDeleted(.with { $0.sandboxID = sandbox; $0.service = "web" })),
-      (op, .providerDeleted(.with { $0.id = "p1"; $0.name = "gh"; $0.workspace = "default" })),
-      (op, .sandboxTemplateDeleted(.with { $0.id = "t1"; $0.name = "tpl"; $0.workspace = "team" })),
-      (op, .workspaceDeleted(.with { $0.id = "w1"; $0.name = "team" })),
-      ("system", .gatewayRestored(.with { $0.gatewayName = "gw"; $0.source = "/backups/a.oslog"; $0.records = 40 })),
-      ("system", .auditCheckpoint(.with { $0.coversSeq = 48; $0.chainHash = Data(repeating: 1, count: 32); $0.signature = Data(repeating: 2, count: 64); $0.keySha256 = "aa" })),
+      (
+        op,
+        .serviceExposed(
+          .with {
+            $0.sandboxID = sandbox; $0.service = "web"; $0.targetPort = 8000; $0.authorizationMode = 1
+          })
+      ),
+      (
+        op,
+        .serviceDeleted(
+          .with {
+            $0.sandboxID = sandbox; $0.service = "web"
+          })
+      ),
+      (
+        op,
+        .providerDeleted(
+          .with {
+            $0.id = "p1"; $0.name = "gh"; $0.workspace = "default"
+          })
+      ),
+      (
+        op,
+        .sandboxTemplateDeleted(
+          .with {
+            $0.id = "t1"; $0.name = "tpl"; $0.workspace = "team"
+          })
+      ),
+      (
+        op,
+        .workspaceDeleted(
+          .with {
+            $0.id = "w1"; $0.name = "team"
+          })
+      ),
+      (
+        "system",
+        .gatewayRestored(
+          .with {
+            $0.gatewayName = "gw"; $0.source = "/backups/a.oslog"; $0.records = 40
+          })
+      ),
+      (
+        "system",
+        .auditCheckpoint(
+          .with {
+            $0.coversSeq = 48; $0.chainHash = Data(repeating: 1, count: 32); $0.signature = Data(repeating: 2, count: 64); $0.keySha256 = "aa"
+          })
+      ),
     ]
     return list.map { ($0.0, GatewayEvent($0.1)) }
   }

@@ -47,13 +47,15 @@ import Testing
     for r in try original.records(from: 1) {
       var payload = r.payload
       if !edited, r.type == "sandbox.requested", var event = try? GatewayEvent.decode(r),
-         case .sandboxRequested(var e)? = event.kind {
+        case .sandboxRequested(var e)? = event.kind
+      {
         e.name = "rewritten-" + e.name
         event.kind = .sandboxRequested(e)
         payload = try event.serializedBytes()
         edited = true
       }
-      let new = NewEvent(type: r.type, aggregate: r.aggregate, actor: r.actor, requestID: r.requestID,
+      let new = NewEvent(
+        type: r.type, aggregate: r.aggregate, actor: r.actor, requestID: r.requestID,
         payloadVersion: r.payloadVersion, payload: payload, timestampNs: r.timestampNs)
       _ = try await out.append([new])
     }
@@ -85,8 +87,11 @@ import Testing
         event.kind = .auditCheckpoint(c)
         payload = try event.serializedBytes()
       }
-      _ = try await out.append([NewEvent(type: r.type, aggregate: r.aggregate, actor: r.actor, requestID: r.requestID,
-        payloadVersion: r.payloadVersion, payload: payload, timestampNs: r.timestampNs)])
+      _ = try await out.append([
+        NewEvent(
+          type: r.type, aggregate: r.aggregate, actor: r.actor, requestID: r.requestID,
+          payloadVersion: r.payloadVersion, payload: payload, timestampNs: r.timestampNs)
+      ])
     }
     out.close()
     let log = try openReadOnly(forged)

@@ -51,7 +51,8 @@ struct ToolMissing: Error, CustomStringConvertible {
   @Test func everyEventKindMapsToItsClassAndValidatesWithoutSecrets() async throws {
     let canary = "canary-\(UUID().uuidString)"
     #expect(AllEventKinds.events(canary: canary).map(\.1.typeName).count >= AllEventKinds.schemaKindCount)
-    #expect(Set(AllEventKinds.events(canary: canary).map(\.1.typeName)).count == AllEventKinds.schemaKindCount,
+    #expect(
+      Set(AllEventKinds.events(canary: canary).map(\.1.typeName)).count == AllEventKinds.schemaKindCount,
       "the sample covers every event kind of the schema")
     let dir = temporaryDirectory("ocsf-kinds")
     let log = try await AllEventKinds.writeLog(dir, canary: canary)

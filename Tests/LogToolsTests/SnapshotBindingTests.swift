@@ -22,8 +22,13 @@ import Testing
   /// Appends `count` workspace events named `<prefix>-<i>`; returns the projected state.
   static func fill(_ log: EventLog, prefix: String, count: Int) throws -> GatewayState {
     let events = (0..<count).map { i in
-      GatewayEvent(.workspaceCreated(.with { $0.id = "\(prefix)-id-\(i)"; $0.name = "\(prefix)-\(i)" }))
-        .newEvent(actor: "test", requestID: "")
+      GatewayEvent(
+        .workspaceCreated(
+          .with {
+            $0.id = "\(prefix)-id-\(i)"; $0.name = "\(prefix)-\(i)"
+          })
+      )
+      .newEvent(actor: "test", requestID: "")
     }
     _ = try log.appendSync(events)
     return try StateLoader.replay(log)

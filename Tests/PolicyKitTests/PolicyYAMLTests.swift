@@ -216,7 +216,9 @@ enum Examples {
 
   @Test func hashIgnoresFormatting() throws {
     let a = try PolicyYAML.parse("version: 1\nnetwork_policies:\n  x:\n    endpoints: [{host: a.com, port: 443}]\n").policy
-    let b = try PolicyYAML.parse("# comment\nversion: 1\nprocess: {run_as_user: sandbox}\nnetwork_policies:\n  x:\n    name: x\n    endpoints:\n      - host: a.com\n        ports: [443]\n").policy
+    let b = try PolicyYAML.parse(
+      "# comment\nversion: 1\nprocess: {run_as_user: sandbox}\nnetwork_policies:\n  x:\n    name: x\n    endpoints:\n      - host: a.com\n        ports: [443]\n"
+    ).policy
     #expect(PolicyRules.hash(a) == PolicyRules.hash(b))
     #expect(PolicyRules.hash(a).count == 64)
   }
@@ -240,7 +242,8 @@ enum Examples {
     #expect(top.first?.line == 2)
     #expect(top.first?.message.contains("unknown field `filesystem`") == true)
 
-    let deep = parseIssues("""
+    let deep = parseIssues(
+      """
       version: 1
       network_policies:
         api:
@@ -258,7 +261,9 @@ enum Examples {
     let fs = parseIssues("version: 1\nfilesystem_policy:\n  read_only: [/usr]\n  writable: [/tmp]\n")
     #expect(fs.first?.path == "filesystem_policy.writable")
     #expect(fs.first?.line == 4)
-    let allow = parseIssues("version: 1\nnetwork_policies:\n  a:\n    endpoints:\n      - host: a.com\n        port: 443\n        protocol: rest\n        rules:\n          - allow: {method: GET, verb: x}\n")
+    let allow = parseIssues(
+      "version: 1\nnetwork_policies:\n  a:\n    endpoints:\n      - host: a.com\n        port: 443\n        protocol: rest\n        rules:\n          - allow: {method: GET, verb: x}\n"
+    )
     #expect(allow.first?.path == "network_policies.a.endpoints[0].rules[0].allow.verb")
     #expect(allow.first?.line == 9)
   }
@@ -284,7 +289,8 @@ enum Examples {
     #expect(enf.first?.path == "network_policies.a.endpoints[0].enforcement")
     let emptyRules = parseIssues("version: 1\nnetwork_policies:\n  a:\n    endpoints:\n      - {host: a.com, port: 1, protocol: rest, rules: []}\n")
     #expect(emptyRules.first?.message == "rules list cannot be empty (would deny all traffic). Use access: full or remove rules.")
-    let emptyDeny = parseIssues("version: 1\nnetwork_policies:\n  a:\n    endpoints:\n      - {host: a.com, port: 1, protocol: rest, access: full, deny_rules: []}\n")
+    let emptyDeny = parseIssues(
+      "version: 1\nnetwork_policies:\n  a:\n    endpoints:\n      - {host: a.com, port: 1, protocol: rest, access: full, deny_rules: []}\n")
     #expect(emptyDeny.first?.message.hasPrefix("deny_rules list cannot be empty") == true)
     let noHost = parseIssues("version: 1\nnetwork_policies:\n  a:\n    endpoints:\n      - {port: 1}\n")
     #expect(noHost.first?.path == "network_policies.a.endpoints[0].host")
@@ -296,7 +302,9 @@ enum Examples {
 
   @Test func queryMatcherShapes() {
     func q(_ matcher: String) -> String? {
-      parseIssues("version: 1\nnetwork_policies:\n  a:\n    endpoints:\n      - host: a.com\n        port: 443\n        protocol: rest\n        rules:\n          - allow:\n              method: GET\n              query:\n                p: \(matcher)\n").first?.message
+      parseIssues(
+        "version: 1\nnetwork_policies:\n  a:\n    endpoints:\n      - host: a.com\n        port: 443\n        protocol: rest\n        rules:\n          - allow:\n              method: GET\n              query:\n                p: \(matcher)\n"
+      ).first?.message
     }
     #expect(q("[a, b]") == "expected string glob or object with any")
     #expect(q("{regex: x}") == "only glob or any are supported")
@@ -309,7 +317,8 @@ enum Examples {
   func located(_ yaml: String) -> [PolicyIssue] { PolicyYAML.check(yaml) }
 
   @Test func safetyRules() {
-    let issues = located("""
+    let issues = located(
+      """
       version: 1
       filesystem_policy:
         read_only:
@@ -352,17 +361,46 @@ enum Examples {
     #expect(l7("{host: '*', port: 443}") == ["network_policies.p.endpoints[0].host (line 5): host '*' matches all hosts; list the hosts to allow"])
     #expect(l7("{host: '**', port: 443}").first?.contains("matches all hosts") == true)
     #expect(l7("{host: 'api*.example.com', port: 443}").first?.contains("must start with '*.'") == true)
-    #expect(l7("{host: 'a.com', port: 443, protocol: rest, access: full, rules: [{allow: {method: GET}}]}").first?.contains("rules and access are mutually exclusive") == true)
+    #expect(
+      l7("{host: 'a.com', port: 443, protocol: rest, access: full, rules: [{allow: {method: GET}}]}").first?.contains("rules and access are mutually exclusive")
+        == true)
     #expect(l7("{host: 'a.com', port: 443, protocol: rest}").first?.contains("protocol requires rules or access to define allowed traffic") == true)
-    #expect(l7("{host: 'a.com', port: 5432, protocol: sql, enforcement: enforce, access: full}").first?.contains("SQL enforcement requires full SQL parsing (not available in v1). Use enforcement: audit.") == true)
-    #expect(l7("{host: 'a.com', port: 443, access: full, deny_rules: [{method: POST}]}").first?.contains("deny_rules require protocol (L7 inspection must be enabled)") == true)
-    #expect(l7("{host: 'a.com', port: 443, protocol: rest, deny_rules: [{method: POST}]}").contains { $0.contains("deny_rules require rules or access to define the base allow set") })
-    #expect(l7("{host: 'a.com', port: 443, protocol: rest, rules: [{allow: {method: FETCH}}]}").first?.contains("rules[0].allow.method (line 5): unknown HTTP method 'FETCH'") == true)
+    #expect(
+      l7("{host: 'a.com', port: 5432, protocol: sql, enforcement: enforce, access: full}").first?.contains(
+        "SQL enforcement requires full SQL parsing (not available in v1). Use enforcement: audit.") == true)
+    #expect(
+      l7("{host: 'a.com', port: 443, access: full, deny_rules: [{method: POST}]}").first?.contains(
+        "deny_rules require protocol (L7 inspection must be enabled)") == true)
+    #expect(
+      l7("{host: 'a.com', port: 443, protocol: rest, deny_rules: [{method: POST}]}").contains {
+        $0.contains("deny_rules require rules or access to define the base allow set")
+      })
+    #expect(
+      l7("{host: 'a.com', port: 443, protocol: rest, rules: [{allow: {method: FETCH}}]}").first?.contains(
+        "rules[0].allow.method (line 5): unknown HTTP method 'FETCH'") == true)
     #expect(l7("{host: 'a.com', port: 443, allowed_ips: [10.0.0.0/33]}").first?.contains("is not an IP address or CIDR") == true)
     // The proto form (RPC clients) may carry both port and ports.
-    let both = PolicyRules.l7Issues(.with { $0.networkPolicies["x"] = .with { $0.endpoints = [.with { $0.host = "a.com"; $0.port = 443; $0.ports = [80] }] } })
+    let both = PolicyRules.l7Issues(
+      .with {
+        $0.networkPolicies["x"] = .with {
+          $0.endpoints = [
+            .with {
+              $0.host = "a.com"; $0.port = 443; $0.ports = [80]
+            }
+          ]
+        }
+      })
     #expect(both.map(\.message) == ["port and ports are mutually exclusive; use ports for multiple ports"])
-    let warnings = PolicyRules.l7Warnings(.with { $0.networkPolicies["x"] = .with { $0.endpoints = [.with { $0.host = "a.com"; $0.ports = [443]; $0.tls = .terminate }] } })
+    let warnings = PolicyRules.l7Warnings(
+      .with {
+        $0.networkPolicies["x"] = .with {
+          $0.endpoints = [
+            .with {
+              $0.host = "a.com"; $0.ports = [443]; $0.tls = .terminate
+            }
+          ]
+        }
+      })
     #expect(warnings.first?.message.contains("deprecated") == true)
   }
 
@@ -370,35 +408,45 @@ enum Examples {
     let base = try PolicyYAML.parse(Examples.defaultPolicy).policy
     // Network policies stay live.
     var grown = base
-    grown.networkPolicies["more"] = .with { $0.endpoints = [.with { $0.host = "x.example.com"; $0.ports = [443] }] }
+    grown.networkPolicies["more"] = .with {
+      $0.endpoints = [
+        .with {
+          $0.host = "x.example.com"; $0.ports = [443]
+        }
+      ]
+    }
     #expect(PolicyRules.liveUpdateIssues(baseline: base, proposed: grown) == [])
     // Startup-only sections: every change is refused (removals, additions), naming the section and
     // saying that a stop + start applies it.
     let hint = " (applied at startup; `sandbox stop` + `sandbox start` applies it)"
     var added = base
     added.filesystem.readOnly.append("/opt")
-    #expect(PolicyRules.liveUpdateIssues(baseline: base, proposed: added).map(\.message) == [
-      "filesystem read_only path '/opt' cannot be added on a live sandbox" + hint
-    ])
+    #expect(
+      PolicyRules.liveUpdateIssues(baseline: base, proposed: added).map(\.message) == [
+        "filesystem read_only path '/opt' cannot be added on a live sandbox" + hint
+      ])
     var shrunk = base
     shrunk.filesystem.readOnly.removeAll { $0 == "/usr" }
     shrunk.filesystem.readWrite.removeAll { $0 == "/tmp" }
     shrunk.filesystem.includeWorkdir = false
     shrunk.landlock.compatibility = "hard_requirement"
     shrunk.process.runAsUser = "other"
-    #expect(PolicyRules.liveUpdateIssues(baseline: base, proposed: shrunk).map(\.message) == [
-      "filesystem include_workdir cannot be changed on a live sandbox" + hint,
-      "filesystem read_only path '/usr' cannot be removed on a live sandbox" + hint,
-      "filesystem read_write path '/tmp' cannot be removed on a live sandbox" + hint,
-      "landlock policy cannot be changed on a live sandbox" + hint,
-      "process policy cannot be changed on a live sandbox" + hint,
-    ])
-    #expect(PolicyRules.liveUpdateIssues(baseline: base, proposed: shrunk).map(\.path) == [
-      "filesystem_policy.include_workdir", "filesystem_policy.read_only", "filesystem_policy.read_write", "landlock", "process",
-    ])
+    #expect(
+      PolicyRules.liveUpdateIssues(baseline: base, proposed: shrunk).map(\.message) == [
+        "filesystem include_workdir cannot be changed on a live sandbox" + hint,
+        "filesystem read_only path '/usr' cannot be removed on a live sandbox" + hint,
+        "filesystem read_write path '/tmp' cannot be removed on a live sandbox" + hint,
+        "landlock policy cannot be changed on a live sandbox" + hint,
+        "process policy cannot be changed on a live sandbox" + hint,
+      ])
+    #expect(
+      PolicyRules.liveUpdateIssues(baseline: base, proposed: shrunk).map(\.path) == [
+        "filesystem_policy.include_workdir", "filesystem_policy.read_only", "filesystem_policy.read_write", "landlock", "process",
+      ])
     var removed = base
     removed.clearFilesystem()
-    #expect(PolicyRules.liveUpdateIssues(baseline: base, proposed: removed).map(\.message).first == "filesystem policy cannot be removed on a live sandbox" + hint)
+    #expect(
+      PolicyRules.liveUpdateIssues(baseline: base, proposed: removed).map(\.message).first == "filesystem policy cannot be removed on a live sandbox" + hint)
     var none = base
     none.clearFilesystem()
     #expect(PolicyRules.liveUpdateIssues(baseline: none, proposed: base).map(\.message).first == "filesystem policy cannot be added on a live sandbox" + hint)
@@ -425,9 +473,10 @@ enum Examples {
     #expect(scanner.count == 1 && scanner[0].line != nil && scanner[0].message.hasPrefix("invalid YAML: "), "\(scanner)")
     #expect(!scanner[0].description.contains("read_only") && !scanner[0].description.contains("\n"), "\(scanner)")
     let key = parseIssues("version: 1\n\"a\\nb\\u0001\": 1\n")
-    #expect(key.map(\.description) == [
-      "a\\nb\\u{1} (line 2): unknown field `a\\nb\\u{1}`, expected one of filesystem_policy, landlock, network_policies, process, version"
-    ])
+    #expect(
+      key.map(\.description) == [
+        "a\\nb\\u{1} (line 2): unknown field `a\\nb\\u{1}`, expected one of filesystem_policy, landlock, network_policies, process, version"
+      ])
     #expect(PolicyYAML.escaped("ab\u{1}\u{2028}cd", limit: 4) == "ab\\u{1}\\u{2028}…")
     #expect(PolicyYAML.escaped("say \"hi\"", limit: 40, quoted: true) == "\"say \\\"hi\\\"\"")
   }

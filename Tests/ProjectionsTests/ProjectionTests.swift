@@ -97,12 +97,18 @@ import Testing
 
   @Test func requestIDsAreKeptForABoundedWindowOfTheNewest() throws {
     var state = GatewayState()
-    let event = GatewayEvent(.workspaceCreated(.with { $0.id = "w"; $0.name = "w" })).newEvent(actor: "system", requestID: "")
+    let event = GatewayEvent(
+      .workspaceCreated(
+        .with {
+          $0.id = "w"; $0.name = "w"
+        })
+    ).newEvent(actor: "system", requestID: "")
     let total = GatewayState.requestWindow + GatewayState.requestWindow / 10 + 1
     for seq in 1...UInt64(total) {
-      try state.apply(EventRecord(
-        seq: seq, timestampNs: seq, type: event.type, aggregate: event.aggregate, actor: "system", requestID: "r\(seq)",
-        payloadVersion: event.payloadVersion, dictionaryID: 0, payload: event.payload, hash: [], previousHash: [], storedSize: 0))
+      try state.apply(
+        EventRecord(
+          seq: seq, timestampNs: seq, type: event.type, aggregate: event.aggregate, actor: "system", requestID: "r\(seq)",
+          payloadVersion: event.payloadVersion, dictionaryID: 0, payload: event.payload, hash: [], previousHash: [], storedSize: 0))
     }
     // Pruned once it grew 10 % past the window: exactly the newest `requestWindow` ids remain.
     #expect(state.requests.count == GatewayState.requestWindow)

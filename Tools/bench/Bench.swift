@@ -57,7 +57,8 @@ struct LogCommand: AsyncParsableCommand {
 
   func header(_ s: LogBenchSettings, mix: EventMix, base: String) -> String {
     let cores = ProcessInfo.processInfo.activeProcessorCount
-    let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3)
+    let load =
+      (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3)
       .joined(separator: " ") ?? "?"
     let fsType = fileSystemType(base)
     return """

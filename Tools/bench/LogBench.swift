@@ -96,9 +96,10 @@ enum LogBench {
       progress("appends: SQLite NORMAL, \(c) appender(s)")
       let (normal, pragmasNormal) = try await sqliteAppends(s, mix: mix, concurrency: c, sync: .normal)
       res.sqlitePragmas = "\(pragmasFull) / \(pragmasNormal)"
-      res.appends.append(.init(
-        concurrency: c, ours: ours, oursCommits: w.commits, oursLargestBatch: w.largestBatchCalls,
-        sqliteFull: full, sqliteNormal: normal))
+      res.appends.append(
+        .init(
+          concurrency: c, ours: ours, oursCommits: w.commits, oursLargestBatch: w.largestBatchCalls,
+          sqliteFull: full, sqliteNormal: normal))
     }
 
     // 2. Bulk load of the same events into both stores, in batches (one transaction each).
@@ -107,7 +108,10 @@ enum LogBench {
     let log = try EventLog.open(directory: logDir, options: quietOptions)
     defer { log.close() }
     let db = try SQLitePeer(path: sqlDir + "/events.sqlite", synchronous: .full)
-    var oursNs: UInt64 = 0, sqlNs: UInt64 = 0, oursCPU: UInt64 = 0, sqlCPU: UInt64 = 0
+    var oursNs: UInt64 = 0
+    var sqlNs: UInt64 = 0
+    var oursCPU: UInt64 = 0
+    var sqlCPU: UInt64 = 0
     var i = 0
     var nextReport = 0
     while i < s.replayEvents {
@@ -194,8 +198,9 @@ enum LogBench {
     }
     let st1 = try log.stats()
     let nd = Double(st1.recordsPerDictionary[dictID] ?? 0)
-    let headerAfter = Double(
-      (st1.storedBytes - st1.storedPayloadBytes) - (st0.storedBytes - st0.storedPayloadBytes)) / nd
+    let headerAfter =
+      Double(
+        (st1.storedBytes - st1.storedPayloadBytes) - (st0.storedBytes - st0.storedPayloadBytes)) / nd
     res.payloadDict = Double(st1.storedPayloadBytesPerDictionary[dictID] ?? 0) / nd
     res.bytesDict = headerAfter + res.payloadDict
     res.bytesFileDict = Double(st1.usedBytes - st0.usedBytes) / nd

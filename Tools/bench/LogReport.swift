@@ -9,8 +9,11 @@ enum LogReport {
     var w = head.map(\.count)
     for r in rows { for (i, c) in r.enumerated() { w[i] = max(w[i], c.count) } }
     func line(_ cells: [String]) -> String {
-      cells.enumerated().map { i, c in i == 0 ? c.padding(toLength: w[i], withPad: " ", startingAt: 0)
-        : String(repeating: " ", count: w[i] - c.count) + c }.joined(separator: "  ")
+      cells.enumerated().map { i, c in
+        i == 0
+          ? c.padding(toLength: w[i], withPad: " ", startingAt: 0)
+          : String(repeating: " ", count: w[i] - c.count) + c
+      }.joined(separator: "  ")
     }
     let sep = w.map { String(repeating: "-", count: $0) }.joined(separator: "  ")
     return ([line(head), sep] + rows.map(line)).joined(separator: "\n")
@@ -21,8 +24,10 @@ enum LogReport {
     out += "\n== Durable appends (events/s; latency p50/p99 ms per append call) ==\n"
     out += "SQLite pragmas: \(r.sqlitePragmas)\n"
     out += table(
-      ["appenders", "ours ev/s", "p50", "p99", "calls/commit", "SQLite FULL ev/s", "p50", "p99", "ours/FULL",
-       "SQLite NORMAL ev/s", "p50", "p99", "ours/NORMAL"],
+      [
+        "appenders", "ours ev/s", "p50", "p99", "calls/commit", "SQLite FULL ev/s", "p50", "p99", "ours/FULL",
+        "SQLite NORMAL ev/s", "p50", "p99", "ours/NORMAL",
+      ],
       r.appends.map { a in
         [
           "\(a.concurrency)", f(a.ours.perSecond), f(a.ours.percentile(50), 2), f(a.ours.percentile(99), 2),

@@ -9,7 +9,10 @@ final class SQLitePeer: Sendable {
   let pool: DatabasePool
   let path: String
 
-  enum Sync: String, Sendable { case full = "FULL", normal = "NORMAL" }
+  enum Sync: String, Sendable {
+    case full = "FULL"
+    case normal = "NORMAL"
+  }
 
   init(path: String, synchronous: Sync) throws {
     self.path = path
@@ -74,11 +77,12 @@ final class SQLitePeer: Sendable {
           arguments: [last, chunk])
         while let row = try cursor.next() {
           let payload: Data = row[7]
-          out.append(EventRecord(
-            seq: UInt64(row[0] as Int64), timestampNs: UInt64(row[1] as Int64), type: row[2],
-            aggregate: AggregateRef(kind: row[3], id: row[4]), actor: row[5], requestID: row[6],
-            payloadVersion: gatewayEventSchemaVersion, dictionaryID: 0, payload: [UInt8](payload), hash: [],
-            previousHash: [], storedSize: payload.count))
+          out.append(
+            EventRecord(
+              seq: UInt64(row[0] as Int64), timestampNs: UInt64(row[1] as Int64), type: row[2],
+              aggregate: AggregateRef(kind: row[3], id: row[4]), actor: row[5], requestID: row[6],
+              payloadVersion: gatewayEventSchemaVersion, dictionaryID: 0, payload: [UInt8](payload), hash: [],
+              previousHash: [], storedSize: payload.count))
         }
         return out
       }

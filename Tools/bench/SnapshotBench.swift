@@ -46,7 +46,8 @@ struct SnapshotCommand: AsyncParsableCommand {
     func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
     print("format   bytes        encode ms   decode ms")
     for format in [SnapshotCodec.Format.json, .binary] {
-      print(String(format: "%-8@ %-12d %9.1f   %9.1f", format.rawValue as NSString, sizes[format]!, median(times[format]!.encode), median(times[format]!.decode)))
+      print(
+        String(format: "%-8@ %-12d %9.1f   %9.1f", format.rawValue as NSString, sizes[format]!, median(times[format]!.encode), median(times[format]!.decode)))
     }
   }
 }

@@ -1,7 +1,7 @@
 import Foundation
-import Gateway
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import Gateway
 import OpenShellAPI
 
 /// A gateway served in-process on 127.0.0.1 (ephemeral port, mTLS, no compute driver).
@@ -75,9 +75,11 @@ extension LoadGen {
     print(Table.render(["rpc", "concurrency", "requests", "errors", "req/s", "p50 ms", "p99 ms", "max ms", "note"], rows))
     print("\nmean req/s over rounds, overhead = (off - on) / off:")
     for rpc in ["GetSandbox", "CreateSandbox", "refused GetSandbox"] {
-      let a = mean(rates["\(rpc)|on"] ?? []), b = mean(rates["\(rpc)|off"] ?? [])
-      print("  " + rpc.padding(toLength: 20, withPad: " ", startingAt: 0)
-        + String(format: "audit on %8.0f   off %8.0f   overhead %+.1f %%", a, b, b > 0 ? (b - a) / b * 100 : 0))
+      let a = mean(rates["\(rpc)|on"] ?? [])
+      let b = mean(rates["\(rpc)|off"] ?? [])
+      print(
+        "  " + rpc.padding(toLength: 20, withPad: " ", startingAt: 0)
+          + String(format: "audit on %8.0f   off %8.0f   overhead %+.1f %%", a, b, b > 0 ? (b - a) / b * 100 : 0))
     }
   }
 
@@ -93,21 +95,45 @@ extension LoadGen {
       let tag = "r\(round)-\(UInt32(truncatingIfNeeded: getpid()))"
       switch rpc {
       case "GetSandbox":
-        if round == 0 { _ = try? await apis[0].createSandbox(.with { $0.name = "loadgen-target"; $0.workspaceScope = scope }) }
-        for _ in 0..<50 { _ = try await apis[0].getSandbox(.with { $0.name = "loadgen-target"; $0.workspaceScope = scope }) }
+        if round == 0 {
+          _ = try? await apis[0].createSandbox(
+            .with {
+              $0.name = "loadgen-target"; $0.workspaceScope = scope
+            })
+        }
+        for _ in 0..<50 {
+          _ = try await apis[0].getSandbox(
+            .with {
+              $0.name = "loadgen-target"; $0.workspaceScope = scope
+            })
+        }
         return try await runConcurrent(concurrency: level, seconds: duration) {
-          _ = try await apis[ticket.next() % apis.count].getSandbox(.with { $0.name = "loadgen-target"; $0.workspaceScope = scope })
+          _ = try await apis[ticket.next() % apis.count].getSandbox(
+            .with {
+              $0.name = "loadgen-target"; $0.workspaceScope = scope
+            })
         }
       case "CreateSandbox":
-        for i in 0..<10 { _ = try await apis[0].createSandbox(.with { $0.name = "warm-\(tag)-\(i)"; $0.workspaceScope = scope }) }
+        for i in 0..<10 {
+          _ = try await apis[0].createSandbox(
+            .with {
+              $0.name = "warm-\(tag)-\(i)"; $0.workspaceScope = scope
+            })
+        }
         return try await runConcurrent(concurrency: level, seconds: duration) {
           let n = ticket.next()
-          _ = try await apis[n % apis.count].createSandbox(.with { $0.name = "lg-\(tag)-\(n)"; $0.workspaceScope = scope })
+          _ = try await apis[n % apis.count].createSandbox(
+            .with {
+              $0.name = "lg-\(tag)-\(n)"; $0.workspaceScope = scope
+            })
         }
       default:
         @Sendable func refused(_ api: Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>) async throws {
           do {
-            _ = try await api.getSandbox(.with { $0.name = "loadgen-target"; $0.workspaceScope = scope })
+            _ = try await api.getSandbox(
+              .with {
+                $0.name = "loadgen-target"; $0.workspaceScope = scope
+              })
             throw RPCError(code: .internalError, message: "a sandbox identity was allowed to call GetSandbox")
           } catch let e as RPCError where e.code == .permissionDenied {}
         }

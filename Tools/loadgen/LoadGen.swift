@@ -1,8 +1,8 @@
 import ArgumentParser
 import Foundation
-import Gateway
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import Gateway
 import OpenShellAPI
 import Synchronization
 
@@ -27,7 +27,9 @@ struct LoadGen: AsyncParsableCommand {
   @Option(help: "HTTP/2 connections (clients); requests are spread over them round-robin.")
   var connections: Int = 1
 
-  @Flag(help: "Audit overhead: GetSandbox, CreateSandbox and refused calls against a gateway auditing refusals and one not, interleaved (first --concurrency level).")
+  @Flag(
+    help:
+      "Audit overhead: GetSandbox, CreateSandbox and refused calls against a gateway auditing refusals and one not, interleaved (first --concurrency level).")
   var auditOverhead = false
 
   @Option(help: "Rounds of the --audit-overhead comparison (each: every RPC against both gateways).")
@@ -87,13 +89,15 @@ struct LoadGen: AsyncParsableCommand {
     }
     running.shutdown()
     _ = try? await server.value
-    print(Table.render(
-      ["rpc", "concurrency", "requests", "errors", "req/s", "p50 ms", "p99 ms", "max ms", "calls/commit"], rows))
+    print(
+      Table.render(
+        ["rpc", "concurrency", "requests", "errors", "req/s", "p50 ms", "p99 ms", "max ms", "calls/commit"], rows))
     print("(calls/commit: CreateSandbox append calls per fsync'd log commit — group commit at work)")
   }
 
   func header(dir: String, port: Int, levels: [Int]) -> String {
-    let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3)
+    let load =
+      (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3)
       .joined(separator: " ") ?? "?"
     return """
       openshell-loadgen
@@ -113,14 +117,25 @@ struct LoadGen: AsyncParsableCommand {
     return try await withClients(port: port, pki: pki, count: connections) { apis in
       let scope = Openshell_Datamodel_V1_WorkspaceSelector.with { $0.workspace = "default" }
       // The sandbox GetSandbox reads, and a warm-up of both RPCs (TLS handshake, first allocations).
-      _ = try await apis[0].createSandbox(.with { $0.name = "loadgen-target"; $0.workspaceScope = scope })
+      _ = try await apis[0].createSandbox(
+        .with {
+          $0.name = "loadgen-target"; $0.workspaceScope = scope
+        })
       let names = Ticket()
       let runID = String(UInt32(truncatingIfNeeded: getpid()), radix: 36)
       for api in apis {
-        for _ in 0..<50 { _ = try await api.getSandbox(.with { $0.name = "loadgen-target"; $0.workspaceScope = scope }) }
+        for _ in 0..<50 {
+          _ = try await api.getSandbox(
+            .with {
+              $0.name = "loadgen-target"; $0.workspaceScope = scope
+            })
+        }
         for _ in 0..<10 {
           let n = names.next()
-          _ = try await api.createSandbox(.with { $0.name = "lg-\(runID)-\(n)"; $0.workspaceScope = scope })
+          _ = try await api.createSandbox(
+            .with {
+              $0.name = "lg-\(runID)-\(n)"; $0.workspaceScope = scope
+            })
         }
       }
       let apiTicket = Ticket()
@@ -128,18 +143,22 @@ struct LoadGen: AsyncParsableCommand {
       for level in levels {
         let get = try await runConcurrent(concurrency: level, seconds: duration) {
           let api = apis[apiTicket.next() % apis.count]
-          _ = try await api.getSandbox(.with { $0.name = "loadgen-target"; $0.workspaceScope = scope })
+          _ = try await api.getSandbox(
+            .with {
+              $0.name = "loadgen-target"; $0.workspaceScope = scope
+            })
         }
         rows.append(get.row("GetSandbox", level))
         let before = commitCounters()
         var create = try await runConcurrent(concurrency: level, seconds: duration) {
           let api = apis[apiTicket.next() % apis.count]
           let n = names.next()
-          _ = try await api.createSandbox(.with {
-            $0.name = "lg-\(runID)-\(n)"
-            $0.workspaceScope = scope
-            $0.labels = ["bench": "loadgen"]
-          })
+          _ = try await api.createSandbox(
+            .with {
+              $0.name = "lg-\(runID)-\(n)"
+              $0.workspaceScope = scope
+              $0.labels = ["bench": "loadgen"]
+            })
         }
         let after = commitCounters()
         let commits = after.0 - before.0

@@ -1,8 +1,8 @@
 import EventLog
 import Foundation
-import Gateway
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import Gateway
 import OpenShellAPI
 import Projections
 import Synchronization
@@ -23,8 +23,10 @@ extension LoadGen {
     let log = gw.running.store.log
     let head = log.headSeq
     print(header(dir: dir, port: gw.port, levels: [1]))
-    print(String(format: "log: %d records (%d audit records appended in %.1f s), %.1f MiB on disk\n", head, n, built,
-      Double((try? FileManager.default.attributesOfItem(atPath: dir + "/log/data.mdb")[.size] as? Int) ?? 0) / 1_048_576))
+    print(
+      String(
+        format: "log: %d records (%d audit records appended in %.1f s), %.1f MiB on disk\n", head, n, built,
+        Double((try? FileManager.default.attributesOfItem(atPath: dir + "/log/data.mdb")[.size] as? Int) ?? 0) / 1_048_576))
 
     // Library level: the catch-up subscription alone.
     t0 = nowNs()
@@ -69,13 +71,16 @@ extension LoadGen {
     let (caughtUpNs, lags, inOrder) = result
     let sorted = lags.sorted()
     func p(_ q: Double) -> Double { sorted.isEmpty ? 0 : Double(sorted[min(sorted.count - 1, Int(q * Double(sorted.count)))]) / 1e6 }
-    print(Table.render(["measure", "value"], [
-      ["catch-up, gRPC WatchEvents (events/s)", String(format: "%.0f", Double(head) / (Double(caughtUpNs) / 1e9))],
-      ["catch-up, log subscription alone (events/s)", String(format: "%.0f", libRate)],
-      ["live: events appended / received", "\(total) / \(lags.count) at \(liveRate)/s"],
-      ["live lag p50 / p99 / max (ms)", String(format: "%.2f / %.2f / %.2f", p(0.5), p(0.99), p(1.0))],
-      ["every seq once, in order", inOrder ? "yes" : "NO"],
-    ]))
+    print(
+      Table.render(
+        ["measure", "value"],
+        [
+          ["catch-up, gRPC WatchEvents (events/s)", String(format: "%.0f", Double(head) / (Double(caughtUpNs) / 1e9))],
+          ["catch-up, log subscription alone (events/s)", String(format: "%.0f", libRate)],
+          ["live: events appended / received", "\(total) / \(lags.count) at \(liveRate)/s"],
+          ["live lag p50 / p99 / max (ms)", String(format: "%.2f / %.2f / %.2f", p(0.5), p(0.99), p(1.0))],
+          ["every seq once, in order", inOrder ? "yes" : "NO"],
+        ]))
   }
 
   /// Appends `count` audit records (no projection state: refusals, disclosures, exec start/end) in batches of
@@ -103,18 +108,30 @@ extension LoadGen {
     let sb = "sb-\(i % 97)"
     switch i % 4 {
     case 0:
-      return GatewayEvent(.accessRefused(.with {
-        $0.identity = "sandbox:\(sb)"; $0.peer = "ipv4:127.0.0.1:\(40000 + i % 20000)"; $0.rpc = "openshell.v1.OpenShell/ListSandboxes"
-        $0.code = "PERMISSION_DENIED"; $0.reason = "not available to sandbox identities"; $0.count = UInt64(1 + i % 50)
-      }))
+      return GatewayEvent(
+        .accessRefused(
+          .with {
+            $0.identity = "sandbox:\(sb)"; $0.peer = "ipv4:127.0.0.1:\(40000 + i % 20000)"; $0.rpc = "openshell.v1.OpenShell/ListSandboxes"
+            $0.code = "PERMISSION_DENIED"; $0.reason = "not available to sandbox identities"; $0.count = UInt64(1 + i % 50)
+          }))
     case 1:
-      return GatewayEvent(.credentialsDisclosed(.with {
-        $0.rpc = "GetSandboxProviderEnvironment"; $0.recipient = "sandbox:\(sb)"; $0.sandboxID = sb; $0.providers = ["github"]; $0.keys = ["GITHUB_TOKEN"]
-      }))
+      return GatewayEvent(
+        .credentialsDisclosed(
+          .with {
+            $0.rpc = "GetSandboxProviderEnvironment"; $0.recipient = "sandbox:\(sb)"; $0.sandboxID = sb; $0.providers = ["github"]; $0.keys = ["GITHUB_TOKEN"]
+          }))
     case 2:
-      return GatewayEvent(.execStarted(.with { $0.sandboxID = sb; $0.execID = "e\(i)"; $0.command = ["sh", "-c", "make test -j\(i % 8)"] }))
+      return GatewayEvent(
+        .execStarted(
+          .with {
+            $0.sandboxID = sb; $0.execID = "e\(i)"; $0.command = ["sh", "-c", "make test -j\(i % 8)"]
+          }))
     default:
-      return GatewayEvent(.execEnded(.with { $0.sandboxID = sb; $0.execID = "e\(i - 1)"; $0.exitCode = Int32(i % 3); $0.durationMs = UInt64(i % 5000) }))
+      return GatewayEvent(
+        .execEnded(
+          .with {
+            $0.sandboxID = sb; $0.execID = "e\(i - 1)"; $0.exitCode = Int32(i % 3); $0.durationMs = UInt64(i % 5000)
+          }))
     }
   }
 

@@ -15,7 +15,7 @@ import EventLog
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+  import Glibc
 #endif
 
 struct Config {

@@ -62,8 +62,10 @@ func salvageLimit(_ log: EventLog, _ enabled: Bool) throws -> UInt64? {
   }
   let keep = bad.seq > report.lastSeq ? report.lastSeq : bad.seq - 1
   let head = max(report.headSeq, bad.seq)
-  FileHandle.standardError.write(Data(
-    "salvage: using records 1...\(keep), which verify; left out seq \(keep + 1)...\(head) (\(head - keep) records) after the first bad record: seq \(bad.seq): \(bad.reason)\n".utf8))
+  FileHandle.standardError.write(
+    Data(
+      "salvage: using records 1...\(keep), which verify; left out seq \(keep + 1)...\(head) (\(head - keep) records) after the first bad record: seq \(bad.seq): \(bad.reason)\n"
+        .utf8))
   return keep
 }
 
@@ -79,10 +81,14 @@ struct Verify: ParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Check checksums, the hash chain, every payload, and the newest snapshot.")
   @Argument(help: "Log directory.") var dir: String
   @Option(name: .shortAndLong, help: "Output: text or json.") var output: String = "text"
-  @Option(help: ArgumentHelp(
-    "Also check the signed audit checkpoints against this Ed25519 public key (PEM; the gateway writes it as keys/audit-checkpoint.pub.pem — use a copy kept off the host). Fails when a checkpoint does not match or none is signed by this key.",
-    valueName: "FILE")) var publicKey: String?
-  @Flag(help: "With --public-key: accept records newer than the last signed checkpoint (a live gateway's log, or one that crashed and was not started since). Without it they fail the check: removing the newest checkpoints is how a rewrite of the recent records would hide.")
+  @Option(
+    help: ArgumentHelp(
+      "Also check the signed audit checkpoints against this Ed25519 public key (PEM; the gateway writes it as keys/audit-checkpoint.pub.pem — use a copy kept off the host). Fails when a checkpoint does not match or none is signed by this key.",
+      valueName: "FILE")) var publicKey: String?
+  @Flag(
+    help:
+      "With --public-key: accept records newer than the last signed checkpoint (a live gateway's log, or one that crashed and was not started since). Without it they fail the check: removing the newest checkpoints is how a rewrite of the recent records would hide."
+  )
   var allowUnsignedTail = false
 
   func run() throws {
@@ -112,7 +118,8 @@ struct Verify: ParsableCommand {
           result.firstBadSeq = report.badCheckpointSeq
         } else if report.ok, result.headSeq > report.coveredThrough + 1, !allowUnsignedTail, result.problem == nil {
           // A stopped gateway's log ends with its shutdown checkpoint (covering all but itself).
-          result.problem = "records \(report.coveredThrough + 2)…\(result.headSeq) are not covered by a signed checkpoint: the gateway is running or crashed "
+          result.problem =
+            "records \(report.coveredThrough + 2)…\(result.headSeq) are not covered by a signed checkpoint: the gateway is running or crashed "
             + "(start it once: it signs at start), or checkpoints after seq \(report.coveredThrough + 1) were removed; --allow-unsigned-tail accepts them"
           result.firstBadSeq = report.coveredThrough + 2
         }
@@ -122,12 +129,16 @@ struct Verify: ParsableCommand {
         e.outputFormatting = [.prettyPrinted, .sortedKeys]
         print(String(decoding: try e.encode(result), as: UTF8.self))
       } else if result.ok {
-        print("OK: \(result.records) records, head seq \(result.headSeq), head hash \(result.headHash.prefix(16))…"
-              + (result.snapshotSeq > 0 ? ", snapshot at seq \(result.snapshotSeq) matches" : ", no snapshot")
-              + (log.fileReport.map { ", \($0.treePages) pages in use and \($0.freePages) free checked" } ?? ", file structure not walked (a live writer has the log open)"))
+        print(
+          "OK: \(result.records) records, head seq \(result.headSeq), head hash \(result.headHash.prefix(16))…"
+            + (result.snapshotSeq > 0 ? ", snapshot at seq \(result.snapshotSeq) matches" : ", no snapshot")
+            + (log.fileReport.map { ", \($0.treePages) pages in use and \($0.freePages) free checked" }
+              ?? ", file structure not walked (a live writer has the log open)"))
         if let c = result.checkpoints {
           // The record right after the newest covered one is normally that checkpoint itself.
-          let newer = result.headSeq > c.coveredThrough + 1 ? "; records \(c.coveredThrough + 2)…\(result.headSeq) are newer than the last checkpoint (not yet signed)" : ""
+          let newer =
+            result.headSeq > c.coveredThrough + 1
+            ? "; records \(c.coveredThrough + 2)…\(result.headSeq) are newer than the last checkpoint (not yet signed)" : ""
           print("signed: \(c.valid) checkpoint(s) verified; records 1…\(c.coveredThrough) vouched for by the key\(newer)")
         }
       } else {
@@ -191,7 +202,8 @@ struct AuditCommand: ParsableCommand {
   @Option(help: "Only this event type (repeatable; a prefix ending in '.' matches a family).") var type: [String] = []
   @Option(help: "From this time (RFC 3339 or a duration ago).") var since: String?
   @Option(help: "Until this time (RFC 3339 or a duration ago).") var until: String?
-  @Option(name: .shortAndLong, help: "Output: table, json, jsonl, or ocsf (OCSF 1.5.0 events, one JSON object a line; docs/audit-ocsf.md).") var output: String = "table"
+  @Option(name: .shortAndLong, help: "Output: table, json, jsonl, or ocsf (OCSF 1.5.0 events, one JSON object a line; docs/audit-ocsf.md).") var output:
+    String = "table"
   @Flag(help: "Use only the records before the first one that fails verification (reported on stderr).") var salvage = false
 
   func run() throws {
@@ -229,7 +241,8 @@ struct Export: ParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Write a portable, verifiable archive of a log.")
   @Argument(help: "Log directory.") var dir: String
   @Argument(help: "Archive file to write.") var file: String
-  @Flag(help: "Export only the records before the first one that fails verification (reported on stderr); the archive imports and restores.") var salvage = false
+  @Flag(help: "Export only the records before the first one that fails verification (reported on stderr); the archive imports and restores.") var salvage =
+    false
   @Flag(help: "Replace an existing archive file.") var force = false
 
   func run() throws {

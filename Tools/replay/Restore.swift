@@ -73,7 +73,9 @@ struct Restore: ParsableCommand {
     let logDir = data.appendingPathComponent("log")
     // (Probing the writer lock, not opening the log: a damaged current log must not prevent its restore.)
     if let holder = EventLog.writerPID(directory: logDir.path) {
-      throw ValidationError("gateway '\(gateway)' is running (\(holder > 0 ? "pid \(holder) holds its log" : "its log is locked")); stop it first: openshell gateway stop --name \(gateway)")
+      throw ValidationError(
+        "gateway '\(gateway)' is running (\(holder > 0 ? "pid \(holder) holds its log" : "its log is locked")); stop it first: openshell gateway stop --name \(gateway)"
+      )
     }
 
     // 2. What the archive is.
@@ -134,26 +136,35 @@ struct Restore: ParsableCommand {
       var events: [NewEvent] = []
       for s in state.sandboxes.values.sorted(by: { $0.name < $1.name }) where !resumable.contains(s.phase) {
         failedSandboxes.append("\(s.workspace)/\(s.name)")
-        let e = GatewayEvent(.sandboxFailed(.with {
-          $0.id = s.id
-          $0.reason = "NotResumedAfterRestore"
-          $0.message = "restored from archive \(source.lastPathComponent) at seq \(head) while \(s.phase.name); its processes did not survive, delete or recreate it"
-        }))
+        let e = GatewayEvent(
+          .sandboxFailed(
+            .with {
+              $0.id = s.id
+              $0.reason = "NotResumedAfterRestore"
+              $0.message =
+                "restored from archive \(source.lastPathComponent) at seq \(head) while \(s.phase.name); its processes did not survive, delete or recreate it"
+            }))
         events.append(e.newEvent(actor: "openshell-replay restore", requestID: "restore-\(stamp)"))
       }
       // Sandboxes of the log being replaced that the archive does not have are dropped: say which.
       dropped = Self.sandboxes(ofLogAt: logDir.path, excluding: Set(state.sandboxes.keys))
-      events.append(GatewayEvent(.gatewayRestored(.with {
-        $0.gatewayName = gateway
-        $0.source = source.path
-        $0.records = head
-        $0.droppedSandboxes = dropped
-        $0.failedSandboxes = failedSandboxes
-      })).newEvent(actor: "openshell-replay restore", requestID: "restore-\(stamp)"))
+      events.append(
+        GatewayEvent(
+          .gatewayRestored(
+            .with {
+              $0.gatewayName = gateway
+              $0.source = source.path
+              $0.records = head
+              $0.droppedSandboxes = dropped
+              $0.failedSandboxes = failedSandboxes
+            })
+        ).newEvent(actor: "openshell-replay restore", requestID: "restore-\(stamp)"))
       _ = try log.appendSync(events)
       restoredSandboxIDs = state.sandboxes.keys.sorted()
       restoredProviders = state.providers.values.sorted { $0.name < $1.name }.map { ($0.name, $0.dataKeyID, !$0.credentials.isEmpty) }
-      print("restored \(head) records from \(source.path) (\(state.sandboxes.count) sandboxes, \(state.workspaces.count) workspaces, \(state.providers.count) providers)")
+      print(
+        "restored \(head) records from \(source.path) (\(state.sandboxes.count) sandboxes, \(state.workspaces.count) workspaces, \(state.providers.count) providers)"
+      )
     } catch {
       try? fm.removeItem(at: staging)
       throw error
@@ -233,8 +244,10 @@ struct Restore: ParsableCommand {
     }
     let unreadable = restoredProviders.filter { $0.hasCredentials && !vault.hasDataKey($0.dataKeyID) }.map(\.name)
     if !unreadable.isEmpty {
-      FileHandle.standardError.write(Data(("warning: the credentials of provider\(unreadable.count == 1 ? "" : "s") \(unreadable.joined(separator: ", ")) cannot be decrypted: "
-        + "the archive has no key material (keys/ of an archived data dir); re-create \(unreadable.count == 1 ? "it" : "them") after the start\n").utf8))
+      FileHandle.standardError.write(
+        Data(
+          ("warning: the credentials of provider\(unreadable.count == 1 ? "" : "s") \(unreadable.joined(separator: ", ")) cannot be decrypted: "
+            + "the archive has no key material (keys/ of an archived data dir); re-create \(unreadable.count == 1 ? "it" : "them") after the start\n").utf8))
     }
     if let sourceConfig, !fm.fileExists(atPath: data.appendingPathComponent("gateway.json").path) {
       try fm.copyItem(at: sourceConfig, to: data.appendingPathComponent("gateway.json"))

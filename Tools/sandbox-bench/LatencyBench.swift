@@ -40,7 +40,12 @@ enum LatencyBench {
     let (echoes, echoSink) = AsyncStream<Void>.makeStream()
     return try await c.execSandboxInteractive(
       request: StreamingClientRequest { writer in
-        try await writer.write(.with { $0.start = .with { $0.sandbox = sandbox; $0.command = ["cat"] } })
+        try await writer.write(
+          .with {
+            $0.start = .with {
+              $0.sandbox = sandbox; $0.command = ["cat"]
+            }
+          })
         for await input in inputs { try await writer.write(input) }
       }
     ) { response in
@@ -66,7 +71,11 @@ enum LatencyBench {
 
   /// Runs a command in the sandbox to its end (its output is dropped).
   static func exec(_ c: Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>, sandbox: String, _ command: [String]) async throws {
-    try await c.execSandbox(.with { $0.sandbox = sandbox; $0.command = command; $0.workspaceScope = .with { $0.workspace = "default" } }) { r in
+    try await c.execSandbox(
+      .with {
+        $0.sandbox = sandbox; $0.command = command; $0.workspaceScope = .with { $0.workspace = "default" }
+      }
+    ) { r in
       for try await _ in r.messages {}
     }
   }

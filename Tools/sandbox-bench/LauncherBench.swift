@@ -38,14 +38,22 @@ enum LauncherBench {
     for (k, v) in env.sorted(by: { $0.key < $1.key }) { envBytes += Array("\(k)=\(v)".utf8) + [0] }
     let ways: [(String, () throws -> SpawnedProcess)] = [
       ("direct", { try Spawner.spawn("/bin/true", [], environment: env, newProcessGroup: true) }),
-      ("setpriv", {
-        try Spawner.spawn("/usr/bin/setpriv", ["--reuid=\(uid)", "--regid=\(gid)", "--clear-groups", "--no-new-privs", "--", "/bin/true"], environment: env, newProcessGroup: true)
-      }),
-      ("launcher", {
-        try Spawner.spawn(
-          launcher, plan.launcherArguments + ["--seccomp-bpf", program.hex, "--", "/bin/true"],
-          environment: [SandboxProtocol.launchEnvironmentFDVariable: "3"], workingDirectory: "/tmp", newProcessGroup: true, fd3Data: envBytes)
-      }),
+      (
+        "setpriv",
+        {
+          try Spawner.spawn(
+            "/usr/bin/setpriv", ["--reuid=\(uid)", "--regid=\(gid)", "--clear-groups", "--no-new-privs", "--", "/bin/true"], environment: env,
+            newProcessGroup: true)
+        }
+      ),
+      (
+        "launcher",
+        {
+          try Spawner.spawn(
+            launcher, plan.launcherArguments + ["--seccomp-bpf", program.hex, "--", "/bin/true"],
+            environment: [SandboxProtocol.launchEnvironmentFDVariable: "3"], workingDirectory: "/tmp", newProcessGroup: true, fd3Data: envBytes)
+        }
+      ),
     ]
     var times = Array(repeating: [Double](), count: ways.count)
     var cpu = Array(repeating: [Double](), count: ways.count)
@@ -61,14 +69,21 @@ enum LauncherBench {
         }
       }
     }
-    print("process start of `true`, \(count) each, interleaved (spawn → exit; seccomp filter compiled once in \(String(format: "%.2f", compileMS)) ms, \(program.instructions) instructions)")
+    print(
+      "process start of `true`, \(count) each, interleaved (spawn → exit; seccomp filter compiled once in \(String(format: "%.2f", compileMS)) ms, \(program.instructions) instructions)"
+    )
     for (i, way) in ways.enumerated() {
       let name = way.0.padding(toLength: 8, withPad: " ", startingAt: 0)
-      print(SandboxBench.summary("wall \(name)", times[i]) + String(format: "; CPU p50 %.2f ms, p99 %.2f ms", ProxyBench.percentile(cpu[i], 0.5), ProxyBench.percentile(cpu[i], 0.99)))
+      print(
+        SandboxBench.summary("wall \(name)", times[i])
+          + String(format: "; CPU p50 %.2f ms, p99 %.2f ms", ProxyBench.percentile(cpu[i], 0.5), ProxyBench.percentile(cpu[i], 0.99)))
     }
     let p = { (i: Int, q: Double) in ProxyBench.percentile(times[i], q) }
     let c = { (i: Int, q: Double) in ProxyBench.percentile(cpu[i], q) }
-    print(String(format: "confinement adds (launcher − setpriv): wall p50 %.2f ms, p99 %.2f ms; CPU p50 %.2f ms", p(2, 0.5) - p(1, 0.5), p(2, 0.99) - p(1, 0.99), c(2, 0.5) - c(1, 0.5)))
+    print(
+      String(
+        format: "confinement adds (launcher − setpriv): wall p50 %.2f ms, p99 %.2f ms; CPU p50 %.2f ms", p(2, 0.5) - p(1, 0.5), p(2, 0.99) - p(1, 0.99),
+        c(2, 0.5) - c(1, 0.5)))
     print(String(format: "launcher − direct: wall p50 %.2f ms; CPU p50 %.2f ms", p(2, 0.5) - p(0, 0.5), c(2, 0.5) - c(0, 0.5)))
   }
 

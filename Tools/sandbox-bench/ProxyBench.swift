@@ -80,7 +80,8 @@ enum ProxyBench {
     let upstream = try await UpstreamServer.start(group: group, bigBytes: bigBytes)
     let port = upstream.localAddress!.port!
     let ws = Openshell_Datamodel_V1_WorkspaceSelector.with { $0.workspace = "default" }
-    let policy = try PolicyYAML.parse("""
+    let policy = try PolicyYAML.parse(
+      """
       version: 1
       filesystem_policy: {include_workdir: true, read_only: [/usr, /lib, /etc, /proc], read_write: [/sandbox, /tmp]}
       process: {run_as_user: sandbox, run_as_group: sandbox}
@@ -90,12 +91,24 @@ enum ProxyBench {
             - {host: 127.0.0.1, port: \(port), allowed_ips: [127.0.0.1]}
             - {host: localhost, port: \(port), allowed_ips: [127.0.0.1], protocol: rest, access: read-only}
           binaries: [{path: "/usr/bin/python3*"}]
-      """).policy
-    _ = try await c.createSandbox(.with { $0.name = "proxy-bench"; $0.spec = .with { $0.policy = policy }; $0.workspaceScope = ws })
-    while try await c.getSandbox(.with { $0.name = "proxy-bench"; $0.workspaceScope = ws }).sandbox.status.phase != .ready {
+      """
+    ).policy
+    _ = try await c.createSandbox(
+      .with {
+        $0.name = "proxy-bench"; $0.spec = .with { $0.policy = policy }; $0.workspaceScope = ws
+      })
+    while try await c.getSandbox(
+      .with {
+        $0.name = "proxy-bench"; $0.workspaceScope = ws
+      }
+    ).sandbox.status.phase != .ready {
       try await Task.sleep(for: .milliseconds(20))
     }
-    while try await c.getSandboxPolicyStatus(.with { $0.sandbox = "proxy-bench"; $0.workspaceScope = ws }).revision.status != .loaded {
+    while try await c.getSandboxPolicyStatus(
+      .with {
+        $0.sandbox = "proxy-bench"; $0.workspaceScope = ws
+      }
+    ).revision.status != .loaded {
       try await Task.sleep(for: .milliseconds(20))
     }
     let proxyAddress = try await execOut(c, ["/bin/sh", "-c", "printf %s \"$HTTP_PROXY\""]).replacingOccurrences(of: "http://", with: "")
@@ -122,7 +135,10 @@ enum ProxyBench {
       let l = try await batch(host: "localhost", proxy: proxyAddress, inSandbox: true)
       table.append((d, t, l))
     }
-    _ = try await c.deleteSandbox(.with { $0.name = "proxy-bench"; $0.workspaceScope = ws })
+    _ = try await c.deleteSandbox(
+      .with {
+        $0.name = "proxy-bench"; $0.workspaceScope = ws
+      })
     while try await !c.listSandboxes(.with { $0.workspaceScope = ws }).sandboxes.isEmpty { try await Task.sleep(for: .milliseconds(50)) }
     try await upstream.close()
     try await group.shutdownGracefully()
@@ -130,12 +146,20 @@ enum ProxyBench {
     print("policy proxy: \(requests) small requests (new connection each; via proxy = CONNECT + decision per request)")
     print(SandboxBench.summary("small request, direct   ", direct.lat))
     print(SandboxBench.summary("small request, via proxy", viaProxy.lat))
-    print(String(format: "added latency: p50 %.2f ms, p99 %.2f ms", percentile(viaProxy.lat, 0.5) - percentile(direct.lat, 0.5), percentile(viaProxy.lat, 0.99) - percentile(direct.lat, 0.99)))
+    print(
+      String(
+        format: "added latency: p50 %.2f ms, p99 %.2f ms", percentile(viaProxy.lat, 0.5) - percentile(direct.lat, 0.5),
+        percentile(viaProxy.lat, 0.99) - percentile(direct.lat, 0.99)))
     print(SandboxBench.summary("small request, L7       ", inspected.lat))
-    print(String(format: "L7 added latency: p50 %.2f ms, p99 %.2f ms", percentile(inspected.lat, 0.5) - percentile(direct.lat, 0.5), percentile(inspected.lat, 0.99) - percentile(direct.lat, 0.99)))
+    print(
+      String(
+        format: "L7 added latency: p50 %.2f ms, p99 %.2f ms", percentile(inspected.lat, 0.5) - percentile(direct.lat, 0.5),
+        percentile(inspected.lat, 0.99) - percentile(direct.lat, 0.99)))
     let all = { (f: ((direct: Batch, tunnel: Batch, l7: Batch)) -> Batch) in table.flatMap { f($0).rates } }
     let (d, t, l) = (percentile(all { $0.direct }, 0.5), percentile(all { $0.tunnel }, 0.5), percentile(all { $0.l7 }, 0.5))
-    print("100 MB downloads: \(rounds) rounds of direct, tunnel, L7 back to back, \(downloads) downloads each; rate = median download; CPU ms per 100 MB: server + proxy + client")
+    print(
+      "100 MB downloads: \(rounds) rounds of direct, tunnel, L7 back to back, \(downloads) downloads each; rate = median download; CPU ms per 100 MB: server + proxy + client"
+    )
     for (i, r) in table.enumerated() {
       func cell(_ b: Batch, _ base: Batch?) -> String {
         let m = percentile(b.rates, 0.5)
@@ -146,14 +170,21 @@ enum ProxyBench {
     }
     let cpu = { (f: ((direct: Batch, tunnel: Batch, l7: Batch)) -> Batch) in percentile(table.map { f($0).cpu }, 0.5) }
     let (cd, ct, cl) = (cpu { $0.direct }, cpu { $0.tunnel }, cpu { $0.l7 })
-    print(String(format: "100 MB download (median of %d each): direct %.0f MB/s, via proxy %.0f MB/s (%.0f%% of direct), L7 %.0f MB/s (%.0f%% of direct)",
-      rounds * downloads, d, t, 100 * t / d, l, 100 * l / d))
-    print(String(format: "median of rounds: tunnel %.0f%% of direct, L7 %.0f%% of direct",
-      percentile(table.map { 100 * percentile($0.tunnel.rates, 0.5) / percentile($0.direct.rates, 0.5) }, 0.5),
-      percentile(table.map { 100 * percentile($0.l7.rates, 0.5) / percentile($0.direct.rates, 0.5) }, 0.5)))
+    print(
+      String(
+        format: "100 MB download (median of %d each): direct %.0f MB/s, via proxy %.0f MB/s (%.0f%% of direct), L7 %.0f MB/s (%.0f%% of direct)",
+        rounds * downloads, d, t, 100 * t / d, l, 100 * l / d))
+    print(
+      String(
+        format: "median of rounds: tunnel %.0f%% of direct, L7 %.0f%% of direct",
+        percentile(table.map { 100 * percentile($0.tunnel.rates, 0.5) / percentile($0.direct.rates, 0.5) }, 0.5),
+        percentile(table.map { 100 * percentile($0.l7.rates, 0.5) / percentile($0.direct.rates, 0.5) }, 0.5)))
     let cores = Double(ProcessInfo.processInfo.activeProcessorCount)
-    print(String(format: "CPU per 100 MB, all parties (median of rounds): direct %.0f ms, tunnel %.0f ms (%.2f×), L7 %.0f ms (%.2f×); with %.0f cores the tunnel cannot exceed %.0f MB/s (%.0f MB × cores / CPU)",
-      cd, ct, ct / cd, cl, cl / cd, cores, cores * Double(bigBytes) / 1e6 / (ct / 1000), Double(bigBytes) / 1e6))
+    print(
+      String(
+        format:
+          "CPU per 100 MB, all parties (median of rounds): direct %.0f ms, tunnel %.0f ms (%.2f×), L7 %.0f ms (%.2f×); with %.0f cores the tunnel cannot exceed %.0f MB/s (%.0f MB × cores / CPU)",
+        cd, ct, ct / cd, cl, cl / cd, cores, cores * Double(bigBytes) / 1e6 / (ct / 1000), Double(bigBytes) / 1e6))
   }
 
   /// The pid of the supervisor of the sandbox whose bwrap runs with `--hostname NAME` (0 if none).
@@ -208,9 +239,11 @@ enum ProxyBench {
   }
 
   static func execOut(_ c: Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>, _ command: [String]) async throws -> String {
-    try await c.execSandbox(.with {
-      $0.sandbox = "proxy-bench"; $0.command = command; $0.workspaceScope = .with { $0.workspace = "default" }
-    }) { r in
+    try await c.execSandbox(
+      .with {
+        $0.sandbox = "proxy-bench"; $0.command = command; $0.workspaceScope = .with { $0.workspace = "default" }
+      }
+    ) { r in
       var out = Data()
       var err = Data()
       for try await e in r.messages {

@@ -19,13 +19,25 @@ import SandboxProtocol
 enum SSHBench {
   static let tokenVariable = "OPENSHELL_SSH_TOKEN"
 
-  static func run(_ c: Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>, gateway: RunningGateway, port: Int, dataDir: String, connects: Int, megabytes: Int) async throws {
+  static func run(
+    _ c: Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>, gateway: RunningGateway, port: Int, dataDir: String, connects: Int, megabytes: Int
+  ) async throws {
     let ws = Openshell_Datamodel_V1_WorkspaceSelector.with { $0.workspace = "default" }
-    _ = try await c.createSandbox(.with { $0.name = "ssh-bench"; $0.workspaceScope = ws })
-    while try await c.getSandbox(.with { $0.name = "ssh-bench"; $0.workspaceScope = ws }).sandbox.status.phase != .ready {
+    _ = try await c.createSandbox(
+      .with {
+        $0.name = "ssh-bench"; $0.workspaceScope = ws
+      })
+    while try await c.getSandbox(
+      .with {
+        $0.name = "ssh-bench"; $0.workspaceScope = ws
+      }
+    ).sandbox.status.phase != .ready {
       try await Task.sleep(for: .milliseconds(20))
     }
-    let session = try await c.createSshSession(.with { $0.sandbox = "ssh-bench"; $0.workspaceScope = ws })
+    let session = try await c.createSshSession(
+      .with {
+        $0.sandbox = "ssh-bench"; $0.workspaceScope = ws
+      })
     let scratch = dataDir + "/ssh-bench"
     try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
     _ = try ProxyBench.hostOut(["/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", scratch + "/id"])
@@ -35,11 +47,14 @@ enum SSHBench {
     try "tunnel \(sandboxKey)local \(localKey)".write(toFile: scratch + "/known_hosts", atomically: true, encoding: .utf8)
     let pki = gateway.pki!
     let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-    let tunnelProxy = [me, "--ssh-proxy-port", String(port), "--ssh-proxy-sandbox", session.sandboxID, "--ssh-proxy-cert", pki.clientCertificatePath,
-      "--ssh-proxy-key", pki.clientKeyPath, "--ssh-proxy-ca", pki.caCertificatePath].joined(separator: " ")
+    let tunnelProxy = [
+      me, "--ssh-proxy-port", String(port), "--ssh-proxy-sandbox", session.sandboxID, "--ssh-proxy-cert", pki.clientCertificatePath,
+      "--ssh-proxy-key", pki.clientKeyPath, "--ssh-proxy-ca", pki.caCertificatePath,
+    ].joined(separator: " ")
     // The baseline: OpenSSH's sshd in inetd mode as the ProxyCommand (root; privilege separation needs /run/sshd).
     try? FileManager.default.createDirectory(atPath: "/run/sshd", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
-    let localProxy = "/usr/sbin/sshd -i -f /dev/null -o HostKey=\(scratch)/hk -o UsePAM=no -o AuthenticationMethods=publickey "
+    let localProxy =
+      "/usr/sbin/sshd -i -f /dev/null -o HostKey=\(scratch)/hk -o UsePAM=no -o AuthenticationMethods=publickey "
       + "-o AuthorizedKeysFile=\(scratch)/id.pub -o PermitRootLogin=prohibit-password -o StrictModes=no -o PidFile=none -o LogLevel=ERROR "
       + "-o 'Subsystem=sftp internal-sftp'"
     let user = getpwuid(getuid()).map { String(cString: $0.pointee.pw_name) } ?? "root"
@@ -59,8 +74,11 @@ enum SSHBench {
     }
     print("ssh options shared by all three: \(shared.isEmpty ? "(OpenSSH defaults)" : shared.joined(separator: " "))")
     func ssh(_ alias: String, _ proxy: String, _ login: String, _ command: String, stdin: SpawnIO = .null) throws -> Int32 {
-      let args = ["-F", "/dev/null", "-i", scratch + "/id", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-        "-o", "UserKnownHostsFile=\(scratch)/known_hosts", "-o", "HostKeyAlias=\(alias)"] + shared + ["-o", "ProxyCommand=\(proxy)", "\(login)@\(alias)", command]
+      let args =
+        [
+          "-F", "/dev/null", "-i", scratch + "/id", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+          "-o", "UserKnownHostsFile=\(scratch)/known_hosts", "-o", "HostKeyAlias=\(alias)",
+        ] + shared + ["-o", "ProxyCommand=\(proxy)", "\(login)@\(alias)", command]
       var env = ProcessInfo.processInfo.environment
       env[tokenVariable] = session.token
       let p = try Spawner.spawn("/usr/bin/ssh", args, environment: env, stdin: stdin, stdout: .null, stderr: .appendFile(scratch + "/ssh.err"))
@@ -110,7 +128,10 @@ enum SSHBench {
     }
     let up = rates.map(\.0).sorted()[1]
     let base = rates.map(\.1).sorted()[1]
-    print(String(format: "throughput up (%d MiB into `cat > /dev/null`, median of 3 alternating): ssh-config tunnel %.1f MiB/s, plain ssh %.1f MiB/s", megabytes, up, base))
+    print(
+      String(
+        format: "throughput up (%d MiB into `cat > /dev/null`, median of 3 alternating): ssh-config tunnel %.1f MiB/s, plain ssh %.1f MiB/s", megabytes, up,
+        base))
     // The other direction: the remote side writes bytes that ssh copies to /dev/null (a download; the
     // sandbox may not open /dev/zero).
     let produce = "yes | head -c \(megabytes << 20)"
@@ -122,7 +143,10 @@ enum SSHBench {
     }
     let down = downRates.map(\.0).sorted()[1]
     let downBase = downRates.map(\.1).sorted()[1]
-    print(String(format: "throughput down (`yes | head -c` %d MiB to /dev/null, median of 3 alternating): ssh-config tunnel %.1f MiB/s, plain ssh %.1f MiB/s", megabytes, down, downBase))
+    print(
+      String(
+        format: "throughput down (`yes | head -c` %d MiB to /dev/null, median of 3 alternating): ssh-config tunnel %.1f MiB/s, plain ssh %.1f MiB/s", megabytes,
+        down, downBase))
     // scp itself (OpenSSH 9: the SFTP protocol), both directions: the file to the far side's
     // /dev/null, and a file of the same size on the far side (the sandbox's /sandbox, the scratch
     // directory for plain ssh) to /dev/null here.
@@ -136,9 +160,13 @@ enum SSHBench {
       return Spawner.waitBlocking(p.pid)
     }
     func scpLocal(_ from: String, _ to: String) throws -> Int32 {
-      let args = ["-q", "-F", "/dev/null", "-i", scratch + "/id", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-        "-o", "UserKnownHostsFile=\(scratch)/known_hosts", "-o", "HostKeyAlias=local"] + shared + ["-o", "ProxyCommand=\(localProxy)", from, to]
-      let p = try Spawner.spawn("/usr/bin/scp", args, environment: ProcessInfo.processInfo.environment, stdin: .null, stdout: .null, stderr: .appendFile(scratch + "/ssh.err"))
+      let args =
+        [
+          "-q", "-F", "/dev/null", "-i", scratch + "/id", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+          "-o", "UserKnownHostsFile=\(scratch)/known_hosts", "-o", "HostKeyAlias=local",
+        ] + shared + ["-o", "ProxyCommand=\(localProxy)", from, to]
+      let p = try Spawner.spawn(
+        "/usr/bin/scp", args, environment: ProcessInfo.processInfo.environment, stdin: .null, stdout: .null, stderr: .appendFile(scratch + "/ssh.err"))
       return Spawner.waitBlocking(p.pid)
     }
     var scpRates: [(up: Double, down: Double, baseUp: Double, baseDown: Double)] = []
@@ -150,15 +178,20 @@ enum SSHBench {
       scpRates.append((Double(megabytes) / (a / 1000), Double(megabytes) / (c / 1000), Double(megabytes) / (b / 1000), Double(megabytes) / (d / 1000)))
     }
     func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
-    print(String(format: "scp %d MiB (median of 3 alternating): up ssh-config tunnel %.1f MiB/s, plain ssh %.1f MiB/s; down ssh-config tunnel %.1f MiB/s, plain ssh %.1f MiB/s",
-      megabytes, median(scpRates.map(\.up)), median(scpRates.map(\.baseUp)), median(scpRates.map(\.down)), median(scpRates.map(\.baseDown))))
+    print(
+      String(
+        format:
+          "scp %d MiB (median of 3 alternating): up ssh-config tunnel %.1f MiB/s, plain ssh %.1f MiB/s; down ssh-config tunnel %.1f MiB/s, plain ssh %.1f MiB/s",
+        megabytes, median(scpRates.map(\.up)), median(scpRates.map(\.baseUp)), median(scpRates.map(\.down)), median(scpRates.map(\.baseDown))))
     _ = try viaConfig("rm -f /sandbox/scp-payload")
 
     // One keystroke's round trip (one byte into `cat` and back), through the tunnel, to a local sshd,
     // and through ExecSandboxInteractive.
     func sshArgv(_ alias: String, _ proxy: String, _ login: String, _ command: String) -> [String] {
-      ["/usr/bin/ssh", "-F", "/dev/null", "-i", scratch + "/id", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-        "-o", "UserKnownHostsFile=\(scratch)/known_hosts", "-o", "HostKeyAlias=\(alias)", "-o", "ProxyCommand=\(proxy)", "\(login)@\(alias)", command]
+      [
+        "/usr/bin/ssh", "-F", "/dev/null", "-i", scratch + "/id", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+        "-o", "UserKnownHostsFile=\(scratch)/known_hosts", "-o", "HostKeyAlias=\(alias)", "-o", "ProxyCommand=\(proxy)", "\(login)@\(alias)", command,
+      ]
     }
     var env = ProcessInfo.processInfo.environment
     env[tokenVariable] = session.token
@@ -175,15 +208,21 @@ enum SSHBench {
     // (TLS with a client certificate, a new connection per request), through `ssh -L` over the tunnel
     // (what `openshell forward` runs), and to the same server on the host's loopback directly.
     let servicePort = 18_000 + Int.random(in: 0..<2000)
-    try await LatencyBench.exec(c, sandbox: "ssh-bench", ["sh", "-c", "echo ok > /sandbox/index.html; cd /sandbox && setsid python3 -m http.server \(servicePort) --bind 127.0.0.1 >/dev/null 2>&1 </dev/null &"])
-    let exposed = try await c.exposeService(.with { $0.sandbox = "ssh-bench"; $0.workspaceScope = ws; $0.targetPort = UInt32(servicePort) })
+    try await LatencyBench.exec(
+      c, sandbox: "ssh-bench",
+      ["sh", "-c", "echo ok > /sandbox/index.html; cd /sandbox && setsid python3 -m http.server \(servicePort) --bind 127.0.0.1 >/dev/null 2>&1 </dev/null &"])
+    let exposed = try await c.exposeService(
+      .with {
+        $0.sandbox = "ssh-bench"; $0.workspaceScope = ws; $0.targetPort = UInt32(servicePort)
+      })
     let tls = ["--cacert", pki.caCertificatePath, "--cert", pki.clientCertificatePath, "--key", pki.clientKeyPath]
     try await LatencyBench.waitFor(exposed.url + "index.html", extra: tls)
     let requests = 100
     let viaService = try LatencyBench.curl(Array(repeating: exposed.url + "index.html", count: requests), extra: tls)
     let forwardPort = servicePort + 2000
     let forward = try Spawner.spawn(
-      "/usr/bin/ssh", Array(sshArgv("tunnel", tunnelProxy, "sandbox", "").dropFirst().dropLast()) + ["-N", "-L", "127.0.0.1:\(forwardPort):127.0.0.1:\(servicePort)"],
+      "/usr/bin/ssh",
+      Array(sshArgv("tunnel", tunnelProxy, "sandbox", "").dropFirst().dropLast()) + ["-N", "-L", "127.0.0.1:\(forwardPort):127.0.0.1:\(servicePort)"],
       environment: env, stdin: .null, stdout: .null, stderr: .null)
     defer {
       kill(forward.pid, SIGTERM)
@@ -204,7 +243,10 @@ enum SSHBench {
     print(SandboxBench.summary("  exposed service URL (TLS + client cert, new connection each)", viaService))
     print(SandboxBench.summary("  ssh -L through the gateway tunnel (openshell forward)", viaForward))
     print(SandboxBench.summary("  the same server on the host loopback, direct", viaDirect))
-    _ = try await c.deleteSandbox(.with { $0.name = "ssh-bench"; $0.workspaceScope = ws })
+    _ = try await c.deleteSandbox(
+      .with {
+        $0.name = "ssh-bench"; $0.workspaceScope = ws
+      })
   }
 
   /// Registers the gateway for the CLI in `environment`'s config home (mTLS files of the bench's PKI),
@@ -218,7 +260,8 @@ enum SSHBench {
       try? FileManager.default.removeItem(atPath: gw + "/mtls/" + to)
       try FileManager.default.copyItem(atPath: from, toPath: gw + "/mtls/" + to)
     }
-    let p = try Spawner.spawn(cli, ["-g", "bench", "sandbox", "ssh-config", "ssh-bench"], environment: environment, stdout: .pipe, stderr: .appendFile(scratch + "/cli.err"))
+    let p = try Spawner.spawn(
+      cli, ["-g", "bench", "sandbox", "ssh-config", "ssh-bench"], environment: environment, stdout: .pipe, stderr: .appendFile(scratch + "/cli.err"))
     var out = Data()
     var buffer = [UInt8](repeating: 0, count: 65536)
     while case let n = read(p.stdout!, &buffer, buffer.count), n > 0 { out.append(contentsOf: buffer[0..<n]) }
@@ -241,7 +284,12 @@ enum SSHBench {
       let c = Openshell_V1_OpenShell.Client(wrapping: grpc)
       try await c.forwardTcp(
         request: StreamingClientRequest { writer in
-          try await writer.write(.with { $0.init_p = .with { $0.sandbox = sandboxID; $0.ssh = .init(); $0.authorizationToken = token } })
+          try await writer.write(
+            .with {
+              $0.init_p = .with {
+                $0.sandbox = sandboxID; $0.ssh = .init(); $0.authorizationToken = token
+              }
+            })
           // stdin is read at most 16 × 64 KiB ahead of what gRPC accepted (bounded; the gateway's
           // flow control then holds `ssh` itself).
           let input = BoundedPipeReader(fd: 0)

@@ -100,14 +100,25 @@ struct SandboxBench: AsyncParsableCommand {
       for i in 0..<count {
         let name = "bench-\(i)"
         let t0 = ContinuousClock.now
-        _ = try await c.createSandbox(.with { $0.name = name; $0.workspaceScope = ws })
-        while try await c.getSandbox(.with { $0.name = name; $0.workspaceScope = ws }).sandbox.status.phase != .ready {
+        _ = try await c.createSandbox(
+          .with {
+            $0.name = name; $0.workspaceScope = ws
+          })
+        while try await c.getSandbox(
+          .with {
+            $0.name = name; $0.workspaceScope = ws
+          }
+        ).sandbox.status.phase != .ready {
           try await Task.sleep(for: .milliseconds(5))
         }
         ready.append((ContinuousClock.now - t0).ms)
         for _ in 0..<execs {
           let t1 = ContinuousClock.now
-          let code = try await c.execSandbox(.with { $0.sandbox = name; $0.command = ["true"]; $0.workspaceScope = ws }) { r in
+          let code = try await c.execSandbox(
+            .with {
+              $0.sandbox = name; $0.command = ["true"]; $0.workspaceScope = ws
+            }
+          ) { r in
             var code: Int32 = -1
             for try await e in r.messages { if case .exit(let x)? = e.payload { code = x.exitCode } }
             return code
@@ -115,7 +126,10 @@ struct SandboxBench: AsyncParsableCommand {
           precondition(code == 0, "exec true exited \(code)")
           exec.append((ContinuousClock.now - t1).ms)
         }
-        _ = try await c.deleteSandbox(.with { $0.name = name; $0.workspaceScope = ws })
+        _ = try await c.deleteSandbox(
+          .with {
+            $0.name = name; $0.workspaceScope = ws
+          })
       }
       // Wait for the deletions to finish.
       while try await !c.listSandboxes(.with { $0.workspaceScope = ws }).sandboxes.isEmpty { try await Task.sleep(for: .milliseconds(50)) }

@@ -24,9 +24,11 @@ enum BearerTokens {
     }
     do {
       let provider = try await OIDCClient.discover(issuer: stored.issuer)
-      let response = try await OIDCClient.token(provider, form: [
-        "grant_type": "refresh_token", "refresh_token": refresh, "client_id": stored.client_id,
-      ])
+      let response = try await OIDCClient.token(
+        provider,
+        form: [
+          "grant_type": "refresh_token", "refresh_token": refresh, "client_id": stored.client_id,
+        ])
       let renewed = response.bundle(issuer: stored.issuer, clientID: stored.client_id, previousRefresh: refresh)
       try registry.writeOIDCToken(name, renewed)
       return renewed.access_token

@@ -15,7 +15,8 @@ enum GatewayClient {
     guard t.tls else { return .plaintext }
     if let cert = t.certPath, let key = t.keyPath {
       guard let ca = t.caPath else {
-        throw CLIError("the registration of \(t.endpoint) has a client certificate but no ca.crt; add the gateway again (openshell gateway add … --local, or gateway start)")
+        throw CLIError(
+          "the registration of \(t.endpoint) has a client certificate but no ca.crt; add the gateway again (openshell gateway add … --local, or gateway start)")
       }
       return .mTLS(certificateChain: [.file(path: cert, format: .pem)], privateKey: .file(path: key, format: .pem)) { c in
         c.trustRoots = .certificates([.file(path: ca, format: .pem)])
@@ -29,7 +30,9 @@ enum GatewayClient {
     }
   }
 
-  static func withClient<R: Sendable>(_ t: Target, _ body: @Sendable (Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>) async throws -> R) async throws -> R {
+  static func withClient<R: Sendable>(_ t: Target, _ body: @Sendable (Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>) async throws -> R) async throws
+    -> R
+  {
     try await withConnection(t) { client in try await body(Openshell_V1_OpenShell.Client(wrapping: client)) }
   }
 

@@ -56,8 +56,11 @@ enum HTTPProbe {
       c.applicationProtocols = ["http/1.1"]
       // Full verification: the chain and the host name (or IP address SAN), as the gRPC client checks.
       c.certificateVerification = .fullVerification
-      if let ca = t.caPath { c.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca)) }
-      else if t.certPath != nil { throw CLIError("the registration of \(t.endpoint) has a client certificate but no ca.crt") }
+      if let ca = t.caPath {
+        c.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca))
+      } else if t.certPath != nil {
+        throw CLIError("the registration of \(t.endpoint) has a client certificate but no ca.crt")
+      }
       if let cert = t.certPath, let key = t.keyPath {
         c.certificateChain = try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) }
         c.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
@@ -84,10 +87,12 @@ enum HTTPProbe {
     c.applicationProtocols = ["http/1.1"]
     c.certificateVerification = .noHostnameVerification
     let box = ChainBox()
-    _ = try? await exchange(host: host, port: port, ssl: try NIOSSLContext(configuration: c), verify: { certs, promise in
-      box.set(certs.compactMap { try? $0.toDERBytes() })
-      promise.succeed(.failed)  // stop the handshake: we only wanted the certificates
-    }, timeout: timeout, request: nil)
+    _ = try? await exchange(
+      host: host, port: port, ssl: try NIOSSLContext(configuration: c),
+      verify: { certs, promise in
+        box.set(certs.compactMap { try? $0.toDERBytes() })
+        promise.succeed(.failed)  // stop the handshake: we only wanted the certificates
+      }, timeout: timeout, request: nil)
     let chain = box.get()
     guard !chain.isEmpty else { throw CLIError("no TLS certificate received from \(host):\(port)") }
     return chain

@@ -81,7 +81,8 @@ private final class CallbackHandler: ChannelInboundHandler, @unchecked Sendable 
         for item in components?.queryItems ?? [] { query[item.name] = item.value ?? "" }
         let ok = query["code"] != nil && query["error"] == nil
         status = .ok
-        page = ok
+        page =
+          ok
           ? "<!doctype html><title>OpenShell</title><h1>Logged in</h1><p>You can close this window and return to the terminal.</p>"
           : "<!doctype html><title>OpenShell</title><h1>Login failed</h1><p>Return to the terminal for details.</p>"
         deliver(query)

@@ -112,7 +112,8 @@ enum OIDCClient {
       let object = (try? JSONSerialization.jsonObject(with: data.prefix(1 << 20))) as? [String: Any] ?? [:]
       return (status, object)
     } catch {
-      throw CLIError("cannot reach \(what) at \(url.scheme ?? "")://\(url.host ?? "")\(url.port.map { ":\($0)" } ?? ""): \(error.localizedDescription); is it up?")
+      throw CLIError(
+        "cannot reach \(what) at \(url.scheme ?? "")://\(url.host ?? "")\(url.port.map { ":\($0)" } ?? ""): \(error.localizedDescription); is it up?")
     }
   }
 

@@ -36,12 +36,13 @@ enum OIDCLogin {
     defer { listener.close() }
     let (verifier, challenge) = OIDCClient.pkce()
     let state = OIDCClient.randomState()
-    url.queryItems = (url.queryItems ?? []) + [
-      URLQueryItem(name: "response_type", value: "code"), URLQueryItem(name: "client_id", value: o.clientID),
-      URLQueryItem(name: "redirect_uri", value: listener.redirectURI), URLQueryItem(name: "scope", value: o.scopes),
-      URLQueryItem(name: "state", value: state), URLQueryItem(name: "code_challenge", value: challenge),
-      URLQueryItem(name: "code_challenge_method", value: "S256"),
-    ]
+    url.queryItems =
+      (url.queryItems ?? []) + [
+        URLQueryItem(name: "response_type", value: "code"), URLQueryItem(name: "client_id", value: o.clientID),
+        URLQueryItem(name: "redirect_uri", value: listener.redirectURI), URLQueryItem(name: "scope", value: o.scopes),
+        URLQueryItem(name: "state", value: state), URLQueryItem(name: "code_challenge", value: challenge),
+        URLQueryItem(name: "code_challenge_method", value: "S256"),
+      ]
     guard let link = url.url?.absoluteString else { throw CLIError("cannot build the authorization URL from \(authorize)") }
     let opened = !o.noBrowser && openBrowser(link)
     printErr(opened ? "Opened a browser to log in. If it did not open, visit:" : "To log in, open this URL in a browser:")
@@ -56,10 +57,12 @@ enum OIDCLogin {
     guard query["state"] == state else { throw CLIError("the login redirect carried a wrong state parameter; refusing it (run the command again)") }
     guard let code = query["code"], !code.isEmpty else { throw CLIError("the login redirect carried no authorization code") }
     do {
-      return try await OIDCClient.token(provider, form: [
-        "grant_type": "authorization_code", "code": code, "redirect_uri": listener.redirectURI, "client_id": o.clientID,
-        "code_verifier": verifier,
-      ])
+      return try await OIDCClient.token(
+        provider,
+        form: [
+          "grant_type": "authorization_code", "code": code, "redirect_uri": listener.redirectURI, "client_id": o.clientID,
+          "code_verifier": verifier,
+        ])
     } catch let e as TokenEndpointError {
       throw CLIError("the identity provider refused the authorization code: \(e)")
     }
@@ -78,9 +81,11 @@ enum OIDCLogin {
     while Date() < deadline {
       try await Task.sleep(for: .seconds(interval))
       do {
-        return try await OIDCClient.token(provider, form: [
-          "grant_type": "urn:ietf:params:oauth:grant-type:device_code", "device_code": deviceCode, "client_id": o.clientID,
-        ])
+        return try await OIDCClient.token(
+          provider,
+          form: [
+            "grant_type": "urn:ietf:params:oauth:grant-type:device_code", "device_code": deviceCode, "client_id": o.clientID,
+          ])
       } catch let e as TokenEndpointError {
         switch e.code {
         case "authorization_pending": continue

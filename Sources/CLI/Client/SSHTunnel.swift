@@ -46,7 +46,10 @@ enum SSHTunnel {
 
   /// A new session for a sandbox (by name): CreateSshSession.
   static func createSession(_ c: ShellClient, name: String, workspace: String) async throws -> Openshell_V1_CreateSshSessionResponse {
-    try await c.createSshSession(.with { $0.sandbox = name; $0.workspaceScope = SandboxCLI.scope(workspace) }, options: GatewayClient.options(timeout: .seconds(30)))
+    try await c.createSshSession(
+      .with {
+        $0.sandbox = name; $0.workspaceScope = SandboxCLI.scope(workspace)
+      }, options: GatewayClient.options(timeout: .seconds(30)))
   }
 
   /// Runs the tunnel on stdin/stdout (the `ProxyCommand` side of `ssh`) until the gateway or `ssh`

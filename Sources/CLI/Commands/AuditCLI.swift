@@ -72,12 +72,13 @@ struct AuditShow: AsyncParsableCommand {
     var entries: [AuditEntry] = []
     var token = ""
     repeat {
-      let page = try await api.queryEvents(.with {
-        $0.filter = filter
-        $0.pageSize = 5000
-        $0.pageToken = token
-        $0.includeOcsf = output == "ocsf"
-      }, options: GatewayClient.options(timeout: .seconds(60)))
+      let page = try await api.queryEvents(
+        .with {
+          $0.filter = filter
+          $0.pageSize = 5000
+          $0.pageToken = token
+          $0.includeOcsf = output == "ocsf"
+        }, options: GatewayClient.options(timeout: .seconds(60)))
       entries += page.events.map(Self.entry)
       if output == "jsonl" {
         for e in page.events { print(try Self.jsonLine(Self.entry(e))) }
@@ -100,7 +101,11 @@ struct AuditShow: AsyncParsableCommand {
   private func followEvents(_ api: Openshell_Audit_V1_AuditService.Client<HTTP2ClientTransport.Posix>) async throws {
     var options = CallOptions.defaults
     options.timeout = nil
-    try await api.watchEvents(.with { $0.filter = filter; $0.fromSeq = 1; $0.includeOcsf = output == "ocsf" }, options: options) { response in
+    try await api.watchEvents(
+      .with {
+        $0.filter = filter; $0.fromSeq = 1; $0.includeOcsf = output == "ocsf"
+      }, options: options
+    ) { response in
       for try await event in response.messages {
         let entry = Self.entry(event)
         switch output {
@@ -114,7 +119,8 @@ struct AuditShow: AsyncParsableCommand {
   }
 
   static func entry(_ e: Openshell_Audit_V1_AuditEvent) -> AuditEntry {
-    AuditEntry(seq: e.seq, time: rfc3339(ns: e.timestampNs), timestampNs: e.timestampNs, actor: e.actor, requestID: e.requestID,
+    AuditEntry(
+      seq: e.seq, time: rfc3339(ns: e.timestampNs), timestampNs: e.timestampNs, actor: e.actor, requestID: e.requestID,
       type: e.type, aggregate: e.aggregate, summary: e.summary)
   }
 

@@ -12,9 +12,10 @@ struct AuditVerify: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "verify", abstract: "Verify the gateway's log and its signed checkpoints against your copy of the public key.")
   @OptionGroup var global: GatewayOptions
-  @Option(help: ArgumentHelp(
-    "The gateway's checkpoint public key (PEM; DATA/keys/audit-checkpoint.pub.pem on the gateway host — use a copy you kept).",
-    valueName: "FILE")) var publicKey: String
+  @Option(
+    help: ArgumentHelp(
+      "The gateway's checkpoint public key (PEM; DATA/keys/audit-checkpoint.pub.pem on the gateway host — use a copy you kept).",
+      valueName: "FILE")) var publicKey: String
 
   func run() async throws {
     try await cliRun {
@@ -37,8 +38,9 @@ struct AuditVerify: AsyncParsableCommand {
       guard report.valid > 0 else {
         throw CLIError("FAILED: no checkpoint in the gateway's log is signed by \(publicKey) (\(report.otherKey) by other keys)")
       }
-      print("OK: head seq \(answer.headSeq); \(report.valid) checkpoint(s) signed by the key; records 1…\(report.coveredThrough) vouched for"
-        + (answer.headSeq > report.coveredThrough + 1 ? "; records \(report.coveredThrough + 2)…\(answer.headSeq) are newer than the last checkpoint" : ""))
+      print(
+        "OK: head seq \(answer.headSeq); \(report.valid) checkpoint(s) signed by the key; records 1…\(report.coveredThrough) vouched for"
+          + (answer.headSeq > report.coveredThrough + 1 ? "; records \(report.coveredThrough + 2)…\(answer.headSeq) are newer than the last checkpoint" : ""))
     }
   }
 }

@@ -89,7 +89,8 @@ struct DoctorExec: AsyncParsableCommand {
       }
       let (gw, meta) = try localGateway(global, name)
       let environment = ProcessInfo.processInfo.environment.merging(
-        gw.environment(endpoint: meta?.gateway_endpoint ?? gw.launchConfig?.endpoint)) { _, new in new }
+        gw.environment(endpoint: meta?.gateway_endpoint ?? gw.launchConfig?.endpoint)
+      ) { _, new in new }
       let code = try await ChildProcess.run("/usr/bin/env", command, environment: environment, workingDirectory: gw.dataDir.path)
       if code != 0 { throw ExitCode(code) }
     }
@@ -148,8 +149,11 @@ struct DoctorCheck: AsyncParsableCommand {
       let log = try EventLog.open(directory: dir.path)
       defer { log.close() }
       let payload = Array(repeating: UInt8(ascii: "x"), count: 4096)
-      _ = try log.appendSync([NewEvent(type: "doctor.check", aggregate: AggregateRef(kind: "doctor", id: "1"), actor: "doctor",
-                                       requestID: "", payloadVersion: 1, payload: payload, timestampNs: nil)])
+      _ = try log.appendSync([
+        NewEvent(
+          type: "doctor.check", aggregate: AggregateRef(kind: "doctor", id: "1"), actor: "doctor",
+          requestID: "", payloadVersion: 1, payload: payload, timestampNs: nil)
+      ])
       guard let r = try log.records(from: 1, through: 1).first, r.payload == payload else {
         return Check(name: "LMDB + zstd", ok: false, detail: "read back differs")
       }
@@ -175,7 +179,10 @@ struct DoctorCheck: AsyncParsableCommand {
   private func port(_ gw: LocalGateway, _ meta: GatewayMetadata?) -> Check {
     guard let c = gw.launchConfig else {
       let free = ProcessTable.portIsFree(8080)
-      return Check(name: "Port", ok: free, detail: free ? "default port 8080 is free" : "default port 8080 is in use" + (ProcessTable.listener(port: 8080).map { " by \(ProcessTable.describe($0))" } ?? ""))
+      return Check(
+        name: "Port", ok: free,
+        detail: free
+          ? "default port 8080 is free" : "default port 8080 is in use" + (ProcessTable.listener(port: 8080).map { " by \(ProcessTable.describe($0))" } ?? ""))
     }
     if let pid = gw.runningPID {
       return Check(name: "Port", ok: true, detail: "\(c.port) is served by this gateway (pid \(pid))")
@@ -198,13 +205,19 @@ struct DoctorCheck: AsyncParsableCommand {
         if !leaf.validNow { problems.append("\(f) expired \(iso8601(leaf.notAfter))") }
         if !ca.signed(leaf) { problems.append("\(f) not signed by ca.crt") }
       }
-      var result = [Check(name: "Certificates", ok: problems.isEmpty,
-                          detail: problems.isEmpty ? "CA \(shortFingerprint(ca.fingerprint)) valid until \(iso8601(ca.notAfter)); leaves signed and valid" : problems.joined(separator: "; "))]
+      var result = [
+        Check(
+          name: "Certificates", ok: problems.isEmpty,
+          detail: problems.isEmpty
+            ? "CA \(shortFingerprint(ca.fingerprint)) valid until \(iso8601(ca.notAfter)); leaves signed and valid" : problems.joined(separator: "; "))
+      ]
       if let m = meta, m.auth_mode != "plaintext" {
         let stored = try? CertInfo.load(registry.mtlsDir(m.name).appendingPathComponent("ca.crt").path)
         let same = stored?.fingerprint == ca.fingerprint
-        result.append(Check(name: "Client bundle", ok: same,
-                            detail: same ? "registry CA matches the gateway's CA" : "registry CA differs from the gateway's; fix: openshell gateway start --name \(m.name)"))
+        result.append(
+          Check(
+            name: "Client bundle", ok: same,
+            detail: same ? "registry CA matches the gateway's CA" : "registry CA differs from the gateway's; fix: openshell gateway start --name \(m.name)"))
       }
       return result
     } catch {

@@ -71,7 +71,11 @@ struct ForwardStart: AsyncParsableCommand {
       let n = try SandboxCLI.name(name, gateway: r.name)
       let ws = workspace
       _ = try await GatewayClient.withClient(r.target) { c in
-        try await c.getSandbox(.with { $0.name = n; $0.workspaceScope = SandboxCLI.scope(ws) }, options: SandboxCLI.options()).sandbox
+        try await c.getSandbox(
+          .with {
+            $0.name = n; $0.workspaceScope = SandboxCLI.scope(ws)
+          }, options: SandboxCLI.options()
+        ).sandbox
       }
       if let existing = ForwardRecord.all().first(where: { $0.port == p && $0.alive }) {
         throw CLIError("port \(p) is already forwarded to sandbox \(existing.sandbox) (openshell forward stop \(p))")
@@ -135,7 +139,9 @@ struct ForwardStop: AsyncParsableCommand {
 
   func run() async throws {
     try await cliRun {
-      guard let record = ForwardRecord.all().first(where: { $0.port == port }) else { throw CLIError("no background forward of port \(port) (openshell forward list)") }
+      guard let record = ForwardRecord.all().first(where: { $0.port == port }) else {
+        throw CLIError("no background forward of port \(port) (openshell forward list)")
+      }
       if let name, name != record.sandbox { throw CLIError("port \(port) is forwarded to sandbox \(record.sandbox), not \(name)") }
       if record.alive { kill(record.pid, SIGTERM) }
       unlink(ForwardRecord.path(port))

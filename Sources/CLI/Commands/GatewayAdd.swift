@@ -22,7 +22,10 @@ struct GatewayAdd: AsyncParsableCommand {
   @Option(help: "Data dir of the local gateway (default: found by name or port under $XDG_STATE_HOME/openshell/gateways).")
   var dataDir: String?
   @Flag(help: "Replace an existing registration of the same name.") var force = false
-  @Option(help: "PEM CA certificate that signs the server's (or its proxy's) certificate, for https:// gateways whose certificate no system root signs; stored with the registration.")
+  @Option(
+    help:
+      "PEM CA certificate that signs the server's (or its proxy's) certificate, for https:// gateways whose certificate no system root signs; stored with the registration."
+  )
   var caFile: String?
   @OptionGroup var login: LoginOptions
 
@@ -40,7 +43,8 @@ struct GatewayAdd: AsyncParsableCommand {
 
       let old = registry.metadata(name)
       if old != nil && !force {
-        throw CLIError("gateway '\(name)' already exists; remove it first with: openshell gateway destroy --name \(name) (or pass --force to replace its registration)")
+        throw CLIError(
+          "gateway '\(name)' already exists; remove it first with: openshell gateway destroy --name \(name) (or pass --force to replace its registration)")
       }
       let oldCA = try? CertInfo.load(registry.mtlsDir(name).appendingPathComponent("ca.crt").path)
 
@@ -63,14 +67,15 @@ struct GatewayAdd: AsyncParsableCommand {
         description = local ? nil : try await CloudGateway.describe(probe)
       } catch let e as CloudGateway.NotAGateway {
         throw CLIError(e.message)
-      } catch where !probe.tls {
+      } catch  where !probe.tls {
         description = nil
       }
       if let description, description["auth_mode"] as? String == "oidc" {
         // A bearer token is a replayable operator credential: never over cleartext beyond this machine.
         if !probe.tls && !loopback {
           throw CLIError(
-            "refusing to send bearer tokens in cleartext to \(raw): register the gateway through https:// (a TLS-terminating proxy in front of it), or reach it on this machine's loopback; nothing was registered")
+            "refusing to send bearer tokens in cleartext to \(raw): register the gateway through https:// (a TLS-terminating proxy in front of it), or reach it on this machine's loopback; nothing was registered"
+          )
         }
         guard let oidc = description["oidc"] as? [String: Any], let issuer = oidc["issuer"] as? String else {
           throw CLIError("\(raw) says it uses OIDC but names no issuer")
@@ -90,7 +95,8 @@ struct GatewayAdd: AsyncParsableCommand {
       } else if let description, probe.tls {
         let mode = description["auth_mode"] as? String ?? "mtls"
         guard mode == "tls" else {
-          throw CLIError("\(raw) requires client certificates (mTLS); register a gateway on this machine with --local, or ask its operator for a certificate bundle")
+          throw CLIError(
+            "\(raw) requires client certificates (mTLS); register a gateway on this machine with --local, or ask its operator for a certificate bundle")
         }
         bundle = .init(ca: caPEM)
         meta = GatewayMetadata(

@@ -58,14 +58,18 @@ enum CloudGateway {
     } catch {
       var reason = oneLine("\(error)")
       if let e = error as? CLIError { reason = e.message }
-      throw CLIError("cannot reach \(probe.endpoint): \(tlsFailure(reason) ?? Self.transportReason(reason)) (is the gateway up? a gateway that requires client certificates is registered with --local)")
+      throw CLIError(
+        "cannot reach \(probe.endpoint): \(tlsFailure(reason) ?? Self.transportReason(reason)) (is the gateway up? a gateway that requires client certificates is registered with --local)"
+      )
     }
     let body = r.body.firstIndex(of: "{").map { String(r.body[$0...]) } ?? r.body
     guard r.status == 200, let data = body.data(using: .utf8),
       let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
       object["service"] as? String == "openshell-gateway"
     else {
-      throw NotAGateway("\(probe.endpoint) is not an OpenShell gateway (GET /auth/config answered HTTP \(r.status) without a gateway description); check the URL; nothing was registered")
+      throw NotAGateway(
+        "\(probe.endpoint) is not an OpenShell gateway (GET /auth/config answered HTTP \(r.status) without a gateway description); check the URL; nothing was registered"
+      )
     }
     return object
   }
@@ -97,10 +101,13 @@ enum CloudGateway {
       }
     } catch let e as RPCError {
       if e.code == .unauthenticated, e.gatewayReason == GatewayErrorReason.bearerTokenMissing {
-        throw CLIError("the gateway at \(t.endpoint) did not receive the access token: a proxy in front of it may strip the authorization header (\(oneLine(e.message)))")
+        throw CLIError(
+          "the gateway at \(t.endpoint) did not receive the access token: a proxy in front of it may strip the authorization header (\(oneLine(e.message)))")
       }
       if e.code == .unauthenticated { throw CLIError("the gateway at \(t.endpoint) refused the new access token: \(oneLine(e.message))") }
-      throw CLIError("the gateway at \(t.endpoint) did not answer over gRPC: \(connectionFailure(e) ?? oneLine(e.message)) (a proxy in front of it must pass gRPC over HTTP/2)")
+      throw CLIError(
+        "the gateway at \(t.endpoint) did not answer over gRPC: \(connectionFailure(e) ?? oneLine(e.message)) (a proxy in front of it must pass gRPC over HTTP/2)"
+      )
     }
   }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Yams
 
 /// `openshell gateway stop`
 struct GatewayStop: AsyncParsableCommand {
@@ -66,7 +67,8 @@ struct GatewayDestroy: AsyncParsableCommand {
         guard stdinIsTerminal else {
           throw CLIError("refusing to destroy gateway '\(name)' without confirmation; pass --yes")
         }
-        let what = meta?.ssh != nil && !keepRemote
+        let what =
+          meta?.ssh != nil && !keepRemote
           ? "It is stopped on \(meta!.ssh!.destination) and its data dir there is moved to the host's archive. "
           : local ? "It is stopped and its data dir is moved to the archive. " : ""
         print("Destroy gateway '\(name)'? \(what)[y/N] ", terminator: "")
@@ -223,5 +225,3 @@ struct GatewayInfo: AsyncParsableCommand {
 func yamlString(_ obj: Any) throws -> String {
   try Yams.dump(object: obj, sortKeys: true).trimmingCharacters(in: .newlines)
 }
-
-import Yams

@@ -54,11 +54,15 @@ struct GatewayStart: AsyncParsableCommand {
     if plaintext && disableGatewayAuth { throw ValidationError("--plaintext and --disable-gateway-auth cannot be combined") }
     if recreate && restoreFrom != nil { throw ValidationError("--recreate and --restore-from cannot be combined") }
     if remote != nil {
-      if plaintext || disableGatewayAuth { throw ValidationError("--remote gateways use mTLS; --plaintext and --disable-gateway-auth cannot be combined with it") }
+      if plaintext || disableGatewayAuth {
+        throw ValidationError("--remote gateways use mTLS; --plaintext and --disable-gateway-auth cannot be combined with it")
+      }
       if bind != nil { throw ValidationError("--bind cannot be combined with --remote (the host listens on 0.0.0.0, or 127.0.0.1 with --tunnel)") }
       if restoreFrom != nil { throw ValidationError("--restore-from cannot be combined with --remote") }
       if oidcIssuer != nil || oidcAudience != nil || oidcClientId != nil || oidcScopes != nil {
-        throw ValidationError("--oidc-* options are not supported with --remote yet: start the gateway on the host with them (openshell gateway start --oidc-issuer …) and add it with openshell gateway add https://…")
+        throw ValidationError(
+          "--oidc-* options are not supported with --remote yet: start the gateway on the host with them (openshell gateway start --oidc-issuer …) and add it with openshell gateway add https://…"
+        )
       }
     }
     for h in gatewayHost where h.isEmpty || h.contains(where: { $0.isWhitespace || $0 == "/" }) {
@@ -81,23 +85,30 @@ struct GatewayStart: AsyncParsableCommand {
     let registry = ClientRegistry.default
     if remote != nil || registry.metadata(name)?.ssh != nil {
       if plaintext || disableGatewayAuth || bind != nil || restoreFrom != nil {
-        throw CLIError("gateway '\(name)' runs on \(registry.metadata(name)?.remote_host ?? "a remote host"); --plaintext, --disable-gateway-auth, --bind and --restore-from do not apply to it")
+        throw CLIError(
+          "gateway '\(name)' runs on \(registry.metadata(name)?.remote_host ?? "a remote host"); --plaintext, --disable-gateway-auth, --bind and --restore-from do not apply to it"
+        )
       }
       try Unsupported.check(gpu: gpu, registryUsername: registryUsername, registryToken: registryToken)
-      try await RemoteGateway.start(.init(
-        name: name, destination: remote, sshKey: sshKey, port: port, gatewayHosts: gatewayHost, recreate: recreate, yes: yes,
-        tunnel: tunnel, timeout: timeout))
+      try await RemoteGateway.start(
+        .init(
+          name: name, destination: remote, sshKey: sshKey, port: port, gatewayHosts: gatewayHost, recreate: recreate, yes: yes,
+          tunnel: tunnel, timeout: timeout))
       return
     }
     if sshKey != nil || tunnel { throw CLIError("--ssh-key and --tunnel need --remote user@host") }
     if let m = registry.metadata(name), m.type != "local" {
-      throw CLIError("gateway '\(name)' is a \(m.type) registration (\(m.gateway_endpoint)), not a local gateway; pick another --name or remove it: openshell gateway destroy --name \(name)")
+      throw CLIError(
+        "gateway '\(name)' is a \(m.type) registration (\(m.gateway_endpoint)), not a local gateway; pick another --name or remove it: openshell gateway destroy --name \(name)"
+      )
     }
     if let m = registry.metadata(name), LocalGateway.isRegistrationOfAnother(m) {
       if let owner = LocalGateway(metadata: m).owner {
         throw CLIError("gateway '\(name)' is a registration of the local gateway '\(owner)'; start that one: openshell gateway start --name \(owner)")
       }
-      throw CLIError("gateway '\(name)' is a registration of \(m.gateway_endpoint) (gateway add), not a gateway deployed here; start the gateway behind it, or pick another --name")
+      throw CLIError(
+        "gateway '\(name)' is a registration of \(m.gateway_endpoint) (gateway add), not a gateway deployed here; start the gateway behind it, or pick another --name"
+      )
     }
     let gw = LocalGateway(name: name)
 
@@ -136,7 +147,9 @@ struct GatewayStart: AsyncParsableCommand {
           changes.append("OIDC issuer \(c.oidcIssuer ?? "none") → \(oidc.issuer)")
         }
         if !changes.isEmpty {
-          throw CLIError("gateway '\(name)' is already running (pid \(pid)) with other settings (\(changes.joined(separator: ", "))); stop it first: openshell gateway stop --name \(name)")
+          throw CLIError(
+            "gateway '\(name)' is already running (pid \(pid)) with other settings (\(changes.joined(separator: ", "))); stop it first: openshell gateway stop --name \(name)"
+          )
         }
         if !DaemonControl.registrationCurrent(gw, c) { _ = try DaemonControl.register(gw, c) }
         try registry.setActive(name)
@@ -152,7 +165,9 @@ struct GatewayStart: AsyncParsableCommand {
 
     // A daemon can hold the data dir without a pid file naming it (e.g. the file was removed by hand).
     if !recreate, let holder = gw.logWriterPID {
-      throw CLIError("gateway '\(name)''s data dir is in use by \(holder > 0 ? ProcessTable.describe(holder) : "another process") although no pid file names it; stop that process first")
+      throw CLIError(
+        "gateway '\(name)''s data dir is in use by \(holder > 0 ? ProcessTable.describe(holder) : "another process") although no pid file names it; stop that process first"
+      )
     }
     let stored = gw.launchConfig
     let authMode = plaintext ? "plaintext" : disableGatewayAuth ? "tls" : (stored?.authMode ?? "mtls")
@@ -235,7 +250,9 @@ struct GatewayStart: AsyncParsableCommand {
   /// Runs `openshell-replay restore` (installed next to this binary, or $OPENSHELL_REPLAY_BIN).
   private func runRestore(source: String, gateway gw: LocalGateway) async throws {
     let env = ProcessInfo.processInfo.environment
-    let replay = env["OPENSHELL_REPLAY_BIN"] ?? URL(fileURLWithPath: ProcessTable.selfExecutable).deletingLastPathComponent().appendingPathComponent("openshell-replay").path
+    let replay =
+      env["OPENSHELL_REPLAY_BIN"]
+      ?? URL(fileURLWithPath: ProcessTable.selfExecutable).deletingLastPathComponent().appendingPathComponent("openshell-replay").path
     guard FileManager.default.isExecutableFile(atPath: replay) else {
       throw CLIError("openshell-replay not found at \(replay) (set OPENSHELL_REPLAY_BIN)")
     }

@@ -59,7 +59,12 @@ extension SandboxCLI {
         var c: UInt16 = 0
         var r: UInt16 = 0
         if cterminal_get_size(isatty(1) == 1 ? 1 : 0, &c, &r) == 0, c > 0, r > 0 {
-          sink.yield(.with { $0.resize = .with { $0.cols = UInt32(c); $0.rows = UInt32(r) } })
+          sink.yield(
+            .with {
+              $0.resize = .with {
+                $0.cols = UInt32(c); $0.rows = UInt32(r)
+              }
+            })
         }
       }
       source.resume()

@@ -58,28 +58,31 @@ struct LogsOptions: ParsableArguments {
       let sinceDate = try since.map { Date().addingTimeInterval(-(try Self.parseDuration($0))) }
       try await GatewayClient.withClient(r.target) { c in
         if !tail {
-          let resp = try await c.getSandboxLogs(.with {
-            $0.sandbox = sandbox
-            $0.lines = n
-            $0.sources = source
-            $0.minLevel = level
-            $0.workspaceScope = SandboxCLI.scope(workspace)
-            if let sinceDate { $0.sinceTime = .init(date: sinceDate) }
-          }, options: SandboxCLI.options())
+          let resp = try await c.getSandboxLogs(
+            .with {
+              $0.sandbox = sandbox
+              $0.lines = n
+              $0.sources = source
+              $0.minLevel = level
+              $0.workspaceScope = SandboxCLI.scope(workspace)
+              if let sinceDate { $0.sinceTime = .init(date: sinceDate) }
+            }, options: SandboxCLI.options())
           for l in resp.logs { print(Self.format(l)) }
           return
         }
         var o = CallOptions.defaults
         o.waitForReady = false
-        try await c.watchSandbox(.with {
-          $0.sandbox = sandbox
-          $0.followLogs = true
-          $0.logTailLines = n
-          $0.logSources = source
-          $0.logMinLevel = level
-          $0.workspaceScope = SandboxCLI.scope(workspace)
-          if let sinceDate { $0.sinceTime = .init(date: sinceDate) }
-        }, options: o) { response in
+        try await c.watchSandbox(
+          .with {
+            $0.sandbox = sandbox
+            $0.followLogs = true
+            $0.logTailLines = n
+            $0.logSources = source
+            $0.logMinLevel = level
+            $0.workspaceScope = SandboxCLI.scope(workspace)
+            if let sinceDate { $0.sinceTime = .init(date: sinceDate) }
+          }, options: o
+        ) { response in
           for try await event in response.messages {
             if case .log(let l)? = event.payload {
               print(Self.format(l))
@@ -91,4 +94,3 @@ struct LogsOptions: ParsableArguments {
     }
   }
 }
-

@@ -21,12 +21,13 @@ enum PointInTime {
   static func sandbox(_ t: Target, name: String, workspace: String, at: String) async throws -> (seq: UInt64, view: StateView.SandboxView) {
     let (seq, timeNs) = try request(at)
     let response = try await AuditCLI.withAudit(t) { api in
-      try await api.getSandboxAt(.with {
-        $0.name = name
-        $0.workspace = workspace
-        $0.atSeq = seq
-        $0.atTimeNs = timeNs
-      }, options: GatewayClient.options(timeout: .seconds(60)))
+      try await api.getSandboxAt(
+        .with {
+          $0.name = name
+          $0.workspace = workspace
+          $0.atSeq = seq
+          $0.atTimeNs = timeNs
+        }, options: GatewayClient.options(timeout: .seconds(60)))
     }
     do {
       return (response.seq, try JSONDecoder().decode(StateView.SandboxView.self, from: Data(response.sandboxJson.utf8)))
@@ -54,7 +55,8 @@ enum PointInTime {
     }
     let wanted = rev > 0 ? rev : (policy.activeVersion > 0 ? policy.activeVersion : policy.revisions.map(\.version).max()!)
     guard let r = policy.revisions.first(where: { $0.version == wanted }) else {
-      throw CLIError("sandbox \(view.name) had no policy revision \(wanted) at that point (it had \(policy.revisions.map { "v\($0.version)" }.joined(separator: ", ")))")
+      throw CLIError(
+        "sandbox \(view.name) had no policy revision \(wanted) at that point (it had \(policy.revisions.map { "v\($0.version)" }.joined(separator: ", ")))")
     }
     return r
   }

@@ -39,7 +39,10 @@ struct PolicySet: AsyncParsableCommand {
       if isGlobal {
         try PolicyCLI.confirm("Set the global policy? It overrides the policy of every sandbox on gateway '\(r.name)'.", yes: yes)
         let resp = try await PolicyCLI.withClients(r.target) { c, _ in
-          try await c.updateConfig(.with { $0.global = true; $0.policy = proposed }, options: SandboxCLI.options())
+          try await c.updateConfig(
+            .with {
+              $0.global = true; $0.policy = proposed
+            }, options: SandboxCLI.options())
         }
         print("\(Style.check) Global policy configured (hash: \(resp.policyHash.prefix(12)), settings revision: \(resp.settingsRevision))")
         return
@@ -47,8 +50,14 @@ struct PolicySet: AsyncParsableCommand {
       let n = try SandboxCLI.name(name, gateway: r.name)
       let scope = SandboxCLI.scope(workspace)
       exitCode = try await PolicyCLI.withClients(r.target) { c, _ in
-        let before = try? await c.getSandboxPolicyStatus(.with { $0.sandbox = n; $0.workspaceScope = scope }, options: SandboxCLI.options())
-        let resp = try await c.updateConfig(.with { $0.sandbox = n; $0.workspaceScope = scope; $0.policy = proposed }, options: SandboxCLI.options())
+        let before = try? await c.getSandboxPolicyStatus(
+          .with {
+            $0.sandbox = n; $0.workspaceScope = scope
+          }, options: SandboxCLI.options())
+        let resp = try await c.updateConfig(
+          .with {
+            $0.sandbox = n; $0.workspaceScope = scope; $0.policy = proposed
+          }, options: SandboxCLI.options())
         if let before, before.revision.version == resp.version {
           print("· Policy unchanged (version \(resp.version), hash: \(resp.policyHash.prefix(12)))")
         } else {
@@ -57,7 +66,10 @@ struct PolicySet: AsyncParsableCommand {
         guard wait else { return 0 }
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-          let s = try await c.getSandboxPolicyStatus(.with { $0.sandbox = n; $0.version = resp.version; $0.workspaceScope = scope }, options: SandboxCLI.options())
+          let s = try await c.getSandboxPolicyStatus(
+            .with {
+              $0.sandbox = n; $0.version = resp.version; $0.workspaceScope = scope
+            }, options: SandboxCLI.options())
           switch s.revision.status {
           case .loaded:
             print("\(Style.check) Policy version \(resp.version) loaded (active version: \(s.activeVersion))")
@@ -113,12 +125,13 @@ struct PolicyGet: AsyncParsableCommand {
         return
       }
       let s = try await PolicyCLI.withClients(r.target) { c, _ in
-        try await c.getSandboxPolicyStatus(.with {
-          $0.sandbox = n
-          $0.version = rev
-          $0.global = isGlobal
-          $0.workspaceScope = SandboxCLI.scope(workspace)
-        }, options: SandboxCLI.options())
+        try await c.getSandboxPolicyStatus(
+          .with {
+            $0.sandbox = n
+            $0.version = rev
+            $0.global = isGlobal
+            $0.workspaceScope = SandboxCLI.scope(workspace)
+          }, options: SandboxCLI.options())
       }
       let rv = s.revision
       // Tables show UTC `YYYY-MM-DD HH:MM:SS` (as `sandbox list`); JSON and YAML show RFC 3339.
@@ -151,20 +164,24 @@ struct PolicyList: AsyncParsableCommand {
       let r = try global.resolve()
       let n = isGlobal ? "" : try SandboxCLI.name(name, gateway: r.name)
       let list = try await PolicyCLI.withClients(r.target) { c, _ in
-        try await c.listSandboxPolicies(.with {
-          $0.sandbox = n
-          $0.pageSize = limit
-          $0.global = isGlobal
-          $0.workspaceScope = SandboxCLI.scope(workspace)
-        }, options: SandboxCLI.options())
+        try await c.listSandboxPolicies(
+          .with {
+            $0.sandbox = n
+            $0.pageSize = limit
+            $0.global = isGlobal
+            $0.workspaceScope = SandboxCLI.scope(workspace)
+          }, options: SandboxCLI.options())
       }
       guard !list.revisions.isEmpty else {
         print("No policy revisions found.")
         return
       }
-      print(renderTable(header: ["VERSION", "HASH", "STATUS", "CREATED", "ERROR"], rows: list.revisions.map {
-        [String($0.version), String($0.policyHash.prefix(12)), PolicyCLI.statusName($0.status), utcDateTime($0.createdTime.date), oneLine($0.loadError)]
-      }))
+      print(
+        renderTable(
+          header: ["VERSION", "HASH", "STATUS", "CREATED", "ERROR"],
+          rows: list.revisions.map {
+            [String($0.version), String($0.policyHash.prefix(12)), PolicyCLI.statusName($0.status), utcDateTime($0.createdTime.date), oneLine($0.loadError)]
+          }))
     }
   }
 }
@@ -184,7 +201,10 @@ struct PolicyDelete: AsyncParsableCommand {
       let r = try global.resolve()
       try PolicyCLI.confirm("Delete the global policy of gateway '\(r.name)'?", yes: yes)
       let resp = try await PolicyCLI.withClients(r.target) { c, _ in
-        try await c.updateConfig(.with { $0.global = true; $0.settingKey = "policy"; $0.deleteSetting = true }, options: SandboxCLI.options())
+        try await c.updateConfig(
+          .with {
+            $0.global = true; $0.settingKey = "policy"; $0.deleteSetting = true
+          }, options: SandboxCLI.options())
       }
       print(resp.deleted ? "\(Style.check) Global policy deleted" : "· No global policy was set")
     }
@@ -230,14 +250,18 @@ struct SettingsGet: AsyncParsableCommand {
       } else {
         let n = try SandboxCLI.name(name, gateway: r.name)
         let s = try await PolicyCLI.withClients(r.target) { c, _ in
-          try await c.getSandboxConfig(.with { $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace) }, options: SandboxCLI.options())
+          try await c.getSandboxConfig(
+            .with {
+              $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace)
+            }, options: SandboxCLI.options())
         }
         rows = s.settings.map { ($0.key, Self.text($0.value.value), $0.value.scope == .global ? "global" : "sandbox") }
         revision = s.settingsRevision
       }
       rows.sort { $0.key < $1.key }
       if json {
-        print(try jsonString(["settings": Dictionary(uniqueKeysWithValues: rows.map { ($0.key, ["value": $0.value, "scope": $0.scope]) }), "revision": revision]))
+        print(
+          try jsonString(["settings": Dictionary(uniqueKeysWithValues: rows.map { ($0.key, ["value": $0.value, "scope": $0.scope]) }), "revision": revision]))
         return
       }
       guard !rows.isEmpty else {
@@ -259,13 +283,14 @@ func updateSetting(
   if isGlobal { try PolicyCLI.confirm(confirm(r.name), yes: yes) }
   let n = isGlobal ? "" : try SandboxCLI.name(name, gateway: r.name)
   let resp = try await PolicyCLI.withClients(r.target) { c, _ in
-    try await c.updateConfig(.with {
-      $0.sandbox = n
-      $0.global = isGlobal
-      $0.settingKey = key
-      $0.workspaceScope = SandboxCLI.scope(workspace)
-      change(&$0)
-    }, options: SandboxCLI.options())
+    try await c.updateConfig(
+      .with {
+        $0.sandbox = n
+        $0.global = isGlobal
+        $0.settingKey = key
+        $0.workspaceScope = SandboxCLI.scope(workspace)
+        change(&$0)
+      }, options: SandboxCLI.options())
   }
   return (resp, n)
 }
@@ -285,7 +310,8 @@ struct SettingsSet: AsyncParsableCommand {
       let value = self.value
       let (resp, n) = try await updateSetting(
         global, name: name, isGlobal: isGlobal, workspace: workspace, key: key, yes: yes,
-        confirm: { "Set '\(key)' for every sandbox on gateway '\($0)'?" }) { $0.settingValue = .with { $0.stringValue = value } }
+        confirm: { "Set '\(key)' for every sandbox on gateway '\($0)'?" }
+      ) { $0.settingValue = .with { $0.stringValue = value } }
       print("\(Style.check) Setting \(key) set (\(isGlobal ? "global" : "sandbox \(n)"), settings revision: \(resp.settingsRevision))")
     }
   }
@@ -304,7 +330,8 @@ struct SettingsDelete: AsyncParsableCommand {
     try await PolicyCLI.run {
       let (resp, _) = try await updateSetting(
         global, name: name, isGlobal: isGlobal, workspace: workspace, key: key, yes: yes,
-        confirm: { _ in "Delete the global setting '\(key)'?" }) { $0.deleteSetting = true }
+        confirm: { _ in "Delete the global setting '\(key)'?" }
+      ) { $0.deleteSetting = true }
       print(resp.deleted ? "\(Style.check) Setting \(key) deleted" : "· Setting \(key) was not set")
     }
   }
@@ -334,20 +361,22 @@ struct InferenceCommand: AsyncParsableCommand {
   static func set(_ global: GatewayOptions, system: Bool, provider: String, model: String, timeout: UInt32, noVerify: Bool, verb: String) async throws {
     let r = try global.resolve()
     let resp = try await PolicyCLI.withClients(r.target) { _, inf in
-      try await inf.setInferenceRoute(.with {
-        $0.routeName = route(system)
-        $0.providerName = provider
-        $0.modelID = model
-        $0.timeoutSecs = timeout
-        $0.noVerify = noVerify
-      }, options: SandboxCLI.options(90))
+      try await inf.setInferenceRoute(
+        .with {
+          $0.routeName = route(system)
+          $0.providerName = provider
+          $0.modelID = model
+          $0.timeoutSecs = timeout
+          $0.noVerify = noVerify
+        }, options: SandboxCLI.options(90))
     }
     show("\(system ? "System" : "Gateway") inference \(verb):", resp.route, validated: resp.validatedEndpoints)
   }
 }
 
 struct InferenceSet: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "set", abstract: "Route inference.local (or, with --system, sandbox-system) to a provider and model.")
+  static let configuration = CommandConfiguration(
+    commandName: "set", abstract: "Route inference.local (or, with --system, sandbox-system) to a provider and model.")
   @OptionGroup var global: GatewayOptions
   @Option(help: "Provider name (type openai, anthropic or nvidia).") var provider: String
   @Option(help: "Model id.") var model: String

@@ -76,7 +76,8 @@ struct SandboxConnect: AsyncParsableCommand {
       // Without an OpenSSH client: a login shell (or the command) on a terminal through
       // ExecSandboxInteractive, as OpenShell's exec path does; the exit code is the same.
       guard FileManager.default.isExecutableFile(atPath: SSHTunnel.sshClient) else {
-        FileHandle.standardError.write(Data("openshell: no ssh client at \(SSHTunnel.sshClient); using interactive exec (no port forwarding, scp or sftp)\n".utf8))
+        FileHandle.standardError.write(
+          Data("openshell: no ssh client at \(SSHTunnel.sshClient); using interactive exec (no port forwarding, scp or sftp)\n".utf8))
         let ws = workspace
         let argv = command.isEmpty ? ["/bin/sh", "-l"] : ["/bin/sh", "-c", command.joined(separator: " ")]
         code = try await GatewayClient.withClient(r.target) { c in
@@ -94,7 +95,10 @@ struct SandboxConnect: AsyncParsableCommand {
       let known = scratch + "/known_hosts"
       let alias = SSHTunnel.alias(n, workspace: ws)
       var proxy = [SSHCommandLine.executable(), "ssh-proxy"] + SSHCommandLine.gatewayArguments(r)
-      proxy += ["--sandbox-id", session.sandboxID, "--workspace", ws, "--host-key-fingerprint", session.hostKeyFingerprint, "--known-hosts", known, "--host-alias", alias]
+      proxy += [
+        "--sandbox-id", session.sandboxID, "--workspace", ws, "--host-key-fingerprint", session.hostKeyFingerprint, "--known-hosts", known, "--host-alias",
+        alias,
+      ]
       var args = SSHTunnel.options(alias: alias, knownHostsFile: known).flatMap { ["-o", "\($0.0)=\($0.1)"] }
       args += ["-o", "ProxyCommand=" + proxy.map(SSHCommandLine.quote).joined(separator: " ")]
       if command.isEmpty, isatty(0) == 1 { args.append("-t") }
@@ -127,7 +131,11 @@ struct SandboxSSHConfig: AsyncParsableCommand {
       let n = try SandboxCLI.name(name, gateway: r.name)
       let ws = workspace
       _ = try await GatewayClient.withClient(r.target) { c in
-        try await c.getSandbox(.with { $0.name = n; $0.workspaceScope = SandboxCLI.scope(ws) }, options: SandboxCLI.options()).sandbox
+        try await c.getSandbox(
+          .with {
+            $0.name = n; $0.workspaceScope = SandboxCLI.scope(ws)
+          }, options: SandboxCLI.options()
+        ).sandbox
       }
       try SSHTunnel.ensureIdentity()
       let alias = SSHTunnel.alias(n, workspace: ws)

@@ -50,18 +50,20 @@ struct SandboxCreate: AsyncParsableCommand {
       let timeout = Double(ProcessInfo.processInfo.environment["OPENSHELL_PROVISION_TIMEOUT"] ?? "") ?? 300
       let stdin = command.isEmpty ? Data() : try SandboxCLI.pipedStdin()
       code = try await GatewayClient.withClient(r.target) { c in
-        let created = try await c.createSandbox(.with {
-          $0.name = name ?? ""
-          $0.labels = labelMap
-          $0.spec = .with {
-            $0.environment = envMap
-            $0.providers = providers
-            if let policySpec { $0.policy = policySpec }
-            if let cpu { $0.template.resources.fields["cpu"] = .init(stringValue: cpu) }
-            if let memory { $0.template.resources.fields["memory"] = .init(stringValue: memory) }
-          }
-          $0.workspaceScope = SandboxCLI.scope(workspace)
-        }, options: SandboxCLI.options()).sandbox
+        let created = try await c.createSandbox(
+          .with {
+            $0.name = name ?? ""
+            $0.labels = labelMap
+            $0.spec = .with {
+              $0.environment = envMap
+              $0.providers = providers
+              if let policySpec { $0.policy = policySpec }
+              if let cpu { $0.template.resources.fields["cpu"] = .init(stringValue: cpu) }
+              if let memory { $0.template.resources.fields["memory"] = .init(stringValue: memory) }
+            }
+            $0.workspaceScope = SandboxCLI.scope(workspace)
+          }, options: SandboxCLI.options()
+        ).sandbox
         let n = created.metadata.name
         printErr("Created sandbox: \(Style.bold(n))")
         try await SandboxCLI.waitReady(c, name: n, workspace: workspace, timeout: timeout, progress: true)
@@ -98,7 +100,10 @@ struct SandboxCreate: AsyncParsableCommand {
           code = try await SandboxCLI.exec(c, name: n, workspace: workspace, command: command, workdir: nil, timeout: 0, stdin: stdin)
         }
         if noKeep {
-          let d = try await c.deleteSandbox(.with { $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace) }, options: SandboxCLI.options())
+          let d = try await c.deleteSandbox(
+            .with {
+              $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace)
+            }, options: SandboxCLI.options())
           try await SandboxCLI.waitDeleted(c, name: n, id: d.sandboxID, workspace: workspace, timeout: 60)
           printErr("Deleted sandbox \(n)")
         }
@@ -137,12 +142,13 @@ struct SandboxList: AsyncParsableCommand {
         var items: [Openshell_V1_Sandbox] = []
         var token = ""
         repeat {
-          let page = try await c.listSandboxes(.with {
-            $0.pageSize = 1000
-            $0.pageToken = token
-            $0.labelSelector = selector ?? ""
-            $0.workspaceScope = SandboxCLI.scope(workspace)
-          }, options: SandboxCLI.options())
+          let page = try await c.listSandboxes(
+            .with {
+              $0.pageSize = 1000
+              $0.pageToken = token
+              $0.labelSelector = selector ?? ""
+              $0.workspaceScope = SandboxCLI.scope(workspace)
+            }, options: SandboxCLI.options())
           items += page.sandboxes
           token = page.nextPageToken
         } while !token.isEmpty
@@ -154,8 +160,10 @@ struct SandboxList: AsyncParsableCommand {
       }
       if out.output != .table {
         let rows: [[String: Any]] = all.map {
-          ["name": $0.metadata.name, "id": $0.metadata.id, "workspace": $0.metadata.workspace, "phase": SandboxCLI.phaseName($0.status.phase),
-           "created": iso8601($0.metadata.createdTime.date), "labels": $0.metadata.labels]
+          [
+            "name": $0.metadata.name, "id": $0.metadata.id, "workspace": $0.metadata.workspace, "phase": SandboxCLI.phaseName($0.status.phase),
+            "created": iso8601($0.metadata.createdTime.date), "labels": $0.metadata.labels,
+          ]
         }
         print(out.output == .json ? try jsonString(rows) : try Record(pairs: [("sandboxes", rows)]).render(.yaml))
         return
@@ -164,9 +172,12 @@ struct SandboxList: AsyncParsableCommand {
         print("No sandboxes found.")
         return
       }
-      print(renderTable(header: ["NAME", "WORKSPACE", "CREATED", "PHASE"], rows: all.map {
-        [$0.metadata.name, $0.metadata.workspace, utcDateTime($0.metadata.createdTime.date), SandboxCLI.colored($0.status.phase)]
-      }))
+      print(
+        renderTable(
+          header: ["NAME", "WORKSPACE", "CREATED", "PHASE"],
+          rows: all.map {
+            [$0.metadata.name, $0.metadata.workspace, utcDateTime($0.metadata.createdTime.date), SandboxCLI.colored($0.status.phase)]
+          }))
     }
   }
 }
@@ -190,7 +201,11 @@ struct SandboxGet: AsyncParsableCommand {
         return
       }
       let s = try await GatewayClient.withClient(r.target) { c in
-        try await c.getSandbox(.with { $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace) }, options: SandboxCLI.options()).sandbox
+        try await c.getSandbox(
+          .with {
+            $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace)
+          }, options: SandboxCLI.options()
+        ).sandbox
       }
       let ready = s.status.conditions.first { $0.type == "Ready" }
       // What the local driver recorded at the last start: user, Landlock ABI and mode, seccomp.
@@ -203,9 +218,12 @@ struct SandboxGet: AsyncParsableCommand {
         ("Exit code", s.status.hasExitCode ? String(s.status.exitCode) : nil),
         ("Policy version", s.status.currentPolicyVersion > 0 ? Int(s.status.currentPolicyVersion) : nil),
         ("Confinement", confinement.map { c in c.status == "True" ? c.message : "\(c.reason): \(c.message)" }),
-        ("Limits", SandboxCLI.limits(s.spec).map { l in
-          out.output == .table ? l.map { "\($0.key) \($0.value)" }.joined(separator: ", ") as Any : Dictionary(uniqueKeysWithValues: l) as Any
-        }),
+        (
+          "Limits",
+          SandboxCLI.limits(s.spec).map { l in
+            out.output == .table ? l.map { "\($0.key) \($0.value)" }.joined(separator: ", ") as Any : Dictionary(uniqueKeysWithValues: l) as Any
+          }
+        ),
       ])
       print(try record.render(out.output, title: "Sandbox:"))
     }
@@ -230,11 +248,18 @@ struct SandboxDelete: AsyncParsableCommand {
       try await GatewayClient.withClient(r.target) { c in
         var targets = names
         if all {
-          targets = try await c.listSandboxes(.with { $0.pageSize = 1000; $0.workspaceScope = SandboxCLI.scope(workspace) }, options: SandboxCLI.options())
-            .sandboxes.map(\.metadata.name)
+          targets = try await c.listSandboxes(
+            .with {
+              $0.pageSize = 1000; $0.workspaceScope = SandboxCLI.scope(workspace)
+            }, options: SandboxCLI.options()
+          )
+          .sandboxes.map(\.metadata.name)
         }
         for n in targets {
-          let d = try await c.deleteSandbox(.with { $0.name = n; $0.allowMissing = true; $0.workspaceScope = SandboxCLI.scope(workspace) }, options: SandboxCLI.options())
+          let d = try await c.deleteSandbox(
+            .with {
+              $0.name = n; $0.allowMissing = true; $0.workspaceScope = SandboxCLI.scope(workspace)
+            }, options: SandboxCLI.options())
           if d.outcome == .accepted { try await SandboxCLI.waitDeleted(c, name: n, id: d.sandboxID, workspace: workspace, timeout: 60) }
           if d.outcome == .alreadyAbsent { print("\(Style.yellow("!")) Sandbox \(n) not found") } else { print("\(Style.green("✓")) Deleted sandbox \(n)") }
           SandboxCLI.forget(n, gateway: r.name)
@@ -245,7 +270,8 @@ struct SandboxDelete: AsyncParsableCommand {
 }
 
 struct SandboxExec: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "exec", abstract: "Run a command in a sandbox (stdin is piped through, -t for a terminal; exit code = the command's).")
+  static let configuration = CommandConfiguration(
+    commandName: "exec", abstract: "Run a command in a sandbox (stdin is piped through, -t for a terminal; exit code = the command's).")
   @OptionGroup var global: GatewayOptions
   @Argument(help: "Sandbox name (default: the last used).") var name: String?
   @Option(help: "Working directory in the sandbox (default /sandbox).") var workdir: String?
@@ -293,11 +319,18 @@ struct SandboxStop: AsyncParsableCommand {
       let r = try global.resolve()
       let n = try SandboxCLI.name(name, gateway: r.name)
       try await GatewayClient.withClient(r.target) { c in
-        _ = try await c.stopSandbox(.with { $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace) }, options: SandboxCLI.options())
+        _ = try await c.stopSandbox(
+          .with {
+            $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace)
+          }, options: SandboxCLI.options())
         // Success is printed only once the gateway reports STOPPED; after 30 s the phase it is in is the error.
         var phase = Openshell_V1_SandboxPhase.unspecified
         for _ in 0..<300 {
-          phase = try await c.getSandbox(.with { $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace) }, options: SandboxCLI.options()).sandbox.status.phase
+          phase = try await c.getSandbox(
+            .with {
+              $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace)
+            }, options: SandboxCLI.options()
+          ).sandbox.status.phase
           if phase == .stopped { break }
           try await Task.sleep(for: .milliseconds(100))
         }
@@ -321,7 +354,10 @@ struct SandboxStart: AsyncParsableCommand {
       let r = try global.resolve()
       let n = try SandboxCLI.name(name, gateway: r.name)
       try await GatewayClient.withClient(r.target) { c in
-        _ = try await c.startSandbox(.with { $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace) }, options: SandboxCLI.options())
+        _ = try await c.startSandbox(
+          .with {
+            $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace)
+          }, options: SandboxCLI.options())
         try await SandboxCLI.waitReady(c, name: n, workspace: workspace, timeout: 300, progress: false)
       }
       print("\(Style.green("✓")) Started sandbox \(n)")

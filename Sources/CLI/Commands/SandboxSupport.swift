@@ -136,7 +136,11 @@ enum SandboxCLI {
     let deadline = Date().addingTimeInterval(timeout)
     while Date() < deadline {
       do {
-        let s = try await c.getSandbox(.with { $0.name = name; $0.workspaceScope = scope(workspace) }, options: options()).sandbox
+        let s = try await c.getSandbox(
+          .with {
+            $0.name = name; $0.workspaceScope = scope(workspace)
+          }, options: options()
+        ).sandbox
         if !id.isEmpty && s.metadata.id != id { return }
       } catch let e as RPCError where e.code == .notFound {
         return
@@ -150,7 +154,11 @@ enum SandboxCLI {
     let deadline = Date().addingTimeInterval(timeout)
     var last: Openshell_V1_SandboxPhase?
     while Date() < deadline {
-      let s = try await c.getSandbox(.with { $0.name = name; $0.workspaceScope = scope(workspace) }, options: options()).sandbox
+      let s = try await c.getSandbox(
+        .with {
+          $0.name = name; $0.workspaceScope = scope(workspace)
+        }, options: options()
+      ).sandbox
       if s.status.phase != last, progress { printErr("  \(colored(s.status.phase))") }
       last = s.status.phase
       switch s.status.phase {

@@ -57,12 +57,13 @@ struct ServiceExpose: AsyncParsableCommand {
     try await cliRun {
       let r = try global.resolve()
       let response = try await GatewayClient.withClient(r.target) { c in
-        try await c.exposeService(.with {
-          $0.sandbox = sandbox; $0.name = service; $0.targetPort = port
-          $0.workspaceScope = SandboxCLI.scope(workspace)
-          $0.authorizationMode = authorization == .bearerPassthrough ? .bearerPassthrough : .strip
-          $0.requestID = UUID().uuidString.lowercased()
-        }, options: SandboxCLI.options())
+        try await c.exposeService(
+          .with {
+            $0.sandbox = sandbox; $0.name = service; $0.targetPort = port
+            $0.workspaceScope = SandboxCLI.scope(workspace)
+            $0.authorizationMode = authorization == .bearerPassthrough ? .bearerPassthrough : .strip
+            $0.requestID = UUID().uuidString.lowercased()
+          }, options: SandboxCLI.options())
       }
       if out.output == .table {
         print("\(Style.green("✓")) Exposed \(service.isEmpty ? "the unnamed service" : "service \(service)") of \(sandbox) (port \(port)): \(response.url)")
@@ -85,7 +86,10 @@ struct ServiceGet: AsyncParsableCommand {
     try await cliRun {
       let r = try global.resolve()
       let response = try await GatewayClient.withClient(r.target) { c in
-        try await c.getService(.with { $0.sandbox = sandbox; $0.name = service; $0.workspaceScope = SandboxCLI.scope(workspace) }, options: SandboxCLI.options())
+        try await c.getService(
+          .with {
+            $0.sandbox = sandbox; $0.name = service; $0.workspaceScope = SandboxCLI.scope(workspace)
+          }, options: SandboxCLI.options())
       }
       print(try ServiceCommand.show(response, out.output))
     }
@@ -111,11 +115,12 @@ struct ServiceList: AsyncParsableCommand {
         var all: [Openshell_V1_ServiceEndpointResponse] = []
         var token = ""
         repeat {
-          let page = try await c.listServices(.with {
-            $0.sandbox = sandbox ?? ""
-            $0.pageToken = token
-            $0.workspaceScope = allWorkspaces ? .with { $0.allWorkspaces = .init() } : SandboxCLI.scope(workspace)
-          }, options: SandboxCLI.options())
+          let page = try await c.listServices(
+            .with {
+              $0.sandbox = sandbox ?? ""
+              $0.pageToken = token
+              $0.workspaceScope = allWorkspaces ? .with { $0.allWorkspaces = .init() } : SandboxCLI.scope(workspace)
+            }, options: SandboxCLI.options())
           all += page.services
           token = page.nextPageToken
         } while !token.isEmpty
@@ -129,12 +134,15 @@ struct ServiceList: AsyncParsableCommand {
           print("No services found.")
           return
         }
-        print(renderTable(
-          header: ["SANDBOX", "SERVICE", "PORT", "AUTHORIZATION", "URL"],
-          rows: services.map { s in
-            [s.endpoint.sandbox, s.endpoint.name.isEmpty ? "(unnamed)" : s.endpoint.name, String(s.endpoint.targetPort),
-             s.endpoint.authorizationMode == .bearerPassthrough ? "bearer-passthrough" : "strip", s.url]
-          }))
+        print(
+          renderTable(
+            header: ["SANDBOX", "SERVICE", "PORT", "AUTHORIZATION", "URL"],
+            rows: services.map { s in
+              [
+                s.endpoint.sandbox, s.endpoint.name.isEmpty ? "(unnamed)" : s.endpoint.name, String(s.endpoint.targetPort),
+                s.endpoint.authorizationMode == .bearerPassthrough ? "bearer-passthrough" : "strip", s.url,
+              ]
+            }))
       }
     }
   }
@@ -151,10 +159,11 @@ struct ServiceDelete: AsyncParsableCommand {
     try await cliRun {
       let r = try global.resolve()
       _ = try await GatewayClient.withClient(r.target) { c in
-        try await c.deleteService(.with {
-          $0.sandbox = sandbox; $0.name = service; $0.workspaceScope = SandboxCLI.scope(workspace)
-          $0.requestID = UUID().uuidString.lowercased()
-        }, options: SandboxCLI.options())
+        try await c.deleteService(
+          .with {
+            $0.sandbox = sandbox; $0.name = service; $0.workspaceScope = SandboxCLI.scope(workspace)
+            $0.requestID = UUID().uuidString.lowercased()
+          }, options: SandboxCLI.options())
       }
       print("\(Style.green("✓")) Deleted \(service.isEmpty ? "the unnamed service" : "service \(service)") of \(sandbox)")
     }

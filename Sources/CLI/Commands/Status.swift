@@ -49,7 +49,8 @@ struct Status: AsyncParsableCommand {
             code = 3
             // Reached over HTTP but gRPC refused: a refused bearer token is the usual reason; name it.
             if let e = grpcError as? RPCError, e.code == .unauthenticated || e.code == .permissionDenied {
-              errorText = "the gateway refused this client: \(oneLine(e.message))"
+              errorText =
+                "the gateway refused this client: \(oneLine(e.message))"
                 + (t.authMode == "oidc" ? "; log in again with: openshell gateway login \(r.name)" : "")
             }
             if let rz = try? await HTTPProbe.get(t, path: "/readyz"), let data = rz.body.data(using: .utf8),
@@ -82,9 +83,12 @@ struct Status: AsyncParsableCommand {
       }
       if code != 0 {
         if code == 1 {
-          let hint = errorText.flatMap(tlsFailure) != nil || errorText?.hasPrefix("the gateway's certificate") == true ? "" : r.metadata?.type == "local"
-            ? (LocalGateway.startCommand(registration: r.name).map { "; is it running? start it with: \($0)" } ?? "; is the gateway behind it running?")
-            : r.metadata?.ssh.map { "; is it running on \($0.destination)? start it with: openshell gateway start --name \(r.name)" } ?? ""
+          let hint =
+            errorText.flatMap(tlsFailure) != nil || errorText?.hasPrefix("the gateway's certificate") == true
+            ? ""
+            : r.metadata?.type == "local"
+              ? (LocalGateway.startCommand(registration: r.name).map { "; is it running? start it with: \($0)" } ?? "; is the gateway behind it running?")
+              : r.metadata?.ssh.map { "; is it running on \($0.destination)? start it with: openshell gateway start --name \(r.name)" } ?? ""
           printErr("error: gateway '\(r.name)' at \(t.endpoint) is not reachable: \(errorText ?? "no answer")\(hint)")
         }
         throw ExitCode(code)

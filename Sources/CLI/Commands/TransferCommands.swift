@@ -63,7 +63,8 @@ enum SandboxTransfer {
 
   /// Runs `ssh … host CMD` and returns its stdout (trimmed) and status.
   static func remote(_ ssh: [String], _ command: String) async throws -> (String, Int32) {
-    let p = try Spawner.spawn(SSHTunnel.sshClient, ssh + [command], environment: ProcessInfo.processInfo.environment, stdin: .null, stdout: .pipe, stderr: .fd(2))
+    let p = try Spawner.spawn(
+      SSHTunnel.sshClient, ssh + [command], environment: ProcessInfo.processInfo.environment, stdin: .null, stdout: .pipe, stderr: .fd(2))
     var out = Data()
     for await chunk in readChunks(p.stdout!) { out.append(chunk) }
     let status = await Spawner.wait(p.pid)

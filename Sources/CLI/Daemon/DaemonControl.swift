@@ -37,10 +37,12 @@ enum DaemonControl {
     env.removeValue(forKey: "OPENSHELL_REGISTRY_TOKEN")
     env.removeValue(forKey: "OPENSHELL_REGISTRY_USERNAME")
     let header = "\n--- \(iso8601(Date())) openshell gateway start: \(c.name) on \(c.bind):\(c.port) (\(c.authMode)) ---\n"
-    if let h = FileHandle(forWritingAtPath: gw.logFile.path) ?? {
-      FileManager.default.createFile(atPath: gw.logFile.path, contents: nil, attributes: [.posixPermissions: 0o600])
-      return FileHandle(forWritingAtPath: gw.logFile.path)
-    }() {
+    if let h = FileHandle(forWritingAtPath: gw.logFile.path)
+      ?? {
+        FileManager.default.createFile(atPath: gw.logFile.path, contents: nil, attributes: [.posixPermissions: 0o600])
+        return FileHandle(forWritingAtPath: gw.logFile.path)
+      }()
+    {
       h.seekToEndOfFile()
       h.write(Data(header.utf8))
       try? h.close()

@@ -38,7 +38,8 @@ extension ClientRegistry {
     // The tokens are operator credentials: say so when someone loosened the file's mode (it is still used).
     var st = stat()
     if stat(file.path, &st) == 0, st.st_mode & 0o077 != 0 {
-      Self.warnOnce("warning: \(file.path) is readable by others (mode \(String(st.st_mode & 0o777, radix: 8))); it holds the gateway's login tokens: chmod 600 it\n")
+      Self.warnOnce(
+        "warning: \(file.path) is readable by others (mode \(String(st.st_mode & 0o777, radix: 8))); it holds the gateway's login tokens: chmod 600 it\n")
     }
     return try? JSONDecoder().decode(OIDCTokenBundle.self, from: data)
   }

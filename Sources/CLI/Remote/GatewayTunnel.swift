@@ -50,9 +50,12 @@ enum GatewayTunnel {
         try? FileManager.default.removeItem(at: pidFile(name))
         let err = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
         if err.contains("Address already in use") || err.contains("cannot listen to port") {
-          throw CLIError("step 'ssh tunnel' failed: local port \(local) is taken (\(SSHConnection.lastLine(err) ?? "")); run the command again to pick another port")
+          throw CLIError(
+            "step 'ssh tunnel' failed: local port \(local) is taken (\(SSHConnection.lastLine(err) ?? "")); run the command again to pick another port")
         }
-        throw CLIError(SSHConnection.describeFailure(err, status: status, destination: ssh.destination).replacingOccurrences(of: "step 'ssh connection'", with: "step 'ssh tunnel'"))
+        throw CLIError(
+          SSHConnection.describeFailure(err, status: status, destination: ssh.destination).replacingOccurrences(
+            of: "step 'ssh connection'", with: "step 'ssh tunnel'"))
       }
       if accepts(local) { return }
       usleep(50_000)

@@ -34,11 +34,15 @@ enum RemoteGateway {
     let registry = ClientRegistry.default
     let old = registry.metadata(o.name)
     if let old, old.ssh == nil {
-      throw CLIError("gateway '\(o.name)' is a \(old.type) registration (\(old.gateway_endpoint)), not a gateway deployed over SSH; pick another --name or remove it: openshell gateway destroy --name \(o.name)")
+      throw CLIError(
+        "gateway '\(o.name)' is a \(old.type) registration (\(old.gateway_endpoint)), not a gateway deployed over SSH; pick another --name or remove it: openshell gateway destroy --name \(o.name)"
+      )
     }
     guard let destination = o.destination ?? old?.ssh?.destination else { throw CLIError("--remote user@host is required") }
     if let s = old?.ssh, s.destination != destination {
-      throw CLIError("gateway '\(o.name)' is deployed on \(s.destination), not \(destination); pick another --name, or remove it first: openshell gateway destroy --name \(o.name)")
+      throw CLIError(
+        "gateway '\(o.name)' is deployed on \(s.destination), not \(destination); pick another --name, or remove it first: openshell gateway destroy --name \(o.name)"
+      )
     }
     let key = o.sshKey.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? old?.ssh?.identity_file
     let env = ProcessInfo.processInfo.environment["OPENSHELL_SSH_CONFIG"].flatMap { $0.isEmpty ? nil : URL(fileURLWithPath: $0).standardizedFileURL.path }
@@ -89,7 +93,9 @@ enum RemoteGateway {
     let started = try remote(ssh, step: "start gateway", args.map(shellQuote).joined(separator: " "), echo: true)
     let wasRunning = started.text.contains("is already running")
     if wasRunning && installedNow {
-      print("note: gateway \(o.name) was already running with an earlier openshell on the host; it uses \(install.version) after a restart: openshell gateway stop --name \(o.name) && openshell gateway start --name \(o.name)")
+      print(
+        "note: gateway \(o.name) was already running with an earlier openshell on the host; it uses \(install.version) after a restart: openshell gateway stop --name \(o.name) && openshell gateway start --name \(o.name)"
+      )
     }
 
     do {
@@ -180,7 +186,8 @@ enum RemoteGateway {
       if r.code == 255 && !r.err.contains("error:") {
         throw CLIError(SSHConnection.describeFailure(r.err, status: r.code, destination: ssh.destination))
       }
-      let line = r.err.split(separator: "\n").last { $0.hasPrefix("error:") }.map { String($0.dropFirst(6)).trimmingCharacters(in: .whitespaces) }
+      let line =
+        r.err.split(separator: "\n").last { $0.hasPrefix("error:") }.map { String($0.dropFirst(6)).trimmingCharacters(in: .whitespaces) }
         ?? SSHConnection.lastLine(r.err) ?? "exit \(r.code)"
       var named = step
       if line.contains("did not become healthy") { named = "wait for health" }
@@ -221,25 +228,32 @@ struct HostFacts {
     for line in r.text.split(separator: "\n") {
       if let eq = line.firstIndex(of: "=") { v[String(line[..<eq])] = String(line[line.index(after: eq)...]) }
     }
-    guard let home = v["home"], home.hasPrefix("/") else { throw CLIError("step 'check host' failed on \(ssh.destination): the SSH user has no home directory") }
+    guard let home = v["home"], home.hasPrefix("/") else {
+      throw CLIError("step 'check host' failed on \(ssh.destination): the SSH user has no home directory")
+    }
     let facts = HostFacts(home: home, arch: v["arch"] ?? "", glibc: v["glibc"] ?? "", hasBubblewrap: !(v["bwrap"] ?? "").isEmpty, installed: v["installed"])
-    let localArch = (try? RemoteInstall.capture("uname", ["-m"])).map { String(decoding: $0.out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
+    let localArch =
+      (try? RemoteInstall.capture("uname", ["-m"])).map { String(decoding: $0.out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
     if !localArch.isEmpty, facts.arch != localArch {
       throw CLIError("step 'check host' failed on \(ssh.destination): the host is \(facts.arch), this machine's binaries are \(localArch)")
     }
-    let localGlibc = (try? RemoteInstall.capture("getconf", ["GNU_LIBC_VERSION"])).map {
-      String(decoding: $0.out, as: UTF8.self).split(separator: " ").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
-    } ?? ""
+    let localGlibc =
+      (try? RemoteInstall.capture("getconf", ["GNU_LIBC_VERSION"])).map {
+        String(decoding: $0.out, as: UTF8.self).split(separator: " ").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
+      } ?? ""
     if !facts.glibc.isEmpty, !localGlibc.isEmpty, versionLess(facts.glibc, localGlibc) {
-      throw CLIError("step 'check host' failed on \(ssh.destination): its glibc \(facts.glibc) is older than \(localGlibc), which the binaries need (Debian 12 or newer)")
+      throw CLIError(
+        "step 'check host' failed on \(ssh.destination): its glibc \(facts.glibc) is older than \(localGlibc), which the binaries need (Debian 12 or newer)")
     }
     return facts
   }
 
   static func versionLess(_ a: String, _ b: String) -> Bool {
-    let x = a.split(separator: ".").map { Int($0) ?? 0 }, y = b.split(separator: ".").map { Int($0) ?? 0 }
+    let x = a.split(separator: ".").map { Int($0) ?? 0 }
+    let y = b.split(separator: ".").map { Int($0) ?? 0 }
     for i in 0..<max(x.count, y.count) {
-      let p = i < x.count ? x[i] : 0, q = i < y.count ? y[i] : 0
+      let p = i < x.count ? x[i] : 0
+      let q = i < y.count ? y[i] : 0
       if p != q { return p < q }
     }
     return false

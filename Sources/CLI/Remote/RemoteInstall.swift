@@ -134,7 +134,9 @@ struct RemoteInstall {
       trap 'rm -rf "$t"' EXIT; tar -xf - -C "$t"; \
       if [ -f \(shellQuote(final))/VERSION ]; then exit 0; fi; rm -rf \(shellQuote(final)); mv -T "$t" \(shellQuote(final))
       """
-    let tar = try Spawner.spawn("tar", ["-C", staged, "-cf", "-", "bin", "lib", "VERSION"], environment: ProcessInfo.processInfo.environment, stdout: .pipe, stderr: .null, searchPath: true)
+    let tar = try Spawner.spawn(
+      "tar", ["-C", staged, "-cf", "-", "bin", "lib", "VERSION"], environment: ProcessInfo.processInfo.environment, stdout: .pipe, stderr: .null,
+      searchPath: true)
     guard let pipe = tar.stdout else { throw CLIError("tar produced no stream") }
     let r: SSHConnection.Result
     do { r = try ssh.run("sh -c \(shellQuote(script))", stdin: pipe) } catch { Glibc.close(pipe); throw error }
@@ -142,7 +144,8 @@ struct RemoteInstall {
     let tarStatus = Spawner.waitBlocking(tar.pid)
     guard r.code == 0 else {
       let why = SSHConnection.lastLine(r.err) ?? "exit \(r.code)"
-      let hint = why.contains("Permission denied") || why.contains("Read-only")
+      let hint =
+        why.contains("Permission denied") || why.contains("Read-only")
         ? "; \(ssh.destination) needs write permission in \(base)" : why.contains("No space") ? "; free space on the host" : ""
       throw CLIError("step 'install binaries' failed on \(ssh.destination) (\(final)): \(why)\(hint)")
     }
@@ -152,16 +155,20 @@ struct RemoteInstall {
   /// Checks on the host that the installed binaries load: names Debian packages for missing libraries.
   func verify(over ssh: SSHConnection, home: String) throws {
     let dir = home + "/" + relativeDirectory
-    let r = try ssh.run("ldd \(shellQuote(dir + "/bin/openshell")) \(shellQuote(dir + "/bin/openshell-sandbox")) 2>&1; \(shellQuote(dir + "/bin/openshell")) --version")
+    let r = try ssh.run(
+      "ldd \(shellQuote(dir + "/bin/openshell")) \(shellQuote(dir + "/bin/openshell-sandbox")) 2>&1; \(shellQuote(dir + "/bin/openshell")) --version")
     let missing = r.text.split(separator: "\n").filter { $0.contains("not found") }.compactMap { $0.split(separator: " ").first.map(String.init) }
     if !missing.isEmpty {
       let names = Array(Set(missing)).sorted()
       let packages = Array(Set(names.compactMap { Self.debianPackages[$0] })).sorted()
-      throw CLIError("step 'check binaries' failed on \(ssh.destination): missing libraries \(names.joined(separator: ", "))"
-        + (packages.isEmpty ? "" : "; install them on the host: sudo apt-get install \(packages.joined(separator: " "))"))
+      throw CLIError(
+        "step 'check binaries' failed on \(ssh.destination): missing libraries \(names.joined(separator: ", "))"
+          + (packages.isEmpty ? "" : "; install them on the host: sudo apt-get install \(packages.joined(separator: " "))"))
     }
     guard r.code == 0 else {
-      throw CLIError("step 'check binaries' failed on \(ssh.destination): \(dir)/bin/openshell does not run: \(SSHConnection.lastLine(r.text + "\n" + r.err) ?? "exit \(r.code)")")
+      throw CLIError(
+        "step 'check binaries' failed on \(ssh.destination): \(dir)/bin/openshell does not run: \(SSHConnection.lastLine(r.text + "\n" + r.err) ?? "exit \(r.code)")"
+      )
     }
   }
 

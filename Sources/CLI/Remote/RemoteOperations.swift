@@ -12,7 +12,8 @@ enum RemoteOperations {
     defer { ssh.close() }
     print("• Stopping gateway \(meta.name) on \(s.destination)...")
     try RemoteGateway.remote(
-      ssh, step: "stop gateway", [s.openshell_path, "gateway", "stop", "--name", meta.name, "--timeout", String(Int(timeout))].map(shellQuote).joined(separator: " "),
+      ssh, step: "stop gateway",
+      [s.openshell_path, "gateway", "stop", "--name", meta.name, "--timeout", String(Int(timeout))].map(shellQuote).joined(separator: " "),
       echo: true)
     GatewayTunnel.stop(meta.name, local: s.tunnel_local_port)
     print("\(Style.check) Gateway \(meta.name) stopped (on \(s.destination); start it again with: openshell gateway start --name \(meta.name)).")

@@ -108,9 +108,10 @@ final class SSHConnection {
     let socket = dir + "/ctl"
     let errFile = dir + "/master.err"
     let interactive = stdinIsTerminal
-    let args = commonOptions + [
-      "-M", "-S", socket, "-N", "-o", "ControlPersist=no", "-o", "BatchMode=\(interactive ? "no" : "yes")", destination,
-    ]
+    let args =
+      commonOptions + [
+        "-M", "-S", socket, "-N", "-o", "ControlPersist=no", "-o", "BatchMode=\(interactive ? "no" : "yes")", destination,
+      ]
     let child: SpawnedProcess
     do {
       child = try Spawner.spawn(
@@ -201,10 +202,11 @@ final class SSHConnection {
     } catch {
       throw CLIError("ssh (the OpenSSH client) cannot be started: \(error); install it: apt-get install openssh-client")
     }
-    let out = child.stdout.map { fd -> Data in
-      let h = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
-      return h.readDataToEndOfFile()
-    } ?? Data()
+    let out =
+      child.stdout.map { fd -> Data in
+        let h = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+        return h.readDataToEndOfFile()
+      } ?? Data()
     let code = Spawner.waitBlocking(child.pid)
     return Result(code: code, out: out, err: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "")
   }
@@ -216,7 +218,8 @@ final class SSHConnection {
     let text = stderr
     let last = lastLine(text) ?? "ssh exited with \(status)"
     if text.contains("Permission denied") || text.contains("Too many authentication failures") {
-      return "step 'ssh authentication' failed for \(d) (\(last)); pass --ssh-key PATH with a key listed in the host's ~/.ssh/authorized_keys (or load it into ssh-agent), and check: ssh \(d) true"
+      return
+        "step 'ssh authentication' failed for \(d) (\(last)); pass --ssh-key PATH with a key listed in the host's ~/.ssh/authorized_keys (or load it into ssh-agent), and check: ssh \(d) true"
     }
     if text.contains("Host key verification failed") || text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
       return "step 'ssh host key' failed for \(d) (\(last)); verify the host's key and accept it once with: ssh \(d) true"

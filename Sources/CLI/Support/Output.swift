@@ -50,7 +50,8 @@ func describe(_ e: RPCError) -> String {
   }
   if let reason = connectionFailure(e) {
     guard let g = ResolvedGateway.last else { return "cannot reach the gateway: \(reason)" }
-    let hint = g.type == "local"
+    let hint =
+      g.type == "local"
       ? (LocalGateway.startCommand(registration: g.name).map { "is it running? start it with: \($0)" } ?? "is the gateway behind it running?")
       : ClientRegistry.default.metadata(g.name)?.ssh.map { "is it running on \($0.destination)? start it with: openshell gateway start --name \(g.name)" }
         ?? "check the endpoint and your network (openshell gateway info --name \(g.name))"
@@ -135,7 +136,8 @@ func tlsFailure(_ text: String) -> String? {
     return "the gateway's certificate is not issued for this host or address (`openshell gateway start --gateway-host H` adds a name to it)"
   }
   if text.contains("CERTIFICATE_VERIFY_FAILED") || text.contains("certificate verify failed") {
-    return "the gateway's certificate is not signed by a CA this registration trusts (the CA stored for it, or for a new one the system's roots: pass --ca-file with the CA that signed it)"
+    return
+      "the gateway's certificate is not signed by a CA this registration trusts (the CA stored for it, or for a new one the system's roots: pass --ca-file with the CA that signed it)"
   }
   return nil
 }

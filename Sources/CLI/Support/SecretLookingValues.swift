@@ -24,7 +24,9 @@ enum SecretLookingValues {
     let found = names(env)
     guard !found.isEmpty else { return }
     let list = found.joined(separator: ", ")
-    FileHandle.standardError.write(Data(
-      "warning: --env \(list) looks like a credential: the agent in the sandbox can read it; use a provider instead (openshell provider create --type … --credential NAME=…), which keeps the value outside the sandbox\n".utf8))
+    FileHandle.standardError.write(
+      Data(
+        "warning: --env \(list) looks like a credential: the agent in the sandbox can read it; use a provider instead (openshell provider create --type … --credential NAME=…), which keeps the value outside the sandbox\n"
+          .utf8))
   }
 }

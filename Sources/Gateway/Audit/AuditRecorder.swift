@@ -16,34 +16,43 @@ struct AuditRecorder: Sendable {
   ///   not disclose then.
   func disclosed(rpc: String, recipient: String, sandboxID: String, providers: [String], keys: [String]) async throws {
     guard !keys.isEmpty else { return }
-    try await append(GatewayEvent(.credentialsDisclosed(.with {
-      $0.rpc = rpc
-      $0.recipient = recipient
-      $0.sandboxID = sandboxID
-      $0.providers = providers
-      $0.keys = keys.sorted()
-    })), actor: recipient)
+    try await append(
+      GatewayEvent(
+        .credentialsDisclosed(
+          .with {
+            $0.rpc = rpc
+            $0.recipient = recipient
+            $0.sandboxID = sandboxID
+            $0.providers = providers
+            $0.keys = keys.sorted()
+          })), actor: recipient)
   }
 
   /// Records the start of an exec session; arguments containing any of `secrets` are redacted.
   func execStarted(sandboxID: String, execID: String, command: [String], tty: Bool, secrets: [String], actor: String) async throws {
-    try await append(GatewayEvent(.execStarted(.with {
-      $0.sandboxID = sandboxID
-      $0.execID = execID
-      $0.command = Self.redact(command, secrets: secrets)
-      $0.tty = tty
-    })), actor: actor)
+    try await append(
+      GatewayEvent(
+        .execStarted(
+          .with {
+            $0.sandboxID = sandboxID
+            $0.execID = execID
+            $0.command = Self.redact(command, secrets: secrets)
+            $0.tty = tty
+          })), actor: actor)
   }
 
   /// Records the end of an exec session: its exit code, or why it ended without one.
   func execEnded(sandboxID: String, execID: String, exitCode: Int32, durationMs: UInt64, error: String, actor: String) async {
-    try? await append(GatewayEvent(.execEnded(.with {
-      $0.sandboxID = sandboxID
-      $0.execID = execID
-      $0.exitCode = exitCode
-      $0.durationMs = durationMs
-      $0.error = error
-    })), actor: actor)
+    try? await append(
+      GatewayEvent(
+        .execEnded(
+          .with {
+            $0.sandboxID = sandboxID
+            $0.execID = execID
+            $0.exitCode = exitCode
+            $0.durationMs = durationMs
+            $0.error = error
+          })), actor: actor)
   }
 
   /// Every credential value of the providers in `workspace` (for redaction only; never stored).

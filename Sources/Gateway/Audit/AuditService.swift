@@ -48,7 +48,9 @@ public struct AuditService: Openshell_Audit_V1_AuditService.SimpleServiceProtoco
     return response
   }
 
-  public func watchEvents(request: Openshell_Audit_V1_WatchEventsRequest, response: RPCWriter<Openshell_Audit_V1_AuditEvent>, context: ServerContext) async throws {
+  public func watchEvents(request: Openshell_Audit_V1_WatchEventsRequest, response: RPCWriter<Openshell_Audit_V1_AuditEvent>, context: ServerContext)
+    async throws
+  {
     try Self.operatorOnly("WatchEvents")
     let from = max(request.fromSeq, 1)
     try checkFloor(from, field: "from_seq")

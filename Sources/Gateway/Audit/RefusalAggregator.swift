@@ -83,16 +83,19 @@ actor RefusalAggregator {
   private func append(_ windows: [(Key, Window)]) async {
     guard !windows.isEmpty else { return }
     let events = windows.map { key, w in
-      GatewayEvent(.accessRefused(.with {
-        $0.identity = key.identity
-        $0.peer = w.peer
-        $0.rpc = key.rpc
-        $0.code = key.code
-        $0.reason = key.reason
-        $0.count = w.count
-        $0.firstNs = w.firstNs
-        $0.lastNs = w.lastNs
-      })).newEvent(actor: key.identity, requestID: "")
+      GatewayEvent(
+        .accessRefused(
+          .with {
+            $0.identity = key.identity
+            $0.peer = w.peer
+            $0.rpc = key.rpc
+            $0.code = key.code
+            $0.reason = key.reason
+            $0.count = w.count
+            $0.firstNs = w.firstNs
+            $0.lastNs = w.lastNs
+          })
+      ).newEvent(actor: key.identity, requestID: "")
     }
     do {
       _ = try await log.append(events)

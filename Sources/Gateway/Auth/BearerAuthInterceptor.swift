@@ -49,21 +49,26 @@ struct BearerAuthInterceptor: ServerInterceptor {
     guard let header else {
       if caller.kind != .anonymous || Self.publicMethods.contains(rpc) { return try await next(request, context) }
       if Self.supervisorMethods.contains(rpc), !SandboxTokenInterceptor.current.isEmpty { return try await next(request, context) }
-      throw await refuse(rpc, context, caller, .unauthenticated, reason: GatewayErrorReason.bearerTokenMissing, "missing bearer token: this gateway requires an OIDC access token (authorization: Bearer …); \(Self.loginHint)")
+      throw await refuse(
+        rpc, context, caller, .unauthenticated, reason: GatewayErrorReason.bearerTokenMissing,
+        "missing bearer token: this gateway requires an OIDC access token (authorization: Bearer …); \(Self.loginHint)")
     }
     if caller.sandboxID != nil { return try await next(request, context) }
     let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
     guard parts.count == 2, parts[0].lowercased() == "bearer" else {
-      throw await refuse(rpc, context, caller, .unauthenticated, reason: GatewayErrorReason.bearerTokenInvalid, "the authorization metadata is not a Bearer token")
+      throw await refuse(
+        rpc, context, caller, .unauthenticated, reason: GatewayErrorReason.bearerTokenInvalid, "the authorization metadata is not a Bearer token")
     }
     let verified: VerifiedBearer
     do throws(BearerRefusal) {
       verified = try await verifier.verify(String(parts[1]).trimmingCharacters(in: .whitespaces))
     } catch {
       if error.issuerUnavailable {
-        throw await refuse(rpc, context, caller, .unavailable, reason: GatewayErrorReason.bearerTokenInvalid, "cannot verify the bearer token: \(error.description)")
+        throw await refuse(
+          rpc, context, caller, .unavailable, reason: GatewayErrorReason.bearerTokenInvalid, "cannot verify the bearer token: \(error.description)")
       }
-      throw await refuse(rpc, context, caller, .unauthenticated, reason: GatewayErrorReason.bearerTokenInvalid, "invalid bearer token: \(error.description); \(Self.loginHint)")
+      throw await refuse(
+        rpc, context, caller, .unauthenticated, reason: GatewayErrorReason.bearerTokenInvalid, "invalid bearer token: \(error.description); \(Self.loginHint)")
     }
     let identity = CallerIdentity(oidcSubject: verified.subject)
     var response = try await CallerIdentity.$current.withValue(identity) { try await next(request, context) }

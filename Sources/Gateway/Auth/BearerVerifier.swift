@@ -115,7 +115,8 @@ public final class BearerVerifier: Sendable {
       throw BearerRefusal("the token's issuer '\(claims.iss.value.prefix(200))' is not '\(settings.issuer)'")
     }
     guard claims.aud.value.contains(settings.audience) else {
-      throw BearerRefusal("the token's audience \(claims.aud.value.prefix(5).map { "'\($0.prefix(100))'" }.joined(separator: ", ")) does not include '\(settings.audience)'")
+      throw BearerRefusal(
+        "the token's audience \(claims.aud.value.prefix(5).map { "'\($0.prefix(100))'" }.joined(separator: ", ")) does not include '\(settings.audience)'")
     }
     guard now.timeIntervalSince(claims.exp.value) < skew else {
       throw BearerRefusal("the token expired at \(Self.iso(claims.exp.value))")

@@ -100,9 +100,12 @@ actor OIDCKeyStore {
   private func fetchKeySet() async throws -> KeySet {
     guard let discoveryURL = settings.discoveryURL else { throw FetchError(description: "invalid issuer URL") }
     let discovery = try await getJSON(discoveryURL, what: "discovery document")
-    let advertised = (discovery["issuer"] as? String).map { var s = $0; while s.hasSuffix("/") { s.removeLast() }; return s }
+    let advertised = (discovery["issuer"] as? String).map {
+      var s = $0; while s.hasSuffix("/") { s.removeLast() }; return s
+    }
     guard advertised == settings.normalizedIssuer else {
-      throw FetchError(description: "the discovery document at \(discoveryURL) names issuer '\(discovery["issuer"] as? String ?? "")', not '\(settings.issuer)'")
+      throw FetchError(
+        description: "the discovery document at \(discoveryURL) names issuer '\(discovery["issuer"] as? String ?? "")', not '\(settings.issuer)'")
     }
     // The key set decides which tokens are genuine: fetched over https, or http only from a loopback host
     // (the rule of the issuer itself), never downgraded by a discovery document.

@@ -32,7 +32,9 @@ public struct ResourceLimits: Equatable, Sendable {
     var fields = resources.fields
     var limits = ResourceLimits()
     func quantities(_ value: Google_Protobuf_Value, _ path: String) throws(ResourceLimitsError) -> (cpu: Int64?, memory: Int64?) {
-      guard case .structValue(let s)? = value.kind else { throw ResourceLimitsError("\(path) must be an object like {\"cpu\": \"500m\", \"memory\": \"512Mi\"}") }
+      guard case .structValue(let s)? = value.kind else {
+        throw ResourceLimitsError("\(path) must be an object like {\"cpu\": \"500m\", \"memory\": \"512Mi\"}")
+      }
       var cpu: Int64?
       var memory: Int64?
       for (key, v) in s.fields {
@@ -195,7 +197,8 @@ public struct SandboxCgroups: Sendable {
       if limits.memoryBytes != nil { wanted.append("+memory") }
       if limits.cpuMillicores != nil { wanted.append("+cpu") }
       for dir in [parent, base] where !wanted.isEmpty {
-        try write(dir + "/cgroup.subtree_control", wanted.joined(separator: " "),
+        try write(
+          dir + "/cgroup.subtree_control", wanted.joined(separator: " "),
           hint: "the gateway's cgroup must be delegated with no processes of its own in it (systemd: Delegate=yes)")
       }
       let dir = base + "/" + sandboxID

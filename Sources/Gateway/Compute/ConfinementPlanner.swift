@@ -55,8 +55,10 @@ enum ConfinementPlanner {
     case .available(let abi):
       return ("True", "Enforced", "\(user); landlock ABI \(abi) \(mode); seccomp on; capabilities none; no_new_privs; from the \(source)")
     case .unavailable(let reason, let kernel):
-      return ("False", "LandlockUnavailable",
-        "\(user); landlock NOT applied (\(mode)): kernel \(kernel): \(reason); the sandbox runs WITHOUT filesystem limits; seccomp on; capabilities none; no_new_privs; from the \(source)")
+      return (
+        "False", "LandlockUnavailable",
+        "\(user); landlock NOT applied (\(mode)): kernel \(kernel): \(reason); the sandbox runs WITHOUT filesystem limits; seccomp on; capabilities none; no_new_privs; from the \(source)"
+      )
     }
   }
 }

@@ -133,7 +133,8 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
       do { limits = try ResourceLimits.parse(t.resources) } catch { return "template.resources: \(error.message)" }
       if !limits.isEmpty {
         guard let cgroups else {
-          return "cpu/memory limits (template.resources) need a writable cgroup hierarchy (v2 at /sys/fs/cgroup, or v1 memory/cpu), which this host does not provide"
+          return
+            "cpu/memory limits (template.resources) need a writable cgroup hierarchy (v2 at /sys/fs/cgroup, or v1 memory/cpu), which this host does not provide"
         }
         if let why = cgroups.unsupported(limits) { return why }
       }
@@ -270,10 +271,21 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     try await store.catchUp()
     guard let s = await store.state.sandboxes[id], [.provisioning, .starting, .ready].contains(s.phase) else { return }
     _ = s
-    let detail = status < 0 ? "supervisor process disappeared" : status > 128 ? "supervisor was killed by signal \(status - 128)" : "supervisor exited with status \(status)"
+    let detail =
+      status < 0
+      ? "supervisor process disappeared" : status > 128 ? "supervisor was killed by signal \(status - 128)" : "supervisor exited with status \(status)"
     let tail = lastLines(of: dir(id) + "/supervisor.log", 3)
     let message = tail.isEmpty ? detail : "\(detail): \(tail)"
-    if try await transition(id, from: [.provisioning, .starting, .ready], [GatewayEvent(.sandboxFailed(.with { $0.id = id; $0.reason = "SupervisorExited"; $0.message = message }))], store) {
+    if try await transition(
+      id, from: [.provisioning, .starting, .ready],
+      [
+        GatewayEvent(
+          .sandboxFailed(
+            .with {
+              $0.id = id; $0.reason = "SupervisorExited"; $0.message = message
+            }))
+      ], store)
+    {
       hub.logs.gateway(id, message, level: "ERROR")
     }
   }
@@ -291,7 +303,16 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     case .provisioning, .starting, .ready:
       if let instance = instances.withLock({ $0[id] }) {
         if s.phase != .ready, hub.connectedInstance(id) == instance.instanceID {
-          if try await transition(id, from: [.provisioning, .starting], [GatewayEvent(.sandboxReady(.with { $0.id = id; $0.mainProcessStartedNs = instance.startedNs }))], store) {
+          if try await transition(
+            id, from: [.provisioning, .starting],
+            [
+              GatewayEvent(
+                .sandboxReady(
+                  .with {
+                    $0.id = id; $0.mainProcessStartedNs = instance.startedNs
+                  }))
+            ], store)
+          {
             hub.logs.gateway(id, "supervisor connected; sandbox ready")
           }
         }

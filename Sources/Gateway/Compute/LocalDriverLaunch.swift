@@ -28,22 +28,48 @@ extension LocalComputeDriver {
   func start(_ s: SandboxRecord, _ state: GatewayState, _ store: GatewayStore) async throws {
     guard let endpoint = endpoint.withLock({ $0 }) else { return }
     if let why = unsupported(spec: s.spec) {
-      try await transition(s.id, from: [.provisioning, .starting, .ready], [GatewayEvent(.sandboxFailed(.with { $0.id = s.id; $0.reason = "Unsupported"; $0.message = why }))], store)
+      try await transition(
+        s.id, from: [.provisioning, .starting, .ready],
+        [
+          GatewayEvent(
+            .sandboxFailed(
+              .with {
+                $0.id = s.id; $0.reason = "Unsupported"; $0.message = why
+              }))
+        ], store)
       return
     }
     if let why = SandboxNetworks.unavailable(runAsRoot: runAsRoot) {
       hub.logs.gateway(s.id, "cannot start the sandbox: \(why)", level: "ERROR")
-      try await transition(s.id, from: [.provisioning, .starting, .ready], [GatewayEvent(.sandboxFailed(.with { $0.id = s.id; $0.reason = "NetworkConfinementUnavailable"; $0.message = why }))], store)
+      try await transition(
+        s.id, from: [.provisioning, .starting, .ready],
+        [
+          GatewayEvent(
+            .sandboxFailed(
+              .with {
+                $0.id = s.id; $0.reason = "NetworkConfinementUnavailable"; $0.message = why
+              }))
+        ], store)
       return
     }
     var events: [GatewayEvent] = []
     if s.driver.isEmpty {
-      events.append(GatewayEvent(.sandboxProvisioning(.with { $0.id = s.id; $0.driver = name; $0.message = "starting the supervisor in bubblewrap namespaces" })))
+      events.append(
+        GatewayEvent(
+          .sandboxProvisioning(
+            .with {
+              $0.id = s.id; $0.driver = name; $0.message = "starting the supervisor in bubblewrap namespaces"
+            })))
     }
     if s.phase == .ready {
       // READY with no supervisor: its processes ended while the gateway was down (or the host rebooted).
       let message = "the sandbox's processes ended while the gateway was down; relaunched"
-      events.append(GatewayEvent(.sandboxConditionSet(.with { $0.id = s.id; $0.type = "Relaunched"; $0.status = "True"; $0.reason = "ProcessesEnded"; $0.message = message })))
+      events.append(
+        GatewayEvent(
+          .sandboxConditionSet(
+            .with {
+              $0.id = s.id; $0.type = "Relaunched"; $0.status = "True"; $0.reason = "ProcessesEnded"; $0.message = message
+            })))
       hub.logs.gateway(s.id, message, level: "WARN")
     }
     do {
@@ -55,15 +81,26 @@ extension LocalComputeDriver {
       if case .unavailable(let reason, let kernel) = landlock, plan.landlockCompatibility == "hard_requirement" {
         let message = "landlock.compatibility is hard_requirement (\(source)) but kernel \(kernel) offers no Landlock: \(reason)"
         hub.logs.gateway(s.id, message, level: "ERROR")
-        try await transition(s.id, from: [s.phase], events + [GatewayEvent(.sandboxFailed(.with { $0.id = s.id; $0.reason = "LandlockUnavailable"; $0.message = message }))], store)
+        try await transition(
+          s.id, from: [s.phase],
+          events + [
+            GatewayEvent(
+              .sandboxFailed(
+                .with {
+                  $0.id = s.id; $0.reason = "LandlockUnavailable"; $0.message = message
+                }))
+          ], store)
         return
       }
       let condition = ConfinementPlanner.condition(plan, landlock, source: source)
       let current = s.conditions.first { $0.type == "Confinement" }
       if current?.status != condition.status || current?.reason != condition.reason || current?.message != condition.message {
-        events.append(GatewayEvent(.sandboxConditionSet(.with {
-          $0.id = s.id; $0.type = "Confinement"; $0.status = condition.status; $0.reason = condition.reason; $0.message = condition.message
-        })))
+        events.append(
+          GatewayEvent(
+            .sandboxConditionSet(
+              .with {
+                $0.id = s.id; $0.type = "Confinement"; $0.status = condition.status; $0.reason = condition.reason; $0.message = condition.message
+              })))
       }
       if condition.status != "True" { hub.logs.gateway(s.id, "SECURITY (high): \(condition.message)", level: "ERROR") }
       let (instance, issued) = try await launch(s, endpoint: endpoint, plan: plan, user: user)
@@ -83,14 +120,25 @@ extension LocalComputeDriver {
           else { return }
           await stop(id)
           let tail = lastLines(of: dir(id) + "/supervisor.log", 3)
-          _ = try? await transition(id, from: [.provisioning, .starting], [GatewayEvent(.sandboxFailed(.with {
-            $0.id = id; $0.reason = "SupervisorNotReady"
-            $0.message = "the supervisor did not connect within \(Self.readyTimeout)" + (tail.isEmpty ? "" : ": \(tail)")
-          }))], store)
+          _ = try? await transition(
+            id, from: [.provisioning, .starting],
+            [
+              GatewayEvent(
+                .sandboxFailed(
+                  .with {
+                    $0.id = id; $0.reason = "SupervisorNotReady"
+                    $0.message = "the supervisor did not connect within \(Self.readyTimeout)" + (tail.isEmpty ? "" : ": \(tail)")
+                  }))
+            ], store)
         }
       }
     } catch {
-      events.append(GatewayEvent(.sandboxFailed(.with { $0.id = s.id; $0.reason = "SupervisorStartFailed"; $0.message = "\(error)" })))
+      events.append(
+        GatewayEvent(
+          .sandboxFailed(
+            .with {
+              $0.id = s.id; $0.reason = "SupervisorStartFailed"; $0.message = "\(error)"
+            })))
       hub.logs.gateway(s.id, "cannot start the supervisor: \(error)", level: "ERROR")
       try await transition(s.id, from: [s.phase], events, store)
     }

@@ -52,7 +52,9 @@ enum MainProcessRestart: Equatable {
     let windowNs = UInt64(window.components.seconds) * 1_000_000_000
     let recent = (s.recentStartsNs ?? []).filter { $0 + windowNs > nowNs }.count
     if recent >= limit {
-      return .giveUp(message: "restarting too often: \(recent) starts within \(window.components.seconds) s (restart_policy \(name), at most \(limit)); last exit code \(code)")
+      return .giveUp(
+        message:
+          "restarting too often: \(recent) starts within \(window.components.seconds) s (restart_policy \(name), at most \(limit)); last exit code \(code)")
     }
     return .restart(message: "restart \(s.restartCount + 1): the main process exited with code \(code) (restart_policy \(name))")
   }
@@ -68,12 +70,20 @@ extension LocalComputeDriver {
       return
     case .restart(let message):
       let events = [
-        GatewayEvent(.sandboxConditionSet(.with { $0.id = s.id; $0.type = "Restarted"; $0.status = "True"; $0.reason = "RestartPolicy"; $0.message = message })),
+        GatewayEvent(
+          .sandboxConditionSet(
+            .with {
+              $0.id = s.id; $0.type = "Restarted"; $0.status = "True"; $0.reason = "RestartPolicy"; $0.message = message
+            })),
         GatewayEvent(.sandboxStarting(.with { $0.id = s.id })),
       ]
       if try await transition(s.id, from: [s.phase], events, store) { hub.logs.gateway(s.id, message) }
     case .giveUp(let message):
-      let event = GatewayEvent(.sandboxFailed(.with { $0.id = s.id; $0.reason = "RestartLimit"; $0.message = message }))
+      let event = GatewayEvent(
+        .sandboxFailed(
+          .with {
+            $0.id = s.id; $0.reason = "RestartLimit"; $0.message = message
+          }))
       if try await transition(s.id, from: [s.phase], [event], store) { hub.logs.gateway(s.id, message, level: "ERROR") }
     }
   }

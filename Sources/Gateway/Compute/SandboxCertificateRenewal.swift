@@ -80,15 +80,17 @@ extension LocalComputeDriver {
 
   /// The `certificate.issued` event of a sandbox certificate (at launch and at every renewal).
   static func certificateIssued(sandboxID: String, _ i: CertificateIssuance) -> GatewayEvent {
-    GatewayEvent(.certificateIssued(.with {
-      $0.role = "sandbox"
-      $0.sandboxID = sandboxID
-      $0.subject = i.subject
-      $0.fingerprintSha256 = i.fingerprintSHA256
-      $0.serialHex = i.serialHex
-      $0.notBeforeNs = Int64(i.notBefore.timeIntervalSince1970 * 1e9)
-      $0.notAfterNs = Int64(i.notAfter.timeIntervalSince1970 * 1e9)
-    }))
+    GatewayEvent(
+      .certificateIssued(
+        .with {
+          $0.role = "sandbox"
+          $0.sandboxID = sandboxID
+          $0.subject = i.subject
+          $0.fingerprintSha256 = i.fingerprintSHA256
+          $0.serialHex = i.serialHex
+          $0.notBeforeNs = Int64(i.notBefore.timeIntervalSince1970 * 1e9)
+          $0.notAfterNs = Int64(i.notAfter.timeIntervalSince1970 * 1e9)
+        }))
   }
 
   /// Writes `text` to a temporary file beside `path` (mode `mode`), flushes it and renames it over `path`.

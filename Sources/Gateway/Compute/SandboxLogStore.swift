@@ -85,7 +85,13 @@ public final class SandboxLogStore: Sendable {
 
   /// Convenience: one gateway-side line (source `gateway`).
   public func gateway(_ id: String, _ message: String, level: String = "INFO") {
-    append(id, [.with { $0.source = "gateway"; $0.level = level; $0.target = "openshell_gateway::compute"; $0.message = message }])
+    append(
+      id,
+      [
+        .with {
+          $0.source = "gateway"; $0.level = level; $0.target = "openshell_gateway::compute"; $0.message = message
+        }
+      ])
   }
 
   /// The newest lines matching the filters (oldest first), and how many lines the buffer holds in total.

@@ -84,13 +84,15 @@ final class SandboxNetworks: Sendable {
   /// Probed once per process by doing what the supervisor does: bubblewrap with an unprivileged user
   /// namespace and ``BubblewrapCommand/privateNetworkCapabilities``, and in it `unshare --net`.
   static let privateNamespaceProblem: String? = {
-    let args = ["--unshare-user", "--unshare-pid", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+    let args =
+      ["--unshare-user", "--unshare-pid", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
       + BubblewrapCommand.privateNetworkCapabilities.flatMap { ["--cap-add", $0] } + ["--", "/usr/bin/unshare", "--net", "/bin/true"]
     do {
       try run("/usr/bin/bwrap", args)
       return nil
     } catch {
-      return "network confinement without root needs an unprivileged user namespace with its own network namespace, which this host refuses (\(error)); run the gateway as root (veth pair + nftables) or allow them (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces and user.max_net_namespaces > 0); a sandbox never runs with an open network"
+      return
+        "network confinement without root needs an unprivileged user namespace with its own network namespace, which this host refuses (\(error)); run the gateway as root (veth pair + nftables) or allow them (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces and user.max_net_namespaces > 0); a sandbox never runs with an open network"
     }
   }()
 
@@ -118,9 +120,11 @@ final class SandboxNetworks: Sendable {
       for offset in 0..<Self.capacity {
         let a = Allocation(index: (start + offset) % Self.capacity)
         do {
-          try Self.run(Self.ipPath, [
-            "link", "add", a.hostInterface, "mtu", Self.mtu, "type", "veth", "peer", "name", a.sandboxInterface, "mtu", Self.mtu, "netns", ns,
-          ])
+          try Self.run(
+            Self.ipPath,
+            [
+              "link", "add", a.hostInterface, "mtu", Self.mtu, "type", "veth", "peer", "name", a.sandboxInterface, "mtu", Self.mtu, "netns", ns,
+            ])
           claimed = a
           break
         } catch let e as SpawnError where e.message.contains("File exists") {

@@ -28,10 +28,12 @@ struct SandboxUser: Equatable {
   static func resolve() throws -> SandboxUser {
     if let pw = getpwnam(name) { return SandboxUser(uid: pw.pointee.pw_uid, gid: pw.pointee.pw_gid) }
     if let pw = getpwuid(fixedID) {
-      throw SandboxUserError("uid \(fixedID) belongs to host user '\(String(cString: pw.pointee.pw_name))'; create a host user named '\(name)' to choose the sandbox identity")
+      throw SandboxUserError(
+        "uid \(fixedID) belongs to host user '\(String(cString: pw.pointee.pw_name))'; create a host user named '\(name)' to choose the sandbox identity")
     }
     if let gr = getgrgid(fixedID) {
-      throw SandboxUserError("gid \(fixedID) belongs to host group '\(String(cString: gr.pointee.gr_name))'; create a host user named '\(name)' to choose the sandbox identity")
+      throw SandboxUserError(
+        "gid \(fixedID) belongs to host group '\(String(cString: gr.pointee.gr_name))'; create a host user named '\(name)' to choose the sandbox identity")
     }
     return SandboxUser(uid: fixedID, gid: fixedID)
   }

@@ -28,7 +28,8 @@ enum SessionArbitration {
     incumbent: (instance: String, epoch: UInt64, silentFor: Duration)?, staleAfter: Duration
   ) -> Verdict {
     if let expected = expectedInstance, !expected.isEmpty, newInstance != expected {
-      return .refuse(code: .failedPrecondition, reason: "instance \(newInstance.debugDescription) is not the supervisor this gateway launched for sandbox \(sandboxID)")
+      return .refuse(
+        code: .failedPrecondition, reason: "instance \(newInstance.debugDescription) is not the supervisor this gateway launched for sandbox \(sandboxID)")
     }
     guard let incumbent else { return .accept }
     if let expected = expectedInstance, !expected.isEmpty, incumbent.instance != expected { return .supersede }

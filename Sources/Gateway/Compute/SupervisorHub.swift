@@ -241,7 +241,12 @@ public final class SupervisorHub: Sendable {
     defer { timer.cancel() }
     return try await withCheckedThrowingContinuation { c in
       pending.withLock { $0[channelID] = PendingRelay(sandboxID: sandboxID, flowControl: flowControl, continuation: c) }
-      session.outbound.yield(.with { $0.relayOpen = .with { $0.channelID = channelID; $0.serviceID = service; $0.target = target } })
+      session.outbound.yield(
+        .with {
+          $0.relayOpen = .with {
+            $0.channelID = channelID; $0.serviceID = service; $0.target = target
+          }
+        })
     }
   }
 
@@ -273,8 +278,9 @@ public final class SupervisorHub: Sendable {
     let (outgoing, outCont) = AsyncStream<Data>.makeStream()
     let toSupervisor = p.flowControl ? ByteCredit() : nil
     let fromSupervisor = p.flowControl ? ByteCredit() : nil
-    p.continuation.resume(returning: RelayChannel(
-      incoming: incoming, incomingContinuation: inCont, outgoing: outCont, toSupervisor: toSupervisor, fromSupervisor: fromSupervisor))
+    p.continuation.resume(
+      returning: RelayChannel(
+        incoming: incoming, incomingContinuation: inCont, outgoing: outCont, toSupervisor: toSupervisor, fromSupervisor: fromSupervisor))
     return AcceptedRelay(incoming: inCont, outgoing: outgoing, toSupervisor: toSupervisor, fromSupervisor: fromSupervisor)
   }
 }

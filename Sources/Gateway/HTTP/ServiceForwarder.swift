@@ -177,7 +177,8 @@ final class ServiceForwarder: @unchecked Sendable {
         let c = bound.value
         if nothing {
           let body = "nothing answers on port \(opened.port) in the sandbox (is the service listening on 127.0.0.1:\(opened.port)?)\n"
-          let raw = "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+          let raw =
+            "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
           c.writeAndFlush(NIOAny(c.channel.allocator.buffer(string: raw))).whenComplete { _ in c.close(promise: nil) }
         } else {
           c.close(promise: nil)
@@ -206,7 +207,8 @@ final class ServiceForwarder: @unchecked Sendable {
     headers.add(name: "Content-Length", value: String(body.utf8.count))
     headers.add(name: "Connection", value: "close")
     for (k, v) in extra { headers.add(name: k, value: v) }
-    c.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status), headers: headers))), promise: nil)
+    c.write(
+      NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status), headers: headers))), promise: nil)
     if head.method != .HEAD { c.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(c.channel.allocator.buffer(string: body)))), promise: nil) }
     c.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).whenComplete { _ in c.close(promise: nil) }
   }

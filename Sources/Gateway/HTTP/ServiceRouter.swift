@@ -68,7 +68,11 @@ public final class ServiceRouter: Sendable {
     }
     do {
       let channel = try await hub.openRelay(
-        sandboxID: s.id, service: SandboxProtocol.serviceRelay, target: .tcp(.with { $0.host = "127.0.0.1"; $0.port = e.targetPort }),
+        sandboxID: s.id, service: SandboxProtocol.serviceRelay,
+        target: .tcp(
+          .with {
+            $0.host = "127.0.0.1"; $0.port = e.targetPort
+          }),
         flowControl: true, timeout: .seconds(10))
       hub.logs.gateway(s.id, "service \(label) (port \(e.targetPort)) called by \(caller.actor)")
       return Opened(channel: channel, stripAuthorization: e.authorizationMode != 2, sandboxID: s.id, port: e.targetPort, actor: caller.actor)

@@ -125,7 +125,9 @@ public final class InferenceService: Openshell_Inference_V1_Inference.SimpleServ
         field: "provider_name", "provider '\(provider)' has unsupported type '\(p.type)' (supported: openai, anthropic, nvidia)")
     }
     guard let keyName = keyName(p), let sealed = p.credentials[keyName] else {
-      throw RPCErrors.failedPrecondition("provider '\(provider)' has no API key credential (expected \(["openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "nvidia": "NVIDIA_API_KEY"][p.type] ?? "an API key"))")
+      throw RPCErrors.failedPrecondition(
+        "provider '\(provider)' has no API key credential (expected \(["openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "nvidia": "NVIDIA_API_KEY"][p.type] ?? "an API key"))"
+      )
     }
     return Resolved(
       name: route, baseURL: baseURL(p), protocols: protocols(p.type.lowercased()), providerType: p.type.lowercased(), model: model,
@@ -158,7 +160,13 @@ public final class InferenceService: Openshell_Inference_V1_Inference.SimpleServ
     guard let routes = try? resolveAll(state) else { return [] }
     let rev = routes.isEmpty ? "" : revision(routes)
     guard rev != state.inferenceBundleRevision else { return [] }
-    return [GatewayEvent(.inferenceBundlePublished(.with { $0.revision = rev; $0.routes = routes.map(\.name) }))]
+    return [
+      GatewayEvent(
+        .inferenceBundlePublished(
+          .with {
+            $0.revision = rev; $0.routes = routes.map(\.name)
+          }))
+    ]
   }
 
   func bundle(_ state: GatewayState) throws -> Openshell_Inference_V1_GetInferenceBundleResponse {
@@ -174,15 +182,16 @@ public final class InferenceService: Openshell_Inference_V1_Inference.SimpleServ
       do { key = try vault.open(r.sealedKey, keyID: r.provider.dataKeyID, name: r.keyName) } catch {
         throw RPCErrors.undecryptable(key: r.keyName, provider: r.provider.name, error)
       }
-      out.routes.append(.with {
-        $0.name = r.name
-        $0.baseURL = r.baseURL
-        $0.protocols = r.protocols
-        $0.apiKey = key
-        $0.modelID = r.model
-        $0.providerType = r.providerType
-        $0.timeoutSecs = r.timeout
-      })
+      out.routes.append(
+        .with {
+          $0.name = r.name
+          $0.baseURL = r.baseURL
+          $0.protocols = r.protocols
+          $0.apiKey = key
+          $0.modelID = r.model
+          $0.providerType = r.providerType
+          $0.timeoutSecs = r.timeout
+        })
     }
     out.revision = routes.isEmpty ? "" : Self.revision(routes)
     out.generatedAtMs = Int64(Date().timeIntervalSince1970 * 1000)
@@ -224,7 +233,9 @@ public final class InferenceService: Openshell_Inference_V1_Inference.SimpleServ
 
   // MARK: RPCs
 
-  public func setInferenceRoute(request: Openshell_Inference_V1_SetInferenceRouteRequest, context: ServerContext) async throws -> Openshell_Inference_V1_SetInferenceRouteResponse {
+  public func setInferenceRoute(request: Openshell_Inference_V1_SetInferenceRouteRequest, context: ServerContext) async throws
+    -> Openshell_Inference_V1_SetInferenceRouteResponse
+  {
     let caller = try userCaller("SetInferenceRoute")
     let route = try Self.routeName(request.routeName)
     guard !request.providerName.isEmpty else { throw RPCErrors.invalidArgument(field: "provider_name", "provider_name is required") }
@@ -248,24 +259,32 @@ public final class InferenceService: Openshell_Inference_V1_Inference.SimpleServ
             + "Next steps: check the provider's base URL and API key (openshell provider get \(request.providerName)), "
             + "or retry with '--no-verify' to skip verification")
       }
-      validated = [.with { $0.url = url; $0.protocol = "model_discovery" }]
+      validated = [
+        .with {
+          $0.url = url; $0.protocol = "model_discovery"
+        }
+      ]
     }
     let result = try await store.execute(actor: caller.actor, requestID: "") { state in
       // Re-resolve against the state the events are appended to (the provider may have changed).
       _ = try Self.resolve(route: route, provider: request.providerName, model: request.modelID, timeout: request.timeoutSecs, state: state)
       var next = state
-      let set = GatewayEvent(.inferenceRouteSet(.with {
-        $0.route = route
-        $0.provider = request.providerName
-        $0.model = request.modelID
-        $0.timeoutSeconds = request.timeoutSecs
-        $0.verified = !request.noVerify
-      }))
+      let set = GatewayEvent(
+        .inferenceRouteSet(
+          .with {
+            $0.route = route
+            $0.provider = request.providerName
+            $0.model = request.modelID
+            $0.timeoutSeconds = request.timeoutSecs
+            $0.verified = !request.noVerify
+          }))
       next.apply(set, seq: state.lastSeq + 1, timestampNs: 0)
       return Decision(events: [set] + Self.publication(next), claims: ["inference-route/\(route)"])
     }
     notifyWatchers()
-    guard let stored = result.state.inferenceRoutes[route] else { throw RPCError(code: .internalError, message: "route was recorded but is not in the projection") }
+    guard let stored = result.state.inferenceRoutes[route] else {
+      throw RPCError(code: .internalError, message: "route was recorded but is not in the projection")
+    }
     return .with {
       $0.route = Self.wire(stored)
       $0.validationPerformed = !request.noVerify
@@ -273,16 +292,24 @@ public final class InferenceService: Openshell_Inference_V1_Inference.SimpleServ
     }
   }
 
-  public func getInferenceRoute(request: Openshell_Inference_V1_GetInferenceRouteRequest, context: ServerContext) async throws -> Openshell_Inference_V1_GetInferenceRouteResponse {
+  public func getInferenceRoute(request: Openshell_Inference_V1_GetInferenceRouteRequest, context: ServerContext) async throws
+    -> Openshell_Inference_V1_GetInferenceRouteResponse
+  {
     _ = try userCaller("GetInferenceRoute")
     let route = try Self.routeName(request.routeName)
     guard let r = await store.state.inferenceRoutes[route] else {
-      throw RPCError(code: .notFound, message: "inference route '\(route)' is not configured; run 'openshell inference set\(route == Self.systemRoute ? " --system" : "") --provider <name> --model <id>'")
+      throw RPCError(
+        code: .notFound,
+        message:
+          "inference route '\(route)' is not configured; run 'openshell inference set\(route == Self.systemRoute ? " --system" : "") --provider <name> --model <id>'"
+      )
     }
     return .with { $0.route = Self.wire(r) }
   }
 
-  public func deleteInferenceRoute(request: Openshell_Inference_V1_DeleteInferenceRouteRequest, context: ServerContext) async throws -> Openshell_Inference_V1_DeleteInferenceRouteResponse {
+  public func deleteInferenceRoute(request: Openshell_Inference_V1_DeleteInferenceRouteRequest, context: ServerContext) async throws
+    -> Openshell_Inference_V1_DeleteInferenceRouteResponse
+  {
     let caller = try userCaller("DeleteInferenceRoute")
     let route = try Self.routeName(request.routeName)
     let result = try await store.execute(actor: caller.actor, requestID: "") { state in
@@ -297,7 +324,9 @@ public final class InferenceService: Openshell_Inference_V1_Inference.SimpleServ
     return .with { $0.deleted = !result.decision.noop }
   }
 
-  public func getInferenceBundle(request: Openshell_Inference_V1_GetInferenceBundleRequest, context: ServerContext) async throws -> Openshell_Inference_V1_GetInferenceBundleResponse {
+  public func getInferenceBundle(request: Openshell_Inference_V1_GetInferenceBundleRequest, context: ServerContext) async throws
+    -> Openshell_Inference_V1_GetInferenceBundleResponse
+  {
     let id = try sandboxCaller("GetInferenceBundle", claimed: request.sandboxID)
     let routes = try Self.resolveAll(await store.state)
     let b = try bundle(routes: routes)
@@ -312,7 +341,9 @@ public final class InferenceService: Openshell_Inference_V1_Inference.SimpleServ
       providers: Array(Set(routes.map(\.provider.name))).sorted(), keys: Array(Set(routes.map(\.keyName))))
   }
 
-  public func watchInferenceBundle(request: Openshell_Inference_V1_GetInferenceBundleRequest, response: RPCWriter<Openshell_Inference_V1_GetInferenceBundleResponse>, context: ServerContext) async throws {
+  public func watchInferenceBundle(
+    request: Openshell_Inference_V1_GetInferenceBundleRequest, response: RPCWriter<Openshell_Inference_V1_GetInferenceBundleResponse>, context: ServerContext
+  ) async throws {
     let sandboxID = try sandboxCaller("WatchInferenceBundle", claimed: request.sandboxID)
     let (wakeups, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     let id = RandomID.make()

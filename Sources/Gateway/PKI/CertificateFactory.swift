@@ -92,7 +92,8 @@ enum CertificateFactory {
       usage = .clientAuth
       validity = lifetime
     }
-    let caSKI = try ca.extensions.subjectKeyIdentifier?.keyIdentifier
+    let caSKI =
+      try ca.extensions.subjectKeyIdentifier?.keyIdentifier
       ?? SubjectKeyIdentifier(hash: ca.publicKey).keyIdentifier
     let extensions = try Certificate.Extensions {
       Critical(BasicConstraints.notCertificateAuthority)

@@ -101,7 +101,11 @@ public struct ProviderDelivery: Sendable {
         $0.updateID = "provider-env-\(env.revision)"
         $0.providerEnvironment = .with {
           $0.providerEnvRevision = env.revision
-          $0.values = env.values.keys.sorted().map { key in .with { $0.name = key; $0.value = env.values[key]! } }
+          $0.values = env.values.keys.sorted().map { key in
+            .with {
+              $0.name = key; $0.value = env.values[key]!
+            }
+          }
         }
       }
     }

@@ -61,7 +61,8 @@ final class AcceptFailureLogger: ChannelInboundHandler, Sendable {
       if let suppressed = report {
         let more = suppressed > 0 ? " (\(suppressed) more since the last report)" : ""
         logger.error(
-          "RESOURCE_EXHAUSTED: cannot accept connections: out of file descriptors (\(io.errnoCode == EMFILE ? "EMFILE" : "ENFILE"))\(more); raise the limit (ulimit -n / LimitNOFILE=) or end sandboxes; logged at most once a minute")
+          "RESOURCE_EXHAUSTED: cannot accept connections: out of file descriptors (\(io.errnoCode == EMFILE ? "EMFILE" : "ENFILE"))\(more); raise the limit (ulimit -n / LimitNOFILE=) or end sandboxes; logged at most once a minute"
+        )
       }
     }
     context.fireErrorCaught(error)

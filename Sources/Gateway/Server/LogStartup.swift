@@ -24,8 +24,10 @@ enum LogStartup {
     let file = logDir + "/data.mdb"
     let fm = FileManager.default
     if !fm.fileExists(atPath: file), fm.fileExists(atPath: dataDirectory + "/pki/ca.crt") {
-      throw GatewayStartupError(description:
-        "refusing to start: the gateway in \(dataDirectory) was initialised (pki/ca.crt exists) but its event log \(file) is missing; a lost log never starts as a new gateway — restore it with `openshell-replay restore ARCHIVE --gateway NAME`, or start a new gateway with `openshell gateway start --recreate`")
+      throw GatewayStartupError(
+        description:
+          "refusing to start: the gateway in \(dataDirectory) was initialised (pki/ca.crt exists) but its event log \(file) is missing; a lost log never starts as a new gateway — restore it with `openshell-replay restore ARCHIVE --gateway NAME`, or start a new gateway with `openshell gateway start --recreate`"
+      )
     }
     let log: EventLog
     do {
@@ -54,7 +56,9 @@ enum LogStartup {
   static func damaged(file: String, logDir: String, _ seq: UInt64?, _ message: String) -> GatewayStartupError {
     let at = seq.map { " at seq \($0)" } ?? ""
     let what = message.hasPrefix(file) ? message : "\(file)\(at): \(message)"
-    return GatewayStartupError(description:
-      "refusing to serve a damaged event log: \(what); nothing was served or changed — run `openshell-replay verify \(logDir)` for a full report, then `openshell-replay restore ARCHIVE --gateway NAME` from a backup")
+    return GatewayStartupError(
+      description:
+        "refusing to serve a damaged event log: \(what); nothing was served or changed — run `openshell-replay verify \(logDir)` for a full report, then `openshell-replay restore ARCHIVE --gateway NAME` from a backup"
+    )
   }
 }

@@ -141,7 +141,8 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
   // orphaned data keys are shredded.
   let vault = try SecretVault(directory: configuration.dataDirectory + "/keys")
   DataKeyJanitor.shredOrphans(vault: vault, state: await store.state)
-  let driver: LocalComputeDriver? = configuration.computeDriver == "local"
+  let driver: LocalComputeDriver? =
+    configuration.computeDriver == "local"
     ? LocalComputeDriver(
       dataDirectory: configuration.dataDirectory, pki: pki, hub: hub, vault: vault,
       usesTLS: configuration.security.usesTLS, supervisorBinary: configuration.supervisorBinary,
@@ -170,7 +171,8 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
     // (the CLI refuses to send them to a non-loopback http:// gateway).
     if configuration.security == .plaintext, !["127.0.0.1", "::1", "localhost"].contains(configuration.bindAddress) {
       logger.warning(
-        "SECURITY: bearer tokens reach this --plaintext gateway in cleartext on \(configuration.bindAddress); put a TLS-terminating proxy in front of it and bind it to 127.0.0.1")
+        "SECURITY: bearer tokens reach this --plaintext gateway in cleartext on \(configuration.bindAddress); put a TLS-terminating proxy in front of it and bind it to 127.0.0.1"
+      )
     }
     // Early word on a misconfigured or unreachable issuer; the gateway serves anyway and fetches again later.
     if let problem = await verifier.prefetch() {
@@ -189,10 +191,13 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
     serviceRouter: ServiceRouter(store: store, hub: hub, registry: registry, requireCertificate: configuration.security == .mutualTLS),
     logger: logger)
   let running = RunningGateway(store: store, server: server, pki: pki, driver: driver)
-  let signer = try configuration.checkpointInterval == 0 ? nil : CheckpointSigner(
-    store: store,
-    key: CheckpointKey.loadOrCreate(path: configuration.checkpointKeyPath ?? configuration.dataDirectory + "/keys/audit-checkpoint.key"),
-    interval: configuration.checkpointInterval)
+  let signer =
+    try configuration.checkpointInterval == 0
+    ? nil
+    : CheckpointSigner(
+      store: store,
+      key: CheckpointKey.loadOrCreate(path: configuration.checkpointKeyPath ?? configuration.dataDirectory + "/keys/audit-checkpoint.key"),
+      interval: configuration.checkpointInterval)
   // Before serving: vouch for everything recorded so far (after a crash, the records since the last checkpoint).
   await signer?.signHead()
   try await withThrowingTaskGroup(of: Bool.self) { group in
@@ -258,11 +263,14 @@ func recordStartup(store: GatewayStore, configuration c: GatewayConfiguration, p
   var events: [GatewayEvent] = []
   if state.gateway == nil {
     let gatewayID = RandomID.uuid()
-    events.append(GatewayEvent(.gatewayInitialized(.with {
-      $0.gatewayName = c.gatewayName
-      $0.gatewayID = gatewayID
-      $0.serverVersion = gatewayVersion
-    })))
+    events.append(
+      GatewayEvent(
+        .gatewayInitialized(
+          .with {
+            $0.gatewayName = c.gatewayName
+            $0.gatewayID = gatewayID
+            $0.serverVersion = gatewayVersion
+          })))
   }
   let tokenFingerprint = c.registryToken.isEmpty ? "" : SHA256.hash(data: Data(c.registryToken.utf8)).map { String(format: "%02x", $0) }.joined()
   let configured = Openshell_Events_V1_GatewayConfigured.with {
@@ -276,7 +284,8 @@ func recordStartup(store: GatewayStore, configuration c: GatewayConfiguration, p
   }
   let g = state.gateway
   if g == nil || g!.port != configured.port || g!.authMode != configured.authMode || g!.gpu != configured.gpu
-    || g!.registryUsername != configured.registryUsername || g!.gatewayHosts != configured.gatewayHosts {
+    || g!.registryUsername != configured.registryUsername || g!.gatewayHosts != configured.gatewayHosts
+  {
     events.append(GatewayEvent(.gatewayConfigured(configured)))
   }
   // Every certificate in use that the log does not know: those issued this start, and after a restore the
@@ -284,15 +293,18 @@ func recordStartup(store: GatewayStore, configuration c: GatewayConfiguration, p
   let issued = Set(pki.issuedThisStart.map(\.fingerprintSHA256))
   let inUse = ((try? pki.certificatesInUse()) ?? []).filter { !issued.contains($0.fingerprintSHA256) }
   for issuance in pki.issuedThisStart + inUse where state.certificates[issuance.fingerprintSHA256] == nil {
-    events.append(GatewayEvent(.certificateIssued(.with {
-      $0.role = issuance.role.rawValue
-      $0.subject = issuance.subject
-      $0.fingerprintSha256 = issuance.fingerprintSHA256
-      $0.serialHex = issuance.serialHex
-      $0.notBeforeNs = Int64(issuance.notBefore.timeIntervalSince1970 * 1e9)
-      $0.notAfterNs = Int64(issuance.notAfter.timeIntervalSince1970 * 1e9)
-      $0.subjectAltNames = issuance.subjectAlternativeNames
-    })))
+    events.append(
+      GatewayEvent(
+        .certificateIssued(
+          .with {
+            $0.role = issuance.role.rawValue
+            $0.subject = issuance.subject
+            $0.fingerprintSha256 = issuance.fingerprintSHA256
+            $0.serialHex = issuance.serialHex
+            $0.notBeforeNs = Int64(issuance.notBefore.timeIntervalSince1970 * 1e9)
+            $0.notAfterNs = Int64(issuance.notAfter.timeIntervalSince1970 * 1e9)
+            $0.subjectAltNames = issuance.subjectAlternativeNames
+          })))
   }
   if !events.isEmpty { try await store.record(events) }
 }

@@ -127,14 +127,22 @@ extension OpenShellService {
         return Decision(events: events, target: "\(latestVersion)", noop: events.isEmpty)
       }
       let version = latestVersion + 1
-      events.append(GatewayEvent(.policyRevisionSubmitted(.with {
-        $0.sandboxID = s.id
-        $0.version = version
-        $0.contentSha256 = hash
-        $0.policy = PolicyRules.canonicalBytes(policy)
-      })))
+      events.append(
+        GatewayEvent(
+          .policyRevisionSubmitted(
+            .with {
+              $0.sandboxID = s.id
+              $0.version = version
+              $0.contentSha256 = hash
+              $0.policy = PolicyRules.canonicalBytes(policy)
+            })))
       for r in history.revisions where r.status == .pending {
-        events.append(GatewayEvent(.policyRevisionSuperseded(.with { $0.sandboxID = s.id; $0.version = r.version; $0.supersededBy = version })))
+        events.append(
+          GatewayEvent(
+            .policyRevisionSuperseded(
+              .with {
+                $0.sandboxID = s.id; $0.version = r.version; $0.supersededBy = version
+              })))
       }
       return Decision(events: events, claims: ["policy/\(s.id)"], target: "\(version)")
     }
@@ -152,7 +160,9 @@ extension OpenShellService {
     if !unsafe.isEmpty { throw RPCErrors.invalidArgument(field: "policy", PolicyRules.unsafeMessage(unsafe)) }
     let policy = PolicyRules.normalized(request.policy)
     let hash = PolicyRules.hash(policy)
-    let result = try await store.execute(actor: CallerIdentity.current.actor, requestID: request.requestID, rpc: "UpdateConfig", target: Self.configTarget(request)) { state in
+    let result = try await store.execute(
+      actor: CallerIdentity.current.actor, requestID: request.requestID, rpc: "UpdateConfig", target: Self.configTarget(request)
+    ) { state in
       let g = state.globalPolicy
       if state.globalPolicyActive, let active = g.revision(g.activeVersion), active.contentSHA256 == hash {
         return Decision(events: [], target: "\(active.version)", noop: true)
@@ -160,9 +170,19 @@ extension OpenShellService {
       let version = (g.latest?.version ?? 0) + 1
       var events: [GatewayEvent] = []
       if state.globalPolicyActive {
-        events.append(GatewayEvent(.policyRevisionSuperseded(.with { $0.version = g.activeVersion; $0.supersededBy = version })))
+        events.append(
+          GatewayEvent(
+            .policyRevisionSuperseded(
+              .with {
+                $0.version = g.activeVersion; $0.supersededBy = version
+              })))
       }
-      events.append(GatewayEvent(.globalPolicySet(.with { $0.version = version; $0.contentSha256 = hash; $0.policy = PolicyRules.canonicalBytes(policy) })))
+      events.append(
+        GatewayEvent(
+          .globalPolicySet(
+            .with {
+              $0.version = version; $0.contentSha256 = hash; $0.policy = PolicyRules.canonicalBytes(policy)
+            })))
       return Decision(events: events, claims: ["policy/global"], target: "\(version)")
     }
     if !result.decision.noop { pushConfig(Array(result.state.sandboxes.keys), result.state) }
@@ -192,7 +212,8 @@ extension OpenShellService {
         throw RPCErrors.failedPrecondition(refusal)
       }
     } else if SettingsRegistry.keys[key] == nil {
-      throw RPCErrors.invalidArgument(field: "setting_key", "unknown setting key '\(key)' (registered: \(SettingsRegistry.keys.keys.sorted().joined(separator: ", ")))")
+      throw RPCErrors.invalidArgument(
+        field: "setting_key", "unknown setting key '\(key)' (registered: \(SettingsRegistry.keys.keys.sorted().joined(separator: ", ")))")
     }
     var actor = CallerIdentity.current.actor
     if let sandbox { actor = try dualCaller("UpdateConfig", for: await store.state.sandboxes[sandbox]).actor }
@@ -201,21 +222,36 @@ extension OpenShellService {
       if key == SettingsRegistry.reservedPolicyKey {
         guard state.globalPolicyActive else { return Decision(events: [], noop: true) }
         let v = state.globalPolicy.activeVersion
-        return Decision(events: [
-          GatewayEvent(.globalPolicyDeleted(.with { $0.version = v })),
-          GatewayEvent(.policyRevisionSuperseded(.with { $0.version = v })),
-        ], claims: ["policy/global"], target: "deleted")
+        return Decision(
+          events: [
+            GatewayEvent(.globalPolicyDeleted(.with { $0.version = v })),
+            GatewayEvent(.policyRevisionSuperseded(.with { $0.version = v })),
+          ], claims: ["policy/global"], target: "deleted")
       }
       if sandbox != nil, state.settings[SettingsRegistry.globalScope]?[key] != nil {
-        throw RPCErrors.failedPrecondition("setting '\(key)' is managed globally; delete the global setting first (openshell settings delete --global --key \(key))")
+        throw RPCErrors.failedPrecondition(
+          "setting '\(key)' is managed globally; delete the global setting first (openshell settings delete --global --key \(key))")
       }
       let current = state.settings[scope]?[key]
       if request.deleteSetting {
         guard current != nil else { return Decision(events: [], noop: true) }
-        return Decision(events: [GatewayEvent(.settingDeleted(.with { $0.scope = scope; $0.key = key }))], target: "deleted")
+        return Decision(
+          events: [
+            GatewayEvent(
+              .settingDeleted(
+                .with {
+                  $0.scope = scope; $0.key = key
+                }))
+          ], target: "deleted")
       }
       if current == storedValue { return Decision(events: [], noop: true) }
-      return Decision(events: [GatewayEvent(.settingSet(.with { $0.scope = scope; $0.key = key; $0.value = storedValue }))])
+      return Decision(events: [
+        GatewayEvent(
+          .settingSet(
+            .with {
+              $0.scope = scope; $0.key = key; $0.value = storedValue
+            }))
+      ])
     }
     if !result.decision.noop {
       pushConfig(sandbox.map { [$0] } ?? Array(result.state.sandboxes.keys), result.state)
@@ -229,7 +265,9 @@ extension OpenShellService {
 
   // MARK: reads
 
-  public func getSandboxConfig(request: Openshell_Sandbox_V1_GetSandboxConfigRequest, context: ServerContext) async throws -> Openshell_Sandbox_V1_GetSandboxConfigResponse {
+  public func getSandboxConfig(request: Openshell_Sandbox_V1_GetSandboxConfigRequest, context: ServerContext) async throws
+    -> Openshell_Sandbox_V1_GetSandboxConfigResponse
+  {
     let sandbox = try configSandbox(request.name, request.workspaceScope, await store.state, field: "name")
     _ = try dualCaller("GetSandboxConfig", for: sandbox)
     let state = await withInitialRevision(sandbox.id)
@@ -237,7 +275,9 @@ extension OpenShellService {
     return ConfigModel.response(ConfigModel.snapshot(s, state))
   }
 
-  public func getGatewayConfig(request: Openshell_Sandbox_V1_GetGatewayConfigRequest, context: ServerContext) async throws -> Openshell_Sandbox_V1_GetGatewayConfigResponse {
+  public func getGatewayConfig(request: Openshell_Sandbox_V1_GetGatewayConfigRequest, context: ServerContext) async throws
+    -> Openshell_Sandbox_V1_GetGatewayConfigResponse
+  {
     _ = try userCaller("GetGatewayConfig")
     let state = await store.state
     let global = state.settings[SettingsRegistry.globalScope] ?? [:]
@@ -259,7 +299,9 @@ extension OpenShellService {
     return state.policies[sandbox.id] ?? PolicyHistory()
   }
 
-  public func getSandboxPolicyStatus(request: Openshell_V1_GetSandboxPolicyStatusRequest, context: ServerContext) async throws -> Openshell_V1_GetSandboxPolicyStatusResponse {
+  public func getSandboxPolicyStatus(request: Openshell_V1_GetSandboxPolicyStatusRequest, context: ServerContext) async throws
+    -> Openshell_V1_GetSandboxPolicyStatusResponse
+  {
     let history = try await policyHistory(sandbox: request.sandbox, global: request.global, scope: request.workspaceScope, rpc: "GetSandboxPolicyStatus")
     let revision = request.version == 0 ? history.latest : history.revision(request.version)
     guard let revision else { throw RPCError(code: .notFound, message: "no policy revision found for this \(request.global ? "gateway (global)" : "sandbox")") }
@@ -269,7 +311,9 @@ extension OpenShellService {
     }
   }
 
-  public func listSandboxPolicies(request: Openshell_V1_ListSandboxPoliciesRequest, context: ServerContext) async throws -> Openshell_V1_ListSandboxPoliciesResponse {
+  public func listSandboxPolicies(request: Openshell_V1_ListSandboxPoliciesRequest, context: ServerContext) async throws
+    -> Openshell_V1_ListSandboxPoliciesResponse
+  {
     let history = try await policyHistory(sandbox: request.sandbox, global: request.global, scope: request.workspaceScope, rpc: "ListSandboxPolicies")
     let newestFirst = history.revisions.reversed().map { $0 }
     // Keys sort like the list (newest first): 10 digits of (max - version).
@@ -284,7 +328,9 @@ extension OpenShellService {
 
   // MARK: supervisor acknowledgement
 
-  public func reportPolicyStatus(request: Openshell_V1_ReportPolicyStatusRequest, context: ServerContext) async throws -> Openshell_V1_ReportPolicyStatusResponse {
+  public func reportPolicyStatus(request: Openshell_V1_ReportPolicyStatusRequest, context: ServerContext) async throws
+    -> Openshell_V1_ReportPolicyStatusResponse
+  {
     let id = try sandboxCaller("ReportPolicyStatus", claimed: request.sandboxID)
     guard request.version > 0 else { throw RPCErrors.invalidArgument(field: "version", "version must be greater than 0") }
     guard request.status == .loaded || request.status == .failed else {
@@ -302,18 +348,45 @@ extension OpenShellService {
         throw RPCError(code: .notFound, message: "policy revision \(request.version) of sandbox \(id) not found")
       }
       if request.status == .failed {
-        guard r.status != .failed || r.message != request.loadError else { return initial.isEmpty ? Decision(events: [], noop: true) : Decision(events: initial) }
-        return Decision(events: initial + [GatewayEvent(.policyRevisionFailed(.with { $0.sandboxID = id; $0.version = r.version; $0.message = request.loadError }))])
+        guard r.status != .failed || r.message != request.loadError else {
+          return initial.isEmpty ? Decision(events: [], noop: true) : Decision(events: initial)
+        }
+        return Decision(
+          events: initial + [
+            GatewayEvent(
+              .policyRevisionFailed(
+                .with {
+                  $0.sandboxID = id; $0.version = r.version; $0.message = request.loadError
+                }))
+          ])
       }
       if r.status == .loaded { return initial.isEmpty ? Decision(events: [], noop: true) : Decision(events: initial) }
       if r.version < history.activeVersion {
         // A late acknowledgement of an older revision: it is already replaced.
         guard r.status != .superseded else { return initial.isEmpty ? Decision(events: [], noop: true) : Decision(events: initial) }
-        return Decision(events: initial + [GatewayEvent(.policyRevisionSuperseded(.with { $0.sandboxID = id; $0.version = r.version; $0.supersededBy = history.activeVersion }))])
+        return Decision(
+          events: initial + [
+            GatewayEvent(
+              .policyRevisionSuperseded(
+                .with {
+                  $0.sandboxID = id; $0.version = r.version; $0.supersededBy = history.activeVersion
+                }))
+          ])
       }
-      var events = [GatewayEvent(.policyRevisionLoaded(.with { $0.sandboxID = id; $0.version = r.version }))]
+      var events = [
+        GatewayEvent(
+          .policyRevisionLoaded(
+            .with {
+              $0.sandboxID = id; $0.version = r.version
+            }))
+      ]
       for old in history.revisions where old.version < r.version && (old.status == .pending || old.status == .loaded) {
-        events.append(GatewayEvent(.policyRevisionSuperseded(.with { $0.sandboxID = id; $0.version = old.version; $0.supersededBy = r.version })))
+        events.append(
+          GatewayEvent(
+            .policyRevisionSuperseded(
+              .with {
+                $0.sandboxID = id; $0.version = old.version; $0.supersededBy = r.version
+              })))
       }
       return Decision(events: initial + events)
     }
@@ -328,12 +401,13 @@ extension OpenShellService {
     for id in sandboxIDs {
       guard let s = state.sandboxes[id], hub.connectedInstance(id) != nil else { continue }
       let snapshot = ConfigModel.snapshot(s, state)
-      hub.send(.with {
-        $0.configUpdate = .with {
-          $0.updateID = "sandbox-config-\(snapshot.configRevision)"
-          $0.sandboxConfig = snapshot
-        }
-      }, to: id)
+      hub.send(
+        .with {
+          $0.configUpdate = .with {
+            $0.updateID = "sandbox-config-\(snapshot.configRevision)"
+            $0.sandboxConfig = snapshot
+          }
+        }, to: id)
     }
   }
 }

@@ -114,22 +114,28 @@ struct ConfigModel {
   /// The `policy.revision_submitted` event of revision 1 for a creation policy.
   static func initialRevision(sandboxID: String, _ policy: Openshell_Sandbox_V1_SandboxPolicy) -> GatewayEvent {
     let p = PolicyRules.normalized(policy)
-    return GatewayEvent(.policyRevisionSubmitted(.with {
-      $0.sandboxID = sandboxID
-      $0.version = 1
-      $0.contentSha256 = PolicyRules.hash(p)
-      $0.policy = PolicyRules.canonicalBytes(p)
-    }))
+    return GatewayEvent(
+      .policyRevisionSubmitted(
+        .with {
+          $0.sandboxID = sandboxID
+          $0.version = 1
+          $0.contentSha256 = PolicyRules.hash(p)
+          $0.policy = PolicyRules.canonicalBytes(p)
+        }))
   }
 
   /// Effective settings: global keys win (a key set globally cannot be set per sandbox).
   static func settings(_ sandboxID: String, _ state: GatewayState) -> [String: Openshell_Sandbox_V1_EffectiveSetting] {
     var out: [String: Openshell_Sandbox_V1_EffectiveSetting] = [:]
     for (k, v) in state.settings[sandboxID] ?? [:] {
-      out[k] = .with { $0.value = SettingsRegistry.wire(key: k, v); $0.scope = .sandbox }
+      out[k] = .with {
+        $0.value = SettingsRegistry.wire(key: k, v); $0.scope = .sandbox
+      }
     }
     for (k, v) in state.settings[SettingsRegistry.globalScope] ?? [:] {
-      out[k] = .with { $0.value = SettingsRegistry.wire(key: k, v); $0.scope = .global }
+      out[k] = .with {
+        $0.value = SettingsRegistry.wire(key: k, v); $0.scope = .global
+      }
     }
     return out
   }

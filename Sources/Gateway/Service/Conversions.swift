@@ -77,8 +77,14 @@ enum Wire {
 
 /// Readable, unique-enough sandbox names (`adjective-animal`), as OpenShell generates them.
 enum NameGenerator {
-  static let adjectives = ["happy", "brave", "calm", "eager", "fancy", "gentle", "jolly", "kind", "lively", "proud", "quick", "silly", "witty", "zesty", "bold", "bright", "clever", "daring", "keen", "merry"]
-  static let animals = ["otter", "lynx", "panda", "falcon", "badger", "heron", "koala", "marmot", "narwhal", "ocelot", "puffin", "quokka", "raven", "salmon", "tapir", "walrus", "yak", "zebra", "beaver", "gecko"]
+  static let adjectives = [
+    "happy", "brave", "calm", "eager", "fancy", "gentle", "jolly", "kind", "lively", "proud", "quick", "silly", "witty", "zesty", "bold", "bright", "clever",
+    "daring", "keen", "merry",
+  ]
+  static let animals = [
+    "otter", "lynx", "panda", "falcon", "badger", "heron", "koala", "marmot", "narwhal", "ocelot", "puffin", "quokka", "raven", "salmon", "tapir", "walrus",
+    "yak", "zebra", "beaver", "gecko",
+  ]
 
   static func generate(taken: (String) -> Bool) -> String {
     for attempt in 0..<200 {

@@ -44,9 +44,10 @@ extension OpenShellService {
     let actor = CallerIdentity.current.actor
     let execID = RandomID.uuid()
     let started = ContinuousClock.now
-    let secrets = vault.map {
-      AuditRecorder.providerSecrets(workspace: sandbox.workspace, state: state, vault: $0) + SandboxEnvironmentSecrets.sealedValues(of: sandbox, vault: $0)
-    } ?? []
+    let secrets =
+      vault.map {
+        AuditRecorder.providerSecrets(workspace: sandbox.workspace, state: state, vault: $0) + SandboxEnvironmentSecrets.sealedValues(of: sandbox, vault: $0)
+      } ?? []
     try await audit.execStarted(sandboxID: sandbox.id, execID: execID, command: request.command, tty: request.tty, secrets: secrets, actor: actor)
     channel.send(try resolved.serializedData())
     // gRPC reports a cancelled RPC (the client went away, its deadline passed) through the context's

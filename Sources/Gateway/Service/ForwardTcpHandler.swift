@@ -19,7 +19,9 @@ extension OpenShellService {
   /// `target.tcp{host, port}` forwards to 127.0.0.1:`port` inside the sandbox's network namespace with the
   /// same token and checks (``relayTarget(_:)``: INVALID_ARGUMENT for a port outside 1-65535 or a host
   /// that is not loopback); nothing listening there is UNAVAILABLE naming the port.
-  public func forwardTcp(request: RPCAsyncSequence<Openshell_V1_TcpForwardFrame, any Error>, response: RPCWriter<Openshell_V1_TcpForwardFrame>, context: ServerContext) async throws {
+  public func forwardTcp(
+    request: RPCAsyncSequence<Openshell_V1_TcpForwardFrame, any Error>, response: RPCWriter<Openshell_V1_TcpForwardFrame>, context: ServerContext
+  ) async throws {
     let caller = try userCaller("ForwardTcp")
     let hub = try requireHub("ForwardTcp")
     var iterator = request.makeAsyncIterator()
@@ -49,9 +51,13 @@ extension OpenShellService {
     }
     let tunnelID = RandomID.uuid()
     _ = try await store.execute(actor: caller.actor, requestID: "") { _ in
-      Decision(events: [GatewayEvent(.sshTunnelOpened(.with {
-        $0.tunnelID = tunnelID; $0.sessionID = session.id; $0.sandboxID = sandbox.id; $0.target = target.name
-      }))])
+      Decision(events: [
+        GatewayEvent(
+          .sshTunnelOpened(
+            .with {
+              $0.tunnelID = tunnelID; $0.sessionID = session.id; $0.sandboxID = sandbox.id; $0.target = target.name
+            }))
+      ])
     }
     let started = ContinuousClock.now
     let counter = ByteCounter()
@@ -64,7 +70,8 @@ extension OpenShellService {
         try? await Task.sleep(for: .seconds(1))
         let current = await store.state.sshSessions[session.id]
         let why: String? =
-          current == nil || current!.revoked ? "session revoked"
+          current == nil || current!.revoked
+          ? "session revoked"
           : (current!.expiresNs > 0 && SSHSessionToken.nowNs() >= current!.expiresNs) ? "session expired" : nil
         if let why, !Task.isCancelled {
           ended.set(why)
@@ -88,12 +95,14 @@ extension OpenShellService {
     channel.finish()
     if let why = ended.value { reason = why }
     let duration = ContinuousClock.now - started
-    let closed = GatewayEvent(.sshTunnelClosed(.with {
-      $0.tunnelID = tunnelID; $0.sessionID = session.id; $0.sandboxID = sandbox.id
-      $0.bytesToSandbox = counter.up; $0.bytesFromSandbox = counter.down
-      $0.durationMs = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
-      $0.reason = String(reason.prefix(500))
-    }))
+    let closed = GatewayEvent(
+      .sshTunnelClosed(
+        .with {
+          $0.tunnelID = tunnelID; $0.sessionID = session.id; $0.sandboxID = sandbox.id
+          $0.bytesToSandbox = counter.up; $0.bytesFromSandbox = counter.down
+          $0.durationMs = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+          $0.reason = String(reason.prefix(500))
+        }))
     _ = try? await store.execute(actor: caller.actor, requestID: "") { _ in Decision(events: [closed]) }
   }
 
@@ -118,10 +127,15 @@ extension OpenShellService {
       }
       guard ["", "127.0.0.1", "localhost"].contains(t.host.lowercased()) else {
         throw RPCErrors.invalidArgument(
-          field: "init.tcp.host", "only the sandbox's own loopback can be forwarded to (127.0.0.1 or localhost), not \(String(t.host.prefix(100)).debugDescription)")
+          field: "init.tcp.host",
+          "only the sandbox's own loopback can be forwarded to (127.0.0.1 or localhost), not \(String(t.host.prefix(100)).debugDescription)")
       }
       return ForwardTarget(
-        service: SandboxProtocol.tcpForwardService, relay: .tcp(.with { $0.host = "127.0.0.1"; $0.port = t.port }), name: "tcp:127.0.0.1:\(t.port)")
+        service: SandboxProtocol.tcpForwardService,
+        relay: .tcp(
+          .with {
+            $0.host = "127.0.0.1"; $0.port = t.port
+          }), name: "tcp:127.0.0.1:\(t.port)")
     case nil:
       throw RPCErrors.invalidArgument(field: "init.target", "is required (ssh or tcp)")
     }

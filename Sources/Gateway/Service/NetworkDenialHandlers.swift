@@ -17,7 +17,9 @@ extension OpenShellService {
   ///
   /// Errors: PERMISSION_DENIED for callers that are not the sandbox's supervisor; NOT_FOUND for an
   /// unknown sandbox; INVALID_ARGUMENT for an empty report or one with more than 200 summaries.
-  public func submitPolicyAnalysis(request: Openshell_V1_SubmitPolicyAnalysisRequest, context: ServerContext) async throws -> Openshell_V1_SubmitPolicyAnalysisResponse {
+  public func submitPolicyAnalysis(request: Openshell_V1_SubmitPolicyAnalysisRequest, context: ServerContext) async throws
+    -> Openshell_V1_SubmitPolicyAnalysisResponse
+  {
     let claimed = request.summaries.first?.sandboxID ?? ""
     let id = try sandboxCaller("SubmitPolicyAnalysis", claimed: claimed)
     guard request.summaries.allSatisfy({ $0.sandboxID.isEmpty || $0.sandboxID == id }) else {

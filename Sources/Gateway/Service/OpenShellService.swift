@@ -74,7 +74,9 @@ public struct OpenShellService: Openshell_V1_OpenShell.SimpleServiceProtocol, Se
   // MARK: health and info
 
   public func health(request: Openshell_V1_HealthRequest, context: ServerContext) async throws -> Openshell_V1_HealthResponse {
-    .with { $0.status = .healthy; $0.version = version }
+    .with {
+      $0.status = .healthy; $0.version = version
+    }
   }
 
   public func getGatewayInfo(request: Openshell_V1_GetGatewayInfoRequest, context: ServerContext) async throws -> Openshell_V1_GetGatewayInfoResponse {

@@ -49,7 +49,8 @@ extension OpenShellService {
     if map.count > ProviderLimits.maxEntries { throw RPCErrors.invalidArgument(field: field, "at most \(ProviderLimits.maxEntries) credentials") }
     for (k, v) in map {
       guard ProviderCatalog.isEnvironmentName(k), k.utf8.count <= ProviderLimits.maxKeyLength else {
-        throw RPCErrors.invalidArgument(field: field, "credential key \(k.debugDescription) must match [A-Za-z_][A-Za-z0-9_]* and be at most \(ProviderLimits.maxKeyLength) characters")
+        throw RPCErrors.invalidArgument(
+          field: field, "credential key \(k.debugDescription) must match [A-Za-z_][A-Za-z0-9_]* and be at most \(ProviderLimits.maxKeyLength) characters")
       }
       if v.isEmpty && !update { throw RPCErrors.invalidArgument(field: field, "credential \(k) has an empty value") }
       if v.utf8.count > ProviderLimits.maxCredentialValueBytes {
@@ -62,7 +63,8 @@ extension OpenShellService {
     if map.count > ProviderLimits.maxEntries { throw RPCErrors.invalidArgument(field: field, "at most \(ProviderLimits.maxEntries) config entries") }
     for (k, v) in map {
       if k.isEmpty || k.utf8.count > ProviderLimits.maxKeyLength || k.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
-        throw RPCErrors.invalidArgument(field: field, "config key \(k.debugDescription) must be 1-\(ProviderLimits.maxKeyLength) characters without control characters")
+        throw RPCErrors.invalidArgument(
+          field: field, "config key \(k.debugDescription) must be 1-\(ProviderLimits.maxKeyLength) characters without control characters")
       }
       if v.utf8.count > ProviderLimits.maxConfigValueBytes {
         throw RPCErrors.invalidArgument(field: field, "config value of \(k) is longer than \(ProviderLimits.maxConfigValueBytes) bytes")
@@ -74,10 +76,15 @@ extension OpenShellService {
   func providerType(_ raw: String) throws -> String {
     if raw.isEmpty { throw RPCErrors.invalidArgument(field: "provider.type", "is required") }
     if let t = ProviderCatalog.normalize(raw) { return t }
-    let ok = raw.utf8.count <= ProviderLimits.maxTypeLength && raw.unicodeScalars.allSatisfy {
-      $0.isASCII && (CharacterSet.lowercaseLetters.contains($0) || CharacterSet.decimalDigits.contains($0) || "-_.".unicodeScalars.contains($0))
+    let ok =
+      raw.utf8.count <= ProviderLimits.maxTypeLength
+      && raw.unicodeScalars.allSatisfy {
+        $0.isASCII && (CharacterSet.lowercaseLetters.contains($0) || CharacterSet.decimalDigits.contains($0) || "-_.".unicodeScalars.contains($0))
+      }
+    guard ok else {
+      throw RPCErrors.invalidArgument(
+        field: "provider.type", "unknown provider type \(raw.debugDescription); known types: \(ProviderCatalog.types.joined(separator: ", "))")
     }
-    guard ok else { throw RPCErrors.invalidArgument(field: "provider.type", "unknown provider type \(raw.debugDescription); known types: \(ProviderCatalog.types.joined(separator: ", "))") }
     return raw
   }
 
@@ -91,7 +98,9 @@ extension OpenShellService {
       do { sealed = try vault.seal(v, keyID: keyID, name: k) } catch {
         throw RPCError(code: .internalError, message: "credential \(k) could not be sealed")
       }
-      return .with { $0.key = k; $0.sealed = sealed }
+      return .with {
+        $0.key = k; $0.sealed = sealed
+      }
     }
   }
 
@@ -102,7 +111,8 @@ extension OpenShellService {
   static func refuseLabels(_ p: Openshell_Datamodel_V1_Provider) throws {
     guard !p.metadata.labels.isEmpty else { return }
     throw RPCErrors.invalidArgument(
-      field: "provider.metadata.labels", "provider labels are not supported yet (got \(p.metadata.labels.keys.sorted().joined(separator: ", "))); create the provider without labels")
+      field: "provider.metadata.labels",
+      "provider labels are not supported yet (got \(p.metadata.labels.keys.sorted().joined(separator: ", "))); create the provider without labels")
   }
 
   // MARK: CRUD
@@ -123,14 +133,19 @@ extension OpenShellService {
     do {
       keyID = try vault.createDataKey()
     } catch let e as SecretVault.VaultError where e.errno == ENOSPC || e.errno == EDQUOT {
-      throw RPCError(code: .resourceExhausted, message: "the gateway's disk is full: cannot store the provider's data key; nothing was recorded; free space on the gateway host and retry")
+      throw RPCError(
+        code: .resourceExhausted,
+        message: "the gateway's disk is full: cannot store the provider's data key; nothing was recorded; free space on the gateway host and retry")
     } catch {
       Logger(label: "openshell.gateway.providers").error("CreateProvider: cannot create a data key: \(error)")
       throw RPCError(code: .internalError, message: "cannot create a data key for the provider (see the gateway log)")
     }
     let result: (state: GatewayState, seqs: ClosedRange<UInt64>?, decision: Decision)
     do {
-      result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "CreateProvider", target: Self.requestTarget(request.workspaceScope, request.provider.metadata.name)) { state in
+      result = try await store.execute(
+        actor: caller.actor, requestID: request.requestID, rpc: "CreateProvider",
+        target: Self.requestTarget(request.workspaceScope, request.provider.metadata.name)
+      ) { state in
         let ws = try workspace(request.workspaceScope, state)
         var name = p.metadata.name
         if name.isEmpty {
@@ -139,15 +154,17 @@ extension OpenShellService {
         guard state.provider(named: name, workspace: ws) == nil else { throw RPCErrors.alreadyExists("provider \(ws)/\(name)") }
         let id = RandomID.uuid()
         let sealed = try sealAll(vault, p.credentials.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, keyID: keyID)
-        let event = GatewayEvent(.providerCreated(.with {
-          $0.id = id
-          $0.name = name
-          $0.workspace = ws
-          $0.type = type
-          $0.config = p.config
-          $0.credentials = sealed
-          $0.dataKeyID = keyID
-        }))
+        let event = GatewayEvent(
+          .providerCreated(
+            .with {
+              $0.id = id
+              $0.name = name
+              $0.workspace = ws
+              $0.type = type
+              $0.config = p.config
+              $0.credentials = sealed
+              $0.dataKeyID = keyID
+            }))
         return Decision(
           events: [event], claims: ["provider/\(ws)/\(name)"], sharedClaims: ["workspace/\(ws)"], expecting: [.provider(id): .noStream], target: id)
       }
@@ -177,7 +194,9 @@ extension OpenShellService {
     let items = state.providers.values.filter { (scope == nil || $0.workspace == scope) && sel.matches([:]) }
       .sorted { ($0.workspace, $0.name) < ($1.workspace, $1.name) }
     let page = try Pagination.page(items, key: { "\($0.workspace)/\($0.name)" }, pageSize: request.pageSize, pageToken: request.pageToken)
-    return .with { $0.providers = page.items.map(Wire.provider); $0.nextPageToken = page.next }
+    return .with {
+      $0.providers = page.items.map(Wire.provider); $0.nextPageToken = page.next
+    }
   }
 
   public func updateProvider(request: Openshell_V1_UpdateProviderRequest, context: ServerContext) async throws -> Openshell_V1_ProviderResponse {
@@ -190,7 +209,10 @@ extension OpenShellService {
     try checkCredentials(p.credentials, field: "provider.credentials", update: true)
     try checkConfig(p.config, field: "provider.config")
     let requestedType = p.type.isEmpty ? nil : try providerType(p.type)
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "UpdateProvider", target: Self.requestTarget(request.workspaceScope, request.provider.metadata.name)) { state in
+    let result = try await store.execute(
+      actor: caller.actor, requestID: request.requestID, rpc: "UpdateProvider",
+      target: Self.requestTarget(request.workspaceScope, request.provider.metadata.name)
+    ) { state in
       let ws = try workspace(request.workspaceScope, state)
       guard let cur = state.provider(named: name, workspace: ws) else { throw RPCErrors.notFound("provider \(ws)/\(name)") }
       if let requestedType, requestedType != cur.type {
@@ -221,16 +243,24 @@ extension OpenShellService {
       var events: [GatewayEvent] = []
       if !added.isEmpty || !removed.isEmpty || !setConfig.isEmpty || !removedConfig.isEmpty {
         let sealed = try sealAll(vault, added, keyID: cur.dataKeyID)
-        events.append(GatewayEvent(.providerUpdated(.with {
-          $0.id = cur.id
-          $0.setConfig = setConfig
-          $0.removedConfig = removedConfig
-          $0.setCredentials = sealed
-          $0.removedCredentials = removed
-        })))
+        events.append(
+          GatewayEvent(
+            .providerUpdated(
+              .with {
+                $0.id = cur.id
+                $0.setConfig = setConfig
+                $0.removedConfig = removedConfig
+                $0.setCredentials = sealed
+                $0.removedCredentials = removed
+              })))
       }
       for sealed in try sealAll(vault, rotated, keyID: cur.dataKeyID) {
-        events.append(GatewayEvent(.providerCredentialRotated(.with { $0.id = cur.id; $0.credential = sealed })))
+        events.append(
+          GatewayEvent(
+            .providerCredentialRotated(
+              .with {
+                $0.id = cur.id; $0.credential = sealed
+              })))
       }
       if events.isEmpty { return Decision(events: [], target: cur.id, noop: true) }
       return Decision(events: events, claims: ["provider-id/\(cur.id)"], target: cur.id)
@@ -240,7 +270,9 @@ extension OpenShellService {
   }
 
   /// DeleteProvider with access to the request metadata (`x-openshell-force`).
-  public func deleteProvider(request: ServerRequest<Openshell_V1_DeleteProviderRequest>, context: ServerContext) async throws -> ServerResponse<Openshell_V1_DeleteProviderResponse> {
+  public func deleteProvider(request: ServerRequest<Openshell_V1_DeleteProviderRequest>, context: ServerContext) async throws -> ServerResponse<
+    Openshell_V1_DeleteProviderResponse
+  > {
     let force = request.metadata[stringValues: Self.forceDeleteHeader].contains { ["true", "1", "yes"].contains($0.lowercased()) }
     let message = try await ProviderCall.$force.withValue(force) { try await deleteProvider(request: request.message, context: context) }
     return ServerResponse(message: message, metadata: [:])
@@ -251,7 +283,9 @@ extension OpenShellService {
     let vault = try requireVault("DeleteProvider")
     let force = ProviderCall.force
     let before = await store.state
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "DeleteProvider", target: Self.requestTarget(request.workspaceScope, request.name)) { state in
+    let result = try await store.execute(
+      actor: caller.actor, requestID: request.requestID, rpc: "DeleteProvider", target: Self.requestTarget(request.workspaceScope, request.name)
+    ) { state in
       let ws = try workspace(request.workspaceScope, state)
       guard let p = state.provider(named: request.name, workspace: ws) else {
         if request.allowMissing { return Decision(events: []) }
@@ -264,16 +298,29 @@ extension OpenShellService {
             + "detach it or delete the sandboxes first, or delete with --force (which detaches it)")
       }
       // Inference routes name providers of the default workspace; a route must not outlive its provider.
-      let routes = ws == InferenceService.providerWorkspace
+      let routes =
+        ws == InferenceService.providerWorkspace
         ? state.inferenceRoutes.values.filter { $0.provider == p.name }.map(\.route).sorted() : []
       if !routes.isEmpty && !force {
         throw RPCErrors.failedPrecondition(
           "provider \(ws)/\(p.name) is used by inference route\(routes.count == 1 ? "" : "s") \(routes.joined(separator: ", ")); "
-            + "point the route at another provider (openshell inference set) or delete it (openshell inference delete) first, or delete with --force (which deletes the route)")
+            + "point the route at another provider (openshell inference set) or delete it (openshell inference delete) first, or delete with --force (which deletes the route)"
+        )
       }
-      var events = users.map { s in GatewayEvent(.sandboxProviderDetached(.with { $0.sandboxID = s.id; $0.provider = p.name })) }
+      var events = users.map { s in
+        GatewayEvent(
+          .sandboxProviderDetached(
+            .with {
+              $0.sandboxID = s.id; $0.provider = p.name
+            }))
+      }
       events += routes.map { r in GatewayEvent(.inferenceRouteDeleted(.with { $0.route = r })) }
-      events.append(GatewayEvent(.providerDeleted(.with { $0.id = p.id; $0.name = p.name; $0.workspace = p.workspace })))
+      events.append(
+        GatewayEvent(
+          .providerDeleted(
+            .with {
+              $0.id = p.id; $0.name = p.name; $0.workspace = p.workspace
+            })))
       if !routes.isEmpty {
         var next = state
         for (i, e) in events.enumerated() { next.apply(e, seq: state.lastSeq + UInt64(i) + 1, timestampNs: 0) }
@@ -290,7 +337,9 @@ extension OpenShellService {
     // orphan key that the start-up janitor destroys.
     let known = before.providers[id].map { (name: $0.name, workspace: $0.workspace, keyID: $0.dataKeyID) }
     if let p = known ?? (try? priorProvider(id)) {
-      do { try vault.destroyDataKey(p.keyID) } catch { throw RPCError(code: .internalError, message: "provider deleted but its data key could not be destroyed: \(error)") }
+      do { try vault.destroyDataKey(p.keyID) } catch {
+        throw RPCError(code: .internalError, message: "provider deleted but its data key could not be destroyed: \(error)")
+      }
     }
     return .with { $0.outcome = .completed }
   }
@@ -311,10 +360,13 @@ extension OpenShellService {
 
   /// Operator identity only (mTLS client certificate with `OU=operator`). Returns exactly the
   /// requested keys, or an error.
-  public func getProviderCredentials(request: Openshell_V1_GetProviderCredentialsRequest, context: ServerContext) async throws -> Openshell_V1_GetProviderCredentialsResponse {
+  public func getProviderCredentials(request: Openshell_V1_GetProviderCredentialsRequest, context: ServerContext) async throws
+    -> Openshell_V1_GetProviderCredentialsResponse
+  {
     let caller = CallerIdentity.current
     guard caller.isOperator else {
-      throw RPCErrors.permissionDenied("GetProviderCredentials is only available to the operator identity (mTLS client certificate with OU=operator), not to \(caller.actor)")
+      throw RPCErrors.permissionDenied(
+        "GetProviderCredentials is only available to the operator identity (mTLS client certificate with OU=operator), not to \(caller.actor)")
     }
     let vault = try requireVault("GetProviderCredentials")
     if request.name.isEmpty || request.name.utf8.count > 253 { throw RPCErrors.invalidArgument(field: "name", "must be 1-253 bytes") }
@@ -335,7 +387,9 @@ extension OpenShellService {
     let ws = try workspace(request.workspaceScope, state)
     guard let p = state.provider(named: request.name, workspace: ws) else { throw RPCErrors.notFound("provider \(ws)/\(request.name)") }
     let missing = keys.filter { p.credentials[$0] == nil }
-    if !missing.isEmpty { throw RPCErrors.notFound("credential\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) of provider \(ws)/\(p.name)") }
+    if !missing.isEmpty {
+      throw RPCErrors.notFound("credential\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) of provider \(ws)/\(p.name)")
+    }
     var out: [String: Openshell_V1_ProviderCredentialValue] = [:]
     for k in keys {
       do {
@@ -349,7 +403,9 @@ extension OpenShellService {
     return .with { $0.credentials = out }
   }
 
-  public func rotateProviderCredential(request: Openshell_V1_RotateProviderCredentialRequest, context: ServerContext) async throws -> Openshell_V1_RotateProviderCredentialResponse {
+  public func rotateProviderCredential(request: Openshell_V1_RotateProviderCredentialRequest, context: ServerContext) async throws
+    -> Openshell_V1_RotateProviderCredentialResponse
+  {
     _ = try userCaller("RotateProviderCredential")
     let state = await store.state
     let ws = try workspace(request.workspaceScope, state)
@@ -361,7 +417,9 @@ extension OpenShellService {
   }
 
   /// A sandbox's supervisor, for its own sandbox only (PERMISSION_DENIED otherwise).
-  public func getSandboxProviderEnvironment(request: Openshell_V1_GetSandboxProviderEnvironmentRequest, context: ServerContext) async throws -> Openshell_V1_GetSandboxProviderEnvironmentResponse {
+  public func getSandboxProviderEnvironment(request: Openshell_V1_GetSandboxProviderEnvironmentRequest, context: ServerContext) async throws
+    -> Openshell_V1_GetSandboxProviderEnvironmentResponse
+  {
     let id = try sandboxCaller("GetSandboxProviderEnvironment", claimed: request.sandboxID)
     let vault = try requireVault("GetSandboxProviderEnvironment")
     let env = try ProviderEnvironmentResolver.resolve(sandboxID: id, state: await store.state, vault: vault)
@@ -376,29 +434,44 @@ extension OpenShellService {
 
   // MARK: sandbox attachments
 
-  public func listSandboxProviders(request: Openshell_V1_ListSandboxProvidersRequest, context: ServerContext) async throws -> Openshell_V1_ListSandboxProvidersResponse {
+  public func listSandboxProviders(request: Openshell_V1_ListSandboxProvidersRequest, context: ServerContext) async throws
+    -> Openshell_V1_ListSandboxProvidersResponse
+  {
     _ = try userCaller("ListSandboxProviders")
     let state = await store.state
     let ws = try workspace(request.workspaceScope, state)
     guard let s = state.sandbox(named: request.sandbox, workspace: ws) else { throw RPCErrors.notFound("sandbox \(ws)/\(request.sandbox)") }
     let items: [Openshell_Datamodel_V1_Provider] = s.providers.map { name in
       if let p = state.provider(named: name, workspace: ws) { return Wire.provider(p) }
-      return .with { $0.metadata.name = name; $0.metadata.workspace = ws }
+      return .with {
+        $0.metadata.name = name; $0.metadata.workspace = ws
+      }
     }
     let page = try Pagination.page(items, key: \.metadata.name, pageSize: request.pageSize, pageToken: request.pageToken)
-    return .with { $0.providers = page.items; $0.nextPageToken = page.next }
+    return .with {
+      $0.providers = page.items; $0.nextPageToken = page.next
+    }
   }
 
-  public func attachSandboxProvider(request: Openshell_V1_AttachSandboxProviderRequest, context: ServerContext) async throws -> Openshell_V1_AttachSandboxProviderResponse {
+  public func attachSandboxProvider(request: Openshell_V1_AttachSandboxProviderRequest, context: ServerContext) async throws
+    -> Openshell_V1_AttachSandboxProviderResponse
+  {
     let caller = try userCaller("AttachSandboxProvider")
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "AttachSandboxProvider", target: Self.requestTarget(request.workspaceScope, "\(request.sandbox)/\(request.provider)")) { state in
+    let result = try await store.execute(
+      actor: caller.actor, requestID: request.requestID, rpc: "AttachSandboxProvider",
+      target: Self.requestTarget(request.workspaceScope, "\(request.sandbox)/\(request.provider)")
+    ) { state in
       let (s, ws) = try attachmentTarget(state, request.workspaceScope, request.sandbox, request.expectedResourceVersion)
       guard state.provider(named: request.provider, workspace: ws) != nil else {
         throw RPCErrors.failedPrecondition("provider \(request.provider) does not exist in workspace \(ws)")
       }
       if s.providers.contains(request.provider) { return Decision(events: [], target: s.id, noop: true) }
       if s.providers.count >= 32 { throw RPCErrors.failedPrecondition("sandbox \(ws)/\(s.name) already has 32 providers") }
-      let event = GatewayEvent(.sandboxProviderAttached(.with { $0.sandboxID = s.id; $0.provider = request.provider }))
+      let event = GatewayEvent(
+        .sandboxProviderAttached(
+          .with {
+            $0.sandboxID = s.id; $0.provider = request.provider
+          }))
       return Decision(events: [event], claims: ["sandbox-id/\(s.id)"], target: s.id)
     }
     guard let s = result.state.sandboxes[result.decision.target] else { throw RPCErrors.notFound("sandbox \(request.sandbox)") }
@@ -408,12 +481,21 @@ extension OpenShellService {
     }
   }
 
-  public func detachSandboxProvider(request: Openshell_V1_DetachSandboxProviderRequest, context: ServerContext) async throws -> Openshell_V1_DetachSandboxProviderResponse {
+  public func detachSandboxProvider(request: Openshell_V1_DetachSandboxProviderRequest, context: ServerContext) async throws
+    -> Openshell_V1_DetachSandboxProviderResponse
+  {
     let caller = try userCaller("DetachSandboxProvider")
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "DetachSandboxProvider", target: Self.requestTarget(request.workspaceScope, "\(request.sandbox)/\(request.provider)")) { state in
+    let result = try await store.execute(
+      actor: caller.actor, requestID: request.requestID, rpc: "DetachSandboxProvider",
+      target: Self.requestTarget(request.workspaceScope, "\(request.sandbox)/\(request.provider)")
+    ) { state in
       let (s, _) = try attachmentTarget(state, request.workspaceScope, request.sandbox, request.expectedResourceVersion)
       guard s.providers.contains(request.provider) else { return Decision(events: [], target: s.id, noop: true) }
-      let event = GatewayEvent(.sandboxProviderDetached(.with { $0.sandboxID = s.id; $0.provider = request.provider }))
+      let event = GatewayEvent(
+        .sandboxProviderDetached(
+          .with {
+            $0.sandboxID = s.id; $0.provider = request.provider
+          }))
       return Decision(events: [event], claims: ["sandbox-id/\(s.id)"], target: s.id)
     }
     guard let s = result.state.sandboxes[result.decision.target] else { throw RPCErrors.notFound("sandbox \(request.sandbox)") }
@@ -424,7 +506,9 @@ extension OpenShellService {
   }
 
   /// The sandbox an attach/detach acts on, checked against `expected_resource_version` (0 = no check).
-  func attachmentTarget(_ state: GatewayState, _ scope: Openshell_Datamodel_V1_WorkspaceSelector, _ name: String, _ expected: UInt64) throws -> (SandboxRecord, String) {
+  func attachmentTarget(_ state: GatewayState, _ scope: Openshell_Datamodel_V1_WorkspaceSelector, _ name: String, _ expected: UInt64) throws -> (
+    SandboxRecord, String
+  ) {
     let ws = try workspace(scope, state)
     guard let s = state.sandbox(named: name, workspace: ws) else { throw RPCErrors.notFound("sandbox \(ws)/\(name)") }
     if s.phase == .deleting { throw RPCErrors.failedPrecondition("sandbox \(ws)/\(name) is being deleted") }

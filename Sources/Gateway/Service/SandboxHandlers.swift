@@ -16,7 +16,9 @@ extension OpenShellService {
     }
     try ObjectLimits.checkSandbox(request)
     try Self.validateSpec(request.spec)
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "CreateSandbox", target: Self.requestTarget(request.workspaceScope, request.name)) { state in
+    let result = try await store.execute(
+      actor: caller.actor, requestID: request.requestID, rpc: "CreateSandbox", target: Self.requestTarget(request.workspaceScope, request.name)
+    ) { state in
       let ws = try workspace(request.workspaceScope, state)
       var name = request.name
       if name.isEmpty {
@@ -47,7 +49,8 @@ extension OpenShellService {
         // Credentials that can no longer be opened would silently be missing in the sandbox.
         if let vault, !p.credentials.isEmpty, !vault.hasDataKey(p.dataKeyID) {
           throw RPCErrors.failedPrecondition(
-            "the credentials of provider \(provider) cannot be decrypted (its data key \(p.dataKeyID) is missing, e.g. after a restore without the archive's keys/); \(RPCErrors.recreateHint(provider))")
+            "the credentials of provider \(provider) cannot be decrypted (its data key \(p.dataKeyID) is missing, e.g. after a restore without the archive's keys/); \(RPCErrors.recreateHint(provider))"
+          )
         }
       }
       var serviceNames = Set<String>()
@@ -75,30 +78,36 @@ extension OpenShellService {
       // made here for an event that is then not appended is an orphan the start-up janitor destroys.
       let sealed = try Self.sealEnvironment(effective, sandboxID: id, vault: vault)
       let spec = Wire.deterministicBytes(sealed.spec)
-      let requested = GatewayEvent(.sandboxRequested(.with {
-        $0.id = id
-        $0.name = name
-        $0.workspace = ws
-        $0.labels = request.labels
-        $0.annotations = request.annotations
-        $0.spec = spec
-        $0.templateName = request.workloadTemplate
-        $0.templateVersion = templateVersion
-        $0.providers = request.spec.providers
-        $0.envKeyID = sealed.keyID
-        $0.sealedEnvironment = sealed.environment
-        $0.sealedTemplateEnvironment = sealed.templateEnvironment
-        $0.serviceExposures = request.serviceExposures.map { e in
-          .with { $0.service = e.service; $0.targetPort = e.targetPort; $0.authorizationMode = e.authorizationMode == .bearerPassthrough ? 2 : 1 }
-        }
-      }))
+      let requested = GatewayEvent(
+        .sandboxRequested(
+          .with {
+            $0.id = id
+            $0.name = name
+            $0.workspace = ws
+            $0.labels = request.labels
+            $0.annotations = request.annotations
+            $0.spec = spec
+            $0.templateName = request.workloadTemplate
+            $0.templateVersion = templateVersion
+            $0.providers = request.spec.providers
+            $0.envKeyID = sealed.keyID
+            $0.sealedEnvironment = sealed.environment
+            $0.sealedTemplateEnvironment = sealed.templateEnvironment
+            $0.serviceExposures = request.serviceExposures.map { e in
+              .with {
+                $0.service = e.service; $0.targetPort = e.targetPort; $0.authorizationMode = e.authorizationMode == .bearerPassthrough ? 2 : 1
+              }
+            }
+          }))
       // Revision 1 (the creation policy) is recorded with the sandbox, pending until its supervisor loads it.
       let initial = request.spec.hasPolicy ? [ConfigModel.initialRevision(sandboxID: id, request.spec.policy)] : []
       return Decision(
         events: [requested] + initial, claims: ["sandbox/\(ws)/\(name)"], sharedClaims: ["workspace/\(ws)"], expecting: [.sandbox(id): .noStream])
     }
     // A retry that raced its first attempt (it waited for that append) returns what the attempt created.
-    if result.seqs == nil, let prior = try await existingSandbox(forRequest: request.requestID, target: Self.requestTarget(request.workspaceScope, request.name)) {
+    if result.seqs == nil,
+      let prior = try await existingSandbox(forRequest: request.requestID, target: Self.requestTarget(request.workspaceScope, request.name))
+    {
       return prior
     }
     guard let seqs = result.seqs, let record = try store.log.record(at: seqs.lowerBound),
@@ -130,7 +139,9 @@ extension OpenShellService {
     do {
       return try SandboxEnvironmentSecrets.seal(spec, sandboxID: sandboxID, vault: vault)
     } catch let e as SecretVault.VaultError where e.errno == ENOSPC || e.errno == EDQUOT {
-      throw RPCError(code: .resourceExhausted, message: "the gateway's disk is full: cannot store the sandbox's environment key; nothing was recorded; free space on the gateway host and retry")
+      throw RPCError(
+        code: .resourceExhausted,
+        message: "the gateway's disk is full: cannot store the sandbox's environment key; nothing was recorded; free space on the gateway host and retry")
     } catch {
       Logger(label: "openshell.gateway.sandboxes").error("CreateSandbox: cannot seal the environment: \(error)")
       throw RPCError(code: .internalError, message: "cannot seal the sandbox's environment values (see the gateway log); nothing was recorded")
@@ -190,7 +201,8 @@ extension OpenShellService {
     try GatewayStore.checkRetry(record, requestID: requestID, rpc: "CreateSandbox", target: target)
     guard record.aggregate.kind == "sandbox" else { return nil }
     guard let s = state.sandboxes[record.aggregate.id] else {
-      throw RPCError(code: .notFound, message: "the sandbox created by request \(requestID.debugDescription) (id \(record.aggregate.id)) has been deleted since")
+      throw RPCError(
+        code: .notFound, message: "the sandbox created by request \(requestID.debugDescription) (id \(record.aggregate.id)) has been deleted since")
     }
     return .with {
       $0.sandbox = Wire.sandbox(s, state: state)
@@ -223,7 +235,9 @@ extension OpenShellService {
 
   public func deleteSandbox(request: Openshell_V1_DeleteSandboxRequest, context: ServerContext) async throws -> Openshell_V1_DeleteSandboxResponse {
     let caller = try userCaller("DeleteSandbox")
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "DeleteSandbox", target: Self.requestTarget(request.workspaceScope, request.name)) { state in
+    let result = try await store.execute(
+      actor: caller.actor, requestID: request.requestID, rpc: "DeleteSandbox", target: Self.requestTarget(request.workspaceScope, request.name)
+    ) { state in
       let ws = try workspace(request.workspaceScope, state)
       guard let s = state.sandbox(named: request.name, workspace: ws) else {
         if request.allowMissing { return Decision(events: []) }
@@ -250,7 +264,9 @@ extension OpenShellService {
 
   public func stopSandbox(request: Openshell_V1_StopSandboxRequest, context: ServerContext) async throws -> Openshell_V1_SandboxResponse {
     let caller = try userCaller("StopSandbox")
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "StopSandbox", target: Self.requestTarget(request.workspaceScope, request.name)) { state in
+    let result = try await store.execute(
+      actor: caller.actor, requestID: request.requestID, rpc: "StopSandbox", target: Self.requestTarget(request.workspaceScope, request.name)
+    ) { state in
       let ws = try workspace(request.workspaceScope, state)
       guard let s = state.sandbox(named: request.name, workspace: ws) else { throw RPCErrors.notFound("sandbox \(ws)/\(request.name)") }
       switch s.phase {
@@ -258,7 +274,13 @@ extension OpenShellService {
       case .deleting: throw RPCErrors.failedPrecondition("sandbox \(ws)/\(s.name) is being deleted")
       default: break
       }
-      var events = [GatewayEvent(.sandboxStopping(.with { $0.id = s.id; $0.reason = "requested by \(caller.actor)" }))]
+      var events = [
+        GatewayEvent(
+          .sandboxStopping(
+            .with {
+              $0.id = s.id; $0.reason = "requested by \(caller.actor)"
+            }))
+      ]
       if driver == nil { events.append(GatewayEvent(.sandboxStopped(.with { $0.id = s.id }))) }
       return Decision(events: events, claims: ["sandbox-id/\(s.id)"], target: s.id)
     }
@@ -268,7 +290,9 @@ extension OpenShellService {
 
   public func startSandbox(request: Openshell_V1_StartSandboxRequest, context: ServerContext) async throws -> Openshell_V1_SandboxResponse {
     let caller = try userCaller("StartSandbox")
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "StartSandbox", target: Self.requestTarget(request.workspaceScope, request.name)) { state in
+    let result = try await store.execute(
+      actor: caller.actor, requestID: request.requestID, rpc: "StartSandbox", target: Self.requestTarget(request.workspaceScope, request.name)
+    ) { state in
       let ws = try workspace(request.workspaceScope, state)
       guard let s = state.sandbox(named: request.name, workspace: ws) else { throw RPCErrors.notFound("sandbox \(ws)/\(request.name)") }
       switch s.phase {
@@ -278,7 +302,12 @@ extension OpenShellService {
       }
       var events = [GatewayEvent(.sandboxStarting(.with { $0.id = s.id }))]
       if driver == nil {
-        events.append(GatewayEvent(.sandboxProvisioning(.with { $0.id = s.id; $0.message = "no compute driver configured" })))
+        events.append(
+          GatewayEvent(
+            .sandboxProvisioning(
+              .with {
+                $0.id = s.id; $0.message = "no compute driver configured"
+              })))
       }
       return Decision(events: events, claims: ["sandbox-id/\(s.id)"], target: s.id)
     }

@@ -68,7 +68,9 @@ extension OpenShellService {
   func serviceResponse(_ s: SandboxRecord, _ e: ServiceExposureRecord) -> Openshell_V1_ServiceEndpointResponse {
     .with {
       $0.endpoint = .with {
-        $0.metadata = .with { m in m.id = "\(s.id)/\(e.service)"; m.name = e.service; m.workspace = s.workspace }
+        $0.metadata = .with { m in
+          m.id = "\(s.id)/\(e.service)"; m.name = e.service; m.workspace = s.workspace
+        }
         $0.sandboxID = s.id
         $0.sandbox = s.name
         $0.name = e.service
@@ -102,7 +104,8 @@ extension OpenShellService {
     let caller = try userCaller("ExposeService")
     try Self.validateExposure(service: request.name, port: request.targetPort, mode: request.authorizationMode, field: "request")
     if request.domain {
-      throw RPCErrors.invalidArgument(field: "domain", "host-based service URLs are not offered by this gateway; services are reached by path (\(ServiceURL.prefix)…)")
+      throw RPCErrors.invalidArgument(
+        field: "domain", "host-based service URLs are not offered by this gateway; services are reached by path (\(ServiceURL.prefix)…)")
     }
     let state = await store.state
     let sandbox = try serviceSandbox(request.sandbox, request.workspaceScope, state)
@@ -111,9 +114,13 @@ extension OpenShellService {
       guard let s = state.sandboxes[sandbox.id], s.deletionRequestedNs == nil else {
         throw RPCErrors.failedPrecondition("sandbox \(sandbox.workspace)/\(sandbox.name) is being deleted")
       }
-      return Decision(events: [GatewayEvent(.serviceExposed(.with {
-        $0.sandboxID = sandbox.id; $0.service = request.name; $0.targetPort = request.targetPort; $0.authorizationMode = mode
-      }))])
+      return Decision(events: [
+        GatewayEvent(
+          .serviceExposed(
+            .with {
+              $0.sandboxID = sandbox.id; $0.service = request.name; $0.targetPort = request.targetPort; $0.authorizationMode = mode
+            }))
+      ])
     }
     guard let s = result.state.sandboxes[sandbox.id], let e = s.serviceExposures.first(where: { $0.service == request.name }) else {
       throw RPCErrors.notFound("sandbox \(sandbox.workspace)/\(sandbox.name)")
@@ -175,7 +182,13 @@ extension OpenShellService {
         if request.allowMissing { return Decision(events: []) }
         throw RPCErrors.notFound("service \(request.name.isEmpty ? "(unnamed)" : request.name) of sandbox \(sandbox.workspace)/\(sandbox.name)")
       }
-      return Decision(events: [GatewayEvent(.serviceDeleted(.with { $0.sandboxID = sandbox.id; $0.service = request.name }))])
+      return Decision(events: [
+        GatewayEvent(
+          .serviceDeleted(
+            .with {
+              $0.sandboxID = sandbox.id; $0.service = request.name
+            }))
+      ])
     }
     return .with { $0.outcome = result.decision.events.isEmpty ? .alreadyAbsent : .completed }
   }

@@ -29,7 +29,8 @@ public final class SSHTunnelSettings: Sendable {
   func acquireTunnel(session: String, sandbox: String) throws {
     try open.withLock { o in
       if o.sessions[session, default: 0] >= Self.maxTunnelsPerSession {
-        throw RPCError(code: .resourceExhausted, message: "ssh session \(session) already has \(Self.maxTunnelsPerSession) open tunnels (the limit per session)")
+        throw RPCError(
+          code: .resourceExhausted, message: "ssh session \(session) already has \(Self.maxTunnelsPerSession) open tunnels (the limit per session)")
       }
       if o.sandboxes[sandbox, default: 0] >= Self.maxTunnelsPerSandbox {
         throw RPCError(code: .resourceExhausted, message: "sandbox \(sandbox) already has \(Self.maxTunnelsPerSandbox) open tunnels (the limit per sandbox)")
@@ -75,7 +76,9 @@ enum SSHSessionToken {
   /// - Throws: UNAUTHENTICATED (no token, unknown token, expired), PERMISSION_DENIED (revoked, or a
   ///   token of another sandbox). The messages say which; none contains the token.
   static func authorize(_ token: String, sandboxID: String, state: GatewayState, nowNs: Int64) throws -> SshSessionRecord {
-    guard !token.isEmpty else { throw RPCError(code: .unauthenticated, message: "ForwardTcp: authorization_token is required (create one with CreateSshSession)") }
+    guard !token.isEmpty else {
+      throw RPCError(code: .unauthenticated, message: "ForwardTcp: authorization_token is required (create one with CreateSshSession)")
+    }
     let digest = hash(token)
     guard let session = state.sshSessions.values.first(where: { $0.tokenSHA256 == digest }) else {
       throw RPCError(code: .unauthenticated, message: "ssh session token is not valid: no such session")
@@ -104,7 +107,8 @@ extension OpenShellService {
     guard !request.sandbox.isEmpty else { throw RPCErrors.invalidArgument(field: "sandbox", "is required") }
     let state = await store.state
     let ws = try workspace(request.workspaceScope, state)
-    guard let sandbox = state.sandbox(named: request.sandbox, workspace: ws) ?? state.sandboxes[request.sandbox].flatMap({ $0.workspace == ws ? $0 : nil }) else {
+    guard let sandbox = state.sandbox(named: request.sandbox, workspace: ws) ?? state.sandboxes[request.sandbox].flatMap({ $0.workspace == ws ? $0 : nil })
+    else {
       throw RPCErrors.notFound("sandbox \(ws)/\(request.sandbox)")
     }
     guard sandbox.phase == .ready else {
@@ -120,10 +124,14 @@ extension OpenShellService {
     let expires = ttl == 0 ? Int64(0) : SSHSessionToken.nowNs() + ttl * 1_000_000_000
     _ = try await store.execute(actor: caller.actor, requestID: "") { state in
       guard state.sandboxes[sandbox.id] != nil else { throw RPCErrors.notFound("sandbox \(ws)/\(sandbox.name)") }
-      return Decision(events: [GatewayEvent(.sshSessionCreated(.with {
-        $0.id = id; $0.sandboxID = sandbox.id; $0.tokenSha256 = SSHSessionToken.hash(token); $0.expiresNs = expires
-        $0.hostKeyFingerprint = fingerprint
-      }))])
+      return Decision(events: [
+        GatewayEvent(
+          .sshSessionCreated(
+            .with {
+              $0.id = id; $0.sandboxID = sandbox.id; $0.tokenSha256 = SSHSessionToken.hash(token); $0.expiresNs = expires
+              $0.hostKeyFingerprint = fingerprint
+            }))
+      ])
     }
     hub?.logs.gateway(sandbox.id, "ssh session \(id) created by \(caller.actor)")
     return .with {

@@ -18,7 +18,9 @@ extension OpenShellService {
   /// `RelayOpenResult` failures. A second session presenting the sandbox's identity is arbitrated by
   /// ``SessionArbitration`` (refused, or it supersedes this one); a superseded session's stream ends with
   /// ABORTED naming why, so its supervisor reconnects.
-  public func connectSupervisor(request: RPCAsyncSequence<Openshell_V1_SupervisorMessage, any Error>, response: RPCWriter<Openshell_V1_GatewayMessage>, context: ServerContext) async throws {
+  public func connectSupervisor(
+    request: RPCAsyncSequence<Openshell_V1_SupervisorMessage, any Error>, response: RPCWriter<Openshell_V1_GatewayMessage>, context: ServerContext
+  ) async throws {
     let hub = try requireHub("ConnectSupervisor")
     var iterator = request.makeAsyncIterator()
     guard let first = try await iterator.next(), case .hello(let hello)? = first.payload else {
@@ -38,9 +40,12 @@ extension OpenShellService {
     case .accepted(let t, let o, let c): (token, outbound, clock) = (t, o, c)
     }
     defer { hub.unregister(sandboxID: id, token: token) }
-    try await response.write(.with {
-      $0.sessionAccepted = .with { $0.sessionID = token.uuidString.lowercased(); $0.heartbeatInterval = .init(seconds: 10) }
-    })
+    try await response.write(
+      .with {
+        $0.sessionAccepted = .with {
+          $0.sessionID = token.uuidString.lowercased(); $0.heartbeatInterval = .init(seconds: 10)
+        }
+      })
     hub.emit(.connected(sandboxID: id, instanceID: hello.instanceID))
     // The supervisor's messages are read by a child task; ending (or failing) it unregisters the session,
     // which finishes `outbound` and so ends the loop below. Being superseded finishes `outbound` too.
@@ -69,7 +74,9 @@ extension OpenShellService {
   }
 
   /// RelayStream: the supervisor dials it for a channel the gateway asked for; first frame `init`.
-  public func relayStream(request: RPCAsyncSequence<Openshell_V1_RelayFrame, any Error>, response: RPCWriter<Openshell_V1_RelayFrame>, context: ServerContext) async throws {
+  public func relayStream(request: RPCAsyncSequence<Openshell_V1_RelayFrame, any Error>, response: RPCWriter<Openshell_V1_RelayFrame>, context: ServerContext)
+    async throws
+  {
     let hub = try requireHub("RelayStream")
     var iterator = request.makeAsyncIterator()
     guard let first = try await iterator.next(), case .init_p(let initFrame)? = first.payload else {
@@ -117,7 +124,9 @@ extension OpenShellService {
   }
 
   /// PushSandboxLogs: batches of lines for the caller's own sandbox, kept outside the event log.
-  public func pushSandboxLogs(request: RPCAsyncSequence<Openshell_V1_PushSandboxLogsRequest, any Error>, context: ServerContext) async throws -> Openshell_V1_PushSandboxLogsResponse {
+  public func pushSandboxLogs(request: RPCAsyncSequence<Openshell_V1_PushSandboxLogsRequest, any Error>, context: ServerContext) async throws
+    -> Openshell_V1_PushSandboxLogsResponse
+  {
     let hub = try requireHub("PushSandboxLogs")
     // A supervisor keeps this stream open for its lifetime; a gateway shutdown ends it (see SubscriptionDrain).
     // The unstructured task `run` uses inherits the caller's task-locals (CallerIdentity).
@@ -128,7 +137,9 @@ extension OpenShellService {
     return try await consume()
   }
 
-  func consumeLogs(_ request: RPCAsyncSequence<Openshell_V1_PushSandboxLogsRequest, any Error>, hub: SupervisorHub) async throws -> Openshell_V1_PushSandboxLogsResponse {
+  func consumeLogs(_ request: RPCAsyncSequence<Openshell_V1_PushSandboxLogsRequest, any Error>, hub: SupervisorHub) async throws
+    -> Openshell_V1_PushSandboxLogsResponse
+  {
     var authorized: String?
     for try await batch in request {
       let id = try sandboxCaller("PushSandboxLogs", claimed: batch.sandboxID)
@@ -139,7 +150,11 @@ extension OpenShellService {
       for line in batch.logs where !line.sandboxID.isEmpty && line.sandboxID != id {
         throw RPCErrors.permissionDenied("sandbox \(id) may not push log lines for sandbox \(line.sandboxID)")
       }
-      hub.logs.append(id, batch.logs.map { var l = $0; if l.source.isEmpty || l.source == "gateway" { l.source = "sandbox" }; return l })
+      hub.logs.append(
+        id,
+        batch.logs.map {
+          var l = $0; if l.source.isEmpty || l.source == "gateway" { l.source = "sandbox" }; return l
+        })
     }
     return .init()
   }
@@ -148,7 +163,9 @@ extension OpenShellService {
   /// sandbox (COMPLETED / ERROR, see the projection). When the sandbox's memory cgroup recorded an OOM
   /// kill and the code is 137, a `sandbox.condition_set` follows that replaces the Ready condition with
   /// reason `OOMKilled` and "… killed: out of memory (limit 64Mi)".
-  public func reportMainProcessExit(request: Openshell_V1_ReportMainProcessExitRequest, context: ServerContext) async throws -> Openshell_V1_ReportMainProcessExitResponse {
+  public func reportMainProcessExit(request: Openshell_V1_ReportMainProcessExitRequest, context: ServerContext) async throws
+    -> Openshell_V1_ReportMainProcessExitResponse
+  {
     let hub = try requireHub("ReportMainProcessExit")
     let id = try sandboxCaller("ReportMainProcessExit", claimed: request.sandboxID)
     let caller = CallerIdentity.current
@@ -156,12 +173,21 @@ extension OpenShellService {
     let result = try await store.execute(actor: caller.sandboxID != nil ? caller.actor : "sandbox:\(id)", requestID: "") { state in
       guard let s = state.sandboxes[id] else { throw RPCErrors.notFound("sandbox \(id)") }
       guard s.phase == .ready || s.phase == .provisioning || s.phase == .starting else { return Decision(events: []) }
-      var events = [GatewayEvent(.sandboxMainProcessExited(.with { $0.id = id; $0.exitCode = request.exitCode }))]
+      var events = [
+        GatewayEvent(
+          .sandboxMainProcessExited(
+            .with {
+              $0.id = id; $0.exitCode = request.exitCode
+            }))
+      ]
       if let note = local?.outOfMemoryNote(sandboxID: id, spec: s.spec, exitCode: request.exitCode) {
-        events.append(GatewayEvent(.sandboxConditionSet(.with {
-          $0.id = id; $0.type = "Ready"; $0.status = "False"; $0.reason = SandboxRecord.mainProcessOOMKilled
-          $0.message = "the main process exited with code \(request.exitCode): \(note)"
-        })))
+        events.append(
+          GatewayEvent(
+            .sandboxConditionSet(
+              .with {
+                $0.id = id; $0.type = "Ready"; $0.status = "False"; $0.reason = SandboxRecord.mainProcessOOMKilled
+                $0.message = "the main process exited with code \(request.exitCode): \(note)"
+              })))
       }
       return Decision(events: events)
     }

@@ -24,7 +24,9 @@ extension Openshell_V1_OpenShell.SimpleServiceProtocol {
   }
 
   /// `BeginRootfsTarStaging` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func beginRootfsTarStaging(request: Openshell_V1_BeginRootfsTarStagingRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_BeginRootfsTarStagingResponse {
+  public func beginRootfsTarStaging(request: Openshell_V1_BeginRootfsTarStagingRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_BeginRootfsTarStagingResponse
+  {
     throw RPCError(code: .unimplemented, message: "BeginRootfsTarStaging is not implemented by this gateway")
   }
 
@@ -39,42 +41,58 @@ extension Openshell_V1_OpenShell.SimpleServiceProtocol {
   }
 
   /// `CreateSandboxTemplate` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func createSandboxTemplate(request: Openshell_V1_CreateSandboxTemplateRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_SandboxTemplateResponse {
+  public func createSandboxTemplate(request: Openshell_V1_CreateSandboxTemplateRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_SandboxTemplateResponse
+  {
     throw RPCError(code: .unimplemented, message: "CreateSandboxTemplate is not implemented by this gateway")
   }
 
   /// `GetSandboxTemplate` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func getSandboxTemplate(request: Openshell_V1_GetSandboxTemplateRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_SandboxTemplateResponse {
+  public func getSandboxTemplate(request: Openshell_V1_GetSandboxTemplateRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_SandboxTemplateResponse
+  {
     throw RPCError(code: .unimplemented, message: "GetSandboxTemplate is not implemented by this gateway")
   }
 
   /// `ListSandboxTemplates` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func listSandboxTemplates(request: Openshell_V1_ListSandboxTemplatesRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_ListSandboxTemplatesResponse {
+  public func listSandboxTemplates(request: Openshell_V1_ListSandboxTemplatesRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_ListSandboxTemplatesResponse
+  {
     throw RPCError(code: .unimplemented, message: "ListSandboxTemplates is not implemented by this gateway")
   }
 
   /// `DeleteSandboxTemplate` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func deleteSandboxTemplate(request: Openshell_V1_DeleteSandboxTemplateRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_DeleteSandboxTemplateResponse {
+  public func deleteSandboxTemplate(request: Openshell_V1_DeleteSandboxTemplateRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_DeleteSandboxTemplateResponse
+  {
     throw RPCError(code: .unimplemented, message: "DeleteSandboxTemplate is not implemented by this gateway")
   }
 
   /// `ListSandboxProviders` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func listSandboxProviders(request: Openshell_V1_ListSandboxProvidersRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_ListSandboxProvidersResponse {
+  public func listSandboxProviders(request: Openshell_V1_ListSandboxProvidersRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_ListSandboxProvidersResponse
+  {
     throw RPCError(code: .unimplemented, message: "ListSandboxProviders is not implemented by this gateway")
   }
 
   /// `AttachSandboxProvider` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func attachSandboxProvider(request: Openshell_V1_AttachSandboxProviderRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_AttachSandboxProviderResponse {
+  public func attachSandboxProvider(request: Openshell_V1_AttachSandboxProviderRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_AttachSandboxProviderResponse
+  {
     throw RPCError(code: .unimplemented, message: "AttachSandboxProvider is not implemented by this gateway")
   }
 
   /// `DetachSandboxProvider` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func detachSandboxProvider(request: Openshell_V1_DetachSandboxProviderRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_DetachSandboxProviderResponse {
+  public func detachSandboxProvider(request: Openshell_V1_DetachSandboxProviderRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_DetachSandboxProviderResponse
+  {
     throw RPCError(code: .unimplemented, message: "DetachSandboxProvider is not implemented by this gateway")
   }
 
   /// `GetSandboxProviderStatus` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func getSandboxProviderStatus(request: Openshell_V1_GetSandboxProviderStatusRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_GetSandboxProviderStatusResponse {
+  public func getSandboxProviderStatus(request: Openshell_V1_GetSandboxProviderStatusRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_GetSandboxProviderStatusResponse
+  {
     throw RPCError(code: .unimplemented, message: "GetSandboxProviderStatus is not implemented by this gateway")
   }
 
@@ -94,7 +112,9 @@ extension Openshell_V1_OpenShell.SimpleServiceProtocol {
   }
 
   /// `CreateSshSession` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func createSshSession(request: Openshell_V1_CreateSshSessionRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_CreateSshSessionResponse {
+  public func createSshSession(request: Openshell_V1_CreateSshSessionRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_CreateSshSessionResponse
+  {
     throw RPCError(code: .unimplemented, message: "CreateSshSession is not implemented by this gateway")
   }
 
@@ -119,22 +139,32 @@ extension Openshell_V1_OpenShell.SimpleServiceProtocol {
   }
 
   /// `RevokeSshSession` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func revokeSshSession(request: Openshell_V1_RevokeSshSessionRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_RevokeSshSessionResponse {
+  public func revokeSshSession(request: Openshell_V1_RevokeSshSessionRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_RevokeSshSessionResponse
+  {
     throw RPCError(code: .unimplemented, message: "RevokeSshSession is not implemented by this gateway")
   }
 
   /// `ExecSandbox` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func execSandbox(request: Openshell_V1_ExecSandboxRequest, response: GRPCCore.RPCWriter<Openshell_V1_ExecSandboxEvent>, context: GRPCCore.ServerContext) async throws {
+  public func execSandbox(
+    request: Openshell_V1_ExecSandboxRequest, response: GRPCCore.RPCWriter<Openshell_V1_ExecSandboxEvent>, context: GRPCCore.ServerContext
+  ) async throws {
     throw RPCError(code: .unimplemented, message: "ExecSandbox is not implemented by this gateway")
   }
 
   /// `ForwardTcp` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func forwardTcp(request: GRPCCore.RPCAsyncSequence<Openshell_V1_TcpForwardFrame, any Swift.Error>, response: GRPCCore.RPCWriter<Openshell_V1_TcpForwardFrame>, context: GRPCCore.ServerContext) async throws {
+  public func forwardTcp(
+    request: GRPCCore.RPCAsyncSequence<Openshell_V1_TcpForwardFrame, any Swift.Error>, response: GRPCCore.RPCWriter<Openshell_V1_TcpForwardFrame>,
+    context: GRPCCore.ServerContext
+  ) async throws {
     throw RPCError(code: .unimplemented, message: "ForwardTcp is not implemented by this gateway")
   }
 
   /// `ExecSandboxInteractive` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func execSandboxInteractive(request: GRPCCore.RPCAsyncSequence<Openshell_V1_ExecSandboxInput, any Swift.Error>, response: GRPCCore.RPCWriter<Openshell_V1_ExecSandboxEvent>, context: GRPCCore.ServerContext) async throws {
+  public func execSandboxInteractive(
+    request: GRPCCore.RPCAsyncSequence<Openshell_V1_ExecSandboxInput, any Swift.Error>, response: GRPCCore.RPCWriter<Openshell_V1_ExecSandboxEvent>,
+    context: GRPCCore.ServerContext
+  ) async throws {
     throw RPCError(code: .unimplemented, message: "ExecSandboxInteractive is not implemented by this gateway")
   }
 
@@ -149,7 +179,9 @@ extension Openshell_V1_OpenShell.SimpleServiceProtocol {
   }
 
   /// `GetProviderCredentials` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func getProviderCredentials(request: Openshell_V1_GetProviderCredentialsRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_GetProviderCredentialsResponse {
+  public func getProviderCredentials(request: Openshell_V1_GetProviderCredentialsRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_GetProviderCredentialsResponse
+  {
     throw RPCError(code: .unimplemented, message: "GetProviderCredentials is not implemented by this gateway")
   }
 
@@ -159,27 +191,37 @@ extension Openshell_V1_OpenShell.SimpleServiceProtocol {
   }
 
   /// `ListProviderProfiles` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func listProviderProfiles(request: Openshell_V1_ListProviderProfilesRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_ListProviderProfilesResponse {
+  public func listProviderProfiles(request: Openshell_V1_ListProviderProfilesRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_ListProviderProfilesResponse
+  {
     throw RPCError(code: .unimplemented, message: "ListProviderProfiles is not implemented by this gateway")
   }
 
   /// `GetProviderProfile` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func getProviderProfile(request: Openshell_V1_GetProviderProfileRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_ProviderProfileResponse {
+  public func getProviderProfile(request: Openshell_V1_GetProviderProfileRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_ProviderProfileResponse
+  {
     throw RPCError(code: .unimplemented, message: "GetProviderProfile is not implemented by this gateway")
   }
 
   /// `ImportProviderProfiles` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func importProviderProfiles(request: Openshell_V1_ImportProviderProfilesRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_ImportProviderProfilesResponse {
+  public func importProviderProfiles(request: Openshell_V1_ImportProviderProfilesRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_ImportProviderProfilesResponse
+  {
     throw RPCError(code: .unimplemented, message: "ImportProviderProfiles is not implemented by this gateway")
   }
 
   /// `UpdateProviderProfiles` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func updateProviderProfiles(request: Openshell_V1_UpdateProviderProfilesRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_UpdateProviderProfilesResponse {
+  public func updateProviderProfiles(request: Openshell_V1_UpdateProviderProfilesRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_UpdateProviderProfilesResponse
+  {
     throw RPCError(code: .unimplemented, message: "UpdateProviderProfiles is not implemented by this gateway")
   }
 
   /// `LintProviderProfiles` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func lintProviderProfiles(request: Openshell_V1_LintProviderProfilesRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_LintProviderProfilesResponse {
+  public func lintProviderProfiles(request: Openshell_V1_LintProviderProfilesRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_LintProviderProfilesResponse
+  {
     throw RPCError(code: .unimplemented, message: "LintProviderProfiles is not implemented by this gateway")
   }
 
@@ -189,22 +231,30 @@ extension Openshell_V1_OpenShell.SimpleServiceProtocol {
   }
 
   /// `GetProviderRefreshStatus` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func getProviderRefreshStatus(request: Openshell_V1_GetProviderRefreshStatusRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_GetProviderRefreshStatusResponse {
+  public func getProviderRefreshStatus(request: Openshell_V1_GetProviderRefreshStatusRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_GetProviderRefreshStatusResponse
+  {
     throw RPCError(code: .unimplemented, message: "GetProviderRefreshStatus is not implemented by this gateway")
   }
 
   /// `ConfigureProviderRefresh` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func configureProviderRefresh(request: Openshell_V1_ConfigureProviderRefreshRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_ConfigureProviderRefreshResponse {
+  public func configureProviderRefresh(request: Openshell_V1_ConfigureProviderRefreshRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_ConfigureProviderRefreshResponse
+  {
     throw RPCError(code: .unimplemented, message: "ConfigureProviderRefresh is not implemented by this gateway")
   }
 
   /// `RotateProviderCredential` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func rotateProviderCredential(request: Openshell_V1_RotateProviderCredentialRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_RotateProviderCredentialResponse {
+  public func rotateProviderCredential(request: Openshell_V1_RotateProviderCredentialRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_RotateProviderCredentialResponse
+  {
     throw RPCError(code: .unimplemented, message: "RotateProviderCredential is not implemented by this gateway")
   }
 
   /// `DeleteProviderRefresh` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func deleteProviderRefresh(request: Openshell_V1_DeleteProviderRefreshRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_DeleteProviderRefreshResponse {
+  public func deleteProviderRefresh(request: Openshell_V1_DeleteProviderRefreshRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_DeleteProviderRefreshResponse
+  {
     throw RPCError(code: .unimplemented, message: "DeleteProviderRefresh is not implemented by this gateway")
   }
 
@@ -214,17 +264,23 @@ extension Openshell_V1_OpenShell.SimpleServiceProtocol {
   }
 
   /// `DeleteProviderProfile` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func deleteProviderProfile(request: Openshell_V1_DeleteProviderProfileRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_DeleteProviderProfileResponse {
+  public func deleteProviderProfile(request: Openshell_V1_DeleteProviderProfileRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_DeleteProviderProfileResponse
+  {
     throw RPCError(code: .unimplemented, message: "DeleteProviderProfile is not implemented by this gateway")
   }
 
   /// `GetSandboxConfig` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func getSandboxConfig(request: Openshell_Sandbox_V1_GetSandboxConfigRequest, context: GRPCCore.ServerContext) async throws -> Openshell_Sandbox_V1_GetSandboxConfigResponse {
+  public func getSandboxConfig(request: Openshell_Sandbox_V1_GetSandboxConfigRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_Sandbox_V1_GetSandboxConfigResponse
+  {
     throw RPCError(code: .unimplemented, message: "GetSandboxConfig is not implemented by this gateway")
   }
 
   /// `GetGatewayConfig` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func getGatewayConfig(request: Openshell_Sandbox_V1_GetGatewayConfigRequest, context: GRPCCore.ServerContext) async throws -> Openshell_Sandbox_V1_GetGatewayConfigResponse {
+  public func getGatewayConfig(request: Openshell_Sandbox_V1_GetGatewayConfigRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_Sandbox_V1_GetGatewayConfigResponse
+  {
     throw RPCError(code: .unimplemented, message: "GetGatewayConfig is not implemented by this gateway")
   }
 
@@ -234,42 +290,58 @@ extension Openshell_V1_OpenShell.SimpleServiceProtocol {
   }
 
   /// `GetSandboxPolicyStatus` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func getSandboxPolicyStatus(request: Openshell_V1_GetSandboxPolicyStatusRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_GetSandboxPolicyStatusResponse {
+  public func getSandboxPolicyStatus(request: Openshell_V1_GetSandboxPolicyStatusRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_GetSandboxPolicyStatusResponse
+  {
     throw RPCError(code: .unimplemented, message: "GetSandboxPolicyStatus is not implemented by this gateway")
   }
 
   /// `ListSandboxPolicies` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func listSandboxPolicies(request: Openshell_V1_ListSandboxPoliciesRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_ListSandboxPoliciesResponse {
+  public func listSandboxPolicies(request: Openshell_V1_ListSandboxPoliciesRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_ListSandboxPoliciesResponse
+  {
     throw RPCError(code: .unimplemented, message: "ListSandboxPolicies is not implemented by this gateway")
   }
 
   /// `ReportPolicyStatus` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func reportPolicyStatus(request: Openshell_V1_ReportPolicyStatusRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_ReportPolicyStatusResponse {
+  public func reportPolicyStatus(request: Openshell_V1_ReportPolicyStatusRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_ReportPolicyStatusResponse
+  {
     throw RPCError(code: .unimplemented, message: "ReportPolicyStatus is not implemented by this gateway")
   }
 
   /// `ReportEndpointStatus` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func reportEndpointStatus(request: Openshell_V1_ReportEndpointStatusRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_ReportEndpointStatusResponse {
+  public func reportEndpointStatus(request: Openshell_V1_ReportEndpointStatusRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_ReportEndpointStatusResponse
+  {
     throw RPCError(code: .unimplemented, message: "ReportEndpointStatus is not implemented by this gateway")
   }
 
   /// `ReportProviderReadiness` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func reportProviderReadiness(request: Openshell_V1_ReportProviderReadinessRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_ReportProviderReadinessResponse {
+  public func reportProviderReadiness(request: Openshell_V1_ReportProviderReadinessRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_ReportProviderReadinessResponse
+  {
     throw RPCError(code: .unimplemented, message: "ReportProviderReadiness is not implemented by this gateway")
   }
 
   /// `ReportSandboxConfiguration` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func reportSandboxConfiguration(request: Openshell_V1_ReportSandboxConfigurationRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_ReportSandboxConfigurationResponse {
+  public func reportSandboxConfiguration(request: Openshell_V1_ReportSandboxConfigurationRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_ReportSandboxConfigurationResponse
+  {
     throw RPCError(code: .unimplemented, message: "ReportSandboxConfiguration is not implemented by this gateway")
   }
 
   /// `GetSandboxProviderEnvironment` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func getSandboxProviderEnvironment(request: Openshell_V1_GetSandboxProviderEnvironmentRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_GetSandboxProviderEnvironmentResponse {
+  public func getSandboxProviderEnvironment(request: Openshell_V1_GetSandboxProviderEnvironmentRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_GetSandboxProviderEnvironmentResponse
+  {
     throw RPCError(code: .unimplemented, message: "GetSandboxProviderEnvironment is not implemented by this gateway")
   }
 
   /// `ExchangeProviderSubjectToken` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func exchangeProviderSubjectToken(request: Openshell_V1_ExchangeProviderSubjectTokenRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_ExchangeProviderSubjectTokenResponse {
+  public func exchangeProviderSubjectToken(request: Openshell_V1_ExchangeProviderSubjectTokenRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_ExchangeProviderSubjectTokenResponse
+  {
     throw RPCError(code: .unimplemented, message: "ExchangeProviderSubjectToken is not implemented by this gateway")
   }
 
@@ -279,62 +351,89 @@ extension Openshell_V1_OpenShell.SimpleServiceProtocol {
   }
 
   /// `PushSandboxLogs` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func pushSandboxLogs(request: GRPCCore.RPCAsyncSequence<Openshell_V1_PushSandboxLogsRequest, any Swift.Error>, context: GRPCCore.ServerContext) async throws -> Openshell_V1_PushSandboxLogsResponse {
+  public func pushSandboxLogs(request: GRPCCore.RPCAsyncSequence<Openshell_V1_PushSandboxLogsRequest, any Swift.Error>, context: GRPCCore.ServerContext)
+    async throws -> Openshell_V1_PushSandboxLogsResponse
+  {
     throw RPCError(code: .unimplemented, message: "PushSandboxLogs is not implemented by this gateway")
   }
 
   /// `ConnectSupervisor` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func connectSupervisor(request: GRPCCore.RPCAsyncSequence<Openshell_V1_SupervisorMessage, any Swift.Error>, response: GRPCCore.RPCWriter<Openshell_V1_GatewayMessage>, context: GRPCCore.ServerContext) async throws {
+  public func connectSupervisor(
+    request: GRPCCore.RPCAsyncSequence<Openshell_V1_SupervisorMessage, any Swift.Error>, response: GRPCCore.RPCWriter<Openshell_V1_GatewayMessage>,
+    context: GRPCCore.ServerContext
+  ) async throws {
     throw RPCError(code: .unimplemented, message: "ConnectSupervisor is not implemented by this gateway")
   }
 
   /// `ReportMainProcessExit` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func reportMainProcessExit(request: Openshell_V1_ReportMainProcessExitRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_ReportMainProcessExitResponse {
+  public func reportMainProcessExit(request: Openshell_V1_ReportMainProcessExitRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_ReportMainProcessExitResponse
+  {
     throw RPCError(code: .unimplemented, message: "ReportMainProcessExit is not implemented by this gateway")
   }
 
   /// `FinalizeMainProcessExit` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func finalizeMainProcessExit(request: Openshell_V1_FinalizeMainProcessExitRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_FinalizeMainProcessExitResponse {
+  public func finalizeMainProcessExit(request: Openshell_V1_FinalizeMainProcessExitRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_FinalizeMainProcessExitResponse
+  {
     throw RPCError(code: .unimplemented, message: "FinalizeMainProcessExit is not implemented by this gateway")
   }
 
   /// `RelayStream` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func relayStream(request: GRPCCore.RPCAsyncSequence<Openshell_V1_RelayFrame, any Swift.Error>, response: GRPCCore.RPCWriter<Openshell_V1_RelayFrame>, context: GRPCCore.ServerContext) async throws {
+  public func relayStream(
+    request: GRPCCore.RPCAsyncSequence<Openshell_V1_RelayFrame, any Swift.Error>, response: GRPCCore.RPCWriter<Openshell_V1_RelayFrame>,
+    context: GRPCCore.ServerContext
+  ) async throws {
     throw RPCError(code: .unimplemented, message: "RelayStream is not implemented by this gateway")
   }
 
   /// `PeerRelay` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func peerRelay(request: GRPCCore.RPCAsyncSequence<Openshell_V1_PeerRelayFrame, any Swift.Error>, response: GRPCCore.RPCWriter<Openshell_V1_PeerRelayFrame>, context: GRPCCore.ServerContext) async throws {
+  public func peerRelay(
+    request: GRPCCore.RPCAsyncSequence<Openshell_V1_PeerRelayFrame, any Swift.Error>, response: GRPCCore.RPCWriter<Openshell_V1_PeerRelayFrame>,
+    context: GRPCCore.ServerContext
+  ) async throws {
     throw RPCError(code: .unimplemented, message: "PeerRelay is not implemented by this gateway")
   }
 
   /// `PeerReportProviderReadiness` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func peerReportProviderReadiness(request: Openshell_V1_ReportProviderReadinessRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_ReportProviderReadinessResponse {
+  public func peerReportProviderReadiness(request: Openshell_V1_ReportProviderReadinessRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_ReportProviderReadinessResponse
+  {
     throw RPCError(code: .unimplemented, message: "PeerReportProviderReadiness is not implemented by this gateway")
   }
 
   /// `PeerReportEndpointStatus` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func peerReportEndpointStatus(request: Openshell_V1_ReportEndpointStatusRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_ReportEndpointStatusResponse {
+  public func peerReportEndpointStatus(request: Openshell_V1_ReportEndpointStatusRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_ReportEndpointStatusResponse
+  {
     throw RPCError(code: .unimplemented, message: "PeerReportEndpointStatus is not implemented by this gateway")
   }
 
   /// `PeerGetSandboxProviderStatus` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func peerGetSandboxProviderStatus(request: Openshell_V1_GetSandboxProviderStatusRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_GetSandboxProviderStatusResponse {
+  public func peerGetSandboxProviderStatus(request: Openshell_V1_GetSandboxProviderStatusRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_GetSandboxProviderStatusResponse
+  {
     throw RPCError(code: .unimplemented, message: "PeerGetSandboxProviderStatus is not implemented by this gateway")
   }
 
   /// `PeerNotifyConfigUpdate` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func peerNotifyConfigUpdate(request: Openshell_V1_PeerNotifyConfigUpdateRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_PeerNotifyConfigUpdateResponse {
+  public func peerNotifyConfigUpdate(request: Openshell_V1_PeerNotifyConfigUpdateRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_PeerNotifyConfigUpdateResponse
+  {
     throw RPCError(code: .unimplemented, message: "PeerNotifyConfigUpdate is not implemented by this gateway")
   }
 
   /// `WatchSandbox` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func watchSandbox(request: Openshell_V1_WatchSandboxRequest, response: GRPCCore.RPCWriter<Openshell_V1_SandboxStreamEvent>, context: GRPCCore.ServerContext) async throws {
+  public func watchSandbox(
+    request: Openshell_V1_WatchSandboxRequest, response: GRPCCore.RPCWriter<Openshell_V1_SandboxStreamEvent>, context: GRPCCore.ServerContext
+  ) async throws {
     throw RPCError(code: .unimplemented, message: "WatchSandbox is not implemented by this gateway")
   }
 
   /// `SubmitPolicyAnalysis` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func submitPolicyAnalysis(request: Openshell_V1_SubmitPolicyAnalysisRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_SubmitPolicyAnalysisResponse {
+  public func submitPolicyAnalysis(request: Openshell_V1_SubmitPolicyAnalysisRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_SubmitPolicyAnalysisResponse
+  {
     throw RPCError(code: .unimplemented, message: "SubmitPolicyAnalysis is not implemented by this gateway")
   }
 
@@ -344,17 +443,23 @@ extension Openshell_V1_OpenShell.SimpleServiceProtocol {
   }
 
   /// `ApproveDraftChunk` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func approveDraftChunk(request: Openshell_V1_ApproveDraftChunkRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_ApproveDraftChunkResponse {
+  public func approveDraftChunk(request: Openshell_V1_ApproveDraftChunkRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_ApproveDraftChunkResponse
+  {
     throw RPCError(code: .unimplemented, message: "ApproveDraftChunk is not implemented by this gateway")
   }
 
   /// `RejectDraftChunk` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func rejectDraftChunk(request: Openshell_V1_RejectDraftChunkRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_RejectDraftChunkResponse {
+  public func rejectDraftChunk(request: Openshell_V1_RejectDraftChunkRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_RejectDraftChunkResponse
+  {
     throw RPCError(code: .unimplemented, message: "RejectDraftChunk is not implemented by this gateway")
   }
 
   /// `ApproveAllDraftChunks` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func approveAllDraftChunks(request: Openshell_V1_ApproveAllDraftChunksRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_ApproveAllDraftChunksResponse {
+  public func approveAllDraftChunks(request: Openshell_V1_ApproveAllDraftChunksRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_ApproveAllDraftChunksResponse
+  {
     throw RPCError(code: .unimplemented, message: "ApproveAllDraftChunks is not implemented by this gateway")
   }
 
@@ -369,27 +474,37 @@ extension Openshell_V1_OpenShell.SimpleServiceProtocol {
   }
 
   /// `ClearDraftChunks` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func clearDraftChunks(request: Openshell_V1_ClearDraftChunksRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_ClearDraftChunksResponse {
+  public func clearDraftChunks(request: Openshell_V1_ClearDraftChunksRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_ClearDraftChunksResponse
+  {
     throw RPCError(code: .unimplemented, message: "ClearDraftChunks is not implemented by this gateway")
   }
 
   /// `GetDraftHistory` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func getDraftHistory(request: Openshell_V1_GetDraftHistoryRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_GetDraftHistoryResponse {
+  public func getDraftHistory(request: Openshell_V1_GetDraftHistoryRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_GetDraftHistoryResponse
+  {
     throw RPCError(code: .unimplemented, message: "GetDraftHistory is not implemented by this gateway")
   }
 
   /// `IssueSandboxToken` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func issueSandboxToken(request: Openshell_V1_IssueSandboxTokenRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_IssueSandboxTokenResponse {
+  public func issueSandboxToken(request: Openshell_V1_IssueSandboxTokenRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_IssueSandboxTokenResponse
+  {
     throw RPCError(code: .unimplemented, message: "IssueSandboxToken is not implemented by this gateway")
   }
 
   /// `RefreshSandboxToken` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func refreshSandboxToken(request: Openshell_V1_RefreshSandboxTokenRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_RefreshSandboxTokenResponse {
+  public func refreshSandboxToken(request: Openshell_V1_RefreshSandboxTokenRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_RefreshSandboxTokenResponse
+  {
     throw RPCError(code: .unimplemented, message: "RefreshSandboxToken is not implemented by this gateway")
   }
 
   /// `CreateWorkspace` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func createWorkspace(request: Openshell_V1_CreateWorkspaceRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_CreateWorkspaceResponse {
+  public func createWorkspace(request: Openshell_V1_CreateWorkspaceRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_CreateWorkspaceResponse
+  {
     throw RPCError(code: .unimplemented, message: "CreateWorkspace is not implemented by this gateway")
   }
 
@@ -404,22 +519,30 @@ extension Openshell_V1_OpenShell.SimpleServiceProtocol {
   }
 
   /// `DeleteWorkspace` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func deleteWorkspace(request: Openshell_V1_DeleteWorkspaceRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_DeleteWorkspaceResponse {
+  public func deleteWorkspace(request: Openshell_V1_DeleteWorkspaceRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_DeleteWorkspaceResponse
+  {
     throw RPCError(code: .unimplemented, message: "DeleteWorkspace is not implemented by this gateway")
   }
 
   /// `AddWorkspaceMember` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func addWorkspaceMember(request: Openshell_V1_AddWorkspaceMemberRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_AddWorkspaceMemberResponse {
+  public func addWorkspaceMember(request: Openshell_V1_AddWorkspaceMemberRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_AddWorkspaceMemberResponse
+  {
     throw RPCError(code: .unimplemented, message: "AddWorkspaceMember is not implemented by this gateway")
   }
 
   /// `RemoveWorkspaceMember` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func removeWorkspaceMember(request: Openshell_V1_RemoveWorkspaceMemberRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_RemoveWorkspaceMemberResponse {
+  public func removeWorkspaceMember(request: Openshell_V1_RemoveWorkspaceMemberRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_RemoveWorkspaceMemberResponse
+  {
     throw RPCError(code: .unimplemented, message: "RemoveWorkspaceMember is not implemented by this gateway")
   }
 
   /// `ListWorkspaceMembers` is not implemented by this gateway yet: UNIMPLEMENTED.
-  public func listWorkspaceMembers(request: Openshell_V1_ListWorkspaceMembersRequest, context: GRPCCore.ServerContext) async throws -> Openshell_V1_ListWorkspaceMembersResponse {
+  public func listWorkspaceMembers(request: Openshell_V1_ListWorkspaceMembersRequest, context: GRPCCore.ServerContext) async throws
+    -> Openshell_V1_ListWorkspaceMembersResponse
+  {
     throw RPCError(code: .unimplemented, message: "ListWorkspaceMembers is not implemented by this gateway")
   }
 

@@ -88,7 +88,12 @@ enum ResourcesRule {
 
 /// Kubernetes-style label selector: comma-separated `k=v`, `k==v`, `k!=v`, `k` (exists), `!k` (absent).
 struct LabelSelector: Sendable {
-  enum Term: Sendable { case equals(String, String), notEquals(String, String), exists(String), absent(String) }
+  enum Term: Sendable {
+    case equals(String, String)
+    case notEquals(String, String)
+    case exists(String)
+    case absent(String)
+  }
   let terms: [Term]
 
   /// - Returns: nil for a syntactically invalid selector.

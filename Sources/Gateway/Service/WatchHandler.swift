@@ -15,7 +15,9 @@ extension OpenShellService {
   /// resume after a gateway restart without gaps. The stream ends when the sandbox is deleted, or
   /// at a terminal phase when `stop_on_terminal` is set. Log lines (`follow_logs`) come with the
   /// compute driver; sandbox log lines are not stored in the event log.
-  public func watchSandbox(request: Openshell_V1_WatchSandboxRequest, response writer: RPCWriter<Openshell_V1_SandboxStreamEvent>, context: ServerContext) async throws {
+  public func watchSandbox(request: Openshell_V1_WatchSandboxRequest, response writer: RPCWriter<Openshell_V1_SandboxStreamEvent>, context: ServerContext)
+    async throws
+  {
     _ = try userCaller("WatchSandbox")
     // Status/events and log lines come from two tasks; each write waits for the previous one (no buffer in
     // between, so nothing is dropped: a slow client slows the log subscription, which resumes from history
@@ -78,11 +80,17 @@ extension OpenShellService {
     if request.eventTail > 0 {
       let history = try store.log.records(from: 1, through: state.lastSeq, filter: EventFilter(aggregate: .sandbox(id)))
       for record in history.suffix(Int(request.eventTail)) {
-        try await response.write(.with { $0.event = platformEvent(record); $0.cursor = String(record.seq) })
+        try await response.write(
+          .with {
+            $0.event = platformEvent(record); $0.cursor = String(record.seq)
+          })
       }
     }
     if request.followStatus || request.resumeAfterCursor.isEmpty {
-      try await response.write(.with { $0.sandbox = Wire.sandbox(current, state: local); $0.cursor = String(state.lastSeq) })
+      try await response.write(
+        .with {
+          $0.sandbox = Wire.sandbox(current, state: local); $0.cursor = String(state.lastSeq)
+        })
     }
     if isTerminal(current.phase), request.stopOnTerminal { return }
     for try await item in store.log.subscribe(from: from, filter: EventFilter(aggregate: .sandbox(id))) {
@@ -90,19 +98,28 @@ extension OpenShellService {
       let event = try GatewayEvent.decode(record)
       local.apply(event, seq: record.seq, timestampNs: record.timestampNs)
       if request.followEvents {
-        try await response.write(.with { $0.event = platformEvent(record, event); $0.cursor = String(record.seq) })
+        try await response.write(
+          .with {
+            $0.event = platformEvent(record, event); $0.cursor = String(record.seq)
+          })
       }
       guard let s = local.sandboxes[id] else {
         // Deleted: a final status message (phase DELETING) then the stream ends.
         if request.followStatus {
           var gone = Wire.sandbox(current, state: local)
           gone.status.phase = .deleting
-          try await response.write(.with { $0.sandbox = gone; $0.cursor = String(record.seq) })
+          try await response.write(
+            .with {
+              $0.sandbox = gone; $0.cursor = String(record.seq)
+            })
         }
         return
       }
       if request.followStatus {
-        try await response.write(.with { $0.sandbox = Wire.sandbox(s, state: local); $0.cursor = String(record.seq) })
+        try await response.write(
+          .with {
+            $0.sandbox = Wire.sandbox(s, state: local); $0.cursor = String(record.seq)
+          })
       }
       if request.stopOnTerminal, isTerminal(s.phase) { return }
     }

@@ -15,8 +15,13 @@ extension OpenShellService {
       guard state.workspace(named: request.name) == nil else { throw RPCErrors.alreadyExists("workspace \(request.name)") }
       for (k, v) in request.labels { if let m = LabelRule.violation(key: k, value: v) { throw RPCErrors.invalidArgument(field: "labels", m) } }
       let workspaceID = RandomID.uuid()
-      let event = GatewayEvent(.workspaceCreated(.with { $0.id = workspaceID; $0.name = request.name; $0.labels = request.labels }))
-      return Decision(events: [event], claims: ["workspace/\(request.name)"], expecting: [AggregateRef(kind: "workspace", id: request.name): .any], target: request.name)
+      let event = GatewayEvent(
+        .workspaceCreated(
+          .with {
+            $0.id = workspaceID; $0.name = request.name; $0.labels = request.labels
+          }))
+      return Decision(
+        events: [event], claims: ["workspace/\(request.name)"], expecting: [AggregateRef(kind: "workspace", id: request.name): .any], target: request.name)
     }
     guard let w = result.state.workspace(named: request.name) else { throw RPCErrors.notFound("workspace \(request.name)") }
     return .with { $0.workspace = Wire.workspace(w) }
@@ -37,7 +42,9 @@ extension OpenShellService {
     if state.workspaces[GatewayState.defaultWorkspace] == nil, let d = state.workspace(named: GatewayState.defaultWorkspace) { all.append(d) }
     let items = all.filter { sel.matches($0.labels) }.sorted { $0.name < $1.name }
     let page = try Pagination.page(items, key: \.name, pageSize: request.pageSize, pageToken: request.pageToken)
-    return .with { $0.workspaces = page.items.map(Wire.workspace); $0.nextPageToken = page.next }
+    return .with {
+      $0.workspaces = page.items.map(Wire.workspace); $0.nextPageToken = page.next
+    }
   }
 
   public func deleteWorkspace(request: Openshell_V1_DeleteWorkspaceRequest, context: ServerContext) async throws -> Openshell_V1_DeleteWorkspaceResponse {
@@ -58,32 +65,48 @@ extension OpenShellService {
         if !providers.isEmpty { parts.append("providers \(providers.joined(separator: ", "))") }
         throw RPCErrors.failedPrecondition("workspace \(w.name) is not empty: \(parts.joined(separator: "; "))")
       }
-      return Decision(events: [GatewayEvent(.workspaceDeleted(.with { $0.id = w.id; $0.name = w.name }))], claims: ["workspace/\(w.name)"], target: w.name)
+      return Decision(
+        events: [
+          GatewayEvent(
+            .workspaceDeleted(
+              .with {
+                $0.id = w.id; $0.name = w.name
+              }))
+        ], claims: ["workspace/\(w.name)"], target: w.name)
     }
     return .with { $0.outcome = result.decision.target.isEmpty ? .alreadyAbsent : .completed }
   }
 
   // MARK: sandbox templates
 
-  public func createSandboxTemplate(request: Openshell_V1_CreateSandboxTemplateRequest, context: ServerContext) async throws -> Openshell_V1_SandboxTemplateResponse {
+  public func createSandboxTemplate(request: Openshell_V1_CreateSandboxTemplateRequest, context: ServerContext) async throws
+    -> Openshell_V1_SandboxTemplateResponse
+  {
     let caller = try userCaller("CreateSandboxTemplate")
     try ObjectLimits.checkCount(request.template.metadata.labels, field: "template.metadata.labels")
     try ObjectLimits.checkSpecTotal(request.template, field: "template")
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "CreateSandboxTemplate", target: Self.requestTarget(request.workspaceScope, request.template.metadata.name)) { state in
+    let result = try await store.execute(
+      actor: caller.actor, requestID: request.requestID, rpc: "CreateSandboxTemplate",
+      target: Self.requestTarget(request.workspaceScope, request.template.metadata.name)
+    ) { state in
       let ws = try workspace(request.workspaceScope, state)
       let meta = request.template.metadata
-      if let v = NameRule.violation(meta.name) { throw RPCErrors.invalidArgument(field: "template.metadata.name", "template name \(meta.name.debugDescription) \(v)") }
+      if let v = NameRule.violation(meta.name) {
+        throw RPCErrors.invalidArgument(field: "template.metadata.name", "template name \(meta.name.debugDescription) \(v)")
+      }
       guard state.template(named: meta.name, workspace: ws) == nil else { throw RPCErrors.alreadyExists("sandbox template \(ws)/\(meta.name)") }
       for (k, v) in meta.labels { if let m = LabelRule.violation(key: k, value: v) { throw RPCErrors.invalidArgument(field: "template.metadata.labels", m) } }
       let id = RandomID.uuid()
-      let event = GatewayEvent(.sandboxTemplateCreated(.with {
-        $0.id = id
-        $0.name = meta.name
-        $0.workspace = ws
-        $0.labels = meta.labels
-        $0.annotations = meta.annotations
-        $0.spec = Wire.deterministicBytes(request.template.spec)
-      }))
+      let event = GatewayEvent(
+        .sandboxTemplateCreated(
+          .with {
+            $0.id = id
+            $0.name = meta.name
+            $0.workspace = ws
+            $0.labels = meta.labels
+            $0.annotations = meta.annotations
+            $0.spec = Wire.deterministicBytes(request.template.spec)
+          }))
       return Decision(events: [event], claims: ["template/\(ws)/\(meta.name)"], sharedClaims: ["workspace/\(ws)"], target: id)
     }
     guard let t = result.state.templates[result.decision.target] else { throw RPCErrors.notFound("sandbox template") }
@@ -98,7 +121,9 @@ extension OpenShellService {
     return .with { $0.template = Wire.template(t) }
   }
 
-  public func listSandboxTemplates(request: Openshell_V1_ListSandboxTemplatesRequest, context: ServerContext) async throws -> Openshell_V1_ListSandboxTemplatesResponse {
+  public func listSandboxTemplates(request: Openshell_V1_ListSandboxTemplatesRequest, context: ServerContext) async throws
+    -> Openshell_V1_ListSandboxTemplatesResponse
+  {
     _ = try userCaller("ListSandboxTemplates")
     let state = await store.state
     let scope = try listScope(request.workspaceScope, state)
@@ -108,18 +133,28 @@ extension OpenShellService {
     let page = try Pagination.page(
       items, key: { "\($0.workspace)/\($0.name)" }, pageSize: request.pageSize, pageToken: request.pageToken,
       measure: { ((try? Wire.template($0).serializedBytes()) as [UInt8]?)?.count ?? 0 })
-    return .with { $0.templates = page.items.map(Wire.template); $0.nextPageToken = page.next }
+    return .with {
+      $0.templates = page.items.map(Wire.template); $0.nextPageToken = page.next
+    }
   }
 
-  public func deleteSandboxTemplate(request: Openshell_V1_DeleteSandboxTemplateRequest, context: ServerContext) async throws -> Openshell_V1_DeleteSandboxTemplateResponse {
+  public func deleteSandboxTemplate(request: Openshell_V1_DeleteSandboxTemplateRequest, context: ServerContext) async throws
+    -> Openshell_V1_DeleteSandboxTemplateResponse
+  {
     let caller = try userCaller("DeleteSandboxTemplate")
-    let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "DeleteSandboxTemplate", target: Self.requestTarget(request.workspaceScope, request.name)) { state in
+    let result = try await store.execute(
+      actor: caller.actor, requestID: request.requestID, rpc: "DeleteSandboxTemplate", target: Self.requestTarget(request.workspaceScope, request.name)
+    ) { state in
       let ws = try workspace(request.workspaceScope, state)
       guard let t = state.template(named: request.name, workspace: ws) else {
         if request.allowMissing { return Decision(events: []) }
         throw RPCErrors.notFound("sandbox template \(ws)/\(request.name)")
       }
-      let event = GatewayEvent(.sandboxTemplateDeleted(.with { $0.id = t.id; $0.name = t.name; $0.workspace = t.workspace }))
+      let event = GatewayEvent(
+        .sandboxTemplateDeleted(
+          .with {
+            $0.id = t.id; $0.name = t.name; $0.workspace = t.workspace
+          }))
       return Decision(events: [event], claims: ["template/\(ws)/\(t.name)"], target: t.id)
     }
     return .with { $0.outcome = result.decision.target.isEmpty ? .alreadyAbsent : .completed }

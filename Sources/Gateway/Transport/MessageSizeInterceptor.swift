@@ -24,12 +24,13 @@ public struct MessageSizeInterceptor: ServerInterceptor {
     let limit = self.limit
     let method = context.descriptor.method
     var checked = request
-    checked.messages = RPCAsyncSequence(wrapping: request.messages.map { message -> Input in
-      if let m = message as? any SwiftProtobuf.Message, let size = try? m.serializedBytes() as [UInt8], size.count > limit {
-        throw RPCError(code: .resourceExhausted, message: "\(method): request message of \(size.count) bytes exceeds the \(limit)-byte limit")
-      }
-      return message
-    })
+    checked.messages = RPCAsyncSequence(
+      wrapping: request.messages.map { message -> Input in
+        if let m = message as? any SwiftProtobuf.Message, let size = try? m.serializedBytes() as [UInt8], size.count > limit {
+          throw RPCError(code: .resourceExhausted, message: "\(method): request message of \(size.count) bytes exceeds the \(limit)-byte limit")
+        }
+        return message
+      })
     return try await next(checked, context)
   }
 }

@@ -108,7 +108,9 @@ final class OversizedMessageGuard: ChannelDuplexHandler, RemovableChannelHandler
   static func percentEncoded(_ s: String) -> String {
     var out = ""
     for byte in s.utf8 {
-      if byte >= 0x20, byte <= 0x7E, byte != 0x25 { out.append(Character(Unicode.Scalar(byte))) } else {
+      if byte >= 0x20, byte <= 0x7E, byte != 0x25 {
+        out.append(Character(Unicode.Scalar(byte)))
+      } else {
         out += "%" + (byte < 16 ? "0" : "") + String(byte, radix: 16, uppercase: true)
       }
     }

@@ -23,7 +23,10 @@ enum ConfinementStatus {
       if plan.landlockCompatibility == "hard_requirement" {
         return ("landlock.compatibility is hard_requirement but kernel \(kernel) offers no Landlock: \(reason); the sandbox cannot start", "ERROR", true)
       }
-      return ("SECURITY (high): landlock unavailable on kernel \(kernel) (\(reason)); landlock.compatibility best_effort: workloads run WITHOUT filesystem limits; \(user), no capabilities, no_new_privs, seccomp on", "ERROR", false)
+      return (
+        "SECURITY (high): landlock unavailable on kernel \(kernel) (\(reason)); landlock.compatibility best_effort: workloads run WITHOUT filesystem limits; \(user), no capabilities, no_new_privs, seccomp on",
+        "ERROR", false
+      )
     }
   }
 

@@ -67,7 +67,8 @@ struct CIDR: Sendable {
 
   /// Whether `ip` lies in the prefix (IPv4-mapped IPv6 addresses are compared as IPv4).
   func contains(_ address: IPAddress) -> Bool {
-    let ip = address.unmapped, net = network.unmapped
+    let ip = address.unmapped
+    let net = network.unmapped
     guard ip.bytes.count == net.bytes.count else { return false }
     let effective = bits - (network.bytes.count - net.bytes.count) * 8
     var remaining = max(effective, 0)

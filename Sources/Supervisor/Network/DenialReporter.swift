@@ -54,7 +54,9 @@ final class DenialReporter: Sendable {
   func record(method rawMethod: String, host rawHost: String, port: Int, binary rawBinary: CallerBinary?, reason rawReason: String) {
     // Everything here can be chosen by the agent (a binary's path, a host, a method): control
     // characters are escaped so that a denial can never forge lines in the log or the audit.
-    let method = Self.printable(rawMethod), host = Self.printable(rawHost), reason = Self.printable(rawReason)
+    let method = Self.printable(rawMethod)
+    let host = Self.printable(rawHost)
+    let reason = Self.printable(rawReason)
     var binary = rawBinary
     if let b = rawBinary { binary?.path = Self.printable(b.path) }
     let who = binary.map { "\($0.path) (pid \($0.pid))" } ?? "an unidentified process"

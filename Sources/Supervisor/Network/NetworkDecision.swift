@@ -77,7 +77,9 @@ enum NetworkDecision {
       return .deny(reason: "no network policy has an endpoint for \(host):\(port)")
     }
     guard let binary else {
-      return .deny(reason: "the calling process could not be identified (policies \(hostPortMatched.joined(separator: ", ")) allow \(host):\(port) only to listed binaries)")
+      return .deny(
+        reason:
+          "the calling process could not be identified (policies \(hostPortMatched.joined(separator: ", ")) allow \(host):\(port) only to listed binaries)")
     }
     return .deny(reason: "binary \(binary.path) is not listed in the binaries of network policy \(hostPortMatched.joined(separator: ", ")) for \(host):\(port)")
   }
@@ -120,7 +122,8 @@ enum NetworkDecision {
   /// Path glob: `*` matches within one segment (no `/`), `**` matches any run of characters including `/`.
   static func pathMatches(_ pattern: String, _ path: String) -> Bool {
     guard pattern.contains("*") else { return pattern == path }
-    let p = Array(pattern.utf8), s = Array(path.utf8)
+    let p = Array(pattern.utf8)
+    let s = Array(path.utf8)
     var memo = [Int: Bool]()
     func match(_ i: Int, _ j: Int) -> Bool {
       let key = i * (s.count + 1) + j

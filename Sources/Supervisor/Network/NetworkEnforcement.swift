@@ -44,7 +44,8 @@ struct NetworkEnforcement: Sendable {
     }
     let lookup = resolver.diag != nil ? "sock_diag" : "the /proc socket tables (\(resolver.diagProblem ?? "no sock_diag"))"
     let kind = privateNetwork != nil ? "private namespace without root: loopback only, the proxy's socket inside it" : "veth pair + nftables"
-    logs.log("network policy proxy listening on \(address) (namespace \(ns), \(kind)); callers identified through \(lookup); all egress denied until a policy loads")
+    logs.log(
+      "network policy proxy listening on \(address) (namespace \(ns), \(kind)); callers identified through \(lookup); all egress denied until a policy loads")
     return NetworkEnforcement(policy: policy, denials: denials, proxy: proxy)
   }
 

@@ -1,8 +1,8 @@
 import CSockDiag
 import Foundation
-import Synchronization
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// The sandbox's policy proxy (enforcement-and-ssh.md §1.4, row "Proxy"): an explicit HTTP proxy on the
 /// host side of the sandbox's veth pair (`10.200.x.y:3128`), the only address the sandbox's nftables
@@ -74,11 +74,13 @@ final class PolicyProxy: Sendable {
           usleep(10_000)  // EMFILE, ENFILE, ENOBUFS, ENOMEM: let descriptors or memory free up
           continue
         }
-        guard connections.withLock({ n -> Bool in
-          guard n < Self.maxConnections else { return false }
-          n += 1
-          return true
-        }) else {
+        guard
+          connections.withLock({ n -> Bool in
+            guard n < Self.maxConnections else { return false }
+            n += 1
+            return true
+          })
+        else {
           close(fd)
           continue
         }
@@ -188,7 +190,11 @@ final class PolicyProxy: Sendable {
 final class CountedOnce: Sendable {
   private let held = Mutex(true)
   /// true the first time only.
-  func take() -> Bool { held.withLock { h in defer { h = false }; return h } }
+  func take() -> Bool {
+    held.withLock { h in
+      defer { h = false }; return h
+    }
+  }
 }
 
 /// A parsed request head.
@@ -222,7 +228,9 @@ struct ProxyRequestHead: Sendable {
     } else {
       let lower = first[1].lowercased()
       guard lower.hasPrefix("http://") else {
-        throw ParseError.malformed(lower.hasPrefix("https://") ? "absolute-form https:// requests are not supported; use CONNECT" : "only CONNECT and absolute-form http:// requests are proxied")
+        throw ParseError.malformed(
+          lower.hasPrefix("https://")
+            ? "absolute-form https:// requests are not supported; use CONNECT" : "only CONNECT and absolute-form http:// requests are proxied")
       }
       let rest = first[1].dropFirst(7)
       authority = String(rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" })

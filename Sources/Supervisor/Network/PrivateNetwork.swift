@@ -46,9 +46,12 @@ struct PrivateNetwork: Sendable {
     var tid: Int32 = 0
     let r = csockdiag_private_netns(port, &listen, &diag, &tid)
     guard r == 0 else {
-      throw Failure(description: "cannot create the sandbox's private network namespace (unshare CLONE_NEWNET, lo up, bind 127.0.0.1:\(port)): \(String(cString: strerror(-r)))")
+      throw Failure(
+        description:
+          "cannot create the sandbox's private network namespace (unshare CLONE_NEWNET, lo up, bind 127.0.0.1:\(port)): \(String(cString: strerror(-r)))")
     }
-    let d: Result<SocketDiag, CallerResolver.ResolveError> = diag >= 0
+    let d: Result<SocketDiag, CallerResolver.ResolveError> =
+      diag >= 0
       ? .success(SocketDiag(descriptor: diag))
       : .failure(CallerResolver.ResolveError(message: "no NETLINK_SOCK_DIAG socket in the private namespace: \(String(cString: strerror(-diag)))"))
     return PrivateNetwork(namespacePath: "/proc/\(getpid())/task/\(tid)/ns/net", listenSocket: listen, diag: d, proxyAddress: "127.0.0.1:\(port)")

@@ -65,7 +65,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     deciding = true
     context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
     let proxy = self.proxy
-    let peer = context.channel.remoteAddress, local = context.channel.localAddress
+    let peer = context.channel.remoteAddress
+    let local = context.channel.localAddress
     if head.host == InferenceRouter.host { return routeInference(context, head, peer: peer, local: local) }
     proxy.pool.runIfActive(eventLoop: context.eventLoop) {
       proxy.admit(host: head.host, port: head.port, peer: peer, local: local)
@@ -107,7 +108,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   func respond(_ context: ChannelHandlerContext, _ code: Int, _ phrase: String, _ body: String) {
     let text = body + "\n"
     let reason = body.replacingOccurrences(of: "\r", with: " ").replacingOccurrences(of: "\n", with: " ")
-    let response = "HTTP/1.1 \(code) \(phrase)\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: \(text.utf8.count)\r\nX-OpenShell-Reason: \(reason)\r\nConnection: close\r\n\r\n\(text)"
+    let response =
+      "HTTP/1.1 \(code) \(phrase)\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: \(text.utf8.count)\r\nX-OpenShell-Reason: \(reason)\r\nConnection: close\r\n\r\n\(text)"
     context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: response))).assumeIsolated().whenComplete { _ in
       context.close(promise: nil)
     }
@@ -121,7 +123,11 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     let client = context.channel
     guard client.isActive else { return }
     if head.isConnect, proxy.tls == nil {
-      return deny(context, head, PolicyProxy.Denied(binary: target.binary, reason: "TLS termination is unavailable in this sandbox (see its log): an L7 endpoint is never tunnelled uninspected (fail closed)"))
+      return deny(
+        context, head,
+        PolicyProxy.Denied(
+          binary: target.binary,
+          reason: "TLS termination is unavailable in this sandbox (see its log): an L7 endpoint is never tunnelled uninspected (fail closed)"))
     }
     if let generation, let binary = target.binary {
       let policy = proxy.policy
@@ -166,7 +172,9 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   /// `200` of a CONNECT (or the request head upstream) and any bytes read past the head are written
   /// first, then the relay owns both sockets; NIO's channel is closed (its descriptor only: the socket
   /// lives on in the relay's duplicate). The connection stays counted and registered for re-decision.
-  private func relay(_ context: ChannelHandlerContext, _ head: ProxyRequestHead, _ upstream: Int32, _ addresses: [IPAddress], _ generation: UInt64, _ binary: CallerBinary) {
+  private func relay(
+    _ context: ChannelHandlerContext, _ head: ProxyRequestHead, _ upstream: Int32, _ addresses: [IPAddress], _ generation: UInt64, _ binary: CallerBinary
+  ) {
     let client = context.channel
     guard client.isActive else {
       close(upstream)
@@ -195,7 +203,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     let policy = proxy.policy
     // The relay's own slot (the NIO channel gives its slot back when it closes below).
     proxy.connections.withLock { $0 += 1 }
-    let id = policy.opened(.init(host: head.host, port: head.port, binary: binary, addresses: addresses, channels: [], cancel: { relay.cancel() }), generation: generation)
+    let id = policy.opened(
+      .init(host: head.host, port: head.port, binary: binary, addresses: addresses, channels: [], cancel: { relay.cancel() }), generation: generation)
     relay.start {
       policy.closed(id)
       proxy.connections.withLock { $0 -= 1 }

@@ -28,7 +28,8 @@ final class SpliceRelay: @unchecked Sendable {
   /// Starts the relay's thread; `ended` runs on it after both sockets were closed.
   func start(_ ended: @escaping @Sendable () -> Void) {
     let thread = Thread { [self] in
-      var up: UInt64 = 0, down: UInt64 = 0
+      var up: UInt64 = 0
+      var down: UInt64 = 0
       csockdiag_relay_run(handle, &up, &down)
       ended()
     }

@@ -60,20 +60,29 @@ enum InferenceRouter {
   }
 
   /// The head to forward (or the rejection) and whether the body must be rewritten (a POST).
-  static func admit(_ head: HTTPRequestHead, route: Openshell_Inference_V1_ResolvedRoute, endpoint: Endpoint) -> Result<(HTTPRequestHead, rewriteBody: Bool), L7ClientHandler.Rejection> {
+  static func admit(_ head: HTTPRequestHead, route: Openshell_Inference_V1_ResolvedRoute, endpoint: Endpoint) -> Result<
+    (HTTPRequestHead, rewriteBody: Bool), L7ClientHandler.Rejection
+  > {
     let method = head.method.rawValue
     let request: L7Request
     do { request = try L7Request.parse(method: method, target: head.uri) } catch {
       return .failure(.init(status: .badRequest, message: "openshell: inference.local: malformed request target"))
     }
     guard let needed = requiredProtocol(method: request.method, path: request.path) else {
-      return .failure(.init(status: .forbidden, message: "openshell: inference.local: \(method) \(request.path) is not an inference request (accepted: POST /v1/chat/completions, /v1/completions, /v1/responses, /v1/messages; GET /v1/models[/id])"))
+      return .failure(
+        .init(
+          status: .forbidden,
+          message:
+            "openshell: inference.local: \(method) \(request.path) is not an inference request (accepted: POST /v1/chat/completions, /v1/completions, /v1/responses, /v1/messages; GET /v1/models[/id])"
+        ))
     }
     guard route.protocols.contains(needed) else {
       return .failure(.init(status: .forbidden, message: "openshell: inference.local: the configured \(route.providerType) route does not serve \(needed)"))
     }
     var headers = HTTPHeaders()
-    let dropped: Set<String> = ["authorization", "x-api-key", "api-key", "proxy-authorization", "proxy-connection", "host", "content-length", "transfer-encoding"]
+    let dropped: Set<String> = [
+      "authorization", "x-api-key", "api-key", "proxy-authorization", "proxy-connection", "host", "content-length", "transfer-encoding",
+    ]
     for (name, value) in head.headers where !dropped.contains(name.lowercased()) { headers.add(name: name, value: value) }
     headers.add(name: "host", value: endpoint.port == (endpoint.tls ? 443 : 80) ? endpoint.host : "\(endpoint.host):\(endpoint.port)")
     if route.providerType == "anthropic" {

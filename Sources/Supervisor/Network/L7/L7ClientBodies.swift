@@ -32,7 +32,10 @@ extension L7ClientHandler {
       state = .idle
       body.append(contentsOf: bytes.readableBytesView)
       guard body.count <= SigV4Signer.maxBodyBytes else {
-        return refuseBody(head.method.rawValue, BodyCredentials.Refusal(status: 413, description: "a SigV4-signed payload is buffered up to \(SigV4Signer.maxBodyBytes) bytes; use sigv4:no_body for larger ones"))
+        return refuseBody(
+          head.method.rawValue,
+          BodyCredentials.Refusal(
+            status: 413, description: "a SigV4-signed payload is buffered up to \(SigV4Signer.maxBodyBytes) bytes; use sigv4:no_body for larger ones"))
       }
       state = .signing(head, body, signer)
     default: break
@@ -90,7 +93,9 @@ extension L7ClientHandler {
       try signer.sign(&head, body: [], values: ProviderEnvironmentAgent.values)
     } catch {
       let r = error as? SigV4Signer.Refusal
-      state = .rejecting(.init(status: r?.status ?? .internalServerError, message: "openshell: request to \(target.host):\(target.port) denied: \(r?.description ?? "\(error)")"))
+      state = .rejecting(
+        .init(status: r?.status ?? .internalServerError, message: "openshell: request to \(target.host):\(target.port) denied: \(r?.description ?? "\(error)")")
+      )
       proxy.onDenied(.init(method: head.method.rawValue, host: target.host, port: target.port, binary: target.binary, reason: r?.description ?? "\(error)"))
       return
     }

@@ -129,7 +129,8 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
       switch L7Admission.admit(head, target: target, proxy: proxy) {
       case .failure(let r): state = .rejecting(r)
       case .success(let admitted):
-        let forwarded = admitted.head, mode = admitted.body
+        let forwarded = admitted.head
+        let mode = admitted.body
         upgrade = admitted.upgrade
         // The client's decoder stops at an upgrade request: unless it switches, the connection ends.
         if head.headers.contains(name: "upgrade") { closeAfterResponse = true }

@@ -86,7 +86,11 @@ enum L7Rules {
     case .full: methods = ["*"]
     default: methods = []
     }
-    return methods.map { m in .with { $0.method = m; $0.path = "**" } }
+    return methods.map { m in
+      .with {
+        $0.method = m; $0.path = "**"
+      }
+    }
   }
 
   static func allowMatches(_ rule: Openshell_Sandbox_V1_L7Allow, _ r: L7Request) -> Bool {
@@ -106,7 +110,8 @@ enum L7Rules {
   }
 
   static func methodMatches(_ actual: String, _ expected: String) -> Bool {
-    let a = actual.uppercased(), e = expected.uppercased()
+    let a = actual.uppercased()
+    let e = expected.uppercased()
     return e == "*" || a == e || (a == "HEAD" && e == "GET")
   }
 

@@ -46,7 +46,8 @@ final class L7Upstream {
   func clientWritable() { handler?.release() }
 
   private func dial() {
-    let target = self.target, proxy = self.proxy
+    let target = self.target
+    let proxy = self.proxy
     proxy.dial(target.addresses, port: target.port, on: loop).assumeIsolated().flatMapThrowing { channel -> Channel in
       let sync = channel.pipeline.syncOperations
       if target.tls {

@@ -49,7 +49,8 @@ struct WebSocketCredentialRewriter: ByteToMessageDecoder {
     }
     let masked = b1 & 0x80 != 0
     if masked { headerLength += 4 }
-    let opcode = b0 & 0x0f, fin = b0 & 0x80 != 0
+    let opcode = b0 & 0x0f
+    let fin = b0 & 0x80 != 0
     // Whether this frame carries text (a text frame, or a continuation of a text message); the message
     // state moves on only once the frame is consumed (decode is called again for an incomplete one).
     let text = opcode == 1 || (opcode == 0 && inText)

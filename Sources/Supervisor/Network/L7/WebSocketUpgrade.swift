@@ -95,10 +95,12 @@ enum WebSocketUpgrade {
   /// Replaces the HTTP handlers of `client` and `upstream` (same event loop) by a byte relay between
   /// them; bytes the upstream sent right after its `101` (held by its decoder) are relayed first.
   static func switchToRelay(client: Channel, upstream: Channel, rewrite: Bool) throws {
-    let c = RawRelayHandler(), u = RawRelayHandler()
+    let c = RawRelayHandler()
+    let u = RawRelayHandler()
     c.partner = u
     u.partner = c
-    let cs = client.pipeline.syncOperations, us = upstream.pipeline.syncOperations
+    let cs = client.pipeline.syncOperations
+    let us = upstream.pipeline.syncOperations
     if rewrite {
       try cs.addHandler(ByteToMessageHandler(WebSocketCredentialRewriter(values: { ProviderEnvironmentAgent.values })))
     }

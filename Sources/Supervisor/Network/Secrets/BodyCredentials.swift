@@ -84,7 +84,11 @@ enum BodyCredentials {
     guard containsMarker(body[...]) else { return body }
     let type = mediaType(contentType) ?? ""
     guard type == "application/json" || type == "application/x-www-form-urlencoded" || type.hasPrefix("text/") else {
-      throw Refusal(status: 415, description: "credential placeholder in a \(type.isEmpty ? "request body without Content-Type" : "\(type.prefix(60)) body"); placeholders are resolved in application/json, application/x-www-form-urlencoded and text/* bodies only")
+      throw Refusal(
+        status: 415,
+        description:
+          "credential placeholder in a \(type.isEmpty ? "request body without Content-Type" : "\(type.prefix(60)) body"); placeholders are resolved in application/json, application/x-www-form-urlencoded and text/* bodies only"
+      )
     }
     guard let text = String(validating: body, as: UTF8.self) else {
       throw Refusal(status: 400, description: "credential placeholder in a request body that is not UTF-8")
@@ -174,5 +178,7 @@ struct MarkerGuard {
 
   static let refusal = BodyCredentials.Refusal(
     status: 403,
-    description: "credential placeholder in the request body; this endpoint does not resolve placeholders in bodies (request_body_credential_rewrite is not set), so the request is refused")
+    description:
+      "credential placeholder in the request body; this endpoint does not resolve placeholders in bodies (request_body_credential_rewrite is not set), so the request is refused"
+  )
 }

@@ -83,13 +83,15 @@ struct SigV4Signer: Equatable {
   /// - Throws: ``Refusal`` (500) when the sandbox holds no AWS credentials.
   func sign(_ head: inout HTTPRequestHead, body: [UInt8], values: [String: String], date: Date = Date()) throws {
     guard let key = values["AWS_ACCESS_KEY_ID"], let secret = values["AWS_SECRET_ACCESS_KEY"], !key.isEmpty, !secret.isEmpty else {
-      throw Refusal(status: .internalServerError, description: "credential_signing needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the sandbox's providers")
+      throw Refusal(
+        status: .internalServerError, description: "credential_signing needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the sandbox's providers")
     }
     let f = DateFormatter()
     f.locale = Locale(identifier: "en_US_POSIX")
     f.timeZone = TimeZone(identifier: "UTC")
     f.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
-    let amzDate = f.string(from: date), day = String(amzDate.prefix(8))
+    let amzDate = f.string(from: date)
+    let day = String(amzDate.prefix(8))
     let payload = signBody ? Self.hex(SHA256.hash(data: body)) : "UNSIGNED-PAYLOAD"
     for name in ["authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256"] { head.headers.remove(name: name) }
     head.headers.add(name: "x-amz-date", value: amzDate)
@@ -101,7 +103,8 @@ struct SigV4Signer: Equatable {
     let q = target.firstIndex(of: "?")
     let rawPath = q.map { String(target[..<$0]) } ?? target
     let rawQuery = q.map { String(target[target.index(after: $0)...]) } ?? ""
-    let path = service == "s3"
+    let path =
+      service == "s3"
       ? rawPath.split(separator: "/", omittingEmptySubsequences: false).map { Self.encode(Self.decode($0)) }.joined(separator: "/")
       : rawPath.split(separator: "/", omittingEmptySubsequences: false).map { Self.encode(Self.encode(Self.decode($0))) }.joined(separator: "/")
     var pairs: [(String, String)] = []
@@ -121,13 +124,16 @@ struct SigV4Signer: Equatable {
       signed[n] = signed[n].map { $0 + "," + v } ?? v
     }
     let names = signed.keys.sorted()
-    let canonical = [head.method.rawValue, path.isEmpty ? "/" : path, query,
-                     names.map { "\($0):\(signed[$0]!)\n" }.joined(), names.joined(separator: ";"), payload].joined(separator: "\n")
+    let canonical = [
+      head.method.rawValue, path.isEmpty ? "/" : path, query,
+      names.map { "\($0):\(signed[$0]!)\n" }.joined(), names.joined(separator: ";"), payload,
+    ].joined(separator: "\n")
     let scope = "\(day)/\(region)/\(service)/aws4_request"
     let toSign = ["AWS4-HMAC-SHA256", amzDate, scope, Self.hex(SHA256.hash(data: Data(canonical.utf8)))].joined(separator: "\n")
     func mac(_ k: SymmetricKey, _ s: String) -> SymmetricKey { SymmetricKey(data: HMAC<SHA256>.authenticationCode(for: Data(s.utf8), using: k)) }
     let kSigning = mac(mac(mac(mac(SymmetricKey(data: Data(("AWS4" + secret).utf8)), day), region), service), "aws4_request")
     let signature = Self.hex(HMAC<SHA256>.authenticationCode(for: Data(toSign.utf8), using: kSigning))
-    head.headers.add(name: "authorization", value: "AWS4-HMAC-SHA256 Credential=\(key)/\(scope), SignedHeaders=\(names.joined(separator: ";")), Signature=\(signature)")
+    head.headers.add(
+      name: "authorization", value: "AWS4-HMAC-SHA256 Credential=\(key)/\(scope), SignedHeaders=\(names.joined(separator: ";")), Signature=\(signature)")
   }
 }

@@ -73,7 +73,8 @@ final class SandboxCA: Sendable {
   /// - Throws: when a file cannot be written.
   @discardableResult
   func writeTrustFiles(directory: String, systemBundle: String) throws -> (ca: String, bundle: String) {
-    let ca = directory + "/" + Self.caFileName, bundle = directory + "/" + Self.bundleFileName
+    let ca = directory + "/" + Self.caFileName
+    let bundle = directory + "/" + Self.bundleFileName
     var combined = systemBundle
     if !combined.isEmpty, !combined.hasSuffix("\n") { combined += "\n" }
     combined += certificatePEM
