@@ -3,6 +3,7 @@ import Foundation
 import GRPCCore
 import OpenShellAPI
 import Projections
+import SandboxProtocol
 import Testing
 
 @testable import Gateway
@@ -41,6 +42,21 @@ import Testing
       // An exec whose arguments carry the value is recorded redacted.
       let echo = try await c.exec("envsecret", ["echo", canary])
       #expect(echo.out == canary + "\n")
+
+      // Nor any file of the data directory once the supervisor started (launch.json kept only the names),
+      // so an archive of it (`gateway start --recreate`) holds none either.
+      var holders = Self.filesHolding([canary, templateCanary], under: gw.dataDirectory)
+      for _ in 0..<50 where !holders.isEmpty {
+        try await Task.sleep(for: .milliseconds(100))
+        holders = Self.filesHolding([canary, templateCanary], under: gw.dataDirectory)
+      }
+      #expect(holders.isEmpty, "files holding an environment value: \(holders)")
+      let launch = try JSONDecoder().decode(
+        SupervisorLaunch.self, from: try Data(contentsOf: URL(fileURLWithPath: "\(gw.dataDirectory)/sandboxes/\(id)/run/launch.json")))
+      #expect(launch.environment == ["API_TOKEN": "", "EMPTY": "", "FROM_TEMPLATE": ""], "\(launch.environment)")
+      // The supervisor keeps them: a later exec still gets the real value.
+      let again = try await c.exec("envsecret", ["printenv", "API_TOKEN"])
+      #expect(again.out == canary + "\n", "\(again.out) \(again.err)")
 
       // No record of the log holds either value; sandbox.requested carries them sealed.
       let log = gw.running.store.log
@@ -91,5 +107,20 @@ import Testing
       try await c.deleteAndWait("noenv")
     }
     await gw.stopEverything()
+  }
+
+  /// Regular files under `root` (the LMDB files excepted: their records are checked one by one) whose bytes
+  /// contain one of `needles`.
+  static func filesHolding(_ needles: [String], under root: String) -> [String] {
+    guard let walker = FileManager.default.enumerator(atPath: root) else { return [] }
+    var found: [String] = []
+    while let relative = walker.nextObject() as? String {
+      let path = root + "/" + relative
+      guard !relative.hasSuffix(".mdb"), (walker.fileAttributes?[.type] as? FileAttributeType) == .typeRegular,
+        let data = FileManager.default.contents(atPath: path)
+      else { continue }
+      if needles.contains(where: { data.range(of: Data($0.utf8)) != nil }) { found.append(relative) }
+    }
+    return found
   }
 }

@@ -151,7 +151,10 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     hub.setListener { [weak self] event in
       guard let self else { return }
       switch event {
-      case .connected(let id, _): self.schedule(id, store)
+      case .connected(let id, let instanceID):
+        // It has read launch.json: its environment values leave the disk.
+        self.scrubLaunchEnvironment(id, instanceID: instanceID)
+        self.schedule(id, store)
       case .disconnected, .mainProcessExited: break
       }
     }
@@ -171,6 +174,9 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
           // It was told another endpoint and cannot reconnect: replace it.
           queue.enqueue(id) { [self] in await stop(id) }
         }
+      } else {
+        // Nothing runs that still has to read it (a crash between a start and its supervisor's connect).
+        scrubLaunchEnvironment(id, instanceID: nil)
       }
       schedule(id, store)
     }
