@@ -6,9 +6,10 @@ public enum PolicyExample {
   public static let yaml = """
     # OpenShell sandbox policy (schema version 1).
     # Apply at creation:  openshell sandbox create --policy policy.yaml -- CMD
-    # Or live:            openshell policy set NAME --policy policy.yaml --wait
+    # Change it live:     edit network_policies, then openshell policy set NAME --policy policy.yaml --wait
     # filesystem_policy, landlock and process are fixed when a sandbox starts: a running sandbox refuses
-    # changes to them (sandbox stop + sandbox start applies them). network_policies change at any time.
+    # changes to them (sandbox stop + sandbox start applies them), so a live change keeps them as the
+    # sandbox started with them. network_policies change at any time.
     version: 1
 
     # Landlock: paths the agent may read (read_only) or read and write (read_write). Everything else

@@ -264,7 +264,11 @@ struct CLIPolishTests {
     var r = try env.run(["gateway", "stop", "--name", "a/b"])
     #expect(r.code == 1 && r.err == "error: invalid gateway name 'a/b': \(Self.nameRule)\n", "\(r)")
     r = try env.run(["gateway", "stop"])
-    #expect(r.code == 1 && r.err == "error: unknown gateway 'openshell'; deploy it first: openshell gateway start --name openshell\n", "\(r)")
+    #expect(
+      r.code == 1
+        && r.err
+          == "error: unknown gateway 'openshell' (no gateway is registered); to deploy a new gateway under that name: openshell gateway start --name openshell\n",
+      "\(r)")
   }
 
   /// The value of `  Key:   value` in a record printed as a table.

@@ -130,6 +130,8 @@ struct LifecycleTests {
     #expect(r.code == 0, "\(r)")
     r = try env.run(["gateway", "start", "--name", "life", "--restore-from", exported])
     #expect(r.code == 0, "\(r)")
+    // The restore's last line says what the command then does (it starts the gateway itself).
+    #expect((r.out + r.err).contains("gateway 'life' restored; starting it") && !(r.out + r.err).contains("start it with"), "\(r)")
     #expect(try await env.workspaces("life").contains("keepme"))
 
     // destroy: refused without --yes when stdin is not a terminal.

@@ -34,7 +34,7 @@ import Testing
     r = try env.run(["gateway", "stop", "--name", "rk"])
     r = try env.replay(["restore", archiveRoot.appendingPathComponent(archive).path, "--gateway", "rk"])
     #expect(r.code == 0, "\(r)")
-    #expect(r.out.contains("keys: 1 provider data key imported"), "\(r)")
+    #expect(r.out.contains("keys: 1 data key (provider credentials, sandbox environments) imported"), "\(r)")
     r = try env.run(["gateway", "start", "--name", "rk"])
     try #require(r.code == 0, "\(r)")
     r = try env.run(["sandbox", "create", "withkey", "--no-keep", "--provider", "p1", "--", "printenv", "OPENAI_API_KEY"])

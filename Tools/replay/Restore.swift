@@ -37,6 +37,9 @@ struct Restore: ParsableCommand {
   @Option(help: "Gateway name.") var gateway: String
   @Option(help: "The gateway's data dir (default: from its registration, else $XDG_STATE_HOME/openshell/gateways/<name>).")
   var dataDir: String?
+  /// Set by `openshell gateway start --restore-from`, which starts the gateway itself afterwards: the last
+  /// line then says so instead of naming that command as the next step.
+  @Flag(help: .hidden) var startedByGatewayStart = false
 
   func run() throws {
     try LogTools_run {
@@ -240,7 +243,7 @@ struct Restore: ParsableCommand {
     let vault = try SecretVault(directory: data.appendingPathComponent("keys").path)
     if let sourceKeys {
       let imported = try vault.importDataKeys(fromVaultAt: sourceKeys.path)
-      print("keys: \(imported.count) provider data key\(imported.count == 1 ? "" : "s") imported from \(sourceKeys.path)")
+      print("keys: \(imported.count) data key\(imported.count == 1 ? "" : "s") (provider credentials, sandbox environments) imported from \(sourceKeys.path)")
     }
     let unreadable = restoredProviders.filter { $0.hasCredentials && !vault.hasDataKey($0.dataKeyID) }.map(\.name)
     if !unreadable.isEmpty {
@@ -254,7 +257,11 @@ struct Restore: ParsableCommand {
     }
     for s in failedSandboxes { print("sandbox \(s): marked failed (NotResumedAfterRestore)") }
     for s in dropped { print("sandbox \(s): dropped (created after the archive; its directory is kept with the previous log)") }
-    print("gateway '\(gateway)' restored; start it with: openshell gateway start --name \(gateway)")
+    if startedByGatewayStart {
+      print("gateway '\(gateway)' restored; starting it")
+    } else {
+      print("gateway '\(gateway)' restored; start it with: openshell gateway start --name \(gateway)")
+    }
   }
 
   /// `workspace/name` of the sandboxes in the log at `path` whose ids are not in `excluding` (empty when

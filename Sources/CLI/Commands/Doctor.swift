@@ -51,7 +51,8 @@ struct DoctorLogs: AsyncParsableCommand {
       defer { try? handle.close() }
       let data = handle.readDataToEndOfFile()
       var text = String(decoding: data, as: UTF8.self)
-      let wanted = lines ?? (tail ? 0 : nil)
+      // --tail without --lines shows the last 10 lines first, as tail -f does.
+      let wanted = lines ?? (tail ? 10 : nil)
       if let n = wanted {
         let all = text.split(separator: "\n", omittingEmptySubsequences: false)
         let trimmed = all.last == "" ? all.dropLast() : all[...]

@@ -21,7 +21,7 @@ struct GatewayStop: AsyncParsableCommand {
       }
       let gw = ClientRegistry.default.metadata(name).map(LocalGateway.init(metadata:)) ?? LocalGateway(name: name)
       guard gw.exists || ClientRegistry.default.metadata(name) != nil else {
-        throw CLIError("unknown gateway '\(name)'; deploy it first: openshell gateway start --name \(name)")
+        throw ClientRegistry.default.unknownGateway(name)
       }
       if let owner = gw.owner, owner != name {
         throw CLIError("gateway '\(name)' is a registration of the local gateway '\(owner)'; stop it with: openshell gateway stop --name \(owner)")
@@ -120,7 +120,7 @@ struct GatewaySelect: AsyncParsableCommand {
       let registry = ClientRegistry.default
       if let name {
         guard registry.metadata(name) != nil else {
-          throw CLIError("unknown gateway '\(name)'; deploy it first: openshell gateway start --name \(name)")
+          throw ClientRegistry.default.unknownGateway(name)
         }
         try registry.setActive(name)
         print("\(Style.check) Active gateway set to '\(name)'")
@@ -182,7 +182,7 @@ struct GatewayInfo: AsyncParsableCommand {
       let meta = registry.metadata(name)
       let gw = meta.map(LocalGateway.init(metadata:)) ?? LocalGateway(name: name)
       guard meta != nil || gw.exists else {
-        throw CLIError("unknown gateway '\(name)'; deploy it first: openshell gateway start --name \(name)")
+        throw ClientRegistry.default.unknownGateway(name)
       }
       let config = gw.launchConfig
       let caPath = meta != nil ? registry.mtlsDir(name).appendingPathComponent("ca.crt").path : gw.pki("ca.crt")

@@ -256,7 +256,7 @@ struct GatewayStart: AsyncParsableCommand {
     guard FileManager.default.isExecutableFile(atPath: replay) else {
       throw CLIError("openshell-replay not found at \(replay) (set OPENSHELL_REPLAY_BIN)")
     }
-    let code = try await ChildProcess.run(replay, ["restore", source, "--gateway", gw.name, "--data-dir", gw.dataDir.path])
+    let code = try await ChildProcess.run(replay, ["restore", source, "--gateway", gw.name, "--data-dir", gw.dataDir.path, "--started-by-gateway-start"])
     guard code == 0 else { throw CLIError("restore from \(source) failed (see the message above)", code: code) }
   }
 }

@@ -82,6 +82,14 @@ struct ClientRegistry {
   }
 
   /// All registered gateways (those whose metadata.json parses), sorted by name.
+  /// The error for a gateway name nothing is registered under: names the registered ones (a typo is the
+  /// usual cause) before the command that would deploy a new gateway under that name.
+  func unknownGateway(_ name: String) -> CLIError {
+    let known = all().map(\.name).sorted()
+    let listing = known.isEmpty ? "no gateway is registered" : "registered: \(known.joined(separator: ", "))"
+    return CLIError("unknown gateway '\(name)' (\(listing)); to deploy a new gateway under that name: openshell gateway start --name \(name)")
+  }
+
   func all() -> [GatewayMetadata] {
     let names = (try? FileManager.default.contentsOfDirectory(atPath: gatewaysDir.path)) ?? []
     return names.filter { !$0.hasPrefix(".") }.sorted().compactMap { metadata($0) }

@@ -44,7 +44,7 @@ struct GatewayOptions: ParsableArguments {
       throw CLIError("no active gateway; set one with 'openshell gateway select <name>' or deploy one with 'openshell gateway start'")
     }
     guard let meta = registry.metadata(name) else {
-      throw CLIError("unknown gateway '\(name)'; deploy it first: openshell gateway start --name \(name)")
+      throw registry.unknownGateway(name)
     }
     try GatewayTunnel.ensure(meta)
     let target = try Target(name: name, endpoint: meta.gateway_endpoint, authMode: meta.auth_mode, mtlsDir: registry.mtlsDir(name))
