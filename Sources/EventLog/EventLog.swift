@@ -146,7 +146,8 @@ public final class EventLog: Sendable {
       let env = try LMDBEnvironment(
         path: directory, mapSize: opts.initialMapSize, flags: opts.durability.envFlags, readOnly: opts.readOnly)
       do {
-        let head = try initialize(env, readOnly: opts.readOnly)
+        let place = fileReport.map { "\(data) is damaged at page \($0.mainTreeRoot) (main tree)" } ?? "\(data) is damaged (main tree)"
+        let head = try initialize(env, readOnly: opts.readOnly, damagedPlace: place)
         let shared = LogShared(env: env, directory: directory, options: opts, head: head, logger: opts.logger)
         var writer: Writer?
         if !opts.readOnly {
@@ -169,7 +170,9 @@ public final class EventLog: Sendable {
   }
 
   /// Opens the named databases (creating them and the format marker for a writer) and reads the head.
-  private static func initialize(_ env: LMDBEnvironment, readOnly: Bool) throws -> PublishedState {
+  /// `damagedPlace` starts the message when the `chain` database is missing from a log of format 2 (its
+  /// name damaged in the main tree: creating an empty one would drop every checkpoint).
+  private static func initialize(_ env: LMDBEnvironment, readOnly: Bool, damagedPlace: String) throws -> PublishedState {
     // Handles from a committed transaction stay valid for the environment's lifetime (LMDB docs), so even
     // the read-only open commits its transaction.
     let (dbs, head) = try env.withTransaction(readOnly: readOnly) { txn -> (Databases, PublishedState) in
@@ -184,9 +187,15 @@ public final class EventLog: Sendable {
       (d.events, d.meta, d.snapshots, d.checkpoints, d.dicts, d.aggregates) =
         (handles[0], handles[1], handles[2], handles[3], handles[4], handles[5])
       do {
-        d.chain = try txn.openDatabase(ChainCheckpoints.name, create: !readOnly)
-      } catch let e as EventLogError where e.code == .notFound && readOnly {
-        d.chain = nil  // written by older builds only: no v2 records, no checkpoints
+        d.chain = try txn.openDatabase(ChainCheckpoints.name, create: false)
+      } catch let e as EventLogError where e.code == .notFound {
+        // The first writer of format 2 creates it together with the format marker: a log marked 2 without it
+        // lost it (a damaged name), and is refused rather than given an empty one.
+        if let v = try txn.get(d.meta, MetaKey.format), let f = decodeBE32(v), f >= 2 {
+          throw EventLogError.corrupt(nil, "\(damagedPlace): it has no '\(ChainCheckpoints.name)' database although its format is \(f)")
+        }
+        // Written by older builds only (no v2 records, no checkpoints): a writer creates it now.
+        d.chain = readOnly ? nil : try txn.openDatabase(ChainCheckpoints.name, create: true)
       }
       if let v = try txn.get(d.meta, MetaKey.format) {
         guard let f = decodeBE32(v), RecordFormat.readableLogFormats.contains(f) else {

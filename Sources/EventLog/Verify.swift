@@ -35,7 +35,7 @@ extension EventLog {
   ///
   /// With `checksumsOnly` (the quick pass a gateway runs at start-up) records are parsed and their checksums
   /// checked but not decompressed, so neither the chain nor `meta` head hash is checked (`lastHash` stays
-  /// zero); gapless seqs and the head seq still are.
+  /// zero); gapless seqs, the head seq and every chain checkpoint's own checksum still are.
   ///
   /// `progress(done, total)` is called after each chunk (`total` = head seq in `meta`).
   /// Throws only when the log cannot be read at all (`.closed`, LMDB environment errors).
@@ -73,6 +73,12 @@ extension EventLog {
               }
               let h = try RecordFormat.parse(v, key: seq)
               if checksumsOnly {
+                // The checkpoints' own checksums too (cheap: one per interval), not their hashes.
+                guard try checkpoints.isIntact(seq: seq) else {
+                  report.firstBad = VerifyFailure(
+                    seq: seq, reason: "chain checkpoint at seq \(seq) is damaged (length or checksum)")
+                  return false
+                }
                 report.records += 1
                 report.lastSeq = seq
                 expected = seq + 1
@@ -176,6 +182,15 @@ private final class CheckpointWalk {
     next = try cursor?.get(MDB_NEXT, Self.entry) ?? nil
     guard let stored = n.hash else { return .damaged }
     return stored == hash ? .matches : .differs
+  }
+
+  /// Whether the checkpoint stored for `seq`, if any, is well-formed (length and checksum): the quick
+  /// start-up pass, which does not recompute the chain.
+  func isIntact(seq: UInt64) throws -> Bool {
+    while let n = next, n.seq < seq { next = try cursor?.get(MDB_NEXT, Self.entry) ?? nil }
+    guard let n = next, n.seq == seq else { return true }
+    next = try cursor?.get(MDB_NEXT, Self.entry) ?? nil
+    return n.hash != nil
   }
 
   func close() { cursor?.close() }
