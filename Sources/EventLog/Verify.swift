@@ -177,9 +177,7 @@ private final class CheckpointWalk {
 
   /// Compares record `seq`'s chain hash with the checkpoint stored for `seq`, if any.
   func check(seq: UInt64, hash: [UInt8]) throws -> Outcome {
-    while let n = next, n.seq < seq { next = try cursor?.get(MDB_NEXT, Self.entry) ?? nil }
-    guard let n = next, n.seq == seq else { return .none }
-    next = try cursor?.get(MDB_NEXT, Self.entry) ?? nil
+    guard let n = try take(seq) else { return .none }
     guard let stored = n.hash else { return .damaged }
     return stored == hash ? .matches : .differs
   }
@@ -187,10 +185,16 @@ private final class CheckpointWalk {
   /// Whether the checkpoint stored for `seq`, if any, is well-formed (length and checksum): the quick
   /// start-up pass, which does not recompute the chain.
   func isIntact(seq: UInt64) throws -> Bool {
-    while let n = next, n.seq < seq { next = try cursor?.get(MDB_NEXT, Self.entry) ?? nil }
-    guard let n = next, n.seq == seq else { return true }
-    next = try cursor?.get(MDB_NEXT, Self.entry) ?? nil
+    guard let n = try take(seq) else { return true }
     return n.hash != nil
+  }
+
+  /// The checkpoint stored for `seq` (nil if none), moving past it; seqs are asked in ascending order.
+  private func take(_ seq: UInt64) throws -> (seq: UInt64, hash: [UInt8]?)? {
+    while let n = next, n.seq < seq { next = try cursor?.get(MDB_NEXT, Self.entry) ?? nil }
+    guard let n = next, n.seq == seq else { return nil }
+    next = try cursor?.get(MDB_NEXT, Self.entry) ?? nil
+    return n
   }
 
   func close() { cursor?.close() }

@@ -28,7 +28,7 @@ struct SandboxSpawnCrashTests {
   @Test("a gateway killed after spawning a supervisor and before recording it: the restart runs exactly one supervisor")
   func gatewayKilledBetweenSpawnAndRecord() async throws {
     let dir = try GatewayTestSupport.temporaryDirectory("spawncrash")
-    let port = Self.freeTCPPort()
+    let port = freeLoopbackPort()
     let log = dir + "-serve.log"
     var environment = ProcessInfo.processInfo.environment
     environment[LocalComputeDriver.testExitAfterSpawnVariable] = "1"
@@ -43,7 +43,10 @@ struct SandboxSpawnCrashTests {
     #expect(listening, "the first gateway serves: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
 
     // CreateSandbox answers once sandbox.requested is durable; the driver then spawns and the process ends.
-    let id = try await Self.withClient(dir, port) { c in try await c.create("spawn-crash").metadata.id }
+    let pki = dir + "/pki"
+    let id = try await SandboxGateway.withClient(port: port, ca: pki + "/ca.crt", cert: pki + "/client.crt", key: pki + "/client.key") { c in
+      try await c.create("spawn-crash").metadata.id
+    }
     var status: Int32?
     for _ in 0..<600 where status == nil {
       status = Spawner.poll(first.pid)
@@ -75,28 +78,5 @@ struct SandboxSpawnCrashTests {
     // which would leave the sandbox's network namespace behind).
     try await second.withClient { c in try await c.deleteAndWait("spawn-crash") }
     await second.stopEverything()
-  }
-
-  /// A client of the out-of-process gateway with the operator certificate it wrote to `dir/pki`.
-  static func withClient<R: Sendable>(_ dir: String, _ port: Int, _ body: @Sendable (OSClient) async throws -> R) async throws -> R {
-    let pki = dir + "/pki"
-    let security = HTTP2ClientTransport.Posix.TransportSecurity.mTLS(
-      certificateChain: [.file(path: pki + "/client.crt", format: .pem)], privateKey: .file(path: pki + "/client.key", format: .pem)
-    ) { $0.trustRoots = .certificates([.file(path: pki + "/ca.crt", format: .pem)]) }
-    let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: security)
-    return try await withGRPCClient(transport: transport) { client in try await body(OSClient(wrapping: client)) }
-  }
-
-  /// A TCP port free on 127.0.0.1 at the time of the call.
-  static func freeTCPPort() -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var a = sockaddr_in()
-    a.sin_family = sa_family_t(AF_INET)
-    a.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-    _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-    return Int(UInt16(bigEndian: a.sin_port))
   }
 }

@@ -50,11 +50,19 @@ struct SandboxGateway {
     cert: String? = nil, key: String? = nil,
     _ body: @Sendable (Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>) async throws -> R
   ) async throws -> R {
-    let pki = self.pki
+    try await Self.withClient(
+      port: port, ca: pki.caCertificatePath, cert: cert ?? pki.clientCertificatePath, key: key ?? pki.clientKeyPath, body)
+  }
+
+  /// A client of a gateway on 127.0.0.1:`port` (in this process or not) with the certificate `cert`/`key`,
+  /// trusting only `ca`.
+  static func withClient<R: Sendable>(
+    port: Int, ca: String, cert: String, key: String,
+    _ body: @Sendable (Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>) async throws -> R
+  ) async throws -> R {
     let security = HTTP2ClientTransport.Posix.TransportSecurity.mTLS(
-      certificateChain: [.file(path: cert ?? pki.clientCertificatePath, format: .pem)],
-      privateKey: .file(path: key ?? pki.clientKeyPath, format: .pem)
-    ) { $0.trustRoots = .certificates([.file(path: pki.caCertificatePath, format: .pem)]) }
+      certificateChain: [.file(path: cert, format: .pem)], privateKey: .file(path: key, format: .pem)
+    ) { $0.trustRoots = .certificates([.file(path: ca, format: .pem)]) }
     let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: security)
     return try await withGRPCClient(transport: transport) { client in
       try await body(Openshell_V1_OpenShell.Client(wrapping: client))
