@@ -166,8 +166,11 @@ struct CLIPolishTests {
     let gw = try RunningGateway("limits")
     defer { gw.stop() }
     let env = gw.env
-    var r = try env.run(["sandbox", "create", "plain"])
+    // OpenShell's form, `--name NAME`, names the sandbox as the positional NAME does.
+    var r = try env.run(["sandbox", "create", "--name", "plain"])
     try #require(r.code == 0, "\(r)")
+    r = try env.run(["sandbox", "create", "other", "--name", "plain2"])
+    #expect(r.code == 1 && r.err.contains("the sandbox name is given twice"), "\(r)")
     r = try env.run(["sandbox", "get", "plain"])
     #expect(r.code == 0 && Self.field("Limits", r.out) == nil, "\(r)")
     // The effective confinement (issue 15): user, Landlock ABI and mode, seccomp.

@@ -26,6 +26,7 @@ struct SandboxCreate: AsyncParsableCommand {
     discussion: "Starts a local gateway named 'openshell' first when none is configured (unless --no-bootstrap).")
   @OptionGroup var global: GatewayOptions
   @Argument(help: "Sandbox name (default: a generated one).") var name: String?
+  @Option(name: .customLong("name"), help: "Sandbox name, as OpenShell's CLI takes it (the same as NAME).") var nameFlag: String?
   @Option(help: "Workspace.") var workspace = "default"
   @Option(name: .customLong("label"), help: "Label K=V (repeatable).") var labels: [String] = []
   @Option(name: .customLong("env"), help: "Environment variable K=V for the sandbox (repeatable).") var env: [String] = []
@@ -45,6 +46,10 @@ struct SandboxCreate: AsyncParsableCommand {
       let envMap = try environmentVariables(env, flag: "--env")
       SecretLookingValues.warn(envMap)
       let policySpec = try PolicyCLI.creationPolicy(policy)
+      if let nameFlag, let name = self.name, nameFlag != name {
+        throw CLIError("the sandbox name is given twice ('\(name)' and --name '\(nameFlag)'); give it once")
+      }
+      let name = nameFlag ?? self.name
       if let name, name.isEmpty { throw CLIError("the sandbox name is empty; leave it out to get a generated name") }
       let r = try await resolveOrBootstrap(global, bootstrap: !noBootstrap)
       let timeout = Double(ProcessInfo.processInfo.environment["OPENSHELL_PROVISION_TIMEOUT"] ?? "") ?? 300
