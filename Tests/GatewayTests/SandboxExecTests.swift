@@ -52,6 +52,29 @@ extension SandboxLifecycleTests {
     await gw.stopEverything()
   }
 
+  @Test("exec: stopping the sandbox under a running command answers UNAVAILABLE naming the sandbox, not the transport")
+  func execDuringStop() async throws {
+    let gw = try await SandboxGateway.start()
+    defer { Task { await gw.stopEverything() } }
+    try await gw.withClient { c in
+      _ = try await c.create("exec-stop")
+      try await c.wait("exec-stop", .ready)
+      let marker = "4244\(Int.random(in: 100_000...999_999))"
+      let exec = Task { try await c.exec("exec-stop", ["sh", "-c", "sleep \(marker)"]) }
+      try await waitForProcess("sleep\0\(marker)", running: true, timeout: .seconds(10))
+      _ = try await c.stopSandbox(
+        .with {
+          $0.name = "exec-stop"; $0.workspaceScope = .with { $0.workspace = "default" }
+        })
+      let error = await #expect(throws: RPCError.self) { try await exec.value }
+      #expect(error?.code == .unavailable)
+      #expect(error?.message == "the supervisor of sandbox default/exec-stop went away before the command finished (was the sandbox stopped?)")
+      try await waitForProcess("sleep\0\(marker)", running: false, timeout: .seconds(5))
+      try await c.deleteAndWait("exec-stop")
+    }
+    await gw.stopEverything()
+  }
+
   @Test("exec: a graceful gateway shutdown lets a running exec finish within the grace period")
   func execDuringGracefulShutdown() async throws {
     let gw = try await SandboxGateway.start()

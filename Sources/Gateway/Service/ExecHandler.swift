@@ -80,12 +80,24 @@ extension OpenShellService {
       }
     } catch {
       await ended(nil, "ended without an exit status: \(error is CancellationError ? "cancelled" : String(describing: error).prefix(200))")
-      throw error
+      throw Self.relayEnded(error, sandbox: "\(ws)/\(sandbox.name)")
     }
     await ended(exitCode, exitCode == nil ? "the supervisor went away before the command finished" : "")
-    guard exitCode != nil else {
-      throw RPCError(code: .unavailable, message: "the supervisor of sandbox \(ws)/\(sandbox.name) went away before the command finished")
-    }
+    guard exitCode != nil else { throw Self.supervisorWentAway("\(ws)/\(sandbox.name)") }
+  }
+
+  /// UNAVAILABLE for an exec whose supervisor ended before the command's exit status arrived (the sandbox
+  /// was stopped, restarted or its supervisor died).
+  static func supervisorWentAway(_ sandbox: String) -> RPCError {
+    RPCError(code: .unavailable, message: "the supervisor of sandbox \(sandbox) went away before the command finished (was the sandbox stopped?)")
+  }
+
+  /// The error an exec answers when its relay channel failed: the supervisor's stream breaking under it
+  /// (grpc-swift's UNAVAILABLE/CANCELLED "Stream unexpectedly closed.", which names nothing the user
+  /// knows) becomes ``supervisorWentAway(_:)``; cancellation and the handlers' own statuses pass unchanged.
+  static func relayEnded(_ error: any Error, sandbox: String) -> any Error {
+    guard let e = error as? RPCError, e.code == .unavailable || e.code == .cancelled else { return error }
+    return supervisorWentAway(sandbox)
   }
 
   /// - Parameter interactive: ExecSandboxInteractive's `start` (which may ask for a TTY).

@@ -106,11 +106,9 @@ extension OpenShellService {
       }
     } catch {
       await ended(nil, "ended without an exit status: \(error is CancellationError ? "cancelled" : String(describing: error).prefix(200))")
-      throw error
+      throw Self.relayEnded(error, sandbox: "\(ws)/\(sandbox.name)")
     }
     await ended(exitCode, exitCode == nil ? "the supervisor went away before the command finished" : "")
-    guard exitCode != nil else {
-      throw RPCError(code: .unavailable, message: "the supervisor of sandbox \(ws)/\(sandbox.name) went away before the command finished")
-    }
+    guard exitCode != nil else { throw Self.supervisorWentAway("\(ws)/\(sandbox.name)") }
   }
 }
