@@ -46,7 +46,11 @@ public enum PolicyYAML {
   public static func readText(_ path: String) throws(PolicyFileError) -> String {
     let data: Data
     do {
-      data = try Data(contentsOf: URL(fileURLWithPath: path), options: .uncached)
+      // Read through a file handle, not `Data(contentsOf:)`: that fails on character devices and pipes
+      // (`--policy /dev/stdin`, a shell's `<(…)`), where there is no size to read up to.
+      guard let handle = FileHandle(forReadingAtPath: path) else { throw CocoaError(.fileReadUnknown) }
+      defer { try? handle.close() }
+      data = try handle.readToEnd() ?? Data()
     } catch {
       throw PolicyFileError(path: path, reason: readFailure(path, error))
     }

@@ -466,6 +466,18 @@ enum Examples {
     #expect(PolicyFileError(path: binary.path, reason: nil).description == "policy file \(binary.path) is not UTF-8 text")
   }
 
+  @Test("a policy read from a pipe or a character device (--policy /dev/stdin, <(…)) is parsed like a file")
+  func policyFromPipeAndDevice() throws {
+    let empty = #expect(throws: PolicyParseError.self) { try PolicyYAML.parse(contentsOf: "/dev/null") }
+    #expect(empty?.issues.map(\.message) == ["the policy is empty"])
+    let pipe = Pipe()
+    try pipe.fileHandleForWriting.write(contentsOf: Data("version: 1\nfilesystem_policy:\n  read_only: [/usr]\n".utf8))
+    try pipe.fileHandleForWriting.close()
+    let parsed = try PolicyYAML.parse(contentsOf: "/proc/self/fd/\(pipe.fileHandleForReading.fileDescriptor)")
+    #expect(parsed.policy.version == 1)
+    #expect(parsed.policy.filesystem.readOnly == ["/usr"])
+  }
+
   @Test func yamlSyntaxErrorsAreShortAndHoldNoControlCharacters() {
     let reader = parseIssues("version: 1\nfilesystem_policy: \u{07}\u{1B}[2J\n")
     #expect(reader == [PolicyIssue(path: "", line: 2, message: "invalid YAML: control characters are not allowed (character U+0007)")])
