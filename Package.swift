@@ -55,12 +55,14 @@ let package = Package(
     .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
     // Thin C wrappers for the sandbox launcher (variadic syscall/prctl, capget/capset, Landlock structs).
     .target(name: "CConfine"),
+    // Hardware CRC-32C (SSE4.2 `crc32`, checked with cpuid at run time) for the event log's checksums.
+    .target(name: "CCRC32C"),
 
     // The append-only, LMDB-backed, zstd-compressed event log. Knows no gateway event type.
     .target(
       name: "EventLog",
       dependencies: [
-        "CLMDB", "CZstd",
+        "CLMDB", "CZstd", "CCRC32C",
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "Logging", package: "swift-log"),
       ]),

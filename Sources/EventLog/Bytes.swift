@@ -1,5 +1,7 @@
 // Big-endian integer encoding/decoding with bounds checks, and CRC-32C.
 
+import CCRC32C
+
 extension Array where Element == UInt8 {
   mutating func appendBE(_ v: UInt64) {
     Swift.withUnsafeBytes(of: v.bigEndian) { append(contentsOf: $0) }
@@ -134,11 +136,26 @@ enum CRC32C {
 
   static func checksum(_ buf: UnsafeRawBufferPointer) -> UInt32 { checksum(buf, continuing: 0) }
 
+  /// Whether the SSE4.2 `crc32` instruction is used (CPU checked once with cpuid, C target `CCRC32C`);
+  /// otherwise the slicing-by-8 tables below. Both give identical results (EventLogTests.CRCTests).
+  static let hardware = ccrc32c_available() != 0
+
   /// The checksum of `previous`'s input followed by `buf` (`continuing: 0` starts afresh).
   static func checksum(_ buf: UnsafeRawBufferPointer, continuing previous: UInt32) -> UInt32 {
+    hardware ? ~hardwareUpdate(~previous, buf) : softwareChecksum(buf, continuing: previous)
+  }
+
+  /// ``checksum(_:continuing:)`` with the slicing-by-8 tables, whatever the CPU.
+  static func softwareChecksum(_ buf: UnsafeRawBufferPointer, continuing previous: UInt32 = 0) -> UInt32 {
     tables.withUnsafeBufferPointer { t in
       ~update(~previous, buf, t.baseAddress!)
     }
+  }
+
+  @inline(__always)
+  private static func hardwareUpdate(_ crc: UInt32, _ buf: UnsafeRawBufferPointer) -> UInt32 {
+    guard let base = buf.baseAddress, !buf.isEmpty else { return crc }
+    return ccrc32c_update(crc, base, buf.count)
   }
 
   /// Runs the register `crc` (not inverted) over `buf`.
@@ -169,6 +186,9 @@ enum CRC32C {
   /// CRC-32C of the 8-byte big-endian `key` followed by `buf` (v2 records and chain checkpoints).
   static func checksum(key: UInt64, _ buf: UnsafeRawBufferPointer) -> UInt32 {
     var k = key.bigEndian
+    if hardware {
+      return withUnsafeBytes(of: &k) { kb in ~hardwareUpdate(hardwareUpdate(0xFFFF_FFFF, kb), buf) }
+    }
     return tables.withUnsafeBufferPointer { t in
       withUnsafeBytes(of: &k) { kb in ~update(update(0xFFFF_FFFF, kb, t.baseAddress!), buf, t.baseAddress!) }
     }
