@@ -2,7 +2,7 @@ import Testing
 
 @testable import EventLog
 
-/// The hardware CRC-32C (SSE4.2, C target `CCRC32C`) and the Swift slicing-by-8 fallback must agree bit for
+/// The hardware CRC-32C (SSE4.2, C target `CLogHash`) and the Swift slicing-by-8 fallback must agree bit for
 /// bit: records written on one machine are checked on another.
 @Suite struct CRCTests {
   /// RFC 3720 (iSCSI) appendix B.4 test vectors, plus the usual "123456789" check value.

@@ -1,9 +1,9 @@
-// Hardware CRC-32C: the SSE4.2 `crc32` instruction computes exactly the Castagnoli CRC (reflected polynomial
+// Hardware CRC-32C (see cloghash.h): the SSE4.2 `crc32` instruction computes exactly the Castagnoli CRC (reflected polynomial
 // 0x82F63B78) used by the event log. Only this function is compiled for SSE4.2 (target attribute), so the
 // rest of the program keeps the baseline x86-64 instruction set, and ccrc32c_available() checks the CPU at
 // run time (cpuid leaf 1, ECX bit 20) before the Swift side ever calls it. On other architectures the
 // functions exist but report "unavailable" (the Swift slicing-by-8 fallback is used).
-#include "ccrc32c.h"
+#include "cloghash.h"
 
 #include <string.h>
 
