@@ -55,9 +55,9 @@ let package = Package(
     .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
     // Thin C wrappers for the sandbox launcher (variadic syscall/prctl, capget/capset, Landlock structs).
     .target(name: "CConfine"),
-    // The event log's record checksum and chain hash in C: CRC-32C with SSE4.2 `crc32` and SHA-256 with the
-    // SHA extensions (each checked with cpuid at run time; portable fallbacks).
-    .target(name: "CLogHash"),
+    // The event log's record checksum and chain hash in C: CRC-32C with SSE4.2 `crc32` (checked with cpuid at
+    // run time; Swift fallback) and SHA-256 from Debian's OpenSSL libcrypto (libssl-dev), without allocation.
+    .target(name: "CLogHash", linkerSettings: [.linkedLibrary("crypto")]),
 
     // The append-only, LMDB-backed, zstd-compressed event log. Knows no gateway event type.
     .target(

@@ -5,7 +5,7 @@ import Testing
 
 @testable import EventLog
 
-/// The chain hash's SHA-256 (C target `CLogHash`, SHA extensions or portable rounds) against FIPS 180-4
+/// The chain hash's SHA-256 (C target `CLogHash`: OpenSSL's libcrypto) against FIPS 180-4
 /// vectors and swift-crypto (BoringSSL) on random two-part inputs of every length around the block
 /// boundaries.
 @Suite struct SHA256Tests {
@@ -24,13 +24,6 @@ import Testing
     #expect(Self.hex(Self.ours(Array("abc".utf8), [])) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
     let m = Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)
     #expect(Self.hex(Self.ours(Array(m[..<20]), Array(m[20...]))) == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
-  }
-
-  /// This machine class (x86-64 with SHA extensions) must take the hardware path.
-  @Test func shaExtensionsUsedWhereAvailable() {
-    #if arch(x86_64)
-      #expect(csha256_uses_sha_extensions() == 1)
-    #endif
   }
 
   @Test func agreesWithSwiftCryptoOnRandomInputs() {

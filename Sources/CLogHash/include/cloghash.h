@@ -1,6 +1,6 @@
-// The event log's hashes in C (issue 14): hardware CRC-32C for record checksums and SHA-256 for the chain
-// hash, both without allocation. Each picks its instructions at run time (cpuid) and falls back to portable
-// code; results are identical either way (EventLogTests.CRCTests, EventLogTests.SHA256Tests).
+// The event log's hashes in C (issue 14), both without allocation: hardware CRC-32C for record checksums
+// (SSE4.2 `crc32`, checked with cpuid at run time; the Swift software CRC otherwise, EventLogTests.CRCTests)
+// and SHA-256 for the chain hash through Debian's OpenSSL libcrypto (EventLogTests.SHA256Tests).
 #ifndef CLOGHASH_H
 #define CLOGHASH_H
 
@@ -15,11 +15,7 @@ int ccrc32c_available(void);
 /// `len` bytes at `data` with the SSE4.2 `crc32` instruction, 8 bytes per step.
 uint32_t ccrc32c_update(uint32_t crc, const void *data, size_t len);
 
-/// 1 when SHA-256 runs on the x86 SHA extensions (cpuid leaf 7 EBX bit 29, with SSSE3 and SSE4.1), 0 when it
-/// runs on the portable C rounds. For tests and diagnostics only: csha256 works either way.
-int csha256_uses_sha_extensions(void);
-
-/// SHA-256 (FIPS 180-4) of `a` (`alen` bytes) followed by `b` (`blen` bytes) into `out` (32 bytes).
+/// SHA-256 (FIPS 180-4, OpenSSL's libcrypto) of `a` (`alen` bytes) followed by `b` (`blen` bytes) into `out` (32 bytes).
 /// Either pointer may be NULL when its length is 0.
 void csha256(const void *a, size_t alen, const void *b, size_t blen, uint8_t out[32]);
 
