@@ -55,12 +55,15 @@ let package = Package(
     .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
     // Thin C wrappers for the sandbox launcher (variadic syscall/prctl, capget/capset, Landlock structs).
     .target(name: "CConfine"),
+    // The event log's record checksum and chain hash in C: CRC-32C with SSE4.2 `crc32` (checked with cpuid at
+    // run time; Swift fallback) and SHA-256 from Debian's OpenSSL libcrypto (libssl-dev), without allocation.
+    .target(name: "CLogHash", linkerSettings: [.linkedLibrary("crypto")]),
 
     // The append-only, LMDB-backed, zstd-compressed event log. Knows no gateway event type.
     .target(
       name: "EventLog",
       dependencies: [
-        "CLMDB", "CZstd",
+        "CLMDB", "CZstd", "CLogHash",
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "Logging", package: "swift-log"),
       ]),
@@ -251,7 +254,9 @@ let package = Package(
       ],
       path: "Tools/sandbox-bench"),
 
-    .testTarget(name: "EventLogTests", dependencies: ["EventLog", "CLMDB", "LogStress"]),
+    .testTarget(
+      name: "EventLogTests",
+      dependencies: ["EventLog", "CLMDB", "CLogHash", "LogStress", .product(name: "Crypto", package: "swift-crypto")]),
     .testTarget(name: "ProjectionsTests", dependencies: ["Projections", "Scenarios", "EventLog"]),
     .testTarget(
       name: "LogToolsTests",

@@ -93,13 +93,21 @@ extension Writer {
           if start.headSeq > 0, start.headSeq - startCheckpoint >= interval, !prepared.isEmpty {
             try checkpoint(start.headSeq, start.headHash)
           }
-          var versions: [AggregateRef: UInt64] = [:]
-          var touched = Set<AggregateRef>()
+          // Aggregate versions read or bumped in this transaction; `touched` ones are written back. One hash
+          // lookup per event for an aggregate already seen (issue 14: bulk load).
+          var versions: [AggregateRef: (version: UInt64, touched: Bool)] = [:]
           func version(_ a: AggregateRef) throws -> UInt64 {
-            if let v = versions[a] { return v }
+            if let v = versions[a] { return v.version }
             let v = try readAggregateVersion(txn, dbs, a)
-            versions[a] = v
+            versions[a] = (v, false)
             return v
+          }
+          func bump(_ a: AggregateRef) throws {
+            if let i = versions.index(forKey: a) {
+              versions.values[i] = (versions.values[i].version + 1, true)
+            } else {
+              versions[a] = (try readAggregateVersion(txn, dbs, a) + 1, true)
+            }
           }
           requests: for (i, p) in prepared {
             for (agg, exp) in p.request.expecting {
@@ -126,8 +134,7 @@ extension Writer {
                 }
               }
               if seq % interval == 0 { try checkpoint(seq, hash) }
-              versions[e.aggregate] = try version(e.aggregate) + 1
-              touched.insert(e.aggregate)
+              try bump(e.aggregate)
               out.records.append(
                 EventRecord(
                   seq: seq, timestampNs: ts, type: e.type, aggregate: e.aggregate, actor: e.actor,
@@ -142,7 +149,7 @@ extension Writer {
             out.ranges[i] = .success(first...out.head.headSeq)
           }
           if !out.records.isEmpty {
-            for agg in touched { try txn.put(dbs.aggregates, aggregateKey(agg), seqKey(versions[agg] ?? 0)) }
+            for (agg, v) in versions where v.touched { try txn.put(dbs.aggregates, aggregateKey(agg), seqKey(v.version)) }
             try txn.put(dbs.meta, MetaKey.headSeq, seqKey(out.head.headSeq))
             try txn.put(dbs.meta, MetaKey.headHash, out.head.headHash)
           }

@@ -72,10 +72,10 @@ final class LogShared: Sendable {
       prev = v.previousHash
     } else {
       if h.isRaw {
-        f = try RecordFormat.parseBody(h.stored, seq: h.seq)
+        f = try RecordFormat.parseBody(h.stored, seq: h.seq, strings: ctx.strings)
       } else {
         switch ctx.body.decompressBody(h.stored, length: h.uncompressedLength, dict: dict) {
-        case .success(let b): f = try RecordFormat.parseBody(b, seq: h.seq)
+        case .success(let b): f = try RecordFormat.parseBody(b, seq: h.seq, strings: ctx.strings)
         case .failure(let e): throw EventLogError.corrupt(h.seq, "record \(h.seq): body: \(e.description)")
         }
       }
@@ -151,6 +151,7 @@ final class RecordDecoder {
   let body: BodyDecoder
   var hasher = ChainHasher()
   var dictionary: ZstdDictionary?
+  let strings = StringInterner()
 
   init(shared: LogShared) { body = BodyDecoder(pool: shared.decompressors) }
 }

@@ -1,4 +1,4 @@
-import Crypto
+import CLogHash
 
 /// The stored record formats. One record is one LMDB value in the `events` database under its 8-byte
 /// big-endian `seq` key. New appends write version 2; version 1 records (written by older builds) stay
@@ -196,10 +196,12 @@ struct ChainHasher {
     append(actor)
     append(requestID)
     buf.appendBE(UInt64(payload.count))
-    var h = SHA256()
-    buf.withUnsafeBytes { h.update(bufferPointer: $0) }
-    h.update(bufferPointer: payload)
-    return h.finalize().withUnsafeBytes { Array($0) }
+    // SHA-256 in C (`CLogHash`, SHA extensions when the CPU has them): no context allocation per record,
+    // unlike swift-crypto's `SHA256` (issue 14: the chain hash was half of the writer's transaction time).
+    return [UInt8](unsafeUninitializedCapacity: 32) { out, n in
+      buf.withUnsafeBytes { csha256($0.baseAddress, $0.count, payload.baseAddress, payload.count, out.baseAddress!) }
+      n = 32
+    }
   }
 
   mutating func hash(previousHash: [UInt8], seq: UInt64, timestampNs: UInt64, event: NewEvent) -> [UInt8] {

@@ -19,11 +19,16 @@ extension RecordFormat {
     out.appendVarint(UInt64(i.count))
     out.appendVarint(UInt64(a.count))
     out.appendVarint(UInt64(r.count))
-    out.append(contentsOf: t)
-    out.append(contentsOf: k)
-    out.append(contentsOf: i)
-    out.append(contentsOf: a)
-    out.append(contentsOf: r)
+    // One contiguous copy per string (`withUTF8`), not a byte-by-byte append of the UTF-8 view.
+    func put(_ s: String) {
+      var s = s
+      s.withUTF8 { out.append(contentsOf: $0) }
+    }
+    put(event.type)
+    put(event.aggregate.kind)
+    put(event.aggregate.id)
+    put(event.actor)
+    put(event.requestID)
     out.append(contentsOf: event.payload)
   }
 
@@ -108,7 +113,8 @@ extension RecordFormat {
   }
 
   /// Splits an uncompressed v2 body into its fields. Throws `.corrupt` naming `seq`.
-  static func parseBody(_ b: UnsafeRawBufferPointer, seq: UInt64) throws -> Fields {
+  /// `strings` (optional) reuses the strings of repeating short fields (type, kind, actor) between records.
+  static func parseBody(_ b: UnsafeRawBufferPointer, seq: UInt64, strings: StringInterner? = nil) throws -> Fields {
     func bad(_ reason: String) -> EventLogError { .corrupt(seq, "record \(seq): body: \(reason)") }
     var r = ByteReader(b)
     guard let pv = r.varint(), pv <= UInt64(UInt16.max) else { throw bad("bad payload version") }
@@ -116,8 +122,12 @@ extension RecordFormat {
       let a = r.varint(), a <= 65_535, let q = r.varint(), q <= 65_535
     else { throw bad("bad string length") }
     guard t > 0, k > 0 else { throw bad("empty event type or aggregate kind") }
-    guard let type = r.string(Int(t)), let kind = r.string(Int(k)), let id = r.string(Int(i)),
-      let actor = r.string(Int(a)), let req = r.string(Int(q))
+    func short(_ n: Int) -> String? {
+      guard let strings else { return r.string(n) }
+      return r.bytes(n).flatMap { strings.string($0) }
+    }
+    guard let type = short(Int(t)), let kind = short(Int(k)), let id = r.string(Int(i)),
+      let actor = short(Int(a)), let req = r.string(Int(q))
     else { throw bad("truncated or invalid UTF-8 header strings") }
     return Fields(
       payloadVersion: UInt16(pv), type: type, kind: kind, id: id, actor: actor, requestID: req,

@@ -24,11 +24,49 @@ extension GatewayState {
   /// has grown 10 % past the window, so its cost (a sort) is spread over 10,000 requests; deterministic
   /// (a function of the records alone), so every replica and replay keeps the same ids.
   mutating func pruneRequests() {
-    let seqs = requests.values.sorted()
-    let cutoff = seqs[seqs.count - Self.requestWindow]
+    // The cutoff is the (count − window)-th smallest seq (seqs are distinct: a record has one request id),
+    // found by selection in O(n) instead of sorting all ~110,000 values (issue 14: the sort was 18 % of
+    // apply in a 1M-event replay).
+    var seqs = Array(requests.values)
+    let cutoff = Self.select(&seqs, seqs.count - Self.requestWindow)
     // Removed in place: the map keeps its capacity instead of regrowing after every prune.
     let old = requests.compactMap { $0.value < cutoff ? $0.key : nil }
     for k in old { requests.removeValue(forKey: k) }
+  }
+
+  /// The `k`-th smallest element of `a` (0-based; `a` is reordered): Hoare quickselect with a
+  /// median-of-three pivot. Same result as `a.sorted()[k]`.
+  static func select(_ a: inout [UInt64], _ k: Int) -> UInt64 {
+    precondition(k >= 0 && k < a.count)
+    return a.withUnsafeMutableBufferPointer { b in
+      var lo = 0
+      var hi = b.count - 1
+      while lo < hi {
+        let x = b[lo]
+        let y = b[lo + (hi - lo) / 2]
+        let z = b[hi]
+        let pivot = max(min(x, y), min(max(x, y), z))
+        var i = lo
+        var j = hi
+        while i <= j {
+          while b[i] < pivot { i += 1 }
+          while b[j] > pivot { j -= 1 }
+          if i <= j {
+            b.swapAt(i, j)
+            i += 1
+            j -= 1
+          }
+        }
+        if k <= j {
+          hi = j
+        } else if k >= i {
+          lo = i
+        } else {
+          return b[k]
+        }
+      }
+      return b[k]
+    }
   }
 
   private static func insertIfAbsent(_ slot: inout UInt64?, _ seq: UInt64) -> Bool {
@@ -166,21 +204,21 @@ extension GatewayState {
         credentials: creds, dataKeyID: e.dataKeyID, createdNs: timestampNs, updatedNs: timestampNs,
         resourceVersion: seq, rotations: [:])
     case .providerUpdated(let e):
-      guard var p = providers[e.id] else { return }
-      for (k, v) in e.setConfig { p.config[k] = v }
-      for k in e.removedConfig { p.config[k] = nil }
-      for c in e.setCredentials { p.credentials[c.key] = c.sealed }
-      for k in e.removedCredentials { p.credentials[k] = nil; p.rotations[k] = nil }
-      p.updatedNs = timestampNs
-      p.resourceVersion = seq
-      providers[e.id] = p
+      Self.modify(&providers[e.id]) { p in
+        for (k, v) in e.setConfig { p.config[k] = v }
+        for k in e.removedConfig { p.config[k] = nil }
+        for c in e.setCredentials { p.credentials[c.key] = c.sealed }
+        for k in e.removedCredentials { p.credentials[k] = nil; p.rotations[k] = nil }
+        p.updatedNs = timestampNs
+        p.resourceVersion = seq
+      }
     case .providerCredentialRotated(let e):
-      guard var p = providers[e.id] else { return }
-      p.credentials[e.credential.key] = e.credential.sealed
-      p.rotations[e.credential.key] = seq
-      p.updatedNs = timestampNs
-      p.resourceVersion = seq
-      providers[e.id] = p
+      Self.modify(&providers[e.id]) { p in
+        p.credentials[e.credential.key] = e.credential.sealed
+        p.rotations[e.credential.key] = seq
+        p.updatedNs = timestampNs
+        p.resourceVersion = seq
+      }
     case .providerDeleted(let e):
       if let p = providers[e.id] { nameIndex["provider/\(p.workspace)/\(p.name)"] = nil }
       providers[e.id] = nil
@@ -259,20 +297,28 @@ extension GatewayState {
     }
   }
 
+  // In-place updates: the dictionary's `_modify` accessor yields the stored value, so a record and its
+  // arrays/dictionaries are mutated where they are, not copied out and back (which copied every array the
+  // closure touched, issue 14).
   private mutating func updateSandbox(_ id: String, _ seq: UInt64, _ body: (inout SandboxRecord) -> Void) {
-    guard var s = sandboxes[id] else { return }
-    body(&s)
-    s.resourceVersion = seq
-    sandboxes[id] = s
+    Self.modify(&sandboxes[id]) { s in
+      body(&s)
+      s.resourceVersion = seq
+    }
   }
 
   private mutating func updatePolicy(_ sandboxID: String, _ body: (inout PolicyHistory) -> Void) {
     if sandboxID.isEmpty {
       body(&globalPolicy)
-    } else if var h = policies[sandboxID] {
-      body(&h)
-      policies[sandboxID] = h
+    } else {
+      Self.modify(&policies[sandboxID], body)
     }
+  }
+
+  /// Runs `body` on the value in `slot` in place; does nothing (and inserts nothing) when it is nil.
+  static func modify<T>(_ slot: inout T?, _ body: (inout T) -> Void) {
+    guard slot != nil else { return }
+    body(&slot!)
   }
 }
 
