@@ -79,6 +79,10 @@ struct UnprivilegedSSHTests {
     defer { _ = try? Nobody.asNobody(env, ["sandbox", "delete", "box"]) }
     try #require(r.code == 0, "\(r)")
 
+    // The leftover check below sees a running sandbox (so it can fail): its supervisor carries the id.
+    let ids = (try? FileManager.default.contentsOfDirectory(atPath: env.dataDir("upssh").appendingPathComponent("sandboxes").path)) ?? []
+    #expect(ids.count == 1 && Self.processes(withSandboxIDs: ids).contains { $0.1.hasPrefix("/opt/openshell/bin/openshell-sandbox") }, "\(ids)")
+
     // The name the workload sees is the one it logs in as.
     r = try Nobody.asNobody(env, ["sandbox", "exec", "box", "--", "sh", "-c", "whoami; id -u; echo $USER"])
     #expect(r.code == 0 && r.out == "sandbox\n\(Nobody.nobody)\nsandbox\n", "\(r)")
