@@ -22,8 +22,13 @@ import SandboxProtocol
 /// session can have a terminal.
 ///
 /// Authentication: the gateway's session token (checked by ForwardTcp) is the credential; sshd
-/// accepts any public key (`AuthorizedKeysCommand /bin/echo %t %k`), as OpenShell's server does, and
-/// can only ever log in the sandbox user (it runs as that user). The host key is the one the gateway
+/// accepts the `none` method (`PermitEmptyPasswords`; the sandbox's generated `/etc/passwd` gives
+/// `sandbox` an empty password field, Gateway `SandboxUser`), as OpenShell's server does, and can only
+/// ever log in the sandbox user (it runs as that user, without privileges). Not an
+/// `AuthorizedKeysCommand` that accepts any key: sshd runs that only from a root-owned path, and in the
+/// user namespace of a gateway that is not root nothing is root-owned (the host's root shows as 65534),
+/// so every login of such a sandbox was refused (issue 11, seen with `LogLevel DEBUG3`: "Unsafe
+/// AuthorizedKeysCommand: bad ownership"). The host key is the one the gateway
 /// generated for this start (`/run/openshell/ssh_host_ed25519_key`); its fingerprint is what clients pin.
 /// Sessions cannot read it: each one starts through the launcher's `--ssh-session` mode
 /// (`ForceCommand`), which adds a Landlock layer without the key (SandboxConfinement/SSHSessionShell.swift).
@@ -45,9 +50,10 @@ enum SSHServer {
       pairs.append("\"\(k)=\(v)\"")
     }
     var options = [
-      "HostKey=\(hostKey)", "UsePAM=no", "PubkeyAuthentication=yes", "AuthenticationMethods=publickey",
-      "AuthorizedKeysFile=none", "AuthorizedKeysCommand=/bin/echo %t %k", "AuthorizedKeysCommandUser=\(SSHServer.user)",
-      "PasswordAuthentication=no", "KbdInteractiveAuthentication=no", "PermitRootLogin=no", "PidFile=none",
+      // `none` succeeds for `sandbox` (empty password field) and nothing else is offered: no public key
+      // round trip, no key file or command (see the type's documentation).
+      "HostKey=\(hostKey)", "UsePAM=no", "PermitEmptyPasswords=yes", "PasswordAuthentication=yes", "PubkeyAuthentication=no",
+      "AuthorizedKeysFile=none", "KbdInteractiveAuthentication=no", "PermitRootLogin=no", "AllowUsers=\(SSHServer.user)", "PidFile=none",
       "StrictModes=no", "PrintMotd=no", "PrintLastLog=no", "UseDNS=no", "LogLevel=ERROR", "X11Forwarding=no",
       // The agent controls the sandbox user's home: no ~/.ssh/rc run in front of an operator's session (its
       // output would lead the session's stdout, e.g. a download's tar stream), no environment from there,
@@ -65,6 +71,13 @@ enum SSHServer {
   }
 
   static let user = "sandbox"
+
+  /// sshd's error for every `none` login attempt in a sandbox (`sandbox`, or `NOUSER` for a refused name):
+  /// it looks up the password's expiry in the shadow database, which a sandbox does not have (the host's
+  /// `/etc/shadow` is hidden, Gateway `BubblewrapCommand`). Not worth a warning per login.
+  static func isExpectedNoise(_ line: Substring) -> Bool {
+    line.hasPrefix("Could not get shadow information for ")
+  }
 
   /// The terminal devices a session may use.
   static let terminalDevices = ["--rw", "/dev/null", "--rw", "/dev/tty", "--rw", "/dev/ptmx", "--rw", "/dev/pts"]
@@ -111,7 +124,7 @@ extension Session {
     let input = PipeWriter(fd: process.stdin!)
     let stderrTask = Task {
       for await chunk in readChunks(process.stderr!) {
-        for line in String(decoding: chunk, as: UTF8.self).split(separator: "\n") where !line.isEmpty {
+        for line in String(decoding: chunk, as: UTF8.self).split(separator: "\n") where !line.isEmpty && !SSHServer.isExpectedNoise(line) {
           logs.log("sshd: \(line)", level: "WARN")
         }
       }

@@ -251,14 +251,18 @@ struct RemoteGatewayTests {
     return !stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
   }
 
-  /// `sandbox create` + `sandbox exec` on the remote gateway from the local CLI: the sandbox runs on
-  /// the host (its hostname, the host's unprivileged user), confined (no_new_privs, no network but
+  /// `sandbox create` + `sandbox exec` + `sandbox connect` (ssh) on the remote gateway from the local CLI: the
+  /// sandbox runs on the host (its hostname, the host's unprivileged user), confined (no_new_privs, no network but
   /// its proxy: a direct connection to the sshd listening on the host fails).
   func sandboxFromCLI(_ env: CLIEnv, _ host: SSHHostFixture) throws {
     let r = try env.run(["sandbox", "create", "remote-sb", "--", "sh", "-c", "echo made-on-$(hostname)"])
     #expect(r.code == 0 && r.out.contains("made-on-remote-sb"), "\(r)")
     let e = try env.run(["sandbox", "exec", "remote-sb", "--", "sh", "-c", "id -u; grep NoNewPrivs /proc/self/status"])
     #expect(e.code == 0 && e.out == "\(host.userID ?? 0)\nNoNewPrivs:\t1\n", "\(e)")
+    // ssh into it (the system ssh through ssh-proxy): the host's user is the sandbox user `sandbox` (issue 11;
+    // refused with "Permission denied (publickey)" before).
+    let c = try env.run(["sandbox", "connect", "remote-sb", "--", "id -un; id -u; grep NoNewPrivs /proc/self/status; exit 5"])
+    #expect(c.code == 5 && c.out == "sandbox\n\(host.userID ?? 0)\nNoNewPrivs:\t1\n", "\(c)")
     let direct = try env.run([
       "sandbox", "exec", "remote-sb", "--", "python3", "-c",
       "import socket; socket.create_connection(('\(host.address)', 22), timeout=5)",

@@ -69,6 +69,9 @@ struct UnprivilegedNetworkTests {
 
     let port = freePort()
     var r = try Self.asNobody(env, ["gateway", "start", "--name", "unpriv", "--port", "\(port)"])
+    // On every path: the sandbox is deleted (the defer below runs first), then the gateway stops, and nothing
+    // of either is left (a sandbox outlives its gateway's stop, so a delete after the stop left it running).
+    defer { UnprivilegedSSHTests.stopAndExpectNothingLeft(env, gateway: "unpriv") }
     try #require(r.code == 0, "\(r)")
     // The gateway really runs as nobody.
     let pidText = try String(contentsOf: env.dataDir("unpriv").appendingPathComponent("gateway.pid"), encoding: .utf8)
@@ -94,8 +97,8 @@ struct UnprivilegedNetworkTests {
     """.write(toFile: policy, atomically: true, encoding: .utf8)
     _ = chmod(policy, 0o644)
     r = try Self.asNobody(env, ["sandbox", "create", "box", "--policy", policy])
-    try #require(r.code == 0, "\(r)")
     defer { _ = try? Self.asNobody(env, ["sandbox", "delete", "box"]) }
+    try #require(r.code == 0, "\(r)")
     // Waits for the proxy to enforce the policy (policy set --wait semantics: loaded only once enforced).
     r = try Self.asNobody(env, ["policy", "set", "box", "--policy", policy, "--wait"])
     try #require(r.code == 0, "\(r)")
@@ -194,7 +197,6 @@ struct UnprivilegedNetworkTests {
       usleep(500_000)
     }
     #expect(audit.out.contains("network denied") && audit.out.contains("127.0.0.1:\(up) by /usr/bin/python3"), "\(audit)")
-    r = try Self.asNobody(env, ["gateway", "stop", "--name", "unpriv"])
   }
 
   @Test("a host that refuses unprivileged user namespaces: the sandbox fails with NetworkConfinementUnavailable, never runs open")
@@ -211,12 +213,12 @@ struct UnprivilegedNetworkTests {
         "--dev-bind", "/", "/", "--", CLIEnv.openshell, "gateway", "start", "--name", "refused", "--port", "\(port)",
       ],
       binary: "/usr/bin/setpriv", env: ["HOME": env.root.path])
+    defer { UnprivilegedSSHTests.stopAndExpectNothingLeft(env, gateway: "refused") }
     try #require(r.code == 0, "\(r)")
     r = try Self.asNobody(env, ["sandbox", "create", "box", "--", "/bin/true"])
     #expect(r.code != 0, "\(r)")
     r = try Self.asNobody(env, ["sandbox", "get", "box"])
     #expect(r.out.contains("NetworkConfinementUnavailable") && r.out.contains("user namespace") && r.out.contains("never runs with an open network"), "\(r)")
     #expect(!r.out.contains("Ready"), "\(r)")
-    _ = try Self.asNobody(env, ["gateway", "stop", "--name", "refused"])
   }
 }

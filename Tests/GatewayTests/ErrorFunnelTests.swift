@@ -3,8 +3,15 @@ import Foundation
 import GRPCCore
 import GRPCProtobuf
 import Gateway
+import Logging
+import NIOCore
 import Projections
+import Synchronization
 import Testing
+
+#if canImport(Glibc)
+  import Glibc
+#endif
 
 /// One error funnel (issue 16): domain errors carry their status and are converted in one place; none
 /// reaches a client as UNKNOWN. Each RPC case below answered UNKNOWN ("Service method threw an unknown
@@ -110,6 +117,50 @@ import Testing
     #expect(own.gatewayReason == GatewayErrorReason.unspecified)
     #expect(ErrorFunnel.rpcError(CancellationError(), rpc: "Test").code == .cancelled)
     #expect(ErrorFunnel.rpcError(ResourceLimitsError("memory \"lots\" is not a quantity"), rpc: "Test").code == .invalidArgument)
+  }
+
+  /// Keeps every record logged through it (level and message).
+  final class CapturingLog: LogHandler, @unchecked Sendable {
+    let records = Mutex<[(Logger.Level, String)]>([])
+    var logLevel: Logger.Level = .trace
+    var metadata: Logger.Metadata = [:]
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+      get { metadata[key] }
+      set { metadata[key] = newValue }
+    }
+    func log(
+      level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt
+    ) {
+      records.withLock { $0.append((level, "\(message)")) }
+    }
+  }
+
+  @Test("a peer gone mid-write (NIO's I/O on closed channel, EPIPE, ECONNRESET) is UNAVAILABLE at debug level, not an unclassified INTERNAL error")
+  func peerGoneIsUnavailable() throws {
+    let gone: [any Error] = [
+      ChannelError.ioOnClosedChannel, ChannelError.alreadyClosed, ChannelError.outputClosed, ChannelError.eof,
+      IOError(errnoCode: EPIPE, reason: "write"), IOError(errnoCode: ECONNRESET, reason: "read"),
+      // As grpc-swift passes up what an inner interceptor threw.
+      RPCError(code: .unknown, message: "Service method threw an unknown error.", cause: ChannelError.ioOnClosedChannel),
+    ]
+    for error in gone {
+      let capture = CapturingLog()
+      let e = ErrorFunnel.rpcError(error, rpc: "RelayStream", log: Logger(label: "test") { _ in capture })
+      #expect(e.code == .unavailable, "\(error): \(e)")
+      #expect(e.gatewayReason == GatewayErrorReason.peerGone, "\(error)")
+      #expect(e.message == "the connection to the peer closed during RelayStream", "\(e)")
+      let records = capture.records.withLock { $0 }
+      #expect(records.count == 1 && records.allSatisfy { $0.0 == .debug }, "\(error): \(records)")
+      #expect(!records.contains { $0.1.contains("unclassified") }, "\(records)")
+    }
+    // Other NIO errors are still unclassified: INTERNAL, logged as errors.
+    for error: any Error in [ChannelError.connectTimeout(.seconds(1)), IOError(errnoCode: EACCES, reason: "open")] {
+      let capture = CapturingLog()
+      let e = ErrorFunnel.rpcError(error, rpc: "RelayStream", log: Logger(label: "test") { _ in capture })
+      #expect(e.code == .internalError && e.gatewayReason == GatewayErrorReason.internalError, "\(error): \(e)")
+      let records = capture.records.withLock { $0 }
+      #expect(records.count == 1 && records[0].0 == .error && records[0].1.contains("unclassified error"), "\(records)")
+    }
   }
 
   @Test("a status through the wire carries the gateway's reason (so the CLI can tell it from its transport)")

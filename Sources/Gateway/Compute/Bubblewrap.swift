@@ -21,8 +21,10 @@ import SandboxProtocol
 ///   clears every capability, sets no_new_privs and applies Landlock and seccomp
 ///   (`SandboxConfinement/Launcher.swift`). The workspace is owned by `sandbox`; the sandbox key (0600
 ///   root) is unreadable to the workload. When the gateway is not root, bwrap uses an unprivileged user
-///   namespace, there is no user switch, and the launcher still applies no_new_privs, Landlock and seccomp
-///   (it refuses to run a workload if a capability remains).
+///   namespace that maps only the gateway's own uid/gid, there is no user switch, the generated identity
+///   files name that uid `sandbox` (``SandboxUser/rootless()``: the same login name as with root, which
+///   sshd needs), and the launcher still applies no_new_privs, Landlock and seccomp (it refuses to run a
+///   workload if a capability remains).
 ///
 /// Network (without root: ``Network/private``, the supervisor makes the namespace itself and keeps
 /// ``privateNetworkCapabilities`` of bubblewrap's user namespace, none of the host's). With root: the supervisor itself stays in the host network namespace (it dials the gateway on

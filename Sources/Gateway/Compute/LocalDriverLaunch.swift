@@ -217,17 +217,16 @@ extension LocalComputeDriver {
       proxyAddress: allocation.map { "\($0.hostAddress):\(SandboxProtocol.proxyPort)" },
       privateNetwork: allocation == nil ? true : nil)
     try write("launch.json", String(decoding: try JSONEncoder().encode(launch), as: UTF8.self), 0o644)
-    // The sandbox's /etc/passwd and /etc/group (SandboxUser), outside the credentials directory.
-    var identityFiles: (passwd: String, group: String)?
-    if let user {
-      let etc = base + "/etc"
-      try? fm.removeItem(atPath: etc)
-      try fm.createDirectory(atPath: etc, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
-      guard fm.createFile(atPath: etc + "/passwd", contents: Data(user.passwd.utf8), attributes: [.posixPermissions: 0o644]),
-        fm.createFile(atPath: etc + "/group", contents: Data(user.group.utf8), attributes: [.posixPermissions: 0o644])
-      else { throw SpawnError("cannot write \(etc)/passwd and group") }
-      identityFiles = (etc + "/passwd", etc + "/group")
-    }
+    // The sandbox's /etc/passwd and /etc/group (SandboxUser), outside the credentials directory; without
+    // root they name the gateway's own uid (the only one bubblewrap's user namespace maps) `sandbox`.
+    let identity = user ?? SandboxUser.rootless()
+    let etc = base + "/etc"
+    try? fm.removeItem(atPath: etc)
+    try fm.createDirectory(atPath: etc, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+    guard fm.createFile(atPath: etc + "/passwd", contents: Data(identity.passwd.utf8), attributes: [.posixPermissions: 0o644]),
+      fm.createFile(atPath: etc + "/group", contents: Data(identity.group.utf8), attributes: [.posixPermissions: 0o644])
+    else { throw SpawnError("cannot write \(etc)/passwd and group") }
+    let identityFiles = (passwd: etc + "/passwd", group: etc + "/group")
 
     let hostname = String(s.name.prefix(63))
     let command = BubblewrapCommand(

@@ -1,6 +1,11 @@
 import GRPCCore
 import GRPCProtobuf
 import Logging
+import NIOCore
+
+#if canImport(Glibc)
+  import Glibc
+#endif
 
 /// A gateway domain error that knows the gRPC status it is answered with (issue 16: one error funnel).
 ///
@@ -45,6 +50,9 @@ public enum GatewayErrorReason {
   public static let bearerTokenInvalid = "BEARER_TOKEN_INVALID"
   /// A resource quantity could not be parsed or applied (INVALID_ARGUMENT).
   public static let resourceLimits = "RESOURCE_LIMITS"
+  /// The peer's connection closed while the call was still writing to it (UNAVAILABLE): the client or the
+  /// supervisor went away, e.g. at the end of a transfer. Nobody is left to read the status.
+  public static let peerGone = "PEER_GONE"
   /// A process could not be started (INTERNAL).
   public static let spawn = "SPAWN_FAILED"
   /// An error of no domain type reached the funnel: a bug, answered INTERNAL and logged.
@@ -63,28 +71,53 @@ extension GoogleRPCStatus {
 
 /// The one place where errors become gRPC statuses.
 public enum ErrorFunnel {
-  private static let logger = Logger(label: "openshell.gateway.errors")
+  /// The funnel's logger (label `openshell.gateway.errors`).
+  public static let logger = Logger(label: "openshell.gateway.errors")
 
   /// The status for `error`: an `RPCError` as it is, an `RPCErrorConvertible` (every domain error) by its
   /// own code, message and details, a cancellation CANCELLED; anything else is a bug: it is logged in full
   /// and answered INTERNAL naming only its type (the description may hold request data), never UNKNOWN.
   /// A status without `google.rpc` details gets an `ErrorInfo` with ``GatewayErrorReason/unspecified``,
   /// so every status the gateway sends says it came from the gateway.
-  public static func rpcError(_ error: any Error, rpc: String) -> RPCError {
+  /// A peer that went away mid-write (``isPeerGone(_:)``) is UNAVAILABLE with ``GatewayErrorReason/peerGone``,
+  /// logged at debug level only.
+  /// - Parameter log: where the unclassified (error level) and peer-gone (debug level) cases are logged.
+  public static func rpcError(_ error: any Error, rpc: String, log: Logger = logger) -> RPCError {
     switch error {
     case let e as RPCError where e.code == .unknown && e.cause != nil && !(e.cause is RPCError):
       // grpc-swift wraps what an inner interceptor threw as UNKNOWN with the error as its cause.
-      return rpcError(e.cause!, rpc: rpc)
+      return rpcError(e.cause!, rpc: rpc, log: log)
     case let e as RPCError: return withDetails(e)
     case let e as any RPCErrorConvertible: return withDetails(RPCError(e))
     case is CancellationError:
       return withDetails(RPCError(code: .cancelled, message: "the call was cancelled"))
+    case _ where isPeerGone(error):
+      // Not a bug: the other end closed its connection while a write was under way (a relay at the end of
+      // an scp, a client killed mid-stream). Debug level: it happens in normal operation.
+      log.debug("\(rpc): the peer went away: \(type(of: error)): \(error)")
+      return RPCError(
+        GoogleRPCStatus.gateway(.unavailable, reason: GatewayErrorReason.peerGone, "the connection to the peer closed during \(rpc)"))
     default:
-      logger.error("\(rpc): unclassified error \(type(of: error)): \(error)")
+      log.error("\(rpc): unclassified error \(type(of: error)): \(error)")
       return RPCError(
         GoogleRPCStatus.gateway(
           .internalError, reason: GatewayErrorReason.internalError,
           "internal error (\(type(of: error))) in \(rpc); the gateway log has the details"))
+    }
+  }
+
+  /// Whether `error` says the peer's connection closed under a write: SwiftNIO's `ChannelError`
+  /// (`ioOnClosedChannel`, `alreadyClosed`, `outputClosed`, `inputClosed`, `eof`) or an `IOError` with
+  /// errno EPIPE or ECONNRESET. Anything else (connect timeouts, TLS errors…) stays unclassified.
+  public static func isPeerGone(_ error: any Error) -> Bool {
+    switch error {
+    case let e as ChannelError:
+      switch e {
+      case .ioOnClosedChannel, .alreadyClosed, .outputClosed, .inputClosed, .eof: return true
+      default: return false
+      }
+    case let e as IOError: return e.errnoCode == EPIPE || e.errnoCode == ECONNRESET
+    default: return false
     }
   }
 
