@@ -11,6 +11,10 @@ public struct CheckpointReport: Sendable, Codable, Equatable {
   public var coveredThrough: UInt64 = 0
   /// Checkpoints signed by another key (ignored, counted).
   public var otherKey: Int = 0
+  /// Newest seq that a checkpoint signed by another key claims to cover (its signature is not checked: that
+  /// key is unknown here). A restored or recreated gateway signs with a key of its own, so records after a
+  /// restore are covered by that key, not by the original one (0 = none).
+  public var otherKeyCoversThrough: UInt64 = 0
   /// First problem: a checkpoint whose signature fails or whose covered record no longer has the signed
   /// hash (the record range 1…seq was rewritten). nil = none found.
   public var problem: String?
@@ -81,6 +85,7 @@ public enum CheckpointVerifier {
     for c in entries {
       guard c.keySHA256 == keyID else {
         report.otherKey += 1
+        report.otherKeyCoversThrough = max(report.otherKeyCoversThrough, c.coversSeq)
         continue
       }
       let message = CheckpointSignature.message(seq: c.coversSeq, chainHash: c.chainHash)

@@ -33,6 +33,8 @@ import Testing
     let stranger = try CheckpointVerifier.verify(log, key: Curve25519.Signing.PrivateKey().publicKey)
     #expect(!stranger.ok, "a checkpoint by another key vouches for nothing")
     #expect(stranger.valid == 0 && stranger.otherKey == 1)
+    #expect(stranger.otherKeyCoversThrough == covered, "the records another key vouches for are named (a restored gateway's own key)")
+    #expect(report.otherKeyCoversThrough == 0)
   }
 
   /// The attacker rewrites the whole chain with one edited event and valid checksums and hashes,

@@ -119,8 +119,11 @@ struct Verify: ParsableCommand {
         } else if report.ok, result.headSeq > report.coveredThrough + 1, !allowUnsignedTail, result.problem == nil {
           // A stopped gateway's log ends with its shutdown checkpoint (covering all but itself).
           result.problem =
-            "records \(report.coveredThrough + 2)…\(result.headSeq) are not covered by a signed checkpoint: the gateway is running or crashed "
-            + "(start it once: it signs at start), or checkpoints after seq \(report.coveredThrough + 1) were removed; --allow-unsigned-tail accepts them"
+            report.otherKeyCoversThrough > report.coveredThrough + 1
+            ? "records \(report.coveredThrough + 2)…\(result.headSeq) are signed by another key, not by the given one (a restored or recreated "
+              + "gateway signs with its own key: verify with that gateway's public key too); --allow-unsigned-tail accepts them"
+            : "records \(report.coveredThrough + 2)…\(result.headSeq) are not covered by a signed checkpoint: the gateway is running or crashed "
+              + "(start it once: it signs at start), or checkpoints after seq \(report.coveredThrough + 1) were removed; --allow-unsigned-tail accepts them"
           result.firstBadSeq = report.coveredThrough + 2
         }
       }
@@ -137,8 +140,11 @@ struct Verify: ParsableCommand {
         if let c = result.checkpoints {
           // The record right after the newest covered one is normally that checkpoint itself.
           let newer =
-            result.headSeq > c.coveredThrough + 1
-            ? "; records \(c.coveredThrough + 2)…\(result.headSeq) are newer than the last checkpoint (not yet signed)" : ""
+            result.headSeq <= c.coveredThrough + 1
+            ? ""
+            : c.otherKeyCoversThrough > c.coveredThrough + 1
+              ? "; records \(c.coveredThrough + 2)…\(result.headSeq) are signed by another key (a restored or recreated gateway's own)"
+              : "; records \(c.coveredThrough + 2)…\(result.headSeq) are newer than the last checkpoint (not yet signed)"
           print("signed: \(c.valid) checkpoint(s) verified; records 1…\(c.coveredThrough) vouched for by the key\(newer)")
         }
       } else {
