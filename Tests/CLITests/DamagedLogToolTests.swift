@@ -97,7 +97,9 @@ import Testing
     let v = try env.replay(["verify", dir])
     #expect(v.code == 2 && v.out.contains("seq \(target)"), "\(v)")
     let archive = env.root.appendingPathComponent("salvaged.oslog").path
-    #expect(try env.replay(["export", dir, archive]).code == 1, "plain export stops at the bad record")
+    let plain = try env.replay(["export", dir, archive])
+    #expect(plain.code == 1, "plain export stops at the bad record")
+    #expect(plain.err.contains("--salvage uses the records before it"), "the error says how to use what precedes the damage: \(plain)")
     let e = try env.replay(["export", "--salvage", dir, archive])
     #expect(e.code == 0, "\(e)")
     #expect(e.err.contains("salvage: using records 1...\(target - 1)") && e.err.contains("seq \(target)"), "\(e)")
@@ -111,6 +113,9 @@ import Testing
       let r = try env.replay(cmd)
       #expect(r.code == 0 && r.err.contains("salvage: using records 1...\(target - 1)"), "\(cmd): \(r)")
     }
-    #expect(try env.replay(["state", dir]).code != 0, "without --salvage, state stops at the bad record")
+    for cmd in [["state", dir], ["audit", dir]] {
+      let r = try env.replay(cmd)
+      #expect(r.code != 0 && r.err.contains("--salvage uses the records before it"), "without --salvage it stops at the bad record and says so: \(cmd): \(r)")
+    }
   }
 }

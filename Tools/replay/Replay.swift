@@ -40,7 +40,9 @@ func run(_ body: () throws -> Void) throws {
     FileHandle.standardError.write(Data("error: \(e.message)\n".utf8))
     throw ExitCode(1)
   } catch let e as EventLogError {
-    FileHandle.standardError.write(Data("error: \(e.message)\n".utf8))
+    // A damaged record: say how to use what precedes it (rebuild, state, audit and export take --salvage).
+    let hint = e.code == .corrupt ? " (openshell-replay verify names the damage; --salvage uses the records before it)" : ""
+    FileHandle.standardError.write(Data("error: \(e.message)\(hint)\n".utf8))
     throw ExitCode(1)
   } catch let e as ProjectionError {
     FileHandle.standardError.write(Data("error: \(e)\n".utf8))

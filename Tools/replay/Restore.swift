@@ -125,7 +125,9 @@ struct Restore: ParsableCommand {
         defer { log.close() }
         let result = try LogVerifier.verify(log)
         guard result.ok else {
-          throw ValidationError("the archived log does not verify: \((result.firstBadSeq.map { "seq \($0): " } ?? "") + (result.problem ?? "unknown problem"))")
+          throw ValidationError(
+            "the archived log does not verify: \((result.firstBadSeq.map { "seq \($0): " } ?? "") + (result.problem ?? "unknown problem")); "
+              + "to restore the records before the damage: openshell-replay export --salvage LOG FILE, then restore FILE")
         }
         try LogArchive.export(log, to: tmp.path, overwrite: true)
         exported = tmp
