@@ -113,6 +113,10 @@ import Testing
       let r = try env.replay(cmd)
       #expect(r.code == 0 && r.err.contains("salvage: using records 1...\(target - 1)"), "\(cmd): \(r)")
     }
+    // Restoring the damaged log into a new gateway is refused, says how to salvage, and leaves no directory.
+    let r = try env.replay(["restore", dir, "--gateway", "fresh"])
+    #expect(r.code != 0 && r.err.contains("export --salvage"), "\(r)")
+    #expect(!FileManager.default.fileExists(atPath: env.state.appendingPathComponent("openshell/gateways/fresh").path), "no half-made gateway dir")
     for cmd in [["state", dir], ["audit", dir]] {
       let r = try env.replay(cmd)
       #expect(r.code != 0 && r.err.contains("--salvage uses the records before it"), "without --salvage it stops at the bad record and says so: \(cmd): \(r)")

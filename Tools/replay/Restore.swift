@@ -104,7 +104,9 @@ struct Restore: ParsableCommand {
       }
     }
 
-    // 3. Build the new log next to the old one.
+    // 3. Build the new log next to the old one. A data dir made here is removed again if the restore fails
+    // and it is still empty (no half-made gateway directory is left behind).
+    let madeDataDir = !fm.fileExists(atPath: data.path)
     try fm.createDirectory(at: data, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
     let stamp = Self.stamp()
     let staging = data.appendingPathComponent("log.restore-\(getpid())")
@@ -172,6 +174,8 @@ struct Restore: ParsableCommand {
       )
     } catch {
       try? fm.removeItem(at: staging)
+      if let exported { try? fm.removeItem(at: exported) }
+      if madeDataDir, (try? fm.contentsOfDirectory(atPath: data.path))?.isEmpty == true { try? fm.removeItem(at: data) }
       throw error
     }
 
