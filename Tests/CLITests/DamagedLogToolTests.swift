@@ -117,6 +117,8 @@ import Testing
     let r = try env.replay(["restore", dir, "--gateway", "fresh"])
     #expect(r.code != 0 && r.err.contains("export --salvage"), "\(r)")
     #expect(!FileManager.default.fileExists(atPath: env.state.appendingPathComponent("openshell/gateways/fresh").path), "no half-made gateway dir")
+    let beyond = try env.replay(["state", "--at", "99999", restored])
+    #expect(beyond.code != 0 && beyond.err.contains("seq 99999 is beyond the head of the log (seq \(target - 1))"), "\(beyond)")
     for cmd in [["state", dir], ["audit", dir]] {
       let r = try env.replay(cmd)
       #expect(r.code != 0 && r.err.contains("--salvage uses the records before it"), "without --salvage it stops at the bad record and says so: \(cmd): \(r)")

@@ -193,6 +193,10 @@ struct State: ParsableCommand {
       let log = try openLog(dir, readOnly: true)
       defer { log.close() }
       var point = try parsePoint(at, to: nil)
+      // As `openshell sandbox get --at`: a seq past the head is refused, never silently taken as the head.
+      if case .seq(let s) = point, s > log.headSeq {
+        throw ToolError("seq \(s) is beyond the head of the log (seq \(log.headSeq))")
+      }
       if let keep = try salvageLimit(log, salvage) { point = try clamp(point, keep) }
       let state = try StateLoader.replay(log, through: point, progress: ProgressBar(label: "replay").callback)
       let view = StateView(state)
