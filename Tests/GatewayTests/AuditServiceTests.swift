@@ -34,6 +34,31 @@ import Testing
     }
   }
 
+  /// `openshell audit --follow` must not hold a gateway stop for its grace period (a fresh-clone user saw
+  /// `gateway stop` take 10 s with `audit -f` open): the watch ends with UNAVAILABLE "shutting down".
+  @Test func shutdownEndsAnOpenWatch() async throws {
+    let gw = try await TestGateway.start(shutdownGracePeriod: .seconds(120))
+    let started = ContinuousClock.now
+    let ended: RPCError? = try await withAudit(gw) { audit in
+      try await withThrowingTaskGroup(of: RPCError?.self) { group in
+        group.addTask {
+          do {
+            try await audit.watchEvents(.with { $0.fromSeq = 1 }) { response in for try await _ in response.messages {} }
+            return nil
+          } catch let e as RPCError { return e }
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        gw.running.shutdown()
+        return try await group.next() ?? nil
+      }
+    }
+    _ = try? await gw.task.value
+    #expect(ended?.code == .unavailable, "\(String(describing: ended))")
+    #expect(ended?.message.contains("shutting down") == true, "\(String(describing: ended))")
+    // Not a timing benchmark: without draining, the stop would wait out the 120 s grace period.
+    #expect(ContinuousClock.now - started < .seconds(60))
+  }
+
   @Test func queryPagesThroughFilteredHistoryInOrder() async throws {
     let gw = try await TestGateway.start()
     defer { Task { await gw.stop() } }

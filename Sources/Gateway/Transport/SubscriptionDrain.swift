@@ -122,12 +122,15 @@ public final class SubscriptionDrain: Sendable {
 /// A server interceptor that applies a ``SubscriptionDrain`` to the methods named in `methods`
 /// (fully qualified, e.g. `openshell.v1.OpenShell/WatchSandbox`); other RPCs pass through unchanged.
 public struct SubscriptionDrainInterceptor: ServerInterceptor {
-  /// The long-lived streams of the OpenShell and inference services.
+  /// The long-lived streams of the OpenShell, inference and audit services.
   public static let defaultMethods: Set<String> = [
     "openshell.v1.OpenShell/ConnectSupervisor",
     "openshell.v1.OpenShell/WatchSandbox",
     "openshell.v1.OpenShell/PushSandboxLogs",
     "openshell.inference.v1.Inference/WatchInferenceBundle",
+    // `openshell audit --follow` (history, then live for as long as the client stays).
+    "openshell.audit.v1.AuditService/WatchEvents",
+    "openshell.audit.v1.AuditService/WatchEventBatches",
   ]
 
   private let drain: SubscriptionDrain
