@@ -125,6 +125,10 @@ import Testing
     }
     let entries = try Audit.timeline(log, query: AuditQuery())
     #expect(entries.contains { $0.type == "audit.credentials_disclosed" })
+    // "Who read this provider's secrets": the provider filter finds the disclosure (it names the provider).
+    var byProvider = AuditQuery()
+    byProvider.provider = "gl"
+    #expect(try Audit.timeline(log, query: byProvider).map(\.type) == ["provider.created", "audit.credentials_disclosed"])
     let outputs = [Audit.table(entries), String(decoding: try JSONEncoder().encode(entries), as: UTF8.self)]
     for text in outputs {
       #expect(!text.contains(canary), "an audit output holds the secret")
