@@ -111,6 +111,20 @@ struct AuditCLITests {
     let types = Set(all.filter { expected.contains($0["seq"] ?? "") }.compactMap { $0["type"] })
     #expect(types.isSuperset(of: ["sandbox.requested", "certificate.issued", "ssh.session_created"]), "\(types)")
 
+    // Point in time: the sandbox and its policy as they were when it was requested, and before it existed.
+    let requested = try #require(all.first { $0["type"] == "sandbox.requested" && ($0["summary"] ?? "").contains(box) }?["seq"])
+    r = try env.run(["sandbox", "get", "box", "--at", requested])
+    #expect(r.code == 0 && r.out.contains("as of seq \(requested)") && r.out.contains(box), "\(r)")
+    let now = try env.run(["sandbox", "get", "box"])
+    #expect(now.code == 0 && now.out != r.out, "the past view differs from today's: \(now)")
+    r = try env.run(["sandbox", "get", "box", "--at", "1"])
+    #expect(r.code != 0 && r.err.contains("box") && r.err.split(separator: "\n").count == 1, "\(r)")
+    // No policy was ever set on it: one readable line, not an empty view.
+    r = try env.run(["policy", "get", "box", "--at", all.last?["seq"] ?? "0"])
+    #expect(r.code != 0 && r.err.contains("no policy revision at that point") && r.err.split(separator: "\n").count == 1, "\(r)")
+    r = try env.run(["sandbox", "get", "box", "--at", "not-a-time"])
+    #expect(r.code != 0 && r.err.split(separator: "\n").count == 1, "\(r)")
+
     func check(_ out: String, _ label: String) throws {
       let got = try Self.records(out)
       #expect(Set(got.compactMap { $0["type"] }).isSuperset(of: ["sandbox.requested", "certificate.issued", "ssh.session_created"]), "\(label): \(out)")

@@ -4,54 +4,38 @@ import OpenShellAPI
 import Projections
 
 /// The engine behind WatchEvents and WatchEventBatches (Protos/audit.proto, issue 12): the matching records
-/// from a seq, history then live, each seq at most once and in order, handed to the RPC in batches.
+/// from a seq, history then live, each seq exactly once and in order, handed to the RPC in batches.
 ///
-/// Two tasks share a bounded ``AuditBatchHandoff``: the producer reads the history in pages of ``pageRecords``
-/// with the log's sequential reader (one read transaction per page, the chain carried between records),
-/// decodes each record once and renders it straight into its wire form; at the head it continues with the log's
-/// catch-up subscription, which the log's writer wakes on every commit (no polling). The consumer takes
-/// everything rendered so far and writes it, so the producer works on the next page while the transport
-/// encodes and sends the previous one, and live events go out one by one when they trickle in but in
-/// batches under bursts. The handoff holds at most ``bufferedEvents`` events: a slow client slows the
-/// producer, and then the log subscription falls behind and resumes from history — memory stays bounded and
-/// the writer is never blocked.
+/// One task does everything, so an event crosses no task or actor boundary between the log and the transport
+/// (each hop is a scheduling delay on a busy machine): the history is read in pages of ``pageRecords`` with
+/// the log's sequential reader (one read transaction per page, the chain carried between records), each
+/// record decoded once and rendered straight into its wire form, one write per page. At the head it continues
+/// with the log's catch-up subscription, which the log's writer wakes on every commit (no polling, no timer).
+/// Live records are written as soon as the one just read is the head of the log; while more committed records
+/// are already waiting (a burst, a slow client), they are gathered into one batch first. Memory stays bounded:
+/// a client that reads slowly holds up the writes, the subscription's buffer overflows and it resumes from
+/// history — the log's writer is never blocked.
 struct AuditWatch: Sendable {
   let log: EventLog
   let matcher: AuditMatcher
   let from: UInt64
 
-  /// Records per history page (one read transaction each).
+  /// Records per history page (one read transaction and one write each).
   static let pageRecords = 2048
-  /// Events rendered but not yet written before the producer waits.
-  static let bufferedEvents = 8192
+  /// Most events gathered into one live batch.
+  static let maxLiveBatch = 2048
   /// Upper bound of one WatchEventBatches message (the client's default limit is 4 MiB).
   static let maxBatchBytes = 1 << 20
 
-  /// Runs until the client goes away, the log closes, or `write` throws. `write` receives consecutive
-  /// matching events in seq order, each batch at most ``maxBatchBytes`` (estimated) unless one event alone
-  /// is larger.
+  /// Runs until the client goes away (cancellation), the log closes, or `write` throws. `write` receives
+  /// consecutive matching events in seq order, each batch at most ``maxBatchBytes`` (estimated) unless one
+  /// event alone is larger.
   func run(_ write: ([Openshell_Audit_V1_AuditEvent]) async throws -> Void) async throws {
-    let handoff = AuditBatchHandoff(capacity: Self.bufferedEvents)
-    try await withThrowingTaskGroup(of: Void.self) { group in
-      group.addTask {
-        do {
-          try await produce(into: handoff)
-          handoff.finish(nil)
-        } catch {
-          handoff.finish(error)
-        }
-      }
-      // The consumer ends on a write error, on the client going away (cancellation) or when the producer has
-      // finished (the log closed) and everything it rendered was written; then the producer is stopped too.
-      defer { group.cancelAll() }
-      while let events = try await handoff.take() {
-        for batch in Self.split(events) { try await write(Array(batch)) }
-      }
-    }
-  }
-
-  private func produce(into handoff: AuditBatchHandoff) async throws {
     var matcher = matcher
+    let ocsf = matcher.includeOCSF
+    func send(_ events: [Openshell_Audit_V1_AuditEvent]) async throws {
+      for batch in Self.split(events) { try await write(Array(batch)) }
+    }
     var next = from
     // History: whole pages while the head is ahead of them.
     while log.headSeq >= next + UInt64(Self.pageRecords) {
@@ -61,15 +45,21 @@ struct AuditWatch: Sendable {
       page.reserveCapacity(Self.pageRecords)
       var reader = log.read(from: next, through: through, filter: matcher.logFilter, chunkSize: Self.pageRecords)
       while let record = try reader.next() {
-        if let event = try matcher.select(record) { page.append(Self.wire(record, event, ocsf: matcher.includeOCSF)) }
+        if let event = try matcher.select(record) { page.append(Self.wire(record, event, ocsf: ocsf)) }
       }
       next = through + 1
-      if !page.isEmpty { try await handoff.push(page) }
+      if !page.isEmpty { try await send(page) }
     }
-    // The rest of the history, then live records as each commit publishes them.
-    for try await item in log.subscribe(from: next, filter: matcher.logFilter) {
+    // The rest of the history, then live records as each commit publishes them. Unfiltered, so that every
+    // record — matching or not — tells whether the head is reached (the matcher applies the time bounds).
+    var pending: [Openshell_Audit_V1_AuditEvent] = []
+    for try await item in log.subscribe(from: next) {
       guard case .record(let record) = item else { continue }
-      if let event = try matcher.select(record) { try await handoff.push([Self.wire(record, event, ocsf: matcher.includeOCSF)]) }
+      if let event = try matcher.select(record) { pending.append(Self.wire(record, event, ocsf: ocsf)) }
+      if !pending.isEmpty, record.seq >= log.headSeq || pending.count >= Self.maxLiveBatch {
+        try await send(pending)
+        pending.removeAll(keepingCapacity: true)
+      }
     }
   }
 
