@@ -7,71 +7,95 @@ import Projections
 ///
 /// Sandbox and provider filters take a name or an id. Names are resolved to ids by scanning the log
 /// once at creation (so a deleted object, or one whose name was reused, is still found), and records
-/// passed to ``entry(_:)`` later keep extending the set (a sandbox created under that name while a
-/// watch runs is followed too).
+/// passed to ``select(_:)`` later keep extending the set (a sandbox created under that name while a
+/// watch runs is followed too). Whether a record belongs to the sandbox or provider comes from the event
+/// itself (``GatewayEvent/sandboxReference``, ``GatewayEvent/providerReferences``), not from its aggregate:
+/// a sandbox's `certificate.issued` and `ssh.session_created` records are in other aggregates. An
+/// `ssh.session_revoked` names only its session, so it belongs to the sandbox of that session.
 public struct AuditMatcher: Sendable {
   public let query: AuditQuery
   /// Whether ``entry(_:)`` also renders the record's OCSF events (``AuditEntry/ocsf``).
   public var includeOCSF = false
   private var sandboxIDs: Set<String> = []
-  private var providerIDs: Set<String> = []
+  /// Ids and names of the providers the query names.
+  private var providerRefs: Set<String> = []
+  /// SSH sessions of the selected sandboxes (their revocations name only the session).
+  private var sessionIDs: Set<String> = []
 
-  /// Aggregate kinds that belong to a sandbox (their aggregate id is the sandbox id).
-  static let sandboxKinds: Set<String> = ["sandbox", "policy", "settings", "network", "exec", "credentials", "ssh_tunnel"]
+  /// Record types that extend the resolved sets.
+  static let resolvingTypes: Set<String> = ["sandbox.requested", "provider.created", "ssh.session_created"]
 
   /// - Throws: `EventLogError`, `ProjectionError` while resolving names.
   public init(_ log: EventLog, query: AuditQuery) throws {
     self.query = query
-    guard query.sandbox != nil || query.provider != nil else { return }
-    var sandboxes: Set<String> = []
-    var providers: Set<String> = []
-    try log.forEach(from: 1, through: query.throughSeq, filter: EventFilter(types: ["sandbox.requested", "provider.created"])) { record in
-      Self.resolve(record, query, &sandboxes, &providers)
+    guard isScoped else { return }
+    var events: [GatewayEvent] = []
+    try log.forEach(from: 1, through: query.throughSeq, filter: EventFilter(types: Self.resolvingTypes)) { record in
+      events.append(try GatewayEvent.decode(record))
     }
-    sandboxIDs = sandboxes
-    providerIDs = providers
+    for event in events { observe(event) }
   }
 
-  /// The header-only prefilter for log reads (time bounds); the rest is checked in ``entry(_:)``.
+  /// The header-only prefilter for log reads (time bounds); the rest is checked in ``select(_:)``.
   public var logFilter: EventFilter {
     EventFilter(sinceNs: query.sinceNs, untilNs: query.untilNs)
   }
 
-  /// The entry for `record` if the query selects it, else nil.
+  /// Whether the query names a sandbox or a provider (then every candidate record is decoded).
+  var isScoped: Bool { query.sandbox != nil || query.provider != nil }
+
+  /// The decoded event if the query selects `record`, else nil. The payload is decoded at most once, and
+  /// not at all for a record the header (time, actor, type) already rules out.
   /// - Throws: `ProjectionError` when the payload cannot be decoded.
-  public mutating func entry(_ record: EventRecord) throws -> AuditEntry? {
-    try observe(record)
+  public mutating func select(_ record: EventRecord) throws -> GatewayEvent? {
+    var decoded: GatewayEvent?
+    if isScoped, Self.resolvingTypes.contains(record.type) {
+      let event = try GatewayEvent.decode(record)
+      observe(event)
+      decoded = event
+    }
     guard logFilter.matches(record) else { return nil }
     if let actor = query.actor, record.actor != actor, !record.actor.contains(actor) { return nil }
     if !query.types.isEmpty, !query.types.contains(where: { record.type == $0 || ($0.hasSuffix(".") && record.type.hasPrefix($0)) }) {
       return nil
     }
-    if query.sandbox != nil || query.provider != nil {
-      let agg = record.aggregate
-      let matchesSandbox = query.sandbox != nil && Self.sandboxKinds.contains(agg.kind) && sandboxIDs.contains(agg.id)
-      let matchesProvider = query.provider != nil && agg.kind == "provider" && providerIDs.contains(agg.id)
-      if !matchesSandbox && !matchesProvider { return nil }
+    let event = try decoded ?? GatewayEvent.decode(record)
+    if isScoped {
+      var inSandbox = false
+      if query.sandbox != nil {
+        if let id = event.sandboxReference {
+          inSandbox = sandboxIDs.contains(id)
+        } else if case .sshSessionRevoked(let e) = event.kind {
+          inSandbox = sessionIDs.contains(e.id)
+        }
+      }
+      let inProvider = query.provider != nil && event.providerReferences.contains(where: providerRefs.contains)
+      if !inSandbox && !inProvider { return nil }
     }
-    let event = try GatewayEvent.decode(record)
+    return event
+  }
+
+  /// The entry for `record` if the query selects it, else nil.
+  /// - Throws: `ProjectionError` when the payload cannot be decoded.
+  public mutating func entry(_ record: EventRecord) throws -> AuditEntry? {
+    guard let event = try select(record) else { return nil }
     return AuditEntry(
       seq: record.seq, time: rfc3339(ns: record.timestampNs), timestampNs: record.timestampNs, actor: record.actor,
       requestID: record.requestID, type: record.type, aggregate: "\(record.aggregate.kind)/\(record.aggregate.id)",
       summary: EventSummary.describe(event), ocsf: includeOCSF ? OCSF.events(record, event).map(OCSF.encode) : nil)
   }
 
-  private mutating func observe(_ record: EventRecord) throws {
-    guard query.sandbox != nil || query.provider != nil else { return }
-    Self.resolve(record, query, &sandboxIDs, &providerIDs)
-  }
-
-  /// Adds the id of a `sandbox.requested` / `provider.created` record whose name or id the query names.
-  private static func resolve(_ record: EventRecord, _ query: AuditQuery, _ sandboxes: inout Set<String>, _ providers: inout Set<String>) {
-    guard record.type == "sandbox.requested" || record.type == "provider.created",
-      let kind = try? GatewayEvent.decode(record).kind
-    else { return }
-    switch kind {
-    case .sandboxRequested(let e) where e.name == query.sandbox || e.id == query.sandbox: sandboxes.insert(e.id)
-    case .providerCreated(let e) where e.name == query.provider || e.id == query.provider: providers.insert(e.id)
+  /// Adds the sandbox, provider or SSH session a resolving record (``resolvingTypes``) introduces, when it is
+  /// one the query names.
+  private mutating func observe(_ event: GatewayEvent) {
+    switch event.kind {
+    case .sandboxRequested(let e) where query.sandbox != nil && (e.name == query.sandbox || e.id == query.sandbox):
+      sandboxIDs.insert(e.id)
+    case .providerCreated(let e) where query.provider != nil && (e.name == query.provider || e.id == query.provider):
+      providerRefs.insert(e.id)
+      providerRefs.insert(e.name)
+    case .sshSessionCreated(let e) where sandboxIDs.contains(e.sandboxID):
+      sessionIDs.insert(e.id)
     default: break
     }
   }

@@ -64,7 +64,7 @@ public enum EventSummary {
     case .inferenceRouteDeleted(let e): return "route \(e.route) deleted"
     case .inferenceBundlePublished(let e): return "bundle \(e.revision) routes \(e.routes.joined(separator: ","))"
     case .sshSessionCreated(let e):
-      let expiry = e.expiresNs == 0 ? "never expires" : "expires \(Date(timeIntervalSince1970: Double(e.expiresNs) / 1e9).formatted(.iso8601))"
+      let expiry = e.expiresNs == 0 ? "never expires" : "expires \(rfc3339(ns: UInt64(max(0, e.expiresNs))))"
       return "ssh session \(e.id) for sandbox \(e.sandboxID) (\(expiry), host key \(e.hostKeyFingerprint))"
     case .sshTunnelOpened(let e): return "tunnel \(e.tunnelID) (\(e.target)) opened on ssh session \(e.sessionID) to sandbox \(e.sandboxID)"
     case .sshTunnelClosed(let e):

@@ -30,6 +30,21 @@ struct AuditCLITests {
     #expect(r.code == 0 && r.out.contains("\"event_code\":\"provider.created\"") && r.out.contains("\"class_uid\":6003"), "\(r)")
     #expect(!r.out.contains("v1\""), "no credential value")
     try expectValidOCSF(env, r.out, "live")
+    // --follow (WatchEventBatches): the history, then a provider created while it runs; no credential value.
+    let followed = env.root.appendingPathComponent("follow.jsonl").path
+    let script = """
+      "$0" audit --follow --type provider. -o jsonl > "$1" 2>&1 &
+      pid=$!
+      "$0" provider create --name p2 --type generic --credential TOKEN=v2 > /dev/null || exit 3
+      for i in $(seq 200); do grep -q '"provider default/p2' "$1" && break; sleep 0.1; done
+      kill $pid; wait $pid 2>/dev/null; cat "$1"
+      """
+    r = try env.run(["-c", script, CLIEnv.openshell, followed], binary: "/bin/sh")
+    let follow = try Self.records(r.out)
+    #expect(follow.map { $0["type"] } == ["provider.created", "provider.created"], "\(r)")
+    #expect(follow.map { ($0["summary"] ?? "").hasPrefix("provider default/p1") } == [true, false], "\(r)")
+    #expect(follow.last?["summary"]?.hasPrefix("provider default/p2") == true && !r.out.contains("v2\""), "\(r)")
+    #expect(follow.compactMap { UInt64($0["seq"] ?? "") }.sorted() == follow.compactMap { UInt64($0["seq"] ?? "") }, "in seq order")
     r = try env.run(["audit", "--since", "yesterday"])
     #expect(r.code != 0 && r.err.contains("--since"), "\(r)")
 
@@ -65,6 +80,77 @@ struct AuditCLITests {
     try expectValidOCSF(env, r.out, "offline")
     r = try env.replay(["audit", log, "-o", "xml"])
     #expect(r.code != 0 && r.err.contains("ocsf"), "\(r)")
+  }
+
+  @Test("audit --sandbox (live and openshell-replay) includes the sandbox's certificate and SSH session records, no other sandbox's")
+  func sandboxFilterFollowsTheEventsReference() async throws {
+    let env = try CLIEnv("audsb")
+    defer { env.cleanup() }
+    let port = freePort()
+    var r = try env.run(["gateway", "start", "--name", "audsb", "--port", "\(port)"])
+    try #require(r.code == 0, "\(r)")
+    defer { _ = try? env.run(["gateway", "destroy", "--name", "audsb", "--yes"]) }
+    for name in ["box", "other"] {
+      r = try env.run(["sandbox", "create", name])
+      try #require(r.code == 0, "\(r)")
+      // A command over SSH: CreateSshSession records ssh.session_created (in the ssh_session aggregate).
+      r = try env.run(["sandbox", "connect", name, "--", "true"])
+      #expect(r.code == 0, "\(r)")
+    }
+    r = try env.run(["audit", "-o", "jsonl"])
+    try #require(r.code == 0, "\(r)")
+    let all = try Self.records(r.out)
+    func sandboxID(_ name: String) -> String? {
+      all.first { $0["type"] == "sandbox.requested" && ($0["summary"] ?? "").hasPrefix("sandbox default/\(name) id ") }
+        .flatMap { $0["summary"]?.components(separatedBy: " id ").last?.components(separatedBy: " ").first }
+    }
+    let box = try #require(sandboxID("box"))
+    let other = try #require(sandboxID("other"))
+    // What the filter must find: every record naming the sandbox, whatever aggregate it is in.
+    let expected = all.filter { ($0["aggregate"] ?? "").hasSuffix(box) || ($0["summary"] ?? "").contains("sandbox \(box)") }.compactMap { $0["seq"] }
+    let types = Set(all.filter { expected.contains($0["seq"] ?? "") }.compactMap { $0["type"] })
+    #expect(types.isSuperset(of: ["sandbox.requested", "certificate.issued", "ssh.session_created"]), "\(types)")
+
+    // Point in time: the sandbox and its policy as they were when it was requested, and before it existed.
+    let requested = try #require(all.first { $0["type"] == "sandbox.requested" && ($0["summary"] ?? "").contains(box) }?["seq"])
+    r = try env.run(["sandbox", "get", "box", "--at", requested])
+    #expect(r.code == 0 && r.out.contains("as of seq \(requested)") && r.out.contains(box), "\(r)")
+    let now = try env.run(["sandbox", "get", "box"])
+    #expect(now.code == 0 && now.out != r.out, "the past view differs from today's: \(now)")
+    r = try env.run(["sandbox", "get", "box", "--at", "1"])
+    #expect(r.code != 0 && r.err.contains("box") && r.err.split(separator: "\n").count == 1, "\(r)")
+    // No policy was ever set on it: one readable line, not an empty view.
+    r = try env.run(["policy", "get", "box", "--at", all.last?["seq"] ?? "0"])
+    #expect(r.code != 0 && r.err.contains("no policy revision at that point") && r.err.split(separator: "\n").count == 1, "\(r)")
+    r = try env.run(["sandbox", "get", "box", "--at", "not-a-time"])
+    #expect(r.code != 0 && r.err.split(separator: "\n").count == 1, "\(r)")
+
+    func check(_ out: String, _ label: String) throws {
+      let got = try Self.records(out)
+      #expect(Set(got.compactMap { $0["type"] }).isSuperset(of: ["sandbox.requested", "certificate.issued", "ssh.session_created"]), "\(label): \(out)")
+      #expect(Set(expected).isSubset(of: Set(got.compactMap { $0["seq"] })), "\(label): every record naming \(box)")
+      #expect(!out.contains(other), "\(label): nothing of the other sandbox")
+      #expect(got.contains { $0["type"] == "certificate.issued" && $0["aggregate"] == "certificate/sandbox:\(box)" }, "\(label)")
+    }
+    r = try env.run(["audit", "--sandbox", "box", "-o", "jsonl"])
+    #expect(r.code == 0, "\(r)")
+    try check(r.out, "openshell audit")
+    // By id as well, and offline on the data dir after a stop.
+    r = try env.run(["audit", "--sandbox", box, "-o", "jsonl"])
+    try check(r.out, "openshell audit by id")
+    r = try env.run(["gateway", "stop", "--name", "audsb"])
+    #expect(r.code == 0, "\(r)")
+    r = try env.replay(["audit", env.dataDir("audsb").appendingPathComponent("log").path, "--sandbox", "box", "-o", "jsonl"])
+    #expect(r.code == 0, "\(r)")
+    try check(r.out, "openshell-replay audit")
+  }
+
+  /// The JSON lines of `-o jsonl` as string fields (seq as text).
+  static func records(_ jsonl: String) throws -> [[String: String]] {
+    try jsonl.split(separator: "\n").map { line in
+      let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] ?? [:]
+      return object.mapValues { "\($0)" }
+    }
   }
 
   /// Validates OCSF lines with Tests/audit-tools/validate_ocsf.py (the venv scripts/setup.sh makes).

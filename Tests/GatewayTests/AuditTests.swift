@@ -18,14 +18,20 @@ import Testing
     return try log.records(from: 1, filter: EventFilter(types: [type])).map { ($0, try GatewayEvent.decode($0)) }
   }
 
-  /// 1,000 refused calls of one kind and 1,000 of another become exactly one event each, with the
-  /// right count, identity, RPC and reason.
+  /// 1,000 refused calls of each of three kinds (a sandbox calling an operator RPC, a sandbox calling another
+  /// sandbox's RPC, the operator calling a supervisor RPC) become exactly one event each, with the right count,
+  /// identity, RPC and reason.
   @Test func aRefusalFloodIsOneEventPerKindWithItsCount() async throws {
     let gw = try await TestGateway.start { $0.refusalWindow = .seconds(600) }  // flushed at shutdown
     let (cert, key) = try gw.sandboxCertificate("sb-flood")
     try await gw.withClient(certificate: cert, key: key) { api in
       for _ in 0..<1000 {
         let e = await rpcError { _ = try await api.listSandboxes(.init()) }
+        #expect(e?.code == .permissionDenied)
+      }
+      // A sandbox calling another sandbox's RPC.
+      for _ in 0..<1000 {
+        let e = await rpcError { _ = try await api.getSandboxProviderEnvironment(.with { $0.sandboxID = "sb-other" }) }
         #expect(e?.code == .permissionDenied)
       }
     }
@@ -41,14 +47,17 @@ import Testing
     let refusals = events.compactMap { r, e -> Openshell_Events_V1_AccessRefused? in
       if case .accessRefused(let a)? = e.kind { return a } else { return nil }
     }
-    #expect(refusals.count == 2, "one event per (identity, RPC, code, reason): \(refusals.map { "\($0.identity) \($0.rpc) \($0.count)" })")
-    let bySandbox = try #require(refusals.first { $0.identity == "sandbox:sb-flood" })
+    #expect(refusals.count == 3, "one event per (identity, RPC, code, reason): \(refusals.map { "\($0.identity) \($0.rpc) \($0.count)" })")
+    let bySandbox = try #require(refusals.first { $0.identity == "sandbox:sb-flood" && $0.rpc.hasSuffix("/ListSandboxes") })
     #expect(bySandbox.count == 1000)
     #expect(bySandbox.rpc == "openshell.v1.OpenShell/ListSandboxes")
     #expect(bySandbox.code == "PERMISSION_DENIED")
     #expect(bySandbox.reason.contains("not available to sandbox identities"))
     #expect(bySandbox.peer.contains("127.0.0.1"))
     #expect(bySandbox.lastNs >= bySandbox.firstNs)
+    let crossSandbox = try #require(refusals.first { $0.identity == "sandbox:sb-flood" && $0.rpc.hasSuffix("/GetSandboxProviderEnvironment") })
+    #expect(crossSandbox.count == 1000)
+    #expect(crossSandbox.reason.contains("for sandbox sb-other"), "\(crossSandbox.reason)")
     let byOperator = try #require(refusals.first { $0.identity.hasPrefix("operator:") })
     #expect(byOperator.count == 1000)
     #expect(byOperator.rpc == "openshell.v1.OpenShell/GetSandboxProviderEnvironment")
@@ -125,6 +134,10 @@ import Testing
     }
     let entries = try Audit.timeline(log, query: AuditQuery())
     #expect(entries.contains { $0.type == "audit.credentials_disclosed" })
+    // "Who read this provider's secrets": the provider filter finds the disclosure (it names the provider).
+    var byProvider = AuditQuery()
+    byProvider.provider = "gl"
+    #expect(try Audit.timeline(log, query: byProvider).map(\.type) == ["provider.created", "audit.credentials_disclosed"])
     let outputs = [Audit.table(entries), String(decoding: try JSONEncoder().encode(entries), as: UTF8.self)]
     for text in outputs {
       #expect(!text.contains(canary), "an audit output holds the secret")

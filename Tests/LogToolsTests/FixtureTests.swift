@@ -113,7 +113,9 @@ func openReadOnly(_ dir: String) throws -> EventLog {
     #expect(rotations.allSatisfy { $0.summary.contains("ANTHROPIC_API_KEY") })
     let rendered = Audit.table(entries) + String(decoding: try JSONEncoder().encode(entries), as: UTF8.self)
     #expect(!rendered.contains("sk-ant-fixture"))
-    #expect(entries.allSatisfy { $0.aggregate.hasPrefix("provider/") })
+    // The provider's own records, and the sandbox it was attached to (the event names it: providerReferences).
+    #expect(entries.map(\.type) == ["provider.created", "sandbox.requested", "provider.credential_rotated", "provider.credential_rotated"])
+    #expect(entries.filter { !$0.aggregate.hasPrefix("provider/") }.allSatisfy { $0.summary.contains("providers claude") })
     // Filters by actor and type.
     var byActor = AuditQuery()
     byActor.actor = "operator:CN=bob"

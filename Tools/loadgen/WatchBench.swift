@@ -8,11 +8,16 @@ import Projections
 import Synchronization
 
 extension LoadGen {
+  typealias AuditClient = Openshell_Audit_V1_AuditService.Client<HTTP2ClientTransport.Posix>
+
   /// WatchEvents (issue 12): builds a log of `events` audit records, serves it, and measures over mTLS on
-  /// loopback (1) the catch-up rate of `WatchEvents(from_seq 1)` to the head, (2) the live lag while records are
-  /// appended at `--live-rate` per second for `--duration` seconds: receipt time − the record's timestamp (the
-  /// writer stamps it when the commit starts, so the lag includes the fsync'd commit). The log-level
-  /// catch-up subscription without gRPC is measured too, to show where the time goes.
+  /// loopback (1) the catch-up rate from `from_seq 1` to the head, `--rounds` times, alternating the
+  /// one-event-per-message `WatchEvents` and the batched `WatchEventBatches`; (2) the live lag of
+  /// `WatchEventBatches` while records are appended one per commit at `--live-rate` per second for `--duration`
+  /// seconds, two ways: receipt time − the record's timestamp (stamped when its commit starts, so it includes
+  /// the fsync'd commit) and receipt time − the moment `append` returned (the record durable: the watch's own
+  /// delay). The log's sequential reader and its catch-up subscription alone, without gRPC, are measured too,
+  /// to show where the time goes.
   func watchBenchmark(events n: Int) async throws {
     let dir = dataDir ?? NSTemporaryDirectory() + "openshell-loadgen-watch-\(getpid())"
     defer { if dataDir == nil { try? FileManager.default.removeItem(atPath: dir) } }
@@ -28,59 +33,144 @@ extension LoadGen {
         format: "log: %d records (%d audit records appended in %.1f s), %.1f MiB on disk\n", head, n, built,
         Double((try? FileManager.default.attributesOfItem(atPath: dir + "/log/data.mdb")[.size] as? Int) ?? 0) / 1_048_576))
 
-    // Library level: the catch-up subscription alone.
+    // Library level: the sequential reader, and the catch-up subscription.
     t0 = nowNs()
-    var seen: UInt64 = 0
+    var reader = log.read(from: 1, through: head, chunkSize: 2048)
+    var read = 0
+    while try reader.next() != nil { read += 1 }
+    let readRate = Double(read) / (Double(nowNs() - t0) / 1e9)
+    t0 = nowNs()
     for try await item in log.subscribe(from: 1) {
-      if case .record(let r) = item { seen = r.seq; if seen >= head { break } }
+      if case .record(let r) = item, r.seq >= head { break }
     }
     let libRate = Double(head) / (Double(nowNs() - t0) / 1e9)
 
     let total = Int(Double(liveRate) * duration)
+    let rounds = self.rounds
+    let liveRate = self.liveRate
     let result = try await withGRPCClients(port: gw.port, pki: dir + "/pki", count: 1) { clients in
-      let audit = Openshell_Audit_V1_AuditService.Client(wrapping: clients[0])
-      let start = nowNs()
-      var options = CallOptions.defaults
-      options.timeout = nil
-      let liveRate = self.liveRate
-      let (caughtUpNs, lags, inOrder, writer) = try await audit.watchEvents(.with { $0.fromSeq = 1 }, options: options) { response in
-        var caughtUpNs: UInt64 = 0
-        var lags: [UInt64] = []
-        lags.reserveCapacity(total)
-        var last: UInt64 = 0
-        var inOrder = true
-        var writer: Task<Void, Error>?
-        for try await e in response.messages {
-          if e.seq != last + 1 { inOrder = false }
-          last = e.seq
-          if e.seq == head {
-            caughtUpNs = nowNs() - start
-            writer = Task { try await Self.appendLive(log, count: total, perSecond: liveRate) }
-          } else if e.seq > head {
-            let now = Self.wallNs()
-            lags.append(now > e.timestampNs ? now - e.timestampNs : 0)
-            if lags.count >= total { break }
-          }
-        }
-        return (caughtUpNs, lags, inOrder, writer)
+      let audit = AuditClient(wrapping: clients[0])
+      var single: [Double] = []
+      var batched: [Double] = []
+      var messages = 0
+      var inOrder = true
+      for _ in 0..<rounds {
+        let s = try await Self.catchUp(audit, head: head, batched: false)
+        let b = try await Self.catchUp(audit, head: head, batched: true)
+        single.append(s.rate)
+        batched.append(b.rate)
+        messages = b.messages
+        inOrder = inOrder && s.inOrder && b.inOrder
       }
-      try await writer?.value
-      return (caughtUpNs, lags, inOrder)
+      let live = try await Self.liveLag(audit, log: log, count: total, perSecond: liveRate)
+      return (single, batched, messages, inOrder && live.inOrder, live)
     }
     await gw.stop()
-    let (caughtUpNs, lags, inOrder) = result
-    let sorted = lags.sorted()
-    func p(_ q: Double) -> Double { sorted.isEmpty ? 0 : Double(sorted[min(sorted.count - 1, Int(q * Double(sorted.count)))]) / 1e6 }
+    let (single, batched, messages, inOrder, live) = result
+    func p(_ sorted: [UInt64], _ q: Double) -> Double {
+      sorted.isEmpty ? 0 : Double(sorted[min(sorted.count - 1, Int(q * Double(sorted.count)))]) / 1e6
+    }
+    func rates(_ r: [Double]) -> String { r.map { String(format: "%.0f", $0) }.joined(separator: " / ") }
     print(
       Table.render(
         ["measure", "value"],
         [
-          ["catch-up, gRPC WatchEvents (events/s)", String(format: "%.0f", Double(head) / (Double(caughtUpNs) / 1e9))],
+          ["catch-up, WatchEventBatches (events/s, each round)", rates(batched)],
+          ["  messages for \(head) events", "\(messages)"],
+          ["catch-up, WatchEvents one per message (events/s, each round)", rates(single)],
+          ["catch-up, log sequential reader alone (events/s)", String(format: "%.0f", readRate)],
           ["catch-up, log subscription alone (events/s)", String(format: "%.0f", libRate)],
-          ["live: events appended / received", "\(total) / \(lags.count) at \(liveRate)/s"],
-          ["live lag p50 / p99 / max (ms)", String(format: "%.2f / %.2f / %.2f", p(0.5), p(0.99), p(1.0))],
+          ["live: events appended / received", "\(total) / \(live.fromStamp.count) at \(liveRate)/s, \(live.messages) messages"],
+          [
+            "live lag from commit start, p50 / p99 / max (ms)",
+            String(format: "%.2f / %.2f / %.2f", p(live.fromStamp, 0.5), p(live.fromStamp, 0.99), p(live.fromStamp, 1)),
+          ],
+          [
+            "live lag from durable (append returned), p50 / p99 / max (ms)",
+            String(format: "%.2f / %.2f / %.2f", p(live.fromDurable, 0.5), p(live.fromDurable, 0.99), p(live.fromDurable, 1)),
+          ],
           ["every seq once, in order", inOrder ? "yes" : "NO"],
         ]))
+  }
+
+  /// One catch-up from seq 1 to `head`: events/s, whether every seq came once in order, and the number of
+  /// messages.
+  static func catchUp(_ audit: AuditClient, head: UInt64, batched: Bool) async throws -> (rate: Double, inOrder: Bool, messages: Int) {
+    var options = CallOptions.defaults
+    options.timeout = nil
+    let start = nowNs()
+    let (last, inOrder, messages): (UInt64, Bool, Int)
+    if batched {
+      (last, inOrder, messages) = try await audit.watchEventBatches(.with { $0.fromSeq = 1 }, options: options) { response in
+        var last: UInt64 = 0
+        var inOrder = true
+        var messages = 0
+        for try await batch in response.messages {
+          messages += 1
+          for e in batch.events {
+            if e.seq != last + 1 { inOrder = false }
+            last = e.seq
+          }
+          if last >= head { break }
+        }
+        return (last, inOrder, messages)
+      }
+    } else {
+      (last, inOrder, messages) = try await audit.watchEvents(.with { $0.fromSeq = 1 }, options: options) { response in
+        var last: UInt64 = 0
+        var inOrder = true
+        var messages = 0
+        for try await e in response.messages {
+          messages += 1
+          if e.seq != last + 1 { inOrder = false }
+          last = e.seq
+          if last >= head { break }
+        }
+        return (last, inOrder, messages)
+      }
+    }
+    return (Double(head) / (Double(nowNs() - start) / 1e9), inOrder && last == head, messages)
+  }
+
+  /// Lags of `count` records appended one per commit at `perSecond` while a WatchEventBatches follows the head.
+  static func liveLag(
+    _ audit: AuditClient, log: EventLog, count: Int, perSecond: Int
+  ) async throws -> (fromStamp: [UInt64], fromDurable: [UInt64], messages: Int, inOrder: Bool) {
+    var options = CallOptions.defaults
+    options.timeout = nil
+    let from = log.headSeq
+    let (received, fromStamp, messages, inOrder, writer) = try await audit.watchEventBatches(.with { $0.fromSeq = from }, options: options) {
+      response in
+      var received = [UInt64](repeating: 0, count: count)
+      var fromStamp: [UInt64] = []
+      fromStamp.reserveCapacity(count)
+      var messages = 0
+      var inOrder = true
+      var writer: Task<[UInt64], Error>?
+      var last = from - 1
+      var got = 0
+      for try await batch in response.messages {
+        let now = nowNs()
+        let wall = wallNs()
+        messages += 1
+        for e in batch.events {
+          if e.seq != last + 1 { inOrder = false }
+          last = e.seq
+          if e.seq == from {
+            writer = Task { try await appendLive(log, count: count, perSecond: perSecond) }
+          } else if e.requestID.hasPrefix("live"), let i = Int(e.requestID.dropFirst(4)), i < count {
+            received[i] = now
+            fromStamp.append(wall > e.timestampNs ? wall - e.timestampNs : 0)
+            got += 1
+          }
+        }
+        if got >= count { break }
+      }
+      return (received, fromStamp, messages, inOrder, writer)
+    }
+    let durable = try await writer?.value ?? []
+    let fromDurable = zip(received, durable).map { r, d in r > d ? r - d : 0 }.sorted()
+    return (fromStamp.sorted(), fromDurable, messages - 1, inOrder)
   }
 
   /// Appends `count` audit records (no projection state: refusals, disclosures, exec start/end) in batches of
@@ -138,14 +228,19 @@ extension LoadGen {
   /// Wall-clock ns since the epoch (the clock record timestamps use).
   static func wallNs() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1e9) }
 
-  /// Appends `count` exec records one at a time at `perSecond` (paced by deadline, not by sleep length).
-  static func appendLive(_ log: EventLog, count: Int, perSecond: Int) async throws {
+  /// Appends `count` exec records one at a time at `perSecond` (paced by deadline, not by sleep length);
+  /// returns when each append returned (`nowNs`, the record durable).
+  static func appendLive(_ log: EventLog, count: Int, perSecond: Int) async throws -> [UInt64] {
     let start = nowNs()
+    var done: [UInt64] = []
+    done.reserveCapacity(count)
     for i in 0..<count {
       let due = start + UInt64(i) * 1_000_000_000 / UInt64(perSecond)
       let now = nowNs()
       if due > now { try await Task.sleep(for: .nanoseconds(Int(due - now))) }
       _ = try await log.append([sample(2 + 4 * i).newEvent(actor: "operator:CN=bench/sha256:00", requestID: "live\(i)", timestampNs: wallNs())])
+      done.append(nowNs())
     }
+    return done
   }
 }

@@ -101,18 +101,23 @@ struct AuditShow: AsyncParsableCommand {
   private func followEvents(_ api: Openshell_Audit_V1_AuditService.Client<HTTP2ClientTransport.Posix>) async throws {
     var options = CallOptions.defaults
     options.timeout = nil
-    try await api.watchEvents(
+    // Many events per message (WatchEventBatches): the history catches up at the log's read rate.
+    try await api.watchEventBatches(
       .with {
-        $0.filter = filter; $0.fromSeq = 1; $0.includeOcsf = output == "ocsf"
+        $0.filter = filter; $0.fromSeq = 0; $0.includeOcsf = output == "ocsf"
       }, options: options
     ) { response in
-      for try await event in response.messages {
-        let entry = Self.entry(event)
-        switch output {
-        case "ocsf": for line in event.ocsf { print(line) }
-        case "jsonl": print(try Self.jsonLine(entry))
-        default: print(Audit.table([entry]).split(separator: "\n").dropFirst().joined(separator: "\n"))
+      for try await batch in response.messages {
+        var lines: [String] = []
+        lines.reserveCapacity(batch.events.count)
+        for event in batch.events {
+          switch output {
+          case "ocsf": lines += event.ocsf
+          case "jsonl": lines.append(try Self.jsonLine(Self.entry(event)))
+          default: lines.append(Audit.table([Self.entry(event)]).split(separator: "\n").dropFirst().joined(separator: "\n"))
+          }
         }
+        if !lines.isEmpty { print(lines.joined(separator: "\n")) }
         fflush(nil)
       }
     }

@@ -13,12 +13,14 @@ public struct AuditService: Openshell_Audit_V1_AuditService.SimpleServiceProtoco
   /// Default and largest page of ``queryEvents(request:context:)``.
   static let defaultPageSize = 500
   static let maxPageSize = 5000
-  /// The oldest seq this gateway holds. The log keeps every record, so it is 1; a log that is ever
-  /// compacted raises it, and a request below it is answered OUT_OF_RANGE, never with a silent gap.
-  var floorSeq: UInt64 { 1 }
+  /// The oldest seq this gateway holds. The log keeps every record, so the gateway serves 1; a log that is
+  /// ever compacted raises it, and a request below it is answered OUT_OF_RANGE, never with a silent gap.
+  let floorSeq: UInt64
 
-  public init(log: EventLog) {
+  /// - Parameter floorSeq: the oldest seq `log` still holds (1 unless records before it were removed).
+  public init(log: EventLog, floorSeq: UInt64 = 1) {
     self.log = log
+    self.floorSeq = max(floorSeq, 1)
   }
 
   public func queryEvents(request: Openshell_Audit_V1_QueryEventsRequest, context: ServerContext) async throws -> Openshell_Audit_V1_QueryEventsResponse {
@@ -27,7 +29,7 @@ public struct AuditService: Openshell_Audit_V1_AuditService.SimpleServiceProtoco
       throw RPCErrors.invalidArgument(field: "page_size", "at most \(Self.maxPageSize)")
     }
     let head = log.headSeq
-    var from = max(request.fromSeq, 1)
+    var from = request.fromSeq == 0 ? floorSeq : request.fromSeq
     if !request.pageToken.isEmpty {
       guard let seq = UInt64(request.pageToken), seq >= 1 else {
         throw RPCErrors.invalidArgument(field: "page_token", "not a token returned by QueryEvents")
@@ -51,38 +53,24 @@ public struct AuditService: Openshell_Audit_V1_AuditService.SimpleServiceProtoco
   public func watchEvents(request: Openshell_Audit_V1_WatchEventsRequest, response: RPCWriter<Openshell_Audit_V1_AuditEvent>, context: ServerContext)
     async throws
   {
-    try Self.operatorOnly("WatchEvents")
-    let from = max(request.fromSeq, 1)
+    try await watch("WatchEvents", request).run { try await response.write(contentsOf: $0) }
+  }
+
+  public func watchEventBatches(
+    request: Openshell_Audit_V1_WatchEventsRequest, response: RPCWriter<Openshell_Audit_V1_WatchEventsResponse>, context: ServerContext
+  ) async throws {
+    try await watch("WatchEventBatches", request).run { batch in try await response.write(.with { $0.events = batch }) }
+  }
+
+  /// Checks the caller and `from_seq`, resolves the filter: the watch both methods run (``AuditWatch``).
+  func watch(_ rpc: String, _ request: Openshell_Audit_V1_WatchEventsRequest) throws -> AuditWatch {
+    try Self.operatorOnly(rpc)
+    let from = request.fromSeq == 0 ? floorSeq : request.fromSeq
     try checkFloor(from, field: "from_seq")
     var matcher = try read { try AuditMatcher(log, query: try Self.query(request.filter)) }
     matcher.includeOCSF = request.includeOcsf
-    // History far behind the head is read in chunks and written a chunk at a time (one hand-off to the
-    // transport per chunk instead of per event: the catch-up rate, openshell-loadgen --watch-events).
-    var next = from
-    while log.headSeq >= next + UInt64(Self.watchChunk) {
-      let through = next + UInt64(Self.watchChunk) - 1
-      var batch: [Openshell_Audit_V1_AuditEvent] = []
-      batch.reserveCapacity(Self.watchChunk)
-      try read {
-        var reader = log.read(from: next, through: through, filter: matcher.logFilter)
-        while let record = try reader.next() {
-          if let entry = try matcher.entry(record) { batch.append(Self.wire(entry)) }
-        }
-      }
-      next = through + 1
-      if !batch.isEmpty { try await response.write(contentsOf: batch) }
-    }
-    // The rest: the catch-up subscription delivers history then live records exactly once, in seq order; a
-    // subscriber that falls behind is fed again from history by the log itself.
-    for try await item in log.subscribe(from: next, filter: matcher.logFilter) {
-      guard case .record(let record) = item else { continue }
-      guard let entry = try read({ try matcher.entry(record) }) else { continue }
-      try await response.write(Self.wire(entry))
-    }
+    return AuditWatch(log: log, matcher: matcher, from: from)
   }
-
-  /// Records per chunk of WatchEvents' catch-up phase.
-  static let watchChunk = 1024
 
   public func getSandboxAt(request: Openshell_Audit_V1_GetSandboxAtRequest, context: ServerContext) async throws -> Openshell_Audit_V1_GetSandboxAtResponse {
     try Self.operatorOnly("GetSandboxAt")

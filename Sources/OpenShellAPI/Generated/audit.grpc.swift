@@ -50,6 +50,19 @@ public enum Openshell_Audit_V1_AuditService: Sendable {
                 type: .serverStreaming
             )
         }
+        /// Namespace for "WatchEventBatches" metadata.
+        public enum WatchEventBatches: Sendable {
+            /// Request type for "WatchEventBatches".
+            public typealias Input = Openshell_Audit_V1_WatchEventsRequest
+            /// Response type for "WatchEventBatches".
+            public typealias Output = Openshell_Audit_V1_WatchEventsResponse
+            /// Descriptor for "WatchEventBatches".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "openshell.audit.v1.AuditService"),
+                method: "WatchEventBatches",
+                type: .serverStreaming
+            )
+        }
         /// Namespace for "GetSandboxAt" metadata.
         public enum GetSandboxAt: Sendable {
             /// Request type for "GetSandboxAt".
@@ -80,6 +93,7 @@ public enum Openshell_Audit_V1_AuditService: Sendable {
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             QueryEvents.descriptor,
             WatchEvents.descriptor,
+            WatchEventBatches.descriptor,
             GetSandboxAt.descriptor,
             VerifyLog.descriptor
         ]
@@ -143,6 +157,26 @@ extension Openshell_Audit_V1_AuditService {
             request: GRPCCore.StreamingServerRequest<Openshell_Audit_V1_WatchEventsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Openshell_Audit_V1_AuditEvent>
+
+        /// Handle the "WatchEventBatches" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same watch with many events per message (what `openshell audit --follow` uses): the same filter,
+        /// > from_seq, floor and no-gap/no-duplicate contract. A new method rather than a new response type for
+        /// > WatchEvents, so clients built against the one-event stream keep working unchanged.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Openshell_Audit_V1_WatchEventsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Openshell_Audit_V1_WatchEventsResponse` messages.
+        func watchEventBatches(
+            request: GRPCCore.StreamingServerRequest<Openshell_Audit_V1_WatchEventsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Openshell_Audit_V1_WatchEventsResponse>
 
         /// Handle the "GetSandboxAt" method.
         ///
@@ -226,6 +260,26 @@ extension Openshell_Audit_V1_AuditService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Openshell_Audit_V1_AuditEvent>
 
+        /// Handle the "WatchEventBatches" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same watch with many events per message (what `openshell audit --follow` uses): the same filter,
+        /// > from_seq, floor and no-gap/no-duplicate contract. A new method rather than a new response type for
+        /// > WatchEvents, so clients built against the one-event stream keep working unchanged.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Openshell_Audit_V1_WatchEventsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Openshell_Audit_V1_WatchEventsResponse` messages.
+        func watchEventBatches(
+            request: GRPCCore.ServerRequest<Openshell_Audit_V1_WatchEventsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Openshell_Audit_V1_WatchEventsResponse>
+
         /// Handle the "GetSandboxAt" method.
         ///
         /// > Source IDL Documentation:
@@ -307,6 +361,27 @@ extension Openshell_Audit_V1_AuditService {
             context: GRPCCore.ServerContext
         ) async throws
 
+        /// Handle the "WatchEventBatches" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same watch with many events per message (what `openshell audit --follow` uses): the same filter,
+        /// > from_seq, floor and no-gap/no-duplicate contract. A new method rather than a new response type for
+        /// > WatchEvents, so clients built against the one-event stream keep working unchanged.
+        ///
+        /// - Parameters:
+        ///   - request: A `Openshell_Audit_V1_WatchEventsRequest` message.
+        ///   - response: A response stream of `Openshell_Audit_V1_WatchEventsResponse` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func watchEventBatches(
+            request: Openshell_Audit_V1_WatchEventsRequest,
+            response: GRPCCore.RPCWriter<Openshell_Audit_V1_WatchEventsResponse>,
+            context: GRPCCore.ServerContext
+        ) async throws
+
         /// Handle the "GetSandboxAt" method.
         ///
         /// > Source IDL Documentation:
@@ -373,6 +448,17 @@ extension Openshell_Audit_V1_AuditService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Openshell_Audit_V1_AuditService.Method.WatchEventBatches.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Openshell_Audit_V1_WatchEventsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Openshell_Audit_V1_WatchEventsResponse>(),
+            handler: { request, context in
+                try await self.watchEventBatches(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Openshell_Audit_V1_AuditService.Method.GetSandboxAt.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Openshell_Audit_V1_GetSandboxAtRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Openshell_Audit_V1_GetSandboxAtResponse>(),
@@ -416,6 +502,17 @@ extension Openshell_Audit_V1_AuditService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Openshell_Audit_V1_AuditEvent> {
         let response = try await self.watchEvents(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
+    }
+
+    public func watchEventBatches(
+        request: GRPCCore.StreamingServerRequest<Openshell_Audit_V1_WatchEventsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Openshell_Audit_V1_WatchEventsResponse> {
+        let response = try await self.watchEventBatches(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -469,6 +566,23 @@ extension Openshell_Audit_V1_AuditService.SimpleServiceProtocol {
             metadata: [:],
             producer: { writer in
                 try await self.watchEvents(
+                    request: request.message,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
+
+    public func watchEventBatches(
+        request: GRPCCore.ServerRequest<Openshell_Audit_V1_WatchEventsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Openshell_Audit_V1_WatchEventsResponse> {
+        return GRPCCore.StreamingServerResponse<Openshell_Audit_V1_WatchEventsResponse>(
+            metadata: [:],
+            producer: { writer in
+                try await self.watchEventBatches(
                     request: request.message,
                     response: writer,
                     context: context
@@ -558,6 +672,31 @@ extension Openshell_Audit_V1_AuditService {
             deserializer: some GRPCCore.MessageDeserializer<Openshell_Audit_V1_AuditEvent>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Openshell_Audit_V1_AuditEvent>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "WatchEventBatches" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same watch with many events per message (what `openshell audit --follow` uses): the same filter,
+        /// > from_seq, floor and no-gap/no-duplicate contract. A new method rather than a new response type for
+        /// > WatchEvents, so clients built against the one-event stream keep working unchanged.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Openshell_Audit_V1_WatchEventsRequest` message.
+        ///   - serializer: A serializer for `Openshell_Audit_V1_WatchEventsRequest` messages.
+        ///   - deserializer: A deserializer for `Openshell_Audit_V1_WatchEventsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func watchEventBatches<Result>(
+            request: GRPCCore.ClientRequest<Openshell_Audit_V1_WatchEventsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Openshell_Audit_V1_WatchEventsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Openshell_Audit_V1_WatchEventsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Openshell_Audit_V1_WatchEventsResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "GetSandboxAt" method.
@@ -683,6 +822,40 @@ extension Openshell_Audit_V1_AuditService {
             try await self.client.serverStreaming(
                 request: request,
                 descriptor: Openshell_Audit_V1_AuditService.Method.WatchEvents.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "WatchEventBatches" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same watch with many events per message (what `openshell audit --follow` uses): the same filter,
+        /// > from_seq, floor and no-gap/no-duplicate contract. A new method rather than a new response type for
+        /// > WatchEvents, so clients built against the one-event stream keep working unchanged.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Openshell_Audit_V1_WatchEventsRequest` message.
+        ///   - serializer: A serializer for `Openshell_Audit_V1_WatchEventsRequest` messages.
+        ///   - deserializer: A deserializer for `Openshell_Audit_V1_WatchEventsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func watchEventBatches<Result>(
+            request: GRPCCore.ClientRequest<Openshell_Audit_V1_WatchEventsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Openshell_Audit_V1_WatchEventsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Openshell_Audit_V1_WatchEventsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Openshell_Audit_V1_WatchEventsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Openshell_Audit_V1_AuditService.Method.WatchEventBatches.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -820,6 +993,35 @@ extension Openshell_Audit_V1_AuditService.ClientProtocol {
         )
     }
 
+    /// Call the "WatchEventBatches" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The same watch with many events per message (what `openshell audit --follow` uses): the same filter,
+    /// > from_seq, floor and no-gap/no-duplicate contract. A new method rather than a new response type for
+    /// > WatchEvents, so clients built against the one-event stream keep working unchanged.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Openshell_Audit_V1_WatchEventsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func watchEventBatches<Result>(
+        request: GRPCCore.ClientRequest<Openshell_Audit_V1_WatchEventsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Openshell_Audit_V1_WatchEventsResponse>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.watchEventBatches(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Openshell_Audit_V1_WatchEventsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Openshell_Audit_V1_WatchEventsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "GetSandboxAt" method.
     ///
     /// > Source IDL Documentation:
@@ -941,6 +1143,39 @@ extension Openshell_Audit_V1_AuditService.ClientProtocol {
             metadata: metadata
         )
         return try await self.watchEvents(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "WatchEventBatches" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The same watch with many events per message (what `openshell audit --follow` uses): the same filter,
+    /// > from_seq, floor and no-gap/no-duplicate contract. A new method rather than a new response type for
+    /// > WatchEvents, so clients built against the one-event stream keep working unchanged.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func watchEventBatches<Result>(
+        _ message: Openshell_Audit_V1_WatchEventsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Openshell_Audit_V1_WatchEventsResponse>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Openshell_Audit_V1_WatchEventsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.watchEventBatches(
             request: request,
             options: options,
             onResponse: handleResponse

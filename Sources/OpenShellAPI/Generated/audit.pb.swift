@@ -104,7 +104,7 @@ public nonisolated struct Openshell_Audit_V1_QueryEventsRequest: Sendable {
   /// Clears the value of `filter`. Subsequent reads from it will return its default value.
   public mutating func clearFilter() {self._filter = nil}
 
-  /// first seq to consider (0 or 1 = the start of the log)
+  /// first seq to consider (0 = the oldest held, floor_seq; below it = OUT_OF_RANGE)
   public var fromSeq: UInt64 = 0
 
   /// last seq to consider (0 = the head at the time of the call)
@@ -160,7 +160,7 @@ public nonisolated struct Openshell_Audit_V1_WatchEventsRequest: Sendable {
   /// Clears the value of `filter`. Subsequent reads from it will return its default value.
   public mutating func clearFilter() {self._filter = nil}
 
-  /// history from here, then live; below floor_seq = OUT_OF_RANGE
+  /// history from here (0 = floor_seq), then live; below floor_seq = OUT_OF_RANGE
   public var fromSeq: UInt64 = 0
 
   /// fill AuditEvent.ocsf
@@ -171,6 +171,21 @@ public nonisolated struct Openshell_Audit_V1_WatchEventsRequest: Sendable {
   public init() {}
 
   fileprivate var _filter: Openshell_Audit_V1_AuditFilter? = nil
+}
+
+/// A batch of WatchEventBatches: consecutive matching events in seq order (etcd's WatchResponse shape, many
+/// events per message). History is sent in batches of up to ~1 MiB; live events as soon as they are durable,
+/// batched only when several are ready at once.
+public nonisolated struct Openshell_Audit_V1_WatchEventsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var events: [Openshell_Audit_V1_AuditEvent] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// A sandbox as it was at a point in the log (point-in-time view; secrets redacted).
@@ -539,6 +554,36 @@ nonisolated extension Openshell_Audit_V1_WatchEventsRequest: SwiftProtobuf.Messa
     if lhs._filter != rhs._filter {return false}
     if lhs.fromSeq != rhs.fromSeq {return false}
     if lhs.includeOcsf != rhs.includeOcsf {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Openshell_Audit_V1_WatchEventsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".WatchEventsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}events\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.events) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.events.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.events, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Audit_V1_WatchEventsResponse, rhs: Openshell_Audit_V1_WatchEventsResponse) -> Bool {
+    if lhs.events != rhs.events {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
