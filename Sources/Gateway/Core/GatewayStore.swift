@@ -82,14 +82,35 @@ public actor GatewayStore {
   func execute(
     actor: String, requestID: String, rpc: String = "", target: String = "", _ decide: @Sendable (GatewayState) throws -> Decision
   ) async throws -> (state: GatewayState, seqs: ClosedRange<UInt64>?, decision: Decision) {
+    let (seqs, decision) = try await decideAndAppend(actor: actor, requestID: requestID, rpc: rpc, target: target, decide)
+    return (state, seqs, decision)
+  }
+
+  /// ``execute(actor:requestID:rpc:target:_:)`` that hands the caller what `respond` takes from the state
+  /// after the command's records were applied, instead of a copy of the state. `respond` runs on the actor,
+  /// right after the apply; small values out of it keep the state's storage uniquely owned, so the next
+  /// apply mutates it in place. (A state copy held by a handler while another command applies makes that
+  /// apply copy every dictionary it touches, O(state) per commit: issue 14, CreateSandbox at c=64.)
+  func execute<R: Sendable>(
+    actor: String, requestID: String, rpc: String = "", target: String = "", _ decide: @Sendable (GatewayState) throws -> Decision,
+    respond: @Sendable (GatewayState, ClosedRange<UInt64>?, Decision) throws -> R
+  ) async throws -> R {
+    let (seqs, decision) = try await decideAndAppend(actor: actor, requestID: requestID, rpc: rpc, target: target, decide)
+    return try respond(state, seqs, decision)
+  }
+
+  /// The command loop of ``execute(actor:requestID:rpc:target:_:)``: decide, claim, append, apply.
+  private func decideAndAppend(
+    actor: String, requestID: String, rpc: String, target: String, _ decide: @Sendable (GatewayState) throws -> Decision
+  ) async throws -> (seqs: ClosedRange<UInt64>?, decision: Decision) {
     while true {
       // A retried request (same request id) does not act twice: it returns the object it acted on.
       if !requestID.isEmpty, let seq = state.requests[requestID], let prior = try? log.record(at: seq) {
         try Self.checkRetry(prior, requestID: requestID, rpc: rpc, target: target)
-        return (state, nil, Decision(events: [], target: prior.aggregate.id, noop: true))
+        return (nil, Decision(events: [], target: prior.aggregate.id, noop: true))
       }
       var decision = try decide(state)
-      guard !decision.events.isEmpty else { return (state, nil, decision) }
+      guard !decision.events.isEmpty else { return (nil, decision) }
       if !requestID.isEmpty { decision.claims.append("request/\(requestID)") }
       if claimsConflict(decision) {
         await claimReleased()
@@ -110,7 +131,7 @@ public actor GatewayStore {
       let range = try await log.append(events, expecting: decision.expecting)
       metrics?.recordAppend(seconds: (ContinuousClock.now - started).seconds)
       try catchUp()
-      return (state, range, decision)
+      return (range, decision)
     }
   }
 
