@@ -42,7 +42,7 @@ extension LoadGen {
     }
     let work = NSTemporaryDirectory() + "openshell-loadgen-i14-\(getpid())"
     try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(atPath: work) }
+    defer { if keepWork { print("work directory kept: \(work)") } else { try? FileManager.default.removeItem(atPath: work) } }
 
     // 1. Throughput beside etcd, interleaved per level.
     let etcd = try await EtcdPeer.start(binary: etcdBinary)

@@ -53,6 +53,9 @@ struct LoadGen: AsyncParsableCommand {
   @Option(help: "The etcd binary of the --issue14 peer (default: etcd on PATH).")
   var etcdBinary: String?
 
+  @Flag(help: "Keep --issue14's work directory (data directories and the gateway's output) and print its path.")
+  var keepWork = false
+
   @Option(help: "Rounds of the --audit-overhead comparison (each: every RPC against both gateways).")
   var rounds: Int = 3
 
