@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(liblmdb-dev libzstd-dev libssl-dev pkg-config lmdb-utils protobuf-compiler curl openssl python3-venv bubblewrap
   libseccomp-dev python3 git strace util-linux iproute2 nftables openssh-client openssh-server openssh-sftp-server
-  nginx patchelf python3-websockets python3-botocore rsync)
+  nginx patchelf python3-websockets python3-botocore rsync etcd-server)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -20,6 +20,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   # ports; the system instance on port 80 that the package may have started is not wanted.
   if [[ " ${missing[*]} " == *" nginx "* ]]; then
     $SUDO systemctl disable --now nginx.service >/dev/null 2>&1 || $SUDO service nginx stop >/dev/null 2>&1 || true
+  fi
+  # etcd is the peer of scripts/bench.sh, which starts its own instance on loopback ports with a temporary
+  # data directory; the system instance the package may have started is not wanted.
+  if [[ " ${missing[*]} " == *" etcd-server "* ]]; then
+    $SUDO systemctl disable --now etcd.service >/dev/null 2>&1 || $SUDO service etcd stop >/dev/null 2>&1 || true
   fi
 fi
 echo "system packages ready: ${pkgs[*]}"

@@ -21,6 +21,11 @@ struct GatewayServe: AsyncParsableCommand {
   @Option(help: "Container registry user name (refused: no image-pulling driver yet).") var registryUsername: String?
   @Option(help: "Container registry token (refused: no image-pulling driver yet).") var registryToken: String?
   @Option(help: "Graceful shutdown deadline in seconds.") var shutdownTimeout: Int = 10
+  @Option(
+    help:
+      "Compute driver: local (sandboxes run as supervised processes) or none (sandboxes are recorded and stay PROVISIONING; benchmarks of the request path)."
+  )
+  var computeDriver: String = "local"
   @Option(help: "Lifetime of SSH session tokens in seconds (0 = no expiry).") var sshSessionTtl: Int64 = 86_400
   @Option(help: "Accept OIDC bearer tokens from this issuer (env OPENSHELL_OIDC_ISSUER).") var oidcIssuer: String?
   @Option(help: "Audience every bearer token must carry (env OPENSHELL_OIDC_AUDIENCE).") var oidcAudience: String?
@@ -34,6 +39,9 @@ struct GatewayServe: AsyncParsableCommand {
 
   func validate() throws {
     guard (1...65535).contains(port) || port == 0 else { throw ValidationError("--port must be 1-65535") }
+    guard ["local", "none"].contains(computeDriver) else {
+      throw ValidationError("--compute-driver must be local or none, not \(computeDriver.debugDescription)")
+    }
     guard sshSessionTtl >= 0 else { throw ValidationError("--ssh-session-ttl must be 0 (no expiry) or a number of seconds") }
     if plaintext && disableGatewayAuth { throw ValidationError("--plaintext and --disable-gateway-auth are exclusive") }
     if let otlpEndpoint {
@@ -56,6 +64,7 @@ struct GatewayServe: AsyncParsableCommand {
     c.gatewayName = name
     c.shutdownGracePeriod = .seconds(shutdownTimeout)
     c.sshSessionTTLSeconds = sshSessionTtl
+    c.computeDriver = computeDriver
     c.oidc = OIDCSettings.resolve(issuer: oidcIssuer, audience: oidcAudience, clientID: oidcClientId, scopes: oidcScopes)
     if c.oidc == nil, oidcAudience != nil || oidcClientId != nil || oidcScopes != nil {
       throw fail("--oidc-audience, --oidc-client-id and --oidc-scopes need --oidc-issuer (or OPENSHELL_OIDC_ISSUER)")

@@ -50,8 +50,17 @@ protoc -I "$root/Protos" \
   --grpc-swift_out="$api" --grpc-swift_opt=Visibility=Public,Client=true,Server=true \
   inference.proto audit.proto
 
+# The etcd peer of the benchmarks (openshell-loadgen --issue14): etcdserverpb.KV/Put only, client side.
+peer="$root/Tools/loadgen/Generated"
+rm -rf "$peer" && mkdir -p "$peer"
+protoc -I "$root/Protos" \
+  --plugin=protoc-gen-swift="$swift_plugin" \
+  --plugin=protoc-gen-grpc-swift="$grpc_plugin" \
+  --swift_out="$peer" --grpc-swift_out="$peer" --grpc-swift_opt=Client=true,Server=false \
+  etcd_kv.proto
+
 events="$root/Sources/Projections/Generated"
 rm -rf "$events" && mkdir -p "$events"
 protoc -I "$root/Protos" --plugin=protoc-gen-swift="$swift_plugin" \
   --swift_out="$events" --swift_opt=Visibility=Public events.proto
-echo "generated: $(find "$api" "$events" -name '*.swift' | xargs cat | wc -l) lines"
+echo "generated: $(find "$api" "$peer" "$events" -name '*.swift' | xargs cat | wc -l) lines"

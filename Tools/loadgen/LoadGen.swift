@@ -32,6 +32,30 @@ struct LoadGen: AsyncParsableCommand {
       "Audit overhead: GetSandbox, CreateSandbox and refused calls against a gateway auditing refusals and one not, interleaved (first --concurrency level).")
   var auditOverhead = false
 
+  @Flag(
+    help:
+      "Issue 14's request-path rows: GetSandbox/CreateSandbox beside etcd Put (same levels), restart time on a --events log, RSS idle and with --rss-sandboxes; prints one targets table."
+  )
+  var issue14 = false
+
+  @Option(help: "Events in the log of the --issue14 restart measure.")
+  var events: Int = 1_000_000
+
+  @Option(help: "Sandboxes in state for the --issue14 RSS measure.")
+  var rssSandboxes: Int = 10_000
+
+  @Option(help: "Timed restarts in --issue14 (median reported).")
+  var restarts: Int = 3
+
+  @Option(help: "The gateway binary --issue14 runs as a process (default: openshell next to this executable).")
+  var gatewayBinary: String?
+
+  @Option(help: "The etcd binary of the --issue14 peer (default: etcd on PATH).")
+  var etcdBinary: String?
+
+  @Flag(help: "Keep --issue14's work directory (data directories and the gateway's output) and print its path.")
+  var keepWork = false
+
   @Option(help: "Rounds of the --audit-overhead comparison (each: every RPC against both gateways).")
   var rounds: Int = 3
 
@@ -47,6 +71,7 @@ struct LoadGen: AsyncParsableCommand {
       throw ValidationError("bad --concurrency, --duration, --connections, --rounds or --live-rate")
     }
     if auditOverhead { return try await auditOverhead() }
+    if issue14 { return try await issue14Targets(levels: levels) }
     if let watchEvents {
       guard watchEvents > 0 else { throw ValidationError("--watch-events must be positive") }
       return try await watchBenchmark(events: watchEvents)
@@ -58,6 +83,9 @@ struct LoadGen: AsyncParsableCommand {
     var config = GatewayConfiguration(dataDirectory: dir)
     config.port = 0
     config.handleSignals = false
+    // As the header says: no compute driver (the configuration's default is the local driver, which would
+    // start a sandbox per CreateSandbox and measure that instead of the request path).
+    config.computeDriver = "none"
     config.shutdownGracePeriod = .seconds(2)
     let (ready, readyContinuation) = AsyncStream<(RunningGateway, Int)>.makeStream()
     let server = Task {
@@ -113,6 +141,22 @@ struct LoadGen: AsyncParsableCommand {
   func measure(
     port: Int, pki: String, levels: [Int], commitCounters: @escaping @Sendable () -> (UInt64, UInt64)
   ) async throws -> [[String]] {
+    try await measureCells(port: port, pki: pki, levels: levels, commitCounters: commitCounters).map { $0.result.row($0.rpc, $0.level) }
+  }
+
+  /// One measured cell: an RPC at one concurrency level.
+  struct Cell: Sendable {
+    var rpc: String
+    var level: Int
+    var result: RunResult
+  }
+
+  /// GetSandbox and CreateSandbox at each level (in that order); `after` runs after each CreateSandbox cell
+  /// (the etcd peer's cell at the same level, interleaved) and its cells are added to the result.
+  func measureCells(
+    port: Int, pki: String, levels: [Int], commitCounters: @escaping @Sendable () -> (UInt64, UInt64),
+    after: (@Sendable (Int) async throws -> Cell?)? = nil
+  ) async throws -> [Cell] {
     let duration = self.duration
     return try await withClients(port: port, pki: pki, count: connections) { apis in
       let scope = Openshell_Datamodel_V1_WorkspaceSelector.with { $0.workspace = "default" }
@@ -139,7 +183,7 @@ struct LoadGen: AsyncParsableCommand {
         }
       }
       let apiTicket = Ticket()
-      var rows: [[String]] = []
+      var cells: [Cell] = []
       for level in levels {
         let get = try await runConcurrent(concurrency: level, seconds: duration) {
           let api = apis[apiTicket.next() % apis.count]
@@ -148,7 +192,7 @@ struct LoadGen: AsyncParsableCommand {
               $0.name = "loadgen-target"; $0.workspaceScope = scope
             })
         }
-        rows.append(get.row("GetSandbox", level))
+        cells.append(Cell(rpc: "GetSandbox", level: level, result: get))
         let before = commitCounters()
         var create = try await runConcurrent(concurrency: level, seconds: duration) {
           let api = apis[apiTicket.next() % apis.count]
@@ -160,13 +204,14 @@ struct LoadGen: AsyncParsableCommand {
               $0.labels = ["bench": "loadgen"]
             })
         }
-        let after = commitCounters()
-        let commits = after.0 - before.0
-        let calls = after.1 - before.1
+        let done = commitCounters()
+        let commits = done.0 - before.0
+        let calls = done.1 - before.1
         create.note = commits > 0 ? String(format: "%.1f", Double(calls) / Double(commits)) : "-"
-        rows.append(create.row("CreateSandbox", level))
+        cells.append(Cell(rpc: "CreateSandbox", level: level, result: create))
+        if let after, let peer = try await after(level) { cells.append(peer) }
       }
-      return rows
+      return cells
     }
   }
 

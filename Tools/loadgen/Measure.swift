@@ -17,6 +17,9 @@ struct RunResult: Sendable {
   var seconds: Double
   var latenciesNs: [UInt64]
   var note = "-"
+  /// Writes the server applied during the cell, when it says (etcd: revision after the newest answered Put
+  /// minus the revision before the cell).
+  var applied: Int?
 
   func percentile(_ sorted: [UInt64], _ p: Double) -> Double {
     guard !sorted.isEmpty else { return 0 }

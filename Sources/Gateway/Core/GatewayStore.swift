@@ -41,7 +41,8 @@ public actor GatewayStore {
   private var lastSnapshotSeq: UInt64
   /// The periodic snapshot being written, if any (``snapshotInBackground()``).
   private var backgroundSnapshot: Task<Void, Never>?
-  /// A snapshot is written every this many records (and at shutdown).
+  /// A periodic snapshot is written after at least this many records, and at shutdown; see
+  /// ``snapshotDue``.
   public let snapshotInterval: UInt64
   private let logger = Logger(label: "openshell.gateway.store")
   private let metrics: GatewayMetrics?
@@ -50,7 +51,7 @@ public actor GatewayStore {
 
   /// Opens the projection: newest snapshot plus the tail of the log.
   /// - Throws: `EventLogError`, `ProjectionError`.
-  public init(log: EventLog, snapshotInterval: UInt64 = 1000, metrics: GatewayMetrics? = nil) throws {
+  public init(log: EventLog, snapshotInterval: UInt64 = 10_000, metrics: GatewayMetrics? = nil) throws {
     self.log = log
     let loaded = try StateLoader.load(log)
     state = loaded.state
@@ -82,14 +83,35 @@ public actor GatewayStore {
   func execute(
     actor: String, requestID: String, rpc: String = "", target: String = "", _ decide: @Sendable (GatewayState) throws -> Decision
   ) async throws -> (state: GatewayState, seqs: ClosedRange<UInt64>?, decision: Decision) {
+    let (seqs, decision) = try await decideAndAppend(actor: actor, requestID: requestID, rpc: rpc, target: target, decide)
+    return (state, seqs, decision)
+  }
+
+  /// ``execute(actor:requestID:rpc:target:_:)`` that hands the caller what `respond` takes from the state
+  /// after the command's records were applied, instead of a copy of the state. `respond` runs on the actor,
+  /// right after the apply; small values out of it keep the state's storage uniquely owned, so the next
+  /// apply mutates it in place. (A state copy held by a handler while another command applies makes that
+  /// apply copy every dictionary it touches, O(state) per commit: issue 14, CreateSandbox at c=64.)
+  func execute<R: Sendable>(
+    actor: String, requestID: String, rpc: String = "", target: String = "", _ decide: @Sendable (GatewayState) throws -> Decision,
+    respond: @Sendable (GatewayState, ClosedRange<UInt64>?, Decision) throws -> R
+  ) async throws -> R {
+    let (seqs, decision) = try await decideAndAppend(actor: actor, requestID: requestID, rpc: rpc, target: target, decide)
+    return try respond(state, seqs, decision)
+  }
+
+  /// The command loop of ``execute(actor:requestID:rpc:target:_:)``: decide, claim, append, apply.
+  private func decideAndAppend(
+    actor: String, requestID: String, rpc: String, target: String, _ decide: @Sendable (GatewayState) throws -> Decision
+  ) async throws -> (seqs: ClosedRange<UInt64>?, decision: Decision) {
     while true {
       // A retried request (same request id) does not act twice: it returns the object it acted on.
       if !requestID.isEmpty, let seq = state.requests[requestID], let prior = try? log.record(at: seq) {
         try Self.checkRetry(prior, requestID: requestID, rpc: rpc, target: target)
-        return (state, nil, Decision(events: [], target: prior.aggregate.id, noop: true))
+        return (nil, Decision(events: [], target: prior.aggregate.id, noop: true))
       }
       var decision = try decide(state)
-      guard !decision.events.isEmpty else { return (state, nil, decision) }
+      guard !decision.events.isEmpty else { return (nil, decision) }
       if !requestID.isEmpty { decision.claims.append("request/\(requestID)") }
       if claimsConflict(decision) {
         await claimReleased()
@@ -110,7 +132,7 @@ public actor GatewayStore {
       let range = try await log.append(events, expecting: decision.expecting)
       metrics?.recordAppend(seconds: (ContinuousClock.now - started).seconds)
       try catchUp()
-      return (state, range, decision)
+      return (range, decision)
     }
   }
 
@@ -159,7 +181,18 @@ public actor GatewayStore {
     guard head > state.lastSeq else { return }
     try StateLoader.replay(log, into: &state, through: .head)
     metrics?.setHeadSeq(state.lastSeq)
-    if state.lastSeq - lastSnapshotSeq >= snapshotInterval { snapshotInBackground() }
+    if snapshotDue { snapshotInBackground() }
+  }
+
+  /// Whether a periodic snapshot is due: after `max(snapshotInterval, objects in the state)` records (at
+  /// most 100,000), the objects being sandboxes plus remembered request ids. Encoding costs time in proportion to the state
+  /// (about 2 s of CPU for 10k sandboxes on the 2-core CI machine), so a fixed interval of 1,000 records
+  /// spent a core on snapshots at 1k CreateSandbox/s (issue 14, profiled); this way each record pays at most
+  /// about one object's encoding. A restart after a crash replays at most that many records; a graceful
+  /// stop saves a snapshot at the head (``snapshot()``), so a restart after it replays nothing.
+  var snapshotDue: Bool {
+    let objects = UInt64(state.sandboxes.count + state.requests.count)
+    return state.lastSeq - lastSnapshotSeq >= max(snapshotInterval, min(objects, 100_000))
   }
 
   /// Takes a periodic snapshot off the command path (issue 16: encoding and the fsync'd write blocked every

@@ -10,6 +10,12 @@ enum Wire {
   }
 
   static func sandbox(_ s: SandboxRecord, state: GatewayState) -> Openshell_V1_Sandbox {
+    sandbox(s, activePolicyVersion: state.policies[s.id]?.activeVersion ?? 0)
+  }
+
+  /// The wire form of `s` whose active policy revision is `activePolicyVersion` (0 = none): what
+  /// ``sandbox(_:state:)`` reads from the state, for callers that hold no copy of the state.
+  static func sandbox(_ s: SandboxRecord, activePolicyVersion: UInt32) -> Openshell_V1_Sandbox {
     var out = Openshell_V1_Sandbox()
     out.metadata.id = s.id
     out.metadata.name = s.name
@@ -31,7 +37,7 @@ enum Wire {
       w.transitionTime = timestamp(ns: c.transitionNs)
       return w
     }
-    out.status.currentPolicyVersion = state.policies[s.id]?.activeVersion ?? 0
+    out.status.currentPolicyVersion = activePolicyVersion
     if let code = s.exitCode { out.status.exitCode = code }
     out.status.restartCount = s.restartCount
     if let started = s.mainProcessStartedNs, started > 0 { out.status.mainProcessStartedTime = timestamp(ns: UInt64(started)) }

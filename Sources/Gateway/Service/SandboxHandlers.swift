@@ -7,6 +7,12 @@ import PolicyKit
 import Projections
 import SwiftProtobuf
 
+/// What CreateSandbox answers with, taken from the state right after its records were applied.
+struct CreatedSandbox: Sendable {
+  var record: SandboxRecord
+  var activePolicyVersion: UInt32
+}
+
 extension OpenShellService {
   public func createSandbox(request: Openshell_V1_CreateSandboxRequest, context: ServerContext) async throws -> Openshell_V1_SandboxResponse {
     let caller = try userCaller("CreateSandbox")
@@ -103,20 +109,24 @@ extension OpenShellService {
       let initial = request.spec.hasPolicy ? [ConfigModel.initialRevision(sandboxID: id, request.spec.policy)] : []
       return Decision(
         events: [requested] + initial, claims: ["sandbox/\(ws)/\(name)"], sharedClaims: ["workspace/\(ws)"], expecting: [.sandbox(id): .noStream])
+    } respond: { state, seqs, decision in
+      // The created sandbox, taken from the state on the actor (no state copy leaves it; issue 14).
+      guard seqs != nil else { return CreatedSandbox?.none }
+      guard case .sandboxRequested(let e)? = decision.events.first?.kind, let sandbox = state.sandboxes[e.id] else {
+        throw RPCError(code: .internalError, message: "sandbox was recorded but is not in the projection")
+      }
+      return CreatedSandbox(record: sandbox, activePolicyVersion: state.policies[e.id]?.activeVersion ?? 0)
     }
-    // A retry that raced its first attempt (it waited for that append) returns what the attempt created.
-    if result.seqs == nil,
-      let prior = try await existingSandbox(forRequest: request.requestID, target: Self.requestTarget(request.workspaceScope, request.name))
-    {
-      return prior
+    guard let created = result else {
+      // A retry that raced its first attempt (it waited for that append) returns what the attempt created.
+      if let prior = try await existingSandbox(forRequest: request.requestID, target: Self.requestTarget(request.workspaceScope, request.name)) {
+        return prior
+      }
+      throw RPCError(code: .internalError, message: "sandbox was recorded but is not in the projection")
     }
-    guard let seqs = result.seqs, let record = try store.log.record(at: seqs.lowerBound),
-      case .sandboxRequested(let e)? = try GatewayEvent.decode(record).kind,
-      let sandbox = result.state.sandboxes[e.id]
-    else { throw RPCError(code: .internalError, message: "sandbox was recorded but is not in the projection") }
     return .with {
-      $0.sandbox = Wire.sandbox(sandbox, state: result.state)
-      $0.serviceUrls = serviceURLs(sandbox)
+      $0.sandbox = Wire.sandbox(created.record, activePolicyVersion: created.activePolicyVersion)
+      $0.serviceUrls = serviceURLs(created.record)
     }
   }
 

@@ -1,0 +1,53 @@
+import Foundation
+import Testing
+
+/// Issue 14: the benchmark binaries stay runnable (benchmarks are not tests; this is a small correctness
+/// run so that `scripts/bench.sh` cannot rot): `openshell-loadgen --issue14` with tiny settings prints
+/// every request-path row with a number, no failed calls, and the etcd peer answered.
+@Suite(.serialized) struct BenchmarkBinaryTests {
+  @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/etcd"), "needs Debian etcd-server (scripts/setup.sh)"))
+  func loadgenIssue14PrintsEveryRow() throws {
+    let env = try CLIEnv("bench-loadgen")
+    defer { env.cleanup() }
+    let r = try env.run(
+      [
+        "--issue14", "--concurrency", "1", "--duration", "0.3", "--events", "3000", "--rss-sandboxes", "30", "--restarts", "1",
+        "--gateway-binary", CLIEnv.openshell,
+      ], binary: CLIEnv.binDir.appendingPathComponent("openshell-loadgen").path)
+    #expect(r.code == 0, "\(r)")
+    let table = r.out.components(separatedBy: "== Issue 14 targets (request path) ==").last ?? ""
+    for row in [
+      "GetSandbox, mTLS, c=64", "GetSandbox, mTLS, c=1, p99", "CreateSandbox, durable, no compute, c=1 (peer: etcd Put)",
+      "CreateSandbox, durable, no compute, c=64 (peer: etcd Put)", "gateway restart to serving, 3000-event log", "gateway RSS idle",
+      "gateway RSS, 30 sandboxes in state",
+    ] {
+      #expect(table.contains(row), "missing row \(row):\n\(r.out)")
+    }
+    // Our cells ran without failed calls (column 4: errors); etcd applied Puts (its revision moved).
+    let cells = r.out.split(separator: "\n").filter { $0.hasPrefix("GetSandbox ") || $0.hasPrefix("CreateSandbox ") || $0.hasPrefix("etcd Put") }
+    #expect(cells.count == 6, "\(r.out)")
+    for c in cells {
+      let columns = c.split(separator: "  ").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+      #expect(columns.count == 9 && (Int(columns[2]) ?? 0) > 0, "\(c)")
+      if c.hasPrefix("etcd") {
+        #expect(columns[8].hasPrefix("applied ") && (Int(columns[8].dropFirst(8)) ?? 0) > 0, "\(c)")
+      } else {
+        #expect(columns.count == 9 && columns[3] == "0", "\(c)")
+      }
+    }
+    // The restart and RSS figures are numbers in plausible ranges (a gateway is more than 5 MB, starts in under a minute).
+    let rss = try #require(r.out.firstMatch(of: /RSS: idle ([0-9.]+) MB, with 30 sandboxes ([0-9.]+) MB/))
+    #expect((Double(rss.1) ?? 0) > 5 && (Double(rss.2) ?? 0) > 5, "\(r.out)")
+    let restart = try #require(r.out.firstMatch(of: /restarts ([0-9.]+) s/))
+    #expect((Double(restart.1) ?? 0) > 0 && (Double(restart.1) ?? 99) < 60, "\(r.out)")
+  }
+
+  /// `--compute-driver` takes only the drivers there are (one readable line, exit != 0).
+  @Test func serveRefusesAnUnknownComputeDriver() throws {
+    let env = try CLIEnv("bench-driver")
+    defer { env.cleanup() }
+    let r = try env.run(["gateway", "serve", "--data-dir", env.root.path + "/gw", "--port", "0", "--compute-driver", "kubernetes"])
+    #expect(r.code != 0, "\(r)")
+    #expect(r.err.contains("--compute-driver must be local or none"), "\(r)")
+  }
+}
