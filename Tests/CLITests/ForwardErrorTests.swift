@@ -57,4 +57,24 @@ struct ForwardErrorTests {
     defer { close(fd) }
     #expect(withLoopbackAddress(free) { bind(fd, $0, $1) } == 0, "the stopped forward's port is free again")
   }
+
+  @Test("upload/download to a sandbox that does not exist: the gateway's one line, exit 1, no ssh started, nothing written")
+  func missingSandbox() async throws {
+    let env = try CLIEnv("xfermiss")
+    defer { env.cleanup() }
+    var r = try env.run(["gateway", "start", "--name", "xfermiss", "--port", "\(freePort())"])
+    try #require(r.code == 0, "\(r)")
+    let root = env.root.path
+    try "payload\n".write(toFile: root + "/up", atomically: true, encoding: .utf8)
+    let expected: [Substring] = ["error: sandbox default/nosuch not found"]
+
+    r = try env.run(["sandbox", "upload", "nosuch", root + "/up"])
+    #expect(r.code == 1 && Self.lines(r.err) == expected && r.out.isEmpty, "\(r)")
+    r = try env.run(["sandbox", "download", "nosuch", "/sandbox/x", root + "/back"])
+    #expect(r.code == 1 && Self.lines(r.err) == expected && r.out.isEmpty, "\(r)")
+    #expect(!FileManager.default.fileExists(atPath: root + "/back"), "download created its destination before knowing the sandbox")
+    // No ssh key pair was made for a transfer that never started.
+    #expect(!FileManager.default.fileExists(atPath: env.config.path + "/openshell/ssh/id_ed25519"))
+    _ = try env.run(["gateway", "stop", "--name", "xfermiss"])
+  }
 }
