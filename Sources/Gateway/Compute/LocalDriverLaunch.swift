@@ -233,7 +233,7 @@ extension LocalComputeDriver {
     let command = BubblewrapCommand(
       hostname: hostname, workspace: workspace, credentials: run, supervisorBinary: supervisorBinary, launcherBinary: launcherBinary,
       runtimeLibraryDirectories: runtimeDirectories, runAsRoot: runAsRoot, identityFiles: identityFiles,
-      network: allocation != nil ? .confined(namespaceFile: SandboxNetworks.namespaceFile(s.id)) : .private, trustDirectory: trust)
+      network: allocation != nil ? .confined(namespaceFile: networks.namespaceFile(s.id)) : .private, trustDirectory: trust)
     let creds = SandboxProtocol.credentialsDirectory
     var environment = [
       "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": SandboxProtocol.workspace, "LANG": "C.UTF-8",
