@@ -31,8 +31,17 @@ struct SharedSandboxIDTests {
     try #require(getuid() == 0, "needs root (veth pairs, named network namespaces)")
     let first = try await SandboxGateway.start()
     let dirA = first.dataDirectory
+    // With cpu and memory limits where the host has cgroups: both gateways run in this process's cgroup, so the
+    // sandboxes' cgroups would collide under one name too.
+    let limited = first.running.driver?.cgroups != nil
     let id = try await first.withClient { c -> String in
-      let s = try await c.create("twin")
+      let s = try await c.createSandbox(
+        .with {
+          $0.name = "twin"
+          if limited { $0.spec.template.resources.fields = ["cpu": .init(stringValue: "1"), "memory": .init(stringValue: "256Mi")] }
+          $0.workspaceScope = .with { $0.workspace = "default" }
+        }
+      ).sandbox
       try await c.wait("twin", .ready)
       _ = try await c.stopSandbox(.with { $0.name = "twin" })
       try await c.wait("twin", .stopped)
@@ -60,6 +69,11 @@ struct SharedSandboxIDTests {
       #expect(Self.netnsExists(nsA) && Self.netnsExists(nsB))
       let (allocA, allocB) = (try Self.allocation(dirA, id), try Self.allocation(dirB, id))
       #expect(allocA.index != allocB.index, "each gateway's sandbox has its own /30")
+      if limited, let da = a.running.driver, let db = b.running.driver, let cgroups = da.cgroups {
+        let (dirsA, dirsB) = (cgroups.directories(sandboxID: da.cgroupName(id)), cgroups.directories(sandboxID: db.cgroupName(id)))
+        #expect(Set(dirsA).isDisjoint(with: dirsB), "\(dirsA) \(dirsB)")
+        #expect((dirsA + dirsB).allSatisfy { FileManager.default.fileExists(atPath: $0) }, "\(dirsA) \(dirsB)")
+      }
       let outA = try await a.withClient { c in try await Self.reachProxy(c, "twin", allocA.hostAddress) }
       let outB = try await b.withClient { c in try await Self.reachProxy(c, "twin", allocB.hostAddress) }
       #expect(outA == "connected\n" && outB == "connected\n", "\(outA) \(outB)")
@@ -71,6 +85,10 @@ struct SharedSandboxIDTests {
       }
       #expect(!Self.netnsExists(nsA))
       #expect(Self.netnsExists(nsB))
+      if limited, let da = a.running.driver, let db = b.running.driver, let cgroups = da.cgroups {
+        #expect(cgroups.directories(sandboxID: da.cgroupName(id)).allSatisfy { !FileManager.default.fileExists(atPath: $0) })
+        #expect(cgroups.directories(sandboxID: db.cgroupName(id)).allSatisfy { FileManager.default.fileExists(atPath: $0) })
+      }
       let after = try await b.withClient { c in try await Self.reachProxy(c, "twin", allocB.hostAddress) }
       #expect(after == "connected\n", "\(after)")
 

@@ -258,7 +258,7 @@ extension LocalComputeDriver {
       let procs: [String]
       do {
         limits = try ResourceLimits.parse(spec.template.resources)
-        procs = try cgroups.prepare(sandboxID: s.id, limits: limits)
+        procs = try cgroups.prepare(sandboxID: cgroupName(s.id), limits: limits)
       } catch {
         throw SpawnError("cannot apply the resource limits: \(error.message)")
       }
