@@ -390,7 +390,7 @@ struct NetworkEnforcementTests {
       let (id, veth) = try await gw.withClient { c -> (String, String) in
         let s = try await c.create("net5")
         try await c.wait("net5", .ready)
-        #expect(FileManager.default.fileExists(atPath: "/run/netns/openshell-\(s.metadata.id)"))
+        #expect(FileManager.default.fileExists(atPath: SandboxNetworks(sandboxesDirectory: gw.dataDirectory + "/sandboxes").namespaceFile(s.metadata.id)))
         let data = try #require(FileManager.default.contents(atPath: gw.dataDirectory + "/sandboxes/\(s.metadata.id)/network.json"))
         let index = try #require((try JSONSerialization.jsonObject(with: data) as? [String: Any])?["index"] as? Int)
         let veth = "osh\(index)h"
@@ -398,7 +398,8 @@ struct NetworkEnforcementTests {
         try await c.deleteAndWait("net5")
         return (s.metadata.id, veth)
       }
-      #expect(!FileManager.default.fileExists(atPath: "/run/netns/openshell-\(id)"))
+      #expect(!FileManager.default.fileExists(atPath: SandboxNetworks(sandboxesDirectory: gw.dataDirectory + "/sandboxes").namespaceFile(id)))
+      #expect(!FileManager.default.fileExists(atPath: "/run/netns/" + SandboxNetworks.legacyName(id)))
       // The kernel destroys the namespace (and with it the veth pair) asynchronously.
       for _ in 0..<100 where FileManager.default.fileExists(atPath: "/sys/class/net/\(veth)") { try await Task.sleep(for: .milliseconds(20)) }
       #expect(!FileManager.default.fileExists(atPath: "/sys/class/net/\(veth)"))

@@ -334,7 +334,10 @@ struct SandboxLifecycleTests {
       }
       _ = try await c.createSandbox(request)
       let s = try await c.wait("limited", .ready)
-      let dirs = cgroups.directories(sandboxID: s.metadata.id)
+      let driver = try #require(gw.running.driver)
+      let dirs = cgroups.directories(sandboxID: driver.cgroupName(s.metadata.id))
+      // Named with the gateway's tag, so a copy of this data directory served alongside gets its own.
+      #expect(dirs.allSatisfy { $0.hasSuffix("/openshell/\(s.metadata.id)-\(driver.networks.tag)") }, "\(dirs)")
       let supervisor = try #require(gw.running.driver?.supervisorPID(s.metadata.id))
       for dir in dirs {
         let procs = try String(contentsOfFile: dir + "/cgroup.procs", encoding: .utf8)
@@ -347,7 +350,7 @@ struct SandboxLifecycleTests {
           #expect(limit.trimmingCharacters(in: .whitespacesAndNewlines) == String(64 << 20))
         }
         if let cpu {
-          let quota = try String(contentsOfFile: cpu + "/openshell/\(s.metadata.id)/cpu.cfs_quota_us", encoding: .utf8)
+          let quota = try String(contentsOfFile: cpu + "/openshell/\(driver.cgroupName(s.metadata.id))/cpu.cfs_quota_us", encoding: .utf8)
           #expect(quota.trimmingCharacters(in: .whitespacesAndNewlines) == "20000")
         }
       case .unified:

@@ -80,55 +80,59 @@ struct ForwardStart: AsyncParsableCommand {
       if let existing = ForwardRecord.all().first(where: { $0.port == p && $0.alive }) {
         throw CLIError("port \(p) is already forwarded to sandbox \(existing.sandbox) (openshell forward stop \(p))")
       }
+      // A port something else listens on is one readable line before ssh starts (OpenShell §1G).
+      try ForwardPort.checkFree(bind, p)
       try SSHTunnel.ensureIdentity()
       let alias = SSHTunnel.alias(n, workspace: ws)
+      let spec = "\(bind):\(p):127.0.0.1:\(p)"
       var args = SSHCommandLine.nameModeOptions(r, name: n, workspace: ws) + ["-o", "ExitOnForwardFailure=yes"]
-      args += ["-N", "-L", "\(bind):\(p):127.0.0.1:\(p)", alias]
       SandboxCLI.remember(n, gateway: r.name)
       if !background {
+        args += ["-N", "-L", spec, alias]
         print("Forwarding \(bind):\(p) to port \(p) in sandbox \(n) (Ctrl-C to stop)")
         signal(SIGINT, SIG_IGN)
-        let child = try Spawner.spawn("/usr/bin/ssh", args, environment: ProcessInfo.processInfo.environment, stdin: .null, stdout: .fd(1), stderr: .fd(2))
+        // ssh's stderr is relayed as it comes, except its lines about a listener it could not set up (a port
+        // taken in between): those become one line (ForwardPort.failure).
+        let child = try Spawner.spawn("/usr/bin/ssh", args, environment: ProcessInfo.processInfo.environment, stdin: .null, stdout: .fd(1), stderr: .pipe)
+        var held = ""
+        for await line in ForwardPort.lines(child.stderr!) {
+          if ForwardPort.isListenerFailure(line) { held += line + "\n" } else { FileHandle.standardError.write(Data((line + "\n").utf8)) }
+        }
         code = await Spawner.wait(child.pid)
+        if code != 0, !held.isEmpty { throw CLIError(ForwardPort.failure(bind, p, sshStderr: held, status: code)) }
         return
       }
-      let log = ForwardRecord.directory + "/\(p).log"
+      // `-f`: ssh forks into the background only once its listener is bound (ExitOnForwardFailure), so
+      // its exit status says whether the forward is up; the process left running serves it.
+      args += ["-f", "-N", "-L", spec, alias]
       try FileManager.default.createDirectory(atPath: ForwardRecord.directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+      let log = ForwardRecord.directory + "/\(p).log"
       unlink(log)
       let child = try Spawner.spawn(
         "/usr/bin/ssh", args, environment: ProcessInfo.processInfo.environment, stdin: .null, stdout: .null, stderr: .appendFile(log), newSession: true)
-      // Ready when the local port accepts a connection; failed when ssh exits first.
       let deadline = ContinuousClock.now + .seconds(20)
-      while true {
-        if let status = Spawner.poll(child.pid) {
-          let why = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").last.map(String.init) ?? "exit \(status)"
-          throw CLIError("the forward of \(bind):\(p) failed: \(why)")
-        }
-        if Self.accepts(bind, p) { break }
+      var status: Int32? = nil
+      while status == nil {
+        status = Spawner.poll(child.pid)
+        guard status == nil else { break }
         guard ContinuousClock.now < deadline else {
           kill(child.pid, SIGTERM)
+          _ = await Spawner.wait(child.pid)
+          unlink(log)
           throw CLIError("the forward of \(bind):\(p) did not start within 20 s")
         }
         try await Task.sleep(for: .milliseconds(50))
       }
-      let record = ForwardRecord(pid: child.pid, sandbox: n, workspace: ws, gateway: r.name, bind: bind, port: p)
+      guard status == 0, let pid = ForwardPort.sshServing(spec) else {
+        let stderr = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        unlink(log)
+        throw CLIError(ForwardPort.failure(bind, p, sshStderr: stderr, status: status ?? -1))
+      }
+      let record = ForwardRecord(pid: pid, sandbox: n, workspace: ws, gateway: r.name, bind: bind, port: p)
       try JSONEncoder().encode(record).write(to: URL(fileURLWithPath: ForwardRecord.path(p)))
-      print("✓ Forwarding \(bind):\(p) to port \(p) in sandbox \(n) in the background (pid \(child.pid)); stop it with: openshell forward stop \(p)")
+      print("✓ Forwarding \(bind):\(p) to port \(p) in sandbox \(n) in the background (pid \(pid)); stop it with: openshell forward stop \(p)")
     }
     if code != 0 { throw ExitCode(code) }
-  }
-
-  /// Whether a TCP connection to `host:port` (IPv4 literal or name) succeeds now.
-  static func accepts(_ host: String, _ port: Int) -> Bool {
-    var hints = addrinfo()
-    hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-    var res: UnsafeMutablePointer<addrinfo>?
-    let target = host == "0.0.0.0" ? "127.0.0.1" : host
-    guard getaddrinfo(target, String(port), &hints, &res) == 0, let ai = res else { return false }
-    defer { freeaddrinfo(res) }
-    let fd = socket(ai.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    defer { close(fd) }
-    return connect(fd, ai.pointee.ai_addr, ai.pointee.ai_addrlen) == 0
   }
 }
 

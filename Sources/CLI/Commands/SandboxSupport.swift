@@ -67,6 +67,23 @@ enum SandboxCLI {
     return o
   }
 
+  /// Asks the gateway for sandbox `name` before anything is started over SSH (upload, download), so a
+  /// missing or not running sandbox is one line and no ssh, tar or proxy process runs.
+  /// - Throws: the gateway's NOT_FOUND (`sandbox WS/NAME not found`), or `CLIError` naming the phase
+  ///   when the sandbox is not Ready.
+  static func requireReady(_ r: GatewayOptions.Resolved, name: String, workspace: String) async throws {
+    let s = try await GatewayClient.withClient(r.target) { c in
+      try await c.getSandbox(
+        .with {
+          $0.name = name; $0.workspaceScope = scope(workspace)
+        }, options: options()
+      ).sandbox
+    }
+    guard s.status.phase == .ready else {
+      throw CLIError("sandbox \(name) is \(phaseName(s.status.phase).lowercased()), not ready; nothing was copied")
+    }
+  }
+
   static func phaseName(_ p: Openshell_V1_SandboxPhase) -> String {
     switch p {
     case .provisioning: "Provisioning"

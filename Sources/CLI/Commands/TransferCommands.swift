@@ -130,6 +130,7 @@ struct SandboxUpload: AsyncParsableCommand {
       let what = "upload of \(local)"
       let expected = try SandboxTransfer.checkLimit(summary, limit: limit, what: what)
       let r = try global.resolve()
+      try await SandboxCLI.requireReady(r, name: name, workspace: workspace)
       try SSHTunnel.ensureIdentity()
       let ssh = SSHCommandLine.nameModeOptions(r, name: name, workspace: workspace) + [SSHTunnel.alias(name, workspace: workspace)]
       let parent = (local as NSString).deletingLastPathComponent
@@ -160,6 +161,7 @@ struct SandboxDownload: AsyncParsableCommand {
     try await cliRun {
       let limit = try SandboxTransfer.limit(maxSize)
       let r = try global.resolve()
+      try await SandboxCLI.requireReady(r, name: name, workspace: workspace)
       try SSHTunnel.ensureIdentity()
       let ssh = SSHCommandLine.nameModeOptions(r, name: name, workspace: workspace) + [SSHTunnel.alias(name, workspace: workspace)]
       let path = sandboxPath.hasPrefix("/") ? sandboxPath : (SandboxProtocol.workspace as NSString).appendingPathComponent(sandboxPath)

@@ -39,7 +39,7 @@ struct BubblewrapCommand {
   enum Network {
     /// No network confinement (only used where the driver was told it may not confine: never by default).
     case host
-    /// The sandbox's named network namespace (its nsfs file, e.g. `/run/netns/openshell-<id>`).
+    /// The sandbox's named network namespace (its nsfs file, e.g. `/run/netns/openshell-<id>-<tag>`).
     case confined(namespaceFile: String)
     /// A gateway without root: the supervisor creates the sandbox's namespace itself (Supervisor
     /// `PrivateNetwork`) with ``privateNetworkCapabilities`` of bubblewrap's user namespace.

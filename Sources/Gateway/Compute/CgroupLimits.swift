@@ -113,7 +113,8 @@ public struct ResourceLimitsError: Error, CustomStringConvertible, Sendable {
 }
 
 /// Per-sandbox control groups of the local driver: one cgroup per sandbox under the gateway's own cgroup
-/// (`<gateway's cgroup>/openshell/<sandbox id>`), in the cgroup v2 unified hierarchy or, on a v1 host,
+/// (`<gateway's cgroup>/openshell/<name>`, the name `<sandbox id>-<gateway tag>` given by
+/// `LocalComputeDriver.cgroupName(_:)`), in the cgroup v2 unified hierarchy or, on a v1 host,
 /// in the `memory` and `cpu` hierarchies. The sandbox's outer bwrap process joins it before it execs
 /// bwrap, so every process of the sandbox is inside from its first instruction.
 ///

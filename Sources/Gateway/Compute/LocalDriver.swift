@@ -105,8 +105,8 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     self.hub = hub
     self.usesTLS = usesTLS
     self.supervisorBinary = supervisorBinary ?? Self.defaultSupervisorBinary()
-    networks = SandboxNetworks(sandboxesDirectory: root)
     try? FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o711])
+    networks = SandboxNetworks(sandboxesDirectory: root)  // after the directory exists: its canonical path names namespaces
   }
 
   static func defaultSupervisorBinary() -> String {

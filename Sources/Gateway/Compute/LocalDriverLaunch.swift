@@ -232,7 +232,7 @@ extension LocalComputeDriver {
     let command = BubblewrapCommand(
       hostname: hostname, workspace: workspace, credentials: run, supervisorBinary: supervisorBinary, launcherBinary: launcherBinary,
       runtimeLibraryDirectories: runtimeDirectories, runAsRoot: runAsRoot, identityFiles: identityFiles,
-      network: allocation != nil ? .confined(namespaceFile: SandboxNetworks.namespaceFile(s.id)) : .private, trustDirectory: trust)
+      network: allocation != nil ? .confined(namespaceFile: networks.namespaceFile(s.id)) : .private, trustDirectory: trust)
     let creds = SandboxProtocol.credentialsDirectory
     var environment = [
       "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": SandboxProtocol.workspace, "LANG": "C.UTF-8",
@@ -257,7 +257,7 @@ extension LocalComputeDriver {
       let procs: [String]
       do {
         limits = try ResourceLimits.parse(spec.template.resources)
-        procs = try cgroups.prepare(sandboxID: s.id, limits: limits)
+        procs = try cgroups.prepare(sandboxID: cgroupName(s.id), limits: limits)
       } catch {
         throw SpawnError("cannot apply the resource limits: \(error.message)")
       }

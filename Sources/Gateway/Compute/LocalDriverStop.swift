@@ -21,7 +21,7 @@ extension LocalComputeDriver {
     guard let instance, HostProcess.exitStatus(instance) == nil else {
       instances.withLock { $0[id] = nil }
       reapStrays(id)
-      cgroups?.remove(sandboxID: id)
+      removeCgroups(id)
       networks.tearDown(id)
       return
     }
@@ -64,8 +64,15 @@ extension LocalComputeDriver {
     instances.withLock { $0[id] = nil }
     reapStrays(id)
     try? FileManager.default.removeItem(atPath: dir(id) + "/instance.json")
-    cgroups?.remove(sandboxID: id)
+    removeCgroups(id)
     networks.tearDown(id)
+  }
+
+  /// Removes the sandbox's cgroups, and those of the untagged name an older gateway used (rmdir(2) of a
+  /// cgroup that still holds processes fails with EBUSY, so another gateway's running sandbox keeps its own).
+  func removeCgroups(_ id: String) {
+    cgroups?.remove(sandboxID: cgroupName(id))
+    cgroups?.remove(sandboxID: id)
   }
 
   /// Whether the spec asks for cpu/memory limits (validated at create by `unsupported(spec:)`).

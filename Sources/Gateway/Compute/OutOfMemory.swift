@@ -36,11 +36,16 @@ extension LocalComputeDriver {
   /// any kill at all); nil otherwise. The cgroup counts every process of the sandbox, so two processes
   /// SIGKILLed at the same time cannot be told apart.
   public func outOfMemoryNote(sandboxID: String, spec: Data, exitCode code: Int32, oomKillsBefore before: Int? = nil) -> String? {
-    guard code == 137, let cgroups, let kills = cgroups.oomKills(sandboxID: sandboxID), kills > (before ?? 0) else { return nil }
+    guard code == 137, let cgroups, let kills = cgroups.oomKills(sandboxID: cgroupName(sandboxID)), kills > (before ?? 0) else { return nil }
     let parsed = (try? Openshell_V1_SandboxSpec(serializedBytes: spec)).flatMap { try? ResourceLimits.parse($0.template.resources) }
     return "killed: out of memory" + (parsed?.memoryBytes.map { " (limit \(memoryQuantity($0)))" } ?? "")
   }
 
   /// The OOM-kill count of a sandbox's memory cgroup now (see ``SandboxCgroups/oomKills(sandboxID:)``).
-  public func oomKills(sandboxID: String) -> Int? { cgroups?.oomKills(sandboxID: sandboxID) }
+  public func oomKills(sandboxID: String) -> Int? { cgroups?.oomKills(sandboxID: cgroupName(sandboxID)) }
+
+  /// The name of a sandbox's cgroup under `<gateway's cgroup>/openshell/`: `<id>-<tag>` with the tag of its
+  /// network namespace (``SandboxNetworks/gatewayTag(sandboxesDirectory:)``), so two gateways in one cgroup
+  /// that serve the same sandbox id (a copied data directory) never share a cgroup or its limits.
+  func cgroupName(_ id: String) -> String { id + "-" + networks.tag }
 }

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import SandboxProtocol
 
@@ -9,7 +10,9 @@ import SandboxProtocol
 /// "Network namespace" and "Proxy").
 ///
 /// ## Why a veth pair and nftables (and only as root)
-/// Each sandbox gets a named network namespace `openshell-<sandbox id>` (iproute2 `ip netns`), a veth
+/// Each sandbox gets a named network namespace `openshell-<sandbox id>-<gateway tag>` (iproute2 `ip netns`;
+/// the tag, ``gatewayTag(sandboxesDirectory:)``, tells apart two gateways that serve the same sandbox ids,
+/// e.g. a copied or restored data directory, so neither ever removes the other's namespace), a veth
 /// pair `osh<N>h` (host side, `10.200.x.y+1/30`) / `osh<N>s` (sandbox side, `+2/30`, default route via
 /// the host side) from a per-sandbox /30 of `10.200.0.0/16` (N = 0..<16384), `lo` up, and an nftables
 /// table `inet openshell` whose `output` chain accepts only `lo`, the sandbox's proxy
@@ -64,11 +67,32 @@ final class SandboxNetworks: Sendable {
   }
 
   let root: String
+  /// This gateway's part of its namespace names (``gatewayTag(sandboxesDirectory:)``).
+  let tag: String
 
-  init(sandboxesDirectory: String) { root = sandboxesDirectory }
+  init(sandboxesDirectory: String) {
+    root = sandboxesDirectory
+    tag = Self.gatewayTag(sandboxesDirectory: sandboxesDirectory)
+  }
 
-  static func namespaceName(_ id: String) -> String { prefix + id }
-  static func namespaceFile(_ id: String) -> String { "/run/netns/" + namespaceName(id) }
+  /// 12 hex digits of the SHA-256 of the canonical path (symbolic links resolved) of a gateway's
+  /// sandboxes directory: the same for every start of one data directory, different for a copy of it.
+  static func gatewayTag(sandboxesDirectory: String) -> String {
+    let canonical =
+      realpath(sandboxesDirectory, nil).map { p in
+        defer { free(p) }
+        return String(cString: p)
+      } ?? URL(fileURLWithPath: sandboxesDirectory).standardizedFileURL.path
+    return SHA256.hash(data: Data(canonical.utf8)).prefix(6).map { String(format: "%02x", $0) }.joined()
+  }
+
+  /// The sandbox's namespace name, `openshell-<id>-<tag>` (59 characters for a UUID id).
+  func namespaceName(_ id: String) -> String { Self.prefix + id + "-" + tag }
+  /// The sandbox's namespace file (what bwrap's launcher enters).
+  func namespaceFile(_ id: String) -> String { "/run/netns/" + namespaceName(id) }
+  /// The name a gateway before the tag gave the namespace (`openshell-<id>`): removed only when no process
+  /// is in it (``removeLegacyLocked(_:)``), since another gateway serving the same id may own it.
+  static func legacyName(_ id: String) -> String { prefix + id }
 
   /// Why this host cannot confine sandboxes, nil when it can (a root gateway: veth + nftables; any
   /// other: a private namespace made by the supervisor, see ``privateNamespaceProblem``).
@@ -109,8 +133,8 @@ final class SandboxNetworks: Sendable {
   }
 
   private func setUpLocked(_ id: String) throws -> Allocation {
-    Self.removeNamespaceLocked(id)
-    let ns = Self.namespaceName(id)
+    removeNamespaceLocked(id)
+    let ns = namespaceName(id)
     let record = "\(root)/\(id)/network.json"
     let previous = FileManager.default.contents(atPath: record).flatMap { try? JSONDecoder().decode(Allocation.self, from: $0) }
     let start = previous?.index ?? Int(id.utf8.reduce(UInt32(2_166_136_261)) { ($0 ^ UInt32($1)) &* 16_777_619 } % UInt32(Self.capacity))
@@ -146,7 +170,7 @@ final class SandboxNetworks: Sendable {
       try Self.run(Self.ipPath, ["netns", "exec", ns, Self.nftPath, "-f", rules])
       return a
     } catch {
-      Self.removeNamespaceLocked(id)
+      removeNamespaceLocked(id)
       throw error
     }
   }
@@ -171,18 +195,38 @@ final class SandboxNetworks: Sendable {
   /// Removes the sandbox's namespace (idempotent). The veth pair goes with it: deleting the namespace's
   /// last reference (its processes are gone by then) destroys its end, and the kernel removes the peer.
   /// The host side is never deleted by name, since after a stop its index may belong to another sandbox.
-  func tearDown(_ id: String) { Self.removeNamespace(id) }
+  /// A namespace of the same sandbox under the name of a gateway before the tag goes too when nothing
+  /// runs in it (``legacyName(_:)``).
+  func tearDown(_ id: String) { try? Self.exclusively { removeNamespaceLocked(id) } }
 
-  /// ``tearDown(_:)`` without a driver: for the tools that retire a whole data directory
-  /// (``SandboxReaper``).
-  static func removeNamespace(_ id: String) {
-    try? exclusively { removeNamespaceLocked(id) }
+  private func removeNamespaceLocked(_ id: String) {
+    if FileManager.default.fileExists(atPath: namespaceFile(id)) {
+      try? Self.run(Self.ipPath, ["netns", "del", namespaceName(id)])
+    }
+    Self.removeLegacyLocked(id)
   }
 
-  private static func removeNamespaceLocked(_ id: String) {
-    if FileManager.default.fileExists(atPath: namespaceFile(id)) {
-      try? run(ipPath, ["netns", "del", namespaceName(id)])
+  /// Removes `openshell-<id>` (the untagged name) when it exists and no process is in it: then it is a
+  /// leftover (its sandbox's processes are gone when this runs); with processes in it, it belongs to a
+  /// sandbox another gateway runs and is left alone.
+  static func removeLegacyLocked(_ id: String) {
+    let file = "/run/netns/" + legacyName(id)
+    guard FileManager.default.fileExists(atPath: file), processes(inNamespace: file).isEmpty else { return }
+    try? run(ipPath, ["netns", "del", legacyName(id)])
+  }
+
+  /// The pids of the processes whose network namespace is the one bound at `file` (compared by device
+  /// and inode of `/proc/<pid>/ns/net`, as `ip netns pids` does).
+  static func processes(inNamespace file: String) -> [Int32] {
+    var target = stat()
+    guard stat(file, &target) == 0 else { return [] }
+    var found: [Int32] = []
+    for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+      guard let pid = Int32(entry) else { continue }
+      var st = stat()
+      if stat("/proc/\(pid)/ns/net", &st) == 0, st.st_ino == target.st_ino, st.st_dev == target.st_dev { found.append(pid) }
     }
+    return found
   }
 
   /// Host-wide lock file: concurrent `ip netns add` runs race while iproute2 prepares the shared

@@ -39,7 +39,8 @@ public enum SandboxReaper {
     // Processes no instance.json names (a start that failed half-way, a lost start): by their mark.
     StrayProcesses.reap(root: root)
     // Their network namespaces (and with them the veth pairs) go too: nobody will stop these sandboxes.
-    for id in ids { SandboxNetworks.removeNamespace(id) }
+    let networks = SandboxNetworks(sandboxesDirectory: root)
+    for id in ids { networks.tearDown(id) }
     return killed.count
   }
 }
