@@ -51,8 +51,11 @@ enum SSHServer {
     }
     var options = [
       // `none` succeeds for `sandbox` (empty password field) and nothing else is offered: no public key
-      // round trip, no key file or command (see the type's documentation).
-      "HostKey=\(hostKey)", "UsePAM=no", "PermitEmptyPasswords=yes", "PasswordAuthentication=yes", "PubkeyAuthentication=no",
+      // round trip, no key file or command (see the type's documentation). sshd's `none` method needs
+      // PasswordAuthentication on; `AuthenticationMethods=none` keeps `password` from being offered to
+      // other login names (checked with Debian's sshd: "Authentications that can continue:" is empty).
+      "HostKey=\(hostKey)", "UsePAM=no", "PermitEmptyPasswords=yes", "PasswordAuthentication=yes", "AuthenticationMethods=none",
+      "PubkeyAuthentication=no",
       "AuthorizedKeysFile=none", "KbdInteractiveAuthentication=no", "PermitRootLogin=no", "AllowUsers=\(SSHServer.user)", "PidFile=none",
       "StrictModes=no", "PrintMotd=no", "PrintLastLog=no", "UseDNS=no", "LogLevel=ERROR", "X11Forwarding=no",
       // The agent controls the sandbox user's home: no ~/.ssh/rc run in front of an operator's session (its
