@@ -112,8 +112,10 @@ extension OpenShellService {
       }
       // Startup-only sections cannot change while the sandbox runs; a stopped sandbox takes the new
       // ones at its next start (`sandbox stop` + `sandbox start`).
-      if ConfigModel.isRunning(s), let base = ConfigModel.startupBaseline(s, state) {
-        let live = PolicyRules.liveUpdateIssues(baseline: base, proposed: policy)
+      // The reference is what the sandbox started with (never a revision the supervisor rejected); the
+      // check runs before any revision is recorded, so a refused change leaves no revision behind.
+      if ConfigModel.isRunning(s) {
+        let live = PolicyRules.liveUpdateIssues(baseline: ConfigModel.startedPolicy(s, state).policy, proposed: policy)
         if !live.isEmpty {
           throw RPCErrors.invalidArgument(field: "policy", live.map(\.message).joined(separator: "; "))
         }
