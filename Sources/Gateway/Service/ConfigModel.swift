@@ -150,11 +150,13 @@ struct ConfigModel {
     return out
   }
 
-  /// The snapshot the supervisor receives (GetSandboxConfig and pushed `ConfigUpdate`s).
+  /// The snapshot the supervisor receives (GetSandboxConfig and pushed `ConfigUpdate`s). Its policy
+  /// is the newest revision that did not fail: a revision the supervisor rejected is never offered
+  /// again, so a supervisor that starts (or reconnects) after a rejection loads the revision that was
+  /// in force instead of rejecting the failed one again and running without any network policy.
   static func snapshot(_ sandbox: SandboxRecord, _ state: GatewayState) -> Openshell_Sandbox_V1_SandboxConfigSnapshot {
     var s = Openshell_Sandbox_V1_SandboxConfigSnapshot()
-    let history = state.policies[sandbox.id]
-    if let latest = history?.latest {
+    if let latest = state.policies[sandbox.id]?.revisions.last(where: { $0.status != .failed }) {
       s.version = latest.version
       s.policyHash = latest.contentSHA256
       s.policy = policy(latest)
