@@ -147,5 +147,35 @@ struct LivePolicyBaselineTests {
     #expect(r.code == 0 && r.out.contains("failed") && !r.out.contains("loaded"), "\(r)")
     r = try env.run(["policy", "get", "np2", "--rev", "2"])
     #expect(r.code == 0 && r.out.contains("loaded"), "\(r)")
+
+    // Set while stopped (new filesystem section, so it takes effect at the next start) but rejected by
+    // the supervisor after the start: the sandbox starts with v2 instead, v2 stays enforced, and live
+    // policies keep being checked against v2's sections (a network-only policy loads).
+    r = try env.run(["sandbox", "stop", "np2"])
+    #expect(r.code == 0, "\(r)")
+    let stoppedBroken = """
+      version: 1
+      filesystem_policy:
+        include_workdir: true
+        read_only: [/usr, /lib, /proc, /dev/urandom, /app, /etc, /var/log, /opt]
+        read_write: [/sandbox, /tmp, /dev/null]
+
+      """ + broken.dropFirst("version: 1\n".count)
+    r = try env.run(["policy", "set", "np2", "--policy", write("stopped.yaml", stoppedBroken)])
+    #expect(r.code == 0 && r.out.contains("Policy version 4 submitted"), "\(r)")
+    r = try env.run(["sandbox", "start", "np2"])
+    #expect(r.code == 0, "\(r)")
+    after = try exec(["/usr/bin/curl", "-sS", "--max-time", "10", "http://127.0.0.1:\(up)/hello.txt"])
+    for _ in 0..<40 where after.out != "hello-unprivileged\n" {
+      usleep(250_000)
+      after = try exec(["/usr/bin/curl", "-sS", "--max-time", "10", "http://127.0.0.1:\(up)/hello.txt"])
+    }
+    #expect(after.code == 0 && after.out == "hello-unprivileged\n", "v2 is enforced: \(after)")
+    r = try env.run(["policy", "get", "np2", "--rev", "4"])
+    #expect(r.code == 0 && r.out.contains("failed") && r.out.contains("matches all hosts"), "\(r)")
+    r = try env.run(["policy", "get", "np2", "--rev", "2"])
+    #expect(r.code == 0 && r.out.contains("loaded"), "\(r)")
+    r = try env.run(["policy", "set", "np2", "--policy", write("net.yaml", networkOnly), "--wait", "--timeout", "20"])
+    #expect(r.code == 0 && r.out.contains("Policy version 5 submitted") && r.out.contains("loaded (active version: 5)"), "\(r)")
   }
 }

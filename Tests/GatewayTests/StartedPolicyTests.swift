@@ -68,5 +68,19 @@ import Testing
             $0.sandboxID = "sb"; $0.version = 2
           })), seq: 11, timestampNs: 11)
     #expect(ConfigModel.startedPolicy(s, state).source == "policy v2")
+    // A pending revision the supervisor will reject (L7 checks) is not started with either.
+    var broken = narrowed
+    broken.networkPolicies["all"] = .with {
+      $0.endpoints = [
+        .with {
+          $0.host = "*"; $0.ports = [443]
+        }
+      ]
+    }
+    #expect(!PolicyRules.l7Issues(broken).isEmpty)
+    state.apply(Self.submitted(3, broken), seq: 12, timestampNs: 12)
+    #expect(state.policies["sb"]?.latest?.status == .pending)
+    #expect(ConfigModel.startedPolicy(s, state).source == "policy v2")
+    #expect(ConfinementPlanner.startupPolicy(s, state).source == "policy v2")
   }
 }

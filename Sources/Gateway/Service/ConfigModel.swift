@@ -92,11 +92,13 @@ struct ConfigModel {
   /// openshell-behavior.md §1E "Set", §7 "Live-update validation"). One source for the local driver
   /// (``ConfinementPlanner/startupPolicy(_:_:)``, which puts these sections into `launch.json`, the plan
   /// the supervisor compares every revision with) and for `UpdateConfig`: the newest revision that did
-  /// not fail (a revision the supervisor rejected is never the reference, and is not started with), else
-  /// the creation policy (`spec.policy`), else ``PolicyRules/restrictiveDefault`` (a sandbox created
-  /// without a policy starts with the default's filesystem, landlock and process sections).
+  /// not fail and that the supervisor will not reject for its own checks (``PolicyRules/l7Issues(_:)``),
+  /// so a revision set while the sandbox was stopped and rejected after its start is not the reference
+  /// either (a rejected revision is never started with), else the creation policy (`spec.policy`), else
+  /// ``PolicyRules/restrictiveDefault`` (a sandbox created without a policy starts with the default's
+  /// filesystem, landlock and process sections).
   static func startedPolicy(_ sandbox: SandboxRecord, _ state: GatewayState) -> (policy: Openshell_Sandbox_V1_SandboxPolicy, source: String) {
-    if let r = state.policies[sandbox.id]?.revisions.last(where: { $0.status != .failed }) {
+    if let r = state.policies[sandbox.id]?.revisions.last(where: { $0.status != .failed && PolicyRules.l7Issues(policy($0)).isEmpty }) {
       return (PolicyRules.normalized(policy(r)), "policy v\(r.version)")
     }
     if let spec = try? Openshell_V1_SandboxSpec(serializedBytes: sandbox.spec), spec.hasPolicy {
