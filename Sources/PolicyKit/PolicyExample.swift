@@ -10,13 +10,16 @@ public enum PolicyExample {
     # filesystem_policy, landlock and process are fixed when a sandbox starts: a running sandbox refuses
     # changes to them (sandbox stop + sandbox start applies them), so a live change keeps them as the
     # sandbox started with them. network_policies change at any time.
+    # The three sections below are the built-in default that a sandbox created without --policy starts
+    # with, so this file can be set as is on such a sandbox; for a sandbox created with its own policy,
+    # keep that policy's filesystem_policy, landlock and process instead.
     version: 1
 
     # Landlock: paths the agent may read (read_only) or read and write (read_write). Everything else
     # is refused. include_workdir adds the sandbox's working directory (/sandbox) as read-write.
     filesystem_policy:
       include_workdir: true
-      read_only: [/usr, /lib, /proc, /dev/urandom, /etc]
+      read_only: [/usr, /lib, /proc, /dev/urandom, /app, /etc, /var/log]
       read_write: [/sandbox, /tmp, /dev/null]
 
     # best_effort: run without filesystem limits (recorded loudly) where the kernel has no Landlock;

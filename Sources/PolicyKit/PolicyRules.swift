@@ -68,6 +68,12 @@ public enum PolicyRules {
     policy.hasFilesystem ? policy.filesystem : restrictiveDefault.filesystem
   }
 
+  /// The Landlock compatibility a sandbox starts with: the policy's own, else `best_effort` (the
+  /// default's; openshell-behavior.md §7).
+  public static func startupLandlockCompatibility(_ policy: Openshell_Sandbox_V1_SandboxPolicy) -> String {
+    policy.landlock.compatibility.isEmpty ? "best_effort" : policy.landlock.compatibility
+  }
+
   // MARK: gateway safety
 
   /// The gateway's safety validation; the RPC error is `policy contains unsafe content: <m1>; <m2>…`.
@@ -133,20 +139,30 @@ public enum PolicyRules {
   /// is refused — OpenShell's messages for removals, and the same wording for additions, which OpenShell
   /// accepts but cannot apply; each names the section and says that a stop + start applies it. Network
   /// policies stay live.
+  ///
+  /// Sections are compared as the sandbox would start with them (``startupFilesystem(_:)``,
+  /// ``startupLandlockCompatibility(_:)``, ``normalized(_:)``'s process user), the same way the
+  /// supervisor compares a revision with its start-up plan: omitting a section that equals the
+  /// default's is no change (a network-only policy is accepted on a sandbox that started with the
+  /// restrictive default), omitting or adding one that differs from it is.
   public static func liveUpdateIssues(baseline: Openshell_Sandbox_V1_SandboxPolicy, proposed: Openshell_Sandbox_V1_SandboxPolicy) -> [PolicyIssue] {
     let b = normalized(baseline)
     let n = normalized(proposed)
     var out: [PolicyIssue] = []
     func issue(_ path: String, _ m: String) { out.append(PolicyIssue(path: path, message: "\(m) (\(restartHint))")) }
-    if b.hasFilesystem && !n.hasFilesystem {
+    let bf = startupFilesystem(b)
+    let nf = startupFilesystem(n)
+    if bf == nf {
+      // Same paths as the sandbox started with (spelled out or taken from the default).
+    } else if b.hasFilesystem && !n.hasFilesystem {
       issue("filesystem_policy", "filesystem policy cannot be removed on a live sandbox")
     } else if !b.hasFilesystem && n.hasFilesystem {
       issue("filesystem_policy", "filesystem policy cannot be added on a live sandbox")
-    } else if b.hasFilesystem {
-      if b.filesystem.includeWorkdir != n.filesystem.includeWorkdir {
+    } else {
+      if bf.includeWorkdir != nf.includeWorkdir {
         issue("filesystem_policy.include_workdir", "filesystem include_workdir cannot be changed on a live sandbox")
       }
-      for (name, old, new) in [("read_only", b.filesystem.readOnly, n.filesystem.readOnly), ("read_write", b.filesystem.readWrite, n.filesystem.readWrite)] {
+      for (name, old, new) in [("read_only", bf.readOnly, nf.readOnly), ("read_write", bf.readWrite, nf.readWrite)] {
         for p in old where !new.contains(p) {
           issue("filesystem_policy.\(name)", "filesystem \(name) path '\(p)' cannot be removed on a live sandbox")
         }
@@ -155,7 +171,7 @@ public enum PolicyRules {
         }
       }
     }
-    if b.landlock != n.landlock {
+    if startupLandlockCompatibility(b) != startupLandlockCompatibility(n) {
       issue("landlock", "landlock policy cannot be changed on a live sandbox")
     }
     if b.process != n.process {

@@ -443,13 +443,26 @@ enum Examples {
       PolicyRules.liveUpdateIssues(baseline: base, proposed: shrunk).map(\.path) == [
         "filesystem_policy.include_workdir", "filesystem_policy.read_only", "filesystem_policy.read_write", "landlock", "process",
       ])
-    var removed = base
+    // Sections compare as the sandbox starts with them: omitting one that equals the default's is no
+    // change; omitting or adding one that differs from it is.
+    var custom = base
+    custom.filesystem.readOnly.append("/opt")
+    var removed = custom
     removed.clearFilesystem()
     #expect(
-      PolicyRules.liveUpdateIssues(baseline: base, proposed: removed).map(\.message).first == "filesystem policy cannot be removed on a live sandbox" + hint)
+      PolicyRules.liveUpdateIssues(baseline: custom, proposed: removed).map(\.message) == ["filesystem policy cannot be removed on a live sandbox" + hint])
     var none = base
     none.clearFilesystem()
-    #expect(PolicyRules.liveUpdateIssues(baseline: none, proposed: base).map(\.message).first == "filesystem policy cannot be added on a live sandbox" + hint)
+    #expect(PolicyRules.liveUpdateIssues(baseline: none, proposed: custom).map(\.message) == ["filesystem policy cannot be added on a live sandbox" + hint])
+    var networkOnly = grown
+    networkOnly.clearFilesystem()
+    networkOnly.clearLandlock()
+    networkOnly.clearProcess()
+    #expect(PolicyRules.liveUpdateIssues(baseline: PolicyRules.restrictiveDefault, proposed: networkOnly) == [])
+    #expect(PolicyRules.liveUpdateIssues(baseline: none, proposed: base) == [])
+    var strict = networkOnly
+    strict.landlock.compatibility = "hard_requirement"
+    #expect(PolicyRules.liveUpdateIssues(baseline: PolicyRules.restrictiveDefault, proposed: strict).map(\.path) == ["landlock"])
   }
 
   @Test func unreadableAndBinaryFilesAreNamedInOneLine() throws {
@@ -512,5 +525,9 @@ enum Examples {
     #expect(p.networkPolicies.keys.sorted() == ["github", "pypi"])
     #expect(p.networkPolicies["github"]?.endpoints.map(\.ports) == [[443], [443]])
     #expect(p.networkPolicies["pypi"]?.endpoints.first?.access == .readOnly)
+    // Settable as is on a running sandbox created without --policy (it started with the default's
+    // startup-only sections): the same sections, spelled out.
+    #expect(PolicyRules.liveUpdateIssues(baseline: PolicyRules.restrictiveDefault, proposed: p) == [])
+    #expect(p.filesystem == PolicyRules.restrictiveDefault.filesystem)
   }
 }

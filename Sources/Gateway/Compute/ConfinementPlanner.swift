@@ -9,8 +9,9 @@ import SandboxProtocol
 /// and describes the confinement that will be in force (the `Confinement` condition).
 ///
 /// Startup-only sections (openshell-behavior.md §7): `filesystem_policy`, `landlock` and `process` are
-/// taken once, at start, from the effective policy: the active global policy, else the sandbox's latest
-/// revision, else `spec.policy`, else ``PolicyRules/restrictiveDefault``. The plan goes into
+/// taken once, at start, from the effective policy: the active global policy, else
+/// ``ConfigModel/startedPolicy(_:_:)`` (the newest revision that did not fail, else `spec.policy`, else
+/// ``PolicyRules/restrictiveDefault``), the same reference `UpdateConfig` checks live updates against. The plan goes into
 /// `launch.json`, so the supervisor knows it before it starts any workload (no race with the first
 /// `GetSandboxConfig`; a workload can never start unconfined because the policy had not arrived yet).
 enum ConfinementPlanner {
@@ -19,11 +20,7 @@ enum ConfinementPlanner {
     if state.globalPolicyActive, let g = state.globalPolicy.revision(state.globalPolicy.activeVersion) {
       return (PolicyRules.normalized(ConfigModel.policy(g)), "global policy v\(g.version)")
     }
-    if let latest = state.policies[s.id]?.latest { return (PolicyRules.normalized(ConfigModel.policy(latest)), "policy v\(latest.version)") }
-    if let spec = try? Openshell_V1_SandboxSpec(serializedBytes: s.spec), spec.hasPolicy {
-      return (PolicyRules.normalized(spec.policy), "spec policy")
-    }
-    return (PolicyRules.normalized(PolicyRules.restrictiveDefault), "restrictive default policy")
+    return ConfigModel.startedPolicy(s, state)
   }
 
   /// The plan for `policy` (without `filesystem_policy`: the restrictive default's paths).
@@ -36,7 +33,7 @@ enum ConfinementPlanner {
     return ConfinementPlan(
       user: p.process.runAsUser, uid: user?.uid, gid: user?.gid, groups: user.map { [$0.gid] } ?? [],
       readOnly: fs.readOnly, readWrite: fs.readWrite, includeWorkdir: fs.includeWorkdir, workdir: SandboxProtocol.workspace,
-      landlockCompatibility: p.landlock.compatibility.isEmpty ? "best_effort" : p.landlock.compatibility,
+      landlockCompatibility: PolicyRules.startupLandlockCompatibility(p),
       simulateNoLandlock: simulateNoLandlock)
   }
 

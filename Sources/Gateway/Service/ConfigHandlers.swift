@@ -112,8 +112,10 @@ extension OpenShellService {
       }
       // Startup-only sections cannot change while the sandbox runs; a stopped sandbox takes the new
       // ones at its next start (`sandbox stop` + `sandbox start`).
-      if ConfigModel.isRunning(s), let base = ConfigModel.startupBaseline(s, state) {
-        let live = PolicyRules.liveUpdateIssues(baseline: base, proposed: policy)
+      // The reference is what the sandbox started with (never a revision the supervisor rejected); the
+      // check runs before any revision is recorded, so a refused change leaves no revision behind.
+      if ConfigModel.isRunning(s) {
+        let live = PolicyRules.liveUpdateIssues(baseline: ConfigModel.startedPolicy(s, state).policy, proposed: policy)
         if !live.isEmpty {
           throw RPCErrors.invalidArgument(field: "policy", live.map(\.message).joined(separator: "; "))
         }
@@ -337,7 +339,7 @@ extension OpenShellService {
       throw RPCErrors.invalidArgument(field: "status", "status must be LOADED or FAILED")
     }
     let actor = CallerIdentity.current.sandboxID != nil ? CallerIdentity.current.actor : "sandbox:\(id)"
-    try await store.execute(actor: actor, requestID: "") { recorded in
+    let result = try await store.execute(actor: actor, requestID: "") { recorded in
       guard let sandbox = recorded.sandboxes[id] else { throw RPCErrors.notFound("sandbox \(id)") }
       // A sandbox recorded without its initial revision (older logs): recorded with this acknowledgement.
       let initial = ConfigModel.initialRevisionEvents(sandbox, recorded)
@@ -390,6 +392,10 @@ extension OpenShellService {
       }
       return Decision(events: initial + events)
     }
+    // A newly failed revision is no longer offered (``ConfigModel/snapshot(_:_:)``): the supervisor gets
+    // the revision in force again, so one that starts with a revision it then rejects does not stay
+    // without a network policy until its next reconnect.
+    if request.status == .failed, !result.decision.noop { pushConfig([id], result.state) }
     return .init()
   }
 

@@ -87,12 +87,24 @@ struct ConfigModel {
     return state.policies[sandbox.id]?.revisions.first.map(policy)
   }
 
-  /// The policy whose startup-only sections (`filesystem_policy`, `landlock`, `process`) a running
-  /// sandbox started with: its latest revision (the local driver starts a sandbox with the latest one,
-  /// and a running sandbox refuses changes of those sections, so they are the same), else `spec.policy`.
-  static func startupBaseline(_ sandbox: SandboxRecord, _ state: GatewayState) -> Openshell_Sandbox_V1_SandboxPolicy? {
-    if let latest = state.policies[sandbox.id]?.latest { return policy(latest) }
-    return baseline(sandbox, state)
+  /// The policy whose startup-only sections (`filesystem_policy`, `landlock`, `process`) a sandbox
+  /// starts with, and that a running sandbox's live updates are checked against (OpenShell:
+  /// openshell-behavior.md §1E "Set", §7 "Live-update validation"). One source for the local driver
+  /// (``ConfinementPlanner/startupPolicy(_:_:)``, which puts these sections into `launch.json`, the plan
+  /// the supervisor compares every revision with) and for `UpdateConfig`: the newest revision that did
+  /// not fail and that the supervisor will not reject for its own checks (``PolicyRules/l7Issues(_:)``),
+  /// so a revision set while the sandbox was stopped and rejected after its start is not the reference
+  /// either (a rejected revision is never started with), else the creation policy (`spec.policy`), else
+  /// ``PolicyRules/restrictiveDefault`` (a sandbox created without a policy starts with the default's
+  /// filesystem, landlock and process sections).
+  static func startedPolicy(_ sandbox: SandboxRecord, _ state: GatewayState) -> (policy: Openshell_Sandbox_V1_SandboxPolicy, source: String) {
+    if let r = state.policies[sandbox.id]?.revisions.last(where: { $0.status != .failed && PolicyRules.l7Issues(policy($0)).isEmpty }) {
+      return (PolicyRules.normalized(policy(r)), "policy v\(r.version)")
+    }
+    if let spec = try? Openshell_V1_SandboxSpec(serializedBytes: sandbox.spec), spec.hasPolicy {
+      return (PolicyRules.normalized(spec.policy), "spec policy")
+    }
+    return (PolicyRules.normalized(PolicyRules.restrictiveDefault), "restrictive default policy")
   }
 
   /// Whether the sandbox runs (or is being started or stopped): its startup-only policy sections are fixed.
@@ -140,11 +152,13 @@ struct ConfigModel {
     return out
   }
 
-  /// The snapshot the supervisor receives (GetSandboxConfig and pushed `ConfigUpdate`s).
+  /// The snapshot the supervisor receives (GetSandboxConfig and pushed `ConfigUpdate`s). Its policy
+  /// is the newest revision that did not fail: a revision the supervisor rejected is never offered
+  /// again, so a supervisor that starts (or reconnects) after a rejection loads the revision that was
+  /// in force instead of rejecting the failed one again and running without any network policy.
   static func snapshot(_ sandbox: SandboxRecord, _ state: GatewayState) -> Openshell_Sandbox_V1_SandboxConfigSnapshot {
     var s = Openshell_Sandbox_V1_SandboxConfigSnapshot()
-    let history = state.policies[sandbox.id]
-    if let latest = history?.latest {
+    if let latest = state.policies[sandbox.id]?.revisions.last(where: { $0.status != .failed }) {
       s.version = latest.version
       s.policyHash = latest.contentSHA256
       s.policy = policy(latest)

@@ -43,8 +43,7 @@ enum ConfinementStatus {
     if fs.readOnly != planReadOnly || fs.readWrite != plan.readWrite || fs.includeWorkdir != plan.includeWorkdir {
       out.append(PolicyIssue(path: "filesystem_policy", message: "filesystem policy differs from the one this sandbox started with (\(restart))"))
     }
-    let compatibility = p.landlock.compatibility.isEmpty ? "best_effort" : p.landlock.compatibility
-    if compatibility != plan.landlockCompatibility {
+    if PolicyRules.startupLandlockCompatibility(p) != plan.landlockCompatibility {
       out.append(PolicyIssue(path: "landlock", message: "landlock policy differs from the one this sandbox started with (\(restart))"))
     }
     if p.process.runAsUser != plan.user {
