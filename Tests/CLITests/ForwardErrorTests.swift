@@ -58,6 +58,43 @@ struct ForwardErrorTests {
     #expect(withLoopbackAddress(free) { bind(fd, $0, $1) } == 0, "the stopped forward's port is free again")
   }
 
+  @Test("sandbox create --forward: a busy port is refused before the sandbox exists; a free one forwards once the sandbox is ready")
+  func createWithForward() async throws {
+    let env = try CLIEnv("createfwd")
+    defer { env.cleanup() }
+    var r = try env.run(["gateway", "start", "--name", "createfwd", "--port", "\(freePort())"])
+    try #require(r.code == 0, "\(r)")
+    let busy = freePort()
+    let holder = listenOn(busy)
+    defer { close(holder) }
+    r = try env.run(["sandbox", "create", "fwbox", "--forward", "\(busy)"])
+    #expect(r.code == 1 && Self.lines(r.err) == [Substring("error: cannot forward 127.0.0.1:\(busy): address already in use")], "\(r)")
+    r = try env.run(["sandbox", "get", "fwbox"])
+    #expect(r.code != 0 && r.err.contains("not found"), "no sandbox was created: \(r)")
+
+    // A free port: the sandbox is created, then a python http.server inside it is reached through the forward.
+    let port = freePort()
+    r = try env.run(["sandbox", "create", "fwbox", "--forward", "\(port)"])
+    #expect(r.code == 0 && r.err.contains("Forwarding 127.0.0.1:\(port) to port \(port) in sandbox fwbox in the background"), "\(r)")
+    defer { _ = try? env.run(["sandbox", "delete", "fwbox"]) }
+    r = try env.run(["forward", "list"])
+    #expect(r.out.contains("127.0.0.1:\(port)") && r.out.contains("running"), "\(r)")
+    r = try env.run([
+      "sandbox", "connect", "fwbox", "--",
+      "cd /tmp && echo forwarded-ok > index.html && setsid python3 -m http.server \(port) --bind 127.0.0.1 >/dev/null 2>&1 </dev/null &",
+    ])
+    #expect(r.code == 0, "\(r)")
+    var body = ""
+    for _ in 0..<50 {
+      let c = try env.run(["-s", "-m", "2", "--noproxy", "*", "http://127.0.0.1:\(port)/index.html"], binary: "/usr/bin/curl")
+      if c.code == 0, !c.out.isEmpty { body = c.out; break }
+      try await Task.sleep(for: .milliseconds(200))
+    }
+    #expect(body.contains("forwarded-ok"), "the host reaches the sandbox's server through the forward")
+    r = try env.run(["forward", "stop", "\(port)"])
+    #expect(r.code == 0, "\(r)")
+  }
+
   @Test("upload/download to a sandbox that does not exist: the gateway's one line, exit 1, no ssh started, nothing written")
   func missingSandbox() async throws {
     let env = try CLIEnv("xfermiss")

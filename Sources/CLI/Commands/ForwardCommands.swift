@@ -63,6 +63,44 @@ struct ForwardStart: AsyncParsableCommand {
     return (bind, p)
   }
 
+  /// Starts `ssh -f -N -L spec alias` (`args`: the name-mode options and `ExitOnForwardFailure=yes`) and
+  /// records it; returns the pid of the ssh left serving the forward. Also used by `sandbox create --forward`.
+  /// - Throws: `CLIError` with one line when the listener could not be set up or ssh did not start in 20 s.
+  static func startBackground(
+    args sshOptions: [String], alias: String, spec: String, gateway: String, sandbox n: String, workspace ws: String, bind: String, port p: Int
+  ) async throws -> pid_t {
+    var args = sshOptions
+    // `-f`: ssh forks into the background only once its listener is bound (ExitOnForwardFailure), so
+    // its exit status says whether the forward is up; the process left running serves it.
+    args += ["-f", "-N", "-L", spec, alias]
+    try FileManager.default.createDirectory(atPath: ForwardRecord.directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    let log = ForwardRecord.directory + "/\(p).log"
+    unlink(log)
+    let child = try Spawner.spawn(
+      "/usr/bin/ssh", args, environment: ProcessInfo.processInfo.environment, stdin: .null, stdout: .null, stderr: .appendFile(log), newSession: true)
+    let deadline = ContinuousClock.now + .seconds(20)
+    var status: Int32? = nil
+    while status == nil {
+      status = Spawner.poll(child.pid)
+      guard status == nil else { break }
+      guard ContinuousClock.now < deadline else {
+        kill(child.pid, SIGTERM)
+        _ = await Spawner.wait(child.pid)
+        unlink(log)
+        throw CLIError("the forward of \(bind):\(p) did not start within 20 s")
+      }
+      try await Task.sleep(for: .milliseconds(50))
+    }
+    guard status == 0, let pid = ForwardPort.sshServing(spec) else {
+      let stderr = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+      unlink(log)
+      throw CLIError(ForwardPort.failure(bind, p, sshStderr: stderr, status: status ?? -1))
+    }
+    let record = ForwardRecord(pid: pid, sandbox: n, workspace: ws, gateway: gateway, bind: bind, port: p)
+    try JSONEncoder().encode(record).write(to: URL(fileURLWithPath: ForwardRecord.path(p)))
+    return pid
+  }
+
   func run() async throws {
     var code: Int32 = 0
     try await cliRun {
@@ -102,34 +140,7 @@ struct ForwardStart: AsyncParsableCommand {
         if code != 0, !held.isEmpty { throw CLIError(ForwardPort.failure(bind, p, sshStderr: held, status: code)) }
         return
       }
-      // `-f`: ssh forks into the background only once its listener is bound (ExitOnForwardFailure), so
-      // its exit status says whether the forward is up; the process left running serves it.
-      args += ["-f", "-N", "-L", spec, alias]
-      try FileManager.default.createDirectory(atPath: ForwardRecord.directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-      let log = ForwardRecord.directory + "/\(p).log"
-      unlink(log)
-      let child = try Spawner.spawn(
-        "/usr/bin/ssh", args, environment: ProcessInfo.processInfo.environment, stdin: .null, stdout: .null, stderr: .appendFile(log), newSession: true)
-      let deadline = ContinuousClock.now + .seconds(20)
-      var status: Int32? = nil
-      while status == nil {
-        status = Spawner.poll(child.pid)
-        guard status == nil else { break }
-        guard ContinuousClock.now < deadline else {
-          kill(child.pid, SIGTERM)
-          _ = await Spawner.wait(child.pid)
-          unlink(log)
-          throw CLIError("the forward of \(bind):\(p) did not start within 20 s")
-        }
-        try await Task.sleep(for: .milliseconds(50))
-      }
-      guard status == 0, let pid = ForwardPort.sshServing(spec) else {
-        let stderr = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-        unlink(log)
-        throw CLIError(ForwardPort.failure(bind, p, sshStderr: stderr, status: status ?? -1))
-      }
-      let record = ForwardRecord(pid: pid, sandbox: n, workspace: ws, gateway: r.name, bind: bind, port: p)
-      try JSONEncoder().encode(record).write(to: URL(fileURLWithPath: ForwardRecord.path(p)))
+      let pid = try await Self.startBackground(args: args, alias: alias, spec: spec, gateway: r.name, sandbox: n, workspace: ws, bind: bind, port: p)
       print("✓ Forwarding \(bind):\(p) to port \(p) in sandbox \(n) in the background (pid \(pid)); stop it with: openshell forward stop \(p)")
     }
     if code != 0 { throw ExitCode(code) }

@@ -36,6 +36,8 @@ struct SandboxCreate: AsyncParsableCommand {
   @Option(name: .customLong("provider"), help: "Attach a provider; its credentials are delivered to the sandbox (repeatable).") var providers: [String] = []
   @Option(help: "CPU limit, e.g. 2, 0.5 or 500m (cgroups; the gateway refuses it where it cannot enforce it).") var cpu: String?
   @Option(help: "Memory limit, e.g. 512Mi or 2Gi (cgroups; the gateway refuses it where it cannot enforce it).") var memory: String?
+  @Option(help: "Once the sandbox is ready, forward [ADDR:]PORT on this machine to PORT in it, in the background (openshell forward).")
+  var forward: String?
   @Argument(parsing: .postTerminator, help: "Command to run in the sandbox.") var command: [String] = []
 
   func run() async throws {
@@ -51,6 +53,15 @@ struct SandboxCreate: AsyncParsableCommand {
       }
       let name = nameFlag ?? self.name
       if let name, name.isEmpty { throw CLIError("the sandbox name is empty; leave it out to get a generated name") }
+      // A --forward port is checked before the sandbox is created (OpenShell: openshell-behavior.md §1C).
+      let forwardPort = try forward.map { spec -> (bind: String, port: Int) in
+        let (bind, p) = try ForwardStart.parse(spec)
+        if let existing = ForwardRecord.all().first(where: { $0.port == p && $0.alive }) {
+          throw CLIError("port \(p) is already forwarded to sandbox \(existing.sandbox) (openshell forward stop \(p))")
+        }
+        try ForwardPort.checkFree(bind, p)
+        return (bind, p)
+      }
       let r = try await resolveOrBootstrap(global, bootstrap: !noBootstrap)
       let timeout = Double(ProcessInfo.processInfo.environment["OPENSHELL_PROVISION_TIMEOUT"] ?? "") ?? 300
       let stdin = command.isEmpty ? Data() : try SandboxCLI.pipedStdin()
@@ -73,6 +84,15 @@ struct SandboxCreate: AsyncParsableCommand {
         printErr("Created sandbox: \(Style.bold(n))")
         try await SandboxCLI.waitReady(c, name: n, workspace: workspace, timeout: timeout, progress: true)
         if !noKeep { SandboxCLI.remember(n, gateway: r.name) }
+        if let forwardPort {
+          try SSHTunnel.ensureIdentity()
+          let ws = workspace
+          let pid = try await ForwardStart.startBackground(
+            args: SSHCommandLine.nameModeOptions(r, name: n, workspace: ws) + ["-o", "ExitOnForwardFailure=yes"], alias: SSHTunnel.alias(n, workspace: ws),
+            spec: "\(forwardPort.bind):\(forwardPort.port):127.0.0.1:\(forwardPort.port)", gateway: r.name, sandbox: n, workspace: ws,
+            bind: forwardPort.bind, port: forwardPort.port)
+          printErr("✓ Forwarding \(forwardPort.bind):\(forwardPort.port) to port \(forwardPort.port) in sandbox \(n) in the background (pid \(pid))")
+        }
         guard !command.isEmpty else {
           print(n)
           return 0
