@@ -20,7 +20,9 @@ struct UnprivilegedSSHTests {
   static func asNobody(_ env: CLIEnv, binary: String, _ args: [String]) throws -> CLIEnv.Result {
     try env.run(
       ["--reuid", "\(Nobody.nobody)", "--regid", "\(Nobody.nobody)", "--clear-groups", "--", binary] + args,
-      binary: "/usr/bin/setpriv", env: ["HOME": env.root.path])
+      // TMPDIR: the suite's own directory (nobody's), not the runner's, which nobody may not write to
+      // (scripts/test.sh makes it 0711); `sandbox connect` keeps a private directory there.
+      binary: "/usr/bin/setpriv", env: ["HOME": env.root.path, "TMPDIR": env.root.path])
   }
 
   /// Stops the gateway `name` (as nobody), then waits up to 10 s until no process whose command line names
