@@ -127,7 +127,35 @@ struct CLIEnv {
         kill(pid, SIGKILL)
       }
     }
+    sweepSandboxes()
     try? FileManager.default.removeItem(at: root)
+  }
+
+  /// What a test that ended without deleting its sandboxes leaves on the host: processes that name this
+  /// environment's state directory (bwrap names the sandbox's workspace; supervisors outlive a killed
+  /// gateway) are killed, then the sandboxes' network namespaces (`openshell-<id>`, `openshell-<id>-<tag>`)
+  /// are deleted once nothing runs in them (deleting a namespace removes its veth pair too).
+  func sweepSandboxes() {
+    let marker = state.path
+    var killed = false
+    for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+      guard let pid = Int32(entry), pid != getpid(), let cmd = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
+      if String(decoding: cmd, as: UTF8.self).contains(marker) {
+        kill(pid, SIGKILL)
+        killed = true
+      }
+    }
+    if killed { usleep(200_000) }
+    let gws = state.appendingPathComponent("openshell/gateways")
+    var ids: [String] = []
+    for name in (try? FileManager.default.contentsOfDirectory(atPath: gws.path)) ?? [] {
+      ids += (try? FileManager.default.contentsOfDirectory(atPath: gws.appendingPathComponent("\(name)/sandboxes").path)) ?? []
+    }
+    guard !ids.isEmpty, getuid() == 0 else { return }
+    for ns in (try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? [] where ids.contains(where: { ns.hasPrefix("openshell-\($0)") }) {
+      guard let pids = try? run(["netns", "pids", ns], binary: "/usr/sbin/ip"), pids.code == 0, pids.out.isEmpty else { continue }
+      _ = try? run(["netns", "delete", ns], binary: "/usr/sbin/ip")
+    }
   }
 
   // MARK: gRPC with the registry's bundle
