@@ -28,7 +28,7 @@ struct InProcessGateway: Sendable {
       return InProcessGateway(running: running, port: port, task: task, dir: dir)
     }
     _ = try await task.value
-    throw CancellationError()
+    throw ValidationErrorText("the gateway stopped before it was ready")
   }
 
   func stop() async {

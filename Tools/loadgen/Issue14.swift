@@ -118,25 +118,8 @@ extension LoadGen {
 
   /// The throughput cells against an in-process gateway, each CreateSandbox level followed by etcd Put.
   func inProcessCells(dir: String, levels: [Int], etcd: EtcdPeer) async throws -> [Cell] {
-    var config = GatewayConfiguration(dataDirectory: dir)
-    config.port = 0
-    config.handleSignals = false
-    config.computeDriver = "none"
-    config.shutdownGracePeriod = .seconds(2)
-    let (ready, readyContinuation) = AsyncStream<(RunningGateway, Int)>.makeStream()
-    let server = Task {
-      defer { readyContinuation.finish() }
-      try await serve(config) { running, port in readyContinuation.yield((running, port)) }
-    }
-    var gateway: (RunningGateway, Int)?
-    for await r in ready {
-      gateway = r
-      break
-    }
-    guard let (running, port) = gateway else {
-      _ = try await server.value
-      throw ValidationErrorText("the gateway stopped before it was ready")
-    }
+    let gw = try await InProcessGateway.start(dir: dir)
+    let (running, port) = (gw.running, gw.port)
     let log = running.store.log
     let duration = self.duration
     do {
@@ -153,12 +136,10 @@ extension LoadGen {
           let put = try await etcd.putCell(concurrency: level, seconds: duration, value: value)
           return Cell(rpc: EtcdPeer.rpcName, level: level, result: put)
         })
-      running.shutdown()
-      _ = try? await server.value
+      await gw.stop()
       return cells
     } catch {
-      running.shutdown()
-      _ = try? await server.value
+      await gw.stop()
       throw error
     }
   }

@@ -80,27 +80,10 @@ struct LoadGen: AsyncParsableCommand {
     let dir = dataDir ?? NSTemporaryDirectory() + "openshell-loadgen-\(getpid())"
     defer { if temporary { try? FileManager.default.removeItem(atPath: dir) } }
 
-    var config = GatewayConfiguration(dataDirectory: dir)
-    config.port = 0
-    config.handleSignals = false
-    // As the header says: no compute driver (the configuration's default is the local driver, which would
-    // start a sandbox per CreateSandbox and measure that instead of the request path).
-    config.computeDriver = "none"
-    config.shutdownGracePeriod = .seconds(2)
-    let (ready, readyContinuation) = AsyncStream<(RunningGateway, Int)>.makeStream()
-    let server = Task {
-      defer { readyContinuation.finish() }
-      try await serve(config) { running, port in readyContinuation.yield((running, port)) }
-    }
-    var gateway: (RunningGateway, Int)?
-    for await r in ready {
-      gateway = r
-      break
-    }
-    guard let (running, port) = gateway else {
-      _ = try await server.value
-      throw ValidationError("the gateway stopped before it was ready")
-    }
+    // As the header says: no compute driver (the local driver would start a sandbox per CreateSandbox and
+    // measure that instead of the request path); InProcessGateway serves without one.
+    let gw = try await InProcessGateway.start(dir: dir)
+    let (running, port) = (gw.running, gw.port)
 
     print(header(dir: dir, port: port, levels: levels))
     var rows: [[String]] = []
@@ -111,12 +94,10 @@ struct LoadGen: AsyncParsableCommand {
         return (w.commits, w.appendCalls)
       }
     } catch {
-      running.shutdown()
-      _ = try? await server.value
+      await gw.stop()
       throw error
     }
-    running.shutdown()
-    _ = try? await server.value
+    await gw.stop()
     print(
       Table.render(
         ["rpc", "concurrency", "requests", "errors", "req/s", "p50 ms", "p99 ms", "max ms", "calls/commit"], rows))

@@ -63,6 +63,15 @@ struct ForwardStart: AsyncParsableCommand {
     return (bind, p)
   }
 
+  /// Refuses a port that one of our forwards already serves or that something else listens on: one
+  /// readable line before ssh starts (OpenShell §1G). Also used by `sandbox create --forward`.
+  static func checkAvailable(_ bind: String, _ p: Int) throws {
+    if let existing = ForwardRecord.all().first(where: { $0.port == p && $0.alive }) {
+      throw CLIError("port \(p) is already forwarded to sandbox \(existing.sandbox) (openshell forward stop \(p))")
+    }
+    try ForwardPort.checkFree(bind, p)
+  }
+
   /// Starts `ssh -f -N -L spec alias` (`args`: the name-mode options and `ExitOnForwardFailure=yes`) and
   /// records it; returns the pid of the ssh left serving the forward. Also used by `sandbox create --forward`.
   /// - Throws: `CLIError` with one line when the listener could not be set up or ssh did not start in 20 s.
@@ -115,11 +124,7 @@ struct ForwardStart: AsyncParsableCommand {
           }, options: SandboxCLI.options()
         ).sandbox
       }
-      if let existing = ForwardRecord.all().first(where: { $0.port == p && $0.alive }) {
-        throw CLIError("port \(p) is already forwarded to sandbox \(existing.sandbox) (openshell forward stop \(p))")
-      }
-      // A port something else listens on is one readable line before ssh starts (OpenShell §1G).
-      try ForwardPort.checkFree(bind, p)
+      try Self.checkAvailable(bind, p)
       try SSHTunnel.ensureIdentity()
       let alias = SSHTunnel.alias(n, workspace: ws)
       let spec = "\(bind):\(p):127.0.0.1:\(p)"

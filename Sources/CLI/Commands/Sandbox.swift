@@ -56,10 +56,7 @@ struct SandboxCreate: AsyncParsableCommand {
       // A --forward port is checked before the sandbox is created (OpenShell: openshell-behavior.md §1C).
       let forwardPort = try forward.map { spec -> (bind: String, port: Int) in
         let (bind, p) = try ForwardStart.parse(spec)
-        if let existing = ForwardRecord.all().first(where: { $0.port == p && $0.alive }) {
-          throw CLIError("port \(p) is already forwarded to sandbox \(existing.sandbox) (openshell forward stop \(p))")
-        }
-        try ForwardPort.checkFree(bind, p)
+        try ForwardStart.checkAvailable(bind, p)
         return (bind, p)
       }
       let r = try await resolveOrBootstrap(global, bootstrap: !noBootstrap)
