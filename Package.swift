@@ -236,7 +236,7 @@ let package = Package(
     .executableTarget(
       name: "LoadGen",
       dependencies: [
-        "Gateway", "OpenShellAPI", "EventLog", "Projections",
+        "Gateway", "OpenShellAPI", "EventLog", "Projections", "SandboxProtocol",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

@@ -1,6 +1,7 @@
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import SandboxProtocol
 import Synchronization
 
 #if canImport(Glibc)
@@ -132,23 +133,15 @@ func freeLoopbackPort() -> Int {
   return Int(UInt16(bigEndian: addr.sin_port))
 }
 
-/// posix_spawn of `argv` with stdout and stderr appended to `output`, stdin from /dev/null.
+/// Starts `argv` (through the project's `Spawner`) with stdout and stderr appended to `output`, stdin
+/// from /dev/null.
 func spawn(_ argv: [String], output: String, environment: [String: String]? = nil) throws -> pid_t {
-  var actions = posix_spawn_file_actions_t()
-  posix_spawn_file_actions_init(&actions)
-  defer { posix_spawn_file_actions_destroy(&actions) }
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-  posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o600)
-  posix_spawn_file_actions_adddup2(&actions, 1, 2)
-  let env = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
-  var cArgs = argv.map { strdup($0) } + [nil]
-  var cEnv = env.map { strdup($0) } + [nil]
-  defer {
-    for p in cArgs { free(p) }
-    for p in cEnv { free(p) }
+  do {
+    return try Spawner.spawn(
+      argv[0], Array(argv.dropFirst()), environment: environment ?? ProcessInfo.processInfo.environment,
+      stdout: .appendFile(output), stderr: .appendFile(output)
+    ).pid
+  } catch {
+    throw ValidationErrorText("cannot start \(argv[0]): \(error)")
   }
-  var pid: pid_t = 0
-  let rc = posix_spawn(&pid, argv[0], &actions, nil, &cArgs, &cEnv)
-  guard rc == 0 else { throw ValidationErrorText("cannot start \(argv[0]): \(String(cString: strerror(rc)))") }
-  return pid
 }
