@@ -43,4 +43,14 @@ final class KeyedSerialQueue: Sendable {
 
   /// Keys with queued or running work (tests: returns to 0 once everything ran).
   var activeKeys: Int { state.withLock { $0.tails.count } }
+
+  /// Waits until no key has queued or running work, or `timeout` has passed (polled every 20 ms).
+  /// Returns the number of keys still busy (0 when everything finished).
+  func drain(timeout: Duration) async -> Int {
+    let deadline = ContinuousClock.now.advanced(by: timeout)
+    while activeKeys > 0, ContinuousClock.now < deadline {
+      try? await Task.sleep(for: .milliseconds(20))
+    }
+    return activeKeys
+  }
 }

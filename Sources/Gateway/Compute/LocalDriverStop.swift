@@ -90,6 +90,15 @@ extension LocalComputeDriver {
     return String(decoding: data.suffix(4096), as: UTF8.self).split(separator: "\n").suffix(n).joined(separator: " | ")
   }
 
+  /// Lets queued per-sandbox work finish before the gateway exits, for at most `timeout`: a `gateway stop`
+  /// right after `sandbox delete` would otherwise leave the deleted sandbox's processes, cgroups and network
+  /// namespace until the next start's sweep (found as an empty `openshell-<id>-<tag>` namespace after each
+  /// CI run). Running sandboxes are not stopped: they outlive the gateway, as in OpenShell.
+  /// Returns the number of sandboxes whose work had not finished by then (logged by the caller).
+  public func drain(timeout: Duration) async -> Int {
+    await queue.drain(timeout: timeout)
+  }
+
   /// Test support: stops every sandbox this driver runs (the gateway itself leaves them running).
   public func stopAll() async {
     let ids = Array(instances.withLock { $0.keys })

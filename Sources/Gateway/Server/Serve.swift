@@ -251,6 +251,10 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
       if serverDone { group.cancelAll(); break }
     }
   }
+  if let driver {
+    let busy = await driver.drain(timeout: .seconds(5))
+    if busy > 0 { logger.warning("\(busy) sandbox(es) still being started or stopped at shutdown; the next start finishes them") }
+  }
   await refusals.flush()
   await signer?.signHead()
   await store.snapshot()
