@@ -62,7 +62,9 @@ struct SupervisorMain {
     let workload = Workload(launch: config.launch)
     let term = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
     signal(SIGTERM, SIG_IGN)
-    term.setEventHandler {
+    // @Sendable: not isolated to the main actor (main's isolation), whose check would trap on the
+    // global queue (SIGILL in _dispatch_assert_queue_fail: the supervisor died by SIGILL on every SIGTERM).
+    term.setEventHandler { @Sendable in
       workload.killAll()
       exit(0)
     }
