@@ -118,3 +118,37 @@ import Testing
     #expect(try Audit.timeline(gw.running.store.log, query: q).count == 1)
   }
 }
+
+/// The credential substitutions recorded for a sandbox, summed over its `audit.credentials_substituted`
+/// events (read as their OCSF events): "KEY host:port binary" → count.
+enum SubstitutionAudit {
+  static func counts(_ log: EventLog, sandbox: String) throws -> [String: Int] {
+    var q = AuditQuery()
+    q.sandbox = sandbox
+    q.types = ["audit.credentials_substituted"]
+    var counts: [String: Int] = [:]
+    for entry in try Audit.timeline(log, query: q, ocsf: true) {
+      for line in entry.ocsf ?? [] {
+        let e = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] ?? [:]
+        let dst = e["dst_endpoint"] as? [String: Any] ?? [:]
+        let key = (e["unmapped"] as? [String: Any])?["credential_key"] as? String ?? "?"
+        let binary = e["app_name"] as? String ?? ""
+        counts["\(key) \(dst["hostname"] as? String ?? ""):\(dst["port"] as? Int ?? 0) \(binary)", default: 0] += e["count"] as? Int ?? 0
+      }
+    }
+    return counts
+  }
+
+  /// Polls ``counts(_:sandbox:)`` until it equals `expected` (the supervisor reports 10 s after a window
+  /// opens), at most `timeout`; returns the last counts.
+  static func wait(_ log: EventLog, sandbox: String, for expected: [String: Int], timeout: Duration = .seconds(25)) async throws -> [String: Int] {
+    let deadline = ContinuousClock.now + timeout
+    var last: [String: Int] = [:]
+    while ContinuousClock.now < deadline {
+      last = try counts(log, sandbox: sandbox)
+      if last == expected { return last }
+      try await Task.sleep(for: .milliseconds(250))
+    }
+    return last
+  }
+}
