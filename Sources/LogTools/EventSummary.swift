@@ -83,6 +83,14 @@ public enum EventSummary {
     case .accessRefused(let e): return "refused \(e.count)× \(e.rpc) for \(e.identity) from \(e.peer): \(e.code) \(e.reason)"
     case .credentialsDisclosed(let e):
       return "credentials \(e.keys.joined(separator: ",")) of \(e.providers.joined(separator: ",")) to \(e.recipient) via \(e.rpc)"
+    case .credentialsSubstituted(let e):
+      let total = e.substitutions.reduce(0) { $0 + Int($1.count) }
+      let items = e.substitutions.map { s in
+        let provider = s.provider.isEmpty ? "" : " of \(s.provider)"
+        let destination = s.host.isEmpty ? "(other destinations)" : "\(s.host):\(s.port)"
+        return "\(s.key)\(provider) → \(destination) by \(s.binary.isEmpty ? "(unidentified)" : s.binary) ×\(s.count)"
+      }
+      return "credential placeholders substituted in \(total) request(s): " + items.joined(separator: "; ")
     case .execStarted(let e): return "exec \(e.execID)\(e.tty ? " (tty)" : ""): \(e.command.joined(separator: " "))"
     case .execEnded(let e): return "exec \(e.execID) ended: " + (e.error.isEmpty ? "exit \(e.exitCode)" : e.error) + " after \(e.durationMs) ms"
     }

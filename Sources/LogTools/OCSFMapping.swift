@@ -27,6 +27,8 @@ enum OCSFMapping {
       return [e]
     case .sandboxNetworkDenials(let n)? where !n.denials.isEmpty:
       return n.denials.enumerated().map { denial(r, n, $1, index: $0) }
+    case .credentialsSubstituted(let c)? where !c.substitutions.isEmpty:
+      return c.substitutions.enumerated().map { substitution(r, c, $1, index: $0) }
     case .sshSessionCreated(let s)?:
       var e = OCSFBase.event(r, .authentication, activity: 3, activityName: "Authentication Ticket", message: summary)
       e["user"] = OCSFBase.user(r.actor)
@@ -116,6 +118,36 @@ enum OCSFMapping {
     e["start_time"] = OCSFBase.milliseconds(n.firstSeenNs)
     e["end_time"] = OCSFBase.milliseconds(n.lastSeenNs)
     if !d.binarySha256.isEmpty { e["unmapped"] = ["binary_sha256": d.binarySha256] }
+    return e
+  }
+
+  /// A credential placeholder substitution (one key, destination and binary of an `audit.credentials_substituted`
+  /// report): Network Activity Traffic with the security_control profile — the proxy allowed the requests and
+  /// modified them by putting the key's value in (action Modified, disposition Allowed); `count` requests in
+  /// the report's window. The key and its provider are names, never the value.
+  static func substitution(
+    _ r: EventRecord, _ c: Openshell_Events_V1_CredentialsSubstituted, _ s: Openshell_Events_V1_CredentialSubstitution, index: Int
+  ) -> [String: Any] {
+    let who = s.binary.isEmpty ? "(unidentified)" : s.binary
+    let destination = s.host.isEmpty ? "(other destinations)" : "\(s.host):\(s.port)"
+    var e = OCSFBase.event(
+      r, .networkActivity, activity: 6, activityName: "Traffic", severity: .low,
+      message: "credential \(s.key) substituted → \(destination) by \(who) ×\(s.count)", index: index, profiles: ["security_control"])
+    var dst: [String: Any] = [:]
+    if !s.host.isEmpty { dst = ["hostname": s.host, "port": Int(s.port)] } else { dst = ["name": "(other destinations)"] }
+    e["dst_endpoint"] = dst
+    e["src_endpoint"] = ["uid": c.sandboxID, "name": "sandbox:\(c.sandboxID)"]
+    if !s.binary.isEmpty { e["app_name"] = s.binary }
+    e["count"] = Int(s.count)
+    e["action_id"] = 4
+    e["action"] = "Modified"
+    e["disposition_id"] = 1
+    e["disposition"] = "Allowed"
+    e["start_time"] = OCSFBase.milliseconds(c.firstSeenNs)
+    e["end_time"] = OCSFBase.milliseconds(c.lastSeenNs)
+    var unmapped: [String: Any] = ["credential_key": s.key]
+    if !s.provider.isEmpty { unmapped["provider"] = s.provider }
+    e["unmapped"] = unmapped
     return e
   }
 

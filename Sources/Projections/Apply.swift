@@ -282,7 +282,7 @@ extension GatewayState {
     case .sshSessionRevoked(let e):
       sshSessions[e.id]?.revoked = true
 
-    case .auditCheckpoint, .accessRefused, .credentialsDisclosed, .execStarted, .execEnded:
+    case .auditCheckpoint, .accessRefused, .credentialsDisclosed, .execStarted, .execEnded, .credentialsSubstituted:
       break  // audit records only (issue 12): read by `openshell-replay audit` and the audit API, no state
     case .serviceExposed(let e):
       updateSandbox(e.sandboxID, seq) { s in

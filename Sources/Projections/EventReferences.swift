@@ -45,6 +45,7 @@ extension GatewayEvent {
     case .credentialsDisclosed(let e): id = e.sandboxID
     case .execStarted(let e): id = e.sandboxID
     case .execEnded(let e): id = e.sandboxID
+    case .credentialsSubstituted(let e): id = e.sandboxID
     }
     return id.isEmpty ? nil : id
   }
@@ -61,6 +62,10 @@ extension GatewayEvent {
     case .sandboxProviderAttached(let e): return [e.provider]
     case .sandboxProviderDetached(let e): return [e.provider]
     case .credentialsDisclosed(let e): return e.providers
+    case .credentialsSubstituted(let e):
+      var names: [String] = []
+      for s in e.substitutions where !s.provider.isEmpty && !names.contains(s.provider) { names.append(s.provider) }
+      return names
     default: return []
     }
   }

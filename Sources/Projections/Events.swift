@@ -79,6 +79,7 @@ extension GatewayEvent {
     case .sshTunnelClosed: return "ssh.tunnel_closed"
     case .serviceExposed: return "service.exposed"
     case .serviceDeleted: return "service.deleted"
+    case .credentialsSubstituted: return "audit.credentials_substituted"
     }
   }
 
@@ -132,6 +133,7 @@ extension GatewayEvent {
     case .sshTunnelClosed(let e): return AggregateRef(kind: "ssh_tunnel", id: e.sandboxID)
     case .serviceExposed(let e): return .sandbox(e.sandboxID)
     case .serviceDeleted(let e): return .sandbox(e.sandboxID)
+    case .credentialsSubstituted(let e): return AggregateRef(kind: "credentials", id: e.sandboxID)
     }
   }
 

@@ -23,7 +23,8 @@ import Synchronization
 /// 4. With network confinement (launch.json names a namespace and a proxy address, or asks for a
 ///    private namespace: ``PrivateNetwork``), runs the sandbox's policy proxy (``NetworkEnforcement``)
 ///    before anything else starts a workload.
-/// SIGTERM: kills every workload process group and exits 0.
+/// SIGTERM: kills every workload process group, sends the proxy's pending denial and credential
+/// substitution reports (``StopFlush``, at most 2 s: the gateway's SIGKILL comes after 3 s) and exits 0.
 /// Workload processes are started through the launcher `openshell-sandbox-launch` (``Workload``).
 @main
 struct SupervisorMain {
@@ -62,8 +63,11 @@ struct SupervisorMain {
     let workload = Workload(launch: config.launch)
     let term = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
     signal(SIGTERM, SIG_IGN)
-    term.setEventHandler {
+    // @Sendable: not isolated to the main actor (main's isolation), whose check would trap on the
+    // global queue (SIGILL in _dispatch_assert_queue_fail: the supervisor died by SIGILL on every SIGTERM).
+    term.setEventHandler { @Sendable in
       workload.killAll()
+      StopFlush.run(timeout: .seconds(2))
       exit(0)
     }
     term.resume()
@@ -99,7 +103,16 @@ struct SupervisorMain {
     await withTaskGroup(of: Void.self) { group in
       group.addTask { try? await grpc.runConnections() }
       let agent = ConfigAgent(config: config, logs: logs, grpc: grpc, metadata: metadata, proxyPolicy: network?.policy)
-      if let network { group.addTask { await network.denials.run(client, metadata: metadata) } }
+      if let network {
+        let reports = Openshell_Audit_V1_SandboxAuditReports.Client(wrapping: grpc)
+        group.addTask { await network.denials.run(client, metadata: metadata) }
+        group.addTask { await network.substitutions.run(reports, metadata: metadata) }
+        StopFlush.set {
+          async let denials: Void = network.denials.flush(client, metadata: metadata)
+          async let substitutions: Void = network.substitutions.flush(reports, metadata: metadata)
+          _ = await (denials, substitutions)
+        }
+      }
       let providerEnvironment = ProviderEnvironmentAgent(config: config, logs: logs, client: client, metadata: metadata)
       group.addTask { await providerEnvironment.run() }
       group.addTask { await agent.run() }
@@ -172,5 +185,26 @@ struct SupervisorMain {
           $0.level = level; $0.target = "main"; $0.message = String(decoding: partial, as: UTF8.self); $0.source = "sandbox"; $0.eventTime = .init(date: Date())
         })
     }
+  }
+}
+
+/// What the supervisor sends before it exits on SIGTERM (sandbox stop or delete, the main process's end):
+/// the proxy's pending reports, so that the last window's denials and credential substitutions reach the
+/// audit trail instead of dying with the process.
+enum StopFlush {
+  private static let action = Mutex<(@Sendable () async -> Void)?>(nil)
+
+  static func set(_ body: @escaping @Sendable () async -> Void) { action.withLock { $0 = body } }
+
+  /// Runs the action (if any) and waits for it at most `timeout` (blocking: called from the signal handler's queue).
+  static func run(timeout: Duration) {
+    guard let body = action.withLock({ $0 }) else { return }
+    let done = DispatchSemaphore(value: 0)
+    Task {
+      await body()
+      done.signal()
+    }
+    let ms = Int(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+    _ = done.wait(timeout: .now() + .milliseconds(ms))
   }
 }

@@ -198,6 +198,16 @@ extension L7InspectionTests {
         }
         #expect(denied.contains { $0.contains("plain.body.test:\(p)") && $0.contains("request_body_credential_rewrite is not set") }, "\(denied)")
         #expect(!denied.contains { $0.contains(canary) })
+
+        // Audited substitutions (issue 12): the two rewritten bodies, per key and binary; nothing for the
+        // refused bodies, the guarded endpoint or the tls: skip tunnel.
+        let python = try await c.exec("l7body", ["/usr/bin/python3", "-c", "import os, sys; print(os.path.realpath(sys.executable))"]).out
+        let expected = [
+          "SVC_TOKEN rw.body.test:\(p) /usr/bin/curl": 1, "QUOTED rw.body.test:\(p) /usr/bin/curl": 1,
+          "SVC_TOKEN rw.body.test:\(p) \(python.trimmingCharacters(in: .whitespacesAndNewlines))": 1,
+        ]
+        let audited = try await SubstitutionAudit.wait(gw.running.store.log, sandbox: "l7body", for: expected)
+        #expect(audited == expected)
       }
     }
   }

@@ -128,6 +128,17 @@ extension L7InspectionTests {
         #expect(plain.out == "403", "\(plain.out) \(plain.err)")
         #expect(sig("/v1/plain").hasPrefix("SIG /v1/plain | bad | openshell | "), "\(up.requests)")
         #expect(!up.requests.contains { $0.contains(secret) })
+
+        // Audited (issue 12): each re-signed request used the three AWS keys (the session token was also a
+        // header placeholder); the unsigned endpoint got the session token header only; the refused
+        // streaming upload used none.
+        let api = "api.sig.test:\(p) /usr/bin/curl"
+        let expected = [
+          "AWS_ACCESS_KEY_ID \(api)": 2, "AWS_SECRET_ACCESS_KEY \(api)": 2, "AWS_SESSION_TOKEN \(api)": 2,
+          "AWS_SESSION_TOKEN nosig.sig.test:\(p) /usr/bin/curl": 1,
+        ]
+        let audited = try await SubstitutionAudit.wait(gw.running.store.log, sandbox: "l7sig", for: expected)
+        #expect(audited == expected)
       }
     }
   }

@@ -183,6 +183,14 @@ extension L7InspectionTests {
         }
         #expect(lines.contains { $0.contains("GET /admin not permitted by policy") }, "\(lines)")
         #expect(lines.contains { $0.contains("HTTP/2 cleartext upgrade (h2c) is not supported") }, "\(lines)")
+
+        // Audited substitutions (issue 12): each upgrade request's header; on ws2 also each text frame that
+        // carried the value (the plain message and the fragment); nothing for the refused /admin.
+        let python = try await c.exec("l7ws", ["/usr/bin/python3", "-c", "import os, sys; print(os.path.realpath(sys.executable))"]).out
+        let binary = python.trimmingCharacters(in: .whitespacesAndNewlines)
+        let expected = ["SVC_TOKEN ws.l7.test:\(p) \(binary)": 2, "SVC_TOKEN ws2.l7.test:\(p) \(binary)": 3]
+        let audited = try await SubstitutionAudit.wait(gw.running.store.log, sandbox: "l7ws", for: expected)
+        #expect(audited == expected)
       }
     }
   }

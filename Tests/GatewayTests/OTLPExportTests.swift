@@ -76,7 +76,7 @@ struct OTLPExportTests {
       c.otlpExport = s
       c.refusalWindow = .seconds(2)
     }
-    try await gw.withClient { api in
+    let sandboxID = try await gw.withClient { api in
       _ = try await api.createProvider(
         .with {
           $0.provider = .with {
@@ -86,6 +86,19 @@ struct OTLPExportTests {
       _ = try await api.getProviderCredentials(
         .with {
           $0.name = "gl"; $0.credentialKeys = ["GITLAB_TOKEN"]
+        })
+      return try await api.createSandbox(
+        .with {
+          $0.name = "sub"; $0.spec = .with { $0.providers = ["gl"] }; $0.workspaceScope = .with { $0.workspace = "default" }
+        }
+      ).sandbox.metadata.id
+    }
+    // A credential substitution report of that sandbox's supervisor (issue 12).
+    let (subCert, subKey) = try gw.sandboxCertificate(sandboxID)
+    try await CredentialSubstitutionReportTests.withReports(gw, cert: subCert, key: subKey) { c in
+      _ = try await c.reportCredentialSubstitutions(
+        .with {
+          $0.sandboxID = sandboxID; $0.substitutions = [CredentialSubstitutionReportTests.entry("GITLAB_TOKEN", host: "gitlab.example", count: 4)]
         })
     }
     let (cert, key) = try gw.sandboxCertificate("sb-otlp")
@@ -106,7 +119,9 @@ struct OTLPExportTests {
     let deadline = Date().addingTimeInterval(20)
     while Date() < deadline {
       records = receiver.records
-      if !of("provider.created").isEmpty, !of("audit.credentials_disclosed").isEmpty, refusedCount() >= 5 { break }
+      if !of("provider.created").isEmpty, !of("audit.credentials_disclosed").isEmpty, !of("audit.credentials_substituted").isEmpty, refusedCount() >= 5 {
+        break
+      }
       try await Task.sleep(for: .milliseconds(100))
     }
     await gw.stop()
@@ -123,6 +138,11 @@ struct OTLPExportTests {
 
     let disclosed = try #require(of("audit.credentials_disclosed").first)
     #expect((disclosed["body"] as? String)?.contains("GITLAB_TOKEN") == true)
+    let substituted = try #require(of("audit.credentials_substituted").first)
+    #expect(attrs(substituted)["ocsf.class_uid"] as? String == "4001" && attrs(substituted)["ocsf.type_uid"] as? String == "400106")
+    #expect(attrs(substituted)["openshell.actor"] as? String == "sandbox:\(sandboxID)")
+    let subBody = (substituted["body"] as? String) ?? ""
+    #expect(subBody.contains("\"credential_key\":\"GITLAB_TOKEN\"") && subBody.contains("\"count\":4") && subBody.contains("gitlab.example"), "\(subBody)")
     let refused = try #require(of("audit.access_refused").first)
     #expect(attrs(refused)["openshell.actor"] as? String == "sandbox:sb-otlp")
     #expect(attrs(refused)["ocsf.class_uid"] as? String == "3003")

@@ -90,6 +90,23 @@ enum AllEventKinds {
           })
       ),
       (
+        sb,
+        .credentialsSubstituted(
+          .with {
+            $0.sandboxID = sandbox
+            $0.firstSeenNs = 1_700_000_000_000_000_000
+            $0.lastSeenNs = 1_700_000_004_000_000_000
+            $0.substitutions = [
+              .with {
+                $0.key = "GITHUB_TOKEN"; $0.provider = "gh"; $0.host = "api.github.com"; $0.port = 443; $0.binary = "/usr/bin/git"; $0.count = 5
+              },
+              .with {
+                $0.key = "GITHUB_TOKEN"; $0.provider = "gh"; $0.count = 2
+              },
+            ]
+          })
+      ),
+      (
         op,
         .providerCreated(
           .with {

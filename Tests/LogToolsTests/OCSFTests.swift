@@ -78,6 +78,13 @@ struct ToolMissing: Error, CustomStringConvertible {
     #expect(denials.map { ($0["dst_endpoint"] as? [String: Any])?["hostname"] as? String } == ["evil.example", "169.254.169.254"])
     #expect(denials.first?["app_name"] as? String == "/usr/bin/curl" && denials.first?["count"] as? Int == 7)
 
+    let substitutions = try only("audit.credentials_substituted")
+    #expect(substitutions.map(ids) == [[4001, 6], [4001, 6]], "one Network Activity Traffic event per key and destination")
+    #expect(substitutions.allSatisfy { $0["action_id"] as? Int == 4 && $0["disposition_id"] as? Int == 1 && $0["status_id"] as? Int == 1 })
+    #expect(substitutions.map { $0["count"] as? Int } == [5, 2])
+    #expect(substitutions.first.flatMap { ($0["dst_endpoint"] as? [String: Any])?["hostname"] as? String } == "api.github.com")
+    #expect(substitutions.last.flatMap { ($0["dst_endpoint"] as? [String: Any])?["name"] as? String } == "(other destinations)")
+    #expect(substitutions.allSatisfy { ($0["unmapped"] as? [String: Any])?["credential_key"] as? String == "GITHUB_TOKEN" })
     #expect(try only("exec.started").map(ids) == [[1007, 1]])
     #expect(try only("exec.ended").map(ids) == [[1007, 2], [1007, 2]])
     #expect(try only("exec.ended").first?["exit_code"] as? Int == 3)

@@ -31,7 +31,7 @@ struct BearerAuthInterceptor: ServerInterceptor {
     "openshell.v1.OpenShell/PushSandboxLogs", "openshell.v1.OpenShell/ReportMainProcessExit",
     "openshell.v1.OpenShell/GetSandboxProviderEnvironment", "openshell.v1.OpenShell/GetSandboxConfig",
     "openshell.v1.OpenShell/UpdateConfig", "openshell.v1.OpenShell/ReportPolicyStatus",
-    "openshell.v1.OpenShell/SubmitPolicyAnalysis",
+    "openshell.v1.OpenShell/SubmitPolicyAnalysis", "openshell.audit.v1.SandboxAuditReports/ReportCredentialSubstitutions",
     "openshell.inference.v1.Inference/GetInferenceBundle", "openshell.inference.v1.Inference/WatchInferenceBundle",
   ]
 

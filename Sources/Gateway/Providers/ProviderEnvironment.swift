@@ -21,10 +21,7 @@ public struct ProviderEnvironment: Sendable, Equatable {
 enum ProviderEnvironmentResolver {
   static func resolve(sandboxID: String, state: GatewayState, vault: SecretVault) throws -> ProviderEnvironment {
     guard let sandbox = state.sandboxes[sandboxID] else { throw RPCErrors.notFound("sandbox \(sandboxID)") }
-    let specOrder = (try? Openshell_V1_SandboxSpec(serializedBytes: sandbox.spec))?.providers ?? []
-    var names: [String] = []
-    for n in specOrder where sandbox.providers.contains(n) && !names.contains(n) { names.append(n) }
-    for n in sandbox.providers where !names.contains(n) { names.append(n) }
+    let names = mergeOrder(sandbox)
     var values: [String: String] = [:]
     for name in names {
       guard let p = state.provider(named: name, workspace: sandbox.workspace) else {
@@ -39,6 +36,27 @@ enum ProviderEnvironmentResolver {
       }
     }
     return ProviderEnvironment(values: values, revision: state.lastSeq, providers: names)
+  }
+
+  /// The sandbox's attached providers in merge order: `spec.providers` order, then any attached later.
+  static func mergeOrder(_ sandbox: SandboxRecord) -> [String] {
+    let specOrder = (try? Openshell_V1_SandboxSpec(serializedBytes: sandbox.spec))?.providers ?? []
+    var names: [String] = []
+    for n in specOrder where sandbox.providers.contains(n) && !names.contains(n) { names.append(n) }
+    for n in sandbox.providers where !names.contains(n) { names.append(n) }
+    return names
+  }
+
+  /// Credential key → name of the attached provider whose value the sandbox receives for it (the first in
+  /// merge order that holds the key, as ``resolve(sandboxID:state:vault:)`` merges). Names only: nothing
+  /// is decrypted; providers that no longer exist are skipped.
+  static func keyHolders(sandbox: SandboxRecord, state: GatewayState) -> [String: String] {
+    var holders: [String: String] = [:]
+    for name in mergeOrder(sandbox) {
+      guard let p = state.provider(named: name, workspace: sandbox.workspace) else { continue }
+      for key in p.credentials.keys where holders[key] == nil { holders[key] = name }
+    }
+    return holders
   }
 
   /// The sandboxes (ids, sorted) of `workspace` that use provider `name`.

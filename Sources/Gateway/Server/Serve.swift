@@ -184,7 +184,7 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
   if configuration.recordRefusals { interceptors.append(AuditInterceptor(refusals: refusals)) }
   interceptors += [MetricsInterceptor(metrics: metrics), MessageSizeInterceptor(limit: serverConfig.maxRequestMessageBytes)]
   let server = try GatewayServer(
-    configuration: serverConfig, pki: pki, services: [service, inference, AuditService(log: log)],
+    configuration: serverConfig, pki: pki, services: [service, inference, AuditService(log: log), SandboxAuditReportsService(service: service)],
     interceptors: interceptors,
     readiness: { .ready(version: gatewayVersion, headSeq: log.headSeq) },
     metrics: metrics, peerRegistry: registry,

@@ -1249,3 +1249,333 @@ extension Openshell_Audit_V1_AuditService.ClientProtocol {
         )
     }
 }
+
+// MARK: - openshell.audit.v1.SandboxAuditReports
+
+/// Namespace containing generated types for the "openshell.audit.v1.SandboxAuditReports" service.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+public enum Openshell_Audit_V1_SandboxAuditReports: Sendable {
+    /// Service descriptor for the "openshell.audit.v1.SandboxAuditReports" service.
+    public static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "openshell.audit.v1.SandboxAuditReports")
+    /// Namespace for method metadata.
+    public enum Method: Sendable {
+        /// Namespace for "ReportCredentialSubstitutions" metadata.
+        public enum ReportCredentialSubstitutions: Sendable {
+            /// Request type for "ReportCredentialSubstitutions".
+            public typealias Input = Openshell_Audit_V1_ReportCredentialSubstitutionsRequest
+            /// Response type for "ReportCredentialSubstitutions".
+            public typealias Output = Openshell_Audit_V1_ReportCredentialSubstitutionsResponse
+            /// Descriptor for "ReportCredentialSubstitutions".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "openshell.audit.v1.SandboxAuditReports"),
+                method: "ReportCredentialSubstitutions",
+                type: .unary
+            )
+        }
+        /// Descriptors for all methods in the "openshell.audit.v1.SandboxAuditReports" service.
+        public static let descriptors: [GRPCCore.MethodDescriptor] = [
+            ReportCredentialSubstitutions.descriptor
+        ]
+    }
+}
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension GRPCCore.ServiceDescriptor {
+    /// Service descriptor for the "openshell.audit.v1.SandboxAuditReports" service.
+    public static let openshell_audit_v1_SandboxAuditReports = GRPCCore.ServiceDescriptor(fullyQualifiedService: "openshell.audit.v1.SandboxAuditReports")
+}
+
+// MARK: openshell.audit.v1.SandboxAuditReports (server)
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Openshell_Audit_V1_SandboxAuditReports {
+    /// Streaming variant of the service protocol for the "openshell.audit.v1.SandboxAuditReports" service.
+    ///
+    /// This protocol is the lowest-level of the service protocols generated for this service
+    /// giving you the most flexibility over the implementation of your service. This comes at
+    /// the cost of more verbose and less strict APIs. Each RPC requires you to implement it in
+    /// terms of a request stream and response stream. Where the RPC expects only a single
+    /// request or response message, you are responsible for ensuring your implementation
+    /// maintains this invariant.
+    ///
+    /// Where possible, prefer using the stricter, less-verbose ``ServiceProtocol``
+    /// or ``SimpleServiceProtocol`` instead.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Supervisor-facing: only a sandbox's own identity (certificate or sandbox token) may report, and only for
+    /// > itself, as SubmitPolicyAnalysis (which carries its denials). A separate service from AuditService, which
+    /// > is for operators only.
+    public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
+        /// Handle the "ReportCredentialSubstitutions" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Openshell_Audit_V1_ReportCredentialSubstitutionsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Openshell_Audit_V1_ReportCredentialSubstitutionsResponse` messages.
+        func reportCredentialSubstitutions(
+            request: GRPCCore.StreamingServerRequest<Openshell_Audit_V1_ReportCredentialSubstitutionsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Openshell_Audit_V1_ReportCredentialSubstitutionsResponse>
+    }
+
+    /// Service protocol for the "openshell.audit.v1.SandboxAuditReports" service.
+    ///
+    /// This protocol is higher level than ``StreamingServiceProtocol`` but lower level than
+    /// the ``SimpleServiceProtocol``, it provides access to request and response metadata and
+    /// trailing response metadata. If you don't need these then consider using
+    /// the ``SimpleServiceProtocol``. If you need fine grained control over your RPCs then
+    /// use ``StreamingServiceProtocol``.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Supervisor-facing: only a sandbox's own identity (certificate or sandbox token) may report, and only for
+    /// > itself, as SubmitPolicyAnalysis (which carries its denials). A separate service from AuditService, which
+    /// > is for operators only.
+    public protocol ServiceProtocol: Openshell_Audit_V1_SandboxAuditReports.StreamingServiceProtocol {
+        /// Handle the "ReportCredentialSubstitutions" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Openshell_Audit_V1_ReportCredentialSubstitutionsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Openshell_Audit_V1_ReportCredentialSubstitutionsResponse` message.
+        func reportCredentialSubstitutions(
+            request: GRPCCore.ServerRequest<Openshell_Audit_V1_ReportCredentialSubstitutionsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Openshell_Audit_V1_ReportCredentialSubstitutionsResponse>
+    }
+
+    /// Simple service protocol for the "openshell.audit.v1.SandboxAuditReports" service.
+    ///
+    /// This is the highest level protocol for the service. The API is the easiest to use but
+    /// doesn't provide access to request or response metadata. If you need access to these
+    /// then use ``ServiceProtocol`` instead.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Supervisor-facing: only a sandbox's own identity (certificate or sandbox token) may report, and only for
+    /// > itself, as SubmitPolicyAnalysis (which carries its denials). A separate service from AuditService, which
+    /// > is for operators only.
+    public protocol SimpleServiceProtocol: Openshell_Audit_V1_SandboxAuditReports.ServiceProtocol {
+        /// Handle the "ReportCredentialSubstitutions" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Openshell_Audit_V1_ReportCredentialSubstitutionsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Openshell_Audit_V1_ReportCredentialSubstitutionsResponse` to respond with.
+        func reportCredentialSubstitutions(
+            request: Openshell_Audit_V1_ReportCredentialSubstitutionsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Openshell_Audit_V1_ReportCredentialSubstitutionsResponse
+    }
+}
+
+// Default implementation of 'registerMethods(with:)'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Openshell_Audit_V1_SandboxAuditReports.StreamingServiceProtocol {
+    public func registerMethods<Transport>(with router: inout GRPCCore.RPCRouter<Transport>) where Transport: GRPCCore.ServerTransport {
+        router.registerHandler(
+            forMethod: Openshell_Audit_V1_SandboxAuditReports.Method.ReportCredentialSubstitutions.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Openshell_Audit_V1_ReportCredentialSubstitutionsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Openshell_Audit_V1_ReportCredentialSubstitutionsResponse>(),
+            handler: { request, context in
+                try await self.reportCredentialSubstitutions(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+    }
+}
+
+// Default implementation of streaming methods from 'StreamingServiceProtocol'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Openshell_Audit_V1_SandboxAuditReports.ServiceProtocol {
+    public func reportCredentialSubstitutions(
+        request: GRPCCore.StreamingServerRequest<Openshell_Audit_V1_ReportCredentialSubstitutionsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Openshell_Audit_V1_ReportCredentialSubstitutionsResponse> {
+        let response = try await self.reportCredentialSubstitutions(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+}
+
+// Default implementation of methods from 'ServiceProtocol'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Openshell_Audit_V1_SandboxAuditReports.SimpleServiceProtocol {
+    public func reportCredentialSubstitutions(
+        request: GRPCCore.ServerRequest<Openshell_Audit_V1_ReportCredentialSubstitutionsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Openshell_Audit_V1_ReportCredentialSubstitutionsResponse> {
+        return GRPCCore.ServerResponse<Openshell_Audit_V1_ReportCredentialSubstitutionsResponse>(
+            message: try await self.reportCredentialSubstitutions(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+}
+
+// MARK: openshell.audit.v1.SandboxAuditReports (client)
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Openshell_Audit_V1_SandboxAuditReports {
+    /// Generated client protocol for the "openshell.audit.v1.SandboxAuditReports" service.
+    ///
+    /// You don't need to implement this protocol directly, use the generated
+    /// implementation, ``Client``.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Supervisor-facing: only a sandbox's own identity (certificate or sandbox token) may report, and only for
+    /// > itself, as SubmitPolicyAnalysis (which carries its denials). A separate service from AuditService, which
+    /// > is for operators only.
+    public protocol ClientProtocol: Sendable {
+        /// Call the "ReportCredentialSubstitutions" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Openshell_Audit_V1_ReportCredentialSubstitutionsRequest` message.
+        ///   - serializer: A serializer for `Openshell_Audit_V1_ReportCredentialSubstitutionsRequest` messages.
+        ///   - deserializer: A deserializer for `Openshell_Audit_V1_ReportCredentialSubstitutionsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func reportCredentialSubstitutions<Result>(
+            request: GRPCCore.ClientRequest<Openshell_Audit_V1_ReportCredentialSubstitutionsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Openshell_Audit_V1_ReportCredentialSubstitutionsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Openshell_Audit_V1_ReportCredentialSubstitutionsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Openshell_Audit_V1_ReportCredentialSubstitutionsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+    }
+
+    /// Generated client for the "openshell.audit.v1.SandboxAuditReports" service.
+    ///
+    /// The ``Client`` provides an implementation of ``ClientProtocol`` which wraps
+    /// a `GRPCCore.GRPCCClient`. The underlying `GRPCClient` provides the long-lived
+    /// means of communication with the remote peer.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Supervisor-facing: only a sandbox's own identity (certificate or sandbox token) may report, and only for
+    /// > itself, as SubmitPolicyAnalysis (which carries its denials). A separate service from AuditService, which
+    /// > is for operators only.
+    public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
+        private let client: GRPCCore.GRPCClient<Transport>
+
+        /// Creates a new client wrapping the provided `GRPCCore.GRPCClient`.
+        ///
+        /// - Parameters:
+        ///   - client: A `GRPCCore.GRPCClient` providing a communication channel to the service.
+        public init(wrapping client: GRPCCore.GRPCClient<Transport>) {
+            self.client = client
+        }
+
+        /// Call the "ReportCredentialSubstitutions" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Openshell_Audit_V1_ReportCredentialSubstitutionsRequest` message.
+        ///   - serializer: A serializer for `Openshell_Audit_V1_ReportCredentialSubstitutionsRequest` messages.
+        ///   - deserializer: A deserializer for `Openshell_Audit_V1_ReportCredentialSubstitutionsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func reportCredentialSubstitutions<Result>(
+            request: GRPCCore.ClientRequest<Openshell_Audit_V1_ReportCredentialSubstitutionsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Openshell_Audit_V1_ReportCredentialSubstitutionsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Openshell_Audit_V1_ReportCredentialSubstitutionsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Openshell_Audit_V1_ReportCredentialSubstitutionsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Openshell_Audit_V1_SandboxAuditReports.Method.ReportCredentialSubstitutions.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+    }
+}
+
+// Helpers providing default arguments to 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Openshell_Audit_V1_SandboxAuditReports.ClientProtocol {
+    /// Call the "ReportCredentialSubstitutions" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Openshell_Audit_V1_ReportCredentialSubstitutionsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func reportCredentialSubstitutions<Result>(
+        request: GRPCCore.ClientRequest<Openshell_Audit_V1_ReportCredentialSubstitutionsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Openshell_Audit_V1_ReportCredentialSubstitutionsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.reportCredentialSubstitutions(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Openshell_Audit_V1_ReportCredentialSubstitutionsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Openshell_Audit_V1_ReportCredentialSubstitutionsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}
+
+// Helpers providing sugared APIs for 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Openshell_Audit_V1_SandboxAuditReports.ClientProtocol {
+    /// Call the "ReportCredentialSubstitutions" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func reportCredentialSubstitutions<Result>(
+        _ message: Openshell_Audit_V1_ReportCredentialSubstitutionsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Openshell_Audit_V1_ReportCredentialSubstitutionsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Openshell_Audit_V1_ReportCredentialSubstitutionsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.reportCredentialSubstitutions(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}

@@ -287,6 +287,64 @@ public nonisolated struct Openshell_Audit_V1_VerifyLogResponse: Sendable {
   public init() {}
 }
 
+/// Credential placeholder substitutions of a sandbox's policy proxy (issue 12, "every placeholder
+/// substitution summary from the proxy"), aggregated by its supervisor per (key, host, port, binary) and
+/// sent at most once per 10 s and when it stops. Key names only, never a value.
+public nonisolated struct Openshell_Audit_V1_CredentialSubstitutionSummary: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// the provider credential key (environment name) whose value was put in
+  public var key: String = String()
+
+  /// the destination; "" with port 0 for the overflow entry of a key
+  public var host: String = String()
+
+  public var port: UInt32 = 0
+
+  /// calling executable inside the sandbox ("" when not identified)
+  public var binary: String = String()
+
+  /// requests (or WebSocket messages) that carried the value
+  public var count: UInt32 = 0
+
+  /// ns since the Unix epoch
+  public var firstSeenNs: UInt64 = 0
+
+  public var lastSeenNs: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Openshell_Audit_V1_ReportCredentialSubstitutionsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// the caller's own sandbox (empty = the caller's identity)
+  public var sandboxID: String = String()
+
+  /// at most 500
+  public var substitutions: [Openshell_Audit_V1_CredentialSubstitutionSummary] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Openshell_Audit_V1_ReportCredentialSubstitutionsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "openshell.audit.v1"
@@ -793,6 +851,120 @@ nonisolated extension Openshell_Audit_V1_VerifyLogResponse: SwiftProtobuf.Messag
     if lhs.problem != rhs.problem {return false}
     if lhs.firstBadSeq != rhs.firstBadSeq {return false}
     if lhs.checkpoints != rhs.checkpoints {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Openshell_Audit_V1_CredentialSubstitutionSummary: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CredentialSubstitutionSummary"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}host\0\u{1}port\0\u{1}binary\0\u{1}count\0\u{3}first_seen_ns\0\u{3}last_seen_ns\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.key) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.host) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.port) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.binary) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.count) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.firstSeenNs) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.lastSeenNs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.key.isEmpty {
+      try visitor.visitSingularStringField(value: self.key, fieldNumber: 1)
+    }
+    if !self.host.isEmpty {
+      try visitor.visitSingularStringField(value: self.host, fieldNumber: 2)
+    }
+    if self.port != 0 {
+      try visitor.visitSingularUInt32Field(value: self.port, fieldNumber: 3)
+    }
+    if !self.binary.isEmpty {
+      try visitor.visitSingularStringField(value: self.binary, fieldNumber: 4)
+    }
+    if self.count != 0 {
+      try visitor.visitSingularUInt32Field(value: self.count, fieldNumber: 5)
+    }
+    if self.firstSeenNs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.firstSeenNs, fieldNumber: 6)
+    }
+    if self.lastSeenNs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.lastSeenNs, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Audit_V1_CredentialSubstitutionSummary, rhs: Openshell_Audit_V1_CredentialSubstitutionSummary) -> Bool {
+    if lhs.key != rhs.key {return false}
+    if lhs.host != rhs.host {return false}
+    if lhs.port != rhs.port {return false}
+    if lhs.binary != rhs.binary {return false}
+    if lhs.count != rhs.count {return false}
+    if lhs.firstSeenNs != rhs.firstSeenNs {return false}
+    if lhs.lastSeenNs != rhs.lastSeenNs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Openshell_Audit_V1_ReportCredentialSubstitutionsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReportCredentialSubstitutionsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sandbox_id\0\u{1}substitutions\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.sandboxID) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.substitutions) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.sandboxID.isEmpty {
+      try visitor.visitSingularStringField(value: self.sandboxID, fieldNumber: 1)
+    }
+    if !self.substitutions.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.substitutions, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Audit_V1_ReportCredentialSubstitutionsRequest, rhs: Openshell_Audit_V1_ReportCredentialSubstitutionsRequest) -> Bool {
+    if lhs.sandboxID != rhs.sandboxID {return false}
+    if lhs.substitutions != rhs.substitutions {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Openshell_Audit_V1_ReportCredentialSubstitutionsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReportCredentialSubstitutionsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Audit_V1_ReportCredentialSubstitutionsResponse, rhs: Openshell_Audit_V1_ReportCredentialSubstitutionsResponse) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -872,6 +872,51 @@ public nonisolated struct Openshell_Events_V1_CredentialsDisclosed: Sendable {
   public init() {}
 }
 
+/// Credential placeholders a sandbox's policy proxy replaced with their values in requests it inspected and
+/// allowed, as its supervisor aggregated them (at most one event per sandbox per 10 s, and one when it
+/// stops). Names and counts only: a value is never recorded.
+public nonisolated struct Openshell_Events_V1_CredentialsSubstituted: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var sandboxID: String = String()
+
+  public var firstSeenNs: Int64 = 0
+
+  public var lastSeenNs: Int64 = 0
+
+  public var substitutions: [Openshell_Events_V1_CredentialSubstitution] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Openshell_Events_V1_CredentialSubstitution: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var key: String = String()
+
+  /// the attached provider holding the key when recorded ("" = none known)
+  public var provider: String = String()
+
+  /// "" with port 0: destinations beyond what one report itemises
+  public var host: String = String()
+
+  public var port: UInt32 = 0
+
+  public var binary: String = String()
+
+  public var count: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// An exec session in a sandbox; arguments that contain a provider secret are redacted.
 public nonisolated struct Openshell_Events_V1_ExecStarted: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -1392,6 +1437,14 @@ public nonisolated struct Openshell_Events_V1_GatewayEvent: Sendable {
     set {kind = .serviceDeleted(newValue)}
   }
 
+  public var credentialsSubstituted: Openshell_Events_V1_CredentialsSubstituted {
+    get {
+      if case .credentialsSubstituted(let v)? = kind {return v}
+      return Openshell_Events_V1_CredentialsSubstituted()
+    }
+    set {kind = .credentialsSubstituted(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -1443,6 +1496,7 @@ public nonisolated struct Openshell_Events_V1_GatewayEvent: Sendable {
     case sshTunnelClosed(Openshell_Events_V1_SshTunnelClosed)
     case serviceExposed(Openshell_Events_V1_ServiceExposed)
     case serviceDeleted(Openshell_Events_V1_ServiceDeleted)
+    case credentialsSubstituted(Openshell_Events_V1_CredentialsSubstituted)
 
   }
 
@@ -3392,6 +3446,106 @@ nonisolated extension Openshell_Events_V1_CredentialsDisclosed: SwiftProtobuf.Me
   }
 }
 
+nonisolated extension Openshell_Events_V1_CredentialsSubstituted: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CredentialsSubstituted"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sandbox_id\0\u{3}first_seen_ns\0\u{3}last_seen_ns\0\u{1}substitutions\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.sandboxID) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.firstSeenNs) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.lastSeenNs) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.substitutions) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.sandboxID.isEmpty {
+      try visitor.visitSingularStringField(value: self.sandboxID, fieldNumber: 1)
+    }
+    if self.firstSeenNs != 0 {
+      try visitor.visitSingularInt64Field(value: self.firstSeenNs, fieldNumber: 2)
+    }
+    if self.lastSeenNs != 0 {
+      try visitor.visitSingularInt64Field(value: self.lastSeenNs, fieldNumber: 3)
+    }
+    if !self.substitutions.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.substitutions, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Events_V1_CredentialsSubstituted, rhs: Openshell_Events_V1_CredentialsSubstituted) -> Bool {
+    if lhs.sandboxID != rhs.sandboxID {return false}
+    if lhs.firstSeenNs != rhs.firstSeenNs {return false}
+    if lhs.lastSeenNs != rhs.lastSeenNs {return false}
+    if lhs.substitutions != rhs.substitutions {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Openshell_Events_V1_CredentialSubstitution: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CredentialSubstitution"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}provider\0\u{1}host\0\u{1}port\0\u{1}binary\0\u{1}count\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.key) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.provider) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.host) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.port) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.binary) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.count) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.key.isEmpty {
+      try visitor.visitSingularStringField(value: self.key, fieldNumber: 1)
+    }
+    if !self.provider.isEmpty {
+      try visitor.visitSingularStringField(value: self.provider, fieldNumber: 2)
+    }
+    if !self.host.isEmpty {
+      try visitor.visitSingularStringField(value: self.host, fieldNumber: 3)
+    }
+    if self.port != 0 {
+      try visitor.visitSingularUInt32Field(value: self.port, fieldNumber: 4)
+    }
+    if !self.binary.isEmpty {
+      try visitor.visitSingularStringField(value: self.binary, fieldNumber: 5)
+    }
+    if self.count != 0 {
+      try visitor.visitSingularUInt32Field(value: self.count, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Events_V1_CredentialSubstitution, rhs: Openshell_Events_V1_CredentialSubstitution) -> Bool {
+    if lhs.key != rhs.key {return false}
+    if lhs.provider != rhs.provider {return false}
+    if lhs.host != rhs.host {return false}
+    if lhs.port != rhs.port {return false}
+    if lhs.binary != rhs.binary {return false}
+    if lhs.count != rhs.count {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Openshell_Events_V1_ExecStarted: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ExecStarted"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sandbox_id\0\u{3}exec_id\0\u{1}command\0\u{1}tty\0")
@@ -3674,7 +3828,7 @@ nonisolated extension Openshell_Events_V1_ServiceDeleted: SwiftProtobuf.Message,
 
 nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GatewayEvent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gateway_initialized\0\u{3}gateway_configured\0\u{3}certificate_issued\0\u{4}\u{7}workspace_created\0\u{3}workspace_deleted\0\u{4}\u{4}sandbox_template_created\0\u{3}sandbox_template_deleted\0\u{4}\u{4}sandbox_requested\0\u{3}sandbox_provisioning\0\u{3}sandbox_ready\0\u{3}sandbox_failed\0\u{3}sandbox_stopping\0\u{3}sandbox_stopped\0\u{3}sandbox_starting\0\u{3}sandbox_deleting\0\u{3}sandbox_deleted\0\u{3}sandbox_main_process_exited\0\u{3}sandbox_condition_set\0\u{3}sandbox_network_denials\0\u{4}\u{9}provider_created\0\u{3}provider_updated\0\u{3}provider_credential_rotated\0\u{3}provider_deleted\0\u{3}sandbox_provider_attached\0\u{3}sandbox_provider_detached\0\u{4}\u{5}policy_revision_submitted\0\u{3}policy_revision_loaded\0\u{3}policy_revision_failed\0\u{3}policy_revision_superseded\0\u{3}global_policy_set\0\u{3}global_policy_deleted\0\u{4}\u{5}setting_set\0\u{3}setting_deleted\0\u{4}\u{9}inference_route_set\0\u{3}inference_route_deleted\0\u{3}inference_bundle_published\0\u{4}\u{8}ssh_session_created\0\u{3}ssh_session_revoked\0\u{3}ssh_tunnel_opened\0\u{3}ssh_tunnel_closed\0\u{4}\u{3}service_exposed\0\u{3}service_deleted\0\u{4}\u{3}audit_checkpoint\0\u{3}access_refused\0\u{3}credentials_disclosed\0\u{3}exec_started\0\u{3}exec_ended\0\u{3}gateway_restored\0\u{4}I\u{e}request_rpc\0\u{3}request_target\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gateway_initialized\0\u{3}gateway_configured\0\u{3}certificate_issued\0\u{4}\u{7}workspace_created\0\u{3}workspace_deleted\0\u{4}\u{4}sandbox_template_created\0\u{3}sandbox_template_deleted\0\u{4}\u{4}sandbox_requested\0\u{3}sandbox_provisioning\0\u{3}sandbox_ready\0\u{3}sandbox_failed\0\u{3}sandbox_stopping\0\u{3}sandbox_stopped\0\u{3}sandbox_starting\0\u{3}sandbox_deleting\0\u{3}sandbox_deleted\0\u{3}sandbox_main_process_exited\0\u{3}sandbox_condition_set\0\u{3}sandbox_network_denials\0\u{4}\u{9}provider_created\0\u{3}provider_updated\0\u{3}provider_credential_rotated\0\u{3}provider_deleted\0\u{3}sandbox_provider_attached\0\u{3}sandbox_provider_detached\0\u{4}\u{5}policy_revision_submitted\0\u{3}policy_revision_loaded\0\u{3}policy_revision_failed\0\u{3}policy_revision_superseded\0\u{3}global_policy_set\0\u{3}global_policy_deleted\0\u{4}\u{5}setting_set\0\u{3}setting_deleted\0\u{4}\u{9}inference_route_set\0\u{3}inference_route_deleted\0\u{3}inference_bundle_published\0\u{4}\u{8}ssh_session_created\0\u{3}ssh_session_revoked\0\u{3}ssh_tunnel_opened\0\u{3}ssh_tunnel_closed\0\u{4}\u{3}service_exposed\0\u{3}service_deleted\0\u{4}\u{3}audit_checkpoint\0\u{3}access_refused\0\u{3}credentials_disclosed\0\u{3}exec_started\0\u{3}exec_ended\0\u{3}gateway_restored\0\u{4}\u{f}credentials_substituted\0\u{4}z\u{d}request_rpc\0\u{3}request_target\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4306,6 +4460,19 @@ nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, S
           self.kind = .gatewayRestored(v)
         }
       }()
+      case 110: try {
+        var v: Openshell_Events_V1_CredentialsSubstituted?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .credentialsSubstituted(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .credentialsSubstituted(v)
+        }
+      }()
       case 1000: try { try decoder.decodeSingularStringField(value: &self.requestRpc) }()
       case 1001: try { try decoder.decodeSingularStringField(value: &self.requestTarget) }()
       default: break
@@ -4510,6 +4677,10 @@ nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, S
     case .gatewayRestored?: try {
       guard case .gatewayRestored(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 95)
+    }()
+    case .credentialsSubstituted?: try {
+      guard case .credentialsSubstituted(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 110)
     }()
     case nil: break
     }

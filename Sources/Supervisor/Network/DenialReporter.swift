@@ -81,46 +81,52 @@ final class DenialReporter: Sendable {
   func run(_ client: Openshell_V1_OpenShell.Client<RenewingTransport>, metadata: Metadata) async {
     while !Task.isCancelled {
       try? await Task.sleep(for: Self.flushInterval)
-      let batch = pending.withLock { p -> [Key: Entry] in
-        let all = p
-        p = [:]
-        return all
-      }
-      guard !batch.isEmpty else { continue }
-      let request = Openshell_V1_SubmitPolicyAnalysisRequest.with { r in
-        r.name = ProcessInfo.processInfo.environment["OPENSHELL_SANDBOX"] ?? ""
-        r.analysisMode = "denials"
-        r.summaries = batch.sorted { $0.value.first < $1.value.first }.prefix(200).map { k, e in
-          .with {
-            $0.sandboxID = sandboxID
-            $0.host = k.host
-            $0.port = UInt32(k.port)
-            $0.binary = k.binary
-            $0.ancestors = e.ancestors
-            $0.denyReason = k.reason
-            $0.firstSeenTime = .init(date: e.first)
-            $0.lastSeenTime = .init(date: e.last)
-            $0.count = e.count
-            $0.totalCount = e.count
-            $0.binarySha256 = e.sha256
-            if !e.cmdline.isEmpty { $0.sampleCmdlines = [e.cmdline] }
-            $0.denialStage = "l4"
-          }
+      await flush(client, metadata: metadata)
+    }
+  }
+
+  /// Sends what is pending now (the periodic flush, and once when the supervisor stops); on failure it
+  /// stays pending for the next flush.
+  func flush(_ client: Openshell_V1_OpenShell.Client<RenewingTransport>, metadata: Metadata) async {
+    let batch = pending.withLock { p -> [Key: Entry] in
+      let all = p
+      p = [:]
+      return all
+    }
+    guard !batch.isEmpty else { return }
+    let request = Openshell_V1_SubmitPolicyAnalysisRequest.with { r in
+      r.name = ProcessInfo.processInfo.environment["OPENSHELL_SANDBOX"] ?? ""
+      r.analysisMode = "denials"
+      r.summaries = batch.sorted { $0.value.first < $1.value.first }.prefix(200).map { k, e in
+        .with {
+          $0.sandboxID = sandboxID
+          $0.host = k.host
+          $0.port = UInt32(k.port)
+          $0.binary = k.binary
+          $0.ancestors = e.ancestors
+          $0.denyReason = k.reason
+          $0.firstSeenTime = .init(date: e.first)
+          $0.lastSeenTime = .init(date: e.last)
+          $0.count = e.count
+          $0.totalCount = e.count
+          $0.binarySha256 = e.sha256
+          if !e.cmdline.isEmpty { $0.sampleCmdlines = [e.cmdline] }
+          $0.denialStage = "l4"
         }
       }
-      do {
-        _ = try await client.submitPolicyAnalysis(request, metadata: metadata)
-      } catch {
-        logs.log("denial report not delivered (retrying in 10 s): \(error)", level: "WARN")
-        pending.withLock { p in
-          for (k, e) in batch {
-            if var cur = p[k] {
-              cur.count += e.count
-              cur.first = min(cur.first, e.first)
-              p[k] = cur
-            } else if p.count < Self.maxEntries {
-              p[k] = e
-            }
+    }
+    do {
+      _ = try await client.submitPolicyAnalysis(request, metadata: metadata)
+    } catch {
+      logs.log("denial report not delivered (retrying in 10 s): \(error)", level: "WARN")
+      pending.withLock { p in
+        for (k, e) in batch {
+          if var cur = p[k] {
+            cur.count += e.count
+            cur.first = min(cur.first, e.first)
+            p[k] = cur
+          } else if p.count < Self.maxEntries {
+            p[k] = e
           }
         }
       }

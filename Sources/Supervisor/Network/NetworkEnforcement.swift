@@ -6,11 +6,12 @@ import Synchronization
 
 /// The supervisor's network enforcement, wired together: the policy holder (``ProxyPolicy``), the
 /// caller resolver (``CallerResolver``), the sandbox CA and upstream trust (``ProxyTLS``), the proxy
-/// (``PolicyProxy``) listening on the launch's `proxyAddress`, and the denial reporter
-/// (``DenialReporter``).
+/// (``PolicyProxy``) listening on the launch's `proxyAddress`, the denial reporter
+/// (``DenialReporter``) and the credential substitution reporter (``SubstitutionReporter``).
 struct NetworkEnforcement: Sendable {
   let policy: ProxyPolicy
   let denials: DenialReporter
+  let substitutions: SubstitutionReporter
   let proxy: PolicyProxy
 
   /// The trust files written for workloads (nil until the CA exists, or when it could not be written).
@@ -34,9 +35,11 @@ struct NetworkEnforcement: Sendable {
     }
     let resolver = try CallerResolver(namespacePath: ns, diag: privateNetwork?.diag)
     let tls = makeTLS(logs)
-    let proxy = PolicyProxy(policy: policy, resolver: resolver, tls: tls) { d in
-      denials.record(method: d.method, host: d.host, port: d.port, binary: d.binary, reason: d.reason)
-    }
+    let substitutions = SubstitutionReporter(sandboxID: sandboxID, logs: logs)
+    let proxy = PolicyProxy(
+      policy: policy, resolver: resolver, tls: tls,
+      onDenied: { d in denials.record(method: d.method, host: d.host, port: d.port, binary: d.binary, reason: d.reason) },
+      onSubstituted: { s in substitutions.record(keys: s.keys, host: s.host, port: s.port, binary: s.binary) })
     if let privateNetwork {
       proxy.start(boundSocket: privateNetwork.listenSocket)
     } else {
@@ -46,7 +49,7 @@ struct NetworkEnforcement: Sendable {
     let kind = privateNetwork != nil ? "private namespace without root: loopback only, the proxy's socket inside it" : "veth pair + nftables"
     logs.log(
       "network policy proxy listening on \(address) (namespace \(ns), \(kind)); callers identified through \(lookup); all egress denied until a policy loads")
-    return NetworkEnforcement(policy: policy, denials: denials, proxy: proxy)
+    return NetworkEnforcement(policy: policy, denials: denials, substitutions: substitutions, proxy: proxy)
   }
 
   /// Generates the sandbox CA and writes its trust files; nil (logged at ERROR) when that fails: the

@@ -27,11 +27,21 @@ final class PolicyProxy: Sendable {
     var reason: String
   }
 
+  /// One request (or WebSocket message) that left with the values of `keys` in place of their
+  /// placeholders (``SubstitutionReporter``).
+  struct Substitution: Sendable {
+    var keys: Set<String>
+    var host: String
+    var port: Int
+    var binary: CallerBinary?
+  }
+
   let policy: ProxyPolicy
   let resolver: CallerResolver
   /// TLS for inspected connections; nil when the sandbox CA could not be set up (they are refused).
   let tls: ProxyTLS?
   let onDenied: @Sendable (Denial) -> Void
+  let onSubstituted: @Sendable (Substitution) -> Void
   let group: MultiThreadedEventLoopGroup
   let pool: NIOThreadPool
   /// Client connections open now (at most ``maxConnections``).
@@ -39,11 +49,15 @@ final class PolicyProxy: Sendable {
   /// Simultaneous client connections per sandbox (each holds two descriptors in the supervisor).
   static let maxConnections = 1024
 
-  init(policy: ProxyPolicy, resolver: CallerResolver, tls: ProxyTLS?, onDenied: @escaping @Sendable (Denial) -> Void) {
+  init(
+    policy: ProxyPolicy, resolver: CallerResolver, tls: ProxyTLS?, onDenied: @escaping @Sendable (Denial) -> Void,
+    onSubstituted: @escaping @Sendable (Substitution) -> Void = { _ in }
+  ) {
     self.policy = policy
     self.resolver = resolver
     self.tls = tls
     self.onDenied = onDenied
+    self.onSubstituted = onSubstituted
     group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
     pool = NIOThreadPool(numberOfThreads: 4)
     pool.start()

@@ -23,6 +23,8 @@ enum L7Admission {
     var head: HTTPRequestHead
     var body: BodyMode
     var upgrade: WebSocketUpgrade.Kind
+    /// The credential keys whose values the head now carries (recorded when it is sent).
+    var keys: Set<String>
   }
 
   /// - Returns: the head to forward (origin-form target, placeholders resolved, proxy headers removed,
@@ -95,12 +97,13 @@ enum L7Admission {
     // Credentials: placeholders become the current values, only here (allowed, inspected).
     let values = ProviderEnvironmentAgent.values
     var headers = HTTPHeaders()
+    var keys = Set<String>()
     do {
-      uri = try CredentialPlaceholders.resolveTarget(uri, values)
+      uri = try CredentialPlaceholders.resolveTarget(uri, values, used: &keys)
       for (name, value) in head.headers {
         let lowerName = name.lowercased()
         if lowerName == "proxy-connection" || lowerName == "proxy-authorization" { continue }
-        headers.add(name: name, value: try CredentialPlaceholders.resolveHeader(name: name, value: value, values))
+        headers.add(name: name, value: try CredentialPlaceholders.resolveHeader(name: name, value: value, values, used: &keys))
       }
     } catch {
       return reject(.internalServerError, "\(error)")
@@ -112,7 +115,7 @@ enum L7Admission {
     var forwarded = HTTPRequestHead(version: head.version, method: head.method, uri: uri, headers: headers)
     switch WebSocketUpgrade.admit(&forwarded, rewrite: rewriteWebSocket) {
     case .failure(let r): return reject(r.status, r.message)
-    case .success(let kind): return .success(Admitted(head: forwarded, body: mode, upgrade: kind))
+    case .success(let kind): return .success(Admitted(head: forwarded, body: mode, upgrade: kind, keys: keys))
     }
   }
 }

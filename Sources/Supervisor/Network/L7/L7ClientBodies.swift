@@ -23,7 +23,7 @@ extension L7ClientHandler {
         let out = try g.pass(body)
         bodyGuard = g
         state = .forwarding
-        upstreamConnection().send(.head(head))
+        sendHead(head)
         send(out)
       } catch {
         refuseBody(head.method.rawValue, error)
@@ -47,6 +47,7 @@ extension L7ClientHandler {
     var head = head
     do {
       try signer.sign(&head, body: body, values: ProviderEnvironmentAgent.values)
+      headKeys.formUnion(signer.keys(ProviderEnvironmentAgent.values))
     } catch {
       let r = error as? SigV4Signer.Refusal
       return refuseBody(head.method.rawValue, BodyCredentials.Refusal(status: Int(r?.status.code ?? 500), description: r?.description ?? "\(error)"))
@@ -55,17 +56,17 @@ extension L7ClientHandler {
   }
 
   /// Sends a collected request: de-chunked, with its `Content-Length`.
-  private func sendCollected(_ head: HTTPRequestHead, _ body: [UInt8]) {
+  /// - Parameter bodyKeys: the credential keys whose values the body now carries.
+  private func sendCollected(_ head: HTTPRequestHead, _ body: [UInt8], bodyKeys: Set<String> = []) {
     var head = head
     let framed = head.headers.contains(name: "content-length") || head.headers.contains(name: "transfer-encoding")
     head.headers.remove(name: "transfer-encoding")
     head.headers.remove(name: "trailer")
     if framed || !body.isEmpty { head.headers.replaceOrAdd(name: "content-length", value: "\(body.count)") }
     state = .awaitingResponse
-    let u = upstreamConnection()
-    u.send(.head(head))
+    sendHead(head, extraKeys: bodyKeys)
     send(body)
-    u.send(.end(nil))
+    upstreamConnection().send(.end(nil))
   }
 
   /// Collects the body of `head` (a `100 Continue` the client waits for is answered here).
@@ -91,6 +92,7 @@ extension L7ClientHandler {
     }
     do {
       try signer.sign(&head, body: [], values: ProviderEnvironmentAgent.values)
+      headKeys.formUnion(signer.keys(ProviderEnvironmentAgent.values))
     } catch {
       let r = error as? SigV4Signer.Refusal
       state = .rejecting(
@@ -101,13 +103,16 @@ extension L7ClientHandler {
     }
     bodyGuard = MarkerGuard()
     state = .forwarding
-    upstreamConnection().send(.head(head))
+    sendHead(head)
   }
 
   /// Resolves the collected body's placeholders and sends the request with its new length.
   func finishRewrite(_ head: HTTPRequestHead, _ body: [UInt8]) {
     do {
-      sendCollected(head, try BodyCredentials.rewrite(body, contentType: head.headers.first(name: "content-type"), values: ProviderEnvironmentAgent.values))
+      var keys = Set<String>()
+      let rewritten = try BodyCredentials.rewrite(
+        body, contentType: head.headers.first(name: "content-type"), values: ProviderEnvironmentAgent.values, used: &keys)
+      sendCollected(head, rewritten, bodyKeys: keys)
     } catch {
       refuseBody(head.method.rawValue, error)
     }
@@ -138,9 +143,13 @@ extension L7ClientHandler {
     }
     var rewrite = false
     if case .websocket(_, let r) = upgrade { rewrite = r }
+    let (proxy, target) = (self.proxy, self.target)
+    let onSubstituted: @Sendable (Set<String>) -> Void = { keys in
+      proxy.onSubstituted(.init(keys: keys, host: target.host, port: target.port, binary: target.binary))
+    }
     context.eventLoop.assumeIsolated().execute {
       do {
-        try WebSocketUpgrade.switchToRelay(client: client, upstream: up, rewrite: rewrite)
+        try WebSocketUpgrade.switchToRelay(client: client, upstream: up, rewrite: rewrite ? onSubstituted : nil)
         client.flush()
         client.read()
         up.read()

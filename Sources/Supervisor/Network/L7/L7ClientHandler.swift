@@ -53,6 +53,8 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
   /// The upgrade the request being forwarded asked for, and whether its `101` was accepted.
   var upgrade = WebSocketUpgrade.Kind.none
   var switching = false
+  /// The credential keys the head of the request being admitted carries (recorded when it is sent).
+  var headKeys = Set<String>()
 
   init(proxy: PolicyProxy, target: InspectedTarget) {
     self.proxy = proxy
@@ -132,6 +134,7 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let forwarded = admitted.head
         let mode = admitted.body
         upgrade = admitted.upgrade
+        headKeys = admitted.keys
         // The client's decoder stops at an upgrade request: unless it switches, the connection ends.
         if head.headers.contains(name: "upgrade") { closeAfterResponse = true }
         bodyGuard = mode == .guarded ? MarkerGuard() : nil
@@ -141,7 +144,7 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
           startSigning(forwarded, signer)
         } else {
           state = .forwarding
-          upstreamConnection().send(.head(forwarded))
+          sendHead(forwarded)
         }
       }
     case (.body(let bytes), .rewriting), (.body(let bytes), .signing): collect(bytes)
@@ -169,6 +172,17 @@ final class L7ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
   /// Records an inference.local refusal as a denial (policy refusals are recorded by ``L7Admission``).
   private func report(_ method: String, _ message: String) {
     proxy.onDenied(.init(method: method, host: target.clientHost, port: 443, binary: target.binary, reason: message))
+  }
+
+  /// Sends a request's head upstream and records the credential substitutions it carries (``headKeys``
+  /// and `extraKeys`, e.g. those of a rewritten body): the values are on their way from here on.
+  func sendHead(_ head: HTTPRequestHead, extraKeys: Set<String> = []) {
+    let keys = headKeys.union(extraKeys)
+    headKeys = []
+    upstreamConnection().send(.head(head))
+    if !keys.isEmpty {
+      proxy.onSubstituted(.init(keys: keys, host: target.host, port: target.port, binary: target.binary))
+    }
   }
 
   func upstreamConnection() -> L7Upstream {

@@ -17,11 +17,16 @@ struct WebSocketCredentialRewriter: ByteToMessageDecoder {
 
   /// The current provider values (read per frame, so a rotation applies to the next message).
   let values: @Sendable () -> [String: String]
+  /// Told the keys of every frame that left with values in place of placeholders (the audit's count).
+  let onSubstituted: @Sendable (Set<String>) -> Void
   private var inText = false
   /// Bytes of an oversized frame still to pass unchanged.
   private var passing = 0
 
-  init(values: @escaping @Sendable () -> [String: String]) { self.values = values }
+  init(values: @escaping @Sendable () -> [String: String], onSubstituted: @escaping @Sendable (Set<String>) -> Void) {
+    self.values = values
+    self.onSubstituted = onSubstituted
+  }
 
   struct Unresolved: Error {}
 
@@ -70,8 +75,13 @@ struct WebSocketCredentialRewriter: ByteToMessageDecoder {
     buffer.moveReaderIndex(forwardBy: headerLength + length)
     inText = nextInText
     var out = payload
+    var keys = Set<String>()
     if BodyCredentials.containsMarker(payload[...]), let text = String(validating: payload, as: UTF8.self) {
-      do { out = Array(try CredentialPlaceholders.resolve(text, values()).0.utf8) } catch { throw Unresolved() }
+      do {
+        let (resolved, used) = try CredentialPlaceholders.resolve(text, values())
+        out = Array(resolved.utf8)
+        keys = used
+      } catch { throw Unresolved() }
     }
     for i in out.indices { out[i] ^= mask[i & 3] }
     var frame = context.channel.allocator.buffer(capacity: out.count + 14)
@@ -88,6 +98,7 @@ struct WebSocketCredentialRewriter: ByteToMessageDecoder {
     frame.writeBytes(mask)
     frame.writeBytes(out)
     context.fireChannelRead(wrapInboundOut(frame))
+    if !keys.isEmpty { onSubstituted(keys) }
     return .continue
   }
 

@@ -94,15 +94,17 @@ enum WebSocketUpgrade {
 
   /// Replaces the HTTP handlers of `client` and `upstream` (same event loop) by a byte relay between
   /// them; bytes the upstream sent right after its `101` (held by its decoder) are relayed first.
-  static func switchToRelay(client: Channel, upstream: Channel, rewrite: Bool) throws {
+  /// - Parameter rewrite: set when the client's text messages get their placeholders resolved
+  ///   (``WebSocketCredentialRewriter``); called with the keys of each message that carried values.
+  static func switchToRelay(client: Channel, upstream: Channel, rewrite: (@Sendable (Set<String>) -> Void)?) throws {
     let c = RawRelayHandler()
     let u = RawRelayHandler()
     c.partner = u
     u.partner = c
     let cs = client.pipeline.syncOperations
     let us = upstream.pipeline.syncOperations
-    if rewrite {
-      try cs.addHandler(ByteToMessageHandler(WebSocketCredentialRewriter(values: { ProviderEnvironmentAgent.values })))
+    if let rewrite {
+      try cs.addHandler(ByteToMessageHandler(WebSocketCredentialRewriter(values: { ProviderEnvironmentAgent.values }, onSubstituted: rewrite)))
     }
     try cs.addHandler(c)
     try us.addHandler(u)

@@ -78,9 +78,10 @@ enum BodyCredentials {
 
   /// Resolves the placeholders of a buffered body.
   /// - Returns: the body to send (the input itself when it holds no placeholder).
+  /// - Parameter used: receives the keys whose values were put in.
   /// - Throws: ``Refusal``: 415 for a placeholder in another media type, 400 for a body that is not
   ///   UTF-8 or a placeholder in a form field name, 500 (fail closed) for a placeholder without a value.
-  static func rewrite(_ body: [UInt8], contentType: String?, values: [String: String]) throws -> [UInt8] {
+  static func rewrite(_ body: [UInt8], contentType: String?, values: [String: String], used: inout Set<String>) throws -> [UInt8] {
     guard containsMarker(body[...]) else { return body }
     let type = mediaType(contentType) ?? ""
     guard type == "application/json" || type == "application/x-www-form-urlencoded" || type.hasPrefix("text/") else {
@@ -94,11 +95,12 @@ enum BodyCredentials {
       throw Refusal(status: 400, description: "credential placeholder in a request body that is not UTF-8")
     }
     let out: String
+    var keys = Set<String>()
     do {
       switch type {
-      case "application/json": out = try CredentialPlaceholders.resolve(text, values, encode: jsonEscaped).0
-      case "application/x-www-form-urlencoded": out = try rewriteForm(text, values)
-      default: out = try CredentialPlaceholders.resolve(text, values).0
+      case "application/json": (out, keys) = try CredentialPlaceholders.resolve(text, values, encode: jsonEscaped)
+      case "application/x-www-form-urlencoded": out = try rewriteForm(text, values, used: &keys)
+      default: (out, keys) = try CredentialPlaceholders.resolve(text, values)
       }
     } catch let e as CredentialPlaceholders.Unresolved {
       throw Refusal(status: 500, description: e.description)
@@ -108,6 +110,7 @@ enum BodyCredentials {
     if containsMarker(bytes[...]) {
       throw Refusal(status: 403, description: "a credential placeholder in the request body is encoded where it cannot be resolved; refused")
     }
+    used.formUnion(keys)
     return bytes
   }
 
@@ -130,7 +133,7 @@ enum BodyCredentials {
 
   /// `application/x-www-form-urlencoded`: placeholders in decoded field values are resolved and the
   /// value re-encoded; a placeholder in a field name is refused.
-  static func rewriteForm(_ text: String, _ values: [String: String]) throws -> String {
+  static func rewriteForm(_ text: String, _ values: [String: String], used: inout Set<String>) throws -> String {
     var allowed = CharacterSet.alphanumerics
     allowed.insert(charactersIn: "-._~")
     func decode(_ s: Substring) -> String {
@@ -144,7 +147,8 @@ enum BodyCredentials {
       guard parts.count == 2 else { return String(field) }
       let value = decode(parts[1])
       guard value.contains(CredentialPlaceholders.prefix) else { return String(field) }
-      let resolved = try CredentialPlaceholders.resolve(value, values).0
+      let (resolved, keys) = try CredentialPlaceholders.resolve(value, values)
+      used.formUnion(keys)
       return String(parts[0]) + "=" + (resolved.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")
     }.joined(separator: "&")
   }

@@ -26,9 +26,10 @@ enum CredentialPlaceholders {
   /// Replaces every placeholder in `text` with its value from `values`.
   /// - Parameter encode: applied to each value (e.g. percent-encoding inside a URL).
   /// - Throws: ``Unresolved`` for a placeholder whose key is not in `values`.
-  /// - Returns: the text and whether anything was replaced.
-  static func resolve(_ text: String, _ values: [String: String], encode: (String) -> String = { $0 }) throws -> (String, Bool) {
-    guard text.contains(prefix) else { return (text, false) }
+  /// - Returns: the text and the keys whose values were put in (empty: nothing was replaced).
+  static func resolve(_ text: String, _ values: [String: String], encode: (String) -> String = { $0 }) throws -> (String, Set<String>) {
+    guard text.contains(prefix) else { return (text, []) }
+    var keys = Set<String>()
     var out = ""
     var rest = Substring(text)
     while let r = rest.range(of: prefix) {
@@ -38,10 +39,11 @@ enum CredentialPlaceholders {
       guard !key.isEmpty, !(key.first!.isNumber) else { throw Unresolved(key: String(key)) }
       guard let value = values[String(key)] else { throw Unresolved(key: String(key)) }
       out += encode(value)
+      keys.insert(String(key))
       rest = after[key.endIndex...]
     }
     out += rest
-    return (out, true)
+    return (out, keys)
   }
 
   /// A resolved header value would contain CR, LF or NUL (it could forge headers): refused.
@@ -51,31 +53,36 @@ enum CredentialPlaceholders {
   }
 
   /// Resolves a header value; `Basic` credentials are decoded, resolved and re-encoded.
+  /// - Parameter used: receives the keys whose values were put in.
   /// - Throws: ``Unresolved``, ``UnsafeValue``.
-  static func resolveHeader(name: String, value: String, _ values: [String: String]) throws -> String {
-    let resolved = try resolveHeaderValue(name: name, value: value, values)
+  static func resolveHeader(name: String, value: String, _ values: [String: String], used: inout Set<String>) throws -> String {
+    let (resolved, keys) = try resolveHeaderValue(name: name, value: value, values)
     guard !resolved.utf8.contains(where: { $0 == 13 || $0 == 10 || $0 == 0 }) else { throw UnsafeValue(header: name) }
+    used.formUnion(keys)
     return resolved
   }
 
-  private static func resolveHeaderValue(name: String, value: String, _ values: [String: String]) throws -> String {
+  private static func resolveHeaderValue(name: String, value: String, _ values: [String: String]) throws -> (String, Set<String>) {
     let lower = name.lowercased()
     if lower == "authorization" || lower == "proxy-authorization", value.lowercased().hasPrefix("basic ") {
       let encoded = value.dropFirst(6).trimmingCharacters(in: .whitespaces)
       if let data = Data(base64Encoded: encoded), let decoded = String(data: data, encoding: .utf8), decoded.contains(prefix) {
-        let (resolved, _) = try resolve(decoded, values)
-        return "Basic " + Data(resolved.utf8).base64EncodedString()
+        let (resolved, keys) = try resolve(decoded, values)
+        return ("Basic " + Data(resolved.utf8).base64EncodedString(), keys)
       }
     }
-    return try resolve(value, values).0
+    return try resolve(value, values)
   }
 
   /// Resolves the path and query of an origin-form request target; values are percent-encoded so
   /// that they cannot change the target's structure (no `/`, `?`, `&`, `#` smuggled in).
+  /// - Parameter used: receives the keys whose values were put in.
   /// - Throws: ``Unresolved``.
-  static func resolveTarget(_ target: String, _ values: [String: String]) throws -> String {
+  static func resolveTarget(_ target: String, _ values: [String: String], used: inout Set<String>) throws -> String {
     var allowed = CharacterSet.alphanumerics
     allowed.insert(charactersIn: "-._~")
-    return try resolve(target, values) { $0.addingPercentEncoding(withAllowedCharacters: allowed) ?? "" }.0
+    let (resolved, keys) = try resolve(target, values) { $0.addingPercentEncoding(withAllowedCharacters: allowed) ?? "" }
+    used.formUnion(keys)
+    return resolved
   }
 }

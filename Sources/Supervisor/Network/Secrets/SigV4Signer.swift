@@ -78,6 +78,14 @@ struct SigV4Signer: Equatable {
     String(decoding: BodyCredentials.percentDecoded(Array(s.utf8)[...]), as: UTF8.self)
   }
 
+  /// The credential keys a signature made now puts to use (the audit's substitution record): the access
+  /// key id (sent in `Authorization`), the secret key (signs) and the session token when there is one.
+  func keys(_ values: [String: String]) -> Set<String> {
+    var keys: Set<String> = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+    if let token = values["AWS_SESSION_TOKEN"], !token.isEmpty { keys.insert("AWS_SESSION_TOKEN") }
+    return keys
+  }
+
   /// Signs `head` (origin-form target, real credentials from `values`) at `date`.
   /// - Parameter body: the payload when ``signBody``.
   /// - Throws: ``Refusal`` (500) when the sandbox holds no AWS credentials.
