@@ -45,6 +45,8 @@ extension GatewayEvent {
     case .credentialsDisclosed(let e): id = e.sandboxID
     case .execStarted(let e): id = e.sandboxID
     case .execEnded(let e): id = e.sandboxID
+    case .supervisorConnected(let e): id = e.sandboxID
+    case .supervisorDisconnected(let e): id = e.sandboxID
     }
     return id.isEmpty ? nil : id
   }

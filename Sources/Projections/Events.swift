@@ -79,6 +79,8 @@ extension GatewayEvent {
     case .sshTunnelClosed: return "ssh.tunnel_closed"
     case .serviceExposed: return "service.exposed"
     case .serviceDeleted: return "service.deleted"
+    case .supervisorConnected: return "supervisor.connected"
+    case .supervisorDisconnected: return "supervisor.disconnected"
     }
   }
 
@@ -132,6 +134,8 @@ extension GatewayEvent {
     case .sshTunnelClosed(let e): return AggregateRef(kind: "ssh_tunnel", id: e.sandboxID)
     case .serviceExposed(let e): return .sandbox(e.sandboxID)
     case .serviceDeleted(let e): return .sandbox(e.sandboxID)
+    case .supervisorConnected(let e): return AggregateRef(kind: "supervisor", id: e.sandboxID)
+    case .supervisorDisconnected(let e): return AggregateRef(kind: "supervisor", id: e.sandboxID)
     }
   }
 
