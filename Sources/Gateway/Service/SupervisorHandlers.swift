@@ -61,6 +61,11 @@ extension OpenShellService {
         why = "gateway shutting down"
       } else if let e = error as? RPCError, e.code == .aborted {
         why = e.message
+      } else if let phase = await store.state.sandboxes[id]?.phase, [.stopping, .stopped, .deleting].contains(phase) {
+        // The driver ended the supervisor because the sandbox is being stopped or deleted.
+        why = "sandbox \(phase.name.lowercased()): connection closed"
+      } else if await store.state.sandboxes[id] == nil {
+        why = "sandbox deleted: connection closed"
       } else {
         why = "connection lost: \(String(describing: error).prefix(200))"
       }
