@@ -93,6 +93,14 @@ public enum EventSummary {
       return "credential placeholders substituted in \(total) request(s): " + items.joined(separator: "; ")
     case .execStarted(let e): return "exec \(e.execID)\(e.tty ? " (tty)" : ""): \(e.command.joined(separator: " "))"
     case .execEnded(let e): return "exec \(e.execID) ended: " + (e.error.isEmpty ? "exit \(e.exitCode)" : e.error) + " after \(e.durationMs) ms"
+    case .supervisorConnected(let e):
+      return
+        "supervisor of sandbox \(e.sandboxID) connected: session \(e.sessionID), instance \(e.instanceID) epoch \(e.epoch), as \(e.identity) from \(e.peer)"
+        + (e.unrecordedSessions == 0 ? "" : " (\(e.unrecordedSessions) earlier sessions not recorded one by one)")
+    case .supervisorDisconnected(let e) where e.sessionID.isEmpty:
+      return "supervisor of sandbox \(e.sandboxID): \(e.unrecordedSessions) sessions not recorded one by one (\(e.durationMs) ms in all): \(e.reason)"
+    case .supervisorDisconnected(let e):
+      return "supervisor of sandbox \(e.sandboxID) disconnected: session \(e.sessionID) after \(e.durationMs) ms: \(e.reason)"
     }
   }
 

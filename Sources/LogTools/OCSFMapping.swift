@@ -60,9 +60,45 @@ enum OCSFMapping {
       if !t.reason.isEmpty { e["status_detail"] = t.reason }
       e["unmapped"] = ["tunnel_id": t.tunnelID, "ssh_session_id": t.sessionID, "actor": r.actor]
       return [e]
+    case .supervisorConnected(let s)?: return [supervisorConnected(r, s, summary)]
+    case .supervisorDisconnected(let s)?: return [supervisorDisconnected(r, s, summary)]
     default:
       return [api(r, summary)]
     }
+  }
+
+  /// A supervisor's session to the gateway began: Authentication Logon (the supervisor authenticated with its
+  /// sandbox certificate or token and holds a session), `session.uid` = the session id.
+  static func supervisorConnected(_ r: EventRecord, _ s: Openshell_Events_V1_SupervisorConnected, _ summary: String) -> [String: Any] {
+    var e = OCSFBase.event(r, .authentication, activity: 1, activityName: "Logon", message: summary)
+    e["user"] = OCSFBase.user(s.identity)
+    e["session"] = ["uid": s.sessionID, "is_remote": true, "created_time": OCSFBase.milliseconds(s.connectedNs)]
+    e["service"] = ["name": "openshell.v1.OpenShell/ConnectSupervisor", "uid": s.sandboxID]
+    e["src_endpoint"] = OCSFBase.endpoint(peer: s.peer)
+    e["dst_endpoint"] = ["name": "openshell-gateway", "svc_name": "openshell.v1.OpenShell/ConnectSupervisor"]
+    var unmapped: [String: Any] = ["sandbox_id": s.sandboxID, "instance_id": s.instanceID, "epoch": Int(s.epoch)]
+    unmapped["auth"] = s.certificateSha256.isEmpty ? "sandbox token" : "client certificate sha256:\(s.certificateSha256)"
+    if s.unrecordedSessions > 0 { unmapped["unrecorded_sessions"] = Int(s.unrecordedSessions) }
+    e["unmapped"] = unmapped
+    return e
+  }
+
+  /// That session ended: Authentication Logoff with `duration` (ms) and the reason in `status_detail`; a summary
+  /// of sessions not recorded one by one (reconnect loop) has no session and `count` = how many.
+  static func supervisorDisconnected(_ r: EventRecord, _ s: Openshell_Events_V1_SupervisorDisconnected, _ summary: String) -> [String: Any] {
+    var e = OCSFBase.event(r, .authentication, activity: 2, activityName: "Logoff", message: summary)
+    e["user"] = OCSFBase.user("sandbox:\(s.sandboxID)")
+    if s.sessionID.isEmpty {
+      e["count"] = Int(s.unrecordedSessions)
+    } else {
+      e["session"] = ["uid": s.sessionID, "is_remote": true]
+    }
+    e["service"] = ["name": "openshell.v1.OpenShell/ConnectSupervisor", "uid": s.sandboxID]
+    if !s.peer.isEmpty { e["src_endpoint"] = OCSFBase.endpoint(peer: s.peer) }
+    e["duration"] = Int(s.durationMs)
+    e["status_detail"] = s.reason
+    e["unmapped"] = ["sandbox_id": s.sandboxID, "instance_id": s.instanceID]
+    return e
   }
 
   /// A refused call: UNAUTHENTICATED is a failed Authentication (Logon); any other refusal (PERMISSION_DENIED)

@@ -294,6 +294,8 @@ extension GatewayState {
       updateSandbox(e.sandboxID, seq) { s in s.serviceExposures.removeAll { $0.service == e.service } }
     case .sshTunnelOpened, .sshTunnelClosed:
       break  // audit only
+    case .supervisorConnected, .supervisorDisconnected:
+      break  // audit only (issue 12): live sessions are the SupervisorHub's, never the projection's
     }
   }
 

@@ -46,6 +46,8 @@ extension GatewayEvent {
     case .execStarted(let e): id = e.sandboxID
     case .execEnded(let e): id = e.sandboxID
     case .credentialsSubstituted(let e): id = e.sandboxID
+    case .supervisorConnected(let e): id = e.sandboxID
+    case .supervisorDisconnected(let e): id = e.sandboxID
     }
     return id.isEmpty ? nil : id
   }

@@ -80,6 +80,8 @@ extension GatewayEvent {
     case .serviceExposed: return "service.exposed"
     case .serviceDeleted: return "service.deleted"
     case .credentialsSubstituted: return "audit.credentials_substituted"
+    case .supervisorConnected: return "supervisor.connected"
+    case .supervisorDisconnected: return "supervisor.disconnected"
     }
   }
 
@@ -134,6 +136,8 @@ extension GatewayEvent {
     case .serviceExposed(let e): return .sandbox(e.sandboxID)
     case .serviceDeleted(let e): return .sandbox(e.sandboxID)
     case .credentialsSubstituted(let e): return AggregateRef(kind: "credentials", id: e.sandboxID)
+    case .supervisorConnected(let e): return AggregateRef(kind: "supervisor", id: e.sandboxID)
+    case .supervisorDisconnected(let e): return AggregateRef(kind: "supervisor", id: e.sandboxID)
     }
   }
 

@@ -145,6 +145,110 @@ struct AuditCLITests {
     try check(r.out, "openshell-replay audit")
   }
 
+  @Test("a supervisor's sessions are in the sandbox's trail: connect then disconnect with its duration, live and offline")
+  func supervisorSessions() async throws {
+    let env = try CLIEnv("audsv")
+    defer { env.cleanup() }
+    let port = freePort()
+    var r = try env.run(["gateway", "start", "--name", "audsv", "--port", "\(port)"])
+    try #require(r.code == 0, "\(r)")
+    defer { _ = try? env.run(["gateway", "destroy", "--name", "audsv", "--yes"]) }
+    r = try env.run(["sandbox", "create", "box"])
+    try #require(r.code == 0, "\(r)")
+    r = try env.run(["sandbox", "exec", "box", "--", "true"])
+    #expect(r.code == 0, "\(r)")
+    r = try env.run(["sandbox", "stop", "box"])
+    #expect(r.code == 0, "\(r)")
+    r = try env.run(["sandbox", "start", "box"])
+    #expect(r.code == 0, "\(r)")
+    r = try env.run(["sandbox", "delete", "box"])
+    #expect(r.code == 0, "\(r)")
+
+    func check(_ out: String, _ label: String) throws {
+      let got = try AuditCLITests.records(out).filter { ($0["type"] ?? "").hasPrefix("supervisor.") }
+      func session(_ summary: String) -> String {
+        summary.components(separatedBy: "session ").dropFirst().first?.components(separatedBy: CharacterSet(charactersIn: ", ")).first ?? "?"
+      }
+      // Two sessions (before the stop, after the start): each a connect, then its disconnect with a duration.
+      let connects = got.filter { $0["type"] == "supervisor.connected" }
+      let disconnects = got.filter { $0["type"] == "supervisor.disconnected" }
+      #expect(connects.count == 2 && disconnects.count == 2, "\(label): \(out)")
+      #expect(got.first?["type"] == "supervisor.connected" && got.last?["type"] == "supervisor.disconnected", "\(label)")
+      // Why they ended: the stop, then the delete.
+      let reasons = disconnects.map { $0["summary"] ?? "" }
+      #expect(reasons.first?.contains(" ms: sandbox stopp") == true && reasons.last?.contains(" ms: sandbox deleting") == true, "\(label): \(reasons)")
+      for c in connects {
+        let id = session(c["summary"] ?? "")
+        #expect((c["summary"] ?? "").contains("as sandbox:") && (c["summary"] ?? "").contains("from ipv"), "\(label): \(c)")
+        let d = try #require(disconnects.first { session($0["summary"] ?? "") == id }, "\(label): the end of session \(id)")
+        let (cs, ds) = (UInt64(c["seq"] ?? "") ?? 0, UInt64(d["seq"] ?? "") ?? 0)
+        #expect(cs < ds, "\(label): connect before disconnect")
+        let summary = d["summary"] ?? ""
+        let ms = Int(summary.components(separatedBy: " after ").last?.components(separatedBy: " ms").first ?? "") ?? 0
+        #expect(ms > 0, "\(label): duration > 0: \(summary)")
+      }
+    }
+    r = try env.run(["audit", "--sandbox", "box", "-o", "jsonl"])
+    #expect(r.code == 0, "\(r)")
+    try check(r.out, "openshell audit")
+    r = try env.run(["audit", "--sandbox", "box"])
+    #expect(r.code == 0 && r.out.contains("supervisor.connected") && r.out.contains("supervisor.disconnected"), "table: \(r)")
+    r = try env.run(["audit", "--type", "supervisor.", "-o", "ocsf"])
+    #expect(r.code == 0 && r.out.contains("\"class_uid\":3002") && r.out.contains("ConnectSupervisor"), "\(r)")
+    try expectValidOCSF(env, r.out, "supervisor")
+    r = try env.run(["gateway", "stop", "--name", "audsv"])
+    #expect(r.code == 0, "\(r)")
+    r = try env.replay(["audit", env.dataDir("audsv").appendingPathComponent("log").path, "--sandbox", "box", "-o", "jsonl"])
+    #expect(r.code == 0, "\(r)")
+    try check(r.out, "openshell-replay audit")
+  }
+
+  @Test("clients refused in the TLS handshake are in openshell audit (table, json, ocsf), aggregated per reason")
+  func handshakeRefusals() async throws {
+    let env = try CLIEnv("audtls")
+    defer { env.cleanup() }
+    let port = freePort()
+    var r = try env.run(["gateway", "start", "--name", "audtls", "--port", "\(port)"])
+    try #require(r.code == 0, "\(r)")
+    defer { _ = try? env.run(["gateway", "destroy", "--name", "audtls", "--yes"]) }
+    let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    let ca = env.dataDir("audtls").appendingPathComponent("pki/ca.crt").path
+    // 50 clients without a certificate (python3's ssl), then one with a certificate of another CA (openssl s_client).
+    r = try env.run([repo + "/Tests/audit-tools/tls_clients.py", "handshake", "127.0.0.1", "\(port)", "50", "--ca", ca], binary: "/usr/bin/python3")
+    #expect(r.code == 0 && r.out.contains("\"TLSV13_ALERT_CERTIFICATE_REQUIRED\": 50"), "\(r)")
+    let script = """
+      set -e
+      cd "$0"
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout fca.key -out fca.crt -subj /CN=foreign-ca -days 2 2>/dev/null
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout in.key -out in.csr -subj /CN=intruder 2>/dev/null
+      openssl x509 -req -in in.csr -CA fca.crt -CAkey fca.key -CAcreateserial -out in.crt -days 2 2>/dev/null
+      openssl s_client -connect 127.0.0.1:$1 -CAfile "$2" -cert in.crt -key in.key -alpn h2 -ign_eof </dev/null 2>&1 || true
+      """
+    r = try env.run(["-c", script, env.root.path, "\(port)", ca], binary: "/bin/sh")
+    #expect(r.out.contains("alert unknown ca"), "openssl saw the refusal: \(r)")
+    // The 10 s window closes on its own: wait for both records.
+    var lines: [[String: String]] = []
+    for _ in 0..<60 {
+      r = try env.run(["audit", "--type", "audit.access_refused", "-o", "jsonl"])
+      lines = try Self.records(r.out)
+      if lines.count >= 2 { break }
+      try await Task.sleep(for: .milliseconds(500))
+    }
+    let summaries = lines.map { $0["summary"] ?? "" }
+    #expect(lines.count == 2, "\(summaries)")
+    #expect(
+      summaries.contains { $0.hasPrefix("refused 50× tls-handshake for unauthenticated from ipv4:127.0.0.1:") && $0.hasSuffix("no client certificate") },
+      "\(summaries)")
+    #expect(summaries.contains { $0.contains("1× tls-handshake for unverified:CN=intruder") && $0.hasSuffix("not issued by the gateway CA") }, "\(summaries)")
+    r = try env.run(["audit", "--type", "audit.access_refused"])
+    #expect(r.code == 0 && r.out.contains("tls-handshake") && r.out.contains("no client certificate"), "table: \(r)")
+    r = try env.run(["audit", "--type", "audit.access_refused", "-o", "json"])
+    #expect(r.code == 0 && r.out.contains("tls-handshake") && r.out.contains("not issued by the gateway CA"), "json: \(r)")
+    r = try env.run(["audit", "--type", "audit.access_refused", "-o", "ocsf"])
+    #expect(r.code == 0 && r.out.contains("\"class_uid\":3002") && r.out.contains("\"count\":50"), "ocsf: \(r)")
+    try expectValidOCSF(env, r.out, "handshake")
+  }
+
   /// The JSON lines of `-o jsonl` as string fields (seq as text).
   static func records(_ jsonl: String) throws -> [[String: String]] {
     try jsonl.split(separator: "\n").map { line in

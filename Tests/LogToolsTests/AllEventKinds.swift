@@ -362,6 +362,31 @@ enum AllEventKinds {
           })
       ),
       (
+        sb,
+        .supervisorConnected(
+          .with {
+            $0.sandboxID = sandbox; $0.sessionID = "ss1"; $0.instanceID = "i1"; $0.epoch = 2; $0.peer = "ipv4:10.200.0.2:41000"
+            $0.identity = sb; $0.certificateSha256 = String(repeating: "cd", count: 32); $0.connectedNs = 1_700_000_000_000_000_000
+            $0.unrecordedSessions = 4
+          })
+      ),
+      (
+        sb,
+        .supervisorDisconnected(
+          .with {
+            $0.sandboxID = sandbox; $0.sessionID = "ss1"; $0.instanceID = "i1"; $0.peer = "ipv4:10.200.0.2:41000"; $0.durationMs = 5000
+            $0.reason = "connection lost"
+          })
+      ),
+      (
+        "system",
+        .supervisorDisconnected(
+          .with {
+            $0.sandboxID = sandbox; $0.instanceID = "i1"; $0.durationMs = 900; $0.unrecordedSessions = 7
+            $0.reason = "reconnect loop: sessions beyond 5 per 60 s not recorded one by one"
+          })
+      ),
+      (
         "system",
         .auditCheckpoint(
           .with {

@@ -47,7 +47,8 @@ struct InProcessGateway: Sendable {
 
 extension LoadGen {
   /// Audit overhead (issue 12): GetSandbox, CreateSandbox and refused calls (a sandbox identity calling
-  /// GetSandbox: PERMISSION_DENIED, recorded as `audit.access_refused` windows) against two gateways of the
+  /// GetSandbox: PERMISSION_DENIED, recorded as `audit.access_refused` windows; TLS handshakes without a client
+  /// certificate, one connection each: ``RefusedHandshake``) against two gateways of the
   /// same build in the same process, one auditing refusals (the default) and one not
   /// (`GatewayConfiguration.recordRefusals = false`), cells interleaved on/off/off/on… over `rounds`.
   func auditOverhead() async throws {
@@ -61,7 +62,7 @@ extension LoadGen {
     var rows: [[String]] = []
     var rates: [String: [Double]] = [:]
     for round in 0..<rounds {
-      for rpc in ["GetSandbox", "CreateSandbox", "refused GetSandbox"] {
+      for rpc in ["GetSandbox", "CreateSandbox", "refused GetSandbox", "refused TLS handshake"] {
         let order = round % 2 == 0 ? [(on, "on"), (off, "off")] : [(off, "off"), (on, "on")]
         for (gw, label) in order {
           let r = try await cell(gw, rpc: rpc, level: level, round: round)
@@ -74,11 +75,11 @@ extension LoadGen {
     await off.stop()
     print(Table.render(["rpc", "concurrency", "requests", "errors", "req/s", "p50 ms", "p99 ms", "max ms", "note"], rows))
     print("\nmean req/s over rounds, overhead = (off - on) / off:")
-    for rpc in ["GetSandbox", "CreateSandbox", "refused GetSandbox"] {
+    for rpc in ["GetSandbox", "CreateSandbox", "refused GetSandbox", "refused TLS handshake"] {
       let a = mean(rates["\(rpc)|on"] ?? [])
       let b = mean(rates["\(rpc)|off"] ?? [])
       print(
-        "  " + rpc.padding(toLength: 20, withPad: " ", startingAt: 0)
+        "  " + rpc.padding(toLength: 22, withPad: " ", startingAt: 0)
           + String(format: "audit on %8.0f   off %8.0f   overhead %+.1f %%", a, b, b > 0 ? (b - a) / b * 100 : 0))
     }
   }
@@ -89,6 +90,11 @@ extension LoadGen {
   private func cell(_ gw: InProcessGateway, rpc: String, level: Int, round: Int) async throws -> RunResult {
     let duration = self.duration
     let scope = Openshell_Datamodel_V1_WorkspaceSelector.with { $0.workspace = "default" }
+    if rpc == "refused TLS handshake" {
+      let client = try RefusedHandshake(caFile: gw.dir + "/pki/ca.crt", port: gw.port)
+      for _ in 0..<20 { try await client.run() }
+      return try await runConcurrent(concurrency: level, seconds: duration) { try await client.run() }
+    }
     let sandboxCert = rpc.hasPrefix("refused") ? try gw.sandboxCertificate("loadgen-sb") : nil
     return try await withClients(port: gw.port, pki: gw.dir + "/pki", count: connections, certificate: sandboxCert) { apis in
       let ticket = Ticket()

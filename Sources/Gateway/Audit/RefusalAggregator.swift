@@ -4,7 +4,8 @@ import Logging
 import Projections
 
 /// Records refused calls (issue 12: authentication and authorisation outcomes) without letting a
-/// flood fill the disk.
+/// flood fill the disk: refused RPCs (``AuditInterceptor``, ``BearerAuthInterceptor``) and clients refused
+/// before any RPC, in the TLS handshake (``HandshakeRefusal``, RPC `tls-handshake`).
 ///
 /// Aggregation rule: refusals are keyed by (identity, RPC, status code, reason). The first refusal of
 /// a key opens a window of `window` (default 10 s); every refusal of that key inside the window only

@@ -182,6 +182,15 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
     }
   }
   if configuration.recordRefusals { interceptors.append(AuditInterceptor(refusals: refusals)) }
+  // Clients refused before any RPC (TLS handshake) go through the same aggregation.
+  var handshakeRefusals: HandshakeRefusalSink?
+  if configuration.recordRefusals {
+    handshakeRefusals = { (r: HandshakeRefusal) in
+      Task {
+        await refusals.refused(identity: r.identity, peer: r.peer, rpc: HandshakeRefusal.rpc, code: HandshakeRefusal.code, reason: r.reason)
+      }
+    }
+  }
   interceptors += [MetricsInterceptor(metrics: metrics), MessageSizeInterceptor(limit: serverConfig.maxRequestMessageBytes)]
   let server = try GatewayServer(
     configuration: serverConfig, pki: pki, services: [service, inference, AuditService(log: log), SandboxAuditReportsService(service: service)],
@@ -189,6 +198,7 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
     readiness: { .ready(version: gatewayVersion, headSeq: log.headSeq) },
     metrics: metrics, peerRegistry: registry,
     serviceRouter: ServiceRouter(store: store, hub: hub, registry: registry, requireCertificate: configuration.security == .mutualTLS),
+    handshakeRefusals: handshakeRefusals,
     logger: logger)
   let running = RunningGateway(store: store, server: server, pki: pki, driver: driver)
   let signer =
@@ -256,6 +266,7 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
     if busy > 0 { logger.warning("\(busy) sandbox(es) still being started or stopped at shutdown; the next start finishes them") }
   }
   await refusals.flush()
+  await service.supervisorSessions.flush()
   await signer?.signHead()
   await store.snapshot()
   logger.info("gateway stopped at seq \(log.headSeq)")

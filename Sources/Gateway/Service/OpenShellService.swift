@@ -20,6 +20,8 @@ public struct OpenShellService: Openshell_V1_OpenShell.SimpleServiceProtocol, Se
   var audit: AuditRecorder { AuditRecorder(store: store) }
   /// SSH session lifetime and the address CreateSshSession returns.
   public let ssh: SSHTunnelSettings
+  /// Supervisor connects and disconnects (bounded per sandbox; see ``SupervisorSessionAudit``).
+  let supervisorSessions: SupervisorSessionAudit
 
   /// - Parameters:
   ///   - driver: the compute driver; nil = none configured (sandboxes stay PROVISIONING; stop,
@@ -29,6 +31,7 @@ public struct OpenShellService: Openshell_V1_OpenShell.SimpleServiceProtocol, Se
     vault: SecretVault? = nil, ssh: SSHTunnelSettings = SSHTunnelSettings()
   ) {
     self.ssh = ssh
+    self.supervisorSessions = SupervisorSessionAudit(log: store.log)
     self.store = store
     self.driver = driver
     self.version = version

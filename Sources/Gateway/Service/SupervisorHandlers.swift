@@ -17,7 +17,9 @@ extension OpenShellService {
   /// sends `SessionAccepted`, then `RelayOpen` requests; the supervisor may send heartbeats and
   /// `RelayOpenResult` failures. A second session presenting the sandbox's identity is arbitrated by
   /// ``SessionArbitration`` (refused, or it supersedes this one); a superseded session's stream ends with
-  /// ABORTED naming why, so its supervisor reconnects.
+  /// ABORTED naming why, so its supervisor reconnects. Every accepted session is audited
+  /// (`supervisor.connected`, then `supervisor.disconnected` with its duration and why it ended; bounded per
+  /// sandbox by ``SupervisorSessionAudit``).
   public func connectSupervisor(
     request: RPCAsyncSequence<Openshell_V1_SupervisorMessage, any Error>, response: RPCWriter<Openshell_V1_GatewayMessage>, context: ServerContext
   ) async throws {
@@ -40,6 +42,45 @@ extension OpenShellService {
     case .accepted(let t, let o, let c): (token, outbound, clock) = (t, o, c)
     }
     defer { hub.unregister(sandboxID: id, token: token) }
+    let sessionID = token.uuidString.lowercased()
+    let sessions = supervisorSessions
+    await sessions.connected(
+      .init(
+        sandboxID: id, sessionID: sessionID, instanceID: hello.instanceID, epoch: hello.connectionEpoch, peer: context.remotePeer,
+        identity: "sandbox:\(id)", certificateSHA256: CallerIdentity.current.fingerprint ?? ""))
+    let drain = SubscriptionDrain.server
+    // Written even when the RPC is being cancelled (its own task), and before the call ends.
+    @Sendable func ended(_ reason: String) async {
+      await Task { await sessions.disconnected(sessionID: sessionID, reason: reason) }.value
+    }
+    do {
+      try await serveSession(id: id, hello: hello, token: token, clock: clock, outbound: outbound, iterator: iterator, hub: hub, response: response)
+    } catch {
+      let why: String
+      if drain?.isDraining == true {
+        why = "gateway shutting down"
+      } else if let e = error as? RPCError, e.code == .aborted {
+        why = e.message
+      } else if let phase = await store.state.sandboxes[id]?.phase, [.stopping, .stopped, .deleting].contains(phase) {
+        // The driver ended the supervisor because the sandbox is being stopped or deleted.
+        why = "sandbox \(phase.name.lowercased()): connection closed"
+      } else if await store.state.sandboxes[id] == nil {
+        why = "sandbox deleted: connection closed"
+      } else {
+        why = "connection lost: \(String(describing: error).prefix(200))"
+      }
+      await ended(why)
+      throw error
+    }
+    await ended(drain?.isDraining == true ? "gateway shutting down" : "the supervisor closed the session")
+  }
+
+  /// The accepted session of ``connectSupervisor(request:response:context:)``: until either side ends it.
+  private func serveSession(
+    id: String, hello: Openshell_V1_SupervisorHello, token: UUID, clock: SupervisorHub.SessionClock,
+    outbound: AsyncStream<Openshell_V1_GatewayMessage>, iterator: RPCAsyncSequence<Openshell_V1_SupervisorMessage, any Error>.AsyncIterator,
+    hub: SupervisorHub, response: RPCWriter<Openshell_V1_GatewayMessage>
+  ) async throws {
     try await response.write(
       .with {
         $0.sessionAccepted = .with {

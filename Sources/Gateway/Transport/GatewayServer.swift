@@ -108,6 +108,8 @@ public final class GatewayServer: Sendable {
   ///     `[IdentityInterceptor(registry: peerRegistry), MetricsInterceptor(metrics: metrics)]`.
   ///   - readiness: called for every `GET /readyz`.
   ///   - serviceRouter: exposed services on the port (``ServiceURL``); nil = none.
+  ///   - handshakeRefusals: told about every client refused before any RPC (TLS handshake, plaintext gRPC
+  ///     on the TLS port; see ``HandshakeRefusalClassifier`` for what counts); nil = not reported.
   /// - Throws: ``GatewayServerError/tlsConfiguration(_:)`` if TLS is requested without a PKI or the
   ///   certificate files cannot be loaded.
   public init(
@@ -119,6 +121,7 @@ public final class GatewayServer: Sendable {
     metrics: GatewayMetrics,
     peerRegistry: PeerCertificateRegistry = PeerCertificateRegistry(),
     serviceRouter: ServiceRouter? = nil,
+    handshakeRefusals: HandshakeRefusalSink? = nil,
     logger: Logger = Logger(label: "openshell.gateway.server")
   ) throws {
     var sslContext: NIOSSLContext?
@@ -137,7 +140,9 @@ public final class GatewayServer: Sendable {
         services: serviceRouter, secure: configuration.security.usesTLS),
       registry: configuration.security == .mutualTLS ? peerRegistry : nil,
       handshakeTimeout: TimeAmount(configuration.handshakeTimeout),
-      httpIdleTimeout: TimeAmount(configuration.httpIdleTimeout))
+      httpIdleTimeout: TimeAmount(configuration.httpIdleTimeout),
+      refusals: configuration.security.usesTLS ? handshakeRefusals : nil,
+      trustedCA: configuration.security == .mutualTLS ? pki?.caCertificate : nil)
     acceptFailures = AcceptFailureLogger(logger: logger)
     let factory = OnePortListenerFactory(
       host: configuration.host, port: configuration.port, sslContext: sslContext,

@@ -13,7 +13,8 @@ import NIOSSL
 /// connection eagerly (swift-build-notes.md §6.3):
 ///
 /// ```
-/// [TLSDetector (TLS + plaintext probes)] -> [NIOSSLServerHandler (TLS modes)] -> [ProtocolSniffer]
+/// [TLSDetector (TLS + plaintext probes)] -> [NIOSSLServerHandler (TLS modes)]
+///   -> [HandshakeRefusalObserver (TLS modes, until the handshake completes)] -> [ProtocolSniffer]
 ///   -> [gRPC HTTP/2 pipeline from ConnectionConfigurator]
 /// ```
 ///
@@ -54,6 +55,10 @@ struct OnePortListenerFactory: HTTP2ServerTransport.ListenerFactory {
                 try sync.addHandler(TLSDetector(sslContext: sslContext))
               } else {
                 try sync.addHandler(NIOSSLServerHandler(context: sslContext))
+              }
+              // Behind the TLS handler (TLSDetector inserts that one right after itself, so before this).
+              if let sink = settings.refusals {
+                try sync.addHandler(HandshakeRefusalObserver(sink: sink, ca: settings.trustedCA))
               }
             }
             try sync.addHandler(ProtocolSniffer(settings: settings))

@@ -13,7 +13,8 @@ import X509
 ///   until it can decide.
 /// - The 24-byte HTTP/2 client connection preface (RFC 9113 §3.4) → gRPC: releases the held writes,
 ///   replays the bytes and leaves the pipeline. If the connection is plaintext on a TLS port
-///   (``markPlaintextOnTLSPort()``), the connection is closed instead: plaintext gRPC would bypass mTLS.
+///   (``markPlaintextOnTLSPort()``), the connection is closed instead: plaintext gRPC would bypass mTLS
+///   (reported as a ``HandshakeRefusal``).
 /// - Anything else → HTTP/1.1: drops the held gRPC writes, inserts the HTTP/1.1 handlers and an
 ///   ``OutboundGate`` in front of the idle gRPC handlers, replays the bytes and leaves.
 /// - Undecided connections are closed when the handshake deadline passes (a silent or slow client)
@@ -37,6 +38,10 @@ final class ProtocolSniffer: ChannelDuplexHandler, RemovableChannelHandler {
     var handshakeTimeout: TimeAmount
     /// How long an HTTP/1.1 keep-alive connection may stay silent.
     var httpIdleTimeout: TimeAmount
+    /// Where clients refused before any RPC are reported (issue 12); nil = not recorded.
+    var refusals: HandshakeRefusalSink? = nil
+    /// The gateway CA (mTLS), to tell a foreign client certificate from an expired one of ours.
+    var trustedCA: Certificate? = nil
   }
 
   private enum State { case undecided, grpc, http }
@@ -146,6 +151,10 @@ final class ProtocolSniffer: ChannelDuplexHandler, RemovableChannelHandler {
 
   private func switchToGRPC(context: ChannelHandlerContext) {
     guard !plaintextOnTLSPort else {
+      settings.refusals?(
+        HandshakeRefusal(
+          identity: HandshakeRefusal.unauthenticated, peer: PeerCertificateRegistry.remotePeerKey(context.channel) ?? "unknown",
+          reason: HandshakeRefusal.Reason.plaintextGRPC))
       context.close(promise: nil)
       return
     }

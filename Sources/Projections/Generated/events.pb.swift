@@ -829,7 +829,7 @@ public nonisolated struct Openshell_Events_V1_AccessRefused: Sendable {
   /// remote address of the first refused call of the window
   public var peer: String = String()
 
-  /// fully qualified method
+  /// fully qualified method, or tls-handshake (refused before any RPC)
   public var rpc: String = String()
 
   /// PERMISSION_DENIED, UNAUTHENTICATED
@@ -996,6 +996,74 @@ public nonisolated struct Openshell_Events_V1_SshTunnelClosed: Sendable {
 
   /// empty = closed normally
   public var reason: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A sandbox supervisor's ConnectSupervisor session began (issue 12: session establishment; audit only, the
+/// projection keeps no state). A reconnect loop is bounded by Gateway/Audit/SupervisorSessionAudit.swift: at
+/// most 5 sessions per sandbox per 60 s are recorded one by one; the others are counted in
+/// `unrecorded_sessions` of the sandbox's next record.
+public nonisolated struct Openshell_Events_V1_SupervisorConnected: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var sandboxID: String = String()
+
+  /// SessionAccepted.session_id
+  public var sessionID: String = String()
+
+  /// from the supervisor's hello
+  public var instanceID: String = String()
+
+  /// connection epoch from the hello
+  public var epoch: UInt64 = 0
+
+  /// remote address, e.g. ipv4:127.0.0.1:50000
+  public var peer: String = String()
+
+  /// sandbox:<id>, the supervisor's identity
+  public var identity: String = String()
+
+  /// the client certificate it authenticated with; empty = its sandbox token
+  public var certificateSha256: String = String()
+
+  /// when the session was accepted (a late record is written after it)
+  public var connectedNs: Int64 = 0
+
+  /// sessions of this sandbox since its previous record not recorded one by one
+  public var unrecordedSessions: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// That session ended. session_id empty = a summary of sessions not recorded one by one (reconnect loop).
+public nonisolated struct Openshell_Events_V1_SupervisorDisconnected: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var sandboxID: String = String()
+
+  public var sessionID: String = String()
+
+  public var instanceID: String = String()
+
+  public var peer: String = String()
+
+  /// from acceptance to the end of the stream
+  public var durationMs: Int64 = 0
+
+  /// why it ended (supervisor closed, connection lost, superseded, gateway shutdown)
+  public var reason: String = String()
+
+  /// as in SupervisorConnected (summary records)
+  public var unrecordedSessions: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1445,6 +1513,22 @@ public nonisolated struct Openshell_Events_V1_GatewayEvent: Sendable {
     set {kind = .credentialsSubstituted(newValue)}
   }
 
+  public var supervisorConnected: Openshell_Events_V1_SupervisorConnected {
+    get {
+      if case .supervisorConnected(let v)? = kind {return v}
+      return Openshell_Events_V1_SupervisorConnected()
+    }
+    set {kind = .supervisorConnected(newValue)}
+  }
+
+  public var supervisorDisconnected: Openshell_Events_V1_SupervisorDisconnected {
+    get {
+      if case .supervisorDisconnected(let v)? = kind {return v}
+      return Openshell_Events_V1_SupervisorDisconnected()
+    }
+    set {kind = .supervisorDisconnected(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -1497,6 +1581,8 @@ public nonisolated struct Openshell_Events_V1_GatewayEvent: Sendable {
     case serviceExposed(Openshell_Events_V1_ServiceExposed)
     case serviceDeleted(Openshell_Events_V1_ServiceDeleted)
     case credentialsSubstituted(Openshell_Events_V1_CredentialsSubstituted)
+    case supervisorConnected(Openshell_Events_V1_SupervisorConnected)
+    case supervisorDisconnected(Openshell_Events_V1_SupervisorDisconnected)
 
   }
 
@@ -3746,6 +3832,136 @@ nonisolated extension Openshell_Events_V1_SshTunnelClosed: SwiftProtobuf.Message
   }
 }
 
+nonisolated extension Openshell_Events_V1_SupervisorConnected: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SupervisorConnected"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sandbox_id\0\u{3}session_id\0\u{3}instance_id\0\u{1}epoch\0\u{1}peer\0\u{1}identity\0\u{3}certificate_sha256\0\u{3}connected_ns\0\u{3}unrecorded_sessions\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.sandboxID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.sessionID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.instanceID) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.peer) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.identity) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.certificateSha256) }()
+      case 8: try { try decoder.decodeSingularInt64Field(value: &self.connectedNs) }()
+      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.unrecordedSessions) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.sandboxID.isEmpty {
+      try visitor.visitSingularStringField(value: self.sandboxID, fieldNumber: 1)
+    }
+    if !self.sessionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.sessionID, fieldNumber: 2)
+    }
+    if !self.instanceID.isEmpty {
+      try visitor.visitSingularStringField(value: self.instanceID, fieldNumber: 3)
+    }
+    if self.epoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 4)
+    }
+    if !self.peer.isEmpty {
+      try visitor.visitSingularStringField(value: self.peer, fieldNumber: 5)
+    }
+    if !self.identity.isEmpty {
+      try visitor.visitSingularStringField(value: self.identity, fieldNumber: 6)
+    }
+    if !self.certificateSha256.isEmpty {
+      try visitor.visitSingularStringField(value: self.certificateSha256, fieldNumber: 7)
+    }
+    if self.connectedNs != 0 {
+      try visitor.visitSingularInt64Field(value: self.connectedNs, fieldNumber: 8)
+    }
+    if self.unrecordedSessions != 0 {
+      try visitor.visitSingularUInt64Field(value: self.unrecordedSessions, fieldNumber: 9)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Events_V1_SupervisorConnected, rhs: Openshell_Events_V1_SupervisorConnected) -> Bool {
+    if lhs.sandboxID != rhs.sandboxID {return false}
+    if lhs.sessionID != rhs.sessionID {return false}
+    if lhs.instanceID != rhs.instanceID {return false}
+    if lhs.epoch != rhs.epoch {return false}
+    if lhs.peer != rhs.peer {return false}
+    if lhs.identity != rhs.identity {return false}
+    if lhs.certificateSha256 != rhs.certificateSha256 {return false}
+    if lhs.connectedNs != rhs.connectedNs {return false}
+    if lhs.unrecordedSessions != rhs.unrecordedSessions {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Openshell_Events_V1_SupervisorDisconnected: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SupervisorDisconnected"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sandbox_id\0\u{3}session_id\0\u{3}instance_id\0\u{1}peer\0\u{3}duration_ms\0\u{1}reason\0\u{3}unrecorded_sessions\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.sandboxID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.sessionID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.instanceID) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.peer) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.durationMs) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.unrecordedSessions) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.sandboxID.isEmpty {
+      try visitor.visitSingularStringField(value: self.sandboxID, fieldNumber: 1)
+    }
+    if !self.sessionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.sessionID, fieldNumber: 2)
+    }
+    if !self.instanceID.isEmpty {
+      try visitor.visitSingularStringField(value: self.instanceID, fieldNumber: 3)
+    }
+    if !self.peer.isEmpty {
+      try visitor.visitSingularStringField(value: self.peer, fieldNumber: 4)
+    }
+    if self.durationMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.durationMs, fieldNumber: 5)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 6)
+    }
+    if self.unrecordedSessions != 0 {
+      try visitor.visitSingularUInt64Field(value: self.unrecordedSessions, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Openshell_Events_V1_SupervisorDisconnected, rhs: Openshell_Events_V1_SupervisorDisconnected) -> Bool {
+    if lhs.sandboxID != rhs.sandboxID {return false}
+    if lhs.sessionID != rhs.sessionID {return false}
+    if lhs.instanceID != rhs.instanceID {return false}
+    if lhs.peer != rhs.peer {return false}
+    if lhs.durationMs != rhs.durationMs {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.unrecordedSessions != rhs.unrecordedSessions {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Openshell_Events_V1_ServiceExposed: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ServiceExposed"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sandbox_id\0\u{1}service\0\u{3}target_port\0\u{3}authorization_mode\0")
@@ -3828,7 +4044,7 @@ nonisolated extension Openshell_Events_V1_ServiceDeleted: SwiftProtobuf.Message,
 
 nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GatewayEvent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gateway_initialized\0\u{3}gateway_configured\0\u{3}certificate_issued\0\u{4}\u{7}workspace_created\0\u{3}workspace_deleted\0\u{4}\u{4}sandbox_template_created\0\u{3}sandbox_template_deleted\0\u{4}\u{4}sandbox_requested\0\u{3}sandbox_provisioning\0\u{3}sandbox_ready\0\u{3}sandbox_failed\0\u{3}sandbox_stopping\0\u{3}sandbox_stopped\0\u{3}sandbox_starting\0\u{3}sandbox_deleting\0\u{3}sandbox_deleted\0\u{3}sandbox_main_process_exited\0\u{3}sandbox_condition_set\0\u{3}sandbox_network_denials\0\u{4}\u{9}provider_created\0\u{3}provider_updated\0\u{3}provider_credential_rotated\0\u{3}provider_deleted\0\u{3}sandbox_provider_attached\0\u{3}sandbox_provider_detached\0\u{4}\u{5}policy_revision_submitted\0\u{3}policy_revision_loaded\0\u{3}policy_revision_failed\0\u{3}policy_revision_superseded\0\u{3}global_policy_set\0\u{3}global_policy_deleted\0\u{4}\u{5}setting_set\0\u{3}setting_deleted\0\u{4}\u{9}inference_route_set\0\u{3}inference_route_deleted\0\u{3}inference_bundle_published\0\u{4}\u{8}ssh_session_created\0\u{3}ssh_session_revoked\0\u{3}ssh_tunnel_opened\0\u{3}ssh_tunnel_closed\0\u{4}\u{3}service_exposed\0\u{3}service_deleted\0\u{4}\u{3}audit_checkpoint\0\u{3}access_refused\0\u{3}credentials_disclosed\0\u{3}exec_started\0\u{3}exec_ended\0\u{3}gateway_restored\0\u{4}\u{f}credentials_substituted\0\u{4}z\u{d}request_rpc\0\u{3}request_target\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}gateway_initialized\0\u{3}gateway_configured\0\u{3}certificate_issued\0\u{4}\u{7}workspace_created\0\u{3}workspace_deleted\0\u{4}\u{4}sandbox_template_created\0\u{3}sandbox_template_deleted\0\u{4}\u{4}sandbox_requested\0\u{3}sandbox_provisioning\0\u{3}sandbox_ready\0\u{3}sandbox_failed\0\u{3}sandbox_stopping\0\u{3}sandbox_stopped\0\u{3}sandbox_starting\0\u{3}sandbox_deleting\0\u{3}sandbox_deleted\0\u{3}sandbox_main_process_exited\0\u{3}sandbox_condition_set\0\u{3}sandbox_network_denials\0\u{4}\u{9}provider_created\0\u{3}provider_updated\0\u{3}provider_credential_rotated\0\u{3}provider_deleted\0\u{3}sandbox_provider_attached\0\u{3}sandbox_provider_detached\0\u{4}\u{5}policy_revision_submitted\0\u{3}policy_revision_loaded\0\u{3}policy_revision_failed\0\u{3}policy_revision_superseded\0\u{3}global_policy_set\0\u{3}global_policy_deleted\0\u{4}\u{5}setting_set\0\u{3}setting_deleted\0\u{4}\u{9}inference_route_set\0\u{3}inference_route_deleted\0\u{3}inference_bundle_published\0\u{4}\u{8}ssh_session_created\0\u{3}ssh_session_revoked\0\u{3}ssh_tunnel_opened\0\u{3}ssh_tunnel_closed\0\u{4}\u{3}service_exposed\0\u{3}service_deleted\0\u{4}\u{3}audit_checkpoint\0\u{3}access_refused\0\u{3}credentials_disclosed\0\u{3}exec_started\0\u{3}exec_ended\0\u{3}gateway_restored\0\u{4}\u{f}supervisor_connected\0\u{3}supervisor_disconnected\0\u{3}credentials_substituted\0\u{4}x\u{d}request_rpc\0\u{3}request_target\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4461,6 +4677,32 @@ nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, S
         }
       }()
       case 110: try {
+        var v: Openshell_Events_V1_SupervisorConnected?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .supervisorConnected(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .supervisorConnected(v)
+        }
+      }()
+      case 111: try {
+        var v: Openshell_Events_V1_SupervisorDisconnected?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .supervisorDisconnected(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .supervisorDisconnected(v)
+        }
+      }()
+      case 112: try {
         var v: Openshell_Events_V1_CredentialsSubstituted?
         var hadOneofValue = false
         if let current = self.kind {
@@ -4678,9 +4920,17 @@ nonisolated extension Openshell_Events_V1_GatewayEvent: SwiftProtobuf.Message, S
       guard case .gatewayRestored(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 95)
     }()
+    case .supervisorConnected?: try {
+      guard case .supervisorConnected(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 110)
+    }()
+    case .supervisorDisconnected?: try {
+      guard case .supervisorDisconnected(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 111)
+    }()
     case .credentialsSubstituted?: try {
       guard case .credentialsSubstituted(let v)? = self.kind else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 110)
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 112)
     }()
     case nil: break
     }
