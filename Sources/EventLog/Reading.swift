@@ -13,6 +13,8 @@ final class LogShared: Sendable {
   let counters = WriterCounters()
   let logger: Logger
   let directory: String
+  /// True from ``EventLog/openForBulkLoad(directory:options:)`` until ``EventLog/finishBulkLoad()``.
+  let bulkLoading: Atomic<Bool>
 
   init(env: LMDBEnvironment, directory: String, options: EventLog.Options, head: PublishedState, logger: Logger) {
     self.env = env
@@ -21,6 +23,7 @@ final class LogShared: Sendable {
     self.dicts = DictionaryCache(level: options.compressionLevel)
     self.state = Mutex(head)
     self.logger = logger
+    bulkLoading = Atomic(options.bulkLoad)
   }
 
   /// Loads dictionary `id` (cached) using `txn`.
