@@ -116,7 +116,9 @@ public enum LogArchive {
     return count
   }
 
-  /// Creates a new log in `directory` (which must not hold a log yet) from an archive.
+  /// Creates a new log in `directory` (which must not hold a log yet) from an archive, as a bulk load
+  /// (``EventLog/openForBulkLoad(directory:options:)``): durable once it returns; an import that fails or is
+  /// killed midway leaves a directory that every open refuses ("interrupted bulk load").
   /// - Throws: `ArchiveError` for a malformed, truncated or tampered archive (naming the line/seq),
   ///   `EventLogError` from the log.
   @discardableResult
