@@ -76,7 +76,8 @@ struct ReadCommand: AsyncParsableCommand {
 
   private func line(_ pass: Int, _ what: String, _ n: Int, _ wall: UInt64, _ cpu: UInt64) -> String {
     String(
-      format: "pass %d %-15@ %8d events  %9.0f events/s  %9.0f events per CPU-second", pass, what as NSString, n,
+      format: "pass %d %@ %8d events  %9.0f events/s  %9.0f events per CPU-second", pass,
+      what.padding(toLength: 15, withPad: " ", startingAt: 0), n,
       Double(n) / (Double(wall) / 1e9), Double(n) / (Double(cpu) / 1e9))
   }
 }
