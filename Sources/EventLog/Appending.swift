@@ -76,6 +76,8 @@ extension EventLog {
   }
 
   private static func stamped(_ events: [NewEvent]) -> [NewEvent] {
+    // Restores and imports carry their timestamps: no copy of every event then (issue 14: bulk load).
+    if events.allSatisfy({ $0.timestampNs != nil }) { return events }
     let now = wallClockNs()
     return events.map { e in
       var e = e

@@ -2,8 +2,8 @@ import CZstd
 
 // zstd for v2 record bodies (``RecordFormat``) without per-record allocation (issue 14): the writer's
 // ``Compressor`` keeps its parameters and dictionary reference between records and compresses into a reused
-// buffer; a ``BodyDecoder`` (one per read transaction or chunk) holds one `ZSTD_DCtx` and reused input and
-// output buffers, and decompresses straight from the LMDB value.
+// buffer; a ``BodyDecoder`` (one per read transaction or chunk) holds one `ZSTD_DCtx` set to the magicless
+// frame format and a reused output buffer, and decompresses straight from the LMDB value.
 
 /// A growable raw byte buffer reused between records. Not thread-safe; `free()` it exactly once.
 struct ScratchBuffer {
@@ -72,7 +72,6 @@ extension Compressor {
 final class BodyDecoder {
   private let pool: DecompressorPool
   private var dctx: OpaquePointer?
-  private var input = ScratchBuffer()
   private var output = ScratchBuffer()
 
   init(pool: DecompressorPool) { self.pool = pool }
@@ -83,7 +82,6 @@ final class BodyDecoder {
   func close() {
     if let d = dctx { pool.giveBack(d) }
     dctx = nil
-    input.free()
     output.free()
   }
 
@@ -93,25 +91,35 @@ final class BodyDecoder {
   func decompressBody(_ src: UnsafeRawBufferPointer, length: Int, dict: ZstdDictionary?)
     -> Result<UnsafeRawBufferPointer, ZstdFailure>
   {
-    if dctx == nil { dctx = pool.borrow() }
-    guard let dctx else { return .failure(ZstdFailure("ZSTD_createDCtx failed")) }
-    let inLen = src.count + 4
-    let inp = input.reserve(inLen)
-    inp.storeBytes(of: UInt32(0xFD2F_B528).littleEndian, as: UInt32.self)
-    if let b = src.baseAddress { (inp + 4).copyMemory(from: b, byteCount: src.count) }
-    let frameSize = ZSTD_getFrameContentSize(inp, inLen)
-    if frameSize == UInt64.max || frameSize == UInt64.max - 1 {
+    if dctx == nil {
+      // Magicless frames (ZSTD_f_zstd1_magicless) are exactly what v2 stores, so the frame is decoded in place
+      // in the LMDB page instead of being copied behind a re-added magic number. Sticky until the context is
+      // given back (the pool resets its parameters).
+      guard let d = pool.borrow() else { return .failure(ZstdFailure("ZSTD_createDCtx failed")) }
+      let rc = ZSTD_DCtx_setParameter(d, ZSTD_d_experimentalParam1 /* ZSTD_d_format */, Int32(ZSTD_f_zstd1_magicless.rawValue))
+      if ZSTD_isError(rc) != 0 {
+        pool.giveBack(d)
+        return .failure(ZstdFailure("zstd magicless format: \(zstdErrorName(rc))"))
+      }
+      dctx = d
+    }
+    guard let dctx, let base = src.baseAddress, !src.isEmpty else {
+      return .failure(ZstdFailure("empty zstd frame"))
+    }
+    var header = ZSTD_frameHeader()
+    let hrc = ZSTD_getFrameHeader_advanced(&header, base, src.count, ZSTD_f_zstd1_magicless)
+    if hrc != 0 || header.frameType != ZSTD_frame || header.frameContentSize == UInt64.max {
       return .failure(ZstdFailure("not a zstd frame with a known content size"))
     }
-    guard frameSize == UInt64(length) else {
-      return .failure(ZstdFailure("zstd frame holds \(frameSize) bytes, header says \(length)"))
+    guard header.frameContentSize == UInt64(length) else {
+      return .failure(ZstdFailure("zstd frame holds \(header.frameContentSize) bytes, header says \(length)"))
     }
     let out = output.reserve(max(length, 1))
     let n: Int
     if let dict {
-      n = dict.withDDict { ZSTD_decompress_usingDDict(dctx, out, length, inp, inLen, $0) }
+      n = dict.withDDict { ZSTD_decompress_usingDDict(dctx, out, length, base, src.count, $0) }
     } else {
-      n = ZSTD_decompressDCtx(dctx, out, length, inp, inLen)
+      n = ZSTD_decompressDCtx(dctx, out, length, base, src.count)
     }
     if ZSTD_isError(n) != 0 { return .failure(ZstdFailure("zstd: \(zstdErrorName(n))")) }
     guard n == length else { return .failure(ZstdFailure("decompressed \(n) bytes, header says \(length)")) }

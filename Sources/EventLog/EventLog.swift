@@ -67,6 +67,9 @@ public final class EventLog: Sendable {
     /// refused as `.corrupt` (naming the page) instead of crashing the process or opening as a new log. Skipped
     /// for a read-only open while another process writes the log (its pages change under the walk).
     public var checkFileStructure: Bool = true
+    /// Set only by ``EventLog/openForBulkLoad(directory:options:)``: commits are not flushed (`MDB_NOSYNC`)
+    /// until ``EventLog/finishBulkLoad()``, and the open accepts the directory's bulk-load marker.
+    var bulkLoad = false
 
     public init() {}
   }
@@ -113,6 +116,8 @@ public final class EventLog: Sendable {
     opts.maxMapSize = max(opts.maxMapSize, opts.initialMapSize)
     opts.maxBatchEvents = max(1, opts.maxBatchEvents)
     let fm = FileManager.default
+    // A restore or import that did not finish left its marker: its records are incomplete (BulkLoad.swift).
+    if !opts.bulkLoad { try refuseInterruptedBulkLoad(directory) }
     if opts.readOnly {
       guard fm.fileExists(atPath: directory + "/data.mdb") else {
         throw EventLogError(code: .notFound, message: "no event log at \(directory) (data.mdb missing)")
@@ -144,7 +149,8 @@ public final class EventLog: Sendable {
         }
       }
       let env = try LMDBEnvironment(
-        path: directory, mapSize: opts.initialMapSize, flags: opts.durability.envFlags, readOnly: opts.readOnly)
+        path: directory, mapSize: opts.initialMapSize,
+        flags: opts.durability.envFlags | (opts.bulkLoad ? MDB_NOSYNC : 0), readOnly: opts.readOnly)
       do {
         let place = fileReport.map { "\(data) is damaged at page \($0.mainTreeRoot) (main tree)" } ?? "\(data) is damaged (main tree)"
         let head = try initialize(env, readOnly: opts.readOnly, damagedPlace: place)

@@ -71,7 +71,10 @@ extension Writer {
     struct Outcome {
       var head: PublishedState
       var lastCheckpoint: UInt64
-      var records: [EventRecord] = []
+      /// Chain hash of every record written, in seq order (the first follows `start.headHash`).
+      var hashes: [[UInt8]] = []
+      /// Indices into `prepared` of the calls written, in seq order.
+      var written: [Int] = []
       var ranges: [Int: Result<ClosedRange<UInt64>, EventLogError>] = [:]
     }
     let dbs = shared.env.dbs
@@ -109,7 +112,7 @@ extension Writer {
               versions[a] = (try readAggregateVersion(txn, dbs, a) + 1, true)
             }
           }
-          requests: for (i, p) in prepared {
+          requests: for (pi, (i, p)) in prepared.enumerated() {
             for (agg, exp) in p.request.expecting {
               let actual = try version(agg)
               if !exp.accepts(actual) {
@@ -135,20 +138,17 @@ extension Writer {
               }
               if seq % interval == 0 { try checkpoint(seq, hash) }
               try bump(e.aggregate)
-              out.records.append(
-                EventRecord(
-                  seq: seq, timestampNs: ts, type: e.type, aggregate: e.aggregate, actor: e.actor,
-                  requestID: e.requestID, payloadVersion: e.payloadVersion, dictionaryID: s.raw ? 0 : dictID,
-                  payload: e.payload, hash: hash, previousHash: prev, storedSize: size))
+              out.hashes.append(hash)
               out.head.headSeq = seq
               out.head.headHash = hash
             }
             if let cp = p.request.checkpoint {
               try txn.put(dbs.checkpoints, Array(cp.name.utf8), seqKey(cp.seq))
             }
+            out.written.append(pi)
             out.ranges[i] = .success(first...out.head.headSeq)
           }
-          if !out.records.isEmpty {
+          if !out.hashes.isEmpty {
             for (agg, v) in versions where v.touched { try txn.put(dbs.aggregates, aggregateKey(agg), seqKey(v.version)) }
             try txn.put(dbs.meta, MetaKey.headSeq, seqKey(out.head.headSeq))
             try txn.put(dbs.meta, MetaKey.headHash, out.head.headHash)
@@ -164,10 +164,33 @@ extension Writer {
         $0.headSeq = newHead.headSeq
         $0.headHash = newHead.headHash
       }
-      if !outcome.records.isEmpty {
+      if !outcome.hashes.isEmpty {
         shared.counters.commits.add(1, ordering: .relaxed)
-        shared.counters.appendedEvents.add(UInt64(outcome.records.count), ordering: .relaxed)
-        shared.hub.publish(outcome.records)
+        shared.counters.appendedEvents.add(UInt64(outcome.hashes.count), ordering: .relaxed)
+        // Records for live subscribers are made only when one is registered (decided under the hub's lock,
+        // after the commit: one registering later finds these records in its history read), so a bulk load
+        // or a gateway without watchers builds no EventRecord per event (issue 14).
+        shared.hub.publish {
+          var records: [EventRecord] = []
+          records.reserveCapacity(outcome.hashes.count)
+          var seq = start.headSeq
+          var prev = start.headHash
+          for p in outcome.written {
+            let (events, values) = (prepared[p].1.request.events, prepared[p].1.values)
+            for (e, v) in zip(events, values) {
+              seq += 1
+              let hash = outcome.hashes[records.count]
+              records.append(
+                EventRecord(
+                  seq: seq, timestampNs: e.timestampNs ?? 0, type: e.type, aggregate: e.aggregate, actor: e.actor,
+                  requestID: e.requestID, payloadVersion: e.payloadVersion, dictionaryID: v.raw ? 0 : dictID,
+                  payload: e.payload, hash: hash, previousHash: prev,
+                  storedSize: v.unsealed.count + RecordFormat.checksumSize))
+              prev = hash
+            }
+          }
+          return records
+        }
       }
       for (i, r) in outcome.ranges { results[i] = r }
     } catch let raw as EventLogError {

@@ -13,6 +13,8 @@ final class LogShared: Sendable {
   let counters = WriterCounters()
   let logger: Logger
   let directory: String
+  /// True from ``EventLog/openForBulkLoad(directory:options:)`` until ``EventLog/finishBulkLoad()``.
+  let bulkLoading: Atomic<Bool>
 
   init(env: LMDBEnvironment, directory: String, options: EventLog.Options, head: PublishedState, logger: Logger) {
     self.env = env
@@ -21,6 +23,7 @@ final class LogShared: Sendable {
     self.dicts = DictionaryCache(level: options.compressionLevel)
     self.state = Mutex(head)
     self.logger = logger
+    bulkLoading = Atomic(options.bulkLoad)
   }
 
   /// Loads dictionary `id` (cached) using `txn`.
@@ -54,8 +57,6 @@ final class LogShared: Sendable {
       }
       ctx.dictionary = dict
     }
-    let f: RecordFormat.Fields
-    let prev: [UInt8]
     if let v = h.v1 {
       let payload: [UInt8]
       if h.isRaw {
@@ -66,30 +67,38 @@ final class LogShared: Sendable {
         case .failure(let e): throw EventLogError.corrupt(h.seq, "record \(h.seq): payload: \(e.description)")
         }
       }
-      f = RecordFormat.Fields(
-        payloadVersion: v.payloadVersion, type: v.type, kind: v.kind, id: v.id, actor: v.actor,
-        requestID: v.requestID, payload: payload)
-      prev = v.previousHash
-    } else {
-      if h.isRaw {
-        f = try RecordFormat.parseBody(h.stored, seq: h.seq, strings: ctx.strings)
-      } else {
-        switch ctx.body.decompressBody(h.stored, length: h.uncompressedLength, dict: dict) {
-        case .success(let b): f = try RecordFormat.parseBody(b, seq: h.seq, strings: ctx.strings)
-        case .failure(let e): throw EventLogError.corrupt(h.seq, "record \(h.seq): body: \(e.description)")
-        }
+      let prev = v.previousHash
+      let hash = payload.withUnsafeBytes {
+        ctx.hasher.hash(
+          previousHash: prev, seq: h.seq, timestampNs: h.timestampNs, payloadVersion: v.payloadVersion,
+          type: v.type, kind: v.kind, id: v.id, actor: v.actor, requestID: v.requestID, payload: $0)
       }
-      prev = try previousHash ?? hashBefore(h.seq, txn: txn)
+      return EventRecord(
+        seq: h.seq, timestampNs: h.timestampNs, type: v.type, aggregate: AggregateRef(kind: v.kind, id: v.id),
+        actor: v.actor, requestID: v.requestID, payloadVersion: v.payloadVersion, dictionaryID: h.dictionaryID,
+        payload: payload, hash: hash, previousHash: prev, storedSize: h.storedSize)
     }
-    let hash = f.payload.withUnsafeBytes {
-      ctx.hasher.hash(
-        previousHash: prev, seq: h.seq, timestampNs: h.timestampNs, payloadVersion: f.payloadVersion,
-        type: f.type, kind: f.kind, id: f.id, actor: f.actor, requestID: f.requestID, payload: $0)
+    let body: UnsafeRawBufferPointer
+    if h.isRaw {
+      body = h.stored
+    } else {
+      switch ctx.body.decompressBody(h.stored, length: h.uncompressedLength, dict: dict) {
+      case .success(let b): body = b
+      case .failure(let e): throw EventLogError.corrupt(h.seq, "record \(h.seq): body: \(e.description)")
+      }
     }
+    // v2: the chain hash reads the header strings' bytes straight from the body; the strings are made once,
+    // for the record (issue 14: no intermediate field copies per record).
+    let s = try RecordFormat.sliceBody(body, seq: h.seq)
+    let strings = try RecordFormat.strings(of: s, seq: h.seq, strings: ctx.strings)
+    let prev = try previousHash ?? hashBefore(h.seq, txn: txn)
+    let hash = ctx.hasher.hash(
+      previousHash: prev, seq: h.seq, timestampNs: h.timestampNs, payloadVersion: s.payloadVersion, type: s.type,
+      kind: s.kind, id: s.id, actor: s.actor, requestID: s.requestID, payload: s.payload)
     return EventRecord(
-      seq: h.seq, timestampNs: h.timestampNs, type: f.type, aggregate: AggregateRef(kind: f.kind, id: f.id),
-      actor: f.actor, requestID: f.requestID, payloadVersion: f.payloadVersion, dictionaryID: h.dictionaryID,
-      payload: f.payload, hash: hash, previousHash: prev, storedSize: h.storedSize)
+      seq: h.seq, timestampNs: h.timestampNs, type: strings.type, aggregate: AggregateRef(kind: strings.kind, id: strings.id),
+      actor: strings.actor, requestID: strings.requestID, payloadVersion: s.payloadVersion, dictionaryID: h.dictionaryID,
+      payload: Array(s.payload), hash: hash, previousHash: prev, storedSize: h.storedSize)
   }
 
   /// Reads one chunk in ONE short read transaction: scans at most `limit` records with seq in
@@ -112,12 +121,14 @@ final class LogShared: Sendable {
       var key: [UInt8]? = seqKey(from)
       var position = chain
       let ctx = RecordDecoder(shared: self)
+      let all = filter.isAll
+      out.reserveCapacity(min(limit, 4096))
       while scanned < limit {
         let more: Bool? = try cursor.get(op, key: key) { k, v in
           guard let seq = decodeBE64(k) else { throw EventLogError.corrupt(nil, "events key of \(k.count) bytes") }
           if seq > through { return false }
           let h = try RecordFormat.parse(v, key: seq)
-          if let f = h.v1, !filter.isAll,
+          if let f = h.v1, !all,
             !filter.matches(type: f.type, kind: f.kind, id: f.id, timestampNs: h.timestampNs)
           {
             position = nil
@@ -125,7 +136,7 @@ final class LogShared: Sendable {
             let prev = position.flatMap { $0.seq == seq - 1 ? $0.hash : nil }
             let r = try decode(h, txn: txn, previousHash: prev, context: ctx)
             position = ChainPosition(seq: seq, hash: r.hash)
-            if filter.isAll || filter.matches(r) { out.append(r) }
+            if all || filter.matches(r) { out.append(r) }
           }
           last = seq
           return true
@@ -149,8 +160,9 @@ final class LogShared: Sendable {
 /// and the last dictionary used. One thread at a time.
 final class RecordDecoder {
   let body: BodyDecoder
-  var hasher = ChainHasher()
-  var dictionary: ZstdDictionary?
+  // One thread at a time (above): no dynamic exclusivity checks on the per-record state.
+  @exclusivity(unchecked) var hasher = ChainHasher()
+  @exclusivity(unchecked) var dictionary: ZstdDictionary?
   let strings = StringInterner()
 
   init(shared: LogShared) { body = BodyDecoder(pool: shared.decompressors) }
@@ -216,7 +228,16 @@ public struct EventLogReader: Sendable {
       index = 0
       if last >= through || last == .max { done = true } else { nextSeq = last + 1 }
     }
-    defer { index += 1 }
-    return buffer[index]
+    // Moved out, not copied: the slot keeps an empty record, so handing a record over costs no retain of its
+    // eight reference-counted fields (and dropping the chunk no release).
+    var r = EventLogReader.placeholder
+    swap(&r, &buffer[index])
+    index += 1
+    return r
   }
+
+  /// What a handed-over slot of `buffer` holds (empty strings and arrays: nothing to retain).
+  private static let placeholder = EventRecord(
+    seq: 0, timestampNs: 0, type: "", aggregate: AggregateRef(kind: "", id: ""), actor: "", requestID: "",
+    payloadVersion: 0, dictionaryID: 0, payload: [], hash: [], previousHash: [], storedSize: 0)
 }

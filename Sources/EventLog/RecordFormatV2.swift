@@ -112,9 +112,20 @@ extension RecordFormat {
       uncompressedLength: Int(ulen), stored: payload, storedSize: value.count, v1: nil)
   }
 
-  /// Splits an uncompressed v2 body into its fields. Throws `.corrupt` naming `seq`.
-  /// `strings` (optional) reuses the strings of repeating short fields (type, kind, actor) between records.
-  static func parseBody(_ b: UnsafeRawBufferPointer, seq: UInt64, strings: StringInterner? = nil) throws -> Fields {
+  /// The fields of an uncompressed v2 body as slices of it (no copy, no string): what the chain hash reads.
+  struct BodySlices {
+    var payloadVersion: UInt16
+    var type: UnsafeRawBufferPointer
+    var kind: UnsafeRawBufferPointer
+    var id: UnsafeRawBufferPointer
+    var actor: UnsafeRawBufferPointer
+    var requestID: UnsafeRawBufferPointer
+    var payload: UnsafeRawBufferPointer
+  }
+
+  /// Splits an uncompressed v2 body into slices, checking its varints and lengths (not the strings' UTF-8:
+  /// making the strings checks that). Throws `.corrupt` naming `seq`.
+  static func sliceBody(_ b: UnsafeRawBufferPointer, seq: UInt64) throws -> BodySlices {
     func bad(_ reason: String) -> EventLogError { .corrupt(seq, "record \(seq): body: \(reason)") }
     var r = ByteReader(b)
     guard let pv = r.varint(), pv <= UInt64(UInt16.max) else { throw bad("bad payload version") }
@@ -122,15 +133,36 @@ extension RecordFormat {
       let a = r.varint(), a <= 65_535, let q = r.varint(), q <= 65_535
     else { throw bad("bad string length") }
     guard t > 0, k > 0 else { throw bad("empty event type or aggregate kind") }
-    func short(_ n: Int) -> String? {
-      guard let strings else { return r.string(n) }
-      return r.bytes(n).flatMap { strings.string($0) }
-    }
-    guard let type = short(Int(t)), let kind = short(Int(k)), let id = r.string(Int(i)),
-      let actor = short(Int(a)), let req = r.string(Int(q))
+    guard let type = r.bytes(Int(t)), let kind = r.bytes(Int(k)), let id = r.bytes(Int(i)),
+      let actor = r.bytes(Int(a)), let req = r.bytes(Int(q))
     else { throw bad("truncated or invalid UTF-8 header strings") }
-    return Fields(
+    return BodySlices(
       payloadVersion: UInt16(pv), type: type, kind: kind, id: id, actor: actor, requestID: req,
-      payload: Array(UnsafeRawBufferPointer(rebasing: b[r.offset...])))
+      payload: UnsafeRawBufferPointer(rebasing: b[r.offset...]))
+  }
+
+  /// The header strings of `s` (`strings`, optional, reuses the strings of repeating short fields — type,
+  /// kind, actor — between records); throws `.corrupt` naming `seq` for invalid UTF-8.
+  static func strings(of s: BodySlices, seq: UInt64, strings: StringInterner?) throws -> (
+    type: String, kind: String, id: String, actor: String, requestID: String
+  ) {
+    func short(_ b: UnsafeRawBufferPointer) -> String? {
+      if let strings { return strings.string(b) }
+      return utf8String(b)
+    }
+    guard let type = short(s.type), let kind = short(s.kind), let id = utf8String(s.id), let actor = short(s.actor),
+      let req = utf8String(s.requestID)
+    else { throw EventLogError.corrupt(seq, "record \(seq): body: truncated or invalid UTF-8 header strings") }
+    return (type, kind, id, actor, req)
+  }
+
+  /// Splits an uncompressed v2 body into its fields. Throws `.corrupt` naming `seq`.
+  /// `strings` (optional) reuses the strings of repeating short fields (type, kind, actor) between records.
+  static func parseBody(_ b: UnsafeRawBufferPointer, seq: UInt64, strings: StringInterner? = nil) throws -> Fields {
+    let s = try sliceBody(b, seq: seq)
+    let f = try Self.strings(of: s, seq: seq, strings: strings)
+    return Fields(
+      payloadVersion: s.payloadVersion, type: f.type, kind: f.kind, id: f.id, actor: f.actor, requestID: f.requestID,
+      payload: Array(s.payload))
   }
 }

@@ -101,6 +101,15 @@ final class SubscriptionHub: Sendable {
     }
   }
 
+  /// Same, but the records are made (by `make`, under the lock) only when a subscriber is registered.
+  func publish(_ make: () -> [EventRecord]) {
+    state.withLock { s in
+      guard !s.buffers.isEmpty else { return }
+      let records = make()
+      for b in s.buffers.values { b.offer(records) }
+    }
+  }
+
   var count: Int { state.withLock { $0.buffers.count } }
 
   func closeAll() {

@@ -116,7 +116,9 @@ public enum LogArchive {
     return count
   }
 
-  /// Creates a new log in `directory` (which must not hold a log yet) from an archive.
+  /// Creates a new log in `directory` (which must not hold a log yet) from an archive, as a bulk load
+  /// (``EventLog/openForBulkLoad(directory:options:)``): durable once it returns; an import that fails or is
+  /// killed midway leaves a directory that every open refuses ("interrupted bulk load").
   /// - Throws: `ArchiveError` for a malformed, truncated or tampered archive (naming the line/seq),
   ///   `EventLogError` from the log.
   @discardableResult
@@ -145,7 +147,10 @@ public enum LogArchive {
     guard hexString(digest.finalize()) == trailer.digest else {
       throw ArchiveError(message: "archive digest mismatch: the file was modified or damaged")
     }
-    let log = try EventLog.open(directory: directory, options: options)
+    // A bulk load (issue 14): commits unflushed, one flush at the end; until then the directory carries a
+    // marker, so an import that fails or is killed midway is refused by every open instead of being used as a
+    // silently shorter log.
+    let log = try EventLog.openForBulkLoad(directory: directory, options: options)
     defer { log.close() }
     var pending: [(NewEvent, ArchiveRecord)] = []
     func flush() throws {
@@ -168,9 +173,10 @@ public enum LogArchive {
         type: r.type, aggregate: AggregateRef(kind: r.agg_kind, id: r.agg_id), actor: r.actor, requestID: r.request_id,
         payloadVersion: r.payload_version, payload: Array(payload), timestampNs: r.ts)
       pending.append((event, r))
-      if pending.count >= 1024 { try flush() }
+      if pending.count >= 4096 { try flush() }
     }
     try flush()
+    try log.finishBulkLoad()
     return log.headSeq
   }
 }

@@ -23,7 +23,7 @@ struct LogBenchResults: Sendable {
     var sqliteNormal: RunResult
   }
   var appends: [AppendRow] = []
-  var bulkOurs = 0.0, bulkSQLite = 0.0
+  var bulkOurs = 0.0, bulkSQLite = 0.0, bulkSQLiteOff = 0.0, bulkSQLiteOffCPU = 0.0
   var replayOurs = 0.0, readOurs = 0.0, replaySQLite = 0.0
   /// The same measures in events per CPU-second of the process (all threads).
   var bulkOursCPU = 0.0, bulkSQLiteCPU = 0.0, replayOursCPU = 0.0, readOursCPU = 0.0, replaySQLiteCPU = 0.0
@@ -102,16 +102,23 @@ enum LogBench {
           sqliteFull: full, sqliteNormal: normal))
     }
 
-    // 2. Bulk load of the same events into both stores, in batches (one transaction each).
+    // 2. Bulk load of the same events into both stores, in batches (one transaction each): ours as a restore
+    //    or import does it (EventLog.openForBulkLoad: commits unflushed, one flush + fsync at the end, timed);
+    //    SQLite with synchronous=FULL (the peer of earlier runs) and with synchronous=OFF plus one
+    //    checkpoint and fsync at the end (the same durability contract as ours).
     let logDir = try freshDir(s.workDir, "replay-ours")
     let sqlDir = try freshDir(s.workDir, "replay-sqlite")
-    let log = try EventLog.open(directory: logDir, options: quietOptions)
+    let sqlOffDir = try freshDir(s.workDir, "bulk-sqlite-off")
+    let log = try EventLog.openForBulkLoad(directory: logDir, options: quietOptions)
     defer { log.close() }
     let db = try SQLitePeer(path: sqlDir + "/events.sqlite", synchronous: .full)
+    let dbOff = try SQLitePeer(path: sqlOffDir + "/events.sqlite", synchronous: .off)
     var oursNs: UInt64 = 0
     var sqlNs: UInt64 = 0
+    var sqlOffNs: UInt64 = 0
     var oursCPU: UInt64 = 0
     var sqlCPU: UInt64 = 0
+    var sqlOffCPU: UInt64 = 0
     var i = 0
     var nextReport = 0
     while i < s.replayEvents {
@@ -127,16 +134,35 @@ enum LogBench {
       let (t1, c1) = (nowNs(), cpuNs())
       try db.appendSync(batch)
       let (t2, c2) = (nowNs(), cpuNs())
+      try dbOff.appendSync(batch)
+      let (t3, c3) = (nowNs(), cpuNs())
       oursNs += t1 - t0
       sqlNs += t2 - t1
+      sqlOffNs += t3 - t2
       oursCPU += c1 - c0
       sqlCPU += c2 - c1
+      sqlOffCPU += c3 - c2
       i += n
       if i >= nextReport {
         progress("bulk load: \(i)/\(s.replayEvents)")
         nextReport += max(s.replayEvents / 4, 1)
       }
     }
+    do {
+      let (t0, c0) = (nowNs(), cpuNs())
+      try log.finishBulkLoad()
+      let (t1, c1) = (nowNs(), cpuNs())
+      try dbOff.flushToDisk()
+      let (t2, c2) = (nowNs(), cpuNs())
+      oursNs += t1 - t0
+      oursCPU += c1 - c0
+      sqlOffNs += t2 - t1
+      sqlOffCPU += c2 - c1
+      try dbOff.close()
+      try? FileManager.default.removeItem(atPath: sqlOffDir)
+    }
+    res.bulkSQLiteOff = Double(s.replayEvents) / (Double(sqlOffNs) / 1e9)
+    res.bulkSQLiteOffCPU = Double(s.replayEvents) / (Double(sqlOffCPU) / 1e9)
     res.bulkOurs = Double(s.replayEvents) / (Double(oursNs) / 1e9)
     res.bulkSQLite = Double(s.replayEvents) / (Double(sqlNs) / 1e9)
     res.bulkOursCPU = Double(s.replayEvents) / (Double(oursCPU) / 1e9)

@@ -12,6 +12,8 @@ final class SQLitePeer: Sendable {
   enum Sync: String, Sendable {
     case full = "FULL"
     case normal = "NORMAL"
+    /// No flushes per commit (bulk loads; ``flushToDisk()`` makes the result durable once).
+    case off = "OFF"
   }
 
   init(path: String, synchronous: Sync) throws {
@@ -100,6 +102,18 @@ final class SQLitePeer: Sendable {
     let rows = try pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM events") ?? 0 }
     let bytes = fileSize(path) + fileSize(path + "-wal")
     return (rows, bytes)
+  }
+
+  /// Checkpoints the WAL into the database file and fsyncs it and its directory (the end of a bulk load
+  /// with `synchronous=OFF`).
+  func flushToDisk() throws {
+    try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
+    for p in [path, (path as NSString).deletingLastPathComponent] {
+      let fd = open(p, O_RDONLY | O_CLOEXEC)
+      guard fd >= 0 else { throw CocoaError(.fileReadUnknown) }
+      defer { Glibc.close(fd) }
+      guard fsync(fd) == 0 else { throw CocoaError(.fileWriteUnknown) }
+    }
   }
 
   func close() throws { try pool.close() }

@@ -3,11 +3,15 @@
 //
 // Usage: openshell-log-stress <dir> [--tasks N] [--count N] [--max-batch N] [--max-payload N]
 //                                   [--durability sync|nometasync|nosync] [--map-size BYTES]
+//        openshell-log-stress <dir> --bulk-load [--count N] [--max-batch N] [--max-payload N]
 //
 // Output (stdout, one flushed line per acknowledged event, written only after `append` returned):
 //   READY <head seq at open>
 //   ACK <seq> <payload as ASCII>
 //   DONE <head seq>                (only when --count is reached)
+// With --bulk-load: a bulk load into a new <dir> (EventLog.openForBulkLoad) of --count events in calls of
+// --max-batch, one line `BATCH <head seq>` per committed (not yet durable) call, then finishBulkLoad and
+// `DONE <head seq>`.
 // Payloads are printable ASCII without spaces: "t<task>-c<counter>-e<index>-" followed by filler letters.
 // Errors go to stderr with exit status 1.
 
@@ -26,6 +30,7 @@ struct Config {
   var maxPayload = 600
   var durability = EventLog.Durability.sync
   var mapSize = 1 << 20
+  var bulkLoad = false
 }
 
 func usage(_ why: String) -> Never {
@@ -40,6 +45,10 @@ func parseArgs() -> Config {
   c.dir = args.removeFirst()
   while !args.isEmpty {
     let flag = args.removeFirst()
+    if flag == "--bulk-load" {
+      c.bulkLoad = true
+      continue
+    }
     guard let value = args.first else { usage("missing value for \(flag)") }
     args.removeFirst()
     switch flag {
@@ -97,6 +106,31 @@ func payload(task: Int, counter: Int, index: Int, maxLength: Int) -> String {
 }
 
 let config = parseArgs()
+if config.bulkLoad {
+  do {
+    let log = try EventLog.openForBulkLoad(directory: config.dir)
+    let out = Output()
+    var written = 0
+    while written < config.count {
+      let n = min(config.maxBatch, config.count - written)
+      let events = (written..<(written + n)).map { i in
+        NewEvent(
+          type: "stress.loaded", aggregate: AggregateRef(kind: "stress", id: "agg-\(i % 100)"), actor: "log-stress",
+          requestID: "req-\(i)", payload: Array(payload(task: 0, counter: i, index: 0, maxLength: config.maxPayload).utf8))
+      }
+      let range = try log.appendSync(events)
+      written += n
+      out.line("BATCH \(range.upperBound)")
+    }
+    try log.finishBulkLoad()
+    out.line("DONE \(log.headSeq)")
+    log.close()
+    exit(0)
+  } catch {
+    FileHandle.standardError.write(Data("openshell-log-stress: bulk load failed: \(error)\n".utf8))
+    exit(1)
+  }
+}
 var options = EventLog.Options()
 options.durability = config.durability
 options.initialMapSize = config.mapSize
