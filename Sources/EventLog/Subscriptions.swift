@@ -191,6 +191,10 @@ final class Subscription: @unchecked Sendable {
           pending = records
           pendingIndex = 0
           pendingFloor = last == .max ? last : last + 1
+          // A filter that matches nothing in a long history would otherwise read it all without suspending,
+          // holding one of the cooperative pool's threads (two on a 2-core machine) for seconds (issue 14:
+          // two such catch-ups kept a restarting gateway from binding its port).
+          if records.isEmpty { await Task.yield() }
           continue
         }
         guard let buffer else {

@@ -28,8 +28,24 @@ public enum StateLoader {
   public static func load(_ log: EventLog, progress: ((UInt64, UInt64) -> Void)? = nil) throws -> (state: GatewayState, snapshotSeq: UInt64, warnings: [String])
   {
     let head = log.headSeq
-    let quick = try log.verify(checksumsOnly: true)
-    if let bad = quick.firstBad { throw EventLogError(code: .corrupt, message: bad.reason, seq: bad.seq) }
+    // Step 1 reads every record and needs none of the rest, so it runs on a thread of its own while steps 2–4
+    // load the state (issue 14: restart time); its failure is still the one reported first.
+    let quick = ConcurrentResult { try log.verify(checksumsOnly: true) }
+    let loaded: (state: GatewayState, snapshotSeq: UInt64, warnings: [String])
+    do {
+      loaded = try loadChecked(log, head: head, progress: progress)
+    } catch {
+      if let bad = try quick.value().firstBad { throw EventLogError(code: .corrupt, message: bad.reason, seq: bad.seq) }
+      throw error
+    }
+    if let bad = try quick.value().firstBad { throw EventLogError(code: .corrupt, message: bad.reason, seq: bad.seq) }
+    return loaded
+  }
+
+  /// Steps 2–4 of ``load(_:progress:)``.
+  static func loadChecked(_ log: EventLog, head: UInt64, progress: ((UInt64, UInt64) -> Void)?) throws -> (
+    state: GatewayState, snapshotSeq: UInt64, warnings: [String]
+  ) {
     var headHash = [UInt8](repeating: 0, count: 32)
     if head > 0 {
       guard let rec = try log.record(at: head) else { throw EventLogError(code: .corrupt, message: "head record \(head) is missing", seq: head) }
@@ -132,5 +148,24 @@ public enum StateLoader {
     }
     if let applyError { throw applyError }
     progress?(state.lastSeq, head)
+  }
+}
+
+/// The result of `body`, computed on a thread of its own from the moment this is made; ``value()`` waits for it.
+final class ConcurrentResult<T: Sendable>: @unchecked Sendable {
+  private var result: Result<T, any Error>?
+  private let done = DispatchSemaphore(value: 0)
+
+  init(_ body: @escaping @Sendable () throws -> T) {
+    Thread.detachNewThread { [self] in
+      result = Result { try body() }
+      done.signal()
+    }
+  }
+
+  /// Waits for the result (once; later calls return it at once). Rethrows what `body` threw.
+  func value() throws -> T {
+    if result == nil { done.wait() }
+    return try result!.get()
   }
 }

@@ -79,6 +79,11 @@ extension GatewayState {
   public mutating func apply(_ event: GatewayEvent, seq: UInt64, timestampNs: UInt64) {
     guard let kind = event.kind else { return }
     switch kind {
+    case .providerCreated, .providerUpdated, .providerCredentialRotated, .providerDeleted, .sandboxProviderAttached, .sandboxProviderDetached:
+      providerChangeSeq = seq  // the kinds of ``providerChangeTypes``
+    default: break
+    }
+    switch kind {
     case .gatewayInitialized(let e):
       gateway = GatewayRecord(name: e.gatewayName, id: e.gatewayID, serverVersion: e.serverVersion, initializedNs: timestampNs)
     case .gatewayConfigured(let e):

@@ -12,6 +12,10 @@ struct NodeDecoder: Decoder {
       guard case .bytes(let b) = node else { throw mismatch(type, node, path) }
       return (type == Data.self ? Data(b) as Any : b as Any) as! T
     }
+    if let map = type as? any StringKeyedMap.Type {
+      guard case .map(let m) = node else { throw mismatch(type, node, path) }
+      return try map.decodeValues(m, path: path) as! T
+    }
     return try T(from: NodeDecoder(node: node, codingPath: path))
   }
 
@@ -188,4 +192,19 @@ struct SingleReader: SingleValueDecodingContainer {
   func decode(_ type: UInt32.Type) throws -> UInt32 { try node.integer(type, codingPath) }
   func decode(_ type: UInt64.Type) throws -> UInt64 { try node.integer(type, codingPath) }
   func decode<T: Decodable>(_ type: T.Type) throws -> T { try NodeDecoder.decode(type, from: node, path: codingPath) }
+}
+
+/// `[String: V]` decoded straight from its map node: the same dictionary that `Dictionary.init(from:)` builds
+/// through a keyed container, without its per-key `CodingKey` boxes and `allKeys` array (issue 14: the
+/// snapshot's 100,000-entry request-id map was most of a restart's snapshot decode).
+protocol StringKeyedMap {
+  static func decodeValues(_ map: [String: BinaryNode], path: [any CodingKey]) throws -> Self
+}
+
+extension Dictionary: StringKeyedMap where Key == String, Value: Decodable {
+  static func decodeValues(_ map: [String: BinaryNode], path: [any CodingKey]) throws -> Self {
+    if Value.self == UInt64.self { return try map.mapValues { try $0.integer(UInt64.self, path) } as! Self }
+    if Value.self == String.self { return try map.mapValues { try $0.scalar(String.self, path) } as! Self }
+    return try map.mapValues { try NodeDecoder.decode(Value.self, from: $0, path: path) }
+  }
 }

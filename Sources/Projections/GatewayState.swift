@@ -48,6 +48,15 @@ public struct GatewayState: Codable, Equatable, Sendable {
   /// How many request ids ``requests`` keeps: 100,000 (pruned to this when it exceeds it by 10 %). Clients
   /// retry within seconds (the SDK and CLI retry an RPC they did not get an answer to), far inside it.
   public static let requestWindow = 100_000
+  /// Seq of the newest record of one of ``providerChangeTypes`` (0 = none yet). The gateway's provider change
+  /// feeds compare it with their checkpoints at start, so they resume at the head instead of rescanning the
+  /// log when nothing is pending (issue 14: restart on a 1M-event log).
+  public var providerChangeSeq: UInt64 = 0
+  /// The record types that change a sandbox's provider environment (the gateway's `ProviderChangeFeed`).
+  public static let providerChangeTypes: Set<String> = [
+    "provider.created", "provider.updated", "provider.credential_rotated", "provider.deleted",
+    "sandbox.provider_attached", "sandbox.provider_detached",
+  ]
 
   public init() {}
 

@@ -13,7 +13,7 @@ public enum SnapshotCodec {
   /// Bumped whenever `GatewayState`'s shape changes, so an older snapshot is never decoded as a newer
   /// state (opening then replays from the log, which is always the source of truth). The encoding is told
   /// by the bytes, not the name.
-  public static let projectionName = "gateway-state.v3"
+  public static let projectionName = "gateway-state.v4"
 
   /// The two encodings a snapshot can have.
   public enum Format: String, Sendable {

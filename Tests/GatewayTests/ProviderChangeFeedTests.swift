@@ -57,6 +57,119 @@ import Testing
     await again.stop()
   }
 
+  /// Issue 14: a restart resumes each feed at the head when nothing is pending, instead of re-reading the log
+  /// from a checkpoint that only provider changes move — but a change still pending is never skipped, even when
+  /// a snapshot taken after it (and a long tail of other records) is what the restart loads.
+  @Test func aPendingChangeBehindASnapshotIsHandledAndIdleFeedsResumeAtTheHead() async throws {
+    let gw = try await TestGateway.start()
+    let dir = gw.dataDirectory
+    try await gw.withClient { api in
+      _ = try await api.createProvider(
+        .with {
+          $0.provider = .with {
+            $0.metadata.name = "snap"; $0.type = "claude"; $0.credentials = ["ANTHROPIC_API_KEY": "k-snap"]
+          }
+        })
+      _ = try await api.createSandbox(.with { $0.name = "snap-user" })
+      _ = try await api.attachSandboxProvider(
+        .with {
+          $0.sandbox = "snap-user"; $0.provider = "snap"
+        })
+    }
+    let log = gw.running.store.log
+    let head = log.headSeq
+    try await waitFor { (try? log.checkpoint(ProviderDelivery.checkpointName)) ?? nil ?? 0 >= head }
+    await gw.stop()
+
+    // Offline: a detachment nobody handles, then 300 records that are no provider change, then a snapshot at
+    // the head (so the restart replays nothing and learns of the change from the snapshot alone).
+    let offline = try EventLog.open(directory: dir + "/log", options: .init())
+    let store = try GatewayStore(log: offline)
+    let sandboxID = try #require(await store.state.sandbox(named: "snap-user", workspace: "default")?.id)
+    try await store.record([
+      GatewayEvent(
+        .sandboxProviderDetached(
+          .with {
+            $0.sandboxID = sandboxID; $0.provider = "snap"
+          }))
+    ])
+    let detachSeq = offline.headSeq
+    for i in 0..<300 {
+      try await store.record([
+        GatewayEvent(
+          .gatewayConfigured(
+            .with {
+              $0.port = UInt32(20_000 + i); $0.authMode = "mtls"
+            }))
+      ])
+    }
+    await store.snapshot()
+    #expect(await store.state.providerChangeSeq == detachSeq)
+    let saved = try #require(try offline.checkpoint(ProviderDelivery.checkpointName))
+    #expect(saved < detachSeq)
+    #expect(try offline.snapshotSeqs(name: SnapshotCodec.projectionName).first == offline.headSeq)
+    let tail = offline.headSeq
+    offline.close()
+
+    // The pending change is handled: each checkpoint reaches exactly the detachment (nothing after it is a
+    // provider change), which it is saved at only after its handler ran.
+    let again = try await TestGateway.start(dataDirectory: dir)
+    #expect(again.running.store.loadedSnapshotSeq == tail)
+    let log2 = again.running.store.log
+    try await waitFor { (try? log2.checkpoint(ProviderDelivery.checkpointName)) ?? nil == detachSeq }
+    try await waitFor { (try? log2.checkpoint(InferenceService.checkpointName)) ?? nil == detachSeq }
+    await again.stop()
+
+    // Nothing pending now: the next start moves both checkpoints to the head it loaded, without a rescan.
+    let third = try await TestGateway.start(dataDirectory: dir)
+    let log3 = third.running.store.log
+    let loaded = await third.running.store.state.lastSeq
+    #expect(loaded > tail)
+    try await waitFor { (try? log3.checkpoint(ProviderDelivery.checkpointName)) ?? nil ?? 0 >= loaded }
+    try await waitFor { (try? log3.checkpoint(InferenceService.checkpointName)) ?? nil ?? 0 >= loaded }
+    await third.stop()
+  }
+
+  @Test func resumePointSkipsOnlyWhenNothingIsPending() {
+    var state = GatewayState()
+    state.lastSeq = 1_000
+    state.providerChangeSeq = 400
+    #expect(ProviderChangeFeed.resumePoint(saved: nil, state: state) == (1_001, 1_000))  // first start: the head
+    #expect(ProviderChangeFeed.resumePoint(saved: 400, state: state) == (1_001, 1_000))  // handled: skip to the head
+    #expect(ProviderChangeFeed.resumePoint(saved: 399, state: state) == (400, nil))  // pending: from after the checkpoint
+    #expect(ProviderChangeFeed.resumePoint(saved: 1_000, state: state) == (1_001, nil))
+    #expect(ProviderChangeFeed.resumePoint(saved: 1_200, state: state) == (1_201, nil))  // never moves a checkpoint back
+  }
+
+  @Test func providerChangeSeqFollowsEveryProviderChangeType() throws {
+    var state = GatewayState()
+    let kinds: [GatewayEvent.OneOf_Kind] = [
+      .providerCreated(
+        .with {
+          $0.id = "p"; $0.name = "n"; $0.workspace = "default"; $0.type = "github"
+        }),
+      .providerUpdated(.with { $0.id = "p" }), .providerCredentialRotated(.with { $0.id = "p" }),
+      .sandboxProviderAttached(
+        .with {
+          $0.sandboxID = "s"; $0.provider = "n"
+        }),
+      .sandboxProviderDetached(
+        .with {
+          $0.sandboxID = "s"; $0.provider = "n"
+        }), .providerDeleted(.with { $0.id = "p" }),
+    ]
+    var types: Set<String> = []
+    for (i, kind) in kinds.enumerated() {
+      let n = GatewayEvent(kind).newEvent(actor: "system", requestID: "")
+      types.insert(n.type)
+      state.apply(GatewayEvent(kind), seq: UInt64(2 * i + 1), timestampNs: 1)
+      #expect(state.providerChangeSeq == UInt64(2 * i + 1), "\(n.type)")
+      state.apply(GatewayEvent(.gatewayConfigured(.with { $0.port = 1 })), seq: UInt64(2 * i + 2), timestampNs: 1)
+      #expect(state.providerChangeSeq == UInt64(2 * i + 1), "a gateway record is no provider change")
+    }
+    #expect(types == ProviderChangeFeed.types)
+  }
+
   @Test func recordsMapToChangesNamingTheSandboxesAffected() async throws {
     var state = GatewayState()
     let events: [GatewayEvent] = [

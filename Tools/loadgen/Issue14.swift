@@ -40,6 +40,20 @@ extension LoadGen {
     guard FileManager.default.isExecutableFile(atPath: binary) else {
       throw ValidationErrorText("gateway binary \(binary) not found (build the openshell product, or pass --gateway-binary)")
     }
+    if let dir = restartOnly {
+      var warm: [Double] = []
+      for _ in 0..<restarts {
+        let gw = try GatewayProcess.start(binary: binary, dataDirectory: dir)
+        do { warm.append(try await firstServed(gw, sandbox: "restart-target")) } catch {
+          gw.stop()
+          throw error
+        }
+        gw.stop()
+      }
+      let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
+      print("restart to first GetSandbox on \(dir): \(warm.map { String(format: "%.3f", $0) }.joined(separator: ", ")) s (load \(load))")
+      return
+    }
     let work = NSTemporaryDirectory() + "openshell-loadgen-i14-\(getpid())"
     try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
     defer { if keepWork { print("work directory kept: \(work)") } else { try? FileManager.default.removeItem(atPath: work) } }

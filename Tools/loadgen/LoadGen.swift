@@ -53,6 +53,12 @@ struct LoadGen: AsyncParsableCommand {
   @Option(help: "The etcd binary of the --issue14 peer (default: etcd on PATH).")
   var etcdBinary: String?
 
+  @Option(
+    help:
+      "Only --issue14's restart measure, on this data directory: restarts of a gateway whose log is already filled (made by an earlier run with --keep-work: WORK/restart), no cold start."
+  )
+  var restartOnly: String?
+
   @Flag(help: "Keep --issue14's work directory (data directories and the gateway's output) and print its path.")
   var keepWork = false
 

@@ -180,7 +180,13 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
       }
       schedule(id, store)
     }
-    let from = min((try store.log.checkpoint(Self.checkpointName) ?? 0) + 1, state.lastSeq + 1)
+    // The sweep above reconciled every sandbox in the state and on disk, which is all that the records up to
+    // `state.lastSeq` would schedule (reconciling acts on the current state): follow from there, instead of
+    // re-reading every sandbox record since a checkpoint saved at most once a second (issue 14).
+    let from = state.lastSeq + 1
+    if (try? store.log.checkpoint(Self.checkpointName)) ?? nil ?? 0 < state.lastSeq {
+      try? store.log.setCheckpoint(Self.checkpointName, seq: state.lastSeq)
+    }
     try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask { try await self.monitor(store) }
       group.addTask { try await self.resync(store) }

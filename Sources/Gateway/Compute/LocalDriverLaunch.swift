@@ -168,43 +168,29 @@ extension LocalComputeDriver {
     }
     guard fm.isExecutableFile(atPath: "/usr/bin/bwrap") else { throw SpawnError("bubblewrap (/usr/bin/bwrap) is not installed (apt-get install bubblewrap)") }
     try fm.createDirectory(atPath: base, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-    try fm.createDirectory(atPath: workspace, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
-    user?.own(workspace: workspace)
-    try? fm.removeItem(atPath: run)
-    try fm.createDirectory(atPath: run, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+    // Root: a veth pair + nftables namespace, prepared on a thread of its own while the certificate, the SSH host
+    // key and the files are made (issue 14: it was the longest step of create → READY, and ran after them).
+    // Otherwise the supervisor makes a private one.
+    let networkSetUp: Task<SandboxNetworks.Allocation, Error>? =
+      runAsRoot ? Task { [networks, id = s.id] in try await Self.onOwnThread { try networks.setUp(id) } } : nil
+    let allocation: SandboxNetworks.Allocation?
+    let issuance: CertificateIssuance?
+    let env: [String: String]
+    do {
+      (issuance, env) = try await prepareRunDirectory(s, base: base, workspace: workspace, run: run, user: user)
+      allocation = try await networkSetUp?.value
+    } catch {
+      if let networkSetUp, (try? await networkSetUp.value) != nil { networks.tearDown(s.id) }
+      throw error
+    }
     func write(_ name: String, _ text: String, _ mode: Int) throws {
       guard fm.createFile(atPath: run + "/" + name, contents: Data(text.utf8), attributes: [.posixPermissions: mode]) else {
         throw SpawnError("cannot write \(run)/\(name)")
       }
     }
-    var issuance: CertificateIssuance?
-    if let pki, usesTLS {
-      let cert = try pki.issueSandboxCertificate(sandboxID: s.id, lifetime: sandboxCertificateLifetime)
-      try write("tls.crt", cert.certificatePEM, 0o644)
-      try write("tls.key", cert.privateKeyPEM, 0o600)
-      try write("ca.crt", cert.caCertificatePEM, 0o644)
-      issuance = cert.issuance
-    }
-    try write("token", hub.token(for: s.id), 0o600)
-    if let upstreamTrustFile {
-      guard let pem = try? String(contentsOfFile: upstreamTrustFile, encoding: .utf8) else {
-        throw SpawnError("cannot read the upstream trust file \(upstreamTrustFile)")
-      }
-      try write((SandboxProtocol.upstreamTrustFile as NSString).lastPathComponent, pem, 0o644)
-    }
-    // The sandbox's trust directory: the supervisor writes its CA certificate and bundle there.
     let trust = base + "/tls"
-    try? fm.removeItem(atPath: trust)
-    try fm.createDirectory(atPath: trust, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
-    try await SandboxSSHHostKey.generate(in: run, comment: "openshell-sandbox-\(s.id)", owner: user)
     let spec = (try? Openshell_V1_SandboxSpec(serializedBytes: s.spec)) ?? .init()
-    let env: [String: String]
-    do { env = try SandboxEnvironmentSecrets.environment(of: s, vault: vault) } catch {
-      throw SpawnError("cannot open the sandbox's environment values: \(error)")
-    }
     let instanceID = RandomID.uuid()  // getrandom(2): no descriptor needed, never a constant (issue 17)
-    // Root: a veth pair + nftables namespace made here. Otherwise the supervisor makes a private one.
-    let allocation = runAsRoot ? try networks.setUp(s.id) : nil
     // The launcher enters the sandbox's network namespace first (ConfinementPlan.networkNamespacePath;
     // for a private namespace the supervisor fills it in).
     var confinement = plan
@@ -293,5 +279,53 @@ extension LocalComputeDriver {
       throw error
     }
     return (instance, issuance)
+  }
+  /// The sandbox's workspace, credentials (`run/`: certificate, token, upstream trust, SSH host key) and trust
+  /// (`tls/`) directories, and its environment values. Runs while the network namespace is being prepared.
+  /// - Returns: the certificate issued (nil without TLS) and the environment values.
+  func prepareRunDirectory(_ s: SandboxRecord, base: String, workspace: String, run: String, user: SandboxUser?) async throws -> (
+    CertificateIssuance?, [String: String]
+  ) {
+    let fm = FileManager.default
+    try fm.createDirectory(atPath: workspace, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+    user?.own(workspace: workspace)
+    try? fm.removeItem(atPath: run)
+    try fm.createDirectory(atPath: run, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+    func write(_ name: String, _ text: String, _ mode: Int) throws {
+      guard fm.createFile(atPath: run + "/" + name, contents: Data(text.utf8), attributes: [.posixPermissions: mode]) else {
+        throw SpawnError("cannot write \(run)/\(name)")
+      }
+    }
+    var issuance: CertificateIssuance?
+    if let pki, usesTLS {
+      let cert = try pki.issueSandboxCertificate(sandboxID: s.id, lifetime: sandboxCertificateLifetime)
+      try write("tls.crt", cert.certificatePEM, 0o644)
+      try write("tls.key", cert.privateKeyPEM, 0o600)
+      try write("ca.crt", cert.caCertificatePEM, 0o644)
+      issuance = cert.issuance
+    }
+    try write("token", hub.token(for: s.id), 0o600)
+    if let upstreamTrustFile {
+      guard let pem = try? String(contentsOfFile: upstreamTrustFile, encoding: .utf8) else {
+        throw SpawnError("cannot read the upstream trust file \(upstreamTrustFile)")
+      }
+      try write((SandboxProtocol.upstreamTrustFile as NSString).lastPathComponent, pem, 0o644)
+    }
+    // The sandbox's trust directory: the supervisor writes its CA certificate and bundle there.
+    let trust = base + "/tls"
+    try? fm.removeItem(atPath: trust)
+    try fm.createDirectory(atPath: trust, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+    try await SandboxSSHHostKey.generate(in: run, comment: "openshell-sandbox-\(s.id)", owner: user)
+    do { return (issuance, try SandboxEnvironmentSecrets.environment(of: s, vault: vault)) } catch {
+      throw SpawnError("cannot open the sandbox's environment values: \(error)")
+    }
+  }
+
+  /// Runs blocking `body` (process starts and waits) on a thread of its own, not on one of the cooperative
+  /// pool's few threads.
+  static func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+      Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
+    }
   }
 }

@@ -137,6 +137,14 @@ final class SandboxNetworks: Sendable {
     let ns = namespaceName(id)
     let record = "\(root)/\(id)/network.json"
     let previous = FileManager.default.contents(atPath: record).flatMap { try? JSONDecoder().decode(Allocation.self, from: $0) }
+    /// Writes `text` to `<sandbox dir>/<name>` (0600) and returns its path.
+    func file(_ name: String, _ text: String) throws -> String {
+      let path = "\(root)/\(id)/\(name)"
+      guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) else {
+        throw SpawnError("cannot write \(path)")
+      }
+      return path
+    }
     let start = previous?.index ?? Int(id.utf8.reduce(UInt32(2_166_136_261)) { ($0 ^ UInt32($1)) &* 16_777_619 } % UInt32(Self.capacity))
     try Self.run(Self.ipPath, ["netns", "add", ns])
     do {
@@ -157,22 +165,36 @@ final class SandboxNetworks: Sendable {
       }
       guard let a = claimed else { throw SpawnError("no free sandbox subnet in 10.200.0.0/16 (all \(Self.capacity) are in use)") }
       try JSONEncoder().encode(a).write(to: URL(fileURLWithPath: record))
-      try Self.run(Self.ipPath, ["addr", "add", a.hostAddress + "/30", "dev", a.hostInterface])
-      try Self.run(Self.ipPath, ["link", "set", a.hostInterface, "up"])
-      try Self.run(Self.ipPath, ["-n", ns, "link", "set", "lo", "up"])
-      try Self.run(Self.ipPath, ["-n", ns, "addr", "add", a.sandboxAddress + "/30", "dev", a.sandboxInterface])
-      try Self.run(Self.ipPath, ["-n", ns, "link", "set", a.sandboxInterface, "up"])
-      try Self.run(Self.ipPath, ["-n", ns, "route", "add", "default", "via", a.hostAddress])
-      let rules = "\(root)/\(id)/nftables.conf"
-      guard FileManager.default.createFile(atPath: rules, contents: Data(Self.ruleset(a).utf8), attributes: [.posixPermissions: 0o600]) else {
-        throw SpawnError("cannot write \(rules)")
-      }
+      // One `ip -batch` per side instead of one `ip` process per command (issue 14: each process start is
+      // milliseconds of create → READY); `ip -batch` stops at the first failing line and exits non-zero.
+      let hostBatch = try file("ip-host.batch", Self.hostCommands(a))
+      try Self.run(Self.ipPath, ["-batch", hostBatch])
+      let sandboxBatch = try file("ip-sandbox.batch", Self.sandboxCommands(a))
+      try Self.run(Self.ipPath, ["-n", ns, "-batch", sandboxBatch])
+      let rules = try file("nftables.conf", Self.ruleset(a))
       try Self.run(Self.ipPath, ["netns", "exec", ns, Self.nftPath, "-f", rules])
       return a
     } catch {
       removeNamespaceLocked(id)
       throw error
     }
+  }
+
+  /// The host side's `ip -batch` lines: the host address of the pair, link up.
+  static func hostCommands(_ a: Allocation) -> String {
+    "addr add \(a.hostAddress)/30 dev \(a.hostInterface)\nlink set \(a.hostInterface) up\n"
+  }
+
+  /// The sandbox namespace's `ip -n NS -batch` lines: `lo` up, the sandbox address, link up, the default route
+  /// via the host side.
+  static func sandboxCommands(_ a: Allocation) -> String {
+    """
+    link set lo up
+    addr add \(a.sandboxAddress)/30 dev \(a.sandboxInterface)
+    link set \(a.sandboxInterface) up
+    route add default via \(a.hostAddress)
+
+    """
   }
 
   /// The sandbox namespace's nftables ruleset (output only: nothing leaves but to the proxy).

@@ -48,6 +48,8 @@ public actor GatewayStore {
   private let metrics: GatewayMetrics?
   /// What start-up had to work around (e.g. a damaged snapshot it fell back from); also logged as warnings.
   public nonisolated let startupWarnings: [String]
+  /// The seq of the snapshot start-up loaded (0 = none: every record was replayed).
+  public nonisolated let loadedSnapshotSeq: UInt64
 
   /// Opens the projection: newest snapshot plus the tail of the log.
   /// - Throws: `EventLogError`, `ProjectionError`.
@@ -56,6 +58,7 @@ public actor GatewayStore {
     let loaded = try StateLoader.load(log)
     state = loaded.state
     lastSnapshotSeq = loaded.snapshotSeq
+    loadedSnapshotSeq = loaded.snapshotSeq
     self.snapshotInterval = snapshotInterval
     self.metrics = metrics
     startupWarnings = loaded.warnings

@@ -30,16 +30,22 @@ enum LogStartup {
       )
     }
     let log: EventLog
+    let started = ContinuousClock.now
     do {
       log = try EventLog.open(directory: logDir, options: options)
     } catch let e as EventLogError where e.code == .corrupt {
       throw damaged(file: file, logDir: logDir, e.seq, e.message)
     }
     do {
+      let opened = ContinuousClock.now
       let store = try GatewayStore(log: log, metrics: metrics)
+      let loaded = ContinuousClock.now
       if let r = log.fileReport {
-        logger.info("event log checked: \(r.treePages) pages in use, \(r.freePages) free, head seq \(log.headSeq)")
+        logger.info("event log checked in \(milliseconds(opened - started)) ms: \(r.treePages) pages in use, \(r.freePages) free, head seq \(log.headSeq)")
       }
+      let from = store.loadedSnapshotSeq == 0 ? "no snapshot" : "snapshot at seq \(store.loadedSnapshotSeq)"
+      logger.info(
+        "state at seq \(log.headSeq) loaded in \(milliseconds(loaded - opened)) ms (\(from), \(log.headSeq - store.loadedSnapshotSeq) records replayed)")
       return (log, store)
     } catch let e as EventLogError where e.code == .corrupt {
       log.close()
@@ -51,6 +57,10 @@ enum LogStartup {
       log.close()
       throw error
     }
+  }
+
+  static func milliseconds(_ d: Duration) -> String {
+    String(format: "%.1f", Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) / 1e15)
   }
 
   static func damaged(file: String, logDir: String, _ seq: UInt64?, _ message: String) -> GatewayStartupError {

@@ -117,6 +117,7 @@ public final class RunningGateway: Sendable {
 ///   ``LogStartup``), `EventLogError` (e.g. `.locked` when another gateway uses the data dir), `GatewayPKIError`.
 public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (RunningGateway, Int) -> Void)? = nil) async throws {
   let logger = Logger(label: "openshell.gateway")
+  let serveStarted = ContinuousClock.now
   let fm = FileManager.default
   try fm.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
   DescriptorLimit.raiseToHard(logger: logger)
@@ -248,6 +249,7 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
           if let driver {
             driver.setEndpoint("\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(port)")
           }
+          logger.info("serving on port \(port), \(LogStartup.milliseconds(ContinuousClock.now - serveStarted)) ms after start")
           onReady?(running, port)
           break
         }
