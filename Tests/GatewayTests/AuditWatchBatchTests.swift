@@ -87,22 +87,8 @@ import Testing
     #expect(batches.count < seen.count / 10, "\(batches.count) messages for \(seen.count) events")
   }
 
-  /// A batch is cut by size, never inside or across events: split keeps every event once, in order.
-  @Test func splitKeepsEveryEventInOrderUnderTheSizeBound() {
-    let big = String(repeating: "x", count: 300_000)
-    let events = (1...20).map { i in
-      Openshell_Audit_V1_AuditEvent.with {
-        $0.seq = UInt64(i); $0.summary = i % 3 == 0 ? big : "small"; $0.ocsf = i == 7 ? [big, big, big, big] : []
-      }
-    }
-    let batches = AuditWatch.split(events)
-    #expect(batches.flatMap { $0.map(\.seq) } == Array(1...20))
-    #expect(batches.count > 1)
-    for b in batches where b.count > 1 {
-      let bytes = b.reduce(0) { $0 + $1.summary.utf8.count + $1.ocsf.reduce(0) { $0 + $1.utf8.count } }
-      #expect(bytes <= AuditWatch.maxBatchBytes)
-    }
-  }
+  // The cut by size (never inside or across events, every event once and in order) is tested on the wire
+  // batches themselves: AuditWireTests.cutterKeepsEveryEventInOrderUnderTheSizeBound.
 
   /// A gateway whose oldest held record is 40 answers a from_seq below it OUT_OF_RANGE naming the floor, on
   /// QueryEvents, WatchEvents and WatchEventBatches; at the floor (or 0, meaning the floor) it serves.

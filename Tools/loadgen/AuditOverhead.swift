@@ -49,7 +49,8 @@ extension LoadGen {
   /// Audit overhead (issue 12): GetSandbox, CreateSandbox and refused calls (a sandbox identity calling
   /// GetSandbox: PERMISSION_DENIED, recorded as `audit.access_refused` windows) against two gateways of the
   /// same build in the same process, one auditing refusals (the default) and one not
-  /// (`GatewayConfiguration.recordRefusals = false`), cells interleaved on/off/off/on… over `rounds`.
+  /// (`GatewayConfiguration.recordRefusals = false`), cells interleaved on/off/off/on… over `rounds`; reports
+  /// per RPC the median of the per-round overheads and their spread, and the load average before and after.
   func auditOverhead() async throws {
     let base = dataDir ?? NSTemporaryDirectory() + "openshell-loadgen-audit-\(getpid())"
     defer { if dataDir == nil { try? FileManager.default.removeItem(atPath: base) } }
@@ -73,17 +74,29 @@ extension LoadGen {
     await on.stop()
     await off.stop()
     print(Table.render(["rpc", "concurrency", "requests", "errors", "req/s", "p50 ms", "p99 ms", "max ms", "note"], rows))
-    print("\nmean req/s over rounds, overhead = (off - on) / off:")
+    // Each round measures both gateways back to back (ABBA order over rounds), so the per-round overhead
+    // compares cells under nearly the same machine load; the median over rounds resists one disturbed cell.
+    print("\nper round: overhead = (off - on) / off of that round's two cells; median over \(rounds) rounds, spread = min … max:")
     for rpc in ["GetSandbox", "CreateSandbox", "refused GetSandbox"] {
-      let a = mean(rates["\(rpc)|on"] ?? [])
-      let b = mean(rates["\(rpc)|off"] ?? [])
+      let on = rates["\(rpc)|on"] ?? []
+      let off = rates["\(rpc)|off"] ?? []
+      let overheads = zip(on, off).map { a, b in b > 0 ? (b - a) / b * 100 : 0 }
       print(
         "  " + rpc.padding(toLength: 20, withPad: " ", startingAt: 0)
-          + String(format: "audit on %8.0f   off %8.0f   overhead %+.1f %%", a, b, b > 0 ? (b - a) / b * 100 : 0))
+          + String(
+            format: "audit on %8.0f   off %8.0f req/s (medians)   overhead median %+.1f %%   spread %+.1f … %+.1f %%", median(on),
+            median(off), median(overheads), overheads.min() ?? 0, overheads.max() ?? 0))
     }
+    let load =
+      (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
+    print("load average \(load) at the end")
   }
 
-  private func mean(_ v: [Double]) -> Double { v.isEmpty ? 0 : v.reduce(0, +) / Double(v.count) }
+  private func median(_ v: [Double]) -> Double {
+    let s = v.sorted()
+    guard !s.isEmpty else { return 0 }
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+  }
 
   /// One measured cell against `gw`: a fresh connection, a warm-up, then `duration` seconds of load.
   private func cell(_ gw: InProcessGateway, rpc: String, level: Int, round: Int) async throws -> RunResult {
