@@ -40,7 +40,8 @@ import Testing
     let gw = try await TestGateway.start()
     defer { Task { await gw.stop() } }
     let log = gw.running.store.log
-    let history = 2 * AuditWatch.pageRecords + 777
+    // Several pages for each of the history's workers (written in page order), and a partial one.
+    let history = (2 * AuditWatch.historyWorkers + 1) * AuditWatch.pageRecords + 777
     for b in 0..<(history / 500 + 1) {
       _ = try await log.append((0..<500).map { Self.exec("h\(b)-", $0) })
     }

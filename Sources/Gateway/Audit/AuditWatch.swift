@@ -10,9 +10,9 @@ import Projections
 ///
 /// History is read in pages of ``pageRecords`` with the log's sequential reader (one read transaction per
 /// page, the chain carried between records), each record decoded once and written straight into the batch's
-/// wire bytes. A child task reads and encodes the next page while the previous one is sent (the transport
-/// serialises, frames and encrypts it on its event loop): an ``AsyncThrowingChannel`` without a buffer hands
-/// pages over, so at most one page waits while one is written — memory stays bounded by two batches. At the
+/// wire bytes. Child tasks read and encode the next pages while the current one is sent (the transport
+/// serialises, frames and encrypts it on its event loop): one ``AsyncThrowingChannel`` without a buffer per
+/// worker hands pages over in order, so memory stays bounded by one page per worker plus the one written. At the
 /// head the watch continues in the calling task with the log's catch-up subscription, which the log's writer
 /// wakes on every commit (no polling, no timer), so a live event crosses no task boundary between the log
 /// and the transport. Live records are written as soon as the one just read is the head of the log; while
@@ -26,6 +26,9 @@ struct AuditWatch: Sendable {
 
   /// Records per history page (one read transaction and at least one write each).
   static let pageRecords = 2048
+  /// Tasks that read and encode history pages in parallel (the gateway's event loops and the other
+  /// streams share the cores; two keep one page being written while the next ones are prepared).
+  static let historyWorkers = 2
   /// Most events gathered into one live batch.
   static let maxLiveBatch = 2048
   /// Upper bound of one WatchEventBatches message in bytes (the client's default limit is 4 MiB).
@@ -52,41 +55,62 @@ struct AuditWatch: Sendable {
     }
   }
 
-  /// Whole history pages while the head is ahead of them, read and encoded one page ahead of `write` by a
-  /// child task. Returns the matcher (it may have learnt names) and the first seq not yet read.
+  /// Whole history pages while the head is ahead of them, read and encoded ahead of `write` by
+  /// ``historyWorkers`` child tasks (page k by worker k mod n; one for a query that names a sandbox or a
+  /// provider, whose matcher learns ids in seq order) and written strictly in page order. Each worker holds
+  /// at most one finished page until the writer takes it. The first page a worker finds incomplete (the head
+  /// is inside it) ends the history: pages after it, if another worker read one, are dropped and read again
+  /// by the subscription. Returns the matcher (it may have learnt names) and the first seq not written.
   private func history(
     _ matcher: AuditMatcher, from start: UInt64, _ write: (AuditWireBatch) async throws -> Void
   ) async throws -> (AuditMatcher, UInt64) {
-    let pages = AsyncThrowingChannel<AuditWireBatch, Error>()
+    let scoped = matcher.query.sandbox != nil || matcher.query.provider != nil
+    let workers = scoped ? 1 : Self.historyWorkers
+    let pages = (0..<workers).map { _ in AsyncThrowingChannel<Page, Error>() }
     let log = self.log
-    return try await withThrowingTaskGroup(of: (AuditMatcher, UInt64).self) { group in
-      group.addTask {
-        var matcher = matcher
-        var next = start
-        var cutter = Cutter(ocsf: matcher.includeOCSF)
-        do {
-          while log.headSeq >= next + UInt64(Self.pageRecords) {
-            try Task.checkCancellation()
-            let through = next + UInt64(Self.pageRecords) - 1
-            var reader = log.read(from: next, through: through, filter: matcher.logFilter, chunkSize: Self.pageRecords)
-            while let record = try reader.next() {
-              if let event = try matcher.select(record), let full = cutter.add(record, event) { await pages.send(full) }
+    return try await withThrowingTaskGroup(of: Void.self) { group in
+      for w in 0..<workers {
+        group.addTask {
+          var matcher = matcher
+          var page = UInt64(w)
+          let size = UInt64(Self.pageRecords)
+          do {
+            while log.headSeq >= start + (page + 1) * size {
+              try Task.checkCancellation()
+              let first = start + page * size
+              var cutter = Cutter(ocsf: matcher.includeOCSF)
+              var batches: [AuditWireBatch] = []
+              var reader = log.read(from: first, through: first + size - 1, filter: matcher.logFilter, chunkSize: Self.pageRecords)
+              while let record = try reader.next() {
+                if let event = try matcher.select(record), let full = cutter.add(record, event) { batches.append(full) }
+              }
+              if !cutter.batch.isEmpty { batches.append(cutter.take()) }
+              await pages[w].send(Page(batches: batches, matcher: scoped ? matcher : nil))
+              page += UInt64(workers)
             }
-            next = through + 1
-            if !cutter.batch.isEmpty { await pages.send(cutter.take()) }
+            pages[w].finish()
+          } catch {
+            pages[w].fail(error)
           }
-          pages.finish()
-        } catch {
-          pages.fail(error)
-          throw error
         }
-        return (matcher, next)
       }
-      for try await batch in pages { try await write(batch) }
-      // The channel finished: the producer returned (a failure was rethrown by the loop above).
-      guard let result = try await group.next() else { throw CancellationError() }
-      return result
+      var matcher = matcher
+      var iterators = pages.map { $0.makeAsyncIterator() }
+      var written: UInt64 = 0
+      while let page = try await iterators[Int(written % UInt64(workers))].next() {
+        for batch in page.batches { try await write(batch) }
+        if let m = page.matcher { matcher = m }
+        written += 1
+      }
+      group.cancelAll()
+      return (matcher, start + written * UInt64(Self.pageRecords))
     }
+  }
+
+  /// One history page: its batches (none when no record matched) and, for a scoped query, the matcher after it.
+  private struct Page: Sendable {
+    var batches: [AuditWireBatch]
+    var matcher: AuditMatcher?
   }
 
   /// Renders selected records into a batch and cuts it at ``AuditWatch/maxBatchBytes``.
