@@ -2,6 +2,7 @@ import EventLog
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import LogTools
 import OpenShellAPI
 import Projections
 import Testing
@@ -40,8 +41,7 @@ import Testing
     let gw = try await TestGateway.start()
     defer { Task { await gw.stop() } }
     let log = gw.running.store.log
-    // Several pages for each of the history's workers (written in page order), and a partial one.
-    let history = (2 * AuditWatch.historyWorkers + 1) * AuditWatch.pageRecords + 777
+    let history = 2 * AuditWatch.pageRecords + 777
     for b in 0..<(history / 500 + 1) {
       _ = try await log.append((0..<500).map { Self.exec("h\(b)-", $0) })
     }
@@ -86,6 +86,41 @@ import Testing
     }
     #expect(batches.first.map(\.count) ?? 0 >= 1000, "history comes many events per message")
     #expect(batches.count < seen.count / 10, "\(batches.count) messages for \(seen.count) events")
+  }
+
+  /// Three history workers over eleven pages and a partial one while a writer appends: pages are written in
+  /// page order, so the batches are 1…N exactly, each continuing the previous one.
+  @Test func parallelHistoryWorkersWriteEveryPageInOrder() async throws {
+    let gw = try await TestGateway.start()
+    defer { Task { await gw.stop() } }
+    let log = gw.running.store.log
+    let pages = 11
+    for b in 0..<(pages * AuditWatch.pageRecords / 1000 + 1) {
+      _ = try await log.append((0..<1000).map { Self.exec("p\(b)-", $0) })
+    }
+    let writing = Task {
+      for i in 0..<200 { _ = try await log.append([Self.exec("live", i)]) }
+      return log.headSeq
+    }
+    struct Enough: Error {}
+    let watch = AuditWatch(log: log, matcher: try AuditMatcher(log, query: AuditQuery()), from: 1, workers: 3)
+    var seen: [UInt64] = []
+    var starts: [UInt64] = []
+    var target: UInt64 = .max
+    do {
+      try await watch.run { batch in
+        let events = try batch.message().events
+        #expect(!events.isEmpty, "no empty batch")
+        starts.append(events.first?.seq ?? 0)
+        seen += events.map(\.seq)
+        // Past the history pages: wait for the writer, then read up to its last record.
+        if target == .max, seen.count > pages * AuditWatch.pageRecords { target = try await writing.value }
+        if seen.last ?? 0 >= target { throw Enough() }
+      }
+    } catch is Enough {}
+    #expect(seen == Array(1...(seen.last ?? 0)), "every seq exactly once and in order")
+    #expect(seen.last ?? 0 >= target)
+    #expect(starts.count >= pages, "at least one batch per page")
   }
 
   // The cut by size (never inside or across events, every event once and in order) is tested on the wire

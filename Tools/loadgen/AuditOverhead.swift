@@ -61,13 +61,16 @@ extension LoadGen {
     print("audit overhead: two gateways (auditing of refusals on / off), \(rounds) rounds, cells interleaved\n")
     var rows: [[String]] = []
     var rates: [String: [Double]] = [:]
+    var cpu: [String: [Double]] = [:]
     for round in 0..<rounds {
       for rpc in ["GetSandbox", "CreateSandbox", "refused GetSandbox"] {
         let order = round % 2 == 0 ? [(on, "on"), (off, "off")] : [(off, "off"), (on, "on")]
         for (gw, label) in order {
-          let r = try await cell(gw, rpc: rpc, level: level, round: round)
+          var r = try await cell(gw, rpc: rpc, level: level, round: round)
+          r.note = String(format: "%.0f µs CPU/req", (r.cpuPerRequest ?? 0) * 1e6)
           rows.append(r.row("\(rpc) [audit \(label)]", level))
           rates["\(rpc)|\(label)", default: []].append(Double(r.ok) / r.seconds)
+          cpu["\(rpc)|\(label)", default: []].append(r.cpuPerRequest ?? 0)
         }
       }
     }
@@ -86,6 +89,16 @@ extension LoadGen {
           + String(
             format: "audit on %8.0f   off %8.0f req/s (medians)   overhead median %+.1f %%   spread %+.1f … %+.1f %%", median(on),
             median(off), median(overheads), overheads.min() ?? 0, overheads.max() ?? 0))
+    }
+    // CPU per request (the whole process: client and the gateway under test) moves much less with the
+    // machine's load than req/s does.
+    print("CPU per request (process: client + gateway), median over rounds; overhead = (on - off) / off:")
+    for rpc in ["GetSandbox", "CreateSandbox", "refused GetSandbox"] {
+      let on = median(cpu["\(rpc)|on"] ?? []) * 1e6
+      let off = median(cpu["\(rpc)|off"] ?? []) * 1e6
+      print(
+        "  " + rpc.padding(toLength: 20, withPad: " ", startingAt: 0)
+          + String(format: "audit on %6.1f µs   off %6.1f µs   overhead %+.1f %%", on, off, off > 0 ? (on - off) / off * 100 : 0))
     }
     let load =
       (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
@@ -120,11 +133,13 @@ extension LoadGen {
               $0.name = "loadgen-target"; $0.workspaceScope = scope
             })
         }
-        return try await runConcurrent(concurrency: level, seconds: duration) {
-          _ = try await apis[ticket.next() % apis.count].getSandbox(
-            .with {
-              $0.name = "loadgen-target"; $0.workspaceScope = scope
-            })
+        return try await Self.withCPU {
+          try await runConcurrent(concurrency: level, seconds: duration) {
+            _ = try await apis[ticket.next() % apis.count].getSandbox(
+              .with {
+                $0.name = "loadgen-target"; $0.workspaceScope = scope
+              })
+          }
         }
       case "CreateSandbox":
         for i in 0..<10 {
@@ -133,12 +148,14 @@ extension LoadGen {
               $0.name = "warm-\(tag)-\(i)"; $0.workspaceScope = scope
             })
         }
-        return try await runConcurrent(concurrency: level, seconds: duration) {
-          let n = ticket.next()
-          _ = try await apis[n % apis.count].createSandbox(
-            .with {
-              $0.name = "lg-\(tag)-\(n)"; $0.workspaceScope = scope
-            })
+        return try await Self.withCPU {
+          try await runConcurrent(concurrency: level, seconds: duration) {
+            let n = ticket.next()
+            _ = try await apis[n % apis.count].createSandbox(
+              .with {
+                $0.name = "lg-\(tag)-\(n)"; $0.workspaceScope = scope
+              })
+          }
         }
       default:
         @Sendable func refused(_ api: Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>) async throws {
@@ -151,8 +168,16 @@ extension LoadGen {
           } catch let e as RPCError where e.code == .permissionDenied {}
         }
         for _ in 0..<50 { try await refused(apis[0]) }
-        return try await runConcurrent(concurrency: level, seconds: duration) { try await refused(apis[ticket.next() % apis.count]) }
+        return try await Self.withCPU { try await runConcurrent(concurrency: level, seconds: duration) { try await refused(apis[ticket.next() % apis.count]) } }
       }
     }
+  }
+
+  /// `body`'s result with the CPU the process spent during it per answered request.
+  private static func withCPU(_ body: () async throws -> RunResult) async throws -> RunResult {
+    let start = processCPUSeconds()
+    var r = try await body()
+    r.cpuPerRequest = (processCPUSeconds() - start) / Double(max(r.ok, 1))
+    return r
   }
 }

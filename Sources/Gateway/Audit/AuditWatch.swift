@@ -1,5 +1,6 @@
 import AsyncAlgorithms
 import EventLog
+import Foundation
 import LogTools
 import OpenShellAPI
 import Projections
@@ -23,12 +24,16 @@ struct AuditWatch: Sendable {
   let log: EventLog
   let matcher: AuditMatcher
   let from: UInt64
+  /// History workers (``historyWorkers``); a query naming a sandbox or a provider always uses one.
+  var workers = AuditWatch.historyWorkers
 
   /// Records per history page (one read transaction and at least one write each).
   static let pageRecords = 2048
-  /// Tasks that read and encode history pages in parallel (the gateway's event loops and the other
-  /// streams share the cores; two keep one page being written while the next ones are prepared).
-  static let historyWorkers = 2
+  /// Tasks that read and encode history pages in parallel, by default: two on a machine with more than two
+  /// cores, else one. A page is read synchronously and holds a thread of Swift's cooperative pool (one thread
+  /// per core) for a few milliseconds; on two cores, two workers would take both and make every other call
+  /// of the gateway wait (measured in-process with the client on the same two cores: no faster either).
+  static let historyWorkers = ProcessInfo.processInfo.activeProcessorCount > 2 ? 2 : 1
   /// Most events gathered into one live batch.
   static let maxLiveBatch = 2048
   /// Upper bound of one WatchEventBatches message in bytes (the client's default limit is 4 MiB).
@@ -56,7 +61,7 @@ struct AuditWatch: Sendable {
   }
 
   /// Whole history pages while the head is ahead of them, read and encoded ahead of `write` by
-  /// ``historyWorkers`` child tasks (page k by worker k mod n; one for a query that names a sandbox or a
+  /// ``workers`` child tasks (page k by worker k mod n; one for a query that names a sandbox or a
   /// provider, whose matcher learns ids in seq order) and written strictly in page order. Each worker holds
   /// at most one finished page until the writer takes it. The first page a worker finds incomplete (the head
   /// is inside it) ends the history: pages after it, if another worker read one, are dropped and read again
@@ -65,7 +70,7 @@ struct AuditWatch: Sendable {
     _ matcher: AuditMatcher, from start: UInt64, _ write: (AuditWireBatch) async throws -> Void
   ) async throws -> (AuditMatcher, UInt64) {
     let scoped = matcher.query.sandbox != nil || matcher.query.provider != nil
-    let workers = scoped ? 1 : Self.historyWorkers
+    let workers = scoped ? 1 : max(1, self.workers)
     let pages = (0..<workers).map { _ in AsyncThrowingChannel<Page, Error>() }
     let log = self.log
     return try await withThrowingTaskGroup(of: Void.self) { group in
