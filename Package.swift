@@ -47,6 +47,8 @@ let package = Package(
     // ssh-keygen); where it does not fit: docs/DESIGN.md, "Child processes and process lifecycle".
     .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.2"),
     .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
+    // AsyncThrowingChannel: the audit watch's bounded read-ahead (one page produced while the previous is sent).
+    .package(url: "https://github.com/apple/swift-async-algorithms.git", from: "1.1.4"),
   ],
   targets: [
     // System libraries (Debian: liblmdb-dev, libzstd-dev, libseccomp-dev).
@@ -149,6 +151,7 @@ let package = Package(
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -2,6 +2,7 @@ import EventLog
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import LogTools
 import OpenShellAPI
 import Projections
 import Testing
@@ -87,22 +88,43 @@ import Testing
     #expect(batches.count < seen.count / 10, "\(batches.count) messages for \(seen.count) events")
   }
 
-  /// A batch is cut by size, never inside or across events: split keeps every event once, in order.
-  @Test func splitKeepsEveryEventInOrderUnderTheSizeBound() {
-    let big = String(repeating: "x", count: 300_000)
-    let events = (1...20).map { i in
-      Openshell_Audit_V1_AuditEvent.with {
-        $0.seq = UInt64(i); $0.summary = i % 3 == 0 ? big : "small"; $0.ocsf = i == 7 ? [big, big, big, big] : []
+  /// Three history workers over eleven pages and a partial one while a writer appends: pages are written in
+  /// page order, so the batches are 1…N exactly, each continuing the previous one.
+  @Test func parallelHistoryWorkersWriteEveryPageInOrder() async throws {
+    let gw = try await TestGateway.start()
+    defer { Task { await gw.stop() } }
+    let log = gw.running.store.log
+    let pages = 11
+    for b in 0..<(pages * AuditWatch.pageRecords / 1000 + 1) {
+      _ = try await log.append((0..<1000).map { Self.exec("p\(b)-", $0) })
+    }
+    let writing = Task {
+      for i in 0..<200 { _ = try await log.append([Self.exec("live", i)]) }
+      return log.headSeq
+    }
+    struct Enough: Error {}
+    let watch = AuditWatch(log: log, matcher: try AuditMatcher(log, query: AuditQuery()), from: 1, workers: 3)
+    var seen: [UInt64] = []
+    var starts: [UInt64] = []
+    var target: UInt64 = .max
+    do {
+      try await watch.run { batch in
+        let events = try batch.message().events
+        #expect(!events.isEmpty, "no empty batch")
+        starts.append(events.first?.seq ?? 0)
+        seen += events.map(\.seq)
+        // Past the history pages: wait for the writer, then read up to its last record.
+        if target == .max, seen.count > pages * AuditWatch.pageRecords { target = try await writing.value }
+        if seen.last ?? 0 >= target { throw Enough() }
       }
-    }
-    let batches = AuditWatch.split(events)
-    #expect(batches.flatMap { $0.map(\.seq) } == Array(1...20))
-    #expect(batches.count > 1)
-    for b in batches where b.count > 1 {
-      let bytes = b.reduce(0) { $0 + $1.summary.utf8.count + $1.ocsf.reduce(0) { $0 + $1.utf8.count } }
-      #expect(bytes <= AuditWatch.maxBatchBytes)
-    }
+    } catch is Enough {}
+    #expect(seen == Array(1...(seen.last ?? 0)), "every seq exactly once and in order")
+    #expect(seen.last ?? 0 >= target)
+    #expect(starts.count >= pages, "at least one batch per page")
   }
+
+  // The cut by size (never inside or across events, every event once and in order) is tested on the wire
+  // batches themselves: AuditWireTests.cutterKeepsEveryEventInOrderUnderTheSizeBound.
 
   /// A gateway whose oldest held record is 40 answers a from_seq below it OUT_OF_RANGE naming the floor, on
   /// QueryEvents, WatchEvents and WatchEventBatches; at the floor (or 0, meaning the floor) it serves.

@@ -50,7 +50,8 @@ extension LoadGen {
   /// GetSandbox: PERMISSION_DENIED, recorded as `audit.access_refused` windows; TLS handshakes without a client
   /// certificate, one connection each: ``RefusedHandshake``) against two gateways of the
   /// same build in the same process, one auditing refusals (the default) and one not
-  /// (`GatewayConfiguration.recordRefusals = false`), cells interleaved on/off/off/on… over `rounds`.
+  /// (`GatewayConfiguration.recordRefusals = false`), cells interleaved on/off/off/on… over `rounds`; reports
+  /// per RPC the median of the per-round overheads and their spread, and the load average before and after.
   func auditOverhead() async throws {
     let base = dataDir ?? NSTemporaryDirectory() + "openshell-loadgen-audit-\(getpid())"
     defer { if dataDir == nil { try? FileManager.default.removeItem(atPath: base) } }
@@ -61,30 +62,55 @@ extension LoadGen {
     print("audit overhead: two gateways (auditing of refusals on / off), \(rounds) rounds, cells interleaved\n")
     var rows: [[String]] = []
     var rates: [String: [Double]] = [:]
+    var cpu: [String: [Double]] = [:]
     for round in 0..<rounds {
       for rpc in ["GetSandbox", "CreateSandbox", "refused GetSandbox", "refused TLS handshake"] {
         let order = round % 2 == 0 ? [(on, "on"), (off, "off")] : [(off, "off"), (on, "on")]
         for (gw, label) in order {
-          let r = try await cell(gw, rpc: rpc, level: level, round: round)
+          var r = try await cell(gw, rpc: rpc, level: level, round: round)
+          r.note = String(format: "%.0f µs CPU/req", (r.cpuPerRequest ?? 0) * 1e6)
           rows.append(r.row("\(rpc) [audit \(label)]", level))
           rates["\(rpc)|\(label)", default: []].append(Double(r.ok) / r.seconds)
+          cpu["\(rpc)|\(label)", default: []].append(r.cpuPerRequest ?? 0)
         }
       }
     }
     await on.stop()
     await off.stop()
     print(Table.render(["rpc", "concurrency", "requests", "errors", "req/s", "p50 ms", "p99 ms", "max ms", "note"], rows))
-    print("\nmean req/s over rounds, overhead = (off - on) / off:")
+    // Each round measures both gateways back to back (ABBA order over rounds), so the per-round overhead
+    // compares cells under nearly the same machine load; the median over rounds resists one disturbed cell.
+    print("\nper round: overhead = (off - on) / off of that round's two cells; median over \(rounds) rounds, spread = min … max:")
     for rpc in ["GetSandbox", "CreateSandbox", "refused GetSandbox", "refused TLS handshake"] {
-      let a = mean(rates["\(rpc)|on"] ?? [])
-      let b = mean(rates["\(rpc)|off"] ?? [])
+      let on = rates["\(rpc)|on"] ?? []
+      let off = rates["\(rpc)|off"] ?? []
+      let overheads = zip(on, off).map { a, b in b > 0 ? (b - a) / b * 100 : 0 }
       print(
         "  " + rpc.padding(toLength: 22, withPad: " ", startingAt: 0)
-          + String(format: "audit on %8.0f   off %8.0f   overhead %+.1f %%", a, b, b > 0 ? (b - a) / b * 100 : 0))
+          + String(
+            format: "audit on %8.0f   off %8.0f req/s (medians)   overhead median %+.1f %%   spread %+.1f … %+.1f %%", median(on),
+            median(off), median(overheads), overheads.min() ?? 0, overheads.max() ?? 0))
     }
+    // CPU per request (the whole process: client and the gateway under test) moves much less with the
+    // machine's load than req/s does.
+    print("CPU per request (process: client + gateway), median over rounds; overhead = (on - off) / off:")
+    for rpc in ["GetSandbox", "CreateSandbox", "refused GetSandbox", "refused TLS handshake"] {
+      let on = median(cpu["\(rpc)|on"] ?? []) * 1e6
+      let off = median(cpu["\(rpc)|off"] ?? []) * 1e6
+      print(
+        "  " + rpc.padding(toLength: 22, withPad: " ", startingAt: 0)
+          + String(format: "audit on %6.1f µs   off %6.1f µs   overhead %+.1f %%", on, off, off > 0 ? (on - off) / off * 100 : 0))
+    }
+    let load =
+      (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
+    print("load average \(load) at the end")
   }
 
-  private func mean(_ v: [Double]) -> Double { v.isEmpty ? 0 : v.reduce(0, +) / Double(v.count) }
+  private func median(_ v: [Double]) -> Double {
+    let s = v.sorted()
+    guard !s.isEmpty else { return 0 }
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+  }
 
   /// One measured cell against `gw`: a fresh connection, a warm-up, then `duration` seconds of load.
   private func cell(_ gw: InProcessGateway, rpc: String, level: Int, round: Int) async throws -> RunResult {
@@ -113,11 +139,13 @@ extension LoadGen {
               $0.name = "loadgen-target"; $0.workspaceScope = scope
             })
         }
-        return try await runConcurrent(concurrency: level, seconds: duration) {
-          _ = try await apis[ticket.next() % apis.count].getSandbox(
-            .with {
-              $0.name = "loadgen-target"; $0.workspaceScope = scope
-            })
+        return try await Self.withCPU {
+          try await runConcurrent(concurrency: level, seconds: duration) {
+            _ = try await apis[ticket.next() % apis.count].getSandbox(
+              .with {
+                $0.name = "loadgen-target"; $0.workspaceScope = scope
+              })
+          }
         }
       case "CreateSandbox":
         for i in 0..<10 {
@@ -126,12 +154,14 @@ extension LoadGen {
               $0.name = "warm-\(tag)-\(i)"; $0.workspaceScope = scope
             })
         }
-        return try await runConcurrent(concurrency: level, seconds: duration) {
-          let n = ticket.next()
-          _ = try await apis[n % apis.count].createSandbox(
-            .with {
-              $0.name = "lg-\(tag)-\(n)"; $0.workspaceScope = scope
-            })
+        return try await Self.withCPU {
+          try await runConcurrent(concurrency: level, seconds: duration) {
+            let n = ticket.next()
+            _ = try await apis[n % apis.count].createSandbox(
+              .with {
+                $0.name = "lg-\(tag)-\(n)"; $0.workspaceScope = scope
+              })
+          }
         }
       default:
         @Sendable func refused(_ api: Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>) async throws {
@@ -144,8 +174,16 @@ extension LoadGen {
           } catch let e as RPCError where e.code == .permissionDenied {}
         }
         for _ in 0..<50 { try await refused(apis[0]) }
-        return try await runConcurrent(concurrency: level, seconds: duration) { try await refused(apis[ticket.next() % apis.count]) }
+        return try await Self.withCPU { try await runConcurrent(concurrency: level, seconds: duration) { try await refused(apis[ticket.next() % apis.count]) } }
       }
     }
+  }
+
+  /// `body`'s result with the CPU the process spent during it per answered request.
+  private static func withCPU(_ body: () async throws -> RunResult) async throws -> RunResult {
+    let start = processCPUSeconds()
+    var r = try await body()
+    r.cpuPerRequest = (processCPUSeconds() - start) / Double(max(r.ok, 1))
+    return r
   }
 }

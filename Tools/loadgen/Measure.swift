@@ -20,6 +20,8 @@ struct RunResult: Sendable {
   /// Writes the server applied during the cell, when it says (etcd: revision after the newest answered Put
   /// minus the revision before the cell).
   var applied: Int?
+  /// CPU seconds (user + system) the whole process spent per answered request during the cell, when measured.
+  var cpuPerRequest: Double?
 
   func percentile(_ sorted: [UInt64], _ p: Double) -> Double {
     guard !sorted.isEmpty else { return 0 }

@@ -50,15 +50,15 @@ extension LoadGen {
     let liveRate = self.liveRate
     let result = try await withGRPCClients(port: gw.port, pki: dir + "/pki", count: 1) { clients in
       let audit = AuditClient(wrapping: clients[0])
-      var single: [Double] = []
-      var batched: [Double] = []
+      var single: [(rate: Double, cpu: Double)] = []
+      var batched: [(rate: Double, cpu: Double)] = []
       var messages = 0
       var inOrder = true
       for _ in 0..<rounds {
         let s = try await Self.catchUp(audit, head: head, batched: false)
         let b = try await Self.catchUp(audit, head: head, batched: true)
-        single.append(s.rate)
-        batched.append(b.rate)
+        single.append((s.rate, s.cpuPerEvent))
+        batched.append((b.rate, b.cpuPerEvent))
         messages = b.messages
         inOrder = inOrder && s.inOrder && b.inOrder
       }
@@ -67,17 +67,22 @@ extension LoadGen {
     }
     await gw.stop()
     let (single, batched, messages, inOrder, live) = result
+    let loadEnd =
+      (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
     func p(_ sorted: [UInt64], _ q: Double) -> Double {
       sorted.isEmpty ? 0 : Double(sorted[min(sorted.count - 1, Int(q * Double(sorted.count)))]) / 1e6
     }
-    func rates(_ r: [Double]) -> String { r.map { String(format: "%.0f", $0) }.joined(separator: " / ") }
+    func rates(_ r: [(rate: Double, cpu: Double)]) -> String { r.map { String(format: "%.0f", $0.rate) }.joined(separator: " / ") }
+    func cpu(_ r: [(rate: Double, cpu: Double)]) -> String { r.map { String(format: "%.2f", $0.cpu * 1e6) }.joined(separator: " / ") }
     print(
       Table.render(
         ["measure", "value"],
         [
           ["catch-up, WatchEventBatches (events/s, each round)", rates(batched)],
           ["  messages for \(head) events", "\(messages)"],
+          ["  CPU of the process (server + client) per event, µs", cpu(batched)],
           ["catch-up, WatchEvents one per message (events/s, each round)", rates(single)],
+          ["  CPU of the process (server + client) per event, µs", cpu(single)],
           ["catch-up, log sequential reader alone (events/s)", String(format: "%.0f", readRate)],
           ["catch-up, log subscription alone (events/s)", String(format: "%.0f", libRate)],
           ["live: events appended / received", "\(total) / \(live.fromStamp.count) at \(liveRate)/s, \(live.messages) messages"],
@@ -91,13 +96,18 @@ extension LoadGen {
           ],
           ["every seq once, in order", inOrder ? "yes" : "NO"],
         ]))
+    print("load average \(loadEnd) at the end")
   }
 
-  /// One catch-up from seq 1 to `head`: events/s, whether every seq came once in order, and the number of
-  /// messages.
-  static func catchUp(_ audit: AuditClient, head: UInt64, batched: Bool) async throws -> (rate: Double, inOrder: Bool, messages: Int) {
+  /// One catch-up from seq 1 to `head`: events/s, whether every seq came once in order, the number of
+  /// messages, and the CPU time (user + system) the whole process — gateway and client — spent per event in
+  /// seconds (stable where the rate is not: a busy machine delays the work but hardly changes its amount).
+  static func catchUp(
+    _ audit: AuditClient, head: UInt64, batched: Bool
+  ) async throws -> (rate: Double, inOrder: Bool, messages: Int, cpuPerEvent: Double) {
     var options = CallOptions.defaults
     options.timeout = nil
+    let cpu0 = processCPUSeconds()
     let start = nowNs()
     let (last, inOrder, messages): (UInt64, Bool, Int)
     if batched {
@@ -129,7 +139,14 @@ extension LoadGen {
         return (last, inOrder, messages)
       }
     }
-    return (Double(head) / (Double(nowNs() - start) / 1e9), inOrder && last == head, messages)
+    return (Double(head) / (Double(nowNs() - start) / 1e9), inOrder && last == head, messages, (processCPUSeconds() - cpu0) / Double(head))
+  }
+
+  /// User + system CPU seconds of this process so far (getrusage).
+  static func processCPUSeconds() -> Double {
+    var u = rusage()
+    getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
+    return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6
   }
 
   /// Lags of `count` records appended one per commit at `perSecond` while a WatchEventBatches follows the head.

@@ -53,13 +53,14 @@ public struct AuditService: Openshell_Audit_V1_AuditService.SimpleServiceProtoco
   public func watchEvents(request: Openshell_Audit_V1_WatchEventsRequest, response: RPCWriter<Openshell_Audit_V1_AuditEvent>, context: ServerContext)
     async throws
   {
-    try await watch("WatchEvents", request).run { try await response.write(contentsOf: $0) }
+    // The generated route (the served one writes the wire bytes as they are: AuditServiceRoutes.swift).
+    try await watch("WatchEvents", request).run { try await response.write(contentsOf: try $0.message().events) }
   }
 
   public func watchEventBatches(
     request: Openshell_Audit_V1_WatchEventsRequest, response: RPCWriter<Openshell_Audit_V1_WatchEventsResponse>, context: ServerContext
   ) async throws {
-    try await watch("WatchEventBatches", request).run { batch in try await response.write(.with { $0.events = batch }) }
+    try await watch("WatchEventBatches", request).run { try await response.write(try $0.message()) }
   }
 
   /// Checks the caller and `from_seq`, resolves the filter: the watch both methods run (``AuditWatch``).

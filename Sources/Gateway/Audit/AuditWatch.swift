@@ -1,100 +1,154 @@
+import AsyncAlgorithms
 import EventLog
+import Foundation
 import LogTools
 import OpenShellAPI
 import Projections
 
 /// The engine behind WatchEvents and WatchEventBatches (Protos/audit.proto, issue 12): the matching records
-/// from a seq, history then live, each seq exactly once and in order, handed to the RPC in batches.
+/// from a seq, history then live, each seq exactly once and in order, handed to the RPC in batches already in
+/// wire form (``AuditWireBatch``).
 ///
-/// One task does everything, so an event crosses no task or actor boundary between the log and the transport
-/// (each hop is a scheduling delay on a busy machine): the history is read in pages of ``pageRecords`` with
-/// the log's sequential reader (one read transaction per page, the chain carried between records), each
-/// record decoded once and rendered straight into its wire form, one write per page. At the head it continues
-/// with the log's catch-up subscription, which the log's writer wakes on every commit (no polling, no timer).
-/// Live records are written as soon as the one just read is the head of the log; while more committed records
-/// are already waiting (a burst, a slow client), they are gathered into one batch first. Memory stays bounded:
-/// a client that reads slowly holds up the writes, the subscription's buffer overflows and it resumes from
-/// history — the log's writer is never blocked.
+/// History is read in pages of ``pageRecords`` with the log's sequential reader (one read transaction per
+/// page, the chain carried between records), each record decoded once and written straight into the batch's
+/// wire bytes. Child tasks read and encode the next pages while the current one is sent (the transport
+/// serialises, frames and encrypts it on its event loop): one ``AsyncThrowingChannel`` without a buffer per
+/// worker hands pages over in order, so memory stays bounded by one page per worker plus the one written. At the
+/// head the watch continues in the calling task with the log's catch-up subscription, which the log's writer
+/// wakes on every commit (no polling, no timer), so a live event crosses no task boundary between the log
+/// and the transport. Live records are written as soon as the one just read is the head of the log; while
+/// more committed records are already waiting (a burst, a slow client), they are gathered into one batch
+/// first. A client that reads slowly holds up the writes, the subscription's buffer overflows and it resumes
+/// from history — the log's writer is never blocked.
 struct AuditWatch: Sendable {
   let log: EventLog
   let matcher: AuditMatcher
   let from: UInt64
+  /// History workers (``historyWorkers``); a query naming a sandbox or a provider always uses one.
+  var workers = AuditWatch.historyWorkers
 
-  /// Records per history page (one read transaction and one write each).
+  /// Records per history page (one read transaction and at least one write each).
   static let pageRecords = 2048
+  /// Tasks that read and encode history pages in parallel, by default: two on a machine with more than two
+  /// cores, else one. A page is read synchronously and holds a thread of Swift's cooperative pool (one thread
+  /// per core) for a few milliseconds; on two cores, two workers would take both and make every other call
+  /// of the gateway wait (measured in-process with the client on the same two cores: no faster either).
+  static let historyWorkers = ProcessInfo.processInfo.activeProcessorCount > 2 ? 2 : 1
   /// Most events gathered into one live batch.
   static let maxLiveBatch = 2048
-  /// Upper bound of one WatchEventBatches message (the client's default limit is 4 MiB).
+  /// Upper bound of one WatchEventBatches message in bytes (the client's default limit is 4 MiB).
   static let maxBatchBytes = 1 << 20
 
   /// Runs until the client goes away (cancellation), the log closes, or `write` throws. `write` receives
-  /// consecutive matching events in seq order, each batch at most ``maxBatchBytes`` (estimated) unless one
-  /// event alone is larger.
-  func run(_ write: ([Openshell_Audit_V1_AuditEvent]) async throws -> Void) async throws {
+  /// consecutive matching events in seq order, never an empty batch, each at most ``maxBatchBytes`` unless
+  /// one event alone is larger.
+  func run(_ write: (AuditWireBatch) async throws -> Void) async throws {
     var matcher = matcher
-    let ocsf = matcher.includeOCSF
-    func send(_ events: [Openshell_Audit_V1_AuditEvent]) async throws {
-      for batch in Self.split(events) { try await write(Array(batch)) }
-    }
     var next = from
-    // History: whole pages while the head is ahead of them.
-    while log.headSeq >= next + UInt64(Self.pageRecords) {
-      try Task.checkCancellation()
-      let through = next + UInt64(Self.pageRecords) - 1
-      var page: [Openshell_Audit_V1_AuditEvent] = []
-      page.reserveCapacity(Self.pageRecords)
-      var reader = log.read(from: next, through: through, filter: matcher.logFilter, chunkSize: Self.pageRecords)
-      while let record = try reader.next() {
-        if let event = try matcher.select(record) { page.append(Self.wire(record, event, ocsf: ocsf)) }
-      }
-      next = through + 1
-      if !page.isEmpty { try await send(page) }
+    if log.headSeq >= next + UInt64(Self.pageRecords) {
+      (matcher, next) = try await history(matcher, from: next, write)
     }
     // The rest of the history, then live records as each commit publishes them. Unfiltered, so that every
     // record — matching or not — tells whether the head is reached (the matcher applies the time bounds).
-    var pending: [Openshell_Audit_V1_AuditEvent] = []
+    var cutter = Cutter(ocsf: matcher.includeOCSF)
     for try await item in log.subscribe(from: next) {
       guard case .record(let record) = item else { continue }
-      if let event = try matcher.select(record) { pending.append(Self.wire(record, event, ocsf: ocsf)) }
-      if !pending.isEmpty, record.seq >= log.headSeq || pending.count >= Self.maxLiveBatch {
-        try await send(pending)
-        pending.removeAll(keepingCapacity: true)
+      if let event = try matcher.select(record), let full = cutter.add(record, event) { try await write(full) }
+      if !cutter.batch.isEmpty, record.seq >= log.headSeq || cutter.batch.count >= Self.maxLiveBatch {
+        try await write(cutter.take())
       }
     }
   }
 
-  /// The wire form of a selected record: the redacted summary line of `openshell-replay audit`, rendered from
-  /// the event already decoded (no time string: the client formats `timestamp_ns` itself).
-  static func wire(_ record: EventRecord, _ event: GatewayEvent, ocsf: Bool) -> Openshell_Audit_V1_AuditEvent {
-    var e = Openshell_Audit_V1_AuditEvent()
-    e.seq = record.seq
-    e.timestampNs = record.timestampNs
-    e.type = record.type
-    e.aggregate = record.aggregate.kind + "/" + record.aggregate.id
-    e.actor = record.actor
-    e.requestID = record.requestID
-    e.summary = EventSummary.describe(event)
-    if ocsf { e.ocsf = OCSF.events(record, event).map(OCSF.encode) }
-    return e
+  /// Whole history pages while the head is ahead of them, read and encoded ahead of `write` by
+  /// ``workers`` child tasks (page k by worker k mod n; one for a query that names a sandbox or a
+  /// provider, whose matcher learns ids in seq order) and written strictly in page order. Each worker holds
+  /// at most one finished page until the writer takes it. The first page a worker finds incomplete (the head
+  /// is inside it) ends the history: pages after it, if another worker read one, are dropped and read again
+  /// by the subscription. Returns the matcher (it may have learnt names) and the first seq not written.
+  private func history(
+    _ matcher: AuditMatcher, from start: UInt64, _ write: (AuditWireBatch) async throws -> Void
+  ) async throws -> (AuditMatcher, UInt64) {
+    let scoped = matcher.query.sandbox != nil || matcher.query.provider != nil
+    let workers = scoped ? 1 : max(1, self.workers)
+    let pages = (0..<workers).map { _ in AsyncThrowingChannel<Page, Error>() }
+    let log = self.log
+    return try await withThrowingTaskGroup(of: Void.self) { group in
+      for w in 0..<workers {
+        group.addTask {
+          var matcher = matcher
+          var page = UInt64(w)
+          let size = UInt64(Self.pageRecords)
+          do {
+            while log.headSeq >= start + (page + 1) * size {
+              try Task.checkCancellation()
+              let first = start + page * size
+              var cutter = Cutter(ocsf: matcher.includeOCSF)
+              var batches: [AuditWireBatch] = []
+              var reader = log.read(from: first, through: first + size - 1, filter: matcher.logFilter, chunkSize: Self.pageRecords)
+              while let record = try reader.next() {
+                if let event = try matcher.select(record), let full = cutter.add(record, event) { batches.append(full) }
+              }
+              if !cutter.batch.isEmpty { batches.append(cutter.take()) }
+              await pages[w].send(Page(batches: batches, matcher: scoped ? matcher : nil))
+              page += UInt64(workers)
+            }
+            pages[w].finish()
+          } catch {
+            pages[w].fail(error)
+          }
+        }
+      }
+      var matcher = matcher
+      var iterators = pages.map { $0.makeAsyncIterator() }
+      var written: UInt64 = 0
+      while let page = try await iterators[Int(written % UInt64(workers))].next() {
+        for batch in page.batches { try await write(batch) }
+        if let m = page.matcher { matcher = m }
+        written += 1
+      }
+      group.cancelAll()
+      return (matcher, start + written * UInt64(Self.pageRecords))
+    }
   }
 
-  /// Cuts `events` into consecutive batches of at most ``maxBatchBytes`` (an estimate of the encoded size).
-  static func split(_ events: [Openshell_Audit_V1_AuditEvent]) -> [ArraySlice<Openshell_Audit_V1_AuditEvent>] {
-    var batches: [ArraySlice<Openshell_Audit_V1_AuditEvent>] = []
-    var start = 0
-    var bytes = 0
-    for (i, e) in events.enumerated() {
-      let size =
-        40 + e.type.utf8.count + e.aggregate.utf8.count + e.actor.utf8.count + e.requestID.utf8.count
-        + e.summary.utf8.count + e.ocsf.reduce(0) { $0 + $1.utf8.count + 4 }
-      if bytes + size > maxBatchBytes, i > start {
-        batches.append(events[start..<i])
-        start = i
-        bytes = 0
-      }
-      bytes += size
+  /// One history page: its batches (none when no record matched) and, for a scoped query, the matcher after it.
+  private struct Page: Sendable {
+    var batches: [AuditWireBatch]
+    var matcher: AuditMatcher?
+  }
+
+  /// Renders selected records into a batch and cuts it at ``AuditWatch/maxBatchBytes``.
+  struct Cutter {
+    let ocsf: Bool
+    var batch = AuditWireBatch()
+    let limit: Int
+
+    init(ocsf: Bool, limit: Int = AuditWatch.maxBatchBytes) {
+      self.ocsf = ocsf
+      self.limit = limit
     }
-    if start < events.count { batches.append(events[start...]) }
-    return batches
+
+    /// Appends the event of `record` (its summary, and its OCSF events when asked for); returns the batch
+    /// before it when the event would take that batch over the limit.
+    mutating func add(_ record: EventRecord, _ event: GatewayEvent) -> AuditWireBatch? {
+      let summary = EventSummary.describe(event)
+      let ocsf = self.ocsf ? OCSF.events(record, event).map(OCSF.encode) : []
+      let size = AuditWireBatch.eventSize(
+        seq: record.seq, timestampNs: record.timestampNs, type: record.type, aggregate: record.aggregate, actor: record.actor,
+        requestID: record.requestID, summary: summary, ocsf: ocsf)
+      var full: AuditWireBatch?
+      if !batch.isEmpty, batch.size(appending: size) > limit { full = take() }
+      batch.append(
+        seq: record.seq, timestampNs: record.timestampNs, type: record.type, aggregate: record.aggregate, actor: record.actor,
+        requestID: record.requestID, summary: summary, ocsf: ocsf, size: size)
+      return full
+    }
+
+    /// The batch so far; starts a new one.
+    mutating func take() -> AuditWireBatch {
+      defer { batch = AuditWireBatch() }
+      return batch
+    }
   }
 }

@@ -1,0 +1,135 @@
+import EventLog
+import GRPCCore
+import OpenShellAPI
+import SwiftProtobuf
+
+/// Consecutive audit events already in protobuf wire form: the bytes of one `WatchEventsResponse`
+/// (Protos/audit.proto: `repeated AuditEvent events = 1`), written straight from a record's fields and its
+/// summary into one buffer, without an `AuditEvent` value per event (issue 12, WatchEvents catch-up rate).
+///
+/// The bytes are exactly what swift-protobuf writes for the same message: fields in number order, proto3
+/// defaults (0, "") omitted, every `ocsf` element written even when empty (AuditWireTests compares the two on
+/// a fixture). Field numbers 1…8 all fit a one-byte tag.
+public struct AuditWireBatch: Sendable, Hashable {
+  /// The encoded `WatchEventsResponse`.
+  public private(set) var bytes: [UInt8] = []
+  /// Byte offset of each event's `AuditEvent` message in ``bytes`` (after its tag and length prefix).
+  public private(set) var ranges: [Range<Int>] = []
+  /// Seq of the last event appended (0 when empty).
+  public private(set) var lastSeq: UInt64 = 0
+
+  public init() {}
+
+  /// Events in the batch.
+  public var count: Int { ranges.count }
+  public var isEmpty: Bool { ranges.isEmpty }
+
+  /// Encoded size in bytes of the `AuditEvent` of these fields (without its tag and length prefix in the
+  /// batch); `aggregate` is written as `kind/id`.
+  public static func eventSize(
+    seq: UInt64, timestampNs: UInt64, type: String, aggregate: AggregateRef, actor: String, requestID: String,
+    summary: String, ocsf: [String]
+  ) -> Int {
+    var n = 0
+    if seq != 0 { n += 1 + varintSize(seq) }
+    if timestampNs != 0 { n += 1 + varintSize(timestampNs) }
+    n += stringFieldSize(type.utf8.count) + stringFieldSize(aggregate.kind.utf8.count + 1 + aggregate.id.utf8.count)
+    n += stringFieldSize(actor.utf8.count) + stringFieldSize(requestID.utf8.count) + stringFieldSize(summary.utf8.count)
+    for s in ocsf {
+      let c = s.utf8.count
+      n += 1 + varintSize(UInt64(c)) + c
+    }
+    return n
+  }
+
+  /// Size the batch has after appending an event of `eventSize` bytes (``eventSize(seq:timestampNs:type:aggregate:actor:requestID:summary:ocsf:)``).
+  public func size(appending eventSize: Int) -> Int { bytes.count + 1 + Self.varintSize(UInt64(eventSize)) + eventSize }
+
+  /// Appends one event (field 1 of `WatchEventsResponse`). `size` must be the value of ``eventSize(seq:timestampNs:type:aggregate:actor:requestID:summary:ocsf:)``
+  /// for the same fields (callers usually need it anyway, to cut batches).
+  public mutating func append(
+    seq: UInt64, timestampNs: UInt64, type: String, aggregate: AggregateRef, actor: String, requestID: String,
+    summary: String, ocsf: [String], size: Int
+  ) {
+    bytes.append(0x0A)
+    appendVarint(UInt64(size))
+    let start = bytes.count
+    if seq != 0 {
+      bytes.append(0x08)
+      appendVarint(seq)
+    }
+    if timestampNs != 0 {
+      bytes.append(0x10)
+      appendVarint(timestampNs)
+    }
+    appendString(0x1A, type)
+    let kind = aggregate.kind.utf8.count
+    let id = aggregate.id.utf8.count
+    bytes.append(0x22)
+    appendVarint(UInt64(kind + 1 + id))
+    bytes.append(contentsOf: aggregate.kind.utf8)
+    bytes.append(UInt8(ascii: "/"))
+    bytes.append(contentsOf: aggregate.id.utf8)
+    appendString(0x2A, actor)
+    appendString(0x32, requestID)
+    appendString(0x3A, summary)
+    for s in ocsf {
+      bytes.append(0x42)
+      appendVarint(UInt64(s.utf8.count))
+      bytes.append(contentsOf: s.utf8)
+    }
+    assert(bytes.count - start == size, "AuditWireBatch.append: size \(size) does not match the fields")
+    ranges.append(start..<bytes.count)
+    lastSeq = seq
+  }
+
+  /// The batch as the generated message (for callers that need values, e.g. the one-event-per-message
+  /// method's generated handler); decodes ``bytes``.
+  /// - Throws: `SwiftProtobuf.BinaryDecodingError` (never for bytes this type wrote).
+  public func message() throws -> Openshell_Audit_V1_WatchEventsResponse {
+    try Openshell_Audit_V1_WatchEventsResponse(serializedBytes: bytes)
+  }
+
+  // MARK: encoding helpers
+
+  static func varintSize(_ v: UInt64) -> Int { v < 0x80 ? 1 : (64 - v.leadingZeroBitCount + 6) / 7 }
+
+  /// A proto3 string field of `count` UTF-8 bytes: omitted when empty.
+  static func stringFieldSize(_ count: Int) -> Int { count == 0 ? 0 : 1 + varintSize(UInt64(count)) + count }
+
+  private mutating func appendVarint(_ value: UInt64) {
+    var v = value
+    while v >= 0x80 {
+      bytes.append(UInt8(truncatingIfNeeded: v) | 0x80)
+      v >>= 7
+    }
+    bytes.append(UInt8(v))
+  }
+
+  private mutating func appendString(_ tag: UInt8, _ s: String) {
+    guard !s.isEmpty else { return }
+    bytes.append(tag)
+    appendVarint(UInt64(s.utf8.count))
+    bytes.append(contentsOf: s.utf8)
+  }
+}
+
+/// Writes a ``AuditWireBatch`` as one `WatchEventsResponse` message: its bytes as they are.
+struct AuditWireBatchSerializer: MessageSerializer {
+  func serialize<Bytes: GRPCContiguousBytes>(_ message: AuditWireBatch) throws -> Bytes {
+    Bytes(message.bytes)
+  }
+}
+
+/// One event of a ``AuditWireBatch`` as one `AuditEvent` message (WatchEvents, one event per message).
+struct AuditWireEvent: Sendable {
+  let batch: AuditWireBatch
+  let index: Int
+}
+
+/// Writes a ``AuditWireEvent`` as its `AuditEvent` message: the event's slice of the batch's bytes.
+struct AuditWireEventSerializer: MessageSerializer {
+  func serialize<Bytes: GRPCContiguousBytes>(_ message: AuditWireEvent) throws -> Bytes {
+    Bytes(message.batch.bytes[message.batch.ranges[message.index]])
+  }
+}
