@@ -7,8 +7,11 @@ import Testing
 
 /// Issue 17: `openshell-replay` on damaged logs never crashes, and `--salvage` saves what precedes the damage.
 @Suite struct DamagedLogToolTests {
+  /// The sandbox-lifecycle fixture as first generated, with version 1 records (magic "OSEV"): kept apart
+  /// from Fixtures/, which `openshell-fixtures generate` rewrites in the current format, so that damaging,
+  /// verifying and salvaging a v1 log stays covered.
   static let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-    .deletingLastPathComponent().appendingPathComponent("Fixtures/sandbox-lifecycle/log/data.mdb").path
+    .appendingPathComponent("log-data/v1-sandbox-lifecycle.mdb").path
 
   /// Writes `bytes` as a log directory's data.mdb under `env` and returns the directory.
   static func logDir(_ env: CLIEnv, _ bytes: [UInt8]) throws -> String {
