@@ -69,4 +69,36 @@ import Testing
     #expect(fp.count == 64 && r.out.contains(fp), "the operator certificate in use is recorded: \(fp)")
     #expect(r.out.contains("\"name\" : \"again\"") || r.out.contains("\"name\": \"again\""), "the gateway's name after the restore")
   }
+
+  /// A restore that was killed midway leaves its staging log and exported archive in the data dir; the next
+  /// restore removes them (their process is gone) and leaves those of a live process alone.
+  @Test func restoreRemovesWhatAKilledRestoreLeft() throws {
+    let env = try CLIEnv("restore-stale")
+    defer { env.cleanup() }
+    let fm = FileManager.default
+    let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    let archive = env.root.appendingPathComponent("archived")
+    try fm.createDirectory(at: archive, withIntermediateDirectories: true)
+    try fm.copyItem(at: repo.appendingPathComponent("Fixtures/sandbox-lifecycle/log"), to: archive.appendingPathComponent("log"))
+    // A pid that existed and is gone: a process that already exited.
+    let gone = Process()
+    gone.executableURL = URL(fileURLWithPath: "/bin/true")
+    try gone.run()
+    gone.waitUntilExit()
+    let dead = gone.processIdentifier
+    let data = env.dataDir("stale")
+    try fm.createDirectory(at: data.appendingPathComponent("log.restore-\(dead)"), withIntermediateDirectories: true)
+    try Data("partial".utf8).write(to: data.appendingPathComponent("log.restore-\(dead)/data.mdb"))
+    try Data("partial".utf8).write(to: data.appendingPathComponent(".restore-\(dead).archive"))
+    // pid 1 is always alive: its entry belongs to a restore that may still be running.
+    try fm.createDirectory(at: data.appendingPathComponent("log.restore-1"), withIntermediateDirectories: true)
+
+    let r = try env.replay(["restore", archive.path, "--gateway", "stale"])
+    #expect(r.code == 0, "\(r)")
+    #expect(r.out.contains("removed log.restore-\(dead), left by a restore that was killed"), "\(r)")
+    #expect(!fm.fileExists(atPath: data.appendingPathComponent("log.restore-\(dead)").path))
+    #expect(!fm.fileExists(atPath: data.appendingPathComponent(".restore-\(dead).archive").path))
+    #expect(fm.fileExists(atPath: data.appendingPathComponent("log.restore-1").path), "a live process's staging is kept")
+    #expect(try env.replay(["verify", data.appendingPathComponent("log").path]).code == 0)
+  }
 }

@@ -38,16 +38,23 @@ import Testing
   /// `gateway stop` take 10 s with `audit -f` open): the watch ends with UNAVAILABLE "shutting down".
   @Test func shutdownEndsAnOpenWatch() async throws {
     let gw = try await TestGateway.start(shutdownGracePeriod: .seconds(120))
+    try await createProviders(gw, ["watched"])
     let started = ContinuousClock.now
+    // The stop comes once the watch is open (its first history event arrived), not after a fixed wait:
+    // on a loaded machine 300 ms was sometimes too short and the stop raced the RPC's start.
+    let (opened, open) = AsyncStream<Void>.makeStream()
     let ended: RPCError? = try await withAudit(gw) { audit in
       try await withThrowingTaskGroup(of: RPCError?.self) { group in
         group.addTask {
+          defer { open.finish() }  // a watch that fails before its first event must not hang the test
           do {
-            try await audit.watchEvents(.with { $0.fromSeq = 1 }) { response in for try await _ in response.messages {} }
+            try await audit.watchEvents(.with { $0.fromSeq = 1 }) { response in
+              for try await _ in response.messages { open.yield() }
+            }
             return nil
           } catch let e as RPCError { return e }
         }
-        try await Task.sleep(for: .milliseconds(300))
+        for await _ in opened { break }
         gw.running.shutdown()
         return try await group.next() ?? nil
       }

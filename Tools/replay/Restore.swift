@@ -109,7 +109,8 @@ struct Restore: ParsableCommand {
     let madeDataDir = !fm.fileExists(atPath: data.path)
     try fm.createDirectory(at: data, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
     let stamp = Self.stamp()
-    let staging = data.appendingPathComponent("log.restore-\(getpid())")
+    for name in RestoreStaging.removeAbandoned(in: data) { print("removed \(name), left by a restore that was killed") }
+    let staging = data.appendingPathComponent(RestoreStaging.stagingName(pid: getpid()))
     try? fm.removeItem(at: staging)
     var exported: URL?
     defer {
@@ -122,7 +123,7 @@ struct Restore: ParsableCommand {
     do {
       var archiveFile = source
       if let sourceLog {
-        let tmp = data.appendingPathComponent(".restore-\(getpid()).archive")
+        let tmp = data.appendingPathComponent(RestoreStaging.archiveName(pid: getpid()))
         let log = try openLog(sourceLog.path, readOnly: true)
         defer { log.close() }
         let result = try LogVerifier.verify(log)
