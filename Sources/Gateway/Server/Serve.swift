@@ -55,6 +55,9 @@ public struct GatewayConfiguration: Sendable {
   public var checkpointKeyPath: String?
   /// Records between signed checkpoints (one more is signed at shutdown); 0 turns signing off.
   public var checkpointInterval: UInt64 = 1000
+  /// Records in the log before its first zstd dictionary is trained; later ones follow at twice the count
+  /// each time (``DictionaryTrainer``). 0 turns training off.
+  public var dictionaryTrainingAfter: UInt64 = 10_000
   /// Refused calls with the same identity, RPC, code and reason within this window become one
   /// `audit.access_refused` event with a count (issue 12).
   public var refusalWindow: Duration = .seconds(10)
@@ -233,6 +236,10 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
         await signer.run()
         return false
       }
+    }
+    group.addTask {
+      await DictionaryTrainer(log: log, firstAfter: configuration.dictionaryTrainingAfter).run()
+      return false
     }
     if let otlp = configuration.otlpExport {
       group.addTask {
