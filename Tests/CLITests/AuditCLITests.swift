@@ -203,7 +203,9 @@ struct AuditCLITests {
     try check(r.out, "openshell-replay audit")
   }
 
-  @Test("clients refused in the TLS handshake are in openshell audit (table, json, ocsf), aggregated per reason")
+  @Test(
+    "clients refused in the TLS handshake are in openshell audit (table, json, ocsf), aggregated per reason: 31 forged subjects more are the same record"
+  )
   func handshakeRefusals() async throws {
     let env = try CLIEnv("audtls")
     defer { env.cleanup() }
@@ -226,6 +228,15 @@ struct AuditCLITests {
       """
     r = try env.run(["-c", script, env.root.path, "\(port)", ca], binary: "/bin/sh")
     #expect(r.out.contains("alert unknown ca"), "openssl saw the refusal: \(r)")
+    // The same client forging a new subject per handshake (one 10 KB long with control characters, 30 plain ones):
+    // still that one record, which counts them.
+    let forged = env.root.appendingPathComponent("forged").path
+    r = try env.run([repo + "/Tests/audit-tools/forge_certs.py", forged, "30", "--evil"], binary: "/usr/bin/python3")
+    try #require(r.code == 0, "\(r)")
+    r = try env.run(
+      [repo + "/Tests/audit-tools/tls_clients.py", "handshake", "127.0.0.1", "\(port)", "31", "--ca", ca, "--cert-list", forged + "/certs.txt"],
+      binary: "/usr/bin/python3")
+    #expect(r.code == 0 && r.out.contains("\"TLSV1_ALERT_UNKNOWN_CA\": 31"), "\(r)")
     // The 10 s window closes on its own: wait for both records.
     var lines: [[String: String]] = []
     for _ in 0..<60 {
@@ -239,13 +250,22 @@ struct AuditCLITests {
     #expect(
       summaries.contains { $0.hasPrefix("refused 50× tls-handshake for unauthenticated from ipv4:127.0.0.1:") && $0.hasSuffix("no client certificate") },
       "\(summaries)")
-    #expect(summaries.contains { $0.contains("1× tls-handshake for unverified:CN=intruder") && $0.hasSuffix("not issued by the gateway CA") }, "\(summaries)")
+    #expect(
+      summaries.contains {
+        $0.contains("32× tls-handshake for unverified from ipv4:127.0.0.1:")
+          && $0.hasSuffix("not issued by the gateway CA; claimed subject \"CN=intruder\" (32 distinct subjects)")
+      }, "\(summaries)")
     r = try env.run(["audit", "--type", "audit.access_refused"])
     #expect(r.code == 0 && r.out.contains("tls-handshake") && r.out.contains("no client certificate"), "table: \(r)")
+    #expect(r.out.split(separator: "\n").count == 3 && r.out.contains("(32 distinct subjects)") && !r.out.contains("\u{1B}"), "table: \(r)")
     r = try env.run(["audit", "--type", "audit.access_refused", "-o", "json"])
     #expect(r.code == 0 && r.out.contains("tls-handshake") && r.out.contains("not issued by the gateway CA"), "json: \(r)")
+    #expect(r.out.contains("claimed subject \\\"CN=intruder\\\" (32 distinct subjects)") && r.out.utf8.count < 4096, "json: \(r)")
     r = try env.run(["audit", "--type", "audit.access_refused", "-o", "ocsf"])
     #expect(r.code == 0 && r.out.contains("\"class_uid\":3002") && r.out.contains("\"count\":50"), "ocsf: \(r)")
+    #expect(
+      r.out.contains("\"claimed_subject\":\"CN=intruder\"") && r.out.contains("\"distinct_subjects\":32") && r.out.contains("\"count\":32"),
+      "ocsf: \(r)")
     try expectValidOCSF(env, r.out, "handshake")
   }
 
