@@ -17,11 +17,12 @@ import Projections
 /// overflow key with reason "distinct refusals beyond the aggregation limit"). Open windows are flushed
 /// at shutdown (``flush()``).
 ///
-/// The key holds nothing a client chooses freely: identities are authenticated ones, `anonymous`,
-/// `unauthenticated` or `unverified` (``HandshakeRefusal``). What a refused client claims (a certificate
-/// subject) and where it came from are samples of the window, each bounded: the first claim
+/// The identity in the key is never an unauthenticated claim: identities are authenticated ones,
+/// `anonymous`, `unauthenticated` or `unverified` (``HandshakeRefusal``). What a refused client claims (a
+/// certificate subject) and where it came from are samples of the window, each bounded: the first claim
 /// (``ClaimedText``, ≤ 256 bytes) and peer, and the number of distinct claims and distinct peer addresses
-/// (without port), counted exactly up to ``maxDistinct`` (a set of 64-bit hashes, ≤ ~16 KB per window).
+/// (without port), counted exactly up to ``maxDistinct`` (sets of 64-bit hashes: ≤ ~33 KB per window at
+/// the cap; at most `maxKeys` + 1 windows are open).
 actor RefusalAggregator {
   private struct Key: Hashable {
     var identity: String
