@@ -72,6 +72,8 @@ struct AuditCLITests {
     #expect(r.code == 0 && r.out.hasPrefix("OK: ") && r.out.contains(liveTail + " (pid "), "\(r)")
     r = try env.replay(["verify", log, "--public-key", keyCopy, "--allow-unsigned-tail"])
     #expect(r.code == 0, "\(r)")
+    r = try env.replay(["verify", log, "--public-key", keyCopy, "-o", "json"])
+    #expect(r.code == 0 && r.out.contains("\"unsignedTail\" : ["), "json: \(r)")
 
     // The same proof offline, from the data dir after a stop (the shutdown checkpoint covers the rest).
     r = try env.run(["gateway", "stop", "--name", "aud"])

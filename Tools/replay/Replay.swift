@@ -125,6 +125,7 @@ struct Verify: ParsableCommand {
           report.otherKeyCoversThrough <= report.coveredThrough + 1
         {
           liveTail = tail  // expected while the gateway runs: OK, and said loudly below
+          result.unsignedTail = [tail.lowerBound, tail.upperBound]
         } else if report.ok, result.headSeq > report.coveredThrough + 1, !allowUnsignedTail, result.problem == nil {
           // A stopped gateway's log ends with its shutdown checkpoint (covering all but itself).
           result.problem =
