@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(liblmdb-dev libzstd-dev libssl-dev pkg-config lmdb-utils protobuf-compiler curl openssl python3-venv bubblewrap
   libseccomp-dev python3 git strace util-linux iproute2 nftables openssh-client openssh-server openssh-sftp-server
-  nginx patchelf python3-websockets python3-botocore rsync etcd-server)
+  nginx patchelf python3-websockets python3-botocore python3-cryptography rsync etcd-server)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

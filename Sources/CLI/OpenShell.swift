@@ -20,6 +20,7 @@ struct OpenShell: AsyncParsableCommand {
   static func main() async {
     let args = hoistGlobalOptions(Array(CommandLine.arguments.dropFirst()))
     do {
+      if let problem = SingleValueOptions.problem(args) { throw fail(problem) }
       var command = try parseAsRoot(args)
       do { try checkGatewayNames(command) } catch let e as CLIError { throw fail(e.message, code: e.code) }
       if var asyncCommand = command as? AsyncParsableCommand {

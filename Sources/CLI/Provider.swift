@@ -277,13 +277,23 @@ struct ProviderDelete: AsyncParsableCommand {
       let metadata: Metadata = force ? [OpenShellService.forceDeleteHeader: "true"] : [:]
       try await GatewayClient.withClient(r.target) { c in
         for n in names {
-          let response = try await c.deleteProvider(
+          let (response, removedRoutes) = try await c.deleteProvider(
             .with {
               $0.name = n; $0.allowMissing = true; $0.workspaceScope = ProviderCLI.scope(workspace)
             },
-            metadata: metadata, options: ProviderCLI.options())
+            metadata: metadata, options: ProviderCLI.options()
+          ) { r in
+            // A forced delete also deletes the inference routes that used the provider (named in the metadata).
+            let routes = r.metadata[stringValues: OpenShellService.removedRoutesHeader].flatMap { $0.split(separator: ",").map(String.init) }
+            return (try r.message, routes)
+          }
           let deleted = response.outcome != .alreadyAbsent
           print(deleted ? "\(Style.check) Deleted provider \(n)" : "\(Style.yellow("!")) Provider \(n) not found")
+          if !removedRoutes.isEmpty {
+            print(
+              "\(Style.yellow("!")) Deleted inference route\(removedRoutes.count == 1 ? "" : "s") \(removedRoutes.joined(separator: ", ")) "
+                + "(it used provider \(n))")
+          }
         }
       }
     }

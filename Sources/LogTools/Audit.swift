@@ -49,10 +49,15 @@ public struct AuditEntry: Codable, Sendable, Equatable {
 /// Builds the redacted audit timeline.
 public enum Audit {
   /// The matching entries with seq in `fromSeq…query.throughSeq`, at most `limit` of them; with `ocsf`, each
-  /// entry also carries its OCSF events.
-  /// - Throws: `EventLogError` on read failure, `ProjectionError` on an undecodable record.
-  public static func timeline(_ log: EventLog, query: AuditQuery, fromSeq: UInt64 = 1, limit: Int = .max, ocsf: Bool = false) throws -> [AuditEntry] {
+  /// entry also carries its OCSF events. With `requireKnownNames`, a sandbox or provider filter naming
+  /// something the log never held is an error rather than an empty timeline.
+  /// - Throws: `EventLogError` on read failure, `ProjectionError` on an undecodable record,
+  ///   ``AuditUnknownName`` (only with `requireKnownNames`).
+  public static func timeline(
+    _ log: EventLog, query: AuditQuery, fromSeq: UInt64 = 1, limit: Int = .max, ocsf: Bool = false, requireKnownNames: Bool = false
+  ) throws -> [AuditEntry] {
     var matcher = try AuditMatcher(log, query: query)
+    if requireKnownNames, let name = matcher.unknownName { throw AuditUnknownName(name: name) }
     matcher.includeOCSF = ocsf
     var entries: [AuditEntry] = []
     guard limit > 0 else { return entries }
@@ -68,7 +73,9 @@ public enum Audit {
   /// Renders entries as an aligned text table with a header row.
   public static func table(_ entries: [AuditEntry]) -> String {
     let header = ["SEQ", "TIME", "ACTOR", "TYPE", "AGGREGATE", "DETAILS"]
-    let rows = entries.map { [String($0.seq), $0.time, abbreviateFingerprint($0.actor), $0.type, $0.aggregate, $0.summary] }
+    let rows = entries.map {
+      [String($0.seq), $0.time, abbreviateFingerprint(ClaimedText.displayIdentity($0.actor)), $0.type, $0.aggregate, $0.summary]
+    }
     return TextTable.render(header: header, rows: rows)
   }
 }
@@ -126,4 +133,13 @@ public enum TextTable {
     }
     return ([line(header)] + rows.map(line)).joined(separator: "\n")
   }
+}
+
+/// A query names a sandbox or provider that no record of the log introduced (``AuditMatcher/unknownName``):
+/// thrown by ``Audit/timeline(_:query:fromSeq:limit:ocsf:requireKnownNames:)`` when asked to.
+public struct AuditUnknownName: Error, CustomStringConvertible {
+  /// E.g. `sandbox "nosuch"`.
+  public let name: String
+  /// `sandbox "nosuch" not found: no record of the log names it`.
+  public var description: String { "\(name) not found: no record of the log names it" }
 }

@@ -36,6 +36,15 @@ public struct AuditMatcher: Sendable {
     for event in events { observe(event) }
   }
 
+  /// The sandbox or provider the query names when no record of the log (up to its `throughSeq`) introduced
+  /// it, e.g. `sandbox "nosuch"`; nil when every name was seen. A deleted sandbox or provider was seen (its
+  /// history is what an audit is for): only a name the log never held is unknown.
+  public var unknownName: String? {
+    if let sandbox = query.sandbox, sandboxIDs.isEmpty { return "sandbox \"\(sandbox)\"" }
+    if let provider = query.provider, providerRefs.isEmpty { return "provider \"\(provider)\"" }
+    return nil
+  }
+
   /// The header-only prefilter for log reads (time bounds); the rest is checked in ``select(_:)``.
   public var logFilter: EventFilter {
     EventFilter(sinceNs: query.sinceNs, untilNs: query.untilNs)

@@ -23,6 +23,21 @@ public struct CheckpointReport: Sendable, Codable, Equatable {
 
   /// Sound when nothing failed and at least one checkpoint by this key vouches for part of the log.
   public var ok: Bool { problem == nil && valid > 0 }
+
+  /// The records after the newest checkpoint by this key that no signature covers yet, in a log whose head is
+  /// `headSeq`; nil when there are none. The record right after the newest covered one is normally that
+  /// checkpoint itself, so the tail starts one further.
+  public func unsignedTail(headSeq: UInt64) -> ClosedRange<UInt64>? {
+    headSeq > coveredThrough + 1 ? (coveredThrough + 2)...headSeq : nil
+  }
+
+  /// The line both `openshell-replay verify` and `openshell audit verify` print for the unsigned tail of a log
+  /// a running gateway holds: expected (the gateway signs every N records and at shutdown), yet no signature
+  /// vouches for these records until it does.
+  public static func unsignedTailLine(_ tail: ClosedRange<UInt64>) -> String {
+    "UNSIGNED TAIL: records \(tail.lowerBound)…\(tail.upperBound) (\(tail.count)) are not yet covered by a signed checkpoint "
+      + "(the log is held by a running gateway, which signs them at its next checkpoint or at shutdown)"
+  }
 }
 
 /// One `audit.checkpoint` record as the log holds it, with the hash its covered record has now.

@@ -80,7 +80,7 @@ public enum EventSummary {
         + (e.droppedSandboxes.isEmpty ? "" : "; dropped sandboxes \(e.droppedSandboxes.joined(separator: ","))")
         + (e.failedSandboxes.isEmpty ? "" : "; marked failed \(e.failedSandboxes.joined(separator: ","))")
     case .auditCheckpoint(let e): return "checkpoint: records 1…\(e.coversSeq) signed by key \(e.keySha256.prefix(16))…"
-    case .accessRefused(let e): return "refused \(e.count)× \(e.rpc) for \(e.identity) from \(e.peer): \(e.code) \(e.reason)"
+    case .accessRefused(let e): return refusal(e)
     case .credentialsDisclosed(let e):
       return "credentials \(e.keys.joined(separator: ",")) of \(e.providers.joined(separator: ",")) to \(e.recipient) via \(e.rpc)"
     case .credentialsSubstituted(let e):
@@ -103,6 +103,24 @@ public enum EventSummary {
       return "supervisor of sandbox \(e.sandboxID) disconnected: session \(e.sessionID) after \(e.durationMs) ms: \(e.reason)"
     }
   }
+
+  /// A refusal window: count, RPC, identity, first peer (and how many other addresses), code, reason, and for
+  /// unverified clients the first subject claimed (a ``ClaimedText`` sample) and how many distinct ones.
+  /// Records written before the sample existed kept the claim in the identity (`unverified:<subject>`, as
+  /// presented): it is escaped and capped here the same way.
+  static func refusal(_ e: Openshell_Events_V1_AccessRefused) -> String {
+    var line = "refused \(e.count)× \(e.rpc) for \(ClaimedText.displayIdentity(e.identity)) from \(e.peer)"
+    if e.distinctPeers > 1 { line += " (\(atLeast(e.distinctPeers)) addresses)" }
+    line += ": \(e.code) \(e.reason)"
+    if !e.claimedSubject.isEmpty {
+      line += "; claimed subject \"\(e.claimedSubject)\""
+      if e.distinctSubjects > 1 { line += " (\(atLeast(e.distinctSubjects)) distinct subjects)" }
+    }
+    return line
+  }
+
+  /// A distinct count of a refusal window; the aggregator stops counting at ``ClaimedText/countedDistinct``.
+  static func atLeast(_ n: UInt64) -> String { n >= ClaimedText.countedDistinct ? "≥\(n)" : "\(n)" }
 
   static func labels(_ l: [String: String]) -> String {
     l.isEmpty ? "" : " labels " + l.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")

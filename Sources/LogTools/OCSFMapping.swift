@@ -113,8 +113,17 @@ enum OCSFMapping {
       // The class requires exactly one of privileges and group: the privilege asked for (and refused) is the RPC.
       e["privileges"] = [a.rpc]
     }
-    e["user"] = OCSFBase.user(a.identity)
+    // Older records kept an unverified client's claim in the identity, as presented: escaped and capped here.
+    e["user"] = OCSFBase.user(ClaimedText.displayIdentity(a.identity))
     e["src_endpoint"] = OCSFBase.endpoint(peer: a.peer)
+    // Samples of the window (bounded by the aggregator): what unverified clients claimed, how many addresses.
+    var unmapped: [String: Any] = [:]
+    if !a.claimedSubject.isEmpty {
+      unmapped["claimed_subject"] = a.claimedSubject
+      unmapped["distinct_subjects"] = Int(a.distinctSubjects)
+    }
+    if a.distinctPeers > 0 { unmapped["distinct_peers"] = Int(a.distinctPeers) }
+    if !unmapped.isEmpty { e["unmapped"] = unmapped }
     e["dst_endpoint"] = ["name": "openshell-gateway", "svc_name": a.rpc]
     e["count"] = Int(a.count)
     e["status_code"] = a.code

@@ -15,6 +15,9 @@ public struct VerificationResult: Sendable, Codable {
   public var problem: String?
   /// Signed-checkpoint check, when a public key was given (`verify --public-key`).
   public var checkpoints: CheckpointReport?
+  /// `[first, last]` seq of the records after the newest checkpoint of a log a running gateway holds: accepted,
+  /// yet not vouched for by a signature (``CheckpointReport/unsignedTailLine(_:)``); nil otherwise.
+  public var unsignedTail: [UInt64]?
 
   public var ok: Bool { firstBadSeq == nil && problem == nil && snapshotMatches != false }
 }

@@ -100,6 +100,31 @@ struct ProviderCLITests {
     #expect(r.code == 0, "\(r)")
     #expect(r.out.contains("✓ Deleted provider anth") && r.out.contains("! Provider missing-one not found"), "\(r)")
 
+    // A repeated --name is refused (ArgumentParser would keep the last one silently): one line, nothing created.
+    r = try run(["provider", "create", "--name", "twice-a", "--name=twice-b", "--type", "generic", "--credential", "A=b"])
+    #expect(r.code != 0 && r.err == "error: --name given 2 times ('twice-a', 'twice-b'): give it once\n", "\(r)")
+    r = try run(["provider", "get", "twice-b"])
+    #expect(r.code != 0, "nothing was created: \(r)")
+
+    // A forced delete of a provider an inference route uses deletes the route too, and says so.
+    r = try run(["provider", "create", "--name", "oa", "--type", "openai", "--credential", "OPENAI_API_KEY=not-a-secret"])
+    #expect(r.code == 0, "\(r)")
+    r = try run(["inference", "set", "--provider", "oa", "--model", "m1", "--no-verify"])
+    #expect(r.code == 0, "\(r)")
+    r = try run(["provider", "delete", "oa"])
+    #expect(r.code != 0 && r.err.contains("inference route inference.local"), "refused without --force: \(r)")
+    r = try run(["provider", "delete", "--force", "oa"])
+    #expect(r.code == 0 && r.out.contains("✓ Deleted provider oa"), "\(r)")
+    #expect(r.out.contains("! Deleted inference route inference.local (it used provider oa)"), "the route is named: \(r)")
+    r = try run(["provider", "delete", "--force", "hub"])
+    #expect(r.code == 0 && !r.out.contains("inference route"), "no route used hub: \(r)")
+
+    // The audit of a deleted provider is its history; a provider the log never held is NOT_FOUND, one line.
+    r = try run(["audit", "--provider", "anth", "-o", "jsonl"])
+    #expect(r.code == 0 && r.out.contains("provider.deleted"), "\(r)")
+    r = try run(["audit", "--provider", "nosuch"])
+    #expect(r.code != 0 && r.err.contains("provider \"nosuch\" not found") && r.err.split(separator: "\n").count == 1, "\(r)")
+
     r = try env.run(["gateway", "stop", "--name", "prov"])
     #expect(r.code == 0, "\(r)")
 

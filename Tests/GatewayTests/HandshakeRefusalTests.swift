@@ -14,8 +14,10 @@ struct HandshakeRefusalTests {
   static let clients = repo + "/Tests/audit-tools/tls_clients.py"
 
   /// Runs Tests/audit-tools/tls_clients.py; returns its outcome counts.
-  static func clients(_ mode: String, _ gw: TestGateway, count: Int, cert: String? = nil, key: String? = nil) async throws -> [String: Int] {
-    var args = [clients, mode, "127.0.0.1", "\(gw.port)", "\(count)", "--ca", gw.pki + "/ca.crt"]
+  static func clients(
+    _ mode: String, _ gw: TestGateway, count: Int, cert: String? = nil, key: String? = nil, extra: [String] = []
+  ) async throws -> [String: Int] {
+    var args = [clients, mode, "127.0.0.1", "\(gw.port)", "\(count)", "--ca", gw.pki + "/ca.crt"] + extra
     if let cert, let key { args += ["--cert", cert, "--key", key] }
     let r = try await GatewayTestSupport.run("/usr/bin/python3", args)
     try #require(r.status == 0, "\(r.stderr)")
@@ -85,14 +87,77 @@ struct HandshakeRefusalTests {
     let none = try #require(all.first { $0.reason == "no client certificate" }, "\(described)")
     #expect(none.count == 1000 && none.identity == "unauthenticated" && none.lastNs >= none.firstNs, "\(described)")
     let unknown = try #require(all.first { $0.reason == "client certificate not issued by the gateway CA" }, "\(described)")
-    #expect(unknown.count == 5 && unknown.identity.hasPrefix("unverified:") && unknown.identity.contains("CN=intruder"), "\(described)")
+    #expect(unknown.count == 5 && unknown.identity == "unverified" && unknown.claimedSubject.contains("CN=intruder"), "\(described)")
+    #expect(unknown.distinctSubjects == 1 && unknown.distinctPeers == 1, "\(described)")
     let old = try #require(all.first { $0.reason == "client certificate expired" }, "\(described)")
-    #expect(old.count == 3 && old.identity.contains("CN=sandbox:sb-old"), "\(described)")
+    #expect(old.count == 3 && old.identity == "unverified" && old.claimedSubject.contains("CN=sandbox:sb-old"), "\(described)")
     let aborts = all.filter { $0.reason.hasPrefix("client aborted the handshake: ") }.map(\.reason).sorted()
     #expect(aborts == ["client aborted the handshake: BAD_PACKET_LENGTH", "client aborted the handshake: TLSV1_ALERT_UNKNOWN_CA"], "\(described)")
     let wrongProtocol = try #require(all.first { $0.reason.hasPrefix("protocol error: ") }, "\(described)")
     #expect(wrongProtocol.reason == "protocol error: WRONG_VERSION_NUMBER" && wrongProtocol.count == 2, "\(described)")
     #expect(wrongProtocol.identity == "unauthenticated", "\(described)")
+  }
+
+  @Test(
+    "a client forging a new subject per handshake (a CA of its own, 3 source addresses) is one record per reason: count, distinct subjects and addresses, and a first subject escaped and capped in the table, JSON and valid OCSF"
+  )
+  func forgedSubjectsAreOneRecord() async throws {
+    let gw = try await TestGateway.start { $0.refusalWindow = .seconds(600) }  // one window; flushed at shutdown
+    let dir = gw.dataDirectory + "/forged"
+    let forge = try await GatewayTestSupport.run("/usr/bin/python3", [Self.repo + "/Tests/audit-tools/forge_certs.py", dir, "200", "--evil"])
+    try #require(forge.status == 0, "\(forge.stderr)")
+    // 201 handshakes: the evil subject first (from 127.0.0.1; given time to reach the aggregator, which keeps the
+    // first claim it sees), then forged-0…forged-199 from 127.0.0.1, .2 and .3 in turn.
+    let evil = try await Self.clients("handshake", gw, count: 1, cert: dir + "/evil.crt", key: dir + "/evil.key")
+    #expect(evil == ["TLSV1_ALERT_UNKNOWN_CA": 1], "\(evil)")
+    try await Task.sleep(for: .milliseconds(500))
+    let list = try String(contentsOfFile: dir + "/certs.txt", encoding: .utf8).split(separator: "\n").dropFirst()
+    try (list.joined(separator: "\n") + "\n").write(toFile: dir + "/forged.txt", atomically: true, encoding: .utf8)
+    let sources = ["--cert-list", dir + "/forged.txt", "--sources", "127.0.0.1,127.0.0.2,127.0.0.3"]
+    let outcome = try await Self.clients("handshake", gw, count: 200, extra: sources)
+    #expect(outcome == ["TLSV1_ALERT_UNKNOWN_CA": 200], "every forged certificate was refused: \(outcome)")
+    await gw.stop()
+
+    let all = try Self.refusals(gw.dataDirectory)
+    let described = all.map { "\($0.identity) \($0.reason) ×\($0.count) subjects \($0.distinctSubjects) peers \($0.distinctPeers)" }
+    #expect(all.count == 1, "one record, however many subjects were claimed: \(described)")
+    let r = try #require(all.first)
+    #expect(r.identity == "unverified" && r.rpc == "tls-handshake" && r.reason == "client certificate not issued by the gateway CA", "\(described)")
+    #expect(r.count == 201 && r.distinctSubjects == 201 && r.distinctPeers == 3, "\(described)")
+    #expect(r.peer.hasPrefix("ipv4:127.0.0.1:"), "the first peer: \(r.peer)")
+    // The first claim, escaped and capped: no control character, no bidi override, at most 256 bytes.
+    let sample = r.claimedSubject
+    #expect(sample.utf8.count <= 256 && sample.utf8.count > 200, "\(sample.utf8.count) bytes")
+    #expect(sample.contains("evil\\nline\\u{001B}[31m\\u{202E}AAAA"), "\(sample)")
+    #expect(!sample.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F || $0.value == 0x202E }, "\(sample)")
+    #expect(sample.hasSuffix(" bytes)") && sample.contains("…("), "the truncation says how long the claim was: \(sample)")
+
+    // What `openshell audit` (and openshell-replay audit) show of it: table, JSON and OCSF.
+    var o = EventLog.Options()
+    o.readOnly = true
+    let log = try EventLog.open(directory: gw.dataDirectory + "/log", options: o)
+    defer { log.close() }
+    var q = AuditQuery()
+    q.types = ["audit.access_refused"]
+    let entries = try Audit.timeline(log, query: q, ocsf: true)
+    try #require(entries.count == 1)
+    let table = Audit.table(entries)
+    #expect(table.split(separator: "\n").count == 2, "header and one row, no line forged by the subject: \(table)")
+    #expect(table.contains("for unverified from ipv4:127.0.0.1:") && table.contains("(3 addresses)") && table.contains("(201 distinct subjects)"), "\(table)")
+    #expect(entries[0].actor == "unverified" && !table.contains("\u{1B}"), "\(table)")
+    // -o json (the entries without their OCSF events): the record stays small whatever was claimed.
+    let json = String(decoding: try JSONEncoder().encode(try Audit.timeline(log, query: q)), as: UTF8.self)
+    #expect(json.contains("claimed subject") && json.contains("201 distinct subjects") && json.utf8.count < 1024, "\(json.utf8.count): \(json)")
+    let ocsf = try #require(entries[0].ocsf?.first)
+    let event = try #require(try JSONSerialization.jsonObject(with: Data(ocsf.utf8)) as? [String: Any])
+    let unmapped = try #require(event["unmapped"] as? [String: Any], "\(ocsf)")
+    #expect(unmapped["claimed_subject"] as? String == sample && unmapped["distinct_subjects"] as? Int == 201, "\(ocsf)")
+    #expect(unmapped["distinct_peers"] as? Int == 3 && event["count"] as? Int == 201, "\(ocsf)")
+    #expect((event["user"] as? [String: Any])?["uid"] as? String == "unverified", "\(ocsf)")
+    let file = dir + "/refusal.ocsf.jsonl"
+    try (ocsf + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+    let v = try await GatewayTestSupport.run(Self.repo + "/.build-venv-audit/bin/python", [Self.repo + "/Tests/audit-tools/validate_ocsf.py", file])
+    #expect(v.status == 0 && v.stdout.contains(" 0 invalid"), "the new shape validates against OCSF 1.5.0: \(v)")
   }
 
   @Test("on a TLS port that admits plaintext probes, plaintext gRPC is a distinct refusal and a probe is none")

@@ -260,6 +260,28 @@ enum AllEventKinds {
           })
       ),
       (
+        // A TLS-handshake refusal of clients whose certificates failed verification: one identity, samples of
+        // what they claimed (escaped, capped) and how many distinct subjects and addresses.
+        "unverified",
+        .accessRefused(
+          .with {
+            $0.identity = "unverified"; $0.peer = "ipv4:127.0.0.1:50125"; $0.rpc = "tls-handshake"; $0.code = "UNAUTHENTICATED"
+            $0.reason = "client certificate not issued by the gateway CA"; $0.count = 30; $0.firstNs = 1_700_000_000_000_000_000
+            $0.lastNs = 1_700_000_002_000_000_000; $0.claimedSubject = "CN=evil\\nline,OU=operator,O=openshell"; $0.distinctSubjects = 30
+            $0.distinctPeers = 2
+          })
+      ),
+      (
+        // The same refusal as written before the samples existed: the claim, as presented, in the identity.
+        "unverified:CN=old\nline\u{1B}[31m,O=openshell",
+        .accessRefused(
+          .with {
+            $0.identity = "unverified:CN=old\nline\u{1B}[31m,O=openshell"; $0.peer = "ipv4:127.0.0.1:50126"; $0.rpc = "tls-handshake"
+            $0.code = "UNAUTHENTICATED"; $0.reason = "client certificate expired"; $0.count = 1; $0.firstNs = 1_700_000_000_000_000_000
+            $0.lastNs = 1_700_000_000_000_000_000
+          })
+      ),
+      (
         op,
         .credentialsDisclosed(
           .with {

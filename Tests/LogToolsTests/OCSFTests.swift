@@ -65,13 +65,24 @@ struct ToolMissing: Error, CustomStringConvertible {
     func only(_ type: String) throws -> [[String: Any]] { events.filter { $0.type == type }.map(\.json) }
     func ids(_ e: [String: Any]) -> [Int] { [e["class_uid"] as? Int ?? 0, e["activity_id"] as? Int ?? 0] }
     let refusals = try only("audit.access_refused")
-    #expect(refusals.map(ids) == [[3002, 1], [3003, 99]], "UNAUTHENTICATED is a failed logon, PERMISSION_DENIED a refused authorization")
-    #expect(refusals.map { $0["count"] as? Int } == [1000, 3])
+    #expect(
+      refusals.map(ids) == [[3002, 1], [3003, 99], [3002, 1], [3002, 1]], "UNAUTHENTICATED is a failed logon, PERMISSION_DENIED a refused authorization")
+    #expect(refusals.map { $0["count"] as? Int } == [1000, 3, 30, 1])
+    // Unverified clients: one identity, the window's samples in `unmapped`; an older record's claim (kept in its
+    // identity as presented) is escaped on the way out.
+    let unverified = refusals[2]
+    #expect((unverified["user"] as? [String: Any])?["uid"] as? String == "unverified")
+    let samples = try #require(unverified["unmapped"] as? [String: Any])
+    #expect(samples["claimed_subject"] as? String == "CN=evil\\nline,OU=operator,O=openshell")
+    #expect(samples["distinct_subjects"] as? Int == 30 && samples["distinct_peers"] as? Int == 2)
+    let legacy = try #require((refusals[3]["user"] as? [String: Any])?["uid"] as? String)
+    #expect(legacy == "unverified:CN=old\\nline\\u{001B}[31m,O=openshell", "\(legacy)")
+    #expect((refusals[3]["message"] as? String)?.contains("\\u{001B}") == true, "\(refusals[3])")
     #expect(refusals.allSatisfy { $0["status_id"] as? Int == 2 })
     let src = try #require(refusals.first?["src_endpoint"] as? [String: Any])
     #expect(src["ip"] as? String == "127.0.0.1" && src["port"] as? Int == 50123)
-    #expect((refusals.last?["src_endpoint"] as? [String: Any])?["ip"] as? String == "::1")
-    #expect((refusals.last?["user"] as? [String: Any])?["uid"] as? String == "sandbox:\(AllEventKinds.sandbox)")
+    #expect((refusals[1]["src_endpoint"] as? [String: Any])?["ip"] as? String == "::1")
+    #expect((refusals[1]["user"] as? [String: Any])?["uid"] as? String == "sandbox:\(AllEventKinds.sandbox)")
 
     let denials = try only("sandbox.network_denials")
     #expect(denials.allSatisfy { ids($0) == [4001, 5] && $0["action_id"] as? Int == 2 && $0["disposition_id"] as? Int == 2 })

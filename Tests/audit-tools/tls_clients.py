@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """TLS clients against the gateway's port, for the handshake-refusal audit tests (issue 12).
 
-    tls_clients.py MODE HOST PORT COUNT --ca CA.crt [--cert C.crt --key C.key]
+    tls_clients.py MODE HOST PORT COUNT --ca CA.crt [--cert C.crt --key C.key] [--cert-list FILE]
+                   [--sources IP,IP,...]
 
 MODE:
   handshake   full TLS handshakes (client certificate if --cert), then one read: the gateway's verdict
@@ -9,6 +10,10 @@ MODE:
   tcp-close   connect and close, no byte sent (a TCP health probe)
   hello-close send a ClientHello, then close without an alert (a client giving up mid-handshake)
   plaintext-grpc  the HTTP/2 client preface in plaintext
+
+--cert-list: a file of "CERT KEY" lines; connection i presents the certificate of line i mod the number of
+lines (a client forging a new subject per handshake). --sources: local addresses to connect from, round-robin
+(127.0.0.2, 127.0.0.3, ... are loopback addresses too on Linux).
 
 Prints one JSON object: outcome -> number of connections (e.g. {"TLSV13_ALERT_CERTIFICATE_REQUIRED": 1000}).
 """
@@ -34,16 +39,29 @@ def main() -> int:
     ap.add_argument("--ca", required=True)
     ap.add_argument("--cert")
     ap.add_argument("--key")
+    ap.add_argument("--cert-list")
+    ap.add_argument("--sources", default="")
     args = ap.parse_args()
 
-    ctx = ssl.create_default_context(cafile=args.ca)
-    ctx.check_hostname = False  # the CA is verified; the gateway's names are not the point here
-    ctx.set_alpn_protocols(["h2"])
-    if args.cert:
-        ctx.load_cert_chain(args.cert, args.key)
+    def context(cert, key):
+        ctx = ssl.create_default_context(cafile=args.ca)
+        ctx.check_hostname = False  # the CA is verified; the gateway's names are not the point here
+        ctx.set_alpn_protocols(["h2"])
+        if cert:
+            ctx.load_cert_chain(cert, key)
+        return ctx
+
+    if args.cert_list:
+        with open(args.cert_list) as f:
+            contexts = [context(*line.split()) for line in f if line.strip()]
+    else:
+        contexts = [context(args.cert, args.key)]
+    sources = [s for s in args.sources.split(",") if s]
     counts = collections.Counter()
-    for _ in range(args.count):
-        sock = socket.create_connection((args.host, args.port), timeout=10)
+    for i in range(args.count):
+        ctx = contexts[i % len(contexts)]
+        source = (sources[i % len(sources)], 0) if sources else None
+        sock = socket.create_connection((args.host, args.port), timeout=10, source_address=source)
         try:
             if args.mode == "tcp-close":
                 counts["closed"] += 1

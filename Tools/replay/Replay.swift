@@ -89,7 +89,7 @@ struct Verify: ParsableCommand {
       valueName: "FILE")) var publicKey: String?
   @Flag(
     help:
-      "With --public-key: accept records newer than the last signed checkpoint (a live gateway's log, or one that crashed and was not started since). Without it they fail the check: removing the newest checkpoints is how a rewrite of the recent records would hide."
+      "With --public-key: accept records newer than the last signed checkpoint in a log no gateway holds (one that crashed and was not started since). Without it they fail the check: removing the newest checkpoints is how a rewrite of the recent records would hide. A log a running gateway holds (its writer lock is taken) passes without it, and the records not signed yet are named on an UNSIGNED TAIL line."
   )
   var allowUnsignedTail = false
 
@@ -112,20 +112,29 @@ struct Verify: ParsableCommand {
       }
       defer { log.close() }
       var result = try LogVerifier.verify(log, progress: ProgressBar(label: "verify").callback)
+      // A log a running gateway holds (its writer lock is taken) always has records after the newest checkpoint.
+      let liveWriter = EventLog.writerPID(directory: dir)
+      var liveTail: ClosedRange<UInt64>?
       if let key, result.firstBadSeq == nil {
         let report = try CheckpointVerifier.verify(log, key: key)
         result.checkpoints = report
         if !report.ok, result.problem == nil {
           result.problem = report.problem ?? "no audit checkpoint in this log is signed by the given public key (\(report.otherKey) by other keys)"
           result.firstBadSeq = report.badCheckpointSeq
+        } else if report.ok, let tail = report.unsignedTail(headSeq: result.headSeq), liveWriter != nil,
+          report.otherKeyCoversThrough <= report.coveredThrough + 1
+        {
+          liveTail = tail  // expected while the gateway runs: OK, and said loudly below
+          result.unsignedTail = [tail.lowerBound, tail.upperBound]
         } else if report.ok, result.headSeq > report.coveredThrough + 1, !allowUnsignedTail, result.problem == nil {
           // A stopped gateway's log ends with its shutdown checkpoint (covering all but itself).
           result.problem =
             report.otherKeyCoversThrough > report.coveredThrough + 1
             ? "records \(report.coveredThrough + 2)…\(result.headSeq) are signed by another key, not by the given one (a restored or recreated "
               + "gateway signs with its own key: verify with that gateway's public key too); --allow-unsigned-tail accepts them"
-            : "records \(report.coveredThrough + 2)…\(result.headSeq) are not covered by a signed checkpoint: the gateway is running or crashed "
-              + "(start it once: it signs at start), or checkpoints after seq \(report.coveredThrough + 1) were removed; --allow-unsigned-tail accepts them"
+            : "records \(report.coveredThrough + 2)…\(result.headSeq) are not covered by a signed checkpoint and no gateway holds the log: "
+              + "the gateway crashed (start it once: it signs at start), or checkpoints after seq \(report.coveredThrough + 1) were removed; "
+              + "--allow-unsigned-tail accepts them"
           result.firstBadSeq = report.coveredThrough + 2
         }
       }
@@ -149,6 +158,7 @@ struct Verify: ParsableCommand {
               : "; records \(c.coveredThrough + 2)…\(result.headSeq) are newer than the last checkpoint (not yet signed)"
           print("signed: \(c.valid) checkpoint(s) verified; records 1…\(c.coveredThrough) vouched for by the key\(newer)")
         }
+        if let liveTail { print(CheckpointReport.unsignedTailLine(liveTail) + ((liveWriter ?? -1) > 0 ? " (pid \(liveWriter ?? -1))" : "")) }
       } else {
         let at = result.firstBadSeq.map { "seq \($0): " } ?? ""
         print("FAILED: \(at)\(result.problem ?? "unknown problem")")
@@ -231,7 +241,12 @@ struct AuditCommand: ParsableCommand {
       let log = try openLog(dir, readOnly: true)
       defer { log.close() }
       q.throughSeq = try salvageLimit(log, salvage)
-      let entries = try Audit.timeline(log, query: q, ocsf: output == "ocsf")
+      let entries: [AuditEntry]
+      do {
+        entries = try Audit.timeline(log, query: q, ocsf: output == "ocsf", requireKnownNames: true)
+      } catch let unknown as AuditUnknownName {
+        throw ToolError(unknown.description)
+      }
       let e = JSONEncoder()
       e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
       switch output {

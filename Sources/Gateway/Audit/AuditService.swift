@@ -41,7 +41,16 @@ public struct AuditService: Openshell_Audit_V1_AuditService.SimpleServiceProtoco
     query.throughSeq = request.toSeq == 0 ? head : min(request.toSeq, head)
     let size = request.pageSize == 0 ? Self.defaultPageSize : Int(request.pageSize)
     // One extra entry tells whether another page follows.
-    let entries = try read { try Audit.timeline(log, query: query, fromSeq: from, limit: size + 1, ocsf: request.includeOcsf) }
+    // A sandbox or provider the log never held is NOT_FOUND (a deleted one is still found: its history is the
+    // point of an audit). A watch accepts it: a sandbox created later under that name is followed.
+    let entries: [AuditEntry]
+    do {
+      entries = try read {
+        try Audit.timeline(log, query: query, fromSeq: from, limit: size + 1, ocsf: request.includeOcsf, requireKnownNames: true)
+      }
+    } catch let unknown as AuditUnknownName {
+      throw RPCError(code: .notFound, message: unknown.description)
+    }
     var response = Openshell_Audit_V1_QueryEventsResponse()
     response.events = entries.prefix(size).map(Self.wire)
     if entries.count > size, let last = entries.prefix(size).last { response.nextPageToken = String(last.seq + 1) }

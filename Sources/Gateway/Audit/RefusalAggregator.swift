@@ -1,5 +1,6 @@
 import EventLog
 import Foundation
+import LogTools
 import Logging
 import Projections
 
@@ -15,6 +16,13 @@ import Projections
 /// once is bounded by `maxKeys` (further distinct keys in the same window are counted under one
 /// overflow key with reason "distinct refusals beyond the aggregation limit"). Open windows are flushed
 /// at shutdown (``flush()``).
+///
+/// The identity in the key is never an unauthenticated claim: identities are authenticated ones,
+/// `anonymous`, `unauthenticated` or `unverified` (``HandshakeRefusal``). What a refused client claims (a
+/// certificate subject) and where it came from are samples of the window, each bounded: the first claim
+/// (``ClaimedText``, ≤ 256 bytes) and peer, and the number of distinct claims and distinct peer addresses
+/// (without port), counted exactly up to ``maxDistinct`` (sets of 64-bit hashes: ≤ ~33 KB per window at
+/// the cap; at most `maxKeys` + 1 windows are open).
 actor RefusalAggregator {
   private struct Key: Hashable {
     var identity: String
@@ -27,7 +35,14 @@ actor RefusalAggregator {
     var count: UInt64
     var firstNs: Int64
     var lastNs: Int64
+    /// ``ClaimedText`` sample of the first claimed subject ("" when none was claimed).
+    var claimedSubject = ""
+    /// Hashes of the distinct claimed subjects and peer addresses, at most ``maxDistinct`` each.
+    var subjects: Set<Int> = []
+    var peers: Set<Int> = []
   }
+  /// Distinct subjects and peers counted per window; a record holding this number means "at least".
+  static let maxDistinct = ClaimedText.countedDistinct
 
   private let log: EventLog
   let window: Duration
@@ -44,20 +59,35 @@ actor RefusalAggregator {
 
   /// Notes one refused call. Never throws and never waits for the disk: the event is written when its
   /// window closes.
-  func refused(identity: String, peer: String, rpc: String, code: String, reason: String) {
+  /// - Parameter claimedSubject: the subject an unverified client claimed (any length; only a
+  ///   ``ClaimedText`` sample of the window's first claim and the number of distinct claims are kept).
+  func refused(identity: String, peer: String, rpc: String, code: String, reason: String, claimedSubject: String? = nil) {
     let now = Int64(Date().timeIntervalSince1970 * 1e9)
     var key = Key(identity: identity, rpc: rpc, code: code, reason: String(reason.prefix(512)))
     if open[key] == nil, open.count >= maxKeys {
       key = Key(identity: "*", rpc: "*", code: code, reason: "distinct refusals beyond the aggregation limit")
     }
-    if var w = open[key] {
-      w.count += 1
-      w.lastNs = now
-      open[key] = w
-      return
+    let isNew = open[key] == nil
+    var w = open[key] ?? Window(peer: peer, count: 0, firstNs: now, lastNs: now)
+    w.count += 1
+    w.lastNs = now
+    if let claimedSubject {
+      if w.subjects.isEmpty { w.claimedSubject = ClaimedText.sample(claimedSubject) }
+      if w.subjects.count < Self.maxDistinct { w.subjects.insert(claimedSubject.hashValue) }
     }
-    open[key] = Window(peer: peer, count: 1, firstNs: now, lastNs: now)
-    scheduleClose(key)
+    if w.peers.count < Self.maxDistinct { w.peers.insert(Self.address(peer).hashValue) }
+    open[key] = w
+    if isNew { scheduleClose(key) }
+  }
+
+  /// A peer without its port: `ipv4:10.0.0.1:5555` → `ipv4:10.0.0.1`, `ipv6:[::1]:5555` → `ipv6:[::1]`;
+  /// anything else as it is.
+  static func address(_ peer: String) -> Substring {
+    guard peer.hasPrefix("ipv4:") || peer.hasPrefix("ipv6:"), let colon = peer.lastIndex(of: ":"),
+      peer.index(after: colon) < peer.endIndex, peer[peer.index(after: colon)...].allSatisfy(\.isNumber),
+      colon > peer.index(peer.startIndex, offsetBy: 4)
+    else { return Substring(peer) }
+    return peer[..<colon]
   }
 
   private func scheduleClose(_ key: Key) {
@@ -95,6 +125,9 @@ actor RefusalAggregator {
             $0.count = w.count
             $0.firstNs = w.firstNs
             $0.lastNs = w.lastNs
+            $0.claimedSubject = w.claimedSubject
+            $0.distinctSubjects = UInt64(w.subjects.count)
+            $0.distinctPeers = UInt64(w.peers.count)
           })
       ).newEvent(actor: key.identity, requestID: "")
     }

@@ -186,14 +186,21 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
     }
   }
   if configuration.recordRefusals { interceptors.append(AuditInterceptor(refusals: refusals)) }
-  // Clients refused before any RPC (TLS handshake) go through the same aggregation.
+  // Clients refused before any RPC (TLS handshake) go through the same aggregation, in the order they were
+  // refused (one consumer: a window's first peer and first claimed subject are the first refusal's), and all of
+  // them before the flush at shutdown.
   var handshakeRefusals: HandshakeRefusalSink?
-  if configuration.recordRefusals {
-    handshakeRefusals = { (r: HandshakeRefusal) in
-      Task {
-        await refusals.refused(identity: r.identity, peer: r.peer, rpc: HandshakeRefusal.rpc, code: HandshakeRefusal.code, reason: r.reason)
-      }
+  let (handshakeQueue, handshakeInput) = AsyncStream<HandshakeRefusal>.makeStream()
+  defer { handshakeInput.finish() }  // also when serving fails: the consumer ends
+  let handshakeConsumer = Task {
+    for await r in handshakeQueue {
+      await refusals.refused(
+        identity: r.identity, peer: r.peer, rpc: HandshakeRefusal.rpc, code: HandshakeRefusal.code, reason: r.reason,
+        claimedSubject: r.claimedSubject)
     }
+  }
+  if configuration.recordRefusals {
+    handshakeRefusals = { (r: HandshakeRefusal) in handshakeInput.yield(r) }
   }
   interceptors += [MetricsInterceptor(metrics: metrics), MessageSizeInterceptor(limit: serverConfig.maxRequestMessageBytes)]
   let server = try GatewayServer(
@@ -274,6 +281,8 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
     let busy = await driver.drain(timeout: .seconds(5))
     if busy > 0 { logger.warning("\(busy) sandbox(es) still being started or stopped at shutdown; the next start finishes them") }
   }
+  handshakeInput.finish()
+  await handshakeConsumer.value
   await refusals.flush()
   await service.supervisorSessions.flush()
   await signer?.signHead()

@@ -34,6 +34,8 @@ extension OpenShellService {
 
   /// gRPC metadata that lets DeleteProvider remove a provider still used by sandboxes.
   public static let forceDeleteHeader = "x-openshell-force"
+  /// Response metadata of a forced DeleteProvider: the inference routes it deleted, comma-separated.
+  public static let removedRoutesHeader = "x-openshell-removed-inference-routes"
 
   enum ProviderCall {
     @TaskLocal static var force = false
@@ -274,14 +276,24 @@ extension OpenShellService {
     Openshell_V1_DeleteProviderResponse
   > {
     let force = request.metadata[stringValues: Self.forceDeleteHeader].contains { ["true", "1", "yes"].contains($0.lowercased()) }
-    let message = try await ProviderCall.$force.withValue(force) { try await deleteProvider(request: request.message, context: context) }
-    return ServerResponse(message: message, metadata: [:])
+    let (message, removedRoutes) = try await deleteProvider(request.message, force: force)
+    // The contract's response has no room for it: a forced delete names the inference routes it deleted in the
+    // response metadata, so the CLI can say so.
+    var metadata: Metadata = [:]
+    if !removedRoutes.isEmpty { metadata.addString(removedRoutes.joined(separator: ","), forKey: Self.removedRoutesHeader) }
+    return ServerResponse(message: message, metadata: metadata)
   }
 
   public func deleteProvider(request: Openshell_V1_DeleteProviderRequest, context: ServerContext) async throws -> Openshell_V1_DeleteProviderResponse {
+    try await deleteProvider(request, force: ProviderCall.force).response
+  }
+
+  /// The delete itself; also returns the inference routes a forced delete removed (sorted).
+  private func deleteProvider(_ request: Openshell_V1_DeleteProviderRequest, force: Bool) async throws -> (
+    response: Openshell_V1_DeleteProviderResponse, removedRoutes: [String]
+  ) {
     let caller = try userCaller("DeleteProvider")
     let vault = try requireVault("DeleteProvider")
-    let force = ProviderCall.force
     let before = await store.state
     let result = try await store.execute(
       actor: caller.actor, requestID: request.requestID, rpc: "DeleteProvider", target: Self.requestTarget(request.workspaceScope, request.name)
@@ -332,7 +344,10 @@ extension OpenShellService {
         target: p.id)
     }
     let id = result.decision.target
-    guard result.seqs != nil || result.decision.noop else { return .with { $0.outcome = .alreadyAbsent } }
+    guard result.seqs != nil || result.decision.noop else { return (.with { $0.outcome = .alreadyAbsent }, []) }
+    let removedRoutes = result.decision.events.compactMap { e -> String? in
+      if case .inferenceRouteDeleted(let r)? = e.kind { return r.route } else { return nil }
+    }
     // The event is durable: destroy the data key (crypto-shredding). A crash before this line leaves an
     // orphan key that the start-up janitor destroys.
     let known = before.providers[id].map { (name: $0.name, workspace: $0.workspace, keyID: $0.dataKeyID) }
@@ -341,7 +356,7 @@ extension OpenShellService {
         throw RPCError(code: .internalError, message: "provider deleted but its data key could not be destroyed: \(error)")
       }
     }
-    return .with { $0.outcome = .completed }
+    return (.with { $0.outcome = .completed }, removedRoutes)
   }
 
   /// Name, workspace and data key of a provider as created (for a delete decided against a state

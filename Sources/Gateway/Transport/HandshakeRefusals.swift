@@ -8,7 +8,9 @@ import X509
 /// certificate, a broken handshake) or because it spoke plaintext gRPC on the TLS port (issue 12:
 /// authentication outcomes). Reported to the ``RefusalAggregator`` as an `audit.access_refused` with RPC
 /// ``rpc`` and code UNAUTHENTICATED, so a handshake flood costs at most one event per (identity, reason)
-/// per window.
+/// per window. The identity is never taken from the client: every client whose certificate failed
+/// verification is ``unverified`` (the subject it claimed is only a bounded sample in the record), so a client
+/// forging a new subject per handshake still costs one event per reason and window.
 public struct HandshakeRefusal: Sendable, Equatable {
   /// The fixed RPC marker of these refusals (no RPC was reached).
   public static let rpc = "tls-handshake"
@@ -16,10 +18,15 @@ public struct HandshakeRefusal: Sendable, Equatable {
   public static let code = "UNAUTHENTICATED"
   /// Identity recorded without a certificate.
   public static let unauthenticated = "unauthenticated"
+  /// Identity recorded for every client whose certificate failed verification, whatever it claimed.
+  public static let unverified = "unverified"
 
-  /// ``unauthenticated``, or `unverified:<subject>` (RFC 4514) when the client presented a certificate that
-  /// failed verification: the subject is the client's claim, never an authenticated identity.
+  /// ``unauthenticated`` or ``unverified``: a fixed set, never chosen by the client.
   public var identity: String
+  /// The subject (RFC 4514) of the certificate the client presented, as presented (any length, any
+  /// characters: the aggregator counts distinct claims and keeps a ``ClaimedText`` sample of the first);
+  /// nil without a certificate.
+  public var claimedSubject: String?
   /// Remote address in `ServerContext.remotePeer` form (`ipv4:127.0.0.1:50000`).
   public var peer: String
   /// One of the ``Reason`` texts, with BoringSSL's reason token where it adds detail.
@@ -108,10 +115,10 @@ enum HandshakeRefusalClassifier {
     certificate.issuer == ca.subject && ca.publicKey.isValidSignature(certificate.signature, for: certificate)
   }
 
-  /// The identity of a refused client: its certificate's subject, marked unverified, or ``HandshakeRefusal/unauthenticated``.
+  /// The identity of a refused client: ``HandshakeRefusal/unverified`` when it presented a certificate (which
+  /// failed verification), else ``HandshakeRefusal/unauthenticated``; never the subject it claims.
   static func identity(_ certificate: Certificate?) -> String {
-    guard let certificate else { return HandshakeRefusal.unauthenticated }
-    return "unverified:\(certificate.subject)"
+    certificate == nil ? HandshakeRefusal.unauthenticated : HandshakeRefusal.unverified
   }
 }
 
@@ -137,7 +144,10 @@ final class HandshakeRefusalObserver: ChannelInboundHandler, RemovableChannelHan
       if let reason = HandshakeRefusalClassifier.reason(for: error, certificate: presented, ca: ca) {
         reported = true  // one refusal per connection (NIOSSL may fire more than one error)
         let peer = PeerCertificateRegistry.remotePeerKey(context.channel) ?? "unknown"
-        sink(HandshakeRefusal(identity: HandshakeRefusalClassifier.identity(presented), peer: peer, reason: reason))
+        sink(
+          HandshakeRefusal(
+            identity: HandshakeRefusalClassifier.identity(presented), claimedSubject: presented.map { "\($0.subject)" }, peer: peer,
+            reason: reason))
       }
     }
     context.fireErrorCaught(error)

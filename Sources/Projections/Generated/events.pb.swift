@@ -817,7 +817,9 @@ public nonisolated struct Openshell_Events_V1_AuditCheckpoint: Sendable {
 }
 
 /// Refused calls, aggregated: at most one event per (identity, rpc, code, reason) per window
-/// (Gateway/Audit/RefusalAggregator.swift); `count` calls between first_ns and last_ns.
+/// (Gateway/Audit/RefusalAggregator.swift); `count` calls between first_ns and last_ns. Every client
+/// refused in the TLS handshake with a certificate that failed verification has identity `unverified`,
+/// whatever subject it claimed: a client cannot mint records by forging subjects.
 public nonisolated struct Openshell_Events_V1_AccessRefused: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -842,6 +844,18 @@ public nonisolated struct Openshell_Events_V1_AccessRefused: Sendable {
   public var firstNs: Int64 = 0
 
   public var lastNs: Int64 = 0
+
+  /// A client whose certificate failed verification (identity `unverified`, RPC tls-handshake): the
+  /// subject (RFC 4514) the window's first such client claimed, with control characters escaped and at
+  /// most 256 bytes (HandshakeRefusals.swift); empty otherwise. Records written before this field keep
+  /// the claim in `identity` (`unverified:<subject>`, as presented).
+  public var claimedSubject: String = String()
+
+  /// Distinct subjects claimed in the window (counted up to 1024; 1024 means at least that many).
+  public var distinctSubjects: UInt64 = 0
+
+  /// Distinct peer addresses (without port) in the window (counted up to 1024); 0 in older records.
+  public var distinctPeers: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -3419,7 +3433,7 @@ nonisolated extension Openshell_Events_V1_AuditCheckpoint: SwiftProtobuf.Message
 
 nonisolated extension Openshell_Events_V1_AccessRefused: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AccessRefused"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}identity\0\u{1}peer\0\u{1}rpc\0\u{1}code\0\u{1}reason\0\u{1}count\0\u{3}first_ns\0\u{3}last_ns\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}identity\0\u{1}peer\0\u{1}rpc\0\u{1}code\0\u{1}reason\0\u{1}count\0\u{3}first_ns\0\u{3}last_ns\0\u{3}claimed_subject\0\u{3}distinct_subjects\0\u{3}distinct_peers\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3435,6 +3449,9 @@ nonisolated extension Openshell_Events_V1_AccessRefused: SwiftProtobuf.Message, 
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.count) }()
       case 7: try { try decoder.decodeSingularInt64Field(value: &self.firstNs) }()
       case 8: try { try decoder.decodeSingularInt64Field(value: &self.lastNs) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.claimedSubject) }()
+      case 10: try { try decoder.decodeSingularUInt64Field(value: &self.distinctSubjects) }()
+      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.distinctPeers) }()
       default: break
       }
     }
@@ -3465,6 +3482,15 @@ nonisolated extension Openshell_Events_V1_AccessRefused: SwiftProtobuf.Message, 
     if self.lastNs != 0 {
       try visitor.visitSingularInt64Field(value: self.lastNs, fieldNumber: 8)
     }
+    if !self.claimedSubject.isEmpty {
+      try visitor.visitSingularStringField(value: self.claimedSubject, fieldNumber: 9)
+    }
+    if self.distinctSubjects != 0 {
+      try visitor.visitSingularUInt64Field(value: self.distinctSubjects, fieldNumber: 10)
+    }
+    if self.distinctPeers != 0 {
+      try visitor.visitSingularUInt64Field(value: self.distinctPeers, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3477,6 +3503,9 @@ nonisolated extension Openshell_Events_V1_AccessRefused: SwiftProtobuf.Message, 
     if lhs.count != rhs.count {return false}
     if lhs.firstNs != rhs.firstNs {return false}
     if lhs.lastNs != rhs.lastNs {return false}
+    if lhs.claimedSubject != rhs.claimedSubject {return false}
+    if lhs.distinctSubjects != rhs.distinctSubjects {return false}
+    if lhs.distinctPeers != rhs.distinctPeers {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -2,6 +2,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import OpenShellAPI
+import SandboxProtocol
 import Synchronization
 
 /// Records every network denial of the proxy (enforcement-and-ssh.md §1.4, rows "Denials → proposals"
@@ -9,9 +10,10 @@ import Synchronization
 ///
 /// - at once, a WARN line in the sandbox's log (`openshell logs NAME`), target `openshell_sandbox::network`,
 ///   with fields `host`, `port`, `binary`, `reason`;
-/// - aggregated by (host, port, binary, reason) with counts, flushed at most every 10 s to the gateway
-///   with `SubmitPolicyAnalysis` (summaries only), which records one durable event per report. A failed
-///   report is merged back and retried at the next flush (at most 200 distinct entries are kept).
+/// - aggregated by (host, port, binary, reason) with counts in a ``WindowedReport``: sent 10 s after the
+///   first denial of a window (and at stop) to the gateway with `SubmitPolicyAnalysis` (summaries only),
+///   which records one durable event per report. A failed report is merged back and retried 10 s later (at
+///   most 200 distinct entries are kept; further destinations are in the log line only).
 final class DenialReporter: Sendable {
   static let flushInterval = Duration.seconds(10)
   static let maxEntries = 200
@@ -34,7 +36,11 @@ final class DenialReporter: Sendable {
 
   let sandboxID: String
   let logs: LogPusher
-  private let pending = Mutex<[Key: Entry]>([:])
+  private let report = WindowedReport<Key, Entry>(interval: flushInterval, maxEntries: maxEntries) { cur, e in
+    cur.count &+= e.count
+    cur.first = min(cur.first, e.first)
+    cur.last = max(cur.last, e.last)
+  }
 
   init(sandboxID: String, logs: LogPusher) {
     self.sandboxID = sandboxID
@@ -65,35 +71,30 @@ final class DenialReporter: Sendable {
       fields: ["host": host, "port": String(port), "binary": binary?.path ?? "", "reason": reason, "method": method])
     let key = Key(host: host, port: port, binary: binary?.path ?? "", reason: reason)
     let now = Date()
-    pending.withLock { p in
-      if var e = p[key] {
-        e.count += 1
-        e.last = now
-        p[key] = e
-      } else if p.count < Self.maxEntries {
-        p[key] = Entry(
-          count: 1, first: now, last: now, sha256: binary?.sha256 ?? "", ancestors: binary?.ancestors ?? [],
+    report.record(key) { e in
+      if e == nil {
+        e = Entry(
+          count: 0, first: now, last: now, sha256: binary?.sha256 ?? "", ancestors: binary?.ancestors ?? [],
           cmdline: binary?.cmdlinePaths.joined(separator: " ") ?? "")
       }
+      e?.count &+= 1
+      e?.last = now
     }
   }
 
+  /// Reports each window 10 s after its first denial, until cancelled.
   func run(_ client: Openshell_V1_OpenShell.Client<RenewingTransport>, metadata: Metadata) async {
-    while !Task.isCancelled {
-      try? await Task.sleep(for: Self.flushInterval)
-      await flush(client, metadata: metadata)
-    }
+    await report.run { batch in try await self.send(batch, client, metadata: metadata) }
   }
 
-  /// Sends what is pending now (the periodic flush, and once when the supervisor stops); on failure it
-  /// stays pending for the next flush.
+  /// Sends what is pending now (once when the supervisor stops); on failure it stays pending.
   func flush(_ client: Openshell_V1_OpenShell.Client<RenewingTransport>, metadata: Metadata) async {
-    let batch = pending.withLock { p -> [Key: Entry] in
-      let all = p
-      p = [:]
-      return all
-    }
-    guard !batch.isEmpty else { return }
+    await report.flush { batch in try await self.send(batch, client, metadata: metadata) }
+  }
+
+  /// One `SubmitPolicyAnalysis` with the window's summaries, oldest first; a failure is logged and rethrown
+  /// (the entries are merged back).
+  private func send(_ batch: [Key: Entry], _ client: Openshell_V1_OpenShell.Client<RenewingTransport>, metadata: Metadata) async throws {
     let request = Openshell_V1_SubmitPolicyAnalysisRequest.with { r in
       r.name = ProcessInfo.processInfo.environment["OPENSHELL_SANDBOX"] ?? ""
       r.analysisMode = "denials"
@@ -119,17 +120,7 @@ final class DenialReporter: Sendable {
       _ = try await client.submitPolicyAnalysis(request, metadata: metadata)
     } catch {
       logs.log("denial report not delivered (retrying in 10 s): \(error)", level: "WARN")
-      pending.withLock { p in
-        for (k, e) in batch {
-          if var cur = p[k] {
-            cur.count += e.count
-            cur.first = min(cur.first, e.first)
-            p[k] = cur
-          } else if p.count < Self.maxEntries {
-            p[k] = e
-          }
-        }
-      }
+      throw error
     }
   }
 }

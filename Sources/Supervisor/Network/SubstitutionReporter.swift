@@ -2,6 +2,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import OpenShellAPI
+import SandboxProtocol
 import Synchronization
 
 /// Records the proxy's credential placeholder substitutions for the audit trail (issue 12, credential
@@ -17,7 +18,7 @@ import Synchronization
 /// stops (``flush(_:metadata:)``); the gateway records one `audit.credentials_substituted` event per report.
 /// Key names only: a value never reaches this type. At most ``maxEntries`` destinations are itemised per
 /// report; further ones are counted per key with an empty host ("other destinations"), so no use of a key
-/// goes uncounted. A failed report is merged back and retried at the next flush.
+/// goes uncounted. A failed report is merged back and retried at the next flush (``WindowedReport``).
 final class SubstitutionReporter: Sendable {
   static let flushInterval = Duration.seconds(10)
   /// Itemised entries per report (the gateway accepts 500; the overflow entries, one per key, come on top
@@ -39,17 +40,18 @@ final class SubstitutionReporter: Sendable {
 
   let sandboxID: String
   let logs: LogPusher
-  private let pending = Mutex<[Key: Entry]>([:])
-  /// One report at a time (the periodic flush and the one at stop).
-  private let sending = Mutex(false)
-  /// Woken when a window opens (the first entry after a flush).
-  private let opened: AsyncStream<Void>
-  private let open: AsyncStream<Void>.Continuation
+  /// Beyond ``maxEntries`` destinations, a key's uses are counted under its "other destinations" entry.
+  private let report = WindowedReport<Key, Entry>(
+    interval: flushInterval, maxEntries: maxEntries, overflow: { Key(key: $0.key, host: "", port: 0, binary: "") },
+    merge: { cur, e in
+      cur.count &+= e.count
+      cur.first = min(cur.first, e.first)
+      cur.last = max(cur.last, e.last)
+    })
 
   init(sandboxID: String, logs: LogPusher) {
     self.sandboxID = sandboxID
     self.logs = logs
-    (opened, open) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
   }
 
   /// One request (or message) to `host:port` from `binary` carried the values of `keys`.
@@ -59,50 +61,34 @@ final class SubstitutionReporter: Sendable {
     let host = DenialReporter.printable(rawHost)
     let path = binary.map { DenialReporter.printable($0.path) } ?? ""
     let now = Date()
-    let first = pending.withLock { p -> Bool in
-      let first = p.isEmpty
-      for key in keys {
-        var k = Key(key: key, host: host, port: port, binary: path)
-        if p[k] == nil, p.count >= Self.maxEntries { k = Key(key: key, host: "", port: 0, binary: "") }
-        p[k, default: Entry(count: 0, first: now, last: now)].count &+= 1
-        p[k]!.last = now
+    for key in keys {
+      report.record(Key(key: key, host: host, port: port, binary: path)) { e in
+        if e == nil { e = Entry(count: 0, first: now, last: now) }
+        e?.count &+= 1
+        e?.last = now
       }
-      return first
     }
-    if first { open.yield(()) }
   }
 
   /// Whether anything waits to be reported.
-  var isEmpty: Bool { pending.withLock { $0.isEmpty } }
+  var isEmpty: Bool { report.isEmpty }
 
   /// Reports each window 10 s after it opened; a window that could not be delivered is tried again 10 s later.
   func run(_ client: Openshell_Audit_V1_SandboxAuditReports.Client<RenewingTransport>, metadata: Metadata) async {
-    for await _ in opened {
-      repeat {
-        try? await Task.sleep(for: Self.flushInterval)
-        await flush(client, metadata: metadata)
-      } while !isEmpty && !Task.isCancelled
-      if Task.isCancelled { return }
-    }
+    await report.run { batch in try await self.send(batch, client, metadata: metadata) }
   }
 
   /// Sends what is pending now (one report, after the one in flight, if any); on failure it stays pending
   /// for the next flush.
   func flush(_ client: Openshell_Audit_V1_SandboxAuditReports.Client<RenewingTransport>, metadata: Metadata) async {
-    while !sending.withLock({ s -> Bool in
-      if s { return false }
-      s = true
-      return true
-    }) {
-      try? await Task.sleep(for: .milliseconds(10))
-    }
-    defer { sending.withLock { $0 = false } }
-    let batch = pending.withLock { p -> [Key: Entry] in
-      let all = p
-      p = [:]
-      return all
-    }
-    guard !batch.isEmpty else { return }
+    await report.flush { batch in try await self.send(batch, client, metadata: metadata) }
+  }
+
+  /// One `ReportCredentialSubstitutions` with the window's entries, oldest first; a failure is logged and
+  /// rethrown (the entries are merged back).
+  private func send(
+    _ batch: [Key: Entry], _ client: Openshell_Audit_V1_SandboxAuditReports.Client<RenewingTransport>, metadata: Metadata
+  ) async throws {
     let request = Openshell_Audit_V1_ReportCredentialSubstitutionsRequest.with { r in
       r.sandboxID = sandboxID
       r.substitutions = batch.sorted { ($0.value.first, $0.key.key, $0.key.host) < ($1.value.first, $1.key.key, $1.key.host) }.map { k, e in
@@ -121,20 +107,7 @@ final class SubstitutionReporter: Sendable {
       _ = try await client.reportCredentialSubstitutions(request, metadata: metadata)
     } catch {
       logs.log("credential substitution report not delivered (retrying in 10 s): \(error)", level: "WARN")
-      pending.withLock { p in
-        for (key, e) in batch {
-          var k = key
-          if p[k] == nil, p.count >= Self.maxEntries { k = Key(key: key.key, host: "", port: 0, binary: "") }
-          if var cur = p[k] {
-            cur.count &+= e.count
-            cur.first = min(cur.first, e.first)
-            cur.last = max(cur.last, e.last)
-            p[k] = cur
-          } else {
-            p[k] = e
-          }
-        }
-      }
+      throw error
     }
   }
 }
