@@ -10,8 +10,8 @@ import Projections
 /// wire form (``AuditWireBatch``).
 ///
 /// History is read in pages of ``pageRecords`` with the log's sequential reader (one read transaction per
-/// page, the chain carried between records), each record decoded once and written straight into the batch's
-/// wire bytes. Child tasks read and encode the next pages while the current one is sent (the transport
+/// page, the chain carried between records), each record decoded at most once (the commonest audit kinds not
+/// at all: ``AuditFastSummary``) and written straight into the batch's wire bytes. Child tasks read and encode the next pages while the current one is sent (the transport
 /// serialises, frames and encrypts it on its event loop): one ``AsyncThrowingChannel`` without a buffer per
 /// worker hands pages over in order, so memory stays bounded by one page per worker plus the one written. At the
 /// head the watch continues in the calling task with the log's catch-up subscription, which the log's writer
