@@ -63,11 +63,7 @@ public struct AuditMatcher: Sendable {
       observe(event)
       decoded = event
     }
-    guard logFilter.matches(record) else { return nil }
-    if let actor = query.actor, record.actor != actor, !record.actor.contains(actor) { return nil }
-    if !query.types.isEmpty, !query.types.contains(where: { record.type == $0 || ($0.hasSuffix(".") && record.type.hasPrefix($0)) }) {
-      return nil
-    }
+    guard headerMatches(record) else { return nil }
     let event = try decoded ?? GatewayEvent.decode(record)
     if isScoped {
       var inSandbox = false
@@ -82,6 +78,22 @@ public struct AuditMatcher: Sendable {
       if !inSandbox && !inProvider { return nil }
     }
     return event
+  }
+
+  /// Whether the query selects `record` judging by its header alone (time bounds, actor, type), or nil when
+  /// the query names a sandbox or a provider (then only ``select(_:)``, which decodes, decides). A record
+  /// this selects is selected by ``select(_:)`` too if its payload decodes.
+  public func selectsByHeader(_ record: EventRecord) -> Bool? {
+    isScoped ? nil : headerMatches(record)
+  }
+
+  private func headerMatches(_ record: EventRecord) -> Bool {
+    guard logFilter.matches(record) else { return false }
+    if let actor = query.actor, record.actor != actor, !record.actor.contains(actor) { return false }
+    if !query.types.isEmpty, !query.types.contains(where: { record.type == $0 || ($0.hasSuffix(".") && record.type.hasPrefix($0)) }) {
+      return false
+    }
+    return true
   }
 
   /// The entry for `record` if the query selects it, else nil.

@@ -2,6 +2,7 @@ import EventLog
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import GRPCProtobuf
 import Gateway
 import OpenShellAPI
 import Projections
@@ -12,7 +13,9 @@ extension LoadGen {
 
   /// WatchEvents (issue 12): builds a log of `events` audit records, serves it, and measures over mTLS on
   /// loopback (1) the catch-up rate from `from_seq 1` to the head, `--rounds` times, alternating the
-  /// one-event-per-message `WatchEvents` and the batched `WatchEventBatches`; (2) the live lag of
+  /// one-event-per-message `WatchEvents`, the batched `WatchEventBatches` with a client that decodes every
+  /// event with swift-protobuf (as `openshell audit --follow` does: the headline figure) and the same
+  /// with a client that reads only each event's seq (``SeqOnlyDeserializer``); (2) the live lag of
   /// `WatchEventBatches` while records are appended one per commit at `--live-rate` per second for `--duration`
   /// seconds, two ways: receipt time − the record's timestamp (stamped when its commit starts, so it includes
   /// the fsync'd commit) and receipt time − the moment `append` returned (the record durable: the watch's own
@@ -52,21 +55,24 @@ extension LoadGen {
       let audit = AuditClient(wrapping: clients[0])
       var single: [(rate: Double, cpu: Double)] = []
       var batched: [(rate: Double, cpu: Double)] = []
+      var seqOnly: [(rate: Double, cpu: Double)] = []
       var messages = 0
       var inOrder = true
       for _ in 0..<rounds {
         let s = try await Self.catchUp(audit, head: head, batched: false)
         let b = try await Self.catchUp(audit, head: head, batched: true)
+        let q = try await Self.catchUpSeqOnly(clients[0], head: head)
         single.append((s.rate, s.cpuPerEvent))
         batched.append((b.rate, b.cpuPerEvent))
+        seqOnly.append((q.rate, q.cpuPerEvent))
         messages = b.messages
-        inOrder = inOrder && s.inOrder && b.inOrder
+        inOrder = inOrder && s.inOrder && b.inOrder && q.inOrder
       }
       let live = try await Self.liveLag(audit, log: log, count: total, perSecond: liveRate)
-      return (single, batched, messages, inOrder && live.inOrder, live)
+      return (single, batched, seqOnly, messages, inOrder && live.inOrder, live)
     }
     await gw.stop()
-    let (single, batched, messages, inOrder, live) = result
+    let (single, batched, seqOnly, messages, inOrder, live) = result
     let loadEnd =
       (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
     func p(_ sorted: [UInt64], _ q: Double) -> Double {
@@ -81,6 +87,8 @@ extension LoadGen {
           ["catch-up, WatchEventBatches (events/s, each round)", rates(batched)],
           ["  messages for \(head) events", "\(messages)"],
           ["  CPU of the process (server + client) per event, µs", cpu(batched)],
+          ["catch-up, WatchEventBatches, seq-only client (events/s, each round)", rates(seqOnly)],
+          ["  CPU of the process (server + client) per event, µs", cpu(seqOnly)],
           ["catch-up, WatchEvents one per message (events/s, each round)", rates(single)],
           ["  CPU of the process (server + client) per event, µs", cpu(single)],
           ["catch-up, log sequential reader alone (events/s)", String(format: "%.0f", readRate)],
@@ -140,6 +148,35 @@ extension LoadGen {
       }
     }
     return (Double(head) / (Double(nowNs() - start) / 1e9), inOrder && last == head, messages, (processCPUSeconds() - cpu0) / Double(head))
+  }
+
+  /// A catch-up as ``catchUp(_:head:batched:)`` (WatchEventBatches) whose client decodes only each event's
+  /// seq (``SeqOnlyDeserializer``) and checks the order: what the gateway delivers when the client's own
+  /// decoding is not the bound. The headline client (the CLI's `--follow`) decodes every event fully.
+  static func catchUpSeqOnly(
+    _ client: GRPCClient<HTTP2ClientTransport.Posix>, head: UInt64
+  ) async throws -> (rate: Double, inOrder: Bool, cpuPerEvent: Double) {
+    var options = CallOptions.defaults
+    options.timeout = nil
+    let cpu0 = processCPUSeconds()
+    let start = nowNs()
+    let (last, inOrder) = try await client.serverStreaming(
+      request: ClientRequest(message: Openshell_Audit_V1_WatchEventsRequest.with { $0.fromSeq = 1 }),
+      descriptor: Openshell_Audit_V1_AuditService.Method.WatchEventBatches.descriptor,
+      serializer: ProtobufSerializer<Openshell_Audit_V1_WatchEventsRequest>(), deserializer: SeqOnlyDeserializer(), options: options
+    ) { response in
+      var last: UInt64 = 0
+      var inOrder = true
+      for try await seqs in response.messages {
+        for seq in seqs {
+          if seq != last + 1 { inOrder = false }
+          last = seq
+        }
+        if last >= head { break }
+      }
+      return (last, inOrder)
+    }
+    return (Double(head) / (Double(nowNs() - start) / 1e9), inOrder && last == head, (processCPUSeconds() - cpu0) / Double(head))
   }
 
   /// User + system CPU seconds of this process so far (getrusage).
@@ -259,5 +296,47 @@ extension LoadGen {
       done.append(nowNs())
     }
     return done
+  }
+}
+
+/// Reads a `WatchEventsResponse` (Protos/audit.proto) for its events' seqs only: field 1 of each
+/// `AuditEvent` (field 1 of the response); other fields are skipped. Throws on malformed bytes.
+struct SeqOnlyDeserializer: MessageDeserializer {
+  struct Malformed: Error {}
+
+  func deserialize<Bytes: GRPCContiguousBytes>(_ bytes: Bytes) throws -> [UInt64] {
+    try bytes.withUnsafeBytes { raw in
+      var seqs: [UInt64] = []
+      var outer = 0
+      while outer < raw.count {
+        let tag = try Self.varint(raw, &outer)
+        guard tag == 0x0A else { throw Malformed() }
+        let length = Int(try Self.varint(raw, &outer))
+        let end = outer + length
+        guard end <= raw.count else { throw Malformed() }
+        // seq is the event's first field when set (fields in number order); 0 is omitted.
+        var seq: UInt64 = 0
+        if outer < end, raw[outer] == 0x08 {
+          outer += 1
+          seq = try Self.varint(raw, &outer)
+        }
+        seqs.append(seq)
+        outer = end
+      }
+      return seqs
+    }
+  }
+
+  static func varint(_ b: UnsafeRawBufferPointer, _ i: inout Int) throws -> UInt64 {
+    var value: UInt64 = 0
+    var shift: UInt64 = 0
+    while i < b.count, shift < 64 {
+      let byte = b[i]
+      i += 1
+      value |= UInt64(byte & 0x7F) << shift
+      if byte < 0x80 { return value }
+      shift += 7
+    }
+    throw Malformed()
   }
 }

@@ -10,8 +10,8 @@ import Projections
 /// wire form (``AuditWireBatch``).
 ///
 /// History is read in pages of ``pageRecords`` with the log's sequential reader (one read transaction per
-/// page, the chain carried between records), each record decoded once and written straight into the batch's
-/// wire bytes. Child tasks read and encode the next pages while the current one is sent (the transport
+/// page, the chain carried between records), each record decoded at most once (the commonest audit kinds not
+/// at all: ``AuditFastSummary``) and written straight into the batch's wire bytes. Child tasks read and encode the next pages while the current one is sent (the transport
 /// serialises, frames and encrypts it on its event loop): one ``AsyncThrowingChannel`` without a buffer per
 /// worker hands pages over in order, so memory stays bounded by one page per worker plus the one written. At the
 /// head the watch continues in the calling task with the log's catch-up subscription, which the log's writer
@@ -53,7 +53,7 @@ struct AuditWatch: Sendable {
     var cutter = Cutter(ocsf: matcher.includeOCSF)
     for try await item in log.subscribe(from: next) {
       guard case .record(let record) = item else { continue }
-      if let event = try matcher.select(record), let full = cutter.add(record, event) { try await write(full) }
+      if let full = try cutter.add(record, &matcher) { try await write(full) }
       if !cutter.batch.isEmpty, record.seq >= log.headSeq || cutter.batch.count >= Self.maxLiveBatch {
         try await write(cutter.take())
       }
@@ -79,15 +79,15 @@ struct AuditWatch: Sendable {
           var matcher = matcher
           var page = UInt64(w)
           let size = UInt64(Self.pageRecords)
+          var cutter = Cutter(ocsf: matcher.includeOCSF)
           do {
             while log.headSeq >= start + (page + 1) * size {
               try Task.checkCancellation()
               let first = start + page * size
-              var cutter = Cutter(ocsf: matcher.includeOCSF)
               var batches: [AuditWireBatch] = []
               var reader = log.read(from: first, through: first + size - 1, filter: matcher.logFilter, chunkSize: Self.pageRecords)
               while let record = try reader.next() {
-                if let event = try matcher.select(record), let full = cutter.add(record, event) { batches.append(full) }
+                if let full = try cutter.add(record, &matcher) { batches.append(full) }
               }
               if !cutter.batch.isEmpty { batches.append(cutter.take()) }
               await pages[w].send(Page(batches: batches, matcher: scoped ? matcher : nil))
@@ -123,10 +123,43 @@ struct AuditWatch: Sendable {
     let ocsf: Bool
     var batch = AuditWireBatch()
     let limit: Int
+    /// The fast path's summary, reused between records.
+    private var scratch: [UInt8] = []
 
     init(ocsf: Bool, limit: Int = AuditWatch.maxBatchBytes) {
       self.ocsf = ocsf
       self.limit = limit
+    }
+
+    /// Appends `record` if `matcher` selects it; returns the batch before it when the event would take that
+    /// batch over the limit. Without OCSF and for a query that names no sandbox or provider, the summary of
+    /// the commonest audit kinds is written from the payload bytes (``AuditFastSummary``, no decode); every
+    /// other record is decoded and rendered by ``add(_:_:)``.
+    /// - Throws: `ProjectionError` when a selected record's payload does not decode.
+    mutating func add(_ record: EventRecord, _ matcher: inout AuditMatcher) throws -> AuditWireBatch? {
+      if !ocsf, record.payloadVersion == gatewayEventSchemaVersion, let selected = matcher.selectsByHeader(record) {
+        guard selected else { return nil }
+        scratch.removeAll(keepingCapacity: true)
+        let rendered = record.payload.withUnsafeBytes { AuditFastSummary.render($0, type: record.type, into: &scratch) }
+        if rendered {
+          return scratch.withUnsafeBytes { add(record, summary: $0) }
+        }
+      }
+      guard let event = try matcher.select(record) else { return nil }
+      return add(record, event)
+    }
+
+    /// Appends `record` with a summary already rendered (UTF-8 bytes), cutting as ``add(_:_:)``.
+    mutating func add(_ record: EventRecord, summary: UnsafeRawBufferPointer) -> AuditWireBatch? {
+      let size = AuditWireBatch.eventSize(
+        seq: record.seq, timestampNs: record.timestampNs, type: record.type, aggregate: record.aggregate, actor: record.actor,
+        requestID: record.requestID, summaryCount: summary.count, ocsf: [])
+      var full: AuditWireBatch?
+      if !batch.isEmpty, batch.size(appending: size) > limit { full = take() }
+      batch.append(
+        seq: record.seq, timestampNs: record.timestampNs, type: record.type, aggregate: record.aggregate, actor: record.actor,
+        requestID: record.requestID, summary: summary, ocsf: [], size: size)
+      return full
     }
 
     /// Appends the event of `record` (its summary, and its OCSF events when asked for); returns the batch
@@ -147,7 +180,12 @@ struct AuditWatch: Sendable {
 
     /// The batch so far; starts a new one.
     mutating func take() -> AuditWireBatch {
-      defer { batch = AuditWireBatch() }
+      let size = batch.bytes.count
+      defer {
+        batch = AuditWireBatch()
+        // The next batch is likely as large: growing it by doubling would copy it about once more.
+        batch.reserveCapacity(min(size + size / 8, limit + limit / 8))
+      }
       return batch
     }
   }

@@ -30,11 +30,22 @@ public struct AuditWireBatch: Sendable, Hashable {
     seq: UInt64, timestampNs: UInt64, type: String, aggregate: AggregateRef, actor: String, requestID: String,
     summary: String, ocsf: [String]
   ) -> Int {
+    eventSize(
+      seq: seq, timestampNs: timestampNs, type: type, aggregate: aggregate, actor: actor, requestID: requestID,
+      summaryCount: summary.utf8.count, ocsf: ocsf)
+  }
+
+  /// ``eventSize(seq:timestampNs:type:aggregate:actor:requestID:summary:ocsf:)`` for a summary of
+  /// `summaryCount` UTF-8 bytes.
+  public static func eventSize(
+    seq: UInt64, timestampNs: UInt64, type: String, aggregate: AggregateRef, actor: String, requestID: String,
+    summaryCount: Int, ocsf: [String]
+  ) -> Int {
     var n = 0
     if seq != 0 { n += 1 + varintSize(seq) }
     if timestampNs != 0 { n += 1 + varintSize(timestampNs) }
     n += stringFieldSize(type.utf8.count) + stringFieldSize(aggregate.kind.utf8.count + 1 + aggregate.id.utf8.count)
-    n += stringFieldSize(actor.utf8.count) + stringFieldSize(requestID.utf8.count) + stringFieldSize(summary.utf8.count)
+    n += stringFieldSize(actor.utf8.count) + stringFieldSize(requestID.utf8.count) + stringFieldSize(summaryCount)
     for s in ocsf {
       let c = s.utf8.count
       n += 1 + varintSize(UInt64(c)) + c
@@ -50,6 +61,20 @@ public struct AuditWireBatch: Sendable, Hashable {
   public mutating func append(
     seq: UInt64, timestampNs: UInt64, type: String, aggregate: AggregateRef, actor: String, requestID: String,
     summary: String, ocsf: [String], size: Int
+  ) {
+    var summary = summary
+    summary.withUTF8 {
+      append(
+        seq: seq, timestampNs: timestampNs, type: type, aggregate: aggregate, actor: actor, requestID: requestID,
+        summary: UnsafeRawBufferPointer($0), ocsf: ocsf, size: size)
+    }
+  }
+
+  /// ``append(seq:timestampNs:type:aggregate:actor:requestID:summary:ocsf:size:)`` with the summary given as
+  /// its UTF-8 bytes (valid UTF-8; `size` from ``eventSize(seq:timestampNs:type:aggregate:actor:requestID:summaryCount:ocsf:)``).
+  public mutating func append(
+    seq: UInt64, timestampNs: UInt64, type: String, aggregate: AggregateRef, actor: String, requestID: String,
+    summary: UnsafeRawBufferPointer, ocsf: [String], size: Int
   ) {
     bytes.append(0x0A)
     appendVarint(UInt64(size))
@@ -67,16 +92,20 @@ public struct AuditWireBatch: Sendable, Hashable {
     let id = aggregate.id.utf8.count
     bytes.append(0x22)
     appendVarint(UInt64(kind + 1 + id))
-    bytes.append(contentsOf: aggregate.kind.utf8)
+    appendUTF8(aggregate.kind)
     bytes.append(UInt8(ascii: "/"))
-    bytes.append(contentsOf: aggregate.id.utf8)
+    appendUTF8(aggregate.id)
     appendString(0x2A, actor)
     appendString(0x32, requestID)
-    appendString(0x3A, summary)
+    if !summary.isEmpty {
+      bytes.append(0x3A)
+      appendVarint(UInt64(summary.count))
+      bytes.append(contentsOf: summary)
+    }
     for s in ocsf {
       bytes.append(0x42)
       appendVarint(UInt64(s.utf8.count))
-      bytes.append(contentsOf: s.utf8)
+      appendUTF8(s)
     }
     assert(bytes.count - start == size, "AuditWireBatch.append: size \(size) does not match the fields")
     ranges.append(start..<bytes.count)
@@ -110,8 +139,17 @@ public struct AuditWireBatch: Sendable, Hashable {
     guard !s.isEmpty else { return }
     bytes.append(tag)
     appendVarint(UInt64(s.utf8.count))
-    bytes.append(contentsOf: s.utf8)
+    appendUTF8(s)
   }
+
+  /// The string's UTF-8 bytes in one copy (a native string's storage as it is).
+  private mutating func appendUTF8(_ s: String) {
+    var s = s
+    s.withUTF8 { bytes.append(contentsOf: $0) }
+  }
+
+  /// Reserves room for `n` bytes in all (a watch sizes each batch like the one before it).
+  public mutating func reserveCapacity(_ n: Int) { bytes.reserveCapacity(n) }
 }
 
 /// Writes a ``AuditWireBatch`` as one `WatchEventsResponse` message: its bytes as they are.
