@@ -15,6 +15,15 @@ struct LoadGen: AsyncParsableCommand {
     commandName: "openshell-loadgen",
     abstract: "gRPC load against an in-process gateway over mTLS on loopback.")
 
+  /// `--nio-executor` must act before any task starts (``NIOExecutor``).
+  static func main() async {
+    if CommandLine.arguments.contains("--nio-executor") { NIOExecutor.install() }
+    await main(nil)
+  }
+
+  @Flag(help: "Run every task (gateway and client) on NIO's event loops instead of Swift's default pool (comparison runs).")
+  var nioExecutor = false
+
   @Option(help: "Concurrent in-flight requests per cell, comma separated.")
   var concurrency: String = "1,16,64"
 
@@ -118,7 +127,7 @@ struct LoadGen: AsyncParsableCommand {
       openshell-loadgen
       machine: nproc=\(ProcessInfo.processInfo.activeProcessorCount), load average \(load) at start
       gateway: in-process, 127.0.0.1:\(port), mTLS (operator client certificate), no compute driver, \
-      log durability .sync, data dir \(dir)
+      log durability .sync, data dir \(dir), tasks on \(nioExecutor ? "NIO's event loops" : "Swift's default pool")
       client: grpc-swift-2 HTTP2ClientTransport.Posix, \(connections) connection(s), \(duration) s per cell, \
       concurrency \(levels.map(String.init).joined(separator: ","))
       """
