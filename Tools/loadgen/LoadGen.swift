@@ -47,6 +47,9 @@ struct LoadGen: AsyncParsableCommand {
   )
   var issue14 = false
 
+  @Flag(help: "GetSandbox and CreateSandbox at once (first --concurrency level each) against --gateway-binary run as a process.")
+  var mixed = false
+
   @Option(help: "Events in the log of the --issue14 restart measure.")
   var events: Int = 1_000_000
 
@@ -56,7 +59,7 @@ struct LoadGen: AsyncParsableCommand {
   @Option(help: "Timed restarts in --issue14 (median reported).")
   var restarts: Int = 3
 
-  @Option(help: "The gateway binary --issue14 runs as a process (default: openshell next to this executable).")
+  @Option(help: "The gateway binary --issue14 and --mixed run as a process (default: openshell next to this executable).")
   var gatewayBinary: String?
 
   @Option(help: "The etcd binary of the --issue14 peer (default: etcd on PATH).")
@@ -87,6 +90,7 @@ struct LoadGen: AsyncParsableCommand {
     }
     if auditOverhead { return try await auditOverhead() }
     if issue14 { return try await issue14Targets(levels: levels) }
+    if mixed { return try await mixedLoad(level: levels[0]) }
     if let watchEvents {
       guard watchEvents > 0 else { throw ValidationError("--watch-events must be positive") }
       return try await watchBenchmark(events: watchEvents)
