@@ -50,6 +50,9 @@ struct LoadGen: AsyncParsableCommand {
   @Flag(help: "GetSandbox and CreateSandbox at once (first --concurrency level each) against --gateway-binary run as a process.")
   var mixed = false
 
+  @Option(help: "Sandboxes --mixed creates before its cell.")
+  var preload: Int = 5_000
+
   @Option(help: "Events in the log of the --issue14 restart measure.")
   var events: Int = 1_000_000
 
@@ -85,8 +88,8 @@ struct LoadGen: AsyncParsableCommand {
 
   func run() async throws {
     let levels = concurrency.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-    guard !levels.isEmpty, levels.allSatisfy({ $0 > 0 }), duration > 0, connections > 0, rounds > 0, liveRate > 0 else {
-      throw ValidationError("bad --concurrency, --duration, --connections, --rounds or --live-rate")
+    guard !levels.isEmpty, levels.allSatisfy({ $0 > 0 }), duration > 0, connections > 0, rounds > 0, liveRate > 0, preload >= 0 else {
+      throw ValidationError("bad --concurrency, --duration, --connections, --rounds, --live-rate or --preload")
     }
     if auditOverhead { return try await auditOverhead() }
     if issue14 { return try await issue14Targets(levels: levels) }

@@ -9,15 +9,12 @@ import OpenShellAPI
 /// `openshell-loadgen --mixed`: GetSandbox and CreateSandbox at the same time, each at the first
 /// `--concurrency` level for `--duration` seconds, against `openshell gateway serve --compute-driver none`
 /// run as its own process (`--gateway-binary`, so two builds can be compared with one client), after
-/// `mixedPreload` creates (the state a read and an apply share).
+/// `--preload` creates (the state a read and an apply share).
 ///
 /// What it shows (issue 14): whether reads queue behind the commands' applies and whether a read's copy of
 /// the projection makes the next apply copy the state. Prints req/s and p50/p99 per RPC, and the gateway
 /// process's CPU (user + system, from /proc/PID/stat) per request of the cell.
 extension LoadGen {
-  /// Sandboxes created before the mixed cell.
-  static let mixedPreload = 5_000
-
   func mixedLoad(level: Int) async throws {
     let binary = gatewayBinary ?? (CommandLine.arguments[0] as NSString).deletingLastPathComponent + "/openshell"
     let dir = dataDir ?? NSTemporaryDirectory() + "openshell-loadgen-mixed-\(getpid())"
@@ -36,12 +33,13 @@ extension LoadGen {
           $0.name = "mixed-target"; $0.workspaceScope = scope
         })
       let names = Ticket()
+      let preload = self.preload
       try await withThrowingTaskGroup(of: Void.self) { group in
         for _ in 0..<64 {
           group.addTask {
             while true {
               let n = names.next()
-              if n >= Self.mixedPreload { return }
+              if n >= preload { return }
               _ = try await api.createSandbox(
                 .with {
                   $0.name = "pre-\(n)"; $0.workspaceScope = scope
