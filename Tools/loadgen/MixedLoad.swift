@@ -18,7 +18,10 @@ extension LoadGen {
   func mixedLoad(level: Int) async throws {
     let binary = gatewayBinary ?? (CommandLine.arguments[0] as NSString).deletingLastPathComponent + "/openshell"
     let dir = dataDir ?? NSTemporaryDirectory() + "openshell-loadgen-mixed-\(getpid())"
-    defer { if dataDir == nil { try? FileManager.default.removeItem(atPath: dir) } }
+    defer {
+      // The gateway's output goes beside its data directory (``GatewayProcess``).
+      if dataDir == nil { for path in [dir, dir + ".out"] { try? FileManager.default.removeItem(atPath: path) } }
+    }
     let gw = try GatewayProcess.start(binary: binary, dataDirectory: dir)
     defer { gw.stop() }
     _ = try await firstServed(gw, sandbox: nil)
