@@ -42,6 +42,25 @@ import Testing
     #expect((Double(restart.1) ?? 0) > 0 && (Double(restart.1) ?? 99) < 60, "\(r.out)")
   }
 
+  /// `openshell-loadgen --mixed` against the gateway binary: both rows with answered calls and no errors,
+  /// and the gateway's CPU per request as a positive number.
+  @Test func loadgenMixedPrintsBothRows() throws {
+    let env = try CLIEnv("bench-mixed")
+    defer { env.cleanup() }
+    let r = try env.run(
+      ["--mixed", "--concurrency", "2", "--duration", "0.3", "--preload", "20", "--gateway-binary", CLIEnv.openshell],
+      binary: CLIEnv.binDir.appendingPathComponent("openshell-loadgen").path)
+    #expect(r.code == 0, "\(r)")
+    let cells = r.out.split(separator: "\n").filter { $0.hasPrefix("GetSandbox (mixed)") || $0.hasPrefix("CreateSandbox (mixed)") }
+    #expect(cells.count == 2, "\(r.out)")
+    for c in cells {
+      let columns = c.split(separator: "  ").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+      #expect(columns.count == 9 && (Int(columns[2]) ?? 0) > 0 && columns[3] == "0", "\(c)")
+    }
+    let cpu = try #require(r.out.firstMatch(of: /gateway CPU: ([0-9.]+) µs per request/))
+    #expect((Double(cpu.1) ?? 0) > 0, "\(r.out)")
+  }
+
   /// `--compute-driver` takes only the drivers there are (one readable line, exit != 0).
   @Test func serveRefusesAnUnknownComputeDriver() throws {
     let env = try CLIEnv("bench-driver")

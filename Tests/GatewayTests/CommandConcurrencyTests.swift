@@ -89,6 +89,31 @@ import Testing
     await gw.stop()
   }
 
+  /// GetSandbox reads the projection without entering the store's actor (issue 14); it still sees every
+  /// CreateSandbox that has returned (read-your-writes), also while other creates are being applied, and
+  /// the store's own reads agree with it.
+  @Test func getSandboxSeesEveryCreateThatReturned() async throws {
+    let gw = try await TestGateway.start()
+    try await gw.withClient { api in
+      let pairs = try await withThrowingTaskGroup(of: (String, String).self) { group in
+        for i in 0..<24 {
+          group.addTask {
+            let created = try await api.createSandbox(.with { $0.name = "ryw-\(i)" }).sandbox
+            let got = try await api.getSandbox(.with { $0.name = "ryw-\(i)" }).sandbox
+            #expect(got.metadata.name == "ryw-\(i)")
+            return (created.metadata.id, got.metadata.id)
+          }
+        }
+        return try await group.reduce(into: [(String, String)]()) { $0.append($1) }
+      }
+      #expect(pairs.count == 24 && pairs.allSatisfy { !$0.0.isEmpty && $0.0 == $0.1 }, "\(pairs)")
+      let ids = try gw.running.store.read { state in Set(state.sandboxes.values.filter { $0.name.hasPrefix("ryw-") }.map(\.id)) }
+      #expect(ids == Set(pairs.map(\.0)))
+      #expect(await rpcCode { _ = try await api.getSandbox(.with { $0.name = "ryw-none" }) } == .notFound)
+    }
+    await gw.stop()
+  }
+
   @Test func stopAndDeleteRacingAnswerAsIfOneAfterTheOther() async throws {
     let gw = try await TestGateway.start()
     try await gw.withClient { api in

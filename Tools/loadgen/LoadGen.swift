@@ -15,6 +15,15 @@ struct LoadGen: AsyncParsableCommand {
     commandName: "openshell-loadgen",
     abstract: "gRPC load against an in-process gateway over mTLS on loopback.")
 
+  /// `--nio-executor` must act before any task starts (``NIOExecutor``).
+  static func main() async {
+    if CommandLine.arguments.contains("--nio-executor") { NIOExecutor.install() }
+    await main(nil)
+  }
+
+  @Flag(help: "Run every task (gateway and client) on NIO's event loops instead of Swift's default pool (comparison runs).")
+  var nioExecutor = false
+
   @Option(help: "Concurrent in-flight requests per cell, comma separated.")
   var concurrency: String = "1,16,64"
 
@@ -38,6 +47,12 @@ struct LoadGen: AsyncParsableCommand {
   )
   var issue14 = false
 
+  @Flag(help: "GetSandbox and CreateSandbox at once (first --concurrency level each) against --gateway-binary run as a process.")
+  var mixed = false
+
+  @Option(help: "Sandboxes --mixed creates before its cell.")
+  var preload: Int = 5_000
+
   @Option(help: "Events in the log of the --issue14 restart measure.")
   var events: Int = 1_000_000
 
@@ -47,7 +62,7 @@ struct LoadGen: AsyncParsableCommand {
   @Option(help: "Timed restarts in --issue14 (median reported).")
   var restarts: Int = 3
 
-  @Option(help: "The gateway binary --issue14 runs as a process (default: openshell next to this executable).")
+  @Option(help: "The gateway binary --issue14 and --mixed run as a process (default: openshell next to this executable).")
   var gatewayBinary: String?
 
   @Option(help: "The etcd binary of the --issue14 peer (default: etcd on PATH).")
@@ -73,11 +88,12 @@ struct LoadGen: AsyncParsableCommand {
 
   func run() async throws {
     let levels = concurrency.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-    guard !levels.isEmpty, levels.allSatisfy({ $0 > 0 }), duration > 0, connections > 0, rounds > 0, liveRate > 0 else {
-      throw ValidationError("bad --concurrency, --duration, --connections, --rounds or --live-rate")
+    guard !levels.isEmpty, levels.allSatisfy({ $0 > 0 }), duration > 0, connections > 0, rounds > 0, liveRate > 0, preload >= 0 else {
+      throw ValidationError("bad --concurrency, --duration, --connections, --rounds, --live-rate or --preload")
     }
     if auditOverhead { return try await auditOverhead() }
     if issue14 { return try await issue14Targets(levels: levels) }
+    if mixed { return try await mixedLoad(level: levels[0]) }
     if let watchEvents {
       guard watchEvents > 0 else { throw ValidationError("--watch-events must be positive") }
       return try await watchBenchmark(events: watchEvents)
@@ -118,7 +134,7 @@ struct LoadGen: AsyncParsableCommand {
       openshell-loadgen
       machine: nproc=\(ProcessInfo.processInfo.activeProcessorCount), load average \(load) at start
       gateway: in-process, 127.0.0.1:\(port), mTLS (operator client certificate), no compute driver, \
-      log durability .sync, data dir \(dir)
+      log durability .sync, data dir \(dir), tasks on \(nioExecutor ? "NIO's event loops" : "Swift's default pool")
       client: grpc-swift-2 HTTP2ClientTransport.Posix, \(connections) connection(s), \(duration) s per cell, \
       concurrency \(levels.map(String.init).joined(separator: ","))
       """

@@ -4,6 +4,7 @@ import GRPCCore
 import LogTools
 import Logging
 import Projections
+import Synchronization
 
 /// What a command decided: the events to append (in order, atomically), the names it claims while
 /// its append is in flight, and optimistic-concurrency expectations per aggregate.
@@ -28,11 +29,17 @@ struct Decision: Sendable {
 /// state is then advanced by applying the records read back from the log in seq order. The actor
 /// suspends while an append is in flight, so many commands share one group commit; claims keep
 /// names unique across those in-flight commands.
+///
+/// The projection itself sits in a lock, not in the actor: the actor is its only writer (it applies
+/// records in place, under the lock), and queries read it with ``read(_:)`` without entering the actor
+/// (issue 14: GetSandbox at c=64 queued behind commands on the actor and paid an actor hop per call).
 public actor GatewayStore {
   /// The gateway's event log.
   public nonisolated let log: EventLog
-  /// The projection: every record up to `state.lastSeq` applied.
-  public private(set) var state: GatewayState
+  /// The projection, written only by this actor (``catchUp()``), read by anyone through ``read(_:)``.
+  private nonisolated let projection: Mutex<GatewayState>
+  /// The projection: every record up to `state.lastSeq` applied (a copy; see ``read(_:)`` for queries).
+  public var state: GatewayState { projection.withLock { $0 } }
   private var claims: Set<String> = []
   /// Shared claims held by in-flight commands, with counts (e.g. creates in a workspace).
   private var sharedClaims: [String: Int] = [:]
@@ -56,7 +63,7 @@ public actor GatewayStore {
   public init(log: EventLog, snapshotInterval: UInt64 = 10_000, metrics: GatewayMetrics? = nil) throws {
     self.log = log
     let loaded = try StateLoader.load(log)
-    state = loaded.state
+    projection = Mutex(loaded.state)
     lastSnapshotSeq = loaded.snapshotSeq
     loadedSnapshotSeq = loaded.snapshotSeq
     self.snapshotInterval = snapshotInterval
@@ -90,6 +97,17 @@ public actor GatewayStore {
     return (state, seqs, decision)
   }
 
+  /// Runs `body` on the current projection without entering the actor, under the projection's lock.
+  ///
+  /// It sees every command that has returned (read-your-writes: a command's records are applied before
+  /// ``execute(actor:requestID:rpc:target:_:)`` returns). `body` must be short and must not suspend or
+  /// call back into the store: commands applying records wait for it. Return small values (a response),
+  /// not the state: a copy held while the actor applies makes that apply copy what it touches.
+  /// - Throws: what `body` throws.
+  public nonisolated func read<R: Sendable>(_ body: (GatewayState) throws -> R) throws -> R {
+    try projection.withLock { state throws -> R in try body(state) }
+  }
+
   /// ``execute(actor:requestID:rpc:target:_:)`` that hands the caller what `respond` takes from the state
   /// after the command's records were applied, instead of a copy of the state. `respond` runs on the actor,
   /// right after the apply; small values out of it keep the state's storage uniquely owned, so the next
@@ -109,7 +127,7 @@ public actor GatewayStore {
   ) async throws -> (seqs: ClosedRange<UInt64>?, decision: Decision) {
     while true {
       // A retried request (same request id) does not act twice: it returns the object it acted on.
-      if !requestID.isEmpty, let seq = state.requests[requestID], let prior = try? log.record(at: seq) {
+      if !requestID.isEmpty, let seq = projection.withLock({ $0.requests[requestID] }), let prior = try? log.record(at: seq) {
         try Self.checkRetry(prior, requestID: requestID, rpc: rpc, target: target)
         return (nil, Decision(events: [], target: prior.aggregate.id, noop: true))
       }
@@ -181,9 +199,14 @@ public actor GatewayStore {
   /// Applies every record the log has beyond `state.lastSeq`; writes a snapshot when due.
   public func catchUp() throws {
     let head = log.headSeq
-    guard head > state.lastSeq else { return }
-    try StateLoader.replay(log, into: &state, through: .head)
-    metrics?.setHeadSeq(state.lastSeq)
+    let log = self.log
+    let applied = try projection.withLock { state throws -> UInt64? in
+      guard head > state.lastSeq else { return nil }
+      try StateLoader.replay(log, into: &state, through: .head)
+      return state.lastSeq
+    }
+    guard let applied else { return }
+    metrics?.setHeadSeq(applied)
     if snapshotDue { snapshotInBackground() }
   }
 
@@ -194,16 +217,17 @@ public actor GatewayStore {
   /// about one object's encoding. A restart after a crash replays at most that many records; a graceful
   /// stop saves a snapshot at the head (``snapshot()``), so a restart after it replays nothing.
   var snapshotDue: Bool {
-    let objects = UInt64(state.sandboxes.count + state.requests.count)
-    return state.lastSeq - lastSnapshotSeq >= max(snapshotInterval, min(objects, 100_000))
+    let (objects, lastSeq) = projection.withLock { (UInt64($0.sandboxes.count + $0.requests.count), $0.lastSeq) }
+    return lastSeq - lastSnapshotSeq >= max(snapshotInterval, min(objects, 100_000))
   }
 
   /// Takes a periodic snapshot off the command path (issue 16: encoding and the fsync'd write blocked every
   /// command while the actor waited): the state is a value, so a copy is encoded and written by a detached
   /// task while commands go on. At most one such task runs; a due snapshot while one runs waits for the next.
   private func snapshotInBackground() {
-    guard state.lastSeq > lastSnapshotSeq, backgroundSnapshot == nil else { return }
+    guard backgroundSnapshot == nil else { return }
     let copy = state
+    guard copy.lastSeq > lastSnapshotSeq else { return }
     lastSnapshotSeq = copy.lastSeq
     let (log, logger) = (self.log, self.logger)
     backgroundSnapshot = Task.detached(priority: .utility) { [weak self] in
@@ -218,9 +242,10 @@ public actor GatewayStore {
   /// tests). Errors are logged; the log stays the source of truth.
   public func snapshot() async {
     await backgroundSnapshot?.value
-    guard state.lastSeq > lastSnapshotSeq else { return }
-    lastSnapshotSeq = state.lastSeq
-    Self.write(state, to: log, logger: logger)
+    let current = state
+    guard current.lastSeq > lastSnapshotSeq else { return }
+    lastSnapshotSeq = current.lastSeq
+    Self.write(current, to: log, logger: logger)
   }
 
   private static func write(_ state: GatewayState, to log: EventLog, logger: Logger) {

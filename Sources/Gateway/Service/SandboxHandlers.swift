@@ -220,12 +220,15 @@ extension OpenShellService {
     }
   }
 
+  /// Answered from the projection under its lock, without entering the store's actor (issue 14); sees every
+  /// command that has returned.
   public func getSandbox(request: Openshell_V1_GetSandboxRequest, context: ServerContext) async throws -> Openshell_V1_SandboxResponse {
     _ = try userCaller("GetSandbox")
-    let state = await store.state
-    let ws = try workspace(request.workspaceScope, state)
-    guard let s = state.sandbox(named: request.name, workspace: ws) else { throw RPCErrors.notFound("sandbox \(ws)/\(request.name)") }
-    return .with { $0.sandbox = Wire.sandbox(s, state: state) }
+    return try store.read { state in
+      let ws = try workspace(request.workspaceScope, state)
+      guard let s = state.sandbox(named: request.name, workspace: ws) else { throw RPCErrors.notFound("sandbox \(ws)/\(request.name)") }
+      return .with { $0.sandbox = Wire.sandbox(s, state: state) }
+    }
   }
 
   public func listSandboxes(request: Openshell_V1_ListSandboxesRequest, context: ServerContext) async throws -> Openshell_V1_ListSandboxesResponse {
