@@ -306,6 +306,21 @@ import Testing
     #expect(fast.hasPrefix("refused 300× second for"))
   }
 
+  /// A ten-byte varint carries at most 64 bits: a tenth byte above 1 is refused (swift-protobuf refuses it
+  /// too), so the fast path never renders a value the decoder would not accept.
+  @Test func overlongVarintIsRefused() {
+    let max: [UInt8] = [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]
+    let over: [UInt8] = [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]
+    #expect(
+      max.withUnsafeBytes { b in
+        var s = WireScanner(b); return s.varint()
+      } == UInt64.max)
+    #expect(
+      over.withUnsafeBytes { b in
+        var s = WireScanner(b); return s.varint()
+      } == nil)
+  }
+
   /// The oneof field number of `event`'s kind (by encoding it).
   static func field(of event: GatewayEvent) -> Int {
     var e = event

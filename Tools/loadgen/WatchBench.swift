@@ -307,36 +307,20 @@ struct SeqOnlyDeserializer: MessageDeserializer {
   func deserialize<Bytes: GRPCContiguousBytes>(_ bytes: Bytes) throws -> [UInt64] {
     try bytes.withUnsafeBytes { raw in
       var seqs: [UInt64] = []
-      var outer = 0
-      while outer < raw.count {
-        let tag = try Self.varint(raw, &outer)
-        guard tag == 0x0A else { throw Malformed() }
-        let length = Int(try Self.varint(raw, &outer))
-        let end = outer + length
-        guard end <= raw.count else { throw Malformed() }
+      var response = WireScanner(raw)
+      while !response.atEnd {
+        guard let tag = response.tag(), tag == (field: 1, wire: 2), let event = response.lengthDelimited() else { throw Malformed() }
         // seq is the event's first field when set (fields in number order); 0 is omitted.
+        var fields = WireScanner(event)
         var seq: UInt64 = 0
-        if outer < end, raw[outer] == 0x08 {
-          outer += 1
-          seq = try Self.varint(raw, &outer)
+        if event.first == 0x08 {
+          _ = fields.tag()
+          guard let v = fields.varint() else { throw Malformed() }
+          seq = v
         }
         seqs.append(seq)
-        outer = end
       }
       return seqs
     }
-  }
-
-  static func varint(_ b: UnsafeRawBufferPointer, _ i: inout Int) throws -> UInt64 {
-    var value: UInt64 = 0
-    var shift: UInt64 = 0
-    while i < b.count, shift < 64 {
-      let byte = b[i]
-      i += 1
-      value |= UInt64(byte & 0x7F) << shift
-      if byte < 0x80 { return value }
-      shift += 7
-    }
-    throw Malformed()
   }
 }

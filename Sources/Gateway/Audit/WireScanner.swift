@@ -1,28 +1,31 @@
-/// A reader of protobuf wire bytes, field by field, for ``AuditFastSummary``: tags, varints and
-/// length-delimited slices of the buffer (no copies). Every method answers nil on malformed or truncated
-/// bytes instead of throwing: the caller then decodes the payload with swift-protobuf, which reports it.
-struct WireScanner {
-  let bytes: UnsafeRawBufferPointer
-  private(set) var offset = 0
+/// A reader of protobuf wire bytes, field by field, for ``AuditFastSummary`` (and the loadgen's seq-only
+/// watch client): tags, varints and length-delimited slices of the buffer (no copies). Every method answers
+/// nil on malformed or truncated bytes instead of throwing: the caller then decodes the payload with
+/// swift-protobuf, which reports it.
+package struct WireScanner {
+  package let bytes: UnsafeRawBufferPointer
+  package private(set) var offset = 0
 
-  init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+  package init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
 
-  var atEnd: Bool { offset >= bytes.count }
+  package var atEnd: Bool { offset >= bytes.count }
 
   /// The next field's number and wire type (0 varint, 1 fixed64, 2 length-delimited, 5 fixed32; groups, 3
   /// and 4, are answered too and left to the caller to refuse). Nil for field number 0 or one above 2^29 − 1.
-  mutating func tag() -> (field: Int, wire: Int)? {
+  package mutating func tag() -> (field: Int, wire: Int)? {
     guard let t = varint(), t >> 3 != 0, t >> 3 < 1 << 29 else { return nil }
     return (Int(t >> 3), Int(t & 7))
   }
 
-  /// A base-128 varint of at most ten bytes.
-  mutating func varint() -> UInt64? {
+  /// A base-128 varint of at most ten bytes; nil when truncated, longer, or over 64 bits (a tenth byte
+  /// above 1), as swift-protobuf refuses it.
+  package mutating func varint() -> UInt64? {
     var value: UInt64 = 0
     var shift: UInt64 = 0
     while offset < bytes.count, shift < 64 {
       let b = bytes[offset]
       offset += 1
+      if shift == 63, b > 1 { return nil }
       value |= UInt64(b & 0x7F) << shift
       if b < 0x80 { return value }
       shift += 7
@@ -31,7 +34,7 @@ struct WireScanner {
   }
 
   /// A length-delimited field's bytes (a slice of ``bytes``).
-  mutating func lengthDelimited() -> UnsafeRawBufferPointer? {
+  package mutating func lengthDelimited() -> UnsafeRawBufferPointer? {
     guard let n = varint(), n <= UInt64(bytes.count - offset) else { return nil }
     let s = UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + Int(n)])
     offset += Int(n)
