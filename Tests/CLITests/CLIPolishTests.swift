@@ -171,6 +171,11 @@ struct CLIPolishTests {
     try #require(r.code == 0, "\(r)")
     r = try env.run(["sandbox", "create", "other", "--name", "plain2"])
     #expect(r.code == 1 && r.err.contains("the sandbox name is given twice"), "\(r)")
+    // --no-keep deletes the sandbox also when its exec is refused (here: an argument over 32 KiB).
+    r = try env.run(["sandbox", "create", "refused", "--no-keep", "--", "echo", String(repeating: "x", count: 40_000)])
+    #expect(r.code != 0 && r.err.contains("longer than 32 KiB") && r.err.contains("Deleted sandbox refused"), "\(r)")
+    r = try env.run(["sandbox", "get", "refused"])
+    #expect(r.code != 0 && r.err.contains("not found"), "the --no-keep sandbox is gone: \(r)")
     r = try env.run(["sandbox", "get", "plain"])
     #expect(r.code == 0 && Self.field("Limits", r.out) == nil, "\(r)")
     // The effective confinement (issue 15): user, Landlock ABI and mode, seccomp.

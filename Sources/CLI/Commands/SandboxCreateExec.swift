@@ -101,24 +101,23 @@ struct SandboxCreate: AsyncParsableCommand {
             source.resume()
             return source
           }
-          let result = await execTask.result
+          var result = await execTask.result
           for source in sources { source.cancel() }
           if let sig = interrupted.value {
-            code = 128 + sig
+            result = .success(128 + sig)
             printErr("Interrupted; deleting sandbox \(n)")
-          } else {
-            code = try result.get()
           }
-        } else {
-          code = try await SandboxCLI.exec(c, name: n, workspace: workspace, command: command, workdir: nil, timeout: 0, stdin: stdin)
-        }
-        if noKeep {
+          // The sandbox is deleted whatever the exec's outcome, a failed exec included; its error is
+          // reported after the deletion.
           let d = try await c.deleteSandbox(
             .with {
               $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace)
             }, options: SandboxCLI.options())
           try await SandboxCLI.waitDeleted(c, name: n, id: d.sandboxID, workspace: workspace, timeout: 60)
           printErr("Deleted sandbox \(n)")
+          code = try result.get()
+        } else {
+          code = try await SandboxCLI.exec(c, name: n, workspace: workspace, command: command, workdir: nil, timeout: 0, stdin: stdin)
         }
         return code
       }
