@@ -11,11 +11,14 @@ public let gatewayEventSchemaVersion: UInt16 = 1
 public struct ProjectionError: Error, Sendable, CustomStringConvertible {
   /// Sequence number of the offending record.
   public let seq: UInt64
+  /// What is wrong with the record, e.g. an undecodable payload.
   public let message: String
+  /// An error for the record at `seq`.
   public init(seq: UInt64, message: String) {
     self.seq = seq
     self.message = message
   }
+  /// `seq N: message`.
   public var description: String { "seq \(seq): \(message)" }
 }
 
@@ -185,7 +188,9 @@ extension BinaryEncodingOptions {
 }
 
 extension AggregateRef {
+  /// The lifecycle aggregate of one sandbox (`id` = sandbox id): optimistic concurrency for its transitions.
   public static func sandbox(_ id: String) -> AggregateRef { AggregateRef(kind: "sandbox", id: id) }
+  /// One provider (`id` = provider id): its updates, rotations and deletion are serialized through it.
   public static func provider(_ id: String) -> AggregateRef { AggregateRef(kind: "provider", id: id) }
   /// Network activity reports of one sandbox (`id` = sandbox id): kept apart from the sandbox aggregate
   /// so that reports never contend with lifecycle transitions.
