@@ -16,38 +16,64 @@ import Foundation
 /// Import re-appends every record with its original timestamp and checks that the log recomputes
 /// the same chain hash for each, so a tampered or truncated archive is rejected.
 public enum LogArchive {
+  /// Value of the header's `format` field; import refuses any other.
   public static let format = "openshell-log-archive"
 
+  /// Line 1 of an archive.
   public struct Header: Codable, Sendable {
+    /// Always ``LogArchive/format``.
     public var format: String
+    /// Archive format version; 1 is the only one written and read.
     public var version: Int
+    /// Number of record lines that follow.
     public var records: UInt64
+    /// Seq of the last record in the archive (equal to `records`: archives start at seq 1).
     public var head_seq: UInt64
+    /// Chain hash of that record, hex (32 bytes); all zeros for an empty log.
     public var head_hash: String
   }
 
+  /// One record line: the stored record with its header fields (snake_case JSON keys as written).
   public struct ArchiveRecord: Codable, Sendable {
+    /// Sequence number, from 1.
     public var seq: UInt64
+    /// Record timestamp, ns since the Unix epoch (UTC); re-appended unchanged by import.
     public var ts: UInt64
+    /// Dotted event type, e.g. `sandbox.requested`.
     public var type: String
+    /// Aggregate kind, e.g. `sandbox`.
     public var agg_kind: String
+    /// Aggregate id.
     public var agg_id: String
+    /// Authenticated identity that caused the event, or `system`.
     public var actor: String
+    /// Client request id that made the mutation idempotent; empty when none.
     public var request_id: String
+    /// Payload schema version (see `gatewayEventSchemaVersion`).
     public var payload_version: UInt16
+    /// Payload bytes (serialized `GatewayEvent`), base64.
     public var payload: String
+    /// Chain hash of the record, hex; import checks the log recomputes it.
     public var hash: String
   }
 
+  /// Last line of an archive; its absence means the archive is truncated.
   public struct Trailer: Codable, Sendable {
+    /// Always true (marks the line as the trailer).
     public var end: Bool
+    /// Number of record lines written.
     public var records: UInt64
+    /// Hex SHA-256 over all record lines (each with its newline), in order.
     public var digest: String
   }
 
+  /// A malformed, truncated or tampered archive, or a file that cannot be written or read.
   public struct ArchiveError: Error, CustomStringConvertible, Sendable {
+    /// One readable line naming the file, line or seq at fault.
     public let message: String
+    /// An error with this message.
     public init(message: String) { self.message = message }
+    /// The message.
     public var description: String { message }
   }
 

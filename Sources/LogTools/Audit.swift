@@ -5,32 +5,46 @@ import Projections
 /// Filters of `openshell-replay audit`. Names are resolved to ids by scanning the log, so a
 /// sandbox or provider that was deleted (or whose name was reused) is still found.
 public struct AuditQuery: Sendable {
+  /// Sandbox name or id; nil = every sandbox.
   public var sandbox: String?
+  /// Provider name or id; nil = every provider.
   public var provider: String?
+  /// Actor identity, exact or as a substring; nil = every actor.
   public var actor: String?
   /// Event types, exact (`sandbox.ready`) or by prefix (`sandbox.`).
   public var types: [String] = []
   /// Inclusive bounds, ns since the Unix epoch (UTC).
   public var sinceNs: UInt64?
+  /// Inclusive upper bound, ns since the Unix epoch (UTC); nil = no bound.
   public var untilNs: UInt64?
   /// Last seq to read (nil = the head); `--salvage` sets it to the record before the first bad one.
   public var throughSeq: UInt64?
+  /// A query that matches every record.
   public init() {}
 }
 
 /// One line of the audit timeline. Contains no secret: credential values are never decoded.
 public struct AuditEntry: Codable, Sendable, Equatable {
+  /// Sequence number of the record.
   public var seq: UInt64
+  /// Record time in RFC 3339 UTC with milliseconds (``rfc3339(ns:)``).
   public var time: String
+  /// Record time, ns since the Unix epoch (UTC).
   public var timestampNs: UInt64
+  /// Authenticated identity that caused the event, or `system`.
   public var actor: String
+  /// Client request id; empty when none.
   public var requestID: String
+  /// Dotted event type, e.g. `sandbox.ready`.
   public var type: String
+  /// `kind/id` of the record's aggregate, e.g. `sandbox/3f2a…`.
   public var aggregate: String
+  /// One-line description of the event (``EventSummary/describe(_:)``), without secret values.
   public var summary: String
   /// The record's OCSF events (JSON objects, ``OCSF``) when they were asked for; nil otherwise.
   public var ocsf: [String]?
 
+  /// An entry with every field given.
   public init(
     seq: UInt64, time: String, timestampNs: UInt64, actor: String, requestID: String, type: String, aggregate: String, summary: String, ocsf: [String]? = nil
   ) {
@@ -124,6 +138,7 @@ public func parseTime(_ text: String, now: Date = Date()) -> UInt64? {
 
 /// Minimal column alignment for CLI tables.
 public enum TextTable {
+  /// Pads every column but the last to its widest cell, separates columns by two spaces, header row first; lines joined by `\n`.
   public static func render(header: [String], rows: [[String]]) -> String {
     var widths = header.map(\.count)
     for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }

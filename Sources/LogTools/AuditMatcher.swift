@@ -13,6 +13,7 @@ import Projections
 /// a sandbox's `certificate.issued` and `ssh.session_created` records are in other aggregates. An
 /// `ssh.session_revoked` names only its session, so it belongs to the sandbox of that session.
 public struct AuditMatcher: Sendable {
+  /// The filters this matcher applies.
   public let query: AuditQuery
   /// Whether ``entry(_:)`` also renders the record's OCSF events (``AuditEntry/ocsf``).
   public var includeOCSF = false

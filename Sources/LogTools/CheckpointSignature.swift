@@ -85,6 +85,8 @@ public enum CheckpointSignature {
 
 /// A checkpoint key that cannot be used; the message names the file and the problem.
 public struct CheckpointKeyError: Error, CustomStringConvertible, Sendable {
+  /// What is wrong, naming the key file.
   public let description: String
+  /// An error with this description.
   public init(_ description: String) { self.description = description }
 }

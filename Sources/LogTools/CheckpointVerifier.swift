@@ -44,15 +44,18 @@ public struct CheckpointReport: Sendable, Codable, Equatable {
 public struct CheckpointEntry: Sendable, Equatable {
   /// Seq of the checkpoint record itself.
   public var seq: UInt64
+  /// Seq of the record whose chain hash the checkpoint signs.
   public var coversSeq: UInt64
   /// The signed chain hash (32 bytes).
   public var chainHash: [UInt8]
   /// Ed25519 signature (64 bytes) over ``CheckpointSignature/message(seq:chainHash:)``.
   public var signature: [UInt8]
+  /// Hex SHA-256 of the raw 32-byte public key that signed.
   public var keySHA256: String
   /// Chain hash of record `coversSeq` in the log now; nil when the log holds no such record before `seq`.
   public var coveredHashNow: [UInt8]?
 
+  /// An entry with every field given (as read from the log).
   public init(seq: UInt64, coversSeq: UInt64, chainHash: [UInt8], signature: [UInt8], keySHA256: String, coveredHashNow: [UInt8]?) {
     self.seq = seq
     self.coversSeq = coversSeq

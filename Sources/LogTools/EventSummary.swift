@@ -4,6 +4,8 @@ import Projections
 /// One-line, human-readable descriptions of events for the audit timeline. Secrets are never
 /// rendered: sealed credential values appear only as their key names.
 public enum EventSummary {
+  /// One line describing `event` for the audit table (e.g. `sandbox default/demo id …`); empty for an
+  /// unset kind. Credentials appear by key name only, never by value.
   public static func describe(_ event: GatewayEvent) -> String {
     guard let kind = event.kind else { return "" }
     switch kind {

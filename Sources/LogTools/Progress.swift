@@ -7,6 +7,7 @@ public final class ProgressBar: @unchecked Sendable {
   private var lastDraw = Date.distantPast
   private let lock = NSLock()
 
+  /// A bar titled `label`; disabled (every update a no-op) unless stderr is a terminal.
   public init(label: String) {
     self.label = label
     enabled = isatty(STDERR_FILENO) == 1
@@ -28,5 +29,6 @@ public final class ProgressBar: @unchecked Sendable {
     if done >= total { FileHandle.standardError.write(Data("\n".utf8)) }
   }
 
+  /// ``update(_:_:)`` as a closure, for the `progress:` parameters of export, import and verify.
   public var callback: (UInt64, UInt64) -> Void { { [self] in self.update($0, $1) } }
 }

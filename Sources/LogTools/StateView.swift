@@ -10,57 +10,97 @@ import Yams
 /// sealed in the log and their data keys are not available to the replay tool. Contract messages
 /// stored as bytes (sandbox specs, policies) are decoded to their protobuf JSON form.
 public struct StateView: Codable, Sendable {
+  /// Seq of the last applied record.
   public var lastSeq: UInt64
+  /// Gateway identity and configuration; nil before `gateway.initialized`.
   public var gateway: GatewayRecord?
+  /// Issued certificates, oldest first (by issue time, then fingerprint).
   public var certificates: [CertificateRecord]
+  /// Workspace names, sorted; always includes `default`.
   public var workspaces: [String]
+  /// Live sandboxes, sorted by (workspace, name, id).
   public var sandboxes: [SandboxView]
+  /// Templates, sorted by (workspace, name).
   public var templates: [TemplateView]
+  /// Providers, sorted by (workspace, name); credential values redacted.
   public var providers: [ProviderView]
+  /// The global policy history; nil when none was ever set.
   public var globalPolicy: PolicyView?
+  /// Settings by scope (`global` or a sandbox id), then key → value.
   public var settings: [String: [String: String]]
+  /// Inference routes, sorted by route name.
   public var inferenceRoutes: [InferenceRouteRecord]
+  /// Revision hash of the latest published inference bundle; empty when none.
   public var inferenceBundleRevision: String
 
+  /// One sandbox, with its spec decoded to protobuf JSON.
   public struct SandboxView: Codable, Sendable {
+    /// Sandbox id, name, workspace, and phase by name (`Ready`, …).
     public var id, name, workspace, phase: String
+    /// User labels, key → value.
     public var labels: [String: String]
+    /// Attached provider names, sorted.
     public var providers: [String]
+    /// Conditions, one per type, sorted by type.
     public var conditions: [ConditionRecord]
+    /// Exit code of the main process; nil while it runs or before it started.
     public var exitCode: Int32?
+    /// Creation time, RFC 3339 UTC with milliseconds.
     public var created: String
+    /// Seq of the last event that changed the sandbox.
     public var resourceVersion: UInt64
+    /// `openshell.v1.SandboxSpec` as protobuf JSON (`{}` when empty).
     public var spec: JSONValue
+    /// The sandbox's policy history; nil when no revision was submitted.
     public var policy: PolicyView?
   }
 
+  /// One template, with its spec decoded to protobuf JSON.
   public struct TemplateView: Codable, Sendable {
+    /// Template id, name and workspace.
     public var id, name, workspace: String
+    /// User labels, key → value.
     public var labels: [String: String]
+    /// `openshell.v1.SandboxWorkloadTemplateSpec` as protobuf JSON.
     public var spec: JSONValue
   }
 
+  /// One provider; credential values are replaced by `<sealed>`.
   public struct ProviderView: Codable, Sendable {
+    /// Provider id, name, workspace and type (e.g. `openai`).
     public var id, name, workspace, type: String
+    /// Non-secret configuration, key → value.
     public var config: [String: String]
     /// Credential key → "<sealed>" (values are never rendered).
     public var credentials: [String: String]
+    /// Credential key → seq of its last rotation (keys never rotated are absent).
     public var lastRotationSeq: [String: UInt64]
+    /// Seq of the last event that changed the provider.
     public var resourceVersion: UInt64
   }
 
+  /// Policy revisions of a sandbox or of the global policy.
   public struct PolicyView: Codable, Sendable {
+    /// Newest loaded version; 0 = none.
     public var activeVersion: UInt32
+    /// Revisions in version order.
     public var revisions: [Revision]
+    /// One revision, its policy decoded to protobuf JSON.
     public struct Revision: Codable, Sendable {
+      /// Revision number, from 1.
       public var version: UInt32
+      /// Status by case name: `pending`, `loaded`, `failed` or `superseded`.
       public var status: String
+      /// Hex SHA-256 of the serialized policy.
       public var sha256: String
+      /// Failure message; empty unless the revision failed.
       public var message: String
+      /// `openshell.sandbox.v1.SandboxPolicy` as protobuf JSON.
       public var policy: JSONValue
     }
   }
 
+  /// The redacted view of `s`: collections sorted for stable output, credential values never copied.
   public init(_ s: GatewayState) {
     lastSeq = s.lastSeq
     gateway = s.gateway
@@ -144,6 +184,7 @@ public indirect enum JSONValue: Codable, Sendable, Equatable {
     }
   }
 
+  /// Decodes any JSON value (null, bool, number, string, array, object, tried in that order).
   public init(from decoder: any Swift.Decoder) throws {
     let c = try decoder.singleValueContainer()
     if c.decodeNil() {
@@ -161,6 +202,7 @@ public indirect enum JSONValue: Codable, Sendable, Equatable {
     }
   }
 
+  /// Encodes the value; a whole number below 10^15 in magnitude is written as an integer, not `1.0`.
   public func encode(to encoder: any Swift.Encoder) throws {
     var c = encoder.singleValueContainer()
     switch self {

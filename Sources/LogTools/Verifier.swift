@@ -4,14 +4,19 @@ import Projections
 
 /// Result of `LogVerifier.verify`.
 public struct VerificationResult: Sendable, Codable {
+  /// Number of records checked.
   public var records: UInt64
+  /// Seq of the newest record.
   public var headSeq: UInt64
+  /// Chain hash of the newest record, hex.
   public var headHash: String
   /// Newest snapshot seq that was compared (0 = no snapshot).
   public var snapshotSeq: UInt64
+  /// Whether the rebuilt state encodes byte-identically to the newest snapshot; nil when none was compared.
   public var snapshotMatches: Bool?
   /// First problem found: seq and reason. nil = the log is sound.
   public var firstBadSeq: UInt64?
+  /// Reason for `firstBadSeq`, or a damaged snapshot; nil = no problem.
   public var problem: String?
   /// Signed-checkpoint check, when a public key was given (`verify --public-key`).
   public var checkpoints: CheckpointReport?
@@ -19,6 +24,7 @@ public struct VerificationResult: Sendable, Codable {
   /// yet not vouched for by a signature (``CheckpointReport/unsignedTailLine(_:)``); nil otherwise.
   public var unsignedTail: [UInt64]?
 
+  /// True when the records are sound and no compared snapshot differs.
   public var ok: Bool { firstBadSeq == nil && problem == nil && snapshotMatches != false }
 }
 
