@@ -3,6 +3,7 @@
 /// It is a valid policy (the tests parse it and run the gateway's and the supervisor's checks on it),
 /// so users can start from it: `openshell policy example > policy.yaml`.
 public enum PolicyExample {
+  /// The example policy text (YAML with comments, schema version 1).
   public static let yaml = """
     # OpenShell sandbox policy (schema version 1).
     # Apply at creation:  openshell sandbox create --policy policy.yaml -- CMD

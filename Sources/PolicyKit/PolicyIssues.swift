@@ -5,10 +5,14 @@ import Yams
 /// One problem found in a sandbox policy: the field path (`network_policies.api.endpoints[0].port`),
 /// the YAML line when the policy came from YAML, and what is wrong.
 public struct PolicyIssue: Error, Sendable, Equatable, CustomStringConvertible {
+  /// Dotted field path, e.g. `network_policies.api.endpoints[0].port`; empty for a whole-policy problem.
   public var path: String
+  /// 1-based YAML line of the field; nil when unknown (policy not from YAML, or path not located).
   public var line: Int?
+  /// What is wrong, in OpenShell's wording where it has one (openshell-behavior.md §7).
   public var message: String
 
+  /// An issue at `path` (and `line`, when known).
   public init(path: String, line: Int? = nil, message: String) {
     self.path = path
     self.line = line
@@ -26,15 +30,18 @@ public struct PolicyIssue: Error, Sendable, Equatable, CustomStringConvertible {
 
 /// A policy file that cannot be used as text: it cannot be read, or is not UTF-8.
 public struct PolicyFileError: Error, Sendable, Equatable, CustomStringConvertible {
+  /// The path as given on the command line.
   public var path: String
   /// Why it cannot be read (`strerror`), or nil when it was read but is not UTF-8 text.
   public var reason: String?
 
+  /// `reason` is the `strerror` text, or nil for a file that is not UTF-8.
   public init(path: String, reason: String?) {
     self.path = path
     self.reason = reason
   }
 
+  /// `cannot read policy file P: REASON` or `policy file P is not UTF-8 text`.
   public var description: String {
     if let reason { return "cannot read policy file \(path): \(reason)" }
     return "policy file \(path) is not UTF-8 text"
@@ -43,8 +50,11 @@ public struct PolicyFileError: Error, Sendable, Equatable, CustomStringConvertib
 
 /// Parsing failed: every structural problem found (unknown keys, wrong types, bad enum values).
 public struct PolicyParseError: Error, Sendable, CustomStringConvertible {
+  /// Every problem found (at least one).
   public var issues: [PolicyIssue]
+  /// An error carrying `issues`.
   public init(_ issues: [PolicyIssue]) { self.issues = issues }
+  /// `failed to parse sandbox policy YAML: ` followed by the issues joined with `; `.
   public var description: String {
     "failed to parse sandbox policy YAML: " + issues.map(\.description).joined(separator: "; ")
   }
@@ -52,6 +62,7 @@ public struct PolicyParseError: Error, Sendable, CustomStringConvertible {
 
 /// A parsed policy plus where each field path was found in the YAML (for line numbers in later checks).
 public struct ParsedPolicy: Sendable {
+  /// The parsed policy, normalized (``PolicyRules/normalized(_:)``) but not yet checked against the rules.
   public var policy: Openshell_Sandbox_V1_SandboxPolicy
   /// Field path → 1-based YAML line.
   public var lines: [String: Int]

@@ -11,9 +11,15 @@ import SwiftProtobuf
 ///   `failed` with the message).
 /// Every issue names its field path.
 public enum PolicyRules {
+  /// The only user and group a sandbox process may run as; also the default filled into `process`
+  /// (openshell-behavior.md §7: `run_as_user must be 'sandbox'`).
   public static let sandboxUser = "sandbox"
+  /// Longest filesystem path accepted, bytes of UTF-8 (openshell-behavior.md §7: `path exceeds maximum length`).
   public static let maxPathLength = 4096
+  /// Most `read_only` plus `read_write` paths accepted in one policy (openshell-behavior.md §7).
   public static let maxPaths = 256
+  /// HTTP methods an L7 `allow.method` may name (compared upper-cased; `*` = any); anything else is
+  /// `unknown HTTP method` (openshell-behavior.md §7, supervisor L7 validation).
   public static let httpMethods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE", "*"]
 
   /// Defaults filled (`process` user/group `sandbox`, landlock `best_effort`, rule names = keys) and
