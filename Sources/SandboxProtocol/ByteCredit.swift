@@ -6,6 +6,7 @@ import Synchronization
 /// written them on. A single item larger than the limit is let through when nothing else is
 /// outstanding, so progress never stops. `close()` wakes every waiter (the relay ended).
 public final class ByteCredit: Sendable {
+  /// Most bytes outstanding (acquired, not yet released) before ``acquire`` waits.
   public let limit: Int
   private struct State {
     var outstanding = 0

@@ -30,14 +30,22 @@ import SandboxConfinement
 /// the `exit`, or early when the ExecSandbox caller went away (cancelled, deadline passed); the
 /// supervisor then kills the command's process group if it still runs, as it does when the relay breaks.
 public enum SandboxProtocol {
+  /// Environment variable with the sandbox id the supervisor reports in `SupervisorHello` (required).
   public static let envSandboxID = "OPENSHELL_SANDBOX_ID"
+  /// Environment variable with the sandbox's name (passed on to workload processes).
   public static let envSandboxName = "OPENSHELL_SANDBOX"
   /// `https://127.0.0.1:PORT` (TLS/mTLS) or `http://127.0.0.1:PORT` (plaintext).
   public static let envEndpoint = "OPENSHELL_ENDPOINT"
+  /// Environment variable: path of the gateway CA certificate (`ca.crt` in ``credentialsDirectory``);
+  /// required for an `https` endpoint (the supervisor never falls back to the system roots).
   public static let envTLSCA = "OPENSHELL_TLS_CA"
+  /// Environment variable: path of the sandbox's client certificate (`tls.crt`), set for mTLS only.
   public static let envTLSCert = "OPENSHELL_TLS_CERT"
+  /// Environment variable: path of the private key of that certificate (`tls.key`), set for mTLS only.
   public static let envTLSKey = "OPENSHELL_TLS_KEY"
+  /// Environment variable: path of the file holding the sandbox token (`token`), sent in ``tokenHeader``.
   public static let envTokenFile = "OPENSHELL_SANDBOX_TOKEN_FILE"
+  /// Environment variable: path of `launch.json` (``SupervisorLaunch``).
   public static let envLaunchFile = "OPENSHELL_LAUNCH_FILE"
   /// gRPC metadata carrying the sandbox token (only consulted when the caller has no certificate).
   public static let tokenHeader = "x-openshell-sandbox-token"
@@ -49,6 +57,7 @@ public enum SandboxProtocol {
   /// Where the launcher (`openshell-sandbox-launch`, which confines and starts every workload process)
   /// is mounted inside the sandbox; on the host it lives next to the supervisor binary.
   public static let launcherPath = "/opt/openshell/bin/openshell-sandbox-launch"
+  /// File name of the launcher binary, next to the supervisor binary on the host.
   public static let launcherName = "openshell-sandbox-launch"
   /// The workspace mount point.
   public static let workspace = "/sandbox"
@@ -122,6 +131,8 @@ public struct SupervisorLaunch: Codable, Sendable {
   /// nil/false: the driver's namespace (``networkNamespacePath``) or none.
   public var privateNetwork: Bool?
 
+  /// A launch description with every field given (`networkNamespacePath`, `proxyAddress`, `privateNetwork`
+  /// default to nil).
   public init(
     command: [String], environment: [String: String], confinement: ConfinementPlan?, instanceID: String,
     networkNamespacePath: String? = nil, proxyAddress: String? = nil, privateNetwork: Bool? = nil

@@ -11,11 +11,13 @@ import Foundation
 /// is closed in the child (posix_spawn_file_actions_addclosefrom_np), so a sandbox never holds the
 /// gateway's sockets or its event-log lock.
 public struct SpawnedProcess: Sendable {
+  /// Process id of the child.
   public let pid: pid_t
   /// Write end of the child's stdin (when `.pipe`), else nil.
   public let stdin: Int32?
   /// Read ends of the child's stdout/stderr (when `.pipe`), else nil.
   public let stdout: Int32?
+  /// Read end of the child's stderr (when `.pipe`), else nil.
   public let stderr: Int32?
 }
 
@@ -34,12 +36,18 @@ public enum SpawnIO: Sendable {
   case terminal(String)
 }
 
+/// A process could not be started: posix_spawn or one of its set-up steps (pipe, chdir action) failed.
 public struct SpawnError: Error, CustomStringConvertible, Sendable {
+  /// One readable line, e.g. `cannot start PATH: REASON` (`strerror` text).
   public let message: String
+  /// An error with this message.
   public init(_ message: String) { self.message = message }
+  /// The message.
   public var description: String { message }
 }
 
+/// Starts child processes with posix_spawn(3) (other descriptors closed, optional new session and
+/// working directory) and waits for them; statuses are shell-style (exit code, or 128 + signal).
 public enum Spawner {
   /// glibc's POSIX_SPAWN_SETSID (not exported to Swift).
   static let setsidFlag: Int32 = 0x80
@@ -234,7 +242,10 @@ public func writeAllAndClose(_ fd: Int32, _ data: Data) {
 public final class SharedFlag: @unchecked Sendable {
   private let lock = NSLock()
   private var value = false
+  /// A flag that is not set.
   public init() {}
+  /// Sets the flag (it never resets).
   public func set() { lock.lock(); value = true; lock.unlock() }
+  /// Whether ``set()`` was called.
   public var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
 }
