@@ -17,12 +17,17 @@ public struct ConfinementPlan: Codable, Sendable, Equatable {
   /// `sandbox`), host uid/gid and supplementary groups. nil uid/gid: the supervisor does not run as
   /// root (rootless gateway), so the workload keeps the supervisor's own (unprivileged) user.
   public var user: String
+  /// Host uid the workload runs as; nil = keep the supervisor's own user (rootless gateway).
   public var uid: UInt32?
+  /// Host gid the workload runs as; nil = keep the supervisor's own group.
   public var gid: UInt32?
+  /// Supplementary group ids set before the exec (setgroups); empty = none.
   public var groups: [UInt32]
   /// Landlock path lists (`filesystem_policy`); `includeWorkdir` adds ``workdir`` read-write.
   public var readOnly: [String]
+  /// Paths the workload may read and write (`filesystem_policy.read_write`), absolute.
   public var readWrite: [String]
+  /// `filesystem_policy.include_workdir`: whether ``workdir`` is added to the read-write paths.
   public var includeWorkdir: Bool
   /// The sandbox's working directory (the workspace, `/sandbox`).
   public var workdir: String
@@ -36,6 +41,7 @@ public struct ConfinementPlan: Codable, Sendable, Equatable {
   /// nil: stay in the supervisor's network namespace.
   public var networkNamespacePath: String?
 
+  /// A plan with every field given; `workdir` defaults to `/sandbox`.
   public init(
     user: String, uid: UInt32?, gid: UInt32?, groups: [UInt32], readOnly: [String], readWrite: [String],
     includeWorkdir: Bool, workdir: String = "/sandbox", landlockCompatibility: String, simulateNoLandlock: Bool = false,

@@ -10,6 +10,7 @@ import CConfine
 /// `hard_requirement` sandbox and to report the effective confinement) and by the supervisor's
 /// launcher (which applies it).
 public enum LandlockProbe {
+  /// The outcome of ``probe(simulateAbsent:)``.
   public enum Status: Sendable, Equatable {
     /// The kernel's Landlock ABI version (≥ 1).
     case available(abi: Int32)

@@ -30,7 +30,9 @@ import CConfine
 public enum Launcher {
   /// Why a step failed (the one-line message).
   public struct Failure: Error, CustomStringConvertible {
+    /// What failed and why, as printed after `confinement failed: `.
     public let description: String
+    /// A failure with this message.
     public init(_ d: String) { description = d }
   }
 
