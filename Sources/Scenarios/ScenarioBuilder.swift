@@ -15,8 +15,10 @@ public struct ScenarioBuilder: Sendable {
   private var counter = 0
   /// Step between consecutive events, ns (default 1 s).
   public var stepNs: UInt64 = 1_000_000_000
+  /// Actor recorded on events that do not name one (default: the operator certificate's identity).
   public var actor: String = "operator:CN=openshell-operator"
 
+  /// A builder whose first event is one ``stepNs`` after `startNs` (ns since the Unix epoch).
   public init(startNs: UInt64 = ScenarioBuilder.epochNs) {
     clockNs = startNs
   }

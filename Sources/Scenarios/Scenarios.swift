@@ -12,17 +12,22 @@ import Projections
 public struct Scenario: Sendable {
   /// Directory name under `Fixtures/`.
   public let name: String
+  /// One line describing what the scenario exercises.
   public let summary: String
   /// Batches of events; each batch is appended atomically, as one gateway command would.
   public let batches: [[NewEvent]]
 
+  /// Every event of every batch, in append order.
   public var events: [NewEvent] { batches.flatMap { $0 } }
 }
 
 /// The fixture scenarios (Fixtures/<name>/), in a fixed order.
 public enum Scenarios {
+  /// The scenarios: sandbox lifecycle, provider rotation, policy revisions, inference routes (built anew on
+  /// each access; deterministic).
   public static var all: [Scenario] { [sandboxLifecycle(), providerRotation(), policyRevisions(), inferenceRoutes()] }
 
+  /// The scenario with this ``Scenario/name``; nil when there is none.
   public static func named(_ name: String) -> Scenario? { all.first { $0.name == name } }
 
   /// Common opening: gateway initialised, configured, CA/server/operator certificates issued.
