@@ -23,7 +23,9 @@ import NIOSSL
 /// inbound bytes are frames only), on a server connection with `prefaceLength` 24 (the client's
 /// connection preface, RFC 9113 §3.4, is passed on as it comes, then frames).
 public final class HTTP2FrameAligner: ChannelInboundHandler, RemovableChannelHandler {
+  /// Raw bytes as read from the connection (after TLS).
   public typealias InboundIn = ByteBuffer
+  /// The same bytes, regrouped: the preface, then one whole HTTP/2 frame per read.
   public typealias InboundOut = ByteBuffer
 
   /// The 9-byte frame header (RFC 9113 §4.1): 24-bit length, type, flags, stream id.
@@ -50,6 +52,8 @@ public final class HTTP2FrameAligner: ChannelInboundHandler, RemovableChannelHan
     return headerLength + (Int(high) << 16 | Int(low))
   }
 
+  /// Passes on the preface, then every whole frame in `data` as a slice; keeps a trailing partial frame
+  /// in its own buffer until the rest arrives.
   public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     var incoming = unwrapInboundIn(data)
     if prefaceRemaining > 0 {
@@ -91,6 +95,7 @@ public final class HTTP2FrameAligner: ChannelInboundHandler, RemovableChannelHan
     }
   }
 
+  /// Passes on a partial frame still held (the HTTP/2 handler sees the truncated bytes), then the inactive event.
   public func channelInactive(context: ChannelHandlerContext) {
     // A connection that ends mid-frame: the HTTP/2 handler sees the same bytes it would have seen.
     if let partial = pending {
@@ -100,6 +105,7 @@ public final class HTTP2FrameAligner: ChannelInboundHandler, RemovableChannelHan
     context.fireChannelInactive()
   }
 
+  /// Passes on a partial frame still held, so removing the handler loses no bytes.
   public func handlerRemoved(context: ChannelHandlerContext) {
     if let partial = pending {
       pending = nil
