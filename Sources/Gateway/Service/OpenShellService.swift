@@ -76,12 +76,14 @@ public struct OpenShellService: Openshell_V1_OpenShell.SimpleServiceProtocol, Se
 
   // MARK: health and info
 
+  /// `Health` RPC: always HEALTHY with the server version. Any caller, including sandboxes; records nothing.
   public func health(request: Openshell_V1_HealthRequest, context: ServerContext) async throws -> Openshell_V1_HealthResponse {
     .with {
       $0.status = .healthy; $0.version = version
     }
   }
 
+  /// `GetGatewayInfo` RPC: status, gateway version and the configured compute driver. Callers: clients (operator, user; sandbox identities are refused).
   public func getGatewayInfo(request: Openshell_V1_GetGatewayInfoRequest, context: ServerContext) async throws -> Openshell_V1_GetGatewayInfoResponse {
     _ = try userCaller("GetGatewayInfo")
     return .with {

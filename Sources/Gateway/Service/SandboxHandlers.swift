@@ -14,6 +14,7 @@ struct CreatedSandbox: Sendable {
 }
 
 extension OpenShellService {
+  /// `CreateSandbox` RPC: validates the spec, policy, template and providers, then records `sandbox.requested` (environment values sealed) and, when the spec has a policy, its revision 1; the driver provisions it after the append. Callers: clients (operator, user; sandbox identities are refused). A retried request id returns the first result.
   public func createSandbox(request: Openshell_V1_CreateSandboxRequest, context: ServerContext) async throws -> Openshell_V1_SandboxResponse {
     let caller = try userCaller("CreateSandbox")
     // A retried request returns what the first attempt created.
@@ -231,6 +232,7 @@ extension OpenShellService {
     }
   }
 
+  /// `ListSandboxes` RPC: sandboxes of a workspace (or all) matching the label selector, by (workspace, name), paginated. Callers: clients (operator, user; sandbox identities are refused).
   public func listSandboxes(request: Openshell_V1_ListSandboxesRequest, context: ServerContext) async throws -> Openshell_V1_ListSandboxesResponse {
     _ = try userCaller("ListSandboxes")
     let state = await store.state
@@ -246,6 +248,7 @@ extension OpenShellService {
     }
   }
 
+  /// `DeleteSandbox` RPC: records `sandbox.deleting` (and `sandbox.deleted` at once when no driver runs it); NOT_FOUND unless `allow_missing`. Callers: clients (operator, user; sandbox identities are refused).
   public func deleteSandbox(request: Openshell_V1_DeleteSandboxRequest, context: ServerContext) async throws -> Openshell_V1_DeleteSandboxResponse {
     let caller = try userCaller("DeleteSandbox")
     let result = try await store.execute(
@@ -275,6 +278,7 @@ extension OpenShellService {
     }
   }
 
+  /// `StopSandbox` RPC: records `sandbox.stopping` (`sandbox.stopped` at once without a driver); a no-op when already stopped or stopping. Callers: clients (operator, user; sandbox identities are refused). FAILED_PRECONDITION while deleting.
   public func stopSandbox(request: Openshell_V1_StopSandboxRequest, context: ServerContext) async throws -> Openshell_V1_SandboxResponse {
     let caller = try userCaller("StopSandbox")
     let result = try await store.execute(
@@ -301,6 +305,7 @@ extension OpenShellService {
     return .with { $0.sandbox = Wire.sandbox(s, state: result.state) }
   }
 
+  /// `StartSandbox` RPC: records `sandbox.starting` for a stopped, completed or failed sandbox (the driver then starts it; without a driver also `sandbox.provisioning`); a no-op while it runs. FAILED_PRECONDITION while stopping or deleting. Callers: clients (operator, user; sandbox identities are refused).
   public func startSandbox(request: Openshell_V1_StartSandboxRequest, context: ServerContext) async throws -> Openshell_V1_SandboxResponse {
     let caller = try userCaller("StartSandbox")
     let result = try await store.execute(
