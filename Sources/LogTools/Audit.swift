@@ -138,7 +138,8 @@ public func parseTime(_ text: String, now: Date = Date()) -> UInt64? {
 
 /// Minimal column alignment for CLI tables.
 public enum TextTable {
-  /// Pads every column but the last to its widest cell, separates columns by two spaces, header row first; lines joined by `\n`.
+  /// Pads every column but the last to its widest cell, separates columns by two spaces, header row first;
+  /// lines joined by `\n`.
   public static func render(header: [String], rows: [[String]]) -> String {
     var widths = header.map(\.count)
     for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }

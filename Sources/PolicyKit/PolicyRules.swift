@@ -14,7 +14,8 @@ public enum PolicyRules {
   /// The only user and group a sandbox process may run as; also the default filled into `process`
   /// (openshell-behavior.md §7: `run_as_user must be 'sandbox'`).
   public static let sandboxUser = "sandbox"
-  /// Longest filesystem path accepted, bytes of UTF-8 (openshell-behavior.md §7: `path exceeds maximum length`).
+  /// Longest filesystem path accepted, bytes of UTF-8 (openshell-behavior.md §7:
+  /// `path exceeds maximum length`).
   public static let maxPathLength = 4096
   /// Most `read_only` plus `read_write` paths accepted in one policy (openshell-behavior.md §7).
   public static let maxPaths = 256

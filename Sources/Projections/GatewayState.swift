@@ -175,7 +175,8 @@ public struct ServiceExposureRecord: Codable, Equatable, Sendable {
   public var service: String
   /// TCP port inside the sandbox the service forwards to.
   public var targetPort: UInt32
-  /// `openshell.v1.ServiceAuthorizationMode` number: 1 strips the caller's credentials, 2 passes the bearer through.
+  /// `openshell.v1.ServiceAuthorizationMode` number: 1 strips the caller's credentials, 2 passes the bearer
+  /// through.
   public var authorizationMode: Int32
 }
 
@@ -211,7 +212,8 @@ public struct SandboxRecord: Codable, Equatable, Sendable {
   public var resourceVersion: UInt64
   /// Time deletion was requested (`sandbox.deleting`), ns since the Unix epoch; nil while not deleting.
   public var deletionRequestedNs: UInt64?
-  /// Exit code of the main process from the last `sandbox.main_process_exited`; nil while it runs or before it started.
+  /// Exit code of the main process from the last `sandbox.main_process_exited`; nil while it runs or before it
+  /// started.
   public var exitCode: Int32?
   /// When the main process started, ns since the Unix epoch, as reported by the supervisor; nil before it did.
   public var mainProcessStartedNs: Int64?

@@ -95,7 +95,8 @@ public final class HTTP2FrameAligner: ChannelInboundHandler, RemovableChannelHan
     }
   }
 
-  /// Passes on a partial frame still held (the HTTP/2 handler sees the truncated bytes), then the inactive event.
+  /// Passes on a partial frame still held (the HTTP/2 handler sees the truncated bytes), then the inactive
+  /// event.
   public func channelInactive(context: ChannelHandlerContext) {
     // A connection that ends mid-frame: the HTTP/2 handler sees the same bytes it would have seen.
     if let partial = pending {

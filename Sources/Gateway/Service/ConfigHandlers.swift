@@ -23,7 +23,9 @@ import Projections
 /// revision stays active). A global policy replaces every sandbox's policy and blocks sandbox-level
 /// policy updates; supervisors never acknowledge it.
 extension OpenShellService {
-  /// `UpdateConfig` RPC: sets a sandbox policy revision (`policy.revision_submitted`), the global policy or a setting (`setting.set`/`setting.deleted`). Callers: clients (operator, user; sandbox identities are refused) for global changes; for a sandbox also that sandbox itself. Answers the resulting version and policy hash.
+  /// `UpdateConfig` RPC: sets a sandbox policy revision (`policy.revision_submitted`), the global policy or a
+  /// setting (`setting.set`/`setting.deleted`). Callers: operators and users, not sandboxes for global changes;
+  /// for a sandbox also that sandbox itself. Answers the resulting version and policy hash.
   public func updateConfig(request: Openshell_V1_UpdateConfigRequest, context: ServerContext) async throws -> Openshell_V1_UpdateConfigResponse {
     if request.hasPolicy && !request.settingKey.isEmpty {
       throw RPCErrors.invalidArgument(field: "policy", "policy and setting_key cannot be set in the same request")

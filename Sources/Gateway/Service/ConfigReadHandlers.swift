@@ -6,7 +6,9 @@ import OpenShellAPI
 import Projections
 
 extension OpenShellService {
-  /// `GetSandboxConfig` RPC: the sandbox's effective policy and settings (global ones override). Callers: clients (operator, user; sandbox identities are refused), or that sandbox itself (certificate or token). Reads only; records nothing.
+  /// `GetSandboxConfig` RPC: the sandbox's effective policy and settings (global ones override). Callers:
+  /// operators and users, not sandboxes, or that sandbox itself (certificate or token). Reads only; records
+  /// nothing.
   public func getSandboxConfig(request: Openshell_Sandbox_V1_GetSandboxConfigRequest, context: ServerContext) async throws
     -> Openshell_Sandbox_V1_GetSandboxConfigResponse
   {
@@ -17,7 +19,8 @@ extension OpenShellService {
     return ConfigModel.response(ConfigModel.snapshot(s, state))
   }
 
-  /// `GetGatewayConfig` RPC: the global settings, the active global policy under the reserved policy key, and their revision. Callers: clients (operator, user; sandbox identities are refused). Records nothing.
+  /// `GetGatewayConfig` RPC: the global settings, the active global policy under the reserved policy key, and
+  /// their revision. Callers: operators and users, not sandboxes. Records nothing.
   public func getGatewayConfig(request: Openshell_Sandbox_V1_GetGatewayConfigRequest, context: ServerContext) async throws
     -> Openshell_Sandbox_V1_GetGatewayConfigResponse
   {
@@ -42,7 +45,9 @@ extension OpenShellService {
     return state.policies[sandbox.id] ?? PolicyHistory()
   }
 
-  /// `GetSandboxPolicyStatus` RPC: one policy revision (`version` 0 = the newest) of a sandbox or of the global policy, with the active version. Callers: clients (operator, user; sandbox identities are refused). NOT_FOUND when no such revision exists.
+  /// `GetSandboxPolicyStatus` RPC: one policy revision (`version` 0 = the newest) of a sandbox or of the global
+  /// policy, with the active version. Callers: operators and users, not sandboxes. NOT_FOUND when no such
+  /// revision exists.
   public func getSandboxPolicyStatus(request: Openshell_V1_GetSandboxPolicyStatusRequest, context: ServerContext) async throws
     -> Openshell_V1_GetSandboxPolicyStatusResponse
   {
@@ -55,7 +60,8 @@ extension OpenShellService {
     }
   }
 
-  /// `ListSandboxPolicies` RPC: policy revisions of a sandbox or of the global policy, newest first, paginated (50 per page by default). Callers: clients (operator, user; sandbox identities are refused).
+  /// `ListSandboxPolicies` RPC: policy revisions of a sandbox or of the global policy, newest first, paginated
+  /// (50 per page by default). Callers: operators and users, not sandboxes.
   public func listSandboxPolicies(request: Openshell_V1_ListSandboxPoliciesRequest, context: ServerContext) async throws
     -> Openshell_V1_ListSandboxPoliciesResponse
   {

@@ -13,7 +13,8 @@ public struct SandboxAuditReportsService: Openshell_Audit_V1_SandboxAuditReports
   /// The service answering with `service`'s authorization and event store.
   public init(service: OpenShellService) { self.service = service }
 
-  /// `ReportCredentialSubstitutions` RPC: a sandbox supervisor's summary of placeholder substitutions, recorded as one `audit.credentials_substituted` event. Callers: the sandbox itself only. Answers an empty response.
+  /// `ReportCredentialSubstitutions` RPC: a sandbox supervisor's summary of placeholder substitutions, recorded
+  /// as one `audit.credentials_substituted` event. Callers: the sandbox itself only. Answers an empty response.
   public func reportCredentialSubstitutions(request: Openshell_Audit_V1_ReportCredentialSubstitutionsRequest, context: ServerContext) async throws
     -> Openshell_Audit_V1_ReportCredentialSubstitutionsResponse
   {

@@ -83,7 +83,8 @@ public struct OpenShellService: Openshell_V1_OpenShell.SimpleServiceProtocol, Se
     }
   }
 
-  /// `GetGatewayInfo` RPC: status, gateway version and the configured compute driver. Callers: clients (operator, user; sandbox identities are refused).
+  /// `GetGatewayInfo` RPC: status, gateway version and the configured compute driver. Callers: operators and
+  /// users, not sandboxes.
   public func getGatewayInfo(request: Openshell_V1_GetGatewayInfoRequest, context: ServerContext) async throws -> Openshell_V1_GetGatewayInfoResponse {
     _ = try userCaller("GetGatewayInfo")
     return .with {

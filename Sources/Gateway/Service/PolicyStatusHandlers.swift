@@ -6,7 +6,9 @@ import OpenShellAPI
 import Projections
 
 extension OpenShellService {
-  /// `ReportPolicyStatus` RPC: a supervisor acknowledges a policy revision as LOADED or FAILED (`policy.revision_loaded`/`policy.revision_failed`, older revisions `policy.revision_superseded`). Callers: the sandbox itself only. INVALID_ARGUMENT for version 0 or another status.
+  /// `ReportPolicyStatus` RPC: a supervisor acknowledges a policy revision as LOADED or FAILED
+  /// (`policy.revision_loaded`/`policy.revision_failed`, older revisions `policy.revision_superseded`).
+  /// Callers: the sandbox itself only. INVALID_ARGUMENT for version 0 or another status.
   public func reportPolicyStatus(request: Openshell_V1_ReportPolicyStatusRequest, context: ServerContext) async throws
     -> Openshell_V1_ReportPolicyStatusResponse
   {

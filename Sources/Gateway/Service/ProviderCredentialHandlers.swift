@@ -51,7 +51,9 @@ extension OpenShellService {
     return .with { $0.credentials = out }
   }
 
-  /// `RotateProviderCredential` RPC: NOT_FOUND for an unknown provider or key, otherwise FAILED_PRECONDITION: credentials are static (no refresh strategy), rotated with UpdateProvider. Callers: clients (operator, user; sandbox identities are refused). Records nothing.
+  /// `RotateProviderCredential` RPC: NOT_FOUND for an unknown provider or key, otherwise FAILED_PRECONDITION:
+  /// credentials are static (no refresh strategy), rotated with UpdateProvider. Callers: operators and users,
+  /// not sandboxes. Records nothing.
   public func rotateProviderCredential(request: Openshell_V1_RotateProviderCredentialRequest, context: ServerContext) async throws
     -> Openshell_V1_RotateProviderCredentialResponse
   {

@@ -29,7 +29,9 @@ extension OpenShellService {
     return ServerResponse(message: message, metadata: metadata)
   }
 
-  /// `DeleteProvider` RPC: records `provider.deleted` and destroys the provider's data key. FAILED_PRECONDITION while sandboxes use it, unless forced (which detaches it and deletes its inference routes). Callers: clients (operator, user; sandbox identities are refused).
+  /// `DeleteProvider` RPC: records `provider.deleted` and destroys the provider's data key. FAILED_PRECONDITION
+  /// while sandboxes use it, unless forced (which detaches it and deletes its inference routes). Callers:
+  /// operators and users, not sandboxes.
   public func deleteProvider(request: Openshell_V1_DeleteProviderRequest, context: ServerContext) async throws -> Openshell_V1_DeleteProviderResponse {
     try await deleteProvider(request, force: ProviderCall.force).response
   }

@@ -27,7 +27,9 @@ import Projections
 /// - RotateProviderCredential rotates through a refresh strategy; static credentials have none, so
 ///   it answers FAILED_PRECONDITION pointing at UpdateProvider (the request carries no new value).
 extension OpenShellService {
-  /// `CreateProvider` RPC: records `provider.created` with credential values sealed under a new data key (a random name when none is given). Callers: clients (operator, user; sandbox identities are refused). INVALID_ARGUMENT without credentials or for a bad name; ALREADY_EXISTS for a taken name.
+  /// `CreateProvider` RPC: records `provider.created` with credential values sealed under a new data key (a
+  /// random name when none is given). Callers: operators and users, not sandboxes. INVALID_ARGUMENT without
+  /// credentials or for a bad name; ALREADY_EXISTS for a taken name.
   public func createProvider(request: Openshell_V1_CreateProviderRequest, context: ServerContext) async throws -> Openshell_V1_ProviderResponse {
     let caller = try userCaller("CreateProvider")
     let vault = try requireVault("CreateProvider")
@@ -89,7 +91,8 @@ extension OpenShellService {
     return .with { $0.provider = Wire.provider(created) }
   }
 
-  /// `GetProvider` RPC: one provider by name in its workspace, credential values redacted. Callers: clients (operator, user; sandbox identities are refused).
+  /// `GetProvider` RPC: one provider by name in its workspace, credential values redacted. Callers: operators
+  /// and users, not sandboxes.
   public func getProvider(request: Openshell_V1_GetProviderRequest, context: ServerContext) async throws -> Openshell_V1_ProviderResponse {
     _ = try userCaller("GetProvider")
     let state = await store.state
@@ -98,7 +101,8 @@ extension OpenShellService {
     return .with { $0.provider = Wire.provider(p) }
   }
 
-  /// `ListProviders` RPC: providers of a workspace (or all), credential values redacted, paginated. Callers: clients (operator, user; sandbox identities are refused).
+  /// `ListProviders` RPC: providers of a workspace (or all), credential values redacted, paginated. Callers:
+  /// operators and users, not sandboxes.
   public func listProviders(request: Openshell_V1_ListProvidersRequest, context: ServerContext) async throws -> Openshell_V1_ListProvidersResponse {
     _ = try userCaller("ListProviders")
     let state = await store.state
@@ -112,7 +116,9 @@ extension OpenShellService {
     }
   }
 
-  /// `UpdateProvider` RPC: records `provider.updated` (config and credential changes) and `provider.credential_rotated` per changed value; a no-op when nothing changes. Callers: clients (operator, user; sandbox identities are refused). INVALID_ARGUMENT for a type change.
+  /// `UpdateProvider` RPC: records `provider.updated` (config and credential changes) and
+  /// `provider.credential_rotated` per changed value; a no-op when nothing changes. Callers: operators and
+  /// users, not sandboxes. INVALID_ARGUMENT for a type change.
   public func updateProvider(request: Openshell_V1_UpdateProviderRequest, context: ServerContext) async throws -> Openshell_V1_ProviderResponse {
     let caller = try userCaller("UpdateProvider")
     let vault = try requireVault("UpdateProvider")

@@ -14,7 +14,10 @@ struct CreatedSandbox: Sendable {
 }
 
 extension OpenShellService {
-  /// `CreateSandbox` RPC: validates the spec, policy, template and providers, then records `sandbox.requested` (environment values sealed) and, when the spec has a policy, its revision 1; the driver provisions it after the append. Callers: clients (operator, user; sandbox identities are refused). A retried request id returns the first result.
+  /// `CreateSandbox` RPC: validates the spec, policy, template and providers, then records `sandbox.requested`
+  /// (environment values sealed) and, when the spec has a policy, its revision 1; the driver provisions it
+  /// after the append. Callers: operators and users, not sandboxes. A retried request id returns the first
+  /// result.
   public func createSandbox(request: Openshell_V1_CreateSandboxRequest, context: ServerContext) async throws -> Openshell_V1_SandboxResponse {
     let caller = try userCaller("CreateSandbox")
     // A retried request returns what the first attempt created.
@@ -232,7 +235,8 @@ extension OpenShellService {
     }
   }
 
-  /// `ListSandboxes` RPC: sandboxes of a workspace (or all) matching the label selector, by (workspace, name), paginated. Callers: clients (operator, user; sandbox identities are refused).
+  /// `ListSandboxes` RPC: sandboxes of a workspace (or all) matching the label selector, by (workspace, name),
+  /// paginated. Callers: operators and users, not sandboxes.
   public func listSandboxes(request: Openshell_V1_ListSandboxesRequest, context: ServerContext) async throws -> Openshell_V1_ListSandboxesResponse {
     _ = try userCaller("ListSandboxes")
     let state = await store.state
@@ -248,7 +252,8 @@ extension OpenShellService {
     }
   }
 
-  /// `DeleteSandbox` RPC: records `sandbox.deleting` (and `sandbox.deleted` at once when no driver runs it); NOT_FOUND unless `allow_missing`. Callers: clients (operator, user; sandbox identities are refused).
+  /// `DeleteSandbox` RPC: records `sandbox.deleting` (and `sandbox.deleted` at once when no driver runs it);
+  /// NOT_FOUND unless `allow_missing`. Callers: operators and users, not sandboxes.
   public func deleteSandbox(request: Openshell_V1_DeleteSandboxRequest, context: ServerContext) async throws -> Openshell_V1_DeleteSandboxResponse {
     let caller = try userCaller("DeleteSandbox")
     let result = try await store.execute(
@@ -278,7 +283,9 @@ extension OpenShellService {
     }
   }
 
-  /// `StopSandbox` RPC: records `sandbox.stopping` (`sandbox.stopped` at once without a driver); a no-op when already stopped or stopping. Callers: clients (operator, user; sandbox identities are refused). FAILED_PRECONDITION while deleting.
+  /// `StopSandbox` RPC: records `sandbox.stopping` (`sandbox.stopped` at once without a driver); a no-op when
+  /// already stopped or stopping. Callers: operators and users, not sandboxes. FAILED_PRECONDITION while
+  /// deleting.
   public func stopSandbox(request: Openshell_V1_StopSandboxRequest, context: ServerContext) async throws -> Openshell_V1_SandboxResponse {
     let caller = try userCaller("StopSandbox")
     let result = try await store.execute(
@@ -305,7 +312,9 @@ extension OpenShellService {
     return .with { $0.sandbox = Wire.sandbox(s, state: result.state) }
   }
 
-  /// `StartSandbox` RPC: records `sandbox.starting` for a stopped, completed or failed sandbox (the driver then starts it; without a driver also `sandbox.provisioning`); a no-op while it runs. FAILED_PRECONDITION while stopping or deleting. Callers: clients (operator, user; sandbox identities are refused).
+  /// `StartSandbox` RPC: records `sandbox.starting` for a stopped, completed or failed sandbox (the driver then
+  /// starts it; without a driver also `sandbox.provisioning`); a no-op while it runs. FAILED_PRECONDITION while
+  /// stopping or deleting. Callers: operators and users, not sandboxes.
   public func startSandbox(request: Openshell_V1_StartSandboxRequest, context: ServerContext) async throws -> Openshell_V1_SandboxResponse {
     let caller = try userCaller("StartSandbox")
     let result = try await store.execute(

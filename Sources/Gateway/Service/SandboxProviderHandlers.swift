@@ -5,7 +5,8 @@ import OpenShellAPI
 import Projections
 
 extension OpenShellService {
-  /// `ListSandboxProviders` RPC: the providers attached to a sandbox (credential values redacted; a name whose provider no longer exists is listed by name only), paginated. Callers: clients (operator, user; sandbox identities are refused).
+  /// `ListSandboxProviders` RPC: the providers attached to a sandbox (credential values redacted; a name whose
+  /// provider no longer exists is listed by name only), paginated. Callers: operators and users, not sandboxes.
   public func listSandboxProviders(request: Openshell_V1_ListSandboxProvidersRequest, context: ServerContext) async throws
     -> Openshell_V1_ListSandboxProvidersResponse
   {
@@ -25,7 +26,9 @@ extension OpenShellService {
     }
   }
 
-  /// `AttachSandboxProvider` RPC: records `sandbox.provider_attached` (at most 32 providers per sandbox); a no-op when already attached. Callers: clients (operator, user; sandbox identities are refused). FAILED_PRECONDITION for a provider missing from the sandbox's workspace.
+  /// `AttachSandboxProvider` RPC: records `sandbox.provider_attached` (at most 32 providers per sandbox); a
+  /// no-op when already attached. Callers: operators and users, not sandboxes. FAILED_PRECONDITION for a
+  /// provider missing from the sandbox's workspace.
   public func attachSandboxProvider(request: Openshell_V1_AttachSandboxProviderRequest, context: ServerContext) async throws
     -> Openshell_V1_AttachSandboxProviderResponse
   {
@@ -54,7 +57,8 @@ extension OpenShellService {
     }
   }
 
-  /// `DetachSandboxProvider` RPC: records `sandbox.provider_detached`; a no-op when not attached. Callers: clients (operator, user; sandbox identities are refused).
+  /// `DetachSandboxProvider` RPC: records `sandbox.provider_detached`; a no-op when not attached. Callers:
+  /// operators and users, not sandboxes.
   public func detachSandboxProvider(request: Openshell_V1_DetachSandboxProviderRequest, context: ServerContext) async throws
     -> Openshell_V1_DetachSandboxProviderResponse
   {

@@ -20,7 +20,8 @@ public final class SSHTunnelSettings: Sendable {
   /// At most this many tunnels at once per sandbox (OpenShell: 20, enforcement-and-ssh.md §1.5).
   public static let maxTunnelsPerSandbox = 20
 
-  /// Settings with this token lifetime in seconds (default 86,400 = 24 h; negative values count as 0, never expiring).
+  /// Settings with this token lifetime in seconds (default 86,400 = 24 h; negative values count as 0, never
+  /// expiring).
   public init(sessionTTLSeconds: Int64 = 86_400) { self.sessionTTLSeconds = max(0, sessionTTLSeconds) }
 
   /// Where clients reach the gateway (filled in once the server listens): returned by CreateSshSession.

@@ -7,7 +7,8 @@ import Projections
 extension OpenShellService {
   // MARK: workspaces (a `default` workspace always exists)
 
-  /// `CreateWorkspace` RPC: records `workspace.created`. Callers: clients (operator, user; sandbox identities are refused). INVALID_ARGUMENT for a bad name or label; ALREADY_EXISTS when it exists (`default` always does).
+  /// `CreateWorkspace` RPC: records `workspace.created`. Callers: operators and users, not sandboxes.
+  /// INVALID_ARGUMENT for a bad name or label; ALREADY_EXISTS when it exists (`default` always does).
   public func createWorkspace(request: Openshell_V1_CreateWorkspaceRequest, context: ServerContext) async throws -> Openshell_V1_CreateWorkspaceResponse {
     let caller = try userCaller("CreateWorkspace")
     try ObjectLimits.checkCount(request.labels, field: "labels")
@@ -28,7 +29,8 @@ extension OpenShellService {
     return .with { $0.workspace = Wire.workspace(w) }
   }
 
-  /// `GetWorkspace` RPC: one workspace by name (`default` always exists). Callers: clients (operator, user; sandbox identities are refused).
+  /// `GetWorkspace` RPC: one workspace by name (`default` always exists). Callers: operators and users, not
+  /// sandboxes.
   public func getWorkspace(request: Openshell_V1_GetWorkspaceRequest, context: ServerContext) async throws -> Openshell_V1_GetWorkspaceResponse {
     _ = try userCaller("GetWorkspace")
     let state = await store.state
@@ -36,7 +38,8 @@ extension OpenShellService {
     return .with { $0.workspace = Wire.workspace(w) }
   }
 
-  /// `ListWorkspaces` RPC: workspaces matching the label selector (the implicit `default` included), by name, paginated. Callers: clients (operator, user; sandbox identities are refused).
+  /// `ListWorkspaces` RPC: workspaces matching the label selector (the implicit `default` included), by name,
+  /// paginated. Callers: operators and users, not sandboxes.
   public func listWorkspaces(request: Openshell_V1_ListWorkspacesRequest, context: ServerContext) async throws -> Openshell_V1_ListWorkspacesResponse {
     _ = try userCaller("ListWorkspaces")
     let state = await store.state
@@ -50,7 +53,9 @@ extension OpenShellService {
     }
   }
 
-  /// `DeleteWorkspace` RPC: records `workspace.deleted`. FAILED_PRECONDITION for `default` or a workspace that still holds sandboxes, templates or providers; NOT_FOUND unless `allow_missing`. Callers: clients (operator, user; sandbox identities are refused).
+  /// `DeleteWorkspace` RPC: records `workspace.deleted`. FAILED_PRECONDITION for `default` or a workspace that
+  /// still holds sandboxes, templates or providers; NOT_FOUND unless `allow_missing`. Callers: operators and
+  /// users, not sandboxes.
   public func deleteWorkspace(request: Openshell_V1_DeleteWorkspaceRequest, context: ServerContext) async throws -> Openshell_V1_DeleteWorkspaceResponse {
     let caller = try userCaller("DeleteWorkspace")
     let result = try await store.execute(actor: caller.actor, requestID: request.requestID, rpc: "DeleteWorkspace", target: request.name) { state in
@@ -83,7 +88,8 @@ extension OpenShellService {
 
   // MARK: sandbox templates
 
-  /// `CreateSandboxTemplate` RPC: records `template.created` with the serialized template spec. Callers: clients (operator, user; sandbox identities are refused). ALREADY_EXISTS for a taken name in the workspace.
+  /// `CreateSandboxTemplate` RPC: records `template.created` with the serialized template spec. Callers:
+  /// operators and users, not sandboxes. ALREADY_EXISTS for a taken name in the workspace.
   public func createSandboxTemplate(request: Openshell_V1_CreateSandboxTemplateRequest, context: ServerContext) async throws
     -> Openshell_V1_SandboxTemplateResponse
   {
@@ -118,7 +124,8 @@ extension OpenShellService {
     return .with { $0.template = Wire.template(t) }
   }
 
-  /// `GetSandboxTemplate` RPC: one template by name in its workspace. Callers: clients (operator, user; sandbox identities are refused).
+  /// `GetSandboxTemplate` RPC: one template by name in its workspace. Callers: operators and users, not
+  /// sandboxes.
   public func getSandboxTemplate(request: Openshell_V1_GetSandboxTemplateRequest, context: ServerContext) async throws -> Openshell_V1_SandboxTemplateResponse {
     _ = try userCaller("GetSandboxTemplate")
     let state = await store.state
@@ -127,7 +134,8 @@ extension OpenShellService {
     return .with { $0.template = Wire.template(t) }
   }
 
-  /// `ListSandboxTemplates` RPC: templates of a workspace (or all) matching the label selector, by (workspace, name), paginated. Callers: clients (operator, user; sandbox identities are refused).
+  /// `ListSandboxTemplates` RPC: templates of a workspace (or all) matching the label selector, by (workspace,
+  /// name), paginated. Callers: operators and users, not sandboxes.
   public func listSandboxTemplates(request: Openshell_V1_ListSandboxTemplatesRequest, context: ServerContext) async throws
     -> Openshell_V1_ListSandboxTemplatesResponse
   {
@@ -145,7 +153,8 @@ extension OpenShellService {
     }
   }
 
-  /// `DeleteSandboxTemplate` RPC: records `template.deleted`; NOT_FOUND unless `allow_missing`. Callers: clients (operator, user; sandbox identities are refused).
+  /// `DeleteSandboxTemplate` RPC: records `template.deleted`; NOT_FOUND unless `allow_missing`. Callers:
+  /// operators and users, not sandboxes.
   public func deleteSandboxTemplate(request: Openshell_V1_DeleteSandboxTemplateRequest, context: ServerContext) async throws
     -> Openshell_V1_DeleteSandboxTemplateResponse
   {
