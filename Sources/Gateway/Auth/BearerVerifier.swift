@@ -51,9 +51,11 @@ public final class BearerVerifier: Sendable {
   /// Longest token accepted, in bytes (a JWT from a real issuer is a few KiB).
   static let maxTokenBytes = 16 * 1024
 
+  /// Issuer, audience and timing rules the tokens are checked against.
   public let settings: OIDCSettings
   let keys: OIDCKeyStore
 
+  /// A verifier for `settings`; the issuer's keys are fetched on first use, not here.
   public init(settings: OIDCSettings) {
     self.settings = settings
     self.keys = OIDCKeyStore(settings: settings)

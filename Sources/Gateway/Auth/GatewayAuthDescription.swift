@@ -18,9 +18,12 @@ public struct GatewayAuthDescription: Sendable, Hashable {
   /// The value of `service`, by which the CLI tells a gateway from any other HTTPS server.
   public static let serviceName = "openshell-gateway"
 
+  /// What the gateway's own port speaks (gives `transport`, and `auth_mode` without OIDC).
   public var security: GatewaySecurityMode
+  /// The OIDC settings when bearer tokens are accepted (`auth_mode` `oidc`); nil otherwise.
   public var oidc: OIDCSettings?
 
+  /// The description of a gateway with this transport and OIDC configuration.
   public init(security: GatewaySecurityMode, oidc: OIDCSettings?) {
     self.security = security
     self.oidc = oidc

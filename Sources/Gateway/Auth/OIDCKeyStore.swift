@@ -161,7 +161,9 @@ actor OIDCKeyStore {
 /// A URLSession delegate that answers every redirect with the redirect response itself (used for
 /// every request to an identity provider: a redirect must not steer keys, codes or tokens elsewhere).
 public final class RefuseRedirects: NSObject, URLSessionTaskDelegate, Sendable {
+  /// A delegate without state.
   public override init() { super.init() }
+  /// Refuses the redirect: completes with nil, so the task ends with the 3xx response itself.
   public func urlSession(
     _ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse,
     newRequest request: URLRequest, completionHandler: @escaping @Sendable (URLRequest?) -> Void

@@ -30,6 +30,7 @@ public struct OIDCSettings: Sendable, Hashable {
   /// Timeout of one request to the issuer. Default 5 s.
   public var fetchTimeout: TimeInterval = 5
 
+  /// Settings for this issuer and audience, with the defaults for every other field.
   public init(issuer: String, audience: String, clientID: String? = nil) {
     self.issuer = issuer
     self.audience = audience
@@ -99,6 +100,8 @@ public struct OIDCSettings: Sendable, Hashable {
 
 /// An invalid OIDC configuration (one readable sentence).
 public struct OIDCSettingsError: Error, CustomStringConvertible, Sendable {
+  /// The sentence, naming the flag or variable at fault.
   public let description: String
+  /// An error with this sentence.
   public init(_ description: String) { self.description = description }
 }

@@ -19,11 +19,13 @@ public struct ResourceLimits: Equatable, Sendable {
   /// Memory limit in bytes, nil when unlimited.
   public var memoryBytes: Int64?
 
+  /// True when neither a CPU nor a memory limit is set (nothing to apply).
   public var isEmpty: Bool { cpuMillicores == nil && memoryBytes == nil }
 
   /// Smallest accepted limits: below them a supervisor cannot start (1 MiB of memory is not enough for
   /// the Swift runtime; a cgroup cpu quota below 1 ms per 100 ms period is refused by the kernel).
   public static let minimumMemoryBytes: Int64 = 16 << 20
+  /// Smallest CPU limit accepted, millicores (10 = 1 ms of CPU per 100 ms period).
   public static let minimumCPUMillicores: Int64 = 10
 
   /// Parses `resources`.
@@ -107,8 +109,11 @@ public struct ResourceLimits: Equatable, Sendable {
 
 /// A resource limit that cannot be parsed or applied; `message` is shown to the user as is.
 public struct ResourceLimitsError: Error, CustomStringConvertible, Sendable {
+  /// What is wrong, naming the field (e.g. `template.resources.cpu`) and an accepted example.
   public let message: String
+  /// An error with this message.
   public init(_ message: String) { self.message = message }
+  /// The message.
   public var description: String { message }
 }
 

@@ -51,7 +51,9 @@ import Synchronization
 /// Layout per sandbox: `<data>/sandboxes/<id>/{workspace/, run/ (credentials, launch.json), instance.json,
 /// bwrap-info.json, supervisor.log, network.json, nftables.conf}`.
 public final class LocalComputeDriver: ComputeDriver, Sendable {
+  /// Driver name reported in GetGatewayInfo and `sandbox.provisioning` events.
   public let name = "local"
+  /// Name of the driver's checkpoint in the event log (last record it has handled).
   public static let checkpointName = "local-driver"
   /// How long a started supervisor may take to connect before the sandbox turns ERROR.
   public static let readyTimeout: Duration = .seconds(30)
@@ -60,6 +62,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
   let pki: GatewayPKI?
   /// Opens the sandboxes' sealed environment values at launch (nil: sandboxes with sealed values fail).
   let vault: SecretVault?
+  /// Supervisor sessions, relays and sandbox logs of the sandboxes this driver starts.
   public let hub: SupervisorHub
   let supervisorBinary: String
   let usesTLS: Bool
@@ -120,6 +123,8 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
 
   // MARK: spec validation
 
+  /// Refuses what the local driver cannot honour: OCI images, runtime classes, GPUs, driver_config, NUL in the
+  /// command, and cpu/memory limits that are invalid or that this host's cgroups cannot apply. nil = supported.
   public func unsupported(spec: Data) -> String? {
     guard let s = try? Openshell_V1_SandboxSpec(serializedBytes: spec) else { return "the sandbox spec does not decode" }
     let t = s.template
@@ -146,6 +151,9 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
 
   // MARK: reactor
 
+  /// The reactor: waits for the endpoint, reconciles every sandbox in the state and on disk (adopts live
+  /// instances, restarts or cleans up the rest), then follows the log and acts on new sandbox events. Runs
+  /// until cancelled. Throws when the store cannot catch up with the log or one of its monitoring tasks fails.
   public func run(store: GatewayStore) async throws {
     while endpoint.withLock({ $0 }) == nil { try await Task.sleep(for: .milliseconds(20)) }
     hub.setListener { [weak self] event in

@@ -11,7 +11,9 @@ import Synchronization
 /// ``ringCapacity`` (5,000) lines are kept in memory (loaded from the files on first use) and serve
 /// GetSandboxLogs and the tail of WatchSandbox(follow_logs). Deleting a sandbox deletes its logs.
 public final class SandboxLogStore: Sendable {
+  /// Size at which a sandbox's log file is rotated to `<id>.log.1`, bytes (1 MiB).
   public static let maxFileBytes = 1 << 20
+  /// Lines kept in memory per sandbox (the newest 5,000).
   public static let ringCapacity = 5_000
 
   private struct Buffer {
@@ -22,9 +24,11 @@ public final class SandboxLogStore: Sendable {
     var watchers: [UUID: AsyncStream<Openshell_V1_SandboxLogLine>.Continuation] = [:]
   }
 
+  /// The directory holding the `<sandbox id>.log` files (`<data dir>/sandbox-logs`).
   public let directory: String
   private let buffers = Mutex<[String: Buffer]>([:])
 
+  /// A store in `directory`, created 0700 if missing.
   public init(directory: String) {
     self.directory = directory
     try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])

@@ -18,13 +18,16 @@ public final class SupervisorHub: Sendable {
 
   /// One relay channel: frames from the supervisor, and a way to send frames to it.
   public struct RelayChannel: Sendable {
+    /// Frames from the supervisor, in order; finishes when the channel ends.
     public let incoming: AsyncThrowingStream<Data, any Error>
     let incomingContinuation: AsyncThrowingStream<Data, any Error>.Continuation
     let outgoing: AsyncStream<Data>.Continuation
     /// Flow control (byte streams only, see ``openRelay(sandboxID:service:target:flowControl:timeout:)``):
     /// bytes sent but not yet written to the supervisor, and bytes received but not yet consumed.
     public let toSupervisor: ByteCredit?
+    /// Credit on received bytes not yet consumed (flow-controlled channels); nil otherwise.
     public let fromSupervisor: ByteCredit?
+    /// Sends one frame to the supervisor without waiting for credit.
     public func send(_ data: Data) { outgoing.yield(data) }
     /// Sends once fewer than the limit's bytes are still on their way to the supervisor.
     public func sendWaiting(_ data: Data) async {
@@ -83,6 +86,7 @@ public final class SupervisorHub: Sendable {
     let continuation: CheckedContinuation<RelayChannel, any Error>
   }
 
+  /// Log lines of every sandbox (kept outside the event log).
   public let logs: SandboxLogStore
   private let sessions = Mutex<[String: Session]>([:])
   private let pending = Mutex<[String: PendingRelay]>([:])

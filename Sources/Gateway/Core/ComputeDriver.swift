@@ -20,5 +20,6 @@ public protocol ComputeDriver: Sendable {
 }
 
 extension ComputeDriver {
+  /// Default: every spec is supported.
   public func unsupported(spec: Data) -> String? { nil }
 }

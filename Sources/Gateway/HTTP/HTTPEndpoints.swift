@@ -10,6 +10,7 @@ public struct ReadinessInfo: Sendable, Hashable {
   /// Sequence number of the newest durable event.
   public var headSeq: UInt64
 
+  /// A report with every field given.
   public init(isReady: Bool, version: String, headSeq: UInt64) {
     self.isReady = isReady
     self.version = version

@@ -11,6 +11,9 @@ import Projections
 #endif
 
 extension InferenceService {
+  /// `SetInferenceRoute` RPC: checks the provider (default workspace) and, unless `no_verify`, probes its
+  /// `/models` endpoint with the key; then records `inference.route_set` and the new bundle revision. Callers:
+  /// operators and users, not sandboxes. FAILED_PRECONDITION for a missing provider or a failed probe.
   public func setInferenceRoute(request: Openshell_Inference_V1_SetInferenceRouteRequest, context: ServerContext) async throws
     -> Openshell_Inference_V1_SetInferenceRouteResponse
   {
@@ -70,6 +73,8 @@ extension InferenceService {
     }
   }
 
+  /// `GetInferenceRoute` RPC: the stored route (`inference.local` or `sandbox-system`); NOT_FOUND when it is
+  /// not configured. Callers: operators and users, not sandboxes.
   public func getInferenceRoute(request: Openshell_Inference_V1_GetInferenceRouteRequest, context: ServerContext) async throws
     -> Openshell_Inference_V1_GetInferenceRouteResponse
   {
@@ -85,6 +90,8 @@ extension InferenceService {
     return .with { $0.route = Self.wire(r) }
   }
 
+  /// `DeleteInferenceRoute` RPC: records `inference.route_deleted` and the new bundle revision; a no-op when
+  /// the route is absent. Callers: operators and users, not sandboxes.
   public func deleteInferenceRoute(request: Openshell_Inference_V1_DeleteInferenceRouteRequest, context: ServerContext) async throws
     -> Openshell_Inference_V1_DeleteInferenceRouteResponse
   {

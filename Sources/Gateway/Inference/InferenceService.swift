@@ -12,8 +12,13 @@ import Synchronization
 /// `openshell.inference.v1.Inference` (Protos/inference.proto): inference routes, their resolution into
 /// bundles for sandboxes, and the push of new bundle revisions (openshell-behavior.md §1F, §6).
 public final class InferenceService: Openshell_Inference_V1_Inference.SimpleServiceProtocol, Sendable {
+  /// Route name of the user-facing endpoint sandboxes call (`https://inference.local`).
   public static let userRoute = "inference.local"
+  /// Route name of the system route (`openshell inference set --system`), for platform functions, not user code
+  /// (openshell-behavior.md §1F).
   public static let systemRoute = "sandbox-system"
+  /// Provider types a route may use; any other is INVALID_ARGUMENT when the route is set or resolved
+  /// (openshell-behavior.md §1F).
   public static let supportedTypes = ["openai", "anthropic", "nvidia"]
   /// Provider workspace routes resolve against (inference is gateway-wide, as in OpenShell v0.0.30).
   static let providerWorkspace = GatewayState.defaultWorkspace
@@ -29,6 +34,8 @@ public final class InferenceService: Openshell_Inference_V1_Inference.SimpleServ
   /// The republisher's checkpoint in the log (``ProviderChangeFeed``).
   public static let checkpointName = "inference-republish"
 
+  /// A service over `store`; without `vault` no bundle can be built and routes cannot be verified.
+  /// `probeTimeout`: seconds the endpoint check of SetInferenceRoute may take (OpenShell: 30 s).
   public init(store: GatewayStore, vault: SecretVault?, hub: SupervisorHub?, probeTimeout: TimeInterval = 30) {
     self.store = store
     self.vault = vault
@@ -86,6 +93,8 @@ public final class InferenceService: Openshell_Inference_V1_Inference.SimpleServ
 
   // MARK: bundle delivery
 
+  /// `GetInferenceBundle` RPC: the resolved routes with their plaintext API keys, recorded as an
+  /// `audit.credentials_disclosed` event (provider and key names only). Callers: the sandbox itself only.
   public func getInferenceBundle(request: Openshell_Inference_V1_GetInferenceBundleRequest, context: ServerContext) async throws
     -> Openshell_Inference_V1_GetInferenceBundleResponse
   {
@@ -103,6 +112,8 @@ public final class InferenceService: Openshell_Inference_V1_Inference.SimpleServ
       providers: Array(Set(routes.map(\.provider.name))).sorted(), keys: Array(Set(routes.map(\.keyName))))
   }
 
+  /// `WatchInferenceBundle` RPC: streams the bundle now and again whenever its revision changes, recording each
+  /// disclosure as GetInferenceBundle does. Callers: the sandbox itself only. Ends when the caller cancels.
   public func watchInferenceBundle(
     request: Openshell_Inference_V1_GetInferenceBundleRequest, response: RPCWriter<Openshell_Inference_V1_GetInferenceBundleResponse>, context: ServerContext
   ) async throws {

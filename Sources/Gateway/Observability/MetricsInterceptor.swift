@@ -7,10 +7,13 @@ import NIOCore
 public struct MetricsInterceptor: ServerInterceptor {
   private let metrics: GatewayMetrics
 
+  /// An interceptor recording into `metrics`.
   public init(metrics: GatewayMetrics) {
     self.metrics = metrics
   }
 
+  /// Runs the RPC and records its method, final status code (`OK` or the code's name) and latency in seconds,
+  /// measured until the response producer ends; errors are rethrown unchanged.
   public func intercept<Input: Sendable, Output: Sendable>(
     request: StreamingServerRequest<Input>,
     context: ServerContext,

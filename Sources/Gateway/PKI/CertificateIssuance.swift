@@ -39,6 +39,7 @@ public struct CertificateIssuance: Sendable, Hashable, Codable {
   /// Subject alternative names as `DNS:<name>` or `IP:<address>` strings, in certificate order.
   public var subjectAlternativeNames: [String]
 
+  /// A description with every field given (as read back from an issued certificate).
   public init(
     role: CertificateRole, subject: String, issuer: String, fingerprintSHA256: String,
     serialHex: String, notBefore: Date, notAfter: Date, subjectAlternativeNames: [String]
@@ -83,6 +84,8 @@ public enum GatewayPKIError: Error, Sendable, Equatable, CustomStringConvertible
   /// outside `[A-Za-z0-9._-]`).
   case invalidSandboxID(String)
 
+  /// One readable line naming what is wrong (the file, directory, date or sandbox id) and, where there is one,
+  /// the remedy.
   public var description: String {
     switch self {
     case .incompleteCA(let dir):

@@ -7,14 +7,19 @@ import Projections
 /// Carries names and ids only, never a credential value: consumers resolve the new environment themselves
 /// (``ProviderEnvironmentResolver``), through the vault.
 public struct ProviderChange: Sendable, Equatable {
+  /// Which record it came from: `provider.created`, `provider.updated`, `provider.credential_rotated`,
+  /// `provider.deleted`, `sandbox.provider_attached` or `sandbox.provider_detached`.
   public enum Kind: String, Sendable {
     case created, updated, rotated, deleted, attached, detached
   }
 
+  /// The kind of record.
   public var kind: Kind
+  /// Id of the provider concerned.
   public var providerID: String
   /// Provider name and workspace.
   public var provider: String
+  /// Workspace of the provider.
   public var workspace: String
   /// Sandboxes whose provider environment changed: those that use the provider now, or the one a
   /// provider was attached to or detached from. Empty for `deleted` (its detachments are records of their own).

@@ -79,6 +79,7 @@ public struct ProviderDelivery: Sendable {
   let hub: SupervisorHub
   private let logger = Logger(label: "openshell.gateway.providers")
 
+  /// A delivery over `store`; `vault` opens the sealed credentials, `hub` reaches connected supervisors.
   public init(store: GatewayStore, vault: SecretVault, hub: SupervisorHub) {
     self.store = store
     self.vault = vault

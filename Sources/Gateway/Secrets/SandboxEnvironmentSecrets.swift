@@ -27,7 +27,9 @@ public enum SandboxEnvironmentSecrets {
     public var spec: Openshell_V1_SandboxSpec
     /// Empty when nothing needed sealing (no key was created).
     public var keyID: String
+    /// `spec.environment`: variable name → sealed value (AES-GCM under ``keyID``).
     public var environment: [String: Data]
+    /// `spec.template.environment`: variable name → sealed value.
     public var templateEnvironment: [String: Data]
   }
 

@@ -20,12 +20,15 @@ import Foundation
 public final class SecretVault: @unchecked Sendable {
   /// Errors: missing or damaged key files, a destroyed data key, or a value that fails authentication.
   public struct VaultError: Error, CustomStringConvertible, Sendable {
+    /// One readable line naming the key or file; never a key or plaintext value.
     public let message: String
     /// The OS error when a file operation failed (e.g. `ENOSPC`).
     public var errno: Int32? = nil
+    /// The message.
     public var description: String { message }
   }
 
+  /// The vault directory: `master.key` and the wrapped data keys under `data/`.
   public let directory: String
   private let masterKey: SymmetricKey
   private let lock = NSLock()

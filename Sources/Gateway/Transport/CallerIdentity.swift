@@ -33,6 +33,7 @@ public struct CallerIdentity: Sendable, Hashable, CustomStringConvertible {
   /// Such a caller is an operator (kind ``Kind-swift.enum/operator``) whose actor is `oidc:<sub>`.
   public var oidcSubject: String?
 
+  /// An identity with these parts (tests and the certificate initializer below).
   public init(kind: Kind, subject: String, fingerprint: String?, commonName: String? = nil) {
     self.kind = kind
     self.subject = subject
@@ -63,6 +64,7 @@ public struct CallerIdentity: Sendable, Hashable, CustomStringConvertible {
     }
   }
 
+  /// The ``actor`` string.
   public var description: String { actor }
 
   /// Whether the caller is the operator.

@@ -21,8 +21,11 @@ public protocol GatewayStatusError: Error, RPCErrorConvertible {
 }
 
 extension GatewayStatusError {
+  /// The gRPC status code of ``status``.
   public var rpcErrorCode: RPCError.Code { status.code }
+  /// The message of ``status``, written for people.
   public var rpcErrorMessage: String { status.message }
+  /// ``status`` as trailing metadata: the `google.rpc.Status` details in `grpc-status-details-bin`.
   public var rpcErrorMetadata: Metadata { status.rpcErrorMetadata }
 }
 

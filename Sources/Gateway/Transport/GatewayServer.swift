@@ -19,6 +19,7 @@ public enum GatewayServerError: Error, Sendable, Equatable, CustomStringConverti
   /// ``GatewayServer/run()`` was called more than once.
   case alreadyRunning
 
+  /// One line naming the port, address or reason, e.g. `port 8080 is already in use`.
   public var description: String {
     switch self {
     case .portInUse(let port): return "port \(port) is already in use"
@@ -73,6 +74,7 @@ public final class GatewayServer: Sendable {
     /// it is passed in with the others). Default nil.
     public var oidc: OIDCSettings?
 
+    /// A configuration listening on `host:port` with `security` (default mTLS) and the defaults above.
     public init(host: String, port: Int, security: GatewaySecurityMode = .mutualTLS) {
       self.host = host
       self.port = port

@@ -34,9 +34,13 @@ public struct HandshakeRefusal: Sendable, Equatable {
 
   /// The documented reasons (README "Audit"). Each is a distinct aggregation key.
   public enum Reason {
+    /// The client sent no certificate while mTLS requires one.
     public static let noCertificate = "no client certificate"
+    /// The certificate does not chain to the gateway CA.
     public static let unknownCA = "client certificate not issued by the gateway CA"
+    /// The certificate's validity period has ended.
     public static let expired = "client certificate expired"
+    /// The certificate's validity period has not begun.
     public static let notYetValid = "client certificate not yet valid"
     /// CA-signed, in its validity period, yet refused (e.g. key usage); followed by BoringSSL's token.
     public static let rejected = "client certificate rejected"

@@ -8,10 +8,13 @@ import GRPCCore
 public struct IdentityInterceptor: ServerInterceptor {
   private let registry: PeerCertificateRegistry
 
+  /// An interceptor that looks callers up in `registry`.
   public init(registry: PeerCertificateRegistry) {
     self.registry = registry
   }
 
+  /// Runs the RPC, and its streaming response producer, with ``CallerIdentity/current`` bound to the caller's
+  /// identity (anonymous without a verified certificate). Refuses nothing itself.
   public func intercept<Input: Sendable, Output: Sendable>(
     request: StreamingServerRequest<Input>,
     context: ServerContext,

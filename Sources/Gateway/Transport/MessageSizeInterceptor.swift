@@ -12,10 +12,13 @@ public struct MessageSizeInterceptor: ServerInterceptor {
   /// Maximum serialized request message size, bytes.
   public let limit: Int
 
+  /// An interceptor enforcing `limit` bytes per request message.
   public init(limit: Int) {
     self.limit = limit
   }
 
+  /// Checks each request message as the handler reads it: RESOURCE_EXHAUSTED naming the method, the size and
+  /// the limit when its serialized size exceeds ``limit``.
   public func intercept<Input: Sendable, Output: Sendable>(
     request: StreamingServerRequest<Input>,
     context: ServerContext,

@@ -19,6 +19,7 @@ public final class PeerCertificateRegistry: Sendable {
 
   private let entries = Mutex<[String: Entry]>([:])
 
+  /// An empty registry (no connection known).
   public init() {}
 
   /// The identity for the connection that `ServerContext.remotePeer` names; ``CallerIdentity/anonymous``

@@ -9,8 +9,11 @@ import SandboxProtocol
 public struct SandboxTokenInterceptor: ServerInterceptor {
   @TaskLocal static var current: String = ""
 
+  /// A stateless interceptor.
   public init() {}
 
+  /// Runs the RPC, and its streaming response producer, with the call's sandbox token bound (empty when the
+  /// metadata has none). Verifies nothing: the supervisor-facing handlers check the token.
   public func intercept<Input: Sendable, Output: Sendable>(
     request: StreamingServerRequest<Input>,
     context: ServerContext,

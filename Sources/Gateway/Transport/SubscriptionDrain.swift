@@ -18,6 +18,7 @@ public final class SubscriptionDrain: Sendable {
 
   private let state = Mutex(State())
 
+  /// A drain that has not begun.
   public init() {}
 
   /// Whether draining has begun.
@@ -136,11 +137,15 @@ public struct SubscriptionDrainInterceptor: ServerInterceptor {
   private let drain: SubscriptionDrain
   private let methods: Set<String>
 
+  /// An interceptor treating `methods` (fully qualified, `package.Service/Method`) as subscriptions of `drain`.
   public init(drain: SubscriptionDrain, methods: Set<String> = Self.defaultMethods) {
     self.drain = drain
     self.methods = methods
   }
 
+  /// For a subscription method: UNAVAILABLE once draining has begun, else runs it so that
+  /// ``SubscriptionDrain/begin()`` cancels it. Every RPC sees the drain as the server's, so handlers can ask
+  /// whether a shutdown began.
   public func intercept<Input: Sendable, Output: Sendable>(
     request: StreamingServerRequest<Input>,
     context: ServerContext,
