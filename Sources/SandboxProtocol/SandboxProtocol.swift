@@ -39,9 +39,9 @@ public enum SandboxProtocol {
   /// Environment variable: path of the gateway CA certificate (`ca.crt` in ``credentialsDirectory``);
   /// required for an `https` endpoint (the supervisor never falls back to the system roots).
   public static let envTLSCA = "OPENSHELL_TLS_CA"
-  /// Environment variable: path of the sandbox's client certificate (`tls.crt`), set for mTLS only.
+  /// Environment variable: path of the sandbox's client certificate (`tls.crt`), set when the gateway speaks TLS.
   public static let envTLSCert = "OPENSHELL_TLS_CERT"
-  /// Environment variable: path of the private key of that certificate (`tls.key`), set for mTLS only.
+  /// Environment variable: path of the private key of that certificate (`tls.key`), set with `tls.crt`.
   public static let envTLSKey = "OPENSHELL_TLS_KEY"
   /// Environment variable: path of the file holding the sandbox token (`token`), sent in ``tokenHeader``.
   public static let envTokenFile = "OPENSHELL_SANDBOX_TOKEN_FILE"
