@@ -67,6 +67,11 @@ public final class EventLog: Sendable {
     /// refused as `.corrupt` (naming the page) instead of crashing the process or opening as a new log. Skipped
     /// for a read-only open while another process writes the log (its pages change under the walk).
     public var checkFileStructure: Bool = true
+    /// With ``checkFileStructure``, also check every record in that walk (``RecordCheckAtOpen``: checksum,
+    /// framing, gapless seqs up to `meta` head.seq, chain checkpoints' checksums) and refuse the open with
+    /// `.corrupt` naming the seq otherwise; ``EventLog/recordsCheckedAtOpen`` then says so and a server's
+    /// start skips its own checksum pass (issue 14: one read of the file instead of two; issue 17's checks).
+    public var checkRecordsAtOpen: Bool = false
     /// Set only by ``EventLog/openForBulkLoad(directory:options:)``: commits are not flushed (`MDB_NOSYNC`)
     /// until ``EventLog/finishBulkLoad()``, and the open accepts the directory's bulk-load marker.
     var bulkLoad = false
@@ -89,9 +94,16 @@ public final class EventLog: Sendable {
   private let closedFlag = Atomic<Bool>(false)
   /// What the structural walk of `data.mdb` found at open (nil when it was skipped or the file was new).
   public let fileReport: LMDBFileReport?
+  /// The head seq at open when ``Options/checkRecordsAtOpen`` checked every record 1...it in the walk of
+  /// `data.mdb` (what ``verify(checksumsOnly:progress:)`` checks); nil when no such check ran.
+  public let recordsCheckedAtOpen: UInt64?
 
-  private init(directory: String, shared: LogShared, writer: Writer?, lock: WriterLockFile?, fileReport: LMDBFileReport?) {
+  private init(
+    directory: String, shared: LogShared, writer: Writer?, lock: WriterLockFile?, fileReport: LMDBFileReport?,
+    recordsCheckedAtOpen: UInt64?
+  ) {
     self.fileReport = fileReport
+    self.recordsCheckedAtOpen = recordsCheckedAtOpen
     self.directory = directory
     self.shared = shared
     self.writer = writer
@@ -131,11 +143,13 @@ public final class EventLog: Sendable {
     }
     let lock = opts.readOnly ? nil : try WriterLockFile(directory: directory)
     var fileReport: LMDBFileReport?
+    var recordCheck: RecordCheckAtOpen?
     do {
       let data = directory + "/data.mdb"
       // An existing data.mdb (even 0 bytes) is checked; only a missing one starts a new log.
       if opts.checkFileStructure, fm.fileExists(atPath: data), !(opts.readOnly && WriterLockFile.holder(directory: directory) != nil) {
-        let report = try LMDBFileCheck.check(path: data)
+        recordCheck = opts.checkRecordsAtOpen ? RecordCheckAtOpen() : nil
+        let report = try LMDBFileCheck.check(path: data, values: recordCheck?.walkChecks ?? [:])
         fileReport = report
         // An initialised log has every database; a missing one means a damaged name in the main tree, and
         // opening it would silently create an empty database in its place (a flipped "meta" = a new log).
@@ -154,6 +168,7 @@ public final class EventLog: Sendable {
       do {
         let place = fileReport.map { "\(data) is damaged at page \($0.mainTreeRoot) (main tree)" } ?? "\(data) is damaged (main tree)"
         let head = try initialize(env, readOnly: opts.readOnly, damagedPlace: place)
+        let checkedThrough = try recordCheck?.confirm(headSeq: head.headSeq)
         let shared = LogShared(env: env, directory: directory, options: opts, head: head, logger: opts.logger)
         var writer: Writer?
         if !opts.readOnly {
@@ -164,7 +179,9 @@ public final class EventLog: Sendable {
         opts.logger.debug(
           "event log opened",
           metadata: ["directory": "\(directory)", "headSeq": "\(head.headSeq)", "readOnly": "\(opts.readOnly)"])
-        return EventLog(directory: directory, shared: shared, writer: writer, lock: lock, fileReport: fileReport)
+        return EventLog(
+          directory: directory, shared: shared, writer: writer, lock: lock, fileReport: fileReport,
+          recordsCheckedAtOpen: checkedThrough)
       } catch {
         env.close()
         throw error

@@ -17,6 +17,8 @@ public enum StateLoader {
   /// Opening path of a server (issue 17: never serve a log it cannot trust): the newest usable snapshot plus
   /// the records after it, after checking what that relies on —
   /// 1. every record's checksum, header and seq (gapless 1...head; ``EventLog/verify(checksumsOnly:progress:)``),
+  ///    unless the log's open already checked exactly that in its walk of the file
+  ///    (``EventLog/recordsCheckedAtOpen`` equals the head: ``EventLog/Options/checkRecordsAtOpen``),
   /// 2. the head record: its chain hash equals `meta` head.hash and it links to the record before it,
   /// 3. the snapshot: it decodes, covers exactly its seq, and (version 2) holds the chain hash of the record at
   ///    its seq; a snapshot that fails falls back to the next older one, then to a replay from seq 1, and each
@@ -28,17 +30,18 @@ public enum StateLoader {
   public static func load(_ log: EventLog, progress: ((UInt64, UInt64) -> Void)? = nil) throws -> (state: GatewayState, snapshotSeq: UInt64, warnings: [String])
   {
     let head = log.headSeq
-    // Step 1 reads every record and needs none of the rest, so it runs on a thread of its own while steps 2–4
-    // load the state (issue 14: restart time); its failure is still the one reported first.
-    let quick = ConcurrentResult { try log.verify(checksumsOnly: true) }
+    // Step 1 reads every record and needs none of the rest, so (when the open did not do it) it runs on a
+    // thread of its own while steps 2–4 load the state (issue 14: restart time); its failure is still the one
+    // reported first.
+    let quick = log.recordsCheckedAtOpen == head ? nil : ConcurrentResult { try log.verify(checksumsOnly: true) }
     let loaded: (state: GatewayState, snapshotSeq: UInt64, warnings: [String])
     do {
       loaded = try loadChecked(log, head: head, progress: progress)
     } catch {
-      if let bad = try quick.value().firstBad { throw EventLogError(code: .corrupt, message: bad.reason, seq: bad.seq) }
+      if let bad = try quick?.value().firstBad { throw EventLogError(code: .corrupt, message: bad.reason, seq: bad.seq) }
       throw error
     }
-    if let bad = try quick.value().firstBad { throw EventLogError(code: .corrupt, message: bad.reason, seq: bad.seq) }
+    if let bad = try quick?.value().firstBad { throw EventLogError(code: .corrupt, message: bad.reason, seq: bad.seq) }
     return loaded
   }
 
