@@ -72,6 +72,11 @@ public final class EventLog: Sendable {
     /// `.corrupt` naming the seq otherwise; ``EventLog/recordsCheckedAtOpen`` then says so and a server's
     /// start skips its own checksum pass (issue 14: one read of the file instead of two; issue 17's checks).
     public var checkRecordsAtOpen: Bool = false
+    /// With ``checkFileStructure``: the walk reads the `snapshots` database first and hands the newest snapshot
+    /// of ``SnapshotPrefetch/name`` (as stored: still to be checked and decompressed) to
+    /// ``SnapshotPrefetch/receive`` at once, before it walks the records, so that a caller can decode it on
+    /// another thread meanwhile (issue 14: restart time). Not called when there is no such snapshot.
+    public var snapshotPrefetch: SnapshotPrefetch?
     /// Set only by ``EventLog/openForBulkLoad(directory:options:)``: commits are not flushed (`MDB_NOSYNC`)
     /// until ``EventLog/finishBulkLoad()``, and the open accepts the directory's bulk-load marker.
     var bulkLoad = false
@@ -149,7 +154,15 @@ public final class EventLog: Sendable {
       // An existing data.mdb (even 0 bytes) is checked; only a missing one starts a new log.
       if opts.checkFileStructure, fm.fileExists(atPath: data), !(opts.readOnly && WriterLockFile.holder(directory: directory) != nil) {
         recordCheck = opts.checkRecordsAtOpen ? RecordCheckAtOpen() : nil
-        let report = try LMDBFileCheck.check(path: data, values: recordCheck?.walkChecks ?? [:])
+        var checks = recordCheck?.walkChecks ?? [:]
+        var walked: [String: () -> Void] = [:]
+        if let prefetch = opts.snapshotPrefetch {
+          let newest = SnapshotPrefetch.Newest(name: prefetch.name)
+          checks["snapshots"] = { k, v in newest.see(key: k, value: v) }
+          walked["snapshots"] = { if let found = newest.found { prefetch.receive(found) } }
+        }
+        let report = try LMDBFileCheck.check(
+          path: data, values: checks, walkFirst: opts.snapshotPrefetch == nil ? [] : ["snapshots"], walked: walked)
         fileReport = report
         // An initialised log has every database; a missing one means a damaged name in the main tree, and
         // opening it would silently create an empty database in its place (a flipped "meta" = a new log).

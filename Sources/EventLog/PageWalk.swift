@@ -62,8 +62,12 @@ public enum LMDBFileCheck {
   static let maxDepth = 32
 
   /// Walks `path` (a `data.mdb`), running `values[name]` on every plain value of the named database `name`.
-  /// Throws `.corrupt` naming the first bad page, `.io` if it cannot be read.
-  public static func check(path: String, values: [String: LMDBValueCheck] = [:]) throws -> LMDBFileReport {
+  /// The named databases in `walkFirst` are walked before the others (in that order), and `walked[name]` runs
+  /// as soon as database `name` has been walked (e.g. to hand on what its value check collected while the
+  /// rest of the file is walked). Throws `.corrupt` naming the first bad page, `.io` if it cannot be read.
+  public static func check(
+    path: String, values: [String: LMDBValueCheck] = [:], walkFirst: [String] = [], walked: [String: () -> Void] = [:]
+  ) throws -> LMDBFileReport {
     // O_NONBLOCK: a FIFO in data.mdb's place must not block the open.
     let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
     guard fd >= 0 else { throw EventLogError.posix("open \(path)") }
@@ -76,7 +80,7 @@ public enum LMDBFileCheck {
     // The walk reads the trees in key order, which after many commits is far from file order: ask the
     // kernel to read the file ahead (a start after a reboot would otherwise wait on many small reads).
     _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_WILLNEED))
-    let walker = Walker(fd: fd, path: path, fileBytes: UInt64(st.st_size), checks: values)
+    let walker = Walker(fd: fd, path: path, fileBytes: UInt64(st.st_size), checks: values, walkFirst: walkFirst, walked: walked)
     defer { walker.release() }
     return try walker.run()
   }
@@ -165,9 +169,12 @@ extension LMDBFileCheck.Walker {
     let mainTree = try walkTree(
       cur.main, name: "main database", integerKeys: false, subDB: { name, db in subDBs.append((name, db)) }, leafData: nil)
     var pages = freeTree + mainTree
-    for (name, db) in subDBs {
+    let first = walkFirst
+    let rank = { (name: String) in first.firstIndex(of: name) ?? first.count }
+    for (name, db) in subDBs.enumerated().sorted(by: { (rank($0.element.0), $0.offset) < (rank($1.element.0), $1.offset) }).map(\.element) {
       guard db.flags == 0 || db.flags & ~0x7F == 0 else { throw bad(nil, "database '\(name)' has unknown flags \(db.flags)") }
       pages += try walkTree(db, name: "database '\(name)'", integerKeys: db.flags & 0x08 != 0, leafData: checks[name])
+      walked[name]?()
     }
     var freeSeen = Set<UInt64>()
     for id in freeIDs {

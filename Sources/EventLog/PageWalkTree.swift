@@ -12,6 +12,8 @@ extension LMDBFileCheck {
     let path: String
     let fileBytes: UInt64
     let checks: [String: LMDBValueCheck]
+    let walkFirst: [String]
+    let walked: [String: () -> Void]
     var psize = 4096
     var lastPage: UInt64 = 0
     var used: [Bool] = []
@@ -24,11 +26,16 @@ extension LMDBFileCheck {
     /// Values on overflow pages that a check reads, grown to the largest one.
     private var big = UnsafeMutableRawBufferPointer.allocate(byteCount: 0, alignment: 16)
 
-    init(fd: Int32, path: String, fileBytes: UInt64, checks: [String: LMDBValueCheck]) {
+    init(
+      fd: Int32, path: String, fileBytes: UInt64, checks: [String: LMDBValueCheck], walkFirst: [String],
+      walked: [String: () -> Void]
+    ) {
       self.fd = fd
       self.path = path
       self.fileBytes = fileBytes
       self.checks = checks
+      self.walkFirst = walkFirst
+      self.walked = walked
     }
 
     func allocatePages() {

@@ -20,8 +20,9 @@ final class RecordCheckAtOpen {
   /// The checks to hand to ``LMDBFileCheck/check(path:values:)``.
   var walkChecks: [String: LMDBValueCheck] {
     [
-      "events": { [unowned self] k, v in try self.record(key: k, value: v) },
-      ChainCheckpoints.name: { [unowned self] k, v in try self.checkpoint(key: k, value: v) },
+      // Strong captures: the walk drops these closures when it ends (`unowned` cost a check per record).
+      "events": { k, v in try self.record(key: k, value: v) },
+      ChainCheckpoints.name: { k, v in try self.checkpoint(key: k, value: v) },
     ]
   }
 

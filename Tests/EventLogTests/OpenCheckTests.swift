@@ -82,6 +82,46 @@ import Testing
     #expect(try log.verify(checksumsOnly: true).firstBad?.seq == target)
   }
 
+  /// `snapshotPrefetch`: the walk reads the snapshots before the records and hands over the newest snapshot of
+  /// the name only (not an older one, not another name's), with the bytes `snapshot(name:seq:)` returns; it
+  /// is handed over even when a record later fails (it was read first).
+  @Test func theNewestSnapshotIsHandedOverBeforeTheRecordsAreWalked() async throws {
+    let tmp = TempDir()
+    defer { tmp.remove() }
+    let stored = try await Self.makeLog(tmp.log)
+    let big = noise(20_000, seed: 5)  // on overflow pages
+    do {
+      let log = try openLog(tmp.log)
+      defer { log.close() }
+      try log.saveSnapshot(name: "state", seq: 1000, bytes: Array("older".utf8))
+      try log.saveSnapshot(name: "state", seq: 2000, bytes: big)
+      try log.saveSnapshot(name: "statf", seq: 2500, bytes: Array("another name".utf8))
+    }
+    final class Received: @unchecked Sendable {
+      let lock = NSLock()
+      var items: [PrefetchedSnapshot] = []
+    }
+    func open(_ received: Received) throws -> EventLog {
+      try openLog(tmp.log) {
+        $0.checkRecordsAtOpen = true
+        $0.snapshotPrefetch = SnapshotPrefetch(name: "state") { p in received.lock.withLock { received.items.append(p) } }
+      }
+    }
+    let first = Received()
+    do {
+      let log = try open(first)
+      defer { log.close() }
+      #expect(first.items.map(\.seq) == [2000])
+      #expect(try first.items.first?.open().bytes == big)
+      #expect(try first.items.first?.open() == log.snapshot(name: "state", seq: 2000))
+    }
+    try Self.flip(in: tmp.log, value: try #require(stored[1500]))
+    let second = Received()
+    let e = expectEventLogError(.corrupt) { _ = try open(second) }
+    #expect(e?.seq == 1500)
+    #expect(second.items.map(\.seq) == [2000], "handed over before the walk reached the records")
+  }
+
   /// A missing record, a record beyond meta's head and a damaged chain checkpoint: each refused naming its seq
   /// with `verify`'s reason.
   @Test func gapsStrayRecordsAndDamagedCheckpointsAreRefused() async throws {

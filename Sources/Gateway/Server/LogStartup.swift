@@ -36,6 +36,10 @@ enum LogStartup {
     // file; issue 14), so the store's load does not read every record again.
     var options = options
     options.checkRecordsAtOpen = true
+    // The walk reads the snapshots first and the newest one decodes on its own thread while the walk checks
+    // the records (issue 14).
+    let ahead = SnapshotDecodeAhead()
+    options.snapshotPrefetch = ahead.prefetch
     do {
       log = try EventLog.open(directory: logDir, options: options)
     } catch let e as EventLogError where e.code == .corrupt {
@@ -43,7 +47,7 @@ enum LogStartup {
     }
     do {
       let opened = ContinuousClock.now
-      let store = try GatewayStore(log: log, metrics: metrics)
+      let store = try GatewayStore(log: log, metrics: metrics, decodedAhead: ahead)
       let loaded = ContinuousClock.now
       if let r = log.fileReport {
         let records = log.recordsCheckedAtOpen.map { ", records 1...\($0) checked" } ?? ""
