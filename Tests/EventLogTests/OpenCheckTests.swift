@@ -122,6 +122,48 @@ import Testing
     #expect(second.items.map(\.seq) == [2000], "handed over before the walk reached the records")
   }
 
+  /// Version 1 records (the fixture of the first format, magic "OSEV") go through the full parse in the walk:
+  /// a sound v1 log is checked through its head, and a flipped timestamp byte of a record in the middle of it
+  /// is refused naming that record's seq.
+  @Test func version1RecordsAreCheckedToo() throws {
+    let tmp = TempDir()
+    defer { tmp.remove() }
+    let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+      .appendingPathComponent("log-data/v1-sandbox-lifecycle.mdb")
+    var bytes = try [UInt8](Data(contentsOf: fixture))
+    try FileManager.default.createDirectory(atPath: tmp.log, withIntermediateDirectories: true)
+    try Data(bytes).write(to: URL(fileURLWithPath: tmp.log + "/data.mdb"))
+    func open() throws -> EventLog {
+      try openLog(tmp.log) {
+        $0.readOnly = true
+        $0.checkRecordsAtOpen = true
+      }
+    }
+    let head: UInt64
+    do {
+      let log = try open()
+      defer { log.close() }
+      head = log.headSeq
+      #expect(head >= 10 && log.recordsCheckedAtOpen == head)
+    }
+    // v1: magic "OSEV", version 1, then at offset 8 the seq (u64 big-endian) and at 16 the timestamp.
+    let magic = Array("OSEV".utf8) + [1]
+    let target = head / 2
+    var hits = 0
+    for i in 0..<(bytes.count - 32) where Array(bytes[i..<(i + 5)]) == magic {
+      var seq: UInt64 = 0
+      for k in 8..<16 { seq = seq << 8 | UInt64(bytes[i + k]) }
+      if seq == target {
+        bytes[i + 20] ^= 0x01
+        hits += 1
+      }
+    }
+    #expect(hits >= 1)
+    try Data(bytes).write(to: URL(fileURLWithPath: tmp.log + "/data.mdb"))
+    let e = expectEventLogError(.corrupt) { _ = try open() }
+    #expect(e?.seq == target && e?.message.contains("data.mdb is damaged at seq \(target) (page ") == true, "\(String(describing: e))")
+  }
+
   /// A missing record, a record beyond meta's head and a damaged chain checkpoint: each refused naming its seq
   /// with `verify`'s reason.
   @Test func gapsStrayRecordsAndDamagedCheckpointsAreRefused() async throws {
