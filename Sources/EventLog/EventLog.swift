@@ -68,7 +68,7 @@ public final class EventLog: Sendable {
     /// for a read-only open while another process writes the log (its pages change under the walk).
     public var checkFileStructure: Bool = true
     /// With ``checkFileStructure``, also check every record in that walk (``RecordCheckAtOpen``: checksum,
-    /// framing, gapless seqs up to `meta` head.seq, chain checkpoints' checksums) and refuse the open with
+    /// gapless seqs up to `meta` head.seq, chain checkpoints' checksums) and refuse the open with
     /// `.corrupt` naming the seq otherwise; ``EventLog/recordsCheckedAtOpen`` then says so and a server's
     /// start skips its own checksum pass (issue 14: one read of the file instead of two; issue 17's checks).
     public var checkRecordsAtOpen: Bool = false
@@ -100,7 +100,8 @@ public final class EventLog: Sendable {
   /// What the structural walk of `data.mdb` found at open (nil when it was skipped or the file was new).
   public let fileReport: LMDBFileReport?
   /// The head seq at open when ``Options/checkRecordsAtOpen`` checked every record 1...it in the walk of
-  /// `data.mdb` (what ``verify(checksumsOnly:progress:)`` checks); nil when no such check ran.
+  /// `data.mdb` (checksums, seqs and checkpoints, as ``verify(checksumsOnly:progress:)`` does; a version 2
+  /// record's header is parsed only when it is read); nil when no such check ran.
   public let recordsCheckedAtOpen: UInt64?
 
   private init(

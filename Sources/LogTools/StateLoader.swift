@@ -17,7 +17,7 @@ public enum StateLoader {
   /// Opening path of a server (issue 17: never serve a log it cannot trust): the newest usable snapshot plus
   /// the records after it, after checking what that relies on —
   /// 1. every record's checksum, header and seq (gapless 1...head; ``EventLog/verify(checksumsOnly:progress:)``),
-  ///    unless the log's open already checked exactly that in its walk of the file
+  ///    unless the log's open already checked every record's checksum and seq in its walk of the file
   ///    (``EventLog/recordsCheckedAtOpen`` equals the head: ``EventLog/Options/checkRecordsAtOpen``),
   /// 2. the head record: its chain hash equals `meta` head.hash and it links to the record before it,
   /// 3. the snapshot: it decodes, covers exactly its seq, and (version 2) holds the chain hash of the record at
