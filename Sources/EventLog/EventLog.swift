@@ -67,6 +67,16 @@ public final class EventLog: Sendable {
     /// refused as `.corrupt` (naming the page) instead of crashing the process or opening as a new log. Skipped
     /// for a read-only open while another process writes the log (its pages change under the walk).
     public var checkFileStructure: Bool = true
+    /// With ``checkFileStructure``, also check every record in that walk (``RecordCheckAtOpen``: checksum,
+    /// gapless seqs up to `meta` head.seq, chain checkpoints' checksums) and refuse the open with
+    /// `.corrupt` naming the seq otherwise; ``EventLog/recordsCheckedAtOpen`` then says so and a server's
+    /// start skips its own checksum pass (issue 14: one read of the file instead of two; issue 17's checks).
+    public var checkRecordsAtOpen: Bool = false
+    /// With ``checkFileStructure``: the walk reads the `snapshots` database first and hands the newest snapshot
+    /// of ``SnapshotPrefetch/name`` (as stored: still to be checked and decompressed) to
+    /// ``SnapshotPrefetch/receive`` at once, before it walks the records, so that a caller can decode it on
+    /// another thread meanwhile (issue 14: restart time). Not called when there is no such snapshot.
+    public var snapshotPrefetch: SnapshotPrefetch?
     /// Set only by ``EventLog/openForBulkLoad(directory:options:)``: commits are not flushed (`MDB_NOSYNC`)
     /// until ``EventLog/finishBulkLoad()``, and the open accepts the directory's bulk-load marker.
     var bulkLoad = false
@@ -89,9 +99,17 @@ public final class EventLog: Sendable {
   private let closedFlag = Atomic<Bool>(false)
   /// What the structural walk of `data.mdb` found at open (nil when it was skipped or the file was new).
   public let fileReport: LMDBFileReport?
+  /// The head seq at open when ``Options/checkRecordsAtOpen`` checked every record 1...it in the walk of
+  /// `data.mdb` (checksums, seqs and checkpoints, as ``verify(checksumsOnly:progress:)`` does; a version 2
+  /// record's header is parsed only when it is read); nil when no such check ran.
+  public let recordsCheckedAtOpen: UInt64?
 
-  private init(directory: String, shared: LogShared, writer: Writer?, lock: WriterLockFile?, fileReport: LMDBFileReport?) {
+  private init(
+    directory: String, shared: LogShared, writer: Writer?, lock: WriterLockFile?, fileReport: LMDBFileReport?,
+    recordsCheckedAtOpen: UInt64?
+  ) {
     self.fileReport = fileReport
+    self.recordsCheckedAtOpen = recordsCheckedAtOpen
     self.directory = directory
     self.shared = shared
     self.writer = writer
@@ -131,11 +149,21 @@ public final class EventLog: Sendable {
     }
     let lock = opts.readOnly ? nil : try WriterLockFile(directory: directory)
     var fileReport: LMDBFileReport?
+    var recordCheck: RecordCheckAtOpen?
     do {
       let data = directory + "/data.mdb"
       // An existing data.mdb (even 0 bytes) is checked; only a missing one starts a new log.
       if opts.checkFileStructure, fm.fileExists(atPath: data), !(opts.readOnly && WriterLockFile.holder(directory: directory) != nil) {
-        let report = try LMDBFileCheck.check(path: data)
+        recordCheck = opts.checkRecordsAtOpen ? RecordCheckAtOpen() : nil
+        var checks = recordCheck?.walkChecks ?? [:]
+        var walked: [String: () -> Void] = [:]
+        if let prefetch = opts.snapshotPrefetch {
+          let newest = SnapshotPrefetch.Newest(name: prefetch.name)
+          checks["snapshots"] = { k, v in newest.see(key: k, value: v) }
+          walked["snapshots"] = { if let found = newest.found { prefetch.receive(found) } }
+        }
+        let report = try LMDBFileCheck.check(
+          path: data, values: checks, walkFirst: opts.snapshotPrefetch == nil ? [] : ["snapshots"], walked: walked)
         fileReport = report
         // An initialised log has every database; a missing one means a damaged name in the main tree, and
         // opening it would silently create an empty database in its place (a flipped "meta" = a new log).
@@ -154,6 +182,7 @@ public final class EventLog: Sendable {
       do {
         let place = fileReport.map { "\(data) is damaged at page \($0.mainTreeRoot) (main tree)" } ?? "\(data) is damaged (main tree)"
         let head = try initialize(env, readOnly: opts.readOnly, damagedPlace: place)
+        let checkedThrough = try recordCheck?.confirm(headSeq: head.headSeq)
         let shared = LogShared(env: env, directory: directory, options: opts, head: head, logger: opts.logger)
         var writer: Writer?
         if !opts.readOnly {
@@ -164,7 +193,9 @@ public final class EventLog: Sendable {
         opts.logger.debug(
           "event log opened",
           metadata: ["directory": "\(directory)", "headSeq": "\(head.headSeq)", "readOnly": "\(opts.readOnly)"])
-        return EventLog(directory: directory, shared: shared, writer: writer, lock: lock, fileReport: fileReport)
+        return EventLog(
+          directory: directory, shared: shared, writer: writer, lock: lock, fileReport: fileReport,
+          recordsCheckedAtOpen: checkedThrough)
       } catch {
         env.close()
         throw error

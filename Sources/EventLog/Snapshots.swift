@@ -121,29 +121,7 @@ extension EventLog {
   }
 
   private func decodeSnapshot(_ v: UnsafeRawBufferPointer, name: String, seq: UInt64) throws -> SavedSnapshot {
-    func bad(_ why: String) -> EventLogError { .corrupt(seq, "snapshot \(name)@\(seq): \(why)") }
-    var r = ByteReader(v)
-    guard let m = r.bytes(4), Array(m) == SnapshotFormat.magic, let version = r.u8(), version == 1 || version == 2,
-      let flags = r.u8(), let ulen = r.u64(), let crc = r.u32()
-    else { throw bad("bad header") }
-    let body = UnsafeRawBufferPointer(rebasing: v[SnapshotFormat.headerSize...])
-    guard CRC32C.checksum(body) == crc else { throw bad("checksum mismatch") }
-    var chainHash: [UInt8]?
-    var stored = body
-    if version == 2 {
-      guard body.count >= 32 else { throw bad("too short for its chain hash") }
-      chainHash = Array(body[0..<32])
-      stored = UnsafeRawBufferPointer(rebasing: body[32...])
-    }
-    guard ulen <= UInt64(UInt32.max) else { throw bad("length \(ulen) out of range") }
-    if flags & 1 != 0 {
-      guard UInt64(stored.count) == ulen else { throw bad("raw length mismatch") }
-      return SavedSnapshot(seq: seq, bytes: Array(stored), chainHash: chainHash)
-    }
-    switch shared.decompressors.decompress(stored, length: Int(ulen), dict: nil) {
-    case .success(let b): return SavedSnapshot(seq: seq, bytes: b, chainHash: chainHash)
-    case .failure(let f): throw bad(f.description)
-    }
+    try SnapshotFormat.decode(v, name: name, seq: seq, pool: shared.decompressors)
   }
 
   /// The checkpoint (last handled seq) stored under `name`, or nil.
@@ -183,4 +161,34 @@ func freeBytes(_ path: String) -> UInt64? {
   var st = statvfs()
   guard statvfs(path, &st) == 0 else { return nil }
   return UInt64(st.f_bavail) * UInt64(st.f_frsize)
+}
+
+extension SnapshotFormat {
+  /// Checks (header, checksum) and decompresses a stored snapshot value of `name` at `seq`. Throws `.corrupt`
+  /// with `seq`.
+  static func decode(_ v: UnsafeRawBufferPointer, name: String, seq: UInt64, pool: DecompressorPool) throws -> SavedSnapshot {
+    func bad(_ why: String) -> EventLogError { .corrupt(seq, "snapshot \(name)@\(seq): \(why)") }
+    var r = ByteReader(v)
+    guard let m = r.bytes(4), Array(m) == magic, let version = r.u8(), version == 1 || version == 2,
+      let flags = r.u8(), let ulen = r.u64(), let crc = r.u32()
+    else { throw bad("bad header") }
+    let body = UnsafeRawBufferPointer(rebasing: v[headerSize...])
+    guard CRC32C.checksum(body) == crc else { throw bad("checksum mismatch") }
+    var chainHash: [UInt8]?
+    var stored = body
+    if version == 2 {
+      guard body.count >= 32 else { throw bad("too short for its chain hash") }
+      chainHash = Array(body[0..<32])
+      stored = UnsafeRawBufferPointer(rebasing: body[32...])
+    }
+    guard ulen <= UInt64(UInt32.max) else { throw bad("length \(ulen) out of range") }
+    if flags & 1 != 0 {
+      guard UInt64(stored.count) == ulen else { throw bad("raw length mismatch") }
+      return SavedSnapshot(seq: seq, bytes: Array(stored), chainHash: chainHash)
+    }
+    switch pool.decompress(stored, length: Int(ulen), dict: nil) {
+    case .success(let b): return SavedSnapshot(seq: seq, bytes: b, chainHash: chainHash)
+    case .failure(let f): throw bad(f.description)
+    }
+  }
 }

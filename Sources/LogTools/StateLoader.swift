@@ -17,33 +17,42 @@ public enum StateLoader {
   /// Opening path of a server (issue 17: never serve a log it cannot trust): the newest usable snapshot plus
   /// the records after it, after checking what that relies on —
   /// 1. every record's checksum, header and seq (gapless 1...head; ``EventLog/verify(checksumsOnly:progress:)``),
+  ///    unless the log's open already checked every record's checksum and seq in its walk of the file
+  ///    (``EventLog/recordsCheckedAtOpen`` equals the head: ``EventLog/Options/checkRecordsAtOpen``),
   /// 2. the head record: its chain hash equals `meta` head.hash and it links to the record before it,
   /// 3. the snapshot: it decodes, covers exactly its seq, and (version 2) holds the chain hash of the record at
   ///    its seq; a snapshot that fails falls back to the next older one, then to a replay from seq 1, and each
   ///    fallback is reported in `warnings` (the log stays the source of truth),
   /// 4. every replayed record links to the one before it and decodes.
+  ///
+  /// With `decodedAhead` holding the newest snapshot (decoded while the log's open walked the records), that
+  /// snapshot is used as decoded there, with the same checks.
   /// - Returns: the state and the seq the snapshot covered (0 if none was used).
   /// - Throws: `EventLogError` (`.corrupt` naming the seq for damaged records), `ProjectionError` for
   ///   undecodable events.
-  public static func load(_ log: EventLog, progress: ((UInt64, UInt64) -> Void)? = nil) throws -> (state: GatewayState, snapshotSeq: UInt64, warnings: [String])
-  {
+  public static func load(
+    _ log: EventLog, progress: ((UInt64, UInt64) -> Void)? = nil, decodedAhead: SnapshotDecodeAhead? = nil
+  ) throws -> (state: GatewayState, snapshotSeq: UInt64, warnings: [String]) {
     let head = log.headSeq
-    // Step 1 reads every record and needs none of the rest, so it runs on a thread of its own while steps 2–4
-    // load the state (issue 14: restart time); its failure is still the one reported first.
-    let quick = ConcurrentResult { try log.verify(checksumsOnly: true) }
+    // Step 1 reads every record and needs none of the rest, so (when the open did not do it) it runs on a
+    // thread of its own while steps 2–4 load the state (issue 14: restart time); its failure is still the one
+    // reported first.
+    let quick = log.recordsCheckedAtOpen == head ? nil : ConcurrentResult { try log.verify(checksumsOnly: true) }
     let loaded: (state: GatewayState, snapshotSeq: UInt64, warnings: [String])
     do {
-      loaded = try loadChecked(log, head: head, progress: progress)
+      loaded = try loadChecked(log, head: head, progress: progress, decodedAhead: decodedAhead)
     } catch {
-      if let bad = try quick.value().firstBad { throw EventLogError(code: .corrupt, message: bad.reason, seq: bad.seq) }
+      if let bad = try quick?.value().firstBad { throw EventLogError(code: .corrupt, message: bad.reason, seq: bad.seq) }
       throw error
     }
-    if let bad = try quick.value().firstBad { throw EventLogError(code: .corrupt, message: bad.reason, seq: bad.seq) }
+    if let bad = try quick?.value().firstBad { throw EventLogError(code: .corrupt, message: bad.reason, seq: bad.seq) }
     return loaded
   }
 
   /// Steps 2–4 of ``load(_:progress:)``.
-  static func loadChecked(_ log: EventLog, head: UInt64, progress: ((UInt64, UInt64) -> Void)?) throws -> (
+  static func loadChecked(
+    _ log: EventLog, head: UInt64, progress: ((UInt64, UInt64) -> Void)?, decodedAhead: SnapshotDecodeAhead? = nil
+  ) throws -> (
     state: GatewayState, snapshotSeq: UInt64, warnings: [String]
   ) {
     var headHash = [UInt8](repeating: 0, count: 32)
@@ -71,12 +80,21 @@ public enum StateLoader {
       // Record errors are the log's damage (refused); snapshot errors only cost a longer replay.
       guard let rec = try log.record(at: seq) else { throw EventLogError(code: .corrupt, message: "record \(seq) is missing", seq: seq) }
       do {
-        guard let snap = try log.snapshot(name: SnapshotCodec.projectionName, seq: seq) else { continue }
-        if let h = snap.chainHash, h != rec.hash {
-          rejected.append("snapshot at seq \(seq) does not match the chain hash of record \(seq)")
-          continue
+        let decoded: GatewayState
+        if let ahead = try decodedAhead?.take(seq: seq) {
+          if let h = ahead.chainHash, h != rec.hash {
+            rejected.append("snapshot at seq \(seq) does not match the chain hash of record \(seq)")
+            continue
+          }
+          decoded = ahead.state
+        } else {
+          guard let snap = try log.snapshot(name: SnapshotCodec.projectionName, seq: seq) else { continue }
+          if let h = snap.chainHash, h != rec.hash {
+            rejected.append("snapshot at seq \(seq) does not match the chain hash of record \(seq)")
+            continue
+          }
+          decoded = try SnapshotCodec.decode(snap.bytes)
         }
-        let decoded = try SnapshotCodec.decode(snap.bytes)
         guard decoded.lastSeq == seq else {
           rejected.append("snapshot at seq \(seq) holds the state of seq \(decoded.lastSeq)")
           continue

@@ -238,6 +238,66 @@ import Testing
     #expect(!FileManager.default.fileExists(atPath: gw.dataDirectory + "/log/data.mdb"))
   }
 
+  /// Issue 14 moved the start's record checksums into the walk of data.mdb (one read of the file): a sound log
+  /// is checked through its head at open, and one flipped byte inside a record in the middle of a longer log
+  /// (2,001 records: a multi-level tree) is refused at start naming that seq, its page and the file.
+  @Test func aFlippedRecordInTheMiddleIsRefusedNamingItsSeq() async throws {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mid-\(UUID().uuidString)").path
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    var options = EventLog.Options()
+    options.durability = .noSync
+    let target: UInt64 = 1001
+    do {
+      let (log, store) = try LogStartup.open(dataDirectory: dir, options: options, metrics: GatewayMetrics(), logger: Logger(label: "test"))
+      defer { log.close() }
+      func configured(_ port: Int) -> GatewayEvent {
+        GatewayEvent(
+          .gatewayConfigured(
+            .with {
+              $0.port = UInt32(port); $0.authMode = "mtls"
+            }))
+      }
+      for batch in 0..<10 { _ = try await store.record((1...100).map { configured(batch * 100 + $0) }) }
+      _ = try await store.record([configured(60_000)])  // seq 1001, alone in its commit: its own timestamp
+      for batch in 10..<20 { _ = try await store.record((1...100).map { configured(batch * 100 + $0) }) }
+      #expect(log.headSeq == 2001)
+    }
+    let file = dir + "/log/data.mdb"
+    var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: file)))
+    let ts = try {
+      var o = EventLog.Options()
+      o.readOnly = true
+      let log = try EventLog.open(directory: dir + "/log", options: o)
+      defer { log.close() }
+      return try #require(try log.record(at: target)).timestampNs
+    }()
+    var hits = 0
+    for i in 0..<(bytes.count - 16) where bytes[i] == 0x02 && bytes[i + 1] <= 1 {  // v2, compressed or raw
+      var t: UInt64 = 0
+      for k in 2..<10 { t = t << 8 | UInt64(bytes[i + k]) }
+      if t == ts {
+        bytes[i + 13] ^= 0x08  // inside the stored body
+        hits += 1
+      }
+    }
+    #expect(hits >= 1)
+    do {
+      let (log, _) = try Self.open(dir)
+      #expect(log.recordsCheckedAtOpen == 2001, "the walk checked every record; the store's load read none again")
+      log.close()
+    }
+    try Data(bytes).write(to: URL(fileURLWithPath: file))
+    do {
+      let (log, _) = try Self.open(dir)
+      log.close()
+      Issue.record("a log with a damaged record \(target) started")
+    } catch let e as GatewayStartupError {
+      Self.checkRefusal(e.description, "record \(target)")
+      #expect(e.description.contains("data.mdb is damaged at seq \(target) (page "), "\(e.description)")
+      #expect(e.description.contains("record \(target): checksum mismatch"), "\(e.description)")
+    }
+  }
+
   /// Offsets in `file` (a copy of `logDirectory`'s data.mdb) where a version 2 record value starts: its
   /// version byte 0x02, flags 0 and the 8-byte big-endian timestamp of a record the log holds (live copies
   /// and stale ones on free pages alike).

@@ -58,11 +58,12 @@ public actor GatewayStore {
   /// The seq of the snapshot start-up loaded (0 = none: every record was replayed).
   public nonisolated let loadedSnapshotSeq: UInt64
 
-  /// Opens the projection: newest snapshot plus the tail of the log.
+  /// Opens the projection: newest snapshot plus the tail of the log (`decodedAhead`: the snapshot as decoded
+  /// during the log's open, see ``StateLoader/load(_:progress:decodedAhead:)``).
   /// - Throws: `EventLogError`, `ProjectionError`.
-  public init(log: EventLog, snapshotInterval: UInt64 = 10_000, metrics: GatewayMetrics? = nil) throws {
+  public init(log: EventLog, snapshotInterval: UInt64 = 10_000, metrics: GatewayMetrics? = nil, decodedAhead: SnapshotDecodeAhead? = nil) throws {
     self.log = log
-    let loaded = try StateLoader.load(log)
+    let loaded = try StateLoader.load(log, decodedAhead: decodedAhead)
     projection = Mutex(loaded.state)
     lastSnapshotSeq = loaded.snapshotSeq
     loadedSnapshotSeq = loaded.snapshotSeq

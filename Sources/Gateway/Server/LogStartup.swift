@@ -12,8 +12,9 @@ public struct GatewayStartupError: Error, CustomStringConvertible, Sendable {
 /// Opening the event log a gateway serves (issue 17: a gateway never serves a log it cannot trust).
 ///
 /// `EventLog.open` walks `data.mdb`'s pages with bounds checks before liblmdb maps it (``LMDBFileCheck``: an
-/// empty or truncated file is refused, never started as a new gateway); ``GatewayStore`` then checks every
-/// record's checksum, the head record and its chain link, the newest usable snapshot against the record it
+/// empty or truncated file is refused, never started as a new gateway) and, in the same walk, every record's
+/// checksum (``EventLog/Options/checkRecordsAtOpen``; issue 14: one read of the file); ``GatewayStore`` then
+/// checks the head record and its chain link, the newest usable snapshot against the record it
 /// covers (falling back to an older one or to a full replay, with a warning) and the chain of every replayed
 /// record (``StateLoader/load(_:progress:)``). Any failure becomes one ``GatewayStartupError``.
 enum LogStartup {
@@ -31,6 +32,14 @@ enum LogStartup {
     }
     let log: EventLog
     let started = ContinuousClock.now
+    // Every record's checksum is checked in the walk of data.mdb that precedes liblmdb's map (one read of the
+    // file; issue 14), so the store's load does not read every record again.
+    var options = options
+    options.checkRecordsAtOpen = true
+    // The walk reads the snapshots first and the newest one decodes on its own thread while the walk checks
+    // the records (issue 14).
+    let ahead = SnapshotDecodeAhead()
+    options.snapshotPrefetch = ahead.prefetch
     do {
       log = try EventLog.open(directory: logDir, options: options)
     } catch let e as EventLogError where e.code == .corrupt {
@@ -38,10 +47,12 @@ enum LogStartup {
     }
     do {
       let opened = ContinuousClock.now
-      let store = try GatewayStore(log: log, metrics: metrics)
+      let store = try GatewayStore(log: log, metrics: metrics, decodedAhead: ahead)
       let loaded = ContinuousClock.now
       if let r = log.fileReport {
-        logger.info("event log checked in \(milliseconds(opened - started)) ms: \(r.treePages) pages in use, \(r.freePages) free, head seq \(log.headSeq)")
+        let records = log.recordsCheckedAtOpen.map { ", records 1...\($0) checked" } ?? ""
+        logger.info(
+          "event log checked in \(milliseconds(opened - started)) ms: \(r.treePages) pages in use, \(r.freePages) free, head seq \(log.headSeq)\(records)")
       }
       let from = store.loadedSnapshotSeq == 0 ? "no snapshot" : "snapshot at seq \(store.loadedSnapshotSeq)"
       logger.info(
