@@ -30,7 +30,15 @@ extension LoadGen {
     AuditFastSummary.decodesMutations.store(watchDecodeMutations, ordering: .relaxed)
     let gw = try await InProcessGateway.start(dir: dir) { $0.checkpointInterval = 0 }
     let log = gw.running.store.log
-    let head = log.headSeq
+    // The gateway's start-up may append (an inference bundle for the log's routes) after it answers:
+    // measure once the head has stood still for 300 ms, so that the catch-ups end at a fixed head.
+    var settled = log.headSeq
+    for _ in 0..<20 {
+      try await Task.sleep(for: .milliseconds(300))
+      if log.headSeq == settled { break }
+      settled = log.headSeq
+    }
+    let head = settled
     print(header(dir: dir, port: gw.port, levels: [1]))
     print(
       String(

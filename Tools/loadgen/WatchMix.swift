@@ -44,7 +44,7 @@ enum WatchMix: String, CaseIterable {
       }
       var i = 0
       while out.count < count {
-        add(LoadGen.sample(2 + i % 2), "operator:CN=alice")
+        add(LoadGen.sample(2 + 4 * (i / 2) + i % 2), "operator:CN=alice")
         i += 1
       }
     }
