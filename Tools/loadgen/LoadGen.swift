@@ -83,6 +83,15 @@ struct LoadGen: AsyncParsableCommand {
   @Option(help: "WatchEvents benchmark: catch-up rate from a log of this many events, then live lag (e.g. 1000000).")
   var watchEvents: Int?
 
+  @Option(
+    help:
+      "The --watch-events log: lifecycle (what a busy gateway writes: sandbox lifecycles with their audit records, providers, policies, settings) or audit (the four commonest audit kinds only)."
+  )
+  var watchMix: WatchMix = .lifecycle
+
+  @Flag(help: .hidden)  // comparison only: mutation kinds decoded, as before their fast summaries existed
+  var watchDecodeMutations = false
+
   @Option(help: "Events appended per second during the live-lag phase of --watch-events.")
   var liveRate: Int = 1000
 

@@ -25,16 +25,28 @@ extension LoadGen {
     let dir = dataDir ?? NSTemporaryDirectory() + "openshell-loadgen-watch-\(getpid())"
     defer { if dataDir == nil { try? FileManager.default.removeItem(atPath: dir) } }
     var t0 = nowNs()
-    try await Self.buildAuditLog(dir + "/log", count: n)
+    let kinds = try await Self.buildWatchLog(dir + "/log", count: n, mix: watchMix)
     let built = Double(nowNs() - t0) / 1e9
+    AuditFastSummary.decodesMutations.store(watchDecodeMutations, ordering: .relaxed)
     let gw = try await InProcessGateway.start(dir: dir) { $0.checkpointInterval = 0 }
     let log = gw.running.store.log
-    let head = log.headSeq
+    // The gateway's start-up may append (an inference bundle for the log's routes) after it answers:
+    // measure once the head has stood still for 300 ms, so that the catch-ups end at a fixed head.
+    var settled = log.headSeq
+    for _ in 0..<20 {
+      try await Task.sleep(for: .milliseconds(300))
+      if log.headSeq == settled { break }
+      settled = log.headSeq
+    }
+    let head = settled
     print(header(dir: dir, port: gw.port, levels: [1]))
     print(
       String(
-        format: "log: %d records (%d audit records appended in %.1f s), %.1f MiB on disk\n", head, n, built,
+        format: "log: %d records (%d \(watchMix.rawValue)-mix records appended in %.1f s), %.1f MiB on disk", head, n, built,
         Double((try? FileManager.default.attributesOfItem(atPath: dir + "/log/data.mdb")[.size] as? Int) ?? 0) / 1_048_576))
+    print(Self.distribution(kinds, total: n))
+    if watchDecodeMutations { print("fast summaries: the eight audit kinds only (--watch-decode-mutations: mutation kinds decoded)") }
+    print()
 
     // Library level: the sequential reader, and the catch-up subscription.
     t0 = nowNs()
@@ -105,6 +117,15 @@ extension LoadGen {
           ["every seq once, in order", inOrder ? "yes" : "NO"],
         ]))
     print("load average \(loadEnd) at the end")
+  }
+
+  /// The record types of the log, commonest first, with their share, four to a line.
+  static func distribution(_ kinds: [String: Int], total: Int) -> String {
+    let items = kinds.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
+      .map { "\($0.key) " + String(format: "%.1f%%", 100 * Double($0.value) / Double(max(1, total))) }
+    return "record types (\(items.count)):\n"
+      + stride(from: 0, to: items.count, by: 4).map { "  " + items[$0..<min($0 + 4, items.count)].joined(separator: ", ") }
+      .joined(separator: "\n")
   }
 
   /// One catch-up from seq 1 to `head`: events/s, whether every seq came once in order, the number of
@@ -227,27 +248,25 @@ extension LoadGen {
     return (fromStamp.sorted(), fromDurable, messages - 1, inOrder)
   }
 
-  /// Appends `count` audit records (no projection state: refusals, disclosures, exec start/end) in batches of
-  /// 1,000 records (one commit each) to a new log at `path`.
-  static func buildAuditLog(_ path: String, count: Int) async throws {
+  /// Appends the `count` records of `mix` (``WatchMix``) in batches of 1,000 records (one commit each) to a
+  /// new log at `path`; returns how many records of each type it wrote.
+  static func buildWatchLog(_ path: String, count: Int, mix: WatchMix) async throws -> [String: Int] {
     var o = EventLog.Options()
     o.durability = .noSync
     let log = try EventLog.open(directory: path, options: o)
     defer { log.close() }
-    var batch: [NewEvent] = []
-    batch.reserveCapacity(1000)
-    var t: UInt64 = 1_700_000_000_000_000_000
-    for i in 0..<count {
-      t += 1_000_000
-      batch.append(sample(i).newEvent(actor: i % 3 == 0 ? "sandbox:sb-\(i % 97)" : "operator:CN=bench/sha256:00", requestID: "r\(i)", timestampNs: t))
-      if batch.count == 1000 || i == count - 1 {
-        _ = try await log.append(batch)
-        batch.removeAll(keepingCapacity: true)
-      }
+    let records = mix.records(count: count, t0: 1_700_000_000_000_000_000)
+    var kinds: [String: Int] = [:]
+    for r in records { kinds[r.type, default: 0] += 1 }
+    var i = 0
+    while i < records.count {
+      _ = try await log.append(Array(records[i..<min(i + 1000, records.count)]))
+      i += 1000
     }
+    return kinds
   }
 
-  /// The i-th record of the benchmark log: a mix of the four audit kinds.
+  /// The i-th record of the `audit` mix: the four commonest audit kinds in turn.
   static func sample(_ i: Int) -> GatewayEvent {
     let sb = "sb-\(i % 97)"
     switch i % 4 {

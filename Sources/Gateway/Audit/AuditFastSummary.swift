@@ -1,14 +1,21 @@
-/// The summary line of the commonest audit records (refusals, credential disclosures, exec start/end,
-/// supervisor sessions, SSH tunnels) rendered straight from the record's `GatewayEvent` payload bytes into a
-/// byte buffer, without decoding a `GatewayEvent` value or building a `String` (issue 12: WatchEvents
-/// catch-up rate; a swift-protobuf decode and a rendered `String` cost more than the log's own read).
+import LogTools
+import Synchronization
+
+/// The summary line of the commonest records rendered straight from the record's `GatewayEvent` payload
+/// bytes into a byte buffer, without decoding a `GatewayEvent` value or building a `String` (issue 12:
+/// WatchEvents catch-up rate; a swift-protobuf decode and a rendered `String` cost more than the log's own
+/// read). The audit kinds (refusals, credential disclosures, exec start/end, supervisor sessions, SSH
+/// tunnels) are rendered here; the mutations that dominate a real gateway's log (sandbox lifecycle,
+/// workspaces, templates, certificates, services: AuditFastSummary+Sandboxes.swift; providers, policies,
+/// settings, inference routes, SSH sessions, credential substitutions: AuditFastSummary+Configuration.swift)
+/// beside it. Gateway start-up kinds, restores and checkpoints are rare and left to the decoder.
 ///
 /// The output is byte for byte ``LogTools/EventSummary/describe(_:)`` of the decoded event
 /// (AuditFastSummaryTests compare both on every fixture event and on edge cases). Only the canonical
 /// encoding is taken: anything else — another or a second event kind, a type that does not match the
 /// record's header, a wrong wire type, a non-ASCII string, truncated bytes — answers false, and the caller
 /// decodes the payload the usual way (which also raises the usual error for bad bytes).
-enum AuditFastSummary {
+package enum AuditFastSummary {
   /// Appends the summary of `payload` (a `GatewayEvent`, Protos/events.proto) to `out` and returns true, or
   /// returns false with `out` unchanged when the payload is not one this renders (see the type's comment).
   /// `type` is the record header's event type, which the payload's kind must match.
@@ -28,6 +35,7 @@ enum AuditFastSummary {
       }
     }
     guard let body, Kind.typeName(kind) == type else { return false }
+    if !Kind.isAudit(kind), decodesMutations.load(ordering: .relaxed) { return false }
     let mark = out.count
     let ok: Bool
     switch kind {
@@ -39,56 +47,60 @@ enum AuditFastSummary {
     case Kind.supervisorDisconnected: ok = supervisorDisconnected(body, &out)
     case Kind.sshTunnelOpened: ok = sshTunnelOpened(body, &out)
     case Kind.sshTunnelClosed: ok = sshTunnelClosed(body, &out)
-    default: ok = false
+    default: ok = sandboxKind(kind, body, &out) ?? configurationKind(kind, body, &out) ?? false
     }
     if !ok { out.removeSubrange(mark...) }
     return ok
   }
 
-  /// Field numbers of `GatewayEvent.kind` rendered here, and their record types (Projections/Events.swift).
-  enum Kind {
-    static let accessRefused = 91
-    static let credentialsDisclosed = 92
-    static let execStarted = 93
-    static let execEnded = 94
-    static let sshTunnelOpened = 82
-    static let sshTunnelClosed = 83
-    static let supervisorConnected = 110
-    static let supervisorDisconnected = 111
-
-    static func typeName(_ field: Int) -> String? {
-      switch field {
-      case accessRefused: "audit.access_refused"
-      case credentialsDisclosed: "audit.credentials_disclosed"
-      case execStarted: "exec.started"
-      case execEnded: "exec.ended"
-      case sshTunnelOpened: "ssh.tunnel_opened"
-      case sshTunnelClosed: "ssh.tunnel_closed"
-      case supervisorConnected: "supervisor.connected"
-      case supervisorDisconnected: "supervisor.disconnected"
-      default: nil
-      }
-    }
-  }
+  /// For a benchmark comparison only (`openshell-loadgen --watch-decode-mutations`): when true, only the
+  /// eight audit kinds are rendered here and every mutation kind is decoded, as before they were covered.
+  package static let decodesMutations = Atomic<Bool>(false)
 
   // MARK: one renderer per kind (the same text as EventSummary.describe)
 
-  /// "refused \(count)× \(rpc) for \(identity) from \(peer): \(code) \(reason)"
+  /// "refused \(count)× \(rpc) for \(identity) from \(peer)[ (\(distinctPeers) addresses)]: \(code)
+  /// \(reason)[; claimed subject "\(claimedSubject)"[ (\(distinctSubjects) distinct subjects)]]", counts at
+  /// ``LogTools/ClaimedText/countedDistinct`` written "≥N". An identity `unverified:<subject>` (records older
+  /// than the claimed-subject sample) is escaped and capped by the description: left to the decoder.
   private static func accessRefused(_ b: UnsafeRawBufferPointer, _ out: inout [UInt8]) -> Bool {
-    guard let m = Fields(b, strings: [1, 2, 3, 4, 5], varints: [6, 7, 8]) else { return false }
+    guard let m = Fields(b, strings: [1, 2, 3, 4, 5, 9], varints: [6, 7, 8, 10, 11]) else { return false }
+    let identity = m.string(1)
+    if identity.starts(with: "unverified:".utf8) { return false }
     out.put("refused ")
     out.put(decimal: m.varint(6))
     out.put("× ")
     out.put(m.string(3))
     out.put(" for ")
-    out.put(m.string(1))
+    out.put(identity)
     out.put(" from ")
     out.put(m.string(2))
+    if m.varint(11) > 1 {
+      out.put(" (")
+      putAtLeast(m.varint(11), &out)
+      out.put(" addresses)")
+    }
     out.put(": ")
     out.put(m.string(4))
     out.put(" ")
     out.put(m.string(5))
+    if !m.string(9).isEmpty {
+      out.put("; claimed subject \"")
+      out.put(m.string(9))
+      out.put("\"")
+      if m.varint(10) > 1 {
+        out.put(" (")
+        putAtLeast(m.varint(10), &out)
+        out.put(" distinct subjects)")
+      }
+    }
     return true
+  }
+
+  /// A refusal window's distinct count: "≥N" from ``LogTools/ClaimedText/countedDistinct`` on.
+  private static func putAtLeast(_ n: UInt64, _ out: inout [UInt8]) {
+    if n >= UInt64(ClaimedText.countedDistinct) { out.put("≥") }
+    out.put(decimal: n)
   }
 
   /// "credentials \(keys, comma-joined) of \(providers, comma-joined) to \(recipient) via \(rpc)"
