@@ -62,7 +62,7 @@ enum LogReport {
       [
         ["uncompressed payload (mix mean)", "-", f(r.payloadRaw, 1), "-"],
         ["ours, zstd -1, no dictionary", f(r.bytesNoDict, 1), f(r.payloadNoDict, 1), f(r.bytesFileNoDict, 1)],
-        ["ours, zstd 3, trained dictionary", f(r.bytesDict, 1), f(r.payloadDict, 1), f(r.bytesFileDict, 1)],
+        ["ours, zstd 4, trained dictionary", f(r.bytesDict, 1), f(r.payloadDict, 1), f(r.bytesFileDict, 1)],
         ["SQLite (uncompressed payload, checkpointed file)", "-", "-", f(r.bytesSQLite, 1)],
       ])
     out += "\n(record = framing \(f(r.headerBytes, 1)) B (format v3: version, timestamp, dictionary id and storage, "
