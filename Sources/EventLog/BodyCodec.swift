@@ -1,6 +1,6 @@
 import CZstd
 
-// zstd for v2 record bodies (``RecordFormat``) without per-record allocation (issue 14): the writer's
+// zstd for v2 and v3 record bodies (``RecordFormat``) without per-record allocation (issue 14): the writer's
 // ``Compressor`` keeps its parameters and dictionary reference between records and compresses into a reused
 // buffer; a ``BodyDecoder`` (one per read transaction or chunk) holds one `ZSTD_DCtx` set to the magicless
 // frame format and a reused output buffer, and decompresses straight from the LMDB value.
@@ -32,10 +32,22 @@ extension Compressor {
   /// The zstd frame magic number as it starts every frame (0xFD2FB528, little-endian).
   static let frameMagic: [UInt8] = [0x28, 0xB5, 0x2F, 0xFD]
 
-  /// Compresses a v2 record body: one zstd frame without dictionary id, with content size. Returns the frame
-  /// WITHOUT its 4-byte magic number, pointing into this compressor's buffer (valid until the next call), or
-  /// nil when that is not smaller than `src` (store the body raw).
-  func compressBody(_ src: UnsafeRawBufferPointer, dict: ZstdDictionary?) throws -> UnsafeRawBufferPointer? {
+  /// Compresses a record body for a v3 value: the single compressed block of the frame (``ZstdSingleBlock``,
+  /// `block == true`) when the frame is exactly that, else the whole magicless frame
+  /// (``compressFrame(_:dict:)``); nil when neither is smaller than `src` (store the body raw). The result
+  /// points into this compressor's buffer (valid until the next call).
+  func compressBody(_ src: UnsafeRawBufferPointer, dict: ZstdDictionary?) throws -> (
+    stored: UnsafeRawBufferPointer, block: Bool
+  )? {
+    guard let frame = try compressFrame(src, dict: dict) else { return nil }
+    if let b = ZstdSingleBlock.block(of: frame, contentSize: src.count) { return (b, true) }
+    return (frame, false)
+  }
+
+  /// Compresses a record body as a v2 value stores it: one zstd frame without dictionary id and checksum,
+  /// with content size. Returns the frame WITHOUT its 4-byte magic number, pointing into this compressor's
+  /// buffer (valid until the next call), or nil when that is not smaller than `src` (store the body raw).
+  func compressFrame(_ src: UnsafeRawBufferPointer, dict: ZstdDictionary?) throws -> UnsafeRawBufferPointer? {
     if src.isEmpty { return nil }
     let wanted = dict.map { Int($0.id) } ?? 0
     if configuredFor != wanted {
@@ -67,12 +79,14 @@ extension Compressor {
   }
 }
 
-/// Decompresses v2 bodies on one thread, reusing one `ZSTD_DCtx` (borrowed from the pool, given back by
+/// Decompresses v2 and v3 bodies on one thread, reusing one `ZSTD_DCtx` (borrowed from the pool, given back by
 /// ``close()``) and its buffers. Results point into the decoder and stay valid until the next call.
 final class BodyDecoder {
   private let pool: DecompressorPool
   private var dctx: OpaquePointer?
   private var output = ScratchBuffer()
+  /// A single-block body with its frame header and block header put back (``ZstdSingleBlock``).
+  private var input = ScratchBuffer()
 
   init(pool: DecompressorPool) { self.pool = pool }
 
@@ -83,14 +97,26 @@ final class BodyDecoder {
     if let d = dctx { pool.giveBack(d) }
     dctx = nil
     output.free()
+    input.free()
   }
 
-  /// Decompresses a v2 body frame stored without its magic number that must expand to exactly `length`
-  /// bytes (at most ``RecordFormat/maxBodyBytes``, checked by the caller). The frame's content size is
-  /// checked before anything is written.
-  func decompressBody(_ src: UnsafeRawBufferPointer, length: Int, dict: ZstdDictionary?)
+  /// Decompresses a body frame stored without its magic number (v2, v3) or, when `block`, a v3 body stored
+  /// as the contents of one compressed block (its frame header and block header are rebuilt first,
+  /// ``ZstdSingleBlock``); it must expand to exactly `length` bytes (at most ``RecordFormat/maxBodyBytes``,
+  /// for a block at most ``ZstdSingleBlock/maxContentSize``, checked by the caller). The frame's content
+  /// size is checked before anything is written.
+  func decompressBody(_ src: UnsafeRawBufferPointer, length: Int, dict: ZstdDictionary?, block: Bool = false)
     -> Result<UnsafeRawBufferPointer, ZstdFailure>
   {
+    if block {
+      guard length > 0, length <= ZstdSingleBlock.maxContentSize, !src.isEmpty,
+        src.count <= ZstdSingleBlock.maxContentSize, let s = src.baseAddress
+      else { return .failure(ZstdFailure("zstd block of \(src.count) bytes for \(length) bytes")) }
+      let p = input.reserve(ZstdSingleBlock.maxPrefixSize + src.count)
+      let n = ZstdSingleBlock.writePrefix(contentSize: length, blockSize: src.count, into: p)
+      (p + n).copyMemory(from: s, byteCount: src.count)
+      return decompressBody(UnsafeRawBufferPointer(start: p, count: n + src.count), length: length, dict: dict)
+    }
     if dctx == nil {
       // Magicless frames (ZSTD_f_zstd1_magicless) are exactly what v2 stores, so the frame is decoded in place
       // in the LMDB page instead of being copied behind a re-added magic number. Sticky until the context is

@@ -216,7 +216,7 @@ enum CRC32C {
     return crc
   }
 
-  /// CRC-32C of the 8-byte big-endian `key` followed by `buf` (v2 records and chain checkpoints).
+  /// CRC-32C of the 8-byte big-endian `key` followed by `buf` (v2 and v3 records, chain checkpoints).
   static func checksum(key: UInt64, _ buf: UnsafeRawBufferPointer) -> UInt32 {
     var k = key.bigEndian
     if hardware {

@@ -39,7 +39,7 @@ extension Writer {
   /// A validated request with its records already encoded (reused across map-growth retries).
   private struct Prepared {
     var request: AppendRequest
-    /// Per event: the v2 value without its CRC (``RecordFormat/unsealedV2``) and whether the body is raw.
+    /// Per event: the v3 value without its CRC (``RecordFormat/unsealedV3``) and whether the body is raw.
     var values: [EncodedRecord]
   }
 
@@ -92,7 +92,7 @@ extension Writer {
             out.lastCheckpoint = seq
           }
           // A log last written by an older build has no checkpoint near its head: anchor the chain there, so
-          // no read of a v2 record walks back further than one interval.
+          // no read of a v2 or v3 record walks back further than one interval.
           if start.headSeq > 0, start.headSeq - startCheckpoint >= interval, !prepared.isEmpty {
             try checkpoint(start.headSeq, start.headHash)
           }
@@ -133,7 +133,7 @@ extension Writer {
               let size = s.unsealed.count + RecordFormat.checksumSize
               try s.unsealed.withUnsafeBytes { u in
                 try txn.putReserved(dbs.events, seq: seq, count: size, flags: MDB_APPEND) {
-                  RecordFormat.sealV2(u, seq: seq, into: $0)
+                  RecordFormat.seal(u, seq: seq, into: $0)
                 }
               }
               if seq % interval == 0 { try checkpoint(seq, hash) }

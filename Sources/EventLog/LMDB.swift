@@ -122,16 +122,16 @@ final class LMDBEnvironment: @unchecked Sendable {
   /// Current map size in bytes (`mdb_env_info`).
   var mapSize: Int { info().mapSize }
 
-  /// Map size and bytes in use ((last page + 1) × page size), from `mdb_env_info`/`mdb_env_stat`;
-  /// zeros once closed.
-  func info() -> (mapSize: Int, usedBytes: Int) {
+  /// Map size and bytes in use ((last page + 1) × page size) and the page size, from
+  /// `mdb_env_info`/`mdb_env_stat`; zeros once closed.
+  func info() -> (mapSize: Int, usedBytes: Int, pageSize: Int) {
     resizeLock.withShared {
-      if closed { return (0, 0) }
+      if closed { return (0, 0, 0) }
       var info = MDB_envinfo()
       var st = MDB_stat()
       mdb_env_info(env, &info)
       mdb_env_stat(env, &st)
-      return (info.me_mapsize, (info.me_last_pgno + 1) * Int(st.ms_psize))
+      return (info.me_mapsize, (info.me_last_pgno + 1) * Int(st.ms_psize), Int(st.ms_psize))
     }
   }
 
@@ -281,6 +281,13 @@ struct Transaction {
     var st = MDB_stat()
     try check(mdb_stat(ptr, dbi, &st), "mdb_stat")
     return st.ms_entries
+  }
+
+  /// Pages `dbi` uses: branch + leaf + overflow (`mdb_stat`).
+  func pages(_ dbi: MDB_dbi) throws -> Int {
+    var st = MDB_stat()
+    try check(mdb_stat(ptr, dbi, &st), "mdb_stat")
+    return st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages
   }
 }
 

@@ -20,7 +20,7 @@ final class LogShared: Sendable {
     self.env = env
     self.directory = directory
     self.options = options
-    self.dicts = DictionaryCache(level: options.compressionLevel)
+    self.dicts = DictionaryCache(level: options.compressionLevelWithDictionary)
     self.state = Mutex(head)
     self.logger = logger
     bulkLoading = Atomic(options.bulkLoad)
@@ -37,8 +37,8 @@ final class LogShared: Sendable {
   }
 
   /// Decompresses and hashes a parsed record of either version. `previousHash` is the chain hash of the
-  /// record before: a v1 record carries its own (the argument is ignored); for a v2 record nil means "look it
-  /// up" (``hashBefore(_:txn:)``). `context` carries buffers between the records of one read (a fresh one
+  /// record before: a v1 record carries its own (the argument is ignored); for a v2 or v3 record nil means
+  /// "look it up" (``hashBefore(_:txn:)``). `context` carries buffers between the records of one read (a fresh one
   /// when nil). Failures are `.corrupt` naming the record.
   func decode(
     _ h: RecordFormat.Header, txn: Transaction, previousHash: [UInt8]?, context: RecordDecoder? = nil
@@ -82,12 +82,12 @@ final class LogShared: Sendable {
     if h.isRaw {
       body = h.stored
     } else {
-      switch ctx.body.decompressBody(h.stored, length: h.uncompressedLength, dict: dict) {
+      switch ctx.body.decompressBody(h.stored, length: h.uncompressedLength, dict: dict, block: h.isBlock) {
       case .success(let b): body = b
       case .failure(let e): throw EventLogError.corrupt(h.seq, "record \(h.seq): body: \(e.description)")
       }
     }
-    // v2: the chain hash reads the header strings' bytes straight from the body; the strings are made once,
+    // v2, v3: the chain hash reads the header strings' bytes straight from the body; the strings are made once,
     // for the record (issue 14: no intermediate field copies per record).
     let s = try RecordFormat.sliceBody(body, seq: h.seq)
     let strings = try RecordFormat.strings(of: s, seq: h.seq, strings: ctx.strings)
@@ -103,10 +103,11 @@ final class LogShared: Sendable {
 
   /// Reads one chunk in ONE short read transaction: scans at most `limit` records with seq in
   /// `from...through`, returns those matching `filter`, the last seq scanned (nil if none) and the chain
-  /// position after it (pass it back as `chain` for the next chunk so v2 records need no checkpoint lookup).
+  /// position after it (pass it back as `chain` for the next chunk so v2 and v3 records need no checkpoint
+  /// lookup).
   ///
-  /// A v2 record's header strings are inside its compressed body, so every v2 record scanned is decoded (and
-  /// hashed, to carry the chain); a v1 record is decoded only when it matches.
+  /// A v2 or v3 record's header strings are inside its compressed body, so every such record scanned is
+  /// decoded (and hashed, to carry the chain); a v1 record is decoded only when it matches.
   func readChunk(
     from: UInt64, through: UInt64, filter: EventFilter, limit: Int, chain: ChainPosition? = nil
   ) throws -> (records: [EventRecord], lastScanned: UInt64?, chain: ChainPosition?) {

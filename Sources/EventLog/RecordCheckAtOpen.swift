@@ -3,8 +3,8 @@
 /// separate checksum pass each read all of it).
 ///
 /// They are those of ``EventLog/verify(checksumsOnly:progress:)`` (issue 17: every record is checked at start):
-/// - `events`: every value's CRC-32C matches — a version 2 value by its checksum and flags byte alone, any
-///   other version by ``RecordFormat/parse(_:key:)`` (which dispatches on the version byte: each format keeps
+/// - `events`: every value's CRC-32C matches — a version 3 or 2 value by its checksum (and v2 flags byte) alone,
+///   any other version by ``RecordFormat/parse(_:key:)`` (which dispatches on the version byte: each format keeps
 ///   its own framing and checksum rules, and a value that fails is refused with its message) — its key is an
 ///   8-byte seq, and the seqs run gapless from 1 (the walk visits keys in order);
 /// - `chain`: every checkpoint's length and checksum (``ChainCheckpoints/hash(_:seq:)``);
@@ -33,11 +33,11 @@ final class RecordCheckAtOpen {
     guard seq == nextSeq else {
       throw EventLogError.corrupt(nextSeq, "record \(nextSeq) is missing (next stored seq is \(seq))")
     }
-    // Per record version (its first byte). Version 2, the one new records are written in: its CRC-32C (over
-    // the 8-byte key and every byte but the last 4, which hold it big-endian) and its flags byte, without
-    // building the parsed header (issue 14: that cost ~40 ms per million records). Any other version (v1,
-    // versions added later) and any v2 value that fails go through RecordFormat.parse, which names the fault.
-    if value.count >= 16, value[0] == 2, value[1] & ~RecordFormat.flagRaw == 0 {
+    // Per record version (its first byte). Versions 3 (the one new records are written in) and 2: the CRC-32C
+    // (over the 8-byte key and every byte but the last 4, which hold it big-endian; v2 also its flags byte),
+    // without building the parsed header (issue 14: that cost ~40 ms per million records). Version 1, versions
+    // added later and any value that fails go through RecordFormat.parse, which names the fault.
+    if value.count >= 14, value[0] == 3 || (value[0] == 2 && value[1] & ~RecordFormat.flagRaw == 0) {
       let body = UnsafeRawBufferPointer(rebasing: value[..<(value.count - RecordFormat.checksumSize)])
       let stored = UInt32(bigEndian: value.loadUnaligned(fromByteOffset: body.count, as: UInt32.self))
       if CRC32C.checksum(key: seq, body) == stored {

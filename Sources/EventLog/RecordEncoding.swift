@@ -1,7 +1,7 @@
 import Foundation
 import Synchronization
 
-/// A v2 value without its CRC (``RecordFormat/unsealedV2(timestampNs:dictionaryID:stored:raw:bodyLength:)``)
+/// A v3 value without its CRC (``RecordFormat/unsealedV3(timestampNs:dictionaryID:storage:stored:bodyLength:)``)
 /// and whether its body is stored raw.
 typealias EncodedRecord = (unsealed: [UInt8], raw: Bool)
 
@@ -19,9 +19,9 @@ final class RecordEncoder {
     return try body.withUnsafeBytes { b in
       let c = try compressor.compressBody(b, dict: dict)
       return (
-        unsealed: RecordFormat.unsealedV2(
-          timestampNs: e.timestampNs ?? 0, dictionaryID: dictionaryID, stored: c ?? b, raw: c == nil,
-          bodyLength: b.count),
+        unsealed: RecordFormat.unsealedV3(
+          timestampNs: e.timestampNs ?? 0, dictionaryID: dictionaryID,
+          storage: c.map { $0.block ? .block : .frame } ?? .raw, stored: c?.stored ?? b, bodyLength: b.count),
         raw: c == nil
       )
     }

@@ -1,10 +1,11 @@
 import CLogHash
 
 /// The stored record formats. One record is one LMDB value in the `events` database under its 8-byte
-/// big-endian `seq` key. New appends write version 2; version 1 records (written by older builds) stay
+/// big-endian `seq` key. New appends write version 3; version 1 and 2 records (written by older builds) stay
 /// readable next to them — the reader dispatches on the first byte (v1 starts with the magic "O" = 0x4F, v2
-/// with 0x02) — and are never rewritten. The `meta` key `format` is 2 once a build that writes v2 opened the
-/// log for writing (older builds then refuse it instead of misreading it).
+/// with 0x02, v3 with 0x03) — and are never rewritten. The `meta` key `format` is the newest version a
+/// build that opened the log for writing appends (3 now; builds that read only up to 2 then refuse the log
+/// instead of misreading it).
 ///
 /// **Version 1** (integers big-endian, strings UTF-8 without terminator):
 /// ```
@@ -56,7 +57,30 @@ import CLogHash
 /// varint A || varint R || type (T, 1...255) || aggregate kind (K, ≥ 1) || aggregate id (I) || actor (A) ||
 /// request id (R) || payload (the rest)`.
 ///
-/// Chain hash (SHA-256). Its definition is independent of the encoding, so v1 and v2 records chain the same
+/// **Version 3** (issue 14: 6–7 bytes less per record than v2): the same body, and the zstd frame's own
+/// metadata left out where it repeats what the record stores. A body that compresses to one compressed
+/// block is stored as that block's contents only: its 1-byte frame header descriptor, 1–4-byte frame
+/// content size and 3-byte block header are a function of `U` and the block length `P` and are rebuilt on
+/// read (``ZstdSingleBlock``; the writer keeps the short form only when zstd's frame is byte-for-byte the
+/// rebuilt one). Flags and dictionary id share one varint.
+/// ```
+/// offset  size  field
+///      0     1  format version (0x03)
+///      1     8  timestamp, ns since the Unix epoch, UTC (u64 big-endian; fixed offset, outside the body)
+///      9     v  S = dictionary id × 4 + storage (varint; dictionary id in u32 range, 0 = none)
+///               storage (S & 3): 0 = one zstd compressed block, U ≤ 128 KiB, 1 ≤ P ≤ 128 KiB;
+///               1 = raw body (P == U, dictionary id 0); 2 = a zstd frame without its magic number, as in v2;
+///               3 = invalid
+///      .     v  U = body length in bytes, uncompressed (varint)
+///      .     P  stored body
+///  end-4     4  CRC-32C (Castagnoli) of the 8-byte key followed by every preceding byte of this value (as v2)
+/// ```
+/// The frame storage 0 stands for is the magicless frame `0x20 | c << 6` (single segment, no checksum, no
+/// dictionary id; c = 0 for U < 256, 1 for U < 65,792, else 2) `|| U` (c = 0: 1 byte; c = 1: U − 256 in
+/// 2 bytes; c = 2: 4 bytes; little-endian) `|| (P << 3 | 0b101)` (3 bytes little-endian: last block,
+/// compressed) `|| block` (RFC 8878 §3.1.1).
+///
+/// Chain hash (SHA-256). Its definition is independent of the encoding, so v1, v2 and v3 records chain the same
 /// and records may be re-encoded without breaking the chain:
 /// ```
 /// hash(n) = SHA256( hash(n-1)            32 bytes; zeros for seq 1
@@ -74,16 +98,16 @@ import CLogHash
 /// same transaction as the records. The `chain` database keeps chain checkpoints (see ``ChainCheckpoints``):
 /// `seq` (u64 big-endian) → `hash(seq)` (32 bytes) || CRC-32C of key and hash (u32 big-endian), written for
 /// every seq that is a multiple of ``ChainCheckpoints/interval`` (and once for the head when a log without
-/// checkpoints is first appended to), in the same transaction as the record. A v2 record's previous hash is
+/// checkpoints is first appended to), in the same transaction as the record. A v2/v3 record's previous hash is
 /// recomputed from the nearest checkpoint (or v1 record) before it — at most `interval` records away.
 /// `verify()` recomputes the whole chain from seq 1 and compares it with every checkpoint, every v1
 /// previous-hash link and `meta` head.hash.
 public enum RecordFormat {
   public static let magic: [UInt8] = [0x4F, 0x53, 0x45, 0x56]
   /// The version new records are written in.
-  public static let formatVersion: UInt8 = 2
+  public static let formatVersion: UInt8 = 3
   /// Log format versions (`meta` `format`) this build reads.
-  static let readableLogFormats: ClosedRange<UInt32> = 1...2
+  static let readableLogFormats: ClosedRange<UInt32> = 1...3
   static let fixedHeaderSize = 77
   static let checksumSize = 4
   static let flagRaw: UInt8 = 1
@@ -101,21 +125,23 @@ public enum RecordFormat {
   }
 
   /// Framing of one stored record, checksum-verified; `stored` points into the transaction's memory and is
-  /// the payload (v1) or the body (v2), compressed unless `isRaw`.
+  /// the payload (v1) or the body (v2, v3), compressed unless `isRaw`: a zstd frame (without its magic
+  /// number in v2/v3) or, when `isBlock` (v3), one zstd block whose frame and block headers are left out.
   struct Header {
     var version: UInt8
     var seq: UInt64
     var flags: UInt8
     var timestampNs: UInt64
     var dictionaryID: UInt32
-    /// Uncompressed length of `stored`: the payload (v1) or the body (v2).
+    /// Uncompressed length of `stored`: the payload (v1) or the body (v2, v3).
     var uncompressedLength: Int
     var stored: UnsafeRawBufferPointer
     /// Size of the whole LMDB value.
     var storedSize: Int
-    /// Header strings and the previous-hash link (v1 only; in v2 they are inside the body).
+    /// Header strings and the previous-hash link (v1 only; in v2 and v3 they are inside the body).
     var v1: V1Fields?
     var isRaw: Bool { flags & RecordFormat.flagRaw != 0 }
+    var isBlock: Bool { flags & RecordFormat.flagBlock != 0 }
   }
 
   /// The fields of a decoded record besides seq and timestamp.
@@ -133,6 +159,7 @@ public enum RecordFormat {
   /// a failure is `.corrupt` naming `key` (the seq the value is stored under).
   static func parse(_ value: UnsafeRawBufferPointer, key: UInt64) throws -> Header {
     guard let first = value.first else { throw EventLogError.corrupt(key, "record \(key): too short (0 bytes)") }
+    if first == 3 { return try parseV3(value, key: key) }
     if first == 2 { return try parseV2(value, key: key) }
     return try parseV1(value, key: key)
   }

@@ -1,11 +1,12 @@
-// Version 2 records: the body (header strings + payload, compressed together) and the value framing.
+// Version 2 records: the body (header strings + payload, compressed together; v3 stores the same body) and
+// the v2 value framing (older builds wrote it; read, and written by tests of mixed logs).
 // Layout in ``RecordFormat``.
 
 extension RecordFormat {
   /// Largest accepted uncompressed v2 body: the payload limit plus the header strings and their varints.
   static let maxBodyBytes = EventLog.maxPayloadBytes + 255 + 4 * 65_535 + 60
 
-  /// Appends the uncompressed v2 body of `event` to `out`.
+  /// Appends the uncompressed v2/v3 body of `event` to `out`.
   static func appendBody(of event: NewEvent, to out: inout [UInt8]) {
     let t = event.type.utf8
     let k = event.aggregate.kind.utf8
@@ -32,14 +33,14 @@ extension RecordFormat {
     out.append(contentsOf: event.payload)
   }
 
-  /// The uncompressed v2 body of `event`.
+  /// The uncompressed v2/v3 body of `event`.
   static func body(of event: NewEvent) -> [UInt8] {
     var out = [UInt8]()
     appendBody(of: event, to: &out)
     return out
   }
 
-  /// The v2 body of a decoded record (used to train dictionaries on what v2 compresses).
+  /// The v2/v3 body of a decoded record (used to train dictionaries on what new records compress).
   static func body(of r: EventRecord) -> [UInt8] {
     body(
       of: NewEvent(
@@ -47,9 +48,9 @@ extension RecordFormat {
         payloadVersion: r.payloadVersion, payload: r.payload))
   }
 
-  /// A v2 value without its trailing CRC (the CRC covers the key, known only inside the write transaction):
-  /// seal it with ``sealV2(_:seq:into:)``. `stored` is the body frame without magic (``Compressor/
-  /// compressBody(_:dict:)``) or, when `raw`, the body itself; `bodyLength` the uncompressed body length.
+  /// A v2 value without its trailing CRC (older builds wrote these; kept for tests of mixed logs): seal it
+  /// with ``seal(_:seq:into:)``. `stored` is the body frame without magic (``Compressor/compressFrame(_:dict:)``)
+  /// or, when `raw`, the body itself; `bodyLength` the uncompressed body length.
   static func unsealedV2(
     timestampNs: UInt64, dictionaryID: UInt32, stored: UnsafeRawBufferPointer, raw: Bool, bodyLength: Int
   ) -> [UInt8] {
@@ -64,14 +65,15 @@ extension RecordFormat {
     return out
   }
 
-  /// Writes `unsealed` followed by its CRC-32C under `seq` into `dst` (exactly `unsealed.count + 4` bytes).
-  static func sealV2(_ unsealed: UnsafeRawBufferPointer, seq: UInt64, into dst: UnsafeMutableRawBufferPointer) {
+  /// Writes a v2 or v3 `unsealed` value followed by its CRC-32C under `seq` (key then value) into `dst`
+  /// (exactly `unsealed.count + 4` bytes).
+  static func seal(_ unsealed: UnsafeRawBufferPointer, seq: UInt64, into dst: UnsafeMutableRawBufferPointer) {
     dst.copyMemory(from: unsealed)
     let crc = CRC32C.checksum(key: seq, unsealed)
     dst.storeBytes(of: crc.bigEndian, toByteOffset: unsealed.count, as: UInt32.self)
   }
 
-  /// Encodes one complete v2 value stored under `seq` (see ``unsealedV2(timestampNs:dictionaryID:stored:raw:bodyLength:)``).
+  /// Encodes one complete v2 value stored under `seq` (tests of mixed logs; see ``unsealedV2(timestampNs:dictionaryID:stored:raw:bodyLength:)``).
   static func encodeV2(
     seq: UInt64, timestampNs: UInt64, dictionaryID: UInt32, stored: [UInt8], raw: Bool, bodyLength: Int
   ) -> [UInt8] {
@@ -79,7 +81,7 @@ extension RecordFormat {
       unsealedV2(timestampNs: timestampNs, dictionaryID: dictionaryID, stored: $0, raw: raw, bodyLength: bodyLength)
     }
     return [UInt8](unsafeUninitializedCapacity: u.count + checksumSize) { buf, n in
-      u.withUnsafeBytes { sealV2($0, seq: seq, into: UnsafeMutableRawBufferPointer(buf)) }
+      u.withUnsafeBytes { seal($0, seq: seq, into: UnsafeMutableRawBufferPointer(buf)) }
       n = u.count + checksumSize
     }
   }

@@ -14,16 +14,21 @@ public struct LogStats: Sendable, Hashable {
   public var usedBytes: Int
   /// Sum of stored record value sizes (headers, compressed payloads, checksums).
   public var storedBytes: UInt64
-  /// Sum of stored (compressed or raw) payload sizes; for v2 records the stored body (header strings and
-  /// payload, compressed together).
+  /// Sum of stored (compressed or raw) payload sizes; for v2/v3 records the stored body (header strings and
+  /// payload, compressed together; a v3 single block without its frame and block headers).
   public var storedPayloadBytes: UInt64
-  /// Sum of uncompressed payload sizes (v2: body sizes).
+  /// Sum of uncompressed payload sizes (v2, v3: body sizes).
   public var uncompressedPayloadBytes: UInt64
   /// Records per dictionary id (0 = no dictionary, including raw payloads).
   public var recordsPerDictionary: [UInt32: UInt64]
   /// Stored payload bytes per dictionary id.
   public var storedPayloadBytesPerDictionary: [UInt32: UInt64]
   public var activeDictionaryID: UInt32
+  /// Pages (branch + leaf + overflow, `mdb_stat`) per named database (`events`, `aggregates`, `chain`, ...);
+  /// times ``pageSize``, what each takes of `usedBytes`.
+  public var pagesPerDatabase: [String: Int]
+  /// LMDB page size in bytes.
+  public var pageSize: Int
   /// Counters of this process's writer (zeros for read-only opens).
   public var writer: WriterStats
 }
@@ -36,7 +41,8 @@ extension EventLog {
     var s = LogStats(
       records: 0, headSeq: 0, fileBytes: 0, mapSize: 0, usedBytes: 0, storedBytes: 0,
       storedPayloadBytes: 0, uncompressedPayloadBytes: 0, recordsPerDictionary: [:],
-      storedPayloadBytesPerDictionary: [:], activeDictionaryID: 0, writer: writerStats)
+      storedPayloadBytesPerDictionary: [:], activeDictionaryID: 0, pagesPerDatabase: [:], pageSize: 0,
+      writer: writerStats)
     let head = currentHead()
     s.headSeq = head.headSeq
     s.activeDictionaryID = head.activeDictionaryID
@@ -47,6 +53,13 @@ extension EventLog {
       let size = attrs[.size] as? NSNumber
     {
       s.fileBytes = size.uint64Value
+    }
+    s.pageSize = info.pageSize
+    let dbs = shared.env.dbs
+    let named = zip(Databases.names, [dbs.events, dbs.meta, dbs.snapshots, dbs.checkpoints, dbs.dicts, dbs.aggregates])
+    try shared.env.withRead { txn in
+      for (name, dbi) in named { s.pagesPerDatabase[name] = try txn.pages(dbi) }
+      if let chain = dbs.chain { s.pagesPerDatabase[ChainCheckpoints.name] = try txn.pages(chain) }
     }
     var next: UInt64 = 1
     while true {

@@ -30,8 +30,8 @@ extension EventLog {
   /// every v1 record's previous-hash link, every chain checkpoint (``ChainCheckpoints``; a damaged one is
   /// named by its seq) and finally `meta` head seq and hash. Stops at and reports the first bad seq with a
   /// reason (`firstBad`). A record altered with a recomputed checksum is found where the chain next meets a
-  /// checkpoint, a v1 link or the head: v2 records carry no link of their own, so the reason names the range
-  /// (at most one checkpoint interval) and `seq` is its first record.
+  /// checkpoint, a v1 link or the head: v2 and v3 records carry no link of their own, so the reason names the
+  /// range (at most one checkpoint interval) and `seq` is its first record.
   ///
   /// With `checksumsOnly` (the quick pass a gateway runs at start-up) records are parsed and their checksums
   /// checked but not decompressed, so neither the chain nor `meta` head hash is checked (`lastHash` stays

@@ -26,7 +26,7 @@ import Testing
       try await log.append((0..<40).map { event(payload: "later \($0)") })
       #expect(try log.verify().isOK)
       let stored = try #require(try log.shared.env.withRead { try $0.get(log.shared.env.dbs.events, seqKey(target)) })
-      #expect(stored.first == 2)  // written as a version 2 record
+      #expect(stored.first == 3)  // written as a version 3 record
       slice = Array(stored[(stored.count / 2)..<(stored.count / 2 + 16)])
       log.close()
     }
@@ -97,8 +97,8 @@ import Testing
 
     // 3. Bad length field with a recomputed checksum: bounds checks, no crash.
     var lying = original10
-    #expect(lying[0] == 2 && lying[10] == 0)  // v2, no dictionary: the body length varint is at offset 11
-    lying[11] = 0xFF
+    #expect(lying[0] == 3 && lying[9] & ~3 == 0)  // v3, no dictionary: the body length varint is at offset 10
+    lying[10] = 0xFF
     lying.removeLast(4)
     lying.appendBE(lying.withUnsafeBytes { CRC32C.checksum(key: 10, $0) })
     try rawPut(10, lying)
@@ -166,7 +166,7 @@ import Testing
       let fixCRC = iteration % 2 == 0 && v.count > 4
       if fixCRC {
         v.removeLast(4)
-        v.appendBE(v.first == 2 ? v.withUnsafeBytes { CRC32C.checksum(key: seq, $0) } : CRC32C.checksum(v))
+        v.appendBE(v.first == 1 || v.first == 0x4F ? CRC32C.checksum(v) : v.withUnsafeBytes { CRC32C.checksum(key: seq, $0) })
       }
       try log.shared.env.withWrite { try $0.put(dbs.events, seqKey(seq), v) }
       let report = try log.verify()

@@ -4,7 +4,7 @@ import Testing
 
 @testable import EventLog
 
-/// Record format version 2 (issue 14): round trip, logs with v1 and v2 records, chain checkpoints.
+/// Record format version 2 and later (issue 14): round trip, logs with v1 and v2/v3 records, chain checkpoints.
 @Suite struct FormatV2Tests {
   /// Events exercising every field: unicode, empty actor/request id, payload versions, raw and compressed
   /// bodies, a large payload, explicit timestamps.
@@ -73,18 +73,18 @@ import Testing
     #expect(all.last?.hash == log.headHash)
     let withDictionary = all.filter { $0.seq > 70 && $0.dictionaryID == 1 }.count
     #expect(withDictionary > 40)
-    // Every stored value is v2, and at least 40 bytes smaller than the v1 encoding of the same event (its
-    // payload compressed at the same level as the v2 body: no dictionary is active for seqs 1...6).
+    // Every stored value is v3 (the writer's format), and at least 40 bytes smaller than the v1 encoding of
+    // the same event (its payload compressed at the same level as the body: no dictionary for seqs 1...6).
     let compressor = try Compressor(level: EventLog.Options().compressionLevelWithoutDictionary)
     for seq: UInt64 in 1...6 {
       let v = try #require(try Self.stored(log, seq))
-      #expect(v.first == 2)
+      #expect(v.first == 3)
       let e = events[Int(seq) - 1]
       let c = try compressor.compress(e.payload, dict: nil)
       let v1 = RecordFormat.encodeV1(
         seq: seq, timestampNs: 0, event: e, dictionaryID: 0, storedPayload: c.bytes, raw: c.raw,
         previousHash: RecordFormat.zeroHash)
-      #expect(v.count + 40 <= v1.count, "seq \(seq): v2 \(v.count) bytes, v1 \(v1.count)")
+      #expect(v.count + 40 <= v1.count, "seq \(seq): v3 \(v.count) bytes, v1 \(v1.count)")
     }
     // Random access (chain hash recomputed from the nearest checkpoint) agrees with the sequential read.
     let seqs: [UInt64] = [1, 2, 31, 32, 33, 63, 64, 65, 99, 149, 150]
@@ -115,7 +115,7 @@ import Testing
   }
 
   /// A log written by an older build (v1 records, no `chain` database, format 1) is read as it is, then
-  /// appended to in v2: one chain across both, verify passes, nothing old is rewritten.
+  /// appended to in the current format (v3): one chain across both, verify passes, nothing old is rewritten.
   @Test func mixedV1AndV2LogVerifies() async throws {
     let tmp = TempDir()
     defer { tmp.remove() }
@@ -162,14 +162,14 @@ import Testing
       for e in events[60...] { try await log.append([e]) }
       let dbs = log.shared.env.dbs
       let format = try log.shared.env.withRead { txn in try txn.get(dbs.meta, MetaKey.format) }
-      #expect(format == [0, 0, 0, 2])
+      #expect(format == [0, 0, 0, 3])
       let last = try log.shared.env.withRead { txn in try ChainCheckpoints.lastSeq(txn, dbs) }
       #expect(last == 64)
       let anchor = try #require(try Self.checkpoint(log, 40))  // anchored at the old head
       let anchorHash = anchor.withUnsafeBytes { ChainCheckpoints.hash($0, seq: 40) }
       #expect(anchorHash == v1Hash(events, 40))
       for (i, v) in v1Values.enumerated() { #expect(try Self.stored(log, UInt64(i + 1)) == v) }  // untouched
-      #expect(try Self.stored(log, 41)?.first == 2)
+      #expect(try Self.stored(log, 41)?.first == 3)
       log.close()
     }
     let log = try openLog(tmp.log) { $0.readOnly = true }

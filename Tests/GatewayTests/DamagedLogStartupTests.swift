@@ -146,8 +146,8 @@ import Testing
     #expect(different.isEmpty, "flips at \(different) started with a different state")
     #expect(unverified.isEmpty, "started on a log that verify rejects: \(unverified)")
     #expect(refused >= 2, "flips that hit the log's pages are refused (got \(refused); the file is half free pages)")
-    // Flips aimed at records (a byte of a stored record: a version 2 value starts with its version byte 0x02,
-    // flags 0 and its 8-byte big-endian timestamp, found by the timestamps the log holds): every record is
+    // Flips aimed at records (a byte of a stored record: a version 3 value starts with its version byte 0x03
+    // and its 8-byte big-endian timestamp, found by the timestamps the log holds): every record is
     // checked at start-up, so each is refused — unless it hit a stale copy on a free page (then harmless).
     let starts = try Self.recordOffsets(in: original, logDirectory: dir + "/log")
     #expect(starts.count >= 20, "records located in the file: \(starts.count)")
@@ -272,9 +272,12 @@ import Testing
       return try #require(try log.record(at: target)).timestampNs
     }()
     var hits = 0
-    for i in 0..<(bytes.count - 16) where bytes[i] == 0x02 && bytes[i + 1] <= 1 {  // v2, compressed or raw
+    for i in 0..<(bytes.count - 16) {
+      // v2 (compressed or raw: flags 0 or 1, timestamp at 2) or v3 (timestamp at 1)
+      let at = bytes[i] == 0x02 && bytes[i + 1] <= 1 ? 2 : bytes[i] == 0x03 ? 1 : 0
+      guard at > 0 else { continue }
       var t: UInt64 = 0
-      for k in 2..<10 { t = t << 8 | UInt64(bytes[i + k]) }
+      for k in at..<(at + 8) { t = t << 8 | UInt64(bytes[i + k]) }
       if t == ts {
         bytes[i + 13] ^= 0x08  // inside the stored body
         hits += 1
@@ -298,9 +301,9 @@ import Testing
     }
   }
 
-  /// Offsets in `file` (a copy of `logDirectory`'s data.mdb) where a version 2 record value starts: its
-  /// version byte 0x02, flags 0 and the 8-byte big-endian timestamp of a record the log holds (live copies
-  /// and stale ones on free pages alike).
+  /// Offsets in `file` (a copy of `logDirectory`'s data.mdb) where a version 2 or 3 record value starts: its
+  /// version byte (0x02 then flags 0, or 0x03) and the 8-byte big-endian timestamp of a record the log holds
+  /// (live copies and stale ones on free pages alike).
   static func recordOffsets(in file: [UInt8], logDirectory: String) throws -> [Int] {
     var options = EventLog.Options()
     options.readOnly = true
@@ -311,9 +314,10 @@ import Testing
     var offsets: [Int] = []
     var i = 0
     while i + 10 + 40 <= file.count {
-      if file[i] == 0x02, file[i + 1] == 0x00 {
+      let ts = file[i] == 0x02 && file[i + 1] == 0x00 ? 2 : file[i] == 0x03 ? 1 : 0
+      if ts > 0 {
         var t: UInt64 = 0
-        for k in 2..<10 { t = t << 8 | UInt64(file[i + k]) }
+        for k in ts..<(ts + 8) { t = t << 8 | UInt64(file[i + k]) }
         if timestamps.contains(t) { offsets.append(i) }
       }
       i += 1

@@ -68,7 +68,7 @@ struct LogCommand: AsyncParsableCommand {
       event mix: Scenarios.all cycled (\(mix.templates.count) events per cycle, fresh ids/request ids per cycle), \
       mean payload \(String(format: "%.0f", mix.meanPayload)) B uncompressed
       appends: 1 event per call, \(s.appendSeconds) s per cell, appenders \(s.concurrencies.map(String.init).joined(separator: ",")); \
-      ours: EventLog default options (durability .sync, zstd level -1 without a dictionary, 3 with one, group commit ≤ 4096 events); \
+      ours: EventLog default options (durability .sync, zstd level -1 without a dictionary, 4 with one, group commit ≤ 4096 events); \
       SQLite: GRDB DatabasePool (WAL), one transaction per append
       replay: \(s.replayEvents) events bulk-loaded in batches of \(s.bulkBatch) (one transaction each), chunked reads of 4096
       """

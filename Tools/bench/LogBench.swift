@@ -31,6 +31,8 @@ struct LogBenchResults: Sendable {
   var bytesNoDict = 0.0, bytesDict = 0.0, bytesFileNoDict = 0.0, bytesFileDict = 0.0
   var payloadRaw = 0.0, payloadNoDict = 0.0, payloadDict = 0.0, headerBytes = 0.0
   var bytesSQLite = 0.0
+  /// Dictionary rows: on-disk bytes per event by LMDB database (pages added while appending them).
+  var diskPerDatabaseDict: [(name: String, bytes: Double)] = []
   var sqlitePragmas = ""
 }
 
@@ -230,6 +232,10 @@ enum LogBench {
     res.payloadDict = Double(st1.storedPayloadBytesPerDictionary[dictID] ?? 0) / nd
     res.bytesDict = headerAfter + res.payloadDict
     res.bytesFileDict = Double(st1.usedBytes - st0.usedBytes) / nd
+    res.diskPerDatabaseDict = st1.pagesPerDatabase.keys.sorted().map { name in
+      let pages = (st1.pagesPerDatabase[name] ?? 0) - (st0.pagesPerDatabase[name] ?? 0)
+      return (name, Double(pages * st1.pageSize) / nd)
+    }
     let (rows, sqlBytes) = try db.sizeAfterCheckpoint()
     res.bytesSQLite = Double(sqlBytes) / Double(max(rows, 1))
     try db.close()

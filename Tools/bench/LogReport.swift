@@ -62,15 +62,24 @@ enum LogReport {
       [
         ["uncompressed payload (mix mean)", "-", f(r.payloadRaw, 1), "-"],
         ["ours, zstd -1, no dictionary", f(r.bytesNoDict, 1), f(r.payloadNoDict, 1), f(r.bytesFileNoDict, 1)],
-        ["ours, zstd 3, trained dictionary", f(r.bytesDict, 1), f(r.payloadDict, 1), f(r.bytesFileDict, 1)],
+        ["ours, zstd 4, trained dictionary", f(r.bytesDict, 1), f(r.payloadDict, 1), f(r.bytesFileDict, 1)],
         ["SQLite (uncompressed payload, checkpointed file)", "-", "-", f(r.bytesSQLite, 1)],
       ])
-    out += "\n(record = framing \(f(r.headerBytes, 1)) B (format v2: version, flags, timestamp, dictionary id, length, "
-    out += "CRC-32C) plus the stored body (header strings + payload, one zstd frame); "
+    out += "\n(record = framing \(f(r.headerBytes, 1)) B (format v3: version, timestamp, dictionary id and storage, "
+    out += "length, CRC-32C) plus the stored body (header strings + payload: one zstd block without frame metadata, "
+    out += "or a frame); "
     out += "dictionary rows: \(s.dictEvents) events appended after training on the newest 10,000; "
     out += "on disk ours: LMDB used pages / records, chain checkpoints included)\n"
     out += "ratios on disk: ours no-dict/SQLite \(ratio(r.bytesFileNoDict, r.bytesSQLite)), "
     out += "ours dict/SQLite \(ratio(r.bytesFileDict, r.bytesSQLite))\n"
+    let parts = r.diskPerDatabaseDict.filter { $0.bytes != 0 }.map { "\($0.name) \(f($0.bytes, 1)) B" }
+    out += "on disk per event, dictionary rows, by LMDB database (pages added / events): "
+    out += parts.joined(separator: ", ")
+    if let ev = r.diskPerDatabaseDict.first(where: { $0.name == "events" }) {
+      out += " (events = record \(f(r.bytesDict, 1)) B + LMDB node header, 8-byte key, slot and page slack "
+      out += "\(f(ev.bytes - r.bytesDict, 1)) B)"
+    }
+    out += "\n"
     return out
   }
 }
