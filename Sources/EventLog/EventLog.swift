@@ -240,8 +240,17 @@ public final class EventLog: Sendable {
         d.chain = readOnly ? nil : try txn.openDatabase(ChainCheckpoints.name, create: true)
       }
       if let v = try txn.get(d.meta, MetaKey.format) {
-        guard let f = decodeBE32(v), RecordFormat.readableLogFormats.contains(f) else {
+        guard let f = decodeBE32(v), f >= RecordFormat.readableLogFormats.lowerBound else {
           throw EventLogError.corrupt(nil, "unsupported log format \(v)")
+        }
+        // A newer build's log is not damaged: name the version and what to do, so no one restores a backup.
+        guard f <= RecordFormat.readableLogFormats.upperBound else {
+          let r = RecordFormat.readableLogFormats
+          throw EventLogError(
+            code: .invalidArgument,
+            message:
+              "log format \(f) was written by a newer openshell (this build reads formats \(r.lowerBound)…\(r.upperBound)): run that version or a later one; the log is not damaged",
+            lmdbCode: nil)
         }
         // A writer appends v3 records from now on: mark the log so older builds refuse it.
         if !readOnly, f < UInt32(RecordFormat.formatVersion) {

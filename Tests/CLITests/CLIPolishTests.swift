@@ -176,6 +176,11 @@ struct CLIPolishTests {
     #expect(r.code != 0 && r.err.contains("longer than 32 KiB") && r.err.contains("Deleted sandbox refused"), "\(r)")
     r = try env.run(["sandbox", "get", "refused"])
     #expect(r.code != 0 && r.err.contains("not found"), "the --no-keep sandbox is gone: \(r)")
+    // ... and when it does not become ready in time (the wait is part of what --no-keep cleans up after).
+    r = try env.run(["sandbox", "create", "slow", "--no-keep", "--", "true"], env: ["OPENSHELL_PROVISION_TIMEOUT": "0.01"])
+    #expect(r.code != 0 && r.err.contains("did not become ready") && r.err.contains("Deleted sandbox slow"), "\(r)")
+    r = try env.run(["sandbox", "get", "slow"])
+    #expect(r.code != 0 && r.err.contains("not found"), "the --no-keep sandbox is gone: \(r)")
     r = try env.run(["sandbox", "get", "plain"])
     #expect(r.code == 0 && Self.field("Limits", r.out) == nil, "\(r)")
     // The effective confinement (issue 15): user, Landlock ABI and mode, seccomp.

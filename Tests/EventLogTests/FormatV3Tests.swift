@@ -163,6 +163,31 @@ import Testing
   /// A damaged v3 record is named by verify: a flipped byte (checksum), and with a valid checksum an unknown
   /// storage, an oversized block length, a block that does not decode; other content that decodes is found
   /// where the chain meets the next checkpoint.
+  /// A log whose format marker is above what this build reads was written by a newer build: it is refused as
+  /// such (invalid argument, "not damaged"), never as a damaged log to restore from a backup, and left unchanged.
+  @Test func newerLogFormatIsNotCalledDamaged() async throws {
+    let tmp = TempDir()
+    defer { tmp.remove() }
+    do {
+      let log = try openLog(tmp.log)
+      try await log.append([event("sandbox.updated", kind: "sandbox", id: "sb-1", payload: "{}", ts: 1_700_000_000_000_000_000)])
+      let dbs = log.shared.env.dbs
+      try log.shared.env.withWrite { try $0.put(dbs.meta, MetaKey.format, [0, 0, 0, 9]) }
+      log.close()
+    }
+    let before = try Data(contentsOf: URL(fileURLWithPath: tmp.log + "/data.mdb"))
+    for readOnly in [false, true] {
+      do {
+        _ = try openLog(tmp.log) { $0.readOnly = readOnly }
+        Issue.record("a format 9 log was opened")
+      } catch let e as EventLogError {
+        #expect(e.code == .invalidArgument, "\(e)")
+        #expect(e.message.contains("log format 9 was written by a newer openshell") && e.message.contains("not damaged"), "\(e)")
+      }
+    }
+    #expect(try Data(contentsOf: URL(fileURLWithPath: tmp.log + "/data.mdb")) == before)
+  }
+
   @Test func damagedV3RecordIsNamed() async throws {
     let tmp = TempDir()
     defer { tmp.remove() }

@@ -70,56 +70,55 @@ struct SandboxCreate: AsyncParsableCommand {
         ).sandbox
         let n = created.metadata.name
         printErr("Created sandbox: \(Style.bold(n))")
-        try await SandboxCLI.waitReady(c, name: n, workspace: workspace, timeout: timeout, progress: true)
-        if !noKeep { SandboxCLI.remember(n, gateway: r.name) }
-        if let forwardPort {
-          try SSHTunnel.ensureIdentity()
-          let ws = workspace
-          let pid = try await ForwardStart.startBackground(
-            args: SSHCommandLine.nameModeOptions(r, name: n, workspace: ws) + ["-o", "ExitOnForwardFailure=yes"], alias: SSHTunnel.alias(n, workspace: ws),
-            spec: "\(forwardPort.bind):\(forwardPort.port):127.0.0.1:\(forwardPort.port)", gateway: r.name, sandbox: n, workspace: ws,
-            bind: forwardPort.bind, port: forwardPort.port)
-          printErr("✓ Forwarding \(forwardPort.bind):\(forwardPort.port) to port \(forwardPort.port) in sandbox \(n) in the background (pid \(pid))")
-        }
-        guard !command.isEmpty else {
-          print(n)
-          return 0
-        }
-        var code: Int32
-        if noKeep {
-          // An interrupted --no-keep run still deletes its sandbox: SIGINT/SIGTERM cancel the exec (the
-          // gateway then kills the command), the deletion below runs, and the exit code is 128 + signal.
-          let interrupted = SignalFlag()
-          let execTask = Task { try await SandboxCLI.exec(c, name: n, workspace: workspace, command: command, workdir: nil, timeout: 0, stdin: stdin) }
-          let sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler {
-              interrupted.set(sig)
-              execTask.cancel()
-            }
-            source.resume()
-            return source
+        // Everything after the creation: wait until ready, forward, run CMD (exit code = CMD's).
+        let work: @Sendable () async throws -> Int32 = {
+          try await SandboxCLI.waitReady(c, name: n, workspace: workspace, timeout: timeout, progress: true)
+          if !noKeep { SandboxCLI.remember(n, gateway: r.name) }
+          if let forwardPort {
+            try SSHTunnel.ensureIdentity()
+            let ws = workspace
+            let pid = try await ForwardStart.startBackground(
+              args: SSHCommandLine.nameModeOptions(r, name: n, workspace: ws) + ["-o", "ExitOnForwardFailure=yes"], alias: SSHTunnel.alias(n, workspace: ws),
+              spec: "\(forwardPort.bind):\(forwardPort.port):127.0.0.1:\(forwardPort.port)", gateway: r.name, sandbox: n, workspace: ws,
+              bind: forwardPort.bind, port: forwardPort.port)
+            printErr("✓ Forwarding \(forwardPort.bind):\(forwardPort.port) to port \(forwardPort.port) in sandbox \(n) in the background (pid \(pid))")
           }
-          var result = await execTask.result
-          for source in sources { source.cancel() }
-          if let sig = interrupted.value {
-            result = .success(128 + sig)
-            printErr("Interrupted; deleting sandbox \(n)")
+          guard !command.isEmpty else {
+            print(n)
+            return 0
           }
-          // The sandbox is deleted whatever the exec's outcome, a failed exec included; its error is
-          // reported after the deletion.
-          let d = try await c.deleteSandbox(
-            .with {
-              $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace)
-            }, options: SandboxCLI.options())
-          try await SandboxCLI.waitDeleted(c, name: n, id: d.sandboxID, workspace: workspace, timeout: 60)
-          printErr("Deleted sandbox \(n)")
-          code = try result.get()
-        } else {
-          code = try await SandboxCLI.exec(c, name: n, workspace: workspace, command: command, workdir: nil, timeout: 0, stdin: stdin)
+          return try await SandboxCLI.exec(c, name: n, workspace: workspace, command: command, workdir: nil, timeout: 0, stdin: stdin)
         }
-        return code
+        guard noKeep else { return try await work() }
+        // --no-keep deletes the sandbox whatever happens once it exists: a failed or timed-out wait for
+        // ready, a failed exec, or SIGINT/SIGTERM at any point after the creation (they cancel the work; the
+        // gateway then kills the command) — the exit code is then 128 + signal.
+        let interrupted = SignalFlag()
+        let task = Task { try await work() }
+        let sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
+          signal(sig, SIG_IGN)
+          let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+          source.setEventHandler {
+            interrupted.set(sig)
+            task.cancel()
+          }
+          source.resume()
+          return source
+        }
+        var result = await task.result
+        for source in sources { source.cancel() }
+        if let sig = interrupted.value {
+          result = .success(128 + sig)
+          printErr("Interrupted; deleting sandbox \(n)")
+        }
+        // The error of the work, if any, is reported after the deletion.
+        let d = try await c.deleteSandbox(
+          .with {
+            $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace)
+          }, options: SandboxCLI.options())
+        try await SandboxCLI.waitDeleted(c, name: n, id: d.sandboxID, workspace: workspace, timeout: 60)
+        printErr("Deleted sandbox \(n)")
+        return try result.get()
       }
     }
     if code != 0 { throw ExitCode(code) }

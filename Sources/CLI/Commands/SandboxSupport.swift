@@ -188,7 +188,7 @@ enum SandboxCLI {
       default: try await Task.sleep(for: .milliseconds(100))
       }
     }
-    throw CLIError("sandbox \(name) did not become ready within \(Int(timeout)) s (OPENSHELL_PROVISION_TIMEOUT)")
+    throw CLIError("sandbox \(name) did not become ready within \(String(format: "%g", timeout)) s (OPENSHELL_PROVISION_TIMEOUT)")
   }
 }
 
