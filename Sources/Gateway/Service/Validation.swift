@@ -29,7 +29,7 @@ enum LabelRule {
     if key.isEmpty || key.utf8.count > 253 { return "label key must be 1-253 characters" }
     let ok = key.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "._-/".unicodeScalars.contains($0)) }
     if !ok { return "label key \(key.debugDescription) may contain only letters, digits, '.', '_', '-' and '/'" }
-    if value.utf8.count > 256 { return "label value for \(key) must be at most 256 characters" }
+    if value.utf8.count > 256 { return "label value for \(key) must be at most 256 bytes of UTF-8" }
     if value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) { return "label value for \(key) contains control characters" }
     return nil
   }
