@@ -56,6 +56,7 @@ public struct EventLogError: Error, Sendable, CustomStringConvertible, Equatable
   /// For `.conflict`: the aggregate's actual version (number of events) at check time.
   public let actual: UInt64?
 
+  /// An error of `code` with its one-line `message`; the optional fields name the LMDB return code, the errno, the seq, and for `.conflict` the aggregate with its expected and actual versions.
   public init(
     code: Code, message: String, lmdbCode: Int32? = nil, errno: Int32? = nil, seq: UInt64? = nil,
     aggregate: AggregateRef? = nil, expected: ExpectedVersion? = nil, actual: UInt64? = nil
@@ -70,6 +71,7 @@ public struct EventLogError: Error, Sendable, CustomStringConvertible, Equatable
     self.actual = actual
   }
 
+  /// `EventLogError.<code>: <message>` followed by the LMDB code, errno and seq when set.
   public var description: String {
     var s = "EventLogError.\(code.rawValue): \(message)"
     if let lmdbCode { s += " [lmdb \(lmdbCode)]" }

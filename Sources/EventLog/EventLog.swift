@@ -45,6 +45,7 @@ public final class EventLog: Sendable {
     public var initialMapSize: Int = 64 << 20
     /// Upper bound for map growth in bytes; beyond it appends fail with `.mapFull`.
     public var maxMapSize: Int = 1 << 40
+    /// How durable a commit is when `append` returns (``Durability``); default `.sync`: every commit flushed.
     public var durability: Durability = .sync
     /// zstd compression level for snapshots (and ``Compressor/compress(_:dict:)``).
     public var compressionLevel: Int32 = 3
@@ -86,6 +87,7 @@ public final class EventLog: Sendable {
     /// until ``EventLog/finishBulkLoad()``, and the open accepts the directory's bulk-load marker.
     var bulkLoad = false
 
+    /// The defaults documented on each property.
     public init() {}
   }
 

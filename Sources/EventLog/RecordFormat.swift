@@ -103,6 +103,7 @@ import CLogHash
 /// `verify()` recomputes the whole chain from seq 1 and compares it with every checkpoint, every v1
 /// previous-hash link and `meta` head.hash.
 public enum RecordFormat {
+  /// "OSEV": the first four bytes of a version 1 record value.
   public static let magic: [UInt8] = [0x4F, 0x53, 0x45, 0x56]
   /// The version new records are written in.
   public static let formatVersion: UInt8 = 3

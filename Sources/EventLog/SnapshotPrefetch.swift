@@ -7,6 +7,7 @@ public struct SnapshotPrefetch: Sendable {
   /// Called at most once, on the opening thread, with the newest snapshot of ``name`` as the walk read it.
   public var receive: @Sendable (PrefetchedSnapshot) -> Void
 
+  /// Asks for the newest snapshot called `name`; `receive` gets it once, on the opening thread.
   public init(name: String, receive: @escaping @Sendable (PrefetchedSnapshot) -> Void) {
     self.name = name
     self.receive = receive
@@ -37,6 +38,7 @@ public struct SnapshotPrefetch: Sendable {
 public struct PrefetchedSnapshot: Sendable {
   /// Its name and the seq it covers.
   public let name: String
+  /// The seq of the last record the snapshot covers.
   public let seq: UInt64
   let stored: [UInt8]
 

@@ -5,6 +5,7 @@ import Foundation
 public struct LogStats: Sendable, Hashable {
   /// Records in the `events` database.
   public var records: UInt64
+  /// The seq of the newest record (`meta` head.seq); 0 for an empty log.
   public var headSeq: UInt64
   /// Size of `data.mdb` on disk (apparent size).
   public var fileBytes: UInt64
@@ -23,6 +24,7 @@ public struct LogStats: Sendable, Hashable {
   public var recordsPerDictionary: [UInt32: UInt64]
   /// Stored payload bytes per dictionary id.
   public var storedPayloadBytesPerDictionary: [UInt32: UInt64]
+  /// The dictionary new records are compressed with; 0 = none trained yet.
   public var activeDictionaryID: UInt32
   /// Pages (branch + leaf + overflow, `mdb_stat`) per named database (`events`, `aggregates`, `chain`, ...);
   /// times ``pageSize``, what each takes of `usedBytes`.

@@ -6,10 +6,12 @@ public struct AggregateRef: Hashable, Sendable, Codable, CustomStringConvertible
   public var kind: String
   /// Aggregate id within its kind.
   public var id: String
+  /// The aggregate `kind`/`id` (limits in the type's documentation, checked at append).
   public init(kind: String, id: String) {
     self.kind = kind
     self.id = id
   }
+  /// `kind/id`, e.g. `sandbox/<uuid>`.
   public var description: String { "\(kind)/\(id)" }
 }
 
@@ -34,6 +36,7 @@ public struct NewEvent: Sendable, Hashable {
   /// Event time in ns since the Unix epoch (UTC); `nil` means the wall clock when `append` is called.
   public var timestampNs: UInt64?
 
+  /// An event to append; `timestampNs` nil = the wall clock at `append` (limits: ``EventLog/maxPayloadBytes``, strings ≤ 65,535 bytes, type 1–255 bytes).
   public init(
     type: String, aggregate: AggregateRef, actor: String, requestID: String, payloadVersion: UInt16 = 1,
     payload: [UInt8], timestampNs: UInt64? = nil
@@ -56,6 +59,7 @@ public struct EventRecord: Sendable, Hashable {
   public let timestampNs: UInt64
   /// Event type name.
   public let type: String
+  /// The aggregate the event belongs to.
   public let aggregate: AggregateRef
   /// Identity that caused the event.
   public let actor: String
@@ -74,6 +78,7 @@ public struct EventRecord: Sendable, Hashable {
   /// Size in bytes of the stored LMDB value (header + compressed payload + checksum).
   public let storedSize: Int
 
+  /// A record as read back (the fields above; `hash` and `previousHash` are 32 bytes each).
   public init(
     seq: UInt64, timestampNs: UInt64, type: String, aggregate: AggregateRef, actor: String,
     requestID: String, payloadVersion: UInt16, dictionaryID: UInt32, payload: [UInt8], hash: [UInt8],
@@ -112,6 +117,7 @@ public enum ExpectedVersion: Sendable, Hashable, CustomStringConvertible {
     }
   }
 
+  /// `any`, `noStream` or `exact(n)`.
   public var description: String {
     switch self {
     case .any: return "any"
@@ -135,6 +141,7 @@ public struct EventFilter: Sendable, Hashable {
   /// Only records with `timestampNs < untilNs`.
   public var untilNs: UInt64?
 
+  /// A filter with the given criteria; every `nil` matches everything.
   public init(
     aggregate: AggregateRef? = nil, aggregateKind: String? = nil, types: Set<String>? = nil,
     sinceNs: UInt64? = nil, untilNs: UInt64? = nil

@@ -4,7 +4,9 @@ import CLMDB
 public struct VerifyFailure: Sendable, Hashable, CustomStringConvertible {
   /// The first bad (or missing) seq.
   public let seq: UInt64
+  /// What is wrong there, one line (e.g. "checksum mismatch", "hash chain broken").
   public let reason: String
+  /// `seq N: <reason>`, as `openshell-replay verify` prints it.
   public var description: String { "seq \(seq): \(reason)" }
 }
 
@@ -14,12 +16,15 @@ public struct VerifyReport: Sendable, Hashable {
   public var records: UInt64
   /// Head seq and hash recorded in `meta`.
   public var headSeq: UInt64
+  /// Chain hash recorded in `meta` for the head (32 bytes).
   public var headHash: [UInt8]
   /// Seq and chain hash of the last good record walked.
   public var lastSeq: UInt64
+  /// Chain hash of that record (32 bytes).
   public var lastHash: [UInt8]
   /// The first problem, or nil if the whole log verified.
   public var firstBad: VerifyFailure?
+  /// True when every record verified (no ``firstBad``).
   public var isOK: Bool { firstBad == nil }
 }
 

@@ -23,6 +23,7 @@ public struct AuditService: Openshell_Audit_V1_AuditService.SimpleServiceProtoco
     self.floorSeq = max(floorSeq, 1)
   }
 
+  /// `openshell.audit.v1.QueryEvents`, operators only: the records matching the filter in a seq range, paginated; OUT_OF_RANGE below the floor.
   public func queryEvents(request: Openshell_Audit_V1_QueryEventsRequest, context: ServerContext) async throws -> Openshell_Audit_V1_QueryEventsResponse {
     try Self.operatorOnly("QueryEvents")
     guard request.pageSize <= Self.maxPageSize else {
@@ -59,6 +60,7 @@ public struct AuditService: Openshell_Audit_V1_AuditService.SimpleServiceProtoco
     return response
   }
 
+  /// `openshell.audit.v1.WatchEvents`, operators only: history from `from_seq`, then live, one event per message; every seq once, in order; OUT_OF_RANGE below the floor.
   public func watchEvents(request: Openshell_Audit_V1_WatchEventsRequest, response: RPCWriter<Openshell_Audit_V1_AuditEvent>, context: ServerContext)
     async throws
   {
@@ -66,6 +68,7 @@ public struct AuditService: Openshell_Audit_V1_AuditService.SimpleServiceProtoco
     try await watch("WatchEvents", request).run { try await response.write(contentsOf: try $0.message().events) }
   }
 
+  /// `openshell.audit.v1.WatchEventBatches`, operators only: as WatchEvents, with many events per message (catch-up at log speed).
   public func watchEventBatches(
     request: Openshell_Audit_V1_WatchEventsRequest, response: RPCWriter<Openshell_Audit_V1_WatchEventsResponse>, context: ServerContext
   ) async throws {
@@ -82,6 +85,7 @@ public struct AuditService: Openshell_Audit_V1_AuditService.SimpleServiceProtoco
     return AuditWatch(log: log, matcher: matcher, from: from)
   }
 
+  /// `openshell.audit.v1.GetSandboxAt`, operators only: a sandbox as it was at a time or seq (a projection of the log up to it); NOT_FOUND when it did not exist then.
   public func getSandboxAt(request: Openshell_Audit_V1_GetSandboxAtRequest, context: ServerContext) async throws -> Openshell_Audit_V1_GetSandboxAtResponse {
     try Self.operatorOnly("GetSandboxAt")
     guard !request.name.isEmpty else { throw RPCErrors.invalidArgument(field: "name", "the sandbox name is required") }

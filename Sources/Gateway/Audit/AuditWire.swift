@@ -18,10 +18,12 @@ public struct AuditWireBatch: Sendable, Hashable {
   /// Seq of the last event appended (0 when empty).
   public private(set) var lastSeq: UInt64 = 0
 
+  /// An empty batch.
   public init() {}
 
   /// Events in the batch.
   public var count: Int { ranges.count }
+  /// True when no event was appended yet.
   public var isEmpty: Bool { ranges.isEmpty }
 
   /// Encoded size in bytes of the `AuditEvent` of these fields (without its tag and length prefix in the

@@ -27,6 +27,7 @@ public struct OTLPExportSettings: Sendable, Equatable {
   /// The `service.name` resource attribute.
   public var serviceName = "openshell-gateway"
 
+  /// Export to the OTLP/gRPC logs `endpoint` (e.g. `http://127.0.0.1:4317`) with the defaults above.
   public init(endpoint: String) {
     self.endpoint = endpoint
   }
@@ -48,7 +49,9 @@ public struct OTLPExportSettings: Sendable, Equatable {
 
 /// A configuration value the gateway cannot start with; the message names it.
 public struct GatewayConfigurationError: Error, CustomStringConvertible {
+  /// One line naming the setting and what is wrong with it.
   public let description: String
+  /// An error with its one-line `description`.
   public init(_ description: String) { self.description = description }
 }
 

@@ -24,9 +24,11 @@ public struct GatewayConfiguration: Sendable {
   public var supervisorDialHost: String {
     ["0.0.0.0", "::", "[::]", ""].contains(bindAddress) ? "127.0.0.1" : bindAddress
   }
+  /// The gateway's name, recorded at initialisation and reported by GetGatewayInfo.
   public var gatewayName: String = "openshell"
   /// Recorded in the gateway's configuration events; GPU passthrough comes with the drivers.
   public var gpu = false
+  /// Image registry user name, recorded in the configuration events (the token never is).
   public var registryUsername: String = ""
   /// Never stored: only its SHA-256 fingerprint enters the log.
   public var registryToken: String = ""
@@ -34,6 +36,7 @@ public struct GatewayConfiguration: Sendable {
   public var shutdownGracePeriod: Duration = .seconds(10)
   /// Handle SIGTERM/SIGINT (off in tests that run several gateways in one process).
   public var handleSignals = true
+  /// Options of the event log the gateway opens under `DATA/log` (durability, map size, dictionaries...).
   public var logOptions = EventLog.Options()
   /// Compute driver: `local` (default; sandboxes run as supervised processes in bubblewrap namespaces,
   /// see `LocalComputeDriver`) or `none` (sandboxes stay PROVISIONING).
@@ -61,6 +64,7 @@ public struct GatewayConfiguration: Sendable {
   /// Whether refused calls are recorded (``AuditInterceptor``). Only the audit benchmark turns it off, to
   /// measure its cost (`openshell-loadgen --audit-overhead`); a gateway without it is not auditable.
   public var recordRefusals = true
+  /// Tests only: behave as on a kernel without Landlock (`OPENSHELL_TEST_DISABLE_LANDLOCK=1`), to check the fail-closed path.
   public var simulateNoLandlock = ProcessInfo.processInfo.environment[ConfinementPlan.testDisableLandlockVariable] == "1"
   /// A PEM file of extra roots every sandbox's proxy trusts for upstream TLS, besides the system roots
   /// (the analogue of OpenShell's operator-installed CAs in the supervisor's trust store: private or
@@ -73,6 +77,7 @@ public struct GatewayConfiguration: Sendable {
   /// without restarting the sandbox (``SandboxCertificateRenewal``). Default 30 days; tests use seconds.
   public var sandboxCertificateLifetime: TimeInterval = GatewayPKI.defaultSandboxCertificateLifetime
 
+  /// The defaults above for a gateway whose state lives in `dataDirectory` (`log/`, `pki/`, `sandboxes/`...).
   public init(dataDirectory: String) {
     self.dataDirectory = dataDirectory
   }

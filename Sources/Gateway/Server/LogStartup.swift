@@ -6,6 +6,7 @@ import Projections
 
 /// The gateway refused to start; `description` is one line naming the file, the seq or page and the remedy.
 public struct GatewayStartupError: Error, CustomStringConvertible, Sendable {
+  /// The one-line refusal, as the gateway prints it before exiting.
   public let description: String
 }
 

@@ -12,8 +12,11 @@ public let gatewayVersion = "0.1.0"
 
 /// A running gateway: the store, the server and its bound port.
 public final class RunningGateway: Sendable {
+  /// The store: the log, its projection and the commands that append to it.
   public let store: GatewayStore
+  /// The server on the gateway's one port (gRPC and HTTP).
   public let server: GatewayServer
+  /// The gateway's certificates; nil for a plaintext gateway.
   public let pki: GatewayPKI?
   /// The local compute driver, when configured.
   public let driver: LocalComputeDriver?
