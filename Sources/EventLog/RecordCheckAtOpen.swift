@@ -37,13 +37,11 @@ final class RecordCheckAtOpen {
     // (over the 8-byte key and every byte but the last 4, which hold it big-endian; v2 also its flags byte),
     // without building the parsed header (issue 14: that cost ~40 ms per million records). Version 1, versions
     // added later and any value that fails go through RecordFormat.parse, which names the fault.
-    if value.count >= 14, value[0] == 3 || (value[0] == 2 && value[1] & ~RecordFormat.flagRaw == 0) {
-      let body = UnsafeRawBufferPointer(rebasing: value[..<(value.count - RecordFormat.checksumSize)])
-      let stored = UInt32(bigEndian: value.loadUnaligned(fromByteOffset: body.count, as: UInt32.self))
-      if CRC32C.checksum(key: seq, body) == stored {
-        nextSeq = seq + 1
-        return
-      }
+    if value.count >= 14, value[0] == 3 || (value[0] == 2 && value[1] & ~RecordFormat.flagRaw == 0),
+      (try? RecordFormat.checkedBody(value, key: seq, minimumBytes: 14)) != nil
+    {
+      nextSeq = seq + 1
+      return
     }
     _ = try RecordFormat.parse(value, key: seq)
     nextSeq = seq + 1

@@ -73,6 +73,27 @@ extension RecordFormat {
     dst.storeBytes(of: crc.bigEndian, toByteOffset: unsealed.count, as: UInt32.self)
   }
 
+  /// `unsealed` followed by its CRC-32C under `seq` (v2 and v3 values are sealed the same way).
+  static func sealed(_ unsealed: [UInt8], seq: UInt64) -> [UInt8] {
+    [UInt8](unsafeUninitializedCapacity: unsealed.count + checksumSize) { buf, n in
+      unsealed.withUnsafeBytes { seal($0, seq: seq, into: UnsafeMutableRawBufferPointer(buf)) }
+      n = unsealed.count + checksumSize
+    }
+  }
+
+  /// A v2 or v3 value without its trailing CRC-32C, once that CRC matches `key` and the rest. Throws `.corrupt`
+  /// naming `key` when the value is shorter than `minimumBytes` or the checksum does not match.
+  static func checkedBody(_ value: UnsafeRawBufferPointer, key: UInt64, minimumBytes: Int) throws -> UnsafeRawBufferPointer {
+    guard value.count >= minimumBytes else { throw EventLogError.corrupt(key, "record \(key): too short (\(value.count) bytes)") }
+    let body = UnsafeRawBufferPointer(rebasing: value[0..<(value.count - checksumSize)])
+    let stored = UInt32(bigEndian: value.loadUnaligned(fromByteOffset: body.count, as: UInt32.self))
+    let computed = CRC32C.checksum(key: key, body)
+    guard stored == computed else {
+      throw EventLogError.corrupt(key, "record \(key): checksum mismatch (stored \(hex32(stored)), computed \(hex32(computed)))")
+    }
+    return body
+  }
+
   /// Encodes one complete v2 value stored under `seq` (tests of mixed logs; see ``unsealedV2(timestampNs:dictionaryID:stored:raw:bodyLength:)``).
   static func encodeV2(
     seq: UInt64, timestampNs: UInt64, dictionaryID: UInt32, stored: [UInt8], raw: Bool, bodyLength: Int
@@ -80,23 +101,13 @@ extension RecordFormat {
     let u = stored.withUnsafeBytes {
       unsealedV2(timestampNs: timestampNs, dictionaryID: dictionaryID, stored: $0, raw: raw, bodyLength: bodyLength)
     }
-    return [UInt8](unsafeUninitializedCapacity: u.count + checksumSize) { buf, n in
-      u.withUnsafeBytes { seal($0, seq: seq, into: UnsafeMutableRawBufferPointer(buf)) }
-      n = u.count + checksumSize
-    }
+    return sealed(u, seq: seq)
   }
 
   /// Parses and checksums a v2 value (see ``parse(_:key:)``); the body is not decompressed.
   static func parseV2(_ value: UnsafeRawBufferPointer, key: UInt64) throws -> Header {
     func bad(_ reason: String) -> EventLogError { .corrupt(key, "record \(key): \(reason)") }
-    guard value.count >= 12 + checksumSize else { throw bad("too short (\(value.count) bytes)") }
-    let body = UnsafeRawBufferPointer(rebasing: value[0..<(value.count - checksumSize)])
-    var tail = ByteReader(value, offset: value.count - checksumSize)
-    guard let stored = tail.u32() else { throw bad("missing checksum") }
-    let computed = CRC32C.checksum(key: key, body)
-    guard stored == computed else {
-      throw bad("checksum mismatch (stored \(hex32(stored)), computed \(hex32(computed)))")
-    }
+    let body = try checkedBody(value, key: key, minimumBytes: 12 + checksumSize)
     var r = ByteReader(body)
     guard r.u8() == 2 else { throw bad("unknown format version") }
     guard let flags = r.u8(), flags & ~flagRaw == 0 else { throw bad("unknown flags") }

@@ -40,10 +40,7 @@ extension RecordFormat {
       unsealedV3(
         timestampNs: timestampNs, dictionaryID: dictionaryID, storage: storage, stored: $0, bodyLength: bodyLength)
     }
-    return [UInt8](unsafeUninitializedCapacity: u.count + checksumSize) { buf, n in
-      u.withUnsafeBytes { seal($0, seq: seq, into: UnsafeMutableRawBufferPointer(buf)) }
-      n = u.count + checksumSize
-    }
+    return sealed(u, seq: seq)
   }
 
   /// Parses and checksums a v3 value (see ``parse(_:key:)``); the body is not decompressed. A block's body
@@ -51,14 +48,7 @@ extension RecordFormat {
   /// ``maxBodyBytes``.
   static func parseV3(_ value: UnsafeRawBufferPointer, key: UInt64) throws -> Header {
     func bad(_ reason: String) -> EventLogError { .corrupt(key, "record \(key): \(reason)") }
-    guard value.count >= 11 + checksumSize else { throw bad("too short (\(value.count) bytes)") }
-    let body = UnsafeRawBufferPointer(rebasing: value[0..<(value.count - checksumSize)])
-    var tail = ByteReader(value, offset: value.count - checksumSize)
-    guard let stored = tail.u32() else { throw bad("missing checksum") }
-    let computed = CRC32C.checksum(key: key, body)
-    guard stored == computed else {
-      throw bad("checksum mismatch (stored \(hex32(stored)), computed \(hex32(computed)))")
-    }
+    let body = try checkedBody(value, key: key, minimumBytes: 11 + checksumSize)
     var r = ByteReader(body)
     guard r.u8() == 3 else { throw bad("unknown format version") }
     guard let ts = r.u64(), let field = r.varint(), let ulen = r.varint() else { throw bad("truncated header") }
