@@ -88,10 +88,23 @@ public struct AuditMatcher: Sendable {
     isScoped ? nil : headerMatches(record)
   }
 
+  /// ``selectsByHeader(_:)`` for a record given by its header fields (a borrowed record of the watch's
+  /// history, issue 12).
+  public func selectsByHeader(timestampNs: UInt64, type: String, actor: String) -> Bool? {
+    isScoped ? nil : headerMatches(timestampNs: timestampNs, type: type, actor: actor)
+  }
+
   private func headerMatches(_ record: EventRecord) -> Bool {
-    guard logFilter.matches(record) else { return false }
-    if let actor = query.actor, record.actor != actor, !record.actor.contains(actor) { return false }
-    if !query.types.isEmpty, !query.types.contains(where: { record.type == $0 || ($0.hasSuffix(".") && record.type.hasPrefix($0)) }) {
+    headerMatches(timestampNs: record.timestampNs, type: record.type, actor: record.actor)
+  }
+
+  /// Time bounds (since inclusive, until exclusive), actor (equal or containing), type (equal, or a prefix
+  /// ending in ".").
+  private func headerMatches(timestampNs: UInt64, type: String, actor: String) -> Bool {
+    if let s = query.sinceNs, timestampNs < s { return false }
+    if let u = query.untilNs, timestampNs >= u { return false }
+    if let a = query.actor, actor != a, !actor.contains(a) { return false }
+    if !query.types.isEmpty, !query.types.contains(where: { type == $0 || ($0.hasSuffix(".") && type.hasPrefix($0)) }) {
       return false
     }
     return true

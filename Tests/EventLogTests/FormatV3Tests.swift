@@ -155,6 +155,7 @@ import Testing
       n += 1
     }
     #expect(n == events.count + 1)
+    try BorrowedReadingTests.expectSameAsOwned(ro, all, limit: 9)
     let report = try ro.verify()
     #expect(report.isOK, "\(String(describing: report.firstBad))")
     #expect(report.records == UInt64(events.count))

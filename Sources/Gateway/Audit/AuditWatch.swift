@@ -9,9 +9,11 @@ import Projections
 /// from a seq, history then live, each seq exactly once and in order, handed to the RPC in batches already in
 /// wire form (``AuditWireBatch``).
 ///
-/// History is read in pages of ``pageRecords`` with the log's sequential reader (one read transaction per
-/// page, the chain carried between records), each record decoded at most once (the commonest audit kinds not
-/// at all: ``AuditFastSummary``) and written straight into the batch's wire bytes. Child tasks read and encode the next pages while the current one is sent (the transport
+/// History is read in pages of ``pageRecords``, one read transaction per page. The common catch-up (no
+/// sandbox, provider or OCSF) borrows each record from the read buffers (``EventLog/visitRecords(from:through:limit:_:)``:
+/// no `EventRecord`, no chain hash; CRCs checked) and writes the summary of the kinds ``AuditFastSummary`` knows
+/// from the payload bytes; other queries use the log's sequential reader. Each record is decoded at most once and
+/// written straight into the batch's wire bytes. Child tasks read and encode the next pages while the current one is sent (the transport
 /// serialises, frames and encrypts it on its event loop): one ``AsyncThrowingChannel`` without a buffer per
 /// worker hands pages over in order, so memory stays bounded by one page per worker plus the one written. At the
 /// head the watch continues in the calling task with the log's catch-up subscription, which the log's writer
@@ -85,9 +87,17 @@ struct AuditWatch: Sendable {
               try Task.checkCancellation()
               let first = start + page * size
               var batches: [AuditWireBatch] = []
-              var reader = log.read(from: first, through: first + size - 1, filter: matcher.logFilter, chunkSize: Self.pageRecords)
-              while let record = try reader.next() {
-                if let full = try cutter.add(record, &matcher) { batches.append(full) }
+              if scoped || matcher.includeOCSF {
+                var reader = log.read(from: first, through: first + size - 1, filter: matcher.logFilter, chunkSize: Self.pageRecords)
+                while let record = try reader.next() {
+                  if let full = try cutter.add(record, &matcher) { batches.append(full) }
+                }
+              } else {
+                // The common catch-up (no sandbox, provider or OCSF): records borrowed from the read buffers.
+                _ = try log.visitRecords(from: first, through: first + size - 1, limit: Self.pageRecords) { record in
+                  if let full = try cutter.add(record, &matcher) { batches.append(full) }
+                  return true
+                }
               }
               if !cutter.batch.isEmpty { batches.append(cutter.take()) }
               await pages[w].send(Page(batches: batches, matcher: scoped ? matcher : nil))
@@ -147,6 +157,39 @@ struct AuditWatch: Sendable {
       }
       guard let event = try matcher.select(record) else { return nil }
       return add(record, event)
+    }
+
+    /// ``add(_:_:)-(EventRecord,_)`` for a borrowed record (the watch's history, issue 12): the summary of the
+    /// kinds ``AuditFastSummary`` knows is written from the borrowed payload; any other record is copied out
+    /// and decoded.
+    /// - Throws: `ProjectionError` when a selected record's payload does not decode.
+    mutating func add(_ record: BorrowedRecord, _ matcher: inout AuditMatcher) throws -> AuditWireBatch? {
+      if !ocsf, record.payloadVersion == gatewayEventSchemaVersion,
+        let selected = matcher.selectsByHeader(timestampNs: record.timestampNs, type: record.type, actor: record.actor)
+      {
+        guard selected else { return nil }
+        scratch.removeAll(keepingCapacity: true)
+        if AuditFastSummary.render(record.payload, type: record.type, into: &scratch) {
+          return scratch.withUnsafeBytes { add(record, summary: $0) }
+        }
+      }
+      let owned = record.unchainedRecord()
+      guard let event = try matcher.select(owned) else { return nil }
+      return add(owned, event)
+    }
+
+    /// Appends a borrowed `record` with a summary already rendered (UTF-8 bytes), cutting as ``add(_:_:)``.
+    private mutating func add(_ record: BorrowedRecord, summary: UnsafeRawBufferPointer) -> AuditWireBatch? {
+      let size = AuditWireBatch.eventSize(
+        seq: record.seq, timestampNs: record.timestampNs, typeCount: record.type.utf8.count,
+        aggregateCount: record.kind.utf8.count + 1 + record.id.count, actorCount: record.actor.utf8.count,
+        requestIDCount: record.requestID.count, summaryCount: summary.count)
+      var full: AuditWireBatch?
+      if !batch.isEmpty, batch.size(appending: size) > limit { full = take() }
+      batch.append(
+        seq: record.seq, timestampNs: record.timestampNs, type: record.type, kind: record.kind, id: record.id,
+        actor: record.actor, requestID: record.requestID, summary: summary, ocsf: [], size: size)
+      return full
     }
 
     /// Appends `record` with a summary already rendered (UTF-8 bytes), cutting as ``add(_:_:)``.

@@ -43,15 +43,28 @@ public struct AuditWireBatch: Sendable, Hashable {
     seq: UInt64, timestampNs: UInt64, type: String, aggregate: AggregateRef, actor: String, requestID: String,
     summaryCount: Int, ocsf: [String]
   ) -> Int {
-    var n = 0
-    if seq != 0 { n += 1 + varintSize(seq) }
-    if timestampNs != 0 { n += 1 + varintSize(timestampNs) }
-    n += stringFieldSize(type.utf8.count) + stringFieldSize(aggregate.kind.utf8.count + 1 + aggregate.id.utf8.count)
-    n += stringFieldSize(actor.utf8.count) + stringFieldSize(requestID.utf8.count) + stringFieldSize(summaryCount)
+    var n = eventSize(
+      seq: seq, timestampNs: timestampNs, typeCount: type.utf8.count,
+      aggregateCount: aggregate.kind.utf8.count + 1 + aggregate.id.utf8.count, actorCount: actor.utf8.count,
+      requestIDCount: requestID.utf8.count, summaryCount: summaryCount)
     for s in ocsf {
       let c = s.utf8.count
       n += 1 + varintSize(UInt64(c)) + c
     }
+    return n
+  }
+
+  /// Encoded size in bytes of an `AuditEvent` without OCSF events whose string fields have these UTF-8
+  /// lengths (`aggregateCount`: of `kind/id`).
+  public static func eventSize(
+    seq: UInt64, timestampNs: UInt64, typeCount: Int, aggregateCount: Int, actorCount: Int, requestIDCount: Int,
+    summaryCount: Int
+  ) -> Int {
+    var n = 0
+    if seq != 0 { n += 1 + varintSize(seq) }
+    if timestampNs != 0 { n += 1 + varintSize(timestampNs) }
+    n += stringFieldSize(typeCount) + stringFieldSize(aggregateCount)
+    n += stringFieldSize(actorCount) + stringFieldSize(requestIDCount) + stringFieldSize(summaryCount)
     return n
   }
 
@@ -78,6 +91,25 @@ public struct AuditWireBatch: Sendable, Hashable {
     seq: UInt64, timestampNs: UInt64, type: String, aggregate: AggregateRef, actor: String, requestID: String,
     summary: UnsafeRawBufferPointer, ocsf: [String], size: Int
   ) {
+    var id = aggregate.id
+    var requestID = requestID
+    id.withUTF8 { i in
+      requestID.withUTF8 { q in
+        append(
+          seq: seq, timestampNs: timestampNs, type: type, kind: aggregate.kind, id: UnsafeRawBufferPointer(i), actor: actor,
+          requestID: UnsafeRawBufferPointer(q), summary: summary, ocsf: ocsf, size: size)
+      }
+    }
+  }
+
+  /// ``append(seq:timestampNs:type:aggregate:actor:requestID:summary:ocsf:size:)`` with the aggregate id and
+  /// the request id given as their UTF-8 bytes (a borrowed record's), `size` from
+  /// ``eventSize(seq:timestampNs:typeCount:aggregateCount:actorCount:requestIDCount:summaryCount:)`` when
+  /// `ocsf` is empty.
+  public mutating func append(
+    seq: UInt64, timestampNs: UInt64, type: String, kind: String, id: UnsafeRawBufferPointer, actor: String,
+    requestID: UnsafeRawBufferPointer, summary: UnsafeRawBufferPointer, ocsf: [String], size: Int
+  ) {
     bytes.append(0x0A)
     appendVarint(UInt64(size))
     let start = bytes.count
@@ -90,20 +122,14 @@ public struct AuditWireBatch: Sendable, Hashable {
       appendVarint(timestampNs)
     }
     appendString(0x1A, type)
-    let kind = aggregate.kind.utf8.count
-    let id = aggregate.id.utf8.count
     bytes.append(0x22)
-    appendVarint(UInt64(kind + 1 + id))
-    appendUTF8(aggregate.kind)
+    appendVarint(UInt64(kind.utf8.count + 1 + id.count))
+    appendUTF8(kind)
     bytes.append(UInt8(ascii: "/"))
-    appendUTF8(aggregate.id)
+    bytes.append(contentsOf: id)
     appendString(0x2A, actor)
-    appendString(0x32, requestID)
-    if !summary.isEmpty {
-      bytes.append(0x3A)
-      appendVarint(UInt64(summary.count))
-      bytes.append(contentsOf: summary)
-    }
+    appendBytes(0x32, requestID)
+    appendBytes(0x3A, summary)
     for s in ocsf {
       bytes.append(0x42)
       appendVarint(UInt64(s.utf8.count))
@@ -142,6 +168,14 @@ public struct AuditWireBatch: Sendable, Hashable {
     bytes.append(tag)
     appendVarint(UInt64(s.utf8.count))
     appendUTF8(s)
+  }
+
+  /// A proto3 string field given as its UTF-8 bytes: omitted when empty.
+  private mutating func appendBytes(_ tag: UInt8, _ b: UnsafeRawBufferPointer) {
+    guard !b.isEmpty else { return }
+    bytes.append(tag)
+    appendVarint(UInt64(b.count))
+    bytes.append(contentsOf: b)
   }
 
   /// The string's UTF-8 bytes in one copy (a native string's storage as it is).
