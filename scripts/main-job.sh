@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the embedded default (local compute driver): install packages, build, start a local
 # gateway, create a sandbox that runs a command and prints its output, then print the sandbox's audit
-# timeline from the event log with `openshell-replay`, verify the log, and stop the gateway.
+# timeline from the event log with `openshell-replay`, stop the gateway, and verify the log and its signed
+# audit checkpoints.
 #   PORT=9090 scripts/main-job.sh     # another port if 8080 is taken
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,10 @@ echo "== openshell sandbox create demo-job --no-keep -- sh -c '…'"
 "$bin/openshell" sandbox create demo-job --no-keep -- sh -c 'echo "hello from $(hostname), uid $(id -u), workspace $(pwd)"'
 echo "== openshell-replay audit --sandbox demo-job"
 "$bin/openshell-replay" audit "$state/log" --sandbox demo-job
-echo "== openshell-replay verify"
-"$bin/openshell-replay" verify "$state/log"
+echo "== openshell gateway stop"
 "$bin/openshell" gateway stop
+# Verified once the gateway is stopped: its writer lock is released, so the file's structure is walked too,
+# and the shutdown checkpoint signs every record before it. The public key is the gateway's own copy here (a
+# real audit uses one kept off the host).
+echo "== openshell-replay verify --public-key keys/audit-checkpoint.pub.pem"
+"$bin/openshell-replay" verify "$state/log" --public-key "$state/keys/audit-checkpoint.pub.pem"

@@ -213,7 +213,8 @@ public final class EventLog: Sendable {
     }
   }
 
-  /// Opens the named databases (creating them and the format marker for a writer) and reads the head.
+  /// Opens the named databases (creating them for a writer) and reads the head. The format marker is written
+  /// with the first record this build appends (``Writer``), never by the open alone.
   /// `damagedPlace` starts the message when the `chain` database is missing from a log of format 2 (its
   /// name damaged in the main tree: creating an empty one would drop every checkpoint).
   private static func initialize(_ env: LMDBEnvironment, readOnly: Bool, damagedPlace: String) throws -> PublishedState {
@@ -254,16 +255,9 @@ public final class EventLog: Sendable {
               "log format \(f) was written by a newer openshell (this build reads formats \(r.lowerBound)…\(r.upperBound)): run that version or a later one; the log is not damaged",
             lmdbCode: nil)
         }
-        // A writer appends v3 records from now on: mark the log so older builds refuse it.
-        if !readOnly, f < UInt32(RecordFormat.formatVersion) {
-          var n = [UInt8]()
-          n.appendBE(UInt32(RecordFormat.formatVersion))
-          try txn.put(d.meta, MetaKey.format, n)
-        }
-      } else if !readOnly {
-        var f = [UInt8]()
-        f.appendBE(UInt32(RecordFormat.formatVersion))
-        try txn.put(d.meta, MetaKey.format, f)
+        // Not raised here: the writer raises it in the transaction of its first v3 record (Writer.formatMarked),
+        // so an open that appends nothing (`openshell-replay rebuild` writes a snapshot only) leaves an older
+        // build's log readable by that build.
       }
       return (d, try readHeadState(txn, d))
     }

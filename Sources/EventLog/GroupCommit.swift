@@ -80,6 +80,7 @@ extension Writer {
     let dbs = shared.env.dbs
     let start = head
     let startCheckpoint = lastCheckpoint
+    let markFormat = !formatMarked
     let interval = ChainCheckpoints.interval
     do {
       let outcome: Outcome = try withMapGrowth {
@@ -152,6 +153,12 @@ extension Writer {
             for (agg, v) in versions where v.touched { try txn.put(dbs.aggregates, aggregateKey(agg), seqKey(v.version)) }
             try txn.put(dbs.meta, MetaKey.headSeq, seqKey(out.head.headSeq))
             try txn.put(dbs.meta, MetaKey.headHash, out.head.headHash)
+            // The first v3 records: mark the log so older builds refuse it (with them, atomically).
+            if markFormat {
+              var marker = [UInt8]()
+              marker.appendBE(UInt32(RecordFormat.formatVersion))
+              try txn.put(dbs.meta, MetaKey.format, marker)
+            }
           }
           return out
         }
@@ -159,6 +166,7 @@ extension Writer {
       // Durable: publish the new head, then feed subscribers, then resume the callers.
       head = outcome.head
       lastCheckpoint = outcome.lastCheckpoint
+      if !outcome.hashes.isEmpty { formatMarked = true }
       let newHead = outcome.head
       shared.state.withLock {
         $0.headSeq = newHead.headSeq

@@ -54,10 +54,19 @@ final class Writer: @unchecked Sendable {
   var encoders: [RecordEncoder] = []
   /// Seq of the newest chain checkpoint (``ChainCheckpoints``).
   var lastCheckpoint: UInt64
+  /// Whether the log's format marker (`meta` `format`) is already ``RecordFormat/formatVersion``. Until it
+  /// is, the first commit that stores records raises it in the same transaction: a log is marked for the
+  /// records it holds, so opening an older build's log for writing without appending (a rebuilt snapshot)
+  /// leaves it readable by that build.
+  var formatMarked: Bool
 
   init(shared: LogShared, head: PublishedState, activeDictionary: ZstdDictionary?) throws {
     self.shared = shared
-    lastCheckpoint = try shared.env.withRead { try ChainCheckpoints.lastSeq($0, shared.env.dbs) }
+    let dbs = shared.env.dbs
+    (lastCheckpoint, formatMarked) = try shared.env.withRead { txn in
+      let marker = try txn.get(dbs.meta, MetaKey.format).flatMap { decodeBE32($0) } ?? 0
+      return (try ChainCheckpoints.lastSeq(txn, dbs), marker >= UInt32(RecordFormat.formatVersion))
+    }
     self.head = head
     self.activeDictionary = activeDictionary
     compressor = try Compressor(options: shared.options)

@@ -62,7 +62,9 @@ public enum EventSummary {
     case .settingSet(let e): return "\(e.scope): \(e.key) = \(e.value)"
     case .settingDeleted(let e): return "\(e.scope): \(e.key) deleted"
     case .inferenceRouteSet(let e):
-      return "route \(e.route) → \(e.provider) model \(e.model) timeout \(e.timeoutSeconds)s\(e.verified ? "" : " (not verified)")"
+      // An unset timeout (0) is the gateway's default, shown as `openshell inference get` shows it.
+      let timeout = e.timeoutSeconds == 0 ? "60s (default)" : "\(e.timeoutSeconds)s"
+      return "route \(e.route) → \(e.provider) model \(e.model) timeout \(timeout)\(e.verified ? "" : " (not verified)")"
     case .inferenceRouteDeleted(let e): return "route \(e.route) deleted"
     case .inferenceBundlePublished(let e): return "bundle \(e.revision) routes \(e.routes.joined(separator: ","))"
     case .sshSessionCreated(let e):

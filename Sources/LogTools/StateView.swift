@@ -47,6 +47,9 @@ public struct StateView: Codable, Sendable {
     public var exitCode: Int32?
     /// Creation time, RFC 3339 UTC with milliseconds.
     public var created: String
+    /// The caller identity that created the sandbox (e.g. `operator:CN=alice`); nil (left out) when the
+    /// log does not record it (sandboxes created before `sandbox.requested` carried it).
+    public var createdBy: String?
     /// Seq of the last event that changed the sandbox.
     public var resourceVersion: UInt64
     /// `openshell.v1.SandboxSpec` as protobuf JSON (`{}` when empty).
@@ -110,7 +113,7 @@ public struct StateView: Codable, Sendable {
       SandboxView(
         id: sb.id, name: sb.name, workspace: sb.workspace, phase: sb.phase.name, labels: sb.labels,
         providers: sb.providers, conditions: sb.conditions, exitCode: sb.exitCode, created: rfc3339(ns: sb.createdNs),
-        resourceVersion: sb.resourceVersion,
+        createdBy: sb.createdBy.isEmpty ? nil : sb.createdBy, resourceVersion: sb.resourceVersion,
         spec: JSONValue.decode(Openshell_V1_SandboxSpec.self, sb.spec),
         policy: s.policies[sb.id].map(Self.policyView))
     }

@@ -127,7 +127,7 @@ extension GatewayState {
         },
         providers: Array(Set(e.providers)).sorted(), phase: .provisioning, conditions: [],
         createdNs: timestampNs, resourceVersion: seq, deletionRequestedNs: nil, exitCode: nil,
-        mainProcessStartedNs: nil, restartCount: 0, hostKeyFingerprint: "", driver: "", createdBy: "",
+        mainProcessStartedNs: nil, restartCount: 0, hostKeyFingerprint: "", driver: "", createdBy: e.createdBy,
         sealedEnvironment: e.envKeyID.isEmpty
           ? nil
           : SealedEnvironmentRecord(

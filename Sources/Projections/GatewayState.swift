@@ -226,7 +226,8 @@ public struct SandboxRecord: Codable, Equatable, Sendable {
   public var hostKeyFingerprint: String
   /// Compute driver that runs the sandbox, e.g. `local` (from `sandbox.provisioning`).
   public var driver: String
-  /// Creator identity. No event records it yet, so it is always empty.
+  /// The caller identity that created the sandbox (`sandbox.requested`'s `created_by`, e.g.
+  /// `operator:CN=alice`); empty for sandboxes recorded before the event carried it.
   public var createdBy: String
   /// The spec's environment values, sealed under the sandbox's own data key (`spec` keeps the names with
   /// empty values); nil for sandboxes recorded before values were sealed, or without environment.

@@ -140,6 +140,9 @@ struct AuditCLITests {
     let requested = try #require(all.first { $0["type"] == "sandbox.requested" && ($0["summary"] ?? "").contains(box) }?["seq"])
     r = try env.run(["sandbox", "get", "box", "--at", requested])
     #expect(r.code == 0 && r.out.contains("as of seq \(requested)") && r.out.contains(box), "\(r)")
+    // Its creator: the identity the audit trail names as the actor of sandbox.requested.
+    let creator = try #require(all.first { $0["seq"] == requested }?["actor"])
+    #expect(creator.hasPrefix("operator:") && r.out.contains("Created by") && r.out.contains(creator), "\(creator) \(r)")
     let now = try env.run(["sandbox", "get", "box"])
     #expect(now.code == 0 && now.out != r.out, "the past view differs from today's: \(now)")
     r = try env.run(["sandbox", "get", "box", "--at", "1"])

@@ -40,6 +40,27 @@ import Testing
     #expect(kinds.count == 39, "each of the 39 mutation kinds rendered is covered")
   }
 
+  /// An inference route's timeout reads as `openshell inference get` shows it: an unset one (0) is the
+  /// gateway's default, "60s (default)", never "0s"; in both renderers.
+  @Test func inferenceRouteTimeoutReadsAsTheCLI() throws {
+    let cases: [(UInt32, Bool, String)] = [
+      (0, true, "route inference.local → anthropic model m timeout 60s (default)"),
+      (0, false, "route inference.local → anthropic model m timeout 60s (default) (not verified)"),
+      (30, true, "route inference.local → anthropic model m timeout 30s"),
+      (60, false, "route inference.local → anthropic model m timeout 60s (not verified)"),
+    ]
+    for (timeout, verified, text) in cases {
+      let event = GatewayEvent(
+        .inferenceRouteSet(
+          .with {
+            $0.route = "inference.local"; $0.provider = "anthropic"; $0.model = "m"; $0.timeoutSeconds = timeout; $0.verified = verified
+          }))
+      #expect(EventSummary.describe(event) == text)
+      #expect(Self.fast(try event.serializedBytes(), type: event.typeName) == text)
+      try Self.expectSame(event, "timeout \(timeout)")
+    }
+  }
+
   /// A refusal window's samples: several addresses, a claimed subject and distinct subjects, at and below
   /// the counting cap; an identity from before the sample existed (`unverified:<subject>`) is declined.
   @Test func refusalSamplesMatchTheDescription() throws {

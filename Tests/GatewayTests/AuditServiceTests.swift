@@ -146,6 +146,11 @@ import Testing
       let view = try JSONSerialization.jsonObject(with: Data(then.sandboxJson.utf8)) as? [String: Any]
       #expect(view?["id"] as? String == id)
       #expect((view?["labels"] as? [String: String]) == ["team": "a"])
+      // The creator is the caller that created it: the actor of its sandbox.requested record.
+      let requested = try #require(try gw.running.store.log.records(from: 1).first { $0.type == "sandbox.requested" })
+      #expect(!requested.actor.isEmpty)
+      #expect(view?["createdBy"] as? String == requested.actor)
+      #expect(try GatewayEvent.decode(requested).sandboxRequested.createdBy == requested.actor)
       // By time (the create record's own timestamp) and by id.
       let createdNs = try #require(try gw.running.store.log.record(at: createdAt)).timestampNs
       let byTime = try await audit.getSandboxAt(

@@ -17,6 +17,31 @@ import Testing
     }
   }
 
+  /// A sandbox's creator comes from `sandbox.requested`'s `created_by`; a record written before the field
+  /// existed leaves it empty (so snapshots taken then still match a replay); the snapshot codec keeps it.
+  @Test func sandboxCreatorComesFromTheRequestEvent() throws {
+    var state = GatewayState()
+    state.apply(
+      GatewayEvent(
+        .sandboxRequested(
+          .with {
+            $0.id = "s1"; $0.name = "a"; $0.workspace = "default"; $0.createdBy = "operator:CN=alice"
+          })), seq: 1, timestampNs: 1)
+    state.apply(
+      GatewayEvent(
+        .sandboxRequested(
+          .with {
+            $0.id = "s2"; $0.name = "b"; $0.workspace = "default"
+          })), seq: 2, timestampNs: 2)
+    #expect(state.sandboxes["s1"]?.createdBy == "operator:CN=alice")
+    #expect(state.sandboxes["s2"]?.createdBy == "")
+    for format in [SnapshotCodec.Format.binary, .json] {
+      let decoded = try SnapshotCodec.decode(SnapshotCodec.encode(state, as: format))
+      #expect(decoded.sandboxes["s1"]?.createdBy == "operator:CN=alice", "\(format)")
+      #expect(decoded.sandboxes["s2"]?.createdBy == "", "\(format)")
+    }
+  }
+
   @Test func sandboxLifecycleProjection() throws {
     let state = try FixtureWriter.project(Scenarios.sandboxLifecycle())
     // The first happy-otter was deleted; a second one reused the name and is READY.

@@ -21,6 +21,30 @@ struct AuditCLI: AsyncParsableCommand {
   ) async throws -> R {
     try await GatewayClient.withConnection(t) { client in try await body(Openshell_Audit_V1_AuditService.Client(wrapping: client)) }
   }
+
+  /// Runs an audit command's `body`; when the gateway cannot be reached (stopped, unreachable, or gone
+  /// mid-call) the one-line error also names the offline tool that reads the same log without it:
+  /// `openshell-replay <replay arguments>` on the gateway's log directory (`DATA/log`).
+  static func offlineOnFailure(
+    _ gateway: GatewayOptions.Resolved, replay command: String, _ arguments: [String], _ body: () async throws -> Void
+  ) async throws {
+    do {
+      try await body()
+    } catch let e as RPCError where connectionFailure(e) != nil || streamClosed(e) {
+      throw CLIError(describe(e) + "; " + offlineHint(gateway, command, arguments))
+    }
+  }
+
+  /// The offline alternative in words: a local gateway's own log directory in a command to paste; for a
+  /// remote or cloud gateway the log is on its host, so its data directory is a placeholder.
+  static func offlineHint(_ gateway: GatewayOptions.Resolved, _ command: String, _ arguments: [String]) -> String {
+    let rest = arguments.isEmpty ? "" : " " + arguments.map(shellQuote).joined(separator: " ")
+    if let m = gateway.metadata, m.type == "local" {
+      let local = LocalGateway(metadata: m)
+      if local.hasLog { return "or read its log offline: openshell-replay \(command) \(shellQuote(local.logDir.path))\(rest)" }
+    }
+    return "or read its log offline on the gateway's host: openshell-replay \(command) DATA/log\(rest)"
+  }
 }
 
 /// `openshell audit [show] …`: the events, filtered, as a table, JSON or JSON lines; `-f` follows.
@@ -55,14 +79,29 @@ struct AuditShow: AsyncParsableCommand {
     }
   }
 
+  /// This command's filters and output as `openshell-replay audit` options (it has no `--follow`).
+  var replayFilters: [String] {
+    var out: [String] = []
+    for (flag, value) in [("--sandbox", sandbox), ("--provider", provider), ("--actor", actor)] {
+      if let value { out += [flag, value] }
+    }
+    for t in type { out += ["--type", t] }
+    if let since { out += ["--since", since] }
+    if let until { out += ["--until", until] }
+    if output != "table" { out += ["-o", output] }
+    return out
+  }
+
   func run() async throws {
     try await cliRun {
-      let target = try global.resolve().target
-      try await AuditCLI.withAudit(target) { api in
-        if follow {
-          try await followEvents(api)
-        } else {
-          try await printHistory(api)
+      let gateway = try global.resolve()
+      try await AuditCLI.offlineOnFailure(gateway, replay: "audit", replayFilters) {
+        try await AuditCLI.withAudit(gateway.target) { api in
+          if follow {
+            try await followEvents(api)
+          } else {
+            try await printHistory(api)
+          }
         }
       }
     }

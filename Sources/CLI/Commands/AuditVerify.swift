@@ -21,9 +21,12 @@ struct AuditVerify: AsyncParsableCommand {
     try await cliRun {
       let key: Curve25519.Signing.PublicKey
       do { key = try CheckpointSignature.loadPublicKey(path: publicKey) } catch let e as CheckpointKeyError { throw CLIError(e.description) }
-      let target = try global.resolve().target
-      let answer = try await AuditCLI.withAudit(target) { api in
-        try await api.verifyLog(.init(), options: GatewayClient.options(timeout: .seconds(600)))
+      let gateway = try global.resolve()
+      var answer = Openshell_Audit_V1_VerifyLogResponse()
+      try await AuditCLI.offlineOnFailure(gateway, replay: "verify", ["--public-key", publicKey]) {
+        answer = try await AuditCLI.withAudit(gateway.target) { api in
+          try await api.verifyLog(.init(), options: GatewayClient.options(timeout: .seconds(600)))
+        }
       }
       guard answer.ok else {
         throw CLIError("FAILED: \(answer.firstBadSeq > 0 ? "seq \(answer.firstBadSeq): " : "")\(answer.problem)")

@@ -40,7 +40,7 @@ enum PointInTime {
   static func sandboxRecord(_ seq: UInt64, _ s: StateView.SandboxView) -> Record {
     Record(pairs: [
       ("As of seq", Int(seq)), ("Id", s.id), ("Name", s.name), ("Workspace", s.workspace), ("Phase", s.phase.lowercased()),
-      ("Created", s.created),
+      ("Created", s.created), ("Created by", s.createdBy),
       ("Labels", s.labels.isEmpty ? nil : s.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")),
       ("Providers", s.providers.isEmpty ? nil : s.providers.joined(separator: ",")),
       ("Exit code", s.exitCode.map(String.init)),

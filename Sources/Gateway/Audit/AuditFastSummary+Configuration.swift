@@ -72,7 +72,7 @@ extension AuditFastSummary {
         out.put(" deleted")
       }
       return true
-    case 70:  // "route \(route) → \(provider) model \(model) timeout \(timeoutSeconds)s[ (not verified)]"
+    case 70:  // "route \(route) → \(provider) model \(model) timeout \(timeoutSeconds)s|60s (default)[ (not verified)]"
       guard let m = Fields(b, strings: [1, 2, 3], varints: [4, 5]) else { return false }
       out.put("route ")
       out.put(m.string(1))
@@ -81,8 +81,14 @@ extension AuditFastSummary {
       out.put(" model ")
       out.put(m.string(3))
       out.put(" timeout ")
-      out.put(decimal: UInt64(UInt32(truncatingIfNeeded: m.varint(4))))
-      out.put(m.varint(5) != 0 ? "s" : "s (not verified)")
+      let timeout = UInt32(truncatingIfNeeded: m.varint(4))
+      if timeout == 0 {
+        out.put("60s (default)")
+      } else {
+        out.put(decimal: UInt64(timeout))
+        out.put("s")
+      }
+      if m.varint(5) == 0 { out.put(" (not verified)") }
       return true
     case 71:  // "route \(route) deleted"
       guard let m = Fields(b, strings: [1]) else { return false }

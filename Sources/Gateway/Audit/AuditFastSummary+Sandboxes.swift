@@ -102,7 +102,7 @@ extension AuditFastSummary {
 
   /// "sandbox \(workspace)/\(name) id \(id)\(labels)[ from template \(templateName)][ providers \(providers)]"
   private static func sandboxRequested(_ b: UnsafeRawBufferPointer, _ out: inout [UInt8]) -> Bool {
-    guard let m = Fields(b, strings: [1, 2, 3, 7, 11], repeated: [10], varints: [8], bytes: [6, 9], maps: [4, 5], byteMaps: [12, 13]),
+    guard let m = Fields(b, strings: [1, 2, 3, 7, 11, 14], repeated: [10], varints: [8], bytes: [6, 9], maps: [4, 5], byteMaps: [12, 13]),
       m.each(9, { Fields($0, strings: [1], varints: [2, 3]) != nil })  // ServiceExposure
     else { return false }
     out.put("sandbox ")

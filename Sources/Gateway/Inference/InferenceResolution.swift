@@ -47,10 +47,12 @@ extension InferenceService {
       : ["openai_chat_completions", "openai_completions", "openai_responses", "model_discovery"]
   }
 
+  /// The credential that holds the API key, per supported provider type (the one table of them).
+  static let apiKeyVariables = ["openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "nvidia": "NVIDIA_API_KEY"]
+
   /// The provider's API key: the preferred variable for its type, else the first credential by name.
   static func keyName(_ p: ProviderRecord) -> String? {
-    let preferred = ["openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "nvidia": "NVIDIA_API_KEY"][p.type] ?? ""
-    if p.credentials[preferred] != nil { return preferred }
+    if let preferred = apiKeyVariables[p.type.lowercased()], p.credentials[preferred] != nil { return preferred }
     return p.credentials.keys.sorted().first
   }
 
@@ -68,7 +70,7 @@ extension InferenceService {
     }
     guard let keyName = keyName(p), let sealed = p.credentials[keyName] else {
       throw RPCErrors.failedPrecondition(
-        "provider '\(provider)' has no API key credential (expected \(["openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "nvidia": "NVIDIA_API_KEY"][p.type] ?? "an API key"))"
+        "provider '\(provider)' has no API key credential (expected \(apiKeyVariables[p.type.lowercased()] ?? "an API key"))"
       )
     }
     return Resolved(

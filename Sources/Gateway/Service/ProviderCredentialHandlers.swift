@@ -21,8 +21,10 @@ extension OpenShellService {
     let keys = request.credentialKeys
     guard (1...32).contains(keys.count) else { throw RPCErrors.invalidArgument(field: "credential_keys", "request 1-32 keys") }
     guard Set(keys).count == keys.count else { throw RPCErrors.invalidArgument(field: "credential_keys", "keys must be unique") }
-    for k in keys where !ProviderCatalog.isEnvironmentName(k) || k.count > 256 {
-      throw RPCErrors.invalidArgument(field: "credential_keys", "key \(k.debugDescription) must match [A-Za-z_][A-Za-z0-9_]* (at most 256 characters)")
+    // Bytes of UTF-8, as every other provider key limit (checkCredentials, checkConfig) counts.
+    for k in keys where !ProviderCatalog.isEnvironmentName(k) || k.utf8.count > ProviderLimits.maxKeyLength {
+      throw RPCErrors.invalidArgument(
+        field: "credential_keys", "key \(k.debugDescription) must match [A-Za-z_][A-Za-z0-9_]* (at most \(ProviderLimits.maxKeyLength) bytes)")
     }
     if request.hasMinimumRemainingLifetime {
       let d = request.minimumRemainingLifetime

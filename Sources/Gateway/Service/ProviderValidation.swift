@@ -10,6 +10,7 @@ extension OpenShellService {
   /// Limits on a provider's maps.
   enum ProviderLimits {
     static let maxEntries = 64
+    /// Bytes of UTF-8 of a credential or config key.
     static let maxKeyLength = 256
     static let maxCredentialValueBytes = 16 * 1024
     static let maxConfigValueBytes = 4 * 1024
@@ -27,7 +28,7 @@ extension OpenShellService {
     for (k, v) in map {
       guard ProviderCatalog.isEnvironmentName(k), k.utf8.count <= ProviderLimits.maxKeyLength else {
         throw RPCErrors.invalidArgument(
-          field: field, "credential key \(k.debugDescription) must match [A-Za-z_][A-Za-z0-9_]* and be at most \(ProviderLimits.maxKeyLength) characters")
+          field: field, "credential key \(k.debugDescription) must match [A-Za-z_][A-Za-z0-9_]* and be at most \(ProviderLimits.maxKeyLength) bytes")
       }
       if v.isEmpty && !update { throw RPCErrors.invalidArgument(field: field, "credential \(k) has an empty value") }
       if v.utf8.count > ProviderLimits.maxCredentialValueBytes {
@@ -39,9 +40,13 @@ extension OpenShellService {
   func checkConfig(_ map: [String: String], field: String) throws {
     if map.count > ProviderLimits.maxEntries { throw RPCErrors.invalidArgument(field: field, "at most \(ProviderLimits.maxEntries) config entries") }
     for (k, v) in map {
-      if k.isEmpty || k.utf8.count > ProviderLimits.maxKeyLength || k.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+      // The limit counts bytes of UTF-8 (200 × 'ü' is 400 bytes): the message says so and gives the count.
+      if k.isEmpty || k.utf8.count > ProviderLimits.maxKeyLength {
         throw RPCErrors.invalidArgument(
-          field: field, "config key \(k.debugDescription) must be 1-\(ProviderLimits.maxKeyLength) characters without control characters")
+          field: field, "config key \(k.debugDescription) must be 1-\(ProviderLimits.maxKeyLength) bytes of UTF-8 (it is \(k.utf8.count) bytes)")
+      }
+      if k.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+        throw RPCErrors.invalidArgument(field: field, "config key \(k.debugDescription) contains control characters")
       }
       if v.utf8.count > ProviderLimits.maxConfigValueBytes {
         throw RPCErrors.invalidArgument(field: field, "config value of \(k) is longer than \(ProviderLimits.maxConfigValueBytes) bytes")

@@ -103,6 +103,7 @@ extension OpenShellService {
             $0.envKeyID = sealed.keyID
             $0.sealedEnvironment = sealed.environment
             $0.sealedTemplateEnvironment = sealed.templateEnvironment
+            $0.createdBy = caller.actor
             $0.serviceExposures = request.serviceExposures.map { e in
               .with {
                 $0.service = e.service; $0.targetPort = e.targetPort; $0.authorizationMode = e.authorizationMode == .bearerPassthrough ? 2 : 1

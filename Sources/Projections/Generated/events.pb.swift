@@ -234,6 +234,11 @@ public nonisolated struct Openshell_Events_V1_SandboxRequested: Sendable {
   /// spec.template.environment
   public var sealedTemplateEnvironment: Dictionary<String,Data> = [:]
 
+  /// The caller identity that created the sandbox (the record's actor, e.g. "operator:CN=alice"), kept with
+  /// the sandbox in the projection (`createdBy`). Empty in logs written before this field existed: their
+  /// sandboxes keep an empty creator, so snapshots taken then still match a replay.
+  public var createdBy: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1989,7 +1994,7 @@ nonisolated extension Openshell_Events_V1_ServiceExposure: SwiftProtobuf.Message
 
 nonisolated extension Openshell_Events_V1_SandboxRequested: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SandboxRequested"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}workspace\0\u{1}labels\0\u{1}annotations\0\u{1}spec\0\u{3}template_name\0\u{3}template_version\0\u{3}service_exposures\0\u{1}providers\0\u{3}env_key_id\0\u{3}sealed_environment\0\u{3}sealed_template_environment\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}workspace\0\u{1}labels\0\u{1}annotations\0\u{1}spec\0\u{3}template_name\0\u{3}template_version\0\u{3}service_exposures\0\u{1}providers\0\u{3}env_key_id\0\u{3}sealed_environment\0\u{3}sealed_template_environment\0\u{3}created_by\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2010,6 +2015,7 @@ nonisolated extension Openshell_Events_V1_SandboxRequested: SwiftProtobuf.Messag
       case 11: try { try decoder.decodeSingularStringField(value: &self.envKeyID) }()
       case 12: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: &self.sealedEnvironment) }()
       case 13: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: &self.sealedTemplateEnvironment) }()
+      case 14: try { try decoder.decodeSingularStringField(value: &self.createdBy) }()
       default: break
       }
     }
@@ -2055,6 +2061,9 @@ nonisolated extension Openshell_Events_V1_SandboxRequested: SwiftProtobuf.Messag
     if !self.sealedTemplateEnvironment.isEmpty {
       try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: self.sealedTemplateEnvironment, fieldNumber: 13)
     }
+    if !self.createdBy.isEmpty {
+      try visitor.visitSingularStringField(value: self.createdBy, fieldNumber: 14)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2072,6 +2081,7 @@ nonisolated extension Openshell_Events_V1_SandboxRequested: SwiftProtobuf.Messag
     if lhs.envKeyID != rhs.envKeyID {return false}
     if lhs.sealedEnvironment != rhs.sealedEnvironment {return false}
     if lhs.sealedTemplateEnvironment != rhs.sealedTemplateEnvironment {return false}
+    if lhs.createdBy != rhs.createdBy {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
