@@ -96,11 +96,14 @@ extension LoadGen {
         messages = b.messages
         inOrder = inOrder && s.inOrder && b.inOrder && q.inOrder
       }
+      let cpu0 = Self.processCPUSeconds()
+      let t0 = nowNs()
       let live = try await Self.liveLag(audit, log: log, count: total, perSecond: liveRate)
-      return (single, batched, seqOnly, messages, inOrder && live.inOrder, live)
+      let liveCPU = (Self.processCPUSeconds() - cpu0) / (Double(nowNs() - t0) / 1e9)
+      return (single, batched, seqOnly, messages, inOrder && live.inOrder, (live, liveCPU))
     }
     await gw.stop()
-    let (single, batched, seqOnly, messages, inOrder, live) = result
+    let (single, batched, seqOnly, messages, inOrder, (live, liveCPU)) = result
     let loadEnd =
       (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
     func p(_ sorted: [UInt64], _ q: Double) -> Double {
@@ -131,6 +134,7 @@ extension LoadGen {
             "live lag from durable (append returned), p50 / p99 / max (ms)",
             String(format: "%.2f / %.2f / %.2f", p(live.fromDurable, 0.5), p(live.fromDurable, 0.99), p(live.fromDurable, 1)),
           ],
+          ["  CPU of the process during the live phase (% of one core)", String(format: "%.0f", liveCPU * 100)],
           ["every seq once, in order", inOrder ? "yes" : "NO"],
         ]))
     print("load average \(loadEnd) at the end")
