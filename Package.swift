@@ -239,7 +239,7 @@ let package = Package(
     .executableTarget(
       name: "LoadGen",
       dependencies: [
-        "Gateway", "OpenShellAPI", "EventLog", "Projections", "SandboxProtocol",
+        "Gateway", "OpenShellAPI", "EventLog", "Projections", "SandboxProtocol", "RelayTransport",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

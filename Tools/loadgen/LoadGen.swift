@@ -4,6 +4,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import Gateway
 import OpenShellAPI
+import RelayTransport
 import Synchronization
 
 /// Starts a gateway in-process (mTLS on 127.0.0.1, ephemeral port, no compute driver) and drives it
@@ -239,12 +240,17 @@ struct LoadGen: AsyncParsableCommand {
   }
 
   /// Runs `body` with `count` gRPC clients over mTLS to 127.0.0.1:`port`, each its own connection.
+  /// `alignFrames` connects as the CLI does (`GatewayClient.withConnection`: ``HTTP2FrameAligner`` between TLS
+  /// and HTTP/2), for the benchmarks that stand in for `openshell audit`.
   func withGRPCClients<R: Sendable>(
-    port: Int, pki: String, count: Int, certificate: (cert: String, key: String)? = nil,
+    port: Int, pki: String, count: Int, certificate: (cert: String, key: String)? = nil, alignFrames: Bool = false,
     _ body: @escaping @Sendable ([GRPCClient<HTTP2ClientTransport.Posix>]) async throws -> R
   ) async throws -> R {
     try await withThrowingTaskGroup(of: Void.self) { group in
       var clients: [GRPCClient<HTTP2ClientTransport.Posix>] = []
+      let config = HTTP2ClientTransport.Posix.Config.defaults {
+        if alignFrames { $0.channelDebuggingCallbacks.onCreateTCPConnection = { HTTP2FrameAligner.install(on: $0) } }
+      }
       for _ in 0..<count {
         let transport = try HTTP2ClientTransport.Posix(
           target: .ipv4(address: "127.0.0.1", port: port),
@@ -253,7 +259,7 @@ struct LoadGen: AsyncParsableCommand {
             privateKey: .file(path: certificate?.key ?? pki + "/client.key", format: .pem)
           ) { c in
             c.trustRoots = .certificates([.file(path: pki + "/ca.crt", format: .pem)])
-          })
+          }, config: config)
         let client = GRPCClient(transport: transport)
         clients.append(client)
         group.addTask { try await client.runConnections() }

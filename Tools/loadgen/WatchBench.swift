@@ -79,7 +79,7 @@ extension LoadGen {
     let total = Int(Double(liveRate) * duration)
     let rounds = self.rounds
     let liveRate = self.liveRate
-    let result = try await withGRPCClients(port: gw.port, pki: dir + "/pki", count: 1) { clients in
+    let result = try await withGRPCClients(port: gw.port, pki: dir + "/pki", count: 1, alignFrames: true) { clients in
       let audit = AuditClient(wrapping: clients[0])
       var single: [(rate: Double, cpu: Double)] = []
       var batched: [(rate: Double, cpu: Double)] = []
