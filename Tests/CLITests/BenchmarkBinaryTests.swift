@@ -61,6 +61,26 @@ import Testing
     #expect((Double(cpu.1) ?? 0) > 0, "\(r.out)")
   }
 
+  /// `openshell-loadgen --watch-events` (issue 12) with a log of more than one history page: every catch-up
+  /// and the live phase deliver every seq once and in order, the rates are numbers, and every live record
+  /// arrives.
+  @Test func loadgenWatchEventsDeliversEverySeq() throws {
+    let env = try CLIEnv("bench-watch")
+    defer { env.cleanup() }
+    let r = try env.run(
+      ["--watch-events", "5000", "--rounds", "1", "--duration", "0.5", "--live-rate", "200"],
+      binary: CLIEnv.binDir.appendingPathComponent("openshell-loadgen").path)
+    #expect(r.code == 0, "\(r)")
+    #expect(r.out.firstMatch(of: /every seq once, in order +yes/) != nil, "\(r.out)")
+    let live = try #require(r.out.firstMatch(of: /events appended \/ received +([0-9]+) \/ ([0-9]+) at 200\/s/), "\(r.out)")
+    #expect(live.1 == "100" && live.2 == "100", "\(r.out)")
+    for row in ["catch-up, WatchEventBatches (events/s", "catch-up, log borrowing reader alone", "CPU of the process during the live phase"] {
+      let line = try #require(r.out.split(separator: "\n").first { $0.contains(row) }, "missing \(row):\n\(r.out)")
+      let value = line.split(separator: " ").last.map(String.init) ?? ""
+      #expect((Double(value) ?? 0) > 0, "\(line)")
+    }
+  }
+
   /// `--compute-driver` takes only the drivers there are (one readable line, exit != 0).
   @Test func serveRefusesAnUnknownComputeDriver() throws {
     let env = try CLIEnv("bench-driver")
