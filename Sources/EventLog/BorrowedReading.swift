@@ -56,7 +56,8 @@ extension EventLog {
   ///
   /// Returns the seq of the last record passed to `body`, or nil when there was none. A sequential reader that
   /// needs no owned records and no chain hash: the audit watch's history pages (issue 12).
-  /// - Throws: `.corrupt` naming the seq when a record's bytes are bad, `.closed`, or what `body` throws.
+  /// - Throws: `.corrupt` naming the seq when a record's bytes are bad or a record below the head is missing
+  ///   from the range, `.closed`, or what `body` throws.
   public func visitRecords(
     from: UInt64, through: UInt64, limit: Int, _ body: (BorrowedRecord) throws -> Bool
   ) throws -> UInt64? {
@@ -79,12 +80,20 @@ extension LogShared {
       var visited = 0
       var op = MDB_SET_RANGE
       var key: [UInt8]? = seqKey(from)
+      // Seqs are gapless: the next key must be `expected`. A missing record is `.corrupt` naming it, as the
+      // owned reader's chain finds it, never a record silently left out of an audit trail.
+      var expected = from
       while visited < limit {
         let more: Bool? = try cursor.get(op, key: key) { k, v in
           guard let seq = decodeBE64(k) else { throw EventLogError.corrupt(nil, "events key of \(k.count) bytes") }
+          if seq != expected, expected <= through { throw missing(expected, next: seq) }
           if seq > through { return false }
           last = seq
+          expected = seq &+ 1  // (a key of UInt64.max cannot exist below a head reached from 1)
           return try borrow(RecordFormat.parse(v, key: seq), txn: txn, context: ctx, body)
+        }
+        if more == nil, expected <= through, try readHeadState(txn, env.dbs).headSeq >= expected {
+          throw missing(expected, next: nil)
         }
         guard more == true else { break }
         visited += 1
@@ -93,6 +102,11 @@ extension LogShared {
       }
       return last
     }
+  }
+
+  /// `.corrupt` for record `seq`, absent from the `events` database below the head (`next`: the next seq stored).
+  private func missing(_ seq: UInt64, next: UInt64?) -> EventLogError {
+    .corrupt(seq, "record \(seq) is missing (next stored seq is \(next.map(String.init) ?? "none"))")
   }
 
   /// Decompresses one parsed record into `context`'s buffer and passes it to `body` borrowed. A v1 record

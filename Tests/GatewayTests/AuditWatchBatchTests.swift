@@ -123,6 +123,27 @@ import Testing
     #expect(starts.count >= pages, "at least one batch per page")
   }
 
+  /// A from_seq within a page of UInt64.max (any operator can send one) is a watch that waits for records
+  /// that far ahead: nothing is written, and the gateway does not trap on `from_seq + page` overflowing.
+  @Test func fromSeqNearTheTopOfTheSeqRangeIsAWatchOfNothingYet() async throws {
+    let gw = try await TestGateway.start()
+    defer { Task { await gw.stop() } }
+    let log = gw.running.store.log
+    _ = try await log.append((0..<10).map { Self.exec("t", $0) })
+    for from in [UInt64.max, UInt64.max - UInt64(AuditWatch.pageRecords) + 1, UInt64.max - UInt64(AuditWatch.pageRecords)] {
+      let watch = AuditWatch(log: log, matcher: try AuditMatcher(log, query: AuditQuery()), from: from)
+      let running = Task {
+        var written = 0
+        try await watch.run { written += $0.count }
+        return written
+      }
+      _ = try await log.append([Self.exec("after", 0)])
+      try await Task.sleep(for: .milliseconds(200))
+      running.cancel()
+      #expect(try await running.value == 0, "from \(from)")
+    }
+  }
+
   // The cut by size (never inside or across events, every event once and in order) is tested on the wire
   // batches themselves: AuditWireTests.cutterKeepsEveryEventInOrderUnderTheSizeBound.
 

@@ -13,6 +13,10 @@ public struct AuditService: Openshell_Audit_V1_AuditService.SimpleServiceProtoco
   /// Default and largest page of ``queryEvents(request:context:)``.
   static let defaultPageSize = 500
   static let maxPageSize = 5000
+  /// Upper bound of the events of one QueryEvents response in bytes, below the 4 MiB a gRPC client accepts
+  /// by default (swift-grpc, grpcio): a page holds fewer than `page_size` events when theirs are larger
+  /// (long summaries, OCSF), and the next page token continues after the last one sent.
+  static let maxPageBytes = 3 << 20
   /// The oldest seq this gateway holds. The log keeps every record, so the gateway serves 1; a log that is
   /// ever compacted raises it, and a request below it is answered OUT_OF_RANGE, never with a silent gap.
   let floorSeq: UInt64
@@ -53,8 +57,9 @@ public struct AuditService: Openshell_Audit_V1_AuditService.SimpleServiceProtoco
       throw RPCError(code: .notFound, message: unknown.description)
     }
     var response = Openshell_Audit_V1_QueryEventsResponse()
-    response.events = entries.prefix(size).map(Self.wire)
-    if entries.count > size, let last = entries.prefix(size).last { response.nextPageToken = String(last.seq + 1) }
+    let page = Self.page(entries, size: size)
+    response.events = page.map(Self.wire)
+    if entries.count > page.count, let last = page.last { response.nextPageToken = String(last.seq + 1) }
     response.headSeq = head
     response.floorSeq = floorSeq
     return response
@@ -138,6 +143,23 @@ public struct AuditService: Openshell_Audit_V1_AuditService.SimpleServiceProtoco
       throw RPCErrors.invalidArgument(field: "filter.until_ns", "must be after since_ns")
     }
     return q
+  }
+
+  /// The first at most `size` of `entries` whose encoded events fit in `maxBytes` (at least one entry).
+  static func page(_ entries: [AuditEntry], size: Int, maxBytes: Int = maxPageBytes) -> ArraySlice<AuditEntry> {
+    var bytes = 0
+    var n = 0
+    for e in entries.prefix(size) {
+      var event = AuditWireBatch.eventSize(
+        seq: e.seq, timestampNs: e.timestampNs, typeCount: e.type.utf8.count, aggregateCount: e.aggregate.utf8.count,
+        actorCount: e.actor.utf8.count, requestIDCount: e.requestID.utf8.count, summaryCount: e.summary.utf8.count)
+      for o in e.ocsf ?? [] { event += 1 + AuditWireBatch.varintSize(UInt64(o.utf8.count)) + o.utf8.count }
+      let field = 1 + AuditWireBatch.varintSize(UInt64(event)) + event
+      if n > 0, bytes + field > maxBytes { break }
+      bytes += field
+      n += 1
+    }
+    return entries.prefix(n)
   }
 
   static func wire(_ e: AuditEntry) -> Openshell_Audit_V1_AuditEvent {

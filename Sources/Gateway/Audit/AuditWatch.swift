@@ -47,7 +47,10 @@ struct AuditWatch: Sendable {
   func run(_ write: (AuditWireBatch) async throws -> Void) async throws {
     var matcher = matcher
     var next = from
-    if log.headSeq >= next + UInt64(Self.pageRecords) {
+    // `from` is the client's from_seq: compared by difference, since `next + pageRecords` overflows (a trap,
+    // the gateway gone) for a from_seq within a page of UInt64.max.
+    let head = log.headSeq
+    if head >= next, head - next >= UInt64(Self.pageRecords) {
       (matcher, next) = try await history(matcher, from: next, write)
     }
     // The rest of the history, then live records as each commit publishes them. Unfiltered, so that every
