@@ -130,28 +130,7 @@ extension LogShared {
         }
       }
     }
-    let dict: ZstdDictionary?
-    if h.isRaw || h.dictionaryID == 0 {
-      dict = nil
-    } else if let d = ctx.dictionary, d.id == h.dictionaryID {
-      dict = d
-    } else {
-      do {
-        dict = try dictionary(h.dictionaryID, txn: txn)
-      } catch let e as EventLogError where e.code == .corrupt {
-        throw EventLogError.corrupt(h.seq, "record \(h.seq): \(e.message)")
-      }
-      ctx.dictionary = dict
-    }
-    let b: UnsafeRawBufferPointer
-    if h.isRaw {
-      b = h.stored
-    } else {
-      switch ctx.body.decompressBody(h.stored, length: h.uncompressedLength, dict: dict, block: h.isBlock) {
-      case .success(let d): b = d
-      case .failure(let e): throw EventLogError.corrupt(h.seq, "record \(h.seq): body: \(e.description)")
-      }
-    }
+    let b = try self.body(of: h, txn: txn, context: ctx)
     let s = try RecordFormat.sliceBody(b, seq: h.seq)
     guard let type = ctx.strings.string(s.type), let kind = ctx.strings.string(s.kind),
       let actor = ctx.strings.string(s.actor), isValidUTF8(s.id), isValidUTF8(s.requestID)

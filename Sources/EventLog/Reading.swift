@@ -44,20 +44,8 @@ final class LogShared: Sendable {
     _ h: RecordFormat.Header, txn: Transaction, previousHash: [UInt8]?, context: RecordDecoder? = nil
   ) throws -> EventRecord {
     let ctx = context ?? RecordDecoder(shared: self)
-    let dict: ZstdDictionary?
-    if h.isRaw || h.dictionaryID == 0 {
-      dict = nil
-    } else if let d = ctx.dictionary, d.id == h.dictionaryID {
-      dict = d
-    } else {
-      do {
-        dict = try dictionary(h.dictionaryID, txn: txn)
-      } catch let e as EventLogError where e.code == .corrupt {
-        throw EventLogError.corrupt(h.seq, "record \(h.seq): \(e.message)")
-      }
-      ctx.dictionary = dict
-    }
     if let v = h.v1 {
+      let dict = try dictionary(for: h, txn: txn, context: ctx)
       let payload: [UInt8]
       if h.isRaw {
         payload = Array(h.stored)
@@ -78,15 +66,7 @@ final class LogShared: Sendable {
         actor: v.actor, requestID: v.requestID, payloadVersion: v.payloadVersion, dictionaryID: h.dictionaryID,
         payload: payload, hash: hash, previousHash: prev, storedSize: h.storedSize)
     }
-    let body: UnsafeRawBufferPointer
-    if h.isRaw {
-      body = h.stored
-    } else {
-      switch ctx.body.decompressBody(h.stored, length: h.uncompressedLength, dict: dict, block: h.isBlock) {
-      case .success(let b): body = b
-      case .failure(let e): throw EventLogError.corrupt(h.seq, "record \(h.seq): body: \(e.description)")
-      }
-    }
+    let body = try self.body(of: h, txn: txn, context: ctx)
     // v2, v3: the chain hash reads the header strings' bytes straight from the body; the strings are made once,
     // for the record (issue 14: no intermediate field copies per record).
     let s = try RecordFormat.sliceBody(body, seq: h.seq)
@@ -99,6 +79,31 @@ final class LogShared: Sendable {
       seq: h.seq, timestampNs: h.timestampNs, type: strings.type, aggregate: AggregateRef(kind: strings.kind, id: strings.id),
       actor: strings.actor, requestID: strings.requestID, payloadVersion: s.payloadVersion, dictionaryID: h.dictionaryID,
       payload: Array(s.payload), hash: hash, previousHash: prev, storedSize: h.storedSize)
+  }
+
+  /// The zstd dictionary a record was compressed with (nil for a raw record or none), kept in `context` for
+  /// the records after it. A missing or damaged dictionary is `.corrupt` naming the record.
+  func dictionary(for h: RecordFormat.Header, txn: Transaction, context ctx: RecordDecoder) throws -> ZstdDictionary? {
+    if h.isRaw || h.dictionaryID == 0 { return nil }
+    if let d = ctx.dictionary, d.id == h.dictionaryID { return d }
+    do {
+      let d = try dictionary(h.dictionaryID, txn: txn)
+      ctx.dictionary = d
+      return d
+    } catch let e as EventLogError where e.code == .corrupt {
+      throw EventLogError.corrupt(h.seq, "record \(h.seq): \(e.message)")
+    }
+  }
+
+  /// The uncompressed body of a v2 or v3 record: its stored bytes when raw, else decompressed into
+  /// `context`'s buffer (valid until the next record decoded with it). Failures are `.corrupt` naming the record.
+  func body(of h: RecordFormat.Header, txn: Transaction, context ctx: RecordDecoder) throws -> UnsafeRawBufferPointer {
+    if h.isRaw { return h.stored }
+    let dict = try dictionary(for: h, txn: txn, context: ctx)
+    switch ctx.body.decompressBody(h.stored, length: h.uncompressedLength, dict: dict, block: h.isBlock) {
+    case .success(let b): return b
+    case .failure(let e): throw EventLogError.corrupt(h.seq, "record \(h.seq): body: \(e.description)")
+    }
   }
 
   /// Reads one chunk in ONE short read transaction: scans at most `limit` records with seq in
