@@ -15,15 +15,6 @@ import Testing
 @Suite struct AuditWatchBatchTests {
   typealias AuditClient = Openshell_Audit_V1_AuditService.Client<HTTP2ClientTransport.Posix>
 
-  func withAudit<R: Sendable>(_ gw: TestGateway, _ body: (AuditClient) async throws -> R) async throws -> R {
-    let security = HTTP2ClientTransport.Posix.TransportSecurity.mTLS(
-      certificateChain: [.file(path: gw.pki + "/client.crt", format: .pem)],
-      privateKey: .file(path: gw.pki + "/client.key", format: .pem)
-    ) { $0.trustRoots = .certificates([.file(path: gw.pki + "/ca.crt", format: .pem)]) }
-    let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: gw.port), transportSecurity: security)
-    return try await withGRPCClient(transport: transport) { client in try await body(AuditClient(wrapping: client)) }
-  }
-
   static func exec(_ tag: String, _ i: Int) -> NewEvent {
     GatewayEvent(
       .execStarted(
