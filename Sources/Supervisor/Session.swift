@@ -12,8 +12,10 @@ struct Session: Sendable {
   let logs: LogPusher
   let client: Openshell_V1_OpenShell.Client<RenewingTransport>
   let metadata: Metadata
-  /// Set when the gateway accepted a session for the first time.
-  let ready: SharedFlag
+  /// Opens when the gateway accepted a session for the first time.
+  let ready: AsyncGate
+  /// Opens once the network enforcement runs: no hello (and so no READY) before it.
+  let networkUp: AsyncGate
 
   func run() async {
     var backoff = Duration.milliseconds(200)
@@ -50,6 +52,7 @@ struct Session: Sendable {
       do {
         try await client.connectSupervisor(
           request: StreamingClientRequest(metadata: metadata) { writer in
+            await networkUp.wait()
             try await writer.write(hello)
             for await message in control { try await writer.write(message) }
           }
@@ -58,7 +61,7 @@ struct Session: Sendable {
             switch message.payload {
             case .sessionAccepted:
               accepted.set()
-              ready.set()
+              ready.open()
               ConfigAgent.refresh()
               ProviderEnvironmentAgent.refresh()
               logs.log("connected to the gateway; sandbox ready")

@@ -90,18 +90,22 @@ struct SupervisorMain {
       FileHandle.standardError.write(Data("openshell-sandbox: \(confinement.line)\n".utf8))
       exit(3)
     }
-    let network: NetworkEnforcement?
-    do { network = try await NetworkEnforcement.start(config.launch, privateNetwork: privateNetwork, sandboxID: config.sandboxID, logs: logs) } catch {
-      logs.log("cannot start network enforcement: \(error)", level: "ERROR")
-      FileHandle.standardError.write(Data("openshell-sandbox: cannot start network enforcement: \(error)\n".utf8))
-      exit(3)
-    }
-
-    // The main process starts once the gateway accepted the first session (the sandbox is READY), so
-    // its exit is never reported before READY.
-    let ready = SharedFlag()
+    // The session to the gateway starts now and connects while the network enforcement starts; it says
+    // hello (and the sandbox becomes READY) only once the proxy listens. The main process starts once the
+    // gateway accepted the first session (the sandbox is READY), so its exit is never reported before READY.
+    let ready = AsyncGate()
+    let networkUp = AsyncGate()
     await withTaskGroup(of: Void.self) { group in
       group.addTask { try? await grpc.runConnections() }
+      group.addTask {
+        await Session(config: config, workload: workload, logs: logs, client: client, metadata: metadata, ready: ready, networkUp: networkUp).run()
+      }
+      let network: NetworkEnforcement?
+      do { network = try await NetworkEnforcement.start(config.launch, privateNetwork: privateNetwork, sandboxID: config.sandboxID, logs: logs) } catch {
+        logs.log("cannot start network enforcement: \(error)", level: "ERROR")
+        FileHandle.standardError.write(Data("openshell-sandbox: cannot start network enforcement: \(error)\n".utf8))
+        exit(3)
+      }
       let agent = ConfigAgent(config: config, logs: logs, grpc: grpc, metadata: metadata, proxyPolicy: network?.policy)
       if let network {
         let reports = Openshell_Audit_V1_SandboxAuditReports.Client(wrapping: grpc)
@@ -117,13 +121,13 @@ struct SupervisorMain {
       group.addTask { await providerEnvironment.run() }
       group.addTask { await agent.run() }
       group.addTask { await logs.run(client, metadata: metadata) }
+      networkUp.open()
       if !config.launch.command.isEmpty {
         group.addTask {
-          while !ready.isSet { try? await Task.sleep(for: .milliseconds(20)) }
+          await ready.wait()
           await runMainProcess(config, workload, logs, client, metadata)
         }
       }
-      group.addTask { await Session(config: config, workload: workload, logs: logs, client: client, metadata: metadata, ready: ready).run() }
       await group.waitForAll()
     }
   }

@@ -72,6 +72,9 @@ struct BubblewrapCommand {
   var runAsRoot: Bool
   /// Generated `/etc/passwd` and `/etc/group` (host paths) mounted read-only over the host's.
   var identityFiles: (passwd: String, group: String)?
+  /// The sandbox's `/etc` overlay (``SandboxEtcView``, host path) and the host's mount points under `/etc`
+  /// to bind over it; when set, it replaces ``privateEtc(_:hostEtc:)``'s entry-by-entry binds.
+  var etcView: (path: String, submounts: [String])?
   var network: Network = .host
   /// The sandbox's trust directory (host path), bound writable at `SandboxProtocol.trustDirectory`: the
   /// supervisor writes its CA certificate there (root-owned 0755 on the host, so the workload user
@@ -96,7 +99,12 @@ struct BubblewrapCommand {
         a += ["--ro-bind", path, path]
       }
     }
-    if let identityFiles { a += Self.privateEtc(identityFiles) }
+    if let etcView {
+      a += ["--ro-bind", etcView.path, "/etc"]
+      for point in etcView.submounts { a += ["--ro-bind-try", point, point] }
+    } else if let identityFiles {
+      a += Self.privateEtc(identityFiles)
+    }
     // Searchable, not listable (0711): SSH sessions run the launcher as the sandbox user (its
     // `--ssh-session` mode, the SSH server's ForceCommand); bwrap would create these 0700
     // (before anything else creates /opt).

@@ -322,6 +322,8 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     switch s.phase {
     case .provisioning, .starting, .ready:
       if let instance = instances.withLock({ $0[id] }) {
+        // A connected supervisor: bwrap has bound /etc long ago, so the gateway's copy can go.
+        if hub.connectedInstance(id) == instance.instanceID { SandboxEtcView.detach(base: dir(id)) }
         if s.phase != .ready, hub.connectedInstance(id) == instance.instanceID {
           if try await transition(
             id, from: [.provisioning, .starting],

@@ -183,10 +183,9 @@ extension LocalComputeDriver {
       if let networkSetUp, (try? await networkSetUp.value) != nil { networks.tearDown(s.id) }
       throw error
     }
+    // No fsync per file (RunFile): all of them are made again at every start.
     func write(_ name: String, _ text: String, _ mode: Int) throws {
-      guard fm.createFile(atPath: run + "/" + name, contents: Data(text.utf8), attributes: [.posixPermissions: mode]) else {
-        throw SpawnError("cannot write \(run)/\(name)")
-      }
+      try RunFile.write(run + "/" + name, text, mode: mode_t(mode))
     }
     let trust = base + "/tls"
     let spec = (try? Openshell_V1_SandboxSpec(serializedBytes: s.spec)) ?? .init()
@@ -205,19 +204,19 @@ extension LocalComputeDriver {
     try write("launch.json", String(decoding: try JSONEncoder().encode(launch), as: UTF8.self), 0o644)
     // The sandbox's /etc/passwd and /etc/group (SandboxUser), outside the credentials directory; without
     // root they name the gateway's own uid (the only one bubblewrap's user namespace maps) `sandbox`.
+    // With root, /etc is one overlay of them over the host's (SandboxEtcView); otherwise (or where no overlay
+    // can be mounted) bwrap binds the host's entries one by one.
     let identity = user ?? SandboxUser.rootless()
-    let etc = base + "/etc"
-    try? fm.removeItem(atPath: etc)
-    try fm.createDirectory(atPath: etc, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
-    guard fm.createFile(atPath: etc + "/passwd", contents: Data(identity.passwd.utf8), attributes: [.posixPermissions: 0o644]),
-      fm.createFile(atPath: etc + "/group", contents: Data(identity.group.utf8), attributes: [.posixPermissions: 0o644])
-    else { throw SpawnError("cannot write \(etc)/passwd and group") }
+    let etc = base + "/" + SandboxEtcView.topName
+    let (etcView, etcFallback) = try SandboxEtcView.mount(base: base, passwd: identity.passwd, group: identity.group)
+    if runAsRoot, let etcFallback { hub.logs.gateway(s.id, "/etc is bound entry by entry (slower start): \(etcFallback)", level: "WARN") }
     let identityFiles = (passwd: etc + "/passwd", group: etc + "/group")
 
     let hostname = String(s.name.prefix(63))
     let command = BubblewrapCommand(
       hostname: hostname, workspace: workspace, credentials: run, supervisorBinary: supervisorBinary, launcherBinary: launcherBinary,
       runtimeLibraryDirectories: runtimeDirectories, runAsRoot: runAsRoot, identityFiles: identityFiles,
+      etcView: etcView.map { ($0, SandboxEtcView.hostSubmounts()) },
       network: allocation != nil ? .confined(namespaceFile: networks.namespaceFile(s.id)) : .private, trustDirectory: trust)
     let creds = SandboxProtocol.credentialsDirectory
     var environment = [
@@ -291,10 +290,9 @@ extension LocalComputeDriver {
     user?.own(workspace: workspace)
     try? fm.removeItem(atPath: run)
     try fm.createDirectory(atPath: run, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+    // No fsync per file (RunFile): all of them are made again at every start.
     func write(_ name: String, _ text: String, _ mode: Int) throws {
-      guard fm.createFile(atPath: run + "/" + name, contents: Data(text.utf8), attributes: [.posixPermissions: mode]) else {
-        throw SpawnError("cannot write \(run)/\(name)")
-      }
+      try RunFile.write(run + "/" + name, text, mode: mode_t(mode))
     }
     var issuance: CertificateIssuance?
     if let pki, usesTLS {

@@ -18,6 +18,7 @@ extension LocalComputeDriver {
   func stop(_ id: String) async {
     let instance = instances.withLock { $0[id] } ?? loadInstance(id)
     hub.disconnect(id)
+    SandboxEtcView.detach(base: dir(id))
     guard let instance, HostProcess.exitStatus(instance) == nil else {
       instances.withLock { $0[id] = nil }
       reapStrays(id)
@@ -82,6 +83,9 @@ extension LocalComputeDriver {
 
   func removeDirectory(_ id: String) {
     guard FileManager.default.fileExists(atPath: dir(id)) else { return }
+    // Never descend into a mounted /etc overlay (read-only, so nothing of the host's would go, but the
+    // removal would fail).
+    SandboxEtcView.detach(base: dir(id))
     try? FileManager.default.removeItem(atPath: dir(id))
   }
 

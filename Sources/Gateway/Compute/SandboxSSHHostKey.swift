@@ -1,8 +1,6 @@
 import Crypto
 import Foundation
 import SandboxProtocol
-import Subprocess
-import SystemPackage
 
 #if canImport(Glibc)
   import Glibc
@@ -11,8 +9,8 @@ import SystemPackage
 /// The SSH host key of one sandbox start (issue 11; OpenShell: enforcement-and-ssh.md §1.5, step 5 —
 /// a fresh Ed25519 key at each start).
 ///
-/// The gateway, not the sandbox, makes the key: the local driver runs Debian's `ssh-keygen` when it
-/// prepares a start and writes the pair into the sandbox's run directory (mounted read-only at
+/// The gateway, not the sandbox, makes the key: the local driver makes it (``OpenSSHEd25519Key``, in
+/// the files `ssh-keygen` writes) when it prepares a start and writes the pair into the sandbox's run directory (mounted read-only at
 /// `/run/openshell`), the private half owned by the sandbox user (mode 0600) so that the sandbox's
 /// `sshd` — which runs as that user, confined — can read it, and Landlock keeps every other workload
 /// process away from it (`SandboxProtocol.sshHostKeyPath` is readable only in the SSH server's plan).
@@ -24,32 +22,20 @@ enum SandboxSSHHostKey {
 
   /// Generates a new Ed25519 pair in `directory` (replacing an old one).
   /// - Parameter owner: the sandbox user (nil when the gateway is not root: the key keeps our uid).
-  /// - Throws: `SpawnError` when ssh-keygen is missing or fails.
+  /// - Throws: `SpawnError` when a file cannot be written or given to the sandbox user.
   static func generate(in directory: String, comment: String, owner: SandboxUser?) async throws {
-    let keygen = "/usr/bin/ssh-keygen"
-    guard FileManager.default.isExecutableFile(atPath: keygen) else {
-      throw SpawnError("\(keygen) not found (apt-get install openssh-client): a sandbox needs an SSH host key")
-    }
     let path = directory + "/" + privateName
     unlink(path)
     unlink(path + ".pub")
-    // swift-subprocess: an empty environment, stdin and stdout /dev/null, descriptors above 2 closed.
-    let result = try await Subprocess.run(
-      .path(FilePath(keygen)), arguments: ["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path], environment: .custom([:]),
-      output: .discarded, error: .string(limit: 64 * 1024))
-    guard result.terminationStatus.isSuccess else {
-      let message = result.standardError.trimmingCharacters(in: .whitespacesAndNewlines)
-      throw SpawnError("ssh-keygen failed (\(result.terminationStatus)): \(message)")
-    }
+    // Made in-process (OpenSSHEd25519Key), in the files `ssh-keygen -q -t ed25519 -N "" -C comment` writes.
+    let key = OpenSSHEd25519Key(comment: comment)
+    try RunFile.write(path, key.privatePEM, mode: 0o600)
+    try RunFile.write(path + ".pub", key.publicLine, mode: 0o644)
     if let owner {
       guard chown(path, owner.uid, owner.gid) == 0 else { throw SpawnError("cannot give \(path) to the sandbox user: errno \(errno)") }
     }
-    chmod(path, 0o600)
-    chmod(path + ".pub", 0o644)
   }
 
-  /// The OpenSSH fingerprint (`SHA256:` + unpadded base64 of SHA-256 over the key blob) of the
-  /// public key in `directory`, or nil when there is none or it does not parse.
   static func fingerprint(in directory: String) -> String? {
     guard let data = FileManager.default.contents(atPath: directory + "/" + publicName) else { return nil }
     return fingerprint(publicKeyLine: String(decoding: data, as: UTF8.self))

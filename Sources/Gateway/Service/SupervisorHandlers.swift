@@ -44,14 +44,20 @@ extension OpenShellService {
     defer { hub.unregister(sandboxID: id, token: token) }
     let sessionID = token.uuidString.lowercased()
     let sessions = supervisorSessions
-    await sessions.connected(
-      .init(
-        sandboxID: id, sessionID: sessionID, instanceID: hello.instanceID, epoch: hello.connectionEpoch, peer: context.remotePeer,
-        identity: "sandbox:\(id)", certificateSHA256: CallerIdentity.current.fingerprint ?? ""))
+    // Recorded while the session is accepted and the sandbox becomes READY, not before (issue 14: a durable
+    // commit less on CreateSandbox → READY); so `supervisor.connected` may follow `sandbox.ready` in the log.
+    // Its disconnect is recorded only after it (``ended(_:)`` waits for this task).
+    let session = SupervisorSessionAudit.Session(
+      sandboxID: id, sessionID: sessionID, instanceID: hello.instanceID, epoch: hello.connectionEpoch, peer: context.remotePeer,
+      identity: "sandbox:\(id)", certificateSHA256: CallerIdentity.current.fingerprint ?? "")
+    let connectRecorded = Task { await sessions.connected(session) }
     let drain = SubscriptionDrain.server
     // Written even when the RPC is being cancelled (its own task), and before the call ends.
     @Sendable func ended(_ reason: String) async {
-      await Task { await sessions.disconnected(sessionID: sessionID, reason: reason) }.value
+      await Task {
+        await connectRecorded.value
+        await sessions.disconnected(sessionID: sessionID, reason: reason)
+      }.value
     }
     do {
       try await serveSession(id: id, hello: hello, token: token, clock: clock, outbound: outbound, iterator: iterator, hub: hub, response: response)

@@ -52,20 +52,31 @@ struct NetworkEnforcement: Sendable {
     return NetworkEnforcement(policy: policy, denials: denials, substitutions: substitutions, proxy: proxy)
   }
 
-  /// Generates the sandbox CA and writes its trust files; nil (logged at ERROR) when that fails: the
-  /// proxy then refuses every connection that needs inspection (fail closed).
-  static func makeTLS(_ logs: LogPusher) -> ProxyTLS? {
+  /// Generates the sandbox CA and writes its trust files now (a workload started after READY finds them),
+  /// and makes the upstream TLS context in the background (``BackgroundValue``). The value is nil (logged
+  /// at ERROR) when either fails: the proxy then refuses every connection that needs inspection (fail
+  /// closed).
+  static func makeTLS(_ logs: LogPusher) -> BackgroundValue<ProxyTLS?> {
+    let ca: SandboxCA
+    let files: (ca: String, bundle: String)
     do {
-      let ca = try SandboxCA()
-      let files = try ca.writeTrustFiles(directory: SandboxProtocol.trustDirectory, systemBundle: SandboxCA.systemBundle())
-      let extra = FileManager.default.fileExists(atPath: SandboxProtocol.upstreamTrustFile) ? SandboxProtocol.upstreamTrustFile : nil
-      let tls = try ProxyTLS(ca: ca, extraUpstreamRoots: extra)
-      written.withLock { $0 = files }
-      logs.log("TLS termination enabled: ephemeral sandbox CA generated (\(files.ca))" + (extra.map { "; upstream also trusts \($0)" } ?? ""))
-      return tls
+      ca = try SandboxCA()
+      files = try ca.writeTrustFiles(directory: SandboxProtocol.trustDirectory, systemBundle: SandboxCA.systemBundle())
     } catch {
       logs.log("TLS termination disabled, L7 endpoints will be refused: \(error)", level: "ERROR")
-      return nil
+      return BackgroundValue { nil }
+    }
+    written.withLock { $0 = files }
+    return BackgroundValue {
+      let extra = FileManager.default.fileExists(atPath: SandboxProtocol.upstreamTrustFile) ? SandboxProtocol.upstreamTrustFile : nil
+      do {
+        let tls = try ProxyTLS(ca: ca, extraUpstreamRoots: extra)
+        logs.log("TLS termination enabled: ephemeral sandbox CA generated (\(files.ca))" + (extra.map { "; upstream also trusts \($0)" } ?? ""))
+        return tls
+      } catch {
+        logs.log("TLS termination disabled, L7 endpoints will be refused: \(error)", level: "ERROR")
+        return nil
+      }
     }
   }
 }

@@ -39,7 +39,10 @@ final class PolicyProxy: Sendable {
   let policy: ProxyPolicy
   let resolver: CallerResolver
   /// TLS for inspected connections; nil when the sandbox CA could not be set up (they are refused).
-  let tls: ProxyTLS?
+  /// The sandbox CA and the upstream TLS context (nil when TLS termination could not be set up: inspected
+  /// connections are refused); made on a thread of its own at start, so the first reader may wait for it.
+  var tls: ProxyTLS? { tlsSlot.value }
+  let tlsSlot: BackgroundValue<ProxyTLS?>
   let onDenied: @Sendable (Denial) -> Void
   let onSubstituted: @Sendable (Substitution) -> Void
   let group: MultiThreadedEventLoopGroup
@@ -50,12 +53,12 @@ final class PolicyProxy: Sendable {
   static let maxConnections = 1024
 
   init(
-    policy: ProxyPolicy, resolver: CallerResolver, tls: ProxyTLS?, onDenied: @escaping @Sendable (Denial) -> Void,
+    policy: ProxyPolicy, resolver: CallerResolver, tls: BackgroundValue<ProxyTLS?>, onDenied: @escaping @Sendable (Denial) -> Void,
     onSubstituted: @escaping @Sendable (Substitution) -> Void = { _ in }
   ) {
     self.policy = policy
     self.resolver = resolver
-    self.tls = tls
+    self.tlsSlot = tls
     self.onDenied = onDenied
     self.onSubstituted = onSubstituted
     group = MultiThreadedEventLoopGroup(numberOfThreads: 2)

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import NIOSSL
+import SandboxProtocol
 import SwiftASN1
 import Synchronization
 import X509
@@ -79,10 +80,8 @@ final class SandboxCA: Sendable {
     if !combined.isEmpty, !combined.hasSuffix("\n") { combined += "\n" }
     combined += certificatePEM
     for (path, text) in [(ca, certificatePEM), (bundle, combined)] {
-      let tmp = path + ".tmp"
-      guard FileManager.default.createFile(atPath: tmp, contents: Data(text.utf8), attributes: [.posixPermissions: 0o644]),
-        rename(tmp, path) == 0
-      else { throw TLSSetupError(message: "cannot write \(path)") }
+      // Replaced atomically (a reader never sees half a bundle); no fsync: made again at every start.
+      do { try RunFile.write(path, text, mode: 0o644, atomically: true) } catch { throw TLSSetupError(message: "\(error)") }
     }
     return (ca, bundle)
   }
