@@ -185,4 +185,18 @@ struct SandboxNetworkSetUpTests {
     }
     #expect(Self.linkExists("osh\(taken)h"))  // what was not this set-up's is left alone
   }
+
+  @Test("a namespace file that exists is an error and is left alone, as with ip netns add")
+  func existingFile() throws {
+    let name = "openshell-netsetup-exists-\(getpid())"
+    let path = NetworkNamespace.directory + "/" + name
+    #expect(FileManager.default.createFile(atPath: path, contents: Data("not mine".utf8)))
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    let error = #expect(throws: SpawnError.self) { _ = try NetworkNamespace(creating: name) }
+    #expect(error?.message == "create \(path): File exists")
+    #expect(FileManager.default.contents(atPath: path) == Data("not mine".utf8))
+    // A name that is no file name is refused before anything is made.
+    #expect(throws: SpawnError.self) { _ = try NetworkNamespace(creating: "../escape") }
+    #expect(!FileManager.default.fileExists(atPath: NetworkNamespace.directory + "/../escape"))
+  }
 }
