@@ -94,10 +94,10 @@ final class SandboxNetworks: Sendable {
   /// is in it (``removeLegacyLocked(_:)``), since another gateway serving the same id may own it.
   static func legacyName(_ id: String) -> String { prefix + id }
 
-  /// Why this host cannot confine sandboxes, nil when it can (any other: a private namespace made by the
-  /// supervisor, see ``privateNamespaceProblem``). A root gateway needs no tool: it sets up the veth pair
-  /// and loads the nftables ruleset itself (libmnl, libnftables); a kernel without nf_tables (or veth)
-  /// fails that set-up, and so the sandbox's start, with the reason — never a sandbox with an open network.
+  /// Why this host cannot confine sandboxes, nil when it can. A gateway that is not root needs a private
+  /// namespace made by the supervisor (``privateNamespaceProblem``). A root gateway needs no tool: it sets up
+  /// the veth pair and loads the nftables ruleset itself (libmnl, libnftables); a kernel without nf_tables
+  /// (or veth) fails that set-up, and so the sandbox's start, with the reason — never an open network.
   static func unavailable(runAsRoot: Bool) -> String? {
     runAsRoot ? nil : privateNamespaceProblem
   }
