@@ -133,6 +133,9 @@ let package = Package(
     .target(name: "SandboxSeccomp", dependencies: ["SandboxConfinement", "CSeccomp"]),
     // NETLINK_SOCK_DIAG lookups for the proxy's caller resolution.
     .target(name: "CSockDiag"),
+    // A root gateway's per-sandbox network namespace without process starts: rtnetlink through libmnl, the
+    // nftables ruleset through libnftables (Debian: libmnl-dev, libnftables-dev).
+    .target(name: "CNetSetup", linkerSettings: [.linkedLibrary("mnl"), .linkedLibrary("nftables")]),
     // Pseudo-terminals and window sizes (interactive exec in the supervisor, `sandbox exec -t` in the CLI).
     .target(name: "CTerminal"),
     // `openshell-sandbox-launch`: the launcher the supervisor starts every workload process through.
@@ -168,7 +171,8 @@ let package = Package(
     .target(
       name: "Gateway",
       dependencies: [
-        "EventLog", "Projections", "OpenShellAPI", "LogTools", "SandboxProtocol", "SandboxConfinement", "CConfine", "PolicyKit", "RelayTransport",
+        "EventLog", "Projections", "OpenShellAPI", "LogTools", "SandboxProtocol", "SandboxConfinement", "CConfine", "CNetSetup", "PolicyKit",
+        "RelayTransport",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

@@ -3,7 +3,7 @@
 # Fresh Debian 12 with only the Swift toolchain is enough; runs apt-get through sudo when not root.
 set -euo pipefail
 pkgs=(liblmdb-dev libzstd-dev libssl-dev pkg-config lmdb-utils protobuf-compiler curl openssl python3-venv bubblewrap
-  libseccomp-dev python3 git strace util-linux iproute2 nftables openssh-client openssh-server openssh-sftp-server
+  libseccomp-dev libmnl-dev libnftables-dev python3 git strace util-linux iproute2 nftables openssh-client openssh-server openssh-sftp-server
   nginx patchelf python3-websockets python3-botocore python3-cryptography rsync etcd-server)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -95,8 +95,8 @@ struct SharedSandboxIDTests {
       // A namespace under the untagged name of an older gateway: left alone while a process is in it (it
       // may be another gateway's sandbox), removed with the sandbox once nothing runs in it.
       let legacy = SandboxNetworks.legacyName(id)
-      try SandboxNetworks.run(SandboxNetworks.ipPath, ["netns", "add", legacy])
-      sleeper = try Spawner.spawn(SandboxNetworks.ipPath, ["netns", "exec", legacy, "sleep", "60"], environment: [:])
+      try SandboxNetworks.run("/usr/sbin/ip", ["netns", "add", legacy])
+      sleeper = try Spawner.spawn("/usr/sbin/ip", ["netns", "exec", legacy, "sleep", "60"], environment: [:])
       for _ in 0..<100 where SandboxNetworks.processes(inNamespace: "/run/netns/" + legacy).isEmpty { try await Task.sleep(for: .milliseconds(20)) }
       try await a.withClient { c in try await c.deleteAndWait("twin") }
       #expect(Self.netnsExists(legacy), "a namespace with a process in it is not removed by the untagged name")
@@ -114,7 +114,7 @@ struct SharedSandboxIDTests {
     await a.stopEverything()
     await b.stopEverything()
     for ns in [nsA, nsB, SandboxNetworks.legacyName(id)] where Self.netnsExists(ns) {
-      try? SandboxNetworks.run(SandboxNetworks.ipPath, ["netns", "del", ns])
+      try? SandboxNetworks.run("/usr/sbin/ip", ["netns", "del", ns])
       Issue.record("\(ns) was left behind")
     }
   }

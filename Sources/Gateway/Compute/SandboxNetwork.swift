@@ -19,9 +19,11 @@ import SandboxProtocol
 /// (`<host side>:3128`) and established/related traffic, and rejects everything else at once: TCP with a
 /// reset, the rest (UDP, ICMP, IPv6) with an ICMP(v6) administratively-prohibited error, so a direct
 /// connection fails immediately (curl exit 7) instead of hanging. This is OpenShell's own mechanism
-/// (`netns/mod.rs`, `nft_ruleset.rs`), uses only Debian's `ip` and `nft`, and keeps the supervisor (and
-/// so the proxy) on the host side where the agent cannot reach, kill or reconfigure it.
-/// Creating namespaces and veth pairs needs CAP_NET_ADMIN/CAP_SYS_ADMIN in the host namespace.
+/// (`netns/mod.rs`, `nft_ruleset.rs`), and keeps the supervisor (and so the proxy) on the host side where
+/// the agent cannot reach, kill or reconfigure it. The gateway sets it up in-process
+/// (``NetworkNamespace``: rtnetlink through libmnl, the ruleset through libnftables) with the result
+/// `ip netns add`, `ip link add`, `ip addr`, `ip route` and `nft -f` would give, without starting them
+/// (issue 14). Creating namespaces and veth pairs needs CAP_NET_ADMIN/CAP_SYS_ADMIN in the host namespace.
 ///
 /// ## Without root: a private namespace made by the supervisor
 /// A gateway that is not root uses the second mechanism the issue names: an unshared network namespace
@@ -41,15 +43,13 @@ import SandboxProtocol
 final class SandboxNetworks: Sendable {
   /// Namespace name prefix (`ip netns list`).
   static let prefix = "openshell-"
-  static let ipPath = "/usr/sbin/ip"
-  static let nftPath = "/usr/sbin/nft"
   /// Number of /30 subnets in 10.200.0.0/16.
   static let capacity = 16384
   /// MTU of both ends of the veth pair: the largest veth allows, as loopback's. The pair only carries the
   /// sandbox's connections to its proxy (which ends them), never traffic to the outside, so no path MTU
   /// is affected; with 1500 a bulk transfer through the proxy cost about a third of its rate in
   /// per-packet work (measured: ~0.9 GB/s over the pair at 1500, ~1.2–1.4 GB/s at 65535, host loopback ~1.4).
-  static let mtu = "65535"
+  static let mtu: UInt32 = 65535
 
   /// One sandbox's allocation.
   struct Allocation: Codable, Equatable, Sendable {
@@ -89,19 +89,17 @@ final class SandboxNetworks: Sendable {
   /// The sandbox's namespace name, `openshell-<id>-<tag>` (59 characters for a UUID id).
   func namespaceName(_ id: String) -> String { Self.prefix + id + "-" + tag }
   /// The sandbox's namespace file (what bwrap's launcher enters).
-  func namespaceFile(_ id: String) -> String { "/run/netns/" + namespaceName(id) }
+  func namespaceFile(_ id: String) -> String { NetworkNamespace.directory + "/" + namespaceName(id) }
   /// The name a gateway before the tag gave the namespace (`openshell-<id>`): removed only when no process
   /// is in it (``removeLegacyLocked(_:)``), since another gateway serving the same id may own it.
   static func legacyName(_ id: String) -> String { prefix + id }
 
-  /// Why this host cannot confine sandboxes, nil when it can (a root gateway: veth + nftables; any
-  /// other: a private namespace made by the supervisor, see ``privateNamespaceProblem``).
+  /// Why this host cannot confine sandboxes, nil when it can. A gateway that is not root needs a private
+  /// namespace made by the supervisor (``privateNamespaceProblem``). A root gateway needs no tool: it sets up
+  /// the veth pair and loads the nftables ruleset itself (libmnl, libnftables); a kernel without nf_tables
+  /// (or veth) fails that set-up, and so the sandbox's start, with the reason — never an open network.
   static func unavailable(runAsRoot: Bool) -> String? {
-    guard runAsRoot else { return privateNamespaceProblem }
-    for tool in [ipPath, nftPath] where !FileManager.default.isExecutableFile(atPath: tool) {
-      return "network confinement needs \(tool) (apt-get install iproute2 nftables)"
-    }
-    return nil
+    runAsRoot ? nil : privateNamespaceProblem
   }
 
   /// Why a gateway without root cannot give a sandbox a private network namespace, nil when it can.
@@ -127,74 +125,54 @@ final class SandboxNetworks: Sendable {
   /// host-side interface `osh<N>h`, which the kernel refuses when it exists, so two starts never share
   /// an index; the search starts at the previously recorded index, else at a hash of the sandbox id.
   /// - Returns: the allocation (also recorded in `<sandbox dir>/network.json`).
-  /// - Throws: `SpawnError` naming the command that failed and its stderr, or when every subnet is taken.
-  func setUp(_ id: String) throws -> Allocation {
-    try Self.exclusively { try setUpLocked(id) }
+  /// - Parameter ruleset: the nftables ruleset for an allocation (tests give a broken one for the failure path).
+  /// - Throws: `SpawnError` naming the step that failed and why (errno text or libnftables' message), or when
+  ///   every subnet is taken. Then nothing of the namespace is left (the veth pair goes with it).
+  func setUp(_ id: String, ruleset: (Allocation) -> String = SandboxNetworks.ruleset) throws -> Allocation {
+    try Self.exclusively { try setUpLocked(id, ruleset: ruleset) }
   }
 
-  private func setUpLocked(_ id: String) throws -> Allocation {
+  private func setUpLocked(_ id: String, ruleset: (Allocation) -> String) throws -> Allocation {
     removeNamespaceLocked(id)
     let ns = namespaceName(id)
     let record = "\(root)/\(id)/network.json"
     let previous = FileManager.default.contents(atPath: record).flatMap { try? JSONDecoder().decode(Allocation.self, from: $0) }
-    /// Writes `text` to `<sandbox dir>/<name>` (0600) and returns its path.
-    func file(_ name: String, _ text: String) throws -> String {
-      let path = "\(root)/\(id)/\(name)"
-      guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) else {
-        throw SpawnError("cannot write \(path)")
-      }
-      return path
-    }
     let start = previous?.index ?? Int(id.utf8.reduce(UInt32(2_166_136_261)) { ($0 ^ UInt32($1)) &* 16_777_619 } % UInt32(Self.capacity))
-    try Self.run(Self.ipPath, ["netns", "add", ns])
+    let namespace: NetworkNamespace
+    do { namespace = try NetworkNamespace(creating: ns) } catch { throw SpawnError("cannot create the network namespace \(ns): \(error)") }
+    // Closed before any removal: its descriptors hold the namespace (and so the veth pair) alive.
+    defer { namespace.close() }
     do {
       var claimed: Allocation?
       for offset in 0..<Self.capacity {
         let a = Allocation(index: (start + offset) % Self.capacity)
-        do {
-          try Self.run(
-            Self.ipPath,
-            [
-              "link", "add", a.hostInterface, "mtu", Self.mtu, "type", "veth", "peer", "name", a.sandboxInterface, "mtu", Self.mtu, "netns", ns,
-            ])
-          claimed = a
-          break
-        } catch let e as SpawnError where e.message.contains("File exists") {
-          continue
+        let code = namespace.addVeth(host: a.hostInterface, peer: a.sandboxInterface, mtu: Self.mtu)
+        if code == EEXIST { continue }
+        guard code == 0 else {
+          throw SpawnError("cannot add the veth pair \(a.hostInterface)/\(a.sandboxInterface): \(String(cString: strerror(code)))")
         }
+        claimed = a
+        break
       }
       guard let a = claimed else { throw SpawnError("no free sandbox subnet in 10.200.0.0/16 (all \(Self.capacity) are in use)") }
       try JSONEncoder().encode(a).write(to: URL(fileURLWithPath: record))
-      // One `ip -batch` per side instead of one `ip` process per command (issue 14: each process start is
-      // milliseconds of create → READY); `ip -batch` stops at the first failing line and exits non-zero.
-      let hostBatch = try file("ip-host.batch", Self.hostCommands(a))
-      try Self.run(Self.ipPath, ["-batch", hostBatch])
-      let sandboxBatch = try file("ip-sandbox.batch", Self.sandboxCommands(a))
-      try Self.run(Self.ipPath, ["-n", ns, "-batch", sandboxBatch])
-      let rules = try file("nftables.conf", Self.ruleset(a))
-      try Self.run(Self.ipPath, ["netns", "exec", ns, Self.nftPath, "-f", rules])
+      do {
+        try namespace.configure(
+          host: a.hostInterface, peer: a.sandboxInterface, hostAddress: a.hostAddress, sandboxAddress: a.sandboxAddress, prefix: 30)
+      } catch { throw SpawnError("cannot configure the veth pair \(a.hostInterface)/\(a.sandboxInterface): \(error)") }
+      // The ruleset as loaded, for whoever inspects the sandbox directory (not read back).
+      let rules = ruleset(a)
+      let rulesFile = "\(root)/\(id)/nftables.conf"
+      guard FileManager.default.createFile(atPath: rulesFile, contents: Data(rules.utf8), attributes: [.posixPermissions: 0o600]) else {
+        throw SpawnError("cannot write \(rulesFile)")
+      }
+      do { try namespace.loadRuleset(rules) } catch { throw SpawnError("cannot load the nftables ruleset into \(ns): \(error)") }
       return a
     } catch {
+      namespace.close()
       removeNamespaceLocked(id)
       throw error
     }
-  }
-
-  /// The host side's `ip -batch` lines: the host address of the pair, link up.
-  static func hostCommands(_ a: Allocation) -> String {
-    "addr add \(a.hostAddress)/30 dev \(a.hostInterface)\nlink set \(a.hostInterface) up\n"
-  }
-
-  /// The sandbox namespace's `ip -n NS -batch` lines: `lo` up, the sandbox address, link up, the default route
-  /// via the host side.
-  static func sandboxCommands(_ a: Allocation) -> String {
-    """
-    link set lo up
-    addr add \(a.sandboxAddress)/30 dev \(a.sandboxInterface)
-    link set \(a.sandboxInterface) up
-    route add default via \(a.hostAddress)
-
-    """
   }
 
   /// The sandbox namespace's nftables ruleset (output only: nothing leaves but to the proxy).
@@ -222,9 +200,7 @@ final class SandboxNetworks: Sendable {
   func tearDown(_ id: String) { try? Self.exclusively { removeNamespaceLocked(id) } }
 
   private func removeNamespaceLocked(_ id: String) {
-    if FileManager.default.fileExists(atPath: namespaceFile(id)) {
-      try? Self.run(Self.ipPath, ["netns", "del", namespaceName(id)])
-    }
+    NetworkNamespace.remove(namespaceName(id))
     Self.removeLegacyLocked(id)
   }
 
@@ -232,9 +208,9 @@ final class SandboxNetworks: Sendable {
   /// leftover (its sandbox's processes are gone when this runs); with processes in it, it belongs to a
   /// sandbox another gateway runs and is left alone.
   static func removeLegacyLocked(_ id: String) {
-    let file = "/run/netns/" + legacyName(id)
+    let file = NetworkNamespace.directory + "/" + legacyName(id)
     guard FileManager.default.fileExists(atPath: file), processes(inNamespace: file).isEmpty else { return }
-    try? run(ipPath, ["netns", "del", legacyName(id)])
+    NetworkNamespace.remove(legacyName(id))
   }
 
   /// The pids of the processes whose network namespace is the one bound at `file` (compared by device
@@ -251,9 +227,10 @@ final class SandboxNetworks: Sendable {
     return found
   }
 
-  /// Host-wide lock file: concurrent `ip netns add` runs race while iproute2 prepares the shared
-  /// `/run/netns` mount (a namespace file then reads "Invalid argument"), so every gateway on the host
-  /// serializes its namespace setup and teardown with flock(2) on this file.
+  /// Host-wide lock file: concurrent namespace creations race while the shared `/run/netns` mount is
+  /// prepared (a namespace file then reads "Invalid argument"), so every gateway on the host serializes
+  /// its namespace setup and teardown with flock(2) on this file (each call opens it anew, so two threads
+  /// of one gateway exclude each other too; libnftables is then never used by two threads at once).
   static let lockFile = "/run/openshell-netns.lock"
 
   static func exclusively<T>(_ body: () throws -> T) throws -> T {
