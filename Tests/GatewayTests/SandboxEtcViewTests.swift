@@ -54,6 +54,28 @@ struct SandboxEtcViewTests {
     #expect(!fm.fileExists(atPath: v + "/hosts"))
   }
 
+  @Test(
+    "retiring a data dir (gateway start --recreate, destroy) detaches an overlay a killed gateway left mounted",
+    .enabled(if: isRoot))
+  func reaperDetachesLeftOverlay() throws {
+    let fm = FileManager.default
+    let data = NSTemporaryDirectory() + "etcview-data-\(UUID().uuidString.prefix(8))"
+    let base = data + "/sandboxes/" + UUID().uuidString.lowercased()
+    try fm.createDirectory(atPath: base, withIntermediateDirectories: true)
+    defer {
+      SandboxEtcView.detach(base: base)
+      try? fm.removeItem(atPath: data)
+    }
+    // What a gateway killed between the mount and the supervisor's connect leaves behind.
+    let (view, why) = try SandboxEtcView.mount(base: base, passwd: "p\n", group: "g\n")
+    let v = try #require(view, "no overlay: \(why ?? "?")")
+    #expect(Self.isMounted(v))
+    SandboxReaper.terminateAll(dataDirectory: data)
+    // Else the archived data dir would hold a live view of the host's /etc (and could not be removed).
+    #expect(!Self.isMounted(v))
+    #expect(!fm.fileExists(atPath: v + "/hosts"))
+  }
+
   @Test("a path overlay options cannot carry falls back to the binds, with the reason")
   func unsafePathFallsBack() throws {
     let base = NSTemporaryDirectory() + "etc,view-\(UUID().uuidString.prefix(8))"
