@@ -41,7 +41,8 @@ struct SandboxEtcViewTests {
     #expect(try String(contentsOfFile: v + "/passwd", encoding: .utf8) == "sandbox:x:10001:10001::/sandbox:/bin/sh\n")
     #expect(access(v + "/shadow", F_OK) != 0 && errno == ENOENT)
     #expect(!(try fm.contentsOfDirectory(atPath: v)).contains("shadow"))
-    // A host entry added later is seen (the binds showed only what existed at the start).
+    // A host entry added later is seen when the name was never looked up through the overlay (a name
+    // looked up before stays absent until the kernel evicts it: SandboxEtcView's comment).
     try "new\n".write(toFile: host + "/added", atomically: false, encoding: .utf8)
     #expect(try String(contentsOfFile: v + "/added", encoding: .utf8) == "new\n")
     // Read-only: nothing reaches the host directory through it.
