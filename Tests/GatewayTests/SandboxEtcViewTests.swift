@@ -41,7 +41,8 @@ struct SandboxEtcViewTests {
     #expect(try String(contentsOfFile: v + "/passwd", encoding: .utf8) == "sandbox:x:10001:10001::/sandbox:/bin/sh\n")
     #expect(access(v + "/shadow", F_OK) != 0 && errno == ENOENT)
     #expect(!(try fm.contentsOfDirectory(atPath: v)).contains("shadow"))
-    // A host entry added later is seen (the binds showed only what existed at the start).
+    // A host entry added later is seen when the name was never looked up through the overlay (a name
+    // looked up before stays absent until the kernel evicts it: SandboxEtcView's comment).
     try "new\n".write(toFile: host + "/added", atomically: false, encoding: .utf8)
     #expect(try String(contentsOfFile: v + "/added", encoding: .utf8) == "new\n")
     // Read-only: nothing reaches the host directory through it.
@@ -50,6 +51,28 @@ struct SandboxEtcViewTests {
     #expect(fm.fileExists(atPath: host + "/hosts"))
     #expect(Self.isMounted(v))
     SandboxEtcView.detach(base: base)
+    #expect(!Self.isMounted(v))
+    #expect(!fm.fileExists(atPath: v + "/hosts"))
+  }
+
+  @Test(
+    "retiring a data dir (gateway start --recreate, destroy) detaches an overlay a killed gateway left mounted",
+    .enabled(if: isRoot))
+  func reaperDetachesLeftOverlay() throws {
+    let fm = FileManager.default
+    let data = NSTemporaryDirectory() + "etcview-data-\(UUID().uuidString.prefix(8))"
+    let base = data + "/sandboxes/" + UUID().uuidString.lowercased()
+    try fm.createDirectory(atPath: base, withIntermediateDirectories: true)
+    defer {
+      SandboxEtcView.detach(base: base)
+      try? fm.removeItem(atPath: data)
+    }
+    // What a gateway killed between the mount and the supervisor's connect leaves behind.
+    let (view, why) = try SandboxEtcView.mount(base: base, passwd: "p\n", group: "g\n")
+    let v = try #require(view, "no overlay: \(why ?? "?")")
+    #expect(Self.isMounted(v))
+    SandboxReaper.terminateAll(dataDirectory: data)
+    // Else the archived data dir would hold a live view of the host's /etc (and could not be removed).
     #expect(!Self.isMounted(v))
     #expect(!fm.fileExists(atPath: v + "/hosts"))
   }

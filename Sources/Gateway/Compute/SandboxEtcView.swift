@@ -18,8 +18,12 @@ import SandboxProtocol
 /// Same guarantees as the binds: the identity files live in the sandbox's own top layer, so a host that
 /// replaces `/etc/passwd` by rename (`useradd`) leaves the sandbox's `sandbox` user as it was; hidden
 /// entries read as absent (ENOENT); nothing under `/etc` is writable (an overlay without an upper layer is
-/// read-only). Unlike the binds, a host entry created or replaced after the start is seen as the host now
-/// has it (the overlay looks names up in the host directory).
+/// read-only). Host changes after the start are not reliably seen (the kernel leaves changes to a mounted
+/// overlay's lower layer undefined), as with the binds: measured on 6.18, a host file replaced by rename
+/// (`/etc/hosts`, `/etc/resolv.conf` rewritten by their tools) keeps reading as the old one, a name the
+/// sandbox looked up before the host created it stays absent, and a host file removed stays readable —
+/// while a directory listing already shows the host's new set of names — until the kernel evicts its
+/// cached entries. Only names never looked up in the sandbox show the host's current entry.
 ///
 /// Host mounts under `/etc` (a container's `/etc/resolv.conf`, `/etc/hosts`) are not seen through the
 /// overlay, which shows the directory beneath them: ``submounts(mountinfo:)`` lists them so that they are

@@ -5,7 +5,7 @@ import Foundation
 #endif
 
 /// Ends every sandbox process a (stopped) local gateway left running, and removes their network
-/// namespaces, for the lifecycle commands that
+/// namespaces and `/etc` overlay mounts, for the lifecycle commands that
 /// retire its data directory (`gateway start --recreate`, `gateway destroy`). Supervisors normally
 /// outlive their gateway so that a restart finds them again; a retired gateway never comes back, so
 /// its sandboxes must not linger (they would retry an unreachable gateway until the orphan timeout).
@@ -41,6 +41,10 @@ public enum SandboxReaper {
     // Their network namespaces (and with them the veth pairs) go too: nobody will stop these sandboxes.
     let networks = SandboxNetworks(sandboxesDirectory: root)
     for id in ids { networks.tearDown(id) }
+    // And the `/etc` overlay a gateway killed between mounting it and the supervisor's connect left in the
+    // host's mount table (SandboxEtcView): no gateway of this data dir will detach it, and in the archive
+    // it would stay a live view of the host's /etc that nothing can remove.
+    for id in ids { SandboxEtcView.detach(base: "\(root)/\(id)") }
     return killed.count
   }
 }
