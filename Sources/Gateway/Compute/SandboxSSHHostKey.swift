@@ -36,6 +36,8 @@ enum SandboxSSHHostKey {
     }
   }
 
+  /// The OpenSSH fingerprint (`SHA256:` + unpadded base64 of SHA-256 over the key blob) of the
+  /// public key in `directory`, or nil when there is none or it does not parse.
   static func fingerprint(in directory: String) -> String? {
     guard let data = FileManager.default.contents(atPath: directory + "/" + publicName) else { return nil }
     return fingerprint(publicKeyLine: String(decoding: data, as: UTF8.self))
