@@ -22,7 +22,7 @@ struct SandboxEtcViewTests {
   @Test("the overlay shows the host's entries, the generated passwd/group, hides the account databases, is read-only, and detaches", .enabled(if: isRoot))
   func overlayContents() throws {
     let fm = FileManager.default
-    let base = NSTemporaryDirectory() + "etcview-\(UUID().uuidString.prefix(8))"
+    let base = try GatewayTestSupport.temporaryDirectory("etcview")
     let host = base + "/host-etc"
     try fm.createDirectory(atPath: host + "/ssl", withIntermediateDirectories: true)
     for (name, text) in [
@@ -60,7 +60,7 @@ struct SandboxEtcViewTests {
     .enabled(if: isRoot))
   func reaperDetachesLeftOverlay() throws {
     let fm = FileManager.default
-    let data = NSTemporaryDirectory() + "etcview-data-\(UUID().uuidString.prefix(8))"
+    let data = try GatewayTestSupport.temporaryDirectory("etcview-data")
     let base = data + "/sandboxes/" + UUID().uuidString.lowercased()
     try fm.createDirectory(atPath: base, withIntermediateDirectories: true)
     defer {
@@ -79,8 +79,7 @@ struct SandboxEtcViewTests {
 
   @Test("a path overlay options cannot carry falls back to the binds, with the reason")
   func unsafePathFallsBack() throws {
-    let base = NSTemporaryDirectory() + "etc,view-\(UUID().uuidString.prefix(8))"
-    try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+    let base = try GatewayTestSupport.temporaryDirectory("etc,view")
     defer { try? FileManager.default.removeItem(atPath: base) }
     let (view, why) = try SandboxEtcView.mount(base: base, passwd: "p\n", group: "g\n")
     #expect(view == nil)

@@ -10,25 +10,16 @@ import Testing
 struct SandboxSSHHostKeyTests {
   static let keygen = "/usr/bin/ssh-keygen"
 
-  static func run(_ args: [String]) throws -> (code: Int32, out: String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: keygen)
-    p.arguments = args
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = out
-    try p.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+  static func runKeygen(_ args: [String]) async throws -> (code: Int32, out: String) {
+    let r = try await GatewayTestSupport.run(keygen, args)
+    return (r.status, r.stdout + r.stderr)
   }
 
   @Test(
     "ssh-keygen reads the private key, derives the .pub line and prints the gateway's fingerprint",
     .enabled(if: FileManager.default.isExecutableFile(atPath: keygen)))
   func opensshReadsTheFiles() async throws {
-    let dir = NSTemporaryDirectory() + "hostkey-\(UUID().uuidString.prefix(8))"
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    let dir = try GatewayTestSupport.temporaryDirectory("hostkey")
     defer { try? FileManager.default.removeItem(atPath: dir) }
     var seen = Set<String>()
     for round in 0..<5 {  // several keys: the padding length and the check integers vary
@@ -37,11 +28,11 @@ struct SandboxSSHHostKeyTests {
       let key = dir + "/" + SandboxSSHHostKey.privateName
       let pub = try String(contentsOfFile: key + ".pub", encoding: .utf8)
       #expect(pub.hasPrefix("ssh-ed25519 ") && pub.hasSuffix(" \(comment)\n"), "\(pub)")
-      let derived = try Self.run(["-y", "-f", key])
+      let derived = try await Self.runKeygen(["-y", "-f", key])
       #expect(derived.code == 0, "\(derived.out)")
       // `-y` prints "ssh-ed25519 BASE64 comment" (the comment from the private file).
       #expect(derived.out == pub, "derived \(derived.out) vs written \(pub)")
-      let listed = try Self.run(["-l", "-E", "sha256", "-f", key])
+      let listed = try await Self.runKeygen(["-l", "-E", "sha256", "-f", key])
       #expect(listed.code == 0, "\(listed.out)")
       let ours = try #require(SandboxSSHHostKey.fingerprint(in: dir))
       #expect(listed.out.split(separator: " ").dropFirst().first.map(String.init) == ours, "\(listed.out) vs \(ours)")
@@ -55,8 +46,7 @@ struct SandboxSSHHostKeyTests {
 
   @Test("a changed byte in the private file is refused by ssh-keygen (the test can fail)", .enabled(if: FileManager.default.isExecutableFile(atPath: keygen)))
   func damagedFileIsRefused() async throws {
-    let dir = NSTemporaryDirectory() + "hostkey-\(UUID().uuidString.prefix(8))"
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    let dir = try GatewayTestSupport.temporaryDirectory("hostkey")
     defer { try? FileManager.default.removeItem(atPath: dir) }
     try await SandboxSSHHostKey.generate(in: dir, comment: "c", owner: nil)
     let key = dir + "/" + SandboxSSHHostKey.privateName
@@ -65,6 +55,6 @@ struct SandboxSSHHostKeyTests {
     let start = try #require(text.range(of: "-----\n")?.upperBound)
     text.replaceSubrange(start..<text.index(start, offsetBy: 4), with: "AAAA")
     try text.write(toFile: key, atomically: false, encoding: .utf8)
-    #expect(try Self.run(["-y", "-f", key]).code != 0)
+    #expect(try await Self.runKeygen(["-y", "-f", key]).code != 0)
   }
 }

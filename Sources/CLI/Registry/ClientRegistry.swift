@@ -1,4 +1,5 @@
 import Foundation
+import SandboxProtocol
 
 #if canImport(Glibc)
   import Glibc
@@ -187,28 +188,9 @@ struct ClientRegistry {
   }
 }
 
-/// Writes `data` to `url` through a temporary file, fsync and rename.
+/// Writes `data` to `url` through a temporary file, fsync and rename (``FileWriting``).
 func writeFile(_ url: URL, _ data: Data, mode: mode_t) throws {
-  let tmp = url.path + ".tmp-\(getpid())"
-  let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
-  guard fd >= 0 else { throw CLIError("cannot write \(url.path): \(errnoString())") }
-  _ = fchmod(fd, mode)
-  let ok = data.withUnsafeBytes { raw -> Bool in
-    var off = 0
-    while off < raw.count {
-      let n = Glibc.write(fd, raw.baseAddress! + off, raw.count - off)
-      if n < 0 { if errno == EINTR { continue }; return false }
-      off += n
-    }
-    return true
-  }
-  let synced = fsync(fd) == 0
-  close(fd)
-  guard ok, synced, rename(tmp, url.path) == 0 else {
-    let reason = errnoString()
-    unlink(tmp)
-    throw CLIError("cannot write \(url.path): \(reason)")
-  }
+  do { try FileWriting.write(url.path, data, mode: mode, atomically: true, durable: true) } catch { throw CLIError("\(error)") }
 }
 
 func fsyncDir(_ url: URL) {

@@ -183,9 +183,9 @@ extension LocalComputeDriver {
       if let networkSetUp, (try? await networkSetUp.value) != nil { networks.tearDown(s.id) }
       throw error
     }
-    // No fsync per file (RunFile): all of them are made again at every start.
+    // No fsync per file (FileWriting): all of them are made again at every start.
     func write(_ name: String, _ text: String, _ mode: Int) throws {
-      try RunFile.write(run + "/" + name, text, mode: mode_t(mode))
+      try FileWriting.write(run + "/" + name, text, mode: mode_t(mode))
     }
     let trust = base + "/tls"
     let spec = (try? Openshell_V1_SandboxSpec(serializedBytes: s.spec)) ?? .init()
@@ -290,9 +290,9 @@ extension LocalComputeDriver {
     user?.own(workspace: workspace)
     try? fm.removeItem(atPath: run)
     try fm.createDirectory(atPath: run, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
-    // No fsync per file (RunFile): all of them are made again at every start.
+    // No fsync per file (FileWriting): all of them are made again at every start.
     func write(_ name: String, _ text: String, _ mode: Int) throws {
-      try RunFile.write(run + "/" + name, text, mode: mode_t(mode))
+      try FileWriting.write(run + "/" + name, text, mode: mode_t(mode))
     }
     var issuance: CertificateIssuance?
     if let pki, usesTLS {

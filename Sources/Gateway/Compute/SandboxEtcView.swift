@@ -51,8 +51,8 @@ enum SandboxEtcView {
     detach(base: base)
     try? fm.removeItem(atPath: top)
     try fm.createDirectory(atPath: top, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
-    try RunFile.write(top + "/passwd", passwd, mode: 0o644)
-    try RunFile.write(top + "/group", group, mode: 0o644)
+    try FileWriting.write(top + "/passwd", passwd, mode: 0o644)
+    try FileWriting.write(top + "/group", group, mode: 0o644)
     guard geteuid() == 0 else { return (nil, "not root") }
     // Commas separate mount options and colons separate layers; a path holding either (or a backslash)
     // cannot be passed safely.

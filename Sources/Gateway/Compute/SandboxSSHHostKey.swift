@@ -29,8 +29,8 @@ enum SandboxSSHHostKey {
     unlink(path + ".pub")
     // Made in-process (OpenSSHEd25519Key), in the files `ssh-keygen -q -t ed25519 -N "" -C comment` writes.
     let key = OpenSSHEd25519Key(comment: comment)
-    try RunFile.write(path, key.privatePEM, mode: 0o600)
-    try RunFile.write(path + ".pub", key.publicLine, mode: 0o644)
+    try FileWriting.write(path, key.privatePEM, mode: 0o600)
+    try FileWriting.write(path + ".pub", key.publicLine, mode: 0o644)
     if let owner {
       guard chown(path, owner.uid, owner.gid) == 0 else { throw SpawnError("cannot give \(path) to the sandbox user: errno \(errno)") }
     }

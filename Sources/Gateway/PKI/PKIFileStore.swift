@@ -1,4 +1,5 @@
 import Foundation
+import SandboxProtocol
 
 #if canImport(Glibc)
   import Glibc
@@ -36,34 +37,13 @@ enum PKIFileStore {
     }
   }
 
-  /// Atomically writes `contents` with the given mode (e.g. 0o600 for keys).
+  /// Atomically and durably writes `contents` with the given mode (e.g. 0o600 for keys): a temporary file,
+  /// fsync, rename (``FileWriting``).
   static func write(_ contents: String, to path: String, mode: mode_t) throws {
-    let temporary = path + ".tmp-\(getpid())"
-    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
-    guard fd >= 0 else {
-      throw GatewayPKIError.file(path: temporary, reason: "open failed: \(String(cString: strerror(errno)))")
-    }
-    var failure: String?
-    if fchmod(fd, mode) != 0 { failure = "fchmod failed: \(String(cString: strerror(errno)))" }
-    let bytes = Array(contents.utf8)
-    var offset = 0
-    while failure == nil && offset < bytes.count {
-      let written = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-      if written < 0 {
-        if errno == EINTR { continue }
-        failure = "write failed: \(String(cString: strerror(errno)))"
-      } else {
-        offset += written
-      }
-    }
-    if failure == nil && fsync(fd) != 0 { failure = "fsync failed: \(String(cString: strerror(errno)))" }
-    close(fd)
-    if failure == nil && rename(temporary, path) != 0 {
-      failure = "rename failed: \(String(cString: strerror(errno)))"
-    }
-    if let failure {
-      unlink(temporary)
-      throw GatewayPKIError.file(path: path, reason: failure)
+    do {
+      try FileWriting.write(path, contents, mode: mode, atomically: true, durable: true)
+    } catch let f as FileWriting.Failure {
+      throw GatewayPKIError.file(path: f.step == "open" ? path + ".tmp-\(getpid())" : path, reason: "\(f.step) failed: \(f.reason)")
     }
   }
 

@@ -81,7 +81,7 @@ final class SandboxCA: Sendable {
     combined += certificatePEM
     for (path, text) in [(ca, certificatePEM), (bundle, combined)] {
       // Replaced atomically (a reader never sees half a bundle); no fsync: made again at every start.
-      do { try RunFile.write(path, text, mode: 0o644, atomically: true) } catch { throw TLSSetupError(message: "\(error)") }
+      do { try FileWriting.write(path, text, mode: 0o644, atomically: true) } catch { throw TLSSetupError(message: "\(error)") }
     }
     return (ca, bundle)
   }
