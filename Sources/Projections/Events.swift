@@ -163,10 +163,14 @@ extension GatewayEvent {
       throw ProjectionError(seq: record.seq, message: "unsupported payload schema version \(record.payloadVersion)")
     }
     let event: GatewayEvent
-    do {
-      event = try GatewayEvent(serializedBytes: record.payload)
-    } catch {
-      throw ProjectionError(seq: record.seq, message: "payload does not decode as GatewayEvent: \(error)")
+    if let e = record.payload.withUnsafeBytes({ decodeEnvelope($0) }) {
+      event = e  // the common shape, without the generic envelope decode (EventEnvelopeDecoding.swift)
+    } else {
+      do {
+        event = try GatewayEvent(serializedBytes: record.payload)
+      } catch {
+        throw ProjectionError(seq: record.seq, message: "payload does not decode as GatewayEvent: \(error)")
+      }
     }
     guard event.kind != nil else {
       throw ProjectionError(seq: record.seq, message: "payload has no known event kind (written by a newer gateway?)")

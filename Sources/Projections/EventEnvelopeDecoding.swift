@@ -1,0 +1,127 @@
+import SwiftProtobuf
+
+// The envelope of a stored event decoded without swift-protobuf's generic envelope path (issue 14: replay).
+// `GatewayEvent(serializedBytes:)` walks the envelope with a generic `BinaryDecoder`, instantiates generic
+// metadata for the oneof case's `Optional<Message>` and moves the decoded case through it: about a third
+// of a payload's decode time in a replay. A payload written by `newEvent` is the oneof field first, then at
+// most `request_rpc` (1000) and `request_target` (1001); that shape is split here and only the case's own
+// message is decoded by swift-protobuf. Any other shape is left to the general decoder.
+
+extension GatewayEvent {
+  /// `payload` decoded when it is exactly one event-kind field, optionally followed by `request_rpc` and then
+  /// `request_target` (each once, valid UTF-8): the same event `GatewayEvent(serializedBytes:)` returns.
+  /// Nil for any other payload (other or repeated fields, wire types, field numbers this build does not
+  /// know, bytes that do not decode): decode those the general way, which also reports their errors.
+  static func decodeEnvelope(_ payload: UnsafeRawBufferPointer) -> GatewayEvent? {
+    var r = WireReader(payload)
+    guard let tag = r.varint(), tag & 7 == 2, let field = r.lengthDelimited() else { return nil }
+    var event = GatewayEvent()
+    guard let kind = try? Self.kind(number: tag >> 3, field) else { return nil }
+    event.kind = kind
+    var last: UInt64 = 0
+    while !r.atEnd {
+      guard let t = r.varint(), t & 7 == 2, t >> 3 > last, let bytes = r.lengthDelimited(),
+        let s = String(validating: bytes, as: UTF8.self)
+      else { return nil }
+      switch t >> 3 {
+      case 1000: event.requestRpc = s
+      case 1001: event.requestTarget = s
+      default: return nil
+      }
+      last = t >> 3
+    }
+    return event
+  }
+
+  /// The event kind stored as field `number` of the envelope (Protos/events.proto), nil for a number this
+  /// build does not know.
+  private static func kind(number: UInt64, _ b: UnsafeRawBufferPointer) throws -> OneOf_Kind? {
+    let b = b.bytes
+    switch number {
+    case 1: return .gatewayInitialized(try Openshell_Events_V1_GatewayInitialized(serializedBytes: b))
+    case 2: return .gatewayConfigured(try Openshell_Events_V1_GatewayConfigured(serializedBytes: b))
+    case 3: return .certificateIssued(try Openshell_Events_V1_CertificateIssued(serializedBytes: b))
+    case 10: return .workspaceCreated(try Openshell_Events_V1_WorkspaceCreated(serializedBytes: b))
+    case 11: return .workspaceDeleted(try Openshell_Events_V1_WorkspaceDeleted(serializedBytes: b))
+    case 15: return .sandboxTemplateCreated(try Openshell_Events_V1_SandboxTemplateCreated(serializedBytes: b))
+    case 16: return .sandboxTemplateDeleted(try Openshell_Events_V1_SandboxTemplateDeleted(serializedBytes: b))
+    case 20: return .sandboxRequested(try Openshell_Events_V1_SandboxRequested(serializedBytes: b))
+    case 21: return .sandboxProvisioning(try Openshell_Events_V1_SandboxProvisioning(serializedBytes: b))
+    case 22: return .sandboxReady(try Openshell_Events_V1_SandboxReady(serializedBytes: b))
+    case 23: return .sandboxFailed(try Openshell_Events_V1_SandboxFailed(serializedBytes: b))
+    case 24: return .sandboxStopping(try Openshell_Events_V1_SandboxStopping(serializedBytes: b))
+    case 25: return .sandboxStopped(try Openshell_Events_V1_SandboxStopped(serializedBytes: b))
+    case 26: return .sandboxStarting(try Openshell_Events_V1_SandboxStarting(serializedBytes: b))
+    case 27: return .sandboxDeleting(try Openshell_Events_V1_SandboxDeleting(serializedBytes: b))
+    case 28: return .sandboxDeleted(try Openshell_Events_V1_SandboxDeleted(serializedBytes: b))
+    case 29: return .sandboxMainProcessExited(try Openshell_Events_V1_SandboxMainProcessExited(serializedBytes: b))
+    case 30: return .sandboxConditionSet(try Openshell_Events_V1_SandboxConditionSet(serializedBytes: b))
+    case 31: return .sandboxNetworkDenials(try Openshell_Events_V1_SandboxNetworkDenials(serializedBytes: b))
+    case 40: return .providerCreated(try Openshell_Events_V1_ProviderCreated(serializedBytes: b))
+    case 41: return .providerUpdated(try Openshell_Events_V1_ProviderUpdated(serializedBytes: b))
+    case 42: return .providerCredentialRotated(try Openshell_Events_V1_ProviderCredentialRotated(serializedBytes: b))
+    case 43: return .providerDeleted(try Openshell_Events_V1_ProviderDeleted(serializedBytes: b))
+    case 44: return .sandboxProviderAttached(try Openshell_Events_V1_SandboxProviderAttached(serializedBytes: b))
+    case 45: return .sandboxProviderDetached(try Openshell_Events_V1_SandboxProviderDetached(serializedBytes: b))
+    case 50: return .policyRevisionSubmitted(try Openshell_Events_V1_PolicyRevisionSubmitted(serializedBytes: b))
+    case 51: return .policyRevisionLoaded(try Openshell_Events_V1_PolicyRevisionLoaded(serializedBytes: b))
+    case 52: return .policyRevisionFailed(try Openshell_Events_V1_PolicyRevisionFailed(serializedBytes: b))
+    case 53: return .policyRevisionSuperseded(try Openshell_Events_V1_PolicyRevisionSuperseded(serializedBytes: b))
+    case 54: return .globalPolicySet(try Openshell_Events_V1_GlobalPolicySet(serializedBytes: b))
+    case 55: return .globalPolicyDeleted(try Openshell_Events_V1_GlobalPolicyDeleted(serializedBytes: b))
+    case 60: return .settingSet(try Openshell_Events_V1_SettingSet(serializedBytes: b))
+    case 61: return .settingDeleted(try Openshell_Events_V1_SettingDeleted(serializedBytes: b))
+    case 70: return .inferenceRouteSet(try Openshell_Events_V1_InferenceRouteSet(serializedBytes: b))
+    case 71: return .inferenceRouteDeleted(try Openshell_Events_V1_InferenceRouteDeleted(serializedBytes: b))
+    case 72: return .inferenceBundlePublished(try Openshell_Events_V1_InferenceBundlePublished(serializedBytes: b))
+    case 80: return .sshSessionCreated(try Openshell_Events_V1_SshSessionCreated(serializedBytes: b))
+    case 81: return .sshSessionRevoked(try Openshell_Events_V1_SshSessionRevoked(serializedBytes: b))
+    case 82: return .sshTunnelOpened(try Openshell_Events_V1_SshTunnelOpened(serializedBytes: b))
+    case 83: return .sshTunnelClosed(try Openshell_Events_V1_SshTunnelClosed(serializedBytes: b))
+    case 86: return .serviceExposed(try Openshell_Events_V1_ServiceExposed(serializedBytes: b))
+    case 87: return .serviceDeleted(try Openshell_Events_V1_ServiceDeleted(serializedBytes: b))
+    case 90: return .auditCheckpoint(try Openshell_Events_V1_AuditCheckpoint(serializedBytes: b))
+    case 91: return .accessRefused(try Openshell_Events_V1_AccessRefused(serializedBytes: b))
+    case 92: return .credentialsDisclosed(try Openshell_Events_V1_CredentialsDisclosed(serializedBytes: b))
+    case 93: return .execStarted(try Openshell_Events_V1_ExecStarted(serializedBytes: b))
+    case 94: return .execEnded(try Openshell_Events_V1_ExecEnded(serializedBytes: b))
+    case 95: return .gatewayRestored(try Openshell_Events_V1_GatewayRestored(serializedBytes: b))
+    case 110: return .supervisorConnected(try Openshell_Events_V1_SupervisorConnected(serializedBytes: b))
+    case 111: return .supervisorDisconnected(try Openshell_Events_V1_SupervisorDisconnected(serializedBytes: b))
+    case 112: return .credentialsSubstituted(try Openshell_Events_V1_CredentialsSubstituted(serializedBytes: b))
+    default: return nil
+    }
+  }
+}
+
+/// Reads protobuf wire-format varints and length-delimited fields, bounds-checked (nil when truncated).
+private struct WireReader {
+  let bytes: UnsafeRawBufferPointer
+  var offset = 0
+
+  init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+
+  var atEnd: Bool { offset >= bytes.count }
+
+  /// A varint of at most 10 bytes.
+  mutating func varint() -> UInt64? {
+    var v: UInt64 = 0
+    var shift: UInt64 = 0
+    while offset < bytes.count, shift < 64 {
+      let b = bytes[offset]
+      offset += 1
+      v |= UInt64(b & 0x7F) << shift
+      if b < 0x80 { return v }
+      shift += 7
+    }
+    return nil
+  }
+
+  /// A length varint and that many bytes.
+  mutating func lengthDelimited() -> UnsafeRawBufferPointer? {
+    guard let n = varint(), n <= UInt64(bytes.count - offset) else { return nil }
+    let start = offset
+    offset += Int(n)
+    return UnsafeRawBufferPointer(rebasing: bytes[start..<offset])
+  }
+}
