@@ -99,22 +99,14 @@ extension Writer {
           }
           // Aggregate versions read or bumped in this transaction; `touched` ones are written back. One hash
           // lookup per event for an aggregate already seen (issue 14: bulk load).
-          var versions: [AggregateRef: (version: UInt64, touched: Bool)] = [:]
+          var versions = AggregateVersions()
           func version(_ a: AggregateRef) throws -> UInt64 {
-            if let v = versions[a] { return v.version }
-            let v = try readAggregateVersion(txn, dbs, a)
-            versions[a] = (v, false)
-            return v
+            try versions.version(a) { try readAggregateVersion(txn, dbs, a) }
           }
-          func bump(_ a: AggregateRef) throws {
-            if let i = versions.index(forKey: a) {
-              versions.values[i] = (versions.values[i].version + 1, true)
-            } else {
-              versions[a] = (try readAggregateVersion(txn, dbs, a) + 1, true)
-            }
-          }
-          requests: for (pi, (i, p)) in prepared.enumerated() {
-            for (agg, exp) in p.request.expecting {
+          requests: for pi in prepared.indices {
+            let i = prepared[pi].0
+            let request = prepared[pi].1.request
+            for (agg, exp) in request.expecting {
               let actual = try version(agg)
               if !exp.accepts(actual) {
                 out.ranges[i] = .failure(
@@ -126,31 +118,34 @@ extension Writer {
               }
             }
             let first = out.head.headSeq + 1
-            for (e, s) in zip(p.request.events, p.values) {
+            // By index, not `zip`: no copy (seven retains and releases) of every event and value (issue 14).
+            let events = request.events
+            let values = prepared[pi].1.values
+            out.hashes.reserveCapacity(out.hashes.count + events.count)
+            for k in events.indices {
               let seq = out.head.headSeq + 1
-              let ts = e.timestampNs ?? 0
-              let prev = out.head.headHash
-              let hash = hasher.hash(previousHash: prev, seq: seq, timestampNs: ts, event: e)
-              let size = s.unsealed.count + RecordFormat.checksumSize
-              try s.unsealed.withUnsafeBytes { u in
+              let hash = hasher.hash(
+                previousHash: out.head.headHash, seq: seq, timestampNs: events[k].timestampNs ?? 0, event: events[k])
+              let size = values[k].unsealed.count + RecordFormat.checksumSize
+              try values[k].unsealed.withUnsafeBytes { u in
                 try txn.putReserved(dbs.events, seq: seq, count: size, flags: MDB_APPEND) {
                   RecordFormat.seal(u, seq: seq, into: $0)
                 }
               }
               if seq % interval == 0 { try checkpoint(seq, hash) }
-              try bump(e.aggregate)
+              try versions.bump(events[k].aggregate) { try readAggregateVersion(txn, dbs, events[k].aggregate) }
               out.hashes.append(hash)
               out.head.headSeq = seq
               out.head.headHash = hash
             }
-            if let cp = p.request.checkpoint {
+            if let cp = request.checkpoint {
               try txn.put(dbs.checkpoints, Array(cp.name.utf8), seqKey(cp.seq))
             }
             out.written.append(pi)
             out.ranges[i] = .success(first...out.head.headSeq)
           }
           if !out.hashes.isEmpty {
-            for (agg, v) in versions where v.touched { try txn.put(dbs.aggregates, aggregateKey(agg), seqKey(v.version)) }
+            for (agg, v) in versions.touched { try txn.put(dbs.aggregates, aggregateKey(agg), seqKey(v)) }
             try txn.put(dbs.meta, MetaKey.headSeq, seqKey(out.head.headSeq))
             try txn.put(dbs.meta, MetaKey.headHash, out.head.headHash)
             // The first v3 records: mark the log so older builds refuse it (with them, atomically).
