@@ -10,8 +10,8 @@ extension GatewayState {
   /// - Throws: `ProjectionError` when the payload cannot be decoded.
   public mutating func apply(_ record: EventRecord) throws {
     guard record.seq > lastSeq else { return }
-    let event = try GatewayEvent.decode(record)
-    apply(event, seq: record.seq, timestampNs: record.timestampNs)
+    // The kind alone, not a whole `GatewayEvent` (no copy of the event's fields in and out of the envelope).
+    apply(kind: try GatewayEvent.decodeKind(record), seq: record.seq, timestampNs: record.timestampNs)
     if !record.requestID.isEmpty {
       // One hash lookup (the dictionary's modify accessor) instead of a read and a write.
       let added = Self.insertIfAbsent(&requests[record.requestID], record.seq)
@@ -86,6 +86,11 @@ extension GatewayState {
   /// Folds one decoded event into the state (`seq` and `timestampNs` from its record).
   public mutating func apply(_ event: GatewayEvent, seq: UInt64, timestampNs: UInt64) {
     guard let kind = event.kind else { return }
+    apply(kind: kind, seq: seq, timestampNs: timestampNs)
+  }
+
+  /// Folds one event kind into the state (``apply(_:seq:timestampNs:)`` without the envelope).
+  mutating func apply(kind: GatewayEvent.OneOf_Kind, seq: UInt64, timestampNs: UInt64) {
     switch kind {
     case .providerCreated, .providerUpdated, .providerCredentialRotated, .providerDeleted, .sandboxProviderAttached, .sandboxProviderDetached:
       providerChangeSeq = seq  // the kinds of ``providerChangeTypes``

@@ -7,35 +7,49 @@ import SwiftProtobuf
 // most `request_rpc` (1000) and `request_target` (1001); that shape is split here and only the case's own
 // message is decoded by swift-protobuf. Any other shape is left to the general decoder.
 
-extension GatewayEvent {
-  /// `payload` decoded when it is exactly one event-kind field, optionally followed by `request_rpc` and then
-  /// `request_target` (each once, valid UTF-8): the same event `GatewayEvent(serializedBytes:)` returns.
-  /// Nil for any other payload (other or repeated fields, wire types, field numbers this build does not
-  /// know, bytes that do not decode): decode those the general way, which also reports their errors.
-  static func decodeEnvelope(_ payload: UnsafeRawBufferPointer) -> GatewayEvent? {
+/// A payload of the shape `newEvent` writes, split: one event-kind field, optionally followed by `request_rpc`
+/// and then `request_target` (each once, valid UTF-8). ``event`` is what `GatewayEvent(serializedBytes:)`
+/// returns for it.
+struct EventEnvelope {
+  var kind: GatewayEvent.OneOf_Kind
+  var requestRpc = ""
+  var requestTarget = ""
+
+  /// Nil for any other payload (other or repeated fields, wire types, field numbers this build does not know,
+  /// bytes that do not decode): decode those the general way, which also reports their errors.
+  init?(_ payload: UnsafeRawBufferPointer) {
     var r = WireReader(payload)
-    guard let tag = r.varint(), tag & 7 == 2, let field = r.lengthDelimited() else { return nil }
-    var event = GatewayEvent()
-    guard let kind = try? Self.kind(number: tag >> 3, field) else { return nil }
-    event.kind = kind
+    guard let tag = r.varint(), tag & 7 == 2, let field = r.lengthDelimited(),
+      let kind = try? GatewayEvent.kind(number: tag >> 3, field)
+    else { return nil }
+    self.kind = kind
     var last: UInt64 = 0
     while !r.atEnd {
       guard let t = r.varint(), t & 7 == 2, t >> 3 > last, let bytes = r.lengthDelimited(),
         let s = String(validating: bytes, as: UTF8.self)
       else { return nil }
       switch t >> 3 {
-      case 1000: event.requestRpc = s
-      case 1001: event.requestTarget = s
+      case 1000: requestRpc = s
+      case 1001: requestTarget = s
       default: return nil
       }
       last = t >> 3
     }
-    return event
   }
 
+  /// The whole event.
+  var event: GatewayEvent {
+    var e = GatewayEvent(kind)
+    e.requestRpc = requestRpc
+    e.requestTarget = requestTarget
+    return e
+  }
+}
+
+extension GatewayEvent {
   /// The event kind stored as field `number` of the envelope (Protos/events.proto), nil for a number this
   /// build does not know.
-  private static func kind(number: UInt64, _ b: UnsafeRawBufferPointer) throws -> OneOf_Kind? {
+  fileprivate static func kind(number: UInt64, _ b: UnsafeRawBufferPointer) throws -> OneOf_Kind? {
     let b = b.bytes
     switch number {
     case 1: return .gatewayInitialized(try Openshell_Events_V1_GatewayInitialized(serializedBytes: b))

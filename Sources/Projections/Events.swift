@@ -31,62 +31,7 @@ extension GatewayEvent {
 
   /// Stable, dotted event type name stored in the record header, e.g. `sandbox.requested`.
   /// Used for filtering without decoding the payload. Empty when `kind` is unset.
-  public var typeName: String {
-    guard let kind else { return "" }
-    switch kind {
-    case .gatewayInitialized: return "gateway.initialized"
-    case .gatewayConfigured: return "gateway.configured"
-    case .certificateIssued: return "certificate.issued"
-    case .workspaceCreated: return "workspace.created"
-    case .workspaceDeleted: return "workspace.deleted"
-    case .sandboxTemplateCreated: return "template.created"
-    case .sandboxTemplateDeleted: return "template.deleted"
-    case .sandboxRequested: return "sandbox.requested"
-    case .sandboxProvisioning: return "sandbox.provisioning"
-    case .sandboxReady: return "sandbox.ready"
-    case .sandboxFailed: return "sandbox.failed"
-    case .sandboxStopping: return "sandbox.stopping"
-    case .sandboxStopped: return "sandbox.stopped"
-    case .sandboxStarting: return "sandbox.starting"
-    case .sandboxDeleting: return "sandbox.deleting"
-    case .sandboxDeleted: return "sandbox.deleted"
-    case .sandboxMainProcessExited: return "sandbox.main_process_exited"
-    case .sandboxConditionSet: return "sandbox.condition_set"
-    case .sandboxNetworkDenials: return "sandbox.network_denials"
-    case .providerCreated: return "provider.created"
-    case .providerUpdated: return "provider.updated"
-    case .providerCredentialRotated: return "provider.credential_rotated"
-    case .providerDeleted: return "provider.deleted"
-    case .sandboxProviderAttached: return "sandbox.provider_attached"
-    case .sandboxProviderDetached: return "sandbox.provider_detached"
-    case .policyRevisionSubmitted: return "policy.revision_submitted"
-    case .policyRevisionLoaded: return "policy.revision_loaded"
-    case .policyRevisionFailed: return "policy.revision_failed"
-    case .policyRevisionSuperseded: return "policy.revision_superseded"
-    case .globalPolicySet: return "policy.global_set"
-    case .globalPolicyDeleted: return "policy.global_deleted"
-    case .settingSet: return "setting.set"
-    case .settingDeleted: return "setting.deleted"
-    case .inferenceRouteSet: return "inference.route_set"
-    case .inferenceRouteDeleted: return "inference.route_deleted"
-    case .inferenceBundlePublished: return "inference.bundle_published"
-    case .sshSessionCreated: return "ssh.session_created"
-    case .sshSessionRevoked: return "ssh.session_revoked"
-    case .auditCheckpoint: return "audit.checkpoint"
-    case .accessRefused: return "audit.access_refused"
-    case .credentialsDisclosed: return "audit.credentials_disclosed"
-    case .execStarted: return "exec.started"
-    case .execEnded: return "exec.ended"
-    case .gatewayRestored: return "gateway.restored"
-    case .sshTunnelOpened: return "ssh.tunnel_opened"
-    case .sshTunnelClosed: return "ssh.tunnel_closed"
-    case .serviceExposed: return "service.exposed"
-    case .serviceDeleted: return "service.deleted"
-    case .credentialsSubstituted: return "audit.credentials_substituted"
-    case .supervisorConnected: return "supervisor.connected"
-    case .supervisorDisconnected: return "supervisor.disconnected"
-    }
-  }
+  public var typeName: String { kind?.typeName ?? "" }
 
   /// The aggregate (consistency boundary) the event belongs to. Sandboxes, providers, templates,
   /// workspaces and SSH sessions are aggregates by id; gateway-wide configuration (certificates,
@@ -159,26 +104,49 @@ extension GatewayEvent {
 
   /// Decodes a record's payload. Throws `ProjectionError` on an unknown schema version or bad bytes.
   public static func decode(_ record: EventRecord) throws -> GatewayEvent {
+    try checkVersion(record)
+    let event: GatewayEvent
+    if let e = record.payload.withUnsafeBytes({ EventEnvelope($0) }) {
+      event = e.event  // the common shape, without the generic envelope decode (EventEnvelopeDecoding.swift)
+    } else {
+      event = try decodeGeneral(record)
+    }
+    try check(event.kind, of: record)
+    return event
+  }
+
+  /// The event kind of a record's payload, what `apply` needs (its request fields are not kept). Throws as
+  /// ``decode(_:)``.
+  static func decodeKind(_ record: EventRecord) throws -> OneOf_Kind {
+    try checkVersion(record)
+    let kind = try record.payload.withUnsafeBytes { EventEnvelope($0)?.kind } ?? decodeGeneral(record).kind
+    try check(kind, of: record)
+    return kind!
+  }
+
+  private static func checkVersion(_ record: EventRecord) throws {
     guard record.payloadVersion == gatewayEventSchemaVersion else {
       throw ProjectionError(seq: record.seq, message: "unsupported payload schema version \(record.payloadVersion)")
     }
-    let event: GatewayEvent
-    if let e = record.payload.withUnsafeBytes({ decodeEnvelope($0) }) {
-      event = e  // the common shape, without the generic envelope decode (EventEnvelopeDecoding.swift)
-    } else {
-      do {
-        event = try GatewayEvent(serializedBytes: record.payload)
-      } catch {
-        throw ProjectionError(seq: record.seq, message: "payload does not decode as GatewayEvent: \(error)")
-      }
+  }
+
+  /// swift-protobuf's decode of the whole payload.
+  private static func decodeGeneral(_ record: EventRecord) throws -> GatewayEvent {
+    do {
+      return try GatewayEvent(serializedBytes: record.payload)
+    } catch {
+      throw ProjectionError(seq: record.seq, message: "payload does not decode as GatewayEvent: \(error)")
     }
-    guard event.kind != nil else {
+  }
+
+  /// Throws unless `kind` is set and its type name is the record's.
+  private static func check(_ kind: OneOf_Kind?, of record: EventRecord) throws {
+    guard let name = kind?.typeName else {
       throw ProjectionError(seq: record.seq, message: "payload has no known event kind (written by a newer gateway?)")
     }
-    guard event.typeName == record.type else {
-      throw ProjectionError(seq: record.seq, message: "header type \(record.type) does not match payload \(event.typeName)")
+    guard name == record.type else {
+      throw ProjectionError(seq: record.seq, message: "header type \(record.type) does not match payload \(name)")
     }
-    return event
   }
 }
 
@@ -202,5 +170,64 @@ extension AggregateRef {
   /// Policy revisions of one sandbox (`id` = sandbox id) or the global policy (`id` = "").
   public static func policy(_ sandboxID: String) -> AggregateRef {
     AggregateRef(kind: "policy", id: sandboxID.isEmpty ? "global" : sandboxID)
+  }
+}
+
+extension GatewayEvent.OneOf_Kind {
+  /// The dotted event type name of this kind (``GatewayEvent/typeName``), e.g. `sandbox.requested`.
+  public var typeName: String {
+    switch self {
+    case .gatewayInitialized: return "gateway.initialized"
+    case .gatewayConfigured: return "gateway.configured"
+    case .certificateIssued: return "certificate.issued"
+    case .workspaceCreated: return "workspace.created"
+    case .workspaceDeleted: return "workspace.deleted"
+    case .sandboxTemplateCreated: return "template.created"
+    case .sandboxTemplateDeleted: return "template.deleted"
+    case .sandboxRequested: return "sandbox.requested"
+    case .sandboxProvisioning: return "sandbox.provisioning"
+    case .sandboxReady: return "sandbox.ready"
+    case .sandboxFailed: return "sandbox.failed"
+    case .sandboxStopping: return "sandbox.stopping"
+    case .sandboxStopped: return "sandbox.stopped"
+    case .sandboxStarting: return "sandbox.starting"
+    case .sandboxDeleting: return "sandbox.deleting"
+    case .sandboxDeleted: return "sandbox.deleted"
+    case .sandboxMainProcessExited: return "sandbox.main_process_exited"
+    case .sandboxConditionSet: return "sandbox.condition_set"
+    case .sandboxNetworkDenials: return "sandbox.network_denials"
+    case .providerCreated: return "provider.created"
+    case .providerUpdated: return "provider.updated"
+    case .providerCredentialRotated: return "provider.credential_rotated"
+    case .providerDeleted: return "provider.deleted"
+    case .sandboxProviderAttached: return "sandbox.provider_attached"
+    case .sandboxProviderDetached: return "sandbox.provider_detached"
+    case .policyRevisionSubmitted: return "policy.revision_submitted"
+    case .policyRevisionLoaded: return "policy.revision_loaded"
+    case .policyRevisionFailed: return "policy.revision_failed"
+    case .policyRevisionSuperseded: return "policy.revision_superseded"
+    case .globalPolicySet: return "policy.global_set"
+    case .globalPolicyDeleted: return "policy.global_deleted"
+    case .settingSet: return "setting.set"
+    case .settingDeleted: return "setting.deleted"
+    case .inferenceRouteSet: return "inference.route_set"
+    case .inferenceRouteDeleted: return "inference.route_deleted"
+    case .inferenceBundlePublished: return "inference.bundle_published"
+    case .sshSessionCreated: return "ssh.session_created"
+    case .sshSessionRevoked: return "ssh.session_revoked"
+    case .auditCheckpoint: return "audit.checkpoint"
+    case .accessRefused: return "audit.access_refused"
+    case .credentialsDisclosed: return "audit.credentials_disclosed"
+    case .execStarted: return "exec.started"
+    case .execEnded: return "exec.ended"
+    case .gatewayRestored: return "gateway.restored"
+    case .sshTunnelOpened: return "ssh.tunnel_opened"
+    case .sshTunnelClosed: return "ssh.tunnel_closed"
+    case .serviceExposed: return "service.exposed"
+    case .serviceDeleted: return "service.deleted"
+    case .credentialsSubstituted: return "audit.credentials_substituted"
+    case .supervisorConnected: return "supervisor.connected"
+    case .supervisorDisconnected: return "supervisor.disconnected"
+    }
   }
 }

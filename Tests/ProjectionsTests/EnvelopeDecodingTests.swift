@@ -5,10 +5,10 @@ import Testing
 
 @testable import Projections
 
-/// The envelope split of ``GatewayEvent/decodeEnvelope(_:)`` (issue 14: replay): the same events as
+/// The envelope split of ``EventEnvelope`` (issue 14: replay): the same events as
 /// swift-protobuf's `GatewayEvent(serializedBytes:)`, and nil (the general decoder's turn) for any other shape.
 @Suite struct EnvelopeDecodingTests {
-  static func split(_ bytes: [UInt8]) -> GatewayEvent? { bytes.withUnsafeBytes { GatewayEvent.decodeEnvelope($0) } }
+  static func split(_ bytes: [UInt8]) -> GatewayEvent? { bytes.withUnsafeBytes { EventEnvelope($0)?.event } }
 
   @Test("every scenario event decodes through the split, equal to swift-protobuf's decode")
   func scenarioEvents() throws {
