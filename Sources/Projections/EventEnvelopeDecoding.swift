@@ -19,22 +19,42 @@ struct EventEnvelope {
   /// bytes that do not decode): decode those the general way, which also reports their errors.
   init?(_ payload: UnsafeRawBufferPointer) {
     var r = WireReader(payload)
-    guard let tag = r.varint(), tag & 7 == 2, let field = r.lengthDelimited(),
-      let kind = try? GatewayEvent.kind(number: tag >> 3, field)
+    var rpc = ""
+    var target = ""
+    guard let field = Self.kindField(&r), Self.requestFields(&r, { n, s in if n == 1000 { rpc = s } else { target = s } }),
+      let kind = try? GatewayEvent.kind(number: field.number, field.bytes)
     else { return nil }
     self.kind = kind
+    requestRpc = rpc
+    requestTarget = target
+  }
+
+  /// The event kind alone of a payload of this shape (its request fields are checked, not kept): what `apply`
+  /// needs, without moving the kind through an envelope. Nil as for `init?(_:)`.
+  static func kind(of payload: UnsafeRawBufferPointer) -> GatewayEvent.OneOf_Kind? {
+    var r = WireReader(payload)
+    guard let field = kindField(&r), requestFields(&r, { _, _ in }) else { return nil }
+    return try? GatewayEvent.kind(number: field.number, field.bytes)
+  }
+
+  /// The first field, length-delimited: the event kind's number and message bytes.
+  private static func kindField(_ r: inout WireReader) -> (number: UInt64, bytes: UnsafeRawBufferPointer)? {
+    guard let tag = r.varint(), tag & 7 == 2, let bytes = r.lengthDelimited() else { return nil }
+    return (tag >> 3, bytes)
+  }
+
+  /// The fields after the kind: `request_rpc` (1000), then `request_target` (1001), each at most once and valid
+  /// UTF-8, passed to `found`; false for anything else.
+  private static func requestFields(_ r: inout WireReader, _ found: (UInt64, String) -> Void) -> Bool {
     var last: UInt64 = 0
     while !r.atEnd {
-      guard let t = r.varint(), t & 7 == 2, t >> 3 > last, let bytes = r.lengthDelimited(),
-        let s = String(validating: bytes, as: UTF8.self)
-      else { return nil }
-      switch t >> 3 {
-      case 1000: requestRpc = s
-      case 1001: requestTarget = s
-      default: return nil
-      }
+      guard let t = r.varint(), t & 7 == 2, t >> 3 > last, t >> 3 == 1000 || t >> 3 == 1001,
+        let bytes = r.lengthDelimited(), let s = String(validating: bytes, as: UTF8.self)
+      else { return false }
+      found(t >> 3, s)
       last = t >> 3
     }
+    return true
   }
 
   /// The whole event.

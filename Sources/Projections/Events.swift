@@ -119,7 +119,7 @@ extension GatewayEvent {
   /// ``decode(_:)``.
   static func decodeKind(_ record: EventRecord) throws -> OneOf_Kind {
     try checkVersion(record)
-    let kind = try record.payload.withUnsafeBytes { EventEnvelope($0)?.kind } ?? decodeGeneral(record).kind
+    let kind = try record.payload.withUnsafeBytes { EventEnvelope.kind(of: $0) } ?? decodeGeneral(record).kind
     try check(kind, of: record)
     return kind!
   }

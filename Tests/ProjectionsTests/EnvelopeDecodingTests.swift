@@ -8,7 +8,14 @@ import Testing
 /// The envelope split of ``EventEnvelope`` (issue 14: replay): the same events as
 /// swift-protobuf's `GatewayEvent(serializedBytes:)`, and nil (the general decoder's turn) for any other shape.
 @Suite struct EnvelopeDecodingTests {
-  static func split(_ bytes: [UInt8]) -> GatewayEvent? { bytes.withUnsafeBytes { EventEnvelope($0)?.event } }
+  /// The split event; also checks that the kind-only split agrees with it.
+  static func split(_ bytes: [UInt8]) -> GatewayEvent? {
+    bytes.withUnsafeBytes { p in
+      let event = EventEnvelope(p)?.event
+      #expect(EventEnvelope.kind(of: p) == event?.kind)
+      return event
+    }
+  }
 
   @Test("every scenario event decodes through the split, equal to swift-protobuf's decode")
   func scenarioEvents() throws {
