@@ -24,9 +24,12 @@ struct AggregateVersions {
     bumped[s] = true
   }
 
-  /// The aggregates bumped in this transaction with their new versions, in the order first seen.
+  /// The aggregates bumped in this transaction with their new versions, in the hash table's order (as the
+  /// dictionary this type replaced wrote them): in first-seen order the new aggregates' keys, which are
+  /// close together, went in as a run and left the `aggregates` B-tree's pages emptier (on disk 13 → 18 B per
+  /// event in `openshell-bench log`'s dictionary rows).
   var touched: [(AggregateRef, UInt64)] {
-    refs.indices.compactMap { bumped[$0] ? (refs[$0], versions[$0]) : nil }
+    slots.compactMap { bumped[$0.value] ? ($0.key, versions[$0.value]) : nil }
   }
 
   private mutating func slot(_ a: AggregateRef, _ read: () throws -> UInt64) rethrows -> Int {
