@@ -1,3 +1,4 @@
+import CSpawn
 import Foundation
 
 #if canImport(Glibc)
@@ -52,18 +53,6 @@ public enum Spawner {
   /// glibc's POSIX_SPAWN_SETSID (not exported to Swift).
   static let setsidFlag: Int32 = 0x80
 
-  private typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
-  private static let closeFrom: CloseFrom? = {
-    guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
-    return unsafeBitCast(sym, to: CloseFrom.self)
-  }()
-
-  private typealias AddChdir = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>) -> Int32
-  private static let addChdir: AddChdir? = {
-    guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addchdir_np") else { return nil }
-    return unsafeBitCast(sym, to: AddChdir.self)
-  }()
-
   /// Starts `path` with `arguments` (argv[0] = path) and `environment`.
   /// - Parameters:
   ///   - newSession: setsid(2) in the child (a new session and process group: the child survives the
@@ -117,10 +106,19 @@ public enum Spawner {
       posix_spawn_file_actions_adddup2(&actions, fds[0], 3)
       fd3Pipe = fds
     }
-    if let closeFrom { _ = closeFrom(&actions, fd3File == nil && fd3Pipe == nil ? 3 : 4) }
+    let closeFrom = cspawn_add_close_from(&actions, fd3File == nil && fd3Pipe == nil ? 3 : 4)
+    if closeFrom != 0 {
+      cleanup()
+      if let fd3Pipe { fd3Pipe.forEach { close($0) } }
+      throw SpawnError("cannot start \(path): posix_spawn_file_actions_addclosefrom_np: \(String(cString: strerror(closeFrom)))")
+    }
     if let workingDirectory {
-      guard let addChdir else { throw SpawnError("posix_spawn_file_actions_addchdir_np is not available") }
-      _ = addChdir(&actions, workingDirectory)
+      let code = cspawn_add_chdir(&actions, workingDirectory)
+      if code != 0 {
+        cleanup()
+        if let fd3Pipe { fd3Pipe.forEach { close($0) } }
+        throw SpawnError("cannot start \(path): posix_spawn_file_actions_addchdir_np: \(String(cString: strerror(code)))")
+      }
     }
 
     var flags: Int32 = Int32(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)

@@ -28,7 +28,22 @@ import Synchronization
 /// Workload processes are started through the launcher `openshell-sandbox-launch` (``Workload``).
 @main
 struct SupervisorMain {
-  static func main() async {
+  /// Runs ``run()`` on the cooperative pool and parks the main thread until it returns. Not an `async`
+  /// main: Swift's async main ends the main thread through `dispatch_main` → `pthread_exit`, a forced
+  /// unwind, and in this fully static executable libgcc's unwinder first sorts every frame description
+  /// entry of the 185 MB binary (~300–400 ms of CPU before the first main-actor job ran; issue 14,
+  /// CreateSandbox → READY). Nothing in the supervisor runs on the main actor.
+  static func main() {
+    let finished = DispatchSemaphore(value: 0)
+    Task.detached {
+      await run()
+      finished.signal()
+    }
+    finished.wait()
+  }
+
+  /// The supervisor's life: the steps in the type's description.
+  static func run() async {
     signal(SIGPIPE, SIG_IGN)
     // SSH relay messages (256 KiB) reuse freed heap memory instead of faulting in fresh pages.
     MallocTuning.forByteStreams()
@@ -73,6 +88,20 @@ struct SupervisorMain {
     term.resume()
 
     let logs = LogPusher(sandboxID: config.sandboxID)
+    logs.log("supervisor starting (sandbox \(config.sandboxID), instance \(config.launch.instanceID), pid \(getpid()), uid \(getuid()))")
+    let confinement = ConfinementStatus.startup(config.launch.confinement)
+    logs.log(confinement.line, level: confinement.level)
+    if confinement.fatal {
+      FileHandle.standardError.write(Data("openshell-sandbox: \(confinement.line)\n".utf8))
+      exit(3)
+    }
+    // The network enforcement (sandbox CA, trust files, proxy) starts now, on another thread, while this one
+    // builds the gateway transport's TLS context: both are CPU work and neither needs the other (issue 14,
+    // CreateSandbox → READY). Nothing starts a workload before it is up (``networkUp``).
+    let ownNetwork = privateNetwork
+    let networkStart = Task.detached {
+      try await NetworkEnforcement.start(config.launch, privateNetwork: ownNetwork, sandboxID: config.sandboxID, logs: logs)
+    }
     let transport: RenewingTransport
     do {
       transport = try RenewingTransport(certificatePath: config.certPath, note: { logs.log($0) }, make: { try config.makeTransport() })
@@ -83,13 +112,6 @@ struct SupervisorMain {
     let grpc = GRPCClient(transport: transport)
     let client = Openshell_V1_OpenShell.Client(wrapping: grpc)
     let metadata = config.metadata
-    logs.log("supervisor starting (sandbox \(config.sandboxID), instance \(config.launch.instanceID), pid \(getpid()), uid \(getuid()))")
-    let confinement = ConfinementStatus.startup(config.launch.confinement)
-    logs.log(confinement.line, level: confinement.level)
-    if confinement.fatal {
-      FileHandle.standardError.write(Data("openshell-sandbox: \(confinement.line)\n".utf8))
-      exit(3)
-    }
     // The session to the gateway starts now and connects while the network enforcement starts; it says
     // hello (and the sandbox becomes READY) only once the proxy listens. The main process starts once the
     // gateway accepted the first session (the sandbox is READY), so its exit is never reported before READY.
@@ -101,7 +123,7 @@ struct SupervisorMain {
         await Session(config: config, workload: workload, logs: logs, client: client, metadata: metadata, ready: ready, networkUp: networkUp).run()
       }
       let network: NetworkEnforcement?
-      do { network = try await NetworkEnforcement.start(config.launch, privateNetwork: privateNetwork, sandboxID: config.sandboxID, logs: logs) } catch {
+      do { network = try await networkStart.value } catch {
         logs.log("cannot start network enforcement: \(error)", level: "ERROR")
         FileHandle.standardError.write(Data("openshell-sandbox: cannot start network enforcement: \(error)\n".utf8))
         exit(3)

@@ -104,13 +104,20 @@ struct SandboxBench: AsyncParsableCommand {
           .with {
             $0.name = name; $0.workspaceScope = ws
           })
-        while try await c.getSandbox(
+        // The sandbox's status stream (WatchSandbox, follow_status): the first message is the current status,
+        // then every change, so READY is seen when the gateway publishes it (a 5 ms GetSandbox poll added
+        // 0–5 ms to every figure).
+        let reached = try await c.watchSandbox(
           .with {
-            $0.name = name; $0.workspaceScope = ws
+            $0.sandbox = name; $0.workspaceScope = ws; $0.followStatus = true
           }
-        ).sandbox.status.phase != .ready {
-          try await Task.sleep(for: .milliseconds(5))
+        ) { r in
+          for try await e in r.messages {
+            if case .sandbox(let s)? = e.payload, s.status.phase == .ready { return true }
+          }
+          return false
         }
+        guard reached else { throw LauncherBench.BenchError("\(name): the status stream ended before READY") }
         ready.append((ContinuousClock.now - t0).ms)
         for _ in 0..<execs {
           let t1 = ContinuousClock.now

@@ -160,9 +160,10 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
       guard let self else { return }
       switch event {
       case .connected(let id, let instanceID):
-        // It has read launch.json: its environment values leave the disk.
-        self.scrubLaunchEnvironment(id, instanceID: instanceID)
+        // READY first (the reconcile runs on the sandbox's queue); then, as it has read launch.json, its
+        // environment values leave the disk.
         self.schedule(id, store)
+        self.scrubLaunchEnvironment(id, instanceID: instanceID)
       case .disconnected, .mainProcessExited: break
       }
     }
@@ -322,8 +323,9 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     switch s.phase {
     case .provisioning, .starting, .ready:
       if let instance = instances.withLock({ $0[id] }) {
-        // A connected supervisor: bwrap has bound /etc long ago, so the gateway's copy can go.
-        if hub.connectedInstance(id) == instance.instanceID { SandboxEtcView.detach(base: dir(id)) }
+        // A connected supervisor: bwrap has bound /etc long ago, so the gateway's copy can go — after READY
+        // is durable (an unmount waits for an RCU grace period, which READY need not).
+        defer { if hub.connectedInstance(id) == instance.instanceID { SandboxEtcView.detach(base: dir(id)) } }
         if s.phase != .ready, hub.connectedInstance(id) == instance.instanceID {
           if try await transition(
             id, from: [.provisioning, .starting],
