@@ -59,6 +59,12 @@ struct LoadGen: AsyncParsableCommand {
   )
   var clientEventLoop = false
 
+  @Flag(
+    help:
+      "Client without grpc-swift's flush coalescing (by default each flush is deferred up to 100 µs to batch writes: at c=1 a delay in the client, at c=64 fewer writes)."
+  )
+  var clientNoFlushCoalescing = false
+
   @Flag(help: "In-process gateway: all connections on one event loop, the RPCs' tasks on it (GatewayConfiguration.rpcTasksOnEventLoop).")
   var serverEventLoop = false
 
@@ -281,8 +287,12 @@ struct LoadGen: AsyncParsableCommand {
   ) async throws -> R {
     try await withThrowingTaskGroup(of: Void.self) { group in
       var clients: [GRPCClient<HTTP2ClientTransport.Posix>] = []
+      let coalesce = !clientNoFlushCoalescing
       let config = HTTP2ClientTransport.Posix.Config.defaults {
         if alignFrames { $0.channelDebuggingCallbacks.onCreateTCPConnection = { HTTP2FrameAligner.install(on: $0) } }
+        // grpc-swift-nio-transport's default defers each flush up to 100 µs to batch writes: at concurrency 1 every
+        // request waits for that timer in the client, a delay that is not the gateway's (issue 14).
+        if !coalesce { $0.connection.flushCoalescing = nil }
       }
       for _ in 0..<count {
         let transport = try HTTP2ClientTransport.Posix(
