@@ -12,12 +12,15 @@ import Testing
 #endif
 
 /// Test double: serves only `openshell.v1.OpenShell/Health` and reports the caller identity it saw
-/// in `version` as `<CallerIdentity.current.actor>|<registry lookup actor>`.
+/// in `version` as `<CallerIdentity.current.actor>|<registry lookup actor>`, followed by `|<thread name>` of the
+/// thread the handler ran on when `reportsThread`.
 private struct HealthOnlyService: RegistrableRPCService {
   let registry: PeerCertificateRegistry
+  var reportsThread = false
 
   func registerMethods<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
     let registry = self.registry
+    let reportsThread = self.reportsThread
     router.registerHandler(
       forMethod: Openshell_V1_OpenShell.Method.Health.descriptor,
       deserializer: ProtobufDeserializer<Openshell_V1_HealthRequest>(),
@@ -28,9 +31,16 @@ private struct HealthOnlyService: RegistrableRPCService {
       response.status = .healthy
       response.version =
         CallerIdentity.current.actor + "|" + registry.identity(forRemotePeer: context.remotePeer).actor
+      if reportsThread { response.version += "|" + currentThreadName() }
       return StreamingServerResponse(single: ServerResponse(message: response))
     }
   }
+}
+
+/// The name of the calling thread, from /proc/thread-self/comm (SwiftNIO names its event loop threads `NIO-…`).
+private func currentThreadName() -> String {
+  let comm = (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? "?"
+  return comm.trimmingCharacters(in: .whitespacesAndNewlines)
 }
 
 /// A gateway server running in a task on 127.0.0.1 with an ephemeral port.
@@ -42,7 +52,7 @@ private struct RunningServer {
 
   static func start(
     _ mode: GatewaySecurityMode, pki: GatewayPKI?, port: Int = 0,
-    readiness: @escaping @Sendable () -> ReadinessInfo = { .ready(version: "9.9.9", headSeq: 42) },
+    readiness: @escaping @Sendable () -> ReadinessInfo = { .ready(version: "9.9.9", headSeq: 42) }, reportsThread: Bool = false,
     configure: (inout GatewayServer.Configuration) -> Void = { _ in }
   ) async throws -> RunningServer {
     var configuration = GatewayServer.Configuration(host: "127.0.0.1", port: port, security: mode)
@@ -52,7 +62,7 @@ private struct RunningServer {
     let registry = PeerCertificateRegistry()
     let metrics = GatewayMetrics()
     let server = try GatewayServer(
-      configuration: configuration, pki: pki, services: [HealthOnlyService(registry: registry)],
+      configuration: configuration, pki: pki, services: [HealthOnlyService(registry: registry, reportsThread: reportsThread)],
       interceptors: [IdentityInterceptor(registry: registry), MetricsInterceptor(metrics: metrics)],
       readiness: readiness, metrics: metrics, peerRegistry: registry)
     let task = Task { try await server.run() }
@@ -151,6 +161,27 @@ struct TransportTests {
     #expect(sandboxEcho == "sandbox:sb-42|sandbox:sb-42")
     try await running.stop()
     #expect(running.server.peerRegistry.count == 0)
+  }
+
+  @Test("rpcTasksOnEventLoop: handlers run on an event loop thread (else on Swift's pool); identities still reach them")
+  func rpcTasksOnEventLoop() async throws {
+    let pki = try makePKI()
+    let onLoop = try await RunningServer.start(.mutualTLS, pki: pki, reportsThread: true) { $0.rpcTasksOnEventLoop = true }
+    for _ in 0..<3 {
+      let parts = try await onLoop.health(operatorSecurity(pki)).split(separator: "|").map(String.init)
+      #expect(parts.count == 3)
+      #expect(parts.first?.hasPrefix("operator:CN=openshell-operator/sha256:") == true)
+      #expect(parts.count == 3 && parts[0] == parts[1])
+      #expect(parts.last?.hasPrefix("NIO-") == true, "handler ran on \(parts.last ?? "?")")
+    }
+    try await onLoop.stop()
+    #expect(onLoop.server.peerRegistry.count == 0)
+
+    let onPool = try await RunningServer.start(.mutualTLS, pki: pki, reportsThread: true)
+    let parts = try await onPool.health(operatorSecurity(pki)).split(separator: "|").map(String.init)
+    #expect(parts.count == 3)
+    #expect(parts.last?.hasPrefix("NIO-") == false, "handler ran on \(parts.last ?? "?")")
+    try await onPool.stop()
   }
 
   @Test("mTLS: no client certificate, or one from another CA, is refused")

@@ -132,7 +132,7 @@ extension LoadGen {
 
   /// The throughput cells against an in-process gateway, each CreateSandbox level followed by etcd Put.
   func inProcessCells(dir: String, levels: [Int], etcd: EtcdPeer) async throws -> [Cell] {
-    let gw = try await InProcessGateway.start(dir: dir)
+    let gw = try await InProcessGateway.start(dir: dir) { [serverEventLoop] in $0.rpcTasksOnEventLoop = serverEventLoop }
     let (running, port) = (gw.running, gw.port)
     let log = running.store.log
     let duration = self.duration

@@ -3,6 +3,8 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Gateway
+import NIOCore
+import NIOPosix
 import OpenShellAPI
 import RelayTransport
 import Synchronization
@@ -50,6 +52,24 @@ struct LoadGen: AsyncParsableCommand {
 
   @Flag(help: "GetSandbox and CreateSandbox at once (first --concurrency level each) against --gateway-binary run as a process.")
   var mixed = false
+
+  @Flag(
+    help:
+      "Client connections on an event loop of their own, with the calls' tasks on that loop too (no hops between the loop and Swift's pool on the client side; comparison runs)."
+  )
+  var clientEventLoop = false
+
+  @Flag(
+    help:
+      "Client without grpc-swift's flush coalescing (by default each flush is deferred up to 100 µs to batch writes: at c=1 a delay in the client, at c=64 fewer writes)."
+  )
+  var clientNoFlushCoalescing = false
+
+  @Flag(help: "In-process gateway: all connections on one event loop, the RPCs' tasks on it (GatewayConfiguration.rpcTasksOnEventLoop).")
+  var serverEventLoop = false
+
+  @Flag(help: "With --mixed: GetSandbox only, no CreateSandbox cell (the gateway's CPU per read).")
+  var getOnly = false
 
   @Option(help: "Sandboxes --mixed creates before its cell.")
   var preload: Int = 5_000
@@ -114,7 +134,7 @@ struct LoadGen: AsyncParsableCommand {
 
     // As the header says: no compute driver (the local driver would start a sandbox per CreateSandbox and
     // measure that instead of the request path); InProcessGateway serves without one.
-    let gw = try await InProcessGateway.start(dir: dir)
+    let gw = try await InProcessGateway.start(dir: dir) { [serverEventLoop] in $0.rpcTasksOnEventLoop = serverEventLoop }
     let (running, port) = (gw.running, gw.port)
 
     print(header(dir: dir, port: port, levels: levels))
@@ -144,8 +164,9 @@ struct LoadGen: AsyncParsableCommand {
       openshell-loadgen
       machine: nproc=\(ProcessInfo.processInfo.activeProcessorCount), load average \(load) at start
       gateway: in-process, 127.0.0.1:\(port), mTLS (operator client certificate), no compute driver, \
-      log durability .sync, data dir \(dir), tasks on \(nioExecutor ? "NIO's event loops" : "Swift's default pool")
-      client: grpc-swift-2 HTTP2ClientTransport.Posix, \(connections) connection(s), \(duration) s per cell, \
+      log durability .sync, data dir \(dir), tasks on \(nioExecutor ? "NIO's event loops" : "Swift's default pool")\
+      \(serverEventLoop ? ", RPC tasks on the connections' event loop" : "")
+      client: grpc-swift-2 HTTP2ClientTransport.Posix\(clientEventLoop ? " (calls on its own event loop)" : ""), \(connections) connection(s), \(duration) s per cell, \
       concurrency \(levels.map(String.init).joined(separator: ","))
       """
   }
@@ -246,10 +267,32 @@ struct LoadGen: AsyncParsableCommand {
     port: Int, pki: String, count: Int, certificate: (cert: String, key: String)? = nil, alignFrames: Bool = false,
     _ body: @escaping @Sendable ([GRPCClient<HTTP2ClientTransport.Posix>]) async throws -> R
   ) async throws -> R {
+    // --client-event-loop: a loop of the client's own (not one the in-process gateway serves on) for the
+    // connections, and the client's tasks preferring it.
+    guard clientEventLoop else {
+      return try await withClientTasks(port: port, pki: pki, count: count, certificate: certificate, alignFrames: alignFrames, loop: nil, body)
+    }
+    let executor = Self.clientExecutor
+    return try await withTaskExecutorPreference(executor) {
+      try await withClientTasks(port: port, pki: pki, count: count, certificate: certificate, alignFrames: alignFrames, loop: executor.eventLoop, body)
+    }
+  }
+
+  /// `--client-event-loop`'s loop (one thread for the process, never shut down) as a task executor.
+  static let clientExecutor = EventLoopTaskExecutor(eventLoop: MultiThreadedEventLoopGroup(numberOfThreads: 1).next())
+
+  private func withClientTasks<R: Sendable>(
+    port: Int, pki: String, count: Int, certificate: (cert: String, key: String)?, alignFrames: Bool, loop: (any EventLoop)?,
+    _ body: @escaping @Sendable ([GRPCClient<HTTP2ClientTransport.Posix>]) async throws -> R
+  ) async throws -> R {
     try await withThrowingTaskGroup(of: Void.self) { group in
       var clients: [GRPCClient<HTTP2ClientTransport.Posix>] = []
+      let coalesce = !clientNoFlushCoalescing
       let config = HTTP2ClientTransport.Posix.Config.defaults {
         if alignFrames { $0.channelDebuggingCallbacks.onCreateTCPConnection = { HTTP2FrameAligner.install(on: $0) } }
+        // grpc-swift-nio-transport's default defers each flush up to 100 µs to batch writes: at concurrency 1 every
+        // request waits for that timer in the client, a delay that is not the gateway's (issue 14).
+        if !coalesce { $0.connection.flushCoalescing = nil }
       }
       for _ in 0..<count {
         let transport = try HTTP2ClientTransport.Posix(
@@ -259,7 +302,7 @@ struct LoadGen: AsyncParsableCommand {
             privateKey: .file(path: certificate?.key ?? pki + "/client.key", format: .pem)
           ) { c in
             c.trustRoots = .certificates([.file(path: pki + "/ca.crt", format: .pem)])
-          }, config: config)
+          }, config: config, eventLoopGroup: loop ?? MultiThreadedEventLoopGroup.singleton)
         let client = GRPCClient(transport: transport)
         clients.append(client)
         group.addTask { try await client.runConnections() }

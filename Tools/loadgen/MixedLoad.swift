@@ -12,7 +12,8 @@ import OpenShellAPI
 /// `--preload` creates (the state a read and an apply share).
 ///
 /// What it shows (issue 14): whether reads queue behind the commands' applies and whether a read's copy of
-/// the projection makes the next apply copy the state. Prints req/s and p50/p99 per RPC, and the gateway
+/// the projection makes the next apply copy the state (with `--get-only`: GetSandbox alone, the gateway's
+/// CPU per read). Prints req/s and p50/p99 per RPC, and the gateway
 /// process's CPU (user + system, from /proc/PID/stat) per request of the cell.
 extension LoadGen {
   func mixedLoad(level: Int) async throws {
@@ -60,7 +61,8 @@ extension LoadGen {
             $0.name = "mixed-target"; $0.workspaceScope = scope
           })
       }
-      async let c = runConcurrent(concurrency: level, seconds: duration) {
+      let creates = !getOnly
+      async let c = runConcurrent(concurrency: creates ? level : 0, seconds: duration) {
         let n = names.next()
         _ = try await apis[pick.next() % apis.count].createSandbox(
           .with {
@@ -73,7 +75,7 @@ extension LoadGen {
     print(
       Table.render(
         ["rpc", "concurrency", "requests", "errors", "req/s", "p50 ms", "p99 ms", "max ms", "-"],
-        [get.row("GetSandbox (mixed)", level), create.row("CreateSandbox (mixed)", level)]))
+        [get.row("GetSandbox (mixed)", level)] + (getOnly ? [] : [create.row("CreateSandbox (mixed)", level)])))
     print(
       String(
         format: "gateway CPU: %.1f µs per request (%.2f s for %d requests); load %@ at end", cpu / Double(max(get.ok + create.ok, 1)) * 1e6, cpu,

@@ -64,6 +64,10 @@ public struct GatewayConfiguration: Sendable {
   /// Whether refused calls are recorded (``AuditInterceptor``). Only the audit benchmark turns it off, to
   /// measure its cost (`openshell-loadgen --audit-overhead`); a gateway without it is not auditable.
   public var recordRefusals = true
+  /// Serve all connections on one event loop and run the RPCs' tasks there
+  /// (``GatewayServer/Configuration/rpcTasksOnEventLoop``). Off by default; `openshell-loadgen
+  /// --server-event-loop` turns it on for comparisons (issue 14).
+  public var rpcTasksOnEventLoop = false
   /// Tests only: behave as on a kernel without Landlock (`OPENSHELL_TEST_DISABLE_LANDLOCK=1`), to check the fail-closed path.
   public var simulateNoLandlock = ProcessInfo.processInfo.environment[ConfinementPlan.testDisableLandlockVariable] == "1"
   /// A PEM file of extra roots every sandbox's proxy trusts for upstream TLS, besides the system roots

@@ -88,6 +88,7 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
   var serverConfig = GatewayServer.Configuration(host: configuration.bindAddress, port: configuration.port, security: configuration.security)
   serverConfig.shutdownGracePeriod = configuration.shutdownGracePeriod
   serverConfig.handleSignals = configuration.handleSignals
+  serverConfig.rpcTasksOnEventLoop = configuration.rpcTasksOnEventLoop
   serverConfig.oidc = configuration.oidc
   var interceptors: [any ServerInterceptor] = [IdentityInterceptor(registry: registry), SandboxTokenInterceptor()]
   if let oidc = configuration.oidc {
