@@ -92,7 +92,27 @@ struct SandboxBench: AsyncParsableCommand {
       try await finish(failure)
       return
     }
-    let (ready, exec) = try await withGRPCClient(transport: transport) { grpc in
+    // A failed measurement still stops its sandboxes and the gateway (their namespaces and processes would
+    // otherwise outlive the benchmark).
+    let measured: (ready: [Double], exec: [Double])
+    do {
+      measured = try await measureReady(transport)
+    } catch {
+      try await finish(error)
+      return
+    }
+    print("sandboxes: \(count) (sequential), exec round trips: \(measured.exec.count)")
+    print(Self.summary("CreateSandbox → READY", measured.ready))
+    print(Self.summary("exec `true` round trip", measured.exec))
+    try await finish(nil)
+  }
+
+  /// Creates `count` sandboxes one after another: the time from CreateSandbox to READY on the status stream,
+  /// then `execs` round trips of `true` each; deletes them and waits until they are gone.
+  /// - Throws: a failed RPC, a status stream that ends before READY, or an exec that does not exit 0.
+  func measureReady(_ transport: HTTP2ClientTransport.Posix) async throws -> (ready: [Double], exec: [Double]) {
+    let (count, execs) = (self.count, self.execs)
+    return try await withGRPCClient(transport: transport) { grpc in
       let c = Openshell_V1_OpenShell.Client(wrapping: grpc)
       var ready: [Double] = []
       var exec: [Double] = []
@@ -130,7 +150,7 @@ struct SandboxBench: AsyncParsableCommand {
             for try await e in r.messages { if case .exit(let x)? = e.payload { code = x.exitCode } }
             return code
           }
-          precondition(code == 0, "exec true exited \(code)")
+          guard code == 0 else { throw LauncherBench.BenchError("\(name): exec `true` exited \(code)") }
           exec.append((ContinuousClock.now - t1).ms)
         }
         _ = try await c.deleteSandbox(
@@ -142,13 +162,6 @@ struct SandboxBench: AsyncParsableCommand {
       while try await !c.listSandboxes(.with { $0.workspaceScope = ws }).sandboxes.isEmpty { try await Task.sleep(for: .milliseconds(50)) }
       return (ready, exec)
     }
-    print("sandboxes: \(count) (sequential), exec round trips: \(exec.count)")
-    print(Self.summary("CreateSandbox → READY", ready))
-    print(Self.summary("exec `true` round trip", exec))
-    await gateway.driver?.stopAll()
-    gateway.shutdown()
-    _ = try? await server.value
-    if dataDir == nil { try? FileManager.default.removeItem(atPath: dir) }
   }
 
   static func summary(_ label: String, _ values: [Double]) -> String {
