@@ -119,6 +119,8 @@ let package = Package(
     .target(name: "SandboxProtocol", dependencies: ["SandboxConfinement", "CSpawn"]),
     // glibc's posix_spawn file-action extensions (closefrom, chdir), which Swift's Glibc module does not export.
     .target(name: "CSpawn"),
+    // glibc's name-service databases pinned to its built-in services (the static supervisor).
+    .target(name: "CNameService"),
     // gRPC client transport tuning for relayed byte streams (the supervisor and the CLI's ssh-proxy).
     .target(
       name: "RelayTransport",
@@ -151,7 +153,8 @@ let package = Package(
     .executableTarget(
       name: "Supervisor",
       dependencies: [
-        "SandboxProtocol", "SandboxConfinement", "SandboxSeccomp", "CSockDiag", "CTerminal", "OpenShellAPI", "PolicyKit", "RelayTransport",
+        "SandboxProtocol", "SandboxConfinement", "SandboxSeccomp", "CSockDiag", "CTerminal", "CNameService", "OpenShellAPI", "PolicyKit",
+        "RelayTransport",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -168,8 +171,9 @@ let package = Package(
       // A fully static executable, like the launcher (issue 14, CreateSandbox → READY): one supervisor starts per
       // sandbox. Loading and binding ~40 shared libraries was ~10 ms of each start; with the Swift runtime linked
       // in (-static-stdlib) the dynamic loader still relocated and bound a 61k-symbol table (~4 ms of CPU, 800
-      // page faults, against 2.6 ms and 250 faults static). glibc 2.36 resolves passwd/group and hosts from files
-      // and DNS without loading NSS modules, which is all the supervisor asks of it.
+      // page faults, against 2.6 ms and 250 faults static). glibc 2.36 has the files and dns name services built
+      // in; the supervisor pins its lookups to them (CNameService), so that no NSS module (and with it the host's
+      // shared libc) is loaded whatever the host's nsswitch.conf lists.
       linkerSettings: [
         .unsafeFlags(["-static-executable", "-lCoreFoundation", "-l_FoundationICU", "-l_FoundationCShims", "-l_FoundationCollections", "-lstdc++"])
       ]),

@@ -1,3 +1,4 @@
+import CNameService
 import CSockDiag
 import Dispatch
 import Foundation
@@ -44,6 +45,11 @@ struct SupervisorMain {
 
   /// The supervisor's life: the steps in the type's description.
   static func run() async {
+    // Before any lookup: only glibc's built-in files and dns services (``cnameservice_pin_files_and_dns``).
+    if cnameservice_pin_files_and_dns() != 0 {
+      FileHandle.standardError.write(Data("openshell-sandbox: cannot pin the name services to files and dns: \(String(cString: strerror(errno)))\n".utf8))
+      exit(2)
+    }
     signal(SIGPIPE, SIG_IGN)
     // SSH relay messages (256 KiB) reuse freed heap memory instead of faulting in fresh pages.
     MallocTuning.forByteStreams()
