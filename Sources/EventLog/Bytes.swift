@@ -33,17 +33,22 @@ func seqKey(_ seq: UInt64) -> [UInt8] {
 }
 
 /// A bounds-checked big-endian reader over raw bytes. Every read returns nil past the end: stored data is
-/// never trusted.
-struct ByteReader {
-  let buf: UnsafeRawBufferPointer
-  var offset: Int = 0
+/// never trusted. Public for the projections' envelope split (protobuf varints and length-delimited fields).
+public struct ByteReader {
+  /// The bytes read.
+  public let buf: UnsafeRawBufferPointer
+  /// The next byte's index in `buf`.
+  public var offset: Int = 0
 
-  init(_ buf: UnsafeRawBufferPointer, offset: Int = 0) {
+  /// A reader of `buf` from `offset` on.
+  @inlinable
+  public init(_ buf: UnsafeRawBufferPointer, offset: Int = 0) {
     self.buf = buf
     self.offset = offset
   }
 
-  var remaining: Int { buf.count - offset }
+  /// Bytes left after `offset`.
+  @inlinable public var remaining: Int { buf.count - offset }
 
   mutating func u8() -> UInt8? {
     guard remaining >= 1 else { return nil }
@@ -69,13 +74,14 @@ struct ByteReader {
     offset += 8
     return v
   }
-  mutating func bytes(_ n: Int) -> UnsafeRawBufferPointer? {
+  /// The next `n` bytes; nil past the end or for a negative `n`.
+  @inlinable public mutating func bytes(_ n: Int) -> UnsafeRawBufferPointer? {
     guard n >= 0, remaining >= n else { return nil }
     defer { offset += n }
     return UnsafeRawBufferPointer(rebasing: buf[offset..<(offset + n)])
   }
   /// An unsigned LEB128 varint of at most 10 bytes; nil past the end or if it overflows 64 bits.
-  mutating func varint() -> UInt64? {
+  @inlinable public mutating func varint() -> UInt64? {
     var v: UInt64 = 0
     var shift: UInt64 = 0
     while offset < buf.count {

@@ -1,3 +1,4 @@
+import EventLog
 import SwiftProtobuf
 
 // The envelope of a stored event decoded without swift-protobuf's generic envelope path (issue 14: replay).
@@ -18,7 +19,7 @@ struct EventEnvelope {
   /// Nil for any other payload (other or repeated fields, wire types, field numbers this build does not know,
   /// bytes that do not decode): decode those the general way, which also reports their errors.
   init?(_ payload: UnsafeRawBufferPointer) {
-    var r = WireReader(payload)
+    var r = ByteReader(payload)
     var rpc = ""
     var target = ""
     guard let field = Self.kindField(&r), Self.requestFields(&r, { n, s in if n == 1000 { rpc = s } else { target = s } }),
@@ -32,22 +33,22 @@ struct EventEnvelope {
   /// The event kind alone of a payload of this shape (its request fields are checked, not kept): what `apply`
   /// needs, without moving the kind through an envelope. Nil as for `init?(_:)`.
   static func kind(of payload: UnsafeRawBufferPointer) -> GatewayEvent.OneOf_Kind? {
-    var r = WireReader(payload)
+    var r = ByteReader(payload)
     guard let field = kindField(&r), requestFields(&r, { _, _ in }) else { return nil }
     return try? GatewayEvent.kind(number: field.number, field.bytes)
   }
 
   /// The first field, length-delimited: the event kind's number and message bytes.
-  private static func kindField(_ r: inout WireReader) -> (number: UInt64, bytes: UnsafeRawBufferPointer)? {
+  private static func kindField(_ r: inout ByteReader) -> (number: UInt64, bytes: UnsafeRawBufferPointer)? {
     guard let tag = r.varint(), tag & 7 == 2, let bytes = r.lengthDelimited() else { return nil }
     return (tag >> 3, bytes)
   }
 
   /// The fields after the kind: `request_rpc` (1000), then `request_target` (1001), each at most once and valid
   /// UTF-8, passed to `found`; false for anything else.
-  private static func requestFields(_ r: inout WireReader, _ found: (UInt64, String) -> Void) -> Bool {
+  private static func requestFields(_ r: inout ByteReader, _ found: (UInt64, String) -> Void) -> Bool {
     var last: UInt64 = 0
-    while !r.atEnd {
+    while r.remaining > 0 {
       guard let t = r.varint(), t & 7 == 2, t >> 3 > last, t >> 3 == 1000 || t >> 3 == 1001,
         let bytes = r.lengthDelimited(), let s = String(validating: bytes, as: UTF8.self)
       else { return false }
@@ -128,34 +129,10 @@ extension GatewayEvent {
   }
 }
 
-/// Reads protobuf wire-format varints and length-delimited fields, bounds-checked (nil when truncated).
-private struct WireReader {
-  let bytes: UnsafeRawBufferPointer
-  var offset = 0
-
-  init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
-
-  var atEnd: Bool { offset >= bytes.count }
-
-  /// A varint of at most 10 bytes.
-  mutating func varint() -> UInt64? {
-    var v: UInt64 = 0
-    var shift: UInt64 = 0
-    while offset < bytes.count, shift < 64 {
-      let b = bytes[offset]
-      offset += 1
-      v |= UInt64(b & 0x7F) << shift
-      if b < 0x80 { return v }
-      shift += 7
-    }
-    return nil
-  }
-
-  /// A length varint and that many bytes.
-  mutating func lengthDelimited() -> UnsafeRawBufferPointer? {
-    guard let n = varint(), n <= UInt64(bytes.count - offset) else { return nil }
-    let start = offset
-    offset += Int(n)
-    return UnsafeRawBufferPointer(rebasing: bytes[start..<offset])
+extension ByteReader {
+  /// A protobuf length-delimited field's bytes: a length varint and that many bytes; nil when truncated.
+  fileprivate mutating func lengthDelimited() -> UnsafeRawBufferPointer? {
+    guard let n = varint(), n <= UInt64(remaining) else { return nil }
+    return bytes(Int(n))
   }
 }

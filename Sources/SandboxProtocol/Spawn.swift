@@ -106,19 +106,17 @@ public enum Spawner {
       posix_spawn_file_actions_adddup2(&actions, fds[0], 3)
       fd3Pipe = fds
     }
-    let closeFrom = cspawn_add_close_from(&actions, fd3File == nil && fd3Pipe == nil ? 3 : 4)
-    if closeFrom != 0 {
+    /// A file action glibc refused (an errno value): nothing started, every descriptor made above is closed.
+    func refused(_ call: String, _ code: Int32) -> SpawnError {
       cleanup()
-      if let fd3Pipe { fd3Pipe.forEach { close($0) } }
-      throw SpawnError("cannot start \(path): posix_spawn_file_actions_addclosefrom_np: \(String(cString: strerror(closeFrom)))")
+      fd3Pipe?.forEach { close($0) }
+      return SpawnError("cannot start \(path): \(call): \(String(cString: strerror(code)))")
     }
+    let closeFrom = cspawn_add_close_from(&actions, fd3File == nil && fd3Pipe == nil ? 3 : 4)
+    if closeFrom != 0 { throw refused("posix_spawn_file_actions_addclosefrom_np", closeFrom) }
     if let workingDirectory {
       let code = cspawn_add_chdir(&actions, workingDirectory)
-      if code != 0 {
-        cleanup()
-        if let fd3Pipe { fd3Pipe.forEach { close($0) } }
-        throw SpawnError("cannot start \(path): posix_spawn_file_actions_addchdir_np: \(String(cString: strerror(code)))")
-      }
+      if code != 0 { throw refused("posix_spawn_file_actions_addchdir_np", code) }
     }
 
     var flags: Int32 = Int32(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)

@@ -325,8 +325,9 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
       if let instance = instances.withLock({ $0[id] }) {
         // A connected supervisor: bwrap has bound /etc long ago, so the gateway's copy can go — after READY
         // is durable (an unmount waits for an RCU grace period, which READY need not).
-        defer { if hub.connectedInstance(id) == instance.instanceID { SandboxEtcView.detach(base: dir(id)) } }
-        if s.phase != .ready, hub.connectedInstance(id) == instance.instanceID {
+        let connected = hub.connectedInstance(id) == instance.instanceID
+        defer { if connected { SandboxEtcView.detach(base: dir(id)) } }
+        if s.phase != .ready, connected {
           if try await transition(
             id, from: [.provisioning, .starting],
             [
