@@ -4,7 +4,8 @@
 set -euo pipefail
 pkgs=(liblmdb-dev libzstd-dev libssl-dev pkg-config lmdb-utils protobuf-compiler curl openssl python3-venv bubblewrap
   libseccomp-dev libmnl-dev libnftables-dev python3 git strace util-linux iproute2 nftables openssh-client openssh-server openssh-sftp-server
-  nginx patchelf python3-websockets python3-botocore python3-cryptography rsync etcd-server)
+  nginx patchelf python3-websockets python3-botocore python3-cryptography rsync etcd-server
+  zlib1g-dev libc6-dev libstdc++-12-dev)  # the static archives the fully static supervisor and launcher link
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
