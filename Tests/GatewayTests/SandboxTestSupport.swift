@@ -120,7 +120,19 @@ extension Openshell_V1_OpenShell.Client where Transport == HTTP2ClientTransport.
       last = s
       try await Task.sleep(for: .milliseconds(50))
     }
-    throw RPCError(code: .deadlineExceeded, message: "sandbox \(name) not \(phase) in time: \(String(describing: last?.status))")
+    // One line (CI prints only the lines of a failure that carry its mark): the phase, the conditions and the
+    // gateway's last log lines for the sandbox.
+    let conditions = (last?.status.conditions ?? []).map { "\($0.type)=\($0.status) \($0.reason): \($0.message)" }
+    let logs =
+      (try? await getSandboxLogs(
+        .with {
+          $0.sandbox = name; $0.workspaceScope = .with { $0.workspace = "default" }
+        }
+      ).logs.suffix(6).map(\.message)) ?? []
+    throw RPCError(
+      code: .deadlineExceeded,
+      message: "sandbox \(name) not \(phase) in time: phase \(String(describing: last?.status.phase)); conditions \(conditions); logs \(logs)"
+        .replacingOccurrences(of: "\n", with: " | "))
   }
 
   struct ExecResult: Sendable {

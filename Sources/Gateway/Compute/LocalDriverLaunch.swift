@@ -180,7 +180,7 @@ extension LocalComputeDriver {
       (issuance, env) = try await prepareRunDirectory(s, base: base, workspace: workspace, run: run, user: user)
       allocation = try await networkSetUp?.value
     } catch {
-      if let networkSetUp, (try? await networkSetUp.value) != nil { networks.tearDown(s.id) }
+      if let networkSetUp, (try? await networkSetUp.value) != nil { await networks.tearDownOffPool(s.id) }
       throw error
     }
     // No fsync per file (FileWriting): all of them are made again at every start.

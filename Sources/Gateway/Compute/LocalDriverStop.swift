@@ -23,7 +23,7 @@ extension LocalComputeDriver {
       instances.withLock { $0[id] = nil }
       reapStrays(id)
       removeCgroups(id)
-      networks.tearDown(id)
+      await networks.tearDownOffPool(id)
       return
     }
     stopping.withLock { _ = $0.insert(id) }
@@ -66,7 +66,7 @@ extension LocalComputeDriver {
     reapStrays(id)
     try? FileManager.default.removeItem(atPath: dir(id) + "/instance.json")
     removeCgroups(id)
-    networks.tearDown(id)
+    await networks.tearDownOffPool(id)
   }
 
   /// Removes the sandbox's cgroups, and those of the untagged name an older gateway used (rmdir(2) of a

@@ -197,7 +197,26 @@ final class SandboxNetworks: Sendable {
   /// The host side is never deleted by name, since after a stop its index may belong to another sandbox.
   /// A namespace of the same sandbox under the name of a gateway before the tag goes too when nothing
   /// runs in it (``legacyName(_:)``).
-  func tearDown(_ id: String) { try? Self.exclusively { removeNamespaceLocked(id) } }
+  func tearDown(_ id: String) {
+    guard hasNamespace(id) else { return }
+    try? Self.exclusively { removeNamespaceLocked(id) }
+  }
+
+  /// ``tearDown(_:)`` on a thread of its own: it waits for the host-wide lock (``exclusively(_:)``) behind
+  /// other sandboxes' set-ups, which must not hold one of the cooperative pool's few threads (with 20 sandboxes
+  /// starting and stopping at once, blocked pool threads stalled a stop for over 15 s in CI).
+  func tearDownOffPool(_ id: String) async {
+    guard hasNamespace(id) else { return }
+    _ = try? await LocalComputeDriver.onOwnThread { [self] in tearDown(id) }
+  }
+
+  /// Whether a namespace of this sandbox (tagged or legacy name) is bound in `/run/netns`. Nothing else
+  /// creates one for `id` meanwhile: its set-up runs on the sandbox's serial queue, like its teardown.
+  func hasNamespace(_ id: String) -> Bool {
+    [namespaceName(id), Self.legacyName(id)].contains {
+      FileManager.default.fileExists(atPath: NetworkNamespace.directory + "/" + $0)
+    }
+  }
 
   private func removeNamespaceLocked(_ id: String) {
     NetworkNamespace.remove(namespaceName(id))
