@@ -16,6 +16,9 @@ struct CLIEnv {
   var config: URL
   let state: URL
   var extraEnv: [String: String] = [:]
+  /// Variables removed from the environment after `extraEnv` is applied (e.g. the XDG ones, to test the
+  /// `$HOME` fallback).
+  var unsetEnv: [String] = []
 
   init(_ label: String) throws {
     root = FileManager.default.temporaryDirectory.appendingPathComponent("openshell-cli-\(label)-\(UUID().uuidString.prefix(8))")
@@ -68,6 +71,7 @@ struct CLIEnv {
     env["no_proxy"] = "127.0.0.1,localhost"
     env["NO_PROXY"] = "127.0.0.1,localhost"
     env.merge(extraEnv) { _, n in n }
+    for k in unsetEnv { env.removeValue(forKey: k) }
     return env
   }
 

@@ -49,10 +49,8 @@ struct Restore: ParsableCommand {
 
   private func restore() throws {
     let fm = FileManager.default
-    let env = ProcessInfo.processInfo.environment
-    let home = fm.homeDirectoryForCurrentUser.path
-    let configHome = env["XDG_CONFIG_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? home + "/.config"
-    let stateHome = env["XDG_STATE_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? home + "/.local/state"
+    let configHome = UserDirectories.configHome.path
+    let stateHome = UserDirectories.stateHome.path
     let safe = String(gateway.map { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) ? $0 : "_" })
     var dir = dataDir
     if dir == nil, let data = fm.contents(atPath: "\(configHome)/openshell/gateways/\(safe)/metadata.json"),

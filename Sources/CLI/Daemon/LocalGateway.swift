@@ -1,6 +1,7 @@
 import EventLog
 import Foundation
 import Gateway
+import LogTools
 
 #if canImport(Glibc)
   import Glibc
@@ -45,11 +46,7 @@ struct LocalGateway {
   let name: String
   let dataDir: URL
 
-  static func stateHome() -> URL {
-    let env = ProcessInfo.processInfo.environment
-    if let x = env["XDG_STATE_HOME"], !x.isEmpty { return URL(fileURLWithPath: x) }
-    return FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".local/state")
-  }
+  static func stateHome() -> URL { UserDirectories.stateHome }
   static var stateRoot: URL { stateHome().appendingPathComponent("openshell") }
 
   init(name: String, dataDir: URL? = nil) {

@@ -1,4 +1,5 @@
 import Foundation
+import LogTools
 import SandboxProtocol
 
 #if canImport(Glibc)
@@ -50,11 +51,7 @@ struct GatewayMetadata: Codable, Equatable {
 struct ClientRegistry {
   let root: URL
 
-  static func configHome() -> URL {
-    let env = ProcessInfo.processInfo.environment
-    if let x = env["XDG_CONFIG_HOME"], !x.isEmpty { return URL(fileURLWithPath: x) }
-    return FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".config")
-  }
+  static func configHome() -> URL { UserDirectories.configHome }
 
   static var `default`: ClientRegistry { ClientRegistry(root: configHome().appendingPathComponent("openshell")) }
 

@@ -1,0 +1,32 @@
+import Foundation
+import Testing
+
+/// Without XDG variables the CLI keeps its registrations and local gateways under `$HOME` (`.config/openshell`,
+/// `.local/state/openshell`), as OpenShell's CLI does — also for root, whose passwd home Foundation would
+/// otherwise use (scripts that read `$HOME` then did not find the gateway the CLI had started).
+@Suite struct HomeDirectoryTests {
+  @Test func registrationAndStateFollowHome() throws {
+    var env = try CLIEnv("home")
+    let home = env.root.appendingPathComponent("home")
+    try FileManager.default.createDirectory(at: home, withIntermediateDirectories: true)
+    env.extraEnv["HOME"] = home.path
+    env.unsetEnv = ["XDG_CONFIG_HOME", "XDG_STATE_HOME"]
+    defer {
+      _ = try? env.run(["gateway", "stop", "--name", "homegw"])
+      env.cleanup()
+    }
+    let port = freePort()
+    var r = try env.run(["gateway", "start", "--name", "homegw", "--port", "\(port)"])
+    try #require(r.code == 0, "\(r)")
+    let metadata = home.appendingPathComponent(".config/openshell/gateways/homegw/metadata.json")
+    let data = home.appendingPathComponent(".local/state/openshell/gateways/homegw")
+    #expect(FileManager.default.fileExists(atPath: metadata.path), "\(metadata.path)")
+    #expect(FileManager.default.fileExists(atPath: data.appendingPathComponent("log").path))
+    #expect(try String(contentsOf: home.appendingPathComponent(".config/openshell/active_gateway"), encoding: .utf8) == "homegw")
+    #expect(!FileManager.default.fileExists(atPath: env.config.appendingPathComponent("openshell").path))
+    r = try env.run(["status"])
+    #expect(r.code == 0 && r.out.contains("homegw"), "\(r)")
+    r = try env.run(["gateway", "stop", "--name", "homegw"])
+    #expect(r.code == 0, "\(r)")
+  }
+}
