@@ -25,9 +25,8 @@ final class InteractiveCommand: Sendable {
 
   init(_ r: Openshell_V1_ExecSandboxRequest, workload: Workload) throws {
     let workdir = r.workdir.isEmpty ? SandboxProtocol.workspace : r.workdir
-    var isDir: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: workdir, isDirectory: &isDir), isDir.boolValue else {
-      throw Workload.CommandError(description: "workdir \(workdir): no such directory", exitCode: 1)
+    if let problem = Workload.workdirProblem(workdir) {
+      throw Workload.CommandError(description: "workdir \(workdir): \(problem)", exitCode: 1)
     }
     guard r.tty else {
       process = try workload.spawn(r.command, environment: r.environment, workdir: workdir)

@@ -217,6 +217,13 @@ final class Workload: Sendable {
     for g in groups.withLock({ $0 }) { kill(-g, SIGKILL) }
   }
 
+  /// Why an exec cannot start in `workdir` ("no such directory", "not a directory"), nil when it can.
+  static func workdirProblem(_ workdir: String) -> String? {
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: workdir, isDirectory: &isDir) else { return "no such directory" }
+    return isDir.boolValue ? nil : "not a directory"
+  }
+
   /// Runs one ExecSandbox request; emits stdout/stderr chunks as produced and finally `exit`.
   /// - Returns: the exit code (124 when `execution_timeout` expired).
   func exec(
@@ -224,9 +231,8 @@ final class Workload: Sendable {
     emit: @escaping @Sendable (Openshell_V1_ExecSandboxEvent) -> Void
   ) async -> Int32 {
     let workdir = r.workdir.isEmpty ? SandboxProtocol.workspace : r.workdir
-    var isDir: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: workdir, isDirectory: &isDir), isDir.boolValue else {
-      emit(.with { $0.stderr = .with { $0.data = Data("openshell-sandbox: workdir \(workdir): no such directory\n".utf8) } })
+    if let problem = Self.workdirProblem(workdir) {
+      emit(.with { $0.stderr = .with { $0.data = Data("openshell-sandbox: workdir \(workdir): \(problem)\n".utf8) } })
       emit(.with { $0.exit = .with { $0.exitCode = 1 } })
       return 1
     }

@@ -109,6 +109,40 @@ import Testing
     await gw.stopEverything()
   }
 
+  /// A supervisor that ends before it connects (here: one that exits at once) read launch.json but never
+  /// triggered the scrub of a connect: its exit and the stop remove the values (found by a newcomer's review).
+  @Test func aSupervisorThatEndsBeforeConnectingLeavesNoValuesOnDisk() async throws {
+    let canary = "sk-early-\(UUID().uuidString)"
+    let dir = try GatewayTestSupport.temporaryDirectory("envearly")
+    // The driver starts the launcher found next to the supervisor binary: the real one, beside the script.
+    let bin = dir + "-bin"
+    try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+    let script = bin + "/openshell-sandbox"
+    try "#!/bin/sh\nsleep 0.3\nexit 3\n".write(toFile: script, atomically: true, encoding: .utf8)
+    chmod(script, 0o755)
+    let realBin = (LocalComputeDriver.defaultSupervisorBinary() as NSString).deletingLastPathComponent
+    try FileManager.default.createSymbolicLink(
+      atPath: bin + "/" + SandboxProtocol.launcherName, withDestinationPath: realBin + "/" + SandboxProtocol.launcherName)
+    let gw = try await SandboxGateway.start(dataDirectory: dir) { $0.supervisorBinary = script }
+    defer { Task { await gw.stopEverything() } }
+    try await gw.withClient { c in
+      let s = try await c.create("early", env: ["API_TOKEN": canary])
+      let failed = try await c.wait("early", .error)
+      #expect(failed.status.conditions.first { $0.type == "Ready" }?.reason == "SupervisorExited", "\(failed.status)")
+      var holders = Self.filesHolding([canary], under: gw.dataDirectory)
+      for _ in 0..<50 where !holders.isEmpty {
+        try await Task.sleep(for: .milliseconds(100))
+        holders = Self.filesHolding([canary], under: gw.dataDirectory)
+      }
+      #expect(holders.isEmpty, "files holding an environment value: \(holders)")
+      let launch = try JSONDecoder().decode(
+        SupervisorLaunch.self, from: try Data(contentsOf: URL(fileURLWithPath: "\(dir)/sandboxes/\(s.metadata.id)/run/launch.json")))
+      #expect(launch.environment == ["API_TOKEN": ""], "\(launch.environment)")
+      try await c.deleteAndWait("early")
+    }
+    await gw.stopEverything()
+  }
+
   /// Regular files under `root` (the LMDB files excepted: their records are checked one by one) whose bytes
   /// contain one of `needles`.
   static func filesHolding(_ needles: [String], under root: String) -> [String] {

@@ -126,6 +126,12 @@ extension SandboxLifecycleTests {
       let directory = try await c.exec("exec-notfound", ["/sandbox"])
       #expect(directory.exitCode == 126)
       #expect(directory.err == "openshell-sandbox: /sandbox: is a directory\n")
+      // A workdir that is missing, or a file.
+      let noWorkdir = try await c.exec("exec-notfound", ["true"], workdir: "/sandbox/absent")
+      #expect(noWorkdir.exitCode == 1 && noWorkdir.err == "openshell-sandbox: workdir /sandbox/absent: no such directory\n", "\(noWorkdir.err)")
+      let fileWorkdir = try await c.exec("exec-notfound", ["true"], workdir: "/sandbox/not-executable")
+      #expect(
+        fileWorkdir.exitCode == 1 && fileWorkdir.err == "openshell-sandbox: workdir /sandbox/not-executable: not a directory\n", "\(fileWorkdir.err)")
 
       // Once executable, the same command runs, also when found through PATH.
       _ = try await c.exec("exec-notfound", ["chmod", "755", "/sandbox/not-executable"])

@@ -289,6 +289,8 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
 
   func supervisorExited(_ id: String, _ instance: SandboxInstance, status: Int32, _ store: GatewayStore) async throws {
     hub.disconnect(id)
+    // One that ended before it connected left its environment values in launch.json; a restart writes them anew.
+    scrubLaunchEnvironment(id, instanceID: instance.instanceID)
     try await store.catchUp()
     guard let s = await store.state.sandboxes[id], [.provisioning, .starting, .ready].contains(s.phase) else { return }
     _ = s

@@ -22,6 +22,7 @@ extension LocalComputeDriver {
     guard let instance, HostProcess.exitStatus(instance) == nil else {
       instances.withLock { $0[id] = nil }
       reapStrays(id)
+      scrubLaunchEnvironment(id, instanceID: nil)
       removeCgroups(id)
       await networks.tearDownOffPool(id)
       return
@@ -64,6 +65,9 @@ extension LocalComputeDriver {
     }
     instances.withLock { $0[id] = nil }
     reapStrays(id)
+    // Nothing reads launch.json any more (a start writes it anew): a supervisor stopped before it connected
+    // leaves no environment values on disk.
+    scrubLaunchEnvironment(id, instanceID: nil)
     try? FileManager.default.removeItem(atPath: dir(id) + "/instance.json")
     removeCgroups(id)
     await networks.tearDownOffPool(id)
