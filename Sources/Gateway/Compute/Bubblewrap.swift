@@ -7,8 +7,8 @@ import SandboxProtocol
 /// - New mount, PID, UTS, IPC (and, where allowed, cgroup) namespaces; the root is an empty tmpfs.
 /// - Host system directories read-only: `/usr`, `/etc` (its entries, under a private `/etc`, when the
 ///   sandbox has its own identity files: ``privateEtc(_:hostEtc:)``) and the top-level `/bin`, `/sbin`, `/lib*`
-///   (re-created as the same symlinks when they are symlinks, as on merged-/usr Debian); the Swift
-///   runtime directory when it lives outside `/usr` (toolchain installs under `/opt`).
+///   (re-created as the same symlinks when they are symlinks, as on merged-/usr Debian). No Swift runtime
+///   directory: the supervisor and the launcher are static executables.
 /// - Fresh `/proc`, a minimal `/dev`, private tmpfs `/tmp` and `/var/tmp` (mode 1777).
 /// - The private writable workspace at `/sandbox`; the sandbox's credentials read-only at
 ///   `/run/openshell`; the supervisor binary read-only at `/opt/openshell/bin/openshell-sandbox`, the
@@ -68,7 +68,6 @@ struct BubblewrapCommand {
   var supervisorBinary: String
   /// `openshell-sandbox-launch` (host path), mounted read-only at `SandboxProtocol.launcherPath`.
   var launcherBinary: String
-  var runtimeLibraryDirectories: [String] = []
   var runAsRoot: Bool
   /// Generated `/etc/passwd` and `/etc/group` (host paths) mounted read-only over the host's.
   var identityFiles: (passwd: String, group: String)?
@@ -109,9 +108,6 @@ struct BubblewrapCommand {
     // `--ssh-session` mode, the SSH server's ForceCommand); bwrap would create these 0700
     // (before anything else creates /opt).
     for dir in ["/opt", "/opt/openshell", "/opt/openshell/bin"] { a += ["--perms", "0711", "--dir", dir] }
-    for dir in runtimeLibraryDirectories where !dir.hasPrefix("/usr/") {
-      a += ["--ro-bind", dir, dir]
-    }
     a += ["--proc", "/proc", "--dev", "/dev"]
     a += ["--perms", "1777", "--tmpfs", "/tmp", "--dir", "/var", "--perms", "1777", "--tmpfs", "/var/tmp"]
     a += ["--bind", workspace, SandboxProtocol.workspace]
@@ -168,23 +164,5 @@ struct BubblewrapCommand {
     }
     a += ["--ro-bind", identityFiles.passwd, "/etc/passwd", "--ro-bind", identityFiles.group, "/etc/group"]
     return a + ["--remount-ro", "/etc"]
-  }
-
-  /// Directories of the Swift runtime libraries this process uses (from /proc/self/maps), so that the
-  /// supervisor (built with the same toolchain) finds them inside the sandbox.
-  static func runtimeLibraryDirectories() -> [String] {
-    // Not String(contentsOfFile:): it stops after the first 4 KiB of a /proc file.
-    guard let handle = FileHandle(forReadingAtPath: "/proc/self/maps") else { return [] }
-    let maps = String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
-    try? handle.close()
-    var dirs = Set<String>()
-    for line in maps.split(separator: "\n") {
-      guard let slash = line.firstIndex(of: "/") else { continue }
-      let path = String(line[slash...])
-      if path.contains("/libswiftCore.so") || path.contains("/libFoundation.so") || path.contains("/libdispatch.so") {
-        dirs.insert((path as NSString).deletingLastPathComponent)
-      }
-    }
-    return dirs.sorted()
   }
 }

@@ -67,7 +67,6 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
   let supervisorBinary: String
   let usesTLS: Bool
   let runAsRoot = geteuid() == 0
-  let runtimeDirectories = BubblewrapCommand.runtimeLibraryDirectories()
   /// Test-only: behave as on a kernel without Landlock (``GatewayConfiguration/simulateNoLandlock``).
   let simulateNoLandlock: Bool
   /// Extra upstream roots for the sandboxes' proxies (``GatewayConfiguration/upstreamTrustFile``).

@@ -215,7 +215,7 @@ extension LocalComputeDriver {
     let hostname = String(s.name.prefix(63))
     let command = BubblewrapCommand(
       hostname: hostname, workspace: workspace, credentials: run, supervisorBinary: supervisorBinary, launcherBinary: launcherBinary,
-      runtimeLibraryDirectories: runtimeDirectories, runAsRoot: runAsRoot, identityFiles: identityFiles,
+      runAsRoot: runAsRoot, identityFiles: identityFiles,
       etcView: etcView.map { ($0, SandboxEtcView.hostSubmounts()) },
       network: allocation != nil ? .confined(namespaceFile: networks.namespaceFile(s.id)) : .private, trustDirectory: trust)
     let creds = SandboxProtocol.credentialsDirectory
