@@ -33,15 +33,20 @@ extension Writer {
   /// the hand-off costs more than it saves.
   static let parallelEncodeThreshold = 256
 
+  /// The cores encoding may use, read once: Foundation's `activeProcessorCount` opens and reads the cgroup's
+  /// cpu quota and cpuset files on every call, which had cost every commit two file reads (seen in strace).
+  static let encodingCores = min(ProcessInfo.processInfo.activeProcessorCount, 4)
+
   /// Encodes `events` in order, compressing with the active dictionary. Large calls are cut into one
   /// contiguous slice per core, each compressed on its own thread with its own zstd context (compression is
   /// about 60 % of the writer's work per event, issue 14); the result is identical to a sequential encoding.
   func encodeRecords(_ events: [NewEvent], dictionaryID: UInt32) throws -> [EncodedRecord] {
     let dict = activeDictionary
-    let workers = min(ProcessInfo.processInfo.activeProcessorCount, 4, events.count / (Self.parallelEncodeThreshold / 2))
-    if events.count < Self.parallelEncodeThreshold || workers < 2 {
+    if events.count < Self.parallelEncodeThreshold {
       return try events.map { try encoder.encode($0, dict: dict, dictionaryID: dictionaryID) }
     }
+    let workers = min(Self.encodingCores, events.count / (Self.parallelEncodeThreshold / 2))
+    if workers < 2 { return try events.map { try encoder.encode($0, dict: dict, dictionaryID: dictionaryID) } }
     while encoders.count < workers - 1 {
       encoders.append(RecordEncoder(compressor: try Compressor(options: shared.options)))
     }

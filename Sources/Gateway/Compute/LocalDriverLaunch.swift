@@ -268,8 +268,9 @@ extension LocalComputeDriver {
     do {
       // Atomically (a temporary file renamed over it): a crash mid-write leaves the previous record or
       // none, never a truncated one that a restarted gateway could not read (its processes would then be
-      // known only by their marks, StrayProcesses).
-      try JSONEncoder().encode(instance).write(to: URL(fileURLWithPath: base + "/instance.json"), options: .atomic)
+      // known only by their marks, StrayProcesses). Not flushed: it guards against a gateway that crashes, whose
+      // writes the kernel keeps; after a host crash nothing it names runs any more.
+      try FileWriting.write(base + "/instance.json", JSONEncoder().encode(instance), mode: 0o644, atomically: true)
     } catch {
       // Unrecorded, it would run unknown to any later gateway (e.g. on a full disk): end it now.
       kill(process.pid, SIGKILL)

@@ -64,11 +64,10 @@ public final class SandboxLogStore: Sendable {
     buffers.withLock { all in
       var b = loaded(id, &all)
       if b.handle == nil {
-        if !FileManager.default.fileExists(atPath: path(id)) {
-          FileManager.default.createFile(atPath: path(id), contents: nil, attributes: [.posixPermissions: 0o600])
-        }
-        b.handle = FileHandle(forWritingAtPath: path(id))
-        _ = try? b.handle?.seekToEnd()
+        // open(2), not FileManager.createFile: that writes a temporary file and fsyncs it, a disk flush under
+        // this lock (every sandbox's log lines wait) at each sandbox's first line.
+        let fd = open(path(id), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        if fd >= 0 { b.handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true) }
       }
       try? b.handle?.write(contentsOf: bytes)
       b.fileBytes += bytes.count

@@ -155,7 +155,10 @@ final class SandboxNetworks: Sendable {
         break
       }
       guard let a = claimed else { throw SpawnError("no free sandbox subnet in 10.200.0.0/16 (all \(Self.capacity) are in use)") }
-      try JSONEncoder().encode(a).write(to: URL(fileURLWithPath: record))
+      // A hint for the next start (a torn file only means another search), so neither renamed nor flushed:
+      // Foundation's `Data.write` fsyncs: a disk flush inside the host-wide lock, which every other sandbox's
+      // namespace set-up and teardown waits for.
+      try FileWriting.write(record, JSONEncoder().encode(a), mode: 0o644)
       do {
         try namespace.configure(
           host: a.hostInterface, peer: a.sandboxInterface, hostAddress: a.hostAddress, sandboxAddress: a.sandboxAddress, prefix: 30)
@@ -163,9 +166,7 @@ final class SandboxNetworks: Sendable {
       // The ruleset as loaded, for whoever inspects the sandbox directory (not read back).
       let rules = ruleset(a)
       let rulesFile = "\(root)/\(id)/nftables.conf"
-      guard FileManager.default.createFile(atPath: rulesFile, contents: Data(rules.utf8), attributes: [.posixPermissions: 0o600]) else {
-        throw SpawnError("cannot write \(rulesFile)")
-      }
+      do { try FileWriting.write(rulesFile, rules, mode: 0o600) } catch { throw SpawnError("\(error)") }
       do { try namespace.loadRuleset(rules) } catch { throw SpawnError("cannot load the nftables ruleset into \(ns): \(error)") }
       return a
     } catch {
