@@ -114,15 +114,7 @@ import Testing
   @Test func aSupervisorThatEndsBeforeConnectingLeavesNoValuesOnDisk() async throws {
     let canary = "sk-early-\(UUID().uuidString)"
     let dir = try GatewayTestSupport.temporaryDirectory("envearly")
-    // The driver starts the launcher found next to the supervisor binary: the real one, beside the script.
-    let bin = dir + "-bin"
-    try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
-    let script = bin + "/openshell-sandbox"
-    try "#!/bin/sh\nsleep 0.3\nexit 3\n".write(toFile: script, atomically: true, encoding: .utf8)
-    chmod(script, 0o755)
-    let realBin = (LocalComputeDriver.defaultSupervisorBinary() as NSString).deletingLastPathComponent
-    try FileManager.default.createSymbolicLink(
-      atPath: bin + "/" + SandboxProtocol.launcherName, withDestinationPath: realBin + "/" + SandboxProtocol.launcherName)
+    let script = try Self.supervisorScript(dir + "-bin", "sleep 0.3\nexit 3")
     let gw = try await SandboxGateway.start(dataDirectory: dir) { $0.supervisorBinary = script }
     defer { Task { await gw.stopEverything() } }
     try await gw.withClient { c in
@@ -141,6 +133,52 @@ import Testing
       try await c.deleteAndWait("early")
     }
     await gw.stopEverything()
+  }
+
+  /// A supervisor that had not connected when its gateway stopped is adopted by the next gateway, which gives it the
+  /// same deadline: it is stopped, the values leave launch.json and the sandbox turns ERROR (found by a newcomer:
+  /// such a sandbox stayed PROVISIONING with the value on disk).
+  @Test func anAdoptedSupervisorThatNeverConnectsIsStoppedAndScrubbed() async throws {
+    let canary = "sk-adopt-\(UUID().uuidString)"
+    let dir = try GatewayTestSupport.temporaryDirectory("envadopt")
+    let script = try Self.supervisorScript(dir + "-bin", "exec sleep 600")
+    let first = try await SandboxGateway.start(dataDirectory: dir) {
+      $0.supervisorBinary = script
+      $0.supervisorReadyTimeout = .seconds(120)
+    }
+    let id = try await first.withClient { c in try await c.create("adopt", env: ["API_TOKEN": canary]).metadata.id }
+    let instanceFile = "\(dir)/sandboxes/\(id)/instance.json"
+    for _ in 0..<200 where !FileManager.default.fileExists(atPath: instanceFile) { try await Task.sleep(for: .milliseconds(50)) }
+    try #require(FileManager.default.fileExists(atPath: instanceFile), "the supervisor started")
+    #expect(!Self.filesHolding([canary], under: dir).isEmpty, "launch.json holds the value until the supervisor connects")
+    let port = first.port
+    await first.stop()  // the supervisor keeps running, unconnected
+
+    let second = try await SandboxGateway.start(dataDirectory: dir, port: port) {
+      $0.supervisorBinary = script
+      $0.supervisorReadyTimeout = .seconds(2)
+    }
+    defer { Task { await second.stopEverything() } }
+    try await second.withClient { c in
+      let failed = try await c.wait("adopt", .error, timeout: .seconds(30))
+      #expect(failed.status.conditions.first { $0.type == "Ready" }?.reason == "SupervisorNotReady", "\(failed.status)")
+      #expect(Self.filesHolding([canary], under: dir).isEmpty)
+      try await c.deleteAndWait("adopt")
+    }
+    await second.stopEverything()
+  }
+
+  /// A stand-in supervisor: `openshell-sandbox` in `bin` running `body` under /bin/sh, beside the real launcher
+  /// (the driver starts the launcher found next to the supervisor binary). Returns its path.
+  static func supervisorScript(_ bin: String, _ body: String) throws -> String {
+    try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+    let script = bin + "/openshell-sandbox"
+    try "#!/bin/sh\n\(body)\n".write(toFile: script, atomically: true, encoding: .utf8)
+    chmod(script, 0o755)
+    let realBin = (LocalComputeDriver.defaultSupervisorBinary() as NSString).deletingLastPathComponent
+    try FileManager.default.createSymbolicLink(
+      atPath: bin + "/" + SandboxProtocol.launcherName, withDestinationPath: realBin + "/" + SandboxProtocol.launcherName)
+    return script
   }
 
   /// Regular files under `root` (the LMDB files excepted: their records are checked one by one) whose bytes

@@ -55,8 +55,11 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
   public let name = "local"
   /// Name of the driver's checkpoint in the event log (last record it has handled).
   public static let checkpointName = "local-driver"
-  /// How long a started supervisor may take to connect before the sandbox turns ERROR.
-  public static let readyTimeout: Duration = .seconds(30)
+  /// How long a started supervisor may take to connect before the sandbox turns ERROR, by default.
+  public static let defaultReadyTimeout: Duration = .seconds(30)
+  /// How long a started (or, after a gateway restart, adopted) supervisor may take to connect before the
+  /// sandbox turns ERROR (``armReadyTimeout(_:_:_:)``).
+  let readyTimeout: Duration
 
   let root: String
   let pki: GatewayPKI?
@@ -93,12 +96,14 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
   ///   - simulateNoLandlock: test-only, see ``GatewayConfiguration/simulateNoLandlock``.
   ///   - upstreamTrustFile: see ``GatewayConfiguration/upstreamTrustFile``.
   ///   - sandboxCertificateLifetime: see ``GatewayConfiguration/sandboxCertificateLifetime``.
+  ///   - readyTimeout: see ``GatewayConfiguration/supervisorReadyTimeout``.
   public init(
     dataDirectory: String, pki: GatewayPKI?, hub: SupervisorHub, vault: SecretVault? = nil, usesTLS: Bool, supervisorBinary: String? = nil,
     simulateNoLandlock: Bool = false, upstreamTrustFile: String? = nil,
-    sandboxCertificateLifetime: TimeInterval = GatewayPKI.defaultSandboxCertificateLifetime
+    sandboxCertificateLifetime: TimeInterval = GatewayPKI.defaultSandboxCertificateLifetime, readyTimeout: Duration = defaultReadyTimeout
   ) {
     self.sandboxCertificateLifetime = sandboxCertificateLifetime
+    self.readyTimeout = readyTimeout
     root = dataDirectory + "/sandboxes"
     self.simulateNoLandlock = simulateNoLandlock
     self.upstreamTrustFile = upstreamTrustFile
@@ -178,6 +183,9 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
       if let instance = loadInstance(id), HostProcess.exitStatus(instance) == nil {
         if instance.endpoint == current {
           instances.withLock { $0[id] = instance }
+          // One that had not connected yet gets the same deadline as one this gateway started (it may have been
+          // stalled; its launch.json still holds the environment values until it connects or is stopped).
+          armReadyTimeout(id, instance, store)
         } else {
           // It was told another endpoint and cannot reconnect: replace it.
           queue.enqueue(id) { [self] in await stop(id) }

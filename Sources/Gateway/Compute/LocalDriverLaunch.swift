@@ -111,27 +111,7 @@ extension LocalComputeDriver {
         // A stop or delete arrived meanwhile: the reconcile queued for it stops what was just started.
         return
       }
-      let id = s.id
-      Task { [self] in
-        try? await Task.sleep(for: Self.readyTimeout)
-        queue.enqueue(id) { [self] in
-          guard instances.withLock({ $0[id] }) == instance, hub.connectedInstance(id) != instance.instanceID,
-            let cur = await store.state.sandboxes[id], cur.phase == .provisioning || cur.phase == .starting
-          else { return }
-          await stop(id)
-          let tail = lastLines(of: dir(id) + "/supervisor.log", 3)
-          _ = try? await transition(
-            id, from: [.provisioning, .starting],
-            [
-              GatewayEvent(
-                .sandboxFailed(
-                  .with {
-                    $0.id = id; $0.reason = "SupervisorNotReady"
-                    $0.message = "the supervisor did not connect within \(Self.readyTimeout)" + (tail.isEmpty ? "" : ": \(tail)")
-                  }))
-            ], store)
-        }
-      }
+      armReadyTimeout(s.id, instance, store)
     } catch {
       events.append(
         GatewayEvent(
@@ -141,6 +121,32 @@ extension LocalComputeDriver {
             })))
       hub.logs.gateway(s.id, "cannot start the supervisor: \(error)", level: "ERROR")
       try await transition(s.id, from: [s.phase], events, store)
+    }
+  }
+
+  /// A supervisor that has not connected within ``readyTimeout`` of its start (or of this gateway's start, for one
+  /// it adopted) is stopped (which also scrubs `launch.json`) and its sandbox turns ERROR with reason
+  /// `SupervisorNotReady`, when the sandbox is still PROVISIONING or STARTING and `instance` still the one that runs.
+  func armReadyTimeout(_ id: String, _ instance: SandboxInstance, _ store: GatewayStore) {
+    Task { [self] in
+      try? await Task.sleep(for: readyTimeout)
+      queue.enqueue(id) { [self] in
+        guard instances.withLock({ $0[id] }) == instance, hub.connectedInstance(id) != instance.instanceID,
+          let cur = await store.state.sandboxes[id], cur.phase == .provisioning || cur.phase == .starting
+        else { return }
+        await stop(id)
+        let tail = lastLines(of: dir(id) + "/supervisor.log", 3)
+        _ = try? await transition(
+          id, from: [.provisioning, .starting],
+          [
+            GatewayEvent(
+              .sandboxFailed(
+                .with {
+                  $0.id = id; $0.reason = "SupervisorNotReady"
+                  $0.message = "the supervisor did not connect within \(readyTimeout)" + (tail.isEmpty ? "" : ": \(tail)")
+                }))
+          ], store)
+      }
     }
   }
 

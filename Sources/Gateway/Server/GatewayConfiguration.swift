@@ -80,6 +80,9 @@ public struct GatewayConfiguration: Sendable {
   /// Validity of each sandbox's client certificate, in seconds; the local driver renews it at 2/3 of this
   /// without restarting the sandbox (``SandboxCertificateRenewal``). Default 30 days; tests use seconds.
   public var sandboxCertificateLifetime: TimeInterval = GatewayPKI.defaultSandboxCertificateLifetime
+  /// How long a sandbox's supervisor may take to connect after its start (or after this gateway adopted it at
+  /// start-up) before the sandbox turns ERROR with reason `SupervisorNotReady`. Default 30 s; tests shorten it.
+  public var supervisorReadyTimeout: Duration = LocalComputeDriver.defaultReadyTimeout
 
   /// The defaults above for a gateway whose state lives in `dataDirectory` (`log/`, `pki/`, `sandboxes/`...).
   public init(dataDirectory: String) {

@@ -73,7 +73,7 @@ public func serve(_ configuration: GatewayConfiguration, onReady: (@Sendable (Ru
       dataDirectory: configuration.dataDirectory, pki: pki, hub: hub, vault: vault,
       usesTLS: configuration.security.usesTLS, supervisorBinary: configuration.supervisorBinary,
       simulateNoLandlock: configuration.simulateNoLandlock, upstreamTrustFile: configuration.upstreamTrustFile,
-      sandboxCertificateLifetime: configuration.sandboxCertificateLifetime)
+      sandboxCertificateLifetime: configuration.sandboxCertificateLifetime, readyTimeout: configuration.supervisorReadyTimeout)
     : nil
   // The genuine supervisor of each sandbox is the instance the driver launched (session takeovers, issue 17).
   if let driver { hub.setExpectedInstance { id in driver.loadInstance(id)?.instanceID } }
