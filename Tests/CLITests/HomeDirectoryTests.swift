@@ -26,7 +26,22 @@ import Testing
     #expect(!FileManager.default.fileExists(atPath: env.config.appendingPathComponent("openshell").path))
     r = try env.run(["status"])
     #expect(r.code == 0 && r.out.contains("homegw"), "\(r)")
+    // Relative XDG values are ignored (XDG base directory specification): still $HOME's.
+    r = try env.run(["status"], env: ["XDG_CONFIG_HOME": "relative-config", "XDG_STATE_HOME": "relative-state"])
+    #expect(r.code == 0 && r.out.contains("homegw"), "\(r)")
     r = try env.run(["gateway", "stop", "--name", "homegw"])
     #expect(r.code == 0, "\(r)")
+  }
+
+  @Test func aHomeThatIsAFileIsOneReadableLine() throws {
+    var env = try CLIEnv("homefile")
+    defer { env.cleanup() }
+    let file = env.root.appendingPathComponent("home-file")
+    try Data().write(to: file)
+    env.extraEnv["HOME"] = file.path
+    env.unsetEnv = ["XDG_CONFIG_HOME", "XDG_STATE_HOME"]
+    let r = try env.run(["gateway", "start", "--name", "nohome", "--port", "\(freePort())"])
+    #expect(r.code == 1, "\(r)")
+    #expect(r.err == "error: cannot write \(file.path)/.local: Not a directory\n", "\(r)")
   }
 }

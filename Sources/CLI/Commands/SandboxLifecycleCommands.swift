@@ -54,12 +54,15 @@ struct SandboxStop: AsyncParsableCommand {
     try await cliRun {
       let r = try global.resolve()
       let n = try SandboxCLI.name(name, gateway: r.name)
-      try await GatewayClient.withClient(r.target) { c in
+      let againPhase = try await GatewayClient.withClient(r.target) { c -> Openshell_V1_SandboxPhase? in
         _ = try await c.stopSandbox(
           .with {
             $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace)
           }, options: SandboxCLI.options())
         // Success is printed only once the gateway reports STOPPED; after 30 s the phase it is in is the error.
+        // An accepted stop leaves the sandbox STOPPING until it is STOPPED, and only a STOPPED (or failed) sandbox
+        // can be started: seen STARTING, PROVISIONING or READY between two polls, it stopped and another request
+        // started it again (found by a newcomer: such a stop waited 30 s and then failed).
         var phase = Openshell_V1_SandboxPhase.unspecified
         for _ in 0..<300 {
           phase = try await c.getSandbox(
@@ -67,14 +70,20 @@ struct SandboxStop: AsyncParsableCommand {
               $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace)
             }, options: SandboxCLI.options()
           ).sandbox.status.phase
-          if phase == .stopped { break }
+          if [.stopped, .starting, .provisioning, .ready].contains(phase) { break }
           try await Task.sleep(for: .milliseconds(100))
         }
-        guard phase == .stopped else {
+        guard phase != .stopped else { return nil }
+        guard [.starting, .provisioning, .ready].contains(phase) else {
           throw CLIError("sandbox \(n) did not stop within 30s (phase \(SandboxCLI.phaseName(phase))); check it with: openshell sandbox get \(n)")
         }
+        return phase
       }
-      print("\(Style.green("✓")) Stopped sandbox \(n)")
+      if let againPhase {
+        print("\(Style.green("✓")) Stopped sandbox \(n); another request has started it again (phase \(SandboxCLI.phaseName(againPhase)))")
+      } else {
+        print("\(Style.green("✓")) Stopped sandbox \(n)")
+      }
     }
   }
 }

@@ -37,7 +37,7 @@ func cliRun(_ body: () async throws -> Void) async throws {
   } catch let e as RPCError {
     throw fail(describe(e))
   } catch {
-    throw fail(oneLine("\(error)"))
+    throw fail(fileErrorText(error) ?? oneLine("\(error)"))
   }
 }
 
