@@ -44,4 +44,25 @@ import Testing
     #expect(r.code == 1, "\(r)")
     #expect(r.err == "error: cannot write \(file.path)/.local: Not a directory\n", "\(r)")
   }
+
+  /// A config directory that cannot be written is found before a gateway is deployed: exit 1 and nothing runs
+  /// (found by a newcomer: the gateway was started, then its registration failed and it kept running).
+  @Test func anUnwritableConfigDirStartsNoGateway() throws {
+    var env = try CLIEnv("cfgfile")
+    let home = env.root.appendingPathComponent("home")
+    try FileManager.default.createDirectory(at: home, withIntermediateDirectories: true)
+    try Data().write(to: home.appendingPathComponent(".config"))
+    env.extraEnv["HOME"] = home.path
+    env.unsetEnv = ["XDG_CONFIG_HOME", "XDG_STATE_HOME"]
+    defer {
+      _ = try? env.run(["gateway", "stop", "--name", "cfggw"])
+      env.cleanup()
+    }
+    let r = try env.run(["gateway", "start", "--name", "cfggw", "--port", "\(freePort())"])
+    #expect(r.code == 1, "\(r)")
+    #expect(r.err == "error: cannot write \(home.path)/.config/openshell: Not a directory\n", "\(r)")
+    #expect(!r.out.contains("Deploying"), "\(r)")
+    let pidFile = home.appendingPathComponent(".local/state/openshell/gateways/cfggw/gateway.pid")
+    #expect(!FileManager.default.fileExists(atPath: pidFile.path), "a gateway was started")
+  }
 }

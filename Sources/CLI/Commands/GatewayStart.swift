@@ -83,6 +83,7 @@ struct GatewayStart: AsyncParsableCommand {
     let name = global.name(self.name, useActive: false)
     try ClientRegistry.validateName(name)
     let registry = ClientRegistry.default
+    try registry.prepare()
     if remote != nil || registry.metadata(name)?.ssh != nil {
       if plaintext || disableGatewayAuth || bind != nil || restoreFrom != nil {
         throw CLIError(

@@ -174,6 +174,11 @@ struct ClientRegistry {
     if active == name { try? fm.removeItem(at: activeFile) }
   }
 
+  /// Creates the registry's directories (0700) if needed: a start checks that it can register a gateway before
+  /// it deploys one (else a gateway would run that no registration names).
+  /// - Throws: the file error, e.g. "cannot write …/.config/openshell: Not a directory".
+  func prepare() throws { try ensureDir(gatewaysDir) }
+
   func setActive(_ name: String) throws {
     try ensureDir(root)
     try writeFile(activeFile, Data(name.utf8), mode: 0o644)
