@@ -163,6 +163,13 @@ import Testing
       let failed = try await c.wait("adopt", .error, timeout: .seconds(30))
       #expect(failed.status.conditions.first { $0.type == "Ready" }?.reason == "SupervisorNotReady", "\(failed.status)")
       #expect(Self.filesHolding([canary], under: dir).isEmpty)
+      // `openshell logs` says why.
+      let logs = try await c.getSandboxLogs(
+        .with {
+          $0.sandbox = "adopt"; $0.workspaceScope = .with { $0.workspace = "default" }
+        }
+      ).logs
+      #expect(logs.contains { $0.level == "ERROR" && $0.message.hasPrefix("the supervisor did not connect within") }, "\(logs.map(\.message))")
       try await c.deleteAndWait("adopt")
     }
     await second.stopEverything()

@@ -136,16 +136,19 @@ extension LocalComputeDriver {
         else { return }
         await stop(id)
         let tail = lastLines(of: dir(id) + "/supervisor.log", 3)
-        _ = try? await transition(
+        let message = "the supervisor did not connect within \(readyTimeout)" + (tail.isEmpty ? "" : ": \(tail)")
+        if (try? await transition(
           id, from: [.provisioning, .starting],
           [
             GatewayEvent(
               .sandboxFailed(
                 .with {
-                  $0.id = id; $0.reason = "SupervisorNotReady"
-                  $0.message = "the supervisor did not connect within \(readyTimeout)" + (tail.isEmpty ? "" : ": \(tail)")
+                  $0.id = id; $0.reason = "SupervisorNotReady"; $0.message = message
                 }))
-          ], store)
+          ], store)) == true
+        {
+          hub.logs.gateway(id, message, level: "ERROR")
+        }
       }
     }
   }
