@@ -49,7 +49,12 @@ def free_port() -> int:
             return port
 
 
-def wait_http(url: str, timeout: float = 30, context=None) -> None:
+class ServerExited(RuntimeError):
+    """The server being waited for ended before it answered."""
+
+
+def wait_http(url: str, timeout: float = 30, context=None, proc: subprocess.Popen | None = None) -> None:
+    """Waits until `url` answers 200; raises at once (ServerExited) when `proc` has ended."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -57,9 +62,18 @@ def wait_http(url: str, timeout: float = 30, context=None) -> None:
                 if r.status == 200:
                     return
         except Exception:
+            if proc is not None and proc.poll() is not None:
+                raise ServerExited(f"{url}: the server exited with status {proc.returncode}")
             if time.monotonic() > deadline:
                 raise
         time.sleep(0.2)
+
+
+def log_tail(path: pathlib.Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -95,15 +109,32 @@ class IdP:
         self.proc: subprocess.Popen | None = None
 
     def start(self, signing: pathlib.Path, inactive: list[pathlib.Path] = ()) -> None:
-        log = open(self.work / "idp.log", "ab")
-        cmd = [sys.executable, str(HERE / "idp" / "serve.py"), "--port", str(self.port), "--data", str(self.work / "idp-data"),
-               "--signing-key", str(signing), "--audience", AUDIENCE, "--user", f"{USER}:{PASSWORD}",
-               "--automation-secret", AUTOMATION_SECRET]
-        for k in inactive:
-            cmd += ["--inactive-key", str(k)]
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
-        _LIVE.append(self.proc)
-        wait_http(self.issuer + "/.well-known/openid-configuration")
+        """Starts the provider and waits until it serves (60 s: a fresh venv's first Django import is slow on a
+        busy machine). Its first start takes another free port when the chosen one was taken meanwhile (a CI run
+        once lost all 22 provider tests to a start that never listened); later starts keep the issuer's port."""
+        first = self.proc is None
+        for attempt in range(3):
+            log_path = self.work / "idp.log"
+            log = open(log_path, "ab")
+            cmd = [sys.executable, str(HERE / "idp" / "serve.py"), "--port", str(self.port), "--data", str(self.work / "idp-data"),
+                   "--signing-key", str(signing), "--audience", AUDIENCE, "--user", f"{USER}:{PASSWORD}",
+                   "--automation-secret", AUTOMATION_SECRET]
+            for k in inactive:
+                cmd += ["--inactive-key", str(k)]
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+            _LIVE.append(self.proc)
+            try:
+                wait_http(self.issuer + "/.well-known/openid-configuration", timeout=60, proc=self.proc)
+                return
+            except ServerExited as e:
+                tail = log_tail(log_path)
+                if first and attempt < 2 and "Address already in use" in tail:
+                    self.port = free_port()
+                    self.issuer = f"http://127.0.0.1:{self.port}/o"
+                    continue
+                raise ServerExited(f"{e}; idp.log:\n{tail}") from None
+            except Exception as e:
+                raise RuntimeError(f"the identity provider did not answer: {e}; idp.log:\n{log_tail(log_path)}") from None
 
     def stop(self) -> None:
         if self.proc:
