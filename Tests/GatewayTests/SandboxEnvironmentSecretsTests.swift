@@ -45,14 +45,9 @@ import Testing
 
       // Nor any file of the data directory once the supervisor started (launch.json kept only the names),
       // so an archive of it (`gateway start --recreate`) holds none either.
-      var holders = Self.filesHolding([canary, templateCanary], under: gw.dataDirectory)
-      for _ in 0..<50 where !holders.isEmpty {
-        try await Task.sleep(for: .milliseconds(100))
-        holders = Self.filesHolding([canary, templateCanary], under: gw.dataDirectory)
-      }
+      let holders = try await Self.filesStillHolding([canary, templateCanary], under: gw.dataDirectory)
       #expect(holders.isEmpty, "files holding an environment value: \(holders)")
-      let launch = try JSONDecoder().decode(
-        SupervisorLaunch.self, from: try Data(contentsOf: URL(fileURLWithPath: "\(gw.dataDirectory)/sandboxes/\(id)/run/launch.json")))
+      let launch = try Self.launchDescription(gw.dataDirectory, id)
       #expect(launch.environment == ["API_TOKEN": "", "EMPTY": "", "FROM_TEMPLATE": ""], "\(launch.environment)")
       // The supervisor keeps them: a later exec still gets the real value.
       let again = try await c.exec("envsecret", ["printenv", "API_TOKEN"])
@@ -121,14 +116,9 @@ import Testing
       let s = try await c.create("early", env: ["API_TOKEN": canary])
       let failed = try await c.wait("early", .error)
       #expect(failed.status.conditions.first { $0.type == "Ready" }?.reason == "SupervisorExited", "\(failed.status)")
-      var holders = Self.filesHolding([canary], under: gw.dataDirectory)
-      for _ in 0..<50 where !holders.isEmpty {
-        try await Task.sleep(for: .milliseconds(100))
-        holders = Self.filesHolding([canary], under: gw.dataDirectory)
-      }
+      let holders = try await Self.filesStillHolding([canary], under: gw.dataDirectory)
       #expect(holders.isEmpty, "files holding an environment value: \(holders)")
-      let launch = try JSONDecoder().decode(
-        SupervisorLaunch.self, from: try Data(contentsOf: URL(fileURLWithPath: "\(dir)/sandboxes/\(s.metadata.id)/run/launch.json")))
+      let launch = try Self.launchDescription(dir, s.metadata.id)
       #expect(launch.environment == ["API_TOKEN": ""], "\(launch.environment)")
       try await c.deleteAndWait("early")
     }
@@ -186,6 +176,21 @@ import Testing
     try FileManager.default.createSymbolicLink(
       atPath: bin + "/" + SandboxProtocol.launcherName, withDestinationPath: realBin + "/" + SandboxProtocol.launcherName)
     return script
+  }
+
+  /// ``filesHolding(_:under:)`` once it is empty, or after 5 s (the scrub follows the event that causes it).
+  static func filesStillHolding(_ needles: [String], under root: String) async throws -> [String] {
+    var holders = filesHolding(needles, under: root)
+    for _ in 0..<50 where !holders.isEmpty {
+      try await Task.sleep(for: .milliseconds(100))
+      holders = filesHolding(needles, under: root)
+    }
+    return holders
+  }
+
+  /// Sandbox `id`'s `run/launch.json` in the gateway data directory `dir`.
+  static func launchDescription(_ dir: String, _ id: String) throws -> SupervisorLaunch {
+    try JSONDecoder().decode(SupervisorLaunch.self, from: Data(contentsOf: URL(fileURLWithPath: "\(dir)/sandboxes/\(id)/run/launch.json")))
   }
 
   /// Regular files under `root` (the LMDB files excepted: their records are checked one by one) whose bytes

@@ -63,6 +63,7 @@ struct SandboxStop: AsyncParsableCommand {
         // An accepted stop leaves the sandbox STOPPING until it is STOPPED, and only a STOPPED (or failed) sandbox
         // can be started: seen STARTING, PROVISIONING or READY between two polls, it stopped and another request
         // started it again (found by a newcomer: such a stop waited 30 s and then failed).
+        let startedAgain: [Openshell_V1_SandboxPhase] = [.starting, .provisioning, .ready]
         var phase = Openshell_V1_SandboxPhase.unspecified
         for _ in 0..<300 {
           phase = try await c.getSandbox(
@@ -70,11 +71,11 @@ struct SandboxStop: AsyncParsableCommand {
               $0.name = n; $0.workspaceScope = SandboxCLI.scope(workspace)
             }, options: SandboxCLI.options()
           ).sandbox.status.phase
-          if [.stopped, .starting, .provisioning, .ready].contains(phase) { break }
+          if phase == .stopped || startedAgain.contains(phase) { break }
           try await Task.sleep(for: .milliseconds(100))
         }
         guard phase != .stopped else { return nil }
-        guard [.starting, .provisioning, .ready].contains(phase) else {
+        guard startedAgain.contains(phase) else {
           throw CLIError("sandbox \(n) did not stop within 30s (phase \(SandboxCLI.phaseName(phase))); check it with: openshell sandbox get \(n)")
         }
         return phase

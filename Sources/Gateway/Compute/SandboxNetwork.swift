@@ -208,7 +208,7 @@ final class SandboxNetworks: Sendable {
   /// starting and stopping at once, blocked pool threads stalled a stop for over 15 s in CI).
   func tearDownOffPool(_ id: String) async {
     guard hasNamespace(id) else { return }
-    _ = try? await LocalComputeDriver.onOwnThread { [self] in tearDown(id) }
+    _ = try? await LocalComputeDriver.onOwnThread { [self] in try Self.exclusively { removeNamespaceLocked(id) } }
   }
 
   /// Whether a namespace of this sandbox (tagged or legacy name) is bound in `/run/netns`. Nothing else
