@@ -38,5 +38,5 @@ echo "== openshell gateway stop"
 # Verified once the gateway is stopped: its writer lock is released, so the file's structure is walked too,
 # and the shutdown checkpoint signs every record before it. The public key is the gateway's own copy here (a
 # real audit uses one kept off the host).
-echo "== openshell-replay verify --public-key keys/audit-checkpoint.pub.pem"
+echo "== openshell-replay verify $state/log --public-key $state/keys/audit-checkpoint.pub.pem"
 "$bin/openshell-replay" verify "$state/log" --public-key "$state/keys/audit-checkpoint.pub.pem"
