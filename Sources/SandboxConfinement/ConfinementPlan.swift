@@ -86,16 +86,18 @@ public struct ConfinementPlan: Codable, Sendable, Equatable {
   /// - Returns: the plan and the command (at least one word).
   /// - Throws: ``Launcher/Failure`` naming the bad option.
   public static func parse(_ args: ArraySlice<String>) throws -> (ConfinementPlan, [String]) {
-    let (plan, _, command) = try parseLaunch(args)
-    return (plan, command)
+    let request = try parseLaunch(args)
+    return (request.plan, request.command)
   }
 
   /// Parses the launcher's whole command line: ``launcherArguments``, optionally `--seccomp-bpf HEX`
-  /// (the compiled filter, ``SeccompProgram/hex``), `--` and the command.
-  /// - Returns: the plan, the seccomp program when given, and the command (at least one word).
+  /// (the compiled filter, ``SeccompProgram/hex``) and `--chdir DIR`, `--` and the command.
+  /// - Returns: the plan, the seccomp program and working directory when given, and the command (at
+  ///   least one word).
   /// - Throws: ``Launcher/Failure`` naming the bad option.
-  public static func parseLaunch(_ args: ArraySlice<String>) throws -> (ConfinementPlan, SeccompProgram?, [String]) {
+  public static func parseLaunch(_ args: ArraySlice<String>) throws -> LaunchRequest {
     var seccomp: SeccompProgram?
+    var workingDirectory: String?
     var plan = ConfinementPlan(
       user: "", uid: nil, gid: nil, groups: [], readOnly: [], readWrite: [], includeWorkdir: false, workdir: "", landlockCompatibility: "")
     var i = args.startIndex
@@ -124,6 +126,10 @@ public struct ConfinementPlan: Codable, Sendable, Equatable {
       case "--simulate-no-landlock": plan.simulateNoLandlock = true
       case "--netns": plan.networkNamespacePath = try value(flag)
       case "--seccomp-bpf": seccomp = try SeccompProgram(hex: try value(flag))
+      case "--chdir":
+        let dir = try value(flag)
+        guard dir.hasPrefix("/") else { throw Launcher.Failure("--chdir expects an absolute path, got '\(dir)'") }
+        workingDirectory = dir
       default: throw Launcher.Failure("unknown option '\(flag)'")
       }
       i += 1
@@ -133,6 +139,19 @@ public struct ConfinementPlan: Codable, Sendable, Equatable {
     guard ["best_effort", "hard_requirement"].contains(plan.landlockCompatibility) else {
       throw Launcher.Failure("--landlock must be best_effort or hard_requirement, got '\(plan.landlockCompatibility)'")
     }
-    return (plan, seccomp, Array(args[(i + 1)...]))
+    return LaunchRequest(plan: plan, seccomp: seccomp, workingDirectory: workingDirectory, command: Array(args[(i + 1)...]))
   }
+}
+
+/// The launcher's command line, parsed (``ConfinementPlan/parseLaunch(_:)``).
+public struct LaunchRequest {
+  /// The confinement applied before the command runs.
+  public var plan: ConfinementPlan
+  /// The compiled seccomp filter (`--seccomp-bpf`); nil when not given (the launcher then refuses to run).
+  public var seccomp: SeccompProgram?
+  /// `--chdir DIR`: the command's working directory, entered after the confinement (as the workload user,
+  /// under Landlock), as OpenShell's `cd <workdir> && …`; nil: the directory the launcher was started in.
+  public var workingDirectory: String?
+  /// The command and its arguments (at least one word).
+  public var command: [String]
 }

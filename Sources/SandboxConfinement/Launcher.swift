@@ -21,7 +21,8 @@ import CConfine
 /// 7. the seccomp filter: the BPF program the supervisor compiled once with libseccomp
 ///    (`SandboxSeccomp.SeccompFilter`), passed as `--seccomp-bpf HEX` (``SeccompProgram``); without
 ///    it nothing runs;
-/// 8. `execvp` the command.
+/// 8. `chdir` to the command's working directory (`--chdir`), now as the workload user;
+/// 9. `execvp` the command.
 ///
 /// Fail closed: when any step fails, nothing is executed; one line `openshell-sandbox: confinement
 /// failed: …; the command was not run` goes to stderr and the exit code is
@@ -40,15 +41,31 @@ public enum Launcher {
   public static func main(_ args: [String]) -> Never {
     if args.count > 1, args[1] == sshSessionFlag { sshSession(args.dropFirst(2)) }
     do { try adoptEnvironment() } catch { fail("\(error)") }
-    let plan: ConfinementPlan
-    let seccomp: SeccompProgram?
-    let command: [String]
-    do { (plan, seccomp, command) = try ConfinementPlan.parseLaunch(args.dropFirst()) } catch {
-      fail("\(error) (usage: openshell-sandbox-launch <plan options> --seccomp-bpf HEX -- COMMAND [ARG...])")
+    let request: LaunchRequest
+    do { request = try ConfinementPlan.parseLaunch(args.dropFirst()) } catch {
+      fail("\(error) (usage: openshell-sandbox-launch <plan options> --seccomp-bpf HEX [--chdir DIR] -- COMMAND [ARG...])")
     }
-    guard let seccomp else { fail("no seccomp program (--seccomp-bpf) was given") }
-    do { try apply(plan, seccomp: seccomp) } catch { fail("\(error)") }
-    execute(command)
+    guard let seccomp = request.seccomp else { fail("no seccomp program (--seccomp-bpf) was given") }
+    do { try apply(request.plan, seccomp: seccomp) } catch { fail("\(error)") }
+    if let dir = request.workingDirectory { enterWorkingDirectory(dir) }
+    execute(request.command)
+  }
+
+  /// `chdir(dir)` as the confined workload user (after every step of the plan), so a directory that user
+  /// may not enter is refused as a `cd` in the workload would be; the supervisor, which checked that
+  /// `dir` exists, runs as root. On failure: one line `openshell-sandbox: workdir DIR: REASON`, exit 1
+  /// (the supervisor's own workdir refusals use the same words and code); nothing is executed.
+  static func enterWorkingDirectory(_ dir: String) {
+    guard chdir(dir) != 0 else { return }
+    let reason: String
+    switch errno {
+    case ENOENT: reason = "no such directory"
+    case ENOTDIR: reason = "not a directory"
+    case EACCES, EPERM: reason = "permission denied"
+    default: reason = String(cString: strerror(errno))
+    }
+    printError("openshell-sandbox: workdir \(dir): \(reason)\n")
+    exit(1)
   }
 
   /// Applies every step of the plan to the calling process (see the type's documentation).

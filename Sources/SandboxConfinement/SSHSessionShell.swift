@@ -22,12 +22,13 @@ extension Launcher {
   public static let sshSessionFlag = "--ssh-session"
 
   static func sshSession(_ options: ArraySlice<String>) -> Never {
-    let plan: ConfinementPlan
-    do { (plan, _, _) = try ConfinementPlan.parseLaunch((Array(options) + ["--", "sh"])[...]) } catch {
+    let request: LaunchRequest
+    do { request = try ConfinementPlan.parseLaunch((Array(options) + ["--", "sh"])[...]) } catch {
       fail("\(error) (usage: openshell-sandbox-launch --ssh-session <plan options>)")
     }
-    guard plan.uid == nil, plan.gid == nil, plan.networkNamespacePath == nil else {
-      fail("--ssh-session narrows an already confined session: no --uid, --gid or --netns")
+    let plan = request.plan
+    guard plan.uid == nil, plan.gid == nil, plan.networkNamespacePath == nil, request.workingDirectory == nil else {
+      fail("--ssh-session narrows an already confined session: no --uid, --gid, --netns or --chdir")
     }
     do {
       let ruleset = try LandlockRuleset.prepare(plan)

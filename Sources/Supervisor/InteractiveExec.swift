@@ -24,7 +24,7 @@ final class InteractiveCommand: Sendable {
   static let terminalPlan = ["--rw", "/dev/tty", "--rw", "/dev/pts"]
 
   init(_ r: Openshell_V1_ExecSandboxRequest, workload: Workload) throws {
-    let workdir = r.workdir.isEmpty ? SandboxProtocol.workspace : r.workdir
+    let workdir = Workload.workdir(of: r)
     if let problem = Workload.workdirProblem(workdir) {
       throw Workload.CommandError(description: "workdir \(workdir): \(problem)", exitCode: 1)
     }

@@ -106,7 +106,9 @@ final class Workload: Sendable {
     _ command: [String], environment: [String: String], workdir: String, extraPlan: [String] = [],
     stdio: (SpawnIO, SpawnIO, SpawnIO) = (.pipe, .pipe, .pipe), newSession: Bool = false
   ) throws -> SpawnedProcess {
-    let (path, args) = try argv(command, extraPlan: extraPlan)
+    // The working directory is entered by the launcher after it has confined itself (as the workload user,
+    // under Landlock), never with the supervisor's privileges; the launcher itself starts in `/`.
+    let (path, args) = try argv(command, extraPlan: extraPlan + ["--chdir", workdir])
     let env = self.environment(environment)
     if let problem = check(command[0], searchPath: env["PATH"] ?? "/usr/bin:/bin", workdir: workdir) { throw problem }
     // The launcher runs as root with the supervisor's capabilities until it confines itself: it must
@@ -115,7 +117,7 @@ final class Workload: Sendable {
     // and becomes the command's environment at execvp (`Launcher.adoptEnvironment`).
     let p = try Spawner.spawn(
       path, args, environment: [SandboxProtocol.launchEnvironmentFDVariable: "3"], stdin: stdio.0, stdout: stdio.1, stderr: stdio.2,
-      workingDirectory: workdir, newSession: newSession, newProcessGroup: !newSession, fd3Data: Self.encodeEnvironment(env))
+      workingDirectory: "/", newSession: newSession, newProcessGroup: !newSession, fd3Data: Self.encodeEnvironment(env))
     groups.withLock { _ = $0.insert(p.pid) }
     return p
   }
@@ -217,7 +219,15 @@ final class Workload: Sendable {
     for g in groups.withLock({ $0 }) { kill(-g, SIGKILL) }
   }
 
-  /// Why an exec cannot start in `workdir` ("no such directory", "not a directory"), nil when it can.
+  /// An exec's working directory: the workspace when empty, a relative one taken from the workspace (as
+  /// OpenShell's login shell, which starts there, resolves `cd <workdir>`), an absolute one as given.
+  static func workdir(of r: Openshell_V1_ExecSandboxRequest) -> String {
+    if r.workdir.isEmpty { return SandboxProtocol.workspace }
+    return r.workdir.hasPrefix("/") ? r.workdir : SandboxProtocol.workspace + "/" + r.workdir
+  }
+
+  /// Why an exec cannot start in `workdir` ("no such directory", "not a directory"), nil when it can; one
+  /// the workload user may not enter is refused by the launcher (`--chdir`), as that user.
   static func workdirProblem(_ workdir: String) -> String? {
     var isDir: ObjCBool = false
     guard FileManager.default.fileExists(atPath: workdir, isDirectory: &isDir) else { return "no such directory" }
@@ -230,7 +240,7 @@ final class Workload: Sendable {
     _ r: Openshell_V1_ExecSandboxRequest, cancelled: @escaping @Sendable () -> Bool = { false },
     emit: @escaping @Sendable (Openshell_V1_ExecSandboxEvent) -> Void
   ) async -> Int32 {
-    let workdir = r.workdir.isEmpty ? SandboxProtocol.workspace : r.workdir
+    let workdir = Self.workdir(of: r)
     if let problem = Self.workdirProblem(workdir) {
       emit(.with { $0.stderr = .with { $0.data = Data("openshell-sandbox: workdir \(workdir): \(problem)\n".utf8) } })
       emit(.with { $0.exit = .with { $0.exitCode = 1 } })
