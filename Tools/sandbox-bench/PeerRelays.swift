@@ -7,7 +7,8 @@ import SandboxProtocol
 #endif
 
 /// Well-known relays on the policy proxy's kind of path, for `--proxy` (``ProxyBench``): HAProxy (`mode tcp`,
-/// kernel `splice(2)` both ways, one thread) and nginx `stream` (userspace copy, one worker), each
+/// kernel `splice(2)` both ways, one thread; as packaged, and with our relay's 256 KiB queue limits) and
+/// nginx `stream` (userspace copy, one worker), each
 /// listening on the host side of a veth pair of the benchmark's own (``PeerPath``) and forwarding to the
 /// same upstream on 127.0.0.1 as the proxy. The client in the namespace sends a plain GET to the relay: these
 /// are TCP relays, so they do less per connection than the proxy (no CONNECT, no caller identification,
@@ -42,16 +43,17 @@ final class PeerRelays: @unchecked Sendable {
   /// - Throws: a path set-up or relay start that failed (with the relay's log); then nothing is left.
   init(upstreamPort: Int) throws {
     var skipped: [String] = []
-    let wanted = [
-      ("HAProxy", FileManager.default.isExecutableFile(atPath: Self.haproxy), "haproxy not installed: peer skipped"),
-      (
-        "nginx", FileManager.default.isExecutableFile(atPath: Self.nginx) && FileManager.default.fileExists(atPath: Self.nginxStream),
-        "nginx or its stream module (libnginx-mod-stream) not installed: peer skipped"
-      ),
-    ].filter { name, present, missing in
-      if !present { skipped.append(missing) }
-      return present
-    }.map(\.0)
+    var wanted: [String] = []
+    if FileManager.default.isExecutableFile(atPath: Self.haproxy) {
+      wanted += ["HAProxy", "HAProxy 256K"]
+    } else {
+      skipped.append("haproxy not installed: peer skipped")
+    }
+    if FileManager.default.isExecutableFile(atPath: Self.nginx) && FileManager.default.fileExists(atPath: Self.nginxStream) {
+      wanted.append("nginx")
+    } else {
+      skipped.append("nginx or its stream module (libnginx-mod-stream) not installed: peer skipped")
+    }
     self.skipped = skipped
     let ports = try wanted.map { _ in try Self.freePort() }
     let directory = NSTemporaryDirectory() + "oshbench-peer-\(getpid())"
@@ -67,8 +69,10 @@ final class PeerRelays: @unchecked Sendable {
     var started: [Relay] = []
     do {
       for (name, port) in zip(wanted, ports) {
-        let relay = name == "HAProxy" ? Self.startHAProxy : Self.startNginx
-        started.append(try relay(path, directory, port, upstreamPort))
+        switch name {
+        case "nginx": started.append(try Self.startNginx(path, directory, port: port, upstream: upstreamPort))
+        default: started.append(try Self.startHAProxy(path, directory, port: port, upstream: upstreamPort, tuned: name != "HAProxy"))
+        }
       }
     } catch {
       for r in started { Self.end(r.pid) }
@@ -83,12 +87,15 @@ final class PeerRelays: @unchecked Sendable {
   }
 
   /// HAProxy in TCP mode, one thread (a connection is served by one thread anyway; the other core is the
-  /// server's and the client's), kernel splice in both directions (pipes of the kernel's default size).
-  private static func startHAProxy(_ path: PeerPath, _ directory: String, port: Int, upstream: Int) throws -> Relay {
+  /// server's and the client's), kernel splice in both directions (HAProxy sets TCP_NODELAY on both
+  /// sockets itself). Pipes of the kernel's default size (64 KiB) and autotuned socket buffers; `tuned`:
+  /// the relay's own queue limits (`crelay.c`): 256 KiB pipes and a 256 KiB send buffer toward the client.
+  private static func startHAProxy(_ path: PeerPath, _ directory: String, port: Int, upstream: Int, tuned: Bool) throws -> Relay {
+    let tuning = tuned ? "\n  tune.pipesize 262144\n  tune.sndbuf.client 262144" : ""
     let config = """
       global
         nbthread 1
-        maxconn 64
+        maxconn 64\(tuning)
       defaults
         mode tcp
         timeout connect 5s
@@ -103,10 +110,12 @@ final class PeerRelays: @unchecked Sendable {
       """
     let version =
       (try? PeerPath.command([Self.haproxy, "-v"]))?.split(separator: "\n").first.map { String($0.split(separator: " ").dropFirst(2).first ?? "?") } ?? "?"
-    let file = directory + "/haproxy.cfg"
+    let file = directory + (tuned ? "/haproxy-256k.cfg" : "/haproxy.cfg")
     try config.write(toFile: file, atomically: true, encoding: .utf8)
-    let setting = "HAProxy \(version), mode tcp, nbthread 1, option splice-request + splice-response (kernel splice, default pipe size)"
-    return try start(path, directory, "HAProxy splice", setting, port, [Self.haproxy, "-db", "-f", file])
+    let setting =
+      "HAProxy \(version), mode tcp, nbthread 1, option splice-request + splice-response, "
+      + (tuned ? "tune.pipesize + tune.sndbuf.client 256 KiB (as our relay)" : "default pipe size (64 KiB) and socket buffers")
+    return try start(path, directory, tuned ? "HAProxy 256K" : "HAProxy splice", setting, port, [Self.haproxy, "-db", "-f", file])
   }
 
   /// nginx `stream` with one worker process (master_process on, as deployed), TCP_NODELAY, the default
@@ -137,7 +146,7 @@ final class PeerRelays: @unchecked Sendable {
 
   /// Starts `argv` (its output to `<directory>/<name>.out`) and waits until it accepts on the host side.
   private static func start(_ path: PeerPath, _ directory: String, _ name: String, _ setting: String, _ port: Int, _ argv: [String]) throws -> Relay {
-    let log = directory + "/" + (argv[0] as NSString).lastPathComponent + ".out"
+    let log = directory + "/" + name.replacingOccurrences(of: " ", with: "-") + ".out"
     let p = try Spawner.spawn(
       argv[0], Array(argv.dropFirst()), environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"], stdout: .appendFile(log), stderr: .appendFile(log))
     let deadline = ContinuousClock.now + .seconds(10)
