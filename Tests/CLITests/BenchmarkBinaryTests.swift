@@ -99,7 +99,7 @@ import Testing
       binary: CLIEnv.binDir.appendingPathComponent("openshell-sandbox-bench").path)
     #expect(r.code == 0, "\(r)")
     let table = r.out.components(separatedBy: "== proxy throughput").last ?? ""
-    for mode in ["direct", "tunnel", "L7", "HAProxy splice", "HAProxy 256K", "nginx stream"] {
+    for mode in ["direct", "tunnel", "L7", "HAProxy splice", "HAProxy 256K", "nginx stream", "nginx 256K"] {
       let row = try #require(table.split(separator: "\n").first { $0.hasPrefix(mode + "  ") }, "missing row \(mode):\n\(r.out)")
       let rate = row.dropFirst(mode.count).split(separator: " ").first.map(String.init) ?? ""
       #expect((Double(rate) ?? 0) > 0, "\(row)")

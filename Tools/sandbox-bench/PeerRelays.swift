@@ -7,8 +7,8 @@ import SandboxProtocol
 #endif
 
 /// Well-known relays on the policy proxy's kind of path, for `--proxy` (``ProxyBench``): HAProxy (`mode tcp`,
-/// kernel `splice(2)` both ways, one thread; as packaged, and with our relay's 256 KiB queue limits) and
-/// nginx `stream` (userspace copy, one worker), each
+/// kernel `splice(2)` both ways, one thread) and nginx `stream` (userspace copy, one worker), each as
+/// packaged and with our relay's 256 KiB queue limits, each
 /// listening on the host side of a veth pair of the benchmark's own (``PeerPath``) and forwarding to the
 /// same upstream on 127.0.0.1 as the proxy. The client in the namespace sends a plain GET to the relay: these
 /// are TCP relays, so they do less per connection than the proxy (no CONNECT, no caller identification,
@@ -50,7 +50,7 @@ final class PeerRelays: @unchecked Sendable {
       skipped.append("haproxy not installed: peer skipped")
     }
     if FileManager.default.isExecutableFile(atPath: Self.nginx) && FileManager.default.fileExists(atPath: Self.nginxStream) {
-      wanted.append("nginx")
+      wanted += ["nginx", "nginx 256K"]
     } else {
       skipped.append("nginx or its stream module (libnginx-mod-stream) not installed: peer skipped")
     }
@@ -70,7 +70,7 @@ final class PeerRelays: @unchecked Sendable {
     do {
       for (name, port) in zip(wanted, ports) {
         switch name {
-        case "nginx": started.append(try Self.startNginx(path, directory, port: port, upstream: upstreamPort))
+        case "nginx", "nginx 256K": started.append(try Self.startNginx(path, directory, port: port, upstream: upstreamPort, tuned: name != "nginx"))
         default: started.append(try Self.startHAProxy(path, directory, port: port, upstream: upstreamPort, tuned: name != "HAProxy"))
         }
       }
@@ -118,30 +118,35 @@ final class PeerRelays: @unchecked Sendable {
     return try start(path, directory, tuned ? "HAProxy 256K" : "HAProxy splice", setting, port, [Self.haproxy, "-db", "-f", file])
   }
 
-  /// nginx `stream` with one worker process (master_process on, as deployed), TCP_NODELAY, the default
-  /// 16 KiB proxy buffer: a userspace copy (recv + send) per chunk.
-  private static func startNginx(_ path: PeerPath, _ directory: String, port: Int, upstream: Int) throws -> Relay {
+  /// nginx `stream` with one worker process (master_process on, as deployed), TCP_NODELAY: a userspace copy
+  /// (recv + send) per chunk of the default 16 KiB proxy buffer; `tuned`: our relay's queue limits instead,
+  /// a 256 KiB buffer and a 256 KiB send buffer toward the client (`listen … sndbuf=256k`).
+  private static func startNginx(_ path: PeerPath, _ directory: String, port: Int, upstream: Int, tuned: Bool) throws -> Relay {
+    let name = tuned ? "nginx-256k" : "nginx"
     let config = """
       load_module \(Self.nginxStream);
       daemon off;
       worker_processes 1;
-      pid \(directory)/nginx.pid;
-      error_log \(directory)/nginx.log warn;
+      pid \(directory)/\(name).pid;
+      error_log \(directory)/\(name).log warn;
       events { worker_connections 64; }
       stream {
         server {
-          listen \(path.hostAddress):\(port);
+          listen \(path.hostAddress):\(port)\(tuned ? " sndbuf=256k" : "");
           proxy_pass 127.0.0.1:\(upstream);
-          tcp_nodelay on;
+          tcp_nodelay on;\(tuned ? "\n    proxy_buffer_size 256k;" : "")
         }
       }
 
       """
     let version = (try? PeerPath.command([Self.nginx, "-v"]))?.split(separator: "/").last.map(String.init) ?? "?"
-    let file = directory + "/nginx.conf"
+    let file = directory + "/\(name).conf"
     try config.write(toFile: file, atomically: true, encoding: .utf8)
-    let setting = "nginx \(version) stream, worker_processes 1, tcp_nodelay on, proxy_buffer_size 16k (default; userspace copy)"
-    return try start(path, directory, "nginx stream", setting, port, [Self.nginx, "-p", directory, "-e", directory + "/nginx.log", "-c", file])
+    let setting =
+      "nginx \(version) stream, worker_processes 1, tcp_nodelay on, "
+      + (tuned ? "proxy_buffer_size 256k + listen sndbuf=256k (as our relay; userspace copy)" : "proxy_buffer_size 16k (default; userspace copy)")
+    return try start(
+      path, directory, tuned ? "nginx 256K" : "nginx stream", setting, port, [Self.nginx, "-p", directory, "-e", "\(directory)/\(name).log", "-c", file])
   }
 
   /// Starts `argv` (its output to `<directory>/<name>.out`) and waits until it accepts on the host side.
