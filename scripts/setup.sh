@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(liblmdb-dev libzstd-dev libssl-dev pkg-config lmdb-utils protobuf-compiler curl openssl python3-venv bubblewrap
   libseccomp-dev libmnl-dev libnftables-dev python3 git strace util-linux iproute2 nftables openssh-client openssh-server openssh-sftp-server
-  nginx patchelf python3-websockets python3-botocore python3-cryptography rsync etcd-server
+  nginx patchelf python3-websockets python3-botocore python3-cryptography rsync etcd-server haproxy libnginx-mod-stream
   zlib1g-dev libc6-dev libstdc++-12-dev)  # the static archives the fully static supervisor and launcher link
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -26,6 +26,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   # data directory; the system instance the package may have started is not wanted.
   if [[ " ${missing[*]} " == *" etcd-server "* ]]; then
     $SUDO systemctl disable --now etcd.service >/dev/null 2>&1 || $SUDO service etcd stop >/dev/null 2>&1 || true
+  fi
+  # haproxy (and nginx's stream module) are the peer relays of `openshell-sandbox-bench --proxy`, which
+  # starts its own instances on a veth pair of its own; the system instance the package may have started
+  # is not wanted.
+  if [[ " ${missing[*]} " == *" haproxy "* ]]; then
+    $SUDO systemctl disable --now haproxy.service >/dev/null 2>&1 || $SUDO service haproxy stop >/dev/null 2>&1 || true
   fi
 fi
 echo "system packages ready: ${pkgs[*]}"

@@ -22,7 +22,9 @@ import SandboxProtocol
 /// machine); a mode's rate is the median of its 100 MB downloads. Beside each, the CPU time per 100 MB
 /// of the three parties — upstream server (its event-loop thread), proxy (the supervisor process,
 /// including relay threads that already ended) and client (python's own process time) — whose sum
-/// bounds the rate a machine with N cores can reach: N × 100 MB / sum.
+/// bounds the rate a machine with N cores can reach: N × 100 MB / sum. Peers in the same rounds: HAProxy
+/// (kernel splice) and nginx `stream` (userspace copy) as TCP relays on a veth pair built like a sandbox's
+/// (``PeerRelays``), with the relay process's CPU in the proxy column; the report is ``ProxyBenchReport``.
 enum ProxyBench {
   static let bigBytes = 100 << 20
 
@@ -116,25 +118,41 @@ enum ProxyBench {
     let inspected = try decode(try await execOut(c, ["/usr/bin/python3", "-c", client, "localhost", String(port), String(requests), proxyAddress, "0"]))
     let direct = try decode(try hostOut(["/usr/bin/python3", "-c", client, "127.0.0.1", String(port), String(requests), "-", "0"]))
 
+    // Peer relays (HAProxy, nginx stream) on a veth pair of the benchmark's own, stopped on every exit path.
+    let peers = try PeerRelays(upstreamPort: port)
+    defer { peers.stop() }
+    var peerLatencies: [[Double]] = []
+    for r in peers.relays {
+      peerLatencies.append(
+        try decode(try hostOut(peers.path.inside(["/usr/bin/python3", "-c", client, peers.path.hostAddress, String(r.port), String(requests), "-", "0"]))).lat)
+    }
+
     // Throughput, interleaved: on a shared machine the rates swing with the load; the CPU cost of each
     // party does much less.
     let supervisor = Self.supervisorPID(hostname: "proxy-bench")
     let loop = upstream.eventLoop
-    func batch(host: String, proxy: String, inSandbox: Bool) async throws -> Batch {
-      let (server0, proxy0) = (try await UpstreamServer.cpuNanoseconds(loop), Self.processCPUNanoseconds(supervisor))
-      let args = ["/usr/bin/python3", "-c", client, host, String(port), "0", proxy, String(downloads)]
+    func batch(_ args: [String], inSandbox: Bool, relayCPU: () -> Int64) async throws -> Batch {
+      let (server0, proxy0) = (try await UpstreamServer.cpuNanoseconds(loop), relayCPU())
       let r = try decode(try inSandbox ? await execOut(c, args) : hostOut(args), downloads: downloads)
-      let (server1, proxy1) = (try await UpstreamServer.cpuNanoseconds(loop), Self.processCPUNanoseconds(supervisor))
+      let (server1, proxy1) = (try await UpstreamServer.cpuNanoseconds(loop), relayCPU())
       let n = Double(r.rates.count)
       return Batch(rates: r.rates, server: Double(server1 - server0) / 1e6 / n, proxy: Double(proxy1 - proxy0) / 1e6 / n, client: r.cpu.reduce(0, +) / n)
     }
-    var table: [(direct: Batch, tunnel: Batch, l7: Batch)] = []
-    for _ in 0..<rounds {
-      let d = try await batch(host: "127.0.0.1", proxy: "-", inSandbox: false)
-      let t = try await batch(host: "127.0.0.1", proxy: proxyAddress, inSandbox: true)
-      let l = try await batch(host: "localhost", proxy: proxyAddress, inSandbox: true)
-      table.append((d, t, l))
+    func args(_ host: String, _ port: Int, _ proxy: String) -> [String] {
+      ["/usr/bin/python3", "-c", client, host, String(port), "0", proxy, String(downloads)]
     }
+    var table: [ProxyBenchReport.Round] = []
+    for _ in 0..<rounds {
+      let d = try await batch(args("127.0.0.1", port, "-"), inSandbox: false) { Self.processCPUNanoseconds(supervisor) }
+      let t = try await batch(args("127.0.0.1", port, proxyAddress), inSandbox: true) { Self.processCPUNanoseconds(supervisor) }
+      let l = try await batch(args("localhost", port, proxyAddress), inSandbox: true) { Self.processCPUNanoseconds(supervisor) }
+      var p: [Batch] = []
+      for r in peers.relays {
+        p.append(try await batch(peers.path.inside(args(peers.path.hostAddress, r.port, "-")), inSandbox: false) { PeerRelays.cpuNanoseconds(r.pid) })
+      }
+      table.append(.init(direct: d, tunnel: t, l7: l, peers: p))
+    }
+    peers.stop()
     _ = try await c.deleteSandbox(
       .with {
         $0.name = "proxy-bench"; $0.workspaceScope = ws
@@ -143,48 +161,10 @@ enum ProxyBench {
     try await upstream.close()
     try await group.shutdownGracefully()
 
-    print("policy proxy: \(requests) small requests (new connection each; via proxy = CONNECT + decision per request)")
-    print(SandboxBench.summary("small request, direct   ", direct.lat))
-    print(SandboxBench.summary("small request, via proxy", viaProxy.lat))
-    print(
-      String(
-        format: "added latency: p50 %.2f ms, p99 %.2f ms", percentile(viaProxy.lat, 0.5) - percentile(direct.lat, 0.5),
-        percentile(viaProxy.lat, 0.99) - percentile(direct.lat, 0.99)))
-    print(SandboxBench.summary("small request, L7       ", inspected.lat))
-    print(
-      String(
-        format: "L7 added latency: p50 %.2f ms, p99 %.2f ms", percentile(inspected.lat, 0.5) - percentile(direct.lat, 0.5),
-        percentile(inspected.lat, 0.99) - percentile(direct.lat, 0.99)))
-    let all = { (f: ((direct: Batch, tunnel: Batch, l7: Batch)) -> Batch) in table.flatMap { f($0).rates } }
-    let (d, t, l) = (percentile(all { $0.direct }, 0.5), percentile(all { $0.tunnel }, 0.5), percentile(all { $0.l7 }, 0.5))
-    print(
-      "100 MB downloads: \(rounds) rounds of direct, tunnel, L7 back to back, \(downloads) downloads each; rate = median download; CPU ms per 100 MB: server + proxy + client"
-    )
-    for (i, r) in table.enumerated() {
-      func cell(_ b: Batch, _ base: Batch?) -> String {
-        let m = percentile(b.rates, 0.5)
-        let share = base.map { String(format: " (%.0f%%)", 100 * m / percentile($0.rates, 0.5)) } ?? ""
-        return String(format: "%.0f MB/s%@, CPU %.0f+%.0f+%.0f = %.0f", m, share, b.server, b.proxy, b.client, b.cpu)
-      }
-      print("  round \(i + 1): direct \(cell(r.direct, nil)); tunnel \(cell(r.tunnel, r.direct)); L7 \(cell(r.l7, r.direct))")
-    }
-    let cpu = { (f: ((direct: Batch, tunnel: Batch, l7: Batch)) -> Batch) in percentile(table.map { f($0).cpu }, 0.5) }
-    let (cd, ct, cl) = (cpu { $0.direct }, cpu { $0.tunnel }, cpu { $0.l7 })
-    print(
-      String(
-        format: "100 MB download (median of %d each): direct %.0f MB/s, via proxy %.0f MB/s (%.0f%% of direct), L7 %.0f MB/s (%.0f%% of direct)",
-        rounds * downloads, d, t, 100 * t / d, l, 100 * l / d))
-    print(
-      String(
-        format: "median of rounds: tunnel %.0f%% of direct, L7 %.0f%% of direct",
-        percentile(table.map { 100 * percentile($0.tunnel.rates, 0.5) / percentile($0.direct.rates, 0.5) }, 0.5),
-        percentile(table.map { 100 * percentile($0.l7.rates, 0.5) / percentile($0.direct.rates, 0.5) }, 0.5)))
-    let cores = Double(ProcessInfo.processInfo.activeProcessorCount)
-    print(
-      String(
-        format:
-          "CPU per 100 MB, all parties (median of rounds): direct %.0f ms, tunnel %.0f ms (%.2f×), L7 %.0f ms (%.2f×); with %.0f cores the tunnel cannot exceed %.0f MB/s (%.0f MB × cores / CPU)",
-        cd, ct, ct / cd, cl, cl / cd, cores, cores * Double(bigBytes) / 1e6 / (ct / 1000), Double(bigBytes) / 1e6))
+    ProxyBenchReport(
+      requests: requests, rounds: rounds, downloads: downloads, direct: direct.lat, viaProxy: viaProxy.lat, inspected: inspected.lat,
+      peers: peers.relays.map { ($0.name, $0.setting) }, peerLatencies: peerLatencies, skipped: peers.skipped, table: table
+    ).print()
   }
 
   /// The pid of the supervisor of the sandbox whose bwrap runs with `--hostname NAME` (0 if none).
