@@ -333,9 +333,15 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
     case .provisioning, .starting, .ready:
       if let instance = instances.withLock({ $0[id] }) {
         // A connected supervisor: bwrap has bound /etc long ago, so the gateway's copy can go — after READY
-        // is durable (an unmount waits for an RCU grace period, which READY need not).
+        // is durable (an unmount waits for an RCU grace period, which READY need not); its session's
+        // `supervisor.connected` audit may now be recorded (``SupervisorHub/expectConnectHandled(_:)``).
         let connected = hub.connectedInstance(id) == instance.instanceID
-        defer { if connected { SandboxEtcView.detach(base: dir(id)) } }
+        defer {
+          if connected {
+            hub.connectHandled(id)
+            SandboxEtcView.detach(base: dir(id))
+          }
+        }
         if s.phase != .ready, connected {
           if try await transition(
             id, from: [.provisioning, .starting],

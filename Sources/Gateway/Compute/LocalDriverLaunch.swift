@@ -182,14 +182,30 @@ extension LocalComputeDriver {
     // Otherwise the supervisor makes a private one.
     let networkSetUp: Task<SandboxNetworks.Allocation, Error>? =
       runAsRoot ? Task { [networks, id = s.id] in try await Self.onOwnThread { try networks.setUp(id) } } : nil
+    // The sandbox's /etc/passwd and /etc/group (SandboxUser), outside the credentials directory; without
+    // root they name the gateway's own uid (the only one bubblewrap's user namespace maps) `sandbox`.
+    // With root, /etc is one overlay of them over the host's (SandboxEtcView); otherwise (or where no overlay
+    // can be mounted) bwrap binds the host's entries one by one. Made on a thread of its own beside the rest
+    // (issue 14: the overlay's files, whiteouts and mount ran after everything else before bwrap started).
+    let identity = user ?? SandboxUser.rootless()
+    let etcMount = Task { [passwd = identity.passwd, group = identity.group] in
+      try await Self.onOwnThread { () throws -> EtcMount in
+        let (view, fallback) = try SandboxEtcView.mount(base: base, passwd: passwd, group: group)
+        return EtcMount(view: view, fallback: fallback, submounts: view == nil ? [] : SandboxEtcView.hostSubmounts())
+      }
+    }
     let allocation: SandboxNetworks.Allocation?
     let issuance: CertificateIssuance?
     let env: [String: String]
+    let etc: EtcMount
     do {
       (issuance, env) = try await prepareRunDirectory(s, base: base, workspace: workspace, run: run, user: user)
       allocation = try await networkSetUp?.value
+      etc = try await etcMount.value
     } catch {
       if let networkSetUp, (try? await networkSetUp.value) != nil { await networks.tearDownOffPool(s.id) }
+      // Not left mounted by a start that failed (the next start or the stop would detach it too).
+      if (try? await etcMount.value)?.view != nil { SandboxEtcView.detach(base: base) }
       throw error
     }
     // No fsync per file (FileWriting): all of them are made again at every start.
@@ -211,21 +227,15 @@ extension LocalComputeDriver {
       proxyAddress: allocation.map { "\($0.hostAddress):\(SandboxProtocol.proxyPort)" },
       privateNetwork: allocation == nil ? true : nil)
     try write("launch.json", String(decoding: try JSONEncoder().encode(launch), as: UTF8.self), 0o644)
-    // The sandbox's /etc/passwd and /etc/group (SandboxUser), outside the credentials directory; without
-    // root they name the gateway's own uid (the only one bubblewrap's user namespace maps) `sandbox`.
-    // With root, /etc is one overlay of them over the host's (SandboxEtcView); otherwise (or where no overlay
-    // can be mounted) bwrap binds the host's entries one by one.
-    let identity = user ?? SandboxUser.rootless()
-    let etc = base + "/" + SandboxEtcView.topName
-    let (etcView, etcFallback) = try SandboxEtcView.mount(base: base, passwd: identity.passwd, group: identity.group)
-    if runAsRoot, let etcFallback { hub.logs.gateway(s.id, "/etc is bound entry by entry (slower start): \(etcFallback)", level: "WARN") }
-    let identityFiles = (passwd: etc + "/passwd", group: etc + "/group")
+    if runAsRoot, let fallback = etc.fallback { hub.logs.gateway(s.id, "/etc is bound entry by entry (slower start): \(fallback)", level: "WARN") }
+    let etcTop = base + "/" + SandboxEtcView.topName
+    let identityFiles = (passwd: etcTop + "/passwd", group: etcTop + "/group")
 
     let hostname = String(s.name.prefix(63))
     let command = BubblewrapCommand(
       hostname: hostname, workspace: workspace, credentials: run, supervisorBinary: supervisorBinary, launcherBinary: launcherBinary,
       runAsRoot: runAsRoot, identityFiles: identityFiles,
-      etcView: etcView.map { ($0, SandboxEtcView.hostSubmounts()) },
+      etcView: etc.view.map { ($0, etc.submounts) },
       network: allocation != nil ? .confined(namespaceFile: networks.namespaceFile(s.id)) : .private, trustDirectory: trust)
     let creds = SandboxProtocol.credentialsDirectory
     var environment = [
@@ -289,6 +299,14 @@ extension LocalComputeDriver {
     }
     return (instance, issuance)
   }
+  /// The sandbox's `/etc` as ``SandboxEtcView/mount(base:passwd:group:hostEtc:)`` left it, with the host's mount
+  /// points under `/etc` that bwrap binds over an overlay.
+  struct EtcMount: Sendable {
+    var view: String?
+    var fallback: String?
+    var submounts: [String]
+  }
+
   /// The sandbox's workspace, credentials (`run/`: certificate, token, upstream trust, SSH host key) and trust
   /// (`tls/`) directories, and its environment values. Runs while the network namespace is being prepared.
   /// - Returns: the certificate issued (nil without TLS) and the environment values.

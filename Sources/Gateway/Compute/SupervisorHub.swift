@@ -91,6 +91,8 @@ public final class SupervisorHub: Sendable {
   private let sessions = Mutex<[String: Session]>([:])
   private let pending = Mutex<[String: PendingRelay]>([:])
   private let listener = Mutex<(@Sendable (Event) -> Void)?>(nil)
+  /// Signals of accepted sessions whose connect the listener has not handled yet, per sandbox.
+  private let connectWaiters = Mutex<[String: [OneShotSignal]]>([:])
   /// Sessions ended because another one took the sandbox over: token → reason (read once by the handler).
   private let superseded = Mutex<[UUID: String]>([:])
   private let expectedInstance = Mutex<(@Sendable (String) -> String?)?>(nil)
@@ -118,6 +120,24 @@ public final class SupervisorHub: Sendable {
 
   /// Receives session events (the compute driver uses them to mark sandboxes READY).
   public func setListener(_ body: (@Sendable (Event) -> Void)?) { listener.withLock { $0 = body } }
+
+  /// A signal that fires once the listener has handled the sandbox's next `.connected` (``connectHandled(_:)``:
+  /// the driver recorded READY, or found nothing to record); nil when no listener runs. The session's
+  /// `supervisor.connected` audit waits for it (at most a moment), so that its durable commit does not run
+  /// just before READY's: the log's writer flushes one commit after the other, and READY waited for both
+  /// (issue 14, CreateSandbox → READY).
+  func expectConnectHandled(_ sandboxID: String) -> OneShotSignal? {
+    guard listener.withLock({ $0 }) != nil else { return nil }
+    let signal = OneShotSignal()
+    connectWaiters.withLock { $0[sandboxID, default: []].append(signal) }
+    return signal
+  }
+
+  /// The listener has handled the sandbox's connect: fires the signals ``expectConnectHandled(_:)`` gave out for it.
+  func connectHandled(_ sandboxID: String) {
+    let signals = connectWaiters.withLock { $0.removeValue(forKey: sandboxID) } ?? []
+    for signal in signals { signal.fire() }
+  }
 
   func emit(_ event: Event) { listener.withLock { $0 }?(event) }
 

@@ -44,13 +44,17 @@ extension OpenShellService {
     defer { hub.unregister(sandboxID: id, token: token) }
     let sessionID = token.uuidString.lowercased()
     let sessions = supervisorSessions
-    // Recorded while the session is accepted and the sandbox becomes READY, not before (issue 14: a durable
-    // commit less on CreateSandbox → READY); so `supervisor.connected` may follow `sandbox.ready` in the log.
-    // Its disconnect is recorded only after it (``ended(_:)`` waits for this task).
+    // Recorded after the driver has recorded READY, not before (issue 14: READY's commit waited for this one's
+    // flushes); so `supervisor.connected` follows `sandbox.ready` in the log. At most 2 s later when the driver
+    // is slow to handle the connect. Its disconnect is recorded only after it (``ended(_:)`` waits for this task).
     let session = SupervisorSessionAudit.Session(
       sandboxID: id, sessionID: sessionID, instanceID: hello.instanceID, epoch: hello.connectionEpoch, peer: context.remotePeer,
       identity: "sandbox:\(id)", certificateSHA256: CallerIdentity.current.fingerprint ?? "")
-    let connectRecorded = Task { await sessions.connected(session) }
+    let handled = hub.expectConnectHandled(id)
+    let connectRecorded = Task {
+      await handled?.wait(timeout: .seconds(2))
+      await sessions.connected(session)
+    }
     let drain = SubscriptionDrain.server
     // Written even when the RPC is being cancelled (its own task), and before the call ends.
     @Sendable func ended(_ reason: String) async {

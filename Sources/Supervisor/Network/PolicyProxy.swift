@@ -45,8 +45,16 @@ final class PolicyProxy: Sendable {
   let tlsSlot: BackgroundValue<ProxyTLS?>
   let onDenied: @Sendable (Denial) -> Void
   let onSubstituted: @Sendable (Substitution) -> Void
-  let group: MultiThreadedEventLoopGroup
-  let pool: NIOThreadPool
+  /// The proxy's two event loops and its pool of four threads for blocking work (caller lookup, DNS, dials),
+  /// started on a thread of their own at init (issue 14, CreateSandbox → READY: starting six threads and
+  /// waiting for each held up the listening socket); the accept loop takes its first connection once they run.
+  private let loops: BackgroundValue<Loops>
+  struct Loops: Sendable {
+    let group: MultiThreadedEventLoopGroup
+    let pool: NIOThreadPool
+  }
+  var group: MultiThreadedEventLoopGroup { loops.value.group }
+  var pool: NIOThreadPool { loops.value.pool }
   /// Client connections open now (at most ``maxConnections``).
   let connections = Mutex(0)
   /// Simultaneous client connections per sandbox (each holds two descriptors in the supervisor).
@@ -61,9 +69,11 @@ final class PolicyProxy: Sendable {
     self.tlsSlot = tls
     self.onDenied = onDenied
     self.onSubstituted = onSubstituted
-    group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-    pool = NIOThreadPool(numberOfThreads: 4)
-    pool.start()
+    loops = BackgroundValue {
+      let pool = NIOThreadPool(numberOfThreads: 4)
+      pool.start()
+      return Loops(group: MultiThreadedEventLoopGroup(numberOfThreads: 2), pool: pool)
+    }
   }
 
   /// Binds `host:port` (IPv4) and serves until the process ends.
