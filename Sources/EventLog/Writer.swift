@@ -32,6 +32,18 @@ final class WriterCounters: Sendable {
   let conflicts = Atomic<UInt64>(0)
   let mapGrowths = Atomic<UInt64>(0)
   let largestBatchCalls = Atomic<UInt64>(0)
+  /// Writer-thread wall-clock nanoseconds per phase of the commits that stored events (``WriterStats``).
+  let prepareNs = Atomic<UInt64>(0)
+  let transactionNs = Atomic<UInt64>(0)
+  let commitNs = Atomic<UInt64>(0)
+  let resumeNs = Atomic<UInt64>(0)
+}
+
+/// Monotonic nanoseconds (`CLOCK_MONOTONIC`), for the writer's phase timings.
+@inline(__always) func monotonicNs() -> UInt64 {
+  var ts = timespec()
+  clock_gettime(CLOCK_MONOTONIC, &ts)
+  return UInt64(max(0, ts.tv_sec)) * 1_000_000_000 + UInt64(max(0, ts.tv_nsec))
 }
 
 /// The single writer thread. LMDB write transactions are bound to the thread that began them, so every

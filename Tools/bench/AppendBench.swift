@@ -36,13 +36,19 @@ struct AppendCommand: AsyncParsableCommand {
       replayEvents: 0, appendSeconds: seconds, concurrencies: levels, bulkBatch: 0, dictEvents: 0, workDir: workDir)
     let mix = EventMix()
     print("openshell-bench append: load average \(loadAverage()) at start, work dir \(workDir) (\(fileSystemType(workDir)))")
-    print("store    appenders   ev/s     p50 ms  p99 ms  calls/commit  CPU µs/ev  csw/commit  load")
+    // What the appender tasks spend on making their events (fixture mix, ticket), outside the log: one thread.
+    let (g0, n) = (cpuNs(), 200_000)
+    let ticket = Ticket()
+    var sink = 0
+    for _ in 0..<n { sink &+= mix.event(ticket.next()).payload.count }
+    print(String(format: "bench-side event generation: %.2f CPU µs/event (one thread; checksum %d)", Double(cpuNs() - g0) / 1e3 / Double(n), sink & 0xff))
+    print("store    appenders   ev/s     p50 ms  p99 ms  calls/commit  CPU µs/ev  csw/commit  load   writer µs/commit: prep txn commit resume idle")
     for round in 1...rounds {
       for c in levels {
         let u0 = Usage.now()
         let (r, w) = try await LogBench.oursAppends(settings, mix: mix, concurrency: c)
         let u1 = Usage.now()
-        print(line("ours", c, r, commits: w.commits, u0, u1))
+        print(line("ours", c, r, commits: w.commits, u0, u1) + "  " + phases(w, seconds: r.seconds))
         if !noSqlite {
           let v0 = Usage.now()
           let (s, _) = try await LogBench.sqliteAppends(settings, mix: mix, concurrency: c, sync: .full)
@@ -52,6 +58,16 @@ struct AppendCommand: AsyncParsableCommand {
       }
       if round < rounds { print("") }
     }
+  }
+
+  /// The writer's time per commit by phase (``WriterStats``), and what is left of the run: waiting for calls.
+  private func phases(_ w: WriterStats, seconds: Double) -> String {
+    let n = Double(max(1, w.commits))
+    let busy = w.prepareNanoseconds + w.transactionNanoseconds + w.commitNanoseconds + w.resumeNanoseconds
+    let idle = max(0, seconds * 1e9 - Double(busy))
+    return [w.prepareNanoseconds, w.transactionNanoseconds, w.commitNanoseconds, w.resumeNanoseconds].map {
+      String(format: "%.0f", Double($0) / 1e3 / n)
+    }.joined(separator: " ") + String(format: " %.0f", idle / 1e3 / n)
   }
 
   private func line(_ store: String, _ c: Int, _ r: RunResult, commits: UInt64, _ u0: Usage, _ u1: Usage) -> String {
