@@ -165,6 +165,9 @@ extension Writer {
         }
       }
       committed = monotonicNs()
+      cond.lock()
+      gather = GatherState(queuedAtCommit: queue.count, groupCalls: batch.count, commitNs: committed - built)
+      cond.unlock()
       // Durable: publish the new head, then feed subscribers, then resume the callers.
       head = outcome.head
       lastCheckpoint = outcome.lastCheckpoint
