@@ -51,6 +51,7 @@ extension Writer {
   /// every caller is resumed. If the commit fails (e.g. `ENOSPC`), every call in the group fails and nothing
   /// of the group is stored (the transaction is aborted as a whole).
   func runAppends(_ batch: [AppendRequest]) {
+    let started = monotonicNs()
     var results = [Result<ClosedRange<UInt64>, EventLogError>?](repeating: nil, count: batch.count)
     var prepared: [(Int, Prepared)] = []
     let dictID = activeDictionary?.id ?? 0
@@ -77,6 +78,10 @@ extension Writer {
       var written: [Int] = []
       var ranges: [Int: Result<ClosedRange<UInt64>, EventLogError>] = [:]
     }
+    let encodedAt = monotonicNs()
+    var built: UInt64 = 0  // when the transaction's puts were done (mdb_txn_commit follows)
+    var committed: UInt64 = 0
+    var stored = false  // the commit stored events: its phases count in the writer's timings
     let dbs = shared.env.dbs
     let start = head
     let startCheckpoint = lastCheckpoint
@@ -155,9 +160,14 @@ extension Writer {
               try txn.put(dbs.meta, MetaKey.format, marker)
             }
           }
+          built = monotonicNs()
           return out
         }
       }
+      committed = monotonicNs()
+      cond.lock()
+      gather = GatherState(queuedAtCommit: queue.count, groupCalls: batch.count, commitNs: committed - built)
+      cond.unlock()
       // Durable: publish the new head, then feed subscribers, then resume the callers.
       head = outcome.head
       lastCheckpoint = outcome.lastCheckpoint
@@ -168,6 +178,7 @@ extension Writer {
         $0.headHash = newHead.headHash
       }
       if !outcome.hashes.isEmpty {
+        stored = true
         shared.counters.commits.add(1, ordering: .relaxed)
         shared.counters.appendedEvents.add(UInt64(outcome.hashes.count), ordering: .relaxed)
         // Records for live subscribers are made only when one is registered (decided under the hub's lock,
@@ -217,6 +228,13 @@ extension Writer {
         shared.counters.conflicts.add(1, ordering: .relaxed)
       }
       r.completion(result)
+    }
+    if stored {
+      let c = shared.counters
+      c.prepareNs.add(encodedAt - started, ordering: .relaxed)
+      c.transactionNs.add(built - encodedAt, ordering: .relaxed)
+      c.commitNs.add(committed - built, ordering: .relaxed)
+      c.resumeNs.add(monotonicNs() - committed, ordering: .relaxed)
     }
   }
 }

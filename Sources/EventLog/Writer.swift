@@ -32,15 +32,33 @@ final class WriterCounters: Sendable {
   let conflicts = Atomic<UInt64>(0)
   let mapGrowths = Atomic<UInt64>(0)
   let largestBatchCalls = Atomic<UInt64>(0)
+  /// Writer-thread wall-clock nanoseconds per phase of the commits that stored events (``WriterStats``).
+  let prepareNs = Atomic<UInt64>(0)
+  let transactionNs = Atomic<UInt64>(0)
+  let commitNs = Atomic<UInt64>(0)
+  let resumeNs = Atomic<UInt64>(0)
+}
+
+/// Monotonic nanoseconds (`CLOCK_MONOTONIC`), for the writer's phase timings.
+@inline(__always) func monotonicNs() -> UInt64 {
+  var ts = timespec()
+  clock_gettime(CLOCK_MONOTONIC, &ts)
+  return UInt64(max(0, ts.tv_sec)) * 1_000_000_000 + UInt64(max(0, ts.tv_nsec))
 }
 
 /// The single writer thread. LMDB write transactions are bound to the thread that began them, so every
 /// write goes through this thread, fed by a queue. Consecutive append calls waiting in the queue share one
 /// write transaction (group commit) of at most `maxBatchEvents` events (a single larger call still runs alone).
 final class Writer: @unchecked Sendable {
-  private let cond = NSCondition()
-  private var queue: [WriterJob] = []  // guarded by cond
-  private var stopping = false  // guarded by cond
+  let cond = NSCondition()
+  var queue: [WriterJob] = []  // guarded by cond
+  var stopping = false  // guarded by cond
+  /// While the writer gathers a group (``gatherGroup()``): the queue length it waits for; 0 otherwise.
+  /// Guarded by cond.
+  var gatherTarget = 0
+  /// Calls queued when the last group's commit returned (before its callers were resumed), and that group's
+  /// calls and `mdb_txn_commit` time: what ``gatherGroup()`` expects next. Writer thread only.
+  var gather = GatherState()
   private var finished = false  // guarded by cond
   let shared: LogShared
   // Writer-thread state:
@@ -91,7 +109,8 @@ final class Writer: @unchecked Sendable {
       return
     }
     queue.append(job)
-    cond.signal()
+    // A gathering writer is woken once, when the calls it waits for are there (not by every call).
+    if gatherTarget == 0 || queue.count >= gatherTarget { cond.signal() }
     cond.unlock()
   }
 
@@ -114,6 +133,7 @@ final class Writer: @unchecked Sendable {
         cond.unlock()
         return
       }
+      gatherGroup()
       var batch: [AppendRequest] = []
       var single: WriterJob?
       if case .append = queue[0] {

@@ -6,7 +6,7 @@ struct Bench: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "openshell-bench",
     abstract: "Benchmarks of the OpenShell gateway's building blocks, with a peer measured in the same run.",
-    subcommands: [LogCommand.self, SnapshotCommand.self, ReadCommand.self])
+    subcommands: [LogCommand.self, AppendCommand.self, SnapshotCommand.self, ReadCommand.self])
 }
 
 struct LogCommand: AsyncParsableCommand {

@@ -67,6 +67,10 @@ enum LogBench {
     }
     var w = log.writerStats
     w.commits -= before.commits
+    w.prepareNanoseconds -= before.prepareNanoseconds
+    w.transactionNanoseconds -= before.transactionNanoseconds
+    w.commitNanoseconds -= before.commitNanoseconds
+    w.resumeNanoseconds -= before.resumeNanoseconds
     return (r, w)
   }
 
