@@ -23,19 +23,28 @@ struct AppendCommand: AsyncParsableCommand {
   @Flag(help: "Skip SQLite FULL.")
   var noSqlite = false
 
-  @Option(help: "Work directory (a fresh subdirectory per cell; removed afterwards). /dev/shm takes the disk out.")
-  var workDir: String = NSTemporaryDirectory() + "openshell-bench-append-\(getpid())"
+  @Option(
+    help:
+      "Where the run makes its own directory (openshell-bench-append.XXXXXX, a fresh subdirectory per cell inside); only that directory is removed afterwards. /dev/shm takes the disk out."
+  )
+  var workDir: String = NSTemporaryDirectory()
 
   func run() async throws {
     let levels = concurrency.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
       .filter { $0 > 0 }
     guard !levels.isEmpty, rounds > 0, seconds > 0 else { throw ValidationError("nothing to run") }
+    // The run's own directory inside `workDir`: what was there before is never touched, only this is removed.
     try FileManager.default.createDirectory(atPath: workDir, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(atPath: workDir) }
+    var template = Array((workDir as NSString).appendingPathComponent("openshell-bench-append.XXXXXX").utf8CString)
+    guard let made = mkdtemp(&template) else {
+      throw ValidationError("cannot make a directory in \(workDir): \(String(cString: strerror(errno)))")
+    }
+    let runDir = String(cString: made)
+    defer { try? FileManager.default.removeItem(atPath: runDir) }
     let settings = LogBenchSettings(
-      replayEvents: 0, appendSeconds: seconds, concurrencies: levels, bulkBatch: 0, dictEvents: 0, workDir: workDir)
+      replayEvents: 0, appendSeconds: seconds, concurrencies: levels, bulkBatch: 0, dictEvents: 0, workDir: runDir)
     let mix = EventMix()
-    print("openshell-bench append: load average \(loadAverage()) at start, work dir \(workDir) (\(fileSystemType(workDir)))")
+    print("openshell-bench append: load average \(loadAverage()) at start, work dir \(runDir) (\(fileSystemType(runDir)))")
     // What the appender tasks spend on making their events (fixture mix, ticket), outside the log: one thread.
     let (g0, n) = (cpuNs(), 200_000)
     let ticket = Ticket()
