@@ -5,97 +5,54 @@ import SandboxProtocol
   import Glibc
 #endif
 
-/// The network path of the peer relays in `--proxy` (``PeerRelays``): a network namespace and veth pair
-/// of the benchmark's own, built like a sandbox's (the gateway's `SandboxNetworks`): both veth ends with
-/// MTU 65535, the kernel's default veth offloads (the product sets none: TSO/GSO/SG/checksum on, GRO
-/// off), a /30 with the host side as the namespace's default route, `lo` up, and the same nftables
-/// output ruleset (only the relays' ports on the host side, established traffic, the rest rejected), so
-/// the namespace's connection tracking is on the path too. What differs: the client runs as root through
-/// `ip netns exec` (no bubblewrap, no seccomp), and the relays listen on other ports than the proxy's.
+/// The network path of the peer relays in `--proxy` (``PeerRelays``): the benchmark sandbox's own, so a
+/// peer is measured on exactly the path of the policy proxy — the sandbox's network namespace, its veth
+/// pair (MTU 65535, the kernel's default offloads) and nftables output rules, and the same python3 client
+/// inside bubblewrap with the workload's user, Landlock and seccomp. The relays listen on the veth's host
+/// address (the proxy's), on their own ports; the sandbox's nftables output chain (table `inet openshell`,
+/// made by the gateway's `SandboxNetworks`) admits only the proxy's port there, so this opens the relays'
+/// ports with one rule inserted at the chain's head, tagged with a comment. That rule is the only change
+/// to the sandbox's confinement, made by this benchmark (root) for its own sandbox; ``tearDown()``
+/// deletes it, and the sandbox's removal at the end of the run removes the namespace with it anyway.
 ///
-/// Names cannot collide with a gateway's (`openshell-<id>-<tag>`, `osh<N>h`/`osh<N>s`, 10.200.0.0/16):
-/// namespace `oshbench-peer-<pid>`, interfaces `obp<pid>h`/`obp<pid>s`, a /30 in 10.199.0.0/16 chosen by
-/// the pid. ``tearDown()`` removes all of it (idempotent); it runs on every exit path of the benchmark,
-/// also on SIGINT/SIGTERM (``PeerRelays``), and a later run removes namespaces left by a killed one.
+/// Before 2026-12-07 the peers ran on a namespace and veth pair of the benchmark's own, with the client as
+/// root through `ip netns exec`: HAProxy then looked faster than our tunnel, but on the sandbox's own path
+/// with the same client it is level with it (the client in the sandbox costs more than the relay does).
 final class PeerPath: @unchecked Sendable {
-  /// MTU of both veth ends: `SandboxNetworks.mtu` of the product.
-  static let mtu = 65535
-  static let prefix = "oshbench-peer-"
   static let ip = "/usr/sbin/ip"
+  static let comment = "openshell-sandbox-bench peers"
+  /// The sandbox's network namespace (`/run/netns/<name>`).
   let namespace: String
-  let hostInterface: String
-  let sandboxInterface: String
-  /// Host-side address (the relays listen here) and the namespace side's.
+  /// Host-side veth address of the sandbox (the proxy's address; the relays listen here).
   let hostAddress: String
-  let sandboxAddress: String
   private let lock = NSLock()
-  private var up = false
+  private var handle: String?
 
-  /// Builds the path for relays listening on `ports` of the host side.
+  /// Opens `ports` of `hostAddress` to the sandbox whose namespace is `namespace`.
   /// - Throws: ``LauncherBench/BenchError`` naming the failed step and the tool's message; then nothing is left.
-  init(ports: [Int]) throws {
-    let pid = Int(getpid())
-    namespace = Self.prefix + String(pid)
-    hostInterface = "obp\(pid)h"
-    sandboxInterface = "obp\(pid)s"
-    let base = (pid % 16384) * 4
-    hostAddress = "10.199.\(base / 256).\(base % 256 + 1)"
-    sandboxAddress = "10.199.\(base / 256).\(base % 256 + 2)"
-    Self.removeStale()
-    lock.withLock { up = true }
-    do {
-      let ns = namespace
-      try Self.command([Self.ip, "netns", "add", ns])
-      try Self.command([
-        Self.ip, "link", "add", hostInterface, "mtu", "\(Self.mtu)", "type", "veth", "peer", "name", sandboxInterface, "mtu", "\(Self.mtu)", "netns", ns,
-      ])
-      try Self.command([Self.ip, "addr", "add", "\(hostAddress)/30", "dev", hostInterface])
-      try Self.command([Self.ip, "link", "set", hostInterface, "up"])
-      try Self.command([Self.ip, "-n", ns, "addr", "add", "\(sandboxAddress)/30", "dev", sandboxInterface])
-      try Self.command([Self.ip, "-n", ns, "link", "set", sandboxInterface, "up"])
-      try Self.command([Self.ip, "-n", ns, "link", "set", "lo", "up"])
-      try Self.command([Self.ip, "-n", ns, "route", "add", "default", "via", hostAddress])
-      let ruleset = """
-        table inet openshell {
-          chain output {
-            type filter hook output priority filter; policy drop;
-            oifname "lo" accept
-            ip daddr \(hostAddress) tcp dport { \(ports.map(String.init).joined(separator: ", ")) } accept
-            ct state established,related accept
-            meta l4proto tcp reject with tcp reset
-            reject with icmpx type admin-prohibited
-          }
-        }
-
-        """
-      try Self.command([Self.ip, "netns", "exec", ns, "/usr/sbin/nft", "-f", "-"], input: ruleset)
-    } catch {
-      tearDown()
-      throw error
-    }
+  init(namespace: String, hostAddress: String, ports: [Int]) throws {
+    self.namespace = namespace
+    self.hostAddress = hostAddress
+    let rule = [
+      "ip", "daddr", hostAddress, "tcp", "dport", "{", ports.map(String.init).joined(separator: ", "), "}", "accept", "comment", "\"\(Self.comment)\"",
+    ]
+    let nft = [Self.ip, "netns", "exec", namespace, "/usr/sbin/nft"]
+    try Self.command(nft + ["insert", "rule", "inet", "openshell", "output"] + rule)
+    // The rule's handle, to delete exactly it: `nft -a` prints "… comment "…" # handle N".
+    let listing = try Self.command(nft + ["-a", "list", "chain", "inet", "openshell", "output"])
+    let line = listing.split(separator: "\n").first { $0.contains(Self.comment) }
+    handle = line.flatMap { $0.components(separatedBy: "# handle ").last }.map { $0.trimmingCharacters(in: .whitespaces) }
   }
 
-  /// `argv` run inside the namespace (`ip netns exec`).
-  func inside(_ argv: [String]) -> [String] { [Self.ip, "netns", "exec", namespace] + argv }
-
-  /// Removes the namespace (its veth end goes with it, and the kernel removes the peer) and the host-side
-  /// interface should the namespace's removal have failed. Idempotent.
+  /// Deletes the rule again (idempotent; a sandbox already gone took it with its namespace).
   func tearDown() {
     guard
-      lock.withLock({ () -> Bool in
-        defer { up = false }; return up
+      let h = lock.withLock({ () -> String? in
+        defer { handle = nil }; return handle
       })
     else { return }
-    try? Self.command([Self.ip, "netns", "del", namespace])
-    if FileManager.default.fileExists(atPath: "/sys/class/net/\(hostInterface)") { try? Self.command([Self.ip, "link", "del", hostInterface]) }
-  }
-
-  /// Removes the namespaces of earlier runs whose process is gone (a run killed with SIGKILL cannot clean up).
-  static func removeStale() {
-    for name in (try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? [] where name.hasPrefix(prefix) {
-      guard let pid = Int32(name.dropFirst(prefix.count)), kill(pid, 0) != 0, errno == ESRCH else { continue }
-      try? command([Self.ip, "netns", "del", name])
-    }
+    guard FileManager.default.fileExists(atPath: "/run/netns/\(namespace)") else { return }
+    _ = try? Self.command([Self.ip, "netns", "exec", namespace, "/usr/sbin/nft", "delete", "rule", "inet", "openshell", "output", "handle", h])
   }
 
   /// Runs `argv` (`argv[0]` an absolute path; PATH /usr/sbin:/usr/bin:/sbin:/bin for what it starts) with

@@ -6,16 +6,17 @@ import SandboxProtocol
   import Glibc
 #endif
 
-/// Well-known relays on the policy proxy's kind of path, for `--proxy` (``ProxyBench``): HAProxy (`mode tcp`,
+/// Well-known relays on the policy proxy's own path, for `--proxy` (``ProxyBench``): HAProxy (`mode tcp`,
 /// kernel `splice(2)` both ways, one thread) and nginx `stream` (userspace copy, one worker), each as
-/// packaged and with our relay's 256 KiB queue limits, each
-/// listening on the host side of a veth pair of the benchmark's own (``PeerPath``) and forwarding to the
-/// same upstream on 127.0.0.1 as the proxy. The client in the namespace sends a plain GET to the relay: these
+/// packaged and with our relay's queue limits (256 KiB toward the client), each listening on the host
+/// side of the benchmark sandbox's veth pair (``PeerPath``) and forwarding to the same upstream on
+/// 127.0.0.1 as the proxy. The same python3 client in the sandbox sends a plain GET to the relay: these
 /// are TCP relays, so they do less per connection than the proxy (no CONNECT, no caller identification,
 /// policy or DNS/SSRF check), but the same per byte — a second TCP connection beside the client's.
 ///
 /// A relay whose program is missing is left out with one line in ``skipped``; the others still run.
-/// ``stop()`` ends the relays and removes the path; it also runs on SIGINT/SIGTERM while relays exist.
+/// ``stop()`` ends the relays and closes the path again; the benchmark's SIGINT/SIGTERM cleanup calls it too
+/// (``active``).
 final class PeerRelays: @unchecked Sendable {
   /// One running relay: `name` for the tables, `setting` says how it is configured.
   struct Relay {
@@ -32,16 +33,18 @@ final class PeerRelays: @unchecked Sendable {
   private let directory: String
   private let lock = NSLock()
   private var stopped = false
-  private nonisolated(unsafe) static var active: PeerRelays?
-  private nonisolated(unsafe) static var signalSources: [DispatchSourceSignal] = []
+  /// The running relays, for the benchmark's SIGINT/SIGTERM cleanup (``InterruptCleanup``).
+  nonisolated(unsafe) static var active: PeerRelays?
 
   static let haproxy = "/usr/sbin/haproxy"
   static let nginx = "/usr/sbin/nginx"
   static let nginxStream = "/usr/lib/nginx/modules/ngx_stream_module.so"
 
-  /// Builds the path and starts every installed relay in front of `127.0.0.1:upstreamPort`.
+  /// Opens the sandbox's path (namespace `namespace`, veth host address `hostAddress`) to the relays and
+  /// starts every installed relay there in front of `127.0.0.1:upstreamPort`; `extraPorts` are opened too
+  /// (the upstream's own listener on `hostAddress`, for the path without a relay).
   /// - Throws: a path set-up or relay start that failed (with the relay's log); then nothing is left.
-  init(upstreamPort: Int) throws {
+  init(upstreamPort: Int, namespace: String, hostAddress: String, extraPorts: [Int]) throws {
     var skipped: [String] = []
     var wanted: [String] = []
     if FileManager.default.isExecutableFile(atPath: Self.haproxy) {
@@ -61,7 +64,7 @@ final class PeerRelays: @unchecked Sendable {
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     let path: PeerPath
     do {
-      path = try PeerPath(ports: ports.isEmpty ? [1] : ports)
+      path = try PeerPath(namespace: namespace, hostAddress: hostAddress, ports: ports + extraPorts)
     } catch {
       try? FileManager.default.removeItem(atPath: directory)
       throw error
@@ -83,7 +86,7 @@ final class PeerRelays: @unchecked Sendable {
     self.directory = directory
     self.path = path
     relays = started
-    Self.installSignalHandlers(self)
+    Self.active = self
   }
 
   /// HAProxy in TCP mode, one thread (a connection is served by one thread anyway; the other core is the
@@ -222,21 +225,5 @@ final class PeerRelays: @unchecked Sendable {
     }
     guard ok else { throw LauncherBench.BenchError("cannot pick a free port: \(String(cString: strerror(errno)))") }
     return Int(UInt16(bigEndian: a.sin_port))
-  }
-
-  /// While `relays` exist, SIGINT and SIGTERM stop them (and remove the path) before the process exits.
-  private static func installSignalHandlers(_ relays: PeerRelays) {
-    active = relays
-    guard signalSources.isEmpty else { return }
-    for sig in [SIGINT, SIGTERM] {
-      signal(sig, SIG_IGN)
-      let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-      source.setEventHandler {
-        active?.stop()
-        exit(128 + sig)
-      }
-      source.resume()
-      signalSources.append(source)
-    }
   }
 }

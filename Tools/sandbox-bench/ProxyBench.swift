@@ -22,9 +22,10 @@ import SandboxProtocol
 /// machine); a mode's rate is the median of its 100 MB downloads. Beside each, the CPU time per 100 MB
 /// of the three parties — upstream server (its event-loop thread), proxy (the supervisor process,
 /// including relay threads that already ended) and client (python's own process time) — whose sum
-/// bounds the rate a machine with N cores can reach: N × 100 MB / sum. Peers in the same rounds: HAProxy
-/// (kernel splice) and nginx `stream` (userspace copy) as TCP relays on a veth pair built like a sandbox's
-/// (``PeerRelays``), with the relay process's CPU in the proxy column; the report is ``ProxyBenchReport``.
+/// bounds the rate a machine with N cores can reach: N × 100 MB / sum. Peers in the same rounds, on the
+/// sandbox's own path with the same client: the upstream reached over the veth without any relay, and
+/// HAProxy (kernel splice) and nginx `stream` (userspace copy) as TCP relays (``PeerRelays``), with the relay
+/// process's CPU in the proxy column; the report is ``ProxyBenchReport``.
 enum ProxyBench {
   static let bigBytes = 100 << 20
 
@@ -118,13 +119,27 @@ enum ProxyBench {
     let inspected = try decode(try await execOut(c, ["/usr/bin/python3", "-c", client, "localhost", String(port), String(requests), proxyAddress, "0"]))
     let direct = try decode(try hostOut(["/usr/bin/python3", "-c", client, "127.0.0.1", String(port), String(requests), "-", "0"]))
 
-    // Peer relays (HAProxy, nginx stream) on a veth pair of the benchmark's own, stopped on every exit path.
-    let peers = try PeerRelays(upstreamPort: port)
+    // The sandbox's own path without a relay (a second listener of the upstream on the veth's host
+    // address), and the peer relays (HAProxy, nginx stream) on that path; stopped on every exit path.
+    let hostAddress = String(proxyAddress.split(separator: ":").first ?? "")
+    let id = try await c.getSandbox(
+      .with {
+        $0.name = "proxy-bench"; $0.workspaceScope = ws
+      }
+    ).sandbox.metadata.id
+    let namespaces = (try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []
+    guard let namespace = namespaces.first(where: { $0.hasPrefix("openshell-\(id)") }) else {
+      throw LauncherBench.BenchError("the network namespace of sandbox \(id) is not in /run/netns: \(namespaces)")
+    }
+    let onVeth = try await UpstreamServer.start(group: group, bigBytes: bigBytes, host: hostAddress)
+    let vethPort = onVeth.localAddress!.port!
+    let peers = try PeerRelays(upstreamPort: port, namespace: namespace, hostAddress: hostAddress, extraPorts: [vethPort])
     defer { peers.stop() }
-    var peerLatencies: [[Double]] = []
+    var peerLatencies: [[Double]] = [
+      try decode(try await execOut(c, ["/usr/bin/python3", "-c", client, hostAddress, String(vethPort), String(requests), "-", "0"])).lat
+    ]
     for r in peers.relays {
-      peerLatencies.append(
-        try decode(try hostOut(peers.path.inside(["/usr/bin/python3", "-c", client, peers.path.hostAddress, String(r.port), String(requests), "-", "0"]))).lat)
+      peerLatencies.append(try decode(try await execOut(c, ["/usr/bin/python3", "-c", client, hostAddress, String(r.port), String(requests), "-", "0"])).lat)
     }
 
     // Throughput, interleaved: on a shared machine the rates swing with the load; the CPU cost of each
@@ -146,9 +161,9 @@ enum ProxyBench {
       let d = try await batch(args("127.0.0.1", port, "-"), inSandbox: false) { Self.processCPUNanoseconds(supervisor) }
       let t = try await batch(args("127.0.0.1", port, proxyAddress), inSandbox: true) { Self.processCPUNanoseconds(supervisor) }
       let l = try await batch(args("localhost", port, proxyAddress), inSandbox: true) { Self.processCPUNanoseconds(supervisor) }
-      var p: [Batch] = []
+      var p: [Batch] = [try await batch(args(hostAddress, vethPort, "-"), inSandbox: true) { 0 }]
       for r in peers.relays {
-        p.append(try await batch(peers.path.inside(args(peers.path.hostAddress, r.port, "-")), inSandbox: false) { PeerRelays.cpuNanoseconds(r.pid) })
+        p.append(try await batch(args(hostAddress, r.port, "-"), inSandbox: true) { PeerRelays.cpuNanoseconds(r.pid) })
       }
       table.append(.init(direct: d, tunnel: t, l7: l, peers: p))
     }
@@ -159,15 +174,20 @@ enum ProxyBench {
       })
     while try await !c.listSandboxes(.with { $0.workspaceScope = ws }).sandboxes.isEmpty { try await Task.sleep(for: .milliseconds(50)) }
     try await upstream.close()
+    try await onVeth.close()
     try await group.shutdownGracefully()
 
     ProxyBenchReport(
       requests: requests, rounds: rounds, downloads: downloads, direct: direct.lat, viaProxy: viaProxy.lat, inspected: inspected.lat,
-      peers: peers.relays.map { ($0.name, $0.setting) }, peerLatencies: peerLatencies, skipped: peers.skipped, table: table
+      peers: [(Self.noRelay, "the upstream's second listener on the veth's host address, reached directly: the sandbox's path without any relay")]
+        + peers.relays.map { ($0.name, $0.setting) }, peerLatencies: peerLatencies, skipped: peers.skipped, table: table
     ).print()
   }
 
-  /// The pid of the supervisor of the sandbox whose bwrap runs with `--hostname NAME` (0 if none).
+  /// The name of the row of the sandbox's path without a relay.
+  static let noRelay = "veth, no relay"
+
+  /// The pid of the supervisor of this process's sandbox whose bwrap runs with `--hostname NAME` (0 if none).
   static func supervisorPID(hostname: String) -> Int32 {
     let pids = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) }
     func cmdline(_ pid: Int32) -> [String] {
@@ -179,10 +199,14 @@ enum ProxyBench {
       return Int32(stat[stat.index(after: close)...].split(separator: " ").dropFirst().first ?? "") ?? 0
     }
     for pid in pids where cmdline(pid).first == SandboxProtocol.supervisorPath {
+      // A bwrap with `--hostname NAME` among its ancestors, and this process above it (the in-process
+      // gateway spawned it): a supervisor left by another run (or another gateway) does not count.
       var p = parent(pid)
+      var named = false
       while p > 1 {
         let args = cmdline(p)
-        if let i = args.firstIndex(of: "--hostname"), i + 1 < args.count, args[i + 1] == hostname { return pid }
+        if let i = args.firstIndex(of: "--hostname"), i + 1 < args.count, args[i + 1] == hostname { named = true }
+        if p == getpid() && named { return pid }
         p = parent(p)
       }
     }

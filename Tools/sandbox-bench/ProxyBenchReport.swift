@@ -1,11 +1,12 @@
 import Foundation
 
 /// What `--proxy` prints (``ProxyBench``): small-request latencies, each round's 100 MB downloads per mode
-/// (direct, tunnel, L7 and the peer relays of ``PeerRelays``) with every party's CPU per 100 MB, and one
+/// (direct, tunnel, L7, the sandbox's path without a relay and the peer relays of ``PeerRelays``) with every party's CPU per 100 MB, and one
 /// summary table: median download rate, its share of direct's, the median of the rounds' shares and the
 /// median CPU per party.
 struct ProxyBenchReport {
-  /// One round's batches: the product's three modes and one batch per running peer relay (in `peers` order).
+  /// One round's batches: the product's three modes, then the path without a relay and one batch per running
+  /// peer relay (in `peers` order).
   struct Round {
     var direct, tunnel, l7: ProxyBench.Batch
     var peers: [ProxyBench.Batch]
@@ -13,7 +14,7 @@ struct ProxyBenchReport {
 
   var requests, rounds, downloads: Int
   var direct, viaProxy, inspected: [Double]
-  /// Name and setting of each peer relay that ran.
+  /// Name and setting of each peer that ran: the path without a relay, then the relays.
   var peers: [(name: String, setting: String)]
   var peerLatencies: [[Double]]
   /// One line per peer relay that did not run.
@@ -30,16 +31,22 @@ struct ProxyBenchReport {
     Swift.print(String(format: "L7 added latency: p50 %.2f ms, p99 %.2f ms", p(inspected, 0.5) - p(direct, 0.5), p(inspected, 0.99) - p(direct, 0.99)))
     for line in skipped { Swift.print(line) }
     for (i, peer) in peers.enumerated() {
-      Swift.print("peer relay \(peer.name): \(peer.setting)")
+      Swift.print("peer \(peer.name): \(peer.setting)")
       Swift.print(SandboxBench.summary("small request, \(peer.name) (plain GET, no CONNECT)", peerLatencies[i]))
     }
     if !peers.isEmpty {
       Swift.print(
-        "peer relays: on a veth pair of the benchmark's own built like a sandbox's (MTU 65535, default offloads, same nftables output rules), relay on the host side → 127.0.0.1, the same python3 client in the namespace (root, no bwrap); a plain GET, no CONNECT: TCP relays do less per connection than the policy proxy (no CONNECT, caller identification, policy or DNS check), the same per byte"
+        "peers: on the sandbox's own path (its namespace, veth and nftables rules, one rule added to reach the peers' ports), listening on the veth's host address (relays → 127.0.0.1), the same python3 client in the sandbox; a plain GET, no CONNECT: TCP relays do less per connection than the policy proxy (no CONNECT, caller identification, policy or DNS check), the same per byte"
       )
     }
     let names = ["direct", "tunnel", "L7"] + peers.map(\.name)
     func batches(_ r: Round) -> [ProxyBench.Batch] { [r.direct, r.tunnel, r.l7] + r.peers }
+    // BBR paces every hop, also loopback and veth: on this 2-core VM direct ran at ~2.7 GB/s with bbr and
+    // ~7.5 GB/s with cubic (2026-12-07), and the ratios of every relay moved with it.
+    let congestion =
+      (try? String(contentsOfFile: "/proc/sys/net/ipv4/tcp_congestion_control", encoding: .utf8))?
+      .trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+    Swift.print("TCP congestion control (net.ipv4.tcp_congestion_control, every hop): \(congestion)")
     Swift.print(
       "100 MB downloads: \(rounds) rounds of \(names.joined(separator: ", ")) back to back, \(downloads) downloads each; rate = median download; CPU ms per 100 MB: server + proxy/relay + client"
     )

@@ -57,8 +57,17 @@ struct SandboxBench: AsyncParsableCommand {
       certificateChain: [.file(path: pki.clientCertificatePath, format: .pem)], privateKey: .file(path: pki.clientKeyPath, format: .pem)
     ) { $0.trustRoots = .certificates([.file(path: pki.caCertificatePath, format: .pem)]) }
     let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: security)
+    // Ctrl-C: the same cleanup as `finish`, then exit.
+    let temporary = dataDir == nil
+    InterruptCleanup.install {
+      PeerRelays.active?.stop()
+      await gateway.driver?.stopAll()
+      gateway.shutdown()
+      if temporary { try? FileManager.default.removeItem(atPath: dir) }
+    }
     /// Stops the sandboxes and the gateway, removes a temporary data dir, then rethrows a measurement's failure.
     @Sendable func finish(_ failure: Error?) async throws {
+      await InterruptCleanup.awaitExitIfSignalled()
       await gateway.driver?.stopAll()
       gateway.shutdown()
       _ = try? await server.value

@@ -18,13 +18,14 @@ final class UpstreamServer: ChannelInboundHandler, Sendable {
     chunk = ByteBuffer(repeating: 0x61, count: 1 << 20)
   }
 
-  static func start(group: EventLoopGroup, bigBytes: Int) async throws -> Channel {
+  /// Listens on `host` (an IPv4 address), a port the kernel picks.
+  static func start(group: EventLoopGroup, bigBytes: Int, host: String = "127.0.0.1") async throws -> Channel {
     let handler = UpstreamServer(bigBytes: bigBytes)
     return try await ServerBootstrap(group: group)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
       .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
       .childChannelInitializer { ch in ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(handler) } }
-      .bind(host: "127.0.0.1", port: 0).get()
+      .bind(host: host, port: 0).get()
   }
 
   /// CPU time (nanoseconds) the thread of `loop` has used so far (`CLOCK_THREAD_CPUTIME_ID`, read on
