@@ -55,10 +55,7 @@ extension ConfinementTests {
   @Test("the launcher enters --chdir after confining itself; a relative or unenterable one runs nothing", .enabled(if: isRoot))
   func launcherChdirAfterConfinement() throws {
     let user = try SandboxUser.resolve()
-    let plan = ConfinementPlan(
-      user: "sandbox", uid: user.uid, gid: user.gid, groups: [user.gid], readOnly: ["/usr", "/lib", "/lib64", "/bin", "/etc", "/proc", "/dev"],
-      readWrite: ["/tmp"], includeWorkdir: false, workdir: "/tmp", landlockCompatibility: "best_effort")
-    let options = plan.launcherArguments + ["--seccomp-bpf", try SeccompFilter.compile().hex]
+    let options = try Self.hostLauncherPlan().launcherArguments + ["--seccomp-bpf", try SeccompFilter.compile().hex]
     let entered = try launch(options + ["--chdir", "/usr/bin"], ["sh", "-c", "pwd; id -u"])
     #expect(entered.code == 0 && entered.out == "/usr/bin\n\(user.uid)\n", "\(entered)")
     let root = try launch(options + ["--chdir", "/root"], ["sh", "-c", "echo ran"])
