@@ -16,14 +16,16 @@ extension ConfinementTests {
       readWrite: ["/tmp"], includeWorkdir: false, workdir: "/tmp", landlockCompatibility: "best_effort")
   }
 
-  /// Runs the built launcher with `options -- command` (environment `PATH=/usr/bin:/bin`, started in `/tmp`);
-  /// returns exit code, stdout and stderr.
-  func launch(_ options: [String], _ command: [String]) throws -> (code: Int32, out: String, err: String) {
+  /// Runs the built launcher with `options -- command` in `environment` (which the command inherits), started
+  /// in `/tmp`; returns exit code, stdout and stderr.
+  func launch(
+    _ options: [String], _ command: [String], environment: [String: String] = ["PATH": "/usr/bin:/bin"]
+  ) throws -> (code: Int32, out: String, err: String) {
     let dir = (LocalComputeDriver.defaultSupervisorBinary() as NSString).deletingLastPathComponent
     let p = Process()
     p.executableURL = URL(fileURLWithPath: (dir as NSString).appendingPathComponent(SandboxProtocol.launcherName))
     p.arguments = options + ["--"] + command
-    p.environment = ["PATH": "/usr/bin:/bin"]
+    p.environment = environment
     p.currentDirectoryURL = URL(fileURLWithPath: "/tmp")
     let out = Pipe()
     let err = Pipe()
