@@ -1,5 +1,3 @@
-import Foundation
-
 /// What the writer knows, after a commit, about the calls to expect next (``Writer/gatherGroup()``).
 struct GatherState {
   /// Calls already queued when the commit returned (none of them from the committed group).
@@ -31,11 +29,12 @@ extension Writer {
     let target = min(g.queuedAtCommit + g.groupCalls, shared.options.maxBatchEvents)
     guard g.groupCalls >= 2 || g.queuedAtCommit >= 1, queue.count < target, g.commitNs > 0 else { return }
     let waitNs = min(g.commitNs / 2, Self.maxGatherNs)
-    let deadline = Date(timeIntervalSinceNow: Double(waitNs) / 1e9)
+    // Monotonic: a wall clock set back meanwhile must not stretch the wait (``MonotonicCondition``).
+    let deadline = monotonicNs() + waitNs
     gatherTarget = target
     defer { gatherTarget = 0 }
     while queue.count < target && !stopping {
-      if !cond.wait(until: deadline) { break }
+      if !cond.wait(untilMonotonicNs: deadline) { break }
     }
     // Only one gather per commit: the next wait needs a new commit's figures.
     gather = GatherState()

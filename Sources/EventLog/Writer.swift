@@ -50,7 +50,8 @@ final class WriterCounters: Sendable {
 /// write goes through this thread, fed by a queue. Consecutive append calls waiting in the queue share one
 /// write transaction (group commit) of at most `maxBatchEvents` events (a single larger call still runs alone).
 final class Writer: @unchecked Sendable {
-  let cond = NSCondition()
+  /// Guards the queue and wakes the writer thread; its timed wait (``gatherGroup()``) is monotonic.
+  let cond = MonotonicCondition()
   var queue: [WriterJob] = []  // guarded by cond
   var stopping = false  // guarded by cond
   /// While the writer gathers a group (``gatherGroup()``): the queue length it waits for; 0 otherwise.

@@ -22,12 +22,13 @@ import CConfine
 ///    (`SandboxSeccomp.SeccompFilter`), passed as `--seccomp-bpf HEX` (``SeccompProgram``); without
 ///    it nothing runs;
 /// 8. `chdir` to the command's working directory (`--chdir`), now as the workload user;
-/// 9. `execvp` the command.
+/// 9. look the command up as that user (``CommandLookup``) and `execvp` it.
 ///
 /// Fail closed: when any step fails, nothing is executed; one line `openshell-sandbox: confinement
 /// failed: …; the command was not run` goes to stderr and the exit code is
 /// ``ConfinementPlan/failureExitCode`` (126). A command that cannot be executed exits 127 (not found)
-/// or 126, as a shell does.
+/// or 126, as a shell does, with one line `openshell-sandbox: NAME: REASON`. The supervisor (root) checks
+/// neither the working directory nor the command: what it could see, the workload user may not.
 public enum Launcher {
   /// Why a step failed (the one-line message).
   public struct Failure: Error, CustomStringConvertible {
@@ -48,13 +49,24 @@ public enum Launcher {
     guard let seccomp = request.seccomp else { fail("no seccomp program (--seccomp-bpf) was given") }
     do { try apply(request.plan, seccomp: seccomp) } catch { fail("\(error)") }
     if let dir = request.workingDirectory { enterWorkingDirectory(dir) }
+    refuseUnrunnable(request.command[0])
     execute(request.command)
   }
 
+  /// Ends the launcher with a shell's message and exit code (127 not found, 126 not executable) when the
+  /// workload user cannot execute `name` (``CommandLookup``; the workload's `PATH`, else `/usr/bin:/bin`).
+  static func refuseUnrunnable(_ name: String) {
+    let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/bin:/bin"
+    guard let problem = CommandLookup.problem(name, searchPath: path) else { return }
+    printError("openshell-sandbox: \(problem.message)\n")
+    exit(problem.exitCode)
+  }
+
   /// `chdir(dir)` as the confined workload user (after every step of the plan), so a directory that user
-  /// may not enter is refused as a `cd` in the workload would be; the supervisor, which checked that
-  /// `dir` exists, runs as root. On failure: one line `openshell-sandbox: workdir DIR: REASON`, exit 1
-  /// (the supervisor's own workdir refusals use the same words and code); nothing is executed.
+  /// may not enter is refused as a `cd` in the workload would be, and whatever lies inside a directory it
+  /// may not search (a file, a directory, nothing) is refused alike: the supervisor, which runs as root,
+  /// does not look first. On failure: one line `openshell-sandbox: workdir DIR: REASON` (`no such
+  /// directory`, `not a directory`, `permission denied`), exit 1; nothing is executed.
   static func enterWorkingDirectory(_ dir: String) {
     guard chdir(dir) != 0 else { return }
     let reason: String

@@ -24,10 +24,8 @@ final class InteractiveCommand: Sendable {
   static let terminalPlan = ["--rw", "/dev/tty", "--rw", "/dev/pts"]
 
   init(_ r: Openshell_V1_ExecSandboxRequest, workload: Workload) throws {
+    // The launcher enters the workdir and looks the command up as the workload user (`--chdir`).
     let workdir = Workload.workdir(of: r)
-    if let problem = Workload.workdirProblem(workdir) {
-      throw Workload.CommandError(description: "workdir \(workdir): \(problem)", exitCode: 1)
-    }
     guard r.tty else {
       process = try workload.spawn(r.command, environment: r.environment, workdir: workdir)
       master = -1

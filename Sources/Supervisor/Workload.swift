@@ -101,7 +101,9 @@ final class Workload: Sendable {
   ///   - extraPlan: launcher options added to the plan (e.g. `--rw /dev/pts` for a terminal).
   ///   - stdio: stdin, stdout, stderr (a terminal: `.terminal(path)`, `.fd(0)`, `.fd(0)` with `newSession`).
   ///   - newSession: setsid instead of a new process group (the group id is the pid either way).
-  /// - Throws: `CommandError` when the command cannot be run (see `check`), `SpawnError` when spawning fails.
+  /// - Throws: `CommandError` (126) without a confinement plan, `SpawnError` when spawning fails. Neither the
+  ///   working directory nor the command is looked at here: the launcher does both as the workload user
+  ///   (`--chdir`, `CommandLookup`), since this process runs as root and would see what that user may not.
   func spawn(
     _ command: [String], environment: [String: String], workdir: String, extraPlan: [String] = [],
     stdio: (SpawnIO, SpawnIO, SpawnIO) = (.pipe, .pipe, .pipe), newSession: Bool = false
@@ -110,7 +112,6 @@ final class Workload: Sendable {
     // under Landlock), never with the supervisor's privileges; the launcher itself starts in `/`.
     let (path, args) = try argv(command, extraPlan: extraPlan + ["--chdir", workdir])
     let env = self.environment(environment)
-    if let problem = check(command[0], searchPath: env["PATH"] ?? "/usr/bin:/bin", workdir: workdir) { throw problem }
     // The launcher runs as root with the supervisor's capabilities until it confines itself: it must
     // never see the workload's environment (LD_PRELOAD, LD_AUDIT, … would run agent code as root before
     // its main). It gets only the descriptor number; the environment travels on a pipe (descriptor 3)
@@ -150,66 +151,11 @@ final class Workload: Sendable {
     return out
   }
 
-  /// A command that cannot be run, with a shell's wording and exit code.
+  /// Why no workload can start at all (no confinement plan, no seccomp filter), with its exit code.
   struct CommandError: Error, CustomStringConvertible {
     let description: String
-    /// 127: nothing by that name; 126: found, but the workload user cannot execute it.
+    /// 126 when nothing may run; the launcher's own refusals (127, 126, 1) reach the caller as its exit code.
     let exitCode: Int32
-  }
-
-  /// Resolves `name` as execvp(3) will in the workload (a name without '/' in the workload's `PATH`,
-  /// relative paths from `workdir`) and checks that the workload user may execute it, so that a
-  /// missing command is reported as such before the launcher runs.
-  /// - Returns: nil when it can be run.
-  func check(_ name: String, searchPath: String, workdir: String) -> CommandError? {
-    func absolute(_ p: String) -> String { p.hasPrefix("/") ? p : (workdir as NSString).appendingPathComponent(p) }
-    if name.contains("/") {
-      switch executable(absolute(name)) {
-      case .yes: return nil
-      case .missing: return CommandError(description: "\(name): no such file or directory", exitCode: 127)
-      case .directory: return CommandError(description: "\(name): is a directory", exitCode: 126)
-      case .denied: return CommandError(description: "\(name): permission denied", exitCode: 126)
-      }
-    }
-    var denied = false
-    for dir in searchPath.split(separator: ":", omittingEmptySubsequences: false) {
-      switch executable(absolute((dir.isEmpty ? "." : String(dir)) + "/" + name)) {
-      case .yes: return nil
-      case .denied: denied = true
-      case .missing, .directory: continue
-      }
-    }
-    return denied
-      ? CommandError(description: "\(name): permission denied", exitCode: 126)
-      : CommandError(description: "\(name): command not found", exitCode: 127)
-  }
-
-  enum Executable { case yes, missing, directory, denied }
-
-  /// Whether the workload user may execute the file at `path`: a regular file on a mount without
-  /// `noexec` whose mode grants it execute permission (as owner, group or other).
-  func executable(_ path: String) -> Executable {
-    var st = stat()
-    guard stat(path, &st) == 0 else { return errno == EACCES ? .denied : .missing }
-    if (st.st_mode & S_IFMT) == S_IFDIR { return .directory }
-    guard (st.st_mode & S_IFMT) == S_IFREG else { return .denied }
-    var fs = statvfs()
-    if statvfs(path, &fs) == 0, fs.f_flag & 8 != 0 { return .denied }  // ST_NOEXEC (sys/statvfs.h)
-    guard let uid = launch.confinement?.uid, let gid = launch.confinement?.gid else {
-      return access(path, X_OK) == 0 ? .yes : .denied
-    }
-    let mode = st.st_mode
-    let allowed: Bool
-    if uid == 0 {
-      allowed = mode & (S_IXUSR | S_IXGRP | S_IXOTH) != 0
-    } else if st.st_uid == uid {
-      allowed = mode & S_IXUSR != 0
-    } else if st.st_gid == gid {
-      allowed = mode & S_IXGRP != 0
-    } else {
-      allowed = mode & S_IXOTH != 0
-    }
-    return allowed ? .yes : .denied
   }
 
   func finished(_ pid: pid_t) { groups.withLock { _ = $0.remove(pid) } }
@@ -226,14 +172,6 @@ final class Workload: Sendable {
     return r.workdir.hasPrefix("/") ? r.workdir : SandboxProtocol.workspace + "/" + r.workdir
   }
 
-  /// Why an exec cannot start in `workdir` ("no such directory", "not a directory"), nil when it can; one
-  /// the workload user may not enter is refused by the launcher (`--chdir`), as that user.
-  static func workdirProblem(_ workdir: String) -> String? {
-    var isDir: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: workdir, isDirectory: &isDir) else { return "no such directory" }
-    return isDir.boolValue ? nil : "not a directory"
-  }
-
   /// Runs one ExecSandbox request; emits stdout/stderr chunks as produced and finally `exit`.
   /// - Returns: the exit code (124 when `execution_timeout` expired).
   func exec(
@@ -241,11 +179,6 @@ final class Workload: Sendable {
     emit: @escaping @Sendable (Openshell_V1_ExecSandboxEvent) -> Void
   ) async -> Int32 {
     let workdir = Self.workdir(of: r)
-    if let problem = Self.workdirProblem(workdir) {
-      emit(.with { $0.stderr = .with { $0.data = Data("openshell-sandbox: workdir \(workdir): \(problem)\n".utf8) } })
-      emit(.with { $0.exit = .with { $0.exitCode = 1 } })
-      return 1
-    }
     let process: SpawnedProcess
     do {
       process = try spawn(r.command, environment: r.environment, workdir: workdir)

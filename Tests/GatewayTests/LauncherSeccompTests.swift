@@ -15,31 +15,9 @@ import Testing
 /// exactly that program and refuses to run anything without a valid one. (The sandbox tests above
 /// show the same filter in force from inside real sandboxes.)
 extension ConfinementTests {
-  /// Runs the built launcher with `options -- command`; returns exit code, stdout and stderr.
-  func launch(_ options: [String], _ command: [String]) throws -> (code: Int32, out: String, err: String) {
-    let dir = (LocalComputeDriver.defaultSupervisorBinary() as NSString).deletingLastPathComponent
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: (dir as NSString).appendingPathComponent(SandboxProtocol.launcherName))
-    p.arguments = options + ["--"] + command
-    p.environment = ["PATH": "/usr/bin:/bin"]
-    p.currentDirectoryURL = URL(fileURLWithPath: "/tmp")
-    let out = Pipe()
-    let err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    try p.run()
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    let e = err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
-  }
-
   @Test("the compiled seccomp program is what the launcher installs; no program, a malformed or a refused one runs nothing", .enabled(if: isRoot))
   func compiledFilterDelivered() throws {
-    let user = try SandboxUser.resolve()
-    let plan = ConfinementPlan(
-      user: "sandbox", uid: user.uid, gid: user.gid, groups: [user.gid], readOnly: ["/usr", "/lib", "/lib64", "/bin", "/etc", "/proc", "/dev"],
-      readWrite: ["/tmp"], includeWorkdir: false, workdir: "/tmp", landlockCompatibility: "best_effort")
+    let plan = try Self.hostLauncherPlan()
     let program = try SeccompFilter.compile()
     #expect(program.instructions > 20 && program.bytes.count == program.instructions * 8)
     #expect(try SeccompProgram(hex: program.hex) == program)

@@ -334,7 +334,7 @@ public final class LocalComputeDriver: ComputeDriver, Sendable {
       if let instance = instances.withLock({ $0[id] }) {
         // A connected supervisor: bwrap has bound /etc long ago, so the gateway's copy can go — after READY
         // is durable (an unmount waits for an RCU grace period, which READY need not); its session's
-        // `supervisor.connected` audit may now be recorded (``SupervisorHub/expectConnectHandled(_:)``).
+        // `supervisor.connected` audit may now be recorded (``SupervisorHub/expectConnectHandled(_:token:)``).
         let connected = hub.connectedInstance(id) == instance.instanceID
         defer {
           if connected {

@@ -113,13 +113,15 @@ extension LocalComputeDriver {
       }
       armReadyTimeout(s.id, instance, store)
     } catch {
+      // One line (a Foundation error's description is an `NSError` dump of its user info).
+      let message = errorLine(error)
       events.append(
         GatewayEvent(
           .sandboxFailed(
             .with {
-              $0.id = s.id; $0.reason = "SupervisorStartFailed"; $0.message = "\(error)"
+              $0.id = s.id; $0.reason = "SupervisorStartFailed"; $0.message = message
             })))
-      hub.logs.gateway(s.id, "cannot start the supervisor: \(error)", level: "ERROR")
+      hub.logs.gateway(s.id, "cannot start the supervisor: \(message)", level: "ERROR")
       try await transition(s.id, from: [s.phase], events, store)
     }
   }

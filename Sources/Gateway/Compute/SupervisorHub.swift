@@ -91,7 +91,9 @@ public final class SupervisorHub: Sendable {
   private let sessions = Mutex<[String: Session]>([:])
   private let pending = Mutex<[String: PendingRelay]>([:])
   private let listener = Mutex<(@Sendable (Event) -> Void)?>(nil)
-  /// Signals of accepted sessions whose connect the listener has not handled yet, per sandbox.
+  /// Signals of accepted sessions whose connect the listener has not handled yet, per sandbox; an entry
+  /// goes when the connect is handled, or when the sandbox's session ends (``unregister(sandboxID:token:)``,
+  /// ``disconnect(_:)``: stopped, deleted, its supervisor gone), whichever comes first.
   private let connectWaiters = Mutex<[String: [OneShotSignal]]>([:])
   /// Sessions ended because another one took the sandbox over: token → reason (read once by the handler).
   private let superseded = Mutex<[UUID: String]>([:])
@@ -126,18 +128,30 @@ public final class SupervisorHub: Sendable {
   /// `supervisor.connected` audit waits for it (at most a moment), so that its durable commit does not run
   /// just before READY's: the log's writer flushes one commit after the other, and READY waited for both
   /// (issue 14, CreateSandbox → READY).
-  func expectConnectHandled(_ sandboxID: String) -> OneShotSignal? {
+  /// Nil too when the session `token` has already ended (its connect will not be handled): an entry is only
+  /// made for a registered session, under the sessions' lock, so that the end of the session, which removes
+  /// the entries after it removed the session, cannot miss it.
+  func expectConnectHandled(_ sandboxID: String, token: UUID) -> OneShotSignal? {
     guard listener.withLock({ $0 }) != nil else { return nil }
     let signal = OneShotSignal()
-    connectWaiters.withLock { $0[sandboxID, default: []].append(signal) }
-    return signal
+    let registered = sessions.withLock { s -> Bool in
+      guard s[sandboxID]?.token == token else { return false }
+      connectWaiters.withLock { $0[sandboxID, default: []].append(signal) }
+      return true
+    }
+    return registered ? signal : nil
   }
 
-  /// The listener has handled the sandbox's connect: fires the signals ``expectConnectHandled(_:)`` gave out for it.
+  /// The listener has handled the sandbox's connect: fires the signals ``expectConnectHandled(_:token:)`` gave out for it.
+  /// Also called when the sandbox's session ends first: its connect will never be handled (a sandbox deleted
+  /// before the driver got to it), and neither the entry nor its waiter may stay behind.
   func connectHandled(_ sandboxID: String) {
     let signals = connectWaiters.withLock { $0.removeValue(forKey: sandboxID) } ?? []
     for signal in signals { signal.fire() }
   }
+
+  /// How many signals of ``expectConnectHandled(_:token:)`` for the sandbox have not fired yet (tests).
+  func pendingConnectWaiters(_ sandboxID: String) -> Int { connectWaiters.withLock { $0[sandboxID]?.count ?? 0 } }
 
   func emit(_ event: Event) { listener.withLock { $0 }?(event) }
 
@@ -207,6 +221,7 @@ public final class SupervisorHub: Sendable {
     }
     if let removed {
       removed.outbound.finish()
+      connectHandled(sandboxID)
       emit(.disconnected(sandboxID: sandboxID, instanceID: removed.instanceID))
     }
   }
@@ -229,10 +244,12 @@ public final class SupervisorHub: Sendable {
     return true
   }
 
-  /// Ends a sandbox's session (the driver calls this when it stops the sandbox).
+  /// Ends a sandbox's session (the driver calls this when it stops or deletes the sandbox, or finds its
+  /// supervisor gone); a connect of it that was not handled yet never will be (``connectHandled(_:)``).
   public func disconnect(_ sandboxID: String) {
     let s = sessions.withLock { $0.removeValue(forKey: sandboxID) }
     s?.outbound.finish()
+    connectHandled(sandboxID)
   }
 
   /// Sends a message on the sandbox's live session (e.g. a provider-environment `ConfigUpdate`).

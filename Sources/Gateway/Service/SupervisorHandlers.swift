@@ -50,7 +50,7 @@ extension OpenShellService {
     let session = SupervisorSessionAudit.Session(
       sandboxID: id, sessionID: sessionID, instanceID: hello.instanceID, epoch: hello.connectionEpoch, peer: context.remotePeer,
       identity: "sandbox:\(id)", certificateSHA256: CallerIdentity.current.fingerprint ?? "")
-    let handled = hub.expectConnectHandled(id)
+    let handled = hub.expectConnectHandled(id, token: token)
     let connectRecorded = Task {
       await handled?.wait(timeout: .seconds(2))
       await sessions.connected(session)
