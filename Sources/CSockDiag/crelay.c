@@ -202,3 +202,5 @@ void csockdiag_relay_run(struct csockdiag_relay *r, uint64_t *bytes_ab, uint64_t
   if (bytes_ba) *bytes_ba = moved[1];
   csockdiag_relay_release(r);
 }
+
+int csockdiag_name_thread(const char *name) { return pthread_setname_np(pthread_self(), name); }

@@ -8,7 +8,8 @@ import Testing
 
 /// The splice(2) relay of uninspected connections (Supervisor `SpliceRelay`): bulk bytes arrive whole
 /// and unchanged in both directions, through a CONNECT tunnel and a forwarded absolute-form request, and
-/// a half-close (the client's end of its sending side) reaches the upstream while the answer still flows.
+/// a half-close (the client's end of its sending side) reaches the upstream while the answer still flows;
+/// concurrent tunnels each get a relay thread, and threads are kept and reused.
 extension NetworkEnforcementTests {
   @Test("splice relay: 32 MiB through CONNECT and absolute-form intact; 8 MiB echoed through a tunnel after a half-close")
   func spliceRelayMovesBulkBytesBothWays() async throws {
@@ -91,8 +92,56 @@ extension NetworkEnforcementTests {
           """
         let r = try await c.exec("splice", ["/usr/bin/python3", "-c", client])
         #expect(r.out.contains("echo \(8 << 20) True"), "\(r.out) \(r.err)")
+
+        // Relays run on kept threads (the supervisor's RelayThreads): three tunnels at once each get one and
+        // arrive whole; a later tunnel reuses an idle thread instead of starting another.
+        let three = try await c.exec(
+          "splice",
+          ["/bin/sh", "-c", "for i in 1 2 3; do /usr/bin/curl -sS -p http://127.0.0.1:\(up.port)/big.bin | /usr/bin/sha256sum & done; wait"],
+          env: viaProxy)
+        #expect(three.out.split(separator: "\n").filter { $0.hasPrefix(expected) }.count == 3, "\(three.out) \(three.err)")
+        let supervisor = try #require(Self.supervisorPID(hostname: "splice"), "no supervisor of sandbox splice under this process")
+        let pooled = Self.relayThreads(supervisor)
+        #expect((1...4).contains(pooled), "relay threads kept: \(pooled)")
+        let again = try await c.exec(
+          "splice", ["/bin/sh", "-c", "/usr/bin/curl -sS -p http://127.0.0.1:\(up.port)/big.bin | /usr/bin/sha256sum"], env: viaProxy)
+        #expect(again.out.hasPrefix(expected), "\(again.out) \(again.err)")
+        #expect(Self.relayThreads(supervisor) == pooled, "a new relay thread for a tunnel while \(pooled) were idle")
       }
     }
+  }
+
+  /// The pid of the supervisor whose bubblewrap runs with `--hostname NAME` and descends from this process.
+  static func supervisorPID(hostname: String) -> Int32? {
+    func cmdline(_ pid: Int32) -> [String] {
+      (FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data()).split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+    }
+    func parent(_ pid: Int32) -> Int32 {
+      let stat = String(decoding: FileManager.default.contents(atPath: "/proc/\(pid)/stat") ?? Data(), as: UTF8.self)
+      guard let close = stat.lastIndex(of: ")") else { return 0 }
+      return Int32(stat[stat.index(after: close)...].split(separator: " ").dropFirst().first ?? "") ?? 0
+    }
+    let pids = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) }
+    for pid in pids where cmdline(pid).first == SandboxProtocol.supervisorPath {
+      var p = parent(pid)
+      var named = false
+      while p > 1 {
+        let args = cmdline(p)
+        if let i = args.firstIndex(of: "--hostname"), i + 1 < args.count, args[i + 1] == hostname { named = true }
+        if p == getpid() && named { return pid }
+        p = parent(p)
+      }
+    }
+    return nil
+  }
+
+  /// How many threads of process `pid` are the proxy's relay threads (named `openshell-relay`).
+  static func relayThreads(_ pid: Int32) -> Int {
+    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+    return tasks.filter {
+      String(decoding: FileManager.default.contents(atPath: "/proc/\(pid)/task/\($0)/comm") ?? Data(), as: UTF8.self)
+        .trimmingCharacters(in: .whitespacesAndNewlines) == "openshell-relay"
+    }.count
   }
 
   func hostSHA256(_ path: String) throws -> Substring {

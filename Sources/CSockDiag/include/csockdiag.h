@@ -57,6 +57,8 @@ void csockdiag_relay_run(struct csockdiag_relay *r, uint64_t *bytes_ab, uint64_t
 /// Ends a running relay (shutdown of both sockets), unless it already closed them. Thread-safe.
 void csockdiag_relay_cancel(struct csockdiag_relay *r);
 void csockdiag_relay_release(struct csockdiag_relay *r);
+/// Names the calling thread (`/proc/<pid>/task/<tid>/comm`, at most 15 bytes). 0 or an errno value.
+int csockdiag_name_thread(const char *name);
 
 /// A TCP connection to 127.0.0.1:`port` inside the network namespace `netns_fd` (a short-lived thread
 /// enters it and connects; the socket stays in that namespace), with TCP_NODELAY. Used for exposed

@@ -9,8 +9,8 @@ import Foundation
 /// `tls: skip` one, or a forwarded absolute-form `http://` request): the client's and the upstream's
 /// sockets are joined by `splice(2)` through a pipe per direction (`csockdiag_relay_run`), so the
 /// bytes never enter the supervisor's memory — the NIO relay copied each byte in and out and woke the
-/// event loop per 64 KiB read (issue 10, "Benchmark": ≥ 80 % of direct throughput). Each relay runs
-/// on its own thread (blocking poll/splice) until both directions ended; ``cancel()`` ends it at once
+/// event loop per 64 KiB read (issue 10, "Benchmark": ≥ 80 % of direct throughput). Each relay blocks a
+/// thread of ``RelayThreads`` (poll/splice) until both directions ended; ``cancel()`` ends it at once
 /// (a policy swap that no longer allows the connection: both sockets are shut down).
 final class SpliceRelay: @unchecked Sendable {
   // A C object with its own lock and reference count: safe to cancel from any thread, also after the
@@ -25,17 +25,14 @@ final class SpliceRelay: @unchecked Sendable {
 
   deinit { csockdiag_relay_release(handle) }
 
-  /// Starts the relay's thread; `ended` runs on it after both sockets were closed.
+  /// Starts the relay on a thread of ``RelayThreads``; `ended` runs on it after both sockets were closed.
   func start(_ ended: @escaping @Sendable () -> Void) {
-    let thread = Thread { [self] in
+    RelayThreads.shared.run { [self] in
       var up: UInt64 = 0
       var down: UInt64 = 0
       csockdiag_relay_run(handle, &up, &down)
       ended()
     }
-    thread.name = "openshell-proxy-relay"
-    thread.stackSize = 256 << 10
-    thread.start()
   }
 
   func cancel() { csockdiag_relay_cancel(handle) }
