@@ -97,7 +97,10 @@ extension NetworkEnforcementTests {
         // arrive whole; a later tunnel reuses an idle thread instead of starting another.
         let three = try await c.exec(
           "splice",
-          ["/bin/sh", "-c", "for i in 1 2 3; do /usr/bin/curl -sS -p http://127.0.0.1:\(up.port)/big.bin | /usr/bin/sha256sum & done; wait"],
+          [
+            "/bin/sh", "-c",
+            "u=http://127.0.0.1:\(up.port)/big.bin; /usr/bin/curl -sS -p -Z -o /tmp/a -o /tmp/b -o /tmp/c $u $u $u && /usr/bin/sha256sum /tmp/a /tmp/b /tmp/c",
+          ],
           env: viaProxy)
         #expect(three.out.split(separator: "\n").filter { $0.hasPrefix(expected) }.count == 3, "\(three.out) \(three.err)")
         let supervisor = try #require(Self.supervisorPID(hostname: "splice"), "no supervisor of sandbox splice under this process")
