@@ -119,7 +119,7 @@ extension NetworkEnforcementTests {
           """
         let concurrent = try await c.exec("splice", ["/usr/bin/python3", "-c", three])
         #expect(concurrent.out.split(separator: "\n").filter { $0.hasPrefix(expected) }.count == 3, "\(concurrent.out) \(concurrent.err)")
-        let supervisor = try #require(Self.supervisorPID(hostname: "splice"), "no supervisor of sandbox splice under this process")
+        let supervisor = try #require(SupervisorProcesses.pid(hostname: "splice"), "no supervisor of sandbox splice under this process")
         let pooled = Self.relayThreads(supervisor)
         #expect((3...4).contains(pooled), "relay threads kept after three tunnels at once: \(pooled)")
         let again = try await c.exec(
@@ -128,30 +128,6 @@ extension NetworkEnforcementTests {
         #expect(Self.relayThreads(supervisor) == pooled, "a new relay thread for a tunnel while \(pooled) were idle")
       }
     }
-  }
-
-  /// The pid of the supervisor whose bubblewrap runs with `--hostname NAME` and descends from this process.
-  static func supervisorPID(hostname: String) -> Int32? {
-    func cmdline(_ pid: Int32) -> [String] {
-      (FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data()).split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-    }
-    func parent(_ pid: Int32) -> Int32 {
-      let stat = String(decoding: FileManager.default.contents(atPath: "/proc/\(pid)/stat") ?? Data(), as: UTF8.self)
-      guard let close = stat.lastIndex(of: ")") else { return 0 }
-      return Int32(stat[stat.index(after: close)...].split(separator: " ").dropFirst().first ?? "") ?? 0
-    }
-    let pids = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) }
-    for pid in pids where cmdline(pid).first == SandboxProtocol.supervisorPath {
-      var p = parent(pid)
-      var named = false
-      while p > 1 {
-        let args = cmdline(p)
-        if let i = args.firstIndex(of: "--hostname"), i + 1 < args.count, args[i + 1] == hostname { named = true }
-        if p == getpid() && named { return pid }
-        p = parent(p)
-      }
-    }
-    return nil
   }
 
   /// How many threads of process `pid` are the proxy's relay threads (named `openshell-relay`).

@@ -144,7 +144,7 @@ enum ProxyBench {
 
     // Throughput, interleaved: on a shared machine the rates swing with the load; the CPU cost of each
     // party does much less.
-    let supervisor = Self.supervisorPID(hostname: "proxy-bench")
+    let supervisor = SupervisorProcesses.pid(hostname: "proxy-bench") ?? 0
     let loop = upstream.eventLoop
     func batch(_ args: [String], inSandbox: Bool, relayCPU: () -> Int64) async throws -> Batch {
       let (server0, proxy0) = (try await UpstreamServer.cpuNanoseconds(loop), relayCPU())
@@ -186,32 +186,6 @@ enum ProxyBench {
 
   /// The name of the row of the sandbox's path without a relay.
   static let noRelay = "veth, no relay"
-
-  /// The pid of the supervisor of this process's sandbox whose bwrap runs with `--hostname NAME` (0 if none).
-  static func supervisorPID(hostname: String) -> Int32 {
-    let pids = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) }
-    func cmdline(_ pid: Int32) -> [String] {
-      (FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data()).split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-    }
-    func parent(_ pid: Int32) -> Int32 {
-      let stat = String(decoding: FileManager.default.contents(atPath: "/proc/\(pid)/stat") ?? Data(), as: UTF8.self)
-      guard let close = stat.lastIndex(of: ")") else { return 0 }
-      return Int32(stat[stat.index(after: close)...].split(separator: " ").dropFirst().first ?? "") ?? 0
-    }
-    for pid in pids where cmdline(pid).first == SandboxProtocol.supervisorPath {
-      // A bwrap with `--hostname NAME` among its ancestors, and this process above it (the in-process
-      // gateway spawned it): a supervisor left by another run (or another gateway) does not count.
-      var p = parent(pid)
-      var named = false
-      while p > 1 {
-        let args = cmdline(p)
-        if let i = args.firstIndex(of: "--hostname"), i + 1 < args.count, args[i + 1] == hostname { named = true }
-        if p == getpid() && named { return pid }
-        p = parent(p)
-      }
-    }
-    return 0
-  }
 
   /// CPU time (user + system) of process `pid` so far, in nanoseconds: `/proc/<pid>/stat` fields 14
   /// and 15, which also count threads that already ended (a tunnel's relay thread ends with its
