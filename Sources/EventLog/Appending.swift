@@ -128,8 +128,8 @@ public struct WriterStats: Sendable, Hashable {
   public var prepareNanoseconds: UInt64
   /// Checking expectations, hashing the chain and the LMDB puts of those commits.
   public var transactionNanoseconds: UInt64
-  /// `mdb_txn_commit` of those commits: page writes and, with `.sync`, the data-file flush and the meta page
-  /// write-through.
+  /// `mdb_txn_commit` of those commits: page writes and, with `.sync`, the data-file flush (the meta page is
+  /// written, and flushed with the next commit: ``EventLog/Durability/sync``).
   public var commitNanoseconds: UInt64
   /// Publishing the head, feeding subscribers and resuming the callers after those commits.
   public var resumeNanoseconds: UInt64

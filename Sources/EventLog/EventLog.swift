@@ -3,6 +3,10 @@ import Foundation
 import Logging
 import Synchronization
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// An append-only, LMDB-backed, zstd-compressed, hash-chained event log.
 ///
 /// One log is one directory holding a standard LMDB environment (`data.mdb`, `lock.mdb`; `mdb_stat` and
@@ -21,7 +25,12 @@ public final class EventLog: Sendable {
 
   /// How durable a commit is before `append` returns (LMDB environment flags).
   public enum Durability: Sendable, Hashable {
-    /// Default LMDB behaviour: data and meta page are flushed (fdatasync) before `mdb_txn_commit` returns.
+    /// Every commit is durable when `append` returns, with one flush (issue 14): LMDB's `MDB_NOMETASYNC` —
+    /// the commit's data pages are flushed (`fdatasync`), its meta page is written and reaches the disk with
+    /// the next commit's flush or at ``EventLog/close()``. Each group commit also stores a ``CommitMarker``,
+    /// so that after a system crash before that next flush the writable open puts the commit back from its
+    /// flushed pages (``CommitRecovery``). Other write transactions (snapshots, dictionaries) flush their meta
+    /// page at once (`mdb_env_sync`), as LMDB's default does.
     case sync
     /// `MDB_NOMETASYNC` relaxation: the meta page is not flushed per commit. A system crash may lose the last
     /// transactions but keeps the database consistent (LMDB docs). A process crash loses nothing.
@@ -32,7 +41,7 @@ public final class EventLog: Sendable {
 
     var envFlags: Int32 {
       switch self {
-      case .sync: return 0
+      case .sync: return MDB_NOMETASYNC
       case .noMetaSync: return MDB_NOMETASYNC
       case .noSync: return MDB_NOSYNC
       }
@@ -110,11 +119,15 @@ public final class EventLog: Sendable {
   /// `data.mdb` (checksums, seqs and checkpoints, as ``verify(checksumsOnly:progress:)`` does; a version 2
   /// record's header is parsed only when it is read); nil when no such check ran.
   public let recordsCheckedAtOpen: UInt64?
+  /// What a writable open of a `.sync` log did about commits a system crash may have cut off
+  /// (``CommitRecovery``); nil for other opens.
+  public let commitRecovery: CommitRecoveryReport?
 
   private init(
     directory: String, shared: LogShared, writer: Writer?, lock: WriterLockFile?, fileReport: LMDBFileReport?,
-    recordsCheckedAtOpen: UInt64?
+    recordsCheckedAtOpen: UInt64?, commitRecovery: CommitRecoveryReport?
   ) {
+    self.commitRecovery = commitRecovery
     self.fileReport = fileReport
     self.recordsCheckedAtOpen = recordsCheckedAtOpen
     self.directory = directory
@@ -188,9 +201,19 @@ public final class EventLog: Sendable {
         flags: opts.durability.envFlags | (opts.bulkLoad ? MDB_NOSYNC : 0), readOnly: opts.readOnly)
       do {
         let place = fileReport.map { "\(data) is damaged at page \($0.mainTreeRoot) (main tree)" } ?? "\(data) is damaged (main tree)"
-        let head = try initialize(env, readOnly: opts.readOnly, damagedPlace: place)
+        var head = try initialize(env, readOnly: opts.readOnly, damagedPlace: place)
         let checkedThrough = try recordCheck?.confirm(headSeq: head.headSeq)
         let shared = LogShared(env: env, directory: directory, options: opts, head: head, logger: opts.logger)
+        // Before anything else writes: a write transaction could reuse the pages a cut-off commit left (only
+        // `initialize` wrote so far, and it writes only when it creates a database — the `chain` database of a
+        // log older builds wrote, which has no commit markers).
+        var recovery: CommitRecoveryReport?
+        if !opts.readOnly, opts.durability == .sync {
+          let (recoveredHead, report) = try CommitRecovery.run(shared: shared, head: head)
+          head = recoveredHead
+          recovery = report
+          shared.state.withLock { $0 = recoveredHead }
+        }
         var writer: Writer?
         if !opts.readOnly {
           let dict = head.activeDictionaryID == 0 ? nil : try shared.dictionary(head.activeDictionaryID)
@@ -202,7 +225,7 @@ public final class EventLog: Sendable {
           metadata: ["directory": "\(directory)", "headSeq": "\(head.headSeq)", "readOnly": "\(opts.readOnly)"])
         return EventLog(
           directory: directory, shared: shared, writer: writer, lock: lock, fileReport: fileReport,
-          recordsCheckedAtOpen: checkedThrough)
+          recordsCheckedAtOpen: checkedThrough, commitRecovery: recovery)
       } catch {
         env.close()
         throw error
@@ -288,6 +311,13 @@ public final class EventLog: Sendable {
   public func close() {
     if closedFlag.exchange(true, ordering: .acquiringAndReleasing) { return }
     writer?.stop()
+    // The last commit's meta page to disk; then the next writable open need not look for cut-off commits.
+    if writer != nil, !shared.env.closed, mdb_env_sync(shared.env.env, 1) == 0, shared.options.durability == .sync,
+      !shared.bulkLoading.load(ordering: .acquiring)
+    {
+      let fd = Glibc.open(directory + "/" + CommitRecovery.cleanCloseFile, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+      if fd >= 0 { Glibc.close(fd) }
+    }
     shared.hub.closeAll()
     shared.env.close()
     lock?.release()

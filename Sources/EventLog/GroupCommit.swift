@@ -87,6 +87,7 @@ extension Writer {
     let startCheckpoint = lastCheckpoint
     let markFormat = !formatMarked
     let interval = ChainCheckpoints.interval
+    let recoverable = shared.options.durability == .sync
     do {
       let outcome: Outcome = try withMapGrowth {
         try shared.env.withWrite { txn -> Outcome in
@@ -153,6 +154,13 @@ extension Writer {
             for (agg, v) in versions.touched { try txn.put(dbs.aggregates, aggregateKey(agg), seqKey(v)) }
             try txn.put(dbs.meta, MetaKey.headSeq, seqKey(out.head.headSeq))
             try txn.put(dbs.meta, MetaKey.headHash, out.head.headHash)
+            // What CommitRecovery needs if a crash keeps this commit's meta page from the disk.
+            if recoverable {
+              let marker = CommitMarker(
+                firstSeq: start.headSeq + 1, lastSeq: out.head.headSeq, lastHash: out.head.headHash,
+                checkpoints: out.written.compactMap { prepared[$0].1.request.checkpoint })
+              try txn.put(dbs.meta, CommitMarker.key, marker.encoded)
+            }
             // The first v3 records: mark the log so older builds refuse it (with them, atomically).
             if markFormat {
               var marker = [UInt8]()

@@ -161,6 +161,8 @@ final class Writer: @unchecked Sendable {
   private func runJob(_ body: (Transaction, Compressor) throws -> Void, _ done: (EventLogError?) -> Void) {
     do {
       try withMapGrowth { try shared.env.withWrite { try body($0, compressor) } }
+      // Only group commits carry a CommitMarker: any other write is made durable with its meta page now.
+      if shared.options.durability == .sync { try check(mdb_env_sync(shared.env.env, 1), "mdb_env_sync") }
       // A job may have activated a dictionary.
       reloadActiveDictionary()
       done(nil)

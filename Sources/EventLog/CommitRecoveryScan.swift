@@ -1,0 +1,133 @@
+import Foundation
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// The page scan behind ``CommitRecovery``: reads every page of a `data.mdb` with `pread` (no LMDB) and keeps
+/// what a commit cut off by a crash may have left on pages the current meta page does not reach.
+///
+/// Uses LMDB 0.9's page and node layout (`mdb.c`, as ``LMDBFileCheck`` does): page header = page number (8),
+/// pad (2), flags (2), lower (2), upper (2); a leaf's node offsets follow the header; a node = data size low
+/// and high halves (2 + 2), flags (2), key size (2), key, then the value (or, with `F_BIGDATA`, the number of
+/// the overflow page run holding it). Everything is bounds-checked: the pages may hold anything.
+enum CommitRecoveryScan {
+  struct Result {
+    /// Markers whose last seq is after the head, each once.
+    var markers: [CommitMarker] = []
+    /// Values found under an 8-byte key greater than the head, by that key (the seq); distinct values only.
+    var candidates: [UInt64: [[UInt8]]] = [:]
+    /// Pages read.
+    var pages = 0
+    /// Where they were found (for tests that damage a lost commit on purpose).
+    var markerPages: [UInt64] = []
+    var candidatePages: [UInt64: [UInt64]] = [:]
+  }
+
+  static let pLeaf: UInt16 = 0x02
+  /// Page kinds a plain leaf never has: branch, overflow, meta, `P_LEAF2`, `P_SUBP`.
+  static let notPlainLeaf: UInt16 = 0x01 | 0x04 | 0x08 | 0x20 | 0x40
+  static let fBigData: UInt16 = 0x01, fSubData: UInt16 = 0x02, fDupData: UInt16 = 0x04
+
+  /// Scans `path`. Throws `.io` when the file cannot be read; a page that makes no sense is skipped.
+  static func scan(path: String, after head: UInt64) throws -> Result {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw EventLogError.posix("open \(path)") }
+    defer { close(fd) }
+    var st = stat()
+    guard fstat(fd, &st) == 0 else { throw EventLogError.posix("stat \(path)") }
+    let size = Int(st.st_size)
+    // The page size is the free-list database's `md_pad` in meta page 0 (offset 16 + 24).
+    var ps32: UInt32 = 0
+    guard size >= 64, pread(fd, &ps32, 4, 16 + 24) == 4 else { return Result() }
+    let ps = Int(UInt32(littleEndian: ps32))
+    guard ps >= 512, ps <= 65536, ps & (ps - 1) == 0 else { return Result() }
+    let pageCount = size / ps
+    var out = Result()
+    var seenMarkers = Set<CommitMarker>()
+    let chunkPages = max(1, (1 << 20) / ps)
+    let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkPages * ps, alignment: 16)
+    defer { buf.deallocate() }
+    var first = 2
+    while first < pageCount {
+      let n = min(chunkPages, pageCount - first)
+      let got = pread(fd, buf.baseAddress, n * ps, off_t(first * ps))
+      guard got == n * ps else { throw EventLogError.posix("read \(path)") }
+      for i in 0..<n {
+        let pgno = first + i
+        out.pages += 1
+        let page = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buf)[(i * ps)..<((i + 1) * ps)])
+        guard le64(page, 0) == UInt64(pgno) else { continue }
+        // Pages inside an overflow run are not skipped: after a run is freed its pages are reused one by one,
+        // and its first page's header would hide them.
+        let flags = le16(page, 10)
+        guard flags & pLeaf != 0, flags & notPlainLeaf == 0 else { continue }
+        leaf(page, pgno: UInt64(pgno), ps: ps, fd: fd, fileSize: size, head: head, into: &out, seen: &seenMarkers)
+      }
+      first += n
+    }
+    return out
+  }
+
+  /// Reads the nodes of one leaf page.
+  private static func leaf(
+    _ page: UnsafeRawBufferPointer, pgno: UInt64, ps: Int, fd: Int32, fileSize: Int, head: UInt64,
+    into out: inout Result, seen: inout Set<CommitMarker>
+  ) {
+    let lower = Int(le16(page, 12))
+    let upper = Int(le16(page, 14))
+    guard lower >= 16, lower <= upper, upper <= ps, (lower - 16) % 2 == 0 else { return }
+    let count = (lower - 16) / 2
+    for k in 0..<count {
+      let off = Int(le16(page, 16 + 2 * k))
+      guard off >= upper, off + 8 <= ps else { return }
+      let dsize = Int(le16(page, off)) | Int(le16(page, off + 2)) << 16
+      let nflags = le16(page, off + 4)
+      let ksize = Int(le16(page, off + 6))
+      let keyAt = off + 8
+      guard keyAt + ksize <= ps, nflags & (fSubData | fDupData) == 0 else { continue }
+      let key = UnsafeRawBufferPointer(rebasing: page[keyAt..<(keyAt + ksize)])
+      let isMarkerKey = key.elementsEqual(CommitMarker.key)
+      guard isMarkerKey || ksize == 8 else { continue }
+      let seq = ksize == 8 ? key.reduce(UInt64(0)) { $0 << 8 | UInt64($1) } : 0
+      guard isMarkerKey || seq > head else { continue }
+      guard let value = nodeValue(page, at: keyAt + ksize, size: dsize, big: nflags & fBigData != 0, ps: ps, fd: fd, fileSize: fileSize)
+      else { continue }
+      if isMarkerKey {
+        guard let m = value.withUnsafeBytes({ CommitMarker(decoding: $0) }), m.lastSeq > head, seen.insert(m).inserted else { continue }
+        out.markers.append(m)
+        out.markerPages.append(pgno)
+      } else {
+        if !(out.candidates[seq]?.contains(value) ?? false) { out.candidates[seq, default: []].append(value) }
+        out.candidatePages[seq, default: []].append(pgno)
+      }
+    }
+  }
+
+  /// A node's value: on the page, or (`F_BIGDATA`) after the header of the overflow run it names. Nil when out
+  /// of bounds.
+  private static func nodeValue(
+    _ page: UnsafeRawBufferPointer, at: Int, size: Int, big: Bool, ps: Int, fd: Int32, fileSize: Int
+  ) -> [UInt8]? {
+    if !big {
+      guard at + size <= ps else { return nil }
+      return Array(page[at..<(at + size)])
+    }
+    guard at + 8 <= ps, size <= 1 << 31 else { return nil }
+    let run = Int(le64(page, at))
+    guard run >= 2, run < fileSize / ps, run * ps + 16 + size <= fileSize else { return nil }
+    var v = [UInt8](repeating: 0, count: size)
+    let got = v.withUnsafeMutableBytes { pread(fd, $0.baseAddress, size, off_t(run * ps + 16)) }
+    return got == size ? v : nil
+  }
+
+  @inline(__always) static func le16(_ b: UnsafeRawBufferPointer, _ o: Int) -> UInt16 {
+    UInt16(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt16.self))
+  }
+  @inline(__always) static func le32(_ b: UnsafeRawBufferPointer, _ o: Int) -> UInt32 {
+    UInt32(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt32.self))
+  }
+  @inline(__always) static func le64(_ b: UnsafeRawBufferPointer, _ o: Int) -> UInt64 {
+    UInt64(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt64.self))
+  }
+}
