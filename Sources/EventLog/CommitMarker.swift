@@ -12,15 +12,18 @@ import Foundation
 /// commit's first and last seq, the chain hash of its last record and the consumer checkpoints the commit
 /// stored beside its events (the only part of a commit that cannot be derived from its records).
 ///
-/// Layout (big-endian): magic `OSCOMMIT` (8 bytes), format version 1 (1 byte), first seq (8), last seq (8),
-/// chain hash of the last record (32), number of checkpoints (2), then per checkpoint name length (2), name
-/// (UTF-8) and seq (8), and a CRC-32C (4) of everything before it.
+/// Layout (big-endian): magic `OSCOMMIT` (8 bytes), format version 1 (1 byte), wall-clock time of the commit in
+/// ns (8; orders two markers for the same seqs: a failed commit's and the one after it), first seq (8), last
+/// seq (8), chain hash of the last record (32), number of checkpoints (2), then per checkpoint name length (2),
+/// name (UTF-8) and seq (8), and a CRC-32C (4) of everything before it.
 struct CommitMarker: Sendable, Hashable {
   /// Its key in the `meta` database.
   static let key = Array("commit.last".utf8)
   static let magic = Array("OSCOMMIT".utf8)
   static let version: UInt8 = 1
 
+  /// When the commit was made (wall clock, ns since the Unix epoch).
+  var committedAtNs: UInt64
   /// Seqs the commit stored (`firstSeq...lastSeq`).
   var firstSeq: UInt64
   var lastSeq: UInt64
@@ -30,11 +33,12 @@ struct CommitMarker: Sendable, Hashable {
   var checkpoints: [(name: String, seq: UInt64)]
 
   static func == (a: CommitMarker, b: CommitMarker) -> Bool {
-    a.firstSeq == b.firstSeq && a.lastSeq == b.lastSeq && a.lastHash == b.lastHash
+    a.committedAtNs == b.committedAtNs && a.firstSeq == b.firstSeq && a.lastSeq == b.lastSeq && a.lastHash == b.lastHash
       && a.checkpoints.map(\.name) == b.checkpoints.map(\.name) && a.checkpoints.map(\.seq) == b.checkpoints.map(\.seq)
   }
 
   func hash(into h: inout Hasher) {
+    h.combine(committedAtNs)
     h.combine(firstSeq)
     h.combine(lastSeq)
     h.combine(lastHash)
@@ -44,6 +48,7 @@ struct CommitMarker: Sendable, Hashable {
   var encoded: [UInt8] {
     var v = Self.magic
     v.append(Self.version)
+    v.appendBE(committedAtNs)
     v.appendBE(firstSeq)
     v.appendBE(lastSeq)
     v.append(contentsOf: lastHash)
@@ -61,13 +66,13 @@ struct CommitMarker: Sendable, Hashable {
   /// Decodes a stored value; nil unless magic, version, lengths and checksum are all right (pages found by
   /// ``CommitRecovery``'s scan may hold anything).
   init?(decoding v: UnsafeRawBufferPointer) {
-    guard v.count >= Self.magic.count + 1 + 8 + 8 + 32 + 2 + 4 else { return nil }
+    guard v.count >= Self.magic.count + 1 + 8 + 8 + 8 + 32 + 2 + 4 else { return nil }
     guard v.starts(with: Self.magic) else { return nil }
     let body = UnsafeRawBufferPointer(rebasing: v[0..<(v.count - 4)])
     var tail = ByteReader(v, offset: v.count - 4)
     guard let crc = tail.u32(), crc == CRC32C.checksum(body) else { return nil }
     var r = ByteReader(body, offset: Self.magic.count)
-    guard r.u8() == Self.version, let first = r.u64(), let last = r.u64(), first >= 1, last >= first,
+    guard r.u8() == Self.version, let at = r.u64(), let first = r.u64(), let last = r.u64(), first >= 1, last >= first,
       let hash = r.bytes(32), let n = r.u16()
     else { return nil }
     var cps: [(String, UInt64)] = []
@@ -76,10 +81,11 @@ struct CommitMarker: Sendable, Hashable {
       cps.append((name, seq))
     }
     guard r.remaining == 0 else { return nil }
-    self.init(firstSeq: first, lastSeq: last, lastHash: Array(hash), checkpoints: cps)
+    self.init(committedAtNs: at, firstSeq: first, lastSeq: last, lastHash: Array(hash), checkpoints: cps)
   }
 
-  init(firstSeq: UInt64, lastSeq: UInt64, lastHash: [UInt8], checkpoints: [(name: String, seq: UInt64)]) {
+  init(committedAtNs: UInt64, firstSeq: UInt64, lastSeq: UInt64, lastHash: [UInt8], checkpoints: [(name: String, seq: UInt64)]) {
+    self.committedAtNs = committedAtNs
     self.firstSeq = firstSeq
     self.lastSeq = lastSeq
     self.lastHash = lastHash

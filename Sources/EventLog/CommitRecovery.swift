@@ -13,6 +13,8 @@ public struct CommitRecoveryReport: Sendable, Hashable {
   public var cleanClose: Bool
   /// Pages of `data.mdb` the scan read (0 after a clean close).
   public var pagesScanned: Int
+  /// Wall-clock nanoseconds of the scan and of writing back what it found.
+  public var nanoseconds: UInt64
   /// Seqs put back from commits whose data pages were on disk but whose meta page was not (nil: none).
   public var recovered: ClosedRange<UInt64>?
   /// Markers of commits after the head that did not check out (a commit torn by the crash, which therefore
@@ -37,23 +39,39 @@ enum CommitRecovery {
   /// Created by ``EventLog/close()`` after the meta page is flushed; removed (and the removal made durable) by
   /// the next writable open before anything is written.
   static let cleanCloseFile = "closed-cleanly"
+  /// Markers of commits that failed (``recordAborted(_:directory:)``): 8-byte first seq and 32-byte last chain
+  /// hash each. Their pages may be on disk, but their callers were told nothing was stored.
+  static let abortedFile = "aborted-commits"
 
-  /// Runs at a writable open (before the writer starts); returns the head after recovery and the report.
-  static func run(shared: LogShared, head: PublishedState) throws -> (PublishedState, CommitRecoveryReport) {
+  /// Runs at every writable open (whatever its durability: a `.sync` writer may have left the marker), before
+  /// the writer starts; `pagesInUse` (from the open's walk of the file) are skipped. Returns the head after
+  /// recovery and the report.
+  static func run(shared: LogShared, head: PublishedState, pagesInUse: [Bool]?) throws -> (PublishedState, CommitRecoveryReport) {
     let dir = shared.directory
     let flag = dir + "/" + cleanCloseFile
     if access(flag, F_OK) == 0 {
       guard unlink(flag) == 0 else { throw EventLogError.posix("remove \(flag)") }
       try fsyncDirectory(dir)
-      return (head, CommitRecoveryReport(cleanClose: true, pagesScanned: 0, recovered: nil, rejected: 0))
+      try pruneAborted(directory: dir, head: head.headSeq)
+      return (head, CommitRecoveryReport(cleanClose: true, pagesScanned: 0, nanoseconds: 0, recovered: nil, rejected: 0))
     }
-    let scan = try CommitRecoveryScan.scan(path: dir + "/data.mdb", after: head.headSeq)
+    let started = monotonicNs()
+    let scan = try CommitRecoveryScan.scan(path: dir + "/data.mdb", after: head.headSeq, skipping: pagesInUse)
+    let aborted = Set(loadAborted(directory: dir).map { AbortedKey(firstSeq: $0.firstSeq, lastHash: $0.lastHash) })
     var h = head
     var recovered: ClosedRange<UInt64>?
     while true {
-      let next = scan.markers.filter { $0.firstSeq == h.headSeq + 1 }.sorted { $0.lastSeq > $1.lastSeq }
-      guard let (marker, records) = try next.lazy.compactMap({ m in try verify(m, scan: scan, head: h, shared: shared).map { (m, $0) } }).first
-      else { break }
+      // The newest marker first: a failed commit's marker may still lie beside the one that replaced it.
+      let next = scan.markers.filter { $0.firstSeq == h.headSeq + 1 && !aborted.contains(AbortedKey(firstSeq: $0.firstSeq, lastHash: $0.lastHash)) }
+        .sorted { $0.committedAtNs > $1.committedAtNs }
+      var chosen: (CommitMarker, [Found])?
+      for m in next {
+        if let records = try verify(m, scan: scan, head: h, shared: shared) {
+          chosen = (m, records)
+          break
+        }
+      }
+      guard let (marker, records) = chosen else { break }
       try apply(marker, records, shared: shared)
       h = try shared.env.withRead { try readHeadState($0, shared.env.dbs) }
       recovered = (recovered?.lowerBound ?? marker.firstSeq)...marker.lastSeq
@@ -67,65 +85,98 @@ enum CommitRecovery {
     }
     if rejected > 0 {
       shared.logger.warning(
-        "event log: found commits after the head that do not check out (torn by a crash before they returned); the log ends at the head",
+        "event log: found commits after the head that do not check out or had failed (torn by a crash before they returned); the log ends at the head",
         metadata: ["head": "\(h.headSeq)", "commits": "\(rejected)", "directory": "\(dir)"])
     }
-    return (h, CommitRecoveryReport(cleanClose: false, pagesScanned: scan.pages, recovered: recovered, rejected: rejected))
+    try pruneAborted(directory: dir, head: h.headSeq)
+    let report = CommitRecoveryReport(
+      cleanClose: false, pagesScanned: scan.pages, nanoseconds: monotonicNs() - started, recovered: recovered, rejected: rejected)
+    return (h, report)
   }
 
   /// One record found for a marker: its seq, stored value and decoded form (hash, aggregate).
   typealias Found = (seq: UInt64, value: [UInt8], record: EventRecord)
 
-  /// The records `marker` names, each checked and chained from `head`; nil unless every seq has exactly one
-  /// sound value (or several identical ones) and the last chain hash is the marker's.
+  /// The records `marker` names, each checked and chained from `head` to the marker's last hash; nil unless
+  /// such a chain exists among the values found. Where one seq has several sound values (a failed commit's
+  /// beside its replacement's), the one whose chain reaches the marker's hash is taken (bounded backtracking).
   static func verify(_ marker: CommitMarker, scan: CommitRecoveryScan.Result, head: PublishedState, shared: LogShared) throws -> [Found]? {
     guard marker.lastSeq - marker.firstSeq < 1 << 24 else { return nil }
+    let n = Int(marker.lastSeq - marker.firstSeq + 1)
     return try shared.env.withRead { txn -> [Found]? in
       let ctx = RecordDecoder(shared: shared)
-      var prev = head.headHash
-      var out: [Found] = []
-      for seq in marker.firstSeq...marker.lastSeq {
-        var match: Found?
-        for value in scan.candidates[seq] ?? [] {
-          let record = try? value.withUnsafeBytes { b -> EventRecord in
-            try shared.decode(RecordFormat.parse(b, key: seq), txn: txn, previousHash: prev, context: ctx)
-          }
-          guard let record else { continue }
-          if let m = match, m.record.hash != record.hash { return nil }  // two different successors: give up
-          match = (seq, value, record)
+      var found: [Found] = []
+      found.reserveCapacity(n)
+      var choice = [Int](repeating: -1, count: n)
+      var budget = 4 * n + 64  // decodes; alternatives are rare, so the walk is nearly linear
+      var i = 0
+      while i >= 0 {
+        if i == n {
+          if found[n - 1].record.hash == marker.lastHash { return found }
+          i -= 1
+          found.removeLast()
+          continue
         }
-        guard let m = match else { return nil }
-        out.append(m)
-        prev = m.record.hash
+        let seq = marker.firstSeq + UInt64(i)
+        let values = scan.candidates[seq] ?? []
+        choice[i] += 1
+        guard choice[i] < values.count else {
+          choice[i] = -1
+          i -= 1
+          if i >= 0 { found.removeLast() }
+          continue
+        }
+        budget -= 1
+        guard budget >= 0 else { return nil }
+        let prev = i == 0 ? head.headHash : found[i - 1].record.hash
+        let value = values[choice[i]]
+        if let record = try? value.withUnsafeBytes({ b in
+          try shared.decode(RecordFormat.parse(b, key: seq), txn: txn, previousHash: prev, context: ctx)
+        }) {
+          found.append((seq, value, record))
+          i += 1
+        }
       }
-      return prev == marker.lastHash ? out : nil
+      return nil
     }
   }
 
   /// Writes the records of one recovered commit back as the writer would have: records, chain checkpoints,
-  /// aggregate versions, consumer checkpoints, head, format marker and the commit marker.
+  /// aggregate versions, consumer checkpoints, head, format marker and the commit marker. Grows the map (up to
+  /// the options' maximum) when the log's pages no longer fit the one it was opened with.
   static func apply(_ marker: CommitMarker, _ records: [Found], shared: LogShared) throws {
     let dbs = shared.env.dbs
-    try shared.env.withWrite { txn in
-      var versions = AggregateVersions()
-      for f in records {
-        try txn.put(dbs.events, seqKey(f.seq), f.value, flags: MDB_APPEND)
-        if f.seq % ChainCheckpoints.interval == 0, let chain = dbs.chain {
-          try txn.put(chain, seqKey(f.seq), ChainCheckpoints.value(seq: f.seq, hash: f.record.hash))
-        }
-        try versions.bump(f.record.aggregate) { try readAggregateVersion(txn, dbs, f.record.aggregate) }
+    while true {
+      do {
+        try shared.env.withWrite { txn in try write(marker, records, txn: txn, dbs: dbs) }
+        return
+      } catch let e as EventLogError where e.code == .mapFull {
+        let current = shared.env.mapSize
+        guard current < shared.options.maxMapSize else { throw e }
+        try shared.env.setMapSize(min(max(current * 2, current + 4096), shared.options.maxMapSize))
       }
-      for (agg, v) in versions.touched { try txn.put(dbs.aggregates, aggregateKey(agg), seqKey(v)) }
-      for c in marker.checkpoints { try txn.put(dbs.checkpoints, Array(c.name.utf8), seqKey(c.seq)) }
-      try txn.put(dbs.meta, MetaKey.headSeq, seqKey(marker.lastSeq))
-      try txn.put(dbs.meta, MetaKey.headHash, marker.lastHash)
-      let marked = try txn.get(dbs.meta, MetaKey.format).flatMap { decodeBE32($0) } ?? 0
-      if marked < UInt32(RecordFormat.formatVersion), records.contains(where: { $0.value.first == RecordFormat.formatVersion }) {
-        var v = [UInt8]()
-        v.appendBE(UInt32(RecordFormat.formatVersion))
-        try txn.put(dbs.meta, MetaKey.format, v)
-      }
-      try txn.put(dbs.meta, CommitMarker.key, marker.encoded)
     }
+  }
+
+  private static func write(_ marker: CommitMarker, _ records: [Found], txn: Transaction, dbs: Databases) throws {
+    var versions = AggregateVersions()
+    for f in records {
+      try txn.put(dbs.events, seqKey(f.seq), f.value, flags: MDB_APPEND)
+      if f.seq % ChainCheckpoints.interval == 0, let chain = dbs.chain {
+        try txn.put(chain, seqKey(f.seq), ChainCheckpoints.value(seq: f.seq, hash: f.record.hash))
+      }
+      try versions.bump(f.record.aggregate) { try readAggregateVersion(txn, dbs, f.record.aggregate) }
+    }
+    for (agg, v) in versions.touched { try txn.put(dbs.aggregates, aggregateKey(agg), seqKey(v)) }
+    for c in marker.checkpoints { try txn.put(dbs.checkpoints, Array(c.name.utf8), seqKey(c.seq)) }
+    try txn.put(dbs.meta, MetaKey.headSeq, seqKey(marker.lastSeq))
+    try txn.put(dbs.meta, MetaKey.headHash, marker.lastHash)
+    let marked = try txn.get(dbs.meta, MetaKey.format).flatMap { decodeBE32($0) } ?? 0
+    if marked < UInt32(RecordFormat.formatVersion), records.contains(where: { $0.value.first == RecordFormat.formatVersion }) {
+      var v = [UInt8]()
+      v.appendBE(UInt32(RecordFormat.formatVersion))
+      try txn.put(dbs.meta, MetaKey.format, v)
+    }
+    try txn.put(dbs.meta, CommitMarker.key, marker.encoded)
   }
 }

@@ -29,8 +29,10 @@ enum CommitRecoveryScan {
   static let notPlainLeaf: UInt16 = 0x01 | 0x04 | 0x08 | 0x20 | 0x40
   static let fBigData: UInt16 = 0x01, fSubData: UInt16 = 0x02, fDupData: UInt16 = 0x04
 
-  /// Scans `path`. Throws `.io` when the file cannot be read; a page that makes no sense is skipped.
-  static func scan(path: String, after head: UInt64) throws -> Result {
+  /// Scans `path`, skipping the pages `skipping` marks (those the current meta page's trees use: what a cut-off
+  /// commit left is elsewhere, and values of live records, whose bytes callers chose, are not read as pages).
+  /// Throws `.io` when the file cannot be read; a page that makes no sense is skipped.
+  static func scan(path: String, after head: UInt64, skipping: [Bool]? = nil) throws -> Result {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { throw EventLogError.posix("open \(path)") }
     defer { close(fd) }
@@ -55,6 +57,7 @@ enum CommitRecoveryScan {
       guard got == n * ps else { throw EventLogError.posix("read \(path)") }
       for i in 0..<n {
         let pgno = first + i
+        if let skipping, pgno < skipping.count, skipping[pgno] { continue }
         out.pages += 1
         let page = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buf)[(i * ps)..<((i + 1) * ps)])
         guard le64(page, 0) == UInt64(pgno) else { continue }

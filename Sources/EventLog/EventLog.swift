@@ -119,8 +119,8 @@ public final class EventLog: Sendable {
   /// `data.mdb` (checksums, seqs and checkpoints, as ``verify(checksumsOnly:progress:)`` does; a version 2
   /// record's header is parsed only when it is read); nil when no such check ran.
   public let recordsCheckedAtOpen: UInt64?
-  /// What a writable open of a `.sync` log did about commits a system crash may have cut off
-  /// (``CommitRecovery``); nil for other opens.
+  /// What a writable open did about commits a system crash may have cut off (``CommitRecovery``); nil for
+  /// read-only opens.
   public let commitRecovery: CommitRecoveryReport?
 
   private init(
@@ -208,8 +208,8 @@ public final class EventLog: Sendable {
         // `initialize` wrote so far, and it writes only when it creates a database — the `chain` database of a
         // log older builds wrote, which has no commit markers).
         var recovery: CommitRecoveryReport?
-        if !opts.readOnly, opts.durability == .sync {
-          let (recoveredHead, report) = try CommitRecovery.run(shared: shared, head: head)
+        if !opts.readOnly {
+          let (recoveredHead, report) = try CommitRecovery.run(shared: shared, head: head, pagesInUse: fileReport?.pagesInUse)
           head = recoveredHead
           recovery = report
           shared.state.withLock { $0 = recoveredHead }
@@ -312,9 +312,7 @@ public final class EventLog: Sendable {
     if closedFlag.exchange(true, ordering: .acquiringAndReleasing) { return }
     writer?.stop()
     // The last commit's meta page to disk; then the next writable open need not look for cut-off commits.
-    if writer != nil, !shared.env.closed, mdb_env_sync(shared.env.env, 1) == 0, shared.options.durability == .sync,
-      !shared.bulkLoading.load(ordering: .acquiring)
-    {
+    if writer != nil, !shared.env.closed, mdb_env_sync(shared.env.env, 1) == 0, !shared.bulkLoading.load(ordering: .acquiring) {
       let fd = Glibc.open(directory + "/" + CommitRecovery.cleanCloseFile, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
       if fd >= 0 { Glibc.close(fd) }
     }

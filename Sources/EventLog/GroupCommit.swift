@@ -88,6 +88,7 @@ extension Writer {
     let markFormat = !formatMarked
     let interval = ChainCheckpoints.interval
     let recoverable = shared.options.durability == .sync
+    var attempted: CommitMarker?  // the marker this commit stores, if any (recorded as aborted if the commit fails)
     do {
       let outcome: Outcome = try withMapGrowth {
         try shared.env.withWrite { txn -> Outcome in
@@ -157,9 +158,10 @@ extension Writer {
             // What CommitRecovery needs if a crash keeps this commit's meta page from the disk.
             if recoverable {
               let marker = CommitMarker(
-                firstSeq: start.headSeq + 1, lastSeq: out.head.headSeq, lastHash: out.head.headHash,
+                committedAtNs: wallClockNs(), firstSeq: start.headSeq + 1, lastSeq: out.head.headSeq, lastHash: out.head.headHash,
                 checkpoints: out.written.compactMap { prepared[$0].1.request.checkpoint })
               try txn.put(dbs.meta, CommitMarker.key, marker.encoded)
+              attempted = marker
             }
             // The first v3 records: mark the log so older builds refuse it (with them, atomically).
             if markFormat {
@@ -217,7 +219,14 @@ extension Writer {
       for (i, r) in outcome.ranges { results[i] = r }
     } catch let raw as EventLogError {
       let bytes = prepared.reduce(0) { $0 + $1.1.values.reduce(0) { $0 + $1.unsealed.count + 200 } }
-      let e = classifyWriteError(raw, approximateBytes: bytes)
+      var e = classifyWriteError(raw, approximateBytes: bytes)
+      // Its pages (marker included) may be on disk: CommitRecovery must never put this commit back.
+      if let attempted, !CommitRecovery.recordAborted(attempted, directory: shared.directory) {
+        e = EventLogError(
+          code: e.code,
+          message: e.message + " (the commit may still be stored: its failure could not be recorded in \(CommitRecovery.abortedFile))",
+          lmdbCode: e.lmdbCode, errno: e.errno)
+      }
       if e.code == .diskFull {
         shared.logger.error("event log append failed: disk full", metadata: ["error": "\(e)"])
       } else {

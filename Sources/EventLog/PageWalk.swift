@@ -24,6 +24,9 @@ public struct LMDBFileReport: Sendable, Hashable {
   public var databaseNames: [String]
   /// Root page of the main tree (which names the databases).
   public var mainTreeRoot: UInt64
+  /// Per page number up to ``lastPage``: whether a tree of the current meta page (or a meta page) uses it.
+  /// ``CommitRecovery`` skips these pages: what a cut-off commit left is on the others.
+  public var pagesInUse: [Bool] = []
 }
 
 /// Checks one plain value of a named database during ``LMDBFileCheck/check(path:values:)``, which visits the
@@ -184,6 +187,6 @@ extension LMDBFileCheck.Walker {
     }
     return LMDBFileReport(
       fileBytes: fileBytes, pageSize: ps, lastPage: lastPage, txnID: cur.txnid, treePages: pages,
-      freePages: freeSeen.count, databaseNames: subDBs.map(\.0), mainTreeRoot: cur.main.root)
+      freePages: freeSeen.count, databaseNames: subDBs.map(\.0), mainTreeRoot: cur.main.root, pagesInUse: used)
   }
 }

@@ -34,15 +34,17 @@ import Testing
 
   /// Builds a log whose last commit (3 events, one over a page long, and a consumer checkpoint) is acknowledged
   /// and then "loses" its meta page. Returns the head before and after that commit, its hash and the seqs.
-  static func logWithLostLastCommit(_ dir: String) throws -> (before: UInt64, after: UInt64, hash: [UInt8], slotPage: Int) {
-    let log = try openLog(dir)
+  static func logWithLostLastCommit(
+    _ dir: String, bigPayloads: Int = 9000, _ configure: (inout EventLog.Options) -> Void = { _ in }
+  ) throws -> (before: UInt64, after: UInt64, hash: [UInt8], slotPage: Int) {
+    let log = try openLog(dir, configure)
     for i in 0..<20 { try log.appendSync([event(id: "s\(i % 3)", payload: "early \(i)")]) }
     let before = log.headSeq
     let (slot, old) = try olderMetaSlot(dir)
     let range = try log.appendSync(
       [
         event("late.one", id: "s1", payload: "late 1"),
-        event("late.big", id: "s9", payload: String(decoding: noise(9000, seed: 7).map { 0x41 + $0 % 26 }, as: UTF8.self)),
+        event("late.big", id: "s9", payload: String(decoding: noise(bigPayloads, seed: 7).map { 0x41 + $0 % 26 }, as: UTF8.self)),
         event("late.three", id: "s1", payload: "late 3"),
       ], checkpoint: (name: "feed", seq: before + 3))
     #expect(range == (before + 1)...(before + 3))
@@ -66,7 +68,7 @@ import Testing
     let log = try openLog(tmp.log)
     let report = try #require(log.commitRecovery)
     #expect(!report.cleanClose)
-    #expect(report.pagesScanned > 2)
+    #expect(report.pagesScanned > 0)
     #expect(report.recovered == (before + 1)...after)
     #expect(report.rejected == 0)
     #expect(log.headSeq == after)
@@ -77,6 +79,7 @@ import Testing
     let late = try log.records(from: before + 1)
     #expect(late.map(\.type) == ["late.one", "late.big", "late.three"])
     #expect(late[1].payload.count == 9000)
+    #expect(late[1].payload == noise(9000, seed: 7).map { 0x41 + $0 % 26 })
     #expect(try log.verify().isOK)
     // The log goes on from there, and a clean close needs no scan next time.
     #expect(try log.appendSync([event(id: "s1", payload: "after")]) == (after + 1)...(after + 1))
@@ -127,8 +130,50 @@ import Testing
     log.close()
   }
 
+  @Test func aFailedCommitIsNeverPutBack() throws {
+    let tmp = TempDir("commit-recovery")
+    defer { tmp.remove() }
+    let (before, _, _, _) = try Self.logWithLostLastCommit(tmp.log)
+    // As the writer records a commit whose mdb_txn_commit failed: its pages are there, its callers got an error.
+    let scan = try CommitRecoveryScan.scan(path: tmp.log + "/data.mdb", after: before)
+    let marker = try #require(scan.markers.first)
+    #expect(CommitRecovery.recordAborted(marker, directory: tmp.log))
+    let log = try openLog(tmp.log)
+    #expect(log.commitRecovery?.recovered == nil)
+    #expect(log.commitRecovery?.rejected == 1)
+    #expect(log.headSeq == before)
+    // The next commit takes those seqs; once the head has passed them, the record of the failure goes.
+    try log.appendSync([event(id: "s1", payload: "instead")])
+    log.close()
+    let again = try openLog(tmp.log)
+    #expect(again.headSeq == before + 1)
+    #expect(!FileManager.default.fileExists(atPath: tmp.log + "/" + CommitRecovery.abortedFile))
+    #expect(try again.verify().isOK)
+    again.close()
+  }
+
+  @Test func recoveryGrowsTheMapAndRunsWhateverTheDurabilityOfTheOpen() throws {
+    let tmp = TempDir("commit-recovery")
+    defer { tmp.remove() }
+    // A log larger than the map it is opened with, whose lost commit needs pages past the end of the file.
+    let small: (inout EventLog.Options) -> Void = { $0.initialMapSize = 64 << 10 }
+    let seed = try openLog(tmp.log, small)
+    for i in 0..<40 { try seed.appendSync([event(id: "b\(i)", payload: String(repeating: "x", count: 6000))]) }
+    seed.close()
+    let (before, after, hash, _) = try Self.logWithLostLastCommit(tmp.log, bigPayloads: 40000, small)
+    let log = try openLog(tmp.log) {
+      $0.initialMapSize = 64 << 10
+      $0.durability = .noMetaSync
+    }
+    #expect(log.commitRecovery?.recovered == (before + 1)...after)
+    #expect(log.headHash == hash)
+    #expect(try log.verify().isOK)
+    log.close()
+  }
+
   @Test func markerRoundTripAndDamage() throws {
-    let m = CommitMarker(firstSeq: 5, lastSeq: 9, lastHash: [UInt8](repeating: 3, count: 32), checkpoints: [("a", 7), ("bb", 9)])
+    let m = CommitMarker(
+      committedAtNs: 1_800_000_000_000_000_000, firstSeq: 5, lastSeq: 9, lastHash: [UInt8](repeating: 3, count: 32), checkpoints: [("a", 7), ("bb", 9)])
     var v = m.encoded
     #expect(v.withUnsafeBytes { CommitMarker(decoding: $0) } == m)
     v[20] ^= 1

@@ -55,6 +55,12 @@ enum LogStartup {
         logger.info(
           "event log checked in \(milliseconds(opened - started)) ms: \(r.treePages) pages in use, \(r.freePages) free, head seq \(log.headSeq)\(records)")
       }
+      if let c = log.commitRecovery, !c.cleanClose {
+        let back = c.recovered.map { ", put back the cut-off commit(s) \($0.lowerBound)...\($0.upperBound)" } ?? ""
+        logger.info(
+          "event log was not closed cleanly: \(c.pagesScanned) pages scanned for commits whose meta page a crash kept from the disk in \(c.nanoseconds / 1_000_000) ms\(back)"
+        )
+      }
       let from = store.loadedSnapshotSeq == 0 ? "no snapshot" : "snapshot at seq \(store.loadedSnapshotSeq)"
       logger.info(
         "state at seq \(log.headSeq) loaded in \(milliseconds(loaded - opened)) ms (\(from), \(log.headSeq - store.loadedSnapshotSeq) records replayed)")
