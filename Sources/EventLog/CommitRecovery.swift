@@ -39,8 +39,8 @@ enum CommitRecovery {
   /// Created by ``EventLog/close()`` after the meta page is flushed; removed (and the removal made durable) by
   /// the next writable open before anything is written.
   static let cleanCloseFile = "closed-cleanly"
-  /// Markers of commits that failed (``recordAborted(_:directory:)``): 8-byte first seq and 32-byte last chain
-  /// hash each. Their pages may be on disk, but their callers were told nothing was stored.
+  /// Markers of commits that failed (``recordAborted(_:directory:)``), in slots of 8-byte first seq and 32-byte
+  /// last chain hash. Their pages may be on disk, but their callers were told nothing was stored.
   static let abortedFile = "aborted-commits"
 
   /// Runs at every writable open (whatever its durability: a `.sync` writer may have left the marker), before
@@ -48,6 +48,7 @@ enum CommitRecovery {
   /// recovery and the report.
   static func run(shared: LogShared, head: PublishedState, pagesInUse: [Bool]?) throws -> (PublishedState, CommitRecoveryReport) {
     let dir = shared.directory
+    try ensureAbortedFile(directory: dir)
     let flag = dir + "/" + cleanCloseFile
     if access(flag, F_OK) == 0 {
       guard unlink(flag) == 0 else { throw EventLogError.posix("remove \(flag)") }
@@ -77,6 +78,11 @@ enum CommitRecovery {
       recovered = (recovered?.lowerBound ?? marker.firstSeq)...marker.lastSeq
     }
     let rejected = Set(scan.markers.filter { $0.lastSeq > h.headSeq }).count
+    if rejected == 0, scan.candidates.keys.contains(h.headSeq + 1) {
+      shared.logger.warning(
+        "event log: found records after the head without a sound commit marker (a commit torn by a crash, or damaged); the log ends at the head",
+        metadata: ["head": "\(h.headSeq)", "directory": "\(dir)"])
+    }
     if let recovered {
       try check(mdb_env_sync(shared.env.env, 1), "mdb_env_sync")
       shared.logger.warning(

@@ -222,9 +222,10 @@ extension Writer {
       var e = classifyWriteError(raw, approximateBytes: bytes)
       // Its pages (marker included) may be on disk: CommitRecovery must never put this commit back.
       if let attempted, !CommitRecovery.recordAborted(attempted, directory: shared.directory) {
+        let said = e.message.replacingOccurrences(of: "; nothing of this transaction was written", with: "")
         e = EventLogError(
           code: e.code,
-          message: e.message + " (the commit may still be stored: its failure could not be recorded in \(CommitRecovery.abortedFile))",
+          message: said + "; the commit may still be stored: its failure could not be recorded in \(CommitRecovery.abortedFile)",
           lmdbCode: e.lmdbCode, errno: e.errno)
       }
       if e.code == .diskFull {

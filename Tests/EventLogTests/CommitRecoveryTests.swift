@@ -138,6 +138,7 @@ import Testing
     let scan = try CommitRecoveryScan.scan(path: tmp.log + "/data.mdb", after: before)
     let marker = try #require(scan.markers.first)
     #expect(CommitRecovery.recordAborted(marker, directory: tmp.log))
+    #expect(CommitRecovery.loadAborted(directory: tmp.log).map(\.firstSeq) == [before + 1])
     let log = try openLog(tmp.log)
     #expect(log.commitRecovery?.recovered == nil)
     #expect(log.commitRecovery?.rejected == 1)
@@ -147,7 +148,7 @@ import Testing
     log.close()
     let again = try openLog(tmp.log)
     #expect(again.headSeq == before + 1)
-    #expect(!FileManager.default.fileExists(atPath: tmp.log + "/" + CommitRecovery.abortedFile))
+    #expect(CommitRecovery.loadAborted(directory: tmp.log).isEmpty)
     #expect(try again.verify().isOK)
     again.close()
   }
