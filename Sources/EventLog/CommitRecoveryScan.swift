@@ -117,8 +117,10 @@ enum CommitRecoveryScan {
       return Array(page[at..<(at + size)])
     }
     guard at + 8 <= ps, size <= 1 << 31 else { return nil }
-    let run = Int(le64(page, at))
-    guard run >= 2, run < fileSize / ps, run * ps + 16 + size <= fileSize else { return nil }
+    let raw = le64(page, at)  // any 8 bytes: compared as UInt64 before it becomes an Int
+    guard raw >= 2, raw < UInt64(fileSize / ps) else { return nil }
+    let run = Int(raw)
+    guard run * ps + 16 + size <= fileSize else { return nil }
     var v = [UInt8](repeating: 0, count: size)
     let got = v.withUnsafeMutableBytes { pread(fd, $0.baseAddress, size, off_t(run * ps + 16)) }
     return got == size ? v : nil

@@ -172,6 +172,47 @@ import Testing
     log.close()
   }
 
+  /// The scan reads pages nobody vouches for: leaf-looking pages full of random nodes (keys, sizes, flags,
+  /// overflow page numbers of any 8 bytes) must never trap it.
+  @Test func theScanSurvivesHostilePages() throws {
+    let tmp = TempDir("commit-recovery")
+    defer { tmp.remove() }
+    let ps = 4096
+    var file = [UInt8]()
+    file.append(contentsOf: [UInt8](repeating: 0, count: 2 * ps))
+    file[40] = 0x00
+    file[41] = 0x10  // meta page 0: page size 4096 (free-list md_pad)
+    for p in 2..<258 {
+      var page = noise(ps, seed: UInt64(p) &* 7919)
+      for i in 0..<8 { page[i] = UInt8(truncatingIfNeeded: p >> (8 * i)) }
+      page[10] = 0x02
+      page[11] = 0  // P_LEAF
+      let nodes = 1 + p % 40
+      let lower = 16 + 2 * nodes
+      page[12] = UInt8(lower & 0xFF)
+      page[13] = UInt8(lower >> 8)
+      let upper = lower + p % 64
+      page[14] = UInt8(upper & 0xFF)
+      page[15] = UInt8(upper >> 8)
+      for k in 0..<nodes {
+        let off = upper + (k * 97 + p) % (ps - upper)
+        page[16 + 2 * k] = UInt8(off & 0xFF)
+        page[17 + 2 * k] = UInt8(off >> 8)
+        if off + 8 <= ps {
+          page[off + 4] = UInt8(k % 2)  // F_BIGDATA on every other node
+          page[off + 5] = 0
+          page[off + 6] = k % 3 == 0 ? 8 : UInt8(truncatingIfNeeded: k)
+          page[off + 7] = 0
+        }
+      }
+      file.append(contentsOf: page)
+    }
+    try Data(file).write(to: URL(fileURLWithPath: tmp.path + "/data.mdb"))
+    let result = try CommitRecoveryScan.scan(path: tmp.path + "/data.mdb", after: 0)
+    #expect(result.pages == 256)
+    #expect(result.markers.isEmpty)
+  }
+
   @Test func markerRoundTripAndDamage() throws {
     let m = CommitMarker(
       committedAtNs: 1_800_000_000_000_000_000, firstSeq: 5, lastSeq: 9, lastHash: [UInt8](repeating: 3, count: 32), checkpoints: [("a", 7), ("bb", 9)])
