@@ -4,17 +4,28 @@ import Foundation
   import Glibc
 #endif
 
-/// A failed commit as ``CommitRecovery/abortedFile`` records it.
+/// A failed commit as ``CommitRecovery/abortedFile`` records it: its marker's first seq, commit time and last
+/// chain hash (the time tells a failed commit from a retry of the same events with the same timestamps).
 struct AbortedKey: Hashable {
   var firstSeq: UInt64
+  var committedAtNs: UInt64
   var lastHash: [UInt8]
+
+  init(firstSeq: UInt64, committedAtNs: UInt64, lastHash: [UInt8]) {
+    self.firstSeq = firstSeq
+    self.committedAtNs = committedAtNs
+    self.lastHash = lastHash
+  }
+
+  init(_ m: CommitMarker) { self.init(firstSeq: m.firstSeq, committedAtNs: m.committedAtNs, lastHash: m.lastHash) }
 }
 
 extension CommitRecovery {
-  /// Size of an entry of ``abortedFile``: first seq (8, big-endian; 0 = free slot) and last chain hash (32).
-  static let abortedEntrySize = 40
+  /// Size of an entry of ``abortedFile``: first seq (8, big-endian; 0 = free slot), commit time (8) and last
+  /// chain hash (32).
+  static let abortedEntrySize = 48
   /// Bytes of zeros ``ensureAbortedFile(directory:)`` writes, so that recording a failure on a full disk
-  /// overwrites blocks the file already has (102 entries; beyond them entries are appended).
+  /// overwrites blocks the file already has (85 entries; beyond them entries are appended).
   static let abortedFileSize = 4080
 
   /// Creates ``abortedFile`` filled with zeros (flushed, directory too) unless it exists at full size; called
@@ -49,6 +60,7 @@ extension CommitRecovery {
     let free = (0..<slots).first { s in existing[(s * abortedEntrySize)..<(s * abortedEntrySize + 8)].allSatisfy { $0 == 0 } } ?? slots
     var entry = [UInt8]()
     entry.appendBE(marker.firstSeq)
+    entry.appendBE(marker.committedAtNs)
     entry.append(contentsOf: marker.lastHash)
     let wrote = entry.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(free * abortedEntrySize)) }
     return wrote == entry.count && fdatasync(fd) == 0
@@ -60,7 +72,8 @@ extension CommitRecovery {
     let b = [UInt8](data)
     return stride(from: 0, to: b.count - (abortedEntrySize - 1), by: abortedEntrySize).compactMap { o in
       let seq = b[o..<(o + 8)].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-      return seq == 0 ? nil : AbortedKey(firstSeq: seq, lastHash: Array(b[(o + 8)..<(o + abortedEntrySize)]))
+      let at = b[(o + 8)..<(o + 16)].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+      return seq == 0 ? nil : AbortedKey(firstSeq: seq, committedAtNs: at, lastHash: Array(b[(o + 16)..<(o + abortedEntrySize)]))
     }
   }
 

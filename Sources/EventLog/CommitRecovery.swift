@@ -26,8 +26,10 @@ public struct CommitRecoveryReport: Sendable, Hashable {
 ///
 /// A `.sync` commit flushes its data pages once (`MDB_NOMETASYNC`) and returns; its meta page reaches the disk
 /// with the next flush. After a crash before that, LMDB opens consistent at the commit before, and the lost
-/// commit's pages — flushed before `append` returned — are still in the file, unreachable: LMDB only reuses
-/// pages freed two commits earlier, so neither the commit before nor a later one overwrote them. The open
+/// commit's pages — flushed before `append` returned — are still in the file, unreachable: before the crash
+/// LMDB reused only pages freed two commits earlier, so neither the commit before nor a later one overwrote
+/// them; after it, the first write transaction may reuse exactly those pages, which is why this runs before
+/// anything writes (recovery's own transaction included: the scan has read everything first). The open
 /// therefore reads every page of `data.mdb` (only when the previous writer did not close the log: a clean close
 /// flushes the meta page and leaves ``cleanCloseFile``), finds the ``CommitMarker`` that starts right after the
 /// head, collects the records it names from leaf pages (each checked as on every read: checksum, decompression,
@@ -58,12 +60,12 @@ enum CommitRecovery {
     }
     let started = monotonicNs()
     let scan = try CommitRecoveryScan.scan(path: dir + "/data.mdb", after: head.headSeq, skipping: pagesInUse)
-    let aborted = Set(loadAborted(directory: dir).map { AbortedKey(firstSeq: $0.firstSeq, lastHash: $0.lastHash) })
+    let aborted = Set(loadAborted(directory: dir))
     var h = head
     var recovered: ClosedRange<UInt64>?
     while true {
       // The newest marker first: a failed commit's marker may still lie beside the one that replaced it.
-      let next = scan.markers.filter { $0.firstSeq == h.headSeq + 1 && !aborted.contains(AbortedKey(firstSeq: $0.firstSeq, lastHash: $0.lastHash)) }
+      let next = scan.markers.filter { $0.firstSeq == h.headSeq &+ 1 && !aborted.contains(AbortedKey($0)) }
         .sorted { $0.committedAtNs > $1.committedAtNs }
       var chosen: (CommitMarker, [Found])?
       for m in next {
@@ -77,8 +79,8 @@ enum CommitRecovery {
       h = try shared.env.withRead { try readHeadState($0, shared.env.dbs) }
       recovered = (recovered?.lowerBound ?? marker.firstSeq)...marker.lastSeq
     }
-    let rejected = Set(scan.markers.filter { $0.lastSeq > h.headSeq }).count
-    if rejected == 0, scan.candidates.keys.contains(h.headSeq + 1) {
+    let rejected = Set(scan.markers.filter { $0.firstSeq > h.headSeq }).count
+    if rejected == 0, scan.candidates.keys.contains(h.headSeq &+ 1) {
       shared.logger.warning(
         "event log: found records after the head without a sound commit marker (a commit torn by a crash, or damaged); the log ends at the head",
         metadata: ["head": "\(h.headSeq)", "directory": "\(dir)"])
@@ -94,6 +96,9 @@ enum CommitRecovery {
         "event log: found commits after the head that do not check out or had failed (torn by a crash before they returned); the log ends at the head",
         metadata: ["head": "\(h.headSeq)", "commits": "\(rejected)", "directory": "\(dir)"])
     }
+    // The head read after a process crash may still be only in the page cache: make it durable before the
+    // record of a failed commit at those seqs is cleared.
+    try check(mdb_env_sync(shared.env.env, 1), "mdb_env_sync")
     try pruneAborted(directory: dir, head: h.headSeq)
     let report = CommitRecoveryReport(
       cleanClose: false, pagesScanned: scan.pages, nanoseconds: monotonicNs() - started, recovered: recovered, rejected: rejected)
@@ -104,15 +109,28 @@ enum CommitRecovery {
   typealias Found = (seq: UInt64, value: [UInt8], record: EventRecord)
 
   /// The records `marker` names, each checked and chained from `head` to the marker's last hash; nil unless
-  /// such a chain exists among the values found. Where one seq has several sound values (a failed commit's
-  /// beside its replacement's), the one whose chain reaches the marker's hash is taken (bounded backtracking).
+  /// such a chain exists among the values found. Per seq only values with the CRC-32C the marker lists are
+  /// tried (so a failed commit's record beside its replacement's is not); identical CRCs of different values
+  /// are left to a bounded backtracking over the chain.
   static func verify(_ marker: CommitMarker, scan: CommitRecoveryScan.Result, head: PublishedState, shared: LogShared) throws -> [Found]? {
-    guard marker.lastSeq - marker.firstSeq < 1 << 24 else { return nil }
-    let n = Int(marker.lastSeq - marker.firstSeq + 1)
+    let n = Int(marker.lastSeq - marker.firstSeq + 1)  // the marker's decoding bounds it by its CRC list
+    guard marker.recordCRCs.count == n else { return nil }
     return try shared.env.withRead { txn -> [Found]? in
       let ctx = RecordDecoder(shared: shared)
+      // Only values whose stored CRC-32C is the one the marker names for their seq (a failed commit's record
+      // beside its replacement's has another).
+      var options: [[[UInt8]]] = []
+      options.reserveCapacity(min(n, 1 << 16))
+      for i in 0..<n {
+        let want = marker.recordCRCs[i]
+        let values = (scan.candidates[marker.firstSeq + UInt64(i)] ?? []).filter { v in
+          v.count >= 4 && v.withUnsafeBytes { UInt32(bigEndian: $0.loadUnaligned(fromByteOffset: v.count - 4, as: UInt32.self)) } == want
+        }
+        if values.isEmpty { return nil }
+        options.append(values)
+      }
       var found: [Found] = []
-      found.reserveCapacity(n)
+      found.reserveCapacity(min(n, 1 << 16))
       var choice = [Int](repeating: -1, count: n)
       var budget = 4 * n + 64  // decodes; alternatives are rare, so the walk is nearly linear
       var i = 0
@@ -124,7 +142,7 @@ enum CommitRecovery {
           continue
         }
         let seq = marker.firstSeq + UInt64(i)
-        let values = scan.candidates[seq] ?? []
+        let values = options[i]
         choice[i] += 1
         guard choice[i] < values.count else {
           choice[i] = -1

@@ -13,7 +13,7 @@ import Foundation
 /// the overflow page run holding it). Everything is bounds-checked: the pages may hold anything.
 enum CommitRecoveryScan {
   struct Result {
-    /// Markers whose last seq is after the head, each once.
+    /// Markers whose first seq is after the head, each once.
     var markers: [CommitMarker] = []
     /// Values found under an 8-byte key greater than the head, by that key (the seq); distinct values only.
     var candidates: [UInt64: [[UInt8]]] = [:]
@@ -22,6 +22,12 @@ enum CommitRecoveryScan {
     /// Where they were found (for tests that damage a lost commit on purpose).
     var markerPages: [UInt64] = []
     var candidatePages: [UInt64: [UInt64]] = [:]
+  }
+
+  /// What the page walk found.
+  private struct Finds {
+    var markers: [(CommitMarker, UInt64)] = []
+    var values: [(seq: UInt64, page: UInt64, value: [UInt8])] = []
   }
 
   static let pLeaf: UInt16 = 0x02
@@ -46,7 +52,7 @@ enum CommitRecoveryScan {
     guard ps >= 512, ps <= 65536, ps & (ps - 1) == 0 else { return Result() }
     let pageCount = size / ps
     var out = Result()
-    var seenMarkers = Set<CommitMarker>()
+    var finds = Finds()
     let chunkPages = max(1, (1 << 20) / ps)
     let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkPages * ps, alignment: 16)
     defer { buf.deallocate() }
@@ -61,21 +67,31 @@ enum CommitRecoveryScan {
         out.pages += 1
         let page = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buf)[(i * ps)..<((i + 1) * ps)])
         guard le64(page, 0) == UInt64(pgno) else { continue }
-        // Pages inside an overflow run are not skipped: after a run is freed its pages are reused one by one,
-        // and its first page's header would hide them.
+        // Pages inside an overflow run are not skipped by its header: after a run is freed its pages are reused
+        // one by one, and the first page's stale header would hide them. (So the bytes of a value on pages the
+        // current tree does not use — the lost commit's own overflow runs, freed runs — are read as pages too;
+        // what they seem to hold counts only if its chain follows the head's hash and its CRCs are the marker's.)
         let flags = le16(page, 10)
         guard flags & pLeaf != 0, flags & notPlainLeaf == 0 else { continue }
-        leaf(page, pgno: UInt64(pgno), ps: ps, fd: fd, fileSize: size, head: head, into: &out, seen: &seenMarkers)
+        leaf(page, pgno: UInt64(pgno), ps: ps, fd: fd, fileSize: size, head: head, into: &finds)
       }
       first += n
+    }
+    var seen = Set<CommitMarker>()
+    for (m, page) in finds.markers where seen.insert(m).inserted {
+      out.markers.append(m)
+      out.markerPages.append(page)
+    }
+    for f in finds.values {
+      if !(out.candidates[f.seq]?.contains(f.value) ?? false) { out.candidates[f.seq, default: []].append(f.value) }
+      out.candidatePages[f.seq, default: []].append(f.page)
     }
     return out
   }
 
   /// Reads the nodes of one leaf page.
   private static func leaf(
-    _ page: UnsafeRawBufferPointer, pgno: UInt64, ps: Int, fd: Int32, fileSize: Int, head: UInt64,
-    into out: inout Result, seen: inout Set<CommitMarker>
+    _ page: UnsafeRawBufferPointer, pgno: UInt64, ps: Int, fd: Int32, fileSize: Int, head: UInt64, into out: inout Finds
   ) {
     let lower = Int(le16(page, 12))
     let upper = Int(le16(page, 14))
@@ -94,15 +110,13 @@ enum CommitRecoveryScan {
       guard isMarkerKey || ksize == 8 else { continue }
       let seq = ksize == 8 ? key.reduce(UInt64(0)) { $0 << 8 | UInt64($1) } : 0
       guard isMarkerKey || seq > head else { continue }
-      guard let value = nodeValue(page, at: keyAt + ksize, size: dsize, big: nflags & fBigData != 0, ps: ps, fd: fd, fileSize: fileSize)
-      else { continue }
+      let big = nflags & fBigData != 0
+      guard let value = nodeValue(page, at: keyAt + ksize, size: dsize, big: big, ps: ps, fd: fd, fileSize: fileSize) else { continue }
       if isMarkerKey {
-        guard let m = value.withUnsafeBytes({ CommitMarker(decoding: $0) }), m.lastSeq > head, seen.insert(m).inserted else { continue }
-        out.markers.append(m)
-        out.markerPages.append(pgno)
+        guard let m = value.withUnsafeBytes({ CommitMarker(decoding: $0) }), m.firstSeq > head else { continue }
+        out.markers.append((m, pgno))
       } else {
-        if !(out.candidates[seq]?.contains(value) ?? false) { out.candidates[seq, default: []].append(value) }
-        out.candidatePages[seq, default: []].append(pgno)
+        out.values.append((seq, pgno, value))
       }
     }
   }

@@ -107,6 +107,7 @@ extension Writer {
           // Aggregate versions read or bumped in this transaction; `touched` ones are written back. One hash
           // lookup per event for an aggregate already seen (issue 14: bulk load).
           var versions = AggregateVersions()
+          var crcs: [UInt32] = []  // each stored record's CRC-32C, for the CommitMarker
           func version(_ a: AggregateRef) throws -> UInt64 {
             try versions.version(a) { try readAggregateVersion(txn, dbs, a) }
           }
@@ -137,6 +138,7 @@ extension Writer {
               try values[k].unsealed.withUnsafeBytes { u in
                 try txn.putReserved(dbs.events, seq: seq, count: size, flags: MDB_APPEND) {
                   RecordFormat.seal(u, seq: seq, into: $0)
+                  if recoverable { crcs.append(UInt32(bigEndian: $0.loadUnaligned(fromByteOffset: size - 4, as: UInt32.self))) }
                 }
               }
               if seq % interval == 0 { try checkpoint(seq, hash) }
@@ -159,7 +161,7 @@ extension Writer {
             if recoverable {
               let marker = CommitMarker(
                 committedAtNs: wallClockNs(), firstSeq: start.headSeq + 1, lastSeq: out.head.headSeq, lastHash: out.head.headHash,
-                checkpoints: out.written.compactMap { prepared[$0].1.request.checkpoint })
+                checkpoints: out.written.compactMap { prepared[$0].1.request.checkpoint }, recordCRCs: crcs)
               try txn.put(dbs.meta, CommitMarker.key, marker.encoded)
               attempted = marker
             }

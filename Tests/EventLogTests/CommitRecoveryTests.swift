@@ -213,9 +213,57 @@ import Testing
     #expect(result.markers.isEmpty)
   }
 
+  /// A failed commit's records may lie beside its replacement's under the same seqs; both decode (a record does
+  /// not store its predecessor's hash). The marker's CRC list picks the acknowledged ones even when the others
+  /// come first for 40 seqs (a search over the chain alone would need up to 2^40 tries).
+  @Test func theMarkersCRCsPickTheRightValueWhereTwoLieUnderOneSeq() throws {
+    let tmp = TempDir("commit-recovery")
+    defer { tmp.remove() }
+    func build(_ dir: String, tag: String) throws -> UInt64 {
+      let log = try openLog(dir)
+      for i in 0..<20 { try log.appendSync([event(id: "s\(i % 3)", payload: "early \(i)")]) }
+      let before = log.headSeq
+      let (slot, old) = try Self.olderMetaSlot(dir)
+      try log.appendSync((0..<40).map { event(id: "m\($0)", payload: "\(tag) \($0)") })
+      log.close()
+      try Self.overwrite(dir, page: slot, with: old)
+      unlink(dir + "/" + CommitRecovery.cleanCloseFile)
+      return before
+    }
+    let before = try build(tmp.path + "/a", tag: "acknowledged")
+    #expect(try build(tmp.path + "/b", tag: "failed") == before)
+    var scan = try CommitRecoveryScan.scan(path: tmp.path + "/a/data.mdb", after: before)
+    let other = try CommitRecoveryScan.scan(path: tmp.path + "/b/data.mdb", after: before)
+    #expect(other.candidates.count >= 40)
+    for (seq, values) in other.candidates { scan.candidates[seq] = values + (scan.candidates[seq] ?? []) }
+    let marker = try #require(scan.markers.first)
+    let ro = try openLog(tmp.path + "/a") { $0.readOnly = true }
+    defer { ro.close() }
+    let head = PublishedState(headSeq: before, headHash: ro.headHash, activeDictionaryID: 0)
+    let found = try #require(try CommitRecovery.verify(marker, scan: scan, head: head, shared: ro.shared))
+    #expect(found.map { String(decoding: $0.record.payload, as: UTF8.self) } == (0..<40).map { "acknowledged \($0)" })
+    #expect(found.last?.record.hash == marker.lastHash)
+  }
+
+  /// A damaged head seq (all ones) must not make the recovery's arithmetic trap at the next open.
+  @Test func aDamagedHeadSeqDoesNotTrapTheOpen() throws {
+    let tmp = TempDir("commit-recovery")
+    defer { tmp.remove() }
+    let log = try openLog(tmp.log)
+    try log.appendSync([event(payload: "one")])
+    try log.performWrite { txn, _ in try txn.put(log.shared.env.dbs.meta, MetaKey.headSeq, [UInt8](repeating: 0xFF, count: 8)) }
+    log.close()
+    unlink(tmp.log + "/" + CommitRecovery.cleanCloseFile)
+    let again = try openLog(tmp.log)
+    #expect(again.headSeq == .max)
+    #expect(again.commitRecovery?.recovered == nil)
+    again.close()
+  }
+
   @Test func markerRoundTripAndDamage() throws {
     let m = CommitMarker(
-      committedAtNs: 1_800_000_000_000_000_000, firstSeq: 5, lastSeq: 9, lastHash: [UInt8](repeating: 3, count: 32), checkpoints: [("a", 7), ("bb", 9)])
+      committedAtNs: 1_800_000_000_000_000_000, firstSeq: 5, lastSeq: 9, lastHash: [UInt8](repeating: 3, count: 32), checkpoints: [("a", 7), ("bb", 9)],
+      recordCRCs: [1, 2, 3, 4, 5])
     var v = m.encoded
     #expect(v.withUnsafeBytes { CommitMarker(decoding: $0) } == m)
     v[20] ^= 1
