@@ -87,7 +87,8 @@ extension Writer {
     let startCheckpoint = lastCheckpoint
     let markFormat = !formatMarked
     let interval = ChainCheckpoints.interval
-    let recoverable = shared.options.durability == .sync
+    // A bulk load has its own crash protocol (BulkLoad.swift): its commits carry no marker.
+    let recoverable = shared.options.durability == .sync && !shared.bulkLoading.load(ordering: .relaxed)
     var attempted: CommitMarker?  // the marker this commit stores, if any (recorded as aborted if the commit fails)
     do {
       let outcome: Outcome = try withMapGrowth {
