@@ -311,12 +311,13 @@ public final class EventLog: Sendable {
   public func close() {
     if closedFlag.exchange(true, ordering: .acquiringAndReleasing) { return }
     writer?.stop()
+    // Subscriptions end first (a server's shutdown tells their clients at once), then the flush below.
+    shared.hub.closeAll()
     // The last commit's meta page to disk; then the next writable open need not look for cut-off commits.
     if writer != nil, !shared.env.closed, mdb_env_sync(shared.env.env, 1) == 0, !shared.bulkLoading.load(ordering: .acquiring) {
       let fd = Glibc.open(directory + "/" + CommitRecovery.cleanCloseFile, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
       if fd >= 0 { Glibc.close(fd) }
     }
-    shared.hub.closeAll()
     shared.env.close()
     lock?.release()
     shared.logger.debug("event log closed", metadata: ["directory": "\(directory)"])
