@@ -30,10 +30,13 @@ enum CommitRecoveryScan {
     var values: [(seq: UInt64, page: UInt64, value: [UInt8])] = []
   }
 
-  static let pLeaf: UInt16 = 0x02
   /// Page kinds a plain leaf never has: branch, overflow, meta, `P_LEAF2`, `P_SUBP`.
   static let notPlainLeaf: UInt16 = 0x01 | 0x04 | 0x08 | 0x20 | 0x40
-  static let fBigData: UInt16 = 0x01, fSubData: UInt16 = 0x02, fDupData: UInt16 = 0x04
+  /// `F_DUPDATA` (the other page and node flags are ``LMDBFileCheck``'s).
+  static let fDupData: UInt16 = 0x04
+  private typealias L = LMDBFileCheck
+  @inline(__always) private static func le16(_ b: UnsafeRawBufferPointer, _ o: Int) -> UInt16 { L.le16(b, o) }
+  @inline(__always) private static func le64(_ b: UnsafeRawBufferPointer, _ o: Int) -> UInt64 { L.le64(b, o) }
 
   /// Scans `path`, skipping the pages `skipping` marks (those the current meta page's trees use: what a cut-off
   /// commit left is elsewhere, and values of live records, whose bytes callers chose, are not read as pages).
@@ -72,7 +75,7 @@ enum CommitRecoveryScan {
         // current tree does not use — the lost commit's own overflow runs, freed runs — are read as pages too;
         // what they seem to hold counts only if its chain follows the head's hash and its CRCs are the marker's.)
         let flags = le16(page, 10)
-        guard flags & pLeaf != 0, flags & notPlainLeaf == 0 else { continue }
+        guard flags & L.pLeaf != 0, flags & notPlainLeaf == 0 else { continue }
         leaf(page, pgno: UInt64(pgno), ps: ps, fd: fd, fileSize: size, head: head, into: &finds)
       }
       first += n
@@ -104,13 +107,13 @@ enum CommitRecoveryScan {
       let nflags = le16(page, off + 4)
       let ksize = Int(le16(page, off + 6))
       let keyAt = off + 8
-      guard keyAt + ksize <= ps, nflags & (fSubData | fDupData) == 0 else { continue }
+      guard keyAt + ksize <= ps, nflags & (L.fSubData | fDupData) == 0 else { continue }
       let key = UnsafeRawBufferPointer(rebasing: page[keyAt..<(keyAt + ksize)])
       let isMarkerKey = key.elementsEqual(CommitMarker.key)
       guard isMarkerKey || ksize == 8 else { continue }
       let seq = ksize == 8 ? key.reduce(UInt64(0)) { $0 << 8 | UInt64($1) } : 0
       guard isMarkerKey || seq > head else { continue }
-      let big = nflags & fBigData != 0
+      let big = nflags & L.fBigData != 0
       guard let value = nodeValue(page, at: keyAt + ksize, size: dsize, big: big, ps: ps, fd: fd, fileSize: fileSize) else { continue }
       if isMarkerKey {
         guard let m = value.withUnsafeBytes({ CommitMarker(decoding: $0) }), m.firstSeq > head else { continue }
@@ -138,15 +141,5 @@ enum CommitRecoveryScan {
     var v = [UInt8](repeating: 0, count: size)
     let got = v.withUnsafeMutableBytes { pread(fd, $0.baseAddress, size, off_t(run * ps + 16)) }
     return got == size ? v : nil
-  }
-
-  @inline(__always) static func le16(_ b: UnsafeRawBufferPointer, _ o: Int) -> UInt16 {
-    UInt16(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt16.self))
-  }
-  @inline(__always) static func le32(_ b: UnsafeRawBufferPointer, _ o: Int) -> UInt32 {
-    UInt32(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt32.self))
-  }
-  @inline(__always) static func le64(_ b: UnsafeRawBufferPointer, _ o: Int) -> UInt64 {
-    UInt64(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt64.self))
   }
 }
