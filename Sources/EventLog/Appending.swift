@@ -49,11 +49,13 @@ extension EventLog {
   ) async throws -> ClosedRange<UInt64> {
     let writer = try requireWriter()
     let events = Self.stamped(events)
+    // Encoded here, in parallel with other callers, instead of on the writer thread between commits.
+    let encoded = try encodeOnCaller(events)
     return try await withCheckedThrowingContinuation { (c: CheckedContinuation<ClosedRange<UInt64>, Error>) in
       writer.submit(
         .append(
           AppendRequest(
-            events: events, expecting: expecting, checkpoint: checkpoint,
+            events: events, expecting: expecting, checkpoint: checkpoint, preEncoded: encoded,
             completion: { c.resume(with: $0.mapError { $0 as Error }) })))
     }
   }

@@ -46,4 +46,62 @@ import Testing
     #expect(all[2 * n].payload == jsonPayload(12345))
     #expect(try log.verify().isOK)
   }
+
+  /// A small call is encoded by its caller (`encodeOnCaller`) with the dictionary active then; if another one is
+  /// activated before the writer stores it, its records keep the id they were compressed with, decode, chain, and
+  /// reach subscribers with that id.
+  @Test func callerEncodedRecordsKeepTheDictionaryTheyWereCompressedWith() async throws {
+    let tmp = TempDir()
+    defer { tmp.remove() }
+    let log = try openLog(tmp.log)
+    defer { log.close() }
+    try await log.append((0..<200).map { event(id: "s\($0 % 9)", payload: String(decoding: jsonPayload($0), as: UTF8.self)) })
+    let id1 = try log.trainDictionary(sampleLimit: 200, dictionarySize: 4 << 10)
+    let e = event(payload: String(decoding: jsonPayload(777), as: UTF8.self), ts: 1_000)
+    let early = try #require(try log.encodeOnCaller([e]))
+    #expect(early.dictionaryID == id1)
+    let id2 = try log.trainDictionary(sampleLimit: 200, dictionarySize: 4 << 10)
+    #expect(id2 == id1 + 1)
+    // A live subscriber (registered and caught up before 201 exists): its records are made by the writer.
+    let live = Task { () throws -> [EventRecord] in
+      var it = log.subscribe(from: 201).makeAsyncIterator()
+      var out: [EventRecord] = []
+      while out.count < 2, let next = try await it.next() {
+        if case .record(let r) = next { out.append(r) }
+      }
+      return out
+    }
+    while log.liveSubscriberCount == 0 { try await Task.sleep(for: .milliseconds(5)) }
+    try await Task.sleep(for: .milliseconds(100))
+    // Handed to the writer as `append` would, after the second dictionary became active.
+    let range: ClosedRange<UInt64> = try await withCheckedThrowingContinuation { c in
+      log.writer!.submit(
+        .append(
+          AppendRequest(
+            events: [e], expecting: [:], checkpoint: nil, preEncoded: early,
+            completion: { c.resume(with: $0.mapError { $0 as Error }) })))
+    }
+    #expect(range == 201...201)
+    try await log.append([event(payload: String(decoding: jsonPayload(778), as: UTF8.self))])
+    let r201 = try #require(try log.record(at: 201))
+    #expect(r201.dictionaryID == id1)
+    #expect(r201.payload == jsonPayload(777))
+    let r202 = try #require(try log.record(at: 202))
+    #expect(r202.dictionaryID == id2)
+    let delivered = try await live.value
+    #expect(delivered.map(\.seq) == [201, 202])
+    #expect(delivered.map(\.dictionaryID) == [id1, id2])
+    #expect(delivered.map(\.payload) == [jsonPayload(777), jsonPayload(778)])
+    #expect(try log.verify().isOK)
+    // An event the log refuses is refused by the caller's encoding, before it reaches the writer.
+    var bad = event(payload: "x")
+    bad.type = ""
+    do {
+      try await log.append([bad])
+      Issue.record("an event without a type was stored")
+    } catch let err as EventLogError {
+      #expect(err.code == .invalidArgument)
+    }
+    #expect(log.headSeq == 202)
+  }
 }
