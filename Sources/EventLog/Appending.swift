@@ -49,15 +49,13 @@ extension EventLog {
   ) async throws -> ClosedRange<UInt64> {
     let writer = try requireWriter()
     let events = Self.stamped(events)
-    // Encoded here, in parallel with other callers, instead of on the writer thread between commits.
-    let encoded = try encodeOnCaller(events)
     // Unchecked: the writer resumes every submitted call exactly once (its completion runs once per request,
     // on success, failure or a stopping writer), and the checked variant's bookkeeping is per call (issue 14).
     return try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<ClosedRange<UInt64>, Error>) in
       writer.submit(
         .append(
           AppendRequest(
-            events: events, expecting: expecting, checkpoint: checkpoint, preEncoded: encoded,
+            events: events, expecting: expecting, checkpoint: checkpoint,
             completion: { c.resume(with: $0.mapError { $0 as Error }) })))
     }
   }
@@ -128,8 +126,7 @@ public struct WriterStats: Sendable, Hashable {
   /// Most append calls grouped into one commit.
   public var largestBatchCalls: UInt64
   /// Wall-clock time of the writer thread in the commits counted by `commits`, by phase (they add up to the
-  /// writer's busy time; the rest it waited for calls): validating and encoding the events of the calls their
-  /// callers did not encode (``EventLog/encodeOnCaller(_:)``: `appendSync` calls and calls of 256 events or more).
+  /// writer's busy time; the rest it waited for calls): validating and encoding the calls' events.
   public var prepareNanoseconds: UInt64
   /// Checking expectations, hashing the chain and the LMDB puts of those commits.
   public var transactionNanoseconds: UInt64

@@ -41,8 +41,6 @@ extension Writer {
     var request: AppendRequest
     /// Per event: the v3 value without its CRC (``RecordFormat/unsealedV3``) and whether the body is raw.
     var values: [EncodedRecord]
-    /// The dictionary the values were compressed with (0 = none).
-    var dictionaryID: UInt32
   }
 
   /// Writes one group of append calls in one write transaction (group commit).
@@ -60,14 +58,10 @@ extension Writer {
     for (i, r) in batch.enumerated() {
       do {
         guard !r.events.isEmpty else { throw EventLogError.invalid("append needs at least one event") }
-        if let cp = r.checkpoint { try validateName(cp.name, what: "checkpoint name") }
-        if let pre = r.preEncoded, pre.values.count == r.events.count {
-          prepared.append((i, Prepared(request: r, values: pre.values, dictionaryID: pre.dictionaryID)))
-          continue
-        }
         for e in r.events { try RecordFormat.validate(e) }
+        if let cp = r.checkpoint { try validateName(cp.name, what: "checkpoint name") }
         let values = try encodeRecords(r.events, dictionaryID: dictID)
-        prepared.append((i, Prepared(request: r, values: values, dictionaryID: dictID)))
+        prepared.append((i, Prepared(request: r, values: values)))
       } catch let e as EventLogError {
         results[i] = .failure(e)
       } catch {
@@ -209,14 +203,14 @@ extension Writer {
           var seq = start.headSeq
           var prev = start.headHash
           for p in outcome.written {
-            let (events, values, usedID) = (prepared[p].1.request.events, prepared[p].1.values, prepared[p].1.dictionaryID)
+            let (events, values) = (prepared[p].1.request.events, prepared[p].1.values)
             for (e, v) in zip(events, values) {
               seq += 1
               let hash = outcome.hashes[records.count]
               records.append(
                 EventRecord(
                   seq: seq, timestampNs: e.timestampNs ?? 0, type: e.type, aggregate: e.aggregate, actor: e.actor,
-                  requestID: e.requestID, payloadVersion: e.payloadVersion, dictionaryID: v.raw ? 0 : usedID,
+                  requestID: e.requestID, payloadVersion: e.payloadVersion, dictionaryID: v.raw ? 0 : dictID,
                   payload: e.payload, hash: hash, previousHash: prev,
                   storedSize: v.unsealed.count + RecordFormat.checksumSize))
               prev = hash

@@ -15,8 +15,6 @@ final class LogShared: Sendable {
   let directory: String
   /// True from ``EventLog/openForBulkLoad(directory:options:)`` until ``EventLog/finishBulkLoad()``.
   let bulkLoading: Atomic<Bool>
-  /// Encoders for calls encoded by their callers (``EventLog/encodeOnCaller(_:)``).
-  let encoders: EncoderPool
 
   init(env: LMDBEnvironment, directory: String, options: EventLog.Options, head: PublishedState, logger: Logger) {
     self.env = env
@@ -26,7 +24,6 @@ final class LogShared: Sendable {
     self.state = Mutex(head)
     self.logger = logger
     bulkLoading = Atomic(options.bulkLoad)
-    encoders = EncoderPool(options: options)
   }
 
   /// Loads dictionary `id` (cached) using `txn`.

@@ -8,8 +8,6 @@ struct AppendRequest: Sendable {
   var events: [NewEvent]  // timestamps already filled in
   var expecting: [AggregateRef: ExpectedVersion]
   var checkpoint: (name: String, seq: UInt64)?
-  /// The events validated and encoded by the caller (``EventLog/encodeOnCaller(_:)``); nil: the writer does it.
-  var preEncoded: PreEncoded? = nil
   var completion: @Sendable (Result<ClosedRange<UInt64>, EventLogError>) -> Void
 }
 
