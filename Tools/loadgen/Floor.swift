@@ -15,11 +15,11 @@ import OpenShellAPI
 /// GetSandbox on
 /// 1. the in-process gateway over mTLS (as `--issue14` measures it),
 /// 2. a ``BareGetSandboxServer`` over mTLS with the gateway's PKI, and
-/// 3. a ``BareGetSandboxServer`` over plaintext HTTP/2 (TLS's share);
-/// the bare servers answer the gateway's own response to that call. CPU is the whole process's (client and
-/// server), from `CLOCK_PROCESS_CPUTIME_ID`.
+/// 3. a ``BareGetSandboxServer`` over plaintext HTTP/2 (TLS's share),
+/// which of them goes first rotating from level to level. The bare servers answer the gateway's own response to
+/// that call. CPU is the whole process's (client and server), from `CLOCK_PROCESS_CPUTIME_ID`.
 extension LoadGen {
-  /// The row names of the three servers, in the order each level measures them.
+  /// The row names of the three servers, in the order of the table's rows.
   static let floorServers = ["openshell gateway, mTLS", "bare grpc-swift-2, mTLS", "bare grpc-swift-2, plaintext"]
 
   func floorCells(levels: [Int]) async throws {
@@ -72,16 +72,21 @@ extension LoadGen {
                 }
               }
               var rows: [[String]] = []
-              for level in levels {
-                for (name, apis) in zip(Self.floorServers, sets) {
-                  let ticket = Ticket()
+              for (n, level) in levels.enumerated() {
+                // The servers' order rotates from level to level (no server always first after a change of
+                // concurrency); the rows keep the fixed order.
+                var cells: [Int: [String]] = [:]
+                for k in 0..<sets.count {
+                  let i = (n + k) % sets.count
+                  let (ticket, apis) = (Ticket(), sets[i])
                   let cpu0 = Self.processCPUTime()
                   let r = try await runConcurrent(concurrency: level, seconds: duration) {
                     _ = try await apis[ticket.next() % apis.count].getSandbox(request)
                   }
                   let cpu = (Self.processCPUTime() - cpu0) / Double(max(r.ok, 1))
-                  rows.append(Self.floorRow(name, level, r, cpuPerRequest: cpu))
+                  cells[i] = Self.floorRow(Self.floorServers[i], level, r, cpuPerRequest: cpu)
                 }
+                rows += (0..<sets.count).compactMap { cells[$0] }
               }
               return rows
             }
