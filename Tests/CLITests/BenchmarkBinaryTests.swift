@@ -61,6 +61,23 @@ import Testing
     #expect((Double(cpu.1) ?? 0) > 0, "\(r.out)")
   }
 
+  /// `openshell-loadgen --floor` (issue 14): a row for each of the three servers (our gateway, the bare
+  /// grpc-swift-2 server over mTLS and over plaintext) with answered calls, no errors, a positive req/s and CPU.
+  @Test func loadgenFloorPrintsThreeServers() throws {
+    let env = try CLIEnv("bench-floor")
+    defer { env.cleanup() }
+    let r = try env.run(
+      ["--floor", "--concurrency", "1", "--duration", "0.2"], binary: CLIEnv.binDir.appendingPathComponent("openshell-loadgen").path)
+    #expect(r.code == 0, "\(r)")
+    for server in ["openshell gateway, mTLS", "bare grpc-swift-2, mTLS", "bare grpc-swift-2, plaintext"] {
+      let row = try #require(r.out.split(separator: "\n").first { $0.hasPrefix(server + "  ") }, "missing row \(server):\n\(r.out)")
+      let columns = row.split(separator: "  ").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+      // server, concurrency, requests, errors, req/s, p50 µs, p99 µs, CPU µs/req, load 1m
+      #expect(columns.count == 9 && columns[1] == "1" && (Int(columns[2]) ?? 0) > 0 && columns[3] == "0", "\(row)")
+      #expect((Double(columns[4]) ?? 0) > 0 && (Double(columns[7]) ?? 0) > 0, "\(row)")
+    }
+  }
+
   /// `openshell-loadgen --watch-events` (issue 12) with a log of more than one history page: every catch-up
   /// and the live phase deliver every seq once and in order, the rates are numbers, and every live record
   /// arrives.

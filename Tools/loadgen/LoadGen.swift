@@ -50,6 +50,12 @@ struct LoadGen: AsyncParsableCommand {
   )
   var issue14 = false
 
+  @Flag(
+    help:
+      "The floor under GetSandbox: our gateway over mTLS beside a bare grpc-swift-2 server (same transport, fixed response) over mTLS and plaintext, interleaved per --concurrency level; req/s, p50/p99 µs, process CPU µs per request."
+  )
+  var floor = false
+
   @Flag(help: "GetSandbox and CreateSandbox at once (first --concurrency level each) against --gateway-binary run as a process.")
   var mixed = false
 
@@ -123,6 +129,7 @@ struct LoadGen: AsyncParsableCommand {
     }
     if auditOverhead { return try await auditOverhead() }
     if issue14 { return try await issue14Targets(levels: levels) }
+    if floor { return try await floorCells(levels: levels) }
     if mixed { return try await mixedLoad(level: levels[0]) }
     if let watchEvents {
       guard watchEvents > 0 else { throw ValidationError("--watch-events must be positive") }
@@ -250,31 +257,33 @@ struct LoadGen: AsyncParsableCommand {
   }
 
   /// Runs `body` with `count` clients, each its own connection; `certificate` (cert, key files) replaces the
-  /// operator's.
+  /// operator's; `plaintext` connects without TLS (prior-knowledge HTTP/2, for `--floor`'s plaintext server).
   func withClients<R: Sendable>(
-    port: Int, pki: String, count: Int, certificate: (cert: String, key: String)? = nil,
+    port: Int, pki: String, count: Int, certificate: (cert: String, key: String)? = nil, plaintext: Bool = false,
     _ body: @escaping @Sendable ([Openshell_V1_OpenShell.Client<HTTP2ClientTransport.Posix>]) async throws -> R
   ) async throws -> R {
-    try await withGRPCClients(port: port, pki: pki, count: count, certificate: certificate) { clients in
+    try await withGRPCClients(port: port, pki: pki, count: count, certificate: certificate, plaintext: plaintext) { clients in
       try await body(clients.map { Openshell_V1_OpenShell.Client(wrapping: $0) })
     }
   }
 
   /// Runs `body` with `count` gRPC clients over mTLS to 127.0.0.1:`port`, each its own connection.
   /// `alignFrames` connects as the CLI does (`GatewayClient.withConnection`: ``HTTP2FrameAligner`` between TLS
-  /// and HTTP/2), for the benchmarks that stand in for `openshell audit`.
+  /// and HTTP/2), for the benchmarks that stand in for `openshell audit`; `plaintext`: no TLS.
   func withGRPCClients<R: Sendable>(
-    port: Int, pki: String, count: Int, certificate: (cert: String, key: String)? = nil, alignFrames: Bool = false,
+    port: Int, pki: String, count: Int, certificate: (cert: String, key: String)? = nil, alignFrames: Bool = false, plaintext: Bool = false,
     _ body: @escaping @Sendable ([GRPCClient<HTTP2ClientTransport.Posix>]) async throws -> R
   ) async throws -> R {
     // --client-event-loop: a loop of the client's own (not one the in-process gateway serves on) for the
     // connections, and the client's tasks preferring it.
     guard clientEventLoop else {
-      return try await withClientTasks(port: port, pki: pki, count: count, certificate: certificate, alignFrames: alignFrames, loop: nil, body)
+      return try await withClientTasks(
+        port: port, pki: pki, count: count, certificate: certificate, alignFrames: alignFrames, plaintext: plaintext, loop: nil, body)
     }
     let executor = Self.clientExecutor
     return try await withTaskExecutorPreference(executor) {
-      try await withClientTasks(port: port, pki: pki, count: count, certificate: certificate, alignFrames: alignFrames, loop: executor.eventLoop, body)
+      try await withClientTasks(
+        port: port, pki: pki, count: count, certificate: certificate, alignFrames: alignFrames, plaintext: plaintext, loop: executor.eventLoop, body)
     }
   }
 
@@ -282,7 +291,7 @@ struct LoadGen: AsyncParsableCommand {
   static let clientExecutor = EventLoopTaskExecutor(eventLoop: MultiThreadedEventLoopGroup(numberOfThreads: 1).next())
 
   private func withClientTasks<R: Sendable>(
-    port: Int, pki: String, count: Int, certificate: (cert: String, key: String)?, alignFrames: Bool, loop: (any EventLoop)?,
+    port: Int, pki: String, count: Int, certificate: (cert: String, key: String)?, alignFrames: Bool, plaintext: Bool, loop: (any EventLoop)?,
     _ body: @escaping @Sendable ([GRPCClient<HTTP2ClientTransport.Posix>]) async throws -> R
   ) async throws -> R {
     try await withThrowingTaskGroup(of: Void.self) { group in
@@ -294,15 +303,19 @@ struct LoadGen: AsyncParsableCommand {
         // request waits for that timer in the client, a delay that is not the gateway's (issue 14).
         if !coalesce { $0.connection.flushCoalescing = nil }
       }
+      let security: HTTP2ClientTransport.Posix.TransportSecurity =
+        plaintext
+        ? .plaintext
+        : .mTLS(
+          certificateChain: [.file(path: certificate?.cert ?? pki + "/client.crt", format: .pem)],
+          privateKey: .file(path: certificate?.key ?? pki + "/client.key", format: .pem)
+        ) { c in
+          c.trustRoots = .certificates([.file(path: pki + "/ca.crt", format: .pem)])
+        }
       for _ in 0..<count {
         let transport = try HTTP2ClientTransport.Posix(
-          target: .ipv4(address: "127.0.0.1", port: port),
-          transportSecurity: .mTLS(
-            certificateChain: [.file(path: certificate?.cert ?? pki + "/client.crt", format: .pem)],
-            privateKey: .file(path: certificate?.key ?? pki + "/client.key", format: .pem)
-          ) { c in
-            c.trustRoots = .certificates([.file(path: pki + "/ca.crt", format: .pem)])
-          }, config: config, eventLoopGroup: loop ?? MultiThreadedEventLoopGroup.singleton)
+          target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: security, config: config,
+          eventLoopGroup: loop ?? MultiThreadedEventLoopGroup.singleton)
         let client = GRPCClient(transport: transport)
         clients.append(client)
         group.addTask { try await client.runConnections() }
