@@ -18,23 +18,18 @@ extension GatewayState {
       if added && requests.count == Self.requestReserveAt {
         // A log this long fills the window: room for all of it at once instead of doubling (and rehashing
         // every id) five more times on the way (issue 14: ~3 % of a replay).
-        requests.reserveCapacity(Self.requestWindow + Self.requestSlack + 1)
+        requests.reserveCapacity(Self.requestWindow + Self.requestWindow / 10 + 1)
       }
-      if added && requests.count > Self.requestWindow + Self.requestSlack { pruneRequests() }
+      if added && requests.count > Self.requestWindow + Self.requestWindow / 10 { pruneRequests() }
     }
     lastSeq = record.seq
   }
 
   /// Request ids at which ``requests`` gets the capacity of the whole window.
   static let requestReserveAt = 4096
-  /// How far ``requests`` grows past ``requestWindow`` before it is pruned back to it: 50,000 ids. A prune
-  /// costs about the same whatever it removes (one pass over the map), so a larger slack prunes less often:
-  /// 50 % instead of 10 % made `decode + apply` of a 300k-event replay 0–4 % faster (issue 14), for at most
-  /// 50,000 more ids held (~5 MB).
-  public static let requestSlack = requestWindow / 2
 
   /// Keeps the newest ``requestWindow`` request ids (by the seq they first produced). Runs when the map
-  /// has grown ``requestSlack`` past the window, so its cost is spread over 50,000 requests; deterministic
+  /// has grown 10 % past the window, so its cost (a sort) is spread over 10,000 requests; deterministic
   /// (a function of the records alone), so every replica and replay keeps the same ids.
   mutating func pruneRequests() {
     // The cutoff is the (count − window)-th smallest seq (seqs are distinct: a record has one request id),

@@ -47,7 +47,7 @@ public struct GatewayState: Codable, Equatable, Sendable {
   /// Request ids already applied, with the first seq they produced; makes retried mutations idempotent.
   /// Bounded: the newest ``requestWindow`` ids are kept (a retry older than that is a new request).
   public var requests: [String: UInt64] = [:]
-  /// How many request ids ``requests`` keeps: 100,000 (pruned to this when it exceeds it by ``requestSlack``). Clients
+  /// How many request ids ``requests`` keeps: 100,000 (pruned to this when it exceeds it by 10 %). Clients
   /// retry within seconds (the SDK and CLI retry an RPC they did not get an answer to), far inside it.
   public static let requestWindow = 100_000
   /// Seq of the newest record of one of ``providerChangeTypes`` (0 = none yet). The gateway's provider change

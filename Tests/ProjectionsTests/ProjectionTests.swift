@@ -128,14 +128,14 @@ import Testing
           $0.id = "w"; $0.name = "w"
         })
     ).newEvent(actor: "system", requestID: "")
-    let total = GatewayState.requestWindow + GatewayState.requestSlack + 1
+    let total = GatewayState.requestWindow + GatewayState.requestWindow / 10 + 1
     for seq in 1...UInt64(total) {
       try state.apply(
         EventRecord(
           seq: seq, timestampNs: seq, type: event.type, aggregate: event.aggregate, actor: "system", requestID: "r\(seq)",
           payloadVersion: event.payloadVersion, dictionaryID: 0, payload: event.payload, hash: [], previousHash: [], storedSize: 0))
     }
-    // Pruned once it grew `requestSlack` past the window: exactly the newest `requestWindow` ids remain.
+    // Pruned once it grew 10 % past the window: exactly the newest `requestWindow` ids remain.
     #expect(state.requests.count == GatewayState.requestWindow)
     #expect(state.requests["r\(total)"] == UInt64(total))
     #expect(state.requests["r\(total - GatewayState.requestWindow + 1)"] != nil)

@@ -3,6 +3,9 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import GRPCProtobuf
 import Gateway
+import NIOCore
+import NIOPosix
+import NIOSSL
 import OpenShellAPI
 
 #if canImport(Glibc)
@@ -72,12 +75,15 @@ extension LoadGen {
                 }
               }
               var rows: [[String]] = []
+              // The servers' order rotates from level to level (no server always first after a change of
+              // concurrency), from a random start, so repeated runs put each server in every position; the rows
+              // keep the fixed order.
+              let start = Int.random(in: 0..<sets.count)
+              print("first server at the first level: \(Self.floorServers[start])")
               for (n, level) in levels.enumerated() {
-                // The servers' order rotates from level to level (no server always first after a change of
-                // concurrency); the rows keep the fixed order.
                 var cells: [Int: [String]] = [:]
                 for k in 0..<sets.count {
-                  let i = (n + k) % sets.count
+                  let i = (start + n + k) % sets.count
                   let (ticket, apis) = (Ticket(), sets[i])
                   let cpu0 = Self.processCPUTime()
                   let r = try await runConcurrent(concurrency: level, seconds: duration) {
@@ -139,44 +145,44 @@ extension LoadGen {
 /// messages — with a handler that answers one pre-built response: no interceptors, no store, no audit, no
 /// identity. What it costs is what grpc-swift-2 + NIO (+ TLS) + protobuf alone cost for that call.
 ///
-/// Transport as the gateway's (`GatewayServer`): `HTTP2ServerTransport.Posix` is grpc-swift's
-/// `HTTP2ServerTransport.Custom` (the gateway's transport) with the stock listener (NIOSSLServerHandler, then
-/// the gRPC HTTP/2 pipeline), on the same singleton event loop group, with the gateway's transport settings
-/// (request payload limit, client keepalive policy, 4 MiB HTTP/2 window). With a PKI: mTLS with the gateway's
-/// server certificate and key, client certificates verified against its CA (no hostname check), TLS 1.2
-/// minimum, as the gateway. Left out, being the gateway's own layers: its protocol sniffer (one port for gRPC
-/// and HTTP/1.1), handshake-refusal observer, oversized-message guard, and ALPN list (`http/1.1, h2` vs
-/// grpc-swift's `grpc-exp, h2`; either way the call runs over HTTP/2).
+/// Transport as the gateway's (`GatewayServer`): `HTTP2ServerTransport.Custom` with a listener like the gateway's
+/// `OnePortListenerFactory` (``BareListenerFactory``: `NIOSSLServerHandler`, then grpc-swift's HTTP/2 pipeline;
+/// backlog 256, `TCP_NODELAY`), on the same singleton event loop group, with the gateway's transport settings
+/// (request payload limit, client keepalive policy, 4 MiB HTTP/2 window). Not `HTTP2ServerTransport.Posix`: it
+/// hands each RPC a transport-specific context whose closure fetches and parses the peer's certificate on
+/// every call (two hops to the event loop), which the gateway does once per connection. With a PKI: mTLS with
+/// the gateway's server certificate and key, client certificates verified against its CA (no hostname check),
+/// TLS 1.2 minimum and the gateway's ALPN list (`http/1.1, h2`). Left out, being the gateway's own layers: its
+/// protocol sniffer (one port for gRPC and HTTP/1.1), handshake-refusal observer and oversized-message guard.
 struct BareGetSandboxServer: Sendable {
   /// The bound port.
   let port: Int
-  private let server: GRPCServer<HTTP2ServerTransport.Posix>
+  private let server: GRPCServer<HTTP2ServerTransport.Custom<BareListenerFactory>>
   private let task: Task<Void, Error>
 
   /// Starts serving `response` to every GetSandbox; `pki` nil = plaintext HTTP/2 (prior knowledge).
   static func start(response: Openshell_V1_SandboxResponse, pki: GatewayPKI?) async throws -> BareGetSandboxServer {
     let gateway = GatewayServer.Configuration(host: "127.0.0.1", port: 0)
-    let config = HTTP2ServerTransport.Posix.Config.defaults { c in
-      c.rpc.maxRequestPayloadSize = max(gateway.transportMaxRequestBytes, gateway.maxRequestMessageBytes)
-      c.connection.keepalive.clientBehavior.minPingIntervalWithoutCalls = .seconds(5)
-      c.connection.keepalive.clientBehavior.allowWithoutCalls = true
-      c.http2.targetWindowSize = 4 << 20
+    var config = HTTP2ServerTransport.Custom<BareListenerFactory>.Config.defaults
+    config.rpc.maxRequestPayloadSize = max(gateway.transportMaxRequestBytes, gateway.maxRequestMessageBytes)
+    config.connection.keepalive.clientBehavior.minPingIntervalWithoutCalls = .seconds(5)
+    config.connection.keepalive.clientBehavior.allowWithoutCalls = true
+    config.http2.targetWindowSize = 4 << 20
+    let ssl = try pki.map { pki in
+      var t = TLSConfiguration.makeServerConfiguration(
+        certificateChain: try NIOSSLCertificate.fromPEMFile(pki.serverCertificatePath).map { .certificate($0) },
+        privateKey: .privateKey(try NIOSSLPrivateKey(file: pki.serverKeyPath, format: .pem)))
+      t.minimumTLSVersion = .tlsv12
+      t.applicationProtocols = ["http/1.1", "h2"]
+      t.certificateVerification = .noHostnameVerification
+      t.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(pki.caCertificatePath))
+      return try NIOSSLContext(configuration: t)
     }
-    let security: HTTP2ServerTransport.Posix.TransportSecurity =
-      pki.map { pki in
-        .mTLS(
-          certificateChain: [.file(path: pki.serverCertificatePath, format: .pem)],
-          privateKey: .file(path: pki.serverKeyPath, format: .pem)
-        ) { t in
-          t.trustRoots = .certificates([.file(path: pki.caCertificatePath, format: .pem)])
-          t.clientCertificateVerification = .noHostnameVerification
-        }
-      } ?? .plaintext
-    let transport = HTTP2ServerTransport.Posix(address: .ipv4(host: "127.0.0.1", port: 0), transportSecurity: security, config: config)
+    let transport = HTTP2ServerTransport.Custom(listenerFactory: BareListenerFactory(sslContext: ssl), config: config)
     let server = GRPCServer(transport: transport, services: [FixedGetSandbox(response: response)])
     let task = Task { try await server.serve() }
     do {
-      guard let port = try await transport.listeningAddress.ipv4?.port else {
+      guard let port = await transport.listeningAddress?.ipv4?.port else {
         throw ValidationErrorText("the bare server bound no IPv4 port")
       }
       return BareGetSandboxServer(port: port, server: server, task: task)
@@ -190,6 +196,34 @@ struct BareGetSandboxServer: Sendable {
   func stop() async {
     server.beginGracefulShutdown()
     _ = try? await task.value
+  }
+}
+
+/// The bare server's listener: 127.0.0.1, an ephemeral port, TLS (when given a context) and then grpc-swift's
+/// HTTP/2 pipeline on each accepted connection — the gateway's `OnePortListenerFactory` without its sniffer and
+/// refusal observer.
+struct BareListenerFactory: HTTP2ServerTransport.ListenerFactory {
+  let sslContext: NIOSSLContext?
+  /// The gateway's group (`GatewayServer` without `rpcTasksOnEventLoop`).
+  var eventLoopGroup: any EventLoopGroup { MultiThreadedEventLoopGroup.singleton }
+
+  func makeListeningChannel(
+    listenerConfigurator: HTTP2ServerTransport.ListenerConfigurator,
+    connectionConfigurator: HTTP2ServerTransport.ConnectionConfigurator
+  ) async throws -> NIOAsyncChannel<HTTP2ServerTransport.ConnectionConfigurator.ConnectionChannel, Never> {
+    let sslContext = self.sslContext
+    return try await ServerBootstrap(group: eventLoopGroup)
+      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+      .serverChannelOption(.backlog, value: 256)
+      .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+      .serverChannelInitializer { listenerConfigurator.configure(channel: $0) }
+      .bind(host: "127.0.0.1", port: 0) { channel in
+        channel.eventLoop.makeCompletedFuture {
+          if let sslContext { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext)) }
+        }.flatMap {
+          connectionConfigurator.configure(channel: channel, tls: sslContext == nil ? .none : .configured(requireALPN: false))
+        }
+      }
   }
 }
 

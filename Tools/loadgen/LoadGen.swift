@@ -52,7 +52,7 @@ struct LoadGen: AsyncParsableCommand {
 
   @Flag(
     help:
-      "The floor under GetSandbox: our gateway over mTLS beside a bare grpc-swift-2 server (same transport, fixed response) over mTLS and plaintext, interleaved per --concurrency level; req/s, p50/p99 µs, process CPU µs per request."
+      "The floor under GetSandbox: our gateway over mTLS beside a bare grpc-swift-2 server (the gateway's transport and listener without its own layers, fixed response) over mTLS and plaintext, interleaved per --concurrency level; req/s, p50/p99 µs, process CPU µs per request."
   )
   var floor = false
 
