@@ -25,6 +25,8 @@ extension LoadGen {
   /// The row names of the three servers, in the order of the table's rows.
   static let floorServers = ["openshell gateway, mTLS", "bare grpc-swift-2, mTLS", "bare grpc-swift-2, plaintext"]
 
+  /// Runs `--floor`: starts the in-process gateway and the two bare servers, checks that all three answer the
+  /// same GetSandbox response, then measures each at every level in `levels` and prints one table.
   func floorCells(levels: [Int]) async throws {
     guard !serverEventLoop else {
       throw ValidationErrorText("--floor compares the default server set-ups; --server-event-loop has no bare counterpart")
@@ -118,6 +120,7 @@ extension LoadGen {
         + "load average \(Self.loadAverage()) at the end)")
   }
 
+  /// One table row: server, concurrency, requests, errors, req/s, p50 and p99 in µs, CPU µs per request, load.
   static func floorRow(_ server: String, _ level: Int, _ r: RunResult, cpuPerRequest: Double) -> [String] {
     if let e = r.firstError { FileHandle.standardError.write(Data("\(server) x\(level): first error: \(e)\n".utf8)) }
     return [

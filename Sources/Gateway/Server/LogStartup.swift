@@ -55,7 +55,8 @@ enum LogStartup {
         logger.info(
           "event log checked in \(milliseconds(opened - started)) ms: \(r.treePages) pages in use, \(r.freePages) free, head seq \(log.headSeq)\(records)")
       }
-      if let c = log.commitRecovery, !c.cleanClose {
+      // Not for a log this start created (no file to walk: nothing was there to close).
+      if let c = log.commitRecovery, !c.cleanClose, log.fileReport != nil {
         let back = c.recovered.map { ", put back the cut-off commit(s) \($0.lowerBound)...\($0.upperBound)" } ?? ""
         logger.info(
           "event log was not closed cleanly: \(c.pagesScanned) pages scanned for commits whose meta page a crash kept from the disk in \(c.nanoseconds / 1_000_000) ms\(back)"
