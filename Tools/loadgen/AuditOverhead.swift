@@ -101,8 +101,7 @@ extension LoadGen {
         "  " + rpc.padding(toLength: 22, withPad: " ", startingAt: 0)
           + String(format: "audit on %6.1f µs   off %6.1f µs   overhead %+.1f %%", on, off, off > 0 ? (on - off) / off * 100 : 0))
     }
-    let load =
-      (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
+    let load = Self.loadAverage()
     print("load average \(load) at the end")
   }
 

@@ -136,11 +136,6 @@ extension LoadGen {
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
   }
-
-  /// The 1, 5 and 15 minute load averages, e.g. `1.02 0.87 0.66`.
-  static func loadAverage() -> String {
-    (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
-  }
 }
 
 /// A measurement peer for `--floor`, living in Tools/loadgen only (not product code): a grpc-swift-2 server on

@@ -50,7 +50,7 @@ extension LoadGen {
         }
         gw.stop()
       }
-      let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
+      let load = Self.loadAverage()
       print("restart to first GetSandbox on \(dir): \(warm.map { String(format: "%.3f", $0) }.joined(separator: ", ")) s (load \(load))")
       return
     }

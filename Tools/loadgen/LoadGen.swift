@@ -163,10 +163,13 @@ struct LoadGen: AsyncParsableCommand {
     print("(calls/commit: CreateSandbox append calls per fsync'd log commit — group commit at work)")
   }
 
+  /// The 1, 5 and 15 minute load averages, e.g. `1.02 0.87 0.66` (`?` when /proc/loadavg cannot be read).
+  static func loadAverage() -> String {
+    (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
+  }
+
   func header(dir: String, port: Int, levels: [Int]) -> String {
-    let load =
-      (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3)
-      .joined(separator: " ") ?? "?"
+    let load = Self.loadAverage()
     return """
       openshell-loadgen
       machine: nproc=\(ProcessInfo.processInfo.activeProcessorCount), load average \(load) at start

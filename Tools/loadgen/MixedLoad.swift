@@ -27,7 +27,7 @@ extension LoadGen {
     defer { gw.stop() }
     _ = try await firstServed(gw, sandbox: nil)
     let duration = self.duration
-    let load = { (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?" }
+    let load = { Self.loadAverage() }
     print("openshell-loadgen --mixed: gateway \(binary) (pid \(gw.pid)), c=\(level) each, \(duration) s, load \(load())")
     let (get, create, cpu) = try await withClients(port: gw.port, pki: dir + "/pki", count: connections) { apis in
       let scope = Openshell_Datamodel_V1_WorkspaceSelector.with { $0.workspace = "default" }

@@ -104,8 +104,7 @@ extension LoadGen {
     }
     await gw.stop()
     let (single, batched, seqOnly, messages, inOrder, (live, liveCPU)) = result
-    let loadEnd =
-      (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
+    let loadEnd = Self.loadAverage()
     func p(_ sorted: [UInt64], _ q: Double) -> Double {
       sorted.isEmpty ? 0 : Double(sorted[min(sorted.count - 1, Int(q * Double(sorted.count)))]) / 1e6
     }
