@@ -139,6 +139,10 @@ struct SupervisorMain {
         let reports = Openshell_Audit_V1_SandboxAuditReports.Client(wrapping: grpc)
         group.addTask { await network.denials.run(client, metadata: metadata) }
         group.addTask { await network.substitutions.run(reports, metadata: metadata) }
+        group.addTask {
+          await ready.wait()
+          network.startDeferredWork()
+        }
         StopFlush.set {
           async let denials: Void = network.denials.flush(client, metadata: metadata)
           async let substitutions: Void = network.substitutions.flush(reports, metadata: metadata)

@@ -80,6 +80,9 @@ struct AuditCLITests {
     #expect(r.code == 0, "\(r)")
     r = try env.replay(["verify", log, "--public-key", keyCopy])
     #expect(r.code == 0 && r.out.contains("signed: ") && r.out.contains("vouched for by the key"), "\(r)")
+    // The shutdown checkpoint is the head and signs the record before it: the line says why the head is not "vouched for".
+    let head = try #require(r.out.firstMatch(of: /OK: ([0-9]+) records, head seq ([0-9]+)/), "\(r)")
+    #expect(r.out.contains("records 1…\(Int(head.2)! - 1) vouched for by the key; record \(head.2) is that checkpoint itself"), "\(r)")
     r = try env.replay(["verify", log, "--public-key", stranger])
     #expect(r.code != 0 && r.out.contains("FAILED"), "\(r)")
     // The same OCSF export offline, from the data dir.

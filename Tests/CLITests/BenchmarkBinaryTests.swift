@@ -78,6 +78,17 @@ import Testing
     }
   }
 
+  /// Two modes in one run are refused with one line naming both, before any gateway starts (`--floor` beside
+  /// `--issue14` was silently ignored).
+  @Test func loadgenRefusesTwoModes() throws {
+    let env = try CLIEnv("bench-modes")
+    defer { env.cleanup() }
+    let r = try env.run(["--floor", "--issue14"], binary: CLIEnv.binDir.appendingPathComponent("openshell-loadgen").path)
+    #expect(r.code != 0, "\(r)")
+    #expect(r.err.contains("choose one of --issue14, --floor, not several"), "\(r)")
+    #expect(!r.out.contains("openshell gateway, mTLS"), "\(r)")
+  }
+
   /// `openshell-loadgen --watch-events` (issue 12) with a log of more than one history page: every catch-up
   /// and the live phase deliver every seq once and in order, the rates are numbers, and every live record
   /// arrives.

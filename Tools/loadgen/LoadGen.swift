@@ -127,6 +127,12 @@ struct LoadGen: AsyncParsableCommand {
     guard !levels.isEmpty, levels.allSatisfy({ $0 > 0 }), duration > 0, connections > 0, rounds > 0, liveRate > 0, preload >= 0 else {
       throw ValidationError("bad --concurrency, --duration, --connections, --rounds, --live-rate or --preload")
     }
+    // One mode per run: a second one named beside the first was silently ignored before.
+    let modes = [
+      ("--audit-overhead", auditOverhead), ("--issue14", issue14), ("--floor", floor), ("--mixed", mixed),
+      ("--watch-events", watchEvents != nil),
+    ].filter(\.1).map(\.0)
+    guard modes.count <= 1 else { throw ValidationError("choose one of \(modes.joined(separator: ", ")), not several") }
     if auditOverhead { return try await auditOverhead() }
     if issue14 { return try await issue14Targets(levels: levels) }
     if floor { return try await floorCells(levels: levels) }

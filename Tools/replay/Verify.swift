@@ -76,11 +76,13 @@ struct Verify: ParsableCommand {
         if let c = result.checkpoints {
           // The record right after the newest covered one is normally that checkpoint itself.
           let newer =
-            result.headSeq <= c.coveredThrough + 1
+            result.headSeq <= c.coveredThrough
             ? ""
-            : c.otherKeyCoversThrough > c.coveredThrough + 1
-              ? "; records \(c.coveredThrough + 2)…\(result.headSeq) are signed by another key (a restored or recreated gateway's own)"
-              : "; records \(c.coveredThrough + 2)…\(result.headSeq) are newer than the last checkpoint (not yet signed)"
+            : result.headSeq == c.coveredThrough + 1
+              ? "; record \(result.headSeq) is that checkpoint itself (a checkpoint signs the record before it)"
+              : c.otherKeyCoversThrough > c.coveredThrough + 1
+                ? "; records \(c.coveredThrough + 2)…\(result.headSeq) are signed by another key (a restored or recreated gateway's own)"
+                : "; records \(c.coveredThrough + 2)…\(result.headSeq) are newer than the last checkpoint (not yet signed)"
           print("signed: \(c.valid) checkpoint(s) verified; records 1…\(c.coveredThrough) vouched for by the key\(newer)")
         }
         if let liveTail { print(CheckpointReport.unsignedTailLine(liveTail) + ((liveWriter ?? -1) > 0 ? " (pid \(liveWriter ?? -1))" : "")) }

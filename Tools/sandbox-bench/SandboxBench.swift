@@ -174,6 +174,7 @@ struct SandboxBench: AsyncParsableCommand {
   }
 
   static func summary(_ label: String, _ values: [Double]) -> String {
+    guard !values.isEmpty else { return "\(label): none measured" }  // --execs 0
     let s = values.sorted()
     func p(_ q: Double) -> Double { s[min(s.count - 1, Int((Double(s.count) * q).rounded(.up)) - 1)] }
     return String(format: "%@: p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms", label, p(0.5), p(0.9), p(0.99), s.last ?? 0)
