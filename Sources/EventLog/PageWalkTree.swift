@@ -11,6 +11,8 @@ extension LMDBFileCheck {
     let fd: Int32
     let path: String
     let fileBytes: UInt64
+    /// The file mapped read-only (`fileBytes` long), or nil when it could not be mapped (then `pread`).
+    let map: UnsafeRawPointer?
     let checks: [String: LMDBValueCheck]
     let walkFirst: [String]
     let walked: [String: () -> Void]
@@ -27,12 +29,13 @@ extension LMDBFileCheck {
     private var big = UnsafeMutableRawBufferPointer.allocate(byteCount: 0, alignment: 16)
 
     init(
-      fd: Int32, path: String, fileBytes: UInt64, checks: [String: LMDBValueCheck], walkFirst: [String],
+      fd: Int32, path: String, fileBytes: UInt64, map: UnsafeRawPointer?, checks: [String: LMDBValueCheck], walkFirst: [String],
       walked: [String: () -> Void]
     ) {
       self.fd = fd
       self.path = path
       self.fileBytes = fileBytes
+      self.map = map
       self.checks = checks
       self.walkFirst = walkFirst
       self.walked = walked
@@ -55,8 +58,16 @@ extension LMDBFileCheck {
       return EventLogError(code: .corrupt, message: "\(path) is damaged at \(place): \(why)")
     }
 
-    /// Reads `count` bytes at `offset` into `buffer` (at least `count` bytes long).
+    /// The `count` bytes at `offset`: inside the file's mapping (valid until the walk ends; nothing is copied), or
+    /// read into `buffer` (at least `count` bytes long) when the file is not mapped. Bytes past the end of the
+    /// file (`fileBytes`, from `fstat` before the walk) are never touched: such a read is refused as truncated.
     func read(offset: UInt64, count: Int, into buffer: UnsafeMutableRawBufferPointer) throws -> UnsafeRawBufferPointer {
+      if let map {
+        guard offset <= fileBytes, UInt64(count) <= fileBytes - offset else {
+          throw bad(offset / UInt64(max(psize, 1)), "file ends inside this page (truncated)")
+        }
+        return UnsafeRawBufferPointer(start: map + Int(offset), count: count)
+      }
       var done = 0
       while done < count {
         let n = pread(fd, buffer.baseAddress! + done, count - done, off_t(offset) + off_t(done))
