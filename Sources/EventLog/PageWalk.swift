@@ -30,15 +30,15 @@ public struct LMDBFileReport: Sendable, Hashable {
 }
 
 /// Checks one plain value of a named database during ``LMDBFileCheck/check(path:values:)``, which visits the
-/// entries of each database in key order. `key` and `value` point into the walk's buffers and are valid only
-/// during the call. Throw an `EventLogError` (with `seq` when it names a record) to refuse the file; the walk
+/// entries of each database in key order. `key` and `value` point into the walk's mapping of the file (or its
+/// buffers) and are valid only during the call. Throw an `EventLogError` (with `seq` when it names a record) to refuse the file; the walk
 /// adds the file, the page and the database to its message.
 public typealias LMDBValueCheck = (_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws -> Void
 
 /// A bounds-checked structural walk of an LMDB 0.9 data file, done before liblmdb maps it, through a read-only
 /// mapping of the walk's own (`pread` where the file cannot be mapped) in which no byte past the file's size at
 /// the start of the walk is touched. (A file another process shortens during the walk, or a disk read error,
-/// raises SIGBUS there as it would in liblmdb's own map; the log's writer lock keeps other writers out.)
+/// raises SIGBUS there as it would in liblmdb's own map; liblmdb itself never shortens `data.mdb`.)
 ///
 /// LMDB 0.9 has no page checksums and trusts every page pointer, so a damaged file can make liblmdb read
 /// outside the map (SIGSEGV/SIGBUS), loop, or silently serve an older state (issue 17). This walk checks what
@@ -71,7 +71,8 @@ public enum LMDBFileCheck {
   /// Walks `path` (a `data.mdb`), running `values[name]` on every plain value of the named database `name`.
   /// The named databases in `walkFirst` are walked before the others (in that order), and `walked[name]` runs
   /// as soon as database `name` has been walked (e.g. to hand on what its value check collected while the
-  /// rest of the file is walked). Throws `.corrupt` naming the first bad page, `.io` if it cannot be read.
+  /// rest of the file is walked). Throws `.corrupt` naming the first bad page, `.io` if it cannot be opened (or,
+  /// on the `pread` path, read; a disk read error inside the mapping raises SIGBUS, as in liblmdb's own map).
   public static func check(
     path: String, values: [String: LMDBValueCheck] = [:], walkFirst: [String] = [], walked: [String: () -> Void] = [:]
   ) throws -> LMDBFileReport {

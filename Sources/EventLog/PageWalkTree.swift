@@ -41,9 +41,10 @@ extension LMDBFileCheck {
       self.walked = walked
     }
 
+    /// The per-level page buffers of the `pread` path (none when the file is mapped).
     func allocatePages() {
       levels?.deallocate()
-      levels = .allocate(byteCount: psize * maxDepth, alignment: 16)
+      levels = map == nil ? .allocate(byteCount: psize * maxDepth, alignment: 16) : nil
     }
 
     func release() {
@@ -119,7 +120,7 @@ extension LMDBFileCheck {
       integerKeys: Bool, subDB: ((String, DB) -> Void)?, leafData: LMDBValueCheck?
     ) throws {
       try claim(p, name)
-      let buffer = UnsafeMutableRawBufferPointer(rebasing: levels![((depth - 1) * psize)..<(depth * psize)])
+      let buffer = levels.map { UnsafeMutableRawBufferPointer(rebasing: $0[((depth - 1) * psize)..<(depth * psize)]) } ?? scratch
       let page = try read(offset: p * UInt64(psize), count: psize, into: buffer)
       guard le64(page, 0) == p else { throw bad(p, "page header names page \(le64(page, 0))") }
       let kind = le16(page, 10) & ~UInt16(0x10 | 0x8000)  // P_DIRTY, P_KEEP are in-memory flags

@@ -86,7 +86,7 @@ import Testing
     let r = try env.run(["--floor", "--issue14"], binary: CLIEnv.binDir.appendingPathComponent("openshell-loadgen").path)
     #expect(r.code != 0, "\(r)")
     #expect(r.err.contains("choose one of --issue14, --floor, not several"), "\(r)")
-    #expect(!r.out.contains("openshell gateway, mTLS"), "\(r)")
+    #expect(r.out.isEmpty, "nothing ran: \(r)")
   }
 
   /// `openshell-loadgen --watch-events` (issue 12) with a log of more than one history page: every catch-up

@@ -33,6 +33,12 @@ struct SandboxBench: AsyncParsableCommand {
 
   @Flag(help: "Measure what confinement adds to one process start instead (launcher vs setpriv vs direct, --count starts each).") var launcher = false
 
+  func validate() throws {
+    guard count >= 0, execs >= 0, requests >= 0, proxyRounds >= 0, proxyDownloads >= 0, sshConnects >= 0, sshMegabytes >= 0 else {
+      throw ValidationError("--count, --execs, --requests, --proxy-rounds, --proxy-downloads, --ssh-connects and --ssh-megabytes must not be negative")
+    }
+  }
+
   func run() async throws {
     if launcher { return try LauncherBench.run(count: count) }
     if let sshProxyPort, let sshProxySandbox, let sshProxyCert, let sshProxyKey, let sshProxyCa {

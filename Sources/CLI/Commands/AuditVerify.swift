@@ -41,7 +41,9 @@ struct AuditVerify: AsyncParsableCommand {
       guard report.valid > 0 else {
         throw CLIError("FAILED: no checkpoint in the gateway's log is signed by \(publicKey) (\(report.otherKey) by other keys)")
       }
-      print("OK: head seq \(answer.headSeq); \(report.valid) checkpoint(s) signed by the key; records 1…\(report.coveredThrough) vouched for")
+      // As replay verify: a head right after the newest covered record is that checkpoint itself.
+      let head = answer.headSeq == report.coveredThrough + 1 ? " (record \(answer.headSeq) is that checkpoint itself)" : ""
+      print("OK: head seq \(answer.headSeq); \(report.valid) checkpoint(s) signed by the key; records 1…\(report.coveredThrough) vouched for\(head)")
       // The gateway answering holds the log: a tail after its newest checkpoint is expected (as replay verify says).
       if let tail = report.unsignedTail(headSeq: answer.headSeq) { print(CheckpointReport.unsignedTailLine(tail)) }
     }

@@ -38,9 +38,9 @@ final class PolicyProxy: Sendable {
 
   let policy: ProxyPolicy
   let resolver: CallerResolver
-  /// TLS for inspected connections; nil when the sandbox CA could not be set up (they are refused).
   /// The sandbox CA and the upstream TLS context (nil when TLS termination could not be set up: inspected
-  /// connections are refused); made on a thread of its own at start, so the first reader may wait for it.
+  /// connections are refused); made in the background once the sandbox is READY
+  /// (``NetworkEnforcement/startDeferredWork()``) or at the first read, so the first reader may wait for it.
   var tls: ProxyTLS? { tlsSlot.value }
   let tlsSlot: BackgroundValue<ProxyTLS?>
   let onDenied: @Sendable (Denial) -> Void

@@ -37,13 +37,6 @@ final class BackgroundValue<T: Sendable>: @unchecked Sendable {
     }
   }
 
-  /// True once the value is made (no waiting).
-  var isMade: Bool {
-    condition.lock()
-    defer { condition.unlock() }
-    return result != nil
-  }
-
   /// The value; starts the making if it has not started and blocks the calling thread until it is made
   /// (once, at most the making's time).
   var value: T {
